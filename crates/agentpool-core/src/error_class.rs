@@ -1,0 +1,166 @@
+//! Error classes (SPEC §2): what went wrong with an attempt, and whether trying again can help.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why an attempt failed. The class decides whether the task is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorClass {
+    /// HTTP 429, "rate limit", "quota exceeded", overloaded. Retried with backoff, honouring a
+    /// retry-after hint when the agent gives one.
+    RateLimited,
+    /// HTTP 401/403, invalid API key. Never retried: the same key fails the same way.
+    AuthFailed,
+    /// The task's timeout was hit. Retried.
+    Timeout,
+    /// The agent exited non-zero or reported an error result. Retried.
+    AgentError,
+    /// Clone, fetch or push failed for a reason other than authentication. Retried.
+    GitError,
+    /// Git refused our credentials. Not retried.
+    GitAuthFailed,
+    /// The spec cannot run (unknown agent, bad ref). Not retried.
+    InvalidTask,
+    /// A user canceled the task. Not retried.
+    Canceled,
+    /// The worker lost its lease (died or was partitioned) and the attempt was rescued.
+    LeaseExpired,
+    /// A dependency failed or was canceled, so this task cannot run.
+    DependencyFailed,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 10] = [
+        Self::RateLimited,
+        Self::AuthFailed,
+        Self::Timeout,
+        Self::AgentError,
+        Self::GitError,
+        Self::GitAuthFailed,
+        Self::InvalidTask,
+        Self::Canceled,
+        Self::LeaseExpired,
+        Self::DependencyFailed,
+    ];
+
+    /// Whether an attempt failing with this class may be followed by another attempt.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited | Self::Timeout | Self::AgentError | Self::GitError | Self::LeaseExpired
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimited => "RATE_LIMITED",
+            Self::AuthFailed => "AUTH_FAILED",
+            Self::Timeout => "TIMEOUT",
+            Self::AgentError => "AGENT_ERROR",
+            Self::GitError => "GIT_ERROR",
+            Self::GitAuthFailed => "GIT_AUTH_FAILED",
+            Self::InvalidTask => "INVALID_TASK",
+            Self::Canceled => "CANCELED",
+            Self::LeaseExpired => "LEASE_EXPIRED",
+            Self::DependencyFailed => "DEPENDENCY_FAILED",
+        }
+    }
+
+    /// Classify free text (an error message, an agent's stderr) by the signals SPEC §2 lists.
+    /// Used as the last resort when an agent gave no structured status.
+    pub fn from_message(text: &str) -> Option<ErrorClass> {
+        let t = text.to_ascii_lowercase();
+        let has = |needles: &[&str]| needles.iter().any(|n| t.contains(n));
+        if has(&[
+            "429",
+            "rate limit",
+            "rate_limit",
+            "quota exceeded",
+            "overloaded",
+            "too many requests",
+        ]) {
+            Some(Self::RateLimited)
+        } else if has(&[
+            "401",
+            "403",
+            "invalid api key",
+            "invalid x-api-key",
+            "unauthorized",
+            "authentication_error",
+            "authentication failed",
+            "forbidden",
+        ]) {
+            Some(Self::AuthFailed)
+        } else if has(&["context deadline exceeded", "timed out", "timeout"]) {
+            Some(Self::Timeout)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown error class {0:?}")]
+pub struct UnknownErrorClass(pub String);
+
+impl FromStr for ErrorClass {
+    type Err = UnknownErrorClass;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| UnknownErrorClass(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_strings() {
+        for c in ErrorClass::ALL {
+            assert_eq!(c.as_str().parse::<ErrorClass>(), Ok(c));
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+        }
+    }
+
+    #[test]
+    fn retryability_follows_the_spec_table() {
+        assert!(ErrorClass::RateLimited.is_retryable());
+        assert!(ErrorClass::Timeout.is_retryable());
+        assert!(ErrorClass::AgentError.is_retryable());
+        assert!(ErrorClass::GitError.is_retryable());
+        assert!(!ErrorClass::AuthFailed.is_retryable());
+        assert!(!ErrorClass::GitAuthFailed.is_retryable());
+        assert!(!ErrorClass::InvalidTask.is_retryable());
+        assert!(!ErrorClass::Canceled.is_retryable());
+    }
+
+    #[test]
+    fn classifies_messages() {
+        assert_eq!(
+            ErrorClass::from_message("exceeded retry limit, last status: 429 Too Many Requests"),
+            Some(ErrorClass::RateLimited)
+        );
+        assert_eq!(
+            ErrorClass::from_message("unexpected status 401 Unauthorized"),
+            Some(ErrorClass::AuthFailed)
+        );
+        assert_eq!(
+            ErrorClass::from_message("context deadline exceeded"),
+            Some(ErrorClass::Timeout)
+        );
+        assert_eq!(ErrorClass::from_message("segfault"), None);
+    }
+}

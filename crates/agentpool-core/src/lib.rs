@@ -1,0 +1,25 @@
+//! agentpool's domain model, free of I/O: ids, task specs and their validation, the task state
+//! machine, leases, error classes, the retry policy, workers, projects, events, and the wire
+//! types of the worker protocol shared by the server and its clients.
+
+pub mod error_class;
+pub mod event;
+pub mod ids;
+pub mod project;
+pub mod protocol;
+pub mod retry;
+pub mod spec;
+pub mod task;
+pub mod worker;
+
+pub use error_class::ErrorClass;
+pub use event::{Event, EventKind, NewEvent};
+pub use ids::{Lease, LeaseToken, TaskId, WorkerId};
+pub use project::Project;
+pub use retry::RetryPolicy;
+pub use spec::{BranchName, Labels, RepoUrl, TaskKind, TaskSpec, ValidationError};
+pub use task::{Attempt, AttemptOutcome, FileChange, Task, TaskResult, TaskState, Transition, Usage};
+pub use worker::{AgentInfo, Worker, WorkerStatus};
+
+/// Timestamps everywhere in agentpool are UTC.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

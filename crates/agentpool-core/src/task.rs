@@ -1,0 +1,429 @@
+//! The task record, its attempts and result, and the state machine that governs them.
+//!
+//! Stores persist what these functions decide; they never invent transitions of their own.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::retry::{RetryDecision, RetryPolicy};
+use crate::{ErrorClass, LeaseToken, TaskId, TaskSpec, Timestamp, WorkerId};
+
+/// Where a task is in its life. `Blocked` is not stored: a queued task whose dependencies,
+/// branch lock or project slots hold it back is reported as waiting with a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 5] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown task state {0:?}")]
+pub struct UnknownState(pub String);
+
+impl FromStr for TaskState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// A transition that the state machine refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} a task that is {from}")]
+pub struct InvalidTransition {
+    pub from: TaskState,
+    pub action: &'static str,
+}
+
+/// What a transition decided, for the store to persist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// Back to `queued`, runnable after the delay.
+    Requeue { delay: Duration },
+    /// To a finished state.
+    Finish {
+        state: TaskState,
+        class: Option<ErrorClass>,
+    },
+    /// Running: a cancel request is recorded for the worker to act on.
+    CancelRequested,
+}
+
+/// `queued → running`.
+pub fn claim(from: TaskState) -> Result<TaskState, InvalidTransition> {
+    match from {
+        TaskState::Queued => Ok(TaskState::Running),
+        _ => Err(InvalidTransition {
+            from,
+            action: "claim",
+        }),
+    }
+}
+
+/// `running → succeeded`.
+pub fn complete(from: TaskState) -> Result<Transition, InvalidTransition> {
+    match from {
+        TaskState::Running => Ok(Transition::Finish {
+            state: TaskState::Succeeded,
+            class: None,
+        }),
+        _ => Err(InvalidTransition {
+            from,
+            action: "complete",
+        }),
+    }
+}
+
+/// `running → queued` (retry with backoff) or `running → failed|canceled`.
+pub fn fail(
+    from: TaskState,
+    class: ErrorClass,
+    attempt: u32,
+    max_attempts: u32,
+    retry_after: Option<Duration>,
+    policy: &RetryPolicy,
+    u: f64,
+) -> Result<Transition, InvalidTransition> {
+    if from != TaskState::Running {
+        return Err(InvalidTransition { from, action: "fail" });
+    }
+    if class == ErrorClass::Canceled {
+        return Ok(Transition::Finish {
+            state: TaskState::Canceled,
+            class: Some(class),
+        });
+    }
+    Ok(
+        match policy.decide(class, attempt, max_attempts, retry_after, u) {
+            RetryDecision::RetryAfter(delay) => Transition::Requeue { delay },
+            RetryDecision::GiveUp => Transition::Finish {
+                state: TaskState::Failed,
+                class: Some(class),
+            },
+        },
+    )
+}
+
+/// Cancel: a queued task ends at once; a running one is flagged for its worker.
+pub fn cancel(from: TaskState) -> Result<Transition, InvalidTransition> {
+    match from {
+        TaskState::Queued => Ok(Transition::Finish {
+            state: TaskState::Canceled,
+            class: Some(ErrorClass::Canceled),
+        }),
+        TaskState::Running => Ok(Transition::CancelRequested),
+        _ => Err(InvalidTransition {
+            from,
+            action: "cancel",
+        }),
+    }
+}
+
+/// Retry a finished task that did not succeed: back to `queued` with a fresh attempt budget.
+pub fn retry(from: TaskState) -> Result<TaskState, InvalidTransition> {
+    match from {
+        TaskState::Failed | TaskState::Canceled => Ok(TaskState::Queued),
+        _ => Err(InvalidTransition {
+            from,
+            action: "retry",
+        }),
+    }
+}
+
+/// Token counts as agents report them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, o: &Usage) {
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cache_read_tokens += o.cache_read_tokens;
+        self.cache_write_tokens += o.cache_write_tokens;
+    }
+}
+
+/// One file the run changed, as `git diff --numstat` reports it (binary files have no counts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    pub added: Option<u64>,
+    pub removed: Option<u64>,
+}
+
+/// What a successful (or finally failed) run produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub files: Vec<FileChange>,
+    /// Whether the work branch reached the remote.
+    #[serde(default)]
+    pub pushed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_result: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pr_url: Option<String>,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_turns: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+    /// The lease ran out before the worker reported; the task was rescued.
+    Expired,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl FromStr for AttemptOutcome {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Canceled,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// One execution of a task by one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub task_id: TaskId,
+    /// 1-based attempt number.
+    pub number: u32,
+    pub worker_id: WorkerId,
+    pub lease_token: LeaseToken,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    pub outcome: AttemptOutcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// A task as the queue holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    /// Attempts started so far (since the last manual retry).
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub priority: i32,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub run_after: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Worker holding the current lease, while running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    /// The current (or last) lease token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<LeaseToken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<Timestamp>,
+    /// A cancel was requested while running; the worker is told on its next heartbeat.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Claim,
+        Complete,
+        Fail(usize),
+        Cancel,
+        Retry,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Claim),
+            Just(Op::Complete),
+            (0usize..ErrorClass::ALL.len()).prop_map(Op::Fail),
+            Just(Op::Cancel),
+            Just(Op::Retry),
+        ]
+    }
+
+    proptest! {
+        /// Drive a task through random operations. Whatever happens: attempts never exceed the
+        /// maximum, finished states only leave through `retry`, and `succeeded` is final.
+        #[test]
+        fn state_machine_invariants(ops in proptest::collection::vec(op(), 0..60), max in 1u32..5) {
+            let policy = RetryPolicy::default();
+            let mut state = TaskState::Queued;
+            let mut attempts = 0u32;
+            for op in ops {
+                let before = state;
+                match op {
+                    Op::Claim => if let Ok(s) = claim(state) {
+                        prop_assert!(attempts < max, "claimed past max attempts");
+                        attempts += 1;
+                        state = s;
+                    },
+                    Op::Complete => if let Ok(Transition::Finish { state: s, .. }) = complete(state) {
+                        state = s;
+                    },
+                    Op::Fail(i) => match fail(state, ErrorClass::ALL[i], attempts, max, None, &policy, 0.5) {
+                        Ok(Transition::Requeue { delay }) => {
+                            prop_assert!(ErrorClass::ALL[i].is_retryable());
+                            prop_assert!(delay <= policy.cap);
+                            state = TaskState::Queued;
+                        }
+                        Ok(Transition::Finish { state: s, .. }) => state = s,
+                        Ok(Transition::CancelRequested) => prop_assert!(false, "fail never requests cancel"),
+                        Err(e) => prop_assert_eq!(e.from, before),
+                    },
+                    Op::Cancel => match cancel(state) {
+                        Ok(Transition::Finish { state: s, .. }) => {
+                            prop_assert_eq!(before, TaskState::Queued);
+                            state = s;
+                        }
+                        Ok(Transition::CancelRequested) => prop_assert_eq!(before, TaskState::Running),
+                        Ok(Transition::Requeue { .. }) => prop_assert!(false),
+                        Err(_) => prop_assert!(before.is_finished()),
+                    },
+                    Op::Retry => if let Ok(s) = retry(state) {
+                        prop_assert!(matches!(before, TaskState::Failed | TaskState::Canceled));
+                        attempts = 0;
+                        state = s;
+                    },
+                }
+                if before == TaskState::Succeeded {
+                    prop_assert_eq!(state, TaskState::Succeeded, "succeeded is final");
+                }
+                if before.is_finished() && !state.is_finished() {
+                    prop_assert!(matches!(op, Op::Retry));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn explicit_transitions() {
+        assert_eq!(claim(TaskState::Queued), Ok(TaskState::Running));
+        assert!(claim(TaskState::Running).is_err());
+        assert!(complete(TaskState::Queued).is_err());
+        assert_eq!(cancel(TaskState::Running), Ok(Transition::CancelRequested));
+        assert!(cancel(TaskState::Succeeded).is_err());
+        assert!(retry(TaskState::Succeeded).is_err());
+        let p = RetryPolicy::default();
+        assert_eq!(
+            fail(TaskState::Running, ErrorClass::AuthFailed, 1, 3, None, &p, 0.0),
+            Ok(Transition::Finish {
+                state: TaskState::Failed,
+                class: Some(ErrorClass::AuthFailed)
+            })
+        );
+        assert_eq!(
+            fail(TaskState::Running, ErrorClass::Canceled, 1, 3, None, &p, 0.0),
+            Ok(Transition::Finish {
+                state: TaskState::Canceled,
+                class: Some(ErrorClass::Canceled)
+            })
+        );
+    }
+}

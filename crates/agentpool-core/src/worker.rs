@@ -1,0 +1,92 @@
+//! Workers as the queue sees them: identity, capabilities and status.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::UnknownState;
+use crate::{Labels, Timestamp, WorkerId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerStatus {
+    Idle,
+    Busy,
+    /// Finishing what it runs; claims nothing new.
+    Draining,
+    /// Missed heartbeats, or deregistered.
+    Offline,
+}
+
+impl WorkerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+            Self::Draining => "draining",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for WorkerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for WorkerStatus {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Idle, Self::Busy, Self::Draining, Self::Offline]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// An agent CLI a worker has, with the version it reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// What a worker tells the queue when it registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerRegistration {
+    /// Chosen by the worker so that a restart can re-register under the same id; assigned by
+    /// the server when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<WorkerId>,
+    pub hostname: String,
+    pub version: String,
+    pub agents: Vec<AgentInfo>,
+    #[serde(default)]
+    pub labels: Labels,
+    pub slots: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub id: WorkerId,
+    pub hostname: String,
+    pub version: String,
+    pub agents: Vec<AgentInfo>,
+    pub labels: Labels,
+    pub slots: u32,
+    pub status: WorkerStatus,
+    /// Tasks this worker holds a live lease on.
+    pub running: u32,
+    pub registered_at: Timestamp,
+    pub last_heartbeat_at: Timestamp,
+}
+
+impl Worker {
+    pub fn agent_names(&self) -> Vec<String> {
+        self.agents.iter().map(|a| a.name.clone()).collect()
+    }
+}

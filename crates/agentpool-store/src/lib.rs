@@ -1,0 +1,237 @@
+//! The durable queue: one [`Store`] trait with a SQLite and a PostgreSQL implementation that
+//! behave the same and pass the same test suite.
+//!
+//! Every state change goes through the pure transition functions of `agentpool_core::task`; the
+//! store only persists what they decide, atomically, guarded by the lease token.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{
+    Attempt, ErrorClass, Event, Labels, Lease, NewEvent, Project, RetryPolicy, Task, TaskId, TaskResult,
+    TaskSpec, TaskState, Timestamp, Worker, WorkerId,
+};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Errors a store returns. `StaleLease` is distinct because callers map it to HTTP 409 and
+/// workers react to it by abandoning the task.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("lease is stale: task {0} is no longer held with this token")]
+    StaleLease(TaskId),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Transition(#[from] agentpool_core::task::InvalidTransition),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Result of an enqueue: the task, and whether it was created now (false when an idempotency
+/// key matched an earlier task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub task: Task,
+    pub created: bool,
+}
+
+/// What a worker asks for when it claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimFilter {
+    pub worker_id: WorkerId,
+    /// Agent names the worker can run (`command` included when it runs command tasks).
+    pub agents: Vec<String>,
+    /// The worker's labels; a task's labels must all be among them.
+    pub labels: Labels,
+    pub max: u32,
+    pub lease_ttl: Duration,
+}
+
+/// A failed attempt as the worker reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub class: ErrorClass,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    pub result: Option<TaskResult>,
+}
+
+/// Why a queued task is not running yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum WaitReason {
+    /// `run_after` is in the future (a delayed task or a retry backoff).
+    Scheduled {
+        run_after: Timestamp,
+    },
+    Dependencies {
+        pending: Vec<TaskId>,
+    },
+    BranchLocked {
+        branch: String,
+        held_by: TaskId,
+    },
+    ProjectSlotsFull {
+        project: String,
+        slots: u32,
+    },
+    /// Nothing holds it back: it waits for a free worker with its agent and labels.
+    NoWorker,
+}
+
+/// A task with its attempts and, while queued, why it waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    pub attempts_detail: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitReason>,
+}
+
+/// Filters for listing tasks, newest first, paged by id.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    pub state: Option<TaskState>,
+    pub project: Option<String>,
+    pub label: Option<(String, String)>,
+    pub worker: Option<WorkerId>,
+    /// Return tasks older than this id (the previous page's last id).
+    pub before: Option<TaskId>,
+    pub limit: u32,
+}
+
+/// A bearer token as stored: only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    /// SHA-256 of the token, hex.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub created_at: Timestamp,
+    pub revoked: bool,
+}
+
+/// What the maintenance pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MaintenanceReport {
+    pub workers_offline: u64,
+    pub leases_requeued: u64,
+    pub tasks_failed: u64,
+    pub tasks_purged: u64,
+}
+
+/// Queue-wide settings a store is opened with.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub retry: RetryPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// The durable queue. Implementations: [`sqlite::SqliteStore`], [`postgres::PgStore`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- tasks ----
+    /// Enqueue one task. Dependencies must exist (so cycles cannot be formed); an idempotency
+    /// key already used returns the earlier task with `created: false`.
+    async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued>;
+    /// Enqueue many tasks in one transaction: all or none.
+    async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>>;
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>>;
+    async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
+    /// Cancel: a queued task is canceled at once; a running one is flagged and its worker told
+    /// on the next heartbeat.
+    async fn cancel(&self, id: TaskId) -> Result<Task>;
+    /// Re-queue a failed or canceled task with a fresh attempt budget.
+    async fn retry(&self, id: TaskId) -> Result<Task>;
+
+    // ---- worker protocol ----
+    /// Claim up to `filter.max` runnable tasks atomically (priority, then FIFO).
+    async fn claim(&self, filter: &ClaimFilter) -> Result<Vec<ClaimedTask>>;
+    /// Extend the worker's leases; reports cancel requests and leases it no longer holds.
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        leases: &[Lease],
+        lease_ttl: Duration,
+    ) -> Result<HeartbeatReply>;
+    /// Mark the attempt succeeded. `StaleLease` if the token is not the task's current one.
+    async fn complete(&self, worker: &WorkerId, lease: Lease, result: TaskResult) -> Result<()>;
+    /// Complete many attempts in one statement; one result per input, in order.
+    async fn complete_batch(
+        &self,
+        worker: &WorkerId,
+        items: Vec<(Lease, TaskResult)>,
+    ) -> Result<Vec<Result<()>>>;
+    /// Record a failed attempt: retried with backoff or finished, per the error class.
+    async fn fail(&self, worker: &WorkerId, lease: Lease, failure: Failure) -> Result<FailOutcome>;
+
+    // ---- events ----
+    /// Append events; with a lease, refused (`StaleLease`) unless it is current.
+    async fn append_events(&self, task: TaskId, lease: Option<Lease>, events: Vec<NewEvent>) -> Result<()>;
+    /// Events with `seq > after`, in order.
+    async fn list_events(&self, task: TaskId, after: i64, limit: u32) -> Result<Vec<Event>>;
+
+    // ---- workers ----
+    async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker>;
+    async fn get_worker(&self, id: &WorkerId) -> Result<Option<Worker>>;
+    async fn list_workers(&self) -> Result<Vec<Worker>>;
+    async fn drain_worker(&self, id: &WorkerId) -> Result<Worker>;
+    async fn deregister_worker(&self, id: &WorkerId) -> Result<()>;
+
+    // ---- projects, credentials, tokens ----
+    async fn put_project(&self, spec: ProjectSpec) -> Result<Project>;
+    async fn get_project(&self, name: &str) -> Result<Option<Project>>;
+    async fn list_projects(&self) -> Result<Vec<Project>>;
+    async fn delete_project(&self, name: &str) -> Result<()>;
+    /// Store an encrypted credential (the store never sees plaintext).
+    async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()>;
+    async fn get_credential(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    async fn list_credentials(&self) -> Result<Vec<String>>;
+    async fn delete_credential(&self, name: &str) -> Result<()>;
+    async fn create_token(&self, token: TokenRecord) -> Result<()>;
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+    async fn revoke_token(&self, id: &str) -> Result<()>;
+
+    // ---- maintenance ----
+    /// Workers whose last heartbeat is older than `threshold` go offline.
+    async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64>;
+    /// Attempts whose lease expired are closed as `expired` and their tasks re-queued (or
+    /// failed when out of attempts).
+    async fn requeue_expired(&self) -> Result<u64>;
+    /// Delete finished tasks (and their attempts and events) finished before `now - retention`.
+    async fn purge_finished(&self, retention: Duration) -> Result<u64>;
+
+    // ---- signal ----
+    /// Resolve when work may have become available (a task enqueued, re-queued or unblocked),
+    /// or after `timeout`. Spurious wake-ups are allowed; callers claim and wait again.
+    async fn wait_for_work(&self, timeout: Duration);
+
+    /// Can the database be reached?
+    async fn ping(&self) -> Result<()>;
+}
