@@ -1,1 +1,133 @@
-//! placeholder
+//! Agent adapters: the [`CodeAgent`] trait the worker pipeline calls, a [`Registry`] keyed by
+//! agent name, and one module per agent CLI that turns its output into normalized events.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::{ErrorClass, NewEvent, Usage};
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+/// What the pipeline asks an agent to do.
+#[derive(Debug, Clone)]
+pub struct AgentRequest {
+    pub prompt: String,
+    /// The prepared git workspace; the agent runs with this as its working directory.
+    pub workdir: PathBuf,
+    pub model: Option<String>,
+    pub max_turns: Option<u32>,
+    pub timeout: Duration,
+    /// Session to resume (a follow-up task), when the agent supports it.
+    pub resume_session: Option<String>,
+    /// Extra environment for the agent (API keys, endpoint URLs). The agent otherwise starts
+    /// with a cleared environment.
+    pub env: BTreeMap<String, String>,
+    /// A private directory the adapter may use as the agent's HOME/config dir.
+    pub home: PathBuf,
+    /// Stop reading output beyond this many bytes.
+    pub max_output_bytes: u64,
+}
+
+/// How an agent run ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentOutcome {
+    pub final_text: Option<String>,
+    pub is_error: bool,
+    pub session_id: Option<String>,
+    pub num_turns: Option<u32>,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
+    pub duration_ms: u64,
+    pub exit_code: Option<i32>,
+    /// Set when `is_error`: the class decided from the agent's own signals.
+    pub error_class: Option<ErrorClass>,
+    pub error_message: Option<String>,
+    /// A retry-after hint the agent reported (rate limits).
+    pub retry_after: Option<Duration>,
+}
+
+/// Where an adapter sends normalized events as they happen.
+pub trait EventSink: Send + Sync {
+    fn emit(&self, event: NewEvent);
+}
+
+/// What an adapter reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capabilities {
+    pub name: &'static str,
+    /// Can continue an earlier session.
+    pub resume: bool,
+    /// Reports cost in USD.
+    pub cost: bool,
+    pub max_turns: bool,
+}
+
+/// Why a run could not happen at all (as opposed to an agent that ran and failed, which is an
+/// [`AgentOutcome`] with `is_error`).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("agent binary not found: {0}")]
+    NotInstalled(String),
+    #[error("i/o error running the agent: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl AgentError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Invalid(_) | Self::NotInstalled(_) => ErrorClass::InvalidTask,
+            Self::Io(_) => ErrorClass::AgentError,
+        }
+    }
+}
+
+/// An agent CLI driven headlessly.
+#[async_trait]
+pub trait CodeAgent: Send + Sync {
+    fn capabilities(&self) -> Capabilities;
+    /// The installed CLI's version, when it can be found (reported at worker registration).
+    async fn version(&self) -> Option<String>;
+    /// Run to completion, streaming events into `events`. Cancel via `cancel`: the adapter
+    /// kills the agent's whole process group and returns an outcome classed `CANCELED`.
+    async fn run(
+        &self,
+        request: AgentRequest,
+        events: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Result<AgentOutcome, AgentError>;
+}
+
+/// Agents by name; the first registered is the default.
+#[derive(Default, Clone)]
+pub struct Registry {
+    agents: Vec<(String, Arc<dyn CodeAgent>)>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, agent: Arc<dyn CodeAgent>) {
+        let name = agent.capabilities().name.to_string();
+        self.agents.retain(|(n, _)| *n != name);
+        self.agents.push((name, agent));
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn CodeAgent>> {
+        self.agents.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone())
+    }
+
+    /// The agent used when a task names none.
+    pub fn default_agent(&self) -> Option<Arc<dyn CodeAgent>> {
+        self.agents.first().map(|(_, a)| a.clone())
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.agents.iter().map(|(n, _)| n.clone()).collect()
+    }
+}

@@ -1,1 +1,13 @@
-//! placeholder
+//! Test support shared by agentpool's crates. Everything here builds real things: fresh
+//! databases on the test PostgreSQL, git repositories and a smart-HTTP git server with auth,
+//! and a scripted model endpoint the real agent CLIs talk to.
+
+pub mod db;
+pub mod git;
+pub mod model;
+
+/// Whether the test run requires external services (set by `scripts/test` and CI). When set, a
+/// test that cannot find a service fails instead of skipping.
+pub fn services_required() -> bool {
+    std::env::var_os("AGENTPOOL_TEST_REQUIRE_SERVICES").is_some() || std::env::var_os("CI").is_some()
+}
