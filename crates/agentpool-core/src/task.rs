@@ -13,7 +13,7 @@ use crate::{ErrorClass, LeaseToken, TaskId, TaskSpec, Timestamp, WorkerId};
 
 /// Where a task is in its life. `Blocked` is not stored: a queued task whose dependencies,
 /// branch lock or project slots hold it back is reported as waiting with a reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Queued,
