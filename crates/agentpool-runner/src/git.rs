@@ -1,0 +1,338 @@
+//! Running git safely: no user or system configuration, no terminal prompts, no `ext::`
+//! transport, hooks and fsmonitor disabled, `--` before user values, and credentials handed
+//! over through an askpass program that reads the token from a 0600 file — never through a
+//! URL, an argument, the environment of the agent, a log line or an event.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{KillReason, ProcessSpec, run_captured};
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself; call only where it is handed to its consumer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// HTTP credentials for git: a user name and a token used as the password.
+#[derive(Debug, Clone)]
+pub struct GitCredentials {
+    pub username: String,
+    pub token: Secret,
+}
+
+/// Replaces known secrets in text that leaves the worker (events, messages, logs).
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<Secret>,
+}
+
+impl Redactor {
+    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
+        Self {
+            // Very short secrets would mangle ordinary text and are not worth protecting this way.
+            secrets: secrets.into_iter().filter(|s| s.0.len() >= 4).collect(),
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in &self.secrets {
+            if out.contains(s.expose()) {
+                out = out.replace(s.expose(), "[REDACTED]");
+            }
+        }
+        out
+    }
+}
+
+/// The askpass program and the token file it reads, in a private (0700) directory.
+#[derive(Debug, Clone)]
+pub struct AskPass {
+    script: PathBuf,
+    token_file: PathBuf,
+    username: String,
+}
+
+const ASKPASS_SCRIPT: &str = r#"#!/bin/sh
+# agentpool askpass: git asks for the user name, then the password (the token).
+case "$1" in
+  Username*) printf '%s\n' "$AGENTPOOL_GIT_USERNAME" ;;
+  *) cat -- "$AGENTPOOL_GIT_TOKEN_FILE" ;;
+esac
+"#;
+
+impl AskPass {
+    /// Write the askpass script and the token file into `dir` (created 0700).
+    pub fn install(dir: &Path, creds: &GitCredentials) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let script = dir.join("askpass.sh");
+        write_private(&script, ASKPASS_SCRIPT.as_bytes(), 0o700)?;
+        let token_file = dir.join("git-token");
+        let mut token = creds.token.expose().as_bytes().to_vec();
+        token.push(b'\n');
+        write_private(&token_file, &token, 0o600)?;
+        Ok(Self {
+            script,
+            token_file,
+            username: creds.username.clone(),
+        })
+    }
+}
+
+fn write_private(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// What went wrong running git.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// The remote refused our credentials (or wanted some and we had none).
+    #[error("git {step}: authentication failed: {message}")]
+    Auth { step: &'static str, message: String },
+    #[error("git {step} failed: {message}")]
+    Failed { step: &'static str, message: String },
+    #[error("git {step} was canceled")]
+    Canceled { step: &'static str },
+    #[error("git {step} timed out")]
+    Timeout { step: &'static str },
+    #[error("could not run git: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Runs git commands with a fixed, safe environment.
+#[derive(Debug, Clone)]
+pub struct Git {
+    env: Vec<(OsString, OsString)>,
+    allow_file: bool,
+    timeout: Duration,
+    redactor: Redactor,
+}
+
+/// How to configure [`Git`].
+#[derive(Debug, Clone)]
+pub struct GitOptions {
+    /// HOME for git: an empty private directory, so no user configuration is read.
+    pub home: PathBuf,
+    pub askpass: Option<AskPass>,
+    /// Allow `file://` and local-path remotes.
+    pub allow_file: bool,
+    /// Limit for each git command (clone of a large repository included).
+    pub timeout: Duration,
+    pub redactor: Redactor,
+}
+
+impl Git {
+    pub fn new(opts: GitOptions) -> Self {
+        let mut env: Vec<(OsString, OsString)> = vec![
+            (
+                "PATH".into(),
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            ),
+            ("HOME".into(), opts.home.into_os_string()),
+            // Messages in English: failures are classified from git's stderr.
+            ("LANG".into(), "C".into()),
+            ("LC_ALL".into(), "C".into()),
+            ("GIT_TERMINAL_PROMPT".into(), "0".into()),
+            ("GIT_CONFIG_GLOBAL".into(), "/dev/null".into()),
+            ("GIT_CONFIG_NOSYSTEM".into(), "1".into()),
+            ("GIT_ASKPASS".into(), "/bin/false".into()),
+            ("SSH_ASKPASS".into(), "/bin/false".into()),
+        ];
+        if let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") {
+            env.push(("SSH_AUTH_SOCK".into(), sock));
+        }
+        if let Some(a) = opts.askpass {
+            env.retain(|(k, _)| k != "GIT_ASKPASS");
+            env.push(("GIT_ASKPASS".into(), a.script.into_os_string()));
+            env.push(("AGENTPOOL_GIT_TOKEN_FILE".into(), a.token_file.into_os_string()));
+            env.push(("AGENTPOOL_GIT_USERNAME".into(), a.username.into()));
+        }
+        Self {
+            env,
+            allow_file: opts.allow_file,
+            timeout: opts.timeout,
+            redactor: opts.redactor,
+        }
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    fn base_args(&self, allow_file: bool) -> Vec<OsString> {
+        let file = if allow_file || self.allow_file {
+            "always"
+        } else {
+            "never"
+        };
+        [
+            "-c",
+            "protocol.ext.allow=never",
+            "-c",
+            &format!("protocol.file.allow={file}"),
+            // Nothing from the workspace runs with the worker's credentials in reach.
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "credential.helper=",
+            "-c",
+            "gc.auto=0",
+            "-c",
+            "advice.detachedHead=false",
+            "-c",
+            "init.defaultBranch=main",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect()
+    }
+
+    /// Run `git <args>` in `cwd`; returns stdout.
+    pub async fn run<S: AsRef<OsStr>>(
+        &self,
+        step: &'static str,
+        cwd: &Path,
+        args: &[S],
+        cancel: &CancellationToken,
+    ) -> Result<String, GitError> {
+        self.run_opts(RunOpts {
+            step,
+            cwd,
+            args: &args.iter().map(|a| a.as_ref().to_os_string()).collect::<Vec<_>>(),
+            stdin: None,
+            extra_env: &[],
+            local_source: false,
+            ok_codes: &[0],
+            cancel,
+        })
+        .await
+        .map(|(_, out)| out)
+    }
+
+    /// Run git with the full set of options; returns (exit code, stdout).
+    pub async fn run_opts(&self, o: RunOpts<'_>) -> Result<(i32, String), GitError> {
+        let mut spec = ProcessSpec::new("git")
+            .args(self.base_args(o.local_source))
+            .args(o.args.iter().cloned())
+            .cwd(o.cwd)
+            .timeout(self.timeout)
+            .kill_grace(Duration::from_secs(2))
+            .max_line_bytes(16 * 1024 * 1024)
+            .max_output_bytes(256 * 1024 * 1024);
+        spec.env = self.env.clone();
+        for (k, v) in o.extra_env {
+            spec = spec.env(k, v);
+        }
+        if let Some(data) = o.stdin {
+            spec = spec.stdin(data.to_vec());
+        }
+        let (outcome, stdout, stderr) = run_captured(spec, o.cancel).await?;
+        match outcome.killed {
+            Some(KillReason::Canceled) => return Err(GitError::Canceled { step: o.step }),
+            Some(KillReason::Timeout) => return Err(GitError::Timeout { step: o.step }),
+            Some(KillReason::OutputLimit) => {
+                return Err(GitError::Failed {
+                    step: o.step,
+                    message: "output too large".into(),
+                });
+            }
+            None => {}
+        }
+        let code = outcome.exit_code.unwrap_or(-1);
+        if o.ok_codes.contains(&code) {
+            return Ok((code, stdout));
+        }
+        let message = self.redactor.redact(&summarize(&stderr));
+        Err(if is_auth_failure(&stderr) {
+            GitError::Auth {
+                step: o.step,
+                message,
+            }
+        } else {
+            GitError::Failed {
+                step: o.step,
+                message,
+            }
+        })
+    }
+}
+
+/// Arguments of [`Git::run_opts`].
+pub struct RunOpts<'a> {
+    pub step: &'static str,
+    pub cwd: &'a Path,
+    pub args: &'a [OsString],
+    pub stdin: Option<&'a [u8]>,
+    pub extra_env: &'a [(&'a str, &'a str)],
+    /// The command reads from a local repository (the mirror): allow the file transport.
+    pub local_source: bool,
+    /// Exit codes that are not failures.
+    pub ok_codes: &'a [i32],
+    pub cancel: &'a CancellationToken,
+}
+
+/// Whether git's stderr says the remote refused (or needed) credentials.
+pub fn is_auth_failure(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    [
+        "authentication failed",
+        "could not read username",
+        "could not read password",
+        "terminal prompts disabled",
+        "http basic: access denied",
+        "returned error: 401",
+        "returned error: 403",
+        "permission denied (publickey",
+        "invalid username or password",
+    ]
+    .iter()
+    .any(|n| s.contains(n))
+}
+
+/// The informative tail of git's stderr, bounded.
+fn summarize(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+    if tail.len() > 2000 {
+        let mut cut = 2000;
+        while !tail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        tail[..cut].to_string()
+    } else {
+        tail
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of agentpool-runner against real processes, real git (a smart-HTTP server
+//! with basic auth) and a real SQLite store.
+
+mod process;
+mod workspace;

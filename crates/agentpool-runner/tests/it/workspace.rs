@@ -1,0 +1,186 @@
+//! The git workspace against a real smart-HTTP server with basic auth: cold and warm clones,
+//! work branch, commit and push, and authentication failures that never leak the token.
+
+use std::time::Duration;
+
+use agentpool_core::{BranchName, RepoUrl, TaskId};
+use agentpool_runner::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Redactor, Secret};
+use agentpool_runner::workspace::{
+    CommitOptions, MirrorLocks, PrepareRequest, WorkspaceConfig, WorkspaceError, finish, prepare,
+};
+use agentpool_testkit::git::{GIT_USER, GitServer};
+use tokio_util::sync::CancellationToken;
+
+pub struct Fixture {
+    pub server: GitServer,
+    pub dir: tempfile::TempDir,
+}
+
+pub const TOKEN: &str = "s3cret-token-0123456789";
+
+pub async fn fixture() -> Fixture {
+    let server = GitServer::start(TOKEN).await.unwrap();
+    server
+        .create_repo(
+            "app",
+            &[&[("README.md", "hello\n")], &[("src/lib.rs", "fn a() {}\n")]],
+        )
+        .unwrap();
+    Fixture {
+        server,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn git_with(dir: &std::path::Path, token: &str) -> Git {
+    let creds = GitCredentials {
+        username: GIT_USER.into(),
+        token: Secret::new(token),
+    };
+    let askpass = AskPass::install(&dir.join("askpass"), &creds).unwrap();
+    std::fs::create_dir_all(dir.join("git-home")).unwrap();
+    Git::new(GitOptions {
+        home: dir.join("git-home"),
+        askpass: Some(askpass),
+        allow_file: false,
+        timeout: Duration::from_secs(60),
+        redactor: Redactor::new([Secret::new(token)]),
+    })
+}
+
+fn commit_opts() -> CommitOptions {
+    CommitOptions {
+        message: "agentpool: edit".into(),
+        author_name: "Agent Pool".into(),
+        author_email: "bot@agentpool.test".into(),
+    }
+}
+
+async fn edit_commit_push(f: &Fixture, mirror: bool) -> (TaskId, String) {
+    let git = git_with(f.dir.path(), TOKEN);
+    let cfg = WorkspaceConfig {
+        root: f.dir.path().join("tasks"),
+        mirror_dir: mirror.then(|| f.dir.path().join("mirrors")),
+    };
+    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
+    let task_id = TaskId::new();
+    let branch = BranchName::for_task(task_id);
+    let cancel = CancellationToken::new();
+    let ws = prepare(
+        &git,
+        &cfg,
+        &MirrorLocks::default(),
+        PrepareRequest {
+            task_id,
+            url: &url,
+            base_ref: Some("main"),
+            branch: &branch,
+        },
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(ws.warm, mirror);
+    std::fs::write(ws.dir.join("README.md"), "hello\nworld\n").unwrap();
+    std::fs::write(ws.dir.join("new.txt"), "a\nb\nc\n").unwrap();
+    let post = finish(&git, &ws, Some(&commit_opts()), true, &cancel)
+        .await
+        .unwrap();
+    let sha = post.commit_sha.clone().unwrap();
+    assert!(post.pushed);
+    assert_eq!(f.server.branch_sha("app", branch.as_str()), Some(sha.clone()));
+    let mut files = post.files.clone();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        (files[0].path.as_str(), files[0].added, files[0].removed),
+        ("README.md", Some(1), Some(0))
+    );
+    assert_eq!(
+        (files[1].path.as_str(), files[1].added, files[1].removed),
+        ("new.txt", Some(3), Some(0))
+    );
+    let (author, msg) = f.server.commit_info("app", &sha).unwrap();
+    assert_eq!(author, "Agent Pool <bot@agentpool.test>");
+    assert_eq!(msg, "agentpool: edit");
+    ws.remove().await.unwrap();
+    (task_id, sha)
+}
+
+#[tokio::test]
+async fn cold_clone_commit_and_push_reach_the_remote() {
+    let f = fixture().await;
+    edit_commit_push(&f, false).await;
+}
+
+#[tokio::test]
+async fn warm_mirror_clone_commit_and_push_reach_the_remote() {
+    let f = fixture().await;
+    edit_commit_push(&f, true).await;
+    // Second task: the mirror exists and is only fetched.
+    edit_commit_push(&f, true).await;
+    assert_eq!(
+        std::fs::read_dir(f.dir.path().join("mirrors")).unwrap().count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn wrong_token_is_an_auth_failure_and_never_shows_the_token() {
+    let f = fixture().await;
+    let wrong = "wrong-token-value-98765";
+    let git = git_with(f.dir.path(), wrong);
+    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
+    let task_id = TaskId::new();
+    let err = prepare(
+        &git,
+        &WorkspaceConfig {
+            root: f.dir.path().join("tasks"),
+            mirror_dir: None,
+        },
+        &MirrorLocks::default(),
+        PrepareRequest {
+            task_id,
+            url: &url,
+            base_ref: None,
+            branch: &BranchName::for_task(task_id),
+        },
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        matches!(err, WorkspaceError::Git(GitError::Auth { .. })),
+        "{text}"
+    );
+    assert!(!text.contains(wrong) && !text.contains(TOKEN), "{text}");
+    let (_, refused) = f.server.request_counts();
+    assert!(refused >= 1);
+}
+
+#[tokio::test]
+async fn unknown_base_ref_is_a_bad_ref() {
+    let f = fixture().await;
+    let git = git_with(f.dir.path(), TOKEN);
+    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
+    let task_id = TaskId::new();
+    let err = prepare(
+        &git,
+        &WorkspaceConfig {
+            root: f.dir.path().join("tasks"),
+            mirror_dir: None,
+        },
+        &MirrorLocks::default(),
+        PrepareRequest {
+            task_id,
+            url: &url,
+            base_ref: Some("no-such-branch"),
+            branch: &BranchName::for_task(task_id),
+        },
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, WorkspaceError::BadRef(_)), "{err}");
+}
