@@ -5,6 +5,8 @@
 //! store only persists what they decide, atomically, guarded by the lease token.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use agentpool_core::project::ProjectSpec;
@@ -16,6 +18,12 @@ use agentpool_core::{
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+mod common;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
 
 /// Errors a store returns. `StaleLease` is distinct because callers map it to HTTP 409 and
 /// workers react to it by abandoning the task.
@@ -141,13 +149,106 @@ pub struct MaintenanceReport {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub retry: RetryPolicy,
+    /// Where the store reads "now" from. Every timestamp the store writes or compares comes from
+    /// here (never from the database's clock), so tests can move time forward instead of sleeping.
+    pub clock: Clock,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             retry: RetryPolicy::default(),
+            clock: Clock::system(),
         }
+    }
+}
+
+/// The store's clock: the system clock plus an offset that only tests move (to expire leases or
+/// pass a retention period without waiting).
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// Now, in unix milliseconds (the unit every timestamp column uses).
+    pub fn now_ms(&self) -> i64 {
+        chrono::Utc::now().timestamp_millis() + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn now(&self) -> Timestamp {
+        common::ts(self.now_ms())
+    }
+
+    /// Move this clock (and every store sharing it) forward.
+    pub fn advance(&self, d: Duration) {
+        self.offset_ms.fetch_add(
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+/// A subscription to the "work may be available" signal. Take it *before* claiming: a signal
+/// sent between an empty claim and [`WorkListener::wait`] is then not lost.
+#[derive(Debug)]
+pub struct WorkListener {
+    rx: watch::Receiver<u64>,
+}
+
+impl WorkListener {
+    /// Resolve when work was signalled since this listener was created (or since the last
+    /// `wait` returned), or after `timeout`. Returns whether a signal arrived.
+    pub async fn wait(&mut self, timeout: Duration) -> bool {
+        matches!(tokio::time::timeout(timeout, self.rx.changed()).await, Ok(Ok(())))
+    }
+}
+
+/// The sending side of the work signal, shared by a store and its background listener.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkSignal {
+    tx: Arc<watch::Sender<u64>>,
+}
+
+impl WorkSignal {
+    pub(crate) fn new() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    pub(crate) fn notify(&self) {
+        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    pub(crate) fn listener(&self) -> WorkListener {
+        WorkListener {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+/// Open a store from a URL: `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:`, or
+/// `postgres://…` / `postgresql://…`. Migrations are applied.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
+    open_store_with(url, StoreConfig::default()).await
+}
+
+/// [`open_store`] with explicit settings.
+pub async fn open_store_with(url: &str, config: StoreConfig) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let _ = config;
+        Err(StoreError::Invalid("PostgreSQL store not built yet".into()))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open_with(url, config).await?))
+    } else {
+        Err(StoreError::Invalid(
+            "database URL must start with sqlite: or postgres://".into(),
+        ))
     }
 }
 
@@ -226,11 +327,26 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue_expired(&self) -> Result<u64>;
     /// Delete finished tasks (and their attempts and events) finished before `now - retention`.
     async fn purge_finished(&self, retention: Duration) -> Result<u64>;
+    /// Run every maintenance step once (what the server's maintenance loop calls).
+    async fn maintain(&self, offline_after: Duration, retention: Duration) -> Result<MaintenanceReport> {
+        Ok(MaintenanceReport {
+            workers_offline: self.mark_workers_offline(offline_after).await?,
+            leases_requeued: self.requeue_expired().await?,
+            tasks_failed: 0,
+            tasks_purged: self.purge_finished(retention).await?,
+        })
+    }
 
     // ---- signal ----
     /// Resolve when work may have become available (a task enqueued, re-queued or unblocked),
     /// or after `timeout`. Spurious wake-ups are allowed; callers claim and wait again.
-    async fn wait_for_work(&self, timeout: Duration);
+    /// Prefer [`Store::work_listener`] taken before the claim, which cannot miss a signal.
+    async fn wait_for_work(&self, timeout: Duration) {
+        self.work_listener().wait(timeout).await;
+    }
+
+    /// Subscribe to the work signal (see [`WorkListener`]).
+    fn work_listener(&self) -> WorkListener;
 
     /// Can the database be reached?
     async fn ping(&self) -> Result<()>;

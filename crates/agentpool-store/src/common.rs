@@ -1,0 +1,317 @@
+//! What both backends share: turning specs into column values, rows back into domain types,
+//! time conversion, and the in-batch check of branch locks and project slots.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use agentpool_core::spec::RepoUrl;
+use agentpool_core::{
+    Attempt, AttemptOutcome, ErrorClass, LeaseToken, Task, TaskId, TaskResult, TaskSpec, TaskState,
+    Timestamp, WorkerId,
+};
+
+use crate::{Result, StoreError};
+
+/// Unix milliseconds to a timestamp. Out-of-range values (never written by the store) clamp
+/// to the epoch rather than failing a whole listing.
+pub(crate) fn ts(ms: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+pub(crate) fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<TaskState> {
+    s.parse().map_err(|e| corrupt("task state", e))
+}
+
+pub(crate) fn parse_class(s: Option<String>) -> Result<Option<ErrorClass>> {
+    s.map(|c| c.parse().map_err(|e| corrupt("error class", e)))
+        .transpose()
+}
+
+pub(crate) fn parse_worker(s: Option<String>) -> Result<Option<WorkerId>> {
+    s.map(|w| WorkerId::parse(w).map_err(|e| corrupt("worker id", e)))
+        .transpose()
+}
+
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// Column values of a new task, computed once from its spec.
+#[derive(Debug, Clone)]
+pub(crate) struct NewTaskRow {
+    pub id: TaskId,
+    pub spec: TaskSpec,
+    pub spec_json: String,
+    pub priority: i32,
+    pub run_after: i64,
+    pub max_attempts: i32,
+    pub required_agent: Option<String>,
+    /// JSON object of the task's labels; NULL when there are none so the claim filter
+    /// short-circuits for the common case.
+    pub labels_json: Option<String>,
+    pub project: Option<String>,
+    /// Repo + branch, only when the task names its branch (the default `agentpool/<id>` branch
+    /// is unique, so it can never collide).
+    pub lock_key: Option<String>,
+    /// Whether a claim must check a branch lock or project slots for this task; unconstrained
+    /// tasks take the single-statement fast path.
+    pub constrained: bool,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewTaskRow {
+    pub fn new(spec: TaskSpec, now: i64, default_max_attempts: u32) -> Result<Self> {
+        let id = TaskId::new();
+        let lock_key = spec.branch.as_ref().map(|branch| {
+            let repo = match (&spec.repo, &spec.project) {
+                (Some(r), _) => RepoUrl::parse(r, true)
+                    .map(|u| u.lock_key())
+                    .unwrap_or_else(|_| r.clone()),
+                (None, Some(p)) => format!("project:{p}"),
+                (None, None) => String::new(),
+            };
+            format!("{repo}#{branch}")
+        });
+        let labels_json = if spec.labels.is_empty() {
+            None
+        } else {
+            Some(json(&spec.labels)?)
+        };
+        let max_attempts = spec.max_attempts.unwrap_or(default_max_attempts).max(1);
+        Ok(Self {
+            id,
+            spec_json: json(&spec)?,
+            priority: spec.priority,
+            run_after: spec.run_after.map(ms).unwrap_or(now),
+            max_attempts: i32::try_from(max_attempts).unwrap_or(i32::MAX),
+            required_agent: spec.required_agent().map(str::to_string),
+            labels_json,
+            project: spec.project.clone(),
+            constrained: lock_key.is_some() || spec.project.is_some(),
+            lock_key,
+            idempotency_key: spec.idempotency_key.clone(),
+            spec,
+        })
+    }
+}
+
+/// A task row as read from either backend, before conversion.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTask {
+    pub id: TaskId,
+    pub spec: String,
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub priority: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub run_after: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub worker_id: Option<String>,
+    pub lease_token: i64,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub result: Option<String>,
+}
+
+impl RawTask {
+    pub fn into_task(self) -> Result<Task> {
+        let spec: TaskSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt("task spec", e))?;
+        let result: Option<TaskResult> = self
+            .result
+            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("task result", e)))
+            .transpose()?;
+        Ok(Task {
+            id: self.id,
+            state: parse_state(&self.state)?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            max_attempts: u32::try_from(self.max_attempts).unwrap_or(0),
+            priority: i32::try_from(self.priority).unwrap_or(0),
+            created_at: ts(self.created_at),
+            updated_at: ts(self.updated_at),
+            run_after: ts(self.run_after),
+            started_at: self.started_at.map(ts),
+            finished_at: self.finished_at.map(ts),
+            worker_id: parse_worker(self.worker_id)?,
+            lease_token: (self.lease_token > 0).then_some(LeaseToken(self.lease_token)),
+            lease_expires_at: self.lease_expires_at.map(ts),
+            cancel_requested: self.cancel_requested,
+            error_class: parse_class(self.error_class)?,
+            error_message: self.error_message,
+            result,
+            spec,
+        })
+    }
+}
+
+/// An attempt row as read from either backend.
+#[derive(Debug, Clone)]
+pub(crate) struct RawAttempt {
+    pub task_id: TaskId,
+    pub number: i64,
+    pub worker_id: String,
+    pub lease_token: i64,
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
+    pub outcome: String,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+}
+
+impl RawAttempt {
+    pub fn into_attempt(self) -> Result<Attempt> {
+        Ok(Attempt {
+            task_id: self.task_id,
+            number: u32::try_from(self.number).unwrap_or(0),
+            worker_id: WorkerId::parse(self.worker_id).map_err(|e| corrupt("worker id", e))?,
+            lease_token: LeaseToken(self.lease_token),
+            started_at: ts(self.started_at),
+            ended_at: self.ended_at.map(ts),
+            outcome: self
+                .outcome
+                .parse::<AttemptOutcome>()
+                .map_err(|e| corrupt("attempt outcome", e))?,
+            error_class: parse_class(self.error_class)?,
+            error_message: self.error_message,
+        })
+    }
+}
+
+/// The attempt currently running, synthesised from the task row: attempts are written to the
+/// history table only when they end, so the claim path adds no row per task.
+pub(crate) fn running_attempt(task: &Task) -> Option<Attempt> {
+    if task.state != TaskState::Running {
+        return None;
+    }
+    Some(Attempt {
+        task_id: task.id,
+        number: task.attempts,
+        worker_id: task.worker_id.clone()?,
+        lease_token: task.lease_token?,
+        started_at: task.started_at?,
+        ended_at: None,
+        outcome: AttemptOutcome::Running,
+        error_class: None,
+        error_message: None,
+    })
+}
+
+/// A queued task that passed the SQL filters of a constrained claim.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    pub id: TaskId,
+    pub lock_key: Option<String>,
+    pub project: Option<String>,
+    /// Tasks of the project running now (0 without a project).
+    pub project_running: i64,
+    pub project_slots: Option<i64>,
+}
+
+/// Choose up to `max` candidates (already in claim order) so that within this one batch no
+/// branch lock key is taken twice and no project goes past its slots. The SQL filters already
+/// excluded candidates blocked by tasks running before this claim.
+pub(crate) fn pick_candidates(cands: &[Candidate], max: usize) -> Vec<TaskId> {
+    let mut locks: HashSet<&str> = HashSet::new();
+    let mut taken: HashMap<&str, i64> = HashMap::new();
+    let mut out = Vec::new();
+    for c in cands {
+        if out.len() >= max {
+            break;
+        }
+        if let Some(k) = &c.lock_key
+            && locks.contains(k.as_str())
+        {
+            continue;
+        }
+        if let (Some(p), Some(slots)) = (&c.project, c.project_slots) {
+            let n = taken.get(p.as_str()).copied().unwrap_or(0);
+            if c.project_running + n >= slots {
+                continue;
+            }
+            taken.insert(p, n + 1);
+        }
+        if let Some(k) = &c.lock_key {
+            locks.insert(k);
+        }
+        out.push(c.id);
+    }
+    out
+}
+
+/// A uniform sample in [0, 1) for backoff jitter.
+pub(crate) fn jitter_sample() -> f64 {
+    rand::random::<f64>()
+}
+
+pub(crate) const DEPENDENCY_FAILED_MSG: &str = "a dependency failed or was canceled";
+
+/// How a failed (or expired) attempt ends, as the state machine decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Ending {
+    Requeue { delay: Duration },
+    Finish { state: TaskState, class: ErrorClass },
+}
+
+/// Ask `agentpool_core::task::fail` what a failed attempt leads to. A cancel requested while the
+/// task ran wins over whatever the worker reported: the user asked for it to stop.
+pub(crate) fn decide_failure(
+    cancel_requested: bool,
+    class: ErrorClass,
+    attempt: i64,
+    max_attempts: i64,
+    retry_after: Option<Duration>,
+    policy: &agentpool_core::RetryPolicy,
+) -> Result<Ending> {
+    let class = if cancel_requested {
+        ErrorClass::Canceled
+    } else {
+        class
+    };
+    let t = agentpool_core::task::fail(
+        TaskState::Running,
+        class,
+        u32::try_from(attempt).unwrap_or(u32::MAX),
+        u32::try_from(max_attempts).unwrap_or(u32::MAX),
+        retry_after,
+        policy,
+        jitter_sample(),
+    )?;
+    Ok(match t {
+        agentpool_core::Transition::Requeue { delay } => Ending::Requeue { delay },
+        agentpool_core::Transition::Finish { state, class } => Ending::Finish {
+            state,
+            class: class.unwrap_or(ErrorClass::AgentError),
+        },
+        agentpool_core::Transition::CancelRequested => {
+            return Err(StoreError::Corrupt("fail() requested a cancel".into()));
+        }
+    })
+}
+
+/// The attempt outcome recorded for an ending.
+pub(crate) fn attempt_outcome(ending: &Ending, class: ErrorClass) -> AttemptOutcome {
+    match ending {
+        Ending::Finish {
+            state: TaskState::Canceled,
+            ..
+        } => AttemptOutcome::Canceled,
+        _ if class == ErrorClass::LeaseExpired => AttemptOutcome::Expired,
+        _ => AttemptOutcome::Failed,
+    }
+}

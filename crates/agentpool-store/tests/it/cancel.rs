@@ -1,0 +1,67 @@
+//! Cancel: a queued task ends at once, a running one is flagged for its worker.
+
+use agentpool_core::{ErrorClass, TaskResult, TaskState};
+use agentpool_store::{Failure, StoreError};
+
+use crate::both;
+use crate::harness::{Harness, TTL, cmd};
+
+both!(
+    cancel_queued_task_ends_it_at_once,
+    cancel_running_task_tells_its_worker
+);
+
+async fn cancel_queued_task_ends_it_at_once(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let t = h.store.cancel(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Canceled);
+    assert_eq!(t.error_class, Some(ErrorClass::Canceled));
+    assert!(t.finished_at.is_some());
+    assert!(w.claim(1).await.is_empty());
+    assert!(matches!(h.store.cancel(id).await, Err(StoreError::Transition(_))));
+    let t = h.store.retry(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Queued);
+    assert!(matches!(
+        h.store.cancel(agentpool_core::TaskId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn cancel_running_task_tells_its_worker(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let c = w.claim(1).await.remove(0);
+    let t = h.store.cancel(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Running);
+    assert!(t.cancel_requested);
+    let hb = h.store.heartbeat(&w.id, &[c.lease], TTL).await.unwrap();
+    assert_eq!(hb.cancel, vec![id]);
+    // Whatever the worker reports after killing the agent, the task ends canceled.
+    let out = h
+        .store
+        .fail(
+            &w.id,
+            c.lease,
+            Failure {
+                class: ErrorClass::AgentError,
+                message: "killed".into(),
+                retry_after: None,
+                result: Some(TaskResult::default()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        agentpool_core::protocol::FailOutcome::Finished {
+            state: TaskState::Canceled
+        }
+    );
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Canceled);
+    assert_eq!(
+        d.attempts_detail[0].outcome,
+        agentpool_core::AttemptOutcome::Canceled
+    );
+}

@@ -1,0 +1,96 @@
+//! Dependencies: order of a chain, failure cascade, and validation at submit.
+
+use agentpool_core::{ErrorClass, TaskResult, TaskSpec, TaskState};
+use agentpool_store::{Failure, StoreError, WaitReason};
+
+use crate::both;
+use crate::harness::{Harness, cmd, ids};
+
+both!(
+    dependency_chain_runs_in_order,
+    failed_dependency_fails_its_dependents,
+    unknown_dependency_is_refused,
+);
+
+fn after(spec: TaskSpec, deps: &[agentpool_core::TaskId]) -> TaskSpec {
+    TaskSpec {
+        depends_on: deps.to_vec(),
+        ..spec
+    }
+}
+
+async fn dependency_chain_runs_in_order(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let b = h.store.enqueue(after(cmd("b"), &[a])).await.unwrap().task.id;
+    let c = h.store.enqueue(after(cmd("c"), &[a, b])).await.unwrap().task.id;
+    let d = h.store.get_task(c).await.unwrap().unwrap();
+    assert_eq!(
+        d.waiting,
+        vec![WaitReason::Dependencies {
+            pending: {
+                let mut v = vec![a, b];
+                v.sort();
+                v
+            }
+        }]
+    );
+    let mut order = Vec::new();
+    loop {
+        let got = w.claim(10).await;
+        if got.is_empty() {
+            break;
+        }
+        assert_eq!(got.len(), 1, "only one link of the chain is runnable at a time");
+        order.extend(ids(&got));
+        h.store
+            .complete(&w.id, got[0].lease, TaskResult::default())
+            .await
+            .unwrap();
+    }
+    assert_eq!(order, vec![a, b, c]);
+}
+
+async fn failed_dependency_fails_its_dependents(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let b = h.store.enqueue(after(cmd("b"), &[a])).await.unwrap().task.id;
+    let c = h.store.enqueue(after(cmd("c"), &[b])).await.unwrap().task.id;
+    let unrelated = h.store.enqueue(cmd("u")).await.unwrap().task.id;
+    let got = w.claim(1).await;
+    assert_eq!(ids(&got), vec![a]);
+    h.store
+        .fail(
+            &w.id,
+            got[0].lease,
+            Failure {
+                class: ErrorClass::InvalidTask,
+                message: "bad ref".into(),
+                retry_after: None,
+                result: None,
+            },
+        )
+        .await
+        .unwrap();
+    for id in [b, c] {
+        let t = h.store.get_task(id).await.unwrap().unwrap().task;
+        assert_eq!(t.state, TaskState::Failed);
+        assert_eq!(t.error_class, Some(ErrorClass::DependencyFailed));
+    }
+    // Submitting against a failed dependency fails at once; retrying the dependent is refused
+    // until the dependency is retried.
+    let late = h.store.enqueue(after(cmd("late"), &[a])).await.unwrap().task;
+    assert_eq!(late.state, TaskState::Failed);
+    assert_eq!(late.error_class, Some(ErrorClass::DependencyFailed));
+    assert!(matches!(h.store.retry(b).await, Err(StoreError::Conflict(_))));
+    assert_eq!(ids(&w.claim(10).await), vec![unrelated]);
+}
+
+async fn unknown_dependency_is_refused(h: Harness) {
+    let r = h
+        .store
+        .enqueue(after(cmd("x"), &[agentpool_core::TaskId::new()]))
+        .await;
+    assert!(matches!(r, Err(StoreError::Invalid(_))));
+    assert_eq!(h.store.count_by_state().await.unwrap()[&TaskState::Queued], 0);
+}

@@ -1,0 +1,47 @@
+//! Events: batched append, ordered listing with a cursor.
+
+use agentpool_core::{EventKind, NewEvent};
+
+use crate::both;
+use crate::harness::{Harness, cmd};
+
+both!(events_page_in_order_with_a_cursor);
+
+async fn events_page_in_order_with_a_cursor(h: Harness) {
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let other = h.store.enqueue(cmd("y")).await.unwrap().task.id;
+    let batch: Vec<_> = (0..5)
+        .map(|i| NewEvent::log("stdout", format!("line {i}")))
+        .collect();
+    h.store.append_events(id, None, batch).await.unwrap();
+    h.store
+        .append_events(other, None, vec![NewEvent::lifecycle("queued", "hi")])
+        .await
+        .unwrap();
+    h.store
+        .append_events(
+            id,
+            None,
+            vec![NewEvent::new(EventKind::Usage, serde_json::json!({"n": 1}))],
+        )
+        .await
+        .unwrap();
+    let p1 = h.store.list_events(id, 0, 2).await.unwrap();
+    assert_eq!(p1.len(), 2);
+    assert_eq!(p1[0].data["line"], "line 0");
+    assert_eq!(p1[1].data["line"], "line 1");
+    let p2 = h.store.list_events(id, p1[1].seq, 10).await.unwrap();
+    assert_eq!(p2.len(), 4);
+    assert_eq!(p2[0].data["line"], "line 2");
+    assert_eq!(p2[3].kind, EventKind::Usage);
+    assert!(p2.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(p2.iter().all(|e| e.task_id == id));
+    assert!(h.store.list_events(id, p2[3].seq, 10).await.unwrap().is_empty());
+    let missing = agentpool_core::TaskId::new();
+    assert!(
+        h.store
+            .append_events(missing, None, vec![NewEvent::log("stdout", "x")])
+            .await
+            .is_err()
+    );
+}

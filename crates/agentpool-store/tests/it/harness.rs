@@ -1,0 +1,139 @@
+//! Test harness: a fresh store on either backend with a clock the test moves, plus builders
+//! for specs and workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::protocol::ClaimedTask;
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, Labels, TaskSpec, WorkerId};
+use agentpool_store::{ClaimFilter, Clock, Store, StoreConfig, open_store_with};
+use agentpool_testkit::db::{Backend, TestDb};
+
+/// Generate one test per backend for a scenario `async fn name(h: Harness)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                if let Some(h) = $crate::harness::Harness::new(agentpool_testkit::db::Backend::Sqlite).await {
+                    super::$name(h).await;
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(h) = $crate::harness::Harness::new(agentpool_testkit::db::Backend::Postgres).await {
+                    super::$name(h).await;
+                }
+            }
+        }
+    )*};
+}
+
+pub const TTL: Duration = Duration::from_secs(30);
+
+pub struct Harness {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub db: TestDb,
+}
+
+impl Harness {
+    pub async fn new(backend: Backend) -> Option<Harness> {
+        let db = TestDb::new(backend).await?;
+        let clock = Clock::system();
+        let store = open_store_with(
+            db.url(),
+            StoreConfig {
+                clock: clock.clone(),
+                ..StoreConfig::default()
+            },
+        )
+        .await
+        .expect("open store");
+        Some(Harness { store, clock, db })
+    }
+
+    /// Another store on the same database, as a second server replica would have.
+    pub async fn replica(&self) -> Arc<dyn Store> {
+        open_store_with(
+            self.db.url(),
+            StoreConfig {
+                clock: self.clock.clone(),
+                ..StoreConfig::default()
+            },
+        )
+        .await
+        .expect("open replica")
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    /// Register a worker with the given agents and labels.
+    pub async fn worker(&self, name: &str, agents: &[&str], lbls: &[(&str, &str)]) -> Worker {
+        let id = WorkerId::parse(name).expect("worker id");
+        self.store
+            .register_worker(WorkerRegistration {
+                id: Some(id.clone()),
+                hostname: "test-host".into(),
+                version: "0".into(),
+                agents: agents
+                    .iter()
+                    .map(|a| AgentInfo {
+                        name: a.to_string(),
+                        version: None,
+                    })
+                    .collect(),
+                labels: labels(lbls),
+                slots: 4,
+            })
+            .await
+            .expect("register worker");
+        Worker {
+            id,
+            agents: agents.iter().map(|s| s.to_string()).collect(),
+            labels: labels(lbls),
+            store: self.store.clone(),
+        }
+    }
+}
+
+pub fn labels(l: &[(&str, &str)]) -> Labels {
+    l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A worker as the tests drive it.
+pub struct Worker {
+    pub id: WorkerId,
+    pub agents: Vec<String>,
+    pub labels: Labels,
+    pub store: Arc<dyn Store>,
+}
+
+impl Worker {
+    pub fn filter(&self, max: u32) -> ClaimFilter {
+        ClaimFilter {
+            worker_id: self.id.clone(),
+            agents: self.agents.clone(),
+            labels: self.labels.clone(),
+            max,
+            lease_ttl: TTL,
+        }
+    }
+
+    pub async fn claim(&self, max: u32) -> Vec<ClaimedTask> {
+        self.store.claim(&self.filter(max)).await.expect("claim")
+    }
+}
+
+/// A command task (matched by workers that have the `command` agent).
+pub fn cmd(c: &str) -> TaskSpec {
+    TaskSpec::command("https://git.example.com/r.git", c)
+}
+
+pub fn ids(c: &[ClaimedTask]) -> Vec<agentpool_core::TaskId> {
+    c.iter().map(|c| c.task.id).collect()
+}

@@ -1,0 +1,120 @@
+//! Leases and fencing: expiry and rescue, heartbeats, and refusal of stale tokens.
+
+use std::time::Duration;
+
+use agentpool_core::{AttemptOutcome, ErrorClass, NewEvent, TaskResult, TaskState};
+use agentpool_store::StoreError;
+
+use crate::both;
+use crate::harness::{Harness, TTL, cmd};
+
+both!(
+    expired_lease_is_reclaimed_and_stale_complete_refused,
+    heartbeat_extends_the_lease_and_reports_lost_ones,
+    stale_token_cannot_append_events,
+);
+
+async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
+    let a = h.worker("a", &["command"], &[]).await;
+    let b = h.worker("b", &["command"], &[]).await;
+    let id = h.store.enqueue(cmd("slow")).await.unwrap().task.id;
+    let first = a.claim(1).await.remove(0);
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 0, "lease still valid");
+    h.clock.advance(TTL + Duration::from_secs(1));
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
+    // Rescue counts as an attempt and waits for its backoff like any retry.
+    h.clock.advance(Duration::from_secs(3600));
+    let second = b.claim(1).await.remove(0);
+    assert_eq!(second.task.id, id);
+    assert_eq!(second.attempt, 2);
+    assert!(second.lease.token > first.lease.token);
+    let stale = h.store.complete(&a.id, first.lease, TaskResult::default()).await;
+    assert!(matches!(stale, Err(StoreError::StaleLease(t)) if t == id));
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Running, "stale complete changed nothing");
+    assert_eq!(d.task.worker_id.as_ref(), Some(&b.id));
+    h.store
+        .complete(
+            &b.id,
+            second.lease,
+            TaskResult {
+                commit_sha: Some("abc".into()),
+                ..TaskResult::default()
+            },
+        )
+        .await
+        .unwrap();
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Succeeded);
+    assert_eq!(d.task.result.unwrap().commit_sha.as_deref(), Some("abc"));
+    let outcomes: Vec<_> = d.attempts_detail.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![AttemptOutcome::Expired, AttemptOutcome::Succeeded]);
+    assert_eq!(d.attempts_detail[0].error_class, Some(ErrorClass::LeaseExpired));
+    assert_eq!(d.attempts_detail[0].worker_id, a.id);
+    // The stale worker's fail is refused as well.
+    let f = h
+        .store
+        .fail(
+            &a.id,
+            first.lease,
+            agentpool_store::Failure {
+                class: ErrorClass::AgentError,
+                message: "late".into(),
+                retry_after: None,
+                result: None,
+            },
+        )
+        .await;
+    assert!(matches!(f, Err(StoreError::StaleLease(_))));
+}
+
+async fn heartbeat_extends_the_lease_and_reports_lost_ones(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    h.store.enqueue(cmd("a")).await.unwrap();
+    h.store.enqueue(cmd("b")).await.unwrap();
+    let c = w.claim(2).await;
+    let leases: Vec<_> = c.iter().map(|c| c.lease).collect();
+    for _ in 0..3 {
+        h.clock.advance(TTL - Duration::from_secs(5));
+        let r = h.store.heartbeat(&w.id, &leases, TTL).await.unwrap();
+        assert!(r.lost.is_empty() && r.cancel.is_empty() && !r.drain);
+    }
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 0);
+    let worker = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(worker.status, agentpool_core::WorkerStatus::Busy);
+    assert_eq!(worker.running, 2);
+    // One finishes elsewhere (here: completes); a heartbeat naming it reports it lost.
+    h.store
+        .complete(&w.id, leases[0], TaskResult::default())
+        .await
+        .unwrap();
+    let r = h.store.heartbeat(&w.id, &leases, TTL).await.unwrap();
+    assert_eq!(r.lost, vec![leases[0].task_id]);
+}
+
+async fn stale_token_cannot_append_events(h: Harness) {
+    let a = h.worker("a", &["command"], &[]).await;
+    let b = h.worker("b", &["command"], &[]).await;
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let first = a.claim(1).await.remove(0);
+    h.store
+        .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "one")])
+        .await
+        .unwrap();
+    h.clock.advance(TTL + Duration::from_secs(1));
+    h.store.requeue_expired().await.unwrap();
+    h.clock.advance(Duration::from_secs(3600));
+    let second = b.claim(1).await.remove(0);
+    let r = h
+        .store
+        .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "stale")])
+        .await;
+    assert!(matches!(r, Err(StoreError::StaleLease(_))));
+    h.store
+        .append_events(id, Some(second.lease), vec![NewEvent::log("stdout", "two")])
+        .await
+        .unwrap();
+    let ev = h.store.list_events(id, 0, 100).await.unwrap();
+    let lines: Vec<_> = ev.iter().map(|e| e.data["line"].as_str().unwrap()).collect();
+    assert_eq!(lines, vec!["one", "two"]);
+}

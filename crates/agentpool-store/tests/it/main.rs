@@ -1,0 +1,14 @@
+//! The store's shared test suite: every scenario runs against SQLite and PostgreSQL, each on a
+//! fresh database (`both!` generates a `sqlite` and a `postgres` test per scenario).
+
+mod harness;
+
+mod cancel;
+mod deps;
+mod events;
+mod lease;
+mod locks;
+mod maintenance;
+mod queue;
+mod registry;
+mod signal;

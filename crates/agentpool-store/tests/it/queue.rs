@@ -1,0 +1,349 @@
+//! Enqueue, idempotency, claim order and matching, and the many-claimer exactly-once check.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use agentpool_core::{TaskResult, TaskSpec, TaskState};
+use agentpool_store::Failure;
+
+use crate::both;
+use crate::harness::{Harness, cmd, ids};
+
+both!(
+    enqueue_returns_a_queued_task,
+    idempotency_key_returns_the_first_task,
+    claim_takes_priority_then_fifo,
+    claim_skips_tasks_scheduled_later,
+    claim_matches_agent_and_labels,
+    draining_worker_claims_nothing,
+    eight_claimers_take_every_task_exactly_once,
+    failure_requeues_with_backoff_then_finishes,
+    retry_requeues_a_failed_task,
+);
+
+async fn enqueue_returns_a_queued_task(h: Harness) {
+    let e = h.store.enqueue(cmd("true")).await.unwrap();
+    assert!(e.created);
+    assert_eq!(e.task.state, TaskState::Queued);
+    assert_eq!(e.task.attempts, 0);
+    assert_eq!(e.task.max_attempts, 3);
+    let d = h.store.get_task(e.task.id).await.unwrap().unwrap();
+    assert_eq!(d.task, e.task);
+    let batch = h
+        .store
+        .enqueue_batch((0..1000).map(|i| cmd(&format!("echo {i}"))).collect())
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 1000);
+    assert_eq!(batch[7].task.spec.command.as_deref(), Some("echo 7"));
+    let counts = h.store.count_by_state().await.unwrap();
+    assert_eq!(counts[&TaskState::Queued], 1001);
+    let page = h
+        .store
+        .list_tasks(&agentpool_store::TaskFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 10);
+    assert_eq!(page[0].id, batch[999].task.id, "newest first");
+    let next = h
+        .store
+        .list_tasks(&agentpool_store::TaskFilter {
+            limit: 10,
+            before: Some(page[9].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next[0].id, batch[989].task.id);
+}
+
+async fn idempotency_key_returns_the_first_task(h: Harness) {
+    let spec = TaskSpec {
+        idempotency_key: Some("delivery-1".into()),
+        ..cmd("true")
+    };
+    let a = h.store.enqueue(spec.clone()).await.unwrap();
+    let b = h.store.enqueue(spec.clone()).await.unwrap();
+    assert!(a.created);
+    assert!(!b.created);
+    assert_eq!(a.task.id, b.task.id);
+    let batch = h
+        .store
+        .enqueue_batch(vec![
+            spec.clone(),
+            TaskSpec {
+                idempotency_key: Some("delivery-2".into()),
+                ..cmd("true")
+            },
+            TaskSpec {
+                idempotency_key: Some("delivery-2".into()),
+                ..cmd("true")
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch[0].task.id, a.task.id);
+    assert!(!batch[0].created);
+    assert!(batch[1].created);
+    assert!(!batch[2].created);
+    assert_eq!(batch[1].task.id, batch[2].task.id);
+    assert_eq!(h.store.count_by_state().await.unwrap()[&TaskState::Queued], 2);
+}
+
+async fn claim_takes_priority_then_fifo(h: Harness) {
+    let w = h.worker("w1", &["command"], &[]).await;
+    let low1 = h.store.enqueue(cmd("low1")).await.unwrap().task.id;
+    let high = h
+        .store
+        .enqueue(TaskSpec {
+            priority: 10,
+            ..cmd("high")
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    let low2 = h.store.enqueue(cmd("low2")).await.unwrap().task.id;
+    let c = w.claim(10).await;
+    assert_eq!(ids(&c), vec![high, low1, low2]);
+    for t in &c {
+        assert_eq!(t.task.state, TaskState::Running);
+        assert_eq!(t.attempt, 1);
+        assert_eq!(t.task.worker_id.as_ref(), Some(&w.id));
+    }
+    assert!(w.claim(10).await.is_empty());
+}
+
+async fn claim_skips_tasks_scheduled_later(h: Harness) {
+    let w = h.worker("w1", &["command"], &[]).await;
+    let later = h
+        .store
+        .enqueue(TaskSpec {
+            run_after: Some(h.clock.now() + chrono::Duration::seconds(60)),
+            ..cmd("later")
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    assert!(w.claim(1).await.is_empty());
+    let d = h.store.get_task(later).await.unwrap().unwrap();
+    assert!(matches!(
+        d.waiting[0],
+        agentpool_store::WaitReason::Scheduled { .. }
+    ));
+    h.clock.advance(Duration::from_secs(61));
+    assert_eq!(ids(&w.claim(1).await), vec![later]);
+}
+
+async fn claim_matches_agent_and_labels(h: Harness) {
+    let claude = h.worker("claude", &["claude-code"], &[]).await;
+    let gpu = h
+        .worker("gpu", &["codex", "claude-code"], &[("gpu", "yes"), ("zone", "a")])
+        .await;
+    let codex_task = h
+        .store
+        .enqueue(TaskSpec::agent("https://h/r", "codex", "p"))
+        .await
+        .unwrap()
+        .task
+        .id;
+    let gpu_task = h
+        .store
+        .enqueue(TaskSpec {
+            labels: crate::harness::labels(&[("gpu", "yes")]),
+            ..TaskSpec::agent("https://h/r", "claude-code", "p")
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    let any_agent = h
+        .store
+        .enqueue(TaskSpec {
+            agent: None,
+            ..TaskSpec::agent("https://h/r", "x", "p")
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    let cmd_task = h.store.enqueue(cmd("true")).await.unwrap().task.id;
+    // claude-code only, no labels: only the task without agent.
+    assert_eq!(ids(&claude.claim(10).await), vec![any_agent]);
+    let got: HashSet<_> = ids(&gpu.claim(10).await).into_iter().collect();
+    assert_eq!(got, HashSet::from([codex_task, gpu_task]));
+    let d = h.store.get_task(cmd_task).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Queued);
+    assert_eq!(d.waiting, vec![agentpool_store::WaitReason::NoWorker]);
+}
+
+async fn draining_worker_claims_nothing(h: Harness) {
+    let w = h.worker("w1", &["command"], &[]).await;
+    h.store.enqueue(cmd("true")).await.unwrap();
+    let drained = h.store.drain_worker(&w.id).await.unwrap();
+    assert_eq!(drained.status, agentpool_core::WorkerStatus::Draining);
+    assert!(w.claim(5).await.is_empty());
+    let hb = h.store.heartbeat(&w.id, &[], crate::harness::TTL).await.unwrap();
+    assert!(hb.drain);
+    let unknown = agentpool_store::ClaimFilter {
+        worker_id: agentpool_core::WorkerId::parse("nobody").unwrap(),
+        ..w.filter(1)
+    };
+    assert!(matches!(
+        h.store.claim(&unknown).await,
+        Err(agentpool_store::StoreError::NotFound { .. })
+    ));
+}
+
+async fn eight_claimers_take_every_task_exactly_once(h: Harness) {
+    const N: usize = 10_000;
+    for chunk in 0..(N / 1000) {
+        h.store
+            .enqueue_batch((0..1000).map(|i| cmd(&format!("t{chunk}-{i}"))).collect())
+            .await
+            .unwrap();
+    }
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let w = h.worker(&format!("w{i}"), &["command"], &[]).await;
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let c = w.claim(25).await;
+                if c.is_empty() {
+                    break;
+                }
+                let items = c
+                    .iter()
+                    .map(|c| (c.lease, TaskResult::default()))
+                    .collect::<Vec<_>>();
+                let res = w.store.complete_batch(&w.id, items).await.unwrap();
+                assert!(res.iter().all(|r| r.is_ok()), "a completion was refused");
+                mine.extend(ids(&c));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for hd in handles {
+        all.extend(hd.await.unwrap());
+    }
+    assert_eq!(all.len(), N, "claimed count");
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(unique.len(), N, "a task was claimed twice");
+    let counts = h.store.count_by_state().await.unwrap();
+    assert_eq!(counts[&TaskState::Succeeded], N as u64);
+    assert_eq!(counts[&TaskState::Queued], 0);
+    assert_eq!(counts[&TaskState::Running], 0);
+}
+
+async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
+    let w = h.worker("w1", &["command"], &[]).await;
+    let id = h
+        .store
+        .enqueue(TaskSpec {
+            max_attempts: Some(2),
+            ..cmd("flaky")
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    let c = w.claim(1).await;
+    let fail = |msg: &str| Failure {
+        class: agentpool_core::ErrorClass::AgentError,
+        message: msg.into(),
+        retry_after: None,
+        result: None,
+    };
+    let out = h.store.fail(&w.id, c[0].lease, fail("boom")).await.unwrap();
+    let agentpool_core::protocol::FailOutcome::Retrying { run_after, attempt } = out else {
+        panic!("expected a retry, got {out:?}");
+    };
+    assert_eq!(attempt, 1);
+    assert!(run_after > h.clock.now());
+    assert!(w.claim(1).await.is_empty(), "backoff must delay the retry");
+    h.clock.advance(Duration::from_secs(3600));
+    let c2 = w.claim(1).await;
+    assert_eq!(c2[0].attempt, 2);
+    assert!(c2[0].lease.token > c[0].lease.token);
+    let out = h
+        .store
+        .fail(&w.id, c2[0].lease, fail("boom again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        agentpool_core::protocol::FailOutcome::Finished {
+            state: TaskState::Failed
+        }
+    );
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Failed);
+    assert_eq!(d.task.error_class, Some(agentpool_core::ErrorClass::AgentError));
+    assert_eq!(d.attempts_detail.len(), 2);
+    assert!(
+        d.attempts_detail
+            .iter()
+            .all(|a| a.outcome == agentpool_core::AttemptOutcome::Failed)
+    );
+    // Non-retryable classes finish at once.
+    let id2 = h.store.enqueue(cmd("auth")).await.unwrap().task.id;
+    let c = w.claim(1).await;
+    assert_eq!(c[0].task.id, id2);
+    let out = h
+        .store
+        .fail(
+            &w.id,
+            c[0].lease,
+            Failure {
+                class: agentpool_core::ErrorClass::AuthFailed,
+                ..fail("401")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        agentpool_core::protocol::FailOutcome::Finished {
+            state: TaskState::Failed
+        }
+    );
+}
+
+async fn retry_requeues_a_failed_task(h: Harness) {
+    let w = h.worker("w1", &["command"], &[]).await;
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let c = w.claim(1).await;
+    h.store
+        .fail(
+            &w.id,
+            c[0].lease,
+            Failure {
+                class: agentpool_core::ErrorClass::InvalidTask,
+                message: "bad".into(),
+                retry_after: None,
+                result: None,
+            },
+        )
+        .await
+        .unwrap();
+    let t = h.store.retry(id).await.unwrap();
+    assert_eq!(t.state, TaskState::Queued);
+    assert_eq!(t.attempts, 0);
+    assert!(t.error_class.is_none());
+    let c = w.claim(1).await;
+    assert_eq!(c[0].attempt, 1);
+    h.store
+        .complete(&w.id, c[0].lease, TaskResult::default())
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.store.retry(id).await,
+        Err(agentpool_store::StoreError::Transition(_))
+    ));
+}

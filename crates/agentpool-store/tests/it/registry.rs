@@ -1,0 +1,103 @@
+//! Workers, projects, credentials and tokens: the records around the queue.
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::{TaskResult, WorkerStatus};
+use agentpool_store::{StoreError, TokenRecord};
+
+use crate::both;
+use crate::harness::{Harness, cmd};
+
+both!(
+    workers_register_drain_and_deregister,
+    projects_credentials_and_tokens_round_trip,
+);
+
+async fn workers_register_drain_and_deregister(h: Harness) {
+    let w = h.worker("w-1", &["command", "codex"], &[("zone", "a")]).await;
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(got.status, WorkerStatus::Idle);
+    assert_eq!(got.agent_names(), vec!["command", "codex"]);
+    assert_eq!(got.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(got.slots, 4);
+    h.store.enqueue(cmd("x")).await.unwrap();
+    let c = w.claim(1).await.remove(0);
+    assert_eq!(h.store.list_workers().await.unwrap()[0].running, 1);
+    h.store.drain_worker(&w.id).await.unwrap();
+    h.store.deregister_worker(&w.id).await.unwrap();
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(got.status, WorkerStatus::Offline);
+    // What it still held is rescued at once by maintenance.
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
+    assert!(matches!(
+        h.store.complete(&w.id, c.lease, TaskResult::default()).await,
+        Err(StoreError::StaleLease(_))
+    ));
+    assert!(
+        h.store
+            .get_worker(&agentpool_core::WorkerId::parse("nope").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn projects_credentials_and_tokens_round_trip(h: Harness) {
+    let spec = ProjectSpec {
+        name: "web".into(),
+        repo: "https://git.example.com/web.git".into(),
+        default_base: Some("main".into()),
+        slots: Some(3),
+        default_agent: Some("claude-code".into()),
+        default_model: None,
+        allowed_agents: vec!["claude-code".into()],
+        credentials: vec!["anthropic".into()],
+    };
+    let p = h.store.put_project(spec.clone()).await.unwrap();
+    assert_eq!(p.spec, spec);
+    let updated = ProjectSpec {
+        slots: Some(1),
+        ..spec.clone()
+    };
+    h.store.put_project(updated.clone()).await.unwrap();
+    assert_eq!(h.store.get_project("web").await.unwrap().unwrap().spec, updated);
+    assert_eq!(h.store.list_projects().await.unwrap().len(), 1);
+    h.store.delete_project("web").await.unwrap();
+    assert!(h.store.get_project("web").await.unwrap().is_none());
+    assert!(matches!(
+        h.store.delete_project("web").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    h.store.put_credential("anthropic", vec![1, 2, 3]).await.unwrap();
+    h.store.put_credential("anthropic", vec![4, 5]).await.unwrap();
+    assert_eq!(
+        h.store.get_credential("anthropic").await.unwrap(),
+        Some(vec![4, 5])
+    );
+    assert_eq!(
+        h.store.list_credentials().await.unwrap(),
+        vec!["anthropic".to_string()]
+    );
+    h.store.delete_credential("anthropic").await.unwrap();
+    assert_eq!(h.store.get_credential("anthropic").await.unwrap(), None);
+
+    let tok = TokenRecord {
+        id: "t1".into(),
+        name: "ci".into(),
+        role: "submitter".into(),
+        hash: "ab".repeat(32),
+        created_at: h.clock.now(),
+        revoked: false,
+    };
+    h.store.create_token(tok.clone()).await.unwrap();
+    assert!(matches!(
+        h.store.create_token(tok.clone()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let found = h.store.find_token(&tok.hash).await.unwrap().unwrap();
+    assert_eq!(found.id, "t1");
+    assert_eq!(found.role, "submitter");
+    h.store.revoke_token("t1").await.unwrap();
+    assert!(h.store.find_token(&tok.hash).await.unwrap().unwrap().revoked);
+    assert_eq!(h.store.list_tokens().await.unwrap().len(), 1);
+}
