@@ -1,1 +1,241 @@
-//! placeholder
+//! agentpool's HTTP server: the task API, the worker protocol with long-poll claims, bearer
+//! auth, credentials encrypted at rest, live task events over SSE, the maintenance loop,
+//! Prometheus metrics and the OpenAPI document (SPEC §5, §6).
+//!
+//! Entry points for the binary: [`ServerConfig`] + [`serve`] (or [`start`] to learn the bound
+//! address first), [`router`] for in-process use, and [`auth::create_token`] for
+//! `agentpool tokens create`. [`client::Client`] is the typed HTTP client workers and the CLI use.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod crypto;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod maintenance;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_store::{Store, StoreError};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{AuthMode, Role, create_token, hash_token};
+pub use crypto::{Secrets, ServerKey};
+pub use error::{ApiError, ErrorBody};
+pub use routes::route_list;
+pub use state::AppState;
+
+/// Everything `agentpool serve` configures. Build it with [`ServerConfig::new`] and adjust
+/// fields; the defaults follow SPEC §2.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `sqlite://path` (or a plain path) or `postgres://…`; used by [`serve`] and [`start`].
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub auth: AuthMode,
+    /// Key that encrypts credentials at rest; without one, credential writes answer 503.
+    pub server_key: Option<ServerKey>,
+    /// Lease length granted at claim and extended by each heartbeat (default 60 s).
+    pub lease_ttl: Duration,
+    /// A worker silent for this long is marked offline (default 90 s).
+    pub heartbeat_threshold: Duration,
+    /// Finished tasks and their events are purged after this (default 7 days).
+    pub retention: Duration,
+    /// Largest request body accepted (default 2 MiB); larger ones get 413.
+    pub body_limit: usize,
+    /// Accept `file://` and path repositories (embedded mode).
+    pub allow_local_repos: bool,
+    /// Largest per-task timeout accepted at submit.
+    pub max_timeout_secs: u64,
+    /// Period of the maintenance loop (default 5 s); `None` disables the loop.
+    pub maintenance_interval: Option<Duration>,
+    /// Long-poll claims that may wait at once on this server; more get 429.
+    pub max_waiting_claims: usize,
+}
+
+impl ServerConfig {
+    pub fn new(database_url: impl Into<String>, listen: SocketAddr) -> Self {
+        Self {
+            database_url: database_url.into(),
+            listen,
+            auth: AuthMode::Tokens,
+            server_key: None,
+            lease_ttl: Duration::from_secs(60),
+            heartbeat_threshold: Duration::from_secs(90),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            body_limit: 2 * 1024 * 1024,
+            allow_local_repos: false,
+            max_timeout_secs: agentpool_core::spec::MAX_TIMEOUT_SECS,
+            maintenance_interval: Some(Duration::from_secs(5)),
+            max_waiting_claims: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("no-auth mode is only allowed on a loopback address, not {0}")]
+    NoAuthOnNonLoopback(SocketAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server stopped with an I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The HTTP router for `state`, with the body limit and JSON fallbacks applied. Use it with
+/// `tower::ServiceExt::oneshot` in tests, or nest it in a larger app (the dashboard).
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let mut app: Router<AppState> = Router::new();
+    // Group handlers by path: axum wants one MethodRouter per path.
+    let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
+    for r in routes::table() {
+        if let Some(slot) = by_path.iter_mut().find(|(p, _)| *p == r.path) {
+            let prev = std::mem::take(&mut slot.1);
+            slot.1 = prev.merge(r.handler);
+        } else {
+            by_path.push((r.path, r.handler));
+        }
+    }
+    for (path, h) in by_path {
+        app = app.route(
+            path,
+            h.fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this method is not allowed on this path",
+                )
+            }),
+        );
+    }
+    app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// A running server: where it listens, and how to stop it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningServer {
+    /// Drain (claims 503, long-polls released, `/readyz` 503), stop accepting, finish in-flight
+    /// requests, stop maintenance; resolves when the server has stopped.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.stop.cancel();
+        self.task.await?
+    }
+
+    /// Resolves when the server stops (after [`RunningServer::shutdown`] or an I/O error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.task.await?
+    }
+
+    /// A token that stops the server when cancelled (e.g. from a signal handler).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+/// Open the database named in `config`, bind, and run in the background.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServeError> {
+    let store = agentpool_store::open_store(&config.database_url).await?;
+    start_with_store(config, store).await
+}
+
+/// Bind and run in the background on an already-open store (embedded mode, tests). With
+/// `listen` on port 0 the OS picks a port: read it from [`RunningServer::addr`].
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, ServeError> {
+    if config.auth == AuthMode::NoAuthLoopback && !config.listen.ip().is_loopback() {
+        return Err(ServeError::NoAuthOnNonLoopback(config.listen));
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    let state = AppState::new(store, &config);
+    let app = router(state.clone(), config.body_limit);
+    let stop = CancellationToken::new();
+
+    let maint = config.maintenance_interval.map(|interval| {
+        let cfg = maintenance::MaintenanceConfig {
+            interval,
+            heartbeat_threshold: config.heartbeat_threshold,
+            retention: config.retention,
+            purge_every: 12,
+        };
+        tokio::spawn(maintenance::run(state.clone(), cfg, stop.clone()))
+    });
+
+    let task = {
+        let stop = stop.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let shutdown = {
+                let stop = stop.clone();
+                let state = state.clone();
+                async move {
+                    stop.cancelled().await;
+                    state.drain();
+                }
+            };
+            let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+            stop.cancel();
+            if let Some(m) = maint {
+                let _ = m.await;
+            }
+            r.map_err(ServeError::from)
+        })
+    };
+    tracing::info!(%addr, auth = ?config.auth, "agentpool server listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+/// Run until `shutdown` resolves, then drain and stop. `on_bound` is called with the bound
+/// address once listening (so `--listen 127.0.0.1:0` can report its port).
+pub async fn serve(
+    config: ServerConfig,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let server = start(config).await?;
+    on_bound(server.addr);
+    let stop = server.stop_token();
+    tokio::select! {
+        _ = shutdown => server.shutdown().await,
+        _ = stop.cancelled() => server.wait().await,
+    }
+}

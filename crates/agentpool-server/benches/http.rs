@@ -1,0 +1,2 @@
+//! Benchmark of the HTTP worker protocol (placeholder until written).
+fn main() {}

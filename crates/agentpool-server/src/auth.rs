@@ -1,0 +1,296 @@
+//! Bearer-token authentication and role checks. Tokens are random, shown once, and stored only
+//! as their SHA-256; a short in-memory cache keeps the hot worker path off the token table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use agentpool_store::{Store, StoreError, TokenRecord};
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Tasks, projects and builds.
+    Submitter,
+    /// The worker protocol only.
+    Worker,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::Submitter, Role::Worker];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Submitter => "submitter",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}: use admin, submitter or worker")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.to_string()))
+    }
+}
+
+/// How the server authenticates callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Bearer tokens from the token table (the default).
+    Tokens,
+    /// Everyone is admin. Only allowed when listening on a loopback address (embedded mode).
+    NoAuthLoopback,
+}
+
+/// Prefix of every token, so a leaked one is recognisable by secret scanners.
+const TOKEN_PREFIX: &str = "apt_";
+
+/// SHA-256 of a token, hex: the only form in which tokens are stored.
+pub fn hash_token(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        use fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A newly created token: the plaintext is shown to the operator once and never stored.
+#[derive(Clone)]
+pub struct NewToken {
+    pub id: String,
+    pub plaintext: String,
+    pub record: TokenRecord,
+}
+
+impl fmt::Debug for NewToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewToken")
+            .field("id", &self.id)
+            .field("plaintext", &"<redacted>")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// Create a token with `role`, store its hash, and return the plaintext (shown once).
+pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<NewToken, StoreError> {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let plaintext = format!(
+        "{TOKEN_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let record = TokenRecord {
+        id: uuid::Uuid::now_v7().to_string(),
+        name: name.to_string(),
+        role: role.as_str().to_string(),
+        hash: hash_token(&plaintext),
+        created_at: chrono::Utc::now(),
+        revoked: false,
+    };
+    store.create_token(record.clone()).await?;
+    Ok(NewToken {
+        id: record.id.clone(),
+        plaintext,
+        record,
+    })
+}
+
+/// Cache of token hash → role. A revoked token stops working within [`Authenticator::CACHE_TTL`].
+pub struct Authenticator {
+    mode: AuthMode,
+    cache: Mutex<HashMap<String, (Option<Role>, Instant)>>,
+}
+
+impl Authenticator {
+    /// How long a lookup is trusted; bounds how long a revoked token keeps working.
+    pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+    pub fn new(mode: AuthMode) -> Self {
+        Self {
+            mode,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    async fn role_of(&self, store: &dyn Store, token: &str) -> Result<Option<Role>, ApiError> {
+        let hash = hash_token(token);
+        if let Ok(cache) = self.cache.lock()
+            && let Some((role, at)) = cache.get(&hash)
+            && at.elapsed() < Self::CACHE_TTL
+        {
+            return Ok(*role);
+        }
+        let role = match store.find_token(&hash).await? {
+            Some(rec) if !rec.revoked => rec.role.parse::<Role>().ok(),
+            _ => None,
+        };
+        if let Ok(mut cache) = self.cache.lock() {
+            // Unknown tokens are cached too, so a client hammering with a bad token costs no
+            // queries; the size cap keeps that from growing without bound.
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(hash, (role, Instant::now()));
+        }
+        Ok(role)
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+}
+
+impl Caller {
+    /// 403 unless the caller has one of `roles` (admin always passes).
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if self.role == Role::Admin || roles.contains(&self.role) {
+            Ok(())
+        } else {
+            let allowed: Vec<&str> = std::iter::once("admin")
+                .chain(roles.iter().filter(|r| **r != Role::Admin).map(|r| r.as_str()))
+                .collect();
+            Err(ApiError::forbidden(format!(
+                "a {} token may not do this; needs role {}",
+                self.role,
+                allowed.join(" or ")
+            ))
+            .with_details(serde_json::json!({ "role": self.role, "allowed": allowed })))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let auth = &state.inner.auth;
+        if auth.mode() == AuthMode::NoAuthLoopback {
+            return Ok(Caller { role: Role::Admin });
+        }
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::unauthorized(
+                "missing bearer token (Authorization: Bearer …)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty() && t.len() <= 512)
+            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header; use Bearer <token>"))?;
+        match auth.role_of(state.inner.store.as_ref(), token).await? {
+            Some(role) => Ok(Caller { role }),
+            None => Err(ApiError::unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+/// A set of roles an endpoint admits (admin is always admitted).
+pub trait Allowed: Send + Sync + 'static {
+    const ROLES: &'static [Role];
+}
+
+/// Tasks, projects, builds.
+pub struct Submitters;
+impl Allowed for Submitters {
+    const ROLES: &'static [Role] = &[Role::Submitter];
+}
+
+/// The worker protocol.
+pub struct Workers;
+impl Allowed for Workers {
+    const ROLES: &'static [Role] = &[Role::Worker];
+}
+
+/// Reading the worker list.
+pub struct Readers;
+impl Allowed for Readers {
+    const ROLES: &'static [Role] = &[Role::Submitter, Role::Worker];
+}
+
+/// Credentials: admin only.
+pub struct Admins;
+impl Allowed for Admins {
+    const ROLES: &'static [Role] = &[];
+}
+
+/// An authenticated caller whose role is in `A`. As a parts extractor it runs before the body
+/// is read, so an unauthorized caller gets 401/403 without the server parsing its body.
+pub struct Authorized<A: Allowed>(pub Caller, std::marker::PhantomData<A>);
+
+impl<A: Allowed> FromRequestParts<AppState> for Authorized<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(A::ROLES)?;
+        Ok(Authorized(caller, std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_hash_is_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn admin_passes_every_role_check_and_others_only_their_own() {
+        let admin = Caller { role: Role::Admin };
+        let worker = Caller { role: Role::Worker };
+        assert!(admin.require(&[Role::Worker]).is_ok());
+        assert!(worker.require(&[Role::Worker]).is_ok());
+        assert_eq!(
+            worker.require(&[Role::Submitter]).err().map(|e| e.status),
+            Some(axum::http::StatusCode::FORBIDDEN)
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Credential encryption at rest: AES-256-GCM under the server key, a random nonce per value,
+//! and the credential's name as associated data so a ciphertext cannot be moved to another name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+const NONCE_LEN: usize = 12;
+
+/// The 32-byte key credentials are encrypted with. Its Debug output never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerKey([u8; 32]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("server key must be 32 bytes encoded as base64 (44 characters) or hex (64 characters)")]
+    Malformed,
+}
+
+impl ServerKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key (for `agentpool up`, or to print for an operator).
+    pub fn generate() -> Self {
+        let key = Aes256Gcm::generate_key(OsRng);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&key);
+        Self(out)
+    }
+
+    /// Parse a key given as standard base64 (with or without padding) or as 64 hex digits.
+    pub fn parse(s: &str) -> Result<Self, KeyError> {
+        let s = s.trim();
+        let bytes = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..32)
+                .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|_| KeyError::Malformed)?
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s))
+                .map_err(|_| KeyError::Malformed)?
+        };
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Malformed)?;
+        Ok(Self(arr))
+    }
+
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+}
+
+impl fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("credential ciphertext is malformed or was encrypted under another key")]
+    Decrypt,
+    #[error("encryption failed")]
+    Encrypt,
+}
+
+/// Encrypts and decrypts credential values.
+pub struct Cipher {
+    aead: Aes256Gcm,
+}
+
+impl Cipher {
+    pub fn new(key: &ServerKey) -> Self {
+        Self {
+            aead: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key.0)),
+        }
+    }
+
+    /// `nonce || ciphertext+tag`.
+    pub fn encrypt(&self, name: &str, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let ct = self
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: name.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Encrypt)?;
+        let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    pub fn decrypt(&self, name: &str, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if data.len() < NONCE_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        let (nonce, ct) = data.split_at(NONCE_LEN);
+        self.aead
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: name.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Decrypt)
+    }
+}
+
+/// Credential values handed to a worker with a claimed task: name → value. Serialized as a
+/// plain JSON object on the wire (the claim response only); Debug shows names, never values.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_credential_round_trips_only_under_its_name_and_key() {
+        let key = ServerKey::generate();
+        let c = Cipher::new(&key);
+        let ct = c.encrypt("gh", b"s3cret").unwrap();
+        assert!(!ct.windows(6).any(|w| w == b"s3cret"));
+        assert_eq!(c.decrypt("gh", &ct).unwrap(), b"s3cret");
+        assert_eq!(c.decrypt("other", &ct), Err(CryptoError::Decrypt));
+        let other = Cipher::new(&ServerKey::generate());
+        assert_eq!(other.decrypt("gh", &ct), Err(CryptoError::Decrypt));
+        // Two encryptions of one value differ (random nonce).
+        assert_ne!(ct, c.encrypt("gh", b"s3cret").unwrap());
+    }
+
+    #[test]
+    fn key_parses_from_base64_and_hex_and_debug_hides_it() {
+        let k = ServerKey::generate();
+        assert_eq!(ServerKey::parse(&k.to_base64()), Ok(k.clone()));
+        assert_eq!(
+            ServerKey::parse(&"ab".repeat(32)),
+            Ok(ServerKey::from_bytes([0xab; 32]))
+        );
+        assert!(ServerKey::parse("short").is_err());
+        assert!(!format!("{k:?}").contains(&k.to_base64()));
+        let s = Secrets([("gh".to_string(), "tok".to_string())].into());
+        assert_eq!(format!("{s:?}"), r#"{"gh": "<redacted>"}"#);
+    }
+}

@@ -1,0 +1,165 @@
+//! The one API error type: every refusal the server makes becomes
+//! `{ "error": { "code", "message", "details" } }` with the matching HTTP status.
+
+use agentpool_core::ValidationError;
+use agentpool_store::StoreError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The error body of every non-2xx response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code such as `not_found`, `stale_lease`, `invalid_body`.
+    pub code: String,
+    /// A sentence a person can act on.
+    pub message: String,
+    /// Field-level problems (validation), or other structured context; `null` when none.
+    #[schema(value_type = Object, nullable)]
+    pub details: serde_json::Value,
+}
+
+/// An error a handler returns. It carries what the client sees; the cause of an internal
+/// error is logged by the `into_response` caller's middleware via the `internal` field, never
+/// shown to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: serde_json::Value,
+    /// Seconds to advertise in `Retry-After` (429, 503).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: serde_json::Value::Null,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id} not found"),
+        )
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        e.retry_after = Some(1);
+        e
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error; the cause is in the server log",
+        )
+    }
+
+    /// 422 listing every field that failed validation.
+    pub fn validation(errors: Vec<ValidationError>) -> Self {
+        let message = match errors.as_slice() {
+            [one] => format!("invalid field {}", one),
+            many => format!("{} invalid fields", many.len()),
+        };
+        let details = serde_json::json!({ "fields": errors });
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message).with_details(details)
+    }
+
+    pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![ValidationError::new(field, message)])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::StaleLease(id) => Self::conflict(
+                "stale_lease",
+                format!("lease is stale: task {id} is no longer held with this token"),
+            )
+            .with_details(serde_json::json!({ "task_id": id })),
+            StoreError::NotFound { what, id } => Self::not_found(what, id),
+            StoreError::Conflict(m) => Self::conflict("conflict", m),
+            StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            StoreError::Transition(t) => Self::conflict("invalid_transition", t.to_string()),
+            other => {
+                // The cause may name tables or connection details: log it, show a generic text.
+                tracing::error!(error = %other, "store error");
+                if matches!(&other, StoreError::Database(sqlx_err) if is_unavailable(sqlx_err)) {
+                    Self::unavailable("database_unavailable", "the database cannot be reached")
+                } else {
+                    Self::internal()
+                }
+            }
+        }
+    }
+}
+
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    matches!(e, E::PoolTimedOut | E::PoolClosed | E::Io(_))
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

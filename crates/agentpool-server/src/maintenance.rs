@@ -1,0 +1,67 @@
+//! The maintenance loop: marks silent workers offline, rescues expired leases, purges finished
+//! tasks past retention.
+//!
+//! Safe with several replicas on one database: each pass is a set of conditional statements
+//! (`… WHERE lease_expires_at < now()`), so two replicas running it at once do the work once —
+//! the second finds nothing left. Replicas jitter their period so they rarely overlap at all.
+
+use std::time::Duration;
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Settings of the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct MaintenanceConfig {
+    /// Base period between passes (±20 % jitter).
+    pub interval: Duration,
+    pub heartbeat_threshold: Duration,
+    pub retention: Duration,
+    /// Purge runs every this many passes (it is the heavy one).
+    pub purge_every: u32,
+}
+
+/// Run passes until `stop` is cancelled.
+pub async fn run(state: AppState, cfg: MaintenanceConfig, stop: CancellationToken) {
+    let mut pass: u32 = 0;
+    loop {
+        let jitter = rand::rng().random_range(0.8..1.2);
+        let wait = cfg.interval.mul_f64(jitter);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        pass = pass.wrapping_add(1);
+        run_once(&state, &cfg, pass.is_multiple_of(cfg.purge_every.max(1))).await;
+    }
+}
+
+/// One pass. Errors are logged and the next pass tries again.
+pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
+    let store = state.store();
+    match store.mark_workers_offline(cfg.heartbeat_threshold).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(workers = n, "marked workers offline"),
+        Err(e) => tracing::warn!(error = %e, "maintenance: marking workers offline failed"),
+    }
+    match store.requeue_expired().await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(tasks = n, "rescued tasks whose lease expired");
+            state.wake_claimers();
+        }
+        Err(e) => tracing::warn!(error = %e, "maintenance: rescuing expired leases failed"),
+    }
+    if purge {
+        match store.purge_finished(cfg.retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "purged finished tasks past retention"),
+            Err(e) => tracing::warn!(error = %e, "maintenance: purge failed"),
+        }
+    }
+    // Bookkeeping of tasks handed out here that never came back (a worker died and another
+    // replica finished them): nothing can legitimately run longer than the maximum timeout.
+    state.prune_claimed(Duration::from_secs(state.inner.limits.max_timeout_secs) + cfg.heartbeat_threshold);
+}

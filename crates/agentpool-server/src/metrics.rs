@@ -1,0 +1,212 @@
+//! Prometheus metrics. Each server owns its registry (no global recorder), so several servers
+//! can run in one process — the tests do. Gauges of tasks and workers are read from the store
+//! at scrape time, so every replica reports the same, true numbers.
+
+use std::time::Duration;
+
+use agentpool_core::{ErrorClass, TaskResult, TaskState, WorkerStatus};
+use agentpool_store::Store;
+use prometheus::{
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    tasks: IntGaugeVec,
+    workers: IntGaugeVec,
+    claimed: IntCounterVec,
+    completed: IntCounterVec,
+    failed: IntCounterVec,
+    duration: HistogramVec,
+    dispatch: Histogram,
+    tokens: IntCounterVec,
+    cost: CounterVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn must<T>(r: Result<T, prometheus::Error>) -> T {
+    // Metric definitions are static; a failure here is a programming error caught by tests.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let tasks = must(IntGaugeVec::new(
+            Opts::new("agentpool_tasks", "Tasks by state"),
+            &["state"],
+        ));
+        let workers = must(IntGaugeVec::new(
+            Opts::new("agentpool_workers", "Workers by status"),
+            &["status"],
+        ));
+        let claimed = must(IntCounterVec::new(
+            Opts::new("agentpool_tasks_claimed_total", "Tasks claimed, by agent"),
+            &["agent"],
+        ));
+        let completed = must(IntCounterVec::new(
+            Opts::new(
+                "agentpool_tasks_completed_total",
+                "Attempts completed successfully, by agent",
+            ),
+            &["agent"],
+        ));
+        let failed = must(IntCounterVec::new(
+            Opts::new(
+                "agentpool_tasks_failed_total",
+                "Attempts failed, by agent and error class",
+            ),
+            &["agent", "class"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "agentpool_task_duration_seconds",
+                "Time from claim to completion or failure of an attempt",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+            ]),
+            &["outcome"],
+        ));
+        let dispatch = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "agentpool_dispatch_latency_seconds",
+                "Time from a task becoming runnable (enqueue or run_after) to its claim",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
+            ]),
+        ));
+        let tokens = must(IntCounterVec::new(
+            Opts::new("agentpool_tokens_total", "Model tokens used by finished attempts"),
+            &["kind"],
+        ));
+        let cost = must(CounterVec::new(
+            Opts::new(
+                "agentpool_cost_usd_total",
+                "Model cost reported by finished attempts, USD",
+            ),
+            &["agent"],
+        ));
+        for c in [
+            Box::new(tasks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(workers.clone()),
+            Box::new(claimed.clone()),
+            Box::new(completed.clone()),
+            Box::new(failed.clone()),
+            Box::new(duration.clone()),
+            Box::new(dispatch.clone()),
+            Box::new(tokens.clone()),
+            Box::new(cost.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            tasks,
+            workers,
+            claimed,
+            completed,
+            failed,
+            duration,
+            dispatch,
+            tokens,
+            cost,
+        }
+    }
+
+    pub fn claimed(&self, agent: &str, dispatch_latency: Duration) {
+        self.claimed.with_label_values(&[agent]).inc();
+        self.dispatch.observe(dispatch_latency.as_secs_f64());
+    }
+
+    pub fn completed(&self, agent: &str, took: Option<Duration>, result: &TaskResult) {
+        self.completed.with_label_values(&[agent]).inc();
+        if let Some(d) = took {
+            self.duration
+                .with_label_values(&["succeeded"])
+                .observe(d.as_secs_f64());
+        }
+        self.usage(agent, result);
+    }
+
+    pub fn failed(
+        &self,
+        agent: &str,
+        class: ErrorClass,
+        took: Option<Duration>,
+        result: Option<&TaskResult>,
+    ) {
+        self.failed.with_label_values(&[agent, class.as_str()]).inc();
+        if let Some(d) = took {
+            self.duration
+                .with_label_values(&["failed"])
+                .observe(d.as_secs_f64());
+        }
+        if let Some(r) = result {
+            self.usage(agent, r);
+        }
+    }
+
+    fn usage(&self, agent: &str, r: &TaskResult) {
+        let u = &r.usage;
+        for (kind, n) in [
+            ("input", u.input_tokens),
+            ("output", u.output_tokens),
+            ("cache_read", u.cache_read_tokens),
+            ("cache_write", u.cache_write_tokens),
+        ] {
+            if n > 0 {
+                self.tokens.with_label_values(&[kind]).inc_by(n);
+            }
+        }
+        if let Some(c) = r.cost_usd
+            && c.is_finite()
+            && c > 0.0
+        {
+            self.cost.with_label_values(&[agent]).inc_by(c);
+        }
+    }
+
+    /// Prometheus text exposition, with the task and worker gauges refreshed from the store.
+    pub async fn render(&self, store: &dyn Store) -> String {
+        if let Ok(counts) = store.count_by_state().await {
+            for s in TaskState::ALL {
+                let n = counts.get(&s).copied().unwrap_or(0);
+                self.tasks
+                    .with_label_values(&[s.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if let Ok(workers) = store.list_workers().await {
+            for st in [
+                WorkerStatus::Idle,
+                WorkerStatus::Busy,
+                WorkerStatus::Draining,
+                WorkerStatus::Offline,
+            ] {
+                let n = workers.iter().filter(|w| w.status == st).count();
+                self.workers
+                    .with_label_values(&[st.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,313 @@
+//! Projects (CRUD), project-scoped builds, and write-only credentials.
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::{RepoUrl, TaskKind, TaskSpec, ValidationError};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{BuildRequest, CredentialList, CredentialValue, ProjectList, TaskListQuery, TaskPage};
+use crate::auth::{Admins, Authorized, Submitters};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::routes::tasks::{enqueued, prepare_spec, task_filter};
+use crate::state::AppState;
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
+    let mut errs = Vec::new();
+    if !valid_name(&p.name) {
+        errs.push(ValidationError::new(
+            "name",
+            "use 1-100 characters from [A-Za-z0-9._-]",
+        ));
+    }
+    if let Err(e) = RepoUrl::parse(&p.repo, state.inner.limits.allow_local_repos) {
+        errs.push(e);
+    }
+    if p.slots == Some(0) {
+        errs.push(ValidationError::new(
+            "slots",
+            "must be at least 1 (leave it out for no limit)",
+        ));
+    }
+    for c in &p.credentials {
+        if !valid_name(c) {
+            errs.push(ValidationError::new(
+                "credentials",
+                format!("{c:?} is not a credential name"),
+            ));
+        }
+    }
+    if let Some(b) = &p.default_base
+        && (b.is_empty()
+            || b.starts_with('-')
+            || b.len() > 255
+            || b.chars().any(|c| c.is_control() || c == ' '))
+    {
+        errs.push(ValidationError::new("default_base", "is not a valid git ref"));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errs))
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/projects", tag = "projects",
+    responses((status = 200, body = ProjectList), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+) -> ApiResult<Json<ProjectList>> {
+    Ok(Json(ProjectList {
+        projects: state.store().list_projects().await?,
+    }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects", tag = "projects",
+    request_body = crate::api::ProjectSpecSchema,
+    responses((status = 201, body = crate::api::ProjectSchema), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 409, description = "A project with this name exists", body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiJson(spec): ApiJson<ProjectSpec>,
+) -> ApiResult<Response> {
+    validate_project(&state, &spec)?;
+    if state.store().get_project(&spec.name).await?.is_some() {
+        return Err(ApiError::conflict(
+            "already_exists",
+            format!(
+                "project {} exists; PUT /v1/projects/{} to update it",
+                spec.name, spec.name
+            ),
+        ));
+    }
+    let p = state.store().put_project(spec).await?;
+    Ok((StatusCode::CREATED, Json(p)).into_response())
+}
+
+#[utoipa::path(
+    put, path = "/v1/projects/{name}", tag = "projects",
+    params(("name" = String, Path, description = "Project name")),
+    request_body = crate::api::ProjectSpecSchema,
+    responses((status = 200, body = crate::api::ProjectSchema), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(spec): ApiJson<ProjectSpec>,
+) -> ApiResult<Response> {
+    if spec.name != name {
+        return Err(ApiError::invalid_field("name", "must match the name in the path"));
+    }
+    validate_project(&state, &spec)?;
+    let p = state.store().put_project(spec).await?;
+    Ok(Json(p).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/projects/{name}", tag = "projects",
+    params(("name" = String, Path, description = "Project name")),
+    responses((status = 200, body = crate::api::ProjectSchema), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let p = state
+        .store()
+        .get_project(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", &name))?;
+    Ok(Json(p).into_response())
+}
+
+#[utoipa::path(
+    delete, path = "/v1/projects/{name}", tag = "projects",
+    params(("name" = String, Path, description = "Project name")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    if state.store().get_project(&name).await?.is_none() {
+        return Err(ApiError::not_found("project", &name));
+    }
+    state.store().delete_project(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/v1/projects/{name}/builds", tag = "projects",
+    params(("name" = String, Path, description = "Project name")),
+    request_body = BuildRequest,
+    responses((status = 201, body = crate::api::EnqueuedSchema), (status = 200, description = "Idempotency key matched", body = crate::api::EnqueuedSchema),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn submit_build(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(b): ApiJson<BuildRequest>,
+) -> ApiResult<Response> {
+    if state.store().get_project(&name).await?.is_none() {
+        return Err(ApiError::not_found("project", &name));
+    }
+    let spec = TaskSpec {
+        kind: TaskKind::Agent,
+        project: Some(name),
+        prompt: Some(b.prompt),
+        agent: b.agent,
+        model: b.model,
+        base_ref: b.base_ref,
+        branch: b.branch,
+        priority: b.priority,
+        labels: b.labels,
+        idempotency_key: b.idempotency_key,
+        ..TaskSpec::default()
+    };
+    let spec = prepare_spec(&state, spec, "")
+        .await
+        .map_err(ApiError::validation)?;
+    let out = state.store().enqueue(spec).await?;
+    enqueued(&state, std::slice::from_ref(&out));
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/projects/{name}/builds", tag = "projects",
+    params(("name" = String, Path, description = "Project name"), TaskListQuery),
+    responses((status = 200, body = TaskPage), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_builds(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(mut q): ApiQuery<TaskListQuery>,
+) -> ApiResult<Json<TaskPage>> {
+    if state.store().get_project(&name).await?.is_none() {
+        return Err(ApiError::not_found("project", &name));
+    }
+    q.project = Some(name);
+    let filter = task_filter(q)?;
+    let limit = filter.limit as usize;
+    let tasks = state.store().list_tasks(&filter).await?;
+    let next_cursor = if tasks.len() == limit {
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
+    Ok(Json(TaskPage { tasks, next_cursor }))
+}
+
+#[utoipa::path(
+    put, path = "/v1/credentials/{name}", tag = "credentials",
+    params(("name" = String, Path, description = "Credential name")),
+    request_body = CredentialValue,
+    responses((status = 204, description = "Stored (encrypted); the value is never returned"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+        (status = 503, description = "No server key configured", body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn put_credential(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(v): ApiJson<CredentialValue>,
+) -> ApiResult<StatusCode> {
+    if !valid_name(&name) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "use 1-100 characters from [A-Za-z0-9._-]",
+        ));
+    }
+    if v.value.is_empty() || v.value.len() > 64 * 1024 {
+        return Err(ApiError::invalid_field("value", "must be 1 byte to 64 KiB"));
+    }
+    let Some(cipher) = &state.inner.cipher else {
+        return Err(ApiError::unavailable(
+            "no_server_key",
+            "this server has no key to encrypt credentials with; start it with a server key",
+        ));
+    };
+    let ct = cipher
+        .encrypt(&name, v.value.as_bytes())
+        .map_err(|_| ApiError::internal())?;
+    state.store().put_credential(&name, ct).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/credentials", tag = "credentials",
+    responses((status = 200, body = CredentialList), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list_credentials(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+) -> ApiResult<Json<CredentialList>> {
+    Ok(Json(CredentialList {
+        names: state.store().list_credentials().await?,
+    }))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/credentials/{name}", tag = "credentials",
+    params(("name" = String, Path, description = "Credential name")),
+    responses((status = 204, description = "Deleted"), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn delete_credential(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    if state.store().get_credential(&name).await?.is_none() {
+        return Err(ApiError::not_found("credential", &name));
+    }
+    state.store().delete_credential(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

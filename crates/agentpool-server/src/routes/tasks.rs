@@ -1,0 +1,355 @@
+//! Task endpoints: submit (single and batch), list, get, cancel, retry, events (paged and live).
+
+use agentpool_core::spec::parse_label;
+use agentpool_core::{TaskId, TaskSpec, TaskState, ValidationError, WorkerId};
+use agentpool_store::{Enqueued, TaskFilter};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use std::time::Duration;
+
+use crate::api::{BatchSubmit, BatchSubmitted, EventPage, EventsQuery, TaskListQuery, TaskPage};
+use crate::auth::{Authorized, Submitters};
+use crate::error::{ApiError, ApiResult};
+use crate::events::task_event_stream;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_json};
+use crate::state::AppState;
+
+/// The largest batch accepted in one submit.
+const MAX_BATCH: usize = 1000;
+
+/// Fill project defaults into `spec` and validate it; errors name fields under `prefix`.
+pub(crate) async fn prepare_spec(
+    state: &AppState,
+    mut spec: TaskSpec,
+    prefix: &str,
+) -> Result<TaskSpec, Vec<ValidationError>> {
+    let field = |f: &str| format!("{prefix}{f}");
+    if let Some(name) = spec.project.clone() {
+        match state.store().get_project(&name).await {
+            Ok(Some(p)) => {
+                let p = p.spec;
+                if spec.repo.is_none() {
+                    spec.repo = Some(p.repo.clone());
+                }
+                if spec.kind == agentpool_core::TaskKind::Agent {
+                    if spec.agent.is_none() {
+                        spec.agent = p.default_agent.clone();
+                    }
+                    if spec.model.is_none() {
+                        spec.model = p.default_model.clone();
+                    }
+                    if let Some(a) = spec.agent.as_deref()
+                        && !p.allowed_agents.is_empty()
+                        && !p.allowed_agents.iter().any(|x| x == a)
+                    {
+                        return Err(vec![ValidationError::new(
+                            field("agent"),
+                            format!("project {name} does not allow agent {a}"),
+                        )]);
+                    }
+                }
+                if spec.base_ref.is_none() {
+                    spec.base_ref = p.default_base.clone();
+                }
+            }
+            Ok(None) => {
+                return Err(vec![ValidationError::new(
+                    field("project"),
+                    format!("project {name} does not exist"),
+                )]);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "project lookup failed");
+                return Err(vec![ValidationError::new(
+                    field("project"),
+                    "could not be looked up",
+                )]);
+            }
+        }
+    }
+    spec.validate(&state.inner.limits).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| ValidationError::new(field(&e.field), e.message))
+            .collect::<Vec<_>>()
+    })?;
+    Ok(spec)
+}
+
+/// After an enqueue on this replica: wake local long-polls (the store's signal covers the rest).
+pub(crate) fn enqueued(state: &AppState, tasks: &[Enqueued]) {
+    if tasks.iter().any(|e| e.created) {
+        state.wake_claimers();
+    }
+}
+
+#[utoipa::path(
+    post, path = "/v1/tasks", tag = "tasks",
+    request_body(content = inline(crate::openapi::SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
+    responses(
+        (status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = crate::api::EnqueuedSchema),
+        (status = 200, description = "An idempotency key matched an earlier task", body = crate::api::EnqueuedSchema),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    body: ApiJson<serde_json::Value>,
+) -> ApiResult<Response> {
+    let value = body.0;
+    let is_batch = value.as_object().is_some_and(|o| o.contains_key("tasks"));
+    if is_batch {
+        let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
+        let batch: BatchSubmit = parse_json(&bytes)?;
+        if batch.tasks.is_empty() || batch.tasks.len() > MAX_BATCH {
+            return Err(ApiError::invalid_field(
+                "tasks",
+                format!("give 1 to {MAX_BATCH} tasks"),
+            ));
+        }
+        let mut specs = Vec::with_capacity(batch.tasks.len());
+        let mut errs = Vec::new();
+        for (i, spec) in batch.tasks.into_iter().enumerate() {
+            match prepare_spec(&state, spec, &format!("tasks[{i}].")).await {
+                Ok(s) => specs.push(s),
+                Err(e) => errs.extend(e),
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ApiError::validation(errs));
+        }
+        let out = state.store().enqueue_batch(specs).await?;
+        enqueued(&state, &out);
+        Ok((StatusCode::CREATED, Json(BatchSubmitted { tasks: out })).into_response())
+    } else {
+        let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
+        let spec: TaskSpec = parse_json(&bytes)?;
+        let spec = prepare_spec(&state, spec, "")
+            .await
+            .map_err(ApiError::validation)?;
+        let out = state.store().enqueue(spec).await?;
+        enqueued(&state, std::slice::from_ref(&out));
+        let status = if out.created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, Json(out)).into_response())
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/tasks", tag = "tasks", params(TaskListQuery),
+    responses((status = 200, body = TaskPage), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiQuery(q): ApiQuery<TaskListQuery>,
+) -> ApiResult<Json<TaskPage>> {
+    let filter = task_filter(q)?;
+    let limit = filter.limit as usize;
+    let tasks = state.store().list_tasks(&filter).await?;
+    let next_cursor = if tasks.len() == limit {
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
+    Ok(Json(TaskPage { tasks, next_cursor }))
+}
+
+pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
+    let mut errs = Vec::new();
+    let state = q.state.as_deref().and_then(|s| match s.parse::<TaskState>() {
+        Ok(s) => Some(s),
+        Err(_) => {
+            errs.push(ValidationError::new(
+                "state",
+                "use queued, running, succeeded, failed or canceled",
+            ));
+            None
+        }
+    });
+    let label = q.label.as_deref().and_then(|l| match parse_label(l) {
+        Ok(kv) => Some(kv),
+        Err(e) => {
+            errs.push(ValidationError::new("label", e.message));
+            None
+        }
+    });
+    let worker = q.worker.and_then(|w| match WorkerId::parse(w) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            errs.push(ValidationError::new("worker", e.to_string()));
+            None
+        }
+    });
+    let before = q.cursor.as_deref().and_then(|c| match c.parse::<TaskId>() {
+        Ok(id) => Some(id),
+        Err(_) => {
+            errs.push(ValidationError::new(
+                "cursor",
+                "is not a cursor returned by this API",
+            ));
+            None
+        }
+    });
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        errs.push(ValidationError::new("limit", "must be between 1 and 500"));
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::validation(errs).with_status(StatusCode::BAD_REQUEST));
+    }
+    Ok(TaskFilter {
+        state,
+        project: q.project,
+        label,
+        worker,
+        before,
+        limit,
+    })
+}
+
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = crate::api::TaskDetailSchema), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(id): ApiPath<TaskId>,
+) -> ApiResult<Response> {
+    let t = state
+        .store()
+        .get_task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", id))?;
+    Ok(Json(t).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = crate::api::TaskSchema), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "The task has already finished", body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(id): ApiPath<TaskId>,
+) -> ApiResult<Response> {
+    let t = state.store().cancel(id).await?;
+    state.inner.hub.notify(id);
+    Ok(Json(t).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/retry", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = crate::api::TaskSchema), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "Only failed or canceled tasks can be retried", body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(id): ApiPath<TaskId>,
+) -> ApiResult<Response> {
+    let t = state.store().retry(id).await?;
+    state.wake_claimers();
+    state.inner.hub.notify(id);
+    Ok(Json(t).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}/events", tag = "tasks",
+    params(("id" = String, Path, description = "Task id"), EventsQuery),
+    responses((status = 200, body = EventPage), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(id): ApiPath<TaskId>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventPage>> {
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) || after < 0 {
+        return Err(ApiError::validation(vec![ValidationError::new(
+            if after < 0 { "after" } else { "limit" },
+            if after < 0 {
+                "must not be negative"
+            } else {
+                "must be between 1 and 1000"
+            },
+        )])
+        .with_status(StatusCode::BAD_REQUEST));
+    }
+    ensure_task(&state, id).await?;
+    let events = state.store().list_events(id, after, limit).await?;
+    let next_after = events.last().map_or(after, |e| e.seq);
+    Ok(Json(EventPage { events, next_after }))
+}
+
+async fn ensure_task(state: &AppState, id: TaskId) -> ApiResult<()> {
+    match state.store().get_task(id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("task", id)),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}/events/stream", tag = "tasks",
+    params(("id" = String, Path, description = "Task id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event seq"),
+        ("after" = Option<i64>, Query, description = "Start after this seq (when no Last-Event-ID)")),
+    responses((status = 200, description = "Server-sent events: `id` = seq, `event` = kind, `data` = the Event as JSON; ends when the task has finished and its last events were sent", content_type = "text/event-stream", body = String),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(id): ApiPath<TaskId>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let from_header = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request("Last-Event-ID must be an event seq (a non-negative integer)")
+                })?,
+        ),
+        None => None,
+    };
+    let after = from_header.or(q.after).unwrap_or(0).max(0);
+    ensure_task(&state, id).await?;
+    let s = task_event_stream(state.store().clone(), &state.inner.hub, id, after);
+    Ok(Sse::new(s)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}

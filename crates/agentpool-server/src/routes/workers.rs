@@ -1,0 +1,533 @@
+//! The worker protocol: register, heartbeat, long-poll claim, events, complete, fail, list,
+//! get, drain, deregister. Every call about a task presents its lease; a stale one is a 409.
+
+use std::collections::BTreeSet;
+use std::pin::pin;
+use std::time::Duration;
+
+use agentpool_core::protocol::{
+    AppendEventsRequest, ClaimRequest, ClaimedTask, CompleteRequest, FailRequest, HeartbeatRequest,
+};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
+use agentpool_store::{ClaimFilter, Failure};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{
+    ClaimQuery, ClaimResponse, ClaimedWork, CompleteBatch, CompleteBatchResponse, CompleteItemResult,
+    WorkerList,
+};
+use crate::auth::{Authorized, Readers, Workers};
+use crate::crypto::Secrets;
+use crate::error::{ApiError, ApiResult, ErrorDetail};
+use crate::extract::{ApiJson, ApiPath, parse_json};
+use crate::state::{AppState, CachedWorker};
+
+/// Upper bound of a long poll (SPEC §5).
+const MAX_WAIT_SECS: u32 = 60;
+const MAX_CLAIM: u32 = 1000;
+const MAX_EVENTS_PER_CALL: usize = 1000;
+
+fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
+    let mut errs = Vec::new();
+    if r.hostname.is_empty() || r.hostname.len() > 255 {
+        errs.push(ValidationError::new("hostname", "must be 1-255 characters"));
+    }
+    if r.version.len() > 100 {
+        errs.push(ValidationError::new("version", "must be at most 100 characters"));
+    }
+    if !(1..=1000).contains(&r.slots) {
+        errs.push(ValidationError::new("slots", "must be between 1 and 1000"));
+    }
+    if r.agents.len() > 100 || r.agents.iter().any(|a| a.name.is_empty() || a.name.len() > 64) {
+        errs.push(ValidationError::new(
+            "agents",
+            "at most 100 agents with names of 1-64 characters",
+        ));
+    }
+    if r.labels.len() > 100 {
+        errs.push(ValidationError::new("labels", "at most 100 labels"));
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errs))
+    }
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/register", tag = "workers",
+    request_body = crate::api::WorkerRegistrationSchema,
+    responses((status = 201, body = crate::api::WorkerSchema), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiJson(reg): ApiJson<WorkerRegistration>,
+) -> ApiResult<Response> {
+    validate_registration(&reg)?;
+    let w = state.store().register_worker(reg).await?;
+    state.remember_worker(
+        &w.id,
+        CachedWorker {
+            agents: w.agent_names(),
+            labels: w.labels.clone(),
+            status: w.status,
+            at: std::time::Instant::now(),
+        },
+    );
+    Ok((StatusCode::CREATED, Json(w)).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/heartbeat", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    request_body = crate::api::HeartbeatRequestSchema,
+    responses((status = 200, body = crate::api::HeartbeatReplySchema), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath(id): ApiPath<WorkerId>,
+    ApiJson(req): ApiJson<HeartbeatRequest>,
+) -> ApiResult<Response> {
+    if req.leases.len() > 10_000 {
+        return Err(ApiError::invalid_field("leases", "at most 10000 leases"));
+    }
+    // A draining *server* does not ask workers to drain: they may claim from other replicas.
+    let reply = state
+        .store()
+        .heartbeat(&id, &req.leases, state.inner.lease_ttl)
+        .await?;
+    Ok(Json(reply).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/claim", tag = "workers",
+    params(("id" = String, Path, description = "Worker id"), ClaimQuery),
+    request_body(content = Option<crate::api::ClaimRequestSchema>, description = "Optional; query parameters work too"),
+    responses((status = 200, body = ClaimResponse), (status = 204, description = "Nothing came within `wait`"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody),
+        (status = 429, description = "Too many long polls waiting on this server", body = crate::error::ErrorBody),
+        (status = 503, description = "The server is draining", body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn claim(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath(id): ApiPath<WorkerId>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<ClaimQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let body_req = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let is_json = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        Some(parse_json::<ClaimRequest>(&body)?)
+    };
+    let max = q.max.or(body_req.as_ref().map(|r| r.max)).unwrap_or(1);
+    let wait = q.wait.or(body_req.as_ref().map(|r| r.wait_secs)).unwrap_or(0);
+    let mut errs = Vec::new();
+    if !(1..=MAX_CLAIM).contains(&max) {
+        errs.push(ValidationError::new(
+            "max",
+            format!("must be between 1 and {MAX_CLAIM}"),
+        ));
+    }
+    if wait > MAX_WAIT_SECS {
+        errs.push(ValidationError::new(
+            "wait",
+            format!("must be at most {MAX_WAIT_SECS} seconds"),
+        ));
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::validation(errs));
+    }
+    if state.is_draining() {
+        return Err(ApiError::unavailable(
+            "draining",
+            "this server is draining; claim from another",
+        ));
+    }
+    let worker = state.worker(&id).await?;
+    if matches!(worker.status, WorkerStatus::Draining) {
+        // A draining worker finishes what it has and takes nothing new.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let filter = ClaimFilter {
+        worker_id: id,
+        agents: worker.agents,
+        labels: worker.labels,
+        max,
+        lease_ttl: state.inner.lease_ttl,
+    };
+    let _permit = if wait > 0 {
+        match state.inner.waiting_claims.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_waiting",
+                    "too many long polls are waiting on this server; retry shortly",
+                );
+                e.retry_after = Some(1);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(wait));
+    loop {
+        // Register for both wake-ups *before* claiming, so work that arrives between an empty
+        // claim and the wait is not missed.
+        let local = state.inner.work.notified();
+        let mut local = pin!(local);
+        local.as_mut().enable();
+        let mut remote = state.store().work_listener();
+        let claimed = state.store().claim(&filter).await?;
+        if !claimed.is_empty() {
+            return Ok(Json(claim_response(&state, claimed).await).into_response());
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if remaining.is_zero() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = local => {}
+            _ = remote.wait(remaining) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.inner.drain_token.cancelled() => {
+                return Err(ApiError::unavailable("draining", "this server is draining; claim from another"));
+            }
+        }
+    }
+}
+
+async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimResponse {
+    let now = chrono::Utc::now();
+    let mut tasks = Vec::with_capacity(claimed.len());
+    for c in claimed {
+        let agent = c.task.spec.required_agent().unwrap_or("default").to_string();
+        let ready_at = c.task.run_after.max(c.task.created_at);
+        let latency = (now - ready_at).to_std().unwrap_or_default();
+        state.inner.metrics.claimed(&agent, latency);
+        state.note_claimed(c.task.id, agent);
+        state.inner.hub.notify(c.task.id);
+        let credentials = credentials_for(state, &c).await;
+        tasks.push(ClaimedWork {
+            claimed: c,
+            credentials,
+        });
+    }
+    ClaimResponse { tasks }
+}
+
+/// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
+/// A credential that is missing or cannot be decrypted is left out (and logged by name): the
+/// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck.
+async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
+    let mut names: BTreeSet<String> = c.task.spec.credentials.iter().cloned().collect();
+    if let Some(p) = &c.task.spec.project {
+        match state.store().get_project(p).await {
+            Ok(Some(p)) => names.extend(p.spec.credentials),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(task = %c.task.id, error = %e, "project lookup for credentials failed"),
+        }
+    }
+    let mut out = Secrets::default();
+    if names.is_empty() {
+        return out;
+    }
+    let Some(cipher) = &state.inner.cipher else {
+        tracing::warn!(task = %c.task.id, "task needs credentials but the server has no key configured");
+        return out;
+    };
+    for name in names {
+        match state.store().get_credential(&name).await {
+            Ok(Some(ct)) => match cipher.decrypt(&name, &ct).map(String::from_utf8) {
+                Ok(Ok(v)) => {
+                    out.0.insert(name, v);
+                }
+                _ => {
+                    tracing::warn!(task = %c.task.id, credential = %name, "credential cannot be decrypted with this server key")
+                }
+            },
+            Ok(None) => tracing::warn!(task = %c.task.id, credential = %name, "credential not found"),
+            Err(e) => {
+                tracing::warn!(task = %c.task.id, credential = %name, error = %e, "credential lookup failed")
+            }
+        }
+    }
+    out
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/tasks/{task}/events", tag = "workers",
+    params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
+    request_body = crate::api::AppendEventsRequestSchema,
+    responses((status = 204, description = "Appended"), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn append_events(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath((_worker, task)): ApiPath<(WorkerId, TaskId)>,
+    ApiJson(req): ApiJson<AppendEventsRequest>,
+) -> ApiResult<StatusCode> {
+    if req.events.len() > MAX_EVENTS_PER_CALL {
+        return Err(ApiError::invalid_field(
+            "events",
+            format!("at most {MAX_EVENTS_PER_CALL} events per call"),
+        ));
+    }
+    let lease = Lease {
+        task_id: task,
+        token: req.lease_token,
+    };
+    state.store().append_events(task, Some(lease), req.events).await?;
+    state.inner.hub.notify(task);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/complete/{task}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
+    request_body = crate::api::CompleteRequestSchema,
+    responses((status = 204, description = "Completed"), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn complete(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath((worker, task)): ApiPath<(WorkerId, TaskId)>,
+    ApiJson(req): ApiJson<CompleteRequest>,
+) -> ApiResult<StatusCode> {
+    let lease = Lease {
+        task_id: task,
+        token: req.lease_token,
+    };
+    state.store().complete(&worker, lease, req.result.clone()).await?;
+    finished_ok(&state, task, &req.result);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn finished_ok(state: &AppState, task: TaskId, result: &agentpool_core::TaskResult) {
+    let (took, agent) = match state.take_claimed(&task) {
+        Some((at, agent)) => (Some(at.elapsed()), agent),
+        None => (None, "unknown".to_string()),
+    };
+    state.inner.metrics.completed(&agent, took, result);
+    state.inner.hub.notify(task);
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/complete", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    request_body = CompleteBatch,
+    responses((status = 200, description = "One result per item, in order", body = CompleteBatchResponse),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn complete_batch(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath(worker): ApiPath<WorkerId>,
+    ApiJson(req): ApiJson<CompleteBatch>,
+) -> ApiResult<Json<CompleteBatchResponse>> {
+    if req.items.is_empty() || req.items.len() > MAX_CLAIM as usize {
+        return Err(ApiError::invalid_field(
+            "items",
+            format!("give 1 to {MAX_CLAIM} items"),
+        ));
+    }
+    let ids: Vec<TaskId> = req.items.iter().map(|i| i.task_id).collect();
+    let results: Vec<agentpool_core::TaskResult> = req.items.iter().map(|i| i.result.clone()).collect();
+    let items = req
+        .items
+        .into_iter()
+        .map(|i| {
+            (
+                Lease {
+                    task_id: i.task_id,
+                    token: i.lease_token,
+                },
+                i.result,
+            )
+        })
+        .collect();
+    let outcomes = state.store().complete_batch(&worker, items).await?;
+    let mut out = Vec::with_capacity(outcomes.len());
+    for ((id, result), r) in ids.into_iter().zip(results.iter()).zip(outcomes) {
+        match r {
+            Ok(()) => {
+                finished_ok(&state, id, result);
+                out.push(CompleteItemResult {
+                    task_id: id,
+                    ok: true,
+                    error: None,
+                });
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                out.push(CompleteItemResult {
+                    task_id: id,
+                    ok: false,
+                    error: Some(ErrorDetail {
+                        code: e.code.to_string(),
+                        message: e.message,
+                        details: e.details,
+                    }),
+                });
+            }
+        }
+    }
+    Ok(Json(CompleteBatchResponse { results: out }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/fail/{task}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
+    request_body = crate::api::FailRequestSchema,
+    responses((status = 200, body = crate::api::FailOutcomeSchema), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn fail(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath((worker, task)): ApiPath<(WorkerId, TaskId)>,
+    ApiJson(req): ApiJson<FailRequest>,
+) -> ApiResult<Response> {
+    if req.message.len() > 64 * 1024 {
+        return Err(ApiError::invalid_field("message", "at most 64 KiB"));
+    }
+    let lease = Lease {
+        task_id: task,
+        token: req.lease_token,
+    };
+    let failure = Failure {
+        class: req.class,
+        message: req.message,
+        retry_after: req.retry_after_secs.map(Duration::from_secs),
+        result: req.result.clone(),
+    };
+    let outcome = state.store().fail(&worker, lease, failure).await?;
+    let (took, agent) = match state.take_claimed(&task) {
+        Some((at, agent)) => (Some(at.elapsed()), agent),
+        None => (None, "unknown".to_string()),
+    };
+    state
+        .inner
+        .metrics
+        .failed(&agent, req.class, took, req.result.as_ref());
+    if matches!(outcome, agentpool_core::protocol::FailOutcome::Retrying { .. }) {
+        state.wake_claimers();
+    }
+    state.inner.hub.notify(task);
+    Ok(Json(outcome).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/workers", tag = "workers",
+    responses((status = 200, body = WorkerList), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, _auth: Authorized<Readers>) -> ApiResult<Json<WorkerList>> {
+    Ok(Json(WorkerList {
+        workers: state.store().list_workers().await?,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/workers/{id}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses((status = 200, body = crate::api::WorkerSchema), (status = 400, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: Authorized<Readers>,
+    ApiPath(id): ApiPath<WorkerId>,
+) -> ApiResult<Response> {
+    let w = state
+        .store()
+        .get_worker(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("worker", &id))?;
+    Ok(Json(w).into_response())
+}
+
+#[utoipa::path(
+    post, path = "/v1/workers/{id}/drain", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses((status = 200, body = crate::api::WorkerSchema), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn drain(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath(id): ApiPath<WorkerId>,
+) -> ApiResult<Response> {
+    let w = state.store().drain_worker(&id).await?;
+    state.forget_worker(&id);
+    Ok(Json(w).into_response())
+}
+
+#[utoipa::path(
+    delete, path = "/v1/workers/{id}", tag = "workers",
+    params(("id" = String, Path, description = "Worker id")),
+    responses((status = 204, description = "Deregistered"), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn deregister(
+    State(state): State<AppState>,
+    _auth: Authorized<Workers>,
+    ApiPath(id): ApiPath<WorkerId>,
+) -> ApiResult<StatusCode> {
+    state.store().deregister_worker(&id).await?;
+    state.forget_worker(&id);
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,174 @@
+//! Shared server state: the store, settings, auth, the live-event hub, metrics, the drain
+//! switch, and small caches that keep the worker hot path to one query per call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentpool_core::spec::SpecLimits;
+use agentpool_core::{Labels, TaskId, WorkerId, WorkerStatus};
+use agentpool_store::Store;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::ServerConfig;
+use crate::auth::Authenticator;
+use crate::crypto::Cipher;
+use crate::error::{ApiError, ApiResult};
+use crate::events::EventHub;
+use crate::metrics::Metrics;
+
+/// Cheap to clone: everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+    pub cipher: Option<Cipher>,
+    pub hub: EventHub,
+    pub metrics: Metrics,
+    pub limits: SpecLimits,
+    pub lease_ttl: Duration,
+    /// Set when the server drains: claims answer 503 and `/readyz` fails.
+    pub draining: AtomicBool,
+    /// Cancelled when the server drains, to release waiting long-polls at once.
+    pub drain_token: CancellationToken,
+    /// Woken when this replica enqueues or re-queues work. The store's own signal covers other
+    /// replicas; this one closes the gap between an empty claim and the start of the wait.
+    pub work: Notify,
+    /// Bounds the number of long-polls waiting at once (beyond it: 429).
+    pub waiting_claims: Arc<Semaphore>,
+    pub max_waiting_claims: usize,
+    pub workers: Mutex<HashMap<WorkerId, CachedWorker>>,
+    /// When and for which agent this replica handed out each running task, for the duration
+    /// histogram and per-agent counters at completion.
+    pub running: Mutex<HashMap<TaskId, (Instant, String)>>,
+}
+
+/// What a claim needs to know about a worker, cached briefly so claiming costs one query.
+#[derive(Clone)]
+pub(crate) struct CachedWorker {
+    pub agents: Vec<String>,
+    pub labels: Labels,
+    pub status: WorkerStatus,
+    pub at: Instant,
+}
+
+/// How long a worker's capabilities and status are trusted from the cache. A drain started on
+/// another replica reaches claims on this one within this time (the heartbeat tells the worker
+/// at once anyway).
+const WORKER_CACHE_TTL: Duration = Duration::from_secs(2);
+
+impl AppState {
+    /// State for `store` under `config`.
+    pub fn new(store: Arc<dyn Store>, config: &ServerConfig) -> Self {
+        let cipher = config.server_key.as_ref().map(Cipher::new);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                auth: Authenticator::new(config.auth),
+                cipher,
+                hub: EventHub::new(),
+                metrics: Metrics::new(),
+                limits: SpecLimits {
+                    allow_local_repos: config.allow_local_repos,
+                    max_timeout_secs: config.max_timeout_secs,
+                },
+                lease_ttl: config.lease_ttl,
+                draining: AtomicBool::new(false),
+                drain_token: CancellationToken::new(),
+                work: Notify::new(),
+                waiting_claims: Arc::new(Semaphore::new(config.max_waiting_claims)),
+                max_waiting_claims: config.max_waiting_claims,
+                workers: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Stop handing out work: claims get 503, waiting long-polls return, `/readyz` fails.
+    pub fn drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.drain_token.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Long-poll claims waiting for work on this server right now.
+    pub fn waiting_claims(&self) -> usize {
+        self.inner
+            .max_waiting_claims
+            .saturating_sub(self.inner.waiting_claims.available_permits())
+    }
+
+    /// Wake claimers waiting on this replica (work was enqueued or re-queued here).
+    pub(crate) fn wake_claimers(&self) {
+        self.inner.work.notify_waiters();
+    }
+
+    pub(crate) async fn worker(&self, id: &WorkerId) -> ApiResult<CachedWorker> {
+        if let Ok(cache) = self.inner.workers.lock()
+            && let Some(w) = cache.get(id)
+            && w.at.elapsed() < WORKER_CACHE_TTL
+        {
+            return Ok(w.clone());
+        }
+        let w = self
+            .inner
+            .store
+            .get_worker(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("worker", id))?;
+        let cached = CachedWorker {
+            agents: w.agent_names(),
+            labels: w.labels.clone(),
+            status: w.status,
+            at: Instant::now(),
+        };
+        self.remember_worker(id, cached.clone());
+        Ok(cached)
+    }
+
+    pub(crate) fn remember_worker(&self, id: &WorkerId, w: CachedWorker) {
+        if let Ok(mut cache) = self.inner.workers.lock() {
+            cache.insert(id.clone(), w);
+        }
+    }
+
+    pub(crate) fn forget_worker(&self, id: &WorkerId) {
+        if let Ok(mut cache) = self.inner.workers.lock() {
+            cache.remove(id);
+        }
+    }
+
+    pub(crate) fn note_claimed(&self, id: TaskId, agent: String) {
+        if let Ok(mut m) = self.inner.running.lock() {
+            m.insert(id, (Instant::now(), agent));
+        }
+    }
+
+    pub(crate) fn take_claimed(&self, id: &TaskId) -> Option<(Instant, String)> {
+        self.inner.running.lock().ok().and_then(|mut m| m.remove(id))
+    }
+
+    /// Drop bookkeeping for tasks this replica handed out long ago and never heard back about
+    /// (their worker died; another replica or the maintenance loop finished them).
+    pub(crate) fn prune_claimed(&self, older_than: Duration) {
+        if let Ok(mut m) = self.inner.running.lock() {
+            m.retain(|_, (at, _)| at.elapsed() < older_than);
+        }
+        if let Ok(mut c) = self.inner.workers.lock() {
+            c.retain(|_, w| w.at.elapsed() < WORKER_CACHE_TTL);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of agentpool-server: router-level (`oneshot`) and over a real socket, on
+//! SQLite and PostgreSQL.
+
+mod support;
