@@ -1,8 +1,20 @@
 //! agentpool's worker runtime: the git workspace pipeline (clone or warm mirror, work branch,
 //! commit, push), process control for commands and agents, and the worker loop that registers,
-//! heartbeats, claims and reports through a [`WorkerApi`] — in-process over a store, or over
-//! HTTP.
+//! heartbeats, claims and reports through a [`WorkerApi`] — in-process over a store
+//! ([`StoreWorkerApi`]) or over HTTP ([`HttpWorkerApi`]).
+//!
+//! Entry point for the binary: build a [`WorkerConfig`], pick an API, and call
+//! [`run_worker`] with a shutdown token that SIGTERM/SIGINT cancel.
 
+pub mod api;
+pub mod events;
 pub mod git;
+pub mod pipeline;
 pub mod process;
+pub mod worker;
 pub mod workspace;
+
+pub use api::{ApiError, ClaimedWork, HttpWorkerApi, StoreWorkerApi, WorkerApi};
+pub use git::{GitCredentials, Secret};
+pub use pipeline::{PipelineConfig, Report};
+pub use worker::{WorkerConfig, WorkerError, WorkerSummary, run_worker};

@@ -1,0 +1,166 @@
+//! Event forwarding for one running task: the pipeline and the agent emit events into an
+//! [`EventBuffer`] (never blocking), and a flusher sends them to the queue in batches with the
+//! task's lease, retrying while the server is unreachable, and redacting secrets first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_agents::EventSink;
+use agentpool_core::protocol::AppendEventsRequest;
+use agentpool_core::{Lease, NewEvent, WorkerId};
+use tokio::sync::mpsc;
+
+use crate::api::{ApiError, WorkerApi};
+use crate::git::Redactor;
+
+/// Events per append call.
+const BATCH: usize = 200;
+/// How long an event may wait for companions before a batch is sent.
+const LINGER: Duration = Duration::from_millis(200);
+/// Events kept while the server is unreachable; beyond that the oldest are dropped (and a
+/// `log` event says how many).
+const MAX_PENDING: usize = 20_000;
+
+/// The sending side handed to the pipeline and the agent.
+#[derive(Clone)]
+pub struct EventBuffer {
+    tx: mpsc::UnboundedSender<NewEvent>,
+    redactor: Arc<Redactor>,
+}
+
+impl EventSink for EventBuffer {
+    fn emit(&self, mut event: NewEvent) {
+        if event.at.is_none() {
+            event.at = Some(chrono::Utc::now());
+        }
+        redact_value(&self.redactor, &mut event.data);
+        // The flusher outlives every emitter of its task; a send error only means it gave up.
+        let _ = self.tx.send(event);
+    }
+}
+
+fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            let red = r.redact(s);
+            if red != *s {
+                *s = red;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_value(r, x)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| redact_value(r, x)),
+        _ => {}
+    }
+}
+
+/// How the flusher ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushEnd {
+    /// Everything was delivered.
+    Done,
+    /// The lease was refused: the task is no longer ours.
+    LeaseLost,
+    /// The server stayed unreachable past the deadline or refused the events; some were lost.
+    GaveUp,
+}
+
+/// Start forwarding events of the task held by `lease`. Returns the buffer to emit into and
+/// the flusher; drop every clone of the buffer, then await the flusher to flush the rest.
+pub fn start(
+    api: Arc<dyn WorkerApi>,
+    worker: WorkerId,
+    lease: Lease,
+    redactor: Arc<Redactor>,
+    on_lease_lost: impl Fn() + Send + 'static,
+    give_up_after: Duration,
+) -> (EventBuffer, tokio::task::JoinHandle<FlushEnd>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let flusher = tokio::spawn(flush(api, worker, lease, rx, on_lease_lost, give_up_after));
+    (EventBuffer { tx, redactor }, flusher)
+}
+
+async fn flush(
+    api: Arc<dyn WorkerApi>,
+    worker: WorkerId,
+    lease: Lease,
+    mut rx: mpsc::UnboundedReceiver<NewEvent>,
+    on_lease_lost: impl Fn() + Send + 'static,
+    give_up_after: Duration,
+) -> FlushEnd {
+    let mut pending: Vec<NewEvent> = Vec::new();
+    let mut open = true;
+    let mut dropped = 0usize;
+    let mut backoff = Duration::from_millis(200);
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    loop {
+        if open {
+            if pending.is_empty() {
+                match rx.recv().await {
+                    Some(e) => pending.push(e),
+                    None => open = false,
+                }
+            }
+            // Linger a little so that a burst of lines goes out as one call.
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while open && pending.len() < BATCH {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(e)) => pending.push(e),
+                    Ok(None) => open = false,
+                    Err(_) => break,
+                }
+            }
+        }
+        if pending.is_empty() {
+            if open {
+                continue;
+            }
+            return FlushEnd::Done;
+        }
+        if pending.len() > MAX_PENDING {
+            let excess = pending.len() - MAX_PENDING;
+            pending.drain(..excess);
+            dropped += excess;
+        }
+        let mut batch: Vec<NewEvent> = pending.iter().take(BATCH).cloned().collect();
+        if dropped > 0 {
+            batch.push(NewEvent::log(
+                "agentpool",
+                format!("{dropped} events were dropped while the server was unreachable"),
+            ));
+        }
+        let sent = batch.len().min(BATCH).min(pending.len());
+        let req = AppendEventsRequest {
+            lease_token: lease.token,
+            events: batch,
+        };
+        match api.append_events(&worker, lease.task_id, req).await {
+            Ok(()) => {
+                pending.drain(..sent);
+                dropped = 0;
+                backoff = Duration::from_millis(200);
+                failing_since = None;
+            }
+            Err(ApiError::StaleLease) => {
+                on_lease_lost();
+                return FlushEnd::LeaseLost;
+            }
+            Err(e) if e.is_transient() => {
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > give_up_after {
+                    tracing::warn!(task = %lease.task_id, "giving up sending events: {e}");
+                    return FlushEnd::GaveUp;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                // Keep collecting while we wait for the server.
+                while let Ok(e) = rx.try_recv() {
+                    pending.push(e);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %lease.task_id, "events refused: {e}");
+                pending.drain(..sent);
+            }
+        }
+    }
+}

@@ -1,0 +1,589 @@
+//! One task, start to end (SPEC §3): validate, prepare the workspace, run the setup command,
+//! run the command or the agent, commit and push, and decide what to report — a result, or a
+//! failure with its error class.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentpool_agents::{AgentRequest, EventSink, Registry};
+use agentpool_core::{BranchName, ErrorClass, NewEvent, RepoUrl, TaskKind, TaskResult};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ClaimedWork;
+use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Redactor, Secret};
+use crate::process::{KillReason, OutputStream, ProcessSpec, run_process};
+use crate::workspace::{
+    CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
+};
+
+/// Credential names whose value is the git token for the task's repository (the first found
+/// wins). Every other credential is handed to the command/agent as an environment variable.
+pub const GIT_TOKEN_CREDENTIALS: [&str; 2] = ["git-token", "GIT_TOKEN"];
+
+/// How tasks are executed on this worker.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub workspace: WorkspaceConfig,
+    /// Private worker state (askpass programs, token files, git's HOME); not visible to tasks
+    /// through any path they are given.
+    pub state_dir: PathBuf,
+    /// Accept `file://` and local-path repositories.
+    pub allow_file_repos: bool,
+    /// Limit for each git command.
+    pub git_timeout: Duration,
+    /// The git credentials used when the task brings none.
+    pub git_credentials: Option<GitCredentials>,
+    pub commit_author_name: String,
+    pub commit_author_email: String,
+    /// SIGTERM → SIGKILL delay for commands and agents.
+    pub kill_grace: Duration,
+    /// Output allowed per command/agent run.
+    pub max_output_bytes: u64,
+    /// Variables added to every command's and agent's environment (e.g. a model endpoint).
+    pub extra_env: BTreeMap<String, String>,
+    /// Keep task directories after the run (debugging).
+    pub keep_workspaces: bool,
+}
+
+impl PipelineConfig {
+    /// Defaults under `dir`: workspaces in `dir/tasks`, state in `dir/state`, no mirror cache.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            workspace: WorkspaceConfig {
+                root: dir.join("tasks"),
+                mirror_dir: None,
+            },
+            state_dir: dir.join("state"),
+            allow_file_repos: false,
+            git_timeout: Duration::from_secs(15 * 60),
+            git_credentials: None,
+            commit_author_name: "agentpool".into(),
+            commit_author_email: "agentpool@localhost".into(),
+            kill_grace: Duration::from_secs(10),
+            max_output_bytes: 64 * 1024 * 1024,
+            extra_env: BTreeMap::new(),
+            keep_workspaces: false,
+        }
+    }
+}
+
+/// Why a running task is being stopped. The first cause recorded wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelCause {
+    /// A user canceled the task: report `CANCELED`.
+    User,
+    /// The worker is shutting down and the grace period ran out: report `CANCELED`.
+    Shutdown,
+    /// The lease is no longer ours: report nothing.
+    LeaseLost,
+}
+
+/// A cancel token with the reason it fired.
+#[derive(Debug, Clone, Default)]
+pub struct TaskCancel {
+    token: CancellationToken,
+    cause: Arc<Mutex<Option<CancelCause>>>,
+}
+
+impl TaskCancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self, cause: CancelCause) {
+        let mut c = self.cause.lock().unwrap_or_else(|e| e.into_inner());
+        if c.is_none() {
+            *c = Some(cause);
+        }
+        drop(c);
+        self.token.cancel();
+    }
+
+    pub fn cause(&self) -> Option<CancelCause> {
+        *self.cause.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+/// What to tell the queue about a finished run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Complete(TaskResult),
+    Fail {
+        class: ErrorClass,
+        message: String,
+        retry_after: Option<Duration>,
+        result: Option<TaskResult>,
+    },
+    /// The lease was lost: any report would be refused.
+    Abandon,
+}
+
+/// Runs tasks; shared by all of a worker's slots.
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    agents: Registry,
+    locks: MirrorLocks,
+}
+
+struct Failed {
+    class: ErrorClass,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
+    Failed {
+        class,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+impl Pipeline {
+    pub fn new(cfg: PipelineConfig, agents: Registry) -> Self {
+        Self {
+            cfg,
+            agents,
+            locks: MirrorLocks::default(),
+        }
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    /// The secrets a run of `work` may see, for redaction.
+    pub fn redactor_for(&self, work: &ClaimedWork) -> Redactor {
+        let mut secrets: Vec<Secret> = work.credentials.values().cloned().collect();
+        if let Some(c) = &self.cfg.git_credentials {
+            secrets.push(c.token.clone());
+        }
+        Redactor::new(secrets)
+    }
+
+    /// Run the claimed task to its end. Events go to `events`; `cancel` stops it.
+    pub async fn run(&self, work: &ClaimedWork, events: Arc<dyn EventSink>, cancel: &TaskCancel) -> Report {
+        let started = Instant::now();
+        let mut result = TaskResult::default();
+        let outcome = self.run_inner(work, &events, cancel, &mut result).await;
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        let redactor = self.redactor_for(work);
+        match outcome {
+            Ok(()) => {
+                events.emit(NewEvent::lifecycle("finished", "run succeeded"));
+                Report::Complete(result)
+            }
+            Err(f) => match cancel.cause() {
+                Some(CancelCause::LeaseLost) => Report::Abandon,
+                Some(c) => {
+                    let message = match c {
+                        CancelCause::Shutdown => "the worker shut down before the task finished",
+                        _ => "canceled",
+                    };
+                    events.emit(NewEvent::lifecycle("canceled", message));
+                    Report::Fail {
+                        class: ErrorClass::Canceled,
+                        message: message.into(),
+                        retry_after: None,
+                        result: Some(result),
+                    }
+                }
+                None => {
+                    let message = redactor.redact(&f.message);
+                    events.emit(NewEvent::new(
+                        agentpool_core::EventKind::Lifecycle,
+                        serde_json::json!({"state": "failed", "class": f.class.as_str(), "message": message}),
+                    ));
+                    Report::Fail {
+                        class: f.class,
+                        message,
+                        retry_after: f.retry_after,
+                        result: Some(result),
+                    }
+                }
+            },
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        work: &ClaimedWork,
+        events: &Arc<dyn EventSink>,
+        cancel: &TaskCancel,
+        result: &mut TaskResult,
+    ) -> Result<(), Failed> {
+        let task = &work.claimed.task;
+        let spec = &task.spec;
+        let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs());
+
+        // ---- validate ----
+        let repo = spec
+            .repo
+            .as_deref()
+            .ok_or_else(|| failed(ErrorClass::InvalidTask, "the task names no repository"))?;
+        let url = RepoUrl::parse(repo, self.cfg.allow_file_repos)
+            .map_err(|e| failed(ErrorClass::InvalidTask, e.to_string()))?;
+        let branch = match &spec.branch {
+            Some(b) => BranchName::parse(b).map_err(|e| failed(ErrorClass::InvalidTask, e.to_string()))?,
+            None => BranchName::for_task(task.id),
+        };
+        if let Some(b) = &spec.base_ref
+            && (b.starts_with('-') || b.chars().any(|c| c.is_control() || c == ' '))
+        {
+            return Err(failed(ErrorClass::InvalidTask, "base_ref is not a valid git ref"));
+        }
+        enum Run {
+            Command(String),
+            Agent(Arc<dyn agentpool_agents::CodeAgent>, String),
+        }
+        let run = match spec.kind {
+            TaskKind::Command => Run::Command(
+                spec.command
+                    .clone()
+                    .filter(|c| !c.trim().is_empty())
+                    .ok_or_else(|| failed(ErrorClass::InvalidTask, "a command task needs a command"))?,
+            ),
+            TaskKind::Agent => {
+                let agent = match &spec.agent {
+                    Some(name) => self.agents.get(name).ok_or_else(|| {
+                        failed(
+                            ErrorClass::InvalidTask,
+                            format!("agent {name:?} is not available on this worker"),
+                        )
+                    })?,
+                    None => self.agents.default_agent().ok_or_else(|| {
+                        failed(ErrorClass::InvalidTask, "no agent is available on this worker")
+                    })?,
+                };
+                let prompt = spec
+                    .prompt
+                    .clone()
+                    .ok_or_else(|| failed(ErrorClass::InvalidTask, "an agent task needs a prompt"))?;
+                Run::Agent(agent, prompt)
+            }
+        };
+
+        // ---- credentials ----
+        let creds = GIT_TOKEN_CREDENTIALS
+            .iter()
+            .find_map(|n| work.credentials.get(*n))
+            .map(|token| GitCredentials {
+                username: self
+                    .cfg
+                    .git_credentials
+                    .as_ref()
+                    .map(|c| c.username.clone())
+                    .unwrap_or_else(|| "x-access-token".into()),
+                token: token.clone(),
+            })
+            .or_else(|| self.cfg.git_credentials.clone());
+        let cred_dir = self.cfg.state_dir.join("credentials").join(task.id.to_string());
+        let askpass = match &creds {
+            Some(c) => Some(
+                AskPass::install(&cred_dir, c)
+                    .map_err(|e| failed(ErrorClass::GitError, format!("cannot install askpass: {e}")))?,
+            ),
+            None => None,
+        };
+        let git_home = self.cfg.state_dir.join("git-home");
+        std::fs::create_dir_all(&git_home)
+            .map_err(|e| failed(ErrorClass::GitError, format!("cannot create git home: {e}")))?;
+        let git = Git::new(GitOptions {
+            home: git_home,
+            askpass,
+            allow_file: self.cfg.allow_file_repos,
+            timeout: self.cfg.git_timeout,
+            redactor: self.redactor_for(work),
+        });
+        let _cleanup_creds = RemoveOnDrop(cred_dir);
+
+        // ---- workspace ----
+        events.emit(NewEvent::lifecycle(
+            "preparing",
+            format!("preparing workspace for {}", url),
+        ));
+        let ws = prepare(
+            &git,
+            &self.cfg.workspace,
+            &self.locks,
+            PrepareRequest {
+                task_id: task.id,
+                url: &url,
+                base_ref: spec.base_ref.as_deref(),
+                branch: &branch,
+            },
+            cancel.token(),
+        )
+        .await
+        .map_err(|e| match e {
+            WorkspaceError::Git(g) => git_failure(g),
+            WorkspaceError::BadRef(m) => failed(ErrorClass::InvalidTask, m),
+            WorkspaceError::Io(e) => failed(ErrorClass::GitError, format!("workspace: {e}")),
+        })?;
+        let _cleanup_ws = (!self.cfg.keep_workspaces).then(|| RemoveOnDrop(ws.task_dir.clone()));
+        result.branch = Some(branch.to_string());
+        events.emit(NewEvent::new(
+            agentpool_core::EventKind::Lifecycle,
+            serde_json::json!({
+                "state": "workspace_ready",
+                "message": format!("work branch {} at {}", branch, &ws.base_sha),
+                "warm": ws.warm,
+                "prepare_ms": ws.prepare_ms,
+                "base_sha": ws.base_sha,
+            }),
+        ));
+
+        let env = self.task_env(work, &ws);
+
+        // ---- setup ----
+        if let Some(setup) = spec.setup_command.as_deref().filter(|s| !s.trim().is_empty()) {
+            events.emit(NewEvent::lifecycle("setup", "running the setup command"));
+            let out = self.shell(setup, &ws, &env, deadline, events, cancel).await?;
+            if !out.success() {
+                return Err(process_failure(&out, "setup command"));
+            }
+        }
+
+        // ---- run ----
+        match run {
+            Run::Command(cmd) => {
+                events.emit(NewEvent::lifecycle("running", "running the command"));
+                let out = self.shell(&cmd, &ws, &env, deadline, events, cancel).await?;
+                result.exit_code = out.exit_code;
+                if !out.success() {
+                    return Err(process_failure(&out, "command"));
+                }
+            }
+            Run::Agent(agent, prompt) => {
+                events.emit(NewEvent::lifecycle(
+                    "running",
+                    format!("running agent {}", agent.capabilities().name),
+                ));
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let req = AgentRequest {
+                    prompt,
+                    workdir: ws.dir.clone(),
+                    model: spec.model.clone(),
+                    max_turns: spec.max_turns,
+                    timeout: remaining,
+                    resume_session: work.claimed.resume_session.clone(),
+                    env: env
+                        .iter()
+                        .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "LANG"))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    home: ws.home.clone(),
+                    max_output_bytes: self.cfg.max_output_bytes,
+                };
+                // Backstop for the adapter's own timeout: cancel it once time is up (plus grace).
+                let agent_cancel = cancel.token().child_token();
+                let backstop = agent_cancel.clone();
+                let grace = self.cfg.kill_grace;
+                let timer = tokio::spawn(async move {
+                    tokio::time::sleep(remaining + grace).await;
+                    backstop.cancel();
+                });
+                let ran = agent.run(req, events.clone(), agent_cancel.clone()).await;
+                timer.abort();
+                let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
+                let outcome = ran.map_err(|e| failed(e.class(), e.to_string()))?;
+                result.final_text = outcome.final_text.clone();
+                result.session_id = outcome.session_id.clone();
+                result.num_turns = outcome.num_turns;
+                result.usage = outcome.usage;
+                result.cost_usd = outcome.cost_usd;
+                result.exit_code = outcome.exit_code;
+                if cancel.token().is_cancelled() {
+                    return Err(failed(ErrorClass::Canceled, "canceled"));
+                }
+                if timed_out {
+                    return Err(failed(ErrorClass::Timeout, "the task's timeout was hit"));
+                }
+                if outcome.is_error {
+                    return Err(Failed {
+                        class: outcome.error_class.unwrap_or(ErrorClass::AgentError),
+                        message: outcome
+                            .error_message
+                            .clone()
+                            .unwrap_or_else(|| "the agent reported an error".into()),
+                        retry_after: outcome.retry_after,
+                    });
+                }
+            }
+        }
+
+        // ---- post-run ----
+        if spec.commit || spec.push {
+            let message = spec
+                .commit_message
+                .clone()
+                .unwrap_or_else(|| default_message(work));
+            let opts = CommitOptions {
+                message,
+                author_name: self.cfg.commit_author_name.clone(),
+                author_email: self.cfg.commit_author_email.clone(),
+            };
+            let post = finish(&git, &ws, spec.commit.then_some(&opts), spec.push, cancel.token())
+                .await
+                .map_err(git_failure)?;
+            result.commit_sha = post.commit_sha;
+            result.files = post.files;
+            result.pushed = post.pushed;
+            result.push_result = post.push_result;
+            events.emit(NewEvent::new(
+                agentpool_core::EventKind::Lifecycle,
+                serde_json::json!({
+                    "state": "committed",
+                    "message": match &result.commit_sha {
+                        Some(sha) if result.pushed => format!("pushed {sha} to {branch}"),
+                        Some(sha) => format!("committed {sha}"),
+                        None => "no changes to commit".to_string(),
+                    },
+                    "commit_sha": result.commit_sha,
+                    "files": result.files.len(),
+                }),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The command's environment: nothing from the worker except PATH, plus what the task needs.
+    fn task_env(&self, work: &ClaimedWork, ws: &Workspace) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        );
+        env.insert("HOME".to_string(), ws.home.display().to_string());
+        env.insert("LANG".to_string(), "C.UTF-8".to_string());
+        let tmp = ws.task_dir.join("tmp");
+        if std::fs::create_dir_all(&tmp).is_ok() {
+            env.insert("TMPDIR".to_string(), tmp.display().to_string());
+        }
+        for (k, v) in &self.cfg.extra_env {
+            env.insert(k.clone(), v.clone());
+        }
+        for (name, value) in &work.credentials {
+            if GIT_TOKEN_CREDENTIALS.contains(&name.as_str()) {
+                continue;
+            }
+            let var: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if !var.is_empty() && !var.starts_with(|c: char| c.is_ascii_digit()) {
+                env.insert(var, value.expose().to_string());
+            }
+        }
+        let task = &work.claimed.task;
+        env.insert("AGENTPOOL_TASK_ID".into(), task.id.to_string());
+        env.insert("AGENTPOOL_ATTEMPT".into(), work.claimed.attempt.to_string());
+        env.insert("AGENTPOOL_BRANCH".into(), ws.branch.to_string());
+        env.insert("AGENTPOOL_WORKDIR".into(), ws.dir.display().to_string());
+        env
+    }
+
+    async fn shell(
+        &self,
+        script: &str,
+        ws: &Workspace,
+        env: &BTreeMap<String, String>,
+        deadline: Instant,
+        events: &Arc<dyn EventSink>,
+        cancel: &TaskCancel,
+    ) -> Result<crate::process::ProcessOutcome, Failed> {
+        let mut spec = ProcessSpec::new("sh")
+            .arg("-c")
+            .arg(script)
+            .cwd(&ws.dir)
+            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .kill_grace(self.cfg.kill_grace)
+            .max_output_bytes(self.cfg.max_output_bytes);
+        spec.env = env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect();
+        let sink = events.clone();
+        run_process(
+            spec,
+            &mut |stream: OutputStream, line: &str| sink.emit(NewEvent::log(stream.as_str(), line)),
+            cancel.token(),
+        )
+        .await
+        .map_err(|e| failed(ErrorClass::AgentError, format!("cannot start the command: {e}")))
+    }
+}
+
+fn default_message(work: &ClaimedWork) -> String {
+    let task = &work.claimed.task;
+    let what = task
+        .spec
+        .prompt
+        .as_deref()
+        .or(task.spec.command.as_deref())
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect::<String>();
+    format!("agentpool: task {}\n\n{what}", task.id)
+}
+
+fn git_failure(e: GitError) -> Failed {
+    match e {
+        GitError::Auth { .. } => failed(ErrorClass::GitAuthFailed, e.to_string()),
+        GitError::Canceled { .. } => failed(ErrorClass::Canceled, e.to_string()),
+        other => failed(ErrorClass::GitError, other.to_string()),
+    }
+}
+
+fn process_failure(out: &crate::process::ProcessOutcome, what: &str) -> Failed {
+    match out.killed {
+        Some(KillReason::Timeout) => failed(
+            ErrorClass::Timeout,
+            format!("the task's timeout was hit during the {what}"),
+        ),
+        Some(KillReason::Canceled) => failed(ErrorClass::Canceled, "canceled"),
+        Some(KillReason::OutputLimit) => failed(
+            ErrorClass::AgentError,
+            format!("the {what} exceeded the output limit"),
+        ),
+        None => match (out.exit_code, out.signal) {
+            (Some(code), _) => failed(
+                ErrorClass::AgentError,
+                format!("the {what} exited with code {code}"),
+            ),
+            (None, Some(sig)) => failed(
+                ErrorClass::AgentError,
+                format!("the {what} was killed by signal {sig}"),
+            ),
+            _ => failed(ErrorClass::AgentError, format!("the {what} failed")),
+        },
+    }
+}
+
+/// Removes a directory when dropped (task workspace, credential dir), whatever way the run
+/// ended.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

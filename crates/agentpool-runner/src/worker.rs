@@ -1,0 +1,541 @@
+//! The worker loop (SPEC §6): register with capabilities, heartbeat (extending leases, acting
+//! on `cancel`, `lost` and `drain`), long-poll claims only while a slot is free, run up to N
+//! tasks at once through the [`Pipeline`], report with retries, and on shutdown drain: stop
+//! claiming, let running tasks finish within a grace period, cancel the rest, report,
+//! deregister.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentpool_agents::{EventSink, Registry};
+use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, Labels, Lease, NewEvent, TaskId, WorkerId, WorkerStatus};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, ClaimedWork, WorkerApi};
+use crate::events;
+use crate::pipeline::{CancelCause, Pipeline, PipelineConfig, Report, TaskCancel};
+
+/// Everything a worker needs. Build with [`WorkerConfig::new`] and adjust fields.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Fixed id (so a restarted worker re-registers as itself); generated from the host name
+    /// when `None`.
+    pub id: Option<WorkerId>,
+    pub hostname: String,
+    pub labels: Labels,
+    /// Tasks run at once.
+    pub concurrency: u32,
+    /// Agent adapters available; `command` tasks are always supported.
+    pub agents: Registry,
+    pub heartbeat_interval: Duration,
+    /// How long one claim long-poll waits for work.
+    pub claim_wait: Duration,
+    /// On shutdown, how long running tasks may take before they are canceled.
+    pub drain_grace: Duration,
+    /// How long reports (complete/fail/events) are retried while the server is unreachable.
+    pub report_retry_for: Duration,
+    pub pipeline: PipelineConfig,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("id", &self.id)
+            .field("hostname", &self.hostname)
+            .field("labels", &self.labels)
+            .field("concurrency", &self.concurrency)
+            .field("agents", &self.agents.names())
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("claim_wait", &self.claim_wait)
+            .field("drain_grace", &self.drain_grace)
+            .field("report_retry_for", &self.report_retry_for)
+            .field("pipeline", &self.pipeline)
+            .finish()
+    }
+}
+
+impl WorkerConfig {
+    /// Defaults (SPEC §6): heartbeat every 10 s, 20 s long polls, 60 s drain grace, reports
+    /// retried for 10 minutes; workspaces and state under `dir`.
+    pub fn new(dir: impl Into<std::path::PathBuf>, concurrency: u32) -> Self {
+        Self {
+            id: None,
+            hostname: hostname(),
+            labels: Labels::new(),
+            concurrency: concurrency.max(1),
+            agents: Registry::new(),
+            heartbeat_interval: Duration::from_secs(10),
+            claim_wait: Duration::from_secs(20),
+            drain_grace: Duration::from_secs(60),
+            report_retry_for: Duration::from_secs(600),
+            pipeline: PipelineConfig::new(dir),
+        }
+    }
+}
+
+/// Why the worker could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("registration refused: {0}")]
+    Register(ApiError),
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub worker_id: Option<WorkerId>,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub canceled: u64,
+    /// Reports refused because the lease had been taken (or abandoned after a `lost`).
+    pub lost: u64,
+    /// Reports that could not be delivered before giving up.
+    pub unreported: u64,
+}
+
+struct Running {
+    lease: Lease,
+    cancel: TaskCancel,
+}
+
+struct Shared {
+    api: Arc<dyn WorkerApi>,
+    id: WorkerId,
+    pipeline: Pipeline,
+    running: Mutex<HashMap<TaskId, Running>>,
+    summary: Mutex<WorkerSummary>,
+    draining: AtomicBool,
+    /// Wakes the heartbeat loop early (status change).
+    beat_now: Notify,
+    report_retry_for: Duration,
+}
+
+impl Shared {
+    fn leases(&self) -> Vec<Lease> {
+        self.lock_running().values().map(|r| r.lease).collect()
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cancel(&self, id: &TaskId, cause: CancelCause) {
+        if let Some(r) = self.lock_running().get(id) {
+            r.cancel.cancel(cause);
+        }
+    }
+
+    fn cancel_all(&self, cause: CancelCause) {
+        for r in self.lock_running().values() {
+            r.cancel.cancel(cause);
+        }
+    }
+
+    fn status(&self) -> WorkerStatus {
+        if self.draining.load(Ordering::SeqCst) {
+            WorkerStatus::Draining
+        } else if self.lock_running().is_empty() {
+            WorkerStatus::Idle
+        } else {
+            WorkerStatus::Busy
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut WorkerSummary)) {
+        f(&mut self.summary.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Run a worker until `shutdown` fires (or the server asks it to drain), then drain and
+/// deregister. The CLI maps SIGTERM/SIGINT onto `shutdown`.
+pub async fn run_worker(
+    config: WorkerConfig,
+    api: Arc<dyn WorkerApi>,
+    shutdown: CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    let concurrency = config.concurrency.max(1);
+    let id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| WorkerId::generate(&config.hostname));
+    let mut agents = vec![AgentInfo {
+        name: "command".into(),
+        version: None,
+    }];
+    for name in config.agents.names() {
+        if name == "command" {
+            continue;
+        }
+        if let Some(a) = config.agents.get(&name) {
+            agents.push(AgentInfo {
+                name,
+                version: a.version().await,
+            });
+        }
+    }
+    let reg = WorkerRegistration {
+        id: Some(id.clone()),
+        hostname: config.hostname.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        agents,
+        labels: config.labels.clone(),
+        slots: concurrency,
+    };
+    let worker = register(&*api, reg.clone(), &shutdown).await?;
+    let Some(worker) = worker else {
+        return Ok(WorkerSummary::default());
+    };
+    tracing::info!(worker = %worker.id, slots = concurrency, "worker registered");
+
+    let shared = Arc::new(Shared {
+        api: api.clone(),
+        id: worker.id.clone(),
+        pipeline: Pipeline::new(config.pipeline.clone(), config.agents.clone()),
+        running: Mutex::new(HashMap::new()),
+        summary: Mutex::new(WorkerSummary {
+            worker_id: Some(worker.id.clone()),
+            ..WorkerSummary::default()
+        }),
+        draining: AtomicBool::new(false),
+        beat_now: Notify::new(),
+        report_retry_for: config.report_retry_for,
+    });
+    // Fires when the server asks for a drain (no grace limit then: tasks finish).
+    let server_drain = CancellationToken::new();
+    let stop_heartbeat = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        shared.clone(),
+        reg,
+        config.heartbeat_interval,
+        server_drain.clone(),
+        stop_heartbeat.clone(),
+    ));
+
+    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = Backoff::new();
+    loop {
+        // Wait for a free slot first: a claim is made only when a task could start now.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+            _ = server_drain.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let claimed = tokio::select! {
+            r = api.claim(&shared.id, permits.len() as u32, config.claim_wait) => r,
+            _ = shutdown.cancelled() => break,
+            _ = server_drain.cancelled() => break,
+        };
+        match claimed {
+            Ok(works) => {
+                backoff.reset();
+                for work in works {
+                    let Some(permit) = permits.pop() else {
+                        // More than asked for: cannot happen with a correct server; run it
+                        // anyway rather than leave it leased and idle.
+                        tasks.spawn(run_task(shared.clone(), work, None));
+                        continue;
+                    };
+                    tasks.spawn(run_task(shared.clone(), work, Some(permit)));
+                }
+                shared.beat_now.notify_one();
+            }
+            Err(ApiError::NotFound(_)) => {
+                // The server forgot us (marked offline and removed): the heartbeat loop
+                // re-registers; wait a moment.
+                shared.beat_now.notify_one();
+                backoff.sleep(&shutdown).await;
+            }
+            Err(e) => {
+                tracing::warn!("claim failed: {e}");
+                backoff.sleep(&shutdown).await;
+            }
+        }
+        // Reap finished task handles so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+
+    // ---- drain ----
+    shared.draining.store(true, Ordering::SeqCst);
+    shared.beat_now.notify_one();
+    let all = concurrency as usize;
+    let server_asked = server_drain.is_cancelled() && !shutdown.is_cancelled();
+    tracing::info!(running = shared.lock_running().len(), "draining");
+    let finished_in_time = if server_asked {
+        tokio::select! {
+            _ = drain_wait(&mut tasks) => true,
+            _ = shutdown.cancelled() => false,
+        }
+    } else {
+        tokio::time::timeout(config.drain_grace, drain_wait(&mut tasks))
+            .await
+            .is_ok()
+    };
+    if !finished_in_time {
+        let grace_exceeded = if server_asked {
+            "shutdown requested"
+        } else {
+            "drain grace period over"
+        };
+        tracing::warn!("{grace_exceeded}: canceling running tasks");
+        shared.cancel_all(CancelCause::Shutdown);
+        drain_wait(&mut tasks).await;
+    }
+    let _ = slots.acquire_many(all as u32).await;
+    stop_heartbeat.cancel();
+    let _ = heartbeat.await;
+    for _ in 0..3 {
+        match api.deregister(&shared.id).await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => {
+                tracing::warn!("deregister failed: {e}");
+                break;
+            }
+        }
+    }
+    let summary = shared.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    tracing::info!(?summary, "worker stopped");
+    Ok(summary)
+}
+
+async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn register(
+    api: &dyn WorkerApi,
+    reg: WorkerRegistration,
+    shutdown: &CancellationToken,
+) -> Result<Option<agentpool_core::Worker>, WorkerError> {
+    let mut backoff = Backoff::new();
+    loop {
+        match api.register(reg.clone()).await {
+            Ok(w) => return Ok(Some(w)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!("cannot register yet: {e}");
+                if !backoff.sleep(shutdown).await {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(WorkerError::Register(e)),
+        }
+    }
+}
+
+async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    reg: WorkerRegistration,
+    interval: Duration,
+    server_drain: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shared.beat_now.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        let req = HeartbeatRequest {
+            leases: shared.leases(),
+            status: Some(shared.status()),
+        };
+        match shared.api.heartbeat(&shared.id, req).await {
+            Ok(reply) => act_on(&shared, reply, &server_drain),
+            Err(ApiError::NotFound(_)) => {
+                tracing::warn!("the server does not know this worker; registering again");
+                if let Err(e) = shared.api.register(reg.clone()).await {
+                    tracing::warn!("re-registration failed: {e}");
+                }
+            }
+            // Unreachable server: keep running tasks; the next beat tries again.
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}
+
+fn act_on(shared: &Shared, reply: HeartbeatReply, server_drain: &CancellationToken) {
+    for id in reply.cancel {
+        tracing::info!(task = %id, "cancel requested");
+        shared.cancel(&id, CancelCause::User);
+    }
+    for id in reply.lost {
+        tracing::warn!(task = %id, "lease lost; abandoning the task");
+        shared.cancel(&id, CancelCause::LeaseLost);
+    }
+    if reply.drain {
+        server_drain.cancel();
+    }
+}
+
+/// Run one claimed task and report its outcome; holds a slot until done.
+async fn run_task(shared: Arc<Shared>, work: ClaimedWork, permit: Option<tokio::sync::OwnedSemaphorePermit>) {
+    let lease = work.claimed.lease;
+    let task_id = lease.task_id;
+    let cancel = TaskCancel::new();
+    shared.lock_running().insert(
+        task_id,
+        Running {
+            lease,
+            cancel: cancel.clone(),
+        },
+    );
+    let redactor = Arc::new(shared.pipeline.redactor_for(&work));
+    let lost_cancel = cancel.clone();
+    let (buffer, flusher) = events::start(
+        shared.api.clone(),
+        shared.id.clone(),
+        lease,
+        redactor,
+        move || lost_cancel.cancel(CancelCause::LeaseLost),
+        shared.report_retry_for,
+    );
+    let sink: Arc<dyn EventSink> = Arc::new(buffer);
+    sink.emit(NewEvent::lifecycle(
+        "claimed",
+        format!("attempt {} on worker {}", work.claimed.attempt, shared.id),
+    ));
+    tracing::info!(task = %task_id, attempt = work.claimed.attempt, "running task");
+    let report = shared.pipeline.run(&work, sink.clone(), &cancel).await;
+    drop(sink);
+    // Events first, so the record reads in order and the report is the last word.
+    let flushed = flusher.await.unwrap_or(events::FlushEnd::GaveUp);
+    let report = if flushed == events::FlushEnd::LeaseLost {
+        Report::Abandon
+    } else {
+        report
+    };
+    deliver(&shared, lease, report).await;
+    shared.lock_running().remove(&task_id);
+    drop(permit);
+    shared.beat_now.notify_one();
+}
+
+async fn deliver(shared: &Shared, lease: Lease, report: Report) {
+    let task = lease.task_id;
+    let deadline = tokio::time::Instant::now() + shared.report_retry_for;
+    let mut delay = Duration::from_millis(250);
+    let kind = match &report {
+        Report::Complete(_) => "complete",
+        Report::Fail { .. } => "fail",
+        Report::Abandon => {
+            shared.count(|s| s.lost += 1);
+            return;
+        }
+    };
+    loop {
+        let res = match &report {
+            Report::Complete(result) => {
+                shared
+                    .api
+                    .complete(
+                        &shared.id,
+                        task,
+                        CompleteRequest {
+                            lease_token: lease.token,
+                            result: result.clone(),
+                        },
+                    )
+                    .await
+            }
+            Report::Fail {
+                class,
+                message,
+                retry_after,
+                result,
+            } => shared
+                .api
+                .fail(
+                    &shared.id,
+                    task,
+                    FailRequest {
+                        lease_token: lease.token,
+                        class: *class,
+                        message: message.clone(),
+                        retry_after_secs: retry_after.map(|d| d.as_secs()),
+                        result: result.clone(),
+                    },
+                )
+                .await
+                .map(|_| ()),
+            Report::Abandon => return,
+        };
+        match res {
+            Ok(()) => {
+                match &report {
+                    Report::Complete(_) => shared.count(|s| s.succeeded += 1),
+                    Report::Fail { class, .. } if *class == agentpool_core::ErrorClass::Canceled => {
+                        shared.count(|s| s.canceled += 1)
+                    }
+                    _ => shared.count(|s| s.failed += 1),
+                }
+                return;
+            }
+            Err(ApiError::StaleLease) => {
+                tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
+                shared.count(|s| s.lost += 1);
+                return;
+            }
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%task, "{kind} failed, retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => {
+                tracing::error!(%task, "{kind} could not be reported: {e}");
+                shared.count(|s| s.unreported += 1);
+                return;
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter for claim and registration retries.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: Duration::from_millis(200),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(200);
+    }
+
+    /// Sleep; false when `shutdown` fired first.
+    async fn sleep(&mut self, shutdown: &CancellationToken) -> bool {
+        // Jitter from the clock's low bits: enough to spread a fleet's retries apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let jitter = 0.5 + f64::from(nanos % 1000) / 1000.0;
+        let d = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = shutdown.cancelled() => false,
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
