@@ -1,5 +1,24 @@
 //! Agent adapters: the [`CodeAgent`] trait the worker pipeline calls, a [`Registry`] keyed by
 //! agent name, and one module per agent CLI that turns its output into normalized events.
+//!
+//! Each adapter module has a pure line parser (`Parser`, a [`cli::LineParser`]) and runs its CLI
+//! through [`process`]: own process group, cleared environment plus a private HOME, stdin from
+//! `/dev/null`, SIGTERM→SIGKILL to the group on cancel/timeout, an output size limit.
+//!
+//! Resuming (`resume_session`) needs the same `home` as the run that created the session (the
+//! CLIs keep sessions there), and for Claude Code the same workdir path (it files sessions by
+//! project directory).
+
+pub mod claude_code;
+pub mod cli;
+pub mod codex;
+pub mod command;
+pub mod events;
+pub mod gemini;
+pub mod opencode;
+pub mod process;
+
+pub use cli::AgentConfig;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +47,27 @@ pub struct AgentRequest {
     pub home: PathBuf,
     /// Stop reading output beyond this many bytes.
     pub max_output_bytes: u64,
+}
+
+/// Default output limit: far above any real run, low enough to stop a runaway loop.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl AgentRequest {
+    /// A request with defaults: no model, turn limit or resume, the default timeout and output
+    /// limit, no extra environment.
+    pub fn new(prompt: impl Into<String>, workdir: impl Into<PathBuf>, home: impl Into<PathBuf>) -> Self {
+        Self {
+            prompt: prompt.into(),
+            workdir: workdir.into(),
+            model: None,
+            max_turns: None,
+            timeout: Duration::from_secs(agentpool_core::spec::DEFAULT_TIMEOUT_SECS),
+            resume_session: None,
+            env: BTreeMap::new(),
+            home: home.into(),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
 }
 
 /// How an agent run ended.
@@ -89,6 +129,11 @@ impl AgentError {
 #[async_trait]
 pub trait CodeAgent: Send + Sync {
     fn capabilities(&self) -> Capabilities;
+    /// Reject a request that cannot run (prompt missing, timeout out of bounds, malformed model
+    /// or session id) before anything starts; `run` calls it too.
+    fn validate(&self, request: &AgentRequest) -> Result<(), AgentError> {
+        cli::validate_common(request, "prompt")
+    }
     /// The installed CLI's version, when it can be found (reported at worker registration).
     async fn version(&self) -> Option<String>;
     /// Run to completion, streaming events into `events`. Cancel via `cancel`: the adapter
@@ -119,7 +164,10 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn CodeAgent>> {
-        self.agents.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone())
+        self.agents
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
     }
 
     /// The agent used when a task names none.
@@ -130,4 +178,57 @@ impl Registry {
     pub fn names(&self) -> Vec<String> {
         self.agents.iter().map(|(n, _)| n.clone()).collect()
     }
+
+    /// Every shipped adapter; `claude-code` first, so it is the default.
+    pub fn builtin(cfg: &AgentConfig) -> Self {
+        let mut r = Self::new();
+        r.register(Arc::new(claude_code::ClaudeCode::new(cfg.clone())));
+        r.register(Arc::new(codex::Codex::new(cfg.clone())));
+        r.register(Arc::new(opencode::OpenCode::new(cfg.clone())));
+        r.register(Arc::new(gemini::Gemini::new(cfg.clone())));
+        r.register(Arc::new(command::Command::new(cfg.clone())));
+        r
+    }
+
+    /// The agent for a task: the named one, or the default when none is named; an unknown name
+    /// is an invalid task.
+    pub fn resolve(&self, name: Option<&str>) -> Result<Arc<dyn CodeAgent>, AgentError> {
+        match name {
+            Some(n) => self.get(n).ok_or_else(|| {
+                AgentError::Invalid(format!(
+                    "unknown agent {n:?} (known: {})",
+                    self.names().join(", ")
+                ))
+            }),
+            None => self
+                .default_agent()
+                .ok_or_else(|| AgentError::Invalid("no agent is registered".into())),
+        }
+    }
+}
+
+/// `EXE --version`, first line, with a short timeout (used at worker registration).
+pub(crate) async fn version_of(cfg: &AgentConfig, agent: &str, exe: &str) -> Option<String> {
+    let program = cfg.find(agent, exe)?;
+    let home = std::env::temp_dir().join(format!("agentpool-version-{}", std::process::id()));
+    let mut env = process::base_env(Some(&cfg.child_path()));
+    env.insert("HOME".into(), home.to_string_lossy().into_owned());
+    let spec = process::ProcessSpec {
+        program,
+        args: vec!["--version".into()],
+        cwd: std::env::temp_dir(),
+        env,
+        timeout: Duration::from_secs(20),
+        max_output_bytes: 64 * 1024,
+        kill_grace: Duration::from_secs(1),
+    };
+    let mut first = None;
+    let exit = process::run_process(&spec, &CancellationToken::new(), |stream, line| {
+        if stream == process::Stream::Stdout && first.is_none() && !line.trim().is_empty() {
+            first = Some(line.trim().to_string());
+        }
+    })
+    .await
+    .ok()?;
+    exit.success().then_some(first).flatten()
 }

@@ -1,0 +1,254 @@
+//! The `claude-code` adapter: `claude -p PROMPT --output-format stream-json --verbose` with the
+//! permission bypass, and a parser for its stream-json lines (`system/init`, `assistant`,
+//! `user` tool results, `system/api_retry`, the final `result`).
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use agentpool_core::{ErrorClass, NewEvent, Usage};
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::events::{self, Retry, u64_at};
+use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+
+pub const NAME: &str = "claude-code";
+const EXE: &str = "claude";
+
+pub struct ClaudeCode {
+    cfg: AgentConfig,
+}
+
+impl ClaudeCode {
+    pub fn new(cfg: AgentConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The command line for a request (without the program).
+    pub fn args(req: &AgentRequest) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "-p".into(),
+            req.prompt.clone().into(),
+            "--output-format".into(),
+            "stream-json".into(),
+            // stream-json without --verbose is refused.
+            "--verbose".into(),
+            "--dangerously-skip-permissions".into(),
+        ];
+        if let Some(m) = &req.model {
+            a.extend(["--model".into(), m.into()]);
+        }
+        if let Some(n) = req.max_turns {
+            a.extend(["--max-turns".into(), n.to_string().into()]);
+        }
+        if let Some(s) = &req.resume_session {
+            a.extend(["--resume".into(), s.into()]);
+        }
+        a
+    }
+}
+
+#[async_trait]
+impl CodeAgent for ClaudeCode {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: NAME,
+            resume: true,
+            cost: true,
+            max_turns: true,
+        }
+    }
+
+    async fn version(&self) -> Option<String> {
+        crate::version_of(&self.cfg, NAME, EXE).await
+    }
+
+    async fn run(
+        &self,
+        request: AgentRequest,
+        events: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Result<AgentOutcome, AgentError> {
+        self.validate(&request)?;
+        let program = self
+            .cfg
+            .find(NAME, EXE)
+            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+        let mut defaults = vec![
+            (
+                "CLAUDE_CONFIG_DIR",
+                request.home.join(".claude").to_string_lossy().into_owned(),
+            ),
+            // agentpool retries rate limits itself, with backoff across attempts; the CLI's
+            // own retries would only hide the signal and stretch the attempt.
+            ("CLAUDE_CODE_MAX_RETRIES", "0".to_string()),
+            ("DISABLE_AUTOUPDATER", "1".to_string()),
+            ("DISABLE_TELEMETRY", "1".to_string()),
+            ("DISABLE_ERROR_REPORTING", "1".to_string()),
+            ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".to_string()),
+        ];
+        if crate::process::running_as_root() {
+            // --dangerously-skip-permissions is refused as root unless the CLI is told it runs
+            // in a sandbox; the worker's workspace is that sandbox.
+            defaults.push(("IS_SANDBOX", "1".to_string()));
+        }
+        let env = cli::agent_env(&self.cfg, &request, &defaults)?;
+        let run = CliRun {
+            program,
+            args: Self::args(&request),
+            env,
+            request,
+        };
+        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+    }
+}
+
+/// Parser for Claude Code's stream-json output.
+#[derive(Debug, Default)]
+pub struct Parser {
+    summary: Summary,
+    last_text: Option<String>,
+}
+
+impl LineParser for Parser {
+    fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
+        let Some(v) = json_object(line) else {
+            return vec![events::raw(line)];
+        };
+        if let Some(id) = v.get("session_id").and_then(Value::as_str)
+            && self.summary.session_id.is_none()
+        {
+            self.summary.session_id = Some(id.to_string());
+        }
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
+        let subtype = v.get("subtype").and_then(Value::as_str);
+        let out = match (ty, subtype) {
+            ("system", Some("init")) => {
+                let id = v.get("session_id").and_then(Value::as_str).unwrap_or_default();
+                vec![events::session_started(
+                    id,
+                    v.get("model").and_then(Value::as_str),
+                )]
+            }
+            ("system", Some("api_retry")) => vec![events::api_retry(Retry {
+                attempt: v.get("attempt").and_then(Value::as_u64),
+                max_retries: v.get("max_retries").and_then(Value::as_u64),
+                delay_ms: v.get("retry_delay_ms").and_then(Value::as_u64),
+                status: v.get("error_status").and_then(Value::as_u64),
+                error: v.get("error").and_then(Value::as_str),
+            })],
+            ("assistant", _) => self.assistant(&v),
+            ("user", _) => self.user(&v),
+            ("result", _) => self.result(&v),
+            _ => vec![],
+        };
+        if out.is_empty() {
+            vec![events::raw_json(line, Some(ty))]
+        } else {
+            out
+        }
+    }
+}
+
+impl Parser {
+    fn assistant(&mut self, v: &Value) -> Vec<NewEvent> {
+        let mut out = Vec::new();
+        let content = v.pointer("/message/content").and_then(Value::as_array);
+        for block in content.into_iter().flatten() {
+            match block.get("type").and_then(Value::as_str) {
+                Some("text") => {
+                    let text = block.get("text").and_then(Value::as_str).unwrap_or_default();
+                    self.last_text = Some(text.to_string());
+                    out.push(events::assistant_message(text));
+                }
+                Some("tool_use") => out.push(events::tool_call(
+                    block.get("id").and_then(Value::as_str),
+                    block.get("name").and_then(Value::as_str).unwrap_or("unknown"),
+                    block.get("input").unwrap_or(&Value::Null),
+                )),
+                _ => {}
+            }
+        }
+        // The synthetic message before an API-error result carries the status.
+        if let Some(status) = v.get("api_error_status").and_then(Value::as_u64) {
+            let msg = events::text_of(v.pointer("/message/content").unwrap_or(&Value::Null));
+            self.summary.error(class_of_status(status), &msg);
+        }
+        out
+    }
+
+    fn user(&mut self, v: &Value) -> Vec<NewEvent> {
+        let content = v.pointer("/message/content").and_then(Value::as_array);
+        content
+            .into_iter()
+            .flatten()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+            .map(|b| {
+                let is_error = b.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+                events::tool_result(
+                    b.get("tool_use_id").and_then(Value::as_str),
+                    !is_error,
+                    &events::text_of(b.get("content").unwrap_or(&Value::Null)),
+                )
+            })
+            .collect()
+    }
+
+    fn result(&mut self, v: &Value) -> Vec<NewEvent> {
+        let s = &mut self.summary;
+        s.saw_result = true;
+        let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+        let subtype = v.get("subtype").and_then(Value::as_str);
+        let text = v.get("result").and_then(Value::as_str);
+        if let Some(t) = text {
+            s.final_text = Some(t.to_string());
+        } else if !is_error {
+            s.final_text = self.last_text.clone();
+        }
+        s.num_turns = v.get("num_turns").and_then(Value::as_u64).map(|n| n as u32);
+        s.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
+        let u = v.get("usage").cloned().unwrap_or(Value::Null);
+        s.usage = Usage {
+            input_tokens: u64_at(&u, "input_tokens"),
+            output_tokens: u64_at(&u, "output_tokens"),
+            cache_read_tokens: u64_at(&u, "cache_read_input_tokens"),
+            cache_write_tokens: u64_at(&u, "cache_creation_input_tokens"),
+        };
+        if is_error {
+            let errors = v.get("errors").map(events::text_of).filter(|e| !e.is_empty());
+            let message = errors
+                .or_else(|| text.map(str::to_string))
+                .unwrap_or_else(|| format!("claude-code result {}", subtype.unwrap_or("error")));
+            let class = match (
+                v.get("api_error_status").and_then(Value::as_u64),
+                subtype,
+                v.get("terminal_reason").and_then(Value::as_str),
+            ) {
+                (Some(status), _, _) => class_of_status(status),
+                // Max turns / budget: the agent ran and stopped short; a retry may do better.
+                (_, Some("error_max_turns" | "error_max_budget_usd"), _) | (_, _, Some("max_turns")) => {
+                    Some(ErrorClass::AgentError)
+                }
+                _ => None,
+            };
+            s.error(class.or(Some(ErrorClass::AgentError)), &message);
+            if s.retry_after.is_none() {
+                s.retry_after = cli::retry_after_in(&message);
+            }
+        }
+        vec![
+            events::usage(&s.usage, s.cost_usd),
+            events::result(s.final_text.as_deref().or(text), is_error, subtype),
+        ]
+    }
+}
+
+fn class_of_status(status: u64) -> Option<ErrorClass> {
+    u16::try_from(status).ok().and_then(cli::class_of_status)
+}

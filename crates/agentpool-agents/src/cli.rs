@@ -1,0 +1,558 @@
+//! What every CLI adapter shares: finding the binary, validating a request, building the
+//! agent's private environment, redacting secrets, and the loop that runs the process, feeds
+//! stdout lines to the adapter's pure [`LineParser`] and turns the end of the run into an
+//! [`AgentOutcome`] with an error class.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::{ErrorClass, NewEvent, Usage};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::events;
+use crate::process::{KillReason, ProcessExit, ProcessSpec, Stream, base_env, run_process};
+use crate::{AgentError, AgentOutcome, AgentRequest, EventSink};
+
+/// Where adapters look for their CLI.
+#[derive(Debug, Clone, Default)]
+pub struct AgentConfig {
+    /// Checked before PATH (e.g. `tools/agents/node_modules/.bin`).
+    pub bin_dir: Option<PathBuf>,
+    /// Per-agent binary overrides by agent name (`claude-code` → `/opt/claude`).
+    pub binaries: BTreeMap<String, PathBuf>,
+}
+
+impl AgentConfig {
+    /// `AGENTPOOL_AGENT_BIN_DIR` from the environment, if set.
+    pub fn from_env() -> Self {
+        Self {
+            bin_dir: std::env::var_os("AGENTPOOL_AGENT_BIN_DIR").map(PathBuf::from),
+            binaries: BTreeMap::new(),
+        }
+    }
+
+    /// The binary for `agent`, named `exe`: an explicit override, else `bin_dir/exe`, else PATH.
+    pub fn find(&self, agent: &str, exe: &str) -> Option<PathBuf> {
+        if let Some(p) = self.binaries.get(agent) {
+            return Some(p.clone());
+        }
+        if let Some(dir) = &self.bin_dir {
+            let p = dir.join(exe);
+            if is_executable(&p) {
+                return Some(p);
+            }
+        }
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(exe))
+                .find(|p| is_executable(p))
+        })
+    }
+
+    /// The PATH agents run with: the bin dir first (node CLIs find their siblings), then the
+    /// worker's PATH (node, git, sh).
+    pub fn child_path(&self) -> String {
+        let mut parts: Vec<PathBuf> = Vec::new();
+        if let Some(d) = &self.bin_dir {
+            parts.push(d.clone());
+        }
+        if let Some(p) = std::env::var_os("PATH") {
+            parts.extend(std::env::split_paths(&p));
+        } else {
+            parts.extend(["/usr/local/bin", "/usr/bin", "/bin"].map(PathBuf::from));
+        }
+        std::env::join_paths(parts)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The shortest timeout accepted: below this no agent even starts.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks every adapter applies before starting anything (INVALID_TASK on failure).
+pub fn validate_common(req: &AgentRequest, prompt_name: &str) -> Result<(), AgentError> {
+    if req.prompt.trim().is_empty() {
+        return Err(AgentError::Invalid(format!("{prompt_name} is required")));
+    }
+    if req.prompt.len() > 1 << 20 {
+        return Err(AgentError::Invalid(format!("{prompt_name} is longer than 1 MiB")));
+    }
+    let max = Duration::from_secs(agentpool_core::spec::MAX_TIMEOUT_SECS);
+    if req.timeout < MIN_TIMEOUT || req.timeout > max {
+        return Err(AgentError::Invalid(format!(
+            "timeout must be between {}s and {}s",
+            MIN_TIMEOUT.as_secs(),
+            max.as_secs()
+        )));
+    }
+    if let Some(m) = &req.model {
+        validate_model(m)?;
+    }
+    if req.max_turns == Some(0) {
+        return Err(AgentError::Invalid("max_turns must be at least 1".into()));
+    }
+    if let Some(s) = &req.resume_session {
+        let ok = !s.is_empty()
+            && s.len() <= 200
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(AgentError::Invalid(format!(
+                "session id to resume is malformed: {s:?}"
+            )));
+        }
+    }
+    if !req.workdir.is_dir() {
+        return Err(AgentError::Invalid(format!(
+            "workspace {} is not a directory",
+            req.workdir.display()
+        )));
+    }
+    if req.max_output_bytes == 0 {
+        return Err(AgentError::Invalid("max_output_bytes must be positive".into()));
+    }
+    Ok(())
+}
+
+/// A model name as the CLIs take it: `claude-sonnet-4-5`, `gpt-5.5`, `provider/model`.
+pub fn validate_model(m: &str) -> Result<(), AgentError> {
+    let ok = !m.is_empty()
+        && m.len() <= 200
+        && !m.starts_with('-')
+        && m.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::Invalid(format!("unknown or malformed model {m:?}")))
+    }
+}
+
+/// The environment an agent starts with: PATH, locale, a private HOME/TMPDIR/XDG dirs under
+/// `req.home`, then `defaults` (the adapter's telemetry/update switches), then the request's
+/// own variables (keys, endpoints), which win.
+pub fn agent_env(
+    cfg: &AgentConfig,
+    req: &AgentRequest,
+    defaults: &[(&str, String)],
+) -> Result<BTreeMap<String, String>, AgentError> {
+    let home = &req.home;
+    let tmp = home.join("tmp");
+    for d in [
+        home.to_path_buf(),
+        tmp.clone(),
+        home.join(".config"),
+        home.join(".cache"),
+        home.join(".local/share"),
+        home.join(".local/state"),
+    ] {
+        std::fs::create_dir_all(&d)?;
+    }
+    let mut env = base_env(Some(&cfg.child_path()));
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    env.insert("HOME".into(), s(home));
+    env.insert("TMPDIR".into(), s(&tmp));
+    env.insert("XDG_CONFIG_HOME".into(), s(&home.join(".config")));
+    env.insert("XDG_CACHE_HOME".into(), s(&home.join(".cache")));
+    env.insert("XDG_DATA_HOME".into(), s(&home.join(".local/share")));
+    env.insert("XDG_STATE_HOME".into(), s(&home.join(".local/state")));
+    env.insert("NO_COLOR".into(), "1".into());
+    env.insert("CI".into(), "1".into());
+    for (k, v) in defaults {
+        env.insert((*k).to_string(), v.clone());
+    }
+    for (k, v) in &req.env {
+        env.insert(k.clone(), v.clone());
+    }
+    Ok(env)
+}
+
+/// Replaces secret values (from variables whose names look like credentials) wherever they
+/// appear in events and messages: error texts from model APIs sometimes echo the key.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn from_env(env: &BTreeMap<String, String>) -> Self {
+        let secrets = env
+            .iter()
+            .filter(|(k, v)| {
+                let k = k.to_ascii_uppercase();
+                v.len() >= 6
+                    && ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"]
+                        .iter()
+                        .any(|n| k.contains(n))
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        Self { secrets }
+    }
+
+    pub fn text(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "[REDACTED]");
+            }
+        }
+        out
+    }
+
+    pub fn value(&self, v: &mut Value) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match v {
+            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+                *s = self.text(s);
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
+            Value::Object(o) => o.values_mut().for_each(|x| self.value(x)),
+            _ => {}
+        }
+    }
+
+    pub fn event(&self, mut e: NewEvent) -> NewEvent {
+        self.value(&mut e.data);
+        e
+    }
+}
+
+/// What a parser has learned from the lines so far; becomes the outcome at the end.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub final_text: Option<String>,
+    /// The agent itself reported an error result.
+    pub is_error: bool,
+    pub session_id: Option<String>,
+    pub num_turns: Option<u32>,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
+    pub error_class: Option<ErrorClass>,
+    pub error_message: Option<String>,
+    pub retry_after: Option<Duration>,
+    /// A final result line was seen (a run without one did not finish normally).
+    pub saw_result: bool,
+}
+
+impl Summary {
+    /// Record an error: keep the first message, and the most specific class seen.
+    pub fn error(&mut self, class: Option<ErrorClass>, message: &str) {
+        self.is_error = true;
+        if self.error_message.is_none() && !message.is_empty() {
+            self.error_message = Some(message.to_string());
+        }
+        let class = class.or_else(|| classify_text(message));
+        if let Some(c) = class
+            && (self.error_class.is_none() || self.error_class == Some(ErrorClass::AgentError))
+        {
+            self.error_class = Some(c);
+        }
+    }
+}
+
+/// An adapter's output parser: pure (no I/O), one stdout line at a time.
+pub trait LineParser: Send {
+    /// Events for one line. Never empty for a non-blank line: what is not understood becomes a
+    /// `raw` event. Never panics.
+    fn parse_line(&mut self, line: &str) -> Vec<NewEvent>;
+    fn summary(&self) -> &Summary;
+    /// Adapter-specific reading of the exit code after the run (e.g. Gemini's exit codes).
+    fn classify_exit(&self, _code: Option<i32>) -> Option<ErrorClass> {
+        None
+    }
+}
+
+/// What an adapter hands the shared runner.
+pub struct CliRun {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: BTreeMap<String, String>,
+    /// Kept for the outcome; the run itself uses `request`.
+    pub request: AgentRequest,
+}
+
+/// Lines of stderr kept to explain a failure.
+const STDERR_TAIL: usize = 20;
+
+/// Run the CLI, stream its events, build the outcome.
+pub async fn run_cli(
+    run: CliRun,
+    mut parser: Box<dyn LineParser>,
+    sink: Arc<dyn EventSink>,
+    cancel: CancellationToken,
+) -> Result<AgentOutcome, AgentError> {
+    let redactor = Redactor::from_env(&run.env);
+    let spec = ProcessSpec {
+        program: run.program,
+        args: run.args,
+        cwd: run.request.workdir.clone(),
+        env: run.env,
+        timeout: run.request.timeout,
+        max_output_bytes: run.request.max_output_bytes,
+        kill_grace: Duration::from_secs(5),
+    };
+    let mut stderr_tail: Vec<String> = Vec::new();
+    let exit = run_process(&spec, &cancel, |stream, line| match stream {
+        Stream::Stdout => {
+            if line.trim().is_empty() {
+                return;
+            }
+            for e in parser.parse_line(line) {
+                sink.emit(redactor.event(e));
+            }
+        }
+        Stream::Stderr => {
+            if stderr_tail.len() == STDERR_TAIL {
+                stderr_tail.remove(0);
+            }
+            stderr_tail.push(line.to_string());
+            sink.emit(redactor.event(events::log("stderr", line)));
+        }
+    })
+    .await?;
+    let outcome = finish(parser.as_ref(), &exit, &stderr_tail);
+    Ok(redact_outcome(&redactor, outcome))
+}
+
+fn redact_outcome(r: &Redactor, mut o: AgentOutcome) -> AgentOutcome {
+    o.final_text = o.final_text.map(|t| r.text(&t));
+    o.error_message = o.error_message.map(|t| r.text(&t));
+    o
+}
+
+/// The outcome of a finished run from the parser's summary, the exit, and stderr.
+pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String]) -> AgentOutcome {
+    let s = parser.summary().clone();
+    let mut o = AgentOutcome {
+        final_text: s.final_text.clone(),
+        is_error: s.is_error,
+        session_id: s.session_id.clone(),
+        num_turns: s.num_turns,
+        usage: s.usage,
+        cost_usd: s.cost_usd,
+        duration_ms: exit.duration.as_millis() as u64,
+        exit_code: exit.code,
+        error_class: None,
+        error_message: s.error_message.clone(),
+        retry_after: s.retry_after,
+    };
+    match exit.killed {
+        Some(KillReason::Timeout) => {
+            o.is_error = true;
+            o.error_class = Some(ErrorClass::Timeout);
+            o.error_message = Some(format!("timed out after {}s", exit.duration.as_secs()));
+            return o;
+        }
+        Some(KillReason::Canceled) => {
+            o.is_error = true;
+            o.error_class = Some(ErrorClass::Canceled);
+            o.error_message = Some("canceled".into());
+            return o;
+        }
+        Some(KillReason::OutputLimit) => {
+            o.is_error = true;
+            o.error_class = Some(ErrorClass::AgentError);
+            o.error_message = Some(format!(
+                "output exceeded the limit of {} bytes",
+                exit.output_bytes
+            ));
+            return o;
+        }
+        None => {}
+    }
+    if !s.is_error && exit.code == Some(0) {
+        return o;
+    }
+    o.is_error = true;
+    let stderr = stderr_tail.join("\n");
+    o.error_class = s
+        .error_class
+        .filter(|c| *c != ErrorClass::AgentError)
+        .or_else(|| parser.classify_exit(exit.code))
+        .or_else(|| s.error_message.as_deref().and_then(classify_text))
+        .or_else(|| classify_text(&stderr))
+        .or(Some(ErrorClass::AgentError));
+    if o.error_message.is_none() {
+        o.error_message = Some(if !stderr.trim().is_empty() {
+            events::truncate(stderr.trim(), events::MAX_FIELD_CHARS)
+        } else {
+            match (exit.code, exit.signal) {
+                (Some(c), _) => format!("agent exited with code {c}"),
+                (None, Some(sig)) => format!("agent died of signal {sig}"),
+                _ => "agent failed".into(),
+            }
+        });
+    }
+    o
+}
+
+/// Parse a line as a JSON object; `None` for anything else (a raw line).
+pub fn json_object(line: &str) -> Option<Value> {
+    match serde_json::from_str::<Value>(line.trim()) {
+        Ok(v @ Value::Object(_)) => Some(v),
+        _ => None,
+    }
+}
+
+/// An HTTP status named in an error text: `status 401`, `last status: 429`, `"code":401`,
+/// `statusCode":429`.
+pub fn status_in(text: &str) -> Option<u16> {
+    let t = text.to_ascii_lowercase();
+    for key in [
+        "status:",
+        "status",
+        "statuscode\":",
+        "\"code\":",
+        "request rejected (",
+    ] {
+        let mut from = 0;
+        while let Some(i) = t[from..].find(key) {
+            let start = from + i + key.len();
+            let rest = t[start..].trim_start_matches([' ', '"', '\\']);
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            if digits.len() == 3
+                && let Ok(n) = digits.parse::<u16>()
+                && (400..600).contains(&n)
+            {
+                return Some(n);
+            }
+            from = start;
+        }
+    }
+    None
+}
+
+/// The class of a free-text error: a named HTTP status first, else SPEC §2's keywords on the
+/// text with URLs removed (a port such as `:34291` must not read as a 429).
+pub fn classify_text(text: &str) -> Option<ErrorClass> {
+    if let Some(status) = status_in(text)
+        && let Some(c) = class_of_status(status)
+    {
+        return Some(c);
+    }
+    let without_urls: String = text
+        .split_whitespace()
+        .filter(|w| !w.contains("://"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let lower = without_urls.to_ascii_lowercase();
+    if lower.contains("resource has been exhausted") || lower.contains("resource_exhausted") {
+        return Some(ErrorClass::RateLimited);
+    }
+    if lower.contains("missing environment variable") && lower.contains("key") {
+        return Some(ErrorClass::AuthFailed);
+    }
+    ErrorClass::from_message(&without_urls)
+}
+
+/// The error class of an HTTP status an agent reports from its model API.
+pub fn class_of_status(status: u16) -> Option<ErrorClass> {
+    match status {
+        401 | 403 => Some(ErrorClass::AuthFailed),
+        429 | 529 => Some(ErrorClass::RateLimited),
+        _ => None,
+    }
+}
+
+/// A retry-after hint inside free text: "retry after 1s", "retry-after: 30", "retryDelay":"2s".
+pub fn retry_after_in(text: &str) -> Option<Duration> {
+    let t = text.to_ascii_lowercase();
+    for key in ["retry after", "retry-after", "retrydelay", "retry_after"] {
+        if let Some(i) = t.find(key) {
+            let rest = &t[i + key.len()..];
+            let digits: String = rest
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            // Only trust a number that follows closely (not one from elsewhere in the text).
+            let gap = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(usize::MAX);
+            if gap <= 4
+                && let Ok(secs) = digits.parse::<f64>()
+                && secs.is_finite()
+                && (0.0..86_400.0).contains(&secs)
+            {
+                return Some(Duration::from_millis((secs * 1000.0) as u64));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redactor_hides_keys_but_not_other_values() {
+        let mut env = BTreeMap::new();
+        env.insert("OPENAI_API_KEY".to_string(), "sk-secret-123".to_string());
+        env.insert("OPENAI_BASE_URL".to_string(), "http://127.0.0.1:1".to_string());
+        let r = Redactor::from_env(&env);
+        assert_eq!(
+            r.text("Incorrect API key provided: sk-secret-123 at http://127.0.0.1:1"),
+            "Incorrect API key provided: [REDACTED] at http://127.0.0.1:1"
+        );
+        let mut v = serde_json::json!({"a": ["x sk-secret-123"]});
+        r.value(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["x [REDACTED]"]}));
+    }
+
+    #[test]
+    fn retry_after_hints_are_found() {
+        assert_eq!(
+            retry_after_in("Suggested retry after 1s."),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            retry_after_in("\"retry-after\":\"30\""),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(retry_after_in("429 Too Many Requests"), None);
+    }
+
+    #[test]
+    fn statuses_are_read_from_agent_error_texts() {
+        assert_eq!(status_in("unexpected status 401 Unauthorized: x"), Some(401));
+        assert_eq!(
+            status_in("exceeded retry limit, last status: 429 Too Many Requests"),
+            Some(429)
+        );
+        assert_eq!(
+            status_in(r#"[API Error: {"error":{"code":401,"message":"no"}}]"#),
+            Some(401)
+        );
+        assert_eq!(
+            classify_text("connection refused, url: http://127.0.0.1:34291/v1/responses"),
+            None
+        );
+        assert_eq!(
+            classify_text("Missing environment variable: `OPENAI_API_KEY`."),
+            Some(ErrorClass::AuthFailed)
+        );
+    }
+
+    #[test]
+    fn models_are_validated() {
+        assert!(validate_model("claude-sonnet-4-5").is_ok());
+        assert!(validate_model("stub/stub-model").is_ok());
+        assert!(validate_model("--dangerous").is_err());
+        assert!(validate_model("a b").is_err());
+        assert!(validate_model("").is_err());
+    }
+}

@@ -1,0 +1,300 @@
+//! The `codex` adapter: `codex exec --json` (or `exec resume THREAD_ID`) with approvals and
+//! sandbox bypassed, a private `CODEX_HOME` whose `config.toml` turns off update checks,
+//! analytics, plugins and the CLI's own retries, and a parser for its JSONL thread/turn/item
+//! events (usage summed over `turn.completed`).
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use agentpool_core::{NewEvent, Usage};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::events::{self, u64_at};
+use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+
+pub const NAME: &str = "codex";
+const EXE: &str = "codex";
+
+/// When the request gives `OPENAI_BASE_URL`, Codex ignores it; the adapter defines a provider
+/// with that base URL instead (named so in `config.toml`).
+const PROVIDER: &str = "agentpool";
+
+pub struct Codex {
+    cfg: AgentConfig,
+}
+
+impl Codex {
+    pub fn new(cfg: AgentConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// `exec [flags] [resume THREAD_ID] PROMPT`: the exec flags go before `resume`.
+    pub fn args(req: &AgentRequest) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "exec".into(),
+            "--json".into(),
+            "--dangerously-bypass-approvals-and-sandbox".into(),
+            "--skip-git-repo-check".into(),
+            // -C keeps Codex in the workspace even if it resolves paths from a parent repo.
+            "-C".into(),
+            req.workdir.clone().into_os_string(),
+        ];
+        if let Some(m) = &req.model {
+            a.extend(["-m".into(), m.into()]);
+        }
+        if let Some(thread) = &req.resume_session {
+            a.extend(["resume".into(), thread.into()]);
+        }
+        a.push(req.prompt.clone().into());
+        a
+    }
+
+    /// `config.toml` for a run: everything that would reach outside hosts or retry is off.
+    pub fn config_toml(base_url: Option<&str>) -> String {
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        let mut t = String::from(
+            "check_for_update_on_startup = false\n\
+             web_search = \"disabled\"\n",
+        );
+        if base_url.is_some() {
+            t.push_str(&format!("model_provider = {}\n", q(PROVIDER)));
+        }
+        t.push_str(
+            "\n[analytics]\nenabled = false\n\n[feedback]\nenabled = false\n\n\
+             [otel]\nexporter = \"none\"\n\n\
+             [features]\nplugins = false\nremote_plugin = false\napps = false\n\
+             unbounded_connection_retries = false\n",
+        );
+        if let Some(url) = base_url {
+            t.push_str(&format!(
+                "\n[model_providers.{PROVIDER}]\nname = \"agentpool\"\nbase_url = {}\n\
+                 env_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n\
+                 request_max_retries = 0\nstream_max_retries = 0\nsupports_websockets = false\n",
+                q(url)
+            ));
+        }
+        t
+    }
+}
+
+#[async_trait]
+impl CodeAgent for Codex {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: NAME,
+            resume: true,
+            cost: false,
+            max_turns: false,
+        }
+    }
+
+    async fn version(&self) -> Option<String> {
+        crate::version_of(&self.cfg, NAME, EXE).await
+    }
+
+    async fn run(
+        &self,
+        request: AgentRequest,
+        events: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Result<AgentOutcome, AgentError> {
+        self.validate(&request)?;
+        let program = self
+            .cfg
+            .find(NAME, EXE)
+            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+        let codex_home = request.home.join(".codex");
+        std::fs::create_dir_all(&codex_home)?;
+        let base_url = request.env.get("OPENAI_BASE_URL").map(String::as_str);
+        std::fs::write(codex_home.join("config.toml"), Self::config_toml(base_url))?;
+        let defaults = [("CODEX_HOME", codex_home.to_string_lossy().into_owned())];
+        let env = cli::agent_env(&self.cfg, &request, &defaults)?;
+        if request.max_turns.is_some() {
+            events.emit(events::log(
+                "agentpool",
+                "codex has no max-turns option; max_turns is ignored",
+            ));
+        }
+        let args = Self::args(&request);
+        let run = CliRun {
+            program,
+            args,
+            env,
+            request,
+        };
+        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+    }
+}
+
+/// Parser for `codex exec --json` lines.
+#[derive(Debug, Default)]
+pub struct Parser {
+    summary: Summary,
+    started: HashSet<String>,
+    last_text: Option<String>,
+}
+
+impl LineParser for Parser {
+    fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
+        let Some(v) = json_object(line) else {
+            return vec![events::raw(line)];
+        };
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
+        let out = match ty {
+            "thread.started" => match v.get("thread_id").and_then(Value::as_str) {
+                Some(id) => {
+                    self.summary.session_id = Some(id.to_string());
+                    vec![events::session_started(id, None)]
+                }
+                None => vec![],
+            },
+            "item.started" => v.get("item").map(|i| self.item_started(i)).unwrap_or_default(),
+            "item.completed" => v.get("item").map(|i| self.item_completed(i)).unwrap_or_default(),
+            "turn.completed" => self.turn_completed(&v),
+            "turn.failed" => {
+                let msg = v
+                    .pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("turn failed");
+                self.summary.error(None, msg);
+                self.summary.saw_result = true;
+                vec![events::result(Some(msg), true, Some("turn.failed"))]
+            }
+            "error" => {
+                let msg = v.get("message").and_then(Value::as_str).unwrap_or_default();
+                self.summary.error(None, msg);
+                if self.summary.retry_after.is_none() {
+                    self.summary.retry_after = cli::retry_after_in(msg);
+                }
+                vec![events::log("agent", msg)]
+            }
+            _ => vec![],
+        };
+        if out.is_empty() {
+            vec![events::raw_json(line, Some(ty))]
+        } else {
+            out
+        }
+    }
+}
+
+impl Parser {
+    fn call_of(item: &Value) -> Option<(String, Value)> {
+        let ty = item.get("type").and_then(Value::as_str)?;
+        match ty {
+            "command_execution" => Some((
+                "command_execution".into(),
+                json!({ "command": item.get("command") }),
+            )),
+            "file_change" => Some(("file_change".into(), json!({ "changes": item.get("changes") }))),
+            "mcp_tool_call" => Some((
+                format!(
+                    "{}.{}",
+                    item.get("server").and_then(Value::as_str).unwrap_or("mcp"),
+                    item.get("tool").and_then(Value::as_str).unwrap_or("tool")
+                ),
+                item.get("arguments").cloned().unwrap_or(Value::Null),
+            )),
+            "web_search" => Some(("web_search".into(), json!({ "query": item.get("query") }))),
+            _ => None,
+        }
+    }
+
+    fn item_started(&mut self, item: &Value) -> Vec<NewEvent> {
+        let id = item.get("id").and_then(Value::as_str);
+        match Self::call_of(item) {
+            Some((name, input)) => {
+                if let Some(id) = id {
+                    self.started.insert(id.to_string());
+                }
+                vec![events::tool_call(id, &name, &input)]
+            }
+            None => vec![],
+        }
+    }
+
+    fn item_completed(&mut self, item: &Value) -> Vec<NewEvent> {
+        let id = item.get("id").and_then(Value::as_str);
+        let ty = item.get("type").and_then(Value::as_str).unwrap_or_default();
+        let status = item.get("status").and_then(Value::as_str);
+        let mut out = Vec::new();
+        if let Some((name, input)) = Self::call_of(item) {
+            // A call that completes without a start line still gets its tool_call.
+            if !id.is_some_and(|i| self.started.contains(i)) {
+                out.push(events::tool_call(id, &name, &input));
+            }
+            let (ok, output) = match ty {
+                "command_execution" => (
+                    item.get("exit_code").and_then(Value::as_i64) == Some(0),
+                    events::text_of(item.get("aggregated_output").unwrap_or(&Value::Null)),
+                ),
+                "file_change" => (
+                    status == Some("completed"),
+                    item.get("changes")
+                        .and_then(Value::as_array)
+                        .map(|cs| {
+                            cs.iter()
+                                .map(|c| {
+                                    format!(
+                                        "{} {}",
+                                        c.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                                        c.get("path").and_then(Value::as_str).unwrap_or("?")
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => (
+                    status != Some("failed") && item.get("error").is_none_or(Value::is_null),
+                    events::text_of(item.get("result").unwrap_or(&Value::Null)),
+                ),
+            };
+            out.push(events::tool_result(id, ok, &output));
+            return out;
+        }
+        match ty {
+            "agent_message" => {
+                let text = item.get("text").and_then(Value::as_str).unwrap_or_default();
+                self.last_text = Some(text.to_string());
+                out.push(events::assistant_message(text));
+            }
+            // Error items are warnings the run survives (e.g. unknown model metadata).
+            "error" => out.push(events::log(
+                "agent",
+                item.get("message").and_then(Value::as_str).unwrap_or_default(),
+            )),
+            _ => {}
+        }
+        out
+    }
+
+    fn turn_completed(&mut self, v: &Value) -> Vec<NewEvent> {
+        let u = v.get("usage").cloned().unwrap_or(Value::Null);
+        let cached = u64_at(&u, "cached_input_tokens");
+        let turn = Usage {
+            input_tokens: u64_at(&u, "input_tokens"),
+            output_tokens: u64_at(&u, "output_tokens"),
+            cache_read_tokens: cached,
+            cache_write_tokens: u64_at(&u, "cache_write_input_tokens"),
+        };
+        let s = &mut self.summary;
+        s.usage.add(&turn);
+        s.num_turns = Some(s.num_turns.unwrap_or(0) + 1);
+        s.final_text = self.last_text.clone();
+        s.saw_result = true;
+        vec![
+            events::usage(&turn, None),
+            events::result(s.final_text.as_deref(), false, Some("turn.completed")),
+        ]
+    }
+}

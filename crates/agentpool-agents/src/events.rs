@@ -1,0 +1,157 @@
+//! Builders for the normalized agent events (SPEC §4) so every adapter emits the same shapes:
+//! `session_started {session_id, model}`, `assistant_message {text}`, `tool_call {id, name,
+//! input}`, `tool_result {id, ok, output}`, `usage {input_tokens, output_tokens,
+//! cache_read_tokens, cache_write_tokens, cost_usd}`, `api_retry {attempt, max_retries,
+//! delay_ms, status, error}`, `result {text, is_error, subtype}`, `log {stream, line}` and
+//! `raw {line}`. Long strings are cut so one event stays small.
+
+use agentpool_core::{EventKind, NewEvent, Usage};
+use serde_json::{Value, json};
+
+/// Longest text kept in an event field (tool output, raw lines, messages).
+pub const MAX_FIELD_CHARS: usize = 16 * 1024;
+/// Tool results are cut harder: they are for reading along, the workspace has the real thing.
+pub const MAX_TOOL_OUTPUT_CHARS: usize = 4 * 1024;
+
+/// Cut `s` to at most `max` bytes on a char boundary, marking the cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} bytes cut]", &s[..end], s.len() - end)
+}
+
+pub fn raw(line: &str) -> NewEvent {
+    NewEvent::new(EventKind::Raw, json!({ "line": truncate(line, MAX_FIELD_CHARS) }))
+}
+
+/// A raw event for a line the parser understood as JSON but does not map; the parsed value is
+/// kept (cut) so nothing is lost.
+pub fn raw_json(line: &str, kind_hint: Option<&str>) -> NewEvent {
+    let mut data = json!({ "line": truncate(line, MAX_FIELD_CHARS) });
+    if let Some(k) = kind_hint {
+        data["type"] = Value::String(k.to_string());
+    }
+    NewEvent::new(EventKind::Raw, data)
+}
+
+pub fn log(stream: &str, line: &str) -> NewEvent {
+    NewEvent::log(stream, truncate(line, MAX_FIELD_CHARS))
+}
+
+pub fn session_started(session_id: &str, model: Option<&str>) -> NewEvent {
+    NewEvent::new(
+        EventKind::SessionStarted,
+        json!({ "session_id": session_id, "model": model }),
+    )
+}
+
+pub fn assistant_message(text: &str) -> NewEvent {
+    NewEvent::new(
+        EventKind::AssistantMessage,
+        json!({ "text": truncate(text, MAX_FIELD_CHARS) }),
+    )
+}
+
+pub fn tool_call(id: Option<&str>, name: &str, input: &Value) -> NewEvent {
+    let input = match serde_json::to_string(input) {
+        Ok(s) if s.len() > MAX_FIELD_CHARS => Value::String(truncate(&s, MAX_FIELD_CHARS)),
+        _ => input.clone(),
+    };
+    NewEvent::new(
+        EventKind::ToolCall,
+        json!({ "id": id, "name": name, "input": input }),
+    )
+}
+
+pub fn tool_result(id: Option<&str>, ok: bool, output: &str) -> NewEvent {
+    NewEvent::new(
+        EventKind::ToolResult,
+        json!({ "id": id, "ok": ok, "output": truncate(output, MAX_TOOL_OUTPUT_CHARS) }),
+    )
+}
+
+pub fn usage(u: &Usage, cost_usd: Option<f64>) -> NewEvent {
+    NewEvent::new(
+        EventKind::Usage,
+        json!({
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "cost_usd": cost_usd,
+        }),
+    )
+}
+
+pub struct Retry<'a> {
+    pub attempt: Option<u64>,
+    pub max_retries: Option<u64>,
+    pub delay_ms: Option<u64>,
+    pub status: Option<u64>,
+    pub error: Option<&'a str>,
+}
+
+pub fn api_retry(r: Retry<'_>) -> NewEvent {
+    NewEvent::new(
+        EventKind::ApiRetry,
+        json!({
+            "attempt": r.attempt,
+            "max_retries": r.max_retries,
+            "delay_ms": r.delay_ms,
+            "status": r.status,
+            "error": r.error.map(|e| truncate(e, MAX_FIELD_CHARS)),
+        }),
+    )
+}
+
+pub fn result(text: Option<&str>, is_error: bool, subtype: Option<&str>) -> NewEvent {
+    NewEvent::new(
+        EventKind::Result,
+        json!({
+            "text": text.map(|t| truncate(t, MAX_FIELD_CHARS)),
+            "is_error": is_error,
+            "subtype": subtype,
+        }),
+    )
+}
+
+/// Text of a JSON value that may be a string, or an array of `{type:"text", text}` blocks (tool
+/// results come in both shapes), or anything else (serialized).
+pub fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i.get("text").and_then(Value::as_str) {
+                Some(t) => t.to_string(),
+                None => text_of(i),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
+pub fn u64_at(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        let s = "é".repeat(10);
+        let t = truncate(&s, 5);
+        assert!(t.starts_with("éé"));
+        assert!(t.contains("bytes cut"));
+        assert_eq!(truncate("short", 10), "short");
+    }
+}

@@ -1,0 +1,224 @@
+//! The `gemini` adapter: `gemini -p PROMPT --output-format stream-json --yolo` with a private
+//! HOME whose `.gemini/settings.json` selects API-key auth, turns folder trust, telemetry, usage
+//! statistics and auto-update off, and allows one API attempt; and a parser for its stream-json
+//! lines (`init`, `message`, `tool_use`, `tool_result`, `error`, `result` with stats).
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use agentpool_core::{ErrorClass, NewEvent, Usage};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::events::{self, u64_at};
+use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+
+pub const NAME: &str = "gemini";
+const EXE: &str = "gemini";
+
+pub struct Gemini {
+    cfg: AgentConfig,
+}
+
+impl Gemini {
+    pub fn new(cfg: AgentConfig) -> Self {
+        Self { cfg }
+    }
+
+    pub fn settings() -> Value {
+        json!({
+            "security": {
+                "auth": { "selectedType": "gemini-api-key" },
+                // The workspace is agentpool's own checkout; without this --yolo falls back to
+                // asking for approval, which headless means never.
+                "folderTrust": { "enabled": false }
+            },
+            "telemetry": { "enabled": false },
+            "privacy": { "usageStatisticsEnabled": false },
+            "general": {
+                "enableAutoUpdate": false,
+                "enableAutoUpdateNotification": false,
+                // agentpool retries across attempts with its own backoff; the CLI's own retries
+                // would turn one 429 into minutes of waiting.
+                "maxAttempts": 1
+            }
+        })
+    }
+
+    pub fn args(req: &AgentRequest) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "-p".into(),
+            req.prompt.clone().into(),
+            "--output-format".into(),
+            "stream-json".into(),
+            "--yolo".into(),
+        ];
+        if let Some(m) = &req.model {
+            a.extend(["-m".into(), m.into()]);
+        }
+        if let Some(s) = &req.resume_session {
+            a.extend(["--resume".into(), s.into()]);
+        }
+        a
+    }
+}
+
+#[async_trait]
+impl CodeAgent for Gemini {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: NAME,
+            resume: true,
+            cost: false,
+            max_turns: false,
+        }
+    }
+
+    async fn version(&self) -> Option<String> {
+        crate::version_of(&self.cfg, NAME, EXE).await
+    }
+
+    async fn run(
+        &self,
+        request: AgentRequest,
+        events: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Result<AgentOutcome, AgentError> {
+        self.validate(&request)?;
+        let program = self
+            .cfg
+            .find(NAME, EXE)
+            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+        let dir = request.home.join(".gemini");
+        std::fs::create_dir_all(&dir)?;
+        let settings = serde_json::to_vec_pretty(&Self::settings())
+            .map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
+        std::fs::write(dir.join("settings.json"), settings)?;
+        if request.max_turns.is_some() {
+            events.emit(events::log(
+                "agentpool",
+                "gemini has no max-turns flag; max_turns is ignored",
+            ));
+        }
+        let env = cli::agent_env(&self.cfg, &request, &[])?;
+        let run = CliRun {
+            program,
+            args: Self::args(&request),
+            env,
+            request,
+        };
+        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+    }
+}
+
+/// Parser for Gemini CLI's stream-json lines.
+#[derive(Debug, Default)]
+pub struct Parser {
+    summary: Summary,
+    /// Assistant text since the last tool call (deltas are concatenated).
+    text: String,
+}
+
+impl LineParser for Parser {
+    fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    fn classify_exit(&self, code: Option<i32>) -> Option<ErrorClass> {
+        // Gemini exits with the API's HTTP status mod 256, or its own codes.
+        match code? {
+            41 | 145 | 147 => Some(ErrorClass::AuthFailed), // auth config, 401, 403
+            173 => Some(ErrorClass::RateLimited),           // 429
+            130 => Some(ErrorClass::Canceled),
+            42 | 52 | 53 => Some(ErrorClass::AgentError), // input, config, turn limit
+            _ => None,
+        }
+    }
+
+    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
+        let Some(v) = json_object(line) else {
+            return vec![events::raw(line)];
+        };
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
+        let s = |k: &str| v.get(k).and_then(Value::as_str);
+        let out = match ty {
+            "init" => match s("session_id") {
+                Some(id) => {
+                    self.summary.session_id = Some(id.to_string());
+                    vec![events::session_started(id, s("model"))]
+                }
+                None => vec![],
+            },
+            "message" if s("role") == Some("assistant") => {
+                let t = s("content").unwrap_or_default();
+                self.text.push_str(t);
+                vec![events::assistant_message(t)]
+            }
+            "tool_use" => {
+                self.text.clear();
+                vec![events::tool_call(
+                    s("tool_id"),
+                    s("tool_name").unwrap_or("unknown"),
+                    v.get("parameters").unwrap_or(&Value::Null),
+                )]
+            }
+            "tool_result" => {
+                let ok = s("status") == Some("success");
+                let output = match v.get("output") {
+                    Some(o) if !o.is_null() => events::text_of(o),
+                    _ => events::text_of(v.pointer("/error/message").unwrap_or(&Value::Null)),
+                };
+                vec![events::tool_result(s("tool_id"), ok, &output)]
+            }
+            "error" => vec![events::log("agent", s("message").unwrap_or(line))],
+            "result" => self.result(&v),
+            _ => vec![],
+        };
+        if out.is_empty() {
+            vec![events::raw_json(line, Some(ty))]
+        } else {
+            out
+        }
+    }
+}
+
+impl Parser {
+    fn result(&mut self, v: &Value) -> Vec<NewEvent> {
+        let stats = v.get("stats").cloned().unwrap_or(Value::Null);
+        let s = &mut self.summary;
+        s.saw_result = true;
+        s.usage = Usage {
+            input_tokens: u64_at(&stats, "input_tokens"),
+            output_tokens: u64_at(&stats, "output_tokens"),
+            cache_read_tokens: u64_at(&stats, "cached"),
+            cache_write_tokens: 0,
+        };
+        let ok = v.get("status").and_then(Value::as_str) == Some("success");
+        if !self.text.is_empty() {
+            s.final_text = Some(self.text.clone());
+        }
+        let mut message = None;
+        if !ok {
+            let m = v
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("gemini reported an error")
+                .to_string();
+            s.error(None, &m);
+            if s.retry_after.is_none() {
+                s.retry_after = cli::retry_after_in(&m);
+            }
+            message = Some(m);
+        }
+        vec![
+            events::usage(&s.usage, None),
+            events::result(
+                message.as_deref().or(s.final_text.as_deref()),
+                !ok,
+                v.get("status").and_then(Value::as_str),
+            ),
+        ]
+    }
+}

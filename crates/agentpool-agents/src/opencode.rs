@@ -1,0 +1,312 @@
+//! The `opencode` adapter: `opencode run --format json`, with a private HOME/XDG dirs and a
+//! generated config (no autoupdate, no sharing, every permission allowed, and — when the request
+//! names `OPENAI_BASE_URL` — an OpenAI-compatible provider pointing there), and a parser for its
+//! JSON lines (`step_start`, `tool_use`, `text`, `step_finish`, `error`).
+//!
+//! Why `run` and not `serve` + SSE: `run` is one process per task, so cancel and timeout are the
+//! same group kill every adapter uses, and it reliably ends the agent *and* every tool child it
+//! started (a shell, a test runner). With `serve`, `POST /session/{id}/abort` stops the session
+//! but the server (and whatever it spawned) lives on; a server shared between tasks would also
+//! couple their failures, and one per task adds a port, a health wait, basic auth and SSE
+//! reconnection for no gain. `run --format json` already prints complete parts — tool input and
+//! output together, per-step tokens and cost — which is all the normalized events need.
+
+use std::ffi::OsString;
+use std::sync::Arc;
+
+use agentpool_core::{ErrorClass, NewEvent, Usage};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::events::{self, u64_at};
+use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+
+pub const NAME: &str = "opencode";
+const EXE: &str = "opencode";
+/// The provider defined for a request's `OPENAI_BASE_URL`.
+pub const PROVIDER: &str = "agentpool";
+const DEFAULT_MODEL: &str = "default-model";
+
+pub struct OpenCode {
+    cfg: AgentConfig,
+}
+
+impl OpenCode {
+    pub fn new(cfg: AgentConfig) -> Self {
+        Self { cfg }
+    }
+
+    /// The `provider/model` to run, given whether a custom endpoint is configured.
+    pub fn model(req: &AgentRequest, custom_endpoint: bool) -> Option<String> {
+        match (&req.model, custom_endpoint) {
+            (Some(m), true) if !m.contains('/') => Some(format!("{PROVIDER}/{m}")),
+            (Some(m), _) => Some(m.clone()),
+            (None, true) => Some(format!("{PROVIDER}/{DEFAULT_MODEL}")),
+            (None, false) => None,
+        }
+    }
+
+    pub fn config(req: &AgentRequest) -> Value {
+        let mut cfg = json!({
+            "$schema": "https://opencode.ai/config.json",
+            "autoupdate": false,
+            "share": "disabled",
+            "permission": {
+                "edit": "allow",
+                "bash": "allow",
+                "webfetch": "allow",
+                "external_directory": "allow"
+            }
+        });
+        if let Some(url) = req.env.get("OPENAI_BASE_URL") {
+            let model = Self::model(req, true).unwrap_or_default();
+            let model_id = model.split_once('/').map(|(_, m)| m).unwrap_or(&model);
+            cfg["model"] = json!(model);
+            cfg["small_model"] = json!(model);
+            cfg["enabled_providers"] = json!([PROVIDER]);
+            cfg["provider"] = json!({
+                PROVIDER: {
+                    "npm": "@ai-sdk/openai-compatible",
+                    "name": "agentpool endpoint",
+                    "options": { "baseURL": url, "apiKey": "{env:OPENAI_API_KEY}" },
+                    "models": {
+                        model_id: {
+                            "name": model_id,
+                            "tool_call": true,
+                            "limit": { "context": 128000, "output": 8192 }
+                        }
+                    }
+                }
+            });
+        }
+        cfg
+    }
+
+    pub fn args(req: &AgentRequest) -> Vec<OsString> {
+        let custom = req.env.contains_key("OPENAI_BASE_URL");
+        let mut a: Vec<OsString> = vec!["run".into(), "--format".into(), "json".into()];
+        if let Some(m) = Self::model(req, custom) {
+            a.extend(["-m".into(), m.into()]);
+        }
+        if let Some(s) = &req.resume_session {
+            a.extend(["--session".into(), s.into()]);
+        }
+        a.extend(["--dir".into(), req.workdir.clone().into_os_string()]);
+        // `--` so a prompt starting with '-' is not read as an option.
+        a.extend(["--".into(), req.prompt.clone().into()]);
+        a
+    }
+}
+
+#[async_trait]
+impl CodeAgent for OpenCode {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: NAME,
+            resume: true,
+            cost: true,
+            max_turns: false,
+        }
+    }
+
+    async fn version(&self) -> Option<String> {
+        crate::version_of(&self.cfg, NAME, EXE).await
+    }
+
+    fn validate(&self, req: &AgentRequest) -> Result<(), AgentError> {
+        cli::validate_common(req, "prompt")?;
+        if let Some(m) = &req.model
+            && !m.contains('/')
+            && !req.env.contains_key("OPENAI_BASE_URL")
+        {
+            return Err(AgentError::Invalid(format!(
+                "opencode models are provider/model, got {m:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        request: AgentRequest,
+        events: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Result<AgentOutcome, AgentError> {
+        self.validate(&request)?;
+        let program = self
+            .cfg
+            .find(NAME, EXE)
+            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+        std::fs::create_dir_all(&request.home)?;
+        let config_path = request.home.join("opencode.json");
+        let config = serde_json::to_vec_pretty(&Self::config(&request))
+            .map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
+        std::fs::write(&config_path, config)?;
+        let one = || "1".to_string();
+        let defaults = [
+            ("OPENCODE_CONFIG", config_path.to_string_lossy().into_owned()),
+            ("OPENCODE_DISABLE_MODELS_FETCH", one()),
+            ("OPENCODE_DISABLE_AUTOUPDATE", one()),
+            ("OPENCODE_DISABLE_DEFAULT_PLUGINS", one()),
+            ("OPENCODE_DISABLE_LSP_DOWNLOAD", one()),
+            ("OPENCODE_DISABLE_SHARE", one()),
+            ("OPENCODE_DISABLE_CLAUDE_CODE", one()),
+        ];
+        let env = cli::agent_env(&self.cfg, &request, &defaults)?;
+        if request.max_turns.is_some() {
+            events.emit(events::log(
+                "agentpool",
+                "opencode has no max-turns option; max_turns is ignored",
+            ));
+        }
+        let run = CliRun {
+            program,
+            args: Self::args(&request),
+            env,
+            request,
+        };
+        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+    }
+}
+
+/// Parser for `opencode run --format json` lines.
+#[derive(Debug, Default)]
+pub struct Parser {
+    summary: Summary,
+    last_text: Option<String>,
+}
+
+impl LineParser for Parser {
+    fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
+        let Some(v) = json_object(line) else {
+            return vec![events::raw(line)];
+        };
+        let mut out = Vec::new();
+        if let Some(id) = v.get("sessionID").and_then(Value::as_str)
+            && self.summary.session_id.is_none()
+        {
+            self.summary.session_id = Some(id.to_string());
+            out.push(events::session_started(id, None));
+        }
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
+        let part = v.get("part").cloned().unwrap_or(Value::Null);
+        let mapped = match ty {
+            "tool_use" => {
+                out.extend(tool_use(&part));
+                true
+            }
+            "text" => match part.get("text").and_then(Value::as_str) {
+                Some(t) => {
+                    self.last_text = Some(t.to_string());
+                    out.push(events::assistant_message(t));
+                    true
+                }
+                None => false,
+            },
+            "step_finish" => {
+                out.extend(self.step_finish(&part));
+                true
+            }
+            "error" => {
+                out.extend(self.error(&v));
+                true
+            }
+            _ => false,
+        };
+        if !mapped {
+            out.push(events::raw_json(line, Some(ty)));
+        }
+        out
+    }
+}
+
+fn tool_use(part: &Value) -> Vec<NewEvent> {
+    let id = part.get("callID").and_then(Value::as_str);
+    let name = part.get("tool").and_then(Value::as_str).unwrap_or("unknown");
+    let state = part.get("state").cloned().unwrap_or(Value::Null);
+    let mut out = vec![events::tool_call(
+        id,
+        name,
+        state.get("input").unwrap_or(&Value::Null),
+    )];
+    match state.get("status").and_then(Value::as_str) {
+        Some("completed") => out.push(events::tool_result(
+            id,
+            true,
+            &events::text_of(state.get("output").unwrap_or(&Value::Null)),
+        )),
+        Some("error") => out.push(events::tool_result(
+            id,
+            false,
+            &events::text_of(state.get("error").unwrap_or(&Value::Null)),
+        )),
+        _ => {}
+    }
+    out
+}
+
+impl Parser {
+    fn step_finish(&mut self, part: &Value) -> Vec<NewEvent> {
+        let t = part.get("tokens").cloned().unwrap_or(Value::Null);
+        let step = Usage {
+            input_tokens: u64_at(&t, "input"),
+            output_tokens: u64_at(&t, "output") + u64_at(&t, "reasoning"),
+            cache_read_tokens: t.pointer("/cache/read").and_then(Value::as_u64).unwrap_or(0),
+            cache_write_tokens: t.pointer("/cache/write").and_then(Value::as_u64).unwrap_or(0),
+        };
+        let cost = part.get("cost").and_then(Value::as_f64);
+        let s = &mut self.summary;
+        s.usage.add(&step);
+        if let Some(c) = cost {
+            s.cost_usd = Some(s.cost_usd.unwrap_or(0.0) + c);
+        }
+        s.num_turns = Some(s.num_turns.unwrap_or(0) + 1);
+        let mut out = vec![events::usage(&step, cost)];
+        // A step that ends for any reason but more tool calls is the end of the answer.
+        let reason = part.get("reason").and_then(Value::as_str);
+        if reason != Some("tool-calls") {
+            s.final_text = self.last_text.clone();
+            s.saw_result = true;
+            out.push(events::result(s.final_text.as_deref(), false, reason));
+        }
+        out
+    }
+
+    fn error(&mut self, v: &Value) -> Vec<NewEvent> {
+        let err = v.get("error").cloned().unwrap_or(Value::Null);
+        let data = err.get("data").cloned().unwrap_or(Value::Null);
+        let message = data
+            .get("message")
+            .and_then(Value::as_str)
+            .or_else(|| err.get("name").and_then(Value::as_str))
+            .unwrap_or("opencode error")
+            .to_string();
+        let class = data
+            .get("statusCode")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(cli::class_of_status)
+            .or_else(|| {
+                (err.get("name").and_then(Value::as_str) == Some("MessageAbortedError"))
+                    .then_some(ErrorClass::Canceled)
+            });
+        let s = &mut self.summary;
+        s.error(class, &message);
+        if let Some(ra) = data
+            .pointer("/responseHeaders/retry-after")
+            .and_then(Value::as_str)
+            .and_then(|r| r.trim().parse::<f64>().ok())
+            .filter(|r| r.is_finite() && *r >= 0.0 && *r < 86_400.0)
+        {
+            s.retry_after = Some(std::time::Duration::from_millis((ra * 1000.0) as u64));
+        }
+        s.saw_result = true;
+        vec![events::result(Some(&message), true, Some("error"))]
+    }
+}
