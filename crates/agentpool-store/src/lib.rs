@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 mod common;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Errors a store returns. `StaleLease` is distinct because callers map it to HTTP 409 and
@@ -152,6 +154,9 @@ pub struct StoreConfig {
     /// Where the store reads "now" from. Every timestamp the store writes or compares comes from
     /// here (never from the database's clock), so tests can move time forward instead of sleeping.
     pub clock: Clock,
+    /// PostgreSQL pool size (default 16). One more connection is held by the work-signal
+    /// listener. SQLite ignores it (one writer, four readers).
+    pub max_connections: Option<u32>,
 }
 
 impl Default for StoreConfig {
@@ -159,6 +164,7 @@ impl Default for StoreConfig {
         Self {
             retry: RetryPolicy::default(),
             clock: Clock::system(),
+            max_connections: None,
         }
     }
 }
@@ -241,8 +247,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
 /// [`open_store`] with explicit settings.
 pub async fn open_store_with(url: &str, config: StoreConfig) -> Result<Arc<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let _ = config;
-        Err(StoreError::Invalid("PostgreSQL store not built yet".into()))
+        Ok(Arc::new(PgStore::open_with(url, config).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open_with(url, config).await?))
     } else {
