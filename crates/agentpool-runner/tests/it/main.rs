@@ -2,4 +2,5 @@
 //! with basic auth) and a real SQLite store.
 
 mod process;
+mod worker;
 mod workspace;
