@@ -1,0 +1,74 @@
+//! A worker process killed with SIGKILL mid-task: after its lease expires, another worker
+//! runs the task to success and exactly one success is recorded.
+
+use std::time::Duration;
+
+use agentpool_core::{AttemptOutcome, TaskState};
+
+use crate::worker::{TOKEN, api, command, config, env, finished, start, until, wait_log};
+
+#[tokio::test]
+async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
+    let env = env().await;
+    // A database file of its own that both the worker process and this test open.
+    let db_url = agentpool_testkit::db::TestDb::sqlite();
+    let store = agentpool_store::open_store(db_url.url()).await.unwrap();
+    let gate = env.dir.path().join("gate");
+    let cmd = format!(
+        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo \"$AGENTPOOL_ATTEMPT\" > attempt.txt",
+        gate.display()
+    );
+    let task = store.enqueue(command(&env, &cmd)).await.unwrap().task;
+
+    let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"))
+        .env("AGENTPOOL_TEST_DB", db_url.url())
+        .env("AGENTPOOL_TEST_DIR", env.dir.path().join("victim"))
+        .env("AGENTPOOL_TEST_WORKER", "victim")
+        .env("AGENTPOOL_TEST_GIT_TOKEN", TOKEN)
+        .env("AGENTPOOL_TEST_LEASE_MS", "1000")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_log(&store, task.id, "ready").await;
+    victim.start_kill().unwrap(); // SIGKILL
+    let status = victim.wait().await.unwrap();
+    assert!(!status.success());
+    // The victim's command is in its own process group and outlives it; let it end.
+    std::fs::write(&gate, "go").unwrap();
+
+    until(
+        "the dead worker's lease to expire and the task to be re-queued",
+        async || (store.requeue_expired().await.unwrap() > 0).then_some(()),
+    )
+    .await;
+    let rescuer = start(
+        config(&env, "rescuer", TOKEN),
+        api(&store, Duration::from_secs(30)),
+    );
+    let done = finished(&store, task.id).await;
+    let summary = rescuer.stop().await;
+
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    assert_eq!(summary.succeeded, 1);
+    let outcomes: Vec<_> = done.attempts_detail.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, vec![AttemptOutcome::Expired, AttemptOutcome::Succeeded]);
+    let sha = done
+        .task
+        .result
+        .as_ref()
+        .and_then(|r| r.commit_sha.clone())
+        .unwrap();
+    assert_eq!(
+        env.server.branch_sha("app", &format!("agentpool/{}", task.id)),
+        Some(sha.clone())
+    );
+    assert_eq!(
+        env.server.read_file("app", &sha, "attempt.txt").as_deref(),
+        Some("2\n")
+    );
+}
