@@ -2,3 +2,8 @@
 //! SQLite and PostgreSQL.
 
 mod support;
+
+mod flows;
+mod openapi;
+mod replicas;
+mod router;

@@ -1,7 +1,6 @@
 //! Test support: a real server on port 0 over a fresh database (SQLite or PostgreSQL), tokens
 //! for every role, typed clients, and helpers for router-level (`oneshot`) requests.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,10 +64,6 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
     pub fn state(&self) -> &AppState {
         &self.server.state
     }
@@ -261,7 +256,7 @@ pub fn registration(agents: &[&str]) -> WorkerRegistration {
             })
             .collect(),
         labels: Labels::new(),
-        slots: 4,
+        slots: 16,
     }
 }
 

@@ -1,0 +1,657 @@
+//! Over a real socket (`spawn_app` on port 0): every endpoint through the typed client, the
+//! stale-lease 409, cancel reaching a running task, SSE resume, and the long poll.
+
+use std::time::{Duration, Instant};
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::{FailOutcome, FailRequest, HeartbeatRequest};
+use agentpool_core::{ErrorClass, EventKind, NewEvent, TaskResult, TaskSpec, TaskState, Usage, WorkerStatus};
+use agentpool_server::api::{BuildRequest, CompleteItem, TaskListQuery};
+use agentpool_testkit::db::Backend;
+use futures::StreamExt;
+use reqwest::StatusCode;
+
+use crate::support::{command_task, eventually, register, spawn_app};
+
+async fn every_endpoint_works_through_the_client(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    let sub = app.submitter();
+    let wrk = app.worker();
+
+    // ops
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status(), StatusCode::OK);
+    sub.ready().await.expect("ready");
+
+    // credentials: write-only
+    admin
+        .put_credential("gh-token", "s3cr3t-value")
+        .await
+        .expect("put credential");
+    assert_eq!(
+        admin.list_credentials().await.expect("list"),
+        vec!["gh-token".to_string()]
+    );
+    let raw = http
+        .get(format!("{}/v1/credentials", app.base))
+        .bearer_auth(&app.tokens.admin)
+        .send()
+        .await
+        .expect("raw list")
+        .text()
+        .await
+        .expect("text");
+    assert!(!raw.contains("s3cr3t-value"));
+    let stored = app
+        .store
+        .get_credential("gh-token")
+        .await
+        .expect("get")
+        .expect("stored");
+    assert!(
+        !stored.windows(12).any(|w| w == b"s3cr3t-value"),
+        "credential stored in plaintext"
+    );
+
+    // projects and builds
+    let spec = ProjectSpec {
+        name: "demo".into(),
+        repo: "https://example.com/demo.git".into(),
+        default_base: Some("main".into()),
+        slots: Some(2),
+        default_agent: Some("claude-code".into()),
+        default_model: None,
+        allowed_agents: vec![],
+        credentials: vec!["gh-token".into()],
+    };
+    let p = sub.put_project(&spec).await.expect("put project");
+    assert_eq!(p.spec, spec);
+    assert_eq!(sub.get_project("demo").await.expect("get").spec.repo, spec.repo);
+    assert_eq!(sub.list_projects().await.expect("list").len(), 1);
+    let build = sub
+        .submit_build(
+            "demo",
+            &BuildRequest {
+                prompt: "fix the bug".into(),
+                ..BuildRequest::default()
+            },
+        )
+        .await
+        .expect("build");
+    assert!(build.created);
+    assert_eq!(
+        build.task.spec.repo.as_deref(),
+        Some("https://example.com/demo.git")
+    );
+    assert_eq!(build.task.spec.agent.as_deref(), Some("claude-code"));
+    let builds = sub.list_builds("demo").await.expect("builds");
+    assert_eq!(builds.tasks.len(), 1);
+
+    // tasks: single, batch, idempotency, list with filters and pagination
+    let mut one = command_task("echo one");
+    one.labels.insert("team".into(), "a".into());
+    one.idempotency_key = Some("k1".into());
+    let first = sub.submit(&one).await.expect("submit");
+    assert!(first.created);
+    let again = sub.submit(&one).await.expect("submit again");
+    assert!(!again.created);
+    assert_eq!(again.task.id, first.task.id);
+    let batch = sub
+        .submit_batch((0..3).map(|i| command_task(&format!("echo {i}"))).collect())
+        .await
+        .expect("batch");
+    assert_eq!(batch.len(), 3);
+    let labelled = sub
+        .list_tasks(&TaskListQuery {
+            label: Some("team=a".into()),
+            ..TaskListQuery::default()
+        })
+        .await
+        .expect("list by label");
+    assert_eq!(
+        labelled.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![first.task.id]
+    );
+    let by_project = sub
+        .list_tasks(&TaskListQuery {
+            project: Some("demo".into()),
+            ..TaskListQuery::default()
+        })
+        .await
+        .expect("by project");
+    assert_eq!(by_project.tasks.len(), 1);
+    // 5 tasks in pages of 2: 2 + 2 + 1, no repeats.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = sub
+            .list_tasks(&TaskListQuery {
+                limit: Some(2),
+                cursor: cursor.map(|c: agentpool_core::TaskId| c.to_string()),
+                ..TaskListQuery::default()
+            })
+            .await
+            .expect("page");
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 5);
+
+    // worker protocol
+    // Task labels are worker selectors: this worker carries the label the first task names.
+    let mut reg = crate::support::registration(&["command", "claude-code"]);
+    reg.labels.insert("team".into(), "a".into());
+    let w = wrk.register(&reg).await.expect("register");
+    assert_eq!(wrk.get_worker(&w.id).await.expect("get worker").id, w.id);
+    assert!(
+        sub.list_workers()
+            .await
+            .expect("workers")
+            .iter()
+            .any(|x| x.id == w.id)
+    );
+    let claimed = wrk.claim(&w.id, 10, Duration::ZERO).await.expect("claim");
+    assert_eq!(claimed.len(), 5);
+    let queued = sub
+        .list_tasks(&TaskListQuery {
+            state: Some("running".into()),
+            ..TaskListQuery::default()
+        })
+        .await
+        .expect("running");
+    assert_eq!(queued.tasks.len(), 5);
+    let by_worker = sub
+        .list_tasks(&TaskListQuery {
+            worker: Some(w.id.to_string()),
+            ..TaskListQuery::default()
+        })
+        .await
+        .expect("by worker");
+    assert_eq!(by_worker.tasks.len(), 5);
+    // The build needs the project's credential: it comes with the claim, decrypted.
+    let b = claimed
+        .iter()
+        .find(|c| c.claimed.task.id == build.task.id)
+        .expect("build claimed");
+    assert_eq!(b.credentials.get("gh-token"), Some("s3cr3t-value"));
+    assert!(
+        !format!("{b:?}").contains("s3cr3t-value"),
+        "credentials leak through Debug"
+    );
+    let other = claimed
+        .iter()
+        .find(|c| c.claimed.task.id == first.task.id)
+        .expect("first claimed");
+    assert!(other.credentials.is_empty());
+
+    let hb = wrk
+        .heartbeat(
+            &w.id,
+            &HeartbeatRequest {
+                leases: claimed.iter().map(|c| c.claimed.lease).collect(),
+                status: Some(WorkerStatus::Busy),
+            },
+        )
+        .await
+        .expect("heartbeat");
+    assert!(hb.cancel.is_empty() && hb.lost.is_empty());
+
+    let c0 = &claimed[0].claimed;
+    wrk.append_events(
+        &w.id,
+        c0.task.id,
+        c0.lease.token,
+        vec![
+            NewEvent::log("stdout", "hello"),
+            NewEvent::new(EventKind::AssistantMessage, serde_json::json!({"text": "hi"})),
+        ],
+    )
+    .await
+    .expect("events");
+    let page = sub.events(c0.task.id, 0, 100).await.expect("events page");
+    assert!(
+        page.events
+            .iter()
+            .any(|e| e.kind == EventKind::Log && e.data["line"] == "hello")
+    );
+    let later = sub
+        .events(c0.task.id, page.next_after, 100)
+        .await
+        .expect("next page");
+    assert!(later.events.is_empty());
+
+    let result = TaskResult {
+        usage: Usage {
+            input_tokens: 100,
+            output_tokens: 20,
+            ..Usage::default()
+        },
+        cost_usd: Some(0.5),
+        ..TaskResult::default()
+    };
+    wrk.complete(&w.id, c0.task.id, c0.lease.token, result.clone())
+        .await
+        .expect("complete");
+    let items: Vec<CompleteItem> = claimed[1..3]
+        .iter()
+        .map(|c| CompleteItem {
+            task_id: c.claimed.task.id,
+            lease_token: c.claimed.lease.token,
+            result: TaskResult::default(),
+        })
+        .collect();
+    let results = wrk.complete_batch(&w.id, items).await.expect("batch complete");
+    assert!(results.iter().all(|r| r.ok), "{results:?}");
+    let c3 = &claimed[3].claimed;
+    let outcome = wrk
+        .fail(
+            &w.id,
+            c3.task.id,
+            &FailRequest {
+                lease_token: c3.lease.token,
+                class: ErrorClass::AuthFailed,
+                message: "invalid api key".into(),
+                retry_after_secs: None,
+                result: None,
+            },
+        )
+        .await
+        .expect("fail");
+    assert_eq!(
+        outcome,
+        FailOutcome::Finished {
+            state: TaskState::Failed
+        }
+    );
+    let detail = sub.get_task(c3.task.id).await.expect("get");
+    assert_eq!(detail.task.state, TaskState::Failed);
+    assert_eq!(detail.attempts_detail.len(), 1);
+    let retried = sub.retry(c3.task.id).await.expect("retry");
+    assert_eq!(retried.state, TaskState::Queued);
+    let canceled = sub.cancel(c3.task.id).await.expect("cancel queued");
+    assert_eq!(canceled.state, TaskState::Canceled);
+    let err = sub.cancel(c3.task.id).await.expect_err("cancel twice");
+    assert_eq!(err.status(), Some(StatusCode::CONFLICT));
+    let done = sub.get_task(c0.task.id).await.expect("get done");
+    assert_eq!(done.task.state, TaskState::Succeeded);
+    assert_eq!(done.task.result.as_ref().map(|r| r.usage.input_tokens), Some(100));
+
+    // metrics reflect what happened
+    let m = http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "agentpool_tasks{state=\"succeeded\"} 3",
+        "agentpool_tasks_claimed_total{agent=\"command\"} 4",
+        "agentpool_tasks_claimed_total{agent=\"claude-code\"} 1",
+        "class=\"AUTH_FAILED\"} 1",
+        "agentpool_tokens_total{kind=\"input\"} 100",
+        "agentpool_cost_usd_total",
+        "agentpool_dispatch_latency_seconds_bucket",
+        "agentpool_task_duration_seconds_bucket",
+        "agentpool_workers{status=",
+    ] {
+        assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
+    }
+    let completed: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("agentpool_tasks_completed_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(completed, 3.0, "{m}");
+
+    // drain and deregister
+    let drained = wrk.drain_worker(&w.id).await.expect("drain");
+    assert_eq!(drained.status, WorkerStatus::Draining);
+    sub.submit(&command_task("after drain")).await.expect("submit");
+    assert!(
+        wrk.claim(&w.id, 1, Duration::ZERO)
+            .await
+            .expect("claim while draining")
+            .is_empty()
+    );
+    wrk.deregister(&w.id).await.expect("deregister");
+    sub.delete_project("demo").await.expect("delete project");
+    assert_eq!(
+        sub.get_project("demo").await.expect_err("gone").status(),
+        Some(StatusCode::NOT_FOUND)
+    );
+    admin
+        .delete_credential("gh-token")
+        .await
+        .expect("delete credential");
+    assert!(admin.list_credentials().await.expect("list").is_empty());
+    app.server.shutdown().await.expect("shutdown");
+}
+
+async fn stale_lease_is_refused_with_409(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let wrk = app.worker();
+    let a = register(&wrk).await;
+    let b = register(&wrk).await;
+    let t = sub.submit(&command_task("slow")).await.expect("submit").task;
+    let first = wrk
+        .claim(&a.id, 1, Duration::ZERO)
+        .await
+        .expect("claim a")
+        .remove(0)
+        .claimed;
+    // A's lease runs out (the store's clock moves past the TTL) and the task is rescued.
+    app.clock.advance(Duration::from_secs(120));
+    assert_eq!(app.store.requeue_expired().await.expect("requeue"), 1);
+    // Past the retry backoff too.
+    app.clock.advance(Duration::from_secs(3600));
+    let second = wrk
+        .claim(&b.id, 1, Duration::ZERO)
+        .await
+        .expect("claim b")
+        .remove(0)
+        .claimed;
+    assert_eq!(second.task.id, t.id);
+    assert!(second.lease.token > first.lease.token);
+
+    let e = wrk
+        .complete(&a.id, t.id, first.lease.token, TaskResult::default())
+        .await
+        .expect_err("stale complete");
+    assert!(e.is_stale_lease(), "{e}");
+    assert_eq!(e.status(), Some(StatusCode::CONFLICT));
+    let e = wrk
+        .append_events(
+            &a.id,
+            t.id,
+            first.lease.token,
+            vec![NewEvent::log("stdout", "late")],
+        )
+        .await
+        .expect_err("stale events");
+    assert!(e.is_stale_lease(), "{e}");
+    let e = wrk
+        .fail(
+            &a.id,
+            t.id,
+            &FailRequest {
+                lease_token: first.lease.token,
+                class: ErrorClass::AgentError,
+                message: "x".into(),
+                retry_after_secs: None,
+                result: None,
+            },
+        )
+        .await
+        .expect_err("stale fail");
+    assert!(e.is_stale_lease(), "{e}");
+    let hb = wrk
+        .heartbeat(
+            &a.id,
+            &HeartbeatRequest {
+                leases: vec![first.lease],
+                status: None,
+            },
+        )
+        .await
+        .expect("heartbeat");
+    assert_eq!(hb.lost, vec![t.id]);
+    // The stale calls changed nothing: B still holds the task and completes it.
+    wrk.complete(&b.id, t.id, second.lease.token, TaskResult::default())
+        .await
+        .expect("complete b");
+    let d = sub.get_task(t.id).await.expect("get");
+    assert_eq!(d.task.state, TaskState::Succeeded);
+    assert!(!d.attempts_detail.is_empty());
+}
+
+async fn cancel_reaches_a_running_task_through_heartbeat(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let t = sub.submit(&command_task("sleep 100")).await.expect("submit").task;
+    let c = wrk
+        .claim(&w.id, 1, Duration::ZERO)
+        .await
+        .expect("claim")
+        .remove(0)
+        .claimed;
+    let running = sub.cancel(t.id).await.expect("cancel");
+    assert_eq!(running.state, TaskState::Running);
+    assert!(running.cancel_requested);
+    let hb = wrk
+        .heartbeat(
+            &w.id,
+            &HeartbeatRequest {
+                leases: vec![c.lease],
+                status: None,
+            },
+        )
+        .await
+        .expect("heartbeat");
+    assert_eq!(hb.cancel, vec![t.id]);
+    let out = wrk
+        .fail(
+            &w.id,
+            t.id,
+            &FailRequest {
+                lease_token: c.lease.token,
+                class: ErrorClass::Canceled,
+                message: "canceled by user".into(),
+                retry_after_secs: None,
+                result: None,
+            },
+        )
+        .await
+        .expect("report canceled");
+    assert_eq!(
+        out,
+        FailOutcome::Finished {
+            state: TaskState::Canceled
+        }
+    );
+    assert_eq!(
+        sub.get_task(t.id).await.expect("get").task.state,
+        TaskState::Canceled
+    );
+}
+
+async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let t = sub.submit(&command_task("talk")).await.expect("submit").task;
+    let c = wrk
+        .claim(&w.id, 1, Duration::ZERO)
+        .await
+        .expect("claim")
+        .remove(0)
+        .claimed;
+    let log = |i: usize| NewEvent::log("stdout", format!("line {i}"));
+    wrk.append_events(&w.id, t.id, c.lease.token, (0..3).map(log).collect())
+        .await
+        .expect("events");
+
+    // Read until "line 1", then disconnect.
+    let mut last_seq = 0;
+    {
+        let mut s = Box::pin(sub.stream_events(t.id, 0).await.expect("stream"));
+        while let Some(ev) = s.next().await {
+            let ev = ev.expect("event");
+            last_seq = ev.seq;
+            if ev.data["line"] == "line 1" {
+                break;
+            }
+        }
+    }
+    assert!(last_seq > 0);
+    // More events while disconnected, then resume from the last seq seen.
+    wrk.append_events(&w.id, t.id, c.lease.token, (3..5).map(log).collect())
+        .await
+        .expect("more events");
+    let mut s = Box::pin(sub.stream_events(t.id, last_seq).await.expect("resume"));
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .expect("event");
+        assert!(ev.seq > last_seq, "resume repeated an event");
+        if let Some(l) = ev.data["line"].as_str() {
+            lines.push(l.to_string());
+        }
+    }
+    assert_eq!(lines, ["line 2", "line 3", "line 4"]);
+    // Live: an event appended now arrives on the open stream.
+    wrk.append_events(&w.id, t.id, c.lease.token, vec![log(5)])
+        .await
+        .expect("live event");
+    let ev = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("live event in time")
+        .expect("open")
+        .expect("event");
+    assert_eq!(ev.data["line"], "line 5");
+    // Completion ends the stream after its last events.
+    wrk.complete(&w.id, t.id, c.lease.token, TaskResult::default())
+        .await
+        .expect("complete");
+    let rest = tokio::time::timeout(Duration::from_secs(10), s.collect::<Vec<_>>())
+        .await
+        .expect("stream ends after the task finished");
+    assert!(rest.iter().all(|e| e.is_ok()));
+
+    // The raw stream carries `id: <seq>` so browsers' EventSource resumes by itself.
+    let raw = reqwest::Client::new()
+        .get(format!("{}/v1/tasks/{}/events/stream", app.base, t.id))
+        .bearer_auth(&app.tokens.submitter)
+        .header("Last-Event-ID", last_seq.to_string())
+        .send()
+        .await
+        .expect("raw stream");
+    assert_eq!(
+        raw.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let text = raw.text().await.expect("finished stream body");
+    assert!(text.contains(&format!("id: {}", last_seq + 1)), "{text}");
+}
+
+async fn long_poll_returns_promptly_when_a_task_is_submitted(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let state = app.state().clone();
+    let waiter = {
+        let wrk = wrk.clone();
+        let id = w.id.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let got = wrk.claim(&id, 1, Duration::from_secs(30)).await;
+            (got, t0.elapsed())
+        })
+    };
+    // The claim is parked inside the server before the submit.
+    eventually(Duration::from_secs(10), || state.waiting_claims() == 1).await;
+    let submitted_at = Instant::now();
+    let t = sub.submit(&command_task("wake up")).await.expect("submit").task;
+    let (got, waited) = waiter.await.expect("join");
+    let got = got.expect("claim");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].claimed.task.id, t.id);
+    assert!(
+        submitted_at.elapsed() < Duration::from_secs(2),
+        "claim returned {:?} after the submit (waited {waited:?} in all)",
+        submitted_at.elapsed()
+    );
+    assert_eq!(state.waiting_claims(), 0);
+}
+
+async fn long_poll_answers_204_when_nothing_comes(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/workers/{}/claim?wait=1&max=5", app.base, w.id))
+        .bearer_auth(&app.tokens.worker)
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // A submitter's task for an agent this worker lacks is not handed to it.
+    let sub = app.submitter();
+    sub.submit(&TaskSpec::agent("https://e.com/r", "gemini", "hi"))
+        .await
+        .expect("submit");
+    assert!(
+        wrk.claim(&w.id, 1, Duration::ZERO)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+async fn no_auth_mode_is_refused_off_loopback_and_open_on_it(backend: Backend) {
+    let Some(db) = agentpool_testkit::db::TestDb::new(backend).await else {
+        return;
+    };
+    let clock = agentpool_store::Clock::system();
+    let store = crate::support::open_store(&db, &clock).await;
+    let mut cfg = crate::support::no_auth_config();
+    cfg.listen = "0.0.0.0:0".parse().expect("addr");
+    let e = agentpool_server::start_with_store(cfg, store.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(e, agentpool_server::ServeError::NoAuthOnNonLoopback(_)),
+        "{e}"
+    );
+    let app = crate::support::spawn_on(db, store, clock, crate::support::no_auth_config()).await;
+    let anon = agentpool_server::client::Client::new(&app.base, None).expect("client");
+    anon.submit(&command_task("x"))
+        .await
+        .expect("no token needed on loopback");
+    anon.put_credential("c", "v")
+        .await
+        .expect("admin in no-auth mode");
+}
+
+crate::both_backends!(
+    every_endpoint_works_through_the_client,
+    stale_lease_is_refused_with_409,
+    cancel_reaches_a_running_task_through_heartbeat,
+    sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes,
+    long_poll_returns_promptly_when_a_task_is_submitted,
+    long_poll_answers_204_when_nothing_comes,
+    no_auth_mode_is_refused_off_loopback_and_open_on_it,
+);

@@ -1,0 +1,103 @@
+//! Two server replicas on one PostgreSQL database, with plain-HTTP workers on both claiming
+//! and completing in loops: no task is ever claimed twice, and every task finishes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentpool_core::TaskState;
+use agentpool_server::api::CompleteItem;
+use agentpool_store::Clock;
+use agentpool_testkit::db::{Backend, TestDb};
+
+use crate::support::{command_task, open_store, register, spawn_on, test_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = db.url().to_string();
+    let clock = Clock::system();
+    let store_a = open_store(&db, &clock).await;
+    let a = spawn_on(db, store_a, clock.clone(), test_config()).await;
+    // Replica B: its own store (own pool, own LISTEN) on the same database, sharing A's tokens.
+    let store_b = agentpool_store::open_store(&url).await.expect("open b");
+    let b = agentpool_server::start_with_store(test_config(), store_b)
+        .await
+        .expect("start b");
+    let base_b = format!("http://{}", b.addr);
+
+    const TASKS: usize = 400;
+    let sub = a.submitter();
+    let specs: Vec<_> = (0..TASKS).map(|i| command_task(&format!("job {i}"))).collect();
+    for chunk in specs.chunks(100) {
+        sub.submit_batch(chunk.to_vec()).await.expect("submit");
+    }
+
+    let claimed: Arc<Mutex<Vec<agentpool_core::TaskId>>> = Arc::default();
+    let mut workers = Vec::new();
+    for (i, base) in [a.base.clone(), base_b.clone(), a.base.clone(), base_b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let c = agentpool_server::client::Client::new(&base, Some(a.tokens.worker.clone())).expect("client");
+        let claimed = claimed.clone();
+        workers.push(tokio::spawn(async move {
+            let w = register(&c).await;
+            let mut empty = 0;
+            while empty < 2 {
+                let got = c
+                    .claim(&w.id, 1 + (i as u32 % 2) * 15, Duration::from_secs(1))
+                    .await
+                    .expect("claim");
+                if got.is_empty() {
+                    empty += 1;
+                    continue;
+                }
+                empty = 0;
+                claimed
+                    .lock()
+                    .expect("lock")
+                    .extend(got.iter().map(|g| g.claimed.task.id));
+                // Half the workers complete one by one, half in batches.
+                if i % 2 == 0 {
+                    for g in &got {
+                        c.complete(
+                            &w.id,
+                            g.claimed.task.id,
+                            g.claimed.lease.token,
+                            Default::default(),
+                        )
+                        .await
+                        .expect("complete");
+                    }
+                } else {
+                    let items = got
+                        .iter()
+                        .map(|g| CompleteItem {
+                            task_id: g.claimed.task.id,
+                            lease_token: g.claimed.lease.token,
+                            result: Default::default(),
+                        })
+                        .collect();
+                    let r = c.complete_batch(&w.id, items).await.expect("batch");
+                    assert!(r.iter().all(|x| x.ok), "{r:?}");
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let claimed = claimed.lock().expect("lock").clone();
+    let unique: HashSet<_> = claimed.iter().collect();
+    assert_eq!(unique.len(), claimed.len(), "a task was claimed twice");
+    assert_eq!(claimed.len(), TASKS);
+    let counts = a.store.count_by_state().await.expect("counts");
+    assert_eq!(
+        counts.get(&TaskState::Succeeded).copied().unwrap_or(0),
+        TASKS as u64
+    );
+    b.shutdown().await.expect("stop b");
+}

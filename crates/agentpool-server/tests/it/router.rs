@@ -1,0 +1,530 @@
+//! Router-level tests (`oneshot`, no socket): role refusals on every endpoint, and malformed
+//! or oversized input never producing a 500.
+
+use agentpool_server::Role;
+use agentpool_testkit::db::Backend;
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::{RouterApp, assert_error, router_app};
+
+/// Every authenticated endpoint with a concrete path, a body that would be acceptable, and the
+/// roles (besides admin) it admits.
+fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static [Role])> {
+    let t = "0190d2a5-0000-7000-8000-000000000000";
+    let sub: &'static [Role] = &[Role::Submitter];
+    let wrk: &'static [Role] = &[Role::Worker];
+    let both: &'static [Role] = &[Role::Submitter, Role::Worker];
+    let admin: &'static [Role] = &[];
+    let project = json!({"name": "p", "repo": "https://example.com/r.git"});
+    vec![
+        (
+            "POST",
+            "/v1/tasks".into(),
+            Some(json!({"kind": "command", "repo": "https://e.com/r", "command": "true"})),
+            sub,
+        ),
+        ("GET", "/v1/tasks".into(), None, sub),
+        ("GET", format!("/v1/tasks/{t}"), None, sub),
+        ("POST", format!("/v1/tasks/{t}/cancel"), None, sub),
+        ("POST", format!("/v1/tasks/{t}/retry"), None, sub),
+        ("GET", format!("/v1/tasks/{t}/events"), None, sub),
+        ("GET", format!("/v1/tasks/{t}/events/stream"), None, sub),
+        (
+            "POST",
+            "/v1/workers/register".into(),
+            Some(json!({"hostname": "h", "version": "1", "agents": [], "slots": 1})),
+            wrk,
+        ),
+        ("GET", "/v1/workers".into(), None, both),
+        ("GET", "/v1/workers/w1".into(), None, both),
+        ("DELETE", "/v1/workers/w1".into(), None, wrk),
+        (
+            "POST",
+            "/v1/workers/w1/heartbeat".into(),
+            Some(json!({"leases": []})),
+            wrk,
+        ),
+        ("POST", "/v1/workers/w1/claim".into(), None, wrk),
+        (
+            "POST",
+            format!("/v1/workers/w1/tasks/{t}/events"),
+            Some(json!({"lease_token": 1, "events": []})),
+            wrk,
+        ),
+        (
+            "POST",
+            format!("/v1/workers/w1/complete/{t}"),
+            Some(json!({"lease_token": 1})),
+            wrk,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/complete".into(),
+            Some(json!({"items": [{"task_id": t, "lease_token": 1}]})),
+            wrk,
+        ),
+        (
+            "POST",
+            format!("/v1/workers/w1/fail/{t}"),
+            Some(json!({"lease_token": 1, "class": "AGENT_ERROR", "message": "x"})),
+            wrk,
+        ),
+        ("POST", "/v1/workers/w1/drain".into(), None, wrk),
+        ("GET", "/v1/projects".into(), None, sub),
+        ("POST", "/v1/projects".into(), Some(project.clone()), sub),
+        ("GET", "/v1/projects/p".into(), None, sub),
+        ("PUT", "/v1/projects/p".into(), Some(project), sub),
+        ("DELETE", "/v1/projects/p".into(), None, sub),
+        (
+            "POST",
+            "/v1/projects/p/builds".into(),
+            Some(json!({"prompt": "hi"})),
+            sub,
+        ),
+        ("GET", "/v1/projects/p/builds".into(), None, sub),
+        ("GET", "/v1/credentials".into(), None, admin),
+        (
+            "PUT",
+            "/v1/credentials/c".into(),
+            Some(json!({"value": "v"})),
+            admin,
+        ),
+        ("DELETE", "/v1/credentials/c".into(), None, admin),
+    ]
+}
+
+async fn send(
+    app: &RouterApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &Option<serde_json::Value>,
+) -> crate::support::Resp {
+    match body {
+        Some(b) => app.json(method, path, token, b.clone()).await,
+        None => app.call(method, path, token, None).await,
+    }
+}
+
+async fn every_role_refusal_is_401_or_403_with_the_error_shape(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let table = endpoints();
+    // The table covers every authenticated route the router serves.
+    let open = ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"];
+    for (m, p) in agentpool_server::route_list() {
+        if open.contains(&p) {
+            continue;
+        }
+        let covered = table
+            .iter()
+            .any(|(tm, tp, _, _)| *tm == m.as_str() && path_matches(p, tp));
+        assert!(covered, "{m} {p} is missing from the role table");
+    }
+    for (method, path, body, allowed) in &table {
+        let r = send(&app, method, path, None, body).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+        let r = send(&app, method, path, Some("apt_not-a-real-token"), body).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+        let r = app.call(method, path, Some(""), None).await;
+        assert_error(&r, StatusCode::UNAUTHORIZED);
+        for role in [Role::Submitter, Role::Worker] {
+            let r = send(&app, method, path, Some(app.tokens.of(role)), body).await;
+            if allowed.contains(&role) {
+                assert!(
+                    r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::FORBIDDEN,
+                    "{role} refused on {method} {path}: {}",
+                    r.text
+                );
+            } else {
+                assert_error(&r, StatusCode::FORBIDDEN);
+                assert_eq!(r.body["error"]["code"], "forbidden");
+            }
+        }
+        let r = send(&app, method, path, Some(&app.tokens.admin), body).await;
+        assert!(
+            r.status != StatusCode::UNAUTHORIZED && r.status != StatusCode::FORBIDDEN,
+            "admin refused on {method} {path}: {}",
+            r.text
+        );
+    }
+}
+
+/// `/v1/tasks/{id}` matches `/v1/tasks/0190…`.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let a: Vec<&str> = pattern.split('/').collect();
+    let b: Vec<&str> = path.split('/').collect();
+    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| x.starts_with('{') || x == y)
+}
+
+async fn revoked_token_stops_working(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let t = agentpool_server::create_token(app.store.as_ref(), Role::Submitter, "temp")
+        .await
+        .expect("token");
+    app.store.revoke_token(&t.id).await.expect("revoke");
+    let r = app.call("GET", "/v1/tasks", Some(&t.plaintext), None).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED);
+    // Stored hashed: the plaintext appears nowhere in the token table.
+    let tokens = app.store.list_tokens().await.expect("list");
+    let rec = tokens.iter().find(|r| r.id == t.id).expect("record");
+    assert_eq!(rec.hash, agentpool_server::hash_token(&t.plaintext));
+    assert_ne!(rec.hash, t.plaintext);
+}
+
+/// (method, path, token, (content type, body), expected status).
+type Case<'a> = (&'a str, &'a str, &'a str, Option<(&'a str, Vec<u8>)>, StatusCode);
+
+async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let sub = app.tokens.submitter.clone();
+    let wrk = app.tokens.worker.clone();
+    let ct = "application/json";
+    let big = vec![b' '; 70 * 1024]; // the router app's limit is 64 KiB
+    let mut big_json = b"{\"kind\":\"command\",\"repo\":\"https://e.com/r\",\"command\":\"".to_vec();
+    big_json.extend(std::iter::repeat_n(b'a', 80 * 1024));
+    big_json.extend(b"\"}");
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, b"{not json".to_vec())),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, b"".to_vec())),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, b"[1,2".to_vec())),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((
+                ct,
+                br#"{"kind":"command","repo":"https://e.com/r","command":"x","bogus":1}"#.to_vec(),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, br#"{"kind":"nope"}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, br#"{"priority":"high"}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, br#"{"priority":99999999999999999999}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, br#"{"tasks":[{"kind":"command","oops":true}]}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, br#"{"tasks":[]}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, br#"{"repo":"ext::sh -c evil","prompt":"x"}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((
+                ct,
+                br#"{"repo":"https://e.com/r","prompt":"x","branch":"-rf"}"#.to_vec(),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, b"null".to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, b"\"str\"".to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some(("text/plain", br#"{"prompt":"x"}"#.to_vec())),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, big.clone())),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "POST",
+            "/v1/tasks",
+            &sub,
+            Some((ct, big_json)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        ("GET", "/v1/tasks/not-a-uuid", &sub, None, StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v1/tasks/not-a-uuid/events",
+            &sub,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/v1/tasks?state=bogus",
+            &sub,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/v1/tasks?limit=-1", &sub, None, StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v1/tasks?limit=100000",
+            &sub,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/v1/tasks?unknown=1", &sub, None, StatusCode::BAD_REQUEST),
+        ("GET", "/v1/tasks?cursor=zzz", &sub, None, StatusCode::BAD_REQUEST),
+        (
+            "GET",
+            "/v1/tasks?label=novalue",
+            &sub,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/v1/nothing-here", &sub, None, StatusCode::NOT_FOUND),
+        ("PATCH", "/v1/tasks", &sub, None, StatusCode::METHOD_NOT_ALLOWED),
+        (
+            "POST",
+            "/v1/workers/bad%2Fid/claim",
+            &wrk,
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/claim?wait=999",
+            &wrk,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/claim?max=0",
+            &wrk,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/claim",
+            &wrk,
+            Some((ct, br#"{"max":1,"extra":2}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/workers/register",
+            &wrk,
+            Some((
+                ct,
+                br#"{"hostname":"h","version":"1","agents":[],"slots":0}"#.to_vec(),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/workers/register",
+            &wrk,
+            Some((
+                ct,
+                br#"{"id":"bad id!","hostname":"h","version":"1","agents":[],"slots":1}"#.to_vec(),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/heartbeat",
+            &wrk,
+            Some((ct, br#"{"leases":[{"task_id":"x","token":1}]}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/fail/0190d2a5-0000-7000-8000-000000000000",
+            &wrk,
+            Some((
+                ct,
+                br#"{"lease_token":1,"class":"NOT_A_CLASS","message":"m"}"#.to_vec(),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/projects",
+            &sub,
+            Some((ct, br#"{"name":"bad name","repo":"https://e.com/r"}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "PUT",
+            "/v1/projects/a",
+            &sub,
+            Some((ct, br#"{"name":"b","repo":"https://e.com/r"}"#.to_vec())),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "POST",
+            "/v1/projects/none/builds",
+            &sub,
+            Some((ct, br#"{"prompt":"x"}"#.to_vec())),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/v1/tasks/0190d2a5-0000-7000-8000-000000000000/events/stream",
+            &sub,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (method, path, token, body, want) in cases {
+        let r = app.call(method, path, Some(token), body).await;
+        assert_error(&r, want);
+        assert!(
+            r.content_type.starts_with("application/json"),
+            "{method} {path}: {}",
+            r.content_type
+        );
+    }
+    // Field-level messages name the fields.
+    let r = app
+        .json(
+            "POST",
+            "/v1/tasks",
+            Some(&sub),
+            json!({"kind": "agent", "repo": "https://e.com/r", "priority": 5000}),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<String> = r.body["error"]["details"]["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .filter_map(|f| f["field"].as_str().map(String::from))
+        .collect();
+    assert!(
+        fields.contains(&"prompt".to_string()) && fields.contains(&"priority".to_string()),
+        "{fields:?}"
+    );
+    let r = app
+        .json("POST", "/v1/tasks", Some(&sub), json!({"tasks": [{"kind": "command", "repo": "https://e.com/r", "command": "ok"}, {"kind": "command", "repo": "https://e.com/r"}]}))
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.body["error"]["details"]["fields"][0]["field"],
+        "tasks[1].command"
+    );
+    // Nothing of the refused batch was enqueued (all or none).
+    let r = app.call("GET", "/v1/tasks", Some(&sub), None).await;
+    assert_eq!(r.body["tasks"].as_array().map(Vec::len), Some(0));
+    let r = app
+        .json(
+            "POST",
+            "/v1/tasks",
+            Some(&sub),
+            json!({"kind": "command", "repo": "https://e.com/r", "command": "x", "labels": {"a": 1}}),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body["error"]["details"]["fields"][0]["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("labels")),
+        "{}",
+        r.text
+    );
+}
+
+async fn draining_server_refuses_claims_and_is_not_ready(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .json(
+            "POST",
+            "/v1/workers/register",
+            Some(&app.tokens.worker),
+            json!({"id": "w1", "hostname": "h", "version": "1", "agents": [{"name": "command"}], "slots": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    app.state.drain();
+    let r = app
+        .call("POST", "/v1/workers/w1/claim", Some(&app.tokens.worker), None)
+        .await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body["error"]["code"], "draining");
+    let r = app.call("GET", "/readyz", None, None).await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE);
+    let r = app.call("GET", "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+crate::both_backends!(
+    every_role_refusal_is_401_or_403_with_the_error_shape,
+    revoked_token_stops_working,
+    malformed_and_oversized_inputs_never_500,
+    draining_server_refuses_claims_and_is_not_ready,
+);
