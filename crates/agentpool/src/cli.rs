@@ -1,0 +1,448 @@
+//! The command line: every subcommand and flag of `agentpool`, as clap types.
+//!
+//! Only parsing lives here; what each command does is in `commands/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run AI coding agents at scale: a durable work queue and a pool of workers.
+#[derive(Debug, Parser)]
+#[command(name = "agentpool", version, about, long_about = None)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (for run / submit --wait: the task succeeded)
+  1  the task failed, or the command could not do what was asked
+  2  usage error: bad flags or input the server refused as invalid
+  3  the task was canceled
+  4  the server could not be reached or answered with an error";
+
+/// Flags every subcommand accepts. Values come from the flag, else the `AGENTPOOL_*`
+/// environment variable, else the config file in the data directory.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Where the embedded database, the config file and the state of `agentpool up` live
+    /// [default: ./.agentpool, or the user's data directory]
+    #[arg(long, global = true, env = "AGENTPOOL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URL of a running agentpool server [default: the `agentpool up` server of the data dir]
+    #[arg(long, global = true, env = "AGENTPOOL_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for the server
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTPOOL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, short = 'o', global = true, env = "AGENTPOOL_OUTPUT", value_enum)]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the embedded pool: server + workers + SQLite in the data dir, no auth on loopback
+    Up(UpArgs),
+    /// Run the API server (production: PostgreSQL, tokens, separate workers)
+    Serve(ServeArgs),
+    /// Run a worker that claims tasks from a server over HTTP
+    Worker(WorkerArgs),
+    /// Apply database migrations and exit
+    Migrate(MigrateArgs),
+    /// Submit a task and follow it to the end (starts a transient embedded pool if no server runs)
+    Run(RunArgs),
+    /// Submit a task
+    Submit(SubmitArgs),
+    /// Inspect and control tasks
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Inspect and drain workers
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+    /// Manage projects (named repository configurations)
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Run a self-contained demonstration: a sample repo, the embedded pool, several tasks
+    Demo(DemoArgs),
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// In-process workers to start
+    #[arg(long, env = "AGENTPOOL_WORKERS", default_value_t = 2)]
+    pub workers: u32,
+    /// Tasks each worker runs at once
+    #[arg(long, env = "AGENTPOOL_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: u32,
+    /// Address to listen on; the embedded pool only listens on loopback
+    #[arg(long, env = "AGENTPOOL_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Database URL [default: sqlite in the data dir]
+    #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Agents the workers may run (comma separated) [default: all installed, plus command]
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "AGENTPOOL_LISTEN", default_value = "0.0.0.0:7700")]
+    pub listen: SocketAddr,
+    /// Database URL (postgres://… or sqlite://…) [default: sqlite in the data dir]
+    #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Accept tasks on local repositories (paths and file:// URLs)
+    #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+    /// Allow requests without a token (only honoured when listening on loopback)
+    #[arg(long, env = "AGENTPOOL_NO_AUTH")]
+    pub no_auth: bool,
+    /// Create an admin token at start and print it once (when the database has no tokens)
+    #[arg(long)]
+    pub bootstrap_token: bool,
+    /// Key encrypting stored credentials (32 bytes, base64); credential writes are refused
+    /// without one
+    #[arg(
+        long,
+        env = "AGENTPOOL_SERVER_KEY",
+        hide_env_values = true,
+        value_name = "BASE64"
+    )]
+    pub server_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Tasks run at once
+    #[arg(long, short = 'c', env = "AGENTPOOL_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: u32,
+    /// Labels this worker carries (k=v); a task only runs on workers with all its labels
+    #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Agents this worker may run (comma separated) [default: all installed, plus command]
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Worker id (to re-register under the same id after a restart) [default: host name + suffix]
+    #[arg(long, env = "AGENTPOOL_WORKER_ID")]
+    pub id: Option<String>,
+    /// Where workspaces and the git mirror cache live [default: <data dir>/work]
+    #[arg(long, env = "AGENTPOOL_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Seconds running tasks may take to finish after SIGTERM before they are canceled
+    #[arg(long, default_value_t = 300)]
+    pub drain_grace_secs: u64,
+    /// Accept tasks on local repositories (paths and file:// URLs) from the server
+    #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Database URL [default: sqlite in the data dir]
+    #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// What to run and where: shared by `submit` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    /// Repository: a URL (https, ssh) or, on the embedded pool, a local path / file:// URL
+    #[arg(long, value_name = "PATH_OR_URL", required_unless_present = "project")]
+    pub repo: Option<String>,
+    /// Project whose repository and defaults to use
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Ref to start from [default: the remote's default branch]
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Work branch [default: agentpool/<task id>]
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Prompt for the agent (also accepted as the positional argument)
+    #[arg(long, short = 'p', conflicts_with = "command")]
+    pub prompt: Option<String>,
+    /// Shell command to run instead of an agent
+    #[arg(long, short = 'c')]
+    pub command: Option<String>,
+    /// Prompt, when --prompt and --command are not given
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "command"])]
+    pub positional_prompt: Option<String>,
+    /// Agent to run (claude-code, codex, opencode, gemini) [default: the worker's default]
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Model for the agent
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Higher runs first (-1000..1000)
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Run only after this task succeeded (repeatable)
+    #[arg(long = "depends-on", value_name = "TASK_ID")]
+    pub depends_on: Vec<agentpool_core::TaskId>,
+    /// Label k=v (repeatable): metadata and worker selector
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Timeout, e.g. 90s, 10m, 1h
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    pub timeout: Option<u64>,
+    /// Attempts before the task fails for good
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Commit message [default: from the agent's summary or the command]
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Do not push the work branch
+    #[arg(long)]
+    pub no_push: bool,
+    /// A second submit with the same key returns the first task
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Wait for the task to finish; the exit code reflects its outcome
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Workers of the transient embedded pool (when no server is running)
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List tasks, newest first
+    #[command(alias = "ls")]
+    List(TasksListArgs),
+    /// Show a task with its attempts and result
+    Show { id: agentpool_core::TaskId },
+    /// Cancel a queued or running task
+    Cancel { id: agentpool_core::TaskId },
+    /// Queue a failed or canceled task again
+    Retry { id: agentpool_core::TaskId },
+    /// Print a task's events; -f follows them live until the task ends
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TasksListArgs {
+    /// Only tasks in this state (queued, running, succeeded, failed, canceled)
+    #[arg(long)]
+    pub state: Option<agentpool_core::TaskState>,
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only tasks with this label (k=v)
+    #[arg(long, value_parser = parse_label)]
+    pub label: Option<(String, String)>,
+    #[arg(long)]
+    pub worker: Option<String>,
+    /// How many to show
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    pub id: agentpool_core::TaskId,
+    /// Follow new events until the task finishes
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List workers
+    #[command(alias = "ls")]
+    List,
+    /// Show one worker
+    Show { id: String },
+    /// Ask a worker to stop claiming and finish what it runs
+    Drain { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// List projects
+    #[command(alias = "ls")]
+    List,
+    /// Show one project
+    Show { name: String },
+    /// Create or update a project
+    #[command(alias = "create")]
+    Put(ProjectPutArgs),
+    /// Delete a project
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProjectPutArgs {
+    pub name: String,
+    #[arg(long)]
+    pub repo: String,
+    /// Default base branch
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Max tasks of this project running at once
+    #[arg(long)]
+    pub slots: Option<u32>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Agents this project's tasks may use (comma separated)
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_agents: Vec<String>,
+    /// Stored credentials handed to this project's tasks (comma separated)
+    #[arg(long, value_delimiter = ',')]
+    pub credentials: Vec<String>,
+}
+
+/// Tokens are managed on the database directly (an operator's bootstrap step: the first admin
+/// token cannot come from an API that needs a token).
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; its value is printed once
+    Create(TokenCreateArgs),
+    /// List tokens (never their values)
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a token
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// A name to recognise the token by
+    pub name: String,
+    #[arg(long, value_enum, default_value_t = TokenRole::Submitter)]
+    pub role: TokenRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Admin,
+    Submitter,
+    Worker,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Submitter => "submitter",
+            Self::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's directory (sample repository and database) instead of deleting it
+    #[arg(long)]
+    pub keep: bool,
+    /// Skip the real agent task even when an agent CLI is installed
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    agentpool_core::spec::parse_label(s).map_err(|e| e.message)
+}
+
+/// `90`, `90s`, `10m`, `1h30m`, `2h` → seconds.
+pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration like 90s, 10m or 1h30m");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("90s"), Ok(90));
+        assert_eq!(parse_duration_secs("10m"), Ok(600));
+        assert_eq!(parse_duration_secs("1h30m"), Ok(5400));
+        assert!(parse_duration_secs("1x").is_err());
+        assert!(parse_duration_secs("m").is_err());
+        assert!(parse_duration_secs("10m5").is_err());
+    }
+}

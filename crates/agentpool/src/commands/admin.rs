@@ -1,0 +1,149 @@
+//! `workers …` and `projects …`: inspecting and administering a server over its API.
+
+use agentpool_core::project::ProjectSpec;
+
+use super::{connect, print_json};
+use crate::cli::{ProjectsCommand, WorkersCommand};
+use crate::config::Settings;
+use crate::exit::ExitCode;
+use crate::output::{self, Style};
+
+pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    let out = Style::stdout();
+    match cmd {
+        WorkersCommand::List => {
+            let ws = client.list_workers().await?;
+            if settings.json() {
+                print_json(&ws)?;
+            } else if ws.is_empty() {
+                eprintln!("no workers");
+            } else {
+                print!("{}", output::workers_table(&out, &ws));
+            }
+        }
+        WorkersCommand::Show { id } => {
+            let w = client.get_worker(&id).await?;
+            if settings.json() {
+                print_json(&w)?;
+            } else {
+                let agents: Vec<String> = w
+                    .agents
+                    .iter()
+                    .map(|a| match &a.version {
+                        Some(v) => format!("{} {v}", a.name),
+                        None => a.name.clone(),
+                    })
+                    .collect();
+                let rows = [
+                    ("worker", out.bold(w.id.as_str())),
+                    ("status", out.worker_status(w.status)),
+                    ("host", w.hostname.clone()),
+                    ("version", w.version.clone()),
+                    ("running", format!("{}/{}", w.running, w.slots)),
+                    ("agents", agents.join(", ")),
+                    ("labels", output::labels(&w.labels)),
+                    ("heartbeat", output::relative(w.last_heartbeat_at)),
+                    ("since", output::relative(w.registered_at)),
+                ];
+                for (k, v) in rows {
+                    if !v.is_empty() {
+                        println!("{:<10} {v}", out.dim(k));
+                    }
+                }
+            }
+        }
+        WorkersCommand::Drain { id } => {
+            let w = client.drain_worker(&id).await?;
+            if settings.json() {
+                print_json(&w)?;
+            } else {
+                println!("{} {}", w.id, out.worker_status(w.status));
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    let out = Style::stdout();
+    match cmd {
+        ProjectsCommand::List => {
+            let ps = client.list_projects().await?;
+            if settings.json() {
+                print_json(&ps)?;
+            } else if ps.is_empty() {
+                eprintln!("no projects");
+            } else {
+                let rows: Vec<Vec<String>> = ps
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.spec.name.clone(),
+                            p.spec.repo.clone(),
+                            p.spec.default_base.clone().unwrap_or_default(),
+                            p.spec.slots.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                            p.spec.default_agent.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(&out, &["NAME", "REPO", "BASE", "SLOTS", "AGENT"], &rows)
+                );
+            }
+        }
+        ProjectsCommand::Show { name } => {
+            let p = client.get_project(&name).await?;
+            if settings.json() {
+                print_json(&p)?;
+            } else {
+                let s = &p.spec;
+                let rows = [
+                    ("project", out.bold(&s.name)),
+                    ("repo", s.repo.clone()),
+                    ("base", s.default_base.clone().unwrap_or_default()),
+                    ("slots", s.slots.map(|n| n.to_string()).unwrap_or_default()),
+                    ("agent", s.default_agent.clone().unwrap_or_default()),
+                    ("model", s.default_model.clone().unwrap_or_default()),
+                    ("allowed", s.allowed_agents.join(", ")),
+                    ("secrets", s.credentials.join(", ")),
+                    ("updated", output::relative(p.updated_at)),
+                ];
+                for (k, v) in rows {
+                    if !v.is_empty() {
+                        println!("{:<10} {v}", out.dim(k));
+                    }
+                }
+            }
+        }
+        ProjectsCommand::Put(a) => {
+            let spec = ProjectSpec {
+                name: a.name,
+                repo: a.repo,
+                default_base: a.base,
+                slots: a.slots,
+                default_agent: a.agent,
+                default_model: a.model,
+                allowed_agents: a.allowed_agents,
+                credentials: a.credentials,
+            };
+            let p = client.put_project(&spec).await?;
+            if settings.json() {
+                print_json(&p)?;
+            } else {
+                println!("project {} saved", p.spec.name);
+            }
+        }
+        ProjectsCommand::Delete { name } => {
+            client.delete_project(&name).await?;
+            if settings.json() {
+                print_json(&serde_json::json!({ "deleted": name }))?;
+            } else {
+                println!("project {name} deleted");
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}

@@ -1,0 +1,285 @@
+//! `up`, `serve`, `worker`, `migrate` and `tokens`: the long-running processes, and the
+//! operator's work on the database itself.
+
+use std::net::SocketAddr;
+
+use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
+use anyhow::Context;
+
+use super::print_json;
+use crate::cli::{MigrateArgs, ServeArgs, TokensCommand, UpArgs, WorkerArgs};
+use crate::config::{self, Settings};
+use crate::embedded::{Embedded, EmbeddedOptions};
+use crate::exit::{Exit, ExitCode};
+use crate::output::{self, Style};
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// A database URL safe to print: the password replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
+    if !args.listen.ip().is_loopback() {
+        return Err(Exit::new(
+            ExitCode::Usage,
+            format!(
+                "the embedded pool runs without auth and only listens on loopback, not {} (use `agentpool serve` for a network server)",
+                args.listen
+            ),
+        )
+        .into());
+    }
+    if let Some(existing) = config::read_up_state(&settings.data_dir) {
+        let c = crate::api::Client::new(&existing.url, None)?;
+        if c.health().await.is_ok() {
+            return Err(Exit::new(
+                ExitCode::Failed,
+                format!(
+                    "an embedded pool already runs for {} at {} (pid {})",
+                    settings.data_dir.display(),
+                    existing.url,
+                    existing.pid
+                ),
+            )
+            .into());
+        }
+    }
+    let opts = EmbeddedOptions {
+        data_dir: settings.data_dir.clone(),
+        database_url: settings.database_url(args.database_url.as_deref()),
+        listen: args.listen,
+        workers: args.workers,
+        concurrency: args.concurrency.max(1),
+        agents: args.agents,
+        extra_env: Default::default(),
+    };
+    let pool = Embedded::start(opts).await?;
+    let pid = std::process::id();
+    config::write_up_state(
+        &settings.data_dir,
+        &config::UpState {
+            url: pool.url.clone(),
+            pid,
+        },
+    )?;
+    let s = Style::stdout();
+    if settings.json() {
+        println!(
+            "{}",
+            serde_json::json!({ "url": pool.url, "pid": pid, "data_dir": settings.data_dir, "workers": args.workers })
+        );
+    } else {
+        println!("agentpool is up at {}", s.bold(&pool.url));
+        println!(
+            "{}",
+            s.dim(&format!(
+                "{} worker(s), data in {}; stop with Ctrl-C",
+                args.workers,
+                settings.data_dir.display()
+            ))
+        );
+    }
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = pool.stopped() => {}
+    }
+    eprintln!("{}", Style::stderr().dim("draining: finishing running tasks…"));
+    let r = pool.stop().await;
+    config::clear_up_state(&settings.data_dir, pid);
+    r.map(|()| ExitCode::Success)
+}
+
+pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let database_url = settings.database_url(args.database_url.as_deref());
+    let mut cfg = ServerConfig::new(database_url.clone(), args.listen);
+    cfg.allow_local_repos = args.allow_local_repos;
+    if args.no_auth {
+        if !args.listen.ip().is_loopback() {
+            return Err(Exit::new(
+                ExitCode::Usage,
+                format!(
+                    "--no-auth is only allowed on a loopback address, not {}",
+                    args.listen
+                ),
+            )
+            .into());
+        }
+        cfg.auth = AuthMode::NoAuthLoopback;
+    }
+    if let Some(k) = &args.server_key {
+        cfg.server_key =
+            Some(ServerKey::parse(k).map_err(|e| Exit::new(ExitCode::Usage, format!("--server-key: {e}")))?);
+    } else {
+        tracing::warn!("no AGENTPOOL_SERVER_KEY: storing credentials is disabled");
+    }
+    std::fs::create_dir_all(&settings.data_dir).ok();
+    if args.bootstrap_token {
+        let store = agentpool_store::open_store(&database_url)
+            .await
+            .with_context(|| format!("cannot open {}", redact_url(&database_url)))?;
+        if store.list_tokens().await?.is_empty() {
+            let t = agentpool_server::create_token(store.as_ref(), Role::Admin, "bootstrap").await?;
+            // Printed once, on stdout, so an operator can capture it; never logged.
+            println!("admin token: {}", t.plaintext);
+        }
+    }
+    let json = settings.json();
+    agentpool_server::serve(
+        cfg,
+        move |addr: SocketAddr| {
+            if json {
+                println!("{}", serde_json::json!({ "url": format!("http://{addr}") }));
+            } else {
+                println!("agentpool server listening on http://{addr}");
+            }
+        },
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|e| Exit::new(ExitCode::Connection, e.to_string()))?;
+    Ok(ExitCode::Success)
+}
+
+pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    crate::embedded::run_http_worker(settings, args).await
+}
+
+pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<ExitCode> {
+    let url = settings.database_url(args.database_url.as_deref());
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir).ok();
+    }
+    agentpool_store::open_store(&url)
+        .await
+        .with_context(|| format!("cannot migrate {}", redact_url(&url)))?;
+    if settings.json() {
+        print_json(&serde_json::json!({ "migrated": redact_url(&url) }))?;
+    } else {
+        println!("database {} is up to date", redact_url(&url));
+    }
+    Ok(ExitCode::Success)
+}
+
+pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<ExitCode> {
+    let url = settings.database_url(None);
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir).ok();
+    }
+    let store = agentpool_store::open_store(&url)
+        .await
+        .with_context(|| format!("cannot open {}", redact_url(&url)))?;
+    let out = Style::stdout();
+    match cmd {
+        TokensCommand::Create(a) => {
+            let role: Role = a
+                .role
+                .as_str()
+                .parse()
+                .map_err(|e: agentpool_server::auth::UnknownRole| {
+                    Exit::new(ExitCode::Usage, e.to_string())
+                })?;
+            let t = agentpool_server::create_token(store.as_ref(), role, &a.name).await?;
+            if settings.json() {
+                print_json(&serde_json::json!({
+                    "id": t.id, "name": a.name, "role": role.as_str(), "token": t.plaintext,
+                }))?;
+            } else {
+                // The value alone on stdout so that `$(agentpool tokens create …)` works.
+                println!("{}", t.plaintext);
+                eprintln!(
+                    "{}",
+                    Style::stderr().dim(&format!(
+                        "token {} ({}, {}) created; this is the only time its value is shown",
+                        t.id,
+                        a.name,
+                        role.as_str()
+                    ))
+                );
+            }
+        }
+        TokensCommand::List => {
+            let ts = store.list_tokens().await?;
+            if settings.json() {
+                print_json(&ts)?;
+            } else if ts.is_empty() {
+                eprintln!("no tokens");
+            } else {
+                let rows: Vec<Vec<String>> = ts
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.name.clone(),
+                            t.role.clone(),
+                            output::relative(t.created_at),
+                            if t.revoked {
+                                out.red("revoked")
+                            } else {
+                                String::new()
+                            },
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(&out, &["ID", "NAME", "ROLE", "CREATED", "REVOKED"], &rows)
+                );
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            store.revoke_token(&id).await?;
+            if settings.json() {
+                print_json(&serde_json::json!({ "revoked": id }))?;
+            } else {
+                println!("token {id} revoked");
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_passwords_are_not_printed() {
+        assert_eq!(
+            redact_url("postgres://ap:s3cret@db:5432/agentpool"),
+            "postgres://ap:***@db:5432/agentpool"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
+}

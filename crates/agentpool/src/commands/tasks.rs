@@ -1,0 +1,455 @@
+//! `submit`, `run` and `tasks …`: building a task spec from flags, following a task's live
+//! events to its end, and printing tasks for people and for scripts.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use agentpool_core::{TaskId, TaskKind, TaskSpec, TaskState};
+use anyhow::Context;
+use futures::StreamExt;
+
+use super::{connect, find_server, print_json};
+use crate::api::{Client, ListTasks, TaskView};
+use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
+use crate::config::Settings;
+use crate::embedded::{Embedded, EmbeddedOptions};
+use crate::exit::{Exit, ExitCode};
+use crate::output::{self, StatusLine, Style};
+
+/// Turn the flags into a spec. A local repository path is made absolute, because the server
+/// (and its workers) do not share our working directory.
+pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
+    let prompt = args.prompt.clone().or(args.positional_prompt.clone());
+    let kind = if args.command.is_some() {
+        TaskKind::Command
+    } else {
+        TaskKind::Agent
+    };
+    if kind == TaskKind::Agent && prompt.is_none() {
+        return Err(Exit::new(
+            ExitCode::Usage,
+            "give a prompt (as an argument or --prompt) or a --command to run",
+        )
+        .into());
+    }
+    let repo = args.repo.as_deref().map(local_repo_absolute).transpose()?;
+    Ok(TaskSpec {
+        kind,
+        repo,
+        project: args.project.clone(),
+        base_ref: args.base.clone(),
+        branch: args.branch.clone(),
+        prompt: if kind == TaskKind::Agent { prompt } else { None },
+        command: args.command.clone(),
+        agent: args.agent.clone(),
+        model: args.model.clone(),
+        priority: args.priority,
+        timeout_secs: args.timeout,
+        max_attempts: args.max_attempts,
+        labels: args.labels.iter().cloned().collect(),
+        depends_on: args.depends_on.clone(),
+        idempotency_key: args.idempotency_key.clone(),
+        push: !args.no_push,
+        commit_message: args.message.clone(),
+        ..TaskSpec::default()
+    })
+}
+
+/// `.` or `../repo` → `/abs/path/repo`; URLs, scp-like addresses and absolute paths unchanged.
+fn local_repo_absolute(repo: &str) -> anyhow::Result<String> {
+    let looks_remote = repo.contains("://")
+        || repo
+            .split_once(':')
+            .is_some_and(|(host, _)| !host.contains('/') && !host.is_empty());
+    if looks_remote || repo.starts_with('/') {
+        return Ok(repo.to_string());
+    }
+    let p = Path::new(repo);
+    if !p.exists() {
+        return Err(Exit::new(
+            ExitCode::Usage,
+            format!("repository {repo:?} is neither a URL nor an existing directory"),
+        )
+        .into());
+    }
+    let abs = std::fs::canonicalize(p).with_context(|| format!("cannot resolve {repo}"))?;
+    Ok(abs.display().to_string())
+}
+
+pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec_from(&args.task)?;
+    let client = connect(settings).await?;
+    let task = client.submit(&spec).await.context("submit refused")?;
+    if !args.wait {
+        if settings.json() {
+            print_json(&task)?;
+        } else {
+            println!("{}", task.id);
+            let err = Style::stderr();
+            eprintln!(
+                "{} {} {}",
+                err.dim("submitted"),
+                err.state(task.state),
+                err.dim(&format!("— follow it with `agentpool tasks logs -f {}`", task.id))
+            );
+        }
+        return Ok(ExitCode::Success);
+    }
+    if !settings.json() {
+        let s = Style::stdout();
+        println!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
+    }
+    let view = wait_for(&client, task.id, settings.json(), false).await?;
+    finish(settings, &view)
+}
+
+pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let spec = spec_from(&args.task)?;
+    let (client, embedded) = match find_server(settings).await? {
+        Some(c) => (c, None),
+        None => {
+            let status = Style::stderr();
+            if !settings.json() {
+                eprintln!(
+                    "{}",
+                    status.dim("no server running: starting a transient embedded pool")
+                );
+            }
+            let e = Embedded::start(EmbeddedOptions::transient(settings, args.workers)).await?;
+            (Client::new(&e.url, settings.token.clone())?, Some(e))
+        }
+    };
+    let outcome = async {
+        let task = client.submit(&spec).await.context("submit refused")?;
+        if !settings.json() {
+            let s = Style::stdout();
+            println!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
+        }
+        let view = wait_for(&client, task.id, settings.json(), true).await?;
+        finish(settings, &view)
+    }
+    .await;
+    if let Some(e) = embedded {
+        e.stop().await?;
+    }
+    outcome
+}
+
+/// Print the outcome and turn the final state into the exit code.
+fn finish(settings: &Settings, view: &TaskView) -> anyhow::Result<ExitCode> {
+    let t = &view.task;
+    if settings.json() {
+        print_json(view)?;
+    } else {
+        let s = Style::stdout();
+        print!("{}", output::task_detail(&s, view));
+    }
+    let code = match t.state {
+        TaskState::Succeeded => ExitCode::Success,
+        TaskState::Canceled => ExitCode::Canceled,
+        _ => ExitCode::Failed,
+    };
+    if code != ExitCode::Success {
+        let class = t.error_class.map(|c| c.as_str()).unwrap_or("");
+        let msg = t.error_message.as_deref().unwrap_or("");
+        return Err(Exit::new(
+            code,
+            format!("task {} {}: {class} {msg}", t.id, t.state)
+                .trim_end()
+                .to_string(),
+        )
+        .into());
+    }
+    Ok(code)
+}
+
+/// Wait until the task finishes, showing its events (when `show_events` and not JSON) and a
+/// live status line on a terminal. Returns the finished task.
+pub async fn wait_for(
+    client: &Client,
+    id: TaskId,
+    json: bool,
+    show_events: bool,
+) -> anyhow::Result<TaskView> {
+    let style = Style::stdout();
+    let mut status = StatusLine::new(!json);
+    let sink = |line: Option<String>, status: &mut StatusLine| {
+        if let Some(l) = line
+            && show_events
+            && !json
+        {
+            status.println(&l);
+        }
+    };
+    follow(client, id, &mut status, |ev, st| {
+        sink(output::render_event(&style, ev), st)
+    })
+    .await
+}
+
+/// Follow a task's events live until it finishes: SSE when the server offers it, paged reads
+/// otherwise. Every event is passed to `on_event` exactly once, in order.
+pub async fn follow(
+    client: &Client,
+    id: TaskId,
+    status: &mut StatusLine,
+    mut on_event: impl FnMut(&agentpool_core::Event, &mut StatusLine),
+) -> anyhow::Result<TaskView> {
+    let started = Instant::now();
+    let mut after: i64 = 0;
+    let mut view = client.get_task(id).await?;
+    let mut sse_ok = true;
+    loop {
+        if view.task.state.is_finished() {
+            // Catch up on whatever arrived between the last event and the end.
+            loop {
+                let page = client.events(id, after, 500).await?;
+                if page.is_empty() {
+                    break;
+                }
+                for ev in &page {
+                    after = after.max(ev.seq);
+                    on_event(ev, status);
+                }
+            }
+            status.clear();
+            return Ok(view);
+        }
+        let stream = if sse_ok {
+            match client.event_stream(id, after).await {
+                Ok(s) => Some(s),
+                Err(e) if e.is_not_found() && client.get_task(id).await.is_ok() => {
+                    tracing::debug!("no SSE endpoint; polling events");
+                    sse_ok = false;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let mut ticker = tokio::time::interval(Duration::from_millis(120));
+        let mut ticks: u32 = 0;
+        let mut stream = stream.map(Box::pin);
+        loop {
+            tokio::select! {
+                next = async { match stream.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } } => {
+                    match next {
+                        Some(Ok(ev)) => {
+                            if ev.seq <= after { continue; }
+                            after = ev.seq;
+                            if ev.kind == agentpool_core::EventKind::Lifecycle
+                                && let Some(s) = ev.data.get("state").and_then(|s| s.as_str())
+                                && let Ok(st) = s.parse::<TaskState>()
+                            {
+                                view.task.state = st;
+                                if st.is_finished() {
+                                    on_event(&ev, status);
+                                    view = client.get_task(id).await?;
+                                    if view.task.state.is_finished() { break; }
+                                    continue;
+                                }
+                            }
+                            on_event(&ev, status);
+                        }
+                        // The stream ended or broke: re-check the task and reconnect if needed.
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "event stream interrupted");
+                            view = client.get_task(id).await?;
+                            break;
+                        }
+                        None => {
+                            view = client.get_task(id).await?;
+                            break;
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    ticks += 1;
+                    status.set(status_text(&view, started.elapsed()));
+                    status.tick();
+                    // The stream tells us about events, but the state (a retry waiting for its
+                    // backoff, a worker that died) is re-read every couple of seconds.
+                    if ticks.is_multiple_of(16) {
+                        view = client.get_task(id).await?;
+                        if view.task.state.is_finished() { break; }
+                        if !sse_ok {
+                            for ev in client.events(id, after, 500).await? {
+                                after = after.max(ev.seq);
+                                on_event(&ev, status);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn status_text(view: &TaskView, elapsed: Duration) -> String {
+    let t = &view.task;
+    let why = match t.state {
+        TaskState::Queued if t.attempts > 0 => {
+            format!("retrying (attempt {} of {})", t.attempts + 1, t.max_attempts)
+        }
+        TaskState::Queued => "waiting for a worker".to_string(),
+        TaskState::Running => match &t.worker_id {
+            Some(w) => format!("running on {w}"),
+            None => "running".to_string(),
+        },
+        s => s.to_string(),
+    };
+    format!("{} · {why} · {}s", output::short_id(&t.id), elapsed.as_secs())
+}
+
+pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    let out = Style::stdout();
+    match cmd {
+        TasksCommand::List(a) => {
+            let tasks = client
+                .list_tasks(&ListTasks {
+                    state: a.state,
+                    project: a.project,
+                    label: a.label,
+                    worker: a.worker,
+                    limit: a.limit,
+                })
+                .await?;
+            if settings.json() {
+                print_json(&tasks)?;
+            } else if tasks.is_empty() {
+                eprintln!("no tasks");
+            } else {
+                print!("{}", output::tasks_table(&out, &tasks));
+            }
+        }
+        TasksCommand::Show { id } => {
+            let view = client.get_task(id).await?;
+            if settings.json() {
+                print_json(&view)?;
+            } else {
+                print!("{}", output::task_detail(&out, &view));
+            }
+        }
+        TasksCommand::Cancel { id } => {
+            let task = client.cancel(id).await?;
+            if settings.json() {
+                print_json(&task)?;
+            } else if task.state == TaskState::Running {
+                println!("{} cancel requested; its worker stops it now", task.id);
+            } else {
+                println!("{} {}", task.id, out.state(task.state));
+            }
+        }
+        TasksCommand::Retry { id } => {
+            let task = client.retry(id).await?;
+            if settings.json() {
+                print_json(&task)?;
+            } else {
+                println!("{} {}", task.id, out.state(task.state));
+            }
+        }
+        TasksCommand::Logs(a) => return logs(settings, &client, a).await,
+    }
+    Ok(ExitCode::Success)
+}
+
+/// `tasks logs ID [-f]`. With JSON output: an array of events, or with `-f` one event per line
+/// (NDJSON) as they arrive, so a script can consume them live.
+async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let style = Style::stdout();
+    if !a.follow {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = client.events(a.id, after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            all.extend(page);
+        }
+        if settings.json() {
+            print_json(&all)?;
+        } else {
+            for ev in &all {
+                if let Some(l) = output::render_event(&style, ev) {
+                    println!("{l}");
+                }
+            }
+        }
+        return Ok(ExitCode::Success);
+    }
+    let json = settings.json();
+    let mut status = StatusLine::new(!json);
+    let view = follow(client, a.id, &mut status, |ev, st| {
+        if json {
+            if let Ok(s) = serde_json::to_string(ev) {
+                println!("{s}");
+            }
+        } else if let Some(l) = output::render_event(&style, ev) {
+            st.println(&l);
+        }
+    })
+    .await?;
+    if !json {
+        let s = Style::stderr();
+        eprintln!("{} {}", s.dim("task ended:"), s.state(view.task.state));
+    }
+    Ok(ExitCode::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> TaskArgs {
+        TaskArgs {
+            repo: Some("https://example.com/r.git".into()),
+            project: None,
+            base: None,
+            branch: None,
+            prompt: None,
+            command: None,
+            positional_prompt: None,
+            agent: None,
+            model: None,
+            priority: 0,
+            depends_on: vec![],
+            labels: vec![],
+            timeout: None,
+            max_attempts: None,
+            message: None,
+            no_push: false,
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn a_command_makes_a_command_task() {
+        let mut a = args();
+        a.command = Some("make test".into());
+        let s = spec_from(&a).unwrap();
+        assert_eq!(s.kind, TaskKind::Command);
+        assert_eq!(s.command.as_deref(), Some("make test"));
+        assert!(s.prompt.is_none());
+    }
+
+    #[test]
+    fn a_task_without_prompt_or_command_is_a_usage_error() {
+        let err = spec_from(&args()).unwrap_err();
+        assert_eq!(crate::exit::code_of(&err), ExitCode::Usage);
+    }
+
+    #[test]
+    fn relative_local_repos_become_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args();
+        a.positional_prompt = Some("hi".into());
+        a.repo = Some(dir.path().display().to_string());
+        assert_eq!(spec_from(&a).unwrap().repo, a.repo);
+        assert_eq!(local_repo_absolute("git@host:a/b").unwrap(), "git@host:a/b");
+        assert!(local_repo_absolute("does/not/exist").is_err());
+        let abs = local_repo_absolute(".").unwrap();
+        assert!(abs.starts_with('/'));
+    }
+}

@@ -1,0 +1,176 @@
+//! Configuration resolution: flags and `AGENTPOOL_*` variables (handled by clap) win over the
+//! config file `<data dir>/config.json`, which wins over built-in defaults. Also the state file
+//! through which `agentpool up` tells later commands where its server listens.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{GlobalArgs, OutputFormat};
+
+/// The optional config file. Every field is optional; unknown fields are refused so that a typo
+/// does not silently do nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub output: Option<OutputFormat>,
+    pub database_url: Option<String>,
+}
+
+pub const CONFIG_FILE: &str = "config.json";
+const UP_STATE_FILE: &str = "up.json";
+
+/// The settings every command works with, after precedence was applied.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    /// An explicitly configured server (flag, env or config file), if any.
+    pub server: Option<String>,
+    pub token: Option<String>,
+    pub output: OutputFormat,
+    pub database_url: Option<String>,
+}
+
+impl Settings {
+    pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Self> {
+        let data_dir = global.data_dir.clone().unwrap_or_else(default_data_dir);
+        let file = load_file(&data_dir)?;
+        Ok(Self {
+            server: global.server.clone().or(file.server).filter(|s| !s.is_empty()),
+            token: global.token.clone().or(file.token).filter(|s| !s.is_empty()),
+            output: global.output.or(file.output).unwrap_or(OutputFormat::Human),
+            database_url: std::env::var("AGENTPOOL_DATABASE_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .or(file.database_url),
+            data_dir,
+        })
+    }
+
+    pub fn json(&self) -> bool {
+        self.output == OutputFormat::Json
+    }
+
+    /// The database of the embedded pool: `<data dir>/agentpool.db`, unless configured.
+    pub fn database_url(&self, flag: Option<&str>) -> String {
+        flag.map(str::to_string)
+            .or_else(|| self.database_url.clone())
+            .unwrap_or_else(|| sqlite_url(&self.data_dir.join("agentpool.db")))
+    }
+}
+
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// `./.agentpool` when it exists (a project-local pool), else the user's data directory
+/// (`$XDG_DATA_HOME/agentpool` or `~/.local/share/agentpool`), else `./.agentpool`.
+pub fn default_data_dir() -> PathBuf {
+    let local = PathBuf::from(".agentpool");
+    if local.is_dir() {
+        return local;
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("agentpool");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".local/share/agentpool");
+    }
+    local
+}
+
+fn load_file(data_dir: &Path) -> anyhow::Result<FileConfig> {
+    let path = data_dir.join(CONFIG_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("config file {} is not valid", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// What `agentpool up` records so that `run`, `submit`, `tasks …` find its server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpState {
+    pub url: String,
+    pub pid: u32,
+}
+
+pub fn read_up_state(data_dir: &Path) -> Option<UpState> {
+    let text = std::fs::read_to_string(data_dir.join(UP_STATE_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn write_up_state(data_dir: &Path, state: &UpState) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let path = data_dir.join(UP_STATE_FILE);
+    std::fs::write(&path, serde_json::to_vec_pretty(state)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Remove the state file, but only if it is still ours (another `up` may have replaced it).
+pub fn clear_up_state(data_dir: &Path, pid: u32) {
+    if read_up_state(data_dir).is_some_and(|s| s.pid == pid) {
+        let _ = std::fs::remove_file(data_dir.join(UP_STATE_FILE));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(dir: &Path) -> GlobalArgs {
+        GlobalArgs {
+            data_dir: Some(dir.to_path_buf()),
+            server: None,
+            token: None,
+            output: None,
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            r#"{"server":"http://file:1","token":"from-file","output":"json"}"#,
+        )
+        .unwrap();
+        let mut g = global(dir.path());
+        let s = Settings::resolve(&g).unwrap();
+        assert_eq!(s.server.as_deref(), Some("http://file:1"));
+        assert_eq!(s.token.as_deref(), Some("from-file"));
+        assert!(s.json());
+        g.server = Some("http://flag:2".into());
+        g.output = Some(OutputFormat::Human);
+        let s = Settings::resolve(&g).unwrap();
+        assert_eq!(s.server.as_deref(), Some("http://flag:2"));
+        assert!(!s.json());
+    }
+
+    #[test]
+    fn a_config_file_with_a_typo_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), r#"{"sever":"x"}"#).unwrap();
+        let err = Settings::resolve(&global(dir.path())).unwrap_err();
+        assert!(format!("{err:#}").contains("not valid"));
+    }
+
+    #[test]
+    fn up_state_is_only_cleared_by_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = UpState {
+            url: "http://127.0.0.1:1".into(),
+            pid: 42,
+        };
+        write_up_state(dir.path(), &st).unwrap();
+        clear_up_state(dir.path(), 7);
+        assert_eq!(read_up_state(dir.path()), Some(st));
+        clear_up_state(dir.path(), 42);
+        assert_eq!(read_up_state(dir.path()), None);
+    }
+}

@@ -1,0 +1,263 @@
+//! The embedded pool: the API server on SQLite in the data dir plus in-process workers, in
+//! this process, without auth on loopback. Used by `agentpool up`, a transient `agentpool run`,
+//! and `agentpool demo`. Also the HTTP worker of `agentpool worker`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_agents::{AgentConfig, Registry};
+use agentpool_core::WorkerId;
+use agentpool_runner::{HttpWorkerApi, Secret, StoreWorkerApi, WorkerApi, WorkerConfig, run_worker};
+
+use agentpool_server::{AuthMode, RunningServer, ServerConfig, ServerKey};
+use agentpool_store::Store;
+use anyhow::Context;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::WorkerArgs;
+use crate::commands::pool::redact_url;
+use crate::config::Settings;
+use crate::exit::{Exit, ExitCode};
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub workers: u32,
+    pub concurrency: u32,
+    /// Agents the workers may run; empty: every shipped adapter plus `command`.
+    pub agents: Vec<String>,
+    /// Extra environment for every task (the demo's scripted model endpoint).
+    pub extra_env: BTreeMap<String, String>,
+}
+
+impl EmbeddedOptions {
+    /// A transient pool for one `run`: the data dir's database, a free loopback port.
+    pub fn transient(settings: &Settings, workers: u32) -> Self {
+        Self {
+            data_dir: settings.data_dir.clone(),
+            database_url: settings.database_url(None),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            workers: workers.max(1),
+            concurrency: 1,
+            agents: Vec::new(),
+            extra_env: BTreeMap::new(),
+        }
+    }
+}
+
+/// A running embedded pool.
+pub struct Embedded {
+    pub url: String,
+    server: RunningServer,
+    /// Stops the workers: they stop claiming, finish (or, past the grace, cancel) their tasks
+    /// and deregister.
+    workers_stop: CancellationToken,
+    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Embedded {
+    pub async fn start(opts: EmbeddedOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.data_dir)
+            .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
+        let store = agentpool_store::open_store(&opts.database_url)
+            .await
+            .with_context(|| format!("cannot open database {}", redact_url(&opts.database_url)))?;
+        let mut cfg = ServerConfig::new(opts.database_url.clone(), opts.listen);
+        cfg.auth = AuthMode::NoAuthLoopback;
+        cfg.allow_local_repos = true;
+        cfg.server_key = Some(load_or_create_key(&opts.data_dir)?);
+        let server = agentpool_server::start_with_store(cfg, store.clone())
+            .await
+            .map_err(|e| Exit::new(ExitCode::Failed, e.to_string()))?;
+        let url = format!("http://{}", server.addr);
+        let workers_stop = CancellationToken::new();
+        let workers = start_workers(&opts, store, &workers_stop)?;
+        Ok(Self {
+            url,
+            server,
+            workers_stop,
+            workers,
+        })
+    }
+
+    /// Resolves if the server stops on its own (an I/O error).
+    pub async fn stopped(&self) {
+        self.server.stop_token().cancelled().await;
+    }
+
+    /// Drain the workers, then the server.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.workers_stop.cancel();
+        for w in self.workers {
+            match w.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "worker stopped with an error"),
+                Err(e) => tracing::warn!(error = %e, "worker task panicked"),
+            }
+        }
+        self.server
+            .shutdown()
+            .await
+            .map_err(|e| anyhow::anyhow!("server stopped with an error: {e}"))
+    }
+}
+
+/// The key that encrypts stored credentials: `<data dir>/server.key`, created (mode 0600) on
+/// first use so that credentials survive restarts of the embedded pool.
+fn load_or_create_key(data_dir: &Path) -> anyhow::Result<ServerKey> {
+    let path = data_dir.join("server.key");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => ServerKey::parse(s.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = ServerKey::generate();
+            write_private(&path, key.to_base64().as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+/// The agents a worker may run: every shipped adapter (they report themselves missing at run
+/// time when their CLI is not installed), or only those named. `command` is always available.
+pub fn agent_registry(only: &[String]) -> anyhow::Result<Registry> {
+    let all = Registry::builtin(&AgentConfig::from_env());
+    if only.is_empty() {
+        return Ok(all);
+    }
+    let mut r = Registry::new();
+    for name in only {
+        let agent = all.get(name).ok_or_else(|| {
+            Exit::new(
+                ExitCode::Usage,
+                format!("unknown agent {name:?} (known: {})", all.names().join(", ")),
+            )
+        })?;
+        r.register(agent);
+    }
+    Ok(r)
+}
+
+/// Start `opts.workers` in-process workers that talk to the store directly (no HTTP hop).
+fn start_workers(
+    opts: &EmbeddedOptions,
+    store: Arc<dyn Store>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+    let agents = agent_registry(&opts.agents)?;
+    let api: Arc<dyn WorkerApi> = Arc::new(StoreWorkerApi::new(store, LEASE_TTL));
+    let mut handles = Vec::new();
+    for i in 0..opts.workers {
+        let mut cfg = WorkerConfig::new(
+            opts.data_dir.join("work").join(format!("worker-{i}")),
+            opts.concurrency,
+        );
+        cfg.agents = agents.clone();
+        cfg.pipeline.allow_file_repos = true;
+        cfg.pipeline.extra_env.extend(opts.extra_env.clone());
+        // In-process workers hear about new work from the store at once; a short poll only
+        // bounds how long a stop waits for a pending claim.
+        cfg.claim_wait = Duration::from_secs(5);
+        let api = api.clone();
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            run_worker(cfg, api, stop)
+                .await
+                .map(|_| ())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }));
+    }
+    Ok(handles)
+}
+
+/// The lease the in-process workers take; matches the server's default (SPEC §2).
+const LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// `agentpool worker`: a worker that claims from a server over HTTP until SIGTERM/SIGINT, then
+/// drains (stops claiming, lets running tasks finish up to the grace period, cancels the rest)
+/// and deregisters.
+pub async fn run_http_worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let server = match &settings.server {
+        Some(s) => s.clone(),
+        None => match crate::config::read_up_state(&settings.data_dir) {
+            Some(up) => up.url,
+            None => {
+                return Err(Exit::new(
+                    ExitCode::Usage,
+                    "give the server to work for with --server URL (or AGENTPOOL_SERVER)",
+                )
+                .into());
+            }
+        },
+    };
+    let api = HttpWorkerApi::new(&server, settings.token.clone().map(Secret::new))
+        .map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
+    let dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("work"));
+    let mut cfg = WorkerConfig::new(&dir, args.concurrency);
+    if let Some(id) = &args.id {
+        cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
+    }
+    cfg.labels = args.labels.iter().cloned().collect();
+    cfg.agents = agent_registry(&args.agents)?;
+    cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
+    // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
+    cfg.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));
+    cfg.pipeline.allow_file_repos = args.allow_local_repos;
+
+    let stop = CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            crate::commands::pool::shutdown_signal().await;
+            tracing::info!("signal received: draining");
+            stop.cancel();
+        })
+    };
+    tracing::info!(server = %server, slots = args.concurrency, "worker starting");
+    let result = run_worker(cfg, Arc::new(api), stop).await;
+    signal.abort();
+    let summary = result.map_err(|e| Exit::new(ExitCode::Connection, e.to_string()))?;
+    if settings.json() {
+        crate::commands::print_json(&serde_json::json!({
+            "worker_id": summary.worker_id,
+            "succeeded": summary.succeeded,
+            "failed": summary.failed,
+            "canceled": summary.canceled,
+            "lost": summary.lost,
+            "unreported": summary.unreported,
+        }))?;
+    } else {
+        eprintln!(
+            "worker {} stopped: {} succeeded, {} failed, {} canceled",
+            summary.worker_id.map(|w| w.to_string()).unwrap_or_default(),
+            summary.succeeded,
+            summary.failed,
+            summary.canceled
+        );
+    }
+    Ok(ExitCode::Success)
+}

@@ -1,0 +1,88 @@
+//! Exit codes and how errors map onto them, so scripts can tell a failed task from a canceled
+//! one, a usage mistake, and a server that could not be reached.
+
+use std::fmt;
+
+use crate::api::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Success = 0,
+    Failed = 1,
+    Usage = 2,
+    Canceled = 3,
+    Connection = 4,
+}
+
+/// An error that carries the exit code it should produce.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: ExitCode,
+    pub message: String,
+}
+
+impl Exit {
+    pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// The exit code for an error that reached `main`.
+pub fn code_of(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<Exit>() {
+            return e.code;
+        }
+        if let Some(e) = cause.downcast_ref::<ApiError>() {
+            return e.exit_code();
+        }
+    }
+    ExitCode::Failed
+}
+
+/// The one line printed on stderr: the whole chain of causes, without repeating a cause that
+/// the outer message already contains.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let s = cause.to_string();
+        if s.is_empty() || line.contains(&s) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&s);
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn error_chains_become_one_line_without_repetition() {
+        let e = anyhow::anyhow!("connection refused\nsecond line").context("cannot reach http://x");
+        assert_eq!(
+            one_line(&e),
+            "cannot reach http://x: connection refused second line"
+        );
+        let e: anyhow::Error = Err::<(), _>(Exit::new(ExitCode::Canceled, "canceled"))
+            .context("task t")
+            .unwrap_err();
+        assert_eq!(code_of(&e), ExitCode::Canceled);
+    }
+}

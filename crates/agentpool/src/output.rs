@@ -1,0 +1,754 @@
+//! Human output: colours (only on a terminal, never with `NO_COLOR`), aligned tables, relative
+//! times, a live status line, and readable renderings of tasks, workers and agent events.
+//! JSON output is plain `serde_json` and lives with each command.
+
+use std::io::{IsTerminal, Write};
+
+use agentpool_core::{Event, EventKind, Task, TaskResult, TaskState, Timestamp, Worker, WorkerStatus};
+use chrono::Utc;
+use serde_json::Value;
+
+use crate::api::TaskView;
+
+/// Whether to colour stdout / stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    pub fn stdout() -> Self {
+        Self {
+            color: colors_allowed() && std::io::stdout().is_terminal(),
+        }
+    }
+
+    pub fn stderr() -> Self {
+        Self {
+            color: colors_allowed() && std::io::stderr().is_terminal(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn plain() -> Self {
+        Self { color: false }
+    }
+
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    pub fn red(&self, s: &str) -> String {
+        self.paint("31", s)
+    }
+    pub fn green(&self, s: &str) -> String {
+        self.paint("32", s)
+    }
+    pub fn yellow(&self, s: &str) -> String {
+        self.paint("33", s)
+    }
+    pub fn blue(&self, s: &str) -> String {
+        self.paint("34", s)
+    }
+    pub fn magenta(&self, s: &str) -> String {
+        self.paint("35", s)
+    }
+    pub fn cyan(&self, s: &str) -> String {
+        self.paint("36", s)
+    }
+
+    pub fn state(&self, s: TaskState) -> String {
+        match s {
+            TaskState::Queued => self.yellow(s.as_str()),
+            TaskState::Running => self.blue(s.as_str()),
+            TaskState::Succeeded => self.green(s.as_str()),
+            TaskState::Failed => self.red(s.as_str()),
+            TaskState::Canceled => self.magenta(s.as_str()),
+        }
+    }
+
+    pub fn worker_status(&self, s: WorkerStatus) -> String {
+        match s {
+            WorkerStatus::Idle => self.green(s.as_str()),
+            WorkerStatus::Busy => self.blue(s.as_str()),
+            WorkerStatus::Draining => self.yellow(s.as_str()),
+            WorkerStatus::Offline => self.dim(s.as_str()),
+        }
+    }
+}
+
+fn colors_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+}
+
+/// Display width of a string, ignoring ANSI colour sequences.
+fn visible_width(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_escape = false;
+    for c in s.chars() {
+        if in_escape {
+            if c == 'm' {
+                in_escape = false;
+            }
+        } else if c == '\x1b' {
+            in_escape = true;
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// An aligned table; cells may contain colour codes.
+pub fn table(style: &Style, headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(visible_width(c));
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<String>, out: &mut String| {
+        let last = cells.len().saturating_sub(1);
+        for (i, c) in cells.iter().enumerate() {
+            out.push_str(c);
+            if i < last {
+                let pad = widths[i].saturating_sub(visible_width(c)) + 2;
+                out.push_str(&" ".repeat(pad));
+            }
+        }
+        out.push('\n');
+    };
+    line(headers.iter().map(|h| style.bold(h)).collect(), &mut out);
+    for r in rows {
+        line(r.clone(), &mut out);
+    }
+    out
+}
+
+/// "just now", "42s ago", "3m ago", "5h ago", "2d ago" (and "in 3m" for future times).
+pub fn relative(t: Timestamp) -> String {
+    relative_to(t, Utc::now())
+}
+
+pub fn relative_to(t: Timestamp, now: Timestamp) -> String {
+    let secs = (now - t).num_seconds();
+    let (future, s) = if secs < 0 { (true, -secs) } else { (false, secs) };
+    let amount = match s {
+        0..=1 => return "just now".into(),
+        2..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    };
+    if future {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+pub fn duration_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        let s = ms / 1000;
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+pub fn short_id(id: &impl ToString) -> String {
+    let s = id.to_string();
+    s.chars()
+        .rev()
+        .take(8)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let one_line = s.replace(['\n', '\r'], " ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// What a task does, in a few words.
+pub fn task_what(task: &Task) -> String {
+    let s = &task.spec;
+    match (&s.command, &s.prompt) {
+        (Some(c), _) => format!("$ {c}"),
+        (None, Some(p)) => format!("{}: {p}", s.agent.as_deref().unwrap_or("agent")),
+        _ => String::new(),
+    }
+}
+
+pub fn tasks_table(style: &Style, tasks: &[Task]) -> String {
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let class = t.error_class.map(|c| style.red(c.as_str())).unwrap_or_default();
+            vec![
+                t.id.to_string(),
+                style.state(t.state),
+                format!("{}/{}", t.attempts, t.max_attempts),
+                relative(t.created_at),
+                truncate(&task_what(t), 50),
+                class,
+            ]
+        })
+        .collect();
+    table(
+        style,
+        &["ID", "STATE", "TRIES", "CREATED", "WHAT", "ERROR"],
+        &rows,
+    )
+}
+
+pub fn workers_table(style: &Style, workers: &[Worker]) -> String {
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.to_string(),
+                style.worker_status(w.status),
+                format!("{}/{}", w.running, w.slots),
+                w.agent_names().join(","),
+                labels(&w.labels),
+                relative(w.last_heartbeat_at),
+            ]
+        })
+        .collect();
+    table(
+        style,
+        &["ID", "STATUS", "RUNNING", "AGENTS", "LABELS", "HEARTBEAT"],
+        &rows,
+    )
+}
+
+pub fn labels(l: &agentpool_core::Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The full human view of a task: spec, state, attempts and result.
+pub fn task_detail(style: &Style, view: &TaskView) -> String {
+    let t = &view.task;
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| {
+        if !v.is_empty() {
+            out.push_str(&format!("{:<10} {v}\n", style.dim(k)));
+        }
+    };
+    kv("task", style.bold(&t.id.to_string()));
+    kv("state", style.state(t.state));
+    kv("what", task_what(t));
+    kv(
+        "repo",
+        t.spec.repo.clone().or(t.spec.project.clone()).unwrap_or_default(),
+    );
+    kv("base", t.spec.base_ref.clone().unwrap_or_default());
+    kv("agent", t.spec.agent.clone().unwrap_or_default());
+    kv("model", t.spec.model.clone().unwrap_or_default());
+    kv(
+        "priority",
+        if t.priority != 0 {
+            t.priority.to_string()
+        } else {
+            String::new()
+        },
+    );
+    kv("labels", labels(&t.spec.labels));
+    kv(
+        "depends",
+        t.spec
+            .depends_on
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    kv("attempts", format!("{}/{}", t.attempts, t.max_attempts));
+    kv("created", relative(t.created_at));
+    if let Some(w) = &t.worker_id {
+        kv("worker", w.to_string());
+    }
+    if t.state == TaskState::Queued && t.run_after > Utc::now() {
+        kv("runs", relative(t.run_after));
+    }
+    for w in &view.waiting {
+        kv("waiting", waiting_reason(w));
+    }
+    if let Some(c) = t.error_class {
+        let msg = t.error_message.as_deref().unwrap_or("");
+        kv(
+            "error",
+            format!("{} {}", style.red(c.as_str()), truncate(msg, 200)),
+        );
+    }
+    if let Some(r) = &t.result {
+        out.push_str(&result_lines(style, r));
+    }
+    if view.attempts_detail.len() > 1 || view.attempts_detail.iter().any(|a| a.error_class.is_some()) {
+        out.push_str(&format!("{}\n", style.dim("attempts")));
+        for a in &view.attempts_detail {
+            let took = a
+                .ended_at
+                .map(|e| duration_ms((e - a.started_at).num_milliseconds().max(0) as u64))
+                .unwrap_or_default();
+            let err = match (a.error_class, &a.error_message) {
+                (Some(c), Some(m)) => format!("{} {}", style.red(c.as_str()), truncate(m, 80)),
+                (Some(c), None) => style.red(c.as_str()),
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "  #{} {:<9} {:<8} {} {}\n",
+                a.number,
+                a.outcome.as_str(),
+                took,
+                a.worker_id,
+                err
+            ));
+        }
+    }
+    out
+}
+
+fn waiting_reason(v: &Value) -> String {
+    let reason = v.get("reason").and_then(Value::as_str).unwrap_or("");
+    match reason {
+        "scheduled" => format!(
+            "scheduled for {}",
+            v.get("run_after")
+                .and_then(|t| serde_json::from_value::<Timestamp>(t.clone()).ok())
+                .map(relative)
+                .unwrap_or_default()
+        ),
+        "dependencies" => format!(
+            "for dependencies {}",
+            v.get("pending")
+                .and_then(Value::as_array)
+                .map(|a| a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| short_id(&s))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        ),
+        "branch_locked" => format!(
+            "branch {} is locked by {}",
+            v.get("branch").and_then(Value::as_str).unwrap_or("?"),
+            v.get("held_by").and_then(Value::as_str).unwrap_or("?")
+        ),
+        "project_slots_full" => format!(
+            "project {} has all {} slots busy",
+            v.get("project").and_then(Value::as_str).unwrap_or("?"),
+            v.get("slots").and_then(Value::as_u64).unwrap_or(0)
+        ),
+        "no_worker" => "for a free worker with its agent and labels".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+/// The result block: commit, branch, files, tokens, cost.
+pub fn result_lines(style: &Style, r: &TaskResult) -> String {
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| {
+        if !v.is_empty() {
+            out.push_str(&format!("{:<10} {v}\n", style.dim(k)));
+        }
+    };
+    if let Some(sha) = &r.commit_sha {
+        kv("commit", style.yellow(&sha.chars().take(12).collect::<String>()));
+    }
+    if let Some(b) = &r.branch {
+        let pushed = if r.pushed { " (pushed)" } else { "" };
+        kv("branch", format!("{b}{pushed}"));
+    }
+    if let Some(pr) = &r.pr_url {
+        kv("pr", pr.clone());
+    }
+    if !r.files.is_empty() {
+        let (add, del) = r.files.iter().fold((0, 0), |(a, d), f| {
+            (a + f.added.unwrap_or(0), d + f.removed.unwrap_or(0))
+        });
+        kv(
+            "files",
+            format!(
+                "{} changed, {} {}",
+                r.files.len(),
+                style.green(&format!("+{add}")),
+                style.red(&format!("-{del}"))
+            ),
+        );
+        for f in r.files.iter().take(20) {
+            let counts = match (f.added, f.removed) {
+                (Some(a), Some(d)) => format!("+{a} -{d}"),
+                _ => "binary".into(),
+            };
+            out.push_str(&format!("{:<10}   {} {}\n", "", f.path, style.dim(&counts)));
+        }
+        if r.files.len() > 20 {
+            out.push_str(&format!("{:<10}   … {} more\n", "", r.files.len() - 20));
+        }
+    }
+    let u = &r.usage;
+    let mut kv = |k: &str, v: String| {
+        if !v.is_empty() {
+            out.push_str(&format!("{:<10} {v}\n", style.dim(k)));
+        }
+    };
+    if u.input_tokens + u.output_tokens > 0 {
+        kv(
+            "tokens",
+            format!("{} in, {} out", u.input_tokens, u.output_tokens),
+        );
+    }
+    if let Some(c) = r.cost_usd {
+        kv("cost", format!("${c:.4}"));
+    }
+    if let Some(code) = r.exit_code {
+        kv("exit", code.to_string());
+    }
+    if r.duration_ms > 0 {
+        kv("took", duration_ms(r.duration_ms));
+    }
+    if let Some(s) = &r.session_id {
+        kv("session", s.clone());
+    }
+    if let Some(t) = &r.final_text {
+        kv("summary", truncate(t, 300));
+    }
+    out
+}
+
+fn str_field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
+}
+
+/// The one argument that says what a tool call does: the command, the file, the pattern…
+pub fn tool_key_argument(input: &Value) -> Option<String> {
+    let keys = [
+        "command",
+        "cmd",
+        "file_path",
+        "filePath",
+        "path",
+        "absolute_path",
+        "pattern",
+        "url",
+        "query",
+        "description",
+    ];
+    if let Some(s) = str_field(input, &keys) {
+        return Some(s.to_string());
+    }
+    if let Some(arr) = input.get("command").and_then(Value::as_array) {
+        let parts: Vec<&str> = arr.iter().filter_map(Value::as_str).collect();
+        if !parts.is_empty() {
+            return Some(parts.join(" "));
+        }
+    }
+    input
+        .as_object()
+        .and_then(|o| o.values().find_map(Value::as_str))
+        .map(str::to_string)
+}
+
+/// One event as a readable line (or a few), or nothing for events not worth showing.
+pub fn render_event(style: &Style, ev: &Event) -> Option<String> {
+    let d = &ev.data;
+    let time = style.dim(&ev.at.with_timezone(&chrono::Local).format("%H:%M:%S").to_string());
+    let body = match ev.kind {
+        EventKind::Lifecycle => {
+            let state = str_field(d, &["state"]).unwrap_or("");
+            let msg = str_field(d, &["message"]).unwrap_or("");
+            let state_s = match state.parse::<TaskState>() {
+                Ok(s) => style.state(s),
+                Err(_) => style.cyan(state),
+            };
+            format!("{} {state_s} {}", style.cyan("▸"), msg)
+        }
+        EventKind::SessionStarted => {
+            let id = str_field(d, &["session_id", "id"]).unwrap_or("");
+            let model = str_field(d, &["model"])
+                .map(|m| format!(" ({m})"))
+                .unwrap_or_default();
+            format!("{} session {id}{model}", style.cyan("●"))
+        }
+        EventKind::AssistantMessage => {
+            let text = str_field(d, &["text", "content", "message"]).unwrap_or("").trim();
+            if text.is_empty() {
+                return None;
+            }
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or("");
+            let mut s = format!("{} {}", style.bold("│"), first);
+            for l in lines {
+                s.push_str(&format!("\n         {} {}", style.bold("│"), l));
+            }
+            s
+        }
+        EventKind::ToolCall => {
+            let name = str_field(d, &["name", "tool"]).unwrap_or("tool");
+            let arg = d
+                .get("input")
+                .or_else(|| d.get("arguments"))
+                .and_then(tool_key_argument)
+                .map(|a| truncate(&a, 100))
+                .unwrap_or_default();
+            format!("{} {} {}", style.yellow("→"), style.bold(name), arg)
+        }
+        EventKind::ToolResult => {
+            let is_error = d.get("is_error").and_then(Value::as_bool).unwrap_or(false)
+                || d.get("ok").and_then(Value::as_bool) == Some(false)
+                || d.get("status").and_then(Value::as_str) == Some("error");
+            let output = str_field(d, &["output", "content", "text", "error"]).unwrap_or("");
+            let n = output.lines().count();
+            if is_error {
+                format!(
+                    "{} {} {}",
+                    style.red("←"),
+                    style.red("error"),
+                    truncate(output, 120)
+                )
+            } else {
+                let summary = if n > 1 {
+                    format!("{n} lines")
+                } else {
+                    truncate(output, 100)
+                };
+                format!(
+                    "{} {} {}",
+                    style.green("←"),
+                    style.green("ok"),
+                    style.dim(&summary)
+                )
+            }
+        }
+        EventKind::Usage => {
+            let n = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let cost = d
+                .get("cost_usd")
+                .and_then(Value::as_f64)
+                .map(|c| format!(", ${c:.4}"))
+                .unwrap_or_default();
+            style.dim(&format!(
+                "Σ {} in, {} out tokens{cost}",
+                n("input_tokens"),
+                n("output_tokens")
+            ))
+        }
+        EventKind::ApiRetry => {
+            let attempt = d.get("attempt").and_then(Value::as_u64).unwrap_or(0);
+            let err = str_field(d, &["error", "message"]).unwrap_or("");
+            format!("{} API retry {attempt} {}", style.yellow("↻"), truncate(err, 100))
+        }
+        EventKind::Log => {
+            let line = str_field(d, &["line", "text", "message"]).unwrap_or("");
+            let s = truncate(line, 200);
+            if str_field(d, &["stream"]) == Some("stderr") {
+                style.dim(&format!("! {s}"))
+            } else {
+                style.dim(&format!("  {s}"))
+            }
+        }
+        EventKind::Result => {
+            let is_error = d.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+            let text = str_field(d, &["text", "result", "final_text"]).unwrap_or("");
+            if is_error {
+                format!("{} {}", style.red("✗"), truncate(text, 300))
+            } else {
+                format!("{} {}", style.green("✓"), truncate(text, 300))
+            }
+        }
+        EventKind::Raw => {
+            let text = str_field(d, &["line"])
+                .map(str::to_string)
+                .unwrap_or_else(|| d.to_string());
+            style.dim(&format!("  {}", truncate(&text, 160)))
+        }
+    };
+    Some(format!("{time} {body}"))
+}
+
+/// A status line redrawn in place on a terminal (spinner + text); silent otherwise. Printing
+/// through it keeps regular output and the status line from garbling each other.
+pub struct StatusLine {
+    enabled: bool,
+    frame: usize,
+    text: String,
+    shown: bool,
+}
+
+const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+impl StatusLine {
+    /// Enabled only when stderr is a terminal (and the caller is not printing JSON).
+    pub fn new(enabled: bool) -> Self {
+        Self {
+            enabled: enabled && std::io::stderr().is_terminal(),
+            frame: 0,
+            text: String::new(),
+            shown: false,
+        }
+    }
+
+    pub fn set(&mut self, text: impl Into<String>) {
+        self.text = text.into();
+        self.draw();
+    }
+
+    pub fn tick(&mut self) {
+        self.frame = (self.frame + 1) % FRAMES.len();
+        self.draw();
+    }
+
+    fn draw(&mut self) {
+        if !self.enabled || self.text.is_empty() {
+            return;
+        }
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[2K{} {}", FRAMES[self.frame], self.text);
+        let _ = err.flush();
+        self.shown = true;
+    }
+
+    pub fn clear(&mut self) {
+        if self.enabled && self.shown {
+            let mut err = std::io::stderr();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+            self.shown = false;
+        }
+    }
+
+    /// Print a line on stdout without leaving the status line in the middle of it.
+    pub fn println(&mut self, line: &str) {
+        self.clear();
+        println!("{line}");
+        self.draw();
+    }
+}
+
+impl Drop for StatusLine {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+        let ago = |s: i64| relative_to(now - chrono::Duration::seconds(s), now);
+        assert_eq!(ago(0), "just now");
+        assert_eq!(ago(42), "42s ago");
+        assert_eq!(ago(180), "3m ago");
+        assert_eq!(ago(5 * 3600), "5h ago");
+        assert_eq!(ago(2 * 86400), "2d ago");
+        assert_eq!(ago(-120), "in 2m");
+    }
+
+    #[test]
+    fn tables_align_columns_ignoring_colour_codes() {
+        let style = Style { color: true };
+        let t = table(
+            &Style::plain(),
+            &["A", "B"],
+            &[vec![style.red("x"), "1".into()], vec!["long".into(), "2".into()]],
+        );
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "A     B");
+        assert_eq!(lines[2], "long  2");
+        assert_eq!(visible_width(lines[1]), "x     1".len());
+    }
+
+    fn ev(kind: EventKind, data: Value) -> Event {
+        Event {
+            task_id: agentpool_core::TaskId::new(),
+            seq: 1,
+            at: Utc::now(),
+            kind,
+            data,
+        }
+    }
+
+    #[test]
+    fn tool_calls_show_their_key_argument() {
+        let s = Style::plain();
+        let line = render_event(
+            &s,
+            &ev(
+                EventKind::ToolCall,
+                json!({"name":"Write","input":{"file_path":"src/a.rs","content":"x"}}),
+            ),
+        )
+        .unwrap();
+        assert!(line.ends_with("→ Write src/a.rs"), "{line}");
+        let line = render_event(
+            &s,
+            &ev(
+                EventKind::ToolCall,
+                json!({"name":"Bash","input":{"command":"cargo test"}}),
+            ),
+        )
+        .unwrap();
+        assert!(line.ends_with("→ Bash cargo test"), "{line}");
+    }
+
+    #[test]
+    fn results_and_usage_are_summarised_not_dumped() {
+        let s = Style::plain();
+        let ok = render_event(&s, &ev(EventKind::ToolResult, json!({"output":"a\nb\nc"}))).unwrap();
+        assert!(ok.ends_with("← ok 3 lines"), "{ok}");
+        let err = render_event(
+            &s,
+            &ev(
+                EventKind::ToolResult,
+                json!({"is_error":true,"output":"no such file"}),
+            ),
+        )
+        .unwrap();
+        assert!(err.ends_with("← error no such file"), "{err}");
+        let u = render_event(
+            &s,
+            &ev(
+                EventKind::Usage,
+                json!({"input_tokens":10,"output_tokens":5,"cost_usd":0.5}),
+            ),
+        )
+        .unwrap();
+        assert!(u.ends_with("Σ 10 in, 5 out tokens, $0.5000"), "{u}");
+        assert!(render_event(&s, &ev(EventKind::AssistantMessage, json!({"text":"  "}))).is_none());
+    }
+}

@@ -1,0 +1,69 @@
+//! `--output json` prints valid JSON for every command, so scripts can rely on it.
+
+use crate::{Env, Up, json, stderr, stdout};
+
+#[test]
+fn every_command_prints_valid_json() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let up = Up::start(&env, 1);
+    let ap = |args: &[&str]| {
+        let mut all = vec!["--server", up.url.as_str(), "--output", "json"];
+        all.extend_from_slice(args);
+        let o = env.run(&all);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        o
+    };
+    let repo = remote.to_str().unwrap();
+    let submitted = json(&ap(&[
+        "submit",
+        "--repo",
+        repo,
+        "--command",
+        "echo a > a.txt",
+        "--wait",
+    ]));
+    assert_eq!(submitted["state"], "succeeded");
+    assert!(submitted["result"]["commit_sha"].is_string(), "{submitted}");
+    let id = submitted["id"].as_str().unwrap().to_string();
+
+    let queued = json(&ap(&[
+        "submit",
+        "--repo",
+        repo,
+        "--command",
+        "true",
+        "--label",
+        "pool=none",
+    ]));
+    assert!(queued["id"].is_string());
+
+    let list = json(&ap(&["tasks", "list"]));
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    let show = json(&ap(&["tasks", "show", &id]));
+    assert_eq!(show["id"], id.as_str());
+    assert!(show["attempts_detail"].is_array());
+    let logs = json(&ap(&["tasks", "logs", &id]));
+    assert!(!logs.as_array().unwrap().is_empty());
+    // Following a finished task prints its events as JSON lines and ends.
+    let follow = ap(&["tasks", "logs", "-f", &id]);
+    for line in stdout(&follow).lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("each line is JSON");
+    }
+    let canceled = json(&ap(&["tasks", "cancel", queued["id"].as_str().unwrap()]));
+    assert_eq!(canceled["state"], "canceled");
+    let retried = json(&ap(&["tasks", "retry", queued["id"].as_str().unwrap()]));
+    assert_eq!(retried["state"], "queued");
+
+    let workers = json(&ap(&["workers", "list"]));
+    let wid = workers[0]["id"].as_str().unwrap().to_string();
+    let worker = json(&ap(&["workers", "show", &wid]));
+    assert_eq!(worker["id"], wid.as_str());
+
+    json(&ap(&["projects", "put", "demo", "--repo", repo]));
+    let projects = json(&ap(&["projects", "list"]));
+    assert_eq!(projects[0]["name"], "demo");
+    json(&ap(&["projects", "show", "demo"]));
+    json(&ap(&["projects", "delete", "demo"]));
+    drop(up);
+}

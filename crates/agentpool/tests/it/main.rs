@@ -1,0 +1,167 @@
+//! Integration tests of the `agentpool` binary: each test runs the real executable against a
+//! real embedded pool (SQLite, git, in-process workers) in a private data directory.
+
+mod demo;
+mod json;
+mod pool;
+mod run;
+mod usage;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A private data directory plus a scratch area for repositories.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `agentpool` with this environment's data dir and nothing inherited that could point it
+    /// at another server.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_agentpool"));
+        c.env("AGENTPOOL_DATA_DIR", self.data_dir())
+            .env_remove("AGENTPOOL_SERVER")
+            .env_remove("AGENTPOOL_TOKEN")
+            .env_remove("AGENTPOOL_OUTPUT")
+            .env_remove("AGENTPOOL_DATABASE_URL")
+            .env("NO_COLOR", "1")
+            .env("AGENTPOOL_LOG", "warn")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run agentpool")
+    }
+
+    /// A repository with one commit on `main`, published to a bare "remote"; returns the
+    /// bare repository's path (what tasks clone from and push to).
+    pub fn sample_repo(&self) -> PathBuf {
+        let work = self.dir.path().join("src-repo");
+        let bare = self.dir.path().join("remote.git");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        std::fs::write(work.join("README.md"), "# sample\n").unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "initial"]);
+        git(
+            self.dir.path(),
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                work.to_str().unwrap(),
+                bare.to_str().unwrap(),
+            ],
+        );
+        bare
+    }
+}
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", stdout(o), stderr(o)))
+}
+
+/// `agentpool up` running in the background; stopped (SIGTERM) when dropped.
+pub struct Up {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Up {
+    /// Start `up` on a free port and wait for the line announcing its URL.
+    pub fn start(env: &Env, workers: u32) -> Self {
+        let mut child = env
+            .cmd()
+            .args(["up", "--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn agentpool up");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                        break u.to_string();
+                    }
+                }
+                _ => {
+                    let status = child.wait().expect("wait");
+                    panic!("agentpool up exited ({status}) before printing its URL");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, url }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        let status = self.child.wait().expect("wait for up");
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        terminate(&self.child);
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}

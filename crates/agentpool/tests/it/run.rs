@@ -1,0 +1,157 @@
+//! `run` and `submit --wait`: a task goes through the whole pipeline and the exit code tells
+//! how it ended.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use crate::{Env, Up, git, json, stderr, stdout};
+
+#[test]
+fn run_on_a_local_repo_exits_0_and_the_commit_is_on_the_work_branch() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let o = env.run(&[
+        "run",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--branch",
+        "work/hello",
+        "--command",
+        "echo hello > hello.txt",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let task = json(&o);
+    assert_eq!(task["state"], "succeeded");
+    let sha = task["result"]["commit_sha"].as_str().expect("commit sha");
+    assert_eq!(git(&remote, &["rev-parse", "work/hello"]), sha);
+    assert_eq!(git(&remote, &["show", "work/hello:hello.txt"]), "hello");
+    let files = task["result"]["files"].as_array().expect("files");
+    assert!(files.iter().any(|f| f["path"] == "hello.txt"), "{files:?}");
+}
+
+#[test]
+fn run_shows_the_events_and_the_result_for_a_person() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let o = env.run(&[
+        "run",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "echo visible-output; echo x > x.txt",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("visible-output"), "{out}");
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains("commit"), "{out}");
+}
+
+#[test]
+fn submit_wait_of_a_failing_task_exits_1_and_shows_the_class() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let up = Up::start(&env, 1);
+    let o = env.run(&[
+        "--server",
+        &up.url,
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "echo broken >&2; exit 3",
+        "--max-attempts",
+        "1",
+        "--wait",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.contains("failed"), "{err}");
+    let classes = ["AGENT_ERROR", "INVALID_TASK", "GIT_ERROR", "TIMEOUT"];
+    assert!(
+        classes.iter().any(|c| last.contains(c)),
+        "no error class in: {last}"
+    );
+    assert!(stdout(&o).contains("failed"));
+    drop(up);
+}
+
+#[test]
+fn a_task_canceled_while_waited_on_exits_3() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let up = Up::start(&env, 1);
+    // No worker carries this label, so the task stays queued until it is canceled.
+    let mut waiting = env
+        .cmd()
+        .args([
+            "--server",
+            &up.url,
+            "submit",
+            "--repo",
+            remote.to_str().unwrap(),
+            "--command",
+            "true",
+            "--label",
+            "pool=nowhere",
+            "--wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(waiting.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line naming the task").unwrap();
+    let id = first.split_whitespace().last().unwrap().to_string();
+    let cancel = env.run(&["--server", &up.url, "tasks", "cancel", &id]);
+    assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
+    let status = waiting.wait().unwrap();
+    assert_eq!(status.code(), Some(3));
+    drop(up);
+}
+
+#[test]
+fn a_task_whose_dependency_was_canceled_does_not_succeed() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let up = Up::start(&env, 1);
+    let blocker = env.run(&[
+        "--server",
+        &up.url,
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "true",
+        "--label",
+        "pool=nowhere",
+    ]);
+    assert_eq!(blocker.status.code(), Some(0), "{}", stderr(&blocker));
+    let id = stdout(&blocker).trim().to_string();
+    let cancel = env.run(&["--server", &up.url, "tasks", "cancel", &id]);
+    assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
+    let o = env.run(&[
+        "--server",
+        &up.url,
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "true",
+        "--depends-on",
+        &id,
+        "--wait",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
+    drop(up);
+}

@@ -1,0 +1,101 @@
+//! Mistakes a person makes: bad flags, an unreachable server, missing input. Each gives one
+//! readable line on stderr and a distinct non-zero exit code.
+
+use crate::{Env, stderr, stdout};
+
+fn one_line(s: &str) -> &str {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{s}");
+    lines[0]
+}
+
+#[test]
+fn an_unknown_flag_is_one_line_and_exit_code_2() {
+    let env = Env::new();
+    let o = env.run(&["tasks", "list", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = one_line(&stderr(&o)).to_string();
+    assert!(line.contains("--bogus"), "{line}");
+    assert!(stdout(&o).is_empty());
+}
+
+#[test]
+fn an_invalid_value_names_the_flag() {
+    let env = Env::new();
+    let o = env.run(&["submit", "--repo", "/x", "--command", "true", "--timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = one_line(&stderr(&o)).to_string();
+    assert!(line.contains("--timeout") && line.contains("soon"), "{line}");
+}
+
+#[test]
+fn an_unreachable_server_is_one_line_and_exit_code_4() {
+    let env = Env::new();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let o = env.run(&["--server", "http://127.0.0.1:9", "tasks", "list"]);
+    assert_eq!(o.status.code(), Some(4));
+    let line = one_line(&stderr(&o)).to_string();
+    assert!(
+        line.contains("cannot reach") && line.contains("127.0.0.1:9"),
+        "{line}"
+    );
+}
+
+#[test]
+fn commands_that_need_a_server_say_how_to_start_one() {
+    let env = Env::new();
+    let o = env.run(&["workers", "list"]);
+    assert_eq!(o.status.code(), Some(4));
+    let line = one_line(&stderr(&o)).to_string();
+    assert!(line.contains("agentpool up"), "{line}");
+}
+
+#[test]
+fn a_task_without_prompt_or_command_is_a_usage_error() {
+    let env = Env::new();
+    let o = env.run(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "submit",
+        "--repo",
+        "https://example.com/r.git",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    one_line(&stderr(&o));
+}
+
+#[test]
+fn help_lists_every_subcommand_and_the_exit_codes() {
+    let env = Env::new();
+    let o = env.run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    for sub in [
+        "up",
+        "serve",
+        "worker",
+        "migrate",
+        "run",
+        "submit",
+        "tasks",
+        "workers",
+        "projects",
+        "tokens",
+        "demo",
+        "completions",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub} missing:\n{help}"
+        );
+    }
+    assert!(help.contains("Exit codes"));
+}
+
+#[test]
+fn completions_are_generated_for_bash() {
+    let env = Env::new();
+    let o = env.run(&["completions", "bash"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("_agentpool"));
+}
