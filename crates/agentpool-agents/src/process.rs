@@ -151,23 +151,29 @@ pub async fn run_process(
             s
         }
         None => {
+            // Some agents start tool shells in process groups of their own (OpenCode does), out
+            // of reach of the group signal: find the whole tree before anything dies and gets
+            // re-parented, and signal each member too.
+            let mut tree = pgid.map(descendants).unwrap_or_default();
             if let Some(pgid) = pgid {
                 signal_group(pgid, libc::SIGTERM);
+                signal_all(&tree, libc::SIGTERM);
             }
-            match tokio::time::timeout(spec.kill_grace, child.wait()).await {
-                Ok(s) => {
-                    if let Some(pgid) = pgid {
-                        signal_group(pgid, libc::SIGKILL);
-                    }
-                    s?
-                }
+            let status = match tokio::time::timeout(spec.kill_grace, child.wait()).await {
+                Ok(s) => s?,
                 Err(_) => {
                     if let Some(pgid) = pgid {
+                        tree.extend(descendants(pgid));
                         signal_group(pgid, libc::SIGKILL);
                     }
                     child.wait().await?
                 }
+            };
+            if let Some(pgid) = pgid {
+                signal_group(pgid, libc::SIGKILL);
+                signal_all(&tree, libc::SIGKILL);
             }
+            status
         }
     };
 
@@ -203,6 +209,50 @@ fn signal_group(pgid: i32, signal: i32) {
             libc::kill(-pgid, signal);
         }
     }
+}
+
+/// Signal each process (and its group, when it leads one) in `pids`.
+fn signal_all(pids: &[i32], signal: i32) {
+    for &pid in pids {
+        if pid > 1 {
+            // SAFETY: kill(2) has no memory effects; a process already gone gives ESRCH.
+            unsafe {
+                libc::kill(pid, signal);
+                if libc::getpgid(pid) == pid {
+                    libc::kill(-pid, signal);
+                }
+            }
+        }
+    }
+}
+
+/// Every live descendant of `root`, from /proc's parent links (empty where /proc is missing).
+pub fn descendants(root: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of: Vec<(i32, i32)> = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, …
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
+            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
+        {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
 }
 
 async fn read_lines<R: AsyncRead + Unpin>(reader: R, stream: Stream, tx: mpsc::Sender<(Stream, Vec<u8>)>) {
@@ -353,6 +403,29 @@ mod tests {
         .unwrap();
         assert_eq!(exit.killed, Some(KillReason::Canceled));
         assert!(exit.duration < Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn cancel_reaches_children_that_left_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let cancel = CancellationToken::new();
+        let c2 = cancel.clone();
+        // setsid puts the sleeper in a session and group of its own, as some agents do.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done; echo ready; wait",
+            p = pidfile.display()
+        );
+        let exit = run_process(&spec(&script), &cancel, move |_, l| {
+            if l == "ready" {
+                c2.cancel();
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(exit.killed, Some(KillReason::Canceled));
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(!process_alive(pid), "detached child {pid} survived");
     }
 
     /// Alive and not a zombie.

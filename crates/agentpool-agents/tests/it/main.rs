@@ -2,3 +2,4 @@
 //! run through the adapters against the scripted model endpoint.
 
 mod parsers;
+mod real_cli;

@@ -1,0 +1,421 @@
+//! The REAL agent CLIs (pinned in tools/agents) run through the adapters against the scripted
+//! model endpoint, in a temp git repository. A missing CLI fails these tests when services are
+//! required (scripts/test, CI); otherwise they say so and return.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentpool_agents::{AgentConfig, AgentOutcome, AgentRequest, CodeAgent, EventSink, Registry};
+use agentpool_core::{ErrorClass, EventKind, NewEvent};
+use agentpool_testkit::model::{ModelServer, Script, Step};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Collects events and wakes waiters on each one.
+#[derive(Default)]
+pub struct Collect {
+    pub events: Mutex<Vec<NewEvent>>,
+    pub notify: Notify,
+}
+
+impl EventSink for Collect {
+    fn emit(&self, event: NewEvent) {
+        if let Ok(mut e) = self.events.lock() {
+            e.push(event);
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+impl Collect {
+    fn all(&self) -> Vec<NewEvent> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+    fn of(&self, k: EventKind) -> Vec<NewEvent> {
+        self.all().into_iter().filter(|e| e.kind == k).collect()
+    }
+}
+
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/agents/node_modules/.bin")
+        })
+}
+
+/// The adapter for `name`, or `None` (test passes vacuously) when its CLI is not installed and
+/// services are not required. Panics when they are.
+pub fn agent(name: &str) -> Option<Arc<dyn CodeAgent>> {
+    let cfg = AgentConfig {
+        bin_dir: Some(bin_dir()),
+        ..Default::default()
+    };
+    let exe = match name {
+        "claude-code" => "claude",
+        other => other,
+    };
+    if cfg.find(name, exe).is_none() {
+        if agentpool_testkit::services_required() {
+            panic!(
+                "the {name} CLI ({exe}) is not installed in {} or on PATH; run `npm ci --prefix tools/agents`",
+                bin_dir().display()
+            );
+        }
+        eprintln!("skipping: {exe} not installed (set AGENTPOOL_TEST_REQUIRE_SERVICES to fail)");
+        return None;
+    }
+    Registry::builtin(&cfg).get(name)
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A temp git repo with one commit, a private home, and a scripted endpoint.
+pub struct Fixture {
+    pub repo: tempfile::TempDir,
+    pub home: tempfile::TempDir,
+    pub server: ModelServer,
+}
+
+impl Fixture {
+    pub async fn new(steps: Vec<Step>) -> Self {
+        let repo = tempfile::tempdir().unwrap();
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.path().join("README.md"), "# test repo\n").unwrap();
+        git(repo.path(), &["add", "-A"]);
+        git(repo.path(), &["commit", "-q", "-m", "init"]);
+        let home = tempfile::tempdir().unwrap();
+        let server = ModelServer::start(Script::new(steps).in_workdir(repo.path()))
+            .await
+            .unwrap();
+        Self { repo, home, server }
+    }
+
+    pub fn request(&self, agent: &str, prompt: &str) -> AgentRequest {
+        let mut r = AgentRequest::new(prompt, self.repo.path(), self.home.path());
+        r.timeout = Duration::from_secs(120);
+        r.env = self.server.env_for(agent);
+        r.model = Some(
+            match agent {
+                "claude-code" => "claude-sonnet-4-5",
+                "codex" => "gpt-5.5",
+                "opencode" => "stub-model",
+                _ => "gemini-2.5-flash",
+            }
+            .into(),
+        );
+        r
+    }
+
+    pub async fn run(&self, agent: &dyn CodeAgent, req: AgentRequest) -> (AgentOutcome, Arc<Collect>) {
+        let sink = Arc::new(Collect::default());
+        let out = agent
+            .run(req, sink.clone(), CancellationToken::new())
+            .await
+            .expect("the agent runs");
+        (out, sink)
+    }
+}
+
+fn describe(o: &AgentOutcome, sink: &Collect, server: &ModelServer) -> String {
+    let reqs: Vec<_> = server
+        .requests()
+        .iter()
+        .map(|r| format!("{:?} {} side={} tools={:?}", r.api, r.path, r.side, r.tools()))
+        .collect();
+    format!("outcome: {o:#?}\nevents: {:#?}\nrequests: {reqs:#?}", sink.all())
+}
+
+async fn writes_a_file_with_its_own_tool(name: &str) {
+    let Some(agent) = agent(name) else { return };
+    let fx = Fixture::new(vec![
+        Step::write_file("hello.txt", "hello from agentpool\n"),
+        Step::answer("Created hello.txt."),
+    ])
+    .await;
+    let (o, sink) = fx.run(agent.as_ref(), fx.request(name, "Create hello.txt")).await;
+    let why = describe(&o, &sink, &fx.server);
+    assert!(!o.is_error, "{why}");
+    assert_eq!(
+        std::fs::read_to_string(fx.repo.path().join("hello.txt"))
+            .ok()
+            .as_deref(),
+        Some("hello from agentpool\n"),
+        "{why}"
+    );
+    // The agent's own file-writing tool did it (not a shell fallback).
+    let tool = match name {
+        "claude-code" => "Write",
+        "codex" => "file_change",
+        "opencode" => "write",
+        _ => "write_file",
+    };
+    assert!(
+        sink.of(EventKind::ToolCall)
+            .iter()
+            .any(|e| e.data["name"] == tool),
+        "{why}"
+    );
+    assert!(
+        sink.of(EventKind::ToolResult)
+            .iter()
+            .any(|e| e.data["ok"] == true),
+        "{why}"
+    );
+    assert!(!sink.of(EventKind::SessionStarted).is_empty(), "{why}");
+    assert!(o.session_id.is_some(), "{why}");
+    assert!(o.usage.input_tokens > 0 && o.usage.output_tokens > 0, "{why}");
+    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."), "{why}");
+    assert!(!sink.of(EventKind::Result).is_empty(), "{why}");
+    // The key the endpoint was given never shows up in events.
+    let all = serde_json::to_string(&sink.all().iter().map(|e| &e.data).collect::<Vec<_>>()).unwrap();
+    assert!(!all.contains(agentpool_testkit::model::TEST_API_KEY));
+    if name == "claude-code" {
+        assert!(o.cost_usd.is_some_and(|c| c > 0.0), "{why}");
+    }
+}
+
+async fn endpoint_status_is_classified(name: &str, status: u16, class: ErrorClass) {
+    let Some(agent) = agent(name) else { return };
+    let fx = Fixture::new(vec![Step::Fail {
+        status,
+        retry_after: Some(1),
+    }])
+    .await;
+    let (o, sink) = fx.run(agent.as_ref(), fx.request(name, "Create hello.txt")).await;
+    let why = describe(&o, &sink, &fx.server);
+    assert!(o.is_error, "{why}");
+    assert_eq!(o.error_class, Some(class), "{why}");
+    assert!(
+        o.duration_ms < 60_000,
+        "the CLI's own retries should be off: {why}"
+    );
+}
+
+async fn cancel_ends_the_run_and_its_children(name: &str) {
+    let Some(agent) = agent(name) else { return };
+    let marker = tempfile::tempdir().unwrap();
+    let pidfile = marker.path().join("pid");
+    let fx = Fixture::new(vec![
+        Step::shell(&format!("echo $$ > {}; sleep 300", pidfile.display())),
+        Step::answer("done"),
+    ])
+    .await;
+    let sink = Arc::new(Collect::default());
+    let cancel = CancellationToken::new();
+    let req = fx.request(name, "Run the command");
+    let run = {
+        let (agent, sink, cancel) = (agent.clone(), sink.clone(), cancel.clone());
+        tokio::spawn(async move { agent.run(req, sink, cancel).await })
+    };
+    // The tool call event says the shell is starting; the pid file says it runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never ran the command: {:#?}\n{:#?}",
+            sink.all(),
+            fx.server
+                .requests()
+                .iter()
+                .map(|r| (r.path.clone(), r.tools()))
+                .collect::<Vec<_>>()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), sink.notify.notified()).await;
+    };
+    cancel.cancel();
+    let o = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("cancel ends the run promptly")
+        .unwrap()
+        .unwrap();
+    assert!(o.is_error);
+    assert_eq!(o.error_class, Some(ErrorClass::Canceled));
+    assert!(!alive(pid), "the agent's shell child {pid} survived the cancel");
+}
+
+/// Alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+macro_rules! agent_tests {
+    ($modname:ident, $name:literal) => {
+        mod $modname {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn writes_a_file_with_its_own_tool() {
+                super::writes_a_file_with_its_own_tool($name).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn endpoint_401_is_auth_failed() {
+                endpoint_status_is_classified($name, 401, ErrorClass::AuthFailed).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn endpoint_429_is_rate_limited() {
+                endpoint_status_is_classified($name, 429, ErrorClass::RateLimited).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancel_ends_the_run_and_its_children() {
+                super::cancel_ends_the_run_and_its_children($name).await;
+            }
+        }
+    };
+}
+
+agent_tests!(claude_code, "claude-code");
+agent_tests!(codex, "codex");
+agent_tests!(opencode, "opencode");
+agent_tests!(gemini, "gemini");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_max_turns_is_an_agent_error() {
+    let Some(agent) = agent("claude-code") else { return };
+    let fx = Fixture::new(vec![Step::shell("echo hi")]).await;
+    let mut req = fx.request("claude-code", "Keep running commands");
+    req.max_turns = Some(1);
+    let (o, sink) = fx.run(agent.as_ref(), req).await;
+    let why = describe(&o, &sink, &fx.server);
+    assert!(o.is_error, "{why}");
+    assert_eq!(o.error_class, Some(ErrorClass::AgentError), "{why}");
+    assert!(
+        o.error_message.as_deref().unwrap_or_default().contains("turns"),
+        "{why}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_follow_up_resumes_the_same_session() {
+    let Some(agent) = agent("claude-code") else { return };
+    let fx = Fixture::new(vec![Step::answer("First answer.")]).await;
+    let (first, sink) = fx
+        .run(agent.as_ref(), fx.request("claude-code", "Remember 42"))
+        .await;
+    assert!(!first.is_error, "{}", describe(&first, &sink, &fx.server));
+    let session = first.session_id.clone().expect("a session id");
+    let mut req = fx.request("claude-code", "What did I ask you to remember?");
+    req.resume_session = Some(session.clone());
+    let (second, sink) = fx.run(agent.as_ref(), req).await;
+    let why = describe(&second, &sink, &fx.server);
+    assert!(!second.is_error, "{why}");
+    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
+    // The resumed request carried the first conversation to the model.
+    let last = fx.server.agent_requests().last().cloned().expect("a request");
+    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+}
+
+#[tokio::test]
+async fn command_runs_in_the_workspace_and_logs_its_output() {
+    let cfg = AgentConfig::default();
+    let agent = Registry::builtin(&cfg).get("command").unwrap();
+    let fx = Fixture::new(vec![]).await;
+    let mut req = AgentRequest::new("ls; echo oops >&2; exit 3", fx.repo.path(), fx.home.path());
+    req.timeout = Duration::from_secs(30);
+    let (o, sink) = fx.run(agent.as_ref(), req).await;
+    assert!(o.is_error);
+    assert_eq!(o.exit_code, Some(3));
+    assert_eq!(o.error_class, Some(ErrorClass::AgentError));
+    let logs = sink.of(EventKind::Log);
+    assert!(
+        logs.iter()
+            .any(|e| e.data["stream"] == "stdout" && e.data["line"] == "README.md")
+    );
+    assert!(
+        logs.iter()
+            .any(|e| e.data["stream"] == "stderr" && e.data["line"] == "oops")
+    );
+}
+
+#[tokio::test]
+async fn invalid_requests_are_rejected_before_anything_runs() {
+    let cfg = AgentConfig::default();
+    let reg = Registry::builtin(&cfg);
+    let fx = Fixture::new(vec![]).await;
+    let base = || AgentRequest::new("do it", fx.repo.path(), fx.home.path());
+    let claude = reg.get("claude-code").unwrap();
+    let cases: Vec<(&str, AgentRequest)> = vec![
+        (
+            "empty prompt",
+            AgentRequest {
+                prompt: "  ".into(),
+                ..base()
+            },
+        ),
+        (
+            "zero timeout",
+            AgentRequest {
+                timeout: Duration::ZERO,
+                ..base()
+            },
+        ),
+        (
+            "huge timeout",
+            AgentRequest {
+                timeout: Duration::from_secs(10 * 24 * 3600),
+                ..base()
+            },
+        ),
+        (
+            "flag as model",
+            AgentRequest {
+                model: Some("--evil".into()),
+                ..base()
+            },
+        ),
+        (
+            "bad session",
+            AgentRequest {
+                resume_session: Some("a b".into()),
+                ..base()
+            },
+        ),
+        (
+            "missing workdir",
+            AgentRequest {
+                workdir: fx.repo.path().join("nope"),
+                ..base()
+            },
+        ),
+    ];
+    for (what, req) in cases {
+        let err = claude.validate(&req).expect_err(what);
+        assert_eq!(err.class(), ErrorClass::InvalidTask, "{what}");
+    }
+    assert!(matches!(
+        reg.resolve(Some("no-such-agent")),
+        Err(e) if e.class() == ErrorClass::InvalidTask
+    ));
+    assert_eq!(reg.resolve(None).unwrap().capabilities().name, "claude-code");
+}
