@@ -95,13 +95,94 @@ impl CodeAgent for ClaudeCode {
             defaults.push(("IS_SANDBOX", "1".to_string()));
         }
         let env = cli::agent_env(&self.cfg, &request, &defaults)?;
+        let config_dir = request.home.join(".claude");
+        let kept = self.cfg.sessions_of(NAME);
+        if let Some(id) = &request.resume_session {
+            restore_session(&kept, &config_dir, &request.workdir, id);
+        }
         let run = CliRun {
             program,
             args: Self::args(&request),
             env,
             request,
         };
-        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+        let outcome = cli::run_cli(run, Box::new(Parser::default()), events.clone(), cancel).await?;
+        if let Some(id) = &outcome.session_id
+            && let Err(e) = keep_session(&kept, &config_dir, id)
+        {
+            events.emit(events::log(
+                "agentpool",
+                &format!("could not keep session {id} for follow-ups: {e}"),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Claude Code files a session as `CLAUDE_CONFIG_DIR/projects/<cwd, non-alphanumerics as '-'>/
+/// <session_id>.jsonl` and resumes only from the current project's directory.
+pub fn project_dir_name(cwd: &std::path::Path) -> String {
+    cwd.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+fn session_file_name(id: &str) -> Option<String> {
+    // Ids come from the CLI or a validated request; refuse anything path-like regardless.
+    (!id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    .then(|| format!("{id}.jsonl"))
+}
+
+/// Copy the session's transcript out of this run's (throw-away) config dir.
+fn keep_session(kept: &std::path::Path, config_dir: &std::path::Path, id: &str) -> std::io::Result<()> {
+    let Some(file) = session_file_name(id) else {
+        return Ok(());
+    };
+    let Ok(projects) = std::fs::read_dir(config_dir.join("projects")) else {
+        return Ok(());
+    };
+    for project in projects.flatten() {
+        let src = project.path().join(&file);
+        if src.is_file() {
+            std::fs::create_dir_all(kept)?;
+            let tmp = kept.join(format!(".{file}.tmp"));
+            std::fs::copy(&src, &tmp)?;
+            std::fs::rename(&tmp, kept.join(&file))?;
+        }
+    }
+    Ok(())
+}
+
+/// Put a kept transcript where the CLI looks for it from `workdir`.
+fn restore_session(
+    kept: &std::path::Path,
+    config_dir: &std::path::Path,
+    workdir: &std::path::Path,
+    id: &str,
+) {
+    let Some(file) = session_file_name(id) else {
+        return;
+    };
+    let src = kept.join(&file);
+    if !src.is_file() {
+        return;
+    }
+    let mut dirs = vec![workdir.to_path_buf()];
+    if let Ok(real) = std::fs::canonicalize(workdir)
+        && real != workdir
+    {
+        dirs.push(real);
+    }
+    for d in dirs {
+        let project = config_dir.join("projects").join(project_dir_name(&d));
+        let dst = project.join(&file);
+        if !dst.exists() && std::fs::create_dir_all(&project).is_ok() {
+            let _ = std::fs::copy(&src, &dst);
+        }
     }
 }
 

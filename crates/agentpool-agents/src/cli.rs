@@ -24,15 +24,32 @@ pub struct AgentConfig {
     pub bin_dir: Option<PathBuf>,
     /// Per-agent binary overrides by agent name (`claude-code` → `/opt/claude`).
     pub binaries: BTreeMap<String, PathBuf>,
+    /// Where adapters keep session transcripts between runs, so that a follow-up task — which
+    /// gets a fresh home and workspace — can resume the earlier session on this worker. `None`:
+    /// a directory under the system temp dir.
+    pub session_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
-    /// `AGENTPOOL_AGENT_BIN_DIR` from the environment, if set.
+    /// `AGENTPOOL_AGENT_BIN_DIR` and `AGENTPOOL_AGENT_SESSION_DIR` from the environment.
     pub fn from_env() -> Self {
         Self {
             bin_dir: std::env::var_os("AGENTPOOL_AGENT_BIN_DIR").map(PathBuf::from),
             binaries: BTreeMap::new(),
+            session_dir: std::env::var_os("AGENTPOOL_AGENT_SESSION_DIR").map(PathBuf::from),
         }
+    }
+
+    /// The directory for `agent`'s kept sessions.
+    pub fn sessions_of(&self, agent: &str) -> PathBuf {
+        self.session_dir
+            .clone()
+            .unwrap_or_else(|| {
+                // SAFETY: getuid has no preconditions and cannot fail.
+                let uid = unsafe { libc::getuid() };
+                std::env::temp_dir().join(format!("agentpool-agent-sessions-{uid}"))
+            })
+            .join(agent)
     }
 
     /// The binary for `agent`, named `exe`: an explicit override, else `bin_dir/exe`, else PATH.

@@ -77,7 +77,9 @@ impl Step {
 #[derive(Debug, Clone, Default)]
 pub struct Script {
     pub steps: Vec<Step>,
-    /// The workspace, to turn relative paths into the absolute ones some tools require.
+    /// The workspace, to turn relative paths into the absolute ones some tools require. When
+    /// unset (a worker picks the directory), it is read from the request: the agents name their
+    /// working directory in the system prompt or first message.
     pub workdir: Option<PathBuf>,
 }
 
@@ -241,6 +243,44 @@ pub fn tools_offered(api: Api, body: &Value) -> Vec<String> {
     names
 }
 
+/// The working directory an agent announces in its prompt: Claude Code's "Primary working
+/// directory: /p", OpenCode's "Working directory: /p", Gemini's "Workspace Directories:\n  - /p",
+/// Codex's `<cwd>/p</cwd>`.
+pub fn workdir_in(body: &Value) -> Option<PathBuf> {
+    const MARKERS: [&str; 4] = [
+        "Primary working directory:",
+        "Working directory:",
+        "Workspace Directories:",
+        "<cwd>",
+    ];
+    fn strings<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+            Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    strings(body, &mut all);
+    for marker in MARKERS {
+        for s in &all {
+            if let Some(i) = s.find(marker) {
+                let rest = s[i + marker.len()..].trim_start_matches([' ', '\n', '\t', '-', '*']);
+                let path: String = rest
+                    .chars()
+                    .take_while(|c| !matches!(c, '\n' | '<' | '"'))
+                    .collect();
+                let path = path.trim();
+                if path.starts_with('/') {
+                    return Some(PathBuf::from(path));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// What to do with one request.
 enum Play {
     Step(Step),
@@ -290,10 +330,13 @@ impl Shared {
         steps.get(i.min(steps.len().saturating_sub(1))).cloned()
     }
 
-    fn abs(&self, path: &str) -> String {
-        match &self.script.workdir {
-            Some(d) if !path.starts_with('/') => d.join(path).to_string_lossy().into_owned(),
-            _ => path.to_string(),
+    fn abs(&self, path: &str, body: &Value) -> String {
+        if path.starts_with('/') {
+            return path.to_string();
+        }
+        match self.script.workdir.clone().or_else(|| workdir_in(body)) {
+            Some(d) => d.join(path).to_string_lossy().into_owned(),
+            None => path.to_string(),
         }
     }
 }
@@ -348,7 +391,7 @@ fn call_for(shared: &Shared, api: Api, body: &Value, step: &Step) -> Option<Call
     match step {
         Step::Shell { command } => shell(command),
         Step::WriteFile { path, content } => {
-            let abs = shared.abs(path);
+            let abs = shared.abs(path, body);
             if has("Write") {
                 Some(Call {
                     name: "Write".into(),

@@ -101,9 +101,7 @@ impl Fixture {
         git(repo.path(), &["add", "-A"]);
         git(repo.path(), &["commit", "-q", "-m", "init"]);
         let home = tempfile::tempdir().unwrap();
-        let server = ModelServer::start(Script::new(steps).in_workdir(repo.path()))
-            .await
-            .unwrap();
+        let server = ModelServer::start(Script::new(steps)).await.unwrap();
         Self { repo, home, server }
     }
 
@@ -332,6 +330,27 @@ async fn claude_code_follow_up_resumes_the_same_session() {
     assert!(!second.is_error, "{why}");
     assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
     // The resumed request carried the first conversation to the model.
+    let last = fx.server.agent_requests().last().cloned().expect("a request");
+    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_follow_up_in_a_fresh_home_and_workspace_resumes_the_session() {
+    // As the worker runs follow-ups: another task directory, another private home.
+    let Some(agent) = agent("claude-code") else { return };
+    let first_fx = Fixture::new(vec![Step::answer("First answer.")]).await;
+    let (first, sink) = first_fx
+        .run(agent.as_ref(), first_fx.request("claude-code", "Remember 42"))
+        .await;
+    assert!(!first.is_error, "{}", describe(&first, &sink, &first_fx.server));
+    let session = first.session_id.clone().expect("a session id");
+    let fx = Fixture::new(vec![Step::answer("It was 42.")]).await;
+    let mut req = fx.request("claude-code", "What did I ask you to remember?");
+    req.resume_session = Some(session.clone());
+    let (second, sink) = fx.run(agent.as_ref(), req).await;
+    let why = describe(&second, &sink, &fx.server);
+    assert!(!second.is_error, "{why}");
+    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
     let last = fx.server.agent_requests().last().cloned().expect("a request");
     assert!(last.body.to_string().contains("Remember 42"), "{why}");
 }
