@@ -1,1 +1,223 @@
-fn main() {}
+//! Queue benchmark (not a test): enqueue rates, claim+complete throughput with 1/4/16 claimers
+//! using batched claims and completions, and enqueue→claimed latency with a waiting claimer, on
+//! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table.
+//!
+//! `cargo bench -p agentpool-store --bench queue [-- sqlite|postgres] [--quick]`
+//! PostgreSQL needs `AGENTPOOL_TEST_PG_URL` (`source scripts/services.sh`); each run gets a
+//! fresh database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, TaskResult, TaskSpec, WorkerId};
+use agentpool_store::{ClaimFilter, Store, StoreConfig, open_store_with};
+use agentpool_testkit::db::{Backend, TestDb};
+
+const LEASE: Duration = Duration::from_secs(300);
+
+fn spec(i: usize) -> TaskSpec {
+    TaskSpec::command("https://git.example.com/bench.git", &format!("run {i}"))
+}
+
+async fn worker(store: &Arc<dyn Store>, name: &str) -> ClaimFilter {
+    let id = WorkerId::parse(name).expect("worker id");
+    store
+        .register_worker(WorkerRegistration {
+            id: Some(id.clone()),
+            hostname: "bench".into(),
+            version: "0".into(),
+            agents: vec![AgentInfo {
+                name: "command".into(),
+                version: None,
+            }],
+            labels: Default::default(),
+            slots: 1000,
+        })
+        .await
+        .expect("register");
+    ClaimFilter {
+        worker_id: id,
+        agents: vec!["command".into()],
+        labels: Default::default(),
+        max: 100,
+        lease_ttl: LEASE,
+    }
+}
+
+async fn enqueue_n(store: &Arc<dyn Store>, n: usize) {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000);
+        store
+            .enqueue_batch((0..k).map(spec).collect())
+            .await
+            .expect("enqueue batch");
+        left -= k;
+    }
+}
+
+/// Claim and complete until the queue is empty; returns tasks done.
+async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
+    let mut done = 0;
+    loop {
+        let c = store.claim(&f).await.expect("claim");
+        if c.is_empty() {
+            return done;
+        }
+        let items = c
+            .iter()
+            .map(|c| (c.lease, TaskResult::default()))
+            .collect::<Vec<_>>();
+        let r = store.complete_batch(&f.worker_id, items).await.expect("complete");
+        done += r.iter().filter(|r| r.is_ok()).count();
+    }
+}
+
+async fn throughput(store: &Arc<dyn Store>, claimers: usize, batch: u32, tasks: usize) -> f64 {
+    enqueue_n(store, tasks).await;
+    let mut filters = Vec::new();
+    for i in 0..claimers {
+        let mut f = worker(store, &format!("tp-{claimers}-{batch}-{i}")).await;
+        f.max = batch;
+        filters.push(f);
+    }
+    let t0 = Instant::now();
+    let handles: Vec<_> = filters
+        .into_iter()
+        .map(|f| tokio::spawn(drain(store.clone(), f)))
+        .collect();
+    let mut done = 0;
+    for h in handles {
+        done += h.await.expect("join");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(done, tasks, "every task completed once");
+    done as f64 / secs
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// 500 tasks added one at a time at ~100/s with one claimer waiting on the work signal;
+/// latency = from before the enqueue call to the claim returning the task.
+async fn latency(store: &Arc<dyn Store>, n: usize) -> (f64, f64, f64) {
+    let mut f = worker(store, "lat").await;
+    f.max = 1;
+    let starts: Arc<std::sync::Mutex<Vec<Option<Instant>>>> = Arc::new(std::sync::Mutex::new(vec![None; n]));
+    let s2 = store.clone();
+    let st2 = starts.clone();
+    let claimer = tokio::spawn(async move {
+        let mut lat = Vec::with_capacity(n);
+        while lat.len() < n {
+            let mut l = s2.work_listener();
+            let c = s2.claim(&f).await.expect("claim");
+            if c.is_empty() {
+                l.wait(Duration::from_secs(2)).await;
+                continue;
+            }
+            let now = Instant::now();
+            for t in &c {
+                let i: usize = t
+                    .task
+                    .spec
+                    .command
+                    .as_deref()
+                    .and_then(|c| c.strip_prefix("run "))
+                    .and_then(|s| s.parse().ok())
+                    .expect("bench task");
+                let start = st2.lock().expect("lock")[i].expect("start recorded");
+                lat.push((now - start).as_secs_f64() * 1000.0);
+            }
+            let items = c.iter().map(|c| (c.lease, TaskResult::default())).collect();
+            s2.complete_batch(&f.worker_id, items).await.expect("complete");
+        }
+        lat
+    });
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for i in 0..n {
+        tick.tick().await;
+        starts.lock().expect("lock")[i] = Some(Instant::now());
+        store.enqueue(spec(i)).await.expect("enqueue");
+    }
+    let mut lat = claimer.await.expect("join");
+    lat.sort_by(|a, b| a.total_cmp(b));
+    (pct(&lat, 0.5), pct(&lat, 0.95), pct(&lat, 0.99))
+}
+
+async fn run(backend: Backend, prefill: usize, quick: bool) {
+    let Some(db) = TestDb::new(backend).await else {
+        eprintln!("{backend:?}: skipped (no database)");
+        return;
+    };
+    let store = open_store_with(
+        db.url(),
+        StoreConfig {
+            max_connections: Some(24),
+            ..StoreConfig::default()
+        },
+    )
+    .await
+    .expect("open");
+    let name = format!("{backend:?}").to_lowercase();
+    // Finished history the queue must not slow down for.
+    enqueue_n(&store, prefill).await;
+    let f = worker(&store, "prefill").await;
+    let done = drain(store.clone(), ClaimFilter { max: 500, ..f }).await;
+    assert_eq!(done, prefill);
+
+    let singles = if quick { 200 } else { 1000 };
+    let t0 = Instant::now();
+    for i in 0..singles {
+        store.enqueue(spec(i)).await.expect("enqueue");
+    }
+    let single = singles as f64 / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let batches = if quick { 3 } else { 10 };
+    for _ in 0..batches {
+        store
+            .enqueue_batch((0..1000).map(spec).collect())
+            .await
+            .expect("enqueue");
+    }
+    let batch = (batches * 1000) as f64 / t0.elapsed().as_secs_f64();
+    // Clear what the enqueue measurements added.
+    let f = worker(&store, "clear").await;
+    drain(store.clone(), ClaimFilter { max: 500, ..f }).await;
+    println!("| {name} | {prefill} | enqueue single | {single:.0} tasks/s |");
+    println!("| {name} | {prefill} | enqueue batch of 1000 | {batch:.0} tasks/s |");
+
+    let tasks = if quick { 5_000 } else { 20_000 };
+    for claimers in [1, 4, 16] {
+        let r = throughput(&store, claimers, 100, tasks).await;
+        println!(
+            "| {name} | {prefill} | claim+complete, {claimers} claimers, batches of 100 | {r:.0} tasks/s |"
+        );
+    }
+    let r = throughput(&store, 4, 1, if quick { 1_000 } else { 4_000 }).await;
+    println!("| {name} | {prefill} | claim+complete, 4 claimers, one task per claim | {r:.0} tasks/s |");
+    let (p50, p95, p99) = latency(&store, if quick { 200 } else { 500 }).await;
+    println!(
+        "| {name} | {prefill} | enqueue→claimed, waiting claimer | p50 {p50:.2} / p95 {p95:.2} / p99 {p99:.2} ms |"
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only =
+        |b: &str| !args.iter().any(|a| a == "sqlite" || a == "postgres") || args.iter().any(|a| a == b);
+    println!("| backend | finished tasks in table | measurement | result |");
+    println!("|---|---|---|---|");
+    for prefill in [1_000, 100_000] {
+        if only("sqlite") {
+            run(Backend::Sqlite, prefill, quick).await;
+        }
+        if only("postgres") {
+            run(Backend::Postgres, prefill, quick).await;
+        }
+    }
+}

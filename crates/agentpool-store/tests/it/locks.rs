@@ -12,6 +12,7 @@ use crate::harness::{Harness, cmd, ids};
 both!(
     two_tasks_on_one_branch_never_run_together,
     project_with_two_slots_never_runs_three,
+    locks_and_slots_hold_under_racing_claimers_on_two_replicas,
 );
 
 async fn two_tasks_on_one_branch_never_run_together(h: Harness) {
@@ -157,4 +158,108 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             .count();
     }
     assert_eq!(q_running, 2);
+}
+
+/// Eight claimers on two store instances (two server replicas on PostgreSQL) race over tasks
+/// that share four branches and one two-slot project. Each claimer records what it holds in a
+/// shared ledger and asserts the limits at the moment it gets a task, releasing its entry
+/// before it reports completion (the task is still running in the database until then, so no
+/// one else can have taken its place).
+async fn locks_and_slots_hold_under_racing_claimers_on_two_replicas(h: Harness) {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    h.store
+        .put_project(ProjectSpec {
+            name: "p".into(),
+            repo: "https://git.example.com/p.git".into(),
+            default_base: None,
+            slots: Some(2),
+            default_agent: None,
+            default_model: None,
+            allowed_agents: vec![],
+            credentials: vec![],
+        })
+        .await
+        .unwrap();
+    const N: usize = 60;
+    let specs = (0..N)
+        .map(|i| {
+            if i % 2 == 0 {
+                TaskSpec {
+                    branch: Some(format!("b{}", i % 4)),
+                    ..cmd(&format!("branch {i}"))
+                }
+            } else {
+                TaskSpec {
+                    project: Some("p".into()),
+                    ..cmd(&format!("project {i}"))
+                }
+            }
+        })
+        .collect();
+    h.store.enqueue_batch(specs).await.unwrap();
+    let replica = h.replica().await;
+    #[derive(Default)]
+    struct Ledger {
+        branches: HashMap<String, u32>,
+        project: u32,
+        done: usize,
+        max_project: u32,
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let mut w = h.worker(&format!("race{i}"), &["command"], &[]).await;
+        if i % 2 == 1 {
+            w.store = replica.clone();
+        }
+        let ledger = ledger.clone();
+        handles.push(tokio::spawn(async move {
+            loop {
+                let mut signal = w.store.work_listener();
+                let got = w.claim(3).await;
+                if got.is_empty() {
+                    if ledger.lock().unwrap().done == N {
+                        return;
+                    }
+                    signal.wait(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+                {
+                    let mut l = ledger.lock().unwrap();
+                    for c in &got {
+                        if let Some(b) = &c.task.spec.branch {
+                            let n = l.branches.entry(b.clone()).or_default();
+                            *n += 1;
+                            assert!(*n <= 1, "two tasks on branch {b} run at once");
+                        } else {
+                            l.project += 1;
+                            l.max_project = l.max_project.max(l.project);
+                            assert!(l.project <= 2, "project ran {} tasks", l.project);
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+                {
+                    let mut l = ledger.lock().unwrap();
+                    for c in &got {
+                        match &c.task.spec.branch {
+                            Some(b) => *l.branches.get_mut(b).unwrap() -= 1,
+                            None => l.project -= 1,
+                        }
+                    }
+                }
+                let items = got.iter().map(|c| (c.lease, TaskResult::default())).collect();
+                let r = w.store.complete_batch(&w.id, items).await.unwrap();
+                assert!(r.iter().all(|r| r.is_ok()));
+                ledger.lock().unwrap().done += got.len();
+            }
+        }));
+    }
+    for hd in handles {
+        hd.await.unwrap();
+    }
+    let l = ledger.lock().unwrap();
+    assert_eq!(l.done, N);
+    assert!(l.max_project >= 1);
 }
