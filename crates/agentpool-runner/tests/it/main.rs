@@ -1,6 +1,7 @@
 //! Integration tests of agentpool-runner against real processes, real git (a smart-HTTP server
 //! with basic auth) and a real SQLite store.
 
+mod agents;
 mod crash;
 mod process;
 mod worker;

@@ -1,0 +1,341 @@
+//! The REAL agent CLIs (pinned in tools/agents) through agentpool's worker pipeline: a real
+//! SQLite store, the smart-HTTP git server, the scripted model endpoint. A missing CLI fails
+//! these tests when services are required (scripts/test, CI); otherwise they return early.
+//! (Written by the agent-adapters helper; the helpers it uses are the worker tests' own.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_agents::{AgentConfig, Registry};
+use agentpool_core::{ErrorClass, Event, EventKind, TaskId, TaskSpec, TaskState};
+use agentpool_store::{Store, TaskDetail};
+use agentpool_testkit::model::{ModelServer, Script, Step, TEST_API_KEY};
+
+use super::worker::{Env, RunningWorker, TOKEN, alive, api, config, env, events, start};
+
+fn bin_dir() -> PathBuf {
+    std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/agents/node_modules/.bin")
+        })
+}
+
+/// Whether `agent`'s CLI is installed; panics when it is not and services are required.
+fn installed(agent: &str) -> bool {
+    let cfg = AgentConfig {
+        bin_dir: Some(bin_dir()),
+        ..Default::default()
+    };
+    let exe = if agent == "claude-code" { "claude" } else { agent };
+    if cfg.find(agent, exe).is_some() {
+        return true;
+    }
+    assert!(
+        !agentpool_testkit::services_required(),
+        "the {agent} CLI is not installed in {}; run scripts/test (it installs tools/agents)",
+        bin_dir().display()
+    );
+    eprintln!("skipping: {exe} not installed");
+    false
+}
+
+fn model_for(agent: &str) -> &'static str {
+    match agent {
+        "claude-code" => "claude-sonnet-4-5",
+        "codex" => "gpt-5.5",
+        "opencode" => "stub-model",
+        _ => "gemini-2.5-flash",
+    }
+}
+
+/// A worker whose agents are the real CLIs talking to `model`.
+fn agent_worker(env: &Env, agent: &str, model: &ModelServer) -> RunningWorker {
+    let mut c = config(env, "w1", TOKEN);
+    let cfg = AgentConfig {
+        bin_dir: Some(bin_dir()),
+        session_dir: Some(env.dir.path().join("agent-sessions")),
+        ..Default::default()
+    };
+    c.agents = Registry::builtin(&cfg);
+    c.pipeline.extra_env = model.env_for(agent);
+    start(c, api(&env.store, Duration::from_secs(30)))
+}
+
+fn agent_task(env: &Env, agent: &str, prompt: &str) -> TaskSpec {
+    let mut spec = TaskSpec::agent(&env.server.url("app"), agent, prompt);
+    spec.model = Some(model_for(agent).into());
+    spec.commit = true;
+    spec.push = true;
+    spec.timeout_secs = Some(180);
+    spec.max_attempts = Some(1);
+    spec
+}
+
+async fn finished_within(store: &Arc<dyn Store>, id: TaskId, limit: Duration) -> TaskDetail {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(t) = store.get_task(id).await.unwrap()
+            && t.task.state.is_finished()
+        {
+            return t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "task {id} did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
+    events.iter().filter(|e| e.kind == kind).collect()
+}
+
+async fn task_writes_a_file_and_commits_it(agent: &str) {
+    if !installed(agent) {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([
+        Step::write_file("hello.txt", "hello from the pipeline\n"),
+        Step::answer("Created hello.txt."),
+    ]))
+    .await
+    .unwrap();
+    let task = env
+        .store
+        .enqueue(agent_task(&env, agent, "Create hello.txt"))
+        .await
+        .unwrap()
+        .task;
+    let w = agent_worker(&env, agent, &model);
+    let done = finished_within(&env.store, task.id, Duration::from_secs(150)).await;
+    w.stop().await;
+    let evs = events(&env.store, task.id).await;
+    let why = format!("{:?}\n{:#?}", done.task.error_message, evs);
+    assert_eq!(done.task.state, TaskState::Succeeded, "{why}");
+    let result = done.task.result.clone().expect("a result");
+    let sha = result.commit_sha.clone().expect("a commit");
+    assert_eq!(
+        env.server.read_file("app", &sha, "hello.txt").as_deref(),
+        Some("hello from the pipeline\n"),
+        "{why}"
+    );
+    assert!(result.files.iter().any(|f| f.path == "hello.txt"), "{why}");
+    assert!(!of(&evs, EventKind::ToolCall).is_empty(), "{why}");
+    assert!(
+        of(&evs, EventKind::ToolResult)
+            .iter()
+            .any(|e| e.data["ok"] == true),
+        "{why}"
+    );
+    assert!(
+        result.usage.input_tokens > 0 && result.usage.output_tokens > 0,
+        "{why}"
+    );
+    assert!(result.session_id.is_some(), "{why}");
+    if agent == "claude-code" {
+        assert!(result.cost_usd.is_some_and(|c| c > 0.0), "{why}");
+    }
+    let all = serde_json::to_string(&evs).unwrap();
+    assert!(!all.contains(TEST_API_KEY), "the model key leaked into events");
+}
+
+async fn endpoint_401_fails_auth_without_retry(agent: &str) {
+    if !installed(agent) {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([Step::fail(401)])).await.unwrap();
+    let mut spec = agent_task(&env, agent, "Create hello.txt");
+    spec.max_attempts = Some(3);
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = agent_worker(&env, agent, &model);
+    let done = finished_within(&env.store, task.id, Duration::from_secs(120)).await;
+    w.stop().await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Failed,
+        "{:?}",
+        done.task.error_message
+    );
+    assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
+    assert_eq!(done.task.attempts, 1, "AUTH_FAILED is not retried");
+}
+
+async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
+    if !installed(agent) {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([Step::Fail {
+        status: 429,
+        retry_after: Some(1),
+    }]))
+    .await
+    .unwrap();
+    let mut spec = agent_task(&env, agent, "Create hello.txt");
+    spec.max_attempts = Some(2);
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = agent_worker(&env, agent, &model);
+    let done = finished_within(&env.store, task.id, Duration::from_secs(180)).await;
+    w.stop().await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Failed,
+        "{:?}",
+        done.task.error_message
+    );
+    assert_eq!(done.task.error_class, Some(ErrorClass::RateLimited));
+    let attempts = &done.attempts_detail;
+    assert_eq!(attempts.len(), 2, "RATE_LIMITED is retried: {attempts:#?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.error_class == Some(ErrorClass::RateLimited))
+    );
+    let first_end = attempts[0].ended_at.expect("first attempt ended");
+    assert!(
+        attempts[1].started_at > first_end,
+        "the retry waited for its backoff"
+    );
+}
+
+macro_rules! pipeline_tests {
+    ($modname:ident, $name:literal) => {
+        mod $modname {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn task_writes_a_file_and_commits_it() {
+                super::task_writes_a_file_and_commits_it($name).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn endpoint_401_fails_auth_without_retry() {
+                super::endpoint_401_fails_auth_without_retry($name).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn endpoint_429_is_rate_limited_and_retried() {
+                super::endpoint_429_is_rate_limited_and_retried($name).await;
+            }
+        }
+    };
+}
+
+pipeline_tests!(claude_code, "claude-code");
+pipeline_tests!(codex, "codex");
+pipeline_tests!(opencode, "opencode");
+pipeline_tests!(gemini, "gemini");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_max_turns_fails_with_agent_error() {
+    if !installed("claude-code") {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([Step::shell("echo hi")]))
+        .await
+        .unwrap();
+    let mut spec = agent_task(&env, "claude-code", "Keep running commands");
+    spec.max_turns = Some(1);
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = agent_worker(&env, "claude-code", &model);
+    let done = finished_within(&env.store, task.id, Duration::from_secs(120)).await;
+    w.stop().await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_cancel_ends_the_agent_and_its_children() {
+    if !installed("claude-code") {
+        return;
+    }
+    let env = env().await;
+    let marker = tempfile::tempdir().unwrap();
+    let pidfile = marker.path().join("pid");
+    let model = ModelServer::start(Script::new([
+        Step::shell(&format!("echo $$ > {}; sleep 300", pidfile.display())),
+        Step::answer("done"),
+    ]))
+    .await
+    .unwrap();
+    let task = env
+        .store
+        .enqueue(agent_task(&env, "claude-code", "Run the command"))
+        .await
+        .unwrap()
+        .task;
+    let w = agent_worker(&env, "claude-code", &model);
+    // The pid file appears once the agent's shell tool runs.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let pid: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never ran the command"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    env.store.cancel(task.id).await.unwrap();
+    let done = finished_within(&env.store, task.id, Duration::from_secs(60)).await;
+    w.stop().await;
+    assert_eq!(done.task.state, TaskState::Canceled);
+    assert!(!alive(pid), "the agent's shell child {pid} survived the cancel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_follow_up_task_resumes_the_first_tasks_session() {
+    if !installed("claude-code") {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([Step::answer("Noted.")]))
+        .await
+        .unwrap();
+    let first = env
+        .store
+        .enqueue(agent_task(&env, "claude-code", "Remember the number 42"))
+        .await
+        .unwrap()
+        .task;
+    let w = agent_worker(&env, "claude-code", &model);
+    let first_done = finished_within(&env.store, first.id, Duration::from_secs(120)).await;
+    assert_eq!(
+        first_done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        first_done.task.error_message
+    );
+    let session = first_done
+        .task
+        .result
+        .clone()
+        .unwrap()
+        .session_id
+        .expect("a session id");
+    let mut spec = agent_task(&env, "claude-code", "Which number did I ask you to remember?");
+    spec.follow_up_of = Some(first.id);
+    let second = env.store.enqueue(spec).await.unwrap().task;
+    let second_done = finished_within(&env.store, second.id, Duration::from_secs(120)).await;
+    w.stop().await;
+    assert_eq!(
+        second_done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        second_done.task.error_message
+    );
+    assert_eq!(
+        second_done.task.result.unwrap().session_id.as_deref(),
+        Some(session.as_str())
+    );
+    let last = model.agent_requests().last().cloned().expect("a model request");
+    assert!(
+        last.body.to_string().contains("Remember the number 42"),
+        "the resumed conversation reached the model"
+    );
+}
