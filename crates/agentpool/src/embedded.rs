@@ -34,6 +34,8 @@ pub struct EmbeddedOptions {
     pub agents: Vec<String>,
     /// Extra environment for every task (the demo's scripted model endpoint).
     pub extra_env: BTreeMap<String, String>,
+    /// Where agent CLIs are looked up first; `AGENTPOOL_AGENT_BIN_DIR` when `None`.
+    pub agent_bin_dir: Option<PathBuf>,
 }
 
 impl EmbeddedOptions {
@@ -47,6 +49,7 @@ impl EmbeddedOptions {
             concurrency: 1,
             agents: Vec::new(),
             extra_env: BTreeMap::new(),
+            agent_bin_dir: None,
         }
     }
 }
@@ -141,8 +144,12 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 
 /// The agents a worker may run: every shipped adapter (they report themselves missing at run
 /// time when their CLI is not installed), or only those named. `command` is always available.
-pub fn agent_registry(only: &[String]) -> anyhow::Result<Registry> {
-    let all = Registry::builtin(&AgentConfig::from_env());
+pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
+    let mut cfg = AgentConfig::from_env();
+    if let Some(d) = bin_dir {
+        cfg.bin_dir = Some(d.to_path_buf());
+    }
+    let all = Registry::builtin(&cfg);
     if only.is_empty() {
         return Ok(all);
     }
@@ -165,7 +172,7 @@ fn start_workers(
     store: Arc<dyn Store>,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
-    let agents = agent_registry(&opts.agents)?;
+    let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
     let api: Arc<dyn WorkerApi> = Arc::new(StoreWorkerApi::new(store, LEASE_TTL));
     let mut handles = Vec::new();
     for i in 0..opts.workers {
@@ -222,7 +229,7 @@ pub async fn run_http_worker(settings: &Settings, args: WorkerArgs) -> anyhow::R
         cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
     }
     cfg.labels = args.labels.iter().cloned().collect();
-    cfg.agents = agent_registry(&args.agents)?;
+    cfg.agents = agent_registry(&args.agents, None)?;
     cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
     // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
     cfg.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));

@@ -487,11 +487,19 @@ pub fn render_event(style: &Style, ev: &Event) -> Option<String> {
         EventKind::Lifecycle => {
             let state = str_field(d, &["state"]).unwrap_or("");
             let msg = str_field(d, &["message"]).unwrap_or("");
+            let label = state.replace('_', " ");
             let state_s = match state.parse::<TaskState>() {
                 Ok(s) => style.state(s),
-                Err(_) => style.cyan(state),
+                Err(_) => style.cyan(&label),
             };
-            format!("{} {state_s} {}", style.cyan("▸"), msg)
+            // Messages often begin with their state ("preparing workspace…"): say it once.
+            match msg.strip_prefix(label.as_str()) {
+                Some(rest) if !label.is_empty() => {
+                    format!("{} {state_s}{rest}", style.cyan("▸"))
+                }
+                _ if msg.is_empty() => format!("{} {state_s}", style.cyan("▸")),
+                _ => format!("{} {state_s}: {msg}", style.cyan("▸")),
+            }
         }
         EventKind::SessionStarted => {
             let id = str_field(d, &["session_id", "id"]).unwrap_or("");

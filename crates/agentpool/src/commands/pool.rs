@@ -84,6 +84,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency.max(1),
         agents: args.agents,
         extra_env: Default::default(),
+        agent_bin_dir: None,
     };
     let pool = Embedded::start(opts).await?;
     let pid = std::process::id();
