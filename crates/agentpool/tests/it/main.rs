@@ -5,6 +5,7 @@ mod demo;
 mod json;
 mod pool;
 mod run;
+mod serve;
 mod usage;
 
 use std::io::{BufRead, BufReader};
@@ -108,7 +109,7 @@ pub fn json(o: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", stdout(o), stderr(o)))
 }
 
-/// `agentpool up` running in the background; stopped (SIGTERM) when dropped.
+/// A long-running `agentpool` (up, serve) in the background; stopped (SIGTERM) when dropped.
 pub struct Up {
     pub child: Child,
     pub url: String,
@@ -117,13 +118,18 @@ pub struct Up {
 impl Up {
     /// Start `up` on a free port and wait for the line announcing its URL.
     pub fn start(env: &Env, workers: u32) -> Self {
-        let mut child = env
-            .cmd()
-            .args(["up", "--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+        let mut cmd = env.cmd();
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--workers", &workers.to_string()]);
+        Self::spawn(cmd)
+    }
+
+    /// Spawn a command that prints its `http://…` URL on stdout once it listens.
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn agentpool up");
+            .expect("spawn agentpool");
         let out = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(out).lines();
         let url = loop {
@@ -135,7 +141,7 @@ impl Up {
                 }
                 _ => {
                     let status = child.wait().expect("wait");
-                    panic!("agentpool up exited ({status}) before printing its URL");
+                    panic!("agentpool exited ({status}) before printing its URL");
                 }
             }
         };
@@ -160,7 +166,7 @@ impl Drop for Up {
     }
 }
 
-fn terminate(child: &Child) {
+pub fn terminate(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

@@ -1,0 +1,107 @@
+//! Server + workers mode: `tokens` on the database, `serve` with auth, a separate `worker`
+//! process over HTTP, and clients with tokens.
+
+use std::process::Stdio;
+
+use crate::{Env, Up, git, stderr, stdout, terminate};
+
+fn create_token(env: &Env, name: &str, role: &str) -> String {
+    let o = env.run(&["tokens", "create", name, "--role", role]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_string();
+    assert!(token.starts_with("apt_"), "{token}");
+    token
+}
+
+#[test]
+fn serve_and_a_separate_worker_run_a_task_with_tokens() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let submitter = create_token(&env, "ci", "submitter");
+    let worker_token = create_token(&env, "pool", "worker");
+    let listed = env.run(&["tokens", "list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2));
+    assert!(
+        !listed.to_string().contains(&submitter),
+        "token values are never listed"
+    );
+
+    let mut serve = env.cmd();
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--allow-local-repos"]);
+    let server = Up::spawn(serve);
+
+    let mut worker = env
+        .cmd()
+        .args(["worker", "--server", &server.url, "--token", &worker_token])
+        .args([
+            "--concurrency",
+            "2",
+            "--allow-local-repos",
+            "--labels",
+            "zone=test",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--token",
+        &submitter,
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "echo via-http > http.txt",
+        "--label",
+        "zone=test",
+        "--branch",
+        "over-http",
+        "--wait",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(git(&remote, &["show", "over-http:http.txt"]), "via-http");
+
+    // Without a token the server refuses: one line, exit code 4.
+    let o = env.run(&["--server", &server.url, "tasks", "list"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+
+    // SIGTERM drains the worker, which then exits cleanly.
+    terminate(&worker);
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "worker exited with {status}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("1 succeeded"), "{err}");
+    assert!(server.stop().success());
+}
+
+#[test]
+fn serve_refuses_local_repositories_unless_enabled() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let token = create_token(&env, "ci", "submitter");
+    let mut serve = env.cmd();
+    serve.args(["serve", "--listen", "127.0.0.1:0"]);
+    let server = Up::spawn(serve);
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--token",
+        &token,
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("local repositories"), "{err}");
+    drop(server);
+}
