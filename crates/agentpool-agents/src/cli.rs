@@ -292,6 +292,11 @@ pub trait LineParser: Send {
     fn classify_exit(&self, _code: Option<i32>) -> Option<ErrorClass> {
         None
     }
+    /// Whether a clean run must end with a final result line; a run that exits 0 without one
+    /// (a crash that still exits 0, a truncated stream) is an agent error.
+    fn requires_result(&self) -> bool {
+        true
+    }
 }
 
 /// What an adapter hands the shared runner.
@@ -393,6 +398,12 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String
         None => {}
     }
     if !s.is_error && exit.code == Some(0) {
+        if s.saw_result || !parser.requires_result() {
+            return o;
+        }
+        o.is_error = true;
+        o.error_class = Some(ErrorClass::AgentError);
+        o.error_message = Some("the agent exited without reporting a final result".into());
         return o;
     }
     o.is_error = true;

@@ -89,6 +89,10 @@ impl LineParser for Parser {
         vec![events::log("stdout", line)]
     }
 
+    fn requires_result(&self) -> bool {
+        false
+    }
+
     /// A failing command is the command's failure, whatever its output says (a test printing
     /// "401" is not an authentication problem).
     fn classify_exit(&self, code: Option<i32>) -> Option<ErrorClass> {

@@ -173,6 +173,8 @@ pub async fn run_process(
                 signal_group(pgid, libc::SIGKILL);
                 signal_all(&tree, libc::SIGKILL);
             }
+            // A signal is delivered asynchronously; callers are promised a dead tree on return.
+            wait_gone(&tree, Duration::from_secs(2)).await;
             status
         }
     };
@@ -208,6 +210,25 @@ fn signal_group(pgid: i32, signal: i32) {
         unsafe {
             libc::kill(-pgid, signal);
         }
+    }
+}
+
+/// Wait (bounded) until none of `pids` is running any more; zombies count as gone.
+async fn wait_gone(pids: &[i32], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while pids.iter().any(|p| is_running(*p)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+pub fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start())
+            .is_some_and(|rest| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => false,
     }
 }
 

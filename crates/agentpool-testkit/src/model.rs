@@ -868,3 +868,33 @@ async fn other(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, 
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_working_directory_each_agent_announces() {
+        let claude = json!({"system": [{"type": "text", "text": "x\nPrimary working directory: /tmp/ws1\nIs a git repo"}]});
+        assert_eq!(workdir_in(&claude), Some(PathBuf::from("/tmp/ws1")));
+        let gemini =
+            json!({"contents": [{"parts": [{"text": "Workspace Directories:\n  - /tmp/ws2\nmore"}]}]});
+        assert_eq!(workdir_in(&gemini), Some(PathBuf::from("/tmp/ws2")));
+        let codex = json!({"input": [{"content": [{"text": "<cwd>/tmp/ws3</cwd>"}]}]});
+        assert_eq!(workdir_in(&codex), Some(PathBuf::from("/tmp/ws3")));
+        assert_eq!(workdir_in(&json!({"messages": []})), None);
+    }
+
+    #[test]
+    fn reads_tool_names_in_each_api_shape() {
+        let chat = json!({"tools": [{"type": "function", "function": {"name": "write"}}]});
+        assert_eq!(tools_offered(Api::ChatCompletions, &chat), vec!["write"]);
+        let gemini = json!({"tools": [{"functionDeclarations": [{"name": "write_file"}, {"name": "run_shell_command"}]}]});
+        assert_eq!(
+            tools_offered(Api::Gemini, &gemini),
+            vec!["write_file", "run_shell_command"]
+        );
+        let responses = json!({"tools": [{"type": "custom", "name": "apply_patch"}]});
+        assert_eq!(tools_offered(Api::Responses, &responses), vec!["apply_patch"]);
+    }
+}

@@ -292,6 +292,22 @@ fn secrets_in_samples_would_be_redacted() {
 }
 
 #[test]
+fn a_clean_exit_without_a_result_line_is_an_agent_error() {
+    // The first two lines of a real run, then the stream stops and the CLI exits 0.
+    let mut p = claude_code::Parser::default();
+    for line in sample("claude-code-write-file.jsonl").lines().take(2) {
+        p.parse_line(line);
+    }
+    let parsed = Parsed {
+        events: vec![],
+        parser: Box::new(p),
+    };
+    let o = parsed.outcome(0);
+    assert!(o.is_error);
+    assert_eq!(o.error_class, Some(ErrorClass::AgentError));
+}
+
+#[test]
 fn command_output_lines_are_log_events_and_failures_are_agent_errors() {
     let mut p = command::Parser::default();
     let ev = p.parse_line("FAILED: 401 tests");
