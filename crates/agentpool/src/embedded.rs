@@ -142,8 +142,18 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The agents a worker may run: every shipped adapter (they report themselves missing at run
-/// time when their CLI is not installed), or only those named. `command` is always available.
+/// The executable each shipped adapter runs, to tell which agents are installed.
+// TODO(agents): ask the adapter instead, once the agents crate exposes its executable.
+const AGENT_EXES: [(&str, &str); 4] = [
+    ("claude-code", "claude"),
+    ("codex", "codex"),
+    ("opencode", "opencode"),
+    ("gemini", "gemini"),
+];
+
+/// The agents a worker may run: the shipped adapters whose CLI is installed (SPEC §6: a worker
+/// only advertises what it can run, so tasks for other agents wait for a worker that has
+/// them), or exactly those named. `command` is always available.
 pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let mut cfg = AgentConfig::from_env();
     if let Some(d) = bin_dir {
@@ -151,7 +161,17 @@ pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
     }
     let all = Registry::builtin(&cfg);
     if only.is_empty() {
-        return Ok(all);
+        let mut r = Registry::new();
+        for name in all.names() {
+            let installed = AGENT_EXES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .is_none_or(|(n, exe)| cfg.find(n, exe).is_some());
+            if installed && let Some(a) = all.get(&name) {
+                r.register(a);
+            }
+        }
+        return Ok(r);
     }
     let mut r = Registry::new();
     for name in only {
@@ -186,6 +206,9 @@ fn start_workers(
         // In-process workers hear about new work from the store at once; a short poll only
         // bounds how long a stop waits for a pending claim.
         cfg.claim_wait = Duration::from_secs(5);
+        // Cancel requests reach a worker with its heartbeat; in-process a heartbeat is one
+        // cheap store call, so beat often and cancel promptly.
+        cfg.heartbeat_interval = Duration::from_secs(1);
         let api = api.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {

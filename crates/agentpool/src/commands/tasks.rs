@@ -119,13 +119,30 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             (Client::new(&e.url, settings.token.clone())?, Some(e))
         }
     };
+    let transient = embedded.is_some();
     let outcome = async {
         let task = client.submit(&spec).await.context("submit refused")?;
         if !settings.json() {
             let s = Style::stdout();
             println!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
         }
-        let view = wait_for(&client, task.id, settings.json(), true).await?;
+        let view = tokio::select! {
+            v = wait_for(&client, task.id, settings.json(), true) => v?,
+            _ = super::pool::shutdown_signal() => {
+                if !transient {
+                    // The server keeps the task; only this follower goes away.
+                    return Err(Exit::new(
+                        ExitCode::Canceled,
+                        format!("stopped following; the task keeps running: agentpool tasks logs -f {}", task.id),
+                    )
+                    .into());
+                }
+                // The transient pool dies with us, so its task must not be left running.
+                eprintln!("{}", Style::stderr().dim("interrupted: canceling the task"));
+                client.cancel(task.id).await?;
+                wait_for(&client, task.id, settings.json(), false).await?
+            }
+        };
         finish(settings, &view)
     }
     .await;

@@ -50,6 +50,12 @@ fn the_demo_runs_offline_and_succeeds() {
     }
     if bin.is_some() {
         assert!(out.contains("demo/agent") && out.contains("NOTES.md"), "{out}");
+        // The agent's events are rendered for people: the tool call with its key argument,
+        // its result, the assistant's text and the usage.
+        assert!(out.contains("→ Bash printf"), "{out}");
+        assert!(out.contains("← ok"), "{out}");
+        assert!(out.contains("│ I added NOTES.md"), "{out}");
+        assert!(out.contains("Σ ") && out.contains("out tokens"), "{out}");
     }
 }
 

@@ -155,3 +155,44 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed() {
     assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
     drop(up);
 }
+
+#[test]
+fn interrupting_a_transient_run_cancels_its_task_and_leaves_no_process() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let pidfile = env.dir.path().join("task.pid");
+    let command = format!(
+        "echo $$ > {p}; echo task-started; while true; do sleep 0.05; done",
+        p = pidfile.display()
+    );
+    let mut run = env
+        .cmd()
+        .args(["run", "--repo", remote.to_str().unwrap(), "--command", &command])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("task-started") {
+            break;
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status();
+    for _ in lines {}
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("canceled"), "{err}");
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let alive = std::process::Command::new("kill")
+        .args(["-0", pid.trim()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(!alive, "the task's shell {pid} is still running");
+}
