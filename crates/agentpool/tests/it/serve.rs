@@ -5,21 +5,34 @@ use std::process::Stdio;
 
 use crate::{Env, Up, git, stderr, stdout, terminate};
 
-fn create_token(env: &Env, name: &str, role: &str) -> String {
-    let o = env.run(&["tokens", "create", name, "--role", role]);
+fn create_token(env: &Env, db: &str, name: &str, role: &str) -> String {
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_DATABASE_URL", db)
+        .args(["tokens", "create", name, "--role", role])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let token = stdout(&o).trim().to_string();
     assert!(token.starts_with("apt_"), "{token}");
     token
 }
 
-#[test]
-fn serve_and_a_separate_worker_run_a_task_with_tokens() {
-    let env = Env::new();
+/// The production layout, all through the binary: migrate, tokens on the database, `serve`
+/// with auth, a separate `worker` process over HTTP, a client with a submitter token.
+fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let remote = env.sample_repo();
-    let submitter = create_token(&env, "ci", "submitter");
-    let worker_token = create_token(&env, "pool", "worker");
-    let listed = env.run(&["tokens", "list", "--output", "json"]);
+    let o = env.run(&["migrate", "--database-url", db]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("s3cret"));
+    let submitter = create_token(env, db, "ci", "submitter");
+    let worker_token = create_token(env, db, "pool", "worker");
+    let listed = env
+        .cmd()
+        .env("AGENTPOOL_DATABASE_URL", db)
+        .args(["tokens", "list", "--output", "json"])
+        .output()
+        .unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(2));
     assert!(
@@ -28,7 +41,14 @@ fn serve_and_a_separate_worker_run_a_task_with_tokens() {
     );
 
     let mut serve = env.cmd();
-    serve.args(["serve", "--listen", "127.0.0.1:0", "--allow-local-repos"]);
+    serve.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-local-repos",
+        "--database-url",
+        db,
+    ]);
     let server = Up::spawn(serve);
 
     let mut worker = env
@@ -81,12 +101,34 @@ fn serve_and_a_separate_worker_run_a_task_with_tokens() {
 }
 
 #[test]
+fn serve_and_a_separate_worker_on_sqlite() {
+    let env = Env::new();
+    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
+    server_and_worker_run_a_task_with_tokens(&env, &db);
+}
+
+#[test]
+fn serve_and_a_separate_worker_on_postgresql() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = rt.block_on(agentpool_testkit::db::TestDb::postgres()) else {
+        return;
+    };
+    let env = Env::new();
+    server_and_worker_run_a_task_with_tokens(&env, db.url());
+    drop(db);
+}
+
+#[test]
 fn serve_refuses_local_repositories_unless_enabled() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let token = create_token(&env, "ci", "submitter");
+    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
+    let token = create_token(&env, &db, "ci", "submitter");
     let mut serve = env.cmd();
-    serve.args(["serve", "--listen", "127.0.0.1:0"]);
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
     let server = Up::spawn(serve);
     let o = env.run(&[
         "--server",
