@@ -176,6 +176,9 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.unwrap_or(16))
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out by default: a round trip per query.
+            // A broken connection shows up as an error on use and is dropped by the pool.
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;

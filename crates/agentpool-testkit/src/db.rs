@@ -1,5 +1,11 @@
-//! Fresh databases for tests: a SQLite file in a temporary directory, or a new database on the
+//! Fresh databases for tests: a SQLite file in a temporary directory, or a fresh schema on the
 //! test PostgreSQL (`AGENTPOOL_TEST_PG_URL`, a superuser URL) that is dropped afterwards.
+//!
+//! On PostgreSQL each test gets its own schema in one shared database (`agentpool_test`), with
+//! `search_path` set through the URL, rather than its own database: `DROP DATABASE` forces a
+//! checkpoint, and many tests doing that at once make every commit on the machine slow. Schemas
+//! isolate tables completely; what they share is harmless for tests (NOTIFY channels give at
+//! most a spurious wake-up, advisory locks only serialize).
 //!
 //! These helpers hand out URLs, not stores, so that this crate does not depend on
 //! `agentpool-store` (a dependency cycle would give tests two copies of its types). Open a store
@@ -32,7 +38,7 @@ pub struct TestDb {
     backend: Backend,
     /// Keeps the SQLite file's directory alive.
     _dir: Option<tempfile::TempDir>,
-    /// (superuser URL, database name) to drop on drop.
+    /// (URL of the shared test database, schema name) to drop on drop.
     pg: Option<(String, String)>,
 }
 
@@ -59,7 +65,7 @@ impl TestDb {
         }
     }
 
-    /// A new database on the test PostgreSQL; see [`TestDb::new`] for when it is `None`.
+    /// A new schema on the test PostgreSQL; see [`TestDb::new`] for when it is `None`.
     pub async fn postgres() -> Option<TestDb> {
         let Some(admin) = pg_admin_url() else {
             assert!(
@@ -69,20 +75,22 @@ impl TestDb {
             eprintln!("skipping: {PG_URL_VAR} not set");
             return None;
         };
+        let shared = ensure_shared_database(&admin).await;
         let name = fresh_name();
-        let mut conn = PgConnection::connect(&admin)
+        let mut conn = PgConnection::connect(&shared)
             .await
             .unwrap_or_else(|e| panic!("connect to the test PostgreSQL at {PG_URL_VAR}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
             .execute(&mut conn)
             .await
-            .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+            .unwrap_or_else(|e| panic!("create test schema {name}: {e}"));
         let _ = conn.close().await;
+        let sep = if shared.contains('?') { '&' } else { '?' };
         Some(TestDb {
-            url: replace_db_name(&admin, &name),
+            url: format!("{shared}{sep}options=-csearch_path%3D{name}"),
             backend: Backend::Postgres,
             _dir: None,
-            pg: Some((admin, name)),
+            pg: Some((shared, name)),
         })
     }
 
@@ -97,7 +105,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((admin, name)) = self.pg.take() else {
+        let Some((shared, name)) = self.pg.take() else {
             return;
         };
         // Drop runs inside the test's runtime, which must not be blocked on; a short-lived
@@ -107,8 +115,8 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async {
-                if let Ok(mut c) = PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                if let Ok(mut c) = PgConnection::connect(&shared).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
                         .execute(&mut c)
                         .await;
                     let _ = c.close().await;
@@ -124,7 +132,36 @@ pub fn pg_admin_url() -> Option<String> {
     std::env::var(PG_URL_VAR).ok().filter(|s| !s.is_empty())
 }
 
-/// A database name unique across concurrently running test binaries and tests.
+/// The name of the database all test schemas live in.
+pub const SHARED_DB: &str = "agentpool_test";
+
+/// Create the shared test database once (concurrent test processes may race to do it).
+async fn ensure_shared_database(admin: &str) -> String {
+    let mut conn = PgConnection::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test PostgreSQL at {PG_URL_VAR}: {e}"));
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(SHARED_DB)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("look for the test database: {e}"));
+    if exists.is_none()
+        && let Err(e) = sqlx::query(&format!("CREATE DATABASE {SHARED_DB}"))
+            .execute(&mut conn)
+            .await
+    {
+        // Lost the race to another test process: fine, it exists now.
+        let raced = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| c == "42P04" || c == "23505");
+        assert!(raced, "create the shared test database: {e}");
+    }
+    let _ = conn.close().await;
+    replace_db_name(admin, SHARED_DB)
+}
+
+/// A schema name unique across concurrently running test binaries and tests.
 fn fresh_name() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);

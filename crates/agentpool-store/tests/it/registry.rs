@@ -10,7 +10,49 @@ use crate::harness::{Harness, cmd};
 both!(
     workers_register_drain_and_deregister,
     projects_credentials_and_tokens_round_trip,
+    follow_up_resumes_the_earlier_session,
 );
+
+async fn follow_up_resumes_the_earlier_session(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let first = h.store.enqueue(cmd("first")).await.unwrap().task.id;
+    let c = w.claim(1).await.remove(0);
+    assert_eq!(c.resume_session, None);
+    h.store
+        .complete(
+            &w.id,
+            c.lease,
+            TaskResult {
+                session_id: Some("sess-1".into()),
+                ..TaskResult::default()
+            },
+        )
+        .await
+        .unwrap();
+    h.store
+        .enqueue(agentpool_core::TaskSpec {
+            follow_up_of: Some(first),
+            ..cmd("second")
+        })
+        .await
+        .unwrap();
+    let c = w.claim(1).await.remove(0);
+    assert_eq!(c.resume_session.as_deref(), Some("sess-1"));
+}
+
+/// `sqlite::memory:` gives a private, working store (what embedded tests use).
+#[tokio::test]
+async fn in_memory_sqlite_store_works() {
+    let store = agentpool_store::open_store("sqlite::memory:").await.unwrap();
+    let id = store.enqueue(cmd("x")).await.unwrap().task.id;
+    assert!(store.get_task(id).await.unwrap().is_some());
+    store.ping().await.unwrap();
+    let other = agentpool_store::open_store("sqlite::memory:").await.unwrap();
+    assert!(
+        other.get_task(id).await.unwrap().is_none(),
+        "each memory store is private"
+    );
+}
 
 async fn workers_register_drain_and_deregister(h: Harness) {
     let w = h.worker("w-1", &["command", "codex"], &[("zone", "a")]).await;
