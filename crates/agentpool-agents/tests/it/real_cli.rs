@@ -265,6 +265,34 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+async fn follow_up_resumes_the_session(name: &str) {
+    let Some(agent) = agent(name) else { return };
+    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
+    let (first, sink) = fx.run(agent.as_ref(), fx.request(name, "Remember 42")).await;
+    assert!(!first.is_error, "{}", describe(&first, &sink, &fx.server));
+    let session = first.session_id.clone().expect("a session id");
+    let mut req = fx.request(name, "What did I ask you to remember?");
+    req.resume_session = Some(session.clone());
+    let (second, sink) = fx.run(agent.as_ref(), req).await;
+    let why = describe(&second, &sink, &fx.server);
+    assert!(!second.is_error, "{why}");
+    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
+    let last = fx.server.agent_requests().last().cloned().expect("a request");
+    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+}
+
+async fn timeout_is_classified_timeout(name: &str) {
+    let Some(agent) = agent(name) else { return };
+    let fx = Fixture::new(vec![Step::Hang]).await;
+    let mut req = fx.request(name, "Create hello.txt");
+    req.timeout = Duration::from_secs(15);
+    let (o, sink) = fx.run(agent.as_ref(), req).await;
+    let why = describe(&o, &sink, &fx.server);
+    assert!(o.is_error, "{why}");
+    assert_eq!(o.error_class, Some(ErrorClass::Timeout), "{why}");
+    assert!(o.duration_ms < 40_000, "{why}");
+}
+
 macro_rules! agent_tests {
     ($modname:ident, $name:literal) => {
         mod $modname {
@@ -289,6 +317,16 @@ macro_rules! agent_tests {
             async fn cancel_ends_the_run_and_its_children() {
                 super::cancel_ends_the_run_and_its_children($name).await;
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn follow_up_resumes_the_session() {
+                super::follow_up_resumes_the_session($name).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn timeout_is_classified_timeout() {
+                super::timeout_is_classified_timeout($name).await;
+            }
         }
     };
 }
@@ -312,26 +350,6 @@ async fn claude_code_max_turns_is_an_agent_error() {
         o.error_message.as_deref().unwrap_or_default().contains("turns"),
         "{why}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_follow_up_resumes_the_same_session() {
-    let Some(agent) = agent("claude-code") else { return };
-    let fx = Fixture::new(vec![Step::answer("First answer.")]).await;
-    let (first, sink) = fx
-        .run(agent.as_ref(), fx.request("claude-code", "Remember 42"))
-        .await;
-    assert!(!first.is_error, "{}", describe(&first, &sink, &fx.server));
-    let session = first.session_id.clone().expect("a session id");
-    let mut req = fx.request("claude-code", "What did I ask you to remember?");
-    req.resume_session = Some(session.clone());
-    let (second, sink) = fx.run(agent.as_ref(), req).await;
-    let why = describe(&second, &sink, &fx.server);
-    assert!(!second.is_error, "{why}");
-    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
-    // The resumed request carried the first conversation to the model.
-    let last = fx.server.agent_requests().last().cloned().expect("a request");
-    assert!(last.body.to_string().contains("Remember 42"), "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
