@@ -1,4 +1,4 @@
-//! The embedded pool: the API server on SQLite in the data dir plus in-process workers, in
+//! The embedded pool: the API server on SQLite in the data dir plus workers in
 //! this process, without auth on loopback. Used by `agentpool up`, a transient `agentpool run`,
 //! and `agentpool demo`. Also the HTTP worker of `agentpool worker`.
 
@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, Registry};
 use agentpool_core::WorkerId;
-use agentpool_runner::{HttpWorkerApi, Secret, StoreWorkerApi, WorkerApi, WorkerConfig, run_worker};
+use agentpool_runner::{HttpWorkerApi, Secret, WorkerApi, WorkerConfig, run_worker};
 
 use agentpool_server::{AuthMode, RunningServer, ServerConfig, ServerKey};
-use agentpool_store::Store;
 use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,7 +79,7 @@ impl Embedded {
             .map_err(|e| Exit::new(ExitCode::Failed, e.to_string()))?;
         let url = format!("http://{}", server.addr);
         let workers_stop = CancellationToken::new();
-        let workers = start_workers(&opts, store, &workers_stop)?;
+        let workers = start_workers(&opts, &url, &workers_stop)?;
         Ok(Self {
             url,
             server,
@@ -186,14 +185,18 @@ pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
     Ok(r)
 }
 
-/// Start `opts.workers` in-process workers that talk to the store directly (no HTTP hop).
+/// Start `opts.workers` workers in this process. They speak the worker protocol to the
+/// embedded server over loopback rather than to the store directly, so that they get what
+/// HTTP workers get: credentials decrypted by the server, events pushed to live followers at
+/// once, and the server's metrics.
 fn start_workers(
     opts: &EmbeddedOptions,
-    store: Arc<dyn Store>,
+    url: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
-    let api: Arc<dyn WorkerApi> = Arc::new(StoreWorkerApi::new(store, LEASE_TTL));
+    let api: Arc<dyn WorkerApi> =
+        Arc::new(HttpWorkerApi::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
     let mut handles = Vec::new();
     for i in 0..opts.workers {
         let mut cfg = WorkerConfig::new(
@@ -203,11 +206,10 @@ fn start_workers(
         cfg.agents = agents.clone();
         cfg.pipeline.allow_file_repos = true;
         cfg.pipeline.extra_env.extend(opts.extra_env.clone());
-        // In-process workers hear about new work from the store at once; a short poll only
-        // bounds how long a stop waits for a pending claim.
+        // A short long-poll bounds how long a stop waits for a pending claim.
         cfg.claim_wait = Duration::from_secs(5);
-        // Cancel requests reach a worker with its heartbeat; in-process a heartbeat is one
-        // cheap store call, so beat often and cancel promptly.
+        // Cancel requests reach a worker with its heartbeat; on loopback a heartbeat is cheap,
+        // so beat often and cancel promptly.
         cfg.heartbeat_interval = Duration::from_secs(1);
         let api = api.clone();
         let stop = stop.clone();
@@ -220,9 +222,6 @@ fn start_workers(
     }
     Ok(handles)
 }
-
-/// The lease the in-process workers take; matches the server's default (SPEC §2).
-const LEASE_TTL: Duration = Duration::from_secs(60);
 
 /// `agentpool worker`: a worker that claims from a server over HTTP until SIGTERM/SIGINT, then
 /// drains (stops claiming, lets running tasks finish up to the grace period, cancels the rest)
