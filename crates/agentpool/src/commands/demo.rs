@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use agentpool_agents::AgentConfig;
@@ -22,6 +23,26 @@ use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
 
+/// The demo talks to people; with `--output json` it stays quiet and prints one JSON summary
+/// at the end instead.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+macro_rules! say {
+    ($($t:tt)*) => {
+        if !QUIET.load(Ordering::Relaxed) {
+            println!($($t)*);
+        }
+    };
+}
+
+macro_rules! say_raw {
+    ($($t:tt)*) => {
+        if !QUIET.load(Ordering::Relaxed) {
+            print!($($t)*);
+        }
+    };
+}
+
 /// One task of the tour and what the demo expects of it.
 struct Step1 {
     name: &'static str,
@@ -29,7 +50,8 @@ struct Step1 {
     id: TaskId,
 }
 
-pub async fn demo(_settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    QUIET.store(settings.json(), Ordering::Relaxed);
     let started = Instant::now();
     let s = Style::stdout();
     let tmp = tempfile::Builder::new()
@@ -39,12 +61,12 @@ pub async fn demo(_settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCo
     let root = tmp.path().to_path_buf();
     let remote = sample_repo(&root)?;
 
-    println!(
+    say!(
         "{}",
         s.bold("agentpool demo — the whole pipeline on this machine, offline")
     );
-    println!();
-    println!(
+    say!();
+    say!(
         "{} {}  a sample project with a bare \"remote\" (branch main, 1 commit)",
         s.cyan("▸ repository"),
         remote.display()
@@ -78,13 +100,13 @@ pub async fn demo(_settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCo
         agent_bin_dir: agent.as_ref().and_then(|a| a.bin_dir.clone()),
     })
     .await?;
-    println!(
+    say!(
         "{} {}  server + 2 in-process workers × 2 slots, SQLite in {}",
         s.cyan("▸ pool      "),
         pool.url,
         root.join("data").display()
     );
-    println!();
+    say!();
 
     let client = Client::new(&pool.url, None)?;
     let outcome = tour(&client, &s, &remote, &root, agent.as_ref()).await;
@@ -92,22 +114,34 @@ pub async fn demo(_settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCo
     drop(model);
 
     let result = match outcome {
-        Ok(()) => {
-            println!();
-            println!("{}", s.bold("commits on the remote"));
+        Ok(finished) => {
+            say!();
+            say!("{}", s.bold("commits on the remote"));
             let log = git_out(
                 &remote,
                 &["log", "--all", "--graph", "--format=%h %s  (%D)", "--date-order"],
             )?;
             for line in log.lines() {
-                println!("  {line}");
+                say!("  {line}");
             }
-            println!();
-            println!(
+            say!();
+            say!(
                 "{} in {:.1}s. Next: `agentpool up`, then `agentpool run --repo PATH --command CMD` or a prompt.",
                 s.green("demo finished"),
                 started.elapsed().as_secs_f64()
             );
+            if settings.json() {
+                let tasks: Vec<serde_json::Value> = finished
+                    .iter()
+                    .map(|(name, v)| serde_json::json!({ "name": name, "task": v }))
+                    .collect();
+                super::print_json(&serde_json::json!({
+                    "remote": remote,
+                    "tasks": tasks,
+                    "commits": log.lines().collect::<Vec<_>>(),
+                    "seconds": started.elapsed().as_secs_f64(),
+                }))?;
+            }
             Ok(ExitCode::Success)
         }
         Err(e) => Err(e),
@@ -157,7 +191,7 @@ async fn tour(
     remote: &Path,
     root: &Path,
     agent: Option<&FoundAgent>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(&'static str, TaskView)>> {
     let repo = remote.display().to_string();
     let marker = root.join("flaky-fixed");
     let command = |cmd: &str| TaskSpec::command(&repo, cmd);
@@ -225,16 +259,16 @@ async fn tour(
             .await?,
         ),
         None => {
-            println!(
+            say!(
                 "  {}",
                 s.dim("(no agent CLI found: install one, e.g. `npm ci --prefix tools/agents`, to see a real agent task too)")
             );
             None
         }
     };
-    println!();
+    say!();
 
-    let mut finished: Vec<(&str, TaskView)> = Vec::new();
+    let mut finished: Vec<(&'static str, TaskView)> = Vec::new();
     for step in [&check, &changelog, &release] {
         let v = show(client, s, step).await?;
         expect_state(&v, TaskState::Succeeded, step.name)?;
@@ -243,7 +277,7 @@ async fn tour(
 
     let v = show(client, s, &flaky).await?;
     expect_state(&v, TaskState::Failed, "flaky")?;
-    println!(
+    say!(
         "  {} failed as expected ({}); fixing the cause and retrying it",
         s.bold("flaky"),
         v.task.error_class.map(|c| c.as_str()).unwrap_or("?")
@@ -271,7 +305,7 @@ async fn tour(
         finished.push(("agent", v));
     }
 
-    println!("{}", s.bold("results"));
+    say!("{}", s.bold("results"));
     let rows: Vec<Vec<String>> = finished
         .iter()
         .map(|(name, v)| {
@@ -293,7 +327,7 @@ async fn tour(
             ]
         })
         .collect();
-    print!(
+    say_raw!(
         "{}",
         output::table(
             s,
@@ -309,7 +343,7 @@ async fn tour(
             &rows
         )
     );
-    Ok(())
+    Ok(finished)
 }
 
 async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::Result<Step1> {
@@ -324,7 +358,7 @@ async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::
     } else {
         s.dim(" (after changelog, from its branch)")
     };
-    println!(
+    say!(
         "  {} {:<10} {}{deps}",
         s.dim("submitted"),
         s.bold(name),
@@ -363,7 +397,7 @@ async fn last_seq(client: &Client, id: TaskId) -> anyhow::Result<i64> {
 
 /// Like [`show`], printing only the events after `seq` (those of a retry).
 async fn show_after(client: &Client, s: &Style, step: &Step1, seq: i64) -> anyhow::Result<TaskView> {
-    let mut status = StatusLine::new(true);
+    let mut status = StatusLine::new(!QUIET.load(Ordering::Relaxed));
     let mut lines = Vec::new();
     let view = follow(client, step.id, &mut status, |ev, _| {
         if ev.seq > seq
@@ -374,19 +408,19 @@ async fn show_after(client: &Client, s: &Style, step: &Step1, seq: i64) -> anyho
     })
     .await?;
     drop(status);
-    println!(
+    say!(
         "{} {} {}",
         s.bold(&format!("── {}", step.name)),
         s.dim(&truncate(&step.what, 60)),
         s.dim("──")
     );
     for l in &lines {
-        println!("  {l}");
+        say!("  {l}");
     }
     for l in output::result_lines(s, view.task.result.as_ref().unwrap_or(&Default::default())).lines() {
-        println!("  {l}");
+        say!("  {l}");
     }
-    println!();
+    say!();
     Ok(view)
 }
 

@@ -60,10 +60,28 @@ fn every_command_prints_valid_json() {
     let worker = json(&ap(&["workers", "show", &wid]));
     assert_eq!(worker["id"], wid.as_str());
 
+    let drained = json(&ap(&["workers", "drain", &wid]));
+    assert_eq!(drained["status"], "draining");
+
     json(&ap(&["projects", "put", "demo", "--repo", repo]));
     let projects = json(&ap(&["projects", "list"]));
     assert_eq!(projects[0]["name"], "demo");
     json(&ap(&["projects", "show", "demo"]));
     json(&ap(&["projects", "delete", "demo"]));
     drop(up);
+}
+
+#[test]
+fn the_demo_prints_one_json_summary() {
+    let env = Env::new();
+    let o = env.run(&["demo", "--no-agent", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let summary = json(&o);
+    let tasks = summary["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 4, "{summary}");
+    assert!(
+        tasks.iter().all(|t| t["task"]["state"] == "succeeded"),
+        "{summary}"
+    );
+    assert!(summary["commits"].as_array().is_some_and(|c| !c.is_empty()));
 }
