@@ -315,3 +315,32 @@ pub(crate) fn attempt_outcome(ending: &Ending, class: ErrorClass) -> AttemptOutc
         _ => AttemptOutcome::Failed,
     }
 }
+
+/// The task a fresh row describes, built in memory so enqueue needs no read-back and no
+/// re-parse of the spec it just wrote.
+pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: bool) -> Task {
+    Task {
+        id: row.id,
+        spec: row.spec.clone(),
+        state: if dep_failed {
+            TaskState::Failed
+        } else {
+            TaskState::Queued
+        },
+        attempts: 0,
+        max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
+        priority: row.priority,
+        created_at: ts(now),
+        updated_at: ts(now),
+        run_after: ts(row.run_after),
+        started_at: None,
+        finished_at: dep_failed.then(|| ts(now)),
+        worker_id: None,
+        lease_token: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        error_class: dep_failed.then_some(ErrorClass::DependencyFailed),
+        error_message: dep_failed.then(|| DEPENDENCY_FAILED_MSG.to_string()),
+        result: None,
+    }
+}

@@ -16,20 +16,18 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    Attempt, ErrorClass, Event, EventKind, Lease, NewEvent, Project, Task, TaskId, TaskResult,
-    TaskSpec, TaskState, Worker, WorkerId,
+    Attempt, ErrorClass, Event, EventKind, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec,
+    TaskState, Worker, WorkerId,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::common::{
-    self, Candidate, Ending, NewTaskRow, RawAttempt, RawTask, corrupt, dur_ms, json, ts,
-};
+use crate::common::{self, Candidate, Ending, NewTaskRow, RawAttempt, RawTask, corrupt, dur_ms, json, ts};
 use crate::{
-    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail,
-    TaskFilter, TokenRecord, WaitReason, WorkListener, WorkSignal,
+    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
+    TokenRecord, WaitReason, WorkListener, WorkSignal,
 };
 
 /// The NOTIFY channel that says "work may be available".
@@ -147,8 +145,8 @@ impl Sql {
                        labels, project, lock_key, constrained, deps_pending, idem, error_class, \
                        error_message, finished_at) \
                    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                   RETURNING {c}) \
-                 SELECT ins.*, \
+                   RETURNING id) \
+                 SELECT ins.id, \
                    (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', '')) AS n) AS notified \
                  FROM ins"
             ),
@@ -454,10 +452,7 @@ impl PgStore {
                     .lease_token
                     .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
                 Ok(ClaimedTask {
-                    lease: Lease {
-                        task_id: t.id,
-                        token,
-                    },
+                    lease: Lease { task_id: t.id, token },
                     attempt: t.attempts,
                     resume_session: None,
                     task: t,
@@ -532,12 +527,11 @@ impl PgStore {
     async fn resume_sessions(&self, claimed: &mut [ClaimedTask]) -> Result<()> {
         for c in claimed.iter_mut() {
             if let Some(prev) = c.task.spec.follow_up_of {
-                let result: Option<String> =
-                    sqlx::query_scalar("SELECT result FROM tasks WHERE id = $1")
-                        .bind(prev.0)
-                        .fetch_optional(&self.pool)
-                        .await?
-                        .flatten();
+                let result: Option<String> = sqlx::query_scalar("SELECT result FROM tasks WHERE id = $1")
+                    .bind(prev.0)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .flatten();
                 c.resume_session = result
                     .and_then(|r| serde_json::from_str::<TaskResult>(&r).ok())
                     .and_then(|r| r.session_id);
@@ -765,9 +759,20 @@ impl Store for PgStore {
             None => q.fetch_all(&self.pool).await?,
         };
         let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(inserted.len());
+        let failed: std::collections::HashSet<Uuid> =
+            c.id.iter()
+                .zip(&c.state)
+                .filter(|(_, s)| **s == "failed")
+                .map(|(id, _)| *id)
+                .collect();
+        let mut created = std::collections::HashSet::with_capacity(inserted.len());
         for r in &inserted {
-            let t = task(r)?;
-            by_id.insert(t.id.0, t);
+            created.insert(r.try_get::<Uuid, _>("id")?);
+        }
+        for r in rows_in.iter().flatten() {
+            if created.contains(&r.id.0) {
+                by_id.insert(r.id.0, common::new_task(r, now, failed.contains(&r.id.0)));
+            }
         }
         // Keys that already existed before this batch.
         let lost_keys: Vec<String> = rows_in
@@ -965,13 +970,11 @@ impl Store for PgStore {
                 }
             }
             agentpool_core::Transition::CancelRequested => {
-                sqlx::query(
-                    "UPDATE tasks SET cancel_requested = true, updated_at = $1 WHERE id = $2",
-                )
-                .bind(now)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query("UPDATE tasks SET cancel_requested = true, updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
             }
             agentpool_core::Transition::Requeue { .. } => {
                 return Err(StoreError::Corrupt("cancel() asked to requeue".into()));
@@ -1064,11 +1067,10 @@ impl Store for PgStore {
             rows.extend(hot);
         }
         if rows.is_empty() {
-            let exists: Option<String> =
-                sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
-                    .bind(f.worker_id.as_str())
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let exists: Option<String> = sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
+                .bind(f.worker_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
             if exists.is_none() {
                 return Err(StoreError::NotFound {
                     what: "worker",
@@ -1159,10 +1161,7 @@ impl Store for PgStore {
         let now = self.now();
         let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
         let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
-        let results = items
-            .iter()
-            .map(|(_, r)| json(r))
-            .collect::<Result<Vec<_>>>()?;
+        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
         // A transaction only so that releasing dependents (rare) commits together with the
         // completion; the completion itself, with its attempt history, is one statement.
         let mut tx = self.pool.begin().await?;
@@ -1288,12 +1287,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn append_events(
-        &self,
-        task: TaskId,
-        lease: Option<Lease>,
-        events: Vec<NewEvent>,
-    ) -> Result<()> {
+    async fn append_events(&self, task: TaskId, lease: Option<Lease>, events: Vec<NewEvent>) -> Result<()> {
         if let Some(l) = lease
             && l.task_id != task
         {
@@ -1368,9 +1362,7 @@ impl Store for PgStore {
                     task_id: task,
                     seq: r.try_get("seq")?,
                     at: ts(r.try_get("at")?),
-                    kind: kind
-                        .parse::<EventKind>()
-                        .map_err(|e| corrupt("event kind", e))?,
+                    kind: kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
                     data: serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
                 })
             })
@@ -1464,13 +1456,11 @@ impl Store for PgStore {
         }
         // Whatever it still held is rescued by the next maintenance pass instead of waiting
         // for the full lease.
-        sqlx::query(
-            "UPDATE tasks SET lease_expires_at = $1 WHERE state = 'running' AND worker_id = $2",
-        )
-        .bind(now - 1)
-        .bind(id.as_str())
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE state = 'running' AND worker_id = $2")
+            .bind(now - 1)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1555,11 +1545,9 @@ impl Store for PgStore {
     }
 
     async fn list_credentials(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT name FROM credentials ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar("SELECT name FROM credentials ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn delete_credential(&self, name: &str) -> Result<()> {
@@ -1592,9 +1580,9 @@ impl Store for PgStore {
         .await;
         match r {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                "a token with this id or hash exists".into(),
-            )),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict("a token with this id or hash exists".into()))
+            }
             Err(e) => Err(e.into()),
         }
     }

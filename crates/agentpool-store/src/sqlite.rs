@@ -410,33 +410,32 @@ impl SqliteStore {
         } else {
             (TaskState::Queued, None, None, None)
         };
-        let sql = format!(
+        sqlx::query(
             "INSERT INTO tasks (id, spec, state, priority, run_after, created_at, updated_at, \
              max_attempts, required_agent, labels, project, lock_key, constrained, deps_pending, \
              idempotency_key, error_class, error_message, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {TASK_COLS}"
-        );
-        let r = sqlx::query(&sql)
-            .bind(row.id.to_string())
-            .bind(&row.spec_json)
-            .bind(state.as_str())
-            .bind(row.priority)
-            .bind(row.run_after)
-            .bind(now)
-            .bind(now)
-            .bind(row.max_attempts)
-            .bind(&row.required_agent)
-            .bind(&row.labels_json)
-            .bind(&row.project)
-            .bind(&row.lock_key)
-            .bind(row.constrained)
-            .bind(pending)
-            .bind(&row.idempotency_key)
-            .bind(class)
-            .bind(message)
-            .bind(finished)
-            .fetch_one(&mut **tx)
-            .await?;
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.id.to_string())
+        .bind(&row.spec_json)
+        .bind(state.as_str())
+        .bind(row.priority)
+        .bind(row.run_after)
+        .bind(now)
+        .bind(now)
+        .bind(row.max_attempts)
+        .bind(&row.required_agent)
+        .bind(&row.labels_json)
+        .bind(&row.project)
+        .bind(&row.lock_key)
+        .bind(row.constrained)
+        .bind(pending)
+        .bind(&row.idempotency_key)
+        .bind(class)
+        .bind(message)
+        .bind(finished)
+        .execute(&mut **tx)
+        .await?;
         for dep in &row.spec.depends_on {
             sqlx::query("INSERT OR IGNORE INTO task_deps (task_id, dep_id) VALUES (?, ?)")
                 .bind(row.id.to_string())
@@ -449,7 +448,7 @@ impl SqliteStore {
                 .await?;
         }
         Ok(Enqueued {
-            task: task(&r)?,
+            task: common::new_task(&row, now, dep_failed),
             created: true,
         })
     }
