@@ -196,3 +196,23 @@ fn interrupting_a_transient_run_cancels_its_task_and_leaves_no_process() {
         .success();
     assert!(!alive, "the task's shell {pid} is still running");
 }
+
+#[test]
+fn run_accepts_a_file_url_and_a_relative_path_on_the_embedded_pool() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let url = format!("file://{}", remote.display());
+    for (repo, branch) in [(url.as_str(), "via-url"), ("remote.git", "via-relative-path")] {
+        let o = env.run(&[
+            "run",
+            "--repo",
+            repo,
+            "--branch",
+            branch,
+            "--command",
+            "echo x > x.txt",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{repo}: {}", stderr(&o));
+        assert_eq!(git(&remote, &["show", &format!("{branch}:x.txt")]), "x");
+    }
+}
