@@ -193,20 +193,24 @@ impl RawAttempt {
     }
 }
 
-/// The attempt currently running, synthesised from the task row: attempts are written to the
-/// history table only when they end, so the claim path adds no row per task.
-pub(crate) fn running_attempt(task: &Task) -> Option<Attempt> {
-    if task.state != TaskState::Running {
-        return None;
-    }
+/// The task's current attempt, synthesised from the task row: while it runs, and once it
+/// succeeded. Those attempts are never written to the history table — the claim and the
+/// completion (the hot path) add no row per task; only attempts that end otherwise (failed,
+/// expired, canceled) are recorded there, and they are rare.
+pub(crate) fn current_attempt(task: &Task) -> Option<Attempt> {
+    let (outcome, ended_at) = match task.state {
+        TaskState::Running => (AttemptOutcome::Running, None),
+        TaskState::Succeeded => (AttemptOutcome::Succeeded, task.finished_at),
+        _ => return None,
+    };
     Some(Attempt {
         task_id: task.id,
         number: task.attempts,
         worker_id: task.worker_id.clone()?,
         lease_token: task.lease_token?,
         started_at: task.started_at?,
-        ended_at: None,
-        outcome: AttemptOutcome::Running,
+        ended_at,
+        outcome,
         error_class: None,
         error_message: None,
     })

@@ -883,7 +883,7 @@ impl Store for PgStore {
                 .into_attempt()
             })
             .collect::<Result<_>>()?;
-        attempts.extend(common::running_attempt(&t));
+        attempts.extend(common::current_attempt(&t));
         let waiting = self.waiting(&t).await?;
         Ok(Some(TaskDetail {
             task: t,
@@ -1163,7 +1163,8 @@ impl Store for PgStore {
         let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
         let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
         // A transaction only so that releasing dependents (rare) commits together with the
-        // completion; the completion itself, with its attempt history, is one statement.
+        // completion; the completion itself is one statement for the whole batch. The succeeded
+        // attempt stays on the task row (see `common::current_attempt`).
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
@@ -1174,13 +1175,7 @@ impl Store for PgStore {
                  error_message = NULL \
                FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
                  AND t.state = 'running' \
-               RETURNING t.id, t.lease_token, t.attempts, t.worker_id, t.started_at, \
-                 t.has_dependents, t.constrained), \
-             hist AS ( \
-               INSERT INTO attempts (task_id, lease_token, number, worker_id, started_at, \
-                 ended_at, outcome) \
-               SELECT id, lease_token, attempts, worker_id, coalesce(started_at, $4), $4, \
-                 'succeeded' FROM done) \
+               RETURNING t.id, t.has_dependents, t.constrained) \
              SELECT id, has_dependents, constrained FROM done",
         )
         .bind(&ids)

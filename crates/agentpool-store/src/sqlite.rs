@@ -612,7 +612,7 @@ impl Store for SqliteStore {
                 .into_attempt()
             })
             .collect::<Result<_>>()?;
-        attempts.extend(common::running_attempt(&t));
+        attempts.extend(common::current_attempt(&t));
         let waiting = self.waiting(&t).await?;
         Ok(Some(TaskDetail {
             task: t,
@@ -963,16 +963,8 @@ impl Store for SqliteStore {
                 out.push(Err(StoreError::StaleLease(lease.task_id)));
                 continue;
             };
+            // The succeeded attempt stays on the task row (see `common::current_attempt`).
             let h = held(&r)?;
-            insert_attempt(
-                &mut tx,
-                &h,
-                now,
-                agentpool_core::AttemptOutcome::Succeeded,
-                None,
-                None,
-            )
-            .await?;
             wake |= h.constrained;
             if h.has_dependents {
                 succeeded.push(h.id);
