@@ -107,7 +107,7 @@ pub fn validate_common(req: &AgentRequest, prompt_name: &str) -> Result<(), Agen
         return Err(AgentError::Invalid(format!("{prompt_name} is longer than 1 MiB")));
     }
     let max = Duration::from_secs(agentpool_core::spec::MAX_TIMEOUT_SECS);
-    if req.timeout < MIN_TIMEOUT || req.timeout > max {
+    if req.timeout.is_zero() || req.timeout > max {
         return Err(AgentError::Invalid(format!(
             "timeout must be between {}s and {}s",
             MIN_TIMEOUT.as_secs(),
@@ -130,6 +130,9 @@ pub fn validate_common(req: &AgentRequest, prompt_name: &str) -> Result<(), Agen
                 "session id to resume is malformed: {s:?}"
             )));
         }
+    }
+    if req.timeout < MIN_TIMEOUT {
+        return Err(AgentError::NoTimeLeft(req.timeout));
     }
     if !req.workdir.is_dir() {
         return Err(AgentError::Invalid(format!(

@@ -114,6 +114,10 @@ pub enum AgentError {
     NotInstalled(String),
     #[error("i/o error running the agent: {0}")]
     Io(#[from] std::io::Error),
+    /// The time left for the run was already below the minimum (e.g. a long setup step used
+    /// the task's timeout up): the task timed out, it is not malformed.
+    #[error("no time left to run the agent (timeout {0:?})")]
+    NoTimeLeft(Duration),
 }
 
 impl AgentError {
@@ -121,6 +125,7 @@ impl AgentError {
         match self {
             Self::Invalid(_) | Self::NotInstalled(_) => ErrorClass::InvalidTask,
             Self::Io(_) => ErrorClass::AgentError,
+            Self::NoTimeLeft(_) => ErrorClass::Timeout,
         }
     }
 }

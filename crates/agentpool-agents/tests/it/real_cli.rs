@@ -450,6 +450,15 @@ async fn invalid_requests_are_rejected_before_anything_runs() {
         let err = claude.validate(&req).expect_err(what);
         assert_eq!(err.class(), ErrorClass::InvalidTask, "{what}");
     }
+    let almost_out_of_time = AgentRequest {
+        timeout: Duration::from_millis(300),
+        ..base()
+    };
+    assert_eq!(
+        claude.validate(&almost_out_of_time).unwrap_err().class(),
+        ErrorClass::Timeout,
+        "a run with no time left is a timeout, not a malformed task"
+    );
     assert!(matches!(
         reg.resolve(Some("no-such-agent")),
         Err(e) if e.class() == ErrorClass::InvalidTask
