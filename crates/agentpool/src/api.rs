@@ -1,28 +1,25 @@
-//! The CLI's client of the agentpool HTTP API (SPEC §5): tasks, events (paged and live over
-//! SSE), workers and projects, with errors mapped to what a person (and an exit code)
-//! needs to know.
-
-use std::time::Duration;
+//! The CLI's view of the agentpool HTTP API: the server crate's typed client, with its errors
+//! turned into what a person (and an exit code) needs — "cannot reach the server at …",
+//! the server's own message, the fields a validation refused.
 
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::{Attempt, Event, Project, Task, TaskId, TaskSpec, TaskState, Worker};
+use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, TaskState, Worker, WorkerId};
+use agentpool_server::api::TaskListQuery;
+use agentpool_server::client::{self, ClientError};
 use futures::{Stream, StreamExt};
-use reqwest::{Method, StatusCode};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use reqwest::StatusCode;
 
-use crate::exit::ExitCode;
+use crate::exit::{Exit, ExitCode};
+
+/// A task with its attempts and, while queued, why it waits (`GET /v1/tasks/{id}`).
+pub type TaskView = agentpool_store::TaskDetail;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("cannot reach the agentpool server at {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("{message}")]
-    Status {
-        status: StatusCode,
-        code: String,
-        message: String,
-    },
+    Status { status: StatusCode, message: String },
     #[error("unexpected answer from the server: {0}")]
     Decode(String),
 }
@@ -46,17 +43,6 @@ impl ApiError {
 
 pub type Result<T> = std::result::Result<T, ApiError>;
 
-/// A task with its attempts and, while queued, why it waits (`GET /v1/tasks/{id}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskView {
-    #[serde(flatten)]
-    pub task: Task,
-    #[serde(default)]
-    pub attempts_detail: Vec<Attempt>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waiting: Vec<serde_json::Value>,
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct ListTasks {
     pub state: Option<TaskState>,
@@ -68,302 +54,171 @@ pub struct ListTasks {
 
 #[derive(Clone)]
 pub struct Client {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
+    inner: client::Client,
 }
 
 impl Client {
     pub fn new(base: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(crate::exit::Exit::new(
+        let inner = client::Client::new(base, token).map_err(|e| match e {
+            ClientError::BaseUrl(b) => Exit::new(
                 ExitCode::Usage,
-                format!("server URL {base:?} must start with http:// or https://"),
-            )
-            .into());
-        }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()?;
-        Ok(Self { base, token, http })
+                format!("server URL {b:?} must start with http:// or https://"),
+            ),
+            other => Exit::new(ExitCode::Failed, other.to_string()),
+        })?;
+        Ok(Self { inner })
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+    fn err(&self, e: ClientError) -> ApiError {
+        match e {
+            ClientError::Api { status, error } => {
+                let mut message = error.message;
+                // Validation failures list each field; keep them on the same line.
+                let fields = error
+                    .details
+                    .get("fields")
+                    .and_then(|f| f.as_array())
+                    .map(|fields| {
+                        fields
+                            .iter()
+                            .filter_map(|d| {
+                                Some(format!(
+                                    "{} {}",
+                                    d.get("field")?.as_str()?,
+                                    d.get("message")?.as_str()?
+                                ))
+                            })
+                            .filter(|f| !message.contains(f.as_str()))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                if !fields.is_empty() {
+                    message = format!("{message} ({})", fields.join("; "));
+                }
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    message = format!("{message} (check --token / AGENTPOOL_TOKEN)");
+                }
+                ApiError::Status { status, message }
+            }
+            ClientError::Http(e) if e.is_decode() => ApiError::Decode(e.to_string()),
+            ClientError::Http(e) => {
+                // reqwest says "error sending request for url (…)"; the innermost cause
+                // ("Connection refused") is what a person needs.
+                let mut reason = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    reason = s.to_string();
+                    src = s.source();
+                }
+                ApiError::Connect {
+                    url: self.inner.base_url().to_string(),
+                    reason,
+                }
+            }
+            ClientError::BaseUrl(b) => ApiError::Connect {
+                url: b,
+                reason: "not an http(s) URL".into(),
+            },
         }
-        req
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| self.connect_error(&e))?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        Err(status_error(resp).await)
-    }
-
-    fn connect_error(&self, e: &reqwest::Error) -> ApiError {
-        // reqwest's Display is "error sending request for url (…)"; the innermost cause
-        // ("Connection refused") is what a person needs.
-        let mut reason = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            reason = s.to_string();
-            src = s.source();
-        }
-        ApiError::Connect {
-            url: self.base.clone(),
-            reason,
-        }
-    }
-
-    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
-        let resp = self.send(req).await?;
-        let bytes = resp.bytes().await.map_err(|e| self.connect_error(&e))?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))
-    }
-
-    /// `GET /healthz`: is a server listening there?
+    /// Is a server answering there (and not draining)?
     pub async fn health(&self) -> Result<()> {
-        self.send(
-            self.request(Method::GET, "/healthz")
-                .timeout(Duration::from_secs(3)),
-        )
-        .await
-        .map(|_| ())
+        self.inner.ready().await.map_err(|e| self.err(e))
     }
 
     pub async fn submit(&self, spec: &TaskSpec) -> Result<Task> {
-        let v: serde_json::Value = self
-            .json(self.request(Method::POST, "/v1/tasks").json(spec))
-            .await?;
-        task_from(v)
+        self.inner
+            .submit(spec)
+            .await
+            .map(|e| e.task)
+            .map_err(|e| self.err(e))
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<TaskView> {
-        self.json(self.request(Method::GET, &format!("/v1/tasks/{id}")))
-            .await
+        self.inner.get_task(id).await.map_err(|e| self.err(e))
     }
 
     pub async fn list_tasks(&self, q: &ListTasks) -> Result<Vec<Task>> {
-        let mut params: Vec<(&str, String)> = vec![("limit", q.limit.to_string())];
-        if let Some(s) = q.state {
-            params.push(("state", s.to_string()));
-        }
-        if let Some(p) = &q.project {
-            params.push(("project", p.clone()));
-        }
-        if let Some((k, v)) = &q.label {
-            params.push(("label", format!("{k}={v}")));
-        }
-        if let Some(w) = &q.worker {
-            params.push(("worker", w.clone()));
-        }
-        let v: serde_json::Value = self
-            .json(self.request(Method::GET, "/v1/tasks").query(&params))
-            .await?;
-        list_from(v, &["tasks", "items", "data"])
+        let query = TaskListQuery {
+            state: q.state.map(|s| s.to_string()),
+            project: q.project.clone(),
+            label: q.label.as_ref().map(|(k, v)| format!("{k}={v}")),
+            worker: q.worker.clone(),
+            cursor: None,
+            limit: Some(q.limit),
+        };
+        self.inner
+            .list_tasks(&query)
+            .await
+            .map(|p| p.tasks)
+            .map_err(|e| self.err(e))
     }
 
     pub async fn cancel(&self, id: TaskId) -> Result<Task> {
-        let v = self
-            .json(self.request(Method::POST, &format!("/v1/tasks/{id}/cancel")))
-            .await?;
-        task_from(v)
+        self.inner.cancel(id).await.map_err(|e| self.err(e))
     }
 
     pub async fn retry(&self, id: TaskId) -> Result<Task> {
-        let v = self
-            .json(self.request(Method::POST, &format!("/v1/tasks/{id}/retry")))
-            .await?;
-        task_from(v)
+        self.inner.retry(id).await.map_err(|e| self.err(e))
     }
 
     /// Events with `seq > after`.
     pub async fn events(&self, id: TaskId, after: i64, limit: u32) -> Result<Vec<Event>> {
-        let v: serde_json::Value = self
-            .json(
-                self.request(Method::GET, &format!("/v1/tasks/{id}/events"))
-                    .query(&[("after", after.to_string()), ("limit", limit.to_string())]),
-            )
-            .await?;
-        list_from(v, &["events", "items", "data"])
+        self.inner
+            .events(id, after, limit)
+            .await
+            .map(|p| p.events)
+            .map_err(|e| self.err(e))
     }
 
-    /// The live event stream (SSE), starting after `after`. The stream ends when the server
-    /// closes it (the task finished) or the connection drops; callers check the task's state.
+    /// The live event stream (SSE) from `after`. It ends when the task has finished and its
+    /// last events arrived, or when the connection drops; callers check the task's state.
     pub async fn event_stream(
         &self,
         id: TaskId,
         after: i64,
     ) -> Result<impl Stream<Item = Result<Event>> + use<>> {
-        let resp = self
-            .send(
-                self.request(Method::GET, &format!("/v1/tasks/{id}/events/stream"))
-                    .header("Accept", "text/event-stream")
-                    .header("Last-Event-ID", after.to_string()),
-            )
-            .await?;
-        let base = self.base.clone();
-        let bytes = resp.bytes_stream().map(move |r| {
-            r.map_err(|e| ApiError::Connect {
-                url: base.clone(),
-                reason: e.to_string(),
-            })
-        });
-        Ok(sse_events(bytes))
+        let this = self.clone();
+        let stream = self
+            .inner
+            .stream_events(id, after)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(stream.map(move |r| r.map_err(|e| this.err(e))))
     }
 
     pub async fn list_workers(&self) -> Result<Vec<Worker>> {
-        let v: serde_json::Value = self.json(self.request(Method::GET, "/v1/workers")).await?;
-        list_from(v, &["workers", "items", "data"])
+        self.inner.list_workers().await.map_err(|e| self.err(e))
     }
 
-    pub async fn get_worker(&self, id: &str) -> Result<Worker> {
-        self.json(self.request(Method::GET, &format!("/v1/workers/{id}")))
-            .await
+    pub async fn get_worker(&self, id: &str) -> anyhow::Result<Worker> {
+        let id = worker_id(id)?;
+        Ok(self.inner.get_worker(&id).await.map_err(|e| self.err(e))?)
     }
 
-    pub async fn drain_worker(&self, id: &str) -> Result<Worker> {
-        self.json(self.request(Method::POST, &format!("/v1/workers/{id}/drain")))
-            .await
+    pub async fn drain_worker(&self, id: &str) -> anyhow::Result<Worker> {
+        let id = worker_id(id)?;
+        Ok(self.inner.drain_worker(&id).await.map_err(|e| self.err(e))?)
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>> {
-        let v: serde_json::Value = self.json(self.request(Method::GET, "/v1/projects")).await?;
-        list_from(v, &["projects", "items", "data"])
+        self.inner.list_projects().await.map_err(|e| self.err(e))
     }
 
     pub async fn get_project(&self, name: &str) -> Result<Project> {
-        self.json(self.request(Method::GET, &format!("/v1/projects/{name}")))
-            .await
+        self.inner.get_project(name).await.map_err(|e| self.err(e))
     }
 
     pub async fn put_project(&self, spec: &ProjectSpec) -> Result<Project> {
-        self.json(
-            self.request(Method::PUT, &format!("/v1/projects/{}", spec.name))
-                .json(spec),
-        )
-        .await
+        self.inner.put_project(spec).await.map_err(|e| self.err(e))
     }
 
     pub async fn delete_project(&self, name: &str) -> Result<()> {
-        self.send(self.request(Method::DELETE, &format!("/v1/projects/{name}")))
-            .await
-            .map(|_| ())
+        self.inner.delete_project(name).await.map_err(|e| self.err(e))
     }
 }
 
-async fn status_error(resp: reqwest::Response) -> ApiError {
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    // SPEC §5: `{ "error": { "code", "message", "details" } }`.
-    let parsed: Option<serde_json::Value> = serde_json::from_str(&body).ok();
-    let err = parsed.as_ref().and_then(|v| v.get("error"));
-    let code = err
-        .and_then(|e| e.get("code"))
-        .and_then(|c| c.as_str())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-        .to_string();
-    let mut message = err
-        .and_then(|e| e.get("message"))
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            let b = body.trim();
-            if b.is_empty() || b.len() > 300 {
-                format!("server answered {status}")
-            } else {
-                format!("server answered {status}: {b}")
-            }
-        });
-    // Validation errors list each field; show them on the same line.
-    if let Some(details) = err.and_then(|e| e.get("details")).and_then(|d| d.as_array()) {
-        let fields: Vec<String> = details
-            .iter()
-            .filter_map(|d| {
-                let f = d.get("field")?.as_str()?;
-                let m = d.get("message")?.as_str()?;
-                Some(format!("{f} {m}"))
-            })
-            .collect();
-        if !fields.is_empty() && !fields.iter().all(|f| message.contains(f.as_str())) {
-            message = format!("{message} ({})", fields.join("; "));
-        }
-    }
-    ApiError::Status {
-        status,
-        code,
-        message,
-    }
-}
-
-/// Accept a task either bare or wrapped (`{"task": …}`), as create and cancel answers may be.
-fn task_from(v: serde_json::Value) -> Result<Task> {
-    let inner = match v.get("task") {
-        Some(t) if t.is_object() => t.clone(),
-        _ => v,
-    };
-    serde_json::from_value(inner).map_err(|e| ApiError::Decode(e.to_string()))
-}
-
-/// Accept a list either bare or as a field of a page object.
-fn list_from<T: DeserializeOwned>(v: serde_json::Value, keys: &[&str]) -> Result<Vec<T>> {
-    let arr = if v.is_array() {
-        v
-    } else {
-        keys.iter()
-            .find_map(|k| v.get(*k).filter(|x| x.is_array()).cloned())
-            .ok_or_else(|| ApiError::Decode("expected a list".into()))?
-    };
-    serde_json::from_value(arr).map_err(|e| ApiError::Decode(e.to_string()))
-}
-
-/// Parse a `text/event-stream` body into events. Only `data:` payloads that hold an event are
-/// yielded; comments (keep-alives) and other event types are skipped.
-fn sse_events<S, B>(bytes: S) -> impl Stream<Item = Result<Event>>
-where
-    S: Stream<Item = Result<B>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    futures::stream::unfold(
-        (bytes, Vec::<u8>::new(), String::new(), false),
-        |(mut bytes, mut buf, mut data, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                // Dispatch complete lines already buffered.
-                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if line.is_empty() {
-                        if data.is_empty() {
-                            continue;
-                        }
-                        let payload = std::mem::take(&mut data);
-                        match serde_json::from_str::<Event>(&payload) {
-                            Ok(ev) => return Some((Ok(ev), (bytes, buf, data, false))),
-                            // Not an event (e.g. an `end` notice): skip it.
-                            Err(_) => continue,
-                        }
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(d.strip_prefix(' ').unwrap_or(d));
-                    }
-                }
-                match bytes.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(chunk.as_ref()),
-                    Some(Err(e)) => return Some((Err(e), (bytes, buf, data, true))),
-                    None => return None,
-                }
-            }
-        },
-    )
+fn worker_id(id: &str) -> anyhow::Result<WorkerId> {
+    WorkerId::parse(id).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()).into())
 }

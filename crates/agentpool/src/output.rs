@@ -8,6 +8,8 @@ use agentpool_core::{Event, EventKind, Task, TaskResult, TaskState, Timestamp, W
 use chrono::Utc;
 use serde_json::Value;
 
+use agentpool_store::WaitReason;
+
 use crate::api::TaskView;
 
 /// Whether to colour stdout / stderr.
@@ -337,40 +339,20 @@ pub fn task_detail(style: &Style, view: &TaskView) -> String {
     out
 }
 
-fn waiting_reason(v: &Value) -> String {
-    let reason = v.get("reason").and_then(Value::as_str).unwrap_or("");
-    match reason {
-        "scheduled" => format!(
-            "scheduled for {}",
-            v.get("run_after")
-                .and_then(|t| serde_json::from_value::<Timestamp>(t.clone()).ok())
-                .map(relative)
-                .unwrap_or_default()
-        ),
-        "dependencies" => format!(
+fn waiting_reason(w: &WaitReason) -> String {
+    match w {
+        WaitReason::Scheduled { run_after } => format!("scheduled, runs {}", relative(*run_after)),
+        WaitReason::Dependencies { pending } => format!(
             "for dependencies {}",
-            v.get("pending")
-                .and_then(Value::as_array)
-                .map(|a| a
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(|s| short_id(&s))
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
+            pending.iter().map(short_id).collect::<Vec<_>>().join(", ")
         ),
-        "branch_locked" => format!(
-            "branch {} is locked by {}",
-            v.get("branch").and_then(Value::as_str).unwrap_or("?"),
-            v.get("held_by").and_then(Value::as_str).unwrap_or("?")
-        ),
-        "project_slots_full" => format!(
-            "project {} has all {} slots busy",
-            v.get("project").and_then(Value::as_str).unwrap_or("?"),
-            v.get("slots").and_then(Value::as_u64).unwrap_or(0)
-        ),
-        "no_worker" => "for a free worker with its agent and labels".into(),
-        other => other.replace('_', " "),
+        WaitReason::BranchLocked { branch, held_by } => {
+            format!("branch {branch} is locked by {held_by}")
+        }
+        WaitReason::ProjectSlotsFull { project, slots } => {
+            format!("project {project} has all {slots} slots busy")
+        }
+        WaitReason::NoWorker => "for a free worker with its agent and labels".into(),
     }
 }
 
