@@ -28,6 +28,7 @@ use agentpool_store::{Store, StoreError};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -207,6 +208,13 @@ pub async fn start_with_store(
                     state.drain();
                 }
             };
+            // Without TCP_NODELAY a response written in two segments waits for the client's
+            // delayed ACK (~40 ms): fatal for long-poll latency.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
             stop.cancel();
             if let Some(m) = maint {

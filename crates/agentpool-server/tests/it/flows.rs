@@ -646,7 +646,30 @@ async fn no_auth_mode_is_refused_off_loopback_and_open_on_it(backend: Backend) {
         .expect("admin in no-auth mode");
 }
 
+async fn too_many_waiting_long_polls_get_429(backend: Backend) {
+    let mut cfg = crate::support::test_config();
+    cfg.max_waiting_claims = 0;
+    let Some(app) = crate::support::spawn_app_with(backend, cfg).await else {
+        return;
+    };
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let e = wrk
+        .claim(&w.id, 1, Duration::from_secs(5))
+        .await
+        .expect_err("refused");
+    assert_eq!(e.status(), Some(StatusCode::TOO_MANY_REQUESTS));
+    // A claim that does not wait is still served.
+    assert!(
+        wrk.claim(&w.id, 1, Duration::ZERO)
+            .await
+            .expect("no wait")
+            .is_empty()
+    );
+}
+
 crate::both_backends!(
+    too_many_waiting_long_polls_get_429,
     every_endpoint_works_through_the_client,
     stale_lease_is_refused_with_409,
     cancel_reaches_a_running_task_through_heartbeat,
