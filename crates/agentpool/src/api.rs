@@ -217,6 +217,21 @@ impl Client {
     pub async fn delete_project(&self, name: &str) -> Result<()> {
         self.inner.delete_project(name).await.map_err(|e| self.err(e))
     }
+
+    pub async fn put_credential(&self, name: &str, value: &str) -> Result<()> {
+        self.inner
+            .put_credential(name, value)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    pub async fn list_credentials(&self) -> Result<Vec<String>> {
+        self.inner.list_credentials().await.map_err(|e| self.err(e))
+    }
+
+    pub async fn delete_credential(&self, name: &str) -> Result<()> {
+        self.inner.delete_credential(name).await.map_err(|e| self.err(e))
+    }
 }
 
 fn worker_id(id: &str) -> anyhow::Result<WorkerId> {

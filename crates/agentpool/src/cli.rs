@@ -81,6 +81,9 @@ pub enum Command {
     /// Manage projects (named repository configurations)
     #[command(subcommand)]
     Projects(ProjectsCommand),
+    /// Manage stored credentials (API keys, git tokens), handed only to the tasks that name them
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
     /// Manage API tokens
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -223,6 +226,10 @@ pub struct TaskArgs {
     /// A second submit with the same key returns the first task
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Stored credential the task needs (repeatable); `anthropic_api_key` reaches the agent as
+    /// ANTHROPIC_API_KEY, `git_token` authenticates clone and push
+    #[arg(long = "credential", value_name = "NAME")]
+    pub credentials: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -330,6 +337,23 @@ pub struct ProjectPutArgs {
     /// Stored credentials handed to this project's tasks (comma separated)
     #[arg(long, value_delimiter = ',')]
     pub credentials: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Store a credential; the value is read from stdin (or --from-env), never from a flag
+    Put {
+        name: String,
+        /// Take the value from this environment variable
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// List credential names (values are never shown)
+    #[command(alias = "ls")]
+    List,
+    /// Delete a credential
+    #[command(alias = "rm")]
+    Delete { name: String },
 }
 
 /// Tokens are managed on the database directly (an operator's bootstrap step: the first admin

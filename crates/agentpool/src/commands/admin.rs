@@ -1,10 +1,12 @@
-//! `workers …` and `projects …`: inspecting and administering a server over its API.
+//! `workers …`, `projects …` and `credentials …`: inspecting and administering a server over
+//! its API.
 
 use agentpool_core::project::ProjectSpec;
 
 use super::{connect, print_json};
-use crate::cli::{ProjectsCommand, WorkersCommand};
+use crate::cli::{CredentialsCommand, ProjectsCommand, WorkersCommand};
 use crate::config::Settings;
+use crate::exit::Exit;
 use crate::exit::ExitCode;
 use crate::output::{self, Style};
 
@@ -146,4 +148,64 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
         }
     }
     Ok(ExitCode::Success)
+}
+
+pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    match cmd {
+        CredentialsCommand::Put { name, from_env } => {
+            let value = match from_env {
+                Some(var) => std::env::var(&var).map_err(|_| {
+                    Exit::new(ExitCode::Usage, format!("environment variable {var} is not set"))
+                })?,
+                None => read_secret_from_stdin()?,
+            };
+            if value.is_empty() {
+                return Err(Exit::new(ExitCode::Usage, "the credential value is empty").into());
+            }
+            client.put_credential(&name, &value).await?;
+            if settings.json() {
+                print_json(&serde_json::json!({ "stored": name }))?;
+            } else {
+                println!("credential {name} stored");
+            }
+        }
+        CredentialsCommand::List => {
+            let names = client.list_credentials().await?;
+            if settings.json() {
+                print_json(&names)?;
+            } else if names.is_empty() {
+                eprintln!("no credentials");
+            } else {
+                for n in names {
+                    println!("{n}");
+                }
+            }
+        }
+        CredentialsCommand::Delete { name } => {
+            client.delete_credential(&name).await?;
+            if settings.json() {
+                print_json(&serde_json::json!({ "deleted": name }))?;
+            } else {
+                println!("credential {name} deleted");
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+/// A secret piped in on stdin. From a terminal it would be echoed (and end up in scrollback),
+/// so that is refused.
+fn read_secret_from_stdin() -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        return Err(Exit::new(
+            ExitCode::Usage,
+            "pipe the value in (e.g. `printenv KEY | agentpool credentials put key`) or use --from-env VAR",
+        )
+        .into());
+    }
+    let mut value = String::new();
+    std::io::stdin().read_to_string(&mut value)?;
+    Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }

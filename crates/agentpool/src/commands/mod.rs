@@ -31,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks(c) => tasks::tasks(&settings, c).await,
         Command::Workers(c) => admin::workers(&settings, c).await,
         Command::Projects(c) => admin::projects(&settings, c).await,
+        Command::Credentials(c) => admin::credentials(&settings, c).await,
         Command::Tokens(c) => pool::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Completions(_) => Ok(ExitCode::Success),

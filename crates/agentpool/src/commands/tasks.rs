@@ -51,6 +51,7 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         idempotency_key: args.idempotency_key.clone(),
         push: !args.no_push,
         commit_message: args.message.clone(),
+        credentials: args.credentials.clone(),
         ..TaskSpec::default()
     })
 }
@@ -438,6 +439,7 @@ mod tests {
             message: None,
             no_push: false,
             idempotency_key: None,
+            credentials: vec![],
         }
     }
 

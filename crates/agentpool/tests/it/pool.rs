@@ -73,3 +73,62 @@ fn up_registers_its_workers_and_stops_cleanly_on_sigterm() {
     let o = env.run(&["workers", "list"]);
     assert_eq!(o.status.code(), Some(4));
 }
+
+#[test]
+fn credentials_reach_only_the_tasks_that_name_them_and_never_their_logs() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let repo = remote.to_str().unwrap();
+    let up = Up::start(&env, 1);
+    let mut put = env
+        .cmd()
+        .args(["--server", &up.url, "credentials", "put", "demo_secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut put.stdin.take().unwrap(), b"s3cret-value\n").unwrap();
+    let o = put.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let names = json(&env.run(&["--server", &up.url, "credentials", "list", "-o", "json"]));
+    assert_eq!(names, serde_json::json!(["demo_secret"]));
+
+    let with = env.run(&[
+        "--server",
+        &up.url,
+        "submit",
+        "--repo",
+        repo,
+        "--credential",
+        "demo_secret",
+        "--wait",
+        "--command",
+        r#"test "$DEMO_SECRET" = s3cret-value && echo "value: $DEMO_SECRET""#,
+    ]);
+    assert_eq!(with.status.code(), Some(0), "{}", stderr(&with));
+    let id = stdout(&with)
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_string();
+    let logs = env.run(&["--server", &up.url, "tasks", "logs", &id]);
+    assert!(stdout(&logs).contains("value: "), "{}", stdout(&logs));
+    assert!(!stdout(&logs).contains("s3cret-value"), "{}", stdout(&logs));
+
+    let without = env.run(&[
+        "--server",
+        &up.url,
+        "submit",
+        "--repo",
+        repo,
+        "--wait",
+        "--command",
+        r#"test -z "$DEMO_SECRET""#,
+    ]);
+    assert_eq!(without.status.code(), Some(0), "{}", stderr(&without));
+    drop(up);
+}
