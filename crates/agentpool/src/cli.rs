@@ -226,6 +226,21 @@ pub struct TaskArgs {
     /// A second submit with the same key returns the first task
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Continue this earlier task: same work branch, agent session resumed where supported
+    #[arg(long = "follow-up", value_name = "TASK_ID")]
+    pub follow_up: Option<agentpool_core::TaskId>,
+    /// Agent turn limit
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Shell command run in the workspace before the agent (install dependencies, …)
+    #[arg(long, value_name = "COMMAND")]
+    pub setup: Option<String>,
+    /// Run no earlier than this long from now, e.g. 10m
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    pub delay: Option<u64>,
+    /// Do not commit (nor push) what changed
+    #[arg(long)]
+    pub no_commit: bool,
     /// Stored credential the task needs (repeatable); `anthropic_api_key` reaches the agent as
     /// ANTHROPIC_API_KEY, `git_token` authenticates clone and push
     #[arg(long = "credential", value_name = "NAME")]

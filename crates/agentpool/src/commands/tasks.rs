@@ -49,9 +49,17 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         labels: args.labels.iter().cloned().collect(),
         depends_on: args.depends_on.clone(),
         idempotency_key: args.idempotency_key.clone(),
-        push: !args.no_push,
+        push: !args.no_push && !args.no_commit,
         commit_message: args.message.clone(),
         credentials: args.credentials.clone(),
+        follow_up_of: args.follow_up,
+        max_turns: args.max_turns,
+        setup_command: args.setup.clone(),
+        run_after: args
+            .delay
+            .and_then(|d| chrono::Duration::try_seconds(i64::try_from(d).ok()?))
+            .map(|d| chrono::Utc::now() + d),
+        commit: !args.no_commit,
         ..TaskSpec::default()
     })
 }
@@ -440,6 +448,11 @@ mod tests {
             no_push: false,
             idempotency_key: None,
             credentials: vec![],
+            follow_up: None,
+            max_turns: None,
+            setup: None,
+            delay: None,
+            no_commit: false,
         }
     }
 
