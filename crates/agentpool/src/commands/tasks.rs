@@ -60,7 +60,6 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
             .and_then(|d| chrono::Duration::try_seconds(i64::try_from(d).ok()?))
             .map(|d| chrono::Utc::now() + d),
         commit: !args.no_commit,
-        ..TaskSpec::default()
     })
 }
 
