@@ -242,7 +242,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub no_commit: bool,
     /// Stored credential the task needs (repeatable); `anthropic_api_key` reaches the agent as
-    /// ANTHROPIC_API_KEY, `git_token` authenticates clone and push
+    /// ANTHROPIC_API_KEY, `git-token` authenticates clone and push
     #[arg(long = "credential", value_name = "NAME")]
     pub credentials: Vec<String>,
 }
