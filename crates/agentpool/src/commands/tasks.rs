@@ -314,8 +314,16 @@ pub async fn follow(
 fn status_text(view: &TaskView, elapsed: Duration) -> String {
     let t = &view.task;
     let why = match t.state {
+        TaskState::Queued if t.attempts > 0 && t.run_after > chrono::Utc::now() => format!(
+            "attempt {} failed; retrying {}",
+            t.attempts,
+            output::relative(t.run_after)
+        ),
         TaskState::Queued if t.attempts > 0 => {
             format!("retrying (attempt {} of {})", t.attempts + 1, t.max_attempts)
+        }
+        TaskState::Queued if t.run_after > chrono::Utc::now() => {
+            format!("scheduled, runs {}", output::relative(t.run_after))
         }
         TaskState::Queued => "waiting for a worker".to_string(),
         TaskState::Running => match &t.worker_id {
