@@ -35,15 +35,17 @@ fn run_on_a_local_repo_exits_0_and_the_commit_is_on_the_work_branch() {
 fn run_shows_the_events_and_the_result_for_a_person() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let o = env.run(&[
-        "run",
-        "--repo",
-        remote.to_str().unwrap(),
-        "--command",
-        "echo visible-output; echo x > x.txt",
-    ]);
+    // Colours are for terminals: piped output has none, even without NO_COLOR.
+    let o = env
+        .cmd()
+        .env_remove("NO_COLOR")
+        .args(["run", "--repo", remote.to_str().unwrap()])
+        .args(["--command", "echo visible-output; echo x > x.txt"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
     let out = stdout(&o);
+    assert!(!out.contains('\x1b') && !stderr(&o).contains('\x1b'), "{out}");
     assert!(out.contains("visible-output"), "{out}");
     assert!(out.contains("succeeded"), "{out}");
     assert!(out.contains("commit"), "{out}");
