@@ -280,13 +280,13 @@ pub async fn run_http_worker(settings: &Settings, args: WorkerArgs) -> anyhow::R
             "unreported": summary.unreported,
         }))?;
     } else {
-        eprintln!(
-            "worker {} stopped: {} succeeded, {} failed, {} canceled",
-            summary.worker_id.map(|w| w.to_string()).unwrap_or_default(),
-            summary.succeeded,
-            summary.failed,
-            summary.canceled
-        );
+        match &summary.worker_id {
+            Some(id) => eprintln!(
+                "worker {id} stopped: {} succeeded, {} failed, {} canceled",
+                summary.succeeded, summary.failed, summary.canceled
+            ),
+            None => eprintln!("worker stopped before it could register with {server}"),
+        }
     }
     Ok(ExitCode::Success)
 }
