@@ -218,3 +218,35 @@ fn run_accepts_a_file_url_and_a_relative_path_on_the_embedded_pool() {
         assert_eq!(git(&remote, &["show", &format!("{branch}:x.txt")]), "x");
     }
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), `run` shows a live status line
+/// with a spinner and colours.
+#[test]
+fn on_a_terminal_run_shows_a_live_status_line_and_colours() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let inner = format!(
+        "{} run --repo {} --command 'echo on-a-tty'",
+        env!("CARGO_BIN_EXE_agentpool"),
+        remote.display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env("AGENTPOOL_DATA_DIR", env.data_dir())
+        .env_remove("NO_COLOR")
+        .env_remove("AGENTPOOL_SERVER")
+        .env("TERM", "xterm")
+        .current_dir(env.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("util-linux `script` runs");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("on-a-tty"), "{out}");
+    assert!(
+        out.contains("\x1b[32msucceeded\x1b[0m"),
+        "state in green: {out:?}"
+    );
+    let spinner = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+    assert!(spinner.iter().any(|f| out.contains(f)), "no status line: {out:?}");
+}
