@@ -26,6 +26,18 @@ Exit codes:
   3  the task was canceled
   4  the server could not be reached or answered with an error";
 
+const RUN_EXAMPLES: &str = "\
+Examples:
+  agentpool run --repo . --command 'cargo test'
+  agentpool run --repo ./app --agent claude-code --credential anthropic_api_key 'fix the flaky test'
+  agentpool run --repo https://github.com/o/r.git --branch fix/readme -p 'tidy the README' -o json";
+
+const SUBMIT_EXAMPLES: &str = "\
+Examples:
+  id=$(agentpool submit --repo ./app --command 'make lint')
+  agentpool submit --repo ./app --depends-on $id --command 'make release' --wait
+  agentpool submit --project web --agent codex --label gpu=yes --priority 10 -p 'upgrade deps'";
+
 /// Flags every subcommand accepts. Values come from the flag, else the `AGENTPOOL_*`
 /// environment variable, else the config file in the data directory.
 #[derive(Debug, Clone, Args)]
@@ -69,8 +81,10 @@ pub enum Command {
     /// Apply database migrations and exit
     Migrate(MigrateArgs),
     /// Submit a task and follow it to the end (starts a transient embedded pool if no server runs)
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Submit a task
+    #[command(after_help = SUBMIT_EXAMPLES)]
     Submit(SubmitArgs),
     /// Inspect and control tasks
     #[command(subcommand)]
