@@ -43,8 +43,8 @@ macro_rules! say_raw {
     };
 }
 
-/// One task of the tour and what the demo expects of it.
-struct Step1 {
+/// A task of the tour, as submitted.
+struct DemoTask {
     name: &'static str,
     what: String,
     id: TaskId,
@@ -288,7 +288,7 @@ async fn tour(
     let v = show_after(
         client,
         s,
-        &Step1 {
+        &DemoTask {
             name: "flaky (retried)",
             what: flaky.what.clone(),
             id: flaky.id,
@@ -346,7 +346,7 @@ async fn tour(
     Ok(finished)
 }
 
-async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::Result<Step1> {
+async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::Result<DemoTask> {
     let task: Task = client
         .submit(&spec)
         .await
@@ -364,7 +364,7 @@ async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::
         s.bold(name),
         truncate(&what, 70)
     );
-    Ok(Step1 {
+    Ok(DemoTask {
         name,
         what,
         id: task.id,
@@ -380,7 +380,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Wait for a task, then print its events and result.
-async fn show(client: &Client, s: &Style, step: &Step1) -> anyhow::Result<TaskView> {
+async fn show(client: &Client, s: &Style, step: &DemoTask) -> anyhow::Result<TaskView> {
     show_after(client, s, step, 0).await
 }
 
@@ -396,7 +396,7 @@ async fn last_seq(client: &Client, id: TaskId) -> anyhow::Result<i64> {
 }
 
 /// Like [`show`], printing only the events after `seq` (those of a retry).
-async fn show_after(client: &Client, s: &Style, step: &Step1, seq: i64) -> anyhow::Result<TaskView> {
+async fn show_after(client: &Client, s: &Style, step: &DemoTask, seq: i64) -> anyhow::Result<TaskView> {
     let mut status = StatusLine::new(!QUIET.load(Ordering::Relaxed));
     let mut lines = Vec::new();
     let view = follow(client, step.id, &mut status, |ev, _| {
