@@ -231,10 +231,50 @@ impl WorkSignal {
         self.tx.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Signal again when the earliest of `run_after` (unix ms, store clock) comes due, so a
+    /// delayed task or a retry after backoff wakes waiting claimers instead of waiting for their
+    /// next poll. `also` runs at that moment too (PostgreSQL uses it to NOTIFY other replicas).
+    pub(crate) fn notify_at(
+        &self,
+        clock: &Clock,
+        run_after: impl IntoIterator<Item = i64>,
+        also: impl Fn() -> futures_like::BoxFuture + Send + Sync + 'static,
+    ) {
+        let now = clock.now_ms();
+        let mut due: Vec<i64> = run_after.into_iter().filter(|t| *t > now).collect();
+        due.sort_unstable();
+        due.dedup();
+        // Bound the timers one call can start; later ones are found by polling.
+        due.truncate(16);
+        if due.is_empty() {
+            return;
+        }
+        let also = Arc::new(also);
+        for t in due {
+            let me = self.clone();
+            let also = also.clone();
+            let wait = Duration::from_millis(u64::try_from(t - now).unwrap_or(0));
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                me.notify();
+                also().await;
+            });
+        }
+    }
+
     pub(crate) fn listener(&self) -> WorkListener {
         WorkListener {
             rx: self.tx.subscribe(),
         }
+    }
+}
+
+/// A boxed future without pulling in the `futures` crate for one type.
+pub(crate) mod futures_like {
+    pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    pub fn ready() -> BoxFuture {
+        Box::pin(async {})
     }
 }
 

@@ -30,8 +30,9 @@ use crate::{
     TokenRecord, WaitReason, WorkListener, WorkSignal,
 };
 
-/// The NOTIFY channel that says "work may be available".
-const CHANNEL: &str = "agentpool_work";
+/// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
+/// not `public`, so queues in different schemas of one database do not wake each other).
+const CHANNEL_PREFIX: &str = "agentpool_work";
 /// Advisory lock key serializing claims of constrained tasks (branch locks, project slots).
 const CONSTRAINED_CLAIM_LOCK: i64 = 0x0061_7063_6c61_696d; // "apclaim"
 const PURGE_BATCH: i64 = 5000;
@@ -90,6 +91,9 @@ pub struct PgStore {
 
 #[derive(Debug)]
 struct Sql {
+    channel: String,
+    /// Advisory lock key for constrained claims, distinct per schema.
+    claim_lock: i64,
     select_task: String,
     claim_hot: String,
     claim_update: String,
@@ -99,10 +103,23 @@ struct Sql {
 }
 
 impl Sql {
-    fn new() -> Self {
+    fn new(schema: &str) -> Self {
+        let channel: String = if schema == "public" || schema.is_empty() {
+            CHANNEL_PREFIX.to_string()
+        } else {
+            format!("{CHANNEL_PREFIX}_{schema}").chars().take(63).collect()
+        };
+        // FNV-1a: stable across processes and versions, unlike std's hasher.
+        let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let claim_lock = CONSTRAINED_CLAIM_LOCK ^ (hash as i64);
+        let lit = channel.replace('\'', "''");
         let c = cols("");
         let tc = cols("t.");
         Self {
+            channel,
+            claim_lock,
             select_task: format!("SELECT {c} FROM tasks WHERE id = $1"),
             claim_hot: format!(
                 "WITH picked AS ( \
@@ -147,7 +164,7 @@ impl Sql {
                    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
                    RETURNING id) \
                  SELECT ins.id, \
-                   (SELECT count(*) FROM (SELECT pg_notify('{CHANNEL}', '')) AS n) AS notified \
+                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', '')) AS n) AS notified \
                  FROM ins"
             ),
             by_idempotency: format!(
@@ -180,9 +197,13 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        let sql = Sql::new(schema.as_deref().unwrap_or("public"));
         let signal = WorkSignal::new();
         let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen(&sql.channel).await?;
         let sig = signal.clone();
         let task = tokio::spawn(async move {
             loop {
@@ -203,8 +224,27 @@ impl PgStore {
             config,
             signal,
             _listener: Arc::new(ListenerGuard(task)),
-            sql: Arc::new(Sql::new()),
+            sql: Arc::new(sql),
         })
+    }
+
+    /// Wake claimers here and on every replica when these run_after times come due.
+    fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
+        let pool = self.pool.clone();
+        let channel = self.sql.channel.clone();
+        self.signal.notify_at(
+            &self.config.clock,
+            run_after,
+            move || -> crate::futures_like::BoxFuture {
+                let (pool, channel) = (pool.clone(), channel.clone());
+                Box::pin(async move {
+                    let _ = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(channel)
+                        .execute(&pool)
+                        .await;
+                })
+            },
+        );
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -319,9 +359,9 @@ fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|t| t.0).collect()
 }
 
-async fn notify(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
+        .bind(channel)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -466,7 +506,7 @@ impl PgStore {
     async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(CONSTRAINED_CLAIM_LOCK)
+            .bind(self.sql.claim_lock)
             .execute(&mut *tx)
             .await?;
         let rows = sqlx::query(
@@ -846,6 +886,11 @@ impl Store for PgStore {
         }
         if out.iter().any(|e| e.created) {
             self.signal.notify();
+            self.wake_at(
+                out.iter()
+                    .filter(|e| e.created)
+                    .map(|e| common::ms(e.task.run_after)),
+            );
         }
         Ok(out)
     }
@@ -1029,7 +1074,7 @@ impl Store for PgStore {
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
-        notify(&mut tx).await?;
+        notify(&mut tx, &self.sql.channel).await?;
         tx.commit().await?;
         self.signal.notify();
         task(&r)
@@ -1212,7 +1257,7 @@ impl Store for PgStore {
             wake = true;
         }
         if wake {
-            notify(&mut tx).await?;
+            notify(&mut tx, &self.sql.channel).await?;
         }
         tx.commit().await?;
         if wake {
@@ -1267,11 +1312,14 @@ impl Store for PgStore {
         )
         .await?;
         if wake {
-            notify(&mut tx).await?;
+            notify(&mut tx, &self.sql.channel).await?;
         }
         tx.commit().await?;
         if wake {
             self.signal.notify();
+        }
+        if let Ending::Requeue { delay } = &ending {
+            self.wake_at([now + dur_ms(*delay)]);
         }
         Ok(match ending {
             Ending::Requeue { delay } => FailOutcome::Retrying {
@@ -1475,7 +1523,7 @@ impl Store for PgStore {
         .await?;
         // More slots may make waiting tasks runnable.
         sqlx::query("SELECT pg_notify($1, '')")
-            .bind(CHANNEL)
+            .bind(&self.sql.channel)
             .execute(&self.pool)
             .await?;
         project_row(&r)
@@ -1669,7 +1717,7 @@ impl Store for PgStore {
                 .await?;
             }
             if wake {
-                notify(&mut tx).await?;
+                notify(&mut tx, &self.sql.channel).await?;
             }
             tx.commit().await?;
             if wake {

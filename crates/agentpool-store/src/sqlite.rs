@@ -574,6 +574,13 @@ impl Store for SqliteStore {
         tx.commit().await?;
         if out.iter().any(|e| e.created) {
             self.signal.notify();
+            self.signal.notify_at(
+                &self.config.clock,
+                out.iter()
+                    .filter(|e| e.created)
+                    .map(|e| common::ms(e.task.run_after)),
+                crate::futures_like::ready,
+            );
         }
         Ok(out)
     }
@@ -1020,6 +1027,13 @@ impl Store for SqliteStore {
         tx.commit().await?;
         if ended.wake {
             self.signal.notify();
+        }
+        if let Ending::Requeue { delay } = &ending {
+            self.signal.notify_at(
+                &self.config.clock,
+                [now + dur_ms(*delay)],
+                crate::futures_like::ready,
+            );
         }
         Ok(match ending {
             Ending::Requeue { delay } => FailOutcome::Retrying {

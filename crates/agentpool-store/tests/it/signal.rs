@@ -9,8 +9,33 @@ use crate::harness::{Harness, cmd};
 
 both!(
     wait_for_work_wakes_on_enqueue,
-    unblocking_a_dependent_wakes_claimers
+    unblocking_a_dependent_wakes_claimers,
+    delayed_task_wakes_claimers_when_due,
 );
+
+async fn delayed_task_wakes_claimers_when_due(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let due = h.clock.now() + chrono::Duration::milliseconds(300);
+    let id = h
+        .store
+        .enqueue(agentpool_core::TaskSpec {
+            run_after: Some(due),
+            ..cmd("later")
+        })
+        .await
+        .unwrap()
+        .task
+        .id;
+    let mut l = h.store.work_listener();
+    assert!(w.claim(1).await.is_empty(), "not due yet");
+    // Spurious wake-ups are allowed; what must come is one at or after the due time.
+    let give_up = std::time::Instant::now() + WAIT;
+    while h.clock.now() < due {
+        let left = give_up.saturating_duration_since(std::time::Instant::now());
+        assert!(l.wait(left).await, "no wake-up when the task came due");
+    }
+    assert_eq!(crate::harness::ids(&w.claim(1).await), vec![id]);
+}
 
 /// Long enough never to be hit on a healthy machine; a wake-up by polling would not come
 /// within it either, since the store's fallback is the caller's own timeout.
