@@ -193,12 +193,17 @@ async fn latency_run(args: &Args) -> Vec<f64> {
                 let now = Instant::now();
                 for g in &got {
                     pending.push((g.claimed.task.id, now));
+                    // Complete off the claim loop, as a worker with free slots does: the next
+                    // long poll starts at once.
                     let items = vec![CompleteItem {
                         task_id: g.claimed.task.id,
                         lease_token: g.claimed.lease.token,
                         result: Default::default(),
                     }];
-                    let _ = wrk.complete_batch(&w.id, items).await;
+                    let (c, id) = (wrk.clone(), w.id.clone());
+                    tokio::spawn(async move {
+                        let _ = c.complete_batch(&id, items).await;
+                    });
                 }
                 // The submit's start time is recorded just before its request; a claim can
                 // beat the map insert only by a hair, so resolve pending entries lazily.
