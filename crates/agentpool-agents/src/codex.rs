@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agentpool_core::{NewEvent, Usage};
@@ -120,13 +121,89 @@ impl CodeAgent for Codex {
             ));
         }
         let args = Self::args(&request);
+        let kept = self.cfg.sessions_of(NAME);
+        let sessions = codex_home.join("sessions");
+        if let Some(id) = &request.resume_session {
+            restore_rollout(&kept, &sessions, id);
+        }
         let run = CliRun {
             program,
             args,
             env,
             request,
         };
-        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+        let outcome = cli::run_cli(run, Box::new(Parser::default()), events.clone(), cancel).await?;
+        if let Some(id) = &outcome.session_id
+            && let Err(e) = keep_rollout(&kept, &sessions, id)
+        {
+            events.emit(events::log(
+                "agentpool",
+                &format!("could not keep thread {id} for follow-ups: {e}"),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Codex files a thread as `CODEX_HOME/sessions/YYYY/MM/DD/rollout-<time>-<thread_id>.jsonl`.
+fn find_rollout(dir: &Path, id: &str, depth: u8) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = entry.path();
+        if p.is_dir() && depth > 0 {
+            if let Some(found) = find_rollout(&p, id, depth - 1) {
+                return Some(found);
+            }
+        } else if p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("rollout-") && n.ends_with(&format!("-{id}.jsonl")))
+        {
+            return Some(p);
+        }
+    }
+    None
+}
+
+fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Copy the thread's rollout out of this run's (throw-away) CODEX_HOME, keeping its
+/// date-relative path.
+fn keep_rollout(kept: &Path, sessions: &Path, id: &str) -> std::io::Result<()> {
+    if !safe_id(id) {
+        return Ok(());
+    }
+    let Some(src) = find_rollout(sessions, id, 3) else {
+        return Ok(());
+    };
+    let rel = src.strip_prefix(sessions).map_err(std::io::Error::other)?;
+    let dst = kept.join(id).join(rel);
+    if let Some(parent) = dst.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::copy(&src, &dst)?;
+    Ok(())
+}
+
+/// Put a kept rollout into this run's CODEX_HOME so `exec resume` finds the thread.
+fn restore_rollout(kept: &Path, sessions: &Path, id: &str) {
+    if !safe_id(id) || find_rollout(sessions, id, 3).is_some() {
+        return;
+    }
+    let root = kept.join(id);
+    if let Some(src) = find_rollout(&root, id, 3)
+        && let Ok(rel) = src.strip_prefix(&root)
+    {
+        let dst = sessions.join(rel);
+        if let Some(parent) = dst.parent()
+            && std::fs::create_dir_all(parent).is_ok()
+        {
+            let _ = std::fs::copy(&src, &dst);
+        }
     }
 }
 

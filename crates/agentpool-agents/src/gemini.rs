@@ -4,6 +4,7 @@
 //! lines (`init`, `message`, `tool_use`, `tool_result`, `error`, `result` with stats).
 
 use std::ffi::OsString;
+use std::path::Path;
 use std::sync::Arc;
 
 use agentpool_core::{ErrorClass, NewEvent, Usage};
@@ -103,13 +104,94 @@ impl CodeAgent for Gemini {
             ));
         }
         let env = cli::agent_env(&self.cfg, &request, &[])?;
+        // Pin the project's directory name so a kept chat can be put where this run looks.
+        let project = dir.join("tmp").join(PROJECT);
+        std::fs::create_dir_all(project.join("chats"))?;
+        let workdir = request.workdir.to_string_lossy().into_owned();
+        std::fs::write(
+            dir.join("projects.json"),
+            serde_json::to_vec_pretty(&json!({ "projects": { workdir.clone(): PROJECT } }))
+                .map_err(|e| AgentError::Io(std::io::Error::other(e)))?,
+        )?;
+        std::fs::write(project.join(".project_root"), &workdir)?;
+        let kept = self.cfg.sessions_of(NAME);
+        if let Some(id) = &request.resume_session {
+            restore_chat(&kept, &project.join("chats"), id);
+        }
         let run = CliRun {
             program,
             args: Self::args(&request),
             env,
             request,
         };
-        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+        let outcome = cli::run_cli(run, Box::new(Parser::default()), events.clone(), cancel).await?;
+        if let Some(id) = &outcome.session_id
+            && let Err(e) = keep_chat(&kept, &dir.join("tmp"), id)
+        {
+            events.emit(events::log(
+                "agentpool",
+                &format!("could not keep session {id} for follow-ups: {e}"),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// The directory name the adapter gives every workspace under `~/.gemini/tmp`.
+const PROJECT: &str = "agentpool-workspace";
+
+/// Gemini names a chat `session-<date>-<first 8 chars of the id>.jsonl` and records the full id
+/// inside.
+fn chat_matches(path: &Path, id: &str) -> bool {
+    let Some(prefix) = id.get(..8) else {
+        return false;
+    };
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("session-") && n.contains(prefix))
+        && std::fs::read_to_string(path).is_ok_and(|t| t.contains(id))
+}
+
+fn safe_id(id: &str) -> bool {
+    id.len() >= 8
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Copy the session's chat out of this run's (throw-away) home.
+fn keep_chat(kept: &Path, tmp: &Path, id: &str) -> std::io::Result<()> {
+    if !safe_id(id) {
+        return Ok(());
+    }
+    for project in std::fs::read_dir(tmp)?.flatten() {
+        let Ok(chats) = std::fs::read_dir(project.path().join("chats")) else {
+            continue;
+        };
+        for chat in chats.flatten() {
+            let p = chat.path();
+            if chat_matches(&p, id)
+                && let Some(name) = p.file_name()
+            {
+                let dst = kept.join(id);
+                std::fs::create_dir_all(&dst)?;
+                std::fs::copy(&p, dst.join(name))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Put a kept chat where this run's `--resume` looks.
+fn restore_chat(kept: &Path, chats: &Path, id: &str) {
+    if !safe_id(id) {
+        return;
+    }
+    let Ok(files) = std::fs::read_dir(kept.join(id)) else {
+        return;
+    };
+    for f in files.flatten() {
+        let _ = std::fs::copy(f.path(), chats.join(f.file_name()));
     }
 }
 

@@ -10,6 +10,10 @@
 //! couple their failures, and one per task adds a port, a health wait, basic auth and SSE
 //! reconnection for no gain. `run --format json` already prints complete parts — tool input and
 //! output together, per-step tokens and cost — which is all the normalized events need.
+//!
+//! Resume (`--session ID`) works within the same home only: OpenCode keeps sessions in an SQLite
+//! database there, and a copy of it carried into a fresh home made `run --session` hang (seen
+//! with 1.18.33), so unlike the other adapters no session is carried across homes.
 
 use std::ffi::OsString;
 use std::sync::Arc;

@@ -281,6 +281,35 @@ async fn follow_up_resumes_the_session(name: &str) {
     assert!(last.body.to_string().contains("Remember 42"), "{why}");
 }
 
+/// As the worker runs follow-ups: another task directory, another private home.
+async fn follow_up_in_a_fresh_home_resumes_the_session(name: &str) {
+    let Some(agent) = agent(name) else { return };
+    let first_fx = Fixture::new(vec![Step::answer("First answer.")]).await;
+    let (first, sink) = first_fx
+        .run(agent.as_ref(), first_fx.request(name, "Remember 42"))
+        .await;
+    assert!(!first.is_error, "{}", describe(&first, &sink, &first_fx.server));
+    let session = first.session_id.clone().expect("a session id");
+    let fx = Fixture::new(vec![Step::answer("It was 42.")]).await;
+    // The follow-up's workspace is another checkout of the same repository.
+    std::fs::remove_dir_all(fx.repo.path().join(".git")).unwrap();
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(first_fx.repo.path().join(".git"))
+        .arg(fx.repo.path())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let mut req = fx.request(name, "What did I ask you to remember?");
+    req.resume_session = Some(session.clone());
+    let (second, sink) = fx.run(agent.as_ref(), req).await;
+    let why = describe(&second, &sink, &fx.server);
+    assert!(!second.is_error, "{why}");
+    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
+    let last = fx.server.agent_requests().last().cloned().expect("a request");
+    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+}
+
 async fn timeout_is_classified_timeout(name: &str) {
     let Some(agent) = agent(name) else { return };
     let fx = Fixture::new(vec![Step::Hang]).await;
@@ -354,23 +383,17 @@ async fn claude_code_max_turns_is_an_agent_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_follow_up_in_a_fresh_home_and_workspace_resumes_the_session() {
-    // As the worker runs follow-ups: another task directory, another private home.
-    let Some(agent) = agent("claude-code") else { return };
-    let first_fx = Fixture::new(vec![Step::answer("First answer.")]).await;
-    let (first, sink) = first_fx
-        .run(agent.as_ref(), first_fx.request("claude-code", "Remember 42"))
-        .await;
-    assert!(!first.is_error, "{}", describe(&first, &sink, &first_fx.server));
-    let session = first.session_id.clone().expect("a session id");
-    let fx = Fixture::new(vec![Step::answer("It was 42.")]).await;
-    let mut req = fx.request("claude-code", "What did I ask you to remember?");
-    req.resume_session = Some(session.clone());
-    let (second, sink) = fx.run(agent.as_ref(), req).await;
-    let why = describe(&second, &sink, &fx.server);
-    assert!(!second.is_error, "{why}");
-    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
-    let last = fx.server.agent_requests().last().cloned().expect("a request");
-    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+    follow_up_in_a_fresh_home_resumes_the_session("claude-code").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_follow_up_in_a_fresh_home_and_workspace_resumes_the_session() {
+    follow_up_in_a_fresh_home_resumes_the_session("codex").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_follow_up_in_a_fresh_home_and_workspace_resumes_the_session() {
+    follow_up_in_a_fresh_home_resumes_the_session("gemini").await;
 }
 
 #[tokio::test]
