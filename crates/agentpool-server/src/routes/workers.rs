@@ -12,7 +12,6 @@ use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
 use agentpool_store::{ClaimFilter, Failure};
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +23,7 @@ use crate::api::{
 use crate::auth::{Authorized, Readers, Workers};
 use crate::crypto::Secrets;
 use crate::error::{ApiError, ApiResult, ErrorDetail};
-use crate::extract::{ApiJson, ApiPath, parse_json};
+use crate::extract::{ApiBody, ApiJson, ApiPath, parse_json};
 use crate::state::{AppState, CachedWorker};
 
 /// Upper bound of a long poll (SPEC §5).
@@ -130,7 +129,7 @@ pub async fn claim(
     ApiPath(id): ApiPath<WorkerId>,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<ClaimQuery>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBody(body): ApiBody,
 ) -> ApiResult<Response> {
     let body_req = if body.iter().all(u8::is_ascii_whitespace) {
         None

@@ -4,6 +4,7 @@
 mod support;
 
 mod flows;
+mod lifecycle;
 mod openapi;
 mod replicas;
 mod router;

@@ -359,6 +359,27 @@ async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
         ),
         (
             "POST",
+            "/v1/workers/w1/claim",
+            &wrk,
+            Some((ct, big.clone())),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/claim",
+            &wrk,
+            Some(("text/plain", b"max=1".to_vec())),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "POST",
+            "/v1/workers/w1/heartbeat",
+            &wrk,
+            Some((ct, big.clone())),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "POST",
             "/v1/workers/w1/claim?max=0",
             &wrk,
             None,
