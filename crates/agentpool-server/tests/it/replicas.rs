@@ -101,3 +101,75 @@ async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
     );
     b.shutdown().await.expect("stop b");
 }
+
+/// A long poll on replica B is woken by a submit through replica A (PostgreSQL's NOTIFY), and
+/// a task's live event stream on A carries events a worker appends through B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_work_signals_and_live_events() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else {
+        return;
+    };
+    let url = db.url().to_string();
+    let clock = Clock::system();
+    let store_a = open_store(&db, &clock).await;
+    let a = spawn_on(db, store_a, clock.clone(), test_config()).await;
+    let store_b = agentpool_store::open_store(&url).await.expect("open b");
+    let b = agentpool_server::start_with_store(test_config(), store_b)
+        .await
+        .expect("start b");
+    let wrk_b =
+        agentpool_server::client::Client::new(&format!("http://{}", b.addr), Some(a.tokens.worker.clone()))
+            .expect("client");
+    let w = register(&wrk_b).await;
+    let state_b = b.state.clone();
+    let waiter = {
+        let (c, id) = (wrk_b.clone(), w.id.clone());
+        tokio::spawn(async move { c.claim(&id, 1, Duration::from_secs(30)).await })
+    };
+    crate::support::eventually(Duration::from_secs(10), || state_b.waiting_claims() == 1).await;
+    let submitted = std::time::Instant::now();
+    let t = a
+        .submitter()
+        .submit(&command_task("cross-replica"))
+        .await
+        .expect("submit")
+        .task;
+    let got = waiter.await.expect("join").expect("claim");
+    assert!(
+        submitted.elapsed() < Duration::from_secs(2),
+        "replica B's long poll took {:?} to see replica A's submit",
+        submitted.elapsed()
+    );
+    let c = &got[0].claimed;
+    assert_eq!(c.task.id, t.id);
+
+    use futures::StreamExt;
+    let mut stream = Box::pin(a.submitter().stream_events(t.id, 0).await.expect("stream on A"));
+    wrk_b
+        .append_events(
+            &w.id,
+            t.id,
+            c.lease.token,
+            vec![agentpool_core::NewEvent::log("stdout", "from B")],
+        )
+        .await
+        .expect("append on B");
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = stream.next().await {
+            if ev.expect("event").data["line"] == "from B" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("event from replica B arrives on A's stream");
+    assert!(found);
+    wrk_b
+        .complete(&w.id, t.id, c.lease.token, Default::default())
+        .await
+        .expect("complete on B");
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>()).await;
+    assert!(ended.is_ok(), "A's stream did not end after B completed the task");
+    b.shutdown().await.expect("stop b");
+}
