@@ -668,7 +668,36 @@ async fn too_many_waiting_long_polls_get_429(backend: Backend) {
     );
 }
 
+async fn get_task_explains_why_a_queued_task_waits(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let first = sub.submit(&command_task("first")).await.expect("submit").task;
+    let mut second = command_task("second");
+    second.depends_on = vec![first.id];
+    let second = sub.submit(&second).await.expect("submit").task;
+    let raw: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/tasks/{}", app.base, second.id))
+        .bearer_auth(&app.tokens.submitter)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let reasons = raw["waiting"].as_array().expect("waiting reasons");
+    let deps = reasons
+        .iter()
+        .find(|r| r["reason"] == "dependencies")
+        .unwrap_or_else(|| panic!("no dependencies reason in {raw}"));
+    assert_eq!(deps["pending"][0], serde_json::json!(first.id));
+    assert_eq!(raw["state"], "queued");
+    assert!(raw["attempts_detail"].is_array());
+}
+
 crate::both_backends!(
+    get_task_explains_why_a_queued_task_waits,
     too_many_waiting_long_polls_get_429,
     every_endpoint_works_through_the_client,
     stale_lease_is_refused_with_409,
