@@ -288,9 +288,10 @@ async fn claude_code_cancel_ends_the_agent_and_its_children() {
     assert!(!alive(pid), "the agent's shell child {pid} survived the cancel");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_follow_up_task_resumes_the_first_tasks_session() {
-    if !installed("claude-code") {
+/// A follow-up task (another task directory, another private home) continues the first
+/// task's session.
+async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
+    if !installed(agent) {
         return;
     }
     let env = env().await;
@@ -299,11 +300,11 @@ async fn claude_code_follow_up_task_resumes_the_first_tasks_session() {
         .unwrap();
     let first = env
         .store
-        .enqueue(agent_task(&env, "claude-code", "Remember the number 42"))
+        .enqueue(agent_task(&env, agent, "Remember the number 42"))
         .await
         .unwrap()
         .task;
-    let w = agent_worker(&env, "claude-code", &model);
+    let w = agent_worker(&env, agent, &model);
     let first_done = finished_within(&env.store, first.id, Duration::from_secs(120)).await;
     assert_eq!(
         first_done.task.state,
@@ -318,7 +319,7 @@ async fn claude_code_follow_up_task_resumes_the_first_tasks_session() {
         .unwrap()
         .session_id
         .expect("a session id");
-    let mut spec = agent_task(&env, "claude-code", "Which number did I ask you to remember?");
+    let mut spec = agent_task(&env, agent, "Which number did I ask you to remember?");
     spec.follow_up_of = Some(first.id);
     let second = env.store.enqueue(spec).await.unwrap().task;
     let second_done = finished_within(&env.store, second.id, Duration::from_secs(120)).await;
@@ -338,4 +339,19 @@ async fn claude_code_follow_up_task_resumes_the_first_tasks_session() {
         last.body.to_string().contains("Remember the number 42"),
         "the resumed conversation reached the model"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_follow_up_task_resumes_the_first_tasks_session() {
+    follow_up_task_resumes_the_first_tasks_session("claude-code").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_follow_up_task_resumes_the_first_tasks_session() {
+    follow_up_task_resumes_the_first_tasks_session("codex").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
+    follow_up_task_resumes_the_first_tasks_session("gemini").await;
 }
