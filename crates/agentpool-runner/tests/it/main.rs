@@ -3,6 +3,7 @@
 
 mod agents;
 mod crash;
+mod http;
 mod process;
 mod worker;
 mod workspace;

@@ -1,0 +1,107 @@
+//! The worker over HTTP against the real server (agentpool-server on 127.0.0.1:0, bearer
+//! token, SQLite): same worker loop, and a worker that loses the server keeps its task running
+//! and reports once the server is back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::TaskState;
+use agentpool_runner::{HttpWorkerApi, Secret};
+use agentpool_server::{AuthMode, Role, ServerConfig, create_token, start_with_store};
+use agentpool_store::Store;
+
+use crate::worker::{TOKEN, command, config, env, finished, start, wait_log};
+
+fn server_config(listen: SocketAddr) -> ServerConfig {
+    let mut c = ServerConfig::new("sqlite::memory:", listen);
+    c.auth = AuthMode::Tokens;
+    c.lease_ttl = Duration::from_secs(30);
+    c
+}
+
+async fn worker_token(store: &Arc<dyn Store>) -> Secret {
+    let t = create_token(&**store, Role::Worker, "worker").await.unwrap();
+    Secret::new(t.plaintext)
+}
+
+#[tokio::test]
+async fn a_worker_over_http_runs_a_command_task_to_a_pushed_commit() {
+    let env = env().await;
+    let server = start_with_store(server_config("127.0.0.1:0".parse().unwrap()), env.store.clone())
+        .await
+        .unwrap();
+    let api = HttpWorkerApi::new(
+        &format!("http://{}", server.addr),
+        Some(worker_token(&env.store).await),
+    )
+    .unwrap();
+    let task = env
+        .store
+        .enqueue(command(&env, "echo over-http > http.txt"))
+        .await
+        .unwrap()
+        .task;
+    let w = start(config(&env, "http-worker", TOKEN), Arc::new(api));
+    let done = finished(&env.store, task.id).await;
+    let summary = w.stop().await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    let sha = done.task.result.unwrap().commit_sha.unwrap();
+    assert_eq!(
+        env.server.branch_sha("app", &format!("agentpool/{}", task.id)),
+        Some(sha)
+    );
+    assert_eq!(summary.succeeded, 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_that_loses_the_server_keeps_running_and_reports_when_it_is_back() {
+    let env = env().await;
+    let server = start_with_store(server_config("127.0.0.1:0".parse().unwrap()), env.store.clone())
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let api = HttpWorkerApi::new(&format!("http://{addr}"), Some(worker_token(&env.store).await)).unwrap();
+    let gate = env.dir.path().join("gate");
+    let cmd = format!(
+        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo after-outage",
+        gate.display()
+    );
+    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
+    let w = start(config(&env, "http-worker", TOKEN), Arc::new(api));
+    wait_log(&env.store, task.id, "ready").await;
+
+    // The server goes away; the task finishes meanwhile and its report cannot be delivered.
+    server.shutdown().await.unwrap();
+    std::fs::write(&gate, "go").unwrap();
+
+    // The server comes back on the same address (same store): the worker reports.
+    let server = loop {
+        match start_with_store(server_config(addr), env.store.clone()).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let done = finished(&env.store, task.id).await;
+    let summary = w.stop().await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    assert_eq!(done.attempts_detail.len(), 1, "the task ran once");
+    assert_eq!(summary.succeeded, 1);
+    let lines = crate::worker::log_lines(&crate::worker::events(&env.store, task.id).await);
+    assert!(
+        lines.contains(&"after-outage".to_string()),
+        "events from the outage were kept: {lines:?}"
+    );
+    server.shutdown().await.unwrap();
+}
