@@ -7,7 +7,41 @@ use agentpool_core::{NewEvent, TaskResult, TaskState, WorkerStatus};
 use crate::both;
 use crate::harness::{Harness, TTL, cmd};
 
-both!(silent_workers_go_offline, retention_deletes_only_what_is_past_it);
+both!(
+    silent_workers_go_offline,
+    retention_deletes_only_what_is_past_it,
+    replicas_rescue_each_expired_lease_once,
+);
+
+/// Two replicas run the rescue at the same moment: every expired lease is rescued exactly once
+/// (one `expired` attempt per task, counts adding up), none twice.
+async fn replicas_rescue_each_expired_lease_once(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    h.store
+        .enqueue_batch((0..50).map(|i| cmd(&format!("t{i}"))).collect())
+        .await
+        .unwrap();
+    let claimed = w.claim(50).await;
+    assert_eq!(claimed.len(), 50);
+    h.clock.advance(TTL + Duration::from_secs(1));
+    let replica = h.replica().await;
+    let (a, b) = tokio::join!(h.store.requeue_expired(), replica.requeue_expired());
+    assert_eq!(a.unwrap() + b.unwrap(), 50);
+    for c in &claimed {
+        let d = h.store.get_task(c.task.id).await.unwrap().unwrap();
+        assert_eq!(d.task.state, TaskState::Queued);
+        assert_eq!(d.attempts_detail.len(), 1, "rescued more than once");
+        assert_eq!(
+            d.attempts_detail[0].outcome,
+            agentpool_core::AttemptOutcome::Expired
+        );
+    }
+    let (a, b) = tokio::join!(
+        h.store.purge_finished(Duration::ZERO),
+        replica.purge_finished(Duration::ZERO)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 0, "nothing finished yet");
+}
 
 async fn silent_workers_go_offline(h: Harness) {
     let quiet = h.worker("quiet", &["command"], &[]).await;
