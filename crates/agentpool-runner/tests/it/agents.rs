@@ -204,6 +204,11 @@ macro_rules! pipeline_tests {
     ($modname:ident, $name:literal) => {
         mod $modname {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancel_ends_the_agent_and_its_children() {
+                super::cancel_ends_the_agent_and_its_children($name).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn task_writes_a_file_and_commits_it() {
                 super::task_writes_a_file_and_commits_it($name).await;
             }
@@ -245,9 +250,9 @@ async fn claude_code_max_turns_fails_with_agent_error() {
     assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_cancel_ends_the_agent_and_its_children() {
-    if !installed("claude-code") {
+/// Canceling the task while the agent's shell tool runs ends the agent and that shell.
+async fn cancel_ends_the_agent_and_its_children(agent: &str) {
+    if !installed(agent) {
         return;
     }
     let env = env().await;
@@ -261,11 +266,11 @@ async fn claude_code_cancel_ends_the_agent_and_its_children() {
     .unwrap();
     let task = env
         .store
-        .enqueue(agent_task(&env, "claude-code", "Run the command"))
+        .enqueue(agent_task(&env, agent, "Run the command"))
         .await
         .unwrap()
         .task;
-    let w = agent_worker(&env, "claude-code", &model);
+    let w = agent_worker(&env, agent, &model);
     // The pid file appears once the agent's shell tool runs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let pid: i32 = loop {
