@@ -9,21 +9,22 @@ use agentpool_core::{Event, LeaseToken, Project, Task, TaskId, TaskResult, Worke
 use agentpool_store::Enqueued;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::schema::Schema;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::crypto::Secrets;
 use crate::error::ErrorDetail;
+use crate::schemas as S;
 
 /// Schemas for domain types that live in `agentpool_core` (which stays free of OpenAPI
 /// dependencies): described as JSON objects with a pointer to the Rust type that defines them.
 macro_rules! core_schema {
-    ($marker:ident, $name:literal, $doc:literal) => {
+    ($marker:ident, $name:literal, $doc:literal, $examples:expr) => {
         #[doc = $doc]
         pub struct $marker;
         impl utoipa::PartialSchema for $marker {
             fn schema() -> RefOr<Schema> {
-                ObjectBuilder::new().description(Some($doc)).into()
+                crate::schemas::from_examples($doc, $examples)
             }
         }
         impl ToSchema for $marker {
@@ -37,87 +38,104 @@ macro_rules! core_schema {
 core_schema!(
     TaskSchema,
     "Task",
-    "A task as the queue holds it (agentpool_core::Task): id, spec, state, attempts, timings, lease, result."
+    "A task as the queue holds it (agentpool_core::Task): id, spec, state, attempts, timings, lease, result.",
+    vec![S::task_value()]
 );
 core_schema!(
     TaskSpecSchema,
     "TaskSpec",
-    "A task as submitted (agentpool_core::TaskSpec). Unknown fields are refused."
+    "A task as submitted (agentpool_core::TaskSpec). Unknown fields are refused.",
+    vec![S::task_spec_value()]
 );
 core_schema!(
     TaskDetailSchema,
     "TaskDetail",
-    "A task with `attempts_detail` and, while queued, `waiting` reasons (agentpool_store::TaskDetail)."
+    "A task with `attempts_detail` and, while queued, `waiting` reasons (agentpool_store::TaskDetail).",
+    vec![S::task_detail()]
 );
 core_schema!(
     EnqueuedSchema,
     "Enqueued",
-    "`{ task, created }`: created is false when an idempotency key matched an earlier task."
+    "`{ task, created }`: created is false when an idempotency key matched an earlier task.",
+    vec![S::enqueued()]
 );
 core_schema!(
     EventSchema,
     "Event",
-    "A stored task event: task_id, seq, at, kind, data (agentpool_core::Event)."
+    "A stored task event: task_id, seq, at, kind, data (agentpool_core::Event).",
+    vec![S::event()]
 );
 core_schema!(
     WorkerSchema,
     "Worker",
-    "A worker: id, hostname, version, agents, labels, slots, status, running, timestamps."
+    "A worker: id, hostname, version, agents, labels, slots, status, running, timestamps.",
+    vec![S::worker()]
 );
 core_schema!(
     WorkerRegistrationSchema,
     "WorkerRegistration",
-    "What a worker sends to register: id (optional), hostname, version, agents, labels, slots."
+    "What a worker sends to register: id (optional), hostname, version, agents, labels, slots.",
+    vec![S::worker_registration()]
 );
 core_schema!(
     ProjectSchema,
     "Project",
-    "A project: its spec plus created_at and updated_at."
+    "A project: its spec plus created_at and updated_at.",
+    vec![S::project()]
 );
 core_schema!(
     ProjectSpecSchema,
     "ProjectSpec",
-    "A project: name, repo, default_base, slots, default_agent, default_model, allowed_agents, credentials (names)."
+    "A project: name, repo, default_base, slots, default_agent, default_model, allowed_agents, credentials (names).",
+    vec![S::project_spec()]
 );
 core_schema!(
     HeartbeatRequestSchema,
     "HeartbeatRequest",
-    "`{ leases: [{task_id, token}], status? }`: the leases to extend."
+    "`{ leases: [{task_id, token}], status? }`: the leases to extend.",
+    vec![S::heartbeat_request()]
 );
 core_schema!(
     HeartbeatReplySchema,
     "HeartbeatReply",
-    "`{ cancel: [task ids], lost: [task ids], drain: bool }`."
+    "`{ cancel: [task ids], lost: [task ids], drain: bool }`.",
+    vec![S::heartbeat_reply()]
 );
 core_schema!(
     CompleteRequestSchema,
     "CompleteRequest",
-    "`{ lease_token, result }`."
+    "`{ lease_token, result }`.",
+    vec![S::complete_request()]
 );
 core_schema!(
     FailRequestSchema,
     "FailRequest",
-    "`{ lease_token, class, message, retry_after_secs?, result? }`."
+    "`{ lease_token, class, message, retry_after_secs?, result? }`.",
+    vec![S::fail_request()]
 );
 core_schema!(
     FailOutcomeSchema,
     "FailOutcome",
-    "`{ outcome: retrying, run_after, attempt }` or `{ outcome: finished, state }`."
+    "`{ outcome: retrying, run_after, attempt }` or `{ outcome: finished, state }`.",
+    S::fail_outcomes()
 );
 core_schema!(
     AppendEventsRequestSchema,
     "AppendEventsRequest",
-    "`{ lease_token, events: [{kind, at?, data}] }`."
+    "`{ lease_token, events: [{kind, at?, data}] }`.",
+    vec![S::append_events_request()]
 );
 core_schema!(
     ClaimRequestSchema,
     "ClaimRequest",
-    "`{ max (default 1), wait_secs (default 0, up to 60) }`; query parameters `max` and `wait` are accepted too."
+    "`{ max (default 1), wait_secs (default 0, up to 60) }`; query parameters `max` and `wait` are accepted too.",
+    vec![S::claim_request()]
 );
 core_schema!(
     TaskResultSchema,
     "TaskResult",
-    "What a run produced: commit, files, push, PR, usage, cost, session id."
+    "What a run produced: commit, files, push, PR, usage, cost, session id.",
+    vec![S::task_result_value()]
 );
 
 /// `POST /v1/tasks` with several tasks: all are enqueued in one transaction, or none.

@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod schemas;
 pub mod state;
 
 use std::future::Future;

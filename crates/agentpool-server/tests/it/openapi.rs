@@ -59,4 +59,45 @@ async fn openapi_document_parses_and_lists_every_route() {
         assert!(detail[f].is_object(), "ErrorDetail lacks {f}");
     }
     assert!(v["components"]["securitySchemes"]["bearer"].is_object());
+    // Domain schemas list their real properties (derived from the serde form of the types).
+    let schemas = &v["components"]["schemas"];
+    for (schema, props) in [
+        (
+            "TaskSpec",
+            &[
+                "kind",
+                "repo",
+                "prompt",
+                "command",
+                "agent",
+                "labels",
+                "depends_on",
+                "credentials",
+            ][..],
+        ),
+        (
+            "Task",
+            &["id", "spec", "state", "attempts", "lease_token", "result"][..],
+        ),
+        ("TaskDetail", &["id", "state", "attempts_detail", "waiting"][..]),
+        ("Worker", &["id", "status", "slots", "agents"][..]),
+        (
+            "FailRequest",
+            &["lease_token", "class", "message", "retry_after_secs"][..],
+        ),
+    ] {
+        for p in props {
+            assert!(
+                schemas[schema]["properties"][*p].is_object(),
+                "schema {schema} lacks property {p}: {}",
+                schemas[schema]
+            );
+        }
+    }
+    assert_eq!(schemas["Task"]["properties"]["created_at"]["format"], "date-time");
+    assert!(
+        schemas["FailOutcome"]["oneOf"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    );
 }

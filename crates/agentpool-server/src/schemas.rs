@@ -1,0 +1,346 @@
+//! OpenAPI schemas of the domain types that live in `agentpool_core` and `agentpool_store`
+//! (which stay free of OpenAPI dependencies). Each schema is derived from the serde form of a
+//! fully populated example value, so property names and JSON types follow the real types as
+//! they change; the examples are built here, with every optional field set.
+
+use agentpool_core::event::NewEvent;
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::{
+    AppendEventsRequest, ClaimRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply,
+    HeartbeatRequest,
+};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{
+    AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventKind, FileChange, Lease, LeaseToken, Project,
+    Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
+};
+use agentpool_store::{Enqueued, TaskDetail, WaitReason};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+
+/// A JSON schema describing the shape of `v` (types and properties, recursively).
+pub fn infer(v: &Value) -> RefOr<Schema> {
+    match v {
+        Value::Null => ObjectBuilder::new().schema_type(Type::Null).into(),
+        Value::Bool(_) => ObjectBuilder::new().schema_type(Type::Boolean).into(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            ObjectBuilder::new().schema_type(Type::Integer).into()
+        }
+        Value::Number(_) => ObjectBuilder::new().schema_type(Type::Number).into(),
+        Value::String(s) => {
+            let b = ObjectBuilder::new().schema_type(Type::String);
+            if chrono::DateTime::parse_from_rfc3339(s).is_ok() {
+                b.format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                    .into()
+            } else {
+                b.into()
+            }
+        }
+        Value::Array(items) => match items.first() {
+            Some(first) => ArrayBuilder::new().items(infer(first)).into(),
+            None => ArrayBuilder::new().into(),
+        },
+        Value::Object(map) => {
+            let mut b = ObjectBuilder::new();
+            for (k, v) in map {
+                b = b.property(k.clone(), infer(v));
+            }
+            b.into()
+        }
+    }
+}
+
+/// The schema of one or several example values (several: `oneOf`, e.g. for tagged enums).
+pub fn from_examples(description: &str, examples: Vec<Value>) -> RefOr<Schema> {
+    match examples.as_slice() {
+        [one] => with_description(infer(one), description),
+        many => {
+            let mut b = OneOfBuilder::new().description(Some(description));
+            for e in many {
+                b = b.item(infer(e));
+            }
+            b.into()
+        }
+    }
+}
+
+fn with_description(s: RefOr<Schema>, d: &str) -> RefOr<Schema> {
+    match s {
+        RefOr::T(Schema::Object(mut o)) => {
+            o.description = Some(d.to_string());
+            RefOr::T(Schema::Object(o))
+        }
+        other => other,
+    }
+}
+
+fn v<T: Serialize>(x: T) -> Value {
+    serde_json::to_value(x).unwrap_or(Value::Null)
+}
+
+fn now() -> agentpool_core::Timestamp {
+    chrono::Utc::now()
+}
+
+fn worker_id() -> WorkerId {
+    WorkerId::generate("host")
+}
+
+fn lease() -> Lease {
+    Lease {
+        task_id: TaskId::new(),
+        token: LeaseToken(7),
+    }
+}
+
+pub fn task_spec() -> TaskSpec {
+    TaskSpec {
+        kind: TaskKind::Agent,
+        repo: Some("https://example.com/repo.git".into()),
+        project: Some("demo".into()),
+        base_ref: Some("main".into()),
+        branch: Some("agentpool/fix".into()),
+        prompt: Some("fix the bug".into()),
+        command: Some("make test".into()),
+        agent: Some("claude-code".into()),
+        model: Some("sonnet".into()),
+        max_turns: Some(10),
+        priority: 0,
+        timeout_secs: Some(1800),
+        max_attempts: Some(3),
+        labels: [("team".to_string(), "a".to_string())].into(),
+        depends_on: vec![TaskId::new()],
+        run_after: Some(now()),
+        idempotency_key: Some("key".into()),
+        follow_up_of: Some(TaskId::new()),
+        setup_command: Some("npm ci".into()),
+        commit: true,
+        push: true,
+        commit_message: Some("message".into()),
+        credentials: vec!["gh-token".into()],
+    }
+}
+
+pub fn task_result() -> TaskResult {
+    TaskResult {
+        commit_sha: Some("0123abcd".into()),
+        branch: Some("agentpool/fix".into()),
+        files: vec![FileChange {
+            path: "src/lib.rs".into(),
+            added: Some(1),
+            removed: Some(2),
+        }],
+        pushed: true,
+        push_result: Some("ok".into()),
+        pr_url: Some("https://example.com/pr/1".into()),
+        usage: Usage {
+            input_tokens: 1,
+            output_tokens: 1,
+            cache_read_tokens: 1,
+            cache_write_tokens: 1,
+        },
+        cost_usd: Some(0.5),
+        session_id: Some("session".into()),
+        num_turns: Some(3),
+        final_text: Some("done".into()),
+        exit_code: Some(0),
+        duration_ms: 1,
+    }
+}
+
+pub fn task() -> Task {
+    Task {
+        id: TaskId::new(),
+        spec: task_spec(),
+        state: TaskState::Running,
+        attempts: 1,
+        max_attempts: 3,
+        priority: 0,
+        created_at: now(),
+        updated_at: now(),
+        run_after: now(),
+        started_at: Some(now()),
+        finished_at: Some(now()),
+        worker_id: Some(worker_id()),
+        lease_token: Some(LeaseToken(7)),
+        lease_expires_at: Some(now()),
+        cancel_requested: false,
+        error_class: Some(ErrorClass::AgentError),
+        error_message: Some("message".into()),
+        result: Some(task_result()),
+    }
+}
+
+pub fn task_detail() -> Value {
+    v(TaskDetail {
+        task: task(),
+        attempts_detail: vec![Attempt {
+            task_id: TaskId::new(),
+            number: 1,
+            worker_id: worker_id(),
+            lease_token: LeaseToken(7),
+            started_at: now(),
+            ended_at: Some(now()),
+            outcome: AttemptOutcome::Failed,
+            error_class: Some(ErrorClass::Timeout),
+            error_message: Some("message".into()),
+        }],
+        waiting: vec![WaitReason::Dependencies {
+            pending: vec![TaskId::new()],
+        }],
+    })
+}
+
+pub fn enqueued() -> Value {
+    v(Enqueued {
+        task: task(),
+        created: true,
+    })
+}
+
+pub fn event() -> Value {
+    v(Event {
+        task_id: TaskId::new(),
+        seq: 1,
+        at: now(),
+        kind: EventKind::Log,
+        data: serde_json::json!({}),
+    })
+}
+
+fn registration() -> WorkerRegistration {
+    WorkerRegistration {
+        id: Some(worker_id()),
+        hostname: "host".into(),
+        version: "0.1.0".into(),
+        agents: vec![AgentInfo {
+            name: "claude-code".into(),
+            version: Some("1.0".into()),
+        }],
+        labels: [("gpu".to_string(), "no".to_string())].into(),
+        slots: 4,
+    }
+}
+
+pub fn worker_registration() -> Value {
+    v(registration())
+}
+
+pub fn worker() -> Value {
+    let r = registration();
+    v(Worker {
+        id: worker_id(),
+        hostname: r.hostname,
+        version: r.version,
+        agents: r.agents,
+        labels: r.labels,
+        slots: r.slots,
+        status: WorkerStatus::Idle,
+        running: 0,
+        registered_at: now(),
+        last_heartbeat_at: now(),
+    })
+}
+
+fn project_spec_value() -> ProjectSpec {
+    ProjectSpec {
+        name: "demo".into(),
+        repo: "https://example.com/repo.git".into(),
+        default_base: Some("main".into()),
+        slots: Some(2),
+        default_agent: Some("claude-code".into()),
+        default_model: Some("sonnet".into()),
+        allowed_agents: vec!["claude-code".into()],
+        credentials: vec!["gh-token".into()],
+    }
+}
+
+pub fn project_spec() -> Value {
+    v(project_spec_value())
+}
+
+pub fn project() -> Value {
+    v(Project {
+        spec: project_spec_value(),
+        created_at: now(),
+        updated_at: now(),
+    })
+}
+
+pub fn heartbeat_request() -> Value {
+    v(HeartbeatRequest {
+        leases: vec![lease()],
+        status: Some(WorkerStatus::Busy),
+    })
+}
+
+pub fn heartbeat_reply() -> Value {
+    v(HeartbeatReply {
+        cancel: vec![TaskId::new()],
+        lost: vec![TaskId::new()],
+        drain: false,
+    })
+}
+
+pub fn complete_request() -> Value {
+    v(CompleteRequest {
+        lease_token: LeaseToken(7),
+        result: task_result(),
+    })
+}
+
+pub fn fail_request() -> Value {
+    v(FailRequest {
+        lease_token: LeaseToken(7),
+        class: ErrorClass::RateLimited,
+        message: "rate limited".into(),
+        retry_after_secs: Some(30),
+        result: Some(task_result()),
+    })
+}
+
+pub fn fail_outcomes() -> Vec<Value> {
+    vec![
+        v(FailOutcome::Retrying {
+            run_after: now(),
+            attempt: 2,
+        }),
+        v(FailOutcome::Finished {
+            state: TaskState::Failed,
+        }),
+    ]
+}
+
+pub fn append_events_request() -> Value {
+    v(AppendEventsRequest {
+        lease_token: LeaseToken(7),
+        events: vec![NewEvent {
+            kind: EventKind::AssistantMessage,
+            at: Some(now()),
+            data: serde_json::json!({}),
+        }],
+    })
+}
+
+pub fn claim_request() -> Value {
+    v(ClaimRequest {
+        max: 1,
+        wait_secs: 30,
+    })
+}
+
+pub fn task_value() -> Value {
+    v(task())
+}
+
+pub fn task_spec_value() -> Value {
+    v(task_spec())
+}
+
+pub fn task_result_value() -> Value {
+    v(task_result())
+}
