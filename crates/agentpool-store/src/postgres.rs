@@ -1346,14 +1346,18 @@ impl Store for PgStore {
             kind.push(e.kind.as_str());
             data.push(json(&e.data)?);
         }
-        // One statement: the lease check and the insert cannot be separated by a re-claim.
+        // One statement. The task row is locked while the events are numbered: a re-claim
+        // waits for the append (or the append sees the new token and is refused), and two
+        // appends to one task commit in the order of their sequence numbers, so a reader
+        // following `seq > last` never skips an event that commits late.
         let n = sqlx::query(
-            "INSERT INTO events (task_id, at, kind, data) \
-             SELECT $1, i.at, i.kind, i.data \
-             FROM unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY \
+            "WITH t AS (SELECT id FROM tasks WHERE id = $1 \
+                 AND ($5::bigint IS NULL OR (lease_token = $5 AND state = 'running')) \
+                 FOR NO KEY UPDATE) \
+             INSERT INTO events (task_id, at, kind, data) \
+             SELECT t.id, i.at, i.kind, i.data \
+             FROM t, unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY \
                AS i(at, kind, data, ord) \
-             WHERE EXISTS (SELECT 1 FROM tasks WHERE id = $1 \
-               AND ($5::bigint IS NULL OR (lease_token = $5 AND state = 'running'))) \
              ORDER BY i.ord",
         )
         .bind(task.0)

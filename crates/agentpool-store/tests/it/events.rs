@@ -5,7 +5,48 @@ use agentpool_core::{EventKind, NewEvent};
 use crate::both;
 use crate::harness::{Harness, cmd};
 
-both!(events_page_in_order_with_a_cursor);
+both!(
+    events_page_in_order_with_a_cursor,
+    concurrent_appends_keep_each_writers_order,
+);
+
+/// Four writers append batches to one task at once (a worker's agent events and the server's
+/// lifecycle events, say): nothing is lost and each writer's events keep their order.
+async fn concurrent_appends_keep_each_writers_order(h: Harness) {
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = h.store.clone();
+        handles.push(tokio::spawn(async move {
+            for b in 0..25 {
+                let batch = (0..4)
+                    .map(|i| NewEvent::log("stdout", format!("{w} {}", b * 4 + i)))
+                    .collect();
+                store.append_events(id, None, batch).await.unwrap();
+            }
+        }));
+    }
+    for hd in handles {
+        hd.await.unwrap();
+    }
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = h.store.list_events(id, after, 37).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        all.extend(page);
+    }
+    assert_eq!(all.len(), 400);
+    let mut next = [0u32; 4];
+    for e in &all {
+        let line = e.data["line"].as_str().unwrap();
+        let (w, n) = line.split_once(' ').unwrap();
+        let (w, n): (usize, u32) = (w.parse().unwrap(), n.parse().unwrap());
+        assert_eq!(n, next[w], "writer {w} out of order");
+        next[w] += 1;
+    }
+}
 
 async fn events_page_in_order_with_a_cursor(h: Harness) {
     let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
