@@ -3,6 +3,21 @@
 //!
 //! Every state change goes through the pure transition functions of `agentpool_core::task`; the
 //! store only persists what they decide, atomically, guarded by the lease token.
+//!
+//! Open one with [`open_store`] (`sqlite:PATH`, `sqlite::memory:` or `postgres://…`); migrations
+//! from `migrations/{sqlite,postgres}/` are applied on open. Shape of the data, shared by both
+//! backends:
+//! - one `tasks` row per task, carrying the current attempt (worker, lease token, expiry) and
+//!   the columns claims filter on (required agent, labels, project, branch lock key, number of
+//!   unfinished dependencies). Claims walk partial indexes over queued rows only, so finished
+//!   history does not slow them.
+//! - `attempts` keeps attempts that ended other than in success (failed, expired, canceled);
+//!   the running and the succeeded attempt are read from the task row. The hot path — claim
+//!   and complete — therefore writes no row per task besides the task itself.
+//! - tasks with a branch lock or a project ("constrained") are claimed in a serialized step;
+//!   all others by one `UPDATE … SKIP LOCKED` statement (PostgreSQL) or inside one `BEGIN
+//!   IMMEDIATE` transaction (SQLite).
+//! - timestamps are unix milliseconds from [`StoreConfig::clock`], never the database's clock.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -138,7 +153,9 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
-/// What the maintenance pass did.
+/// What the maintenance pass did. `leases_requeued` counts every expired lease rescued,
+/// including those whose task had no attempts left and was failed (`tasks_failed` is not
+/// counted separately yet and stays 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MaintenanceReport {
     pub workers_offline: u64,
