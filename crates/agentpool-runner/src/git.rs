@@ -90,15 +90,28 @@ impl AskPass {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let script = dir.join("askpass.sh");
         write_private(&script, ASKPASS_SCRIPT.as_bytes(), 0o700)?;
-        let token_file = dir.join("git-token");
-        let mut token = creds.token.expose().as_bytes().to_vec();
-        token.push(b'\n');
-        write_private(&token_file, &token, 0o600)?;
-        Ok(Self {
+        let me = Self {
             script,
-            token_file,
+            token_file: dir.join("git-token"),
             username: creds.username.clone(),
-        })
+        };
+        me.write_token(&creds.token)?;
+        Ok(me)
+    }
+
+    /// (Re)write the token file, before git needs it.
+    pub fn write_token(&self, token: &Secret) -> io::Result<()> {
+        let mut data = token.expose().as_bytes().to_vec();
+        data.push(b'\n');
+        write_private(&self.token_file, &data, 0o600)
+    }
+
+    /// Delete the token file while no git command needs it (during the task's own run).
+    pub fn remove_token(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.token_file) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -152,7 +152,7 @@ impl Pipeline {
         Self {
             cfg,
             agents,
-            locks: MirrorLocks::default(),
+            locks: MirrorLocks::global(),
         }
     }
 
@@ -298,7 +298,7 @@ impl Pipeline {
             .map_err(|e| failed(ErrorClass::GitError, format!("cannot create git home: {e}")))?;
         let git = Git::new(GitOptions {
             home: git_home,
-            askpass,
+            askpass: askpass.clone(),
             allow_file: self.cfg.allow_file_repos,
             timeout: self.cfg.git_timeout,
             redactor: self.redactor_for(work),
@@ -329,6 +329,11 @@ impl Pipeline {
             WorkspaceError::Io(e) => failed(ErrorClass::GitError, format!("workspace: {e}")),
         })?;
         let _cleanup_ws = (!self.cfg.keep_workspaces).then(|| RemoveOnDrop(ws.task_dir.clone()));
+        // The token exists on disk only while git runs, not while the task's own code does.
+        if let Some(a) = &askpass {
+            a.remove_token()
+                .map_err(|e| failed(ErrorClass::GitError, format!("cannot remove the token file: {e}")))?;
+        }
         result.branch = Some(branch.to_string());
         events.emit(NewEvent::new(
             agentpool_core::EventKind::Lifecycle,
@@ -431,6 +436,10 @@ impl Pipeline {
                 author_name: self.cfg.commit_author_name.clone(),
                 author_email: self.cfg.commit_author_email.clone(),
             };
+            if let (Some(a), Some(c)) = (&askpass, &creds) {
+                a.write_token(&c.token)
+                    .map_err(|e| failed(ErrorClass::GitError, format!("cannot write the token file: {e}")))?;
+            }
             let post = finish(&git, &ws, spec.commit.then_some(&opts), spec.push, cancel.token())
                 .await
                 .map_err(git_failure)?;

@@ -84,10 +84,44 @@ pub struct CommitOptions {
 pub struct MirrorLocks(Arc<StdMutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
 
 impl MirrorLocks {
+    /// The locks shared by every worker of this process (`agentpool up` runs several).
+    pub fn global() -> Self {
+        static GLOBAL: std::sync::OnceLock<MirrorLocks> = std::sync::OnceLock::new();
+        GLOBAL.get_or_init(MirrorLocks::default).clone()
+    }
+
     fn get(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(path.to_path_buf()).or_default().clone()
     }
+}
+
+/// An exclusive `flock` on `<mirror>.lock`, so worker processes sharing a cache directory
+/// take turns too. Released when dropped (the file is closed).
+struct FileLock(#[allow(dead_code)] std::fs::File);
+
+async fn lock_file(path: PathBuf) -> std::io::Result<FileLock> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        loop {
+            // SAFETY: flock on a descriptor we own for the lifetime of the call.
+            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(FileLock(f));
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Inputs of [`prepare`].
@@ -132,7 +166,9 @@ pub async fn prepare(
         Some(mirrors) => {
             let mirror = mirrors.join(mirror_name(url));
             let lock = locks.get(&mirror);
-            let _held = lock.lock().await;
+            let held = lock.lock().await;
+            tokio::fs::create_dir_all(mirrors).await?;
+            let file_lock = lock_file(mirror.with_extension("lock")).await?;
             refresh_mirror(git, mirrors, &mirror, url, cancel).await?;
             let args: Vec<OsString> = vec![
                 "clone".into(),
@@ -154,7 +190,8 @@ pub async fn prepare(
                 cancel,
             })
             .await?;
-            drop(_held);
+            drop(file_lock);
+            drop(held);
             git.run(
                 "remote",
                 &dir,

@@ -317,15 +317,13 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
     let env = env().await;
     // SAFETY: set before any worker starts; the variable must not leak into the task.
     unsafe { std::env::set_var("AGENTPOOL_TEST_LEAK", "leaked-value") };
-    let task = env
-        .store
-        .enqueue(command(
-            &env,
-            "env | sort; cat \"$HOME/.gitconfig\" 2>/dev/null; true",
-        ))
-        .await
-        .unwrap()
-        .task;
+    let token_dir = env.dir.path().join("w1/state/credentials");
+    let cmd = format!(
+        "env | sort; cat \"$HOME/.gitconfig\" 2>/dev/null; echo x > pushed.txt; \
+         if [ -e '{}'/\"$AGENTPOOL_TASK_ID\"/git-token ]; then echo token-file-present; else echo token-file-absent; fi",
+        token_dir.display()
+    );
+    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),
         api(&env.store, Duration::from_secs(30)),
@@ -346,6 +344,12 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
     assert!(!text.contains(TOKEN));
     assert!(!text.contains("leaked-value"));
     assert!(!text.contains("GIT_ASKPASS") && !text.contains("AGENTPOOL_GIT_TOKEN_FILE"));
+    assert!(
+        lines.contains(&"token-file-absent".to_string()),
+        "the git token file exists while the task's command runs"
+    );
+    // The token came back for the push after the command.
+    assert!(done.task.result.as_ref().is_some_and(|r| r.pushed));
 }
 
 #[tokio::test]

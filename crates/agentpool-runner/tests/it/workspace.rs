@@ -120,8 +120,12 @@ async fn warm_mirror_clone_commit_and_push_reach_the_remote() {
     // Second task: the mirror exists and is only fetched.
     edit_commit_push(&f, true).await;
     assert_eq!(
-        std::fs::read_dir(f.dir.path().join("mirrors")).unwrap().count(),
-        1
+        std::fs::read_dir(f.dir.path().join("mirrors"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "git"))
+            .count(),
+        1,
+        "one mirror, reused"
     );
 }
 
@@ -183,4 +187,56 @@ async fn unknown_base_ref_is_a_bad_ref() {
     .await
     .unwrap_err();
     assert!(matches!(err, WorkspaceError::BadRef(_)), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_tasks_on_one_mirror_take_turns_and_all_succeed() {
+    let f = fixture().await;
+    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
+    let cfg = WorkspaceConfig {
+        root: f.dir.path().join("tasks"),
+        mirror_dir: Some(f.dir.path().join("mirrors")),
+    };
+    // Separate lock tables, as separate worker processes would have: only the file lock on
+    // the mirror keeps their fetches apart.
+    let runs = (0..4).map(|i| {
+        let git = git_with(&f.dir.path().join(format!("worker-{i}")), TOKEN);
+        let (cfg, url) = (cfg.clone(), url.clone());
+        async move {
+            let task_id = TaskId::new();
+            let branch = BranchName::for_task(task_id);
+            let req = PrepareRequest {
+                task_id,
+                url: &url,
+                base_ref: None,
+                branch: &branch,
+            };
+            prepare(
+                &git,
+                &cfg,
+                &MirrorLocks::default(),
+                req,
+                &CancellationToken::new(),
+            )
+            .await
+        }
+    });
+    for ws in futures_join_all(runs).await {
+        let ws = ws.unwrap();
+        assert!(ws.warm);
+        assert!(ws.dir.join("README.md").exists());
+    }
+}
+
+async fn futures_join_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
 }
