@@ -349,3 +349,36 @@ fn summarize(stderr: &str) -> String {
         tail
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_failures_are_recognised_from_git_stderr() {
+        assert!(is_auth_failure(
+            "remote: authentication required\nfatal: Authentication failed for 'http://h/r.git/'"
+        ));
+        assert!(is_auth_failure(
+            "fatal: could not read Username for 'https://h': terminal prompts disabled"
+        ));
+        assert!(is_auth_failure(
+            "fatal: unable to access 'https://h/': The requested URL returned error: 403"
+        ));
+        assert!(!is_auth_failure("fatal: repository 'http://h/x.git/' not found"));
+        assert!(!is_auth_failure(
+            "error: failed to push some refs (non-fast-forward)"
+        ));
+    }
+
+    #[test]
+    fn redactor_hides_secrets_and_ignores_trivially_short_ones() {
+        let r = Redactor::new([Secret::new("tok-123456"), Secret::new("ab")]);
+        assert_eq!(
+            r.redact("token=tok-123456 tok-123456"),
+            "token=[REDACTED] [REDACTED]"
+        );
+        assert_eq!(r.redact("about"), "about");
+        assert_eq!(format!("{:?}", Secret::new("tok-123456")), "Secret([redacted])");
+    }
+}

@@ -252,6 +252,7 @@ fn mirror_name(url: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .take(40)
         .collect();
+    let tail = tail.trim_start_matches('.');
     format!("{tail}-{h:016x}.git")
 }
 
@@ -495,4 +496,45 @@ pub fn parse_numstat_z(s: &str) -> Vec<FileChange> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numstat_with_binary_files_and_odd_names_is_parsed() {
+        let out = "3\t1\tsrc/a b.rs\0-\t-\timg.png\0\n10\t0\tnew\tfile.txt\0";
+        let files = parse_numstat_z(out);
+        assert_eq!(
+            files,
+            vec![
+                FileChange {
+                    path: "src/a b.rs".into(),
+                    added: Some(3),
+                    removed: Some(1)
+                },
+                FileChange {
+                    path: "img.png".into(),
+                    added: None,
+                    removed: None
+                },
+                FileChange {
+                    path: "new\tfile.txt".into(),
+                    added: Some(10),
+                    removed: Some(0)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn mirror_names_are_stable_safe_and_distinct() {
+        let a = mirror_name("https://example.com/org/app.git");
+        assert_eq!(a, mirror_name("https://example.com/org/app.git"));
+        assert!(a.starts_with("app-") && a.ends_with(".git"));
+        assert_ne!(a, mirror_name("https://example.com/other/app.git"));
+        let odd = mirror_name("git@host:../../etc/passwd");
+        assert!(!odd.contains('/') && !odd.starts_with('.'), "{odd}");
+    }
 }

@@ -573,3 +573,43 @@ async fn a_partitioned_worker_whose_lease_was_taken_has_its_late_report_refused(
         "the late report changed the result"
     );
 }
+
+#[tokio::test]
+async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running() {
+    let env = env().await;
+    let marker = env.dir.path().join("pwned");
+    let m = marker.display().to_string();
+    let url = env.server.url("app");
+    let mut specs = vec![
+        TaskSpec::command(&format!("ext::sh -c touch% {m}"), "true"),
+        TaskSpec::command(&format!("--upload-pack=touch {m}"), "true"),
+        TaskSpec::command("file:///etc", "true"),
+    ];
+    let mut bad_ref = TaskSpec::command(&url, "true");
+    bad_ref.base_ref = Some(format!("--upload-pack=touch {m}"));
+    specs.push(bad_ref);
+    let mut bad_branch = TaskSpec::command(&url, "true");
+    bad_branch.branch = Some("-f".into());
+    specs.push(bad_branch);
+    let mut ids = Vec::new();
+    for s in specs {
+        ids.push(env.store.enqueue(s).await.unwrap().task.id);
+    }
+    let w = start(
+        config(&env, "w1", TOKEN),
+        api(&env.store, Duration::from_secs(30)),
+    );
+    for id in ids {
+        let done = finished(&env.store, id).await;
+        assert_eq!(
+            done.task.error_class,
+            Some(ErrorClass::InvalidTask),
+            "{:?}",
+            done.task.spec
+        );
+        assert_eq!(done.task.attempts, 1);
+    }
+    w.stop().await;
+    assert!(!marker.exists(), "a hostile value was executed");
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+}
