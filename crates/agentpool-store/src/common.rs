@@ -348,3 +348,51 @@ pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: bool) -> Task {
         result: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(lock: Option<&str>, project: Option<(&str, i64, i64)>) -> Candidate {
+        Candidate {
+            id: TaskId::new(),
+            lock_key: lock.map(str::to_string),
+            project: project.map(|p| p.0.to_string()),
+            project_running: project.map(|p| p.1).unwrap_or(0),
+            project_slots: project.map(|p| p.2),
+        }
+    }
+
+    #[test]
+    fn one_batch_takes_one_task_per_lock_and_respects_slots() {
+        let c = vec![
+            cand(Some("r#a"), None),
+            cand(Some("r#a"), None),
+            cand(Some("r#b"), None),
+            cand(None, Some(("p", 1, 3))),
+            cand(None, Some(("p", 1, 3))),
+            cand(None, Some(("p", 1, 3))),
+            cand(None, None),
+        ];
+        let got = pick_candidates(&c, 10);
+        let want: Vec<_> = [0, 2, 3, 4, 6].iter().map(|&i| c[i].id).collect();
+        assert_eq!(got, want);
+        assert_eq!(pick_candidates(&c, 2), vec![c[0].id, c[2].id]);
+    }
+
+    #[test]
+    fn lock_key_ignores_git_suffix_and_default_branch_has_none() {
+        let mk = |repo: &str, branch: Option<&str>| {
+            let spec = TaskSpec {
+                branch: branch.map(str::to_string),
+                ..TaskSpec::command(repo, "true")
+            };
+            NewTaskRow::new(spec, 0, 3).map(|r| (r.lock_key, r.constrained))
+        };
+        let a = mk("https://h/r.git", Some("main")).ok();
+        let b = mk("https://h/r/", Some("main")).ok();
+        assert_eq!(a, b);
+        assert_eq!(a, Some((Some("https://h/r#main".to_string()), true)));
+        assert_eq!(mk("https://h/r", None).ok(), Some((None, false)));
+    }
+}
