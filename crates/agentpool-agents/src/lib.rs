@@ -5,9 +5,11 @@
 //! through [`process`]: own process group, cleared environment plus a private HOME, stdin from
 //! `/dev/null`, SIGTERM→SIGKILL to the group on cancel/timeout, an output size limit.
 //!
-//! Resuming (`resume_session`) needs the same `home` as the run that created the session (the
-//! CLIs keep sessions there), and for Claude Code the same workdir path (it files sessions by
-//! project directory).
+//! Resuming (`resume_session`): the CLIs keep sessions in their home, and a follow-up task gets a
+//! fresh home and workspace. After each run the Claude Code, Codex and Gemini adapters copy the
+//! session's transcript to [`AgentConfig::session_dir`] and put it back where the CLI looks when
+//! a later run resumes it — so follow-ups resume on the same worker (or any worker sharing that
+//! directory). OpenCode resumes only within the same home (see its module).
 
 pub mod claude_code;
 pub mod cli;
