@@ -84,6 +84,22 @@ fn every_sample_line_of_every_agent_becomes_an_event() {
 }
 
 #[test]
+fn opencode_serve_streams_are_kept_as_raw_events_by_the_run_parser() {
+    // The adapter uses `opencode run`, not `serve`; its SSE captures still must not break or
+    // vanish in the parser (every line is kept).
+    for name in [
+        "opencode-serve-events.txt",
+        "opencode-serve-events-abort.txt",
+        "opencode-serve-events-permission.txt",
+    ] {
+        let mut p = opencode::Parser::default();
+        for line in sample(name).lines().filter(|l| !l.trim().is_empty()) {
+            assert!(!p.parse_line(line).is_empty(), "{name}: {line}");
+        }
+    }
+}
+
+#[test]
 fn claude_code_write_file_run_has_tool_call_result_usage_and_cost() {
     let p = parse("claude-code-write-file.jsonl");
     let call = p.of(EventKind::ToolCall)[0];
