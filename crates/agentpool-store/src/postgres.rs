@@ -355,6 +355,12 @@ fn held(r: &PgRow) -> Result<Held> {
     })
 }
 
+/// A deadlock or serialization failure: the transaction was rolled back and may be retried.
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(d))
+        if d.code().is_some_and(|c| c == "40P01" || c == "40001"))
+}
+
 fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|t| t.0).collect()
 }
@@ -484,6 +490,288 @@ async fn end_attempt(
 }
 
 impl PgStore {
+    async fn enqueue_batch_once(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
+        if specs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let has_deps = specs.iter().any(|s| !s.depends_on.is_empty());
+        let mut tx = if has_deps {
+            Some(self.pool.begin().await?)
+        } else {
+            None
+        };
+        // Lock the dependencies (and mark them as having dependents) first, so a dependency
+        // finishing concurrently waits for this insert and then sees its new dependents.
+        let mut dep_state: HashMap<Uuid, TaskState> = HashMap::new();
+        if let Some(tx) = tx.as_mut() {
+            let mut all: Vec<Uuid> = specs
+                .iter()
+                .flat_map(|s| s.depends_on.iter().map(|d| d.0))
+                .collect();
+            all.sort();
+            all.dedup();
+            let rows = sqlx::query(
+                "UPDATE tasks SET has_dependents = true WHERE id = ANY($1::uuid[]) \
+                 RETURNING id, state",
+            )
+            .bind(&all)
+            .fetch_all(&mut **tx)
+            .await?;
+            for r in rows {
+                let s: String = r.try_get("state")?;
+                dep_state.insert(r.try_get("id")?, common::parse_state(&s)?);
+            }
+            if let Some(missing) = all.iter().find(|d| !dep_state.contains_key(d)) {
+                return Err(StoreError::Invalid(format!(
+                    "depends_on: task {missing} does not exist"
+                )));
+            }
+        }
+        // Within one batch the first spec with a key wins; later ones return it.
+        let mut first_with_key: HashMap<String, usize> = HashMap::new();
+        let mut dup_of: Vec<Option<usize>> = Vec::with_capacity(specs.len());
+        let mut rows_in = Vec::with_capacity(specs.len());
+        let mut c = Columns::default();
+        for (i, spec) in specs.into_iter().enumerate() {
+            if let Some(k) = &spec.idempotency_key {
+                if let Some(&j) = first_with_key.get(k) {
+                    dup_of.push(Some(j));
+                    rows_in.push(None);
+                    continue;
+                }
+                first_with_key.insert(k.clone(), i);
+            }
+            dup_of.push(None);
+            let mut pending = 0;
+            let mut failed = false;
+            for d in &spec.depends_on {
+                match dep_state.get(&d.0) {
+                    Some(TaskState::Succeeded) => {}
+                    Some(TaskState::Failed | TaskState::Canceled) => failed = true,
+                    _ => pending += 1,
+                }
+            }
+            let row = NewTaskRow::new(spec, now, self.config.retry.max_attempts)?;
+            c.id.push(row.id.0);
+            c.spec.push(row.spec_json.clone());
+            c.state.push(if failed { "failed" } else { "queued" });
+            c.priority.push(row.priority);
+            c.run_after.push(row.run_after);
+            c.max_attempts.push(row.max_attempts);
+            c.required_agent.push(row.required_agent.clone());
+            c.labels.push(row.labels_json.clone());
+            c.project.push(row.project.clone());
+            c.lock_key.push(row.lock_key.clone());
+            c.constrained.push(row.constrained);
+            c.deps_pending.push(pending);
+            c.idem.push(row.idempotency_key.clone());
+            c.error_class
+                .push(failed.then_some(ErrorClass::DependencyFailed.as_str()));
+            c.error_message
+                .push(failed.then_some(common::DEPENDENCY_FAILED_MSG));
+            c.finished_at.push(failed.then_some(now));
+            rows_in.push(Some(row));
+        }
+        let q = sqlx::query(&self.sql.enqueue)
+            .bind(now)
+            .bind(&c.id)
+            .bind(&c.spec)
+            .bind(&c.state)
+            .bind(&c.priority)
+            .bind(&c.run_after)
+            .bind(&c.max_attempts)
+            .bind(&c.required_agent)
+            .bind(&c.labels)
+            .bind(&c.project)
+            .bind(&c.lock_key)
+            .bind(&c.constrained)
+            .bind(&c.deps_pending)
+            .bind(&c.idem)
+            .bind(&c.error_class)
+            .bind(&c.error_message)
+            .bind(&c.finished_at);
+        let inserted = match tx.as_mut() {
+            Some(tx) => q.fetch_all(&mut **tx).await?,
+            None => q.fetch_all(&self.pool).await?,
+        };
+        let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(inserted.len());
+        let failed: std::collections::HashSet<Uuid> =
+            c.id.iter()
+                .zip(&c.state)
+                .filter(|(_, s)| **s == "failed")
+                .map(|(id, _)| *id)
+                .collect();
+        let mut created = std::collections::HashSet::with_capacity(inserted.len());
+        for r in &inserted {
+            created.insert(r.try_get::<Uuid, _>("id")?);
+        }
+        for r in rows_in.iter().flatten() {
+            if created.contains(&r.id.0) {
+                by_id.insert(r.id.0, common::new_task(r, now, failed.contains(&r.id.0)));
+            }
+        }
+        // Keys that already existed before this batch.
+        let lost_keys: Vec<String> = rows_in
+            .iter()
+            .flatten()
+            .filter(|r| !by_id.contains_key(&r.id.0))
+            .filter_map(|r| r.idempotency_key.clone())
+            .collect();
+        let mut existing: HashMap<String, Task> = HashMap::new();
+        if !lost_keys.is_empty() {
+            let q = sqlx::query(&self.sql.by_idempotency).bind(&lost_keys);
+            let rows = match tx.as_mut() {
+                Some(tx) => q.fetch_all(&mut **tx).await?,
+                None => q.fetch_all(&self.pool).await?,
+            };
+            for r in &rows {
+                let k: String = r.try_get("idempotency_key")?;
+                existing.insert(k, task(r)?);
+            }
+        }
+        if let Some(tx) = tx.as_mut() {
+            let (mut tids, mut dids) = (Vec::new(), Vec::new());
+            for r in rows_in.iter().flatten() {
+                if by_id.contains_key(&r.id.0) {
+                    for d in &r.spec.depends_on {
+                        tids.push(r.id.0);
+                        dids.push(d.0);
+                    }
+                }
+            }
+            sqlx::query(
+                "INSERT INTO task_deps (task_id, dep_id) \
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&tids)
+            .bind(&dids)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
+        let mut out: Vec<Enqueued> = Vec::with_capacity(rows_in.len());
+        for (i, r) in rows_in.iter().enumerate() {
+            let e = match (r, dup_of[i]) {
+                (Some(r), _) => match by_id.remove(&r.id.0) {
+                    Some(t) => Enqueued {
+                        task: t,
+                        created: true,
+                    },
+                    None => {
+                        let key = r.idempotency_key.clone().unwrap_or_default();
+                        let t = existing.get(&key).cloned().ok_or_else(|| {
+                            StoreError::Conflict(format!(
+                                "idempotency key {key:?} is being used concurrently; retry"
+                            ))
+                        })?;
+                        Enqueued {
+                            task: t,
+                            created: false,
+                        }
+                    }
+                },
+                (None, Some(j)) => Enqueued {
+                    task: out[j].task.clone(),
+                    created: false,
+                },
+                (None, None) => return Err(StoreError::Corrupt("enqueue bookkeeping".into())),
+            };
+            out.push(e);
+        }
+        if out.iter().any(|e| e.created) {
+            self.signal.notify();
+            self.wake_at(
+                out.iter()
+                    .filter(|e| e.created)
+                    .map(|e| common::ms(e.task.run_after)),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn complete_batch_once(
+        &self,
+        worker: &WorkerId,
+        items: &[(Lease, TaskResult)],
+    ) -> Result<Vec<Result<()>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
+        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
+        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        // A transaction only so that releasing dependents (rare) commits together with the
+        // completion; the completion itself is one statement for the whole batch. The succeeded
+        // attempt stays on the task row (see `common::current_attempt`).
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+                        AS i(id, token, result)), \
+             done AS ( \
+               UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
+                 lease_expires_at = NULL, result = i.result, error_class = NULL, \
+                 error_message = NULL \
+               FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
+                 AND t.state = 'running' \
+               RETURNING t.id, t.has_dependents, t.constrained) \
+             SELECT id, has_dependents, constrained FROM done",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&results)
+        .bind(now)
+        .bind(worker.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ok = std::collections::HashSet::with_capacity(rows.len());
+        let mut release = Vec::new();
+        let mut wake = false;
+        for r in &rows {
+            let id: Uuid = r.try_get("id")?;
+            if r.try_get::<bool, _>("has_dependents")? {
+                release.push(id);
+            }
+            wake |= r.try_get::<bool, _>("constrained")?;
+            ok.insert(id);
+        }
+        if !release.is_empty() {
+            // A separate statement: it must see dependents committed after the statement
+            // above took its snapshot (they locked these rows first, so they are committed).
+            sqlx::query(
+                "UPDATE tasks t SET deps_pending = t.deps_pending - d.n, updated_at = $1 \
+                 FROM (SELECT task_id, count(*)::int AS n FROM task_deps \
+                       WHERE dep_id = ANY($2::uuid[]) GROUP BY task_id) d \
+                 WHERE t.id = d.task_id",
+            )
+            .bind(now)
+            .bind(&release)
+            .execute(&mut *tx)
+            .await?;
+            wake = true;
+        }
+        if wake {
+            notify(&mut tx, &self.sql.channel).await?;
+        }
+        tx.commit().await?;
+        if wake {
+            self.signal.notify();
+        }
+        Ok(items
+            .iter()
+            .map(|(l, _)| {
+                if ok.contains(&l.task_id.0) {
+                    Ok(())
+                } else {
+                    Err(StoreError::StaleLease(l.task_id))
+                }
+            })
+            .collect())
+    }
+
     fn claimed(&self, rows: &[PgRow]) -> Result<Vec<ClaimedTask>> {
         rows.iter()
             .map(|r| {
@@ -694,205 +982,18 @@ impl Store for PgStore {
     }
 
     async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
-        if specs.is_empty() {
-            return Ok(Vec::new());
+        // Only an enqueue with dependencies locks other rows (the dependencies), and only it
+        // can deadlock with a concurrent completion of those rows; it is retried then.
+        if specs.iter().all(|s| s.depends_on.is_empty()) {
+            return self.enqueue_batch_once(specs).await;
         }
-        let now = self.now();
-        let has_deps = specs.iter().any(|s| !s.depends_on.is_empty());
-        let mut tx = if has_deps {
-            Some(self.pool.begin().await?)
-        } else {
-            None
-        };
-        // Lock the dependencies (and mark them as having dependents) first, so a dependency
-        // finishing concurrently waits for this insert and then sees its new dependents.
-        let mut dep_state: HashMap<Uuid, TaskState> = HashMap::new();
-        if let Some(tx) = tx.as_mut() {
-            let mut all: Vec<Uuid> = specs
-                .iter()
-                .flat_map(|s| s.depends_on.iter().map(|d| d.0))
-                .collect();
-            all.sort();
-            all.dedup();
-            let rows = sqlx::query(
-                "UPDATE tasks SET has_dependents = true WHERE id = ANY($1::uuid[]) \
-                 RETURNING id, state",
-            )
-            .bind(&all)
-            .fetch_all(&mut **tx)
-            .await?;
-            for r in rows {
-                let s: String = r.try_get("state")?;
-                dep_state.insert(r.try_get("id")?, common::parse_state(&s)?);
-            }
-            if let Some(missing) = all.iter().find(|d| !dep_state.contains_key(d)) {
-                return Err(StoreError::Invalid(format!(
-                    "depends_on: task {missing} does not exist"
-                )));
+        let mut tries = 0;
+        loop {
+            match self.enqueue_batch_once(specs.clone()).await {
+                Err(e) if tries < 3 && is_transient(&e) => tries += 1,
+                r => return r,
             }
         }
-        // Within one batch the first spec with a key wins; later ones return it.
-        let mut first_with_key: HashMap<String, usize> = HashMap::new();
-        let mut dup_of: Vec<Option<usize>> = Vec::with_capacity(specs.len());
-        let mut rows_in = Vec::with_capacity(specs.len());
-        let mut c = Columns::default();
-        for (i, spec) in specs.into_iter().enumerate() {
-            if let Some(k) = &spec.idempotency_key {
-                if let Some(&j) = first_with_key.get(k) {
-                    dup_of.push(Some(j));
-                    rows_in.push(None);
-                    continue;
-                }
-                first_with_key.insert(k.clone(), i);
-            }
-            dup_of.push(None);
-            let mut pending = 0;
-            let mut failed = false;
-            for d in &spec.depends_on {
-                match dep_state.get(&d.0) {
-                    Some(TaskState::Succeeded) => {}
-                    Some(TaskState::Failed | TaskState::Canceled) => failed = true,
-                    _ => pending += 1,
-                }
-            }
-            let row = NewTaskRow::new(spec, now, self.config.retry.max_attempts)?;
-            c.id.push(row.id.0);
-            c.spec.push(row.spec_json.clone());
-            c.state.push(if failed { "failed" } else { "queued" });
-            c.priority.push(row.priority);
-            c.run_after.push(row.run_after);
-            c.max_attempts.push(row.max_attempts);
-            c.required_agent.push(row.required_agent.clone());
-            c.labels.push(row.labels_json.clone());
-            c.project.push(row.project.clone());
-            c.lock_key.push(row.lock_key.clone());
-            c.constrained.push(row.constrained);
-            c.deps_pending.push(pending);
-            c.idem.push(row.idempotency_key.clone());
-            c.error_class
-                .push(failed.then_some(ErrorClass::DependencyFailed.as_str()));
-            c.error_message
-                .push(failed.then_some(common::DEPENDENCY_FAILED_MSG));
-            c.finished_at.push(failed.then_some(now));
-            rows_in.push(Some(row));
-        }
-        let q = sqlx::query(&self.sql.enqueue)
-            .bind(now)
-            .bind(&c.id)
-            .bind(&c.spec)
-            .bind(&c.state)
-            .bind(&c.priority)
-            .bind(&c.run_after)
-            .bind(&c.max_attempts)
-            .bind(&c.required_agent)
-            .bind(&c.labels)
-            .bind(&c.project)
-            .bind(&c.lock_key)
-            .bind(&c.constrained)
-            .bind(&c.deps_pending)
-            .bind(&c.idem)
-            .bind(&c.error_class)
-            .bind(&c.error_message)
-            .bind(&c.finished_at);
-        let inserted = match tx.as_mut() {
-            Some(tx) => q.fetch_all(&mut **tx).await?,
-            None => q.fetch_all(&self.pool).await?,
-        };
-        let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(inserted.len());
-        let failed: std::collections::HashSet<Uuid> =
-            c.id.iter()
-                .zip(&c.state)
-                .filter(|(_, s)| **s == "failed")
-                .map(|(id, _)| *id)
-                .collect();
-        let mut created = std::collections::HashSet::with_capacity(inserted.len());
-        for r in &inserted {
-            created.insert(r.try_get::<Uuid, _>("id")?);
-        }
-        for r in rows_in.iter().flatten() {
-            if created.contains(&r.id.0) {
-                by_id.insert(r.id.0, common::new_task(r, now, failed.contains(&r.id.0)));
-            }
-        }
-        // Keys that already existed before this batch.
-        let lost_keys: Vec<String> = rows_in
-            .iter()
-            .flatten()
-            .filter(|r| !by_id.contains_key(&r.id.0))
-            .filter_map(|r| r.idempotency_key.clone())
-            .collect();
-        let mut existing: HashMap<String, Task> = HashMap::new();
-        if !lost_keys.is_empty() {
-            let q = sqlx::query(&self.sql.by_idempotency).bind(&lost_keys);
-            let rows = match tx.as_mut() {
-                Some(tx) => q.fetch_all(&mut **tx).await?,
-                None => q.fetch_all(&self.pool).await?,
-            };
-            for r in &rows {
-                let k: String = r.try_get("idempotency_key")?;
-                existing.insert(k, task(r)?);
-            }
-        }
-        if let Some(tx) = tx.as_mut() {
-            let (mut tids, mut dids) = (Vec::new(), Vec::new());
-            for r in rows_in.iter().flatten() {
-                if by_id.contains_key(&r.id.0) {
-                    for d in &r.spec.depends_on {
-                        tids.push(r.id.0);
-                        dids.push(d.0);
-                    }
-                }
-            }
-            sqlx::query(
-                "INSERT INTO task_deps (task_id, dep_id) \
-                 SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING",
-            )
-            .bind(&tids)
-            .bind(&dids)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if let Some(tx) = tx {
-            tx.commit().await?;
-        }
-        let mut out: Vec<Enqueued> = Vec::with_capacity(rows_in.len());
-        for (i, r) in rows_in.iter().enumerate() {
-            let e = match (r, dup_of[i]) {
-                (Some(r), _) => match by_id.remove(&r.id.0) {
-                    Some(t) => Enqueued {
-                        task: t,
-                        created: true,
-                    },
-                    None => {
-                        let key = r.idempotency_key.clone().unwrap_or_default();
-                        let t = existing.get(&key).cloned().ok_or_else(|| {
-                            StoreError::Conflict(format!(
-                                "idempotency key {key:?} is being used concurrently; retry"
-                            ))
-                        })?;
-                        Enqueued {
-                            task: t,
-                            created: false,
-                        }
-                    }
-                },
-                (None, Some(j)) => Enqueued {
-                    task: out[j].task.clone(),
-                    created: false,
-                },
-                (None, None) => return Err(StoreError::Corrupt("enqueue bookkeeping".into())),
-            };
-            out.push(e);
-        }
-        if out.iter().any(|e| e.created) {
-            self.signal.notify();
-            self.wake_at(
-                out.iter()
-                    .filter(|e| e.created)
-                    .map(|e| common::ms(e.task.run_after)),
-            );
-        }
-        Ok(out)
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
@@ -1200,79 +1301,13 @@ impl Store for PgStore {
         worker: &WorkerId,
         items: Vec<(Lease, TaskResult)>,
     ) -> Result<Vec<Result<()>>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = self.now();
-        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
-        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
-        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
-        // A transaction only so that releasing dependents (rare) commits together with the
-        // completion; the completion itself is one statement for the whole batch. The succeeded
-        // attempt stays on the task row (see `common::current_attempt`).
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
-                        AS i(id, token, result)), \
-             done AS ( \
-               UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
-                 lease_expires_at = NULL, result = i.result, error_class = NULL, \
-                 error_message = NULL \
-               FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
-                 AND t.state = 'running' \
-               RETURNING t.id, t.has_dependents, t.constrained) \
-             SELECT id, has_dependents, constrained FROM done",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(&results)
-        .bind(now)
-        .bind(worker.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut ok = std::collections::HashSet::with_capacity(rows.len());
-        let mut release = Vec::new();
-        let mut wake = false;
-        for r in &rows {
-            let id: Uuid = r.try_get("id")?;
-            if r.try_get::<bool, _>("has_dependents")? {
-                release.push(id);
+        let mut tries = 0;
+        loop {
+            match self.complete_batch_once(worker, &items).await {
+                Err(e) if tries < 3 && is_transient(&e) => tries += 1,
+                r => return r,
             }
-            wake |= r.try_get::<bool, _>("constrained")?;
-            ok.insert(id);
         }
-        if !release.is_empty() {
-            // A separate statement: it must see dependents committed after the statement
-            // above took its snapshot (they locked these rows first, so they are committed).
-            sqlx::query(
-                "UPDATE tasks t SET deps_pending = t.deps_pending - d.n, updated_at = $1 \
-                 FROM (SELECT task_id, count(*)::int AS n FROM task_deps \
-                       WHERE dep_id = ANY($2::uuid[]) GROUP BY task_id) d \
-                 WHERE t.id = d.task_id",
-            )
-            .bind(now)
-            .bind(&release)
-            .execute(&mut *tx)
-            .await?;
-            wake = true;
-        }
-        if wake {
-            notify(&mut tx, &self.sql.channel).await?;
-        }
-        tx.commit().await?;
-        if wake {
-            self.signal.notify();
-        }
-        Ok(items
-            .iter()
-            .map(|(l, _)| {
-                if ok.contains(&l.task_id.0) {
-                    Ok(())
-                } else {
-                    Err(StoreError::StaleLease(l.task_id))
-                }
-            })
-            .collect())
     }
 
     async fn fail(&self, worker: &WorkerId, lease: Lease, failure: Failure) -> Result<FailOutcome> {
