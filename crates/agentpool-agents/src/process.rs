@@ -7,7 +7,7 @@
 //! This lives in the agents crate (not the runner) so that both the adapters and the runner's
 //! `command`/setup steps can use it without a dependency cycle: the runner depends on this crate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -120,6 +120,12 @@ pub async fn run_process(
     let mut killed: Option<KillReason> = None;
     let mut status = None;
     let mut channel_open = true;
+    // Processes seen in the tree while it ran, with their start times. One that left the
+    // group and outlives the agent (a dev server a tool started with setsid) is killed at the
+    // end; the start time guards against a reused pid.
+    let mut seen: HashMap<i32, u64> = HashMap::new();
+    let mut census = tokio::time::interval(CENSUS_EVERY);
+    census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
     // Phase 1: until the child exits (or we decide to kill it).
     while status.is_none() && killed.is_none() {
@@ -138,6 +144,11 @@ pub async fn run_process(
             },
             _ = &mut deadline => { killed = Some(KillReason::Timeout); }
             _ = cancel.cancelled() => { killed = Some(KillReason::Canceled); }
+            _ = census.tick() => {
+                if let Some(pgid) = pgid {
+                    remember_tree(pgid, &mut seen);
+                }
+            }
         }
     }
 
@@ -148,6 +159,7 @@ pub async fn run_process(
             if let Some(pgid) = pgid {
                 signal_group(pgid, libc::SIGKILL);
             }
+            kill_survivors(&seen).await;
             s
         }
         None => {
@@ -175,6 +187,7 @@ pub async fn run_process(
             }
             // A signal is delivered asynchronously; callers are promised a dead tree on return.
             wait_gone(&tree, Duration::from_secs(2)).await;
+            kill_survivors(&seen).await;
             status
         }
     };
@@ -247,33 +260,66 @@ fn signal_all(pids: &[i32], signal: i32) {
     }
 }
 
-/// Every live descendant of `root`, from /proc's parent links (empty where /proc is missing).
-pub fn descendants(root: i32) -> Vec<i32> {
+/// How often the running tree is recorded.
+const CENSUS_EVERY: Duration = Duration::from_millis(500);
+
+/// `(ppid, start time)` of a process from /proc/PID/stat.
+fn stat_of(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state (3), ppid (4), …, starttime (22).
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((rest.get(1)?.parse().ok()?, rest.get(19)?.parse().ok()?))
+}
+
+/// Every live descendant of `root` with its start time, from /proc's parent links (empty where
+/// /proc is missing).
+fn tree_of(root: i32) -> Vec<(i32, u64)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    let mut parent_of: Vec<(i32, i32)> = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        // Fields after the parenthesised command name: state, ppid, …
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            && let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r)
-            && let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok())
-        {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut found = vec![root];
+    let table: Vec<(i32, i32, u64)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter_map(|pid| stat_of(pid).map(|(ppid, start)| (pid, ppid, start)))
+        .collect();
+    let mut found: Vec<(i32, u64)> = vec![(root, 0)];
     let mut i = 0;
     while i < found.len() {
-        let p = found[i];
-        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        let p = found[i].0;
+        found.extend(
+            table
+                .iter()
+                .filter(|(_, pp, _)| *pp == p)
+                .map(|(c, _, st)| (*c, *st)),
+        );
         i += 1;
     }
     found.remove(0);
     found
+}
+
+/// Every live descendant of `root`.
+pub fn descendants(root: i32) -> Vec<i32> {
+    tree_of(root).into_iter().map(|(p, _)| p).collect()
+}
+
+fn remember_tree(root: i32, seen: &mut HashMap<i32, u64>) {
+    for (pid, start) in tree_of(root) {
+        seen.insert(pid, start);
+    }
+}
+
+/// SIGKILL every remembered process that still runs as the same process (same start time).
+async fn kill_survivors(seen: &HashMap<i32, u64>) {
+    let alive: Vec<i32> = seen
+        .iter()
+        .filter(|(pid, start)| is_running(**pid) && stat_of(**pid).is_some_and(|(_, s)| s == **start))
+        .map(|(pid, _)| *pid)
+        .collect();
+    if !alive.is_empty() {
+        signal_all(&alive, libc::SIGKILL);
+        wait_gone(&alive, Duration::from_secs(2)).await;
+    }
 }
 
 async fn read_lines<R: AsyncRead + Unpin>(reader: R, stream: Stream, tx: mpsc::Sender<(Stream, Vec<u8>)>) {
@@ -447,6 +493,24 @@ mod tests {
         assert_eq!(exit.killed, Some(KillReason::Canceled));
         let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         assert!(!process_alive(pid), "detached child {pid} survived");
+    }
+
+    #[tokio::test]
+    async fn a_detached_child_left_behind_by_a_clean_exit_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // The sleeper leaves the group, then the leader exits 0 after the tree was recorded.
+        let script = format!(
+            "setsid sh -c 'echo $$ > {p}; exec sleep 300' & sleep 1.5; exit 0",
+            p = pidfile.display()
+        );
+        let exit = run_process(&spec(&script), &CancellationToken::new(), |_, _| {})
+            .await
+            .unwrap();
+        assert_eq!(exit.code, Some(0));
+        assert_eq!(exit.killed, None);
+        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        assert!(!process_alive(pid), "detached child {pid} outlived the run");
     }
 
     /// Alive and not a zombie.
