@@ -515,13 +515,18 @@ impl Pipeline {
         events: &Arc<dyn EventSink>,
         cancel: &TaskCancel,
     ) -> Result<crate::process::ProcessOutcome, Failed> {
+        let task_id = env.get("AGENTPOOL_TASK_ID").cloned().unwrap_or_default();
         let mut spec = ProcessSpec::new("sh")
             .arg("-c")
             .arg(script)
             .cwd(&ws.dir)
             .timeout(deadline.saturating_duration_since(Instant::now()))
             .kill_grace(self.cfg.kill_grace)
-            .max_output_bytes(self.cfg.max_output_bytes);
+            .max_output_bytes(self.cfg.max_output_bytes)
+            .group_file(
+                self.cfg.state_dir.join("running").join(format!("{task_id}.pgid")),
+                format!("AGENTPOOL_TASK_ID={task_id}"),
+            );
         spec.env = env
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))

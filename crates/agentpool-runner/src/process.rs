@@ -24,7 +24,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,9 @@ pub struct ProcessSpec {
     pub max_output_bytes: Option<u64>,
     /// Longer lines are split; bounds memory per line.
     pub max_line_bytes: usize,
+    /// Record the process group here while it runs (see [`kill_orphans`]): `(file, marker)`,
+    /// where `marker` is a `NAME=value` pair from `env` that identifies this run's processes.
+    pub group_file: Option<(PathBuf, String)>,
 }
 
 impl ProcessSpec {
@@ -102,7 +105,16 @@ impl ProcessSpec {
             kill_grace: Duration::from_secs(5),
             max_output_bytes: None,
             max_line_bytes: 64 * 1024,
+            group_file: None,
         }
+    }
+
+    /// Record the running process group in `file` with `marker` (a `NAME=value` pair of the
+    /// environment), so that a worker restarted after a crash can kill what its previous life
+    /// left running ([`kill_orphans`]).
+    pub fn group_file(mut self, file: impl Into<PathBuf>, marker: impl Into<String>) -> Self {
+        self.group_file = Some((file.into(), marker.into()));
+        self
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -211,8 +223,19 @@ pub async fn run_process(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
+    if let Some((file, marker)) = &spec.group_file {
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        // Best effort: without the file only crash clean-up is lost, not the run.
+        let _ = std::fs::write(file, format!("{pgid}\n{marker}\n"));
+    }
     // Whatever happens to this future (dropped on abort, panics), the group dies with it.
-    let mut guard = GroupGuard { pgid, armed: true };
+    let mut guard = GroupGuard {
+        pgid,
+        armed: true,
+        file: spec.group_file.as_ref().map(|(f, _)| f.clone()),
+    };
 
     if let (Some(data), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
@@ -272,6 +295,7 @@ pub async fn run_process(
     signal_group(pgid, libc::SIGKILL);
     wait_group_gone(pgid, Duration::from_secs(5)).await;
     guard.armed = false;
+    drop(guard);
 
     // Every writer in the group is dead now, so the pipes reach EOF; deliver what is still
     // buffered. Bounded: a process that escaped the group (setsid) could hold a pipe open.
@@ -428,10 +452,12 @@ async fn wait_group_gone(pgid: i32, limit: Duration) {
     }
 }
 
-/// Kills the group if the run is abandoned half-way (the future dropped).
+/// Kills the group if the run is abandoned half-way (the future dropped), and removes the
+/// group file once the group is gone.
 struct GroupGuard {
     pgid: i32,
     armed: bool,
+    file: Option<PathBuf>,
 }
 
 impl Drop for GroupGuard {
@@ -439,5 +465,68 @@ impl Drop for GroupGuard {
         if self.armed {
             signal_group(self.pgid, libc::SIGKILL);
         }
+        if let Some(f) = &self.file {
+            let _ = std::fs::remove_file(f);
+        }
     }
+}
+
+/// Kill process groups recorded in `dir` by [`ProcessSpec::group_file`] that are still alive
+/// — left by a previous life of this worker that died without cleaning up (SIGKILL, OOM).
+/// A group is killed only if one of its live members carries the recorded environment marker,
+/// so a recycled process-group id is never hit. Returns how many groups were killed.
+pub fn kill_orphans(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let pgid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
+        let marker = lines.next().map(str::trim).unwrap_or("");
+        if let Some(pgid) = pgid
+            && pgid > 1
+            && !marker.is_empty()
+            && group_members(pgid).iter().any(|pid| has_env(*pid, marker))
+        {
+            signal_group(pgid, libc::SIGKILL);
+            killed += 1;
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    killed
+}
+
+/// Live members of group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    let mut f = rest.split_whitespace();
+                    let state = f.next()?;
+                    let _ppid = f.next();
+                    let pgrp = f.next()?.parse::<i32>().ok()?;
+                    Some(pgrp == pgid && state != "Z" && state != "X")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn has_env(pid: i32, marker: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+        .unwrap_or(false)
 }

@@ -186,6 +186,14 @@ pub async fn run_worker(
         labels: config.labels.clone(),
         slots: concurrency,
     };
+    // Commands a previous life of this worker left running when it died (SIGKILL, OOM).
+    let orphans = crate::process::kill_orphans(&config.pipeline.state_dir.join("running"));
+    if orphans > 0 {
+        tracing::warn!(
+            groups = orphans,
+            "killed processes left by a previous run of this worker"
+        );
+    }
     let worker = register(&*api, reg.clone(), &shutdown).await?;
     let Some(worker) = worker else {
         return Ok(WorkerSummary::default());

@@ -1,18 +1,31 @@
 //! A worker process killed with SIGKILL mid-task: after its lease expires, another worker
-//! runs the task to success and exactly one success is recorded.
+//! runs the task to success and exactly one success is recorded; and a worker restarted in the
+//! same directory first kills what its previous life left running.
 
 use std::time::Duration;
 
 use agentpool_core::{AttemptOutcome, TaskState};
 
-use crate::worker::{TOKEN, api, command, config, env, finished, start, until, wait_log};
+use crate::worker::{TOKEN, alive, api, command, config, env, finished, pids, start, until, wait_log};
+
+fn spawn_worker(db: &str, dir: &std::path::Path, id: &str) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"))
+        .env("AGENTPOOL_TEST_DB", db)
+        .env("AGENTPOOL_TEST_DIR", dir)
+        .env("AGENTPOOL_TEST_WORKER", id)
+        .env("AGENTPOOL_TEST_GIT_TOKEN", TOKEN)
+        .env("AGENTPOOL_TEST_LEASE_MS", "1000")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     let env = env().await;
     // A database file of its own that both the worker process and this test open.
-    let db_url = agentpool_testkit::db::TestDb::sqlite();
-    let store = agentpool_store::open_store(db_url.url()).await.unwrap();
+    let db = agentpool_testkit::db::TestDb::sqlite();
+    let store = agentpool_store::open_store(db.url()).await.unwrap();
     let gate = env.dir.path().join("gate");
     let cmd = format!(
         "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo \"$AGENTPOOL_ATTEMPT\" > attempt.txt",
@@ -20,15 +33,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     );
     let task = store.enqueue(command(&env, &cmd)).await.unwrap().task;
 
-    let mut victim = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"))
-        .env("AGENTPOOL_TEST_DB", db_url.url())
-        .env("AGENTPOOL_TEST_DIR", env.dir.path().join("victim"))
-        .env("AGENTPOOL_TEST_WORKER", "victim")
-        .env("AGENTPOOL_TEST_GIT_TOKEN", TOKEN)
-        .env("AGENTPOOL_TEST_LEASE_MS", "1000")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut victim = spawn_worker(db.url(), &env.dir.path().join("victim"), "victim");
     wait_log(&store, task.id, "ready").await;
     victim.start_kill().unwrap(); // SIGKILL
     let status = victim.wait().await.unwrap();
@@ -71,4 +76,35 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
         env.server.read_file("app", &sha, "attempt.txt").as_deref(),
         Some("2\n")
     );
+}
+
+#[tokio::test]
+async fn a_restarted_worker_kills_what_its_killed_predecessor_left_running() {
+    let env = env().await;
+    let db = agentpool_testkit::db::TestDb::sqlite();
+    let store = agentpool_store::open_store(db.url()).await.unwrap();
+    let task = store
+        .enqueue(command(&env, crate::worker::GRANDCHILDREN))
+        .await
+        .unwrap()
+        .task;
+    let dir = env.dir.path().join("worker");
+    let mut first = spawn_worker(db.url(), &dir, "phoenix");
+    let children = pids(&wait_log(&store, task.id, "ready").await);
+    assert_eq!(children.len(), 2);
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert!(
+        children.iter().all(|p| alive(*p)),
+        "the orphans should still be running"
+    );
+
+    // Same worker, same directory: on start it kills the orphaned group.
+    let mut second = spawn_worker(db.url(), &dir, "phoenix");
+    until("the orphans to be killed", async || {
+        children.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await;
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
 }
