@@ -613,3 +613,80 @@ async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running(
     assert!(!marker.exists(), "a hostile value was executed");
     assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
 }
+
+#[tokio::test]
+async fn a_worker_runs_at_most_its_concurrency_at_once() {
+    let env = env().await;
+    let gate = env.dir.path().join("gate");
+    let cmd = format!(
+        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done",
+        gate.display()
+    );
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(env.store.enqueue(command(&env, &cmd)).await.unwrap().task.id);
+    }
+    let mut cfg = config(&env, "w2", TOKEN);
+    cfg.concurrency = 2;
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)));
+    until("two tasks to run", async || {
+        let c = env.store.count_by_state().await.unwrap();
+        (c.get(&TaskState::Running).copied() == Some(2)).then_some(())
+    })
+    .await;
+    // Both slots are busy: the worker must not claim a third while they run.
+    let worker = env
+        .store
+        .get_worker(&WorkerId::parse("w2").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(worker.slots, 2);
+    for _ in 0..10 {
+        let c = env.store.count_by_state().await.unwrap();
+        assert_eq!(c.get(&TaskState::Running).copied(), Some(2), "{c:?}");
+        assert_eq!(c.get(&TaskState::Queued).copied(), Some(2), "{c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&gate, "go").unwrap();
+    for id in ids {
+        assert_eq!(finished(&env.store, id).await.task.state, TaskState::Succeeded);
+    }
+    assert_eq!(w.stop().await.succeeded, 4);
+}
+
+#[tokio::test]
+async fn a_drain_requested_by_the_server_stops_the_worker_after_its_tasks() {
+    let env = env().await;
+    let gate = env.dir.path().join("gate");
+    let cmd = format!(
+        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done",
+        gate.display()
+    );
+    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
+    let w = start(
+        config(&env, "w1", TOKEN),
+        api(&env.store, Duration::from_secs(30)),
+    );
+    wait_log(&env.store, task.id, "ready").await;
+    env.store
+        .drain_worker(&WorkerId::parse("w1").unwrap())
+        .await
+        .unwrap();
+    // A task queued now must not be taken by the draining worker.
+    let later = env.store.enqueue(command(&env, "true")).await.unwrap().task;
+    std::fs::write(&gate, "go").unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(60), w.handle)
+        .await
+        .expect("the worker stops by itself")
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(
+        env.store.get_task(task.id).await.unwrap().unwrap().task.state,
+        TaskState::Succeeded
+    );
+    assert_eq!(
+        env.store.get_task(later.id).await.unwrap().unwrap().task.state,
+        TaskState::Queued
+    );
+}
