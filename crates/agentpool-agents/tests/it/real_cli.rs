@@ -59,7 +59,7 @@ pub fn agent(name: &str) -> Option<Arc<dyn CodeAgent>> {
     if cfg.find(name, exe).is_none() {
         if agentpool_testkit::services_required() {
             panic!(
-                "the {name} CLI ({exe}) is not installed in {} or on PATH; run `npm ci --prefix tools/agents`",
+                "the {name} CLI ({exe}) is not installed in {} or on PATH; run scripts/test (it runs `npm install --prefix tools/agents`)",
                 bin_dir().display()
             );
         }
