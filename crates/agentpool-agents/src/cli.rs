@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::events;
-use crate::process::{KillReason, ProcessExit, ProcessSpec, Stream, base_env, run_process};
+use crate::process::{
+    KillReason, LongLines, OutputStream, ProcessOutcome, ProcessSpec, base_env, run_process,
+};
 use crate::{AgentError, AgentOutcome, AgentRequest, EventSink};
 
 /// Where adapters look for their CLI.
@@ -311,6 +313,10 @@ pub struct CliRun {
     pub request: AgentRequest,
 }
 
+/// The longest output line kept; the rest of a longer line is dropped (still counted against
+/// the output limit), so one runaway line cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Lines of stderr kept to explain a failure.
 const STDERR_TAIL: usize = 20;
 
@@ -322,18 +328,18 @@ pub async fn run_cli(
     cancel: CancellationToken,
 ) -> Result<AgentOutcome, AgentError> {
     let redactor = Redactor::from_env(&run.env);
-    let spec = ProcessSpec {
-        program: run.program,
-        args: run.args,
-        cwd: run.request.workdir.clone(),
-        env: run.env,
-        timeout: run.request.timeout,
-        max_output_bytes: run.request.max_output_bytes,
-        kill_grace: Duration::from_secs(5),
-    };
+    let spec = ProcessSpec::new(run.program)
+        .args(run.args)
+        .cwd(&run.request.workdir)
+        .envs(run.env)
+        .timeout(run.request.timeout)
+        .max_output_bytes(run.request.max_output_bytes)
+        .max_line_bytes(MAX_LINE_BYTES)
+        .long_lines(LongLines::Truncate)
+        .kill_grace(Duration::from_secs(5));
     let mut stderr_tail: Vec<String> = Vec::new();
-    let exit = run_process(&spec, &cancel, |stream, line| match stream {
-        Stream::Stdout => {
+    let mut on_line = |stream: OutputStream, line: &str| match stream {
+        OutputStream::Stdout => {
             if line.trim().is_empty() {
                 return;
             }
@@ -341,15 +347,15 @@ pub async fn run_cli(
                 sink.emit(redactor.event(e));
             }
         }
-        Stream::Stderr => {
+        OutputStream::Stderr => {
             if stderr_tail.len() == STDERR_TAIL {
                 stderr_tail.remove(0);
             }
             stderr_tail.push(line.to_string());
             sink.emit(redactor.event(events::log("stderr", line)));
         }
-    })
-    .await?;
+    };
+    let exit = run_process(spec, &mut on_line, &cancel).await?;
     let outcome = finish(parser.as_ref(), &exit, &stderr_tail);
     Ok(redact_outcome(&redactor, outcome))
 }
@@ -361,7 +367,7 @@ fn redact_outcome(r: &Redactor, mut o: AgentOutcome) -> AgentOutcome {
 }
 
 /// The outcome of a finished run from the parser's summary, the exit, and stderr.
-pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String]) -> AgentOutcome {
+pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[String]) -> AgentOutcome {
     let s = parser.summary().clone();
     let mut o = AgentOutcome {
         final_text: s.final_text.clone(),
@@ -371,7 +377,7 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String
         usage: s.usage,
         cost_usd: s.cost_usd,
         duration_ms: exit.duration.as_millis() as u64,
-        exit_code: exit.code,
+        exit_code: exit.exit_code,
         error_class: None,
         error_message: s.error_message.clone(),
         retry_after: s.retry_after,
@@ -400,7 +406,7 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String
         }
         None => {}
     }
-    if !s.is_error && exit.code == Some(0) {
+    if !s.is_error && exit.exit_code == Some(0) {
         if s.saw_result || !parser.requires_result() {
             return o;
         }
@@ -414,7 +420,7 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String
     o.error_class = s
         .error_class
         .filter(|c| *c != ErrorClass::AgentError)
-        .or_else(|| parser.classify_exit(exit.code))
+        .or_else(|| parser.classify_exit(exit.exit_code))
         .or_else(|| s.error_message.as_deref().and_then(classify_text))
         .or_else(|| classify_text(&stderr))
         .or(Some(ErrorClass::AgentError));
@@ -422,7 +428,7 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessExit, stderr_tail: &[String
         o.error_message = Some(if !stderr.trim().is_empty() {
             events::truncate(stderr.trim(), events::MAX_FIELD_CHARS)
         } else {
-            match (exit.code, exit.signal) {
+            match (exit.exit_code, exit.signal) {
                 (Some(c), _) => format!("agent exited with code {c}"),
                 (None, Some(sig)) => format!("agent died of signal {sig}"),
                 _ => "agent failed".into(),

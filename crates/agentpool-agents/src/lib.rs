@@ -3,7 +3,8 @@
 //!
 //! Each adapter module has a pure line parser (`Parser`, a [`cli::LineParser`]) and runs its CLI
 //! through [`process`]: own process group, cleared environment plus a private HOME, stdin from
-//! `/dev/null`, SIGTERM→SIGKILL to the group on cancel/timeout, an output size limit.
+//! `/dev/null`, SIGTERM→SIGKILL to the group and the agent's whole process tree on
+//! cancel/timeout, an output size limit.
 //!
 //! Resuming (`resume_session`): the CLIs keep sessions in their home, and a follow-up task gets a
 //! fresh home and workspace. After each run the Claude Code, Codex and Gemini adapters copy the
@@ -220,22 +221,21 @@ pub(crate) async fn version_of(cfg: &AgentConfig, agent: &str, exe: &str) -> Opt
     let home = std::env::temp_dir().join(format!("agentpool-version-{}", std::process::id()));
     let mut env = process::base_env(Some(&cfg.child_path()));
     env.insert("HOME".into(), home.to_string_lossy().into_owned());
-    let spec = process::ProcessSpec {
-        program,
-        args: vec!["--version".into()],
-        cwd: std::env::temp_dir(),
-        env,
-        timeout: Duration::from_secs(20),
-        max_output_bytes: 64 * 1024,
-        kill_grace: Duration::from_secs(1),
-    };
+    let spec = process::ProcessSpec::new(program)
+        .arg("--version")
+        .cwd(std::env::temp_dir())
+        .envs(env)
+        .timeout(Duration::from_secs(20))
+        .max_output_bytes(64 * 1024)
+        .kill_grace(Duration::from_secs(1));
     let mut first = None;
-    let exit = process::run_process(&spec, &CancellationToken::new(), |stream, line| {
-        if stream == process::Stream::Stdout && first.is_none() && !line.trim().is_empty() {
+    let mut on_line = |stream, line: &str| {
+        if stream == process::OutputStream::Stdout && first.is_none() && !line.trim().is_empty() {
             first = Some(line.trim().to_string());
         }
-    })
-    .await
-    .ok()?;
+    };
+    let exit = process::run_process(spec, &mut on_line, &CancellationToken::new())
+        .await
+        .ok()?;
     exit.success().then_some(first).flatten()
 }

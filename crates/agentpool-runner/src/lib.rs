@@ -10,9 +10,11 @@ pub mod api;
 pub mod events;
 pub mod git;
 pub mod pipeline;
-pub mod process;
 pub mod worker;
 pub mod workspace;
+
+/// Process control lives in the agents crate, shared with the agent adapters.
+pub use agentpool_agents::process;
 
 pub use api::{ApiError, ClaimedWork, HttpWorkerApi, StoreWorkerApi, WorkerApi};
 pub use git::{GitCredentials, Secret};

@@ -1,5 +1,7 @@
-//! agentpool-agents integration tests: parsers over captured output, and the real agent CLIs
-//! run through the adapters against the scripted model endpoint.
+//! agentpool-agents integration tests: parsers over captured output, process control against
+//! real processes, and the real agent CLIs run through the adapters against the scripted model
+//! endpoint.
 
 mod parsers;
+mod process;
 mod real_cli;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use agentpool_agents::cli::{LineParser, finish};
-use agentpool_agents::process::ProcessExit;
+use agentpool_agents::process::ProcessOutcome;
 use agentpool_agents::{claude_code, codex, command, gemini, opencode};
 use agentpool_core::{ErrorClass, EventKind, NewEvent};
 use proptest::prelude::*;
@@ -47,10 +47,11 @@ impl Parsed {
     }
     /// The outcome as if the process exited with `code`.
     fn outcome(&self, code: i32) -> agentpool_agents::AgentOutcome {
-        let exit = ProcessExit {
-            code: Some(code),
+        let exit = ProcessOutcome {
+            exit_code: Some(code),
             signal: None,
             killed: None,
+            pgid: 0,
             duration: std::time::Duration::from_millis(5),
             output_bytes: 0,
         };
@@ -448,7 +449,7 @@ proptest! {
                 let ev = p.parse_line(line);
                 prop_assert!(!ev.is_empty(), "no event for {line:?}");
             }
-            let exit = ProcessExit { code: Some(1), signal: None, killed: None,
+            let exit = ProcessOutcome { exit_code: Some(1), signal: None, killed: None, pgid: 0,
                 duration: std::time::Duration::ZERO, output_bytes: 0 };
             let o = finish(p.as_ref(), &exit, &[]);
             prop_assert!(o.is_error && o.error_class.is_some());

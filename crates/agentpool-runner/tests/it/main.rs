@@ -4,6 +4,5 @@
 mod agents;
 mod crash;
 mod http;
-mod process;
 mod worker;
 mod workspace;

@@ -1,9 +1,10 @@
-//! Process control: output streaming, cleared environment, and that timeout, cancel, output
-//! limits and normal exits leave no process of the group behind.
+//! Process control: output streaming, cleared environment, that timeout, cancel, output limits,
+//! normal exits and abandoned runs leave no process of the group behind, and that a restarted
+//! worker kills the groups a killed predecessor recorded — and only those.
 
 use std::time::Duration;
 
-use agentpool_runner::process::{KillReason, OutputStream, ProcessSpec, group_alive, run_process};
+use agentpool_agents::process::{KillReason, OutputStream, ProcessSpec, group_alive, run_process};
 use tokio_util::sync::CancellationToken;
 
 fn sh(script: &str) -> ProcessSpec {
@@ -153,4 +154,112 @@ async fn background_processes_left_by_a_finished_command_are_killed() {
     assert_eq!(children.len(), 1);
     assert!(!alive(children[0]), "background child survived its parent");
     assert!(!group_alive(outcome.pgid));
+}
+
+/// A process group like one a killed worker left behind: `sleep` in a group of its own with
+/// `env` as its environment.
+fn orphan_group(env: &[(&str, &str)]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sleep")
+        .arg("1000")
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .envs(env.iter().copied())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kill_orphans_kills_recorded_groups_carrying_their_marker_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut marked = orphan_group(&[("AGENTPOOL_TASK_ID", "t1")]);
+    let mut unmarked = orphan_group(&[("AGENTPOOL_TASK_ID", "other")]);
+    // The group file a run writes: pgid, then the marker.
+    std::fs::write(
+        dir.path().join("t1.pgid"),
+        format!("{}\nAGENTPOOL_TASK_ID=t1\n", marked.id()),
+    )
+    .unwrap();
+    // A recorded group whose members lack the marker: the pgid was recycled by someone else.
+    std::fs::write(
+        dir.path().join("t2.pgid"),
+        format!("{}\nAGENTPOOL_TASK_ID=t2\n", unmarked.id()),
+    )
+    .unwrap();
+
+    assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
+    let status = marked.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(
+        alive(unmarked.id() as i32),
+        "a group without the marker was killed"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "group files not removed"
+    );
+    unmarked.kill().unwrap();
+    unmarked.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_run_records_its_group_while_it_runs_and_removes_the_file_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("running").join("t1.pgid");
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    let mut recorded = None;
+    let outcome = run_process(
+        sh("echo ready; sleep 1000")
+            .env("AGENTPOOL_TASK_ID", "t1")
+            .group_file(&file, "AGENTPOOL_TASK_ID=t1"),
+        &mut |_, l| {
+            if l == "ready" {
+                recorded = std::fs::read_to_string(&file).ok();
+                c.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.killed, Some(KillReason::Canceled));
+    assert_eq!(
+        recorded,
+        Some(format!("{}\nAGENTPOOL_TASK_ID=t1\n", outcome.pgid))
+    );
+    assert!(!file.exists(), "the group file outlived the run");
+}
+
+#[tokio::test]
+async fn dropping_a_run_half_way_kills_its_group() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<i32>();
+    let mut tx = Some(tx);
+    let run = tokio::spawn(async move {
+        run_process(
+            sh("sleep 1000 & echo pid $!; wait"),
+            &mut |_, l| {
+                if let (Some(pid), Some(tx)) = (l.strip_prefix("pid "), tx.take()) {
+                    let _ = tx.send(pid.trim().parse().unwrap_or(0));
+                }
+            },
+            &CancellationToken::new(),
+        )
+        .await
+    });
+    let pid = rx.await.unwrap();
+    assert!(alive(pid));
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    // SIGKILL is delivered asynchronously: wait for the kernel to reap the signalled process.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!alive(pid), "the abandoned run's child {pid} survived");
 }
