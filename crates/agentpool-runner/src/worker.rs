@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     /// How long reports (complete/fail/events) are retried while the server is unreachable.
     pub report_retry_for: Duration,
     pub pipeline: PipelineConfig,
+    /// Told the worker's id once it is registered, so that an embedding process (`agentpool
+    /// up`) can announce itself ready only when its workers can take tasks.
+    pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -74,6 +77,7 @@ impl WorkerConfig {
             drain_grace: Duration::from_secs(60),
             report_retry_for: Duration::from_secs(600),
             pipeline: PipelineConfig::new(dir),
+            on_registered: None,
         }
     }
 }
@@ -199,6 +203,10 @@ pub async fn run_worker(
         return Ok(WorkerSummary::default());
     };
     tracing::info!(worker = %worker.id, slots = concurrency, "worker registered");
+    if let Some(tx) = &config.on_registered {
+        // The receiver may be gone (nobody waits any more); that is not the worker's problem.
+        let _ = tx.send(worker.id.clone());
+    }
 
     let shared = Arc::new(Shared {
         api: api.clone(),
