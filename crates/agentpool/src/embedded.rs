@@ -79,7 +79,30 @@ impl Embedded {
             .map_err(|e| Exit::new(ExitCode::Failed, e.to_string()))?;
         let url = format!("http://{}", server.addr);
         let workers_stop = CancellationToken::new();
-        let workers = start_workers(&opts, &url, &workers_stop)?;
+        let (registered_tx, mut registered) = tokio::sync::mpsc::unbounded_channel();
+        let workers = start_workers(&opts, &url, &workers_stop, registered_tx)?;
+        // Announce the pool only once every worker can take tasks, so that whoever reads the
+        // URL and lists workers or submits at once sees the whole pool.
+        let all_registered = async {
+            for _ in 0..opts.workers {
+                if registered.recv().await.is_none() {
+                    return false;
+                }
+            }
+            true
+        };
+        match tokio::time::timeout(Duration::from_secs(30), all_registered).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => {
+                workers_stop.cancel();
+                let _ = server.shutdown().await;
+                return Err(Exit::new(
+                    ExitCode::Failed,
+                    "the embedded workers did not start (see the log above)",
+                )
+                .into());
+            }
+        }
         Ok(Self {
             url,
             server,
@@ -193,6 +216,7 @@ fn start_workers(
     opts: &EmbeddedOptions,
     url: &str,
     stop: &CancellationToken,
+    registered: tokio::sync::mpsc::UnboundedSender<WorkerId>,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
     let api: Arc<dyn WorkerApi> =
@@ -211,6 +235,7 @@ fn start_workers(
         // Cancel requests reach a worker with its heartbeat; on loopback a heartbeat is cheap,
         // so beat often and cancel promptly.
         cfg.heartbeat_interval = Duration::from_secs(1);
+        cfg.on_registered = Some(registered.clone());
         let api = api.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
