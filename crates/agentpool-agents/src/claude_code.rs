@@ -3,16 +3,15 @@
 //! `user` tool results, `system/api_retry`, the final `result`).
 
 use std::ffi::OsString;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use agentpool_core::{ErrorClass, NewEvent, Usage};
-use async_trait::async_trait;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
+use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, Retry, u64_at};
-use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "claude-code";
 const EXE: &str = "claude";
@@ -50,37 +49,25 @@ impl ClaudeCode {
     }
 }
 
-#[async_trait]
-impl CodeAgent for ClaudeCode {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: NAME,
-            resume: true,
-            cost: true,
-            max_turns: true,
-        }
+impl CliAgent for ClaudeCode {
+    const NAME: &'static str = NAME;
+    const EXE: &'static str = EXE;
+    const CAPABILITIES: Capabilities = Capabilities {
+        name: NAME,
+        resume: true,
+        cost: true,
+        max_turns: true,
+    };
+    type Parser = Parser;
+
+    fn agent_config(&self) -> &AgentConfig {
+        &self.cfg
     }
 
-    async fn version(&self) -> Option<String> {
-        crate::version_of(&self.cfg, NAME, EXE).await
-    }
-
-    async fn run(
-        &self,
-        request: AgentRequest,
-        events: Arc<dyn EventSink>,
-        cancel: CancellationToken,
-    ) -> Result<AgentOutcome, AgentError> {
-        self.validate(&request)?;
-        let program = self
-            .cfg
-            .find(NAME, EXE)
-            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+    fn prepare(&self, request: &AgentRequest, _events: &dyn EventSink) -> Result<Prepared, AgentError> {
+        let config_dir = request.home.join(".claude");
         let mut defaults = vec![
-            (
-                "CLAUDE_CONFIG_DIR",
-                request.home.join(".claude").to_string_lossy().into_owned(),
-            ),
+            ("CLAUDE_CONFIG_DIR", config_dir.to_string_lossy().into_owned()),
             // agentpool retries rate limits itself, with backoff across attempts; the CLI's
             // own retries would only hide the signal and stretch the attempt.
             ("CLAUDE_CODE_MAX_RETRIES", "0".to_string()),
@@ -94,34 +81,20 @@ impl CodeAgent for ClaudeCode {
             // in a sandbox; the worker's workspace is that sandbox.
             defaults.push(("IS_SANDBOX", "1".to_string()));
         }
-        let env = cli::agent_env(&self.cfg, &request, &defaults)?;
-        let config_dir = request.home.join(".claude");
-        let kept = self.cfg.sessions_of(NAME);
-        if let Some(id) = &request.resume_session {
-            restore_session(&kept, &config_dir, &request.workdir, id);
-        }
-        let run = CliRun {
-            program,
-            args: Self::args(&request),
-            env,
-            request,
-        };
-        let outcome = cli::run_cli(run, Box::new(Parser::default()), events.clone(), cancel).await?;
-        if let Some(id) = &outcome.session_id
-            && let Err(e) = keep_session(&kept, &config_dir, id)
-        {
-            events.emit(events::log(
-                "agentpool",
-                &format!("could not keep session {id} for follow-ups: {e}"),
-            ));
-        }
-        Ok(outcome)
+        Ok(Prepared {
+            args: Self::args(request),
+            env: cli::agent_env(&self.cfg, request, &defaults)?,
+            sessions: Some(Box::new(Transcripts {
+                config_dir,
+                workdir: request.workdir.clone(),
+            })),
+        })
     }
 }
 
 /// Claude Code files a session as `CLAUDE_CONFIG_DIR/projects/<cwd, non-alphanumerics as '-'>/
 /// <session_id>.jsonl` and resumes only from the current project's directory.
-pub fn project_dir_name(cwd: &std::path::Path) -> String {
+pub fn project_dir_name(cwd: &Path) -> String {
     cwd.to_string_lossy()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -129,59 +102,57 @@ pub fn project_dir_name(cwd: &std::path::Path) -> String {
 }
 
 fn session_file_name(id: &str) -> Option<String> {
-    // Ids come from the CLI or a validated request; refuse anything path-like regardless.
-    (!id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
-    .then(|| format!("{id}.jsonl"))
+    adapter::plain_id(id).then(|| format!("{id}.jsonl"))
 }
 
-/// Copy the session's transcript out of this run's (throw-away) config dir.
-fn keep_session(kept: &std::path::Path, config_dir: &std::path::Path, id: &str) -> std::io::Result<()> {
-    let Some(file) = session_file_name(id) else {
-        return Ok(());
-    };
-    let Ok(projects) = std::fs::read_dir(config_dir.join("projects")) else {
-        return Ok(());
-    };
-    for project in projects.flatten() {
-        let src = project.path().join(&file);
-        if src.is_file() {
-            std::fs::create_dir_all(kept)?;
-            let tmp = kept.join(format!(".{file}.tmp"));
-            std::fs::copy(&src, &tmp)?;
-            std::fs::rename(&tmp, kept.join(&file))?;
+/// Claude Code's transcripts in this run's (throw-away) config dir, resumable only from the
+/// project directory of `workdir`.
+struct Transcripts {
+    config_dir: PathBuf,
+    workdir: PathBuf,
+}
+
+impl SessionFiles for Transcripts {
+    fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()> {
+        let Some(file) = session_file_name(id) else {
+            return Ok(());
+        };
+        let Ok(projects) = std::fs::read_dir(self.config_dir.join("projects")) else {
+            return Ok(());
+        };
+        for project in projects.flatten() {
+            let src = project.path().join(&file);
+            if src.is_file() {
+                std::fs::create_dir_all(kept)?;
+                let tmp = kept.join(format!(".{file}.tmp"));
+                std::fs::copy(&src, &tmp)?;
+                std::fs::rename(&tmp, kept.join(&file))?;
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Put a kept transcript where the CLI looks for it from `workdir`.
-fn restore_session(
-    kept: &std::path::Path,
-    config_dir: &std::path::Path,
-    workdir: &std::path::Path,
-    id: &str,
-) {
-    let Some(file) = session_file_name(id) else {
-        return;
-    };
-    let src = kept.join(&file);
-    if !src.is_file() {
-        return;
-    }
-    let mut dirs = vec![workdir.to_path_buf()];
-    if let Ok(real) = std::fs::canonicalize(workdir)
-        && real != workdir
-    {
-        dirs.push(real);
-    }
-    for d in dirs {
-        let project = config_dir.join("projects").join(project_dir_name(&d));
-        let dst = project.join(&file);
-        if !dst.exists() && std::fs::create_dir_all(&project).is_ok() {
-            let _ = std::fs::copy(&src, &dst);
+    fn restore(&self, kept: &Path, id: &str) {
+        let Some(file) = session_file_name(id) else {
+            return;
+        };
+        let src = kept.join(&file);
+        if !src.is_file() {
+            return;
+        }
+        let workdir = &self.workdir;
+        let mut dirs = vec![workdir.clone()];
+        if let Ok(real) = std::fs::canonicalize(workdir)
+            && real != *workdir
+        {
+            dirs.push(real);
+        }
+        for d in dirs {
+            let project = self.config_dir.join("projects").join(project_dir_name(&d));
+            let dst = project.join(&file);
+            if !dst.exists() && std::fs::create_dir_all(&project).is_ok() {
+                let _ = std::fs::copy(&src, &dst);
+            }
         }
     }
 }

@@ -6,16 +6,14 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use agentpool_core::{NewEvent, Usage};
-use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
+use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
-use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "codex";
 const EXE: &str = "codex";
@@ -82,66 +80,36 @@ impl Codex {
     }
 }
 
-#[async_trait]
-impl CodeAgent for Codex {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: NAME,
-            resume: true,
-            cost: false,
-            max_turns: false,
-        }
+impl CliAgent for Codex {
+    const NAME: &'static str = NAME;
+    const EXE: &'static str = EXE;
+    const CAPABILITIES: Capabilities = Capabilities {
+        name: NAME,
+        resume: true,
+        cost: false,
+        max_turns: false,
+    };
+    type Parser = Parser;
+
+    fn agent_config(&self) -> &AgentConfig {
+        &self.cfg
     }
 
-    async fn version(&self) -> Option<String> {
-        crate::version_of(&self.cfg, NAME, EXE).await
-    }
-
-    async fn run(
-        &self,
-        request: AgentRequest,
-        events: Arc<dyn EventSink>,
-        cancel: CancellationToken,
-    ) -> Result<AgentOutcome, AgentError> {
-        self.validate(&request)?;
-        let program = self
-            .cfg
-            .find(NAME, EXE)
-            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+    fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {
         let codex_home = request.home.join(".codex");
         std::fs::create_dir_all(&codex_home)?;
         let base_url = request.env.get("OPENAI_BASE_URL").map(String::as_str);
         std::fs::write(codex_home.join("config.toml"), Self::config_toml(base_url))?;
         let defaults = [("CODEX_HOME", codex_home.to_string_lossy().into_owned())];
-        let env = cli::agent_env(&self.cfg, &request, &defaults)?;
-        if request.max_turns.is_some() {
-            events.emit(events::log(
-                "agentpool",
-                "codex has no max-turns option; max_turns is ignored",
-            ));
-        }
-        let args = Self::args(&request);
-        let kept = self.cfg.sessions_of(NAME);
-        let sessions = codex_home.join("sessions");
-        if let Some(id) = &request.resume_session {
-            restore_rollout(&kept, &sessions, id);
-        }
-        let run = CliRun {
-            program,
-            args,
+        let env = cli::agent_env(&self.cfg, request, &defaults)?;
+        adapter::note_max_turns_ignored(request, events, NAME, "option");
+        Ok(Prepared {
+            args: Self::args(request),
             env,
-            request,
-        };
-        let outcome = cli::run_cli(run, Box::new(Parser::default()), events.clone(), cancel).await?;
-        if let Some(id) = &outcome.session_id
-            && let Err(e) = keep_rollout(&kept, &sessions, id)
-        {
-            events.emit(events::log(
-                "agentpool",
-                &format!("could not keep thread {id} for follow-ups: {e}"),
-            ));
-        }
-        Ok(outcome)
+            sessions: Some(Box::new(Rollouts {
+                sessions: codex_home.join("sessions"),
+            })),
+        })
     }
 }
 
@@ -164,45 +132,48 @@ fn find_rollout(dir: &Path, id: &str, depth: u8) -> Option<PathBuf> {
     None
 }
 
-fn safe_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+/// Codex's thread rollouts under this run's (throw-away) `CODEX_HOME/sessions`.
+struct Rollouts {
+    sessions: PathBuf,
 }
 
-/// Copy the thread's rollout out of this run's (throw-away) CODEX_HOME, keeping its
-/// date-relative path.
-fn keep_rollout(kept: &Path, sessions: &Path, id: &str) -> std::io::Result<()> {
-    if !safe_id(id) {
-        return Ok(());
+impl SessionFiles for Rollouts {
+    fn noun(&self) -> &'static str {
+        "thread"
     }
-    let Some(src) = find_rollout(sessions, id, 3) else {
-        return Ok(());
-    };
-    let rel = src.strip_prefix(sessions).map_err(std::io::Error::other)?;
-    let dst = kept.join(id).join(rel);
-    if let Some(parent) = dst.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::copy(&src, &dst)?;
-    Ok(())
-}
 
-/// Put a kept rollout into this run's CODEX_HOME so `exec resume` finds the thread.
-fn restore_rollout(kept: &Path, sessions: &Path, id: &str) {
-    if !safe_id(id) || find_rollout(sessions, id, 3).is_some() {
-        return;
+    /// Copy the thread's rollout out, keeping its date-relative path.
+    fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()> {
+        if !adapter::plain_id(id) {
+            return Ok(());
+        }
+        let Some(src) = find_rollout(&self.sessions, id, 3) else {
+            return Ok(());
+        };
+        let rel = src.strip_prefix(&self.sessions).map_err(std::io::Error::other)?;
+        let dst = kept.join(id).join(rel);
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&src, &dst)?;
+        Ok(())
     }
-    let root = kept.join(id);
-    if let Some(src) = find_rollout(&root, id, 3)
-        && let Ok(rel) = src.strip_prefix(&root)
-    {
-        let dst = sessions.join(rel);
-        if let Some(parent) = dst.parent()
-            && std::fs::create_dir_all(parent).is_ok()
+
+    /// Put a kept rollout into this run's CODEX_HOME so `exec resume` finds the thread.
+    fn restore(&self, kept: &Path, id: &str) {
+        if !adapter::plain_id(id) || find_rollout(&self.sessions, id, 3).is_some() {
+            return;
+        }
+        let root = kept.join(id);
+        if let Some(src) = find_rollout(&root, id, 3)
+            && let Ok(rel) = src.strip_prefix(&root)
         {
-            let _ = std::fs::copy(&src, &dst);
+            let dst = self.sessions.join(rel);
+            if let Some(parent) = dst.parent()
+                && std::fs::create_dir_all(parent).is_ok()
+            {
+                let _ = std::fs::copy(&src, &dst);
+            }
         }
     }
 }

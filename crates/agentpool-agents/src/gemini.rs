@@ -4,17 +4,15 @@
 //! lines (`init`, `message`, `tool_use`, `tool_result`, `error`, `result` with stats).
 
 use std::ffi::OsString;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 
 use agentpool_core::{ErrorClass, NewEvent, Usage};
-use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
+use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
-use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "gemini";
 const EXE: &str = "gemini";
@@ -66,74 +64,41 @@ impl Gemini {
     }
 }
 
-#[async_trait]
-impl CodeAgent for Gemini {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: NAME,
-            resume: true,
-            cost: false,
-            max_turns: false,
-        }
+impl CliAgent for Gemini {
+    const NAME: &'static str = NAME;
+    const EXE: &'static str = EXE;
+    const CAPABILITIES: Capabilities = Capabilities {
+        name: NAME,
+        resume: true,
+        cost: false,
+        max_turns: false,
+    };
+    type Parser = Parser;
+
+    fn agent_config(&self) -> &AgentConfig {
+        &self.cfg
     }
 
-    async fn version(&self) -> Option<String> {
-        crate::version_of(&self.cfg, NAME, EXE).await
-    }
-
-    async fn run(
-        &self,
-        request: AgentRequest,
-        events: Arc<dyn EventSink>,
-        cancel: CancellationToken,
-    ) -> Result<AgentOutcome, AgentError> {
-        self.validate(&request)?;
-        let program = self
-            .cfg
-            .find(NAME, EXE)
-            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+    fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {
         let dir = request.home.join(".gemini");
         std::fs::create_dir_all(&dir)?;
-        let settings = serde_json::to_vec_pretty(&Self::settings())
-            .map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
-        std::fs::write(dir.join("settings.json"), settings)?;
-        if request.max_turns.is_some() {
-            events.emit(events::log(
-                "agentpool",
-                "gemini has no max-turns flag; max_turns is ignored",
-            ));
-        }
-        let env = cli::agent_env(&self.cfg, &request, &[])?;
+        adapter::write_json(&dir.join("settings.json"), &Self::settings())?;
+        adapter::note_max_turns_ignored(request, events, NAME, "flag");
+        let env = cli::agent_env(&self.cfg, request, &[])?;
         // Pin the project's directory name so a kept chat can be put where this run looks.
         let project = dir.join("tmp").join(PROJECT);
         std::fs::create_dir_all(project.join("chats"))?;
         let workdir = request.workdir.to_string_lossy().into_owned();
-        std::fs::write(
-            dir.join("projects.json"),
-            serde_json::to_vec_pretty(&json!({ "projects": { workdir.clone(): PROJECT } }))
-                .map_err(|e| AgentError::Io(std::io::Error::other(e)))?,
+        adapter::write_json(
+            &dir.join("projects.json"),
+            &json!({ "projects": { workdir.clone(): PROJECT } }),
         )?;
         std::fs::write(project.join(".project_root"), &workdir)?;
-        let kept = self.cfg.sessions_of(NAME);
-        if let Some(id) = &request.resume_session {
-            restore_chat(&kept, &project.join("chats"), id);
-        }
-        let run = CliRun {
-            program,
-            args: Self::args(&request),
+        Ok(Prepared {
+            args: Self::args(request),
             env,
-            request,
-        };
-        let outcome = cli::run_cli(run, Box::new(Parser::default()), events.clone(), cancel).await?;
-        if let Some(id) = &outcome.session_id
-            && let Err(e) = keep_chat(&kept, &dir.join("tmp"), id)
-        {
-            events.emit(events::log(
-                "agentpool",
-                &format!("could not keep session {id} for follow-ups: {e}"),
-            ));
-        }
-        Ok(outcome)
+            sessions: Some(Box::new(Chats { dir })),
+        })
     }
 }
 
@@ -153,45 +118,50 @@ fn chat_matches(path: &Path, id: &str) -> bool {
 }
 
 fn safe_id(id: &str) -> bool {
-    id.len() >= 8
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    id.len() >= 8 && adapter::plain_id(id)
 }
 
-/// Copy the session's chat out of this run's (throw-away) home.
-fn keep_chat(kept: &Path, tmp: &Path, id: &str) -> std::io::Result<()> {
-    if !safe_id(id) {
-        return Ok(());
-    }
-    for project in std::fs::read_dir(tmp)?.flatten() {
-        let Ok(chats) = std::fs::read_dir(project.path().join("chats")) else {
-            continue;
-        };
-        for chat in chats.flatten() {
-            let p = chat.path();
-            if chat_matches(&p, id)
-                && let Some(name) = p.file_name()
-            {
-                let dst = kept.join(id);
-                std::fs::create_dir_all(&dst)?;
-                std::fs::copy(&p, dst.join(name))?;
+/// Gemini's chats under this run's (throw-away) `~/.gemini` (`dir`).
+struct Chats {
+    dir: PathBuf,
+}
+
+impl SessionFiles for Chats {
+    /// Copy the session's chat out.
+    fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()> {
+        if !safe_id(id) {
+            return Ok(());
+        }
+        for project in std::fs::read_dir(self.dir.join("tmp"))?.flatten() {
+            let Ok(chats) = std::fs::read_dir(project.path().join("chats")) else {
+                continue;
+            };
+            for chat in chats.flatten() {
+                let p = chat.path();
+                if chat_matches(&p, id)
+                    && let Some(name) = p.file_name()
+                {
+                    let dst = kept.join(id);
+                    std::fs::create_dir_all(&dst)?;
+                    std::fs::copy(&p, dst.join(name))?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Put a kept chat where this run's `--resume` looks.
-fn restore_chat(kept: &Path, chats: &Path, id: &str) {
-    if !safe_id(id) {
-        return;
-    }
-    let Ok(files) = std::fs::read_dir(kept.join(id)) else {
-        return;
-    };
-    for f in files.flatten() {
-        let _ = std::fs::copy(f.path(), chats.join(f.file_name()));
+    /// Put a kept chat where this run's `--resume` looks.
+    fn restore(&self, kept: &Path, id: &str) {
+        if !safe_id(id) {
+            return;
+        }
+        let Ok(files) = std::fs::read_dir(kept.join(id)) else {
+            return;
+        };
+        let chats = self.dir.join("tmp").join(PROJECT).join("chats");
+        for f in files.flatten() {
+            let _ = std::fs::copy(f.path(), chats.join(f.file_name()));
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! Agent adapters: the [`CodeAgent`] trait the worker pipeline calls, a [`Registry`] keyed by
 //! agent name, and one module per agent CLI that turns its output into normalized events.
 //!
-//! Each adapter module has a pure line parser (`Parser`, a [`cli::LineParser`]) and runs its CLI
-//! through [`process`]: own process group, cleared environment plus a private HOME, stdin from
-//! `/dev/null`, SIGTERM→SIGKILL to the group and the agent's whole process tree on
-//! cancel/timeout, an output size limit.
+//! Each adapter module has a pure line parser (`Parser`, a [`cli::LineParser`]) and implements
+//! [`adapter::CliAgent`] (flags, environment, config files, session files); the run skeleton
+//! shared in [`adapter`] runs the CLI through [`process`]: own process group, cleared
+//! environment plus a private HOME, stdin from `/dev/null`, SIGTERM→SIGKILL to the group and
+//! the agent's whole process tree on cancel/timeout, an output size limit.
 //!
 //! Resuming (`resume_session`): the CLIs keep sessions in their home, and a follow-up task gets a
 //! fresh home and workspace. After each run the Claude Code, Codex and Gemini adapters copy the
@@ -12,6 +13,7 @@
 //! a later run resumes it — so follow-ups resume on the same worker (or any worker sharing that
 //! directory). OpenCode resumes only within the same home (see its module).
 
+pub mod adapter;
 pub mod claude_code;
 pub mod cli;
 pub mod codex;

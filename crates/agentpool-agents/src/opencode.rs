@@ -16,16 +16,14 @@
 //! with 1.18.33), so unlike the other adapters no session is carried across homes.
 
 use std::ffi::OsString;
-use std::sync::Arc;
 
 use agentpool_core::{ErrorClass, NewEvent, Usage};
-use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use crate::cli::{self, AgentConfig, CliRun, LineParser, Summary, json_object};
+use crate::adapter::{self, CliAgent, Prepared};
+use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
-use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "opencode";
 const EXE: &str = "opencode";
@@ -104,22 +102,22 @@ impl OpenCode {
     }
 }
 
-#[async_trait]
-impl CodeAgent for OpenCode {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            name: NAME,
-            resume: true,
-            cost: true,
-            max_turns: false,
-        }
+impl CliAgent for OpenCode {
+    const NAME: &'static str = NAME;
+    const EXE: &'static str = EXE;
+    const CAPABILITIES: Capabilities = Capabilities {
+        name: NAME,
+        resume: true,
+        cost: true,
+        max_turns: false,
+    };
+    type Parser = Parser;
+
+    fn agent_config(&self) -> &AgentConfig {
+        &self.cfg
     }
 
-    async fn version(&self) -> Option<String> {
-        crate::version_of(&self.cfg, NAME, EXE).await
-    }
-
-    fn validate(&self, req: &AgentRequest) -> Result<(), AgentError> {
+    fn validate_request(&self, req: &AgentRequest) -> Result<(), AgentError> {
         cli::validate_common(req, "prompt")?;
         if let Some(m) = &req.model
             && !m.contains('/')
@@ -132,22 +130,10 @@ impl CodeAgent for OpenCode {
         Ok(())
     }
 
-    async fn run(
-        &self,
-        request: AgentRequest,
-        events: Arc<dyn EventSink>,
-        cancel: CancellationToken,
-    ) -> Result<AgentOutcome, AgentError> {
-        self.validate(&request)?;
-        let program = self
-            .cfg
-            .find(NAME, EXE)
-            .ok_or_else(|| AgentError::NotInstalled(EXE.into()))?;
+    fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {
         std::fs::create_dir_all(&request.home)?;
         let config_path = request.home.join("opencode.json");
-        let config = serde_json::to_vec_pretty(&Self::config(&request))
-            .map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
-        std::fs::write(&config_path, config)?;
+        adapter::write_json(&config_path, &Self::config(request))?;
         let one = || "1".to_string();
         let defaults = [
             ("OPENCODE_CONFIG", config_path.to_string_lossy().into_owned()),
@@ -158,20 +144,14 @@ impl CodeAgent for OpenCode {
             ("OPENCODE_DISABLE_SHARE", one()),
             ("OPENCODE_DISABLE_CLAUDE_CODE", one()),
         ];
-        let env = cli::agent_env(&self.cfg, &request, &defaults)?;
-        if request.max_turns.is_some() {
-            events.emit(events::log(
-                "agentpool",
-                "opencode has no max-turns option; max_turns is ignored",
-            ));
-        }
-        let run = CliRun {
-            program,
-            args: Self::args(&request),
+        let env = cli::agent_env(&self.cfg, request, &defaults)?;
+        adapter::note_max_turns_ignored(request, events, NAME, "option");
+        // Sessions stay in this home's database; see the module docs.
+        Ok(Prepared {
+            args: Self::args(request),
             env,
-            request,
-        };
-        cli::run_cli(run, Box::new(Parser::default()), events, cancel).await
+            sessions: None,
+        })
     }
 }
 

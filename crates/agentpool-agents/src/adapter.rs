@@ -1,0 +1,136 @@
+//! The run skeleton every agent-CLI adapter shares: validate, find the CLI, let the adapter
+//! write its home and pick flags/env, put back a kept session, run, keep the session for
+//! follow-ups. Each adapter module supplies only what is specific to its CLI ([`CliAgent`]).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{self, AgentConfig, CliRun, LineParser};
+use crate::events;
+use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
+
+/// An agent driven through its CLI; [`CodeAgent`] comes with it.
+pub trait CliAgent: Send + Sync {
+    /// The agent's name (as tasks name it).
+    const NAME: &'static str;
+    /// The CLI's executable.
+    const EXE: &'static str;
+    const CAPABILITIES: Capabilities;
+    type Parser: LineParser + Default + 'static;
+
+    fn agent_config(&self) -> &AgentConfig;
+
+    /// Checks beyond [`cli::validate_common`]; the default has none.
+    fn validate_request(&self, request: &AgentRequest) -> Result<(), AgentError> {
+        cli::validate_common(request, "prompt")
+    }
+
+    /// Write the CLI's config into `request.home` and choose its arguments and environment.
+    fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError>;
+}
+
+/// What an adapter hands the skeleton for one run.
+pub struct Prepared {
+    pub args: Vec<OsString>,
+    pub env: BTreeMap<String, String>,
+    /// How the CLI's session files are carried across homes; `None`: they are not.
+    pub sessions: Option<Box<dyn SessionFiles>>,
+}
+
+/// Carries a CLI's session files between this run's throw-away home and the kept directory
+/// ([`AgentConfig::sessions_of`]), so a follow-up in a fresh home can resume.
+pub trait SessionFiles: Send + Sync {
+    /// What the CLI calls a session, for the warning when one cannot be kept.
+    fn noun(&self) -> &'static str {
+        "session"
+    }
+    /// Put the kept session `id` where the CLI looks for it; best effort (the CLI reports a
+    /// session it cannot find).
+    fn restore(&self, kept: &Path, id: &str);
+    /// Copy the session `id` out of this run's home.
+    fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()>;
+}
+
+#[async_trait]
+impl<T: CliAgent> CodeAgent for T {
+    fn capabilities(&self) -> Capabilities {
+        T::CAPABILITIES
+    }
+
+    fn validate(&self, request: &AgentRequest) -> Result<(), AgentError> {
+        self.validate_request(request)
+    }
+
+    async fn version(&self) -> Option<String> {
+        crate::version_of(self.agent_config(), T::NAME, T::EXE).await
+    }
+
+    async fn run(
+        &self,
+        request: AgentRequest,
+        events: Arc<dyn EventSink>,
+        cancel: CancellationToken,
+    ) -> Result<AgentOutcome, AgentError> {
+        self.validate_request(&request)?;
+        let program = self
+            .agent_config()
+            .find(T::NAME, T::EXE)
+            .ok_or_else(|| AgentError::NotInstalled(T::EXE.into()))?;
+        let Prepared { args, env, sessions } = self.prepare(&request, events.as_ref())?;
+        let kept = self.agent_config().sessions_of(T::NAME);
+        if let (Some(files), Some(id)) = (&sessions, &request.resume_session) {
+            files.restore(&kept, id);
+        }
+        let run = CliRun {
+            program,
+            args,
+            env,
+            request,
+        };
+        let parser = Box::new(T::Parser::default());
+        let outcome = cli::run_cli(run, parser, events.clone(), cancel).await?;
+        if let (Some(files), Some(id)) = (&sessions, &outcome.session_id)
+            && let Err(e) = files.keep(&kept, id)
+        {
+            let noun = files.noun();
+            events.emit(events::log(
+                "agentpool",
+                &format!("could not keep {noun} {id} for follow-ups: {e}"),
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// Tell the run that `max_turns` has no effect on a CLI without such a setting (`what`: how
+/// the CLI would take it, "flag" or "option").
+pub fn note_max_turns_ignored(request: &AgentRequest, events: &dyn EventSink, agent: &str, what: &str) {
+    if request.max_turns.is_some() {
+        events.emit(events::log(
+            "agentpool",
+            &format!("{agent} has no max-turns {what}; max_turns is ignored"),
+        ));
+    }
+}
+
+/// Write `value` as pretty JSON (a CLI's settings file).
+pub fn write_json(path: &Path, value: &Value) -> Result<(), AgentError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+/// A session id safe to use in a file name: non-empty, only ASCII alphanumerics, `-` and `_`.
+/// Ids come from the CLI or a validated request; anything path-like is refused regardless.
+pub fn plain_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
