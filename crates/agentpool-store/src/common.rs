@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use agentpool_core::spec::RepoUrl;
 use agentpool_core::{
-    Attempt, AttemptOutcome, ErrorClass, LeaseToken, Task, TaskId, TaskResult, TaskSpec, TaskState,
-    Timestamp, WorkerId,
+    Attempt, AttemptOutcome, ErrorClass, Event, EventKind, LeaseToken, Project, Task, TaskId, TaskResult,
+    TaskSpec, TaskState, Timestamp, Worker, WorkerId,
 };
 
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, TokenRecord};
 
 /// Unix milliseconds to a timestamp. Out-of-range values (never written by the store) clamp
 /// to the epoch rather than failing a whole listing.
@@ -46,6 +46,194 @@ pub(crate) fn parse_worker(s: Option<String>) -> Result<Option<WorkerId>> {
 
 pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// `Ok(())` when a write touched a row, else `NotFound` for `what` `id`.
+pub(crate) fn found(rows_affected: u64, what: &'static str, id: &str) -> Result<()> {
+    if rows_affected == 0 {
+        return Err(StoreError::NotFound {
+            what,
+            id: id.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The outcome of inserting a token: a duplicate id or hash is a conflict, not a database
+/// failure.
+pub(crate) fn token_created<T>(r: std::result::Result<T, sqlx::Error>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict("a token with this id or hash exists".into()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The typed column reads the shared row mappers need. The two backends differ only in how a
+/// task id is stored (TEXT in SQLite, UUID in PostgreSQL) and in the width of `INTEGER`
+/// columns (64-bit in SQLite, 32-bit in PostgreSQL); everything else decodes the same way.
+pub(crate) trait StoreRow {
+    fn task_id(&self, col: &str) -> Result<TaskId>;
+    /// An `INTEGER` column (attempt counts, priority), widened to `i64`.
+    fn int(&self, col: &str) -> Result<i64>;
+    /// A `BIGINT` column (timestamps, lease tokens, slots, sequence numbers).
+    fn big(&self, col: &str) -> Result<i64>;
+    fn opt_big(&self, col: &str) -> Result<Option<i64>>;
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    fn flag(&self, col: &str) -> Result<bool>;
+}
+
+/// The [`StoreRow`] methods that are a plain `try_get` on both backends, for use inside each
+/// backend's `impl StoreRow`.
+macro_rules! plain_row_reads {
+    () => {
+        fn big(&self, col: &str) -> $crate::Result<i64> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_big(&self, col: &str) -> $crate::Result<Option<i64>> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn text(&self, col: &str) -> $crate::Result<String> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_text(&self, col: &str) -> $crate::Result<Option<String>> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn flag(&self, col: &str) -> $crate::Result<bool> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+    };
+}
+pub(crate) use plain_row_reads;
+
+pub(crate) fn raw_task(r: &impl StoreRow) -> Result<RawTask> {
+    Ok(RawTask {
+        id: r.task_id("id")?,
+        spec: r.text("spec")?,
+        state: r.text("state")?,
+        attempts: r.int("attempts")?,
+        max_attempts: r.int("max_attempts")?,
+        priority: r.int("priority")?,
+        created_at: r.big("created_at")?,
+        updated_at: r.big("updated_at")?,
+        run_after: r.big("run_after")?,
+        started_at: r.opt_big("started_at")?,
+        finished_at: r.opt_big("finished_at")?,
+        worker_id: r.opt_text("worker_id")?,
+        lease_token: r.big("lease_token")?,
+        lease_expires_at: r.opt_big("lease_expires_at")?,
+        cancel_requested: r.flag("cancel_requested")?,
+        error_class: r.opt_text("error_class")?,
+        error_message: r.opt_text("error_message")?,
+        result: r.opt_text("result")?,
+    })
+}
+
+pub(crate) fn task(r: &impl StoreRow) -> Result<Task> {
+    raw_task(r)?.into_task()
+}
+
+/// A `workers` row; `running` (how many tasks it holds) is counted separately.
+pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
+    let agents = r.text("agents")?;
+    let labels = r.text("labels")?;
+    let status = r.text("status")?;
+    Ok(Worker {
+        id: WorkerId::parse(r.text("id")?).map_err(|e| corrupt("worker id", e))?,
+        hostname: r.text("hostname")?,
+        version: r.text("version")?,
+        agents: serde_json::from_str(&agents).map_err(|e| corrupt("worker agents", e))?,
+        labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
+        slots: u32::try_from(r.big("slots")?).unwrap_or(0),
+        status: status.parse().map_err(|e| corrupt("worker status", e))?,
+        running,
+        registered_at: ts(r.big("registered_at")?),
+        last_heartbeat_at: ts(r.big("last_heartbeat_at")?),
+    })
+}
+
+pub(crate) fn project_row(r: &impl StoreRow) -> Result<Project> {
+    let spec = r.text("spec")?;
+    Ok(Project {
+        spec: serde_json::from_str(&spec).map_err(|e| corrupt("project spec", e))?,
+        created_at: ts(r.big("created_at")?),
+        updated_at: ts(r.big("updated_at")?),
+    })
+}
+
+pub(crate) fn token_row(r: &impl StoreRow) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.text("id")?,
+        name: r.text("name")?,
+        role: r.text("role")?,
+        hash: r.text("hash")?,
+        created_at: ts(r.big("created_at")?),
+        revoked: r.flag("revoked")?,
+    })
+}
+
+/// An `attempts` history row.
+pub(crate) fn attempt_row(r: &impl StoreRow) -> Result<Attempt> {
+    RawAttempt {
+        task_id: r.task_id("task_id")?,
+        number: r.int("number")?,
+        worker_id: r.text("worker_id")?,
+        lease_token: r.big("lease_token")?,
+        started_at: r.big("started_at")?,
+        ended_at: r.opt_big("ended_at")?,
+        outcome: r.text("outcome")?,
+        error_class: r.opt_text("error_class")?,
+        error_message: r.opt_text("error_message")?,
+    }
+    .into_attempt()
+}
+
+/// An `events` row of `task` (the query selects `seq, at, kind, data`).
+pub(crate) fn event_row(task: TaskId, r: &impl StoreRow) -> Result<Event> {
+    let kind = r.text("kind")?;
+    let data = r.text("data")?;
+    Ok(Event {
+        task_id: task,
+        seq: r.big("seq")?,
+        at: ts(r.big("at")?),
+        kind: kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
+        data: serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
+    })
+}
+
+/// The columns [`held`] reads.
+pub(crate) const HELD_COLS: &str = "id, lease_token, attempts, max_attempts, cancel_requested, \
+    has_dependents, constrained, worker_id, started_at";
+
+/// A running attempt as its holder presented it, read inside the transaction that ends it
+/// (row-locked there on PostgreSQL).
+pub(crate) struct Held {
+    pub id: TaskId,
+    pub token: i64,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub cancel_requested: bool,
+    pub has_dependents: bool,
+    pub constrained: bool,
+    pub worker_id: String,
+    pub started_at: i64,
+}
+
+pub(crate) fn held(r: &impl StoreRow) -> Result<Held> {
+    Ok(Held {
+        id: r.task_id("id")?,
+        token: r.big("lease_token")?,
+        attempts: r.int("attempts")?,
+        max_attempts: r.int("max_attempts")?,
+        cancel_requested: r.flag("cancel_requested")?,
+        has_dependents: r.flag("has_dependents")?,
+        constrained: r.flag("constrained")?,
+        worker_id: r.opt_text("worker_id")?.unwrap_or_default(),
+        started_at: r.opt_big("started_at")?.unwrap_or(0),
+    })
 }
 
 /// Column values of a new task, computed once from its spec.

@@ -16,15 +16,18 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    Attempt, ErrorClass, Event, EventKind, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec,
-    TaskState, Worker, WorkerId,
+    Attempt, ErrorClass, Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState,
+    Worker, WorkerId,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::common::{self, Candidate, Ending, NewTaskRow, RawAttempt, RawTask, corrupt, dur_ms, json, ts};
+use crate::common::{
+    self, Candidate, Ending, HELD_COLS, Held, NewTaskRow, StoreRow, dur_ms, held, json, project_row, task,
+    token_row, ts, worker_row,
+};
 use crate::{
     ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
     TokenRecord, WaitReason, WorkListener, WorkSignal,
@@ -64,9 +67,6 @@ fn cols(p: &str) -> String {
     .collect::<Vec<_>>()
     .join(", ")
 }
-
-const HELD_COLS: &str = "id, lease_token, attempts, max_attempts, cancel_requested, \
-    has_dependents, constrained, worker_id, started_at";
 
 /// Aborts the listener task when the last clone of the store goes away.
 #[derive(Debug)]
@@ -260,99 +260,16 @@ impl PgStore {
     }
 }
 
-fn raw_task(r: &PgRow) -> Result<RawTask> {
-    Ok(RawTask {
-        id: TaskId(r.try_get("id")?),
-        spec: r.try_get("spec")?,
-        state: r.try_get("state")?,
-        attempts: i64::from(r.try_get::<i32, _>("attempts")?),
-        max_attempts: i64::from(r.try_get::<i32, _>("max_attempts")?),
-        priority: i64::from(r.try_get::<i32, _>("priority")?),
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        run_after: r.try_get("run_after")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        worker_id: r.try_get("worker_id")?,
-        lease_token: r.try_get("lease_token")?,
-        lease_expires_at: r.try_get("lease_expires_at")?,
-        cancel_requested: r.try_get("cancel_requested")?,
-        error_class: r.try_get("error_class")?,
-        error_message: r.try_get("error_message")?,
-        result: r.try_get("result")?,
-    })
-}
+impl StoreRow for PgRow {
+    fn task_id(&self, col: &str) -> Result<TaskId> {
+        Ok(TaskId(self.try_get(col)?))
+    }
 
-fn task(r: &PgRow) -> Result<Task> {
-    raw_task(r)?.into_task()
-}
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(i64::from(self.try_get::<i32, _>(col)?))
+    }
 
-fn worker_row(r: &PgRow, running: u32) -> Result<Worker> {
-    let id: String = r.try_get("id")?;
-    let agents: String = r.try_get("agents")?;
-    let labels: String = r.try_get("labels")?;
-    let status: String = r.try_get("status")?;
-    let slots: i64 = r.try_get("slots")?;
-    Ok(Worker {
-        id: WorkerId::parse(id).map_err(|e| corrupt("worker id", e))?,
-        hostname: r.try_get("hostname")?,
-        version: r.try_get("version")?,
-        agents: serde_json::from_str(&agents).map_err(|e| corrupt("worker agents", e))?,
-        labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
-        slots: u32::try_from(slots).unwrap_or(0),
-        status: status.parse().map_err(|e| corrupt("worker status", e))?,
-        running,
-        registered_at: ts(r.try_get("registered_at")?),
-        last_heartbeat_at: ts(r.try_get("last_heartbeat_at")?),
-    })
-}
-
-fn project_row(r: &PgRow) -> Result<Project> {
-    let spec: String = r.try_get("spec")?;
-    Ok(Project {
-        spec: serde_json::from_str(&spec).map_err(|e| corrupt("project spec", e))?,
-        created_at: ts(r.try_get("created_at")?),
-        updated_at: ts(r.try_get("updated_at")?),
-    })
-}
-
-fn token_row(r: &PgRow) -> Result<TokenRecord> {
-    Ok(TokenRecord {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        role: r.try_get("role")?,
-        hash: r.try_get("hash")?,
-        created_at: ts(r.try_get("created_at")?),
-        revoked: r.try_get("revoked")?,
-    })
-}
-
-/// A running attempt as its holder presented it, read (and row-locked) in the transaction that
-/// ends it.
-struct Held {
-    id: TaskId,
-    token: i64,
-    attempts: i64,
-    max_attempts: i64,
-    cancel_requested: bool,
-    has_dependents: bool,
-    constrained: bool,
-    worker_id: String,
-    started_at: i64,
-}
-
-fn held(r: &PgRow) -> Result<Held> {
-    Ok(Held {
-        id: TaskId(r.try_get("id")?),
-        token: r.try_get("lease_token")?,
-        attempts: i64::from(r.try_get::<i32, _>("attempts")?),
-        max_attempts: i64::from(r.try_get::<i32, _>("max_attempts")?),
-        cancel_requested: r.try_get("cancel_requested")?,
-        has_dependents: r.try_get("has_dependents")?,
-        constrained: r.try_get("constrained")?,
-        worker_id: r.try_get::<Option<String>, _>("worker_id")?.unwrap_or_default(),
-        started_at: r.try_get::<Option<i64>, _>("started_at")?.unwrap_or(0),
-    })
+    common::plain_row_reads!();
 }
 
 /// A deadlock or serialization failure: the transaction was rolled back and may be retried.
@@ -424,7 +341,7 @@ async fn cascade_failure(
         frontier = Vec::new();
         for r in rows {
             if r.try_get::<bool, _>("has_dependents")? {
-                frontier.push(TaskId(r.try_get("id")?));
+                frontier.push(r.task_id("id")?);
             }
         }
     }
@@ -828,7 +745,7 @@ impl PgStore {
             .iter()
             .map(|r| {
                 Ok(Candidate {
-                    id: TaskId(r.try_get("id")?),
+                    id: r.task_id("id")?,
                     lock_key: r.try_get("lock_key")?,
                     project: r.try_get("project")?,
                     project_running: r.try_get("project_running")?,
@@ -1012,23 +929,7 @@ impl Store for PgStore {
         .bind(id.0)
         .fetch_all(&self.pool)
         .await?;
-        let mut attempts: Vec<Attempt> = rows
-            .iter()
-            .map(|r| {
-                RawAttempt {
-                    task_id: TaskId(r.try_get("task_id")?),
-                    number: i64::from(r.try_get::<i32, _>("number")?),
-                    worker_id: r.try_get("worker_id")?,
-                    lease_token: r.try_get("lease_token")?,
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    outcome: r.try_get("outcome")?,
-                    error_class: r.try_get("error_class")?,
-                    error_message: r.try_get("error_message")?,
-                }
-                .into_attempt()
-            })
-            .collect::<Result<_>>()?;
+        let mut attempts: Vec<Attempt> = rows.iter().map(common::attempt_row).collect::<Result<_>>()?;
         attempts.extend(common::current_attempt(&t));
         let waiting = self.waiting(&t).await?;
         Ok(Some(TaskDetail {
@@ -1436,19 +1337,7 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                let data: String = r.try_get("data")?;
-                Ok(Event {
-                    task_id: task,
-                    seq: r.try_get("seq")?,
-                    at: ts(r.try_get("at")?),
-                    kind: kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
-                    data: serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| common::event_row(task, r)).collect()
     }
 
     async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
@@ -1530,12 +1419,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: id.to_string(),
-            });
-        }
+        common::found(n, "worker", id.as_str())?;
         // Whatever it still held is rescued by the next maintenance pass instead of waiting
         // for the full lease.
         sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE state = 'running' AND worker_id = $2")
@@ -1593,13 +1477,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "project",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
+        common::found(n, "project", name)
     }
 
     async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()> {
@@ -1638,13 +1516,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "credential",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
+        common::found(n, "credential", name)
     }
 
     async fn create_token(&self, t: TokenRecord) -> Result<()> {
@@ -1660,13 +1532,7 @@ impl Store for PgStore {
         .bind(t.revoked)
         .execute(&self.pool)
         .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict("a token with this id or hash exists".into()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        common::token_created(r)
     }
 
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -1694,13 +1560,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "token",
-                id: id.to_string(),
-            });
-        }
-        Ok(())
+        common::found(n, "token", id)
     }
 
     async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64> {

@@ -10,8 +10,8 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    Attempt, ErrorClass, Event, EventKind, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec,
-    TaskState, Worker, WorkerId,
+    Attempt, ErrorClass, Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState,
+    Worker, WorkerId,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -19,7 +19,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::common::{self, Candidate, Ending, NewTaskRow, RawAttempt, RawTask, corrupt, dur_ms, json, ts};
+use crate::common::{
+    self, Candidate, Ending, HELD_COLS, Held, NewTaskRow, StoreRow, corrupt, dur_ms, held, json, project_row,
+    task, token_row, ts, worker_row,
+};
 use crate::{
     ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
     TokenRecord, WaitReason, WorkListener, WorkSignal,
@@ -122,107 +125,18 @@ impl SqliteStore {
     }
 }
 
-fn task_id(r: &SqliteRow, col: &str) -> Result<TaskId> {
-    let s: String = r.try_get(col)?;
-    s.parse().map_err(|e| corrupt("task id", e))
-}
+impl StoreRow for SqliteRow {
+    fn task_id(&self, col: &str) -> Result<TaskId> {
+        let s: String = self.try_get(col)?;
+        s.parse().map_err(|e| corrupt("task id", e))
+    }
 
-fn raw_task(r: &SqliteRow) -> Result<RawTask> {
-    Ok(RawTask {
-        id: task_id(r, "id")?,
-        spec: r.try_get("spec")?,
-        state: r.try_get("state")?,
-        attempts: r.try_get("attempts")?,
-        max_attempts: r.try_get("max_attempts")?,
-        priority: r.try_get("priority")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        run_after: r.try_get("run_after")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        worker_id: r.try_get("worker_id")?,
-        lease_token: r.try_get("lease_token")?,
-        lease_expires_at: r.try_get("lease_expires_at")?,
-        cancel_requested: r.try_get("cancel_requested")?,
-        error_class: r.try_get("error_class")?,
-        error_message: r.try_get("error_message")?,
-        result: r.try_get("result")?,
-    })
-}
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(self.try_get(col)?)
+    }
 
-fn task(r: &SqliteRow) -> Result<Task> {
-    raw_task(r)?.into_task()
+    common::plain_row_reads!();
 }
-
-fn worker_row(r: &SqliteRow, running: u32) -> Result<Worker> {
-    let id: String = r.try_get("id")?;
-    let agents: String = r.try_get("agents")?;
-    let labels: String = r.try_get("labels")?;
-    let status: String = r.try_get("status")?;
-    let slots: i64 = r.try_get("slots")?;
-    Ok(Worker {
-        id: WorkerId::parse(id).map_err(|e| corrupt("worker id", e))?,
-        hostname: r.try_get("hostname")?,
-        version: r.try_get("version")?,
-        agents: serde_json::from_str(&agents).map_err(|e| corrupt("worker agents", e))?,
-        labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
-        slots: u32::try_from(slots).unwrap_or(0),
-        status: status.parse().map_err(|e| corrupt("worker status", e))?,
-        running,
-        registered_at: ts(r.try_get("registered_at")?),
-        last_heartbeat_at: ts(r.try_get("last_heartbeat_at")?),
-    })
-}
-
-fn project_row(r: &SqliteRow) -> Result<Project> {
-    let spec: String = r.try_get("spec")?;
-    Ok(Project {
-        spec: serde_json::from_str(&spec).map_err(|e| corrupt("project spec", e))?,
-        created_at: ts(r.try_get("created_at")?),
-        updated_at: ts(r.try_get("updated_at")?),
-    })
-}
-
-fn token_row(r: &SqliteRow) -> Result<TokenRecord> {
-    Ok(TokenRecord {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        role: r.try_get("role")?,
-        hash: r.try_get("hash")?,
-        created_at: ts(r.try_get("created_at")?),
-        revoked: r.try_get("revoked")?,
-    })
-}
-
-/// A running attempt as the holder presented it, read inside the transaction that ends it.
-struct Held {
-    id: TaskId,
-    token: i64,
-    attempts: i64,
-    max_attempts: i64,
-    cancel_requested: bool,
-    has_dependents: bool,
-    constrained: bool,
-    worker_id: String,
-    started_at: i64,
-}
-
-fn held(r: &SqliteRow) -> Result<Held> {
-    Ok(Held {
-        id: task_id(r, "id")?,
-        token: r.try_get("lease_token")?,
-        attempts: r.try_get("attempts")?,
-        max_attempts: r.try_get("max_attempts")?,
-        cancel_requested: r.try_get("cancel_requested")?,
-        has_dependents: r.try_get("has_dependents")?,
-        constrained: r.try_get("constrained")?,
-        worker_id: r.try_get::<Option<String>, _>("worker_id")?.unwrap_or_default(),
-        started_at: r.try_get::<Option<i64>, _>("started_at")?.unwrap_or(0),
-    })
-}
-
-const HELD_COLS: &str = "id, lease_token, attempts, max_attempts, cancel_requested, \
-    has_dependents, constrained, worker_id, started_at";
 
 /// What ending an attempt changed that the caller must act on after commit.
 #[derive(Default)]
@@ -279,7 +193,7 @@ async fn cascade_failure(tx: &mut Transaction<'static, Sqlite>, failed: Vec<Task
         frontier = Vec::new();
         for r in rows {
             if r.try_get::<bool, _>("has_dependents")? {
-                frontier.push(task_id(&r, "id")?);
+                frontier.push(r.task_id("id")?);
             }
         }
     }
@@ -489,7 +403,7 @@ impl SqliteStore {
         .fetch_all(&self.reader)
         .await?
         .iter()
-        .map(|r| task_id(r, "dep_id"))
+        .map(|r| r.task_id("dep_id"))
         .collect::<Result<Vec<_>>>()?;
         if !pending.is_empty() {
             out.push(WaitReason::Dependencies { pending });
@@ -602,23 +516,7 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .fetch_all(&self.reader)
         .await?;
-        let mut attempts: Vec<Attempt> = rows
-            .iter()
-            .map(|r| {
-                RawAttempt {
-                    task_id: task_id(r, "task_id")?,
-                    number: r.try_get("number")?,
-                    worker_id: r.try_get("worker_id")?,
-                    lease_token: r.try_get("lease_token")?,
-                    started_at: r.try_get("started_at")?,
-                    ended_at: r.try_get("ended_at")?,
-                    outcome: r.try_get("outcome")?,
-                    error_class: r.try_get("error_class")?,
-                    error_message: r.try_get("error_message")?,
-                }
-                .into_attempt()
-            })
-            .collect::<Result<_>>()?;
+        let mut attempts: Vec<Attempt> = rows.iter().map(common::attempt_row).collect::<Result<_>>()?;
         attempts.extend(common::current_attempt(&t));
         let waiting = self.waiting(&t).await?;
         Ok(Some(TaskDetail {
@@ -834,7 +732,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| {
                 Ok(Candidate {
-                    id: task_id(r, "id")?,
+                    id: r.task_id("id")?,
                     lock_key: r.try_get("lock_key")?,
                     project: r.try_get("project")?,
                     project_running: r.try_get("project_running")?,
@@ -1100,19 +998,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let kind: String = r.try_get("kind")?;
-                let data: String = r.try_get("data")?;
-                Ok(Event {
-                    task_id: task,
-                    seq: r.try_get("seq")?,
-                    at: ts(r.try_get("at")?),
-                    kind: kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
-                    data: serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| common::event_row(task, r)).collect()
     }
 
     async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
@@ -1192,12 +1078,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: id.to_string(),
-            });
-        }
+        common::found(n, "worker", id.as_str())?;
         // Whatever it still held is rescued by the next maintenance pass instead of waiting
         // for the full lease.
         sqlx::query("UPDATE tasks SET lease_expires_at = ? WHERE state = 'running' AND worker_id = ?")
@@ -1252,13 +1133,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "project",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
+        common::found(n, "project", name)
     }
 
     async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()> {
@@ -1298,13 +1173,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "credential",
-                id: name.to_string(),
-            });
-        }
-        Ok(())
+        common::found(n, "credential", name)
     }
 
     async fn create_token(&self, t: TokenRecord) -> Result<()> {
@@ -1319,13 +1188,7 @@ impl Store for SqliteStore {
         .bind(t.revoked)
         .execute(&self.writer)
         .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict("a token with this id or hash exists".into()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        common::token_created(r)
     }
 
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
@@ -1353,13 +1216,7 @@ impl Store for SqliteStore {
             .execute(&self.writer)
             .await?
             .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "token",
-                id: id.to_string(),
-            });
-        }
-        Ok(())
+        common::found(n, "token", id)
     }
 
     async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64> {
