@@ -86,6 +86,22 @@ async fn finished_within(store: &Arc<dyn Store>, id: TaskId, limit: Duration) ->
     }
 }
 
+/// Enqueue `spec`, run a worker whose agents talk to `model` until the task finishes (within
+/// `limit`), stop the worker.
+async fn run_to_end(
+    env: &Env,
+    agent: &str,
+    model: &ModelServer,
+    spec: TaskSpec,
+    limit: Duration,
+) -> TaskDetail {
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = agent_worker(env, agent, model);
+    let done = finished_within(&env.store, task.id, limit).await;
+    w.stop().await;
+    done
+}
+
 fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
@@ -101,16 +117,9 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
     ]))
     .await
     .unwrap();
-    let task = env
-        .store
-        .enqueue(agent_task(&env, agent, "Create hello.txt"))
-        .await
-        .unwrap()
-        .task;
-    let w = agent_worker(&env, agent, &model);
-    let done = finished_within(&env.store, task.id, Duration::from_secs(150)).await;
-    w.stop().await;
-    let evs = events(&env.store, task.id).await;
+    let spec = agent_task(&env, agent, "Create hello.txt");
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
+    let evs = events(&env.store, done.task.id).await;
     let why = format!("{:?}\n{:#?}", done.task.error_message, evs);
     assert_eq!(done.task.state, TaskState::Succeeded, "{why}");
     let result = done.task.result.clone().expect("a result");
@@ -148,10 +157,7 @@ async fn endpoint_401_fails_auth_without_retry(agent: &str) {
     let model = ModelServer::start(Script::new([Step::fail(401)])).await.unwrap();
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(3);
-    let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = agent_worker(&env, agent, &model);
-    let done = finished_within(&env.store, task.id, Duration::from_secs(120)).await;
-    w.stop().await;
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(120)).await;
     assert_eq!(
         done.task.state,
         TaskState::Failed,
@@ -175,10 +181,7 @@ async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
     .unwrap();
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(2);
-    let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = agent_worker(&env, agent, &model);
-    let done = finished_within(&env.store, task.id, Duration::from_secs(180)).await;
-    w.stop().await;
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(180)).await;
     assert_eq!(
         done.task.state,
         TaskState::Failed,
@@ -242,10 +245,7 @@ async fn claude_code_max_turns_fails_with_agent_error() {
         .unwrap();
     let mut spec = agent_task(&env, "claude-code", "Keep running commands");
     spec.max_turns = Some(1);
-    let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = agent_worker(&env, "claude-code", &model);
-    let done = finished_within(&env.store, task.id, Duration::from_secs(120)).await;
-    w.stop().await;
+    let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(120)).await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
 }
