@@ -265,20 +265,26 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Ask a follow-up resuming `session` in `fx`: it must succeed in the same session, and the
+/// model must see the first task's prompt.
+async fn follow_up_continues(agent: &dyn CodeAgent, fx: &Fixture, name: &str, session: &str) {
+    let mut req = fx.request(name, "What did I ask you to remember?");
+    req.resume_session = Some(session.to_string());
+    let (second, sink) = fx.run(agent, req).await;
+    let why = describe(&second, &sink, &fx.server);
+    assert!(!second.is_error, "{why}");
+    assert_eq!(second.session_id.as_deref(), Some(session), "{why}");
+    let last = fx.server.agent_requests().last().cloned().expect("a request");
+    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+}
+
 async fn follow_up_resumes_the_session(name: &str) {
     let Some(agent) = agent(name) else { return };
     let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
     let (first, sink) = fx.run(agent.as_ref(), fx.request(name, "Remember 42")).await;
     assert!(!first.is_error, "{}", describe(&first, &sink, &fx.server));
     let session = first.session_id.clone().expect("a session id");
-    let mut req = fx.request(name, "What did I ask you to remember?");
-    req.resume_session = Some(session.clone());
-    let (second, sink) = fx.run(agent.as_ref(), req).await;
-    let why = describe(&second, &sink, &fx.server);
-    assert!(!second.is_error, "{why}");
-    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
-    let last = fx.server.agent_requests().last().cloned().expect("a request");
-    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+    follow_up_continues(agent.as_ref(), &fx, name, &session).await;
 }
 
 /// As the worker runs follow-ups: another task directory, another private home.
@@ -300,14 +306,7 @@ async fn follow_up_in_a_fresh_home_resumes_the_session(name: &str) {
         .status()
         .unwrap();
     assert!(cp.success());
-    let mut req = fx.request(name, "What did I ask you to remember?");
-    req.resume_session = Some(session.clone());
-    let (second, sink) = fx.run(agent.as_ref(), req).await;
-    let why = describe(&second, &sink, &fx.server);
-    assert!(!second.is_error, "{why}");
-    assert_eq!(second.session_id.as_deref(), Some(session.as_str()), "{why}");
-    let last = fx.server.agent_requests().last().cloned().expect("a request");
-    assert!(last.body.to_string().contains("Remember 42"), "{why}");
+    follow_up_continues(agent.as_ref(), &fx, name, &session).await;
 }
 
 async fn timeout_is_classified_timeout(name: &str) {
