@@ -11,7 +11,7 @@ use crate::api::{BuildRequest, CredentialList, CredentialValue, ProjectList, Tas
 use crate::auth::{Admins, Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::routes::tasks::{enqueued, prepare_spec, task_filter};
+use crate::routes::tasks::{list_page, submit_one};
 use crate::state::AppState;
 
 fn valid_name(s: &str) -> bool {
@@ -198,17 +198,7 @@ pub async fn submit_build(
         idempotency_key: b.idempotency_key,
         ..TaskSpec::default()
     };
-    let spec = prepare_spec(&state, spec, "")
-        .await
-        .map_err(ApiError::validation)?;
-    let out = state.store().enqueue(spec).await?;
-    enqueued(&state, std::slice::from_ref(&out));
-    let status = if out.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(out)).into_response())
+    submit_one(&state, spec).await
 }
 
 #[utoipa::path(
@@ -229,15 +219,7 @@ pub async fn list_builds(
         return Err(ApiError::not_found("project", &name));
     }
     q.project = Some(name);
-    let filter = task_filter(q)?;
-    let limit = filter.limit as usize;
-    let tasks = state.store().list_tasks(&filter).await?;
-    let next_cursor = if tasks.len() == limit {
-        tasks.last().map(|t| t.id)
-    } else {
-        None
-    };
-    Ok(Json(TaskPage { tasks, next_cursor }))
+    list_page(&state, q).await.map(Json)
 }
 
 #[utoipa::path(

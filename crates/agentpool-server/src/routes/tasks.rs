@@ -130,18 +130,24 @@ pub async fn submit(
     } else {
         let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
         let spec: TaskSpec = parse_json(&bytes)?;
-        let spec = prepare_spec(&state, spec, "")
-            .await
-            .map_err(ApiError::validation)?;
-        let out = state.store().enqueue(spec).await?;
-        enqueued(&state, std::slice::from_ref(&out));
-        let status = if out.created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok((status, Json(out)).into_response())
+        submit_one(&state, spec).await
     }
+}
+
+/// Validate, enqueue and announce one task: 201 when created, 200 when its idempotency key
+/// matched an earlier task. Shared by `POST /v1/tasks` and project builds.
+pub(crate) async fn submit_one(state: &AppState, spec: TaskSpec) -> ApiResult<Response> {
+    let spec = prepare_spec(state, spec, "")
+        .await
+        .map_err(ApiError::validation)?;
+    let out = state.store().enqueue(spec).await?;
+    enqueued(state, std::slice::from_ref(&out));
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)).into_response())
 }
 
 #[utoipa::path(
@@ -155,6 +161,11 @@ pub async fn list(
     _auth: Authorized<Submitters>,
     ApiQuery(q): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<TaskPage>> {
+    list_page(&state, q).await.map(Json)
+}
+
+/// One page of tasks matching `q`; a full page carries the cursor of the next one.
+pub(crate) async fn list_page(state: &AppState, q: TaskListQuery) -> ApiResult<TaskPage> {
     let filter = task_filter(q)?;
     let limit = filter.limit as usize;
     let tasks = state.store().list_tasks(&filter).await?;
@@ -163,7 +174,7 @@ pub async fn list(
     } else {
         None
     };
-    Ok(Json(TaskPage { tasks, next_cursor }))
+    Ok(TaskPage { tasks, next_cursor })
 }
 
 pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
