@@ -154,13 +154,11 @@ pub struct TokenRecord {
 }
 
 /// What the maintenance pass did. `leases_requeued` counts every expired lease rescued,
-/// including those whose task had no attempts left and was failed (`tasks_failed` is not
-/// counted separately yet and stays 0).
+/// including those whose task had no attempts left and was therefore failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MaintenanceReport {
     pub workers_offline: u64,
     pub leases_requeued: u64,
-    pub tasks_failed: u64,
     pub tasks_purged: u64,
 }
 
@@ -394,7 +392,6 @@ pub trait Store: Send + Sync + 'static {
         Ok(MaintenanceReport {
             workers_offline: self.mark_workers_offline(offline_after).await?,
             leases_requeued: self.requeue_expired().await?,
-            tasks_failed: 0,
             tasks_purged: self.purge_finished(retention).await?,
         })
     }
