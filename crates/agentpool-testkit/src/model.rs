@@ -448,6 +448,23 @@ fn parse_body(bytes: &Bytes) -> Value {
     serde_json::from_slice(bytes).unwrap_or(Value::Null)
 }
 
+/// The model the request names, or the API's usual default.
+fn model_of(body: &Value, default: &str) -> String {
+    body.get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// Record the request and pick the scripted step; side requests (titles, routing) get a fixed
+/// answer so they never consume the test's script.
+fn step_for(shared: &Shared, api: Api, uri: &Uri, headers: &HeaderMap, body: &Value, side: &str) -> Step {
+    match shared.play(api, uri, headers, body) {
+        Play::Side => Step::answer(side),
+        Play::Step(s) => s,
+    }
+}
+
 fn wants_stream(body: &Value) -> bool {
     body.get("stream").and_then(Value::as_bool).unwrap_or(false)
 }
@@ -516,15 +533,15 @@ async fn anthropic(
     bytes: Bytes,
 ) -> Response {
     let body = parse_body(&bytes);
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("claude-sonnet-4-5")
-        .to_string();
-    let step = match shared.play(Api::Anthropic, &uri, &headers, &body) {
-        Play::Side => Step::answer("Scripted side answer"),
-        Play::Step(s) => s,
-    };
+    let model = model_of(&body, "claude-sonnet-4-5");
+    let step = step_for(
+        &shared,
+        Api::Anthropic,
+        &uri,
+        &headers,
+        &body,
+        "Scripted side answer",
+    );
     let (block, stop) = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => {
@@ -624,15 +641,15 @@ async fn responses(
     bytes: Bytes,
 ) -> Response {
     let body = parse_body(&bytes);
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("gpt-5.5")
-        .to_string();
-    let step = match shared.play(Api::Responses, &uri, &headers, &body) {
-        Play::Side => Step::answer("Scripted side answer"),
-        Play::Step(s) => s,
-    };
+    let model = model_of(&body, "gpt-5.5");
+    let step = step_for(
+        &shared,
+        Api::Responses,
+        &uri,
+        &headers,
+        &body,
+        "Scripted side answer",
+    );
     let item = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => {
@@ -726,15 +743,15 @@ fn openai_error(status: u16, retry_after: Option<u64>) -> Response {
 
 async fn chat(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, bytes: Bytes) -> Response {
     let body = parse_body(&bytes);
-    let model = body
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("stub-model")
-        .to_string();
-    let step = match shared.play(Api::ChatCompletions, &uri, &headers, &body) {
-        Play::Side => Step::answer("Scripted title"),
-        Play::Step(s) => s,
-    };
+    let model = model_of(&body, "stub-model");
+    let step = step_for(
+        &shared,
+        Api::ChatCompletions,
+        &uri,
+        &headers,
+        &body,
+        "Scripted title",
+    );
     let (message, finish) = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => return openai_error(*status, *retry_after),
@@ -802,10 +819,14 @@ async fn gemini(
     if action == "countTokens" {
         return axum::Json(json!({"totalTokens": INPUT_TOKENS})).into_response();
     }
-    let step = match shared.play(Api::Gemini, &uri, &headers, &body) {
-        Play::Side => Step::answer("Scripted side answer"),
-        Play::Step(s) => s,
-    };
+    let step = step_for(
+        &shared,
+        Api::Gemini,
+        &uri,
+        &headers,
+        &body,
+        "Scripted side answer",
+    );
     let part = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => {
