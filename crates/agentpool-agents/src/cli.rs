@@ -474,7 +474,7 @@ pub fn status_in(text: &str) -> Option<u16> {
     None
 }
 
-/// The class of a free-text error: a named HTTP status first, else SPEC §2's keywords on the
+/// The class of a free-text error: a named HTTP status first, else the keywords of docs/guarantees.md on the
 /// text with URLs removed (a port such as `:34291` must not read as a 429).
 pub fn classify_text(text: &str) -> Option<ErrorClass> {
     if let Some(status) = status_in(text)

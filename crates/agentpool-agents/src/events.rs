@@ -1,4 +1,4 @@
-//! Builders for the normalized agent events (SPEC §4) so every adapter emits the same shapes:
+//! Builders for the normalized agent events (docs/architecture.md) so every adapter emits the same shapes:
 //! `session_started {session_id, model}`, `assistant_message {text}`, `tool_call {id, name,
 //! input}`, `tool_result {id, ok, output}`, `usage {input_tokens, output_tokens,
 //! cache_read_tokens, cache_write_tokens, cost_usd}`, `api_retry {attempt, max_retries,

@@ -1,4 +1,4 @@
-//! Error classes (SPEC §2): what went wrong with an attempt, and whether trying again can help.
+//! Error classes (docs/guarantees.md): what went wrong with an attempt, and whether trying again can help.
 
 use std::fmt;
 use std::str::FromStr;
@@ -69,7 +69,7 @@ impl ErrorClass {
         }
     }
 
-    /// Classify free text (an error message, an agent's stderr) by the signals SPEC §2 lists.
+    /// Classify free text (an error message, an agent's stderr) by the signals docs/guarantees.md lists.
     /// Used as the last resort when an agent gave no structured status.
     pub fn from_message(text: &str) -> Option<ErrorClass> {
         let t = text.to_ascii_lowercase();
@@ -136,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn retryability_follows_the_spec_table() {
+    fn retryability_follows_the_documented_table() {
         assert!(ErrorClass::RateLimited.is_retryable());
         assert!(ErrorClass::Timeout.is_retryable());
         assert!(ErrorClass::AgentError.is_retryable());

@@ -1,5 +1,5 @@
 //! Task events: the append-only, ordered record of what happened to a task — lifecycle
-//! transitions and the normalized agent events (SPEC §4).
+//! transitions and the normalized agent events (docs/architecture.md).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! Wire types of the worker protocol (SPEC §5), shared by the server, the HTTP worker client
+//! Wire types of the worker protocol (docs/architecture.md), shared by the server, the HTTP worker client
 //! and the in-process worker so that both paths speak the same language.
 
 use serde::{Deserialize, Serialize};

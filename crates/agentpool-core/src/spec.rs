@@ -199,7 +199,7 @@ impl fmt::Display for BranchName {
     }
 }
 
-/// Default per-task timeout (SPEC §2).
+/// Default per-task timeout (docs/guarantees.md).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30 * 60;
 /// Upper bound on a per-task timeout unless the operator raises it.
 pub const MAX_TIMEOUT_SECS: u64 = 24 * 60 * 60;

@@ -1,5 +1,5 @@
 //! The worker protocol as the worker loop sees it: one [`WorkerApi`] trait, implemented
-//! in-process over a [`Store`] (embedded mode) and over HTTP (SPEC §5), so both deployment
+//! in-process over a [`Store`] (embedded mode) and over HTTP (docs/architecture.md), so both deployment
 //! modes share the same worker code.
 
 use std::collections::{BTreeMap, HashMap};
@@ -209,7 +209,7 @@ impl WorkerApi for StoreWorkerApi {
 // ---------------------------------------------------------------------------------------------
 // Over HTTP.
 
-/// The worker protocol over HTTP (SPEC §5) with a bearer token.
+/// The worker protocol over HTTP (docs/architecture.md) with a bearer token.
 ///
 /// A small client of its own rather than the server crate's, so that a worker-only build does
 /// not pull in the server (axum, OpenAPI, metrics); the wire types are core's.

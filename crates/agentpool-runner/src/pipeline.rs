@@ -1,4 +1,4 @@
-//! One task, start to end (SPEC §3): validate, prepare the workspace, run the setup command,
+//! One task, start to end (docs/architecture.md): validate, prepare the workspace, run the setup command,
 //! run the command or the agent, commit and push, and decide what to report — a result, or a
 //! failure with its error class.
 

@@ -1,4 +1,4 @@
-//! The worker loop (SPEC §6): register with capabilities, heartbeat (extending leases, acting
+//! The worker loop (docs/architecture.md, "The worker protocol"): register with capabilities, heartbeat (extending leases, acting
 //! on `cancel`, `lost` and `drain`), long-poll claims only while a slot is free, run up to N
 //! tasks at once through the [`Pipeline`], report with retries, and on shutdown drain: stop
 //! claiming, let running tasks finish within a grace period, cancel the rest, report,
@@ -63,7 +63,7 @@ impl std::fmt::Debug for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults (SPEC §6): heartbeat every 10 s, 20 s long polls, 60 s drain grace, reports
+    /// Defaults: heartbeat every 10 s, 20 s long polls, 60 s drain grace, reports
     /// retried for 10 minutes; workspaces and state under `dir`.
     pub fn new(dir: impl Into<std::path::PathBuf>, concurrency: u32) -> Self {
         Self {

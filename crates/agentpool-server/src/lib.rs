@@ -1,6 +1,6 @@
 //! agentpool's HTTP server: the task API, the worker protocol with long-poll claims, bearer
 //! auth, credentials encrypted at rest, live task events over SSE, the maintenance loop,
-//! Prometheus metrics and the OpenAPI document (SPEC §5, §6).
+//! Prometheus metrics and the OpenAPI document (docs/architecture.md).
 //!
 //! Entry points for the binary: [`ServerConfig`] + [`serve`] (or [`start`] to learn the bound
 //! address first), [`router`] for in-process use, and [`auth::create_token`] for
@@ -40,7 +40,7 @@ pub use routes::route_list;
 pub use state::AppState;
 
 /// Everything `agentpool serve` configures. Build it with [`ServerConfig::new`] and adjust
-/// fields; the defaults follow SPEC §2.
+/// fields; the defaults are those docs/guarantees.md describes.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// `sqlite://path` (or a plain path) or `postgres://…`; used by [`serve`] and [`start`].

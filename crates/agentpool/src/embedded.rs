@@ -173,8 +173,8 @@ const AGENT_EXES: [(&str, &str); 4] = [
     ("gemini", "gemini"),
 ];
 
-/// The agents a worker may run: the shipped adapters whose CLI is installed (SPEC §6: a worker
-/// only advertises what it can run, so tasks for other agents wait for a worker that has
+/// The agents a worker may run: the shipped adapters whose CLI is installed (a worker only
+/// advertises what it can run, so tasks for other agents wait for a worker that has
 /// them), or exactly those named. `command` is always available.
 pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let mut cfg = AgentConfig::from_env();

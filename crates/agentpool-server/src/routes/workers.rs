@@ -26,7 +26,7 @@ use crate::error::{ApiError, ApiResult, ErrorDetail};
 use crate::extract::{ApiBody, ApiJson, ApiPath, parse_json};
 use crate::state::{AppState, CachedWorker};
 
-/// Upper bound of a long poll (SPEC §5).
+/// Upper bound of a long poll (docs/architecture.md).
 const MAX_WAIT_SECS: u32 = 60;
 const MAX_CLAIM: u32 = 1000;
 const MAX_EVENTS_PER_CALL: usize = 1000;
