@@ -139,6 +139,13 @@ struct Failed {
     retry_after: Option<Duration>,
 }
 
+/// Make `path` absolute against the current directory; left as it is if that cannot be read.
+fn absolutize(path: &mut PathBuf) {
+    if let Ok(abs) = std::path::absolute(&*path) {
+        *path = abs;
+    }
+}
+
 fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
     Failed {
         class,
@@ -148,7 +155,14 @@ fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
 }
 
 impl Pipeline {
-    pub fn new(cfg: PipelineConfig, agents: Registry) -> Self {
+    pub fn new(mut cfg: PipelineConfig, agents: Registry) -> Self {
+        // git and the agents run with the workspace as their working directory, so a relative
+        // path given here would name somewhere else (or nothing) by the time they use it.
+        absolutize(&mut cfg.workspace.root);
+        absolutize(&mut cfg.state_dir);
+        if let Some(m) = &mut cfg.workspace.mirror_dir {
+            absolutize(m);
+        }
         Self {
             cfg,
             agents,

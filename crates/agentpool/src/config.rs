@@ -36,7 +36,9 @@ pub struct Settings {
 
 impl Settings {
     pub fn resolve(global: &GlobalArgs) -> anyhow::Result<Self> {
-        let data_dir = global.data_dir.clone().unwrap_or_else(default_data_dir);
+        // Absolute from here on: workers run git and agents with other working directories,
+        // where a relative data dir would name a different (missing) place.
+        let data_dir = absolute(global.data_dir.clone().unwrap_or_else(default_data_dir))?;
         let file = load_file(&data_dir)?;
         Ok(Self {
             server: global.server.clone().or(file.server).filter(|s| !s.is_empty()),
@@ -60,6 +62,12 @@ impl Settings {
             .or_else(|| self.database_url.clone())
             .unwrap_or_else(|| sqlite_url(&self.data_dir.join("agentpool.db")))
     }
+}
+
+/// `path` relative to the current directory made absolute (without resolving symlinks, and
+/// without requiring that it exists yet).
+pub fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
+    std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 pub fn sqlite_url(path: &Path) -> String {

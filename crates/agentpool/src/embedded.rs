@@ -267,10 +267,10 @@ pub async fn run_http_worker(settings: &Settings, args: WorkerArgs) -> anyhow::R
     };
     let api = HttpWorkerApi::new(&server, settings.token.clone().map(Secret::new))
         .map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
-    let dir = args
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| settings.data_dir.join("work"));
+    let dir = match args.work_dir.clone() {
+        Some(d) => crate::config::absolute(d)?,
+        None => settings.data_dir.join("work"),
+    };
     let mut cfg = WorkerConfig::new(&dir, args.concurrency);
     if let Some(id) = &args.id {
         cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
