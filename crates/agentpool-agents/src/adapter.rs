@@ -1,6 +1,7 @@
-//! The run skeleton every agent-CLI adapter shares: validate, find the CLI, let the adapter
-//! write its home and pick flags/env, put back a kept session, run, keep the session for
-//! follow-ups. Each adapter module supplies only what is specific to its CLI ([`CliAgent`]).
+//! The run skeleton every agent-CLI adapter shares: validate, find the CLI, check that it can
+//! authenticate, let the adapter write its home and pick flags/env, put back a kept session,
+//! run, keep the session for follow-ups. Each adapter module supplies only what is specific to
+//! its CLI ([`CliAgent`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthNeeds;
 use crate::cli::{self, AgentConfig, CliRun, LineParser};
 use crate::events;
 use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
@@ -29,6 +31,12 @@ pub trait CliAgent: Send + Sync {
     /// Checks beyond [`cli::validate_common`]; the default has none.
     fn validate_request(&self, request: &AgentRequest) -> Result<(), AgentError> {
         cli::validate_common(request, "prompt")
+    }
+
+    /// What the CLI needs to authenticate for `request`, checked before it starts; the
+    /// default needs nothing.
+    fn auth_needs(&self, _request: &AgentRequest) -> AuthNeeds {
+        AuthNeeds::any_of([])
     }
 
     /// Write the CLI's config into `request.home` and choose its arguments and environment.
@@ -82,6 +90,7 @@ impl<T: CliAgent> CodeAgent for T {
             .agent_config()
             .find(T::NAME, T::EXE)
             .ok_or_else(|| AgentError::NotInstalled(T::EXE.into()))?;
+        self.auth_needs(&request).check(T::NAME, &request)?;
         let Prepared { args, env, sessions } = self.prepare(&request, events.as_ref())?;
         let kept = self.agent_config().sessions_of(T::NAME);
         if let (Some(files), Some(id)) = (&sessions, &request.resume_session) {

@@ -9,6 +9,7 @@ use agentpool_core::{ErrorClass, NewEvent, Usage};
 use serde_json::Value;
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
+use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, Retry, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
@@ -62,6 +63,22 @@ impl CliAgent for ClaudeCode {
 
     fn agent_config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// An API key or token, a cloud provider that brings its own credentials, or the login
+    /// `claude /login` writes into the config dir (`CLAUDE_CONFIG_DIR/.credentials.json`; the
+    /// adapter points `CLAUDE_CONFIG_DIR` at `~/.claude`). Without any, the CLI answers "Not
+    /// logged in · Please run /login" and exits 1.
+    fn auth_needs(&self, _request: &AgentRequest) -> AuthNeeds {
+        AuthNeeds::any_of([
+            AuthSource::Key("ANTHROPIC_API_KEY"),
+            AuthSource::Key("ANTHROPIC_AUTH_TOKEN"),
+            AuthSource::Key("CLAUDE_CODE_OAUTH_TOKEN"),
+            AuthSource::Switch("CLAUDE_CODE_USE_BEDROCK"),
+            AuthSource::Switch("CLAUDE_CODE_USE_VERTEX"),
+            AuthSource::Switch("CLAUDE_CODE_USE_FOUNDRY"),
+            AuthSource::LoginFile(".claude/.credentials.json"),
+        ])
     }
 
     fn prepare(&self, request: &AgentRequest, _events: &dyn EventSink) -> Result<Prepared, AgentError> {
@@ -227,10 +244,17 @@ impl Parser {
                 _ => {}
             }
         }
-        // The synthetic message before an API-error result carries the status.
-        if let Some(status) = v.get("api_error_status").and_then(Value::as_u64) {
+        // The synthetic message before an API-error result carries the status, or (when no
+        // request was made, e.g. "Not logged in") only the error's name.
+        let status = v.get("api_error_status").and_then(Value::as_u64);
+        let named = match v.get("error").and_then(Value::as_str) {
+            Some("authentication_failed") => Some(ErrorClass::AuthFailed),
+            Some("rate_limit") => Some(ErrorClass::RateLimited),
+            _ => None,
+        };
+        if status.is_some() || named.is_some() {
             let msg = events::text_of(v.pointer("/message/content").unwrap_or(&Value::Null));
-            self.summary.error(class_of_status(status), &msg);
+            self.summary.error(status.and_then(class_of_status).or(named), &msg);
         }
         out
     }

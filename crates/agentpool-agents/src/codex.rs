@@ -11,6 +11,7 @@ use agentpool_core::{NewEvent, Usage};
 use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
+use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
@@ -93,6 +94,22 @@ impl CliAgent for Codex {
 
     fn agent_config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// With `OPENAI_BASE_URL` the adapter's provider reads its key from `OPENAI_API_KEY` (the
+    /// CLI fails "Missing environment variable" without it). Otherwise OpenAI's own provider:
+    /// a key, or the login `codex login` writes to `CODEX_HOME/auth.json` — without either the
+    /// CLI does not fail fast but tries the network.
+    fn auth_needs(&self, request: &AgentRequest) -> AuthNeeds {
+        if request.env.contains_key("OPENAI_BASE_URL") {
+            AuthNeeds::any_of([AuthSource::Key("OPENAI_API_KEY")]).because("the endpoint in OPENAI_BASE_URL")
+        } else {
+            AuthNeeds::any_of([
+                AuthSource::Key("OPENAI_API_KEY"),
+                AuthSource::Key("CODEX_API_KEY"),
+                AuthSource::LoginFile(".codex/auth.json"),
+            ])
+        }
     }
 
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {

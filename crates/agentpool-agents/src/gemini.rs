@@ -10,6 +10,7 @@ use agentpool_core::{ErrorClass, NewEvent, Usage};
 use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
+use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
@@ -77,6 +78,13 @@ impl CliAgent for Gemini {
 
     fn agent_config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The settings select API-key authentication, which reads `GEMINI_API_KEY` (without it
+    /// the CLI exits 41: "When using Gemini API, you must specify the GEMINI_API_KEY
+    /// environment variable").
+    fn auth_needs(&self, _request: &AgentRequest) -> AuthNeeds {
+        AuthNeeds::any_of([AuthSource::Key("GEMINI_API_KEY")])
     }
 
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {

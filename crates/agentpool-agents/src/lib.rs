@@ -14,6 +14,7 @@
 //! directory). OpenCode resumes only within the same home (see its module).
 
 pub mod adapter;
+pub mod auth;
 pub mod claude_code;
 pub mod cli;
 pub mod codex;
@@ -117,6 +118,9 @@ pub enum AgentError {
     Invalid(String),
     #[error("agent binary not found: {0}")]
     NotInstalled(String),
+    /// What the agent's CLI needs to authenticate is missing (see [`auth`]); no retry can help.
+    #[error("{0}")]
+    NotAuthenticated(String),
     #[error("i/o error running the agent: {0}")]
     Io(#[from] std::io::Error),
     /// The time left for the run was already below the minimum (e.g. a long setup step used
@@ -129,6 +133,7 @@ impl AgentError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::Invalid(_) | Self::NotInstalled(_) => ErrorClass::InvalidTask,
+            Self::NotAuthenticated(_) => ErrorClass::AuthFailed,
             Self::Io(_) => ErrorClass::AgentError,
             Self::NoTimeLeft(_) => ErrorClass::Timeout,
         }

@@ -21,6 +21,7 @@ use agentpool_core::{ErrorClass, NewEvent, Usage};
 use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared};
+use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
@@ -128,6 +129,28 @@ impl CliAgent for OpenCode {
             )));
         }
         Ok(())
+    }
+
+    /// The key of the provider the run uses: `OPENAI_API_KEY` for the endpoint in
+    /// `OPENAI_BASE_URL`, else the variable OpenCode reads for the model's provider — or the
+    /// login `opencode auth login` writes (`$XDG_DATA_HOME/opencode/auth.json`). Without a
+    /// model OpenCode uses its own free models, which need no key; other providers are not
+    /// checked.
+    fn auth_needs(&self, request: &AgentRequest) -> AuthNeeds {
+        const LOGIN: AuthSource = AuthSource::LoginFile(".local/share/opencode/auth.json");
+        if request.env.contains_key("OPENAI_BASE_URL") {
+            return AuthNeeds::any_of([AuthSource::Key("OPENAI_API_KEY")])
+                .because("the endpoint in OPENAI_BASE_URL");
+        }
+        let provider = request.model.as_deref().and_then(|m| m.split_once('/')).map(|(p, _)| p);
+        let keys: &[&'static str] = match provider {
+            Some("anthropic") => &["ANTHROPIC_API_KEY"],
+            Some("openai") => &["OPENAI_API_KEY"],
+            Some("google") => &["GOOGLE_GENERATIVE_AI_API_KEY", "GEMINI_API_KEY"],
+            Some("openrouter") => &["OPENROUTER_API_KEY"],
+            _ => return AuthNeeds::any_of([]),
+        };
+        AuthNeeds::any_of(keys.iter().copied().map(AuthSource::Key).chain([LOGIN]))
     }
 
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {

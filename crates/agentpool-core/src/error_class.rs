@@ -92,6 +92,9 @@ impl ErrorClass {
             "authentication_error",
             "authentication failed",
             "forbidden",
+            // Claude Code without a key or login.
+            "not logged in",
+            "please run /login",
         ]) {
             Some(Self::AuthFailed)
         } else if has(&["context deadline exceeded", "timed out", "timeout"]) {
@@ -160,6 +163,10 @@ mod tests {
         assert_eq!(
             ErrorClass::from_message("context deadline exceeded"),
             Some(ErrorClass::Timeout)
+        );
+        assert_eq!(
+            ErrorClass::from_message("Not logged in · Please run /login"),
+            Some(ErrorClass::AuthFailed)
         );
         assert_eq!(ErrorClass::from_message("segfault"), None);
     }

@@ -2,6 +2,7 @@
 //! real processes, and the real agent CLIs run through the adapters against the scripted model
 //! endpoint.
 
+mod auth;
 mod parsers;
 mod process;
 mod real_cli;

@@ -140,6 +140,15 @@ fn claude_code_api_errors_are_classified_from_api_error_status() {
 }
 
 #[test]
+fn claude_code_without_a_login_is_an_auth_failure() {
+    // No request reaches an endpoint, so there is no status: the synthetic message's `error`
+    // names the failure.
+    let o = parse("claude-code-not-logged-in.jsonl").outcome(1);
+    assert_eq!(o.error_class, Some(ErrorClass::AuthFailed));
+    assert!(o.error_message.unwrap().contains("Not logged in"));
+}
+
+#[test]
 fn claude_code_max_turns_is_an_agent_error() {
     let o = parse("claude-code-max-turns.jsonl").outcome(1);
     assert!(o.is_error);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::{Env, stderr, stdout};
 
-fn agent_bin_dir() -> Option<PathBuf> {
+pub fn agent_bin_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
