@@ -147,7 +147,10 @@ mod tests {
         assert!(msg.contains("X_API_KEY"), "{msg}");
         assert!(msg.contains(".x/login.json"), "{msg}");
         assert!(msg.contains("agentpool credentials put x_api_key"), "{msg}");
-        assert!(!msg.contains("X_USE_CLOUD"), "switches are not offered as the fix: {msg}");
+        assert!(
+            !msg.contains("X_USE_CLOUD"),
+            "switches are not offered as the fix: {msg}"
+        );
     }
 
     #[test]

@@ -254,7 +254,8 @@ impl Parser {
         };
         if status.is_some() || named.is_some() {
             let msg = events::text_of(v.pointer("/message/content").unwrap_or(&Value::Null));
-            self.summary.error(status.and_then(class_of_status).or(named), &msg);
+            self.summary
+                .error(status.and_then(class_of_status).or(named), &msg);
         }
         out
     }

@@ -142,7 +142,11 @@ impl CliAgent for OpenCode {
             return AuthNeeds::any_of([AuthSource::Key("OPENAI_API_KEY")])
                 .because("the endpoint in OPENAI_BASE_URL");
         }
-        let provider = request.model.as_deref().and_then(|m| m.split_once('/')).map(|(p, _)| p);
+        let provider = request
+            .model
+            .as_deref()
+            .and_then(|m| m.split_once('/'))
+            .map(|(p, _)| p);
         let keys: &[&'static str] = match provider {
             Some("anthropic") => &["ANTHROPIC_API_KEY"],
             Some("openai") => &["OPENAI_API_KEY"],

@@ -1,10 +1,12 @@
 //! Test support shared by agentpool's crates. Everything here builds real things: fresh
-//! databases on the test PostgreSQL, git repositories and a smart-HTTP git server with auth,
-//! and a scripted model endpoint the real agent CLIs talk to.
+//! databases on the test PostgreSQL, git repositories and a smart-HTTP git server with auth;
+//! and, re-exported as [`model`], the scripted model endpoint the real agent CLIs talk to
+//! (its own crate, because the demo uses it too).
 
 pub mod db;
 pub mod git;
-pub mod model;
+
+pub use agentpool_scripted_model as model;
 
 /// Whether the test run requires external services (set by `scripts/test` and CI). When set, a
 /// test that cannot find a service fails instead of skipping.

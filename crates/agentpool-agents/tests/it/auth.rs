@@ -68,13 +68,19 @@ fn claude_code_needs_a_key_a_token_a_cloud_provider_or_a_login() {
 fn codex_needs_the_endpoint_key_or_an_openai_key_or_a_login() {
     let a = codex::Codex::new(AgentConfig::default());
     let msg = verdict(&a, &request(None, &[("OPENAI_BASE_URL", "http://x/v1")])).expect("refused");
-    assert!(msg.contains("OPENAI_API_KEY") && msg.contains("OPENAI_BASE_URL"), "{msg}");
+    assert!(
+        msg.contains("OPENAI_API_KEY") && msg.contains("OPENAI_BASE_URL"),
+        "{msg}"
+    );
     // A login does not help a custom endpoint: its provider reads the variable.
     let r = request(None, &[("OPENAI_BASE_URL", "http://x/v1")]);
     login(&r, ".codex/auth.json");
     assert!(verdict(&a, &r).is_some());
     let msg = verdict(&a, &request(None, &[])).expect("refused");
-    assert!(msg.contains("OPENAI_API_KEY") && msg.contains(".codex/auth.json"), "{msg}");
+    assert!(
+        msg.contains("OPENAI_API_KEY") && msg.contains(".codex/auth.json"),
+        "{msg}"
+    );
     assert_eq!(verdict(&a, &request(None, &[("CODEX_API_KEY", "k")])), None);
     let r = request(None, &[]);
     login(&r, ".codex/auth.json");
@@ -95,13 +101,22 @@ fn opencode_needs_the_key_of_the_models_provider() {
     let msg = verdict(&a, &request(None, &[("OPENAI_BASE_URL", "http://x/v1")])).expect("refused");
     assert!(msg.contains("OPENAI_API_KEY"), "{msg}");
     let msg = verdict(&a, &request(Some("anthropic/claude-sonnet-4-5"), &[])).expect("refused");
-    assert!(msg.contains("ANTHROPIC_API_KEY") && msg.contains("opencode/auth.json"), "{msg}");
+    assert!(
+        msg.contains("ANTHROPIC_API_KEY") && msg.contains("opencode/auth.json"),
+        "{msg}"
+    );
     assert_eq!(
-        verdict(&a, &request(Some("anthropic/claude-sonnet-4-5"), &[("ANTHROPIC_API_KEY", "k")])),
+        verdict(
+            &a,
+            &request(Some("anthropic/claude-sonnet-4-5"), &[("ANTHROPIC_API_KEY", "k")])
+        ),
         None
     );
     assert_eq!(
-        verdict(&a, &request(Some("google/gemini-2.5-flash"), &[("GEMINI_API_KEY", "k")])),
+        verdict(
+            &a,
+            &request(Some("google/gemini-2.5-flash"), &[("GEMINI_API_KEY", "k")])
+        ),
         None
     );
     let r = request(Some("openai/gpt-5.5"), &[]);
@@ -154,9 +169,14 @@ async fn real_claude_code_started_without_credentials_is_an_auth_failure() {
         request: req,
     };
     let sink = Arc::new(Collect::default());
-    let o = cli::run_cli(run, Box::new(claude_code::Parser::default()), sink, CancellationToken::new())
-        .await
-        .unwrap();
+    let o = cli::run_cli(
+        run,
+        Box::new(claude_code::Parser::default()),
+        sink,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert!(o.is_error, "{o:?}");
     assert_eq!(o.error_class, Some(ErrorClass::AuthFailed), "{o:?}");
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use agentpool_agents::AgentConfig;
 use agentpool_core::{Task, TaskId, TaskSpec, TaskState};
-use agentpool_testkit::model::{ModelServer, Script, Step};
+use agentpool_scripted_model::{ModelServer, Script, Step};
 use anyhow::Context;
 
 use super::tasks::follow;

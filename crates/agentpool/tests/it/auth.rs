@@ -18,7 +18,13 @@ fn claude_code_without_a_key_fails_once_naming_the_key() {
     let o = env
         .cmd()
         .env("AGENTPOOL_AGENT_BIN_DIR", bin)
-        .args(["run", "--repo", remote.to_str().unwrap(), "--agent", "claude-code"])
+        .args([
+            "run",
+            "--repo",
+            remote.to_str().unwrap(),
+            "--agent",
+            "claude-code",
+        ])
         .args(["--max-attempts", "3", "--output", "json", "say hello"])
         .output()
         .unwrap();

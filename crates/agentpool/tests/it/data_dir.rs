@@ -14,7 +14,14 @@ fn run_from(env: &Env, cwd: &std::path::Path, global: &[&str]) -> serde_json::Va
         .current_dir(cwd)
         .args(global)
         .args(["run", "--repo", remote.to_str().unwrap()])
-        .args(["--branch", "work/rel", "--command", "echo hi > a.txt", "--output", "json"])
+        .args([
+            "--branch",
+            "work/rel",
+            "--command",
+            "echo hi > a.txt",
+            "--output",
+            "json",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
@@ -31,7 +38,10 @@ fn a_relative_data_dir_flag_works() {
     let cwd = env.dir.path().join("project");
     std::fs::create_dir_all(&cwd).unwrap();
     run_from(&env, &cwd, &["--data-dir", "state/pool"]);
-    assert!(cwd.join("state/pool/agentpool.db").is_file(), "the pool's data is where the flag said");
+    assert!(
+        cwd.join("state/pool/agentpool.db").is_file(),
+        "the pool's data is where the flag said"
+    );
 }
 
 #[test]
@@ -40,5 +50,8 @@ fn a_local_dot_agentpool_dir_works() {
     let cwd = env.dir.path().join("project");
     std::fs::create_dir_all(cwd.join(".agentpool")).unwrap();
     run_from(&env, &cwd, &[]);
-    assert!(cwd.join(".agentpool/agentpool.db").is_file(), "./.agentpool was used");
+    assert!(
+        cwd.join(".agentpool/agentpool.db").is_file(),
+        "./.agentpool was used"
+    );
 }
