@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, NewEvent, Usage};
+use agentpool_core::{ErrorClass, NewEvent, Redactor, Usage};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -201,59 +201,6 @@ pub fn agent_env(
     Ok(env)
 }
 
-/// Replaces secret values (from variables whose names look like credentials) wherever they
-/// appear in events and messages: error texts from model APIs sometimes echo the key.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub fn from_env(env: &BTreeMap<String, String>) -> Self {
-        let secrets = env
-            .iter()
-            .filter(|(k, v)| {
-                let k = k.to_ascii_uppercase();
-                v.len() >= 6
-                    && ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"]
-                        .iter()
-                        .any(|n| k.contains(n))
-            })
-            .map(|(_, v)| v.clone())
-            .collect();
-        Self { secrets }
-    }
-
-    pub fn text(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "[REDACTED]");
-            }
-        }
-        out
-    }
-
-    pub fn value(&self, v: &mut Value) {
-        if self.secrets.is_empty() {
-            return;
-        }
-        match v {
-            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
-                *s = self.text(s);
-            }
-            Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
-            Value::Object(o) => o.values_mut().for_each(|x| self.value(x)),
-            _ => {}
-        }
-    }
-
-    pub fn event(&self, mut e: NewEvent) -> NewEvent {
-        self.value(&mut e.data);
-        e
-    }
-}
-
 /// What a parser has learned from the lines so far; becomes the outcome at the end.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
@@ -361,8 +308,8 @@ pub async fn run_cli(
 }
 
 fn redact_outcome(r: &Redactor, mut o: AgentOutcome) -> AgentOutcome {
-    o.final_text = o.final_text.map(|t| r.text(&t));
-    o.error_message = o.error_message.map(|t| r.text(&t));
+    o.final_text = o.final_text.map(|t| r.redact(&t));
+    o.error_message = o.error_message.map(|t| r.redact(&t));
     o
 }
 
@@ -534,21 +481,6 @@ pub fn retry_after_in(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redactor_hides_keys_but_not_other_values() {
-        let mut env = BTreeMap::new();
-        env.insert("OPENAI_API_KEY".to_string(), "sk-secret-123".to_string());
-        env.insert("OPENAI_BASE_URL".to_string(), "http://127.0.0.1:1".to_string());
-        let r = Redactor::from_env(&env);
-        assert_eq!(
-            r.text("Incorrect API key provided: sk-secret-123 at http://127.0.0.1:1"),
-            "Incorrect API key provided: [REDACTED] at http://127.0.0.1:1"
-        );
-        let mut v = serde_json::json!({"a": ["x sk-secret-123"]});
-        r.value(&mut v);
-        assert_eq!(v, serde_json::json!({"a": ["x [REDACTED]"]}));
-    }
 
     #[test]
     fn retry_after_hints_are_found() {

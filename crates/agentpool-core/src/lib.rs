@@ -1,12 +1,14 @@
 //! agentpool's domain model, free of I/O: ids, task specs and their validation, the task state
 //! machine, leases, error classes, the retry policy, workers, projects, events, and the wire
-//! types of the worker protocol shared by the server and its clients.
+//! types of the worker protocol shared by the server and its clients, and the one secret
+//! redactor.
 
 pub mod error_class;
 pub mod event;
 pub mod ids;
 pub mod project;
 pub mod protocol;
+pub mod redact;
 pub mod retry;
 pub mod spec;
 pub mod task;
@@ -16,6 +18,7 @@ pub use error_class::ErrorClass;
 pub use event::{Event, EventKind, NewEvent};
 pub use ids::{Lease, LeaseToken, TaskId, WorkerId};
 pub use project::Project;
+pub use redact::Redactor;
 pub use retry::RetryPolicy;
 pub use spec::{BranchName, Labels, RepoUrl, TaskKind, TaskSpec, ValidationError};
 pub use task::{Attempt, AttemptOutcome, FileChange, Task, TaskResult, TaskState, Transition, Usage};

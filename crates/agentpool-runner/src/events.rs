@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use agentpool_agents::EventSink;
 use agentpool_core::protocol::AppendEventsRequest;
-use agentpool_core::{Lease, NewEvent, WorkerId};
+use agentpool_core::{Lease, NewEvent, Redactor, WorkerId};
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, WorkerApi};
-use crate::git::Redactor;
 
 /// Events per append call.
 const BATCH: usize = 200;
@@ -33,23 +32,9 @@ impl EventSink for EventBuffer {
         if event.at.is_none() {
             event.at = Some(chrono::Utc::now());
         }
-        redact_value(&self.redactor, &mut event.data);
+        self.redactor.value(&mut event.data);
         // The flusher outlives every emitter of its task; a send error only means it gave up.
         let _ = self.tx.send(event);
-    }
-}
-
-fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => {
-            let red = r.redact(s);
-            if red != *s {
-                *s = red;
-            }
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_value(r, x)),
-        serde_json::Value::Object(o) => o.values_mut().for_each(|x| redact_value(r, x)),
-        _ => {}
     }
 }
 

@@ -10,6 +10,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use agentpool_core::Redactor;
 use tokio_util::sync::CancellationToken;
 
 use crate::process::{KillReason, ProcessSpec, run_captured};
@@ -40,31 +41,6 @@ impl fmt::Debug for Secret {
 pub struct GitCredentials {
     pub username: String,
     pub token: Secret,
-}
-
-/// Replaces known secrets in text that leaves the worker (events, messages, logs).
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<Secret>,
-}
-
-impl Redactor {
-    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
-        Self {
-            // Very short secrets would mangle ordinary text and are not worth protecting this way.
-            secrets: secrets.into_iter().filter(|s| s.0.len() >= 4).collect(),
-        }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            if out.contains(s.expose()) {
-                out = out.replace(s.expose(), "[REDACTED]");
-            }
-        }
-        out
-    }
 }
 
 /// The askpass program and the token file it reads, in a private (0700) directory.
@@ -372,13 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn redactor_hides_secrets_and_ignores_trivially_short_ones() {
-        let r = Redactor::new([Secret::new("tok-123456"), Secret::new("ab")]);
-        assert_eq!(
-            r.redact("token=tok-123456 tok-123456"),
-            "token=[REDACTED] [REDACTED]"
-        );
-        assert_eq!(r.redact("about"), "about");
+    fn secrets_do_not_show_in_debug_output() {
         assert_eq!(format!("{:?}", Secret::new("tok-123456")), "Secret([redacted])");
     }
 }

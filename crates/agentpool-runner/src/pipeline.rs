@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_agents::{AgentRequest, EventSink, Registry};
-use agentpool_core::{BranchName, ErrorClass, NewEvent, RepoUrl, TaskKind, TaskResult};
+use agentpool_core::{BranchName, ErrorClass, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ClaimedWork;
-use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Redactor, Secret};
+use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions};
 use crate::process::{KillReason, OutputStream, ProcessSpec, run_process};
 use crate::workspace::{
     CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
@@ -176,11 +176,9 @@ impl Pipeline {
 
     /// The secrets a run of `work` may see, for redaction.
     pub fn redactor_for(&self, work: &ClaimedWork) -> Redactor {
-        let mut secrets: Vec<Secret> = work.credentials.values().cloned().collect();
-        if let Some(c) = &self.cfg.git_credentials {
-            secrets.push(c.token.clone());
-        }
-        Redactor::new(secrets)
+        let credentials = work.credentials.values();
+        let git = self.cfg.git_credentials.iter().map(|c| &c.token);
+        Redactor::new(credentials.chain(git).map(|s| s.expose().to_string()))
     }
 
     /// Run the claimed task to its end. Events go to `events`; `cancel` stops it.

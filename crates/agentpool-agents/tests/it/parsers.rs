@@ -309,7 +309,7 @@ fn secrets_in_samples_would_be_redacted() {
     // The captured 401s echo the fake key the endpoint was given.
     let mut env = std::collections::BTreeMap::new();
     env.insert("OPENAI_API_KEY".to_string(), "sk-test".to_string());
-    let r = agentpool_agents::cli::Redactor::from_env(&env);
+    let r = agentpool_core::Redactor::from_env(&env);
     // Six characters is the floor for redaction; "sk-test" is seven.
     for e in parse("codex-exec-401.jsonl").events {
         let e = r.event(e);

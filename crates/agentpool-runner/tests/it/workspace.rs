@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use agentpool_core::Redactor;
 use agentpool_core::{BranchName, RepoUrl, TaskId};
-use agentpool_runner::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Redactor, Secret};
+use agentpool_runner::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Secret};
 use agentpool_runner::workspace::{
     CommitOptions, MirrorLocks, PrepareRequest, WorkspaceConfig, WorkspaceError, finish, prepare,
 };
@@ -44,7 +45,7 @@ fn git_with(dir: &std::path::Path, token: &str) -> Git {
         askpass: Some(askpass),
         allow_file: false,
         timeout: Duration::from_secs(60),
-        redactor: Redactor::new([Secret::new(token)]),
+        redactor: Redactor::new([token]),
     })
 }
 

@@ -1,0 +1,216 @@
+//! Secret redaction: the one [`Redactor`] every path that lets text leave a worker (events,
+//! error messages, git output, logs) passes it through, so a key a model API echoes back or a
+//! token in a git error never reaches the server.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use serde_json::Value;
+
+use crate::NewEvent;
+
+/// Replaces every occurrence of known secret values with [`Redactor::MASK`].
+///
+/// Matching is on exact values. Where secrets overlap in a text (one contains another, or the
+/// end of one is the start of the next), the union of their spans is masked, so no part of
+/// either survives.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// What a secret is replaced with.
+    pub const MASK: &'static str = "[REDACTED]";
+    /// Values shorter than this are not redacted: masking every "abc" in ordinary text would
+    /// garble output, and real keys and tokens are far longer.
+    pub const MIN_LEN: usize = 6;
+    /// Variable names that mark a value as a secret in [`Redactor::from_env`].
+    const SECRET_NAMES: [&'static str; 5] = ["KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL"];
+
+    /// A redactor for these values (shorter than [`Redactor::MIN_LEN`] are ignored).
+    pub fn new<S: Into<String>>(secrets: impl IntoIterator<Item = S>) -> Self {
+        let mut r = Self::default();
+        r.extend(secrets);
+        r
+    }
+
+    /// The values of variables whose names look like credentials (`…KEY`, `…TOKEN`, …).
+    pub fn from_env(env: &BTreeMap<String, String>) -> Self {
+        Self::new(
+            env.iter()
+                .filter(|(k, _)| {
+                    let k = k.to_ascii_uppercase();
+                    Self::SECRET_NAMES.iter().any(|n| k.contains(n))
+                })
+                .map(|(_, v)| v.clone()),
+        )
+    }
+
+    /// Add more secrets.
+    pub fn extend<S: Into<String>>(&mut self, secrets: impl IntoIterator<Item = S>) {
+        self.secrets.extend(
+            secrets
+                .into_iter()
+                .map(Into::into)
+                .filter(|s| s.len() >= Self::MIN_LEN),
+        );
+        self.secrets.sort_unstable();
+        self.secrets.dedup();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// `text` with every secret masked.
+    pub fn redact(&self, text: &str) -> String {
+        let spans = self.spans(text);
+        if spans.is_empty() {
+            return text.to_string();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for span in spans {
+            out.push_str(&text[at..span.start]);
+            out.push_str(Self::MASK);
+            at = span.end;
+        }
+        out.push_str(&text[at..]);
+        out
+    }
+
+    /// Mask secrets in every string of a JSON value, object keys included (an agent's tool
+    /// input can be a map keyed by anything).
+    pub fn value(&self, v: &mut Value) {
+        if self.secrets.is_empty() {
+            return;
+        }
+        match v {
+            Value::String(s) => {
+                if !self.spans(s).is_empty() {
+                    *s = self.redact(s);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
+            Value::Object(o) => {
+                if o.keys().any(|k| !self.spans(k).is_empty()) {
+                    *o = std::mem::take(o)
+                        .into_iter()
+                        .map(|(k, v)| (self.redact(&k), v))
+                        .collect();
+                }
+                o.values_mut().for_each(|x| self.value(x));
+            }
+            _ => {}
+        }
+    }
+
+    /// The event with secrets masked in its data.
+    pub fn event(&self, mut event: NewEvent) -> NewEvent {
+        self.value(&mut event.data);
+        event
+    }
+
+    /// The byte ranges of `text` covered by any secret, merged, in order.
+    fn spans(&self, text: &str) -> Vec<Range<usize>> {
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        for secret in &self.secrets {
+            let mut from = 0;
+            while let Some(i) = text[from..].find(secret.as_str()) {
+                let start = from + i;
+                spans.push(start..start + secret.len());
+                // Step one character, not the whole match: "aaa" in "aaaa" matches twice.
+                from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        spans.sort_unstable_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+        for s in spans {
+            match merged.last_mut() {
+                Some(last) if s.start <= last.end => last.end = last.end.max(s.end),
+                _ => merged.push(s),
+            }
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const M: &str = Redactor::MASK;
+
+    #[test]
+    fn masks_every_occurrence() {
+        let r = Redactor::new(["tok-123456"]);
+        assert_eq!(r.redact("token=tok-123456 tok-123456"), format!("token={M} {M}"));
+        assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn short_values_are_not_secrets() {
+        let r = Redactor::new(["ab", "12345", ""]);
+        assert!(r.is_empty());
+        assert_eq!(r.redact("about 12345"), "about 12345");
+        let r = Redactor::new(["123456"]);
+        assert_eq!(r.redact("x123456y"), format!("x{M}y"));
+    }
+
+    #[test]
+    fn overlapping_secrets_leave_nothing_of_either() {
+        // One inside another: the longer one is masked whole.
+        let r = Redactor::new(["secret-1", "secret-123456"]);
+        assert_eq!(r.redact("k=secret-123456;"), format!("k={M};"));
+        // The end of one is the start of the other.
+        let r = Redactor::new(["abcdef", "defghi"]);
+        assert_eq!(r.redact("xabcdefghix"), format!("x{M}x"));
+        // A secret overlapping itself.
+        let r = Redactor::new(["aaaaaa"]);
+        assert_eq!(r.redact("aaaaaaaa b"), format!("{M} b"));
+        // Duplicates are one secret.
+        let r = Redactor::new(["dup-secret", "dup-secret"]);
+        assert_eq!(r.redact("dup-secret"), M);
+    }
+
+    #[test]
+    fn multibyte_text_around_secrets_survives() {
+        let r = Redactor::new(["clé-secrète"]);
+        assert_eq!(r.redact("é clé-secrète ü"), format!("é {M} ü"));
+    }
+
+    #[test]
+    fn masks_strings_anywhere_in_json() {
+        let r = Redactor::new(["sk-live-abcdef"]);
+        let mut v = json!({
+            "message": "invalid key sk-live-abcdef",
+            "nested": {"list": ["ok", "Bearer sk-live-abcdef"], "n": 3},
+            "sk-live-abcdef": true,
+        });
+        r.value(&mut v);
+        assert_eq!(v["message"], format!("invalid key {M}"));
+        assert_eq!(v["nested"]["list"][1], format!("Bearer {M}"));
+        assert_eq!(v["nested"]["list"][0], "ok");
+        assert_eq!(v["nested"]["n"], 3);
+        assert_eq!(v[M], true, "keys are masked too: {v}");
+        let e = r.event(NewEvent::log("stderr", "401 for sk-live-abcdef"));
+        assert!(!e.data.to_string().contains("sk-live-abcdef"), "{}", e.data);
+    }
+
+    #[test]
+    fn from_env_takes_values_of_credential_like_names() {
+        let env: BTreeMap<String, String> = [
+            ("OPENAI_API_KEY", "sk-secret-123"),
+            ("GIT_TOKEN", "ghp-000000"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let r = Redactor::from_env(&env);
+        let out = r.redact("sk-secret-123 ghp-000000 http://127.0.0.1:1");
+        assert_eq!(out, format!("{M} {M} http://127.0.0.1:1"));
+    }
+}
