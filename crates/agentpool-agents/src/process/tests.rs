@@ -1,0 +1,167 @@
+//! Process control against real processes: groups, trees, timeouts, output limits.
+
+use super::*;
+
+fn spec(script: &str) -> ProcessSpec {
+    ProcessSpec::new("/bin/sh")
+        .args(["-c", script])
+        .cwd(std::env::temp_dir())
+        .envs(base_env(None))
+        .timeout(Duration::from_secs(30))
+        .max_output_bytes(1 << 20)
+        .kill_grace(Duration::from_secs(2))
+}
+
+#[tokio::test]
+async fn lines_from_both_streams_arrive_and_exit_code_is_kept() {
+    let mut lines = Vec::new();
+    let exit = run_process(
+        spec("echo out; echo err >&2; exit 3"),
+        &mut |s, l| lines.push((s, l.to_string())),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(exit.exit_code, Some(3));
+    assert!(lines.contains(&(OutputStream::Stdout, "out".to_string())));
+    assert!(lines.contains(&(OutputStream::Stderr, "err".to_string())));
+}
+
+#[tokio::test]
+async fn environment_is_cleared() {
+    let mut lines = Vec::new();
+    // SAFETY: set in a test before spawning; no other thread reads this variable.
+    unsafe { std::env::set_var("AGENTPOOL_SECRET_FOR_TEST", "leak") };
+    run_process(
+        spec("echo \"[$AGENTPOOL_SECRET_FOR_TEST]\""),
+        &mut |_, l| lines.push(l.to_string()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(lines, vec!["[]".to_string()]);
+}
+
+#[tokio::test]
+async fn timeout_kills_the_group_including_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let s = spec(&format!("sleep 300 & echo $! > {}; wait", pidfile.display()))
+        .timeout(Duration::from_millis(500));
+    let exit = run_process(s, &mut |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(exit.killed, Some(KillReason::Timeout));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!process_alive(pid), "child sleep {pid} survived");
+}
+
+#[tokio::test]
+async fn output_limit_kills() {
+    let s = spec("yes agentpool").max_output_bytes(10_000);
+    let exit = run_process(s, &mut |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(exit.killed, Some(KillReason::OutputLimit));
+}
+
+#[tokio::test]
+async fn cancel_ends_the_process() {
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    let exit = run_process(
+        spec("echo started; sleep 300"),
+        &mut move |_, l| {
+            if l == "started" {
+                c2.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(exit.killed, Some(KillReason::Canceled));
+    assert!(exit.duration < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn cancel_reaches_children_that_left_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    // setsid puts the sleeper in a session and group of its own, as some agents do.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done; echo ready; wait",
+        p = pidfile.display()
+    );
+    let exit = run_process(
+        spec(&script),
+        &mut move |_, l| {
+            if l == "ready" {
+                c2.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(exit.killed, Some(KillReason::Canceled));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!process_alive(pid), "detached child {pid} survived");
+}
+
+#[tokio::test]
+async fn a_detached_child_left_behind_by_a_clean_exit_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // The sleeper leaves the group, then the leader exits 0 after the tree was recorded.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & sleep 1.5; exit 0",
+        p = pidfile.display()
+    );
+    let exit = run_process(spec(&script), &mut |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(exit.exit_code, Some(0));
+    assert_eq!(exit.killed, None);
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(!process_alive(pid), "detached child {pid} outlived the run");
+}
+
+#[tokio::test]
+async fn long_lines_are_split_or_truncated_as_asked() {
+    let script = "printf '%s\\n' abcdefghij; echo short";
+    let mut split = Vec::new();
+    let out = run_process(
+        spec(script).max_line_bytes(4),
+        &mut |_, l| split.push(l.to_string()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(split, ["abcd", "efgh", "ij", "shor", "t"]);
+    assert_eq!(out.output_bytes, 17);
+    let mut cut = Vec::new();
+    let out = run_process(
+        spec(script).max_line_bytes(4).long_lines(LongLines::Truncate),
+        &mut |_, l| cut.push(l.to_string()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(cut, ["abcd", "shor"]);
+    // The dropped rest still counts against the output limit.
+    assert_eq!(out.output_bytes, 17);
+}
+
+/// Alive and not a zombie.
+pub(crate) fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
