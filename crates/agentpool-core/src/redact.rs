@@ -87,11 +87,7 @@ impl Redactor {
             return;
         }
         match v {
-            Value::String(s) => {
-                if !self.spans(s).is_empty() {
-                    *s = self.redact(s);
-                }
-            }
+            Value::String(s) if !self.spans(s).is_empty() => *s = self.redact(s),
             Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
             Value::Object(o) => {
                 if o.keys().any(|k| !self.spans(k).is_empty()) {
