@@ -13,7 +13,7 @@ use crate::{TaskId, Timestamp};
 pub type Labels = BTreeMap<String, String>;
 
 /// A field that failed validation, with a message a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
     pub field: String,

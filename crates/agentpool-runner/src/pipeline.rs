@@ -162,7 +162,7 @@ impl Pipeline {
 
     /// The secrets a run of `work` may see, for redaction.
     pub fn redactor_for(&self, work: &ClaimedWork) -> Redactor {
-        let mut secrets: Vec<Secret> = work.credentials.values().cloned().collect();
+        let mut secrets: Vec<Secret> = work.credentials.iter().map(|(_, v)| Secret::new(v)).collect();
         if let Some(c) = &self.cfg.git_credentials {
             secrets.push(c.token.clone());
         }
@@ -274,7 +274,7 @@ impl Pipeline {
         // ---- credentials ----
         let creds = GIT_TOKEN_CREDENTIALS
             .iter()
-            .find_map(|n| work.credentials.get(*n))
+            .find_map(|n| work.credentials.get(n))
             .map(|token| GitCredentials {
                 username: self
                     .cfg
@@ -282,7 +282,7 @@ impl Pipeline {
                     .as_ref()
                     .map(|c| c.username.clone())
                     .unwrap_or_else(|| "x-access-token".into()),
-                token: token.clone(),
+                token: Secret::new(token),
             })
             .or_else(|| self.cfg.git_credentials.clone());
         let cred_dir = self.cfg.state_dir.join("credentials").join(task.id.to_string());
@@ -480,8 +480,8 @@ impl Pipeline {
         for (k, v) in &self.cfg.extra_env {
             env.insert(k.clone(), v.clone());
         }
-        for (name, value) in &work.credentials {
-            if GIT_TOKEN_CREDENTIALS.contains(&name.as_str()) {
+        for (name, value) in work.credentials.iter() {
+            if GIT_TOKEN_CREDENTIALS.contains(&name) {
                 continue;
             }
             let var: String = name
@@ -495,7 +495,7 @@ impl Pipeline {
                 })
                 .collect();
             if !var.is_empty() && !var.starts_with(|c: char| c.is_ascii_digit()) {
-                env.insert(var, value.expose().to_string());
+                env.insert(var, value.to_string());
             }
         }
         let task = &work.claimed.task;

@@ -496,7 +496,7 @@ async fn deliver(shared: &Shared, lease: Lease, report: Report) {
                 }
                 return;
             }
-            Err(ApiError::StaleLease) => {
+            Err(ApiError::StaleLease(_)) => {
                 tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
                 shared.count(|s| s.lost += 1);
                 return;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, TaskId, TaskSpec};
 use agentpool_server::api::CompleteItem;
-use agentpool_server::client::Client;
+use agentpool_client::Client;
 use agentpool_server::{Role, ServerConfig, create_token};
 use agentpool_testkit::db::{Backend, TestDb};
 

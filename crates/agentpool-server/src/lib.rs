@@ -4,11 +4,10 @@
 //!
 //! Entry points for the binary: [`ServerConfig`] + [`serve`] (or [`start`] to learn the bound
 //! address first), [`router`] for in-process use, and [`auth::create_token`] for
-//! `agentpool tokens create`. [`client::Client`] is the typed HTTP client workers and the CLI use.
+//! `agentpool tokens create`. Clients use the `agentpool-client` crate.
 
 pub mod api;
 pub mod auth;
-pub mod client;
 pub mod crypto;
 pub mod error;
 pub mod events;
@@ -17,7 +16,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod schemas;
 pub mod state;
 
 use std::future::Future;
@@ -155,6 +153,11 @@ impl RunningServer {
         self.task.await?
     }
 
+    /// The server's root URL, `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// A token that stops the server when cancelled (e.g. from a signal handler).
     pub fn stop_token(&self) -> CancellationToken {
         self.stop.clone()
@@ -182,7 +185,21 @@ pub async fn start_with_store(
             addr: config.listen,
             source,
         })?;
+    serve_on(listener, config, store)
+}
+
+/// Serve `store` on an already-bound `listener` in the background (`config.listen` is not
+/// used). Tests bind `127.0.0.1:0` and talk to [`RunningServer::url`] over HTTP, the path
+/// production takes.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, ServeError> {
     let addr = listener.local_addr()?;
+    if config.auth == AuthMode::NoAuthLoopback && !addr.ip().is_loopback() {
+        return Err(ServeError::NoAuthOnNonLoopback(addr));
+    }
     let state = AppState::new(store, &config);
     let app = router(state.clone(), config.body_limit);
     let stop = CancellationToken::new();
@@ -247,4 +264,17 @@ pub async fn serve(
         _ = shutdown => server.shutdown().await,
         _ = stop.cancelled() => server.wait().await,
     }
+}
+
+/// A server on a free loopback port without auth, serving `store` with `lease_ttl` and no
+/// maintenance loop (the caller drives maintenance when it wants it): what tests and tools
+/// that need a real server next to a store they hold use.
+pub async fn serve_loopback(store: Arc<dyn Store>, lease_ttl: Duration) -> Result<RunningServer, ServeError> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let mut config = ServerConfig::new("", listener.local_addr()?);
+    config.auth = AuthMode::NoAuthLoopback;
+    config.allow_local_repos = true;
+    config.lease_ttl = lease_ttl;
+    config.maintenance_interval = None;
+    serve_on(listener, config, store)
 }
