@@ -104,32 +104,17 @@ pub enum ServeError {
 /// The HTTP router for `state`, with the body limit and JSON fallbacks applied. Use it with
 /// `tower::ServiceExt::oneshot` in tests, or nest it in a larger app (the dashboard).
 pub fn router(state: AppState, body_limit: usize) -> Router {
-    let mut app: Router<AppState> = Router::new();
-    // Group handlers by path: axum wants one MethodRouter per path.
-    let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
-    for r in routes::table() {
-        if let Some(slot) = by_path.iter_mut().find(|(p, _)| *p == r.path) {
-            let prev = std::mem::take(&mut slot.1);
-            slot.1 = prev.merge(r.handler);
-        } else {
-            by_path.push((r.path, r.handler));
-        }
-    }
-    for (path, h) in by_path {
-        app = app.route(
-            path,
-            h.fallback(|| async {
-                ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "this method is not allowed on this path",
-                )
-            }),
-        );
-    }
-    app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+    let (app, _doc) = routes::api().split_for_parts();
+    app.method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        )
+    })
+    .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    .layer(DefaultBodyLimit::max(body_limit))
+    .with_state(state)
 }
 
 /// A running server: where it listens, and how to stop it.
