@@ -17,7 +17,6 @@ pub mod adapter;
 pub mod claude_code;
 pub mod cli;
 pub mod codex;
-pub mod command;
 pub mod events;
 pub mod gemini;
 pub mod opencode;
@@ -196,7 +195,6 @@ impl Registry {
         r.register(Arc::new(codex::Codex::new(cfg.clone())));
         r.register(Arc::new(opencode::OpenCode::new(cfg.clone())));
         r.register(Arc::new(gemini::Gemini::new(cfg.clone())));
-        r.register(Arc::new(command::Command::new(cfg.clone())));
         r
     }
 

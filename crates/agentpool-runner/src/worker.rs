@@ -167,14 +167,12 @@ pub async fn run_worker(
         .id
         .clone()
         .unwrap_or_else(|| WorkerId::generate(&config.hostname));
+    // Command tasks run in the pipeline itself, so every worker takes them.
     let mut agents = vec![AgentInfo {
-        name: "command".into(),
+        name: agentpool_core::spec::COMMAND_AGENT.into(),
         version: None,
     }];
     for name in config.agents.names() {
-        if name == "command" {
-            continue;
-        }
         if let Some(a) = config.agents.get(&name) {
             agents.push(AgentInfo {
                 name,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, Registry};
-use agentpool_core::WorkerId;
 use agentpool_client::Client;
+use agentpool_core::WorkerId;
 use agentpool_runner::{WorkerApi, WorkerConfig, run_worker};
 
 use agentpool_server::{AuthMode, RunningServer, ServerConfig, ServerKey};
@@ -174,7 +174,7 @@ const AGENT_EXES: [(&str, &str); 4] = [
 
 /// The agents a worker may run: the shipped adapters whose CLI is installed (SPEC §6: a worker
 /// only advertises what it can run, so tasks for other agents wait for a worker that has
-/// them), or exactly those named. `command` is always available.
+/// them), or exactly those named. Command tasks are always run.
 pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let mut cfg = AgentConfig::from_env();
     if let Some(d) = bin_dir {
@@ -195,7 +195,8 @@ pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
         return Ok(r);
     }
     let mut r = Registry::new();
-    for name in only {
+    // Command tasks need no adapter: the worker runs them itself.
+    for name in only.iter().filter(|n| *n != agentpool_core::spec::COMMAND_AGENT) {
         let agent = all.get(name).ok_or_else(|| {
             Exit::new(
                 ExitCode::Usage,
@@ -218,7 +219,8 @@ fn start_workers(
     registered: tokio::sync::mpsc::UnboundedSender<WorkerId>,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
-    let api: Arc<dyn WorkerApi> = Arc::new(Client::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
+    let api: Arc<dyn WorkerApi> =
+        Arc::new(Client::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
     let mut handles = Vec::new();
     for i in 0..opts.workers {
         let mut cfg = WorkerConfig::new(
