@@ -160,7 +160,12 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }
 
-    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(&self, m: Method, path: &str, body: &B) -> Result<T> {
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        m: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         self.json(self.req(m, path).json(body)).await
     }
 

@@ -3,8 +3,8 @@
 
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
-    BatchSubmit, BatchSubmitted, BuildRequest, CredentialList, CredentialValue, Enqueued, EventPage, ProjectList,
-    TaskDetail, TaskListQuery, TaskPage, WorkerList,
+    BatchSubmit, BatchSubmitted, BuildRequest, CredentialList, CredentialValue, Enqueued, EventPage,
+    ProjectList, TaskDetail, TaskListQuery, TaskPage, WorkerList,
 };
 use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
@@ -55,14 +55,20 @@ impl Client {
     /// Follow a task's events live from `after` (0: from the start). The stream ends when the
     /// task has finished and its last events arrived, or when the connection drops. To resume
     /// after a disconnect, call again with the last `seq` seen (sent as `Last-Event-ID`).
-    pub async fn stream_events(&self, id: TaskId, after: i64) -> Result<impl Stream<Item = Result<Event>> + use<>> {
+    pub async fn stream_events(
+        &self,
+        id: TaskId,
+        after: i64,
+    ) -> Result<impl Stream<Item = Result<Event>> + use<>> {
         let r = self
             .req(Method::GET, &format!("/v1/tasks/{id}/events/stream"))
             .header("Last-Event-ID", after.to_string())
             .header("Accept", "text/event-stream");
         let resp = self.send(r).await?;
         let base = self.base.clone();
-        Ok(sse_events(resp.bytes_stream(), move |e| Error::transport(&base, e)))
+        Ok(sse_events(resp.bytes_stream(), move |e| {
+            Error::transport(&base, e)
+        }))
     }
 
     // ---- workers, as an operator sees them ----

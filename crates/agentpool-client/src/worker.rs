@@ -78,7 +78,11 @@ impl Client {
     }
 
     /// Complete several attempts in one call; one result per item, in order.
-    pub async fn complete_batch(&self, worker: &WorkerId, items: Vec<CompleteItem>) -> Result<Vec<CompleteItemResult>> {
+    pub async fn complete_batch(
+        &self,
+        worker: &WorkerId,
+        items: Vec<CompleteItem>,
+    ) -> Result<Vec<CompleteItemResult>> {
         let out: CompleteBatchResponse = self
             .call(
                 Method::POST,

@@ -5,8 +5,8 @@ use std::fmt;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use base64::Engine;
 pub use agentpool_core::protocol::Secrets;
+use base64::Engine;
 
 const NONCE_LEN: usize = 12;
 

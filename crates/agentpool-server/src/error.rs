@@ -2,11 +2,11 @@
 //! `{ "error": { "code", "message", "details" } }` with the matching HTTP status.
 
 use agentpool_core::ValidationError;
+pub use agentpool_core::protocol::{ErrorBody, ErrorDetail};
 use agentpool_store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-pub use agentpool_core::protocol::{ErrorBody, ErrorDetail};
 
 /// An error a handler returns. It carries what the client sees; the cause of an internal
 /// error is logged by the `into_response` caller's middleware via the `internal` field, never

@@ -30,8 +30,8 @@ use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
 pub use agentpool_core::protocol::{Enqueued, TaskDetail, WaitReason};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    ErrorClass, Event, Labels, Lease, NewEvent, Project, RetryPolicy, Task, TaskId, TaskResult,
-    TaskSpec, TaskState, Timestamp, Worker, WorkerId,
+    ErrorClass, Event, Labels, Lease, NewEvent, Project, RetryPolicy, Task, TaskId, TaskResult, TaskSpec,
+    TaskState, Timestamp, Worker, WorkerId,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

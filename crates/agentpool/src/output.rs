@@ -10,7 +10,6 @@ use serde_json::Value;
 
 use agentpool_core::protocol::{TaskDetail, WaitReason};
 
-
 /// Whether to colour stdout / stderr.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {

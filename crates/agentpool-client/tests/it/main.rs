@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_client::{Client, ClientConfig, Error};
+use agentpool_core::protocol::FailRequest;
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, ErrorClass, Labels, TaskId, TaskResult, TaskSpec};
-use agentpool_core::protocol::FailRequest;
 use agentpool_server::RunningServer;
 use agentpool_store::Store;
 use agentpool_testkit::db::TestDb;
@@ -87,7 +87,10 @@ async fn an_unknown_task_is_not_found() {
     let env = env().await;
     let id = TaskId::new();
     let e = env.client.get_task(id).await.unwrap_err();
-    assert!(matches!(&e, Error::NotFound(m) if m.contains(&id.to_string())), "{e:?}");
+    assert!(
+        matches!(&e, Error::NotFound(m) if m.contains(&id.to_string())),
+        "{e:?}"
+    );
     assert_eq!(e.status(), Some(reqwest::StatusCode::NOT_FOUND));
 }
 
@@ -117,10 +120,7 @@ async fn a_server_that_is_gone_is_unavailable_and_transient() {
     let url = env.server.url();
     env.server.shutdown().await.unwrap();
     let e = env.client.get_task(TaskId::new()).await.unwrap_err();
-    assert!(
-        matches!(&e, Error::Unavailable { status: None, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(&e, Error::Unavailable { status: None, .. }), "{e:?}");
     assert!(e.is_transient());
     assert!(e.to_string().contains(&url), "{e}");
 }

@@ -10,12 +10,12 @@ use crate::protocol::{
     AppendEventsRequest, ClaimRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply,
     HeartbeatRequest,
 };
+use crate::protocol::{Enqueued, TaskDetail, WaitReason};
 use crate::worker::WorkerRegistration;
 use crate::{
     AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventKind, FileChange, Lease, LeaseToken, Project,
     Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
 };
-use crate::protocol::{Enqueued, TaskDetail, WaitReason};
 use serde::Serialize;
 use serde_json::Value;
 use std::borrow::Cow;

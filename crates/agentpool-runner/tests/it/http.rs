@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_core::TaskState;
 use agentpool_client::Client;
+use agentpool_core::TaskState;
 use agentpool_server::{AuthMode, Role, ServerConfig, create_token, start_with_store};
 use agentpool_store::Store;
 
@@ -21,7 +21,10 @@ fn server_config(listen: SocketAddr) -> ServerConfig {
 }
 
 async fn worker_token(store: &Arc<dyn Store>) -> String {
-    create_token(&**store, Role::Worker, "worker").await.unwrap().plaintext
+    create_token(&**store, Role::Worker, "worker")
+        .await
+        .unwrap()
+        .plaintext
 }
 
 #[tokio::test]

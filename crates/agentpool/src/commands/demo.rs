@@ -16,13 +16,13 @@ use agentpool_testkit::model::{ModelServer, Script, Step};
 use anyhow::Context;
 
 use super::tasks::follow;
-use agentpool_client::Client;
-use agentpool_core::protocol::TaskDetail;
 use crate::cli::DemoArgs;
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
+use agentpool_client::Client;
+use agentpool_core::protocol::TaskDetail;
 
 /// The demo talks to people; with `--output json` it stays quiet and prints one JSON summary
 /// at the end instead.

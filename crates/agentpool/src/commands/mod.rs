@@ -9,10 +9,10 @@ mod worker;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use agentpool_client::Client;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, ExitCode};
+use agentpool_client::Client;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Completions(a) = &cli.command {

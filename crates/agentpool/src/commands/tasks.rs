@@ -9,13 +9,13 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use super::{connect, find_server, print_json};
-use agentpool_client::Client;
-use agentpool_core::protocol::{TaskDetail, TaskListQuery};
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
+use agentpool_client::Client;
+use agentpool_core::protocol::{TaskDetail, TaskListQuery};
 
 /// Turn the flags into a spec. A local repository path is made absolute, because the server
 /// (and its workers) do not share our working directory.

@@ -30,7 +30,8 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
             }
         },
     };
-    let api = Client::new(&server, settings.token.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
+    let api = Client::new(&server, settings.token.clone())
+        .map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
     let dir = args
         .work_dir
         .clone()
