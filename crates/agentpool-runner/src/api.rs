@@ -32,6 +32,8 @@ pub trait WorkerApi: Send + Sync + 'static {
     ) -> Result<(), ApiError>;
     async fn complete(&self, worker: &WorkerId, task: TaskId, req: CompleteRequest) -> Result<(), ApiError>;
     async fn fail(&self, worker: &WorkerId, task: TaskId, req: FailRequest) -> Result<FailOutcome, ApiError>;
+    /// The worker has begun to drain: it takes no new tasks and finishes what it runs.
+    async fn drain(&self, worker: &WorkerId) -> Result<(), ApiError>;
     async fn deregister(&self, worker: &WorkerId) -> Result<(), ApiError>;
 }
 
@@ -64,6 +66,10 @@ impl WorkerApi for Client {
 
     async fn fail(&self, worker: &WorkerId, task: TaskId, req: FailRequest) -> Result<FailOutcome, ApiError> {
         Client::fail(self, worker, task, &req).await
+    }
+
+    async fn drain(&self, worker: &WorkerId) -> Result<(), ApiError> {
+        Client::drain_worker(self, worker).await.map(|_| ())
     }
 
     async fn deregister(&self, worker: &WorkerId) -> Result<(), ApiError> {

@@ -284,6 +284,13 @@ pub async fn run_worker(
     let all = concurrency as usize;
     let server_asked = server_drain.is_cancelled() && !shutdown.is_cancelled();
     tracing::info!(running = shared.lock_running().len(), "draining");
+    if !server_asked {
+        // Tell the server, so that operators see it and it stops counting on this worker. Best
+        // effort: the drain proceeds whether or not the server hears about it.
+        if let Err(e) = shared.api.drain(&shared.id).await {
+            tracing::warn!("could not report draining to the server: {e}");
+        }
+    }
     let finished_in_time = if server_asked {
         tokio::select! {
             _ = drain_wait(&mut tasks) => true,

@@ -519,6 +519,10 @@ impl WorkerApi for Partition {
         self.check()?;
         self.inner.fail(w, t, req).await
     }
+    async fn drain(&self, w: &WorkerId) -> Result<(), ApiError> {
+        self.check()?;
+        self.inner.drain(w).await
+    }
     async fn deregister(&self, w: &WorkerId) -> Result<(), ApiError> {
         self.check()?;
         self.inner.deregister(w).await
