@@ -18,7 +18,6 @@ pub mod auth;
 pub mod claude_code;
 pub mod cli;
 pub mod codex;
-pub mod command;
 pub mod events;
 pub mod gemini;
 pub mod opencode;
@@ -201,7 +200,6 @@ impl Registry {
         r.register(Arc::new(codex::Codex::new(cfg.clone())));
         r.register(Arc::new(opencode::OpenCode::new(cfg.clone())));
         r.register(Arc::new(gemini::Gemini::new(cfg.clone())));
-        r.register(Arc::new(command::Command::new(cfg.clone())));
         r
     }
 

@@ -1,7 +1,7 @@
 //! agentpool's domain model, free of I/O: ids, task specs and their validation, the task state
 //! machine, leases, error classes, the retry policy, workers, projects, events, and the wire
-//! types of the worker protocol shared by the server and its clients, and the one secret
-//! redactor.
+//! types of the HTTP API and the worker protocol shared by the server and its client, and the one
+//! secret redactor.
 
 pub mod error_class;
 pub mod event;

@@ -13,7 +13,7 @@ use crate::{TaskId, Timestamp};
 pub type Labels = BTreeMap<String, String>;
 
 /// A field that failed validation, with a message a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
     pub field: String,
@@ -28,6 +28,9 @@ impl ValidationError {
         }
     }
 }
+
+/// The name under which a worker advertises that it runs command tasks; no agent has it.
+pub const COMMAND_AGENT: &str = "command";
 
 /// Is the task an AI agent run or a plain shell command?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -349,7 +352,7 @@ impl TaskSpec {
         self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
     }
 
-    /// The agent the queue matches workers against: `command` for command tasks.
+    /// The agent the queue matches workers against: [`COMMAND_AGENT`] for command tasks.
     pub fn required_agent(&self) -> Option<&str> {
         match self.kind {
             TaskKind::Command => Some("command"),
@@ -408,6 +411,14 @@ impl TaskSpec {
                     errs.push(ValidationError::new(
                         "agent",
                         "must be an agent name like claude-code",
+                    ));
+                }
+                // A shell command runs one way: as a command task, whose process group the
+                // worker tracks so that a crash leaves nothing running.
+                if self.agent.as_deref() == Some(COMMAND_AGENT) {
+                    errs.push(ValidationError::new(
+                        "agent",
+                        "command is not an agent: submit a command task (kind: command)",
                     ));
                 }
             }
@@ -508,6 +519,18 @@ pub fn parse_label(s: &str) -> Result<(String, String), ValidationError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_agent_task_cannot_name_command_as_its_agent() {
+        let mut spec = TaskSpec::command("https://h/a", "true");
+        assert!(spec.validate(&SpecLimits::default()).is_ok());
+        spec.kind = TaskKind::Agent;
+        spec.command = None;
+        spec.prompt = Some("do it".into());
+        spec.agent = Some(COMMAND_AGENT.into());
+        let errs = spec.validate(&SpecLimits::default()).unwrap_err();
+        assert!(errs.iter().any(|e| e.field == "agent"), "{errs:?}");
+    }
 
     #[test]
     fn repo_urls() {

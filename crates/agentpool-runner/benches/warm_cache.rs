@@ -1,6 +1,6 @@
 //! Warm-cache benchmark (not a test): claim → command start for a repository with a long
-//! history, cold clone vs warm mirror, through the real worker loop (SQLite store, in-process
-//! API) and the real smart-HTTP git server with basic auth.
+//! history, cold clone vs warm mirror, through the real worker loop (a real server on SQLite,
+//! reached over HTTP) and the real smart-HTTP git server with basic auth.
 //!
 //! `cargo bench -p agentpool-runner --bench warm_cache` — sizes via `BENCH_COMMITS` (5000),
 //! `BENCH_BLOB_KB` (60), `BENCH_FILES` (50), `BENCH_RUNS` (3).
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpool_core::{EventKind, TaskSpec, TaskState, WorkerId};
-use agentpool_runner::{GitCredentials, Secret, StoreWorkerApi, WorkerConfig, run_worker};
+use agentpool_runner::{GitCredentials, Secret, WorkerConfig, run_worker};
 use agentpool_store::Store;
 use agentpool_testkit::git::{GIT_USER, GitServer};
 use tokio_util::sync::CancellationToken;
@@ -87,7 +87,10 @@ async fn measure(
     if mirror {
         config.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));
     }
-    let api = Arc::new(StoreWorkerApi::new(store.clone(), Duration::from_secs(120)));
+    let pool = agentpool_server::serve_loopback(store.clone(), Duration::from_secs(120))
+        .await
+        .expect("server");
+    let api = Arc::new(agentpool_client::Client::new(&pool.url(), None).expect("client"));
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn(run_worker(config, api, shutdown.clone()));
     let mut samples = Vec::new();
@@ -148,6 +151,7 @@ async fn measure(
     }
     shutdown.cancel();
     let _ = worker.await;
+    let _ = pool.shutdown().await;
     samples
 }
 

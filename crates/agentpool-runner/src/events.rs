@@ -125,7 +125,7 @@ async fn flush(
                 backoff = Duration::from_millis(200);
                 failing_since = None;
             }
-            Err(ApiError::StaleLease) => {
+            Err(ApiError::StaleLease(_)) => {
                 on_lease_lost();
                 return FlushEnd::LeaseLost;
             }

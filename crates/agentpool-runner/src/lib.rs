@@ -1,9 +1,9 @@
 //! agentpool's worker runtime: the git workspace pipeline (clone or warm mirror, work branch,
 //! commit, push), process control for commands and agents, and the worker loop that registers,
-//! heartbeats, claims and reports through a [`WorkerApi`] — in-process over a store
-//! ([`StoreWorkerApi`]) or over HTTP ([`HttpWorkerApi`]).
+//! heartbeats, claims and reports through a [`WorkerApi`] — the server's HTTP API through
+//! `agentpool_client::Client`.
 //!
-//! Entry point for the binary: build a [`WorkerConfig`], pick an API, and call
+//! Entry point for the binary: build a [`WorkerConfig`], a client, and call
 //! [`run_worker`] with a shutdown token that SIGTERM/SIGINT cancel.
 
 pub mod api;
@@ -16,7 +16,7 @@ pub mod workspace;
 /// Process control lives in the agents crate, shared with the agent adapters.
 pub use agentpool_agents::process;
 
-pub use api::{ApiError, ClaimedWork, HttpWorkerApi, StoreWorkerApi, WorkerApi};
+pub use api::{ApiError, ClaimedWork, WorkerApi};
 pub use git::{GitCredentials, Secret};
 pub use pipeline::{PipelineConfig, Report};
 pub use worker::{WorkerConfig, WorkerError, WorkerSummary, run_worker};

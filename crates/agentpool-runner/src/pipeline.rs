@@ -13,7 +13,7 @@ use agentpool_core::{BranchName, ErrorClass, NewEvent, Redactor, RepoUrl, TaskKi
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ClaimedWork;
-use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions};
+use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Secret};
 use crate::process::{KillReason, OutputStream, ProcessSpec, run_process};
 use crate::workspace::{
     CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
@@ -176,9 +176,13 @@ impl Pipeline {
 
     /// The secrets a run of `work` may see, for redaction.
     pub fn redactor_for(&self, work: &ClaimedWork) -> Redactor {
-        let credentials = work.credentials.values();
-        let git = self.cfg.git_credentials.iter().map(|c| &c.token);
-        Redactor::new(credentials.chain(git).map(|s| s.expose().to_string()))
+        let credentials = work.credentials.iter().map(|(_, v)| v.to_string());
+        let git = self
+            .cfg
+            .git_credentials
+            .iter()
+            .map(|c| c.token.expose().to_string());
+        Redactor::new(credentials.chain(git))
     }
 
     /// Run the claimed task to its end. Events go to `events`; `cancel` stops it.
@@ -286,7 +290,7 @@ impl Pipeline {
         // ---- credentials ----
         let creds = GIT_TOKEN_CREDENTIALS
             .iter()
-            .find_map(|n| work.credentials.get(*n))
+            .find_map(|n| work.credentials.get(n))
             .map(|token| GitCredentials {
                 username: self
                     .cfg
@@ -294,7 +298,7 @@ impl Pipeline {
                     .as_ref()
                     .map(|c| c.username.clone())
                     .unwrap_or_else(|| "x-access-token".into()),
-                token: token.clone(),
+                token: Secret::new(token),
             })
             .or_else(|| self.cfg.git_credentials.clone());
         let cred_dir = self.cfg.state_dir.join("credentials").join(task.id.to_string());
@@ -492,8 +496,8 @@ impl Pipeline {
         for (k, v) in &self.cfg.extra_env {
             env.insert(k.clone(), v.clone());
         }
-        for (name, value) in &work.credentials {
-            if GIT_TOKEN_CREDENTIALS.contains(&name.as_str()) {
+        for (name, value) in work.credentials.iter() {
+            if GIT_TOKEN_CREDENTIALS.contains(&name) {
                 continue;
             }
             let var: String = name
@@ -507,7 +511,7 @@ impl Pipeline {
                 })
                 .collect();
             if !var.is_empty() && !var.starts_with(|c: char| c.is_ascii_digit()) {
-                env.insert(var, value.expose().to_string());
+                env.insert(var, value.to_string());
             }
         }
         let task = &work.claimed.task;

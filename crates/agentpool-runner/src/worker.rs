@@ -167,14 +167,12 @@ pub async fn run_worker(
         .id
         .clone()
         .unwrap_or_else(|| WorkerId::generate(&config.hostname));
+    // Command tasks run in the pipeline itself, so every worker takes them.
     let mut agents = vec![AgentInfo {
-        name: "command".into(),
+        name: agentpool_core::spec::COMMAND_AGENT.into(),
         version: None,
     }];
     for name in config.agents.names() {
-        if name == "command" {
-            continue;
-        }
         if let Some(a) = config.agents.get(&name) {
             agents.push(AgentInfo {
                 name,
@@ -286,6 +284,13 @@ pub async fn run_worker(
     let all = concurrency as usize;
     let server_asked = server_drain.is_cancelled() && !shutdown.is_cancelled();
     tracing::info!(running = shared.lock_running().len(), "draining");
+    if !server_asked {
+        // Tell the server, so that operators see it and it stops counting on this worker. Best
+        // effort: the drain proceeds whether or not the server hears about it.
+        if let Err(e) = shared.api.drain(&shared.id).await {
+            tracing::warn!("could not report draining to the server: {e}");
+        }
+    }
     let finished_in_time = if server_asked {
         tokio::select! {
             _ = drain_wait(&mut tasks) => true,
@@ -496,7 +501,7 @@ async fn deliver(shared: &Shared, lease: Lease, report: Report) {
                 }
                 return;
             }
-            Err(ApiError::StaleLease) => {
+            Err(ApiError::StaleLease(_)) => {
                 tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
                 shared.count(|s| s.lost += 1);
                 return;

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentpool_client::Client;
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, TaskId, TaskSpec};
 use agentpool_server::api::CompleteItem;
-use agentpool_server::client::Client;
 use agentpool_server::{Role, ServerConfig, create_token};
 use agentpool_testkit::db::{Backend, TestDb};
 

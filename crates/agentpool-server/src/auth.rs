@@ -8,16 +8,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use agentpool_store::{Store, StoreError, TokenRecord};
-use axum::extract::FromRequestParts;
-use axum::http::header;
-use axum::http::request::Parts;
 use base64::Engine;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -149,7 +145,7 @@ impl Authenticator {
         self.mode
     }
 
-    async fn role_of(&self, store: &dyn Store, token: &str) -> Result<Option<Role>, ApiError> {
+    pub(crate) async fn role_of(&self, store: &dyn Store, token: &str) -> Result<Option<Role>, ApiError> {
         let hash = hash_token(token);
         if let Ok(cache) = self.cache.lock()
             && let Some((role, at)) = cache.get(&hash)
@@ -198,35 +194,6 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let auth = &state.inner.auth;
-        if auth.mode() == AuthMode::NoAuthLoopback {
-            return Ok(Caller { role: Role::Admin });
-        }
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::unauthorized(
-                "missing bearer token (Authorization: Bearer …)",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty() && t.len() <= 512)
-            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header; use Bearer <token>"))?;
-        match auth.role_of(state.inner.store.as_ref(), token).await? {
-            Some(role) => Ok(Caller { role }),
-            None => Err(ApiError::unauthorized("unknown or revoked token")),
-        }
-    }
-}
-
 /// A set of roles an endpoint admits (admin is always admitted).
 pub trait Allowed: Send + Sync + 'static {
     const ROLES: &'static [Role];
@@ -256,19 +223,10 @@ impl Allowed for Admins {
     const ROLES: &'static [Role] = &[];
 }
 
-/// An authenticated caller whose role is in `A`. As a parts extractor it runs before the body
-/// is read, so an unauthorized caller gets 401/403 without the server parsing its body.
-pub struct Authorized<A: Allowed>(pub Caller, std::marker::PhantomData<A>);
-
-impl<A: Allowed> FromRequestParts<AppState> for Authorized<A> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state).await?;
-        caller.require(A::ROLES)?;
-        Ok(Authorized(caller, std::marker::PhantomData))
-    }
-}
+/// An authenticated caller whose role is in `A`. As a parts extractor (see `extract`) it runs
+/// before the body is read, so an unauthorized caller gets 401/403 without the server parsing
+/// its body.
+pub struct Authorized<A: Allowed>(pub Caller, pub(crate) std::marker::PhantomData<A>);
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,12 @@
 //! Credential encryption at rest: AES-256-GCM under the server key, a random nonce per value,
 //! and the credential's name as associated data so a ciphertext cannot be moved to another name.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
+pub use agentpool_core::protocol::Secrets;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 
 const NONCE_LEN: usize = 12;
 
@@ -116,30 +115,6 @@ impl Cipher {
                 },
             )
             .map_err(|_| CryptoError::Decrypt)
-    }
-}
-
-/// Credential values handed to a worker with a claimed task: name → value. Serialized as a
-/// plain JSON object on the wire (the claim response only); Debug shows names, never values.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secrets(pub BTreeMap<String, String>);
-
-impl Secrets {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
-    }
-}
-
-impl fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.keys().map(|k| (k, "<redacted>")))
-            .finish()
     }
 }
 

@@ -2,29 +2,11 @@
 //! `{ "error": { "code", "message", "details" } }` with the matching HTTP status.
 
 use agentpool_core::ValidationError;
+pub use agentpool_core::protocol::{ErrorBody, ErrorDetail};
 use agentpool_store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
-/// The error body of every non-2xx response.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct ErrorDetail {
-    /// A stable, machine-readable code such as `not_found`, `stale_lease`, `invalid_body`.
-    pub code: String,
-    /// A sentence a person can act on.
-    pub message: String,
-    /// Field-level problems (validation), or other structured context; `null` when none.
-    #[schema(value_type = Object, nullable)]
-    pub details: serde_json::Value,
-}
 
 /// An error a handler returns. It carries what the client sees; the cause of an internal
 /// error is logged by the `into_response` caller's middleware via the `internal` field, never

@@ -1,6 +1,7 @@
 //! Request extractors that turn every malformed input into our error shape: a JSON body that
 //! is too large (413), not JSON (400/415), or the wrong shape (422 naming the field), and path
 //! or query parameters that do not parse (400). Nothing malformed reaches a handler or a 500.
+//! Also the caller's identity from its bearer token (401/403), before any body is read.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -9,7 +10,9 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::auth::{Allowed, AuthMode, Authorized, Caller, Role};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// A JSON body, parsed strictly (the target types refuse unknown fields), with the path of the
 /// offending field in the error.
@@ -138,5 +141,47 @@ where
             .await
             .map(|q| ApiQuery(q.0))
             .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who is calling.
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let auth = &state.inner.auth;
+        if auth.mode() == AuthMode::NoAuthLoopback {
+            return Ok(Caller { role: Role::Admin });
+        }
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::unauthorized(
+                "missing bearer token (Authorization: Bearer …)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .filter(|t| !t.is_empty() && t.len() <= 512)
+            .ok_or_else(|| ApiError::unauthorized("malformed Authorization header; use Bearer <token>"))?;
+        match auth.role_of(state.inner.store.as_ref(), token).await? {
+            Some(role) => Ok(Caller { role }),
+            None => Err(ApiError::unauthorized("unknown or revoked token")),
+        }
+    }
+}
+
+impl<A: Allowed> FromRequestParts<AppState> for Authorized<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(A::ROLES)?;
+        Ok(Authorized(caller, std::marker::PhantomData))
     }
 }

@@ -4,11 +4,10 @@
 //!
 //! Entry points for the binary: [`ServerConfig`] + [`serve`] (or [`start`] to learn the bound
 //! address first), [`router`] for in-process use, and [`auth::create_token`] for
-//! `agentpool tokens create`. [`client::Client`] is the typed HTTP client workers and the CLI use.
+//! `agentpool tokens create`. Clients use the `agentpool-client` crate.
 
 pub mod api;
 pub mod auth;
-pub mod client;
 pub mod crypto;
 pub mod error;
 pub mod events;
@@ -17,7 +16,6 @@ pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
-pub mod schemas;
 pub mod state;
 
 use std::future::Future;
@@ -106,32 +104,17 @@ pub enum ServeError {
 /// The HTTP router for `state`, with the body limit and JSON fallbacks applied. Use it with
 /// `tower::ServiceExt::oneshot` in tests, or nest it in a larger app (the dashboard).
 pub fn router(state: AppState, body_limit: usize) -> Router {
-    let mut app: Router<AppState> = Router::new();
-    // Group handlers by path: axum wants one MethodRouter per path.
-    let mut by_path: Vec<(&'static str, axum::routing::MethodRouter<AppState>)> = Vec::new();
-    for r in routes::table() {
-        if let Some(slot) = by_path.iter_mut().find(|(p, _)| *p == r.path) {
-            let prev = std::mem::take(&mut slot.1);
-            slot.1 = prev.merge(r.handler);
-        } else {
-            by_path.push((r.path, r.handler));
-        }
-    }
-    for (path, h) in by_path {
-        app = app.route(
-            path,
-            h.fallback(|| async {
-                ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "this method is not allowed on this path",
-                )
-            }),
-        );
-    }
-    app.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+    let (app, _doc) = routes::api().split_for_parts();
+    app.method_not_allowed_fallback(|| async {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this method is not allowed on this path",
+        )
+    })
+    .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    .layer(DefaultBodyLimit::max(body_limit))
+    .with_state(state)
 }
 
 /// A running server: where it listens, and how to stop it.
@@ -153,6 +136,11 @@ impl RunningServer {
     /// Resolves when the server stops (after [`RunningServer::shutdown`] or an I/O error).
     pub async fn wait(self) -> Result<(), ServeError> {
         self.task.await?
+    }
+
+    /// The server's root URL, `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// A token that stops the server when cancelled (e.g. from a signal handler).
@@ -182,7 +170,21 @@ pub async fn start_with_store(
             addr: config.listen,
             source,
         })?;
+    serve_on(listener, config, store)
+}
+
+/// Serve `store` on an already-bound `listener` in the background (`config.listen` is not
+/// used). Tests bind `127.0.0.1:0` and talk to [`RunningServer::url`] over HTTP, the path
+/// production takes.
+pub fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: ServerConfig,
+    store: Arc<dyn Store>,
+) -> Result<RunningServer, ServeError> {
     let addr = listener.local_addr()?;
+    if config.auth == AuthMode::NoAuthLoopback && !addr.ip().is_loopback() {
+        return Err(ServeError::NoAuthOnNonLoopback(addr));
+    }
     let state = AppState::new(store, &config);
     let app = router(state.clone(), config.body_limit);
     let stop = CancellationToken::new();
@@ -247,4 +249,17 @@ pub async fn serve(
         _ = shutdown => server.shutdown().await,
         _ = stop.cancelled() => server.wait().await,
     }
+}
+
+/// A server on a free loopback port without auth, serving `store` with `lease_ttl` and no
+/// maintenance loop (the caller drives maintenance when it wants it): what tests and tools
+/// that need a real server next to a store they hold use.
+pub async fn serve_loopback(store: Arc<dyn Store>, lease_ttl: Duration) -> Result<RunningServer, ServeError> {
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let mut config = ServerConfig::new("", listener.local_addr()?);
+    config.auth = AuthMode::NoAuthLoopback;
+    config.allow_local_repos = true;
+    config.lease_ttl = lease_ttl;
+    config.maintenance_interval = None;
+    serve_on(listener, config, store)
 }

@@ -26,10 +26,12 @@ use std::time::Duration;
 
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
+// Wire types the store returns; defined with the rest of the protocol in core.
+pub use agentpool_core::protocol::{Enqueued, TaskDetail, WaitReason};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    Attempt, ErrorClass, Event, Labels, Lease, NewEvent, Project, RetryPolicy, Task, TaskId, TaskResult,
-    TaskSpec, TaskState, Timestamp, Worker, WorkerId,
+    ErrorClass, Event, Labels, Lease, NewEvent, Project, RetryPolicy, Task, TaskId, TaskResult, TaskSpec,
+    TaskState, Timestamp, Worker, WorkerId,
 };
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -66,14 +68,6 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Result of an enqueue: the task, and whether it was created now (false when an idempotency
-/// key matched an earlier task).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Enqueued {
-    pub task: Task,
-    pub created: bool,
-}
-
 /// What a worker asks for when it claims.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimFilter {
@@ -93,39 +87,6 @@ pub struct Failure {
     pub message: String,
     pub retry_after: Option<Duration>,
     pub result: Option<TaskResult>,
-}
-
-/// Why a queued task is not running yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "snake_case")]
-pub enum WaitReason {
-    /// `run_after` is in the future (a delayed task or a retry backoff).
-    Scheduled {
-        run_after: Timestamp,
-    },
-    Dependencies {
-        pending: Vec<TaskId>,
-    },
-    BranchLocked {
-        branch: String,
-        held_by: TaskId,
-    },
-    ProjectSlotsFull {
-        project: String,
-        slots: u32,
-    },
-    /// Nothing holds it back: it waits for a free worker with its agent and labels.
-    NoWorker,
-}
-
-/// A task with its attempts and, while queued, why it waits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskDetail {
-    #[serde(flatten)]
-    pub task: Task,
-    pub attempts_detail: Vec<Attempt>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub waiting: Vec<WaitReason>,
 }
 
 /// Filters for listing tasks, newest first, paged by id.

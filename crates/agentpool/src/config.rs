@@ -127,9 +127,33 @@ pub fn clear_up_state(data_dir: &Path, pid: u32) {
     }
 }
 
+/// A database URL safe to print: the password replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn database_passwords_are_not_printed() {
+        assert_eq!(
+            redact_url("postgres://ap:s3cret@db:5432/agentpool"),
+            "postgres://ap:***@db:5432/agentpool"
+        );
+        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+    }
 
     fn global(dir: &Path) -> GlobalArgs {
         GlobalArgs {

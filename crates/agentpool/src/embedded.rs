@@ -1,6 +1,6 @@
 //! The embedded pool: the API server on SQLite in the data dir plus workers in
 //! this process, without auth on loopback. Used by `agentpool up`, a transient `agentpool run`,
-//! and `agentpool demo`. Also the HTTP worker of `agentpool worker`.
+//! and `agentpool demo`; and which agents a worker in this process may run.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,17 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, Registry};
+use agentpool_client::Client;
 use agentpool_core::WorkerId;
-use agentpool_runner::{HttpWorkerApi, Secret, WorkerApi, WorkerConfig, run_worker};
+use agentpool_runner::{WorkerApi, WorkerConfig, run_worker};
 
 use agentpool_server::{AuthMode, RunningServer, ServerConfig, ServerKey};
 use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::WorkerArgs;
-use crate::commands::pool::redact_url;
-use crate::config::Settings;
+use crate::config::{Settings, redact_url};
 use crate::exit::{Exit, ExitCode};
 
 #[derive(Debug, Clone)]
@@ -175,7 +174,7 @@ const AGENT_EXES: [(&str, &str); 4] = [
 
 /// The agents a worker may run: the shipped adapters whose CLI is installed (a worker only
 /// advertises what it can run, so tasks for other agents wait for a worker that has
-/// them), or exactly those named. `command` is always available.
+/// them), or exactly those named. Command tasks are always run.
 pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let mut cfg = AgentConfig::from_env();
     if let Some(d) = bin_dir {
@@ -196,7 +195,8 @@ pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
         return Ok(r);
     }
     let mut r = Registry::new();
-    for name in only {
+    // Command tasks need no adapter: the worker runs them itself.
+    for name in only.iter().filter(|n| *n != agentpool_core::spec::COMMAND_AGENT) {
         let agent = all.get(name).ok_or_else(|| {
             Exit::new(
                 ExitCode::Usage,
@@ -220,7 +220,7 @@ fn start_workers(
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
     let api: Arc<dyn WorkerApi> =
-        Arc::new(HttpWorkerApi::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
+        Arc::new(Client::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
     let mut handles = Vec::new();
     for i in 0..opts.workers {
         let mut cfg = WorkerConfig::new(
@@ -246,72 +246,4 @@ fn start_workers(
         }));
     }
     Ok(handles)
-}
-
-/// `agentpool worker`: a worker that claims from a server over HTTP until SIGTERM/SIGINT, then
-/// drains (stops claiming, lets running tasks finish up to the grace period, cancels the rest)
-/// and deregisters.
-pub async fn run_http_worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let server = match &settings.server {
-        Some(s) => s.clone(),
-        None => match crate::config::read_up_state(&settings.data_dir) {
-            Some(up) => up.url,
-            None => {
-                return Err(Exit::new(
-                    ExitCode::Usage,
-                    "give the server to work for with --server URL (or AGENTPOOL_SERVER)",
-                )
-                .into());
-            }
-        },
-    };
-    let api = HttpWorkerApi::new(&server, settings.token.clone().map(Secret::new))
-        .map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
-    let dir = match args.work_dir.clone() {
-        Some(d) => crate::config::absolute(d)?,
-        None => settings.data_dir.join("work"),
-    };
-    let mut cfg = WorkerConfig::new(&dir, args.concurrency);
-    if let Some(id) = &args.id {
-        cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
-    }
-    cfg.labels = args.labels.iter().cloned().collect();
-    cfg.agents = agent_registry(&args.agents, None)?;
-    cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
-    // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
-    cfg.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));
-    cfg.pipeline.allow_file_repos = args.allow_local_repos;
-
-    let stop = CancellationToken::new();
-    let signal = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            crate::commands::pool::shutdown_signal().await;
-            tracing::info!("signal received: draining");
-            stop.cancel();
-        })
-    };
-    tracing::info!(server = %server, slots = args.concurrency, "worker starting");
-    let result = run_worker(cfg, Arc::new(api), stop).await;
-    signal.abort();
-    let summary = result.map_err(|e| Exit::new(ExitCode::Connection, e.to_string()))?;
-    if settings.json() {
-        crate::commands::print_json(&serde_json::json!({
-            "worker_id": summary.worker_id,
-            "succeeded": summary.succeeded,
-            "failed": summary.failed,
-            "canceled": summary.canceled,
-            "lost": summary.lost,
-            "unreported": summary.unreported,
-        }))?;
-    } else {
-        match &summary.worker_id {
-            Some(id) => eprintln!(
-                "worker {id} stopped: {} succeeded, {} failed, {} canceled",
-                summary.succeeded, summary.failed, summary.canceled
-            ),
-            None => eprintln!("worker stopped before it could register with {server}"),
-        }
-    }
-    Ok(ExitCode::Success)
 }

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use crate::api::ApiError;
+use agentpool_client::Error as ApiError;
+use reqwest::StatusCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
@@ -45,10 +46,33 @@ pub fn code_of(err: &anyhow::Error) -> ExitCode {
             return e.code;
         }
         if let Some(e) = cause.downcast_ref::<ApiError>() {
-            return e.exit_code();
+            return api_exit_code(e);
         }
     }
     ExitCode::Failed
+}
+
+/// The exit code for a failed call: a usage mistake (a refused request or bad URL), a task
+/// operation that failed (not found, conflict), or a server that could not be reached.
+fn api_exit_code(e: &ApiError) -> ExitCode {
+    match e {
+        ApiError::Config(_) => ExitCode::Usage,
+        ApiError::NotFound(_) | ApiError::StaleLease(_) => ExitCode::Failed,
+        ApiError::Rejected { status, .. } => match status {
+            400 | 413 | 422 => ExitCode::Usage,
+            409 => ExitCode::Failed,
+            _ => ExitCode::Connection,
+        },
+        ApiError::Unavailable { .. } | ApiError::Decode(_) => ExitCode::Connection,
+    }
+}
+
+/// What to add to the server's message, if anything.
+fn api_hint(e: &ApiError) -> Option<&'static str> {
+    match e.status() {
+        Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Some("check --token / AGENTPOOL_TOKEN"),
+        _ => None,
+    }
 }
 
 /// The one line printed on stderr: the whole chain of causes, without repeating a cause that
@@ -56,7 +80,10 @@ pub fn code_of(err: &anyhow::Error) -> ExitCode {
 pub fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
-        let s = cause.to_string();
+        let mut s = cause.to_string();
+        if let Some(h) = cause.downcast_ref::<ApiError>().and_then(api_hint) {
+            s = format!("{s} ({h})");
+        }
         if s.is_empty() || line.contains(&s) {
             continue;
         }

@@ -1,7 +1,6 @@
 //! `agentpool`: the only binary. Parses the command line, resolves configuration, runs the
 //! command, and turns its outcome into one line on stderr and a documented exit code.
 
-mod api;
 mod cli;
 mod commands;
 mod config;

@@ -8,9 +8,7 @@ use agentpool_core::{Event, EventKind, Task, TaskResult, TaskState, Timestamp, W
 use chrono::Utc;
 use serde_json::Value;
 
-use agentpool_store::WaitReason;
-
-use crate::api::TaskView;
+use agentpool_core::protocol::{TaskDetail, WaitReason};
 
 /// Whether to colour stdout / stderr.
 #[derive(Debug, Clone, Copy)]
@@ -257,7 +255,7 @@ pub fn labels(l: &agentpool_core::Labels) -> String {
 }
 
 /// The full human view of a task: spec, state, attempts and result.
-pub fn task_detail(style: &Style, view: &TaskView) -> String {
+pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     let t = &view.task;
     let mut out = String::new();
     let mut kv = |k: &str, v: String| {

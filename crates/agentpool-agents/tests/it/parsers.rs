@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use agentpool_agents::cli::{LineParser, finish};
 use agentpool_agents::process::ProcessOutcome;
-use agentpool_agents::{claude_code, codex, command, gemini, opencode};
+use agentpool_agents::{claude_code, codex, gemini, opencode};
 use agentpool_core::{ErrorClass, EventKind, NewEvent};
 use proptest::prelude::*;
 
@@ -26,7 +26,7 @@ fn parser_for(name: &str) -> Box<dyn LineParser> {
     } else if name.starts_with("opencode-run") {
         Box::new(opencode::Parser::default())
     } else {
-        Box::new(command::Parser::default())
+        panic!("no parser for sample {name}")
     }
 }
 
@@ -333,25 +333,12 @@ fn a_clean_exit_without_a_result_line_is_an_agent_error() {
     assert_eq!(o.error_class, Some(ErrorClass::AgentError));
 }
 
-#[test]
-fn command_output_lines_are_log_events_and_failures_are_agent_errors() {
-    let mut p = command::Parser::default();
-    let ev = p.parse_line("FAILED: 401 tests");
-    assert_eq!(ev[0].kind, EventKind::Log);
-    let parsed = Parsed {
-        events: ev,
-        parser: Box::new(p),
-    };
-    assert_eq!(parsed.outcome(2).error_class, Some(ErrorClass::AgentError));
-}
-
 fn all_parsers() -> Vec<Box<dyn LineParser>> {
     vec![
         Box::new(claude_code::Parser::default()),
         Box::new(codex::Parser::default()),
         Box::new(opencode::Parser::default()),
         Box::new(gemini::Parser::default()),
-        Box::new(command::Parser::default()),
     ]
 }
 

@@ -396,28 +396,6 @@ async fn gemini_follow_up_in_a_fresh_home_and_workspace_resumes_the_session() {
 }
 
 #[tokio::test]
-async fn command_runs_in_the_workspace_and_logs_its_output() {
-    let cfg = AgentConfig::default();
-    let agent = Registry::builtin(&cfg).get("command").unwrap();
-    let fx = Fixture::new(vec![]).await;
-    let mut req = AgentRequest::new("ls; echo oops >&2; exit 3", fx.repo.path(), fx.home.path());
-    req.timeout = Duration::from_secs(30);
-    let (o, sink) = fx.run(agent.as_ref(), req).await;
-    assert!(o.is_error);
-    assert_eq!(o.exit_code, Some(3));
-    assert_eq!(o.error_class, Some(ErrorClass::AgentError));
-    let logs = sink.of(EventKind::Log);
-    assert!(
-        logs.iter()
-            .any(|e| e.data["stream"] == "stdout" && e.data["line"] == "README.md")
-    );
-    assert!(
-        logs.iter()
-            .any(|e| e.data["stream"] == "stderr" && e.data["line"] == "oops")
-    );
-}
-
-#[tokio::test]
 async fn invalid_requests_are_rejected_before_anything_runs() {
     let cfg = AgentConfig::default();
     let reg = Registry::builtin(&cfg);

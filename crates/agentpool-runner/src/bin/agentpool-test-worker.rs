@@ -1,13 +1,14 @@
-//! A worker process for crash tests: runs one embedded worker against a SQLite store so that
-//! a test can kill it with SIGKILL mid-task. Configured by environment variables:
-//! `AGENTPOOL_TEST_DB` (sqlite URL), `AGENTPOOL_TEST_DIR` (work dir), `AGENTPOOL_TEST_WORKER`
-//! (worker id), `AGENTPOOL_TEST_GIT_TOKEN`, `AGENTPOOL_TEST_LEASE_MS`.
+//! A worker process for crash tests: runs one worker against a server over HTTP so that a
+//! test can kill it with SIGKILL mid-task. Configured by environment variables:
+//! `AGENTPOOL_TEST_SERVER` (the server's URL; no auth), `AGENTPOOL_TEST_DIR` (work dir),
+//! `AGENTPOOL_TEST_WORKER` (worker id), `AGENTPOOL_TEST_GIT_TOKEN`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentpool_client::Client;
 use agentpool_core::WorkerId;
-use agentpool_runner::{GitCredentials, Secret, StoreWorkerApi, WorkerConfig, run_worker};
+use agentpool_runner::{GitCredentials, Secret, WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
 
 fn var(name: &str) -> Result<String, String> {
@@ -16,10 +17,7 @@ fn var(name: &str) -> Result<String, String> {
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let store = agentpool_store::open_store(&var("AGENTPOOL_TEST_DB")?)
-        .await
-        .map_err(|e| e.to_string())?;
-    let lease_ms: u64 = var("AGENTPOOL_TEST_LEASE_MS")?.parse().map_err(|_| "bad lease")?;
+    let api = Client::new(&var("AGENTPOOL_TEST_SERVER")?, None).map_err(|e| e.to_string())?;
     let mut config = WorkerConfig::new(var("AGENTPOOL_TEST_DIR")?, 1);
     config.id = Some(WorkerId::parse(var("AGENTPOOL_TEST_WORKER")?).map_err(|e| e.to_string())?);
     config.heartbeat_interval = Duration::from_millis(200);
@@ -28,14 +26,13 @@ async fn main() -> Result<(), String> {
         username: "agentpool".into(),
         token: Secret::new(var("AGENTPOOL_TEST_GIT_TOKEN")?),
     });
-    let api = Arc::new(StoreWorkerApi::new(store, Duration::from_millis(lease_ms)));
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         s.cancel();
     });
-    run_worker(config, api, shutdown)
+    run_worker(config, Arc::new(api), shutdown)
         .await
         .map_err(|e| e.to_string())?;
     Ok(())

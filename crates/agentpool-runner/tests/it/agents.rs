@@ -51,7 +51,7 @@ fn model_for(agent: &str) -> &'static str {
 }
 
 /// A worker whose agents are the real CLIs talking to `model`.
-fn agent_worker(env: &Env, agent: &str, model: &ModelServer) -> RunningWorker {
+async fn agent_worker(env: &Env, agent: &str, model: &ModelServer) -> RunningWorker {
     let mut c = config(env, "w1", TOKEN);
     let cfg = AgentConfig {
         bin_dir: Some(bin_dir()),
@@ -60,7 +60,7 @@ fn agent_worker(env: &Env, agent: &str, model: &ModelServer) -> RunningWorker {
     };
     c.agents = Registry::builtin(&cfg);
     c.pipeline.extra_env = model.env_for(agent);
-    start(c, api(&env.store, Duration::from_secs(30)))
+    start(c, api(&env.store, Duration::from_secs(30)).await)
 }
 
 fn agent_task(env: &Env, agent: &str, prompt: &str) -> TaskSpec {
@@ -96,7 +96,7 @@ async fn run_to_end(
     limit: Duration,
 ) -> TaskDetail {
     let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = agent_worker(env, agent, model);
+    let w = agent_worker(env, agent, model).await;
     let done = finished_within(&env.store, task.id, limit).await;
     w.stop().await;
     done
@@ -270,7 +270,7 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
         .await
         .unwrap()
         .task;
-    let w = agent_worker(&env, agent, &model);
+    let w = agent_worker(&env, agent, &model).await;
     // The pid file appears once the agent's shell tool runs.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let pid: i32 = loop {
@@ -309,7 +309,7 @@ async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
         .await
         .unwrap()
         .task;
-    let w = agent_worker(&env, agent, &model);
+    let w = agent_worker(&env, agent, &model).await;
     let first_done = finished_within(&env.store, first.id, Duration::from_secs(120)).await;
     assert_eq!(
         first_done.task.state,

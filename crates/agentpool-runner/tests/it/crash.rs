@@ -8,24 +8,31 @@ use agentpool_core::{AttemptOutcome, TaskState};
 
 use crate::worker::{TOKEN, alive, api, command, config, env, finished, pids, start, until, wait_log};
 
-fn spawn_worker(db: &str, dir: &std::path::Path, id: &str) -> tokio::process::Child {
+fn spawn_worker(server: &str, dir: &std::path::Path, id: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"))
-        .env("AGENTPOOL_TEST_DB", db)
+        .env("AGENTPOOL_TEST_SERVER", server)
         .env("AGENTPOOL_TEST_DIR", dir)
         .env("AGENTPOOL_TEST_WORKER", id)
         .env("AGENTPOOL_TEST_GIT_TOKEN", TOKEN)
-        .env("AGENTPOOL_TEST_LEASE_MS", "1000")
         .kill_on_drop(true)
         .spawn()
         .unwrap()
 }
 
+/// A real server on `store` whose leases last a second, for the worker processes to use.
+async fn short_lease_server(store: &std::sync::Arc<dyn agentpool_store::Store>) -> String {
+    agentpool_server::serve_loopback(store.clone(), Duration::from_secs(1))
+        .await
+        .unwrap()
+        .url()
+}
+
 #[tokio::test]
 async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     let env = env().await;
-    // A database file of its own that both the worker process and this test open.
     let db = agentpool_testkit::db::TestDb::sqlite();
     let store = agentpool_store::open_store(db.url()).await.unwrap();
+    let url = short_lease_server(&store).await;
     let gate = env.dir.path().join("gate");
     let cmd = format!(
         "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo \"$AGENTPOOL_ATTEMPT\" > attempt.txt",
@@ -33,7 +40,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     );
     let task = store.enqueue(command(&env, &cmd)).await.unwrap().task;
 
-    let mut victim = spawn_worker(db.url(), &env.dir.path().join("victim"), "victim");
+    let mut victim = spawn_worker(&url, &env.dir.path().join("victim"), "victim");
     wait_log(&store, task.id, "ready").await;
     victim.start_kill().unwrap(); // SIGKILL
     let status = victim.wait().await.unwrap();
@@ -48,7 +55,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     .await;
     let rescuer = start(
         config(&env, "rescuer", TOKEN),
-        api(&store, Duration::from_secs(30)),
+        api(&store, Duration::from_secs(30)).await,
     );
     let done = finished(&store, task.id).await;
     let summary = rescuer.stop().await;
@@ -83,13 +90,14 @@ async fn a_restarted_worker_kills_what_its_killed_predecessor_left_running() {
     let env = env().await;
     let db = agentpool_testkit::db::TestDb::sqlite();
     let store = agentpool_store::open_store(db.url()).await.unwrap();
+    let url = short_lease_server(&store).await;
     let task = store
         .enqueue(command(&env, crate::worker::GRANDCHILDREN))
         .await
         .unwrap()
         .task;
     let dir = env.dir.path().join("worker");
-    let mut first = spawn_worker(db.url(), &dir, "phoenix");
+    let mut first = spawn_worker(&url, &dir, "phoenix");
     let children = pids(&wait_log(&store, task.id, "ready").await);
     assert_eq!(children.len(), 2);
     first.start_kill().unwrap();
@@ -100,7 +108,7 @@ async fn a_restarted_worker_kills_what_its_killed_predecessor_left_running() {
     );
 
     // Same worker, same directory: on start it kills the orphaned group.
-    let mut second = spawn_worker(db.url(), &dir, "phoenix");
+    let mut second = spawn_worker(&url, &dir, "phoenix");
     until("the orphans to be killed", async || {
         children.iter().all(|p| !alive(*p)).then_some(())
     })

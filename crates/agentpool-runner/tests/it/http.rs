@@ -1,13 +1,13 @@
-//! The worker over HTTP against the real server (agentpool-server on 127.0.0.1:0, bearer
-//! token, SQLite): same worker loop, and a worker that loses the server keeps its task running
-//! and reports once the server is back.
+//! The worker over HTTP with a worker's bearer token (every other worker test runs without
+//! auth), and a worker that loses the server keeps its task running and reports once the
+//! server is back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentpool_client::Client;
 use agentpool_core::TaskState;
-use agentpool_runner::{HttpWorkerApi, Secret};
 use agentpool_server::{AuthMode, Role, ServerConfig, create_token, start_with_store};
 use agentpool_store::Store;
 
@@ -20,9 +20,11 @@ fn server_config(listen: SocketAddr) -> ServerConfig {
     c
 }
 
-async fn worker_token(store: &Arc<dyn Store>) -> Secret {
-    let t = create_token(&**store, Role::Worker, "worker").await.unwrap();
-    Secret::new(t.plaintext)
+async fn worker_token(store: &Arc<dyn Store>) -> String {
+    create_token(&**store, Role::Worker, "worker")
+        .await
+        .unwrap()
+        .plaintext
 }
 
 #[tokio::test]
@@ -31,11 +33,7 @@ async fn a_worker_over_http_runs_a_command_task_to_a_pushed_commit() {
     let server = start_with_store(server_config("127.0.0.1:0".parse().unwrap()), env.store.clone())
         .await
         .unwrap();
-    let api = HttpWorkerApi::new(
-        &format!("http://{}", server.addr),
-        Some(worker_token(&env.store).await),
-    )
-    .unwrap();
+    let api = Client::new(&server.url(), Some(worker_token(&env.store).await)).unwrap();
     let task = env
         .store
         .enqueue(command(&env, "echo over-http > http.txt"))
@@ -67,7 +65,7 @@ async fn a_worker_that_loses_the_server_keeps_running_and_reports_when_it_is_bac
         .await
         .unwrap();
     let addr = server.addr;
-    let api = HttpWorkerApi::new(&format!("http://{addr}"), Some(worker_token(&env.store).await)).unwrap();
+    let api = Client::new(&server.url(), Some(worker_token(&env.store).await)).unwrap();
     let gate = env.dir.path().join("gate");
     let cmd = format!(
         "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo after-outage",

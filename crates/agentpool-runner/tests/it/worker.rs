@@ -1,5 +1,5 @@
-//! The worker loop end to end: a real SQLite store through the in-process WorkerApi, a real
-//! smart-HTTP git server with basic auth, real processes.
+//! The worker loop end to end: a real server on a fresh SQLite database reached over HTTP
+//! through the client, a real smart-HTTP git server with basic auth, real processes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +10,7 @@ use agentpool_core::protocol::{
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{ErrorClass, Event, TaskId, TaskSpec, TaskState, Worker, WorkerId};
-use agentpool_runner::api::{ApiError, ClaimedWork, StoreWorkerApi, WorkerApi};
+use agentpool_runner::api::{ApiError, ClaimedWork, WorkerApi};
 use agentpool_runner::{GitCredentials, Secret, WorkerConfig, WorkerSummary, run_worker};
 use agentpool_store::{Store, TaskDetail};
 use agentpool_testkit::db::TestDb;
@@ -84,8 +84,13 @@ impl RunningWorker {
     }
 }
 
-pub fn api(store: &Arc<dyn Store>, lease_ttl: Duration) -> Arc<dyn WorkerApi> {
-    Arc::new(StoreWorkerApi::new(store.clone(), lease_ttl))
+/// The worker protocol of a real server serving `store` on a free port, reached over HTTP.
+/// The server runs until the test's runtime ends; the test drives maintenance itself.
+pub async fn api(store: &Arc<dyn Store>, lease_ttl: Duration) -> Arc<dyn WorkerApi> {
+    let server = agentpool_server::serve_loopback(store.clone(), lease_ttl)
+        .await
+        .unwrap();
+    Arc::new(agentpool_client::Client::new(&server.url(), None).unwrap())
 }
 
 /// Poll the store until `f` holds (the store offers no change feed for tests).
@@ -172,7 +177,7 @@ async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() 
         .task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
@@ -228,7 +233,7 @@ async fn failing_command_is_an_agent_error_with_its_exit_code() {
     let task = env.store.enqueue(spec).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let done = finished(&env.store, task.id).await;
     w.stop().await;
@@ -247,7 +252,7 @@ async fn bad_repository_url_is_an_invalid_task() {
     let enq = env.store.enqueue(spec).await.unwrap();
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let done = finished(&env.store, enq.task.id).await;
     w.stop().await;
@@ -286,7 +291,7 @@ async fn wrong_token_fails_with_git_auth_not_retried_and_the_token_is_never_show
     let task = env.store.enqueue(spec).await.unwrap().task;
     let w = start(
         config(&env, "w1", wrong),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
@@ -326,7 +331,7 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
     let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let done = finished(&env.store, task.id).await;
     w.stop().await;
@@ -363,7 +368,7 @@ async fn cancel_of_a_running_task_kills_its_grandchildren_and_records_canceled()
         .task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let lines = wait_log(&env.store, task.id, "ready").await;
     let children = pids(&lines);
@@ -388,7 +393,7 @@ async fn timeout_of_a_task_kills_its_grandchildren_and_records_timeout() {
     let task = env.store.enqueue(spec).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     let done = finished(&env.store, task.id).await;
     w.stop().await;
@@ -412,7 +417,7 @@ async fn shutdown_lets_a_running_task_finish_within_the_grace_period() {
     let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     wait_log(&env.store, task.id, "ready").await;
     w.shutdown.cancel();
@@ -447,7 +452,7 @@ async fn shutdown_cancels_tasks_still_running_after_the_grace_period() {
         .task;
     let mut cfg = config(&env, "w1", TOKEN);
     cfg.drain_grace = Duration::from_millis(300);
-    let w = start(cfg, api(&env.store, Duration::from_secs(30)));
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
     let children = pids(&wait_log(&env.store, task.id, "ready").await);
     let summary = w.stop().await;
     let done = env.store.get_task(task.id).await.unwrap().unwrap();
@@ -478,7 +483,10 @@ pub struct Partition {
 impl Partition {
     fn check(&self) -> Result<(), ApiError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(ApiError::Unavailable("connection refused (partition)".into()))
+            Err(ApiError::Unavailable {
+                status: None,
+                message: "connection refused (partition)".into(),
+            })
         } else {
             Ok(())
         }
@@ -511,6 +519,10 @@ impl WorkerApi for Partition {
         self.check()?;
         self.inner.fail(w, t, req).await
     }
+    async fn drain(&self, w: &WorkerId) -> Result<(), ApiError> {
+        self.check()?;
+        self.inner.drain(w).await
+    }
     async fn deregister(&self, w: &WorkerId) -> Result<(), ApiError> {
         self.check()?;
         self.inner.deregister(w).await
@@ -530,7 +542,7 @@ async fn a_partitioned_worker_whose_lease_was_taken_has_its_late_report_refused(
     let task = env.store.enqueue(spec).await.unwrap().task;
     let lease_ttl = Duration::from_secs(1);
     let partition = Arc::new(Partition {
-        inner: api(&env.store, lease_ttl),
+        inner: api(&env.store, lease_ttl).await,
         down: AtomicBool::new(false),
     });
     let a = start(config(&env, "worker-a", TOKEN), partition.clone());
@@ -545,7 +557,7 @@ async fn a_partitioned_worker_whose_lease_was_taken_has_its_late_report_refused(
     std::fs::write(&gate, "go").unwrap();
 
     // B runs the task to success while A is still cut off and retrying its report.
-    let b = start(config(&env, "worker-b", TOKEN), api(&env.store, lease_ttl));
+    let b = start(config(&env, "worker-b", TOKEN), api(&env.store, lease_ttl).await);
     let done = finished(&env.store, task.id).await;
     assert_eq!(done.task.state, TaskState::Succeeded);
     let b_summary = b.stop().await;
@@ -597,7 +609,7 @@ async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running(
     }
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     for id in ids {
         let done = finished(&env.store, id).await;
@@ -628,7 +640,7 @@ async fn a_worker_runs_at_most_its_concurrency_at_once() {
     }
     let mut cfg = config(&env, "w2", TOKEN);
     cfg.concurrency = 2;
-    let w = start(cfg, api(&env.store, Duration::from_secs(30)));
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
     until("two tasks to run", async || {
         let c = env.store.count_by_state().await.unwrap();
         (c.get(&TaskState::Running).copied() == Some(2)).then_some(())
@@ -666,7 +678,7 @@ async fn a_drain_requested_by_the_server_stops_the_worker_after_its_tasks() {
     let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)),
+        api(&env.store, Duration::from_secs(30)).await,
     );
     wait_log(&env.store, task.id, "ready").await;
     env.store

@@ -1,90 +1,93 @@
-//! The route table: every endpoint once, as (method, path, handler). The router is built from
-//! it, and the OpenAPI test walks it to check that the document covers every route.
+//! The route list: every endpoint once, registered with its `#[utoipa::path]` description, so
+//! the router and the OpenAPI document are built from the same list and cannot drift apart.
 
 pub mod ops;
 pub mod projects;
 pub mod tasks;
 pub mod workers;
 
-use axum::http::Method;
-use axum::routing::{MethodRouter, delete, get, post, put};
+use std::sync::OnceLock;
 
+use axum::http::Method;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
-pub(crate) struct Route {
-    pub method: Method,
-    pub path: &'static str,
-    pub handler: MethodRouter<AppState>,
+/// Every endpoint with its handler and its OpenAPI operation. Handlers that share a path are
+/// merged by axum into one method router.
+pub(crate) fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .routes(routes!(tasks::submit))
+        .routes(routes!(tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(tasks::retry))
+        .routes(routes!(tasks::events))
+        .routes(routes!(tasks::stream))
+        .routes(routes!(workers::register))
+        .routes(routes!(workers::list))
+        .routes(routes!(workers::get))
+        .routes(routes!(workers::deregister))
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::claim))
+        .routes(routes!(workers::append_events))
+        .routes(routes!(workers::complete))
+        .routes(routes!(workers::complete_batch))
+        .routes(routes!(workers::fail))
+        .routes(routes!(workers::drain))
+        .routes(routes!(projects::list))
+        .routes(routes!(projects::create))
+        .routes(routes!(projects::get))
+        .routes(routes!(projects::put))
+        .routes(routes!(projects::delete))
+        .routes(routes!(projects::submit_build))
+        .routes(routes!(projects::list_builds))
+        .routes(routes!(projects::list_credentials))
+        .routes(routes!(projects::put_credential))
+        .routes(routes!(projects::delete_credential))
 }
 
-fn r(method: Method, path: &'static str, handler: MethodRouter<AppState>) -> Route {
-    Route {
-        method,
-        path,
-        handler,
-    }
+/// The OpenAPI document as JSON, built once; `GET /v1/openapi.json` serves it.
+pub(crate) fn document_json() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        api()
+            .into_openapi()
+            .to_json()
+            .unwrap_or_else(|_| "{}".to_string())
+    })
 }
 
-pub(crate) fn table() -> Vec<Route> {
-    use Method as M;
-    vec![
-        r(M::GET, "/healthz", get(ops::healthz)),
-        r(M::GET, "/readyz", get(ops::readyz)),
-        r(M::GET, "/metrics", get(ops::metrics)),
-        r(M::GET, "/v1/openapi.json", get(ops::openapi)),
-        r(M::POST, "/v1/tasks", post(tasks::submit)),
-        r(M::GET, "/v1/tasks", get(tasks::list)),
-        r(M::GET, "/v1/tasks/{id}", get(tasks::get)),
-        r(M::POST, "/v1/tasks/{id}/cancel", post(tasks::cancel)),
-        r(M::POST, "/v1/tasks/{id}/retry", post(tasks::retry)),
-        r(M::GET, "/v1/tasks/{id}/events", get(tasks::events)),
-        r(M::GET, "/v1/tasks/{id}/events/stream", get(tasks::stream)),
-        r(M::POST, "/v1/workers/register", post(workers::register)),
-        r(M::GET, "/v1/workers", get(workers::list)),
-        r(M::GET, "/v1/workers/{id}", get(workers::get)),
-        r(M::DELETE, "/v1/workers/{id}", delete(workers::deregister)),
-        r(M::POST, "/v1/workers/{id}/heartbeat", post(workers::heartbeat)),
-        r(M::POST, "/v1/workers/{id}/claim", post(workers::claim)),
-        r(
-            M::POST,
-            "/v1/workers/{id}/tasks/{task}/events",
-            post(workers::append_events),
-        ),
-        r(
-            M::POST,
-            "/v1/workers/{id}/complete/{task}",
-            post(workers::complete),
-        ),
-        r(
-            M::POST,
-            "/v1/workers/{id}/complete",
-            post(workers::complete_batch),
-        ),
-        r(M::POST, "/v1/workers/{id}/fail/{task}", post(workers::fail)),
-        r(M::POST, "/v1/workers/{id}/drain", post(workers::drain)),
-        r(M::GET, "/v1/projects", get(projects::list)),
-        r(M::POST, "/v1/projects", post(projects::create)),
-        r(M::GET, "/v1/projects/{name}", get(projects::get)),
-        r(M::PUT, "/v1/projects/{name}", put(projects::put)),
-        r(M::DELETE, "/v1/projects/{name}", delete(projects::delete)),
-        r(
-            M::POST,
-            "/v1/projects/{name}/builds",
-            post(projects::submit_build),
-        ),
-        r(M::GET, "/v1/projects/{name}/builds", get(projects::list_builds)),
-        r(M::GET, "/v1/credentials", get(projects::list_credentials)),
-        r(M::PUT, "/v1/credentials/{name}", put(projects::put_credential)),
-        r(
-            M::DELETE,
-            "/v1/credentials/{name}",
-            delete(projects::delete_credential),
-        ),
-    ]
-}
-
-/// Every (method, path) the router serves, in the axum path syntax (`{id}`), which is also the
-/// OpenAPI path syntax.
+/// Every (method, path) the document lists, in the OpenAPI path syntax (`{id}`), which is also
+/// axum's. The router serves exactly these: both come from [`api`].
 pub fn route_list() -> Vec<(Method, &'static str)> {
-    table().into_iter().map(|r| (r.method, r.path)).collect()
+    static LIST: OnceLock<Vec<(Method, String)>> = OnceLock::new();
+    LIST.get_or_init(|| {
+        let doc = api().into_openapi();
+        let mut out = Vec::new();
+        for (path, item) in doc.paths.paths {
+            for (method, op) in [
+                (Method::GET, &item.get),
+                (Method::POST, &item.post),
+                (Method::PUT, &item.put),
+                (Method::DELETE, &item.delete),
+                (Method::PATCH, &item.patch),
+            ] {
+                if op.is_some() {
+                    out.push((method, path.clone()));
+                }
+            }
+        }
+        out
+    })
+    .iter()
+    .map(|(m, p)| (m.clone(), p.as_str()))
+    .collect()
 }

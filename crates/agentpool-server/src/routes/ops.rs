@@ -56,7 +56,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document_json(),
+        super::document_json(),
     )
         .into_response()
 }

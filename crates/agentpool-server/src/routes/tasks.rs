@@ -85,9 +85,18 @@ pub(crate) fn enqueued(state: &AppState, tasks: &[Enqueued]) {
     }
 }
 
+/// The body of `POST /v1/tasks`: one TaskSpec, or `{ "tasks": [TaskSpec, …] }`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum SubmitBody {
+    #[schema(value_type = crate::api::TaskSpecSchema)]
+    Single(crate::api::TaskSpecSchema),
+    Batch(crate::api::BatchSubmit),
+}
+
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
-    request_body(content = inline(crate::openapi::SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
+    request_body(content = inline(SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
     responses(
         (status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = crate::api::EnqueuedSchema),
         (status = 200, description = "An idempotency key matched an earlier task", body = crate::api::EnqueuedSchema),

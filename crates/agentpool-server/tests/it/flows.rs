@@ -637,7 +637,7 @@ async fn no_auth_mode_is_refused_off_loopback_and_open_on_it(backend: Backend) {
         "{e}"
     );
     let app = crate::support::spawn_on(db, store, clock, crate::support::no_auth_config()).await;
-    let anon = agentpool_server::client::Client::new(&app.base, None).expect("client");
+    let anon = agentpool_client::Client::new(&app.base, None).expect("client");
     anon.submit(&command_task("x"))
         .await
         .expect("no token needed on loopback");

@@ -28,7 +28,7 @@ async fn serve_reports_its_port_and_stops_on_shutdown() {
     ));
     let addr = addr_rx.await.expect("bound address");
     assert_ne!(addr.port(), 0);
-    let c = agentpool_server::client::Client::new(&format!("http://{addr}"), None).expect("client");
+    let c = agentpool_client::Client::new(&format!("http://{addr}"), None).expect("client");
     c.ready().await.expect("ready");
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(10), server)

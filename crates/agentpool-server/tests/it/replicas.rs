@@ -41,7 +41,7 @@ async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
         .into_iter()
         .enumerate()
     {
-        let c = agentpool_server::client::Client::new(&base, Some(a.tokens.worker.clone())).expect("client");
+        let c = agentpool_client::Client::new(&base, Some(a.tokens.worker.clone())).expect("client");
         let claimed = claimed.clone();
         workers.push(tokio::spawn(async move {
             let w = register(&c).await;
@@ -117,9 +117,8 @@ async fn replicas_share_work_signals_and_live_events() {
     let b = agentpool_server::start_with_store(test_config(), store_b)
         .await
         .expect("start b");
-    let wrk_b =
-        agentpool_server::client::Client::new(&format!("http://{}", b.addr), Some(a.tokens.worker.clone()))
-            .expect("client");
+    let wrk_b = agentpool_client::Client::new(&format!("http://{}", b.addr), Some(a.tokens.worker.clone()))
+        .expect("client");
     let w = register(&wrk_b).await;
     let state_b = b.state.clone();
     let waiter = {

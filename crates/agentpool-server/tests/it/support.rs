@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentpool_client::Client;
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, Labels, TaskSpec, Worker};
-use agentpool_server::client::Client;
 use agentpool_server::{AppState, AuthMode, Role, RunningServer, ServerConfig, ServerKey, create_token};
 use agentpool_store::{Clock, Store, StoreConfig};
 use agentpool_testkit::db::{Backend, TestDb};

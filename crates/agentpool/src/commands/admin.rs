@@ -25,7 +25,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
             }
         }
         WorkersCommand::Show { id } => {
-            let w = client.get_worker(&id).await?;
+            let w = client.get_worker(&worker_id(&id)?).await?;
             if settings.json() {
                 print_json(&w)?;
             } else {
@@ -56,7 +56,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
             }
         }
         WorkersCommand::Drain { id } => {
-            let w = client.drain_worker(&id).await?;
+            let w = client.drain_worker(&worker_id(&id)?).await?;
             if settings.json() {
                 print_json(&w)?;
             } else {
@@ -208,4 +208,8 @@ fn read_secret_from_stdin() -> anyhow::Result<String> {
     let mut value = String::new();
     std::io::stdin().read_to_string(&mut value)?;
     Ok(value.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn worker_id(id: &str) -> anyhow::Result<agentpool_core::WorkerId> {
+    agentpool_core::WorkerId::parse(id).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()).into())
 }

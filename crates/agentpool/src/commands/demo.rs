@@ -16,12 +16,13 @@ use agentpool_scripted_model::{ModelServer, Script, Step};
 use anyhow::Context;
 
 use super::tasks::follow;
-use crate::api::{Client, TaskView};
 use crate::cli::DemoArgs;
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
+use agentpool_client::Client;
+use agentpool_core::protocol::TaskDetail;
 
 /// The demo talks to people; with `--output json` it stays quiet and prints one JSON summary
 /// at the end instead.
@@ -191,7 +192,7 @@ async fn tour(
     remote: &Path,
     root: &Path,
     agent: Option<&FoundAgent>,
-) -> anyhow::Result<Vec<(&'static str, TaskView)>> {
+) -> anyhow::Result<Vec<(&'static str, TaskDetail)>> {
     let repo = remote.display().to_string();
     let marker = root.join("flaky-fixed");
     let command = |cmd: &str| TaskSpec::command(&repo, cmd);
@@ -268,7 +269,7 @@ async fn tour(
     };
     say!();
 
-    let mut finished: Vec<(&'static str, TaskView)> = Vec::new();
+    let mut finished: Vec<(&'static str, TaskDetail)> = Vec::new();
     for step in [&check, &changelog, &release] {
         let v = show(client, s, step).await?;
         expect_state(&v, TaskState::Succeeded, step.name)?;
@@ -350,7 +351,8 @@ async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::
     let task: Task = client
         .submit(&spec)
         .await
-        .with_context(|| format!("the demo's {name} task was refused"))?;
+        .with_context(|| format!("the demo's {name} task was refused"))?
+        .task;
     let s = Style::stdout();
     let what = output::task_what(&task);
     let deps = if spec.depends_on.is_empty() {
@@ -380,14 +382,14 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// Wait for a task, then print its events and result.
-async fn show(client: &Client, s: &Style, step: &DemoTask) -> anyhow::Result<TaskView> {
+async fn show(client: &Client, s: &Style, step: &DemoTask) -> anyhow::Result<TaskDetail> {
     show_after(client, s, step, 0).await
 }
 
 async fn last_seq(client: &Client, id: TaskId) -> anyhow::Result<i64> {
     let mut after = 0;
     loop {
-        let page = client.events(id, after, 500).await?;
+        let page = client.events(id, after, 500).await?.events;
         match page.last() {
             Some(e) => after = e.seq,
             None => return Ok(after),
@@ -396,7 +398,7 @@ async fn last_seq(client: &Client, id: TaskId) -> anyhow::Result<i64> {
 }
 
 /// Like [`show`], printing only the events after `seq` (those of a retry).
-async fn show_after(client: &Client, s: &Style, step: &DemoTask, seq: i64) -> anyhow::Result<TaskView> {
+async fn show_after(client: &Client, s: &Style, step: &DemoTask, seq: i64) -> anyhow::Result<TaskDetail> {
     let mut status = StatusLine::new(!QUIET.load(Ordering::Relaxed));
     let mut lines = Vec::new();
     let view = follow(client, step.id, &mut status, |ev, _| {
@@ -424,7 +426,7 @@ async fn show_after(client: &Client, s: &Style, step: &DemoTask, seq: i64) -> an
     Ok(view)
 }
 
-fn expect_state(v: &TaskView, want: TaskState, name: &str) -> anyhow::Result<()> {
+fn expect_state(v: &TaskDetail, want: TaskState, name: &str) -> anyhow::Result<()> {
     if v.task.state == want {
         return Ok(());
     }

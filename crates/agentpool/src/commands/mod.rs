@@ -4,14 +4,15 @@ mod admin;
 mod demo;
 pub mod pool;
 mod tasks;
+mod worker;
 
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::api::Client;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Settings};
 use crate::exit::{Exit, ExitCode};
+use agentpool_client::Client;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Completions(a) = &cli.command {
@@ -24,7 +25,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(a) => pool::up(&settings, a).await,
         Command::Serve(a) => pool::serve(&settings, a).await,
-        Command::Worker(a) => pool::worker(&settings, a).await,
+        Command::Worker(a) => worker::worker(&settings, a).await,
         Command::Migrate(a) => pool::migrate(&settings, a).await,
         Command::Run(a) => tasks::run(&settings, a).await,
         Command::Submit(a) => tasks::submit(&settings, a).await,
@@ -46,7 +47,7 @@ pub async fn find_server(settings: &Settings) -> anyhow::Result<Option<Client>> 
     }
     if let Some(up) = config::read_up_state(&settings.data_dir) {
         let client = Client::new(&up.url, settings.token.clone())?;
-        if client.health().await.is_ok() {
+        if client.ready().await.is_ok() {
             return Ok(Some(client));
         }
         tracing::debug!(url = %up.url, "the recorded `agentpool up` server does not answer");

@@ -1,4 +1,4 @@
-//! `up`, `serve`, `worker`, `migrate` and `tokens`: the long-running processes, and the
+//! `up`, `serve`, `migrate` and `tokens`: the long-running server processes, and the
 //! operator's work on the database itself.
 
 use std::net::SocketAddr;
@@ -7,8 +7,8 @@ use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
 
 use super::print_json;
-use crate::cli::{MigrateArgs, ServeArgs, TokensCommand, UpArgs, WorkerArgs};
-use crate::config::{self, Settings};
+use crate::cli::{MigrateArgs, ServeArgs, TokensCommand, UpArgs};
+use crate::config::{self, Settings, redact_url};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, Style};
@@ -35,21 +35,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A database URL safe to print: the password replaced.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}/{path}")
-        }
-        None => url.to_string(),
-    }
-}
-
 pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     if !args.listen.ip().is_loopback() {
         return Err(Exit::new(
@@ -62,8 +47,8 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         .into());
     }
     if let Some(existing) = config::read_up_state(&settings.data_dir) {
-        let c = crate::api::Client::new(&existing.url, None)?;
-        if c.health().await.is_ok() {
+        let c = agentpool_client::Client::new(&existing.url, None)?;
+        if c.ready().await.is_ok() {
             return Err(Exit::new(
                 ExitCode::Failed,
                 format!(
@@ -173,10 +158,6 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::Success)
 }
 
-pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    crate::embedded::run_http_worker(settings, args).await
-}
-
 pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let url = settings.database_url(args.database_url.as_deref());
     if url.starts_with("sqlite:") {
@@ -269,18 +250,4 @@ pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<E
         }
     }
     Ok(ExitCode::Success)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_passwords_are_not_printed() {
-        assert_eq!(
-            redact_url("postgres://ap:s3cret@db:5432/agentpool"),
-            "postgres://ap:***@db:5432/agentpool"
-        );
-        assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
-    }
 }

@@ -9,12 +9,13 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use super::{connect, find_server, print_json};
-use crate::api::{Client, ListTasks, TaskView};
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
+use agentpool_client::Client;
+use agentpool_core::protocol::{TaskDetail, TaskListQuery};
 
 /// Turn the flags into a spec. A local repository path is made absolute, because the server
 /// (and its workers) do not share our working directory.
@@ -87,7 +88,7 @@ fn local_repo_absolute(repo: &str) -> anyhow::Result<String> {
 pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
     let client = connect(settings).await?;
-    let task = client.submit(&spec).await.context("submit refused")?;
+    let task = client.submit(&spec).await.context("submit refused")?.task;
     if !args.wait {
         if settings.json() {
             print_json(&task)?;
@@ -129,7 +130,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     };
     let transient = embedded.is_some();
     let outcome = async {
-        let task = client.submit(&spec).await.context("submit refused")?;
+        let task = client.submit(&spec).await.context("submit refused")?.task;
         if !settings.json() {
             let s = Style::stdout();
             println!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
@@ -161,7 +162,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
 }
 
 /// Print the outcome and turn the final state into the exit code.
-fn finish(settings: &Settings, view: &TaskView) -> anyhow::Result<ExitCode> {
+fn finish(settings: &Settings, view: &TaskDetail) -> anyhow::Result<ExitCode> {
     let t = &view.task;
     if settings.json() {
         print_json(view)?;
@@ -195,7 +196,7 @@ pub async fn wait_for(
     id: TaskId,
     json: bool,
     show_events: bool,
-) -> anyhow::Result<TaskView> {
+) -> anyhow::Result<TaskDetail> {
     let style = Style::stdout();
     let mut status = StatusLine::new(!json);
     let sink = |line: Option<String>, status: &mut StatusLine| {
@@ -219,7 +220,7 @@ pub async fn follow(
     id: TaskId,
     status: &mut StatusLine,
     mut on_event: impl FnMut(&agentpool_core::Event, &mut StatusLine),
-) -> anyhow::Result<TaskView> {
+) -> anyhow::Result<TaskDetail> {
     let started = Instant::now();
     let mut after: i64 = 0;
     let mut view = client.get_task(id).await?;
@@ -228,7 +229,7 @@ pub async fn follow(
         if view.task.state.is_finished() {
             // Catch up on whatever arrived between the last event and the end.
             loop {
-                let page = client.events(id, after, 500).await?;
+                let page = client.events(id, after, 500).await?.events;
                 if page.is_empty() {
                     break;
                 }
@@ -241,9 +242,9 @@ pub async fn follow(
             return Ok(view);
         }
         let stream = if sse_ok {
-            match client.event_stream(id, after).await {
+            match client.stream_events(id, after).await {
                 Ok(s) => Some(s),
-                Err(e) if e.is_not_found() && client.get_task(id).await.is_ok() => {
+                Err(agentpool_client::Error::NotFound(_)) if client.get_task(id).await.is_ok() => {
                     tracing::debug!("no SSE endpoint; polling events");
                     sse_ok = false;
                     None
@@ -299,7 +300,7 @@ pub async fn follow(
                         view = client.get_task(id).await?;
                         if view.task.state.is_finished() { break; }
                         if !sse_ok {
-                            for ev in client.events(id, after, 500).await? {
+                            for ev in client.events(id, after, 500).await?.events {
                                 after = after.max(ev.seq);
                                 on_event(&ev, status);
                             }
@@ -311,7 +312,7 @@ pub async fn follow(
     }
 }
 
-fn status_text(view: &TaskView, elapsed: Duration) -> String {
+fn status_text(view: &TaskDetail, elapsed: Duration) -> String {
     let t = &view.task;
     let why = match t.state {
         TaskState::Queued if t.attempts > 0 && t.run_after > chrono::Utc::now() => format!(
@@ -341,14 +342,16 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
     match cmd {
         TasksCommand::List(a) => {
             let tasks = client
-                .list_tasks(&ListTasks {
-                    state: a.state,
+                .list_tasks(&TaskListQuery {
+                    state: a.state.map(|s| s.to_string()),
                     project: a.project,
-                    label: a.label,
+                    label: a.label.map(|(k, v)| format!("{k}={v}")),
                     worker: a.worker,
-                    limit: a.limit,
+                    cursor: None,
+                    limit: Some(a.limit),
                 })
-                .await?;
+                .await?
+                .tasks;
             if settings.json() {
                 print_json(&tasks)?;
             } else if tasks.is_empty() {
@@ -396,7 +399,7 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let page = client.events(a.id, after, 500).await?;
+            let page = client.events(a.id, after, 500).await?.events;
             let Some(last) = page.last() else { break };
             after = last.seq;
             all.extend(page);

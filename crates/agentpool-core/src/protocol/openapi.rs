@@ -1,22 +1,25 @@
-//! OpenAPI schemas of the domain types that live in `agentpool_core` and `agentpool_store`
-//! (which stay free of OpenAPI dependencies). Each schema is derived from the serde form of a
-//! fully populated example value, so property names and JSON types follow the real types as
-//! they change; the examples are built here, with every optional field set.
+//! OpenAPI schemas of the domain types (feature `openapi`, enabled by the server): the domain
+//! types themselves carry no OpenAPI derives, so each schema is derived from the serde form of
+//! a fully populated example value — property names and JSON types follow the real types as
+//! they change. The examples are built here, with every optional field set. The wire types of
+//! [`crate::protocol`] derive their schemas and point at these for the domain types they hold.
 
-use agentpool_core::event::NewEvent;
-use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::{
+use crate::event::NewEvent;
+use crate::project::ProjectSpec;
+use crate::protocol::{
     AppendEventsRequest, ClaimRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply,
     HeartbeatRequest,
 };
-use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{
+use crate::protocol::{Enqueued, TaskDetail, WaitReason};
+use crate::worker::WorkerRegistration;
+use crate::{
     AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventKind, FileChange, Lease, LeaseToken, Project,
     Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
 };
-use agentpool_store::{Enqueued, TaskDetail, WaitReason};
 use serde::Serialize;
 use serde_json::Value;
+use std::borrow::Cow;
+use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{
     ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
@@ -82,7 +85,7 @@ fn v<T: Serialize>(x: T) -> Value {
     serde_json::to_value(x).unwrap_or(Value::Null)
 }
 
-fn now() -> agentpool_core::Timestamp {
+fn now() -> crate::Timestamp {
     chrono::Utc::now()
 }
 
@@ -344,3 +347,128 @@ pub fn task_spec_value() -> Value {
 pub fn task_result_value() -> Value {
     v(task_result())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Named schemas for the domain types, referenced by the wire types and the server's paths.
+
+/// A named schema for a domain type that carries no OpenAPI derive: described from example
+/// values, with a pointer to the Rust type that defines it.
+macro_rules! core_schema {
+    ($marker:ident, $name:literal, $doc:literal, $examples:expr) => {
+        #[doc = $doc]
+        pub struct $marker;
+        impl utoipa::PartialSchema for $marker {
+            fn schema() -> RefOr<Schema> {
+                from_examples($doc, $examples)
+            }
+        }
+        impl ToSchema for $marker {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
+}
+
+core_schema!(
+    TaskSchema,
+    "Task",
+    "A task as the queue holds it (agentpool_core::Task): id, spec, state, attempts, timings, lease, result.",
+    vec![task_value()]
+);
+core_schema!(
+    TaskSpecSchema,
+    "TaskSpec",
+    "A task as submitted (agentpool_core::TaskSpec). Unknown fields are refused.",
+    vec![task_spec_value()]
+);
+core_schema!(
+    TaskDetailSchema,
+    "TaskDetail",
+    "A task with `attempts_detail` and, while queued, `waiting` reasons (agentpool_core::protocol::TaskDetail).",
+    vec![task_detail()]
+);
+core_schema!(
+    EnqueuedSchema,
+    "Enqueued",
+    "`{ task, created }`: created is false when an idempotency key matched an earlier task.",
+    vec![enqueued()]
+);
+core_schema!(
+    EventSchema,
+    "Event",
+    "A stored task event: task_id, seq, at, kind, data (agentpool_core::Event).",
+    vec![event()]
+);
+core_schema!(
+    WorkerSchema,
+    "Worker",
+    "A worker: id, hostname, version, agents, labels, slots, status, running, timestamps.",
+    vec![worker()]
+);
+core_schema!(
+    WorkerRegistrationSchema,
+    "WorkerRegistration",
+    "What a worker sends to register: id (optional), hostname, version, agents, labels, slots.",
+    vec![worker_registration()]
+);
+core_schema!(
+    ProjectSchema,
+    "Project",
+    "A project: its spec plus created_at and updated_at.",
+    vec![project()]
+);
+core_schema!(
+    ProjectSpecSchema,
+    "ProjectSpec",
+    "A project: name, repo, default_base, slots, default_agent, default_model, allowed_agents, credentials (names).",
+    vec![project_spec()]
+);
+core_schema!(
+    HeartbeatRequestSchema,
+    "HeartbeatRequest",
+    "`{ leases: [{task_id, token}], status? }`: the leases to extend.",
+    vec![heartbeat_request()]
+);
+core_schema!(
+    HeartbeatReplySchema,
+    "HeartbeatReply",
+    "`{ cancel: [task ids], lost: [task ids], drain: bool }`.",
+    vec![heartbeat_reply()]
+);
+core_schema!(
+    CompleteRequestSchema,
+    "CompleteRequest",
+    "`{ lease_token, result }`.",
+    vec![complete_request()]
+);
+core_schema!(
+    FailRequestSchema,
+    "FailRequest",
+    "`{ lease_token, class, message, retry_after_secs?, result? }`.",
+    vec![fail_request()]
+);
+core_schema!(
+    FailOutcomeSchema,
+    "FailOutcome",
+    "`{ outcome: retrying, run_after, attempt }` or `{ outcome: finished, state }`.",
+    fail_outcomes()
+);
+core_schema!(
+    AppendEventsRequestSchema,
+    "AppendEventsRequest",
+    "`{ lease_token, events: [{kind, at?, data}] }`.",
+    vec![append_events_request()]
+);
+core_schema!(
+    ClaimRequestSchema,
+    "ClaimRequest",
+    "`{ max (default 1), wait_secs (default 0, up to 60) }`; query parameters `max` and `wait` are accepted too.",
+    vec![claim_request()]
+);
+core_schema!(
+    TaskResultSchema,
+    "TaskResult",
+    "What a run produced: commit, files, push, PR, usage, cost, session id.",
+    vec![task_result_value()]
+);

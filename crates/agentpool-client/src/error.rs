@@ -1,0 +1,115 @@
+//! What a call to the server can end in, by meaning rather than by HTTP status: a caller
+//! (the worker loop, the CLI) decides what to do from the variant alone.
+
+use agentpool_core::ValidationError;
+use agentpool_core::protocol::ErrorDetail;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lease is no longer the caller's (409 `stale_lease`): stop working on the task and
+    /// report nothing more about it.
+    #[error("lease is stale: {0}")]
+    StaleLease(String),
+    /// 404: the task, worker, project or credential does not exist (the server's message).
+    #[error("{0}")]
+    NotFound(String),
+    /// The server could not be reached (`status` is `None`) or cannot answer now (408, 429,
+    /// 5xx): the same call may succeed later.
+    #[error("{message}")]
+    Unavailable { status: Option<u16>, message: String },
+    /// The server refused the request for good (auth, validation, conflict): its status, its
+    /// error code, its message and, for a validation failure, each refused field's path.
+    #[error("{message}{}", fields_suffix(.fields, .message))]
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+        fields: Vec<ValidationError>,
+    },
+    /// The server answered something that is not what the API promises.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+    /// The client cannot be built as configured (URL, CA certificate).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// The lease was stale: stop working on the task.
+    pub fn is_stale_lease(&self) -> bool {
+        matches!(self, Self::StaleLease(_))
+    }
+
+    /// The HTTP status the server answered with, when it answered.
+    pub fn status(&self) -> Option<reqwest::StatusCode> {
+        let code = match self {
+            Self::StaleLease(_) => Some(409),
+            Self::NotFound(_) => Some(404),
+            Self::Unavailable { status, .. } => *status,
+            Self::Rejected { status, .. } => Some(*status),
+            Self::Decode(_) | Self::Config(_) => None,
+        };
+        code.and_then(|c| reqwest::StatusCode::from_u16(c).ok())
+    }
+
+    /// The error a non-2xx answer stands for. `detail` is the server's error body (or, for a
+    /// body that is not one, a stand-in with the text).
+    pub(crate) fn from_answer(status: u16, detail: ErrorDetail) -> Self {
+        let fields = detail.fields();
+        let message = detail.message;
+        match status {
+            409 if detail.code == "stale_lease" => Self::StaleLease(message),
+            404 => Self::NotFound(message),
+            408 | 429 | 500..=599 => Self::Unavailable {
+                status: Some(status),
+                message,
+            },
+            _ => Self::Rejected {
+                status,
+                code: detail.code,
+                message,
+                fields,
+            },
+        }
+    }
+
+    /// A transport failure talking to the server at `base`. reqwest says "error sending
+    /// request for url (…)"; the innermost cause ("Connection refused") is what a person
+    /// needs. The bearer token is a header, so it is never part of the text.
+    pub(crate) fn transport(base: &str, e: reqwest::Error) -> Self {
+        if e.is_decode() {
+            return Self::Decode(e.to_string());
+        }
+        let mut reason = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            reason = s.to_string();
+            src = s.source();
+        }
+        Self::Unavailable {
+            status: None,
+            message: format!("cannot reach the agentpool server at {base}: {reason}"),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The refused fields not already named in `message`, as ` (field message; …)`.
+fn fields_suffix(fields: &[ValidationError], message: &str) -> String {
+    let extra: Vec<String> = fields
+        .iter()
+        .map(|f| format!("{} {}", f.field, f.message))
+        .filter(|f| !message.contains(f.as_str()))
+        .collect();
+    if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join("; "))
+    }
+}

@@ -1,0 +1,189 @@
+//! agentpool's HTTP client: the task API (submit, list, get, cancel, retry, events and their
+//! live stream, workers, projects, builds, credentials) and the worker protocol, speaking the
+//! wire types of `agentpool_core::protocol`. The CLI, the workers and the tests all go through
+//! it, so there is one way to talk to a server.
+//!
+//! TLS is rustls: `https://` URLs are checked against the system's roots, plus an optional
+//! extra CA certificate ([`ClientConfig::ca_pem`]) for a private CA.
+
+mod error;
+mod sse;
+mod tasks;
+mod worker;
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use agentpool_core::protocol::{ErrorBody, ErrorDetail};
+
+pub use error::{Error, Result};
+pub use sse::sse_events;
+
+/// Time allowed for an ordinary call; long polls get their wait on top.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the server is and how to reach it.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The server's root URL (`http://127.0.0.1:7070`, `https://agentpool.example`).
+    pub base_url: String,
+    /// Bearer token sent with every call.
+    pub token: Option<String>,
+    /// PEM of an extra CA certificate to trust besides the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            token: None,
+            ca_pem: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
+}
+
+/// Client of one agentpool server. Cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client of the server at `base` (`http://host:7070`) with an optional bearer token.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self> {
+        Self::with_config(ClientConfig::new(base).token(token))
+    }
+
+    pub fn with_config(config: ClientConfig) -> Result<Self> {
+        let base = config.base_url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "server URL {base:?} must start with http:// or https://"
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true);
+        if let Some(pem) = &config.ca_pem {
+            // A PEM without a certificate in it parses to nothing: refuse it rather than
+            // silently trusting no extra CA.
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::Config(format!("CA certificate is not valid PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(Error::Config("the CA PEM holds no certificate".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base,
+            token: config.token,
+        })
+    }
+
+    /// The server's root URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    /// Send, and turn a non-2xx answer into its [`Error`].
+    async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
+        let resp = r.send().await.map_err(|e| Error::transport(&self.base, e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let detail = serde_json::from_str::<ErrorBody>(&text)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| ErrorDetail {
+                code: String::new(),
+                message: format!("{status}: {}", text.chars().take(300).collect::<String>()),
+                details: serde_json::Value::Null,
+            });
+        Err(Error::from_answer(status.as_u16(), detail))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
+        self.read_json(self.send(r.timeout(CALL_TIMEOUT)).await?).await
+    }
+
+    async fn read_json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let bytes = resp.bytes().await.map_err(|e| Error::transport(&self.base, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        m: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.json(self.req(m, path).json(body)).await
+    }
+
+    async fn call_empty<B: Serialize + ?Sized>(&self, m: Method, path: &str, body: Option<&B>) -> Result<()> {
+        let mut r = self.req(m, path).timeout(CALL_TIMEOUT);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        self.send(r).await.map(|_| ())
+    }
+
+    /// Is a server answering there, and not draining (`GET /readyz`)?
+    pub async fn ready(&self) -> Result<()> {
+        self.call_empty::<()>(Method::GET, "/readyz", None).await
+    }
+}
+
+/// Whether a successful answer has no body to read (204).
+fn is_no_content(resp: &reqwest::Response) -> bool {
+    resp.status() == StatusCode::NO_CONTENT
+}

@@ -1,0 +1,142 @@
+//! The task API and the administration around it: tasks, events, workers as an operator sees
+//! them, projects, builds and credentials.
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::{
+    BatchSubmit, BatchSubmitted, BuildRequest, CredentialList, CredentialValue, Enqueued, EventPage,
+    ProjectList, TaskDetail, TaskListQuery, TaskPage, WorkerList,
+};
+use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
+use futures::Stream;
+use reqwest::Method;
+
+use crate::{Client, Error, Result, sse_events};
+
+impl Client {
+    pub async fn submit(&self, spec: &TaskSpec) -> Result<Enqueued> {
+        self.call(Method::POST, "/v1/tasks", spec).await
+    }
+
+    /// Submit several tasks in one transaction: all are enqueued, or none.
+    pub async fn submit_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
+        let out: BatchSubmitted = self
+            .call(Method::POST, "/v1/tasks", &BatchSubmit { tasks: specs })
+            .await?;
+        Ok(out.tasks)
+    }
+
+    pub async fn list_tasks(&self, q: &TaskListQuery) -> Result<TaskPage> {
+        self.json(self.req(Method::GET, "/v1/tasks").query(q)).await
+    }
+
+    pub async fn get_task(&self, id: TaskId) -> Result<TaskDetail> {
+        self.json(self.req(Method::GET, &format!("/v1/tasks/{id}"))).await
+    }
+
+    pub async fn cancel(&self, id: TaskId) -> Result<Task> {
+        self.json(self.req(Method::POST, &format!("/v1/tasks/{id}/cancel")))
+            .await
+    }
+
+    pub async fn retry(&self, id: TaskId) -> Result<Task> {
+        self.json(self.req(Method::POST, &format!("/v1/tasks/{id}/retry")))
+            .await
+    }
+
+    /// One page of a task's events: those with `seq > after`, at most `limit`.
+    pub async fn events(&self, id: TaskId, after: i64, limit: u32) -> Result<EventPage> {
+        self.json(
+            self.req(Method::GET, &format!("/v1/tasks/{id}/events"))
+                .query(&[("after", after.to_string()), ("limit", limit.to_string())]),
+        )
+        .await
+    }
+
+    /// Follow a task's events live from `after` (0: from the start). The stream ends when the
+    /// task has finished and its last events arrived, or when the connection drops. To resume
+    /// after a disconnect, call again with the last `seq` seen (sent as `Last-Event-ID`).
+    pub async fn stream_events(
+        &self,
+        id: TaskId,
+        after: i64,
+    ) -> Result<impl Stream<Item = Result<Event>> + use<>> {
+        let r = self
+            .req(Method::GET, &format!("/v1/tasks/{id}/events/stream"))
+            .header("Last-Event-ID", after.to_string())
+            .header("Accept", "text/event-stream");
+        let resp = self.send(r).await?;
+        let base = self.base.clone();
+        Ok(sse_events(resp.bytes_stream(), move |e| {
+            Error::transport(&base, e)
+        }))
+    }
+
+    // ---- workers, as an operator sees them ----
+
+    pub async fn list_workers(&self) -> Result<Vec<Worker>> {
+        let l: WorkerList = self.json(self.req(Method::GET, "/v1/workers")).await?;
+        Ok(l.workers)
+    }
+
+    pub async fn get_worker(&self, id: &WorkerId) -> Result<Worker> {
+        self.json(self.req(Method::GET, &format!("/v1/workers/{id}")))
+            .await
+    }
+
+    /// Ask a worker to finish what it runs and take nothing new.
+    pub async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
+        self.json(self.req(Method::POST, &format!("/v1/workers/{id}/drain")))
+            .await
+    }
+
+    // ---- projects, builds, credentials ----
+
+    pub async fn put_project(&self, spec: &ProjectSpec) -> Result<Project> {
+        self.call(Method::PUT, &format!("/v1/projects/{}", spec.name), spec)
+            .await
+    }
+
+    pub async fn get_project(&self, name: &str) -> Result<Project> {
+        self.json(self.req(Method::GET, &format!("/v1/projects/{name}")))
+            .await
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        let l: ProjectList = self.json(self.req(Method::GET, "/v1/projects")).await?;
+        Ok(l.projects)
+    }
+
+    pub async fn delete_project(&self, name: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &format!("/v1/projects/{name}"), None)
+            .await
+    }
+
+    pub async fn submit_build(&self, project: &str, b: &BuildRequest) -> Result<Enqueued> {
+        self.call(Method::POST, &format!("/v1/projects/{project}/builds"), b)
+            .await
+    }
+
+    pub async fn list_builds(&self, project: &str) -> Result<TaskPage> {
+        self.json(self.req(Method::GET, &format!("/v1/projects/{project}/builds")))
+            .await
+    }
+
+    pub async fn put_credential(&self, name: &str, value: &str) -> Result<()> {
+        let body = CredentialValue {
+            value: value.to_string(),
+        };
+        self.call_empty(Method::PUT, &format!("/v1/credentials/{name}"), Some(&body))
+            .await
+    }
+
+    /// Credential names (values are never returned).
+    pub async fn list_credentials(&self) -> Result<Vec<String>> {
+        let l: CredentialList = self.json(self.req(Method::GET, "/v1/credentials")).await?;
+        Ok(l.names)
+    }
+
+    pub async fn delete_credential(&self, name: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &format!("/v1/credentials/{name}"), None)
+            .await
+    }
+}

@@ -1,0 +1,135 @@
+//! The client against a real server on a free port (fresh SQLite database per test): each
+//! kind of refusal arrives as the error that means it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_client::{Client, ClientConfig, Error};
+use agentpool_core::protocol::FailRequest;
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, ErrorClass, Labels, TaskId, TaskResult, TaskSpec};
+use agentpool_server::RunningServer;
+use agentpool_store::Store;
+use agentpool_testkit::db::TestDb;
+
+struct Env {
+    client: Client,
+    server: RunningServer,
+    _store: Arc<dyn Store>,
+    _db: TestDb,
+}
+
+async fn env() -> Env {
+    let db = TestDb::sqlite();
+    let store = agentpool_store::open_store(db.url()).await.unwrap();
+    let server = agentpool_server::serve_loopback(store.clone(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    Env {
+        client: Client::new(&server.url(), None).unwrap(),
+        server,
+        _store: store,
+        _db: db,
+    }
+}
+
+fn registration() -> WorkerRegistration {
+    WorkerRegistration {
+        id: None,
+        hostname: "host".into(),
+        version: "test".into(),
+        agents: vec![AgentInfo {
+            name: "command".into(),
+            version: None,
+        }],
+        labels: Labels::new(),
+        slots: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_report_with_a_lease_that_is_no_longer_held_is_a_stale_lease() {
+    let env = env().await;
+    let c = &env.client;
+    let w = c.register(&registration()).await.unwrap();
+    let task = c
+        .submit(&TaskSpec::command("https://example.com/r.git", "true"))
+        .await
+        .unwrap()
+        .task;
+    let claimed = c.claim(&w.id, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let token = claimed[0].claimed.lease.token;
+    c.complete(&w.id, task.id, token, TaskResult::default())
+        .await
+        .unwrap();
+
+    // The attempt is over: the same lease is refused for everything.
+    let e = c
+        .complete(&w.id, task.id, token, TaskResult::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::StaleLease(_)), "{e:?}");
+    assert!(!e.is_transient());
+    let fail = FailRequest {
+        lease_token: token,
+        class: ErrorClass::AgentError,
+        message: "late".into(),
+        retry_after_secs: None,
+        result: None,
+    };
+    let e = c.fail(&w.id, task.id, &fail).await.unwrap_err();
+    assert!(e.is_stale_lease(), "{e:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_task_is_not_found() {
+    let env = env().await;
+    let id = TaskId::new();
+    let e = env.client.get_task(id).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound(m) if m.contains(&id.to_string())),
+        "{e:?}"
+    );
+    assert_eq!(e.status(), Some(reqwest::StatusCode::NOT_FOUND));
+}
+
+#[tokio::test]
+async fn an_invalid_task_is_rejected_with_the_server_code_and_each_field_path() {
+    let env = env().await;
+    let spec = TaskSpec::command("", "");
+    let e = env.client.submit(&spec).await.unwrap_err();
+    let Error::Rejected {
+        status, code, fields, ..
+    } = &e
+    else {
+        panic!("expected a rejection, got {e:?}");
+    };
+    assert_eq!(*status, 422);
+    assert_eq!(code, "validation_failed");
+    let paths: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+    assert!(paths.contains(&"repo") && paths.contains(&"command"), "{paths:?}");
+    // The one-line message names every refused field.
+    let line = e.to_string();
+    assert!(line.contains("repo") && line.contains("command"), "{line}");
+}
+
+#[tokio::test]
+async fn a_server_that_is_gone_is_unavailable_and_transient() {
+    let env = env().await;
+    let url = env.server.url();
+    env.server.shutdown().await.unwrap();
+    let e = env.client.get_task(TaskId::new()).await.unwrap_err();
+    assert!(matches!(&e, Error::Unavailable { status: None, .. }), "{e:?}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains(&url), "{e}");
+}
+
+#[test]
+fn a_base_url_that_is_not_http_is_a_configuration_error() {
+    let e = Client::new("ftp://example.com", None).unwrap_err();
+    assert!(matches!(e, Error::Config(_)), "{e:?}");
+    let mut cfg = ClientConfig::new("https://example.com");
+    cfg.ca_pem = Some(b"not a certificate".to_vec());
+    assert!(matches!(Client::with_config(cfg), Err(Error::Config(_))));
+}

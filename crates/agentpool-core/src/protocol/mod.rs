@@ -1,0 +1,22 @@
+//! The wire types of the HTTP API and the worker protocol, each defined once here and used by
+//! the server and by the client. With the `openapi` feature they also describe themselves for
+//! the server's OpenAPI document.
+
+mod error;
+#[cfg(feature = "openapi")]
+pub mod openapi;
+mod projects;
+mod tasks;
+mod worker;
+
+pub use error::{ErrorBody, ErrorDetail, Health};
+pub use projects::{BuildRequest, CredentialList, CredentialValue, ProjectList};
+pub use tasks::{
+    BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, TaskDetail, TaskListQuery, TaskPage,
+    WaitReason,
+};
+pub use worker::{
+    AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
+    CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,
+    HeartbeatReply, HeartbeatRequest, Secrets, WorkerList,
+};

@@ -1,0 +1,112 @@
+//! Wire types of the task API: submit (one or a batch), task detail with why it waits, task
+//! and event pages.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Attempt, Event, Task, TaskId, TaskSpec, Timestamp};
+
+/// Result of an enqueue: the task, and whether it was created now (false when an idempotency
+/// key matched an earlier task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enqueued {
+    pub task: Task,
+    pub created: bool,
+}
+
+/// Why a queued task is not running yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum WaitReason {
+    /// `run_after` is in the future (a delayed task or a retry backoff).
+    Scheduled {
+        run_after: Timestamp,
+    },
+    Dependencies {
+        pending: Vec<TaskId>,
+    },
+    BranchLocked {
+        branch: String,
+        held_by: TaskId,
+    },
+    ProjectSlotsFull {
+        project: String,
+        slots: u32,
+    },
+    /// Nothing holds it back: it waits for a free worker with its agent and labels.
+    NoWorker,
+}
+
+/// A task with its attempts and, while queued, why it waits (`GET /v1/tasks/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    pub attempts_detail: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitReason>,
+}
+
+/// `POST /v1/tasks` with several tasks: all are enqueued in one transaction, or none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BatchSubmit {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::TaskSpecSchema>))]
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchSubmitted {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::EnqueuedSchema>))]
+    pub tasks: Vec<Enqueued>,
+}
+
+/// A page of tasks, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskPage {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::TaskSchema>))]
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub next_cursor: Option<TaskId>,
+}
+
+/// Query parameters of `GET /v1/tasks` (and of a project's builds).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct TaskListQuery {
+    /// queued, running, succeeded, failed or canceled.
+    pub state: Option<String>,
+    pub project: Option<String>,
+    /// `key=value`.
+    pub label: Option<String>,
+    pub worker: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1-500, default 50.
+    pub limit: Option<u32>,
+}
+
+/// Query parameters of `GET /v1/tasks/{id}/events`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Return events with `seq` greater than this (default 0).
+    pub after: Option<i64>,
+    /// 1-1000, default 100.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventPage {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::EventSchema>))]
+    pub events: Vec<Event>,
+    /// Pass as `after` for the next page (the last `seq` returned, or the `after` given).
+    pub next_after: i64,
+}

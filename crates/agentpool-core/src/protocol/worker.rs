@@ -1,0 +1,212 @@
+//! Wire types of the worker protocol: register, claim, heartbeat, events, complete, fail.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::ErrorDetail;
+use crate::{ErrorClass, Lease, LeaseToken, NewEvent, Task, TaskId, TaskResult, Worker, WorkerStatus};
+
+/// `POST /v1/workers/{id}/claim`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// How many tasks to take at most.
+    #[serde(default = "one")]
+    pub max: u32,
+    /// Seconds to wait for work before answering with nothing (long poll), up to 60.
+    #[serde(default)]
+    pub wait_secs: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A claimed task with the lease the worker must present for everything it does with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedTask {
+    pub task: Task,
+    pub lease: Lease,
+    /// 1-based attempt number of this claim.
+    pub attempt: u32,
+    /// Session id of the task this one follows up, when it has one (to resume the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_session: Option<String>,
+}
+
+/// `POST /v1/workers/{id}/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The leases the worker holds; their expiry is extended.
+    #[serde(default)]
+    pub leases: Vec<Lease>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<WorkerStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Tasks the worker must cancel now.
+    pub cancel: Vec<TaskId>,
+    /// Leases that are no longer the worker's (expired and re-claimed, or the task finished):
+    /// stop working on them; any report will be refused.
+    pub lost: Vec<TaskId>,
+    /// The server asks the worker to drain.
+    pub drain: bool,
+}
+
+/// `POST /v1/workers/{id}/complete/{task}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    pub lease_token: LeaseToken,
+    #[serde(default)]
+    pub result: TaskResult,
+}
+
+/// `POST /v1/workers/{id}/fail/{task}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub lease_token: LeaseToken,
+    pub class: ErrorClass,
+    pub message: String,
+    /// The agent's retry-after hint, for rate limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    /// What the run produced before it failed (usage, partial commit…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<TaskResult>,
+}
+
+/// `POST /v1/workers/{id}/tasks/{task}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppendEventsRequest {
+    pub lease_token: LeaseToken,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where a failed attempt left the task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum FailOutcome {
+    /// Queued again; runnable after `run_after`.
+    Retrying {
+        run_after: crate::Timestamp,
+        attempt: u32,
+    },
+    /// Finished as failed (or canceled).
+    Finished { state: crate::TaskState },
+}
+
+/// Query parameters of `POST /v1/workers/{id}/claim` (the body's fields work too).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct ClaimQuery {
+    /// Seconds to wait for work (long poll), up to 60.
+    pub wait: Option<u32>,
+    /// How many tasks to claim at most, 1-1000.
+    pub max: Option<u32>,
+}
+
+/// Credential values handed to a worker with a claimed task: name → value. Serialized as a
+/// plain JSON object on the wire (the claim response only); Debug shows names, never values.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secrets(pub BTreeMap<String, String>);
+
+impl Secrets {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// Name and value of each credential, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// A claimed task as a worker receives it: the task, its lease, and the decrypted credentials
+/// it needs. This response is the only place credential values ever leave the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimedWork {
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub claimed: ClaimedTask,
+    /// Credential name → value, for the names the task and its project list.
+    #[serde(default, skip_serializing_if = "Secrets::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub credentials: Secrets,
+}
+
+/// The body of a claim that got work (no work: 204 without a body).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimResponse {
+    pub tasks: Vec<ClaimedWork>,
+}
+
+/// One completion in a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CompleteItem {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub task_id: TaskId,
+    #[cfg_attr(feature = "openapi", schema(value_type = i64))]
+    pub lease_token: LeaseToken,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::protocol::openapi::TaskResultSchema))]
+    pub result: TaskResult,
+}
+
+/// `POST /v1/workers/{id}/complete`: complete many attempts in one statement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBatch {
+    pub items: Vec<CompleteItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteItemResult {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub task_id: TaskId,
+    pub ok: bool,
+    /// Why this item was refused (e.g. `stale_lease`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CompleteBatchResponse {
+    pub results: Vec<CompleteItemResult>,
+}
+
+/// `GET /v1/workers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerList {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::WorkerSchema>))]
+    pub workers: Vec<Worker>,
+}

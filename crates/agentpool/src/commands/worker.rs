@@ -1,0 +1,82 @@
+//! `agentpool worker`: one worker process that claims from a server over HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_client::Client;
+use agentpool_core::WorkerId;
+use agentpool_runner::{WorkerConfig, run_worker};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::WorkerArgs;
+use crate::config::Settings;
+use crate::embedded::agent_registry;
+use crate::exit::{Exit, ExitCode};
+
+/// `agentpool worker`: a worker that claims from a server over HTTP until SIGTERM/SIGINT, then
+/// drains (stops claiming, lets running tasks finish up to the grace period, cancels the rest)
+/// and deregisters.
+pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let server = match &settings.server {
+        Some(s) => s.clone(),
+        None => match crate::config::read_up_state(&settings.data_dir) {
+            Some(up) => up.url,
+            None => {
+                return Err(Exit::new(
+                    ExitCode::Usage,
+                    "give the server to work for with --server URL (or AGENTPOOL_SERVER)",
+                )
+                .into());
+            }
+        },
+    };
+    let api = Client::new(&server, settings.token.clone())
+        .map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
+    let dir = match args.work_dir.clone() {
+        Some(d) => crate::config::absolute(d)?,
+        None => settings.data_dir.join("work"),
+    };
+    let mut cfg = WorkerConfig::new(&dir, args.concurrency);
+    if let Some(id) = &args.id {
+        cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
+    }
+    cfg.labels = args.labels.iter().cloned().collect();
+    cfg.agents = agent_registry(&args.agents, None)?;
+    cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
+    // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
+    cfg.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));
+    cfg.pipeline.allow_file_repos = args.allow_local_repos;
+
+    let stop = CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            super::pool::shutdown_signal().await;
+            tracing::info!("signal received: draining");
+            stop.cancel();
+        })
+    };
+    tracing::info!(server = %server, slots = args.concurrency, "worker starting");
+    let result = run_worker(cfg, Arc::new(api), stop).await;
+    signal.abort();
+    let summary = result.map_err(|e| Exit::new(ExitCode::Connection, e.to_string()))?;
+    if settings.json() {
+        super::print_json(&serde_json::json!({
+            "worker_id": summary.worker_id,
+            "succeeded": summary.succeeded,
+            "failed": summary.failed,
+            "canceled": summary.canceled,
+            "lost": summary.lost,
+            "unreported": summary.unreported,
+        }))?;
+    } else {
+        match &summary.worker_id {
+            Some(id) => eprintln!(
+                "worker {id} stopped: {} succeeded, {} failed, {} canceled",
+                summary.succeeded, summary.failed, summary.canceled
+            ),
+            None => eprintln!("worker stopped before it could register with {server}"),
+        }
+    }
+    Ok(ExitCode::Success)
+}
