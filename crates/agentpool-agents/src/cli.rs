@@ -249,7 +249,13 @@ impl Redactor {
     }
 
     pub fn event(&self, mut e: NewEvent) -> NewEvent {
-        self.value(&mut e.data);
+        if !self.secrets.is_empty() {
+            e.payload.map_text(&mut |s| {
+                if self.secrets.iter().any(|x| s.contains(x.as_str())) {
+                    *s = self.text(s);
+                }
+            });
+        }
         e
     }
 }

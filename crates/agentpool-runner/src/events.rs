@@ -33,23 +33,15 @@ impl EventSink for EventBuffer {
         if event.at.is_none() {
             event.at = Some(chrono::Utc::now());
         }
-        redact_value(&self.redactor, &mut event.data);
-        // The flusher outlives every emitter of its task; a send error only means it gave up.
-        let _ = self.tx.send(event);
-    }
-}
-
-fn redact_value(r: &Redactor, v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) => {
-            let red = r.redact(s);
+        let redactor = &self.redactor;
+        event.payload.map_text(&mut |s| {
+            let red = redactor.redact(s);
             if red != *s {
                 *s = red;
             }
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| redact_value(r, x)),
-        serde_json::Value::Object(o) => o.values_mut().for_each(|x| redact_value(r, x)),
-        _ => {}
+        });
+        // The flusher outlives every emitter of its task; a send error only means it gave up.
+        let _ = self.tx.send(event);
     }
 }
 

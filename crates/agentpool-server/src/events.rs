@@ -137,6 +137,6 @@ fn to_sse(ev: &Event) -> sse::Event {
     let data = serde_json::to_string(ev).unwrap_or_else(|_| "{}".to_string());
     sse::Event::default()
         .id(ev.seq.to_string())
-        .event(ev.kind.as_str())
+        .event(ev.kind().as_str())
         .data(data)
 }

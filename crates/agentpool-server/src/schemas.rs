@@ -11,8 +11,8 @@ use agentpool_core::protocol::{
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventKind, FileChange, Lease, LeaseToken, Project,
-    Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
+    AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventPayload, FileChange, Lease, LeaseToken,
+    Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
 };
 use agentpool_store::{Enqueued, TaskDetail, WaitReason};
 use serde::Serialize;
@@ -207,8 +207,7 @@ pub fn event() -> Value {
         task_id: TaskId::new(),
         seq: 1,
         at: now(),
-        kind: EventKind::Log,
-        data: serde_json::json!({}),
+        payload: EventPayload::log("stdout", "hello"),
     })
 }
 
@@ -319,9 +318,8 @@ pub fn append_events_request() -> Value {
     v(AppendEventsRequest {
         lease_token: LeaseToken(7),
         events: vec![NewEvent {
-            kind: EventKind::AssistantMessage,
             at: Some(now()),
-            data: serde_json::json!({}),
+            payload: EventPayload::AssistantMessage { text: "hi".into() },
         }],
     })
 }

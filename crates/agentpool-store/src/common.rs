@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use agentpool_core::spec::RepoUrl;
 use agentpool_core::{
-    Attempt, AttemptOutcome, ErrorClass, Event, EventKind, LeaseToken, Project, Task, TaskId, TaskResult,
-    TaskSpec, TaskState, Timestamp, Worker, WorkerId,
+    Attempt, AttemptOutcome, ErrorClass, Event, EventKind, EventPayload, LeaseToken, Lifecycle, Project,
+    Task, TaskId, TaskResult, TaskSpec, TaskState, Timestamp, Worker, WorkerId,
 };
 
 use crate::{Result, StoreError, TokenRecord};
@@ -199,9 +199,91 @@ pub(crate) fn event_row(task: TaskId, r: &impl StoreRow) -> Result<Event> {
         task_id: task,
         seq: r.big("seq")?,
         at: ts(r.big("at")?),
-        kind: kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
-        data: serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
+        payload: EventPayload::from_parts(
+            kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
+            serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
+        ),
     })
+}
+
+/// The `data` column of an event.
+pub(crate) fn event_data(p: &EventPayload) -> Result<String> {
+    json(&p.data())
+}
+
+/// Lifecycle events to append in the transaction of the state changes they record, in order.
+/// Each backend writes them with one statement ([`crate::sqlite`]'s and [`crate::postgres`]'s
+/// `insert_lifecycle`).
+#[derive(Debug, Default)]
+pub(crate) struct LifecycleLog {
+    pub tasks: Vec<TaskId>,
+    /// The `data` column of each event.
+    pub data: Vec<String>,
+}
+
+impl LifecycleLog {
+    pub fn push(&mut self, task: TaskId, l: Lifecycle) -> Result<()> {
+        self.tasks.push(task);
+        self.data.push(event_data(&EventPayload::Lifecycle(l))?);
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+/// The `failed` event of a task whose dependency failed.
+pub(crate) fn dependency_failed() -> Lifecycle {
+    Lifecycle::Failed {
+        class: ErrorClass::DependencyFailed,
+        message: DEPENDENCY_FAILED_MSG.to_string(),
+    }
+}
+
+/// Expired leases one maintenance transaction rescues; a pass loops until none is left.
+pub(crate) const EXPIRE_BATCH: i64 = 500;
+
+pub(crate) const LEASE_EXPIRED_MSG: &str = "lease expired before the worker reported";
+
+/// Record that the lease of `h` expired (the ending event follows).
+pub(crate) fn log_expiry(log: &mut LifecycleLog, h: &Held) -> Result<()> {
+    let worker = WorkerId::parse(h.worker_id.clone()).map_err(|e| corrupt("worker id", e))?;
+    log.push(
+        h.id,
+        Lifecycle::LeaseExpired {
+            attempt: u32::try_from(h.attempts).unwrap_or(0),
+            worker,
+        },
+    )
+}
+
+/// The lifecycle event that records how a failed or expired attempt ended.
+pub(crate) fn ending_event(
+    ending: &Ending,
+    attempt: i64,
+    now: i64,
+    class: ErrorClass,
+    message: &str,
+) -> Lifecycle {
+    match ending {
+        Ending::Requeue { delay } => Lifecycle::RetryScheduled {
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            run_after: ts(now + dur_ms(*delay)),
+            class,
+            message: message.to_string(),
+        },
+        Ending::Finish {
+            state: TaskState::Canceled,
+            ..
+        } => Lifecycle::Canceled {
+            message: message.to_string(),
+        },
+        Ending::Finish { class, .. } => Lifecycle::Failed {
+            class: *class,
+            message: message.to_string(),
+        },
+    }
 }
 
 /// The columns [`held`] reads.

@@ -16,8 +16,8 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    Attempt, ErrorClass, Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState,
-    Worker, WorkerId,
+    Attempt, ErrorClass, Event, Lease, Lifecycle, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec,
+    TaskState, Worker, WorkerId,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -25,8 +25,8 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::common::{
-    self, Candidate, Ending, HELD_COLS, Held, NewTaskRow, StoreRow, dur_ms, held, json, project_row, task,
-    token_row, ts, worker_row,
+    self, Candidate, Ending, HELD_COLS, Held, LifecycleLog, NewTaskRow, StoreRow, dur_ms, held, json,
+    project_row, task, token_row, ts, worker_row,
 };
 use crate::{
     ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
@@ -39,7 +39,6 @@ const CHANNEL_PREFIX: &str = "agentpool_work";
 /// Advisory lock key serializing claims of constrained tasks (branch locks, project slots).
 const CONSTRAINED_CLAIM_LOCK: i64 = 0x0061_7063_6c61_696d; // "apclaim"
 const PURGE_BATCH: i64 = 5000;
-const EXPIRE_BATCH: i64 = 500;
 
 fn cols(p: &str) -> String {
     [
@@ -67,6 +66,13 @@ fn cols(p: &str) -> String {
     .collect::<Vec<_>>()
     .join(", ")
 }
+
+/// The CTE of a claim statement (after `upd`, the claimed rows) that appends their `claimed`
+/// lifecycle events; `$1` is now.
+const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data) \
+    SELECT id, $1, 'lifecycle', \
+      json_build_object('state', 'claimed', 'attempt', attempts, 'worker', worker_id)::text \
+    FROM upd)";
 
 /// Aborts the listener task when the last clone of the store goes away.
 #[derive(Debug)]
@@ -121,6 +127,7 @@ impl Sql {
             channel,
             claim_lock,
             select_task: format!("SELECT {c} FROM tasks WHERE id = $1"),
+            // The claimed events are written by the claim statement itself: no extra round trip.
             claim_hot: format!(
                 "WITH picked AS ( \
                    SELECT id FROM tasks \
@@ -131,19 +138,25 @@ impl Sql {
                      AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status <> 'draining') \
                    ORDER BY priority DESC, run_after, id \
                    LIMIT $5 \
-                   FOR UPDATE SKIP LOCKED) \
-                 UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                   lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
-                   started_at = $1, updated_at = $1, cancel_requested = false \
-                 FROM picked WHERE t.id = picked.id \
-                 RETURNING {tc}"
+                   FOR UPDATE SKIP LOCKED), \
+                 upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   FROM picked WHERE t.id = picked.id \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT {c} FROM upd"
             ),
             claim_update: format!(
-                "UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                   lease_token = t.lease_token + 1, worker_id = $2, lease_expires_at = $3, \
-                   started_at = $1, updated_at = $1, cancel_requested = false \
-                 WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued' \
-                 RETURNING {tc}"
+                "WITH upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $2, lease_expires_at = $3, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued' \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT {c} FROM upd"
             ),
             enqueue: format!(
                 "WITH ins AS ( \
@@ -162,7 +175,10 @@ impl Sql {
                        labels, project, lock_key, constrained, deps_pending, idem, error_class, \
                        error_message, finished_at) \
                    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                   RETURNING id) \
+                   RETURNING id, state), \
+                 ev AS (INSERT INTO events (task_id, at, kind, data) \
+                   SELECT id, $1, 'lifecycle', CASE WHEN state = 'failed' THEN $18 ELSE $19 END \
+                   FROM ins) \
                  SELECT ins.id, \
                    (SELECT count(*) FROM (SELECT pg_notify('{lit}', '')) AS n) AS notified \
                  FROM ins"
@@ -317,11 +333,35 @@ async fn insert_attempt(
     Ok(())
 }
 
+/// Append `log`'s lifecycle events with one statement, in order.
+async fn insert_lifecycle(
+    tx: &mut Transaction<'static, Postgres>,
+    log: &LifecycleLog,
+    now: i64,
+) -> Result<()> {
+    if log.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (task_id, at, kind, data) \
+         SELECT i.task_id, $1, 'lifecycle', i.data \
+         FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS i(task_id, data, ord) \
+         ORDER BY i.ord",
+    )
+    .bind(now)
+    .bind(uuids(&log.tasks))
+    .bind(&log.data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Fail every queued dependent of `failed` (transitively) with `DEPENDENCY_FAILED`.
 async fn cascade_failure(
     tx: &mut Transaction<'static, Postgres>,
     failed: Vec<TaskId>,
     now: i64,
+    log: &mut LifecycleLog,
 ) -> Result<()> {
     let mut frontier = failed;
     while !frontier.is_empty() {
@@ -340,16 +380,20 @@ async fn cascade_failure(
         .await?;
         frontier = Vec::new();
         for r in rows {
+            let id = r.task_id("id")?;
+            log.push(id, common::dependency_failed())?;
             if r.try_get::<bool, _>("has_dependents")? {
-                frontier.push(r.task_id("id")?);
+                frontier.push(id);
             }
         }
     }
     Ok(())
 }
 
-/// Persist the end of a failed or expired attempt as `ending` says. Returns whether claimers
-/// should be woken (a lock or slot was freed, or the task is runnable again at once).
+/// Persist the end of a failed or expired attempt as `ending` says; its lifecycle events go to
+/// `log`. Returns whether claimers should be woken (a lock or slot was freed, or the task is
+/// runnable again at once).
+#[allow(clippy::too_many_arguments)]
 async fn end_attempt(
     tx: &mut Transaction<'static, Postgres>,
     h: &Held,
@@ -358,7 +402,12 @@ async fn end_attempt(
     class: ErrorClass,
     message: &str,
     result: Option<&TaskResult>,
+    log: &mut LifecycleLog,
 ) -> Result<bool> {
+    log.push(
+        h.id,
+        common::ending_event(ending, h.attempts, now, class, message),
+    )?;
     let result = result.map(json).transpose()?;
     let outcome = common::attempt_outcome(ending, class);
     let mut wake = h.constrained;
@@ -399,7 +448,7 @@ async fn end_attempt(
             .await?;
             insert_attempt(tx, h, now, outcome, Some(*class), Some(message)).await?;
             if h.has_dependents {
-                cascade_failure(tx, vec![h.id], now).await?;
+                cascade_failure(tx, vec![h.id], now, log).await?;
             }
         }
     }
@@ -507,7 +556,9 @@ impl PgStore {
             .bind(&c.idem)
             .bind(&c.error_class)
             .bind(&c.error_message)
-            .bind(&c.finished_at);
+            .bind(&c.finished_at)
+            .bind(common::event_data(&common::dependency_failed().into())?)
+            .bind(common::event_data(&Lifecycle::Queued.into())?);
         let inserted = match tx.as_mut() {
             Some(tx) => q.fetch_all(&mut **tx).await?,
             None => q.fetch_all(&self.pool).await?,
@@ -634,7 +685,9 @@ impl PgStore {
                  error_message = NULL \
                FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
                  AND t.state = 'running' \
-               RETURNING t.id, t.has_dependents, t.constrained) \
+               RETURNING t.id, t.has_dependents, t.constrained), \
+             ev AS (INSERT INTO events (task_id, at, kind, data) \
+               SELECT id, $4, 'lifecycle', $6 FROM done) \
              SELECT id, has_dependents, constrained FROM done",
         )
         .bind(&ids)
@@ -642,6 +695,7 @@ impl PgStore {
         .bind(&results)
         .bind(now)
         .bind(worker.as_str())
+        .bind(common::event_data(&Lifecycle::Succeeded.into())?)
         .fetch_all(&mut *tx)
         .await?;
         let mut ok = std::collections::HashSet::with_capacity(rows.len());
@@ -1000,6 +1054,7 @@ impl Store for PgStore {
             })?;
         let t = task(&r)?;
         let has_dependents: bool = r.try_get("has_dependents")?;
+        let mut log = LifecycleLog::default();
         match agentpool_core::task::cancel(t.state)? {
             agentpool_core::Transition::Finish { state, class } => {
                 sqlx::query(
@@ -1012,21 +1067,35 @@ impl Store for PgStore {
                 .bind(id.0)
                 .execute(&mut *tx)
                 .await?;
+                log.push(
+                    id,
+                    Lifecycle::Canceled {
+                        message: "canceled".into(),
+                    },
+                )?;
                 if has_dependents {
-                    cascade_failure(&mut tx, vec![id], now).await?;
+                    cascade_failure(&mut tx, vec![id], now, &mut log).await?;
                 }
             }
             agentpool_core::Transition::CancelRequested => {
-                sqlx::query("UPDATE tasks SET cancel_requested = true, updated_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(id.0)
-                    .execute(&mut *tx)
-                    .await?;
+                let first = sqlx::query(
+                    "UPDATE tasks SET cancel_requested = true, updated_at = $1 \
+                     WHERE id = $2 AND NOT cancel_requested",
+                )
+                .bind(now)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if first > 0 {
+                    log.push(id, Lifecycle::CancelRequested)?;
+                }
             }
             agentpool_core::Transition::Requeue { .. } => {
                 return Err(StoreError::Corrupt("cancel() asked to requeue".into()));
             }
         }
+        insert_lifecycle(&mut tx, &log, now).await?;
         let t = task(
             &sqlx::query(&self.sql.select_task)
                 .bind(id.0)
@@ -1076,6 +1145,9 @@ impl Store for PgStore {
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
+        let mut log = LifecycleLog::default();
+        log.push(id, Lifecycle::Queued)?;
+        insert_lifecycle(&mut tx, &log, now).await?;
         notify(&mut tx, &self.sql.channel).await?;
         tx.commit().await?;
         self.signal.notify();
@@ -1237,6 +1309,7 @@ impl Store for PgStore {
             failure.retry_after,
             &self.config.retry,
         )?;
+        let mut log = LifecycleLog::default();
         let wake = end_attempt(
             &mut tx,
             &h,
@@ -1245,8 +1318,10 @@ impl Store for PgStore {
             failure.class,
             &failure.message,
             failure.result.as_ref(),
+            &mut log,
         )
         .await?;
+        insert_lifecycle(&mut tx, &log, now).await?;
         if wake {
             notify(&mut tx, &self.sql.channel).await?;
         }
@@ -1279,8 +1354,8 @@ impl Store for PgStore {
         let mut data = Vec::with_capacity(events.len());
         for e in &events {
             at.push(e.at.map(common::ms).unwrap_or(now));
-            kind.push(e.kind.as_str());
-            data.push(json(&e.data)?);
+            kind.push(e.kind().as_str());
+            data.push(common::event_data(&e.payload)?);
         }
         // One statement. The task row is locked while the events are numbered: a re-claim
         // waits for the append (or the append sees the new token and is refused), and two
@@ -1589,13 +1664,15 @@ impl Store for PgStore {
             );
             let rows = sqlx::query(&sql)
                 .bind(now)
-                .bind(EXPIRE_BATCH)
+                .bind(common::EXPIRE_BATCH)
                 .fetch_all(&mut *tx)
                 .await?;
             let n = rows.len();
             let mut wake = false;
+            let mut log = LifecycleLog::default();
             for r in &rows {
                 let h = held(r)?;
+                common::log_expiry(&mut log, &h)?;
                 let ending = common::decide_failure(
                     h.cancel_requested,
                     ErrorClass::LeaseExpired,
@@ -1610,11 +1687,13 @@ impl Store for PgStore {
                     now,
                     &ending,
                     ErrorClass::LeaseExpired,
-                    "lease expired before the worker reported",
+                    common::LEASE_EXPIRED_MSG,
                     None,
+                    &mut log,
                 )
                 .await?;
             }
+            insert_lifecycle(&mut tx, &log, now).await?;
             if wake {
                 notify(&mut tx, &self.sql.channel).await?;
             }
@@ -1623,7 +1702,7 @@ impl Store for PgStore {
                 self.signal.notify();
             }
             total += n as u64;
-            if (n as i64) < EXPIRE_BATCH {
+            if (n as i64) < common::EXPIRE_BATCH {
                 break;
             }
         }

@@ -10,8 +10,8 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    Attempt, ErrorClass, Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState,
-    Worker, WorkerId,
+    Attempt, ErrorClass, Event, Lease, Lifecycle, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec,
+    TaskState, Worker, WorkerId,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -20,8 +20,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::common::{
-    self, Candidate, Ending, HELD_COLS, Held, NewTaskRow, StoreRow, corrupt, dur_ms, held, json, project_row,
-    task, token_row, ts, worker_row,
+    self, Candidate, Ending, HELD_COLS, Held, LifecycleLog, NewTaskRow, StoreRow, corrupt, dur_ms, held,
+    json, project_row, task, token_row, ts, worker_row,
 };
 use crate::{
     ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
@@ -153,9 +153,11 @@ async fn insert_attempt(
     class: Option<ErrorClass>,
     message: Option<&str>,
 ) -> Result<()> {
+    // The first recorded end of an attempt wins, as on PostgreSQL.
     sqlx::query(
-        "INSERT OR REPLACE INTO attempts (task_id, lease_token, number, worker_id, started_at, \
-         ended_at, outcome, error_class, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO attempts (task_id, lease_token, number, worker_id, started_at, \
+         ended_at, outcome, error_class, error_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (task_id, lease_token) DO NOTHING",
     )
     .bind(h.id.to_string())
     .bind(h.token)
@@ -171,8 +173,37 @@ async fn insert_attempt(
     Ok(())
 }
 
+/// Append `log`'s lifecycle events with one statement (a JSON array of `[task, data]` pairs
+/// unpacked by `json_each`, in order, so the batch size is not bounded by bind limits).
+async fn insert_lifecycle(tx: &mut Transaction<'static, Sqlite>, log: &LifecycleLog, now: i64) -> Result<()> {
+    if log.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(String, &str)> = log
+        .tasks
+        .iter()
+        .zip(&log.data)
+        .map(|(t, d)| (t.to_string(), d.as_str()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO events (task_id, at, kind, data) \
+         SELECT json_extract(value, '$[0]'), ?, 'lifecycle', json_extract(value, '$[1]') \
+         FROM json_each(?) ORDER BY key",
+    )
+    .bind(now)
+    .bind(json(&pairs)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Fail every queued dependent of `failed` (transitively) with `DEPENDENCY_FAILED`.
-async fn cascade_failure(tx: &mut Transaction<'static, Sqlite>, failed: Vec<TaskId>, now: i64) -> Result<()> {
+async fn cascade_failure(
+    tx: &mut Transaction<'static, Sqlite>,
+    failed: Vec<TaskId>,
+    now: i64,
+    log: &mut LifecycleLog,
+) -> Result<()> {
     let mut frontier = failed;
     while !frontier.is_empty() {
         let ids = json(&frontier)?;
@@ -192,8 +223,10 @@ async fn cascade_failure(tx: &mut Transaction<'static, Sqlite>, failed: Vec<Task
         .await?;
         frontier = Vec::new();
         for r in rows {
+            let id = r.task_id("id")?;
+            log.push(id, common::dependency_failed())?;
             if r.try_get::<bool, _>("has_dependents")? {
-                frontier.push(r.task_id("id")?);
+                frontier.push(id);
             }
         }
     }
@@ -219,7 +252,9 @@ async fn release_dependents(
     Ok(())
 }
 
-/// Persist the end of a failed or expired attempt as `ending` says.
+/// Persist the end of a failed or expired attempt as `ending` says; its lifecycle events go to
+/// `log`.
+#[allow(clippy::too_many_arguments)]
 async fn end_attempt(
     tx: &mut Transaction<'static, Sqlite>,
     h: &Held,
@@ -228,7 +263,12 @@ async fn end_attempt(
     class: ErrorClass,
     message: &str,
     result: Option<&TaskResult>,
+    log: &mut LifecycleLog,
 ) -> Result<Ended> {
+    log.push(
+        h.id,
+        common::ending_event(ending, h.attempts, now, class, message),
+    )?;
     let result = result.map(json).transpose()?;
     let outcome = common::attempt_outcome(ending, class);
     let mut ended = Ended { wake: h.constrained };
@@ -269,7 +309,7 @@ async fn end_attempt(
             .await?;
             insert_attempt(tx, h, now, outcome, Some(*class), Some(message)).await?;
             if h.has_dependents {
-                cascade_failure(tx, vec![h.id], now).await?;
+                cascade_failure(tx, vec![h.id], now, log).await?;
             }
         }
     }
@@ -285,6 +325,7 @@ impl SqliteStore {
         tx: &mut Transaction<'static, Sqlite>,
         spec: TaskSpec,
         now: i64,
+        log: &mut LifecycleLog,
     ) -> Result<Enqueued> {
         if let Some(key) = &spec.idempotency_key {
             let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = ?");
@@ -361,6 +402,14 @@ impl SqliteStore {
                 .execute(&mut **tx)
                 .await?;
         }
+        log.push(
+            row.id,
+            if dep_failed {
+                common::dependency_failed()
+            } else {
+                Lifecycle::Queued
+            },
+        )?;
         Ok(Enqueued {
             task: common::new_task(&row, now, dep_failed),
             created: true,
@@ -482,9 +531,11 @@ impl Store for SqliteStore {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(specs.len());
+        let mut log = LifecycleLog::default();
         for spec in specs {
-            out.push(self.enqueue_in(&mut tx, spec, now).await?);
+            out.push(self.enqueue_in(&mut tx, spec, now, &mut log).await?);
         }
+        insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         if out.iter().any(|e| e.created) {
             self.signal.notify();
@@ -595,6 +646,7 @@ impl Store for SqliteStore {
             })?;
         let t = task(&r)?;
         let has_dependents: bool = r.try_get("has_dependents")?;
+        let mut log = LifecycleLog::default();
         match agentpool_core::task::cancel(t.state)? {
             agentpool_core::Transition::Finish { state, class } => {
                 sqlx::query(
@@ -608,21 +660,35 @@ impl Store for SqliteStore {
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
+                log.push(
+                    id,
+                    Lifecycle::Canceled {
+                        message: "canceled".into(),
+                    },
+                )?;
                 if has_dependents {
-                    cascade_failure(&mut tx, vec![id], now).await?;
+                    cascade_failure(&mut tx, vec![id], now, &mut log).await?;
                 }
             }
             agentpool_core::Transition::CancelRequested => {
-                sqlx::query("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?")
-                    .bind(now)
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                let first = sqlx::query(
+                    "UPDATE tasks SET cancel_requested = 1, updated_at = ? \
+                     WHERE id = ? AND NOT cancel_requested",
+                )
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if first > 0 {
+                    log.push(id, Lifecycle::CancelRequested)?;
+                }
             }
             agentpool_core::Transition::Requeue { .. } => {
                 return Err(StoreError::Corrupt("cancel() asked to requeue".into()));
             }
         }
+        insert_lifecycle(&mut tx, &log, now).await?;
         let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = ?");
         let t = task(&sqlx::query(&sql).bind(id.to_string()).fetch_one(&mut *tx).await?)?;
         tx.commit().await?;
@@ -675,6 +741,9 @@ impl Store for SqliteStore {
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
+        let mut log = LifecycleLog::default();
+        log.push(id, Lifecycle::Queued)?;
+        insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         self.signal.notify();
         task(&r)
@@ -760,6 +829,17 @@ impl Store for SqliteStore {
             .bind(json(&picked)?)
             .fetch_all(&mut *tx)
             .await?;
+        let mut log = LifecycleLog::default();
+        for r in &rows {
+            log.push(
+                r.task_id("id")?,
+                Lifecycle::Claimed {
+                    attempt: u32::try_from(r.int("attempts")?).unwrap_or(0),
+                    worker: f.worker_id.clone(),
+                },
+            )?;
+        }
+        insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         let order: HashMap<TaskId, usize> = picked.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let mut claimed = rows
@@ -848,6 +928,7 @@ impl Store for SqliteStore {
         let mut out = Vec::with_capacity(items.len());
         let mut succeeded = Vec::new();
         let mut wake = false;
+        let mut log = LifecycleLog::default();
         let sql = format!(
             "UPDATE tasks SET state = 'succeeded', finished_at = ?, updated_at = ?, \
              lease_expires_at = NULL, result = ?, error_class = NULL, error_message = NULL \
@@ -870,6 +951,7 @@ impl Store for SqliteStore {
             };
             // The succeeded attempt stays on the task row (see `common::current_attempt`).
             let h = held(&r)?;
+            log.push(h.id, Lifecycle::Succeeded)?;
             wake |= h.constrained;
             if h.has_dependents {
                 succeeded.push(h.id);
@@ -880,6 +962,7 @@ impl Store for SqliteStore {
             release_dependents(&mut tx, &succeeded, now).await?;
             wake = true;
         }
+        insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         if wake {
             self.signal.notify();
@@ -912,6 +995,7 @@ impl Store for SqliteStore {
             failure.retry_after,
             &self.config.retry,
         )?;
+        let mut log = LifecycleLog::default();
         let ended = end_attempt(
             &mut tx,
             &h,
@@ -920,8 +1004,10 @@ impl Store for SqliteStore {
             failure.class,
             &failure.message,
             failure.result.as_ref(),
+            &mut log,
         )
         .await?;
+        insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         if ended.wake {
             self.signal.notify();
@@ -978,8 +1064,8 @@ impl Store for SqliteStore {
             sqlx::query("INSERT INTO events (task_id, at, kind, data) VALUES (?, ?, ?, ?)")
                 .bind(task.to_string())
                 .bind(e.at.map(common::ms).unwrap_or(now))
-                .bind(e.kind.as_str())
-                .bind(json(&e.data)?)
+                .bind(e.kind().as_str())
+                .bind(common::event_data(&e.payload)?)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -1233,42 +1319,57 @@ impl Store for SqliteStore {
 
     async fn requeue_expired(&self) -> Result<u64> {
         let now = self.now();
-        let mut tx = self.begin().await?;
-        let sql = format!(
-            "SELECT {HELD_COLS} FROM tasks WHERE state = 'running' AND lease_expires_at < ? \
-             LIMIT 1000"
-        );
-        let rows = sqlx::query(&sql).bind(now).fetch_all(&mut *tx).await?;
-        let mut wake = false;
-        let mut n = 0;
-        for r in &rows {
-            let h = held(r)?;
-            let ending = common::decide_failure(
-                h.cancel_requested,
-                ErrorClass::LeaseExpired,
-                h.attempts,
-                h.max_attempts,
-                None,
-                &self.config.retry,
-            )?;
-            let ended = end_attempt(
-                &mut tx,
-                &h,
-                now,
-                &ending,
-                ErrorClass::LeaseExpired,
-                "lease expired before the worker reported",
-                None,
-            )
-            .await?;
-            wake |= ended.wake;
-            n += 1;
+        let mut total = 0;
+        // In batches, each its own short transaction, until none is left: one pass rescues
+        // every expired lease without holding the writer for long.
+        loop {
+            let mut tx = self.begin().await?;
+            let sql = format!(
+                "SELECT {HELD_COLS} FROM tasks WHERE state = 'running' AND lease_expires_at < ? \
+                 ORDER BY lease_expires_at LIMIT ?"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(now)
+                .bind(common::EXPIRE_BATCH)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut wake = false;
+            let mut log = LifecycleLog::default();
+            for r in &rows {
+                let h = held(r)?;
+                common::log_expiry(&mut log, &h)?;
+                let ending = common::decide_failure(
+                    h.cancel_requested,
+                    ErrorClass::LeaseExpired,
+                    h.attempts,
+                    h.max_attempts,
+                    None,
+                    &self.config.retry,
+                )?;
+                let ended = end_attempt(
+                    &mut tx,
+                    &h,
+                    now,
+                    &ending,
+                    ErrorClass::LeaseExpired,
+                    common::LEASE_EXPIRED_MSG,
+                    None,
+                    &mut log,
+                )
+                .await?;
+                wake |= ended.wake;
+            }
+            insert_lifecycle(&mut tx, &log, now).await?;
+            tx.commit().await?;
+            if wake {
+                self.signal.notify();
+            }
+            total += rows.len() as u64;
+            if (rows.len() as i64) < common::EXPIRE_BATCH {
+                break;
+            }
         }
-        tx.commit().await?;
-        if wake {
-            self.signal.notify();
-        }
-        Ok(n)
+        Ok(total)
     }
 
     async fn purge_finished(&self, retention: Duration) -> Result<u64> {

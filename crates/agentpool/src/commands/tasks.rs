@@ -263,10 +263,7 @@ pub async fn follow(
                         Some(Ok(ev)) => {
                             if ev.seq <= after { continue; }
                             after = ev.seq;
-                            if ev.kind == agentpool_core::EventKind::Lifecycle
-                                && let Some(s) = ev.data.get("state").and_then(|s| s.as_str())
-                                && let Ok(st) = s.parse::<TaskState>()
-                            {
+                            if let Some(st) = ev.payload.lifecycle().and_then(|l| l.terminal_state()) {
                                 view.task.state = st;
                                 if st.is_finished() {
                                     on_event(&ev, status);
