@@ -286,6 +286,11 @@ pub(crate) fn ending_event(
     }
 }
 
+/// The columns of a task row that [`task`] reads.
+pub(crate) const TASK_COLS: &str = "id, spec, state, attempts, max_attempts, priority, created_at, \
+    updated_at, run_after, started_at, finished_at, worker_id, lease_token, lease_expires_at, \
+    cancel_requested, error_class, error_message, result";
+
 /// The columns [`held`] reads.
 pub(crate) const HELD_COLS: &str = "id, lease_token, attempts, max_attempts, cancel_requested, \
     has_dependents, constrained, worker_id, started_at";
