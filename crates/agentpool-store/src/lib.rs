@@ -37,6 +37,7 @@ use tokio::sync::watch;
 
 mod common;
 pub mod postgres;
+mod rows;
 mod shared;
 pub mod sqlite;
 
