@@ -17,6 +17,11 @@
 //! - tasks with a branch lock or a project ("constrained") are claimed in a serialized step;
 //!   all others by one `UPDATE … SKIP LOCKED` statement (PostgreSQL) or inside one `BEGIN
 //!   IMMEDIATE` transaction (SQLite).
+//! - every state change appends its lifecycle event (`agentpool_core::Lifecycle`) to `events`
+//!   in the same transaction, with one statement per batch; a task's record therefore ends
+//!   with exactly one terminal event (succeeded, failed or canceled).
+//! - backends share their SQL where it is the same (`shared/`); `sqlite/` and `postgres/`
+//!   keep only what differs (enqueue, claim, heartbeat, complete, appends, listing, purge).
 //! - timestamps are unix milliseconds from [`StoreConfig::clock`], never the database's clock.
 
 use std::collections::BTreeMap;
