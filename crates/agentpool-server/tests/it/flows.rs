@@ -543,7 +543,15 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
     let rest = tokio::time::timeout(Duration::from_secs(10), s.collect::<Vec<_>>())
         .await
         .expect("stream ends after the task finished");
-    assert!(rest.iter().all(|e| e.is_ok()));
+    // It ends with the terminal event the store wrote with the completion, and nothing after.
+    let rest: Vec<_> = rest.into_iter().map(|e| e.expect("event")).collect();
+    let last = rest.last().expect("the terminal event");
+    assert!(last.is_terminal(), "{last:?}");
+    assert_eq!(
+        last.payload.lifecycle(),
+        Some(&agentpool_core::Lifecycle::Succeeded)
+    );
+    assert_eq!(rest.iter().filter(|e| e.is_terminal()).count(), 1);
 
     // The raw stream carries `id: <seq>` so browsers' EventSource resumes by itself.
     let raw = reqwest::Client::new()
