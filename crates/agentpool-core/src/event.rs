@@ -341,9 +341,17 @@ impl EventPayload {
             Self::AssistantMessage { text } => f(text),
             Self::ToolCall { input, .. } => in_value(input, f),
             Self::ToolResult { output, .. } => f(output),
-            Self::ApiRetry { error, .. } => error.iter_mut().for_each(|e| f(e)),
+            Self::ApiRetry { error, .. } => {
+                if let Some(e) = error {
+                    f(e)
+                }
+            }
             Self::Log { line, .. } | Self::Raw { line, .. } => f(line),
-            Self::Result { text, .. } => text.iter_mut().for_each(|t| f(t)),
+            Self::Result { text, .. } => {
+                if let Some(t) = text {
+                    f(t)
+                }
+            }
         }
     }
 }
