@@ -7,7 +7,10 @@
 //! - `fn tid(TaskId) -> impl Encode` — one task id as bound (TEXT on SQLite, UUID on PostgreSQL),
 //! - `fn in_ids(n: usize) -> String` — a subquery yielding the ids of a list bound at `$n`,
 //! - `fn ids_param(&[TaskId]) -> impl Encode` — that list as bound,
-//! - `const FOR_UPDATE: &str` — the row-lock clause (empty on SQLite, whose writes are serial).
+//! - `const FOR_UPDATE: &str` and `FOR_UPDATE_SKIP_LOCKED` — the row-lock clauses (empty on
+//!   SQLite, whose writes are serial),
+//! - `async fn insert_lifecycle(&mut Connection, &LifecycleLog, now)` — the one statement that
+//!   appends a batch of lifecycle events.
 
 pub(crate) mod registry;
 pub(crate) mod tasks;
