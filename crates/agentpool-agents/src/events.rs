@@ -1,12 +1,8 @@
-//! Builders for the normalized agent events (docs/architecture.md) so every adapter emits the same shapes:
-//! `session_started {session_id, model}`, `assistant_message {text}`, `tool_call {id, name,
-//! input}`, `tool_result {id, ok, output}`, `usage {input_tokens, output_tokens,
-//! cache_read_tokens, cache_write_tokens, cost_usd}`, `api_retry {attempt, max_retries,
-//! delay_ms, status, error}`, `result {text, is_error, subtype}`, `log {stream, line}` and
-//! `raw {line}`. Long strings are cut so one event stays small.
+//! Builders for the normalized agent events (the variants of `agentpool_core::EventPayload`)
+//! so every adapter emits the same shapes, with long strings cut so one event stays small.
 
-use agentpool_core::{EventKind, NewEvent, Usage};
-use serde_json::{Value, json};
+use agentpool_core::{EventPayload, NewEvent, Usage};
+use serde_json::Value;
 
 /// Longest text kept in an event field (tool output, raw lines, messages).
 pub const MAX_FIELD_CHARS: usize = 16 * 1024;
@@ -26,17 +22,19 @@ pub fn truncate(s: &str, max: usize) -> String {
 }
 
 pub fn raw(line: &str) -> NewEvent {
-    NewEvent::new(EventKind::Raw, json!({ "line": truncate(line, MAX_FIELD_CHARS) }))
+    NewEvent::new(EventPayload::Raw {
+        line: truncate(line, MAX_FIELD_CHARS),
+        hint: None,
+    })
 }
 
-/// A raw event for a line the parser understood as JSON but does not map; the parsed value is
-/// kept (cut) so nothing is lost.
+/// A raw event for a line the parser understood as JSON but does not map; the line is kept
+/// (cut) with its `type` so nothing is lost.
 pub fn raw_json(line: &str, kind_hint: Option<&str>) -> NewEvent {
-    let mut data = json!({ "line": truncate(line, MAX_FIELD_CHARS) });
-    if let Some(k) = kind_hint {
-        data["type"] = Value::String(k.to_string());
-    }
-    NewEvent::new(EventKind::Raw, data)
+    NewEvent::new(EventPayload::Raw {
+        line: truncate(line, MAX_FIELD_CHARS),
+        hint: kind_hint.map(str::to_string),
+    })
 }
 
 pub fn log(stream: &str, line: &str) -> NewEvent {
@@ -44,17 +42,16 @@ pub fn log(stream: &str, line: &str) -> NewEvent {
 }
 
 pub fn session_started(session_id: &str, model: Option<&str>) -> NewEvent {
-    NewEvent::new(
-        EventKind::SessionStarted,
-        json!({ "session_id": session_id, "model": model }),
-    )
+    NewEvent::new(EventPayload::SessionStarted {
+        session_id: session_id.to_string(),
+        model: model.map(str::to_string),
+    })
 }
 
 pub fn assistant_message(text: &str) -> NewEvent {
-    NewEvent::new(
-        EventKind::AssistantMessage,
-        json!({ "text": truncate(text, MAX_FIELD_CHARS) }),
-    )
+    NewEvent::new(EventPayload::AssistantMessage {
+        text: truncate(text, MAX_FIELD_CHARS),
+    })
 }
 
 pub fn tool_call(id: Option<&str>, name: &str, input: &Value) -> NewEvent {
@@ -62,30 +59,29 @@ pub fn tool_call(id: Option<&str>, name: &str, input: &Value) -> NewEvent {
         Ok(s) if s.len() > MAX_FIELD_CHARS => Value::String(truncate(&s, MAX_FIELD_CHARS)),
         _ => input.clone(),
     };
-    NewEvent::new(
-        EventKind::ToolCall,
-        json!({ "id": id, "name": name, "input": input }),
-    )
+    NewEvent::new(EventPayload::ToolCall {
+        id: id.map(str::to_string),
+        name: name.to_string(),
+        input,
+    })
 }
 
 pub fn tool_result(id: Option<&str>, ok: bool, output: &str) -> NewEvent {
-    NewEvent::new(
-        EventKind::ToolResult,
-        json!({ "id": id, "ok": ok, "output": truncate(output, MAX_TOOL_OUTPUT_CHARS) }),
-    )
+    NewEvent::new(EventPayload::ToolResult {
+        id: id.map(str::to_string),
+        ok,
+        output: truncate(output, MAX_TOOL_OUTPUT_CHARS),
+    })
 }
 
 pub fn usage(u: &Usage, cost_usd: Option<f64>) -> NewEvent {
-    NewEvent::new(
-        EventKind::Usage,
-        json!({
-            "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens,
-            "cache_read_tokens": u.cache_read_tokens,
-            "cache_write_tokens": u.cache_write_tokens,
-            "cost_usd": cost_usd,
-        }),
-    )
+    NewEvent::new(EventPayload::Usage {
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cache_read_tokens: u.cache_read_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        cost_usd,
+    })
 }
 
 pub struct Retry<'a> {
@@ -97,27 +93,21 @@ pub struct Retry<'a> {
 }
 
 pub fn api_retry(r: Retry<'_>) -> NewEvent {
-    NewEvent::new(
-        EventKind::ApiRetry,
-        json!({
-            "attempt": r.attempt,
-            "max_retries": r.max_retries,
-            "delay_ms": r.delay_ms,
-            "status": r.status,
-            "error": r.error.map(|e| truncate(e, MAX_FIELD_CHARS)),
-        }),
-    )
+    NewEvent::new(EventPayload::ApiRetry {
+        attempt: r.attempt,
+        max_retries: r.max_retries,
+        delay_ms: r.delay_ms,
+        status: r.status,
+        error: r.error.map(|e| truncate(e, MAX_FIELD_CHARS)),
+    })
 }
 
 pub fn result(text: Option<&str>, is_error: bool, subtype: Option<&str>) -> NewEvent {
-    NewEvent::new(
-        EventKind::Result,
-        json!({
-            "text": text.map(|t| truncate(t, MAX_FIELD_CHARS)),
-            "is_error": is_error,
-            "subtype": subtype,
-        }),
-    )
+    NewEvent::new(EventPayload::Result {
+        text: text.map(|t| truncate(t, MAX_FIELD_CHARS)),
+        is_error,
+        subtype: subtype.map(str::to_string),
+    })
 }
 
 /// Text of a JSON value that may be a string, or an array of `{type:"text", text}` blocks (tool

@@ -1,20 +1,25 @@
-//! Task events: the append-only, ordered record of what happened to a task — lifecycle
-//! transitions and the normalized agent events (docs/architecture.md).
+//! Task events: the append-only, ordered record of what happened to a task — the lifecycle
+//! transitions the store writes with each state change and the pipeline's progress steps
+//! ([`Lifecycle`]), and the normalized agent events ([`EventPayload`]'s other variants).
+//!
+//! Wire shape (stable): `{"kind": "<kind>", "data": {…}}`; lifecycle events carry their step in
+//! `data.state`, e.g. `{"kind":"lifecycle","data":{"state":"claimed","attempt":1,"worker":"w"}}`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::task::UnknownState;
-use crate::{TaskId, Timestamp};
+use crate::{ErrorClass, TaskId, TaskState, Timestamp, WorkerId};
 
-/// The kinds of events. Agent adapters map their CLI's output onto these; anything they do not
-/// recognise is kept as `Raw`.
+/// The kinds of events: the `kind` tag of [`EventPayload`], stored in its own column so
+/// listings can filter on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// A state change of the task (queued, claimed, retrying, succeeded, …).
+    /// A state change of the task or a step of its run (see [`Lifecycle`]).
     Lifecycle,
     SessionStarted,
     AssistantMessage,
@@ -75,33 +80,328 @@ impl FromStr for EventKind {
     }
 }
 
-/// An event before it is stored (no sequence number yet).
+/// A step in a task's life. The store writes the state changes (queued … canceled) in the
+/// same transaction as the change itself; the worker's pipeline reports its own steps
+/// (workspace ready … pushed) while the task runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewEvent {
-    pub kind: EventKind,
-    /// When it happened on the worker; the store's clock when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<Timestamp>,
-    pub data: serde_json::Value,
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Lifecycle {
+    /// Enqueued (or re-queued by a manual retry).
+    Queued,
+    Claimed {
+        attempt: u32,
+        worker: WorkerId,
+    },
+    /// A cancel was requested while the task runs; its worker stops it on the next heartbeat.
+    CancelRequested,
+    WorkspaceReady {
+        branch: String,
+        base_sha: String,
+        /// Whether a cached clone was reused.
+        warm: bool,
+        prepare_ms: u64,
+    },
+    /// The setup command started.
+    SetupStarted,
+    /// The agent (or, for command tasks, the command — `agent: "command"`) started.
+    AgentStarted {
+        agent: String,
+    },
+    Committed {
+        sha: String,
+        files: usize,
+    },
+    Pushed {
+        branch: String,
+        sha: String,
+    },
+    Succeeded,
+    Failed {
+        class: ErrorClass,
+        message: String,
+    },
+    /// The attempt failed and the task waits for `run_after` before attempt `attempt + 1`.
+    RetryScheduled {
+        attempt: u32,
+        run_after: Timestamp,
+        class: ErrorClass,
+        message: String,
+    },
+    Canceled {
+        message: String,
+    },
+    /// The holder of attempt `attempt` stopped heartbeating and maintenance took the task back;
+    /// a `retry_scheduled` or `failed` event follows.
+    LeaseExpired {
+        attempt: u32,
+        worker: WorkerId,
+    },
 }
 
-impl NewEvent {
-    pub fn new(kind: EventKind, data: serde_json::Value) -> Self {
-        Self { kind, at: None, data }
+impl Lifecycle {
+    /// The wire name (`data.state`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Claimed { .. } => "claimed",
+            Self::CancelRequested => "cancel_requested",
+            Self::WorkspaceReady { .. } => "workspace_ready",
+            Self::SetupStarted => "setup_started",
+            Self::AgentStarted { .. } => "agent_started",
+            Self::Committed { .. } => "committed",
+            Self::Pushed { .. } => "pushed",
+            Self::Succeeded => "succeeded",
+            Self::Failed { .. } => "failed",
+            Self::RetryScheduled { .. } => "retry_scheduled",
+            Self::Canceled { .. } => "canceled",
+            Self::LeaseExpired { .. } => "lease_expired",
+        }
     }
 
-    pub fn lifecycle(state: &str, message: impl Into<String>) -> Self {
-        Self::new(
-            EventKind::Lifecycle,
-            serde_json::json!({ "state": state, "message": message.into() }),
-        )
+    /// The finished state this event records, if it ends the task.
+    pub fn terminal_state(&self) -> Option<TaskState> {
+        match self {
+            Self::Succeeded => Some(TaskState::Succeeded),
+            Self::Failed { .. } => Some(TaskState::Failed),
+            Self::Canceled { .. } => Some(TaskState::Canceled),
+            _ => None,
+        }
+    }
+
+    /// A one-line description for people (the state name is shown separately).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Claimed { attempt, worker } => format!("attempt {attempt} on worker {worker}"),
+            Self::WorkspaceReady { branch, base_sha, .. } => format!("work branch {branch} at {base_sha}"),
+            Self::AgentStarted { agent } => format!("running {agent}"),
+            Self::Committed { sha, files } => format!("{sha} ({files} files)"),
+            Self::Pushed { branch, sha } => format!("{sha} to {branch}"),
+            Self::Failed { class, message } => format!("{class}: {message}"),
+            Self::RetryScheduled {
+                attempt,
+                run_after,
+                class,
+                message,
+            } => format!(
+                "attempt {attempt} failed ({class}: {message}); next at {}",
+                run_after.format("%H:%M:%S")
+            ),
+            Self::Canceled { message } => message.clone(),
+            Self::LeaseExpired { attempt, worker } => {
+                format!("attempt {attempt} on worker {worker} stopped reporting")
+            }
+            Self::Queued | Self::CancelRequested | Self::SetupStarted | Self::Succeeded => String::new(),
+        }
+    }
+}
+
+/// What an event says. Agent adapters map their CLI's output onto these variants; a line they
+/// do not recognise is kept as [`EventPayload::Raw`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum EventPayload {
+    Lifecycle(Lifecycle),
+    SessionStarted {
+        session_id: String,
+        #[serde(default)]
+        model: Option<String>,
+    },
+    AssistantMessage {
+        text: String,
+    },
+    ToolCall {
+        #[serde(default)]
+        id: Option<String>,
+        name: String,
+        #[serde(default)]
+        input: Value,
+    },
+    ToolResult {
+        #[serde(default)]
+        id: Option<String>,
+        ok: bool,
+        #[serde(default)]
+        output: String,
+    },
+    Usage {
+        #[serde(default)]
+        input_tokens: u64,
+        #[serde(default)]
+        output_tokens: u64,
+        #[serde(default)]
+        cache_read_tokens: u64,
+        #[serde(default)]
+        cache_write_tokens: u64,
+        #[serde(default)]
+        cost_usd: Option<f64>,
+    },
+    ApiRetry {
+        #[serde(default)]
+        attempt: Option<u64>,
+        #[serde(default)]
+        max_retries: Option<u64>,
+        #[serde(default)]
+        delay_ms: Option<u64>,
+        #[serde(default)]
+        status: Option<u64>,
+        #[serde(default)]
+        error: Option<String>,
+    },
+    Log {
+        stream: String,
+        line: String,
+    },
+    Result {
+        #[serde(default)]
+        text: Option<String>,
+        #[serde(default)]
+        is_error: bool,
+        #[serde(default)]
+        subtype: Option<String>,
+    },
+    Raw {
+        line: String,
+        /// The `type` of a JSON line the parser understood but does not map.
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        hint: Option<String>,
+    },
+}
+
+impl EventPayload {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Lifecycle(_) => EventKind::Lifecycle,
+            Self::SessionStarted { .. } => EventKind::SessionStarted,
+            Self::AssistantMessage { .. } => EventKind::AssistantMessage,
+            Self::ToolCall { .. } => EventKind::ToolCall,
+            Self::ToolResult { .. } => EventKind::ToolResult,
+            Self::Usage { .. } => EventKind::Usage,
+            Self::ApiRetry { .. } => EventKind::ApiRetry,
+            Self::Log { .. } => EventKind::Log,
+            Self::Result { .. } => EventKind::Result,
+            Self::Raw { .. } => EventKind::Raw,
+        }
     }
 
     pub fn log(stream: &str, line: impl Into<String>) -> Self {
-        Self::new(
-            EventKind::Log,
-            serde_json::json!({ "stream": stream, "line": line.into() }),
-        )
+        Self::Log {
+            stream: stream.to_string(),
+            line: line.into(),
+        }
+    }
+
+    pub fn lifecycle(&self) -> Option<&Lifecycle> {
+        match self {
+            Self::Lifecycle(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Whether this event ends the task's record: nothing but late agent output follows it.
+    pub fn is_terminal(&self) -> bool {
+        self.lifecycle().is_some_and(|l| l.terminal_state().is_some())
+    }
+
+    /// The `data` object as stored in the `data` column.
+    pub fn data(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut o)) => o.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// Rebuild from the stored kind and `data`. Data this version cannot read (written by
+    /// another version, say) is kept as `raw` rather than failing a whole listing.
+    pub fn from_parts(kind: EventKind, data: Value) -> Self {
+        let v = serde_json::json!({ "kind": kind.as_str(), "data": data });
+        serde_json::from_value(v).unwrap_or_else(|_| Self::Raw {
+            line: data.to_string(),
+            hint: Some(kind.as_str().to_string()),
+        })
+    }
+
+    /// Apply `f` to every free-text field (to redact secrets before an event leaves the worker).
+    pub fn map_text(&mut self, f: &mut dyn FnMut(&mut String)) {
+        fn in_value(v: &mut Value, f: &mut dyn FnMut(&mut String)) {
+            match v {
+                Value::String(s) => f(s),
+                Value::Array(a) => a.iter_mut().for_each(|x| in_value(x, f)),
+                Value::Object(o) => o.values_mut().for_each(|x| in_value(x, f)),
+                _ => {}
+            }
+        }
+        match self {
+            Self::Lifecycle(l) => match l {
+                Lifecycle::Failed { message, .. }
+                | Lifecycle::RetryScheduled { message, .. }
+                | Lifecycle::Canceled { message } => f(message),
+                _ => {}
+            },
+            Self::SessionStarted { .. } | Self::Usage { .. } => {}
+            Self::AssistantMessage { text } => f(text),
+            Self::ToolCall { input, .. } => in_value(input, f),
+            Self::ToolResult { output, .. } => f(output),
+            Self::ApiRetry { error, .. } => {
+                if let Some(e) = error {
+                    f(e)
+                }
+            }
+            Self::Log { line, .. } | Self::Raw { line, .. } => f(line),
+            Self::Result { text, .. } => {
+                if let Some(t) = text {
+                    f(t)
+                }
+            }
+        }
+    }
+}
+
+impl From<Lifecycle> for EventPayload {
+    fn from(l: Lifecycle) -> Self {
+        Self::Lifecycle(l)
+    }
+}
+
+/// An event before it is stored (no sequence number yet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// When it happened on the worker; the store's clock when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Timestamp>,
+    #[serde(flatten)]
+    pub payload: EventPayload,
+}
+
+impl NewEvent {
+    pub fn new(payload: impl Into<EventPayload>) -> Self {
+        Self {
+            at: None,
+            payload: payload.into(),
+        }
+    }
+
+    pub fn log(stream: &str, line: impl Into<String>) -> Self {
+        Self::new(EventPayload::log(stream, line))
+    }
+
+    pub fn kind(&self) -> EventKind {
+        self.payload.kind()
+    }
+
+    pub fn data(&self) -> Value {
+        self.payload.data()
+    }
+}
+
+impl From<EventPayload> for NewEvent {
+    fn from(payload: EventPayload) -> Self {
+        Self::new(payload)
+    }
+}
+
+impl From<Lifecycle> for NewEvent {
+    fn from(l: Lifecycle) -> Self {
+        Self::new(l)
     }
 }
 
@@ -111,6 +411,65 @@ pub struct Event {
     pub task_id: TaskId,
     pub seq: i64,
     pub at: Timestamp,
-    pub kind: EventKind,
-    pub data: serde_json::Value,
+    #[serde(flatten)]
+    pub payload: EventPayload,
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        self.payload.kind()
+    }
+
+    pub fn data(&self) -> Value {
+        self.payload.data()
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.payload.is_terminal()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wire_shape_is_kind_and_data() {
+        let e = NewEvent::new(Lifecycle::Claimed {
+            attempt: 2,
+            worker: WorkerId::parse("w-1").unwrap(),
+        });
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            v,
+            json!({"kind": "lifecycle", "data": {"state": "claimed", "attempt": 2, "worker": "w-1"}})
+        );
+        assert_eq!(serde_json::from_value::<NewEvent>(v).unwrap(), e);
+        let log =
+            json!({"kind": "log", "at": "2026-01-01T00:00:00Z", "data": {"stream": "stdout", "line": "x"}});
+        let e: NewEvent = serde_json::from_value(log.clone()).unwrap();
+        assert_eq!(e.payload, EventPayload::log("stdout", "x"));
+        assert_eq!(serde_json::to_value(&e).unwrap(), log);
+    }
+
+    #[test]
+    fn unknown_stored_data_reads_as_raw() {
+        let p = EventPayload::from_parts(EventKind::Lifecycle, json!({"state": "from_the_future"}));
+        assert_eq!(p.kind(), EventKind::Raw);
+        let p = EventPayload::from_parts(EventKind::Log, json!({"stream": "stderr", "line": "l"}));
+        assert_eq!(p, EventPayload::log("stderr", "l"));
+    }
+
+    #[test]
+    fn only_finished_states_are_terminal() {
+        let failed = EventPayload::from(Lifecycle::Failed {
+            class: ErrorClass::AgentError,
+            message: "m".into(),
+        });
+        assert!(failed.is_terminal());
+        assert!(EventPayload::from(Lifecycle::Succeeded).is_terminal());
+        assert!(!EventPayload::from(Lifecycle::Queued).is_terminal());
+        assert!(!EventPayload::log("stdout", "done").is_terminal());
+    }
 }

@@ -15,7 +15,7 @@ pub mod task;
 pub mod worker;
 
 pub use error_class::ErrorClass;
-pub use event::{Event, EventKind, NewEvent};
+pub use event::{Event, EventKind, EventPayload, Lifecycle, NewEvent};
 pub use ids::{Lease, LeaseToken, TaskId, WorkerId};
 pub use project::Project;
 pub use redact::Redactor;

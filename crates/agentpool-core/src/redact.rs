@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use serde_json::Value;
 
-use crate::NewEvent;
+use crate::{EventPayload, NewEvent};
 
 /// Replaces every occurrence of known secret values with [`Redactor::MASK`].
 ///
@@ -102,9 +102,19 @@ impl Redactor {
         }
     }
 
-    /// The event with secrets masked in its data.
+    /// The event with secrets masked in every text it carries (and in a tool call's input keys).
     pub fn event(&self, mut event: NewEvent) -> NewEvent {
-        self.value(&mut event.data);
+        if self.secrets.is_empty() {
+            return event;
+        }
+        if let EventPayload::ToolCall { input, .. } = &mut event.payload {
+            self.value(input);
+        }
+        event.payload.map_text(&mut |s| {
+            if !self.spans(s).is_empty() {
+                *s = self.redact(s);
+            }
+        });
         event
     }
 
@@ -192,7 +202,7 @@ mod tests {
         assert_eq!(v["nested"]["n"], 3);
         assert_eq!(v[M], true, "keys are masked too: {v}");
         let e = r.event(NewEvent::log("stderr", "401 for sk-live-abcdef"));
-        assert!(!e.data.to_string().contains("sk-live-abcdef"), "{}", e.data);
+        assert!(!e.data().to_string().contains("sk-live-abcdef"), "{}", e.data());
     }
 
     #[test]

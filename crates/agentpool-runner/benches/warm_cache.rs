@@ -124,14 +124,14 @@ async fn measure(
         let events = store.list_events(task.id, 0, 1000).await.expect("events");
         let claimed = events
             .iter()
-            .find(|e| e.kind == EventKind::Lifecycle && e.data["state"] == "claimed")
+            .find(|e| e.kind() == EventKind::Lifecycle && e.data()["state"] == "claimed")
             .expect("claimed event")
             .at;
         let start_ns: i64 = events
             .iter()
-            .filter(|e| e.kind == EventKind::Log)
+            .filter(|e| e.kind() == EventKind::Log)
             .find_map(|e| {
-                e.data["line"]
+                e.data()["line"]
                     .as_str()?
                     .strip_prefix("start ")?
                     .trim()
@@ -141,7 +141,7 @@ async fn measure(
             .expect("start line");
         let prepare_ms = events
             .iter()
-            .find_map(|e| e.data.get("prepare_ms")?.as_u64())
+            .find_map(|e| e.data().get("prepare_ms")?.as_u64())
             .unwrap_or(0);
         let claimed_ns = claimed.timestamp_nanos_opt().unwrap_or(0);
         samples.push(Sample {

@@ -32,7 +32,7 @@ impl EventSink for EventBuffer {
         if event.at.is_none() {
             event.at = Some(chrono::Utc::now());
         }
-        self.redactor.value(&mut event.data);
+        let event = self.redactor.event(event);
         // The flusher outlives every emitter of its task; a send error only means it gave up.
         let _ = self.tx.send(event);
     }

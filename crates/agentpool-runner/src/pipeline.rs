@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_agents::{AgentRequest, EventSink, Registry};
-use agentpool_core::{BranchName, ErrorClass, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
+use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ClaimedWork;
@@ -193,10 +193,9 @@ impl Pipeline {
         result.duration_ms = started.elapsed().as_millis() as u64;
         let redactor = self.redactor_for(work);
         match outcome {
-            Ok(()) => {
-                events.emit(NewEvent::lifecycle("finished", "run succeeded"));
-                Report::Complete(result)
-            }
+            // The terminal lifecycle event (succeeded, failed, canceled) is written by the
+            // store together with the report, so the record cannot end twice.
+            Ok(()) => Report::Complete(result),
             Err(f) => match cancel.cause() {
                 Some(CancelCause::LeaseLost) => Report::Abandon,
                 Some(c) => {
@@ -204,7 +203,6 @@ impl Pipeline {
                         CancelCause::Shutdown => "the worker shut down before the task finished",
                         _ => "canceled",
                     };
-                    events.emit(NewEvent::lifecycle("canceled", message));
                     Report::Fail {
                         class: ErrorClass::Canceled,
                         message: message.into(),
@@ -214,10 +212,6 @@ impl Pipeline {
                 }
                 None => {
                     let message = redactor.redact(&f.message);
-                    events.emit(NewEvent::new(
-                        agentpool_core::EventKind::Lifecycle,
-                        serde_json::json!({"state": "failed", "class": f.class.as_str(), "message": message}),
-                    ));
                     Report::Fail {
                         class: f.class,
                         message,
@@ -322,8 +316,8 @@ impl Pipeline {
         let _cleanup_creds = RemoveOnDrop(cred_dir);
 
         // ---- workspace ----
-        events.emit(NewEvent::lifecycle(
-            "preparing",
+        events.emit(NewEvent::log(
+            "agentpool",
             format!("preparing workspace for {}", url),
         ));
         let ws = prepare(
@@ -351,22 +345,18 @@ impl Pipeline {
                 .map_err(|e| failed(ErrorClass::GitError, format!("cannot remove the token file: {e}")))?;
         }
         result.branch = Some(branch.to_string());
-        events.emit(NewEvent::new(
-            agentpool_core::EventKind::Lifecycle,
-            serde_json::json!({
-                "state": "workspace_ready",
-                "message": format!("work branch {} at {}", branch, &ws.base_sha),
-                "warm": ws.warm,
-                "prepare_ms": ws.prepare_ms,
-                "base_sha": ws.base_sha,
-            }),
-        ));
+        events.emit(NewEvent::new(Lifecycle::WorkspaceReady {
+            branch: branch.to_string(),
+            base_sha: ws.base_sha.clone(),
+            warm: ws.warm,
+            prepare_ms: ws.prepare_ms,
+        }));
 
         let env = self.task_env(work, &ws);
 
         // ---- setup ----
         if let Some(setup) = spec.setup_command.as_deref().filter(|s| !s.trim().is_empty()) {
-            events.emit(NewEvent::lifecycle("setup", "running the setup command"));
+            events.emit(NewEvent::new(Lifecycle::SetupStarted));
             let out = self.shell(setup, &ws, &env, deadline, events, cancel).await?;
             if !out.success() {
                 return Err(process_failure(&out, "setup command"));
@@ -376,7 +366,9 @@ impl Pipeline {
         // ---- run ----
         match run {
             Run::Command(cmd) => {
-                events.emit(NewEvent::lifecycle("running", "running the command"));
+                events.emit(NewEvent::new(Lifecycle::AgentStarted {
+                    agent: "command".into(),
+                }));
                 let out = self.shell(&cmd, &ws, &env, deadline, events, cancel).await?;
                 result.exit_code = out.exit_code;
                 if !out.success() {
@@ -384,10 +376,9 @@ impl Pipeline {
                 }
             }
             Run::Agent(agent, prompt) => {
-                events.emit(NewEvent::lifecycle(
-                    "running",
-                    format!("running agent {}", agent.capabilities().name),
-                ));
+                events.emit(NewEvent::new(Lifecycle::AgentStarted {
+                    agent: agent.capabilities().name.to_string(),
+                }));
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 let req = AgentRequest {
                     prompt,
@@ -463,19 +454,21 @@ impl Pipeline {
             result.files = post.files;
             result.pushed = post.pushed;
             result.push_result = post.push_result;
-            events.emit(NewEvent::new(
-                agentpool_core::EventKind::Lifecycle,
-                serde_json::json!({
-                    "state": "committed",
-                    "message": match &result.commit_sha {
-                        Some(sha) if result.pushed => format!("pushed {sha} to {branch}"),
-                        Some(sha) => format!("committed {sha}"),
-                        None => "no changes to commit".to_string(),
-                    },
-                    "commit_sha": result.commit_sha,
-                    "files": result.files.len(),
-                }),
-            ));
+            match &result.commit_sha {
+                Some(sha) => {
+                    events.emit(NewEvent::new(Lifecycle::Committed {
+                        sha: sha.clone(),
+                        files: result.files.len(),
+                    }));
+                    if result.pushed {
+                        events.emit(NewEvent::new(Lifecycle::Pushed {
+                            branch: branch.to_string(),
+                            sha: sha.clone(),
+                        }));
+                    }
+                }
+                None => events.emit(NewEvent::log("agentpool", "no changes to commit")),
+            }
         }
         Ok(())
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use agentpool_agents::{EventSink, Registry};
 use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, Labels, Lease, NewEvent, TaskId, WorkerId, WorkerStatus};
+use agentpool_core::{AgentInfo, Labels, Lease, TaskId, WorkerId, WorkerStatus};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -421,10 +421,6 @@ async fn run_task(shared: Arc<Shared>, work: ClaimedWork, permit: Option<tokio::
         shared.report_retry_for,
     );
     let sink: Arc<dyn EventSink> = Arc::new(buffer);
-    sink.emit(NewEvent::lifecycle(
-        "claimed",
-        format!("attempt {} on worker {}", work.claimed.attempt, shared.id),
-    ));
     tracing::info!(task = %task_id, attempt = work.claimed.attempt, "running task");
     let report = shared.pipeline.run(&work, sink.clone(), &cancel).await;
     drop(sink);

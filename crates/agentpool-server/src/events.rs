@@ -1,6 +1,8 @@
 //! Live task events: an in-process wake-up channel fed by every path that appends events or
 //! changes a task, and the SSE stream that reads the store (the source of truth) whenever it is
-//! woken — or every second, so events written through another replica arrive too.
+//! woken — or every second, so events written through another replica arrive too. The store
+//! writes each task's terminal lifecycle event with the state change itself, so the stream
+//! ends right after sending it; waking costs one read of the events after the last one sent.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -52,6 +54,10 @@ struct StreamState {
     buf: VecDeque<Event>,
     rx: broadcast::Receiver<TaskId>,
     done: bool,
+    /// The last event sent ended the task.
+    ended: bool,
+    /// Whether the task's state was read once, for a stream resumed past its terminal event.
+    state_checked: bool,
 }
 
 /// SSE events of `task` with `seq > after`, live until the task has finished and its last
@@ -70,11 +76,14 @@ pub fn task_event_stream(
         // Subscribe before the first read so no wake-up between read and wait is lost.
         rx: hub.subscribe(),
         done: false,
+        ended: false,
+        state_checked: false,
     };
     futures::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(ev) = st.buf.pop_front() {
                 st.after = ev.seq;
+                st.ended = ev.is_terminal();
                 return Some((Ok(to_sse(&ev)), st));
             }
             if st.done {
@@ -88,19 +97,27 @@ pub fn task_event_stream(
                     return None;
                 }
             }
-            // Nothing new. A finished task ends the stream once its last events are read: the
-            // check comes after an empty read, and one more read follows to catch events
-            // written just before the task finished.
-            match st.store.get_task(st.task).await {
-                Ok(Some(t)) if !t.task.state.is_finished() => {}
-                Ok(_) => {
-                    st.done = true;
-                    match fill(&mut st).await {
-                        Ok(_) => continue,
-                        Err(_) => return None,
+            // Nothing new after the terminal event (a manual retry would have written
+            // `queued` after it): the record is complete.
+            if st.ended {
+                return None;
+            }
+            // A stream resumed past the terminal event never sees it: read the state once.
+            if !st.state_checked {
+                st.state_checked = true;
+                match st.store.get_task(st.task).await {
+                    Ok(Some(t)) if !t.task.state.is_finished() => {}
+                    Ok(_) => {
+                        // Finished: its terminal event committed with the state, so one more
+                        // read has it.
+                        st.done = true;
+                        match fill(&mut st).await {
+                            Ok(_) => continue,
+                            Err(_) => return None,
+                        }
                     }
+                    Err(_) => return None,
                 }
-                Err(_) => return None,
             }
             wait_for_wake(&mut st).await;
         }
@@ -137,6 +154,6 @@ fn to_sse(ev: &Event) -> sse::Event {
     let data = serde_json::to_string(ev).unwrap_or_else(|_| "{}".to_string());
     sse::Event::default()
         .id(ev.seq.to_string())
-        .event(ev.kind.as_str())
+        .event(ev.kind().as_str())
         .data(data)
 }

@@ -1,16 +1,19 @@
-//! What both backends share: turning specs into column values, rows back into domain types,
-//! time conversion, and the in-batch check of branch locks and project slots.
+//! What both backends share outside SQL: turning specs into column values, time conversion,
+//! what a failed attempt leads to, the lifecycle events of a change, and the in-batch check of
+//! branch locks and project slots. Reading rows back is in [`crate::rows`] (re-exported here).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use agentpool_core::spec::RepoUrl;
 use agentpool_core::{
-    Attempt, AttemptOutcome, ErrorClass, Event, EventKind, LeaseToken, Project, Task, TaskId, TaskResult,
-    TaskSpec, TaskState, Timestamp, Worker, WorkerId,
+    AttemptOutcome, ErrorClass, EventPayload, Lifecycle, Task, TaskId, TaskSpec, TaskState, Timestamp,
+    WorkerId,
 };
 
-use crate::{Result, StoreError, TokenRecord};
+use crate::{Result, StoreError};
+
+pub(crate) use crate::rows::*;
 
 /// Unix milliseconds to a timestamp. Out-of-range values (never written by the store) clamp
 /// to the epoch rather than failing a whole listing.
@@ -71,169 +74,84 @@ pub(crate) fn token_created<T>(r: std::result::Result<T, sqlx::Error>) -> Result
     }
 }
 
-/// The typed column reads the shared row mappers need. The two backends differ only in how a
-/// task id is stored (TEXT in SQLite, UUID in PostgreSQL) and in the width of `INTEGER`
-/// columns (64-bit in SQLite, 32-bit in PostgreSQL); everything else decodes the same way.
-pub(crate) trait StoreRow {
-    fn task_id(&self, col: &str) -> Result<TaskId>;
-    /// An `INTEGER` column (attempt counts, priority), widened to `i64`.
-    fn int(&self, col: &str) -> Result<i64>;
-    /// A `BIGINT` column (timestamps, lease tokens, slots, sequence numbers).
-    fn big(&self, col: &str) -> Result<i64>;
-    fn opt_big(&self, col: &str) -> Result<Option<i64>>;
-    fn text(&self, col: &str) -> Result<String>;
-    fn opt_text(&self, col: &str) -> Result<Option<String>>;
-    fn flag(&self, col: &str) -> Result<bool>;
+/// The `data` column of an event.
+pub(crate) fn event_data(p: &EventPayload) -> Result<String> {
+    json(&p.data())
 }
 
-/// The [`StoreRow`] methods that are a plain `try_get` on both backends, for use inside each
-/// backend's `impl StoreRow`.
-macro_rules! plain_row_reads {
-    () => {
-        fn big(&self, col: &str) -> $crate::Result<i64> {
-            Ok(sqlx::Row::try_get(self, col)?)
-        }
-        fn opt_big(&self, col: &str) -> $crate::Result<Option<i64>> {
-            Ok(sqlx::Row::try_get(self, col)?)
-        }
-        fn text(&self, col: &str) -> $crate::Result<String> {
-            Ok(sqlx::Row::try_get(self, col)?)
-        }
-        fn opt_text(&self, col: &str) -> $crate::Result<Option<String>> {
-            Ok(sqlx::Row::try_get(self, col)?)
-        }
-        fn flag(&self, col: &str) -> $crate::Result<bool> {
-            Ok(sqlx::Row::try_get(self, col)?)
-        }
-    };
-}
-pub(crate) use plain_row_reads;
-
-pub(crate) fn raw_task(r: &impl StoreRow) -> Result<RawTask> {
-    Ok(RawTask {
-        id: r.task_id("id")?,
-        spec: r.text("spec")?,
-        state: r.text("state")?,
-        attempts: r.int("attempts")?,
-        max_attempts: r.int("max_attempts")?,
-        priority: r.int("priority")?,
-        created_at: r.big("created_at")?,
-        updated_at: r.big("updated_at")?,
-        run_after: r.big("run_after")?,
-        started_at: r.opt_big("started_at")?,
-        finished_at: r.opt_big("finished_at")?,
-        worker_id: r.opt_text("worker_id")?,
-        lease_token: r.big("lease_token")?,
-        lease_expires_at: r.opt_big("lease_expires_at")?,
-        cancel_requested: r.flag("cancel_requested")?,
-        error_class: r.opt_text("error_class")?,
-        error_message: r.opt_text("error_message")?,
-        result: r.opt_text("result")?,
-    })
+/// Lifecycle events to append in the transaction of the state changes they record, in order.
+/// Each backend writes them with one statement ([`crate::sqlite`]'s and [`crate::postgres`]'s
+/// `insert_lifecycle`).
+#[derive(Debug, Default)]
+pub(crate) struct LifecycleLog {
+    pub tasks: Vec<TaskId>,
+    /// The `data` column of each event.
+    pub data: Vec<String>,
 }
 
-pub(crate) fn task(r: &impl StoreRow) -> Result<Task> {
-    raw_task(r)?.into_task()
-}
-
-/// A `workers` row; `running` (how many tasks it holds) is counted separately.
-pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
-    let agents = r.text("agents")?;
-    let labels = r.text("labels")?;
-    let status = r.text("status")?;
-    Ok(Worker {
-        id: WorkerId::parse(r.text("id")?).map_err(|e| corrupt("worker id", e))?,
-        hostname: r.text("hostname")?,
-        version: r.text("version")?,
-        agents: serde_json::from_str(&agents).map_err(|e| corrupt("worker agents", e))?,
-        labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
-        slots: u32::try_from(r.big("slots")?).unwrap_or(0),
-        status: status.parse().map_err(|e| corrupt("worker status", e))?,
-        running,
-        registered_at: ts(r.big("registered_at")?),
-        last_heartbeat_at: ts(r.big("last_heartbeat_at")?),
-    })
-}
-
-pub(crate) fn project_row(r: &impl StoreRow) -> Result<Project> {
-    let spec = r.text("spec")?;
-    Ok(Project {
-        spec: serde_json::from_str(&spec).map_err(|e| corrupt("project spec", e))?,
-        created_at: ts(r.big("created_at")?),
-        updated_at: ts(r.big("updated_at")?),
-    })
-}
-
-pub(crate) fn token_row(r: &impl StoreRow) -> Result<TokenRecord> {
-    Ok(TokenRecord {
-        id: r.text("id")?,
-        name: r.text("name")?,
-        role: r.text("role")?,
-        hash: r.text("hash")?,
-        created_at: ts(r.big("created_at")?),
-        revoked: r.flag("revoked")?,
-    })
-}
-
-/// An `attempts` history row.
-pub(crate) fn attempt_row(r: &impl StoreRow) -> Result<Attempt> {
-    RawAttempt {
-        task_id: r.task_id("task_id")?,
-        number: r.int("number")?,
-        worker_id: r.text("worker_id")?,
-        lease_token: r.big("lease_token")?,
-        started_at: r.big("started_at")?,
-        ended_at: r.opt_big("ended_at")?,
-        outcome: r.text("outcome")?,
-        error_class: r.opt_text("error_class")?,
-        error_message: r.opt_text("error_message")?,
+impl LifecycleLog {
+    pub fn push(&mut self, task: TaskId, l: Lifecycle) -> Result<()> {
+        self.tasks.push(task);
+        self.data.push(event_data(&EventPayload::Lifecycle(l))?);
+        Ok(())
     }
-    .into_attempt()
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
 }
 
-/// An `events` row of `task` (the query selects `seq, at, kind, data`).
-pub(crate) fn event_row(task: TaskId, r: &impl StoreRow) -> Result<Event> {
-    let kind = r.text("kind")?;
-    let data = r.text("data")?;
-    Ok(Event {
-        task_id: task,
-        seq: r.big("seq")?,
-        at: ts(r.big("at")?),
-        kind: kind.parse::<EventKind>().map_err(|e| corrupt("event kind", e))?,
-        data: serde_json::from_str(&data).map_err(|e| corrupt("event data", e))?,
-    })
+/// The `failed` event of a task whose dependency failed.
+pub(crate) fn dependency_failed() -> Lifecycle {
+    Lifecycle::Failed {
+        class: ErrorClass::DependencyFailed,
+        message: DEPENDENCY_FAILED_MSG.to_string(),
+    }
 }
 
-/// The columns [`held`] reads.
-pub(crate) const HELD_COLS: &str = "id, lease_token, attempts, max_attempts, cancel_requested, \
-    has_dependents, constrained, worker_id, started_at";
+/// Expired leases one maintenance transaction rescues; a pass loops until none is left.
+pub(crate) const EXPIRE_BATCH: i64 = 500;
 
-/// A running attempt as its holder presented it, read inside the transaction that ends it
-/// (row-locked there on PostgreSQL).
-pub(crate) struct Held {
-    pub id: TaskId,
-    pub token: i64,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub cancel_requested: bool,
-    pub has_dependents: bool,
-    pub constrained: bool,
-    pub worker_id: String,
-    pub started_at: i64,
+pub(crate) const LEASE_EXPIRED_MSG: &str = "lease expired before the worker reported";
+
+/// Record that the lease of `h` expired (the ending event follows).
+pub(crate) fn log_expiry(log: &mut LifecycleLog, h: &Held) -> Result<()> {
+    let worker = WorkerId::parse(h.worker_id.clone()).map_err(|e| corrupt("worker id", e))?;
+    log.push(
+        h.id,
+        Lifecycle::LeaseExpired {
+            attempt: u32::try_from(h.attempts).unwrap_or(0),
+            worker,
+        },
+    )
 }
 
-pub(crate) fn held(r: &impl StoreRow) -> Result<Held> {
-    Ok(Held {
-        id: r.task_id("id")?,
-        token: r.big("lease_token")?,
-        attempts: r.int("attempts")?,
-        max_attempts: r.int("max_attempts")?,
-        cancel_requested: r.flag("cancel_requested")?,
-        has_dependents: r.flag("has_dependents")?,
-        constrained: r.flag("constrained")?,
-        worker_id: r.opt_text("worker_id")?.unwrap_or_default(),
-        started_at: r.opt_big("started_at")?.unwrap_or(0),
-    })
+/// The lifecycle event that records how a failed or expired attempt ended.
+pub(crate) fn ending_event(
+    ending: &Ending,
+    attempt: i64,
+    now: i64,
+    class: ErrorClass,
+    message: &str,
+) -> Lifecycle {
+    match ending {
+        Ending::Requeue { delay } => Lifecycle::RetryScheduled {
+            attempt: u32::try_from(attempt).unwrap_or(0),
+            run_after: ts(now + dur_ms(*delay)),
+            class,
+            message: message.to_string(),
+        },
+        Ending::Finish {
+            state: TaskState::Canceled,
+            ..
+        } => Lifecycle::Canceled {
+            message: message.to_string(),
+        },
+        Ending::Finish { class, .. } => Lifecycle::Failed {
+            class: *class,
+            message: message.to_string(),
+        },
+    }
 }
 
 /// Column values of a new task, computed once from its spec.
@@ -293,115 +211,6 @@ impl NewTaskRow {
             spec,
         })
     }
-}
-
-/// A task row as read from either backend, before conversion.
-#[derive(Debug, Clone)]
-pub(crate) struct RawTask {
-    pub id: TaskId,
-    pub spec: String,
-    pub state: String,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub priority: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub run_after: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub worker_id: Option<String>,
-    pub lease_token: i64,
-    pub lease_expires_at: Option<i64>,
-    pub cancel_requested: bool,
-    pub error_class: Option<String>,
-    pub error_message: Option<String>,
-    pub result: Option<String>,
-}
-
-impl RawTask {
-    pub fn into_task(self) -> Result<Task> {
-        let spec: TaskSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt("task spec", e))?;
-        let result: Option<TaskResult> = self
-            .result
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("task result", e)))
-            .transpose()?;
-        Ok(Task {
-            id: self.id,
-            state: parse_state(&self.state)?,
-            attempts: u32::try_from(self.attempts).unwrap_or(0),
-            max_attempts: u32::try_from(self.max_attempts).unwrap_or(0),
-            priority: i32::try_from(self.priority).unwrap_or(0),
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
-            run_after: ts(self.run_after),
-            started_at: self.started_at.map(ts),
-            finished_at: self.finished_at.map(ts),
-            worker_id: parse_worker(self.worker_id)?,
-            lease_token: (self.lease_token > 0).then_some(LeaseToken(self.lease_token)),
-            lease_expires_at: self.lease_expires_at.map(ts),
-            cancel_requested: self.cancel_requested,
-            error_class: parse_class(self.error_class)?,
-            error_message: self.error_message,
-            result,
-            spec,
-        })
-    }
-}
-
-/// An attempt row as read from either backend.
-#[derive(Debug, Clone)]
-pub(crate) struct RawAttempt {
-    pub task_id: TaskId,
-    pub number: i64,
-    pub worker_id: String,
-    pub lease_token: i64,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub outcome: String,
-    pub error_class: Option<String>,
-    pub error_message: Option<String>,
-}
-
-impl RawAttempt {
-    pub fn into_attempt(self) -> Result<Attempt> {
-        Ok(Attempt {
-            task_id: self.task_id,
-            number: u32::try_from(self.number).unwrap_or(0),
-            worker_id: WorkerId::parse(self.worker_id).map_err(|e| corrupt("worker id", e))?,
-            lease_token: LeaseToken(self.lease_token),
-            started_at: ts(self.started_at),
-            ended_at: self.ended_at.map(ts),
-            outcome: self
-                .outcome
-                .parse::<AttemptOutcome>()
-                .map_err(|e| corrupt("attempt outcome", e))?,
-            error_class: parse_class(self.error_class)?,
-            error_message: self.error_message,
-        })
-    }
-}
-
-/// The task's current attempt, synthesised from the task row: while it runs, and once it
-/// succeeded. Those attempts are never written to the history table — the claim and the
-/// completion (the hot path) add no row per task; only attempts that end otherwise (failed,
-/// expired, canceled) are recorded there, and they are rare.
-pub(crate) fn current_attempt(task: &Task) -> Option<Attempt> {
-    let (outcome, ended_at) = match task.state {
-        TaskState::Running => (AttemptOutcome::Running, None),
-        TaskState::Succeeded => (AttemptOutcome::Succeeded, task.finished_at),
-        _ => return None,
-    };
-    Some(Attempt {
-        task_id: task.id,
-        number: task.attempts,
-        worker_id: task.worker_id.clone()?,
-        lease_token: task.lease_token?,
-        started_at: task.started_at?,
-        ended_at,
-        outcome,
-        error_class: None,
-        error_message: None,
-    })
 }
 
 /// A queued task that passed the SQL filters of a constrained claim.

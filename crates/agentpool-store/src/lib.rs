@@ -17,6 +17,11 @@
 //! - tasks with a branch lock or a project ("constrained") are claimed in a serialized step;
 //!   all others by one `UPDATE … SKIP LOCKED` statement (PostgreSQL) or inside one `BEGIN
 //!   IMMEDIATE` transaction (SQLite).
+//! - every state change appends its lifecycle event (`agentpool_core::Lifecycle`) to `events`
+//!   in the same transaction, with one statement per batch; a task's record therefore ends
+//!   with exactly one terminal event (succeeded, failed or canceled).
+//! - backends share their SQL where it is the same (`shared/`); `sqlite/` and `postgres/`
+//!   keep only what differs (enqueue, claim, heartbeat, complete, appends, listing, purge).
 //! - timestamps are unix milliseconds from [`StoreConfig::clock`], never the database's clock.
 
 use std::collections::BTreeMap;
@@ -39,6 +44,8 @@ use tokio::sync::watch;
 
 mod common;
 pub mod postgres;
+mod rows;
+mod shared;
 pub mod sqlite;
 
 pub use postgres::PgStore;
@@ -112,15 +119,6 @@ pub struct TokenRecord {
     pub hash: String,
     pub created_at: Timestamp,
     pub revoked: bool,
-}
-
-/// What the maintenance pass did. `leases_requeued` counts every expired lease rescued,
-/// including those whose task had no attempts left and was therefore failed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct MaintenanceReport {
-    pub workers_offline: u64,
-    pub leases_requeued: u64,
-    pub tasks_purged: u64,
 }
 
 /// Queue-wide settings a store is opened with.
@@ -343,19 +341,12 @@ pub trait Store: Send + Sync + 'static {
     // ---- maintenance ----
     /// Workers whose last heartbeat is older than `threshold` go offline.
     async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64>;
-    /// Attempts whose lease expired are closed as `expired` and their tasks re-queued (or
-    /// failed when out of attempts).
+    /// Every attempt whose lease expired is closed as `expired` and its task re-queued (or
+    /// failed when out of attempts), in batches of short transactions until none is left.
+    /// Writes `lease_expired` then `retry_scheduled` or `failed` for each.
     async fn requeue_expired(&self) -> Result<u64>;
     /// Delete finished tasks (and their attempts and events) finished before `now - retention`.
     async fn purge_finished(&self, retention: Duration) -> Result<u64>;
-    /// Run every maintenance step once (what the server's maintenance loop calls).
-    async fn maintain(&self, offline_after: Duration, retention: Duration) -> Result<MaintenanceReport> {
-        Ok(MaintenanceReport {
-            workers_offline: self.mark_workers_offline(offline_after).await?,
-            leases_requeued: self.requeue_expired().await?,
-            tasks_purged: self.purge_finished(retention).await?,
-        })
-    }
 
     // ---- signal ----
     /// Resolve when work may have become available (a task enqueued, re-queued or unblocked),

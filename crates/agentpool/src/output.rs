@@ -461,19 +461,20 @@ pub fn tool_key_argument(input: &Value) -> Option<String> {
 
 /// One event as a readable line (or a few), or nothing for events not worth showing.
 pub fn render_event(style: &Style, ev: &Event) -> Option<String> {
-    let d = &ev.data;
+    let d = &ev.data();
     let time = style.dim(&ev.at.with_timezone(&chrono::Local).format("%H:%M:%S").to_string());
-    let body = match ev.kind {
+    let body = match ev.kind() {
         EventKind::Lifecycle => {
-            let state = str_field(d, &["state"]).unwrap_or("");
-            let msg = str_field(d, &["message"]).unwrap_or("");
+            let l = ev.payload.lifecycle()?;
+            let state = l.name();
+            let msg = l.message();
             let label = state.replace('_', " ");
             let state_s = match state.parse::<TaskState>() {
                 Ok(s) => style.state(s),
                 Err(_) => style.cyan(&label),
             };
             // Messages often begin with their state ("preparing workspace…"): say it once.
-            match msg.strip_prefix(label.as_str()) {
+            match msg.as_str().strip_prefix(label.as_str()) {
                 Some(rest) if !label.is_empty() => {
                     format!("{} {state_s}{rest}", style.cyan("▸"))
                 }
@@ -686,8 +687,7 @@ mod tests {
             task_id: agentpool_core::TaskId::new(),
             seq: 1,
             at: Utc::now(),
-            kind,
-            data,
+            payload: agentpool_core::EventPayload::from_parts(kind, data),
         }
     }
 
@@ -717,14 +717,15 @@ mod tests {
     #[test]
     fn results_and_usage_are_summarised_not_dumped() {
         let s = Style::plain();
-        let ok = render_event(&s, &ev(EventKind::ToolResult, json!({"output":"a\nb\nc"}))).unwrap();
+        let ok = render_event(
+            &s,
+            &ev(EventKind::ToolResult, json!({"ok":true,"output":"a\nb\nc"})),
+        )
+        .unwrap();
         assert!(ok.ends_with("← ok 3 lines"), "{ok}");
         let err = render_event(
             &s,
-            &ev(
-                EventKind::ToolResult,
-                json!({"is_error":true,"output":"no such file"}),
-            ),
+            &ev(EventKind::ToolResult, json!({"ok":false,"output":"no such file"})),
         )
         .unwrap();
         assert!(err.ends_with("← error no such file"), "{err}");

@@ -37,13 +37,13 @@ struct Parsed {
 
 impl Parsed {
     fn kinds(&self) -> Vec<EventKind> {
-        self.events.iter().map(|e| e.kind).collect()
+        self.events.iter().map(|e| e.kind()).collect()
     }
     fn has(&self, k: EventKind) -> bool {
         self.kinds().contains(&k)
     }
     fn of(&self, k: EventKind) -> Vec<&NewEvent> {
-        self.events.iter().filter(|e| e.kind == k).collect()
+        self.events.iter().filter(|e| e.kind() == k).collect()
     }
     /// The outcome as if the process exited with `code`.
     fn outcome(&self, code: i32) -> agentpool_agents::AgentOutcome {
@@ -104,11 +104,11 @@ fn opencode_serve_streams_are_kept_as_raw_events_by_the_run_parser() {
 fn claude_code_write_file_run_has_tool_call_result_usage_and_cost() {
     let p = parse("claude-code-write-file.jsonl");
     let call = p.of(EventKind::ToolCall)[0];
-    assert_eq!(call.data["name"], "Write");
-    assert_eq!(call.data["input"]["content"], "hello from stub\n");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data["ok"], true);
+    assert_eq!(call.data()["name"], "Write");
+    assert_eq!(call.data()["input"]["content"], "hello from stub\n");
+    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
     assert_eq!(
-        p.of(EventKind::SessionStarted)[0].data["session_id"],
+        p.of(EventKind::SessionStarted)[0].data()["session_id"],
         "a9d1eebf-4c05-4419-b14d-aa0ab612fbf2"
     );
     let o = p.outcome(0);
@@ -161,14 +161,14 @@ fn claude_code_api_retries_become_api_retry_events() {
     let p = parse("claude-code-api-retries.jsonl");
     let retries = p.of(EventKind::ApiRetry);
     assert!(retries.len() >= 5);
-    assert_eq!(retries[0].data["status"], 401);
-    assert_eq!(retries[0].data["attempt"], 1);
+    assert_eq!(retries[0].data()["status"], 401);
+    assert_eq!(retries[0].data()["attempt"], 1);
 }
 
 #[test]
 fn claude_code_bash_and_resumed_samples_parse() {
     let p = parse("claude-code-bash-tool.jsonl");
-    assert_eq!(p.of(EventKind::ToolCall)[0].data["name"], "Bash");
+    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "Bash");
     assert!(p.has(EventKind::ToolResult));
     let p = parse("claude-code-resumed-session.jsonl");
     assert!(p.outcome(0).session_id.is_some());
@@ -182,8 +182,8 @@ fn codex_apply_patch_is_a_tool_call_with_result_and_usage() {
         1,
         "started+completed is one call"
     );
-    assert_eq!(p.of(EventKind::ToolCall)[0].data["name"], "file_change");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data["ok"], true);
+    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "file_change");
+    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
     let o = p.outcome(0);
     assert_eq!(
         o.session_id.as_deref(),
@@ -199,8 +199,8 @@ fn codex_apply_patch_is_a_tool_call_with_result_and_usage() {
 fn codex_shell_command_result_carries_output_and_cache_tokens() {
     let p = parse("codex-exec-shell-command.jsonl");
     let r = p.of(EventKind::ToolResult)[0];
-    assert_eq!(r.data["ok"], true);
-    assert_eq!(r.data["output"], "hi\n");
+    assert_eq!(r.data()["ok"], true);
+    assert_eq!(r.data()["output"], "hi\n");
     assert_eq!(p.outcome(0).usage.cache_read_tokens, 200);
 }
 
@@ -232,8 +232,8 @@ fn codex_error_items_are_warnings_not_failures() {
 #[test]
 fn gemini_write_file_run_has_tool_events_and_stats() {
     let p = parse("gemini-write-file.jsonl");
-    assert_eq!(p.of(EventKind::ToolCall)[0].data["name"], "write_file");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data["ok"], true);
+    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "write_file");
+    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
     let o = p.outcome(0);
     assert_eq!(
         o.session_id.as_deref(),
@@ -247,7 +247,7 @@ fn gemini_write_file_run_has_tool_events_and_stats() {
 #[test]
 fn gemini_tool_error_is_a_failed_tool_result_in_a_successful_run() {
     let p = parse("gemini-tool-error.jsonl");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data["ok"], false);
+    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], false);
     assert!(!p.outcome(0).is_error);
 }
 
@@ -277,9 +277,9 @@ fn gemini_interrupted_run_without_result_is_an_error() {
 fn opencode_write_run_has_tool_events_usage_and_result() {
     let p = parse("opencode-run-write-file.jsonl");
     let call = p.of(EventKind::ToolCall)[0];
-    assert_eq!(call.data["name"], "write");
-    assert_eq!(call.data["input"]["content"], "hello from stub\n");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data["ok"], true);
+    assert_eq!(call.data()["name"], "write");
+    assert_eq!(call.data()["input"]["content"], "hello from stub\n");
+    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
     assert_eq!(
         p.of(EventKind::Result).len(),
         1,
@@ -313,7 +313,7 @@ fn secrets_in_samples_would_be_redacted() {
     // Six characters is the floor for redaction; "sk-test" is seven.
     for e in parse("codex-exec-401.jsonl").events {
         let e = r.event(e);
-        assert!(!e.data.to_string().contains("sk-test"), "{}", e.data);
+        assert!(!e.data().to_string().contains("sk-test"), "{}", e.data());
     }
 }
 

@@ -33,7 +33,7 @@ impl Collect {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
     fn of(&self, k: EventKind) -> Vec<NewEvent> {
-        self.all().into_iter().filter(|e| e.kind == k).collect()
+        self.all().into_iter().filter(|e| e.kind() == k).collect()
     }
 }
 
@@ -167,13 +167,13 @@ async fn writes_a_file_with_its_own_tool(name: &str) {
     assert!(
         sink.of(EventKind::ToolCall)
             .iter()
-            .any(|e| e.data["name"] == tool),
+            .any(|e| e.data()["name"] == tool),
         "{why}"
     );
     assert!(
         sink.of(EventKind::ToolResult)
             .iter()
-            .any(|e| e.data["ok"] == true),
+            .any(|e| e.data()["ok"] == true),
         "{why}"
     );
     assert!(!sink.of(EventKind::SessionStarted).is_empty(), "{why}");
@@ -182,7 +182,7 @@ async fn writes_a_file_with_its_own_tool(name: &str) {
     assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."), "{why}");
     assert!(!sink.of(EventKind::Result).is_empty(), "{why}");
     // The key the endpoint was given never shows up in events.
-    let all = serde_json::to_string(&sink.all().iter().map(|e| &e.data).collect::<Vec<_>>()).unwrap();
+    let all = serde_json::to_string(&sink.all().iter().map(|e| e.data()).collect::<Vec<_>>()).unwrap();
     assert!(!all.contains(agentpool_testkit::model::TEST_API_KEY));
     if name == "claude-code" {
         assert!(o.cost_usd.is_some_and(|c| c > 0.0), "{why}");

@@ -13,8 +13,8 @@ use crate::protocol::{
 use crate::protocol::{Enqueued, TaskDetail, WaitReason};
 use crate::worker::WorkerRegistration;
 use crate::{
-    AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventKind, FileChange, Lease, LeaseToken, Project,
-    Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
+    AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventPayload, FileChange, Lease, LeaseToken,
+    Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -210,8 +210,7 @@ pub fn event() -> Value {
         task_id: TaskId::new(),
         seq: 1,
         at: now(),
-        kind: EventKind::Log,
-        data: serde_json::json!({}),
+        payload: EventPayload::log("stdout", "hello"),
     })
 }
 
@@ -322,9 +321,8 @@ pub fn append_events_request() -> Value {
     v(AppendEventsRequest {
         lease_token: LeaseToken(7),
         events: vec![NewEvent {
-            kind: EventKind::AssistantMessage,
             at: Some(now()),
-            data: serde_json::json!({}),
+            payload: EventPayload::AssistantMessage { text: "hi".into() },
         }],
     })
 }

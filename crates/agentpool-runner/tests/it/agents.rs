@@ -103,7 +103,7 @@ async fn run_to_end(
 }
 
 fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
-    events.iter().filter(|e| e.kind == kind).collect()
+    events.iter().filter(|e| e.kind() == kind).collect()
 }
 
 async fn task_writes_a_file_and_commits_it(agent: &str) {
@@ -134,7 +134,7 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
     assert!(
         of(&evs, EventKind::ToolResult)
             .iter()
-            .any(|e| e.data["ok"] == true),
+            .any(|e| e.data()["ok"] == true),
         "{why}"
     );
     assert!(

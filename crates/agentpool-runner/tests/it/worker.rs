@@ -134,8 +134,8 @@ pub async fn wait_log(store: &Arc<dyn Store>, id: TaskId, line: &str) -> Vec<Str
 pub fn log_lines(events: &[Event]) -> Vec<String> {
     events
         .iter()
-        .filter(|e| e.kind == agentpool_core::EventKind::Log)
-        .filter_map(|e| e.data.get("line").and_then(|l| l.as_str()).map(str::to_string))
+        .filter(|e| e.kind() == agentpool_core::EventKind::Log)
+        .filter_map(|e| e.data().get("line").and_then(|l| l.as_str()).map(str::to_string))
         .collect()
 }
 

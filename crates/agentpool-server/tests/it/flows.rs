@@ -216,7 +216,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         c0.lease.token,
         vec![
             NewEvent::log("stdout", "hello"),
-            NewEvent::new(EventKind::AssistantMessage, serde_json::json!({"text": "hi"})),
+            NewEvent::new(agentpool_core::EventPayload::AssistantMessage { text: "hi".into() }),
         ],
     )
     .await
@@ -225,7 +225,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     assert!(
         page.events
             .iter()
-            .any(|e| e.kind == EventKind::Log && e.data["line"] == "hello")
+            .any(|e| e.kind() == EventKind::Log && e.data()["line"] == "hello")
     );
     let later = sub
         .events(c0.task.id, page.next_after, 100)
@@ -502,7 +502,7 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
         while let Some(ev) = s.next().await {
             let ev = ev.expect("event");
             last_seq = ev.seq;
-            if ev.data["line"] == "line 1" {
+            if ev.data()["line"] == "line 1" {
                 break;
             }
         }
@@ -521,7 +521,7 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
             .expect("stream open")
             .expect("event");
         assert!(ev.seq > last_seq, "resume repeated an event");
-        if let Some(l) = ev.data["line"].as_str() {
+        if let Some(l) = ev.data()["line"].as_str() {
             lines.push(l.to_string());
         }
     }
@@ -535,7 +535,7 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
         .expect("live event in time")
         .expect("open")
         .expect("event");
-    assert_eq!(ev.data["line"], "line 5");
+    assert_eq!(ev.data()["line"], "line 5");
     // Completion ends the stream after its last events.
     wrk.complete(&w.id, t.id, c.lease.token, TaskResult::default())
         .await
@@ -543,7 +543,15 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
     let rest = tokio::time::timeout(Duration::from_secs(10), s.collect::<Vec<_>>())
         .await
         .expect("stream ends after the task finished");
-    assert!(rest.iter().all(|e| e.is_ok()));
+    // It ends with the terminal event the store wrote with the completion, and nothing after.
+    let rest: Vec<_> = rest.into_iter().map(|e| e.expect("event")).collect();
+    let last = rest.last().expect("the terminal event");
+    assert!(last.is_terminal(), "{last:?}");
+    assert_eq!(
+        last.payload.lifecycle(),
+        Some(&agentpool_core::Lifecycle::Succeeded)
+    );
+    assert_eq!(rest.iter().filter(|e| e.is_terminal()).count(), 1);
 
     // The raw stream carries `id: <seq>` so browsers' EventSource resumes by itself.
     let raw = reqwest::Client::new()

@@ -155,7 +155,7 @@ async fn replicas_share_work_signals_and_live_events() {
         .expect("append on B");
     let found = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(ev) = stream.next().await {
-            if ev.expect("event").data["line"] == "from B" {
+            if ev.expect("event").data()["line"] == "from B" {
                 return true;
             }
         }

@@ -1,6 +1,6 @@
 //! Events: batched append, ordered listing with a cursor.
 
-use agentpool_core::{EventKind, NewEvent};
+use agentpool_core::{EventKind, EventPayload, NewEvent};
 
 use crate::both;
 use crate::harness::{Harness, cmd};
@@ -37,10 +37,13 @@ async fn concurrent_appends_keep_each_writers_order(h: Harness) {
         after = last.seq;
         all.extend(page);
     }
-    assert_eq!(all.len(), 400);
+    // The store's own `queued` event comes first.
+    assert_eq!(all.len(), 401);
+    assert_eq!(all[0].kind(), EventKind::Lifecycle);
     let mut next = [0u32; 4];
-    for e in &all {
-        let line = e.data["line"].as_str().unwrap();
+    for e in &all[1..] {
+        let data = e.data();
+        let line = data["line"].as_str().unwrap();
         let (w, n) = line.split_once(' ').unwrap();
         let (w, n): (usize, u32) = (w.parse().unwrap(), n.parse().unwrap());
         assert_eq!(n, next[w], "writer {w} out of order");
@@ -50,31 +53,39 @@ async fn concurrent_appends_keep_each_writers_order(h: Harness) {
 
 async fn events_page_in_order_with_a_cursor(h: Harness) {
     let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let queued = h.store.list_events(id, 0, 10).await.unwrap();
+    assert_eq!(queued.len(), 1, "the queued event");
     let other = h.store.enqueue(cmd("y")).await.unwrap().task.id;
     let batch: Vec<_> = (0..5)
         .map(|i| NewEvent::log("stdout", format!("line {i}")))
         .collect();
     h.store.append_events(id, None, batch).await.unwrap();
     h.store
-        .append_events(other, None, vec![NewEvent::lifecycle("queued", "hi")])
+        .append_events(other, None, vec![NewEvent::log("stdout", "other task")])
         .await
         .unwrap();
     h.store
         .append_events(
             id,
             None,
-            vec![NewEvent::new(EventKind::Usage, serde_json::json!({"n": 1}))],
+            vec![NewEvent::new(EventPayload::Usage {
+                input_tokens: 1,
+                output_tokens: 2,
+                cache_read_tokens: 0,
+                cache_write_tokens: 0,
+                cost_usd: None,
+            })],
         )
         .await
         .unwrap();
-    let p1 = h.store.list_events(id, 0, 2).await.unwrap();
+    let p1 = h.store.list_events(id, queued[0].seq, 2).await.unwrap();
     assert_eq!(p1.len(), 2);
-    assert_eq!(p1[0].data["line"], "line 0");
-    assert_eq!(p1[1].data["line"], "line 1");
+    assert_eq!(p1[0].data()["line"], "line 0");
+    assert_eq!(p1[1].data()["line"], "line 1");
     let p2 = h.store.list_events(id, p1[1].seq, 10).await.unwrap();
     assert_eq!(p2.len(), 4);
-    assert_eq!(p2[0].data["line"], "line 2");
-    assert_eq!(p2[3].kind, EventKind::Usage);
+    assert_eq!(p2[0].data()["line"], "line 2");
+    assert_eq!(p2[3].kind(), EventKind::Usage);
     assert!(p2.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(p2.iter().all(|e| e.task_id == id));
     assert!(h.store.list_events(id, p2[3].seq, 10).await.unwrap().is_empty());

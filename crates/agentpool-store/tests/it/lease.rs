@@ -115,6 +115,10 @@ async fn stale_token_cannot_append_events(h: Harness) {
         .await
         .unwrap();
     let ev = h.store.list_events(id, 0, 100).await.unwrap();
-    let lines: Vec<_> = ev.iter().map(|e| e.data["line"].as_str().unwrap()).collect();
+    let lines: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind() == agentpool_core::EventKind::Log)
+        .map(|e| e.data()["line"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(lines, vec!["one", "two"]);
 }

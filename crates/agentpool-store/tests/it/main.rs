@@ -7,6 +7,7 @@ mod cancel;
 mod deps;
 mod events;
 mod lease;
+mod lifecycle;
 mod locks;
 mod maintenance;
 mod queue;

@@ -213,8 +213,9 @@ pub async fn wait_for(
     .await
 }
 
-/// Follow a task's events live until it finishes: SSE when the server offers it, paged reads
-/// otherwise. Every event is passed to `on_event` exactly once, in order.
+/// Follow a task's events live until its terminal event: SSE when the server offers it, paged
+/// reads otherwise. Every event is passed to `on_event` exactly once, in order. The status line
+/// is drawn from the lifecycle events; the task itself is read once, at the end, for its result.
 pub async fn follow(
     client: &Client,
     id: TaskId,
@@ -223,29 +224,18 @@ pub async fn follow(
 ) -> anyhow::Result<TaskDetail> {
     let started = Instant::now();
     let mut after: i64 = 0;
-    let mut view = client.get_task(id).await?;
+    let mut progress = Progress::default();
     let mut sse_ok = true;
     loop {
-        if view.task.state.is_finished() {
-            // Catch up on whatever arrived between the last event and the end.
-            loop {
-                let page = client.events(id, after, 500).await?.events;
-                if page.is_empty() {
-                    break;
-                }
-                for ev in &page {
-                    after = after.max(ev.seq);
-                    on_event(ev, status);
-                }
-            }
+        if progress.finished {
             status.clear();
-            return Ok(view);
+            return Ok(client.get_task(id).await?);
         }
         let stream = if sse_ok {
             match client.stream_events(id, after).await {
                 Ok(s) => Some(s),
                 Err(agentpool_client::Error::NotFound(_)) if client.get_task(id).await.is_ok() => {
-                    tracing::debug!("no SSE endpoint; polling events");
+                    tracing::debug!("no SSE endpoint; reading event pages");
                     sse_ok = false;
                     None
                 }
@@ -264,47 +254,30 @@ pub async fn follow(
                         Some(Ok(ev)) => {
                             if ev.seq <= after { continue; }
                             after = ev.seq;
-                            if ev.kind == agentpool_core::EventKind::Lifecycle
-                                && let Some(s) = ev.data.get("state").and_then(|s| s.as_str())
-                                && let Ok(st) = s.parse::<TaskState>()
-                            {
-                                view.task.state = st;
-                                if st.is_finished() {
-                                    on_event(&ev, status);
-                                    view = client.get_task(id).await?;
-                                    if view.task.state.is_finished() { break; }
-                                    continue;
-                                }
-                            }
+                            progress.apply(&ev);
                             on_event(&ev, status);
                         }
-                        // The stream ended or broke: re-check the task and reconnect if needed.
+                        // The server ends the stream after the terminal event; otherwise it
+                        // broke: reconnect from the last event seen.
                         Some(Err(e)) => {
                             tracing::debug!(error = %e, "event stream interrupted");
-                            view = client.get_task(id).await?;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                             break;
                         }
-                        None => {
-                            view = client.get_task(id).await?;
-                            break;
-                        }
+                        None => break,
                     }
                 }
                 _ = ticker.tick() => {
                     ticks += 1;
-                    status.set(status_text(&view, started.elapsed()));
+                    status.set(progress.text(id, started.elapsed()));
                     status.tick();
-                    // The stream tells us about events, but the state (a retry waiting for its
-                    // backoff, a worker that died) is re-read every couple of seconds.
-                    if ticks.is_multiple_of(16) {
-                        view = client.get_task(id).await?;
-                        if view.task.state.is_finished() { break; }
-                        if !sse_ok {
-                            for ev in client.events(id, after, 500).await?.events {
-                                after = after.max(ev.seq);
-                                on_event(&ev, status);
-                            }
+                    if !sse_ok && ticks.is_multiple_of(16) {
+                        for ev in client.events(id, after, 500).await?.events {
+                            after = after.max(ev.seq);
+                            progress.apply(&ev);
+                            on_event(&ev, status);
                         }
+                        if progress.finished { break; }
                     }
                 }
             }
@@ -312,28 +285,66 @@ pub async fn follow(
     }
 }
 
-fn status_text(view: &TaskDetail, elapsed: Duration) -> String {
-    let t = &view.task;
-    let why = match t.state {
-        TaskState::Queued if t.attempts > 0 && t.run_after > chrono::Utc::now() => format!(
-            "attempt {} failed; retrying {}",
-            t.attempts,
-            output::relative(t.run_after)
-        ),
-        TaskState::Queued if t.attempts > 0 => {
-            format!("retrying (attempt {} of {})", t.attempts + 1, t.max_attempts)
+/// Where a followed task stands, as its lifecycle events tell it.
+#[derive(Debug, Default)]
+struct Progress {
+    state: Option<TaskState>,
+    attempt: u32,
+    worker: Option<agentpool_core::WorkerId>,
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last event seen ended the task.
+    finished: bool,
+}
+
+impl Progress {
+    fn apply(&mut self, ev: &agentpool_core::Event) {
+        use agentpool_core::Lifecycle as L;
+        self.finished = ev.is_terminal();
+        let Some(l) = ev.payload.lifecycle() else {
+            return;
+        };
+        match l {
+            L::Queued => {
+                self.state = Some(TaskState::Queued);
+                self.retry_at = None;
+            }
+            L::Claimed { attempt, worker } => {
+                self.state = Some(TaskState::Running);
+                self.attempt = *attempt;
+                self.worker = Some(worker.clone());
+                self.retry_at = None;
+            }
+            L::RetryScheduled { run_after, .. } => {
+                self.state = Some(TaskState::Queued);
+                self.retry_at = Some(*run_after);
+            }
+            other => {
+                if let Some(s) = other.terminal_state() {
+                    self.state = Some(s);
+                }
+            }
         }
-        TaskState::Queued if t.run_after > chrono::Utc::now() => {
-            format!("scheduled, runs {}", output::relative(t.run_after))
-        }
-        TaskState::Queued => "waiting for a worker".to_string(),
-        TaskState::Running => match &t.worker_id {
-            Some(w) => format!("running on {w}"),
-            None => "running".to_string(),
-        },
-        s => s.to_string(),
-    };
-    format!("{} · {why} · {}s", output::short_id(&t.id), elapsed.as_secs())
+    }
+
+    fn text(&self, id: TaskId, elapsed: Duration) -> String {
+        let why = match self.state {
+            Some(TaskState::Queued) if self.attempt > 0 => match self.retry_at {
+                Some(at) if at > chrono::Utc::now() => format!(
+                    "attempt {} failed; retrying {}",
+                    self.attempt,
+                    output::relative(at)
+                ),
+                _ => format!("retrying (attempt {})", self.attempt + 1),
+            },
+            Some(TaskState::Queued) | None => "waiting for a worker".to_string(),
+            Some(TaskState::Running) => match &self.worker {
+                Some(w) => format!("running on {w}"),
+                None => "running".to_string(),
+            },
+            Some(s) => s.to_string(),
+        };
+        format!("{} · {why} · {}s", output::short_id(&id), elapsed.as_secs())
+    }
 }
 
 pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<ExitCode> {

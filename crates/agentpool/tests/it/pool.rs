@@ -1,10 +1,90 @@
 //! `up`, `tasks logs -f` and the worker commands against a running embedded pool.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::{Env, Up, json, stderr, stdout};
 
+/// A TCP proxy in front of `upstream` (`http://host:port`) that keeps every byte clients sent,
+/// so a test can count the HTTP requests a command made.
+struct CountingProxy {
+    url: String,
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Connections accepted and not yet closed by their client.
+    open: Arc<AtomicUsize>,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> Self {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let open: Arc<AtomicUsize> = Arc::default();
+        let log = sent.clone();
+        let counter = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let done = counter.clone();
+                let Ok(mut server) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = client.read(&mut buf) {
+                        if n == 0 || server.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = server.shutdown(Shutdown::Write);
+                    log.lock().unwrap().push(seen);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Self { url, sent, open }
+    }
+
+    /// Request lines (`GET /path`) the clients sent, once every connection has closed (call it
+    /// after the client process exited).
+    fn requests(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.open.load(Ordering::SeqCst) > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "proxied connections stay open"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let sent = self.sent.lock().unwrap();
+        sent.iter()
+            .flat_map(|c| {
+                String::from_utf8_lossy(c)
+                    .lines()
+                    .filter(|l| l.ends_with(" HTTP/1.1"))
+                    .map(|l| l.trim_end_matches(" HTTP/1.1").to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// `logs -f` shows a running task live and ends with it — following its events only: the
+/// stream ends after the terminal event, and the task itself is read once, at the end, however
+/// long it runs (no polling of `GET /v1/tasks/{id}`).
 #[test]
 fn logs_follow_shows_a_running_task_until_it_ends() {
     let env = Env::new();
@@ -27,9 +107,10 @@ fn logs_follow_shows_a_running_task_until_it_ends() {
     assert_eq!(sub.status.code(), Some(0), "{}", stderr(&sub));
     let id = stdout(&sub).trim().to_string();
 
+    let proxy = CountingProxy::start(&up.url);
     let mut logs = env
         .cmd()
-        .args(["--server", &up.url, "tasks", "logs", "-f", &id])
+        .args(["--server", &proxy.url, "tasks", "logs", "-f", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -45,6 +126,8 @@ fn logs_follow_shows_a_running_task_until_it_ends() {
         }
     }
     assert!(seen.iter().any(|l| l.contains("waiting-for-gate")), "{seen:?}");
+    // Long enough for a follower that polls the task (every ~2 s) to have done so.
+    std::thread::sleep(std::time::Duration::from_secs(5));
     std::fs::write(&gate, "").unwrap();
     for line in lines {
         seen.push(line.unwrap());
@@ -55,6 +138,17 @@ fn logs_follow_shows_a_running_task_until_it_ends() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut logs.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("succeeded"), "{err}");
+    let reads: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("GET /v1/tasks/") && !r["GET /v1/tasks/".len()..].contains(['/', '?']))
+        .collect();
+    assert!(reads.len() <= 1, "the follower polled the task: {reads:?}");
+    assert!(
+        proxy.requests().iter().any(|r| r.contains("/events/stream")),
+        "{:?}",
+        proxy.requests()
+    );
     drop(up);
 }
 

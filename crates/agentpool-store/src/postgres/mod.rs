@@ -1,0 +1,562 @@
+//! The PostgreSQL store: claims with `FOR UPDATE SKIP LOCKED` in one statement for up to N
+//! tasks, batched completions in one statement, and a LISTEN/NOTIFY work signal fanned out from
+//! one listener connection per store. No transaction stays open while a task runs.
+//!
+//! Tasks that need a branch lock or project slots ("constrained") are claimed in a separate,
+//! serialized step (a transaction-scoped advisory lock), because SKIP LOCKED alone cannot stop
+//! two claimers from taking two different rows that share a branch. Unconstrained tasks — the
+//! bulk — never touch that lock.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{
+    Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState, Worker, WorkerId,
+};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::common::{self, Ending, LifecycleLog, StoreRow, dur_ms, ts};
+use crate::{
+    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
+    TokenRecord, WorkListener, WorkSignal,
+};
+
+mod enqueue;
+mod queue;
+
+/// Workers, projects, credentials and tokens.
+mod registry {
+    crate::shared::registry::registry_queries!(sqlx::Postgres);
+}
+
+/// Task queries shared with SQLite.
+mod tasks {
+    use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
+    crate::shared::tasks::task_queries!(sqlx::Postgres);
+}
+
+/// Row locks taken where an attempt ends or a task is canceled or retried. SKIP LOCKED in the
+/// rescue: replicas running maintenance at once split the expired rows instead of waiting for
+/// (or double-processing) each other's.
+const FOR_UPDATE: &str = " FOR UPDATE";
+const FOR_UPDATE_SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
+fn tid(id: TaskId) -> Uuid {
+    id.0
+}
+
+fn ids_param(ids: &[TaskId]) -> Result<Vec<Uuid>> {
+    Ok(uuids(ids))
+}
+
+fn in_ids(n: usize) -> String {
+    format!("SELECT unnest(${n}::uuid[])")
+}
+
+fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
+    ids.iter().map(|t| t.0).collect()
+}
+
+/// Append `log`'s lifecycle events with one statement, in order.
+async fn insert_lifecycle(conn: &mut PgConnection, log: &LifecycleLog, now: i64) -> Result<()> {
+    if log.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO events (task_id, at, kind, data) \
+         SELECT i.task_id, $1, 'lifecycle', i.data \
+         FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY AS i(task_id, data, ord) \
+         ORDER BY i.ord",
+    )
+    .bind(now)
+    .bind(uuids(&log.tasks))
+    .bind(&log.data)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A deadlock or serialization failure: the transaction was rolled back and may be retried.
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(d))
+        if d.code().is_some_and(|c| c == "40P01" || c == "40001"))
+}
+
+async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(channel)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
+/// not `public`, so queues in different schemas of one database do not wake each other).
+const CHANNEL_PREFIX: &str = "agentpool_work";
+/// Advisory lock key serializing claims of constrained tasks (branch locks, project slots).
+const CONSTRAINED_CLAIM_LOCK: i64 = 0x0061_7063_6c61_696d; // "apclaim"
+
+fn cols(p: &str) -> String {
+    [
+        "id",
+        "spec",
+        "state",
+        "attempts",
+        "max_attempts",
+        "priority",
+        "created_at",
+        "updated_at",
+        "run_after",
+        "started_at",
+        "finished_at",
+        "worker_id",
+        "lease_token",
+        "lease_expires_at",
+        "cancel_requested",
+        "error_class",
+        "error_message",
+        "result",
+    ]
+    .iter()
+    .map(|c| format!("{p}{c}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// The CTE of a claim statement (after `upd`, the claimed rows) that appends their `claimed`
+/// lifecycle events; `$1` is now.
+const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data) \
+    SELECT id, $1, 'lifecycle', \
+      json_build_object('state', 'claimed', 'attempt', attempts, 'worker', worker_id)::text \
+    FROM upd)";
+
+/// Aborts the listener task when the last clone of the store goes away.
+#[derive(Debug)]
+struct ListenerGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    config: StoreConfig,
+    signal: WorkSignal,
+    _listener: Arc<ListenerGuard>,
+    /// Pre-built SQL (the column lists are assembled once, not per call).
+    sql: Arc<Sql>,
+}
+
+#[derive(Debug)]
+struct Sql {
+    channel: String,
+    /// Advisory lock key for constrained claims, distinct per schema.
+    claim_lock: i64,
+    claim_hot: String,
+    claim_update: String,
+    enqueue: String,
+    by_idempotency: String,
+}
+
+impl Sql {
+    fn new(schema: &str) -> Self {
+        let channel: String = if schema == "public" || schema.is_empty() {
+            CHANNEL_PREFIX.to_string()
+        } else {
+            format!("{CHANNEL_PREFIX}_{schema}").chars().take(63).collect()
+        };
+        // FNV-1a: stable across processes and versions, unlike std's hasher.
+        let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let claim_lock = CONSTRAINED_CLAIM_LOCK ^ (hash as i64);
+        let lit = channel.replace('\'', "''");
+        let c = cols("");
+        let tc = cols("t.");
+        Self {
+            channel,
+            claim_lock,
+            // The claimed events are written by the claim statement itself: no extra round trip.
+            claim_hot: format!(
+                "WITH picked AS ( \
+                   SELECT id FROM tasks \
+                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
+                     AND run_after <= $1 \
+                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
+                     AND (labels IS NULL OR labels <@ $3::jsonb) \
+                     AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status <> 'draining') \
+                   ORDER BY priority DESC, run_after, id \
+                   LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED), \
+                 upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   FROM picked WHERE t.id = picked.id \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT {c} FROM upd"
+            ),
+            claim_update: format!(
+                "WITH upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $2, lease_expires_at = $3, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued' \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT {c} FROM upd"
+            ),
+            enqueue: format!(
+                "WITH ins AS ( \
+                   INSERT INTO tasks (id, spec, state, priority, run_after, created_at, \
+                     updated_at, max_attempts, required_agent, labels, project, lock_key, \
+                     constrained, deps_pending, idempotency_key, error_class, error_message, \
+                     finished_at) \
+                   SELECT i.id, i.spec, i.state, i.priority, i.run_after, $1, $1, \
+                     i.max_attempts, i.required_agent, i.labels::jsonb, i.project, i.lock_key, \
+                     i.constrained, i.deps_pending, i.idem, i.error_class, i.error_message, \
+                     i.finished_at \
+                   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], \
+                     $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[], \
+                     $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[]) \
+                     AS i(id, spec, state, priority, run_after, max_attempts, required_agent, \
+                       labels, project, lock_key, constrained, deps_pending, idem, error_class, \
+                       error_message, finished_at) \
+                   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                   RETURNING id, state), \
+                 ev AS (INSERT INTO events (task_id, at, kind, data) \
+                   SELECT id, $1, 'lifecycle', CASE WHEN state = 'failed' THEN $18 ELSE $19 END \
+                   FROM ins) \
+                 SELECT ins.id, \
+                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', '')) AS n) AS notified \
+                 FROM ins"
+            ),
+            by_idempotency: format!(
+                "SELECT {c}, idempotency_key FROM tasks WHERE idempotency_key = ANY($1::text[])"
+            ),
+        }
+    }
+}
+
+impl PgStore {
+    /// Connect to `url`, apply migrations, and start the work-signal listener.
+    pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with(url, StoreConfig::default()).await
+    }
+
+    pub async fn open_with(url: &str, config: StoreConfig) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.unwrap_or(16))
+            .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out by default: a round trip per query.
+            // A broken connection shows up as an error on use and is dropped by the pool.
+            .test_before_acquire(false)
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+            .fetch_one(&pool)
+            .await?;
+        let sql = Sql::new(schema.as_deref().unwrap_or("public"));
+        let signal = WorkSignal::new();
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.listen(&sql.channel).await?;
+        let sig = signal.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(_) => sig.notify(),
+                    Err(e) => {
+                        // Notifications sent while disconnected are lost: wake everyone so
+                        // they look for themselves, then let recv() reconnect.
+                        tracing::warn!(error = %e, "work-signal listener lost its connection");
+                        sig.notify();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            pool,
+            config,
+            signal,
+            _listener: Arc::new(ListenerGuard(task)),
+            sql: Arc::new(sql),
+        })
+    }
+
+    /// Wake claimers here and on every replica when these run_after times come due.
+    fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
+        let pool = self.pool.clone();
+        let channel = self.sql.channel.clone();
+        self.signal.notify_at(
+            &self.config.clock,
+            run_after,
+            move || -> crate::futures_like::BoxFuture {
+                let (pool, channel) = (pool.clone(), channel.clone());
+                Box::pin(async move {
+                    let _ = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(channel)
+                        .execute(&pool)
+                        .await;
+                })
+            },
+        );
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    fn now(&self) -> i64 {
+        self.config.clock.now_ms()
+    }
+}
+
+impl StoreRow for PgRow {
+    fn task_id(&self, col: &str) -> Result<TaskId> {
+        Ok(TaskId(self.try_get(col)?))
+    }
+
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(i64::from(self.try_get::<i32, _>(col)?))
+    }
+
+    common::plain_row_reads!();
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued> {
+        let mut v = self.enqueue_batch(vec![spec]).await?;
+        v.pop()
+            .ok_or_else(|| StoreError::Corrupt("enqueue returned nothing".into()))
+    }
+
+    async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
+        self.enqueue_many(specs).await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
+        tasks::get_task(&self.pool, id, self.now()).await
+    }
+
+    async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+        self.list(f).await
+    }
+
+    async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
+        tasks::count_by_state(&self.pool).await
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<Task> {
+        let mut tx = self.pool.begin().await?;
+        let t = tasks::cancel(&mut tx, id, self.now()).await?;
+        tx.commit().await?;
+        Ok(t)
+    }
+
+    async fn retry(&self, id: TaskId) -> Result<Task> {
+        let mut tx = self.pool.begin().await?;
+        let t = tasks::retry(&mut tx, id, self.now()).await?;
+        notify(&mut tx, &self.sql.channel).await?;
+        tx.commit().await?;
+        self.signal.notify();
+        Ok(t)
+    }
+
+    async fn claim(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
+        let mut claimed = self.claim_in_order(f).await?;
+        tasks::resume_sessions(&self.pool, &mut claimed).await?;
+        Ok(claimed)
+    }
+
+    async fn heartbeat(
+        &self,
+        worker: &WorkerId,
+        leases: &[Lease],
+        lease_ttl: Duration,
+    ) -> Result<HeartbeatReply> {
+        self.beat(worker, leases, lease_ttl).await
+    }
+
+    async fn complete(&self, worker: &WorkerId, lease: Lease, result: TaskResult) -> Result<()> {
+        let mut v = self.complete_batch(worker, vec![(lease, result)]).await?;
+        v.pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("complete returned nothing".into())))
+    }
+
+    async fn complete_batch(
+        &self,
+        worker: &WorkerId,
+        items: Vec<(Lease, TaskResult)>,
+    ) -> Result<Vec<Result<()>>> {
+        let mut tries = 0;
+        loop {
+            match self.complete_many(worker, &items).await {
+                Err(e) if tries < 3 && is_transient(&e) => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    async fn fail(&self, worker: &WorkerId, lease: Lease, failure: Failure) -> Result<FailOutcome> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
+        if f.wake {
+            notify(&mut tx, &self.sql.channel).await?;
+        }
+        tx.commit().await?;
+        if f.wake {
+            self.signal.notify();
+        }
+        Ok(match f.ending {
+            Ending::Requeue { delay } => {
+                let run_after = now + dur_ms(delay);
+                self.wake_at([run_after]);
+                FailOutcome::Retrying {
+                    run_after: ts(run_after),
+                    attempt: u32::try_from(f.attempt).unwrap_or(0),
+                }
+            }
+            Ending::Finish { state, .. } => FailOutcome::Finished { state },
+        })
+    }
+
+    async fn append_events(&self, task: TaskId, lease: Option<Lease>, events: Vec<NewEvent>) -> Result<()> {
+        self.append(task, lease, events).await
+    }
+
+    async fn list_events(&self, task: TaskId, after: i64, limit: u32) -> Result<Vec<Event>> {
+        tasks::list_events(&self.pool, task, after, limit).await
+    }
+
+    async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
+        registry::register_worker(&self.pool, &self.pool, reg, self.now()).await
+    }
+
+    async fn get_worker(&self, id: &WorkerId) -> Result<Option<Worker>> {
+        registry::get_worker(&self.pool, id).await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<Worker>> {
+        registry::list_workers(&self.pool).await
+    }
+
+    async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
+        registry::drain_worker(&self.pool, &self.pool, id).await
+    }
+
+    async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        registry::deregister_worker(&mut tx, id, self.now()).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
+        let p = registry::put_project(&self.pool, spec, self.now()).await?;
+        self.signal.notify();
+        Ok(p)
+    }
+
+    async fn get_project(&self, name: &str) -> Result<Option<Project>> {
+        registry::get_project(&self.pool, name).await
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        registry::list_projects(&self.pool).await
+    }
+
+    async fn delete_project(&self, name: &str) -> Result<()> {
+        registry::delete_project(&self.pool, name).await
+    }
+
+    async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()> {
+        registry::put_credential(&self.pool, name, ciphertext, self.now()).await
+    }
+
+    async fn get_credential(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        registry::get_credential(&self.pool, name).await
+    }
+
+    async fn list_credentials(&self) -> Result<Vec<String>> {
+        registry::list_credentials(&self.pool).await
+    }
+
+    async fn delete_credential(&self, name: &str) -> Result<()> {
+        registry::delete_credential(&self.pool, name).await
+    }
+
+    async fn create_token(&self, t: TokenRecord) -> Result<()> {
+        registry::create_token(&self.pool, t).await
+    }
+
+    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        registry::find_token(&self.pool, hash).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        registry::list_tokens(&self.pool).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<()> {
+        registry::revoke_token(&self.pool, id).await
+    }
+
+    async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64> {
+        registry::mark_workers_offline(&self.pool, threshold, self.now()).await
+    }
+
+    async fn requeue_expired(&self) -> Result<u64> {
+        let now = self.now();
+        let mut total = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now).await?;
+            if wake {
+                notify(&mut tx, &self.sql.channel).await?;
+            }
+            tx.commit().await?;
+            if wake {
+                self.signal.notify();
+            }
+            total += n as u64;
+            if (n as i64) < common::EXPIRE_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn purge_finished(&self, retention: Duration) -> Result<u64> {
+        self.purge(retention).await
+    }
+
+    fn work_listener(&self) -> WorkListener {
+        self.signal.listener()
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,406 @@
+//! The hot path on PostgreSQL: claims (one `UPDATE … SKIP LOCKED` statement for
+//! unconstrained tasks, a serialized step for branch locks and project slots), heartbeats and
+//! completions of many leases in one statement each, event appends, listing and purging.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
+use agentpool_core::{Lease, Lifecycle, NewEvent, Task, TaskId, TaskResult, WorkerId};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::{PgStore, cols, notify, tasks, uuids};
+use crate::common::{self, Candidate, StoreRow, dur_ms, json, task};
+use crate::{ClaimFilter, Result, StoreError, TaskFilter};
+
+/// How many finished tasks one purge statement deletes.
+const PURGE_BATCH: i64 = 5000;
+
+impl PgStore {
+    pub(super) async fn complete_many(
+        &self,
+        worker: &WorkerId,
+        items: &[(Lease, TaskResult)],
+    ) -> Result<Vec<Result<()>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
+        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
+        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        // A transaction only so that releasing dependents (rare) commits together with the
+        // completion; the completion itself is one statement for the whole batch. The succeeded
+        // attempt stays on the task row (see `common::current_attempt`).
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+                        AS i(id, token, result)), \
+             done AS ( \
+               UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
+                 lease_expires_at = NULL, result = i.result, error_class = NULL, \
+                 error_message = NULL \
+               FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
+                 AND t.state = 'running' \
+               RETURNING t.id, t.has_dependents, t.constrained), \
+             ev AS (INSERT INTO events (task_id, at, kind, data) \
+               SELECT id, $4, 'lifecycle', $6 FROM done) \
+             SELECT id, has_dependents, constrained FROM done",
+        )
+        .bind(&ids)
+        .bind(&tokens)
+        .bind(&results)
+        .bind(now)
+        .bind(worker.as_str())
+        .bind(common::event_data(&Lifecycle::Succeeded.into())?)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ok = HashSet::with_capacity(rows.len());
+        let mut release = Vec::new();
+        let mut wake = false;
+        for r in &rows {
+            let id: Uuid = r.try_get("id")?;
+            if r.try_get::<bool, _>("has_dependents")? {
+                release.push(TaskId(id));
+            }
+            wake |= r.try_get::<bool, _>("constrained")?;
+            ok.insert(id);
+        }
+        if !release.is_empty() {
+            tasks::release_dependents(&mut tx, &release, now).await?;
+            wake = true;
+        }
+        if wake {
+            notify(&mut tx, &self.sql.channel).await?;
+        }
+        tx.commit().await?;
+        if wake {
+            self.signal.notify();
+        }
+        Ok(items
+            .iter()
+            .map(|(l, _)| {
+                if ok.contains(&l.task_id.0) {
+                    Ok(())
+                } else {
+                    Err(StoreError::StaleLease(l.task_id))
+                }
+            })
+            .collect())
+    }
+
+    fn claimed(&self, rows: &[PgRow]) -> Result<Vec<ClaimedTask>> {
+        rows.iter()
+            .map(|r| {
+                let t = task(r)?;
+                let token = t
+                    .lease_token
+                    .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
+                Ok(ClaimedTask {
+                    lease: Lease { task_id: t.id, token },
+                    attempt: t.attempts,
+                    resume_session: None,
+                    task: t,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(self.sql.claim_lock)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "SELECT t.id, t.lock_key, t.project, \
+               CASE WHEN t.project IS NULL THEN 0 ELSE \
+                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
+               END AS project_running, \
+               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
+             FROM tasks t \
+             WHERE t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
+               AND t.run_after <= $1 \
+               AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
+               AND (t.labels IS NULL OR t.labels <@ $3::jsonb) \
+               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
+                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
+                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
+               AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status <> 'draining') \
+             ORDER BY t.priority DESC, t.run_after, t.id \
+             LIMIT $5",
+        )
+        .bind(now)
+        .bind(&f.agents)
+        .bind(json(&f.labels)?)
+        .bind(f.worker_id.as_str())
+        .bind(max.saturating_mul(2).saturating_add(8))
+        .fetch_all(&mut *tx)
+        .await?;
+        let cands = rows
+            .iter()
+            .map(|r| {
+                Ok(Candidate {
+                    id: r.task_id("id")?,
+                    lock_key: r.try_get("lock_key")?,
+                    project: r.try_get("project")?,
+                    project_running: r.try_get("project_running")?,
+                    project_slots: r.try_get("project_slots")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let picked = common::pick_candidates(&cands, usize::try_from(max).unwrap_or(0));
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&self.sql.claim_update)
+            .bind(now)
+            .bind(f.worker_id.as_str())
+            .bind(now + dur_ms(f.lease_ttl))
+            .bind(uuids(&picked))
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Claim constrained tasks first (when any wait), then fill up from the hot path; return
+    /// them in claim order.
+    pub(super) async fn claim_in_order(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
+        if f.max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let max = i64::from(f.max);
+        let constrained_waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND deps_pending = 0 \
+             AND constrained AND run_after <= $1)",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut rows = if constrained_waiting {
+            self.claim_constrained(f, max, now).await?
+        } else {
+            Vec::new()
+        };
+        let left = max - i64::try_from(rows.len()).unwrap_or(max);
+        if left > 0 {
+            let hot = sqlx::query(&self.sql.claim_hot)
+                .bind(now)
+                .bind(&f.agents)
+                .bind(json(&f.labels)?)
+                .bind(f.worker_id.as_str())
+                .bind(left)
+                .bind(now + dur_ms(f.lease_ttl))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.extend(hot);
+        }
+        if rows.is_empty() {
+            let exists: Option<String> = sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
+                .bind(f.worker_id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound {
+                    what: "worker",
+                    id: f.worker_id.to_string(),
+                });
+            }
+            return Ok(Vec::new());
+        }
+        let mut claimed = self.claimed(&rows)?;
+        claimed.sort_by(|a, b| {
+            b.task
+                .priority
+                .cmp(&a.task.priority)
+                .then(a.task.run_after.cmp(&b.task.run_after))
+                .then(a.task.id.cmp(&b.task.id))
+        });
+        Ok(claimed)
+    }
+
+    pub(super) async fn beat(
+        &self,
+        worker: &WorkerId,
+        leases: &[Lease],
+        lease_ttl: Duration,
+    ) -> Result<HeartbeatReply> {
+        let now = self.now();
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.task_id.0).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token.0).collect();
+        let r = sqlx::query(
+            "WITH w AS ( \
+               UPDATE workers SET last_heartbeat_at = $1, status = CASE \
+                 WHEN status = 'draining' THEN 'draining' WHEN $2 THEN 'busy' ELSE 'idle' END \
+               WHERE id = $3 RETURNING status), \
+             l AS ( \
+               UPDATE tasks t SET lease_expires_at = $4 \
+               FROM unnest($5::uuid[], $6::bigint[]) AS i(id, token) \
+               WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $3 \
+                 AND t.state = 'running' \
+               RETURNING t.id, t.cancel_requested) \
+             SELECT (SELECT status FROM w) AS status, \
+               (SELECT coalesce(array_agg(id), '{}') FROM l) AS held, \
+               (SELECT coalesce(array_agg(id) FILTER (WHERE cancel_requested), '{}') FROM l) \
+                 AS cancel",
+        )
+        .bind(now)
+        .bind(!leases.is_empty())
+        .bind(worker.as_str())
+        .bind(now + dur_ms(lease_ttl))
+        .bind(&ids)
+        .bind(&tokens)
+        .fetch_one(&self.pool)
+        .await?;
+        let status: Option<String> = r.try_get("status")?;
+        let Some(status) = status else {
+            return Err(StoreError::NotFound {
+                what: "worker",
+                id: worker.to_string(),
+            });
+        };
+        let held: Vec<Uuid> = r.try_get("held")?;
+        let cancel: Vec<Uuid> = r.try_get("cancel")?;
+        Ok(HeartbeatReply {
+            cancel: cancel.into_iter().map(TaskId).collect(),
+            lost: ids
+                .iter()
+                .filter(|id| !held.contains(id))
+                .map(|id| TaskId(*id))
+                .collect(),
+            drain: status == "draining",
+        })
+    }
+
+    pub(super) async fn append(
+        &self,
+        task: TaskId,
+        lease: Option<Lease>,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        if let Some(l) = lease
+            && l.task_id != task
+        {
+            return Err(StoreError::StaleLease(task));
+        }
+        let now = self.now();
+        let token = lease.map(|l| l.token.0);
+        let mut at = Vec::with_capacity(events.len());
+        let mut kind = Vec::with_capacity(events.len());
+        let mut data = Vec::with_capacity(events.len());
+        for e in &events {
+            at.push(e.at.map(common::ms).unwrap_or(now));
+            kind.push(e.kind().as_str());
+            data.push(common::event_data(&e.payload)?);
+        }
+        // One statement. The task row is locked while the events are numbered: a re-claim
+        // waits for the append (or the append sees the new token and is refused), and two
+        // appends to one task commit in the order of their sequence numbers, so a reader
+        // following `seq > last` never skips an event that commits late.
+        let n = sqlx::query(
+            "WITH t AS (SELECT id FROM tasks WHERE id = $1 \
+                 AND ($5::bigint IS NULL OR (lease_token = $5 AND state = 'running')) \
+                 FOR NO KEY UPDATE) \
+             INSERT INTO events (task_id, at, kind, data) \
+             SELECT t.id, i.at, i.kind, i.data \
+             FROM t, unnest($2::bigint[], $3::text[], $4::text[]) WITH ORDINALITY \
+               AS i(at, kind, data, ord) \
+             ORDER BY i.ord",
+        )
+        .bind(task.0)
+        .bind(&at)
+        .bind(&kind)
+        .bind(&data)
+        .bind(token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            let ok: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 \
+                   AND ($2::bigint IS NULL OR (lease_token = $2 AND state = 'running')))",
+            )
+            .bind(task.0)
+            .bind(token)
+            .fetch_one(&self.pool)
+            .await?;
+            if !ok {
+                return Err(match lease {
+                    Some(_) => StoreError::StaleLease(task),
+                    None => StoreError::NotFound {
+                        what: "task",
+                        id: task.to_string(),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn list(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+        let sql = format!(
+            "SELECT {} FROM tasks \
+             WHERE ($1::text IS NULL OR state = $1) \
+               AND ($2::text IS NULL OR project = $2) \
+               AND ($3::jsonb IS NULL OR labels @> $3::jsonb) \
+               AND ($4::text IS NULL OR worker_id = $4) \
+               AND ($5::uuid IS NULL OR id < $5) \
+             ORDER BY id DESC LIMIT $6",
+            cols("")
+        );
+        let label = f
+            .label
+            .as_ref()
+            .map(|(k, v)| json(&BTreeMap::from([(k.clone(), v.clone())])))
+            .transpose()?;
+        let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
+        sqlx::query(&sql)
+            .bind(f.state.map(|s| s.as_str()))
+            .bind(f.project.as_deref())
+            .bind(label)
+            .bind(f.worker.as_ref().map(|w| w.as_str()))
+            .bind(f.before.map(|b| b.0))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(task)
+            .collect()
+    }
+
+    pub(super) async fn purge(&self, retention: Duration) -> Result<u64> {
+        let cutoff = self.now() - dur_ms(retention);
+        let mut total = 0;
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "WITH d AS ( \
+                   DELETE FROM tasks WHERE id IN ( \
+                     SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                       AND state IN ('succeeded', 'failed', 'canceled') \
+                     LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                   RETURNING id), \
+                 e AS (DELETE FROM events WHERE task_id IN (SELECT id FROM d)), \
+                 a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM d)), \
+                 x AS (DELETE FROM task_deps WHERE task_id IN (SELECT id FROM d) \
+                         OR dep_id IN (SELECT id FROM d)) \
+                 SELECT count(*) FROM d",
+            )
+            .bind(cutoff)
+            .bind(PURGE_BATCH)
+            .fetch_one(&self.pool)
+            .await?;
+            total += u64::try_from(n).unwrap_or(0);
+            if n < PURGE_BATCH {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,284 @@
+//! Workers, projects, credentials and tokens: plain CRUD, the same on both backends.
+
+/// Instantiate the registry queries for database `$db` (see the [module docs](super)).
+macro_rules! registry_queries {
+    ($db:ty) => {
+        use std::collections::HashMap;
+        use std::time::Duration;
+
+        use agentpool_core::project::ProjectSpec;
+        use agentpool_core::worker::WorkerRegistration;
+        use agentpool_core::{Project, Worker, WorkerId};
+        use sqlx::{Pool, Row};
+
+        use $crate::common::{self, dur_ms, json, project_row, token_row, worker_row};
+        use $crate::{Result, StoreError, TokenRecord};
+
+        type Db = $db;
+
+        /// Tasks running per worker (of `worker` only, when given).
+        pub(crate) async fn running_counts(
+            r: &Pool<Db>,
+            worker: Option<&WorkerId>,
+        ) -> Result<HashMap<String, u32>> {
+            let rows = sqlx::query(
+                "SELECT worker_id, count(*) AS n FROM tasks WHERE state = 'running' \
+                 AND ($1 IS NULL OR worker_id = $1) GROUP BY worker_id",
+            )
+            .bind(worker.map(|w| w.as_str()))
+            .fetch_all(r)
+            .await?;
+            let mut m = HashMap::new();
+            for row in rows {
+                let w: Option<String> = row.try_get("worker_id")?;
+                let n: i64 = row.try_get("n")?;
+                if let Some(w) = w {
+                    m.insert(w, u32::try_from(n).unwrap_or(0));
+                }
+            }
+            Ok(m)
+        }
+
+        async fn with_running(
+            r: &Pool<Db>,
+            row: &<Db as sqlx::Database>::Row,
+            id: &WorkerId,
+        ) -> Result<Worker> {
+            let running = running_counts(r, Some(id)).await?;
+            worker_row(row, running.get(id.as_str()).copied().unwrap_or(0))
+        }
+
+        pub(crate) async fn register_worker(
+            w: &Pool<Db>,
+            r: &Pool<Db>,
+            reg: WorkerRegistration,
+            now: i64,
+        ) -> Result<Worker> {
+            let id = reg
+                .id
+                .clone()
+                .unwrap_or_else(|| WorkerId::generate(&reg.hostname));
+            let row = sqlx::query(
+                "INSERT INTO workers (id, hostname, version, agents, labels, slots, status, \
+                 registered_at, last_heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7) \
+                 ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
+                   version = excluded.version, agents = excluded.agents, labels = excluded.labels, \
+                   slots = excluded.slots, status = 'idle', registered_at = excluded.registered_at, \
+                   last_heartbeat_at = excluded.last_heartbeat_at \
+                 RETURNING *",
+            )
+            .bind(id.as_str())
+            .bind(&reg.hostname)
+            .bind(&reg.version)
+            .bind(json(&reg.agents)?)
+            .bind(json(&reg.labels)?)
+            .bind(i64::from(reg.slots))
+            .bind(now)
+            .fetch_one(w)
+            .await?;
+            with_running(r, &row, &id).await
+        }
+
+        pub(crate) async fn get_worker(r: &Pool<Db>, id: &WorkerId) -> Result<Option<Worker>> {
+            let row = sqlx::query("SELECT * FROM workers WHERE id = $1")
+                .bind(id.as_str())
+                .fetch_optional(r)
+                .await?;
+            match row {
+                None => Ok(None),
+                Some(row) => Ok(Some(with_running(r, &row, id).await?)),
+            }
+        }
+
+        pub(crate) async fn list_workers(r: &Pool<Db>) -> Result<Vec<Worker>> {
+            let counts = running_counts(r, None).await?;
+            sqlx::query("SELECT * FROM workers ORDER BY id")
+                .fetch_all(r)
+                .await?
+                .iter()
+                .map(|row| {
+                    let id: String = row.try_get("id")?;
+                    worker_row(row, counts.get(&id).copied().unwrap_or(0))
+                })
+                .collect()
+        }
+
+        pub(crate) async fn drain_worker(w: &Pool<Db>, r: &Pool<Db>, id: &WorkerId) -> Result<Worker> {
+            let row = sqlx::query("UPDATE workers SET status = 'draining' WHERE id = $1 RETURNING *")
+                .bind(id.as_str())
+                .fetch_optional(w)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "worker",
+                    id: id.to_string(),
+                })?;
+            with_running(r, &row, id).await
+        }
+
+        /// Mark the worker offline and expire its leases, so the next maintenance pass rescues
+        /// what it held instead of waiting for the full lease.
+        pub(crate) async fn deregister_worker(
+            conn: &mut <Db as sqlx::Database>::Connection,
+            id: &WorkerId,
+            now: i64,
+        ) -> Result<()> {
+            let n = sqlx::query("UPDATE workers SET status = 'offline' WHERE id = $1")
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            common::found(n, "worker", id.as_str())?;
+            sqlx::query("UPDATE tasks SET lease_expires_at = $1 WHERE state = 'running' AND worker_id = $2")
+                .bind(now - 1)
+                .bind(id.as_str())
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
+        /// A conditional update: replicas running this at once each mark a worker at most once.
+        pub(crate) async fn mark_workers_offline(w: &Pool<Db>, threshold: Duration, now: i64) -> Result<u64> {
+            Ok(sqlx::query(
+                "UPDATE workers SET status = 'offline' \
+                 WHERE status <> 'offline' AND last_heartbeat_at < $1",
+            )
+            .bind(now - dur_ms(threshold))
+            .execute(w)
+            .await?
+            .rows_affected())
+        }
+
+        pub(crate) async fn put_project(w: &Pool<Db>, spec: ProjectSpec, now: i64) -> Result<Project> {
+            let row = sqlx::query(
+                "INSERT INTO projects (name, spec, slots, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
+                 slots = excluded.slots, updated_at = excluded.updated_at RETURNING *",
+            )
+            .bind(&spec.name)
+            .bind(json(&spec)?)
+            .bind(spec.slots.map(i64::from))
+            .bind(now)
+            .fetch_one(w)
+            .await?;
+            project_row(&row)
+        }
+
+        pub(crate) async fn get_project(r: &Pool<Db>, name: &str) -> Result<Option<Project>> {
+            sqlx::query("SELECT * FROM projects WHERE name = $1")
+                .bind(name)
+                .fetch_optional(r)
+                .await?
+                .as_ref()
+                .map(project_row)
+                .transpose()
+        }
+
+        pub(crate) async fn list_projects(r: &Pool<Db>) -> Result<Vec<Project>> {
+            sqlx::query("SELECT * FROM projects ORDER BY name")
+                .fetch_all(r)
+                .await?
+                .iter()
+                .map(project_row)
+                .collect()
+        }
+
+        pub(crate) async fn delete_project(w: &Pool<Db>, name: &str) -> Result<()> {
+            let n = sqlx::query("DELETE FROM projects WHERE name = $1")
+                .bind(name)
+                .execute(w)
+                .await?
+                .rows_affected();
+            common::found(n, "project", name)
+        }
+
+        pub(crate) async fn put_credential(
+            w: &Pool<Db>,
+            name: &str,
+            ciphertext: Vec<u8>,
+            now: i64,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO credentials (name, ciphertext, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
+                 ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(ciphertext)
+            .bind(now)
+            .execute(w)
+            .await?;
+            Ok(())
+        }
+
+        pub(crate) async fn get_credential(r: &Pool<Db>, name: &str) -> Result<Option<Vec<u8>>> {
+            Ok(
+                sqlx::query_scalar("SELECT ciphertext FROM credentials WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(r)
+                    .await?,
+            )
+        }
+
+        pub(crate) async fn list_credentials(r: &Pool<Db>) -> Result<Vec<String>> {
+            Ok(
+                sqlx::query_scalar("SELECT name FROM credentials ORDER BY name")
+                    .fetch_all(r)
+                    .await?,
+            )
+        }
+
+        pub(crate) async fn delete_credential(w: &Pool<Db>, name: &str) -> Result<()> {
+            let n = sqlx::query("DELETE FROM credentials WHERE name = $1")
+                .bind(name)
+                .execute(w)
+                .await?
+                .rows_affected();
+            common::found(n, "credential", name)
+        }
+
+        pub(crate) async fn create_token(w: &Pool<Db>, t: TokenRecord) -> Result<()> {
+            let r = sqlx::query(
+                "INSERT INTO tokens (id, name, role, hash, created_at, revoked) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(&t.role)
+            .bind(&t.hash)
+            .bind(common::ms(t.created_at))
+            .bind(t.revoked)
+            .execute(w)
+            .await;
+            common::token_created(r)
+        }
+
+        pub(crate) async fn find_token(r: &Pool<Db>, hash: &str) -> Result<Option<TokenRecord>> {
+            sqlx::query("SELECT * FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(r)
+                .await?
+                .as_ref()
+                .map(token_row)
+                .transpose()
+        }
+
+        pub(crate) async fn list_tokens(r: &Pool<Db>) -> Result<Vec<TokenRecord>> {
+            sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
+                .fetch_all(r)
+                .await?
+                .iter()
+                .map(token_row)
+                .collect()
+        }
+
+        pub(crate) async fn revoke_token(w: &Pool<Db>, id: &str) -> Result<()> {
+            let n = sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1")
+                .bind(id)
+                .execute(w)
+                .await?
+                .rows_affected();
+            common::found(n, "token", id)
+        }
+    };
+}
+pub(crate) use registry_queries;

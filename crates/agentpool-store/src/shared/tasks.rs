@@ -1,0 +1,512 @@
+//! Task queries that read or end attempts outside the hot path — attempts history, the end of
+//! a failed or expired attempt, dependency cascades, cancel, manual retry, the task detail with
+//! its waiting reasons, events paging — the same on both backends.
+
+/// Instantiate the task queries for database `$db` (see the [module docs](super)).
+macro_rules! task_queries {
+    ($db:ty) => {
+        use std::collections::BTreeMap;
+
+        use agentpool_core::protocol::ClaimedTask;
+        use agentpool_core::{
+            Attempt, AttemptOutcome, ErrorClass, Event, Lease, Lifecycle, RetryPolicy, Task, TaskId, TaskResult,
+            TaskState, WorkerId,
+        };
+        use sqlx::Pool;
+
+        use $crate::common::{
+            self, Ending, HELD_COLS, Held, LifecycleLog, StoreRow, TASK_COLS, dur_ms, held, json, task,
+        };
+        use $crate::{Failure, Result, StoreError, TaskDetail, WaitReason};
+
+        type Db = $db;
+        type Conn = <Db as sqlx::Database>::Connection;
+
+        /// Record an attempt that ended other than in success. The first recorded end of an
+        /// attempt wins.
+        async fn insert_attempt(
+            conn: &mut Conn,
+            h: &Held,
+            now: i64,
+            outcome: AttemptOutcome,
+            class: ErrorClass,
+            message: &str,
+        ) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO attempts (task_id, lease_token, number, worker_id, started_at, \
+                 ended_at, outcome, error_class, error_message) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (task_id, lease_token) DO NOTHING",
+            )
+            .bind(tid(h.id))
+            .bind(h.token)
+            .bind(i32::try_from(h.attempts).unwrap_or(i32::MAX))
+            .bind(&h.worker_id)
+            .bind(h.started_at)
+            .bind(now)
+            .bind(outcome.as_str())
+            .bind(class.as_str())
+            .bind(message)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        }
+
+        /// Fail every queued dependent of `failed` (transitively) with `DEPENDENCY_FAILED`, one
+        /// statement per level of the dependency graph.
+        pub(crate) async fn cascade_failure(
+            conn: &mut Conn,
+            failed: Vec<TaskId>,
+            now: i64,
+            log: &mut LifecycleLog,
+        ) -> Result<()> {
+            let sql = format!(
+                "UPDATE tasks SET state = 'failed', error_class = $1, error_message = $2, \
+                 finished_at = $3, updated_at = $3 \
+                 WHERE state = 'queued' AND id IN \
+                   (SELECT task_id FROM task_deps WHERE dep_id IN ({})) \
+                 RETURNING id, has_dependents",
+                in_ids(4)
+            );
+            let mut frontier = failed;
+            while !frontier.is_empty() {
+                let rows = sqlx::query(&sql)
+                    .bind(ErrorClass::DependencyFailed.as_str())
+                    .bind(common::DEPENDENCY_FAILED_MSG)
+                    .bind(now)
+                    .bind(ids_param(&frontier)?)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                frontier = Vec::new();
+                for r in rows {
+                    let id = r.task_id("id")?;
+                    log.push(id, common::dependency_failed())?;
+                    if r.flag("has_dependents")? {
+                        frontier.push(id);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// One fewer pending dependency for every dependent of the tasks that just succeeded.
+        /// A statement of its own: it must see dependents committed after the completion's
+        /// snapshot (they locked the dependency rows first, so they are committed).
+        pub(crate) async fn release_dependents(conn: &mut Conn, succeeded: &[TaskId], now: i64) -> Result<()> {
+            let sql = format!(
+                "UPDATE tasks SET deps_pending = tasks.deps_pending - d.n, updated_at = $1 \
+                 FROM (SELECT task_id, CAST(count(*) AS INTEGER) AS n FROM task_deps \
+                       WHERE dep_id IN ({}) GROUP BY task_id) AS d \
+                 WHERE tasks.id = d.task_id",
+                in_ids(2)
+            );
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(ids_param(succeeded)?)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+
+        /// Persist the end of a failed or expired attempt as `ending` says; its lifecycle
+        /// events go to `log`. Returns whether claimers should be woken (a lock or slot was
+        /// freed, or the task is runnable again at once).
+        #[allow(clippy::too_many_arguments)]
+        async fn end_attempt(
+            conn: &mut Conn,
+            h: &Held,
+            now: i64,
+            ending: &Ending,
+            class: ErrorClass,
+            message: &str,
+            result: Option<&TaskResult>,
+            log: &mut LifecycleLog,
+        ) -> Result<bool> {
+            log.push(h.id, common::ending_event(ending, h.attempts, now, class, message))?;
+            let result = result.map(json).transpose()?;
+            let outcome = common::attempt_outcome(ending, class);
+            let mut wake = h.constrained;
+            match ending {
+                Ending::Requeue { delay } => {
+                    sqlx::query(
+                        "UPDATE tasks SET state = 'queued', run_after = $1, updated_at = $2, \
+                         worker_id = NULL, lease_expires_at = NULL, cancel_requested = FALSE, \
+                         error_class = $3, error_message = $4, result = COALESCE($5, result) \
+                         WHERE id = $6 AND lease_token = $7",
+                    )
+                    .bind(now + dur_ms(*delay))
+                    .bind(now)
+                    .bind(class.as_str())
+                    .bind(message)
+                    .bind(result)
+                    .bind(tid(h.id))
+                    .bind(h.token)
+                    .execute(&mut *conn)
+                    .await?;
+                    insert_attempt(conn, h, now, outcome, class, message).await?;
+                    wake |= delay.is_zero();
+                }
+                Ending::Finish { state, class } => {
+                    sqlx::query(
+                        "UPDATE tasks SET state = $1, finished_at = $2, updated_at = $2, \
+                         lease_expires_at = NULL, error_class = $3, error_message = $4, \
+                         result = COALESCE($5, result) WHERE id = $6 AND lease_token = $7",
+                    )
+                    .bind(state.as_str())
+                    .bind(now)
+                    .bind(class.as_str())
+                    .bind(message)
+                    .bind(result)
+                    .bind(tid(h.id))
+                    .bind(h.token)
+                    .execute(&mut *conn)
+                    .await?;
+                    insert_attempt(conn, h, now, outcome, *class, message).await?;
+                    if h.has_dependents {
+                        cascade_failure(conn, vec![h.id], now, log).await?;
+                    }
+                }
+            }
+            Ok(wake)
+        }
+
+        /// How a reported failure ended; the caller commits and wakes claimers.
+        pub(crate) struct Failed {
+            pub ending: Ending,
+            pub attempt: i64,
+            pub wake: bool,
+        }
+
+        /// Record a failed attempt reported by the lease holder (`StaleLease` otherwise).
+        pub(crate) async fn fail(
+            conn: &mut Conn,
+            worker: &WorkerId,
+            lease: Lease,
+            failure: &Failure,
+            policy: &RetryPolicy,
+            now: i64,
+        ) -> Result<Failed> {
+            let sql = format!(
+                "SELECT {HELD_COLS} FROM tasks \
+                 WHERE id = $1 AND lease_token = $2 AND worker_id = $3 AND state = 'running'{FOR_UPDATE}"
+            );
+            let Some(r) = sqlx::query(&sql)
+                .bind(tid(lease.task_id))
+                .bind(lease.token.0)
+                .bind(worker.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Err(StoreError::StaleLease(lease.task_id));
+            };
+            let h = held(&r)?;
+            let ending = common::decide_failure(
+                h.cancel_requested,
+                failure.class,
+                h.attempts,
+                h.max_attempts,
+                failure.retry_after,
+                policy,
+            )?;
+            let mut log = LifecycleLog::default();
+            let wake = end_attempt(
+                conn,
+                &h,
+                now,
+                &ending,
+                failure.class,
+                &failure.message,
+                failure.result.as_ref(),
+                &mut log,
+            )
+            .await?;
+            insert_lifecycle(conn, &log, now).await?;
+            Ok(Failed {
+                ending,
+                attempt: h.attempts,
+                wake,
+            })
+        }
+
+        /// Rescue up to [`common::EXPIRE_BATCH`] expired leases. Returns how many, and whether
+        /// claimers should be woken.
+        pub(crate) async fn rescue_batch(conn: &mut Conn, policy: &RetryPolicy, now: i64) -> Result<(usize, bool)> {
+            let sql = format!(
+                "SELECT {HELD_COLS} FROM tasks WHERE state = 'running' AND lease_expires_at < $1 \
+                 ORDER BY lease_expires_at LIMIT $2{FOR_UPDATE_SKIP_LOCKED}"
+            );
+            let rows = sqlx::query(&sql)
+                .bind(now)
+                .bind(common::EXPIRE_BATCH)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut wake = false;
+            let mut log = LifecycleLog::default();
+            for r in &rows {
+                let h = held(r)?;
+                common::log_expiry(&mut log, &h)?;
+                let ending = common::decide_failure(
+                    h.cancel_requested,
+                    ErrorClass::LeaseExpired,
+                    h.attempts,
+                    h.max_attempts,
+                    None,
+                    policy,
+                )?;
+                wake |= end_attempt(
+                    conn,
+                    &h,
+                    now,
+                    &ending,
+                    ErrorClass::LeaseExpired,
+                    common::LEASE_EXPIRED_MSG,
+                    None,
+                    &mut log,
+                )
+                .await?;
+            }
+            insert_lifecycle(conn, &log, now).await?;
+            Ok((rows.len(), wake))
+        }
+
+        /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
+        /// for its worker.
+        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
+            let sql = format!("SELECT {TASK_COLS}, has_dependents FROM tasks WHERE id = $1{FOR_UPDATE}");
+            let r = sqlx::query(&sql)
+                .bind(tid(id))
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "task",
+                    id: id.to_string(),
+                })?;
+            let t = task(&r)?;
+            let has_dependents = r.flag("has_dependents")?;
+            let mut log = LifecycleLog::default();
+            match agentpool_core::task::cancel(t.state)? {
+                agentpool_core::Transition::Finish { state, class } => {
+                    sqlx::query(
+                        "UPDATE tasks SET state = $1, error_class = $2, error_message = 'canceled', \
+                         finished_at = $3, updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(state.as_str())
+                    .bind(class.map(|c| c.as_str()))
+                    .bind(now)
+                    .bind(tid(id))
+                    .execute(&mut *conn)
+                    .await?;
+                    log.push(
+                        id,
+                        Lifecycle::Canceled {
+                            message: "canceled".into(),
+                        },
+                    )?;
+                    if has_dependents {
+                        cascade_failure(conn, vec![id], now, &mut log).await?;
+                    }
+                }
+                agentpool_core::Transition::CancelRequested => {
+                    let first = sqlx::query(
+                        "UPDATE tasks SET cancel_requested = TRUE, updated_at = $1 \
+                         WHERE id = $2 AND NOT cancel_requested",
+                    )
+                    .bind(now)
+                    .bind(tid(id))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if first > 0 {
+                        log.push(id, Lifecycle::CancelRequested)?;
+                    }
+                }
+                agentpool_core::Transition::Requeue { .. } => {
+                    return Err(StoreError::Corrupt("cancel() asked to requeue".into()));
+                }
+            }
+            insert_lifecycle(conn, &log, now).await?;
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+            task(&sqlx::query(&sql).bind(tid(id)).fetch_one(&mut *conn).await?)
+        }
+
+        /// Re-queue a failed or canceled task with a fresh attempt budget, once every
+        /// dependency it has did not fail.
+        pub(crate) async fn retry(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
+            let sql = format!("SELECT state FROM tasks WHERE id = $1{FOR_UPDATE}");
+            let state: String = sqlx::query_scalar(&sql)
+                .bind(tid(id))
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "task",
+                    id: id.to_string(),
+                })?;
+            agentpool_core::task::retry(common::parse_state(&state)?)?;
+            let deps = sqlx::query(
+                "SELECT d.dep_id, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id \
+                 WHERE d.task_id = $1",
+            )
+            .bind(tid(id))
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut pending = 0i32;
+            for d in &deps {
+                match common::parse_state(&d.text("state")?)? {
+                    TaskState::Succeeded => {}
+                    TaskState::Failed | TaskState::Canceled => {
+                        return Err(StoreError::Conflict(format!(
+                            "dependency {} did not succeed; retry it first",
+                            d.task_id("dep_id")?
+                        )));
+                    }
+                    _ => pending += 1,
+                }
+            }
+            let sql = format!(
+                "UPDATE tasks SET state = 'queued', attempts = 0, run_after = $1, \
+                 updated_at = $1, finished_at = NULL, worker_id = NULL, \
+                 lease_expires_at = NULL, cancel_requested = FALSE, error_class = NULL, \
+                 error_message = NULL, deps_pending = $2 WHERE id = $3 RETURNING {TASK_COLS}"
+            );
+            let r = sqlx::query(&sql)
+                .bind(now)
+                .bind(pending)
+                .bind(tid(id))
+                .fetch_one(&mut *conn)
+                .await?;
+            let mut log = LifecycleLog::default();
+            log.push(id, Lifecycle::Queued)?;
+            insert_lifecycle(conn, &log, now).await?;
+            task(&r)
+        }
+
+        /// The task with its attempts and, while queued, why it waits.
+        pub(crate) async fn get_task(r: &Pool<Db>, id: TaskId, now: i64) -> Result<Option<TaskDetail>> {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+            let Some(row) = sqlx::query(&sql).bind(tid(id)).fetch_optional(r).await? else {
+                return Ok(None);
+            };
+            let t = task(&row)?;
+            let rows = sqlx::query(
+                "SELECT task_id, number, worker_id, lease_token, started_at, ended_at, outcome, \
+                 error_class, error_message FROM attempts WHERE task_id = $1 ORDER BY lease_token",
+            )
+            .bind(tid(id))
+            .fetch_all(r)
+            .await?;
+            let mut attempts: Vec<Attempt> = rows.iter().map(common::attempt_row).collect::<Result<_>>()?;
+            attempts.extend(common::current_attempt(&t));
+            let waiting = waiting(r, &t, now).await?;
+            Ok(Some(TaskDetail {
+                task: t,
+                attempts_detail: attempts,
+                waiting,
+            }))
+        }
+
+        async fn waiting(r: &Pool<Db>, t: &Task, now: i64) -> Result<Vec<WaitReason>> {
+            let mut out = Vec::new();
+            if t.state != TaskState::Queued {
+                return Ok(out);
+            }
+            if common::ms(t.run_after) > now {
+                out.push(WaitReason::Scheduled {
+                    run_after: t.run_after,
+                });
+            }
+            let mut pending = sqlx::query(
+                "SELECT d.dep_id FROM task_deps d JOIN tasks t ON t.id = d.dep_id \
+                 WHERE d.task_id = $1 AND t.state <> 'succeeded'",
+            )
+            .bind(tid(t.id))
+            .fetch_all(r)
+            .await?
+            .iter()
+            .map(|row| row.task_id("dep_id"))
+            .collect::<Result<Vec<_>>>()?;
+            pending.sort();
+            if !pending.is_empty() {
+                out.push(WaitReason::Dependencies { pending });
+            }
+            let holder = sqlx::query(
+                "SELECT r.id FROM tasks t JOIN tasks r ON r.lock_key = t.lock_key \
+                 WHERE t.id = $1 AND r.state = 'running' LIMIT 1",
+            )
+            .bind(tid(t.id))
+            .fetch_optional(r)
+            .await?;
+            if let Some(h) = holder {
+                out.push(WaitReason::BranchLocked {
+                    branch: t.spec.branch.clone().unwrap_or_default(),
+                    held_by: h.task_id("id")?,
+                });
+            }
+            if let Some(p) = &t.spec.project {
+                let row = sqlx::query(
+                    "SELECT p.slots, (SELECT count(*) FROM tasks WHERE state = 'running' \
+                       AND project = p.name) AS running FROM projects p WHERE p.name = $1",
+                )
+                .bind(p)
+                .fetch_optional(r)
+                .await?;
+                if let Some(row) = row
+                    && let Some(slots) = row.opt_big("slots")?
+                    && row.big("running")? >= slots
+                {
+                    out.push(WaitReason::ProjectSlotsFull {
+                        project: p.clone(),
+                        slots: u32::try_from(slots).unwrap_or(0),
+                    });
+                }
+            }
+            if out.is_empty() {
+                out.push(WaitReason::NoWorker);
+            }
+            Ok(out)
+        }
+
+        /// Fill in the session to resume for claimed follow-up tasks.
+        pub(crate) async fn resume_sessions(r: &Pool<Db>, claimed: &mut [ClaimedTask]) -> Result<()> {
+            for c in claimed.iter_mut() {
+                if let Some(prev) = c.task.spec.follow_up_of {
+                    let result: Option<String> = sqlx::query_scalar("SELECT result FROM tasks WHERE id = $1")
+                        .bind(tid(prev))
+                        .fetch_optional(r)
+                        .await?
+                        .flatten();
+                    c.resume_session = result
+                        .and_then(|r| serde_json::from_str::<TaskResult>(&r).ok())
+                        .and_then(|r| r.session_id);
+                }
+            }
+            Ok(())
+        }
+
+        pub(crate) async fn list_events(r: &Pool<Db>, task: TaskId, after: i64, limit: u32) -> Result<Vec<Event>> {
+            let limit = if limit == 0 { 1000 } else { limit.min(10_000) };
+            let rows = sqlx::query(
+                "SELECT seq, at, kind, data FROM events WHERE task_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3",
+            )
+            .bind(tid(task))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(r)
+            .await?;
+            rows.iter().map(|row| common::event_row(task, row)).collect()
+        }
+
+        pub(crate) async fn count_by_state(r: &Pool<Db>) -> Result<BTreeMap<TaskState, u64>> {
+            let rows = sqlx::query("SELECT state, count(*) AS n FROM tasks GROUP BY state")
+                .fetch_all(r)
+                .await?;
+            let mut m: BTreeMap<TaskState, u64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
+            for row in rows {
+                let n = row.big("n")?;
+                m.insert(common::parse_state(&row.text("state")?)?, u64::try_from(n).unwrap_or(0));
+            }
+            Ok(m)
+        }
+    };
+}
+pub(crate) use task_queries;

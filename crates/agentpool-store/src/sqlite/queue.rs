@@ -1,0 +1,481 @@
+//! What only SQLite does: enqueue (dependencies checked one by one in the writer's
+//! transaction), the claim inside one `BEGIN IMMEDIATE` transaction, heartbeats, completions,
+//! event appends, listing with `json_each` label filters, and purging in batches.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
+use agentpool_core::{
+    ErrorClass, Lease, Lifecycle, NewEvent, Task, TaskId, TaskResult, TaskSpec, TaskState, WorkerId,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{SqliteStore, insert_lifecycle, tasks};
+use crate::common::{
+    self, Candidate, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
+};
+use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
+
+/// How many finished tasks one purge statement deletes, so a large purge does not hold the
+/// writer for long.
+const PURGE_BATCH: i64 = 2000;
+
+impl SqliteStore {
+    async fn enqueue_in(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        spec: TaskSpec,
+        now: i64,
+        log: &mut LifecycleLog,
+    ) -> Result<Enqueued> {
+        if let Some(key) = &spec.idempotency_key {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = ?");
+            if let Some(r) = sqlx::query(&sql).bind(key).fetch_optional(&mut **tx).await? {
+                return Ok(Enqueued {
+                    task: task(&r)?,
+                    created: false,
+                });
+            }
+        }
+        let mut pending = 0i64;
+        let mut dep_failed = false;
+        for dep in &spec.depends_on {
+            let state: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
+                .bind(dep.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+            match state.as_deref().map(common::parse_state).transpose()? {
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "depends_on: task {dep} does not exist"
+                    )));
+                }
+                Some(TaskState::Succeeded) => {}
+                Some(TaskState::Failed | TaskState::Canceled) => dep_failed = true,
+                Some(_) => pending += 1,
+            }
+        }
+        let row = NewTaskRow::new(spec, now, self.config.retry.max_attempts)?;
+        let (state, class, message, finished) = if dep_failed {
+            (
+                TaskState::Failed,
+                Some(ErrorClass::DependencyFailed.as_str()),
+                Some(common::DEPENDENCY_FAILED_MSG),
+                Some(now),
+            )
+        } else {
+            (TaskState::Queued, None, None, None)
+        };
+        sqlx::query(
+            "INSERT INTO tasks (id, spec, state, priority, run_after, created_at, updated_at, \
+             max_attempts, required_agent, labels, project, lock_key, constrained, deps_pending, \
+             idempotency_key, error_class, error_message, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.id.to_string())
+        .bind(&row.spec_json)
+        .bind(state.as_str())
+        .bind(row.priority)
+        .bind(row.run_after)
+        .bind(now)
+        .bind(now)
+        .bind(row.max_attempts)
+        .bind(&row.required_agent)
+        .bind(&row.labels_json)
+        .bind(&row.project)
+        .bind(&row.lock_key)
+        .bind(row.constrained)
+        .bind(pending)
+        .bind(&row.idempotency_key)
+        .bind(class)
+        .bind(message)
+        .bind(finished)
+        .execute(&mut **tx)
+        .await?;
+        for dep in &row.spec.depends_on {
+            sqlx::query("INSERT OR IGNORE INTO task_deps (task_id, dep_id) VALUES (?, ?)")
+                .bind(row.id.to_string())
+                .bind(dep.to_string())
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("UPDATE tasks SET has_dependents = 1 WHERE id = ?")
+                .bind(dep.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        log.push(
+            row.id,
+            if dep_failed {
+                common::dependency_failed()
+            } else {
+                Lifecycle::Queued
+            },
+        )?;
+        Ok(Enqueued {
+            task: common::new_task(&row, now, dep_failed),
+            created: true,
+        })
+    }
+
+    pub(super) async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(specs.len());
+        let mut log = LifecycleLog::default();
+        for spec in specs {
+            out.push(self.enqueue_in(&mut tx, spec, now, &mut log).await?);
+        }
+        insert_lifecycle(&mut tx, &log, now).await?;
+        tx.commit().await?;
+        if out.iter().any(|e| e.created) {
+            self.signal.notify();
+            self.wake_at(
+                out.iter()
+                    .filter(|e| e.created)
+                    .map(|e| common::ms(e.task.run_after)),
+            );
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn list(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+        let mut sql = format!("SELECT {TASK_COLS} FROM tasks t WHERE 1 = 1");
+        if f.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if f.project.is_some() {
+            sql.push_str(" AND project = ?");
+        }
+        if f.label.is_some() {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(t.labels) l WHERE l.key = ? AND l.value = ?)");
+        }
+        if f.worker.is_some() {
+            sql.push_str(" AND worker_id = ?");
+        }
+        if f.before.is_some() {
+            sql.push_str(" AND id < ?");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        let mut q = sqlx::query(&sql);
+        if let Some(s) = f.state {
+            q = q.bind(s.as_str());
+        }
+        if let Some(p) = &f.project {
+            q = q.bind(p.clone());
+        }
+        if let Some((k, v)) = &f.label {
+            q = q.bind(k.clone()).bind(v.clone());
+        }
+        if let Some(w) = &f.worker {
+            q = q.bind(w.as_str().to_string());
+        }
+        if let Some(b) = f.before {
+            q = q.bind(b.to_string());
+        }
+        let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
+        q = q.bind(i64::from(limit));
+        q.fetch_all(&self.reader).await?.iter().map(task).collect()
+    }
+
+    /// Claim in one `BEGIN IMMEDIATE` transaction, in claim order (priority, then FIFO).
+    pub(super) async fn claim_in_order(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
+        if f.max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM workers WHERE id = ?")
+            .bind(f.worker_id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match status.as_deref() {
+            None => {
+                return Err(StoreError::NotFound {
+                    what: "worker",
+                    id: f.worker_id.to_string(),
+                });
+            }
+            Some("draining") => return Ok(Vec::new()),
+            Some(_) => {}
+        }
+        let max = usize::try_from(f.max).unwrap_or(usize::MAX);
+        let window = i64::from(f.max).saturating_mul(2).saturating_add(8);
+        let rows = sqlx::query(
+            "SELECT t.id, t.lock_key, t.project, \
+               CASE WHEN t.project IS NULL THEN 0 ELSE \
+                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
+               END AS project_running, \
+               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
+             FROM tasks t \
+             WHERE t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
+               AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
+               AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
+                    WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
+                                      WHERE w.key = l.key AND w.value = l.value))) \
+               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
+                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
+                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
+             ORDER BY t.priority DESC, t.run_after, t.id \
+             LIMIT ?4",
+        )
+        .bind(now)
+        .bind(json(&f.agents)?)
+        .bind(json(&f.labels)?)
+        .bind(window)
+        .fetch_all(&mut *tx)
+        .await?;
+        let cands = rows
+            .iter()
+            .map(|r| {
+                Ok(Candidate {
+                    id: r.task_id("id")?,
+                    lock_key: r.try_get("lock_key")?,
+                    project: r.try_get("project")?,
+                    project_running: r.try_get("project_running")?,
+                    project_slots: r.try_get("project_slots")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let picked = common::pick_candidates(&cands, max);
+        if picked.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE tasks SET state = 'running', attempts = attempts + 1, \
+             lease_token = lease_token + 1, worker_id = ?, lease_expires_at = ?, started_at = ?, \
+             updated_at = ?, cancel_requested = 0 \
+             WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued' \
+             RETURNING {TASK_COLS}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(f.worker_id.as_str())
+            .bind(now + dur_ms(f.lease_ttl))
+            .bind(now)
+            .bind(now)
+            .bind(json(&picked)?)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut log = LifecycleLog::default();
+        for r in &rows {
+            log.push(
+                r.task_id("id")?,
+                Lifecycle::Claimed {
+                    attempt: u32::try_from(r.int("attempts")?).unwrap_or(0),
+                    worker: f.worker_id.clone(),
+                },
+            )?;
+        }
+        insert_lifecycle(&mut tx, &log, now).await?;
+        tx.commit().await?;
+        let order: HashMap<TaskId, usize> = picked.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let t = task(r)?;
+                let token = t
+                    .lease_token
+                    .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
+                Ok(ClaimedTask {
+                    lease: Lease { task_id: t.id, token },
+                    attempt: t.attempts,
+                    resume_session: None,
+                    task: t,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_by_key(|c| order.get(&c.task.id).copied().unwrap_or(usize::MAX));
+        Ok(claimed)
+    }
+
+    pub(super) async fn beat(
+        &self,
+        worker: &WorkerId,
+        leases: &[Lease],
+        lease_ttl: Duration,
+    ) -> Result<HeartbeatReply> {
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE workers SET last_heartbeat_at = ?, \
+             status = CASE WHEN status = 'draining' THEN 'draining' WHEN ? THEN 'busy' ELSE 'idle' END \
+             WHERE id = ? RETURNING status",
+        )
+        .bind(now)
+        .bind(!leases.is_empty())
+        .bind(worker.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(status) = status else {
+            return Err(StoreError::NotFound {
+                what: "worker",
+                id: worker.to_string(),
+            });
+        };
+        let mut reply = HeartbeatReply {
+            drain: status == "draining",
+            ..HeartbeatReply::default()
+        };
+        for l in leases {
+            let cancel: Option<bool> = sqlx::query_scalar(
+                "UPDATE tasks SET lease_expires_at = ? \
+                 WHERE id = ? AND lease_token = ? AND worker_id = ? AND state = 'running' \
+                 RETURNING cancel_requested",
+            )
+            .bind(now + dur_ms(lease_ttl))
+            .bind(l.task_id.to_string())
+            .bind(l.token.0)
+            .bind(worker.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            match cancel {
+                None => reply.lost.push(l.task_id),
+                Some(true) => reply.cancel.push(l.task_id),
+                Some(false) => {}
+            }
+        }
+        tx.commit().await?;
+        Ok(reply)
+    }
+
+    pub(super) async fn complete_many(
+        &self,
+        worker: &WorkerId,
+        items: Vec<(Lease, TaskResult)>,
+    ) -> Result<Vec<Result<()>>> {
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut succeeded = Vec::new();
+        let mut wake = false;
+        let mut log = LifecycleLog::default();
+        let sql = format!(
+            "UPDATE tasks SET state = 'succeeded', finished_at = ?, updated_at = ?, \
+             lease_expires_at = NULL, result = ?, error_class = NULL, error_message = NULL \
+             WHERE id = ? AND lease_token = ? AND worker_id = ? AND state = 'running' \
+             RETURNING {HELD_COLS}"
+        );
+        for (lease, result) in items {
+            let r = sqlx::query(&sql)
+                .bind(now)
+                .bind(now)
+                .bind(json(&result)?)
+                .bind(lease.task_id.to_string())
+                .bind(lease.token.0)
+                .bind(worker.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(r) = r else {
+                out.push(Err(StoreError::StaleLease(lease.task_id)));
+                continue;
+            };
+            // The succeeded attempt stays on the task row (see `common::current_attempt`).
+            let h = held(&r)?;
+            log.push(h.id, Lifecycle::Succeeded)?;
+            wake |= h.constrained;
+            if h.has_dependents {
+                succeeded.push(h.id);
+            }
+            out.push(Ok(()));
+        }
+        if !succeeded.is_empty() {
+            tasks::release_dependents(&mut tx, &succeeded, now).await?;
+            wake = true;
+        }
+        insert_lifecycle(&mut tx, &log, now).await?;
+        tx.commit().await?;
+        if wake {
+            self.signal.notify();
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn append(
+        &self,
+        task: TaskId,
+        lease: Option<Lease>,
+        events: Vec<NewEvent>,
+    ) -> Result<()> {
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let ok: Option<i64> = match lease {
+            Some(l) => {
+                if l.task_id != task {
+                    return Err(StoreError::StaleLease(task));
+                }
+                sqlx::query_scalar(
+                    "SELECT 1 FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'",
+                )
+                .bind(task.to_string())
+                .bind(l.token.0)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT 1 FROM tasks WHERE id = ?")
+                    .bind(task.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        if ok.is_none() {
+            return Err(match lease {
+                Some(_) => StoreError::StaleLease(task),
+                None => StoreError::NotFound {
+                    what: "task",
+                    id: task.to_string(),
+                },
+            });
+        }
+        for e in events {
+            sqlx::query("INSERT INTO events (task_id, at, kind, data) VALUES (?, ?, ?, ?)")
+                .bind(task.to_string())
+                .bind(e.at.map(common::ms).unwrap_or(now))
+                .bind(e.kind().as_str())
+                .bind(common::event_data(&e.payload)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn purge(&self, retention: Duration) -> Result<u64> {
+        let cutoff = self.now() - dur_ms(retention);
+        let mut total = 0;
+        loop {
+            let mut tx = self.begin().await?;
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
+                 AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?",
+            )
+            .bind(cutoff)
+            .bind(PURGE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if ids.is_empty() {
+                tx.commit().await?;
+                break;
+            }
+            let ids_json = json(&ids)?;
+            for sql in [
+                "DELETE FROM events WHERE task_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM attempts WHERE task_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM task_deps WHERE task_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM task_deps WHERE dep_id IN (SELECT value FROM json_each(?))",
+                "DELETE FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
+            ] {
+                sqlx::query(sql).bind(&ids_json).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            total += ids.len() as u64;
+            if (ids.len() as i64) < PURGE_BATCH {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,356 @@
+//! Lifecycle events: the store writes one with each state change, in the same transaction, in
+//! the order the changes happened; and both backends keep the same attempt history.
+
+use std::time::Duration;
+
+use agentpool_core::protocol::FailOutcome;
+use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState, WorkerId};
+use agentpool_store::{Failure, Store};
+use agentpool_testkit::db::Backend;
+
+use crate::both;
+use crate::harness::{Harness, TTL, cmd};
+
+both!(
+    a_run_reads_queued_claimed_succeeded,
+    batches_write_one_event_per_task,
+    failures_record_retry_then_failed,
+    cancel_records_request_and_outcome,
+    dependency_failures_are_recorded_on_dependents,
+    lease_rescue_records_expiry_and_what_follows,
+    one_pass_rescues_more_than_a_thousand_leases,
+);
+
+/// The lifecycle events of `id`, in order.
+async fn lifecycle(store: &dyn Store, id: TaskId) -> Vec<Lifecycle> {
+    store
+        .list_events(id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.payload.lifecycle().cloned())
+        .collect()
+}
+
+fn worker(name: &str) -> WorkerId {
+    WorkerId::parse(name).unwrap()
+}
+
+fn failure(class: ErrorClass, message: &str) -> Failure {
+    Failure {
+        class,
+        message: message.into(),
+        retry_after: None,
+        result: None,
+    }
+}
+
+async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let c = w.claim(1).await.remove(0);
+    h.store
+        .complete(&w.id, c.lease, TaskResult::default())
+        .await
+        .unwrap();
+    let events = h.store.list_events(id, 0, 100).await.unwrap();
+    assert!(events.last().unwrap().is_terminal());
+    assert_eq!(
+        lifecycle(&*h.store, id).await,
+        vec![
+            Lifecycle::Queued,
+            Lifecycle::Claimed {
+                attempt: 1,
+                worker: worker("w"),
+            },
+            Lifecycle::Succeeded,
+        ]
+    );
+    // A stale completion writes nothing.
+    assert!(
+        h.store
+            .complete(&w.id, c.lease, TaskResult::default())
+            .await
+            .is_err()
+    );
+    assert_eq!(h.store.list_events(id, 0, 100).await.unwrap().len(), 3);
+}
+
+async fn batches_write_one_event_per_task(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let tasks: Vec<TaskId> = h
+        .store
+        .enqueue_batch((0..20).map(|i| cmd(&format!("t{i}"))).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.task.id)
+        .collect();
+    let claimed = w.claim(20).await;
+    assert_eq!(claimed.len(), 20);
+    let results = h
+        .store
+        .complete_batch(
+            &w.id,
+            claimed.iter().map(|c| (c.lease, TaskResult::default())).collect(),
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok));
+    for id in tasks {
+        let names: Vec<_> = lifecycle(&*h.store, id)
+            .await
+            .iter()
+            .map(Lifecycle::name)
+            .collect();
+        assert_eq!(names, ["queued", "claimed", "succeeded"], "task {id}");
+    }
+}
+
+async fn failures_record_retry_then_failed(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let mut spec = cmd("x");
+    spec.max_attempts = Some(2);
+    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let c = w.claim(1).await.remove(0);
+    let out = h
+        .store
+        .fail(&w.id, c.lease, failure(ErrorClass::AgentError, "exit 1"))
+        .await
+        .unwrap();
+    let FailOutcome::Retrying { run_after, .. } = out else {
+        panic!("not retried: {out:?}");
+    };
+    h.clock.advance(Duration::from_secs(3600));
+    let c = w.claim(1).await.remove(0);
+    h.store
+        .fail(&w.id, c.lease, failure(ErrorClass::AgentError, "exit 2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        lifecycle(&*h.store, id).await,
+        vec![
+            Lifecycle::Queued,
+            Lifecycle::Claimed {
+                attempt: 1,
+                worker: worker("w"),
+            },
+            Lifecycle::RetryScheduled {
+                attempt: 1,
+                run_after,
+                class: ErrorClass::AgentError,
+                message: "exit 1".into(),
+            },
+            Lifecycle::Claimed {
+                attempt: 2,
+                worker: worker("w"),
+            },
+            Lifecycle::Failed {
+                class: ErrorClass::AgentError,
+                message: "exit 2".into(),
+            },
+        ]
+    );
+}
+
+async fn cancel_records_request_and_outcome(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let queued = h.store.enqueue(cmd("q")).await.unwrap().task.id;
+    let running = h.store.enqueue(cmd("r")).await.unwrap().task.id;
+    h.store.cancel(queued).await.unwrap();
+    assert_eq!(
+        lifecycle(&*h.store, queued).await.last(),
+        Some(&Lifecycle::Canceled {
+            message: "canceled".into()
+        })
+    );
+    let c = w.claim(1).await.remove(0);
+    assert_eq!(c.task.id, running);
+    h.store.cancel(running).await.unwrap();
+    // Asking twice records the request once.
+    h.store.cancel(running).await.unwrap();
+    h.store
+        .fail(&w.id, c.lease, failure(ErrorClass::Canceled, "stopped"))
+        .await
+        .unwrap();
+    let names: Vec<_> = lifecycle(&*h.store, running)
+        .await
+        .iter()
+        .map(Lifecycle::name)
+        .collect();
+    assert_eq!(names, ["queued", "claimed", "cancel_requested", "canceled"]);
+}
+
+async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let mut b = cmd("b");
+    b.depends_on = vec![a];
+    let b = h.store.enqueue(b).await.unwrap().task.id;
+    let mut c = cmd("c");
+    c.depends_on = vec![b];
+    let c = h.store.enqueue(c).await.unwrap().task.id;
+    let got = w.claim(1).await.remove(0);
+    h.store
+        .fail(&w.id, got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
+        .await
+        .unwrap();
+    let dep_failed = Lifecycle::Failed {
+        class: ErrorClass::DependencyFailed,
+        message: "a dependency failed or was canceled".into(),
+    };
+    for id in [b, c] {
+        assert_eq!(
+            lifecycle(&*h.store, id).await,
+            vec![Lifecycle::Queued, dep_failed.clone()]
+        );
+    }
+    let mut late = cmd("late");
+    late.depends_on = vec![a];
+    let late = h.store.enqueue(late).await.unwrap().task.id;
+    assert_eq!(lifecycle(&*h.store, late).await, vec![dep_failed]);
+}
+
+async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let mut spec = cmd("x");
+    spec.max_attempts = Some(2);
+    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    for _ in 0..2 {
+        w.claim(1).await.remove(0);
+        h.clock.advance(TTL + Duration::from_secs(1));
+        assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
+        h.clock.advance(Duration::from_secs(3600));
+    }
+    let names: Vec<_> = lifecycle(&*h.store, id)
+        .await
+        .iter()
+        .map(Lifecycle::name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "queued",
+            "claimed",
+            "lease_expired",
+            "retry_scheduled",
+            "claimed",
+            "lease_expired",
+            "failed",
+        ]
+    );
+    let last = lifecycle(&*h.store, id).await;
+    assert_eq!(
+        last[5],
+        Lifecycle::LeaseExpired {
+            attempt: 2,
+            worker: worker("w"),
+        }
+    );
+}
+
+/// One maintenance pass rescues every expired lease, however many there are.
+async fn one_pass_rescues_more_than_a_thousand_leases(h: Harness) {
+    const N: usize = 1100;
+    let w = h.worker("w", &["command"], &[]).await;
+    h.store
+        .enqueue_batch((0..N).map(|i| cmd(&format!("t{i}"))).collect())
+        .await
+        .unwrap();
+    let claimed = w.claim(N as u32).await;
+    assert_eq!(claimed.len(), N);
+    h.clock.advance(TTL + Duration::from_secs(1));
+    assert_eq!(h.store.requeue_expired().await.unwrap(), N as u64);
+    let counts = h.store.count_by_state().await.unwrap();
+    assert_eq!(counts[&TaskState::Running], 0);
+    assert_eq!(counts[&TaskState::Queued], N as u64);
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 0);
+}
+
+/// The attempt history of one scenario — retried failure, rescued lease, cancel, success —
+/// as both backends record it, without timestamps.
+async fn attempt_history(
+    h: Harness,
+) -> Vec<Vec<(u32, String, i64, String, Option<ErrorClass>, Option<String>)>> {
+    let w = h.worker("w", &["command"], &[]).await;
+    let mut ids = Vec::new();
+    for name in ["retried", "rescued", "canceled"] {
+        let mut spec = cmd(name);
+        spec.max_attempts = Some(3);
+        ids.push(h.store.enqueue(spec).await.unwrap().task.id);
+    }
+    let claimed = w.claim(3).await;
+    let lease_of = |id: TaskId, claimed: &[agentpool_core::protocol::ClaimedTask]| {
+        claimed.iter().find(|c| c.task.id == id).unwrap().lease
+    };
+    h.store
+        .fail(
+            &w.id,
+            lease_of(ids[0], &claimed),
+            failure(ErrorClass::Timeout, "slow"),
+        )
+        .await
+        .unwrap();
+    h.store.cancel(ids[2]).await.unwrap();
+    h.store
+        .fail(
+            &w.id,
+            lease_of(ids[2], &claimed),
+            failure(ErrorClass::AgentError, "killed"),
+        )
+        .await
+        .unwrap();
+    h.clock.advance(TTL + Duration::from_secs(1));
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
+    h.clock.advance(Duration::from_secs(3600));
+    for c in w.claim(3).await {
+        h.store
+            .complete(&w.id, c.lease, TaskResult::default())
+            .await
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let d = h.store.get_task(id).await.unwrap().unwrap();
+        out.push(
+            d.attempts_detail
+                .iter()
+                .map(|a: &Attempt| {
+                    (
+                        a.number,
+                        a.worker_id.to_string(),
+                        a.lease_token.0,
+                        a.outcome.as_str().to_string(),
+                        a.error_class,
+                        a.error_message.clone(),
+                    )
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_history_is_identical_on_both_backends() {
+    let sqlite = Harness::new(Backend::Sqlite).await.expect("sqlite");
+    let Some(pg) = Harness::new(Backend::Postgres).await else {
+        return;
+    };
+    let a = attempt_history(sqlite).await;
+    let b = attempt_history(pg).await;
+    assert_eq!(a, b);
+    // And it is the history the scenario describes.
+    let outcomes: Vec<Vec<&str>> = a
+        .iter()
+        .map(|t| t.iter().map(|x| x.3.as_str()).collect())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            vec!["failed", "succeeded"],
+            vec!["expired", "succeeded"],
+            vec!["canceled"],
+        ]
+    );
+}
