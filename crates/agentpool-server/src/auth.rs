@@ -149,7 +149,7 @@ impl Authenticator {
         self.mode
     }
 
-    async fn role_of(&self, store: &dyn Store, token: &str) -> Result<Option<Role>, ApiError> {
+    pub(crate) async fn role_of(&self, store: &dyn Store, token: &str) -> Result<Option<Role>, ApiError> {
         let hash = hash_token(token);
         if let Ok(cache) = self.cache.lock()
             && let Some((role, at)) = cache.get(&hash)
