@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, EventKind, Lease, NewEvent, TaskId, TaskResult, TaskSpec, WorkerId};
+use agentpool_core::{
+    AgentInfo, ErrorClass, EventKind, Lease, NewEvent, TaskId, TaskResult, TaskSpec, WorkerId,
+};
 use agentpool_server::{AppState, AuthMode, ServerConfig};
 use agentpool_store::{ClaimFilter, Failure, Store};
 use agentpool_testkit::db::{Backend, TestDb};
@@ -74,10 +76,14 @@ fn spec(i: usize) -> TaskSpec {
     let mut s = TaskSpec::agent(
         "https://example.com/repo.git",
         "claude-code",
-        &format!("Task {i}: fix the flaky test in module {} and explain the change", i % 97),
+        &format!(
+            "Task {i}: fix the flaky test in module {} and explain the change",
+            i % 97
+        ),
     );
     s.project = Some(PROJECTS[i % 3].into());
-    s.labels.insert(format!("team-{}", ["a", "b"][i % 2]), "yes".into());
+    s.labels
+        .insert(format!("team-{}", ["a", "b"][i % 2]), "yes".into());
     s
 }
 
@@ -202,7 +208,12 @@ async fn time(router: &axum::Router, uri: &str) -> Duration {
     let status = resp.status();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     let took = t.elapsed();
-    assert_eq!(status, StatusCode::OK, "{uri}: {}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{uri}: {}",
+        String::from_utf8_lossy(&body)
+    );
     took
 }
 
@@ -233,7 +244,11 @@ fn main() {
         let store = agentpool_store::open_store(db.url()).await.expect("open store");
         let t = Instant::now();
         let target = fill(store.as_ref(), args.tasks).await;
-        eprintln!("filled {} tasks in {:.1} s", args.tasks, t.elapsed().as_secs_f64());
+        eprintln!(
+            "filled {} tasks in {:.1} s",
+            args.tasks,
+            t.elapsed().as_secs_f64()
+        );
         let mut cfg = ServerConfig::new(db.url(), "127.0.0.1:0".parse().expect("addr"));
         cfg.auth = AuthMode::NoAuthLoopback;
         let router = agentpool_server::router(AppState::new(store.clone(), &cfg), 1 << 20);

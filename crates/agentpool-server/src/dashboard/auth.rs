@@ -55,10 +55,7 @@ impl Session {
 
     /// The hidden field every state-changing form carries.
     pub fn csrf_field(&self) -> String {
-        format!(
-            r#"<input type="hidden" name="csrf" value="{}">"#,
-            esc(&self.csrf)
-        )
+        format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(&self.csrf))
     }
 
     /// Is the session still valid (its token not revoked)? Live streams ask this as they go.
@@ -185,11 +182,7 @@ impl FromRequestParts<Dash> for Session {
             });
         }
         let login = || DashError::Login {
-            next: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
+            next: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
         };
         let Some(token) = cookie(&parts.headers, SESSION_COOKIE).filter(|t| !t.is_empty() && t.len() <= 512)
         else {
@@ -286,7 +279,10 @@ impl Form {
     }
 
     pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -342,7 +338,9 @@ pub async fn login_page(
     };
     let mut body = String::from(r#"<section class="login"><h1>Log in</h1>"#);
     if let Some(e) = error {
-        body.push_str(&format!(r#"<p class="error" role="alert" id="login-error">{e}</p>"#));
+        body.push_str(&format!(
+            r#"<p class="error" role="alert" id="login-error">{e}</p>"#
+        ));
     }
     body.push_str(&format!(
         r#"<form method="post" action="/login">
@@ -456,7 +454,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; agentpool_session=apt_x; b=2"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; agentpool_session=apt_x; b=2"),
+        );
         assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("apt_x"));
         assert_eq!(cookie(&h, "c"), None);
     }

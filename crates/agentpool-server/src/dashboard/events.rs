@@ -46,7 +46,10 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
         "tool_call" => {
             let name = str_of(d, &["name", "tool"]).unwrap_or("tool");
             let input = d.get("input").or_else(|| d.get("arguments"));
-            let arg = input.and_then(tool_key_argument).map(|a| cut(&a, 160)).unwrap_or_default();
+            let arg = input
+                .and_then(tool_key_argument)
+                .map(|a| cut(&a, 160))
+                .unwrap_or_default();
             let _ = write!(
                 body,
                 r#"<span class="tag">tool call</span> <strong class="tool">{}</strong> <code class="arg">{}</code>"#,
@@ -111,7 +114,9 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
                 n("attempt").unwrap_or_else(|| "?".into()),
                 n("max_retries").unwrap_or_else(|| "?".into()),
                 n("status").map(|s| format!(", HTTP {s}")).unwrap_or_default(),
-                n("delay_ms").map(|s| format!(", waiting {s} ms")).unwrap_or_default(),
+                n("delay_ms")
+                    .map(|s| format!(", waiting {s} ms"))
+                    .unwrap_or_default(),
                 esc(str_of(d, &["error", "message"]).unwrap_or(""))
             );
             class = "warn";
@@ -147,7 +152,9 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
         }
         "session_started" => {
             let id = str_of(d, &["session_id", "id"]).unwrap_or("");
-            let model = str_of(d, &["model"]).map(|m| format!(" · model {m}")).unwrap_or_default();
+            let model = str_of(d, &["model"])
+                .map(|m| format!(" · model {m}"))
+                .unwrap_or_default();
             let _ = write!(
                 body,
                 r#"<span class="tag">session</span> <code>{}</code>{}"#,

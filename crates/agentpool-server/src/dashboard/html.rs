@@ -121,7 +121,11 @@ pub fn ago(t: Timestamp, now: Timestamp) -> String {
     } else {
         format!("{} d", n / 86400)
     };
-    if future { format!("in {s}") } else { format!("{s} ago") }
+    if future {
+        format!("in {s}")
+    } else {
+        format!("{s} ago")
+    }
 }
 
 pub fn duration_ms(ms: u64) -> String {

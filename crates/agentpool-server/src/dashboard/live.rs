@@ -38,13 +38,16 @@ const EVENT_PAGE: u32 = 500;
 
 enum View {
     Overview,
-    Tasks(ListQuery),
+    Tasks(Box<ListQuery>),
     Workers,
 }
 
 async fn render(dash: &Dash, view: &View, session: &Session) -> DashResult<Vec<(&'static str, String)>> {
     Ok(match view {
-        View::Overview => vec![("overview", super::overview::render(&super::overview::load(dash).await?))],
+        View::Overview => vec![(
+            "overview",
+            super::overview::render(&super::overview::load(dash).await?),
+        )],
         View::Tasks(q) => {
             let v = super::tasks::find(dash, q).await?;
             vec![
@@ -167,7 +170,7 @@ pub async fn overview(State(dash): State<Dash>, session: Session) -> Response {
 }
 
 pub async fn tasks(State(dash): State<Dash>, session: Session, Query(q): Query<ListQuery>) -> Response {
-    page_stream(dash, session, View::Tasks(q))
+    page_stream(dash, session, View::Tasks(Box::new(q)))
 }
 
 pub async fn workers(State(dash): State<Dash>, session: Session) -> Response {
@@ -198,9 +201,18 @@ impl TaskStream {
     async fn sum_earlier_usage(&mut self) -> DashResult<()> {
         let mut cursor = 0;
         while cursor < self.after {
-            let evs = self.dash.app.store().list_events(self.id, cursor, EVENT_PAGE).await?;
-            let Some(last) = evs.last().map(|e| e.seq) else { break };
-            evs.iter().filter(|e| e.seq <= self.after).for_each(|e| self.usage.add(e));
+            let evs = self
+                .dash
+                .app
+                .store()
+                .list_events(self.id, cursor, EVENT_PAGE)
+                .await?;
+            let Some(last) = evs.last().map(|e| e.seq) else {
+                break;
+            };
+            evs.iter()
+                .filter(|e| e.seq <= self.after)
+                .for_each(|e| self.usage.add(e));
             cursor = last;
         }
         Ok(())
@@ -240,7 +252,8 @@ impl TaskStream {
             // Events written just before the task finished may have landed after the read
             // above: read once more, and end only after a read that found nothing.
             if got == 0 {
-                self.pending.push_back(SseEvent::default().event("end").data("finished"));
+                self.pending
+                    .push_back(SseEvent::default().event("end").data("finished"));
                 self.done = true;
             } else {
                 self.skip_wait = true;

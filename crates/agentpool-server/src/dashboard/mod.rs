@@ -123,7 +123,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     if !h.contains_key(header::CACHE_CONTROL) {
@@ -133,7 +136,11 @@ async fn security_headers(mut r: Response) -> Response {
 }
 
 /// 403 page for an action the session's role may not take.
-pub(crate) fn require(session: &auth::Session, roles: &[crate::auth::Role], what: &str) -> error::DashResult<()> {
+pub(crate) fn require(
+    session: &auth::Session,
+    roles: &[crate::auth::Role],
+    what: &str,
+) -> error::DashResult<()> {
     if session.can(roles) {
         Ok(())
     } else {

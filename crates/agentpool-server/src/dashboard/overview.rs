@@ -99,10 +99,7 @@ pub async fn load(dash: &Dash) -> DashResult<OverviewData> {
         }
     }
     let oldest = match queued.last().filter(|_| !queued_capped) {
-        Some(t) => store
-            .get_task(t.id)
-            .await?
-            .map(|d| (d.task, d.waiting)),
+        Some(t) => store.get_task(t.id).await?.map(|d| (d.task, d.waiting)),
         None => None,
     };
     Ok(OverviewData {
@@ -127,14 +124,22 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
     );
     Ok((
         super::html_headers(),
-        html::page("Overview", Nav::Overview, Some(&session), Some("/live/overview"), &body),
+        html::page(
+            "Overview",
+            Nav::Overview,
+            Some(&session),
+            Some("/live/overview"),
+            &body,
+        ),
     )
         .into_response())
 }
 
 pub fn render(d: &OverviewData) -> String {
     let mut h = String::with_capacity(4096);
-    h.push_str(r#"<section aria-labelledby="counts-h"><h2 id="counts-h">Tasks by state</h2><ul class="counts">"#);
+    h.push_str(
+        r#"<section aria-labelledby="counts-h"><h2 id="counts-h">Tasks by state</h2><ul class="counts">"#,
+    );
     for s in TaskState::ALL {
         let n = d.counts.get(&s).copied().unwrap_or(0);
         let _ = write!(
@@ -158,7 +163,11 @@ fn chart(d: &OverviewData) -> String {
     let mut h = format!(
         r#"<section aria-labelledby="tp-h"><h2 id="tp-h">Last hour</h2><p id="throughput"><strong>{ok}</strong> succeeded, <strong>{bad}</strong> failed{}</p>
 <svg class="chart" viewBox="0 0 {w} {}" width="{w}" height="{}" role="img" aria-labelledby="tp-h throughput">"#,
-        if d.finished_scan_capped { " (from the newest finished tasks only)" } else { "" },
+        if d.finished_scan_capped {
+            " (from the newest finished tasks only)"
+        } else {
+            ""
+        },
         hgt + 14,
         hgt + 14,
     );
@@ -274,7 +283,8 @@ fn workers(d: &OverviewData) -> String {
             running += u64::from(w.running);
         }
     }
-    let mut h = String::from(r#"<section aria-labelledby="w-h"><h2 id="w-h">Workers</h2><ul class="counts">"#);
+    let mut h =
+        String::from(r#"<section aria-labelledby="w-h"><h2 id="w-h">Workers</h2><ul class="counts">"#);
     for s in [
         WorkerStatus::Idle,
         WorkerStatus::Busy,

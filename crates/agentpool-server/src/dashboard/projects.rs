@@ -17,7 +17,9 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
     let projects = store.list_projects().await?;
     let mut h = String::from("<h1>Projects</h1>");
     if projects.is_empty() {
-        h.push_str(r#"<p class="empty">No projects yet (<code>agentpool projects put NAME --repo URL</code>).</p>"#);
+        h.push_str(
+            r#"<p class="empty">No projects yet (<code>agentpool projects put NAME --repo URL</code>).</p>"#,
+        );
     } else {
         h.push_str(
             r#"<table class="projects"><caption class="sr-only">Projects</caption><thead><tr><th scope="col">name</th><th scope="col">repository</th><th scope="col">base</th><th scope="col">slots</th><th scope="col">default agent</th><th scope="col">allowed agents</th><th scope="col">credentials</th><th scope="col">tasks</th></tr></thead><tbody>"#,

@@ -20,7 +20,11 @@ use crate::extract::ApiPath;
 /// Events rendered into the page itself; the live stream delivers the rest.
 pub const FIRST_EVENTS: u32 = 500;
 
-pub async fn page(State(dash): State<Dash>, session: Session, ApiPath(id): ApiPath<TaskId>) -> DashResult<Response> {
+pub async fn page(
+    State(dash): State<Dash>,
+    session: Session,
+    ApiPath(id): ApiPath<TaskId>,
+) -> DashResult<Response> {
     let store = dash.app.store();
     let detail = store
         .get_task(id)
@@ -134,7 +138,9 @@ fn actions(d: &TaskDetail, session: &Session) -> String {
             r#"<form method="post" action="/tasks/{}/{path}">{}<button type="submit"{}>{label}</button></form>"#,
             t.id,
             session.csrf_field(),
-            confirm.map(|c| format!(r#" data-confirm="{}""#, esc(c))).unwrap_or_default()
+            confirm
+                .map(|c| format!(r#" data-confirm="{}""#, esc(c)))
+                .unwrap_or_default()
         );
     };
     match t.state {
@@ -163,7 +169,11 @@ fn actions(d: &TaskDetail, session: &Session) -> String {
 fn waiting_reason(w: &WaitReason, now: Timestamp) -> String {
     match w {
         WaitReason::Scheduled { run_after } => {
-            format!("scheduled: runs {} ({})", html::ago(*run_after, now), time(*run_after))
+            format!(
+                "scheduled: runs {} ({})",
+                html::ago(*run_after, now),
+                time(*run_after)
+            )
         }
         WaitReason::Dependencies { pending } => format!(
             "waiting for dependencies: {}",
@@ -237,7 +247,9 @@ fn usage_section(d: &TaskDetail, usage: &UsageSum) -> String {
         ),
         _ => return String::new(),
     };
-    let cost = cost.map(|c| format!("${c:.4}")).unwrap_or_else(|| "not reported".into());
+    let cost = cost
+        .map(|c| format!("${c:.4}"))
+        .unwrap_or_else(|| "not reported".into());
     format!(
         r#"<section id="usage"><h2>Usage</h2><dl class="kv"><dt>tokens</dt><dd>{input} in, {output} out ({cr} cache read, {cw} cache write)</dd><dt>cost</dt><dd>{cost}</dd></dl></section>"#
     )
@@ -262,7 +274,11 @@ fn result_section(r: &agentpool_core::TaskResult) -> String {
     if let Some(pr) = &r.pr_url {
         match html::safe_href(pr) {
             Some(u) => {
-                let _ = write!(h, r#"<dt>pull request</dt><dd><a href="{0}" rel="noopener noreferrer">{0}</a></dd>"#, esc(u));
+                let _ = write!(
+                    h,
+                    r#"<dt>pull request</dt><dd><a href="{0}" rel="noopener noreferrer">{0}</a></dd>"#,
+                    esc(u)
+                );
             }
             None => {
                 let _ = write!(h, "<dt>pull request</dt><dd>{}</dd>", esc(pr));
@@ -304,7 +320,11 @@ fn result_section(r: &agentpool_core::TaskResult) -> String {
                     );
                 }
                 _ => {
-                    let _ = write!(h, r#"<tr><td><code>{}</code></td><td colspan="2">binary</td></tr>"#, esc(&f.path));
+                    let _ = write!(
+                        h,
+                        r#"<tr><td><code>{}</code></td><td colspan="2">binary</td></tr>"#,
+                        esc(&f.path)
+                    );
                 }
             }
         }
@@ -323,31 +343,61 @@ fn render_spec(d: &TaskDetail) -> String {
             let _ = write!(h, "<dt>{k}</dt><dd>{v}</dd>");
         }
     };
-    let code = |v: &Option<String>| v.as_deref().map(|x| format!("<code>{}</code>", esc(x))).unwrap_or_default();
+    let code = |v: &Option<String>| {
+        v.as_deref()
+            .map(|x| format!("<code>{}</code>", esc(x)))
+            .unwrap_or_default()
+    };
     kv("kind", s.kind.as_str().into());
     kv("repository", code(&s.repo));
-    kv("project", s.project.as_deref().map(|p| esc(p).to_string()).unwrap_or_default());
+    kv(
+        "project",
+        s.project
+            .as_deref()
+            .map(|p| esc(p).to_string())
+            .unwrap_or_default(),
+    );
     kv("base ref", code(&s.base_ref));
     kv("branch", code(&s.branch));
-    kv("agent", s.agent.as_deref().map(|p| esc(p).to_string()).unwrap_or_default());
-    kv("model", s.model.as_deref().map(|p| esc(p).to_string()).unwrap_or_default());
+    kv(
+        "agent",
+        s.agent.as_deref().map(|p| esc(p).to_string()).unwrap_or_default(),
+    );
+    kv(
+        "model",
+        s.model.as_deref().map(|p| esc(p).to_string()).unwrap_or_default(),
+    );
     kv("priority", t.priority.to_string());
     kv("labels", html::labels(&s.labels));
     kv(
         "depends on",
         s.depends_on.iter().map(task_link).collect::<Vec<_>>().join(", "),
     );
-    kv("follows up", s.follow_up_of.as_ref().map(task_link).unwrap_or_default());
+    kv(
+        "follows up",
+        s.follow_up_of.as_ref().map(task_link).unwrap_or_default(),
+    );
     kv("timeout", format!("{} s", s.timeout_secs()));
-    kv("max turns", s.max_turns.map(|n| n.to_string()).unwrap_or_default());
+    kv(
+        "max turns",
+        s.max_turns.map(|n| n.to_string()).unwrap_or_default(),
+    );
     kv(
         "credentials",
-        s.credentials.iter().map(|c| esc(c).to_string()).collect::<Vec<_>>().join(", "),
+        s.credentials
+            .iter()
+            .map(|c| esc(c).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     kv("setup", code(&s.setup_command));
     kv(
         "commit / push",
-        format!("{} / {}", if s.commit { "yes" } else { "no" }, if s.push { "yes" } else { "no" }),
+        format!(
+            "{} / {}",
+            if s.commit { "yes" } else { "no" },
+            if s.push { "yes" } else { "no" }
+        ),
     );
     kv("created", time(t.created_at));
     kv("started", t.started_at.map(time).unwrap_or_default());
@@ -374,7 +424,11 @@ fn render_spec(d: &TaskDetail) -> String {
 }
 
 /// `POST /tasks/{id}/cancel`.
-pub async fn cancel(State(dash): State<Dash>, ApiPath(id): ApiPath<TaskId>, action: Action) -> DashResult<Response> {
+pub async fn cancel(
+    State(dash): State<Dash>,
+    ApiPath(id): ApiPath<TaskId>,
+    action: Action,
+) -> DashResult<Response> {
     require(&action.session, &[Role::Submitter], "cancel tasks")?;
     dash.app.store().cancel(id).await?;
     dash.app.inner.hub.notify(id);
@@ -382,7 +436,11 @@ pub async fn cancel(State(dash): State<Dash>, ApiPath(id): ApiPath<TaskId>, acti
 }
 
 /// `POST /tasks/{id}/retry`.
-pub async fn retry(State(dash): State<Dash>, ApiPath(id): ApiPath<TaskId>, action: Action) -> DashResult<Response> {
+pub async fn retry(
+    State(dash): State<Dash>,
+    ApiPath(id): ApiPath<TaskId>,
+    action: Action,
+) -> DashResult<Response> {
     require(&action.session, &[Role::Submitter], "retry tasks")?;
     dash.app.store().retry(id).await?;
     dash.app.wake_claimers();
@@ -392,7 +450,11 @@ pub async fn retry(State(dash): State<Dash>, ApiPath(id): ApiPath<TaskId>, actio
 
 /// `POST /tasks/{id}/follow-up`: a task that continues this one — same repository, agent and
 /// settings, its session resumed, starting from the branch this task pushed.
-pub async fn follow_up(State(dash): State<Dash>, ApiPath(id): ApiPath<TaskId>, action: Action) -> DashResult<Response> {
+pub async fn follow_up(
+    State(dash): State<Dash>,
+    ApiPath(id): ApiPath<TaskId>,
+    action: Action,
+) -> DashResult<Response> {
     require(&action.session, &[Role::Submitter], "submit tasks")?;
     let prompt = action.form.get("prompt").unwrap_or("").trim().to_string();
     if prompt.is_empty() {
@@ -405,7 +467,11 @@ pub async fn follow_up(State(dash): State<Dash>, ApiPath(id): ApiPath<TaskId>, a
         .await?
         .ok_or_else(|| DashError::not_found(format!("task {id} not found")))?
         .task;
-    let pushed_branch = prev.result.as_ref().filter(|r| r.pushed).and_then(|r| r.branch.clone());
+    let pushed_branch = prev
+        .result
+        .as_ref()
+        .filter(|r| r.pushed)
+        .and_then(|r| r.branch.clone());
     let spec = TaskSpec {
         prompt: Some(prompt),
         follow_up_of: Some(id),

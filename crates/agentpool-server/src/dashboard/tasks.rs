@@ -12,10 +12,10 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::Dash;
 use super::auth::{Action, Session, local_path, redirect, task_ids};
 use super::error::{DashError, DashResult};
 use super::html::{self, Nav, Url, esc};
-use super::Dash;
 use crate::api::TaskListQuery;
 
 /// Rows per page.
@@ -42,7 +42,10 @@ pub struct ListQuery {
 }
 
 fn set(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 impl ListQuery {
@@ -91,7 +94,9 @@ pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
     let store = dash.app.store();
     if agent.is_none() && text.is_none() {
         let tasks = store.list_tasks(&filter).await?;
-        let next_cursor = (tasks.len() == PAGE).then(|| tasks.last().map(|t| t.id)).flatten();
+        let next_cursor = (tasks.len() == PAGE)
+            .then(|| tasks.last().map(|t| t.id))
+            .flatten();
         return Ok(ListView {
             tasks,
             next_cursor,
@@ -147,7 +152,11 @@ pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
     }
 }
 
-pub async fn page(State(dash): State<Dash>, session: Session, Query(q): Query<ListQuery>) -> DashResult<Response> {
+pub async fn page(
+    State(dash): State<Dash>,
+    session: Session,
+    Query(q): Query<ListQuery>,
+) -> DashResult<Response> {
     let view = find(&dash, &q).await?;
     let admin = session.is_admin();
     let mut h = String::from("<h1>Tasks</h1>");
@@ -184,7 +193,11 @@ pub async fn page(State(dash): State<Dash>, session: Session, Query(q): Query<Li
     h.push_str(
         r#"<th scope="col">task</th><th scope="col">state</th><th scope="col">what</th><th scope="col">project</th><th scope="col">agent</th><th scope="col">labels</th><th scope="col">worker</th><th scope="col">attempts</th><th scope="col">created</th></tr></thead>"#,
     );
-    let _ = write!(h, r#"<tbody id="task-rows">{}</tbody></table></form>"#, rows(&view, admin));
+    let _ = write!(
+        h,
+        r#"<tbody id="task-rows">{}</tbody></table></form>"#,
+        rows(&view, admin)
+    );
     let _ = write!(h, r#"<div id="task-pager">{}</div>"#, pager(&q, &view));
     h.push_str(r#"<p class="live-status" role="status" aria-live="polite"></p>"#);
     let live = format!("/live/tasks?{}", q.to_query(true));
@@ -257,7 +270,10 @@ pub fn rows(view: &ListView, admin: bool) -> String {
             esc(t.spec.project.as_deref().unwrap_or("")),
             esc(&agent),
             html::labels(&t.spec.labels),
-            t.worker_id.as_ref().map(|w| format!("<code>{}</code>", esc(w.as_str()))).unwrap_or_default(),
+            t.worker_id
+                .as_ref()
+                .map(|w| format!("<code>{}</code>", esc(w.as_str())))
+                .unwrap_or_default(),
             t.attempts,
             t.max_attempts,
             html::time(t.created_at),
@@ -274,7 +290,11 @@ pub fn pager(q: &ListQuery, view: &ListView) -> String {
     if let Some(c) = view.next_cursor {
         let mut next = q.clone();
         next.cursor = Some(c.to_string());
-        let _ = write!(h, r#"<a href="/tasks?{}" rel="next">older »</a>"#, esc(&next.to_query(true)));
+        let _ = write!(
+            h,
+            r#"<a href="/tasks?{}" rel="next">older »</a>"#,
+            esc(&next.to_query(true))
+        );
     }
     if view.scan_capped {
         let _ = write!(
@@ -297,7 +317,9 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
     };
     let ids = task_ids(&action.form)?;
     if ids.len() > MAX_BULK {
-        return Err(DashError::bad_request(format!("select at most {MAX_BULK} tasks at once")));
+        return Err(DashError::bad_request(format!(
+            "select at most {MAX_BULK} tasks at once"
+        )));
     }
     let store = dash.app.store();
     let (mut ok, mut failed) = (0usize, 0usize);
@@ -322,7 +344,11 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
         dash.app.wake_claimers();
     }
     let back = action.form.get("return").map(local_path).unwrap_or("/tasks");
-    let back = if back.starts_with("/tasks") { back } else { "/tasks" };
+    let back = if back.starts_with("/tasks") {
+        back
+    } else {
+        "/tasks"
+    };
     let sep = if back.contains('?') { '&' } else { '?' };
     Ok(redirect(&format!("{back}{sep}done={verb}&ok={ok}&failed={failed}")).into_response())
 }

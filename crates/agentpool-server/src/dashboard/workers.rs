@@ -52,7 +52,13 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
     );
     Ok((
         super::html_headers(),
-        html::page("Workers", Nav::Workers, Some(&session), Some("/live/workers"), &body),
+        html::page(
+            "Workers",
+            Nav::Workers,
+            Some(&session),
+            Some("/live/workers"),
+            &body,
+        ),
     )
         .into_response())
 }
@@ -116,7 +122,11 @@ pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
 }
 
 /// `POST /workers/{id}/drain`.
-pub async fn drain(State(dash): State<Dash>, ApiPath(id): ApiPath<WorkerId>, action: Action) -> DashResult<Response> {
+pub async fn drain(
+    State(dash): State<Dash>,
+    ApiPath(id): ApiPath<WorkerId>,
+    action: Action,
+) -> DashResult<Response> {
     require(&action.session, DRAINERS, "drain workers")?;
     dash.app.store().drain_worker(&id).await?;
     dash.app.forget_worker(&id);

@@ -63,7 +63,14 @@ impl Resp {
 }
 
 /// One request to the router as a browser on 127.0.0.1:7700 would send it.
-async fn send(app: &RouterApp, method: &str, uri: &str, cookie: Option<&str>, extra: &[(&str, &str)], form: Option<&str>) -> Resp {
+async fn send(
+    app: &RouterApp,
+    method: &str,
+    uri: &str,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+    form: Option<&str>,
+) -> Resp {
     let mut b = Request::builder()
         .method(method)
         .uri(uri)
@@ -135,7 +142,9 @@ async fn login(app: &RouterApp, token: &str, extra: &[(&str, &str)]) -> Resp {
 }
 
 async fn login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(backend: Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let ok = login(&app, &app.tokens.admin, &[]).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     assert_eq!(ok.location(), "/tasks");
@@ -147,14 +156,20 @@ async fn login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(backend: Bac
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(flag), "{flag} missing in {cookie}");
     }
-    assert!(!cookie.contains("Secure"), "plain HTTP: no Secure flag ({cookie})");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain HTTP: no Secure flag ({cookie})"
+    );
     let tls = login(&app, &app.tokens.submitter, &[("x-forwarded-proto", "https")]).await;
     let cookie = tls
         .cookies()
         .into_iter()
         .find(|c| c.starts_with(SESSION_COOKIE))
         .expect("session cookie");
-    assert!(cookie.contains("; Secure"), "behind TLS the cookie is Secure: {cookie}");
+    assert!(
+        cookie.contains("; Secure"),
+        "behind TLS the cookie is Secure: {cookie}"
+    );
 
     for (token, error) in [
         ("apt_not-a-real-token", "invalid"),
@@ -163,7 +178,11 @@ async fn login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(backend: Bac
     ] {
         let r = login(&app, token, &[]).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER);
-        assert!(r.location().starts_with(&format!("/login?error={error}")), "{}", r.location());
+        assert!(
+            r.location().starts_with(&format!("/login?error={error}")),
+            "{}",
+            r.location()
+        );
         assert!(
             !r.cookies().iter().any(|c| c.starts_with(SESSION_COOKIE)),
             "no session for {token:?}"
@@ -184,13 +203,23 @@ async fn login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(backend: Bac
     assert!(forged.location().starts_with("/login?error=expired"));
     assert!(!forged.cookies().iter().any(|c| c.starts_with(SESSION_COOKIE)));
     // The token never appears in a page.
-    let page = send(&app, "GET", "/tasks", Some(&session(&app.tokens.admin)), &[], None).await;
+    let page = send(
+        &app,
+        "GET",
+        "/tasks",
+        Some(&session(&app.tokens.admin)),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.text.contains(&app.tokens.admin));
 }
 
 async fn pages_need_a_session_and_the_api_keeps_its_own_auth(backend: Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let id = app
         .store
         .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
@@ -198,32 +227,73 @@ async fn pages_need_a_session_and_the_api_keeps_its_own_auth(backend: Backend) {
         .expect("enqueue")
         .task
         .id;
-    for path in ["/", "/tasks?state=queued", &format!("/tasks/{id}"), "/workers", "/projects"] {
+    for path in [
+        "/",
+        "/tasks?state=queued",
+        &format!("/tasks/{id}"),
+        "/workers",
+        "/projects",
+    ] {
         let r = send(&app, "GET", path, None, &[], None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
-        assert!(r.location().starts_with("/login?next=%2F"), "{path}: {}", r.location());
+        assert!(
+            r.location().starts_with("/login?next=%2F"),
+            "{path}: {}",
+            r.location()
+        );
         let bad = send(&app, "GET", path, Some(&session("apt_revoked")), &[], None).await;
         assert_eq!(bad.status, StatusCode::SEE_OTHER, "{path}");
-        let ok = send(&app, "GET", path, Some(&session(&app.tokens.submitter)), &[], None).await;
+        let ok = send(
+            &app,
+            "GET",
+            path,
+            Some(&session(&app.tokens.submitter)),
+            &[],
+            None,
+        )
+        .await;
         assert_eq!(ok.status, StatusCode::OK, "{path}: {}", ok.text);
-        assert!(ok.headers["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+        assert!(
+            ok.headers["content-type"]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("text/html")
+        );
         let csp = ok.headers["content-security-policy"].to_str().unwrap_or("");
-        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
         assert_eq!(ok.headers["x-frame-options"], "DENY");
     }
     let live = send(&app, "GET", "/live/overview", None, &[], None).await;
     assert_eq!(live.status, StatusCode::SEE_OTHER);
     // The cookie is no API credential: the JSON API still wants a bearer token.
-    let api = send(&app, "GET", "/v1/tasks", Some(&session(&app.tokens.admin)), &[], None).await;
+    let api = send(
+        &app,
+        "GET",
+        "/v1/tasks",
+        Some(&session(&app.tokens.admin)),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     // Assets are public and cacheable.
     let css = send(&app, "GET", "/assets/app.css", None, &[], None).await;
     assert_eq!(css.status, StatusCode::OK);
-    assert!(css.headers["cache-control"].to_str().unwrap_or("").contains("immutable"));
+    assert!(
+        css.headers["cache-control"]
+            .to_str()
+            .unwrap_or("")
+            .contains("immutable")
+    );
 }
 
 async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let id = app
         .store
         .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
@@ -237,7 +307,15 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     let cancel = format!("/tasks/{id}/cancel");
     let other = login(&app, &app.tokens.submitter, &[]).await;
     assert_eq!(other.status, StatusCode::SEE_OTHER);
-    let sub_page = send(&app, "GET", "/tasks", Some(&session(&app.tokens.submitter)), &[], None).await;
+    let sub_page = send(
+        &app,
+        "GET",
+        "/tasks",
+        Some(&session(&app.tokens.submitter)),
+        &[],
+        None,
+    )
+    .await;
     let sub_csrf = sub_page.csrf();
     assert_ne!(csrf, sub_csrf, "CSRF tokens are per session");
 
@@ -269,7 +347,10 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
         "POST",
         &cancel,
         Some(&cookie),
-        &[("origin", "http://127.0.0.1:7700"), ("sec-fetch-site", "same-origin")],
+        &[
+            ("origin", "http://127.0.0.1:7700"),
+            ("sec-fetch-site", "same-origin"),
+        ],
         Some(&format!("csrf={csrf}")),
     )
     .await;
@@ -279,9 +360,21 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     // Logging out needs the token too, and clears the cookie.
     let out = send(&app, "POST", "/logout", Some(&cookie), &[], Some("csrf=nope")).await;
     assert_eq!(out.status, StatusCode::FORBIDDEN);
-    let out = send(&app, "POST", "/logout", Some(&cookie), &[], Some(&format!("csrf={csrf}"))).await;
+    let out = send(
+        &app,
+        "POST",
+        "/logout",
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
-    assert!(out.cookies().iter().any(|c| c.starts_with(&format!("{SESSION_COOKIE}=;")) && c.contains("Max-Age=0")));
+    assert!(
+        out.cookies()
+            .iter()
+            .any(|c| c.starts_with(&format!("{SESSION_COOKIE}=;")) && c.contains("Max-Age=0"))
+    );
 }
 
 async fn register(store: &dyn Store, name: &str) -> agentpool_core::Worker {
@@ -302,7 +395,9 @@ async fn register(store: &dyn Store, name: &str) -> agentpool_core::Worker {
 }
 
 async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let w = register(app.store.as_ref(), "w-1").await;
     let id = app
         .store
@@ -323,7 +418,11 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
 
     let s = send(&app, "GET", "/workers", Some(&sub), &[], None).await;
     assert_eq!(s.status, StatusCode::OK);
-    assert!(!s.text.contains("/drain") && !s.text.contains(">Drain<"), "{}", s.text);
+    assert!(
+        !s.text.contains("/drain") && !s.text.contains(">Drain<"),
+        "{}",
+        s.text
+    );
     let s = send(&app, "GET", "/tasks", Some(&sub), &[], None).await;
     assert!(!s.text.contains("Cancel selected") && !s.text.contains(r#"name="id""#));
     let csrf = s.csrf();
@@ -363,7 +462,9 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
         "/tasks/bulk",
         Some(&admin),
         &[],
-        Some(&format!("csrf={admin_csrf}&return=%2Ftasks&action=cancel&id={id}")),
+        Some(&format!(
+            "csrf={admin_csrf}&return=%2Ftasks&action=cancel&id={id}"
+        )),
     )
     .await;
     assert_eq!(bulk.status, StatusCode::SEE_OTHER, "{}", bulk.text);
@@ -387,7 +488,11 @@ const XSS: &str = "<script>alert(1)</script>";
 /// A task with a hostile prompt and branch, run by a "worker" whose agent output is hostile too.
 async fn hostile_task(store: &dyn Store) -> TaskId {
     let w = register(store, "w-x").await;
-    let mut spec = TaskSpec::agent("https://example.com/r.git", "claude-code", &format!("fix {XSS} \"quoted\" 'single'"));
+    let mut spec = TaskSpec::agent(
+        "https://example.com/r.git",
+        "claude-code",
+        &format!("fix {XSS} \"quoted\" 'single'"),
+    );
     spec.branch = Some("evil<script>alert(1)</script>".into());
     spec.labels.insert("team".into(), "a".into());
     spec.model = Some("m<b>x</b>".into());
@@ -404,16 +509,28 @@ async fn hostile_task(store: &dyn Store) -> TaskId {
         .expect("claim");
     let lease = claimed.first().expect("claimed").lease;
     let events = vec![
-        NewEvent::new(EventKind::AssistantMessage, json!({ "text": format!("I will {XSS}") })),
+        NewEvent::new(
+            EventKind::AssistantMessage,
+            json!({ "text": format!("I will {XSS}") }),
+        ),
         NewEvent::new(
             EventKind::ToolCall,
             json!({ "id": "t1", "name": "Bash<img src=x onerror=alert(2)>", "input": { "command": "<img src=x onerror=alert(3)>" } }),
         ),
-        NewEvent::new(EventKind::ToolResult, json!({ "id": "t1", "ok": false, "output": format!("</pre>{XSS}") })),
+        NewEvent::new(
+            EventKind::ToolResult,
+            json!({ "id": "t1", "ok": false, "output": format!("</pre>{XSS}") }),
+        ),
         NewEvent::new(EventKind::Raw, json!({ "line": format!("{{\"x\":\"{XSS}\"}}") })),
-        NewEvent::new(EventKind::Result, json!({ "text": format!("done {XSS}"), "is_error": false })),
+        NewEvent::new(
+            EventKind::Result,
+            json!({ "text": format!("done {XSS}"), "is_error": false }),
+        ),
     ];
-    store.append_events(id, Some(lease), events).await.expect("events");
+    store
+        .append_events(id, Some(lease), events)
+        .await
+        .expect("events");
     let result = TaskResult {
         commit_sha: Some("abc<script>".into()),
         branch: Some("evil<script>alert(1)</script>".into()),
@@ -443,7 +560,9 @@ fn assert_inert(what: &str, html: &str) {
 }
 
 async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let id = hostile_task(app.store.as_ref()).await;
     let cookie = session(&app.tokens.admin);
     let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
@@ -468,19 +587,37 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
         "/workers".to_string(),
     ] {
         let r = send(&app, "GET", &path, Some(&cookie), &[], None).await;
-        assert!(r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST, "{path}: {}", r.status);
+        assert!(
+            r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            r.status
+        );
         assert_inert(&path, &r.text);
     }
     // The live stream of the (finished) task sends the same events, escaped, then ends.
-    let live = send(&app, "GET", &format!("/live/tasks/{id}?after=0"), Some(&cookie), &[], None).await;
+    let live = send(
+        &app,
+        "GET",
+        &format!("/live/tasks/{id}?after=0"),
+        Some(&cookie),
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(live.status, StatusCode::OK);
-    assert!(live.text.contains("event: append") && live.text.contains("event: end"), "{}", live.text);
+    assert!(
+        live.text.contains("event: append") && live.text.contains("event: end"),
+        "{}",
+        live.text
+    );
     assert!(live.text.contains("I will &lt;script&gt;"), "{}", live.text);
     assert_inert("live stream", &live.text);
 }
 
 async fn without_auth_everyone_is_admin_on_loopback_host_names_only(backend: Backend) {
-    let Some(db) = agentpool_testkit::db::TestDb::new(backend).await else { return };
+    let Some(db) = agentpool_testkit::db::TestDb::new(backend).await else {
+        return;
+    };
     let store = crate::support::open_store(&db, &agentpool_store::Clock::system()).await;
     let state = agentpool_server::AppState::new(store.clone(), &no_auth_config());
     let app = RouterApp {
@@ -515,7 +652,15 @@ async fn without_auth_everyone_is_admin_on_loopback_host_names_only(backend: Bac
     let cancel = format!("/tasks/{id}/cancel");
     let r = send(&app, "POST", &cancel, None, &[], Some("csrf=guess")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = send(&app, "POST", &cancel, None, &[], Some(&format!("csrf={}", page.csrf()))).await;
+    let r = send(
+        &app,
+        "POST",
+        &cancel,
+        None,
+        &[],
+        Some(&format!("csrf={}", page.csrf())),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let t = store.get_task(id).await.expect("get").expect("task");
     assert_eq!(t.task.state, TaskState::Canceled);

@@ -53,7 +53,10 @@ async fn token(store: &dyn agentpool_store::Store, role: Role) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_works_in_a_real_browser() {
     let script = root().join("tools/browser/e2e.mjs");
-    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if (!node_ok && missing("node"))
         || (!chromium().exists() && missing("chromium"))
         || (!root().join("tools/browser/node_modules/playwright-core").exists()
@@ -132,7 +135,10 @@ async fn dashboard_works_in_a_real_browser() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("checks passed"), "{stdout}");
     assert!(stdout.contains("ok: no page logged a console error"), "{stdout}");
 
@@ -151,7 +157,12 @@ async fn dashboard_works_in_a_real_browser() {
     assert_eq!(agent_task.state, agentpool_core::TaskState::Succeeded);
     let sleeper = tasks
         .iter()
-        .find(|t| t.spec.command.as_deref().is_some_and(|c| c.starts_with("sleep 600")))
+        .find(|t| {
+            t.spec
+                .command
+                .as_deref()
+                .is_some_and(|c| c.starts_with("sleep 600"))
+        })
         .expect("the canceled task");
     assert_eq!(sleeper.state, agentpool_core::TaskState::Canceled);
     assert!(shots.join("task.png").exists() && shots.join("overview.png").exists());
