@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use crate::both_backends;
 
 mod escaping;
+mod lists;
 use crate::support::{RouterApp, no_auth_config, router_app};
 
 both_backends!(
