@@ -13,7 +13,7 @@ use super::html::{cut, esc, first_line};
 /// An event as one `<li>`. Works from the JSON form so that it never depends on which kinds
 /// the core crate defines today.
 pub fn render(ev: &Event) -> String {
-    let kind = match serde_json::to_value(ev.kind) {
+    let kind = match serde_json::to_value(&ev.kind) {
         Ok(Value::String(s)) => s,
         _ => "event".to_string(),
     };
@@ -280,7 +280,7 @@ pub struct UsageSum {
 
 impl UsageSum {
     pub fn add(&mut self, ev: &Event) {
-        if !matches!(serde_json::to_value(ev.kind), Ok(Value::String(s)) if s == "usage") {
+        if !matches!(serde_json::to_value(&ev.kind), Ok(Value::String(s)) if s == "usage") {
             return;
         }
         let d = &ev.data;

@@ -1,5 +1,5 @@
-//! The task list's filters (store-side and scanned: agent, text) and cursor paging, and what
-//! the overview says about the queue.
+//! The task list's filters (store-side and scanned: agent, text) and cursor paging, what the
+//! overview says about the queue, and the task page's follow-up and retry.
 
 use agentpool_core::TaskSpec;
 use agentpool_testkit::db::Backend;
@@ -11,7 +11,8 @@ use crate::support::router_app;
 
 both_backends!(
     task_list_filters_and_pages_with_a_cursor,
-    overview_counts_the_queue_and_says_why_the_oldest_waits
+    overview_counts_the_queue_and_says_why_the_oldest_waits,
+    follow_up_and_retry_from_the_task_page,
 );
 
 fn rows(html: &str) -> usize {
@@ -110,4 +111,62 @@ async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backen
         r.text
     );
     assert!(r.text.contains(r#"<svg class="chart""#));
+}
+
+async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let mut spec = TaskSpec::agent("https://example.com/r.git", "claude-code", "first");
+    spec.model = Some("m1".into());
+    let id = app.store.enqueue(spec).await.expect("enqueue").task.id;
+    app.store.cancel(id).await.expect("cancel");
+    let cookie = session(&app.tokens.submitter);
+    let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
+    assert!(page.text.contains("Retry task") && page.text.contains("Follow up"));
+    let csrf = page.csrf();
+    let r = send(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/follow-up"),
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}&prompt=and+now+the+docs")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let new_id: agentpool_core::TaskId = r
+        .location()
+        .trim_start_matches("/tasks/")
+        .parse()
+        .expect("task id");
+    let t = app.store.get_task(new_id).await.expect("get").expect("task").task;
+    assert_eq!(t.spec.follow_up_of, Some(id));
+    assert_eq!(t.spec.prompt.as_deref(), Some("and now the docs"));
+    assert_eq!(
+        (t.spec.agent.as_deref(), t.spec.model.as_deref()),
+        (Some("claude-code"), Some("m1"))
+    );
+    let empty = send(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/follow-up"),
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}&prompt=")),
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    let r = send(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/retry"),
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let t = app.store.get_task(id).await.expect("get").expect("task").task;
+    assert_eq!(t.state, agentpool_core::TaskState::Queued);
 }
