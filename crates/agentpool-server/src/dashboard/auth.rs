@@ -154,8 +154,14 @@ fn check_same_origin(headers: &HeaderMap) -> DashResult<()> {
             .split_once("://")
             .map(|(_, a)| a.trim_end_matches('/'))
             .ok_or_else(refuse)?;
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if host != Some(authority) {
+        // Behind a proxy that rewrites `Host`, the public name is in `X-Forwarded-Host`.
+        let matches = |h: header::HeaderName| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|h| h == authority)
+        };
+        if !matches(header::HOST) && !matches(header::HeaderName::from_static("x-forwarded-host")) {
             return Err(refuse());
         }
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use agentpool_core::TaskId;
 use agentpool_store::WorkListener;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
@@ -33,7 +33,7 @@ const FALLBACK: Duration = Duration::from_secs(5);
 /// A task page re-reads this often without a wake-up (events written through other replicas).
 const TASK_FALLBACK: Duration = Duration::from_secs(1);
 /// After a wake-up, wait this long so a burst of changes costs one render.
-const SETTLE: Duration = Duration::from_millis(300);
+const SETTLE: Duration = Duration::from_millis(500);
 const EVENT_PAGE: u32 = 500;
 
 enum View {
@@ -165,16 +165,32 @@ fn page_stream(dash: Dash, session: Session, view: View) -> Response {
     }))
 }
 
-pub async fn overview(State(dash): State<Dash>, session: Session) -> Response {
-    page_stream(dash, session, View::Overview)
+/// A stream's session, or 401: an `EventSource` must not be redirected to the login page.
+fn stream_session(s: Result<Session, DashError>) -> DashResult<Session> {
+    s.map_err(|e| match e {
+        DashError::Login { .. } => DashError::new(StatusCode::UNAUTHORIZED, "log in again"),
+        other => other,
+    })
 }
 
-pub async fn tasks(State(dash): State<Dash>, session: Session, Query(q): Query<ListQuery>) -> Response {
-    page_stream(dash, session, View::Tasks(Box::new(q)))
+pub async fn overview(State(dash): State<Dash>, session: Result<Session, DashError>) -> DashResult<Response> {
+    Ok(page_stream(dash, stream_session(session)?, View::Overview))
 }
 
-pub async fn workers(State(dash): State<Dash>, session: Session) -> Response {
-    page_stream(dash, session, View::Workers)
+pub async fn tasks(
+    State(dash): State<Dash>,
+    session: Result<Session, DashError>,
+    Query(q): Query<ListQuery>,
+) -> DashResult<Response> {
+    Ok(page_stream(
+        dash,
+        stream_session(session)?,
+        View::Tasks(Box::new(q)),
+    ))
+}
+
+pub async fn workers(State(dash): State<Dash>, session: Result<Session, DashError>) -> DashResult<Response> {
+    Ok(page_stream(dash, stream_session(session)?, View::Workers))
 }
 
 #[derive(serde::Deserialize)]
@@ -265,11 +281,12 @@ impl TaskStream {
 
 pub async fn task(
     State(dash): State<Dash>,
-    session: Session,
+    session: Result<Session, DashError>,
     ApiPath(id): ApiPath<TaskId>,
     Query(q): Query<AfterQuery>,
     headers: HeaderMap,
 ) -> DashResult<Response> {
+    let session = stream_session(session)?;
     if dash.app.store().get_task(id).await?.is_none() {
         return Err(DashError::not_found(format!("task {id} not found")));
     }

@@ -263,8 +263,16 @@ async fn pages_need_a_session_and_the_api_keeps_its_own_auth(backend: Backend) {
         );
         assert_eq!(ok.headers["x-frame-options"], "DENY");
     }
-    let live = send(&app, "GET", "/live/overview", None, &[], None).await;
-    assert_eq!(live.status, StatusCode::SEE_OTHER);
+    // A live stream is not redirected (an EventSource cannot follow to a login page): 401.
+    for path in [
+        "/live/overview",
+        "/live/tasks",
+        "/live/workers",
+        &format!("/live/tasks/{id}"),
+    ] {
+        let live = send(&app, "GET", path, None, &[], None).await;
+        assert_eq!(live.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
     // The cookie is no API credential: the JSON API still wants a bearer token.
     let api = send(
         &app,
