@@ -1,6 +1,7 @@
 //! The overview: tasks by state, throughput and failures over the last hour (a small chart),
 //! queue depth per project and label, the oldest waiting task and why it waits, and workers by
-//! status. Rebuilt by the live stream when anything changes.
+//! status (and by worker pool, for workers labelled `pool=NAME`). Rebuilt by the live stream
+//! when anything changes.
 //!
 //! The store answers list queries newest first; the per-hour and per-queue figures are
 //! computed from bounded scans (at most [`SCAN_PAGES`] pages of [`SCAN_PAGE`] tasks each) so
@@ -301,7 +302,31 @@ fn workers(d: &OverviewData) -> String {
     }
     let _ = write!(
         h,
-        r#"</ul><p>{running} of {slots} slots busy on live workers. <a href="/workers">All workers</a></p></section>"#
+        r#"</ul><p>{running} of {slots} slots busy on live workers. <a href="/workers">All workers</a></p>"#
     );
+    // Workers started as one pool carry its name in a `pool` label.
+    let mut pools: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
+    for w in d.workers.iter().filter(|w| w.status != WorkerStatus::Offline) {
+        if let Some(p) = w.labels.get("pool") {
+            let e = pools.entry(p.as_str()).or_default();
+            e.0 += 1;
+            e.1 += u64::from(w.running);
+            e.2 += u64::from(w.slots);
+        }
+    }
+    if !pools.is_empty() {
+        h.push_str(
+            r#"<table class="depth"><caption>worker pools</caption><thead><tr><th scope="col">pool</th><th scope="col">workers</th><th scope="col">busy slots</th></tr></thead><tbody>"#,
+        );
+        for (p, (n, run, slots)) in pools {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{n}</td><td>{run} of {slots}</td></tr>",
+                esc(p)
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str("</section>");
     h
 }
