@@ -13,11 +13,19 @@ use super::html::{cut, esc, first_line};
 /// An event as one `<li>`. Works from the JSON form so that it never depends on which kinds
 /// the core crate defines today.
 pub fn render(ev: &Event) -> String {
-    let kind = match serde_json::to_value(&ev.kind) {
+    render_parts(&kind_of(ev), ev.seq, ev.at, &ev.data)
+}
+
+/// The event's kind as its JSON name.
+#[allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the borrow keeps this compiling if the kind stops being Copy (a string, say)"
+)]
+pub fn kind_of(ev: &Event) -> String {
+    match serde_json::to_value(&ev.kind) {
         Ok(Value::String(s)) => s,
         _ => "event".to_string(),
-    };
-    render_parts(&kind, ev.seq, ev.at, &ev.data)
+    }
 }
 
 fn str_of<'a>(d: &'a Value, keys: &[&str]) -> Option<&'a str> {
@@ -280,7 +288,7 @@ pub struct UsageSum {
 
 impl UsageSum {
     pub fn add(&mut self, ev: &Event) {
-        if !matches!(serde_json::to_value(&ev.kind), Ok(Value::String(s)) if s == "usage") {
+        if kind_of(ev) != "usage" {
             return;
         }
         let d = &ev.data;
