@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod crypto;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -114,7 +115,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
     })
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
     .layer(DefaultBodyLimit::max(body_limit))
-    .with_state(state)
+    .with_state(state.clone())
+    .merge(dashboard::router(state))
 }
 
 /// A running server: where it listens, and how to stop it.

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod dashboard;
 mod flows;
 mod lifecycle;
 mod openapi;

@@ -84,10 +84,11 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     if settings.json() {
         println!(
             "{}",
-            serde_json::json!({ "url": pool.url, "pid": pid, "data_dir": settings.data_dir, "workers": args.workers })
+            serde_json::json!({ "url": pool.url, "dashboard": format!("{}/", pool.url), "pid": pid, "data_dir": settings.data_dir, "workers": args.workers })
         );
     } else {
         println!("agentpool is up at {}", s.bold(&pool.url));
+        println!("dashboard: {}/", pool.url);
         println!(
             "{}",
             s.dim(&format!(

@@ -2,6 +2,7 @@
 //! real embedded pool (SQLite, git, in-process workers) in a private data directory.
 
 mod auth;
+mod dashboard;
 mod data_dir;
 mod demo;
 mod json;

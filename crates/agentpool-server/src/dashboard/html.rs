@@ -1,0 +1,260 @@
+//! HTML building blocks: escaping (every value that is not a literal of this crate goes
+//! through [`esc`]), the page layout with navigation, and the small fragments every page uses
+//! (state badges, times, durations, labels, links).
+
+use std::fmt::{self, Write};
+
+use agentpool_core::{Labels, TaskId, TaskState, Timestamp, WorkerStatus};
+
+use super::auth::Session;
+
+/// Escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attribute values.
+pub struct Esc<'a>(pub &'a str);
+
+pub fn esc(s: &str) -> Esc<'_> {
+    Esc(s)
+}
+
+impl fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut last = 0;
+        for (i, b) in self.0.bytes().enumerate() {
+            let rep = match b {
+                b'&' => "&amp;",
+                b'<' => "&lt;",
+                b'>' => "&gt;",
+                b'"' => "&quot;",
+                b'\'' => "&#39;",
+                _ => continue,
+            };
+            f.write_str(&self.0[last..i])?;
+            f.write_str(rep)?;
+            last = i + 1;
+        }
+        f.write_str(&self.0[last..])
+    }
+}
+
+/// Percent-encodes everything but unreserved characters: for path segments and query values.
+pub struct Url<'a>(pub &'a str);
+
+impl fmt::Display for Url<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                f.write_char(char::from(b))?;
+            } else {
+                write!(f, "%{b:02X}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `s` cut to at most `max` characters, with an ellipsis when cut.
+pub fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// First line of `s`, cut to `max` characters.
+pub fn first_line(s: &str, max: usize) -> String {
+    let line = s.trim().lines().next().unwrap_or("");
+    let more = s.trim().lines().nth(1).is_some();
+    let c = cut(line, max);
+    if more && !c.ends_with('…') {
+        format!("{c} …")
+    } else {
+        c
+    }
+}
+
+/// A state as symbol + word (readable without colour), with a class for colour.
+pub fn state_badge(s: TaskState) -> String {
+    let sym = match s {
+        TaskState::Queued => "◷",
+        TaskState::Running => "▶",
+        TaskState::Succeeded => "✓",
+        TaskState::Failed => "✗",
+        TaskState::Canceled => "⊘",
+    };
+    format!(
+        r#"<span class="badge st-{s}"><span aria-hidden="true">{sym}</span> {s}</span>"#,
+        s = s.as_str()
+    )
+}
+
+pub fn worker_badge(s: WorkerStatus) -> String {
+    let sym = match s {
+        WorkerStatus::Idle => "○",
+        WorkerStatus::Busy => "●",
+        WorkerStatus::Draining => "◐",
+        WorkerStatus::Offline => "✗",
+    };
+    format!(
+        r#"<span class="badge ws-{s}"><span aria-hidden="true">{sym}</span> {s}</span>"#,
+        s = s.as_str()
+    )
+}
+
+/// An absolute UTC time in a `<time>` element.
+pub fn time(t: Timestamp) -> String {
+    format!(
+        r#"<time datetime="{}">{}</time>"#,
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        t.format("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+/// "12 s ago", "3 min ago", "in 5 s".
+pub fn ago(t: Timestamp, now: Timestamp) -> String {
+    let secs = (now - t).num_seconds();
+    let (n, future) = if secs < 0 { (-secs, true) } else { (secs, false) };
+    let s = if n < 60 {
+        format!("{n} s")
+    } else if n < 3600 {
+        format!("{} min", n / 60)
+    } else if n < 48 * 3600 {
+        format!("{} h", n / 3600)
+    } else {
+        format!("{} d", n / 86400)
+    };
+    if future {
+        format!("in {s}")
+    } else {
+        format!("{s} ago")
+    }
+}
+
+pub fn duration_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms < 60_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+pub fn short_id(id: &TaskId) -> String {
+    let s = id.to_string();
+    s[s.len().saturating_sub(8)..].to_string()
+}
+
+pub fn task_link(id: &TaskId) -> String {
+    format!(
+        r#"<a href="/tasks/{id}" class="id" title="{id}">{}</a>"#,
+        short_id(id)
+    )
+}
+
+pub fn labels(l: &Labels) -> String {
+    let mut out = String::new();
+    for (k, v) in l {
+        let _ = write!(out, r#"<span class="label">{}={}</span> "#, esc(k), esc(v));
+    }
+    out
+}
+
+/// A URL that is safe to put in `href`: only http(s) links from data an agent or user wrote.
+pub fn safe_href(url: &str) -> Option<&str> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://")).then_some(url)
+}
+
+/// Which navigation entry a page belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Overview,
+    Tasks,
+    Workers,
+    Projects,
+    None,
+}
+
+/// The whole document around `body`. `live` is the URL of the page's live-update stream.
+pub fn page(title: &str, nav: Nav, session: Option<&Session>, live: Option<&str>, body: &str) -> String {
+    let mut h = String::with_capacity(body.len() + 2048);
+    let _ = write!(
+        h,
+        r##"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · agentpool</title>
+<link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/assets/app.css?v={v}">
+<script src="/assets/app.js?v={v}" defer></script>
+</head><body>
+<a class="skip" href="#main">Skip to content</a>
+<header class="top"><a class="brand" href="/">agentpool</a>"##,
+        esc(title),
+        v = super::assets::VERSION
+    );
+    if let Some(s) = session {
+        h.push_str(r#"<nav aria-label="Main"><ul>"#);
+        for (n, href, label) in [
+            (Nav::Overview, "/", "Overview"),
+            (Nav::Tasks, "/tasks", "Tasks"),
+            (Nav::Workers, "/workers", "Workers"),
+            (Nav::Projects, "/projects", "Projects"),
+        ] {
+            let cur = if n == nav { r#" aria-current="page""# } else { "" };
+            let _ = write!(h, r#"<li><a href="{href}"{cur}>{label}</a></li>"#);
+        }
+        h.push_str("</ul></nav>");
+        let _ = write!(h, r#"<div class="who"><span class="role">{}</span>"#, s.role);
+        if s.can_log_out() {
+            let _ = write!(
+                h,
+                r#"<form method="post" action="/logout">{}<button type="submit" class="link">Log out</button></form>"#,
+                s.csrf_field()
+            );
+        }
+        h.push_str("</div>");
+    }
+    h.push_str("</header>\n");
+    match live {
+        Some(url) => {
+            let _ = write!(h, r#"<main id="main" data-live="{}">"#, esc(url));
+        }
+        None => h.push_str(r#"<main id="main">"#),
+    }
+    h.push_str(body);
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            esc(r#"<script>alert("x")</script> & 'y'"#).to_string(),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
+        assert_eq!(esc("plain é").to_string(), "plain é");
+    }
+
+    #[test]
+    fn urls_encode_everything_reserved() {
+        assert_eq!(Url("a b/c?d=e&f").to_string(), "a%20b%2Fc%3Fd%3De%26f");
+    }
+
+    #[test]
+    fn only_http_links_are_linked() {
+        assert!(safe_href("https://github.com/o/r/pull/1").is_some());
+        assert!(safe_href("javascript:alert(1)").is_none());
+        assert!(safe_href(" JavaScript:alert(1)").is_none());
+        assert!(safe_href("data:text/html,x").is_none());
+    }
+
+    #[test]
+    fn cut_respects_characters() {
+        assert_eq!(cut("ééé", 2), "éé…");
+        assert_eq!(first_line("a\nb", 10), "a …");
+    }
+}

@@ -1,0 +1,70 @@
+//! Projects and the names of stored credentials. Credential values never leave the server
+//! except to the worker running a task that needs them; this page lists names only, and only
+//! to admins (as the API does).
+
+use std::fmt::Write;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::Dash;
+use super::auth::Session;
+use super::error::DashResult;
+use super::html::{self, Nav, Url, esc};
+
+pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
+    let store = dash.app.store();
+    let projects = store.list_projects().await?;
+    let mut h = String::from("<h1>Projects</h1>");
+    if projects.is_empty() {
+        h.push_str(
+            r#"<p class="empty">No projects yet (<code>agentpool projects put NAME --repo URL</code>).</p>"#,
+        );
+    } else {
+        h.push_str(
+            r#"<table class="projects"><caption class="sr-only">Projects</caption><thead><tr><th scope="col">name</th><th scope="col">repository</th><th scope="col">base</th><th scope="col">slots</th><th scope="col">default agent</th><th scope="col">allowed agents</th><th scope="col">credentials</th><th scope="col">tasks</th></tr></thead><tbody>"#,
+        );
+        for p in &projects {
+            let s = &p.spec;
+            let agent = match (&s.default_agent, &s.default_model) {
+                (Some(a), Some(m)) => format!("{a} · {m}"),
+                (Some(a), None) => a.clone(),
+                _ => String::new(),
+            };
+            let _ = write!(
+                h,
+                r#"<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href="/tasks?project={}">tasks</a></td></tr>"#,
+                esc(&s.name),
+                esc(&s.repo),
+                esc(s.default_base.as_deref().unwrap_or("")),
+                s.slots.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+                esc(&agent),
+                esc(&s.allowed_agents.join(", ")),
+                esc(&s.credentials.join(", ")),
+                Url(&s.name),
+            );
+        }
+        h.push_str("</tbody></table>");
+    }
+    h.push_str(r#"<section aria-labelledby="cred-h"><h2 id="cred-h">Credentials</h2>"#);
+    if session.is_admin() {
+        let names = store.list_credentials().await?;
+        if names.is_empty() {
+            h.push_str(r#"<p class="empty">No credentials stored.</p>"#);
+        } else {
+            h.push_str(r#"<p class="hint">Names only: values are write-only.</p><ul class="credentials">"#);
+            for n in &names {
+                let _ = write!(h, "<li><code>{}</code></li>", esc(n));
+            }
+            h.push_str("</ul>");
+        }
+    } else {
+        h.push_str(r#"<p class="hint">Credential names are shown to admins.</p>"#);
+    }
+    h.push_str("</section>");
+    Ok((
+        super::html_headers(),
+        html::page("Projects", Nav::Projects, Some(&session), None, &h),
+    )
+        .into_response())
+}

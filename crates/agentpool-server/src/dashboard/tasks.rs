@@ -1,0 +1,354 @@
+//! The task list: filters (state, project, label, agent, worker, text in the prompt or
+//! command), cursor paging, rows that update live, and bulk cancel/retry for admins.
+//!
+//! State, project, label and worker filter in the store; agent and text are checked here on
+//! pages read from the store, scanning at most [`SCAN_CAP`] tasks per page of results so one
+//! request stays cheap on a large queue (the pager then continues the scan).
+
+use std::fmt::Write;
+
+use agentpool_core::{Task, TaskId, TaskKind};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::Dash;
+use super::auth::{Action, Session, local_path, redirect, task_ids};
+use super::error::{DashError, DashResult};
+use super::html::{self, Nav, Url, esc};
+use crate::api::TaskListQuery;
+
+/// Rows per page.
+pub const PAGE: usize = 50;
+/// Tasks read from the store at most for one page of agent/text-filtered results.
+const SCAN_CAP: usize = 2000;
+/// Tasks one bulk action may touch.
+const MAX_BULK: usize = 500;
+
+/// The list's query string. Empty values (an untouched filter field) mean "any".
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub project: Option<String>,
+    pub label: Option<String>,
+    pub agent: Option<String>,
+    pub worker: Option<String>,
+    pub q: Option<String>,
+    pub cursor: Option<String>,
+    /// After a bulk action: what was done, how many succeeded and failed.
+    pub done: Option<String>,
+    pub ok: Option<usize>,
+    pub failed: Option<usize>,
+}
+
+fn set(v: &Option<String>) -> Option<String> {
+    v.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl ListQuery {
+    /// The query string of this view (filters and cursor, not the notice).
+    pub fn to_query(&self, with_cursor: bool) -> String {
+        let mut parts = Vec::new();
+        for (k, v) in [
+            ("state", &self.state),
+            ("project", &self.project),
+            ("label", &self.label),
+            ("agent", &self.agent),
+            ("worker", &self.worker),
+            ("q", &self.q),
+        ] {
+            if let Some(v) = set(v) {
+                parts.push(format!("{k}={}", Url(&v)));
+            }
+        }
+        if with_cursor && let Some(c) = set(&self.cursor) {
+            parts.push(format!("cursor={}", Url(&c)));
+        }
+        parts.join("&")
+    }
+}
+
+/// One page of the list.
+pub struct ListView {
+    pub tasks: Vec<Task>,
+    pub next_cursor: Option<TaskId>,
+    /// The scan cap was reached before the page filled.
+    pub scan_capped: bool,
+}
+
+pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
+    let mut filter = crate::routes::tasks::task_filter(TaskListQuery {
+        state: set(&q.state),
+        project: set(&q.project),
+        label: set(&q.label),
+        worker: set(&q.worker),
+        cursor: set(&q.cursor),
+        limit: Some(PAGE as u32),
+    })
+    .map_err(DashError::from)?;
+    let agent = set(&q.agent);
+    let text = set(&q.q).map(|t| t.to_lowercase());
+    let store = dash.app.store();
+    if agent.is_none() && text.is_none() {
+        let tasks = store.list_tasks(&filter).await?;
+        let next_cursor = (tasks.len() == PAGE)
+            .then(|| tasks.last().map(|t| t.id))
+            .flatten();
+        return Ok(ListView {
+            tasks,
+            next_cursor,
+            scan_capped: false,
+        });
+    }
+    let matches = |t: &Task| {
+        let agent_ok = agent.as_deref().is_none_or(|a| match t.spec.kind {
+            TaskKind::Command => a == "command",
+            TaskKind::Agent => t.spec.agent.as_deref() == Some(a),
+        });
+        let text_ok = text.as_deref().is_none_or(|needle| {
+            [&t.spec.prompt, &t.spec.command]
+                .into_iter()
+                .flatten()
+                .any(|s| s.to_lowercase().contains(needle))
+        });
+        agent_ok && text_ok
+    };
+    filter.limit = 200;
+    let (mut tasks, mut scanned) = (Vec::new(), 0usize);
+    loop {
+        let batch = store.list_tasks(&filter).await?;
+        let full = batch.len() == filter.limit as usize;
+        for t in batch {
+            scanned += 1;
+            filter.before = Some(t.id);
+            if matches(&t) {
+                tasks.push(t);
+                if tasks.len() == PAGE {
+                    return Ok(ListView {
+                        next_cursor: filter.before,
+                        tasks,
+                        scan_capped: false,
+                    });
+                }
+            }
+        }
+        if !full {
+            return Ok(ListView {
+                tasks,
+                next_cursor: None,
+                scan_capped: false,
+            });
+        }
+        if scanned >= SCAN_CAP {
+            return Ok(ListView {
+                tasks,
+                next_cursor: filter.before,
+                scan_capped: true,
+            });
+        }
+    }
+}
+
+pub async fn page(
+    State(dash): State<Dash>,
+    session: Session,
+    Query(q): Query<ListQuery>,
+) -> DashResult<Response> {
+    let view = find(&dash, &q).await?;
+    let admin = session.is_admin();
+    let mut h = String::from("<h1>Tasks</h1>");
+    if let (Some(done), Some(ok)) = (set(&q.done), q.ok) {
+        let verb = if done == "retry" { "Retried" } else { "Canceled" };
+        let failed = q.failed.unwrap_or(0);
+        let _ = write!(
+            h,
+            r#"<p class="notice" role="status">{verb} {ok} task(s){}.</p>"#,
+            if failed > 0 {
+                format!("; {failed} could not be (already finished, or not found)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    h.push_str(&filters(&q));
+    let ret = format!("/tasks?{}", q.to_query(true));
+    let _ = write!(
+        h,
+        r#"<form method="post" action="/tasks/bulk" id="bulk">{}<input type="hidden" name="return" value="{}">"#,
+        session.csrf_field(),
+        esc(&ret)
+    );
+    if admin {
+        h.push_str(
+            r#"<div class="bulk actions"><button type="submit" name="action" value="cancel" data-confirm="Cancel the selected tasks?">Cancel selected</button><button type="submit" name="action" value="retry">Retry selected</button></div>"#,
+        );
+    }
+    h.push_str(r#"<table class="tasks"><caption class="sr-only">Tasks, newest first</caption><thead><tr>"#);
+    if admin {
+        h.push_str(r#"<th scope="col"><input type="checkbox" data-select-all aria-label="select all tasks on this page"></th>"#);
+    }
+    h.push_str(
+        r#"<th scope="col">task</th><th scope="col">state</th><th scope="col">what</th><th scope="col">project</th><th scope="col">agent</th><th scope="col">labels</th><th scope="col">worker</th><th scope="col">attempts</th><th scope="col">created</th></tr></thead>"#,
+    );
+    let _ = write!(
+        h,
+        r#"<tbody id="task-rows">{}</tbody></table></form>"#,
+        rows(&view, admin)
+    );
+    let _ = write!(h, r#"<div id="task-pager">{}</div>"#, pager(&q, &view));
+    h.push_str(r#"<p class="live-status" role="status" aria-live="polite"></p>"#);
+    let live = format!("/live/tasks?{}", q.to_query(true));
+    Ok((
+        super::html_headers(),
+        html::page("Tasks", Nav::Tasks, Some(&session), Some(&live), &h),
+    )
+        .into_response())
+}
+
+fn filters(q: &ListQuery) -> String {
+    let cur = set(&q.state).unwrap_or_default();
+    let mut h = String::from(
+        r#"<form class="filters" method="get" action="/tasks" role="search" aria-label="Filter tasks"><label>state <select name="state"><option value="">any</option>"#,
+    );
+    for s in ["queued", "running", "succeeded", "failed", "canceled"] {
+        let sel = if cur == s { " selected" } else { "" };
+        let _ = write!(h, r#"<option{sel}>{s}</option>"#);
+    }
+    h.push_str("</select></label>");
+    for (name, label, v) in [
+        ("project", "project", &q.project),
+        ("label", "label k=v", &q.label),
+        ("agent", "agent", &q.agent),
+        ("worker", "worker", &q.worker),
+        ("q", "text", &q.q),
+    ] {
+        let _ = write!(
+            h,
+            r#"<label>{label} <input name="{name}" value="{}" size="12"></label>"#,
+            esc(&set(v).unwrap_or_default())
+        );
+    }
+    h.push_str(r#"<button type="submit">Filter</button> <a href="/tasks">clear</a></form>"#);
+    h
+}
+
+/// The table body: one row per task.
+pub fn rows(view: &ListView, admin: bool) -> String {
+    let mut h = String::with_capacity(view.tasks.len() * 600);
+    if view.tasks.is_empty() {
+        let _ = write!(
+            h,
+            r#"<tr><td colspan="{}" class="empty">No tasks match.</td></tr>"#,
+            if admin { 10 } else { 9 }
+        );
+    }
+    for t in &view.tasks {
+        let _ = write!(h, r#"<tr id="task-{}" data-state="{}">"#, t.id, t.state.as_str());
+        if admin {
+            let _ = write!(
+                h,
+                r#"<td><input type="checkbox" name="id" value="{id}" id="sel-{id}" aria-label="select task {}"></td>"#,
+                html::short_id(&t.id),
+                id = t.id
+            );
+        }
+        let agent = match (t.spec.kind, &t.spec.agent, &t.spec.model) {
+            (TaskKind::Command, _, _) => "command".to_string(),
+            (_, Some(a), Some(m)) => format!("{a} · {m}"),
+            (_, Some(a), None) => a.clone(),
+            (_, None, _) => "default".to_string(),
+        };
+        let _ = write!(
+            h,
+            r#"<td>{}</td><td class="state">{}</td><td class="what">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>"#,
+            html::task_link(&t.id),
+            html::state_badge(t.state),
+            esc(&super::task::what(&t.spec, 90)),
+            esc(t.spec.project.as_deref().unwrap_or("")),
+            esc(&agent),
+            html::labels(&t.spec.labels),
+            t.worker_id
+                .as_ref()
+                .map(|w| format!("<code>{}</code>", esc(w.as_str())))
+                .unwrap_or_default(),
+            t.attempts,
+            t.max_attempts,
+            html::time(t.created_at),
+        );
+    }
+    h
+}
+
+pub fn pager(q: &ListQuery, view: &ListView) -> String {
+    let mut h = String::from(r#"<nav class="pager" aria-label="Pages">"#);
+    if set(&q.cursor).is_some() {
+        let _ = write!(h, r#"<a href="/tasks?{}">« newest</a> "#, esc(&q.to_query(false)));
+    }
+    if let Some(c) = view.next_cursor {
+        let mut next = q.clone();
+        next.cursor = Some(c.to_string());
+        let _ = write!(
+            h,
+            r#"<a href="/tasks?{}" rel="next">older »</a>"#,
+            esc(&next.to_query(true))
+        );
+    }
+    if view.scan_capped {
+        let _ = write!(
+            h,
+            r#" <span class="hint">searched {SCAN_CAP} tasks for this page; “older” searches further</span>"#
+        );
+    }
+    h.push_str("</nav>");
+    h
+}
+
+/// `POST /tasks/bulk`: cancel or retry the selected tasks (admins only).
+pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Response> {
+    if !action.session.is_admin() {
+        return Err(DashError::forbidden("bulk actions are for admin tokens"));
+    }
+    let verb = match action.form.get("action") {
+        Some(v @ ("cancel" | "retry")) => v.to_string(),
+        _ => return Err(DashError::bad_request("action must be cancel or retry")),
+    };
+    let ids = task_ids(&action.form)?;
+    if ids.len() > MAX_BULK {
+        return Err(DashError::bad_request(format!(
+            "select at most {MAX_BULK} tasks at once"
+        )));
+    }
+    let store = dash.app.store();
+    let (mut ok, mut failed) = (0usize, 0usize);
+    for id in ids {
+        let r = if verb == "retry" {
+            store.retry(id).await
+        } else {
+            store.cancel(id).await
+        };
+        match r {
+            Ok(_) => {
+                ok += 1;
+                dash.app.inner.hub.notify(id);
+            }
+            Err(e) => {
+                tracing::debug!(task = %id, error = %e, "bulk {verb} refused");
+                failed += 1;
+            }
+        }
+    }
+    if verb == "retry" && ok > 0 {
+        dash.app.wake_claimers();
+    }
+    let back = action.form.get("return").map(local_path).unwrap_or("/tasks");
+    let back = if back.starts_with("/tasks") {
+        back
+    } else {
+        "/tasks"
+    };
+    let sep = if back.contains('?') { '&' } else { '?' };
+    Ok(redirect(&format!("{back}{sep}done={verb}&ok={ok}&failed={failed}")).into_response())
+}

@@ -1,0 +1,134 @@
+//! The workers page: status, heartbeat age, running tasks and slots, labels, agents with their
+//! versions — and the drain action for the roles the API lets drain (admin, worker).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use agentpool_core::{TaskId, TaskState, Timestamp, Worker, WorkerId, WorkerStatus};
+use agentpool_store::TaskFilter;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::auth::{Action, Session, redirect};
+use super::error::DashResult;
+use super::html::{self, Nav, esc};
+use super::{Dash, require};
+use crate::auth::Role;
+use crate::extract::ApiPath;
+
+/// Roles the API's drain endpoint admits.
+const DRAINERS: &[Role] = &[Role::Worker];
+
+pub struct WorkersView {
+    pub workers: Vec<Worker>,
+    /// Running task ids per worker.
+    pub running: BTreeMap<WorkerId, Vec<TaskId>>,
+}
+
+pub async fn load(dash: &Dash) -> DashResult<WorkersView> {
+    let store = dash.app.store();
+    let workers = store.list_workers().await?;
+    let running_tasks = store
+        .list_tasks(&TaskFilter {
+            state: Some(TaskState::Running),
+            limit: 500,
+            ..TaskFilter::default()
+        })
+        .await?;
+    let mut running: BTreeMap<WorkerId, Vec<TaskId>> = BTreeMap::new();
+    for t in running_tasks {
+        if let Some(w) = t.worker_id {
+            running.entry(w).or_default().push(t.id);
+        }
+    }
+    Ok(WorkersView { workers, running })
+}
+
+pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
+    let view = load(&dash).await?;
+    let body = format!(
+        r#"<h1>Workers</h1><div id="workers-table">{}</div><p class="live-status" role="status" aria-live="polite"></p>"#,
+        table(&view, &session, chrono::Utc::now())
+    );
+    Ok((
+        super::html_headers(),
+        html::page(
+            "Workers",
+            Nav::Workers,
+            Some(&session),
+            Some("/live/workers"),
+            &body,
+        ),
+    )
+        .into_response())
+}
+
+pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
+    if view.workers.is_empty() {
+        return r#"<p class="empty">No workers have registered.</p>"#.into();
+    }
+    let can_drain = session.can(DRAINERS);
+    let mut h = String::from(
+        r#"<table class="workers"><caption class="sr-only">Workers</caption><thead><tr><th scope="col">worker</th><th scope="col">status</th><th scope="col">heartbeat</th><th scope="col">running / slots</th><th scope="col">running tasks</th><th scope="col">labels</th><th scope="col">agents</th><th scope="col">version</th>"#,
+    );
+    if can_drain {
+        h.push_str(r#"<th scope="col"><span class="sr-only">actions</span></th>"#);
+    }
+    h.push_str("</tr></thead><tbody>");
+    for w in &view.workers {
+        let agents = w
+            .agents
+            .iter()
+            .map(|a| match &a.version {
+                Some(v) => format!("{} {}", esc(&a.name), esc(v)),
+                None => esc(&a.name).to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let tasks = view
+            .running
+            .get(&w.id)
+            .map(|ids| ids.iter().map(html::task_link).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            r#"<tr id="worker-{id}" data-status="{st}"><td><code>{id}</code><br><span class="hint">{host}</span></td><td>{}</td><td>{}</td><td>{}/{}</td><td>{tasks}</td><td>{}</td><td>{agents}</td><td>{}</td>"#,
+            html::worker_badge(w.status),
+            html::ago(w.last_heartbeat_at, now),
+            w.running,
+            w.slots,
+            html::labels(&w.labels),
+            esc(&w.version),
+            id = esc(w.id.as_str()),
+            st = w.status.as_str(),
+            host = esc(&w.hostname),
+        );
+        if can_drain {
+            h.push_str("<td>");
+            if matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy) {
+                let _ = write!(
+                    h,
+                    r#"<form method="post" action="/workers/{}/drain">{}<button type="submit" data-confirm="Drain this worker? It stops claiming and finishes what it runs.">Drain</button></form>"#,
+                    html::Url(w.id.as_str()),
+                    session.csrf_field()
+                );
+            }
+            h.push_str("</td>");
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+/// `POST /workers/{id}/drain`.
+pub async fn drain(
+    State(dash): State<Dash>,
+    ApiPath(id): ApiPath<WorkerId>,
+    action: Action,
+) -> DashResult<Response> {
+    require(&action.session, DRAINERS, "drain workers")?;
+    dash.app.store().drain_worker(&id).await?;
+    dash.app.forget_worker(&id);
+    Ok(redirect("/workers"))
+}

@@ -1,0 +1,172 @@
+//! The task list's filters (store-side and scanned: agent, text) and cursor paging, what the
+//! overview says about the queue, and the task page's follow-up and retry.
+
+use agentpool_core::TaskSpec;
+use agentpool_testkit::db::Backend;
+use axum::http::StatusCode;
+
+use super::{send, session};
+use crate::both_backends;
+use crate::support::router_app;
+
+both_backends!(
+    task_list_filters_and_pages_with_a_cursor,
+    overview_counts_the_queue_and_says_why_the_oldest_waits,
+    follow_up_and_retry_from_the_task_page,
+);
+
+fn rows(html: &str) -> usize {
+    html.matches(r#"<tr id="task-"#).count()
+}
+
+/// The `href` of the "older" link, unescaped.
+fn older(html: &str) -> Option<String> {
+    let end = html.find(r#"" rel="next""#)?;
+    let start = html[..end].rfind("href=\"")? + "href=\"".len();
+    Some(html[start..end].replace("&amp;", "&"))
+}
+
+async fn task_list_filters_and_pages_with_a_cursor(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    for i in 0..60 {
+        app.store
+            .enqueue(TaskSpec::command(
+                "https://example.com/r.git",
+                &format!("echo {i}"),
+            ))
+            .await
+            .expect("enqueue");
+    }
+    for i in 0..3 {
+        let mut s = TaskSpec::agent(
+            "https://example.com/r.git",
+            "codex",
+            &format!("find the Needle {i}"),
+        );
+        s.labels.insert("team".into(), "x".into());
+        app.store.enqueue(s).await.expect("enqueue");
+    }
+    let cookie = session(&app.tokens.submitter);
+    let get = |uri: String| {
+        let cookie = cookie.clone();
+        let app = &app;
+        async move {
+            let r = send(app, "GET", &uri, Some(&cookie), &[], None).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+            r.text
+        }
+    };
+    let first = get("/tasks".into()).await;
+    assert_eq!(rows(&first), 50);
+    let next = older(&first).expect("a next page");
+    let second = get(next).await;
+    assert_eq!(rows(&second), 13);
+    assert!(older(&second).is_none());
+
+    let needle = get("/tasks?q=needle".into()).await;
+    assert_eq!(rows(&needle), 3, "text search is case-insensitive");
+    assert_eq!(rows(&get("/tasks?agent=codex&label=team%3Dx".into()).await), 3);
+    assert_eq!(rows(&get("/tasks?agent=claude-code".into()).await), 0);
+    let commands = get("/tasks?agent=command".into()).await;
+    assert_eq!(rows(&commands), 50);
+    let rest = get(older(&commands).expect("more commands")).await;
+    assert_eq!(rows(&rest), 10);
+    assert_eq!(rows(&get("/tasks?state=queued&q=echo+42".into()).await), 1);
+    // A bad filter is a clear 400, not a 500.
+    let bad = send(&app, "GET", "/tasks?state=sleeping", Some(&cookie), &[], None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("state"), "{}", bad.text);
+}
+
+async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let first = app
+        .store
+        .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
+        .await
+        .expect("enqueue")
+        .task
+        .id;
+    let mut later = TaskSpec::command("https://example.com/r.git", "true");
+    later.depends_on = vec![first];
+    later.labels.insert("gpu".into(), "yes".into());
+    app.store.enqueue(later).await.expect("enqueue");
+    let r = send(&app, "GET", "/", Some(&session(&app.tokens.admin)), &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains(r#"id="count-queued"><span class="n">2</span>"#),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("gpu=yes"), "queue depth by label");
+    assert!(r.text.contains("(no project)"), "queue depth by project");
+    assert!(r.text.contains(r#"<p id="oldest">"#) && r.text.contains(&first.to_string()));
+    assert!(
+        r.text.contains("no free worker"),
+        "why the oldest waits: {}",
+        r.text
+    );
+    assert!(r.text.contains(r#"<svg class="chart""#));
+}
+
+async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let mut spec = TaskSpec::agent("https://example.com/r.git", "claude-code", "first");
+    spec.model = Some("m1".into());
+    let id = app.store.enqueue(spec).await.expect("enqueue").task.id;
+    app.store.cancel(id).await.expect("cancel");
+    let cookie = session(&app.tokens.submitter);
+    let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
+    assert!(page.text.contains("Retry task") && page.text.contains("Follow up"));
+    let csrf = page.csrf();
+    let r = send(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/follow-up"),
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}&prompt=and+now+the+docs")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let new_id: agentpool_core::TaskId = r
+        .location()
+        .trim_start_matches("/tasks/")
+        .parse()
+        .expect("task id");
+    let t = app.store.get_task(new_id).await.expect("get").expect("task").task;
+    assert_eq!(t.spec.follow_up_of, Some(id));
+    assert_eq!(t.spec.prompt.as_deref(), Some("and now the docs"));
+    assert_eq!(
+        (t.spec.agent.as_deref(), t.spec.model.as_deref()),
+        (Some("claude-code"), Some("m1"))
+    );
+    let empty = send(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/follow-up"),
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}&prompt=")),
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    let r = send(
+        &app,
+        "POST",
+        &format!("/tasks/{id}/retry"),
+        Some(&cookie),
+        &[],
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let t = app.store.get_task(id).await.expect("get").expect("task").task;
+    assert_eq!(t.state, agentpool_core::TaskState::Queued);
+}
