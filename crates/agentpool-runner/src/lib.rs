@@ -7,6 +7,7 @@
 //! [`run_worker`] with a shutdown token that SIGTERM/SIGINT cancel.
 
 pub mod api;
+pub mod attempt;
 pub mod events;
 pub mod git;
 pub mod pipeline;
@@ -16,6 +17,7 @@ pub mod workspace;
 /// Process control lives in the agents crate, shared with the agent adapters.
 pub use agentpool_agents::process;
 
+pub use attempt::{AttemptConfig, AttemptOutcome, run_attempt};
 pub use api::{ApiError, ClaimedWork, WorkerApi};
 pub use git::{GitCredentials, Secret};
 pub use pipeline::{PipelineConfig, Report};
