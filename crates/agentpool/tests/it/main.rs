@@ -5,6 +5,7 @@ mod auth;
 mod data_dir;
 mod demo;
 mod json;
+mod kube;
 mod pool;
 mod run;
 mod serve;
