@@ -97,3 +97,43 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
     }
     validate(&files);
 }
+
+/// The Job templates shipped in the manifests parse as the launcher reads them.
+#[test]
+fn shipped_job_templates_parse() {
+    for file in [
+        "deploy/kustomize/base/configmap.yaml",
+        "deploy/kustomize/overlays/production/kustomization.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let mut lines = text.lines().skip_while(|l| !l.trim_end().ends_with("|"));
+        let head = lines.next().unwrap_or_else(|| panic!("{file}: no block"));
+        let indent = head.len() - head.trim_start().len();
+        let body: Vec<&str> = lines
+            .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+            .collect();
+        let json = body.join("\n");
+        let t: agentpool_kube::JobTemplate =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{file}: {e}\n{json}"));
+        assert_eq!(t.token_secret.name, "agentpool-worker-token", "{file}");
+    }
+}
+
+/// The validator is not a no-op: a Job with a wrongly typed field is refused.
+#[test]
+fn the_validator_refuses_an_invalid_job() {
+    if !have("kubernetes-validate", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    let mut job = serde_json::to_value(build_job(&template(), &WorkerId::parse("l").unwrap(), &work(1))).unwrap();
+    job["spec"]["backoffLimit"] = serde_json::json!("none");
+    std::fs::write(&file, job.to_string()).unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--kubernetes-version", &format!("{KUBERNETES_VERSION}.0")])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
