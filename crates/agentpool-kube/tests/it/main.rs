@@ -3,6 +3,7 @@
 //! the code creates (and every rendered manifest) validated against the Kubernetes schemas.
 
 mod classify;
+mod cluster;
 mod launcher;
 mod queue;
 mod schema;
