@@ -58,7 +58,12 @@ impl ErrorClass {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::Timeout | Self::AgentError | Self::GitError | Self::LeaseExpired | Self::InfraError
+            Self::RateLimited
+                | Self::Timeout
+                | Self::AgentError
+                | Self::GitError
+                | Self::LeaseExpired
+                | Self::InfraError
         )
     }
 

@@ -20,15 +20,9 @@ pub struct AttemptFile {
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptFileError {
     #[error("cannot read the attempt file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("the attempt file {path} is not valid: {source}")]
-    Parse {
-        path: String,
-        source: serde_json::Error,
-    },
+    Parse { path: String, source: serde_json::Error },
 }
 
 impl AttemptFile {

@@ -60,7 +60,9 @@ pub fn judge(job: &Job, pods: &[Pod]) -> JobState {
                 format!(
                     "Job {}: DeadlineExceeded: {}",
                     job.metadata.name.as_deref().unwrap_or(""),
-                    c.message.as_deref().unwrap_or("the Job ran past activeDeadlineSeconds")
+                    c.message
+                        .as_deref()
+                        .unwrap_or("the Job ran past activeDeadlineSeconds")
                 ),
             ));
         }
@@ -116,13 +118,19 @@ fn pod_failure(pod: &Pod) -> Option<Verdict> {
             ErrorClass::InfraError,
             format!(
                 "pod {name}: Evicted: {}",
-                status.message.as_deref().unwrap_or("the node reclaimed resources")
+                status
+                    .message
+                    .as_deref()
+                    .unwrap_or("the node reclaimed resources")
             ),
         ));
     }
-    let disrupted = status.conditions.as_deref().unwrap_or_default().iter().find(|c| {
-        c.type_ == "DisruptionTarget" && c.status == "True"
-    });
+    let disrupted = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
     for cs in status.container_statuses.as_deref().unwrap_or_default() {
         let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
             continue;
@@ -184,9 +192,6 @@ pub fn creation_refused(err: &kube::Error) -> Verdict {
                 format!("Job creation refused ({} {}): {}", s.code, s.reason, s.message),
             )
         }
-        other => verdict(
-            ErrorClass::InfraError,
-            format!("Job creation failed: {other}"),
-        ),
+        other => verdict(ErrorClass::InfraError, format!("Job creation failed: {other}")),
     }
 }

@@ -67,11 +67,18 @@ impl FakeApi {
 
     /// Requests other than reads (create, delete).
     pub fn writes(&self) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.method != "GET").collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method != "GET")
+            .collect()
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, resource: &str, name: &str) -> Option<T> {
-        let v = self.lock().objects.get(&(resource.into(), name.into())).cloned()?;
+        let v = self
+            .lock()
+            .objects
+            .get(&(resource.into(), name.into()))
+            .cloned()?;
         serde_json::from_value(v).ok()
     }
 
@@ -99,7 +106,10 @@ impl FakeApi {
     /// Store an object as if someone had created it (a pod the Job controller made, a Secret
     /// an operator applied).
     pub fn put(&self, resource: &str, mut object: Value) {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let mut s = self.lock();
         s.next_uid += 1;
         let uid = format!("00000000-0000-4000-8000-{:012}", s.next_uid);
@@ -215,7 +225,10 @@ impl FakeApi {
     }
 
     fn create(&self, resource: &str, mut object: Value) -> http::Response<Body> {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if resource == "jobs"
             && let Some((code, reason, message)) = self.lock().refuse_jobs.clone()
         {
@@ -223,8 +236,16 @@ impl FakeApi {
         }
         let key = (resource.to_string(), name.clone());
         if self.lock().objects.contains_key(&key) {
-            let group = if resource == "jobs" { "jobs.batch" } else { resource };
-            return status(409, "AlreadyExists", &format!("{group} \"{name}\" already exists"));
+            let group = if resource == "jobs" {
+                "jobs.batch"
+            } else {
+                resource
+            };
+            return status(
+                409,
+                "AlreadyExists",
+                &format!("{group} \"{name}\" already exists"),
+            );
         }
         object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
         object["metadata"]["resourceVersion"] = json!("1");
@@ -269,7 +290,6 @@ pub fn deleting(job: &Job) -> bool {
     job.metadata.deletion_timestamp.is_some()
 }
 
-
 fn decode(s: &str) -> String {
     let mut out = Vec::new();
     let b = s.as_bytes();
@@ -294,7 +314,11 @@ fn ok(code: u16, v: &Value) -> http::Response<Body> {
 }
 
 fn not_found(resource: &str, name: &str) -> http::Response<Body> {
-    let group = if resource == "jobs" { "jobs.batch" } else { resource };
+    let group = if resource == "jobs" {
+        "jobs.batch"
+    } else {
+        resource
+    };
     status(404, "NotFound", &format!("{group} \"{name}\" not found"))
 }
 
@@ -310,7 +334,9 @@ fn respond(code: u16, v: &Value) -> http::Response<Body> {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
     let mut r = http::Response::new(Body::from(bytes));
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }

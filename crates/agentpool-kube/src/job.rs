@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use agentpool_core::{TaskId, WorkerId};
 use agentpool_runner::ClaimedWork;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext, PodSpec,
@@ -13,7 +14,6 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::ByteString;
 use serde::{Deserialize, Serialize};
 
 use crate::attempt_file::{ATTEMPT_KEY, AttemptFile};

@@ -61,7 +61,9 @@ impl LauncherConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LauncherError {
-    #[error("the launcher id {0} is not a valid Kubernetes label value (at most 63 characters, alphanumeric at both ends)")]
+    #[error(
+        "the launcher id {0} is not a valid Kubernetes label value (at most 63 characters, alphanumeric at both ends)"
+    )]
     BadId(WorkerId),
     #[error("registration refused: {0}")]
     Register(ApiError),
@@ -111,7 +113,12 @@ pub async fn run_launcher(
         name: agentpool_core::spec::COMMAND_AGENT.into(),
         version: None,
     }];
-    agents.extend(cfg.agents.iter().filter(|a| a.name != agentpool_core::spec::COMMAND_AGENT).cloned());
+    agents.extend(
+        cfg.agents
+            .iter()
+            .filter(|a| a.name != agentpool_core::spec::COMMAND_AGENT)
+            .cloned(),
+    );
     let reg = WorkerRegistration {
         id: Some(cfg.id.clone()),
         hostname: cfg.hostname.clone(),
@@ -289,8 +296,11 @@ impl Launcher {
                 match deleting {
                     // Canceled: the pod is gone; if run-task reported first this is refused.
                     Some(ErrorClass::Canceled) => {
-                        self.fail(lease, verdict(ErrorClass::Canceled, "canceled; the Job was deleted"))
-                            .await
+                        self.fail(
+                            lease,
+                            verdict(ErrorClass::Canceled, "canceled; the Job was deleted"),
+                        )
+                        .await
                     }
                     Some(_) => {}
                     None => {
@@ -361,7 +371,9 @@ impl Launcher {
 
     /// Delete the Job of `id` (its pod gets SIGTERM, then SIGKILL after the grace period).
     async fn stop(&mut self, id: TaskId, why: ErrorClass) {
-        let Some(t) = self.tracked.get_mut(&id) else { return };
+        let Some(t) = self.tracked.get_mut(&id) else {
+            return;
+        };
         if t.deleting.is_some() {
             return;
         }
@@ -420,7 +432,13 @@ fn label(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
 fn lease_of(j: &Job) -> Option<(Lease, String)> {
     let name = j.metadata.name.clone()?;
     let task_id: TaskId = label(&j.metadata, job::LABEL_TASK)?.parse().ok()?;
-    let token: i64 = j.metadata.annotations.as_ref()?.get(job::ANNOTATION_LEASE)?.parse().ok()?;
+    let token: i64 = j
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(job::ANNOTATION_LEASE)?
+        .parse()
+        .ok()?;
     Some((
         Lease {
             task_id,

@@ -17,8 +17,8 @@ pub mod workspace;
 /// Process control lives in the agents crate, shared with the agent adapters.
 pub use agentpool_agents::process;
 
-pub use attempt::{AttemptConfig, AttemptOutcome, run_attempt};
 pub use api::{ApiError, ClaimedWork, WorkerApi};
+pub use attempt::{AttemptConfig, AttemptOutcome, run_attempt};
 pub use git::{GitCredentials, Secret};
 pub use pipeline::{PipelineConfig, Report};
 pub use worker::{WorkerConfig, WorkerError, WorkerSummary, run_worker};

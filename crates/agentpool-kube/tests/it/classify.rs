@@ -26,7 +26,10 @@ fn pods_that_cannot_start_fail_the_attempt_without_retry() {
     for (pod, reason) in [
         ("pod-image-pull-backoff.json", "ImagePullBackOff"),
         ("pod-err-image-pull.json", "ErrImagePull"),
-        ("pod-create-container-config-error.json", "CreateContainerConfigError"),
+        (
+            "pod-create-container-config-error.json",
+            "CreateContainerConfigError",
+        ),
     ] {
         let (class, msg) = failed("job-active.json", &[pod]);
         assert_eq!(class, ErrorClass::InfraConfigError, "{pod}");
@@ -34,7 +37,10 @@ fn pods_that_cannot_start_fail_the_attempt_without_retry() {
         assert!(!class.is_retryable());
     }
     let (_, msg) = failed("job-active.json", &["pod-create-container-config-error.json"]);
-    assert!(msg.contains("secret \"agentpool-worker-token\" not found"), "{msg}");
+    assert!(
+        msg.contains("secret \"agentpool-worker-token\" not found"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -48,17 +54,29 @@ fn an_oom_killed_pod_is_a_configuration_failure() {
 fn eviction_and_node_loss_are_retried() {
     let (class, msg) = failed("job-backoff-limit-exceeded.json", &["pod-evicted.json"]);
     assert_eq!(class, ErrorClass::InfraError);
-    assert!(msg.contains("Evicted") && msg.contains("ephemeral-storage"), "{msg}");
+    assert!(
+        msg.contains("Evicted") && msg.contains("ephemeral-storage"),
+        "{msg}"
+    );
     // An evicted pod fails the attempt even before the Job controller marks the Job.
-    assert_eq!(failed("job-active.json", &["pod-evicted.json"]).0, ErrorClass::InfraError);
+    assert_eq!(
+        failed("job-active.json", &["pod-evicted.json"]).0,
+        ErrorClass::InfraError
+    );
 
     let (class, msg) = failed("job-backoff-limit-exceeded.json", &["pod-node-lost.json"]);
     assert_eq!(class, ErrorClass::InfraError);
-    assert!(msg.contains("DeletionByPodGC") && msg.contains("node no longer exists"), "{msg}");
+    assert!(
+        msg.contains("DeletionByPodGC") && msg.contains("node no longer exists"),
+        "{msg}"
+    );
     // Pod already garbage-collected: the Job's condition is all there is.
     let (class, msg) = failed("job-backoff-limit-exceeded.json", &[]);
     assert_eq!(class, ErrorClass::InfraError);
-    assert!(msg.contains("BackoffLimitExceeded") && msg.contains("node was lost"), "{msg}");
+    assert!(
+        msg.contains("BackoffLimitExceeded") && msg.contains("node was lost"),
+        "{msg}"
+    );
     assert!(class.is_retryable());
 }
 
@@ -74,7 +92,11 @@ fn refused_creations_are_classified_by_cause() {
     let quota = kube::Error::Api(fixture("status-quota.json"));
     let v = creation_refused(&quota);
     assert_eq!(v.class, ErrorClass::InfraError);
-    assert!(v.message.contains("exceeded quota") && v.message.contains("403"), "{}", v.message);
+    assert!(
+        v.message.contains("exceeded quota") && v.message.contains("403"),
+        "{}",
+        v.message
+    );
     let admission = kube::Error::Api(fixture("status-admission.json"));
     let v = creation_refused(&admission);
     assert_eq!(v.class, ErrorClass::InfraConfigError);

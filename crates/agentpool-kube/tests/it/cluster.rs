@@ -34,7 +34,9 @@ async fn client() -> Option<(Client, String)> {
 
 #[tokio::test]
 async fn the_cluster_admits_the_objects_a_launcher_creates() {
-    let Some((client, ns)) = client().await else { return };
+    let Some((client, ns)) = client().await else {
+        return;
+    };
     let id = WorkerId::parse("agentpool-launcher-test").unwrap();
     let w = work(1);
     let dry = PostParams {
@@ -49,7 +51,10 @@ async fn the_cluster_admits_the_objects_a_launcher_creates() {
     assert_eq!(created.spec.unwrap().backoff_limit, Some(0));
     let secrets: Api<Secret> = Api::namespaced(client, &ns);
     secrets
-        .create(&dry, &build_secret(&id, &w, "5d1c2f9e-3a1b-4c7d-9e2f-6a8b0c1d2e3f"))
+        .create(
+            &dry,
+            &build_secret(&id, &w, "5d1c2f9e-3a1b-4c7d-9e2f-6a8b0c1d2e3f"),
+        )
         .await
         .expect("the API server accepts the attempt Secret");
     jobs.list(&ListParams::default().labels(&selector(&id)))

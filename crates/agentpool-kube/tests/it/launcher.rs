@@ -63,7 +63,14 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 fn writes(fake: &FakeApi) -> Vec<String> {
     fake.writes()
         .iter()
-        .map(|r| format!("{} {} {}", r.method, r.resource, r.name.clone().unwrap_or_default()))
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.resource,
+                r.name.clone().unwrap_or_default()
+            )
+        })
         .collect()
 }
 
@@ -104,9 +111,19 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
     fake.put_pod(&pod_of(&fake, &name, "pod-image-pull-backoff.json"));
     eventually("attempt failed", || !queue.fails().is_empty()).await;
     let (task, class, msg) = queue.fails()[0].clone();
-    assert_eq!((task, class), (w.claimed.lease.task_id, ErrorClass::InfraConfigError));
-    assert!(msg.contains("ImagePullBackOff") && msg.contains("registry.example/agentpool:0.1.0"), "{msg}");
-    eventually("Job deleted", || fake.job(&name).is_some_and(|j| j.metadata.deletion_timestamp.is_some())).await;
+    assert_eq!(
+        (task, class),
+        (w.claimed.lease.task_id, ErrorClass::InfraConfigError)
+    );
+    assert!(
+        msg.contains("ImagePullBackOff") && msg.contains("registry.example/agentpool:0.1.0"),
+        "{msg}"
+    );
+    eventually("Job deleted", || {
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
     let summary = l.stop().await;
     assert_eq!(
         writes(&fake),
@@ -126,7 +143,11 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
 async fn job_creation_refused_by_quota_or_admission_is_classified() {
     for (status, class, needle) in [
         ("status-quota.json", ErrorClass::InfraError, "exceeded quota"),
-        ("status-admission.json", ErrorClass::InfraConfigError, "admission webhook"),
+        (
+            "status-admission.json",
+            ErrorClass::InfraConfigError,
+            "admission webhook",
+        ),
     ] {
         let fake = FakeApi::new();
         let s: serde_json::Value = fixture(status);
@@ -173,16 +194,27 @@ async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
     let l = start(config("launcher-a"), &queue, &fake);
     let name = launched(&fake, &w).await;
     queue.cancel.lock().unwrap().push(id);
-    eventually("Job being deleted", || fake.job(&name).is_some_and(|j| j.metadata.deletion_timestamp.is_some())).await;
+    eventually("Job being deleted", || {
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
     // Until the pod is gone, nothing is reported (run-task may still report first).
     assert!(queue.fails().is_empty());
     fake.remove_job(&name);
     eventually("canceled reported", || !queue.fails().is_empty()).await;
     assert_eq!(queue.fails()[0].1, ErrorClass::Canceled);
     l.stop().await;
-    let deletes: Vec<_> = fake.writes().into_iter().filter(|r| r.method == "DELETE").collect();
+    let deletes: Vec<_> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
     assert_eq!(deletes.len(), 1);
-    assert_eq!(deletes[0].body.as_ref().unwrap()["propagationPolicy"], "Foreground");
+    assert_eq!(
+        deletes[0].body.as_ref().unwrap()["propagationPolicy"],
+        "Foreground"
+    );
 }
 
 #[tokio::test]
@@ -193,11 +225,18 @@ async fn a_lost_lease_stops_the_job_and_reports_nothing() {
     let l = start(config("launcher-a"), &queue, &fake);
     let name = launched(&fake, &w).await;
     queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
-    eventually("Job being deleted", || fake.job(&name).is_some_and(|j| j.metadata.deletion_timestamp.is_some())).await;
+    eventually("Job being deleted", || {
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
     fake.remove_job(&name);
     // Several reconcile rounds pass without a report.
     let beats = queue.heartbeats.lock().unwrap().len();
-    eventually("more heartbeats", || queue.heartbeats.lock().unwrap().len() > beats + 3).await;
+    eventually("more heartbeats", || {
+        queue.heartbeats.lock().unwrap().len() > beats + 3
+    })
+    .await;
     assert!(queue.fails().is_empty());
     l.stop().await;
 }
@@ -214,12 +253,21 @@ async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not
     // The next life lists its Jobs by label and heartbeats their leases; it creates nothing.
     let second = start(config("launcher-a"), &queue, &fake);
     eventually("adopted lease heartbeated", || {
-        queue.heartbeats.lock().unwrap().iter().any(|l| l.contains(&w.claimed.lease))
+        queue
+            .heartbeats
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&w.claimed.lease))
     })
     .await;
     let s = second.stop().await;
     assert_eq!((s.created, s.adopted), (0, 1));
-    let posts = fake.writes().iter().filter(|r| r.method == "POST" && r.resource == "jobs").count();
+    let posts = fake
+        .writes()
+        .iter()
+        .filter(|r| r.method == "POST" && r.resource == "jobs")
+        .count();
     assert_eq!(posts, 1);
     // Another launcher's Jobs are not its business.
     let other = start(config("launcher-b"), &Arc::new(Queue::default()), &fake);
@@ -248,9 +296,14 @@ async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not
 async fn a_launcher_id_that_is_not_a_label_value_is_refused() {
     let fake = FakeApi::new();
     let cfg = config("-launcher");
-    let err = run_launcher(cfg, Arc::new(Queue::default()), fake.client(), CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = run_launcher(
+        cfg,
+        Arc::new(Queue::default()),
+        fake.client(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("label value"), "{err}");
     assert!(fake.requests().is_empty());
 }

@@ -11,7 +11,8 @@ use agentpool_core::protocol::{
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    ErrorClass, Lease, LeaseToken, Task, TaskId, TaskKind, TaskSpec, TaskState, Worker, WorkerId, WorkerStatus,
+    ErrorClass, Lease, LeaseToken, Task, TaskId, TaskKind, TaskSpec, TaskState, Worker, WorkerId,
+    WorkerStatus,
 };
 use agentpool_runner::{ApiError, ClaimedWork, WorkerApi};
 use async_trait::async_trait;
@@ -126,7 +127,12 @@ impl WorkerApi for Queue {
         Ok(out)
     }
 
-    async fn append_events(&self, _w: &WorkerId, _t: TaskId, _r: AppendEventsRequest) -> Result<(), ApiError> {
+    async fn append_events(
+        &self,
+        _w: &WorkerId,
+        _t: TaskId,
+        _r: AppendEventsRequest,
+    ) -> Result<(), ApiError> {
         Ok(())
     }
 

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use agentpool_core::WorkerId;
-use agentpool_kube::job::{build_job, build_secret};
 use agentpool_kube::KUBERNETES_VERSION;
+use agentpool_kube::job::{build_job, build_secret};
 
 use crate::launcher::template;
 use crate::queue::work;
@@ -18,7 +18,10 @@ fn required() -> bool {
 
 /// Whether `tool` runs; panics when it does not and tools are required.
 fn have(tool: &str, args: &[&str]) -> bool {
-    let ok = Command::new(tool).args(args).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !ok {
         assert!(
             !required(),
@@ -31,7 +34,11 @@ fn have(tool: &str, args: &[&str]) -> bool {
 
 fn validate(files: &[PathBuf]) {
     let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", &format!("{KUBERNETES_VERSION}.0")])
+        .args([
+            "--strict",
+            "--kubernetes-version",
+            &format!("{KUBERNETES_VERSION}.0"),
+        ])
         .args(files)
         .output()
         .expect("run kubernetes-validate");
@@ -55,14 +62,24 @@ fn created_objects_validate_against_the_kubernetes_schemas() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut t = template();
-    t.resources = Some(serde_json::from_value(serde_json::json!({
-        "requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}
-    })).unwrap());
-    t.node_selector.insert("agentpool.dev/pool".into(), "agents".into());
-    t.tolerations = vec![serde_json::from_value(serde_json::json!({
-        "key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule"
-    })).unwrap()];
-    t.ca_secret = Some(agentpool_kube::SecretKeyRef { name: "agentpool-ca".into(), key: "ca.crt".into() });
+    t.resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}
+        }))
+        .unwrap(),
+    );
+    t.node_selector
+        .insert("agentpool.dev/pool".into(), "agents".into());
+    t.tolerations = vec![
+        serde_json::from_value(serde_json::json!({
+            "key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule"
+        }))
+        .unwrap(),
+    ];
+    t.ca_secret = Some(agentpool_kube::SecretKeyRef {
+        name: "agentpool-ca".into(),
+        key: "ca.crt".into(),
+    });
     let w = work(3);
     let id = WorkerId::parse("agentpool-launcher").unwrap();
     let job = build_job(&t, &id, &w);
@@ -86,12 +103,26 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
             .args(["kustomize", path.to_str().unwrap()])
             .output()
             .expect("run kubectl kustomize");
-        assert!(out.status.success(), "{overlay}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let file = dir.path().join(format!("{}.yaml", overlay.replace('/', "-")));
         std::fs::write(&file, &out.stdout).unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        for kind in ["Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "ConfigMap"] {
-            assert!(text.contains(&format!("kind: {kind}\n")), "{overlay} has no {kind}");
+        for kind in [
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+        ] {
+            assert!(
+                text.contains(&format!("kind: {kind}\n")),
+                "{overlay} has no {kind}"
+            );
         }
         files.push(file);
     }
@@ -127,11 +158,16 @@ fn the_validator_refuses_an_invalid_job() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.json");
-    let mut job = serde_json::to_value(build_job(&template(), &WorkerId::parse("l").unwrap(), &work(1))).unwrap();
+    let mut job =
+        serde_json::to_value(build_job(&template(), &WorkerId::parse("l").unwrap(), &work(1))).unwrap();
     job["spec"]["backoffLimit"] = serde_json::json!("none");
     std::fs::write(&file, job.to_string()).unwrap();
     let out = Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", &format!("{KUBERNETES_VERSION}.0")])
+        .args([
+            "--strict",
+            "--kubernetes-version",
+            &format!("{KUBERNETES_VERSION}.0"),
+        ])
         .arg(&file)
         .output()
         .unwrap();

@@ -52,8 +52,12 @@ pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result
     let id = WorkerId::parse(args.id.clone()).map_err(|e| usage(e.to_string()))?;
     let bytes = std::fs::read(&args.config)
         .map_err(|e| usage(format!("cannot read {}: {e}", args.config.display())))?;
-    let template: JobTemplate = serde_json::from_slice(&bytes)
-        .map_err(|e| usage(format!("{} is not a valid Job template: {e}", args.config.display())))?;
+    let template: JobTemplate = serde_json::from_slice(&bytes).map_err(|e| {
+        usage(format!(
+            "{} is not a valid Job template: {e}",
+            args.config.display()
+        ))
+    })?;
     let mut cfg = LauncherConfig::new(id, namespace, template, args.slots);
     cfg.labels = args.labels.iter().cloned().collect();
     let names = if args.agents.is_empty() {
@@ -81,9 +85,12 @@ pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result
     let api = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
     // Read the template before touching the cluster: a bad file is a usage error.
     let probe = launcher_config(&args, String::new())?;
-    let kube = kube::Client::try_default()
-        .await
-        .map_err(|e| Exit::new(ExitCode::Connection, format!("cannot reach the Kubernetes API: {e}")))?;
+    let kube = kube::Client::try_default().await.map_err(|e| {
+        Exit::new(
+            ExitCode::Connection,
+            format!("cannot reach the Kubernetes API: {e}"),
+        )
+    })?;
     let namespace = args
         .namespace
         .clone()

@@ -129,6 +129,10 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
     if outcome.reported() {
         Ok(ExitCode::Success)
     } else {
-        Err(Exit::new(ExitCode::Connection, format!("task {task} attempt {attempt}: the outcome could not be reported")).into())
+        Err(Exit::new(
+            ExitCode::Connection,
+            format!("task {task} attempt {attempt}: the outcome could not be reported"),
+        )
+        .into())
     }
 }

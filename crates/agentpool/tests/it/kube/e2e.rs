@@ -29,7 +29,10 @@ async fn a_task_runs_as_a_job_and_pushes_its_commit() {
     // Exactly the writes a launcher makes for one attempt: the Job, then its Secret.
     let name = job_name(id, 1);
     let writes = h.fake.writes();
-    let kinds: Vec<(String, String)> = writes.iter().map(|r| (r.method.clone(), r.resource.clone())).collect();
+    let kinds: Vec<(String, String)> = writes
+        .iter()
+        .map(|r| (r.method.clone(), r.resource.clone()))
+        .collect();
     assert_eq!(
         kinds,
         vec![("POST".into(), "jobs".into()), ("POST".into(), "secrets".into())]
@@ -39,14 +42,25 @@ async fn a_task_runs_as_a_job_and_pushes_its_commit() {
     assert_eq!(job["spec"]["backoffLimit"], 0);
     assert_eq!(job["spec"]["activeDeadlineSeconds"], 1800 + 600);
     assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 3600);
-    assert_eq!(job["metadata"]["labels"]["agentpool.dev/task-id"], id.to_string().as_str());
+    assert_eq!(
+        job["metadata"]["labels"]["agentpool.dev/task-id"],
+        id.to_string().as_str()
+    );
     assert_eq!(job["metadata"]["labels"]["agentpool.dev/attempt"], "1");
     let text = job.to_string();
     assert!(!text.contains(GIT_TOKEN), "no credential in the Job");
     assert!(!text.contains(&h.worker_token), "no worker token in the Job");
     let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
-    let token_env = env.as_array().unwrap().iter().find(|e| e["name"] == "AGENTPOOL_TOKEN").unwrap();
-    assert_eq!(token_env["valueFrom"]["secretKeyRef"]["name"], "agentpool-worker-token");
+    let token_env = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AGENTPOOL_TOKEN")
+        .unwrap();
+    assert_eq!(
+        token_env["valueFrom"]["secretKeyRef"]["name"],
+        "agentpool-worker-token"
+    );
     // The Secret is owned by the Job, so the garbage collector removes it with the Job.
     let secret = writes[1].body.clone().unwrap();
     let uid = h.fake.job(&name).unwrap().metadata.uid.unwrap();
@@ -80,8 +94,14 @@ async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
     let a1 = &d.attempts_detail[0];
     assert_eq!(a1.error_class, Some(ErrorClass::InfraError), "{a1:?}");
     let msg = a1.error_message.clone().unwrap_or_default();
-    assert!(msg.contains("exited with code 137") && msg.contains(&first), "{msg}");
-    assert_eq!(h.git.read_file("app", "k8s/killed", "pod.txt").as_deref(), Some("second\n"));
+    assert!(
+        msg.contains("exited with code 137") && msg.contains(&first),
+        "{msg}"
+    );
+    assert_eq!(
+        h.git.read_file("app", "k8s/killed", "pod.txt").as_deref(),
+        Some("second\n")
+    );
     assert!(process_gone(sleeper), "the killed pod's task process is gone");
     assert_eq!(h.kubelet.started(), vec![first, job_name(id, 2)]);
     let summary = launcher.stop().await;
@@ -116,7 +136,10 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while h.fake.job(&name).is_some() || !process_gone(sleeper) {
-        assert!(tokio::time::Instant::now() < deadline, "the Job or the task's process stayed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Job or the task's process stayed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     launcher.stop().await;
@@ -129,7 +152,10 @@ async fn two_launchers_and_a_restart_never_create_a_second_job_for_an_attempt() 
     let b = h.launch(h.launcher_config("launcher-b", 2));
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.push(h.submit(&format!("echo {i} > n.txt"), &format!("k8s/many-{i}")).await);
+        ids.push(
+            h.submit(&format!("echo {i} > n.txt"), &format!("k8s/many-{i}"))
+                .await,
+        );
     }
     // Restart launcher A while its Jobs run: the new life adopts them instead of creating.
     let first_life = a.stop().await;
@@ -155,5 +181,59 @@ async fn two_launchers_and_a_restart_never_create_a_second_job_for_an_attempt() 
         first_life.created + second_life.created + other.created,
         6,
         "{first_life:?} {second_life:?} {other:?}"
+    );
+}
+
+#[test]
+fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line() {
+    let env = crate::Env::new();
+    for (cmd, flags) in [
+        (
+            "launcher",
+            &["--config", "--slots", "--labels", "--namespace", "--id"][..],
+        ),
+        (
+            "run-task",
+            &["--attempt-file", "--work-dir", "--task", "--attempt", "--ca-cert"][..],
+        ),
+    ] {
+        let o = env.run(&[cmd, "--help"]);
+        assert_eq!(o.status.code(), Some(0));
+        let help = crate::stdout(&o);
+        for f in flags {
+            assert!(help.contains(f), "{cmd} --help lacks {f}:\n{help}");
+        }
+    }
+    let missing = env.dir.path().join("missing.json");
+    let o = env.run(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "run-task",
+        "--attempt-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
+    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
+    assert!(crate::stderr(&o).contains("cannot read the attempt file"));
+
+    let bad = env.dir.path().join("template.json");
+    std::fs::write(
+        &bad,
+        r#"{"image": "x", "serverUrl": "http://s", "tokenSecret": {"name": "t"}}"#,
+    )
+    .unwrap();
+    let o = env.run(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "launcher",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
+    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
+    assert!(
+        crate::stderr(&o).contains("not a valid Job template"),
+        "{}",
+        crate::stderr(&o)
     );
 }

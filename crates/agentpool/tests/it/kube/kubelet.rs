@@ -190,7 +190,16 @@ impl Kubelet {
 
     fn set_pod(&self, job: &Job, phase: PodPhase) {
         let name = job.metadata.name.clone().unwrap();
-        let mut labels = job.spec.as_ref().unwrap().template.metadata.clone().unwrap().labels.unwrap();
+        let mut labels = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .clone()
+            .unwrap()
+            .labels
+            .unwrap();
         labels.insert("job-name".into(), name.clone());
         let (phase, state) = match phase {
             PodPhase::Running => (
@@ -255,8 +264,16 @@ pub fn job_status(code: i32) -> JobStatus {
         JobStatus {
             succeeded: Some(1),
             conditions: Some(vec![
-                cond("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"),
-                cond("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
+                cond(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ),
+                cond(
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                ),
             ]),
             ..JobStatus::default()
         }
@@ -264,8 +281,16 @@ pub fn job_status(code: i32) -> JobStatus {
         JobStatus {
             failed: Some(1),
             conditions: Some(vec![
-                cond("FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
-                cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit"),
+                cond(
+                    "FailureTarget",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ),
+                cond(
+                    "Failed",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                ),
             ]),
             ..JobStatus::default()
         }
@@ -273,5 +298,7 @@ pub fn job_status(code: i32) -> JobStatus {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }

@@ -77,9 +77,13 @@ impl Harness {
         let admin = token(&env, db.url(), "ops", "admin");
         let worker_token = token(&env, db.url(), "launcher", "worker");
         let mut serve = env.cmd();
-        serve
-            .env("AGENTPOOL_SERVER_KEY", SERVER_KEY)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db.url()]);
+        serve.env("AGENTPOOL_SERVER_KEY", SERVER_KEY).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            db.url(),
+        ]);
         let server = Up::spawn(serve);
         let client = Client::new(&server.url, Some(admin)).unwrap();
         client.put_credential("git-token", GIT_TOKEN).await.unwrap();
@@ -194,7 +198,11 @@ impl Drop for Harness {
 pub async fn wait_for_file(path: &Path, secs: u64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !path.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "{} never appeared", path.display());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -203,6 +211,9 @@ pub async fn wait_for_file(path: &Path, secs: u64) {
 pub fn process_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(s) => s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')),
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
     }
 }
