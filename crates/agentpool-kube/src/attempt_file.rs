@@ -21,8 +21,14 @@ pub struct AttemptFile {
 pub enum AttemptFileError {
     #[error("cannot read the attempt file {path}: {source}")]
     Read { path: String, source: std::io::Error },
-    #[error("the attempt file {path} is not valid: {source}")]
-    Parse { path: String, source: serde_json::Error },
+    /// Only where the file went wrong: serde_json's own message may quote a value, and the
+    /// file holds credentials.
+    #[error("the attempt file {path} is not valid JSON of an attempt (line {line}, column {column})")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+    },
 }
 
 impl AttemptFile {
@@ -32,12 +38,38 @@ impl AttemptFile {
             path: shown.clone(),
             source,
         })?;
-        // serde_json's message names a position, never the value, so no credential leaks.
-        serde_json::from_slice(&bytes).map_err(|source| AttemptFileError::Parse { path: shown, source })
+        serde_json::from_slice(&bytes).map_err(|e| AttemptFileError::Parse {
+            path: shown,
+            line: e.line(),
+            column: e.column(),
+        })
     }
 
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain data to a Vec cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_file_is_reported_without_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("attempt.json");
+        std::fs::write(
+            &path,
+            r#"{"worker_id": "w", "work": {"credentials": {"k": 1}, "x": "sk-live-secret-value"}}"#,
+        )
+        .unwrap();
+        let err = AttemptFile::read(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(!err.contains("sk-live") && !err.contains("\"k\""), "{err}");
+        let err = AttemptFile::read(&dir.path().join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read the attempt file"), "{err}");
     }
 }
