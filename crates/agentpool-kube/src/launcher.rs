@@ -155,10 +155,9 @@ pub async fn run_launcher(
     while !shutdown.is_cancelled() {
         let free = l.cfg.slots.saturating_sub(l.tracked.len() as u32);
         if free > 0 {
-            let claimed = tokio::select! {
-                r = l.api.claim(&l.cfg.id, free, l.cfg.reconcile_interval) => r,
-                _ = shutdown.cancelled() => break,
-            };
+            // Not interrupted by shutdown: a claim the server has granted must become a Job (or
+            // its lease would only expire, costing the task an attempt). The long poll is short.
+            let claimed = l.api.claim(&l.cfg.id, free, l.cfg.reconcile_interval).await;
             match claimed {
                 Ok(works) => {
                     for w in works {

@@ -55,20 +55,19 @@ impl Kubelet {
         self.pods.lock().unwrap().get(job).map(|p| p.child.id())
     }
 
-    /// The scratch directory (`/work`) of `job`'s pod.
-    pub fn work_dir(&self, job: &str) -> PathBuf {
-        self.root.join(job).join("work")
-    }
-
     /// One pass: start new Jobs, finish exited processes, carry out deletions.
     pub fn tick(&self) {
         for job in self.fake.jobs() {
             let name = job.metadata.name.clone().unwrap_or_default();
             let deleting = job.metadata.deletion_timestamp.is_some();
             let finished = job.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some();
-            if !deleting && !finished && !self.started.lock().unwrap().contains(&name) {
+            // Like a kubelet, wait (ContainerCreating) until the Secrets the pod mounts exist.
+            if !deleting
+                && !finished
+                && !self.started.lock().unwrap().contains(&name)
+                && let Some(pod) = self.start(&job)
+            {
                 self.started.lock().unwrap().push(name.clone());
-                let pod = self.start(&job);
                 self.pods.lock().unwrap().insert(name.clone(), pod);
                 self.set_pod(&job, PodPhase::Running);
             }
@@ -116,10 +115,18 @@ impl Kubelet {
         }
     }
 
-    fn start(&self, job: &Job) -> RunningPod {
+    /// Start the pod's process; `None` while a Secret it mounts does not exist yet.
+    fn start(&self, job: &Job) -> Option<RunningPod> {
         let name = job.metadata.name.clone().unwrap();
         let pod = job.spec.as_ref().unwrap().template.spec.clone().unwrap();
         let c = &pod.containers[0];
+        for v in pod.volumes.as_deref().unwrap_or_default() {
+            if let Some(s) = &v.secret
+                && self.fake.secret(s.secret_name.as_deref().unwrap()).is_none()
+            {
+                return None;
+            }
+        }
         let dir = self.root.join(&name);
         // Volumes: each mount path maps to a directory of its own.
         let mut mounts: Vec<(String, PathBuf)> = Vec::new();
@@ -137,7 +144,7 @@ impl Kubelet {
                 let secret = self
                     .fake
                     .secret(s.secret_name.as_deref().unwrap())
-                    .expect("the attempt Secret exists before the pod starts");
+                    .expect("checked above");
                 for (k, v) in secret.data.unwrap_or_default() {
                     std::fs::write(host.join(k), v.0).unwrap();
                 }
@@ -181,11 +188,11 @@ impl Kubelet {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the pod's process");
-        RunningPod {
+        Some(RunningPod {
             child,
             terminating_since: None,
             grace: Duration::from_secs(pod.termination_grace_period_seconds.unwrap_or(30) as u64),
-        }
+        })
     }
 
     fn set_pod(&self, job: &Job, phase: PodPhase) {
@@ -295,6 +302,35 @@ pub fn job_status(code: i32) -> JobStatus {
             ..JobStatus::default()
         }
     }
+}
+
+/// The container dies at once, as when its node goes or the runtime kills it: SIGKILL to its
+/// main process and every process below it (a container's processes all die with it).
+pub fn kill_container(pid: u32) {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        all.extend(children(all[i]));
+        i += 1;
+    }
+    for p in all {
+        signal(p, "KILL");
+    }
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                // The parent pid is the second field after the command name's closing ')'.
+                s.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)) == Some(&pid.to_string())
+            })
+        })
+        .collect()
 }
 
 pub fn signal(pid: u32, sig: &str) {
