@@ -30,10 +30,16 @@ pub enum ErrorClass {
     LeaseExpired,
     /// A dependency failed or was canceled, so this task cannot run.
     DependencyFailed,
+    /// The infrastructure running the attempt failed it (pod evicted or deleted, node lost,
+    /// quota refused the Job). Retried: another attempt may land elsewhere or later.
+    InfraError,
+    /// The infrastructure cannot run the attempt as configured (image cannot be pulled,
+    /// container config refused, admission refused, memory limit hit). Not retried.
+    InfraConfigError,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 10] = [
+    pub const ALL: [ErrorClass; 12] = [
         Self::RateLimited,
         Self::AuthFailed,
         Self::Timeout,
@@ -44,13 +50,20 @@ impl ErrorClass {
         Self::Canceled,
         Self::LeaseExpired,
         Self::DependencyFailed,
+        Self::InfraError,
+        Self::InfraConfigError,
     ];
 
     /// Whether an attempt failing with this class may be followed by another attempt.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::Timeout | Self::AgentError | Self::GitError | Self::LeaseExpired
+            Self::RateLimited
+                | Self::Timeout
+                | Self::AgentError
+                | Self::GitError
+                | Self::LeaseExpired
+                | Self::InfraError
         )
     }
 
@@ -66,6 +79,8 @@ impl ErrorClass {
             Self::Canceled => "CANCELED",
             Self::LeaseExpired => "LEASE_EXPIRED",
             Self::DependencyFailed => "DEPENDENCY_FAILED",
+            Self::InfraError => "INFRA_ERROR",
+            Self::InfraConfigError => "INFRA_CONFIG_ERROR",
         }
     }
 
@@ -148,6 +163,8 @@ mod tests {
         assert!(!ErrorClass::GitAuthFailed.is_retryable());
         assert!(!ErrorClass::InvalidTask.is_retryable());
         assert!(!ErrorClass::Canceled.is_retryable());
+        assert!(ErrorClass::InfraError.is_retryable());
+        assert!(!ErrorClass::InfraConfigError.is_retryable());
     }
 
     #[test]

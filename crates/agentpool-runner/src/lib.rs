@@ -7,6 +7,7 @@
 //! [`run_worker`] with a shutdown token that SIGTERM/SIGINT cancel.
 
 pub mod api;
+pub mod attempt;
 pub mod events;
 pub mod git;
 pub mod pipeline;
@@ -17,6 +18,7 @@ pub mod workspace;
 pub use agentpool_agents::process;
 
 pub use api::{ApiError, ClaimedWork, WorkerApi};
+pub use attempt::{AttemptConfig, AttemptOutcome, run_attempt};
 pub use git::{GitCredentials, Secret};
 pub use pipeline::{PipelineConfig, Report};
 pub use worker::{WorkerConfig, WorkerError, WorkerSummary, run_worker};

@@ -103,6 +103,10 @@ pub enum Command {
     Tokens(TokensCommand),
     /// Run a self-contained demonstration: a sample repo, the embedded pool, several tasks
     Demo(DemoArgs),
+    /// Run each claimed task as a Kubernetes Job (a worker whose slots are Jobs)
+    Launcher(crate::commands::launcher::LauncherArgs),
+    /// Run one claimed attempt from its attempt file (what a launcher's Job runs)
+    RunTask(crate::commands::run_task::RunTaskArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -438,7 +442,7 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-fn parse_label(s: &str) -> Result<(String, String), String> {
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
     agentpool_core::spec::parse_label(s).map_err(|e| e.message)
 }
 

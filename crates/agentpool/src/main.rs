@@ -21,7 +21,12 @@ fn main() -> std::process::ExitCode {
     };
     let service = matches!(
         cli.command,
-        Command::Up(_) | Command::Serve(_) | Command::Worker(_) | Command::Migrate(_)
+        Command::Up(_)
+            | Command::Serve(_)
+            | Command::Worker(_)
+            | Command::Migrate(_)
+            | Command::Launcher(_)
+            | Command::RunTask(_)
     );
     telemetry::init(service);
 

@@ -2,7 +2,9 @@
 
 mod admin;
 mod demo;
+pub mod launcher;
 pub mod pool;
+pub mod run_task;
 mod tasks;
 mod worker;
 
@@ -35,6 +37,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials(c) => admin::credentials(&settings, c).await,
         Command::Tokens(c) => pool::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
+        Command::Launcher(a) => launcher::launcher(&settings, a).await,
+        Command::RunTask(a) => run_task::run_task(&settings, a).await,
         Command::Completions(_) => Ok(ExitCode::Success),
     }
 }

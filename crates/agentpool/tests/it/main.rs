@@ -6,6 +6,7 @@ mod dashboard;
 mod data_dir;
 mod demo;
 mod json;
+mod kube;
 mod pool;
 mod run;
 mod serve;

@@ -1,0 +1,197 @@
+//! How Job and pod state become an attempt's outcome: which states mean "still running",
+//! "reported by run-task", or a failure the launcher reports with an error class and the
+//! pod's reason in the message. Pure functions over the objects the API server returns.
+
+use agentpool_core::ErrorClass;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+/// A failure to report for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+fn verdict(class: ErrorClass, message: impl Into<String>) -> Verdict {
+    Verdict {
+        class,
+        message: message.into(),
+    }
+}
+
+/// Where an attempt's Job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Pending or running: nothing to do.
+    Active,
+    /// The pod exited 0: `run-task` reported the attempt itself.
+    Succeeded,
+    /// The Job failed, or its pod cannot start: report this and delete the Job.
+    Failed(Verdict),
+}
+
+/// Waiting reasons after which a pod will not start without someone changing the cluster.
+const STUCK: [&str; 5] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Judge the attempt's Job from it and its pods.
+pub fn judge(job: &Job, pods: &[Pod]) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let holds = |t: &str| conditions.iter().find(|c| c.type_ == t && c.status == "True");
+    if holds("Complete").is_some() || holds("SuccessCriteriaMet").is_some() {
+        return JobState::Succeeded;
+    }
+    let failed = holds("Failed").or_else(|| holds("FailureTarget"));
+    if let Some(c) = failed {
+        let reason = c.reason.as_deref().unwrap_or("");
+        if reason == "DeadlineExceeded" {
+            return JobState::Failed(verdict(
+                ErrorClass::Timeout,
+                format!(
+                    "Job {}: DeadlineExceeded: {}",
+                    job.metadata.name.as_deref().unwrap_or(""),
+                    c.message
+                        .as_deref()
+                        .unwrap_or("the Job ran past activeDeadlineSeconds")
+                ),
+            ));
+        }
+        let from_pod = pods.iter().find_map(pod_failure);
+        return JobState::Failed(from_pod.unwrap_or_else(|| {
+            verdict(
+                ErrorClass::InfraError,
+                format!(
+                    "Job {} failed ({reason}) and its pod is gone: it was deleted or its node was lost",
+                    job.metadata.name.as_deref().unwrap_or("")
+                ),
+            )
+        }));
+    }
+    // Not failed yet, but a pod that cannot start would wait until the deadline.
+    for pod in pods {
+        if let Some(v) = pod_stuck(pod).or_else(|| pod_failure(pod)) {
+            return JobState::Failed(v);
+        }
+    }
+    JobState::Active
+}
+
+fn pod_name(pod: &Pod) -> &str {
+    pod.metadata.name.as_deref().unwrap_or("")
+}
+
+/// A pod waiting in a state it will not leave by itself.
+fn pod_stuck(pod: &Pod) -> Option<Verdict> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_deref()?;
+    statuses.iter().find_map(|cs| {
+        let w = cs.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.as_deref()?;
+        STUCK.contains(&reason).then(|| {
+            verdict(
+                ErrorClass::InfraConfigError,
+                format!(
+                    "pod {}: {reason}: {}",
+                    pod_name(pod),
+                    w.message.as_deref().unwrap_or("the container cannot start")
+                ),
+            )
+        })
+    })
+}
+
+/// A pod that ended without `run-task` reporting (it exits 0 whenever it reported).
+fn pod_failure(pod: &Pod) -> Option<Verdict> {
+    let status = pod.status.as_ref()?;
+    let name = pod_name(pod);
+    if status.reason.as_deref() == Some("Evicted") {
+        return Some(verdict(
+            ErrorClass::InfraError,
+            format!(
+                "pod {name}: Evicted: {}",
+                status
+                    .message
+                    .as_deref()
+                    .unwrap_or("the node reclaimed resources")
+            ),
+        ));
+    }
+    let disrupted = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    for cs in status.container_statuses.as_deref().unwrap_or_default() {
+        let Some(t) = cs.state.as_ref().and_then(|s| s.terminated.as_ref()) else {
+            continue;
+        };
+        let reason = t.reason.as_deref().unwrap_or("Error");
+        if reason == "OOMKilled" {
+            return Some(verdict(
+                ErrorClass::InfraConfigError,
+                format!(
+                    "pod {name}: OOMKilled: the container exceeded its memory limit (exit code {})",
+                    t.exit_code
+                ),
+            ));
+        }
+        if t.exit_code != 0 {
+            let why = match disrupted {
+                Some(c) => format!(
+                    " after {}: {}",
+                    c.reason.as_deref().unwrap_or("a disruption"),
+                    c.message.as_deref().unwrap_or("")
+                ),
+                None => String::new(),
+            };
+            return Some(verdict(
+                ErrorClass::InfraError,
+                format!(
+                    "pod {name}: the container exited with code {} ({reason}) without reporting{why}",
+                    t.exit_code
+                ),
+            ));
+        }
+    }
+    if status.phase.as_deref() == Some("Failed") {
+        let reason = status.reason.as_deref().unwrap_or("Failed");
+        return Some(verdict(
+            ErrorClass::InfraError,
+            format!(
+                "pod {name}: {reason}: {}",
+                status.message.as_deref().unwrap_or("the pod failed")
+            ),
+        ));
+    }
+    None
+}
+
+/// The class of a refused Job creation: a quota may free up (retried); an admission or
+/// validation refusal will refuse the next attempt the same way (not retried).
+pub fn creation_refused(err: &kube::Error) -> Verdict {
+    match err {
+        kube::Error::Api(s) => {
+            let quota = s.message.contains("exceeded quota") || s.message.contains("forbidden: exceeded");
+            let class = if quota || s.code >= 500 || s.code == 429 {
+                ErrorClass::InfraError
+            } else {
+                ErrorClass::InfraConfigError
+            };
+            verdict(
+                class,
+                format!("Job creation refused ({} {}): {}", s.code, s.reason, s.message),
+            )
+        }
+        other => verdict(ErrorClass::InfraError, format!("Job creation failed: {other}")),
+    }
+}

@@ -1,0 +1,448 @@
+//! The launcher: a worker whose slots are Jobs. It registers like any worker, claims through
+//! the worker protocol while a slot is free, turns each claimed attempt into a Job plus its
+//! attempt Secret, heartbeats the leases of its Jobs (so an attempt whose pod is still being
+//! scheduled or pulled keeps its lease), deletes the Job of a canceled or lost attempt, and
+//! reports the attempts whose pod failed without reporting — with the pod's reason.
+//!
+//! One loop does everything in turn (claim with a short long-poll, reconcile, heartbeat), so
+//! the launcher's view of its Jobs never races with itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::protocol::{FailRequest, HeartbeatRequest};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, LeaseToken, TaskId, WorkerId, WorkerStatus};
+use agentpool_runner::{ApiError, ClaimedWork, WorkerApi};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+
+use crate::classify::{self, JobState, Verdict};
+use crate::job::{self, JobTemplate};
+
+/// Everything a launcher needs.
+#[derive(Debug, Clone)]
+pub struct LauncherConfig {
+    /// Stable id: a restarted launcher re-registers under it and adopts its Jobs by label, so
+    /// it must also be a valid label value.
+    pub id: WorkerId,
+    pub hostname: String,
+    pub labels: Labels,
+    /// The agents the image has (`command` is always offered).
+    pub agents: Vec<AgentInfo>,
+    /// Jobs run at once.
+    pub slots: u32,
+    pub namespace: String,
+    pub template: JobTemplate,
+    pub heartbeat_interval: Duration,
+    /// How often Jobs and pods are listed; also the claim long-poll's wait.
+    pub reconcile_interval: Duration,
+}
+
+impl LauncherConfig {
+    pub fn new(id: WorkerId, namespace: impl Into<String>, template: JobTemplate, slots: u32) -> Self {
+        Self {
+            hostname: id.to_string(),
+            id,
+            labels: Labels::new(),
+            agents: Vec::new(),
+            slots: slots.max(1),
+            namespace: namespace.into(),
+            template,
+            heartbeat_interval: Duration::from_secs(10),
+            reconcile_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LauncherError {
+    #[error(
+        "the launcher id {0} is not a valid Kubernetes label value (at most 63 characters, alphanumeric at both ends)"
+    )]
+    BadId(WorkerId),
+    #[error("registration refused: {0}")]
+    Register(ApiError),
+    #[error("cannot list the launcher's Jobs: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+/// What a launcher did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LauncherSummary {
+    pub created: u64,
+    /// Jobs found at start (or on a create refused as existing) and taken over.
+    pub adopted: u64,
+    /// Attempts the launcher failed itself (pod failure, creation refused, cancel).
+    pub failed: u64,
+}
+
+struct Tracked {
+    lease: Lease,
+    name: String,
+    /// A cancel or a lost lease made us delete the Job; waiting for it to go.
+    deleting: Option<ErrorClass>,
+}
+
+struct Launcher {
+    cfg: LauncherConfig,
+    api: Arc<dyn WorkerApi>,
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    tracked: HashMap<TaskId, Tracked>,
+    summary: LauncherSummary,
+}
+
+/// Run the launcher until `shutdown` fires. It does not deregister: its Jobs keep running and
+/// heartbeating under its id, and the next launcher with the same id adopts them.
+pub async fn run_launcher(
+    cfg: LauncherConfig,
+    api: Arc<dyn WorkerApi>,
+    kube: Client,
+    shutdown: CancellationToken,
+) -> Result<LauncherSummary, LauncherError> {
+    if !job::valid_launcher_id(&cfg.id) {
+        return Err(LauncherError::BadId(cfg.id));
+    }
+    let mut agents = vec![AgentInfo {
+        name: agentpool_core::spec::COMMAND_AGENT.into(),
+        version: None,
+    }];
+    agents.extend(
+        cfg.agents
+            .iter()
+            .filter(|a| a.name != agentpool_core::spec::COMMAND_AGENT)
+            .cloned(),
+    );
+    let reg = WorkerRegistration {
+        id: Some(cfg.id.clone()),
+        hostname: cfg.hostname.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        agents,
+        labels: cfg.labels.clone(),
+        slots: cfg.slots,
+    };
+    let mut l = Launcher {
+        jobs: Api::namespaced(kube.clone(), &cfg.namespace),
+        pods: Api::namespaced(kube.clone(), &cfg.namespace),
+        secrets: Api::namespaced(kube, &cfg.namespace),
+        cfg,
+        api,
+        tracked: HashMap::new(),
+        summary: LauncherSummary::default(),
+    };
+    loop {
+        match l.api.register(reg.clone()).await {
+            Ok(_) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!("cannot register yet: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(l.cfg.reconcile_interval) => {}
+                    _ = shutdown.cancelled() => return Ok(l.summary),
+                }
+            }
+            Err(e) => return Err(LauncherError::Register(e)),
+        }
+    }
+    l.adopt().await?;
+    tracing::info!(launcher = %l.cfg.id, adopted = l.summary.adopted, "launcher registered");
+    let mut next_beat = tokio::time::Instant::now();
+    while !shutdown.is_cancelled() {
+        let free = l.cfg.slots.saturating_sub(l.tracked.len() as u32);
+        if free > 0 {
+            // Not interrupted by shutdown: a claim the server has granted must become a Job (or
+            // its lease would only expire, costing the task an attempt). The long poll is short.
+            let claimed = l.api.claim(&l.cfg.id, free, l.cfg.reconcile_interval).await;
+            match claimed {
+                Ok(works) => {
+                    for w in works {
+                        l.launch(w).await;
+                    }
+                }
+                Err(ApiError::NotFound(_)) => {
+                    let _ = l.api.register(reg.clone()).await;
+                }
+                Err(e) => {
+                    tracing::warn!("claim failed: {e}");
+                    l.pause(&shutdown).await;
+                }
+            }
+        } else {
+            l.pause(&shutdown).await;
+        }
+        if let Err(e) = l.reconcile().await {
+            tracing::warn!("reconcile failed: {e}");
+        }
+        if tokio::time::Instant::now() >= next_beat {
+            l.heartbeat(&reg).await;
+            next_beat = tokio::time::Instant::now() + l.cfg.heartbeat_interval;
+        }
+    }
+    tracing::info!(summary = ?l.summary, "launcher stopped; its Jobs keep running");
+    Ok(l.summary)
+}
+
+impl Launcher {
+    async fn pause(&self, shutdown: &CancellationToken) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.cfg.reconcile_interval) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+
+    /// Take over the unfinished Jobs a previous life of this launcher created.
+    async fn adopt(&mut self) -> Result<(), kube::Error> {
+        let lp = ListParams::default().labels(&job::selector(&self.cfg.id));
+        for j in self.jobs.list(&lp).await? {
+            if matches!(classify::judge(&j, &[]), JobState::Succeeded) {
+                continue;
+            }
+            if let Some((lease, name)) = lease_of(&j) {
+                self.summary.adopted += 1;
+                self.tracked.entry(lease.task_id).or_insert(Tracked {
+                    lease,
+                    name,
+                    deleting: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the Job and Secret of one claimed attempt.
+    async fn launch(&mut self, work: ClaimedWork) {
+        let lease = work.claimed.lease;
+        let name = job::job_name(lease.task_id, work.claimed.attempt);
+        let spec = job::build_job(&self.cfg.template, &self.cfg.id, &work);
+        let created = match self.jobs.create(&PostParams::default(), &spec).await {
+            Ok(j) => {
+                self.summary.created += 1;
+                j
+            }
+            // Another life of this launcher created it: the attempt has its Job; adopt it.
+            Err(kube::Error::Api(e)) if e.code == 409 => match self.jobs.get(&name).await {
+                Ok(j) => {
+                    self.summary.adopted += 1;
+                    j
+                }
+                Err(e) => {
+                    tracing::warn!(job = %name, "existing Job cannot be read: {e}");
+                    self.track(lease, name);
+                    return;
+                }
+            },
+            Err(e) => {
+                let v = classify::creation_refused(&e);
+                tracing::warn!(job = %name, "{}", v.message);
+                self.fail(lease, v).await;
+                return;
+            }
+        };
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        let secret = job::build_secret(&self.cfg.id, &work, &uid);
+        match self.secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                let v = Verdict {
+                    class: classify::creation_refused(&e).class,
+                    message: format!("the attempt Secret {name} could not be created: {e}"),
+                };
+                self.fail(lease, v).await;
+                self.delete(&name).await;
+                return;
+            }
+        }
+        tracing::info!(job = %name, task = %lease.task_id, "Job created");
+        self.track(lease, name);
+    }
+
+    fn track(&mut self, lease: Lease, name: String) {
+        self.tracked.insert(
+            lease.task_id,
+            Tracked {
+                lease,
+                name,
+                deleting: None,
+            },
+        );
+    }
+
+    async fn reconcile(&mut self) -> Result<(), kube::Error> {
+        if self.tracked.is_empty() {
+            return Ok(());
+        }
+        let lp = ListParams::default().labels(&job::selector(&self.cfg.id));
+        let jobs: HashMap<String, Job> = self
+            .jobs
+            .list(&lp)
+            .await?
+            .into_iter()
+            .filter_map(|j| Some((j.metadata.name.clone()?, j)))
+            .collect();
+        let pods = self.pods.list(&lp).await?.items;
+        let ids: Vec<TaskId> = self.tracked.keys().copied().collect();
+        for id in ids {
+            let Some(t) = self.tracked.get(&id) else { continue };
+            let (lease, name, deleting) = (t.lease, t.name.clone(), t.deleting);
+            let Some(j) = jobs.get(&name) else {
+                self.tracked.remove(&id);
+                match deleting {
+                    // Canceled: the pod is gone; if run-task reported first this is refused.
+                    Some(ErrorClass::Canceled) => {
+                        self.fail(
+                            lease,
+                            verdict(ErrorClass::Canceled, "canceled; the Job was deleted"),
+                        )
+                        .await
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.fail(
+                            lease,
+                            verdict(
+                                ErrorClass::InfraError,
+                                format!("the Job {name} was deleted before the attempt reported"),
+                            ),
+                        )
+                        .await
+                    }
+                }
+                continue;
+            };
+            if deleting.is_some() || j.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let own: Vec<Pod> = pods
+                .iter()
+                .filter(|p| label(&p.metadata, job::LABEL_TASK) == Some(id.0.to_string()))
+                .filter(|p| label(&p.metadata, "job-name").is_none_or(|n| n == name))
+                .cloned()
+                .collect();
+            match classify::judge(j, &own) {
+                JobState::Active => {}
+                JobState::Succeeded => {
+                    self.tracked.remove(&id);
+                }
+                JobState::Failed(v) => {
+                    tracing::warn!(job = %name, "{}", v.message);
+                    self.tracked.remove(&id);
+                    self.fail(lease, v).await;
+                    self.delete(&name).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(&mut self, reg: &WorkerRegistration) {
+        let leases: Vec<Lease> = self.tracked.values().map(|t| t.lease).collect();
+        let status = if leases.is_empty() {
+            WorkerStatus::Idle
+        } else {
+            WorkerStatus::Busy
+        };
+        let req = HeartbeatRequest {
+            leases,
+            status: Some(status),
+        };
+        match self.api.heartbeat(&self.cfg.id, req).await {
+            Ok(reply) => {
+                for id in reply.cancel {
+                    self.stop(id, ErrorClass::Canceled).await;
+                }
+                for id in reply.lost {
+                    // Not ours any more: stop the pod, report nothing.
+                    self.stop(id, ErrorClass::LeaseExpired).await;
+                }
+            }
+            Err(ApiError::NotFound(_)) => {
+                let _ = self.api.register(reg.clone()).await;
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+
+    /// Delete the Job of `id` (its pod gets SIGTERM, then SIGKILL after the grace period).
+    async fn stop(&mut self, id: TaskId, why: ErrorClass) {
+        let Some(t) = self.tracked.get_mut(&id) else {
+            return;
+        };
+        if t.deleting.is_some() {
+            return;
+        }
+        t.deleting = Some(why);
+        let name = t.name.clone();
+        tracing::info!(job = %name, reason = %why, "deleting Job");
+        self.delete(&name).await;
+    }
+
+    async fn delete(&self, name: &str) {
+        match self.jobs.delete(name, &DeleteParams::foreground()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => tracing::warn!(job = %name, "delete failed: {e}"),
+        }
+    }
+
+    async fn fail(&mut self, lease: Lease, v: Verdict) {
+        let req = FailRequest {
+            lease_token: lease.token,
+            class: v.class,
+            message: v.message,
+            retry_after_secs: None,
+            result: None,
+        };
+        for _ in 0..5 {
+            match self.api.fail(&self.cfg.id, lease.task_id, req.clone()).await {
+                Ok(_) => {
+                    self.summary.failed += 1;
+                    return;
+                }
+                // run-task reported first, or the lease moved on: its word stands.
+                Err(ApiError::StaleLease(_)) | Err(ApiError::NotFound(_)) => return,
+                Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => {
+                    tracing::warn!(task = %lease.task_id, "fail not accepted: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn verdict(class: ErrorClass, message: impl Into<String>) -> Verdict {
+    Verdict {
+        class,
+        message: message.into(),
+    }
+}
+
+fn label(meta: &kube::api::ObjectMeta, key: &str) -> Option<String> {
+    meta.labels.as_ref()?.get(key).cloned()
+}
+
+/// The lease an adopted Job runs under, from its labels and annotations.
+fn lease_of(j: &Job) -> Option<(Lease, String)> {
+    let name = j.metadata.name.clone()?;
+    let task_id: TaskId = label(&j.metadata, job::LABEL_TASK)?.parse().ok()?;
+    let token: i64 = j
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(job::ANNOTATION_LEASE)?
+        .parse()
+        .ok()?;
+    Some((
+        Lease {
+            task_id,
+            token: LeaseToken(token),
+        },
+        name,
+    ))
+}

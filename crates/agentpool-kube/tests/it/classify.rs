@@ -1,0 +1,104 @@
+//! Job and pod states, in the shapes Kubernetes reports them, to attempt outcomes.
+
+use agentpool_core::ErrorClass;
+use agentpool_kube::classify::{JobState, creation_refused, judge};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::fixture;
+
+fn failed(job: &str, pods: &[&str]) -> (ErrorClass, String) {
+    let pods: Vec<Pod> = pods.iter().map(|p| fixture(p)).collect();
+    match judge(&fixture::<Job>(job), &pods) {
+        JobState::Failed(v) => (v.class, v.message),
+        other => panic!("{job} {pods:?}: expected a failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn running_and_completed_jobs_need_nothing_reported() {
+    assert_eq!(judge(&fixture("job-active.json"), &[]), JobState::Active);
+    assert_eq!(judge(&fixture("job-complete.json"), &[]), JobState::Succeeded);
+}
+
+#[test]
+fn pods_that_cannot_start_fail_the_attempt_without_retry() {
+    for (pod, reason) in [
+        ("pod-image-pull-backoff.json", "ImagePullBackOff"),
+        ("pod-err-image-pull.json", "ErrImagePull"),
+        (
+            "pod-create-container-config-error.json",
+            "CreateContainerConfigError",
+        ),
+    ] {
+        let (class, msg) = failed("job-active.json", &[pod]);
+        assert_eq!(class, ErrorClass::InfraConfigError, "{pod}");
+        assert!(msg.contains(reason), "{msg}");
+        assert!(!class.is_retryable());
+    }
+    let (_, msg) = failed("job-active.json", &["pod-create-container-config-error.json"]);
+    assert!(
+        msg.contains("secret \"agentpool-worker-token\" not found"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_oom_killed_pod_is_a_configuration_failure() {
+    let (class, msg) = failed("job-backoff-limit-exceeded.json", &["pod-oomkilled.json"]);
+    assert_eq!(class, ErrorClass::InfraConfigError);
+    assert!(msg.contains("OOMKilled") && msg.contains("137"), "{msg}");
+}
+
+#[test]
+fn eviction_and_node_loss_are_retried() {
+    let (class, msg) = failed("job-backoff-limit-exceeded.json", &["pod-evicted.json"]);
+    assert_eq!(class, ErrorClass::InfraError);
+    assert!(
+        msg.contains("Evicted") && msg.contains("ephemeral-storage"),
+        "{msg}"
+    );
+    // An evicted pod fails the attempt even before the Job controller marks the Job.
+    assert_eq!(
+        failed("job-active.json", &["pod-evicted.json"]).0,
+        ErrorClass::InfraError
+    );
+
+    let (class, msg) = failed("job-backoff-limit-exceeded.json", &["pod-node-lost.json"]);
+    assert_eq!(class, ErrorClass::InfraError);
+    assert!(
+        msg.contains("DeletionByPodGC") && msg.contains("node no longer exists"),
+        "{msg}"
+    );
+    // Pod already garbage-collected: the Job's condition is all there is.
+    let (class, msg) = failed("job-backoff-limit-exceeded.json", &[]);
+    assert_eq!(class, ErrorClass::InfraError);
+    assert!(
+        msg.contains("BackoffLimitExceeded") && msg.contains("node was lost"),
+        "{msg}"
+    );
+    assert!(class.is_retryable());
+}
+
+#[test]
+fn a_deadline_exceeded_job_is_a_timeout() {
+    let (class, msg) = failed("job-deadline-exceeded.json", &["pod-node-lost.json"]);
+    assert_eq!(class, ErrorClass::Timeout);
+    assert!(msg.contains("DeadlineExceeded"), "{msg}");
+}
+
+#[test]
+fn refused_creations_are_classified_by_cause() {
+    let quota = kube::Error::Api(fixture("status-quota.json"));
+    let v = creation_refused(&quota);
+    assert_eq!(v.class, ErrorClass::InfraError);
+    assert!(
+        v.message.contains("exceeded quota") && v.message.contains("403"),
+        "{}",
+        v.message
+    );
+    let admission = kube::Error::Api(fixture("status-admission.json"));
+    let v = creation_refused(&admission);
+    assert_eq!(v.class, ErrorClass::InfraConfigError);
+    assert!(v.message.contains("admission webhook"), "{}", v.message);
+}

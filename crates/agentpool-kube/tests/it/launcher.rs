@@ -1,0 +1,309 @@
+//! The launcher against the in-memory API server and an in-memory queue: every request it
+//! makes to Kubernetes, and every failure it reports, for each way an attempt's Job can end.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_core::{ErrorClass, TaskId, WorkerId};
+use agentpool_kube::fake::FakeApi;
+use agentpool_kube::job::{build_job, job_name};
+use agentpool_kube::launcher::LauncherSummary;
+use agentpool_kube::{AttemptFile, JobTemplate, LauncherConfig, LauncherError, SecretKeyRef, run_launcher};
+use agentpool_runner::ClaimedWork;
+use k8s_openapi::api::core::v1::Pod;
+use tokio_util::sync::CancellationToken;
+
+use crate::fixture;
+use crate::queue::{Queue, SECRET, work};
+
+pub fn template() -> JobTemplate {
+    JobTemplate::new(
+        "registry.example/agentpool:0.1.0",
+        "https://agentpool.agentpool.svc:7070",
+        SecretKeyRef {
+            name: "agentpool-worker-token".into(),
+            key: "token".into(),
+        },
+    )
+}
+
+fn config(id: &str) -> LauncherConfig {
+    let mut c = LauncherConfig::new(WorkerId::parse(id).unwrap(), "agentpool", template(), 2);
+    c.reconcile_interval = Duration::from_millis(50);
+    c.heartbeat_interval = Duration::from_millis(50);
+    c
+}
+
+struct Running {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<LauncherSummary, LauncherError>>,
+}
+
+impl Running {
+    async fn stop(self) -> LauncherSummary {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap()
+    }
+}
+
+fn start(cfg: LauncherConfig, queue: &Arc<Queue>, fake: &FakeApi) -> Running {
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(run_launcher(cfg, queue.clone(), fake.client(), stop.clone()));
+    Running { stop, handle }
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn writes(fake: &FakeApi) -> Vec<String> {
+    fake.writes()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r.method,
+                r.resource,
+                r.name.clone().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// A pod of `job` as the Job controller makes it (template labels + job-name), with the
+/// status of a fixture.
+fn pod_of(fake: &FakeApi, job: &str, status_fixture: &str) -> Pod {
+    let j = fake.job(job).unwrap();
+    let mut pod: Pod = fixture(status_fixture);
+    let mut labels = j.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+    labels.insert("job-name".into(), job.into());
+    labels.insert("batch.kubernetes.io/job-name".into(), job.into());
+    pod.metadata.labels = Some(labels);
+    pod
+}
+
+async fn launched(fake: &FakeApi, w: &ClaimedWork) -> String {
+    let name = job_name(w.claimed.lease.task_id, w.claimed.attempt);
+    eventually("Job and Secret created", || fake.secret(&name).is_some()).await;
+    name
+}
+
+#[tokio::test]
+async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted() {
+    let fake = FakeApi::new();
+    let w = work(1);
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    let l = start(config("launcher-a"), &queue, &fake);
+    let name = launched(&fake, &w).await;
+
+    // What the pod receives: the attempt file, with the lease and the credentials.
+    let secret = fake.secret(&name).unwrap();
+    let file: AttemptFile = serde_json::from_slice(&secret.data.unwrap()["attempt.json"].0).unwrap();
+    assert_eq!(file.worker_id.as_str(), "launcher-a");
+    assert_eq!(file.work, w);
+    let job_json = serde_json::to_string(&fake.job(&name).unwrap()).unwrap();
+    assert!(!job_json.contains(SECRET), "no credential in the Job");
+
+    fake.put_pod(&pod_of(&fake, &name, "pod-image-pull-backoff.json"));
+    eventually("attempt failed", || !queue.fails().is_empty()).await;
+    let (task, class, msg) = queue.fails()[0].clone();
+    assert_eq!(
+        (task, class),
+        (w.claimed.lease.task_id, ErrorClass::InfraConfigError)
+    );
+    assert!(
+        msg.contains("ImagePullBackOff") && msg.contains("registry.example/agentpool:0.1.0"),
+        "{msg}"
+    );
+    eventually("Job deleted", || {
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    let summary = l.stop().await;
+    assert_eq!(
+        writes(&fake),
+        vec![
+            format!("POST jobs "),
+            format!("POST secrets "),
+            format!("DELETE jobs {name}"),
+        ]
+    );
+    let delete = fake.writes().pop().unwrap();
+    assert_eq!(delete.body.unwrap()["propagationPolicy"], "Foreground");
+    assert_eq!((summary.created, summary.failed), (1, 1));
+    assert_eq!(queue.fails().len(), 1, "reported once");
+}
+
+#[tokio::test]
+async fn job_creation_refused_by_quota_or_admission_is_classified() {
+    for (status, class, needle) in [
+        ("status-quota.json", ErrorClass::InfraError, "exceeded quota"),
+        (
+            "status-admission.json",
+            ErrorClass::InfraConfigError,
+            "admission webhook",
+        ),
+    ] {
+        let fake = FakeApi::new();
+        let s: serde_json::Value = fixture(status);
+        fake.refuse_job_creation(
+            s["code"].as_u64().unwrap() as u16,
+            s["reason"].as_str().unwrap(),
+            s["message"].as_str().unwrap(),
+        );
+        let w = work(1);
+        let queue = Arc::new(Queue::with(vec![w.clone()]));
+        let l = start(config("launcher-a"), &queue, &fake);
+        eventually("attempt failed", || !queue.fails().is_empty()).await;
+        let (_, got, msg) = queue.fails()[0].clone();
+        assert_eq!(got, class, "{status}");
+        assert!(msg.contains(needle), "{msg}");
+        l.stop().await;
+        // Nothing else was created: no Secret without its Job.
+        assert_eq!(writes(&fake), vec!["POST jobs ".to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn a_job_deleted_behind_the_launchers_back_is_retried() {
+    let fake = FakeApi::new();
+    let w = work(2);
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    let l = start(config("launcher-a"), &queue, &fake);
+    let name = launched(&fake, &w).await;
+    fake.remove_job(&name);
+    assert!(fake.secret(&name).is_none(), "the owned Secret goes with its Job");
+    eventually("attempt failed", || !queue.fails().is_empty()).await;
+    let (_, class, msg) = queue.fails()[0].clone();
+    assert_eq!(class, ErrorClass::InfraError);
+    assert!(msg.contains(&name) && msg.contains("deleted"), "{msg}");
+    l.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
+    let fake = FakeApi::new();
+    let w = work(1);
+    let id: TaskId = w.claimed.lease.task_id;
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    let l = start(config("launcher-a"), &queue, &fake);
+    let name = launched(&fake, &w).await;
+    queue.cancel.lock().unwrap().push(id);
+    eventually("Job being deleted", || {
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    // Until the pod is gone, nothing is reported (run-task may still report first).
+    assert!(queue.fails().is_empty());
+    fake.remove_job(&name);
+    eventually("canceled reported", || !queue.fails().is_empty()).await;
+    assert_eq!(queue.fails()[0].1, ErrorClass::Canceled);
+    l.stop().await;
+    let deletes: Vec<_> = fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(
+        deletes[0].body.as_ref().unwrap()["propagationPolicy"],
+        "Foreground"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_lease_stops_the_job_and_reports_nothing() {
+    let fake = FakeApi::new();
+    let w = work(1);
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    let l = start(config("launcher-a"), &queue, &fake);
+    let name = launched(&fake, &w).await;
+    queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
+    eventually("Job being deleted", || {
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    fake.remove_job(&name);
+    // Several reconcile rounds pass without a report.
+    let beats = queue.heartbeats.lock().unwrap().len();
+    eventually("more heartbeats", || {
+        queue.heartbeats.lock().unwrap().len() > beats + 3
+    })
+    .await;
+    assert!(queue.fails().is_empty());
+    l.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not_duplicated() {
+    let fake = FakeApi::new();
+    let w = work(1);
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    let first = start(config("launcher-a"), &queue, &fake);
+    let name = launched(&fake, &w).await;
+    assert_eq!(first.stop().await.created, 1);
+
+    // The next life lists its Jobs by label and heartbeats their leases; it creates nothing.
+    let second = start(config("launcher-a"), &queue, &fake);
+    eventually("adopted lease heartbeated", || {
+        queue
+            .heartbeats
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&w.claimed.lease))
+    })
+    .await;
+    let s = second.stop().await;
+    assert_eq!((s.created, s.adopted), (0, 1));
+    let posts = fake
+        .writes()
+        .iter()
+        .filter(|r| r.method == "POST" && r.resource == "jobs")
+        .count();
+    assert_eq!(posts, 1);
+    // Another launcher's Jobs are not its business.
+    let other = start(config("launcher-b"), &Arc::new(Queue::default()), &fake);
+    assert_eq!(other.stop().await.adopted, 0);
+
+    // A claim whose Job already exists (created by a life that died before tracking it):
+    // the create is refused as AlreadyExists and the Job is adopted.
+    let fake = FakeApi::new();
+    let w2 = work(1);
+    let existing = build_job(&template(), &WorkerId::parse("launcher-a").unwrap(), &w2);
+    fake.put("jobs", serde_json::to_value(&existing).unwrap());
+    let q2 = Arc::new(Queue::with(vec![w2.clone()]));
+    let third = start(config("launcher-a"), &q2, &fake);
+    let name2 = launched(&fake, &w2).await;
+    let s = third.stop().await;
+    // Adopted once at start (found by label) and once when the create was refused.
+    assert_eq!((s.created, s.adopted), (0, 2), "{name} and {name2}");
+    assert_eq!(
+        writes(&fake),
+        vec!["POST jobs ".to_string(), "POST secrets ".to_string()]
+    );
+    assert!(q2.fails().is_empty());
+}
+
+#[tokio::test]
+async fn a_launcher_id_that_is_not_a_label_value_is_refused() {
+    let fake = FakeApi::new();
+    let cfg = config("-launcher");
+    let err = run_launcher(
+        cfg,
+        Arc::new(Queue::default()),
+        fake.client(),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("label value"), "{err}");
+    assert!(fake.requests().is_empty());
+}

@@ -1,0 +1,157 @@
+//! An in-memory queue behind the worker protocol: hands out scripted claims and records every
+//! call, so launcher tests can assert what was reported without a server.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use agentpool_core::protocol::{
+    AppendEventsRequest, ClaimedTask, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply,
+    HeartbeatRequest, Secrets,
+};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{
+    ErrorClass, Lease, LeaseToken, Task, TaskId, TaskKind, TaskSpec, TaskState, Worker, WorkerId,
+    WorkerStatus,
+};
+use agentpool_runner::{ApiError, ClaimedWork, WorkerApi};
+use async_trait::async_trait;
+
+/// The credential value every scripted claim carries.
+pub const SECRET: &str = "ghp_attempt_secret_value";
+
+#[derive(Default)]
+pub struct Queue {
+    pub to_claim: Mutex<VecDeque<ClaimedWork>>,
+    pub fails: Mutex<Vec<(TaskId, ErrorClass, String)>>,
+    pub heartbeats: Mutex<Vec<Vec<Lease>>>,
+    /// Tasks the next heartbeat reply names as canceled / lost.
+    pub cancel: Mutex<Vec<TaskId>>,
+    pub lost: Mutex<Vec<TaskId>>,
+}
+
+/// A claimed command task, attempt `attempt`, lease token 7.
+pub fn work(attempt: u32) -> ClaimedWork {
+    let now = chrono::Utc::now();
+    let id = TaskId::new();
+    let spec = TaskSpec {
+        kind: TaskKind::Command,
+        repo: Some("https://git.example/app.git".into()),
+        command: Some("make test".into()),
+        timeout_secs: Some(900),
+        ..TaskSpec::default()
+    };
+    let task = Task {
+        id,
+        spec,
+        state: TaskState::Running,
+        attempts: attempt,
+        max_attempts: 3,
+        priority: 0,
+        created_at: now,
+        updated_at: now,
+        run_after: now,
+        started_at: Some(now),
+        finished_at: None,
+        worker_id: None,
+        lease_token: Some(LeaseToken(7)),
+        lease_expires_at: Some(now),
+        cancel_requested: false,
+        error_class: None,
+        error_message: None,
+        result: None,
+    };
+    let credentials = Secrets([("git-token".to_string(), SECRET.to_string())].into());
+    ClaimedWork {
+        claimed: ClaimedTask {
+            task,
+            lease: Lease {
+                task_id: id,
+                token: LeaseToken(7),
+            },
+            attempt,
+            resume_session: None,
+        },
+        credentials,
+    }
+}
+
+impl Queue {
+    pub fn with(works: Vec<ClaimedWork>) -> Self {
+        let q = Self::default();
+        q.to_claim.lock().unwrap().extend(works);
+        q
+    }
+
+    pub fn fails(&self) -> Vec<(TaskId, ErrorClass, String)> {
+        self.fails.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl WorkerApi for Queue {
+    async fn register(&self, reg: WorkerRegistration) -> Result<Worker, ApiError> {
+        let now = chrono::Utc::now();
+        Ok(Worker {
+            id: reg.id.unwrap_or_else(|| WorkerId::parse("w").unwrap()),
+            hostname: reg.hostname,
+            version: reg.version,
+            agents: reg.agents,
+            labels: reg.labels,
+            slots: reg.slots,
+            status: WorkerStatus::Idle,
+            running: 0,
+            registered_at: now,
+            last_heartbeat_at: now,
+        })
+    }
+
+    async fn heartbeat(&self, _w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
+        self.heartbeats.lock().unwrap().push(req.leases);
+        Ok(HeartbeatReply {
+            cancel: std::mem::take(&mut *self.cancel.lock().unwrap()),
+            lost: std::mem::take(&mut *self.lost.lock().unwrap()),
+            drain: false,
+        })
+    }
+
+    async fn claim(&self, _w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
+        let out: Vec<ClaimedWork> = {
+            let mut q = self.to_claim.lock().unwrap();
+            let n = (max as usize).min(q.len());
+            q.drain(..n).collect()
+        };
+        if out.is_empty() {
+            tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+        }
+        Ok(out)
+    }
+
+    async fn append_events(
+        &self,
+        _w: &WorkerId,
+        _t: TaskId,
+        _r: AppendEventsRequest,
+    ) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn complete(&self, _w: &WorkerId, _t: TaskId, _r: CompleteRequest) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn fail(&self, _w: &WorkerId, task: TaskId, req: FailRequest) -> Result<FailOutcome, ApiError> {
+        self.fails.lock().unwrap().push((task, req.class, req.message));
+        Ok(FailOutcome::Finished {
+            state: TaskState::Failed,
+        })
+    }
+
+    async fn drain(&self, _w: &WorkerId) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn deregister(&self, _w: &WorkerId) -> Result<(), ApiError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! Every object the launcher creates, and every rendered manifest under deploy/, validated
+//! against the Kubernetes 1.33 OpenAPI schemas with `kubernetes-validate` (pip). Missing tools
+//! fail the test when services are required (CI); elsewhere the test says so and passes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use agentpool_core::WorkerId;
+use agentpool_kube::KUBERNETES_VERSION;
+use agentpool_kube::job::{build_job, build_secret};
+
+use crate::launcher::template;
+use crate::queue::work;
+
+fn required() -> bool {
+    std::env::var_os("AGENTPOOL_TEST_REQUIRE_SERVICES").is_some()
+}
+
+/// Whether `tool` runs; panics when it does not and tools are required.
+fn have(tool: &str, args: &[&str]) -> bool {
+    let ok = Command::new(tool)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !required(),
+            "{tool} is required (scripts/test installs it); it did not run"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    ok
+}
+
+fn validate(files: &[PathBuf]) {
+    let out = Command::new("kubernetes-validate")
+        .args([
+            "--strict",
+            "--kubernetes-version",
+            &format!("{KUBERNETES_VERSION}.0"),
+        ])
+        .args(files)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "schema validation failed:\n{text}");
+    assert!(!text.to_lowercase().contains("error"), "{text}");
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn created_objects_validate_against_the_kubernetes_schemas() {
+    if !have("kubernetes-validate", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = template();
+    t.resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}
+        }))
+        .unwrap(),
+    );
+    t.node_selector
+        .insert("agentpool.dev/pool".into(), "agents".into());
+    t.tolerations = vec![
+        serde_json::from_value(serde_json::json!({
+            "key": "dedicated", "operator": "Equal", "value": "agents", "effect": "NoSchedule"
+        }))
+        .unwrap(),
+    ];
+    t.ca_secret = Some(agentpool_kube::SecretKeyRef {
+        name: "agentpool-ca".into(),
+        key: "ca.crt".into(),
+    });
+    let w = work(3);
+    let id = WorkerId::parse("agentpool-launcher").unwrap();
+    let job = build_job(&t, &id, &w);
+    let secret = build_secret(&id, &w, "5d1c2f9e-3a1b-4c7d-9e2f-6a8b0c1d2e3f");
+    let files = vec![dir.path().join("job.json"), dir.path().join("secret.json")];
+    std::fs::write(&files[0], serde_json::to_vec(&job).unwrap()).unwrap();
+    std::fs::write(&files[1], serde_json::to_vec(&secret).unwrap()).unwrap();
+    validate(&files);
+}
+
+#[test]
+fn rendered_manifests_validate_against_the_kubernetes_schemas() {
+    if !have("kubernetes-validate", &["--version"]) || !have("kubectl", &["version", "--client"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for overlay in ["base", "overlays/dev", "overlays/production"] {
+        let path = repo_root().join("deploy/kustomize").join(overlay);
+        let out = Command::new("kubectl")
+            .args(["kustomize", path.to_str().unwrap()])
+            .output()
+            .expect("run kubectl kustomize");
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = dir.path().join(format!("{}.yaml", overlay.replace('/', "-")));
+        std::fs::write(&file, &out.stdout).unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        for kind in [
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "ConfigMap",
+        ] {
+            assert!(
+                text.contains(&format!("kind: {kind}\n")),
+                "{overlay} has no {kind}"
+            );
+        }
+        files.push(file);
+    }
+    validate(&files);
+}
+
+/// The Job templates shipped in the manifests parse as the launcher reads them.
+#[test]
+fn shipped_job_templates_parse() {
+    for file in [
+        "deploy/kustomize/base/configmap.yaml",
+        "deploy/kustomize/overlays/production/kustomization.yaml",
+    ] {
+        let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
+        let mut lines = text.lines().skip_while(|l| !l.trim_end().ends_with("|"));
+        let head = lines.next().unwrap_or_else(|| panic!("{file}: no block"));
+        let indent = head.len() - head.trim_start().len();
+        let body: Vec<&str> = lines
+            .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+            .collect();
+        let json = body.join("\n");
+        let t: agentpool_kube::JobTemplate =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{file}: {e}\n{json}"));
+        assert_eq!(t.token_secret.name, "agentpool-worker-token", "{file}");
+    }
+}
+
+/// The validator is not a no-op: a Job with a wrongly typed field is refused.
+#[test]
+fn the_validator_refuses_an_invalid_job() {
+    if !have("kubernetes-validate", &["--version"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.json");
+    let mut job =
+        serde_json::to_value(build_job(&template(), &WorkerId::parse("l").unwrap(), &work(1))).unwrap();
+    job["spec"]["backoffLimit"] = serde_json::json!("none");
+    std::fs::write(&file, job.to_string()).unwrap();
+    let out = Command::new("kubernetes-validate")
+        .args([
+            "--strict",
+            "--kubernetes-version",
+            &format!("{KUBERNETES_VERSION}.0"),
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

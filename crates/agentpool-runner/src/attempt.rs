@@ -1,0 +1,218 @@
+//! One attempt taken over from whoever claimed it: run exactly one [`ClaimedWork`] under a
+//! worker id that is not this process's own registration (the Kubernetes launcher claims, a
+//! pod runs the attempt). It heartbeats that one lease, acts on cancel and lost, runs the
+//! pipeline, flushes events and reports — fenced by the lease token like any worker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_agents::{EventSink, Registry};
+use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatRequest};
+use agentpool_core::{ErrorClass, Lease, NewEvent, WorkerId, WorkerStatus};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, ClaimedWork, WorkerApi};
+use crate::events;
+use crate::pipeline::{CancelCause, Pipeline, PipelineConfig, Report, TaskCancel};
+
+/// How one attempt is run.
+#[derive(Debug, Clone)]
+pub struct AttemptConfig {
+    pub pipeline: PipelineConfig,
+    pub heartbeat_interval: Duration,
+    /// How long reports are retried while the server is unreachable.
+    pub report_retry_for: Duration,
+}
+
+impl AttemptConfig {
+    pub fn new(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            pipeline: PipelineConfig::new(dir),
+            heartbeat_interval: Duration::from_secs(10),
+            report_retry_for: Duration::from_secs(600),
+        }
+    }
+}
+
+/// How the attempt ended, as far as the server is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Succeeded,
+    /// Reported as failed with this class (canceled included).
+    Failed(ErrorClass),
+    /// The lease was no longer ours: nothing was (or could be) reported.
+    Lost,
+    /// The report could not be delivered before giving up.
+    Unreported,
+}
+
+impl AttemptOutcome {
+    /// Whether the server heard how the attempt ended (or no longer needed to).
+    pub fn reported(&self) -> bool {
+        !matches!(self, Self::Unreported)
+    }
+}
+
+/// Run `work` (claimed by `worker`) to its end. `terminate` fires when the process is asked to
+/// stop (SIGTERM: the pod is being deleted or evicted): the run is stopped and reported as an
+/// infrastructure failure, which the server turns into `CANCELED` if a user canceled the task
+/// and otherwise retries.
+pub async fn run_attempt(
+    api: Arc<dyn WorkerApi>,
+    worker: WorkerId,
+    work: ClaimedWork,
+    agents: Registry,
+    cfg: AttemptConfig,
+    terminate: CancellationToken,
+) -> AttemptOutcome {
+    let lease = work.claimed.lease;
+    let pipeline = Pipeline::new(cfg.pipeline.clone(), agents);
+    let cancel = TaskCancel::new();
+    let stop_beats = CancellationToken::new();
+    let beats = tokio::spawn(heartbeat_loop(
+        api.clone(),
+        worker.clone(),
+        lease,
+        cfg.heartbeat_interval,
+        cancel.clone(),
+        terminate,
+        stop_beats.clone(),
+    ));
+    let redactor = Arc::new(pipeline.redactor_for(&work));
+    let lost_cancel = cancel.clone();
+    let (buffer, flusher) = events::start(
+        api.clone(),
+        worker.clone(),
+        lease,
+        redactor,
+        move || lost_cancel.cancel(CancelCause::LeaseLost),
+        cfg.report_retry_for,
+    );
+    let sink: Arc<dyn EventSink> = Arc::new(buffer);
+    // The store wrote `claimed` when the launcher claimed; this notes who runs it now.
+    sink.emit(NewEvent::log(
+        "worker",
+        format!("attempt {} taken over for worker {worker}", work.claimed.attempt),
+    ));
+    let mut report = pipeline.run(&work, sink.clone(), &cancel).await;
+    drop(sink);
+    let flushed = flusher.await.unwrap_or(events::FlushEnd::GaveUp);
+    stop_beats.cancel();
+    let _ = beats.await;
+    if flushed == events::FlushEnd::LeaseLost || cancel.cause() == Some(CancelCause::LeaseLost) {
+        report = Report::Abandon;
+    }
+    if cancel.cause() == Some(CancelCause::Shutdown)
+        && let Report::Fail { class, message, .. } = &mut report
+        && *class == ErrorClass::Canceled
+    {
+        *class = ErrorClass::InfraError;
+        *message = "the attempt's process was terminated (SIGTERM) before it finished".into();
+    }
+    deliver(&*api, &worker, lease, report, cfg.report_retry_for).await
+}
+
+async fn heartbeat_loop(
+    api: Arc<dyn WorkerApi>,
+    worker: WorkerId,
+    lease: Lease,
+    interval: Duration,
+    cancel: TaskCancel,
+    terminate: CancellationToken,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = terminate.cancelled(), if cancel.cause().is_none() => {
+                tracing::warn!(task = %lease.task_id, "terminated: stopping the attempt");
+                cancel.cancel(CancelCause::Shutdown);
+                continue;
+            }
+            _ = stop.cancelled() => return,
+        }
+        let req = HeartbeatRequest {
+            leases: vec![lease],
+            status: Some(WorkerStatus::Busy),
+        };
+        match api.heartbeat(&worker, req).await {
+            Ok(reply) => {
+                if reply.cancel.contains(&lease.task_id) {
+                    tracing::info!(task = %lease.task_id, "cancel requested");
+                    cancel.cancel(CancelCause::User);
+                }
+                if reply.lost.contains(&lease.task_id) {
+                    tracing::warn!(task = %lease.task_id, "lease lost; abandoning the attempt");
+                    cancel.cancel(CancelCause::LeaseLost);
+                }
+            }
+            // Unreachable server or a forgotten worker: the lease is judged by its expiry alone;
+            // keep running and try again at the next beat.
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}
+
+/// Report `report` for `lease`, retrying transient failures for `retry_for`.
+pub async fn deliver(
+    api: &dyn WorkerApi,
+    worker: &WorkerId,
+    lease: Lease,
+    report: Report,
+    retry_for: Duration,
+) -> AttemptOutcome {
+    let task = lease.task_id;
+    let deadline = tokio::time::Instant::now() + retry_for;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let res = match &report {
+            Report::Abandon => return AttemptOutcome::Lost,
+            Report::Complete(result) => api
+                .complete(
+                    worker,
+                    task,
+                    CompleteRequest {
+                        lease_token: lease.token,
+                        result: result.clone(),
+                    },
+                )
+                .await
+                .map(|()| AttemptOutcome::Succeeded),
+            Report::Fail {
+                class,
+                message,
+                retry_after,
+                result,
+            } => api
+                .fail(
+                    worker,
+                    task,
+                    FailRequest {
+                        lease_token: lease.token,
+                        class: *class,
+                        message: message.clone(),
+                        retry_after_secs: retry_after.map(|d| d.as_secs()),
+                        result: result.clone(),
+                    },
+                )
+                .await
+                .map(|_| AttemptOutcome::Failed(*class)),
+        };
+        match res {
+            Ok(outcome) => return outcome,
+            Err(ApiError::StaleLease(_)) => {
+                tracing::warn!(%task, "report refused: the lease was taken meanwhile");
+                return AttemptOutcome::Lost;
+            }
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%task, "report failed, retrying in {delay:?}: {e}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(15));
+            }
+            Err(e) => {
+                tracing::error!(%task, "report could not be delivered: {e}");
+                return AttemptOutcome::Unreported;
+            }
+        }
+    }
+}

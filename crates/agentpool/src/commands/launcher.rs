@@ -1,0 +1,117 @@
+//! `agentpool launcher`: a worker that runs each claimed attempt as a Kubernetes Job (its pod
+//! runs `agentpool run-task`). Configuration: flags plus a JSON Job template file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_client::{Client, ClientConfig};
+use agentpool_core::{AgentInfo, WorkerId};
+use agentpool_kube::{JobTemplate, LauncherConfig, run_launcher};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::exit::{Exit, ExitCode};
+
+#[derive(Debug, Clone, Args)]
+pub struct LauncherArgs {
+    /// Launcher id: stable across restarts (Jobs are adopted by it) and a valid label value
+    #[arg(long, env = "AGENTPOOL_LAUNCHER_ID", default_value = "agentpool-launcher")]
+    pub id: String,
+    /// Job template (JSON): image, server URL for pods, token Secret reference, resources,
+    /// nodeSelector, tolerations, env, TTL, grace period
+    #[arg(long, env = "AGENTPOOL_LAUNCHER_CONFIG", value_name = "FILE")]
+    pub config: PathBuf,
+    /// Namespace for the Jobs [default: the pod's own namespace, or the kubeconfig's]
+    #[arg(long, env = "AGENTPOOL_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Jobs run at once (the launcher's slots)
+    #[arg(long, env = "AGENTPOOL_SLOTS", default_value_t = 4)]
+    pub slots: u32,
+    /// Labels this launcher offers (k=v); a task only runs where all its labels are offered
+    #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = crate::cli::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Agents the image has (comma separated) [default: every built-in agent]
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Seconds between listings of Jobs and pods (also the claim long-poll)
+    #[arg(long, default_value_t = 5)]
+    pub reconcile_secs: u64,
+    /// Seconds between heartbeats of the Jobs' leases
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// PEM file of a CA to trust for an https:// server with a private CA
+    #[arg(long, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// The launcher's configuration from its flags and template file.
+pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result<LauncherConfig> {
+    let usage = |m: String| Exit::new(ExitCode::Usage, m);
+    let id = WorkerId::parse(args.id.clone()).map_err(|e| usage(e.to_string()))?;
+    let bytes = std::fs::read(&args.config)
+        .map_err(|e| usage(format!("cannot read {}: {e}", args.config.display())))?;
+    let template: JobTemplate = serde_json::from_slice(&bytes).map_err(|e| {
+        usage(format!(
+            "{} is not a valid Job template: {e}",
+            args.config.display()
+        ))
+    })?;
+    let mut cfg = LauncherConfig::new(id, namespace, template, args.slots);
+    cfg.labels = args.labels.iter().cloned().collect();
+    let names = if args.agents.is_empty() {
+        agentpool_agents::Registry::builtin(&agentpool_agents::AgentConfig::from_env()).names()
+    } else {
+        args.agents.clone()
+    };
+    cfg.agents = names
+        .into_iter()
+        .map(|name| AgentInfo { name, version: None })
+        .collect();
+    cfg.reconcile_interval = Duration::from_secs(args.reconcile_secs.max(1));
+    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    Ok(cfg)
+}
+
+pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result<ExitCode> {
+    let usage = |m: String| Exit::new(ExitCode::Usage, m);
+    let server = settings
+        .server
+        .clone()
+        .ok_or_else(|| usage("give the server with --server URL (or AGENTPOOL_SERVER)".into()))?;
+    let mut cc = ClientConfig::new(&server).token(settings.token.clone());
+    cc.ca_pem = super::run_task::ca_pem(args.ca_cert.as_ref())?;
+    let api = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
+    // Read the template before touching the cluster: a bad file is a usage error.
+    let probe = launcher_config(&args, String::new())?;
+    let kube = kube::Client::try_default().await.map_err(|e| {
+        Exit::new(
+            ExitCode::Connection,
+            format!("cannot reach the Kubernetes API: {e}"),
+        )
+    })?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| kube.default_namespace().to_string());
+    let cfg = LauncherConfig { namespace, ..probe };
+
+    let stop = CancellationToken::new();
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            super::pool::shutdown_signal().await;
+            stop.cancel();
+        })
+    };
+    tracing::info!(server = %server, namespace = %cfg.namespace, slots = cfg.slots, "launcher starting");
+    let result = run_launcher(cfg, Arc::new(api), kube, stop).await;
+    signal.abort();
+    let summary = result.map_err(|e| Exit::new(ExitCode::Connection, e.to_string()))?;
+    eprintln!(
+        "launcher stopped: {} Jobs created, {} adopted, {} attempts failed by the launcher",
+        summary.created, summary.adopted, summary.failed
+    );
+    Ok(ExitCode::Success)
+}

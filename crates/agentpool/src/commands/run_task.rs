@@ -1,0 +1,138 @@
+//! `agentpool run-task`: take over one claimed attempt (from its attempt file — in Kubernetes
+//! the Secret the launcher made for it), heartbeat it, run it and report it under the worker
+//! id that claimed it, fenced by its lease token. Works anywhere the server is reachable.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_client::{Client, ClientConfig};
+use agentpool_kube::AttemptFile;
+use agentpool_runner::{AttemptConfig, AttemptOutcome, run_attempt};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::embedded::agent_registry;
+use crate::exit::{Exit, ExitCode};
+
+#[derive(Debug, Clone, Args)]
+pub struct RunTaskArgs {
+    /// The attempt file: worker id, claim, lease and credentials (JSON, as the launcher writes it)
+    #[arg(long, env = "AGENTPOOL_ATTEMPT_FILE", value_name = "FILE")]
+    pub attempt_file: PathBuf,
+    /// Refuse to run unless the file is for this task (guards against a wrong mount)
+    #[arg(long, env = "AGENTPOOL_TASK_ID", value_name = "ID")]
+    pub task: Option<String>,
+    /// Refuse to run unless the file is for this attempt number
+    #[arg(long, env = "AGENTPOOL_ATTEMPT", value_name = "N")]
+    pub attempt: Option<u32>,
+    /// Scratch space for the workspace and private state [default: <data dir>/run-task]
+    #[arg(long, env = "AGENTPOOL_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// PEM file of a CA to trust for an https:// server with a private CA
+    #[arg(long, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Agents this process may run (comma separated) [default: all installed]
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Seconds between heartbeats of the attempt's lease
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL for the task's process group
+    #[arg(long, default_value_t = 10)]
+    pub kill_grace_secs: u64,
+    /// Accept local repositories (paths and file:// URLs)
+    #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+}
+
+/// The CA to trust: a file, or the PEM itself in `AGENTPOOL_CA_CERT_PEM` (a Secret reference).
+pub fn ca_pem(file: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
+    if let Some(f) = file {
+        let pem = std::fs::read(f)
+            .map_err(|e| Exit::new(ExitCode::Usage, format!("cannot read {}: {e}", f.display())))?;
+        return Ok(Some(pem));
+    }
+    Ok(std::env::var("AGENTPOOL_CA_CERT_PEM")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(String::into_bytes))
+}
+
+pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<ExitCode> {
+    let usage = |m: String| Exit::new(ExitCode::Usage, m);
+    let file = AttemptFile::read(&args.attempt_file).map_err(|e| usage(e.to_string()))?;
+    let claimed = &file.work.claimed;
+    if let Some(t) = &args.task
+        && *t != claimed.lease.task_id.to_string()
+    {
+        return Err(usage(format!(
+            "the attempt file is for task {}, not {t}",
+            claimed.lease.task_id
+        ))
+        .into());
+    }
+    if let Some(n) = args.attempt
+        && n != claimed.attempt
+    {
+        return Err(usage(format!(
+            "the attempt file is for attempt {}, not {n}",
+            claimed.attempt
+        ))
+        .into());
+    }
+    let server = settings
+        .server
+        .clone()
+        .ok_or_else(|| usage("give the server with --server URL (or AGENTPOOL_SERVER)".into()))?;
+    let mut cc = ClientConfig::new(&server).token(settings.token.clone());
+    cc.ca_pem = ca_pem(args.ca_cert.as_ref())?;
+    let api = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
+    let dir = match args.work_dir.clone() {
+        Some(d) => crate::config::absolute(d)?,
+        None => settings.data_dir.join("run-task"),
+    };
+    let mut cfg = AttemptConfig::new(&dir);
+    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    cfg.pipeline.kill_grace = Duration::from_secs(args.kill_grace_secs);
+    cfg.pipeline.allow_file_repos = args.allow_local_repos;
+    let agents = agent_registry(&args.agents, None)?;
+
+    let terminate = CancellationToken::new();
+    let signal = {
+        let terminate = terminate.clone();
+        tokio::spawn(async move {
+            super::pool::shutdown_signal().await;
+            terminate.cancel();
+        })
+    };
+    let task = claimed.lease.task_id;
+    let attempt = claimed.attempt;
+    tracing::info!(%task, attempt, worker = %file.worker_id, "running attempt");
+    let outcome = run_attempt(Arc::new(api), file.worker_id, file.work, agents, cfg, terminate).await;
+    signal.abort();
+    let line = match &outcome {
+        AttemptOutcome::Succeeded => "succeeded".to_string(),
+        AttemptOutcome::Failed(c) => format!("failed ({c})"),
+        AttemptOutcome::Lost => "lost its lease (another attempt owns the task)".to_string(),
+        AttemptOutcome::Unreported => "could not be reported".to_string(),
+    };
+    if settings.json() {
+        super::print_json(&serde_json::json!({
+            "task_id": task, "attempt": attempt, "outcome": line,
+        }))?;
+    } else {
+        eprintln!("task {task} attempt {attempt} {line}");
+    }
+    // Exit 0 whenever the server heard the outcome: a failed pod then means "not reported".
+    if outcome.reported() {
+        Ok(ExitCode::Success)
+    } else {
+        Err(Exit::new(
+            ExitCode::Connection,
+            format!("task {task} attempt {attempt}: the outcome could not be reported"),
+        )
+        .into())
+    }
+}

@@ -1,0 +1,237 @@
+//! The launcher, a Job per attempt, and `run-task` in the pod, end to end: success with the
+//! commit pushed, the pod's process killed with SIGKILL mid-task (classified, retried in a new
+//! Job), a cancel (Job deleted in the foreground, the task's processes stopped), and two
+//! launchers or a restarted launcher never creating a second Job for one attempt.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use agentpool_core::{ErrorClass, TaskState};
+use agentpool_kube::job_name;
+
+use super::{GIT_TOKEN, Harness, process_gone, wait_for_file};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_runs_as_a_job_and_pushes_its_commit() {
+    let Some(h) = Harness::start().await else { return };
+    let launcher = h.launch(h.launcher_config("launcher-a", 2));
+    let id = h.submit("echo from-a-pod > pod.txt", "k8s/ok").await;
+    let d = h.wait_for(id, TaskState::Succeeded, 120).await;
+    assert_eq!(d.attempts_detail.len(), 1);
+    assert_eq!(d.attempts_detail[0].worker_id.as_str(), "launcher-a");
+    assert_eq!(
+        h.git.read_file("app", "k8s/ok", "pod.txt").as_deref(),
+        Some("from-a-pod\n")
+    );
+    let summary = launcher.stop().await;
+    assert_eq!((summary.created, summary.adopted, summary.failed), (1, 0, 0));
+
+    // Exactly the writes a launcher makes for one attempt: the Job, then its Secret.
+    let name = job_name(id, 1);
+    let writes = h.fake.writes();
+    let kinds: Vec<(String, String)> = writes
+        .iter()
+        .map(|r| (r.method.clone(), r.resource.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("POST".into(), "jobs".into()), ("POST".into(), "secrets".into())]
+    );
+    let job = writes[0].body.clone().unwrap();
+    assert_eq!(job["metadata"]["name"], name.as_str());
+    assert_eq!(job["spec"]["backoffLimit"], 0);
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 1800 + 600);
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 3600);
+    assert_eq!(
+        job["metadata"]["labels"]["agentpool.dev/task-id"],
+        id.to_string().as_str()
+    );
+    assert_eq!(job["metadata"]["labels"]["agentpool.dev/attempt"], "1");
+    let text = job.to_string();
+    assert!(!text.contains(GIT_TOKEN), "no credential in the Job");
+    assert!(!text.contains(&h.worker_token), "no worker token in the Job");
+    let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+    let token_env = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AGENTPOOL_TOKEN")
+        .unwrap();
+    assert_eq!(
+        token_env["valueFrom"]["secretKeyRef"]["name"],
+        "agentpool-worker-token"
+    );
+    // The Secret is owned by the Job, so the garbage collector removes it with the Job.
+    let secret = writes[1].body.clone().unwrap();
+    let uid = h.fake.job(&name).unwrap().metadata.uid.unwrap();
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], uid.as_str());
+    assert_eq!(secret["metadata"]["name"], name.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
+    let Some(h) = Harness::start().await else { return };
+    let marks = tempfile::tempdir().unwrap();
+    let started = marks.path().join("started");
+    let cmd = format!(
+        "if [ -f '{s}' ]; then echo second > pod.txt; else echo $$ > '{s}'; exec sleep 300; fi",
+        s = started.display()
+    );
+    let launcher = h.launch(h.launcher_config("launcher-a", 1));
+    let id = h.submit(&cmd, "k8s/killed").await;
+    wait_for_file(&started, 60).await;
+    let first = job_name(id, 1);
+    let pid = h.kubelet.pid(&first).expect("the first pod runs");
+    let sleeper: u32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
+    super::kubelet::kill_container(pid);
+
+    let d = h.wait_for(id, TaskState::Succeeded, 120).await;
+    assert_eq!(d.attempts_detail.len(), 2, "{d:#?}");
+    let a1 = &d.attempts_detail[0];
+    assert_eq!(a1.error_class, Some(ErrorClass::InfraError), "{a1:?}");
+    let msg = a1.error_message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("exited with code 137") && msg.contains(&first),
+        "{msg}"
+    );
+    assert_eq!(
+        h.git.read_file("app", "k8s/killed", "pod.txt").as_deref(),
+        Some("second\n")
+    );
+    assert!(process_gone(sleeper), "the killed pod's task process is gone");
+    assert_eq!(h.kubelet.started(), vec![first, job_name(id, 2)]);
+    let summary = launcher.stop().await;
+    assert_eq!((summary.created, summary.failed), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
+    let Some(h) = Harness::start().await else { return };
+    let marks = tempfile::tempdir().unwrap();
+    let started = marks.path().join("started");
+    let cmd = format!("echo $$ > '{}'; exec sleep 300", started.display());
+    let launcher = h.launch(h.launcher_config("launcher-a", 1));
+    let id = h.submit(&cmd, "k8s/cancel").await;
+    wait_for_file(&started, 60).await;
+    let sleeper: u32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
+    h.client.cancel(id).await.unwrap();
+    let d = h.wait_for(id, TaskState::Canceled, 60).await;
+    assert_eq!(d.attempts_detail.len(), 1);
+    let name = job_name(id, 1);
+    // Deleted in the foreground, so its pod goes before the Job does.
+    let deletes: Vec<_> = h
+        .fake
+        .writes()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert!(!deletes.is_empty());
+    for r in &deletes {
+        assert_eq!(r.name.as_deref(), Some(name.as_str()));
+        assert_eq!(r.body.as_ref().unwrap()["propagationPolicy"], "Foreground");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while h.fake.job(&name).is_some() || !process_gone(sleeper) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Job or the task's process stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    launcher.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_launchers_and_a_restart_never_create_a_second_job_for_an_attempt() {
+    let Some(h) = Harness::start().await else { return };
+    let a = h.launch(h.launcher_config("launcher-a", 2));
+    let b = h.launch(h.launcher_config("launcher-b", 2));
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            h.submit(&format!("echo {i} > n.txt"), &format!("k8s/many-{i}"))
+                .await,
+        );
+    }
+    // Restart launcher A while its Jobs run: the new life adopts them instead of creating.
+    let first_life = a.stop().await;
+    let a2 = h.launch(h.launcher_config("launcher-a", 2));
+    for id in &ids {
+        let d = h.wait_for(*id, TaskState::Succeeded, 180).await;
+        // No claim was dropped by the restart (that would cost an attempt and a lease expiry).
+        assert_eq!(d.attempts_detail.len(), 1, "{d:#?}");
+    }
+    let second_life = a2.stop().await;
+    let other = b.stop().await;
+    let mut created: BTreeMap<String, u32> = BTreeMap::new();
+    for r in h.fake.writes() {
+        if r.method == "POST" && r.resource == "jobs" {
+            let name = r.body.unwrap()["metadata"]["name"].as_str().unwrap().to_string();
+            *created.entry(name).or_default() += 1;
+        }
+    }
+    assert!(created.values().all(|n| *n == 1), "{created:?}");
+    for id in &ids {
+        assert!(created.contains_key(&job_name(*id, 1)), "{created:?}");
+    }
+    assert_eq!(created.len(), 6);
+    assert_eq!(
+        first_life.created + second_life.created + other.created,
+        6,
+        "{first_life:?} {second_life:?} {other:?}"
+    );
+}
+
+#[test]
+fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line() {
+    let env = crate::Env::new();
+    for (cmd, flags) in [
+        (
+            "launcher",
+            &["--config", "--slots", "--labels", "--namespace", "--id"][..],
+        ),
+        (
+            "run-task",
+            &["--attempt-file", "--work-dir", "--task", "--attempt", "--ca-cert"][..],
+        ),
+    ] {
+        let o = env.run(&[cmd, "--help"]);
+        assert_eq!(o.status.code(), Some(0));
+        let help = crate::stdout(&o);
+        for f in flags {
+            assert!(help.contains(f), "{cmd} --help lacks {f}:\n{help}");
+        }
+    }
+    let missing = env.dir.path().join("missing.json");
+    let o = env.run(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "run-task",
+        "--attempt-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
+    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
+    assert!(crate::stderr(&o).contains("cannot read the attempt file"));
+
+    let bad = env.dir.path().join("template.json");
+    std::fs::write(
+        &bad,
+        r#"{"image": "x", "serverUrl": "http://s", "tokenSecret": {"name": "t"}}"#,
+    )
+    .unwrap();
+    let o = env.run(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "launcher",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
+    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
+    assert!(
+        crate::stderr(&o).contains("not a valid Job template"),
+        "{}",
+        crate::stderr(&o)
+    );
+}

@@ -1,0 +1,219 @@
+//! Kubernetes end to end without a cluster: a real `agentpool serve` on PostgreSQL, the real
+//! smart-HTTP git server, the launcher (library) against the in-memory API server, and the
+//! kubelet stand-in running each Job's pod as a real `agentpool run-task` process.
+
+mod e2e;
+mod kubelet;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use agentpool_client::Client;
+use agentpool_core::protocol::TaskDetail;
+use agentpool_core::spec::TaskKind;
+use agentpool_core::{TaskId, TaskSpec, TaskState, WorkerId};
+use agentpool_kube::fake::{FakeApi, NAMESPACE};
+use agentpool_kube::launcher::LauncherSummary;
+use agentpool_kube::{JobTemplate, LauncherConfig, SecretKeyRef, run_launcher};
+use agentpool_testkit::db::TestDb;
+use agentpool_testkit::git::GitServer;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Env, Up, stderr, stdout};
+use kubelet::Kubelet;
+
+pub const GIT_TOKEN: &str = "k8s-git-token-9c41d2e7";
+/// 32 zero bytes, base64: the server key for stored credentials.
+const SERVER_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+pub struct Harness {
+    _env: Env,
+    pub server: Up,
+    pub git: GitServer,
+    pub client: Client,
+    pub worker_token: String,
+    pub fake: FakeApi,
+    pub kubelet: Kubelet,
+    stop_kubelet: Arc<AtomicBool>,
+    kubelet_thread: Option<std::thread::JoinHandle<()>>,
+    _db: TestDb,
+}
+
+pub struct RunningLauncher {
+    pub stop: CancellationToken,
+    pub handle: tokio::task::JoinHandle<LauncherSummary>,
+}
+
+impl RunningLauncher {
+    pub async fn stop(self) -> LauncherSummary {
+        self.stop.cancel();
+        self.handle.await.unwrap()
+    }
+}
+
+fn token(env: &Env, db: &str, name: &str, role: &str) -> String {
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_DATABASE_URL", db)
+        .args(["tokens", "create", name, "--role", role])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+impl Harness {
+    /// `None` only when PostgreSQL is not configured and services are not required.
+    pub async fn start() -> Option<Self> {
+        let db = TestDb::postgres().await?;
+        let env = Env::new();
+        let o = env.run(&["migrate", "--database-url", db.url()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let admin = token(&env, db.url(), "ops", "admin");
+        let worker_token = token(&env, db.url(), "launcher", "worker");
+        let mut serve = env.cmd();
+        serve.env("AGENTPOOL_SERVER_KEY", SERVER_KEY).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            db.url(),
+        ]);
+        let server = Up::spawn(serve);
+        let client = Client::new(&server.url, Some(admin)).unwrap();
+        client.put_credential("git-token", GIT_TOKEN).await.unwrap();
+        let git = GitServer::start(GIT_TOKEN).await.unwrap();
+        git.create_repo("app", &[&[("README.md", "# app\n")]]).unwrap();
+
+        let fake = FakeApi::new();
+        // What an operator applies once: the worker token the pods authenticate with.
+        fake.put_secret(&Secret {
+            metadata: ObjectMeta {
+                name: Some("agentpool-worker-token".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([("token".to_string(), ByteString(worker_token.clone().into_bytes()))].into()),
+            ..Secret::default()
+        });
+        let kubelet = Kubelet::new(fake.clone(), &env.dir.path().join("nodes"));
+        let stop_kubelet = Arc::new(AtomicBool::new(false));
+        let kubelet_thread = {
+            let (k, stop) = (kubelet.clone(), stop_kubelet.clone());
+            // The stand-in polls like a kubelet's sync loop does.
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    k.tick();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Some(Self {
+            _env: env,
+            server,
+            git,
+            client,
+            worker_token,
+            fake,
+            kubelet,
+            stop_kubelet,
+            kubelet_thread: Some(kubelet_thread),
+            _db: db,
+        })
+    }
+
+    pub fn launcher_config(&self, id: &str, slots: u32) -> LauncherConfig {
+        let mut t = JobTemplate::new(
+            "agentpool:test",
+            &self.server.url,
+            SecretKeyRef {
+                name: "agentpool-worker-token".into(),
+                key: "token".into(),
+            },
+        );
+        t.termination_grace_period_seconds = 20;
+        let mut cfg = LauncherConfig::new(WorkerId::parse(id).unwrap(), NAMESPACE, t, slots);
+        cfg.heartbeat_interval = Duration::from_millis(500);
+        cfg.reconcile_interval = Duration::from_millis(200);
+        cfg
+    }
+
+    pub fn launch(&self, cfg: LauncherConfig) -> RunningLauncher {
+        let api = Client::new(&self.server.url, Some(self.worker_token.clone())).unwrap();
+        let stop = CancellationToken::new();
+        let kube = self.fake.client();
+        let s = stop.clone();
+        let handle = tokio::spawn(async move { run_launcher(cfg, Arc::new(api), kube, s).await.unwrap() });
+        RunningLauncher { stop, handle }
+    }
+
+    pub async fn submit(&self, command: &str, branch: &str) -> TaskId {
+        let spec = TaskSpec {
+            kind: TaskKind::Command,
+            repo: Some(self.git.url("app")),
+            branch: Some(branch.into()),
+            command: Some(command.into()),
+            credentials: vec!["git-token".into()],
+            ..TaskSpec::default()
+        };
+        self.client.submit(&spec).await.unwrap().task.id
+    }
+
+    /// Wait until `id` reaches `state` (or fail after `secs`).
+    pub async fn wait_for(&self, id: TaskId, state: TaskState, secs: u64) -> TaskDetail {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.client.get_task(id).await.unwrap();
+            if d.task.state == state {
+                return d;
+            }
+            assert!(
+                !d.task.state.is_finished() && tokio::time::Instant::now() < deadline,
+                "task {id} is {:?}, waited for {state:?}: {d:#?}",
+                d.task.state
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop_kubelet.store(true, Ordering::SeqCst);
+        if let Some(t) = self.kubelet_thread.take() {
+            let _ = t.join();
+        }
+        for (_, mut p) in self.kubelet.pods.lock().unwrap().drain() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+/// Wait for a file a task writes when it has started (the event the tests wait on).
+pub async fn wait_for_file(path: &Path, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !path.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether process `pid` is gone (or a zombie nobody will run again).
+pub fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
+    }
+}
