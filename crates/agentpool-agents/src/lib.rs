@@ -220,9 +220,26 @@ impl Registry {
     }
 }
 
-/// `EXE --version`, first line, with a short timeout (used at worker registration).
+/// `EXE --version`, first line, with a short timeout (used at worker registration). Asked once
+/// per executable per process: an embedded pool registers several workers at once, and each
+/// probe starts a Node.js CLI, which on a loaded machine takes seconds.
 pub(crate) async fn version_of(cfg: &AgentConfig, agent: &str, exe: &str) -> Option<String> {
+    type Probes = std::sync::Mutex<
+        std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::OnceCell<Option<String>>>>,
+    >;
+    static PROBES: std::sync::OnceLock<Probes> = std::sync::OnceLock::new();
     let program = cfg.find(agent, exe)?;
+    let cell = {
+        let mut probes = PROBES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        probes.entry(program.clone()).or_default().clone()
+    };
+    cell.get_or_init(|| probe_version(cfg, program)).await.clone()
+}
+
+async fn probe_version(cfg: &AgentConfig, program: std::path::PathBuf) -> Option<String> {
     let home = std::env::temp_dir().join(format!("agentpool-version-{}", std::process::id()));
     let mut env = process::base_env(Some(&cfg.child_path()));
     env.insert("HOME".into(), home.to_string_lossy().into_owned());

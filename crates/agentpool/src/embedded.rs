@@ -90,7 +90,8 @@ impl Embedded {
             }
             true
         };
-        match tokio::time::timeout(Duration::from_secs(30), all_registered).await {
+        // Registration probes each agent CLI's version (a Node.js start each): generous on a busy machine.
+        match tokio::time::timeout(Duration::from_secs(120), all_registered).await {
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 workers_stop.cancel();
