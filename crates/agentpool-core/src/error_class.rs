@@ -30,10 +30,13 @@ pub enum ErrorClass {
     LeaseExpired,
     /// A dependency failed or was canceled, so this task cannot run.
     DependencyFailed,
+    /// The task's checks still failed after its last feedback round. Not retried: another
+    /// attempt would most likely end the same way (docs/checks.md).
+    ChecksFailed,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 10] = [
+    pub const ALL: [ErrorClass; 11] = [
         Self::RateLimited,
         Self::AuthFailed,
         Self::Timeout,
@@ -44,6 +47,7 @@ impl ErrorClass {
         Self::Canceled,
         Self::LeaseExpired,
         Self::DependencyFailed,
+        Self::ChecksFailed,
     ];
 
     /// Whether an attempt failing with this class may be followed by another attempt.
@@ -66,6 +70,7 @@ impl ErrorClass {
             Self::Canceled => "CANCELED",
             Self::LeaseExpired => "LEASE_EXPIRED",
             Self::DependencyFailed => "DEPENDENCY_FAILED",
+            Self::ChecksFailed => "CHECKS_FAILED",
         }
     }
 
@@ -148,6 +153,7 @@ mod tests {
         assert!(!ErrorClass::GitAuthFailed.is_retryable());
         assert!(!ErrorClass::InvalidTask.is_retryable());
         assert!(!ErrorClass::Canceled.is_retryable());
+        assert!(!ErrorClass::ChecksFailed.is_retryable());
     }
 
     #[test]

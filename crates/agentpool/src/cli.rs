@@ -259,6 +259,16 @@ pub struct TaskArgs {
     /// ANTHROPIC_API_KEY, `git-token` authenticates clone and push
     #[arg(long = "credential", value_name = "NAME")]
     pub credentials: Vec<String>,
+    /// Check run in the workspace after the agent, before commit (repeatable); failures are fed
+    /// back to the agent until every check passes [default: the project's checks]
+    #[arg(long = "check", value_name = "COMMAND")]
+    pub checks: Vec<String>,
+    /// Most rounds of agent run + checks [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_rounds: Option<u32>,
+    /// Commit and push the work branch even when checks still fail after the last round
+    #[arg(long)]
+    pub push_on_checks_failed: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -366,6 +376,12 @@ pub struct ProjectPutArgs {
     /// Stored credentials handed to this project's tasks (comma separated)
     #[arg(long, value_delimiter = ',')]
     pub credentials: Vec<String>,
+    /// Check for tasks that name none (repeatable)
+    #[arg(long = "check", value_name = "COMMAND")]
+    pub checks: Vec<String>,
+    /// Round limit for tasks that name none
+    #[arg(long, value_name = "N")]
+    pub max_rounds: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 //! with basic auth) and a real SQLite store.
 
 mod agents;
+mod checks;
 mod crash;
 mod http;
 mod worker;

@@ -71,6 +71,8 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         default_model: None,
         allowed_agents: vec![],
         credentials: vec!["gh-token".into()],
+        checks: Vec::new(),
+        max_rounds: None,
     };
     let p = sub.put_project(&spec).await.expect("put project");
     assert_eq!(p.spec, spec);

@@ -61,6 +61,11 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
             .and_then(|d| chrono::Duration::try_seconds(i64::try_from(d).ok()?))
             .map(|d| chrono::Utc::now() + d),
         commit: !args.no_commit,
+        // No --check: the project's checks, if any.
+        checks: (!args.checks.is_empty())
+            .then(|| args.checks.iter().map(agentpool_core::CheckSpec::command).collect()),
+        max_rounds: args.max_rounds,
+        push_on_checks_failed: args.push_on_checks_failed,
     })
 }
 
@@ -474,6 +479,9 @@ mod tests {
             setup: None,
             delay: None,
             no_commit: false,
+            checks: vec![],
+            max_rounds: None,
+            push_on_checks_failed: false,
         }
     }
 
