@@ -484,6 +484,8 @@ impl Pipeline {
             tokio::time::sleep(remaining + grace).await;
             backstop.cancel();
         });
+        // Rounds after the first resume the session this task's own first round started.
+        let resumed = req.resume_session.is_some() && result.session_id == req.resume_session;
         let ran = agent.run(req, events.clone(), agent_cancel.clone()).await;
         timer.abort();
         let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
@@ -497,7 +499,17 @@ impl Pipeline {
             (a, b) => a.or(b),
         };
         result.usage.add(&outcome.usage);
-        result.cost_usd = match (result.cost_usd, outcome.cost_usd) {
+        // A feedback round of an agent whose resumed session reports its running total adds
+        // only what this round cost.
+        let session_total = result.cost_usd.unwrap_or(0.0);
+        let cost = outcome.cost_usd.map(|c| {
+            if resumed && agent.capabilities().cumulative_cost_on_resume {
+                (c - session_total).max(0.0)
+            } else {
+                c
+            }
+        });
+        result.cost_usd = match (result.cost_usd, cost) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };

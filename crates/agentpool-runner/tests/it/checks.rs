@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use agentpool_core::{CheckRun, CheckSpec, ErrorClass, Event, Lifecycle, TaskSpec, TaskState};
+use agentpool_core::{CheckRun, CheckSpec, ErrorClass, Event, EventKind, Lifecycle, TaskSpec, TaskState};
 use agentpool_testkit::model::{INPUT_TOKENS, ModelServer, Script, Step};
 
 use super::agents::{agent_task, finished_within, installed, run_to_end};
@@ -107,7 +107,15 @@ async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
         "{:?}",
         result.usage
     );
-    assert!(result.cost_usd.is_some_and(|c| c > 0.0));
+    // Claude Code reports a resumed session's running total; each round cost the same here,
+    // so the task cost twice what the first round reported.
+    let first = evs
+        .iter()
+        .find(|e| e.kind() == EventKind::Usage)
+        .and_then(|e| e.data()["cost_usd"].as_f64())
+        .expect("the first round's cost");
+    let cost = result.cost_usd.expect("a cost");
+    assert!((cost - 2.0 * first).abs() < 1e-9, "{cost} vs {first}");
     let sha = result.commit_sha.clone().expect("a commit");
     assert_eq!(
         env.server.read_file("app", &sha, "answer.txt").as_deref(),
