@@ -78,7 +78,10 @@ impl CheckSpec {
 pub fn validate_checks(checks: &[CheckSpec], field: &str, max_timeout_secs: u64) -> Vec<ValidationError> {
     let mut errs = Vec::new();
     if checks.len() > MAX_CHECKS {
-        errs.push(ValidationError::new(field, format!("at most {MAX_CHECKS} checks")));
+        errs.push(ValidationError::new(
+            field,
+            format!("at most {MAX_CHECKS} checks"),
+        ));
     }
     let mut names = std::collections::BTreeSet::new();
     for (i, c) in checks.iter().enumerate() {
@@ -162,7 +165,10 @@ impl CheckRun {
         };
         let verdict = if self.passed { "passed" } else { "failed" };
         let secs = self.duration_ms as f64 / 1000.0;
-        format!("round {}: {} {verdict} ({how}, {secs:.1}s)", self.round, self.name)
+        format!(
+            "round {}: {} {verdict} ({how}, {secs:.1}s)",
+            self.round, self.name
+        )
     }
 }
 

@@ -194,7 +194,10 @@ impl Lifecycle {
             Self::ChecksStarted { round, checks } => format!("round {round}: {checks} checks"),
             Self::CheckFinished(run) => run.summary(),
             Self::FeedbackRound { round, failing, .. } => {
-                format!("round {round}: the agent gets the output of {}", failing.join(", "))
+                format!(
+                    "round {round}: the agent gets the output of {}",
+                    failing.join(", ")
+                )
             }
             Self::Committed { sha, files } => format!("{sha} ({files} files)"),
             Self::Pushed { branch, sha } => format!("{sha} to {branch}"),

@@ -155,7 +155,11 @@ impl Output {
     }
 
     fn tail(&self) -> String {
-        self.lines.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+        self.lines
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -234,7 +238,10 @@ pub fn feedback_prompt(
             (None, Some(c)) => format!("exit code {c}"),
             (None, None) => "killed by a signal".to_string(),
         };
-        p.push_str(&format!("\n## Check `{}` failed ({how})\n\nCommand: `{command}`\n", run.name));
+        p.push_str(&format!(
+            "\n## Check `{}` failed ({how})\n\nCommand: `{command}`\n",
+            run.name
+        ));
         if !run.failed_tests.is_empty() {
             p.push_str(&format!("Failing tests: {}\n", run.failed_tests.join(", ")));
         }
@@ -254,8 +261,14 @@ mod tests {
         let cases = [
             ("test tests::adds ... FAILED", Some("tests::adds")),
             ("test tests::adds ... ok", None),
-            ("        FAIL [   0.004s] mycrate tests::adds", Some("tests::adds")),
-            ("FAILED tests/test_x.py::test_y - AssertionError: 1 != 2", Some("tests/test_x.py::test_y")),
+            (
+                "        FAIL [   0.004s] mycrate tests::adds",
+                Some("tests::adds"),
+            ),
+            (
+                "FAILED tests/test_x.py::test_y - AssertionError: 1 != 2",
+                Some("tests/test_x.py::test_y"),
+            ),
             ("--- FAIL: TestAdd (0.00s)", Some("TestAdd")),
             ("not ok 3 - adds numbers", Some("adds numbers")),
             ("not ok 4 - skipped # SKIP", Some("skipped")),

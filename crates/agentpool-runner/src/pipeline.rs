@@ -381,8 +381,10 @@ impl Pipeline {
             }
             Run::Agent(agent, prompt) => {
                 let resume = work.claimed.resume_session.clone();
-                self.run_agent(&agent, prompt, resume, work, &ws, &env, deadline, events, cancel, result)
-                    .await?;
+                self.run_agent(
+                    &agent, prompt, resume, work, &ws, &env, deadline, events, cancel, result,
+                )
+                .await?;
                 Some(agent)
             }
         };
@@ -593,10 +595,7 @@ impl Pipeline {
             round += 1;
             // Resume the conversation where the agent can; otherwise a fresh run in the same
             // workspace that is told the task again.
-            let resume = result
-                .session_id
-                .clone()
-                .filter(|_| agent.capabilities().resume);
+            let resume = result.session_id.clone().filter(|_| agent.capabilities().resume);
             let original = resume.is_none().then(|| spec.prompt.as_deref().unwrap_or(""));
             let prompt = checks::feedback_prompt(&failing, list, round, max_rounds, original);
             events.emit(NewEvent::new(Lifecycle::FeedbackRound {
@@ -604,8 +603,10 @@ impl Pipeline {
                 failing: names,
                 resumed: resume.is_some(),
             }));
-            self.run_agent(agent, prompt, resume, work, ws, env, deadline, events, cancel, result)
-                .await?;
+            self.run_agent(
+                agent, prompt, resume, work, ws, env, deadline, events, cancel, result,
+            )
+            .await?;
         }
     }
 

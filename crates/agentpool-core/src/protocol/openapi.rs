@@ -13,8 +13,9 @@ use crate::protocol::{
 use crate::protocol::{Enqueued, TaskDetail, WaitReason};
 use crate::worker::WorkerRegistration;
 use crate::{
-    AgentInfo, CheckRun, CheckSpec, Attempt, AttemptOutcome, ErrorClass, Event, EventPayload, FileChange, Lease, LeaseToken,
-    Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
+    AgentInfo, Attempt, AttemptOutcome, CheckRun, CheckSpec, ErrorClass, Event, EventPayload, FileChange,
+    Lease, LeaseToken, Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker,
+    WorkerId, WorkerStatus,
 };
 use serde::Serialize;
 use serde_json::Value;

@@ -82,7 +82,11 @@ async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
     assert_eq!(result.checks[0].exit_code, Some(1));
     assert_eq!(result.checks[0].failed_tests, ["answer_is_42"]);
     assert!(result.checks[0].output_tail.contains("found '41'"));
-    assert_eq!(check_events(&evs), result.checks, "the events carry the same runs");
+    assert_eq!(
+        check_events(&evs),
+        result.checks,
+        "the events carry the same runs"
+    );
     assert!(
         lifecycle(&evs).contains(&Lifecycle::FeedbackRound {
             round: 2,
@@ -100,7 +104,10 @@ async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
     let body = round2.body.to_string();
     assert!(body.contains("expected 42 in answer.txt, found '41'"), "{body}");
     assert!(body.contains("answer_is_42"), "{body}");
-    assert!(body.contains("Put the answer in answer.txt"), "the session was resumed");
+    assert!(
+        body.contains("Put the answer in answer.txt"),
+        "the session was resumed"
+    );
     // Tokens and cost add up across both rounds (each round made two agent requests).
     assert!(
         result.usage.input_tokens >= 4 * INPUT_TOKENS,
@@ -157,7 +164,10 @@ async fn claude_code_checks_that_never_pass_fail_after_max_rounds_and_push_when_
     assert_eq!(result.checks.len(), 2);
     assert!(result.pushed, "pushed although failing");
     let branch = result.branch.clone().unwrap();
-    let sha = env.server.branch_sha("app", &branch).expect("the branch reached the remote");
+    let sha = env
+        .server
+        .branch_sha("app", &branch)
+        .expect("the branch reached the remote");
     assert_eq!(result.commit_sha.as_deref(), Some(sha.as_str()));
 }
 

@@ -59,7 +59,10 @@ fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
         "checks",
         state.inner.limits.max_timeout_secs,
     ));
-    errs.extend(agentpool_core::check::validate_max_rounds(p.max_rounds, "max_rounds"));
+    errs.extend(agentpool_core::check::validate_max_rounds(
+        p.max_rounds,
+        "max_rounds",
+    ));
     if errs.is_empty() {
         Ok(())
     } else {

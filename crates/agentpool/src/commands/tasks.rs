@@ -62,8 +62,12 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
             .map(|d| chrono::Utc::now() + d),
         commit: !args.no_commit,
         // No --check: the project's checks, if any.
-        checks: (!args.checks.is_empty())
-            .then(|| args.checks.iter().map(agentpool_core::CheckSpec::command).collect()),
+        checks: (!args.checks.is_empty()).then(|| {
+            args.checks
+                .iter()
+                .map(agentpool_core::CheckSpec::command)
+                .collect()
+        }),
         max_rounds: args.max_rounds,
         push_on_checks_failed: args.push_on_checks_failed,
     })
