@@ -369,7 +369,10 @@ mod tests {
         let h = render_parts("lifecycle", 4, at(), &d);
         assert!(h.contains("round 1: unit failed (exit 101, 2.5s)"), "{h}");
         assert!(h.contains("life err"), "{h}");
-        assert!(h.contains("failing: a::b") && h.contains("left: &lt;1&gt;"), "{h}");
+        assert!(
+            h.contains("failing: a::b") && h.contains("left: &lt;1&gt;"),
+            "{h}"
+        );
     }
 
     #[test]
