@@ -190,7 +190,8 @@ pub struct MigrateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TaskArgs {
     /// Repository: a URL (https, ssh) or, on the embedded pool, a local path / file:// URL
-    #[arg(long, value_name = "PATH_OR_URL", required_unless_present = "project")]
+    /// [default: the current directory when it is a git repository and no --project is given]
+    #[arg(long, value_name = "PATH_OR_URL")]
     pub repo: Option<String>,
     /// Project whose repository and defaults to use
     #[arg(long)]

@@ -33,7 +33,18 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         )
         .into());
     }
-    let repo = args.repo.as_deref().map(local_repo_absolute).transpose()?;
+    let repo = match (&args.repo, &args.project) {
+        (Some(r), _) => Some(local_repo_absolute(r)?),
+        (None, Some(_)) => None,
+        (None, None) if Path::new(".git").exists() => Some(local_repo_absolute(".")?),
+        (None, None) => {
+            return Err(Exit::new(
+                ExitCode::Usage,
+                "give --repo (or --project): the current directory is not a git repository",
+            )
+            .into());
+        }
+    };
     Ok(TaskSpec {
         kind,
         repo,
