@@ -194,6 +194,13 @@ impl Pipeline {
         let outcome = self.run_inner(work, &events, cancel, &mut result).await;
         result.duration_ms = started.elapsed().as_millis() as u64;
         let redactor = self.redactor_for(work);
+        // Check output (and the agent's text) is the task's own output: secrets it printed
+        // must not reach the stored result any more than its events.
+        for run in &mut result.checks {
+            run.output_tail = redactor.redact(&run.output_tail);
+            run.failed_tests = run.failed_tests.iter().map(|t| redactor.redact(t)).collect();
+        }
+        result.final_text = result.final_text.as_deref().map(|t| redactor.redact(t));
         match outcome {
             // The terminal lifecycle event (succeeded, failed, canceled) is written by the
             // store together with the report, so the record cannot end twice.

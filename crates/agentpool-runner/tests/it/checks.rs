@@ -273,3 +273,18 @@ async fn a_check_past_its_output_limit_is_killed() {
     assert_eq!(run.killed.as_deref(), Some("output_limit"));
     assert!(run.output_tail.len() <= agentpool_runner::checks::OUTPUT_TAIL_BYTES);
 }
+
+/// A secret a check prints is masked in its events and in the stored result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_a_check_prints_is_redacted_from_events_and_result() {
+    let env = env().await;
+    let mut spec = command(&env, "true");
+    spec.checks = Some(vec![check("leaky", &format!("echo token {TOKEN}; exit 1"))]);
+    let done = run_command_task(&env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    let result = serde_json::to_string(&done.task.result).unwrap();
+    assert!(result.contains("token "), "{result}");
+    assert!(!result.contains(TOKEN), "the secret reached the result: {result}");
+    let evs = serde_json::to_string(&events(&env.store, done.task.id).await).unwrap();
+    assert!(!evs.contains(TOKEN), "the secret reached the events");
+}
