@@ -58,6 +58,8 @@ impl CliAgent for ClaudeCode {
         resume: true,
         cost: true,
         max_turns: true,
+        // Claude Code restores a session's cost counter when it resumes it in the same home.
+        cumulative_cost_on_resume: true,
     };
     type Parser = Parser;
 

@@ -89,6 +89,7 @@ impl CliAgent for Codex {
         resume: true,
         cost: false,
         max_turns: false,
+        cumulative_cost_on_resume: false,
     };
     type Parser = Parser;
 

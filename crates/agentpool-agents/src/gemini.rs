@@ -73,6 +73,7 @@ impl CliAgent for Gemini {
         resume: true,
         cost: false,
         max_turns: false,
+        cumulative_cost_on_resume: false,
     };
     type Parser = Parser;
 

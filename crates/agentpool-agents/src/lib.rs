@@ -107,6 +107,9 @@ pub struct Capabilities {
     /// Reports cost in USD.
     pub cost: bool,
     pub max_turns: bool,
+    /// A run that resumes a session in the same home reports the session's cost so far, not
+    /// its own (feedback rounds of one task subtract what the session had cost).
+    pub cumulative_cost_on_resume: bool,
 }
 
 /// Why a run could not happen at all (as opposed to an agent that ran and failed, which is an

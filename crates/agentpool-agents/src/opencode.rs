@@ -111,6 +111,7 @@ impl CliAgent for OpenCode {
         resume: true,
         cost: true,
         max_turns: false,
+        cumulative_cost_on_resume: false,
     };
     type Parser = Parser;
 

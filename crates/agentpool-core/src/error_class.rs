@@ -36,10 +36,13 @@ pub enum ErrorClass {
     /// The infrastructure cannot run the attempt as configured (image cannot be pulled,
     /// container config refused, admission refused, memory limit hit). Not retried.
     InfraConfigError,
+    /// The task's checks still failed after its last feedback round. Not retried: another
+    /// attempt would most likely end the same way (docs/checks.md).
+    ChecksFailed,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         Self::RateLimited,
         Self::AuthFailed,
         Self::Timeout,
@@ -52,6 +55,7 @@ impl ErrorClass {
         Self::DependencyFailed,
         Self::InfraError,
         Self::InfraConfigError,
+        Self::ChecksFailed,
     ];
 
     /// Whether an attempt failing with this class may be followed by another attempt.
@@ -81,6 +85,7 @@ impl ErrorClass {
             Self::DependencyFailed => "DEPENDENCY_FAILED",
             Self::InfraError => "INFRA_ERROR",
             Self::InfraConfigError => "INFRA_CONFIG_ERROR",
+            Self::ChecksFailed => "CHECKS_FAILED",
         }
     }
 
@@ -165,6 +170,7 @@ mod tests {
         assert!(!ErrorClass::Canceled.is_retryable());
         assert!(ErrorClass::InfraError.is_retryable());
         assert!(!ErrorClass::InfraConfigError.is_retryable());
+        assert!(!ErrorClass::ChecksFailed.is_retryable());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::task::UnknownState;
-use crate::{ErrorClass, TaskId, TaskState, Timestamp, WorkerId};
+use crate::{CheckRun, ErrorClass, TaskId, TaskState, Timestamp, WorkerId};
 
 /// The kinds of events: the `kind` tag of [`EventPayload`], stored in its own column so
 /// listings can filter on it.
@@ -107,6 +107,20 @@ pub enum Lifecycle {
     AgentStarted {
         agent: String,
     },
+    /// The checks of round `round` started (after the agent's run in that round).
+    ChecksStarted {
+        round: u32,
+        checks: usize,
+    },
+    /// One check of a round ended (docs/checks.md).
+    CheckFinished(CheckRun),
+    /// Checks failed and the agent runs again with their output: round `round` starts,
+    /// resuming the agent's session when `resumed`.
+    FeedbackRound {
+        round: u32,
+        failing: Vec<String>,
+        resumed: bool,
+    },
     Committed {
         sha: String,
         files: usize,
@@ -148,6 +162,9 @@ impl Lifecycle {
             Self::WorkspaceReady { .. } => "workspace_ready",
             Self::SetupStarted => "setup_started",
             Self::AgentStarted { .. } => "agent_started",
+            Self::ChecksStarted { .. } => "checks_started",
+            Self::CheckFinished(_) => "check_finished",
+            Self::FeedbackRound { .. } => "feedback_round",
             Self::Committed { .. } => "committed",
             Self::Pushed { .. } => "pushed",
             Self::Succeeded => "succeeded",
@@ -174,6 +191,14 @@ impl Lifecycle {
             Self::Claimed { attempt, worker } => format!("attempt {attempt} on worker {worker}"),
             Self::WorkspaceReady { branch, base_sha, .. } => format!("work branch {branch} at {base_sha}"),
             Self::AgentStarted { agent } => format!("running {agent}"),
+            Self::ChecksStarted { round, checks } => format!("round {round}: {checks} checks"),
+            Self::CheckFinished(run) => run.summary(),
+            Self::FeedbackRound { round, failing, .. } => {
+                format!(
+                    "round {round}: the agent gets the output of {}",
+                    failing.join(", ")
+                )
+            }
             Self::Committed { sha, files } => format!("{sha} ({files} files)"),
             Self::Pushed { branch, sha } => format!("{sha} to {branch}"),
             Self::Failed { class, message } => format!("{class}: {message}"),
@@ -335,6 +360,12 @@ impl EventPayload {
                 Lifecycle::Failed { message, .. }
                 | Lifecycle::RetryScheduled { message, .. }
                 | Lifecycle::Canceled { message } => f(message),
+                Lifecycle::CheckFinished(run) => {
+                    f(&mut run.name);
+                    f(&mut run.output_tail);
+                    run.failed_tests.iter_mut().for_each(&mut *f);
+                }
+                Lifecycle::FeedbackRound { failing, .. } => failing.iter_mut().for_each(&mut *f),
                 _ => {}
             },
             Self::SessionStarted { .. } | Self::Usage { .. } => {}
@@ -459,6 +490,28 @@ mod tests {
         assert_eq!(p.kind(), EventKind::Raw);
         let p = EventPayload::from_parts(EventKind::Log, json!({"stream": "stderr", "line": "l"}));
         assert_eq!(p, EventPayload::log("stderr", "l"));
+    }
+
+    #[test]
+    fn check_events_are_lifecycle_steps_with_their_run() {
+        let run = CheckRun {
+            round: 1,
+            name: "tests".into(),
+            passed: false,
+            exit_code: Some(1),
+            killed: None,
+            duration_ms: 12,
+            output_tail: "FAILED".into(),
+            failed_tests: vec!["a::b".into()],
+        };
+        let e = NewEvent::new(Lifecycle::CheckFinished(run.clone()));
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "lifecycle");
+        assert_eq!(v["data"]["state"], "check_finished");
+        assert_eq!(v["data"]["exit_code"], 1);
+        assert_eq!(v["data"]["failed_tests"], json!(["a::b"]));
+        let back = EventPayload::from_parts(EventKind::Lifecycle, e.data());
+        assert_eq!(back, EventPayload::Lifecycle(Lifecycle::CheckFinished(run)));
     }
 
     #[test]

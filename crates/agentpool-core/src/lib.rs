@@ -3,6 +3,7 @@
 //! types of the HTTP API and the worker protocol shared by the server and its client, and the one
 //! secret redactor.
 
+pub mod check;
 pub mod error_class;
 pub mod event;
 pub mod ids;
@@ -14,6 +15,7 @@ pub mod spec;
 pub mod task;
 pub mod worker;
 
+pub use check::{CheckRun, CheckSpec};
 pub use error_class::ErrorClass;
 pub use event::{Event, EventKind, EventPayload, Lifecycle, NewEvent};
 pub use ids::{Lease, LeaseToken, TaskId, WorkerId};

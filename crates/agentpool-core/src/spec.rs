@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{self, CheckSpec};
 use crate::{TaskId, Timestamp};
 
 /// Labels: `key=value` pairs. On a task they are both metadata (for filtering) and its worker
@@ -270,6 +271,17 @@ pub struct TaskSpec {
     /// Names of stored credentials this task needs (API keys, git token).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
+    /// Commands run after the agent (or command), before commit; failures are fed back to
+    /// the agent (docs/checks.md). Absent: the project's checks; `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<CheckSpec>>,
+    /// The most rounds of agent run + checks (agent tasks); 3 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rounds: Option<u32>,
+    /// When checks still fail after the last round, still commit and push the work branch
+    /// (the result is marked `checks_passed: false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub push_on_checks_failed: bool,
 }
 
 fn yes() -> bool {
@@ -302,6 +314,9 @@ impl Default for TaskSpec {
             push: true,
             commit_message: None,
             credentials: Vec::new(),
+            checks: None,
+            max_rounds: None,
+            push_on_checks_failed: false,
         }
     }
 }
@@ -490,7 +505,32 @@ impl TaskSpec {
                 ));
             }
         }
+        errs.extend(check::validate_checks(
+            self.checks.as_deref().unwrap_or_default(),
+            "checks",
+            limits.max_timeout_secs,
+        ));
+        errs.extend(check::validate_max_rounds(self.max_rounds, "max_rounds"));
+        if self.kind == TaskKind::Command && self.max_rounds.is_some_and(|m| m > 1) {
+            errs.push(ValidationError::new(
+                "max_rounds",
+                "a command task cannot take feedback: its checks run once",
+            ));
+        }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// The checks this task runs (none when it names none).
+    pub fn checks(&self) -> &[CheckSpec] {
+        self.checks.as_deref().unwrap_or_default()
+    }
+
+    /// The most rounds of agent run + checks: 1 for command tasks.
+    pub fn max_rounds(&self) -> u32 {
+        match self.kind {
+            TaskKind::Command => 1,
+            TaskKind::Agent => self.max_rounds.unwrap_or(check::DEFAULT_MAX_ROUNDS),
+        }
     }
 }
 

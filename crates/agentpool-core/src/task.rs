@@ -228,6 +228,16 @@ pub struct TaskResult {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub duration_ms: u64,
+    /// Rounds of agent run + checks (absent when the task has no checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rounds: Option<u32>,
+    /// Whether every check passed in the last round; `false` marks a work branch pushed with
+    /// failing checks (`push_on_checks_failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_passed: Option<bool>,
+    /// Every check of every round, in the order they ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::CheckRun>,
 }
 
 /// How an attempt ended.

@@ -8,13 +8,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentpool_agents::{AgentRequest, EventSink, Registry};
+use agentpool_agents::{EventSink, Registry};
 use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ClaimedWork;
 use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Secret};
 use crate::process::{KillReason, OutputStream, ProcessSpec, run_process};
+mod rounds;
+
 use crate::workspace::{
     CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
 };
@@ -192,6 +194,13 @@ impl Pipeline {
         let outcome = self.run_inner(work, &events, cancel, &mut result).await;
         result.duration_ms = started.elapsed().as_millis() as u64;
         let redactor = self.redactor_for(work);
+        // Check output (and the agent's text) is the task's own output: secrets it printed
+        // must not reach the stored result any more than its events.
+        for run in &mut result.checks {
+            run.output_tail = redactor.redact(&run.output_tail);
+            run.failed_tests = run.failed_tests.iter().map(|t| redactor.redact(t)).collect();
+        }
+        result.final_text = result.final_text.as_deref().map(|t| redactor.redact(t));
         match outcome {
             // The terminal lifecycle event (succeeded, failed, canceled) is written by the
             // store together with the report, so the record cannot end twice.
@@ -363,8 +372,8 @@ impl Pipeline {
             }
         }
 
-        // ---- run ----
-        match run {
+        // ---- run, then checks and feedback rounds ----
+        let agent = match run {
             Run::Command(cmd) => {
                 events.emit(NewEvent::new(Lifecycle::AgentStarted {
                     agent: "command".into(),
@@ -374,62 +383,24 @@ impl Pipeline {
                 if !out.success() {
                     return Err(process_failure(&out, "command"));
                 }
+                None
             }
             Run::Agent(agent, prompt) => {
-                events.emit(NewEvent::new(Lifecycle::AgentStarted {
-                    agent: agent.capabilities().name.to_string(),
-                }));
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let req = AgentRequest {
-                    prompt,
-                    workdir: ws.dir.clone(),
-                    model: spec.model.clone(),
-                    max_turns: spec.max_turns,
-                    timeout: remaining,
-                    resume_session: work.claimed.resume_session.clone(),
-                    env: env
-                        .iter()
-                        .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "LANG"))
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    home: ws.home.clone(),
-                    max_output_bytes: self.cfg.max_output_bytes,
-                };
-                // Backstop for the adapter's own timeout: cancel it once time is up (plus grace).
-                let agent_cancel = cancel.token().child_token();
-                let backstop = agent_cancel.clone();
-                let grace = self.cfg.kill_grace;
-                let timer = tokio::spawn(async move {
-                    tokio::time::sleep(remaining + grace).await;
-                    backstop.cancel();
-                });
-                let ran = agent.run(req, events.clone(), agent_cancel.clone()).await;
-                timer.abort();
-                let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
-                let outcome = ran.map_err(|e| failed(e.class(), e.to_string()))?;
-                result.final_text = outcome.final_text.clone();
-                result.session_id = outcome.session_id.clone();
-                result.num_turns = outcome.num_turns;
-                result.usage = outcome.usage;
-                result.cost_usd = outcome.cost_usd;
-                result.exit_code = outcome.exit_code;
-                if cancel.token().is_cancelled() {
-                    return Err(failed(ErrorClass::Canceled, "canceled"));
-                }
-                if timed_out {
-                    return Err(failed(ErrorClass::Timeout, "the task's timeout was hit"));
-                }
-                if outcome.is_error {
-                    return Err(Failed {
-                        class: outcome.error_class.unwrap_or(ErrorClass::AgentError),
-                        message: outcome
-                            .error_message
-                            .clone()
-                            .unwrap_or_else(|| "the agent reported an error".into()),
-                        retry_after: outcome.retry_after,
-                    });
-                }
+                let resume = work.claimed.resume_session.clone();
+                self.run_agent(
+                    &agent, prompt, resume, work, &ws, &env, deadline, events, cancel, result,
+                )
+                .await?;
+                Some(agent)
             }
+        };
+        let checks_failed = self
+            .check_rounds(agent.as_ref(), work, &ws, &env, deadline, events, cancel, result)
+            .await?;
+        if let Some(message) = &checks_failed
+            && !spec.push_on_checks_failed
+        {
+            return Err(failed(ErrorClass::ChecksFailed, message.clone()));
         }
 
         // ---- post-run ----
@@ -470,7 +441,10 @@ impl Pipeline {
                 None => events.emit(NewEvent::log("agentpool", "no changes to commit")),
             }
         }
-        Ok(())
+        match checks_failed {
+            Some(message) => Err(failed(ErrorClass::ChecksFailed, message)),
+            None => Ok(()),
+        }
     }
 
     /// The command's environment: nothing from the worker except PATH, plus what the task needs.

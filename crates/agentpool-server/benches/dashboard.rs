@@ -125,6 +125,8 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
                 default_model: None,
                 allowed_agents: Vec::new(),
                 credentials: Vec::new(),
+                checks: Vec::new(),
+                max_rounds: None,
             })
             .await
             .expect("project");

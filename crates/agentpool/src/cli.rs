@@ -194,7 +194,8 @@ pub struct MigrateArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TaskArgs {
     /// Repository: a URL (https, ssh) or, on the embedded pool, a local path / file:// URL
-    #[arg(long, value_name = "PATH_OR_URL", required_unless_present = "project")]
+    /// [default: the current directory when it is a git repository and no --project is given]
+    #[arg(long, value_name = "PATH_OR_URL")]
     pub repo: Option<String>,
     /// Project whose repository and defaults to use
     #[arg(long)]
@@ -263,6 +264,16 @@ pub struct TaskArgs {
     /// ANTHROPIC_API_KEY, `git-token` authenticates clone and push
     #[arg(long = "credential", value_name = "NAME")]
     pub credentials: Vec<String>,
+    /// Check run in the workspace after the agent, before commit (repeatable); failures are fed
+    /// back to the agent until every check passes [default: the project's checks]
+    #[arg(long = "check", value_name = "COMMAND")]
+    pub checks: Vec<String>,
+    /// Most rounds of agent run + checks [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_rounds: Option<u32>,
+    /// Commit and push the work branch even when checks still fail after the last round
+    #[arg(long)]
+    pub push_on_checks_failed: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -370,6 +381,12 @@ pub struct ProjectPutArgs {
     /// Stored credentials handed to this project's tasks (comma separated)
     #[arg(long, value_delimiter = ',')]
     pub credentials: Vec<String>,
+    /// Check for tasks that name none (repeatable)
+    #[arg(long = "check", value_name = "COMMAND")]
+    pub checks: Vec<String>,
+    /// Round limit for tasks that name none
+    #[arg(long, value_name = "N")]
+    pub max_rounds: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -396,6 +396,32 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
             out.push_str(&format!("{:<10}   … {} more\n", "", r.files.len() - 20));
         }
     }
+    if let (Some(rounds), Some(passed)) = (r.rounds, r.checks_passed) {
+        let verdict = if passed {
+            style.green("passed")
+        } else {
+            style.red("failing")
+        };
+        let plural = if rounds == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "{:<10} {verdict} after {rounds} round{plural}
+",
+            style.dim("checks")
+        ));
+        for c in r.checks.iter().filter(|c| c.round == rounds) {
+            let mark = if c.passed {
+                style.green("✓")
+            } else {
+                style.red("✗")
+            };
+            out.push_str(&format!(
+                "{:<10}   {mark} {}
+",
+                "",
+                c.summary()
+            ));
+        }
+    }
     let u = &r.usage;
     let mut kv = |k: &str, v: String| {
         if !v.is_empty() {

@@ -13,8 +13,9 @@ use crate::protocol::{
 use crate::protocol::{Enqueued, TaskDetail, WaitReason};
 use crate::worker::WorkerRegistration;
 use crate::{
-    AgentInfo, Attempt, AttemptOutcome, ErrorClass, Event, EventPayload, FileChange, Lease, LeaseToken,
-    Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker, WorkerId, WorkerStatus,
+    AgentInfo, Attempt, AttemptOutcome, CheckRun, CheckSpec, ErrorClass, Event, EventPayload, FileChange,
+    Lease, LeaseToken, Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker,
+    WorkerId, WorkerStatus,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -125,6 +126,31 @@ pub fn task_spec() -> TaskSpec {
         push: true,
         commit_message: Some("message".into()),
         credentials: vec!["gh-token".into()],
+        checks: Some(vec![check_spec()]),
+        max_rounds: Some(3),
+        push_on_checks_failed: true,
+    }
+}
+
+fn check_spec() -> CheckSpec {
+    CheckSpec {
+        name: Some("tests".into()),
+        command: "cargo test".into(),
+        timeout_secs: Some(600),
+        max_output_bytes: Some(1 << 20),
+    }
+}
+
+fn check_run() -> CheckRun {
+    CheckRun {
+        round: 1,
+        name: "tests".into(),
+        passed: false,
+        exit_code: Some(101),
+        killed: Some("timeout".into()),
+        duration_ms: 1200,
+        output_tail: "test result: FAILED".into(),
+        failed_tests: vec!["tests::it_works".into()],
     }
 }
 
@@ -152,6 +178,9 @@ pub fn task_result() -> TaskResult {
         final_text: Some("done".into()),
         exit_code: Some(0),
         duration_ms: 1,
+        rounds: Some(2),
+        checks_passed: Some(true),
+        checks: vec![check_run()],
     }
 }
 
@@ -258,6 +287,8 @@ fn project_spec_value() -> ProjectSpec {
         default_model: Some("sonnet".into()),
         allowed_agents: vec!["claude-code".into()],
         credentials: vec!["gh-token".into()],
+        checks: vec![check_spec()],
+        max_rounds: Some(3),
     }
 }
 
@@ -419,7 +450,7 @@ core_schema!(
 core_schema!(
     ProjectSpecSchema,
     "ProjectSpec",
-    "A project: name, repo, default_base, slots, default_agent, default_model, allowed_agents, credentials (names).",
+    "A project: name, repo, default_base, slots, default_agent, default_model, allowed_agents, credentials (names), checks, max_rounds.",
     vec![project_spec()]
 );
 core_schema!(
@@ -467,6 +498,6 @@ core_schema!(
 core_schema!(
     TaskResultSchema,
     "TaskResult",
-    "What a run produced: commit, files, push, PR, usage, cost, session id.",
+    "What a run produced: commit, files, push, PR, usage, cost, session id, check rounds.",
     vec![task_result_value()]
 );

@@ -23,7 +23,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// Whether `agent`'s CLI is installed; panics when it is not and services are required.
-fn installed(agent: &str) -> bool {
+pub(super) fn installed(agent: &str) -> bool {
     let cfg = AgentConfig {
         bin_dir: Some(bin_dir()),
         ..Default::default()
@@ -63,7 +63,7 @@ async fn agent_worker(env: &Env, agent: &str, model: &ModelServer) -> RunningWor
     start(c, api(&env.store, Duration::from_secs(30)).await)
 }
 
-fn agent_task(env: &Env, agent: &str, prompt: &str) -> TaskSpec {
+pub(super) fn agent_task(env: &Env, agent: &str, prompt: &str) -> TaskSpec {
     let mut spec = TaskSpec::agent(&env.server.url("app"), agent, prompt);
     spec.model = Some(model_for(agent).into());
     spec.commit = true;
@@ -73,7 +73,7 @@ fn agent_task(env: &Env, agent: &str, prompt: &str) -> TaskSpec {
     spec
 }
 
-async fn finished_within(store: &Arc<dyn Store>, id: TaskId, limit: Duration) -> TaskDetail {
+pub(super) async fn finished_within(store: &Arc<dyn Store>, id: TaskId, limit: Duration) -> TaskDetail {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(t) = store.get_task(id).await.unwrap()
@@ -88,7 +88,7 @@ async fn finished_within(store: &Arc<dyn Store>, id: TaskId, limit: Duration) ->
 
 /// Enqueue `spec`, run a worker whose agents talk to `model` until the task finishes (within
 /// `limit`), stop the worker.
-async fn run_to_end(
+pub(super) async fn run_to_end(
     env: &Env,
     agent: &str,
     model: &ModelServer,

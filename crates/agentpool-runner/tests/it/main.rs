@@ -3,6 +3,7 @@
 
 mod agents;
 mod attempt;
+mod checks;
 mod crash;
 mod http;
 mod worker;

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use agentpool_core::{Event, Timestamp};
+use agentpool_core::{Event, EventKind, EventPayload, Timestamp};
 use serde_json::Value;
 
 use super::html::{cut, esc, first_line};
@@ -189,8 +189,23 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
                 ("lifecycle", Some(s)) => s.replace('_', " "),
                 (k, _) => k.replace('_', " "),
             };
-            let message = str_of(d, &["message", "text", "line", "error"]).unwrap_or("");
+            let mut message = str_of(d, &["message", "text", "line", "error"])
+                .unwrap_or("")
+                .to_string();
+            // Check rounds say what ran and how it ended in core's words; the rest of the data
+            // stays generic.
+            let check_step = matches!(
+                state,
+                Some("checks_started" | "check_finished" | "feedback_round")
+            );
+            if check_step
+                && message.is_empty()
+                && let EventPayload::Lifecycle(l) = EventPayload::from_parts(EventKind::Lifecycle, d.clone())
+            {
+                message = l.message();
+            }
             let failed = is_error(d)
+                || d.get("passed").and_then(Value::as_bool) == Some(false)
                 || ["fail", "error", "lost", "expired"]
                     .iter()
                     .any(|w| label.contains(w) || kind.contains(w));
@@ -200,11 +215,32 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
                 if failed { " bad" } else { "" },
                 if failed { "✗ " } else { "" },
                 esc(&label),
-                esc(message)
+                esc(&message)
             );
-            let extras = scalar_fields(d, &["state", "message", "text", "line", "error"]);
+            let extras = if check_step {
+                String::new()
+            } else {
+                scalar_fields(d, &["state", "message", "text", "line", "error"])
+            };
             if !extras.is_empty() {
                 let _ = write!(body, r#" <span class="kv">{}</span>"#, esc(&extras));
+            }
+            if let Some(tail) = str_of(d, &["output_tail"]).filter(|t| !t.is_empty()) {
+                let tests = d
+                    .get("failed_tests")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default();
+                let _ = write!(
+                    body,
+                    r#"<details><summary>output{}</summary><pre>{}</pre></details>"#,
+                    if tests.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" — failing: {}", esc(&tests))
+                    },
+                    esc(tail)
+                );
             }
             if kind != "lifecycle" && d.as_object().is_some_and(|o| !o.is_empty()) {
                 let pretty = serde_json::to_string_pretty(d).unwrap_or_default();
@@ -324,6 +360,19 @@ mod tests {
         assert!(h.contains("<strong class=\"tool\">Bash</strong>"), "{h}");
         assert!(h.contains("echo &#39;&lt;b&gt;hi&lt;/b&gt;&#39;"), "{h}");
         assert!(!h.contains("<b>hi"), "{h}");
+    }
+
+    #[test]
+    fn a_failed_check_shows_its_verdict_and_output_tail() {
+        let d = json!({"state": "check_finished", "round": 1, "name": "unit", "passed": false,
+            "exit_code": 101, "duration_ms": 2500, "output_tail": "left: <1>", "failed_tests": ["a::b"]});
+        let h = render_parts("lifecycle", 4, at(), &d);
+        assert!(h.contains("round 1: unit failed (exit 101, 2.5s)"), "{h}");
+        assert!(h.contains("life err"), "{h}");
+        assert!(
+            h.contains("failing: a::b") && h.contains("left: &lt;1&gt;"),
+            "{h}"
+        );
     }
 
     #[test]

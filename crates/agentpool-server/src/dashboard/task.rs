@@ -255,6 +255,37 @@ fn usage_section(d: &TaskDetail, usage: &UsageSum) -> String {
     )
 }
 
+/// Every check of every round: the rounds the agent needed and what failed on the way.
+fn checks_table(r: &agentpool_core::TaskResult) -> String {
+    let (Some(rounds), Some(passed)) = (r.rounds, r.checks_passed) else {
+        return String::new();
+    };
+    let mut h = format!(
+        r#"<h3>Checks</h3><table class="checks"><caption>{} after {rounds} round{}</caption><thead><tr><th scope="col">round</th><th scope="col">check</th><th scope="col">result</th><th scope="col">took</th></tr></thead><tbody>"#,
+        if passed { "passed" } else { "still failing" },
+        if rounds == 1 { "" } else { "s" },
+    );
+    for c in &r.checks {
+        let how = match (&c.killed, c.exit_code) {
+            (Some(k), _) => format!("killed ({})", k.replace('_', " ")),
+            (None, Some(code)) => format!("exit {code}"),
+            (None, None) => "no exit code".into(),
+        };
+        let _ = write!(
+            h,
+            r#"<tr><td>{}</td><td><code>{}</code></td><td class="{}">{} {}</td><td>{}</td></tr>"#,
+            c.round,
+            esc(&c.name),
+            if c.passed { "add" } else { "del" },
+            if c.passed { "passed" } else { "failed" },
+            esc(&how),
+            html::duration_ms(c.duration_ms)
+        );
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
 fn result_section(r: &agentpool_core::TaskResult) -> String {
     let mut h = String::from(r#"<section id="result"><h2>Result</h2><dl class="kv">"#);
     if let Some(sha) = &r.commit_sha {
@@ -298,6 +329,7 @@ fn result_section(r: &agentpool_core::TaskResult) -> String {
         let _ = write!(h, "<dt>session</dt><dd><code>{}</code></dd>", esc(s));
     }
     h.push_str("</dl>");
+    h.push_str(&checks_table(r));
     if let Some(t) = &r.final_text {
         let _ = write!(h, r#"<h3>Summary</h3><div class="msg">{}</div>"#, esc(t));
     }

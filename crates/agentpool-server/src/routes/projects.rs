@@ -54,6 +54,15 @@ fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     {
         errs.push(ValidationError::new("default_base", "is not a valid git ref"));
     }
+    errs.extend(agentpool_core::check::validate_checks(
+        &p.checks,
+        "checks",
+        state.inner.limits.max_timeout_secs,
+    ));
+    errs.extend(agentpool_core::check::validate_max_rounds(
+        p.max_rounds,
+        "max_rounds",
+    ));
     if errs.is_empty() {
         Ok(())
     } else {

@@ -54,6 +54,12 @@ pub(crate) async fn prepare_spec(
                 if spec.base_ref.is_none() {
                     spec.base_ref = p.default_base.clone();
                 }
+                if spec.checks.is_none() && !p.checks.is_empty() {
+                    spec.checks = Some(p.checks.clone());
+                }
+                if spec.kind == agentpool_core::TaskKind::Agent && spec.max_rounds.is_none() {
+                    spec.max_rounds = p.max_rounds;
+                }
             }
             Ok(None) => {
                 return Err(vec![ValidationError::new(

@@ -71,6 +71,8 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         default_model: None,
         allowed_agents: vec![],
         credentials: vec!["gh-token".into()],
+        checks: vec![agentpool_core::CheckSpec::command("cargo test")],
+        max_rounds: Some(4),
     };
     let p = sub.put_project(&spec).await.expect("put project");
     assert_eq!(p.spec, spec);
@@ -92,6 +94,9 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         Some("https://example.com/demo.git")
     );
     assert_eq!(build.task.spec.agent.as_deref(), Some("claude-code"));
+    // The project's checks and round limit reach its tasks that name none.
+    assert_eq!(build.task.spec.checks, Some(spec.checks.clone()));
+    assert_eq!(build.task.spec.max_rounds, Some(4));
     let builds = sub.list_builds("demo").await.expect("builds");
     assert_eq!(builds.tasks.len(), 1);
 
@@ -340,6 +345,46 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         .expect("delete credential");
     assert!(admin.list_credentials().await.expect("list").is_empty());
     app.server.shutdown().await.expect("shutdown");
+}
+
+async fn project_checks_reach_tasks_that_name_none(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let repo = "https://example.com/demo.git";
+    let project = ProjectSpec {
+        name: "checked".into(),
+        repo: repo.into(),
+        default_base: None,
+        slots: None,
+        default_agent: None,
+        default_model: None,
+        allowed_agents: vec![],
+        credentials: vec![],
+        checks: vec![agentpool_core::CheckSpec::command("cargo test")],
+        max_rounds: Some(4),
+    };
+    sub.put_project(&project).await.expect("put project");
+    let mut named = TaskSpec::agent(repo, "claude-code", "fix it");
+    named.project = Some("checked".into());
+    let got = sub.submit(&named).await.expect("submit").task.spec;
+    assert_eq!(got.checks, Some(project.checks.clone()));
+    assert_eq!(got.max_rounds, Some(4));
+    named.checks = Some(vec![]);
+    let got = sub.submit(&named).await.expect("submit without checks").task.spec;
+    assert_eq!(got.checks, Some(vec![]), "an explicit empty list wins");
+    let mut bad = command_task("true");
+    bad.checks = Some(vec![agentpool_core::CheckSpec::command(" ")]);
+    let err = sub.submit(&bad).await.expect_err("an empty check is refused");
+    assert!(err.to_string().contains("checks[0].command"), "{err}");
+    let mut bad_project = project.clone();
+    bad_project.max_rounds = Some(0);
+    let err = sub
+        .put_project(&bad_project)
+        .await
+        .expect_err("0 rounds is refused");
+    assert!(err.to_string().contains("max_rounds"), "{err}");
 }
 
 async fn stale_lease_is_refused_with_409(backend: Backend) {
@@ -708,6 +753,7 @@ crate::both_backends!(
     get_task_explains_why_a_queued_task_waits,
     too_many_waiting_long_polls_get_429,
     every_endpoint_works_through_the_client,
+    project_checks_reach_tasks_that_name_none,
     stale_lease_is_refused_with_409,
     cancel_reaches_a_running_task_through_heartbeat,
     sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes,

@@ -130,6 +130,8 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                 default_model: a.model,
                 allowed_agents: a.allowed_agents,
                 credentials: a.credentials,
+                checks: a.checks.iter().map(agentpool_core::CheckSpec::command).collect(),
+                max_rounds: a.max_rounds,
             };
             let p = client.put_project(&spec).await?;
             if settings.json() {

@@ -33,7 +33,18 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         )
         .into());
     }
-    let repo = args.repo.as_deref().map(local_repo_absolute).transpose()?;
+    let repo = match (&args.repo, &args.project) {
+        (Some(r), _) => Some(local_repo_absolute(r)?),
+        (None, Some(_)) => None,
+        (None, None) if Path::new(".git").exists() => Some(local_repo_absolute(".")?),
+        (None, None) => {
+            return Err(Exit::new(
+                ExitCode::Usage,
+                "give --repo (or --project): the current directory is not a git repository",
+            )
+            .into());
+        }
+    };
     Ok(TaskSpec {
         kind,
         repo,
@@ -61,6 +72,15 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
             .and_then(|d| chrono::Duration::try_seconds(i64::try_from(d).ok()?))
             .map(|d| chrono::Utc::now() + d),
         commit: !args.no_commit,
+        // No --check: the project's checks, if any.
+        checks: (!args.checks.is_empty()).then(|| {
+            args.checks
+                .iter()
+                .map(agentpool_core::CheckSpec::command)
+                .collect()
+        }),
+        max_rounds: args.max_rounds,
+        push_on_checks_failed: args.push_on_checks_failed,
     })
 }
 
@@ -474,6 +494,9 @@ mod tests {
             setup: None,
             delay: None,
             no_commit: false,
+            checks: vec![],
+            max_rounds: None,
+            push_on_checks_failed: false,
         }
     }
 

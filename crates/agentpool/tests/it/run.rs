@@ -250,3 +250,70 @@ fn on_a_terminal_run_shows_a_live_status_line_and_colours() {
     let spinner = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
     assert!(spinner.iter().any(|f| out.contains(f)), "no status line: {out:?}");
 }
+
+#[test]
+fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let repo = remote.to_str().unwrap();
+    // Without --repo, the repository is the current directory.
+    let work = remote.parent().unwrap().join("src-repo");
+    let o = env
+        .cmd()
+        .current_dir(&work)
+        .args(["run", "--command", "echo 42 > answer.txt"])
+        .args([
+            "--check",
+            "grep -qx 42 answer.txt",
+            "--check",
+            "test -f answer.txt",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("passed after 1 round"), "{out}");
+    assert!(
+        out.contains("check finished: round 1: grep -qx 42 answer.txt passed"),
+        "{out}"
+    );
+
+    let o = env.run(&[
+        "run",
+        "--repo",
+        repo,
+        "--command",
+        "echo 41 > answer.txt",
+        "--max-attempts",
+        "3",
+        "--check",
+        "grep -qx 42 answer.txt",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    let task = json(&o);
+    assert_eq!(task["error_class"], "CHECKS_FAILED");
+    assert_eq!(task["attempts"], 1, "not retried");
+    assert_eq!(task["result"]["checks_passed"], false);
+    assert_eq!(task["result"]["checks"][0]["exit_code"], 1);
+
+    let o = env.run(&["run", "--command", "true"]);
+    assert_eq!(o.status.code(), Some(2), "not a git repository: {}", stderr(&o));
+    assert!(stderr(&o).contains("give --repo"), "{}", stderr(&o));
+
+    // Feedback needs an agent: a command task cannot ask for rounds.
+    let o = env.run(&[
+        "run",
+        "--repo",
+        repo,
+        "--command",
+        "true",
+        "--check",
+        "true",
+        "--max-rounds",
+        "2",
+    ]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("max_rounds"), "{}", stderr(&o));
+}

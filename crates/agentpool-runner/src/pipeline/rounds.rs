@@ -1,0 +1,185 @@
+//! The agent's runs within one task: the first run and the feedback rounds that follow failing
+//! checks (docs/checks.md), with tokens and cost added up across them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use agentpool_agents::{AgentRequest, CodeAgent, EventSink};
+use agentpool_core::{CheckRun, ErrorClass, Lifecycle, NewEvent, TaskResult};
+
+use super::{Failed, Pipeline, TaskCancel, failed};
+use crate::api::ClaimedWork;
+use crate::checks;
+use crate::workspace::Workspace;
+
+impl Pipeline {
+    /// Run the agent once (the first run or a feedback round), adding what it reports to
+    /// `result`: tokens and cost add up across rounds, the last round's text, session and exit
+    /// code win.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn run_agent(
+        &self,
+        agent: &Arc<dyn CodeAgent>,
+        prompt: String,
+        resume_session: Option<String>,
+        work: &ClaimedWork,
+        ws: &Workspace,
+        env: &BTreeMap<String, String>,
+        deadline: Instant,
+        events: &Arc<dyn EventSink>,
+        cancel: &TaskCancel,
+        result: &mut TaskResult,
+    ) -> Result<(), Failed> {
+        let spec = &work.claimed.task.spec;
+        events.emit(NewEvent::new(Lifecycle::AgentStarted {
+            agent: agent.capabilities().name.to_string(),
+        }));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let req = AgentRequest {
+            prompt,
+            workdir: ws.dir.clone(),
+            model: spec.model.clone(),
+            max_turns: spec.max_turns,
+            timeout: remaining,
+            resume_session,
+            env: env
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "LANG"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            home: ws.home.clone(),
+            max_output_bytes: self.cfg.max_output_bytes,
+        };
+        // Backstop for the adapter's own timeout: cancel it once time is up (plus grace).
+        let agent_cancel = cancel.token().child_token();
+        let backstop = agent_cancel.clone();
+        let grace = self.cfg.kill_grace;
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(remaining + grace).await;
+            backstop.cancel();
+        });
+        // Rounds after the first resume the session this task's own first round started.
+        let resumed = req.resume_session.is_some() && result.session_id == req.resume_session;
+        let ran = agent.run(req, events.clone(), agent_cancel.clone()).await;
+        timer.abort();
+        let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
+        let outcome = ran.map_err(|e| failed(e.class(), e.to_string()))?;
+        result.final_text = outcome.final_text.clone();
+        if outcome.session_id.is_some() {
+            result.session_id = outcome.session_id.clone();
+        }
+        result.num_turns = match (result.num_turns, outcome.num_turns) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        result.usage.add(&outcome.usage);
+        // A feedback round of an agent whose resumed session reports its running total adds
+        // only what this round cost.
+        let session_total = result.cost_usd.unwrap_or(0.0);
+        let cost = outcome.cost_usd.map(|c| {
+            if resumed && agent.capabilities().cumulative_cost_on_resume {
+                (c - session_total).max(0.0)
+            } else {
+                c
+            }
+        });
+        result.cost_usd = match (result.cost_usd, cost) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        result.exit_code = outcome.exit_code;
+        if cancel.token().is_cancelled() {
+            return Err(failed(ErrorClass::Canceled, "canceled"));
+        }
+        if timed_out {
+            return Err(failed(ErrorClass::Timeout, "the task's timeout was hit"));
+        }
+        if outcome.is_error {
+            return Err(Failed {
+                class: outcome.error_class.unwrap_or(ErrorClass::AgentError),
+                message: outcome
+                    .error_message
+                    .clone()
+                    .unwrap_or_else(|| "the agent reported an error".into()),
+                retry_after: outcome.retry_after,
+            });
+        }
+        Ok(())
+    }
+
+    /// Run the task's checks; while some fail and rounds are left, run the agent again with
+    /// their output (resuming its session where it can). Returns the failure message when
+    /// checks still fail after the last round (docs/checks.md).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn check_rounds(
+        &self,
+        agent: Option<&Arc<dyn CodeAgent>>,
+        work: &ClaimedWork,
+        ws: &Workspace,
+        env: &BTreeMap<String, String>,
+        deadline: Instant,
+        events: &Arc<dyn EventSink>,
+        cancel: &TaskCancel,
+        result: &mut TaskResult,
+    ) -> Result<Option<String>, Failed> {
+        let spec = &work.claimed.task.spec;
+        let list = spec.checks();
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let max_rounds = if agent.is_some() { spec.max_rounds() } else { 1 };
+        let cx = checks::CheckEnv {
+            dir: &ws.dir,
+            env,
+            group_file: self
+                .cfg
+                .state_dir
+                .join("running")
+                .join(format!("{}.pgid", work.claimed.task.id)),
+            kill_grace: self.cfg.kill_grace,
+            deadline,
+        };
+        let mut round = 1;
+        loop {
+            let runs = checks::run_round(round, list, &cx, events, cancel.token())
+                .await
+                .map_err(|e| match e {
+                    checks::ChecksError::Canceled => failed(ErrorClass::Canceled, "canceled"),
+                    checks::ChecksError::TaskTimeout(_) => failed(ErrorClass::Timeout, e.to_string()),
+                    checks::ChecksError::Spawn(..) => failed(ErrorClass::AgentError, e.to_string()),
+                })?;
+            result.rounds = Some(round);
+            result.checks.extend(runs.iter().cloned());
+            let failing: Vec<&CheckRun> = runs.iter().filter(|r| !r.passed).collect();
+            result.checks_passed = Some(failing.is_empty());
+            if failing.is_empty() {
+                return Ok(None);
+            }
+            let names: Vec<String> = failing.iter().map(|r| r.name.clone()).collect();
+            let Some(agent) = agent.filter(|_| round < max_rounds) else {
+                let after = if max_rounds == 1 {
+                    String::new()
+                } else {
+                    format!(" after {round} rounds")
+                };
+                return Ok(Some(format!("checks failed{after}: {}", names.join(", "))));
+            };
+            round += 1;
+            // Resume the conversation where the agent can; otherwise a fresh run in the same
+            // workspace that is told the task again.
+            let resume = result.session_id.clone().filter(|_| agent.capabilities().resume);
+            let original = resume.is_none().then(|| spec.prompt.as_deref().unwrap_or(""));
+            let prompt = checks::feedback_prompt(&failing, list, round, max_rounds, original);
+            events.emit(NewEvent::new(Lifecycle::FeedbackRound {
+                round,
+                failing: names,
+                resumed: resume.is_some(),
+            }));
+            self.run_agent(
+                agent, prompt, resume, work, ws, env, deadline, events, cancel, result,
+            )
+            .await?;
+        }
+    }
+}

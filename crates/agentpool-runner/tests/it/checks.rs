@@ -1,0 +1,290 @@
+//! Checks after the run and feedback rounds (docs/checks.md), through the real worker pipeline:
+//! a real server and SQLite store, the smart-HTTP git server, real processes, and the real
+//! Claude Code CLI against the scripted model endpoint.
+
+use std::time::Duration;
+
+use agentpool_core::{CheckRun, CheckSpec, ErrorClass, Event, EventKind, Lifecycle, TaskSpec, TaskState};
+use agentpool_testkit::model::{INPUT_TOKENS, ModelServer, Script, Step};
+
+use super::agents::{agent_task, finished_within, installed, run_to_end};
+use super::worker::{
+    Env, GRANDCHILDREN, TOKEN, alive, api, command, config, env, events, finished, pids, start, wait_log,
+};
+
+/// Passes only once `answer.txt` holds 42; says which test failed, as cargo would.
+const ANSWER_CHECK: &str = "got=$(cat answer.txt 2>/dev/null); \
+    if [ \"$got\" = 42 ]; then echo 'test answer ... ok'; \
+    else echo 'test answer_is_42 ... FAILED'; echo \"expected 42 in answer.txt, found '$got'\"; exit 1; fi";
+
+fn check(name: &str, command: &str) -> CheckSpec {
+    CheckSpec {
+        name: Some(name.into()),
+        ..CheckSpec::command(command)
+    }
+}
+
+fn lifecycle(evs: &[Event]) -> Vec<Lifecycle> {
+    evs.iter()
+        .filter_map(|e| e.payload.lifecycle().cloned())
+        .collect()
+}
+
+fn check_events(evs: &[Event]) -> Vec<CheckRun> {
+    lifecycle(evs)
+        .into_iter()
+        .filter_map(|l| match l {
+            Lifecycle::CheckFinished(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn run_command_task(env: &Env, spec: TaskSpec) -> agentpool_store::TaskDetail {
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = start(
+        config(env, "w1", TOKEN),
+        api(&env.store, Duration::from_secs(30)).await,
+    );
+    let done = finished(&env.store, task.id).await;
+    w.stop().await;
+    done
+}
+
+/// The scripted model writes the wrong answer, gets the failing check's output on resume,
+/// writes the right one: the task succeeds in round 2 with both rounds in its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
+    if !installed("claude-code") {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([
+        Step::write_file("answer.txt", "41"),
+        Step::answer("Wrote the answer."),
+        Step::write_file("answer.txt", "42"),
+        Step::answer("Fixed the answer."),
+    ]))
+    .await
+    .unwrap();
+    let mut spec = agent_task(&env, "claude-code", "Put the answer in answer.txt");
+    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
+    spec.max_rounds = Some(3);
+    let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
+    let evs = events(&env.store, done.task.id).await;
+    let why = format!("{:?}\n{:#?}", done.task.error_message, lifecycle(&evs));
+    assert_eq!(done.task.state, TaskState::Succeeded, "{why}");
+    let result = done.task.result.clone().expect("a result");
+    assert_eq!(result.rounds, Some(2), "{why}");
+    assert_eq!(result.checks_passed, Some(true));
+    let rounds: Vec<_> = result.checks.iter().map(|c| (c.round, c.passed)).collect();
+    assert_eq!(rounds, [(1, false), (2, true)], "{why}");
+    assert_eq!(result.checks[0].exit_code, Some(1));
+    assert_eq!(result.checks[0].failed_tests, ["answer_is_42"]);
+    assert!(result.checks[0].output_tail.contains("found '41'"));
+    assert_eq!(
+        check_events(&evs),
+        result.checks,
+        "the events carry the same runs"
+    );
+    assert!(
+        lifecycle(&evs).contains(&Lifecycle::FeedbackRound {
+            round: 2,
+            failing: vec!["answer".into()],
+            resumed: true,
+        }),
+        "{why}"
+    );
+    // The resumed conversation's first request carries the check's output.
+    let requests = model.agent_requests();
+    let round2 = requests
+        .iter()
+        .find(|r| r.step == Some(2))
+        .expect("a request in round 2");
+    let body = round2.body.to_string();
+    assert!(body.contains("expected 42 in answer.txt, found '41'"), "{body}");
+    assert!(body.contains("answer_is_42"), "{body}");
+    assert!(
+        body.contains("Put the answer in answer.txt"),
+        "the session was resumed"
+    );
+    // Tokens and cost add up across both rounds (each round made two agent requests).
+    assert!(
+        result.usage.input_tokens >= 4 * INPUT_TOKENS,
+        "{:?}",
+        result.usage
+    );
+    // Claude Code reports a resumed session's running total; each round cost the same here,
+    // so the task cost twice what the first round reported.
+    let first = evs
+        .iter()
+        .find(|e| e.kind() == EventKind::Usage)
+        .and_then(|e| e.data()["cost_usd"].as_f64())
+        .expect("the first round's cost");
+    let cost = result.cost_usd.expect("a cost");
+    assert!((cost - 2.0 * first).abs() < 1e-9, "{cost} vs {first}");
+    let sha = result.commit_sha.clone().expect("a commit");
+    assert_eq!(
+        env.server.read_file("app", &sha, "answer.txt").as_deref(),
+        Some("42")
+    );
+}
+
+/// Checks that never pass end the task CHECKS_FAILED after `max_rounds`, without a retry; the
+/// work branch is pushed when the task asks, marked failing in the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_checks_that_never_pass_fail_after_max_rounds_and_push_when_asked() {
+    if !installed("claude-code") {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([
+        Step::write_file("answer.txt", "41"),
+        Step::answer("Wrote the answer."),
+    ]))
+    .await
+    .unwrap();
+    let mut spec = agent_task(&env, "claude-code", "Put the answer in answer.txt");
+    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
+    spec.max_rounds = Some(2);
+    spec.max_attempts = Some(3);
+    spec.push_on_checks_failed = true;
+    let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
+    let why = format!("{:?}", done.task.error_message);
+    assert_eq!(done.task.state, TaskState::Failed, "{why}");
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed), "{why}");
+    assert_eq!(done.task.attempts, 1, "CHECKS_FAILED is not retried");
+    assert_eq!(
+        done.task.error_message.as_deref(),
+        Some("checks failed after 2 rounds: answer")
+    );
+    let result = done.task.result.clone().expect("a result");
+    assert_eq!(result.rounds, Some(2));
+    assert_eq!(result.checks_passed, Some(false));
+    assert_eq!(result.checks.len(), 2);
+    assert!(result.pushed, "pushed although failing");
+    let branch = result.branch.clone().unwrap();
+    let sha = env
+        .server
+        .branch_sha("app", &branch)
+        .expect("the branch reached the remote");
+    assert_eq!(result.commit_sha.as_deref(), Some(sha.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_task_with_passing_checks_commits_and_records_them() {
+    let env = env().await;
+    let mut spec = command(&env, "echo 42 > answer.txt");
+    spec.checks = Some(vec![
+        check("answer", "grep -qx 42 answer.txt"),
+        CheckSpec::command("test -f README.md"),
+    ]);
+    let done = run_command_task(&env, spec).await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    let r = done.task.result.unwrap();
+    assert_eq!((r.rounds, r.checks_passed), (Some(1), Some(true)));
+    let names: Vec<_> = r.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["answer", "test -f README.md"]);
+    assert!(r.checks.iter().all(|c| c.passed && c.exit_code == Some(0)));
+    assert!(r.commit_sha.is_some() && r.pushed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_task_with_a_failing_check_fails_without_retry_or_push() {
+    let env = env().await;
+    let mut spec = command(&env, "echo 41 > answer.txt");
+    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
+    spec.max_attempts = Some(3);
+    let done = run_command_task(&env, spec).await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    assert_eq!(done.task.error_message.as_deref(), Some("checks failed: answer"));
+    assert_eq!(done.task.attempts, 1);
+    let r = done.task.result.unwrap();
+    assert_eq!(r.checks_passed, Some(false));
+    assert!(!r.pushed && r.commit_sha.is_none());
+    let branch = format!("agentpool/{}", done.task.id);
+    assert_eq!(env.server.branch_sha("app", &branch), None, "nothing pushed");
+}
+
+/// A check that hangs is killed at its own timeout with its whole process group; it counts
+/// as a failing check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_check_is_killed_at_its_timeout_with_its_process_group() {
+    let env = env().await;
+    let mut spec = command(&env, "true");
+    spec.checks = Some(vec![CheckSpec {
+        timeout_secs: Some(1),
+        ..check("hangs", GRANDCHILDREN)
+    }]);
+    let done = run_command_task(&env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    let run = &done.task.result.unwrap().checks[0];
+    assert_eq!(run.killed.as_deref(), Some("timeout"));
+    assert!(!run.passed && run.exit_code.is_none());
+    assert!(run.output_tail.ends_with("ready"), "{}", run.output_tail);
+    let ps = pids(&run.output_tail.lines().map(str::to_string).collect::<Vec<_>>());
+    assert_eq!(ps.len(), 2);
+    for pid in ps {
+        assert!(!alive(pid), "check child {pid} survived the timeout");
+    }
+}
+
+/// A cancel while a check runs stops the check (its group) and ends the task canceled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_during_a_check_stops_it() {
+    let env = env().await;
+    let mut spec = command(&env, "true");
+    spec.checks = Some(vec![check("hangs", GRANDCHILDREN)]);
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = start(
+        config(&env, "w1", TOKEN),
+        api(&env.store, Duration::from_secs(30)).await,
+    );
+    let lines = wait_log(&env.store, task.id, "ready").await;
+    env.store.cancel(task.id).await.unwrap();
+    let done = finished_within(&env.store, task.id, Duration::from_secs(60)).await;
+    w.stop().await;
+    assert_eq!(done.task.state, TaskState::Canceled);
+    let ps = pids(&lines);
+    assert_eq!(ps.len(), 2);
+    for pid in ps {
+        assert!(!alive(pid), "check child {pid} survived the cancel");
+    }
+}
+
+/// A check that writes past its output limit is killed and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_past_its_output_limit_is_killed() {
+    let env = env().await;
+    let mut spec = command(&env, "true");
+    spec.checks = Some(vec![CheckSpec {
+        max_output_bytes: Some(10_000),
+        ..check("noisy", "yes line")
+    }]);
+    let done = run_command_task(&env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    let run = &done.task.result.unwrap().checks[0];
+    assert_eq!(run.killed.as_deref(), Some("output_limit"));
+    assert!(run.output_tail.len() <= agentpool_runner::checks::OUTPUT_TAIL_BYTES);
+}
+
+/// A secret a check prints is masked in its events and in the stored result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_a_check_prints_is_redacted_from_events_and_result() {
+    let env = env().await;
+    let mut spec = command(&env, "true");
+    spec.checks = Some(vec![check("leaky", &format!("echo token {TOKEN}; exit 1"))]);
+    let done = run_command_task(&env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    let result = serde_json::to_string(&done.task.result).unwrap();
+    assert!(result.contains("token "), "{result}");
+    assert!(!result.contains(TOKEN), "the secret reached the result: {result}");
+    let evs = serde_json::to_string(&events(&env.store, done.task.id).await).unwrap();
+    assert!(!evs.contains(TOKEN), "the secret reached the events");
+}
