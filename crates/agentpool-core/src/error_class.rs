@@ -30,10 +30,15 @@ pub enum ErrorClass {
     LeaseExpired,
     /// A dependency failed or was canceled, so this task cannot run.
     DependencyFailed,
+    /// The worker could not start git or the agent (binary missing or not executable): the
+    /// worker's fault, not the task's. The task is released to another worker without using
+    /// an attempt, up to [`crate::task::MAX_WORKER_RELEASES`] times; after that it is retried
+    /// like any other failure.
+    WorkerError,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 10] = [
+    pub const ALL: [ErrorClass; 11] = [
         Self::RateLimited,
         Self::AuthFailed,
         Self::Timeout,
@@ -44,13 +49,19 @@ impl ErrorClass {
         Self::Canceled,
         Self::LeaseExpired,
         Self::DependencyFailed,
+        Self::WorkerError,
     ];
 
     /// Whether an attempt failing with this class may be followed by another attempt.
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::RateLimited | Self::Timeout | Self::AgentError | Self::GitError | Self::LeaseExpired
+            Self::RateLimited
+                | Self::Timeout
+                | Self::AgentError
+                | Self::GitError
+                | Self::LeaseExpired
+                | Self::WorkerError
         )
     }
 
@@ -66,6 +77,7 @@ impl ErrorClass {
             Self::Canceled => "CANCELED",
             Self::LeaseExpired => "LEASE_EXPIRED",
             Self::DependencyFailed => "DEPENDENCY_FAILED",
+            Self::WorkerError => "WORKER_ERROR",
         }
     }
 
@@ -144,6 +156,7 @@ mod tests {
         assert!(ErrorClass::Timeout.is_retryable());
         assert!(ErrorClass::AgentError.is_retryable());
         assert!(ErrorClass::GitError.is_retryable());
+        assert!(ErrorClass::WorkerError.is_retryable());
         assert!(!ErrorClass::AuthFailed.is_retryable());
         assert!(!ErrorClass::GitAuthFailed.is_retryable());
         assert!(!ErrorClass::InvalidTask.is_retryable());

@@ -83,6 +83,7 @@ impl Style {
             WorkerStatus::Busy => self.blue(s.as_str()),
             WorkerStatus::Draining => self.yellow(s.as_str()),
             WorkerStatus::Offline => self.dim(s.as_str()),
+            WorkerStatus::Unhealthy => self.red(s.as_str()),
         }
     }
 }

@@ -4,5 +4,6 @@
 mod agents;
 mod crash;
 mod http;
+mod infra;
 mod worker;
 mod workspace;

@@ -291,6 +291,7 @@ fn workers(d: &OverviewData) -> String {
         WorkerStatus::Busy,
         WorkerStatus::Draining,
         WorkerStatus::Offline,
+        WorkerStatus::Unhealthy,
     ] {
         let _ = write!(
             h,

@@ -115,6 +115,22 @@ macro_rules! registry_queries {
             with_running(r, &row, id).await
         }
 
+        pub(crate) async fn mark_worker_unhealthy(w: &Pool<Db>, id: &WorkerId) -> Result<()> {
+            let n =
+                sqlx::query("UPDATE workers SET status = 'unhealthy' WHERE id = $1 AND status <> 'draining'")
+                    .bind(id.as_str())
+                    .execute(w)
+                    .await?
+                    .rows_affected();
+            if n == 0 && get_worker(w, id).await?.is_none() {
+                return Err(StoreError::NotFound {
+                    what: "worker",
+                    id: id.to_string(),
+                });
+            }
+            Ok(())
+        }
+
         /// Mark the worker offline and expire its leases, so the next maintenance pass rescues
         /// what it held instead of waiting for the full lease.
         pub(crate) async fn deregister_worker(

@@ -196,7 +196,7 @@ impl SqliteStore {
                     id: f.worker_id.to_string(),
                 });
             }
-            Some("draining") => return Ok(Vec::new()),
+            Some("draining" | "unhealthy") => return Ok(Vec::new()),
             Some(_) => {}
         }
         let max = usize::try_from(f.max).unwrap_or(usize::MAX);
@@ -301,7 +301,7 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let status: Option<String> = sqlx::query_scalar(
             "UPDATE workers SET last_heartbeat_at = ?, \
-             status = CASE WHEN status = 'draining' THEN 'draining' WHEN ? THEN 'busy' ELSE 'idle' END \
+             status = CASE WHEN status IN ('draining', 'unhealthy') THEN status WHEN ? THEN 'busy' ELSE 'idle' END \
              WHERE id = ? RETURNING status",
         )
         .bind(now)

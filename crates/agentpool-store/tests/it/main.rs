@@ -6,6 +6,7 @@ mod harness;
 mod cancel;
 mod deps;
 mod events;
+mod infra;
 mod lease;
 mod lifecycle;
 mod locks;
