@@ -35,10 +35,12 @@ pub enum ErrorClass {
     /// an attempt, up to [`crate::task::MAX_WORKER_RELEASES`] times; after that it is retried
     /// like any other failure.
     WorkerError,
+    /// The agent's reported cost passed the task's `max_cost_usd`; it was stopped. Not retried.
+    BudgetExceeded,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
         Self::RateLimited,
         Self::AuthFailed,
         Self::Timeout,
@@ -50,6 +52,7 @@ impl ErrorClass {
         Self::LeaseExpired,
         Self::DependencyFailed,
         Self::WorkerError,
+        Self::BudgetExceeded,
     ];
 
     /// Whether an attempt failing with this class may be followed by another attempt.
@@ -78,6 +81,7 @@ impl ErrorClass {
             Self::LeaseExpired => "LEASE_EXPIRED",
             Self::DependencyFailed => "DEPENDENCY_FAILED",
             Self::WorkerError => "WORKER_ERROR",
+            Self::BudgetExceeded => "BUDGET_EXCEEDED",
         }
     }
 
@@ -161,6 +165,7 @@ mod tests {
         assert!(!ErrorClass::GitAuthFailed.is_retryable());
         assert!(!ErrorClass::InvalidTask.is_retryable());
         assert!(!ErrorClass::Canceled.is_retryable());
+        assert!(!ErrorClass::BudgetExceeded.is_retryable());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`run_worker`] with a shutdown token that SIGTERM/SIGINT cancel.
 
 pub mod api;
+pub mod budget;
 pub mod events;
 pub mod git;
 pub mod pipeline;

@@ -13,6 +13,7 @@ use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, Repo
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ClaimedWork;
+use crate::budget::CostWatch;
 use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Secret};
 use crate::process::{KillReason, OutputStream, ProcessSpec, run_process};
 use crate::workspace::{
@@ -407,8 +408,41 @@ impl Pipeline {
                     tokio::time::sleep(remaining + grace).await;
                     backstop.cancel();
                 });
-                let ran = agent.run(req, events.clone(), agent_cancel.clone()).await;
+                let watch = spec.max_cost_usd.map(|limit| {
+                    if !agent.capabilities().cost {
+                        events.emit(NewEvent::log(
+                            "agentpool",
+                            format!(
+                                "{} reports tokens but no cost: max_cost_usd ${limit} cannot be enforced",
+                                agent.capabilities().name
+                            ),
+                        ));
+                    }
+                    Arc::new(CostWatch::new(events.clone(), limit, agent_cancel.clone()))
+                });
+                let sink: Arc<dyn EventSink> = match &watch {
+                    Some(w) => w.clone(),
+                    None => events.clone(),
+                };
+                let ran = agent.run(req, sink, agent_cancel.clone()).await;
                 timer.abort();
+                if let Some(w) = &watch
+                    && let Some(cost) = w.exceeded(ran.as_ref().ok().and_then(|o| o.cost_usd))
+                {
+                    if let Ok(o) = &ran {
+                        result.usage = o.usage;
+                        result.session_id = o.session_id.clone();
+                        result.num_turns = o.num_turns;
+                    }
+                    result.cost_usd = Some(cost);
+                    let limit = spec.max_cost_usd.unwrap_or_default();
+                    return Err(failed(
+                        ErrorClass::BudgetExceeded,
+                        format!(
+                            "the agent's reported cost ${cost:.6} passed the task's limit ${limit}; it was stopped"
+                        ),
+                    ));
+                }
                 let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
                 let outcome = ran.map_err(|e| failed(e.class(), e.to_string()))?;
                 result.final_text = outcome.final_text.clone();

@@ -125,6 +125,8 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
                 default_model: None,
                 allowed_agents: Vec::new(),
                 credentials: Vec::new(),
+                max_cost_usd: None,
+                daily_budget_usd: None,
             })
             .await
             .expect("project");

@@ -262,6 +262,14 @@ pub(crate) fn jitter_sample() -> f64 {
 
 pub(crate) const DEPENDENCY_FAILED_MSG: &str = "a dependency failed or was canceled";
 
+/// Milliseconds in a day; a project's daily budget counts spend since UTC midnight.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// The UTC midnight at or before `now` (epoch milliseconds).
+pub(crate) fn utc_day_start(now: i64) -> i64 {
+    now.div_euclid(DAY_MS) * DAY_MS
+}
+
 /// How a failed (or expired) attempt ends, as the state machine decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Ending {

@@ -246,6 +246,9 @@ pub struct TaskArgs {
     /// Agent turn limit
     #[arg(long)]
     pub max_turns: Option<u32>,
+    /// Stop the agent and fail the task (BUDGET_EXCEEDED) once its reported cost passes this (USD)
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
     /// Shell command run in the workspace before the agent (install dependencies, …)
     #[arg(long, value_name = "COMMAND")]
     pub setup: Option<String>,
@@ -366,6 +369,12 @@ pub struct ProjectPutArgs {
     /// Stored credentials handed to this project's tasks (comma separated)
     #[arg(long, value_delimiter = ',')]
     pub credentials: Vec<String>,
+    /// Default cost limit (USD) for this project's tasks that set none
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// Spend allowed per UTC day (USD); once reached, the project's tasks wait for the next day
+    #[arg(long, value_name = "USD")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

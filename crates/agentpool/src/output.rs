@@ -351,6 +351,7 @@ fn waiting_reason(w: &WaitReason) -> String {
         WaitReason::ProjectSlotsFull { project, slots } => {
             format!("project {project} has all {slots} slots busy")
         }
+        WaitReason::BudgetExhausted { message, project, .. } => format!("project {project}: {message}"),
         WaitReason::NoWorker => "for a free worker with its agent and labels".into(),
     }
 }

@@ -54,6 +54,9 @@ pub(crate) async fn prepare_spec(
                 if spec.base_ref.is_none() {
                     spec.base_ref = p.default_base.clone();
                 }
+                if spec.max_cost_usd.is_none() {
+                    spec.max_cost_usd = p.max_cost_usd;
+                }
             }
             Ok(None) => {
                 return Err(vec![ValidationError::new(

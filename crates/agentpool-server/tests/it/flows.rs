@@ -71,6 +71,8 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         default_model: None,
         allowed_agents: vec![],
         credentials: vec!["gh-token".into()],
+        max_cost_usd: None,
+        daily_budget_usd: None,
     };
     let p = sub.put_project(&spec).await.expect("put project");
     assert_eq!(p.spec, spec);

@@ -166,14 +166,16 @@ macro_rules! registry_queries {
 
         pub(crate) async fn put_project(w: &Pool<Db>, spec: ProjectSpec, now: i64) -> Result<Project> {
             let row = sqlx::query(
-                "INSERT INTO projects (name, spec, slots, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
-                 slots = excluded.slots, updated_at = excluded.updated_at RETURNING *",
+                "INSERT INTO projects (name, spec, slots, created_at, updated_at, daily_budget_usd) \
+                 VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
+                 slots = excluded.slots, updated_at = excluded.updated_at, \
+                 daily_budget_usd = excluded.daily_budget_usd RETURNING *",
             )
             .bind(&spec.name)
             .bind(json(&spec)?)
             .bind(spec.slots.map(i64::from))
             .bind(now)
+            .bind(spec.daily_budget_usd)
             .fetch_one(w)
             .await?;
             project_row(&row)

@@ -426,6 +426,23 @@ macro_rules! task_queries {
             }))
         }
 
+        /// What a project's tasks reported spending (their results' `cost_usd`) since `since`,
+        /// the same sum the claim compares with the project's daily budget.
+        async fn spend_since(r: &Pool<Db>, project: &str, since: i64) -> Result<f64> {
+            let results: Vec<String> = sqlx::query_scalar(
+                "SELECT result FROM tasks WHERE project = $1 AND result IS NOT NULL AND updated_at >= $2",
+            )
+            .bind(project)
+            .bind(since)
+            .fetch_all(r)
+            .await?;
+            Ok(results
+                .iter()
+                .filter_map(|s| serde_json::from_str::<TaskResult>(s).ok())
+                .filter_map(|res| res.cost_usd)
+                .sum())
+        }
+
         async fn waiting(r: &Pool<Db>, t: &Task, now: i64) -> Result<Vec<WaitReason>> {
             let mut out = Vec::new();
             if t.state != TaskState::Queued {
@@ -479,6 +496,31 @@ macro_rules! task_queries {
                         project: p.clone(),
                         slots: u32::try_from(slots).unwrap_or(0),
                     });
+                }
+            }
+            if let Some(p) = &t.spec.project {
+                let budget: Option<f64> =
+                    sqlx::query_scalar("SELECT daily_budget_usd FROM projects WHERE name = $1")
+                        .bind(p)
+                        .fetch_optional(r)
+                        .await?
+                        .flatten();
+                if let Some(budget) = budget {
+                    let day = common::utc_day_start(now);
+                    let spent = spend_since(r, p, day).await?;
+                    if spent >= budget {
+                        let until = common::ts(day + common::DAY_MS);
+                        out.push(WaitReason::BudgetExhausted {
+                            project: p.clone(),
+                            budget_usd: budget,
+                            spent_usd: spent,
+                            until,
+                            message: format!(
+                                "budget exhausted until {}",
+                                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
+                        });
+                    }
                 }
             }
             if out.is_empty() {

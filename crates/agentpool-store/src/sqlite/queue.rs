@@ -218,6 +218,11 @@ impl SqliteStore {
                AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
                     WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
                       (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
+                      (SELECT COALESCE(SUM(json_extract(s.result, '$.cost_usd')), 0) \
+                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
+                         AND s.updated_at >= ?5))) \
              ORDER BY t.priority DESC, t.run_after, t.id \
              LIMIT ?4",
         )
@@ -225,6 +230,7 @@ impl SqliteStore {
         .bind(json(&f.agents)?)
         .bind(json(&f.labels)?)
         .bind(window)
+        .bind(common::utc_day_start(now))
         .fetch_all(&mut *tx)
         .await?;
         let cands = rows

@@ -78,6 +78,8 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             default_model: None,
             allowed_agents: vec![],
             credentials: vec![],
+            max_cost_usd: None,
+            daily_budget_usd: None,
         })
         .await
         .unwrap();
@@ -129,6 +131,8 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             default_model: None,
             allowed_agents: vec![],
             credentials: vec![],
+            max_cost_usd: None,
+            daily_budget_usd: None,
         })
         .await
         .unwrap();
@@ -178,6 +182,8 @@ async fn locks_and_slots_hold_under_racing_claimers_on_two_replicas(h: Harness) 
             default_model: None,
             allowed_agents: vec![],
             credentials: vec![],
+            max_cost_usd: None,
+            daily_budget_usd: None,
         })
         .await
         .unwrap();

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod budget;
 mod cancel;
 mod deps;
 mod events;

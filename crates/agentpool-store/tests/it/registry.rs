@@ -93,6 +93,8 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
         default_model: None,
         allowed_agents: vec!["claude-code".into()],
         credentials: vec!["anthropic".into()],
+        max_cost_usd: None,
+        daily_budget_usd: None,
     };
     let p = h.store.put_project(spec.clone()).await.unwrap();
     assert_eq!(p.spec, spec);

@@ -55,6 +55,7 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         credentials: args.credentials.clone(),
         follow_up_of: args.follow_up,
         max_turns: args.max_turns,
+        max_cost_usd: args.max_cost_usd,
         setup_command: args.setup.clone(),
         run_after: args
             .delay
@@ -471,6 +472,7 @@ mod tests {
             credentials: vec![],
             follow_up: None,
             max_turns: None,
+            max_cost_usd: None,
             setup: None,
             delay: None,
             no_commit: false,
