@@ -61,6 +61,9 @@ pub struct GlobalArgs {
     /// Output format
     #[arg(long, short = 'o', global = true, env = "AGENTPOOL_OUTPUT", value_enum)]
     pub output: Option<OutputFormat>,
+    /// PEM file of a CA certificate to trust for an https:// server, besides the system's roots
+    #[arg(long, global = true, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -152,6 +155,12 @@ pub struct ServeArgs {
         value_name = "BASE64"
     )]
     pub server_key: Option<String>,
+    /// Serve https with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "AGENTPOOL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "AGENTPOOL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -126,7 +126,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 );
             }
             let e = Embedded::start(EmbeddedOptions::transient(settings, args.workers)).await?;
-            (Client::new(&e.url, settings.token.clone())?, Some(e))
+            (settings.client(&e.url)?, Some(e))
         }
     };
     let transient = embedded.is_some();
