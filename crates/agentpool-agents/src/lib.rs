@@ -134,12 +134,25 @@ pub enum AgentError {
 impl AgentError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::Invalid(_) | Self::NotInstalled(_) => ErrorClass::InvalidTask,
+            Self::Invalid(_) => ErrorClass::InvalidTask,
+            // The worker offered this agent when it claimed the task: a binary that is gone or
+            // cannot be executed is the worker's fault, and another worker may do better.
+            Self::NotInstalled(_) => ErrorClass::WorkerError,
+            Self::Io(e) if is_spawn_failure(e) => ErrorClass::WorkerError,
             Self::NotAuthenticated(_) => ErrorClass::AuthFailed,
             Self::Io(_) => ErrorClass::AgentError,
             Self::NoTimeLeft(_) => ErrorClass::Timeout,
         }
     }
+}
+
+/// Whether an I/O error means a program could not be started at all (missing, or not
+/// executable) — a fault of the machine, not of the task.
+pub fn is_spawn_failure(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+    )
 }
 
 /// An agent CLI driven headlessly.

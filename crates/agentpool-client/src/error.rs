@@ -91,9 +91,14 @@ impl Error {
             reason = s.to_string();
             src = s.source();
         }
+        let hint = if reason.contains("certificate") {
+            " (to trust the server's own CA, give its certificate: --ca-cert FILE or AGENTPOOL_CA_CERT)"
+        } else {
+            ""
+        };
         Self::Unavailable {
             status: None,
-            message: format!("cannot reach the agentpool server at {base}: {reason}"),
+            message: format!("cannot reach the agentpool server at {base}: {reason}{hint}"),
         }
     }
 }

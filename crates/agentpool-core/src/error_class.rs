@@ -39,10 +39,17 @@ pub enum ErrorClass {
     /// The task's checks still failed after its last feedback round. Not retried: another
     /// attempt would most likely end the same way (docs/checks.md).
     ChecksFailed,
+    /// The worker could not start git or the agent (binary missing or not executable): the
+    /// worker's fault, not the task's. The task is released to another worker without using
+    /// an attempt, up to [`crate::task::MAX_WORKER_RELEASES`] times; after that it is retried
+    /// like any other failure.
+    WorkerError,
+    /// The agent's reported cost passed the task's `max_cost_usd`; it was stopped. Not retried.
+    BudgetExceeded,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 13] = [
+    pub const ALL: [ErrorClass; 15] = [
         Self::RateLimited,
         Self::AuthFailed,
         Self::Timeout,
@@ -56,6 +63,8 @@ impl ErrorClass {
         Self::InfraError,
         Self::InfraConfigError,
         Self::ChecksFailed,
+        Self::WorkerError,
+        Self::BudgetExceeded,
     ];
 
     /// Whether an attempt failing with this class may be followed by another attempt.
@@ -68,6 +77,7 @@ impl ErrorClass {
                 | Self::GitError
                 | Self::LeaseExpired
                 | Self::InfraError
+                | Self::WorkerError
         )
     }
 
@@ -86,6 +96,8 @@ impl ErrorClass {
             Self::InfraError => "INFRA_ERROR",
             Self::InfraConfigError => "INFRA_CONFIG_ERROR",
             Self::ChecksFailed => "CHECKS_FAILED",
+            Self::WorkerError => "WORKER_ERROR",
+            Self::BudgetExceeded => "BUDGET_EXCEEDED",
         }
     }
 
@@ -164,6 +176,7 @@ mod tests {
         assert!(ErrorClass::Timeout.is_retryable());
         assert!(ErrorClass::AgentError.is_retryable());
         assert!(ErrorClass::GitError.is_retryable());
+        assert!(ErrorClass::WorkerError.is_retryable());
         assert!(!ErrorClass::AuthFailed.is_retryable());
         assert!(!ErrorClass::GitAuthFailed.is_retryable());
         assert!(!ErrorClass::InvalidTask.is_retryable());
@@ -171,6 +184,7 @@ mod tests {
         assert!(ErrorClass::InfraError.is_retryable());
         assert!(!ErrorClass::InfraConfigError.is_retryable());
         assert!(!ErrorClass::ChecksFailed.is_retryable());
+        assert!(!ErrorClass::BudgetExceeded.is_retryable());
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub struct ProjectSpec {
     /// Round limit of this project's agent tasks that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rounds: Option<u32>,
+    /// Default `max_cost_usd` for this project's tasks that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Spend allowed per UTC day (the sum of the reported cost of the project's tasks); once
+    /// reached, its queued tasks wait for the next day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -240,6 +240,10 @@ pub struct TaskSpec {
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
+    /// Stop the agent and fail the task `BUDGET_EXCEEDED` once the cost it reports passes this
+    /// (USD). Only agents that report cost can be held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
     #[serde(default)]
     pub priority: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,6 +292,14 @@ fn yes() -> bool {
     true
 }
 
+/// What a cost limit or budget in USD must be.
+pub const USD_RULE: &str = "must be a positive number of US dollars, at most 1000000";
+
+/// Whether `v` is a usable cost limit or budget in USD.
+pub fn valid_usd(v: f64) -> bool {
+    v.is_finite() && v > 0.0 && v <= 1_000_000.0
+}
+
 impl Default for TaskSpec {
     fn default() -> Self {
         Self {
@@ -301,6 +313,7 @@ impl Default for TaskSpec {
             agent: None,
             model: None,
             max_turns: None,
+            max_cost_usd: None,
             priority: 0,
             timeout_secs: None,
             max_attempts: None,
@@ -477,6 +490,11 @@ impl TaskSpec {
             && !(1..=10_000).contains(&m)
         {
             errs.push(ValidationError::new("max_turns", "must be between 1 and 10000"));
+        }
+        if let Some(c) = self.max_cost_usd
+            && !valid_usd(c)
+        {
+            errs.push(ValidationError::new("max_cost_usd", USD_RULE));
         }
         for (k, v) in &self.labels {
             if !valid_label_part(k, 63) || !valid_label_part(v, 255) && !v.is_empty() {

@@ -89,6 +89,16 @@ pub enum Transition {
     CancelRequested,
 }
 
+/// How many times a task may be handed back by a broken worker (`WORKER_ERROR`) without the
+/// attempt counting. Bounded so that a task that breaks every worker still ends.
+pub const MAX_WORKER_RELEASES: u32 = 3;
+
+/// Whether a `WORKER_ERROR` failure releases the task without using an attempt, given how many
+/// such releases it already had.
+pub fn releases_free(class: ErrorClass, prior_releases: u32) -> bool {
+    class == ErrorClass::WorkerError && prior_releases < MAX_WORKER_RELEASES
+}
+
 /// `queued → running`.
 pub fn claim(from: TaskState) -> Result<TaskState, InvalidTransition> {
     match from {

@@ -17,6 +17,9 @@ pub enum WorkerStatus {
     Draining,
     /// Missed heartbeats, or deregistered.
     Offline,
+    /// Could not start git or an agent several times in a row; claims nothing until it is
+    /// restarted (and registers again).
+    Unhealthy,
 }
 
 impl WorkerStatus {
@@ -26,6 +29,7 @@ impl WorkerStatus {
             Self::Busy => "busy",
             Self::Draining => "draining",
             Self::Offline => "offline",
+            Self::Unhealthy => "unhealthy",
         }
     }
 }
@@ -39,10 +43,16 @@ impl fmt::Display for WorkerStatus {
 impl FromStr for WorkerStatus {
     type Err = UnknownState;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Idle, Self::Busy, Self::Draining, Self::Offline]
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
+        [
+            Self::Idle,
+            Self::Busy,
+            Self::Draining,
+            Self::Offline,
+            Self::Unhealthy,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+        .ok_or_else(|| UnknownState(s.to_string()))
     }
 }
 

@@ -122,6 +122,7 @@ pub enum GitError {
 /// Runs git commands with a fixed, safe environment.
 #[derive(Debug, Clone)]
 pub struct Git {
+    program: PathBuf,
     env: Vec<(OsString, OsString)>,
     allow_file: bool,
     timeout: Duration,
@@ -168,11 +169,18 @@ impl Git {
             env.push(("AGENTPOOL_GIT_USERNAME".into(), a.username.into()));
         }
         Self {
+            program: PathBuf::from("git"),
             env,
             allow_file: opts.allow_file,
             timeout: opts.timeout,
             redactor: opts.redactor,
         }
+    }
+
+    /// Run this git executable instead of `git` from `PATH`.
+    pub fn with_program(mut self, program: PathBuf) -> Self {
+        self.program = program;
+        self
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -233,7 +241,7 @@ impl Git {
 
     /// Run git with the full set of options; returns (exit code, stdout).
     pub async fn run_opts(&self, o: RunOpts<'_>) -> Result<(i32, String), GitError> {
-        let mut spec = ProcessSpec::new("git")
+        let mut spec = ProcessSpec::new(&self.program)
             .args(self.base_args(o.local_source))
             .args(o.args.iter().cloned())
             .cwd(o.cwd)

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod attempt;
+pub mod budget;
 pub mod checks;
 pub mod events;
 pub mod git;

@@ -48,6 +48,8 @@ pub struct PipelineConfig {
     pub extra_env: BTreeMap<String, String>,
     /// Keep task directories after the run (debugging).
     pub keep_workspaces: bool,
+    /// The git executable (looked up in `PATH` when it has no slash).
+    pub git_program: PathBuf,
 }
 
 impl PipelineConfig {
@@ -69,6 +71,7 @@ impl PipelineConfig {
             max_output_bytes: 64 * 1024 * 1024,
             extra_env: BTreeMap::new(),
             keep_workspaces: false,
+            git_program: PathBuf::from("git"),
         }
     }
 }
@@ -321,7 +324,8 @@ impl Pipeline {
             allow_file: self.cfg.allow_file_repos,
             timeout: self.cfg.git_timeout,
             redactor: self.redactor_for(work),
-        });
+        })
+        .with_program(self.cfg.git_program.clone());
         let _cleanup_creds = RemoveOnDrop(cred_dir);
 
         // ---- workspace ----
@@ -521,7 +525,14 @@ impl Pipeline {
             cancel.token(),
         )
         .await
-        .map_err(|e| failed(ErrorClass::AgentError, format!("cannot start the command: {e}")))
+        .map_err(|e| {
+            let class = if agentpool_agents::is_spawn_failure(&e) {
+                ErrorClass::WorkerError
+            } else {
+                ErrorClass::AgentError
+            };
+            failed(class, format!("cannot start the command: {e}"))
+        })
     }
 }
 
@@ -546,6 +557,9 @@ fn git_failure(e: GitError) -> Failed {
     match e {
         GitError::Auth { .. } => failed(ErrorClass::GitAuthFailed, e.to_string()),
         GitError::Canceled { .. } => failed(ErrorClass::Canceled, e.to_string()),
+        GitError::Io(ref io) if agentpool_agents::is_spawn_failure(io) => {
+            failed(ErrorClass::WorkerError, e.to_string())
+        }
         other => failed(ErrorClass::GitError, other.to_string()),
     }
 }

@@ -5,14 +5,14 @@
 //! deregister.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentpool_agents::{EventSink, Registry};
 use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, Labels, Lease, TaskId, WorkerId, WorkerStatus};
+use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +40,9 @@ pub struct WorkerConfig {
     /// How long reports (complete/fail/events) are retried while the server is unreachable.
     pub report_retry_for: Duration,
     pub pipeline: PipelineConfig,
+    /// After this many tasks in a row failed because git or an agent could not be started
+    /// (`WORKER_ERROR`), the worker reports itself unhealthy and claims nothing more.
+    pub unhealthy_after: u32,
     /// Told the worker's id once it is registered, so that an embedding process (`agentpool
     /// up`) can announce itself ready only when its workers can take tasks.
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
@@ -58,6 +61,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("drain_grace", &self.drain_grace)
             .field("report_retry_for", &self.report_retry_for)
             .field("pipeline", &self.pipeline)
+            .field("unhealthy_after", &self.unhealthy_after)
             .finish()
     }
 }
@@ -77,6 +81,7 @@ impl WorkerConfig {
             drain_grace: Duration::from_secs(60),
             report_retry_for: Duration::from_secs(600),
             pipeline: PipelineConfig::new(dir),
+            unhealthy_after: 3,
             on_registered: None,
         }
     }
@@ -100,6 +105,8 @@ pub struct WorkerSummary {
     pub lost: u64,
     /// Reports that could not be delivered before giving up.
     pub unreported: u64,
+    /// Whether the worker ended unhealthy (it could not start git or its agents).
+    pub unhealthy: bool,
 }
 
 struct Running {
@@ -117,6 +124,11 @@ struct Shared {
     /// Wakes the heartbeat loop early (status change).
     beat_now: Notify,
     report_retry_for: Duration,
+    /// Tasks in a row that failed with `WORKER_ERROR`.
+    infra_failures: AtomicU32,
+    unhealthy_after: u32,
+    /// Fires once the worker is unhealthy: it stops claiming.
+    unhealthy: CancellationToken,
 }
 
 impl Shared {
@@ -143,10 +155,40 @@ impl Shared {
     fn status(&self) -> WorkerStatus {
         if self.draining.load(Ordering::SeqCst) {
             WorkerStatus::Draining
+        } else if self.unhealthy.is_cancelled() {
+            WorkerStatus::Unhealthy
         } else if self.lock_running().is_empty() {
             WorkerStatus::Idle
         } else {
             WorkerStatus::Busy
+        }
+    }
+
+    /// Count an infrastructure failure (or the end of a streak); after `unhealthy_after` in a
+    /// row the worker turns unhealthy and stops claiming until it is restarted.
+    fn note_outcome(&self, report: &Report) {
+        match report {
+            Report::Fail {
+                class: ErrorClass::WorkerError,
+                ..
+            } => {
+                let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
+                if n >= self.unhealthy_after.max(1) && !self.unhealthy.is_cancelled() {
+                    tracing::error!(
+                        failures = n,
+                        "git or an agent could not be started {n} times in a row; \
+                         this worker is unhealthy and claims no more tasks"
+                    );
+                    self.count(|s| s.unhealthy = true);
+                    self.unhealthy.cancel();
+                }
+            }
+            Report::Fail {
+                class: ErrorClass::Canceled,
+                ..
+            }
+            | Report::Abandon => {}
+            Report::Complete(_) | Report::Fail { .. } => self.infra_failures.store(0, Ordering::SeqCst),
         }
     }
 
@@ -218,6 +260,9 @@ pub async fn run_worker(
         draining: AtomicBool::new(false),
         beat_now: Notify::new(),
         report_retry_for: config.report_retry_for,
+        infra_failures: AtomicU32::new(0),
+        unhealthy_after: config.unhealthy_after,
+        unhealthy: CancellationToken::new(),
     });
     // Fires when the server asks for a drain (no grace limit then: tasks finish).
     let server_drain = CancellationToken::new();
@@ -234,6 +279,13 @@ pub async fn run_worker(
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new();
     loop {
+        if shared.unhealthy.is_cancelled() {
+            // Stay registered (so operators see why) but take nothing until restarted.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = server_drain.cancelled() => break,
+            }
+        }
         // Wait for a free slot first: a claim is made only when a task could start now.
         let first = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -248,6 +300,7 @@ pub async fn run_worker(
             r = api.claim(&shared.id, permits.len() as u32, config.claim_wait) => r,
             _ = shutdown.cancelled() => break,
             _ = server_drain.cancelled() => break,
+            _ = shared.unhealthy.cancelled() => continue,
         };
         match claimed {
             Ok(works) => {
@@ -449,6 +502,7 @@ async fn deliver(shared: &Shared, lease: Lease, report: Report) {
             return;
         }
     };
+    shared.note_outcome(&report);
     loop {
         let res = match &report {
             Report::Complete(result) => {

@@ -127,6 +127,8 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
                 credentials: Vec::new(),
                 checks: Vec::new(),
                 max_rounds: None,
+                max_cost_usd: None,
+                daily_budget_usd: None,
             })
             .await
             .expect("project");

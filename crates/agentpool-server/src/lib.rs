@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,6 +65,8 @@ pub struct ServerConfig {
     pub maintenance_interval: Option<Duration>,
     /// Long-poll claims that may wait at once on this server; more get 429.
     pub max_waiting_claims: usize,
+    /// Terminate TLS with this certificate and key (PEM); plain HTTP when absent.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -81,6 +84,7 @@ impl ServerConfig {
             max_timeout_secs: agentpool_core::spec::MAX_TIMEOUT_SECS,
             maintenance_interval: Some(Duration::from_secs(5)),
             max_waiting_claims: 10_000,
+            tls: None,
         }
     }
 }
@@ -100,6 +104,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// The HTTP router for `state`, with the body limit and JSON fallbacks applied. Use it with
@@ -122,6 +128,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 /// A running server: where it listens, and how to stop it.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Whether it serves TLS (`https://`).
+    pub tls: bool,
     pub state: AppState,
     stop: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
@@ -140,9 +148,10 @@ impl RunningServer {
         self.task.await?
     }
 
-    /// The server's root URL, `http://ADDR`.
+    /// The server's root URL, `http://ADDR` (or `https://ADDR` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// A token that stops the server when cancelled (e.g. from a signal handler).
@@ -187,6 +196,9 @@ pub fn serve_on(
     if config.auth == AuthMode::NoAuthLoopback && !addr.ip().is_loopback() {
         return Err(ServeError::NoAuthOnNonLoopback(addr));
     }
+    // Load the certificate before anything starts, so a bad file fails `serve` at once.
+    let tls_config = config.tls.as_ref().map(tls::load).transpose()?;
+    let tls = tls_config.is_some();
     let state = AppState::new(store, &config);
     let app = router(state.clone(), config.body_limit);
     let stop = CancellationToken::new();
@@ -213,14 +225,22 @@ pub fn serve_on(
                     state.drain();
                 }
             };
-            // Without TCP_NODELAY a response written in two segments waits for the client's
-            // delayed ACK (~40 ms): fatal for long-poll latency.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            let r = match tls_config {
+                Some(cfg) => match tls::TlsListener::new(listener, cfg) {
+                    Ok(l) => axum::serve(l, app).with_graceful_shutdown(shutdown).await,
+                    Err(e) => Err(e),
+                },
+                None => {
+                    // Without TCP_NODELAY a response written in two segments waits for the
+                    // client's delayed ACK (~40 ms): fatal for long-poll latency.
+                    let listener = listener.tap_io(|tcp| {
+                        if let Err(e) = tcp.set_nodelay(true) {
+                            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                        }
+                    });
+                    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
                 }
-            });
-            let r = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+            };
             stop.cancel();
             if let Some(m) = maint {
                 let _ = m.await;
@@ -228,9 +248,10 @@ pub fn serve_on(
             r.map_err(ServeError::from)
         })
     };
-    tracing::info!(%addr, auth = ?config.auth, "agentpool server listening");
+    tracing::info!(%addr, auth = ?config.auth, tls, "agentpool server listening");
     Ok(RunningServer {
         addr,
+        tls,
         state,
         stop,
         task,

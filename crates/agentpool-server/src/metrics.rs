@@ -193,6 +193,7 @@ impl Metrics {
                 WorkerStatus::Busy,
                 WorkerStatus::Draining,
                 WorkerStatus::Offline,
+                WorkerStatus::Unhealthy,
             ] {
                 let n = workers.iter().filter(|w| w.status == st).count();
                 self.workers

@@ -135,7 +135,7 @@ pub(crate) fn ending_event(
     message: &str,
 ) -> Lifecycle {
     match ending {
-        Ending::Requeue { delay } => Lifecycle::RetryScheduled {
+        Ending::Requeue { delay, .. } => Lifecycle::RetryScheduled {
             attempt: u32::try_from(attempt).unwrap_or(0),
             run_after: ts(now + dur_ms(*delay)),
             class,
@@ -262,11 +262,26 @@ pub(crate) fn jitter_sample() -> f64 {
 
 pub(crate) const DEPENDENCY_FAILED_MSG: &str = "a dependency failed or was canceled";
 
+/// Milliseconds in a day; a project's daily budget counts spend since UTC midnight.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
+/// The UTC midnight at or before `now` (epoch milliseconds).
+pub(crate) fn utc_day_start(now: i64) -> i64 {
+    now.div_euclid(DAY_MS) * DAY_MS
+}
+
 /// How a failed (or expired) attempt ends, as the state machine decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Ending {
-    Requeue { delay: Duration },
-    Finish { state: TaskState, class: ErrorClass },
+    /// Back to the queue; `refund` gives the attempt back (a broken worker released it).
+    Requeue {
+        delay: Duration,
+        refund: bool,
+    },
+    Finish {
+        state: TaskState,
+        class: ErrorClass,
+    },
 }
 
 /// Ask `agentpool_core::task::fail` what a failed attempt leads to. A cancel requested while the
@@ -294,7 +309,7 @@ pub(crate) fn decide_failure(
         jitter_sample(),
     )?;
     Ok(match t {
-        agentpool_core::Transition::Requeue { delay } => Ending::Requeue { delay },
+        agentpool_core::Transition::Requeue { delay } => Ending::Requeue { delay, refund: false },
         agentpool_core::Transition::Finish { state, class } => Ending::Finish {
             state,
             class: class.unwrap_or(ErrorClass::AgentError),

@@ -321,6 +321,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_worker(&self, id: &WorkerId) -> Result<Option<Worker>>;
     async fn list_workers(&self) -> Result<Vec<Worker>>;
     async fn drain_worker(&self, id: &WorkerId) -> Result<Worker>;
+    /// The worker says it cannot start git or its agents: it claims nothing until it
+    /// registers again. A draining worker stays draining.
+    async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()>;
     async fn deregister_worker(&self, id: &WorkerId) -> Result<()>;
 
     // ---- projects, credentials, tokens ----

@@ -61,6 +61,9 @@ pub struct GlobalArgs {
     /// Output format
     #[arg(long, short = 'o', global = true, env = "AGENTPOOL_OUTPUT", value_enum)]
     pub output: Option<OutputFormat>,
+    /// PEM file of a CA certificate to trust for an https:// server, besides the system's roots
+    #[arg(long, global = true, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -156,6 +159,12 @@ pub struct ServeArgs {
         value_name = "BASE64"
     )]
     pub server_key: Option<String>,
+    /// Serve https with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "AGENTPOOL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "AGENTPOOL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -251,6 +260,9 @@ pub struct TaskArgs {
     /// Agent turn limit
     #[arg(long)]
     pub max_turns: Option<u32>,
+    /// Stop the agent and fail the task (BUDGET_EXCEEDED) once its reported cost passes this (USD)
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
     /// Shell command run in the workspace before the agent (install dependencies, …)
     #[arg(long, value_name = "COMMAND")]
     pub setup: Option<String>,
@@ -387,6 +399,12 @@ pub struct ProjectPutArgs {
     /// Round limit for tasks that name none
     #[arg(long, value_name = "N")]
     pub max_rounds: Option<u32>,
+    /// Default cost limit (USD) for this project's tasks that set none
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// Spend allowed per UTC day (USD); once reached, the project's tasks wait for the next day
+    #[arg(long, value_name = "USD")]
+    pub daily_budget_usd: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]

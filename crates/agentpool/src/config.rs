@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub token: Option<String>,
     pub output: Option<OutputFormat>,
     pub database_url: Option<String>,
+    /// PEM file of an extra CA to trust for an https:// server.
+    pub ca_cert: Option<PathBuf>,
 }
 
 pub const CONFIG_FILE: &str = "config.json";
@@ -32,6 +34,8 @@ pub struct Settings {
     pub token: Option<String>,
     pub output: OutputFormat,
     pub database_url: Option<String>,
+    /// PEM of the extra CA (`--ca-cert`) to trust for an https:// server.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -40,7 +44,17 @@ impl Settings {
         // where a relative data dir would name a different (missing) place.
         let data_dir = absolute(global.data_dir.clone().unwrap_or_else(default_data_dir))?;
         let file = load_file(&data_dir)?;
+        let ca_pem = match global.ca_cert.clone().or(file.ca_cert) {
+            Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                crate::exit::Exit::new(
+                    crate::exit::ExitCode::Usage,
+                    format!("cannot read the CA certificate {}: {e}", path.display()),
+                )
+            })?),
+            None => None,
+        };
         Ok(Self {
+            ca_pem,
             server: global.server.clone().or(file.server).filter(|s| !s.is_empty()),
             token: global.token.clone().or(file.token).filter(|s| !s.is_empty()),
             output: global.output.or(file.output).unwrap_or(OutputFormat::Human),
@@ -50,6 +64,13 @@ impl Settings {
                 .or(file.database_url),
             data_dir,
         })
+    }
+
+    /// A client for `url` with this configuration's token and extra CA.
+    pub fn client(&self, url: &str) -> Result<agentpool_client::Client, agentpool_client::Error> {
+        let mut cfg = agentpool_client::ClientConfig::new(url).token(self.token.clone());
+        cfg.ca_pem = self.ca_pem.clone();
+        agentpool_client::Client::with_config(cfg)
     }
 
     pub fn json(&self) -> bool {
@@ -161,6 +182,7 @@ mod tests {
             server: None,
             token: None,
             output: None,
+            ca_cert: None,
         }
     }
 

@@ -83,6 +83,7 @@ impl Style {
             WorkerStatus::Busy => self.blue(s.as_str()),
             WorkerStatus::Draining => self.yellow(s.as_str()),
             WorkerStatus::Offline => self.dim(s.as_str()),
+            WorkerStatus::Unhealthy => self.red(s.as_str()),
         }
     }
 }
@@ -350,6 +351,7 @@ fn waiting_reason(w: &WaitReason) -> String {
         WaitReason::ProjectSlotsFull { project, slots } => {
             format!("project {project} has all {slots} slots busy")
         }
+        WaitReason::BudgetExhausted { message, project, .. } => format!("project {project}: {message}"),
         WaitReason::NoWorker => "for a free worker with its agent and labels".into(),
     }
 }

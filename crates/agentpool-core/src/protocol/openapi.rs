@@ -113,6 +113,7 @@ pub fn task_spec() -> TaskSpec {
         agent: Some("claude-code".into()),
         model: Some("sonnet".into()),
         max_turns: Some(10),
+        max_cost_usd: Some(2.5),
         priority: 0,
         timeout_secs: Some(1800),
         max_attempts: Some(3),
@@ -221,9 +222,18 @@ pub fn task_detail() -> Value {
             error_class: Some(ErrorClass::Timeout),
             error_message: Some("message".into()),
         }],
-        waiting: vec![WaitReason::Dependencies {
-            pending: vec![TaskId::new()],
-        }],
+        waiting: vec![
+            WaitReason::Dependencies {
+                pending: vec![TaskId::new()],
+            },
+            WaitReason::BudgetExhausted {
+                project: "demo".into(),
+                budget_usd: 50.0,
+                spent_usd: 50.5,
+                until: now(),
+                message: "budget exhausted until 2026-01-02T00:00:00Z".into(),
+            },
+        ],
     })
 }
 
@@ -289,6 +299,8 @@ fn project_spec_value() -> ProjectSpec {
         credentials: vec!["gh-token".into()],
         checks: vec![check_spec()],
         max_rounds: Some(3),
+        max_cost_usd: Some(2.5),
+        daily_budget_usd: Some(50.0),
     }
 }
 

@@ -14,7 +14,7 @@ pub struct Enqueued {
 }
 
 /// Why a queued task is not running yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum WaitReason {
     /// `run_after` is in the future (a delayed task or a retry backoff).
@@ -31,6 +31,16 @@ pub enum WaitReason {
     ProjectSlotsFull {
         project: String,
         slots: u32,
+    },
+    /// The project's tasks spent its daily budget today (UTC); it starts again at `until`
+    /// (the next UTC midnight) or when the budget is raised.
+    BudgetExhausted {
+        project: String,
+        budget_usd: f64,
+        spent_usd: f64,
+        until: Timestamp,
+        /// "budget exhausted until <until>", for people reading the API.
+        message: String,
     },
     /// Nothing holds it back: it waits for a free worker with its agent and labels.
     NoWorker,

@@ -10,6 +10,7 @@ use agentpool_core::{CheckRun, ErrorClass, Lifecycle, NewEvent, TaskResult};
 
 use super::{Failed, Pipeline, TaskCancel, failed};
 use crate::api::ClaimedWork;
+use crate::budget::CostWatch;
 use crate::checks;
 use crate::workspace::Workspace;
 
@@ -61,8 +62,49 @@ impl Pipeline {
         });
         // Rounds after the first resume the session this task's own first round started.
         let resumed = req.resume_session.is_some() && result.session_id == req.resume_session;
-        let ran = agent.run(req, events.clone(), agent_cancel.clone()).await;
+        // A resumed session that reports its running total is measured against the whole
+        // limit; otherwise this round may spend what earlier rounds left.
+        let cumulative = resumed && agent.capabilities().cumulative_cost_on_resume;
+        let spent_before = result.cost_usd.unwrap_or(0.0);
+        let watch = spec.max_cost_usd.map(|limit| {
+            if !agent.capabilities().cost {
+                events.emit(NewEvent::log(
+                    "agentpool",
+                    format!(
+                        "{} reports tokens but no cost: max_cost_usd ${limit} cannot be enforced",
+                        agent.capabilities().name
+                    ),
+                ));
+            }
+            let round_limit = if cumulative { limit } else { limit - spent_before };
+            Arc::new(CostWatch::new(events.clone(), round_limit, agent_cancel.clone()))
+        });
+        let sink: Arc<dyn EventSink> = match &watch {
+            Some(w) => w.clone(),
+            None => events.clone(),
+        };
+        let ran = agent.run(req, sink, agent_cancel.clone()).await;
         timer.abort();
+        if let Some(w) = &watch
+            && let Some(cost) = w.exceeded(ran.as_ref().ok().and_then(|o| o.cost_usd))
+        {
+            if let Ok(o) = &ran {
+                result.usage.add(&o.usage);
+                if o.session_id.is_some() {
+                    result.session_id = o.session_id.clone();
+                }
+                result.num_turns = o.num_turns;
+            }
+            let total = if cumulative { cost } else { spent_before + cost };
+            result.cost_usd = Some(total);
+            let limit = spec.max_cost_usd.unwrap_or_default();
+            return Err(failed(
+                ErrorClass::BudgetExceeded,
+                format!(
+                    "the agent's reported cost ${total:.6} passed the task's limit ${limit}; it was stopped"
+                ),
+            ));
+        }
         let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
         let outcome = ran.map_err(|e| failed(e.class(), e.to_string()))?;
         result.final_text = outcome.final_text.clone();

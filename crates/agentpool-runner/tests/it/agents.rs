@@ -360,3 +360,32 @@ async fn codex_follow_up_task_resumes_the_first_tasks_session() {
 async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
     follow_up_task_resumes_the_first_tasks_session("gemini").await;
 }
+
+/// Real Claude Code reports `total_cost_usd` (priced from the scripted endpoint's token counts):
+/// a limit below it stops the task as `BUDGET_EXCEEDED`, not retried, with the cost recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
+    let agent = "claude-code";
+    if !installed(agent) {
+        return;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new([
+        Step::write_file("hello.txt", "hello\n"),
+        Step::answer("Created hello.txt."),
+    ]))
+    .await
+    .unwrap();
+    let mut spec = agent_task(&env, agent, "Create hello.txt");
+    spec.max_attempts = Some(3);
+    spec.max_cost_usd = Some(0.000_001);
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
+    let why = format!("{:?}", done.task.error_message);
+    assert_eq!(done.task.state, TaskState::Failed, "{why}");
+    assert_eq!(done.task.error_class, Some(ErrorClass::BudgetExceeded), "{why}");
+    assert_eq!(done.task.attempts, 1, "BUDGET_EXCEEDED is not retried");
+    assert!(why.contains("passed the task's limit"), "{why}");
+    let result = done.task.result.expect("the result keeps the cost so far");
+    assert!(result.cost_usd.is_some_and(|c| c > 0.000_001), "{result:?}");
+    assert!(result.usage.output_tokens > 0, "{result:?}");
+}

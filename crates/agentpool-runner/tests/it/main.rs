@@ -6,5 +6,6 @@ mod attempt;
 mod checks;
 mod crash;
 mod http;
+mod infra;
 mod worker;
 mod workspace;

@@ -92,6 +92,7 @@ pub fn worker_badge(s: WorkerStatus) -> String {
         WorkerStatus::Busy => "●",
         WorkerStatus::Draining => "◐",
         WorkerStatus::Offline => "✗",
+        WorkerStatus::Unhealthy => "⚠",
     };
     format!(
         r#"<span class="badge ws-{s}"><span aria-hidden="true">{sym}</span> {s}</span>"#,

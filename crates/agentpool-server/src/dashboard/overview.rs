@@ -251,6 +251,9 @@ fn queue(d: &OverviewData) -> String {
                         WaitReason::ProjectSlotsFull { project, slots } => {
                             format!("project {project} has all {slots} slots busy")
                         }
+                        WaitReason::BudgetExhausted { project, .. } => {
+                            format!("project {project} spent its daily budget")
+                        }
                         WaitReason::NoWorker => "no free worker with its agent and labels".to_string(),
                     })
                     .collect::<Vec<_>>()
@@ -291,6 +294,7 @@ fn workers(d: &OverviewData) -> String {
         WorkerStatus::Busy,
         WorkerStatus::Draining,
         WorkerStatus::Offline,
+        WorkerStatus::Unhealthy,
     ] {
         let _ = write!(
             h,

@@ -188,6 +188,17 @@ fn waiting_reason(w: &WaitReason, now: Timestamp) -> String {
             "project <strong>{}</strong> has all {slots} slots busy",
             esc(project)
         ),
+        WaitReason::BudgetExhausted {
+            project,
+            budget_usd,
+            spent_usd,
+            until,
+            ..
+        } => format!(
+            "project <strong>{}</strong> spent ${spent_usd:.4} of its ${budget_usd:.2} daily budget: budget exhausted until {}",
+            esc(project),
+            time(*until)
+        ),
         WaitReason::NoWorker => "waiting for a free worker with its agent and labels".into(),
     }
 }

@@ -32,6 +32,16 @@ fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     if let Err(e) = RepoUrl::parse(&p.repo, state.inner.limits.allow_local_repos) {
         errs.push(e);
     }
+    for (field, v) in [
+        ("max_cost_usd", p.max_cost_usd),
+        ("daily_budget_usd", p.daily_budget_usd),
+    ] {
+        if let Some(v) = v
+            && !agentpool_core::spec::valid_usd(v)
+        {
+            errs.push(ValidationError::new(field, agentpool_core::spec::USD_RULE));
+        }
+    }
     if p.slots == Some(0) {
         errs.push(ValidationError::new(
             "slots",

@@ -60,6 +60,9 @@ pub(crate) async fn prepare_spec(
                 if spec.kind == agentpool_core::TaskKind::Agent && spec.max_rounds.is_none() {
                     spec.max_rounds = p.max_rounds;
                 }
+                if spec.max_cost_usd.is_none() {
+                    spec.max_cost_usd = p.max_cost_usd;
+                }
             }
             Ok(None) => {
                 return Err(vec![ValidationError::new(

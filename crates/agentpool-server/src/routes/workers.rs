@@ -103,6 +103,10 @@ pub async fn heartbeat(
     if req.leases.len() > 10_000 {
         return Err(ApiError::invalid_field("leases", "at most 10000 leases"));
     }
+    if req.status == Some(WorkerStatus::Unhealthy) {
+        // Sticky until the worker registers again: heartbeats keep it unhealthy.
+        state.store().mark_worker_unhealthy(&id).await?;
+    }
     // A draining *server* does not ask workers to drain: they may claim from other replicas.
     let reply = state
         .store()
@@ -176,8 +180,9 @@ pub async fn claim(
         ));
     }
     let worker = state.worker(&id).await?;
-    if matches!(worker.status, WorkerStatus::Draining) {
-        // A draining worker finishes what it has and takes nothing new.
+    if matches!(worker.status, WorkerStatus::Draining | WorkerStatus::Unhealthy) {
+        // A draining worker finishes what it has and takes nothing new; an unhealthy one
+        // would only hand tasks back.
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let filter = ClaimFilter {

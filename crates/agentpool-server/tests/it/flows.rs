@@ -73,6 +73,8 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         credentials: vec!["gh-token".into()],
         checks: vec![agentpool_core::CheckSpec::command("cargo test")],
         max_rounds: Some(4),
+        max_cost_usd: None,
+        daily_budget_usd: None,
     };
     let p = sub.put_project(&spec).await.expect("put project");
     assert_eq!(p.spec, spec);
@@ -364,6 +366,8 @@ async fn project_checks_reach_tasks_that_name_none(backend: Backend) {
         credentials: vec![],
         checks: vec![agentpool_core::CheckSpec::command("cargo test")],
         max_rounds: Some(4),
+        max_cost_usd: None,
+        daily_budget_usd: None,
     };
     sub.put_project(&project).await.expect("put project");
     let mut named = TaskSpec::agent(repo, "claude-code", "fix it");

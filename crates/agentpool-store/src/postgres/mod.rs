@@ -196,7 +196,7 @@ impl Sql {
                      AND run_after <= $1 \
                      AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
                      AND (labels IS NULL OR labels <@ $3::jsonb) \
-                     AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status <> 'draining') \
+                     AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
                    ORDER BY priority DESC, run_after, id \
                    LIMIT $5 \
                    FOR UPDATE SKIP LOCKED), \
@@ -430,7 +430,7 @@ impl Store for PgStore {
             self.signal.notify();
         }
         Ok(match f.ending {
-            Ending::Requeue { delay } => {
+            Ending::Requeue { delay, .. } => {
                 let run_after = now + dur_ms(delay);
                 self.wake_at([run_after]);
                 FailOutcome::Retrying {
@@ -464,6 +464,10 @@ impl Store for PgStore {
 
     async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
         registry::drain_worker(&self.pool, &self.pool, id).await
+    }
+
+    async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
+        registry::mark_worker_unhealthy(&self.pool, id).await
     }
 
     async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {

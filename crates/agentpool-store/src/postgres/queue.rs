@@ -130,7 +130,12 @@ impl PgStore {
                AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
                     WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
                       (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
-               AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status <> 'draining') \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
+                      (SELECT COALESCE(SUM(CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)), 0) \
+                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
+                         AND s.updated_at >= $6))) \
+               AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
              ORDER BY t.priority DESC, t.run_after, t.id \
              LIMIT $5",
         )
@@ -139,6 +144,7 @@ impl PgStore {
         .bind(json(&f.labels)?)
         .bind(f.worker_id.as_str())
         .bind(max.saturating_mul(2).saturating_add(8))
+        .bind(common::utc_day_start(now))
         .fetch_all(&mut *tx)
         .await?;
         let cands = rows
@@ -238,7 +244,7 @@ impl PgStore {
         let r = sqlx::query(
             "WITH w AS ( \
                UPDATE workers SET last_heartbeat_at = $1, status = CASE \
-                 WHEN status = 'draining' THEN 'draining' WHEN $2 THEN 'busy' ELSE 'idle' END \
+                 WHEN status IN ('draining', 'unhealthy') THEN status WHEN $2 THEN 'busy' ELSE 'idle' END \
                WHERE id = $3 RETURNING status), \
              l AS ( \
                UPDATE tasks t SET lease_expires_at = $4 \

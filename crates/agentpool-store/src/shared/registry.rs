@@ -115,6 +115,22 @@ macro_rules! registry_queries {
             with_running(r, &row, id).await
         }
 
+        pub(crate) async fn mark_worker_unhealthy(w: &Pool<Db>, id: &WorkerId) -> Result<()> {
+            let n =
+                sqlx::query("UPDATE workers SET status = 'unhealthy' WHERE id = $1 AND status <> 'draining'")
+                    .bind(id.as_str())
+                    .execute(w)
+                    .await?
+                    .rows_affected();
+            if n == 0 && get_worker(w, id).await?.is_none() {
+                return Err(StoreError::NotFound {
+                    what: "worker",
+                    id: id.to_string(),
+                });
+            }
+            Ok(())
+        }
+
         /// Mark the worker offline and expire its leases, so the next maintenance pass rescues
         /// what it held instead of waiting for the full lease.
         pub(crate) async fn deregister_worker(
@@ -150,14 +166,16 @@ macro_rules! registry_queries {
 
         pub(crate) async fn put_project(w: &Pool<Db>, spec: ProjectSpec, now: i64) -> Result<Project> {
             let row = sqlx::query(
-                "INSERT INTO projects (name, spec, slots, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $4) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
-                 slots = excluded.slots, updated_at = excluded.updated_at RETURNING *",
+                "INSERT INTO projects (name, spec, slots, created_at, updated_at, daily_budget_usd) \
+                 VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
+                 slots = excluded.slots, updated_at = excluded.updated_at, \
+                 daily_budget_usd = excluded.daily_budget_usd RETURNING *",
             )
             .bind(&spec.name)
             .bind(json(&spec)?)
             .bind(spec.slots.map(i64::from))
             .bind(now)
+            .bind(spec.daily_budget_usd)
             .fetch_one(w)
             .await?;
             project_row(&row)

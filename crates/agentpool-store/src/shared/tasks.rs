@@ -127,11 +127,12 @@ macro_rules! task_queries {
             let outcome = common::attempt_outcome(ending, class);
             let mut wake = h.constrained;
             match ending {
-                Ending::Requeue { delay } => {
+                Ending::Requeue { delay, refund } => {
                     sqlx::query(
                         "UPDATE tasks SET state = 'queued', run_after = $1, updated_at = $2, \
                          worker_id = NULL, lease_expires_at = NULL, cancel_requested = FALSE, \
-                         error_class = $3, error_message = $4, result = COALESCE($5, result) \
+                         error_class = $3, error_message = $4, result = COALESCE($5, result), \
+                         attempts = attempts - $8 \
                          WHERE id = $6 AND lease_token = $7",
                     )
                     .bind(now + dur_ms(*delay))
@@ -141,6 +142,7 @@ macro_rules! task_queries {
                     .bind(result)
                     .bind(tid(h.id))
                     .bind(h.token)
+                    .bind(i32::from(*refund))
                     .execute(&mut *conn)
                     .await?;
                     insert_attempt(conn, h, now, outcome, class, message).await?;
@@ -200,14 +202,34 @@ macro_rules! task_queries {
                 return Err(StoreError::StaleLease(lease.task_id));
             };
             let h = held(&r)?;
-            let ending = common::decide_failure(
-                h.cancel_requested,
-                failure.class,
-                h.attempts,
-                h.max_attempts,
-                failure.retry_after,
-                policy,
-            )?;
+            // A broken worker (git or the agent could not be started) hands the task back
+            // without using an attempt, a bounded number of times.
+            let free_release = if failure.class == ErrorClass::WorkerError && !h.cancel_requested {
+                let prior: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM attempts WHERE task_id = $1 AND error_class = 'WORKER_ERROR'",
+                )
+                .bind(tid(h.id))
+                .fetch_one(&mut *conn)
+                .await?;
+                agentpool_core::task::releases_free(failure.class, u32::try_from(prior).unwrap_or(u32::MAX))
+            } else {
+                false
+            };
+            let ending = if free_release {
+                Ending::Requeue {
+                    delay: std::time::Duration::ZERO,
+                    refund: true,
+                }
+            } else {
+                common::decide_failure(
+                    h.cancel_requested,
+                    failure.class,
+                    h.attempts,
+                    h.max_attempts,
+                    failure.retry_after,
+                    policy,
+                )?
+            };
             let mut log = LifecycleLog::default();
             let wake = end_attempt(
                 conn,
@@ -404,6 +426,23 @@ macro_rules! task_queries {
             }))
         }
 
+        /// What a project's tasks reported spending (their results' `cost_usd`) since `since`,
+        /// the same sum the claim compares with the project's daily budget.
+        async fn spend_since(r: &Pool<Db>, project: &str, since: i64) -> Result<f64> {
+            let results: Vec<String> = sqlx::query_scalar(
+                "SELECT result FROM tasks WHERE project = $1 AND result IS NOT NULL AND updated_at >= $2",
+            )
+            .bind(project)
+            .bind(since)
+            .fetch_all(r)
+            .await?;
+            Ok(results
+                .iter()
+                .filter_map(|s| serde_json::from_str::<TaskResult>(s).ok())
+                .filter_map(|res| res.cost_usd)
+                .sum())
+        }
+
         async fn waiting(r: &Pool<Db>, t: &Task, now: i64) -> Result<Vec<WaitReason>> {
             let mut out = Vec::new();
             if t.state != TaskState::Queued {
@@ -457,6 +496,31 @@ macro_rules! task_queries {
                         project: p.clone(),
                         slots: u32::try_from(slots).unwrap_or(0),
                     });
+                }
+            }
+            if let Some(p) = &t.spec.project {
+                let budget: Option<f64> =
+                    sqlx::query_scalar("SELECT daily_budget_usd FROM projects WHERE name = $1")
+                        .bind(p)
+                        .fetch_optional(r)
+                        .await?
+                        .flatten();
+                if let Some(budget) = budget {
+                    let day = common::utc_day_start(now);
+                    let spent = spend_since(r, p, day).await?;
+                    if spent >= budget {
+                        let until = common::ts(day + common::DAY_MS);
+                        out.push(WaitReason::BudgetExhausted {
+                            project: p.clone(),
+                            budget_usd: budget,
+                            spent_usd: spent,
+                            until,
+                            message: format!(
+                                "budget exhausted until {}",
+                                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
+                        });
+                    }
                 }
             }
             if out.is_empty() {

@@ -268,7 +268,7 @@ impl Store for SqliteStore {
             self.signal.notify();
         }
         Ok(match f.ending {
-            Ending::Requeue { delay } => {
+            Ending::Requeue { delay, .. } => {
                 let run_after = now + dur_ms(delay);
                 self.wake_at([run_after]);
                 FailOutcome::Retrying {
@@ -302,6 +302,10 @@ impl Store for SqliteStore {
 
     async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
         registry::drain_worker(&self.writer, &self.reader, id).await
+    }
+
+    async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
+        registry::mark_worker_unhealthy(&self.writer, id).await
     }
 
     async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {

@@ -196,7 +196,7 @@ impl SqliteStore {
                     id: f.worker_id.to_string(),
                 });
             }
-            Some("draining") => return Ok(Vec::new()),
+            Some("draining" | "unhealthy") => return Ok(Vec::new()),
             Some(_) => {}
         }
         let max = usize::try_from(f.max).unwrap_or(usize::MAX);
@@ -218,6 +218,11 @@ impl SqliteStore {
                AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
                     WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
                       (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
+                      (SELECT COALESCE(SUM(json_extract(s.result, '$.cost_usd')), 0) \
+                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
+                         AND s.updated_at >= ?5))) \
              ORDER BY t.priority DESC, t.run_after, t.id \
              LIMIT ?4",
         )
@@ -225,6 +230,7 @@ impl SqliteStore {
         .bind(json(&f.agents)?)
         .bind(json(&f.labels)?)
         .bind(window)
+        .bind(common::utc_day_start(now))
         .fetch_all(&mut *tx)
         .await?;
         let cands = rows
@@ -301,7 +307,7 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let status: Option<String> = sqlx::query_scalar(
             "UPDATE workers SET last_heartbeat_at = ?, \
-             status = CASE WHEN status = 'draining' THEN 'draining' WHEN ? THEN 'busy' ELSE 'idle' END \
+             status = CASE WHEN status IN ('draining', 'unhealthy') THEN status WHEN ? THEN 'busy' ELSE 'idle' END \
              WHERE id = ? RETURNING status",
         )
         .bind(now)

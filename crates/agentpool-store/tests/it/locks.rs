@@ -80,6 +80,8 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             credentials: vec![],
             checks: Vec::new(),
             max_rounds: None,
+            max_cost_usd: None,
+            daily_budget_usd: None,
         })
         .await
         .unwrap();
@@ -133,6 +135,8 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             credentials: vec![],
             checks: Vec::new(),
             max_rounds: None,
+            max_cost_usd: None,
+            daily_budget_usd: None,
         })
         .await
         .unwrap();
@@ -184,6 +188,8 @@ async fn locks_and_slots_hold_under_racing_claimers_on_two_replicas(h: Harness) 
             credentials: vec![],
             checks: Vec::new(),
             max_rounds: None,
+            max_cost_usd: None,
+            daily_budget_usd: None,
         })
         .await
         .unwrap();

@@ -3,9 +3,11 @@
 
 mod harness;
 
+mod budget;
 mod cancel;
 mod deps;
 mod events;
+mod infra;
 mod lease;
 mod lifecycle;
 mod locks;

@@ -95,6 +95,8 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
         credentials: vec!["anthropic".into()],
         checks: Vec::new(),
         max_rounds: None,
+        max_cost_usd: None,
+        daily_budget_usd: None,
     };
     let p = h.store.put_project(spec.clone()).await.unwrap();
     assert_eq!(p.spec, spec);

@@ -111,6 +111,16 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ("model", s.default_model.clone().unwrap_or_default()),
                     ("allowed", s.allowed_agents.join(", ")),
                     ("secrets", s.credentials.join(", ")),
+                    (
+                        "max cost",
+                        s.max_cost_usd.map(|c| format!("${c}")).unwrap_or_default(),
+                    ),
+                    (
+                        "budget",
+                        s.daily_budget_usd
+                            .map(|c| format!("${c}/day"))
+                            .unwrap_or_default(),
+                    ),
                     ("updated", output::relative(p.updated_at)),
                 ];
                 for (k, v) in rows {
@@ -132,6 +142,8 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                 credentials: a.credentials,
                 checks: a.checks.iter().map(agentpool_core::CheckSpec::command).collect(),
                 max_rounds: a.max_rounds,
+                max_cost_usd: a.max_cost_usd,
+                daily_budget_usd: a.daily_budget_usd,
             };
             let p = client.put_project(&spec).await?;
             if settings.json() {

@@ -47,10 +47,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// else the `agentpool up` server recorded in the data dir if it answers. `None` when neither.
 pub async fn find_server(settings: &Settings) -> anyhow::Result<Option<Client>> {
     if let Some(url) = &settings.server {
-        return Ok(Some(Client::new(url, settings.token.clone())?));
+        return Ok(Some(settings.client(url)?));
     }
     if let Some(up) = config::read_up_state(&settings.data_dir) {
-        let client = Client::new(&up.url, settings.token.clone())?;
+        let client = settings.client(&up.url)?;
         if client.ready().await.is_ok() {
             return Ok(Some(client));
         }

@@ -125,12 +125,19 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         }
         cfg.auth = AuthMode::NoAuthLoopback;
     }
+    if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
+        let files = agentpool_server::tls::TlsFiles { cert, key };
+        // Checked here so that a bad file is a usage error, before the database is opened.
+        agentpool_server::tls::load(&files).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
+        cfg.tls = Some(files);
+    }
     if let Some(k) = &args.server_key {
         cfg.server_key =
             Some(ServerKey::parse(k).map_err(|e| Exit::new(ExitCode::Usage, format!("--server-key: {e}")))?);
     } else {
         tracing::warn!("no AGENTPOOL_SERVER_KEY: storing credentials is disabled");
     }
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     std::fs::create_dir_all(&settings.data_dir).ok();
     if args.bootstrap_token {
         let store = agentpool_store::open_store(&database_url)
@@ -147,9 +154,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         cfg,
         move |addr: SocketAddr| {
             if json {
-                println!("{}", serde_json::json!({ "url": format!("http://{addr}") }));
+                println!("{}", serde_json::json!({ "url": format!("{scheme}://{addr}") }));
             } else {
-                println!("agentpool server listening on http://{addr}");
+                println!("agentpool server listening on {scheme}://{addr}");
             }
         },
         shutdown_signal(),

@@ -66,6 +66,7 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         credentials: args.credentials.clone(),
         follow_up_of: args.follow_up,
         max_turns: args.max_turns,
+        max_cost_usd: args.max_cost_usd,
         setup_command: args.setup.clone(),
         run_after: args
             .delay
@@ -145,7 +146,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 );
             }
             let e = Embedded::start(EmbeddedOptions::transient(settings, args.workers)).await?;
-            (Client::new(&e.url, settings.token.clone())?, Some(e))
+            (settings.client(&e.url)?, Some(e))
         }
     };
     let transient = embedded.is_some();
@@ -491,6 +492,7 @@ mod tests {
             credentials: vec![],
             follow_up: None,
             max_turns: None,
+            max_cost_usd: None,
             setup: None,
             delay: None,
             no_commit: false,

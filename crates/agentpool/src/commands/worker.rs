@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_client::Client;
 use agentpool_core::WorkerId;
 use agentpool_runner::{WorkerConfig, run_worker};
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,8 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
             }
         },
     };
-    let api = Client::new(&server, settings.token.clone())
+    let api = settings
+        .client(&server)
         .map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
     let dir = match args.work_dir.clone() {
         Some(d) => crate::config::absolute(d)?,

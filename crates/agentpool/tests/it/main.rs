@@ -10,6 +10,7 @@ mod kube;
 mod pool;
 mod run;
 mod serve;
+mod tls;
 mod usage;
 
 use std::io::{BufRead, BufReader};
@@ -127,7 +128,7 @@ impl Up {
         Self::spawn(cmd)
     }
 
-    /// Spawn a command that prints its `http://…` URL on stdout once it listens.
+    /// Spawn a command that prints its `http://…` (or `https://…`) URL on stdout once it listens.
     pub fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -139,7 +140,10 @@ impl Up {
         let url = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(u) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                    if let Some(u) = line
+                        .split_whitespace()
+                        .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    {
                         break u.to_string();
                     }
                 }

@@ -1,0 +1,67 @@
+//! A broken worker (`WORKER_ERROR`): the task goes back to the queue without using an attempt,
+//! a bounded number of times; an unhealthy worker claims nothing and stays unhealthy.
+
+use agentpool_core::protocol::FailOutcome;
+use agentpool_core::task::MAX_WORKER_RELEASES;
+use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
+use agentpool_store::Failure;
+
+use crate::both;
+use crate::harness::{Harness, cmd};
+
+both!(
+    worker_errors_release_the_task_without_using_attempts,
+    an_unhealthy_worker_claims_nothing_until_it_registers_again,
+);
+
+fn worker_error() -> Failure {
+    Failure {
+        class: ErrorClass::WorkerError,
+        message: "could not run git: No such file or directory (os error 2)".into(),
+        retry_after: None,
+        result: None,
+    }
+}
+
+async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
+    let w = h.worker("broken", &["command"], &[]).await;
+    let mut spec = cmd("true");
+    spec.max_attempts = Some(2);
+    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    for n in 0..MAX_WORKER_RELEASES {
+        let c = w.claim(1).await.remove(0);
+        assert_eq!(c.attempt, 1, "release {n} used no attempt");
+        let out = h.store.fail(&w.id, c.lease, worker_error()).await.unwrap();
+        assert!(matches!(out, FailOutcome::Retrying { .. }), "{out:?}");
+        let t = h.store.get_task(id).await.unwrap().unwrap().task;
+        assert_eq!(t.state, TaskState::Queued);
+        assert_eq!(t.attempts, 0);
+        assert!(t.run_after <= h.clock.now(), "released at once");
+    }
+    // Past the bound it counts like any retryable failure: attempt 1 of 2 used.
+    let c = w.claim(1).await.remove(0);
+    h.store.fail(&w.id, c.lease, worker_error()).await.unwrap();
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Queued);
+    assert_eq!(d.task.attempts, 1);
+    let classes: Vec<_> = d.attempts_detail.iter().map(|a| a.error_class).collect();
+    assert_eq!(
+        classes,
+        vec![Some(ErrorClass::WorkerError); MAX_WORKER_RELEASES as usize + 1]
+    );
+}
+
+async fn an_unhealthy_worker_claims_nothing_until_it_registers_again(h: Harness) {
+    let w = h.worker("sick", &["command"], &[]).await;
+    h.store.enqueue(cmd("true")).await.unwrap();
+    h.store.mark_worker_unhealthy(&w.id).await.unwrap();
+    assert!(w.claim(1).await.is_empty());
+    // Heartbeats keep it unhealthy.
+    h.store.heartbeat(&w.id, &[], crate::harness::TTL).await.unwrap();
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(got.status, WorkerStatus::Unhealthy);
+    assert!(w.claim(1).await.is_empty());
+    // A restarted worker registers again and is healthy.
+    let w = h.worker("sick", &["command"], &[]).await;
+    assert_eq!(w.claim(1).await.len(), 1);
+}
