@@ -124,6 +124,29 @@ pub struct UpArgs {
     /// Agents the workers may run (comma separated) [default: all installed, plus command]
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
+    #[command(flatten)]
+    pub access: AgentAccessArgs,
+}
+
+/// What an embedded pool's tasks may take from the caller: named variables and local logins.
+/// Nothing is inherited without these; `serve` and `worker` have no such flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentAccessArgs {
+    /// Pass this variable from your environment to every task (repeatable; e.g.
+    /// ANTHROPIC_API_KEY). Its value is masked in events like a stored credential
+    #[arg(long = "agent-env", value_name = "NAME")]
+    pub agent_env: Vec<String>,
+    /// Let this agent use your local login (repeatable or comma separated: claude-code, codex,
+    /// opencode): its login file is copied into the task's private home and a refreshed token
+    /// written back
+    #[arg(long = "use-local-login", value_name = "AGENT", value_delimiter = ',')]
+    pub use_local_login: Vec<String>,
+}
+
+impl AgentAccessArgs {
+    pub fn is_empty(&self) -> bool {
+        self.agent_env.is_empty() && self.use_local_login.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -277,6 +300,8 @@ pub struct RunArgs {
     /// Workers of the transient embedded pool (when no server is running)
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    #[command(flatten)]
+    pub access: AgentAccessArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use super::{connect, find_server, print_json};
+use crate::access::AgentAccess;
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
@@ -114,7 +115,19 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
+    let access = AgentAccess::resolve(&args.access)?;
     let (client, embedded) = match find_server(settings).await? {
+        Some(c) if !args.access.is_empty() => {
+            return Err(Exit::new(
+                ExitCode::Usage,
+                format!(
+                    "--agent-env and --use-local-login apply to a transient pool, but a server runs at {}: \
+                     give them to `agentpool up`, or store the key (`agentpool credentials put`)",
+                    c.base_url()
+                ),
+            )
+            .into());
+        }
         Some(c) => (c, None),
         None => {
             let status = Style::stderr();
@@ -124,7 +137,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                     status.dim("no server running: starting a transient embedded pool")
                 );
             }
-            let e = Embedded::start(EmbeddedOptions::transient(settings, args.workers)).await?;
+            let mut opts = EmbeddedOptions::transient(settings, args.workers);
+            opts.access = access;
+            let e = Embedded::start(opts).await?;
             (Client::new(&e.url, settings.token.clone())?, Some(e))
         }
     };
