@@ -6,6 +6,7 @@
 pub mod error_class;
 pub mod event;
 pub mod ids;
+pub mod profile;
 pub mod project;
 pub mod protocol;
 pub mod redact;
@@ -17,6 +18,7 @@ pub mod worker;
 pub use error_class::ErrorClass;
 pub use event::{Event, EventKind, EventPayload, Lifecycle, NewEvent};
 pub use ids::{Lease, LeaseToken, TaskId, WorkerId};
+pub use profile::{AgentProfile, McpServer, Profile};
 pub use project::Project;
 pub use redact::Redactor;
 pub use retry::RetryPolicy;

@@ -270,6 +270,13 @@ pub struct TaskSpec {
     /// Names of stored credentials this task needs (API keys, git token).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
+    /// A stored agent profile (settings, MCP servers) to run with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The settings of `profile` as the server resolved them at submit (what the task runs
+    /// with, whatever later happens to the profile); a client's value is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_settings: Option<crate::AgentProfile>,
 }
 
 fn yes() -> bool {
@@ -302,6 +309,8 @@ impl Default for TaskSpec {
             push: true,
             commit_message: None,
             credentials: Vec::new(),
+            profile: None,
+            profile_settings: None,
         }
     }
 }
@@ -489,6 +498,22 @@ impl TaskSpec {
                     format!("{c:?} is not a credential name"),
                 ));
             }
+        }
+        if let Some(p) = &self.profile
+            && !crate::profile::valid_name(p)
+        {
+            errs.push(ValidationError::new(
+                "profile",
+                format!("{p:?} is not a profile name"),
+            ));
+        }
+        if let Some(settings) = &self.profile_settings
+            && let Err(e) = settings.validate()
+        {
+            errs.extend(
+                e.into_iter()
+                    .map(|e| ValidationError::new(format!("profile_settings.{}", e.field), e.message)),
+            );
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
