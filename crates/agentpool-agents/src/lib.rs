@@ -57,6 +57,10 @@ pub struct AgentRequest {
     /// `home` before the CLI starts and written back if it refreshed them. `None`: the agent
     /// sees no login but what the task brings.
     pub local_login: Option<PathBuf>,
+    /// The task's agent profile: allowed tools, appended system prompt and MCP servers, which
+    /// each adapter writes in its CLI's own format. (Its variables, model and turn limit are
+    /// already in `env`, `model` and `max_turns`.)
+    pub profile: agentpool_core::AgentProfile,
 }
 
 /// Default output limit: far above any real run, low enough to stop a runaway loop.
@@ -77,6 +81,7 @@ impl AgentRequest {
             home: home.into(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             local_login: None,
+            profile: agentpool_core::AgentProfile::default(),
         }
     }
 }

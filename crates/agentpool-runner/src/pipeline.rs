@@ -404,6 +404,7 @@ impl Pipeline {
                     home: ws.home.clone(),
                     max_output_bytes: self.cfg.max_output_bytes,
                     local_login: self.cfg.local_logins.get(agent.capabilities().name).cloned(),
+                    profile: spec.profile_settings.clone().unwrap_or_default(),
                 };
                 // Backstop for the adapter's own timeout: cancel it once time is up (plus grace).
                 let agent_cancel = cancel.token().child_token();
@@ -498,6 +499,12 @@ impl Pipeline {
         }
         for (k, v) in self.cfg.extra_env.iter().chain(&self.cfg.secret_env) {
             env.insert(k.clone(), v.clone());
+        }
+        // The profile's variables (validated non-secret at submit); credentials still win.
+        if let Some(p) = &work.claimed.task.spec.profile_settings {
+            for (k, v) in &p.env {
+                env.insert(k.clone(), v.clone());
+            }
         }
         for (name, value) in work.credentials.iter() {
             if GIT_TOKEN_CREDENTIALS.contains(&name) {
