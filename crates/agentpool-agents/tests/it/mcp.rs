@@ -8,36 +8,8 @@ use serde_json::json;
 
 use crate::real_cli::{Fixture, agent};
 
-/// Answers `initialize`, `tools/list` (one tool, `secret_word`) and `tools/call` over
-/// newline-delimited JSON-RPC on stdin/stdout.
-const SERVER: &str = r#"
-const rl = require('readline').createInterface({ input: process.stdin });
-const send = (m) => process.stdout.write(JSON.stringify(m) + '\n');
-rl.on('line', (line) => {
-  let m; try { m = JSON.parse(line); } catch { return; }
-  if (m.id === undefined) return;
-  const ok = (result) => send({ jsonrpc: '2.0', id: m.id, result });
-  switch (m.method) {
-    case 'initialize':
-      return ok({ protocolVersion: (m.params && m.params.protocolVersion) || '2024-11-05',
-        capabilities: { tools: {} }, serverInfo: { name: 'words', version: '1.0.0' } });
-    case 'tools/list':
-      return ok({ tools: [{ name: 'secret_word', description: 'Returns the secret word',
-        inputSchema: { type: 'object', properties: { topic: { type: 'string' } } } }] });
-    case 'tools/call':
-      return ok({ content: [{ type: 'text', text: 'the secret word is PINEAPPLE-42 for ' +
-        ((m.params.arguments || {}).topic || '?') }] });
-    case 'ping':
-      return ok({});
-    default:
-      return send({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: 'no such method' } });
-  }
-});
-"#;
-
 fn profile(dir: &std::path::Path) -> AgentProfile {
-    let script = dir.join("words-mcp.js");
-    std::fs::write(&script, SERVER).expect("write the MCP server");
+    let script = agentpool_testkit::mcp::write_words_server(dir).expect("write the MCP server");
     AgentProfile {
         mcp_servers: [(
             "words".to_string(),

@@ -3,6 +3,7 @@
 mod admin;
 mod demo;
 pub mod pool;
+mod profiles;
 mod tasks;
 mod worker;
 
@@ -33,6 +34,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workers(c) => admin::workers(&settings, c).await,
         Command::Projects(c) => admin::projects(&settings, c).await,
         Command::Credentials(c) => admin::credentials(&settings, c).await,
+        Command::Profiles(c) => profiles::profiles(&settings, c).await,
         Command::Tokens(c) => pool::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Completions(_) => Ok(ExitCode::Success),

@@ -8,6 +8,7 @@ mod data_dir;
 mod demo;
 mod json;
 mod pool;
+mod profiles;
 mod run;
 mod serve;
 mod usage;
