@@ -135,6 +135,48 @@ pub fn note_max_turns_ignored(request: &AgentRequest, events: &dyn EventSink, ag
     }
 }
 
+/// Tell the run which of its profile's settings `agent` has no way to take (`append` for the
+/// appended system prompt, `tools` for allowed tools).
+pub fn note_profile_ignored(
+    request: &AgentRequest,
+    events: &dyn EventSink,
+    agent: &str,
+    append: bool,
+    tools: bool,
+) {
+    let p = &request.profile;
+    let mut ignored = Vec::new();
+    if append && p.append_system_prompt.is_some() {
+        ignored.push("append_system_prompt");
+    }
+    if tools && !p.allowed_tools.is_empty() {
+        ignored.push("allowed_tools");
+    }
+    if !ignored.is_empty() {
+        events.emit(events::log(
+            "agentpool",
+            &format!(
+                "{agent} has no such setting; the profile's {} is ignored",
+                ignored.join(" and ")
+            ),
+        ));
+    }
+}
+
+/// The profile's MCP servers as the `mcpServers` object most CLIs read (command, args, env).
+pub fn mcp_servers_json(request: &AgentRequest) -> Value {
+    let entries: serde_json::Map<String, Value> = request
+        .profile
+        .mcp_servers
+        .iter()
+        .map(|(name, s)| {
+            let v = serde_json::json!({ "command": s.command, "args": s.args, "env": s.env });
+            (name.clone(), v)
+        })
+        .collect();
+    Value::Object(entries)
+}
+
 /// Write `value` as pretty JSON (a CLI's settings file).
 pub fn write_json(path: &Path, value: &Value) -> Result<(), AgentError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| AgentError::Io(std::io::Error::other(e)))?;

@@ -64,3 +64,42 @@ async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
     assert!(last.contains("PINEAPPLE-42"), "and went back to the model");
     assert!(!out.is_error, "{out:?}");
 }
+
+// Codex: the adapter writes the servers into its config.toml (`[mcp_servers.<name>]`), but
+// the pinned Codex did not offer the server's tool to the model in this test; not yet covered.
+
+/// The other CLIs: the profile's server in their own config format, its tool called, its
+/// answer in the events.
+async fn loads_the_mcp_server(name: &str) {
+    let Some(a) = agent(name) else { return };
+    let fx = Fixture::new(vec![
+        Step::tool("secret_word", json!({"topic": "fruit"})),
+        Step::answer("done"),
+    ])
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut req = fx.request(name, "what is the secret word?");
+    req.profile = profile(scratch.path());
+    let (out, sink) = fx.run(a.as_ref(), req).await;
+    let offered: Vec<String> = fx
+        .server
+        .agent_requests()
+        .iter()
+        .flat_map(|r| r.tools())
+        .collect();
+    let shown = format!("{:?}", sink.of(EventKind::ToolResult));
+    assert!(
+        shown.contains("PINEAPPLE-42 for fruit"),
+        "{name}: the MCP tool's answer is in the events: {shown}\noffered: {offered:?}\noutcome: {out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_loads_the_profile_s_mcp_server() {
+    loads_the_mcp_server("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_loads_the_profile_s_mcp_server() {
+    loads_the_mcp_server("opencode").await;
+}
