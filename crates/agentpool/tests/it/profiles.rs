@@ -128,6 +128,13 @@ async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server
         "{task}"
     );
     let id = task["id"].as_str().unwrap().to_string();
+    let show = run(s(&["tasks", "show", &id]), vec![]).await.unwrap();
+    assert!(
+        stdout(&show)
+            .contains("scripted (env ANTHROPIC_BASE_URL,ENABLE_TOOL_SEARCH; mcp words; 1 allowed tools)"),
+        "{}",
+        stdout(&show)
+    );
     let logs = run(s(&["tasks", "logs", &id]), vec![]).await.unwrap();
     assert!(stdout(&logs).contains("PINEAPPLE-42"), "{}", stdout(&logs));
     assert!(!stdout(&logs).contains(TEST_API_KEY), "the key is masked");
