@@ -651,6 +651,41 @@ impl Drop for StatusLine {
     }
 }
 
+/// `name (env A,B; mcp x; tools n; prompt appended)`: which profile a task runs with and what
+/// it brought; the full settings are in `--output json`.
+fn profile_summary(spec: &agentpool_core::TaskSpec) -> String {
+    let Some(name) = &spec.profile else {
+        return String::new();
+    };
+    let Some(s) = &spec.profile_settings else {
+        return name.clone();
+    };
+    let mut parts = Vec::new();
+    if !s.env.is_empty() {
+        parts.push(format!(
+            "env {}",
+            s.env.keys().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !s.mcp_servers.is_empty() {
+        parts.push(format!(
+            "mcp {}",
+            s.mcp_servers.keys().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !s.allowed_tools.is_empty() {
+        parts.push(format!("{} allowed tools", s.allowed_tools.len()));
+    }
+    if s.append_system_prompt.is_some() {
+        parts.push("system prompt appended".into());
+    }
+    if parts.is_empty() {
+        name.clone()
+    } else {
+        format!("{name} ({})", parts.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -740,40 +775,5 @@ mod tests {
         .unwrap();
         assert!(u.ends_with("Σ 10 in, 5 out tokens, $0.5000"), "{u}");
         assert!(render_event(&s, &ev(EventKind::AssistantMessage, json!({"text":"  "}))).is_none());
-    }
-}
-
-/// `name (env A,B; mcp x; tools n; prompt appended)`: which profile a task runs with and what
-/// it brought; the full settings are in `--output json`.
-fn profile_summary(spec: &agentpool_core::TaskSpec) -> String {
-    let Some(name) = &spec.profile else {
-        return String::new();
-    };
-    let Some(s) = &spec.profile_settings else {
-        return name.clone();
-    };
-    let mut parts = Vec::new();
-    if !s.env.is_empty() {
-        parts.push(format!(
-            "env {}",
-            s.env.keys().cloned().collect::<Vec<_>>().join(",")
-        ));
-    }
-    if !s.mcp_servers.is_empty() {
-        parts.push(format!(
-            "mcp {}",
-            s.mcp_servers.keys().cloned().collect::<Vec<_>>().join(",")
-        ));
-    }
-    if !s.allowed_tools.is_empty() {
-        parts.push(format!("{} allowed tools", s.allowed_tools.len()));
-    }
-    if s.append_system_prompt.is_some() {
-        parts.push("system prompt appended".into());
-    }
-    if parts.is_empty() {
-        name.clone()
-    } else {
-        format!("{name} ({})", parts.join("; "))
     }
 }
