@@ -1,5 +1,5 @@
 //! The run skeleton every agent-CLI adapter shares: validate, find the CLI, check that it can
-//! authenticate, let the adapter write its home and pick flags/env, put back a kept session,
+//! authenticate (with the user's local login when allowed), let the adapter write its home and pick flags/env, put back a kept session,
 //! run, keep the session for follow-ups. Each adapter module supplies only what is specific to
 //! its CLI ([`CliAgent`]).
 
@@ -90,6 +90,10 @@ impl<T: CliAgent> CodeAgent for T {
             .agent_config()
             .find(T::NAME, T::EXE)
             .ok_or_else(|| AgentError::NotInstalled(T::EXE.into()))?;
+        let borrowed = match &request.local_login {
+            Some(user_home) => crate::login::bring_in(T::NAME, user_home, &request.home)?,
+            None => crate::login::Borrowed::default(),
+        };
         self.auth_needs(&request).check(T::NAME, &request)?;
         let Prepared { args, env, sessions } = self.prepare(&request, events.as_ref())?;
         let kept = self.agent_config().sessions_of(T::NAME);
@@ -103,7 +107,10 @@ impl<T: CliAgent> CodeAgent for T {
             request,
         };
         let parser = Box::new(T::Parser::default());
-        let outcome = cli::run_cli(run, parser, events.clone(), cancel).await?;
+        let outcome = cli::run_cli(run, parser, events.clone(), cancel).await;
+        // Whatever the outcome: a token the CLI refreshed must not be lost with its home.
+        borrowed.give_back(events.as_ref());
+        let outcome = outcome?;
         if let (Some(files), Some(id)) = (&sessions, &outcome.session_id)
             && let Err(e) = files.keep(&kept, id)
         {
@@ -126,6 +133,48 @@ pub fn note_max_turns_ignored(request: &AgentRequest, events: &dyn EventSink, ag
             &format!("{agent} has no max-turns {what}; max_turns is ignored"),
         ));
     }
+}
+
+/// Tell the run which of its profile's settings `agent` has no way to take (`append` for the
+/// appended system prompt, `tools` for allowed tools).
+pub fn note_profile_ignored(
+    request: &AgentRequest,
+    events: &dyn EventSink,
+    agent: &str,
+    append: bool,
+    tools: bool,
+) {
+    let p = &request.profile;
+    let mut ignored = Vec::new();
+    if append && p.append_system_prompt.is_some() {
+        ignored.push("append_system_prompt");
+    }
+    if tools && !p.allowed_tools.is_empty() {
+        ignored.push("allowed_tools");
+    }
+    if !ignored.is_empty() {
+        events.emit(events::log(
+            "agentpool",
+            &format!(
+                "{agent} has no such setting; the profile's {} is ignored",
+                ignored.join(" and ")
+            ),
+        ));
+    }
+}
+
+/// The profile's MCP servers as the `mcpServers` object most CLIs read (command, args, env).
+pub fn mcp_servers_json(request: &AgentRequest) -> Value {
+    let entries: serde_json::Map<String, Value> = request
+        .profile
+        .mcp_servers
+        .iter()
+        .map(|(name, s)| {
+            let v = serde_json::json!({ "command": s.command, "args": s.args, "env": s.env });
+            (name.clone(), v)
+        })
+        .collect();
+    Value::Object(entries)
 }
 
 /// Write `value` as pretty JSON (a CLI's settings file).

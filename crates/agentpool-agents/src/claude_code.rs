@@ -46,7 +46,32 @@ impl ClaudeCode {
         if let Some(s) = &req.resume_session {
             a.extend(["--resume".into(), s.into()]);
         }
+        if let Some(p) = &req.profile.append_system_prompt {
+            a.extend(["--append-system-prompt".into(), p.into()]);
+        }
+        if !req.profile.allowed_tools.is_empty() {
+            // One argument per tool: patterns like `Bash(git diff:*)` contain spaces.
+            a.push("--allowedTools".into());
+            a.extend(req.profile.allowed_tools.iter().map(OsString::from));
+        }
         a
+    }
+
+    /// The profile's MCP servers as `--mcp-config` reads them; `None` without any.
+    pub fn mcp_config(req: &AgentRequest) -> Option<serde_json::Value> {
+        let servers = &req.profile.mcp_servers;
+        (!servers.is_empty()).then(|| {
+            let entries: serde_json::Map<String, serde_json::Value> = servers
+                .iter()
+                .map(|(name, s)| {
+                    let v = serde_json::json!({
+                        "type": "stdio", "command": s.command, "args": s.args, "env": s.env,
+                    });
+                    (name.clone(), v)
+                })
+                .collect();
+            serde_json::json!({ "mcpServers": entries })
+        })
     }
 }
 
@@ -100,9 +125,22 @@ impl CliAgent for ClaudeCode {
             // in a sandbox; the worker's workspace is that sandbox.
             defaults.push(("IS_SANDBOX", "1".to_string()));
         }
+        let env = cli::agent_env(&self.cfg, request, &defaults)?;
+        let mut args = Self::args(request);
+        if let Some(mcp) = Self::mcp_config(request) {
+            std::fs::create_dir_all(&config_dir)?;
+            let path = config_dir.join("agentpool-mcp.json");
+            adapter::write_json(&path, &mcp)?;
+            // Only the profile's servers: nothing a repository's .mcp.json would add.
+            args.extend([
+                "--mcp-config".into(),
+                path.into_os_string(),
+                "--strict-mcp-config".into(),
+            ]);
+        }
         Ok(Prepared {
-            args: Self::args(request),
-            env: cli::agent_env(&self.cfg, request, &defaults)?,
+            args,
+            env,
             sessions: Some(Box::new(Transcripts {
                 config_dir,
                 workdir: request.workdir.clone(),

@@ -79,6 +79,29 @@ impl Codex {
         }
         t
     }
+
+    /// The profile's MCP servers as `config.toml` tables (`[mcp_servers.<name>]`). Names and
+    /// variable names are validated bare keys; values are quoted as JSON strings, which TOML
+    /// basic strings accept.
+    pub fn mcp_toml(req: &AgentRequest) -> String {
+        let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+        let mut t = String::new();
+        for (name, s) in &req.profile.mcp_servers {
+            let args: Vec<String> = s.args.iter().map(|a| q(a)).collect();
+            t.push_str(&format!(
+                "\n[mcp_servers.{name}]\ncommand = {}\nargs = [{}]\n",
+                q(&s.command),
+                args.join(", ")
+            ));
+            if !s.env.is_empty() {
+                t.push_str(&format!("\n[mcp_servers.{name}.env]\n"));
+                for (k, v) in &s.env {
+                    t.push_str(&format!("{k} = {}\n", q(v)));
+                }
+            }
+        }
+        t
+    }
 }
 
 impl CliAgent for Codex {
@@ -117,7 +140,9 @@ impl CliAgent for Codex {
         let codex_home = request.home.join(".codex");
         std::fs::create_dir_all(&codex_home)?;
         let base_url = request.env.get("OPENAI_BASE_URL").map(String::as_str);
-        std::fs::write(codex_home.join("config.toml"), Self::config_toml(base_url))?;
+        let toml = Self::config_toml(base_url) + &Self::mcp_toml(request);
+        std::fs::write(codex_home.join("config.toml"), toml)?;
+        adapter::note_profile_ignored(request, events, NAME, true, true);
         let defaults = [("CODEX_HOME", codex_home.to_string_lossy().into_owned())];
         let env = cli::agent_env(&self.cfg, request, &defaults)?;
         adapter::note_max_turns_ignored(request, events, NAME, "option");

@@ -91,7 +91,15 @@ impl CliAgent for Gemini {
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {
         let dir = request.home.join(".gemini");
         std::fs::create_dir_all(&dir)?;
-        adapter::write_json(&dir.join("settings.json"), &Self::settings())?;
+        let mut settings = Self::settings();
+        if !request.profile.mcp_servers.is_empty() {
+            settings["mcpServers"] = adapter::mcp_servers_json(request);
+        }
+        if !request.profile.allowed_tools.is_empty() {
+            settings["tools"] = json!({ "allowed": request.profile.allowed_tools });
+        }
+        adapter::write_json(&dir.join("settings.json"), &settings)?;
+        adapter::note_profile_ignored(request, events, NAME, true, false);
         adapter::note_max_turns_ignored(request, events, NAME, "flag");
         let env = cli::agent_env(&self.cfg, request, &[])?;
         // Pin the project's directory name so a kept chat can be put where this run looks.

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod codex;
 pub mod events;
 pub mod gemini;
+pub mod login;
 pub mod opencode;
 pub mod process;
 
@@ -52,6 +53,14 @@ pub struct AgentRequest {
     pub home: PathBuf,
     /// Stop reading output beyond this many bytes.
     pub max_output_bytes: u64,
+    /// The user's home whose login files ([`login::files_of`]) this run may use: copied into
+    /// `home` before the CLI starts and written back if it refreshed them. `None`: the agent
+    /// sees no login but what the task brings.
+    pub local_login: Option<PathBuf>,
+    /// The task's agent profile: allowed tools, appended system prompt and MCP servers, which
+    /// each adapter writes in its CLI's own format. (Its variables, model and turn limit are
+    /// already in `env`, `model` and `max_turns`.)
+    pub profile: agentpool_core::AgentProfile,
 }
 
 /// Default output limit: far above any real run, low enough to stop a runaway loop.
@@ -71,6 +80,8 @@ impl AgentRequest {
             env: BTreeMap::new(),
             home: home.into(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            local_login: None,
+            profile: agentpool_core::AgentProfile::default(),
         }
     }
 }

@@ -161,7 +161,31 @@ impl CliAgent for OpenCode {
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {
         std::fs::create_dir_all(&request.home)?;
         let config_path = request.home.join("opencode.json");
-        adapter::write_json(&config_path, &Self::config(request))?;
+        let mut config = Self::config(request);
+        if !request.profile.mcp_servers.is_empty() {
+            let servers: serde_json::Map<String, Value> = request
+                .profile
+                .mcp_servers
+                .iter()
+                .map(|(name, s)| {
+                    let command: Vec<&str> = std::iter::once(s.command.as_str())
+                        .chain(s.args.iter().map(String::as_str))
+                        .collect();
+                    let v =
+                        json!({ "type": "local", "command": command, "environment": s.env, "enabled": true });
+                    (name.clone(), v)
+                })
+                .collect();
+            config["mcp"] = Value::Object(servers);
+        }
+        if let Some(text) = &request.profile.append_system_prompt {
+            // OpenCode adds the files named in `instructions` to its system prompt.
+            let path = request.home.join("agentpool-instructions.md");
+            std::fs::write(&path, text)?;
+            config["instructions"] = json!([path.to_string_lossy()]);
+        }
+        adapter::write_json(&config_path, &config)?;
+        adapter::note_profile_ignored(request, events, NAME, false, true);
         let one = || "1".to_string();
         let defaults = [
             ("OPENCODE_CONFIG", config_path.to_string_lossy().into_owned()),

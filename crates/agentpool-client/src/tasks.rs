@@ -1,6 +1,7 @@
 //! The task API and the administration around it: tasks, events, workers as an operator sees
-//! them, projects, builds and credentials.
+//! them, projects, builds, credentials and agent profiles.
 
+use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
     BatchSubmit, BatchSubmitted, BuildRequest, CredentialList, CredentialValue, Enqueued, EventPage,
@@ -118,6 +119,28 @@ impl Client {
 
     pub async fn list_builds(&self, project: &str) -> Result<TaskPage> {
         self.json(self.req(Method::GET, &format!("/v1/projects/{project}/builds")))
+            .await
+    }
+
+    // ---- profiles ----
+
+    pub async fn put_profile(&self, name: &str, settings: &AgentProfile) -> Result<Profile> {
+        self.call(Method::PUT, &format!("/v1/profiles/{name}"), settings)
+            .await
+    }
+
+    pub async fn get_profile(&self, name: &str) -> Result<Profile> {
+        self.json(self.req(Method::GET, &format!("/v1/profiles/{name}")))
+            .await
+    }
+
+    pub async fn list_profiles(&self) -> Result<Vec<Profile>> {
+        let l: ProfileList = self.json(self.req(Method::GET, "/v1/profiles")).await?;
+        Ok(l.profiles)
+    }
+
+    pub async fn delete_profile(&self, name: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &format!("/v1/profiles/{name}"), None)
             .await
     }
 

@@ -286,6 +286,13 @@ pub struct TaskSpec {
     /// (the result is marked `checks_passed: false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub push_on_checks_failed: bool,
+    /// A stored agent profile (settings, MCP servers) to run with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The settings of `profile` as the server resolved them at submit (what the task runs
+    /// with, whatever later happens to the profile); a client's value is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_settings: Option<crate::AgentProfile>,
 }
 
 fn yes() -> bool {
@@ -330,6 +337,8 @@ impl Default for TaskSpec {
             checks: None,
             max_rounds: None,
             push_on_checks_failed: false,
+            profile: None,
+            profile_settings: None,
         }
     }
 }
@@ -534,6 +543,22 @@ impl TaskSpec {
                 "max_rounds",
                 "a command task cannot take feedback: its checks run once",
             ));
+        }
+        if let Some(p) = &self.profile
+            && !crate::profile::valid_name(p)
+        {
+            errs.push(ValidationError::new(
+                "profile",
+                format!("{p:?} is not a profile name"),
+            ));
+        }
+        if let Some(settings) = &self.profile_settings
+            && let Err(e) = settings.validate()
+        {
+            errs.extend(
+                e.into_iter()
+                    .map(|e| ValidationError::new(format!("profile_settings.{}", e.field), e.message)),
+            );
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }

@@ -46,6 +46,12 @@ pub struct PipelineConfig {
     pub max_output_bytes: u64,
     /// Variables added to every command's and agent's environment (e.g. a model endpoint).
     pub extra_env: BTreeMap<String, String>,
+    /// Like `extra_env`, but secret (keys passed from the caller's environment to an embedded
+    /// pool): masked in events like credentials.
+    pub secret_env: BTreeMap<String, String>,
+    /// Per agent name, the user's home whose login files that agent may use (an embedded
+    /// pool's "use my local login"). Empty for a worker of a server.
+    pub local_logins: BTreeMap<String, PathBuf>,
     /// Keep task directories after the run (debugging).
     pub keep_workspaces: bool,
     /// The git executable (looked up in `PATH` when it has no slash).
@@ -70,6 +76,8 @@ impl PipelineConfig {
             kill_grace: Duration::from_secs(10),
             max_output_bytes: 64 * 1024 * 1024,
             extra_env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            local_logins: BTreeMap::new(),
             keep_workspaces: false,
             git_program: PathBuf::from("git"),
         }
@@ -187,7 +195,8 @@ impl Pipeline {
             .git_credentials
             .iter()
             .map(|c| c.token.expose().to_string());
-        Redactor::new(credentials.chain(git))
+        let passed = self.cfg.secret_env.values().cloned();
+        Redactor::new(credentials.chain(git).chain(passed))
     }
 
     /// Run the claimed task to its end. Events go to `events`; `cancel` stops it.
@@ -464,8 +473,14 @@ impl Pipeline {
         if std::fs::create_dir_all(&tmp).is_ok() {
             env.insert("TMPDIR".to_string(), tmp.display().to_string());
         }
-        for (k, v) in &self.cfg.extra_env {
+        for (k, v) in self.cfg.extra_env.iter().chain(&self.cfg.secret_env) {
             env.insert(k.clone(), v.clone());
+        }
+        // The profile's variables (validated non-secret at submit); credentials still win.
+        if let Some(p) = &work.claimed.task.spec.profile_settings {
+            for (k, v) in &p.env {
+                env.insert(k.clone(), v.clone());
+            }
         }
         for (name, value) in work.credentials.iter() {
             if GIT_TOKEN_CREDENTIALS.contains(&name) {

@@ -45,6 +45,9 @@ pub enum Step {
     WriteFile { path: String, content: String },
     /// Call the agent's shell tool with `command`.
     Shell { command: String },
+    /// Call the offered tool named `name`, or whose name ends with it (MCP tools carry a
+    /// prefix that differs by CLI, e.g. Claude Code's `mcp__<server>__<tool>`), with `args`.
+    Tool { name: String, args: serde_json::Value },
     /// Answer with text and end the turn.
     Answer(String),
     /// Answer with an HTTP error (401, 429, 500, …) in the API's own error format, with a
@@ -64,6 +67,12 @@ impl Step {
     pub fn shell(command: &str) -> Self {
         Self::Shell {
             command: command.into(),
+        }
+    }
+    pub fn tool(name: &str, args: serde_json::Value) -> Self {
+        Self::Tool {
+            name: name.into(),
+            args,
         }
     }
     pub fn answer(text: &str) -> Self {

@@ -169,6 +169,14 @@ pub(crate) fn call_for(shared: &Shared, api: Api, body: &Value, step: &Step) -> 
                 ))
             }
         }
+        Step::Tool { name, args } => offered
+            .iter()
+            .find(|o| *o == name || o.ends_with(&format!("_{name}")))
+            .map(|o| Call {
+                name: o.clone(),
+                args: args.clone(),
+                custom_input: None,
+            }),
         _ => None,
     }
 }

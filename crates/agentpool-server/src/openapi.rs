@@ -29,6 +29,7 @@ impl Modify for Security {
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&Security),
     tags((name = "tasks"), (name = "workers", description = "The worker protocol"), (name = "projects"),
-        (name = "credentials", description = "Write-only secrets, encrypted at rest"), (name = "ops"))
+        (name = "credentials", description = "Write-only secrets, encrypted at rest"),
+        (name = "profiles", description = "Named, non-secret agent settings that tasks reference"), (name = "ops"))
 )]
 pub struct ApiDoc;

@@ -336,6 +336,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_credential(&self, name: &str) -> Result<Option<Vec<u8>>>;
     async fn list_credentials(&self) -> Result<Vec<String>>;
     async fn delete_credential(&self, name: &str) -> Result<()>;
+    /// Create or replace an agent profile (validated by the caller).
+    async fn put_profile(&self, profile: &agentpool_core::Profile) -> Result<()>;
+    async fn get_profile(&self, name: &str) -> Result<Option<agentpool_core::Profile>>;
+    async fn list_profiles(&self) -> Result<Vec<agentpool_core::Profile>>;
+    async fn delete_profile(&self, name: &str) -> Result<()>;
     async fn create_token(&self, token: TokenRecord) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;

@@ -1,10 +1,12 @@
 //! Test support shared by agentpool's crates. Everything here builds real things: fresh
-//! databases on the test PostgreSQL, git repositories and a smart-HTTP git server with auth;
+//! databases on the test PostgreSQL, git repositories and a smart-HTTP git server with auth,
+//! a one-tool MCP server;
 //! and, re-exported as [`model`], the scripted model endpoint the real agent CLIs talk to
 //! (its own crate, because the demo uses it too).
 
 pub mod db;
 pub mod git;
+pub mod mcp;
 
 pub use agentpool_scripted_model as model;
 

@@ -101,6 +101,9 @@ pub enum Command {
     /// Manage stored credentials (API keys, git tokens), handed only to the tasks that name them
     #[command(subcommand)]
     Credentials(CredentialsCommand),
+    /// Manage agent profiles (non-secret agent settings and MCP servers that tasks name)
+    #[command(subcommand)]
+    Profiles(ProfilesCommand),
     /// Manage API tokens
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -131,6 +134,29 @@ pub struct UpArgs {
     /// Agents the workers may run (comma separated) [default: all installed, plus command]
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
+    #[command(flatten)]
+    pub access: AgentAccessArgs,
+}
+
+/// What an embedded pool's tasks may take from the caller: named variables and local logins.
+/// Nothing is inherited without these; `serve` and `worker` have no such flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentAccessArgs {
+    /// Pass this variable from your environment to every task (repeatable; e.g.
+    /// ANTHROPIC_API_KEY). Its value is masked in events like a stored credential
+    #[arg(long = "agent-env", value_name = "NAME")]
+    pub agent_env: Vec<String>,
+    /// Let this agent use your local login (repeatable or comma separated: claude-code, codex,
+    /// opencode): its login file is copied into the task's private home and a refreshed token
+    /// written back
+    #[arg(long = "use-local-login", value_name = "AGENT", value_delimiter = ',')]
+    pub use_local_login: Vec<String>,
+}
+
+impl AgentAccessArgs {
+    pub fn is_empty(&self) -> bool {
+        self.agent_env.is_empty() && self.use_local_login.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -286,6 +312,9 @@ pub struct TaskArgs {
     /// Commit and push the work branch even when checks still fail after the last round
     #[arg(long)]
     pub push_on_checks_failed: bool,
+    /// Stored agent profile to run with (settings, MCP servers; `agentpool profiles list`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -304,6 +333,8 @@ pub struct RunArgs {
     /// Workers of the transient embedded pool (when no server is running)
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    #[command(flatten)]
+    pub access: AgentAccessArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -424,6 +455,46 @@ pub enum CredentialsCommand {
     Delete { name: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Create or replace a profile from a JSON file (the API's body) and/or flags
+    Put(ProfilePutArgs),
+    /// List profiles
+    #[command(alias = "ls")]
+    List,
+    /// Show a profile's settings
+    Show { name: String },
+    /// Delete a profile (tasks already submitted keep its settings)
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProfilePutArgs {
+    pub name: String,
+    /// Start from this JSON file (`-`: stdin), e.g. {"env": {...}, "mcp_servers": {...}}
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// A non-secret variable for the agent, K=V (repeatable; keys go in credentials)
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// Default model
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Default turn limit
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// A tool the agent may use (repeatable; the CLI's naming, e.g. mcp__docs__search)
+    #[arg(long = "allowed-tool", value_name = "TOOL")]
+    pub allowed_tools: Vec<String>,
+    /// Text appended to the agent's system prompt
+    #[arg(long, value_name = "TEXT")]
+    pub append_system_prompt: Option<String>,
+    /// An MCP server over stdio, NAME=COMMAND [ARG…] (repeatable; split on spaces)
+    #[arg(long = "mcp-server", value_name = "NAME=COMMAND")]
+    pub mcp_servers: Vec<String>,
+}
+
 /// Tokens are managed on the database directly (an operator's bootstrap step: the first admin
 /// token cannot come from an API that needs a token).
 #[derive(Debug, Subcommand)]
@@ -475,6 +546,13 @@ pub struct DemoArgs {
 #[derive(Debug, Clone, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+/// `K=V` split at the first `=`: the value is free text (a URL); the server checks the name.
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))
 }
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -18,6 +18,7 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::AgentAccess;
 use crate::config::{Settings, redact_url};
 use crate::exit::{Exit, ExitCode};
 
@@ -34,6 +35,8 @@ pub struct EmbeddedOptions {
     pub extra_env: BTreeMap<String, String>,
     /// Where agent CLIs are looked up first; `AGENTPOOL_AGENT_BIN_DIR` when `None`.
     pub agent_bin_dir: Option<PathBuf>,
+    /// What the caller opted to hand its tasks (`--agent-env`, `--use-local-login`).
+    pub access: AgentAccess,
 }
 
 impl EmbeddedOptions {
@@ -48,6 +51,7 @@ impl EmbeddedOptions {
             agents: Vec::new(),
             extra_env: BTreeMap::new(),
             agent_bin_dir: None,
+            access: AgentAccess::default(),
         }
     }
 }
@@ -231,6 +235,8 @@ fn start_workers(
         cfg.agents = agents.clone();
         cfg.pipeline.allow_file_repos = true;
         cfg.pipeline.extra_env.extend(opts.extra_env.clone());
+        cfg.pipeline.secret_env.extend(opts.access.env.clone());
+        cfg.pipeline.local_logins.extend(opts.access.local_logins.clone());
         // A short long-poll bounds how long a stop waits for a pending claim.
         cfg.claim_wait = Duration::from_secs(5);
         // Cancel requests reach a worker with its heartbeat; on loopback a heartbeat is cheap,

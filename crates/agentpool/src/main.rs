@@ -1,6 +1,7 @@
 //! `agentpool`: the only binary. Parses the command line, resolves configuration, runs the
 //! command, and turns its outcome into one line on stderr and a documented exit code.
 
+mod access;
 mod cli;
 mod commands;
 mod config;

@@ -274,6 +274,7 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     kv("base", t.spec.base_ref.clone().unwrap_or_default());
     kv("agent", t.spec.agent.clone().unwrap_or_default());
     kv("model", t.spec.model.clone().unwrap_or_default());
+    kv("profile", profile_summary(&t.spec));
     kv(
         "priority",
         if t.priority != 0 {
@@ -675,6 +676,41 @@ impl StatusLine {
 impl Drop for StatusLine {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+/// `name (env A,B; mcp x; tools n; prompt appended)`: which profile a task runs with and what
+/// it brought; the full settings are in `--output json`.
+fn profile_summary(spec: &agentpool_core::TaskSpec) -> String {
+    let Some(name) = &spec.profile else {
+        return String::new();
+    };
+    let Some(s) = &spec.profile_settings else {
+        return name.clone();
+    };
+    let mut parts = Vec::new();
+    if !s.env.is_empty() {
+        parts.push(format!(
+            "env {}",
+            s.env.keys().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !s.mcp_servers.is_empty() {
+        parts.push(format!(
+            "mcp {}",
+            s.mcp_servers.keys().cloned().collect::<Vec<_>>().join(",")
+        ));
+    }
+    if !s.allowed_tools.is_empty() {
+        parts.push(format!("{} allowed tools", s.allowed_tools.len()));
+    }
+    if s.append_system_prompt.is_some() {
+        parts.push("system prompt appended".into());
+    }
+    if parts.is_empty() {
+        name.clone()
+    } else {
+        format!("{name} ({})", parts.join("; "))
     }
 }
 

@@ -3,6 +3,7 @@
 //! endpoint.
 
 mod auth;
+mod mcp;
 mod parsers;
 mod process;
 mod real_cli;

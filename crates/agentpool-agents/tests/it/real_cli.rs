@@ -32,7 +32,7 @@ impl Collect {
     fn all(&self) -> Vec<NewEvent> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }
-    fn of(&self, k: EventKind) -> Vec<NewEvent> {
+    pub fn of(&self, k: EventKind) -> Vec<NewEvent> {
         self.all().into_iter().filter(|e| e.kind() == k).collect()
     }
 }

@@ -130,6 +130,27 @@ pub fn task_spec() -> TaskSpec {
         checks: Some(vec![check_spec()]),
         max_rounds: Some(3),
         push_on_checks_failed: true,
+        profile: Some("eu-proxy".into()),
+        profile_settings: Some(crate::AgentProfile {
+            env: [(
+                "ANTHROPIC_BASE_URL".to_string(),
+                "https://proxy.example.com".to_string(),
+            )]
+            .into(),
+            model: Some("sonnet".into()),
+            max_turns: Some(10),
+            allowed_tools: vec!["mcp__docs__search".into()],
+            append_system_prompt: Some("Run the tests before finishing.".into()),
+            mcp_servers: [(
+                "docs".to_string(),
+                crate::McpServer {
+                    command: "node".into(),
+                    args: vec!["docs-mcp.js".into()],
+                    env: Default::default(),
+                },
+            )]
+            .into(),
+        }),
     }
 }
 

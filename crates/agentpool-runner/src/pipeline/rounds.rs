@@ -51,6 +51,8 @@ impl Pipeline {
                 .collect(),
             home: ws.home.clone(),
             max_output_bytes: self.cfg.max_output_bytes,
+            local_login: self.cfg.local_logins.get(agent.capabilities().name).cloned(),
+            profile: spec.profile_settings.clone().unwrap_or_default(),
         };
         // Backstop for the adapter's own timeout: cancel it once time is up (plus grace).
         let agent_cancel = cancel.token().child_token();

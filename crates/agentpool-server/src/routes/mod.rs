@@ -2,6 +2,7 @@
 //! the router and the OpenAPI document are built from the same list and cannot drift apart.
 
 pub mod ops;
+pub mod profiles;
 pub mod projects;
 pub mod tasks;
 pub mod workers;
@@ -52,6 +53,10 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(projects::list_credentials))
         .routes(routes!(projects::put_credential))
         .routes(routes!(projects::delete_credential))
+        .routes(routes!(profiles::list))
+        .routes(routes!(profiles::get))
+        .routes(routes!(profiles::put))
+        .routes(routes!(profiles::delete))
 }
 
 /// The OpenAPI document as JSON, built once; `GET /v1/openapi.json` serves it.

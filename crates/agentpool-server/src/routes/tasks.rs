@@ -79,6 +79,7 @@ pub(crate) async fn prepare_spec(
             }
         }
     }
+    crate::routes::profiles::resolve(state, &mut spec, &field).await?;
     spec.validate(&state.inner.limits).map_err(|errs| {
         errs.into_iter()
             .map(|e| ValidationError::new(field(&e.field), e.message))

@@ -7,5 +7,6 @@ mod dashboard;
 mod flows;
 mod lifecycle;
 mod openapi;
+mod profiles;
 mod replicas;
 mod router;

@@ -91,6 +91,10 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
             admin,
         ),
         ("DELETE", "/v1/credentials/c".into(), None, admin),
+        ("GET", "/v1/profiles".into(), None, sub),
+        ("GET", "/v1/profiles/p".into(), None, sub),
+        ("PUT", "/v1/profiles/p".into(), Some(json!({"model": "m"})), admin),
+        ("DELETE", "/v1/profiles/p".into(), None, admin),
     ]
 }
 

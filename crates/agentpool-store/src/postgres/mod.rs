@@ -511,6 +511,22 @@ impl Store for PgStore {
         registry::delete_credential(&self.pool, name).await
     }
 
+    async fn put_profile(&self, p: &agentpool_core::Profile) -> Result<()> {
+        registry::put_profile(&self.pool, p, self.now()).await
+    }
+
+    async fn get_profile(&self, name: &str) -> Result<Option<agentpool_core::Profile>> {
+        registry::get_profile(&self.pool, name).await
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<agentpool_core::Profile>> {
+        registry::list_profiles(&self.pool).await
+    }
+
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        registry::delete_profile(&self.pool, name).await
+    }
+
     async fn create_token(&self, t: TokenRecord) -> Result<()> {
         registry::create_token(&self.pool, t).await
     }

@@ -1,4 +1,4 @@
-//! Workers, projects, credentials and tokens: plain CRUD, the same on both backends.
+//! Workers, projects, credentials, profiles and tokens: plain CRUD, the same on both backends.
 
 /// Instantiate the registry queries for database `$db` (see the [module docs](super)).
 macro_rules! registry_queries {
@@ -252,6 +252,51 @@ macro_rules! registry_queries {
                 .await?
                 .rows_affected();
             common::found(n, "credential", name)
+        }
+
+        pub(crate) async fn put_profile(w: &Pool<Db>, p: &agentpool_core::Profile, now: i64) -> Result<()> {
+            sqlx::query(
+                "INSERT INTO profiles (name, settings, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $3) ON CONFLICT (name) DO UPDATE SET \
+                 settings = excluded.settings, updated_at = excluded.updated_at",
+            )
+            .bind(&p.name)
+            .bind(json(&p.settings)?)
+            .bind(now)
+            .execute(w)
+            .await?;
+            Ok(())
+        }
+
+        fn profile_of(name: String, settings: &str) -> Result<agentpool_core::Profile> {
+            let settings = serde_json::from_str(settings)
+                .map_err(|e| StoreError::Corrupt(format!("profile {name}: {e}")))?;
+            Ok(agentpool_core::Profile { name, settings })
+        }
+
+        pub(crate) async fn get_profile(r: &Pool<Db>, name: &str) -> Result<Option<agentpool_core::Profile>> {
+            let s: Option<String> = sqlx::query_scalar("SELECT settings FROM profiles WHERE name = $1")
+                .bind(name)
+                .fetch_optional(r)
+                .await?;
+            s.map(|s| profile_of(name.to_string(), &s)).transpose()
+        }
+
+        pub(crate) async fn list_profiles(r: &Pool<Db>) -> Result<Vec<agentpool_core::Profile>> {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT name, settings FROM profiles ORDER BY name")
+                    .fetch_all(r)
+                    .await?;
+            rows.into_iter().map(|(n, s)| profile_of(n, &s)).collect()
+        }
+
+        pub(crate) async fn delete_profile(w: &Pool<Db>, name: &str) -> Result<()> {
+            let n = sqlx::query("DELETE FROM profiles WHERE name = $1")
+                .bind(name)
+                .execute(w)
+                .await?
+                .rows_affected();
+            common::found(n, "profile", name)
         }
 
         pub(crate) async fn create_token(w: &Pool<Db>, t: TokenRecord) -> Result<()> {

@@ -349,6 +349,22 @@ impl Store for SqliteStore {
         registry::delete_credential(&self.writer, name).await
     }
 
+    async fn put_profile(&self, p: &agentpool_core::Profile) -> Result<()> {
+        registry::put_profile(&self.writer, p, self.now()).await
+    }
+
+    async fn get_profile(&self, name: &str) -> Result<Option<agentpool_core::Profile>> {
+        registry::get_profile(&self.reader, name).await
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<agentpool_core::Profile>> {
+        registry::list_profiles(&self.reader).await
+    }
+
+    async fn delete_profile(&self, name: &str) -> Result<()> {
+        registry::delete_profile(&self.writer, name).await
+    }
+
     async fn create_token(&self, t: TokenRecord) -> Result<()> {
         registry::create_token(&self.writer, t).await
     }

@@ -10,6 +10,7 @@ use crate::harness::{Harness, cmd};
 both!(
     workers_register_drain_and_deregister,
     projects_credentials_and_tokens_round_trip,
+    profiles_round_trip,
     follow_up_resumes_the_earlier_session,
 );
 
@@ -146,4 +147,44 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
     h.store.revoke_token("t1").await.unwrap();
     assert!(h.store.find_token(&tok.hash).await.unwrap().unwrap().revoked);
     assert_eq!(h.store.list_tokens().await.unwrap().len(), 1);
+}
+
+async fn profiles_round_trip(h: Harness) {
+    use agentpool_core::{AgentProfile, McpServer, Profile};
+    let mut settings = AgentProfile {
+        model: Some("m".into()),
+        ..AgentProfile::default()
+    };
+    settings
+        .env
+        .insert("ANTHROPIC_BASE_URL".into(), "http://x".into());
+    settings.mcp_servers.insert(
+        "tools".into(),
+        McpServer {
+            command: "node".into(),
+            args: vec!["s.js".into()],
+            ..McpServer::default()
+        },
+    );
+    let p = Profile {
+        name: "eu".into(),
+        settings,
+    };
+    h.store.put_profile(&p).await.unwrap();
+    assert_eq!(h.store.get_profile("eu").await.unwrap(), Some(p.clone()));
+    let mut q = p.clone();
+    q.settings.max_turns = Some(3);
+    h.store.put_profile(&q).await.unwrap();
+    let other = Profile {
+        name: "a".into(),
+        settings: AgentProfile::default(),
+    };
+    h.store.put_profile(&other).await.unwrap();
+    assert_eq!(h.store.list_profiles().await.unwrap(), vec![other, q]);
+    h.store.delete_profile("eu").await.unwrap();
+    assert_eq!(h.store.get_profile("eu").await.unwrap(), None);
+    assert!(matches!(
+        h.store.delete_profile("eu").await,
+        Err(StoreError::NotFound { .. })
+    ));
 }

@@ -99,6 +99,7 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         agents: Vec::new(),
         extra_env,
         agent_bin_dir: agent.as_ref().and_then(|a| a.bin_dir.clone()),
+        access: Default::default(),
     })
     .await?;
     say!(

@@ -4,6 +4,7 @@ mod admin;
 mod demo;
 pub mod launcher;
 pub mod pool;
+mod profiles;
 pub mod run_task;
 mod tasks;
 mod worker;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Workers(c) => admin::workers(&settings, c).await,
         Command::Projects(c) => admin::projects(&settings, c).await,
         Command::Credentials(c) => admin::credentials(&settings, c).await,
+        Command::Profiles(c) => profiles::profiles(&settings, c).await,
         Command::Tokens(c) => pool::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Launcher(a) => launcher::launcher(&settings, a).await,

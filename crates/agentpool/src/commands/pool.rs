@@ -7,6 +7,7 @@ use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
 
 use super::print_json;
+use crate::access::AgentAccess;
 use crate::cli::{MigrateArgs, ServeArgs, TokensCommand, UpArgs};
 use crate::config::{self, Settings, redact_url};
 use crate::embedded::{Embedded, EmbeddedOptions};
@@ -70,6 +71,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         agents: args.agents,
         extra_env: Default::default(),
         agent_bin_dir: None,
+        access: AgentAccess::resolve(&args.access)?,
     };
     let pool = Embedded::start(opts).await?;
     let pid = std::process::id();

@@ -9,6 +9,7 @@ use anyhow::Context;
 use futures::StreamExt;
 
 use super::{connect, find_server, print_json};
+use crate::access::AgentAccess;
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
@@ -64,6 +65,8 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         push: !args.no_push && !args.no_commit,
         commit_message: args.message.clone(),
         credentials: args.credentials.clone(),
+        profile: args.profile.clone(),
+        profile_settings: None,
         follow_up_of: args.follow_up,
         max_turns: args.max_turns,
         max_cost_usd: args.max_cost_usd,
@@ -135,7 +138,19 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
+    let access = AgentAccess::resolve(&args.access)?;
     let (client, embedded) = match find_server(settings).await? {
+        Some(c) if !args.access.is_empty() => {
+            return Err(Exit::new(
+                ExitCode::Usage,
+                format!(
+                    "--agent-env and --use-local-login apply to a transient pool, but a server runs at {}: \
+                     give them to `agentpool up`, or store the key (`agentpool credentials put`)",
+                    c.base_url()
+                ),
+            )
+            .into());
+        }
         Some(c) => (c, None),
         None => {
             let status = Style::stderr();
@@ -145,7 +160,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                     status.dim("no server running: starting a transient embedded pool")
                 );
             }
-            let e = Embedded::start(EmbeddedOptions::transient(settings, args.workers)).await?;
+            let mut opts = EmbeddedOptions::transient(settings, args.workers);
+            opts.access = access;
+            let e = Embedded::start(opts).await?;
             (settings.client(&e.url)?, Some(e))
         }
     };
@@ -490,6 +507,7 @@ mod tests {
             no_push: false,
             idempotency_key: None,
             credentials: vec![],
+            profile: None,
             follow_up: None,
             max_turns: None,
             max_cost_usd: None,

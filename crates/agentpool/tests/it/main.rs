@@ -1,6 +1,7 @@
 //! Integration tests of the `agentpool` binary: each test runs the real executable against a
 //! real embedded pool (SQLite, git, in-process workers) in a private data directory.
 
+mod agent_access;
 mod auth;
 mod dashboard;
 mod data_dir;
@@ -8,6 +9,7 @@ mod demo;
 mod json;
 mod kube;
 mod pool;
+mod profiles;
 mod run;
 mod serve;
 mod tls;

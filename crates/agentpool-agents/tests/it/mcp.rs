@@ -1,0 +1,105 @@
+//! A profile's MCP servers reach the real CLI: a tiny stdio MCP server (node) offers one tool
+//! that only it has; the scripted endpoint asks for that tool; the tool's answer comes back
+//! in the run's events and in the next request to the model.
+
+use agentpool_core::{AgentProfile, EventKind, McpServer};
+use agentpool_testkit::model::Step;
+use serde_json::json;
+
+use crate::real_cli::{Fixture, agent};
+
+fn profile(dir: &std::path::Path) -> AgentProfile {
+    let script = agentpool_testkit::mcp::write_words_server(dir).expect("write the MCP server");
+    AgentProfile {
+        mcp_servers: [(
+            "words".to_string(),
+            McpServer {
+                command: "node".into(),
+                args: vec![script.to_string_lossy().into_owned()],
+                ..McpServer::default()
+            },
+        )]
+        .into(),
+        allowed_tools: vec!["mcp__words__secret_word".into()],
+        append_system_prompt: Some("Use the words tools when asked for a secret.".into()),
+        ..AgentProfile::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
+    let Some(claude) = agent("claude-code") else {
+        return;
+    };
+    let fx = Fixture::new(vec![
+        Step::tool("secret_word", json!({"topic": "fruit"})),
+        Step::answer("done"),
+    ])
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut req = fx.request("claude-code", "what is the secret word?");
+    req.profile = profile(scratch.path());
+    // Claude Code defers MCP tools behind its ToolSearch tool by default, so a real model
+    // would search first; the scripted one asks for the tool directly.
+    req.env.insert("ENABLE_TOOL_SEARCH".into(), "false".into());
+    let (out, sink) = fx.run(claude.as_ref(), req).await;
+    let requests = fx.server.agent_requests();
+    let offered = requests.first().map(|r| r.tools()).unwrap_or_default();
+    assert!(
+        offered.iter().any(|t| t == "mcp__words__secret_word"),
+        "the MCP tool is offered to the model: {offered:?}"
+    );
+    let system = format!("{}", requests[0].body["system"]);
+    assert!(
+        system.contains("Use the words tools"),
+        "appended system prompt: {system}"
+    );
+    let results = sink.of(EventKind::ToolResult);
+    let shown = format!("{results:?}");
+    assert!(
+        shown.contains("PINEAPPLE-42 for fruit"),
+        "the MCP tool's answer is in the events: {shown}\noutcome: {out:?}"
+    );
+    let last = requests.last().map(|r| r.body.to_string()).unwrap_or_default();
+    assert!(last.contains("PINEAPPLE-42"), "and went back to the model");
+    assert!(!out.is_error, "{out:?}");
+}
+
+// Codex: the adapter writes the servers into its config.toml (`[mcp_servers.<name>]`), but
+// the pinned Codex did not offer the server's tool to the model in this test; not yet covered.
+
+/// The other CLIs: the profile's server in their own config format, its tool called, its
+/// answer in the events.
+async fn loads_the_mcp_server(name: &str) {
+    let Some(a) = agent(name) else { return };
+    let fx = Fixture::new(vec![
+        Step::tool("secret_word", json!({"topic": "fruit"})),
+        Step::answer("done"),
+    ])
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut req = fx.request(name, "what is the secret word?");
+    req.profile = profile(scratch.path());
+    let (out, sink) = fx.run(a.as_ref(), req).await;
+    let offered: Vec<String> = fx
+        .server
+        .agent_requests()
+        .iter()
+        .flat_map(|r| r.tools())
+        .collect();
+    let shown = format!("{:?}", sink.of(EventKind::ToolResult));
+    assert!(
+        shown.contains("PINEAPPLE-42 for fruit"),
+        "{name}: the MCP tool's answer is in the events: {shown}\noffered: {offered:?}\noutcome: {out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_loads_the_profile_s_mcp_server() {
+    loads_the_mcp_server("gemini").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_loads_the_profile_s_mcp_server() {
+    loads_the_mcp_server("opencode").await;
+}

@@ -1,0 +1,133 @@
+//! Agent profiles (CRUD), and resolving the one a task names into its spec at submit.
+
+use agentpool_core::profile::{self, AgentProfile, Profile, ProfileList};
+use agentpool_core::{TaskSpec, ValidationError};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use crate::auth::{Admins, Authorized, Submitters};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+
+const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
+
+/// Copy the settings of the profile `spec` names into it (`profile_settings`), with its model
+/// and turn limit as defaults: the task runs with, and shows, the profile as it was at submit.
+/// An unknown profile is a validation error on `field("profile")`.
+pub(crate) async fn resolve(
+    state: &AppState,
+    spec: &mut TaskSpec,
+    field: &impl Fn(&str) -> String,
+) -> Result<(), Vec<ValidationError>> {
+    spec.profile_settings = None;
+    let Some(name) = spec.profile.clone() else {
+        return Ok(());
+    };
+    if !profile::valid_name(&name) {
+        // Reported by the spec's own validation.
+        return Ok(());
+    }
+    match state.store().get_profile(&name).await {
+        Ok(Some(p)) => {
+            if spec.kind == agentpool_core::TaskKind::Agent {
+                spec.model = spec.model.take().or_else(|| p.settings.model.clone());
+                spec.max_turns = spec.max_turns.or(p.settings.max_turns);
+            }
+            spec.profile_settings = Some(p.settings);
+            Ok(())
+        }
+        Ok(None) => Err(vec![ValidationError::new(
+            field("profile"),
+            format!("profile {name} does not exist (see `agentpool profiles list`)"),
+        )]),
+        Err(e) => {
+            tracing::error!(error = %e, "profile lookup failed");
+            Err(vec![ValidationError::new(
+                field("profile"),
+                "could not be looked up",
+            )])
+        }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/v1/profiles", tag = "profiles",
+    responses((status = 200, body = ProfileList), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+) -> ApiResult<Json<ProfileList>> {
+    Ok(Json(ProfileList {
+        profiles: state.store().list_profiles().await?,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/profiles/{name}", tag = "profiles",
+    params(("name" = String, Path, description = "Profile name")),
+    responses((status = 200, body = Profile), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Profile>> {
+    match state.store().get_profile(&name).await? {
+        Some(p) => Ok(Json(p)),
+        None => Err(ApiError::not_found("profile", &name)),
+    }
+}
+
+#[utoipa::path(
+    put, path = "/v1/profiles/{name}", tag = "profiles",
+    params(("name" = String, Path, description = "Profile name")),
+    request_body = AgentProfile,
+    responses((status = 200, body = Profile, description = "Stored (created or replaced)"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(settings): ApiJson<AgentProfile>,
+) -> ApiResult<Json<Profile>> {
+    let mut errs = Vec::new();
+    if !profile::valid_name(&name) {
+        errs.push(ValidationError::new("name", NAME_RULE));
+    }
+    if let Err(e) = settings.validate() {
+        errs.extend(e);
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::validation(errs));
+    }
+    let p = Profile { name, settings };
+    state.store().put_profile(&p).await?;
+    Ok(Json(p))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/profiles/{name}", tag = "profiles",
+    params(("name" = String, Path, description = "Profile name")),
+    responses((status = 204, description = "Deleted; tasks already submitted keep its settings"),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.store().delete_profile(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,127 @@
+//! Agent profiles over a real socket: CRUD, validation with field paths (secrets refused with
+//! the credentials hint), an unknown profile refused at submit, and a task that names one
+//! carrying the profile's settings — in its detail and in the claim a worker gets.
+
+use std::time::Duration;
+
+use agentpool_client::Error;
+use agentpool_core::{AgentProfile, McpServer, TaskSpec};
+use agentpool_testkit::db::Backend;
+
+use crate::support::{register, spawn_app};
+
+fn settings() -> AgentProfile {
+    AgentProfile {
+        env: [(
+            "ANTHROPIC_BASE_URL".to_string(),
+            "https://proxy.example.com".to_string(),
+        )]
+        .into(),
+        model: Some("sonnet".into()),
+        max_turns: Some(7),
+        allowed_tools: vec!["mcp__docs__search".into()],
+        append_system_prompt: Some("Be brief.".into()),
+        mcp_servers: [(
+            "docs".to_string(),
+            McpServer {
+                command: "node".into(),
+                args: vec!["docs.js".into()],
+                ..McpServer::default()
+            },
+        )]
+        .into(),
+    }
+}
+
+fn rejected_fields(e: Error) -> (u16, Vec<String>, String) {
+    match e {
+        Error::Rejected {
+            status,
+            fields,
+            message,
+            ..
+        } => {
+            let msgs = fields
+                .iter()
+                .map(|f| f.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            (
+                status,
+                fields.into_iter().map(|f| f.field).collect(),
+                format!("{message} {msgs}"),
+            )
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+async fn profiles_are_stored_validated_and_resolved_into_tasks(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    let sub = app.submitter();
+    let wrk = app.worker();
+
+    let p = admin.put_profile("eu-proxy", &settings()).await.expect("put");
+    assert_eq!(p.settings, settings());
+    assert_eq!(sub.get_profile("eu-proxy").await.expect("get"), p);
+    assert_eq!(sub.list_profiles().await.expect("list"), vec![p.clone()]);
+
+    let mut bad = settings();
+    bad.env.insert("ANTHROPIC_API_KEY".into(), "sk-ant-x".into());
+    let (status, fields, msg) = rejected_fields(admin.put_profile("Bad Name", &bad).await.unwrap_err());
+    assert_eq!(status, 422);
+    assert_eq!(fields, ["name", "env.ANTHROPIC_API_KEY"]);
+    assert!(
+        msg.contains("agentpool credentials put anthropic_api_key"),
+        "{msg}"
+    );
+    assert!(!msg.contains("sk-ant-x"), "{msg}");
+    assert!(matches!(
+        sub.put_profile("x", &settings()).await,
+        Err(Error::Rejected { status: 403, .. })
+    ));
+
+    // Unknown profile at submit: 422 on the field.
+    let mut spec = TaskSpec::agent("https://example.com/r.git", "claude-code", "hi");
+    spec.profile = Some("nope".into());
+    let (status, fields, _) = rejected_fields(sub.submit(&spec).await.unwrap_err());
+    assert_eq!((status, fields), (422, vec!["profile".to_string()]));
+
+    // A known one: the task carries its settings, with the task's own model winning.
+    spec.profile = Some("eu-proxy".into());
+    spec.model = Some("opus".into());
+    let task = sub.submit(&spec).await.expect("submit").task;
+    let detail = sub.get_task(task.id).await.expect("detail");
+    let ran_with = detail
+        .task
+        .spec
+        .profile_settings
+        .clone()
+        .expect("resolved settings");
+    assert_eq!(ran_with, settings());
+    assert_eq!(detail.task.spec.model.as_deref(), Some("opus"));
+    assert_eq!(
+        detail.task.spec.max_turns,
+        Some(7),
+        "the profile's turn limit is the default"
+    );
+
+    // Changing or deleting the profile does not change a submitted task.
+    admin.delete_profile("eu-proxy").await.expect("delete");
+    assert!(matches!(
+        admin.delete_profile("eu-proxy").await,
+        Err(Error::NotFound(_))
+    ));
+    let w = register(&wrk).await;
+    let claimed = wrk.claim(&w.id, 1, Duration::ZERO).await.expect("claim");
+    let work = claimed
+        .iter()
+        .find(|c| c.claimed.task.id == task.id)
+        .expect("claimed");
+    assert_eq!(work.claimed.task.spec.profile_settings, Some(settings()));
+}
+
+crate::both_backends!(profiles_are_stored_validated_and_resolved_into_tasks);

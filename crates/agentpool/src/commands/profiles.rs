@@ -1,0 +1,105 @@
+//! `agentpool profiles`: put, list, show and delete the agent profiles tasks name.
+
+use agentpool_core::{AgentProfile, McpServer};
+use anyhow::Context;
+
+use super::{connect, print_json};
+use crate::cli::{ProfilePutArgs, ProfilesCommand};
+use crate::config::Settings;
+use crate::exit::{Exit, ExitCode};
+
+pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    match cmd {
+        ProfilesCommand::Put(args) => {
+            let name = args.name.clone();
+            let p = client.put_profile(&name, &settings_from(args)?).await?;
+            if settings.json() {
+                print_json(&p)?;
+            } else {
+                println!("profile {name} stored");
+            }
+        }
+        ProfilesCommand::List => {
+            let list = client.list_profiles().await?;
+            if settings.json() {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                eprintln!("no profiles");
+            } else {
+                for p in list {
+                    let s = &p.settings;
+                    let mut parts = Vec::new();
+                    if let Some(m) = &s.model {
+                        parts.push(format!("model {m}"));
+                    }
+                    if !s.env.is_empty() {
+                        parts.push(format!(
+                            "env {}",
+                            s.env.keys().cloned().collect::<Vec<_>>().join(",")
+                        ));
+                    }
+                    if !s.mcp_servers.is_empty() {
+                        let names: Vec<_> = s.mcp_servers.keys().cloned().collect();
+                        parts.push(format!("mcp {}", names.join(",")));
+                    }
+                    println!("{}\t{}", p.name, parts.join("  "));
+                }
+            }
+        }
+        ProfilesCommand::Show { name } => {
+            // Settings are structured (MCP servers, variables): JSON reads best for both.
+            print_json(&client.get_profile(&name).await?)?;
+        }
+        ProfilesCommand::Delete { name } => {
+            client.delete_profile(&name).await?;
+            if settings.json() {
+                print_json(&serde_json::json!({ "deleted": name }))?;
+            } else {
+                println!("profile {name} deleted");
+            }
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+/// The settings to store: the file's (if any), then each flag on top.
+fn settings_from(args: ProfilePutArgs) -> anyhow::Result<AgentProfile> {
+    let usage = |m: String| anyhow::Error::from(Exit::new(ExitCode::Usage, m));
+    let mut s: AgentProfile = match &args.from_file {
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                t
+            } else {
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+            };
+            serde_json::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?
+        }
+        None => AgentProfile::default(),
+    };
+    s.env.extend(args.env);
+    s.model = args.model.or(s.model);
+    s.max_turns = args.max_turns.or(s.max_turns);
+    s.allowed_tools.extend(args.allowed_tools);
+    s.append_system_prompt = args.append_system_prompt.or(s.append_system_prompt);
+    for m in args.mcp_servers {
+        let (name, cmdline) = m
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--mcp-server {m:?}: expected NAME=COMMAND [ARG…]")))?;
+        let mut words = cmdline.split_whitespace().map(str::to_string);
+        let command = words
+            .next()
+            .ok_or_else(|| usage(format!("--mcp-server {m:?}: the command is empty")))?;
+        s.mcp_servers.insert(
+            name.to_string(),
+            McpServer {
+                command,
+                args: words.collect(),
+                ..McpServer::default()
+            },
+        );
+    }
+    Ok(s)
+}

@@ -1,0 +1,189 @@
+//! Handing a transient pool's agent its key in one command: `--agent-env` passes exactly the
+//! named variables from the caller's environment, `--use-local-login` makes the agent's login
+//! file visible in the task's private home; without them nothing is inherited.
+
+use std::path::Path;
+use std::process::Output;
+
+use agentpool_testkit::model::{ModelServer, Script, Step};
+
+use crate::demo::agent_bin_dir;
+use crate::{Env, git, json, stderr, stdout};
+
+const KEY: &str = "sk-ant-passed-from-the-caller";
+
+fn bin_or_fail() -> Option<std::path::PathBuf> {
+    let bin = agent_bin_dir();
+    assert!(
+        bin.is_some() || !agentpool_testkit::services_required(),
+        "the claude CLI is not installed: run `npm ci --prefix tools/agents`"
+    );
+    bin
+}
+
+/// `agentpool run` of Claude Code on `remote`, with `vars` in the caller's environment.
+async fn run_claude(env: &Env, bin: &Path, remote: &Path, vars: &[(&str, &str)], flags: &[&str]) -> Output {
+    let mut cmd = env.cmd();
+    cmd.env("AGENTPOOL_AGENT_BIN_DIR", bin)
+        .args([
+            "run",
+            "--repo",
+            remote.to_str().unwrap(),
+            "--agent",
+            "claude-code",
+        ])
+        .args(["--max-attempts", "3", "--output", "json"])
+        .args(flags)
+        .arg("write hello.txt");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("run agentpool"))
+        .await
+        .expect("join")
+}
+
+fn script() -> Script {
+    Script::new([
+        Step::write_file("hello.txt", "hi from claude"),
+        Step::answer("done"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_passed_with_agent_env_reaches_claude_code_and_nothing_else_does() {
+    let Some(bin) = bin_or_fail() else { return };
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let model = ModelServer::start(script()).await.expect("model endpoint");
+    let base = model.base_url();
+    let vars = [("ANTHROPIC_API_KEY", KEY), ("ANTHROPIC_BASE_URL", base.as_str())];
+
+    // Exported but not passed: the task does not see it and fails at once.
+    let o = run_claude(&env, &bin, &remote, &vars, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", stderr(&o));
+    let task = json(&o);
+    assert_eq!(task["error_class"], "AUTH_FAILED", "{task}");
+    assert_eq!(task["attempts"], 1, "{task}");
+    assert!(model.agent_requests().is_empty(), "the agent never started");
+
+    let flags = [
+        "--agent-env",
+        "ANTHROPIC_API_KEY",
+        "--agent-env",
+        "ANTHROPIC_BASE_URL",
+    ];
+    let o = run_claude(&env, &bin, &remote, &vars, &flags).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let task = json(&o);
+    assert_eq!(task["state"], "succeeded", "{task}");
+    let branch = task["spec"]["branch"]
+        .as_str()
+        .or(task["result"]["branch"].as_str())
+        .expect("branch");
+    assert_eq!(
+        git(&remote, &["show", &format!("{branch}:hello.txt")]),
+        "hi from claude"
+    );
+    assert!(!model.agent_requests().is_empty());
+    let logs = env.run(&["tasks", "logs", task["id"].as_str().unwrap()]);
+    for out in [stdout(&o), stderr(&o), stdout(&logs)] {
+        assert!(!out.contains(KEY), "the key is never shown: {out}");
+    }
+}
+
+#[test]
+fn agent_env_refuses_unset_variables_and_local_login_without_a_login() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let home = env.dir.path().join("empty-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let o = env
+        .cmd()
+        .env_remove("AGENTPOOL_TEST_UNSET")
+        .args(["run", "--repo", remote.to_str().unwrap(), "--command", "true"])
+        .args(["--agent-env", "AGENTPOOL_TEST_UNSET"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("AGENTPOOL_TEST_UNSET is not set"), "{err}");
+
+    let o = env
+        .cmd()
+        .env("HOME", &home)
+        .args(["run", "--repo", remote.to_str().unwrap(), "--command", "true"])
+        .args(["--use-local-login", "claude-code"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains(".claude/.credentials.json"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_claude_login_is_visible_to_the_task_and_nothing_else_of_home_is() {
+    let Some(bin) = bin_or_fail() else { return };
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let model = ModelServer::start(script()).await.expect("model endpoint");
+    let base = model.base_url();
+    // A user's home as `claude /login` leaves it, plus things that must stay private.
+    let home = env.dir.path().join("user-home");
+    std::fs::create_dir_all(home.join(".claude/projects")).unwrap();
+    let far = 4_102_444_800_000u64; // 2100-01-01, so the CLI does not try to refresh
+    let login = serde_json::json!({ "claudeAiOauth": {
+        "accessToken": "sk-ant-oat01-local-login", "refreshToken": "sk-ant-ort01-local-login",
+        "expiresAt": far, "scopes": ["user:inference", "user:profile"], "subscriptionType": "pro" } });
+    std::fs::write(home.join(".claude/.credentials.json"), login.to_string()).unwrap();
+    std::fs::write(home.join(".claude/projects/secret.jsonl"), "private").unwrap();
+    std::fs::write(home.join(".claude.json"), r#"{"userID":"private"}"#).unwrap();
+
+    let vars = [
+        ("HOME", home.to_str().unwrap()),
+        ("ANTHROPIC_BASE_URL", base.as_str()),
+    ];
+    let flags = [
+        "--use-local-login",
+        "claude-code",
+        "--agent-env",
+        "ANTHROPIC_BASE_URL",
+    ];
+    let o = run_claude(&env, &bin, &remote, &vars, &flags).await;
+    let task = json(&o);
+    assert_ne!(task["error_class"], "AUTH_FAILED", "the login is found: {task}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let requests = model.agent_requests();
+    assert!(
+        !requests.is_empty(),
+        "Claude Code got past its login check and called the model"
+    );
+    let auth = requests[0]
+        .headers
+        .get("authorization")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        auth, "Bearer sk-ant-oat01-local-login",
+        "it used the local login's token"
+    );
+    // Nothing but the login file was brought in.
+    let prompts: String = requests.iter().map(|r| format!("{r:?}")).collect();
+    assert!(!prompts.contains("secret.jsonl"), "{prompts}");
+    assert_eq!(
+        std::fs::read_to_string(home.join(".claude/.credentials.json")).unwrap(),
+        login.to_string()
+    );
+}
