@@ -1,7 +1,7 @@
 //! The REAL agent CLIs (pinned in tools/agents) through agentpool's worker pipeline: a real
 //! SQLite store, the smart-HTTP git server, the scripted model endpoint. A missing CLI fails
 //! these tests when services are required (scripts/test, CI); otherwise they return early.
-//! (Written by the agent-adapters helper; the helpers it uses are the worker tests' own.)
+//! (The helpers they use are the worker tests' own.)
 
 use std::path::PathBuf;
 use std::sync::Arc;
