@@ -397,7 +397,7 @@ pub enum ProjectsCommand {
     Show { name: String },
     /// Create or update a project
     #[command(alias = "create")]
-    Put(ProjectPutArgs),
+    Put(Box<ProjectPutArgs>),
     /// Delete a project
     #[command(alias = "rm")]
     Delete { name: String },

@@ -410,6 +410,17 @@ fn render_spec(d: &TaskDetail) -> String {
         "model",
         s.model.as_deref().map(|p| esc(p).to_string()).unwrap_or_default(),
     );
+    kv(
+        "profile",
+        s.profile
+            .as_deref()
+            .map(|p| esc(p).to_string())
+            .unwrap_or_default(),
+    );
+    kv(
+        "cost limit",
+        s.max_cost_usd.map(|c| format!("${c}")).unwrap_or_default(),
+    );
     kv("priority", t.priority.to_string());
     kv("labels", html::labels(&s.labels));
     kv(
