@@ -267,12 +267,17 @@ pub(crate) async fn version_of(cfg: &AgentConfig, agent: &str, exe: &str) -> Opt
 }
 
 async fn probe_version(cfg: &AgentConfig, program: std::path::PathBuf) -> Option<String> {
-    let home = std::env::temp_dir().join(format!("agentpool-version-{}", std::process::id()));
+    // A throwaway HOME, removed when the probe ends: `--version` must not read or write the
+    // user's agent settings, and the probe must leave nothing behind in the temp directory.
+    let home = tempfile::Builder::new()
+        .prefix("agentpool-version-")
+        .tempdir()
+        .ok()?;
     let mut env = process::base_env(Some(&cfg.child_path()));
-    env.insert("HOME".into(), home.to_string_lossy().into_owned());
+    env.insert("HOME".into(), home.path().to_string_lossy().into_owned());
     let spec = process::ProcessSpec::new(program)
         .arg("--version")
-        .cwd(std::env::temp_dir())
+        .cwd(home.path())
         .envs(env)
         .timeout(Duration::from_secs(20))
         .max_output_bytes(64 * 1024)
