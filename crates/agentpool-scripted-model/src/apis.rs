@@ -1,51 +1,25 @@
 //! The four APIs' handlers: Anthropic Messages, OpenAI Responses and Chat Completions, and
 //! Gemini — each answering the scripted step in its own wire format, streamed or not.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::play::{
-    Call, call_for, error_response, error_text, hang, model_of, parse_body, sse, step_for, wants_stream,
+    ApiRequest, Call, call_for, error_response, error_text, hang, model_of, sse, wants_stream,
 };
-use crate::{Api, INPUT_TOKENS, OUTPUT_TOKENS, RecordedRequest, Shared, Step};
+use crate::{Api, INPUT_TOKENS, OUTPUT_TOKENS, Shared, Step};
 
-pub(crate) async fn count_tokens(State(shared): State<Arc<Shared>>, uri: Uri, bytes: Bytes) -> Response {
-    let body = parse_body(&bytes);
-    if let Ok(mut r) = shared.requests.lock() {
-        r.push(RecordedRequest {
-            api: Api::Anthropic,
-            path: uri.to_string(),
-            headers: BTreeMap::new(),
-            body,
-            side: true,
-            step: None,
-        });
-    }
+pub(crate) async fn count_tokens(req: ApiRequest) -> Response {
+    req.record_side(Api::Anthropic, false);
     axum::Json(json!({"input_tokens": INPUT_TOKENS})).into_response()
 }
 
-pub(crate) async fn anthropic(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let body = parse_body(&bytes);
+pub(crate) async fn anthropic(req: ApiRequest) -> Response {
+    let step = req.step(Api::Anthropic, "Scripted side answer");
+    let ApiRequest { shared, body, .. } = req;
     let model = model_of(&body, "claude-sonnet-4-5");
-    let step = step_for(
-        &shared,
-        Api::Anthropic,
-        &uri,
-        &headers,
-        &body,
-        "Scripted side answer",
-    );
     let (block, stop) = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => {
@@ -138,22 +112,10 @@ pub(crate) async fn anthropic(
 
 // ---------------------------------------------------------------- OpenAI Responses
 
-pub(crate) async fn responses(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let body = parse_body(&bytes);
+pub(crate) async fn responses(req: ApiRequest) -> Response {
+    let step = req.step(Api::Responses, "Scripted side answer");
+    let ApiRequest { shared, body, .. } = req;
     let model = model_of(&body, "gpt-5.5");
-    let step = step_for(
-        &shared,
-        Api::Responses,
-        &uri,
-        &headers,
-        &body,
-        "Scripted side answer",
-    );
     let item = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => {
@@ -245,22 +207,10 @@ fn openai_error(status: u16, retry_after: Option<u64>) -> Response {
 
 // ---------------------------------------------------------------- OpenAI Chat Completions
 
-pub(crate) async fn chat(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let body = parse_body(&bytes);
+pub(crate) async fn chat(req: ApiRequest) -> Response {
+    let step = req.step(Api::ChatCompletions, "Scripted title");
+    let ApiRequest { shared, body, .. } = req;
     let model = model_of(&body, "stub-model");
-    let step = step_for(
-        &shared,
-        Api::ChatCompletions,
-        &uri,
-        &headers,
-        &body,
-        "Scripted title",
-    );
     let (message, finish) = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => return openai_error(*status, *retry_after),
@@ -314,28 +264,15 @@ pub(crate) async fn chat(
 
 // ---------------------------------------------------------------- Gemini
 
-pub(crate) async fn gemini(
-    State(shared): State<Arc<Shared>>,
-    Path(model_action): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let body = parse_body(&bytes);
+pub(crate) async fn gemini(Path(model_action): Path<String>, req: ApiRequest) -> Response {
     let (model, action) = model_action
         .split_once(':')
         .unwrap_or((&model_action, "generateContent"));
     if action == "countTokens" {
         return axum::Json(json!({"totalTokens": INPUT_TOKENS})).into_response();
     }
-    let step = step_for(
-        &shared,
-        Api::Gemini,
-        &uri,
-        &headers,
-        &body,
-        "Scripted side answer",
-    );
+    let step = req.step(Api::Gemini, "Scripted side answer");
+    let ApiRequest { shared, body, .. } = req;
     let part = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => {
@@ -377,26 +314,8 @@ pub(crate) async fn gemini(
     }
 }
 
-pub(crate) async fn other(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Response {
-    let body = parse_body(&bytes);
-    if let Ok(mut r) = shared.requests.lock() {
-        r.push(RecordedRequest {
-            api: Api::Other,
-            path: uri.to_string(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
-                .collect(),
-            body,
-            side: true,
-            step: None,
-        });
-    }
+pub(crate) async fn other(req: ApiRequest) -> Response {
+    req.record_side(Api::Other, true);
     (
         StatusCode::NOT_FOUND,
         axum::Json(json!({"error": {"message": "not scripted"}})),

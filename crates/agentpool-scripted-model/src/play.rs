@@ -1,9 +1,12 @@
 //! Playing the script: which step a request gets, the tool call that carries it out for the
 //! tools the agent offered, and the HTTP building blocks every API's answers share.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -193,19 +196,64 @@ pub(crate) fn model_of(body: &Value, default: &str) -> String {
         .to_string()
 }
 
-/// Record the request and pick the scripted step; side requests (titles, routing) get a fixed
-/// answer so they never consume the test's script.
-pub(crate) fn step_for(
-    shared: &Shared,
-    api: Api,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &Value,
-    side: &str,
-) -> Step {
-    match shared.play(api, uri, headers, body) {
-        Play::Side => Step::answer(side),
-        Play::Step(s) => s,
+/// One request to a scripted API: its headers and body (`null` when not JSON), with the shared
+/// state it plays against.
+pub(crate) struct ApiRequest {
+    pub shared: Arc<Shared>,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl FromRequest<Arc<Shared>> for ApiRequest {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, shared: &Arc<Shared>) -> Result<Self, Response> {
+        let uri = req.uri().clone();
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, shared)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            shared: shared.clone(),
+            uri,
+            headers,
+            body: parse_body(&bytes),
+        })
+    }
+}
+
+impl ApiRequest {
+    /// Record the request and pick the scripted step; side requests (titles, routing) get a
+    /// fixed answer so they never consume the test's script.
+    pub(crate) fn step(&self, api: Api, side: &str) -> Step {
+        match self.shared.play(api, &self.uri, &self.headers, &self.body) {
+            Play::Side => Step::answer(side),
+            Play::Step(s) => s,
+        }
+    }
+
+    /// Record a request that gets a fixed answer and consumes no step (its headers too when
+    /// `with_headers`).
+    pub(crate) fn record_side(self, api: Api, with_headers: bool) {
+        let headers = if with_headers {
+            self.headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        if let Ok(mut r) = self.shared.requests.lock() {
+            r.push(RecordedRequest {
+                api,
+                path: self.uri.to_string(),
+                headers,
+                body: self.body,
+                side: true,
+                step: None,
+            });
+        }
     }
 }
 
