@@ -12,7 +12,7 @@ use agentpool_core::{ErrorClass, Event, EventKind, TaskId, TaskSpec, TaskState};
 use agentpool_store::{Store, TaskDetail};
 use agentpool_testkit::model::{ModelServer, Script, Step, TEST_API_KEY};
 
-use super::worker::{Env, RunningWorker, TOKEN, alive, api, config, env, events, start};
+use super::worker::{Env, RunningWorker, TOKEN, alive, api, assert_succeeded, config, env, events, start};
 
 fn bin_dir() -> PathBuf {
     std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
@@ -311,12 +311,7 @@ async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
         .task;
     let w = agent_worker(&env, agent, &model).await;
     let first_done = finished_within(&env.store, first.id, Duration::from_secs(120)).await;
-    assert_eq!(
-        first_done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        first_done.task.error_message
-    );
+    assert_succeeded(&first_done);
     let session = first_done
         .task
         .result
@@ -329,12 +324,7 @@ async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
     let second = env.store.enqueue(spec).await.unwrap().task;
     let second_done = finished_within(&env.store, second.id, Duration::from_secs(120)).await;
     w.stop().await;
-    assert_eq!(
-        second_done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        second_done.task.error_message
-    );
+    assert_succeeded(&second_done);
     assert_eq!(
         second_done.task.result.unwrap().session_id.as_deref(),
         Some(session.as_str())

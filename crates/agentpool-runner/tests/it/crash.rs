@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use agentpool_core::{AttemptOutcome, TaskState};
+use agentpool_core::AttemptOutcome;
 
-use crate::worker::{TOKEN, alive, api, command, config, env, finished, pids, start, until, wait_log};
+use crate::worker::{
+    TOKEN, alive, api, assert_succeeded, command, config, env, finished, pids, start, until, wait_log,
+};
 
 fn spawn_worker(server: &str, dir: &std::path::Path, id: &str) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"))
@@ -60,12 +62,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     let done = finished(&store, task.id).await;
     let summary = rescuer.stop().await;
 
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    assert_succeeded(&done);
     assert_eq!(summary.succeeded, 1);
     let outcomes: Vec<_> = done.attempts_detail.iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, vec![AttemptOutcome::Expired, AttemptOutcome::Succeeded]);

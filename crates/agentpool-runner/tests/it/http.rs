@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_client::Client;
-use agentpool_core::TaskState;
-use agentpool_server::{AuthMode, Role, ServerConfig, create_token, start_with_store};
+use agentpool_server::{AuthMode, Role, RunningServer, ServerConfig, create_token, start_with_store};
 use agentpool_store::Store;
 
-use crate::worker::{TOKEN, command, config, env, finished, start, wait_log};
+use crate::worker::{
+    Env, TOKEN, assert_succeeded, config, enqueue_command, env, finished, gate, start, wait_log,
+};
 
 fn server_config(listen: SocketAddr) -> ServerConfig {
     let mut c = ServerConfig::new("sqlite::memory:", listen);
@@ -27,28 +28,24 @@ async fn worker_token(store: &Arc<dyn Store>) -> String {
         .plaintext
 }
 
-#[tokio::test]
-async fn a_worker_over_http_runs_a_command_task_to_a_pushed_commit() {
-    let env = env().await;
+/// A server on a free loopback port over the test's store, and a worker client for it.
+async fn serve(env: &Env) -> (RunningServer, Client) {
     let server = start_with_store(server_config("127.0.0.1:0".parse().unwrap()), env.store.clone())
         .await
         .unwrap();
     let api = Client::new(&server.url(), Some(worker_token(&env.store).await)).unwrap();
-    let task = env
-        .store
-        .enqueue(command(&env, "echo over-http > http.txt"))
-        .await
-        .unwrap()
-        .task;
+    (server, api)
+}
+
+#[tokio::test]
+async fn a_worker_over_http_runs_a_command_task_to_a_pushed_commit() {
+    let env = env().await;
+    let (server, api) = serve(&env).await;
+    let task = enqueue_command(&env, "echo over-http > http.txt").await;
     let w = start(config(&env, "http-worker", TOKEN), Arc::new(api));
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    assert_succeeded(&done);
     let sha = done.task.result.unwrap().commit_sha.unwrap();
     assert_eq!(
         env.server.branch_sha("app", &format!("agentpool/{}", task.id)),
@@ -61,17 +58,11 @@ async fn a_worker_over_http_runs_a_command_task_to_a_pushed_commit() {
 #[tokio::test]
 async fn a_worker_that_loses_the_server_keeps_running_and_reports_when_it_is_back() {
     let env = env().await;
-    let server = start_with_store(server_config("127.0.0.1:0".parse().unwrap()), env.store.clone())
-        .await
-        .unwrap();
+    let (server, api) = serve(&env).await;
     let addr = server.addr;
-    let api = Client::new(&server.url(), Some(worker_token(&env.store).await)).unwrap();
-    let gate = env.dir.path().join("gate");
-    let cmd = format!(
-        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo after-outage",
-        gate.display()
-    );
-    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}; echo after-outage");
+    let task = enqueue_command(&env, &cmd).await;
     let w = start(config(&env, "http-worker", TOKEN), Arc::new(api));
     wait_log(&env.store, task.id, "ready").await;
 
@@ -88,12 +79,7 @@ async fn a_worker_that_loses_the_server_keeps_running_and_reports_when_it_is_bac
     };
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    assert_succeeded(&done);
     assert_eq!(done.attempts_detail.len(), 1, "the task ran once");
     assert_eq!(summary.succeeded, 1);
     let lines = crate::worker::log_lines(&crate::worker::events(&env.store, task.id).await);

@@ -9,7 +9,7 @@ use agentpool_core::protocol::{
     AppendEventsRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply, HeartbeatRequest,
 };
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{ErrorClass, Event, TaskId, TaskSpec, TaskState, Worker, WorkerId};
+use agentpool_core::{ErrorClass, Event, Task, TaskId, TaskSpec, TaskState, Worker, WorkerId};
 use agentpool_runner::api::{ApiError, ClaimedWork, WorkerApi};
 use agentpool_runner::{GitCredentials, Secret, WorkerConfig, WorkerSummary, run_worker};
 use agentpool_store::{Store, TaskDetail};
@@ -157,10 +157,41 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// Start worker `w1` with the right git token, straight on the store (30 s leases).
+pub async fn start_w1(env: &Env) -> RunningWorker {
+    start(
+        config(env, "w1", TOKEN),
+        api(&env.store, Duration::from_secs(30)).await,
+    )
+}
+
+/// A gate file that does not exist yet, and a shell loop that waits until it does: a task
+/// that runs the loop holds until the test writes the file.
+pub fn gate(env: &Env) -> (std::path::PathBuf, String) {
+    let gate = env.dir.path().join("gate");
+    let wait = format!("while [ ! -e '{}' ]; do sleep 0.02; done", gate.display());
+    (gate, wait)
+}
+
+/// The task succeeded (its error message shown when not).
+pub fn assert_succeeded(done: &TaskDetail) {
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+}
+
 pub const GRANDCHILDREN: &str = "sleep 1000 & echo pid $!; sleep 1000 & echo pid $!; echo ready; wait";
 
 pub fn command(env: &Env, cmd: &str) -> TaskSpec {
     TaskSpec::command(&env.server.url("app"), cmd)
+}
+
+/// Enqueue command `cmd` on repository `app`.
+pub async fn enqueue_command(env: &Env, cmd: &str) -> Task {
+    env.store.enqueue(command(env, cmd)).await.unwrap().task
 }
 
 #[tokio::test]
@@ -175,19 +206,11 @@ async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() 
         .await
         .unwrap()
         .task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let w = start_w1(&env).await;
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
 
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    assert_succeeded(&done);
     let result = done.task.result.clone().unwrap();
     let branch = format!("agentpool/{}", task.id);
     assert_eq!(result.branch.as_deref(), Some(branch.as_str()));
@@ -231,10 +254,7 @@ async fn failing_command_is_an_agent_error_with_its_exit_code() {
     let mut spec = command(&env, "echo boom >&2; exit 7");
     spec.max_attempts = Some(1);
     let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let w = start_w1(&env).await;
     let done = finished(&env.store, task.id).await;
     w.stop().await;
     assert_eq!(done.task.state, TaskState::Failed);
@@ -250,10 +270,7 @@ async fn bad_repository_url_is_an_invalid_task() {
     let mut spec = TaskSpec::command("/tmp/some/repo", "true");
     spec.max_attempts = Some(3);
     let enq = env.store.enqueue(spec).await.unwrap();
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let w = start_w1(&env).await;
     let done = finished(&env.store, enq.task.id).await;
     w.stop().await;
     assert_eq!(done.task.error_class, Some(ErrorClass::InvalidTask));
@@ -328,11 +345,8 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
          if [ -e '{}'/\"$AGENTPOOL_TASK_ID\"/git-token ]; then echo token-file-present; else echo token-file-absent; fi",
         token_dir.display()
     );
-    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let task = enqueue_command(&env, &cmd).await;
+    let w = start_w1(&env).await;
     let done = finished(&env.store, task.id).await;
     w.stop().await;
     assert_eq!(done.task.state, TaskState::Succeeded);
@@ -360,16 +374,8 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
 #[tokio::test]
 async fn cancel_of_a_running_task_kills_its_grandchildren_and_records_canceled() {
     let env = env().await;
-    let task = env
-        .store
-        .enqueue(command(&env, GRANDCHILDREN))
-        .await
-        .unwrap()
-        .task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let task = enqueue_command(&env, GRANDCHILDREN).await;
+    let w = start_w1(&env).await;
     let lines = wait_log(&env.store, task.id, "ready").await;
     let children = pids(&lines);
     assert_eq!(children.len(), 2);
@@ -391,10 +397,7 @@ async fn timeout_of_a_task_kills_its_grandchildren_and_records_timeout() {
     spec.timeout_secs = Some(1);
     spec.max_attempts = Some(1);
     let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let w = start_w1(&env).await;
     let done = finished(&env.store, task.id).await;
     w.stop().await;
     assert_eq!(done.task.state, TaskState::Failed);
@@ -409,16 +412,10 @@ async fn timeout_of_a_task_kills_its_grandchildren_and_records_timeout() {
 #[tokio::test]
 async fn shutdown_lets_a_running_task_finish_within_the_grace_period() {
     let env = env().await;
-    let gate = env.dir.path().join("gate");
-    let cmd = format!(
-        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo done > finished.txt",
-        gate.display()
-    );
-    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}; echo done > finished.txt");
+    let task = enqueue_command(&env, &cmd).await;
+    let w = start_w1(&env).await;
     wait_log(&env.store, task.id, "ready").await;
     w.shutdown.cancel();
     // The worker drains: it is still running the task; let the task finish now.
@@ -444,12 +441,7 @@ async fn shutdown_lets_a_running_task_finish_within_the_grace_period() {
 #[tokio::test]
 async fn shutdown_cancels_tasks_still_running_after_the_grace_period() {
     let env = env().await;
-    let task = env
-        .store
-        .enqueue(command(&env, GRANDCHILDREN))
-        .await
-        .unwrap()
-        .task;
+    let task = enqueue_command(&env, GRANDCHILDREN).await;
     let mut cfg = config(&env, "w1", TOKEN);
     cfg.drain_grace = Duration::from_millis(300);
     let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
@@ -607,10 +599,7 @@ async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running(
     for s in specs {
         ids.push(env.store.enqueue(s).await.unwrap().task.id);
     }
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let w = start_w1(&env).await;
     for id in ids {
         let done = finished(&env.store, id).await;
         assert_eq!(
@@ -629,14 +618,11 @@ async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running(
 #[tokio::test]
 async fn a_worker_runs_at_most_its_concurrency_at_once() {
     let env = env().await;
-    let gate = env.dir.path().join("gate");
-    let cmd = format!(
-        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done",
-        gate.display()
-    );
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}");
     let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(env.store.enqueue(command(&env, &cmd)).await.unwrap().task.id);
+        ids.push(enqueue_command(&env, &cmd).await.id);
     }
     let mut cfg = config(&env, "w2", TOKEN);
     cfg.concurrency = 2;
@@ -670,23 +656,17 @@ async fn a_worker_runs_at_most_its_concurrency_at_once() {
 #[tokio::test]
 async fn a_drain_requested_by_the_server_stops_the_worker_after_its_tasks() {
     let env = env().await;
-    let gate = env.dir.path().join("gate");
-    let cmd = format!(
-        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done",
-        gate.display()
-    );
-    let task = env.store.enqueue(command(&env, &cmd)).await.unwrap().task;
-    let w = start(
-        config(&env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}");
+    let task = enqueue_command(&env, &cmd).await;
+    let w = start_w1(&env).await;
     wait_log(&env.store, task.id, "ready").await;
     env.store
         .drain_worker(&WorkerId::parse("w1").unwrap())
         .await
         .unwrap();
     // A task queued now must not be taken by the draining worker.
-    let later = env.store.enqueue(command(&env, "true")).await.unwrap().task;
+    let later = enqueue_command(&env, "true").await;
     std::fs::write(&gate, "go").unwrap();
     let summary = tokio::time::timeout(Duration::from_secs(60), w.handle)
         .await

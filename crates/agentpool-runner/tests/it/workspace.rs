@@ -7,7 +7,7 @@ use agentpool_core::Redactor;
 use agentpool_core::{BranchName, RepoUrl, TaskId};
 use agentpool_runner::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Secret};
 use agentpool_runner::workspace::{
-    CommitOptions, MirrorLocks, PrepareRequest, WorkspaceConfig, WorkspaceError, finish, prepare,
+    CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
 };
 use agentpool_testkit::git::{GIT_USER, GitServer};
 use tokio_util::sync::CancellationToken;
@@ -47,6 +47,28 @@ fn git_with(dir: &std::path::Path, token: &str) -> Git {
         timeout: Duration::from_secs(60),
         redactor: Redactor::new([token]),
     })
+}
+
+/// Prepare a workspace of repository `app` at `base_ref`, without a mirror.
+async fn prepare_app(f: &Fixture, git: &Git, base_ref: Option<&str>) -> Result<Workspace, WorkspaceError> {
+    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
+    let task_id = TaskId::new();
+    prepare(
+        git,
+        &WorkspaceConfig {
+            root: f.dir.path().join("tasks"),
+            mirror_dir: None,
+        },
+        &MirrorLocks::default(),
+        PrepareRequest {
+            task_id,
+            url: &url,
+            base_ref,
+            branch: &BranchName::for_task(task_id),
+        },
+        &CancellationToken::new(),
+    )
+    .await
 }
 
 fn commit_opts() -> CommitOptions {
@@ -135,25 +157,7 @@ async fn wrong_token_is_an_auth_failure_and_never_shows_the_token() {
     let f = fixture().await;
     let wrong = "wrong-token-value-98765";
     let git = git_with(f.dir.path(), wrong);
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
-    let task_id = TaskId::new();
-    let err = prepare(
-        &git,
-        &WorkspaceConfig {
-            root: f.dir.path().join("tasks"),
-            mirror_dir: None,
-        },
-        &MirrorLocks::default(),
-        PrepareRequest {
-            task_id,
-            url: &url,
-            base_ref: None,
-            branch: &BranchName::for_task(task_id),
-        },
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = prepare_app(&f, &git, None).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         matches!(err, WorkspaceError::Git(GitError::Auth { .. })),
@@ -168,25 +172,7 @@ async fn wrong_token_is_an_auth_failure_and_never_shows_the_token() {
 async fn unknown_base_ref_is_a_bad_ref() {
     let f = fixture().await;
     let git = git_with(f.dir.path(), TOKEN);
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
-    let task_id = TaskId::new();
-    let err = prepare(
-        &git,
-        &WorkspaceConfig {
-            root: f.dir.path().join("tasks"),
-            mirror_dir: None,
-        },
-        &MirrorLocks::default(),
-        PrepareRequest {
-            task_id,
-            url: &url,
-            base_ref: Some("no-such-branch"),
-            branch: &BranchName::for_task(task_id),
-        },
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap_err();
+    let err = prepare_app(&f, &git, Some("no-such-branch")).await.unwrap_err();
     assert!(matches!(err, WorkspaceError::BadRef(_)), "{err}");
 }
 
