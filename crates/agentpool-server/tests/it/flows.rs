@@ -4,14 +4,16 @@
 use std::time::{Duration, Instant};
 
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::{FailOutcome, FailRequest, HeartbeatRequest};
+use agentpool_core::protocol::{FailOutcome, HeartbeatRequest};
 use agentpool_core::{ErrorClass, EventKind, NewEvent, TaskResult, TaskSpec, TaskState, Usage, WorkerStatus};
 use agentpool_server::api::{BuildRequest, CompleteItem, TaskListQuery};
 use agentpool_testkit::db::Backend;
 use futures::StreamExt;
 use reqwest::StatusCode;
 
-use crate::support::{command_task, eventually, register, spawn_app};
+use crate::support::{
+    claim_one, command_task, eventually, fail_request, heartbeat, register, spawn_app, submit_and_claim,
+};
 
 async fn every_endpoint_works_through_the_client(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -267,13 +269,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         .fail(
             &w.id,
             c3.task.id,
-            &FailRequest {
-                lease_token: c3.lease.token,
-                class: ErrorClass::AuthFailed,
-                message: "invalid api key".into(),
-                retry_after_secs: None,
-                result: None,
-            },
+            &fail_request(c3.lease.token, ErrorClass::AuthFailed, "invalid api key"),
         )
         .await
         .expect("fail");
@@ -400,23 +396,13 @@ async fn stale_lease_is_refused_with_409(backend: Backend) {
     let a = register(&wrk).await;
     let b = register(&wrk).await;
     let t = sub.submit(&command_task("slow")).await.expect("submit").task;
-    let first = wrk
-        .claim(&a.id, 1, Duration::ZERO)
-        .await
-        .expect("claim a")
-        .remove(0)
-        .claimed;
+    let first = claim_one(&wrk, &a.id).await;
     // A's lease runs out (the store's clock moves past the TTL) and the task is rescued.
     app.clock.advance(Duration::from_secs(120));
     assert_eq!(app.store.requeue_expired().await.expect("requeue"), 1);
     // Past the retry backoff too.
     app.clock.advance(Duration::from_secs(3600));
-    let second = wrk
-        .claim(&b.id, 1, Duration::ZERO)
-        .await
-        .expect("claim b")
-        .remove(0)
-        .claimed;
+    let second = claim_one(&wrk, &b.id).await;
     assert_eq!(second.task.id, t.id);
     assert!(second.lease.token > first.lease.token);
 
@@ -440,27 +426,12 @@ async fn stale_lease_is_refused_with_409(backend: Backend) {
         .fail(
             &a.id,
             t.id,
-            &FailRequest {
-                lease_token: first.lease.token,
-                class: ErrorClass::AgentError,
-                message: "x".into(),
-                retry_after_secs: None,
-                result: None,
-            },
+            &fail_request(first.lease.token, ErrorClass::AgentError, "x"),
         )
         .await
         .expect_err("stale fail");
     assert!(e.is_stale_lease(), "{e}");
-    let hb = wrk
-        .heartbeat(
-            &a.id,
-            &HeartbeatRequest {
-                leases: vec![first.lease],
-                status: None,
-            },
-        )
-        .await
-        .expect("heartbeat");
+    let hb = heartbeat(&wrk, &a.id, vec![first.lease]).await;
     assert_eq!(hb.lost, vec![t.id]);
     // The stale calls changed nothing: B still holds the task and completes it.
     wrk.complete(&b.id, t.id, second.lease.token, TaskResult::default())
@@ -475,41 +446,17 @@ async fn cancel_reaches_a_running_task_through_heartbeat(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let sub = app.submitter();
-    let wrk = app.worker();
-    let w = register(&wrk).await;
-    let t = sub.submit(&command_task("sleep 100")).await.expect("submit").task;
-    let c = wrk
-        .claim(&w.id, 1, Duration::ZERO)
-        .await
-        .expect("claim")
-        .remove(0)
-        .claimed;
+    let (sub, wrk, w, t, c) = submit_and_claim(&app, "sleep 100").await;
     let running = sub.cancel(t.id).await.expect("cancel");
     assert_eq!(running.state, TaskState::Running);
     assert!(running.cancel_requested);
-    let hb = wrk
-        .heartbeat(
-            &w.id,
-            &HeartbeatRequest {
-                leases: vec![c.lease],
-                status: None,
-            },
-        )
-        .await
-        .expect("heartbeat");
+    let hb = heartbeat(&wrk, &w.id, vec![c.lease]).await;
     assert_eq!(hb.cancel, vec![t.id]);
     let out = wrk
         .fail(
             &w.id,
             t.id,
-            &FailRequest {
-                lease_token: c.lease.token,
-                class: ErrorClass::Canceled,
-                message: "canceled by user".into(),
-                retry_after_secs: None,
-                result: None,
-            },
+            &fail_request(c.lease.token, ErrorClass::Canceled, "canceled by user"),
         )
         .await
         .expect("report canceled");
@@ -529,16 +476,7 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let sub = app.submitter();
-    let wrk = app.worker();
-    let w = register(&wrk).await;
-    let t = sub.submit(&command_task("talk")).await.expect("submit").task;
-    let c = wrk
-        .claim(&w.id, 1, Duration::ZERO)
-        .await
-        .expect("claim")
-        .remove(0)
-        .claimed;
+    let (sub, wrk, w, t, c) = submit_and_claim(&app, "talk").await;
     let log = |i: usize| NewEvent::log("stdout", format!("line {i}"));
     wrk.append_events(&w.id, t.id, c.lease.token, (0..3).map(log).collect())
         .await

@@ -7,7 +7,7 @@ use agentpool_core::{TaskState, WorkerStatus};
 use agentpool_server::maintenance::{MaintenanceConfig, run_once};
 use agentpool_testkit::db::{Backend, TestDb};
 
-use crate::support::{command_task, register, spawn_app};
+use crate::support::{claim_one, command_task, register, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reports_its_port_and_stops_on_shutdown() {
@@ -67,12 +67,7 @@ async fn maintenance_marks_a_silent_worker_offline_and_rescues_its_task(backend:
     // After the retry backoff another worker takes it over and finishes it.
     app.clock.advance(Duration::from_secs(3600));
     let alive = register(&wrk).await;
-    let second = wrk
-        .claim(&alive.id, 1, Duration::ZERO)
-        .await
-        .expect("claim")
-        .remove(0)
-        .claimed;
+    let second = claim_one(&wrk, &alive.id).await;
     assert_eq!(second.task.id, t.id);
     assert_eq!(second.attempt, 2);
     wrk.complete(&alive.id, t.id, second.lease.token, Default::default())

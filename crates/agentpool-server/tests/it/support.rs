@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_client::Client;
+use agentpool_core::protocol::{ClaimedTask, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, Labels, TaskSpec, Worker};
+use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, LeaseToken, Task, TaskSpec, Worker, WorkerId};
 use agentpool_server::{AppState, AuthMode, Role, RunningServer, ServerConfig, ServerKey, create_token};
 use agentpool_store::{Clock, Store, StoreConfig};
 use agentpool_testkit::db::{Backend, TestDb};
@@ -268,6 +269,44 @@ pub async fn register(c: &Client) -> Worker {
 
 pub fn command_task(cmd: &str) -> TaskSpec {
     TaskSpec::command("https://example.com/repo.git", cmd)
+}
+
+/// Claim one task for worker `w` without waiting; fails when none is claimable.
+pub async fn claim_one(c: &Client, w: &WorkerId) -> ClaimedTask {
+    c.claim(w, 1, Duration::ZERO)
+        .await
+        .expect("claim")
+        .remove(0)
+        .claimed
+}
+
+/// Heartbeat `leases` for worker `w` without reporting a status.
+pub async fn heartbeat(c: &Client, w: &WorkerId, leases: Vec<Lease>) -> HeartbeatReply {
+    c.heartbeat(w, &HeartbeatRequest { leases, status: None })
+        .await
+        .expect("heartbeat")
+}
+
+/// A fail report with no retry hint and no result.
+pub fn fail_request(lease_token: LeaseToken, class: ErrorClass, message: &str) -> FailRequest {
+    FailRequest {
+        lease_token,
+        class,
+        message: message.into(),
+        retry_after_secs: None,
+        result: None,
+    }
+}
+
+/// Register a worker, submit command `cmd` and claim it: the submitter and worker clients, the
+/// worker, the task and its claim.
+pub async fn submit_and_claim(app: &TestApp, cmd: &str) -> (Client, Client, Worker, Task, ClaimedTask) {
+    let sub = app.submitter();
+    let wrk = app.worker();
+    let worker = register(&wrk).await;
+    let task = sub.submit(&command_task(cmd)).await.expect("submit").task;
+    let claimed = claim_one(&wrk, &worker.id).await;
+    (sub, wrk, worker, task, claimed)
 }
 
 /// Wait until `cond` holds, checking after each yield; fails after `limit`. For conditions

@@ -5,7 +5,7 @@ use agentpool_core::TaskSpec;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{send, session};
+use super::{enqueue_true, send, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -84,13 +84,7 @@ async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backen
     let Some(app) = router_app(backend).await else {
         return;
     };
-    let first = app
-        .store
-        .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
-        .await
-        .expect("enqueue")
-        .task
-        .id;
+    let first = enqueue_true(app.store.as_ref()).await;
     let mut later = TaskSpec::command("https://example.com/r.git", "true");
     later.depends_on = vec![first];
     later.labels.insert("gpu".into(), "yes".into());

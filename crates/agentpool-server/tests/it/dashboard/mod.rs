@@ -217,13 +217,7 @@ async fn pages_need_a_session_and_the_api_keeps_its_own_auth(backend: Backend) {
     let Some(app) = router_app(backend).await else {
         return;
     };
-    let id = app
-        .store
-        .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
-        .await
-        .expect("enqueue")
-        .task
-        .id;
+    let id = enqueue_true(app.store.as_ref()).await;
     for path in [
         "/",
         "/tasks?state=queued",
@@ -299,13 +293,7 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     let Some(app) = router_app(backend).await else {
         return;
     };
-    let id = app
-        .store
-        .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
-        .await
-        .expect("enqueue")
-        .task
-        .id;
+    let id = enqueue_true(app.store.as_ref()).await;
     let cookie = session(&app.tokens.admin);
     let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
     let csrf = page.csrf();
@@ -382,6 +370,16 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     );
 }
 
+/// Enqueue a command task (`true`) straight into the store; its id.
+pub(super) async fn enqueue_true(store: &dyn Store) -> agentpool_core::TaskId {
+    store
+        .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
+        .await
+        .expect("enqueue")
+        .task
+        .id
+}
+
 pub(super) async fn register(store: &dyn Store, name: &str) -> agentpool_core::Worker {
     store
         .register_worker(WorkerRegistration {
@@ -404,13 +402,7 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
         return;
     };
     let w = register(app.store.as_ref(), "w-1").await;
-    let id = app
-        .store
-        .enqueue(TaskSpec::command("https://example.com/r.git", "true"))
-        .await
-        .expect("enqueue")
-        .task
-        .id;
+    let id = enqueue_true(app.store.as_ref()).await;
     let admin = session(&app.tokens.admin);
     let sub = session(&app.tokens.submitter);
 
