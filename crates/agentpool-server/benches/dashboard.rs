@@ -19,6 +19,7 @@ use agentpool_core::{
 };
 use agentpool_server::{AppState, AuthMode, ServerConfig};
 use agentpool_store::{ClaimFilter, Failure, Store};
+use agentpool_testkit::bench::BenchArgs;
 use agentpool_testkit::db::{Backend, TestDb};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -33,41 +34,13 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args {
-        backend: Backend::Sqlite,
-        tasks: 10_000,
-        runs: 20,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let v = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--backend" => {
-                a.backend = if v.starts_with("postgres") {
-                    Backend::Postgres
-                } else {
-                    Backend::Sqlite
-                };
-                i += 1;
-            }
-            "--tasks" => {
-                a.tasks = v.parse().unwrap_or(a.tasks);
-                i += 1;
-            }
-            "--runs" => {
-                a.runs = v.parse().unwrap_or(a.runs);
-                i += 1;
-            }
-            "--smoke" => {
-                a.tasks = 200;
-                a.runs = 1;
-            }
-            _ => {} // cargo bench passes `--bench`
-        }
-        i += 1;
+    let args = BenchArgs::from_env();
+    let smoke = args.flag("--smoke");
+    Args {
+        backend: args.backend(Backend::Sqlite),
+        tasks: if smoke { 200 } else { args.value("--tasks", 10_000) },
+        runs: if smoke { 1 } else { args.value("--runs", 20) },
     }
-    a
 }
 
 const PROJECTS: [&str; 3] = ["web", "api", "cli"];

@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_client::Client;
-use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, TaskId, TaskSpec};
+use agentpool_core::{TaskId, TaskSpec};
 use agentpool_server::api::CompleteItem;
 use agentpool_server::{Role, ServerConfig, create_token};
+use agentpool_testkit::bench::{BenchArgs, command_worker};
 use agentpool_testkit::db::{Backend, TestDb};
 
 struct Args {
@@ -27,52 +27,15 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut a = Args {
-        backend: Backend::Postgres,
-        tasks: 20_000,
-        workers: 4,
-        batch: 200,
-        runs: 3,
-        latency_tasks: 500,
-    };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < argv.len() {
-        let v = argv.get(i + 1).cloned().unwrap_or_default();
-        match argv[i].as_str() {
-            "--backend" => {
-                a.backend = if v.starts_with("sqlite") {
-                    Backend::Sqlite
-                } else {
-                    Backend::Postgres
-                };
-                i += 1;
-            }
-            "--tasks" => {
-                a.tasks = v.parse().unwrap_or(a.tasks);
-                i += 1;
-            }
-            "--workers" => {
-                a.workers = v.parse().unwrap_or(a.workers);
-                i += 1;
-            }
-            "--batch" => {
-                a.batch = v.parse().unwrap_or(a.batch);
-                i += 1;
-            }
-            "--runs" => {
-                a.runs = v.parse().unwrap_or(a.runs);
-                i += 1;
-            }
-            "--latency-tasks" => {
-                a.latency_tasks = v.parse().unwrap_or(a.latency_tasks);
-                i += 1;
-            }
-            _ => {} // cargo bench passes `--bench`
-        }
-        i += 1;
+    let args = BenchArgs::from_env();
+    Args {
+        backend: args.backend(Backend::Postgres),
+        tasks: args.value("--tasks", 20_000),
+        workers: args.value("--workers", 4),
+        batch: args.value("--batch", 200),
+        runs: args.value("--runs", 3),
+        latency_tasks: args.value("--latency-tasks", 500),
     }
-    a
 }
 
 struct Server {
@@ -115,20 +78,6 @@ fn task(i: usize) -> TaskSpec {
     TaskSpec::command("https://example.com/bench.git", &format!("true {i}"))
 }
 
-fn reg() -> WorkerRegistration {
-    WorkerRegistration {
-        id: None,
-        hostname: "bench".into(),
-        version: "0".into(),
-        agents: vec![AgentInfo {
-            name: "command".into(),
-            version: None,
-        }],
-        labels: Default::default(),
-        slots: 1000,
-    }
-}
-
 /// Enqueue `n` tasks (untimed), then time workers draining them with batched claims and
 /// batched completions over HTTP.
 async fn throughput_run(args: &Args) -> f64 {
@@ -144,21 +93,15 @@ async fn throughput_run(args: &Args) -> f64 {
         let c = Client::new(&s.base, Some(s.worker_token.clone())).expect("client");
         let batch = args.batch;
         handles.push(tokio::spawn(async move {
-            let w = c.register(&reg()).await.expect("register");
+            let w = c.register(&command_worker(None)).await.expect("register");
             let mut done = 0usize;
             loop {
                 let got = c.claim(&w.id, batch, Duration::ZERO).await.expect("claim");
                 if got.is_empty() {
                     return done;
                 }
-                let items: Vec<CompleteItem> = got
-                    .iter()
-                    .map(|g| CompleteItem {
-                        task_id: g.claimed.task.id,
-                        lease_token: g.claimed.lease.token,
-                        result: Default::default(),
-                    })
-                    .collect();
+                let items: Vec<CompleteItem> =
+                    got.iter().map(|g| CompleteItem::success(&g.claimed)).collect();
                 let r = c.complete_batch(&w.id, items).await.expect("complete");
                 done += r.iter().filter(|x| x.ok).count();
             }
@@ -180,7 +123,7 @@ async fn latency_run(args: &Args) -> Vec<f64> {
     let s = server(args.backend).await;
     let sub = Client::new(&s.base, Some(s.submit_token.clone())).expect("client");
     let wrk = Client::new(&s.base, Some(s.worker_token.clone())).expect("client");
-    let w = wrk.register(&reg()).await.expect("register");
+    let w = wrk.register(&command_worker(None)).await.expect("register");
     let sent: Arc<Mutex<HashMap<TaskId, Instant>>> = Arc::default();
     let n = args.latency_tasks;
     let claimer = {
@@ -195,11 +138,7 @@ async fn latency_run(args: &Args) -> Vec<f64> {
                     pending.push((g.claimed.task.id, now));
                     // Complete off the claim loop, as a worker with free slots does: the next
                     // long poll starts at once.
-                    let items = vec![CompleteItem {
-                        task_id: g.claimed.task.id,
-                        lease_token: g.claimed.lease.token,
-                        result: Default::default(),
-                    }];
+                    let items = vec![CompleteItem::success(&g.claimed)];
                     let (c, id) = (wrk.clone(), w.id.clone());
                     tokio::spawn(async move {
                         let _ = c.complete_batch(&id, items).await;

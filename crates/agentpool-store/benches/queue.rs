@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, TaskResult, TaskSpec, WorkerId};
+use agentpool_core::{TaskResult, TaskSpec, WorkerId};
 use agentpool_store::{ClaimFilter, Store, StoreConfig, open_store_with};
+use agentpool_testkit::bench::command_worker;
 use agentpool_testkit::db::{Backend, TestDb};
 
 const LEASE: Duration = Duration::from_secs(300);
@@ -23,17 +23,7 @@ fn spec(i: usize) -> TaskSpec {
 async fn worker(store: &Arc<dyn Store>, name: &str) -> ClaimFilter {
     let id = WorkerId::parse(name).expect("worker id");
     store
-        .register_worker(WorkerRegistration {
-            id: Some(id.clone()),
-            hostname: "bench".into(),
-            version: "0".into(),
-            agents: vec![AgentInfo {
-                name: "command".into(),
-                version: None,
-            }],
-            labels: Default::default(),
-            slots: 1000,
-        })
+        .register_worker(command_worker(Some(id.clone())))
         .await
         .expect("register");
     ClaimFilter {

@@ -4,6 +4,7 @@
 //! and, re-exported as [`model`], the scripted model endpoint the real agent CLIs talk to
 //! (its own crate, because the demo uses it too).
 
+pub mod bench;
 pub mod db;
 pub mod git;
 pub mod mcp;

@@ -178,6 +178,17 @@ pub struct CompleteItem {
     pub result: TaskResult,
 }
 
+impl CompleteItem {
+    /// A successful completion of a claimed attempt, with an empty result.
+    pub fn success(c: &ClaimedTask) -> Self {
+        Self {
+            task_id: c.task.id,
+            lease_token: c.lease.token,
+            result: TaskResult::default(),
+        }
+    }
+}
+
 /// `POST /v1/workers/{id}/complete`: complete many attempts in one statement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

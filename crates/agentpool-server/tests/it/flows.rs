@@ -256,11 +256,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         .expect("complete");
     let items: Vec<CompleteItem> = claimed[1..3]
         .iter()
-        .map(|c| CompleteItem {
-            task_id: c.claimed.task.id,
-            lease_token: c.claimed.lease.token,
-            result: TaskResult::default(),
-        })
+        .map(|c| CompleteItem::success(&c.claimed))
         .collect();
     let results = wrk.complete_batch(&w.id, items).await.expect("batch complete");
     assert!(results.iter().all(|r| r.ok), "{results:?}");

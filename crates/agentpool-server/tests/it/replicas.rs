@@ -6,26 +6,33 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentpool_core::TaskState;
+use agentpool_server::RunningServer;
 use agentpool_server::api::CompleteItem;
 use agentpool_store::Clock;
 use agentpool_testkit::db::{Backend, TestDb};
 
-use crate::support::{command_task, open_store, register, spawn_on, test_config};
+use crate::support::{TestApp, command_task, open_store, register, spawn_on, test_config};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else {
-        return;
-    };
+/// Replica A (a test app) and replica B: B has its own store (own pool, own LISTEN) on the same
+/// PostgreSQL database and shares A's tokens.
+async fn two_replicas() -> Option<(TestApp, RunningServer)> {
+    let db = TestDb::new(Backend::Postgres).await?;
     let url = db.url().to_string();
     let clock = Clock::system();
     let store_a = open_store(&db, &clock).await;
-    let a = spawn_on(db, store_a, clock.clone(), test_config()).await;
-    // Replica B: its own store (own pool, own LISTEN) on the same database, sharing A's tokens.
+    let a = spawn_on(db, store_a, clock, test_config()).await;
     let store_b = agentpool_store::open_store(&url).await.expect("open b");
     let b = agentpool_server::start_with_store(test_config(), store_b)
         .await
         .expect("start b");
+    Some((a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
     let base_b = format!("http://{}", b.addr);
 
     const TASKS: usize = 400;
@@ -73,14 +80,7 @@ async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
                         .expect("complete");
                     }
                 } else {
-                    let items = got
-                        .iter()
-                        .map(|g| CompleteItem {
-                            task_id: g.claimed.task.id,
-                            lease_token: g.claimed.lease.token,
-                            result: Default::default(),
-                        })
-                        .collect();
+                    let items = got.iter().map(|g| CompleteItem::success(&g.claimed)).collect();
                     let r = c.complete_batch(&w.id, items).await.expect("batch");
                     assert!(r.iter().all(|x| x.ok), "{r:?}");
                 }
@@ -106,17 +106,9 @@ async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
 /// a task's live event stream on A carries events a worker appends through B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_work_signals_and_live_events() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else {
+    let Some((a, b)) = two_replicas().await else {
         return;
     };
-    let url = db.url().to_string();
-    let clock = Clock::system();
-    let store_a = open_store(&db, &clock).await;
-    let a = spawn_on(db, store_a, clock.clone(), test_config()).await;
-    let store_b = agentpool_store::open_store(&url).await.expect("open b");
-    let b = agentpool_server::start_with_store(test_config(), store_b)
-        .await
-        .expect("start b");
     let wrk_b = agentpool_client::Client::new(&format!("http://{}", b.addr), Some(a.tokens.worker.clone()))
         .expect("client");
     let w = register(&wrk_b).await;
