@@ -11,6 +11,7 @@ pub mod profile;
 pub mod project;
 pub mod protocol;
 pub mod redact;
+pub mod render;
 pub mod retry;
 pub mod spec;
 pub mod task;

@@ -9,6 +9,8 @@ use chrono::Utc;
 use serde_json::Value;
 
 use agentpool_core::protocol::{TaskDetail, WaitReason};
+use agentpool_core::render::str_field;
+pub use agentpool_core::render::tool_key_argument;
 
 /// Whether to colour stdout / stderr.
 #[derive(Debug, Clone, Copy)]
@@ -453,39 +455,6 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
         kv("summary", truncate(t, 300));
     }
     out
-}
-
-fn str_field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
-}
-
-/// The one argument that says what a tool call does: the command, the file, the pattern…
-pub fn tool_key_argument(input: &Value) -> Option<String> {
-    let keys = [
-        "command",
-        "cmd",
-        "file_path",
-        "filePath",
-        "path",
-        "absolute_path",
-        "pattern",
-        "url",
-        "query",
-        "description",
-    ];
-    if let Some(s) = str_field(input, &keys) {
-        return Some(s.to_string());
-    }
-    if let Some(arr) = input.get("command").and_then(Value::as_array) {
-        let parts: Vec<&str> = arr.iter().filter_map(Value::as_str).collect();
-        if !parts.is_empty() {
-            return Some(parts.join(" "));
-        }
-    }
-    input
-        .as_object()
-        .and_then(|o| o.values().find_map(Value::as_str))
-        .map(str::to_string)
 }
 
 /// One event as a readable line (or a few), or nothing for events not worth showing.

@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use agentpool_core::render::str_field;
+pub use agentpool_core::render::tool_key_argument;
 use agentpool_core::{Event, EventKind, EventPayload, Timestamp};
 use serde_json::Value;
 
@@ -28,10 +30,6 @@ pub fn kind_of(ev: &Event) -> String {
     }
 }
 
-fn str_of<'a>(d: &'a Value, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| d.get(*k).and_then(Value::as_str))
-}
-
 fn is_error(d: &Value) -> bool {
     d.get("is_error").and_then(Value::as_bool) == Some(true)
         || d.get("ok").and_then(Value::as_bool) == Some(false)
@@ -43,7 +41,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
     let mut body = String::new();
     match kind {
         "assistant_message" => {
-            let text = str_of(d, &["text", "content", "message"]).unwrap_or("").trim();
+            let text = str_field(d, &["text", "content", "message"]).unwrap_or("").trim();
             let _ = write!(
                 body,
                 r#"<span class="tag">assistant</span><div class="msg">{}</div>"#,
@@ -52,7 +50,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             class = "assistant";
         }
         "tool_call" => {
-            let name = str_of(d, &["name", "tool"]).unwrap_or("tool");
+            let name = str_field(d, &["name", "tool"]).unwrap_or("tool");
             let input = d.get("input").or_else(|| d.get("arguments"));
             let arg = input
                 .and_then(tool_key_argument)
@@ -76,7 +74,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
         }
         "tool_result" => {
             let err = is_error(d);
-            let output = str_of(d, &["output", "content", "text", "error"]).unwrap_or("");
+            let output = str_field(d, &["output", "content", "text", "error"]).unwrap_or("");
             let lines = output.lines().count();
             let summary = if lines > 1 {
                 format!("{} · {lines} lines", first_line(output, 80))
@@ -125,13 +123,13 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
                 n("delay_ms")
                     .map(|s| format!(", waiting {s} ms"))
                     .unwrap_or_default(),
-                esc(str_of(d, &["error", "message"]).unwrap_or(""))
+                esc(str_field(d, &["error", "message"]).unwrap_or(""))
             );
             class = "warn";
         }
         "log" => {
-            let line = str_of(d, &["line", "text", "message"]).unwrap_or("");
-            let stream = str_of(d, &["stream"]).unwrap_or("out");
+            let line = str_field(d, &["line", "text", "message"]).unwrap_or("");
+            let stream = str_field(d, &["stream"]).unwrap_or("out");
             let _ = write!(
                 body,
                 r#"<span class="tag">{}</span> <code class="line">{}</code>"#,
@@ -141,7 +139,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             class = "log";
         }
         "result" => {
-            let text = str_of(d, &["text", "result", "final_text"]).unwrap_or("");
+            let text = str_field(d, &["text", "result", "final_text"]).unwrap_or("");
             if is_error(d) {
                 let _ = write!(
                     body,
@@ -159,8 +157,8 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             }
         }
         "session_started" => {
-            let id = str_of(d, &["session_id", "id"]).unwrap_or("");
-            let model = str_of(d, &["model"])
+            let id = str_field(d, &["session_id", "id"]).unwrap_or("");
+            let model = str_field(d, &["model"])
                 .map(|m| format!(" · model {m}"))
                 .unwrap_or_default();
             let _ = write!(
@@ -172,7 +170,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             class = "session";
         }
         "raw" => {
-            let line = str_of(d, &["line"])
+            let line = str_field(d, &["line"])
                 .map(str::to_string)
                 .unwrap_or_else(|| d.to_string());
             let _ = write!(
@@ -184,12 +182,12 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
         }
         _ => {
             // Lifecycle and any kind added later: name, message, scalar fields, whole data.
-            let state = str_of(d, &["state"]);
+            let state = str_field(d, &["state"]);
             let label = match (kind, state) {
                 ("lifecycle", Some(s)) => s.replace('_', " "),
                 (k, _) => k.replace('_', " "),
             };
-            let mut message = str_of(d, &["message", "text", "line", "error"])
+            let mut message = str_field(d, &["message", "text", "line", "error"])
                 .unwrap_or("")
                 .to_string();
             // Check rounds say what ran and how it ended in core's words; the rest of the data
@@ -225,7 +223,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             if !extras.is_empty() {
                 let _ = write!(body, r#" <span class="kv">{}</span>"#, esc(&extras));
             }
-            if let Some(tail) = str_of(d, &["output_tail"]).filter(|t| !t.is_empty()) {
+            if let Some(tail) = str_field(d, &["output_tail"]).filter(|t| !t.is_empty()) {
                 let tests = d
                     .get("failed_tests")
                     .and_then(Value::as_array)
@@ -277,38 +275,6 @@ fn scalar_fields(d: &Value, skip: &[&str]) -> String {
         .take(4)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// The one argument that says what a tool call does: the command, the file, the pattern…
-pub fn tool_key_argument(input: &Value) -> Option<String> {
-    let keys = [
-        "command",
-        "cmd",
-        "file_path",
-        "filePath",
-        "path",
-        "absolute_path",
-        "pattern",
-        "url",
-        "query",
-        "description",
-    ];
-    if let Some(s) = str_of(input, &keys) {
-        return Some(s.to_string());
-    }
-    if let Some(arr) = input.get("command").and_then(Value::as_array) {
-        let parts: Vec<&str> = arr.iter().filter_map(Value::as_str).collect();
-        if !parts.is_empty() {
-            return Some(parts.join(" "));
-        }
-    }
-    match input {
-        Value::String(s) => Some(s.clone()),
-        _ => input
-            .as_object()
-            .and_then(|o| o.values().find_map(Value::as_str))
-            .map(str::to_string),
-    }
 }
 
 /// Token and cost totals summed over `usage` events (adapters report per turn or step).

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Env, stderr, stdout};
+use crate::{Env, assert_exit, stdout};
 
 pub fn agent_bin_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
@@ -32,13 +32,7 @@ fn the_demo_runs_offline_and_succeeds() {
         }
     }
     let o = cmd.output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert_exit(&o, 0);
     let out = stdout(&o);
     for expected in [
         "demo/changelog",
@@ -63,13 +57,7 @@ fn the_demo_runs_offline_and_succeeds() {
 fn the_demo_without_an_agent_still_runs_every_command_task() {
     let env = Env::new();
     let o = env.run(&["demo", "--no-agent"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert_exit(&o, 0);
     let out = stdout(&o);
     assert!(!out.contains("demo/agent"), "{out}");
     assert!(out.contains("Release 0.1.0"), "{out}");

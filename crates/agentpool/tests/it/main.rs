@@ -103,6 +103,24 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `--server URL submit --repo REPO --command CMD` followed by `extra`.
+pub fn submit_args<'a>(url: &'a str, repo: &'a str, command: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["--server", url, "submit", "--repo", repo, "--command", command];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The command exited with `code` (its output shown when not).
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

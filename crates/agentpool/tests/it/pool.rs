@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::{Env, Up, json, stderr, stdout};
+use crate::{Env, Up, json, stderr, stdout, submit_args};
 
 /// A TCP proxy in front of `upstream` (`http://host:port`) that keeps every byte clients sent,
 /// so a test can count the HTTP requests a command made.
@@ -95,15 +95,7 @@ fn logs_follow_shows_a_running_task_until_it_ends() {
         "echo waiting-for-gate; while [ ! -e {g} ]; do sleep 0.05; done; echo passed-gate",
         g = gate.display()
     );
-    let sub = env.run(&[
-        "--server",
-        &up.url,
-        "submit",
-        "--repo",
-        remote.to_str().unwrap(),
-        "--command",
-        &command,
-    ]);
+    let sub = env.run(&submit_args(&up.url, remote.to_str().unwrap(), &command, &[]));
     assert_eq!(sub.status.code(), Some(0), "{}", stderr(&sub));
     let id = stdout(&sub).trim().to_string();
 

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use crate::{Env, Up, git, json, stderr, stdout};
+use crate::{Env, Up, assert_exit, git, json, stderr, stdout, submit_args};
 
 #[test]
 fn run_on_a_local_repo_exits_0_and_the_commit_is_on_the_work_branch() {
@@ -56,25 +56,13 @@ fn submit_wait_of_a_failing_task_exits_1_and_shows_the_class() {
     let env = Env::new();
     let remote = env.sample_repo();
     let up = Up::start(&env, 1);
-    let o = env.run(&[
-        "--server",
+    let o = env.run(&submit_args(
         &up.url,
-        "submit",
-        "--repo",
         remote.to_str().unwrap(),
-        "--command",
         "echo broken >&2; exit 3",
-        "--max-attempts",
-        "1",
-        "--wait",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
+        &["--max-attempts", "1", "--wait"],
+    ));
+    assert_exit(&o, 1);
     let err = stderr(&o);
     let last = err.lines().last().unwrap_or("");
     assert!(last.contains("failed"), "{err}");
@@ -95,18 +83,12 @@ fn a_task_canceled_while_waited_on_exits_3() {
     // No worker carries this label, so the task stays queued until it is canceled.
     let mut waiting = env
         .cmd()
-        .args([
-            "--server",
+        .args(submit_args(
             &up.url,
-            "submit",
-            "--repo",
             remote.to_str().unwrap(),
-            "--command",
             "true",
-            "--label",
-            "pool=nowhere",
-            "--wait",
-        ])
+            &["--label", "pool=nowhere", "--wait"],
+        ))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,33 +108,22 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed() {
     let env = Env::new();
     let remote = env.sample_repo();
     let up = Up::start(&env, 1);
-    let blocker = env.run(&[
-        "--server",
+    let blocker = env.run(&submit_args(
         &up.url,
-        "submit",
-        "--repo",
         remote.to_str().unwrap(),
-        "--command",
         "true",
-        "--label",
-        "pool=nowhere",
-    ]);
+        &["--label", "pool=nowhere"],
+    ));
     assert_eq!(blocker.status.code(), Some(0), "{}", stderr(&blocker));
     let id = stdout(&blocker).trim().to_string();
     let cancel = env.run(&["--server", &up.url, "tasks", "cancel", &id]);
     assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
-    let o = env.run(&[
-        "--server",
+    let o = env.run(&submit_args(
         &up.url,
-        "submit",
-        "--repo",
         remote.to_str().unwrap(),
-        "--command",
         "true",
-        "--depends-on",
-        &id,
-        "--wait",
-    ]);
+        &["--depends-on", &id, "--wait"],
+    ));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
     drop(up);

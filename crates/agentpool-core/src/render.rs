@@ -1,0 +1,42 @@
+//! Reading agent events' JSON for people, the same in the CLI and the dashboard: the first
+//! string among a payload's candidate fields and the one argument that says what a tool call
+//! does.
+
+use serde_json::Value;
+
+/// The first of `keys` whose value in `v` is a string.
+pub fn str_field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
+}
+
+/// The one argument that says what a tool call does: the command, the file, the pattern…
+pub fn tool_key_argument(input: &Value) -> Option<String> {
+    let keys = [
+        "command",
+        "cmd",
+        "file_path",
+        "filePath",
+        "path",
+        "absolute_path",
+        "pattern",
+        "url",
+        "query",
+        "description",
+    ];
+    if let Some(s) = str_field(input, &keys) {
+        return Some(s.to_string());
+    }
+    if let Some(arr) = input.get("command").and_then(Value::as_array) {
+        let parts: Vec<&str> = arr.iter().filter_map(Value::as_str).collect();
+        if !parts.is_empty() {
+            return Some(parts.join(" "));
+        }
+    }
+    match input {
+        Value::String(s) => Some(s.clone()),
+        _ => input
+            .as_object()
+            .and_then(|o| o.values().find_map(Value::as_str))
+            .map(str::to_string),
+    }
+}
