@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, Labels, TaskSpec, WorkerId};
@@ -70,6 +71,27 @@ impl Harness {
 
     pub fn backend(&self) -> Backend {
         self.db.backend()
+    }
+
+    /// Create project `name` (repository `https://git.example.com/<name>.git`) with `slots`.
+    pub async fn project_with_slots(&self, name: &str, slots: u32) {
+        self.store
+            .put_project(ProjectSpec {
+                name: name.into(),
+                repo: format!("https://git.example.com/{name}.git"),
+                default_base: None,
+                slots: Some(slots),
+                default_agent: None,
+                default_model: None,
+                allowed_agents: vec![],
+                credentials: vec![],
+                checks: Vec::new(),
+                max_rounds: None,
+                max_cost_usd: None,
+                daily_budget_usd: None,
+            })
+            .await
+            .expect("put project");
     }
 
     /// Register a worker with the given agents and labels.

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 
-use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskResult, TaskSpec};
 use agentpool_store::WaitReason;
 
@@ -68,23 +67,7 @@ async fn two_tasks_on_one_branch_never_run_together(h: Harness) {
 }
 
 async fn project_with_two_slots_never_runs_three(h: Harness) {
-    h.store
-        .put_project(ProjectSpec {
-            name: "p".into(),
-            repo: "https://git.example.com/p.git".into(),
-            default_base: None,
-            slots: Some(2),
-            default_agent: None,
-            default_model: None,
-            allowed_agents: vec![],
-            credentials: vec![],
-            checks: Vec::new(),
-            max_rounds: None,
-            max_cost_usd: None,
-            daily_budget_usd: None,
-        })
-        .await
-        .unwrap();
+    h.project_with_slots("p", 2).await;
     let in_project = |c: &str| TaskSpec {
         project: Some("p".into()),
         ..cmd(c)
@@ -123,23 +106,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
     let running = h.store.count_by_state().await.unwrap()[&agentpool_core::TaskState::Running];
     assert_eq!(running, 3, "two of the project plus the unrelated task");
     // Racing claimers on a fresh project with free slots take exactly its slots, no more.
-    h.store
-        .put_project(ProjectSpec {
-            name: "q".into(),
-            repo: "https://git.example.com/q.git".into(),
-            default_base: None,
-            slots: Some(2),
-            default_agent: None,
-            default_model: None,
-            allowed_agents: vec![],
-            credentials: vec![],
-            checks: Vec::new(),
-            max_rounds: None,
-            max_cost_usd: None,
-            daily_budget_usd: None,
-        })
-        .await
-        .unwrap();
+    h.project_with_slots("q", 2).await;
     h.store
         .enqueue_batch(
             (0..20)
@@ -176,23 +143,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
 async fn locks_and_slots_hold_under_racing_claimers_on_two_replicas(h: Harness) {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
-    h.store
-        .put_project(ProjectSpec {
-            name: "p".into(),
-            repo: "https://git.example.com/p.git".into(),
-            default_base: None,
-            slots: Some(2),
-            default_agent: None,
-            default_model: None,
-            allowed_agents: vec![],
-            credentials: vec![],
-            checks: Vec::new(),
-            max_rounds: None,
-            max_cost_usd: None,
-            daily_budget_usd: None,
-        })
-        .await
-        .unwrap();
+    h.project_with_slots("p", 2).await;
     const N: usize = 60;
     let specs = (0..N)
         .map(|i| {
