@@ -38,6 +38,9 @@ pub struct ProjectSpec {
     /// reached, its queued tasks wait for the next day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
+    /// Agent profile of this project's tasks that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,7 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
                 max_rounds: None,
                 max_cost_usd: None,
                 daily_budget_usd: None,
+                default_profile: None,
             })
             .await
             .expect("project");

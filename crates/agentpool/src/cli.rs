@@ -436,6 +436,9 @@ pub struct ProjectPutArgs {
     /// Spend allowed per UTC day (USD); once reached, the project's tasks wait for the next day
     #[arg(long, value_name = "USD")]
     pub daily_budget_usd: Option<f64>,
+    /// Agent profile for this project's tasks that name none
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -322,6 +322,7 @@ fn project_spec_value() -> ProjectSpec {
         max_rounds: Some(3),
         max_cost_usd: Some(2.5),
         daily_budget_usd: Some(50.0),
+        default_profile: Some("anthropic-proxy".into()),
     }
 }
 

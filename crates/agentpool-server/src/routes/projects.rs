@@ -42,6 +42,14 @@ fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
             errs.push(ValidationError::new(field, agentpool_core::spec::USD_RULE));
         }
     }
+    if let Some(name) = &p.default_profile
+        && !agentpool_core::profile::valid_name(name)
+    {
+        errs.push(ValidationError::new(
+            "default_profile",
+            format!("{name:?} is not a profile name"),
+        ));
+    }
     if p.slots == Some(0) {
         errs.push(ValidationError::new(
             "slots",

@@ -63,6 +63,9 @@ pub(crate) async fn prepare_spec(
                 if spec.max_cost_usd.is_none() {
                     spec.max_cost_usd = p.max_cost_usd;
                 }
+                if spec.kind == agentpool_core::TaskKind::Agent && spec.profile.is_none() {
+                    spec.profile = p.default_profile.clone();
+                }
             }
             Ok(None) => {
                 return Err(vec![ValidationError::new(

@@ -1,6 +1,7 @@
 //! Agent profiles over a real socket: CRUD, validation with field paths (secrets refused with
 //! the credentials hint), an unknown profile refused at submit, and a task that names one
-//! carrying the profile's settings — in its detail and in the claim a worker gets.
+//! carrying the profile's settings — in its detail and in the claim a worker gets — also when
+//! its project names the profile.
 
 use std::time::Duration;
 
@@ -109,6 +110,43 @@ async fn profiles_are_stored_validated_and_resolved_into_tasks(backend: Backend)
         "the profile's turn limit is the default"
     );
 
+    // A project's default profile applies to its tasks that name none; a task's own wins.
+    let mut project = agentpool_core::project::ProjectSpec {
+        name: "proj".into(),
+        repo: "https://example.com/r.git".into(),
+        default_base: None,
+        slots: None,
+        default_agent: Some("claude-code".into()),
+        default_model: None,
+        allowed_agents: vec![],
+        credentials: vec![],
+        checks: vec![],
+        max_rounds: None,
+        max_cost_usd: None,
+        daily_budget_usd: None,
+        default_profile: Some("Not A Name".into()),
+    };
+    let (status, fields, _) = rejected_fields(admin.put_project(&project).await.unwrap_err());
+    assert_eq!((status, fields), (422, vec!["default_profile".to_string()]));
+    project.default_profile = Some("eu-proxy".into());
+    admin.put_project(&project).await.expect("put project");
+    admin
+        .put_profile("other", &AgentProfile::default())
+        .await
+        .expect("put other");
+    let mut in_project = TaskSpec::agent("https://example.com/r.git", "claude-code", "hi");
+    in_project.repo = None;
+    in_project.project = Some("proj".into());
+    let by_default = sub.submit(&in_project).await.expect("submit").task;
+    let detail = sub.get_task(by_default.id).await.expect("detail").task.spec;
+    assert_eq!(detail.profile.as_deref(), Some("eu-proxy"));
+    assert_eq!(detail.profile_settings, Some(settings()));
+    in_project.profile = Some("other".into());
+    let own = sub.submit(&in_project).await.expect("submit").task;
+    let detail = sub.get_task(own.id).await.expect("detail").task.spec;
+    assert_eq!(detail.profile.as_deref(), Some("other"));
+    assert_eq!(detail.profile_settings, Some(AgentProfile::default()));
+
     // Changing or deleting the profile does not change a submitted task.
     admin.delete_profile("eu-proxy").await.expect("delete");
     assert!(matches!(
@@ -116,7 +154,7 @@ async fn profiles_are_stored_validated_and_resolved_into_tasks(backend: Backend)
         Err(Error::NotFound(_))
     ));
     let w = register(&wrk).await;
-    let claimed = wrk.claim(&w.id, 1, Duration::ZERO).await.expect("claim");
+    let claimed = wrk.claim(&w.id, 3, Duration::ZERO).await.expect("claim");
     let work = claimed
         .iter()
         .find(|c| c.claimed.task.id == task.id)

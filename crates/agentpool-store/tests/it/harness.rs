@@ -89,6 +89,7 @@ impl Harness {
                 max_rounds: None,
                 max_cost_usd: None,
                 daily_budget_usd: None,
+                default_profile: None,
             })
             .await
             .expect("put project");

@@ -109,6 +109,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ("slots", s.slots.map(|n| n.to_string()).unwrap_or_default()),
                     ("agent", s.default_agent.clone().unwrap_or_default()),
                     ("model", s.default_model.clone().unwrap_or_default()),
+                    ("profile", s.default_profile.clone().unwrap_or_default()),
                     ("allowed", s.allowed_agents.join(", ")),
                     ("secrets", s.credentials.join(", ")),
                     (
@@ -144,6 +145,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                 max_rounds: a.max_rounds,
                 max_cost_usd: a.max_cost_usd,
                 daily_budget_usd: a.daily_budget_usd,
+                default_profile: a.profile,
             };
             let p = client.put_project(&spec).await?;
             if settings.json() {
