@@ -51,6 +51,12 @@ impl ClientConfig {
         self.token = token;
         self
     }
+
+    /// Trust this CA (PEM) besides the system's roots.
+    pub fn ca_pem(mut self, pem: Option<Vec<u8>>) -> Self {
+        self.ca_pem = pem;
+        self
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {

@@ -130,9 +130,17 @@ pub(crate) async fn responses(req: ApiRequest) -> Response {
             }) => json!({
                 "type": "custom_tool_call", "id": shared.next_id("ctc"), "status": "completed",
                 "call_id": shared.next_id("call"), "name": name, "input": input}),
-            Some(c) => json!({
+            Some(c) => {
+                let mut call = json!({
                 "type": "function_call", "id": shared.next_id("fc"), "status": "completed",
-                "call_id": shared.next_id("call"), "name": c.name, "arguments": c.args.to_string()}),
+                "call_id": shared.next_id("call"), "name": c.name, "arguments": c.args.to_string()});
+                // A tool offered inside a namespace is called by its own name plus the namespace.
+                if let Some((ns, inner)) = crate::request::responses_namespace(&body, &c.name) {
+                    call["name"] = json!(inner);
+                    call["namespace"] = json!(ns);
+                }
+                call
+            }
             None => message_item(&shared, "No suitable tool offered."),
         },
     };

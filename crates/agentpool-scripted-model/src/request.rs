@@ -32,12 +32,36 @@ pub fn tools_offered(api: Api, body: &Value) -> Vec<String> {
             }
             _ => {
                 if let Some(n) = t.get("name").and_then(Value::as_str) {
-                    names.push(n.to_string());
+                    if t.get("type").and_then(Value::as_str) == Some("namespace") {
+                        // Codex offers an MCP server's tools as one namespace; they are named
+                        // `<namespace>__<tool>` here, as Claude Code names MCP tools.
+                        for inner in t.get("tools").and_then(Value::as_array).into_iter().flatten() {
+                            if let Some(i) = inner.get("name").and_then(Value::as_str) {
+                                names.push(format!("{n}__{i}"));
+                            }
+                        }
+                    } else {
+                        names.push(n.to_string());
+                    }
                 }
             }
         }
     }
     names
+}
+
+/// A Responses API tool name from [`tools_offered`] split back into the namespace it was
+/// offered in and its own name, when it came from a namespace.
+pub fn responses_namespace(body: &Value, offered: &str) -> Option<(String, String)> {
+    body.get("tools")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter(|t| t.get("type").and_then(Value::as_str) == Some("namespace"))
+        .find_map(|t| {
+            let ns = t.get("name").and_then(Value::as_str)?;
+            let inner = offered.strip_prefix(ns)?.strip_prefix("__")?;
+            Some((ns.to_string(), inner.to_string()))
+        })
 }
 
 /// The working directory an agent announces in its prompt: Claude Code's "Primary working

@@ -65,8 +65,37 @@ async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
     assert!(!out.is_error, "{out:?}");
 }
 
-// Codex: the adapter writes the servers into its config.toml (`[mcp_servers.<name>]`), but
-// the pinned Codex did not offer the server's tool to the model in this test; not yet covered.
+/// Codex takes the servers from its `config.toml` (`[mcp_servers.<name>]`) and offers their
+/// tools as a namespace. For models it has metadata for (gpt-5.5, the adapter tests' model) it
+/// defers MCP tools behind its `tool_search` tool, which a real model calls first; with a model
+/// it does not know, it offers them directly, so the scripted endpoint can call one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_loads_the_profile_s_mcp_server_and_calls_its_tool() {
+    let Some(codex) = agent("codex") else { return };
+    let fx = Fixture::new(vec![
+        Step::tool("secret_word", json!({"topic": "fruit"})),
+        Step::answer("done"),
+    ])
+    .await;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut req = fx.request("codex", "what is the secret word?");
+    req.profile = profile(scratch.path());
+    req.model = Some("stub-model".into());
+    let (out, sink) = fx.run(codex.as_ref(), req).await;
+    let requests = fx.server.agent_requests();
+    let offered = requests.first().map(|r| r.tools()).unwrap_or_default();
+    assert!(
+        offered.iter().any(|t| t == "mcp__words__secret_word"),
+        "the MCP tool is offered to the model: {offered:?}"
+    );
+    let shown = format!("{:?}", sink.of(EventKind::ToolResult));
+    assert!(
+        shown.contains("PINEAPPLE-42 for fruit"),
+        "the MCP tool's answer is in the events: {shown}\noutcome: {out:?}"
+    );
+    let last = requests.last().map(|r| r.body.to_string()).unwrap_or_default();
+    assert!(last.contains("PINEAPPLE-42"), "and went back to the model");
+}
 
 /// The other CLIs: the profile's server in their own config format, its tool called, its
 /// answer in the events.

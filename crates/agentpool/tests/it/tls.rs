@@ -9,10 +9,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 use crate::{Env, Up, git, stderr, terminate};
 
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+pub(crate) struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
     other_ca: PathBuf,
 }
 
@@ -25,7 +25,7 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     (cert, key)
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let (ca_cert, ca_key) = ca("agentpool test CA");
     let (other, _) = ca("some other CA");
     let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();

@@ -1,5 +1,5 @@
 //! The launcher, a Job per attempt, and `run-task` in the pod, end to end: success with the
-//! commit pushed, the pod's process killed with SIGKILL mid-task (classified, retried in a new
+//! commit pushed (also against an https server with a private CA), the pod's process killed with SIGKILL mid-task (classified, retried in a new
 //! Job), a cancel (Job deleted in the foreground, the task's processes stopped), and two
 //! launchers or a restarted launcher never creating a second Job for one attempt.
 
@@ -66,6 +66,33 @@ async fn a_task_runs_as_a_job_and_pushes_its_commit() {
     let uid = h.fake.job(&name).unwrap().metadata.uid.unwrap();
     assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], uid.as_str());
     assert_eq!(secret["metadata"]["name"], name.as_str());
+}
+
+/// In a real cluster the server is reached over https, often with a private CA: the pod gets
+/// the CA from a Secret (`AGENTPOOL_CA_CERT_PEM`) and `run-task` trusts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reaches_an_https_server_through_a_private_ca() {
+    let Some(h) = Harness::start_tls().await else { return };
+    assert!(h.server.url.starts_with("https://"), "{}", h.server.url);
+    let launcher = h.launch(h.launcher_config("launcher-tls", 1));
+    let id = h.submit("echo over-tls > pod.txt", "k8s/tls").await;
+    let d = h.wait_for(id, TaskState::Succeeded, 120).await;
+    assert_eq!(d.attempts_detail.len(), 1);
+    assert_eq!(
+        h.git.read_file("app", "k8s/tls", "pod.txt").as_deref(),
+        Some("over-tls\n")
+    );
+    let job = h.fake.writes()[0].body.clone().unwrap();
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let ca = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "AGENTPOOL_CA_CERT_PEM")
+        .expect("the CA reaches the pod");
+    assert_eq!(ca["valueFrom"]["secretKeyRef"]["name"], "agentpool-ca");
+    let summary = launcher.stop().await;
+    assert_eq!((summary.created, summary.failed), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

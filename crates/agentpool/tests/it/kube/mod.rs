@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentpool_client::Client;
+use agentpool_client::{Client, ClientConfig};
 use agentpool_core::protocol::TaskDetail;
 use agentpool_core::spec::TaskKind;
 use agentpool_core::{TaskId, TaskSpec, TaskState, WorkerId};
@@ -33,6 +33,8 @@ const SERVER_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
 pub struct Harness {
     _env: Env,
+    /// The CA (PEM) the server's certificate is signed by, when it serves https.
+    ca_pem: Option<String>,
     pub server: Up,
     pub git: GitServer,
     pub client: Client,
@@ -70,6 +72,16 @@ fn token(env: &Env, db: &str, name: &str, role: &str) -> String {
 impl Harness {
     /// `None` only when PostgreSQL is not configured and services are not required.
     pub async fn start() -> Option<Self> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Harness::start`], the server terminating TLS with a certificate from a private
+    /// CA; pods get the CA from a Secret, as an operator would configure it.
+    pub async fn start_tls() -> Option<Self> {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Self> {
         let db = TestDb::postgres().await?;
         let env = Env::new();
         let o = env.run(&["migrate", "--database-url", db.url()]);
@@ -84,8 +96,18 @@ impl Harness {
             "--database-url",
             db.url(),
         ]);
+        let ca_pem = tls.then(|| {
+            let pki = crate::tls::pki(env.dir.path());
+            serve.arg("--tls-cert").arg(&pki.cert).arg("--tls-key").arg(&pki.key);
+            std::fs::read_to_string(&pki.ca).unwrap()
+        });
         let server = Up::spawn(serve);
-        let client = Client::new(&server.url, Some(admin)).unwrap();
+        let client = Client::with_config(
+            ClientConfig::new(&server.url)
+                .token(Some(admin))
+                .ca_pem(ca_pem.clone().map(String::into_bytes)),
+        )
+        .unwrap();
         client.put_credential("git-token", GIT_TOKEN).await.unwrap();
         let git = GitServer::start(GIT_TOKEN).await.unwrap();
         git.create_repo("app", &[&[("README.md", "# app\n")]]).unwrap();
@@ -100,6 +122,16 @@ impl Harness {
             data: Some([("token".to_string(), ByteString(worker_token.clone().into_bytes()))].into()),
             ..Secret::default()
         });
+        if let Some(ca) = &ca_pem {
+            fake.put_secret(&Secret {
+                metadata: ObjectMeta {
+                    name: Some("agentpool-ca".into()),
+                    ..ObjectMeta::default()
+                },
+                data: Some([("ca.pem".to_string(), ByteString(ca.clone().into_bytes()))].into()),
+                ..Secret::default()
+            });
+        }
         let kubelet = Kubelet::new(fake.clone(), &env.dir.path().join("nodes"));
         let stop_kubelet = Arc::new(AtomicBool::new(false));
         let kubelet_thread = {
@@ -114,6 +146,7 @@ impl Harness {
         };
         Some(Self {
             _env: env,
+            ca_pem,
             server,
             git,
             client,
@@ -136,6 +169,12 @@ impl Harness {
             },
         );
         t.termination_grace_period_seconds = 20;
+        if self.ca_pem.is_some() {
+            t.ca_secret = Some(SecretKeyRef {
+                name: "agentpool-ca".into(),
+                key: "ca.pem".into(),
+            });
+        }
         let mut cfg = LauncherConfig::new(WorkerId::parse(id).unwrap(), NAMESPACE, t, slots);
         cfg.heartbeat_interval = Duration::from_millis(500);
         cfg.reconcile_interval = Duration::from_millis(200);
@@ -143,7 +182,12 @@ impl Harness {
     }
 
     pub fn launch(&self, cfg: LauncherConfig) -> RunningLauncher {
-        let api = Client::new(&self.server.url, Some(self.worker_token.clone())).unwrap();
+        let api = Client::with_config(
+            ClientConfig::new(&self.server.url)
+                .token(Some(self.worker_token.clone()))
+                .ca_pem(self.ca_pem.clone().map(String::into_bytes)),
+        )
+        .unwrap();
         let stop = CancellationToken::new();
         let kube = self.fake.client();
         let s = stop.clone();
