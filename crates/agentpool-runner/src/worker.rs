@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     /// Told the worker's id once it is registered, so that an embedding process (`agentpool
     /// up`) can announce itself ready only when its workers can take tasks.
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
+    /// Where the worker reports starting / ready / draining / unhealthy (a local probe).
+    pub health: Option<crate::HealthReporter>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -83,6 +85,7 @@ impl WorkerConfig {
             pipeline: PipelineConfig::new(dir),
             unhealthy_after: 3,
             on_registered: None,
+            health: None,
         }
     }
 }
@@ -129,6 +132,7 @@ struct Shared {
     unhealthy_after: u32,
     /// Fires once the worker is unhealthy: it stops claiming.
     unhealthy: CancellationToken,
+    health: Option<crate::HealthReporter>,
 }
 
 impl Shared {
@@ -164,6 +168,12 @@ impl Shared {
         }
     }
 
+    fn report_health(&self, h: crate::WorkerHealth) {
+        if let Some(r) = &self.health {
+            r.set(h);
+        }
+    }
+
     /// Count an infrastructure failure (or the end of a streak); after `unhealthy_after` in a
     /// row the worker turns unhealthy and stops claiming until it is restarted.
     fn note_outcome(&self, report: &Report) {
@@ -181,6 +191,7 @@ impl Shared {
                     );
                     self.count(|s| s.unhealthy = true);
                     self.unhealthy.cancel();
+                    self.report_health(crate::WorkerHealth::Unhealthy);
                 }
             }
             Report::Fail {
@@ -263,7 +274,9 @@ pub async fn run_worker(
         infra_failures: AtomicU32::new(0),
         unhealthy_after: config.unhealthy_after,
         unhealthy: CancellationToken::new(),
+        health: config.health.clone(),
     });
+    shared.report_health(crate::WorkerHealth::Ready);
     // Fires when the server asks for a drain (no grace limit then: tasks finish).
     let server_drain = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
@@ -333,6 +346,7 @@ pub async fn run_worker(
 
     // ---- drain ----
     shared.draining.store(true, Ordering::SeqCst);
+    shared.report_health(crate::WorkerHealth::Draining);
     shared.beat_now.notify_one();
     let all = concurrency as usize;
     let server_asked = server_drain.is_cancelled() && !shutdown.is_cancelled();

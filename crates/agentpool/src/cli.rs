@@ -216,6 +216,10 @@ pub struct WorkerArgs {
     /// Accept tasks on local repositories (paths and file:// URLs) from the server
     #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
+    /// Serve a health probe here: /healthz while the process runs, /readyz (200) only while
+    /// the worker is registered and claiming (503 starting, draining or unhealthy)
+    #[arg(long, env = "AGENTPOOL_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Args)]

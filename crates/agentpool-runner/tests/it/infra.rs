@@ -1,10 +1,11 @@
 //! A broken worker (its git cannot be started) does not burn tasks' attempts: each failure is
 //! `WORKER_ERROR`, the task goes back to the queue unchanged, the worker turns unhealthy and
-//! stops claiming, and a healthy worker completes the task.
+//! stops claiming (also on its local health probe), and a healthy worker completes the task.
 
 use std::time::Duration;
 
 use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
+use agentpool_runner::WorkerHealth;
 
 use crate::worker::{TOKEN, api, command, config, env, finished, start, until};
 
@@ -15,6 +16,8 @@ async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
     let mut broken = config(&env, "broken-1", TOKEN);
     broken.pipeline.git_program = env.dir.path().join("no-such-git");
     broken.unhealthy_after = 3;
+    let (reporter, mut health) = agentpool_runner::HealthReporter::new();
+    broken.health = Some(reporter);
     let broken_id = broken.id.clone().unwrap();
     let broken = start(broken, api.clone());
 
@@ -29,6 +32,11 @@ async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
         (w.status == WorkerStatus::Unhealthy).then_some(())
     })
     .await;
+    // Its local probe says so too (what a readiness probe reads).
+    health
+        .wait_for(|h| *h == WorkerHealth::Unhealthy)
+        .await
+        .expect("the worker reports its health");
     let d = env.store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Queued, "the task is not failed");
     assert_eq!(d.task.attempts, 0, "no attempt was used");

@@ -4,6 +4,7 @@ mod admin;
 mod demo;
 pub mod launcher;
 pub mod pool;
+mod probe;
 mod profiles;
 pub mod run_task;
 mod tasks;

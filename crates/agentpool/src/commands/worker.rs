@@ -48,6 +48,17 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
 
     let stop = CancellationToken::new();
+    let probe_stop = CancellationToken::new();
+    if let Some(addr) = args.health_listen {
+        let (reporter, health) = agentpool_runner::HealthReporter::new();
+        cfg.health = Some(reporter);
+        let bound = super::probe::serve(addr, health, probe_stop.clone())
+            .await
+            .map_err(|e| Exit::new(ExitCode::Usage, format!("cannot listen on {addr}: {e}")))?;
+        // On stderr, so that `--output json` keeps stdout to the one summary document.
+        eprintln!("health probe on http://{bound}");
+    }
+    let _stop_probe = probe_stop.drop_guard();
     let signal = {
         let stop = stop.clone();
         tokio::spawn(async move {

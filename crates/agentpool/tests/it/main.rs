@@ -9,6 +9,7 @@ mod demo;
 mod json;
 mod kube;
 mod pool;
+mod probe;
 mod profiles;
 mod run;
 mod serve;

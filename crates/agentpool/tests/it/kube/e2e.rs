@@ -72,7 +72,9 @@ async fn a_task_runs_as_a_job_and_pushes_its_commit() {
 /// the CA from a Secret (`AGENTPOOL_CA_CERT_PEM`) and `run-task` trusts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_reaches_an_https_server_through_a_private_ca() {
-    let Some(h) = Harness::start_tls().await else { return };
+    let Some(h) = Harness::start_tls().await else {
+        return;
+    };
     assert!(h.server.url.starts_with("https://"), "{}", h.server.url);
     let launcher = h.launch(h.launcher_config("launcher-tls", 1));
     let id = h.submit("echo over-tls > pod.txt", "k8s/tls").await;

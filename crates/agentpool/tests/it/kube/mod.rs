@@ -98,7 +98,11 @@ impl Harness {
         ]);
         let ca_pem = tls.then(|| {
             let pki = crate::tls::pki(env.dir.path());
-            serve.arg("--tls-cert").arg(&pki.cert).arg("--tls-key").arg(&pki.key);
+            serve
+                .arg("--tls-cert")
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key);
             std::fs::read_to_string(&pki.ca).unwrap()
         });
         let server = Up::spawn(serve);

@@ -1,0 +1,77 @@
+//! What a worker process says about itself to a local probe (a Kubernetes readiness probe, a
+//! supervisor): starting, ready to take tasks, draining, or unhealthy.
+
+use tokio::sync::watch;
+
+/// The worker's own view of whether it can take tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerHealth {
+    /// Not registered with the server yet.
+    Starting,
+    /// Registered and claiming.
+    Ready,
+    /// Finishing what it runs and taking nothing new (SIGTERM, or the server asked).
+    Draining,
+    /// Git or its agents could not be started repeatedly; it claims nothing until restarted.
+    Unhealthy,
+}
+
+impl WorkerHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// Whether a probe should route work to this worker: only when it is claiming.
+    pub fn is_ready(self) -> bool {
+        self == Self::Ready
+    }
+}
+
+/// The sending side the worker loop updates; cheap to clone, a no-op when nobody watches.
+#[derive(Debug, Clone)]
+pub struct HealthReporter(watch::Sender<WorkerHealth>);
+
+impl HealthReporter {
+    /// A reporter and the receiver a probe server reads.
+    pub fn new() -> (Self, watch::Receiver<WorkerHealth>) {
+        let (tx, rx) = watch::channel(WorkerHealth::Starting);
+        (Self(tx), rx)
+    }
+
+    /// Move to `h`, except that unhealthy is sticky: draining an unhealthy worker leaves it
+    /// unhealthy, so a probe keeps saying why it takes nothing.
+    pub fn set(&self, h: WorkerHealth) {
+        self.0.send_if_modified(|cur| {
+            let next = if *cur == WorkerHealth::Unhealthy {
+                WorkerHealth::Unhealthy
+            } else {
+                h
+            };
+            let changed = *cur != next;
+            *cur = next;
+            changed
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unhealthy_is_sticky_and_only_ready_is_ready() {
+        let (r, rx) = HealthReporter::new();
+        assert_eq!(*rx.borrow(), WorkerHealth::Starting);
+        r.set(WorkerHealth::Ready);
+        assert!(rx.borrow().is_ready());
+        r.set(WorkerHealth::Unhealthy);
+        r.set(WorkerHealth::Draining);
+        assert_eq!(*rx.borrow(), WorkerHealth::Unhealthy);
+        assert!(!rx.borrow().is_ready());
+    }
+}
