@@ -5,17 +5,21 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpool_agents::{EventSink, Registry};
 use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
-use tokio_util::sync::CancellationToken;
 
 use crate::api::ClaimedWork;
-use crate::git::{AskPass, Git, GitCredentials, GitError, GitOptions, Secret};
-use crate::process::{KillReason, OutputStream, ProcessSpec, run_process};
+use crate::git::{AskPass, Git, GitCredentials, GitOptions, Secret};
+use crate::process::{OutputStream, ProcessSpec, run_process};
+mod cancel;
+mod failure;
 mod rounds;
+
+pub use cancel::{CancelCause, TaskCancel};
+use failure::{Failed, failed, git_failure, process_failure};
 
 use crate::workspace::{
     CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
@@ -84,47 +88,6 @@ impl PipelineConfig {
     }
 }
 
-/// Why a running task is being stopped. The first cause recorded wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelCause {
-    /// A user canceled the task: report `CANCELED`.
-    User,
-    /// The worker is shutting down and the grace period ran out: report `CANCELED`.
-    Shutdown,
-    /// The lease is no longer ours: report nothing.
-    LeaseLost,
-}
-
-/// A cancel token with the reason it fired.
-#[derive(Debug, Clone, Default)]
-pub struct TaskCancel {
-    token: CancellationToken,
-    cause: Arc<Mutex<Option<CancelCause>>>,
-}
-
-impl TaskCancel {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn cancel(&self, cause: CancelCause) {
-        let mut c = self.cause.lock().unwrap_or_else(|e| e.into_inner());
-        if c.is_none() {
-            *c = Some(cause);
-        }
-        drop(c);
-        self.token.cancel();
-    }
-
-    pub fn cause(&self) -> Option<CancelCause> {
-        *self.cause.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
-    }
-}
-
 /// What to tell the queue about a finished run.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
@@ -146,24 +109,10 @@ pub struct Pipeline {
     locks: MirrorLocks,
 }
 
-struct Failed {
-    class: ErrorClass,
-    message: String,
-    retry_after: Option<Duration>,
-}
-
 /// Make `path` absolute against the current directory; left as it is if that cannot be read.
 fn absolutize(path: &mut PathBuf) {
     if let Ok(abs) = std::path::absolute(&*path) {
         *path = abs;
-    }
-}
-
-fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
-    Failed {
-        class,
-        message: message.into(),
-        retry_after: None,
     }
 }
 
@@ -566,42 +515,6 @@ fn default_message(work: &ClaimedWork) -> String {
         .take(200)
         .collect::<String>();
     format!("agentpool: task {}\n\n{what}", task.id)
-}
-
-fn git_failure(e: GitError) -> Failed {
-    match e {
-        GitError::Auth { .. } => failed(ErrorClass::GitAuthFailed, e.to_string()),
-        GitError::Canceled { .. } => failed(ErrorClass::Canceled, e.to_string()),
-        GitError::Io(ref io) if agentpool_agents::is_spawn_failure(io) => {
-            failed(ErrorClass::WorkerError, e.to_string())
-        }
-        other => failed(ErrorClass::GitError, other.to_string()),
-    }
-}
-
-fn process_failure(out: &crate::process::ProcessOutcome, what: &str) -> Failed {
-    match out.killed {
-        Some(KillReason::Timeout) => failed(
-            ErrorClass::Timeout,
-            format!("the task's timeout was hit during the {what}"),
-        ),
-        Some(KillReason::Canceled) => failed(ErrorClass::Canceled, "canceled"),
-        Some(KillReason::OutputLimit) => failed(
-            ErrorClass::AgentError,
-            format!("the {what} exceeded the output limit"),
-        ),
-        None => match (out.exit_code, out.signal) {
-            (Some(code), _) => failed(
-                ErrorClass::AgentError,
-                format!("the {what} exited with code {code}"),
-            ),
-            (None, Some(sig)) => failed(
-                ErrorClass::AgentError,
-                format!("the {what} was killed by signal {sig}"),
-            ),
-            _ => failed(ErrorClass::AgentError, format!("the {what} failed")),
-        },
-    }
 }
 
 /// Removes a directory when dropped (task workspace, credential dir), whatever way the run

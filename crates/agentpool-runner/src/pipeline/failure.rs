@@ -1,0 +1,59 @@
+//! How a step's failure becomes the task's error class: git errors, and a command's or agent's
+//! process outcome (timeout, cancel, output limit, exit code, signal).
+
+use std::time::Duration;
+
+use agentpool_core::ErrorClass;
+
+use crate::git::GitError;
+use crate::process::{KillReason, ProcessOutcome};
+
+pub(super) struct Failed {
+    pub(super) class: ErrorClass,
+    pub(super) message: String,
+    pub(super) retry_after: Option<Duration>,
+}
+
+pub(super) fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
+    Failed {
+        class,
+        message: message.into(),
+        retry_after: None,
+    }
+}
+
+pub(super) fn git_failure(e: GitError) -> Failed {
+    match e {
+        GitError::Auth { .. } => failed(ErrorClass::GitAuthFailed, e.to_string()),
+        GitError::Canceled { .. } => failed(ErrorClass::Canceled, e.to_string()),
+        GitError::Io(ref io) if agentpool_agents::is_spawn_failure(io) => {
+            failed(ErrorClass::WorkerError, e.to_string())
+        }
+        other => failed(ErrorClass::GitError, other.to_string()),
+    }
+}
+
+pub(super) fn process_failure(out: &ProcessOutcome, what: &str) -> Failed {
+    match out.killed {
+        Some(KillReason::Timeout) => failed(
+            ErrorClass::Timeout,
+            format!("the task's timeout was hit during the {what}"),
+        ),
+        Some(KillReason::Canceled) => failed(ErrorClass::Canceled, "canceled"),
+        Some(KillReason::OutputLimit) => failed(
+            ErrorClass::AgentError,
+            format!("the {what} exceeded the output limit"),
+        ),
+        None => match (out.exit_code, out.signal) {
+            (Some(code), _) => failed(
+                ErrorClass::AgentError,
+                format!("the {what} exited with code {code}"),
+            ),
+            (None, Some(sig)) => failed(
+                ErrorClass::AgentError,
+                format!("the {what} was killed by signal {sig}"),
+            ),
+            _ => failed(ErrorClass::AgentError, format!("the {what} failed")),
+        },
+    }
+}
