@@ -2,15 +2,16 @@
 //! times, a live status line, and readable renderings of tasks, workers and agent events.
 //! JSON output is plain `serde_json` and lives with each command.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 
-use agentpool_core::{Event, EventKind, Task, TaskResult, TaskState, Timestamp, Worker, WorkerStatus};
+use agentpool_core::{Task, TaskResult, TaskState, Timestamp, Worker, WorkerStatus};
 use chrono::Utc;
-use serde_json::Value;
 
 use agentpool_core::protocol::{TaskDetail, WaitReason};
-use agentpool_core::render::str_field;
 pub use agentpool_core::render::tool_key_argument;
+
+mod events;
+pub use events::{StatusLine, render_event};
 
 /// Whether to colour stdout / stderr.
 #[derive(Debug, Clone, Copy)]
@@ -457,197 +458,6 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
     out
 }
 
-/// One event as a readable line (or a few), or nothing for events not worth showing.
-pub fn render_event(style: &Style, ev: &Event) -> Option<String> {
-    let d = &ev.data();
-    let time = style.dim(&ev.at.with_timezone(&chrono::Local).format("%H:%M:%S").to_string());
-    let body = match ev.kind() {
-        EventKind::Lifecycle => {
-            let l = ev.payload.lifecycle()?;
-            let state = l.name();
-            let msg = l.message();
-            let label = state.replace('_', " ");
-            let state_s = match state.parse::<TaskState>() {
-                Ok(s) => style.state(s),
-                Err(_) => style.cyan(&label),
-            };
-            // Messages often begin with their state ("preparing workspace…"): say it once.
-            match msg.as_str().strip_prefix(label.as_str()) {
-                Some(rest) if !label.is_empty() => {
-                    format!("{} {state_s}{rest}", style.cyan("▸"))
-                }
-                _ if msg.is_empty() => format!("{} {state_s}", style.cyan("▸")),
-                _ => format!("{} {state_s}: {msg}", style.cyan("▸")),
-            }
-        }
-        EventKind::SessionStarted => {
-            let id = str_field(d, &["session_id", "id"]).unwrap_or("");
-            let model = str_field(d, &["model"])
-                .map(|m| format!(" ({m})"))
-                .unwrap_or_default();
-            format!("{} session {id}{model}", style.cyan("●"))
-        }
-        EventKind::AssistantMessage => {
-            let text = str_field(d, &["text", "content", "message"]).unwrap_or("").trim();
-            if text.is_empty() {
-                return None;
-            }
-            let mut lines = text.lines();
-            let first = lines.next().unwrap_or("");
-            let mut s = format!("{} {}", style.bold("│"), first);
-            for l in lines {
-                s.push_str(&format!("\n         {} {}", style.bold("│"), l));
-            }
-            s
-        }
-        EventKind::ToolCall => {
-            let name = str_field(d, &["name", "tool"]).unwrap_or("tool");
-            let arg = d
-                .get("input")
-                .or_else(|| d.get("arguments"))
-                .and_then(tool_key_argument)
-                .map(|a| truncate(&a, 100))
-                .unwrap_or_default();
-            format!("{} {} {}", style.yellow("→"), style.bold(name), arg)
-        }
-        EventKind::ToolResult => {
-            let is_error = d.get("is_error").and_then(Value::as_bool).unwrap_or(false)
-                || d.get("ok").and_then(Value::as_bool) == Some(false)
-                || d.get("status").and_then(Value::as_str) == Some("error");
-            let output = str_field(d, &["output", "content", "text", "error"]).unwrap_or("");
-            let n = output.lines().count();
-            if is_error {
-                format!(
-                    "{} {} {}",
-                    style.red("←"),
-                    style.red("error"),
-                    truncate(output, 120)
-                )
-            } else {
-                let summary = if n > 1 {
-                    format!("{n} lines")
-                } else {
-                    truncate(output, 100)
-                };
-                format!(
-                    "{} {} {}",
-                    style.green("←"),
-                    style.green("ok"),
-                    style.dim(&summary)
-                )
-            }
-        }
-        EventKind::Usage => {
-            let n = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
-            let cost = d
-                .get("cost_usd")
-                .and_then(Value::as_f64)
-                .map(|c| format!(", ${c:.4}"))
-                .unwrap_or_default();
-            style.dim(&format!(
-                "Σ {} in, {} out tokens{cost}",
-                n("input_tokens"),
-                n("output_tokens")
-            ))
-        }
-        EventKind::ApiRetry => {
-            let attempt = d.get("attempt").and_then(Value::as_u64).unwrap_or(0);
-            let err = str_field(d, &["error", "message"]).unwrap_or("");
-            format!("{} API retry {attempt} {}", style.yellow("↻"), truncate(err, 100))
-        }
-        EventKind::Log => {
-            let line = str_field(d, &["line", "text", "message"]).unwrap_or("");
-            let s = truncate(line, 200);
-            if str_field(d, &["stream"]) == Some("stderr") {
-                style.dim(&format!("! {s}"))
-            } else {
-                style.dim(&format!("  {s}"))
-            }
-        }
-        EventKind::Result => {
-            let is_error = d.get("is_error").and_then(Value::as_bool).unwrap_or(false);
-            let text = str_field(d, &["text", "result", "final_text"]).unwrap_or("");
-            if is_error {
-                format!("{} {}", style.red("✗"), truncate(text, 300))
-            } else {
-                format!("{} {}", style.green("✓"), truncate(text, 300))
-            }
-        }
-        EventKind::Raw => {
-            let text = str_field(d, &["line"])
-                .map(str::to_string)
-                .unwrap_or_else(|| d.to_string());
-            style.dim(&format!("  {}", truncate(&text, 160)))
-        }
-    };
-    Some(format!("{time} {body}"))
-}
-
-/// A status line redrawn in place on a terminal (spinner + text); silent otherwise. Printing
-/// through it keeps regular output and the status line from garbling each other.
-pub struct StatusLine {
-    enabled: bool,
-    frame: usize,
-    text: String,
-    shown: bool,
-}
-
-const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-
-impl StatusLine {
-    /// Enabled only when stderr is a terminal (and the caller is not printing JSON).
-    pub fn new(enabled: bool) -> Self {
-        Self {
-            enabled: enabled && std::io::stderr().is_terminal(),
-            frame: 0,
-            text: String::new(),
-            shown: false,
-        }
-    }
-
-    pub fn set(&mut self, text: impl Into<String>) {
-        self.text = text.into();
-        self.draw();
-    }
-
-    pub fn tick(&mut self) {
-        self.frame = (self.frame + 1) % FRAMES.len();
-        self.draw();
-    }
-
-    fn draw(&mut self) {
-        if !self.enabled || self.text.is_empty() {
-            return;
-        }
-        let mut err = std::io::stderr();
-        let _ = write!(err, "\r\x1b[2K{} {}", FRAMES[self.frame], self.text);
-        let _ = err.flush();
-        self.shown = true;
-    }
-
-    pub fn clear(&mut self) {
-        if self.enabled && self.shown {
-            let mut err = std::io::stderr();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-            self.shown = false;
-        }
-    }
-
-    /// Print a line on stdout without leaving the status line in the middle of it.
-    pub fn println(&mut self, line: &str) {
-        self.clear();
-        println!("{line}");
-        self.draw();
-    }
-}
-
-impl Drop for StatusLine {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// `name (env A,B; mcp x; tools n; prompt appended)`: which profile a task runs with and what
 /// it brought; the full settings are in `--output json`.
 fn profile_summary(spec: &agentpool_core::TaskSpec) -> String {
@@ -686,8 +496,9 @@ fn profile_summary(spec: &agentpool_core::TaskSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentpool_core::{Event, EventKind};
     use chrono::TimeZone;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn relative_times_read_naturally() {
