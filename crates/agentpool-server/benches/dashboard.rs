@@ -92,17 +92,7 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
             .put_project(ProjectSpec {
                 name: p.into(),
                 repo: "https://example.com/repo.git".into(),
-                default_base: None,
-                slots: None,
-                default_agent: None,
-                default_model: None,
-                allowed_agents: Vec::new(),
-                credentials: Vec::new(),
-                checks: Vec::new(),
-                max_rounds: None,
-                max_cost_usd: None,
-                daily_budget_usd: None,
-                default_profile: None,
+                ..ProjectSpec::default()
             })
             .await
             .expect("project");

@@ -70,14 +70,10 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         default_base: Some("main".into()),
         slots: Some(2),
         default_agent: Some("claude-code".into()),
-        default_model: None,
-        allowed_agents: vec![],
         credentials: vec!["gh-token".into()],
         checks: vec![agentpool_core::CheckSpec::command("cargo test")],
         max_rounds: Some(4),
-        max_cost_usd: None,
-        daily_budget_usd: None,
-        default_profile: None,
+        ..ProjectSpec::default()
     };
     let p = sub.put_project(&spec).await.expect("put project");
     assert_eq!(p.spec, spec);
@@ -351,17 +347,9 @@ async fn project_checks_reach_tasks_that_name_none(backend: Backend) {
     let project = ProjectSpec {
         name: "checked".into(),
         repo: repo.into(),
-        default_base: None,
-        slots: None,
-        default_agent: None,
-        default_model: None,
-        allowed_agents: vec![],
-        credentials: vec![],
         checks: vec![agentpool_core::CheckSpec::command("cargo test")],
         max_rounds: Some(4),
-        max_cost_usd: None,
-        daily_budget_usd: None,
-        default_profile: None,
+        ..ProjectSpec::default()
     };
     sub.put_project(&project).await.expect("put project");
     let mut named = TaskSpec::agent(repo, "claude-code", "fix it");

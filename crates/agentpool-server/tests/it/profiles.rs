@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use agentpool_client::Error;
+use agentpool_core::project::ProjectSpec;
 use agentpool_core::{AgentProfile, McpServer, TaskSpec};
 use agentpool_testkit::db::Backend;
 
@@ -111,20 +112,12 @@ async fn profiles_are_stored_validated_and_resolved_into_tasks(backend: Backend)
     );
 
     // A project's default profile applies to its tasks that name none; a task's own wins.
-    let mut project = agentpool_core::project::ProjectSpec {
+    let mut project = ProjectSpec {
         name: "proj".into(),
         repo: "https://example.com/r.git".into(),
-        default_base: None,
-        slots: None,
         default_agent: Some("claude-code".into()),
-        default_model: None,
-        allowed_agents: vec![],
-        credentials: vec![],
-        checks: vec![],
-        max_rounds: None,
-        max_cost_usd: None,
-        daily_budget_usd: None,
         default_profile: Some("Not A Name".into()),
+        ..ProjectSpec::default()
     };
     let (status, fields, _) = rejected_fields(admin.put_project(&project).await.unwrap_err());
     assert_eq!((status, fields), (422, vec!["default_profile".to_string()]));

@@ -16,17 +16,8 @@ fn project(budget: Option<f64>) -> ProjectSpec {
     ProjectSpec {
         name: "p".into(),
         repo: "https://git.example.com/p.git".into(),
-        default_base: None,
-        slots: None,
-        default_agent: None,
-        default_model: None,
-        allowed_agents: vec![],
-        credentials: vec![],
-        max_cost_usd: None,
         daily_budget_usd: budget,
-        default_profile: None,
-        checks: Vec::new(),
-        max_rounds: None,
+        ..ProjectSpec::default()
     }
 }
 

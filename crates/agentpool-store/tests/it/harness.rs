@@ -79,17 +79,8 @@ impl Harness {
             .put_project(ProjectSpec {
                 name: name.into(),
                 repo: format!("https://git.example.com/{name}.git"),
-                default_base: None,
                 slots: Some(slots),
-                default_agent: None,
-                default_model: None,
-                allowed_agents: vec![],
-                credentials: vec![],
-                checks: Vec::new(),
-                max_rounds: None,
-                max_cost_usd: None,
-                daily_budget_usd: None,
-                default_profile: None,
+                ..ProjectSpec::default()
             })
             .await
             .expect("put project");

@@ -91,14 +91,9 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
         default_base: Some("main".into()),
         slots: Some(3),
         default_agent: Some("claude-code".into()),
-        default_model: None,
         allowed_agents: vec!["claude-code".into()],
         credentials: vec!["anthropic".into()],
-        checks: Vec::new(),
-        max_rounds: None,
-        max_cost_usd: None,
-        daily_budget_usd: None,
-        default_profile: None,
+        ..ProjectSpec::default()
     };
     let p = h.store.put_project(spec.clone()).await.unwrap();
     assert_eq!(p.spec, spec);

@@ -58,6 +58,22 @@ impl Env {
         c
     }
 
+    /// `agentpool serve` on a free port without auth, on a SQLite file in this environment,
+    /// accepting local repositories: what the tests of a separate server start.
+    pub fn serve_cmd(&self) -> Command {
+        let db = format!("sqlite://{}?mode=rwc", self.dir.path().join("serve.db").display());
+        let mut c = self.cmd();
+        c.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--allow-local-repos",
+        ])
+        .args(["--database-url", &db]);
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run agentpool")
     }

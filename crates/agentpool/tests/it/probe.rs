@@ -40,18 +40,7 @@ fn until_status(url: &str, status: u16, secs: u64) -> String {
 fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("probe.db").display());
-    let mut serve = env.cmd();
-    serve
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-auth",
-            "--allow-local-repos",
-        ])
-        .args(["--database-url", &db]);
-    let server = Up::spawn(serve);
+    let server = Up::spawn(env.serve_cmd());
 
     // No git on this worker's PATH: every task fails to start with WORKER_ERROR.
     let empty = env.dir.path().join("empty-path");

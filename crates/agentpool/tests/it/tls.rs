@@ -49,17 +49,8 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
     let env = Env::new();
     let remote = env.sample_repo();
     let pki = pki(env.dir.path());
-    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("tls.db").display());
-    let mut serve = env.cmd();
+    let mut serve = env.serve_cmd();
     serve
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-auth",
-            "--allow-local-repos",
-        ])
-        .args(["--database-url", &db])
         .arg("--tls-cert")
         .arg(&pki.cert)
         .arg("--tls-key")
@@ -129,19 +120,10 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
 #[test]
 fn serve_refuses_an_unreadable_certificate_in_one_line() {
     let env = Env::new();
-    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("tls.db").display());
     let bogus = env.dir.path().join("not-a-cert.pem");
     std::fs::write(&bogus, "hello").unwrap();
     let o = env
-        .cmd()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-auth",
-            "--database-url",
-            &db,
-        ])
+        .serve_cmd()
         .arg("--tls-cert")
         .arg(&bogus)
         .arg("--tls-key")
