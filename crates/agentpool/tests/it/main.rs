@@ -74,6 +74,20 @@ impl Env {
         c
     }
 
+    /// `agentpool tokens create NAME --role ROLE` on the database at `db`: the token it prints.
+    pub fn create_token(&self, db: &str, name: &str, role: &str) -> String {
+        let o = self
+            .cmd()
+            .env("AGENTPOOL_DATABASE_URL", db)
+            .args(["tokens", "create", name, "--role", role])
+            .output()
+            .expect("run agentpool");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let token = stdout(&o).trim().to_string();
+        assert!(token.starts_with("apt_"), "{token}");
+        token
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run agentpool")
     }

@@ -5,19 +5,6 @@ use std::process::Stdio;
 
 use crate::{Env, Up, git, stderr, stdout, terminate};
 
-fn create_token(env: &Env, db: &str, name: &str, role: &str) -> String {
-    let o = env
-        .cmd()
-        .env("AGENTPOOL_DATABASE_URL", db)
-        .args(["tokens", "create", name, "--role", role])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let token = stdout(&o).trim().to_string();
-    assert!(token.starts_with("apt_"), "{token}");
-    token
-}
-
 /// The production layout, all through the binary: migrate, tokens on the database, `serve`
 /// with auth, a separate `worker` process over HTTP, a client with a submitter token.
 fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
@@ -25,8 +12,8 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let o = env.run(&["migrate", "--database-url", db]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stdout(&o).contains("s3cret"));
-    let submitter = create_token(env, db, "ci", "submitter");
-    let worker_token = create_token(env, db, "pool", "worker");
+    let submitter = env.create_token(db, "ci", "submitter");
+    let worker_token = env.create_token(db, "pool", "worker");
     let listed = env
         .cmd()
         .env("AGENTPOOL_DATABASE_URL", db)
@@ -126,7 +113,7 @@ fn serve_refuses_local_repositories_unless_enabled() {
     let env = Env::new();
     let remote = env.sample_repo();
     let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
-    let token = create_token(&env, &db, "ci", "submitter");
+    let token = env.create_token(&db, "ci", "submitter");
     let mut serve = env.cmd();
     serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
     let server = Up::spawn(serve);

@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Env, Up, stderr, stdout};
+use crate::{Env, Up, stderr};
 use kubelet::Kubelet;
 
 pub const GIT_TOKEN: &str = "k8s-git-token-9c41d2e7";
@@ -58,17 +58,6 @@ impl RunningLauncher {
     }
 }
 
-fn token(env: &Env, db: &str, name: &str, role: &str) -> String {
-    let o = env
-        .cmd()
-        .env("AGENTPOOL_DATABASE_URL", db)
-        .args(["tokens", "create", name, "--role", role])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    stdout(&o).trim().to_string()
-}
-
 impl Harness {
     /// `None` only when PostgreSQL is not configured and services are not required.
     pub async fn start() -> Option<Self> {
@@ -86,8 +75,8 @@ impl Harness {
         let env = Env::new();
         let o = env.run(&["migrate", "--database-url", db.url()]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let admin = token(&env, db.url(), "ops", "admin");
-        let worker_token = token(&env, db.url(), "launcher", "worker");
+        let admin = env.create_token(db.url(), "ops", "admin");
+        let worker_token = env.create_token(db.url(), "launcher", "worker");
         let mut serve = env.cmd();
         serve.env("AGENTPOOL_SERVER_KEY", SERVER_KEY).args([
             "serve",
