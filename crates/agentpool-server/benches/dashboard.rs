@@ -129,6 +129,7 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
                 max_rounds: None,
                 max_cost_usd: None,
                 daily_budget_usd: None,
+                github: None,
             })
             .await
             .expect("project");

@@ -64,6 +64,9 @@ fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     {
         errs.push(ValidationError::new("default_base", "is not a valid git ref"));
     }
+    if let Some(g) = &p.github {
+        errs.extend(g.validate("github"));
+    }
     errs.extend(agentpool_core::check::validate_checks(
         &p.checks,
         "checks",

@@ -75,6 +75,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         max_rounds: Some(4),
         max_cost_usd: None,
         daily_budget_usd: None,
+        github: None,
     };
     let p = sub.put_project(&spec).await.expect("put project");
     assert_eq!(p.spec, spec);
@@ -368,6 +369,7 @@ async fn project_checks_reach_tasks_that_name_none(backend: Backend) {
         max_rounds: Some(4),
         max_cost_usd: None,
         daily_budget_usd: None,
+        github: None,
     };
     sub.put_project(&project).await.expect("put project");
     let mut named = TaskSpec::agent(repo, "claude-code", "fix it");

@@ -24,6 +24,7 @@ fn project(budget: Option<f64>) -> ProjectSpec {
         credentials: vec![],
         max_cost_usd: None,
         daily_budget_usd: budget,
+        github: None,
         checks: Vec::new(),
         max_rounds: None,
     }

@@ -82,6 +82,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             max_rounds: None,
             max_cost_usd: None,
             daily_budget_usd: None,
+            github: None,
         })
         .await
         .unwrap();
@@ -137,6 +138,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             max_rounds: None,
             max_cost_usd: None,
             daily_budget_usd: None,
+            github: None,
         })
         .await
         .unwrap();
@@ -190,6 +192,7 @@ async fn locks_and_slots_hold_under_racing_claimers_on_two_replicas(h: Harness) 
             max_rounds: None,
             max_cost_usd: None,
             daily_budget_usd: None,
+            github: None,
         })
         .await
         .unwrap();

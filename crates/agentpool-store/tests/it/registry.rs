@@ -98,6 +98,7 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
         max_rounds: None,
         max_cost_usd: None,
         daily_budget_usd: None,
+        github: None,
     };
     let p = h.store.put_project(spec.clone()).await.unwrap();
     assert_eq!(p.spec, spec);

@@ -144,6 +144,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                 max_rounds: a.max_rounds,
                 max_cost_usd: a.max_cost_usd,
                 daily_budget_usd: a.daily_budget_usd,
+                github: None,
             };
             let p = client.put_project(&spec).await?;
             if settings.json() {
