@@ -130,7 +130,10 @@ impl GithubSettings {
         {
             errs.push(ValidationError::new(f("api_url"), "must be an http(s) URL"));
         }
-        for (name, v) in [("webhook_secret", Some(&self.webhook_secret)), ("token", self.token.as_ref())] {
+        for (name, v) in [
+            ("webhook_secret", Some(&self.webhook_secret)),
+            ("token", self.token.as_ref()),
+        ] {
             if let Some(v) = v
                 && !crate::project::valid_credential_name(v)
             {
@@ -141,7 +144,10 @@ impl GithubSettings {
             if let Some(v) = v
                 && (v.trim().is_empty() || v.len() > 100 || v.chars().any(char::is_whitespace))
             {
-                errs.push(ValidationError::new(f(name), "must be 1-100 characters without spaces"));
+                errs.push(ValidationError::new(
+                    f(name),
+                    "must be 1-100 characters without spaces",
+                ));
             }
         }
         for a in &self.allowed_associations {
@@ -159,7 +165,9 @@ impl GithubSettings {
             ("prompt_template", &self.prompt_template),
             ("follow_up_template", &self.follow_up_template),
         ] {
-            if v.as_ref().is_some_and(|t| t.trim().is_empty() || t.len() > 64 * 1024) {
+            if v.as_ref()
+                .is_some_and(|t| t.trim().is_empty() || t.len() > 64 * 1024)
+            {
                 errs.push(ValidationError::new(f(name), "must be 1 byte to 64 KiB"));
             }
         }
@@ -206,7 +214,11 @@ mod tests {
         let fields: Vec<String> = s.validate("github").into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            ["github.repository", "github.api_url", "github.allowed_associations"]
+            [
+                "github.repository",
+                "github.api_url",
+                "github.allowed_associations"
+            ]
         );
     }
 }

@@ -149,7 +149,10 @@ impl GithubClient {
     /// The repository's default branch (the base of a pull request when the task names none).
     pub async fn default_branch(&self, repo: &str) -> Result<String> {
         let r: RepoInfo = self
-            .send("get repository", self.request(reqwest::Method::GET, &format!("/repos/{repo}")))
+            .send(
+                "get repository",
+                self.request(reqwest::Method::GET, &format!("/repos/{repo}")),
+            )
             .await?;
         Ok(r.default_branch)
     }

@@ -35,7 +35,10 @@ pub fn render(v: &StatusView<'_>) -> String {
     };
     let mut out = format!("{MARKER}\n{icon} **agentpool** task {task}: **{}**\n", v.state);
     if let Some(pr) = v.pull_request {
-        out.push_str(&format!("\n- Pull request: [#{}]({}) ({})", pr.number, pr.url, pr.state));
+        out.push_str(&format!(
+            "\n- Pull request: [#{}]({}) ({})",
+            pr.number, pr.url, pr.state
+        ));
     }
     if let Some(c) = v.cost_usd {
         out.push_str(&format!("\n- Cost: ${c:.2}"));

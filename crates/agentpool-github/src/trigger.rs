@@ -68,9 +68,7 @@ pub enum Decision {
 /// it up and passes what it finds to [`decide`].
 pub fn pull_request_of(event: &str, env: &Envelope) -> Option<u64> {
     match event {
-        "pull_request_review" | "pull_request_review_comment" => {
-            env.pull_request.as_ref().map(|p| p.number)
-        }
+        "pull_request_review" | "pull_request_review_comment" => env.pull_request.as_ref().map(|p| p.number),
         "issue_comment" => env
             .issue
             .as_ref()
@@ -87,12 +85,7 @@ pub fn pull_request_of(event: &str, env: &Envelope) -> Option<u64> {
 
 /// Decide what `event` (the `X-GitHub-Event` header) with payload `env` starts. `opened` is
 /// the pull request of [`pull_request_of`] if agentpool opened it.
-pub fn decide(
-    event: &str,
-    env: &Envelope,
-    settings: &GithubSettings,
-    opened: Option<OpenedPr>,
-) -> Decision {
+pub fn decide(event: &str, env: &Envelope, settings: &GithubSettings, opened: Option<OpenedPr>) -> Decision {
     let repository = env
         .repository
         .as_ref()
@@ -200,7 +193,10 @@ pub fn decide(
                 (
                     TriggerKind::ReviewComment,
                     c.author_association.clone(),
-                    format!("Review comment on {place}:\n{}\n", c.body.clone().unwrap_or_default()),
+                    format!(
+                        "Review comment on {place}:\n{}\n",
+                        c.body.clone().unwrap_or_default()
+                    ),
                     format!("github:{repository}:review-comment:{}", c.id),
                 )
             };
@@ -249,7 +245,10 @@ pub fn decide(
                 run.name,
                 run.conclusion.as_deref().unwrap_or(""),
                 output.as_ref().and_then(|o| o.title.clone()).unwrap_or_default(),
-                output.as_ref().and_then(|o| o.summary.clone()).unwrap_or_default(),
+                output
+                    .as_ref()
+                    .and_then(|o| o.summary.clone())
+                    .unwrap_or_default(),
                 run.html_url.clone().unwrap_or_default(),
             );
             vars.insert("number", number.to_string());
@@ -305,7 +304,10 @@ mod tests {
 
     #[test]
     fn command_must_be_the_first_word_and_carry_a_request() {
-        assert_eq!(command_text("  /agentpool fix it\nplease", "/agentpool").as_deref(), Some("fix it\nplease"));
+        assert_eq!(
+            command_text("  /agentpool fix it\nplease", "/agentpool").as_deref(),
+            Some("fix it\nplease")
+        );
         assert_eq!(command_text("/agentpoolx fix", "/agentpool"), None);
         assert_eq!(command_text("/agentpool   ", "/agentpool"), None);
         assert_eq!(command_text("please /agentpool fix", "/agentpool"), None);

@@ -40,9 +40,8 @@ fn read_json(path: &Path) -> io::Result<Value> {
 
 /// GitHub's example payloads of `event` (with `action`, when given), as GitHub sends them.
 pub fn webhook_examples(event: &str, action: Option<&str>) -> io::Result<Vec<Value>> {
-    let index = read_json(
-        &tools_dir().join("node_modules/@octokit/webhooks-examples/api.github.com/index.json"),
-    )?;
+    let index =
+        read_json(&tools_dir().join("node_modules/@octokit/webhooks-examples/api.github.com/index.json"))?;
     let mut out = Vec::new();
     for e in index.as_array().into_iter().flatten() {
         if e["name"] != event {
@@ -124,10 +123,17 @@ impl GithubStandIn {
     /// Start on 127.0.0.1:0; pull requests it opens are numbered from `first_pr_number`.
     pub async fn start(spec: &Value, default_branch: &str, first_pr_number: u64) -> io::Result<Self> {
         let mut examples = BTreeMap::new();
-        for name in ["pull-request", "pull-request-simple-items", "issue-comment", "full-repository-default-response"] {
+        for name in [
+            "pull-request",
+            "pull-request-simple-items",
+            "issue-comment",
+            "full-repository-default-response",
+        ] {
             let v = spec["components"]["examples"][name]["value"].clone();
             if v.is_null() {
-                return Err(io::Error::other(format!("GitHub's document has no example {name}")));
+                return Err(io::Error::other(format!(
+                    "GitHub's document has no example {name}"
+                )));
             }
             examples.insert(name.to_string(), v);
         }
@@ -143,8 +149,14 @@ impl GithubStandIn {
         let app = Router::new()
             .route("/repos/{owner}/{repo}", get(get_repo))
             .route("/repos/{owner}/{repo}/pulls", get(list_pulls).post(create_pull))
-            .route("/repos/{owner}/{repo}/issues/{number}/comments", post(create_comment))
-            .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(update_comment))
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                post(create_comment),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                patch(update_comment),
+            )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -159,19 +171,38 @@ impl GithubStandIn {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.inner.lock().map(|i| i.requests.clone()).unwrap_or_default()
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.requests.clone())
+            .unwrap_or_default()
     }
 
     pub fn pulls(&self) -> Vec<Pull> {
-        self.state.inner.lock().map(|i| i.pulls.clone()).unwrap_or_default()
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.pulls.clone())
+            .unwrap_or_default()
     }
 
     pub fn comments(&self) -> Vec<Comment> {
-        self.state.inner.lock().map(|i| i.comments.clone()).unwrap_or_default()
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.comments.clone())
+            .unwrap_or_default()
     }
 }
 
-fn record(s: &StandInState, method: &str, path: String, query: BTreeMap<String, String>, headers: &HeaderMap, body: Value) {
+fn record(
+    s: &StandInState,
+    method: &str,
+    path: String,
+    query: BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: Value,
+) {
     if let Ok(mut i) = s.inner.lock() {
         i.requests.push(Recorded {
             method: method.into(),
@@ -207,8 +238,19 @@ fn pull_json(s: &StandInState, owner: &str, repo: &str, p: &Pull, simple: bool) 
     v
 }
 
-async fn get_repo(State(s): State<Arc<StandInState>>, UrlPath((owner, repo)): UrlPath<(String, String)>, headers: HeaderMap) -> Response {
-    record(&s, "GET", format!("/repos/{owner}/{repo}"), BTreeMap::new(), &headers, Value::Null);
+async fn get_repo(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &s,
+        "GET",
+        format!("/repos/{owner}/{repo}"),
+        BTreeMap::new(),
+        &headers,
+        Value::Null,
+    );
     let mut v = s.examples["full-repository-default-response"].clone();
     v["default_branch"] = json!(s.default_branch);
     // GitHub's example omits `language`, which its own schema requires (nullable).
@@ -230,7 +272,14 @@ async fn list_pulls(
     Query(q): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    record(&s, "GET", format!("/repos/{owner}/{repo}/pulls"), q.clone(), &headers, Value::Null);
+    record(
+        &s,
+        "GET",
+        format!("/repos/{owner}/{repo}/pulls"),
+        q.clone(),
+        &headers,
+        Value::Null,
+    );
     let head = q.get("head").cloned().unwrap_or_default();
     let pulls = s.inner.lock().map(|i| i.pulls.clone()).unwrap_or_default();
     let out: Vec<Value> = pulls
@@ -247,7 +296,14 @@ async fn create_pull(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    record(&s, "POST", format!("/repos/{owner}/{repo}/pulls"), BTreeMap::new(), &headers, body.clone());
+    record(
+        &s,
+        "POST",
+        format!("/repos/{owner}/{repo}/pulls"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
     let Ok(mut i) = s.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
@@ -267,14 +323,21 @@ async fn create_pull(
     };
     i.pulls.push(p.clone());
     drop(i);
-    (StatusCode::CREATED, axum::Json(pull_json(&s, &owner, &repo, &p, false))).into_response()
+    (
+        StatusCode::CREATED,
+        axum::Json(pull_json(&s, &owner, &repo, &p, false)),
+    )
+        .into_response()
 }
 
 fn comment_json(s: &StandInState, owner: &str, repo: &str, c: &Comment) -> Value {
     let mut v = s.examples["issue-comment"].clone();
     v["id"] = json!(c.id);
     v["body"] = json!(c.body);
-    v["html_url"] = json!(format!("https://github.com/{owner}/{repo}/issues/{}#issuecomment-{}", c.issue, c.id));
+    v["html_url"] = json!(format!(
+        "https://github.com/{owner}/{repo}/issues/{}#issuecomment-{}",
+        c.issue, c.id
+    ));
     v
 }
 
@@ -284,7 +347,14 @@ async fn create_comment(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    record(&s, "POST", format!("/repos/{owner}/{repo}/issues/{number}/comments"), BTreeMap::new(), &headers, body.clone());
+    record(
+        &s,
+        "POST",
+        format!("/repos/{owner}/{repo}/issues/{number}/comments"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
     let Ok(mut i) = s.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
@@ -297,7 +367,11 @@ async fn create_comment(
     };
     i.comments.push(c.clone());
     drop(i);
-    (StatusCode::CREATED, axum::Json(comment_json(&s, &owner, &repo, &c))).into_response()
+    (
+        StatusCode::CREATED,
+        axum::Json(comment_json(&s, &owner, &repo, &c)),
+    )
+        .into_response()
 }
 
 async fn update_comment(
@@ -306,12 +380,23 @@ async fn update_comment(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    record(&s, "PATCH", format!("/repos/{owner}/{repo}/issues/comments/{id}"), BTreeMap::new(), &headers, body.clone());
+    record(
+        &s,
+        "PATCH",
+        format!("/repos/{owner}/{repo}/issues/comments/{id}"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
     let Ok(mut i) = s.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let Some(c) = i.comments.iter_mut().find(|c| c.id == id) else {
-        return (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})),
+        )
+            .into_response();
     };
     c.body = body["body"].as_str().unwrap_or_default().to_string();
     c.updates += 1;
@@ -352,7 +437,14 @@ impl Prism {
         let log = log_dir.join("prism.log");
         let out = std::fs::File::create(&log)?;
         let child = tokio::process::Command::new(tools_dir().join("node_modules/.bin/prism"))
-            .args(["proxy", "--errors", "--host", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "proxy",
+                "--errors",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .arg(spec)
             .arg(upstream)
             .stdout(Stdio::from(out.try_clone()?))

@@ -10,8 +10,8 @@ use agentpool_core::TaskState;
 use agentpool_core::github::{GithubSettings, PullRequestRef};
 use agentpool_github::status::{self, StatusView};
 use agentpool_github::{GithubClient, GithubError, NewPull};
-use agentpool_store::github::GithubLink;
 use agentpool_store::TaskDetail;
+use agentpool_store::github::GithubLink;
 use tokio_util::sync::CancellationToken;
 
 use crate::github::{SecretError, client};
@@ -111,7 +111,9 @@ async fn step(state: &AppState, link: &mut GithubLink) -> Result<(), StepError> 
             Ok(()) => {}
             // GitHub refused the pull request itself (no commits between branches, a base
             // that does not exist): say so on the status comment instead of retrying forever.
-            Err(StepError::Github(GithubError::Status { status: 422, message, .. })) => {
+            Err(StepError::Github(GithubError::Status {
+                status: 422, message, ..
+            })) => {
                 note = Some(format!("no pull request opened: {message}"));
             }
             Err(e) => return Err(e),
@@ -178,7 +180,9 @@ async fn ensure_pull_request(
     if !settings.pull_requests || !result.pushed {
         return Ok(());
     }
-    let Some(branch) = result.branch.clone() else { return Ok(()) };
+    let Some(branch) = result.branch.clone() else {
+        return Ok(());
+    };
     let repo = &link.repository;
     let pull = match gh.find_open_pull(repo, &branch).await? {
         Some(p) => p,
@@ -255,7 +259,10 @@ async fn write_comment(
 
 fn pr_title(detail: &TaskDetail) -> String {
     let prompt = detail.task.spec.prompt.as_deref().unwrap_or("agentpool task");
-    let first = prompt.lines().find(|l| !l.trim().is_empty()).unwrap_or("agentpool task");
+    let first = prompt
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("agentpool task");
     let mut t: String = first.trim().chars().take(72).collect();
     if first.trim().chars().count() > 72 {
         t.push('…');

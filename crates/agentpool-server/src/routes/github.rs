@@ -125,9 +125,8 @@ pub async fn webhook(
         state.store().github_record_delivery(&delivery, &event).await?;
         return Ok((StatusCode::OK, Json(WebhookReply::status("pong", None))).into_response());
     }
-    let env: Envelope = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!("the {event} payload is not as GitHub sends it: {e}"))
-    })?;
+    let env: Envelope = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the {event} payload is not as GitHub sends it: {e}")))?;
     let repository = env
         .repository
         .as_ref()
@@ -149,7 +148,11 @@ pub async fn webhook(
         Decision::Ignore(reason) => {
             tracing::debug!(%event, %delivery, reason, "webhook event ignored");
             state.store().github_record_delivery(&delivery, &event).await?;
-            return Ok((StatusCode::OK, Json(WebhookReply::status("ignored", Some(reason)))).into_response());
+            return Ok((
+                StatusCode::OK,
+                Json(WebhookReply::status("ignored", Some(reason))),
+            )
+                .into_response());
         }
         Decision::Start(t) => t,
     };
@@ -162,7 +165,9 @@ pub async fn webhook(
         follow_up_of: t.follow_up.as_ref().map(|f| f.last_task),
         ..TaskSpec::default()
     };
-    let spec = prepare_spec(&state, spec, "").await.map_err(ApiError::validation)?;
+    let spec = prepare_spec(&state, spec, "")
+        .await
+        .map_err(ApiError::validation)?;
     let out = enqueue_retrying(&state, spec).await?;
     enqueued(&state, std::slice::from_ref(&out));
     let link = GithubLink {

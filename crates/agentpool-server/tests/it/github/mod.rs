@@ -81,7 +81,13 @@ pub async fn deliver(
     deliver_raw(app, event, delivery, body, secret).await
 }
 
-pub async fn deliver_raw(app: &TestApp, event: &str, delivery: &str, body: Vec<u8>, secret: &str) -> (u16, Value) {
+pub async fn deliver_raw(
+    app: &TestApp,
+    event: &str,
+    delivery: &str,
+    body: Vec<u8>,
+    secret: &str,
+) -> (u16, Value) {
     let sig = signature::sign(secret.as_bytes(), &body);
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/webhooks/github", app.base))

@@ -23,8 +23,14 @@ async fn labeled_issue_becomes_one_task_and_redelivery_creates_nothing(backend: 
     let task = app.store.get_task(id).await.expect("get").expect("task").task;
     assert_eq!(task.spec.project.as_deref(), Some("hello"));
     let prompt = task.spec.prompt.clone().expect("prompt");
-    assert!(prompt.contains(payload["issue"]["title"].as_str().expect("title")), "{prompt}");
-    assert!(prompt.contains(&format!("#{} of {REPO}", payload["issue"]["number"])), "{prompt}");
+    assert!(
+        prompt.contains(payload["issue"]["title"].as_str().expect("title")),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains(&format!("#{} of {REPO}", payload["issue"]["number"])),
+        "{prompt}"
+    );
     let link = app.store.github_link(id).await.expect("link").expect("linked");
     assert_eq!(link.number, Some(1));
     assert_eq!(link.kind, "label");
@@ -42,7 +48,10 @@ async fn wrong_signature_is_refused_and_stores_nothing(backend: Backend) {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");
     assert_eq!(task_count(&app).await, 0);
-    assert!(!app.store.github_delivery_seen("d-2").await.expect("seen"), "refused delivery was recorded");
+    assert!(
+        !app.store.github_delivery_seen("d-2").await.expect("seen"),
+        "refused delivery was recorded"
+    );
 
     // A body changed after signing fails the same way.
     let body_bytes = serde_json::to_vec(&payload).expect("json");
@@ -79,7 +88,11 @@ async fn wrong_signature_is_refused_and_stores_nothing(backend: Backend) {
 async fn unknown_and_unconfigured_events_are_acknowledged(backend: Backend) {
     let app = app(backend).await;
     let (status, body) = deliver(&app, "star", "d-3", &example("star", Some("created")), SECRET).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ignored")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ignored")),
+        "{body}"
+    );
     let mut ping = example("ping", None);
     ping["repository"]["full_name"] = json!(REPO);
     let (status, body) = deliver(&app, "ping", "d-4", &ping, SECRET).await;
@@ -88,11 +101,18 @@ async fn unknown_and_unconfigured_events_are_acknowledged(backend: Backend) {
     let mut other = example("issues", Some("labeled"));
     other["label"]["name"] = json!("wontfix");
     let (status, body) = deliver(&app, "issues", "d-5", &other, SECRET).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("ignored")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ignored")),
+        "{body}"
+    );
     // A review on a pull request agentpool did not open.
     let review = example("pull_request_review_comment", Some("created"));
     let (status, body) = deliver(&app, "pull_request_review_comment", "d-6", &review, SECRET).await;
-    assert_eq!((status, body["reason"].as_str()), (200, Some("not a pull request agentpool opened")));
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (200, Some("not a pull request agentpool opened"))
+    );
     assert_eq!(task_count(&app).await, 0);
 }
 
@@ -113,7 +133,10 @@ async fn commands_only_from_allowed_authors(backend: Backend) {
     comment["comment"]["author_association"] = json!("NONE");
     let (status, body) = deliver(&app, "issue_comment", "d-8", &comment, SECRET).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["reason"], "the commenter is not allowed to command agentpool");
+    assert_eq!(
+        body["reason"],
+        "the commenter is not allowed to command agentpool"
+    );
     assert_eq!(task_count(&app).await, 0);
 
     comment["comment"]["author_association"] = json!("COLLABORATOR");
@@ -121,7 +144,16 @@ async fn commands_only_from_allowed_authors(backend: Backend) {
     let (status, body) = deliver(&app, "issue_comment", "d-9", &comment, SECRET).await;
     assert_eq!(status, 202, "{body}");
     let id: agentpool_core::TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
-    let prompt = app.store.get_task(id).await.expect("get").expect("task").task.spec.prompt.expect("prompt");
+    let prompt = app
+        .store
+        .get_task(id)
+        .await
+        .expect("get")
+        .expect("task")
+        .task
+        .spec
+        .prompt
+        .expect("prompt");
     assert!(prompt.starts_with("add a README section about emoji"), "{prompt}");
 
     // A comment that is not a command.
@@ -142,7 +174,11 @@ async fn fifty_concurrent_deliveries_of_one_event_make_one_task(backend: Backend
         let comment = comment.clone();
         // Half are redeliveries of one delivery, half the same event under other ids (as a
         // second webhook on the same repository would send it).
-        let delivery = if i % 2 == 0 { "d-same".to_string() } else { format!("d-{i}") };
+        let delivery = if i % 2 == 0 {
+            "d-same".to_string()
+        } else {
+            format!("d-{i}")
+        };
         joins.push(tokio::spawn(async move {
             deliver(&app, "issue_comment", &delivery, &comment, SECRET).await
         }));
@@ -171,4 +207,46 @@ crate::both_backends!(
     oversize_body_is_refused,
     commands_only_from_allowed_authors,
     fifty_concurrent_deliveries_of_one_event_make_one_task,
+    create_and_build_saves_the_project_and_queues_its_build,
 );
+
+async fn create_and_build_saves_the_project_and_queues_its_build(backend: Backend) {
+    use agentpool_core::protocol::{BuildRequest, CreateAndBuild};
+    let app = app(backend).await;
+    let mut project = app.admin().get_project("hello").await.expect("project").spec;
+    project.name = "fresh".into();
+    project.default_base = Some("main".into());
+    let req = CreateAndBuild {
+        project: project.clone(),
+        build: BuildRequest {
+            prompt: "add a changelog".into(),
+            idempotency_key: Some("first-build".into()),
+            ..BuildRequest::default()
+        },
+    };
+    let out = app
+        .submitter()
+        .create_and_build(&req)
+        .await
+        .expect("create and build");
+    assert!(out.build.created);
+    assert_eq!(out.project.spec, project);
+    let t = &out.build.task;
+    assert_eq!(
+        (t.spec.project.as_deref(), t.spec.base_ref.as_deref()),
+        (Some("fresh"), Some("main"))
+    );
+    // Wired to GitHub: the build will get its pull request.
+    let link = app.store.github_link(t.id).await.expect("link").expect("linked");
+    assert_eq!((link.kind.as_str(), link.number), ("build", None));
+    // The same call again updates the project and finds the build by its key.
+    let again = app.submitter().create_and_build(&req).await.expect("again");
+    assert!(!again.build.created);
+    assert_eq!(again.build.task.id, t.id);
+    // A bad project is refused before anything is stored.
+    let mut bad = req.clone();
+    bad.project.name = "bad name".into();
+    let err = app.submitter().create_and_build(&bad).await.expect_err("refused");
+    assert!(err.to_string().contains("name"), "{err}");
+    assert_eq!(task_count(&app).await, 1);
+}
