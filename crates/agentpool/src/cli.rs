@@ -191,6 +191,9 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert
     #[arg(long, env = "AGENTPOOL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The URL users reach this server at (task links in GitHub status comments)
+    #[arg(long, env = "AGENTPOOL_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
