@@ -4,8 +4,8 @@
 use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
-    BatchSubmit, BatchSubmitted, BuildRequest, CredentialList, CredentialValue, Enqueued, EventPage,
-    ProjectList, TaskDetail, TaskListQuery, TaskPage, WorkerList,
+    BatchSubmit, BatchSubmitted, BuildRequest, CreateAndBuild, CreatedBuild, CredentialList, CredentialValue,
+    Enqueued, EventPage, ProjectList, TaskDetail, TaskListQuery, TaskPage, WorkerList,
 };
 use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
@@ -115,6 +115,11 @@ impl Client {
     pub async fn submit_build(&self, project: &str, b: &BuildRequest) -> Result<Enqueued> {
         self.call(Method::POST, &format!("/v1/projects/{project}/builds"), b)
             .await
+    }
+
+    /// Create or update a project and submit its build in one call.
+    pub async fn create_and_build(&self, req: &CreateAndBuild) -> Result<CreatedBuild> {
+        self.call(Method::POST, "/v1/builds", req).await
     }
 
     pub async fn list_builds(&self, project: &str) -> Result<TaskPage> {

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod error_class;
 pub mod event;
+pub mod github;
 pub mod ids;
 pub mod profile;
 pub mod project;

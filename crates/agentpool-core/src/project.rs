@@ -41,6 +41,17 @@ pub struct ProjectSpec {
     /// Agent profile of this project's tasks that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
+    /// The GitHub repository this project answers webhooks for, and how (README, "GitHub").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<crate::github::GithubSettings>,
+}
+
+/// Whether `s` can name a stored credential.
+pub fn valid_credential_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -224,6 +224,9 @@ pub struct TaskResult {
     pub push_result: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
+    /// The pull request opened (or reused) for the pushed branch, recorded by the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<crate::github::PullRequestRef>,
     #[serde(default)]
     pub usage: Usage,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod github;
 pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
@@ -67,6 +68,11 @@ pub struct ServerConfig {
     pub max_waiting_claims: usize,
     /// Terminate TLS with this certificate and key (PEM); plain HTTP when absent.
     pub tls: Option<tls::TlsFiles>,
+    /// The URL users reach this server at (links to tasks in GitHub status comments).
+    pub public_url: Option<String>,
+    /// Period of the GitHub loop (status comments, pull requests; default 2 s); `None`
+    /// disables it.
+    pub github_interval: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -85,6 +91,8 @@ impl ServerConfig {
             maintenance_interval: Some(Duration::from_secs(5)),
             max_waiting_claims: 10_000,
             tls: None,
+            public_url: None,
+            github_interval: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -213,6 +221,10 @@ pub fn serve_on(
         tokio::spawn(maintenance::run(state.clone(), cfg, stop.clone()))
     });
 
+    let github = config
+        .github_interval
+        .map(|interval| tokio::spawn(github::notifier::run(state.clone(), interval, stop.clone())));
+
     let task = {
         let stop = stop.clone();
         let state = state.clone();
@@ -244,6 +256,9 @@ pub fn serve_on(
             stop.cancel();
             if let Some(m) = maint {
                 let _ = m.await;
+            }
+            if let Some(g) = github {
+                let _ = g.await;
             }
             r.map_err(ServeError::from)
         })

@@ -47,6 +47,10 @@ pub(crate) struct Inner {
     /// When and for which agent this replica handed out each running task, for the duration
     /// histogram and per-agent counters at completion.
     pub running: Mutex<HashMap<TaskId, (Instant, String)>>,
+    /// Woken when a webhook queued a task, so the GitHub loop comments without waiting a tick.
+    pub github_wake: Notify,
+    /// Where users reach this server (links in GitHub status comments).
+    pub public_url: Option<String>,
 }
 
 /// What a claim needs to know about a worker, cached briefly so claiming costs one query.
@@ -86,6 +90,8 @@ impl AppState {
                 max_waiting_claims: config.max_waiting_claims,
                 workers: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                github_wake: Notify::new(),
+                public_url: config.public_url.clone(),
             }),
         }
     }
@@ -114,6 +120,10 @@ impl AppState {
     /// Wake claimers waiting on this replica (work was enqueued or re-queued here).
     pub(crate) fn wake_claimers(&self) {
         self.inner.work.notify_waiters();
+    }
+
+    pub(crate) fn wake_github(&self) {
+        self.inner.github_wake.notify_one();
     }
 
     pub(crate) async fn worker(&self, id: &WorkerId) -> ApiResult<CachedWorker> {

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 mod common;
+pub mod github;
 pub mod postgres;
 mod rows;
 mod shared;
@@ -273,7 +274,7 @@ pub async fn open_store_with(url: &str, config: StoreConfig) -> Result<Arc<dyn S
 
 /// The durable queue. Implementations: [`sqlite::SqliteStore`], [`postgres::PgStore`].
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: github::GithubStore + Send + Sync + 'static {
     // ---- tasks ----
     /// Enqueue one task. Dependencies must exist (so cycles cannot be formed); an idempotency
     /// key already used returns the earlier task with `created: false`.

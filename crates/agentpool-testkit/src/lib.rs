@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod db;
 pub mod git;
+pub mod github;
 pub mod mcp;
 
 pub use agentpool_scripted_model as model;

@@ -191,6 +191,9 @@ pub struct ServeArgs {
     /// Private key (PEM) of --tls-cert
     #[arg(long, env = "AGENTPOOL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The URL users reach this server at (task links in GitHub status comments)
+    #[arg(long, env = "AGENTPOOL_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -402,6 +405,8 @@ pub enum ProjectsCommand {
     /// Create or update a project
     #[command(alias = "create")]
     Put(Box<ProjectPutArgs>),
+    /// Create or update a project and submit its build in one call
+    Build(Box<ProjectBuildArgs>),
     /// Delete a project
     #[command(alias = "rm")]
     Delete { name: String },
@@ -443,6 +448,57 @@ pub struct ProjectPutArgs {
     /// Agent profile for this project's tasks that name none
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
+    #[command(flatten)]
+    pub github: GithubArgs,
+}
+
+/// A project's GitHub wiring (README, "GitHub"); none without `--github-repo`.
+#[derive(Debug, Clone, Args)]
+pub struct GithubArgs {
+    /// GitHub repository (owner/name) whose webhook events go to this project
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub github_repo: Option<String>,
+    /// Stored credential holding the webhook secret
+    #[arg(long, value_name = "CREDENTIAL", requires = "github_repo")]
+    pub github_webhook_secret: Option<String>,
+    /// Stored credential holding the token for GitHub's REST API
+    #[arg(long, value_name = "CREDENTIAL", requires = "github_repo")]
+    pub github_token: Option<String>,
+    /// REST API root (GitHub Enterprise: https://HOST/api/v3)
+    #[arg(long, value_name = "URL", requires = "github_repo")]
+    pub github_api_url: Option<String>,
+    /// Issue label that starts a task (default agentpool)
+    #[arg(long, requires = "github_repo")]
+    pub github_label: Option<String>,
+    /// Comment command that starts a task (default /agentpool)
+    #[arg(long, requires = "github_repo")]
+    pub github_command: Option<String>,
+    /// author_association values allowed to command (comma separated; default OWNER,MEMBER,COLLABORATOR)
+    #[arg(long, value_delimiter = ',', requires = "github_repo")]
+    pub github_allow: Vec<String>,
+    /// Do not open pull requests
+    #[arg(long, requires = "github_repo")]
+    pub github_no_pull_requests: bool,
+    /// Open pull requests as drafts
+    #[arg(long, requires = "github_repo")]
+    pub github_draft: bool,
+    /// A failed check run on agentpool's pull request starts a follow-up fix task
+    #[arg(long, requires = "github_repo")]
+    pub github_check_run_follow_ups: bool,
+    /// Most automatic follow-ups per pull request (default 3)
+    #[arg(long, value_name = "N", requires = "github_repo")]
+    pub github_max_follow_ups: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProjectBuildArgs {
+    #[command(flatten)]
+    pub project: ProjectPutArgs,
+    /// What the agent should do
+    pub prompt: String,
+    /// Follow the build to its end and print the result
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -375,7 +375,9 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
         let pushed = if r.pushed { " (pushed)" } else { "" };
         kv("branch", format!("{b}{pushed}"));
     }
-    if let Some(pr) = &r.pr_url {
+    if let Some(pr) = &r.pull_request {
+        kv("pr", format!("#{} {} ({})", pr.number, pr.url, pr.state));
+    } else if let Some(pr) = &r.pr_url {
         kv("pr", pr.clone());
     }
     if !r.files.is_empty() {

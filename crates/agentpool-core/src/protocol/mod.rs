@@ -10,7 +10,9 @@ mod tasks;
 mod worker;
 
 pub use error::{ErrorBody, ErrorDetail, Health};
-pub use projects::{BuildRequest, CredentialList, CredentialValue, ProjectList};
+pub use projects::{
+    BuildRequest, CreateAndBuild, CreatedBuild, CredentialList, CredentialValue, ProjectList,
+};
 pub use tasks::{
     BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, TaskDetail, TaskListQuery, TaskPage,
     WaitReason,

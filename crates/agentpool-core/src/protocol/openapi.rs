@@ -188,6 +188,11 @@ pub fn task_result() -> TaskResult {
         pushed: true,
         push_result: Some("ok".into()),
         pr_url: Some("https://example.com/pr/1".into()),
+        pull_request: Some(crate::github::PullRequestRef {
+            number: 1,
+            url: "https://example.com/pr/1".into(),
+            state: "open".into(),
+        }),
         usage: Usage {
             input_tokens: 1,
             output_tokens: 1,
@@ -323,6 +328,22 @@ fn project_spec_value() -> ProjectSpec {
         max_cost_usd: Some(2.5),
         daily_budget_usd: Some(50.0),
         default_profile: Some("anthropic-proxy".into()),
+        github: Some(crate::github::GithubSettings {
+            repository: "octo/hello".into(),
+            api_url: Some("https://github.example.com/api/v3".into()),
+            webhook_secret: "github-webhook-secret".into(),
+            token: Some("github-token".into()),
+            label: Some("agentpool".into()),
+            command: Some("/agentpool".into()),
+            allowed_associations: vec!["OWNER".into()],
+            pull_requests: true,
+            draft: true,
+            review_follow_ups: true,
+            check_run_follow_ups: true,
+            max_follow_ups: Some(3),
+            prompt_template: Some("{{title}}\n\n{{body}}".into()),
+            follow_up_template: Some("{{review}}{{check}}".into()),
+        }),
     }
 }
 

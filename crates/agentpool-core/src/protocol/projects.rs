@@ -37,6 +37,26 @@ pub struct BuildRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// `POST /v1/builds`: create or update a project and submit its build, in one call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateAndBuild {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::protocol::openapi::ProjectSpecSchema))]
+    pub project: crate::project::ProjectSpec,
+    pub build: BuildRequest,
+}
+
+/// The answer to `POST /v1/builds`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedBuild {
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::protocol::openapi::ProjectSchema))]
+    pub project: Project,
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::protocol::openapi::EnqueuedSchema))]
+    pub build: crate::protocol::Enqueued,
+}
+
 /// `PUT /v1/credentials/{name}`.
 #[derive(Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -5,6 +5,7 @@ mod agents;
 mod attempt;
 mod checks;
 mod crash;
+mod github;
 mod http;
 mod infra;
 mod worker;

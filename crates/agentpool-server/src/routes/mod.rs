@@ -1,6 +1,8 @@
 //! The route list: every endpoint once, registered with its `#[utoipa::path]` description, so
 //! the router and the OpenAPI document are built from the same list and cannot drift apart.
 
+pub mod builds;
+pub mod github;
 pub mod ops;
 pub mod profiles;
 pub mod projects;
@@ -57,6 +59,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(profiles::get))
         .routes(routes!(profiles::put))
         .routes(routes!(profiles::delete))
+        .routes(routes!(builds::create_and_build))
+        .routes(routes!(github::webhook))
 }
 
 /// The OpenAPI document as JSON, built once; `GET /v1/openapi.json` serves it.

@@ -11,7 +11,7 @@ use crate::api::{BuildRequest, CredentialList, CredentialValue, ProjectList, Tas
 use crate::auth::{Admins, Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::routes::tasks::{list_page, submit_one};
+use crate::routes::tasks::list_page;
 use crate::state::AppState;
 
 fn valid_name(s: &str) -> bool {
@@ -21,7 +21,7 @@ fn valid_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
+pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     let mut errs = Vec::new();
     if !valid_name(&p.name) {
         errs.push(ValidationError::new(
@@ -71,6 +71,9 @@ fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
             || b.chars().any(|c| c.is_control() || c == ' '))
     {
         errs.push(ValidationError::new("default_base", "is not a valid git ref"));
+    }
+    if let Some(g) = &p.github {
+        errs.extend(g.validate("github"));
     }
     errs.extend(agentpool_core::check::validate_checks(
         &p.checks,
@@ -209,10 +212,21 @@ pub async fn submit_build(
     ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<BuildRequest>,
 ) -> ApiResult<Response> {
-    if state.store().get_project(&name).await?.is_none() {
+    let Some(project) = state.store().get_project(&name).await? else {
         return Err(ApiError::not_found("project", &name));
-    }
-    let spec = TaskSpec {
+    };
+    let out = crate::routes::builds::submit(&state, &project, b, "").await?;
+    let status = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+/// The task a build of project `name` submits.
+pub(crate) fn build_spec(name: String, b: BuildRequest) -> TaskSpec {
+    TaskSpec {
         kind: TaskKind::Agent,
         project: Some(name),
         prompt: Some(b.prompt),
@@ -224,8 +238,7 @@ pub async fn submit_build(
         labels: b.labels,
         idempotency_key: b.idempotency_key,
         ..TaskSpec::default()
-    };
-    submit_one(&state, spec).await
+    }
 }
 
 #[utoipa::path(

@@ -5,6 +5,7 @@ mod support;
 
 mod dashboard;
 mod flows;
+mod github;
 mod lifecycle;
 mod openapi;
 mod profiles;

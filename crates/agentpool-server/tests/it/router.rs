@@ -83,6 +83,14 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
             sub,
         ),
         ("GET", "/v1/projects/p/builds".into(), None, sub),
+        (
+            "POST",
+            "/v1/builds".into(),
+            Some(
+                json!({"project": {"name": "p", "repo": "https://example.com/r.git"}, "build": {"prompt": "hi"}}),
+            ),
+            sub,
+        ),
         ("GET", "/v1/credentials".into(), None, admin),
         (
             "PUT",
@@ -117,7 +125,14 @@ async fn every_role_refusal_is_401_or_403_with_the_error_shape(backend: Backend)
     };
     let table = endpoints();
     // The table covers every authenticated route the router serves.
-    let open = ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"];
+    // The GitHub webhook authenticates by its signature, not a token (tests/it/github).
+    let open = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/openapi.json",
+        "/v1/webhooks/github",
+    ];
     for (m, p) in agentpool_server::route_list() {
         if open.contains(&p) {
             continue;

@@ -30,6 +30,7 @@ use crate::{
 };
 
 mod enqueue;
+mod github;
 mod queue;
 
 /// Workers, projects, credentials and tokens.

@@ -12,5 +12,6 @@
 //! - `async fn insert_lifecycle(&mut Connection, &LifecycleLog, now)` — the one statement that
 //!   appends a batch of lifecycle events.
 
+pub(crate) mod github;
 pub(crate) mod registry;
 pub(crate) mod tasks;

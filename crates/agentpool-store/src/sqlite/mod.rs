@@ -28,6 +28,7 @@ use crate::{
     TokenRecord, WorkListener, WorkSignal,
 };
 
+mod github;
 mod queue;
 
 /// Workers, projects, credentials and tokens.

@@ -132,26 +132,37 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
             }
         }
         ProjectsCommand::Put(a) => {
-            let spec = ProjectSpec {
-                name: a.name,
-                repo: a.repo,
-                default_base: a.base,
-                slots: a.slots,
-                default_agent: a.agent,
-                default_model: a.model,
-                allowed_agents: a.allowed_agents,
-                credentials: a.credentials,
-                checks: a.checks.iter().map(agentpool_core::CheckSpec::command).collect(),
-                max_rounds: a.max_rounds,
-                max_cost_usd: a.max_cost_usd,
-                daily_budget_usd: a.daily_budget_usd,
-                default_profile: a.profile,
-            };
+            let spec = project_spec(*a)?;
             let p = client.put_project(&spec).await?;
             if settings.json() {
                 print_json(&p)?;
             } else {
                 println!("project {} saved", p.spec.name);
+            }
+        }
+        ProjectsCommand::Build(a) => {
+            let a = *a;
+            let req = agentpool_core::protocol::CreateAndBuild {
+                project: project_spec(a.project)?,
+                build: agentpool_core::protocol::BuildRequest {
+                    prompt: a.prompt,
+                    ..Default::default()
+                },
+            };
+            let out = client.create_and_build(&req).await?;
+            if a.wait {
+                let view =
+                    crate::commands::tasks::wait_for(&client, out.build.task.id, settings.json(), false)
+                        .await?;
+                return crate::commands::tasks::finish(settings, &view);
+            }
+            if settings.json() {
+                print_json(&out)?;
+            } else {
+                println!(
+                    "project {} saved; build {} queued",
+                    out.project.spec.name, out.build.task.id
+                );
             }
         }
         ProjectsCommand::Delete { name } => {
@@ -228,4 +239,49 @@ fn read_secret_from_stdin() -> anyhow::Result<String> {
 
 fn worker_id(id: &str) -> anyhow::Result<agentpool_core::WorkerId> {
     agentpool_core::WorkerId::parse(id).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()).into())
+}
+
+/// The project `projects put` and `projects build` send.
+fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
+    let g = a.github;
+    let github = match g.github_repo {
+        None => None,
+        Some(repository) => Some(agentpool_core::github::GithubSettings {
+            repository,
+            api_url: g.github_api_url,
+            webhook_secret: g.github_webhook_secret.ok_or_else(|| {
+                Exit::new(
+                    ExitCode::Usage,
+                    "--github-repo needs --github-webhook-secret CREDENTIAL",
+                )
+            })?,
+            token: g.github_token,
+            label: g.github_label,
+            command: g.github_command,
+            allowed_associations: g.github_allow,
+            pull_requests: !g.github_no_pull_requests,
+            draft: g.github_draft,
+            review_follow_ups: true,
+            check_run_follow_ups: g.github_check_run_follow_ups,
+            max_follow_ups: g.github_max_follow_ups,
+            prompt_template: None,
+            follow_up_template: None,
+        }),
+    };
+    Ok(ProjectSpec {
+        name: a.name,
+        repo: a.repo,
+        default_base: a.base,
+        slots: a.slots,
+        default_agent: a.agent,
+        default_model: a.model,
+        allowed_agents: a.allowed_agents,
+        credentials: a.credentials,
+        checks: a.checks.iter().map(agentpool_core::CheckSpec::command).collect(),
+        max_rounds: a.max_rounds,
+        max_cost_usd: a.max_cost_usd,
+        daily_budget_usd: a.daily_budget_usd,
+        default_profile: a.profile,
+        github,
+    })
 }

@@ -127,6 +127,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         }
         cfg.auth = AuthMode::NoAuthLoopback;
     }
+    cfg.public_url = args.public_url.clone();
     if let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) {
         let files = agentpool_server::tls::TlsFiles { cert, key };
         // Checked here so that a bad file is a usage error, before the database is opened.

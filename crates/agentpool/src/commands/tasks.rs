@@ -200,7 +200,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
 }
 
 /// Print the outcome and turn the final state into the exit code.
-fn finish(settings: &Settings, view: &TaskDetail) -> anyhow::Result<ExitCode> {
+pub(crate) fn finish(settings: &Settings, view: &TaskDetail) -> anyhow::Result<ExitCode> {
     let t = &view.task;
     if settings.json() {
         print_json(view)?;

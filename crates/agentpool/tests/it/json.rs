@@ -68,6 +68,41 @@ fn every_command_prints_valid_json() {
     assert_eq!(projects[0]["name"], "demo");
     json(&ap(&["projects", "show", "demo"]));
     json(&ap(&["projects", "delete", "demo"]));
+
+    // Create-and-build: the project (here wired to GitHub) and its build in one call.
+    let built = json(&ap(&[
+        "projects",
+        "build",
+        "web",
+        "--repo",
+        repo,
+        "--github-repo",
+        "acme/web",
+        "--github-webhook-secret",
+        "gh-hook",
+        "--github-draft",
+        "add a changelog",
+    ]));
+    assert_eq!(built["project"]["github"]["repository"], "acme/web");
+    assert_eq!(built["project"]["github"]["draft"], true);
+    assert_eq!(built["build"]["created"], true);
+    assert_eq!(built["build"]["task"]["spec"]["project"], "web");
+    let o = env.run(&[
+        "--server",
+        up.url.as_str(),
+        "projects",
+        "put",
+        "web",
+        "--repo",
+        repo,
+        "--github-repo",
+        "acme/web",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a GitHub repository needs its webhook secret"
+    );
     drop(up);
 }
 

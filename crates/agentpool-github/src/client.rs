@@ -1,0 +1,212 @@
+//! The REST calls agentpool makes to GitHub (or GitHub Enterprise at another base URL): the
+//! repository's default branch, pull requests (find the open one for a head, open one), and
+//! issue comments (create, update in place). The token is sent only in the `Authorization`
+//! header and never appears in an error or a log line.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// API version header GitHub documents for the REST API.
+const API_VERSION: &str = "2022-11-28";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GithubError {
+    /// GitHub answered with an error status; `message` is GitHub's own `message` field.
+    #[error("GitHub answered {status} to {what}: {message}")]
+    Status {
+        status: u16,
+        what: &'static str,
+        message: String,
+    },
+    #[error("GitHub could not be reached for {what}: {message}")]
+    Transport { what: &'static str, message: String },
+    #[error("GitHub's answer to {what} was not understood: {message}")]
+    Decode { what: &'static str, message: String },
+    #[error("invalid GitHub setting: {0}")]
+    Config(String),
+}
+
+impl GithubError {
+    /// Worth trying again later (GitHub down, rate limited, or a network error).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GithubError::Status { status, .. } => *status == 429 || *status >= 500 || *status == 403,
+            GithubError::Transport { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, GithubError>;
+
+/// A pull request as agentpool records it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PullInfo {
+    pub number: u64,
+    pub html_url: String,
+    pub state: String,
+    #[serde(default)]
+    pub draft: Option<bool>,
+}
+
+/// `POST /repos/{owner}/{repo}/pulls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewPull<'a> {
+    pub title: &'a str,
+    pub head: &'a str,
+    pub base: &'a str,
+    pub body: &'a str,
+    pub draft: bool,
+}
+
+#[derive(Deserialize)]
+struct Id {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct RepoInfo {
+    default_branch: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorMessage {
+    #[serde(default)]
+    message: String,
+}
+
+/// A client for one API base URL with one token.
+#[derive(Clone)]
+pub struct GithubClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl std::fmt::Debug for GithubClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GithubClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GithubClient {
+    /// A client for `base` (`https://api.github.com`, or `https://HOST/api/v3`) with `token`.
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("agentpool/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| GithubError::Config(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .bearer_auth(&self.token)
+    }
+
+    async fn send<T: for<'de> Deserialize<'de>>(
+        &self,
+        what: &'static str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let resp = req.send().await.map_err(|e| GithubError::Transport {
+            what,
+            // Without the URL: it holds nothing secret, but keep errors short and uniform.
+            message: e.without_url().to_string(),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| GithubError::Transport {
+            what,
+            message: e.without_url().to_string(),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorMessage>(&bytes)
+                .map(|m| m.message)
+                .unwrap_or_default();
+            return Err(GithubError::Status {
+                status: status.as_u16(),
+                what,
+                message: truncate(&message, 300),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| GithubError::Decode {
+            what,
+            message: e.to_string(),
+        })
+    }
+
+    /// The repository's default branch (the base of a pull request when the task names none).
+    pub async fn default_branch(&self, repo: &str) -> Result<String> {
+        let r: RepoInfo = self
+            .send(
+                "get repository",
+                self.request(reqwest::Method::GET, &format!("/repos/{repo}")),
+            )
+            .await?;
+        Ok(r.default_branch)
+    }
+
+    /// The open pull request whose head is `branch` of `repo`'s owner, if there is one.
+    pub async fn find_open_pull(&self, repo: &str, branch: &str) -> Result<Option<PullInfo>> {
+        let owner = repo.split('/').next().unwrap_or_default();
+        let req = self
+            .request(reqwest::Method::GET, &format!("/repos/{repo}/pulls"))
+            .query(&[("head", format!("{owner}:{branch}")), ("state", "open".into())]);
+        let pulls: Vec<PullInfo> = self.send("list pull requests", req).await?;
+        Ok(pulls.into_iter().next())
+    }
+
+    /// Open a pull request.
+    pub async fn create_pull(&self, repo: &str, pull: &NewPull<'_>) -> Result<PullInfo> {
+        let req = self
+            .request(reqwest::Method::POST, &format!("/repos/{repo}/pulls"))
+            .json(pull);
+        self.send("create pull request", req).await
+    }
+
+    /// Comment on an issue or pull request; returns the comment's id.
+    pub async fn create_comment(&self, repo: &str, number: u64, body: &str) -> Result<u64> {
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/repos/{repo}/issues/{number}/comments"),
+            )
+            .json(&serde_json::json!({ "body": body }));
+        let c: Id = self.send("create comment", req).await?;
+        Ok(c.id)
+    }
+
+    /// Replace the text of a comment agentpool made.
+    pub async fn update_comment(&self, repo: &str, comment_id: u64, body: &str) -> Result<()> {
+        let req = self
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/repos/{repo}/issues/comments/{comment_id}"),
+            )
+            .json(&serde_json::json!({ "body": body }));
+        let _: Id = self.send("update comment", req).await?;
+        Ok(())
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

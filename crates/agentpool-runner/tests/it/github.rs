@@ -1,0 +1,235 @@
+//! End to end from GitHub to a pull request and back, with every part real except GitHub
+//! itself: a signed `issues.labeled` delivery (GitHub's own example payload) → a task on a
+//! real server → a worker running the real Claude Code CLI against the scripted model → the
+//! branch pushed to the smart-HTTP git server → the pull request opened and the status comment
+//! written through prism (each call validated against GitHub's API description) → a review
+//! comment delivery → a follow-up task on the same branch that resumes the agent's session.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentpool_agents::{AgentConfig, Registry};
+use agentpool_client::Client;
+use agentpool_core::github::GithubSettings;
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::{TaskId, TaskState};
+use agentpool_server::{AuthMode, ServerConfig, ServerKey};
+use agentpool_testkit::github::{GithubStandIn, Prism, api_subset, webhook_examples};
+use agentpool_testkit::model::{ModelServer, Script, Step};
+use serde_json::Value;
+
+use super::agents::{finished_within, installed};
+use super::worker::{TOKEN, config, env, start, until};
+
+const SECRET: &str = "e2e webhook secret";
+const GH_TOKEN: &str = "ghs_e2e-installation-like-token";
+
+fn bin_dir() -> PathBuf {
+    std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tools/agents/node_modules/.bin")
+        })
+}
+
+async fn deliver(base: &str, event: &str, delivery: &str, payload: &Value) -> Value {
+    let body = serde_json::to_vec(payload).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/v1/webhooks/github"))
+        .header("content-type", "application/json")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            agentpool_github::signature::sign(SECRET.as_bytes(), &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202, "{event} was not queued");
+    resp.json().await.unwrap()
+}
+
+fn task_id(v: &Value) -> TaskId {
+    v["task_id"].as_str().expect("task id").parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch() {
+    if !installed("claude-code") {
+        return;
+    }
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
+    let gh = GithubStandIn::start(&spec, "main", 2).await.unwrap();
+    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
+        .await
+        .expect("prism");
+
+    let mut sc = ServerConfig::new("", "127.0.0.1:0".parse().unwrap());
+    sc.auth = AuthMode::NoAuthLoopback;
+    sc.allow_local_repos = true;
+    sc.server_key = Some(ServerKey::generate());
+    sc.maintenance_interval = None;
+    sc.github_interval = Some(Duration::from_millis(100));
+    sc.public_url = Some("https://agentpool.example.com".into());
+    let server = agentpool_server::start_with_store(sc, env.store.clone())
+        .await
+        .unwrap();
+    let base = server.url();
+    let admin = Client::new(&base, None).unwrap();
+    admin.put_credential("gh-webhook", SECRET).await.unwrap();
+    admin.put_credential("gh-token", GH_TOKEN).await.unwrap();
+    let settings: GithubSettings = serde_json::from_value(serde_json::json!({
+        "repository": "Codertocat/Hello-World",
+        "api_url": prism.url(),
+        "webhook_secret": "gh-webhook",
+        "token": "gh-token",
+        "label": "bug",
+    }))
+    .unwrap();
+    admin
+        .put_project(&ProjectSpec {
+            name: "hello".into(),
+            repo: env.server.url("app"),
+            default_agent: Some("claude-code".into()),
+            default_model: Some("claude-sonnet-4-5".into()),
+            github: Some(settings),
+            ..ProjectSpec::default()
+        })
+        .await
+        .unwrap();
+
+    let model = ModelServer::start(Script::new([
+        Step::write_file("GREETING.md", "Hello\n"),
+        Step::answer("Added GREETING.md."),
+        // Through the shell, relative to the CLI's working directory: the resumed conversation
+        // names the first task's directory, where a file tool's absolute path would point.
+        Step::shell("printf 'wave\\n' > WAVE.md"),
+        Step::answer("Used more emoji."),
+    ]))
+    .await
+    .unwrap();
+    let mut c = config(&env, "w1", TOKEN);
+    c.agents = Registry::builtin(&AgentConfig {
+        bin_dir: Some(bin_dir()),
+        session_dir: Some(env.dir.path().join("agent-sessions")),
+        ..Default::default()
+    });
+    c.pipeline.extra_env = model.env_for("claude-code");
+    let worker = start(c, Arc::new(Client::new(&base, None).unwrap()));
+
+    // The labeled issue becomes a task; the worker runs it and pushes its branch.
+    let labeled = webhook_examples("issues", Some("labeled")).unwrap().remove(0);
+    let first = task_id(&deliver(&base, "issues", "e2e-1", &labeled).await);
+    let done = finished_within(&env.store, first, Duration::from_secs(150)).await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    let result = done.task.result.clone().unwrap();
+    let branch = result.branch.clone().expect("branch");
+    assert!(result.pushed);
+    let first_sha = env
+        .server
+        .branch_sha("app", &branch)
+        .expect("branch pushed to the git server");
+    let session = result.session_id.clone().expect("session id");
+
+    // The server opens the pull request and records it in the task's result.
+    let pr = until("the pull request", async || {
+        env.store
+            .get_task(first)
+            .await
+            .unwrap()?
+            .task
+            .result?
+            .pull_request
+    })
+    .await;
+    assert_eq!(pr.number, 2);
+    let pulls = gh.pulls();
+    assert_eq!(pulls.len(), 1);
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        (branch.as_str(), "main")
+    );
+    assert!(pulls[0].body.contains("Added GREETING.md."), "{}", pulls[0].body);
+    let comment = until("the status comment to show the pull request", async || {
+        gh.comments()
+            .into_iter()
+            .find(|c| c.issue == 1 && c.body.contains("**succeeded**") && c.body.contains("#2"))
+    })
+    .await;
+    assert_eq!(
+        gh.comments().iter().filter(|c| c.issue == 1).count(),
+        1,
+        "one comment, updated in place"
+    );
+    assert!(comment.updates >= 1);
+
+    // A review comment on that pull request: a follow-up on the same branch, resuming the session.
+    let review = webhook_examples("pull_request_review_comment", Some("created"))
+        .unwrap()
+        .remove(0);
+    let follow = task_id(&deliver(&base, "pull_request_review_comment", "e2e-2", &review).await);
+    let done = finished_within(&env.store, follow, Duration::from_secs(150)).await;
+    worker.stop().await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    assert_eq!(done.task.spec.branch.as_deref(), Some(branch.as_str()));
+    assert_eq!(done.task.spec.follow_up_of, Some(first));
+    let result = done.task.result.unwrap();
+    assert_eq!(
+        result.session_id.as_deref(),
+        Some(session.as_str()),
+        "the session was resumed"
+    );
+    let second_sha = env.server.branch_sha("app", &branch).unwrap();
+    let steps: Vec<_> = model.agent_requests().iter().map(|r| r.step).collect();
+    assert_ne!(
+        second_sha, first_sha,
+        "the follow-up pushed onto the same branch: {result:?} steps {steps:?}"
+    );
+    assert_eq!(
+        env.server.read_file("app", &branch, "WAVE.md").as_deref(),
+        Some("wave\n")
+    );
+    assert_eq!(
+        env.server.read_file("app", &branch, "GREETING.md").as_deref(),
+        Some("Hello\n")
+    );
+    let last = model.agent_requests().last().cloned().unwrap();
+    assert!(
+        last.body.to_string().contains("more emoji"),
+        "the review reached the agent"
+    );
+    until("the follow-up's status comment on the pull request", async || {
+        gh.comments()
+            .into_iter()
+            .find(|c| c.issue == 2 && c.body.contains("**succeeded**"))
+    })
+    .await;
+    until("the follow-up's result to name the pull request", async || {
+        env.store
+            .get_task(follow)
+            .await
+            .unwrap()?
+            .task
+            .result?
+            .pull_request
+    })
+    .await;
+    assert_eq!(gh.pulls().len(), 1, "the open pull request was reused");
+    assert!(prism.violations().is_empty(), "{:?}", prism.violations());
+    server.shutdown().await.unwrap();
+}

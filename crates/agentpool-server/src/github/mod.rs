@@ -1,0 +1,62 @@
+//! The server's side of the GitHub integration: which project a repository belongs to, its
+//! secrets (decrypted only in memory, never logged or returned), and the loop that tells
+//! GitHub how tasks went ([`notifier`]). The webhook endpoint is `routes::github`.
+
+pub mod notifier;
+
+use agentpool_core::Project;
+use agentpool_core::github::GithubSettings;
+use agentpool_github::GithubClient;
+
+use crate::state::AppState;
+
+/// Why a project's GitHub secret or client is not available.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretError {
+    #[error("this server has no server key, so it cannot read credentials")]
+    NoServerKey,
+    #[error("credential {0} is not stored")]
+    Missing(String),
+    #[error("credential {0} cannot be decrypted with this server's key")]
+    Undecryptable(String),
+    #[error("project has no GitHub token credential")]
+    NoToken,
+    #[error("store: {0}")]
+    Store(#[from] agentpool_store::StoreError),
+    #[error(transparent)]
+    Client(#[from] agentpool_github::GithubError),
+}
+
+/// The plaintext of credential `name`.
+pub(crate) async fn credential(state: &AppState, name: &str) -> Result<Vec<u8>, SecretError> {
+    let cipher = state.inner.cipher.as_ref().ok_or(SecretError::NoServerKey)?;
+    let ct = state
+        .store()
+        .get_credential(name)
+        .await?
+        .ok_or_else(|| SecretError::Missing(name.to_string()))?;
+    cipher
+        .decrypt(name, &ct)
+        .map_err(|_| SecretError::Undecryptable(name.to_string()))
+}
+
+/// A REST client for a project's repository, authenticated with its token credential.
+pub(crate) async fn client(state: &AppState, settings: &GithubSettings) -> Result<GithubClient, SecretError> {
+    let name = settings.token.as_deref().ok_or(SecretError::NoToken)?;
+    let token = credential(state, name).await?;
+    let token = String::from_utf8_lossy(&token);
+    Ok(GithubClient::new(settings.api_url(), token.trim())?)
+}
+
+/// Projects wired to `repository` (`owner/name`, compared case-insensitively as GitHub
+/// does), or every project wired to GitHub when the event names no repository.
+pub(crate) fn projects_for<'a>(
+    projects: &'a [Project],
+    repository: Option<&str>,
+) -> Vec<(&'a Project, &'a GithubSettings)> {
+    projects
+        .iter()
+        .filter_map(|p| p.spec.github.as_ref().map(|g| (p, g)))
+        .filter(|(_, g)| repository.is_none_or(|r| g.repository.eq_ignore_ascii_case(r)))
+        .collect()
+}

@@ -1,0 +1,297 @@
+//! The GitHub loop: works through the tasks' GitHub links (stored, so a restart resumes where
+//! it stopped) and, for each, opens or reuses the pull request once the task succeeded with a
+//! pushed branch, records it in the task's result, and keeps the one status comment on the
+//! triggering issue or pull request in step with the task's state. Failed GitHub calls are
+//! retried with backoff; a link is finished once its task ended and all of that is written.
+
+use std::time::Duration;
+
+use agentpool_core::TaskState;
+use agentpool_core::github::{GithubSettings, PullRequestRef};
+use agentpool_github::status::{self, StatusView};
+use agentpool_github::{GithubClient, GithubError, NewPull};
+use agentpool_store::TaskDetail;
+use agentpool_store::github::GithubLink;
+use tokio_util::sync::CancellationToken;
+
+use crate::github::{SecretError, client};
+use crate::state::AppState;
+
+/// Links looked at per tick.
+const BATCH: u32 = 50;
+/// How long a replica holds a link it is working on before another may take it.
+const LEASE_MS: i64 = 60_000;
+/// Failed attempts after which a link is given up (logged).
+const MAX_FAILURES: u32 = 10;
+
+/// Run until `stop`: a pass every `interval`, or at once when a webhook queued a task.
+pub async fn run(state: AppState, interval: Duration, stop: CancellationToken) {
+    loop {
+        if let Err(e) = pass(&state, interval).await {
+            tracing::warn!(error = %e, "GitHub loop: pass failed");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = state.inner.github_wake.notified() => {}
+        }
+    }
+}
+
+/// One pass over the links that are due. Public for tests that drive the loop themselves.
+pub async fn pass(state: &AppState, interval: Duration) -> Result<usize, agentpool_store::StoreError> {
+    let links = state.store().github_take_due(BATCH, LEASE_MS).await?;
+    let n = links.len();
+    for mut link in links {
+        let now = chrono::Utc::now().timestamp_millis();
+        match step(state, &mut link).await {
+            Ok(()) => {
+                link.failures = 0;
+                link.next_try_at = now + i64::try_from(interval.as_millis()).unwrap_or(2000);
+            }
+            Err(e) => {
+                link.failures += 1;
+                let backoff = 1_000i64 << link.failures.min(8);
+                link.next_try_at = now + backoff;
+                if link.failures >= MAX_FAILURES || !e.retryable() {
+                    tracing::warn!(task = %link.task_id, error = %e, "GitHub loop: giving up on this task's status comment and pull request");
+                    link.done = true;
+                } else {
+                    tracing::info!(task = %link.task_id, error = %e, failures = link.failures, "GitHub loop: will retry");
+                }
+            }
+        }
+        state.store().github_update_link(&link).await?;
+    }
+    Ok(n)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error(transparent)]
+    Github(#[from] GithubError),
+    #[error(transparent)]
+    Store(#[from] agentpool_store::StoreError),
+}
+
+impl StepError {
+    fn retryable(&self) -> bool {
+        match self {
+            StepError::Github(e) => e.is_transient(),
+            StepError::Secret(SecretError::Client(e)) => e.is_transient(),
+            // A credential stored later, or a database back up, fixes these.
+            _ => true,
+        }
+    }
+}
+
+async fn step(state: &AppState, link: &mut GithubLink) -> Result<(), StepError> {
+    let Some(detail) = state.store().get_task(link.task_id).await? else {
+        link.done = true; // purged
+        return Ok(());
+    };
+    let Some(settings) = state
+        .store()
+        .get_project(&link.project)
+        .await?
+        .and_then(|p| p.spec.github)
+    else {
+        link.done = true; // the project or its GitHub wiring is gone
+        return Ok(());
+    };
+    let task = &detail.task;
+    let terminal = task.state.is_finished();
+    let gh = client(state, &settings).await?;
+
+    let mut note = None;
+    if task.state == TaskState::Succeeded {
+        match ensure_pull_request(state, &gh, &settings, link, &detail).await {
+            Ok(()) => {}
+            // GitHub refused the pull request itself (no commits between branches, a base
+            // that does not exist): say so on the status comment instead of retrying forever.
+            Err(StepError::Github(GithubError::Status {
+                status: 422, message, ..
+            })) => {
+                note = Some(format!("no pull request opened: {message}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(number) = link.number {
+        let shown = format!(
+            "{}{}",
+            task.state.as_str(),
+            link.pr_number.map(|n| format!("#{n}")).unwrap_or_default()
+        );
+        if link.reported_state.as_deref() != Some(shown.as_str()) {
+            let pr = pr_ref(link);
+            let body = status::render(&StatusView {
+                task_id: &task.id.to_string(),
+                state: task.state.as_str(),
+                task_url: state
+                    .inner
+                    .public_url
+                    .as_ref()
+                    .map(|u| format!("{}/tasks/{}", u.trim_end_matches('/'), task.id)),
+                pull_request: pr.as_ref(),
+                cost_usd: task.result.as_ref().and_then(|r| r.cost_usd),
+                error_class: task.error_class.as_ref().map(|c| c.as_str()),
+                note: note.as_deref(),
+            });
+            write_comment(state, &gh, link, number, &body).await?;
+            link.reported_state = Some(shown);
+        }
+    }
+    if terminal {
+        link.done = true;
+    }
+    Ok(())
+}
+
+fn pr_ref(link: &GithubLink) -> Option<PullRequestRef> {
+    Some(PullRequestRef {
+        number: link.pr_number?,
+        url: link.pr_url.clone()?,
+        state: link.pr_state.clone().unwrap_or_else(|| "open".into()),
+    })
+}
+
+/// Open the pull request for a succeeded task's pushed branch, or reuse the open one for the
+/// same head, and record it in the link and the task's result.
+async fn ensure_pull_request(
+    state: &AppState,
+    gh: &GithubClient,
+    settings: &GithubSettings,
+    link: &mut GithubLink,
+    detail: &TaskDetail,
+) -> Result<(), StepError> {
+    let task = &detail.task;
+    let Some(result) = &task.result else { return Ok(()) };
+    if result.pull_request.is_some() {
+        return Ok(());
+    }
+    if let Some(pr) = pr_ref(link) {
+        // A follow-up on a known pull request: its work went there.
+        state.store().github_set_pull_request(task.id, &pr).await?;
+        return Ok(());
+    }
+    if !settings.pull_requests || !result.pushed {
+        return Ok(());
+    }
+    let Some(branch) = result.branch.clone() else {
+        return Ok(());
+    };
+    let repo = &link.repository;
+    let pull = match gh.find_open_pull(repo, &branch).await? {
+        Some(p) => p,
+        None => {
+            let base = match &task.spec.base_ref {
+                Some(b) => b.clone(),
+                None => gh.default_branch(repo).await?,
+            };
+            let title = pr_title(detail);
+            let body = pr_body(state, detail, link);
+            let new = NewPull {
+                title: &title,
+                head: &branch,
+                base: &base,
+                body: &body,
+                draft: settings.draft,
+            };
+            match gh.create_pull(repo, &new).await {
+                Ok(p) => p,
+                // Opened meanwhile by another replica or an earlier pass that lost its answer.
+                Err(GithubError::Status { status: 422, .. })
+                    if let Some(p) = gh.find_open_pull(repo, &branch).await? =>
+                {
+                    p
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let pr = PullRequestRef {
+        number: pull.number,
+        url: pull.html_url.clone(),
+        state: if pull.draft == Some(true) {
+            "draft".into()
+        } else {
+            pull.state.clone()
+        },
+    };
+    link.pr_number = Some(pr.number);
+    link.pr_url = Some(pr.url.clone());
+    link.pr_state = Some(pr.state.clone());
+    link.branch = Some(branch);
+    state.store().github_set_pull_request(task.id, &pr).await?;
+    tracing::info!(task = %task.id, pr = pr.number, "pull request recorded");
+    Ok(())
+}
+
+/// Create the status comment, or update the one this issue or pull request already has.
+async fn write_comment(
+    state: &AppState,
+    gh: &GithubClient,
+    link: &mut GithubLink,
+    number: u64,
+    body: &str,
+) -> Result<(), StepError> {
+    let existing = match link.comment_id {
+        Some(id) => Some(id),
+        None => state.store().github_comment_for(&link.repository, number).await?,
+    };
+    if let Some(id) = existing {
+        match gh.update_comment(&link.repository, id, body).await {
+            Ok(()) => {
+                link.comment_id = Some(id);
+                return Ok(());
+            }
+            // Deleted by someone: write a new one.
+            Err(GithubError::Status { status: 404, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    link.comment_id = Some(gh.create_comment(&link.repository, number, body).await?);
+    Ok(())
+}
+
+fn pr_title(detail: &TaskDetail) -> String {
+    let prompt = detail.task.spec.prompt.as_deref().unwrap_or("agentpool task");
+    let first = prompt
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("agentpool task");
+    let mut t: String = first.trim().chars().take(72).collect();
+    if first.trim().chars().count() > 72 {
+        t.push('…');
+    }
+    t
+}
+
+fn pr_body(state: &AppState, detail: &TaskDetail, link: &GithubLink) -> String {
+    let task = &detail.task;
+    let mut body = String::new();
+    if let Some(text) = task.result.as_ref().and_then(|r| r.final_text.as_deref()) {
+        body.push_str(text.trim());
+        body.push_str("\n\n");
+    }
+    if let Some(n) = link.number {
+        body.push_str(&format!("Closes #{n}.\n\n"));
+    }
+    let task_ref = match &state.inner.public_url {
+        Some(u) => format!("[{}]({}/tasks/{})", task.id, u.trim_end_matches('/'), task.id),
+        None => format!("`{}`", task.id),
+    };
+    body.push_str(&format!("Opened by agentpool for task {task_ref}."));
+    if let Some(files) = task.result.as_ref().map(|r| &r.files)
+        && !files.is_empty()
+    {
+        body.push_str("\n\nFiles changed:\n");
+        for f in files.iter().take(50) {
+            body.push_str(&format!("- `{}`\n", f.path));
+        }
+    }
+    body
+}

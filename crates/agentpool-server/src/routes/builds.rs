@@ -1,0 +1,84 @@
+//! `POST /v1/builds`: create or update a project and submit its first (or next) build in one
+//! call, for a caller that has a repository and a prompt and no project yet.
+
+use agentpool_store::github::GithubLink;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{CreateAndBuild, CreatedBuild};
+use crate::auth::{Authorized, Submitters};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::routes::projects::{build_spec, validate_project};
+use crate::routes::tasks::{enqueued, prepare_spec};
+use crate::state::AppState;
+
+#[utoipa::path(
+    post, path = "/v1/builds", tag = "projects",
+    request_body = CreateAndBuild,
+    responses((status = 201, description = "Project saved and build queued", body = CreatedBuild),
+        (status = 200, description = "Project saved; the build's idempotency key matched an earlier task", body = CreatedBuild),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn create_and_build(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiJson(req): ApiJson<CreateAndBuild>,
+) -> ApiResult<Response> {
+    validate_project(&state, &req.project)?;
+    if req.build.prompt.trim().is_empty() {
+        return Err(ApiError::invalid_field("build.prompt", "must not be empty"));
+    }
+    let project = state.store().put_project(req.project).await?;
+    let build = submit(&state, &project, req.build, "build.").await?;
+    let status = if build.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(CreatedBuild { project, build })).into_response())
+}
+
+/// Submit a build of `project`; a project wired to GitHub gets a link, so the pull request
+/// for the build's branch is opened once it succeeded.
+pub(crate) async fn submit(
+    state: &AppState,
+    project: &agentpool_core::Project,
+    b: agentpool_core::protocol::BuildRequest,
+    prefix: &str,
+) -> ApiResult<agentpool_store::Enqueued> {
+    let spec = prepare_spec(state, build_spec(project.spec.name.clone(), b), prefix)
+        .await
+        .map_err(ApiError::validation)?;
+    let build = state.store().enqueue(spec).await?;
+    enqueued(state, std::slice::from_ref(&build));
+    if let Some(gh) = &project.spec.github
+        && gh.pull_requests
+    {
+        state
+            .store()
+            .github_insert_link(&GithubLink {
+                task_id: build.task.id,
+                project: project.spec.name.clone(),
+                repository: gh.repository.clone(),
+                number: None,
+                kind: "build".into(),
+                comment_id: None,
+                reported_state: None,
+                pr_number: None,
+                pr_url: None,
+                pr_state: None,
+                branch: None,
+                done: false,
+                failures: 0,
+                next_try_at: 0,
+                created_at: 0,
+            })
+            .await?;
+    }
+    Ok(build)
+}

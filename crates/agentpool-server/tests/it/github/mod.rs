@@ -1,0 +1,116 @@
+//! The GitHub integration: webhook deliveries of GitHub's own example payloads, signed as
+//! GitHub signs them ([`webhook`]), and every REST call agentpool makes validated against
+//! GitHub's own API description ([`rest`]).
+
+mod rest;
+mod webhook;
+
+use agentpool_core::github::GithubSettings;
+use agentpool_core::project::ProjectSpec;
+use agentpool_github::signature;
+use agentpool_testkit::db::Backend;
+use serde_json::Value;
+
+use crate::support::{TestApp, spawn_app_with, test_config};
+
+pub const SECRET: &str = "webhook secret of the test project";
+pub const TOKEN: &str = "ghp_test-token-never-logged";
+/// The repository GitHub's example payloads come from.
+pub const REPO: &str = "Codertocat/Hello-World";
+
+pub fn settings(api_url: Option<String>) -> GithubSettings {
+    GithubSettings {
+        repository: REPO.into(),
+        api_url,
+        webhook_secret: "gh-webhook".into(),
+        token: Some("gh-token".into()),
+        label: Some("bug".into()), // the label of GitHub's issues.labeled examples
+        command: None,
+        allowed_associations: vec![],
+        pull_requests: true,
+        draft: false,
+        review_follow_ups: true,
+        check_run_follow_ups: true,
+        max_follow_ups: Some(1),
+        prompt_template: None,
+        follow_up_template: None,
+    }
+}
+
+/// A server (its GitHub loop off: tests run passes themselves) with project `hello` wired to
+/// the example repository, its webhook secret and token stored.
+pub async fn gh_app(backend: Backend, api_url: Option<String>, repo_url: &str) -> Option<TestApp> {
+    let mut config = test_config();
+    config.github_interval = None;
+    config.public_url = Some("https://agentpool.example.com".into());
+    let app = spawn_app_with(backend, config).await?;
+    let admin = app.admin();
+    admin.put_credential("gh-webhook", SECRET).await.expect("secret");
+    admin.put_credential("gh-token", TOKEN).await.expect("token");
+    admin
+        .put_project(&ProjectSpec {
+            name: "hello".into(),
+            repo: repo_url.into(),
+            default_agent: Some("claude-code".into()),
+            github: Some(settings(api_url)),
+            ..ProjectSpec::default()
+        })
+        .await
+        .expect("project");
+    Some(app)
+}
+
+/// One delivery as GitHub makes it: the body, its event and delivery headers, and the
+/// signature under `secret`.
+pub async fn deliver(
+    app: &TestApp,
+    event: &str,
+    delivery: &str,
+    payload: &Value,
+    secret: &str,
+) -> (u16, Value) {
+    let body = serde_json::to_vec(payload).expect("json");
+    deliver_raw(app, event, delivery, body, secret).await
+}
+
+pub async fn deliver_raw(
+    app: &TestApp,
+    event: &str,
+    delivery: &str,
+    body: Vec<u8>,
+    secret: &str,
+) -> (u16, Value) {
+    let sig = signature::sign(secret.as_bytes(), &body);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/github", app.base))
+        .header("content-type", "application/json")
+        .header("user-agent", "GitHub-Hookshot/test")
+        .header("x-github-event", event)
+        .header("x-github-delivery", delivery)
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .expect("deliver");
+    let status = resp.status().as_u16();
+    let v = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+/// GitHub's first example of `event`/`action`.
+pub fn example(event: &str, action: Option<&str>) -> Value {
+    agentpool_testkit::github::webhook_examples(event, action)
+        .expect("GitHub's example payloads (tools/github)")
+        .remove(0)
+}
+
+pub async fn task_count(app: &TestApp) -> usize {
+    app.store
+        .list_tasks(&agentpool_store::TaskFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .len()
+}

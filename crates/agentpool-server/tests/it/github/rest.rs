@@ -1,0 +1,204 @@
+//! The GitHub loop's REST calls, each validated against GitHub's own API description by prism
+//! (request and answer), with the recording stand-in behind it keeping pull requests and
+//! comments: the pull request opened after a successful push and recorded in the task's
+//! result, the one status comment updated in place, and a review follow-up that reuses the
+//! pull request instead of opening a second.
+
+use std::time::Duration;
+
+use agentpool_core::{Lease, TaskId, TaskResult};
+use agentpool_server::github::notifier;
+use agentpool_store::ClaimFilter;
+use agentpool_testkit::db::Backend;
+use agentpool_testkit::github::{GithubStandIn, Prism, api_subset};
+use serde_json::json;
+
+use super::{SECRET, TOKEN, deliver, example, gh_app};
+use crate::support::{TestApp, registration};
+
+const FIRST_PR: u64 = 2; // the number GitHub's review examples use
+
+/// Claim `id` as a worker would and complete it with a pushed branch.
+async fn finish(app: &TestApp, id: TaskId, branch: &str, session: &str) {
+    let w = app
+        .store
+        .register_worker(registration(&["claude-code"]))
+        .await
+        .expect("worker");
+    let claimed = app
+        .store
+        .claim(&ClaimFilter {
+            worker_id: w.id.clone(),
+            agents: vec!["claude-code".into()],
+            labels: Default::default(),
+            max: 1,
+            lease_ttl: Duration::from_secs(60),
+        })
+        .await
+        .expect("claim");
+    let c = claimed
+        .into_iter()
+        .find(|c| c.task.id == id)
+        .expect("claimed the task");
+    let result = TaskResult {
+        commit_sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        branch: Some(branch.into()),
+        pushed: true,
+        session_id: Some(session.into()),
+        final_text: Some("Fixed the greeting.".into()),
+        cost_usd: Some(0.25),
+        ..TaskResult::default()
+    };
+    app.store
+        .complete(
+            &w.id,
+            Lease {
+                task_id: id,
+                token: c.lease.token,
+            },
+            result,
+        )
+        .await
+        .expect("complete");
+}
+
+async fn pass(app: &TestApp) {
+    notifier::pass(app.state(), Duration::from_millis(1))
+        .await
+        .expect("pass");
+}
+
+async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
+    let gh = GithubStandIn::start(&spec, "main", FIRST_PR)
+        .await
+        .expect("stand-in");
+    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
+        .await
+        .expect("prism");
+    let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
+        .await
+        .expect("database");
+
+    // issues.labeled → task, and at once a status comment on the issue.
+    let (status, body) = deliver(&app, "issues", "r-1", &example("issues", Some("labeled")), SECRET).await;
+    assert_eq!(status, 202, "{body}");
+    let id: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
+    pass(&app).await;
+    let comments = gh.comments();
+    assert_eq!(comments.len(), 1, "{:?}", prism.log());
+    assert_eq!(comments[0].issue, 1);
+    assert!(comments[0].body.contains("**queued**"), "{}", comments[0].body);
+    assert!(
+        comments[0]
+            .body
+            .contains(&format!("https://agentpool.example.com/tasks/{id}"))
+    );
+
+    // The worker pushed its branch: the pull request opens against the default branch and
+    // the same comment now links it.
+    finish(&app, id, "agentpool/issue-1", "session-1").await;
+    pass(&app).await;
+    let pulls = gh.pulls();
+    assert_eq!(pulls.len(), 1, "{}", prism.log());
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].base.as_str()),
+        ("agentpool/issue-1", "main")
+    );
+    assert!(pulls[0].body.contains("Fixed the greeting.") && pulls[0].body.contains("Closes #1."));
+    let comments = gh.comments();
+    assert_eq!(comments.len(), 1, "a second comment was made");
+    assert_eq!(comments[0].updates, 1);
+    assert!(comments[0].body.contains("**succeeded**") && comments[0].body.contains(&format!("#{FIRST_PR}")));
+    assert!(comments[0].body.contains("Cost: $0.25"));
+    let result = app
+        .store
+        .get_task(id)
+        .await
+        .expect("get")
+        .expect("task")
+        .task
+        .result
+        .expect("result");
+    let pr = result.pull_request.expect("pull request recorded");
+    assert_eq!((pr.number, pr.state.as_str()), (FIRST_PR, "open"));
+    assert_eq!(result.pr_url.as_deref(), Some(pr.url.as_str()));
+    // Done: another pass calls GitHub no more.
+    let calls = gh.requests().len();
+    pass(&app).await;
+    assert_eq!(gh.requests().len(), calls);
+
+    // A review comment on that pull request → a follow-up on its branch, resuming the session.
+    let review = example("pull_request_review_comment", Some("created"));
+    let (status, body) = deliver(&app, "pull_request_review_comment", "r-2", &review, SECRET).await;
+    assert_eq!(status, 202, "{body}");
+    let follow: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
+    let t = app.store.get_task(follow).await.expect("get").expect("task").task;
+    assert_eq!(t.spec.branch.as_deref(), Some("agentpool/issue-1"));
+    assert_eq!(t.spec.follow_up_of, Some(id));
+    let prompt = t.spec.prompt.expect("prompt");
+    assert!(
+        prompt.contains("README.md:") && prompt.contains("more emoji"),
+        "{prompt}"
+    );
+    pass(&app).await;
+    finish(&app, follow, "agentpool/issue-1", "session-2").await;
+    pass(&app).await;
+    assert_eq!(gh.pulls().len(), 1, "a second pull request was opened");
+    let on_pr: Vec<_> = gh
+        .comments()
+        .into_iter()
+        .filter(|c| c.issue == FIRST_PR)
+        .collect();
+    assert_eq!(on_pr.len(), 1);
+    assert!(on_pr[0].body.contains("**succeeded**"));
+    let result = app
+        .store
+        .get_task(follow)
+        .await
+        .expect("get")
+        .expect("task")
+        .task
+        .result
+        .expect("result");
+    assert_eq!(result.pull_request.map(|p| p.number), Some(FIRST_PR));
+
+    // Every call carried the token, and every one matched GitHub's description.
+    let reqs = gh.requests();
+    assert!(
+        reqs.iter()
+            .all(|r| r.authorization.as_deref() == Some(&format!("Bearer {TOKEN}")))
+    );
+    assert!(prism.violations().is_empty(), "{:?}", prism.violations());
+}
+
+async fn prism_refuses_a_request_that_does_not_match_github(backend: Backend) {
+    let _ = backend;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
+    let gh = GithubStandIn::start(&spec, "main", 1).await.expect("stand-in");
+    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
+        .await
+        .expect("prism");
+    // `head` is required by GitHub's schema for opening a pull request.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/repos/o/r/pulls", prism.url()))
+        .bearer_auth("t")
+        .json(&json!({"title": "x", "base": "main"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 422);
+    assert!(
+        gh.requests().is_empty(),
+        "an invalid request reached the stand-in"
+    );
+}
+
+crate::both_backends!(pull_request_opened_comment_updated_and_reused_by_a_review_follow_up);
+
+#[tokio::test]
+async fn prism_refuses_invalid_requests() {
+    prism_refuses_a_request_that_does_not_match_github(Backend::Sqlite).await;
+}

@@ -1,0 +1,494 @@
+//! GitHub for tests, where github.com cannot be reached: GitHub's own example webhook payloads
+//! (`@octokit/webhooks-examples`), a request-validating mock server (`@stoplight/prism-cli`)
+//! serving GitHub's own REST API description (`@octokit/openapi`), and behind it a small
+//! recording stand-in that keeps the state agentpool's calls need (pull requests, comments)
+//! and answers with GitHub's own example responses, patched with that state. All three npm
+//! packages are pinned in `tools/github` and installed by `scripts/test`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use serde_json::{Value, json};
+
+/// `tools/github` in this repository.
+pub fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/github")
+}
+
+fn read_json(path: &Path) -> io::Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e} (install the GitHub test tools: npm install --prefix tools/github, as scripts/test does)",
+                path.display()
+            ),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// GitHub's example payloads of `event` (with `action`, when given), as GitHub sends them.
+pub fn webhook_examples(event: &str, action: Option<&str>) -> io::Result<Vec<Value>> {
+    let index =
+        read_json(&tools_dir().join("node_modules/@octokit/webhooks-examples/api.github.com/index.json"))?;
+    let mut out = Vec::new();
+    for e in index.as_array().into_iter().flatten() {
+        if e["name"] != event {
+            continue;
+        }
+        for p in e["examples"].as_array().into_iter().flatten() {
+            if action.is_none_or(|a| p["action"] == a) {
+                out.push(p.clone());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no GitHub example payload for {event} {action:?}"),
+        ));
+    }
+    Ok(out)
+}
+
+/// One request the stand-in received (after the mock server validated it).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: BTreeMap<String, String>,
+    pub body: Value,
+    pub authorization: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub number: u64,
+    pub head: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub draft: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Comment {
+    pub id: u64,
+    pub issue: u64,
+    pub body: String,
+    /// How many times it was rewritten.
+    pub updates: u32,
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Vec<Recorded>,
+    pulls: Vec<Pull>,
+    comments: Vec<Comment>,
+    next_id: u64,
+}
+
+struct StandInState {
+    inner: Mutex<Inner>,
+    examples: BTreeMap<String, Value>,
+    default_branch: String,
+    first_pr_number: u64,
+}
+
+/// The recording stand-in: an axum server keeping pull requests and comments.
+pub struct GithubStandIn {
+    addr: SocketAddr,
+    state: Arc<StandInState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for GithubStandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl GithubStandIn {
+    /// Start on 127.0.0.1:0; pull requests it opens are numbered from `first_pr_number`.
+    pub async fn start(spec: &Value, default_branch: &str, first_pr_number: u64) -> io::Result<Self> {
+        let mut examples = BTreeMap::new();
+        for name in [
+            "pull-request",
+            "pull-request-simple-items",
+            "issue-comment",
+            "full-repository-default-response",
+        ] {
+            let v = spec["components"]["examples"][name]["value"].clone();
+            if v.is_null() {
+                return Err(io::Error::other(format!(
+                    "GitHub's document has no example {name}"
+                )));
+            }
+            examples.insert(name.to_string(), v);
+        }
+        let state = Arc::new(StandInState {
+            inner: Mutex::new(Inner {
+                next_id: 1000,
+                ..Inner::default()
+            }),
+            examples,
+            default_branch: default_branch.to_string(),
+            first_pr_number,
+        });
+        let app = Router::new()
+            .route("/repos/{owner}/{repo}", get(get_repo))
+            .route("/repos/{owner}/{repo}/pulls", get(list_pulls).post(create_pull))
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                post(create_comment),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                patch(update_comment),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.requests.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn pulls(&self) -> Vec<Pull> {
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.pulls.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn comments(&self) -> Vec<Comment> {
+        self.state
+            .inner
+            .lock()
+            .map(|i| i.comments.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn record(
+    s: &StandInState,
+    method: &str,
+    path: String,
+    query: BTreeMap<String, String>,
+    headers: &HeaderMap,
+    body: Value,
+) {
+    if let Ok(mut i) = s.inner.lock() {
+        i.requests.push(Recorded {
+            method: method.into(),
+            path,
+            query,
+            body,
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        });
+    }
+}
+
+fn pull_json(s: &StandInState, owner: &str, repo: &str, p: &Pull, simple: bool) -> Value {
+    let mut v = if simple {
+        s.examples["pull-request-simple-items"][0].clone()
+    } else {
+        s.examples["pull-request"].clone()
+    };
+    let url = format!("https://github.com/{owner}/{repo}/pull/{}", p.number);
+    v["number"] = json!(p.number);
+    v["id"] = json!(p.number + 1_000_000);
+    v["html_url"] = json!(url);
+    v["state"] = json!("open");
+    v["title"] = json!(p.title);
+    v["body"] = json!(p.body);
+    v["draft"] = json!(p.draft);
+    v["head"]["ref"] = json!(p.head);
+    // GitHub's example teams lack `type`, which its own schema requires.
+    v["requested_teams"] = json!([]);
+    v["base"]["ref"] = json!(p.base);
+    v
+}
+
+async fn get_repo(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &s,
+        "GET",
+        format!("/repos/{owner}/{repo}"),
+        BTreeMap::new(),
+        &headers,
+        Value::Null,
+    );
+    let mut v = s.examples["full-repository-default-response"].clone();
+    v["default_branch"] = json!(s.default_branch);
+    // GitHub's example omits `language`, which its own schema requires (nullable).
+    for key in ["source", "parent"] {
+        if let Some(o) = v[key].as_object_mut() {
+            o.entry("language").or_insert(Value::Null);
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        o.entry("language").or_insert(Value::Null);
+    }
+    v["full_name"] = json!(format!("{owner}/{repo}"));
+    axum::Json(v).into_response()
+}
+
+async fn list_pulls(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo)): UrlPath<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &s,
+        "GET",
+        format!("/repos/{owner}/{repo}/pulls"),
+        q.clone(),
+        &headers,
+        Value::Null,
+    );
+    let head = q.get("head").cloned().unwrap_or_default();
+    let pulls = s.inner.lock().map(|i| i.pulls.clone()).unwrap_or_default();
+    let out: Vec<Value> = pulls
+        .iter()
+        .filter(|p| head.is_empty() || head == format!("{owner}:{}", p.head))
+        .map(|p| pull_json(&s, &owner, &repo, p, true))
+        .collect();
+    axum::Json(out).into_response()
+}
+
+async fn create_pull(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    record(
+        &s,
+        "POST",
+        format!("/repos/{owner}/{repo}/pulls"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
+    let Ok(mut i) = s.inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let head = body["head"].as_str().unwrap_or_default().to_string();
+    if i.pulls.iter().any(|p| p.head == head) {
+        let v = json!({"message": "Validation Failed", "documentation_url": "https://docs.github.com/rest",
+            "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for {owner}:{head}.")}]});
+        return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(v)).into_response();
+    }
+    let p = Pull {
+        number: s.first_pr_number + i.pulls.len() as u64,
+        head,
+        base: body["base"].as_str().unwrap_or_default().to_string(),
+        title: body["title"].as_str().unwrap_or_default().to_string(),
+        body: body["body"].as_str().unwrap_or_default().to_string(),
+        draft: body["draft"].as_bool().unwrap_or(false),
+    };
+    i.pulls.push(p.clone());
+    drop(i);
+    (
+        StatusCode::CREATED,
+        axum::Json(pull_json(&s, &owner, &repo, &p, false)),
+    )
+        .into_response()
+}
+
+fn comment_json(s: &StandInState, owner: &str, repo: &str, c: &Comment) -> Value {
+    let mut v = s.examples["issue-comment"].clone();
+    v["id"] = json!(c.id);
+    v["body"] = json!(c.body);
+    v["html_url"] = json!(format!(
+        "https://github.com/{owner}/{repo}/issues/{}#issuecomment-{}",
+        c.issue, c.id
+    ));
+    v
+}
+
+async fn create_comment(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo, number)): UrlPath<(String, String, u64)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    record(
+        &s,
+        "POST",
+        format!("/repos/{owner}/{repo}/issues/{number}/comments"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
+    let Ok(mut i) = s.inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    i.next_id += 1;
+    let c = Comment {
+        id: i.next_id,
+        issue: number,
+        body: body["body"].as_str().unwrap_or_default().to_string(),
+        updates: 0,
+    };
+    i.comments.push(c.clone());
+    drop(i);
+    (
+        StatusCode::CREATED,
+        axum::Json(comment_json(&s, &owner, &repo, &c)),
+    )
+        .into_response()
+}
+
+async fn update_comment(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    record(
+        &s,
+        "PATCH",
+        format!("/repos/{owner}/{repo}/issues/comments/{id}"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
+    let Ok(mut i) = s.inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Some(c) = i.comments.iter_mut().find(|c| c.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest"})),
+        )
+            .into_response();
+    };
+    c.body = body["body"].as_str().unwrap_or_default().to_string();
+    c.updates += 1;
+    let c = c.clone();
+    drop(i);
+    axum::Json(comment_json(&s, &owner, &repo, &c)).into_response()
+}
+
+/// GitHub's REST API description cut to the operations agentpool calls (`tools/github/subset.mjs`).
+pub fn api_subset(dir: &Path) -> io::Result<(PathBuf, Value)> {
+    let out = dir.join("github-api.json");
+    let status = std::process::Command::new("node")
+        .arg(tools_dir().join("subset.mjs"))
+        .arg(&out)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other("tools/github/subset.mjs failed"));
+    }
+    let v = read_json(&out)?;
+    Ok((out, v))
+}
+
+/// Prism in proxy mode with `--errors`: every request is validated against GitHub's
+/// description before it reaches the stand-in (an invalid one gets 422 and never arrives),
+/// and every answer is validated too. Killed on drop.
+pub struct Prism {
+    port: u16,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Prism {
+    pub async fn start(spec: &Path, upstream: &str, log_dir: &Path) -> io::Result<Self> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let log = log_dir.join("prism.log");
+        let out = std::fs::File::create(&log)?;
+        let child = tokio::process::Command::new(tools_dir().join("node_modules/.bin/prism"))
+            .args([
+                "proxy",
+                "--errors",
+                "--host",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .arg(spec)
+            .arg(upstream)
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true)
+            .spawn()?;
+        let prism = Self { port, child, log };
+        // Ready when it says so in its log (it binds only after loading the document).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::fs::read_to_string(&prism.log)?.contains("Prism is listening") {
+                return Ok(prism);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "prism did not start: {}",
+                    std::fs::read_to_string(&prism.log).unwrap_or_default()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests or answers that did not match GitHub's description, as prism logged them.
+    pub fn violations(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Request terminated with error") || l.contains("Violation"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Prism {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
