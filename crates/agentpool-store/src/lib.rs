@@ -46,6 +46,7 @@ mod common;
 pub mod postgres;
 mod rows;
 mod shared;
+mod unavailable;
 pub mod sqlite;
 
 pub use postgres::PgStore;
