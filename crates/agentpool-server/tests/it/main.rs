@@ -5,6 +5,7 @@ mod support;
 
 mod dashboard;
 mod flows;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod profiles;
