@@ -7,5 +7,6 @@ mod checks;
 mod crash;
 mod http;
 mod infra;
+mod report_race;
 mod worker;
 mod workspace;
