@@ -126,6 +126,7 @@ fn reg() -> WorkerRegistration {
         }],
         labels: Default::default(),
         slots: 1000,
+        fresh_start: false,
     }
 }
 

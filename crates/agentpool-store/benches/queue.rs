@@ -33,6 +33,7 @@ async fn worker(store: &Arc<dyn Store>, name: &str) -> ClaimFilter {
             }],
             labels: Default::default(),
             slots: 1000,
+            fresh_start: false,
         })
         .await
         .expect("register");
