@@ -7,10 +7,12 @@ mod error;
 pub mod openapi;
 mod projects;
 mod tasks;
+mod tokens;
 mod worker;
 
 pub use error::{ErrorBody, ErrorDetail, Health};
 pub use projects::{BuildRequest, CredentialList, CredentialValue, ProjectList};
+pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use tasks::{
     BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, TaskDetail, TaskListQuery, TaskPage,
     WaitReason,
