@@ -3,6 +3,7 @@
 
 mod agent_access;
 mod auth;
+mod chaos;
 mod dashboard;
 mod data_dir;
 mod demo;
@@ -10,6 +11,8 @@ mod json;
 mod kube;
 mod pool;
 mod profiles;
+mod restarts;
+mod schemathesis;
 mod run;
 mod serve;
 mod tls;
