@@ -4,8 +4,8 @@
 use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
-    BatchSubmit, BatchSubmitted, BuildRequest, CredentialList, CredentialValue, Enqueued, EventPage,
-    CreatedToken, ProjectList, TaskDetail, TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList,
+    BatchSubmit, BatchSubmitted, BuildRequest, CreatedToken, CredentialList, CredentialValue, Enqueued,
+    EventPage, ProjectList, TaskDetail, TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList,
     WorkerList,
 };
 use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, Worker, WorkerId};

@@ -194,7 +194,10 @@ fn encodings(secret: &[u8]) -> Vec<String> {
 fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
         for i in 0..=chunk.len() {
             out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -284,12 +287,20 @@ mod tests {
     fn common_encodings_of_a_secret_are_masked() {
         let secret = "sk-test-5f3a9c1e77";
         let r = Redactor::new([secret]);
-        let b64 = |s: &str| super::base64(s.as_bytes(), b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+        let b64 = |s: &str| {
+            super::base64(
+                s.as_bytes(),
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            )
+        };
         for text in [
             format!("Authorization: Basic {}", b64(&format!("user:{secret}"))),
             format!("Authorization: Basic {}", b64(&format!("us:{secret}"))),
             format!("Authorization: Basic {}", b64(&format!("u:{secret}"))),
-            format!("hex {}", secret.bytes().map(|b| format!("{b:02x}")).collect::<String>()),
+            format!(
+                "hex {}",
+                secret.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
         ] {
             let out = r.redact(&text);
             assert!(out.contains(Redactor::MASK), "{text} -> {out}");

@@ -74,7 +74,9 @@ impl RepoUrl {
         if s.starts_with('-') {
             return err("must not start with '-'");
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace() || is_invisible(c)) {
+        if s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || is_invisible(c))
+        {
             return err("must not contain whitespace, control or invisible (bidi, zero-width) characters");
         }
         if s.contains("::") {
@@ -170,7 +172,9 @@ impl BranchName {
         }
         // A full ref would be pushed as refs/heads/refs/heads/…; the name is what is asked.
         if s.starts_with("refs/") {
-            return Err("give the branch name without refs/ (e.g. feature/x, not refs/heads/feature/x)".into());
+            return Err(
+                "give the branch name without refs/ (e.g. feature/x, not refs/heads/feature/x)".into(),
+            );
         }
         if s == "@" || s == "HEAD" {
             return Err(format!("{s:?} is not a branch name"));
@@ -185,7 +189,10 @@ impl BranchName {
             return Err("must not contain '..' or '@{'".into());
         }
         for c in s.chars() {
-            if c.is_control() || is_invisible(c) || c == ' ' || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\' | '\u{7f}')
+            if c.is_control()
+                || is_invisible(c)
+                || c == ' '
+                || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\' | '\u{7f}')
             {
                 return Err(format!("must not contain {c:?}"));
             }
@@ -793,7 +800,9 @@ mod tests {
         let errs = spec.validate(&SpecLimits::default()).unwrap_err();
         assert!(errs.iter().any(|e| e.field == "labels"), "{errs:?}");
         assert!(errs.len() < 100, "the error list stays short: {}", errs.len());
-        spec.labels = (0..MAX_LABELS).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        spec.labels = (0..MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
         assert!(spec.validate(&SpecLimits::default()).is_ok());
     }
 

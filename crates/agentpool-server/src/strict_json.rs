@@ -64,7 +64,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
         while let Some(key) = map.next_key::<String>()? {
             no_nul(&key)?;
             // The value is read first so that the error path names the repeated key.
-            map.next_value_seed(KeyCheck { fresh: seen.insert(key) })?;
+            map.next_value_seed(KeyCheck {
+                fresh: seen.insert(key),
+            })?;
         }
         Ok(Strict)
     }

@@ -46,8 +46,8 @@ mod common;
 pub mod postgres;
 mod rows;
 mod shared;
-mod unavailable;
 pub mod sqlite;
+mod unavailable;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -12,11 +12,11 @@ mod worker;
 
 pub use error::{ErrorBody, ErrorDetail, Health};
 pub use projects::{BuildRequest, CredentialList, CredentialValue, ProjectList};
-pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use tasks::{
     BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, TaskDetail, TaskListQuery, TaskPage,
     WaitReason,
 };
+pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use worker::{
     AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
     CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,

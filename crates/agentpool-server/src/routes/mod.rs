@@ -68,8 +68,34 @@ pub(crate) fn document_json() -> &'static str {
     DOC.get_or_init(|| {
         let mut doc = api().into_openapi();
         add_common_responses(&mut doc);
+        describe_profile(&mut doc);
         doc.to_json().unwrap_or_else(|_| "{}".to_string())
     })
+}
+
+/// A stored profile is its name plus the settings, flattened into one object. The derived
+/// schema combines `{name}` with the settings' schema, which refuses unknown properties (as the
+/// server refuses them in a request) and so refuses `name`: describe the answer as one object.
+fn describe_profile(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(settings))) = components.schemas.get("AgentProfile") else {
+        return;
+    };
+    let mut profile = settings.clone();
+    profile.additional_properties = None;
+    profile.description = Some("A stored profile: its name and its settings (AgentProfile).".into());
+    profile.properties.insert(
+        "name".into(),
+        ObjectBuilder::new().schema_type(Type::String).into(),
+    );
+    profile.required.push("name".into());
+    components
+        .schemas
+        .insert("Profile".into(), RefOr::T(Schema::Object(profile)));
 }
 
 /// Answers every operation can give for reasons outside its handler, added where its own
@@ -117,13 +143,19 @@ fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
             if has_body {
                 add("413", "The body is larger than the server accepts");
                 add("415", "The body is not sent as application/json");
-                add("422", "The body does not have the expected shape or fails validation");
+                add(
+                    "422",
+                    "The body does not have the expected shape or fails validation",
+                );
             }
             if secured {
                 add("401", "Missing, unknown or revoked token");
                 add("403", "The token's role may not do this");
             }
-            add("503", "The database cannot be reached, or the server is draining (see Retry-After)");
+            add(
+                "503",
+                "The database cannot be reached, or the server is draining (see Retry-After)",
+            );
         }
     }
 }

@@ -29,7 +29,10 @@ pub async fn create(
     let mut errs = Vec::new();
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
-        errs.push(ValidationError::new("name", "must be 1-100 characters, no control characters"));
+        errs.push(ValidationError::new(
+            "name",
+            "must be 1-100 characters, no control characters",
+        ));
     }
     let role = req.role.parse::<Role>();
     if let Err(e) = &role {

@@ -14,7 +14,9 @@ both_backends!(
 );
 
 async fn nul_characters_are_refused_everywhere(backend: agentpool_testkit::db::Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let admin = Some(app.tokens.admin.as_str());
     let worker = Some(app.tokens.worker.as_str());
     let task = |field: &str| {
@@ -22,17 +24,33 @@ async fn nul_characters_are_refused_everywhere(backend: agentpool_testkit::db::B
         t[field] = json!("a\u{0}b");
         t
     };
-    for field in ["idempotency_key", "command", "setup_command", "commit_message", "base_ref"] {
+    for field in [
+        "idempotency_key",
+        "command",
+        "setup_command",
+        "commit_message",
+        "base_ref",
+    ] {
         let r = app.json("POST", "/v1/tasks", admin, task(field)).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(r.body["error"]["details"]["fields"][0]["field"], field, "{}", r.text);
+        assert_eq!(
+            r.body["error"]["details"]["fields"][0]["field"], field,
+            "{}",
+            r.text
+        );
     }
     let batch = json!({"tasks": [task("command")]});
-    assert_error(&app.json("POST", "/v1/tasks", admin, batch).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(
+        &app.json("POST", "/v1/tasks", admin, batch).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
     // A NUL in a key is refused too.
     let key = json!({"kind": "command", "repo": "https://example.com/r.git", "command": "true",
         "labels": {"a\u{0}": "b"}});
-    assert_error(&app.json("POST", "/v1/tasks", admin, key).await, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_error(
+        &app.json("POST", "/v1/tasks", admin, key).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
 
     for field in ["hostname", "version"] {
         let mut reg = json!({"hostname": "h", "version": "1", "agents": [{"name": "command"}], "slots": 1});
@@ -62,29 +80,57 @@ async fn nul_characters_are_refused_everywhere(backend: agentpool_testkit::db::B
 }
 
 async fn duplicate_keys_are_refused(backend: agentpool_testkit::db::Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let admin = Some(app.tokens.admin.as_str());
-    let body = br#"{"kind":"command","repo":"https://example.com/r.git","command":"true","command":"rm -rf /"}"#;
+    let body =
+        br#"{"kind":"command","repo":"https://example.com/r.git","command":"true","command":"rm -rf /"}"#;
     let r = app
-        .call("POST", "/v1/tasks", admin, Some(("application/json", body.to_vec())))
+        .call(
+            "POST",
+            "/v1/tasks",
+            admin,
+            Some(("application/json", body.to_vec())),
+        )
         .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(r.text.contains("more than once"), "{}", r.text);
-    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "command", "{}", r.text);
+    assert_eq!(
+        r.body["error"]["details"]["fields"][0]["field"], "command",
+        "{}",
+        r.text
+    );
     let nested = br#"{"kind":"command","repo":"https://example.com/r.git","command":"true","labels":{"a":"1","a":"2"}}"#;
     let r = app
-        .call("POST", "/v1/tasks", admin, Some(("application/json", nested.to_vec())))
+        .call(
+            "POST",
+            "/v1/tasks",
+            admin,
+            Some(("application/json", nested.to_vec())),
+        )
         .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "labels.a", "{}", r.text);
+    assert_eq!(
+        r.body["error"]["details"]["fields"][0]["field"], "labels.a",
+        "{}",
+        r.text
+    );
 }
 
 async fn too_many_labels_are_refused(backend: agentpool_testkit::db::Backend) {
-    let Some(app) = router_app(backend).await else { return };
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
     let admin = Some(app.tokens.admin.as_str());
     let labels: serde_json::Map<_, _> = (0..1000).map(|i| (format!("k{i}"), json!("v"))).collect();
-    let body = json!({"kind": "command", "repo": "https://example.com/r.git", "command": "true", "labels": labels});
+    let body =
+        json!({"kind": "command", "repo": "https://example.com/r.git", "command": "true", "labels": labels});
     let r = app.json("POST", "/v1/tasks", admin, body).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.body["error"]["details"]["fields"][0]["field"], "labels", "{}", r.text);
+    assert_eq!(
+        r.body["error"]["details"]["fields"][0]["field"], "labels",
+        "{}",
+        r.text
+    );
 }

@@ -454,7 +454,8 @@ impl Store for PgStore {
         if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
             loop {
                 let mut tx = self.pool.begin().await?;
-                let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
+                let (n, wake) =
+                    tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
                 if wake {
                     notify(&mut tx, &self.sql.channel).await?;
                 }

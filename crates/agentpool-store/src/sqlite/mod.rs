@@ -292,7 +292,8 @@ impl Store for SqliteStore {
         if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
             loop {
                 let mut tx = self.begin().await?;
-                let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
+                let (n, wake) =
+                    tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
                 tx.commit().await?;
                 if wake {
                     self.signal.notify();

@@ -139,21 +139,30 @@ async fn a_worker_registering_again_releases_its_previous_attempts_at_once(h: Ha
     let d = h.store.get_task(mine).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Running);
     // The worker restarts under the same id, long before its lease would expire.
-    let mut reg = h.store.get_worker(&a.id).await.unwrap().map(|w| WorkerRegistration {
-        id: Some(w.id),
-        hostname: w.hostname,
-        version: w.version,
-        agents: w.agents,
-        labels: w.labels,
-        slots: w.slots,
-        fresh_start: false,
-    });
+    let mut reg = h
+        .store
+        .get_worker(&a.id)
+        .await
+        .unwrap()
+        .map(|w| WorkerRegistration {
+            id: Some(w.id),
+            hostname: w.hostname,
+            version: w.version,
+            agents: w.agents,
+            labels: w.labels,
+            slots: w.slots,
+            fresh_start: false,
+        });
     if let Some(r) = reg.as_mut() {
         r.fresh_start = true;
     }
     h.store.register_worker(reg.expect("registered")).await.unwrap();
     let d = h.store.get_task(mine).await.unwrap().unwrap();
-    assert_eq!(d.task.state, TaskState::Queued, "released without waiting for the lease");
+    assert_eq!(
+        d.task.state,
+        TaskState::Queued,
+        "released without waiting for the lease"
+    );
     assert_eq!(d.attempts_detail[0].outcome, AttemptOutcome::Expired);
     assert_eq!(d.attempts_detail[0].error_class, Some(ErrorClass::LeaseExpired));
     assert!(

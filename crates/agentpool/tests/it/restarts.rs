@@ -37,7 +37,18 @@ fn tokens_are_managed_over_the_api_of_the_server_given() {
             .output()
             .unwrap()
     };
-    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter", "--output", "json"]);
+    let o = api(
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "ci",
+            "--role",
+            "submitter",
+            "--output",
+            "json",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let submitter = created["token"].as_str().unwrap().to_string();
@@ -49,7 +60,10 @@ fn tokens_are_managed_over_the_api_of_the_server_given() {
     let o = api(&admin, &["tokens", "list", "--output", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
-    assert!(!listed.to_string().contains(&submitter), "values are never listed");
+    assert!(
+        !listed.to_string().contains(&submitter),
+        "values are never listed"
+    );
     // Only an admin manages tokens.
     let o = api(&submitter, &["tokens", "create", "x", "--role", "admin"]);
     assert_ne!(o.status.code(), Some(0));
@@ -82,7 +96,9 @@ fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {
 fn task(env: &Env, url: &str, token: &str, id: &str) -> serde_json::Value {
     let o = env
         .cmd()
-        .args(["--server", url, "--token", token, "tasks", "show", id, "--output", "json"])
+        .args([
+            "--server", url, "--token", token, "tasks", "show", id, "--output", "json",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -103,7 +119,14 @@ fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
     let admin = admin_token(env, &db);
     let mut serve = env.cmd();
     serve
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-local-repos", "--database-url", &db])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-local-repos",
+            "--database-url",
+            &db,
+        ])
         .args(extra);
     (Up::spawn(serve), admin, remote)
 }
@@ -134,7 +157,11 @@ fn short_leases_are_kept_by_heartbeats_and_expire_fast_when_the_worker_dies() {
     // Nothing to await here: the point is that nothing happens for longer than the TTL.
     std::thread::sleep(Duration::from_secs(7));
     let t = task(&env, &url, &admin, &id);
-    assert_eq!((t["state"].as_str(), t["attempts"].as_u64()), (Some("running"), Some(1)), "{t}");
+    assert_eq!(
+        (t["state"].as_str(), t["attempts"].as_u64()),
+        (Some("running"), Some(1)),
+        "{t}"
+    );
     w.kill().unwrap();
     w.wait().unwrap();
     wait_for("the lease to expire", Duration::from_secs(20), || {
@@ -164,7 +191,11 @@ fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
         let t = task(&env, &url, &admin, &id);
         t["state"] == "running" && t["attempts"] == 2
     });
-    assert!(started.elapsed() < Duration::from_secs(50), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(50),
+        "{:?}",
+        started.elapsed()
+    );
     let t = task(&env, &url, &admin, &id);
     let first = &t["attempts_detail"][0];
     assert_eq!(first["error_class"], "LEASE_EXPIRED", "{t}");

@@ -42,7 +42,11 @@ fn fuzz(env: &Env, db: &str) {
     let budget = std::env::var("AGENTPOOL_SCHEMATHESIS_SECS").unwrap_or_else(|_| "90".into());
     let out = Command::new(bin)
         .args(["run", &format!("{}/v1/openapi.json", server.url)])
-        .args(["--checks", "all", "--seed", SEED, "--max-time", &budget])
+        // Every check but `positive_data_acceptance`: the document gives each field's type,
+        // not every rule the server enforces (repository URL syntax, name patterns, rules
+        // across fields), so schema-valid requests the server refuses with 4xx are expected.
+        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args(["--seed", SEED, "--max-time", &budget])
         .args(["--header", &format!("Authorization: Bearer {admin}")])
         // The live event stream answers until the task ends: not a request/response operation.
         .args(["--exclude-path-regex", "/events/stream$"])

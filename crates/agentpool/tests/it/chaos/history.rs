@@ -59,7 +59,8 @@ pub fn check(submitted: &[TaskId], details: &BTreeMap<TaskId, TaskDetail>, runs:
         };
         let key = id.to_string();
         if !d.task.state.is_finished() {
-            r.violations.push(format!("{id}: not finished ({:?})", d.task.state));
+            r.violations
+                .push(format!("{id}: not finished ({:?})", d.task.state));
         }
         if d.task.state == TaskState::Succeeded {
             r.succeeded += 1;
@@ -75,7 +76,8 @@ pub fn check(submitted: &[TaskId], details: &BTreeMap<TaskId, TaskDetail>, runs:
             .filter(|a| a.outcome == AttemptOutcome::Succeeded)
             .count();
         if successes > 1 {
-            r.violations.push(format!("{id}: {successes} successful attempts"));
+            r.violations
+                .push(format!("{id}: {successes} successful attempts"));
         }
         // Attempts of one task never held a live lease at the same time: each ended (its
         // lease was given up or rescued) before the next began.
@@ -96,7 +98,8 @@ pub fn check(submitted: &[TaskId], details: &BTreeMap<TaskId, TaskDetail>, runs:
         let starts = runs.starts.get(&key).copied().unwrap_or(0);
         let ends = runs.ends.get(&key).copied().unwrap_or(0);
         if d.task.state == TaskState::Succeeded && ends == 0 {
-            r.violations.push(format!("{id}: succeeded but its command never ran to the end"));
+            r.violations
+                .push(format!("{id}: succeeded but its command never ran to the end"));
         }
         if starts > d.task.attempts {
             r.violations.push(format!(

@@ -31,7 +31,10 @@ pub fn free_port() -> u16 {
 }
 
 fn setting(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A fixed-seed generator (xorshift): the same schedule of kills on every run.
@@ -214,7 +217,10 @@ fn chaos_workers_killed_and_restarted_database_and_server_restarted_nothing_lost
     let client = Client::new(&pool.url(), Some(pool.admin.clone())).expect("client");
 
     let spec = || {
-        let mut s = TaskSpec::command(repo.to_str().expect("utf-8 path"), &record_command(&record, run_ms));
+        let mut s = TaskSpec::command(
+            repo.to_str().expect("utf-8 path"),
+            &record_command(&record, run_ms),
+        );
         s.commit = false;
         s.push = false;
         s.max_attempts = Some(20);
@@ -252,7 +258,10 @@ fn chaos_workers_killed_and_restarted_database_and_server_restarted_nothing_lost
     }
     let deadline = started + budget;
     while !all_finished(&client, &ids) {
-        assert!(Instant::now() < deadline, "tasks still unfinished after {budget:?}");
+        assert!(
+            Instant::now() < deadline,
+            "tasks still unfinished after {budget:?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let details = fetch(&client, &ids);
