@@ -188,7 +188,7 @@ fn chaos_workers_killed_and_restarted_database_and_server_restarted_nothing_lost
     let n_workers = setting("AGENTPOOL_CHAOS_WORKERS", 3) as usize;
     let kills = setting("AGENTPOOL_CHAOS_KILLS", 8);
     let run_ms = setting("AGENTPOOL_CHAOS_RUN_MS", 400);
-    let budget = Duration::from_secs(setting("AGENTPOOL_CHAOS_SECS", 150));
+    let budget = Duration::from_secs(setting("AGENTPOOL_CHAOS_SECS", 300));
 
     let env = Env::new();
     let repo = env.sample_repo();
