@@ -4,8 +4,9 @@
 use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
-    BatchSubmit, BatchSubmitted, BuildRequest, CreateAndBuild, CreatedBuild, CredentialList, CredentialValue,
-    Enqueued, EventPage, ProjectList, TaskDetail, TaskListQuery, TaskPage, WorkerList,
+    BatchSubmit, BatchSubmitted, BuildRequest, CreateAndBuild, CreatedBuild, CreatedToken, CredentialList,
+    CredentialValue, Enqueued, EventPage, ProjectList, TaskDetail, TaskListQuery, TaskPage, TokenCreate,
+    TokenInfo, TokenList, WorkerList,
 };
 use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
@@ -165,6 +166,26 @@ impl Client {
 
     pub async fn delete_credential(&self, name: &str) -> Result<()> {
         self.call_empty::<()>(Method::DELETE, &format!("/v1/credentials/{name}"), None)
+            .await
+    }
+
+    /// Create a token (admin); the answer holds its value, shown this once.
+    pub async fn create_token(&self, name: &str, role: &str) -> Result<CreatedToken> {
+        let body = TokenCreate {
+            name: name.to_string(),
+            role: role.to_string(),
+        };
+        self.call(Method::POST, "/v1/tokens", &body).await
+    }
+
+    /// Tokens (admin), never their values.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
+        let l: TokenList = self.json(self.req(Method::GET, "/v1/tokens")).await?;
+        Ok(l.tokens)
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, &format!("/v1/tokens/{id}"), None)
             .await
     }
 }

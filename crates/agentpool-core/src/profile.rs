@@ -145,8 +145,8 @@ impl AgentProfile {
                 "must be a model name like claude-sonnet-4-5",
             ));
         }
-        if self.max_turns == Some(0) {
-            errs.push(ValidationError::new("max_turns", "must be at least 1"));
+        if self.max_turns.is_some_and(|m| !(1..=10_000).contains(&m)) {
+            errs.push(ValidationError::new("max_turns", "must be between 1 and 10000"));
         }
         for (i, t) in self.allowed_tools.iter().enumerate() {
             if t.trim().is_empty() || t.len() > 200 || t.starts_with('-') || t.chars().any(char::is_control) {

@@ -47,14 +47,24 @@ impl Redactor {
         )
     }
 
-    /// Add more secrets.
+    /// Add more secrets, each with the encodings a program commonly prints a secret in:
+    /// base64 (standard and URL-safe, at any alignment inside a longer encoded text such as
+    /// an HTTP Basic header), hex (lower and upper case) and percent-encoding. A secret split
+    /// up, or transformed otherwise, is not recognised.
     pub fn extend<S: Into<String>>(&mut self, secrets: impl IntoIterator<Item = S>) {
-        self.secrets.extend(
-            secrets
-                .into_iter()
-                .map(Into::into)
-                .filter(|s| s.len() >= Self::MIN_LEN),
-        );
+        let plain: Vec<String> = secrets
+            .into_iter()
+            .map(Into::into)
+            .filter(|s| s.len() >= Self::MIN_LEN)
+            .collect();
+        for secret in plain {
+            self.secrets.extend(
+                encodings(secret.as_bytes())
+                    .into_iter()
+                    .filter(|e| e.len() >= Self::MIN_LEN && *e != secret),
+            );
+            self.secrets.push(secret);
+        }
         self.secrets.sort_unstable();
         self.secrets.dedup();
     }
@@ -142,6 +152,59 @@ impl Redactor {
     }
 }
 
+/// The common encodings of `secret` (see [`Redactor::extend`]).
+fn encodings(secret: &[u8]) -> Vec<String> {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = Vec::new();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    out.push(hex.to_ascii_uppercase());
+    out.push(hex);
+    let percent: String = secret
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    out.push(percent);
+    // Inside a longer base64 text the secret starts at byte offset 0, 1 or 2 of a 3-byte
+    // group; for each, keep only the characters that depend on the secret's bytes alone.
+    for shift in 0..3usize {
+        let mut bytes = vec![0u8; shift];
+        bytes.extend_from_slice(secret);
+        for alphabet in [STD, URL] {
+            let encoded = base64(&bytes, alphabet);
+            let start = (shift * 8).div_ceil(6);
+            let end = bytes.len() * 8 / 6;
+            if let Some(inner) = encoded.get(start..end) {
+                out.push(inner.to_string());
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Base64 without padding.
+fn base64(bytes: &[u8], alphabet: &[u8; 64]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,5 +281,35 @@ mod tests {
         let r = Redactor::from_env(&env);
         let out = r.redact("sk-secret-123 ghp-000000 http://127.0.0.1:1");
         assert_eq!(out, format!("{M} {M} http://127.0.0.1:1"));
+    }
+
+    #[test]
+    fn common_encodings_of_a_secret_are_masked() {
+        let secret = "sk-test-5f3a9c1e77";
+        let r = Redactor::new([secret]);
+        let b64 = |s: &str| {
+            super::base64(
+                s.as_bytes(),
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+            )
+        };
+        for text in [
+            format!("Authorization: Basic {}", b64(&format!("user:{secret}"))),
+            format!("Authorization: Basic {}", b64(&format!("us:{secret}"))),
+            format!("Authorization: Basic {}", b64(&format!("u:{secret}"))),
+            format!(
+                "hex {}",
+                secret.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+        ] {
+            let out = r.redact(&text);
+            assert!(out.contains(Redactor::MASK), "{text} -> {out}");
+        }
+        // RFC 4648's example (without padding).
+        assert_eq!(b64("hello"), "aGVsbG8");
+        let r = Redactor::new(["p@ss/word:42"]);
+        assert_eq!(r.redact("u=p%40ss%2Fword%3A42"), format!("u={}", Redactor::MASK));
+        // Ordinary text stays.
+        assert_eq!(r.redact("nothing here"), "nothing here");
     }
 }

@@ -74,8 +74,10 @@ impl RepoUrl {
         if s.starts_with('-') {
             return err("must not start with '-'");
         }
-        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return err("must not contain whitespace or control characters");
+        if s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || is_invisible(c))
+        {
+            return err("must not contain whitespace, control or invisible (bidi, zero-width) characters");
         }
         if s.contains("::") {
             return err("remote-helper transports (such as ext::) are not allowed");
@@ -88,6 +90,12 @@ impl RepoUrl {
             let authority = rest.split('/').next().unwrap_or("");
             if authority.is_empty() {
                 return err("has no host");
+            }
+            // ssh reads a host or user that starts with '-' as an option
+            // (`ssh://-oProxyCommand=…`, `ssh://git@-oProxyCommand=…`).
+            let (user, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+            if host.is_empty() || host.starts_with('-') || user.starts_with('-') {
+                return err("host and user must not be empty or start with '-'");
             }
             if authority.contains('@') && !lower.starts_with("ssh://") {
                 return err("must not embed credentials; use a project credential instead");
@@ -109,6 +117,10 @@ impl RepoUrl {
             && !path.is_empty()
             && !userhost.contains('/')
         {
+            let (user, host) = userhost.rsplit_once('@').unwrap_or(("", userhost));
+            if host.is_empty() || host.starts_with('-') || user.starts_with('-') {
+                return err("host and user must not be empty or start with '-'");
+            }
             return Ok(Self(s.to_string()));
         }
         err("is not a URL git can use: give https://…, ssh://…, user@host:path, or a local path")
@@ -158,6 +170,12 @@ impl BranchName {
         if s.starts_with('-') {
             return Err("must not start with '-'".into());
         }
+        // A full ref would be pushed as refs/heads/refs/heads/…; the name is what is asked.
+        if s.starts_with("refs/") {
+            return Err(
+                "give the branch name without refs/ (e.g. feature/x, not refs/heads/feature/x)".into(),
+            );
+        }
         if s == "@" || s == "HEAD" {
             return Err(format!("{s:?} is not a branch name"));
         }
@@ -171,7 +189,10 @@ impl BranchName {
             return Err("must not contain '..' or '@{'".into());
         }
         for c in s.chars() {
-            if c.is_control() || c == ' ' || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\' | '\u{7f}')
+            if c.is_control()
+                || is_invisible(c)
+                || c == ' '
+                || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\' | '\u{7f}')
             {
                 return Err(format!("must not contain {c:?}"));
             }
@@ -423,7 +444,7 @@ impl TaskSpec {
             && (b.is_empty()
                 || b.starts_with('-')
                 || b.len() > 255
-                || b.chars().any(|c| c.is_control() || c == ' '))
+                || b.chars().any(|c| c.is_control() || is_invisible(c) || c == ' '))
         {
             errs.push(ValidationError::new("base_ref", "is not a valid git ref"));
         }
@@ -476,6 +497,20 @@ impl TaskSpec {
         {
             errs.push(ValidationError::new("prompt", "is longer than 1 MB"));
         }
+        // A NUL cannot reach a shell or a commit message intact (nor a PostgreSQL text
+        // column): refuse it at submit rather than fail at run time.
+        for (field, value) in [
+            ("command", &self.command),
+            ("setup_command", &self.setup_command),
+            ("commit_message", &self.commit_message),
+            ("prompt", &self.prompt),
+            ("model", &self.model),
+            ("idempotency_key", &self.idempotency_key),
+        ] {
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                errs.push(ValidationError::new(field, "must not contain NUL characters"));
+            }
+        }
         if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&self.priority) {
             errs.push(ValidationError::new(
                 "priority",
@@ -505,7 +540,13 @@ impl TaskSpec {
         {
             errs.push(ValidationError::new("max_cost_usd", USD_RULE));
         }
-        for (k, v) in &self.labels {
+        if self.labels.len() > MAX_LABELS {
+            errs.push(ValidationError::new(
+                "labels",
+                format!("at most {MAX_LABELS} labels"),
+            ));
+        }
+        for (k, v) in self.labels.iter().take(MAX_LABELS + 1) {
             if !valid_label_part(k, 63) || !valid_label_part(v, 255) && !v.is_empty() {
                 errs.push(ValidationError::new(
                     format!("labels.{k}"),
@@ -524,7 +565,13 @@ impl TaskSpec {
                 "must be 1-255 characters",
             ));
         }
-        for c in &self.credentials {
+        if self.credentials.len() > MAX_CREDENTIALS {
+            errs.push(ValidationError::new(
+                "credentials",
+                format!("at most {MAX_CREDENTIALS} credentials"),
+            ));
+        }
+        for c in self.credentials.iter().take(MAX_CREDENTIALS + 1) {
             if !valid_label_part(c, 100) {
                 errs.push(ValidationError::new(
                     "credentials",
@@ -576,6 +623,21 @@ impl TaskSpec {
         }
     }
 }
+
+/// Characters that change how text is displayed without being visible: bidirectional
+/// overrides and isolates (U+202A–U+202E, U+2066–U+2069, U+200E/U+200F, U+061C), zero-width
+/// characters and the byte-order mark. In a URL or branch name they make what a reviewer reads
+/// differ from what git uses.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// The most labels a task (or worker) may carry.
+pub const MAX_LABELS: usize = 64;
+/// The most credentials a task may name.
+pub const MAX_CREDENTIALS: usize = 64;
 
 fn valid_label_part(s: &str, max: usize) -> bool {
     !s.is_empty()
@@ -685,6 +747,63 @@ mod tests {
         let errs = spec.validate(&SpecLimits::default()).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["repo", "prompt", "priority", "timeout_secs"]);
+    }
+
+    #[test]
+    fn ssh_options_smuggled_as_host_or_user_are_refused() {
+        for url in [
+            "ssh://-oProxyCommand=touch%20/tmp/x/r",
+            "ssh://git@-oProxyCommand=touch%20/tmp/x/r",
+            "ssh://-git@host/r",
+            "git@-oProxyCommand=x:r",
+            "https://-host/r",
+            "ssh://git@/r",
+        ] {
+            assert!(RepoUrl::parse(url, false).is_err(), "{url}");
+        }
+        assert!(RepoUrl::parse("ssh://git@example.com/o/r.git", false).is_ok());
+        assert!(RepoUrl::parse("git@example.com:o/r.git", false).is_ok());
+    }
+
+    #[test]
+    fn bidi_and_zero_width_characters_are_refused_in_urls_and_branches() {
+        for c in ['\u{202E}', '\u{2066}', '\u{200B}', '\u{FEFF}', '\u{200F}'] {
+            assert!(RepoUrl::parse(&format!("https://example.com/o/r{c}.git"), false).is_err());
+            assert!(BranchName::parse(&format!("feature{c}x")).is_err());
+            let spec = TaskSpec {
+                base_ref: Some(format!("main{c}")),
+                ..TaskSpec::command("https://example.com/o/r.git", "true")
+            };
+            assert!(spec.validate(&SpecLimits::default()).is_err());
+        }
+        assert!(BranchName::parse("fonctionnalité/été").is_ok());
+    }
+
+    #[test]
+    fn a_full_ref_is_not_a_branch_name() {
+        let err = BranchName::parse("refs/heads/x").unwrap_err();
+        assert!(err.message.contains("without refs/"), "{err}");
+        assert!(BranchName::parse("refs").is_ok());
+    }
+
+    #[test]
+    fn nul_characters_and_too_many_labels_are_refused_at_submit() {
+        let mut spec = TaskSpec::command("https://example.com/o/r.git", "echo a\0b");
+        spec.setup_command = Some("\0".into());
+        spec.commit_message = Some("x\0".into());
+        let errs = spec.validate(&SpecLimits::default()).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["command", "setup_command", "commit_message"]);
+
+        let mut spec = TaskSpec::command("https://example.com/o/r.git", "true");
+        spec.labels = (0..10_000).map(|i| (format!("k{i}"), "v".to_string())).collect();
+        let errs = spec.validate(&SpecLimits::default()).unwrap_err();
+        assert!(errs.iter().any(|e| e.field == "labels"), "{errs:?}");
+        assert!(errs.len() < 100, "the error list stays short: {}", errs.len());
+        spec.labels = (0..MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert!(spec.validate(&SpecLimits::default()).is_ok());
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub struct WorkerRegistration {
     #[serde(default)]
     pub labels: Labels,
     pub slots: u32,
+    /// This registration starts a new life of the worker, which runs nothing yet: every attempt
+    /// still held under its id is released at once (ended as `LEASE_EXPIRED` and retried)
+    /// instead of waiting for its lease to expire. A worker that re-registers while it still
+    /// runs tasks (the server forgot it), or a launcher whose Jobs outlive it, leaves it false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

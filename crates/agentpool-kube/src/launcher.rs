@@ -126,6 +126,7 @@ pub async fn run_launcher(
         agents,
         labels: cfg.labels.clone(),
         slots: cfg.slots,
+        fresh_start: false,
     };
     let mut l = Launcher {
         jobs: Api::namespaced(kube.clone(), &cfg.namespace),

@@ -106,6 +106,8 @@ pub struct WorkerSummary {
     pub canceled: u64,
     /// Reports refused because the lease had been taken (or abandoned after a `lost`).
     pub lost: u64,
+    /// Running tasks abandoned because a heartbeat reply said their lease was lost.
+    pub abandoned: u64,
     /// Reports that could not be delivered before giving up.
     pub unreported: u64,
     /// Whether the worker ended unhealthy (it could not start git or its agents).
@@ -115,6 +117,10 @@ pub struct WorkerSummary {
 struct Running {
     lease: Lease,
     cancel: TaskCancel,
+    /// Set once the task's outcome is being reported. Its lease is still extended (a report
+    /// may be retried for minutes), but a "lost" for it is the report's own doing, since the
+    /// server ends the lease when it records the outcome.
+    reporting: bool,
 }
 
 struct Shared {
@@ -240,6 +246,8 @@ pub async fn run_worker(
         agents,
         labels: config.labels.clone(),
         slots: concurrency,
+        // It runs nothing yet: whatever a previous life held under this id is released.
+        fresh_start: true,
     };
     // Commands a previous life of this worker left running when it died (SIGKILL, OOM).
     let orphans = crate::process::kill_orphans(&config.pipeline.state_dir.join("running"));
@@ -282,7 +290,11 @@ pub async fn run_worker(
     let stop_heartbeat = CancellationToken::new();
     let heartbeat = tokio::spawn(heartbeat_loop(
         shared.clone(),
-        reg,
+        // Registering again from the heartbeat loop happens while tasks may run: keep them.
+        WorkerRegistration {
+            fresh_start: false,
+            ..reg
+        },
         config.heartbeat_interval,
         server_drain.clone(),
         stop_heartbeat.clone(),
@@ -457,8 +469,16 @@ fn act_on(shared: &Shared, reply: HeartbeatReply, server_drain: &CancellationTok
         shared.cancel(&id, CancelCause::User);
     }
     for id in reply.lost {
-        tracing::warn!(task = %id, "lease lost; abandoning the task");
-        shared.cancel(&id, CancelCause::LeaseLost);
+        // A beat sent just before a report can come back listing that task as lost (the
+        // report ended it meanwhile): nothing to abandon then.
+        let running = shared.lock_running().get(&id).is_some_and(|r| !r.reporting);
+        if running {
+            tracing::warn!(task = %id, "lease lost; abandoning the task");
+            shared.count(|s| s.abandoned += 1);
+            shared.cancel(&id, CancelCause::LeaseLost);
+        } else {
+            tracing::debug!(task = %id, "lease ended by this worker's own report");
+        }
     }
     if reply.drain {
         server_drain.cancel();
@@ -475,6 +495,7 @@ async fn run_task(shared: Arc<Shared>, work: ClaimedWork, permit: Option<tokio::
         Running {
             lease,
             cancel: cancel.clone(),
+            reporting: false,
         },
     );
     let redactor = Arc::new(shared.pipeline.redactor_for(&work));
@@ -498,6 +519,9 @@ async fn run_task(shared: Arc<Shared>, work: ClaimedWork, permit: Option<tokio::
     } else {
         report
     };
+    if let Some(r) = shared.lock_running().get_mut(&task_id) {
+        r.reporting = true;
+    }
     deliver(&shared, lease, report).await;
     shared.lock_running().remove(&task_id);
     drop(permit);

@@ -114,6 +114,7 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
             }],
             labels: Default::default(),
             slots: 1000,
+            fresh_start: false,
         })
         .await
         .expect("register");

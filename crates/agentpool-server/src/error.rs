@@ -110,7 +110,7 @@ impl From<StoreError> for ApiError {
             other => {
                 // The cause may name tables or connection details: log it, show a generic text.
                 tracing::error!(error = %other, "store error");
-                if matches!(&other, StoreError::Database(sqlx_err) if is_unavailable(sqlx_err)) {
+                if other.is_unavailable() {
                     Self::unavailable("database_unavailable", "the database cannot be reached")
                 } else {
                     Self::internal()
@@ -118,11 +118,6 @@ impl From<StoreError> for ApiError {
             }
         }
     }
-}
-
-fn is_unavailable(e: &sqlx::Error) -> bool {
-    use sqlx::Error as E;
-    matches!(e, E::PoolTimedOut | E::PoolClosed | E::Io(_))
 }
 
 impl IntoResponse for ApiError {

@@ -47,7 +47,13 @@ where
 }
 
 /// Parse `bytes` as `T`, mapping syntax errors to 400 and shape errors to 422 with the field path.
+/// Every body is first checked for duplicate keys and NUL characters (`strict_json`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_as::<crate::strict_json::Strict>(bytes)?;
+    parse_as::<T>(bytes)
+}
+
+fn parse_as<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(de) {
         Ok(v) => Ok(v),
@@ -80,6 +86,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     }
+}
+
+/// Whether a raw (percent-encoded) path or query holds an encoded NUL, which no stored name
+/// can contain and PostgreSQL cannot even compare with.
+fn has_nul(raw: &str) -> bool {
+    raw.contains("%00")
 }
 
 /// A raw body whose read errors (too large) use our error shape.
@@ -119,6 +131,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if has_nul(parts.uri.path()) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                "the path must not contain NUL characters",
+            ));
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
@@ -137,6 +156,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(has_nul) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "query parameters must not contain NUL characters",
+            ));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod state;
+mod strict_json;
 pub mod tls;
 
 use std::future::Future;

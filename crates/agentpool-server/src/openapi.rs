@@ -30,6 +30,7 @@ impl Modify for Security {
     modifiers(&Security),
     tags((name = "tasks"), (name = "workers", description = "The worker protocol"), (name = "projects"),
         (name = "credentials", description = "Write-only secrets, encrypted at rest"),
-        (name = "profiles", description = "Named, non-secret agent settings that tasks reference"), (name = "ops"))
+        (name = "profiles", description = "Named, non-secret agent settings that tasks reference"),
+        (name = "tokens", description = "Bearer tokens (admin): create, list, revoke"), (name = "ops"))
 )]
 pub struct ApiDoc;

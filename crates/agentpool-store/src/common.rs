@@ -113,6 +113,8 @@ pub(crate) fn dependency_failed() -> Lifecycle {
 pub(crate) const EXPIRE_BATCH: i64 = 500;
 
 pub(crate) const LEASE_EXPIRED_MSG: &str = "lease expired before the worker reported";
+pub(crate) const WORKER_RESTARTED_MSG: &str =
+    "the worker restarted (registered again under its id) before it reported";
 
 /// Record that the lease of `h` expired (the ending event follows).
 pub(crate) fn log_expiry(log: &mut LifecycleLog, h: &Held) -> Result<()> {

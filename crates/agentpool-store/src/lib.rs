@@ -48,6 +48,7 @@ pub mod postgres;
 mod rows;
 mod shared;
 pub mod sqlite;
+mod unavailable;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

@@ -55,5 +55,6 @@ pub fn command_worker(id: Option<WorkerId>) -> WorkerRegistration {
         }],
         labels: Default::default(),
         slots: 1000,
+        fresh_start: false,
     }
 }

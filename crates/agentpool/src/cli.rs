@@ -194,6 +194,15 @@ pub struct ServeArgs {
     /// The URL users reach this server at (task links in GitHub status comments)
     #[arg(long, env = "AGENTPOOL_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<String>,
+    /// Lease length in seconds: how long a claimed task stays with a worker that stopped
+    /// heartbeating before it runs again elsewhere (keep it several heartbeats long)
+    #[arg(long, env = "AGENTPOOL_LEASE_TTL_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub lease_ttl_secs: u64,
+    /// Seconds between maintenance passes (expired leases, offline workers, purge), ± 20 %
+    #[arg(long, env = "AGENTPOOL_MAINTENANCE_SECS", default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub maintenance_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -216,6 +225,11 @@ pub struct WorkerArgs {
     /// Seconds running tasks may take to finish after SIGTERM before they are canceled
     #[arg(long, default_value_t = 300)]
     pub drain_grace_secs: u64,
+    /// Seconds between heartbeats, which extend the leases of running tasks (keep it well
+    /// below the server's --lease-ttl-secs)
+    #[arg(long, env = "AGENTPOOL_HEARTBEAT_SECS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
     /// Accept tasks on local repositories (paths and file:// URLs) from the server
     #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,

@@ -44,6 +44,7 @@ fn registration() -> WorkerRegistration {
         }],
         labels: Labels::new(),
         slots: 1,
+        fresh_start: false,
     }
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod openapi;
 mod projects;
 mod tasks;
+mod tokens;
 mod worker;
 
 pub use error::{ErrorBody, ErrorDetail, Health};
@@ -17,6 +18,7 @@ pub use tasks::{
     BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, TaskDetail, TaskListQuery, TaskPage,
     WaitReason,
 };
+pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use worker::{
     AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
     CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,

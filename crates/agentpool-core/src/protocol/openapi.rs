@@ -72,6 +72,18 @@ pub fn from_examples(description: &str, examples: Vec<Value>) -> RefOr<Schema> {
     }
 }
 
+/// Mark `fields` of an object schema as required (an example shows a field, not whether it
+/// may be left out).
+pub fn require(s: RefOr<Schema>, fields: &[&str]) -> RefOr<Schema> {
+    match s {
+        RefOr::T(Schema::Object(mut o)) => {
+            o.required = fields.iter().map(|f| f.to_string()).collect();
+            RefOr::T(Schema::Object(o))
+        }
+        other => other,
+    }
+}
+
 fn with_description(s: RefOr<Schema>, d: &str) -> RefOr<Schema> {
     match s {
         RefOr::T(Schema::Object(mut o)) => {
@@ -290,6 +302,7 @@ fn registration() -> WorkerRegistration {
         }],
         labels: [("gpu".to_string(), "no".to_string())].into(),
         slots: 4,
+        fresh_start: true,
     }
 }
 
@@ -438,6 +451,20 @@ pub fn task_result_value() -> Value {
 /// A named schema for a domain type that carries no OpenAPI derive: described from example
 /// values, with a pointer to the Rust type that defines it.
 macro_rules! core_schema {
+    ($marker:ident, $name:literal, $doc:literal, $examples:expr, required = [$($req:literal),* $(,)?]) => {
+        #[doc = $doc]
+        pub struct $marker;
+        impl utoipa::PartialSchema for $marker {
+            fn schema() -> RefOr<Schema> {
+                require(from_examples($doc, $examples), &[$($req),*])
+            }
+        }
+        impl ToSchema for $marker {
+            fn name() -> Cow<'static, str> {
+                Cow::Borrowed($name)
+            }
+        }
+    };
     ($marker:ident, $name:literal, $doc:literal, $examples:expr) => {
         #[doc = $doc]
         pub struct $marker;
@@ -493,8 +520,9 @@ core_schema!(
 core_schema!(
     WorkerRegistrationSchema,
     "WorkerRegistration",
-    "What a worker sends to register: id (optional), hostname, version, agents, labels, slots.",
-    vec![worker_registration()]
+    "What a worker sends to register: hostname, version, agents and slots, and optionally id, labels and fresh_start (release what this id held before).",
+    vec![worker_registration()],
+    required = ["hostname", "version", "agents", "slots"]
 );
 core_schema!(
     ProjectSchema,

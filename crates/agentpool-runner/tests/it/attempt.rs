@@ -23,6 +23,7 @@ async fn claim_one(api: &dyn WorkerApi, id: &WorkerId) -> ClaimedWork {
         }],
         labels: Default::default(),
         slots: 1,
+        fresh_start: false,
     })
     .await
     .unwrap();

@@ -8,5 +8,6 @@ mod crash;
 mod github;
 mod http;
 mod infra;
+mod report_race;
 mod worker;
 mod workspace;

@@ -7,6 +7,7 @@ pub mod ops;
 pub mod profiles;
 pub mod projects;
 pub mod tasks;
+pub mod tokens;
 pub mod workers;
 
 use std::sync::OnceLock;
@@ -61,17 +62,106 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(profiles::delete))
         .routes(routes!(builds::create_and_build))
         .routes(routes!(github::webhook))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
 }
 
 /// The OpenAPI document as JSON, built once; `GET /v1/openapi.json` serves it.
 pub(crate) fn document_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        api()
-            .into_openapi()
-            .to_json()
-            .unwrap_or_else(|_| "{}".to_string())
+        let mut doc = api().into_openapi();
+        add_common_responses(&mut doc);
+        describe_profile(&mut doc);
+        doc.to_json().unwrap_or_else(|_| "{}".to_string())
     })
+}
+
+/// A stored profile is its name plus the settings, flattened into one object. The derived
+/// schema combines `{name}` with the settings' schema, which refuses unknown properties (as the
+/// server refuses them in a request) and so refuses `name`: describe the answer as one object.
+fn describe_profile(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(settings))) = components.schemas.get("AgentProfile") else {
+        return;
+    };
+    let mut profile = settings.clone();
+    profile.additional_properties = None;
+    profile.description = Some("A stored profile: its name and its settings (AgentProfile).".into());
+    profile.properties.insert(
+        "name".into(),
+        ObjectBuilder::new().schema_type(Type::String).into(),
+    );
+    profile.required.push("name".into());
+    components
+        .schemas
+        .insert("Profile".into(), RefOr::T(Schema::Object(profile)));
+}
+
+/// Answers every operation can give for reasons outside its handler, added where its own
+/// description does not list them: refusals by the extractors (a malformed path or query 400;
+/// a body that is not JSON 400, too large 413, not `application/json` 415, the wrong shape
+/// 422), by auth (401, 403), and 503 while the database cannot be reached.
+fn add_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let has_body = op.request_body.is_some();
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let mut add = |code: &str, description: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(description));
+            };
+            if has_params || has_body {
+                add("400", "A malformed path, query or JSON body");
+            }
+            if has_body {
+                add("413", "The body is larger than the server accepts");
+                add("415", "The body is not sent as application/json");
+                add(
+                    "422",
+                    "The body does not have the expected shape or fails validation",
+                );
+            }
+            if secured {
+                add("401", "Missing, unknown or revoked token");
+                add("403", "The token's role may not do this");
+            }
+            add(
+                "503",
+                "The database cannot be reached, or the server is draining (see Retry-After)",
+            );
+        }
+    }
 }
 
 /// Every (method, path) the document lists, in the OpenAPI path syntax (`{id}`), which is also

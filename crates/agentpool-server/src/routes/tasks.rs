@@ -98,21 +98,32 @@ pub(crate) fn enqueued(state: &AppState, tasks: &[Enqueued]) {
     }
 }
 
-/// The body of `POST /v1/tasks`: one TaskSpec, or `{ "tasks": [TaskSpec, …] }`.
+/// The body of `POST /v1/tasks`: one TaskSpec, or `{ "tasks": [TaskSpec, …] }` (untagged:
+/// the document must show the two shapes the server reads, not an enum wrapper).
 #[derive(utoipa::ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)]
 pub enum SubmitBody {
-    #[schema(value_type = crate::api::TaskSpecSchema)]
     Single(crate::api::TaskSpecSchema),
     Batch(crate::api::BatchSubmit),
+}
+
+/// The answer of `POST /v1/tasks`: an Enqueued for one task, `{ "tasks": [Enqueued, …] }` for
+/// a batch.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum SubmitReply {
+    Single(crate::api::EnqueuedSchema),
+    Batch(crate::api::BatchSubmitted),
 }
 
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
     request_body(content = inline(SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
     responses(
-        (status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = crate::api::EnqueuedSchema),
-        (status = 200, description = "An idempotency key matched an earlier task", body = crate::api::EnqueuedSchema),
+        (status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = inline(SubmitReply)),
+        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply)),
         (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 403, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
         (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),

@@ -6,6 +6,7 @@ mod support;
 mod dashboard;
 mod flows;
 mod github;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod profiles;

@@ -118,3 +118,67 @@ async fn openapi_document_parses_and_lists_every_route() {
             .is_some_and(|a| a.len() == 2)
     );
 }
+
+/// `POST /v1/tasks` is documented as the two shapes the server reads — a bare TaskSpec, or
+/// `{ "tasks": [...] }` — both of which it accepts, with every refusal its extractors make.
+#[tokio::test]
+async fn submit_is_documented_as_the_shapes_the_server_accepts() {
+    let Some(app) = router_app(Backend::Sqlite).await else {
+        return;
+    };
+    let doc = app.call("GET", "/v1/openapi.json", None, None).await.body;
+    let op = &doc["paths"]["/v1/tasks"]["post"];
+    let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+    let shapes = schema["oneOf"].as_array().expect("oneOf of the two shapes");
+    assert_eq!(shapes.len(), 2, "{schema}");
+    assert_eq!(shapes[0]["$ref"], "#/components/schemas/TaskSpec", "{schema}");
+    assert_eq!(shapes[1]["$ref"], "#/components/schemas/BatchSubmit", "{schema}");
+    let batch = &doc["components"]["schemas"]["BatchSubmit"];
+    assert!(batch["properties"]["tasks"].is_object(), "{batch}");
+    let text = schema.to_string();
+    assert!(
+        !text.contains("\"Single\"") && !text.contains("\"Batch\""),
+        "{schema}"
+    );
+    for code in ["200", "201", "400", "401", "403", "413", "415", "422", "503"] {
+        assert!(op["responses"][code].is_object(), "{code} not documented");
+    }
+    let reg = &doc["components"]["schemas"]["WorkerRegistration"];
+    let required: Vec<_> = reg["required"].as_array().expect("required").iter().collect();
+    for field in ["hostname", "version", "agents", "slots"] {
+        assert!(
+            required.iter().any(|r| *r == field),
+            "{field} not required: {reg}"
+        );
+    }
+    // Both documented shapes are accepted, and the old wrapper shape is refused.
+    let spec = serde_json::json!({"kind": "command", "repo": "https://example.com/r.git", "command": "true"});
+    let admin = Some(app.tokens.admin.as_str());
+    let r = app.json("POST", "/v1/tasks", admin, spec.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app
+        .json(
+            "POST",
+            "/v1/tasks",
+            admin,
+            serde_json::json!({"tasks": [spec.clone()]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.body["tasks"][0]["task"]["id"].is_string(), "{}", r.text);
+    let r = app
+        .json("POST", "/v1/tasks", admin, serde_json::json!({"Single": spec}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // Every operation with a path parameter documents the 400 a malformed one gets.
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("item") {
+            if path.contains('{') {
+                assert!(
+                    op["responses"]["400"].is_object(),
+                    "{method} {path}: 400 not documented"
+                );
+            }
+        }
+    }
+}

@@ -103,6 +103,14 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
         ("GET", "/v1/profiles/p".into(), None, sub),
         ("PUT", "/v1/profiles/p".into(), Some(json!({"model": "m"})), admin),
         ("DELETE", "/v1/profiles/p".into(), None, admin),
+        ("GET", "/v1/tokens".into(), None, admin),
+        (
+            "POST",
+            "/v1/tokens".into(),
+            Some(json!({"name": "t", "role": "worker"})),
+            admin,
+        ),
+        ("DELETE", "/v1/tokens/t".into(), None, admin),
     ]
 }
 

@@ -258,6 +258,7 @@ pub fn registration(agents: &[&str]) -> WorkerRegistration {
             .collect(),
         labels: Labels::new(),
         slots: 16,
+        fresh_start: false,
     }
 }
 

@@ -452,6 +452,23 @@ impl Store for PgStore {
     }
 
     async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
+        if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
+            loop {
+                let mut tx = self.pool.begin().await?;
+                let (n, wake) =
+                    tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
+                if wake {
+                    notify(&mut tx, &self.sql.channel).await?;
+                }
+                tx.commit().await?;
+                if wake {
+                    self.signal.notify();
+                }
+                if (n as i64) < common::EXPIRE_BATCH {
+                    break;
+                }
+            }
+        }
         registry::register_worker(&self.pool, &self.pool, reg, self.now()).await
     }
 
@@ -553,7 +570,7 @@ impl Store for PgStore {
         let mut total = 0;
         loop {
             let mut tx = self.pool.begin().await?;
-            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now).await?;
+            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, None).await?;
             if wake {
                 notify(&mut tx, &self.sql.channel).await?;
             }

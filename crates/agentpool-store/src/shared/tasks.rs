@@ -250,18 +250,29 @@ macro_rules! task_queries {
             })
         }
 
-        /// Rescue up to [`common::EXPIRE_BATCH`] expired leases. Returns how many, and whether
-        /// claimers should be woken.
-        pub(crate) async fn rescue_batch(conn: &mut Conn, policy: &RetryPolicy, now: i64) -> Result<(usize, bool)> {
+        /// Rescue up to [`common::EXPIRE_BATCH`] expired leases — or, with `of_worker`, the
+        /// leases that worker holds, expired or not (it registered again, so whatever it ran
+        /// before is gone). Returns how many, and whether claimers should be woken.
+        pub(crate) async fn rescue_batch(
+            conn: &mut Conn,
+            policy: &RetryPolicy,
+            now: i64,
+            of_worker: Option<&WorkerId>,
+        ) -> Result<(usize, bool)> {
+            let (cond, message) = match of_worker {
+                None => ("lease_expires_at < $1", common::LEASE_EXPIRED_MSG),
+                Some(_) => ("worker_id = $1", common::WORKER_RESTARTED_MSG),
+            };
             let sql = format!(
-                "SELECT {HELD_COLS} FROM tasks WHERE state = 'running' AND lease_expires_at < $1 \
+                "SELECT {HELD_COLS} FROM tasks WHERE state = 'running' AND {cond} \
                  ORDER BY lease_expires_at LIMIT $2{FOR_UPDATE_SKIP_LOCKED}"
             );
-            let rows = sqlx::query(&sql)
-                .bind(now)
-                .bind(common::EXPIRE_BATCH)
-                .fetch_all(&mut *conn)
-                .await?;
+            let q = sqlx::query(&sql);
+            let q = match of_worker {
+                None => q.bind(now),
+                Some(w) => q.bind(w.as_str()),
+            };
+            let rows = q.bind(common::EXPIRE_BATCH).fetch_all(&mut *conn).await?;
             let mut wake = false;
             let mut log = LifecycleLog::default();
             for r in &rows {
@@ -281,7 +292,7 @@ macro_rules! task_queries {
                     now,
                     &ending,
                     ErrorClass::LeaseExpired,
-                    common::LEASE_EXPIRED_MSG,
+                    message,
                     None,
                     &mut log,
                 )

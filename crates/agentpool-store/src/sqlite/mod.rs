@@ -290,6 +290,20 @@ impl Store for SqliteStore {
     }
 
     async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
+        if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
+            loop {
+                let mut tx = self.begin().await?;
+                let (n, wake) =
+                    tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
+                tx.commit().await?;
+                if wake {
+                    self.signal.notify();
+                }
+                if (n as i64) < common::EXPIRE_BATCH {
+                    break;
+                }
+            }
+        }
         registry::register_worker(&self.writer, &self.reader, reg, self.now()).await
     }
 
@@ -393,7 +407,7 @@ impl Store for SqliteStore {
         // every expired lease without holding the writer for long.
         loop {
             let mut tx = self.begin().await?;
-            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now).await?;
+            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, None).await?;
             tx.commit().await?;
             if wake {
                 self.signal.notify();

@@ -103,6 +103,7 @@ impl Harness {
                     .collect(),
                 labels: labels(lbls),
                 slots: 4,
+                fresh_start: false,
             })
             .await
             .expect("register worker");

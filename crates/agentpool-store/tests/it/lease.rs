@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AttemptOutcome, ErrorClass, NewEvent, TaskResult, TaskState};
 use agentpool_store::StoreError;
 
@@ -12,6 +13,7 @@ both!(
     expired_lease_is_reclaimed_and_stale_complete_refused,
     heartbeat_extends_the_lease_and_reports_lost_ones,
     stale_token_cannot_append_events,
+    a_worker_registering_again_releases_its_previous_attempts_at_once,
 );
 
 async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
@@ -121,4 +123,62 @@ async fn stale_token_cannot_append_events(h: Harness) {
         .map(|e| e.data()["line"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(lines, vec!["one", "two"]);
+}
+
+async fn a_worker_registering_again_releases_its_previous_attempts_at_once(h: Harness) {
+    let a = h.worker("a", &["command"], &[]).await;
+    let other = h.worker("other", &["command"], &[]).await;
+    let mine = h.store.enqueue(cmd("mine")).await.unwrap().task.id;
+    let first = a.claim(1).await.remove(0);
+    assert_eq!(first.task.id, mine);
+    let theirs = h.store.enqueue(cmd("theirs")).await.unwrap().task.id;
+    other.claim(1).await;
+    // Registering again without a fresh start (a worker the server forgot, a launcher whose
+    // Jobs outlive it) keeps the attempt.
+    let again = h.worker("a", &["command"], &[]).await;
+    let d = h.store.get_task(mine).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Running);
+    // The worker restarts under the same id, long before its lease would expire.
+    let mut reg = h
+        .store
+        .get_worker(&a.id)
+        .await
+        .unwrap()
+        .map(|w| WorkerRegistration {
+            id: Some(w.id),
+            hostname: w.hostname,
+            version: w.version,
+            agents: w.agents,
+            labels: w.labels,
+            slots: w.slots,
+            fresh_start: false,
+        });
+    if let Some(r) = reg.as_mut() {
+        r.fresh_start = true;
+    }
+    h.store.register_worker(reg.expect("registered")).await.unwrap();
+    let d = h.store.get_task(mine).await.unwrap().unwrap();
+    assert_eq!(
+        d.task.state,
+        TaskState::Queued,
+        "released without waiting for the lease"
+    );
+    assert_eq!(d.attempts_detail[0].outcome, AttemptOutcome::Expired);
+    assert_eq!(d.attempts_detail[0].error_class, Some(ErrorClass::LeaseExpired));
+    assert!(
+        d.attempts_detail[0]
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("registered again")),
+        "{:?}",
+        d.attempts_detail[0].error_message
+    );
+    let stale = h.store.complete(&a.id, first.lease, TaskResult::default()).await;
+    assert!(matches!(stale, Err(StoreError::StaleLease(_))), "{stale:?}");
+    // Another worker's attempt is untouched, and the task runs again after its backoff.
+    let t = h.store.get_task(theirs).await.unwrap().unwrap();
+    assert_eq!(t.task.state, TaskState::Running);
+    h.clock.advance(Duration::from_secs(3600));
+    let second = again.claim(1).await.remove(0);
+    assert_eq!((second.task.id, second.attempt), (mine, 2));
 }

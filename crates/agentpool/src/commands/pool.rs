@@ -2,6 +2,7 @@
 //! operator's work on the database itself.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
@@ -114,6 +115,8 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     let database_url = settings.database_url(args.database_url.as_deref());
     let mut cfg = ServerConfig::new(database_url.clone(), args.listen);
     cfg.allow_local_repos = args.allow_local_repos;
+    cfg.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
+    cfg.maintenance_interval = Some(Duration::from_secs(args.maintenance_secs));
     if args.no_auth {
         if !args.listen.ip().is_loopback() {
             return Err(Exit::new(
@@ -185,7 +188,23 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
     Ok(ExitCode::Success)
 }
 
+/// A token as the command prints it, from the database or the server.
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    created_at: agentpool_core::Timestamp,
+    revoked: bool,
+}
+
+/// `agentpool tokens …`: over the API of the configured server (`--server`, with an admin
+/// `--token`) when there is one, else directly on the database (`--database-url` or the data
+/// dir's), which is how the first admin token comes to exist.
 pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<ExitCode> {
+    if let Some(url) = &settings.server {
+        let client = settings.client(url)?;
+        return tokens_on(settings, cmd, TokenBackend::Server(client)).await;
+    }
     let url = settings.database_url(None);
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir).ok();
@@ -193,6 +212,15 @@ pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<E
     let store = agentpool_store::open_store(&url)
         .await
         .with_context(|| format!("cannot open {}", redact_url(&url)))?;
+    tokens_on(settings, cmd, TokenBackend::Database(store)).await
+}
+
+enum TokenBackend {
+    Server(agentpool_client::Client),
+    Database(std::sync::Arc<dyn agentpool_store::Store>),
+}
+
+async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) -> anyhow::Result<ExitCode> {
     let out = Style::stdout();
     match cmd {
         TokensCommand::Create(a) => {
@@ -203,19 +231,28 @@ pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<E
                 .map_err(|e: agentpool_server::auth::UnknownRole| {
                     Exit::new(ExitCode::Usage, e.to_string())
                 })?;
-            let t = agentpool_server::create_token(store.as_ref(), role, &a.name).await?;
+            let (id, plaintext) = match &on {
+                TokenBackend::Server(c) => {
+                    let t = c.create_token(&a.name, role.as_str()).await?;
+                    (t.id, t.token)
+                }
+                TokenBackend::Database(store) => {
+                    let t = agentpool_server::create_token(store.as_ref(), role, &a.name).await?;
+                    (t.id, t.plaintext)
+                }
+            };
             if settings.json() {
                 print_json(&serde_json::json!({
-                    "id": t.id, "name": a.name, "role": role.as_str(), "token": t.plaintext,
+                    "id": id, "name": a.name, "role": role.as_str(), "token": plaintext,
                 }))?;
             } else {
                 // The value alone on stdout so that `$(agentpool tokens create …)` works.
-                println!("{}", t.plaintext);
+                println!("{plaintext}");
                 eprintln!(
                     "{}",
                     Style::stderr().dim(&format!(
                         "token {} ({}, {}) created; this is the only time its value is shown",
-                        t.id,
+                        id,
                         a.name,
                         role.as_str()
                     ))
@@ -223,9 +260,41 @@ pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<E
             }
         }
         TokensCommand::List => {
-            let ts = store.list_tokens().await?;
+            let ts: Vec<TokenRow> = match &on {
+                TokenBackend::Server(c) => c
+                    .list_tokens()
+                    .await?
+                    .into_iter()
+                    .map(|t| TokenRow {
+                        id: t.id,
+                        name: t.name,
+                        role: t.role,
+                        created_at: t.created_at,
+                        revoked: t.revoked,
+                    })
+                    .collect(),
+                TokenBackend::Database(store) => store
+                    .list_tokens()
+                    .await?
+                    .into_iter()
+                    .map(|t| TokenRow {
+                        id: t.id,
+                        name: t.name,
+                        role: t.role,
+                        created_at: t.created_at,
+                        revoked: t.revoked,
+                    })
+                    .collect(),
+            };
             if settings.json() {
-                print_json(&ts)?;
+                let list: Vec<_> = ts
+                    .iter()
+                    .map(|t| {
+                        serde_json::json!({"id": t.id, "name": t.name, "role": t.role,
+                            "created_at": t.created_at, "revoked": t.revoked})
+                    })
+                    .collect();
+                print_json(&list)?;
             } else if ts.is_empty() {
                 eprintln!("no tokens");
             } else {
@@ -252,7 +321,10 @@ pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<E
             }
         }
         TokensCommand::Revoke { id } => {
-            store.revoke_token(&id).await?;
+            match &on {
+                TokenBackend::Server(c) => c.revoke_token(&id).await?,
+                TokenBackend::Database(store) => store.revoke_token(&id).await?,
+            }
             if settings.json() {
                 print_json(&serde_json::json!({ "revoked": id }))?;
             } else {

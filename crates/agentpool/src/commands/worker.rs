@@ -43,6 +43,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     cfg.labels = args.labels.iter().cloned().collect();
     cfg.agents = agent_registry(&args.agents, None)?;
     cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
+    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
     // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
     cfg.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));
     cfg.pipeline.allow_file_repos = args.allow_local_repos;

@@ -3,6 +3,7 @@
 
 mod agent_access;
 mod auth;
+mod chaos;
 mod dashboard;
 mod data_dir;
 mod demo;
@@ -11,7 +12,9 @@ mod kube;
 mod pool;
 mod probe;
 mod profiles;
+mod restarts;
 mod run;
+mod schemathesis;
 mod serve;
 mod tls;
 mod usage;

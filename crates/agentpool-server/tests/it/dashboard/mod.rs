@@ -392,6 +392,7 @@ pub(super) async fn register(store: &dyn Store, name: &str) -> agentpool_core::W
             }],
             labels: Labels::new(),
             slots: 2,
+            fresh_start: false,
         })
         .await
         .expect("register")

@@ -1,0 +1,94 @@
+//! Token management for admins over the API: create (the value is answered once), list
+//! (never values) and revoke. A revoked token stops working within the auth cache's lifetime.
+
+use agentpool_core::ValidationError;
+use agentpool_core::protocol::{CreatedToken, TokenCreate, TokenInfo, TokenList};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::{Admins, Authorized, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "tokens",
+    request_body = TokenCreate,
+    responses((status = 201, description = "Created; the only time its value is shown", body = CreatedToken),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 422, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiJson(req): ApiJson<TokenCreate>,
+) -> ApiResult<Response> {
+    let mut errs = Vec::new();
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        errs.push(ValidationError::new(
+            "name",
+            "must be 1-100 characters, no control characters",
+        ));
+    }
+    let role = req.role.parse::<Role>();
+    if let Err(e) = &role {
+        errs.push(ValidationError::new("role", e.to_string()));
+    }
+    let (true, Ok(role)) = (errs.is_empty(), role) else {
+        return Err(ApiError::validation(errs));
+    };
+    let t = crate::create_token(state.store().as_ref(), role, name).await?;
+    let body = CreatedToken {
+        id: t.id,
+        name: name.to_string(),
+        role: role.as_str().to_string(),
+        token: t.plaintext,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/v1/tokens", tag = "tokens",
+    responses((status = 200, body = TokenList), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, _auth: Authorized<Admins>) -> ApiResult<Json<TokenList>> {
+    let tokens = state
+        .store()
+        .list_tokens()
+        .await?
+        .into_iter()
+        .map(|t| TokenInfo {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            revoked: t.revoked,
+        })
+        .collect();
+    Ok(Json(TokenList { tokens }))
+}
+
+#[utoipa::path(
+    delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (not its value)")),
+    responses((status = 204, description = "Revoked"), (status = 401, body = crate::error::ErrorBody),
+        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    if !state.store().list_tokens().await?.iter().any(|t| t.id == id) {
+        return Err(ApiError::not_found("token", &id));
+    }
+    state.store().revoke_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,206 @@
+//! Operating a pool through the binary: tokens managed over the API with an admin token, the
+//! lease and heartbeat flags of `serve` and `worker`, and a worker killed and restarted under
+//! its id, whose previous attempt is released at once.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Env, Up, stderr, stdout};
+
+fn sqlite_db(env: &Env) -> String {
+    format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
+}
+
+fn admin_token(env: &Env, db: &str) -> String {
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_DATABASE_URL", db)
+        .args(["tokens", "create", "root", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+#[test]
+fn tokens_are_managed_over_the_api_of_the_server_given() {
+    let env = Env::new();
+    let db = sqlite_db(&env);
+    let admin = admin_token(&env, &db);
+    let mut serve = env.cmd();
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
+    let server = Up::spawn(serve);
+    let api = |token: &str, args: &[&str]| {
+        env.cmd()
+            .args(["--server", &server.url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = api(
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "ci",
+            "--role",
+            "submitter",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let submitter = created["token"].as_str().unwrap().to_string();
+    // The server knows the new token: it authenticates.
+    let o = api(&submitter, &["tasks", "list", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Nothing went to a local database.
+    assert!(!env.data_dir().join("agentpool.db").exists());
+    let o = api(&admin, &["tokens", "list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(
+        !listed.to_string().contains(&submitter),
+        "values are never listed"
+    );
+    // Only an admin manages tokens.
+    let o = api(&submitter, &["tokens", "create", "x", "--role", "admin"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let id = created["id"].as_str().unwrap();
+    let o = api(&admin, &["tokens", "revoke", id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = api(&submitter, &["tasks", "list"]);
+        if o.status.code() != Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a revoked token keeps working");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(server);
+}
+
+fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {
+    env.cmd()
+        .args(["worker", "--server", url, "--token", token, "--id", id])
+        .args([
+            "--allow-local-repos",
+            "--heartbeat-secs",
+            "1",
+            "--agents",
+            "command",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn task(env: &Env, url: &str, token: &str, id: &str) -> serde_json::Value {
+    let o = env
+        .cmd()
+        .args([
+            "--server", url, "--token", token, "tasks", "show", id, "--output", "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
+    let remote = env.sample_repo();
+    let db = sqlite_db(env);
+    let admin = admin_token(env, &db);
+    let mut serve = env.cmd();
+    serve
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-local-repos",
+            "--database-url",
+            &db,
+        ])
+        .args(extra);
+    (Up::spawn(serve), admin, remote)
+}
+
+fn submit(env: &Env, url: &str, token: &str, repo: &std::path::Path, cmd: &str) -> String {
+    let o = env
+        .cmd()
+        .args(["--server", url, "--token", token, "submit", "--repo"])
+        .args([repo.to_str().unwrap(), "--command", cmd, "--max-attempts", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// `serve --lease-ttl-secs 5` with `worker --heartbeat-secs 1`: the heartbeats keep the lease
+/// past its TTL, and once the worker is killed the task is re-queued within seconds.
+#[test]
+fn short_leases_are_kept_by_heartbeats_and_expire_fast_when_the_worker_dies() {
+    let env = Env::new();
+    let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "5", "--maintenance-secs", "1"]);
+    let url = server.url.clone();
+    let id = submit(&env, &url, &admin, &repo, "sleep 1000");
+    let mut w = spawn_worker(&env, &url, &admin, "w1");
+    wait_for("the task to run", Duration::from_secs(60), || {
+        task(&env, &url, &admin, &id)["state"] == "running"
+    });
+    // Nothing to await here: the point is that nothing happens for longer than the TTL.
+    std::thread::sleep(Duration::from_secs(7));
+    let t = task(&env, &url, &admin, &id);
+    assert_eq!(
+        (t["state"].as_str(), t["attempts"].as_u64()),
+        (Some("running"), Some(1)),
+        "{t}"
+    );
+    w.kill().unwrap();
+    w.wait().unwrap();
+    wait_for("the lease to expire", Duration::from_secs(20), || {
+        task(&env, &url, &admin, &id)["state"] == "queued"
+    });
+    drop(server);
+}
+
+/// With a 10-minute lease, a worker killed with SIGKILL and started again under its id gets
+/// its task back at once instead of after the lease.
+#[test]
+fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
+    let env = Env::new();
+    let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "600"]);
+    let url = server.url.clone();
+    let id = submit(&env, &url, &admin, &repo, "sleep 1000");
+    let mut w = spawn_worker(&env, &url, &admin, "w1");
+    wait_for("the task to run", Duration::from_secs(60), || {
+        task(&env, &url, &admin, &id)["state"] == "running"
+    });
+    w.kill().unwrap();
+    w.wait().unwrap();
+    let mut again = spawn_worker(&env, &url, &admin, "w1");
+    // Released at registration (without it, the lease would hold the task for 10 minutes);
+    // the retry waits its backoff (5 s) and runs on the new life.
+    wait_for("the second attempt", Duration::from_secs(120), || {
+        let t = task(&env, &url, &admin, &id);
+        t["state"] == "running" && t["attempts"] == 2
+    });
+    let t = task(&env, &url, &admin, &id);
+    let first = &t["attempts_detail"][0];
+    assert_eq!(first["error_class"], "LEASE_EXPIRED", "{t}");
+    let _ = again.kill();
+    let _ = again.wait();
+    drop(server);
+}

@@ -1,0 +1,85 @@
+//! OpenAPI-driven fuzzing: schemathesis (pinned, installed by `scripts/test`) runs every check
+//! against a real `agentpool serve` with an admin token, on SQLite and on PostgreSQL, with a
+//! fixed seed and a time budget. Any server error or answer outside the document fails.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::{Env, Up, stderr, stdout};
+
+/// A 32-byte server key (base64), so that credential writes are served rather than 503.
+const SERVER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const SEED: &str = "20261202";
+
+fn schemathesis() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("schemathesis"))
+        .find(|p| p.is_file())
+}
+
+fn fuzz(env: &Env, db: &str) {
+    let Some(bin) = schemathesis() else {
+        assert!(
+            !agentpool_testkit::services_required(),
+            "schemathesis is not installed: run scripts/test (pip install schemathesis)"
+        );
+        return;
+    };
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_DATABASE_URL", db)
+        .args(["tokens", "create", "fuzz", "--role", "admin"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let admin = stdout(&o).trim().to_string();
+    let mut serve = env.cmd();
+    serve
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
+        .env("AGENTPOOL_SERVER_KEY", SERVER_KEY);
+    let server = Up::spawn(serve);
+    let budget = std::env::var("AGENTPOOL_SCHEMATHESIS_SECS").unwrap_or_else(|_| "90".into());
+    let out = Command::new(bin)
+        .args(["run", &format!("{}/v1/openapi.json", server.url)])
+        // Every check but `positive_data_acceptance`: the document gives each field's type,
+        // not every rule the server enforces (repository URL syntax, name patterns, rules
+        // across fields), so schema-valid requests the server refuses with 4xx are expected.
+        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args(["--seed", SEED, "--max-time", &budget])
+        .args(["--header", &format!("Authorization: Bearer {admin}")])
+        // The live event stream answers until the task ends: not a request/response operation.
+        .args(["--exclude-path-regex", "/events/stream$"])
+        .args(["--request-timeout", "65", "--no-color", "--workers", "2"])
+        .current_dir(env.dir.path())
+        .env("SCHEMATHESIS_HOOKS", "")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success(),
+        "schemathesis found problems (seed {SEED}):\n{text}"
+    );
+    drop(server);
+}
+
+#[test]
+fn schemathesis_finds_nothing_on_sqlite() {
+    let env = Env::new();
+    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("fuzz.db").display());
+    fuzz(&env, &db);
+}
+
+#[test]
+fn schemathesis_finds_nothing_on_postgresql() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = rt.block_on(agentpool_testkit::db::TestDb::postgres()) else {
+        return;
+    };
+    let env = Env::new();
+    fuzz(&env, db.url());
+    drop(db);
+}
