@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use crate::common::{self, Ending, LifecycleLog, StoreRow, dur_ms, ts};
 use crate::{
-    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
-    TokenRecord, WorkListener, WorkSignal,
+    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Scope, Shape, Store, StoreConfig, StoreError,
+    TaskDetail, TaskFilter, TokenRecord, WorkListener, WorkSignal,
 };
 
 mod enqueue;
@@ -90,12 +90,52 @@ fn is_transient(e: &StoreError) -> bool {
         if d.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }
 
-async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
+async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str, payload: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
+        .bind(payload)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The payload of a work NOTIFY: which store sent it (a store ignores its own: it woke its
+/// claimers in process already), how many tasks, and their shapes (absent: any). An empty or
+/// unreadable payload means one task of any shape.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Note {
+    o: u64,
+    n: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<Vec<Shape>>,
+}
+
+/// NOTIFY payloads are limited to 8000 bytes; beyond this many shapes, say "any".
+const NOTE_MAX_SHAPES: usize = 20;
+
+impl Note {
+    fn encode(origin: u64, scope: &Scope, n: u32) -> String {
+        let s = match scope {
+            Scope::Shapes(v) if v.len() <= NOTE_MAX_SHAPES => Some(v.clone()),
+            _ => None,
+        };
+        let note = Note { o: origin, n, s };
+        let text = serde_json::to_string(&note).unwrap_or_default();
+        if text.len() < 7900 {
+            text
+        } else {
+            format!("{{\"o\":{origin},\"n\":{n}}}")
+        }
+    }
+
+    /// What a received payload asks this store (`me`) to wake, if anything.
+    fn decode(payload: &str, me: u64) -> Option<(Scope, u32)> {
+        match serde_json::from_str::<Note>(payload) {
+            Ok(n) if n.o == me => None,
+            Ok(n) => Some((n.s.map_or(Scope::Any, Scope::Shapes), n.n)),
+            Err(_) => Some((Scope::Any, 1)),
+        }
+    }
 }
 
 /// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
@@ -154,6 +194,8 @@ pub struct PgStore {
     pool: PgPool,
     config: StoreConfig,
     signal: WorkSignal,
+    /// Random id of this store in its NOTIFY payloads.
+    origin: u64,
     _listener: Arc<ListenerGuard>,
     /// Pre-built SQL (the column lists are assembled once, not per call).
     sql: Arc<Sql>,
@@ -241,7 +283,7 @@ impl Sql {
                    SELECT id, $1, 'lifecycle', CASE WHEN state = 'failed' THEN $18 ELSE $19 END \
                    FROM ins) \
                  SELECT ins.id, \
-                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', '')) AS n) AS notified \
+                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', $20)) AS n) AS notified \
                  FROM ins"
             ),
             by_idempotency: format!(
@@ -276,15 +318,20 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(&sql.channel).await?;
         let sig = signal.clone();
+        let origin: u64 = rand::random();
         let task = tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    Ok(_) => sig.notify(),
+                    Ok(n) => {
+                        if let Some((scope, count)) = Note::decode(n.payload(), origin) {
+                            sig.notify_n(&scope, count);
+                        }
+                    }
                     Err(e) => {
                         // Notifications sent while disconnected are lost: wake everyone so
                         // they look for themselves, then let recv() reconnect.
                         tracing::warn!(error = %e, "work-signal listener lost its connection");
-                        sig.notify();
+                        sig.notify_n(&Scope::Any, u32::MAX);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -294,6 +341,7 @@ impl PgStore {
             pool,
             config,
             signal,
+            origin,
             _listener: Arc::new(ListenerGuard(task)),
             sql: Arc::new(sql),
         })
@@ -303,19 +351,26 @@ impl PgStore {
     fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
         let pool = self.pool.clone();
         let channel = self.sql.channel.clone();
+        let origin = self.origin;
         self.signal.notify_at(
             &self.config.clock,
             run_after,
-            move || -> crate::futures_like::BoxFuture {
+            move |count| -> crate::futures_like::BoxFuture {
                 let (pool, channel) = (pool.clone(), channel.clone());
                 Box::pin(async move {
-                    let _ = sqlx::query("SELECT pg_notify($1, '')")
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(channel)
+                        .bind(Note::encode(origin, &Scope::Any, count))
                         .execute(&pool)
                         .await;
                 })
             },
         );
+    }
+
+    /// A NOTIFY payload from this store: `count` tasks of `scope`.
+    fn note(&self, scope: &Scope, count: u32) -> String {
+        Note::encode(self.origin, scope, count)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -377,7 +432,7 @@ impl Store for PgStore {
     async fn retry(&self, id: TaskId) -> Result<Task> {
         let mut tx = self.pool.begin().await?;
         let t = tasks::retry(&mut tx, id, self.now()).await?;
-        notify(&mut tx, &self.sql.channel).await?;
+        notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, 1)).await?;
         tx.commit().await?;
         self.signal.notify();
         Ok(t)
@@ -423,7 +478,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
         if f.wake {
-            notify(&mut tx, &self.sql.channel).await?;
+            notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, 1)).await?;
         }
         tx.commit().await?;
         if f.wake {
@@ -479,6 +534,12 @@ impl Store for PgStore {
 
     async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
         let p = registry::put_project(&self.pool, spec, self.now()).await?;
+        // More slots or budget may let queued tasks run, here and on other replicas.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.sql.channel)
+            .bind(self.note(&Scope::Any, 1))
+            .execute(&self.pool)
+            .await?;
         self.signal.notify();
         Ok(p)
     }
@@ -553,12 +614,13 @@ impl Store for PgStore {
         loop {
             let mut tx = self.pool.begin().await?;
             let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now).await?;
+            let count = u32::try_from(n).unwrap_or(u32::MAX);
             if wake {
-                notify(&mut tx, &self.sql.channel).await?;
+                notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, count)).await?;
             }
             tx.commit().await?;
             if wake {
-                self.signal.notify();
+                self.signal.notify_n(&Scope::Any, count);
             }
             total += n as u64;
             if (n as i64) < common::EXPIRE_BATCH {
@@ -573,6 +635,10 @@ impl Store for PgStore {
 
     fn work_listener(&self) -> WorkListener {
         self.signal.listener()
+    }
+
+    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
+        self.signal.waiter(filter)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -73,7 +73,7 @@ impl PgStore {
             wake = true;
         }
         if wake {
-            notify(&mut tx, &self.sql.channel).await?;
+            notify(&mut tx, &self.sql.channel, &self.note(&crate::Scope::Any, 1)).await?;
         }
         tx.commit().await?;
         if wake {

@@ -24,7 +24,7 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::common::{self, Ending, LifecycleLog, StoreRow, corrupt, dur_ms, json, ts};
 use crate::{
-    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
+    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
     TokenRecord, WorkListener, WorkSignal,
 };
 
@@ -174,7 +174,7 @@ impl SqliteStore {
     /// Wake claimers now, and again when these run_after times come due.
     fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
         self.signal
-            .notify_at(&self.config.clock, run_after, crate::futures_like::ready);
+            .notify_at(&self.config.clock, run_after, |_| crate::futures_like::ready());
     }
 }
 
@@ -395,7 +395,8 @@ impl Store for SqliteStore {
             let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now).await?;
             tx.commit().await?;
             if wake {
-                self.signal.notify();
+                self.signal
+                    .notify_n(&crate::Scope::Any, u32::try_from(n).unwrap_or(u32::MAX));
             }
             total += n as u64;
             if (n as i64) < common::EXPIRE_BATCH {
@@ -410,6 +411,10 @@ impl Store for SqliteStore {
 
     fn work_listener(&self) -> WorkListener {
         self.signal.listener()
+    }
+
+    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
+        self.signal.waiter(filter)
     }
 
     async fn ping(&self) -> Result<()> {
