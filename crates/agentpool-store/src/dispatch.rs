@@ -287,7 +287,10 @@ mod tests {
     fn shape(agent: &str, labels: &[(&str, &str)]) -> Shape {
         Shape {
             agent: Some(agent.into()),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -300,7 +303,9 @@ mod tests {
     #[tokio::test]
     async fn one_task_wakes_one_waiter_of_each_class_that_can_run_it() {
         let d = Dispatch::default();
-        let mut a: Vec<_> = (0..5).map(|_| d.waiter(&["command".into()], &Labels::new())).collect();
+        let mut a: Vec<_> = (0..5)
+            .map(|_| d.waiter(&["command".into()], &Labels::new()))
+            .collect();
         let mut gpu: Vec<_> = (0..3)
             .map(|_| d.waiter(&["codex".into(), "command".into()], &labels(&[("gpu", "1")])))
             .collect();
@@ -336,7 +341,10 @@ mod tests {
         // The longest-waiting one got it; it leaves without claiming (its poll ended).
         assert!(!second.wait(NOW).await);
         drop(first);
-        assert!(second.wait(NOW).await, "the wake-up was lost with the leaving waiter");
+        assert!(
+            second.wait(NOW).await,
+            "the wake-up was lost with the leaving waiter"
+        );
         // A claim that came back full passes one on as well.
         let third = d.waiter(&["command".into()], &Labels::new());
         third.finish(true);

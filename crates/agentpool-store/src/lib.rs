@@ -49,10 +49,10 @@ mod rows;
 mod shared;
 pub mod sqlite;
 
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 pub use dispatch::ClaimWaiter;
 pub(crate) use dispatch::{Scope, Shape};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// Errors a store returns. `StaleLease` is distinct because callers map it to HTTP 409 and
 /// workers react to it by abandoning the task.
@@ -274,7 +274,10 @@ impl WorkSignal {
 /// The scope of a wake-up for newly enqueued queued tasks (spec, `run_after` in unix ms):
 /// their shapes, de-duplicated, and how many of them may be claimable now (not delayed; one
 /// whose dependencies are not done yet costs a spurious wake-up, cheaper than finding out).
-pub(crate) fn enqueued_scope<'a>(queued: impl IntoIterator<Item = (&'a TaskSpec, i64)>, now_ms: i64) -> (Scope, u32) {
+pub(crate) fn enqueued_scope<'a>(
+    queued: impl IntoIterator<Item = (&'a TaskSpec, i64)>,
+    now_ms: i64,
+) -> (Scope, u32) {
     let mut shapes: Vec<Shape> = Vec::new();
     let mut n = 0u32;
     for (spec, run_after) in queued {

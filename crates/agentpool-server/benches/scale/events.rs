@@ -79,7 +79,9 @@ pub async fn run(args: &Args) {
                         })
                     })
                     .collect();
-                c.append_events(&worker, task, token, events).await.expect("append");
+                c.append_events(&worker, task, token, events)
+                    .await
+                    .expect("append");
                 acked.fetch_add(batch as u64, Ordering::Relaxed);
             }
         }));

@@ -36,8 +36,12 @@ pub async fn start_server() -> Fleet {
         .expect("PostgreSQL: source scripts/services.sh (AGENTPOOL_TEST_PG_URL)");
     let (sub, wrk) = {
         let store = agentpool_store::open_store(db.url()).await.expect("open store");
-        let s = create_token(store.as_ref(), Role::Submitter, "bench").await.expect("token");
-        let w = create_token(store.as_ref(), Role::Worker, "bench").await.expect("token");
+        let s = create_token(store.as_ref(), Role::Submitter, "bench")
+            .await
+            .expect("token");
+        let w = create_token(store.as_ref(), Role::Worker, "bench")
+            .await
+            .expect("token");
         (s.plaintext, w.plaintext)
     };
     let server = ServerProc::start(db.url());
@@ -133,7 +137,9 @@ pub async fn run(args: &Args) {
     let rate = args.get("rate", 75.0f64, 50.0);
     let mut rows = Vec::new();
     println!("fleet: {tasks} command tasks submitted at {rate}/s, workers long-poll claim?max=1&wait=30");
-    println!("| workers | submit→claim p50 / p99 / max ms | submit call p50 ms | submitting took s | server CPU s / 100 tasks | PostgreSQL CPU s / 100 tasks | server RSS MiB |");
+    println!(
+        "| workers | submit→claim p50 / p99 / max ms | submit call p50 ms | submitting took s | server CPU s / 100 tasks | PostgreSQL CPU s / 100 tasks | server RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for &n in &sizes {
         let f = start_server().await;
@@ -192,7 +198,11 @@ pub async fn run(args: &Args) {
             .lock()
             .expect("lock")
             .iter()
-            .filter_map(|(id, at)| starts.get(id).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1000.0))
+            .filter_map(|(id, at)| {
+                starts
+                    .get(id)
+                    .map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1000.0)
+            })
             .collect();
         let claimed = lat.len();
         lat.sort_by(|a, b| a.total_cmp(b));
@@ -206,7 +216,11 @@ pub async fn run(args: &Args) {
             pct(&submit_ms, 0.5),
             srv_cpu * per100,
             pg_cpu * per100,
-            if claimed < tasks { format!(" only {claimed} of {tasks} claimed") } else { String::new() }
+            if claimed < tasks {
+                format!(" only {claimed} of {tasks} claimed")
+            } else {
+                String::new()
+            }
         );
         rows.push(json!({
             "workers": n, "tasks": tasks, "rate": rate, "claimed": claimed,

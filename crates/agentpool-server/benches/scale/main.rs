@@ -57,9 +57,7 @@ impl Args {
 
     pub fn get<T: std::str::FromStr>(&self, key: &str, full: T, smoke: T) -> T {
         match self.kv.iter().find(|(k, _)| k == key) {
-            Some((_, v)) => v
-                .parse()
-                .unwrap_or_else(|_| panic!("--{key}: cannot read {v:?}")),
+            Some((_, v)) => v.parse().unwrap_or_else(|_| panic!("--{key}: cannot read {v:?}")),
             None if self.smoke => smoke,
             None => full,
         }
@@ -69,7 +67,11 @@ impl Args {
         match self.kv.iter().find(|(k, _)| k == key) {
             Some((_, v)) => v
                 .split(',')
-                .map(|s| s.trim().parse().unwrap_or_else(|_| panic!("--{key}: cannot read {s:?}")))
+                .map(|s| {
+                    s.trim()
+                        .parse()
+                        .unwrap_or_else(|_| panic!("--{key}: cannot read {s:?}"))
+                })
                 .collect(),
             None if self.smoke => smoke.to_vec(),
             None => full.to_vec(),

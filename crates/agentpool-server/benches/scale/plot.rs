@@ -53,7 +53,13 @@ impl Canvas {
         let (mut x, mut y, mut err, mut step) = (x0, y0, dx + dy, 0i64);
         loop {
             if dash == 0 || (step / dash) % 2 == 0 {
-                self.rect(x - thick / 2, y - thick / 2, x + (thick - 1) / 2, y + (thick - 1) / 2, c);
+                self.rect(
+                    x - thick / 2,
+                    y - thick / 2,
+                    x + (thick - 1) / 2,
+                    y + (thick - 1) / 2,
+                    c,
+                );
             }
             step += 1;
             if x == x1 && y == y1 {
@@ -123,7 +129,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -265,7 +275,10 @@ struct Series<'a> {
 /// Lines over categorical x values (evenly spaced), a legend at the top right.
 fn line_chart(file: &str, title: &str, xlabel: &str, ylabel: &str, xs: &[String], series: &[Series]) {
     let mut c = Canvas::new(W, H);
-    let ymax = series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0, f64::max);
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.values.iter().copied())
+        .fold(0.0, f64::max);
     let top = frame(&mut c, title, xlabel, ylabel, ymax);
     let (w, h) = (W as i64, H as i64);
     let n = xs.len().max(1) as i64;
@@ -277,7 +290,12 @@ fn line_chart(file: &str, title: &str, xlabel: &str, ylabel: &str, xs: &[String]
         c.text(px - Canvas::text_width(x, 2) / 2, h - B + 12, x, BLACK, 2);
     }
     for (k, s) in series.iter().enumerate() {
-        let pts: Vec<(i64, i64)> = s.values.iter().enumerate().map(|(i, v)| (x_at(i), y_at(*v))).collect();
+        let pts: Vec<(i64, i64)> = s
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (x_at(i), y_at(*v)))
+            .collect();
         for p in pts.windows(2) {
             c.line(p[0], p[1], s.color, 3, s.dash);
         }
@@ -303,8 +321,20 @@ fn bar_chart(file: &str, title: &str, ylabel: &str, bars: &[(String, f64, Rgb)])
         let y = h - B - ((v / top) * (h - T - B) as f64) as i64;
         c.rect(x0, y, x1, h - B - 1, *color);
         let label = fmt(*v);
-        c.text((x0 + x1) / 2 - Canvas::text_width(&label, 2) / 2, y - 20, &label, BLACK, 2);
-        c.text((x0 + x1) / 2 - Canvas::text_width(name, 2) / 2, h - B + 12, name, BLACK, 2);
+        c.text(
+            (x0 + x1) / 2 - Canvas::text_width(&label, 2) / 2,
+            y - 20,
+            &label,
+            BLACK,
+            2,
+        );
+        c.text(
+            (x0 + x1) / 2 - Canvas::text_width(name, 2) / 2,
+            h - B + 12,
+            name,
+            BLACK,
+            2,
+        );
     }
     save(file, &c);
 }
@@ -336,8 +366,18 @@ pub fn run() {
             "ms",
             &xs,
             &[
-                Series { name: "p50", color: BLUE, values: nums(rows, "p50_ms"), dash: 0 },
-                Series { name: "p99", color: ORANGE, values: nums(rows, "p99_ms"), dash: 0 },
+                Series {
+                    name: "p50",
+                    color: BLUE,
+                    values: nums(rows, "p50_ms"),
+                    dash: 0,
+                },
+                Series {
+                    name: "p99",
+                    color: ORANGE,
+                    values: nums(rows, "p99_ms"),
+                    dash: 0,
+                },
             ],
         );
         line_chart(
@@ -347,8 +387,18 @@ pub fn run() {
             "CPU s",
             &xs,
             &[
-                Series { name: "server", color: BLUE, values: nums(rows, "server_cpu_per_100"), dash: 0 },
-                Series { name: "PostgreSQL", color: GREEN, values: nums(rows, "pg_cpu_per_100"), dash: 0 },
+                Series {
+                    name: "server",
+                    color: BLUE,
+                    values: nums(rows, "server_cpu_per_100"),
+                    dash: 0,
+                },
+                Series {
+                    name: "PostgreSQL",
+                    color: GREEN,
+                    values: nums(rows, "pg_cpu_per_100"),
+                    dash: 0,
+                },
             ],
         );
     }
@@ -363,8 +413,18 @@ pub fn run() {
             "tasks/s",
             &xs,
             &[
-                Series { name: "agentpool", color: BLUE, values: nums(by, "per_sec"), dash: 0 },
-                Series { name: "graphile-worker", color: ORANGE, values: vec![gw; xs.len()], dash: 8 },
+                Series {
+                    name: "agentpool",
+                    color: BLUE,
+                    values: nums(by, "per_sec"),
+                    dash: 0,
+                },
+                Series {
+                    name: "graphile-worker",
+                    color: ORANGE,
+                    values: vec![gw; xs.len()],
+                    dash: 8,
+                },
             ],
         );
         bar_chart(
@@ -376,7 +436,11 @@ pub fn run() {
             ),
             "tasks/s",
             &[
-                ("agentpool".into(), q["agentpool_median"].as_f64().unwrap_or(0.0), BLUE),
+                (
+                    "agentpool".into(),
+                    q["agentpool_median"].as_f64().unwrap_or(0.0),
+                    BLUE,
+                ),
                 ("graphile-worker".into(), gw, ORANGE),
             ],
         );

@@ -117,7 +117,10 @@ pub async fn run(args: &Args) {
     for r in 0..rounds {
         let a = agentpool(tasks, claimers, batch).await;
         let g = graphile_run(tasks, procs, conc).await;
-        eprintln!("[scale]   round {}: agentpool {a:.0}/s, graphile-worker {g:.0}/s", r + 1);
+        eprintln!(
+            "[scale]   round {}: agentpool {a:.0}/s, graphile-worker {g:.0}/s",
+            r + 1
+        );
         ap.push(a);
         gw.push(g);
     }

@@ -24,8 +24,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::common::{self, Ending, LifecycleLog, StoreRow, corrupt, dur_ms, json, ts};
 use crate::{
-    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
-    TokenRecord, WorkListener, WorkSignal,
+    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail,
+    TaskFilter, TokenRecord, WorkListener, WorkSignal,
 };
 
 mod queue;

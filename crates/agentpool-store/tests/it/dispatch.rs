@@ -108,7 +108,8 @@ async fn no_wake_up_is_lost_when_polls_start_and_end_during_submits(h: Harness) 
         seed ^= seed << 17;
         seed
     };
-    let kinds: [(&[&str], &[(&str, &str)]); 2] = [(&["command"], &[]), (&["codex", "command"], &[("gpu", "1")])];
+    let kinds: [(&[&str], &[(&str, &str)]); 2] =
+        [(&["command"], &[]), (&["codex", "command"], &[("gpu", "1")])];
     let mut pools: Vec<Vec<Worker>> = Vec::new();
     for (k, (agents, lbls)) in kinds.iter().enumerate() {
         let mut pool = Vec::new();
@@ -141,7 +142,11 @@ async fn no_wake_up_is_lost_when_polls_start_and_end_during_submits(h: Harness) 
         } else {
             TaskSpec {
                 labels: labels(&[("gpu", "1")]),
-                ..TaskSpec::agent("https://git.example.com/r.git", "codex", &format!("round {round}"))
+                ..TaskSpec::agent(
+                    "https://git.example.com/r.git",
+                    "codex",
+                    &format!("round {round}"),
+                )
             }
         };
         let id = stores[(rnd() % 2) as usize].enqueue(spec).await.unwrap().task.id;
@@ -171,5 +176,8 @@ async fn no_wake_up_is_lost_when_polls_start_and_end_during_submits(h: Harness) 
             assert_eq!(got, vec![id], "round {round}: claimed {got:?}");
         }
     }
-    assert!(lost.is_empty(), "tasks of rounds {lost:?} were never claimed: wake-ups lost");
+    assert!(
+        lost.is_empty(),
+        "tasks of rounds {lost:?} were never claimed: wake-ups lost"
+    );
 }
