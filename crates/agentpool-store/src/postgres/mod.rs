@@ -207,7 +207,13 @@ struct Sql {
     /// Advisory lock key for constrained claims, distinct per schema.
     claim_lock: i64,
     claim_hot: String,
+    /// The hot claim guarded by the constrained-work probe and reading the worker's status:
+    /// the whole claim in one round trip when no constrained task waits.
+    claim_first: String,
     claim_update: String,
+    /// Completion of leases whose tasks need nothing more (no dependents, no lock or slot to
+    /// free): one autocommitted statement.
+    complete_plain: String,
     enqueue: String,
     by_idempotency: String,
 }
@@ -251,6 +257,46 @@ impl Sql {
                  {CLAIMED_EVENTS} \
                  SELECT {c} FROM upd"
             ),
+            claim_first: format!(
+                "WITH probe AS ( \
+                   SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND deps_pending = 0 \
+                       AND constrained AND run_after <= $1) AS constrained_waiting, \
+                     (SELECT status FROM workers WHERE id = $4) AS worker_status), \
+                 picked AS ( \
+                   SELECT id FROM tasks \
+                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
+                     AND run_after <= $1 \
+                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
+                     AND (labels IS NULL OR labels <@ $3::jsonb) \
+                     AND NOT (SELECT constrained_waiting FROM probe) \
+                     AND (SELECT worker_status FROM probe) NOT IN ('draining', 'unhealthy') \
+                   ORDER BY priority DESC, run_after, id \
+                   LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED), \
+                 upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   FROM picked WHERE t.id = picked.id \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT p.constrained_waiting, p.worker_status, {uc} \
+                 FROM probe p LEFT JOIN upd u ON true",
+                uc = cols("u.")
+            ),
+            complete_plain: "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+                        AS i(id, token, result)), \
+                 done AS ( \
+                   UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
+                     lease_expires_at = NULL, result = i.result, error_class = NULL, \
+                     error_message = NULL \
+                   FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
+                     AND t.state = 'running' AND NOT t.has_dependents AND NOT t.constrained \
+                   RETURNING t.id), \
+                 ev AS (INSERT INTO events (task_id, at, kind, data) \
+                   SELECT id, $4, 'lifecycle', $6 FROM done) \
+                 SELECT id FROM done"
+                .to_string(),
             claim_update: format!(
                 "WITH upd AS ( \
                    UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \

@@ -55,6 +55,9 @@ async fn a_task_wakes_one_waiter_not_all(h: Harness) {
     }
 }
 
+/// A kind of worker: its agents and labels.
+struct Kind(&'static [&'static str], &'static [(&'static str, &'static str)]);
+
 /// One long poll as a worker makes it: register, claim, wait, claim again, until it gets a
 /// task (completed at once) or `end` fires (its poll ended: timed out or the client left).
 /// `armed` fires after the first empty claim, when the poll is waiting.
@@ -108,10 +111,12 @@ async fn no_wake_up_is_lost_when_polls_start_and_end_during_submits(h: Harness) 
         seed ^= seed << 17;
         seed
     };
-    let kinds: [(&[&str], &[(&str, &str)]); 2] =
-        [(&["command"], &[]), (&["codex", "command"], &[("gpu", "1")])];
+    let kinds = [
+        Kind(&["command"], &[]),
+        Kind(&["codex", "command"], &[("gpu", "1")]),
+    ];
     let mut pools: Vec<Vec<Worker>> = Vec::new();
-    for (k, (agents, lbls)) in kinds.iter().enumerate() {
+    for (k, Kind(agents, lbls)) in kinds.iter().enumerate() {
         let mut pool = Vec::new();
         for i in 0..=ENDERS {
             let mut w = h.worker(&format!("k{k}-{i}"), agents, lbls).await;
