@@ -265,13 +265,8 @@ async fn refresh_mirror(
 ) -> Result<(), GitError> {
     tokio::fs::create_dir_all(mirrors).await?;
     if mirror.join("HEAD").exists() {
-        git.run(
-            "fetch",
-            mirror,
-            &["remote", "set-url", "origin", "--", url],
-            cancel,
-        )
-        .await?;
+        // The mirror's name is derived from `url`, and it was cloned from it: its origin is
+        // already `url`.
         git.run(
             "fetch",
             mirror,
@@ -309,24 +304,42 @@ async fn resolve_start(
     cancel: &CancellationToken,
 ) -> Result<String, WorkspaceError> {
     let existing = format!("refs/remotes/origin/{}", branch.as_str());
-    if let Some(sha) = rev_parse(git, dir, &existing, cancel).await? {
-        return Ok(sha);
-    }
-    let candidates: Vec<String> = match base_ref {
+    let mut refs = vec![existing];
+    let mut fallback = None;
+    match base_ref {
         Some(b) => {
             let b = b.strip_prefix("refs/heads/").unwrap_or(b);
-            vec![
-                format!("refs/remotes/origin/{b}"),
-                format!("refs/tags/{b}"),
-                b.to_string(),
-            ]
+            refs.push(format!("refs/remotes/origin/{b}"));
+            refs.push(format!("refs/tags/{b}"));
+            // Anything else git can resolve (a commit id, `HEAD~2`): asked only if no ref matched.
+            fallback = Some(b.to_string());
         }
-        None => vec!["refs/remotes/origin/HEAD".to_string()],
-    };
-    for c in &candidates {
-        if let Some(sha) = rev_parse(git, dir, c, cancel).await? {
-            return Ok(sha);
+        None => refs.push("refs/remotes/origin/HEAD".to_string()),
+    }
+    // One git process for the refs a task usually starts from: those that exist, each with
+    // the commit it points at (an annotated tag peeled to its commit).
+    let mut args = vec![
+        "for-each-ref".to_string(),
+        "--format=%(refname) %(objectname) %(*objectname)".to_string(),
+    ];
+    args.extend(refs.iter().cloned());
+    let out = git.run("rev-parse", dir, &args, cancel).await?;
+    let mut found: HashMap<&str, &str> = HashMap::new();
+    for line in out.lines() {
+        let mut f = line.split(' ');
+        if let (Some(name), Some(obj)) = (f.next(), f.next()) {
+            let peeled = f.next().filter(|p| !p.is_empty()).unwrap_or(obj);
+            found.insert(name, peeled);
         }
+    }
+    // Patterns also match refs below them (`main` matches `main/x`): only exact names count.
+    if let Some(sha) = refs.iter().find_map(|r| found.get(r.as_str())) {
+        return Ok((*sha).to_string());
+    }
+    if let Some(b) = fallback
+        && let Some(sha) = rev_parse(git, dir, &b, cancel).await?
+    {
+        return Ok(sha);
     }
     Err(WorkspaceError::BadRef(match base_ref {
         Some(b) => format!("base ref {b:?} not found in the repository"),

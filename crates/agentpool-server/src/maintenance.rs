@@ -48,10 +48,7 @@ pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
     }
     match store.requeue_expired().await {
         Ok(0) => {}
-        Ok(n) => {
-            tracing::info!(tasks = n, "rescued tasks whose lease expired");
-            state.wake_claimers();
-        }
+        Ok(n) => tracing::info!(tasks = n, "rescued tasks whose lease expired"),
         Err(e) => tracing::warn!(error = %e, "maintenance: rescuing expired leases failed"),
     }
     if purge {

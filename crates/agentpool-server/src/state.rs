@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use agentpool_core::spec::SpecLimits;
 use agentpool_core::{Labels, TaskId, WorkerId, WorkerStatus};
 use agentpool_store::Store;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::ServerConfig;
@@ -37,9 +37,6 @@ pub(crate) struct Inner {
     pub draining: AtomicBool,
     /// Cancelled when the server drains, to release waiting long-polls at once.
     pub drain_token: CancellationToken,
-    /// Woken when this replica enqueues or re-queues work. The store's own signal covers other
-    /// replicas; this one closes the gap between an empty claim and the start of the wait.
-    pub work: Notify,
     /// Bounds the number of long-polls waiting at once (beyond it: 429).
     pub waiting_claims: Arc<Semaphore>,
     pub max_waiting_claims: usize,
@@ -48,7 +45,7 @@ pub(crate) struct Inner {
     /// histogram and per-agent counters at completion.
     pub running: Mutex<HashMap<TaskId, (Instant, String)>>,
     /// Woken when a webhook queued a task, so the GitHub loop comments without waiting a tick.
-    pub github_wake: Notify,
+    pub github_wake: tokio::sync::Notify,
     /// Where users reach this server (links in GitHub status comments).
     pub public_url: Option<String>,
 }
@@ -85,12 +82,11 @@ impl AppState {
                 lease_ttl: config.lease_ttl,
                 draining: AtomicBool::new(false),
                 drain_token: CancellationToken::new(),
-                work: Notify::new(),
                 waiting_claims: Arc::new(Semaphore::new(config.max_waiting_claims)),
                 max_waiting_claims: config.max_waiting_claims,
                 workers: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
-                github_wake: Notify::new(),
+                github_wake: tokio::sync::Notify::new(),
                 public_url: config.public_url.clone(),
             }),
         }
@@ -115,11 +111,6 @@ impl AppState {
         self.inner
             .max_waiting_claims
             .saturating_sub(self.inner.waiting_claims.available_permits())
-    }
-
-    /// Wake claimers waiting on this replica (work was enqueued or re-queued here).
-    pub(crate) fn wake_claimers(&self) {
-        self.inner.work.notify_waiters();
     }
 
     pub(crate) fn wake_github(&self) {

@@ -43,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 mod common;
+mod dispatch;
 pub mod github;
 pub mod postgres;
 mod rows;
@@ -50,6 +51,8 @@ mod shared;
 pub mod sqlite;
 mod unavailable;
 
+pub use dispatch::ClaimWaiter;
+pub(crate) use dispatch::{Scope, Shape};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -190,50 +193,71 @@ impl WorkListener {
     }
 }
 
-/// The sending side of the work signal, shared by a store and its background listener.
+/// The sending side of the work signal, shared by a store and its background listener: a
+/// broadcast to observers ([`WorkListener`]) and wake-ups for waiting claimers, one per new
+/// task and class of claimers that could run it ([`ClaimWaiter`]).
 #[derive(Debug, Clone)]
 pub(crate) struct WorkSignal {
     tx: Arc<watch::Sender<u64>>,
+    dispatch: dispatch::Dispatch,
 }
 
 impl WorkSignal {
     pub(crate) fn new() -> Self {
         Self {
             tx: Arc::new(watch::channel(0).0),
+            dispatch: dispatch::Dispatch::default(),
         }
     }
 
+    /// Work of unknown shape may be available (re-queued, unblocked, released): one wake-up
+    /// per class of waiting claimers; a claim that comes back full passes it on.
     pub(crate) fn notify(&self) {
-        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+        self.notify_n(&Scope::Any, 1);
     }
 
-    /// Signal again when the earliest of `run_after` (unix ms, store clock) comes due, so a
-    /// delayed task or a retry after backoff wakes waiting claimers instead of waiting for their
-    /// next poll. `also` runs at that moment too (PostgreSQL uses it to NOTIFY other replicas).
+    /// `count` tasks of `scope`'s shapes became claimable.
+    pub(crate) fn notify_n(&self, scope: &Scope, count: u32) {
+        self.tx.send_modify(|v| *v = v.wrapping_add(1));
+        self.dispatch.wake(scope, count);
+    }
+
+    /// Signal again when each of `run_after` (unix ms, store clock) comes due, so a delayed
+    /// task or a retry after backoff wakes waiting claimers instead of waiting for their next
+    /// poll. `also` runs at that moment too, with the number of tasks due (PostgreSQL uses it
+    /// to NOTIFY other replicas).
     pub(crate) fn notify_at(
         &self,
         clock: &Clock,
         run_after: impl IntoIterator<Item = i64>,
-        also: impl Fn() -> futures_like::BoxFuture + Send + Sync + 'static,
+        also: impl Fn(u32) -> futures_like::BoxFuture + Send + Sync + 'static,
     ) {
         let now = clock.now_ms();
-        let mut due: Vec<i64> = run_after.into_iter().filter(|t| *t > now).collect();
-        due.sort_unstable();
-        due.dedup();
-        // Bound the timers one call can start; later ones are found by polling.
-        due.truncate(16);
+        let mut due: BTreeMap<i64, u32> = BTreeMap::new();
+        for t in run_after.into_iter().filter(|t| *t > now) {
+            *due.entry(t).or_default() += 1;
+        }
         if due.is_empty() {
             return;
         }
         let also = Arc::new(also);
-        for t in due {
+        // Bound the timers one call can start; the last one wakes for all later tasks too
+        // (claims that come back full pass the wake-ups on).
+        let n = due.len();
+        let mut timers: Vec<(i64, u32)> = due.into_iter().collect();
+        if n > 16 {
+            let rest: u32 = timers[15..].iter().map(|(_, c)| *c).sum();
+            timers.truncate(16);
+            timers[15].1 = rest;
+        }
+        for (t, count) in timers {
             let me = self.clone();
             let also = also.clone();
             let wait = Duration::from_millis(u64::try_from(t - now).unwrap_or(0));
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
-                me.notify();
-                also().await;
+                me.notify_n(&Scope::Any, count);
+                also(count).await;
             });
         }
     }
@@ -243,6 +267,35 @@ impl WorkSignal {
             rx: self.tx.subscribe(),
         }
     }
+
+    pub(crate) fn waiter(&self, f: &ClaimFilter) -> ClaimWaiter {
+        self.dispatch.waiter(&f.agents, &f.labels)
+    }
+}
+
+/// The scope of a wake-up for newly enqueued queued tasks (spec, `run_after` in unix ms):
+/// their shapes, de-duplicated, and how many of them may be claimable now (not delayed; one
+/// whose dependencies are not done yet costs a spurious wake-up, cheaper than finding out).
+pub(crate) fn enqueued_scope<'a>(
+    queued: impl IntoIterator<Item = (&'a TaskSpec, i64)>,
+    now_ms: i64,
+) -> (Scope, u32) {
+    let mut shapes: Vec<Shape> = Vec::new();
+    let mut n = 0u32;
+    for (spec, run_after) in queued {
+        if run_after > now_ms {
+            continue;
+        }
+        n = n.saturating_add(1);
+        let s = Shape {
+            agent: spec.required_agent().map(str::to_string),
+            labels: spec.labels.clone(),
+        };
+        if !shapes.contains(&s) {
+            shapes.push(s);
+        }
+    }
+    (Scope::Shapes(shapes), n)
 }
 
 /// A boxed future without pulling in the `futures` crate for one type.
@@ -366,8 +419,14 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
         self.work_listener().wait(timeout).await;
     }
 
-    /// Subscribe to the work signal (see [`WorkListener`]).
+    /// Subscribe to the work signal (see [`WorkListener`]): every signal reaches every
+    /// listener. For observers (live views); claimers wait with [`Store::claim_waiter`].
     fn work_listener(&self) -> WorkListener;
+
+    /// Register a claimer that waits for work it can run (see [`ClaimWaiter`]): a new task
+    /// wakes one waiting claimer per class of claimers (same agents and labels) that could
+    /// run it, not all of them. Create it *before* the claim that came back empty.
+    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter;
 
     /// Can the database be reached?
     async fn ping(&self) -> Result<()>;

@@ -227,3 +227,63 @@ where
     }
     out
 }
+
+/// The work branch starts where the task says, whatever form the base takes: the default
+/// branch, a branch (plain or `refs/heads/`), an annotated tag, or a commit id.
+#[tokio::test]
+async fn work_branch_starts_at_the_base_in_every_form() {
+    let f = fixture().await;
+    let first = f.server.branch_sha("app", "main").unwrap();
+    f.server.add_commit("app", "second", &[("b.txt", "b\n")]).unwrap();
+    let head = f.server.branch_sha("app", "main").unwrap();
+    let repo = f.server.repo_path("app");
+    let tag = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "tag",
+            "-a",
+            "v1",
+            "-m",
+            "v1",
+            &first,
+        ])
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    assert!(tag.success());
+    let git = git_with(f.dir.path(), TOKEN);
+    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
+    for (mirror, base, want) in [
+        (false, None, &head),
+        (true, None, &head),
+        (true, Some("main"), &head),
+        (true, Some("refs/heads/main"), &head),
+        (true, Some("v1"), &first),
+        (false, Some("v1"), &first),
+        (true, Some(first.as_str()), &first),
+    ] {
+        let task_id = TaskId::new();
+        let ws = prepare(
+            &git,
+            &WorkspaceConfig {
+                root: f.dir.path().join("tasks"),
+                mirror_dir: mirror.then(|| f.dir.path().join("mirrors")),
+            },
+            &MirrorLocks::default(),
+            PrepareRequest {
+                task_id,
+                url: &url,
+                base_ref: base,
+                branch: &BranchName::for_task(task_id),
+            },
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(&ws.base_sha, want, "base {base:?} (mirror: {mirror})");
+        ws.remove().await.unwrap();
+    }
+}

@@ -497,7 +497,6 @@ pub async fn retry(
 ) -> DashResult<Response> {
     require(&action.session, &[Role::Submitter], "retry tasks")?;
     dash.app.store().retry(id).await?;
-    dash.app.wake_claimers();
     dash.app.inner.hub.notify(id);
     Ok(redirect(&format!("/tasks/{id}")))
 }
@@ -541,6 +540,5 @@ pub async fn follow_up(
         .await
         .map_err(|errs| DashError::from(crate::error::ApiError::validation(errs)))?;
     let out = dash.app.store().enqueue(spec).await?;
-    crate::routes::tasks::enqueued(&dash.app, std::slice::from_ref(&out));
     Ok(redirect(&format!("/tasks/{}", out.task.id)))
 }

@@ -340,9 +340,6 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
             }
         }
     }
-    if verb == "retry" && ok > 0 {
-        dash.app.wake_claimers();
-    }
     let back = action.form.get("return").map(local_path).unwrap_or("/tasks");
     let back = if back.starts_with("/tasks") {
         back

@@ -12,7 +12,7 @@ use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::projects::{build_spec, validate_project};
-use crate::routes::tasks::{enqueued, prepare_spec};
+use crate::routes::tasks::prepare_spec;
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -55,7 +55,6 @@ pub(crate) async fn submit(
         .await
         .map_err(ApiError::validation)?;
     let build = state.store().enqueue(spec).await?;
-    enqueued(state, std::slice::from_ref(&build));
     if let Some(gh) = &project.spec.github
         && gh.pull_requests
     {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
 use crate::github::{SecretError, credential, projects_for};
-use crate::routes::tasks::{enqueued, prepare_spec};
+use crate::routes::tasks::prepare_spec;
 use crate::state::AppState;
 
 /// The answer to a delivery GitHub shows in its "Recent deliveries".
@@ -169,7 +169,6 @@ pub async fn webhook(
         .await
         .map_err(ApiError::validation)?;
     let out = enqueue_retrying(&state, spec).await?;
-    enqueued(&state, std::slice::from_ref(&out));
     let link = GithubLink {
         task_id: out.task.id,
         project: project.spec.name.clone(),

@@ -2,7 +2,7 @@
 
 use agentpool_core::spec::parse_label;
 use agentpool_core::{TaskId, TaskSpec, TaskState, ValidationError, WorkerId};
-use agentpool_store::{Enqueued, TaskFilter};
+use agentpool_store::TaskFilter;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -91,13 +91,6 @@ pub(crate) async fn prepare_spec(
     Ok(spec)
 }
 
-/// After an enqueue on this replica: wake local long-polls (the store's signal covers the rest).
-pub(crate) fn enqueued(state: &AppState, tasks: &[Enqueued]) {
-    if tasks.iter().any(|e| e.created) {
-        state.wake_claimers();
-    }
-}
-
 /// The body of `POST /v1/tasks`: one TaskSpec, or `{ "tasks": [TaskSpec, …] }` (untagged:
 /// the document must show the two shapes the server reads, not an enum wrapper).
 #[derive(utoipa::ToSchema)]
@@ -158,7 +151,6 @@ pub async fn submit(
             return Err(ApiError::validation(errs));
         }
         let out = state.store().enqueue_batch(specs).await?;
-        enqueued(&state, &out);
         Ok((StatusCode::CREATED, Json(BatchSubmitted { tasks: out })).into_response())
     } else {
         let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
@@ -174,7 +166,6 @@ pub(crate) async fn submit_one(state: &AppState, spec: TaskSpec) -> ApiResult<Re
         .await
         .map_err(ApiError::validation)?;
     let out = state.store().enqueue(spec).await?;
-    enqueued(state, std::slice::from_ref(&out));
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -316,7 +307,6 @@ pub async fn retry(
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
     let t = state.store().retry(id).await?;
-    state.wake_claimers();
     state.inner.hub.notify(id);
     Ok(Json(t).into_response())
 }

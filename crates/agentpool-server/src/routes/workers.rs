@@ -2,7 +2,6 @@
 //! get, drain, deregister. Every call about a task presents its lease; a stale one is a 409.
 
 use std::collections::BTreeSet;
-use std::pin::pin;
 use std::time::Duration;
 
 use agentpool_core::protocol::{
@@ -209,25 +208,29 @@ pub async fn claim(
         None
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(wait));
+    // Wait as one of the claimers that a new task can wake (one per task and kind of worker,
+    // not all of them), registered *before* the claim so that work arriving between an empty
+    // claim and the wait is not missed. Dropping it on any return passes on a wake-up it was
+    // handed and did not use.
+    let mut waiter = (wait > 0).then(|| state.store().claim_waiter(&filter));
     loop {
-        // Register for both wake-ups *before* claiming, so work that arrives between an empty
-        // claim and the wait is not missed.
-        let local = state.inner.work.notified();
-        let mut local = pin!(local);
-        local.as_mut().enable();
-        let mut remote = state.store().work_listener();
         let claimed = state.store().claim(&filter).await?;
         if !claimed.is_empty() {
+            if let Some(w) = waiter {
+                w.finish(claimed.len() >= max as usize);
+            }
             return Ok(Json(claim_response(&state, claimed).await).into_response());
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if remaining.is_zero() {
+        let Some(w) = waiter.as_mut().filter(|_| !remaining.is_zero()) else {
             return Ok(StatusCode::NO_CONTENT.into_response());
-        }
+        };
         tokio::select! {
-            _ = local => {}
-            _ = remote.wait(remaining) => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            woken = w.wait(remaining) => {
+                if !woken {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            }
             _ = state.inner.drain_token.cancelled() => {
                 return Err(ApiError::unavailable("draining", "this server is draining; claim from another"));
             }
@@ -462,9 +465,6 @@ pub async fn fail(
         .inner
         .metrics
         .failed(&agent, req.class, took, req.result.as_ref());
-    if matches!(outcome, agentpool_core::protocol::FailOutcome::Retrying { .. }) {
-        state.wake_claimers();
-    }
     state.inner.hub.notify(task);
     Ok(Json(outcome).into_response())
 }

@@ -4,6 +4,7 @@
 mod support;
 
 mod dashboard;
+mod fleet;
 mod flows;
 mod github;
 mod hostile;

@@ -111,6 +111,16 @@ impl PgStore {
             c.finished_at.push(failed.then_some(now));
             rows_in.push(Some(row));
         }
+        // Wake-ups for the tasks claimable now: delayed ones get a timer below.
+        let (scope, count) = crate::enqueued_scope(
+            rows_in
+                .iter()
+                .flatten()
+                .zip(&c.state)
+                .filter(|(_, st)| **st == "queued")
+                .map(|(r, _)| (&r.spec, r.run_after)),
+            now,
+        );
         let q = sqlx::query(&self.sql.enqueue)
             .bind(now)
             .bind(&c.id)
@@ -130,7 +140,8 @@ impl PgStore {
             .bind(&c.error_message)
             .bind(&c.finished_at)
             .bind(common::event_data(&common::dependency_failed().into())?)
-            .bind(common::event_data(&Lifecycle::Queued.into())?);
+            .bind(common::event_data(&Lifecycle::Queued.into())?)
+            .bind(self.note(&scope, count));
         let inserted = match tx.as_mut() {
             Some(tx) => q.fetch_all(&mut **tx).await?,
             None => q.fetch_all(&self.pool).await?,
@@ -222,7 +233,7 @@ impl PgStore {
             out.push(e);
         }
         if out.iter().any(|e| e.created) {
-            self.signal.notify();
+            self.signal.notify_n(&scope, count);
             self.wake_at(
                 out.iter()
                     .filter(|e| e.created)

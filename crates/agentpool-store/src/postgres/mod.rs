@@ -25,13 +25,16 @@ use uuid::Uuid;
 
 use crate::common::{self, Ending, LifecycleLog, StoreRow, dur_ms, ts};
 use crate::{
-    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
-    TokenRecord, WorkListener, WorkSignal,
+    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Scope, Shape, Store, StoreConfig, StoreError,
+    TaskDetail, TaskFilter, TokenRecord, WorkListener, WorkSignal,
 };
 
 mod enqueue;
 mod github;
 mod queue;
+mod sql;
+
+use sql::{Sql, cols};
 
 /// Workers, projects, credentials and tokens.
 mod registry {
@@ -91,53 +94,53 @@ fn is_transient(e: &StoreError) -> bool {
         if d.code().is_some_and(|c| c == "40P01" || c == "40001"))
 }
 
-async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, '')")
+async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str, payload: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(channel)
+        .bind(payload)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-/// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
-/// not `public`, so queues in different schemas of one database do not wake each other).
-const CHANNEL_PREFIX: &str = "agentpool_work";
-/// Advisory lock key serializing claims of constrained tasks (branch locks, project slots).
-const CONSTRAINED_CLAIM_LOCK: i64 = 0x0061_7063_6c61_696d; // "apclaim"
-
-fn cols(p: &str) -> String {
-    [
-        "id",
-        "spec",
-        "state",
-        "attempts",
-        "max_attempts",
-        "priority",
-        "created_at",
-        "updated_at",
-        "run_after",
-        "started_at",
-        "finished_at",
-        "worker_id",
-        "lease_token",
-        "lease_expires_at",
-        "cancel_requested",
-        "error_class",
-        "error_message",
-        "result",
-    ]
-    .iter()
-    .map(|c| format!("{p}{c}"))
-    .collect::<Vec<_>>()
-    .join(", ")
+/// The payload of a work NOTIFY: which store sent it (a store ignores its own: it woke its
+/// claimers in process already), how many tasks, and their shapes (absent: any). An empty or
+/// unreadable payload means one task of any shape.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Note {
+    o: u64,
+    n: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<Vec<Shape>>,
 }
 
-/// The CTE of a claim statement (after `upd`, the claimed rows) that appends their `claimed`
-/// lifecycle events; `$1` is now.
-const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data) \
-    SELECT id, $1, 'lifecycle', \
-      json_build_object('state', 'claimed', 'attempt', attempts, 'worker', worker_id)::text \
-    FROM upd)";
+/// NOTIFY payloads are limited to 8000 bytes; beyond this many shapes, say "any".
+const NOTE_MAX_SHAPES: usize = 20;
+
+impl Note {
+    fn encode(origin: u64, scope: &Scope, n: u32) -> String {
+        let s = match scope {
+            Scope::Shapes(v) if v.len() <= NOTE_MAX_SHAPES => Some(v.clone()),
+            _ => None,
+        };
+        let note = Note { o: origin, n, s };
+        let text = serde_json::to_string(&note).unwrap_or_default();
+        if text.len() < 7900 {
+            text
+        } else {
+            format!("{{\"o\":{origin},\"n\":{n}}}")
+        }
+    }
+
+    /// What a received payload asks this store (`me`) to wake, if anything.
+    fn decode(payload: &str, me: u64) -> Option<(Scope, u32)> {
+        match serde_json::from_str::<Note>(payload) {
+            Ok(n) if n.o == me => None,
+            Ok(n) => Some((n.s.map_or(Scope::Any, Scope::Shapes), n.n)),
+            Err(_) => Some((Scope::Any, 1)),
+        }
+    }
+}
 
 /// Aborts the listener task when the last clone of the store goes away.
 #[derive(Debug)]
@@ -155,101 +158,11 @@ pub struct PgStore {
     pool: PgPool,
     config: StoreConfig,
     signal: WorkSignal,
+    /// Random id of this store in its NOTIFY payloads.
+    origin: u64,
     _listener: Arc<ListenerGuard>,
     /// Pre-built SQL (the column lists are assembled once, not per call).
     sql: Arc<Sql>,
-}
-
-#[derive(Debug)]
-struct Sql {
-    channel: String,
-    /// Advisory lock key for constrained claims, distinct per schema.
-    claim_lock: i64,
-    claim_hot: String,
-    claim_update: String,
-    enqueue: String,
-    by_idempotency: String,
-}
-
-impl Sql {
-    fn new(schema: &str) -> Self {
-        let channel: String = if schema == "public" || schema.is_empty() {
-            CHANNEL_PREFIX.to_string()
-        } else {
-            format!("{CHANNEL_PREFIX}_{schema}").chars().take(63).collect()
-        };
-        // FNV-1a: stable across processes and versions, unlike std's hasher.
-        let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let claim_lock = CONSTRAINED_CLAIM_LOCK ^ (hash as i64);
-        let lit = channel.replace('\'', "''");
-        let c = cols("");
-        let tc = cols("t.");
-        Self {
-            channel,
-            claim_lock,
-            // The claimed events are written by the claim statement itself: no extra round trip.
-            claim_hot: format!(
-                "WITH picked AS ( \
-                   SELECT id FROM tasks \
-                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
-                     AND run_after <= $1 \
-                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
-                     AND (labels IS NULL OR labels <@ $3::jsonb) \
-                     AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
-                   ORDER BY priority DESC, run_after, id \
-                   LIMIT $5 \
-                   FOR UPDATE SKIP LOCKED), \
-                 upd AS ( \
-                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
-                     started_at = $1, updated_at = $1, cancel_requested = false \
-                   FROM picked WHERE t.id = picked.id \
-                   RETURNING {tc}), \
-                 {CLAIMED_EVENTS} \
-                 SELECT {c} FROM upd"
-            ),
-            claim_update: format!(
-                "WITH upd AS ( \
-                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                     lease_token = t.lease_token + 1, worker_id = $2, lease_expires_at = $3, \
-                     started_at = $1, updated_at = $1, cancel_requested = false \
-                   WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued' \
-                   RETURNING {tc}), \
-                 {CLAIMED_EVENTS} \
-                 SELECT {c} FROM upd"
-            ),
-            enqueue: format!(
-                "WITH ins AS ( \
-                   INSERT INTO tasks (id, spec, state, priority, run_after, created_at, \
-                     updated_at, max_attempts, required_agent, labels, project, lock_key, \
-                     constrained, deps_pending, idempotency_key, error_class, error_message, \
-                     finished_at) \
-                   SELECT i.id, i.spec, i.state, i.priority, i.run_after, $1, $1, \
-                     i.max_attempts, i.required_agent, i.labels::jsonb, i.project, i.lock_key, \
-                     i.constrained, i.deps_pending, i.idem, i.error_class, i.error_message, \
-                     i.finished_at \
-                   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], \
-                     $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[], \
-                     $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[]) \
-                     AS i(id, spec, state, priority, run_after, max_attempts, required_agent, \
-                       labels, project, lock_key, constrained, deps_pending, idem, error_class, \
-                       error_message, finished_at) \
-                   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                   RETURNING id, state), \
-                 ev AS (INSERT INTO events (task_id, at, kind, data) \
-                   SELECT id, $1, 'lifecycle', CASE WHEN state = 'failed' THEN $18 ELSE $19 END \
-                   FROM ins) \
-                 SELECT ins.id, \
-                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', '')) AS n) AS notified \
-                 FROM ins"
-            ),
-            by_idempotency: format!(
-                "SELECT {c}, idempotency_key FROM tasks WHERE idempotency_key = ANY($1::text[])"
-            ),
-        }
-    }
 }
 
 impl PgStore {
@@ -277,15 +190,20 @@ impl PgStore {
         let mut listener = PgListener::connect_with(&pool).await?;
         listener.listen(&sql.channel).await?;
         let sig = signal.clone();
+        let origin: u64 = rand::random();
         let task = tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    Ok(_) => sig.notify(),
+                    Ok(n) => {
+                        if let Some((scope, count)) = Note::decode(n.payload(), origin) {
+                            sig.notify_n(&scope, count);
+                        }
+                    }
                     Err(e) => {
                         // Notifications sent while disconnected are lost: wake everyone so
                         // they look for themselves, then let recv() reconnect.
                         tracing::warn!(error = %e, "work-signal listener lost its connection");
-                        sig.notify();
+                        sig.notify_n(&Scope::Any, u32::MAX);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -295,6 +213,7 @@ impl PgStore {
             pool,
             config,
             signal,
+            origin,
             _listener: Arc::new(ListenerGuard(task)),
             sql: Arc::new(sql),
         })
@@ -304,19 +223,26 @@ impl PgStore {
     fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
         let pool = self.pool.clone();
         let channel = self.sql.channel.clone();
+        let origin = self.origin;
         self.signal.notify_at(
             &self.config.clock,
             run_after,
-            move || -> crate::futures_like::BoxFuture {
+            move |count| -> crate::futures_like::BoxFuture {
                 let (pool, channel) = (pool.clone(), channel.clone());
                 Box::pin(async move {
-                    let _ = sqlx::query("SELECT pg_notify($1, '')")
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
                         .bind(channel)
+                        .bind(Note::encode(origin, &Scope::Any, count))
                         .execute(&pool)
                         .await;
                 })
             },
         );
+    }
+
+    /// A NOTIFY payload from this store: `count` tasks of `scope`.
+    fn note(&self, scope: &Scope, count: u32) -> String {
+        Note::encode(self.origin, scope, count)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -378,7 +304,7 @@ impl Store for PgStore {
     async fn retry(&self, id: TaskId) -> Result<Task> {
         let mut tx = self.pool.begin().await?;
         let t = tasks::retry(&mut tx, id, self.now()).await?;
-        notify(&mut tx, &self.sql.channel).await?;
+        notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, 1)).await?;
         tx.commit().await?;
         self.signal.notify();
         Ok(t)
@@ -424,7 +350,7 @@ impl Store for PgStore {
         let mut tx = self.pool.begin().await?;
         let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
         if f.wake {
-            notify(&mut tx, &self.sql.channel).await?;
+            notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, 1)).await?;
         }
         tx.commit().await?;
         if f.wake {
@@ -457,12 +383,13 @@ impl Store for PgStore {
                 let mut tx = self.pool.begin().await?;
                 let (n, wake) =
                     tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
+                let count = u32::try_from(n).unwrap_or(u32::MAX);
                 if wake {
-                    notify(&mut tx, &self.sql.channel).await?;
+                    notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, count)).await?;
                 }
                 tx.commit().await?;
                 if wake {
-                    self.signal.notify();
+                    self.signal.notify_n(&Scope::Any, count);
                 }
                 if (n as i64) < common::EXPIRE_BATCH {
                     break;
@@ -497,6 +424,12 @@ impl Store for PgStore {
 
     async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
         let p = registry::put_project(&self.pool, spec, self.now()).await?;
+        // More slots or budget may let queued tasks run, here and on other replicas.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.sql.channel)
+            .bind(self.note(&Scope::Any, 1))
+            .execute(&self.pool)
+            .await?;
         self.signal.notify();
         Ok(p)
     }
@@ -571,12 +504,13 @@ impl Store for PgStore {
         loop {
             let mut tx = self.pool.begin().await?;
             let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, None).await?;
+            let count = u32::try_from(n).unwrap_or(u32::MAX);
             if wake {
-                notify(&mut tx, &self.sql.channel).await?;
+                notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, count)).await?;
             }
             tx.commit().await?;
             if wake {
-                self.signal.notify();
+                self.signal.notify_n(&Scope::Any, count);
             }
             total += n as u64;
             if (n as i64) < common::EXPIRE_BATCH {
@@ -591,6 +525,10 @@ impl Store for PgStore {
 
     fn work_listener(&self) -> WorkListener {
         self.signal.listener()
+    }
+
+    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
+        self.signal.waiter(filter)
     }
 
     async fn ping(&self) -> Result<()> {

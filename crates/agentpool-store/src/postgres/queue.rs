@@ -28,6 +28,54 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let now = self.now();
+        let succeeded = common::event_data(&Lifecycle::Succeeded.into())?;
+        // Most completions free nothing (no dependents, no branch lock or project slot): one
+        // autocommitted statement completes those. A task that gained a dependent meanwhile
+        // is left to the transaction below (the enqueue locked and marked it first, and this
+        // statement re-checks the row after that lock), as are stale leases, which it reports.
+        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
+        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
+        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        let plain: HashSet<Uuid> = sqlx::query_scalar(&self.sql.complete_plain)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&results)
+            .bind(now)
+            .bind(worker.as_str())
+            .bind(&succeeded)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect();
+        let rest: Vec<&(Lease, TaskResult)> = items
+            .iter()
+            .filter(|(l, _)| !plain.contains(&l.task_id.0))
+            .collect();
+        let mut ok = plain;
+        if !rest.is_empty() {
+            ok.extend(self.complete_in_tx(worker, &rest, now, &succeeded).await?);
+        }
+        Ok(items
+            .iter()
+            .map(|(l, _)| {
+                if ok.contains(&l.task_id.0) {
+                    Ok(())
+                } else {
+                    Err(StoreError::StaleLease(l.task_id))
+                }
+            })
+            .collect())
+    }
+
+    /// Complete `items` in one transaction that also releases their dependents and wakes
+    /// claimers when a lock or slot was freed; the ids completed.
+    async fn complete_in_tx(
+        &self,
+        worker: &WorkerId,
+        items: &[&(Lease, TaskResult)],
+        now: i64,
+        succeeded: &str,
+    ) -> Result<HashSet<Uuid>> {
         let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
         let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
         let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
@@ -54,7 +102,7 @@ impl PgStore {
         .bind(&results)
         .bind(now)
         .bind(worker.as_str())
-        .bind(common::event_data(&Lifecycle::Succeeded.into())?)
+        .bind(succeeded)
         .fetch_all(&mut *tx)
         .await?;
         let mut ok = HashSet::with_capacity(rows.len());
@@ -73,22 +121,13 @@ impl PgStore {
             wake = true;
         }
         if wake {
-            notify(&mut tx, &self.sql.channel).await?;
+            notify(&mut tx, &self.sql.channel, &self.note(&crate::Scope::Any, 1)).await?;
         }
         tx.commit().await?;
         if wake {
             self.signal.notify();
         }
-        Ok(items
-            .iter()
-            .map(|(l, _)| {
-                if ok.contains(&l.task_id.0) {
-                    Ok(())
-                } else {
-                    Err(StoreError::StaleLease(l.task_id))
-                }
-            })
-            .collect())
+        Ok(ok)
     }
 
     fn claimed(&self, rows: &[PgRow]) -> Result<Vec<ClaimedTask>> {
@@ -183,42 +222,56 @@ impl PgStore {
         }
         let now = self.now();
         let max = i64::from(f.max);
-        let constrained_waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND deps_pending = 0 \
-             AND constrained AND run_after <= $1)",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let mut rows = if constrained_waiting {
-            self.claim_constrained(f, max, now).await?
-        } else {
-            Vec::new()
-        };
-        let left = max - i64::try_from(rows.len()).unwrap_or(max);
-        if left > 0 {
-            let hot = sqlx::query(&self.sql.claim_hot)
-                .bind(now)
-                .bind(&f.agents)
-                .bind(json(&f.labels)?)
-                .bind(f.worker_id.as_str())
-                .bind(left)
-                .bind(now + dur_ms(f.lease_ttl))
-                .fetch_all(&self.pool)
-                .await?;
-            rows.extend(hot);
+        let expires = now + dur_ms(f.lease_ttl);
+        let labels = json(&f.labels)?;
+        // One round trip: probe for constrained work, read the worker's status and, when no
+        // constrained task waits, claim from the hot path.
+        let first = sqlx::query(&self.sql.claim_first)
+            .bind(now)
+            .bind(&f.agents)
+            .bind(&labels)
+            .bind(f.worker_id.as_str())
+            .bind(max)
+            .bind(expires)
+            .fetch_all(&self.pool)
+            .await?;
+        let head = first
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("claim returned no probe row".into()))?;
+        let status: Option<String> = head.try_get("worker_status")?;
+        if status.is_none() {
+            return Err(StoreError::NotFound {
+                what: "worker",
+                id: f.worker_id.to_string(),
+            });
         }
-        if rows.is_empty() {
-            let exists: Option<String> = sqlx::query_scalar("SELECT status FROM workers WHERE id = $1")
-                .bind(f.worker_id.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-            if exists.is_none() {
-                return Err(StoreError::NotFound {
-                    what: "worker",
-                    id: f.worker_id.to_string(),
-                });
+        let rows = if head.try_get::<bool, _>("constrained_waiting")? {
+            // Constrained tasks first (serialized), then fill up from the hot path.
+            let mut rows = self.claim_constrained(f, max, now).await?;
+            let left = max - i64::try_from(rows.len()).unwrap_or(max);
+            if left > 0 {
+                let hot = sqlx::query(&self.sql.claim_hot)
+                    .bind(now)
+                    .bind(&f.agents)
+                    .bind(&labels)
+                    .bind(f.worker_id.as_str())
+                    .bind(left)
+                    .bind(expires)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.extend(hot);
             }
+            rows
+        } else {
+            let mut rows = Vec::with_capacity(first.len());
+            for r in first {
+                if r.try_get::<Option<Uuid>, _>("id")?.is_some() {
+                    rows.push(r);
+                }
+            }
+            rows
+        };
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
         let mut claimed = self.claimed(&rows)?;

@@ -24,8 +24,8 @@ use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::common::{self, Ending, LifecycleLog, StoreRow, corrupt, dur_ms, json, ts};
 use crate::{
-    ClaimFilter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail, TaskFilter,
-    TokenRecord, WorkListener, WorkSignal,
+    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail,
+    TaskFilter, TokenRecord, WorkListener, WorkSignal,
 };
 
 mod github;
@@ -175,7 +175,7 @@ impl SqliteStore {
     /// Wake claimers now, and again when these run_after times come due.
     fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
         self.signal
-            .notify_at(&self.config.clock, run_after, crate::futures_like::ready);
+            .notify_at(&self.config.clock, run_after, |_| crate::futures_like::ready());
     }
 }
 
@@ -297,7 +297,8 @@ impl Store for SqliteStore {
                     tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
                 tx.commit().await?;
                 if wake {
-                    self.signal.notify();
+                    self.signal
+                        .notify_n(&crate::Scope::Any, u32::try_from(n).unwrap_or(u32::MAX));
                 }
                 if (n as i64) < common::EXPIRE_BATCH {
                     break;
@@ -410,7 +411,8 @@ impl Store for SqliteStore {
             let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, None).await?;
             tx.commit().await?;
             if wake {
-                self.signal.notify();
+                self.signal
+                    .notify_n(&crate::Scope::Any, u32::try_from(n).unwrap_or(u32::MAX));
             }
             total += n as u64;
             if (n as i64) < common::EXPIRE_BATCH {
@@ -425,6 +427,10 @@ impl Store for SqliteStore {
 
     fn work_listener(&self) -> WorkListener {
         self.signal.listener()
+    }
+
+    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
+        self.signal.waiter(filter)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -129,7 +129,13 @@ impl SqliteStore {
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         if out.iter().any(|e| e.created) {
-            self.signal.notify();
+            let (scope, count) = crate::enqueued_scope(
+                out.iter()
+                    .filter(|e| e.created && e.task.state == agentpool_core::TaskState::Queued)
+                    .map(|e| (&e.task.spec, common::ms(e.task.run_after))),
+                now,
+            );
+            self.signal.notify_n(&scope, count);
             self.wake_at(
                 out.iter()
                     .filter(|e| e.created)

@@ -6,6 +6,7 @@ mod harness;
 mod budget;
 mod cancel;
 mod deps;
+mod dispatch;
 mod events;
 mod infra;
 mod lease;

@@ -1,0 +1,143 @@
+//! Queue engine, side by side: agentpool's store claim+complete (N claimers, batched claims
+//! and completions, no-op tasks) and graphile-worker in its documented fast configuration, on
+//! the same PostgreSQL, alternating, each on a fresh database; median of the rounds and the
+//! ratio. Then agentpool alone with 1, 4, 16 claimers (throughput vs claimers).
+//!
+//! Options: `--tasks 20000 --rounds 3 --claimers 16 --batch 100 --gw-procs 2
+//! --gw-concurrency 8 --sweep 1,4,16`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentpool_core::{TaskResult, TaskSpec, WorkerId};
+use agentpool_store::{ClaimFilter, Store};
+use agentpool_testkit::db::{Backend, TestDb};
+use serde_json::json;
+
+use crate::{Args, graphile, median, results};
+
+async fn fresh_db() -> TestDb {
+    TestDb::new(Backend::Postgres)
+        .await
+        .expect("PostgreSQL: source scripts/services.sh (AGENTPOOL_TEST_PG_URL)")
+}
+
+async fn claimer(store: &Arc<dyn Store>, name: &str, batch: u32) -> ClaimFilter {
+    let id = WorkerId::parse(name).expect("worker id");
+    store
+        .register_worker(agentpool_testkit::bench::command_worker(Some(id.clone())))
+        .await
+        .expect("register");
+    ClaimFilter {
+        worker_id: id,
+        agents: vec!["command".into()],
+        labels: Default::default(),
+        max: batch,
+        lease_ttl: Duration::from_secs(300),
+    }
+}
+
+/// Claim and complete until the queue is empty; tasks done.
+async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
+    let mut done = 0;
+    loop {
+        let c = store.claim(&f).await.expect("claim");
+        if c.is_empty() {
+            return done;
+        }
+        let items = c.iter().map(|c| (c.lease, TaskResult::default())).collect();
+        let r = store.complete_batch(&f.worker_id, items).await.expect("complete");
+        done += r.iter().filter(|r| r.is_ok()).count();
+    }
+}
+
+/// agentpool claim+complete on a fresh database: tasks/s.
+pub async fn agentpool(tasks: usize, claimers: usize, batch: u32) -> f64 {
+    let db = fresh_db().await;
+    let store = agentpool_store::open_store(db.url()).await.expect("open store");
+    let mut left = tasks;
+    while left > 0 {
+        let k = left.min(1000);
+        let specs = (0..k)
+            .map(|i| TaskSpec::command("https://git.example.com/bench.git", &format!("noop {i}")))
+            .collect();
+        store.enqueue_batch(specs).await.expect("enqueue");
+        left -= k;
+    }
+    let mut filters = Vec::new();
+    for i in 0..claimers {
+        filters.push(claimer(&store, &format!("q{i}"), batch).await);
+    }
+    let t0 = Instant::now();
+    let hs: Vec<_> = filters
+        .into_iter()
+        .map(|f| tokio::spawn(drain(store.clone(), f)))
+        .collect();
+    let mut done = 0;
+    for h in hs {
+        done += h.await.expect("join");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(done, tasks, "every task completed once");
+    done as f64 / secs
+}
+
+/// graphile-worker on a fresh database: jobs/s.
+async fn graphile_run(tasks: usize, procs: usize, conc: usize) -> f64 {
+    let db = fresh_db().await;
+    graphile::prefill(db.url(), tasks).await;
+    graphile::drain(db.url(), tasks, procs, conc).await
+}
+
+pub async fn run(args: &Args) {
+    let tasks = args.get("tasks", 20_000usize, 500);
+    let rounds = args.get("rounds", 3usize, 1);
+    let claimers = args.get("claimers", 16usize, 4);
+    let batch = args.get("batch", 100u32, 50);
+    let procs = args.get("gw-procs", 2usize, 1);
+    let conc = args.get("gw-concurrency", 8usize, 4);
+    let sweep = args.list("sweep", &[1, 4, 16], &[1, 4]);
+    graphile::install().await;
+    eprintln!(
+        "[scale] queue: {tasks} no-op tasks, agentpool {claimers} claimers × batches of {batch} \
+         vs graphile-worker {procs} processes × {conc}, {rounds} rounds alternating"
+    );
+    let (mut ap, mut gw) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let a = agentpool(tasks, claimers, batch).await;
+        let g = graphile_run(tasks, procs, conc).await;
+        eprintln!(
+            "[scale]   round {}: agentpool {a:.0}/s, graphile-worker {g:.0}/s",
+            r + 1
+        );
+        ap.push(a);
+        gw.push(g);
+    }
+    let (ap_m, gw_m) = (median(&mut ap.clone()), median(&mut gw.clone()));
+    let ratio = ap_m / gw_m.max(1e-9);
+    println!(
+        "queue: agentpool {ap_m:.0}/s (rounds {}), graphile-worker {gw_m:.0}/s (rounds {}): ratio {ratio:.2}×",
+        list(&ap),
+        list(&gw)
+    );
+    let mut by_claimers = Vec::new();
+    for &c in &sweep {
+        let v = agentpool(tasks, c, batch).await;
+        println!("queue: agentpool, {c} claimers × batches of {batch}: {v:.0}/s");
+        by_claimers.push(json!({"claimers": c, "per_sec": v}));
+    }
+    results::save(
+        "queue",
+        json!({
+            "tasks": tasks, "batch": batch, "claimers": claimers,
+            "graphile": {"procs": procs, "concurrency": conc},
+            "agentpool_rounds": ap, "graphile_rounds": gw,
+            "agentpool_median": ap_m, "graphile_median": gw_m, "ratio": ratio,
+            "by_claimers": by_claimers,
+        }),
+    );
+}
+
+fn list(v: &[f64]) -> String {
+    v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")
+}

@@ -1,0 +1,181 @@
+//! The SQL text the PostgreSQL store prepares once per store: the NOTIFY channel and the
+//! advisory-lock key (both per schema), and the claim, completion and enqueue statements
+//! with their column lists assembled.
+
+/// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
+/// not `public`, so queues in different schemas of one database do not wake each other).
+const CHANNEL_PREFIX: &str = "agentpool_work";
+/// Advisory lock key serializing claims of constrained tasks (branch locks, project slots).
+const CONSTRAINED_CLAIM_LOCK: i64 = 0x0061_7063_6c61_696d; // "apclaim"
+
+pub(super) fn cols(p: &str) -> String {
+    [
+        "id",
+        "spec",
+        "state",
+        "attempts",
+        "max_attempts",
+        "priority",
+        "created_at",
+        "updated_at",
+        "run_after",
+        "started_at",
+        "finished_at",
+        "worker_id",
+        "lease_token",
+        "lease_expires_at",
+        "cancel_requested",
+        "error_class",
+        "error_message",
+        "result",
+    ]
+    .iter()
+    .map(|c| format!("{p}{c}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// The CTE of a claim statement (after `upd`, the claimed rows) that appends their `claimed`
+/// lifecycle events; `$1` is now.
+const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data) \
+    SELECT id, $1, 'lifecycle', \
+      json_build_object('state', 'claimed', 'attempt', attempts, 'worker', worker_id)::text \
+    FROM upd)";
+
+#[derive(Debug)]
+pub(super) struct Sql {
+    pub(super) channel: String,
+    /// Advisory lock key for constrained claims, distinct per schema.
+    pub(super) claim_lock: i64,
+    pub(super) claim_hot: String,
+    /// The hot claim guarded by the constrained-work probe and reading the worker's status:
+    /// the whole claim in one round trip when no constrained task waits.
+    pub(super) claim_first: String,
+    pub(super) claim_update: String,
+    /// Completion of leases whose tasks need nothing more (no dependents, no lock or slot to
+    /// free): one autocommitted statement.
+    pub(super) complete_plain: String,
+    pub(super) enqueue: String,
+    pub(super) by_idempotency: String,
+}
+
+impl Sql {
+    pub(super) fn new(schema: &str) -> Self {
+        let channel: String = if schema == "public" || schema.is_empty() {
+            CHANNEL_PREFIX.to_string()
+        } else {
+            format!("{CHANNEL_PREFIX}_{schema}").chars().take(63).collect()
+        };
+        // FNV-1a: stable across processes and versions, unlike std's hasher.
+        let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let claim_lock = CONSTRAINED_CLAIM_LOCK ^ (hash as i64);
+        let lit = channel.replace('\'', "''");
+        let c = cols("");
+        let tc = cols("t.");
+        Self {
+            channel,
+            claim_lock,
+            // The claimed events are written by the claim statement itself: no extra round trip.
+            claim_hot: format!(
+                "WITH picked AS ( \
+                   SELECT id FROM tasks \
+                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
+                     AND run_after <= $1 \
+                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
+                     AND (labels IS NULL OR labels <@ $3::jsonb) \
+                     AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
+                   ORDER BY priority DESC, run_after, id \
+                   LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED), \
+                 upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   FROM picked WHERE t.id = picked.id \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT {c} FROM upd"
+            ),
+            claim_first: format!(
+                "WITH probe AS ( \
+                   SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND deps_pending = 0 \
+                       AND constrained AND run_after <= $1) AS constrained_waiting, \
+                     (SELECT status FROM workers WHERE id = $4) AS worker_status), \
+                 picked AS ( \
+                   SELECT id FROM tasks \
+                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
+                     AND run_after <= $1 \
+                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
+                     AND (labels IS NULL OR labels <@ $3::jsonb) \
+                     AND NOT (SELECT constrained_waiting FROM probe) \
+                     AND (SELECT worker_status FROM probe) NOT IN ('draining', 'unhealthy') \
+                   ORDER BY priority DESC, run_after, id \
+                   LIMIT $5 \
+                   FOR UPDATE SKIP LOCKED), \
+                 upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   FROM picked WHERE t.id = picked.id \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT p.constrained_waiting, p.worker_status, {uc} \
+                 FROM probe p LEFT JOIN upd u ON true",
+                uc = cols("u.")
+            ),
+            complete_plain: "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+                        AS i(id, token, result)), \
+                 done AS ( \
+                   UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
+                     lease_expires_at = NULL, result = i.result, error_class = NULL, \
+                     error_message = NULL \
+                   FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
+                     AND t.state = 'running' AND NOT t.has_dependents AND NOT t.constrained \
+                   RETURNING t.id), \
+                 ev AS (INSERT INTO events (task_id, at, kind, data) \
+                   SELECT id, $4, 'lifecycle', $6 FROM done) \
+                 SELECT id FROM done"
+                .to_string(),
+            claim_update: format!(
+                "WITH upd AS ( \
+                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+                     lease_token = t.lease_token + 1, worker_id = $2, lease_expires_at = $3, \
+                     started_at = $1, updated_at = $1, cancel_requested = false \
+                   WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued' \
+                   RETURNING {tc}), \
+                 {CLAIMED_EVENTS} \
+                 SELECT {c} FROM upd"
+            ),
+            enqueue: format!(
+                "WITH ins AS ( \
+                   INSERT INTO tasks (id, spec, state, priority, run_after, created_at, \
+                     updated_at, max_attempts, required_agent, labels, project, lock_key, \
+                     constrained, deps_pending, idempotency_key, error_class, error_message, \
+                     finished_at) \
+                   SELECT i.id, i.spec, i.state, i.priority, i.run_after, $1, $1, \
+                     i.max_attempts, i.required_agent, i.labels::jsonb, i.project, i.lock_key, \
+                     i.constrained, i.deps_pending, i.idem, i.error_class, i.error_message, \
+                     i.finished_at \
+                   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], \
+                     $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[], \
+                     $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[]) \
+                     AS i(id, spec, state, priority, run_after, max_attempts, required_agent, \
+                       labels, project, lock_key, constrained, deps_pending, idem, error_class, \
+                       error_message, finished_at) \
+                   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+                   RETURNING id, state), \
+                 ev AS (INSERT INTO events (task_id, at, kind, data) \
+                   SELECT id, $1, 'lifecycle', CASE WHEN state = 'failed' THEN $18 ELSE $19 END \
+                   FROM ins) \
+                 SELECT ins.id, \
+                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', $20)) AS n) AS notified \
+                 FROM ins"
+            ),
+            by_idempotency: format!(
+                "SELECT {c}, idempotency_key FROM tasks WHERE idempotency_key = ANY($1::text[])"
+            ),
+        }
+    }
+}
