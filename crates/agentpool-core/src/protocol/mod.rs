@@ -5,11 +5,13 @@
 mod error;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+mod pools;
 mod projects;
 mod tasks;
 mod worker;
 
 pub use error::{ErrorBody, ErrorDetail, Health};
+pub use pools::{QueueStats, QueueStatsQuery, WorkerCounts, parse_label_list};
 pub use projects::{BuildRequest, CredentialList, CredentialValue, ProjectList};
 pub use tasks::{
     BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, TaskDetail, TaskListQuery, TaskPage,

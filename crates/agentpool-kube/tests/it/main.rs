@@ -5,6 +5,7 @@
 mod classify;
 mod cluster;
 mod launcher;
+mod pool;
 mod queue;
 mod schema;
 
