@@ -12,6 +12,7 @@ pub mod budget;
 pub mod checks;
 pub mod events;
 pub mod git;
+pub mod mirror_cache;
 pub mod pipeline;
 pub mod worker;
 pub mod workspace;

@@ -46,6 +46,13 @@ pub struct WorkerConfig {
     /// Told the worker's id once it is registered, so that an embedding process (`agentpool
     /// up`) can announce itself ready only when its workers can take tasks.
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
+    /// After a drain the server asked for, stay registered (as draining, heartbeating) until
+    /// `shutdown` instead of exiting: a supervisor that restarts exited processes (a
+    /// StatefulSet pod) would otherwise bring the worker back idle, claiming again, before the
+    /// scale-down that asked for the drain removes it.
+    pub stay_drained: bool,
+    /// Bounds on the mirror cache, pruned at start and every hour (no pruning when default).
+    pub mirror_limits: crate::mirror_cache::CacheLimits,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -62,6 +69,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("report_retry_for", &self.report_retry_for)
             .field("pipeline", &self.pipeline)
             .field("unhealthy_after", &self.unhealthy_after)
+            .field("stay_drained", &self.stay_drained)
             .finish()
     }
 }
@@ -83,6 +91,8 @@ impl WorkerConfig {
             pipeline: PipelineConfig::new(dir),
             unhealthy_after: 3,
             on_registered: None,
+            stay_drained: false,
+            mirror_limits: crate::mirror_cache::CacheLimits::default(),
         }
     }
 }
@@ -275,6 +285,12 @@ pub async fn run_worker(
         stop_heartbeat.clone(),
     ));
 
+    if let Some(dir) = config.pipeline.workspace.mirror_dir.clone()
+        && config.mirror_limits != crate::mirror_cache::CacheLimits::default()
+    {
+        tokio::spawn(prune_loop(dir, config.mirror_limits, stop_heartbeat.clone()));
+    }
+
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new();
@@ -365,6 +381,10 @@ pub async fn run_worker(
         drain_wait(&mut tasks).await;
     }
     let _ = slots.acquire_many(all as u32).await;
+    if server_asked && config.stay_drained {
+        tracing::info!("drained; staying registered until stopped");
+        shutdown.cancelled().await;
+    }
     stop_heartbeat.cancel();
     let _ = heartbeat.await;
     for _ in 0..3 {
@@ -380,6 +400,34 @@ pub async fn run_worker(
     let summary = shared.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
     tracing::info!(?summary, "worker stopped");
     Ok(summary)
+}
+
+/// How often the mirror cache is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prune the mirror cache now and every [`PRUNE_EVERY`] until `stop`, logging its size and
+/// hit rate each time.
+async fn prune_loop(dir: std::path::PathBuf, limits: crate::mirror_cache::CacheLimits, stop: CancellationToken) {
+    loop {
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || crate::mirror_cache::prune(&d, limits)).await {
+            Ok(Ok(r)) => tracing::info!(
+                mirrors = r.mirrors,
+                bytes = r.bytes,
+                removed = r.removed,
+                hits = r.hits,
+                misses = r.misses,
+                hit_rate = r.hit_rate(),
+                "mirror cache pruned"
+            ),
+            Ok(Err(e)) => tracing::warn!("mirror cache prune failed: {e}"),
+            Err(e) => tracing::warn!("mirror cache prune failed: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {

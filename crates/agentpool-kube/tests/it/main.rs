@@ -6,6 +6,7 @@ mod classify;
 mod cluster;
 mod launcher;
 mod pool;
+mod pool_schema;
 mod queue;
 mod schema;
 

@@ -1,0 +1,132 @@
+//! Bounds on the warm mirror cache: each use of a mirror is recorded (a marker file's mtime,
+//! and process-wide hit/miss counters), and `prune` removes mirrors unused for longer than a
+//! maximum age, then the least recently used ones while the cache is over its size limit.
+//! A mirror a task is using (its `<mirror>.lock` held) is never removed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Touched on every use of a mirror; its mtime is the mirror's last use. Inside the bare
+/// repository, where git ignores it.
+const MARKER: &str = "agentpool-last-used";
+
+static HITS: AtomicU64 = AtomicU64::new(0);
+static MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// What the cache may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Mirrors unused for longer are removed.
+    pub max_age: Option<Duration>,
+    /// Past this many bytes the least recently used mirrors are removed.
+    pub max_bytes: Option<u64>,
+}
+
+/// The cache after a prune, with this process's hit rate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheReport {
+    pub mirrors: usize,
+    pub bytes: u64,
+    pub removed: usize,
+    /// Tasks that found their repository's mirror (fetch only) / had to create it (clone).
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl CacheReport {
+    /// Hits over uses, 0 when unused.
+    pub fn hit_rate(&self) -> f64 {
+        let uses = self.hits + self.misses;
+        if uses == 0 {
+            0.0
+        } else {
+            self.hits as f64 / uses as f64
+        }
+    }
+}
+
+/// Record a use of `mirror`: `hit` when it existed already.
+pub fn record_use(mirror: &Path, hit: bool) {
+    if hit {
+        HITS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        MISSES.fetch_add(1, Ordering::Relaxed);
+    }
+    // Best effort: a missing marker only makes the mirror look older than it is.
+    let _ = std::fs::write(mirror.join(MARKER), b"");
+}
+
+fn size_of(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|d| d.flatten().map(|e| size_of(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+fn last_used(mirror: &Path) -> SystemTime {
+    std::fs::metadata(mirror.join(MARKER))
+        .or_else(|_| std::fs::metadata(mirror))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// Take `<mirror>.lock` without waiting; `None` while a task holds it.
+fn try_lock(mirror: &Path) -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(mirror.with_extension("lock"))
+        .ok()?;
+    // SAFETY: flock on a descriptor we own for the lifetime of the call.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (rc == 0).then_some(f)
+}
+
+/// Prune the mirrors in `dir` to `limits` (blocking: run it off the async threads).
+pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
+    let mut mirrors: Vec<(PathBuf, SystemTime, u64)> = Vec::new();
+    if dir.exists() {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "git") && p.is_dir() {
+                mirrors.push((p.clone(), last_used(&p), size_of(&p)));
+            }
+        }
+    }
+    // Oldest first.
+    mirrors.sort_by_key(|m| m.1);
+    let now = SystemTime::now();
+    let mut total: u64 = mirrors.iter().map(|m| m.2).sum();
+    let mut removed = 0;
+    let mut kept = Vec::new();
+    for (path, used, size) in mirrors {
+        let too_old = limits
+            .max_age
+            .is_some_and(|age| now.duration_since(used).unwrap_or_default() > age);
+        let too_big = limits.max_bytes.is_some_and(|max| total > max);
+        if (too_old || too_big)
+            && let Some(_lock) = try_lock(&path)
+        {
+            std::fs::remove_dir_all(&path)?;
+            total = total.saturating_sub(size);
+            removed += 1;
+            continue;
+        }
+        kept.push(path);
+    }
+    Ok(CacheReport {
+        mirrors: kept.len(),
+        bytes: total,
+        removed,
+        hits: HITS.load(Ordering::Relaxed),
+        misses: MISSES.load(Ordering::Relaxed),
+    })
+}
