@@ -8,5 +8,6 @@ mod flows;
 mod lifecycle;
 mod openapi;
 mod profiles;
+mod queue_stats;
 mod replicas;
 mod router;
