@@ -130,3 +130,57 @@ pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
         misses: MISSES.load(Ordering::Relaxed),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mirror of `kib` KiB last used `days` ago (mtime set with touch(1)).
+    fn mirror(dir: &Path, name: &str, kib: usize, days: u32) -> PathBuf {
+        let m = dir.join(format!("{name}.git"));
+        std::fs::create_dir_all(m.join("objects")).unwrap();
+        std::fs::write(m.join("objects/pack"), vec![0u8; kib * 1024]).unwrap();
+        std::fs::write(m.join("HEAD"), "ref: refs/heads/main\n").unwrap();
+        record_use(&m, true);
+        let ok = std::process::Command::new("touch")
+            .arg("-d")
+            .arg(format!("{days} days ago"))
+            .arg(m.join(MARKER))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        m
+    }
+
+    #[test]
+    fn prune_removes_old_mirrors_then_the_least_recently_used_and_spares_busy_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = mirror(dir.path(), "old", 10, 30);
+        let busy_old = mirror(dir.path(), "busy-old", 10, 30);
+        let lru = mirror(dir.path(), "lru", 100, 3);
+        let fresh = mirror(dir.path(), "fresh", 100, 0);
+        let held = try_lock(&busy_old).expect("lock");
+
+        let r = prune(
+            dir.path(),
+            CacheLimits {
+                max_age: Some(Duration::from_secs(14 * 86_400)),
+                max_bytes: Some(150 * 1024),
+            },
+        )
+        .unwrap();
+        assert!(!old.exists(), "unused for 30 days");
+        assert!(busy_old.exists(), "a task holds its lock");
+        assert!(!lru.exists(), "over the size limit: the least recently used goes");
+        assert!(fresh.exists());
+        assert_eq!((r.removed, r.mirrors), (2, 2), "{r:?}");
+        assert!(r.bytes <= 150 * 1024 + 20 * 1024, "{r:?}");
+        assert!(r.hits >= 4 && r.hit_rate() > 0.0, "{r:?}");
+        drop(held);
+
+        // No limits: nothing goes.
+        let r = prune(dir.path(), CacheLimits::default()).unwrap();
+        assert_eq!((r.removed, r.mirrors), (0, 2));
+    }
+}
