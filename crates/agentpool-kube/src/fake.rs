@@ -200,7 +200,11 @@ impl FakeApi {
             return;
         };
         s.notify(resource, "DELETED", &gone);
-        let mut uids: Vec<String> = gone["metadata"]["uid"].as_str().map(str::to_string).into_iter().collect();
+        let mut uids: Vec<String> = gone["metadata"]["uid"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
         while let Some(uid) = uids.pop() {
             let owned: Vec<(String, String)> = s
                 .objects

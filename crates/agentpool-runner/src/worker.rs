@@ -407,7 +407,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Prune the mirror cache now and every [`PRUNE_EVERY`] until `stop`, logging its size and
 /// hit rate each time.
-async fn prune_loop(dir: std::path::PathBuf, limits: crate::mirror_cache::CacheLimits, stop: CancellationToken) {
+async fn prune_loop(
+    dir: std::path::PathBuf,
+    limits: crate::mirror_cache::CacheLimits,
+    stop: CancellationToken,
+) {
     loop {
         let d = dir.clone();
         match tokio::task::spawn_blocking(move || crate::mirror_cache::prune(&d, limits)).await {

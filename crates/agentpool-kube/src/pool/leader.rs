@@ -18,7 +18,12 @@ pub struct LeaderElector {
 }
 
 impl LeaderElector {
-    pub fn new(api: Api<Lease>, name: impl Into<String>, identity: impl Into<String>, duration: Duration) -> Self {
+    pub fn new(
+        api: Api<Lease>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+        duration: Duration,
+    ) -> Self {
         Self {
             api,
             name: name.into(),
@@ -72,11 +77,7 @@ impl LeaderElector {
         }
         spec.renew_time = Some(MicroTime(now));
         spec.lease_duration_seconds = Some(secs);
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
             Ok(_) => Ok(true),
             // Someone else wrote it since we read it: they lead (or renewed).
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
@@ -92,10 +93,7 @@ impl LeaderElector {
         {
             spec.holder_identity = None;
             spec.renew_time = None;
-            let _ = self
-                .api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await;
+            let _ = self.api.replace(&self.name, &PostParams::default(), &lease).await;
         }
     }
 }

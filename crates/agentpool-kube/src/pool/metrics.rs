@@ -38,7 +38,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reconciles = must(IntCounterVec::new(
-            Opts::new("agentpool_operator_reconciles_total", "Reconcile passes by result"),
+            Opts::new(
+                "agentpool_operator_reconciles_total",
+                "Reconcile passes by result",
+            ),
             &["result"],
         ));
         let duration = must(HistogramVec::new(

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
@@ -251,7 +253,10 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: s.cache.storage_class_name.clone(),
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([("storage".into(), Quantity(s.cache.size.clone()))])),
+                requests: Some(BTreeMap::from([(
+                    "storage".into(),
+                    Quantity(s.cache.size.clone()),
+                )])),
                 limits: None,
             }),
             ..PersistentVolumeClaimSpec::default()

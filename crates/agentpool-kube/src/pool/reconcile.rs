@@ -79,7 +79,13 @@ fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: impl Into<String>, generation: Option<i64>) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: if ok { "True" } else { "False" }.into(),
@@ -130,8 +136,7 @@ async fn queue_api(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Arc<dyn
 pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let result = reconcile_inner(&pool, &ctx).await;
-    ctx.metrics
-        .observe_reconcile(started.elapsed(), result.is_ok());
+    ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
     result
 }
 
@@ -186,14 +191,10 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
 
     let desired = scale::desired_replicas(&pool.spec, stats.as_ref().map(|(s, _)| s));
     // Without statistics an autoscaled pool keeps its size (or starts at its minimum).
-    let desired = desired.unwrap_or_else(|| {
-        current.unwrap_or_else(|| pool.spec.autoscale.as_ref().map_or(0, |a| a.min))
-    });
+    let desired = desired
+        .unwrap_or_else(|| current.unwrap_or_else(|| pool.spec.autoscale.as_ref().map_or(0, |a| a.min)));
     let current_n = current.unwrap_or(0);
-    let workers = stats
-        .as_ref()
-        .map(|(s, _)| s.workers.clone())
-        .unwrap_or_default();
+    let workers = stats.as_ref().map(|(s, _)| s.workers.clone()).unwrap_or_default();
     let shrink = if desired < current_n {
         let delay = pool
             .spec
@@ -214,7 +215,9 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
 
     if let Some((_, api)) = &stats {
         for id in &step.drain {
-            let Ok(wid) = WorkerId::parse(id.clone()) else { continue };
+            let Ok(wid) = WorkerId::parse(id.clone()) else {
+                continue;
+            };
             match api.drain(&wid).await {
                 Ok(()) => {
                     ctx.metrics.drains.inc();
@@ -237,17 +240,15 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for pod in &step.restart {
         match pods.delete(pod, &DeleteParams::default()).await {
-            Ok(_) => tracing::info!(pool = %name, pod = %pod, "restarting a drained pod the pool needs again"),
+            Ok(_) => {
+                tracing::info!(pool = %name, pod = %pod, "restarting a drained pod the pool needs again")
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
 
-    let ready = set
-        .status
-        .as_ref()
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     let replicas = set.status.as_ref().map_or(0, |s| s.replicas);
     let scaling = step.replicas != desired || replicas != step.replicas;
     let mut conditions = Vec::new();
@@ -300,15 +301,17 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
     }))
 }
 
-async fn patch_status(pools: &Api<WorkerPool>, name: &str, status: &WorkerPoolStatus) -> Result<(), kube::Error> {
+async fn patch_status(
+    pools: &Api<WorkerPool>,
+    name: &str,
+    status: &WorkerPoolStatus,
+) -> Result<(), kube::Error> {
     let body = serde_json::json!({
         "apiVersion": "agentpool.dev/v1alpha1",
         "kind": "WorkerPool",
         "status": status,
     });
-    pools
-        .patch_status(name, &params(), &Patch::Apply(body))
-        .await?;
+    pools.patch_status(name, &params(), &Patch::Apply(body)).await?;
     Ok(())
 }
 

@@ -215,14 +215,23 @@ async fn a_new_pool_becomes_an_owned_statefulset_and_headless_service_by_server_
     let pod = spec.template.spec.unwrap();
     let c = &pod.containers[0];
     let args = c.args.clone().unwrap().join(" ");
-    assert!(args.starts_with("worker --concurrency 2 --labels agentpool.dev/pool=agents,team=web"), "{args}");
+    assert!(
+        args.starts_with("worker --concurrency 2 --labels agentpool.dev/pool=agents,team=web"),
+        "{args}"
+    );
     assert!(args.contains("--mirror-dir /cache/mirrors"), "{args}");
     assert!(args.contains("--stay-drained"), "{args}");
     assert!(args.contains("--agents claude-code"), "{args}");
     let env = c.env.clone().unwrap();
     let id = env.iter().find(|e| e.name == "AGENTPOOL_WORKER_ID").unwrap();
     assert_eq!(
-        id.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+        id.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
         "metadata.name",
         "the worker id is the pod name: stable across restarts"
     );
@@ -273,7 +282,11 @@ async fn the_pool_scales_up_with_its_queue_within_its_bounds() {
     assert_eq!(s.replicas(), 4);
     assert_eq!(s.pool().status.unwrap().desired_replicas, 4);
     assert_eq!(s.condition("Scaling").0, "True");
-    assert_eq!(action, Action::requeue(Duration::from_secs(3)), "looks again soon while scaling");
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(3)),
+        "looks again soon while scaling"
+    );
     s.queue.set(100, vec![worker("agents-0", WorkerStatus::Busy, 2)]);
     s.pass().await;
     assert_eq!(s.replicas(), 4, "never beyond max");
@@ -352,7 +365,10 @@ async fn demand_returning_during_a_scale_down_restarts_drained_idle_pods() {
     s.queue.stats.lock().unwrap().queued_due = 8;
     s.pass().await;
     assert_eq!(s.replicas(), 4);
-    assert!(s.fake.get::<Value>("pods", "agents-1").is_none(), "the drained pod was deleted");
+    assert!(
+        s.fake.get::<Value>("pods", "agents-1").is_none(),
+        "the drained pod was deleted"
+    );
 }
 
 #[tokio::test]
@@ -363,7 +379,10 @@ async fn deleting_the_pool_takes_what_it_owns_with_it() {
     s.fake.remove("workerpools", "agents");
     assert!(s.fake.get::<StatefulSet>("statefulsets", "agents").is_none());
     assert!(s.fake.get::<Service>("services", "agents").is_none());
-    assert!(s.fake.get::<Secret>("secrets", "pool-token").is_some(), "not owned");
+    assert!(
+        s.fake.get::<Secret>("secrets", "pool-token").is_some(),
+        "not owned"
+    );
 }
 
 #[tokio::test]
@@ -372,17 +391,30 @@ async fn status_conditions_report_an_invalid_spec_and_an_unreachable_server() {
     s.pass().await;
     assert_eq!(s.condition("Degraded"), ("True".into(), "InvalidSpec".into()));
     assert_eq!(s.condition("Ready").0, "False");
-    assert!(s.fake.get::<StatefulSet>("statefulsets", "agents").is_none(), "nothing acted on");
+    assert!(
+        s.fake.get::<StatefulSet>("statefulsets", "agents").is_none(),
+        "nothing acted on"
+    );
 
     let s = setup(autoscale(2, 5));
     *s.queue.down.lock().unwrap() = true;
     s.pass().await;
-    assert_eq!(s.condition("Degraded"), ("True".into(), "ServerUnavailable".into()));
-    assert_eq!(s.replicas(), 2, "without statistics the pool starts at its minimum");
+    assert_eq!(
+        s.condition("Degraded"),
+        ("True".into(), "ServerUnavailable".into())
+    );
+    assert_eq!(
+        s.replicas(),
+        2,
+        "without statistics the pool starts at its minimum"
+    );
     // Ready follows the StatefulSet's ready pods once the server answers.
     *s.queue.down.lock().unwrap() = false;
-    s.fake
-        .set_status("statefulsets", "agents", json!({"replicas": 2, "readyReplicas": 2}));
+    s.fake.set_status(
+        "statefulsets",
+        "agents",
+        json!({"replicas": 2, "readyReplicas": 2}),
+    );
     s.pass().await;
     assert_eq!(s.condition("Degraded").0, "False");
     assert_eq!(s.condition("Ready"), ("True".into(), "PodsReady".into()));
@@ -409,7 +441,10 @@ async fn one_replica_leads_and_another_takes_over_only_after_the_lease_expires()
     assert_eq!(spec.lease_transitions, Some(1));
     // A replace based on a stale read is refused (optimistic concurrency).
     let puts: Vec<_> = fake.writes().into_iter().filter(|r| r.method == "PUT").collect();
-    assert!(puts.iter().all(|r| r.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string()));
+    assert!(
+        puts.iter()
+            .all(|r| r.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string())
+    );
 }
 
 #[tokio::test]
@@ -443,7 +478,10 @@ async fn the_operator_leads_and_its_controller_reconciles_a_new_pool() {
     }
     let text = metrics.render();
     assert!(text.contains("agentpool_operator_leader 1"), "{text}");
-    assert!(text.contains("agentpool_operator_reconciles_total{result=\"ok\"}"), "{text}");
+    assert!(
+        text.contains("agentpool_operator_reconciles_total{result=\"ok\"}"),
+        "{text}"
+    );
     stop.cancel();
     op.await.unwrap();
     let l: Lease = fake.get("leases", "agentpool-operator").unwrap();

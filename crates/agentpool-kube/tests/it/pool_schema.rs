@@ -54,7 +54,11 @@ fn the_crd_and_a_pools_objects_validate_against_the_kubernetes_schemas() {
         dir.path().join("service.json"),
     ];
     std::fs::write(&files[0], crd_yaml()).unwrap();
-    std::fs::write(&files[1], serde_json::to_vec(&build_statefulset(&pool, 3)).unwrap()).unwrap();
+    std::fs::write(
+        &files[1],
+        serde_json::to_vec(&build_statefulset(&pool, 3)).unwrap(),
+    )
+    .unwrap();
     std::fs::write(&files[2], serde_json::to_vec(&build_service(&pool)).unwrap()).unwrap();
     validate(&files);
 }

@@ -11,7 +11,10 @@ use reqwest::StatusCode;
 use crate::support::{command_task, registration, spawn_app};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 async fn stats_count_what_a_pool_could_run(backend: Backend) {
@@ -36,7 +39,10 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     let agent = TaskSpec::agent("https://example.com/repo.git", "claude-code", "fix it");
     sub.submit(&agent).await.unwrap();
 
-    let s = wrk.queue_stats(&pool, &["claude-code".to_string()]).await.unwrap();
+    let s = wrk
+        .queue_stats(&pool, &["claude-code".to_string()])
+        .await
+        .unwrap();
     assert_eq!((s.queued, s.queued_due, s.running), (3, 3, 0), "{s:#?}");
     assert!(s.workers.is_empty());
 
@@ -55,7 +61,10 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     assert_eq!(claimed.len(), 1);
     wrk.drain_worker(&w1.id).await.unwrap();
 
-    let s = wrk.queue_stats(&pool, &["claude-code".to_string()]).await.unwrap();
+    let s = wrk
+        .queue_stats(&pool, &["claude-code".to_string()])
+        .await
+        .unwrap();
     assert_eq!(s.queued, 2, "{s:#?}");
     assert_eq!(s.running, 1);
     let c = &s.worker_counts;

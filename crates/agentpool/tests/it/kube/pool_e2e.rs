@@ -46,7 +46,7 @@ struct Connector;
 impl Connect for Connector {
     fn connect(&self, server: &str, token: &str) -> Result<Arc<dyn QueueApi>, String> {
         Ok(Arc::new(Api(
-            Client::new(server, Some(token.to_string())).map_err(|e| e.to_string())?,
+            Client::new(server, Some(token.to_string())).map_err(|e| e.to_string())?
         )))
     }
 }
@@ -142,10 +142,16 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
     assert!(at(1).started_at >= at(0).ended_at.unwrap());
     assert!(at(2).started_at >= at(1).ended_at.unwrap());
     // The branch lock: the two tasks on one branch never overlapped.
-    let (x, y) = if at(3).started_at <= at(4).started_at { (at(3), at(4)) } else { (at(4), at(3)) };
+    let (x, y) = if at(3).started_at <= at(4).started_at {
+        (at(3), at(4))
+    } else {
+        (at(4), at(3))
+    };
     assert!(y.started_at >= x.ended_at.unwrap(), "{x:?} {y:?}");
     assert_eq!(
-        h.git.read_file("app", "pool/shared", "log.txt").map(|s| s.lines().count()),
+        h.git
+            .read_file("app", "pool/shared", "log.txt")
+            .map(|s| s.lines().count()),
         Some(2),
         "both commits on the shared branch"
     );
@@ -162,7 +168,11 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
     }
     let history = kubelet.replica_history.lock().unwrap().clone();
     assert_eq!(history.first(), Some(&1), "{history:?}");
-    assert_eq!(history.iter().max(), Some(&3), "scaled to the maximum: {history:?}");
+    assert_eq!(
+        history.iter().max(),
+        Some(&3),
+        "scaled to the maximum: {history:?}"
+    );
     assert_eq!(history.last(), Some(&1), "{history:?}");
     let exits = kubelet.exits.lock().unwrap().clone();
     assert!(!exits.is_empty());

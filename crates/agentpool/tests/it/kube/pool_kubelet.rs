@@ -95,7 +95,10 @@ impl PoolKubelet {
             }
             // Pods to stop: ordinals past replicas, and pods whose object was deleted.
             for (pod, p) in pods.iter_mut() {
-                let Some(ordinal) = pod.strip_prefix(&format!("{name}-")).and_then(|o| o.parse::<i32>().ok()) else {
+                let Some(ordinal) = pod
+                    .strip_prefix(&format!("{name}-"))
+                    .and_then(|o| o.parse::<i32>().ok())
+                else {
                     continue;
                 };
                 let deleted = self.fake.get::<serde_json::Value>("pods", pod).is_none();
