@@ -131,6 +131,34 @@ pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
     })
 }
 
+/// How often the mirror cache is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prune the mirror cache now and every [`PRUNE_EVERY`] until `stop`, logging its size and
+/// hit rate each time.
+pub async fn prune_loop(dir: PathBuf, limits: CacheLimits, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || prune(&d, limits)).await {
+            Ok(Ok(r)) => tracing::info!(
+                mirrors = r.mirrors,
+                bytes = r.bytes,
+                removed = r.removed,
+                hits = r.hits,
+                misses = r.misses,
+                hit_rate = r.hit_rate(),
+                "mirror cache pruned"
+            ),
+            Ok(Err(e)) => tracing::warn!("mirror cache prune failed: {e}"),
+            Err(e) => tracing::warn!("mirror cache prune failed: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

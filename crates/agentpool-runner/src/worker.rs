@@ -288,7 +288,11 @@ pub async fn run_worker(
     if let Some(dir) = config.pipeline.workspace.mirror_dir.clone()
         && config.mirror_limits != crate::mirror_cache::CacheLimits::default()
     {
-        tokio::spawn(prune_loop(dir, config.mirror_limits, stop_heartbeat.clone()));
+        tokio::spawn(crate::mirror_cache::prune_loop(
+            dir,
+            config.mirror_limits,
+            stop_heartbeat.clone(),
+        ));
     }
 
     let slots = Arc::new(Semaphore::new(concurrency as usize));
@@ -400,38 +404,6 @@ pub async fn run_worker(
     let summary = shared.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
     tracing::info!(?summary, "worker stopped");
     Ok(summary)
-}
-
-/// How often the mirror cache is pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Prune the mirror cache now and every [`PRUNE_EVERY`] until `stop`, logging its size and
-/// hit rate each time.
-async fn prune_loop(
-    dir: std::path::PathBuf,
-    limits: crate::mirror_cache::CacheLimits,
-    stop: CancellationToken,
-) {
-    loop {
-        let d = dir.clone();
-        match tokio::task::spawn_blocking(move || crate::mirror_cache::prune(&d, limits)).await {
-            Ok(Ok(r)) => tracing::info!(
-                mirrors = r.mirrors,
-                bytes = r.bytes,
-                removed = r.removed,
-                hits = r.hits,
-                misses = r.misses,
-                hit_rate = r.hit_rate(),
-                "mirror cache pruned"
-            ),
-            Ok(Err(e)) => tracing::warn!("mirror cache prune failed: {e}"),
-            Err(e) => tracing::warn!("mirror cache prune failed: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
 }
 
 async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {
