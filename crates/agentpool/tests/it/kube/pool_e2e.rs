@@ -103,8 +103,9 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
                         "slotsPerPod": 1, "labels": {"team": "web"},
                         "drainGracePeriodSeconds": 60}}),
     );
-    // The minimum comes up first and registers under its pod name.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // The minimum comes up first and registers under its pod name (after probing every agent
+    // CLI's version, which takes long on a loaded machine).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     while !h
         .client
         .list_workers()
