@@ -5,10 +5,10 @@ use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
     BatchSubmit, BatchSubmitted, BuildRequest, CreateAndBuild, CreatedBuild, CreatedToken, CredentialList,
-    CredentialValue, Enqueued, EventPage, ProjectList, TaskDetail, TaskListQuery, TaskPage, TokenCreate,
-    TokenInfo, TokenList, WorkerList,
+    CredentialValue, Enqueued, EventPage, ProjectList, QueueStats, QueueStatsQuery, TaskDetail,
+    TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList, WorkerList,
 };
-use agentpool_core::{Event, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
+use agentpool_core::{Event, Labels, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
 use reqwest::Method;
 
@@ -88,6 +88,23 @@ impl Client {
     /// Ask a worker to finish what it runs and take nothing new.
     pub async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
         self.json(self.req(Method::POST, &format!("/v1/workers/{id}/drain")))
+            .await
+    }
+
+    /// Queue statistics for the workers with `labels` offering `agents` (any agent when
+    /// empty): matching queued and running work and those workers by status.
+    pub async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats> {
+        let q = QueueStatsQuery {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            agents: (!agents.is_empty()).then(|| agents.join(",")),
+        };
+        self.json(self.req(Method::GET, "/v1/queue/stats").query(&q))
             .await
     }
 

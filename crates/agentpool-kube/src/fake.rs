@@ -1,17 +1,26 @@
 //! An in-memory stand-in for the Kubernetes API server, for tests: a `kube::Client` whose
-//! transport answers Job, Pod and Secret calls (create, get, list by label selector, delete
-//! with propagation) from memory, with the API server's status codes and `Status` bodies, and
-//! records every request so tests can assert on exactly what the code asked. The test plays
-//! the kubelet and the Job controller by setting pod and Job status.
+//! transport answers calls on Jobs, Pods, Secrets, Services, StatefulSets, Leases and
+//! WorkerPools (create, get, list by label selector, watch, server-side apply, replace with
+//! optimistic concurrency, the status subresource, delete with propagation and owner-reference
+//! garbage collection) from memory, with the API server's status codes and `Status` bodies,
+//! and records every request so tests can assert on exactly what the code asked. The test
+//! plays the kubelet and the Job and StatefulSet controllers by setting status.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::client::Body;
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// A response body: whole, or a watch stream that stays open.
+pub type FakeBody = BoxBody<Bytes, Infallible>;
 
 /// The namespace the fake client defaults to.
 pub const NAMESPACE: &str = "agentpool";
@@ -20,11 +29,20 @@ pub const NAMESPACE: &str = "agentpool";
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
-    /// `jobs`, `pods` or `secrets`.
+    /// The plural resource: `jobs`, `pods`, `statefulsets`, `workerpools`, …
     pub resource: String,
     pub name: Option<String>,
+    /// `status` for the status subresource.
+    pub subresource: Option<String>,
     pub query: String,
+    pub content_type: Option<String>,
     pub body: Option<Value>,
+}
+
+struct Watch {
+    resource: String,
+    selector: Vec<(String, String)>,
+    tx: mpsc::UnboundedSender<Bytes>,
 }
 
 #[derive(Default)]
@@ -34,6 +52,26 @@ struct State {
     requests: Vec<Recorded>,
     refuse_jobs: Option<(u16, String, String)>,
     next_uid: u64,
+    resource_version: u64,
+    watches: Vec<Watch>,
+}
+
+impl State {
+    fn next_rv(&mut self) -> String {
+        self.resource_version += 1;
+        self.resource_version.to_string()
+    }
+
+    /// Tell the watches of `resource` that `object` was added, modified or deleted.
+    fn notify(&mut self, resource: &str, kind: &str, object: &Value) {
+        let line = json!({"type": kind, "object": object}).to_string() + "\n";
+        self.watches.retain(|w| {
+            if w.resource != resource || !matches(object, &w.selector) {
+                return !w.tx.is_closed();
+            }
+            w.tx.send(Bytes::from(line.clone())).is_ok()
+        });
+    }
 }
 
 /// The stand-in. Cheap to clone; clones share state.
@@ -73,7 +111,8 @@ impl FakeApi {
             .collect()
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, resource: &str, name: &str) -> Option<T> {
+    /// The stored object `name` of `resource` (plural), as `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, resource: &str, name: &str) -> Option<T> {
         let v = self
             .lock()
             .objects
@@ -82,7 +121,8 @@ impl FakeApi {
         serde_json::from_value(v).ok()
     }
 
-    fn all<T: serde::de::DeserializeOwned>(&self, resource: &str) -> Vec<T> {
+    /// Every stored object of `resource` (plural), as `T`.
+    pub fn all<T: serde::de::DeserializeOwned>(&self, resource: &str) -> Vec<T> {
         let s = self.lock();
         s.objects
             .iter()
@@ -103,8 +143,8 @@ impl FakeApi {
         self.get("secrets", name)
     }
 
-    /// Store an object as if someone had created it (a pod the Job controller made, a Secret
-    /// an operator applied).
+    /// Store an object as if someone had created or changed it (a pod the Job controller
+    /// made, a Secret an administrator applied).
     pub fn put(&self, resource: &str, mut object: Value) {
         let name = object["metadata"]["name"]
             .as_str()
@@ -117,7 +157,15 @@ impl FakeApi {
             object["metadata"]["uid"] = json!(uid);
         }
         object["metadata"]["namespace"] = json!(NAMESPACE);
-        s.objects.insert((resource.into(), name), object);
+        object["metadata"]["resourceVersion"] = json!(s.next_rv());
+        let key = (resource.to_string(), name);
+        let kind = if s.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        s.notify(resource, kind, &object);
+        s.objects.insert(key, object);
     }
 
     pub fn put_pod(&self, pod: &Pod) {
@@ -128,28 +176,68 @@ impl FakeApi {
         self.put("secrets", serde_json::to_value(secret).unwrap_or_default());
     }
 
+    /// Set an object's status, as its controller (or the kubelet) does.
+    pub fn set_status(&self, resource: &str, name: &str, status: Value) {
+        let mut s = self.lock();
+        let rv = s.next_rv();
+        let key = (resource.to_string(), name.to_string());
+        let Some(o) = s.objects.get_mut(&key) else { return };
+        o["status"] = status;
+        o["metadata"]["resourceVersion"] = json!(rv);
+        let v = o.clone();
+        s.notify(resource, "MODIFIED", &v);
+    }
+
     /// Set a Job's status, as the Job controller does.
     pub fn set_job_status(&self, name: &str, status: &JobStatus) {
+        self.set_status("jobs", name, serde_json::to_value(status).unwrap_or_default());
+    }
+
+    /// Remove an object and, as the garbage collector does, everything it owns.
+    pub fn remove(&self, resource: &str, name: &str) {
         let mut s = self.lock();
-        if let Some(j) = s.objects.get_mut(&("jobs".to_string(), name.to_string())) {
-            j["status"] = serde_json::to_value(status).unwrap_or_default();
+        let Some(gone) = s.objects.remove(&(resource.to_string(), name.to_string())) else {
+            return;
+        };
+        s.notify(resource, "DELETED", &gone);
+        let mut uids: Vec<String> = gone["metadata"]["uid"]
+            .as_str()
+            .map(str::to_string)
+            .into_iter()
+            .collect();
+        while let Some(uid) = uids.pop() {
+            let owned: Vec<(String, String)> = s
+                .objects
+                .iter()
+                .filter(|(_, v)| {
+                    v["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|o| o["uid"].as_str() == Some(uid.as_str())))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in owned {
+                if let Some(v) = s.objects.remove(&k) {
+                    s.notify(&k.0, "DELETED", &v);
+                    uids.extend(v["metadata"]["uid"].as_str().map(str::to_string));
+                }
+            }
         }
     }
 
     /// Finish a deletion: remove the Job, its pods and the Secrets it owns (garbage collection).
     pub fn remove_job(&self, name: &str) {
-        let mut s = self.lock();
-        let uid = s
+        self.remove("jobs", name);
+        let pods: Vec<String> = self
+            .lock()
             .objects
-            .remove(&("jobs".to_string(), name.to_string()))
-            .and_then(|j| j["metadata"]["uid"].as_str().map(str::to_string));
-        s.objects.retain(|(r, _), v| {
-            let owned = v["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|o| o["uid"].as_str() == uid.as_deref()));
-            let pod_of_job = r == "pods" && v["metadata"]["labels"]["job-name"].as_str() == Some(name);
-            !owned && !pod_of_job
-        });
+            .iter()
+            .filter(|((r, _), v)| r == "pods" && v["metadata"]["labels"]["job-name"].as_str() == Some(name))
+            .map(|((_, n), _)| n.clone())
+            .collect();
+        for p in pods {
+            self.remove("pods", &p);
+        }
     }
 
     /// Refuse every Job creation from now on, as a quota or an admission webhook would.
@@ -157,74 +245,93 @@ impl FakeApi {
         self.lock().refuse_jobs = Some((code, reason.into(), message.into()));
     }
 
-    async fn handle(&self, req: http::Request<Body>) -> http::Response<Body> {
+    async fn handle(&self, req: http::Request<Body>) -> http::Response<FakeBody> {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
         let body: Option<Value> = serde_json::from_slice(&bytes).ok();
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        // /api/v1/namespaces/{ns}/{resource}[/{name}] or /apis/batch/v1/namespaces/...
+        // /api/v1/namespaces/{ns}/{resource}[/{name}[/{sub}]] or /apis/{group}/{version}/namespaces/...
         let rest: &[&str] = match parts.as_slice() {
             ["api", "v1", "namespaces", _, rest @ ..] => rest,
-            ["apis", "batch", "v1", "namespaces", _, rest @ ..] => rest,
+            ["apis", _, _, "namespaces", _, rest @ ..] => rest,
             _ => &[],
         };
-        let (resource, name) = match rest {
-            [r] => (r.to_string(), None),
-            [r, n] => (r.to_string(), Some(n.to_string())),
+        let (resource, name, sub) = match rest {
+            [r] => (r.to_string(), None, None),
+            [r, n] => (r.to_string(), Some(n.to_string()), None),
+            [r, n, sub] => (r.to_string(), Some(n.to_string()), Some(sub.to_string())),
             _ => return status(404, "NotFound", &format!("no route {path}")),
         };
         self.lock().requests.push(Recorded {
             method: method.clone(),
             resource: resource.clone(),
             name: name.clone(),
+            subresource: sub.clone(),
             query: query.clone(),
+            content_type,
             body: body.clone(),
         });
         match (method.as_str(), name) {
+            ("GET", None) if query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") => {
+                self.watch(&resource, &query)
+            }
             ("GET", None) => self.list(&resource, &query),
             ("GET", Some(n)) => match self.lock().objects.get(&(resource.clone(), n.clone())) {
                 Some(v) => ok(200, v),
                 None => not_found(&resource, &n),
             },
             ("POST", None) => self.create(&resource, body.unwrap_or(Value::Null)),
+            ("PUT", Some(n)) => self.replace(&resource, &n, body.unwrap_or(Value::Null)),
+            ("PATCH", Some(n)) => self.patch(&resource, &n, sub.as_deref(), body.unwrap_or(Value::Null)),
             ("DELETE", Some(n)) => self.delete(&resource, &n, body),
             _ => status(405, "MethodNotAllowed", "not supported by the stand-in"),
         }
     }
 
-    fn list(&self, resource: &str, query: &str) -> http::Response<Body> {
-        let selector: Vec<(String, String)> = query
-            .split('&')
-            .filter_map(|kv| kv.strip_prefix("labelSelector="))
-            .flat_map(|s| decode(s).split(',').map(str::to_string).collect::<Vec<_>>())
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-            .collect();
+    fn watch(&self, resource: &str, query: &str) -> http::Response<FakeBody> {
+        let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+        self.lock().watches.push(Watch {
+            resource: resource.to_string(),
+            selector: selector(query),
+            tx,
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let b = rx.recv().await?;
+            Some((Ok::<_, Infallible>(http_body::Frame::data(b)), rx))
+        });
+        let mut r = http::Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    fn list(&self, resource: &str, query: &str) -> http::Response<FakeBody> {
+        let selector = selector(query);
         let s = self.lock();
         let items: Vec<&Value> = s
             .objects
             .iter()
             .filter(|((r, _), _)| r == resource)
             .map(|(_, v)| v)
-            .filter(|v| {
-                selector
-                    .iter()
-                    .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want.as_str()))
-            })
+            .filter(|v| matches(v, &selector))
             .collect();
-        let kind = match resource {
-            "jobs" => "JobList",
-            "pods" => "PodList",
-            _ => "SecretList",
-        };
         ok(
             200,
-            &json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items}),
+            &json!({"apiVersion": "v1", "kind": format!("{}List", kind_of(resource)),
+                    "metadata": {"resourceVersion": s.resource_version.to_string()}, "items": items}),
         )
     }
 
-    fn create(&self, resource: &str, mut object: Value) -> http::Response<Body> {
+    fn create(&self, resource: &str, mut object: Value) -> http::Response<FakeBody> {
         let name = object["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -236,25 +343,74 @@ impl FakeApi {
         }
         let key = (resource.to_string(), name.clone());
         if self.lock().objects.contains_key(&key) {
-            let group = if resource == "jobs" {
-                "jobs.batch"
-            } else {
-                resource
-            };
             return status(
                 409,
                 "AlreadyExists",
-                &format!("{group} \"{name}\" already exists"),
+                &format!("{} \"{name}\" already exists", group_of(resource)),
             );
         }
         object["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-        object["metadata"]["resourceVersion"] = json!("1");
+        object["metadata"]["generation"] = json!(1);
         self.put(resource, object);
         let stored = self.lock().objects.get(&key).cloned().unwrap_or_default();
         ok(201, &stored)
     }
 
-    fn delete(&self, resource: &str, name: &str, options: Option<Value>) -> http::Response<Body> {
+    /// PUT: replace the whole object, refused when it carries a resourceVersion other than the
+    /// stored one (optimistic concurrency).
+    fn replace(&self, resource: &str, name: &str, mut object: Value) -> http::Response<FakeBody> {
+        let key = (resource.to_string(), name.to_string());
+        let Some(old) = self.lock().objects.get(&key).cloned() else {
+            return not_found(resource, name);
+        };
+        let want = object["metadata"]["resourceVersion"].as_str().map(str::to_string);
+        if want.is_some() && want.as_deref() != old["metadata"]["resourceVersion"].as_str() {
+            return status(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    group_of(resource)
+                ),
+            );
+        }
+        object["metadata"]["uid"] = old["metadata"]["uid"].clone();
+        object["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+        self.put(resource, object);
+        ok(200, &self.lock().objects.get(&key).cloned().unwrap_or_default())
+    }
+
+    /// PATCH: server-side apply (creating the object when absent) or a merge patch; on the
+    /// status subresource only `status` changes. A change of `spec` bumps `generation`.
+    fn patch(&self, resource: &str, name: &str, sub: Option<&str>, patch: Value) -> http::Response<FakeBody> {
+        let key = (resource.to_string(), name.to_string());
+        let old = self.lock().objects.get(&key).cloned();
+        let Some(mut object) = old.clone() else {
+            if sub.is_some() {
+                return not_found(resource, name);
+            }
+            let mut object = patch;
+            object["metadata"]["name"] = json!(name);
+            return self.create(resource, object);
+        };
+        if sub == Some("status") {
+            merge(&mut object["status"], &patch["status"]);
+        } else {
+            let mut patch = patch;
+            if let Some(m) = patch.as_object_mut() {
+                m.remove("status");
+            }
+            merge(&mut object, &patch);
+            if old.as_ref().map(|o| &o["spec"]) != Some(&object["spec"]) {
+                let g = object["metadata"]["generation"].as_i64().unwrap_or(1);
+                object["metadata"]["generation"] = json!(g + 1);
+            }
+        }
+        self.put(resource, object);
+        ok(200, &self.lock().objects.get(&key).cloned().unwrap_or_default())
+    }
+
+    fn delete(&self, resource: &str, name: &str, options: Option<Value>) -> http::Response<FakeBody> {
         let foreground = options
             .as_ref()
             .and_then(|o| o["propagationPolicy"].as_str())
@@ -271,6 +427,7 @@ impl FakeApi {
             obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:01Z");
             obj["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
             let v = obj.clone();
+            s.notify(resource, "MODIFIED", &v);
             drop(s);
             return ok(200, &v);
         }
@@ -279,7 +436,7 @@ impl FakeApi {
         if resource == "jobs" {
             self.remove_job(name);
         } else {
-            self.lock().objects.remove(&key);
+            self.remove(resource, name);
         }
         ok(200, &v)
     }
@@ -288,6 +445,61 @@ impl FakeApi {
 /// Whether a Job is being deleted (foreground deletion in progress).
 pub fn deleting(job: &Job) -> bool {
     job.metadata.deletion_timestamp.is_some()
+}
+
+/// JSON merge (RFC 7386 without deletions): objects merge key by key, anything else replaces.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into.as_object_mut(), patch.as_object()) {
+        (Some(a), Some(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        _ => {
+            if !patch.is_null() {
+                *into = patch.clone();
+            }
+        }
+    }
+}
+
+fn selector(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("labelSelector="))
+        .flat_map(|s| decode(s).split(',').map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+fn matches(v: &Value, selector: &[(String, String)]) -> bool {
+    selector
+        .iter()
+        .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want.as_str()))
+}
+
+fn kind_of(resource: &str) -> &'static str {
+    match resource {
+        "jobs" => "Job",
+        "pods" => "Pod",
+        "secrets" => "Secret",
+        "services" => "Service",
+        "statefulsets" => "StatefulSet",
+        "leases" => "Lease",
+        "workerpools" => "WorkerPool",
+        _ => "Object",
+    }
+}
+
+/// `resource.group` as the API server names objects in messages.
+fn group_of(resource: &str) -> String {
+    match resource {
+        "jobs" => "jobs.batch".into(),
+        "statefulsets" => "statefulsets.apps".into(),
+        "leases" => "leases.coordination.k8s.io".into(),
+        "workerpools" => "workerpools.agentpool.dev".into(),
+        r => r.into(),
+    }
 }
 
 fn decode(s: &str) -> String {
@@ -309,20 +521,19 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn ok(code: u16, v: &Value) -> http::Response<Body> {
+fn ok(code: u16, v: &Value) -> http::Response<FakeBody> {
     respond(code, v)
 }
 
-fn not_found(resource: &str, name: &str) -> http::Response<Body> {
-    let group = if resource == "jobs" {
-        "jobs.batch"
-    } else {
-        resource
-    };
-    status(404, "NotFound", &format!("{group} \"{name}\" not found"))
+fn not_found(resource: &str, name: &str) -> http::Response<FakeBody> {
+    status(
+        404,
+        "NotFound",
+        &format!("{} \"{name}\" not found", group_of(resource)),
+    )
 }
 
-fn status(code: u16, reason: &str, message: &str) -> http::Response<Body> {
+fn status(code: u16, reason: &str, message: &str) -> http::Response<FakeBody> {
     respond(
         code,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -330,9 +541,9 @@ fn status(code: u16, reason: &str, message: &str) -> http::Response<Body> {
     )
 }
 
-fn respond(code: u16, v: &Value) -> http::Response<Body> {
+fn respond(code: u16, v: &Value) -> http::Response<FakeBody> {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
-    let mut r = http::Response::new(Body::from(bytes));
+    let mut r = http::Response::new(BodyExt::boxed(Full::new(Bytes::from(bytes))));
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -1,4 +1,5 @@
-//! agentpool on Kubernetes: the launcher — a worker that claims attempts through the worker
+//! agentpool on Kubernetes: the WorkerPool operator (persistent warm workers scaled on queue
+//! depth, [`pool`]) and the launcher — a worker that claims attempts through the worker
 //! protocol and runs each as one Job whose pod runs `agentpool run-task` — the objects it
 //! creates, and how Job and pod state become task outcomes. Objects are written against the
 //! Kubernetes 1.33 API (`k8s-openapi` feature `v1_33`).
@@ -9,6 +10,7 @@ pub mod classify;
 pub mod fake;
 pub mod job;
 pub mod launcher;
+pub mod pool;
 
 pub use attempt_file::AttemptFile;
 pub use job::{JobTemplate, SecretKeyRef, job_name};

@@ -48,6 +48,13 @@ pub struct WorkerConfig {
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
     /// Where the worker reports starting / ready / draining / unhealthy (a local probe).
     pub health: Option<crate::HealthReporter>,
+    /// After a drain the server asked for, stay registered (as draining, heartbeating) until
+    /// `shutdown` instead of exiting: a supervisor that restarts exited processes (a
+    /// StatefulSet pod) would otherwise bring the worker back idle, claiming again, before the
+    /// scale-down that asked for the drain removes it.
+    pub stay_drained: bool,
+    /// Bounds on the mirror cache, pruned at start and every hour (no pruning when default).
+    pub mirror_limits: crate::mirror_cache::CacheLimits,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -64,6 +71,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("report_retry_for", &self.report_retry_for)
             .field("pipeline", &self.pipeline)
             .field("unhealthy_after", &self.unhealthy_after)
+            .field("stay_drained", &self.stay_drained)
             .finish()
     }
 }
@@ -86,6 +94,8 @@ impl WorkerConfig {
             unhealthy_after: 3,
             on_registered: None,
             health: None,
+            stay_drained: false,
+            mirror_limits: crate::mirror_cache::CacheLimits::default(),
         }
     }
 }
@@ -300,6 +310,16 @@ pub async fn run_worker(
         stop_heartbeat.clone(),
     ));
 
+    if let Some(dir) = config.pipeline.workspace.mirror_dir.clone()
+        && config.mirror_limits != crate::mirror_cache::CacheLimits::default()
+    {
+        tokio::spawn(crate::mirror_cache::prune_loop(
+            dir,
+            config.mirror_limits,
+            stop_heartbeat.clone(),
+        ));
+    }
+
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new();
@@ -391,6 +411,10 @@ pub async fn run_worker(
         drain_wait(&mut tasks).await;
     }
     let _ = slots.acquire_many(all as u32).await;
+    if server_asked && config.stay_drained {
+        tracing::info!("drained; staying registered until stopped");
+        shutdown.cancelled().await;
+    }
     stop_heartbeat.cancel();
     let _ = heartbeat.await;
     for _ in 0..3 {

@@ -169,7 +169,9 @@ pub async fn prepare(
             let held = lock.lock().await;
             tokio::fs::create_dir_all(mirrors).await?;
             let file_lock = lock_file(mirror.with_extension("lock")).await?;
+            let hit = mirror.join("HEAD").exists();
             refresh_mirror(git, mirrors, &mirror, url, cancel).await?;
+            crate::mirror_cache::record_use(&mirror, hit);
             let args: Vec<OsString> = vec![
                 "clone".into(),
                 "--quiet".into(),

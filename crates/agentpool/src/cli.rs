@@ -113,6 +113,10 @@ pub enum Command {
     Launcher(crate::commands::launcher::LauncherArgs),
     /// Run one claimed attempt from its attempt file (what a launcher's Job runs)
     RunTask(crate::commands::run_task::RunTaskArgs),
+    /// Run the WorkerPool operator: warm worker pools on Kubernetes, scaled on queue depth
+    Operator(crate::commands::operator::OperatorArgs),
+    /// Print the WorkerPool CustomResourceDefinition (YAML)
+    Crd,
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -237,6 +241,19 @@ pub struct WorkerArgs {
     /// the worker is registered and claiming (503 starting, draining or unhealthy)
     #[arg(long, env = "AGENTPOOL_HEALTH_LISTEN", value_name = "ADDR")]
     pub health_listen: Option<std::net::SocketAddr>,
+    /// Keep the bare mirror cache here (e.g. a persistent volume) [default: <work dir>/mirrors]
+    #[arg(long, env = "AGENTPOOL_MIRROR_DIR", value_name = "DIR")]
+    pub mirror_dir: Option<PathBuf>,
+    /// Prune mirrors not used for this many days
+    #[arg(long, value_name = "DAYS")]
+    pub mirror_max_age_days: Option<u64>,
+    /// Prune the least recently used mirrors while the cache is larger than this (MiB)
+    #[arg(long, value_name = "MIB")]
+    pub mirror_max_size_mib: Option<u64>,
+    /// After a drain the server asks for, stay registered until stopped instead of exiting
+    /// (for supervisors that restart exited workers, e.g. a WorkerPool's StatefulSet)
+    #[arg(long)]
+    pub stay_drained: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
             | Command::Migrate(_)
             | Command::Launcher(_)
             | Command::RunTask(_)
+            | Command::Operator(_)
     );
     telemetry::init(service);
 

@@ -5,12 +5,14 @@
 mod error;
 #[cfg(feature = "openapi")]
 pub mod openapi;
+mod pools;
 mod projects;
 mod tasks;
 mod tokens;
 mod worker;
 
 pub use error::{ErrorBody, ErrorDetail, Health};
+pub use pools::{QueueStats, QueueStatsQuery, WorkerCounts, parse_label_list};
 pub use projects::{
     BuildRequest, CreateAndBuild, CreatedBuild, CredentialList, CredentialValue, ProjectList,
 };

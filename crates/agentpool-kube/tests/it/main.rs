@@ -5,6 +5,8 @@
 mod classify;
 mod cluster;
 mod launcher;
+mod pool;
+mod pool_schema;
 mod queue;
 mod schema;
 

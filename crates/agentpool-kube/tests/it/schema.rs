@@ -17,7 +17,7 @@ fn required() -> bool {
 }
 
 /// Whether `tool` runs; panics when it does not and tools are required.
-fn have(tool: &str, args: &[&str]) -> bool {
+pub fn have(tool: &str, args: &[&str]) -> bool {
     let ok = Command::new(tool)
         .args(args)
         .output()
@@ -32,7 +32,7 @@ fn have(tool: &str, args: &[&str]) -> bool {
     ok
 }
 
-fn validate(files: &[PathBuf]) {
+pub fn validate(files: &[PathBuf]) {
     let out = Command::new("kubernetes-validate")
         .args([
             "--strict",
@@ -51,7 +51,7 @@ fn validate(files: &[PathBuf]) {
     assert!(!text.to_lowercase().contains("error"), "{text}");
 }
 
-fn repo_root() -> PathBuf {
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 

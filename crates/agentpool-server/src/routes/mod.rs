@@ -6,6 +6,7 @@ pub mod github;
 pub mod ops;
 pub mod profiles;
 pub mod projects;
+pub mod queue;
 pub mod tasks;
 pub mod tokens;
 pub mod workers;
@@ -46,6 +47,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(workers::complete_batch))
         .routes(routes!(workers::fail))
         .routes(routes!(workers::drain))
+        .routes(routes!(queue::stats))
         .routes(routes!(projects::list))
         .routes(routes!(projects::create))
         .routes(routes!(projects::get))

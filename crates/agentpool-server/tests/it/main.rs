@@ -11,5 +11,6 @@ mod hostile;
 mod lifecycle;
 mod openapi;
 mod profiles;
+mod queue_stats;
 mod replicas;
 mod router;

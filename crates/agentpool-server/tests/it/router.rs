@@ -37,6 +37,7 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
             wrk,
         ),
         ("GET", "/v1/workers".into(), None, both),
+        ("GET", "/v1/queue/stats".into(), None, both),
         ("GET", "/v1/workers/w1".into(), None, both),
         ("DELETE", "/v1/workers/w1".into(), None, wrk),
         (

@@ -3,6 +3,7 @@
 mod admin;
 mod demo;
 pub mod launcher;
+pub mod operator;
 pub mod pool;
 mod probe;
 mod profiles;
@@ -42,6 +43,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Launcher(a) => launcher::launcher(&settings, a).await,
         Command::RunTask(a) => run_task::run_task(&settings, a).await,
+        Command::Operator(a) => operator::operator(&settings, a).await,
+        Command::Crd => {
+            print!("{}", agentpool_kube::pool::crd_yaml());
+            Ok(ExitCode::Success)
+        }
         Command::Completions(_) => Ok(ExitCode::Success),
     }
 }

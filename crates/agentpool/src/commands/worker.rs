@@ -45,7 +45,21 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
     // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
-    cfg.pipeline.workspace.mirror_dir = Some(dir.join("mirrors"));
+    let mirrors = match &args.mirror_dir {
+        Some(d) => crate::config::absolute(d.clone())?,
+        None => dir.join("mirrors"),
+    };
+    cfg.pipeline.workspace.mirror_dir = Some(mirrors);
+    cfg.mirror_limits = agentpool_runner::mirror_cache::CacheLimits {
+        max_age: args
+            .mirror_max_age_days
+            .map(|d| Duration::from_secs(d.saturating_mul(86_400))),
+        max_bytes: args
+            .mirror_max_size_mib
+            .filter(|m| *m > 0)
+            .map(|m| m.saturating_mul(1024 * 1024)),
+    };
+    cfg.stay_drained = args.stay_drained;
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
 
     let stop = CancellationToken::new();

@@ -4,6 +4,8 @@
 
 mod e2e;
 mod kubelet;
+mod pool_e2e;
+mod pool_kubelet;
 
 use std::path::Path;
 use std::sync::Arc;

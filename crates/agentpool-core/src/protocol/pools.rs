@@ -1,0 +1,113 @@
+//! Queue statistics for one set of workers (`GET /v1/queue/stats`): how much matching work is
+//! queued and running and how busy the workers with given labels are — what an autoscaler of
+//! a worker pool sizes the pool from.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Labels, Worker, WorkerStatus};
+
+/// `GET /v1/queue/stats?labels=k=v,…&agents=a,…`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct QueueStatsQuery {
+    /// The pool's worker labels, `k=v` comma-separated: workers whose labels include all of
+    /// these are the pool's, and a queued task matches when its labels are a subset of them.
+    pub labels: Option<String>,
+    /// Agents the pool offers, comma-separated; any agent when absent. Command tasks always
+    /// match.
+    pub agents: Option<String>,
+}
+
+/// Counts of the pool's workers by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WorkerCounts {
+    /// Registered and not offline.
+    pub online: u32,
+    pub idle: u32,
+    pub busy: u32,
+    pub draining: u32,
+    pub unhealthy: u32,
+    /// Slots of the online workers.
+    pub slots: u32,
+}
+
+/// The answer of `GET /v1/queue/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueStats {
+    /// Queued tasks the pool could run (labels a subset of the pool's, agent offered),
+    /// including tasks still waiting for a dependency, a branch lock or their `run_after`.
+    pub queued: u64,
+    /// Of those, the ones whose `run_after` has come.
+    pub queued_due: u64,
+    /// Tasks the pool's workers hold a live lease on.
+    pub running: u64,
+    pub worker_counts: WorkerCounts,
+    /// The pool's workers (offline ones included, so a caller sees who has gone).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::WorkerSchema>))]
+    pub workers: Vec<Worker>,
+}
+
+impl QueueStats {
+    /// Statistics from the queued tasks' (labels, agent, due) and every worker: the one
+    /// definition of "matches the pool", shared by the server and tests.
+    pub fn compute<'a>(
+        selector: &Labels,
+        agents: &[String],
+        queued: impl IntoIterator<Item = (&'a Labels, Option<&'a str>, bool)>,
+        workers: impl IntoIterator<Item = Worker>,
+    ) -> Self {
+        let mut s = Self::default();
+        for (labels, agent, due) in queued {
+            let labels_ok = labels.iter().all(|(k, v)| selector.get(k) == Some(v));
+            let agent_ok = match agent {
+                None => true,
+                Some(a) if a == crate::spec::COMMAND_AGENT => true,
+                Some(a) => agents.is_empty() || agents.iter().any(|x| x == a),
+            };
+            if labels_ok && agent_ok {
+                s.queued += 1;
+                if due {
+                    s.queued_due += 1;
+                }
+            }
+        }
+        for w in workers {
+            if !selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+                continue;
+            }
+            let c = &mut s.worker_counts;
+            if w.status != WorkerStatus::Offline {
+                c.online += 1;
+                c.slots += w.slots;
+                s.running += u64::from(w.running);
+            }
+            match w.status {
+                WorkerStatus::Idle => c.idle += 1,
+                WorkerStatus::Busy => c.busy += 1,
+                WorkerStatus::Draining => c.draining += 1,
+                WorkerStatus::Unhealthy => c.unhealthy += 1,
+                WorkerStatus::Offline => {}
+            }
+            s.workers.push(w);
+        }
+        s
+    }
+}
+
+/// `k=v,k2=v2` → labels; the error names the bad pair.
+pub fn parse_label_list(s: &str) -> Result<Labels, String> {
+    let mut out = Labels::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        if k.is_empty() {
+            return Err(format!("{pair:?} has an empty key"));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}

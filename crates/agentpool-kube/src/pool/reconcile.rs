@@ -1,0 +1,323 @@
+//! The WorkerPool reconciler in the kube-rs style: `reconcile` brings one pool's headless
+//! Service and StatefulSet to what the pool and its queue call for (server-side apply, owned
+//! by the pool), drains the pods a scale-down removes before removing them, and writes the
+//! pool's status through the status subresource; `error_policy` retries failures.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentpool_core::protocol::QueueStats;
+use agentpool_core::{Labels, WorkerId};
+use async_trait::async_trait;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Client, ResourceExt};
+
+use super::crd::{WorkerPool, WorkerPoolStatus};
+use super::metrics::Metrics;
+use super::objects::{self, MANAGER};
+use super::scale;
+
+/// What the operator asks the agentpool server.
+#[async_trait]
+pub trait QueueApi: Send + Sync {
+    async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats, String>;
+    async fn drain(&self, worker: &WorkerId) -> Result<(), String>;
+}
+
+/// Makes the server client of one pool from its `server` and the worker token its Secret
+/// holds.
+pub trait Connect: Send + Sync {
+    fn connect(&self, server: &str, token: &str) -> Result<Arc<dyn QueueApi>, String>;
+}
+
+/// Errors a reconcile pass can end with; `error_policy` retries all of them.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the WorkerPool has no namespace")]
+    NoNamespace,
+}
+
+/// Shared by every reconcile pass.
+pub struct Context {
+    pub client: Client,
+    pub connect: Arc<dyn Connect>,
+    pub metrics: Arc<Metrics>,
+    /// How often a pool is looked at again when nothing happens (the queue changes without a
+    /// Kubernetes event).
+    pub interval: Duration,
+    /// While a scale-down waits for busy pods: how soon to look again.
+    pub scaling_interval: Duration,
+    /// Since when each pool's demand has been below its size (the scale-down delay).
+    below_since: Mutex<HashMap<String, Instant>>,
+}
+
+impl Context {
+    pub fn new(client: Client, connect: Arc<dyn Connect>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            connect,
+            metrics,
+            interval: Duration::from_secs(15),
+            scaling_interval: Duration::from_secs(3),
+            below_since: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn below_since(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.below_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(chrono_now()),
+    }
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// Keep a condition's transition time while its status does not change.
+fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition> {
+    new.into_iter()
+        .map(|mut c| {
+            if let Some(o) = old.iter().find(|o| o.type_ == c.type_)
+                && o.status == c.status
+            {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+            c
+        })
+        .collect()
+}
+
+/// The server client of `pool`, from the token its Secret holds.
+async fn queue_api(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Arc<dyn QueueApi>, String> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let r = &pool.spec.token_secret;
+    let secret = secrets
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| format!("the token Secret {} cannot be read: {e}", r.name))?
+        .ok_or_else(|| format!("the token Secret {} does not exist", r.name))?;
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .ok_or_else(|| format!("the token Secret {} has no key {}", r.name, r.key))?;
+    ctx.connect.connect(&pool.spec.server, token.trim())
+}
+
+/// Reconcile one pool.
+pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_inner(&pool, &ctx).await;
+    ctx.metrics.observe_reconcile(started.elapsed(), result.is_ok());
+    result
+}
+
+async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, ReconcileError> {
+    let ns = pool.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = pool.name_any();
+    let generation = pool.metadata.generation;
+    let pools: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), &ns);
+    let old_conditions = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if let Err(msg) = pool.spec.check() {
+        let status = WorkerPoolStatus {
+            observed_generation: generation,
+            conditions: merge_conditions(
+                &old_conditions,
+                vec![
+                    condition("Ready", false, "InvalidSpec", &msg, generation),
+                    condition("Degraded", true, "InvalidSpec", msg, generation),
+                ],
+            ),
+            ..pool.status.clone().unwrap_or_default()
+        };
+        patch_status(&pools, &name, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    services
+        .patch(&name, &params(), &Patch::Apply(objects::build_service(pool)))
+        .await?;
+
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = sets.get_opt(&name).await?;
+    let current = existing
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas);
+
+    let (stats, server_problem) = match queue_api(pool, ctx, &ns).await {
+        Ok(api) => match api
+            .queue_stats(&objects::worker_labels(pool), &pool.spec.agents)
+            .await
+        {
+            Ok(s) => (Some((s, api)), None),
+            Err(e) => (None, Some(format!("queue statistics unavailable: {e}"))),
+        },
+        Err(e) => (None, Some(e)),
+    };
+
+    let desired = scale::desired_replicas(&pool.spec, stats.as_ref().map(|(s, _)| s));
+    // Without statistics an autoscaled pool keeps its size (or starts at its minimum).
+    let desired = desired
+        .unwrap_or_else(|| current.unwrap_or_else(|| pool.spec.autoscale.as_ref().map_or(0, |a| a.min)));
+    let current_n = current.unwrap_or(0);
+    let workers = stats.as_ref().map(|(s, _)| s.workers.clone()).unwrap_or_default();
+    let shrink = if desired < current_n {
+        let delay = pool
+            .spec
+            .autoscale
+            .as_ref()
+            .map_or(0, |a| a.scale_down_delay_seconds.max(0));
+        let since = *ctx
+            .below_since()
+            .entry(format!("{ns}/{name}"))
+            .or_insert_with(Instant::now);
+        // Draining needs the server; without it the pool keeps its size.
+        stats.is_some() && since.elapsed() >= Duration::from_secs(delay as u64)
+    } else {
+        ctx.below_since().remove(&format!("{ns}/{name}"));
+        false
+    };
+    let step = scale::step(&name, current_n, desired, &workers, shrink);
+
+    if let Some((_, api)) = &stats {
+        for id in &step.drain {
+            let Ok(wid) = WorkerId::parse(id.clone()) else {
+                continue;
+            };
+            match api.drain(&wid).await {
+                Ok(()) => {
+                    ctx.metrics.drains.inc();
+                    tracing::info!(pool = %name, worker = %id, "draining for a scale-down");
+                }
+                Err(e) => tracing::warn!(pool = %name, worker = %id, "drain failed: {e}"),
+            }
+        }
+    }
+    let set = sets
+        .patch(
+            &name,
+            &params(),
+            &Patch::Apply(objects::build_statefulset(pool, step.replicas)),
+        )
+        .await?;
+    if current != Some(step.replicas) {
+        tracing::info!(pool = %name, from = current_n, to = step.replicas, desired, "scaled");
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    for pod in &step.restart {
+        match pods.delete(pod, &DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(pool = %name, pod = %pod, "restarting a drained pod the pool needs again")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let replicas = set.status.as_ref().map_or(0, |s| s.replicas);
+    let scaling = step.replicas != desired || replicas != step.replicas;
+    let mut conditions = Vec::new();
+    let gen_ = generation;
+    match &server_problem {
+        Some(p) => conditions.push(condition("Degraded", true, "ServerUnavailable", p, gen_)),
+        None => conditions.push(condition("Degraded", false, "AsExpected", "", gen_)),
+    }
+    conditions.push(if scaling {
+        let msg = if step.waiting_for.is_empty() {
+            format!("scaling from {current_n} to {desired} pods")
+        } else {
+            format!(
+                "scaling down to {desired} pods; waiting for {} to finish their tasks",
+                step.waiting_for.join(", ")
+            )
+        };
+        condition("Scaling", true, "DesiredReplicasChanged", msg, gen_)
+    } else {
+        condition("Scaling", false, "Stable", "", gen_)
+    });
+    let is_ready = ready >= desired && server_problem.is_none();
+    conditions.push(condition(
+        "Ready",
+        is_ready,
+        if is_ready { "PodsReady" } else { "PodsNotReady" },
+        format!("{ready} of {desired} pods ready"),
+        gen_,
+    ));
+    let s = stats.as_ref().map(|(s, _)| s);
+    let count = |f: fn(&QueueStats) -> u32| s.map_or(0, |s| i32::try_from(f(s)).unwrap_or(i32::MAX));
+    let status = WorkerPoolStatus {
+        replicas,
+        ready_replicas: ready,
+        desired_replicas: desired,
+        busy_workers: count(|s| s.worker_counts.busy),
+        idle_workers: count(|s| s.worker_counts.idle),
+        draining_workers: count(|s| s.worker_counts.draining),
+        queued_tasks: s.map_or(0, |s| i64::try_from(s.queued).unwrap_or(i64::MAX)),
+        running_tasks: s.map_or(0, |s| i64::try_from(s.running).unwrap_or(i64::MAX)),
+        observed_generation: generation,
+        conditions: merge_conditions(&old_conditions, conditions),
+    };
+    ctx.metrics.record_pool(&ns, &name, &status);
+    patch_status(&pools, &name, &status).await?;
+    Ok(Action::requeue(if scaling || server_problem.is_some() {
+        ctx.scaling_interval
+    } else {
+        ctx.interval
+    }))
+}
+
+async fn patch_status(
+    pools: &Api<WorkerPool>,
+    name: &str,
+    status: &WorkerPoolStatus,
+) -> Result<(), kube::Error> {
+    let body = serde_json::json!({
+        "apiVersion": "agentpool.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "status": status,
+    });
+    pools.patch_status(name, &params(), &Patch::Apply(body)).await?;
+    Ok(())
+}
+
+/// Retry a failed pass after a pause (the controller also reruns it on the next change).
+pub fn error_policy(pool: Arc<WorkerPool>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    tracing::warn!(pool = %pool.name_any(), "reconcile failed: {error}");
+    ctx.metrics.errors.inc();
+    Action::requeue(ctx.scaling_interval)
+}

@@ -1,0 +1,71 @@
+//! Queue statistics for one set of workers: what an autoscaler needs to size a pool (matching
+//! queued and running work, the pool's workers by status).
+
+use agentpool_core::protocol::{QueueStats, QueueStatsQuery, parse_label_list};
+use agentpool_core::{TaskState, ValidationError};
+use agentpool_store::TaskFilter;
+use axum::Json;
+use axum::extract::State;
+
+use crate::auth::{Authorized, Readers};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+/// Queued tasks read per page, and the most pages read: past that the count is a floor, which
+/// is still far beyond what any pool scales to.
+const PAGE: u32 = 1000;
+const MAX_PAGES: usize = 20;
+
+#[utoipa::path(
+    get, path = "/v1/queue/stats", tag = "workers", params(QueueStatsQuery),
+    responses((status = 200, body = QueueStats), (status = 422, body = crate::error::ErrorBody),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn stats(
+    State(state): State<AppState>,
+    _auth: Authorized<Readers>,
+    ApiQuery(q): ApiQuery<QueueStatsQuery>,
+) -> ApiResult<Json<QueueStats>> {
+    let selector = parse_label_list(q.labels.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::validation(vec![ValidationError::new("labels", e)]))?;
+    let agents: Vec<String> = q
+        .agents
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    let store = state.store();
+    let mut queued = Vec::new();
+    let mut before = None;
+    for _ in 0..MAX_PAGES {
+        let page = store
+            .list_tasks(&TaskFilter {
+                state: Some(TaskState::Queued),
+                before,
+                limit: PAGE,
+                ..TaskFilter::default()
+            })
+            .await?;
+        before = page.last().map(|t| t.id);
+        let full = page.len() == PAGE as usize;
+        queued.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let now = chrono::Utc::now();
+    let workers = store.list_workers().await?;
+    Ok(Json(QueueStats::compute(
+        &selector,
+        &agents,
+        queued
+            .iter()
+            .map(|t| (&t.spec.labels, t.spec.required_agent(), t.run_after <= now)),
+        workers,
+    )))
+}

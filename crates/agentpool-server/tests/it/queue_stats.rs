@@ -1,0 +1,94 @@
+//! `GET /v1/queue/stats` over a real socket on both backends: queued tasks counted when their
+//! labels fit the pool's and their agent is offered, the pool's workers by status with their
+//! running tasks, a drained worker counted as draining, and a malformed selector refused.
+
+use std::time::Duration;
+
+use agentpool_core::{Labels, TaskSpec, WorkerId};
+use agentpool_testkit::db::Backend;
+use reqwest::StatusCode;
+
+use crate::support::{command_task, registration, spawn_app};
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn stats_count_what_a_pool_could_run(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let sub = app.submitter();
+    let wrk = app.worker();
+    let pool = labels(&[("agentpool.dev/pool", "web"), ("team", "web")]);
+
+    // Fits: no labels; a subset of the pool's; an offered agent. Does not fit: another team;
+    // an agent the pool lacks.
+    sub.submit(&command_task("true")).await.unwrap();
+    let mut t = command_task("true");
+    t.labels = labels(&[("team", "web")]);
+    sub.submit(&t).await.unwrap();
+    let mut t = command_task("true");
+    t.labels = labels(&[("team", "data")]);
+    sub.submit(&t).await.unwrap();
+    let agent = TaskSpec::agent("https://example.com/repo.git", "codex", "fix it");
+    sub.submit(&agent).await.unwrap();
+    let agent = TaskSpec::agent("https://example.com/repo.git", "claude-code", "fix it");
+    sub.submit(&agent).await.unwrap();
+
+    let s = wrk
+        .queue_stats(&pool, &["claude-code".to_string()])
+        .await
+        .unwrap();
+    assert_eq!((s.queued, s.queued_due, s.running), (3, 3, 0), "{s:#?}");
+    assert!(s.workers.is_empty());
+
+    // Two pool workers and one outside it; one pool worker claims a task.
+    let mut reg = registration(&["command"]);
+    reg.id = Some(WorkerId::parse("web-0").unwrap());
+    reg.labels = pool.clone();
+    reg.slots = 1;
+    let w0 = wrk.register(&reg).await.unwrap();
+    reg.id = Some(WorkerId::parse("web-1").unwrap());
+    let w1 = wrk.register(&reg).await.unwrap();
+    let mut other = registration(&["command"]);
+    other.labels = labels(&[("team", "web")]);
+    wrk.register(&other).await.unwrap();
+    let claimed = wrk.claim(&w0.id, 1, Duration::ZERO).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    wrk.drain_worker(&w1.id).await.unwrap();
+
+    let s = wrk
+        .queue_stats(&pool, &["claude-code".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(s.queued, 2, "{s:#?}");
+    assert_eq!(s.running, 1);
+    let c = &s.worker_counts;
+    assert_eq!((c.online, c.draining, c.slots), (2, 1, 2), "{c:?}");
+    let mut ids: Vec<&str> = s.workers.iter().map(|w| w.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["web-0", "web-1"]);
+
+    // A malformed selector is refused with a code, not a count of everything.
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/queue/stats?labels=team", app.base))
+        .bearer_auth(app.tokens.of(agentpool_server::Role::Worker))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn queue_stats_sqlite() {
+    stats_count_what_a_pool_could_run(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn queue_stats_postgres() {
+    stats_count_what_a_pool_could_run(Backend::Postgres).await;
+}
