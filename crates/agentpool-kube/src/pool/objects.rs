@@ -8,13 +8,14 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceSpec, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use super::crd::{SecretKeyRef, WorkerPool};
@@ -165,6 +166,9 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
             },
         ),
         env("AGENTPOOL_LOG", "info"),
+        // The worker's own probe: ready only while registered and claiming, so a pod that is
+        // starting, draining or unhealthy (git or its agents cannot start) is out of service.
+        env("AGENTPOOL_HEALTH_LISTEN", format!("0.0.0.0:{HEALTH_PORT}")),
     ];
     let mut mounts = vec![
         VolumeMount {
@@ -210,6 +214,13 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
         env: Some(envs),
         resources: s.resources.clone(),
         volume_mounts: Some(mounts),
+        ports: Some(vec![ContainerPort {
+            name: Some("health".into()),
+            container_port: HEALTH_PORT,
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 20)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {
@@ -292,5 +303,21 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
             ..StatefulSetSpec::default()
         }),
         status: None,
+    }
+}
+
+/// Port of the worker's health probe (`agentpool worker --health-listen`) in pool pods.
+pub const HEALTH_PORT: i32 = 8081;
+
+fn http_probe(path: &str, period_seconds: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("health".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(3),
+        ..Probe::default()
     }
 }

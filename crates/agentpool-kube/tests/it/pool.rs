@@ -237,6 +237,13 @@ async fn a_new_pool_becomes_an_owned_statefulset_and_headless_service_by_server_
     );
     let token = env.iter().find(|e| e.name == "AGENTPOOL_TOKEN").unwrap();
     assert!(token.value.is_none(), "a reference, never the value");
+    // The worker's own probe decides readiness: starting, draining or unhealthy is not ready.
+    let probe = env.iter().find(|e| e.name == "AGENTPOOL_HEALTH_LISTEN").unwrap();
+    assert_eq!(probe.value.as_deref(), Some("0.0.0.0:8081"));
+    let ready = c.readiness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    let live = c.liveness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(live.path.as_deref(), Some("/healthz"));
     assert_eq!(pod.termination_grace_period_seconds, Some(600 + 30));
     let claims = spec.volume_claim_templates.unwrap();
     assert_eq!(claims[0].metadata.name.as_deref(), Some("cache"));

@@ -194,6 +194,10 @@ impl PoolKubelet {
             };
             env.insert(e.name, value);
         }
+        // Every "pod" shares this host's network: each gets its own probe port.
+        if env.contains_key("AGENTPOOL_HEALTH_LISTEN") {
+            env.insert("AGENTPOOL_HEALTH_LISTEN".into(), "127.0.0.1:0".into());
+        }
         assert_eq!(c.command.clone().unwrap(), vec!["agentpool".to_string()]);
         let args: Vec<String> = c.args.clone().unwrap().iter().map(|a| map(a)).collect();
         let child = Command::new(env!("CARGO_BIN_EXE_agentpool"))
