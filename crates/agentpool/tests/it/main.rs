@@ -91,6 +91,25 @@ impl Env {
         token
     }
 
+    /// `f` with this environment and a SQLite database file in it.
+    pub fn on_sqlite(&self, f: impl FnOnce(&Env, &str)) {
+        let db = format!("sqlite://{}?mode=rwc", self.dir.path().join("test.db").display());
+        f(self, &db);
+    }
+
+    /// `f` with this environment and a fresh PostgreSQL database (none when PostgreSQL is not
+    /// configured and services are not required).
+    pub fn on_postgres(&self, f: impl FnOnce(&Env, &str)) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let Some(db) = rt.block_on(agentpool_testkit::db::TestDb::postgres()) else {
+            return;
+        };
+        f(self, db.url());
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run agentpool")
     }

@@ -68,21 +68,10 @@ fn fuzz(env: &Env, db: &str) {
 
 #[test]
 fn schemathesis_finds_nothing_on_sqlite() {
-    let env = Env::new();
-    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("fuzz.db").display());
-    fuzz(&env, &db);
+    Env::new().on_sqlite(fuzz);
 }
 
 #[test]
 fn schemathesis_finds_nothing_on_postgresql() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(db) = rt.block_on(agentpool_testkit::db::TestDb::postgres()) else {
-        return;
-    };
-    let env = Env::new();
-    fuzz(&env, db.url());
-    drop(db);
+    Env::new().on_postgres(fuzz);
 }

@@ -89,23 +89,12 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
 
 #[test]
 fn serve_and_a_separate_worker_on_sqlite() {
-    let env = Env::new();
-    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
-    server_and_worker_run_a_task_with_tokens(&env, &db);
+    Env::new().on_sqlite(server_and_worker_run_a_task_with_tokens);
 }
 
 #[test]
 fn serve_and_a_separate_worker_on_postgresql() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let Some(db) = rt.block_on(agentpool_testkit::db::TestDb::postgres()) else {
-        return;
-    };
-    let env = Env::new();
-    server_and_worker_run_a_task_with_tokens(&env, db.url());
-    drop(db);
+    Env::new().on_postgres(server_and_worker_run_a_task_with_tokens);
 }
 
 #[test]

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use agentpool_kube::fake::FakeApi;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -159,19 +160,7 @@ impl Kubelet {
             }
             s.to_string()
         };
-        let mut env = BTreeMap::new();
-        for e in c.env.clone().unwrap_or_default() {
-            let value = match (e.value, e.value_from) {
-                (Some(v), _) => v,
-                (None, Some(from)) => {
-                    let r = from.secret_key_ref.expect("only secretKeyRef is used");
-                    let s = self.fake.secret(&r.name).expect("referenced Secret exists");
-                    String::from_utf8(s.data.unwrap()[&r.key].0.clone()).unwrap()
-                }
-                (None, None) => String::new(),
-            };
-            env.insert(e.name, value);
-        }
+        let env = container_env(&self.fake, c, &name);
         let command = c.command.clone().unwrap();
         assert_eq!(command, vec!["agentpool".to_string()], "the image's entry point");
         let args: Vec<String> = c.args.clone().unwrap().iter().map(|a| map(a)).collect();
@@ -337,4 +326,29 @@ pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status();
+}
+
+/// A container's environment as a kubelet resolves it: plain values, `secretKeyRef`s from the
+/// stored Secrets, and `fieldRef: metadata.name` as `pod`.
+pub fn container_env(fake: &FakeApi, c: &Container, pod: &str) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for e in c.env.clone().unwrap_or_default() {
+        let value = match (e.value, e.value_from) {
+            (Some(v), _) => v,
+            (None, Some(from)) => match (from.secret_key_ref, from.field_ref) {
+                (Some(r), _) => {
+                    let s = fake.secret(&r.name).expect("referenced Secret exists");
+                    String::from_utf8(s.data.unwrap()[&r.key].0.clone()).unwrap()
+                }
+                (None, Some(f)) => {
+                    assert_eq!(f.field_path, "metadata.name");
+                    pod.to_string()
+                }
+                _ => panic!("unsupported env source"),
+            },
+            (None, None) => String::new(),
+        };
+        env.insert(e.name, value);
+    }
+    env
 }

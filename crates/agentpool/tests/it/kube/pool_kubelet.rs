@@ -6,7 +6,7 @@
 //! restarts exited pods that should run, carries out pod deletions, and writes the Pod objects
 //! and the StatefulSet's status back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use agentpool_kube::fake::FakeApi;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::json;
 
-use super::kubelet::signal;
+use super::kubelet::{container_env, signal};
 
 pub struct PoolPod {
     child: Child,
@@ -175,25 +175,7 @@ impl PoolKubelet {
             }
             s.to_string()
         };
-        let mut env = BTreeMap::new();
-        for e in c.env.clone().unwrap_or_default() {
-            let value = match (e.value, e.value_from) {
-                (Some(v), _) => v,
-                (None, Some(from)) => match (from.secret_key_ref, from.field_ref) {
-                    (Some(r), _) => {
-                        let s = self.fake.secret(&r.name).expect("referenced Secret exists");
-                        String::from_utf8(s.data.unwrap()[&r.key].0.clone()).unwrap()
-                    }
-                    (None, Some(f)) => {
-                        assert_eq!(f.field_path, "metadata.name");
-                        pod.to_string()
-                    }
-                    _ => panic!("unsupported env source"),
-                },
-                (None, None) => String::new(),
-            };
-            env.insert(e.name, value);
-        }
+        let mut env = container_env(&self.fake, c, pod);
         // Every "pod" shares this host's network: each gets its own probe port.
         if env.contains_key("AGENTPOOL_HEALTH_LISTEN") {
             env.insert("AGENTPOOL_HEALTH_LISTEN".into(), "127.0.0.1:0".into());
