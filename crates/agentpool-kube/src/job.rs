@@ -133,7 +133,7 @@ fn labels(launcher: &str, task: TaskId, attempt: u32) -> BTreeMap<String, String
     ])
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
+pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -141,14 +141,15 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn env_from_secret(name: &str, r: &SecretKeyRef) -> EnvVar {
+/// A variable read from a Secret's key (never the value itself in the object).
+pub(crate) fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
-                name: r.name.clone(),
-                key: r.key.clone(),
+                name: secret.into(),
+                key: key.into(),
                 optional: Some(false),
             }),
             ..EnvVarSource::default()
@@ -169,13 +170,13 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
     let timeout = i64::try_from(work.claimed.task.spec.timeout_secs()).unwrap_or(i64::MAX / 2);
     let mut envs = vec![
         env("AGENTPOOL_SERVER", &t.server_url),
-        env_from_secret("AGENTPOOL_TOKEN", &t.token_secret),
+        env_from_secret("AGENTPOOL_TOKEN", &t.token_secret.name, &t.token_secret.key),
         env("AGENTPOOL_TASK_ID", task.0.to_string()),
         env("AGENTPOOL_ATTEMPT", attempt.to_string()),
         env("AGENTPOOL_LOG", "info"),
     ];
     if let Some(ca) = &t.ca_secret {
-        envs.push(env_from_secret("AGENTPOOL_CA_CERT_PEM", ca));
+        envs.push(env_from_secret("AGENTPOOL_CA_CERT_PEM", &ca.name, &ca.key));
     }
     envs.extend(t.env.iter().cloned());
     let container = Container {

@@ -10,16 +10,16 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, Service,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
-use super::crd::{SecretKeyRef, WorkerPool};
-use crate::job::{LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME};
+use super::crd::WorkerPool;
+use crate::job::{LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, env, env_from_secret};
 
 /// The label every pool worker carries (to the server and on its pod): tasks may select one
 /// pool by it, and the operator asks for the pool's statistics by it.
@@ -92,30 +92,11 @@ pub fn build_service(pool: &WorkerPool) -> Service {
     }
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    }
-}
-
 fn env_from(name: &str, source: EnvVarSource) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: None,
         value_from: Some(source),
-    }
-}
-
-fn secret_ref(r: &SecretKeyRef) -> EnvVarSource {
-    EnvVarSource {
-        secret_key_ref: Some(SecretKeySelector {
-            name: r.name.clone(),
-            key: r.key.clone(),
-            optional: Some(false),
-        }),
-        ..EnvVarSource::default()
     }
 }
 
@@ -153,7 +134,7 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
     }
     let mut envs = vec![
         env("AGENTPOOL_SERVER", &s.server),
-        env_from("AGENTPOOL_TOKEN", secret_ref(&s.token_secret)),
+        env_from_secret("AGENTPOOL_TOKEN", &s.token_secret.name, &s.token_secret.key),
         // The pod's name is the worker id: stable across restarts of the pod.
         env_from(
             "AGENTPOOL_WORKER_ID",
