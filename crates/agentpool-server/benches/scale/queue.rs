@@ -3,6 +3,10 @@
 //! the same PostgreSQL, alternating, each on a fresh database; median of the rounds and the
 //! ratio. Then agentpool alone with 1, 4, 16 claimers (throughput vs claimers).
 //!
+//! Each run also reports the write-ahead log PostgreSQL wrote per task while draining: unlike
+//! tasks/s it does not depend on what else the machine is doing, and it is what the raw-SQL
+//! ceiling is made of (every byte is written and, at commit, flushed).
+//!
 //! Options: `--tasks 20000 --rounds 3 --claimers 16 --batch 100 --gw-procs 2
 //! --gw-concurrency 8 --sweep 1,4,16`.
 
@@ -15,6 +19,26 @@ use agentpool_testkit::db::{Backend, TestDb};
 use serde_json::json;
 
 use crate::{Args, graphile, median, results};
+
+/// The server's current WAL position, in bytes.
+async fn wal_lsn(url: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .expect("connect for WAL position");
+    let v: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+        .fetch_one(&pool)
+        .await
+        .expect("WAL position");
+    pool.close().await;
+    v
+}
+
+/// tasks/s and WAL bytes per task of one drain.
+#[derive(Clone, Copy)]
+pub struct Run {
+    pub per_sec: f64,
+    pub wal_per_task: f64,
+}
 
 async fn fresh_db() -> TestDb {
     TestDb::new(Backend::Postgres)
@@ -51,8 +75,8 @@ async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
     }
 }
 
-/// agentpool claim+complete on a fresh database: tasks/s.
-pub async fn agentpool(tasks: usize, claimers: usize, batch: u32) -> f64 {
+/// agentpool claim+complete on a fresh database.
+pub async fn agentpool(tasks: usize, claimers: usize, batch: u32) -> Run {
     let db = fresh_db().await;
     let store = agentpool_store::open_store(db.url()).await.expect("open store");
     let mut left = tasks;
@@ -68,6 +92,7 @@ pub async fn agentpool(tasks: usize, claimers: usize, batch: u32) -> f64 {
     for i in 0..claimers {
         filters.push(claimer(&store, &format!("q{i}"), batch).await);
     }
+    let wal0 = wal_lsn(db.url()).await;
     let t0 = Instant::now();
     let hs: Vec<_> = filters
         .into_iter()
@@ -78,15 +103,25 @@ pub async fn agentpool(tasks: usize, claimers: usize, batch: u32) -> f64 {
         done += h.await.expect("join");
     }
     let secs = t0.elapsed().as_secs_f64();
+    let wal = wal_lsn(db.url()).await - wal0;
     assert_eq!(done, tasks, "every task completed once");
-    done as f64 / secs
+    Run {
+        per_sec: done as f64 / secs,
+        wal_per_task: wal as f64 / tasks as f64,
+    }
 }
 
-/// graphile-worker on a fresh database: jobs/s.
-async fn graphile_run(tasks: usize, procs: usize, conc: usize) -> f64 {
+/// graphile-worker on a fresh database.
+async fn graphile_run(tasks: usize, procs: usize, conc: usize) -> Run {
     let db = fresh_db().await;
     graphile::prefill(db.url(), tasks).await;
-    graphile::drain(db.url(), tasks, procs, conc).await
+    let wal0 = wal_lsn(db.url()).await;
+    let per_sec = graphile::drain(db.url(), tasks, procs, conc).await;
+    let wal = wal_lsn(db.url()).await - wal0;
+    Run {
+        per_sec,
+        wal_per_task: wal as f64 / tasks as f64,
+    }
 }
 
 pub async fn run(args: &Args) {
@@ -103,16 +138,24 @@ pub async fn run(args: &Args) {
          vs graphile-worker {procs} processes × {conc}, {rounds} rounds alternating"
     );
     let (mut ap, mut gw) = (Vec::new(), Vec::new());
+    let (mut ap_wal, mut gw_wal) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let a = agentpool(tasks, claimers, batch).await;
         let g = graphile_run(tasks, procs, conc).await;
         eprintln!(
-            "[scale]   round {}: agentpool {a:.0}/s, graphile-worker {g:.0}/s",
-            r + 1
+            "[scale]   round {}: agentpool {:.0}/s ({:.0} B WAL/task), graphile-worker {:.0}/s ({:.0} B WAL/task)",
+            r + 1,
+            a.per_sec,
+            a.wal_per_task,
+            g.per_sec,
+            g.wal_per_task
         );
-        ap.push(a);
-        gw.push(g);
+        ap.push(a.per_sec);
+        gw.push(g.per_sec);
+        ap_wal.push(a.wal_per_task);
+        gw_wal.push(g.wal_per_task);
     }
+    let (ap_wal_m, gw_wal_m) = (median(&mut ap_wal), median(&mut gw_wal));
     let (ap_m, gw_m) = (median(&mut ap.clone()), median(&mut gw.clone()));
     let ratio = ap_m / gw_m.max(1e-9);
     println!(
@@ -120,9 +163,12 @@ pub async fn run(args: &Args) {
         list(&ap),
         list(&gw)
     );
+    println!(
+        "queue: WAL per task while draining: agentpool {ap_wal_m:.0} B, graphile-worker {gw_wal_m:.0} B"
+    );
     let mut by_claimers = Vec::new();
     for &c in &sweep {
-        let v = agentpool(tasks, c, batch).await;
+        let v = agentpool(tasks, c, batch).await.per_sec;
         println!("queue: agentpool, {c} claimers × batches of {batch}: {v:.0}/s");
         by_claimers.push(json!({"claimers": c, "per_sec": v}));
     }
@@ -133,6 +179,7 @@ pub async fn run(args: &Args) {
             "graphile": {"procs": procs, "concurrency": conc},
             "agentpool_rounds": ap, "graphile_rounds": gw,
             "agentpool_median": ap_m, "graphile_median": gw_m, "ratio": ratio,
+            "agentpool_wal_per_task": ap_wal_m, "graphile_wal_per_task": gw_wal_m,
             "by_claimers": by_claimers,
         }),
     );
