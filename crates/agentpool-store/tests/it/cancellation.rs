@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -41,7 +41,7 @@ async fn cancel_after<F: Future + ?Sized>(mut fut: Pin<Box<F>>, steps: usize) ->
     let waker = Waker::from(woken.clone());
     let mut cx = Context::from_waker(&waker);
     for _ in 0..steps {
-        if let Poll::Ready(_) = fut.as_mut().poll(&mut cx) {
+        if fut.as_mut().poll(&mut cx).is_ready() {
             return true;
         }
         tokio::time::timeout(Duration::from_secs(30), woken.0.notified())
