@@ -264,6 +264,8 @@ async fn warm_from_existing(
             phases.checkout_ms = spec.checkout_ms;
             Ok(start)
         }
+        // Nothing changed: the same clone would fail the same way (an unknown base ref).
+        Err(e) if !changed => Err(e),
         // Stale (or failed while the mirror changed under it): again, from the fetched mirror.
         _ => {
             if target.dir.exists() {
