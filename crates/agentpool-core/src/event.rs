@@ -80,6 +80,20 @@ impl FromStr for EventKind {
     }
 }
 
+/// Where the preparation of a workspace spent its time (milliseconds). On the warm path the
+/// mirror's fetch runs alongside the clone from the mirror, so the phases overlap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparePhases {
+    /// Bringing the mirror up to date with the remote (creating it on a miss).
+    pub fetch_ms: u64,
+    /// The task's own clone (from the mirror, or from the remote without one).
+    pub clone_ms: u64,
+    /// Resolving the start commit and checking out the work branch.
+    pub checkout_ms: u64,
+    /// git processes the worker started for it.
+    pub git_processes: u32,
+}
+
 /// A step in a task's life. The store writes the state changes (queued … canceled) in the
 /// same transaction as the change itself; the worker's pipeline reports its own steps
 /// (workspace ready … pushed) while the task runs.
@@ -100,6 +114,9 @@ pub enum Lifecycle {
         /// Whether a cached clone was reused.
         warm: bool,
         prepare_ms: u64,
+        /// Where `prepare_ms` went.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phases: Option<PreparePhases>,
     },
     /// The setup command started.
     SetupStarted,

@@ -127,6 +127,8 @@ pub struct Git {
     allow_file: bool,
     timeout: Duration,
     redactor: Redactor,
+    /// `-c` settings that depend on the options (credentials).
+    config: Vec<String>,
 }
 
 /// How to configure [`Git`].
@@ -162,7 +164,13 @@ impl Git {
         if let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") {
             env.push(("SSH_AUTH_SOCK".into(), sock));
         }
+        let mut config = Vec::new();
         if let Some(a) = opts.askpass {
+            // Send the token with the first request instead of after a 401 (one HTTP round trip
+            // less per command; ignored by git before 2.46), and ask askpass only for it: the
+            // user name is not a secret.
+            config.push("http.proactiveAuth=basic".to_string());
+            config.push(format!("credential.username={}", a.username));
             env.retain(|(k, _)| k != "GIT_ASKPASS");
             env.push(("GIT_ASKPASS".into(), a.script.into_os_string()));
             env.push(("AGENTPOOL_GIT_TOKEN_FILE".into(), a.token_file.into_os_string()));
@@ -174,6 +182,7 @@ impl Git {
             allow_file: opts.allow_file,
             timeout: opts.timeout,
             redactor: opts.redactor,
+            config,
         }
     }
 
@@ -207,6 +216,9 @@ impl Git {
             "credential.helper=",
             "-c",
             "gc.auto=0",
+            // No background `git maintenance` process after each fetch.
+            "-c",
+            "maintenance.auto=false",
             "-c",
             "advice.detachedHead=false",
             "-c",
@@ -214,6 +226,11 @@ impl Git {
         ]
         .iter()
         .map(OsString::from)
+        .chain(
+            self.config
+                .iter()
+                .flat_map(|c| [OsString::from("-c"), OsString::from(c)]),
+        )
         .collect()
     }
 

@@ -13,6 +13,7 @@ pub mod checks;
 pub mod events;
 pub mod git;
 pub mod health;
+mod mirror;
 pub mod mirror_cache;
 pub mod pipeline;
 pub mod worker;

@@ -321,6 +321,7 @@ impl Pipeline {
             base_sha: ws.base_sha.clone(),
             warm: ws.warm,
             prepare_ms: ws.prepare_ms,
+            phases: Some(ws.phases),
         }));
 
         let env = self.task_env(work, &ws);

@@ -1,24 +1,31 @@
 //! A task's git workspace: cold clone, or the warm path through a bare mirror cache; the work
 //! branch checked out at the base ref; and after the run, commit, diff stat and push.
 //!
-//! Warm path: the mirror (`git clone --mirror`, then `git fetch --prune` per task) lives in
-//! the cache dir; each task gets its own `git clone --local` of it. On one filesystem that
-//! hard-links the mirror's (immutable) pack files instead of copying them, so it costs about as
-//! little as a worktree, yet every task has its own object store, refs, index and config: no
-//! task can see or corrupt another's state, and a later `fetch --prune` or repack of the
-//! mirror cannot pull objects from under a running task (which `--shared`/alternates or
-//! `git worktree` would allow).
+//! Warm path: the mirror (`git clone --mirror` on first use) lives in the cache dir; each task
+//! gets its own `git clone --local` of it. On one filesystem that hard-links the mirror's
+//! (immutable) pack files instead of copying them, so it costs about as little as a worktree,
+//! yet every task has its own object store, refs, index and config: no task can see or corrupt
+//! another's state, and a later `fetch --prune` or repack of the mirror cannot pull objects
+//! from under a running task (which `--shared`/alternates or `git worktree` would allow).
+//!
+//! The mirror's `fetch --prune` (a round trip to the remote, which usually brings nothing)
+//! runs at the same time as the task's clone and checkout from the mirror as it stood; when
+//! the fetch moved a ref, that speculative workspace is dropped and made again from the
+//! fetched mirror. A warm task on an unchanged remote thus waits for the slower of the two, in
+//! five git processes (fetch, clone, set-url, resolve, checkout).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use agentpool_core::{BranchName, FileChange, RepoUrl, TaskId};
+use agentpool_core::{BranchName, FileChange, PreparePhases, RepoUrl, TaskId};
 use tokio_util::sync::CancellationToken;
 
 use crate::git::{Git, GitError, RunOpts};
+pub use crate::mirror::MirrorLocks;
+use crate::mirror::{lock_file, mirror_name, ref_state};
 
 /// Where workspaces and the mirror cache live.
 #[derive(Debug, Clone)]
@@ -58,6 +65,8 @@ pub struct Workspace {
     pub warm: bool,
     /// Time spent fetching/cloning and checking out.
     pub prepare_ms: u64,
+    /// Where that time went.
+    pub phases: PreparePhases,
 }
 
 /// What the post-run step produced.
@@ -78,58 +87,40 @@ pub struct CommitOptions {
     pub author_email: String,
 }
 
-/// Serializes fetches into one mirror within this process (git's own ref locks would make
-/// concurrent fetches fail rather than wait).
-#[derive(Debug, Clone, Default)]
-pub struct MirrorLocks(Arc<StdMutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>>);
-
-impl MirrorLocks {
-    /// The locks shared by every worker of this process (`agentpool up` runs several).
-    pub fn global() -> Self {
-        static GLOBAL: std::sync::OnceLock<MirrorLocks> = std::sync::OnceLock::new();
-        GLOBAL.get_or_init(MirrorLocks::default).clone()
-    }
-
-    fn get(&self, path: &Path) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(path.to_path_buf()).or_default().clone()
-    }
-}
-
-/// An exclusive `flock` on `<mirror>.lock`, so worker processes sharing a cache directory
-/// take turns too. Released when dropped (the file is closed).
-struct FileLock(#[allow(dead_code)] std::fs::File);
-
-async fn lock_file(path: PathBuf) -> std::io::Result<FileLock> {
-    tokio::task::spawn_blocking(move || {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        loop {
-            // SAFETY: flock on a descriptor we own for the lifetime of the call.
-            let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(FileLock(f));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
 /// Inputs of [`prepare`].
 pub struct PrepareRequest<'a> {
     pub task_id: TaskId,
     pub url: &'a RepoUrl,
     pub base_ref: Option<&'a str>,
     pub branch: &'a BranchName,
+}
+
+/// The git commands of one preparation: counted, for the phase report.
+struct Steps<'a> {
+    git: &'a Git,
+    cancel: &'a CancellationToken,
+    processes: AtomicU32,
+}
+
+impl Steps<'_> {
+    async fn run<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        step: &'static str,
+        cwd: &Path,
+        args: &[S],
+    ) -> Result<String, GitError> {
+        self.processes.fetch_add(1, Ordering::Relaxed);
+        self.git.run(step, cwd, args, self.cancel).await
+    }
+
+    async fn run_opts(&self, o: RunOpts<'_>) -> Result<(i32, String), GitError> {
+        self.processes.fetch_add(1, Ordering::Relaxed);
+        self.git.run_opts(o).await
+    }
+}
+
+fn ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Clone (or warm-clone) the repository for a task and check out its work branch.
@@ -149,9 +140,23 @@ pub async fn prepare(
     tokio::fs::create_dir_all(&home).await?;
     let dir = task_dir.join("repo");
     let url = req.url.as_str();
+    let steps = Steps {
+        git,
+        cancel,
+        processes: AtomicU32::new(0),
+    };
+    let mut phases = PreparePhases::default();
+    let target = Target {
+        task_dir: &task_dir,
+        dir: &dir,
+        url,
+        base_ref: req.base_ref,
+        branch: req.branch,
+    };
 
-    let warm = match &cfg.mirror_dir {
+    let (warm, start) = match &cfg.mirror_dir {
         None => {
+            let t = Instant::now();
             let args: Vec<OsString> = vec![
                 "clone".into(),
                 "--quiet".into(),
@@ -160,8 +165,12 @@ pub async fn prepare(
                 url.into(),
                 dir.clone().into(),
             ];
-            git.run("clone", &task_dir, &args, cancel).await?;
-            false
+            steps.run("clone", &task_dir, &args).await?;
+            phases.clone_ms = ms(t);
+            let t = Instant::now();
+            let start = checkout(&steps, &target).await?;
+            phases.checkout_ms = ms(t);
+            (false, start)
         }
         Some(mirrors) => {
             let mirror = mirrors.join(mirror_name(url));
@@ -170,60 +179,25 @@ pub async fn prepare(
             tokio::fs::create_dir_all(mirrors).await?;
             let file_lock = lock_file(mirror.with_extension("lock")).await?;
             let hit = mirror.join("HEAD").exists();
-            refresh_mirror(git, mirrors, &mirror, url, cancel).await?;
+            let start = if hit {
+                warm_from_existing(&steps, &mirror, &target, &mut phases).await?
+            } else {
+                let t = Instant::now();
+                create_mirror(&steps, mirrors, &mirror, url).await?;
+                phases.fetch_ms = ms(t);
+                from_mirror(&steps, &mirror, &target, &mut phases).await?
+            };
             crate::mirror_cache::record_use(&mirror, hit);
-            let args: Vec<OsString> = vec![
-                "clone".into(),
-                "--quiet".into(),
-                "--local".into(),
-                "--no-checkout".into(),
-                "--".into(),
-                mirror.clone().into(),
-                dir.clone().into(),
-            ];
-            git.run_opts(RunOpts {
-                step: "clone",
-                cwd: &task_dir,
-                args: &args,
-                stdin: None,
-                extra_env: &[],
-                local_source: true,
-                ok_codes: &[0],
-                cancel,
-            })
-            .await?;
             drop(file_lock);
             drop(held);
-            git.run(
-                "remote",
-                &dir,
-                &["remote", "set-url", "origin", "--", url],
-                cancel,
-            )
-            .await?;
-            true
+            (true, start)
         }
     };
 
-    let start = resolve_start(git, &dir, req.base_ref, req.branch, cancel).await?;
-    git.run(
-        "checkout",
-        &dir,
-        &[
-            "checkout",
-            "--quiet",
-            "--no-track",
-            "-B",
-            req.branch.as_str(),
-            start.as_str(),
-            "--",
-        ],
-        cancel,
-    )
-    .await?;
     // Keep the config as prepared: the run may rewrite .git/config (remotes, url rewrites,
     // helpers), and the post-run steps run with credentials.
     tokio::fs::copy(dir.join(".git/config"), task_dir.join("git-config.orig")).await?;
+    phases.git_processes = steps.processes.load(Ordering::Relaxed);
     Ok(Workspace {
         task_dir,
         dir,
@@ -232,52 +206,144 @@ pub async fn prepare(
         base_sha: start,
         url: req.url.clone(),
         warm,
-        prepare_ms: started.elapsed().as_millis() as u64,
+        prepare_ms: ms(started),
+        phases,
     })
 }
 
-/// A file-system-safe, stable name for the mirror of `url`.
-fn mirror_name(url: &str) -> String {
-    // FNV-1a: stable across builds (std's hasher is not guaranteed to be).
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in url.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    let tail: String = url
-        .trim_end_matches('/')
-        .trim_end_matches(".git")
-        .rsplit(['/', ':'])
-        .next()
-        .unwrap_or("repo")
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .take(40)
-        .collect();
-    let tail = tail.trim_start_matches('.');
-    format!("{tail}-{h:016x}.git")
+/// Where a task's checkout goes and what it starts from.
+struct Target<'a> {
+    task_dir: &'a Path,
+    dir: &'a Path,
+    url: &'a str,
+    base_ref: Option<&'a str>,
+    branch: &'a BranchName,
 }
 
-async fn refresh_mirror(
-    git: &Git,
-    mirrors: &Path,
+/// An existing mirror: fetch it and, at the same time, clone and check out from it as it is.
+/// The fetch is the slow part (a round trip to the remote) and usually changes nothing; when it
+/// did change a ref, the speculative checkout is thrown away and made again from the updated
+/// mirror. Either way the task starts from what the remote has now.
+async fn warm_from_existing(
+    steps: &Steps<'_>,
     mirror: &Path,
-    url: &str,
-    cancel: &CancellationToken,
-) -> Result<(), GitError> {
-    tokio::fs::create_dir_all(mirrors).await?;
-    if mirror.join("HEAD").exists() {
-        // The mirror's name is derived from `url`, and it was cloned from it: its origin is
-        // already `url`.
-        git.run(
-            "fetch",
-            mirror,
-            &["fetch", "--quiet", "--prune", "origin"],
-            cancel,
+    target: &Target<'_>,
+    phases: &mut PreparePhases,
+) -> Result<String, WorkspaceError> {
+    let before = ref_state(mirror).await?;
+    let fetch = async {
+        let t = Instant::now();
+        // The mirror's name is derived from the URL, and it was cloned from it: its origin
+        // is already the URL.
+        let r = steps
+            .run(
+                "fetch",
+                mirror,
+                &[
+                    "fetch",
+                    "--quiet",
+                    "--prune",
+                    // Nothing reads them, and on a long history the forced-update check walks it.
+                    "--no-write-fetch-head",
+                    "--no-show-forced-updates",
+                    "origin",
+                ],
+            )
+            .await;
+        (r, ms(t))
+    };
+    let mut spec = PreparePhases::default();
+    let (fetched, speculative) = tokio::join!(fetch, from_mirror(steps, mirror, target, &mut spec));
+    let (fetched, fetch_ms) = fetched;
+    phases.fetch_ms = fetch_ms;
+    fetched?;
+    let changed = ref_state(mirror).await? != before;
+    match speculative {
+        Ok(start) if !changed => {
+            phases.clone_ms = spec.clone_ms;
+            phases.checkout_ms = spec.checkout_ms;
+            Ok(start)
+        }
+        // Nothing changed: the same clone would fail the same way (an unknown base ref).
+        Err(e) if !changed => Err(e),
+        // Stale (or failed while the mirror changed under it): again, from the fetched mirror.
+        _ => {
+            if target.dir.exists() {
+                tokio::fs::remove_dir_all(target.dir).await?;
+            }
+            from_mirror(steps, mirror, target, phases).await
+        }
+    }
+}
+
+/// The task's own clone of the mirror, its origin pointed at the remote, the work branch
+/// checked out. Returns the start commit.
+async fn from_mirror(
+    steps: &Steps<'_>,
+    mirror: &Path,
+    target: &Target<'_>,
+    phases: &mut PreparePhases,
+) -> Result<String, WorkspaceError> {
+    let t = Instant::now();
+    let args: Vec<OsString> = vec![
+        "clone".into(),
+        "--quiet".into(),
+        "--local".into(),
+        "--no-checkout".into(),
+        "--".into(),
+        mirror.into(),
+        target.dir.into(),
+    ];
+    steps
+        .run_opts(RunOpts {
+            step: "clone",
+            cwd: target.task_dir,
+            args: &args,
+            stdin: None,
+            extra_env: &[],
+            local_source: true,
+            ok_codes: &[0],
+            cancel: steps.cancel,
+        })
+        .await?;
+    steps
+        .run(
+            "remote",
+            target.dir,
+            &["remote", "set-url", "origin", "--", target.url],
         )
         .await?;
-        return Ok(());
-    }
+    phases.clone_ms = ms(t);
+    let t = Instant::now();
+    let start = checkout(steps, target).await?;
+    phases.checkout_ms = ms(t);
+    Ok(start)
+}
+
+/// Resolve the start commit and check out the work branch there.
+async fn checkout(steps: &Steps<'_>, target: &Target<'_>) -> Result<String, WorkspaceError> {
+    let start = resolve_start(steps, target.dir, target.base_ref, target.branch).await?;
+    steps
+        .run(
+            "checkout",
+            target.dir,
+            &[
+                "checkout",
+                "--quiet",
+                "--no-track",
+                "-B",
+                target.branch.as_str(),
+                start.as_str(),
+                "--",
+            ],
+        )
+        .await?;
+    Ok(start)
+}
+
+/// Create the mirror of `url` (a cache miss).
+async fn create_mirror(steps: &Steps<'_>, mirrors: &Path, mirror: &Path, url: &str) -> Result<(), GitError> {
+    tokio::fs::create_dir_all(mirrors).await?;
     // Clone to a temporary name so an interrupted clone never looks like a mirror.
     let tmp = mirror.with_extension("tmp");
     if tmp.exists() {
@@ -291,7 +357,7 @@ async fn refresh_mirror(
         url.into(),
         tmp.clone().into(),
     ];
-    git.run("clone", mirrors, &args, cancel).await?;
+    steps.run("clone", mirrors, &args).await?;
     tokio::fs::rename(&tmp, mirror).await?;
     Ok(())
 }
@@ -299,11 +365,10 @@ async fn refresh_mirror(
 /// The commit the work branch starts from: the work branch itself when the remote already has
 /// it (a follow-up continues it), else the base ref, else the remote's default branch.
 async fn resolve_start(
-    git: &Git,
+    steps: &Steps<'_>,
     dir: &Path,
     base_ref: Option<&str>,
     branch: &BranchName,
-    cancel: &CancellationToken,
 ) -> Result<String, WorkspaceError> {
     let existing = format!("refs/remotes/origin/{}", branch.as_str());
     let mut refs = vec![existing];
@@ -325,7 +390,7 @@ async fn resolve_start(
         "--format=%(refname) %(objectname) %(*objectname)".to_string(),
     ];
     args.extend(refs.iter().cloned());
-    let out = git.run("rev-parse", dir, &args, cancel).await?;
+    let out = steps.run("rev-parse", dir, &args).await?;
     let mut found: HashMap<&str, &str> = HashMap::new();
     for line in out.lines() {
         let mut f = line.split(' ');
@@ -339,7 +404,7 @@ async fn resolve_start(
         return Ok((*sha).to_string());
     }
     if let Some(b) = fallback
-        && let Some(sha) = rev_parse(git, dir, &b, cancel).await?
+        && let Some(sha) = rev_parse(steps, dir, &b).await?
     {
         return Ok(sha);
     }
@@ -349,12 +414,7 @@ async fn resolve_start(
     }))
 }
 
-async fn rev_parse(
-    git: &Git,
-    dir: &Path,
-    rev: &str,
-    cancel: &CancellationToken,
-) -> Result<Option<String>, GitError> {
+async fn rev_parse(steps: &Steps<'_>, dir: &Path, rev: &str) -> Result<Option<String>, GitError> {
     let spec = format!("{rev}^{{commit}}");
     let args: Vec<OsString> = vec![
         "rev-parse".into(),
@@ -363,7 +423,7 @@ async fn rev_parse(
         "--end-of-options".into(),
         spec.into(),
     ];
-    let (code, out) = git
+    let (code, out) = steps
         .run_opts(RunOpts {
             step: "rev-parse",
             cwd: dir,
@@ -372,7 +432,7 @@ async fn rev_parse(
             extra_env: &[],
             local_source: false,
             ok_codes: &[0, 1, 128],
-            cancel,
+            cancel: steps.cancel,
         })
         .await?;
     let sha = out.trim();
@@ -541,15 +601,5 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn mirror_names_are_stable_safe_and_distinct() {
-        let a = mirror_name("https://example.com/org/app.git");
-        assert_eq!(a, mirror_name("https://example.com/org/app.git"));
-        assert!(a.starts_with("app-") && a.ends_with(".git"));
-        assert_ne!(a, mirror_name("https://example.com/other/app.git"));
-        let odd = mirror_name("git@host:../../etc/passwd");
-        assert!(!odd.contains('/') && !odd.starts_with('.'), "{odd}");
     }
 }

@@ -9,5 +9,6 @@ mod github;
 mod http;
 mod infra;
 mod report_race;
+mod warm;
 mod worker;
 mod workspace;

@@ -33,7 +33,7 @@ pub async fn fixture() -> Fixture {
     }
 }
 
-fn git_with(dir: &std::path::Path, token: &str) -> Git {
+pub fn git_with(dir: &std::path::Path, token: &str) -> Git {
     let creds = GitCredentials {
         username: GIT_USER.into(),
         token: Secret::new(token),

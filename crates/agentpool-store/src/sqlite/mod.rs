@@ -17,9 +17,7 @@ use agentpool_core::{
     Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState, Worker, WorkerId,
 };
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::common::{self, Ending, LifecycleLog, StoreRow, corrupt, dur_ms, json, ts};
@@ -29,6 +27,7 @@ use crate::{
 };
 
 mod github;
+mod pool;
 mod queue;
 
 /// Workers, projects, credentials and tokens.
@@ -87,8 +86,7 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// The only connection that writes: SQLite allows one writer at a time, and queuing in the
-    /// pool is cheaper and fairer than retrying on SQLITE_BUSY.
+    /// The only connection that writes (see [`pool`]).
     writer: SqlitePool,
     reader: SqlitePool,
     config: StoreConfig,
@@ -112,20 +110,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .test_before_acquire(false)
-            .connect_with(opts.clone())
-            .await?;
+        let writer = pool::writer(opts.clone()).await?;
         sqlx::migrate!("migrations/sqlite").run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(60))
-            .test_before_acquire(false)
-            .connect_with(opts.read_only(true))
-            .await?;
+        let reader = pool::readers(opts).await?;
         Ok(Self {
             writer,
             reader,
@@ -142,15 +129,7 @@ impl SqliteStore {
 
     pub async fn memory_with(config: StoreConfig) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .acquire_timeout(Duration::from_secs(60))
-            .test_before_acquire(false)
-            .connect_with(opts)
-            .await?;
+        let pool = pool::memory(opts).await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self {
             writer: pool.clone(),

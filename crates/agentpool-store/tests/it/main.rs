@@ -5,6 +5,7 @@ mod harness;
 
 mod budget;
 mod cancel;
+mod cancellation;
 mod deps;
 mod dispatch;
 mod events;
