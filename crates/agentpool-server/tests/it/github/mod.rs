@@ -24,6 +24,7 @@ pub fn settings(api_url: Option<String>) -> GithubSettings {
         api_url,
         webhook_secret: "gh-webhook".into(),
         token: Some("gh-token".into()),
+        app: None,
         label: Some("bug".into()), // the label of GitHub's issues.labeled examples
         command: None,
         allowed_associations: vec![],
