@@ -257,19 +257,39 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
     ClaimResponse { tasks }
 }
 
+/// The credential name a worker takes its git token from (the installation token of a GitHub
+/// App project goes under it).
+const GIT_TOKEN_CREDENTIAL: &str = "git-token";
+
 /// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
 /// A credential that is missing or cannot be decrypted is left out (and logged by name): the
 /// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck.
 async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
     let mut names: BTreeSet<String> = c.task.spec.credentials.iter().cloned().collect();
+    let mut github = None;
     if let Some(p) = &c.task.spec.project {
         match state.store().get_project(p).await {
-            Ok(Some(p)) => names.extend(p.spec.credentials),
+            Ok(Some(p)) => {
+                names.extend(p.spec.credentials);
+                github = p.spec.github.filter(|g| g.app.is_some());
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(task = %c.task.id, error = %e, "project lookup for credentials failed"),
         }
     }
     let mut out = Secrets::default();
+    if let Some(settings) = github {
+        // A GitHub App project: a token of its own for this task, for this repository's
+        // contents only; it reaches the worker as its git token and is stored nowhere.
+        match crate::github::app::mint(state, &settings, agentpool_github::Permissions::PUSH).await {
+            Ok(t) => {
+                out.0.insert(GIT_TOKEN_CREDENTIAL.to_string(), t.token);
+            }
+            Err(e) => {
+                tracing::warn!(task = %c.task.id, repository = %settings.repository, error = %e, "cannot mint a GitHub App installation token for the task")
+            }
+        }
+    }
     if names.is_empty() {
         return out;
     }
@@ -281,7 +301,7 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
         match state.store().get_credential(&name).await {
             Ok(Some(ct)) => match cipher.decrypt(&name, &ct).map(String::from_utf8) {
                 Ok(Ok(v)) => {
-                    out.0.insert(name, v);
+                    out.0.entry(name).or_insert(v);
                 }
                 _ => {
                     tracing::warn!(task = %c.task.id, credential = %name, "credential cannot be decrypted with this server key")

@@ -1,7 +1,8 @@
 //! The GitHub integration: webhook deliveries of GitHub's own example payloads, signed as
 //! GitHub signs them ([`webhook`]), and every REST call agentpool makes validated against
-//! GitHub's own API description ([`rest`]).
+//! GitHub's own API description ([`rest`]), GitHub App tokens ([`app`]).
 
+mod app;
 mod rest;
 mod webhook;
 
