@@ -174,7 +174,10 @@ impl GithubApp {
     pub async fn installation_for(&self, repo: &str) -> Result<u64> {
         let i: Installation = self
             .client()?
-            .get("get repository installation", &format!("/repos/{repo}/installation"))
+            .get(
+                "get repository installation",
+                &format!("/repos/{repo}/installation"),
+            )
             .await?;
         Ok(i.id)
     }
@@ -230,7 +233,10 @@ mod tests {
         assert_eq!(claims["iss"], "42");
         let (iat, exp) = (claims["iat"].as_u64().unwrap(), claims["exp"].as_u64().unwrap());
         assert_eq!(iat, now - 60, "iat a minute in the past");
-        assert!(exp > now && exp - iat <= 600, "GitHub refuses more than 10 minutes");
+        assert!(
+            exp > now && exp - iat <= 600,
+            "GitHub refuses more than 10 minutes"
+        );
         let (signed, _) = jwt.rsplit_once('.').unwrap();
         UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, key.public_key_der())
             .verify(signed.as_bytes(), &part(&jwt, 2))

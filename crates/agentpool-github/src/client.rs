@@ -161,7 +161,11 @@ impl GithubClient {
     }
 
     /// `GET path`, decoded.
-    pub(crate) async fn get<T: for<'de> Deserialize<'de>>(&self, what: &'static str, path: &str) -> Result<T> {
+    pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<T> {
         self.send(what, self.request(reqwest::Method::GET, path)).await
     }
 

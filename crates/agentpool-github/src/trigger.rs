@@ -239,7 +239,11 @@ pub fn decide(
                     Some(own),
                 )
             };
-            for c in own.iter().chain(review.iter().filter(|r| own.as_ref().is_none_or(|o| o.id != r.id))) {
+            for c in own.iter().chain(
+                review
+                    .iter()
+                    .filter(|r| own.as_ref().is_none_or(|o| o.id != r.id)),
+            ) {
                 let place = match (&c.path, c.line.or(c.original_line)) {
                     (Some(p), Some(l)) => format!("{p}:{l}"),
                     (Some(p), None) => p.clone(),

@@ -496,7 +496,12 @@ pub struct GithubArgs {
     #[arg(long, value_name = "CREDENTIAL", requires = "github_repo")]
     pub github_token: Option<String>,
     /// Authenticate as this GitHub App (its id) instead of with a token
-    #[arg(long, value_name = "ID", requires = "github_repo", conflicts_with = "github_token")]
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "github_repo",
+        conflicts_with = "github_token"
+    )]
     pub github_app_id: Option<u64>,
     /// Stored credential holding the GitHub App's private key (PEM)
     #[arg(long, value_name = "CREDENTIAL", requires = "github_app_id")]

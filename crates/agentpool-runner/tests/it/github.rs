@@ -17,9 +17,7 @@ use agentpool_core::github::GithubSettings;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskId, TaskState};
 use agentpool_server::{AuthMode, ServerConfig, ServerKey};
-use agentpool_testkit::github::{
-    GithubStandIn, Prism, TEST_ONLY_APP_KEY_PEM, api_subset, webhook_examples,
-};
+use agentpool_testkit::github::{GithubStandIn, Prism, TEST_ONLY_APP_KEY_PEM, api_subset, webhook_examples};
 use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::Value;
 
@@ -244,8 +242,17 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     // with the App's JWT (once for the server, once per claimed task).
     let reqs = gh.requests();
     let bearer = format!("Bearer {}", env.server.token());
-    for r in reqs.iter().filter(|r| r.path.starts_with("/repos/") && !r.path.ends_with("/installation")) {
-        assert_eq!(r.authorization.as_deref(), Some(bearer.as_str()), "{} {}", r.method, r.path);
+    for r in reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/repos/") && !r.path.ends_with("/installation"))
+    {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(bearer.as_str()),
+            "{} {}",
+            r.method,
+            r.path
+        );
     }
     assert!(gh.minted() >= 3, "minted {}", gh.minted());
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());

@@ -36,7 +36,11 @@ fn key(settings: &GithubSettings, app: &AppSettings) -> Key {
     )
 }
 
-async fn app(state: &AppState, settings: &GithubSettings, app: &AppSettings) -> Result<GithubApp, SecretError> {
+async fn app(
+    state: &AppState,
+    settings: &GithubSettings,
+    app: &AppSettings,
+) -> Result<GithubApp, SecretError> {
     let pem = credential(state, &app.private_key).await?;
     let key = AppKey::from_pem(&pem)?;
     Ok(GithubApp::new(settings.api_url(), app.app_id, key))
@@ -96,20 +100,22 @@ pub(crate) async fn server_token(state: &AppState, settings: &GithubSettings) ->
     let conf = settings.app.as_ref().ok_or(SecretError::NoToken)?;
     let k = key(settings, conf);
     let now = Instant::now();
-    let cached = state
-        .inner
-        .github_apps
-        .tokens
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&k).filter(|(_, until)| *until > now).map(|(t, _)| t.clone()));
+    let cached = state.inner.github_apps.tokens.lock().ok().and_then(|m| {
+        m.get(&k)
+            .filter(|(_, until)| *until > now)
+            .map(|(t, _)| t.clone())
+    });
     if let Some(t) = cached {
         return Ok(t);
     }
     let t = mint(state, settings, Permissions::REPORT).await?;
     let lifetime = chrono::DateTime::parse_from_rfc3339(&t.expires_at)
         .ok()
-        .and_then(|at| (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok())
+        .and_then(|at| {
+            (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                .to_std()
+                .ok()
+        })
         .unwrap_or_default();
     // An expiry already within the margin (or unreadable) is used once and not kept.
     if let Some(keep) = lifetime.checked_sub(REFRESH_BEFORE)

@@ -125,7 +125,10 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
     );
     let reqs = gh.requests();
     let mint = reqs.last().expect("minted");
-    assert_eq!(mint.path, format!("/app/installations/{INSTALLATION_ID}/access_tokens"));
+    assert_eq!(
+        mint.path,
+        format!("/app/installations/{INSTALLATION_ID}/access_tokens")
+    );
     assert_eq!(
         mint.body,
         json!({"repositories": ["Hello-World"], "permissions": {"contents": "write"}})
@@ -205,10 +208,7 @@ async fn a_configured_installation_is_not_looked_up(backend: Backend) {
         .claim(&w.id, 1, std::time::Duration::ZERO)
         .await
         .expect("claim");
-    assert_eq!(
-        claimed[0].credentials.get("git-token"),
-        Some(INSTALLATION_TOKEN)
-    );
+    assert_eq!(claimed[0].credentials.get("git-token"), Some(INSTALLATION_TOKEN));
     let paths: Vec<_> = gh.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/app/installations/77/access_tokens"]);
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());

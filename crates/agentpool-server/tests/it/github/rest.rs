@@ -237,10 +237,19 @@ async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Ba
         .prompt
         .expect("prompt");
     // The event's own comment, and the review's comments as GitHub lists them.
-    assert!(prompt.contains("more emoji") && prompt.contains("README.md:"), "{prompt}");
-    assert!(prompt.contains("file1.txt") && prompt.contains("Great stuff!"), "{prompt}");
+    assert!(
+        prompt.contains("more emoji") && prompt.contains("README.md:"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("file1.txt") && prompt.contains("Great stuff!"),
+        "{prompt}"
+    );
     assert!(gh.requests().iter().any(|r| r.path
-        == format!("/repos/{}/pulls/{FIRST_PR}/reviews/{review_id}/comments", super::REPO)));
+        == format!(
+            "/repos/{}/pulls/{FIRST_PR}/reviews/{review_id}/comments",
+            super::REPO
+        )));
 
     // Another review is another follow-up; the one after that is over the limit of two.
     let mut second = review.clone();
@@ -252,7 +261,10 @@ async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Ba
     let (status, body) = deliver(&app, "pull_request_review", "b-6", &third, SECRET).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ignored");
-    assert!(body["reason"].as_str().is_some_and(|r| r.contains("limit")), "{body}");
+    assert!(
+        body["reason"].as_str().is_some_and(|r| r.contains("limit")),
+        "{body}"
+    );
     assert_eq!(super::task_count(&app).await, 3);
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
 }
