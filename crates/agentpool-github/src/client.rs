@@ -192,6 +192,29 @@ impl GithubClient {
         self.send("list review comments", req).await
     }
 
+    /// Revoke the installation token this client holds (`DELETE /installation/token`): a
+    /// task's token ends with the task instead of living out its hour.
+    pub async fn revoke_installation_token(&self) -> Result<()> {
+        let what = "revoke installation token";
+        let resp = self
+            .request(reqwest::Method::DELETE, "/installation/token")
+            .send()
+            .await
+            .map_err(|e| GithubError::Transport {
+                what,
+                message: e.without_url().to_string(),
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(GithubError::Status {
+            status: status.as_u16(),
+            what,
+            message: String::new(),
+        })
+    }
+
     /// The repository's default branch (the base of a pull request when the task names none).
     pub async fn default_branch(&self, repo: &str) -> Result<String> {
         let r: RepoInfo = self

@@ -174,5 +174,6 @@ impl AppState {
         if let Ok(mut c) = self.inner.workers.lock() {
             c.retain(|_, w| w.at.elapsed() < WORKER_CACHE_TTL);
         }
+        self.inner.github_apps.prune();
     }
 }

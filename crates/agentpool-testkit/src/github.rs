@@ -174,6 +174,7 @@ impl GithubStandIn {
                 patch(update_comment),
             )
             .route("/repos/{owner}/{repo}/installation", get(get_installation))
+            .route("/installation/token", axum::routing::delete(revoke_token))
             .route(
                 "/app/installations/{id}/access_tokens",
                 post(create_installation_token),
@@ -526,6 +527,18 @@ async fn create_installation_token(
         v["permissions"] = body["permissions"].clone();
     }
     (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+async fn revoke_token(State(s): State<Arc<StandInState>>, headers: HeaderMap) -> Response {
+    record(
+        &s,
+        "DELETE",
+        "/installation/token".into(),
+        BTreeMap::new(),
+        &headers,
+        Value::Null,
+    );
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn list_review_comments(

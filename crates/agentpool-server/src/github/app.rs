@@ -1,12 +1,15 @@
 //! GitHub App tokens on the server: the App's key read from its credential, the installation
 //! on a repository (configured, or looked up once and remembered), a fresh installation token
 //! per claimed task for the worker (push only, this repository only, never stored), and the
-//! server's own token for its REST calls, kept in memory until shortly before it expires.
+//! server's own token for its REST calls, kept in memory until shortly before it expires. A
+//! task's token is revoked when the task ends on the replica that minted it; otherwise (that
+//! replica restarted, the lease expired) GitHub expires it within the hour.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use agentpool_core::TaskId;
 use agentpool_core::github::{GithubApp as AppSettings, GithubSettings};
 use agentpool_github::{AppKey, GithubApp, InstallationToken, Permissions};
 
@@ -26,6 +29,62 @@ type Key = (String, u64, String);
 pub(crate) struct AppTokens {
     installations: Mutex<HashMap<Key, u64>>,
     tokens: Mutex<HashMap<Key, (String, Instant)>>,
+    /// Tokens handed out with claimed tasks (API base, token, when), to revoke at the end.
+    task_tokens: Mutex<HashMap<TaskId, Vec<(String, String, Instant)>>>,
+}
+
+/// How long GitHub keeps an installation token valid; a task token older than this needs no
+/// revoking.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+impl AppTokens {
+    /// Forget task tokens GitHub has expired anyway.
+    pub(crate) fn prune(&self) {
+        if let Ok(mut m) = self.task_tokens.lock() {
+            m.retain(|_, ts| {
+                ts.retain(|(_, _, at)| at.elapsed() < TOKEN_LIFETIME);
+                !ts.is_empty()
+            });
+        }
+    }
+}
+
+/// Remember the token minted for `task`'s claim, to revoke it when the task ends.
+pub(crate) fn remember_task_token(state: &AppState, task: TaskId, settings: &GithubSettings, token: &str) {
+    if let Ok(mut m) = state.inner.github_apps.task_tokens.lock() {
+        m.entry(task)
+            .or_default()
+            .push((settings.api_url().to_string(), token.to_string(), Instant::now()));
+    }
+}
+
+/// The task ended: revoke the tokens this replica minted for it, in the background (a
+/// failure only leaves the token to expire on its own).
+pub(crate) fn revoke_task_tokens(state: &AppState, task: TaskId) {
+    let Some(tokens) = state
+        .inner
+        .github_apps
+        .task_tokens
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&task))
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        for (api, token, at) in tokens {
+            if at.elapsed() >= TOKEN_LIFETIME {
+                continue;
+            }
+            let done = match agentpool_github::GithubClient::new(&api, &token) {
+                Ok(gh) => gh.revoke_installation_token().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = done {
+                tracing::info!(%task, error = %e, "could not revoke the task's GitHub token; it expires within the hour");
+            }
+        }
+    });
 }
 
 fn key(settings: &GithubSettings, app: &AppSettings) -> Key {

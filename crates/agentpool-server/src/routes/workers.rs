@@ -283,6 +283,7 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
         // contents only; it reaches the worker as its git token and is stored nowhere.
         match crate::github::app::mint(state, &settings, agentpool_github::Permissions::PUSH).await {
             Ok(t) => {
+                crate::github::app::remember_task_token(state, c.task.id, &settings, &t.token);
                 out.0.insert(GIT_TOKEN_CREDENTIAL.to_string(), t.token);
             }
             Err(e) => {
@@ -379,6 +380,7 @@ fn finished_ok(state: &AppState, task: TaskId, result: &agentpool_core::TaskResu
     };
     state.inner.metrics.completed(&agent, took, result);
     state.inner.hub.notify(task);
+    crate::github::app::revoke_task_tokens(state, task);
 }
 
 #[utoipa::path(
@@ -486,6 +488,9 @@ pub async fn fail(
         .metrics
         .failed(&agent, req.class, took, req.result.as_ref());
     state.inner.hub.notify(task);
+    // Failed for good or retried: either way this attempt is over, and a retry's claim mints
+    // its own token.
+    crate::github::app::revoke_task_tokens(&state, task);
     Ok(Json(outcome).into_response())
 }
 

@@ -1,7 +1,8 @@
 //! GitHub App authentication, every call validated against GitHub's own API description by
 //! prism: the server signs an App JWT, finds the installation on the repository, mints a token
 //! for that one repository per claimed task (handed to the worker as its git token, shown
-//! nowhere else) and one, cached, for its own pull request and comment calls.
+//! nowhere else, revoked when the task ends) and one, cached, for its own pull request and
+//! comment calls.
 
 use agentpool_core::github::GithubApp;
 use agentpool_core::project::ProjectSpec;
@@ -17,7 +18,7 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde_json::{Value, json};
 
 use super::{REPO, SECRET, deliver, example, settings};
-use crate::support::{register, spawn_app_with, test_config};
+use crate::support::{eventually, register, spawn_app_with, test_config};
 
 const APP_ID: u64 = 90210;
 
@@ -164,6 +165,20 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
     for t in [INSTALLATION_TOKEN, "ghs_minted-for-this-task-only"] {
         assert!(!seen.contains(t), "{t} leaked");
     }
+
+    // The task ends: its token is revoked rather than left to live out its hour.
+    wrk.complete(&w.id, id, claimed[0].claimed.lease.token, Default::default())
+        .await
+        .expect("complete");
+    let revoked = |gh: &GithubStandIn| {
+        gh.requests()
+            .into_iter()
+            .filter(|r| r.method == "DELETE" && r.path == "/installation/token")
+            .map(|r| r.authorization.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    eventually(std::time::Duration::from_secs(10), || !revoked(&gh).is_empty()).await;
+    assert_eq!(revoked(&gh), ["Bearer ghs_minted-for-this-task-only"]);
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
 }
 
