@@ -30,8 +30,11 @@ pub(crate) struct AppTokens {
     installations: Mutex<HashMap<Key, u64>>,
     tokens: Mutex<HashMap<Key, (String, Instant)>>,
     /// Tokens handed out with claimed tasks (API base, token, when), to revoke at the end.
-    task_tokens: Mutex<HashMap<TaskId, Vec<(String, String, Instant)>>>,
+    task_tokens: Mutex<HashMap<TaskId, Vec<TaskToken>>>,
 }
+
+/// A token minted for a task's claim: API base, token, when.
+type TaskToken = (String, String, Instant);
 
 /// How long GitHub keeps an installation token valid; a task token older than this needs no
 /// revoking.
