@@ -23,6 +23,8 @@ pub(crate) enum SecretError {
     Undecryptable(String),
     #[error("project has neither a GitHub token credential nor a GitHub App")]
     NoToken,
+    #[error("GitHub did not answer in time")]
+    Timeout,
     #[error("store: {0}")]
     Store(#[from] agentpool_store::StoreError),
     #[error(transparent)]

@@ -260,6 +260,8 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
 /// The credential name a worker takes its git token from (the installation token of a GitHub
 /// App project goes under it).
 const GIT_TOKEN_CREDENTIAL: &str = "git-token";
+/// How long a claim waits for GitHub to mint a task's token.
+const MINT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
 /// A credential that is missing or cannot be decrypted is left out (and logged by name): the
@@ -281,7 +283,13 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
     if let Some(settings) = github {
         // A GitHub App project: a token of its own for this task, for this repository's
         // contents only; it reaches the worker as its git token and is stored nowhere.
-        match crate::github::app::mint(state, &settings, agentpool_github::Permissions::PUSH).await {
+        // Bounded: an unreachable GitHub must not hold up the claim (the task then fails on
+        // its own terms, AUTH_FAILED at the clone).
+        let mint = crate::github::app::mint(state, &settings, agentpool_github::Permissions::PUSH);
+        match tokio::time::timeout(MINT_TIMEOUT, mint)
+            .await
+            .unwrap_or_else(|_| Err(crate::github::SecretError::Timeout))
+        {
             Ok(t) => {
                 crate::github::app::remember_task_token(state, c.task.id, &settings, &t.token);
                 out.0.insert(GIT_TOKEN_CREDENTIAL.to_string(), t.token);
