@@ -15,6 +15,8 @@ const PATHS = [
   "/repos/{owner}/{repo}/issues/comments/{comment_id}",
   "/app/installations/{installation_id}/access_tokens",
   "/repos/{owner}/{repo}/installation",
+  "/installation/token",
+  "/repos/{owner}/{repo}/pulls/{pull_number}/reviews/{review_id}/comments",
   "/repos/{owner}/{repo}",
 ];
 

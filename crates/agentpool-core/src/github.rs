@@ -39,6 +39,11 @@ pub struct GithubSettings {
     /// Stored credential holding a token for the REST API (pull requests, comments).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Authenticate as a GitHub App instead of with a token: the server mints short-lived
+    /// installation tokens scoped to this repository (one per task for the worker's clone
+    /// and push, and a cached one for its own REST calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<GithubApp>,
     /// An issue labeled with this label becomes a task (default `agentpool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -74,6 +79,20 @@ pub struct GithubSettings {
     /// file and line) and `{{check}}` (the failed check run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up_template: Option<String>,
+}
+
+/// A GitHub App agentpool authenticates as (`GithubSettings::app`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubApp {
+    /// The App's id (its settings page, "App ID"); the `iss` of the JWTs the server signs.
+    pub app_id: u64,
+    /// Stored credential holding the App's private key (PEM, as GitHub hands it out).
+    pub private_key: String,
+    /// The installation on the repository's account; looked up from the repository when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -133,11 +152,29 @@ impl GithubSettings {
         for (name, v) in [
             ("webhook_secret", Some(&self.webhook_secret)),
             ("token", self.token.as_ref()),
+            ("app.private_key", self.app.as_ref().map(|a| &a.private_key)),
         ] {
             if let Some(v) = v
                 && !crate::project::valid_credential_name(v)
             {
                 errs.push(ValidationError::new(f(name), "must name a stored credential"));
+            }
+        }
+        if let Some(app) = &self.app {
+            if self.token.is_some() {
+                errs.push(ValidationError::new(
+                    f("app"),
+                    "name either a token or an app, not both",
+                ));
+            }
+            if app.app_id == 0 {
+                errs.push(ValidationError::new(f("app.app_id"), "must be the App's id"));
+            }
+            if app.installation_id == Some(0) {
+                errs.push(ValidationError::new(
+                    f("app.installation_id"),
+                    "must be an installation id",
+                ));
             }
         }
         for (name, v) in [("label", &self.label), ("command", &self.command)] {
@@ -211,12 +248,21 @@ mod tests {
         s.repository = "no-slash".into();
         s.allowed_associations = vec!["ADMIN".into()];
         s.api_url = Some("ftp://x".into());
+        s.token = Some("gh-token".into());
+        s.app = Some(GithubApp {
+            app_id: 0,
+            private_key: "bad name!".into(),
+            installation_id: None,
+        });
         let fields: Vec<String> = s.validate("github").into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
             [
                 "github.repository",
                 "github.api_url",
+                "github.app.private_key",
+                "github.app",
+                "github.app.app_id",
                 "github.allowed_associations"
             ]
         );

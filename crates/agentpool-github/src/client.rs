@@ -50,6 +50,20 @@ pub struct PullInfo {
     pub draft: Option<bool>,
 }
 
+/// A comment of a pull request review, with where it points.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReviewComment {
+    pub id: u64,
+    #[serde(default)]
+    pub body: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub line: Option<u64>,
+    #[serde(default)]
+    pub original_line: Option<u64>,
+}
+
 /// `POST /repos/{owner}/{repo}/pulls`.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewPull<'a> {
@@ -143,6 +157,61 @@ impl GithubClient {
         serde_json::from_slice(&bytes).map_err(|e| GithubError::Decode {
             what,
             message: e.to_string(),
+        })
+    }
+
+    /// `GET path`, decoded.
+    pub(crate) async fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        what: &'static str,
+        path: &str,
+    ) -> Result<T> {
+        self.send(what, self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// `POST path` with a JSON body, decoded.
+    pub(crate) async fn post<T: for<'de> Deserialize<'de>, B: Serialize + ?Sized>(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send(what, self.request(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    /// The comments of review `review` on pull request `number` (the first 100: a follow-up
+    /// prompt has no use for more).
+    pub async fn review_comments(&self, repo: &str, number: u64, review: u64) -> Result<Vec<ReviewComment>> {
+        let req = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/repos/{repo}/pulls/{number}/reviews/{review}/comments"),
+            )
+            .query(&[("per_page", "100")]);
+        self.send("list review comments", req).await
+    }
+
+    /// Revoke the installation token this client holds (`DELETE /installation/token`): a
+    /// task's token ends with the task instead of living out its hour.
+    pub async fn revoke_installation_token(&self) -> Result<()> {
+        let what = "revoke installation token";
+        let resp = self
+            .request(reqwest::Method::DELETE, "/installation/token")
+            .send()
+            .await
+            .map_err(|e| GithubError::Transport {
+                what,
+                message: e.without_url().to_string(),
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(GithubError::Status {
+            status: status.as_u16(),
+            what,
+            message: String::new(),
         })
     }
 

@@ -1,9 +1,10 @@
 //! agentpool's GitHub integration, as a library the server drives: webhook signature checks
 //! ([`signature`]), the payload fields agentpool reads ([`payload`]), which events start which
 //! tasks ([`trigger`]), prompt templates ([`template`]), the status comment's text
-//! ([`status`]) and the REST client ([`client`]). Nothing here touches the queue: the server
-//! enqueues, records and retries.
+//! ([`status`]), the REST client ([`client`]) and GitHub App authentication ([`app`]).
+//! Nothing here touches the queue: the server enqueues, records and retries.
 
+pub mod app;
 pub mod client;
 pub mod payload;
 pub mod signature;
@@ -11,5 +12,6 @@ pub mod status;
 pub mod template;
 pub mod trigger;
 
-pub use client::{GithubClient, GithubError, NewPull, PullInfo};
+pub use app::{AppKey, GithubApp, InstallationToken, Permissions};
+pub use client::{GithubClient, GithubError, NewPull, PullInfo, ReviewComment};
 pub use trigger::{Decision, OpenedPr, Trigger, TriggerKind};

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use agentpool_core::TaskId;
 use agentpool_core::github::GithubSettings;
 
+use crate::client::ReviewComment;
 use crate::payload::Envelope;
 use crate::template::{self, DEFAULT_FOLLOW_UP, DEFAULT_PROMPT};
 
@@ -38,7 +39,7 @@ pub struct OpenedPr {
     pub branch: String,
     /// The latest task whose work went into it (its session is resumed).
     pub last_task: TaskId,
-    /// Automatic follow-ups (failed check runs) it already had.
+    /// Automatic follow-ups (reviews and failed check runs) it already had.
     pub automatic_follow_ups: u32,
 }
 
@@ -83,9 +84,31 @@ pub fn pull_request_of(event: &str, env: &Envelope) -> Option<u64> {
     }
 }
 
+/// The review a review or review comment event belongs to (pull request, review id), when it
+/// can start a follow-up: the caller reads the review's comments ([`decide`]'s `review`).
+pub fn review_of(event: &str, env: &Envelope) -> Option<(u64, u64)> {
+    let pr = env.pull_request.as_ref()?.number;
+    match event {
+        "pull_request_review" => env.review.as_ref().map(|r| (pr, r.id)),
+        "pull_request_review_comment" => env
+            .comment
+            .as_ref()
+            .and_then(|c| c.pull_request_review_id)
+            .map(|id| (pr, id)),
+        _ => None,
+    }
+}
+
 /// Decide what `event` (the `X-GitHub-Event` header) with payload `env` starts. `opened` is
-/// the pull request of [`pull_request_of`] if agentpool opened it.
-pub fn decide(event: &str, env: &Envelope, settings: &GithubSettings, opened: Option<OpenedPr>) -> Decision {
+/// the pull request of [`pull_request_of`] if agentpool opened it; `review` the comments of
+/// the review of [`review_of`], as far as they could be read.
+pub fn decide(
+    event: &str,
+    env: &Envelope,
+    settings: &GithubSettings,
+    opened: Option<OpenedPr>,
+    review: &[ReviewComment],
+) -> Decision {
     let repository = env
         .repository
         .as_ref()
@@ -161,22 +184,34 @@ pub fn decide(event: &str, env: &Envelope, settings: &GithubSettings, opened: Op
             let Some(opened) = opened else {
                 return Decision::Ignore("not a pull request agentpool opened");
             };
-            let (kind, association, feedback, key) = if event == "pull_request_review" {
-                let Some(review) = &env.review else {
+            if opened.automatic_follow_ups >= settings.max_follow_ups() {
+                return Decision::Ignore("this pull request reached its limit of automatic follow-ups");
+            }
+            // A review with N comments arrives as one review event and N comment events; all
+            // of them are one request, so they share one key (the review's) and one prompt
+            // (the review and every comment of it), whichever arrives first.
+            let (kind, association, mut feedback, key, own) = if event == "pull_request_review" {
+                let Some(r) = &env.review else {
                     return Decision::Ignore("no review in the event");
                 };
                 if action != "submitted" {
                     return Decision::Ignore("only submitted reviews start follow-ups");
                 }
-                let body = review.body.clone().unwrap_or_default();
-                if review.state.eq_ignore_ascii_case("approved") || body.trim().is_empty() {
+                let body = r.body.clone().unwrap_or_default();
+                if review.is_empty() && (r.state.eq_ignore_ascii_case("approved") || body.trim().is_empty()) {
                     return Decision::Ignore("the review asks for nothing");
                 }
+                let text = if body.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!("Review ({}):\n{body}\n", r.state)
+                };
                 (
                     TriggerKind::Review,
-                    review.author_association.clone(),
-                    format!("Review ({}):\n{body}\n", review.state),
-                    format!("github:{repository}:review:{}", review.id),
+                    r.author_association.clone(),
+                    text,
+                    format!("github:{repository}:review:{}", r.id),
+                    None,
                 )
             } else {
                 let Some(c) = &env.comment else {
@@ -185,21 +220,37 @@ pub fn decide(event: &str, env: &Envelope, settings: &GithubSettings, opened: Op
                 if action != "created" {
                     return Decision::Ignore("only new review comments start follow-ups");
                 }
+                let key = match c.pull_request_review_id {
+                    Some(id) => format!("github:{repository}:review:{id}"),
+                    None => format!("github:{repository}:review-comment:{}", c.id),
+                };
+                let own = ReviewComment {
+                    id: c.id,
+                    body: c.body.clone().unwrap_or_default(),
+                    path: c.path.clone(),
+                    line: c.line,
+                    original_line: c.original_line,
+                };
+                (
+                    TriggerKind::ReviewComment,
+                    c.author_association.clone(),
+                    String::new(),
+                    key,
+                    Some(own),
+                )
+            };
+            for c in own.iter().chain(
+                review
+                    .iter()
+                    .filter(|r| own.as_ref().is_none_or(|o| o.id != r.id)),
+            ) {
                 let place = match (&c.path, c.line.or(c.original_line)) {
                     (Some(p), Some(l)) => format!("{p}:{l}"),
                     (Some(p), None) => p.clone(),
                     _ => "the pull request".to_string(),
                 };
-                (
-                    TriggerKind::ReviewComment,
-                    c.author_association.clone(),
-                    format!(
-                        "Review comment on {place}:\n{}\n",
-                        c.body.clone().unwrap_or_default()
-                    ),
-                    format!("github:{repository}:review-comment:{}", c.id),
-                )
-            };
+                feedback.push_str(&format!("Review comment on {place}:\n{}\n", c.body));
+            }
             if !settings.allows(&association) {
                 return Decision::Ignore("the reviewer is not allowed to command agentpool");
             }

@@ -1,5 +1,5 @@
 //! The maintenance loop: marks silent workers offline, rescues expired leases, purges finished
-//! tasks past retention.
+//! tasks past retention and GitHub delivery ids past [`GITHUB_DELIVERY_RETENTION`].
 //!
 //! Safe with several replicas on one database: each pass is a set of conditional statements
 //! (`… WHERE lease_expires_at < now()`), so two replicas running it at once do the work once —
@@ -11,6 +11,12 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
+
+/// How long a handled webhook delivery id is remembered. GitHub redelivers (on request) only
+/// deliveries of the past three days; a week covers that with room to spare, and the table
+/// stops growing with every event. A redelivery older than this is still one event: the
+/// task's idempotency key makes it the same task.
+pub const GITHUB_DELIVERY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Settings of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +62,11 @@ pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "purged finished tasks past retention"),
             Err(e) => tracing::warn!(error = %e, "maintenance: purge failed"),
+        }
+        match store.github_purge_deliveries(GITHUB_DELIVERY_RETENTION).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "forgot GitHub deliveries past retention"),
+            Err(e) => tracing::warn!(error = %e, "maintenance: purging GitHub deliveries failed"),
         }
     }
     // Bookkeeping of tasks handed out here that never came back (a worker died and another

@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub github_wake: tokio::sync::Notify,
     /// Where users reach this server (links in GitHub status comments).
     pub public_url: Option<String>,
+    /// GitHub App installations and the server's own installation tokens.
+    pub github_apps: crate::github::app::AppTokens,
 }
 
 /// What a claim needs to know about a worker, cached briefly so claiming costs one query.
@@ -88,6 +90,7 @@ impl AppState {
                 running: Mutex::new(HashMap::new()),
                 github_wake: tokio::sync::Notify::new(),
                 public_url: config.public_url.clone(),
+                github_apps: Default::default(),
             }),
         }
     }
@@ -171,5 +174,6 @@ impl AppState {
         if let Ok(mut c) = self.inner.workers.lock() {
             c.retain(|_, w| w.at.elapsed() < WORKER_CACHE_TTL);
         }
+        self.inner.github_apps.prune();
     }
 }

@@ -44,7 +44,8 @@ pub struct GithubLink {
 pub struct PrTasks {
     pub branch: String,
     pub last_task: TaskId,
-    /// Tasks on it started automatically (by failed check runs).
+    /// Tasks on it started automatically (by reviews and failed check runs; not by explicit
+    /// commands).
     pub automatic: u32,
 }
 
@@ -54,6 +55,9 @@ pub trait GithubStore {
     async fn github_delivery_seen(&self, delivery: &str) -> Result<bool>;
     /// Remember a handled delivery; false when it was already known.
     async fn github_record_delivery(&self, delivery: &str, event: &str) -> Result<bool>;
+    /// Forget deliveries received more than `retention` ago (GitHub redelivers only recent
+    /// ones); returns how many.
+    async fn github_purge_deliveries(&self, retention: std::time::Duration) -> Result<u64>;
     /// Insert a link unless the task has one (due at once: `next_try_at` and `created_at` are
     /// the store's now); returns whether it was inserted.
     async fn github_insert_link(&self, link: &GithubLink) -> Result<bool>;

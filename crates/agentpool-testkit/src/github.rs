@@ -2,8 +2,9 @@
 //! (`@octokit/webhooks-examples`), a request-validating mock server (`@stoplight/prism-cli`)
 //! serving GitHub's own REST API description (`@octokit/openapi`), and behind it a small
 //! recording stand-in that keeps the state agentpool's calls need (pull requests, comments)
-//! and answers with GitHub's own example responses, patched with that state. All three npm
-//! packages are pinned in `tools/github` and installed by `scripts/test`.
+//! and answers with GitHub's own example responses, patched with that state. As a GitHub App's
+//! API it mints installation tokens of a known value for requests signed with an App JWT.
+//! All three npm packages are pinned in `tools/github` and installed by `scripts/test`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -62,6 +63,15 @@ pub fn webhook_examples(event: &str, action: Option<&str>) -> io::Result<Vec<Val
     Ok(out)
 }
 
+/// The installation the stand-in reports on every repository.
+pub const INSTALLATION_ID: u64 = 4242;
+/// The installation token the stand-in mints unless told another
+/// ([`GithubStandIn::set_installation_token`]).
+pub const INSTALLATION_TOKEN: &str = "ghs_stand-in-installation-token";
+/// A TEST-ONLY GitHub App private key (PKCS#1 PEM), registered with no App.
+pub const TEST_ONLY_APP_KEY_PEM: &str =
+    include_str!("../../agentpool-github/tests/fixtures/TEST-ONLY-github-app-key.pem");
+
 /// One request the stand-in received (after the mock server validated it).
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -97,6 +107,8 @@ struct Inner {
     pulls: Vec<Pull>,
     comments: Vec<Comment>,
     next_id: u64,
+    installation_token: String,
+    minted: u32,
 }
 
 struct StandInState {
@@ -124,6 +136,9 @@ impl GithubStandIn {
     pub async fn start(spec: &Value, default_branch: &str, first_pr_number: u64) -> io::Result<Self> {
         let mut examples = BTreeMap::new();
         for name in [
+            "installation",
+            "installation-token",
+            "review-comment-items",
             "pull-request",
             "pull-request-simple-items",
             "issue-comment",
@@ -140,6 +155,7 @@ impl GithubStandIn {
         let state = Arc::new(StandInState {
             inner: Mutex::new(Inner {
                 next_id: 1000,
+                installation_token: INSTALLATION_TOKEN.into(),
                 ..Inner::default()
             }),
             examples,
@@ -156,6 +172,16 @@ impl GithubStandIn {
             .route(
                 "/repos/{owner}/{repo}/issues/comments/{id}",
                 patch(update_comment),
+            )
+            .route("/repos/{owner}/{repo}/installation", get(get_installation))
+            .route("/installation/token", axum::routing::delete(revoke_token))
+            .route(
+                "/app/installations/{id}/access_tokens",
+                post(create_installation_token),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/reviews/{review}/comments",
+                get(list_review_comments),
             )
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -184,6 +210,18 @@ impl GithubStandIn {
             .lock()
             .map(|i| i.pulls.clone())
             .unwrap_or_default()
+    }
+
+    /// The token minted from now on.
+    pub fn set_installation_token(&self, token: &str) {
+        if let Ok(mut i) = self.state.inner.lock() {
+            i.installation_token = token.to_string();
+        }
+    }
+
+    /// How many installation tokens were minted.
+    pub fn minted(&self) -> u32 {
+        self.state.inner.lock().map(|i| i.minted).unwrap_or_default()
     }
 
     pub fn comments(&self) -> Vec<Comment> {
@@ -403,6 +441,125 @@ async fn update_comment(
     let c = c.clone();
     drop(i);
     axum::Json(comment_json(&s, &owner, &repo, &c)).into_response()
+}
+
+/// Whether the request is signed as a GitHub App would sign it: `Bearer` and a three-part
+/// JWT whose claims name an issuer (the signature is checked by the tests that own the key).
+fn app_jwt(headers: &HeaderMap) -> bool {
+    use base64::Engine;
+    let Some(jwt) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    parts.len() == 3
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .ok()
+            .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
+            .is_some_and(|c| c["iss"].is_string() && c["exp"].is_u64() && c["iat"].is_u64())
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(json!({"message": "A JSON web token could not be decoded", "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
+}
+
+async fn get_installation(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &s,
+        "GET",
+        format!("/repos/{owner}/{repo}/installation"),
+        BTreeMap::new(),
+        &headers,
+        Value::Null,
+    );
+    if !app_jwt(&headers) {
+        return unauthorized();
+    }
+    let mut v = s.examples["installation"].clone();
+    v["id"] = json!(INSTALLATION_ID);
+    v["access_tokens_url"] = json!(format!(
+        "https://api.github.com/app/installations/{INSTALLATION_ID}/access_tokens"
+    ));
+    axum::Json(v).into_response()
+}
+
+async fn create_installation_token(
+    State(s): State<Arc<StandInState>>,
+    UrlPath(id): UrlPath<u64>,
+    headers: HeaderMap,
+    body: Option<axum::Json<Value>>,
+) -> Response {
+    let body = body.map(|b| b.0).unwrap_or(Value::Null);
+    record(
+        &s,
+        "POST",
+        format!("/app/installations/{id}/access_tokens"),
+        BTreeMap::new(),
+        &headers,
+        body.clone(),
+    );
+    if !app_jwt(&headers) {
+        return unauthorized();
+    }
+    let Ok(mut i) = s.inner.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    i.minted += 1;
+    let token = i.installation_token.clone();
+    drop(i);
+    let mut v = s.examples["installation-token"].clone();
+    v["token"] = json!(token);
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    v["expires_at"] = json!(expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    if body["permissions"].is_object() {
+        v["permissions"] = body["permissions"].clone();
+    }
+    (StatusCode::CREATED, axum::Json(v)).into_response()
+}
+
+async fn revoke_token(State(s): State<Arc<StandInState>>, headers: HeaderMap) -> Response {
+    record(
+        &s,
+        "DELETE",
+        "/installation/token".into(),
+        BTreeMap::new(),
+        &headers,
+        Value::Null,
+    );
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn list_review_comments(
+    State(s): State<Arc<StandInState>>,
+    UrlPath((owner, repo, number, review)): UrlPath<(String, String, u64, u64)>,
+    Query(q): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &s,
+        "GET",
+        format!("/repos/{owner}/{repo}/pulls/{number}/reviews/{review}/comments"),
+        q,
+        &headers,
+        Value::Null,
+    );
+    let mut v = s.examples["review-comment-items"].clone();
+    for c in v.as_array_mut().into_iter().flatten() {
+        c["pull_request_review_id"] = json!(review);
+    }
+    axum::Json(v).into_response()
 }
 
 /// GitHub's REST API description cut to the operations agentpool calls (`tools/github/subset.mjs`).

@@ -495,6 +495,20 @@ pub struct GithubArgs {
     /// Stored credential holding the token for GitHub's REST API
     #[arg(long, value_name = "CREDENTIAL", requires = "github_repo")]
     pub github_token: Option<String>,
+    /// Authenticate as this GitHub App (its id) instead of with a token
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "github_repo",
+        conflicts_with = "github_token"
+    )]
+    pub github_app_id: Option<u64>,
+    /// Stored credential holding the GitHub App's private key (PEM)
+    #[arg(long, value_name = "CREDENTIAL", requires = "github_app_id")]
+    pub github_app_key: Option<String>,
+    /// The App's installation id (looked up from the repository when absent)
+    #[arg(long, value_name = "ID", requires = "github_app_id")]
+    pub github_app_installation: Option<u64>,
     /// REST API root (GitHub Enterprise: https://HOST/api/v3)
     #[arg(long, value_name = "URL", requires = "github_repo")]
     pub github_api_url: Option<String>,

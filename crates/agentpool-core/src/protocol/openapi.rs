@@ -345,7 +345,12 @@ fn project_spec_value() -> ProjectSpec {
             repository: "octo/hello".into(),
             api_url: Some("https://github.example.com/api/v3".into()),
             webhook_secret: "github-webhook-secret".into(),
-            token: Some("github-token".into()),
+            token: None,
+            app: Some(crate::github::GithubApp {
+                app_id: 123456,
+                private_key: "github-app-key".into(),
+                installation_id: None,
+            }),
             label: Some("agentpool".into()),
             command: Some("/agentpool".into()),
             allowed_associations: vec!["OWNER".into()],

@@ -1,9 +1,11 @@
 //! End to end from GitHub to a pull request and back, with every part real except GitHub
 //! itself: a signed `issues.labeled` delivery (GitHub's own example payload) → a task on a
 //! real server → a worker running the real Claude Code CLI against the scripted model → the
-//! branch pushed to the smart-HTTP git server → the pull request opened and the status comment
-//! written through prism (each call validated against GitHub's API description) → a review
-//! comment delivery → a follow-up task on the same branch that resumes the agent's session.
+//! branch pushed to the smart-HTTP git server with the GitHub App installation token the
+//! server minted for the task (the only credential the git server accepts) → the pull request
+//! opened and the status comment written through prism with the server's own installation
+//! token (each call validated against GitHub's API description) → a review comment delivery →
+//! a follow-up task on the same branch that resumes the agent's session.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,15 +17,14 @@ use agentpool_core::github::GithubSettings;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskId, TaskState};
 use agentpool_server::{AuthMode, ServerConfig, ServerKey};
-use agentpool_testkit::github::{GithubStandIn, Prism, api_subset, webhook_examples};
+use agentpool_testkit::github::{GithubStandIn, Prism, TEST_ONLY_APP_KEY_PEM, api_subset, webhook_examples};
 use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::Value;
 
 use super::agents::{finished_within, installed};
-use super::worker::{TOKEN, config, env, start, until};
+use super::worker::{config, env, start, until};
 
 const SECRET: &str = "e2e webhook secret";
-const GH_TOKEN: &str = "ghs_e2e-installation-like-token";
 
 fn bin_dir() -> PathBuf {
     std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
@@ -65,6 +66,8 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     let dir = tempfile::tempdir().unwrap();
     let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
     let gh = GithubStandIn::start(&spec, "main", 2).await.unwrap();
+    // The App's installation tokens are what the git server takes, as GitHub does.
+    gh.set_installation_token(env.server.token());
     let prism = Prism::start(&spec_path, &gh.url(), dir.path())
         .await
         .expect("prism");
@@ -82,12 +85,15 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     let base = server.url();
     let admin = Client::new(&base, None).unwrap();
     admin.put_credential("gh-webhook", SECRET).await.unwrap();
-    admin.put_credential("gh-token", GH_TOKEN).await.unwrap();
+    admin
+        .put_credential("gh-app-key", TEST_ONLY_APP_KEY_PEM)
+        .await
+        .unwrap();
     let settings: GithubSettings = serde_json::from_value(serde_json::json!({
         "repository": "Codertocat/Hello-World",
         "api_url": prism.url(),
         "webhook_secret": "gh-webhook",
-        "token": "gh-token",
+        "app": {"app_id": 31337, "private_key": "gh-app-key"},
         "label": "bug",
     }))
     .unwrap();
@@ -113,7 +119,9 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     ]))
     .await
     .unwrap();
-    let mut c = config(&env, "w1", TOKEN);
+    // The worker's own git token is refused: only the minted one pushes.
+    assert_ne!(env.server.token(), "no-access");
+    let mut c = config(&env, "w1", "no-access");
     c.agents = Registry::builtin(&AgentConfig {
         bin_dir: Some(bin_dir()),
         session_dir: Some(env.dir.path().join("agent-sessions")),
@@ -230,6 +238,23 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     })
     .await;
     assert_eq!(gh.pulls().len(), 1, "the open pull request was reused");
+    // Pull requests and comments went out with the installation token; tokens were minted
+    // with the App's JWT (once for the server, once per claimed task).
+    let reqs = gh.requests();
+    let bearer = format!("Bearer {}", env.server.token());
+    for r in reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/repos/") && !r.path.ends_with("/installation"))
+    {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(bearer.as_str()),
+            "{} {}",
+            r.method,
+            r.path
+        );
+    }
+    assert!(gh.minted() >= 3, "minted {}", gh.minted());
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
     server.shutdown().await.unwrap();
 }

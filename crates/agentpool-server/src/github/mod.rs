@@ -1,7 +1,9 @@
 //! The server's side of the GitHub integration: which project a repository belongs to, its
 //! secrets (decrypted only in memory, never logged or returned), and the loop that tells
-//! GitHub how tasks went ([`notifier`]). The webhook endpoint is `routes::github`.
+//! GitHub how tasks went ([`notifier`]), and GitHub App installation tokens ([`app`]). The
+//! webhook endpoint is `routes::github`.
 
+pub(crate) mod app;
 pub mod notifier;
 
 use agentpool_core::Project;
@@ -19,8 +21,10 @@ pub(crate) enum SecretError {
     Missing(String),
     #[error("credential {0} cannot be decrypted with this server's key")]
     Undecryptable(String),
-    #[error("project has no GitHub token credential")]
+    #[error("project has neither a GitHub token credential nor a GitHub App")]
     NoToken,
+    #[error("GitHub did not answer in time")]
+    Timeout,
     #[error("store: {0}")]
     Store(#[from] agentpool_store::StoreError),
     #[error(transparent)]
@@ -40,12 +44,16 @@ pub(crate) async fn credential(state: &AppState, name: &str) -> Result<Vec<u8>, 
         .map_err(|_| SecretError::Undecryptable(name.to_string()))
 }
 
-/// A REST client for a project's repository, authenticated with its token credential.
+/// A REST client for a project's repository, authenticated with its token credential or, for
+/// a GitHub App, with the server's installation token for the repository.
 pub(crate) async fn client(state: &AppState, settings: &GithubSettings) -> Result<GithubClient, SecretError> {
-    let name = settings.token.as_deref().ok_or(SecretError::NoToken)?;
-    let token = credential(state, name).await?;
-    let token = String::from_utf8_lossy(&token);
-    Ok(GithubClient::new(settings.api_url(), token.trim())?)
+    if let Some(name) = settings.token.as_deref() {
+        let token = credential(state, name).await?;
+        let token = String::from_utf8_lossy(&token);
+        return Ok(GithubClient::new(settings.api_url(), token.trim())?);
+    }
+    let token = app::server_token(state, settings).await?;
+    Ok(GithubClient::new(settings.api_url(), &token)?)
 }
 
 /// Projects wired to `repository` (`owner/name`, compared case-insensitively as GitHub

@@ -144,7 +144,13 @@ pub async fn webhook(
             }),
         None => None,
     };
-    let t = match trigger::decide(&event, &env, settings, opened) {
+    let review = match (&opened, trigger::review_of(&event, &env)) {
+        (Some(_), Some((pr, review))) if settings.review_follow_ups => {
+            review_comments(&state, settings, &repository, pr, review).await
+        }
+        _ => Vec::new(),
+    };
+    let t = match trigger::decide(&event, &env, settings, opened, &review) {
         Decision::Ignore(reason) => {
             tracing::debug!(%event, %delivery, reason, "webhook event ignored");
             state.store().github_record_delivery(&delivery, &event).await?;
@@ -202,6 +208,36 @@ pub async fn webhook(
         }),
     )
         .into_response())
+}
+
+const REVIEW_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The comments of a review on a pull request agentpool opened, for the follow-up's prompt.
+/// GitHub unreachable: the follow-up goes ahead with what the event itself carries (logged),
+/// since dropping the request would be worse than a shorter prompt.
+async fn review_comments(
+    state: &AppState,
+    settings: &agentpool_core::github::GithubSettings,
+    repository: &str,
+    pr: u64,
+    review: u64,
+) -> Vec<agentpool_github::ReviewComment> {
+    let read = async {
+        let gh = crate::github::client(state, settings).await?;
+        Ok::<_, SecretError>(gh.review_comments(repository, pr, review).await?)
+    };
+    // GitHub waits ten seconds for a delivery's answer.
+    match tokio::time::timeout(REVIEW_READ_TIMEOUT, read).await {
+        Ok(Ok(comments)) => comments,
+        Ok(Err(e)) => {
+            tracing::warn!(%repository, pr, review, error = %e, "cannot read the review's comments; the follow-up gets the event's own text");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!(%repository, pr, review, "reading the review's comments timed out; the follow-up gets the event's own text");
+            Vec::new()
+        }
+    }
 }
 
 /// Enqueue; concurrent deliveries of one event race on its idempotency key, and the loser of

@@ -257,19 +257,48 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
     ClaimResponse { tasks }
 }
 
+/// The credential name a worker takes its git token from (the installation token of a GitHub
+/// App project goes under it).
+const GIT_TOKEN_CREDENTIAL: &str = "git-token";
+/// How long a claim waits for GitHub to mint a task's token.
+const MINT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
 /// A credential that is missing or cannot be decrypted is left out (and logged by name): the
 /// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck.
 async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
     let mut names: BTreeSet<String> = c.task.spec.credentials.iter().cloned().collect();
+    let mut github = None;
     if let Some(p) = &c.task.spec.project {
         match state.store().get_project(p).await {
-            Ok(Some(p)) => names.extend(p.spec.credentials),
+            Ok(Some(p)) => {
+                names.extend(p.spec.credentials);
+                github = p.spec.github.filter(|g| g.app.is_some());
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(task = %c.task.id, error = %e, "project lookup for credentials failed"),
         }
     }
     let mut out = Secrets::default();
+    if let Some(settings) = github {
+        // A GitHub App project: a token of its own for this task, for this repository's
+        // contents only; it reaches the worker as its git token and is stored nowhere.
+        // Bounded: an unreachable GitHub must not hold up the claim (the task then fails on
+        // its own terms, AUTH_FAILED at the clone).
+        let mint = crate::github::app::mint(state, &settings, agentpool_github::Permissions::PUSH);
+        match tokio::time::timeout(MINT_TIMEOUT, mint)
+            .await
+            .unwrap_or_else(|_| Err(crate::github::SecretError::Timeout))
+        {
+            Ok(t) => {
+                crate::github::app::remember_task_token(state, c.task.id, &settings, &t.token);
+                out.0.insert(GIT_TOKEN_CREDENTIAL.to_string(), t.token);
+            }
+            Err(e) => {
+                tracing::warn!(task = %c.task.id, repository = %settings.repository, error = %e, "cannot mint a GitHub App installation token for the task")
+            }
+        }
+    }
     if names.is_empty() {
         return out;
     }
@@ -281,7 +310,7 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
         match state.store().get_credential(&name).await {
             Ok(Some(ct)) => match cipher.decrypt(&name, &ct).map(String::from_utf8) {
                 Ok(Ok(v)) => {
-                    out.0.insert(name, v);
+                    out.0.entry(name).or_insert(v);
                 }
                 _ => {
                     tracing::warn!(task = %c.task.id, credential = %name, "credential cannot be decrypted with this server key")
@@ -359,6 +388,7 @@ fn finished_ok(state: &AppState, task: TaskId, result: &agentpool_core::TaskResu
     };
     state.inner.metrics.completed(&agent, took, result);
     state.inner.hub.notify(task);
+    crate::github::app::revoke_task_tokens(state, task);
 }
 
 #[utoipa::path(
@@ -466,6 +496,9 @@ pub async fn fail(
         .metrics
         .failed(&agent, req.class, took, req.result.as_ref());
     state.inner.hub.notify(task);
+    // Failed for good or retried: either way this attempt is over, and a retry's claim mints
+    // its own token.
+    crate::github::app::revoke_task_tokens(&state, task);
     Ok(Json(outcome).into_response())
 }
 

@@ -69,6 +69,15 @@ macro_rules! github_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn github_purge_deliveries(&self, retention: std::time::Duration) -> Result<u64> {
+                let cutoff = self.now() - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+                let done = sqlx::query("DELETE FROM github_deliveries WHERE received_at < $1")
+                    .bind(cutoff)
+                    .execute(&self.$w)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn github_insert_link(&self, l: &GithubLink) -> Result<bool> {
                 let done = sqlx::query(
                     "INSERT INTO github_links (task_id, project, repository, number, kind, comment_id, \
@@ -169,7 +178,7 @@ macro_rules! github_store {
                 let Some(row) = row else { return Ok(None) };
                 let automatic: i64 = sqlx::query_scalar(
                     "SELECT count(*) FROM github_links WHERE repository = $1 AND pr_number = $2 \
-                     AND kind = 'check_run'",
+                     AND kind IN ('check_run', 'review', 'review_comment')",
                 )
                 .bind(repository)
                 .bind(number)

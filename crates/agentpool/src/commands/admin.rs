@@ -256,6 +256,21 @@ fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
                 )
             })?,
             token: g.github_token,
+            app: match (g.github_app_id, g.github_app_key) {
+                (Some(app_id), Some(private_key)) => Some(agentpool_core::github::GithubApp {
+                    app_id,
+                    private_key,
+                    installation_id: g.github_app_installation,
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(Exit::new(
+                        ExitCode::Usage,
+                        "--github-app-id and --github-app-key go together",
+                    )
+                    .into());
+                }
+            },
             label: g.github_label,
             command: g.github_command,
             allowed_associations: g.github_allow,

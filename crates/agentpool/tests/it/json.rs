@@ -103,6 +103,47 @@ fn every_command_prints_valid_json() {
         Some(2),
         "a GitHub repository needs its webhook secret"
     );
+    // Wired as a GitHub App: its id and the credential holding its key.
+    let app = json(&ap(&[
+        "projects",
+        "put",
+        "web",
+        "--repo",
+        repo,
+        "--github-repo",
+        "acme/web",
+        "--github-webhook-secret",
+        "gh-hook",
+        "--github-app-id",
+        "123456",
+        "--github-app-key",
+        "gh-app-key",
+    ]));
+    assert_eq!(
+        app["github"]["app"],
+        serde_json::json!({"app_id": 123456, "private_key": "gh-app-key"}),
+        "{app}"
+    );
+    let o = env.run(&[
+        "--server",
+        up.url.as_str(),
+        "projects",
+        "put",
+        "web",
+        "--repo",
+        repo,
+        "--github-repo",
+        "acme/web",
+        "--github-webhook-secret",
+        "gh-hook",
+        "--github-token",
+        "gh-token",
+        "--github-app-id",
+        "1",
+        "--github-app-key",
+        "k",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "a token or an App, not both");
     drop(up);
 }
 

@@ -1,7 +1,8 @@
 //! The GitHub integration: webhook deliveries of GitHub's own example payloads, signed as
 //! GitHub signs them ([`webhook`]), and every REST call agentpool makes validated against
-//! GitHub's own API description ([`rest`]).
+//! GitHub's own API description ([`rest`]), GitHub App tokens ([`app`]).
 
+mod app;
 mod rest;
 mod webhook;
 
@@ -24,6 +25,7 @@ pub fn settings(api_url: Option<String>) -> GithubSettings {
         api_url,
         webhook_secret: "gh-webhook".into(),
         token: Some("gh-token".into()),
+        app: None,
         label: Some("bug".into()), // the label of GitHub's issues.labeled examples
         command: None,
         allowed_associations: vec![],

@@ -173,6 +173,102 @@ async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(ba
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
 }
 
+/// A review with several comments arrives as a review event and one event per comment: one
+/// follow-up for all of them, its prompt holding the review's comments as GitHub lists them;
+/// and review follow-ups count toward the pull request's limit of automatic follow-ups.
+async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
+    let gh = GithubStandIn::start(&spec, "main", FIRST_PR)
+        .await
+        .expect("stand-in");
+    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
+        .await
+        .expect("prism");
+    let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
+        .await
+        .expect("database");
+    let mut project = app.admin().get_project("hello").await.expect("project").spec;
+    if let Some(g) = project.github.as_mut() {
+        g.max_follow_ups = Some(2);
+    }
+    app.admin().put_project(&project).await.expect("project");
+
+    let (_, body) = deliver(&app, "issues", "b-1", &example("issues", Some("labeled")), SECRET).await;
+    let id: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
+    finish(&app, id, "agentpool/issue-1", "session-1").await;
+    pass(&app).await;
+    assert_eq!(gh.pulls().len(), 1, "{}", prism.log());
+
+    // GitHub's examples: review 237895671 ("commented", no body of its own) and its comment.
+    let review = example("pull_request_review", Some("submitted"));
+    let comment = example("pull_request_review_comment", Some("created"));
+    let review_id = review["review"]["id"].clone();
+    assert_eq!(comment["comment"]["pull_request_review_id"], review_id);
+    let mut other = comment.clone();
+    other["comment"]["id"] = json!(284312631u64);
+    other["comment"]["body"] = json!("And rename the file.");
+    let mut tasks = Vec::new();
+    for (event, delivery, payload) in [
+        ("pull_request_review_comment", "b-2", &comment),
+        ("pull_request_review", "b-3", &review),
+        ("pull_request_review_comment", "b-4", &other),
+    ] {
+        let (status, body) = deliver(&app, event, delivery, payload, SECRET).await;
+        assert_eq!(status, 202, "{event}: {body}");
+        tasks.push((body["task_id"].clone(), body["created"].clone()));
+    }
+    assert!(tasks.iter().all(|(t, _)| *t == tasks[0].0), "{tasks:?}");
+    assert_eq!(
+        tasks.iter().filter(|(_, c)| *c == json!(true)).count(),
+        1,
+        "{tasks:?}"
+    );
+    assert_eq!(super::task_count(&app).await, 2);
+    let follow: TaskId = tasks[0].0.as_str().expect("id").parse().expect("id");
+    let prompt = app
+        .store
+        .get_task(follow)
+        .await
+        .expect("get")
+        .expect("task")
+        .task
+        .spec
+        .prompt
+        .expect("prompt");
+    // The event's own comment, and the review's comments as GitHub lists them.
+    assert!(
+        prompt.contains("more emoji") && prompt.contains("README.md:"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("file1.txt") && prompt.contains("Great stuff!"),
+        "{prompt}"
+    );
+    assert!(gh.requests().iter().any(|r| r.path
+        == format!(
+            "/repos/{}/pulls/{FIRST_PR}/reviews/{review_id}/comments",
+            super::REPO
+        )));
+
+    // Another review is another follow-up; the one after that is over the limit of two.
+    let mut second = review.clone();
+    second["review"]["id"] = json!(237895672u64);
+    let (status, body) = deliver(&app, "pull_request_review", "b-5", &second, SECRET).await;
+    assert_eq!((status, body["created"].clone()), (202, json!(true)), "{body}");
+    let mut third = review.clone();
+    third["review"]["id"] = json!(237895673u64);
+    let (status, body) = deliver(&app, "pull_request_review", "b-6", &third, SECRET).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "ignored");
+    assert!(
+        body["reason"].as_str().is_some_and(|r| r.contains("limit")),
+        "{body}"
+    );
+    assert_eq!(super::task_count(&app).await, 3);
+    assert!(prism.violations().is_empty(), "{:?}", prism.violations());
+}
+
 async fn prism_refuses_a_request_that_does_not_match_github(backend: Backend) {
     let _ = backend;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -196,7 +292,10 @@ async fn prism_refuses_a_request_that_does_not_match_github(backend: Backend) {
     );
 }
 
-crate::both_backends!(pull_request_opened_comment_updated_and_reused_by_a_review_follow_up);
+crate::both_backends!(
+    pull_request_opened_comment_updated_and_reused_by_a_review_follow_up,
+    one_follow_up_per_review_and_reviews_count_toward_the_limit,
+);
 
 #[tokio::test]
 async fn prism_refuses_invalid_requests() {

@@ -208,7 +208,33 @@ crate::both_backends!(
     commands_only_from_allowed_authors,
     fifty_concurrent_deliveries_of_one_event_make_one_task,
     create_and_build_saves_the_project_and_queues_its_build,
+    delivery_ids_are_forgotten_after_retention,
 );
+
+/// The maintenance purge forgets delivery ids older than the retention, and only those.
+async fn delivery_ids_are_forgotten_after_retention(backend: Backend) {
+    use agentpool_server::maintenance::{GITHUB_DELIVERY_RETENTION, MaintenanceConfig, run_once};
+    let app = app(backend).await;
+    let ping = json!({"zen": "Keep it logically awesome.", "hook_id": 1, "repository": {"full_name": REPO}});
+    let (status, _) = deliver(&app, "ping", "old-1", &ping, SECRET).await;
+    assert_eq!(status, 200);
+    app.clock
+        .advance(GITHUB_DELIVERY_RETENTION + std::time::Duration::from_secs(60));
+    let (status, _) = deliver(&app, "ping", "new-1", &ping, SECRET).await;
+    assert_eq!(status, 200);
+    let cfg = MaintenanceConfig {
+        interval: std::time::Duration::from_secs(5),
+        heartbeat_threshold: std::time::Duration::from_secs(90),
+        retention: std::time::Duration::from_secs(30 * 24 * 3600),
+        purge_every: 1,
+    };
+    run_once(app.state(), &cfg, true).await;
+    assert!(!app.store.github_delivery_seen("old-1").await.expect("seen"));
+    assert!(app.store.github_delivery_seen("new-1").await.expect("seen"));
+    // A redelivery of the kept one is still a duplicate.
+    let (status, body) = deliver(&app, "ping", "new-1", &ping, SECRET).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+}
 
 async fn create_and_build_saves_the_project_and_queues_its_build(backend: Backend) {
     use agentpool_core::protocol::{BuildRequest, CreateAndBuild};
