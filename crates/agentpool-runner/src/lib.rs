@@ -9,6 +9,7 @@
 pub mod api;
 pub mod attempt;
 pub mod budget;
+pub mod cache_stats;
 pub mod checks;
 pub mod events;
 pub mod git;

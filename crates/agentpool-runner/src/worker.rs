@@ -149,6 +149,8 @@ struct Shared {
     /// Fires once the worker is unhealthy: it stops claiming.
     unhealthy: CancellationToken,
     health: Option<crate::HealthReporter>,
+    /// The mirror cache, reported on heartbeats; `None` without one.
+    cache: Option<crate::cache_stats::CacheMonitor>,
 }
 
 impl Shared {
@@ -293,6 +295,12 @@ pub async fn run_worker(
         unhealthy_after: config.unhealthy_after,
         unhealthy: CancellationToken::new(),
         health: config.health.clone(),
+        cache: config
+            .pipeline
+            .workspace
+            .mirror_dir
+            .clone()
+            .map(|d| crate::cache_stats::CacheMonitor::new(d, config.health.as_ref())),
     });
     shared.report_health(crate::WorkerHealth::Ready);
     // Fires when the server asks for a drain (no grace limit then: tasks finish).
@@ -472,8 +480,9 @@ async fn heartbeat_loop(
         let req = HeartbeatRequest {
             leases: shared.leases(),
             status: Some(shared.status()),
+            cache: None,
         };
-        match shared.api.heartbeat(&shared.id, req).await {
+        match crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref()).await {
             Ok(reply) => act_on(&shared, reply, &server_drain),
             Err(ApiError::NotFound(_)) => {
                 tracing::warn!("the server does not know this worker; registering again");
