@@ -12,7 +12,7 @@ use std::time::Duration;
 use agentpool_agents::{EventSink, Registry};
 use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
+use agentpool_core::{ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -239,18 +239,7 @@ pub async fn run_worker(
         .clone()
         .unwrap_or_else(|| WorkerId::generate(&config.hostname));
     // Command tasks run in the pipeline itself, so every worker takes them.
-    let mut agents = vec![AgentInfo {
-        name: agentpool_core::spec::COMMAND_AGENT.into(),
-        version: None,
-    }];
-    for name in config.agents.names() {
-        if let Some(a) = config.agents.get(&name) {
-            agents.push(AgentInfo {
-                name,
-                version: a.version().await,
-            });
-        }
-    }
+    let agents = crate::capabilities::agent_infos(&config.agents, crate::capabilities::VERSION_BUDGET).await;
     let reg = WorkerRegistration {
         id: Some(id.clone()),
         hostname: config.hostname.clone(),
