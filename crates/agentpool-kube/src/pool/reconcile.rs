@@ -180,7 +180,17 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
     let step = scale::step(&name, current_n, desired, &workers, &scale_down.drained, shrink);
 
     let mut drained = Vec::new();
-    if let Some((_, api)) = &stats {
+    if let Some((_, api)) = &stats
+        && !step.drain.is_empty()
+    {
+        // Written down before asking: a worker the operator drained without the status naming
+        // it would never be brought back should demand return (it stays drained).
+        scale_down.drained.extend(step.drain.iter().cloned());
+        let status = WorkerPoolStatus {
+            scale_down: scale_down.to_status(),
+            ..pool.status.clone().unwrap_or_default()
+        };
+        patch_status(&pools, &name, &status).await?;
         for id in &step.drain {
             let Ok(wid) = WorkerId::parse(id.clone()) else {
                 continue;
