@@ -28,7 +28,7 @@ pub use redact::Redactor;
 pub use retry::RetryPolicy;
 pub use spec::{BranchName, Labels, RepoUrl, TaskKind, TaskSpec, ValidationError};
 pub use task::{Attempt, AttemptOutcome, FileChange, Task, TaskResult, TaskState, Transition, Usage};
-pub use worker::{AgentInfo, Worker, WorkerStatus};
+pub use worker::{AgentInfo, CacheStats, Worker, WorkerStatus};
 
 /// Timestamps everywhere in agentpool are UTC.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

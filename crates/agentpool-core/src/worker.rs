@@ -99,6 +99,39 @@ pub struct Worker {
     pub running: u32,
     pub registered_at: Timestamp,
     pub last_heartbeat_at: Timestamp,
+    /// The worker's mirror cache as it last reported it; absent for a worker without one (or
+    /// one too old to report it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStats>,
+}
+
+/// A worker's warm mirror cache: how often tasks found their repository's mirror (a fetch)
+/// or had to create it (a clone) since the worker started, and what the cache holds on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Bytes the mirrors take on disk.
+    pub bytes: u64,
+    pub mirrors: u32,
+}
+
+impl CacheStats {
+    /// Hits over uses; `None` before the first use.
+    pub fn hit_rate(&self) -> Option<f64> {
+        let uses = self.hits.saturating_add(self.misses);
+        (uses > 0).then(|| self.hits as f64 / uses as f64)
+    }
+
+    /// The sum of several caches (a pool's).
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a CacheStats>) -> CacheStats {
+        all.into_iter().fold(CacheStats::default(), |a, c| CacheStats {
+            hits: a.hits.saturating_add(c.hits),
+            misses: a.misses.saturating_add(c.misses),
+            bytes: a.bytes.saturating_add(c.bytes),
+            mirrors: a.mirrors.saturating_add(c.mirrors),
+        })
+    }
 }
 
 impl Worker {

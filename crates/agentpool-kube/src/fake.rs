@@ -275,7 +275,7 @@ impl FakeApi {
             name: name.clone(),
             subresource: sub.clone(),
             query: query.clone(),
-            content_type,
+            content_type: content_type.clone(),
             body: body.clone(),
         });
         match (method.as_str(), name) {
@@ -289,7 +289,12 @@ impl FakeApi {
             },
             ("POST", None) => self.create(&resource, body.unwrap_or(Value::Null)),
             ("PUT", Some(n)) => self.replace(&resource, &n, body.unwrap_or(Value::Null)),
-            ("PATCH", Some(n)) => self.patch(&resource, &n, sub.as_deref(), body.unwrap_or(Value::Null)),
+            ("PATCH", Some(n)) => {
+                let apply = content_type
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with("application/apply-patch"));
+                self.patch(&resource, &n, sub.as_deref(), apply, body.unwrap_or(Value::Null))
+            }
             ("DELETE", Some(n)) => self.delete(&resource, &n, body),
             _ => status(405, "MethodNotAllowed", "not supported by the stand-in"),
         }
@@ -381,8 +386,17 @@ impl FakeApi {
     }
 
     /// PATCH: server-side apply (creating the object when absent) or a merge patch; on the
-    /// status subresource only `status` changes. A change of `spec` bumps `generation`.
-    fn patch(&self, resource: &str, name: &str, sub: Option<&str>, patch: Value) -> http::Response<FakeBody> {
+    /// status subresource only `status` changes. A change of `spec` bumps `generation`. An
+    /// apply of the status replaces it: its one manager (the operator) owns every status
+    /// field, so a field it no longer applies is removed, as the API server does.
+    fn patch(
+        &self,
+        resource: &str,
+        name: &str,
+        sub: Option<&str>,
+        apply: bool,
+        patch: Value,
+    ) -> http::Response<FakeBody> {
         let key = (resource.to_string(), name.to_string());
         let old = self.lock().objects.get(&key).cloned();
         let Some(mut object) = old.clone() else {
@@ -393,7 +407,9 @@ impl FakeApi {
             object["metadata"]["name"] = json!(name);
             return self.create(resource, object);
         };
-        if sub == Some("status") {
+        if sub == Some("status") && apply {
+            object["status"] = patch["status"].clone();
+        } else if sub == Some("status") {
             merge(&mut object["status"], &patch["status"]);
         } else {
             let mut patch = patch;

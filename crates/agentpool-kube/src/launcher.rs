@@ -351,6 +351,7 @@ impl Launcher {
         let req = HeartbeatRequest {
             leases,
             status: Some(status),
+            cache: None,
         };
         match self.api.heartbeat(&self.cfg.id, req).await {
             Ok(reply) => {

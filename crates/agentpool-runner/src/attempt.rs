@@ -134,6 +134,7 @@ async fn heartbeat_loop(
         let req = HeartbeatRequest {
             leases: vec![lease],
             status: Some(WorkerStatus::Busy),
+            cache: None,
         };
         match api.heartbeat(&worker, req).await {
             Ok(reply) => {

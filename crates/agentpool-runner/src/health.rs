@@ -1,6 +1,9 @@
 //! What a worker process says about itself to a local probe (a Kubernetes readiness probe, a
 //! supervisor): starting, ready to take tasks, draining, or unhealthy.
 
+use std::sync::{Arc, Mutex};
+
+use agentpool_core::CacheStats;
 use tokio::sync::watch;
 
 /// The worker's own view of whether it can take tasks.
@@ -34,13 +37,24 @@ impl WorkerHealth {
 
 /// The sending side the worker loop updates; cheap to clone, a no-op when nobody watches.
 #[derive(Debug, Clone)]
-pub struct HealthReporter(watch::Sender<WorkerHealth>);
+pub struct HealthReporter(watch::Sender<WorkerHealth>, Arc<Mutex<Option<CacheStats>>>);
 
 impl HealthReporter {
     /// A reporter and the receiver a probe server reads.
     pub fn new() -> (Self, watch::Receiver<WorkerHealth>) {
         let (tx, rx) = watch::channel(WorkerHealth::Starting);
-        (Self(tx), rx)
+        (Self(tx, Arc::default()), rx)
+    }
+
+    /// The mirror cache's figures as the worker last measured them; `None` without a cache
+    /// (or before the first heartbeat).
+    pub fn cache(&self) -> Option<CacheStats> {
+        *self.1.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the worker's cache monitor keeps its latest figures.
+    pub(crate) fn cache_slot(&self) -> Arc<Mutex<Option<CacheStats>>> {
+        self.1.clone()
     }
 
     /// Move to `h`, except that unhealthy is sticky: draining an unhealthy worker leaves it

@@ -9,6 +9,8 @@
 pub mod api;
 pub mod attempt;
 pub mod budget;
+pub mod cache_stats;
+pub mod capabilities;
 pub mod checks;
 pub mod events;
 pub mod git;

@@ -1,18 +1,26 @@
 //! Bounds on the warm mirror cache: each use of a mirror is recorded (a marker file's mtime,
-//! and process-wide hit/miss counters), and `prune` removes mirrors unused for longer than a
-//! maximum age, then the least recently used ones while the cache is over its size limit.
-//! A mirror a task is using (its `<mirror>.lock` held) is never removed.
+//! and hit/miss counters per cache directory for this process), and `prune` removes mirrors
+//! unused for longer than a maximum age, then the least recently used ones while the cache is
+//! over its size limit. A mirror a task is using (its `<mirror>.lock` held) is never removed.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// Touched on every use of a mirror; its mtime is the mirror's last use. Inside the bare
 /// repository, where git ignores it.
 const MARKER: &str = "agentpool-last-used";
 
-static HITS: AtomicU64 = AtomicU64::new(0);
-static MISSES: AtomicU64 = AtomicU64::new(0);
+/// (hits, misses) per cache directory: per directory so that several workers in one process
+/// (`agentpool up`, tests) each report their own cache.
+static USES: Mutex<Option<HashMap<PathBuf, (u64, u64)>>> = Mutex::new(None);
+
+/// Hits and misses this process recorded for the mirrors in `dir`.
+pub fn uses(dir: &Path) -> (u64, u64) {
+    let uses = USES.lock().unwrap_or_else(|e| e.into_inner());
+    uses.as_ref().and_then(|m| m.get(dir).copied()).unwrap_or((0, 0))
+}
 
 /// What the cache may hold.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,10 +56,14 @@ impl CacheReport {
 
 /// Record a use of `mirror`: `hit` when it existed already.
 pub fn record_use(mirror: &Path, hit: bool) {
-    if hit {
-        HITS.fetch_add(1, Ordering::Relaxed);
-    } else {
-        MISSES.fetch_add(1, Ordering::Relaxed);
+    if let Some(dir) = mirror.parent() {
+        let mut uses = USES.lock().unwrap_or_else(|e| e.into_inner());
+        let n = uses.get_or_insert_default().entry(dir.to_path_buf()).or_default();
+        if hit {
+            n.0 += 1;
+        } else {
+            n.1 += 1;
+        }
     }
     // Best effort: a missing marker only makes the mirror look older than it is.
     let _ = std::fs::write(mirror.join(MARKER), b"");
@@ -90,9 +102,9 @@ fn try_lock(mirror: &Path) -> Option<std::fs::File> {
     (rc == 0).then_some(f)
 }
 
-/// Prune the mirrors in `dir` to `limits` (blocking: run it off the async threads).
-pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
-    let mut mirrors: Vec<(PathBuf, SystemTime, u64)> = Vec::new();
+/// The mirrors in `dir`: path, last use, bytes on disk (blocking).
+fn list(dir: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime, u64)>> {
+    let mut mirrors = Vec::new();
     if dir.exists() {
         for e in std::fs::read_dir(dir)?.flatten() {
             let p = e.path();
@@ -101,6 +113,18 @@ pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
             }
         }
     }
+    Ok(mirrors)
+}
+
+/// How many mirrors `dir` holds and the bytes they take (blocking: it walks the mirrors).
+pub fn scan(dir: &Path) -> std::io::Result<(usize, u64)> {
+    let mirrors = list(dir)?;
+    Ok((mirrors.len(), mirrors.iter().map(|m| m.2).sum()))
+}
+
+/// Prune the mirrors in `dir` to `limits` (blocking: run it off the async threads).
+pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
+    let mut mirrors = list(dir)?;
     // Oldest first.
     mirrors.sort_by_key(|m| m.1);
     let now = SystemTime::now();
@@ -122,12 +146,13 @@ pub fn prune(dir: &Path, limits: CacheLimits) -> std::io::Result<CacheReport> {
         }
         kept.push(path);
     }
+    let (hits, misses) = uses(dir);
     Ok(CacheReport {
         mirrors: kept.len(),
         bytes: total,
         removed,
-        hits: HITS.load(Ordering::Relaxed),
-        misses: MISSES.load(Ordering::Relaxed),
+        hits,
+        misses,
     })
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use agentpool_agents::{EventSink, Registry};
 use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
+use agentpool_core::{ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -149,6 +149,8 @@ struct Shared {
     /// Fires once the worker is unhealthy: it stops claiming.
     unhealthy: CancellationToken,
     health: Option<crate::HealthReporter>,
+    /// The mirror cache, reported on heartbeats; `None` without one.
+    cache: Option<crate::cache_stats::CacheMonitor>,
 }
 
 impl Shared {
@@ -237,18 +239,7 @@ pub async fn run_worker(
         .clone()
         .unwrap_or_else(|| WorkerId::generate(&config.hostname));
     // Command tasks run in the pipeline itself, so every worker takes them.
-    let mut agents = vec![AgentInfo {
-        name: agentpool_core::spec::COMMAND_AGENT.into(),
-        version: None,
-    }];
-    for name in config.agents.names() {
-        if let Some(a) = config.agents.get(&name) {
-            agents.push(AgentInfo {
-                name,
-                version: a.version().await,
-            });
-        }
-    }
+    let agents = crate::capabilities::agent_infos(&config.agents, crate::capabilities::VERSION_BUDGET).await;
     let reg = WorkerRegistration {
         id: Some(id.clone()),
         hostname: config.hostname.clone(),
@@ -293,6 +284,12 @@ pub async fn run_worker(
         unhealthy_after: config.unhealthy_after,
         unhealthy: CancellationToken::new(),
         health: config.health.clone(),
+        cache: config
+            .pipeline
+            .workspace
+            .mirror_dir
+            .clone()
+            .map(|d| crate::cache_stats::CacheMonitor::new(d, config.health.as_ref())),
     });
     shared.report_health(crate::WorkerHealth::Ready);
     // Fires when the server asks for a drain (no grace limit then: tasks finish).
@@ -472,8 +469,9 @@ async fn heartbeat_loop(
         let req = HeartbeatRequest {
             leases: shared.leases(),
             status: Some(shared.status()),
+            cache: None,
         };
-        match shared.api.heartbeat(&shared.id, req).await {
+        match crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref()).await {
             Ok(reply) => act_on(&shared, reply, &server_drain),
             Err(ApiError::NotFound(_)) => {
                 tracing::warn!("the server does not know this worker; registering again");

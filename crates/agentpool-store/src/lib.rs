@@ -379,6 +379,8 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     /// The worker says it cannot start git or its agents: it claims nothing until it
     /// registers again. A draining worker stays draining.
     async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()>;
+    /// Keep the worker's latest mirror-cache report (it sends one when the cache changed).
+    async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()>;
     async fn deregister_worker(&self, id: &WorkerId) -> Result<()>;
 
     // ---- projects, credentials, tokens ----

@@ -80,6 +80,10 @@ pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
     let agents = r.text("agents")?;
     let labels = r.text("labels")?;
     let status = r.text("status")?;
+    let cache = r
+        .opt_text("cache_stats")?
+        .map(|c| serde_json::from_str(&c).map_err(|e| corrupt("worker cache", e)))
+        .transpose()?;
     Ok(Worker {
         id: WorkerId::parse(r.text("id")?).map_err(|e| corrupt("worker id", e))?,
         hostname: r.text("hostname")?,
@@ -91,6 +95,7 @@ pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
         running,
         registered_at: ts(r.big("registered_at")?),
         last_heartbeat_at: ts(r.big("last_heartbeat_at")?),
+        cache,
     })
 }
 

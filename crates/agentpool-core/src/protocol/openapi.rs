@@ -323,7 +323,17 @@ pub fn worker() -> Value {
         running: 0,
         registered_at: now(),
         last_heartbeat_at: now(),
+        cache: Some(cache_stats()),
     })
+}
+
+fn cache_stats() -> crate::CacheStats {
+    crate::CacheStats {
+        hits: 41,
+        misses: 3,
+        bytes: 734_003_200,
+        mirrors: 3,
+    }
 }
 
 fn project_spec_value() -> ProjectSpec {
@@ -381,6 +391,7 @@ pub fn heartbeat_request() -> Value {
     v(HeartbeatRequest {
         leases: vec![lease()],
         status: Some(WorkerStatus::Busy),
+        cache: Some(cache_stats()),
     })
 }
 
@@ -519,7 +530,7 @@ core_schema!(
 core_schema!(
     WorkerSchema,
     "Worker",
-    "A worker: id, hostname, version, agents, labels, slots, status, running, timestamps.",
+    "A worker: id, hostname, version, agents, labels, slots, status, running, timestamps, and its mirror cache (`cache`: hits, misses, bytes, mirrors) when it reported one.",
     vec![worker()]
 );
 core_schema!(
@@ -544,7 +555,7 @@ core_schema!(
 core_schema!(
     HeartbeatRequestSchema,
     "HeartbeatRequest",
-    "`{ leases: [{task_id, token}], status? }`: the leases to extend.",
+    "`{ leases: [{task_id, token}], status?, cache? }`: the leases to extend, and the mirror cache (hits, misses, bytes, mirrors) when it changed.",
     vec![heartbeat_request()]
 );
 core_schema!(

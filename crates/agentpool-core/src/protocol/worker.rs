@@ -6,7 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::ErrorDetail;
-use crate::{ErrorClass, Lease, LeaseToken, NewEvent, Task, TaskId, TaskResult, Worker, WorkerStatus};
+use crate::{
+    CacheStats, ErrorClass, Lease, LeaseToken, NewEvent, Task, TaskId, TaskResult, Worker, WorkerStatus,
+};
 
 /// `POST /v1/workers/{id}/claim`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,7 +39,7 @@ pub struct ClaimedTask {
 }
 
 /// `POST /v1/workers/{id}/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The leases the worker holds; their expiry is extended.
@@ -45,6 +47,10 @@ pub struct HeartbeatRequest {
     pub leases: Vec<Lease>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<WorkerStatus>,
+    /// The worker's mirror cache, sent when it changed since the last beat; the server keeps
+    /// the last one it was sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStats>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busyWorkers"}"#,
     printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queuedTasks"}"#,
+    printcolumn = r#"{"name":"Cache hit rate","type":"number","jsonPath":".status.cache.hitRate","priority":1}"#,
+    printcolumn = r#"{"name":"Cache bytes","type":"integer","jsonPath":".status.cache.bytes","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("has(self.replicas) != has(self.autoscale)").message("set exactly one of replicas and autoscale"))]
@@ -158,11 +160,57 @@ pub struct WorkerPoolStatus {
     /// Tasks running on the pool's workers.
     #[serde(default)]
     pub running_tasks: i64,
+    /// The pods' mirror caches, summed over the pool's online workers as they last reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<PoolCacheStatus>,
+    /// A scale-down in progress, kept here (not in the operator's memory) so that the
+    /// operator continues it after a restart or a change of leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Scaling` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The pool's warm mirror caches: how often a task found its repository's mirror on its pod,
+/// and what the caches hold.
+#[derive(JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolCacheStatus {
+    /// Tasks that found their repository's mirror (fetched into it) since their pod started.
+    #[serde(default)]
+    pub hits: i64,
+    /// Tasks that had to create it (a full clone).
+    #[serde(default)]
+    pub misses: i64,
+    /// Hits over hits and misses, 0 to 1; absent before the first task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_rate: Option<f64>,
+    /// Bytes the mirrors take on the pods' cache volumes.
+    #[serde(default)]
+    pub bytes: i64,
+    #[serde(default)]
+    pub mirrors: i32,
+    /// Workers whose figures are counted (those that reported them).
+    #[serde(default)]
+    pub workers: i32,
+}
+
+/// Where a scale-down stands.
+#[derive(JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownStatus {
+    /// Since when demand has been below the pool's size: the scale-down delay counts from
+    /// here. Absent once demand is back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below_since: Option<Time>,
+    /// Workers the operator asked to drain whose pods are still there: it waits for them to
+    /// go idle, and brings back (restarts) the ones demand needs again. Workers drained by
+    /// anyone else are left drained.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drained: Vec<String>,
 }
 
 fn one() -> i32 {

@@ -1,11 +1,12 @@
 //! The operator's own Prometheus metrics: reconcile passes and their duration, drains it
-//! asked for, whether this replica leads, and each pool's sizes as it last saw them.
+//! asked for, whether this replica leads, and each pool's sizes and mirror caches as it last
+//! saw them.
 
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use super::crd::WorkerPoolStatus;
@@ -18,6 +19,7 @@ pub struct Metrics {
     pub drains: IntCounter,
     pub leader: IntGauge,
     pool: IntGaugeVec,
+    cache_hit_ratio: GaugeVec,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
@@ -70,6 +72,13 @@ impl Metrics {
             ),
             &["namespace", "pool", "quantity"],
         ));
+        let cache_hit_ratio = must(GaugeVec::new(
+            Opts::new(
+                "agentpool_workerpool_cache_hit_ratio",
+                "Share of the pool's tasks that found their repository's mirror on their pod",
+            ),
+            &["namespace", "pool"],
+        ));
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
@@ -77,6 +86,7 @@ impl Metrics {
             Box::new(drains.clone()),
             Box::new(leader.clone()),
             Box::new(pool.clone()),
+            Box::new(cache_hit_ratio.clone()),
         ] {
             must(registry.register(c));
         }
@@ -88,6 +98,7 @@ impl Metrics {
             drains,
             leader,
             pool,
+            cache_hit_ratio,
         }
     }
 
@@ -112,6 +123,19 @@ impl Metrics {
             ("running_tasks", s.running_tasks),
         ] {
             self.pool.with_label_values(&[ns, pool, q]).set(v);
+        }
+        if let Some(c) = &s.cache {
+            for (q, v) in [
+                ("cache_hits", c.hits),
+                ("cache_misses", c.misses),
+                ("cache_bytes", c.bytes),
+                ("cache_mirrors", i64::from(c.mirrors)),
+            ] {
+                self.pool.with_label_values(&[ns, pool, q]).set(v);
+            }
+            if let Some(r) = c.hit_rate {
+                self.cache_hit_ratio.with_label_values(&[ns, pool]).set(r);
+            }
         }
     }
 

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod objects;
 pub mod reconcile;
 pub mod scale;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-pub use crd::{WorkerPool, WorkerPoolSpec, WorkerPoolStatus, crd_yaml};
+pub use crd::{PoolCacheStatus, ScaleDownStatus, WorkerPool, WorkerPoolSpec, WorkerPoolStatus, crd_yaml};
 pub use leader::LeaderElector;
 pub use metrics::Metrics;
 pub use reconcile::{Connect, Context, QueueApi, ReconcileError, error_policy, reconcile};

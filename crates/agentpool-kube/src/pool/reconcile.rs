@@ -1,10 +1,12 @@
 //! The WorkerPool reconciler in the kube-rs style: `reconcile` brings one pool's headless
 //! Service and StatefulSet to what the pool and its queue call for (server-side apply, owned
 //! by the pool), drains the pods a scale-down removes before removing them, and writes the
-//! pool's status through the status subresource; `error_policy` retries failures.
+//! pool's status through the status subresource; `error_policy` retries failures. The
+//! operator keeps no state of its own between passes: what a scale-down needs to go on (its
+//! delay's start, the workers it drained) is in the pool's status, so another replica or a
+//! restarted operator continues it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpool_core::protocol::QueueStats;
@@ -12,7 +14,6 @@ use agentpool_core::{Labels, WorkerId};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
@@ -21,6 +22,7 @@ use super::crd::{WorkerPool, WorkerPoolStatus};
 use super::metrics::Metrics;
 use super::objects::{self, MANAGER};
 use super::scale;
+use super::status::{ScaleDown, cache_status, condition, merge_conditions};
 
 /// What the operator asks the agentpool server.
 #[async_trait]
@@ -54,8 +56,6 @@ pub struct Context {
     pub interval: Duration,
     /// While a scale-down waits for busy pods: how soon to look again.
     pub scaling_interval: Duration,
-    /// Since when each pool's demand has been below its size (the scale-down delay).
-    below_since: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
@@ -66,52 +66,12 @@ impl Context {
             metrics,
             interval: Duration::from_secs(15),
             scaling_interval: Duration::from_secs(3),
-            below_since: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn below_since(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.below_since.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
-}
-
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: Time(chrono_now()),
-    }
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
-}
-
-/// Keep a condition's transition time while its status does not change.
-fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition> {
-    new.into_iter()
-        .map(|mut c| {
-            if let Some(o) = old.iter().find(|o| o.type_ == c.type_)
-                && o.status == c.status
-            {
-                c.last_transition_time = o.last_transition_time.clone();
-            }
-            c
-        })
-        .collect()
 }
 
 /// The server client of `pool`, from the token its Secret holds.
@@ -143,8 +103,15 @@ pub async fn reconcile(pool: Arc<WorkerPool>, ctx: Arc<Context>) -> Result<Actio
 async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, ReconcileError> {
     let ns = pool.namespace().ok_or(ReconcileError::NoNamespace)?;
     let name = pool.name_any();
-    let generation = pool.metadata.generation;
     let pools: Api<WorkerPool> = Api::namespaced(ctx.client.clone(), &ns);
+    // The pool as the API server has it now, not as the watch cache last saw it: the status
+    // carries the scale-down state, and acting on an old one (a delay that a later pass had
+    // stopped) could shrink the pool too early.
+    let Some(latest) = pools.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let pool = &latest;
+    let generation = pool.metadata.generation;
     let old_conditions = pool
         .status
         .as_ref()
@@ -195,25 +162,35 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         .unwrap_or_else(|| current.unwrap_or_else(|| pool.spec.autoscale.as_ref().map_or(0, |a| a.min)));
     let current_n = current.unwrap_or(0);
     let workers = stats.as_ref().map(|(s, _)| s.workers.clone()).unwrap_or_default();
-    let shrink = if desired < current_n {
-        let delay = pool
-            .spec
-            .autoscale
-            .as_ref()
-            .map_or(0, |a| a.scale_down_delay_seconds.max(0));
-        let since = *ctx
-            .below_since()
-            .entry(format!("{ns}/{name}"))
-            .or_insert_with(Instant::now);
-        // Draining needs the server; without it the pool keeps its size.
-        stats.is_some() && since.elapsed() >= Duration::from_secs(delay as u64)
-    } else {
-        ctx.below_since().remove(&format!("{ns}/{name}"));
-        false
-    };
-    let step = scale::step(&name, current_n, desired, &workers, shrink);
+    let mut scale_down = ScaleDown::from_status(pool.status.as_ref().and_then(|s| s.scale_down.as_ref()));
+    let delay = pool
+        .spec
+        .autoscale
+        .as_ref()
+        .map_or(0, |a| a.scale_down_delay_seconds.max(0));
+    // Draining needs the server; without it the pool keeps its size, and the scale-down
+    // state as it was.
+    let shrink = stats.is_some()
+        && scale_down.below(
+            desired,
+            current_n,
+            chrono::Duration::seconds(delay),
+            chrono::Utc::now(),
+        );
+    let step = scale::step(&name, current_n, desired, &workers, &scale_down.drained, shrink);
 
-    if let Some((_, api)) = &stats {
+    let mut drained = Vec::new();
+    if let Some((_, api)) = &stats
+        && !step.drain.is_empty()
+    {
+        // Written down before asking: a worker the operator drained without the status naming
+        // it would never be brought back should demand return (it stays drained).
+        scale_down.drained.extend(step.drain.iter().cloned());
+        let status = WorkerPoolStatus {
+            scale_down: scale_down.to_status(),
+            ..pool.status.clone().unwrap_or_default()
+        };
+        patch_status(&pools, &name, &status).await?;
         for id in &step.drain {
             let Ok(wid) = WorkerId::parse(id.clone()) else {
                 continue;
@@ -221,6 +198,7 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
             match api.drain(&wid).await {
                 Ok(()) => {
                     ctx.metrics.drains.inc();
+                    drained.push(id.clone());
                     tracing::info!(pool = %name, worker = %id, "draining for a scale-down");
                 }
                 Err(e) => tracing::warn!(pool = %name, worker = %id, "drain failed: {e}"),
@@ -247,6 +225,13 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
             Err(e) => return Err(e.into()),
         }
     }
+    scale_down.settle(
+        &name,
+        (step.replicas, desired),
+        stats.as_ref().map(|_| workers.as_slice()),
+        &step.restart,
+        &drained,
+    );
 
     let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     let replicas = set.status.as_ref().map_or(0, |s| s.replicas);
@@ -289,6 +274,12 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         draining_workers: count(|s| s.worker_counts.draining),
         queued_tasks: s.map_or(0, |s| i64::try_from(s.queued).unwrap_or(i64::MAX)),
         running_tasks: s.map_or(0, |s| i64::try_from(s.running).unwrap_or(i64::MAX)),
+        // Without the server, the figures it last gave.
+        cache: match &stats {
+            Some(_) => cache_status(&workers),
+            None => pool.status.as_ref().and_then(|s| s.cache.clone()),
+        },
+        scale_down: scale_down.to_status(),
         observed_generation: generation,
         conditions: merge_conditions(&old_conditions, conditions),
     };

@@ -2,7 +2,7 @@
 //! to get from the current size to that without killing a running task — grow at once; shrink
 //! only by pods whose workers have been drained and are idle, highest ordinals first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agentpool_core::protocol::QueueStats;
 use agentpool_core::{Worker, WorkerStatus};
@@ -31,8 +31,8 @@ pub struct Step {
     pub replicas: i32,
     /// Workers to ask to drain now (pods that are to go and still take work).
     pub drain: Vec<String>,
-    /// Pods to delete so they come back as fresh, undrained workers (drained earlier for a
-    /// scale-down that demand has since cancelled; idle).
+    /// Pods to delete so they come back as fresh, undrained workers (drained by the operator
+    /// for a scale-down that demand has since cancelled; idle).
     pub restart: Vec<String>,
     /// Pods that are to go but still run tasks: the scale-down waits for them.
     pub waiting_for: Vec<String>,
@@ -51,8 +51,16 @@ fn removable(w: Option<&Worker>) -> bool {
 }
 
 /// The step from `current` pods toward `desired` for pool `pool`, given the server's view of
-/// the pool's workers. `shrink` is false while a scale-down is held back (its delay).
-pub fn step(pool: &str, current: i32, desired: i32, workers: &[Worker], shrink: bool) -> Step {
+/// the pool's workers and the ones the operator drained earlier. `shrink` is false while a
+/// scale-down is held back (its delay).
+pub fn step(
+    pool: &str,
+    current: i32,
+    desired: i32,
+    workers: &[Worker],
+    drained: &BTreeSet<String>,
+    shrink: bool,
+) -> Step {
     let by_id: BTreeMap<&str, &Worker> = workers.iter().map(|w| (w.id.as_str(), w)).collect();
     let mut s = Step {
         replicas: current,
@@ -80,9 +88,11 @@ pub fn step(pool: &str, current: i32, desired: i32, workers: &[Worker], shrink: 
         }
     }
     // Pods that stay but were drained for an earlier scale-down: bring them back once idle.
+    // A worker drained by anyone else stays drained.
     for ordinal in 0..s.replicas.min(desired.max(0)) {
         let id = worker_id(pool, ordinal);
         if let Some(w) = by_id.get(id.as_str())
+            && drained.contains(&id)
             && w.status == WorkerStatus::Draining
             && w.running == 0
         {

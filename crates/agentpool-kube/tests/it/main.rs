@@ -7,6 +7,7 @@ mod cluster;
 mod launcher;
 mod pool;
 mod pool_schema;
+mod pool_state;
 mod queue;
 mod schema;
 

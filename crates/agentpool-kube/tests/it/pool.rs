@@ -43,7 +43,7 @@ impl Queue {
         s.workers = workers;
     }
 
-    fn worker_mut(&self, id: &str, f: impl FnOnce(&mut Worker)) {
+    pub fn worker_mut(&self, id: &str, f: impl FnOnce(&mut Worker)) {
         let mut s = self.stats.lock().unwrap();
         if let Some(w) = s.workers.iter_mut().find(|w| w.id.as_str() == id) {
             f(w);
@@ -91,6 +91,7 @@ pub fn worker(id: &str, status: WorkerStatus, running: u32) -> Worker {
         running,
         registered_at: now,
         last_heartbeat_at: now,
+        cache: None,
     }
 }
 
@@ -121,13 +122,13 @@ pub fn token_secret(fake: &FakeApi) {
     });
 }
 
-struct Setup {
-    fake: FakeApi,
-    queue: Arc<Queue>,
-    ctx: Arc<Context>,
+pub struct Setup {
+    pub fake: FakeApi,
+    pub queue: Arc<Queue>,
+    pub ctx: Arc<Context>,
 }
 
-fn setup(spec: Value) -> Setup {
+pub fn setup(spec: Value) -> Setup {
     let fake = FakeApi::new();
     token_secret(&fake);
     fake.put("workerpools", pool_json(spec));
@@ -141,17 +142,17 @@ fn setup(spec: Value) -> Setup {
 }
 
 impl Setup {
-    async fn pass(&self) -> Action {
+    pub async fn pass(&self) -> Action {
         let pool: WorkerPool = self.fake.get("workerpools", "agents").unwrap();
         reconcile(Arc::new(pool), self.ctx.clone()).await.unwrap()
     }
 
-    fn replicas(&self) -> i32 {
+    pub fn replicas(&self) -> i32 {
         let s: StatefulSet = self.fake.get("statefulsets", "agents").unwrap();
         s.spec.unwrap().replicas.unwrap()
     }
 
-    fn pool(&self) -> WorkerPool {
+    pub fn pool(&self) -> WorkerPool {
         self.fake.get("workerpools", "agents").unwrap()
     }
 
@@ -168,7 +169,7 @@ impl Setup {
     }
 }
 
-fn autoscale(min: i32, max: i32) -> Value {
+pub fn autoscale(min: i32, max: i32) -> Value {
     json!({"autoscale": {"min": min, "max": max, "scaleDownDelaySeconds": 0}})
 }
 
@@ -359,10 +360,12 @@ async fn demand_returning_during_a_scale_down_restarts_drained_idle_pods() {
     s.queue.set(
         0,
         vec![
-            worker("agents-0", WorkerStatus::Idle, 0),
+            // Drained by someone else (`agentpool workers drain`), not for a scale-down.
+            worker("agents-0", WorkerStatus::Draining, 0),
             worker("agents-1", WorkerStatus::Busy, 1),
         ],
     );
+    s.fake.put("pods", json!({"metadata": {"name": "agents-0"}}));
     s.fake.put("pods", json!({"metadata": {"name": "agents-1"}}));
     s.pass().await;
     assert_eq!(s.replicas(), 2, "pods 3 and 2 never registered; agents-1 is busy");
@@ -375,6 +378,15 @@ async fn demand_returning_during_a_scale_down_restarts_drained_idle_pods() {
     assert!(
         s.fake.get::<Value>("pods", "agents-1").is_none(),
         "the drained pod was deleted"
+    );
+    assert!(
+        s.fake.get::<Value>("pods", "agents-0").is_some(),
+        "a worker the operator did not drain stays drained"
+    );
+    assert_eq!(
+        s.pool().status.unwrap().scale_down,
+        None,
+        "nothing left to follow"
     );
 }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use agentpool_kube::pool::objects::{build_service, build_statefulset};
-use agentpool_kube::pool::{WorkerPool, crd_yaml};
+use agentpool_kube::pool::{PoolCacheStatus, ScaleDownStatus, WorkerPool, WorkerPoolStatus, crd_yaml};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 use crate::schema::{have, repo_root, validate};
@@ -115,6 +116,28 @@ fn the_example_pool_validates_against_the_crd_schema() {
     against_crd(&ex).unwrap();
     let pool: WorkerPool = serde_json::from_value(ex.clone()).unwrap();
     pool.spec.check().unwrap();
+
+    // A status as the operator writes it, with the pool's caches and a scale-down underway.
+    let status = WorkerPoolStatus {
+        replicas: 3,
+        desired_replicas: 1,
+        cache: Some(PoolCacheStatus {
+            hits: 41,
+            misses: 3,
+            hit_rate: Some(0.932),
+            bytes: 734_003_200,
+            mirrors: 3,
+            workers: 3,
+        }),
+        scale_down: Some(ScaleDownStatus {
+            below_since: Some(Time(chrono::Utc::now())),
+            drained: vec!["agents-2".into()],
+        }),
+        ..WorkerPoolStatus::default()
+    };
+    let mut with_status = ex.clone();
+    with_status["status"] = serde_json::to_value(&status).unwrap();
+    against_crd(&with_status).unwrap();
 
     // The validator is not a no-op: a wrong type and an unknown field are refused.
     let mut bad = ex.clone();

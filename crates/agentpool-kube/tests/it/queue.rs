@@ -103,6 +103,7 @@ impl WorkerApi for Queue {
             running: 0,
             registered_at: now,
             last_heartbeat_at: now,
+            cache: None,
         })
     }
 

@@ -101,6 +101,7 @@ async fn worker(c: Client, id: WorkerId, ledger: Arc<Ledger>, heartbeat_offset: 
                 let req = HeartbeatRequest {
                     leases: Vec::new(),
                     status: None,
+                    cache: None,
                 };
                 let _ = c.heartbeat(&id, &req).await;
             }

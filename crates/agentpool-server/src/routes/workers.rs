@@ -111,6 +111,10 @@ pub async fn heartbeat(
         .store()
         .heartbeat(&id, &req.leases, state.inner.lease_ttl)
         .await?;
+    // Sent only when the cache changed, so this write is rare.
+    if let Some(cache) = &req.cache {
+        state.store().report_worker_cache(&id, cache).await?;
+    }
     Ok(Json(reply).into_response())
 }
 

@@ -283,9 +283,15 @@ pub async fn claim_one(c: &Client, w: &WorkerId) -> ClaimedTask {
 
 /// Heartbeat `leases` for worker `w` without reporting a status.
 pub async fn heartbeat(c: &Client, w: &WorkerId, leases: Vec<Lease>) -> HeartbeatReply {
-    c.heartbeat(w, &HeartbeatRequest { leases, status: None })
-        .await
-        .expect("heartbeat")
+    c.heartbeat(
+        w,
+        &HeartbeatRequest {
+            leases,
+            ..HeartbeatRequest::default()
+        },
+    )
+    .await
+    .expect("heartbeat")
 }
 
 /// A fail report with no retry hint and no result.

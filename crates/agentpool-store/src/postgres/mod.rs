@@ -411,6 +411,10 @@ impl Store for PgStore {
         registry::drain_worker(&self.pool, &self.pool, id).await
     }
 
+    async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()> {
+        registry::report_worker_cache(&self.pool, id, cache).await
+    }
+
     async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
         registry::mark_worker_unhealthy(&self.pool, id).await
     }

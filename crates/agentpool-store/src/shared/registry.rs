@@ -115,6 +115,20 @@ macro_rules! registry_queries {
             with_running(r, &row, id).await
         }
 
+        pub(crate) async fn report_worker_cache(
+            w: &Pool<Db>,
+            id: &WorkerId,
+            cache: &agentpool_core::CacheStats,
+        ) -> Result<()> {
+            let n = sqlx::query("UPDATE workers SET cache_stats = $1 WHERE id = $2")
+                .bind(json(cache)?)
+                .bind(id.as_str())
+                .execute(w)
+                .await?
+                .rows_affected();
+            common::found(n, "worker", id.as_str())
+        }
+
         pub(crate) async fn mark_worker_unhealthy(w: &Pool<Db>, id: &WorkerId) -> Result<()> {
             let n =
                 sqlx::query("UPDATE workers SET status = 'unhealthy' WHERE id = $1 AND status <> 'draining'")

@@ -299,6 +299,10 @@ impl Store for SqliteStore {
         registry::drain_worker(&self.writer, &self.reader, id).await
     }
 
+    async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()> {
+        registry::report_worker_cache(&self.writer, id, cache).await
+    }
+
     async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
         registry::mark_worker_unhealthy(&self.writer, id).await
     }

@@ -12,7 +12,34 @@ both!(
     projects_credentials_and_tokens_round_trip,
     profiles_round_trip,
     follow_up_resumes_the_earlier_session,
+    a_workers_cache_report_is_kept_and_listed,
 );
+
+async fn a_workers_cache_report_is_kept_and_listed(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let before = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(before.cache, None, "nothing reported yet");
+    let report = agentpool_core::CacheStats {
+        hits: 1,
+        misses: 1,
+        bytes: 40_960,
+        mirrors: 1,
+    };
+    h.store.report_worker_cache(&w.id, &report).await.unwrap();
+    // Heartbeats without a report keep it.
+    h.store.heartbeat(&w.id, &[], crate::harness::TTL).await.unwrap();
+    let listed = h.store.list_workers().await.unwrap();
+    assert_eq!(listed[0].cache, Some(report));
+    assert_eq!(
+        h.store.get_worker(&w.id).await.unwrap().unwrap().cache,
+        Some(report)
+    );
+    let unknown = agentpool_core::WorkerId::parse("nobody").unwrap();
+    assert!(matches!(
+        h.store.report_worker_cache(&unknown, &report).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
 
 async fn follow_up_resumes_the_earlier_session(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;

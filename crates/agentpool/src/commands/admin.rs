@@ -45,6 +45,18 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                     ("running", format!("{}/{}", w.running, w.slots)),
                     ("agents", agents.join(", ")),
                     ("labels", output::labels(&w.labels)),
+                    (
+                        "cache",
+                        w.cache.map_or_else(String::new, |c| {
+                            format!(
+                                "{} hits, {} misses, {} mirrors, {:.1} MiB",
+                                c.hits,
+                                c.misses,
+                                c.mirrors,
+                                c.bytes as f64 / (1024.0 * 1024.0)
+                            )
+                        }),
+                    ),
                     ("heartbeat", output::relative(w.last_heartbeat_at)),
                     ("since", output::relative(w.registered_at)),
                 ];

@@ -66,8 +66,8 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     let probe_stop = CancellationToken::new();
     if let Some(addr) = args.health_listen {
         let (reporter, health) = agentpool_runner::HealthReporter::new();
-        cfg.health = Some(reporter);
-        let bound = super::probe::serve(addr, health, probe_stop.clone())
+        cfg.health = Some(reporter.clone());
+        let bound = super::probe::serve(addr, health, reporter, probe_stop.clone())
             .await
             .map_err(|e| Exit::new(ExitCode::Usage, format!("cannot listen on {addr}: {e}")))?;
         // On stderr, so that `--output json` keeps stdout to the one summary document.

@@ -1,12 +1,13 @@
 //! `agentpool worker --health-listen`: `/readyz` answers 200 once the worker is registered and
 //! claiming, and 503 "unhealthy" after git could not be started for three tasks in a row (a
-//! readiness probe then takes the pod out of service); `/healthz` stays 200.
+//! readiness probe then takes the pod out of service); `/healthz` stays 200. The worker's
+//! mirror cache shows through the API (`workers show`) and on the probe's `/metrics`.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, stderr, terminate};
+use crate::{Env, Up, stderr, stdout, terminate};
 
 fn get(url: &str) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -77,6 +78,92 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(until_status(&format!("{probe}/readyz"), 503, 60), "unhealthy\n");
     assert_eq!(get(&format!("{probe}/healthz")).0, 200);
+
+    terminate(&worker);
+    assert!(worker.wait().unwrap().success());
+    assert!(server.stop().success());
+}
+
+/// The `cache` a worker shows through the API, polled until it has the figures wanted (the
+/// worker sends them on its next heartbeat, which the test cannot await otherwise).
+fn until_cache(
+    env: &Env,
+    url: &str,
+    id: &str,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = env.run(&["--server", url, "--output", "json", "workers", "show", id]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let cache = crate::json(&o)["cache"].clone();
+        if want(&cache) {
+            return cache;
+        }
+        assert!(Instant::now() < deadline, "the worker's cache is {cache}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let server = Up::spawn(env.serve_cmd());
+    let mut worker = env
+        .cmd()
+        .args(["worker", "--server", &server.url, "--allow-local-repos"])
+        .args(["--id", "cache-1", "--agents", "command", "--heartbeat-secs", "1"])
+        .args(["--health-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    let probe = loop {
+        let line = lines
+            .next()
+            .expect("the worker prints its probe address")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("health probe on ") {
+            break u.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    until_status(&format!("{probe}/readyz"), 200, 60);
+
+    // Two tasks on one repository, one after the other: the first creates the mirror (a
+    // miss), the second fetches into it (a hit).
+    let repo = remote.to_str().unwrap();
+    for n in ["one", "two"] {
+        let o = env.run(&crate::submit_args(
+            &server.url,
+            repo,
+            &format!("echo {n} > {n}.txt"),
+            &["--wait"],
+        ));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let cache = until_cache(&env, &server.url, "cache-1", |c| c["hits"] == 1);
+    assert_eq!(cache["misses"], 1, "{cache}");
+    assert_eq!(cache["mirrors"], 1, "{cache}");
+    assert!(cache["bytes"].as_u64().unwrap() > 0, "{cache}");
+    let o = env.run(&["--server", &server.url, "workers", "show", "cache-1"]);
+    assert!(
+        stdout(&o).contains("1 hits, 1 misses, 1 mirrors"),
+        "{}",
+        stdout(&o)
+    );
+
+    let (code, metrics) = get(&format!("{probe}/metrics"));
+    assert_eq!(code, 200);
+    for line in [
+        "agentpool_worker_mirror_cache_hits_total 1",
+        "agentpool_worker_mirror_cache_misses_total 1",
+        "agentpool_worker_mirror_cache_mirrors 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    }
 
     terminate(&worker);
     assert!(worker.wait().unwrap().success());

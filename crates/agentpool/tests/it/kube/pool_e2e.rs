@@ -65,6 +65,29 @@ async fn submit(h: &Harness, command: &str, branch: &str, after: &[TaskId]) -> T
     h.client.submit(&spec).await.unwrap().task.id
 }
 
+/// Wait until `done` holds for the server's workers and the pool object (both change on
+/// their own, as the pods register and heartbeat and the operator writes the status).
+async fn until(
+    h: &Harness,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&[agentpool_core::Worker], &serde_json::Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let workers = h.client.list_workers().await.unwrap();
+        let pool: serde_json::Value = h.fake.get("workerpools", "web").unwrap_or_default();
+        if done(&workers, &pool) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {secs} s for {what}: {workers:#?} {pool:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() {
     let Some(h) = Harness::start().await else { return };
@@ -103,20 +126,12 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
                         "slotsPerPod": 1, "labels": {"team": "web"},
                         "drainGracePeriodSeconds": 60}}),
     );
-    // The minimum comes up first and registers under its pod name (after probing every agent
-    // CLI's version, which takes long on a loaded machine).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    while !h
-        .client
-        .list_workers()
-        .await
-        .unwrap()
-        .iter()
-        .any(|w| w.id.as_str() == "web-0")
-    {
-        assert!(tokio::time::Instant::now() < deadline, "web-0 never registered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The minimum comes up first and registers under its pod name. Registration waits only
+    // briefly for the agent CLIs' versions, so this is quick even on a loaded machine.
+    until(&h, 60, "web-0 to register", |ws, _| {
+        ws.iter().any(|w| w.id.as_str() == "web-0")
+    })
+    .await;
     assert_eq!(kubelet.running(), vec!["web-0".to_string()]);
 
     // The burst: a chain a → b → c, two tasks on one branch, two independent ones.
@@ -184,6 +199,13 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
     let pool: serde_json::Value = h.fake.get("workerpools", "web").unwrap();
     assert_eq!(pool["status"]["desiredReplicas"], 1, "{pool:#}");
     assert_eq!(pool["status"]["queuedTasks"], 0);
+    // The pod that stays reports its mirror cache on a heartbeat; the operator puts it in
+    // the pool's status.
+    until(&h, 60, "the pool's cache in its status", |_, pool| {
+        let c = &pool["status"]["cache"];
+        c["misses"].as_i64() >= Some(1) && c["bytes"].as_i64() > Some(0)
+    })
+    .await;
     let text = metrics.render();
     let drains: u64 = text
         .lines()

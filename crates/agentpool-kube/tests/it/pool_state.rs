@@ -1,0 +1,174 @@
+//! What a WorkerPool's status carries beyond its sizes: its workers' mirror caches summed
+//! (and in the operator's metrics), and the scale-down state that lets a new operator
+//! instance continue a scale-down another one started, without waiting the delay over again,
+//! without shrinking early, and without removing a pod that runs a task.
+
+use std::sync::Arc;
+
+use agentpool_core::{CacheStats, WorkerStatus};
+use agentpool_kube::pool::{Context, Metrics};
+use serde_json::{Value, json};
+
+use crate::pool::{Fixed, Setup, setup, worker};
+
+fn cached(id: &str, status: WorkerStatus, hits: u64, misses: u64, bytes: u64) -> agentpool_core::Worker {
+    let mut w = worker(id, status, 0);
+    w.cache = Some(CacheStats {
+        hits,
+        misses,
+        bytes,
+        mirrors: 1,
+    });
+    w
+}
+
+#[tokio::test]
+async fn the_status_and_the_metrics_show_the_pools_cache_hit_rate_and_size() {
+    let s = setup(json!({"replicas": 3}));
+    s.queue.set(
+        0,
+        vec![
+            cached("agents-0", WorkerStatus::Idle, 3, 1, 1000),
+            cached("agents-1", WorkerStatus::Busy, 0, 1, 500),
+            // Gone: its figures are not the pool's any more.
+            cached("agents-2", WorkerStatus::Offline, 50, 0, 9000),
+            // Never reported (an older worker): not counted.
+            worker("agents-3", WorkerStatus::Idle, 0),
+        ],
+    );
+    s.pass().await;
+    let c = s.pool().status.unwrap().cache.expect("cache status");
+    assert_eq!(
+        (c.hits, c.misses, c.bytes, c.mirrors, c.workers),
+        (3, 2, 1500, 2, 2)
+    );
+    assert_eq!(c.hit_rate, Some(0.6));
+    let text = s.ctx.metrics.render();
+    for line in [
+        r#"agentpool_workerpool{namespace="agentpool",pool="agents",quantity="cache_bytes"} 1500"#,
+        r#"agentpool_workerpool{namespace="agentpool",pool="agents",quantity="cache_hits"} 3"#,
+        r#"agentpool_workerpool_cache_hit_ratio{namespace="agentpool",pool="agents"} 0.6"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+    }
+    // The server unreachable: the figures it last gave stay.
+    *s.queue.down.lock().unwrap() = true;
+    s.pass().await;
+    assert_eq!(s.pool().status.unwrap().cache, Some(c));
+}
+
+/// A new operator instance (a restart, or another replica taking the lead) on the same
+/// API server and queue: nothing carried over in memory.
+fn new_instance(s: &Setup) -> Setup {
+    Setup {
+        fake: s.fake.clone(),
+        queue: s.queue.clone(),
+        ctx: Arc::new(Context::new(
+            s.fake.client(),
+            Arc::new(Fixed(s.queue.clone())),
+            Arc::new(Metrics::new()),
+        )),
+    }
+}
+
+fn scale_down(s: &Setup) -> Value {
+    let pool: Value = s.fake.get("workerpools", "agents").unwrap();
+    pool["status"]["scaleDown"].clone()
+}
+
+#[tokio::test]
+async fn a_new_operator_instance_continues_a_scale_down_from_the_pools_status() {
+    let a = setup(json!({"autoscale": {"min": 1, "max": 4, "scaleDownDelaySeconds": 600}}));
+    a.queue.set(8, vec![]);
+    a.pass().await;
+    assert_eq!(a.replicas(), 4);
+    a.queue.set(
+        0,
+        vec![
+            worker("agents-0", WorkerStatus::Idle, 0),
+            worker("agents-1", WorkerStatus::Idle, 0),
+            worker("agents-2", WorkerStatus::Idle, 0),
+            worker("agents-3", WorkerStatus::Busy, 1),
+        ],
+    );
+    // Demand fell below the size: the delay starts, and is in the status.
+    a.pass().await;
+    let since = scale_down(&a)["belowSince"].clone();
+    assert!(since.is_string(), "{:#}", scale_down(&a));
+    assert!(a.queue.drained.lock().unwrap().is_empty());
+
+    // Another instance does not start the delay over, nor act before it is over.
+    let b = new_instance(&a);
+    drop(a);
+    b.pass().await;
+    assert_eq!(scale_down(&b)["belowSince"], since, "the same delay");
+    assert!(b.queue.drained.lock().unwrap().is_empty(), "not before the delay");
+    assert_eq!(b.replicas(), 4);
+
+    // The delay is over (its start moved back, as time would).
+    let mut pool: Value = b.fake.get("workerpools", "agents").unwrap();
+    pool["status"]["scaleDown"]["belowSince"] = json!("2020-01-01T00:00:00Z");
+    b.fake.put("workerpools", pool);
+    for p in ["agents-0", "agents-1", "agents-2", "agents-3"] {
+        b.fake.put("pods", json!({"metadata": {"name": p}}));
+    }
+    let c = new_instance(&b);
+    drop(b);
+    c.pass().await;
+    assert_eq!(
+        *c.queue.drained.lock().unwrap(),
+        vec!["agents-3", "agents-2", "agents-1"]
+    );
+    assert_eq!(c.replicas(), 4, "agents-3 runs a task: nothing goes yet");
+    assert_eq!(
+        scale_down(&c)["drained"],
+        json!(["agents-1", "agents-2", "agents-3"])
+    );
+
+    // The instance that drained them goes; the next one waits for the busy pod as well.
+    let d = new_instance(&c);
+    drop(c);
+    d.pass().await;
+    assert_eq!(d.replicas(), 4, "the busy pod is not removed");
+    assert_eq!(d.queue.drained.lock().unwrap().len(), 3, "drained once");
+    for p in ["agents-1", "agents-2", "agents-3"] {
+        assert!(
+            d.fake.get::<Value>("pods", p).is_some(),
+            "{p} was not restarted or deleted"
+        );
+    }
+
+    // The task ends: the next instance finishes the scale-down and the state is cleared.
+    d.queue.worker_mut("agents-3", |w| w.running = 0);
+    let e = new_instance(&d);
+    drop(d);
+    e.pass().await;
+    assert_eq!(e.replicas(), 1);
+    assert_eq!(scale_down(&e), Value::Null, "nothing in progress");
+    let replicas: Vec<i64> = e
+        .fake
+        .writes()
+        .iter()
+        .filter(|r| r.resource == "statefulsets")
+        .map(|r| r.body.as_ref().unwrap()["spec"]["replicas"].as_i64().unwrap())
+        .collect();
+    assert_eq!(replicas, vec![4, 4, 4, 4, 4, 1], "never below a busy pod");
+}
+
+#[tokio::test]
+async fn demand_coming_back_stops_the_scale_down_delay() {
+    let s = setup(json!({"autoscale": {"min": 1, "max": 4, "scaleDownDelaySeconds": 600}}));
+    s.queue.set(8, vec![]);
+    s.pass().await;
+    s.queue.set(0, vec![]);
+    s.pass().await;
+    assert!(scale_down(&s)["belowSince"].is_string());
+    s.queue.set(8, vec![]);
+    s.pass().await;
+    assert_eq!(scale_down(&s), Value::Null, "demand is back: no delay running");
+    // Falling again starts a new delay rather than resuming the old one.
+    s.queue.set(0, vec![]);
+    s.pass().await;
+    assert!(s.queue.drained.lock().unwrap().is_empty());
+    assert_eq!(s.replicas(), 4);
+}

@@ -1,0 +1,186 @@
+//! What the worker says about its mirror cache (to the server on heartbeats, and on its local
+//! probe): hits and misses since it started and the mirrors' size on disk. The size is
+//! measured again only after a use of the cache or every few minutes, since it walks every
+//! mirror; a heartbeat carries the figures only when they changed since the server last took
+//! them.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentpool_core::protocol::{HeartbeatReply, HeartbeatRequest};
+use agentpool_core::{CacheStats, WorkerId};
+
+use crate::api::{ApiError, WorkerApi};
+use crate::mirror_cache;
+
+/// Measure the size again at least this often (a fetch or a prune changes it without a use).
+const RESCAN_EVERY: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Default)]
+struct State {
+    /// Hits + misses at the last measure, when it was taken, and its result.
+    measured: Option<(u64, Instant, CacheStats)>,
+    /// What the server last accepted.
+    sent: Option<CacheStats>,
+    /// The server refused the field (an older server): stop sending it.
+    unsupported: bool,
+}
+
+/// One worker's mirror cache as reported; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CacheMonitor {
+    dir: PathBuf,
+    state: Arc<Mutex<State>>,
+    /// The latest figures, for the local probe.
+    latest: Arc<Mutex<Option<CacheStats>>>,
+}
+
+impl CacheMonitor {
+    /// The monitor of the cache in `dir`; its latest figures also go to `health`'s probe.
+    pub fn new(dir: PathBuf, health: Option<&crate::HealthReporter>) -> Self {
+        Self {
+            dir,
+            state: Arc::default(),
+            latest: health.map(|h| h.cache_slot()).unwrap_or_default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The figures as last measured, without measuring (for the probe); `None` before the
+    /// first measure.
+    pub fn latest(&self) -> Option<CacheStats> {
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cache now, measured again when it was used since the last measure or that one is
+    /// old.
+    pub async fn current(&self) -> CacheStats {
+        let (hits, misses) = mirror_cache::uses(&self.dir);
+        let uses = hits + misses;
+        let cached = self.lock().measured.and_then(|(n, at, s)| {
+            (n == uses && at.elapsed() < RESCAN_EVERY).then_some(CacheStats { hits, misses, ..s })
+        });
+        let stats = match cached {
+            Some(s) => s,
+            None => {
+                let dir = self.dir.clone();
+                let (mirrors, bytes) = tokio::task::spawn_blocking(move || mirror_cache::scan(&dir))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or_default();
+                let s = CacheStats {
+                    hits,
+                    misses,
+                    bytes,
+                    mirrors: u32::try_from(mirrors).unwrap_or(u32::MAX),
+                };
+                self.lock().measured = Some((uses, Instant::now(), s));
+                s
+            }
+        };
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+        stats
+    }
+
+    /// What the next heartbeat should carry: the cache when it changed since the server last
+    /// took it.
+    pub async fn to_send(&self) -> Option<CacheStats> {
+        if self.lock().unsupported {
+            return None;
+        }
+        let now = self.current().await;
+        (self.lock().sent != Some(now)).then_some(now)
+    }
+
+    /// The server took `stats`.
+    pub fn sent(&self, stats: CacheStats) {
+        self.lock().sent = Some(stats);
+    }
+
+    /// The server may have lost what it was sent (it forgot the worker): send it again.
+    pub fn resend(&self) {
+        self.lock().sent = None;
+    }
+
+    /// The server refused the field: it predates cache reports.
+    pub fn unsupported(&self) {
+        self.lock().unsupported = true;
+    }
+}
+
+/// Send a heartbeat, with the cache's figures when they changed (and again without them when
+/// an older server refuses the field).
+pub async fn heartbeat(
+    api: &dyn WorkerApi,
+    id: &WorkerId,
+    mut req: HeartbeatRequest,
+    cache: Option<&CacheMonitor>,
+) -> Result<HeartbeatReply, ApiError> {
+    let Some(m) = cache else {
+        return api.heartbeat(id, req).await;
+    };
+    req.cache = m.to_send().await;
+    let sent = req.cache;
+    let reply = match api.heartbeat(id, req.clone()).await {
+        // An older server refuses the unknown field: the same beat without it must pass.
+        Err(
+            e @ ApiError::Rejected {
+                status: 400 | 422, ..
+            },
+        ) if sent.is_some() => {
+            req.cache = None;
+            let r = api.heartbeat(id, req).await;
+            if r.is_ok() {
+                tracing::info!("the server does not take mirror-cache figures ({e}); not sending them");
+                m.unsupported();
+            }
+            return r;
+        }
+        r => r,
+    };
+    match (&reply, sent) {
+        (Ok(_), Some(s)) => m.sent(s),
+        (Err(ApiError::NotFound(_)), _) => m.resend(),
+        _ => {}
+    }
+    reply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_uses_and_size_and_only_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = CacheMonitor::new(dir.path().to_path_buf(), None);
+        let empty = m.to_send().await.expect("the first report goes out");
+        assert_eq!(empty, CacheStats::default());
+        m.sent(empty);
+        assert_eq!(m.to_send().await, None, "unchanged: nothing to send");
+
+        let mirror = dir.path().join("repo.git");
+        std::fs::create_dir_all(mirror.join("objects")).unwrap();
+        std::fs::write(mirror.join("objects/pack"), vec![0u8; 4096]).unwrap();
+        mirror_cache::record_use(&mirror, false);
+        mirror_cache::record_use(&mirror, true);
+        let s = m.to_send().await.expect("used: sent again");
+        assert_eq!((s.hits, s.misses, s.mirrors), (1, 1, 1));
+        assert!(s.bytes >= 4096, "{s:?}");
+        assert_eq!(m.latest(), Some(s));
+        m.sent(s);
+        m.resend();
+        assert_eq!(
+            m.to_send().await,
+            Some(s),
+            "sent again after the server forgot it"
+        );
+        m.unsupported();
+        assert_eq!(m.to_send().await, None);
+    }
+}
