@@ -15,6 +15,7 @@ pub mod git;
 pub mod health;
 pub mod mirror_cache;
 pub mod pipeline;
+pub mod private;
 pub mod worker;
 pub mod workspace;
 

@@ -8,6 +8,7 @@ mod crash;
 mod github;
 mod http;
 mod infra;
+mod private_state;
 mod report_race;
 mod worker;
 mod workspace;
