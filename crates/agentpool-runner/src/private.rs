@@ -109,4 +109,31 @@ mod tests {
         let kept = b.keep();
         assert!(kept.is_dir());
     }
+
+    /// Removal runs off the runtime's threads: on a one-thread runtime, another task (the
+    /// heartbeat loop, in the worker) gets to run while a directory is being deleted.
+    #[tokio::test(flavor = "current_thread")]
+    async fn removal_lets_other_tasks_run() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = PrivateDir::create(&t.path().join("private")).unwrap();
+        for i in 0..500 {
+            std::fs::write(dir.path().join(i.to_string()), "x").unwrap();
+        }
+        let path = dir.path().to_path_buf();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        });
+        dir.remove().await;
+        assert!(
+            ticks.load(std::sync::atomic::Ordering::SeqCst) > 0,
+            "removal held the runtime"
+        );
+        assert!(!path.exists());
+        ticker.abort();
+    }
 }

@@ -6,6 +6,7 @@ mod attempt;
 mod checks;
 mod crash;
 mod github;
+mod heartbeat;
 mod http;
 mod infra;
 mod private_state;
