@@ -470,7 +470,11 @@ async fn heartbeat_loop(
     let limit = (interval * 2).max(Duration::from_secs(1));
     let mut again_now = false;
     loop {
-        if !again_now {
+        if again_now {
+            if stop.is_cancelled() {
+                return;
+            }
+        } else {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shared.beat_now.notified() => {}

@@ -5,6 +5,7 @@
 //! mirrors a check in a handler or in `agentpool_core`; the schemathesis run
 //! (`crates/agentpool/tests/it/schemathesis.rs`) fails when the two drift apart.
 
+use agentpool_core::{ErrorClass, EventKind, TaskState};
 use serde_json::{Value, json};
 
 /// `WorkerId::parse`.
@@ -20,37 +21,6 @@ const NAME_TEXT: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f]
 
 /// `AgentProfile::validate`: no leading '-', no white space.
 const MODEL: &str = "^[^\\s-]\\S*$";
-/// `agentpool_core::ErrorClass`, as the worker reports it.
-const ERROR_CLASSES: [&str; 15] = [
-    "RATE_LIMITED",
-    "AUTH_FAILED",
-    "TIMEOUT",
-    "AGENT_ERROR",
-    "GIT_ERROR",
-    "GIT_AUTH_FAILED",
-    "INVALID_TASK",
-    "CANCELED",
-    "LEASE_EXPIRED",
-    "DEPENDENCY_FAILED",
-    "INFRA_ERROR",
-    "INFRA_CONFIG_ERROR",
-    "CHECKS_FAILED",
-    "WORKER_ERROR",
-    "BUDGET_EXCEEDED",
-];
-/// `agentpool_core::EventKind`.
-const EVENT_KINDS: [&str; 10] = [
-    "lifecycle",
-    "session_started",
-    "assistant_message",
-    "tool_call",
-    "tool_result",
-    "usage",
-    "api_retry",
-    "log",
-    "result",
-    "raw",
-];
 /// `parse_label_list`: comma-separated `key=value` pairs with a non-empty key; blank pairs are
 /// skipped.
 const LABEL_LIST: &str = "^\\s*([^,=\\s][^,=]*=[^,]*)?(,\\s*([^,=\\s][^,=]*=[^,]*)?)*$";
@@ -109,10 +79,7 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("path", "name") if path.starts_with("/v1/profiles/") => Some(pattern(PROFILE_NAME)),
         ("path", "name") => Some(pattern(NAME)),
         // The task list (`/v1/tasks`, a project's builds).
-        ("query", "state") => Some(json!({
-            "type": "string",
-            "enum": ["queued", "running", "succeeded", "failed", "canceled"],
-        })),
+        ("query", "state") => Some(json!({ "type": "string", "enum": TaskState::ALL })),
         ("query", "label") => Some(pattern(LABEL)),
         ("query", "labels") => Some(pattern(LABEL_LIST)),
         ("query", "max") => Some(json!({ "minimum": 1, "maximum": 1000 })),
@@ -127,8 +94,15 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
 }
 
 fn describe_bodies(schemas: &mut Value) {
+    for (pointer, rule) in body_rules() {
+        merge(schemas.pointer_mut(&format!("/{pointer}")), rule);
+    }
+}
+
+/// (schema pointer under `components/schemas`, rule).
+fn body_rules() -> Vec<(&'static str, Value)> {
     let uuid = || json!({ "type": "string", "format": "uuid" });
-    let rules: Vec<(&str, Value)> = vec![
+    vec![
         // `routes::workers::validate_registration` (lengths in bytes; ASCII host names).
         (
             "WorkerRegistration/properties/hostname",
@@ -183,7 +157,7 @@ fn describe_bodies(schemas: &mut Value) {
             "FailRequest",
             json!({ "additionalProperties": false, "required": ["lease_token", "class", "message"] }),
         ),
-        ("FailRequest/properties/class", json!({ "enum": ERROR_CLASSES })),
+        ("FailRequest/properties/class", json!({ "enum": ErrorClass::ALL })),
         (
             "AppendEventsRequest",
             json!({ "additionalProperties": false, "required": ["lease_token", "events"] }),
@@ -194,7 +168,7 @@ fn describe_bodies(schemas: &mut Value) {
         ),
         (
             "AppendEventsRequest/properties/events/items/properties/kind",
-            json!({ "enum": EVENT_KINDS }),
+            json!({ "enum": EventKind::ALL }),
         ),
         // `routes::projects::validate`: the name and the repository are required.
         ("ProjectSpec", json!({ "required": ["name", "repo"] })),
@@ -222,10 +196,7 @@ fn describe_bodies(schemas: &mut Value) {
             "AgentProfile/properties/model",
             json!({ "maxLength": 200, "pattern": MODEL }),
         ),
-    ];
-    for (pointer, rule) in rules {
-        merge(schemas.pointer_mut(&format!("/{pointer}")), rule);
-    }
+    ]
 }
 
 /// Copy `rule`'s keys into `target` (a schema object).
@@ -234,5 +205,35 @@ fn merge(target: Option<&mut Value>, rule: Value) {
         for (k, v) in r {
             t.insert(k, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renamed schema or field would make a rule silently apply to nothing.
+    #[test]
+    fn every_rule_finds_its_schema_and_ids_are_described() {
+        let doc: Value = serde_json::from_str(crate::routes::document_json()).unwrap();
+        for (pointer, rule) in body_rules() {
+            let at = doc.pointer(&format!("/components/schemas/{pointer}"));
+            let at = at.unwrap_or_else(|| panic!("no schema at {pointer}"));
+            for (k, v) in rule.as_object().unwrap() {
+                assert_eq!(at.get(k), Some(v), "{pointer}.{k}");
+            }
+        }
+        let task = doc
+            .pointer("/paths/~1v1~1tasks~1{id}/get/parameters/0/schema")
+            .unwrap();
+        assert_eq!(task["format"], "uuid");
+        let worker = doc
+            .pointer("/paths/~1v1~1workers~1{id}/get/parameters/0/schema")
+            .unwrap();
+        assert_eq!(worker["pattern"], WORKER_ID);
+        let claim = doc
+            .pointer("/paths/~1v1~1workers~1{id}~1claim/post/requestBody/content/application~1json/schema")
+            .unwrap();
+        assert_eq!(claim["$ref"], "#/components/schemas/ClaimRequest");
     }
 }
