@@ -43,8 +43,14 @@ fuzz_target!(|data: &[u8]| {
         // Judged on the decoded bytes: pairs are read with `u8::from_str_radix`, which also
         // takes `+f` for `0f`. That spelling still has to carry the right MAC, so it lets
         // nothing through that the canonical header would not.
-        let hex = header.strip_prefix("sha256=").expect("accepted without the sha256= prefix");
-        assert_eq!(decode(hex), decode(&good["sha256=".len()..]), "accepted {header:?} for {good:?}");
+        let hex = header
+            .strip_prefix("sha256=")
+            .expect("accepted without the sha256= prefix");
+        assert_eq!(
+            decode(hex),
+            decode(&good["sha256=".len()..]),
+            "accepted {header:?} for {good:?}"
+        );
     }
 });
 
@@ -55,6 +61,10 @@ fn decode(hex: &str) -> Option<Vec<u8>> {
     }
     bytes
         .chunks(2)
-        .map(|p| std::str::from_utf8(p).ok().and_then(|p| u8::from_str_radix(p, 16).ok()))
+        .map(|p| {
+            std::str::from_utf8(p)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+        })
         .collect()
 }
