@@ -18,6 +18,7 @@ pub mod health;
 mod mirror;
 pub mod mirror_cache;
 pub mod pipeline;
+pub mod private;
 pub mod worker;
 pub mod workspace;
 

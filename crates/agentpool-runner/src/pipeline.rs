@@ -13,6 +13,7 @@ use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, Repo
 
 use crate::api::ClaimedWork;
 use crate::git::{AskPass, Git, GitCredentials, GitOptions, Secret};
+use crate::private::PrivateDir;
 use crate::process::{OutputStream, ProcessSpec, run_process};
 mod cancel;
 mod failure;
@@ -152,7 +153,11 @@ impl Pipeline {
     pub async fn run(&self, work: &ClaimedWork, events: Arc<dyn EventSink>, cancel: &TaskCancel) -> Report {
         let started = Instant::now();
         let mut result = TaskResult::default();
-        let outcome = self.run_inner(work, &events, cancel, &mut result).await;
+        let mut dirs = TaskDirs::default();
+        let outcome = self
+            .run_inner(work, &events, cancel, &mut result, &mut dirs)
+            .await;
+        dirs.remove(self.cfg.keep_workspaces).await;
         result.duration_ms = started.elapsed().as_millis() as u64;
         let redactor = self.redactor_for(work);
         // Check output (and the agent's text) is the task's own output: secrets it printed
@@ -199,6 +204,7 @@ impl Pipeline {
         events: &Arc<dyn EventSink>,
         cancel: &TaskCancel,
         result: &mut TaskResult,
+        dirs: &mut TaskDirs,
     ) -> Result<(), Failed> {
         let task = &work.claimed.task;
         let spec = &task.spec;
@@ -265,12 +271,20 @@ impl Pipeline {
                 token: Secret::new(token),
             })
             .or_else(|| self.cfg.git_credentials.clone());
-        let cred_dir = self.cfg.state_dir.join("credentials").join(task.id.to_string());
         let askpass = match &creds {
-            Some(c) => Some(
-                AskPass::install(&cred_dir, c)
-                    .map_err(|e| failed(ErrorClass::GitError, format!("cannot install askpass: {e}")))?,
-            ),
+            Some(c) => {
+                let dir = PrivateDir::create(&self.cfg.state_dir.join("credentials")).map_err(|e| {
+                    failed(
+                        ErrorClass::WorkerError,
+                        format!("cannot create a private directory: {e}"),
+                    )
+                })?;
+                let dir = dirs.credentials.insert(dir);
+                Some(
+                    AskPass::install(dir.path(), c)
+                        .map_err(|e| failed(ErrorClass::GitError, format!("cannot install askpass: {e}")))?,
+                )
+            }
             None => None,
         };
         let git_home = self.cfg.state_dir.join("git-home");
@@ -284,16 +298,26 @@ impl Pipeline {
             redactor: self.redactor_for(work),
         })
         .with_program(self.cfg.git_program.clone());
-        let _cleanup_creds = RemoveOnDrop(cred_dir);
 
         // ---- workspace ----
         events.emit(NewEvent::log(
             "agentpool",
             format!("preparing workspace for {}", url),
         ));
+        // The task's directory (checkout, HOME, scratch) goes inside a private one.
+        let private = PrivateDir::create(&self.cfg.workspace.root).map_err(|e| {
+            failed(
+                ErrorClass::WorkerError,
+                format!("cannot create a private directory: {e}"),
+            )
+        })?;
+        let ws_cfg = WorkspaceConfig {
+            root: dirs.workspace.insert(private).path().to_path_buf(),
+            mirror_dir: self.cfg.workspace.mirror_dir.clone(),
+        };
         let ws = prepare(
             &git,
-            &self.cfg.workspace,
+            &ws_cfg,
             &self.locks,
             PrepareRequest {
                 task_id: task.id,
@@ -309,7 +333,6 @@ impl Pipeline {
             WorkspaceError::BadRef(m) => failed(ErrorClass::InvalidTask, m),
             WorkspaceError::Io(e) => failed(ErrorClass::GitError, format!("workspace: {e}")),
         })?;
-        let _cleanup_ws = (!self.cfg.keep_workspaces).then(|| RemoveOnDrop(ws.task_dir.clone()));
         // The token exists on disk only while git runs, not while the task's own code does.
         if let Some(a) = &askpass {
             a.remove_token()
@@ -518,12 +541,26 @@ fn default_message(work: &ClaimedWork) -> String {
     format!("agentpool: task {}\n\n{what}", task.id)
 }
 
-/// Removes a directory when dropped (task workspace, credential dir), whatever way the run
-/// ended.
-struct RemoveOnDrop(PathBuf);
+/// A task's private directories (crate::private): its workspace's and its credentials'.
+#[derive(Default)]
+struct TaskDirs {
+    workspace: Option<PrivateDir>,
+    credentials: Option<PrivateDir>,
+}
 
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+impl TaskDirs {
+    /// Remove both at the task's end (the workspace stays when the worker keeps workspaces).
+    async fn remove(self, keep_workspace: bool) {
+        if let Some(c) = self.credentials {
+            c.remove().await;
+        }
+        if let Some(w) = self.workspace {
+            if keep_workspace {
+                let path = w.keep();
+                tracing::info!(path = %path.display(), "workspace kept");
+            } else {
+                w.remove().await;
+            }
+        }
     }
 }

@@ -460,18 +460,37 @@ async fn heartbeat_loop(
     server_drain: CancellationToken,
     stop: CancellationToken,
 ) {
+    // A beat waits at most two intervals for its answer, then the next goes out at once. A
+    // call stuck on a dead keep-alive connection (a server restarted or a packet lost without
+    // a reset) would otherwise hold back every later beat for the client's 30 s limit, longer
+    // than a short lease lives. Dropping the call drops its connection; the next opens another.
+    let limit = (interval * 2).max(Duration::from_secs(1));
+    let mut again_now = false;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shared.beat_now.notified() => {}
-            _ = stop.cancelled() => return,
+        if again_now {
+            if stop.is_cancelled() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shared.beat_now.notified() => {}
+                _ = stop.cancelled() => return,
+            }
         }
+        again_now = false;
         let req = HeartbeatRequest {
             leases: shared.leases(),
             status: Some(shared.status()),
             cache: None,
         };
-        match crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref()).await {
+        let beat = crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref());
+        let Ok(answer) = tokio::time::timeout(limit, beat).await else {
+            tracing::warn!("heartbeat got no answer within {limit:?}; sending another");
+            again_now = true;
+            continue;
+        };
+        match answer {
             Ok(reply) => act_on(&shared, reply, &server_drain),
             Err(ApiError::NotFound(_)) => {
                 tracing::warn!("the server does not know this worker; registering again");

@@ -17,6 +17,7 @@ pub mod github;
 pub mod maintenance;
 pub mod metrics;
 pub mod openapi;
+mod openapi_rules;
 pub mod routes;
 pub mod state;
 mod strict_json;

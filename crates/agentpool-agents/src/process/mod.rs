@@ -48,6 +48,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+mod caps;
 mod orphans;
 #[cfg(test)]
 mod tests;
@@ -285,6 +286,10 @@ pub async fn run_process(
         .kill_on_drop(true);
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
+    }
+    if caps::running_as_root() {
+        // SAFETY: the hook makes only raw system calls (prctl, capget, capset).
+        unsafe { cmd.pre_exec(caps::drop_file_override) };
     }
     let mut child = cmd.spawn()?;
     let pgid = child

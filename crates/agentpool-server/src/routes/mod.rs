@@ -75,7 +75,11 @@ pub(crate) fn document_json() -> &'static str {
         let mut doc = api().into_openapi();
         add_common_responses(&mut doc);
         describe_profile(&mut doc);
-        doc.to_json().unwrap_or_else(|_| "{}".to_string())
+        let Ok(mut doc) = serde_json::to_value(&doc) else {
+            return "{}".to_string();
+        };
+        crate::openapi_rules::describe(&mut doc);
+        doc.to_string()
     })
 }
 
