@@ -16,6 +16,8 @@ use crate::mirror_cache;
 
 /// Measure the size again at least this often (a fetch or a prune changes it without a use).
 const RESCAN_EVERY: Duration = Duration::from_secs(300);
+/// How long a heartbeat waits for a walk of the cache before it goes without the figures.
+const SCAN_WAIT: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Default)]
 struct State {
@@ -25,6 +27,8 @@ struct State {
     sent: Option<CacheStats>,
     /// The server refused the field (an older server): stop sending it.
     unsupported: bool,
+    /// A walk of the cache is running.
+    scanning: bool,
 }
 
 /// One worker's mirror cache as reported; cheap to clone.
@@ -66,21 +70,38 @@ impl CacheMonitor {
         });
         let stats = match cached {
             Some(s) => s,
-            None => {
-                let dir = self.dir.clone();
-                let (mirrors, bytes) = tokio::task::spawn_blocking(move || mirror_cache::scan(&dir))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .unwrap_or_default();
-                let s = CacheStats {
+            None if self.lock().scanning => {
+                // A scan is under way (its caller stopped waiting): last figures, live counts.
+                let last = self.lock().measured.map(|m| m.2).unwrap_or_default();
+                CacheStats {
                     hits,
                     misses,
-                    bytes,
-                    mirrors: u32::try_from(mirrors).unwrap_or(u32::MAX),
-                };
-                self.lock().measured = Some((uses, Instant::now(), s));
-                s
+                    ..last
+                }
+            }
+            None => {
+                self.lock().scanning = true;
+                let (dir, me) = (self.dir.clone(), self.clone());
+                // The scan keeps its own result, so a caller that stops waiting (a heartbeat
+                // that may not wait for a walk of a large cache) does not waste it.
+                let scan = tokio::task::spawn_blocking(move || {
+                    let (mirrors, bytes) = mirror_cache::scan(&dir).unwrap_or_default();
+                    let s = CacheStats {
+                        hits,
+                        misses,
+                        bytes,
+                        mirrors: u32::try_from(mirrors).unwrap_or(u32::MAX),
+                    };
+                    let mut st = me.lock();
+                    st.measured = Some((uses, Instant::now(), s));
+                    st.scanning = false;
+                    s
+                });
+                scan.await.unwrap_or(CacheStats {
+                    hits,
+                    misses,
+                    ..CacheStats::default()
+                })
             }
         };
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
@@ -124,7 +145,12 @@ pub async fn heartbeat(
     let Some(m) = cache else {
         return api.heartbeat(id, req).await;
     };
-    req.cache = m.to_send().await;
+    // The size is a walk of every mirror: a beat waits for it only briefly, and goes without
+    // the figures otherwise (the walk finishes on its own and the next beat carries them).
+    req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send())
+        .await
+        .ok()
+        .flatten();
     let sent = req.cache;
     let reply = match api.heartbeat(id, req.clone()).await {
         // An older server refuses the unknown field: the same beat without it must pass.
