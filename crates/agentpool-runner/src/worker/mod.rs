@@ -1,0 +1,347 @@
+//! The worker loop (docs/architecture.md, "The worker protocol"): register with capabilities, heartbeat (extending leases, acting
+//! on `cancel`, `lost` and `drain`), long-poll claims only while a slot is free, run up to N
+//! tasks at once through the [`Pipeline`], report with retries, and on shutdown drain: stop
+//! claiming, let running tasks finish within a grace period, cancel the rest, report,
+//! deregister.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentpool_agents::{EventSink, Registry};
+use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiError, ClaimedWork, WorkerApi};
+use crate::events;
+use crate::pipeline::{CancelCause, Pipeline, PipelineConfig, Report, TaskCancel};
+
+mod backoff;
+mod heartbeat;
+mod shared;
+mod task;
+
+use backoff::{Backoff, hostname};
+use heartbeat::{heartbeat_loop, register};
+use shared::{Running, Shared};
+use task::run_task;
+
+/// Everything a worker needs. Build with [`WorkerConfig::new`] and adjust fields.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Fixed id (so a restarted worker re-registers as itself); generated from the host name
+    /// when `None`.
+    pub id: Option<WorkerId>,
+    pub hostname: String,
+    pub labels: Labels,
+    /// Tasks run at once.
+    pub concurrency: u32,
+    /// Agent adapters available; `command` tasks are always supported.
+    pub agents: Registry,
+    pub heartbeat_interval: Duration,
+    /// How long one claim long-poll waits for work.
+    pub claim_wait: Duration,
+    /// On shutdown, how long running tasks may take before they are canceled.
+    pub drain_grace: Duration,
+    /// How long reports (complete/fail/events) are retried while the server is unreachable.
+    pub report_retry_for: Duration,
+    pub pipeline: PipelineConfig,
+    /// After this many tasks in a row failed because git or an agent could not be started
+    /// (`WORKER_ERROR`), the worker reports itself unhealthy and claims nothing more.
+    pub unhealthy_after: u32,
+    /// Told the worker's id once it is registered, so that an embedding process (`agentpool
+    /// up`) can announce itself ready only when its workers can take tasks.
+    pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
+    /// Where the worker reports starting / ready / draining / unhealthy (a local probe).
+    pub health: Option<crate::HealthReporter>,
+    /// After a drain the server asked for, stay registered (as draining, heartbeating) until
+    /// `shutdown` instead of exiting: a supervisor that restarts exited processes (a
+    /// StatefulSet pod) would otherwise bring the worker back idle, claiming again, before the
+    /// scale-down that asked for the drain removes it.
+    pub stay_drained: bool,
+    /// Bounds on the mirror cache, pruned at start and every hour (no pruning when default).
+    pub mirror_limits: crate::mirror_cache::CacheLimits,
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("id", &self.id)
+            .field("hostname", &self.hostname)
+            .field("labels", &self.labels)
+            .field("concurrency", &self.concurrency)
+            .field("agents", &self.agents.names())
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("claim_wait", &self.claim_wait)
+            .field("drain_grace", &self.drain_grace)
+            .field("report_retry_for", &self.report_retry_for)
+            .field("pipeline", &self.pipeline)
+            .field("unhealthy_after", &self.unhealthy_after)
+            .field("stay_drained", &self.stay_drained)
+            .finish()
+    }
+}
+
+impl WorkerConfig {
+    /// Defaults: heartbeat every 10 s, 20 s long polls, 60 s drain grace, reports
+    /// retried for 10 minutes; workspaces and state under `dir`.
+    pub fn new(dir: impl Into<std::path::PathBuf>, concurrency: u32) -> Self {
+        Self {
+            id: None,
+            hostname: hostname(),
+            labels: Labels::new(),
+            concurrency: concurrency.max(1),
+            agents: Registry::new(),
+            heartbeat_interval: Duration::from_secs(10),
+            claim_wait: Duration::from_secs(20),
+            drain_grace: Duration::from_secs(60),
+            report_retry_for: Duration::from_secs(600),
+            pipeline: PipelineConfig::new(dir),
+            unhealthy_after: 3,
+            on_registered: None,
+            health: None,
+            stay_drained: false,
+            mirror_limits: crate::mirror_cache::CacheLimits::default(),
+        }
+    }
+}
+
+/// Why the worker could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("registration refused: {0}")]
+    Register(ApiError),
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub worker_id: Option<WorkerId>,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub canceled: u64,
+    /// Reports refused because the lease had been taken (or abandoned after a `lost`).
+    pub lost: u64,
+    /// Running tasks abandoned because a heartbeat reply said their lease was lost.
+    pub abandoned: u64,
+    /// Reports that could not be delivered before giving up.
+    pub unreported: u64,
+    /// Whether the worker ended unhealthy (it could not start git or its agents).
+    pub unhealthy: bool,
+}
+
+/// Run a worker until `shutdown` fires (or the server asks it to drain), then drain and
+/// deregister. The CLI maps SIGTERM/SIGINT onto `shutdown`.
+pub async fn run_worker(
+    config: WorkerConfig,
+    api: Arc<dyn WorkerApi>,
+    shutdown: CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    let concurrency = config.concurrency.max(1);
+    let id = config
+        .id
+        .clone()
+        .unwrap_or_else(|| WorkerId::generate(&config.hostname));
+    // Command tasks run in the pipeline itself, so every worker takes them.
+    let mut agents = vec![AgentInfo {
+        name: agentpool_core::spec::COMMAND_AGENT.into(),
+        version: None,
+    }];
+    for name in config.agents.names() {
+        if let Some(a) = config.agents.get(&name) {
+            agents.push(AgentInfo {
+                name,
+                version: a.version().await,
+            });
+        }
+    }
+    let reg = WorkerRegistration {
+        id: Some(id.clone()),
+        hostname: config.hostname.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        agents,
+        labels: config.labels.clone(),
+        slots: concurrency,
+        // It runs nothing yet: whatever a previous life held under this id is released.
+        fresh_start: true,
+    };
+    // Commands a previous life of this worker left running when it died (SIGKILL, OOM).
+    let orphans = crate::process::kill_orphans(&config.pipeline.state_dir.join("running"));
+    if orphans > 0 {
+        tracing::warn!(
+            groups = orphans,
+            "killed processes left by a previous run of this worker"
+        );
+    }
+    let worker = register(&*api, reg.clone(), &shutdown).await?;
+    let Some(worker) = worker else {
+        return Ok(WorkerSummary::default());
+    };
+    tracing::info!(worker = %worker.id, slots = concurrency, "worker registered");
+    if let Some(tx) = &config.on_registered {
+        // The receiver may be gone (nobody waits any more); that is not the worker's problem.
+        let _ = tx.send(worker.id.clone());
+    }
+
+    let shared = Arc::new(Shared {
+        api: api.clone(),
+        id: worker.id.clone(),
+        pipeline: Pipeline::new(config.pipeline.clone(), config.agents.clone()),
+        running: Mutex::new(HashMap::new()),
+        summary: Mutex::new(WorkerSummary {
+            worker_id: Some(worker.id.clone()),
+            ..WorkerSummary::default()
+        }),
+        draining: AtomicBool::new(false),
+        beat_now: Notify::new(),
+        report_retry_for: config.report_retry_for,
+        infra_failures: AtomicU32::new(0),
+        unhealthy_after: config.unhealthy_after,
+        unhealthy: CancellationToken::new(),
+        health: config.health.clone(),
+    });
+    shared.report_health(crate::WorkerHealth::Ready);
+    // Fires when the server asks for a drain (no grace limit then: tasks finish).
+    let server_drain = CancellationToken::new();
+    let stop_heartbeat = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        shared.clone(),
+        // Registering again from the heartbeat loop happens while tasks may run: keep them.
+        WorkerRegistration {
+            fresh_start: false,
+            ..reg
+        },
+        config.heartbeat_interval,
+        server_drain.clone(),
+        stop_heartbeat.clone(),
+    ));
+
+    if let Some(dir) = config.pipeline.workspace.mirror_dir.clone()
+        && config.mirror_limits != crate::mirror_cache::CacheLimits::default()
+    {
+        tokio::spawn(crate::mirror_cache::prune_loop(
+            dir,
+            config.mirror_limits,
+            stop_heartbeat.clone(),
+        ));
+    }
+
+    let slots = Arc::new(Semaphore::new(concurrency as usize));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = Backoff::new();
+    loop {
+        if shared.unhealthy.is_cancelled() {
+            // Stay registered (so operators see why) but take nothing until restarted.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = server_drain.cancelled() => break,
+            }
+        }
+        // Wait for a free slot first: a claim is made only when a task could start now.
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.cancelled() => break,
+            _ = server_drain.cancelled() => break,
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        let claimed = tokio::select! {
+            r = api.claim(&shared.id, permits.len() as u32, config.claim_wait) => r,
+            _ = shutdown.cancelled() => break,
+            _ = server_drain.cancelled() => break,
+            _ = shared.unhealthy.cancelled() => continue,
+        };
+        match claimed {
+            Ok(works) => {
+                backoff.reset();
+                for work in works {
+                    let Some(permit) = permits.pop() else {
+                        // More than asked for: cannot happen with a correct server; run it
+                        // anyway rather than leave it leased and idle.
+                        tasks.spawn(run_task(shared.clone(), work, None));
+                        continue;
+                    };
+                    tasks.spawn(run_task(shared.clone(), work, Some(permit)));
+                }
+                shared.beat_now.notify_one();
+            }
+            Err(ApiError::NotFound(_)) => {
+                // The server forgot us (marked offline and removed): the heartbeat loop
+                // re-registers; wait a moment.
+                shared.beat_now.notify_one();
+                backoff.sleep(&shutdown).await;
+            }
+            Err(e) => {
+                tracing::warn!("claim failed: {e}");
+                backoff.sleep(&shutdown).await;
+            }
+        }
+        // Reap finished task handles so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+    }
+
+    // ---- drain ----
+    shared.draining.store(true, Ordering::SeqCst);
+    shared.report_health(crate::WorkerHealth::Draining);
+    shared.beat_now.notify_one();
+    let all = concurrency as usize;
+    let server_asked = server_drain.is_cancelled() && !shutdown.is_cancelled();
+    tracing::info!(running = shared.lock_running().len(), "draining");
+    if !server_asked {
+        // Tell the server, so that operators see it and it stops counting on this worker. Best
+        // effort: the drain proceeds whether or not the server hears about it.
+        if let Err(e) = shared.api.drain(&shared.id).await {
+            tracing::warn!("could not report draining to the server: {e}");
+        }
+    }
+    let finished_in_time = if server_asked {
+        tokio::select! {
+            _ = drain_wait(&mut tasks) => true,
+            _ = shutdown.cancelled() => false,
+        }
+    } else {
+        tokio::time::timeout(config.drain_grace, drain_wait(&mut tasks))
+            .await
+            .is_ok()
+    };
+    if !finished_in_time {
+        let grace_exceeded = if server_asked {
+            "shutdown requested"
+        } else {
+            "drain grace period over"
+        };
+        tracing::warn!("{grace_exceeded}: canceling running tasks");
+        shared.cancel_all(CancelCause::Shutdown);
+        drain_wait(&mut tasks).await;
+    }
+    let _ = slots.acquire_many(all as u32).await;
+    if server_asked && config.stay_drained {
+        tracing::info!("drained; staying registered until stopped");
+        shutdown.cancelled().await;
+    }
+    stop_heartbeat.cancel();
+    let _ = heartbeat.await;
+    for _ in 0..3 {
+        match api.deregister(&shared.id).await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => {
+                tracing::warn!("deregister failed: {e}");
+                break;
+            }
+        }
+    }
+    let summary = shared.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    tracing::info!(?summary, "worker stopped");
+    Ok(summary)
+}
+
+async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {
+    while tasks.join_next().await.is_some() {}
+}
