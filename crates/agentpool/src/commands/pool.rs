@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use super::print_json;
 use crate::access::AgentAccess;
@@ -14,6 +15,20 @@ use crate::config::{self, Settings, redact_url};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, Style};
+
+/// A token that is canceled on SIGINT or SIGTERM, and the watcher to abort once the work it
+/// stops has ended.
+pub fn stop_on_signal() -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+    };
+    (stop, watcher)
+}
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
