@@ -24,6 +24,15 @@ fn check(name: &str, command: &str) -> CheckSpec {
     }
 }
 
+/// A Claude Code task asked to put the answer in answer.txt, checked by `ANSWER_CHECK` for up
+/// to `max_rounds` rounds.
+fn answer_task(env: &Env, max_rounds: u32) -> TaskSpec {
+    let mut spec = agent_task(env, "claude-code", "Put the answer in answer.txt");
+    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
+    spec.max_rounds = Some(max_rounds);
+    spec
+}
+
 fn lifecycle(evs: &[Event]) -> Vec<Lifecycle> {
     evs.iter()
         .filter_map(|e| e.payload.lifecycle().cloned())
@@ -67,9 +76,7 @@ async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
     ]))
     .await
     .unwrap();
-    let mut spec = agent_task(&env, "claude-code", "Put the answer in answer.txt");
-    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
-    spec.max_rounds = Some(3);
+    let spec = answer_task(&env, 3);
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
     let evs = events(&env.store, done.task.id).await;
     let why = format!("{:?}\n{:#?}", done.task.error_message, lifecycle(&evs));
@@ -144,9 +151,7 @@ async fn claude_code_checks_that_never_pass_fail_after_max_rounds_and_push_when_
     ]))
     .await
     .unwrap();
-    let mut spec = agent_task(&env, "claude-code", "Put the answer in answer.txt");
-    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
-    spec.max_rounds = Some(2);
+    let mut spec = answer_task(&env, 2);
     spec.max_attempts = Some(3);
     spec.push_on_checks_failed = true;
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
