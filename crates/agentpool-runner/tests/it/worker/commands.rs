@@ -62,14 +62,11 @@ async fn failing_command_is_an_agent_error_with_its_exit_code() {
     let env = env().await;
     let mut spec = command(&env, "echo boom >&2; exit 7");
     spec.max_attempts = Some(1);
-    let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = start_w1(&env).await;
-    let done = finished(&env.store, task.id).await;
-    w.stop().await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
     assert_eq!(done.task.result.as_ref().and_then(|r| r.exit_code), Some(7));
-    assert!(log_lines(&events(&env.store, task.id).await).contains(&"boom".to_string()));
+    assert!(log_lines(&events(&env.store, done.task.id).await).contains(&"boom".to_string()));
 }
 
 #[tokio::test]

@@ -169,6 +169,22 @@ pub async fn start_w1(env: &Env) -> RunningWorker {
     )
 }
 
+/// Run `spec` to its end on worker `w1`; what the store recorded.
+pub async fn run_to_done(env: &Env, spec: TaskSpec) -> TaskDetail {
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = start_w1(env).await;
+    let done = finished(&env.store, task.id).await;
+    w.stop().await;
+    done
+}
+
+/// None of `pids` is alive after `what`: the whole process tree was killed, not its leader.
+pub fn assert_all_gone(pids: &[i32], what: &str) {
+    for pid in pids {
+        assert!(!alive(*pid), "child {pid} survived the {what}");
+    }
+}
+
 /// A gate file that does not exist yet, and a shell loop that waits until it does: a task
 /// that runs the loop holds until the test writes the file.
 pub fn gate(env: &Env) -> (std::path::PathBuf, String) {

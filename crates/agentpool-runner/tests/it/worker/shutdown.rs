@@ -17,9 +17,7 @@ async fn cancel_of_a_running_task_kills_its_grandchildren_and_records_canceled()
     let summary = w.stop().await;
     assert_eq!(done.task.state, TaskState::Canceled);
     assert_eq!(summary.canceled, 1);
-    for pid in children {
-        assert!(!alive(pid), "grandchild {pid} survived the cancel");
-    }
+    assert_all_gone(&children, "cancel");
 }
 
 #[tokio::test]
@@ -28,17 +26,12 @@ async fn timeout_of_a_task_kills_its_grandchildren_and_records_timeout() {
     let mut spec = command(&env, GRANDCHILDREN);
     spec.timeout_secs = Some(1);
     spec.max_attempts = Some(1);
-    let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = start_w1(&env).await;
-    let done = finished(&env.store, task.id).await;
-    w.stop().await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::Timeout));
-    let children = pids(&log_lines(&events(&env.store, task.id).await));
+    let children = pids(&log_lines(&events(&env.store, done.task.id).await));
     assert_eq!(children.len(), 2);
-    for pid in children {
-        assert!(!alive(pid), "grandchild {pid} survived the timeout");
-    }
+    assert_all_gone(&children, "timeout");
 }
 
 #[tokio::test]
@@ -82,9 +75,7 @@ async fn shutdown_cancels_tasks_still_running_after_the_grace_period() {
     let done = env.store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(done.task.state, TaskState::Canceled);
     assert_eq!(summary.canceled, 1);
-    for pid in children {
-        assert!(!alive(pid), "grandchild {pid} survived the drain");
-    }
+    assert_all_gone(&children, "drain");
     assert_no_running(&env.store).await;
 }
 
