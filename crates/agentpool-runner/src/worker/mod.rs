@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentpool_agents::{EventSink, Registry};
-use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatReply, HeartbeatRequest};
+use agentpool_core::protocol::{HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
 use tokio::sync::{Notify, Semaphore};

@@ -63,41 +63,8 @@ pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) {
     };
     shared.note_outcome(&report);
     loop {
-        let res = match &report {
-            Report::Complete(result) => {
-                shared
-                    .api
-                    .complete(
-                        &shared.id,
-                        task,
-                        CompleteRequest {
-                            lease_token: lease.token,
-                            result: result.clone(),
-                        },
-                    )
-                    .await
-            }
-            Report::Fail {
-                class,
-                message,
-                retry_after,
-                result,
-            } => shared
-                .api
-                .fail(
-                    &shared.id,
-                    task,
-                    FailRequest {
-                        lease_token: lease.token,
-                        class: *class,
-                        message: message.clone(),
-                        retry_after_secs: retry_after.map(|d| d.as_secs()),
-                        result: result.clone(),
-                    },
-                )
-                .await
-                .map(|_| ()),
-            Report::Abandon => return,
+        let Some(res) = crate::attempt::send_report(&*shared.api, &shared.id, lease, &report).await else {
+            return;
         };
         match res {
             Ok(()) => {
