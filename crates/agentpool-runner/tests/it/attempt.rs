@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use agentpool_agents::Registry;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, Task, TaskState, WorkerId};
+use agentpool_core::{ErrorClass, Task, TaskState, WorkerId};
 use agentpool_runner::{AttemptConfig, AttemptOutcome, ClaimedWork, WorkerApi, run_attempt};
+use agentpool_testkit::bench::command_worker;
 use tokio_util::sync::CancellationToken;
 
 use crate::worker::{Env, TOKEN, api, config, enqueue_command, env, finished, until, wait_log};
@@ -56,16 +57,9 @@ impl Claimed {
 
 async fn claim_one(api: &dyn WorkerApi, id: &WorkerId) -> ClaimedWork {
     api.register(WorkerRegistration {
-        id: Some(id.clone()),
         hostname: "launcher".into(),
-        version: "test".into(),
-        agents: vec![AgentInfo {
-            name: agentpool_core::spec::COMMAND_AGENT.into(),
-            version: None,
-        }],
-        labels: Default::default(),
         slots: 1,
-        fresh_start: false,
+        ..command_worker(Some(id.clone()))
     })
     .await
     .unwrap();
