@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agentpool_core::protocol::TokenInfo;
 use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -203,15 +204,6 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
     Ok(ExitCode::Success)
 }
 
-/// A token as the command prints it, from the database or the server.
-struct TokenRow {
-    id: String,
-    name: String,
-    role: String,
-    created_at: agentpool_core::Timestamp,
-    revoked: bool,
-}
-
 /// `agentpool tokens …`: over the API of the configured server (`--server`, with an admin
 /// `--token`) when there is one, else directly on the database (`--database-url` or the data
 /// dir's), which is how the first admin token comes to exist.
@@ -275,24 +267,14 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
             }
         }
         TokensCommand::List => {
-            let ts: Vec<TokenRow> = match &on {
-                TokenBackend::Server(c) => c
-                    .list_tokens()
-                    .await?
-                    .into_iter()
-                    .map(|t| TokenRow {
-                        id: t.id,
-                        name: t.name,
-                        role: t.role,
-                        created_at: t.created_at,
-                        revoked: t.revoked,
-                    })
-                    .collect(),
+            // A token as the command prints it, from the server or the database (never its hash).
+            let ts: Vec<TokenInfo> = match &on {
+                TokenBackend::Server(c) => c.list_tokens().await?,
                 TokenBackend::Database(store) => store
                     .list_tokens()
                     .await?
                     .into_iter()
-                    .map(|t| TokenRow {
+                    .map(|t| TokenInfo {
                         id: t.id,
                         name: t.name,
                         role: t.role,
