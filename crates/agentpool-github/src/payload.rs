@@ -1,5 +1,6 @@
 //! The parts of GitHub's webhook payloads agentpool reads. Everything else in a payload is
-//! ignored, so GitHub adding fields never breaks a delivery.
+//! ignored, so GitHub adding fields never breaks a delivery; an `Option` field GitHub leaves out
+//! reads as `None` (serde's rule for `Option`), so only lists need `#[serde(default)]`.
 
 use serde::Deserialize;
 
@@ -22,33 +23,23 @@ pub struct Label {
 pub struct Issue {
     pub number: u64,
     pub title: String,
-    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
     pub html_url: Option<String>,
-    #[serde(default)]
     pub updated_at: Option<String>,
     /// Present when the "issue" is a pull request (comments on PRs arrive as issue comments).
-    #[serde(default)]
     pub pull_request: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Comment {
     pub id: u64,
-    #[serde(default)]
     pub body: Option<String>,
     pub author_association: String,
-    #[serde(default)]
     pub user: Option<User>,
     /// Review comments: the file and line they are on.
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub line: Option<u64>,
-    #[serde(default)]
     pub original_line: Option<u64>,
-    #[serde(default)]
     pub html_url: Option<String>,
     /// Review comments: the review they were submitted with.
     #[serde(default)]
@@ -58,11 +49,9 @@ pub struct Comment {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Review {
     pub id: u64,
-    #[serde(default)]
     pub body: Option<String>,
     pub state: String,
     pub author_association: String,
-    #[serde(default)]
     pub html_url: Option<String>,
 }
 
@@ -76,9 +65,7 @@ pub struct Ref {
 pub struct PullRequest {
     pub number: u64,
     pub title: String,
-    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
     pub html_url: Option<String>,
     pub head: Ref,
 }
@@ -90,9 +77,7 @@ pub struct CheckRunPr {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct CheckOutput {
-    #[serde(default)]
     pub title: Option<String>,
-    #[serde(default)]
     pub summary: Option<String>,
 }
 
@@ -101,11 +86,8 @@ pub struct CheckRun {
     pub id: u64,
     pub name: String,
     pub head_sha: String,
-    #[serde(default)]
     pub conclusion: Option<String>,
-    #[serde(default)]
     pub html_url: Option<String>,
-    #[serde(default)]
     pub output: Option<CheckOutput>,
     #[serde(default)]
     pub pull_requests: Vec<CheckRunPr>,
@@ -114,21 +96,13 @@ pub struct CheckRun {
 /// The fields of any event agentpool may act on; which are present depends on the event.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Envelope {
-    #[serde(default)]
     pub action: Option<String>,
-    #[serde(default)]
     pub repository: Option<Repository>,
-    #[serde(default)]
     pub issue: Option<Issue>,
-    #[serde(default)]
     pub label: Option<Label>,
-    #[serde(default)]
     pub comment: Option<Comment>,
-    #[serde(default)]
     pub review: Option<Review>,
-    #[serde(default)]
     pub pull_request: Option<PullRequest>,
-    #[serde(default)]
     pub check_run: Option<CheckRun>,
 }
 
@@ -136,6 +110,5 @@ pub struct Envelope {
 /// with.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RepositoryOnly {
-    #[serde(default)]
     pub repository: Option<Repository>,
 }

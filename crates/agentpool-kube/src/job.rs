@@ -34,8 +34,8 @@ pub const MANAGER: &str = "agentpool-launcher";
 pub const ATTEMPT_MOUNT: &str = "/var/run/agentpool/attempt";
 pub const WORK_MOUNT: &str = "/work";
 
-/// A reference to one key of a Secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A reference to one key of a Secret (in the namespace of what refers to it).
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
@@ -133,6 +133,22 @@ fn labels(launcher: &str, task: TaskId, attempt: u32) -> BTreeMap<String, String
     ])
 }
 
+/// The pod security every pod agentpool creates runs with: not root (the image's `agentpool`
+/// user, 10001), files group-owned by it, the runtime's default seccomp profile.
+pub(crate) fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(10001),
+        run_as_group: Some(10001),
+        fs_group: Some(10001),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -225,17 +241,7 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
         termination_grace_period_seconds: Some(t.termination_grace_period_seconds),
         node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
         tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(10001),
-            run_as_group: Some(10001),
-            fs_group: Some(10001),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(restricted_pod_security()),
         containers: vec![container],
         volumes: Some(vec![
             Volume {

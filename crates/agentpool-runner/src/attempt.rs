@@ -154,6 +154,51 @@ async fn heartbeat_loop(
     }
 }
 
+/// Send `report` for `lease` once; `None` for [`Report::Abandon`], since nothing may be sent
+/// for a lost lease. The worker loop and a lone attempt both report through this.
+pub(crate) async fn send_report(
+    api: &dyn WorkerApi,
+    worker: &WorkerId,
+    lease: Lease,
+    report: &Report,
+) -> Option<Result<(), ApiError>> {
+    let task = lease.task_id;
+    let sent = match report {
+        Report::Abandon => return None,
+        Report::Complete(result) => {
+            api.complete(
+                worker,
+                task,
+                CompleteRequest {
+                    lease_token: lease.token,
+                    result: result.clone(),
+                },
+            )
+            .await
+        }
+        Report::Fail {
+            class,
+            message,
+            retry_after,
+            result,
+        } => api
+            .fail(
+                worker,
+                task,
+                FailRequest {
+                    lease_token: lease.token,
+                    class: *class,
+                    message: message.clone(),
+                    retry_after_secs: retry_after.map(|d| d.as_secs()),
+                    result: result.clone(),
+                },
+            )
+            .await
+            .map(|_| ()),
+    };
+    Some(sent)
+}
+
 /// Report `report` for `lease`, retrying transient failures for `retry_for`.
 pub async fn deliver(
     api: &dyn WorkerApi,
@@ -166,38 +211,12 @@ pub async fn deliver(
     let deadline = tokio::time::Instant::now() + retry_for;
     let mut delay = Duration::from_millis(250);
     loop {
-        let res = match &report {
-            Report::Abandon => return AttemptOutcome::Lost,
-            Report::Complete(result) => api
-                .complete(
-                    worker,
-                    task,
-                    CompleteRequest {
-                        lease_token: lease.token,
-                        result: result.clone(),
-                    },
-                )
-                .await
-                .map(|()| AttemptOutcome::Succeeded),
-            Report::Fail {
-                class,
-                message,
-                retry_after,
-                result,
-            } => api
-                .fail(
-                    worker,
-                    task,
-                    FailRequest {
-                        lease_token: lease.token,
-                        class: *class,
-                        message: message.clone(),
-                        retry_after_secs: retry_after.map(|d| d.as_secs()),
-                        result: result.clone(),
-                    },
-                )
-                .await
-                .map(|_| AttemptOutcome::Failed(*class)),
+        let res = match send_report(api, worker, lease, &report).await {
+            None => return AttemptOutcome::Lost,
+            Some(sent) => sent.map(|()| match &report {
+                Report::Fail { class, .. } => AttemptOutcome::Failed(*class),
+                _ => AttemptOutcome::Succeeded,
+            }),
         };
         match res {
             Ok(outcome) => return outcome,

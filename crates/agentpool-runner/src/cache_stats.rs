@@ -73,11 +73,7 @@ impl CacheMonitor {
             None if self.lock().scanning => {
                 // A scan is under way (its caller stopped waiting): last figures, live counts.
                 let last = self.lock().measured.map(|m| m.2).unwrap_or_default();
-                CacheStats {
-                    hits,
-                    misses,
-                    ..last
-                }
+                CacheStats { hits, misses, ..last }
             }
             None => {
                 self.lock().scanning = true;
@@ -147,10 +143,7 @@ pub async fn heartbeat(
     };
     // The size is a walk of every mirror: a beat waits for it only briefly, and goes without
     // the figures otherwise (the walk finishes on its own and the next beat carries them).
-    req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send())
-        .await
-        .ok()
-        .flatten();
+    req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send()).await.ok().flatten();
     let sent = req.cache;
     let reply = match api.heartbeat(id, req.clone()).await {
         // An older server refuses the unknown field: the same beat without it must pass.

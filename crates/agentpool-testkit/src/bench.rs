@@ -3,8 +3,8 @@
 
 use std::str::FromStr;
 
+use agentpool_core::WorkerId;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, WorkerId};
 
 use crate::db::Backend;
 
@@ -46,15 +46,7 @@ impl BenchArgs {
 /// it).
 pub fn command_worker(id: Option<WorkerId>) -> WorkerRegistration {
     WorkerRegistration {
-        id,
         hostname: "bench".into(),
-        version: "0".into(),
-        agents: vec![AgentInfo {
-            name: "command".into(),
-            version: None,
-        }],
-        labels: Default::default(),
-        slots: 1000,
-        fresh_start: false,
+        ..crate::worker::registration(id, &["command"], 1000)
     }
 }

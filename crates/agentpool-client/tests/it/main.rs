@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentpool_client::{Client, ClientConfig, Error};
 use agentpool_core::protocol::FailRequest;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, Labels, TaskId, TaskResult, TaskSpec};
+use agentpool_core::{ErrorClass, TaskId, TaskResult, TaskSpec};
 use agentpool_server::RunningServer;
 use agentpool_store::Store;
 use agentpool_testkit::db::TestDb;
@@ -34,18 +34,7 @@ async fn env() -> Env {
 }
 
 fn registration() -> WorkerRegistration {
-    WorkerRegistration {
-        id: None,
-        hostname: "host".into(),
-        version: "test".into(),
-        agents: vec![AgentInfo {
-            name: "command".into(),
-            version: None,
-        }],
-        labels: Labels::new(),
-        slots: 1,
-        fresh_start: false,
-    }
+    agentpool_testkit::worker::registration(None, &["command"], 1)
 }
 
 #[tokio::test]

@@ -10,6 +10,10 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The same Secret reference the launcher's Job template uses, here to a Secret in the pool's
+/// namespace.
+pub use crate::job::SecretKeyRef;
+
 /// A persistent pool of agentpool workers, scaled on the queue depth of the tasks it serves.
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
@@ -95,13 +99,6 @@ pub struct Autoscale {
     #[serde(default = "default_scale_down_delay")]
     #[schemars(range(min = 0))]
     pub scale_down_delay_seconds: i64,
-}
-
-/// A reference to one key of a Secret in the pool's namespace.
-#[derive(JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
 }
 
 /// The mirror cache each pod keeps on its own volume.

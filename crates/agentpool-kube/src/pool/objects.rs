@@ -9,9 +9,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, SecurityContext, Service, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -19,7 +19,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
 use super::crd::WorkerPool;
-use crate::job::{LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, env, env_from_secret};
+use crate::job::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, env, env_from_secret, restricted_pod_security,
+};
 
 /// The label every pool worker carries (to the server and on its pod): tasks may select one
 /// pool by it, and the operator asks for the pool's statistics by it.
@@ -220,17 +222,7 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
         node_selector: (!s.node_selector.is_empty()).then(|| s.node_selector.clone()),
         tolerations: (!s.tolerations.is_empty()).then(|| s.tolerations.clone()),
         affinity: s.affinity.clone(),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(10001),
-            run_as_group: Some(10001),
-            fs_group: Some(10001),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..PodSecurityContext::default()
-        }),
+        security_context: Some(restricted_pod_security()),
         containers: vec![container],
         volumes: Some(volumes),
         ..PodSpec::default()

@@ -2,28 +2,64 @@
 //! launcher's pod): it runs under the claimer's id, heartbeats and reports fenced by the lease,
 //! a stale copy is refused, and SIGTERM ends it as an infrastructure failure that is retried.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_agents::Registry;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, TaskState, WorkerId};
+use agentpool_core::{ErrorClass, Task, TaskState, WorkerId};
 use agentpool_runner::{AttemptConfig, AttemptOutcome, ClaimedWork, WorkerApi, run_attempt};
+use agentpool_testkit::bench::command_worker;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{TOKEN, api, command, config, env, finished, until, wait_log};
+use crate::worker::{Env, TOKEN, api, config, enqueue_command, env, finished, until, wait_log};
+
+/// A command task enqueued and claimed by the worker `launcher`, as a launcher would before it
+/// hands the attempt to a pod.
+struct Claimed {
+    task: Task,
+    api: Arc<dyn WorkerApi>,
+    launcher: WorkerId,
+    work: ClaimedWork,
+}
+
+async fn claimed_command(env: &Env, cmd: &str) -> Claimed {
+    let task = enqueue_command(env, cmd).await;
+    let api = api(&env.store, Duration::from_secs(30)).await;
+    let launcher = WorkerId::parse("launcher").unwrap();
+    let work = claim_one(&*api, &launcher).await;
+    Claimed {
+        task,
+        api,
+        launcher,
+        work,
+    }
+}
+
+impl Claimed {
+    /// Run the claimed attempt as a pod would, in its own directory `dir`.
+    fn run(
+        &self,
+        env: &Env,
+        dir: &str,
+        terminate: CancellationToken,
+    ) -> impl Future<Output = AttemptOutcome> + Send + 'static {
+        run_attempt(
+            self.api.clone(),
+            self.launcher.clone(),
+            self.work.clone(),
+            Registry::new(),
+            attempt_config(env, dir),
+            terminate,
+        )
+    }
+}
 
 async fn claim_one(api: &dyn WorkerApi, id: &WorkerId) -> ClaimedWork {
     api.register(WorkerRegistration {
-        id: Some(id.clone()),
         hostname: "launcher".into(),
-        version: "test".into(),
-        agents: vec![AgentInfo {
-            name: agentpool_core::spec::COMMAND_AGENT.into(),
-            version: None,
-        }],
-        labels: Default::default(),
         slots: 1,
-        fresh_start: false,
+        ..command_worker(Some(id.clone()))
     })
     .await
     .unwrap();
@@ -43,41 +79,17 @@ fn attempt_config(env: &crate::worker::Env, dir: &str) -> AttemptConfig {
 #[tokio::test]
 async fn a_taken_over_attempt_reports_under_the_claimers_id_and_a_stale_copy_is_refused() {
     let env = env().await;
-    let task = env
-        .store
-        .enqueue(command(&env, "echo pod > pod.txt"))
-        .await
-        .unwrap()
-        .task;
-    let api = api(&env.store, Duration::from_secs(30)).await;
-    let launcher = WorkerId::parse("launcher").unwrap();
-    let work = claim_one(&*api, &launcher).await;
-    let outcome = run_attempt(
-        api.clone(),
-        launcher.clone(),
-        work.clone(),
-        Registry::new(),
-        attempt_config(&env, "pod-1"),
-        CancellationToken::new(),
-    )
-    .await;
+    let claimed = claimed_command(&env, "echo pod > pod.txt").await;
+    let outcome = claimed.run(&env, "pod-1", CancellationToken::new()).await;
     assert_eq!(outcome, AttemptOutcome::Succeeded);
-    let done = finished(&env.store, task.id).await;
+    let done = finished(&env.store, claimed.task.id).await;
     assert_eq!(done.task.state, TaskState::Succeeded);
-    assert_eq!(done.attempts_detail[0].worker_id, launcher);
+    assert_eq!(done.attempts_detail[0].worker_id, claimed.launcher);
 
     // The same attempt run again (a duplicate pod) cannot change the recorded outcome.
-    let again = run_attempt(
-        api,
-        launcher,
-        work,
-        Registry::new(),
-        attempt_config(&env, "pod-2"),
-        CancellationToken::new(),
-    )
-    .await;
+    let again = claimed.run(&env, "pod-2", CancellationToken::new()).await;
     assert_eq!(again, AttemptOutcome::Lost);
-    let after = env.store.get_task(task.id).await.unwrap().unwrap();
+    let after = env.store.get_task(claimed.task.id).await.unwrap().unwrap();
     assert_eq!(after.task.state, TaskState::Succeeded);
     assert_eq!(after.attempts_detail.len(), 1);
 }
@@ -85,24 +97,10 @@ async fn a_taken_over_attempt_reports_under_the_claimers_id_and_a_stale_copy_is_
 #[tokio::test]
 async fn sigterm_stops_the_attempt_as_a_retried_infrastructure_failure() {
     let env = env().await;
-    let task = env
-        .store
-        .enqueue(command(&env, "echo ready; sleep 1000"))
-        .await
-        .unwrap()
-        .task;
-    let api = api(&env.store, Duration::from_secs(30)).await;
-    let launcher = WorkerId::parse("launcher").unwrap();
-    let work = claim_one(&*api, &launcher).await;
+    let claimed = claimed_command(&env, "echo ready; sleep 1000").await;
+    let task = &claimed.task;
     let terminate = CancellationToken::new();
-    let run = tokio::spawn(run_attempt(
-        api,
-        launcher,
-        work,
-        Registry::new(),
-        attempt_config(&env, "pod"),
-        terminate.clone(),
-    ));
+    let run = tokio::spawn(claimed.run(&env, "pod", terminate.clone()));
     wait_log(&env.store, task.id, "ready").await;
     terminate.cancel();
     let outcome = tokio::time::timeout(Duration::from_secs(30), run)

@@ -9,7 +9,8 @@ use agentpool_testkit::model::{INPUT_TOKENS, ModelServer, Script, Step};
 
 use super::agents::{agent_task, finished_within, installed, run_to_end};
 use super::worker::{
-    Env, GRANDCHILDREN, TOKEN, alive, api, command, config, env, events, finished, pids, start, wait_log,
+    Env, GRANDCHILDREN, TOKEN, api, assert_all_gone, command, config, env, events, pids, run_to_done, start,
+    wait_log,
 };
 
 /// Passes only once `answer.txt` holds 42; says which test failed, as cargo would.
@@ -22,6 +23,15 @@ fn check(name: &str, command: &str) -> CheckSpec {
         name: Some(name.into()),
         ..CheckSpec::command(command)
     }
+}
+
+/// A Claude Code task asked to put the answer in answer.txt, checked by `ANSWER_CHECK` for up
+/// to `max_rounds` rounds.
+fn answer_task(env: &Env, max_rounds: u32) -> TaskSpec {
+    let mut spec = agent_task(env, "claude-code", "Put the answer in answer.txt");
+    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
+    spec.max_rounds = Some(max_rounds);
+    spec
 }
 
 fn lifecycle(evs: &[Event]) -> Vec<Lifecycle> {
@@ -40,17 +50,6 @@ fn check_events(evs: &[Event]) -> Vec<CheckRun> {
         .collect()
 }
 
-async fn run_command_task(env: &Env, spec: TaskSpec) -> agentpool_store::TaskDetail {
-    let task = env.store.enqueue(spec).await.unwrap().task;
-    let w = start(
-        config(env, "w1", TOKEN),
-        api(&env.store, Duration::from_secs(30)).await,
-    );
-    let done = finished(&env.store, task.id).await;
-    w.stop().await;
-    done
-}
-
 /// The scripted model writes the wrong answer, gets the failing check's output on resume,
 /// writes the right one: the task succeeds in round 2 with both rounds in its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,9 +66,7 @@ async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
     ]))
     .await
     .unwrap();
-    let mut spec = agent_task(&env, "claude-code", "Put the answer in answer.txt");
-    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
-    spec.max_rounds = Some(3);
+    let spec = answer_task(&env, 3);
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
     let evs = events(&env.store, done.task.id).await;
     let why = format!("{:?}\n{:#?}", done.task.error_message, lifecycle(&evs));
@@ -144,9 +141,7 @@ async fn claude_code_checks_that_never_pass_fail_after_max_rounds_and_push_when_
     ]))
     .await
     .unwrap();
-    let mut spec = agent_task(&env, "claude-code", "Put the answer in answer.txt");
-    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
-    spec.max_rounds = Some(2);
+    let mut spec = answer_task(&env, 2);
     spec.max_attempts = Some(3);
     spec.push_on_checks_failed = true;
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
@@ -179,7 +174,7 @@ async fn command_task_with_passing_checks_commits_and_records_them() {
         check("answer", "grep -qx 42 answer.txt"),
         CheckSpec::command("test -f README.md"),
     ]);
-    let done = run_command_task(&env, spec).await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(
         done.task.state,
         TaskState::Succeeded,
@@ -200,7 +195,7 @@ async fn command_task_with_a_failing_check_fails_without_retry_or_push() {
     let mut spec = command(&env, "echo 41 > answer.txt");
     spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
     spec.max_attempts = Some(3);
-    let done = run_command_task(&env, spec).await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
     assert_eq!(done.task.error_message.as_deref(), Some("checks failed: answer"));
@@ -222,7 +217,7 @@ async fn a_hanging_check_is_killed_at_its_timeout_with_its_process_group() {
         timeout_secs: Some(1),
         ..check("hangs", GRANDCHILDREN)
     }]);
-    let done = run_command_task(&env, spec).await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
     let run = &done.task.result.unwrap().checks[0];
     assert_eq!(run.killed.as_deref(), Some("timeout"));
@@ -230,9 +225,7 @@ async fn a_hanging_check_is_killed_at_its_timeout_with_its_process_group() {
     assert!(run.output_tail.ends_with("ready"), "{}", run.output_tail);
     let ps = pids(&run.output_tail.lines().map(str::to_string).collect::<Vec<_>>());
     assert_eq!(ps.len(), 2);
-    for pid in ps {
-        assert!(!alive(pid), "check child {pid} survived the timeout");
-    }
+    assert_all_gone(&ps, "timeout");
 }
 
 /// A cancel while a check runs stops the check (its group) and ends the task canceled.
@@ -253,9 +246,7 @@ async fn cancel_during_a_check_stops_it() {
     assert_eq!(done.task.state, TaskState::Canceled);
     let ps = pids(&lines);
     assert_eq!(ps.len(), 2);
-    for pid in ps {
-        assert!(!alive(pid), "check child {pid} survived the cancel");
-    }
+    assert_all_gone(&ps, "cancel");
 }
 
 /// A check that writes past its output limit is killed and fails.
@@ -267,7 +258,7 @@ async fn a_check_past_its_output_limit_is_killed() {
         max_output_bytes: Some(10_000),
         ..check("noisy", "yes line")
     }]);
-    let done = run_command_task(&env, spec).await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
     let run = &done.task.result.unwrap().checks[0];
     assert_eq!(run.killed.as_deref(), Some("output_limit"));
@@ -280,7 +271,7 @@ async fn a_secret_a_check_prints_is_redacted_from_events_and_result() {
     let env = env().await;
     let mut spec = command(&env, "true");
     spec.checks = Some(vec![check("leaky", &format!("echo token {TOKEN}; exit 1"))]);
-    let done = run_command_task(&env, spec).await;
+    let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
     let result = serde_json::to_string(&done.task.result).unwrap();
     assert!(result.contains("token "), "{result}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
 use agentpool_runner::WorkerHealth;
 
-use crate::worker::{TOKEN, api, command, config, env, finished, start, until};
+use crate::worker::{TOKEN, api, config, enqueue_command, env, finished, start, until};
 
 #[tokio::test]
 async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
@@ -21,12 +21,7 @@ async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
     let broken_id = broken.id.clone().unwrap();
     let broken = start(broken, api.clone());
 
-    let task = env
-        .store
-        .enqueue(command(&env, "echo done > done.txt"))
-        .await
-        .unwrap()
-        .task;
+    let task = enqueue_command(&env, "echo done > done.txt").await;
     until("the broken worker to report itself unhealthy", async || {
         let w = env.store.get_worker(&broken_id).await.unwrap()?;
         (w.status == WorkerStatus::Unhealthy).then_some(())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use agentpool_client::Client;
 use agentpool_core::protocol::HeartbeatRequest;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, TaskId, TaskResult, TaskSpec, WorkerId};
+use agentpool_core::{TaskId, TaskResult, TaskSpec, WorkerId};
 use agentpool_server::{Role, create_token};
 use agentpool_testkit::db::{Backend, TestDb};
 use serde_json::json;
@@ -56,16 +56,8 @@ pub async fn start_server() -> Fleet {
 
 pub fn registration(name: &str) -> WorkerRegistration {
     WorkerRegistration {
-        id: Some(WorkerId::parse(name).expect("worker id")),
-        hostname: "bench".into(),
-        version: "0".into(),
-        agents: vec![AgentInfo {
-            name: "command".into(),
-            version: None,
-        }],
-        labels: Default::default(),
         slots: 1,
-        fresh_start: false,
+        ..agentpool_testkit::bench::command_worker(Some(WorkerId::parse(name).expect("worker id")))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentpool_client::Client;
 use agentpool_core::protocol::{ClaimedTask, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, LeaseToken, Task, TaskSpec, Worker, WorkerId};
+use agentpool_core::{ErrorClass, Lease, LeaseToken, Task, TaskSpec, Worker, WorkerId};
 use agentpool_server::{AppState, AuthMode, Role, RunningServer, ServerConfig, ServerKey, create_token};
 use agentpool_store::{Clock, Store, StoreConfig};
 use agentpool_testkit::db::{Backend, TestDb};
@@ -245,21 +245,7 @@ pub fn assert_error(r: &Resp, status: StatusCode) {
 }
 
 pub fn registration(agents: &[&str]) -> WorkerRegistration {
-    WorkerRegistration {
-        id: None,
-        hostname: "test-host".into(),
-        version: "0.0.0".into(),
-        agents: agents
-            .iter()
-            .map(|a| AgentInfo {
-                name: a.to_string(),
-                version: None,
-            })
-            .collect(),
-        labels: Labels::new(),
-        slots: 16,
-        fresh_start: false,
-    }
+    agentpool_testkit::worker::registration(None, agents, 16)
 }
 
 pub async fn register(c: &Client) -> Worker {

@@ -7,9 +7,10 @@ use std::time::Duration;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{AgentInfo, Labels, TaskSpec, WorkerId};
+use agentpool_core::{Labels, TaskSpec, WorkerId};
 use agentpool_store::{ClaimFilter, Clock, Store, StoreConfig, open_store_with};
 use agentpool_testkit::db::{Backend, TestDb};
+use agentpool_testkit::worker::registration;
 
 /// Generate one test per backend for a scenario `async fn name(h: Harness)`.
 #[macro_export]
@@ -91,19 +92,8 @@ impl Harness {
         let id = WorkerId::parse(name).expect("worker id");
         self.store
             .register_worker(WorkerRegistration {
-                id: Some(id.clone()),
-                hostname: "test-host".into(),
-                version: "0".into(),
-                agents: agents
-                    .iter()
-                    .map(|a| AgentInfo {
-                        name: a.to_string(),
-                        version: None,
-                    })
-                    .collect(),
                 labels: labels(lbls),
-                slots: 4,
-                fresh_start: false,
+                ..registration(Some(id.clone()), agents, 4)
             })
             .await
             .expect("register worker");

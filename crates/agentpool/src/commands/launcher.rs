@@ -9,7 +9,6 @@ use agentpool_client::{Client, ClientConfig};
 use agentpool_core::{AgentInfo, WorkerId};
 use agentpool_kube::{JobTemplate, LauncherConfig, run_launcher};
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
@@ -74,6 +73,19 @@ pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result
     Ok(cfg)
 }
 
+/// A client for the cluster the process runs in (or the current kubeconfig context), and the
+/// namespace to work in: `namespace` when given, else the client's default.
+pub async fn kube_client(namespace: Option<String>) -> Result<(kube::Client, String), Exit> {
+    let kube = kube::Client::try_default().await.map_err(|e| {
+        Exit::new(
+            ExitCode::Connection,
+            format!("cannot reach the Kubernetes API: {e}"),
+        )
+    })?;
+    let namespace = namespace.unwrap_or_else(|| kube.default_namespace().to_string());
+    Ok((kube, namespace))
+}
+
 pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result<ExitCode> {
     let usage = |m: String| Exit::new(ExitCode::Usage, m);
     let server = settings
@@ -85,26 +97,10 @@ pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result
     let api = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
     // Read the template before touching the cluster: a bad file is a usage error.
     let probe = launcher_config(&args, String::new())?;
-    let kube = kube::Client::try_default().await.map_err(|e| {
-        Exit::new(
-            ExitCode::Connection,
-            format!("cannot reach the Kubernetes API: {e}"),
-        )
-    })?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| kube.default_namespace().to_string());
+    let (kube, namespace) = kube_client(args.namespace.clone()).await?;
     let cfg = LauncherConfig { namespace, ..probe };
 
-    let stop = CancellationToken::new();
-    let signal = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            super::pool::shutdown_signal().await;
-            stop.cancel();
-        })
-    };
+    let (stop, signal) = super::pool::stop_on_signal();
     tracing::info!(server = %server, namespace = %cfg.namespace, slots = cfg.slots, "launcher starting");
     let result = run_launcher(cfg, Arc::new(api), kube, stop).await;
     signal.abort();

@@ -15,7 +15,6 @@ use agentpool_kube::pool::{Connect, Metrics, OperatorConfig, QueueApi, run_opera
 use async_trait::async_trait;
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
@@ -98,16 +97,7 @@ impl Connect for ClientConnect {
 
 pub async fn operator(_settings: &Settings, args: OperatorArgs) -> anyhow::Result<ExitCode> {
     let ca_pem = super::run_task::ca_pem(args.ca_cert.as_ref())?;
-    let kube = kube::Client::try_default().await.map_err(|e| {
-        Exit::new(
-            ExitCode::Connection,
-            format!("cannot reach the Kubernetes API: {e}"),
-        )
-    })?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| kube.default_namespace().to_string());
+    let (kube, namespace) = super::launcher::kube_client(args.namespace.clone()).await?;
     let identity = args
         .id
         .clone()
@@ -129,14 +119,7 @@ pub async fn operator(_settings: &Settings, args: OperatorArgs) -> anyhow::Resul
         })?;
     let server = tokio::spawn(serve_metrics(listener, metrics.clone()));
 
-    let stop = CancellationToken::new();
-    let signal = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            super::pool::shutdown_signal().await;
-            stop.cancel();
-        })
-    };
+    let (stop, signal) = super::pool::stop_on_signal();
     tracing::info!(namespace = %cfg.namespace, identity = %cfg.identity, "operator starting");
     run_operator(kube, cfg, Arc::new(ClientConnect::new(ca_pem)), metrics, stop).await;
     signal.abort();

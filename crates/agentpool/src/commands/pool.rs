@@ -4,8 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agentpool_core::protocol::TokenInfo;
 use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
+use tokio_util::sync::CancellationToken;
 
 use super::print_json;
 use crate::access::AgentAccess;
@@ -14,6 +16,20 @@ use crate::config::{self, Settings, redact_url};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, Style};
+
+/// A token that is canceled on SIGINT or SIGTERM, and the watcher to abort once the work it
+/// stops has ended.
+pub fn stop_on_signal() -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        })
+    };
+    (stop, watcher)
+}
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
@@ -188,15 +204,6 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
     Ok(ExitCode::Success)
 }
 
-/// A token as the command prints it, from the database or the server.
-struct TokenRow {
-    id: String,
-    name: String,
-    role: String,
-    created_at: agentpool_core::Timestamp,
-    revoked: bool,
-}
-
 /// `agentpool tokens …`: over the API of the configured server (`--server`, with an admin
 /// `--token`) when there is one, else directly on the database (`--database-url` or the data
 /// dir's), which is how the first admin token comes to exist.
@@ -260,24 +267,14 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
             }
         }
         TokensCommand::List => {
-            let ts: Vec<TokenRow> = match &on {
-                TokenBackend::Server(c) => c
-                    .list_tokens()
-                    .await?
-                    .into_iter()
-                    .map(|t| TokenRow {
-                        id: t.id,
-                        name: t.name,
-                        role: t.role,
-                        created_at: t.created_at,
-                        revoked: t.revoked,
-                    })
-                    .collect(),
+            // A token as the command prints it, from the server or the database (never its hash).
+            let ts: Vec<TokenInfo> = match &on {
+                TokenBackend::Server(c) => c.list_tokens().await?,
                 TokenBackend::Database(store) => store
                     .list_tokens()
                     .await?
                     .into_iter()
-                    .map(|t| TokenRow {
+                    .map(|t| TokenInfo {
                         id: t.id,
                         name: t.name,
                         role: t.role,

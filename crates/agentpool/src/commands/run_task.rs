@@ -10,7 +10,6 @@ use agentpool_client::{Client, ClientConfig};
 use agentpool_kube::AttemptFile;
 use agentpool_runner::{AttemptConfig, AttemptOutcome, run_attempt};
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::embedded::agent_registry;
@@ -99,14 +98,7 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
     let agents = agent_registry(&args.agents, None)?;
 
-    let terminate = CancellationToken::new();
-    let signal = {
-        let terminate = terminate.clone();
-        tokio::spawn(async move {
-            super::pool::shutdown_signal().await;
-            terminate.cancel();
-        })
-    };
+    let (terminate, signal) = super::pool::stop_on_signal();
     let task = claimed.lease.task_id;
     let attempt = claimed.attempt;
     tracing::info!(%task, attempt, worker = %file.worker_id, "running attempt");

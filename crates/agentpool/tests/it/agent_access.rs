@@ -8,7 +8,7 @@ use std::process::Output;
 use agentpool_testkit::model::{ModelServer, Script, Step};
 
 use crate::demo::agent_bin_dir;
-use crate::{Env, git, json, stderr, stdout};
+use crate::{Env, assert_exit, git, json, stderr, stdout};
 
 const KEY: &str = "sk-ant-passed-from-the-caller";
 
@@ -74,13 +74,7 @@ async fn a_key_passed_with_agent_env_reaches_claude_code_and_nothing_else_does()
         "ANTHROPIC_BASE_URL",
     ];
     let o = run_claude(&env, &bin, &remote, &vars, &flags).await;
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert_exit(&o, 0);
     let task = json(&o);
     assert_eq!(task["state"], "succeeded", "{task}");
     let branch = task["spec"]["branch"]
@@ -158,13 +152,7 @@ async fn a_local_claude_login_is_visible_to_the_task_and_nothing_else_of_home_is
     let o = run_claude(&env, &bin, &remote, &vars, &flags).await;
     let task = json(&o);
     assert_ne!(task["error_class"], "AUTH_FAILED", "the login is found: {task}");
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert_exit(&o, 0);
     let requests = model.agent_requests();
     assert!(
         !requests.is_empty(),

@@ -6,7 +6,7 @@ use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::json;
 
 use crate::demo::agent_bin_dir;
-use crate::{Env, Up, json, stderr, stdout};
+use crate::{Env, Up, assert_exit, json, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server() {
@@ -114,13 +114,7 @@ async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server
     )
     .await
     .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
+    assert_exit(&o, 0);
     let task = json(&o);
     assert_eq!(task["spec"]["profile"], "scripted", "{task}");
     assert!(

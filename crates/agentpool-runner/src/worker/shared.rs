@@ -1,0 +1,106 @@
+//! State the worker's loops share: the running tasks with their leases and cancel handles,
+//! the summary, drain and health.
+
+use super::*;
+
+pub(super) struct Running {
+    pub(super) lease: Lease,
+    pub(super) cancel: TaskCancel,
+    /// Set once the task's outcome is being reported. Its lease is still extended (a report
+    /// may be retried for minutes), but a "lost" for it is the report's own doing, since the
+    /// server ends the lease when it records the outcome.
+    pub(super) reporting: bool,
+}
+
+pub(super) struct Shared {
+    pub(super) api: Arc<dyn WorkerApi>,
+    pub(super) id: WorkerId,
+    pub(super) pipeline: Pipeline,
+    pub(super) running: Mutex<HashMap<TaskId, Running>>,
+    pub(super) summary: Mutex<WorkerSummary>,
+    pub(super) draining: AtomicBool,
+    /// Wakes the heartbeat loop early (status change).
+    pub(super) beat_now: Notify,
+    pub(super) report_retry_for: Duration,
+    /// Tasks in a row that failed with `WORKER_ERROR`.
+    pub(super) infra_failures: AtomicU32,
+    pub(super) unhealthy_after: u32,
+    /// Fires once the worker is unhealthy: it stops claiming.
+    pub(super) unhealthy: CancellationToken,
+    pub(super) health: Option<crate::HealthReporter>,
+    /// The mirror cache, reported on heartbeats; `None` without one.
+    pub(super) cache: Option<crate::cache_stats::CacheMonitor>,
+}
+
+impl Shared {
+    pub(super) fn leases(&self) -> Vec<Lease> {
+        self.lock_running().values().map(|r| r.lease).collect()
+    }
+
+    pub(super) fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn cancel(&self, id: &TaskId, cause: CancelCause) {
+        if let Some(r) = self.lock_running().get(id) {
+            r.cancel.cancel(cause);
+        }
+    }
+
+    pub(super) fn cancel_all(&self, cause: CancelCause) {
+        for r in self.lock_running().values() {
+            r.cancel.cancel(cause);
+        }
+    }
+
+    pub(super) fn status(&self) -> WorkerStatus {
+        if self.draining.load(Ordering::SeqCst) {
+            WorkerStatus::Draining
+        } else if self.unhealthy.is_cancelled() {
+            WorkerStatus::Unhealthy
+        } else if self.lock_running().is_empty() {
+            WorkerStatus::Idle
+        } else {
+            WorkerStatus::Busy
+        }
+    }
+
+    pub(super) fn report_health(&self, h: crate::WorkerHealth) {
+        if let Some(r) = &self.health {
+            r.set(h);
+        }
+    }
+
+    /// Count an infrastructure failure (or the end of a streak); after `unhealthy_after` in a
+    /// row the worker turns unhealthy and stops claiming until it is restarted.
+    pub(super) fn note_outcome(&self, report: &Report) {
+        match report {
+            Report::Fail {
+                class: ErrorClass::WorkerError,
+                ..
+            } => {
+                let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
+                if n >= self.unhealthy_after.max(1) && !self.unhealthy.is_cancelled() {
+                    tracing::error!(
+                        failures = n,
+                        "git or an agent could not be started {n} times in a row; \
+                         this worker is unhealthy and claims no more tasks"
+                    );
+                    self.count(|s| s.unhealthy = true);
+                    self.unhealthy.cancel();
+                    self.report_health(crate::WorkerHealth::Unhealthy);
+                }
+            }
+            Report::Fail {
+                class: ErrorClass::Canceled,
+                ..
+            }
+            | Report::Abandon => {}
+            Report::Complete(_) | Report::Fail { .. } => self.infra_failures.store(0, Ordering::SeqCst),
+        }
+    }
+
+    pub(super) fn count(&self, f: impl FnOnce(&mut WorkerSummary)) {
+        f(&mut self.summary.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}

@@ -1,0 +1,215 @@
+//! Command tasks end to end: commits pushed and recorded, failures classified, hostile
+//! repositories and refs refused, credentials kept out of the command and the logs.
+
+use super::*;
+
+#[tokio::test]
+async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() {
+    let env = env().await;
+    let task = env
+        .store
+        .enqueue(command(
+            &env,
+            "printf 'more\\n' >> README.md && echo new > added.txt && echo edited",
+        ))
+        .await
+        .unwrap()
+        .task;
+    let w = start_w1(&env).await;
+    let done = finished(&env.store, task.id).await;
+    let summary = w.stop().await;
+
+    assert_succeeded(&done);
+    let result = done.task.result.clone().unwrap();
+    let branch = format!("agentpool/{}", task.id);
+    assert_eq!(result.branch.as_deref(), Some(branch.as_str()));
+    let sha = result.commit_sha.clone().unwrap();
+    assert_eq!(env.server.branch_sha("app", &branch), Some(sha.clone()));
+    assert_eq!(
+        env.server.read_file("app", &sha, "README.md").as_deref(),
+        Some("hello\nmore\n")
+    );
+    let mut files: Vec<_> = result
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.added, f.removed))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec![("README.md", Some(1), Some(0)), ("added.txt", Some(1), Some(0))]
+    );
+    assert!(result.pushed);
+    let (author, _) = env.server.commit_info("app", &sha).unwrap();
+    assert_eq!(author, "Pool Bot <pool@agentpool.test>");
+    // main is untouched.
+    assert_ne!(env.server.branch_sha("app", "main"), Some(sha));
+    assert!(log_lines(&events(&env.store, task.id).await).contains(&"edited".to_string()));
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(
+        env.store
+            .get_worker(&WorkerId::parse("w1").unwrap())
+            .await
+            .unwrap()
+            .map(|w| w.status)
+            .unwrap_or(agentpool_core::WorkerStatus::Offline),
+        agentpool_core::WorkerStatus::Offline
+    );
+}
+
+#[tokio::test]
+async fn failing_command_is_an_agent_error_with_its_exit_code() {
+    let env = env().await;
+    let mut spec = command(&env, "echo boom >&2; exit 7");
+    spec.max_attempts = Some(1);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
+    assert_eq!(done.task.result.as_ref().and_then(|r| r.exit_code), Some(7));
+    assert!(log_lines(&events(&env.store, done.task.id).await).contains(&"boom".to_string()));
+}
+
+#[tokio::test]
+async fn bad_repository_url_is_an_invalid_task() {
+    let env = env().await;
+    // Local repositories are refused by this worker (file repos not enabled).
+    let mut spec = TaskSpec::command("/tmp/some/repo", "true");
+    spec.max_attempts = Some(3);
+    let enq = env.store.enqueue(spec).await.unwrap();
+    let w = start_w1(&env).await;
+    let done = finished(&env.store, enq.task.id).await;
+    w.stop().await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::InvalidTask));
+    assert_eq!(done.task.attempts, 1, "invalid tasks are not retried");
+}
+
+/// Captures everything the worker logs through `tracing`.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn wrong_token_fails_with_git_auth_not_retried_and_the_token_is_never_shown() {
+    let logs = LogCapture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let env = env().await;
+    let wrong = "wrong-token-7e1d44aa90";
+    let mut spec = command(&env, "echo should-not-run");
+    spec.max_attempts = Some(3);
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = start(
+        config(&env, "w1", wrong),
+        api(&env.store, Duration::from_secs(30)).await,
+    );
+    let done = finished(&env.store, task.id).await;
+    let summary = w.stop().await;
+
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::GitAuthFailed));
+    assert_eq!(done.task.attempts, 1, "an auth failure is not retried");
+    assert_eq!(done.attempts_detail.len(), 1);
+    assert_eq!(summary.failed, 1);
+
+    let all_events = serde_json::to_string(&events(&env.store, task.id).await).unwrap();
+    let detail = serde_json::to_string(&done).unwrap();
+    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !log_text.is_empty(),
+        "the worker logged nothing, so the scan proves nothing"
+    );
+    for (what, text) in [("events", &all_events), ("task", &detail), ("logs", &log_text)] {
+        for secret in [wrong, TOKEN] {
+            assert!(!text.contains(secret), "{what} contain the token: {text}");
+        }
+    }
+    assert!(!all_events.contains("should-not-run"));
+}
+
+#[tokio::test]
+async fn the_command_gets_a_cleared_environment_without_git_credentials() {
+    let env = env().await;
+    // SAFETY: set before any worker starts; the variable must not leak into the task.
+    unsafe { std::env::set_var("AGENTPOOL_TEST_LEAK", "leaked-value") };
+    let token_dir = env.dir.path().join("w1/state/credentials");
+    let cmd = format!(
+        "env | sort; cat \"$HOME/.gitconfig\" 2>/dev/null; echo x > pushed.txt; \
+         if [ -e '{}'/\"$AGENTPOOL_TASK_ID\"/git-token ]; then echo token-file-present; else echo token-file-absent; fi",
+        token_dir.display()
+    );
+    let task = enqueue_command(&env, &cmd).await;
+    let w = start_w1(&env).await;
+    let done = finished(&env.store, task.id).await;
+    w.stop().await;
+    assert_eq!(done.task.state, TaskState::Succeeded);
+    let lines = log_lines(&events(&env.store, task.id).await);
+    let vars: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(
+        vars.contains(&"AGENTPOOL_TASK_ID") && vars.contains(&"HOME"),
+        "{vars:?}"
+    );
+    let text = lines.join("\n");
+    assert!(!text.contains(TOKEN));
+    assert!(!text.contains("leaked-value"));
+    assert!(!text.contains("GIT_ASKPASS") && !text.contains("AGENTPOOL_GIT_TOKEN_FILE"));
+    assert!(
+        lines.contains(&"token-file-absent".to_string()),
+        "the git token file exists while the task's command runs"
+    );
+    // The token came back for the push after the command.
+    assert!(done.task.result.as_ref().is_some_and(|r| r.pushed));
+}
+
+#[tokio::test]
+async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running() {
+    let env = env().await;
+    let marker = env.dir.path().join("pwned");
+    let m = marker.display().to_string();
+    let url = env.server.url("app");
+    let mut specs = vec![
+        TaskSpec::command(&format!("ext::sh -c touch% {m}"), "true"),
+        TaskSpec::command(&format!("--upload-pack=touch {m}"), "true"),
+        TaskSpec::command("file:///etc", "true"),
+    ];
+    let mut bad_ref = TaskSpec::command(&url, "true");
+    bad_ref.base_ref = Some(format!("--upload-pack=touch {m}"));
+    specs.push(bad_ref);
+    let mut bad_branch = TaskSpec::command(&url, "true");
+    bad_branch.branch = Some("-f".into());
+    specs.push(bad_branch);
+    let mut ids = Vec::new();
+    for s in specs {
+        ids.push(env.store.enqueue(s).await.unwrap().task.id);
+    }
+    let w = start_w1(&env).await;
+    for id in ids {
+        let done = finished(&env.store, id).await;
+        assert_eq!(
+            done.task.error_class,
+            Some(ErrorClass::InvalidTask),
+            "{:?}",
+            done.task.spec
+        );
+        assert_eq!(done.task.attempts, 1);
+    }
+    w.stop().await;
+    assert!(!marker.exists(), "a hostile value was executed");
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+}

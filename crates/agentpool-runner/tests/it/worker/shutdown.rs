@@ -1,0 +1,148 @@
+//! Stopping work: cancel and timeout kill the whole process tree, shutdown and server drain
+//! wait for running tasks, concurrency caps what runs at once.
+
+use super::*;
+
+#[tokio::test]
+async fn cancel_of_a_running_task_kills_its_grandchildren_and_records_canceled() {
+    let env = env().await;
+    let task = enqueue_command(&env, GRANDCHILDREN).await;
+    let w = start_w1(&env).await;
+    let lines = wait_log(&env.store, task.id, "ready").await;
+    let children = pids(&lines);
+    assert_eq!(children.len(), 2);
+    assert!(children.iter().all(|p| alive(*p)));
+    env.store.cancel(task.id).await.unwrap();
+    let done = finished(&env.store, task.id).await;
+    let summary = w.stop().await;
+    assert_eq!(done.task.state, TaskState::Canceled);
+    assert_eq!(summary.canceled, 1);
+    assert_all_gone(&children, "cancel");
+}
+
+#[tokio::test]
+async fn timeout_of_a_task_kills_its_grandchildren_and_records_timeout() {
+    let env = env().await;
+    let mut spec = command(&env, GRANDCHILDREN);
+    spec.timeout_secs = Some(1);
+    spec.max_attempts = Some(1);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::Timeout));
+    let children = pids(&log_lines(&events(&env.store, done.task.id).await));
+    assert_eq!(children.len(), 2);
+    assert_all_gone(&children, "timeout");
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_running_task_finish_within_the_grace_period() {
+    let env = env().await;
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}; echo done > finished.txt");
+    let task = enqueue_command(&env, &cmd).await;
+    let w = start_w1(&env).await;
+    wait_log(&env.store, task.id, "ready").await;
+    w.shutdown.cancel();
+    // The worker drains: it is still running the task; let the task finish now.
+    until("the worker to report draining", async || {
+        env.store
+            .get_worker(&WorkerId::parse("w1").unwrap())
+            .await
+            .unwrap()
+            .filter(|w| w.status == agentpool_core::WorkerStatus::Draining)
+    })
+    .await;
+    std::fs::write(&gate, "go").unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(60), w.handle)
+        .await
+        .unwrap()
+        .unwrap();
+    let done = env.store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(done.task.state, TaskState::Succeeded);
+    assert_eq!(summary.succeeded, 1);
+    assert_no_running(&env.store).await;
+}
+
+#[tokio::test]
+async fn shutdown_cancels_tasks_still_running_after_the_grace_period() {
+    let env = env().await;
+    let task = enqueue_command(&env, GRANDCHILDREN).await;
+    let mut cfg = config(&env, "w1", TOKEN);
+    cfg.drain_grace = Duration::from_millis(300);
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
+    let children = pids(&wait_log(&env.store, task.id, "ready").await);
+    let summary = w.stop().await;
+    let done = env.store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(done.task.state, TaskState::Canceled);
+    assert_eq!(summary.canceled, 1);
+    assert_all_gone(&children, "drain");
+    assert_no_running(&env.store).await;
+}
+
+#[tokio::test]
+async fn a_worker_runs_at_most_its_concurrency_at_once() {
+    let env = env().await;
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}");
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(enqueue_command(&env, &cmd).await.id);
+    }
+    let mut cfg = config(&env, "w2", TOKEN);
+    cfg.concurrency = 2;
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
+    until("two tasks to run", async || {
+        let c = env.store.count_by_state().await.unwrap();
+        (c.get(&TaskState::Running).copied() == Some(2)).then_some(())
+    })
+    .await;
+    // Both slots are busy: the worker must not claim a third while they run.
+    let worker = env
+        .store
+        .get_worker(&WorkerId::parse("w2").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(worker.slots, 2);
+    for _ in 0..10 {
+        let c = env.store.count_by_state().await.unwrap();
+        assert_eq!(c.get(&TaskState::Running).copied(), Some(2), "{c:?}");
+        assert_eq!(c.get(&TaskState::Queued).copied(), Some(2), "{c:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(&gate, "go").unwrap();
+    for id in ids {
+        assert_eq!(finished(&env.store, id).await.task.state, TaskState::Succeeded);
+    }
+    assert_eq!(w.stop().await.succeeded, 4);
+}
+
+#[tokio::test]
+async fn a_drain_requested_by_the_server_stops_the_worker_after_its_tasks() {
+    let env = env().await;
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}");
+    let task = enqueue_command(&env, &cmd).await;
+    let w = start_w1(&env).await;
+    wait_log(&env.store, task.id, "ready").await;
+    env.store
+        .drain_worker(&WorkerId::parse("w1").unwrap())
+        .await
+        .unwrap();
+    // A task queued now must not be taken by the draining worker.
+    let later = enqueue_command(&env, "true").await;
+    std::fs::write(&gate, "go").unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(60), w.handle)
+        .await
+        .expect("the worker stops by itself")
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(
+        env.store.get_task(task.id).await.unwrap().unwrap().task.state,
+        TaskState::Succeeded
+    );
+    assert_eq!(
+        env.store.get_task(later.id).await.unwrap().unwrap().task.state,
+        TaskState::Queued
+    );
+}

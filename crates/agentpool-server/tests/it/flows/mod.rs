@@ -1,0 +1,6 @@
+//! Over a real socket (`spawn_app` on port 0): every endpoint through the typed client, the
+//! stale-lease 409, cancel reaching a running task, SSE resume, and the long poll.
+
+mod endpoints;
+mod leases;
+mod streams;

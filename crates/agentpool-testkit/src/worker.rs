@@ -1,0 +1,25 @@
+//! Worker registrations for tests and benchmarks: the fields nobody under test cares about
+//! filled in once.
+
+use agentpool_core::worker::WorkerRegistration;
+use agentpool_core::{AgentInfo, WorkerId};
+
+/// A worker on host `test-host` that runs `agents` in up to `slots` tasks at once, with no
+/// labels (`id` None: the server names it).
+pub fn registration(id: Option<WorkerId>, agents: &[&str], slots: u32) -> WorkerRegistration {
+    WorkerRegistration {
+        id,
+        hostname: "test-host".into(),
+        version: "0".into(),
+        agents: agents
+            .iter()
+            .map(|a| AgentInfo {
+                name: a.to_string(),
+                version: None,
+            })
+            .collect(),
+        labels: Default::default(),
+        slots,
+        fresh_start: false,
+    }
+}

@@ -1,0 +1,222 @@
+//! The flags of the administration commands: projects, credentials, profiles and tokens.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::parse_env_pair;
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// List projects
+    #[command(alias = "ls")]
+    List,
+    /// Show one project
+    Show { name: String },
+    /// Create or update a project
+    #[command(alias = "create")]
+    Put(Box<ProjectPutArgs>),
+    /// Create or update a project and submit its build in one call
+    Build(Box<ProjectBuildArgs>),
+    /// Delete a project
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProjectPutArgs {
+    pub name: String,
+    #[arg(long)]
+    pub repo: String,
+    /// Default base branch
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Max tasks of this project running at once
+    #[arg(long)]
+    pub slots: Option<u32>,
+    #[arg(long)]
+    pub agent: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Agents this project's tasks may use (comma separated)
+    #[arg(long, value_delimiter = ',')]
+    pub allowed_agents: Vec<String>,
+    /// Stored credentials handed to this project's tasks (comma separated)
+    #[arg(long, value_delimiter = ',')]
+    pub credentials: Vec<String>,
+    /// Check for tasks that name none (repeatable)
+    #[arg(long = "check", value_name = "COMMAND")]
+    pub checks: Vec<String>,
+    /// Round limit for tasks that name none
+    #[arg(long, value_name = "N")]
+    pub max_rounds: Option<u32>,
+    /// Default cost limit (USD) for this project's tasks that set none
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// Spend allowed per UTC day (USD); once reached, the project's tasks wait for the next day
+    #[arg(long, value_name = "USD")]
+    pub daily_budget_usd: Option<f64>,
+    /// Agent profile for this project's tasks that name none
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    #[command(flatten)]
+    pub github: GithubArgs,
+}
+
+/// A project's GitHub wiring (README, "GitHub"); none without `--github-repo`.
+#[derive(Debug, Clone, Args)]
+pub struct GithubArgs {
+    /// GitHub repository (owner/name) whose webhook events go to this project
+    #[arg(long, value_name = "OWNER/NAME")]
+    pub github_repo: Option<String>,
+    /// Stored credential holding the webhook secret
+    #[arg(long, value_name = "CREDENTIAL", requires = "github_repo")]
+    pub github_webhook_secret: Option<String>,
+    /// Stored credential holding the token for GitHub's REST API
+    #[arg(long, value_name = "CREDENTIAL", requires = "github_repo")]
+    pub github_token: Option<String>,
+    /// Authenticate as this GitHub App (its id) instead of with a token
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "github_repo",
+        conflicts_with = "github_token"
+    )]
+    pub github_app_id: Option<u64>,
+    /// Stored credential holding the GitHub App's private key (PEM)
+    #[arg(long, value_name = "CREDENTIAL", requires = "github_app_id")]
+    pub github_app_key: Option<String>,
+    /// The App's installation id (looked up from the repository when absent)
+    #[arg(long, value_name = "ID", requires = "github_app_id")]
+    pub github_app_installation: Option<u64>,
+    /// REST API root (GitHub Enterprise: https://HOST/api/v3)
+    #[arg(long, value_name = "URL", requires = "github_repo")]
+    pub github_api_url: Option<String>,
+    /// Issue label that starts a task (default agentpool)
+    #[arg(long, requires = "github_repo")]
+    pub github_label: Option<String>,
+    /// Comment command that starts a task (default /agentpool)
+    #[arg(long, requires = "github_repo")]
+    pub github_command: Option<String>,
+    /// author_association values allowed to command (comma separated; default OWNER,MEMBER,COLLABORATOR)
+    #[arg(long, value_delimiter = ',', requires = "github_repo")]
+    pub github_allow: Vec<String>,
+    /// Do not open pull requests
+    #[arg(long, requires = "github_repo")]
+    pub github_no_pull_requests: bool,
+    /// Open pull requests as drafts
+    #[arg(long, requires = "github_repo")]
+    pub github_draft: bool,
+    /// A failed check run on agentpool's pull request starts a follow-up fix task
+    #[arg(long, requires = "github_repo")]
+    pub github_check_run_follow_ups: bool,
+    /// Most automatic follow-ups per pull request (default 3)
+    #[arg(long, value_name = "N", requires = "github_repo")]
+    pub github_max_follow_ups: Option<u32>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProjectBuildArgs {
+    #[command(flatten)]
+    pub project: ProjectPutArgs,
+    /// What the agent should do
+    pub prompt: String,
+    /// Follow the build to its end and print the result
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Store a credential; the value is read from stdin (or --from-env), never from a flag
+    Put {
+        name: String,
+        /// Take the value from this environment variable
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// List credential names (values are never shown)
+    #[command(alias = "ls")]
+    List,
+    /// Delete a credential
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfilesCommand {
+    /// Create or replace a profile from a JSON file (the API's body) and/or flags
+    Put(ProfilePutArgs),
+    /// List profiles
+    #[command(alias = "ls")]
+    List,
+    /// Show a profile's settings
+    Show { name: String },
+    /// Delete a profile (tasks already submitted keep its settings)
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProfilePutArgs {
+    pub name: String,
+    /// Start from this JSON file (`-`: stdin), e.g. {"env": {...}, "mcp_servers": {...}}
+    #[arg(long, value_name = "FILE")]
+    pub from_file: Option<PathBuf>,
+    /// A non-secret variable for the agent, K=V (repeatable; keys go in credentials)
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// Default model
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Default turn limit
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// A tool the agent may use (repeatable; the CLI's naming, e.g. mcp__docs__search)
+    #[arg(long = "allowed-tool", value_name = "TOOL")]
+    pub allowed_tools: Vec<String>,
+    /// Text appended to the agent's system prompt
+    #[arg(long, value_name = "TEXT")]
+    pub append_system_prompt: Option<String>,
+    /// An MCP server over stdio, NAME=COMMAND [ARG…] (repeatable; split on spaces)
+    #[arg(long = "mcp-server", value_name = "NAME=COMMAND")]
+    pub mcp_servers: Vec<String>,
+}
+
+/// Tokens are managed on the database directly (an operator's bootstrap step: the first admin
+/// token cannot come from an API that needs a token).
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; its value is printed once
+    Create(TokenCreateArgs),
+    /// List tokens (never their values)
+    #[command(alias = "ls")]
+    List,
+    /// Revoke a token
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// A name to recognise the token by
+    pub name: String,
+    #[arg(long, value_enum, default_value_t = TokenRole::Submitter)]
+    pub role: TokenRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Admin,
+    Submitter,
+    Worker,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Submitter => "submitter",
+            Self::Worker => "worker",
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The command line: every subcommand and flag of `agentpool`, as clap types.
+//!
+//! Only parsing lives here; what each command does is in `commands/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod admin;
+mod parse;
+mod task;
+
+pub use admin::*;
+use parse::parse_env_pair;
+pub use parse::{parse_duration_secs, parse_label};
+pub use task::*;
+
+/// Run AI coding agents at scale: a durable work queue and a pool of workers.
+#[derive(Debug, Parser)]
+#[command(name = "agentpool", version, about, long_about = None)]
+#[command(after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success (for run / submit --wait: the task succeeded)
+  1  the task failed, or the command could not do what was asked
+  2  usage error: bad flags or input the server refused as invalid
+  3  the task was canceled
+  4  the server could not be reached or answered with an error";
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  agentpool run --repo . --command 'cargo test'
+  agentpool run --repo ./app --agent claude-code --credential anthropic_api_key 'fix the flaky test'
+  agentpool run --repo https://github.com/o/r.git --branch fix/readme -p 'tidy the README' -o json";
+
+const SUBMIT_EXAMPLES: &str = "\
+Examples:
+  id=$(agentpool submit --repo ./app --command 'make lint')
+  agentpool submit --repo ./app --depends-on $id --command 'make release' --wait
+  agentpool submit --project web --agent codex --label gpu=yes --priority 10 -p 'upgrade deps'";
+
+/// Flags every subcommand accepts. Values come from the flag, else the `AGENTPOOL_*`
+/// environment variable, else the config file in the data directory.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Where the embedded database, the config file and the state of `agentpool up` live
+    /// [default: ./.agentpool, or the user's data directory]
+    #[arg(long, global = true, env = "AGENTPOOL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// URL of a running agentpool server [default: the `agentpool up` server of the data dir]
+    #[arg(long, global = true, env = "AGENTPOOL_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// Bearer token for the server
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTPOOL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Output format
+    #[arg(long, short = 'o', global = true, env = "AGENTPOOL_OUTPUT", value_enum)]
+    pub output: Option<OutputFormat>,
+    /// PEM file of a CA certificate to trust for an https:// server, besides the system's roots
+    #[arg(long, global = true, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the embedded pool: server + workers + SQLite in the data dir, no auth on loopback
+    Up(UpArgs),
+    /// Run the API server (production: PostgreSQL, tokens, separate workers)
+    Serve(ServeArgs),
+    /// Run a worker that claims tasks from a server over HTTP
+    Worker(WorkerArgs),
+    /// Apply database migrations and exit
+    Migrate(MigrateArgs),
+    /// Submit a task and follow it to the end (starts a transient embedded pool if no server runs)
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Submit a task
+    #[command(after_help = SUBMIT_EXAMPLES)]
+    Submit(SubmitArgs),
+    /// Inspect and control tasks
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Inspect and drain workers
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+    /// Manage projects (named repository configurations)
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
+    /// Manage stored credentials (API keys, git tokens), handed only to the tasks that name them
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// Manage agent profiles (non-secret agent settings and MCP servers that tasks name)
+    #[command(subcommand)]
+    Profiles(ProfilesCommand),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Run a self-contained demonstration: a sample repo, the embedded pool, several tasks
+    Demo(DemoArgs),
+    /// Run each claimed task as a Kubernetes Job (a worker whose slots are Jobs)
+    Launcher(crate::commands::launcher::LauncherArgs),
+    /// Run one claimed attempt from its attempt file (what a launcher's Job runs)
+    RunTask(crate::commands::run_task::RunTaskArgs),
+    /// Run the WorkerPool operator: warm worker pools on Kubernetes, scaled on queue depth
+    Operator(crate::commands::operator::OperatorArgs),
+    /// Print the WorkerPool CustomResourceDefinition (YAML)
+    Crd,
+    /// Print shell completions
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// In-process workers to start
+    #[arg(long, env = "AGENTPOOL_WORKERS", default_value_t = 2)]
+    pub workers: u32,
+    /// Tasks each worker runs at once
+    #[arg(long, env = "AGENTPOOL_CONCURRENCY", default_value_t = 2)]
+    pub concurrency: u32,
+    /// Address to listen on; the embedded pool only listens on loopback
+    #[arg(long, env = "AGENTPOOL_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// Database URL [default: sqlite in the data dir]
+    #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Agents the workers may run (comma separated) [default: all installed, plus command]
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    #[command(flatten)]
+    pub access: AgentAccessArgs,
+}
+
+/// What an embedded pool's tasks may take from the caller: named variables and local logins.
+/// Nothing is inherited without these; `serve` and `worker` have no such flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentAccessArgs {
+    /// Pass this variable from your environment to every task (repeatable; e.g.
+    /// ANTHROPIC_API_KEY). Its value is masked in events like a stored credential
+    #[arg(long = "agent-env", value_name = "NAME")]
+    pub agent_env: Vec<String>,
+    /// Let this agent use your local login (repeatable or comma separated: claude-code, codex,
+    /// opencode): its login file is copied into the task's private home and a refreshed token
+    /// written back
+    #[arg(long = "use-local-login", value_name = "AGENT", value_delimiter = ',')]
+    pub use_local_login: Vec<String>,
+}
+
+impl AgentAccessArgs {
+    pub fn is_empty(&self) -> bool {
+        self.agent_env.is_empty() && self.use_local_login.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "AGENTPOOL_LISTEN", default_value = "0.0.0.0:7700")]
+    pub listen: SocketAddr,
+    /// Database URL (postgres://… or sqlite://…) [default: sqlite in the data dir]
+    #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Accept tasks on local repositories (paths and file:// URLs)
+    #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+    /// Allow requests without a token (only honoured when listening on loopback)
+    #[arg(long, env = "AGENTPOOL_NO_AUTH")]
+    pub no_auth: bool,
+    /// Create an admin token at start and print it once (when the database has no tokens)
+    #[arg(long)]
+    pub bootstrap_token: bool,
+    /// Key encrypting stored credentials (32 bytes, base64); credential writes are refused
+    /// without one
+    #[arg(
+        long,
+        env = "AGENTPOOL_SERVER_KEY",
+        hide_env_values = true,
+        value_name = "BASE64"
+    )]
+    pub server_key: Option<String>,
+    /// Serve https with this certificate chain (PEM); needs --tls-key
+    #[arg(long, env = "AGENTPOOL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert
+    #[arg(long, env = "AGENTPOOL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The URL users reach this server at (task links in GitHub status comments)
+    #[arg(long, env = "AGENTPOOL_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Lease length in seconds: how long a claimed task stays with a worker that stopped
+    /// heartbeating before it runs again elsewhere (keep it several heartbeats long)
+    #[arg(long, env = "AGENTPOOL_LEASE_TTL_SECS", default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub lease_ttl_secs: u64,
+    /// Seconds between maintenance passes (expired leases, offline workers, purge), ± 20 %
+    #[arg(long, env = "AGENTPOOL_MAINTENANCE_SECS", default_value_t = 5,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub maintenance_secs: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Tasks run at once
+    #[arg(long, short = 'c', env = "AGENTPOOL_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: u32,
+    /// Labels this worker carries (k=v); a task only runs on workers with all its labels
+    #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Agents this worker may run (comma separated) [default: all installed, plus command]
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Worker id (to re-register under the same id after a restart) [default: host name + suffix]
+    #[arg(long, env = "AGENTPOOL_WORKER_ID")]
+    pub id: Option<String>,
+    /// Where workspaces and the git mirror cache live [default: <data dir>/work]
+    #[arg(long, env = "AGENTPOOL_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Seconds running tasks may take to finish after SIGTERM before they are canceled
+    #[arg(long, default_value_t = 300)]
+    pub drain_grace_secs: u64,
+    /// Seconds between heartbeats, which extend the leases of running tasks (keep it well
+    /// below the server's --lease-ttl-secs)
+    #[arg(long, env = "AGENTPOOL_HEARTBEAT_SECS", default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// Accept tasks on local repositories (paths and file:// URLs) from the server
+    #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
+    pub allow_local_repos: bool,
+    /// Serve a health probe here: /healthz while the process runs, /readyz (200) only while
+    /// the worker is registered and claiming (503 starting, draining or unhealthy)
+    #[arg(long, env = "AGENTPOOL_HEALTH_LISTEN", value_name = "ADDR")]
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Keep the bare mirror cache here (e.g. a persistent volume) [default: <work dir>/mirrors]
+    #[arg(long, env = "AGENTPOOL_MIRROR_DIR", value_name = "DIR")]
+    pub mirror_dir: Option<PathBuf>,
+    /// Prune mirrors not used for this many days
+    #[arg(long, value_name = "DAYS")]
+    pub mirror_max_age_days: Option<u64>,
+    /// Prune the least recently used mirrors while the cache is larger than this (MiB)
+    #[arg(long, value_name = "MIB")]
+    pub mirror_max_size_mib: Option<u64>,
+    /// After a drain the server asks for, stay registered until stopped instead of exiting
+    /// (for supervisors that restart exited workers, e.g. a WorkerPool's StatefulSet)
+    #[arg(long)]
+    pub stay_drained: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Database URL [default: sqlite in the data dir]
+    #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep the demo's directory (sample repository and database) instead of deleting it
+    #[arg(long)]
+    pub keep: bool,
+    /// Skip the real agent task even when an agent CLI is installed
+    #[arg(long)]
+    pub no_agent: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,64 @@
+//! Value parsers for flags: `K=V` pairs, labels and durations.
+
+/// `K=V` split at the first `=`: the value is free text (a URL); the server checks the name.
+pub(super) fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))
+}
+
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    agentpool_core::spec::parse_label(s).map_err(|e| e.message)
+}
+
+/// `90`, `90s`, `10m`, `1h30m`, `2h` → seconds.
+pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration like 90s, 10m or 1h30m");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("90s"), Ok(90));
+        assert_eq!(parse_duration_secs("10m"), Ok(600));
+        assert_eq!(parse_duration_secs("1h30m"), Ok(5400));
+        assert!(parse_duration_secs("1x").is_err());
+        assert!(parse_duration_secs("m").is_err());
+        assert!(parse_duration_secs("10m5").is_err());
+    }
+}

@@ -1,0 +1,168 @@
+//! The flags of the task commands: `submit`, `run`, `tasks …` and `workers …`.
+
+use clap::{Args, Subcommand};
+
+use super::{AgentAccessArgs, parse_duration_secs, parse_label};
+
+/// What to run and where: shared by `submit` and `run`.
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    /// Repository: a URL (https, ssh) or, on the embedded pool, a local path / file:// URL
+    /// [default: the current directory when it is a git repository and no --project is given]
+    #[arg(long, value_name = "PATH_OR_URL")]
+    pub repo: Option<String>,
+    /// Project whose repository and defaults to use
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Ref to start from [default: the remote's default branch]
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// Work branch [default: agentpool/<task id>]
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// Prompt for the agent (also accepted as the positional argument)
+    #[arg(long, short = 'p', conflicts_with = "command")]
+    pub prompt: Option<String>,
+    /// Shell command to run instead of an agent
+    #[arg(long, short = 'c')]
+    pub command: Option<String>,
+    /// Prompt, when --prompt and --command are not given
+    #[arg(value_name = "PROMPT", conflicts_with_all = ["prompt", "command"])]
+    pub positional_prompt: Option<String>,
+    /// Agent to run (claude-code, codex, opencode, gemini) [default: the worker's default]
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Model for the agent
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Higher runs first (-1000..1000)
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Run only after this task succeeded (repeatable)
+    #[arg(long = "depends-on", value_name = "TASK_ID")]
+    pub depends_on: Vec<agentpool_core::TaskId>,
+    /// Label k=v (repeatable): metadata and worker selector
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Timeout, e.g. 90s, 10m, 1h
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    pub timeout: Option<u64>,
+    /// Attempts before the task fails for good
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Commit message [default: from the agent's summary or the command]
+    #[arg(long)]
+    pub message: Option<String>,
+    /// Do not push the work branch
+    #[arg(long)]
+    pub no_push: bool,
+    /// A second submit with the same key returns the first task
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Continue this earlier task: same work branch, agent session resumed where supported
+    #[arg(long = "follow-up", value_name = "TASK_ID")]
+    pub follow_up: Option<agentpool_core::TaskId>,
+    /// Agent turn limit
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Stop the agent and fail the task (BUDGET_EXCEEDED) once its reported cost passes this (USD)
+    #[arg(long, value_name = "USD")]
+    pub max_cost_usd: Option<f64>,
+    /// Shell command run in the workspace before the agent (install dependencies, …)
+    #[arg(long, value_name = "COMMAND")]
+    pub setup: Option<String>,
+    /// Run no earlier than this long from now, e.g. 10m
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    pub delay: Option<u64>,
+    /// Do not commit (nor push) what changed
+    #[arg(long)]
+    pub no_commit: bool,
+    /// Stored credential the task needs (repeatable); `anthropic_api_key` reaches the agent as
+    /// ANTHROPIC_API_KEY, `git-token` authenticates clone and push
+    #[arg(long = "credential", value_name = "NAME")]
+    pub credentials: Vec<String>,
+    /// Check run in the workspace after the agent, before commit (repeatable); failures are fed
+    /// back to the agent until every check passes [default: the project's checks]
+    #[arg(long = "check", value_name = "COMMAND")]
+    pub checks: Vec<String>,
+    /// Most rounds of agent run + checks [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_rounds: Option<u32>,
+    /// Commit and push the work branch even when checks still fail after the last round
+    #[arg(long)]
+    pub push_on_checks_failed: bool,
+    /// Stored agent profile to run with (settings, MCP servers; `agentpool profiles list`)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Wait for the task to finish; the exit code reflects its outcome
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// Workers of the transient embedded pool (when no server is running)
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    #[command(flatten)]
+    pub access: AgentAccessArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List tasks, newest first
+    #[command(alias = "ls")]
+    List(TasksListArgs),
+    /// Show a task with its attempts and result
+    Show { id: agentpool_core::TaskId },
+    /// Cancel a queued or running task
+    Cancel { id: agentpool_core::TaskId },
+    /// Queue a failed or canceled task again
+    Retry { id: agentpool_core::TaskId },
+    /// Print a task's events; -f follows them live until the task ends
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TasksListArgs {
+    /// Only tasks in this state (queued, running, succeeded, failed, canceled)
+    #[arg(long)]
+    pub state: Option<agentpool_core::TaskState>,
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Only tasks with this label (k=v)
+    #[arg(long, value_parser = parse_label)]
+    pub label: Option<(String, String)>,
+    #[arg(long)]
+    pub worker: Option<String>,
+    /// How many to show
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    pub id: agentpool_core::TaskId,
+    /// Follow new events until the task finishes
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// List workers
+    #[command(alias = "ls")]
+    List,
+    /// Show one worker
+    Show { id: String },
+    /// Ask a worker to stop claiming and finish what it runs
+    Drain { id: String },
+}
