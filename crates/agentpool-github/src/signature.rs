@@ -36,7 +36,8 @@ pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 64 || !s.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a sign (`+f` for `0f`).
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())
@@ -48,6 +49,17 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signed_pair_is_not_a_hex_digit() {
+        let good = sign(b"secret", b"body");
+        let hex = &good["sha256=".len()..];
+        // The first pair as `+X` where it is `0X`: the same byte to `from_str_radix`.
+        if let Some(rest) = hex.strip_prefix('0') {
+            assert!(!verify(b"secret", b"body", &format!("sha256=+{rest}")));
+        }
+        assert_eq!(decode_hex(&format!("+f{}", &hex[2..])), None);
+    }
 
     #[test]
     fn verifies_github_documented_example() {
