@@ -146,16 +146,36 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
     // SAFETY: set before any worker starts; the variable must not leak into the task.
     unsafe { std::env::set_var("AGENTPOOL_TEST_LEAK", "leaked-value") };
     let token_dir = env.dir.path().join("w1/state/credentials");
+    // The command holds still until the test has looked for the token file under the worker's
+    // private credential directories (the test runs with the worker's rights; the task cannot
+    // list them).
+    let (running, go) = (env.dir.path().join("running"), env.dir.path().join("go"));
     let cmd = format!(
         "env | sort; cat \"$HOME/.gitconfig\" 2>/dev/null; echo x > pushed.txt; \
-         if [ -e '{}'/\"$AGENTPOOL_TASK_ID\"/git-token ]; then echo token-file-present; else echo token-file-absent; fi",
-        token_dir.display()
+         touch '{}'; while [ ! -e '{}' ]; do sleep 0.02; done",
+        running.display(),
+        go.display()
     );
     let task = enqueue_command(&env, &cmd).await;
     let w = start_w1(&env).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !running.exists() {
+        assert!(std::time::Instant::now() < deadline, "the command never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (dirs, token_files) = files_named(&token_dir, "git-token");
+    assert!(
+        dirs > 1,
+        "no private credential directory for the running task under {token_dir:?}"
+    );
+    std::fs::write(&go, "").expect("release the command");
     let done = finished(&env.store, task.id).await;
     w.stop().await;
     assert_eq!(done.task.state, TaskState::Succeeded);
+    assert!(
+        token_files.is_empty(),
+        "the git token file exists while the task's command runs: {token_files:?}"
+    );
     let lines = log_lines(&events(&env.store, task.id).await);
     let vars: Vec<&str> = lines
         .iter()
@@ -169,10 +189,6 @@ async fn the_command_gets_a_cleared_environment_without_git_credentials() {
     assert!(!text.contains(TOKEN));
     assert!(!text.contains("leaked-value"));
     assert!(!text.contains("GIT_ASKPASS") && !text.contains("AGENTPOOL_GIT_TOKEN_FILE"));
-    assert!(
-        lines.contains(&"token-file-absent".to_string()),
-        "the git token file exists while the task's command runs"
-    );
     // The token came back for the push after the command.
     assert!(done.task.result.as_ref().is_some_and(|r| r.pushed));
 }
@@ -212,4 +228,30 @@ async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running(
     w.stop().await;
     assert!(!marker.exists(), "a hostile value was executed");
     assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+}
+
+/// The directories walked below `dir` (itself included) and every file called `name` in them.
+/// A non-listable directory is opened up for the look and closed again: the test has the
+/// worker's rights, and a look that silently saw nothing would prove nothing.
+fn files_named(dir: &std::path::Path, name: &str) -> (usize, Vec<std::path::PathBuf>) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut walked = 0;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let mode = std::fs::metadata(&d).expect("stat").permissions().mode();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).expect("open up");
+        let entries: Vec<_> = std::fs::read_dir(&d).expect("list").flatten().collect();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).expect("close again");
+        walked += 1;
+        for e in entries {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if e.file_name() == name {
+                found.push(p);
+            }
+        }
+    }
+    (walked, found)
 }
