@@ -86,6 +86,11 @@ struct Tracked {
     name: String,
     /// A cancel or a lost lease made us delete the Job; waiting for it to go.
     deleting: Option<ErrorClass>,
+    /// When a heartbeat first answered that the lease is no longer held. The pod may simply
+    /// have reported its outcome and be exiting (the server cannot tell that apart from a
+    /// lease taken over), so the Job is deleted only if it is still running a reconcile
+    /// interval later: a finished Job keeps its pod and logs until its TTL.
+    lost_at: Option<tokio::time::Instant>,
 }
 
 struct Launcher {
@@ -209,6 +214,7 @@ impl Launcher {
                     lease,
                     name,
                     deleting: None,
+                    lost_at: None,
                 });
             }
         }
@@ -270,6 +276,7 @@ impl Launcher {
                 lease,
                 name,
                 deleting: None,
+                lost_at: None,
             },
         );
     }
@@ -290,7 +297,7 @@ impl Launcher {
         let ids: Vec<TaskId> = self.tracked.keys().copied().collect();
         for id in ids {
             let Some(t) = self.tracked.get(&id) else { continue };
-            let (lease, name, deleting) = (t.lease, t.name.clone(), t.deleting);
+            let (lease, name, deleting, lost_at) = (t.lease, t.name.clone(), t.deleting, t.lost_at);
             let Some(j) = jobs.get(&name) else {
                 self.tracked.remove(&id);
                 match deleting {
@@ -326,7 +333,13 @@ impl Launcher {
                 .cloned()
                 .collect();
             match classify::judge(j, &own) {
-                JobState::Active => {}
+                JobState::Active => {
+                    if lost_at.is_some_and(|at| at.elapsed() >= self.cfg.reconcile_interval) {
+                        // Still running long after its lease went: not ours any more. Stop
+                        // the pod, report nothing.
+                        self.stop(id, ErrorClass::LeaseExpired).await;
+                    }
+                }
                 JobState::Succeeded => {
                     self.tracked.remove(&id);
                 }
@@ -358,9 +371,11 @@ impl Launcher {
                 for id in reply.cancel {
                     self.stop(id, ErrorClass::Canceled).await;
                 }
+                let now = tokio::time::Instant::now();
                 for id in reply.lost {
-                    // Not ours any more: stop the pod, report nothing.
-                    self.stop(id, ErrorClass::LeaseExpired).await;
+                    if let Some(t) = self.tracked.get_mut(&id) {
+                        t.lost_at.get_or_insert(now);
+                    }
                 }
             }
             Err(ApiError::NotFound(_)) => {

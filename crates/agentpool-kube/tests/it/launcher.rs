@@ -10,6 +10,7 @@ use agentpool_kube::job::{build_job, job_name};
 use agentpool_kube::launcher::LauncherSummary;
 use agentpool_kube::{AttemptFile, JobTemplate, LauncherConfig, LauncherError, SecretKeyRef, run_launcher};
 use agentpool_runner::ClaimedWork;
+use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
@@ -237,6 +238,57 @@ async fn a_lost_lease_stops_the_job_and_reports_nothing() {
         queue.heartbeats.lock().unwrap().len() > beats + 3
     })
     .await;
+    assert!(queue.fails().is_empty());
+    l.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_pod_reported_and_is_exiting_is_not_deleted_when_its_lease_reads_as_lost() {
+    let fake = FakeApi::new();
+    let w = work(1);
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    // A reconcile interval far above the heartbeat's: the pod's exit lands inside it.
+    let mut cfg = config("launcher-a");
+    cfg.reconcile_interval = Duration::from_millis(1500);
+    let l = start(cfg, &queue, &fake);
+    let name = launched(&fake, &w).await;
+    // run-task completed the task: the server now answers the lease as no longer held...
+    queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
+    eventually("a heartbeat answered lost", || {
+        queue.lost.lock().unwrap().is_empty()
+    })
+    .await;
+    // ...and the pod exits 0 a moment later.
+    fake.set_job_status(
+        &name,
+        &JobStatus {
+            succeeded: Some(1),
+            conditions: Some(vec![JobCondition {
+                type_: "Complete".into(),
+                status: "True".into(),
+                ..JobCondition::default()
+            }]),
+            ..JobStatus::default()
+        },
+    );
+    eventually("the finished Job untracked", || {
+        queue
+            .heartbeats
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|leases| leases.is_empty())
+    })
+    .await;
+    assert!(
+        !writes(&fake).iter().any(|w| w.starts_with("DELETE")),
+        "a finished Job was deleted: {:?}",
+        writes(&fake)
+    );
+    assert!(
+        fake.job(&name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_none())
+    );
     assert!(queue.fails().is_empty());
     l.stop().await;
 }
