@@ -38,7 +38,16 @@ fn app_claims(r: &Recorded) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).expect("b64")).expect("json")
 }
 
-async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend) {
+/// A server whose project `hello` is wired to GitHub as the App (through `installation_id`
+/// when given, else looked up), with GitHub's API behind prism.
+struct Wired {
+    _dir: tempfile::TempDir,
+    gh: GithubStandIn,
+    prism: Prism,
+    app: crate::support::TestApp,
+}
+
+async fn wired_as_the_app(backend: Backend, installation_id: Option<u64>) -> Wired {
     let dir = tempfile::tempdir().expect("tempdir");
     let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
     let gh = GithubStandIn::start(&spec, "main", 2).await.expect("stand-in");
@@ -59,7 +68,7 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
     gs.app = Some(GithubApp {
         app_id: APP_ID,
         private_key: "gh-app-key".into(),
-        installation_id: None,
+        installation_id,
     });
     admin
         .put_project(&ProjectSpec {
@@ -71,6 +80,17 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
         })
         .await
         .expect("project");
+    Wired {
+        _dir: dir,
+        gh,
+        prism,
+        app,
+    }
+}
+
+async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend) {
+    let Wired { gh, prism, app, .. } = wired_as_the_app(backend, None).await;
+    let admin = app.admin();
     // The key is a credential like any other: never shown back.
     let shown = serde_json::to_string(&admin.get_project("hello").await.expect("project")).unwrap();
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
@@ -183,38 +203,7 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
 }
 
 async fn a_configured_installation_is_not_looked_up(backend: Backend) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
-    let gh = GithubStandIn::start(&spec, "main", 2).await.expect("stand-in");
-    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
-        .await
-        .expect("prism");
-    let mut config = test_config();
-    config.github_interval = None;
-    let app = spawn_app_with(backend, config).await.expect("database");
-    let admin = app.admin();
-    admin.put_credential("gh-webhook", SECRET).await.expect("secret");
-    admin
-        .put_credential("gh-app-key", TEST_ONLY_APP_KEY_PEM)
-        .await
-        .expect("key");
-    let mut gs = settings(Some(prism.url()));
-    gs.token = None;
-    gs.app = Some(GithubApp {
-        app_id: APP_ID,
-        private_key: "gh-app-key".into(),
-        installation_id: Some(77),
-    });
-    admin
-        .put_project(&ProjectSpec {
-            name: "hello".into(),
-            repo: "https://example.com/hello.git".into(),
-            default_agent: Some("claude-code".into()),
-            github: Some(gs),
-            ..ProjectSpec::default()
-        })
-        .await
-        .expect("project");
+    let Wired { gh, prism, app, .. } = wired_as_the_app(backend, Some(77)).await;
     let (status, body) = deliver(&app, "issues", "a-2", &example("issues", Some("labeled")), SECRET).await;
     assert_eq!(status, 202, "{body}");
     let wrk = app.worker();
