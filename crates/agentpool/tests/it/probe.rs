@@ -37,24 +37,10 @@ fn until_status(url: &str, status: u16, secs: u64) -> String {
     }
 }
 
-#[test]
-fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
-    let env = Env::new();
-    let remote = env.sample_repo();
-    let server = Up::spawn(env.serve_cmd());
-
-    // No git on this worker's PATH: every task fails to start with WORKER_ERROR.
-    let empty = env.dir.path().join("empty-path");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut worker = env
-        .cmd()
-        .env("PATH", &empty)
-        .args(["worker", "--server", &server.url, "--allow-local-repos"])
-        .args(["--id", "probe-1", "--health-listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// Start a worker command (with `--health-listen`); the process and its probe's base URL, as
+/// it prints it. Its stderr keeps being drained so the worker never blocks on it.
+fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, String) {
+    let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
     let probe = loop {
         let line = lines
@@ -66,6 +52,23 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
+    (worker, probe)
+}
+
+#[test]
+fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let server = Up::spawn(env.serve_cmd());
+
+    // No git on this worker's PATH: every task fails to start with WORKER_ERROR.
+    let empty = env.dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("PATH", &empty)
+        .args(["worker", "--server", &server.url, "--allow-local-repos"])
+        .args(["--id", "probe-1", "--health-listen", "127.0.0.1:0"]);
+    let (mut worker, probe) = spawn_with_probe(cmd);
 
     assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");
     let o = env
@@ -110,26 +113,11 @@ fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
     let env = Env::new();
     let remote = env.sample_repo();
     let server = Up::spawn(env.serve_cmd());
-    let mut worker = env
-        .cmd()
-        .args(["worker", "--server", &server.url, "--allow-local-repos"])
+    let mut cmd = env.cmd();
+    cmd.args(["worker", "--server", &server.url, "--allow-local-repos"])
         .args(["--id", "cache-1", "--agents", "command", "--heartbeat-secs", "1"])
-        .args(["--health-listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
-    let probe = loop {
-        let line = lines
-            .next()
-            .expect("the worker prints its probe address")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("health probe on ") {
-            break u.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+        .args(["--health-listen", "127.0.0.1:0"]);
+    let (mut worker, probe) = spawn_with_probe(cmd);
     until_status(&format!("{probe}/readyz"), 200, 60);
 
     // Two tasks on one repository, one after the other: the first creates the mirror (a
