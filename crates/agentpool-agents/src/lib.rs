@@ -22,6 +22,7 @@ pub mod events;
 pub mod gemini;
 pub mod login;
 pub mod opencode;
+mod probe_home;
 pub mod process;
 
 pub use cli::AgentConfig;
@@ -269,10 +270,14 @@ pub(crate) async fn version_of(cfg: &AgentConfig, agent: &str, exe: &str) -> Opt
 async fn probe_version(cfg: &AgentConfig, program: std::path::PathBuf) -> Option<String> {
     // A throwaway HOME, removed when the probe ends: `--version` must not read or write the
     // user's agent settings, and the probe must leave nothing behind in the temp directory.
-    let home = tempfile::Builder::new()
-        .prefix("agentpool-version-")
-        .tempdir()
-        .ok()?;
+    let tmp = std::env::temp_dir();
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let tmp = tmp.clone();
+        // Off the runtime's threads: the temp directory can hold many entries.
+        tokio::task::spawn_blocking(move || probe_home::sweep(&tmp, probe_home::STALE_AFTER));
+    });
+    let home = probe_home::create(&tmp).ok()?;
     let mut env = process::base_env(Some(&cfg.child_path()));
     env.insert("HOME".into(), home.path().to_string_lossy().into_owned());
     let spec = process::ProcessSpec::new(program)
