@@ -10,22 +10,16 @@ use serde_json::Value;
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary, json_object};
 use crate::events::{self, Retry, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "claude-code";
 const EXE: &str = "claude";
 
-pub struct ClaudeCode {
-    cfg: AgentConfig,
-}
+pub struct ClaudeCode;
 
 impl ClaudeCode {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     /// The command line for a request (without the program).
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
@@ -76,21 +70,16 @@ impl ClaudeCode {
 }
 
 impl CliAgent for ClaudeCode {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
         cost: true,
         max_turns: true,
         // Claude Code restores a session's cost counter when it resumes it in the same home.
         cumulative_cost_on_resume: true,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     /// An API key or token, a cloud provider that brings its own credentials, or the login
     /// `claude /login` writes into the config dir (`CLAUDE_CONFIG_DIR/.credentials.json`; the
@@ -125,7 +114,6 @@ impl CliAgent for ClaudeCode {
             // in a sandbox; the worker's workspace is that sandbox.
             defaults.push(("IS_SANDBOX", "1".to_string()));
         }
-        let env = cli::agent_env(&self.cfg, request, &defaults)?;
         let mut args = Self::args(request);
         if let Some(mcp) = Self::mcp_config(request) {
             std::fs::create_dir_all(&config_dir)?;
@@ -140,7 +128,7 @@ impl CliAgent for ClaudeCode {
         }
         Ok(Prepared {
             args,
-            env,
+            env: defaults,
             sessions: Some(Box::new(Transcripts {
                 config_dir,
                 workdir: request.workdir.clone(),

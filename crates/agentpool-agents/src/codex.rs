@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -23,15 +23,9 @@ const EXE: &str = "codex";
 /// with that base URL instead (named so in `config.toml`).
 const PROVIDER: &str = "agentpool";
 
-pub struct Codex {
-    cfg: AgentConfig,
-}
+pub struct Codex;
 
 impl Codex {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     /// `exec [flags] [resume THREAD_ID] PROMPT`: the exec flags go before `resume`.
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
@@ -105,20 +99,12 @@ impl Codex {
 }
 
 impl CliAgent for Codex {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
-        cost: false,
-        max_turns: false,
-        cumulative_cost_on_resume: false,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     /// With `OPENAI_BASE_URL` the adapter's provider reads its key from `OPENAI_API_KEY` (the
     /// CLI fails "Missing environment variable" without it). Otherwise OpenAI's own provider:
@@ -144,11 +130,10 @@ impl CliAgent for Codex {
         std::fs::write(codex_home.join("config.toml"), toml)?;
         adapter::note_profile_ignored(request, events, NAME, true, true);
         let defaults = [("CODEX_HOME", codex_home.to_string_lossy().into_owned())];
-        let env = cli::agent_env(&self.cfg, request, &defaults)?;
         adapter::note_max_turns_ignored(request, events, NAME, "option");
         Ok(Prepared {
             args: Self::args(request),
-            env,
+            env: defaults.into(),
             sessions: Some(Box::new(Rollouts {
                 sessions: codex_home.join("sessions"),
             })),

@@ -11,22 +11,16 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "gemini";
 const EXE: &str = "gemini";
 
-pub struct Gemini {
-    cfg: AgentConfig,
-}
+pub struct Gemini;
 
 impl Gemini {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     pub fn settings() -> Value {
         json!({
             "security": {
@@ -66,20 +60,12 @@ impl Gemini {
 }
 
 impl CliAgent for Gemini {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
-        cost: false,
-        max_turns: false,
-        cumulative_cost_on_resume: false,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     /// The settings select API-key authentication, which reads `GEMINI_API_KEY` (without it
     /// the CLI exits 41: "When using Gemini API, you must specify the GEMINI_API_KEY
@@ -101,7 +87,6 @@ impl CliAgent for Gemini {
         adapter::write_json(&dir.join("settings.json"), &settings)?;
         adapter::note_profile_ignored(request, events, NAME, true, false);
         adapter::note_max_turns_ignored(request, events, NAME, "flag");
-        let env = cli::agent_env(&self.cfg, request, &[])?;
         // Pin the project's directory name so a kept chat can be put where this run looks.
         let project = dir.join("tmp").join(PROJECT);
         std::fs::create_dir_all(project.join("chats"))?;
@@ -113,7 +98,7 @@ impl CliAgent for Gemini {
         std::fs::write(project.join(".project_root"), &workdir)?;
         Ok(Prepared {
             args: Self::args(request),
-            env,
+            env: Vec::new(),
             sessions: Some(Box::new(Chats { dir })),
         })
     }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary, json_object};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -32,15 +32,9 @@ const EXE: &str = "opencode";
 pub const PROVIDER: &str = "agentpool";
 const DEFAULT_MODEL: &str = "default-model";
 
-pub struct OpenCode {
-    cfg: AgentConfig,
-}
+pub struct OpenCode;
 
 impl OpenCode {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     /// The `provider/model` to run, given whether a custom endpoint is configured.
     pub fn model(req: &AgentRequest, custom_endpoint: bool) -> Option<String> {
         match (&req.model, custom_endpoint) {
@@ -104,20 +98,13 @@ impl OpenCode {
 }
 
 impl CliAgent for OpenCode {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
         cost: true,
-        max_turns: false,
-        cumulative_cost_on_resume: false,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     fn validate_request(&self, req: &AgentRequest) -> Result<(), AgentError> {
         cli::validate_common(req, "prompt")?;
@@ -196,12 +183,11 @@ impl CliAgent for OpenCode {
             ("OPENCODE_DISABLE_SHARE", one()),
             ("OPENCODE_DISABLE_CLAUDE_CODE", one()),
         ];
-        let env = cli::agent_env(&self.cfg, request, &defaults)?;
         adapter::note_max_turns_ignored(request, events, NAME, "option");
         // Sessions stay in this home's database; see the module docs.
         Ok(Prepared {
             args: Self::args(request),
-            env,
+            env: defaults.into(),
             sessions: None,
         })
     }
