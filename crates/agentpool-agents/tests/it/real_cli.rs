@@ -321,48 +321,22 @@ async fn timeout_is_classified_timeout(name: &str) {
     assert!(o.duration_ms < 40_000, "{why}");
 }
 
-macro_rules! agent_tests {
-    ($modname:ident, $name:literal) => {
-        mod $modname {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn writes_a_file_with_its_own_tool() {
-                super::writes_a_file_with_its_own_tool($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_401_is_auth_failed() {
-                endpoint_status_is_classified($name, 401, ErrorClass::AuthFailed).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_429_is_rate_limited() {
-                endpoint_status_is_classified($name, 429, ErrorClass::RateLimited).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cancel_ends_the_run_and_its_children() {
-                super::cancel_ends_the_run_and_its_children($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn follow_up_resumes_the_session() {
-                super::follow_up_resumes_the_session($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn timeout_is_classified_timeout() {
-                super::timeout_is_classified_timeout($name).await;
-            }
-        }
-    };
+async fn endpoint_401_is_auth_failed(name: &str) {
+    endpoint_status_is_classified(name, 401, ErrorClass::AuthFailed).await;
 }
 
-agent_tests!(claude_code, "claude-code");
-agent_tests!(codex, "codex");
-agent_tests!(opencode, "opencode");
-agent_tests!(gemini, "gemini");
+async fn endpoint_429_is_rate_limited(name: &str) {
+    endpoint_status_is_classified(name, 429, ErrorClass::RateLimited).await;
+}
+
+agentpool_testkit::for_each_agent!(
+    writes_a_file_with_its_own_tool,
+    endpoint_401_is_auth_failed,
+    endpoint_429_is_rate_limited,
+    cancel_ends_the_run_and_its_children,
+    follow_up_resumes_the_session,
+    timeout_is_classified_timeout,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_max_turns_is_an_agent_error() {

@@ -203,36 +203,12 @@ async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
     );
 }
 
-macro_rules! pipeline_tests {
-    ($modname:ident, $name:literal) => {
-        mod $modname {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cancel_ends_the_agent_and_its_children() {
-                super::cancel_ends_the_agent_and_its_children($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn task_writes_a_file_and_commits_it() {
-                super::task_writes_a_file_and_commits_it($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_401_fails_auth_without_retry() {
-                super::endpoint_401_fails_auth_without_retry($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_429_is_rate_limited_and_retried() {
-                super::endpoint_429_is_rate_limited_and_retried($name).await;
-            }
-        }
-    };
-}
-
-pipeline_tests!(claude_code, "claude-code");
-pipeline_tests!(codex, "codex");
-pipeline_tests!(opencode, "opencode");
-pipeline_tests!(gemini, "gemini");
+agentpool_testkit::for_each_agent!(
+    cancel_ends_the_agent_and_its_children,
+    task_writes_a_file_and_commits_it,
+    endpoint_401_fails_auth_without_retry,
+    endpoint_429_is_rate_limited_and_retried,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_max_turns_fails_with_agent_error() {

@@ -19,8 +19,11 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 mod commands;
+mod hooked;
 mod partition;
 mod shutdown;
+
+pub use hooked::{Hooks, hooked};
 
 pub const TOKEN: &str = "worker-git-token-5f3a9c1e";
 
