@@ -79,18 +79,7 @@ fn scale_down(s: &Setup) -> Value {
 #[tokio::test]
 async fn a_new_operator_instance_continues_a_scale_down_from_the_pools_status() {
     let a = setup(json!({"autoscale": {"min": 1, "max": 4, "scaleDownDelaySeconds": 600}}));
-    a.queue.set(8, vec![]);
-    a.pass().await;
-    assert_eq!(a.replicas(), 4);
-    a.queue.set(
-        0,
-        vec![
-            worker("agents-0", WorkerStatus::Idle, 0),
-            worker("agents-1", WorkerStatus::Idle, 0),
-            worker("agents-2", WorkerStatus::Idle, 0),
-            worker("agents-3", WorkerStatus::Busy, 1),
-        ],
-    );
+    a.burst_then_only_pod_3_busy().await;
     // Demand fell below the size: the delay starts, and is in the status.
     a.pass().await;
     let since = scale_down(&a)["belowSince"].clone();

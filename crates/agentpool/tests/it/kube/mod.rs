@@ -9,7 +9,6 @@ mod pool_kubelet;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentpool_client::{Client, ClientConfig};
@@ -27,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Env, Up, stderr};
-use kubelet::Kubelet;
+use kubelet::{Kubelet, SyncLoop};
 
 pub const GIT_TOKEN: &str = "k8s-git-token-9c41d2e7";
 /// 32 zero bytes, base64: the server key for stored credentials.
@@ -43,8 +42,7 @@ pub struct Harness {
     pub worker_token: String,
     pub fake: FakeApi,
     pub kubelet: Kubelet,
-    stop_kubelet: Arc<AtomicBool>,
-    kubelet_thread: Option<std::thread::JoinHandle<()>>,
+    sync: Option<SyncLoop>,
     _db: TestDb,
 }
 
@@ -128,16 +126,9 @@ impl Harness {
             });
         }
         let kubelet = Kubelet::new(fake.clone(), &env.dir.path().join("nodes"));
-        let stop_kubelet = Arc::new(AtomicBool::new(false));
-        let kubelet_thread = {
-            let (k, stop) = (kubelet.clone(), stop_kubelet.clone());
-            // The stand-in polls like a kubelet's sync loop does.
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    k.tick();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
+        let sync = {
+            let k = kubelet.clone();
+            SyncLoop::start(move || k.tick())
         };
         Some(Self {
             _env: env,
@@ -148,8 +139,7 @@ impl Harness {
             worker_token,
             fake,
             kubelet,
-            stop_kubelet,
-            kubelet_thread: Some(kubelet_thread),
+            sync: Some(sync),
             _db: db,
         })
     }
@@ -222,10 +212,8 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.stop_kubelet.store(true, Ordering::SeqCst);
-        if let Some(t) = self.kubelet_thread.take() {
-            let _ = t.join();
-        }
+        // No pod may be started again once they are killed.
+        drop(self.sync.take());
         for (_, mut p) in self.kubelet.pods.lock().unwrap().drain() {
             let _ = p.child.kill();
             let _ = p.child.wait();
