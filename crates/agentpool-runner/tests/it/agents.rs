@@ -41,6 +41,20 @@ pub(super) fn installed(agent: &str) -> bool {
     false
 }
 
+/// For a test of `agent`'s real CLI: a worker environment and a model endpoint playing `steps`;
+/// `None` when the CLI is not installed (and services are not required).
+pub(super) async fn agent_env(
+    agent: &str,
+    steps: impl IntoIterator<Item = Step>,
+) -> Option<(Env, ModelServer)> {
+    if !installed(agent) {
+        return None;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new(steps)).await.unwrap();
+    Some((env, model))
+}
+
 fn model_for(agent: &str) -> &'static str {
     match agent {
         "claude-code" => "claude-sonnet-4-5",
@@ -107,16 +121,17 @@ fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
 }
 
 async fn task_writes_a_file_and_commits_it(agent: &str) {
-    if !installed(agent) {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([
-        Step::write_file("hello.txt", "hello from the pipeline\n"),
-        Step::answer("Created hello.txt."),
-    ]))
+    let Some((env, model)) = agent_env(
+        agent,
+        [
+            Step::write_file("hello.txt", "hello from the pipeline\n"),
+            Step::answer("Created hello.txt."),
+        ],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let spec = agent_task(&env, agent, "Create hello.txt");
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
     let evs = events(&env.store, done.task.id).await;
@@ -150,11 +165,9 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
 }
 
 async fn endpoint_401_fails_auth_without_retry(agent: &str) {
-    if !installed(agent) {
+    let Some((env, model)) = agent_env(agent, [Step::fail(401)]).await else {
         return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::fail(401)])).await.unwrap();
+    };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(3);
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(120)).await;
@@ -169,16 +182,17 @@ async fn endpoint_401_fails_auth_without_retry(agent: &str) {
 }
 
 async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
-    if !installed(agent) {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::Fail {
-        status: 429,
-        retry_after: Some(1),
-    }]))
+    let Some((env, model)) = agent_env(
+        agent,
+        [Step::Fail {
+            status: 429,
+            retry_after: Some(1),
+        }],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(2);
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(180)).await;
@@ -212,13 +226,9 @@ agentpool_testkit::for_each_agent!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_max_turns_fails_with_agent_error() {
-    if !installed("claude-code") {
+    let Some((env, model)) = agent_env("claude-code", [Step::shell("echo hi")]).await else {
         return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::shell("echo hi")]))
-        .await
-        .unwrap();
+    };
     let mut spec = agent_task(&env, "claude-code", "Keep running commands");
     spec.max_turns = Some(1);
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(120)).await;
@@ -272,13 +282,9 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
 /// A follow-up task (another task directory, another private home) continues the first
 /// task's session.
 async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
-    if !installed(agent) {
+    let Some((env, model)) = agent_env(agent, [Step::answer("Noted.")]).await else {
         return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::answer("Noted.")]))
-        .await
-        .unwrap();
+    };
     let first = env
         .store
         .enqueue(agent_task(&env, agent, "Remember the number 42"))
@@ -332,16 +338,17 @@ async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
     let agent = "claude-code";
-    if !installed(agent) {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([
-        Step::write_file("hello.txt", "hello\n"),
-        Step::answer("Created hello.txt."),
-    ]))
+    let Some((env, model)) = agent_env(
+        agent,
+        [
+            Step::write_file("hello.txt", "hello\n"),
+            Step::answer("Created hello.txt."),
+        ],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(3);
     spec.max_cost_usd = Some(0.000_001);
