@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, Retry, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -214,10 +214,7 @@ impl LineParser for Parser {
         &self.summary
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    fn parse_object(&mut self, _line: &str, v: &Value) -> Vec<NewEvent> {
         if let Some(id) = v.get("session_id").and_then(Value::as_str)
             && self.summary.session_id.is_none()
         {
@@ -225,7 +222,7 @@ impl LineParser for Parser {
         }
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
         let subtype = v.get("subtype").and_then(Value::as_str);
-        let out = match (ty, subtype) {
+        match (ty, subtype) {
             ("system", Some("init")) => {
                 let id = v.get("session_id").and_then(Value::as_str).unwrap_or_default();
                 vec![events::session_started(
@@ -240,15 +237,10 @@ impl LineParser for Parser {
                 status: v.get("error_status").and_then(Value::as_u64),
                 error: v.get("error").and_then(Value::as_str),
             })],
-            ("assistant", _) => self.assistant(&v),
-            ("user", _) => self.user(&v),
-            ("result", _) => self.result(&v),
+            ("assistant", _) => self.assistant(v),
+            ("user", _) => self.user(v),
+            ("result", _) => self.result(v),
             _ => vec![],
-        };
-        if out.is_empty() {
-            vec![events::raw_json(line, Some(ty))]
-        } else {
-            out
         }
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -219,12 +219,9 @@ impl LineParser for Parser {
         &self.summary
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    fn parse_object(&mut self, _line: &str, v: &Value) -> Vec<NewEvent> {
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
-        let out = match ty {
+        match ty {
             "thread.started" => match v.get("thread_id").and_then(Value::as_str) {
                 Some(id) => {
                     self.summary.session_id = Some(id.to_string());
@@ -234,7 +231,7 @@ impl LineParser for Parser {
             },
             "item.started" => v.get("item").map(|i| self.item_started(i)).unwrap_or_default(),
             "item.completed" => v.get("item").map(|i| self.item_completed(i)).unwrap_or_default(),
-            "turn.completed" => self.turn_completed(&v),
+            "turn.completed" => self.turn_completed(v),
             "turn.failed" => {
                 let msg = v
                     .pointer("/error/message")
@@ -253,11 +250,6 @@ impl LineParser for Parser {
                 vec![events::log("agent", msg)]
             }
             _ => vec![],
-        };
-        if out.is_empty() {
-            vec![events::raw_json(line, Some(ty))]
-        } else {
-            out
         }
     }
 }

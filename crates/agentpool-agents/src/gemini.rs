@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -191,13 +191,10 @@ impl LineParser for Parser {
         }
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent> {
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
         let s = |k: &str| v.get(k).and_then(Value::as_str);
-        let out = match ty {
+        match ty {
             "init" => match s("session_id") {
                 Some(id) => {
                     self.summary.session_id = Some(id.to_string());
@@ -227,13 +224,8 @@ impl LineParser for Parser {
                 vec![events::tool_result(s("tool_id"), ok, &output)]
             }
             "error" => vec![events::log("agent", s("message").unwrap_or(line))],
-            "result" => self.result(&v),
+            "result" => self.result(v),
             _ => vec![],
-        };
-        if out.is_empty() {
-            vec![events::raw_json(line, Some(ty))]
-        } else {
-            out
         }
     }
 }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -205,10 +205,9 @@ impl LineParser for Parser {
         &self.summary
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    /// Unlike the default, a line that starts the session but is otherwise not understood
+    /// gives both the session event and the raw line.
+    fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent> {
         let mut out = Vec::new();
         if let Some(id) = v.get("sessionID").and_then(Value::as_str)
             && self.summary.session_id.is_none()
@@ -236,7 +235,7 @@ impl LineParser for Parser {
                 true
             }
             "error" => {
-                out.extend(self.error(&v));
+                out.extend(self.error(v));
                 true
             }
             _ => false,
