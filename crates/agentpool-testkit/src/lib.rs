@@ -9,6 +9,7 @@ pub mod db;
 pub mod git;
 pub mod github;
 pub mod mcp;
+pub mod process;
 pub mod worker;
 
 pub use agentpool_scripted_model as model;

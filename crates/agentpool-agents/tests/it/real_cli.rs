@@ -9,6 +9,7 @@ use std::time::Duration;
 use agentpool_agents::{AgentConfig, AgentOutcome, AgentRequest, CodeAgent, EventSink, Registry};
 use agentpool_core::{ErrorClass, EventKind, NewEvent};
 use agentpool_testkit::model::{ModelServer, Script, Step};
+use agentpool_testkit::process::{PidFile, alive};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -208,13 +209,8 @@ async fn endpoint_status_is_classified(name: &str, status: u16, class: ErrorClas
 
 async fn cancel_ends_the_run_and_its_children(name: &str) {
     let Some(agent) = agent(name) else { return };
-    let marker = tempfile::tempdir().unwrap();
-    let pidfile = marker.path().join("pid");
-    let fx = Fixture::new(vec![
-        Step::shell(&format!("echo $$ > {}; sleep 300", pidfile.display())),
-        Step::answer("done"),
-    ])
-    .await;
+    let pidfile = PidFile::new().unwrap();
+    let fx = Fixture::new(vec![Step::shell(&pidfile.sleeper()), Step::answer("done")]).await;
     let sink = Arc::new(Collect::default());
     let cancel = CancellationToken::new();
     let req = fx.request(name, "Run the command");
@@ -223,26 +219,17 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
         tokio::spawn(async move { agent.run(req, sink, cancel).await })
     };
     // The tool call event says the shell is starting; the pid file says it runs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent never ran the command: {:#?}\n{:#?}",
-            sink.all(),
-            fx.server
+    let pid = pidfile
+        .wait(Duration::from_secs(90), || {
+            let requests: Vec<_> = fx
+                .server
                 .requests()
                 .iter()
                 .map(|r| (r.path.clone(), r.tools()))
-                .collect::<Vec<_>>()
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), sink.notify.notified()).await;
-    };
+                .collect();
+            format!("{:#?}\n{requests:#?}", sink.all())
+        })
+        .await;
     cancel.cancel();
     let o = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -252,17 +239,6 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
     assert!(o.is_error);
     assert_eq!(o.error_class, Some(ErrorClass::Canceled));
     assert!(!alive(pid), "the agent's shell child {pid} survived the cancel");
-}
-
-/// Alive and not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// Ask a follow-up resuming `session` in `fx`: it must succeed in the same session, and the

@@ -11,6 +11,7 @@ use agentpool_agents::{AgentConfig, Registry};
 use agentpool_core::{ErrorClass, Event, EventKind, TaskId, TaskSpec, TaskState};
 use agentpool_store::{Store, TaskDetail};
 use agentpool_testkit::model::{ModelServer, Script, Step, TEST_API_KEY};
+use agentpool_testkit::process::PidFile;
 
 use super::worker::{Env, RunningWorker, TOKEN, alive, api, assert_succeeded, config, env, events, start};
 
@@ -238,18 +239,11 @@ async fn claude_code_max_turns_fails_with_agent_error() {
 
 /// Canceling the task while the agent's shell tool runs ends the agent and that shell.
 async fn cancel_ends_the_agent_and_its_children(agent: &str) {
-    if !installed(agent) {
+    let pidfile = PidFile::new().unwrap();
+    let steps = [Step::shell(&pidfile.sleeper()), Step::answer("done")];
+    let Some((env, model)) = agent_env(agent, steps).await else {
         return;
-    }
-    let env = env().await;
-    let marker = tempfile::tempdir().unwrap();
-    let pidfile = marker.path().join("pid");
-    let model = ModelServer::start(Script::new([
-        Step::shell(&format!("echo $$ > {}; sleep 300", pidfile.display())),
-        Step::answer("done"),
-    ]))
-    .await
-    .unwrap();
+    };
     let task = env
         .store
         .enqueue(agent_task(&env, agent, "Run the command"))
@@ -258,20 +252,7 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
         .task;
     let w = agent_worker(&env, agent, &model).await;
     // The pid file appears once the agent's shell tool runs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent never ran the command"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pid = pidfile.wait(Duration::from_secs(90), String::new).await;
     env.store.cancel(task.id).await.unwrap();
     let done = finished_within(&env.store, task.id, Duration::from_secs(60)).await;
     w.stop().await;

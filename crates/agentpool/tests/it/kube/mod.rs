@@ -7,7 +7,6 @@ mod kubelet;
 mod pool_e2e;
 mod pool_kubelet;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -218,29 +217,5 @@ impl Drop for Harness {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
-    }
-}
-
-/// Wait for a file a task writes when it has started (the event the tests wait on).
-pub async fn wait_for_file(path: &Path, secs: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether process `pid` is gone (or a zombie nobody will run again).
-pub fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z')),
     }
 }
