@@ -3,9 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agentpool_core::protocol::{HeartbeatReply, HeartbeatRequest};
-use agentpool_core::{TaskState, WorkerId};
-use agentpool_runner::api::{ApiError, WorkerApi};
+use agentpool_core::TaskState;
 use async_trait::async_trait;
 
 use crate::worker::{
@@ -20,16 +18,10 @@ struct FirstBeatHangs {
 
 #[async_trait]
 impl Hooks for FirstBeatHangs {
-    async fn heartbeat(
-        &self,
-        api: &dyn WorkerApi,
-        w: &WorkerId,
-        req: HeartbeatRequest,
-    ) -> Result<HeartbeatReply, ApiError> {
+    async fn before_heartbeat(&self) {
         if self.beats.fetch_add(1, Ordering::SeqCst) == 0 {
             std::future::pending::<()>().await;
         }
-        api.heartbeat(w, req).await
     }
 }
 

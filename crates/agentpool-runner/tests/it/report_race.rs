@@ -4,9 +4,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentpool_core::protocol::{CompleteRequest, HeartbeatReply, HeartbeatRequest};
-use agentpool_core::{TaskId, TaskState, WorkerId};
-use agentpool_runner::api::{ApiError, WorkerApi};
+use agentpool_core::TaskState;
+use agentpool_core::protocol::HeartbeatReply;
+use agentpool_runner::api::ApiError;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
@@ -23,28 +23,14 @@ struct SlowReport {
 
 #[async_trait]
 impl Hooks for SlowReport {
-    async fn heartbeat(
-        &self,
-        api: &dyn WorkerApi,
-        w: &WorkerId,
-        req: HeartbeatRequest,
-    ) -> Result<HeartbeatReply, ApiError> {
-        let reply = api.heartbeat(w, req).await;
+    fn after_heartbeat(&self, reply: &Result<HeartbeatReply, ApiError>) {
         if reply.as_ref().is_ok_and(|r| !r.lost.is_empty()) {
             self.lost_replies.fetch_add(1, Ordering::SeqCst);
         }
         self.beats.fetch_add(1, Ordering::SeqCst);
         self.beat.notify_waiters();
-        reply
     }
-    async fn complete(
-        &self,
-        api: &dyn WorkerApi,
-        w: &WorkerId,
-        t: TaskId,
-        req: CompleteRequest,
-    ) -> Result<(), ApiError> {
-        let res = api.complete(w, t, req).await;
+    async fn after_complete(&self) {
         let target = self.beats.load(Ordering::SeqCst) + 2;
         loop {
             let beat = self.beat.notified();
@@ -53,7 +39,6 @@ impl Hooks for SlowReport {
             }
             beat.await;
         }
-        res
     }
 }
 

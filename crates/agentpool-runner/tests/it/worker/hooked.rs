@@ -3,30 +3,19 @@
 
 use super::*;
 
-/// What a test changes about the protocol; every default forwards to the real server.
+/// What a test changes about the protocol; by default nothing.
 #[async_trait]
 pub trait Hooks: Send + Sync + 'static {
     /// Runs before every call; an error fails the call without reaching the server.
     fn before(&self) -> Result<(), ApiError> {
         Ok(())
     }
-    async fn heartbeat(
-        &self,
-        api: &dyn WorkerApi,
-        w: &WorkerId,
-        req: HeartbeatRequest,
-    ) -> Result<HeartbeatReply, ApiError> {
-        api.heartbeat(w, req).await
-    }
-    async fn complete(
-        &self,
-        api: &dyn WorkerApi,
-        w: &WorkerId,
-        t: TaskId,
-        req: CompleteRequest,
-    ) -> Result<(), ApiError> {
-        api.complete(w, t, req).await
-    }
+    /// Runs before a heartbeat is sent.
+    async fn before_heartbeat(&self) {}
+    /// Sees each heartbeat's reply before the worker does.
+    fn after_heartbeat(&self, _reply: &Result<HeartbeatReply, ApiError>) {}
+    /// Runs after the server recorded a completion, before the worker learns it did.
+    async fn after_complete(&self) {}
 }
 
 /// The server's protocol (`inner`) seen through `hooks`.
@@ -49,7 +38,10 @@ impl<H: Hooks> WorkerApi for Hooked<H> {
     }
     async fn heartbeat(&self, w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
         self.hooks.before()?;
-        self.hooks.heartbeat(self.inner.as_ref(), w, req).await
+        self.hooks.before_heartbeat().await;
+        let reply = self.inner.heartbeat(w, req).await;
+        self.hooks.after_heartbeat(&reply);
+        reply
     }
     async fn claim(&self, w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
         self.hooks.before()?;
@@ -61,7 +53,9 @@ impl<H: Hooks> WorkerApi for Hooked<H> {
     }
     async fn complete(&self, w: &WorkerId, t: TaskId, req: CompleteRequest) -> Result<(), ApiError> {
         self.hooks.before()?;
-        self.hooks.complete(self.inner.as_ref(), w, t, req).await
+        let done = self.inner.complete(w, t, req).await;
+        self.hooks.after_complete().await;
+        done
     }
     async fn fail(&self, w: &WorkerId, t: TaskId, req: FailRequest) -> Result<FailOutcome, ApiError> {
         self.hooks.before()?;
