@@ -169,6 +169,16 @@ impl Setup {
         );
     }
 
+    /// The replica counts of every StatefulSet write so far, in order.
+    pub fn replica_writes(&self) -> Vec<i64> {
+        self.fake
+            .writes()
+            .iter()
+            .filter(|r| r.resource == "statefulsets")
+            .map(|r| r.body.as_ref().unwrap()["spec"]["replicas"].as_i64().unwrap())
+            .collect()
+    }
+
     pub fn pool(&self) -> WorkerPool {
         self.fake.get("workerpools", "agents").unwrap()
     }
@@ -348,14 +358,7 @@ async fn a_scale_down_drains_the_highest_pods_and_waits_for_a_busy_one() {
     s.queue.worker_mut("agents-3", |w| w.running = 0);
     s.pass().await;
     assert_eq!(s.replicas(), 1);
-    let replicas: Vec<i64> = s
-        .fake
-        .writes()
-        .iter()
-        .filter(|r| r.resource == "statefulsets")
-        .map(|r| r.body.as_ref().unwrap()["spec"]["replicas"].as_i64().unwrap())
-        .collect();
-    assert_eq!(replicas, vec![4, 4, 4, 1]);
+    assert_eq!(s.replica_writes(), vec![4, 4, 4, 1]);
 }
 
 #[tokio::test]
