@@ -31,18 +31,12 @@ impl ClaudeCode {
             "--verbose".into(),
             "--dangerously-skip-permissions".into(),
         ];
-        if let Some(m) = &req.model {
-            a.extend(["--model".into(), m.into()]);
-        }
-        if let Some(n) = req.max_turns {
-            a.extend(["--max-turns".into(), n.to_string().into()]);
-        }
-        if let Some(s) = &req.resume_session {
-            a.extend(["--resume".into(), s.into()]);
-        }
-        if let Some(p) = &req.profile.append_system_prompt {
-            a.extend(["--append-system-prompt".into(), p.into()]);
-        }
+        a.extend(cli::options([
+            ("--model", req.model.clone()),
+            ("--max-turns", req.max_turns.map(|n| n.to_string())),
+            ("--resume", req.resume_session.clone()),
+            ("--append-system-prompt", req.profile.append_system_prompt.clone()),
+        ]));
         if !req.profile.allowed_tools.is_empty() {
             // One argument per tool: patterns like `Bash(git diff:*)` contain spaces.
             a.push("--allowedTools".into());

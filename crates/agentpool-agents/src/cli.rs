@@ -400,6 +400,15 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[Str
     o
 }
 
+/// `flag value` for each option that is set, in order (a CLI's optional arguments).
+pub fn options<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Vec<OsString> {
+    pairs
+        .into_iter()
+        .filter_map(|(flag, value)| Some([flag.into(), value?.into()]))
+        .flatten()
+        .collect()
+}
+
 /// Parse a line as a JSON object; `None` for anything else (a raw line).
 pub fn json_object(line: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(line.trim()) {
@@ -496,6 +505,16 @@ pub fn retry_after_in(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_that_are_set_become_flag_value_pairs_in_order() {
+        let a = options([
+            ("--model", Some("m".into())),
+            ("--max-turns", None),
+            ("resume", Some("s p".into())),
+        ]);
+        assert_eq!(a, ["--model", "m", "resume", "s p"]);
+    }
 
     #[test]
     fn retry_after_hints_are_found() {

@@ -37,12 +37,10 @@ impl Codex {
             "-C".into(),
             req.workdir.clone().into_os_string(),
         ];
-        if let Some(m) = &req.model {
-            a.extend(["-m".into(), m.into()]);
-        }
-        if let Some(thread) = &req.resume_session {
-            a.extend(["resume".into(), thread.into()]);
-        }
+        a.extend(cli::options([
+            ("-m", req.model.clone()),
+            ("resume", req.resume_session.clone()),
+        ]));
         a.push(req.prompt.clone().into());
         a
     }

@@ -49,12 +49,10 @@ impl Gemini {
             "stream-json".into(),
             "--yolo".into(),
         ];
-        if let Some(m) = &req.model {
-            a.extend(["-m".into(), m.into()]);
-        }
-        if let Some(s) = &req.resume_session {
-            a.extend(["--resume".into(), s.into()]);
-        }
+        a.extend(cli::options([
+            ("-m", req.model.clone()),
+            ("--resume", req.resume_session.clone()),
+        ]));
         a
     }
 }

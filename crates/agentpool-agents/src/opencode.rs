@@ -84,12 +84,10 @@ impl OpenCode {
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
         let custom = req.env.contains_key("OPENAI_BASE_URL");
         let mut a: Vec<OsString> = vec!["run".into(), "--format".into(), "json".into()];
-        if let Some(m) = Self::model(req, custom) {
-            a.extend(["-m".into(), m.into()]);
-        }
-        if let Some(s) = &req.resume_session {
-            a.extend(["--session".into(), s.into()]);
-        }
+        a.extend(cli::options([
+            ("-m", Self::model(req, custom)),
+            ("--session", req.resume_session.clone()),
+        ]));
         a.extend(["--dir".into(), req.workdir.clone().into_os_string()]);
         // `--` so a prompt starting with '-' is not read as an option.
         a.extend(["--".into(), req.prompt.clone().into()]);
