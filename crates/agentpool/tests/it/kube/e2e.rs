@@ -157,7 +157,7 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
         assert_eq!(r.body.as_ref().unwrap()["propagationPolicy"], "Foreground");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while h.fake.job(&name).is_some() || !!alive(sleeper) {
+    while h.fake.job(&name).is_some() || alive(sleeper) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the Job or the task's process stayed"
