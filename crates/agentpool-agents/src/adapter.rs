@@ -3,7 +3,6 @@
 //! run, keep the session for follow-ups. Each adapter module supplies only what is specific to
 //! its CLI ([`CliAgent`]).
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,16 +16,14 @@ use crate::cli::{self, AgentConfig, CliRun, LineParser};
 use crate::events;
 use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
 
-/// An agent driven through its CLI; [`CodeAgent`] comes with it.
+/// An agent driven through its CLI; [`Configured`] makes it a [`CodeAgent`].
 pub trait CliAgent: Send + Sync {
-    /// The agent's name (as tasks name it).
-    const NAME: &'static str;
     /// The CLI's executable.
     const EXE: &'static str;
     const CAPABILITIES: Capabilities;
+    /// The agent's name (as tasks name it).
+    const NAME: &'static str = Self::CAPABILITIES.name;
     type Parser: LineParser + Default + 'static;
-
-    fn agent_config(&self) -> &AgentConfig;
 
     /// Checks beyond [`cli::validate_common`]; the default has none.
     fn validate_request(&self, request: &AgentRequest) -> Result<(), AgentError> {
@@ -39,14 +36,17 @@ pub trait CliAgent: Send + Sync {
         AuthNeeds::any_of([])
     }
 
-    /// Write the CLI's config into `request.home` and choose its arguments and environment.
+    /// Write the CLI's config into `request.home` and choose its arguments and the variables
+    /// it needs.
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError>;
 }
 
 /// What an adapter hands the skeleton for one run.
 pub struct Prepared {
     pub args: Vec<OsString>,
-    pub env: BTreeMap<String, String>,
+    /// The CLI's own switches (config paths, telemetry and update off), set over the private
+    /// home's variables and under the request's own ([`cli::agent_env`]).
+    pub env: Vec<(&'static str, String)>,
     /// How the CLI's session files are carried across homes; `None`: they are not.
     pub sessions: Option<Box<dyn SessionFiles>>,
 }
@@ -65,18 +65,30 @@ pub trait SessionFiles: Send + Sync {
     fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()>;
 }
 
+/// A [`CliAgent`] with the configuration it runs under: the [`CodeAgent`] a registry holds.
+pub struct Configured<T> {
+    agent: T,
+    cfg: AgentConfig,
+}
+
+impl<T: CliAgent> Configured<T> {
+    pub fn new(agent: T, cfg: AgentConfig) -> Self {
+        Self { agent, cfg }
+    }
+}
+
 #[async_trait]
-impl<T: CliAgent> CodeAgent for T {
+impl<T: CliAgent> CodeAgent for Configured<T> {
     fn capabilities(&self) -> Capabilities {
         T::CAPABILITIES
     }
 
     fn validate(&self, request: &AgentRequest) -> Result<(), AgentError> {
-        self.validate_request(request)
+        self.agent.validate_request(request)
     }
 
     async fn version(&self) -> Option<String> {
-        crate::version_of(self.agent_config(), T::NAME, T::EXE).await
+        crate::version_of(&self.cfg, T::NAME, T::EXE).await
     }
 
     async fn run(
@@ -85,18 +97,19 @@ impl<T: CliAgent> CodeAgent for T {
         events: Arc<dyn EventSink>,
         cancel: CancellationToken,
     ) -> Result<AgentOutcome, AgentError> {
-        self.validate_request(&request)?;
+        self.agent.validate_request(&request)?;
         let program = self
-            .agent_config()
+            .cfg
             .find(T::NAME, T::EXE)
             .ok_or_else(|| AgentError::NotInstalled(T::EXE.into()))?;
         let borrowed = match &request.local_login {
             Some(user_home) => crate::login::bring_in(T::NAME, user_home, &request.home)?,
             None => crate::login::Borrowed::default(),
         };
-        self.auth_needs(&request).check(T::NAME, &request)?;
-        let Prepared { args, env, sessions } = self.prepare(&request, events.as_ref())?;
-        let kept = self.agent_config().sessions_of(T::NAME);
+        self.agent.auth_needs(&request).check(T::NAME, &request)?;
+        let Prepared { args, env, sessions } = self.agent.prepare(&request, events.as_ref())?;
+        let env = cli::agent_env(&self.cfg, &request, &env)?;
+        let kept = self.cfg.sessions_of(T::NAME);
         if let (Some(files), Some(id)) = (&sessions, &request.resume_session) {
             files.restore(&kept, id);
         }

@@ -63,22 +63,14 @@ impl AuthNeeds {
     }
 
     fn message(&self, agent: &str) -> String {
-        let keys: Vec<&str> = self
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                AuthSource::Key(k) => Some(*k),
-                _ => None,
-            })
-            .collect();
-        let logins: Vec<&str> = self
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                AuthSource::LoginFile(f) => Some(*f),
-                _ => None,
-            })
-            .collect();
+        let (mut keys, mut logins) = (Vec::new(), Vec::new());
+        for source in &self.sources {
+            match source {
+                AuthSource::Key(k) => keys.push(*k),
+                AuthSource::LoginFile(f) => logins.push(*f),
+                AuthSource::Switch(_) => {}
+            }
+        }
         let mut m = format!("{agent} has no credentials");
         if let Some(c) = self.context {
             m.push_str(&format!(" for {c}"));

@@ -10,22 +10,16 @@ use serde_json::Value;
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, Retry, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "claude-code";
 const EXE: &str = "claude";
 
-pub struct ClaudeCode {
-    cfg: AgentConfig,
-}
+pub struct ClaudeCode;
 
 impl ClaudeCode {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     /// The command line for a request (without the program).
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
@@ -37,18 +31,12 @@ impl ClaudeCode {
             "--verbose".into(),
             "--dangerously-skip-permissions".into(),
         ];
-        if let Some(m) = &req.model {
-            a.extend(["--model".into(), m.into()]);
-        }
-        if let Some(n) = req.max_turns {
-            a.extend(["--max-turns".into(), n.to_string().into()]);
-        }
-        if let Some(s) = &req.resume_session {
-            a.extend(["--resume".into(), s.into()]);
-        }
-        if let Some(p) = &req.profile.append_system_prompt {
-            a.extend(["--append-system-prompt".into(), p.into()]);
-        }
+        a.extend(cli::options([
+            ("--model", req.model.clone()),
+            ("--max-turns", req.max_turns.map(|n| n.to_string())),
+            ("--resume", req.resume_session.clone()),
+            ("--append-system-prompt", req.profile.append_system_prompt.clone()),
+        ]));
         if !req.profile.allowed_tools.is_empty() {
             // One argument per tool: patterns like `Bash(git diff:*)` contain spaces.
             a.push("--allowedTools".into());
@@ -76,21 +64,16 @@ impl ClaudeCode {
 }
 
 impl CliAgent for ClaudeCode {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
         cost: true,
         max_turns: true,
         // Claude Code restores a session's cost counter when it resumes it in the same home.
         cumulative_cost_on_resume: true,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     /// An API key or token, a cloud provider that brings its own credentials, or the login
     /// `claude /login` writes into the config dir (`CLAUDE_CONFIG_DIR/.credentials.json`; the
@@ -125,7 +108,6 @@ impl CliAgent for ClaudeCode {
             // in a sandbox; the worker's workspace is that sandbox.
             defaults.push(("IS_SANDBOX", "1".to_string()));
         }
-        let env = cli::agent_env(&self.cfg, request, &defaults)?;
         let mut args = Self::args(request);
         if let Some(mcp) = Self::mcp_config(request) {
             std::fs::create_dir_all(&config_dir)?;
@@ -140,7 +122,7 @@ impl CliAgent for ClaudeCode {
         }
         Ok(Prepared {
             args,
-            env,
+            env: defaults,
             sessions: Some(Box::new(Transcripts {
                 config_dir,
                 workdir: request.workdir.clone(),
@@ -226,10 +208,7 @@ impl LineParser for Parser {
         &self.summary
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    fn parse_object(&mut self, _line: &str, v: &Value) -> Vec<NewEvent> {
         if let Some(id) = v.get("session_id").and_then(Value::as_str)
             && self.summary.session_id.is_none()
         {
@@ -237,7 +216,7 @@ impl LineParser for Parser {
         }
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
         let subtype = v.get("subtype").and_then(Value::as_str);
-        let out = match (ty, subtype) {
+        match (ty, subtype) {
             ("system", Some("init")) => {
                 let id = v.get("session_id").and_then(Value::as_str).unwrap_or_default();
                 vec![events::session_started(
@@ -252,15 +231,10 @@ impl LineParser for Parser {
                 status: v.get("error_status").and_then(Value::as_u64),
                 error: v.get("error").and_then(Value::as_str),
             })],
-            ("assistant", _) => self.assistant(&v),
-            ("user", _) => self.user(&v),
-            ("result", _) => self.result(&v),
+            ("assistant", _) => self.assistant(v),
+            ("user", _) => self.user(v),
+            ("result", _) => self.result(v),
             _ => vec![],
-        };
-        if out.is_empty() {
-            vec![events::raw_json(line, Some(ty))]
-        } else {
-            out
         }
     }
 }

@@ -236,9 +236,24 @@ impl Summary {
 
 /// An adapter's output parser: pure (no I/O), one stdout line at a time.
 pub trait LineParser: Send {
-    /// Events for one line. Never empty for a non-blank line: what is not understood becomes a
-    /// `raw` event. Never panics.
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent>;
+    /// Events for one line. Never empty for a non-blank line: a line that is not a JSON
+    /// object, or an object [`parse_object`](Self::parse_object) makes nothing of, becomes a
+    /// `raw` event (hinted with the object's `type`). Never panics.
+    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
+        let Some(v) = json_object(line) else {
+            return vec![events::raw(line)];
+        };
+        let out = self.parse_object(line, &v);
+        if out.is_empty() {
+            let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
+            vec![events::raw_json(line, Some(ty))]
+        } else {
+            out
+        }
+    }
+    /// Events for one JSON object line (`v`, parsed from `line`); empty when it means nothing
+    /// to the adapter.
+    fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent>;
     fn summary(&self) -> &Summary;
     /// Adapter-specific reading of the exit code after the run (e.g. Gemini's exit codes).
     fn classify_exit(&self, _code: Option<i32>) -> Option<ErrorClass> {
@@ -385,6 +400,15 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[Str
     o
 }
 
+/// `flag value` for each option that is set, in order (a CLI's optional arguments).
+pub fn options<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Vec<OsString> {
+    pairs
+        .into_iter()
+        .filter_map(|(flag, value)| Some([flag.into(), value?.into()]))
+        .flatten()
+        .collect()
+}
+
 /// Parse a line as a JSON object; `None` for anything else (a raw line).
 pub fn json_object(line: &str) -> Option<Value> {
     match serde_json::from_str::<Value>(line.trim()) {
@@ -481,6 +505,16 @@ pub fn retry_after_in(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_that_are_set_become_flag_value_pairs_in_order() {
+        let a = options([
+            ("--model", Some("m".into())),
+            ("--max-turns", None),
+            ("resume", Some("s p".into())),
+        ]);
+        assert_eq!(a, ["--model", "m", "resume", "s p"]);
+    }
 
     #[test]
     fn retry_after_hints_are_found() {

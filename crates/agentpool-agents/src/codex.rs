@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -23,15 +23,9 @@ const EXE: &str = "codex";
 /// with that base URL instead (named so in `config.toml`).
 const PROVIDER: &str = "agentpool";
 
-pub struct Codex {
-    cfg: AgentConfig,
-}
+pub struct Codex;
 
 impl Codex {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     /// `exec [flags] [resume THREAD_ID] PROMPT`: the exec flags go before `resume`.
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
@@ -43,12 +37,10 @@ impl Codex {
             "-C".into(),
             req.workdir.clone().into_os_string(),
         ];
-        if let Some(m) = &req.model {
-            a.extend(["-m".into(), m.into()]);
-        }
-        if let Some(thread) = &req.resume_session {
-            a.extend(["resume".into(), thread.into()]);
-        }
+        a.extend(cli::options([
+            ("-m", req.model.clone()),
+            ("resume", req.resume_session.clone()),
+        ]));
         a.push(req.prompt.clone().into());
         a
     }
@@ -105,20 +97,12 @@ impl Codex {
 }
 
 impl CliAgent for Codex {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
-        cost: false,
-        max_turns: false,
-        cumulative_cost_on_resume: false,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     /// With `OPENAI_BASE_URL` the adapter's provider reads its key from `OPENAI_API_KEY` (the
     /// CLI fails "Missing environment variable" without it). Otherwise OpenAI's own provider:
@@ -144,11 +128,10 @@ impl CliAgent for Codex {
         std::fs::write(codex_home.join("config.toml"), toml)?;
         adapter::note_profile_ignored(request, events, NAME, true, true);
         let defaults = [("CODEX_HOME", codex_home.to_string_lossy().into_owned())];
-        let env = cli::agent_env(&self.cfg, request, &defaults)?;
         adapter::note_max_turns_ignored(request, events, NAME, "option");
         Ok(Prepared {
             args: Self::args(request),
-            env,
+            env: defaults.into(),
             sessions: Some(Box::new(Rollouts {
                 sessions: codex_home.join("sessions"),
             })),
@@ -234,12 +217,9 @@ impl LineParser for Parser {
         &self.summary
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    fn parse_object(&mut self, _line: &str, v: &Value) -> Vec<NewEvent> {
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
-        let out = match ty {
+        match ty {
             "thread.started" => match v.get("thread_id").and_then(Value::as_str) {
                 Some(id) => {
                     self.summary.session_id = Some(id.to_string());
@@ -249,7 +229,7 @@ impl LineParser for Parser {
             },
             "item.started" => v.get("item").map(|i| self.item_started(i)).unwrap_or_default(),
             "item.completed" => v.get("item").map(|i| self.item_completed(i)).unwrap_or_default(),
-            "turn.completed" => self.turn_completed(&v),
+            "turn.completed" => self.turn_completed(v),
             "turn.failed" => {
                 let msg = v
                     .pointer("/error/message")
@@ -268,11 +248,6 @@ impl LineParser for Parser {
                 vec![events::log("agent", msg)]
             }
             _ => vec![],
-        };
-        if out.is_empty() {
-            vec![events::raw_json(line, Some(ty))]
-        } else {
-            out
         }
     }
 }

@@ -11,22 +11,16 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "gemini";
 const EXE: &str = "gemini";
 
-pub struct Gemini {
-    cfg: AgentConfig,
-}
+pub struct Gemini;
 
 impl Gemini {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     pub fn settings() -> Value {
         json!({
             "security": {
@@ -55,31 +49,21 @@ impl Gemini {
             "stream-json".into(),
             "--yolo".into(),
         ];
-        if let Some(m) = &req.model {
-            a.extend(["-m".into(), m.into()]);
-        }
-        if let Some(s) = &req.resume_session {
-            a.extend(["--resume".into(), s.into()]);
-        }
+        a.extend(cli::options([
+            ("-m", req.model.clone()),
+            ("--resume", req.resume_session.clone()),
+        ]));
         a
     }
 }
 
 impl CliAgent for Gemini {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
-        cost: false,
-        max_turns: false,
-        cumulative_cost_on_resume: false,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     /// The settings select API-key authentication, which reads `GEMINI_API_KEY` (without it
     /// the CLI exits 41: "When using Gemini API, you must specify the GEMINI_API_KEY
@@ -101,7 +85,6 @@ impl CliAgent for Gemini {
         adapter::write_json(&dir.join("settings.json"), &settings)?;
         adapter::note_profile_ignored(request, events, NAME, true, false);
         adapter::note_max_turns_ignored(request, events, NAME, "flag");
-        let env = cli::agent_env(&self.cfg, request, &[])?;
         // Pin the project's directory name so a kept chat can be put where this run looks.
         let project = dir.join("tmp").join(PROJECT);
         std::fs::create_dir_all(project.join("chats"))?;
@@ -113,7 +96,7 @@ impl CliAgent for Gemini {
         std::fs::write(project.join(".project_root"), &workdir)?;
         Ok(Prepared {
             args: Self::args(request),
-            env,
+            env: Vec::new(),
             sessions: Some(Box::new(Chats { dir })),
         })
     }
@@ -206,13 +189,10 @@ impl LineParser for Parser {
         }
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent> {
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
         let s = |k: &str| v.get(k).and_then(Value::as_str);
-        let out = match ty {
+        match ty {
             "init" => match s("session_id") {
                 Some(id) => {
                     self.summary.session_id = Some(id.to_string());
@@ -242,13 +222,8 @@ impl LineParser for Parser {
                 vec![events::tool_result(s("tool_id"), ok, &output)]
             }
             "error" => vec![events::log("agent", s("message").unwrap_or(line))],
-            "result" => self.result(&v),
+            "result" => self.result(v),
             _ => vec![],
-        };
-        if out.is_empty() {
-            vec![events::raw_json(line, Some(ty))]
-        } else {
-            out
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod opencode;
 mod probe_home;
 pub mod process;
 
+pub use adapter::Configured;
 pub use cli::AgentConfig;
 
 use std::collections::BTreeMap;
@@ -122,6 +123,20 @@ pub struct Capabilities {
     /// A run that resumes a session in the same home reports the session's cost so far, not
     /// its own (feedback rounds of one task subtract what the session had cost).
     pub cumulative_cost_on_resume: bool,
+}
+
+impl Capabilities {
+    /// An agent named `name` that can do none of the optional things; an adapter names what its
+    /// CLI can with struct update syntax.
+    pub const fn none(name: &'static str) -> Self {
+        Self {
+            name,
+            resume: false,
+            cost: false,
+            max_turns: false,
+            cumulative_cost_on_resume: false,
+        }
+    }
 }
 
 /// Why a run could not happen at all (as opposed to an agent that ran and failed, which is an
@@ -224,10 +239,10 @@ impl Registry {
     /// Every shipped adapter; `claude-code` first, so it is the default.
     pub fn builtin(cfg: &AgentConfig) -> Self {
         let mut r = Self::new();
-        r.register(Arc::new(claude_code::ClaudeCode::new(cfg.clone())));
-        r.register(Arc::new(codex::Codex::new(cfg.clone())));
-        r.register(Arc::new(opencode::OpenCode::new(cfg.clone())));
-        r.register(Arc::new(gemini::Gemini::new(cfg.clone())));
+        r.register(Arc::new(Configured::new(claude_code::ClaudeCode, cfg.clone())));
+        r.register(Arc::new(Configured::new(codex::Codex, cfg.clone())));
+        r.register(Arc::new(Configured::new(opencode::OpenCode, cfg.clone())));
+        r.register(Arc::new(Configured::new(gemini::Gemini, cfg.clone())));
         r
     }
 

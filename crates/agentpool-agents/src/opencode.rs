@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::adapter::{self, CliAgent, Prepared};
 use crate::auth::{AuthNeeds, AuthSource};
-use crate::cli::{self, AgentConfig, LineParser, Summary, json_object};
+use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
@@ -32,15 +32,9 @@ const EXE: &str = "opencode";
 pub const PROVIDER: &str = "agentpool";
 const DEFAULT_MODEL: &str = "default-model";
 
-pub struct OpenCode {
-    cfg: AgentConfig,
-}
+pub struct OpenCode;
 
 impl OpenCode {
-    pub fn new(cfg: AgentConfig) -> Self {
-        Self { cfg }
-    }
-
     /// The `provider/model` to run, given whether a custom endpoint is configured.
     pub fn model(req: &AgentRequest, custom_endpoint: bool) -> Option<String> {
         match (&req.model, custom_endpoint) {
@@ -90,12 +84,10 @@ impl OpenCode {
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
         let custom = req.env.contains_key("OPENAI_BASE_URL");
         let mut a: Vec<OsString> = vec!["run".into(), "--format".into(), "json".into()];
-        if let Some(m) = Self::model(req, custom) {
-            a.extend(["-m".into(), m.into()]);
-        }
-        if let Some(s) = &req.resume_session {
-            a.extend(["--session".into(), s.into()]);
-        }
+        a.extend(cli::options([
+            ("-m", Self::model(req, custom)),
+            ("--session", req.resume_session.clone()),
+        ]));
         a.extend(["--dir".into(), req.workdir.clone().into_os_string()]);
         // `--` so a prompt starting with '-' is not read as an option.
         a.extend(["--".into(), req.prompt.clone().into()]);
@@ -104,20 +96,13 @@ impl OpenCode {
 }
 
 impl CliAgent for OpenCode {
-    const NAME: &'static str = NAME;
     const EXE: &'static str = EXE;
     const CAPABILITIES: Capabilities = Capabilities {
-        name: NAME,
         resume: true,
         cost: true,
-        max_turns: false,
-        cumulative_cost_on_resume: false,
+        ..Capabilities::none(NAME)
     };
     type Parser = Parser;
-
-    fn agent_config(&self) -> &AgentConfig {
-        &self.cfg
-    }
 
     fn validate_request(&self, req: &AgentRequest) -> Result<(), AgentError> {
         cli::validate_common(req, "prompt")?;
@@ -196,12 +181,11 @@ impl CliAgent for OpenCode {
             ("OPENCODE_DISABLE_SHARE", one()),
             ("OPENCODE_DISABLE_CLAUDE_CODE", one()),
         ];
-        let env = cli::agent_env(&self.cfg, request, &defaults)?;
         adapter::note_max_turns_ignored(request, events, NAME, "option");
         // Sessions stay in this home's database; see the module docs.
         Ok(Prepared {
             args: Self::args(request),
-            env,
+            env: defaults.into(),
             sessions: None,
         })
     }
@@ -219,10 +203,9 @@ impl LineParser for Parser {
         &self.summary
     }
 
-    fn parse_line(&mut self, line: &str) -> Vec<NewEvent> {
-        let Some(v) = json_object(line) else {
-            return vec![events::raw(line)];
-        };
+    /// Unlike the default, a line that starts the session but is otherwise not understood
+    /// gives both the session event and the raw line.
+    fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent> {
         let mut out = Vec::new();
         if let Some(id) = v.get("sessionID").and_then(Value::as_str)
             && self.summary.session_id.is_none()
@@ -250,7 +233,7 @@ impl LineParser for Parser {
                 true
             }
             "error" => {
-                out.extend(self.error(&v));
+                out.extend(self.error(v));
                 true
             }
             _ => false,

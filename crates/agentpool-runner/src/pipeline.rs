@@ -348,11 +348,19 @@ impl Pipeline {
         }));
 
         let env = self.task_env(work, &ws);
+        let scope = Scope {
+            work,
+            ws: &ws,
+            env: &env,
+            deadline,
+            events,
+            cancel,
+        };
 
         // ---- setup ----
         if let Some(setup) = spec.setup_command.as_deref().filter(|s| !s.trim().is_empty()) {
             events.emit(NewEvent::new(Lifecycle::SetupStarted));
-            let out = self.shell(setup, &ws, &env, deadline, events, cancel).await?;
+            let out = self.shell(setup, &scope).await?;
             if !out.success() {
                 return Err(process_failure(&out, "setup command"));
             }
@@ -364,7 +372,7 @@ impl Pipeline {
                 events.emit(NewEvent::new(Lifecycle::AgentStarted {
                     agent: "command".into(),
                 }));
-                let out = self.shell(&cmd, &ws, &env, deadline, events, cancel).await?;
+                let out = self.shell(&cmd, &scope).await?;
                 result.exit_code = out.exit_code;
                 if !out.success() {
                     return Err(process_failure(&out, "command"));
@@ -373,16 +381,11 @@ impl Pipeline {
             }
             Run::Agent(agent, prompt) => {
                 let resume = work.claimed.resume_session.clone();
-                self.run_agent(
-                    &agent, prompt, resume, work, &ws, &env, deadline, events, cancel, result,
-                )
-                .await?;
+                self.run_agent(&agent, prompt, resume, &scope, result).await?;
                 Some(agent)
             }
         };
-        let checks_failed = self
-            .check_rounds(agent.as_ref(), work, &ws, &env, deadline, events, cancel, result)
-            .await?;
+        let checks_failed = self.check_rounds(agent.as_ref(), &scope, result).await?;
         if let Some(message) = &checks_failed
             && !spec.push_on_checks_failed
         {
@@ -481,36 +484,29 @@ impl Pipeline {
         env
     }
 
-    async fn shell(
-        &self,
-        script: &str,
-        ws: &Workspace,
-        env: &BTreeMap<String, String>,
-        deadline: Instant,
-        events: &Arc<dyn EventSink>,
-        cancel: &TaskCancel,
-    ) -> Result<crate::process::ProcessOutcome, Failed> {
-        let task_id = env.get("AGENTPOOL_TASK_ID").cloned().unwrap_or_default();
+    async fn shell(&self, script: &str, scope: &Scope<'_>) -> Result<crate::process::ProcessOutcome, Failed> {
+        let task_id = scope.env.get("AGENTPOOL_TASK_ID").cloned().unwrap_or_default();
         let mut spec = ProcessSpec::new("sh")
             .arg("-c")
             .arg(script)
-            .cwd(&ws.dir)
-            .timeout(deadline.saturating_duration_since(Instant::now()))
+            .cwd(&scope.ws.dir)
+            .timeout(scope.deadline.saturating_duration_since(Instant::now()))
             .kill_grace(self.cfg.kill_grace)
             .max_output_bytes(self.cfg.max_output_bytes)
             .group_file(
                 self.cfg.state_dir.join("running").join(format!("{task_id}.pgid")),
                 format!("AGENTPOOL_TASK_ID={task_id}"),
             );
-        spec.env = env
+        spec.env = scope
+            .env
             .iter()
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect();
-        let sink = events.clone();
+        let sink = scope.events.clone();
         run_process(
             spec,
             &mut |stream: OutputStream, line: &str| sink.emit(NewEvent::log(stream.as_str(), line)),
-            cancel.token(),
+            scope.cancel.token(),
         )
         .await
         .map_err(|e| {
@@ -539,6 +535,18 @@ fn default_message(work: &ClaimedWork) -> String {
         .take(200)
         .collect::<String>();
     format!("agentpool: task {}\n\n{what}", task.id)
+}
+
+/// The task as each step after the workspace is ready runs it: setup, the command or agent,
+/// checks and feedback rounds.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    work: &'a ClaimedWork,
+    ws: &'a Workspace,
+    env: &'a BTreeMap<String, String>,
+    deadline: Instant,
+    events: &'a Arc<dyn EventSink>,
+    cancel: &'a TaskCancel,
 }
 
 /// A task's private directories (crate::private): its workspace's and its credentials'.

@@ -13,6 +13,10 @@
 //! the fetch moved a ref, that speculative workspace is dropped and made again from the
 //! fetched mirror. A warm task on an unchanged remote thus waits for the slower of the two, in
 //! five git processes (fetch, clone, set-url, resolve, checkout).
+//!
+//! What happens after the run (commit, diff stat, push) is in the `finish` module.
+
+mod finish;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -20,12 +24,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use agentpool_core::{BranchName, FileChange, PreparePhases, RepoUrl, TaskId};
+use agentpool_core::{BranchName, PreparePhases, RepoUrl, TaskId};
 use tokio_util::sync::CancellationToken;
 
 use crate::git::{Git, GitError, RunOpts};
 pub use crate::mirror::MirrorLocks;
 use crate::mirror::{lock_file, mirror_name, ref_state};
+pub use finish::{CommitOptions, PostRun, finish, parse_numstat_z};
 
 /// Where workspaces and the mirror cache live.
 #[derive(Debug, Clone)]
@@ -67,24 +72,6 @@ pub struct Workspace {
     pub prepare_ms: u64,
     /// Where that time went.
     pub phases: PreparePhases,
-}
-
-/// What the post-run step produced.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PostRun {
-    /// HEAD after the run, when it differs from the base.
-    pub commit_sha: Option<String>,
-    pub files: Vec<FileChange>,
-    pub pushed: bool,
-    pub push_result: Option<String>,
-}
-
-/// How to commit what the run changed.
-#[derive(Debug, Clone)]
-pub struct CommitOptions {
-    pub message: String,
-    pub author_name: String,
-    pub author_email: String,
 }
 
 /// Inputs of [`prepare`].
@@ -155,23 +142,7 @@ pub async fn prepare(
     };
 
     let (warm, start) = match &cfg.mirror_dir {
-        None => {
-            let t = Instant::now();
-            let args: Vec<OsString> = vec![
-                "clone".into(),
-                "--quiet".into(),
-                "--no-checkout".into(),
-                "--".into(),
-                url.into(),
-                dir.clone().into(),
-            ];
-            steps.run("clone", &task_dir, &args).await?;
-            phases.clone_ms = ms(t);
-            let t = Instant::now();
-            let start = checkout(&steps, &target).await?;
-            phases.checkout_ms = ms(t);
-            (false, start)
-        }
+        None => (false, clone(&steps, None, &target, &mut phases).await?),
         Some(mirrors) => {
             let mirror = mirrors.join(mirror_name(url));
             let lock = locks.get(&mirror);
@@ -185,7 +156,7 @@ pub async fn prepare(
                 let t = Instant::now();
                 create_mirror(&steps, mirrors, &mirror, url).await?;
                 phases.fetch_ms = ms(t);
-                from_mirror(&steps, &mirror, &target, &mut phases).await?
+                clone(&steps, Some(&mirror), &target, &mut phases).await?
             };
             crate::mirror_cache::record_use(&mirror, hit);
             drop(file_lock);
@@ -253,7 +224,7 @@ async fn warm_from_existing(
         (r, ms(t))
     };
     let mut spec = PreparePhases::default();
-    let (fetched, speculative) = tokio::join!(fetch, from_mirror(steps, mirror, target, &mut spec));
+    let (fetched, speculative) = tokio::join!(fetch, clone(steps, Some(mirror), target, &mut spec));
     let (fetched, fetch_ms) = fetched;
     phases.fetch_ms = fetch_ms;
     fetched?;
@@ -271,29 +242,26 @@ async fn warm_from_existing(
             if target.dir.exists() {
                 tokio::fs::remove_dir_all(target.dir).await?;
             }
-            from_mirror(steps, mirror, target, phases).await
+            clone(steps, Some(mirror), target, phases).await
         }
     }
 }
 
-/// The task's own clone of the mirror, its origin pointed at the remote, the work branch
-/// checked out. Returns the start commit.
-async fn from_mirror(
+/// The task's own clone: of the remote, or of `mirror` with its origin then pointed at the
+/// remote; the work branch checked out. Returns the start commit.
+async fn clone(
     steps: &Steps<'_>,
-    mirror: &Path,
+    mirror: Option<&Path>,
     target: &Target<'_>,
     phases: &mut PreparePhases,
 ) -> Result<String, WorkspaceError> {
     let t = Instant::now();
-    let args: Vec<OsString> = vec![
-        "clone".into(),
-        "--quiet".into(),
-        "--local".into(),
-        "--no-checkout".into(),
-        "--".into(),
-        mirror.into(),
-        target.dir.into(),
-    ];
+    let mut args: Vec<OsString> = vec!["clone".into(), "--quiet".into()];
+    if mirror.is_some() {
+        args.push("--local".into());
+    }
+    let source: OsString = mirror.map_or_else(|| target.url.into(), Into::into);
+    args.extend(["--no-checkout".into(), "--".into(), source, target.dir.into()]);
     steps
         .run_opts(RunOpts {
             step: "clone",
@@ -301,18 +269,20 @@ async fn from_mirror(
             args: &args,
             stdin: None,
             extra_env: &[],
-            local_source: true,
+            local_source: mirror.is_some(),
             ok_codes: &[0],
             cancel: steps.cancel,
         })
         .await?;
-    steps
-        .run(
-            "remote",
-            target.dir,
-            &["remote", "set-url", "origin", "--", target.url],
-        )
-        .await?;
+    if mirror.is_some() {
+        steps
+            .run(
+                "remote",
+                target.dir,
+                &["remote", "set-url", "origin", "--", target.url],
+            )
+            .await?;
+    }
     phases.clone_ms = ms(t);
     let t = Instant::now();
     let start = checkout(steps, target).await?;
@@ -439,110 +409,6 @@ async fn rev_parse(steps: &Steps<'_>, dir: &Path, rev: &str) -> Result<Option<St
     Ok((code == 0 && !sha.is_empty()).then(|| sha.to_string()))
 }
 
-/// Commit what the run changed (when `commit` is given), record the diff stat against the
-/// base, and push the work branch (when `push`).
-pub async fn finish(
-    git: &Git,
-    ws: &Workspace,
-    commit: Option<&CommitOptions>,
-    push: bool,
-    cancel: &CancellationToken,
-) -> Result<PostRun, GitError> {
-    // Undo whatever the run did to the repository's configuration before git runs with
-    // credentials again.
-    tokio::fs::copy(ws.task_dir.join("git-config.orig"), ws.dir.join(".git/config")).await?;
-    let dir = &ws.dir;
-    if let Some(c) = commit {
-        git.run("add", dir, &["add", "--all"], cancel).await?;
-        let (code, _) = git
-            .run_opts(RunOpts {
-                step: "diff",
-                cwd: dir,
-                args: &["diff".into(), "--cached".into(), "--quiet".into()],
-                stdin: None,
-                extra_env: &[],
-                local_source: false,
-                ok_codes: &[0, 1],
-                cancel,
-            })
-            .await?;
-        if code == 1 {
-            let env = [
-                ("GIT_AUTHOR_NAME", c.author_name.as_str()),
-                ("GIT_AUTHOR_EMAIL", c.author_email.as_str()),
-                ("GIT_COMMITTER_NAME", c.author_name.as_str()),
-                ("GIT_COMMITTER_EMAIL", c.author_email.as_str()),
-            ];
-            git.run_opts(RunOpts {
-                step: "commit",
-                cwd: dir,
-                args: &[
-                    "commit".into(),
-                    "--quiet".into(),
-                    "--no-verify".into(),
-                    "--no-gpg-sign".into(),
-                    "--file=-".into(),
-                ],
-                stdin: Some(c.message.as_bytes()),
-                extra_env: &env,
-                local_source: false,
-                ok_codes: &[0],
-                cancel,
-            })
-            .await?;
-        }
-    }
-    let head = git
-        .run("rev-parse", dir, &["rev-parse", "--verify", "HEAD"], cancel)
-        .await?
-        .trim()
-        .to_string();
-    if head == ws.base_sha {
-        return Ok(PostRun::default());
-    }
-    let numstat = git
-        .run(
-            "diff",
-            dir,
-            &[
-                "diff",
-                "--numstat",
-                "-z",
-                "--no-renames",
-                ws.base_sha.as_str(),
-                head.as_str(),
-                "--",
-            ],
-            cancel,
-        )
-        .await?;
-    let mut out = PostRun {
-        commit_sha: Some(head),
-        files: parse_numstat_z(&numstat),
-        ..PostRun::default()
-    };
-    if push {
-        let refspec = format!("HEAD:refs/heads/{}", ws.branch.as_str());
-        let stdout = git
-            .run(
-                "push",
-                dir,
-                &["push", "--porcelain", "--", ws.url.as_str(), refspec.as_str()],
-                cancel,
-            )
-            .await?;
-        out.pushed = true;
-        out.push_result = Some(
-            stdout
-                .lines()
-                .find(|l| l.contains(&format!("refs/heads/{}", ws.branch.as_str())))
-                .map(|l| l.replace('\t', " ").trim().to_string())
-                .unwrap_or_else(|| "pushed".to_string()),
-        );
-    }
-    Ok(out)
-}
-
 impl Workspace {
     /// Delete the task's directory.
     pub async fn remove(&self) -> std::io::Result<()> {
@@ -550,56 +416,5 @@ impl Workspace {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
-    }
-}
-
-/// Parse `git diff --numstat -z --no-renames`: `added\tremoved\tpath\0` per file, `-` counts
-/// for binary files.
-pub fn parse_numstat_z(s: &str) -> Vec<FileChange> {
-    s.split('\0')
-        .filter(|r| !r.trim().is_empty())
-        .filter_map(|r| {
-            let r = r.trim_start_matches('\n');
-            let mut parts = r.splitn(3, '\t');
-            let added = parts.next()?;
-            let removed = parts.next()?;
-            let path = parts.next()?;
-            Some(FileChange {
-                path: path.to_string(),
-                added: added.parse().ok(),
-                removed: removed.parse().ok(),
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numstat_with_binary_files_and_odd_names_is_parsed() {
-        let out = "3\t1\tsrc/a b.rs\0-\t-\timg.png\0\n10\t0\tnew\tfile.txt\0";
-        let files = parse_numstat_z(out);
-        assert_eq!(
-            files,
-            vec![
-                FileChange {
-                    path: "src/a b.rs".into(),
-                    added: Some(3),
-                    removed: Some(1)
-                },
-                FileChange {
-                    path: "img.png".into(),
-                    added: None,
-                    removed: None
-                },
-                FileChange {
-                    path: "new\tfile.txt".into(),
-                    added: Some(10),
-                    removed: Some(0)
-                },
-            ]
-        );
     }
 }

@@ -1,5 +1,7 @@
 //! Process control against real processes: groups, trees, timeouts, output limits.
 
+use agentpool_testkit::process::alive;
+
 use super::*;
 
 fn spec(script: &str) -> ProcessSpec {
@@ -53,7 +55,7 @@ async fn timeout_kills_the_group_including_children() {
         .unwrap();
     assert_eq!(exit.killed, Some(KillReason::Timeout));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!process_alive(pid), "child sleep {pid} survived");
+    assert!(!alive(pid), "child sleep {pid} survived");
 }
 
 #[tokio::test]
@@ -108,7 +110,7 @@ async fn cancel_reaches_children_that_left_the_group() {
     .unwrap();
     assert_eq!(exit.killed, Some(KillReason::Canceled));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!process_alive(pid), "detached child {pid} survived");
+    assert!(!alive(pid), "detached child {pid} survived");
 }
 
 #[tokio::test]
@@ -126,7 +128,7 @@ async fn a_detached_child_left_behind_by_a_clean_exit_is_killed() {
     assert_eq!(exit.exit_code, Some(0));
     assert_eq!(exit.killed, None);
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!process_alive(pid), "detached child {pid} outlived the run");
+    assert!(!alive(pid), "detached child {pid} outlived the run");
 }
 
 #[tokio::test]
@@ -153,15 +155,4 @@ async fn long_lines_are_split_or_truncated_as_asked() {
     assert_eq!(cut, ["abcd", "shor"]);
     // The dropped rest still counts against the output limit.
     assert_eq!(out.output_bytes, 17);
-}
-
-/// Alive and not a zombie.
-pub(crate) fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }

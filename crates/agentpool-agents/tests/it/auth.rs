@@ -45,7 +45,7 @@ fn verdict<A: CliAgent>(agent: &A, r: &Req) -> Option<String> {
 
 #[test]
 fn claude_code_needs_a_key_a_token_a_cloud_provider_or_a_login() {
-    let a = claude_code::ClaudeCode::new(AgentConfig::default());
+    let a = claude_code::ClaudeCode;
     let msg = verdict(&a, &request(None, &[("ANTHROPIC_BASE_URL", "http://x")])).expect("refused");
     assert!(msg.contains("ANTHROPIC_API_KEY"), "{msg}");
     assert!(msg.contains("anthropic_api_key"), "{msg}");
@@ -66,7 +66,7 @@ fn claude_code_needs_a_key_a_token_a_cloud_provider_or_a_login() {
 
 #[test]
 fn codex_needs_the_endpoint_key_or_an_openai_key_or_a_login() {
-    let a = codex::Codex::new(AgentConfig::default());
+    let a = codex::Codex;
     let msg = verdict(&a, &request(None, &[("OPENAI_BASE_URL", "http://x/v1")])).expect("refused");
     assert!(
         msg.contains("OPENAI_API_KEY") && msg.contains("OPENAI_BASE_URL"),
@@ -89,7 +89,7 @@ fn codex_needs_the_endpoint_key_or_an_openai_key_or_a_login() {
 
 #[test]
 fn gemini_needs_its_api_key() {
-    let a = gemini::Gemini::new(AgentConfig::default());
+    let a = gemini::Gemini;
     let msg = verdict(&a, &request(None, &[("GOOGLE_GEMINI_BASE_URL", "http://x")])).expect("refused");
     assert!(msg.contains("GEMINI_API_KEY"), "{msg}");
     assert_eq!(verdict(&a, &request(None, &[("GEMINI_API_KEY", "k")])), None);
@@ -97,7 +97,7 @@ fn gemini_needs_its_api_key() {
 
 #[test]
 fn opencode_needs_the_key_of_the_models_provider() {
-    let a = opencode::OpenCode::new(AgentConfig::default());
+    let a = opencode::OpenCode;
     let msg = verdict(&a, &request(None, &[("OPENAI_BASE_URL", "http://x/v1")])).expect("refused");
     assert!(msg.contains("OPENAI_API_KEY"), "{msg}");
     let msg = verdict(&a, &request(Some("anthropic/claude-sonnet-4-5"), &[])).expect("refused");

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use agentpool_agents::process::{KillReason, OutputStream, ProcessSpec, group_alive, run_process};
+use agentpool_testkit::process::{alive, pids};
 use tokio_util::sync::CancellationToken;
 
 fn sh(script: &str) -> ProcessSpec {
@@ -13,25 +14,6 @@ fn sh(script: &str) -> ProcessSpec {
         .arg(script)
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .kill_grace(Duration::from_millis(500))
-}
-
-/// Pids printed by the script as `pid N`.
-fn pids(lines: &[String]) -> Vec<i32> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("pid "))
-        .filter_map(|p| p.trim().parse().ok())
-        .collect()
-}
-
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
-            !matches!(state, Some("Z" | "X"))
-        }
-        Err(_) => false,
-    }
 }
 
 const GRANDCHILDREN: &str = "sleep 1000 & echo pid $!; sleep 1000 & echo pid $!; echo ready; wait";

@@ -9,6 +9,7 @@ use std::time::Duration;
 use agentpool_agents::{AgentConfig, AgentOutcome, AgentRequest, CodeAgent, EventSink, Registry};
 use agentpool_core::{ErrorClass, EventKind, NewEvent};
 use agentpool_testkit::model::{ModelServer, Script, Step};
+use agentpool_testkit::process::{PidFile, alive};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -208,13 +209,8 @@ async fn endpoint_status_is_classified(name: &str, status: u16, class: ErrorClas
 
 async fn cancel_ends_the_run_and_its_children(name: &str) {
     let Some(agent) = agent(name) else { return };
-    let marker = tempfile::tempdir().unwrap();
-    let pidfile = marker.path().join("pid");
-    let fx = Fixture::new(vec![
-        Step::shell(&format!("echo $$ > {}; sleep 300", pidfile.display())),
-        Step::answer("done"),
-    ])
-    .await;
+    let pidfile = PidFile::new().unwrap();
+    let fx = Fixture::new(vec![Step::shell(&pidfile.sleeper()), Step::answer("done")]).await;
     let sink = Arc::new(Collect::default());
     let cancel = CancellationToken::new();
     let req = fx.request(name, "Run the command");
@@ -223,26 +219,17 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
         tokio::spawn(async move { agent.run(req, sink, cancel).await })
     };
     // The tool call event says the shell is starting; the pid file says it runs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent never ran the command: {:#?}\n{:#?}",
-            sink.all(),
-            fx.server
+    let pid = pidfile
+        .wait(Duration::from_secs(90), || {
+            let requests: Vec<_> = fx
+                .server
                 .requests()
                 .iter()
                 .map(|r| (r.path.clone(), r.tools()))
-                .collect::<Vec<_>>()
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), sink.notify.notified()).await;
-    };
+                .collect();
+            format!("{:#?}\n{requests:#?}", sink.all())
+        })
+        .await;
     cancel.cancel();
     let o = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -252,17 +239,6 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
     assert!(o.is_error);
     assert_eq!(o.error_class, Some(ErrorClass::Canceled));
     assert!(!alive(pid), "the agent's shell child {pid} survived the cancel");
-}
-
-/// Alive and not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 /// Ask a follow-up resuming `session` in `fx`: it must succeed in the same session, and the
@@ -321,48 +297,22 @@ async fn timeout_is_classified_timeout(name: &str) {
     assert!(o.duration_ms < 40_000, "{why}");
 }
 
-macro_rules! agent_tests {
-    ($modname:ident, $name:literal) => {
-        mod $modname {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn writes_a_file_with_its_own_tool() {
-                super::writes_a_file_with_its_own_tool($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_401_is_auth_failed() {
-                endpoint_status_is_classified($name, 401, ErrorClass::AuthFailed).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_429_is_rate_limited() {
-                endpoint_status_is_classified($name, 429, ErrorClass::RateLimited).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cancel_ends_the_run_and_its_children() {
-                super::cancel_ends_the_run_and_its_children($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn follow_up_resumes_the_session() {
-                super::follow_up_resumes_the_session($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn timeout_is_classified_timeout() {
-                super::timeout_is_classified_timeout($name).await;
-            }
-        }
-    };
+async fn endpoint_401_is_auth_failed(name: &str) {
+    endpoint_status_is_classified(name, 401, ErrorClass::AuthFailed).await;
 }
 
-agent_tests!(claude_code, "claude-code");
-agent_tests!(codex, "codex");
-agent_tests!(opencode, "opencode");
-agent_tests!(gemini, "gemini");
+async fn endpoint_429_is_rate_limited(name: &str) {
+    endpoint_status_is_classified(name, 429, ErrorClass::RateLimited).await;
+}
+
+agentpool_testkit::for_each_agent!(
+    writes_a_file_with_its_own_tool,
+    endpoint_401_is_auth_failed,
+    endpoint_429_is_rate_limited,
+    cancel_ends_the_run_and_its_children,
+    follow_up_resumes_the_session,
+    timeout_is_classified_timeout,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_max_turns_is_an_agent_error() {

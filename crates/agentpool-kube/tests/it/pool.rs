@@ -152,6 +152,33 @@ impl Setup {
         s.spec.unwrap().replicas.unwrap()
     }
 
+    /// A burst of 8 queued tasks scales a pool of max 4 up to 4 pods; then the queue is empty,
+    /// pods 0 to 2 are idle and pod 3 still runs a task.
+    pub async fn burst_then_only_pod_3_busy(&self) {
+        self.queue.set(8, vec![]);
+        self.pass().await;
+        assert_eq!(self.replicas(), 4);
+        self.queue.set(
+            0,
+            vec![
+                worker("agents-0", WorkerStatus::Idle, 0),
+                worker("agents-1", WorkerStatus::Idle, 0),
+                worker("agents-2", WorkerStatus::Idle, 0),
+                worker("agents-3", WorkerStatus::Busy, 1),
+            ],
+        );
+    }
+
+    /// The replica counts of every StatefulSet write so far, in order.
+    pub fn replica_writes(&self) -> Vec<i64> {
+        self.fake
+            .writes()
+            .iter()
+            .filter(|r| r.resource == "statefulsets")
+            .map(|r| r.body.as_ref().unwrap()["spec"]["replicas"].as_i64().unwrap())
+            .collect()
+    }
+
     pub fn pool(&self) -> WorkerPool {
         self.fake.get("workerpools", "agents").unwrap()
     }
@@ -303,18 +330,7 @@ async fn the_pool_scales_up_with_its_queue_within_its_bounds() {
 #[tokio::test]
 async fn a_scale_down_drains_the_highest_pods_and_waits_for_a_busy_one() {
     let s = setup(autoscale(1, 4));
-    s.queue.set(8, vec![]);
-    s.pass().await;
-    assert_eq!(s.replicas(), 4);
-    s.queue.set(
-        0,
-        vec![
-            worker("agents-0", WorkerStatus::Idle, 0),
-            worker("agents-1", WorkerStatus::Idle, 0),
-            worker("agents-2", WorkerStatus::Idle, 0),
-            worker("agents-3", WorkerStatus::Busy, 1),
-        ],
-    );
+    s.burst_then_only_pod_3_busy().await;
     // Demand: 1 running task = 1 pod. Pods 3, 2 and 1 go — but pod 3 runs a task.
     s.pass().await;
     assert_eq!(
@@ -342,14 +358,7 @@ async fn a_scale_down_drains_the_highest_pods_and_waits_for_a_busy_one() {
     s.queue.worker_mut("agents-3", |w| w.running = 0);
     s.pass().await;
     assert_eq!(s.replicas(), 1);
-    let replicas: Vec<i64> = s
-        .fake
-        .writes()
-        .iter()
-        .filter(|r| r.resource == "statefulsets")
-        .map(|r| r.body.as_ref().unwrap()["spec"]["replicas"].as_i64().unwrap())
-        .collect();
-    assert_eq!(replicas, vec![4, 4, 4, 1]);
+    assert_eq!(s.replica_writes(), vec![4, 4, 4, 1]);
 }
 
 #[tokio::test]

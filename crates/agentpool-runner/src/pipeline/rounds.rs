@@ -1,37 +1,36 @@
 //! The agent's runs within one task: the first run and the feedback rounds that follow failing
 //! checks (docs/checks.md), with tokens and cost added up across them.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use agentpool_agents::{AgentRequest, CodeAgent, EventSink};
 use agentpool_core::{CheckRun, ErrorClass, Lifecycle, NewEvent, TaskResult};
 
-use super::{Failed, Pipeline, TaskCancel, failed};
-use crate::api::ClaimedWork;
+use super::{Failed, Pipeline, Scope, failed};
 use crate::budget::CostWatch;
 use crate::checks;
-use crate::workspace::Workspace;
 
 impl Pipeline {
     /// Run the agent once (the first run or a feedback round), adding what it reports to
     /// `result`: tokens and cost add up across rounds, the last round's text, session and exit
     /// code win.
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn run_agent(
         &self,
         agent: &Arc<dyn CodeAgent>,
         prompt: String,
         resume_session: Option<String>,
-        work: &ClaimedWork,
-        ws: &Workspace,
-        env: &BTreeMap<String, String>,
-        deadline: Instant,
-        events: &Arc<dyn EventSink>,
-        cancel: &TaskCancel,
+        scope: &Scope<'_>,
         result: &mut TaskResult,
     ) -> Result<(), Failed> {
+        let Scope {
+            work,
+            ws,
+            env,
+            deadline,
+            events,
+            cancel,
+        } = *scope;
         let spec = &work.claimed.task.spec;
         events.emit(NewEvent::new(Lifecycle::AgentStarted {
             agent: agent.capabilities().name.to_string(),
@@ -155,38 +154,32 @@ impl Pipeline {
     /// Run the task's checks; while some fail and rounds are left, run the agent again with
     /// their output (resuming its session where it can). Returns the failure message when
     /// checks still fail after the last round (docs/checks.md).
-    #[allow(clippy::too_many_arguments)]
     pub(super) async fn check_rounds(
         &self,
         agent: Option<&Arc<dyn CodeAgent>>,
-        work: &ClaimedWork,
-        ws: &Workspace,
-        env: &BTreeMap<String, String>,
-        deadline: Instant,
-        events: &Arc<dyn EventSink>,
-        cancel: &TaskCancel,
+        scope: &Scope<'_>,
         result: &mut TaskResult,
     ) -> Result<Option<String>, Failed> {
-        let spec = &work.claimed.task.spec;
+        let spec = &scope.work.claimed.task.spec;
         let list = spec.checks();
         if list.is_empty() {
             return Ok(None);
         }
         let max_rounds = if agent.is_some() { spec.max_rounds() } else { 1 };
         let cx = checks::CheckEnv {
-            dir: &ws.dir,
-            env,
+            dir: &scope.ws.dir,
+            env: scope.env,
             group_file: self
                 .cfg
                 .state_dir
                 .join("running")
-                .join(format!("{}.pgid", work.claimed.task.id)),
+                .join(format!("{}.pgid", scope.work.claimed.task.id)),
             kill_grace: self.cfg.kill_grace,
-            deadline,
+            deadline: scope.deadline,
         };
         let mut round = 1;
         loop {
-            let runs = checks::run_round(round, list, &cx, events, cancel.token())
+            let runs = checks::run_round(round, list, &cx, scope.events, scope.cancel.token())
                 .await
                 .map_err(|e| match e {
                     checks::ChecksError::Canceled => failed(ErrorClass::Canceled, "canceled"),
@@ -215,15 +208,12 @@ impl Pipeline {
             let resume = result.session_id.clone().filter(|_| agent.capabilities().resume);
             let original = resume.is_none().then(|| spec.prompt.as_deref().unwrap_or(""));
             let prompt = checks::feedback_prompt(&failing, list, round, max_rounds, original);
-            events.emit(NewEvent::new(Lifecycle::FeedbackRound {
+            scope.events.emit(NewEvent::new(Lifecycle::FeedbackRound {
                 round,
                 failing: names,
                 resumed: resume.is_some(),
             }));
-            self.run_agent(
-                agent, prompt, resume, work, ws, env, deadline, events, cancel, result,
-            )
-            .await?;
+            self.run_agent(agent, prompt, resume, scope, result).await?;
         }
     }
 }

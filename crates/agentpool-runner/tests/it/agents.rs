@@ -11,6 +11,7 @@ use agentpool_agents::{AgentConfig, Registry};
 use agentpool_core::{ErrorClass, Event, EventKind, TaskId, TaskSpec, TaskState};
 use agentpool_store::{Store, TaskDetail};
 use agentpool_testkit::model::{ModelServer, Script, Step, TEST_API_KEY};
+use agentpool_testkit::process::PidFile;
 
 use super::worker::{Env, RunningWorker, TOKEN, alive, api, assert_succeeded, config, env, events, start};
 
@@ -39,6 +40,20 @@ pub(super) fn installed(agent: &str) -> bool {
     );
     eprintln!("skipping: {exe} not installed");
     false
+}
+
+/// For a test of `agent`'s real CLI: a worker environment and a model endpoint playing `steps`;
+/// `None` when the CLI is not installed (and services are not required).
+pub(super) async fn agent_env(
+    agent: &str,
+    steps: impl IntoIterator<Item = Step>,
+) -> Option<(Env, ModelServer)> {
+    if !installed(agent) {
+        return None;
+    }
+    let env = env().await;
+    let model = ModelServer::start(Script::new(steps)).await.unwrap();
+    Some((env, model))
 }
 
 fn model_for(agent: &str) -> &'static str {
@@ -107,16 +122,17 @@ fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
 }
 
 async fn task_writes_a_file_and_commits_it(agent: &str) {
-    if !installed(agent) {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([
-        Step::write_file("hello.txt", "hello from the pipeline\n"),
-        Step::answer("Created hello.txt."),
-    ]))
+    let Some((env, model)) = agent_env(
+        agent,
+        [
+            Step::write_file("hello.txt", "hello from the pipeline\n"),
+            Step::answer("Created hello.txt."),
+        ],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let spec = agent_task(&env, agent, "Create hello.txt");
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
     let evs = events(&env.store, done.task.id).await;
@@ -150,11 +166,9 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
 }
 
 async fn endpoint_401_fails_auth_without_retry(agent: &str) {
-    if !installed(agent) {
+    let Some((env, model)) = agent_env(agent, [Step::fail(401)]).await else {
         return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::fail(401)])).await.unwrap();
+    };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(3);
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(120)).await;
@@ -169,16 +183,17 @@ async fn endpoint_401_fails_auth_without_retry(agent: &str) {
 }
 
 async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
-    if !installed(agent) {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::Fail {
-        status: 429,
-        retry_after: Some(1),
-    }]))
+    let Some((env, model)) = agent_env(
+        agent,
+        [Step::Fail {
+            status: 429,
+            retry_after: Some(1),
+        }],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(2);
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(180)).await;
@@ -203,46 +218,18 @@ async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
     );
 }
 
-macro_rules! pipeline_tests {
-    ($modname:ident, $name:literal) => {
-        mod $modname {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cancel_ends_the_agent_and_its_children() {
-                super::cancel_ends_the_agent_and_its_children($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn task_writes_a_file_and_commits_it() {
-                super::task_writes_a_file_and_commits_it($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_401_fails_auth_without_retry() {
-                super::endpoint_401_fails_auth_without_retry($name).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn endpoint_429_is_rate_limited_and_retried() {
-                super::endpoint_429_is_rate_limited_and_retried($name).await;
-            }
-        }
-    };
-}
-
-pipeline_tests!(claude_code, "claude-code");
-pipeline_tests!(codex, "codex");
-pipeline_tests!(opencode, "opencode");
-pipeline_tests!(gemini, "gemini");
+agentpool_testkit::for_each_agent!(
+    cancel_ends_the_agent_and_its_children,
+    task_writes_a_file_and_commits_it,
+    endpoint_401_fails_auth_without_retry,
+    endpoint_429_is_rate_limited_and_retried,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_max_turns_fails_with_agent_error() {
-    if !installed("claude-code") {
+    let Some((env, model)) = agent_env("claude-code", [Step::shell("echo hi")]).await else {
         return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::shell("echo hi")]))
-        .await
-        .unwrap();
+    };
     let mut spec = agent_task(&env, "claude-code", "Keep running commands");
     spec.max_turns = Some(1);
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(120)).await;
@@ -252,18 +239,11 @@ async fn claude_code_max_turns_fails_with_agent_error() {
 
 /// Canceling the task while the agent's shell tool runs ends the agent and that shell.
 async fn cancel_ends_the_agent_and_its_children(agent: &str) {
-    if !installed(agent) {
+    let pidfile = PidFile::new().unwrap();
+    let steps = [Step::shell(&pidfile.sleeper()), Step::answer("done")];
+    let Some((env, model)) = agent_env(agent, steps).await else {
         return;
-    }
-    let env = env().await;
-    let marker = tempfile::tempdir().unwrap();
-    let pidfile = marker.path().join("pid");
-    let model = ModelServer::start(Script::new([
-        Step::shell(&format!("echo $$ > {}; sleep 300", pidfile.display())),
-        Step::answer("done"),
-    ]))
-    .await
-    .unwrap();
+    };
     let task = env
         .store
         .enqueue(agent_task(&env, agent, "Run the command"))
@@ -272,20 +252,7 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
         .task;
     let w = agent_worker(&env, agent, &model).await;
     // The pid file appears once the agent's shell tool runs.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let pid: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent never ran the command"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let pid = pidfile.wait(Duration::from_secs(90), String::new).await;
     env.store.cancel(task.id).await.unwrap();
     let done = finished_within(&env.store, task.id, Duration::from_secs(60)).await;
     w.stop().await;
@@ -296,13 +263,9 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
 /// A follow-up task (another task directory, another private home) continues the first
 /// task's session.
 async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
-    if !installed(agent) {
+    let Some((env, model)) = agent_env(agent, [Step::answer("Noted.")]).await else {
         return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([Step::answer("Noted.")]))
-        .await
-        .unwrap();
+    };
     let first = env
         .store
         .enqueue(agent_task(&env, agent, "Remember the number 42"))
@@ -356,16 +319,17 @@ async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
     let agent = "claude-code";
-    if !installed(agent) {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([
-        Step::write_file("hello.txt", "hello\n"),
-        Step::answer("Created hello.txt."),
-    ]))
+    let Some((env, model)) = agent_env(
+        agent,
+        [
+            Step::write_file("hello.txt", "hello\n"),
+            Step::answer("Created hello.txt."),
+        ],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
     spec.max_attempts = Some(3);
     spec.max_cost_usd = Some(0.000_001);

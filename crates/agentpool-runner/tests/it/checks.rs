@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use agentpool_core::{CheckRun, CheckSpec, ErrorClass, Event, EventKind, Lifecycle, TaskSpec, TaskState};
-use agentpool_testkit::model::{INPUT_TOKENS, ModelServer, Script, Step};
+use agentpool_testkit::model::{INPUT_TOKENS, Step};
 
-use super::agents::{agent_task, finished_within, installed, run_to_end};
+use super::agents::{agent_env, agent_task, finished_within, run_to_end};
 use super::worker::{
     Env, GRANDCHILDREN, TOKEN, api, assert_all_gone, command, config, env, events, pids, run_to_done, start,
     wait_log,
@@ -54,18 +54,19 @@ fn check_events(evs: &[Event]) -> Vec<CheckRun> {
 /// writes the right one: the task succeeds in round 2 with both rounds in its result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
-    if !installed("claude-code") {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([
-        Step::write_file("answer.txt", "41"),
-        Step::answer("Wrote the answer."),
-        Step::write_file("answer.txt", "42"),
-        Step::answer("Fixed the answer."),
-    ]))
+    let Some((env, model)) = agent_env(
+        "claude-code",
+        [
+            Step::write_file("answer.txt", "41"),
+            Step::answer("Wrote the answer."),
+            Step::write_file("answer.txt", "42"),
+            Step::answer("Fixed the answer."),
+        ],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let spec = answer_task(&env, 3);
     let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(240)).await;
     let evs = events(&env.store, done.task.id).await;
@@ -131,16 +132,17 @@ async fn claude_code_fixes_a_failing_check_in_the_resumed_session() {
 /// work branch is pushed when the task asks, marked failing in the result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_checks_that_never_pass_fail_after_max_rounds_and_push_when_asked() {
-    if !installed("claude-code") {
-        return;
-    }
-    let env = env().await;
-    let model = ModelServer::start(Script::new([
-        Step::write_file("answer.txt", "41"),
-        Step::answer("Wrote the answer."),
-    ]))
+    let Some((env, model)) = agent_env(
+        "claude-code",
+        [
+            Step::write_file("answer.txt", "41"),
+            Step::answer("Wrote the answer."),
+        ],
+    )
     .await
-    .unwrap();
+    else {
+        return;
+    };
     let mut spec = answer_task(&env, 2);
     spec.max_attempts = Some(3);
     spec.push_on_checks_failed = true;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, Registry};
 use agentpool_client::Client;
-use agentpool_core::github::GithubSettings;
+use agentpool_core::github::{GithubSettings, PullRequestRef};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskId, TaskState};
 use agentpool_server::{AuthMode, ServerConfig, ServerKey};
@@ -22,7 +22,7 @@ use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::Value;
 
 use super::agents::{finished_within, installed};
-use super::worker::{config, env, start, until};
+use super::worker::{Env, config, env, start, until};
 
 const SECRET: &str = "e2e webhook secret";
 
@@ -150,16 +150,7 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     let session = result.session_id.clone().expect("session id");
 
     // The server opens the pull request and records it in the task's result.
-    let pr = until("the pull request", async || {
-        env.store
-            .get_task(first)
-            .await
-            .unwrap()?
-            .task
-            .result?
-            .pull_request
-    })
-    .await;
+    let pr = pull_request_of(&env, first, "the pull request").await;
     assert_eq!(pr.number, 2);
     let pulls = gh.pulls();
     assert_eq!(pulls.len(), 1);
@@ -227,16 +218,7 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
             .find(|c| c.issue == 2 && c.body.contains("**succeeded**"))
     })
     .await;
-    until("the follow-up's result to name the pull request", async || {
-        env.store
-            .get_task(follow)
-            .await
-            .unwrap()?
-            .task
-            .result?
-            .pull_request
-    })
-    .await;
+    pull_request_of(&env, follow, "the follow-up's result to name the pull request").await;
     assert_eq!(gh.pulls().len(), 1, "the open pull request was reused");
     // Pull requests and comments went out with the installation token; tokens were minted
     // with the App's JWT (once for the server, once per claimed task).
@@ -257,4 +239,12 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     assert!(gh.minted() >= 3, "minted {}", gh.minted());
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
     server.shutdown().await.unwrap();
+}
+
+/// The pull request task `id`'s result names, once it does.
+async fn pull_request_of(env: &Env, id: TaskId, what: &str) -> PullRequestRef {
+    until(what, async || {
+        env.store.get_task(id).await.unwrap()?.task.result?.pull_request
+    })
+    .await
 }

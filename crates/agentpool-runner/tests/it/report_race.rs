@@ -1,53 +1,36 @@
 //! A heartbeat that crosses the worker's own completion report: the server answers that the
 //! lease is lost (the report ended it), and the worker must not take that for a lost lease.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentpool_core::protocol::{
-    AppendEventsRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply, HeartbeatRequest,
-};
-use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{TaskId, TaskState, Worker, WorkerId};
-use agentpool_runner::api::{ApiError, ClaimedWork, WorkerApi};
+use agentpool_core::TaskState;
+use agentpool_core::protocol::HeartbeatReply;
+use agentpool_runner::api::ApiError;
 use async_trait::async_trait;
 use tokio::sync::Notify;
 
-use crate::worker::{TOKEN, api, command, config, env, finished, start};
+use crate::worker::{Hooks, TOKEN, command, config, env, finished, hooked, start};
 
 /// Holds each completion, after the server recorded it, until two more heartbeats went out:
 /// the first carries the completed lease (the server says "lost"), and the second starts only
 /// after the worker acted on the first reply.
 struct SlowReport {
-    inner: Arc<dyn WorkerApi>,
     beats: AtomicU64,
     beat: Notify,
     lost_replies: AtomicU64,
 }
 
 #[async_trait]
-impl WorkerApi for SlowReport {
-    async fn register(&self, reg: WorkerRegistration) -> Result<Worker, ApiError> {
-        self.inner.register(reg).await
-    }
-    async fn heartbeat(&self, w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
-        let reply = self.inner.heartbeat(w, req).await;
+impl Hooks for SlowReport {
+    fn after_heartbeat(&self, reply: &Result<HeartbeatReply, ApiError>) {
         if reply.as_ref().is_ok_and(|r| !r.lost.is_empty()) {
             self.lost_replies.fetch_add(1, Ordering::SeqCst);
         }
         self.beats.fetch_add(1, Ordering::SeqCst);
         self.beat.notify_waiters();
-        reply
     }
-    async fn claim(&self, w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
-        self.inner.claim(w, max, wait).await
-    }
-    async fn append_events(&self, w: &WorkerId, t: TaskId, req: AppendEventsRequest) -> Result<(), ApiError> {
-        self.inner.append_events(w, t, req).await
-    }
-    async fn complete(&self, w: &WorkerId, t: TaskId, req: CompleteRequest) -> Result<(), ApiError> {
-        let res = self.inner.complete(w, t, req).await;
+    async fn after_complete(&self) {
         let target = self.beats.load(Ordering::SeqCst) + 2;
         loop {
             let beat = self.beat.notified();
@@ -56,16 +39,6 @@ impl WorkerApi for SlowReport {
             }
             beat.await;
         }
-        res
-    }
-    async fn fail(&self, w: &WorkerId, t: TaskId, req: FailRequest) -> Result<FailOutcome, ApiError> {
-        self.inner.fail(w, t, req).await
-    }
-    async fn drain(&self, w: &WorkerId) -> Result<(), ApiError> {
-        self.inner.drain(w).await
-    }
-    async fn deregister(&self, w: &WorkerId) -> Result<(), ApiError> {
-        self.inner.deregister(w).await
     }
 }
 
@@ -75,12 +48,12 @@ async fn a_lease_ended_by_the_workers_own_report_is_not_abandoned() {
     let mut spec = command(&env, "echo done");
     spec.push = false;
     let task = env.store.enqueue(spec).await.unwrap().task;
-    let slow = Arc::new(SlowReport {
-        inner: api(&env.store, Duration::from_secs(30)).await,
+    let hooks = SlowReport {
         beats: AtomicU64::new(0),
         beat: Notify::new(),
         lost_replies: AtomicU64::new(0),
-    });
+    };
+    let slow = hooked(&env.store, Duration::from_secs(30), hooks).await;
     let mut cfg = config(&env, "w1", TOKEN);
     cfg.heartbeat_interval = Duration::from_millis(50);
     let w = start(cfg, slow.clone());
@@ -88,7 +61,7 @@ async fn a_lease_ended_by_the_workers_own_report_is_not_abandoned() {
     let summary = w.stop().await;
     assert_eq!(done.task.state, TaskState::Succeeded);
     assert!(
-        slow.lost_replies.load(Ordering::SeqCst) >= 1,
+        slow.hooks.lost_replies.load(Ordering::SeqCst) >= 1,
         "the server reported the completed lease as lost while the report was in flight"
     );
     assert_eq!(summary.succeeded, 1);

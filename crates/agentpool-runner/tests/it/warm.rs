@@ -6,33 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agentpool_core::{BranchName, RepoUrl, TaskId};
 use agentpool_runner::git::Git;
-use agentpool_runner::workspace::{MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, prepare};
-use tokio_util::sync::CancellationToken;
+use agentpool_runner::workspace::Workspace;
 
 use crate::workspace::{Fixture, TOKEN, fixture, git_with};
 
 async fn prepare_warm(f: &Fixture, git: &Git) -> Workspace {
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
-    let task_id = TaskId::new();
-    prepare(
-        git,
-        &WorkspaceConfig {
-            root: f.dir.path().join("tasks"),
-            mirror_dir: Some(f.dir.path().join("mirrors")),
-        },
-        &MirrorLocks::default(),
-        PrepareRequest {
-            task_id,
-            url: &url,
-            base_ref: None,
-            branch: &BranchName::for_task(task_id),
-        },
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap()
+    f.prepare(git, true, None).await.unwrap()
 }
 
 fn mirror(f: &Fixture) -> PathBuf {

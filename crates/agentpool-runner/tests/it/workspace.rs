@@ -33,6 +33,31 @@ pub async fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// Prepare a workspace of repository `app` at `base_ref` for a new task: warm through the
+    /// fixture's mirror directory, or (`mirror` false) a cold clone.
+    pub async fn prepare(
+        &self,
+        git: &Git,
+        mirror: bool,
+        base_ref: Option<&str>,
+    ) -> Result<Workspace, WorkspaceError> {
+        let url = RepoUrl::parse(&self.server.url("app"), false).unwrap();
+        let task_id = TaskId::new();
+        let cfg = WorkspaceConfig {
+            root: self.dir.path().join("tasks"),
+            mirror_dir: mirror.then(|| self.dir.path().join("mirrors")),
+        };
+        let req = PrepareRequest {
+            task_id,
+            url: &url,
+            base_ref,
+            branch: &BranchName::for_task(task_id),
+        };
+        prepare(git, &cfg, &MirrorLocks::default(), req, &CancellationToken::new()).await
+    }
+}
+
 pub fn git_with(dir: &std::path::Path, token: &str) -> Git {
     let creds = GitCredentials {
         username: GIT_USER.into(),
@@ -49,28 +74,6 @@ pub fn git_with(dir: &std::path::Path, token: &str) -> Git {
     })
 }
 
-/// Prepare a workspace of repository `app` at `base_ref`, without a mirror.
-async fn prepare_app(f: &Fixture, git: &Git, base_ref: Option<&str>) -> Result<Workspace, WorkspaceError> {
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
-    let task_id = TaskId::new();
-    prepare(
-        git,
-        &WorkspaceConfig {
-            root: f.dir.path().join("tasks"),
-            mirror_dir: None,
-        },
-        &MirrorLocks::default(),
-        PrepareRequest {
-            task_id,
-            url: &url,
-            base_ref,
-            branch: &BranchName::for_task(task_id),
-        },
-        &CancellationToken::new(),
-    )
-    .await
-}
-
 fn commit_opts() -> CommitOptions {
     CommitOptions {
         message: "agentpool: edit".into(),
@@ -79,30 +82,11 @@ fn commit_opts() -> CommitOptions {
     }
 }
 
-async fn edit_commit_push(f: &Fixture, mirror: bool) -> (TaskId, String) {
+async fn edit_commit_push(f: &Fixture, mirror: bool) {
     let git = git_with(f.dir.path(), TOKEN);
-    let cfg = WorkspaceConfig {
-        root: f.dir.path().join("tasks"),
-        mirror_dir: mirror.then(|| f.dir.path().join("mirrors")),
-    };
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
-    let task_id = TaskId::new();
-    let branch = BranchName::for_task(task_id);
     let cancel = CancellationToken::new();
-    let ws = prepare(
-        &git,
-        &cfg,
-        &MirrorLocks::default(),
-        PrepareRequest {
-            task_id,
-            url: &url,
-            base_ref: Some("main"),
-            branch: &branch,
-        },
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let ws = f.prepare(&git, mirror, Some("main")).await.unwrap();
+    let branch = &ws.branch;
     assert_eq!(ws.warm, mirror);
     std::fs::write(ws.dir.join("README.md"), "hello\nworld\n").unwrap();
     std::fs::write(ws.dir.join("new.txt"), "a\nb\nc\n").unwrap();
@@ -127,7 +111,6 @@ async fn edit_commit_push(f: &Fixture, mirror: bool) -> (TaskId, String) {
     assert_eq!(author, "Agent Pool <bot@agentpool.test>");
     assert_eq!(msg, "agentpool: edit");
     ws.remove().await.unwrap();
-    (task_id, sha)
 }
 
 #[tokio::test]
@@ -157,7 +140,7 @@ async fn wrong_token_is_an_auth_failure_and_never_shows_the_token() {
     let f = fixture().await;
     let wrong = "wrong-token-value-98765";
     let git = git_with(f.dir.path(), wrong);
-    let err = prepare_app(&f, &git, None).await.unwrap_err();
+    let err = f.prepare(&git, false, None).await.unwrap_err();
     let text = format!("{err} {err:?}");
     assert!(
         matches!(err, WorkspaceError::Git(GitError::Auth { .. })),
@@ -172,41 +155,20 @@ async fn wrong_token_is_an_auth_failure_and_never_shows_the_token() {
 async fn unknown_base_ref_is_a_bad_ref() {
     let f = fixture().await;
     let git = git_with(f.dir.path(), TOKEN);
-    let err = prepare_app(&f, &git, Some("no-such-branch")).await.unwrap_err();
+    let err = f.prepare(&git, false, Some("no-such-branch")).await.unwrap_err();
     assert!(matches!(err, WorkspaceError::BadRef(_)), "{err}");
 }
 
 #[tokio::test]
 async fn concurrent_tasks_on_one_mirror_take_turns_and_all_succeed() {
-    let f = fixture().await;
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
-    let cfg = WorkspaceConfig {
-        root: f.dir.path().join("tasks"),
-        mirror_dir: Some(f.dir.path().join("mirrors")),
-    };
+    // Shared by the spawned tasks.
+    let f = std::sync::Arc::new(fixture().await);
     // Separate lock tables, as separate worker processes would have: only the file lock on
     // the mirror keeps their fetches apart.
     let runs = (0..4).map(|i| {
         let git = git_with(&f.dir.path().join(format!("worker-{i}")), TOKEN);
-        let (cfg, url) = (cfg.clone(), url.clone());
-        async move {
-            let task_id = TaskId::new();
-            let branch = BranchName::for_task(task_id);
-            let req = PrepareRequest {
-                task_id,
-                url: &url,
-                base_ref: None,
-                branch: &branch,
-            };
-            prepare(
-                &git,
-                &cfg,
-                &MirrorLocks::default(),
-                req,
-                &CancellationToken::new(),
-            )
-            .await
-        }
+        let f = f.clone();
+        async move { f.prepare(&git, true, None).await }
     });
     for ws in futures_join_all(runs).await {
         let ws = ws.unwrap();
@@ -255,7 +217,6 @@ async fn work_branch_starts_at_the_base_in_every_form() {
         .unwrap();
     assert!(tag.success());
     let git = git_with(f.dir.path(), TOKEN);
-    let url = RepoUrl::parse(&f.server.url("app"), false).unwrap();
     for (mirror, base, want) in [
         (false, None, &head),
         (true, None, &head),
@@ -265,24 +226,7 @@ async fn work_branch_starts_at_the_base_in_every_form() {
         (false, Some("v1"), &first),
         (true, Some(first.as_str()), &first),
     ] {
-        let task_id = TaskId::new();
-        let ws = prepare(
-            &git,
-            &WorkspaceConfig {
-                root: f.dir.path().join("tasks"),
-                mirror_dir: mirror.then(|| f.dir.path().join("mirrors")),
-            },
-            &MirrorLocks::default(),
-            PrepareRequest {
-                task_id,
-                url: &url,
-                base_ref: base,
-                branch: &BranchName::for_task(task_id),
-            },
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+        let ws = f.prepare(&git, mirror, base).await.unwrap();
         assert_eq!(&ws.base_sha, want, "base {base:?} (mirror: {mirror})");
         ws.remove().await.unwrap();
     }

@@ -87,63 +87,58 @@ fn every_command_prints_valid_json() {
     assert_eq!(built["project"]["github"]["draft"], true);
     assert_eq!(built["build"]["created"], true);
     assert_eq!(built["build"]["task"]["spec"]["project"], "web");
-    let o = env.run(&[
-        "--server",
-        up.url.as_str(),
-        "projects",
-        "put",
-        "web",
-        "--repo",
-        repo,
-        "--github-repo",
-        "acme/web",
-    ]);
+    // `projects put web` for the GitHub repository acme/web, plus `extra`.
+    let put_web = |extra: &[&'static str]| {
+        let mut all = vec![
+            "projects",
+            "put",
+            "web",
+            "--repo",
+            repo,
+            "--github-repo",
+            "acme/web",
+        ];
+        all.extend_from_slice(extra);
+        all
+    };
+    // The exit code of a command refused before it prints anything.
+    let refused = |args: &[&str]| {
+        let mut all = vec!["--server", up.url.as_str()];
+        all.extend_from_slice(args);
+        env.run(&all).status.code()
+    };
     assert_eq!(
-        o.status.code(),
+        refused(&put_web(&[])),
         Some(2),
         "a GitHub repository needs its webhook secret"
     );
     // Wired as a GitHub App: its id and the credential holding its key.
-    let app = json(&ap(&[
-        "projects",
-        "put",
-        "web",
-        "--repo",
-        repo,
-        "--github-repo",
-        "acme/web",
-        "--github-webhook-secret",
-        "gh-hook",
-        "--github-app-id",
-        "123456",
-        "--github-app-key",
-        "gh-app-key",
-    ]));
+    let hook = ["--github-webhook-secret", "gh-hook"];
+    let app = json(&ap(&put_web(
+        &[
+            &hook[..],
+            &["--github-app-id", "123456", "--github-app-key", "gh-app-key"],
+        ]
+        .concat(),
+    )));
     assert_eq!(
         app["github"]["app"],
         serde_json::json!({"app_id": 123456, "private_key": "gh-app-key"}),
         "{app}"
     );
-    let o = env.run(&[
-        "--server",
-        up.url.as_str(),
-        "projects",
-        "put",
-        "web",
-        "--repo",
-        repo,
-        "--github-repo",
-        "acme/web",
-        "--github-webhook-secret",
-        "gh-hook",
-        "--github-token",
-        "gh-token",
-        "--github-app-id",
-        "1",
-        "--github-app-key",
-        "k",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "a token or an App, not both");
+    let both = [
+        &hook[..],
+        &[
+            "--github-token",
+            "gh-token",
+            "--github-app-id",
+            "1",
+            "--github-app-key",
+            "k",
+        ],
+    ]
+    .concat();
+    assert_eq!(refused(&put_web(&both)), Some(2), "a token or an App, not both");
     drop(up);
 }
 

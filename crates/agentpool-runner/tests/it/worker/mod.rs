@@ -19,8 +19,12 @@ use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 mod commands;
+mod hooked;
 mod partition;
 mod shutdown;
+
+pub use agentpool_testkit::process::{alive, pids};
+pub use hooked::{Hooks, hooked};
 
 pub const TOKEN: &str = "worker-git-token-5f3a9c1e";
 
@@ -141,24 +145,6 @@ pub fn log_lines(events: &[Event]) -> Vec<String> {
         .filter(|e| e.kind() == agentpool_core::EventKind::Log)
         .filter_map(|e| e.data().get("line").and_then(|l| l.as_str()).map(str::to_string))
         .collect()
-}
-
-pub fn pids(lines: &[String]) -> Vec<i32> {
-    lines
-        .iter()
-        .filter_map(|l| l.strip_prefix("pid "))
-        .filter_map(|p| p.trim().parse().ok())
-        .collect()
-}
-
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
-            !matches!(state, Some("Z" | "X"))
-        }
-        Err(_) => false,
-    }
 }
 
 /// Start worker `w1` with the right git token, straight on the store (30 s leases).

@@ -2,15 +2,14 @@
 
 use super::*;
 
-/// A WorkerApi whose connection to the queue can be cut: while `down`, every call fails as
-/// an unreachable server would (the real store behind it keeps working for others).
+/// A connection to the queue that can be cut: while `down`, every call fails as an
+/// unreachable server would (the real store behind it keeps working for others).
 pub struct Partition {
-    pub inner: Arc<dyn WorkerApi>,
     pub down: AtomicBool,
 }
 
-impl Partition {
-    fn check(&self) -> Result<(), ApiError> {
+impl Hooks for Partition {
+    fn before(&self) -> Result<(), ApiError> {
         if self.down.load(Ordering::SeqCst) {
             Err(ApiError::Unavailable {
                 status: None,
@@ -19,42 +18,6 @@ impl Partition {
         } else {
             Ok(())
         }
-    }
-}
-
-#[async_trait]
-impl WorkerApi for Partition {
-    async fn register(&self, reg: WorkerRegistration) -> Result<Worker, ApiError> {
-        self.check()?;
-        self.inner.register(reg).await
-    }
-    async fn heartbeat(&self, w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
-        self.check()?;
-        self.inner.heartbeat(w, req).await
-    }
-    async fn claim(&self, w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
-        self.check()?;
-        self.inner.claim(w, max, wait).await
-    }
-    async fn append_events(&self, w: &WorkerId, t: TaskId, req: AppendEventsRequest) -> Result<(), ApiError> {
-        self.check()?;
-        self.inner.append_events(w, t, req).await
-    }
-    async fn complete(&self, w: &WorkerId, t: TaskId, req: CompleteRequest) -> Result<(), ApiError> {
-        self.check()?;
-        self.inner.complete(w, t, req).await
-    }
-    async fn fail(&self, w: &WorkerId, t: TaskId, req: FailRequest) -> Result<FailOutcome, ApiError> {
-        self.check()?;
-        self.inner.fail(w, t, req).await
-    }
-    async fn drain(&self, w: &WorkerId) -> Result<(), ApiError> {
-        self.check()?;
-        self.inner.drain(w).await
-    }
-    async fn deregister(&self, w: &WorkerId) -> Result<(), ApiError> {
-        self.check()?;
-        self.inner.deregister(w).await
     }
 }
 
@@ -70,15 +33,19 @@ async fn a_partitioned_worker_whose_lease_was_taken_has_its_late_report_refused(
     spec.branch = Some("agentpool/partition".into());
     let task = env.store.enqueue(spec).await.unwrap().task;
     let lease_ttl = Duration::from_secs(1);
-    let partition = Arc::new(Partition {
-        inner: api(&env.store, lease_ttl).await,
-        down: AtomicBool::new(false),
-    });
+    let partition = hooked(
+        &env.store,
+        lease_ttl,
+        Partition {
+            down: AtomicBool::new(false),
+        },
+    )
+    .await;
     let a = start(config(&env, "worker-a", TOKEN), partition.clone());
     wait_log(&env.store, task.id, "ready").await;
 
     // Cut A off; its lease runs out and maintenance re-queues the task.
-    partition.down.store(true, Ordering::SeqCst);
+    partition.hooks.down.store(true, Ordering::SeqCst);
     until("the lease to expire and the task to be re-queued", async || {
         (env.store.requeue_expired().await.unwrap() > 0).then_some(())
     })
@@ -92,7 +59,7 @@ async fn a_partitioned_worker_whose_lease_was_taken_has_its_late_report_refused(
     let b_summary = b.stop().await;
 
     // A comes back: its late report is refused and changes nothing.
-    partition.down.store(false, Ordering::SeqCst);
+    partition.hooks.down.store(false, Ordering::SeqCst);
     let a_summary = a.stop().await;
     assert_eq!(a_summary.succeeded, 0);
     assert_eq!(a_summary.lost, 1, "{a_summary:?}");

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use agentpool_core::{ErrorClass, TaskState};
 use agentpool_kube::job_name;
+use agentpool_testkit::process::{PidFile, alive};
 
-use super::{GIT_TOKEN, Harness, process_gone, wait_for_file};
+use super::{GIT_TOKEN, Harness};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_as_a_job_and_pushes_its_commit() {
@@ -100,18 +101,16 @@ async fn a_job_reaches_an_https_server_through_a_private_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
     let Some(h) = Harness::start().await else { return };
-    let marks = tempfile::tempdir().unwrap();
-    let started = marks.path().join("started");
+    let started = PidFile::new().unwrap();
     let cmd = format!(
         "if [ -f '{s}' ]; then echo second > pod.txt; else echo $$ > '{s}'; exec sleep 300; fi",
-        s = started.display()
+        s = started.path().display()
     );
     let launcher = h.launch(h.launcher_config("launcher-a", 1));
     let id = h.submit(&cmd, "k8s/killed").await;
-    wait_for_file(&started, 60).await;
+    let sleeper = started.wait(Duration::from_secs(60), String::new).await;
     let first = job_name(id, 1);
     let pid = h.kubelet.pid(&first).expect("the first pod runs");
-    let sleeper: u32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
     super::kubelet::kill_container(pid);
 
     let d = h.wait_for(id, TaskState::Succeeded, 120).await;
@@ -127,7 +126,7 @@ async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
         h.git.read_file("app", "k8s/killed", "pod.txt").as_deref(),
         Some("second\n")
     );
-    assert!(process_gone(sleeper), "the killed pod's task process is gone");
+    assert!(!alive(sleeper), "the killed pod's task process is gone");
     assert_eq!(h.kubelet.started(), vec![first, job_name(id, 2)]);
     let summary = launcher.stop().await;
     assert_eq!((summary.created, summary.failed), (2, 1));
@@ -136,13 +135,11 @@ async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
     let Some(h) = Harness::start().await else { return };
-    let marks = tempfile::tempdir().unwrap();
-    let started = marks.path().join("started");
-    let cmd = format!("echo $$ > '{}'; exec sleep 300", started.display());
+    let started = PidFile::new().unwrap();
+    let cmd = format!("echo $$ > '{}'; exec sleep 300", started.path().display());
     let launcher = h.launch(h.launcher_config("launcher-a", 1));
     let id = h.submit(&cmd, "k8s/cancel").await;
-    wait_for_file(&started, 60).await;
-    let sleeper: u32 = std::fs::read_to_string(&started).unwrap().trim().parse().unwrap();
+    let sleeper = started.wait(Duration::from_secs(60), String::new).await;
     h.client.cancel(id).await.unwrap();
     let d = h.wait_for(id, TaskState::Canceled, 60).await;
     assert_eq!(d.attempts_detail.len(), 1);
@@ -160,7 +157,7 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
         assert_eq!(r.body.as_ref().unwrap()["propagationPolicy"], "Foreground");
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while h.fake.job(&name).is_some() || !process_gone(sleeper) {
+    while h.fake.job(&name).is_some() || alive(sleeper) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the Job or the task's process stayed"

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -152,33 +153,9 @@ impl Kubelet {
             }
             mounts.push((m.mount_path.clone(), host));
         }
-        let map = |s: &str| {
-            for (from, to) in &mounts {
-                if let Some(rest) = s.strip_prefix(from.as_str()) {
-                    return format!("{}{rest}", to.display());
-                }
-            }
-            s.to_string()
-        };
         let env = container_env(&self.fake, c, &name);
-        let command = c.command.clone().unwrap();
-        assert_eq!(command, vec!["agentpool".to_string()], "the image's entry point");
-        let args: Vec<String> = c.args.clone().unwrap().iter().map(|a| map(a)).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_agentpool"))
-            .args(&args)
-            .env_clear()
-            .envs(&env)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &dir)
-            .env("AGENTPOOL_DATA_DIR", dir.join("data"))
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the pod's process");
         Some(RunningPod {
-            child,
+            child: spawn_container(c, &env, &mounts, &dir),
             terminating_since: None,
             grace: Duration::from_secs(pod.termination_grace_period_seconds.unwrap_or(30) as u64),
         })
@@ -326,6 +303,85 @@ pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .status();
+}
+
+/// A thread that runs a stand-in's `tick` every 100 ms, as a kubelet's sync loop polls, until
+/// stopped or dropped.
+pub struct SyncLoop {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyncLoop {
+    pub fn start(tick: impl Fn() + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                tick();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop the loop; a panic inside it fails the test here.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the sync loop ran without panicking");
+        }
+    }
+}
+
+impl Drop for SyncLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Start a pod's container as a local process of the binary under test (the image's entry
+/// point): its args with each mount path replaced by the host directory `mounts` gives it,
+/// `env` only (plus PATH), and `dir` as its home, data directory and working directory.
+pub fn spawn_container(
+    c: &Container,
+    env: &BTreeMap<String, String>,
+    mounts: &[(String, PathBuf)],
+    dir: &Path,
+) -> Child {
+    let map = |s: &str| {
+        for (from, to) in mounts {
+            if let Some(rest) = s.strip_prefix(from.as_str()) {
+                return format!("{}{rest}", to.display());
+            }
+        }
+        s.to_string()
+    };
+    assert_eq!(
+        c.command.clone().unwrap(),
+        vec!["agentpool".to_string()],
+        "the image's entry point"
+    );
+    let args: Vec<String> = c.args.clone().unwrap().iter().map(|a| map(a)).collect();
+    Command::new(env!("CARGO_BIN_EXE_agentpool"))
+        .args(&args)
+        .env_clear()
+        .envs(env)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AGENTPOOL_DATA_DIR", dir.join("data"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the pod's process")
 }
 
 /// A container's environment as a kubelet resolves it: plain values, `secretKeyRef`s from the

@@ -7,9 +7,7 @@ mod kubelet;
 mod pool_e2e;
 mod pool_kubelet;
 
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentpool_client::{Client, ClientConfig};
@@ -27,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Env, Up, stderr};
-use kubelet::Kubelet;
+use kubelet::{Kubelet, SyncLoop};
 
 pub const GIT_TOKEN: &str = "k8s-git-token-9c41d2e7";
 /// 32 zero bytes, base64: the server key for stored credentials.
@@ -43,8 +41,7 @@ pub struct Harness {
     pub worker_token: String,
     pub fake: FakeApi,
     pub kubelet: Kubelet,
-    stop_kubelet: Arc<AtomicBool>,
-    kubelet_thread: Option<std::thread::JoinHandle<()>>,
+    sync: Option<SyncLoop>,
     _db: TestDb,
 }
 
@@ -128,16 +125,9 @@ impl Harness {
             });
         }
         let kubelet = Kubelet::new(fake.clone(), &env.dir.path().join("nodes"));
-        let stop_kubelet = Arc::new(AtomicBool::new(false));
-        let kubelet_thread = {
-            let (k, stop) = (kubelet.clone(), stop_kubelet.clone());
-            // The stand-in polls like a kubelet's sync loop does.
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    k.tick();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
+        let sync = {
+            let k = kubelet.clone();
+            SyncLoop::start(move || k.tick())
         };
         Some(Self {
             _env: env,
@@ -148,8 +138,7 @@ impl Harness {
             worker_token,
             fake,
             kubelet,
-            stop_kubelet,
-            kubelet_thread: Some(kubelet_thread),
+            sync: Some(sync),
             _db: db,
         })
     }
@@ -222,37 +211,11 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.stop_kubelet.store(true, Ordering::SeqCst);
-        if let Some(t) = self.kubelet_thread.take() {
-            let _ = t.join();
-        }
+        // No pod may be started again once they are killed.
+        drop(self.sync.take());
         for (_, mut p) in self.kubelet.pods.lock().unwrap().drain() {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
-    }
-}
-
-/// Wait for a file a task writes when it has started (the event the tests wait on).
-pub async fn wait_for_file(path: &Path, secs: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Whether process `pid` is gone (or a zombie nobody will run again).
-pub fn process_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s
-            .rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('Z')),
     }
 }

@@ -6,7 +6,6 @@
 //! same time; the pool then drains back to its minimum with no pod killed mid-task.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentpool_client::Client;
@@ -20,6 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::Harness;
+use super::kubelet::SyncLoop;
 use super::pool_kubelet::PoolKubelet;
 
 struct Api(Client);
@@ -93,15 +93,9 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
     let Some(h) = Harness::start().await else { return };
     let root = tempfile::tempdir().unwrap();
     let kubelet = PoolKubelet::new(h.fake.clone(), root.path());
-    let stop_kubelet = Arc::new(AtomicBool::new(false));
-    let kubelet_thread = {
-        let (k, stop) = (kubelet.clone(), stop_kubelet.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                k.tick();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
+    let sync = {
+        let k = kubelet.clone();
+        SyncLoop::start(move || k.tick())
     };
     let metrics = Arc::new(Metrics::new());
     let mut cfg = OperatorConfig::new(NAMESPACE, "operator-0");
@@ -216,7 +210,6 @@ async fn a_pool_scales_with_a_burst_runs_every_task_once_and_drains_back_down() 
 
     stop.cancel();
     operator.await.unwrap();
-    stop_kubelet.store(true, Ordering::SeqCst);
-    kubelet_thread.join().unwrap();
+    sync.stop();
     kubelet.kill_all();
 }

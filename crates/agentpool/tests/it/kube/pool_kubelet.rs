@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use agentpool_kube::fake::FakeApi;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use serde_json::json;
 
-use super::kubelet::{container_env, signal};
+use super::kubelet::{container_env, signal, spawn_container};
 
 pub struct PoolPod {
     child: Child,
@@ -167,36 +167,13 @@ impl PoolKubelet {
             std::fs::create_dir_all(&host).unwrap();
             mounts.push((m.mount_path.clone(), host));
         }
-        let map = |s: &str| {
-            for (from, to) in &mounts {
-                if let Some(rest) = s.strip_prefix(from.as_str()) {
-                    return format!("{}{rest}", to.display());
-                }
-            }
-            s.to_string()
-        };
         let mut env = container_env(&self.fake, c, pod);
         // Every "pod" shares this host's network: each gets its own probe port.
         if env.contains_key("AGENTPOOL_HEALTH_LISTEN") {
             env.insert("AGENTPOOL_HEALTH_LISTEN".into(), "127.0.0.1:0".into());
         }
-        assert_eq!(c.command.clone().unwrap(), vec!["agentpool".to_string()]);
-        let args: Vec<String> = c.args.clone().unwrap().iter().map(|a| map(a)).collect();
-        let child = Command::new(env!("CARGO_BIN_EXE_agentpool"))
-            .args(&args)
-            .env_clear()
-            .envs(&env)
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &pod_dir)
-            .env("AGENTPOOL_DATA_DIR", pod_dir.join("data"))
-            .current_dir(&pod_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the pod's process");
         PoolPod {
-            child,
+            child: spawn_container(c, &env, &mounts, &pod_dir),
             terminating: None,
             grace: Duration::from_secs(tpl.termination_grace_period_seconds.unwrap_or(30) as u64),
         }
