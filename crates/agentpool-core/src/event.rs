@@ -5,9 +5,6 @@
 //! Wire shape (stable): `{"kind": "<kind>", "data": {…}}`; lifecycle events carry their step in
 //! `data.state`, e.g. `{"kind":"lifecycle","data":{"state":"claimed","attempt":1,"worker":"w"}}`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -34,51 +31,18 @@ pub enum EventKind {
     Raw,
 }
 
-impl EventKind {
-    pub const ALL: [EventKind; 10] = [
-        Self::Lifecycle,
-        Self::SessionStarted,
-        Self::AssistantMessage,
-        Self::ToolCall,
-        Self::ToolResult,
-        Self::Usage,
-        Self::ApiRetry,
-        Self::Log,
-        Self::Result,
-        Self::Raw,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lifecycle => "lifecycle",
-            Self::SessionStarted => "session_started",
-            Self::AssistantMessage => "assistant_message",
-            Self::ToolCall => "tool_call",
-            Self::ToolResult => "tool_result",
-            Self::Usage => "usage",
-            Self::ApiRetry => "api_retry",
-            Self::Log => "log",
-            Self::Result => "result",
-            Self::Raw => "raw",
-        }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
+crate::enum_names!(EventKind, UnknownState {
+    Lifecycle => "lifecycle",
+    SessionStarted => "session_started",
+    AssistantMessage => "assistant_message",
+    ToolCall => "tool_call",
+    ToolResult => "tool_result",
+    Usage => "usage",
+    ApiRetry => "api_retry",
+    Log => "log",
+    Result => "result",
+    Raw => "raw",
+});
 
 /// Where the preparation of a workspace spent its time (milliseconds). On the warm path the
 /// mirror's fetch runs alongside the clone from the mirror, so the phases overlap.

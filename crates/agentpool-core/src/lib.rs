@@ -4,6 +4,7 @@
 //! secret redactor.
 
 pub mod check;
+mod enum_names;
 pub mod error_class;
 pub mod event;
 pub mod github;

@@ -2,8 +2,6 @@
 //!
 //! Stores persist what these functions decide; they never invent transitions of their own.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,49 +21,23 @@ pub enum TaskState {
     Canceled,
 }
 
+crate::enum_names!(TaskState, UnknownState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Canceled => "canceled",
+});
+
 impl TaskState {
-    pub const ALL: [TaskState; 5] = [
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Canceled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
-
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
-    }
-}
-
-impl fmt::Display for TaskState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown task state {0:?}")]
 pub struct UnknownState(pub String);
-
-impl FromStr for TaskState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
 
 /// A transition that the state machine refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -265,33 +237,13 @@ pub enum AttemptOutcome {
     Expired,
 }
 
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-            Self::Expired => "expired",
-        }
-    }
-}
-
-impl FromStr for AttemptOutcome {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::Canceled,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-        .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
+crate::enum_names!(AttemptOutcome, UnknownState {
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Canceled => "canceled",
+    Expired => "expired",
+});
 
 /// One execution of a task by one worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,5 @@
 //! Workers as the queue sees them: identity, capabilities and status.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::task::UnknownState;
@@ -22,39 +19,13 @@ pub enum WorkerStatus {
     Unhealthy,
 }
 
-impl WorkerStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Busy => "busy",
-            Self::Draining => "draining",
-            Self::Offline => "offline",
-            Self::Unhealthy => "unhealthy",
-        }
-    }
-}
-
-impl fmt::Display for WorkerStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WorkerStatus {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Idle,
-            Self::Busy,
-            Self::Draining,
-            Self::Offline,
-            Self::Unhealthy,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-        .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
+crate::enum_names!(WorkerStatus, UnknownState {
+    Idle => "idle",
+    Busy => "busy",
+    Draining => "draining",
+    Offline => "offline",
+    Unhealthy => "unhealthy",
+});
 
 /// An agent CLI a worker has, with the version it reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,6 +149,19 @@ pub(crate) fn restricted_pod_security() -> PodSecurityContext {
     }
 }
 
+/// The container security every container agentpool creates runs with: no privilege
+/// escalation and no Linux capabilities.
+pub(crate) fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -223,13 +236,8 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
             },
         ]),
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
+            ..restricted_container_security()
         }),
         ..Container::default()
     };
