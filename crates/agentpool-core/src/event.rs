@@ -378,7 +378,7 @@ impl From<Lifecycle> for EventPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// When it happened on the worker; the store's clock when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
     #[serde(flatten)]
     pub payload: EventPayload,

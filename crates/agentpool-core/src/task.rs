@@ -180,48 +180,35 @@ pub struct FileChange {
     pub removed: Option<u64>,
 }
 
-/// What a successful (or finally failed) run produced.
+/// What a successful (or finally failed) run produced. A field left out is its default
+/// (absent, empty, zero).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaskResult {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_sha: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default)]
     pub files: Vec<FileChange>,
     /// Whether the work branch reached the remote.
-    #[serde(default)]
     pub pushed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_result: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
     /// The pull request opened (or reused) for the pushed branch, recorded by the server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<crate::github::PullRequestRef>,
-    #[serde(default)]
     pub usage: Usage,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_turns: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(default)]
     pub duration_ms: u64,
     /// Rounds of agent run + checks (absent when the task has no checks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounds: Option<u32>,
     /// Whether every check passed in the last round; `false` marks a work branch pushed with
     /// failing checks (`push_on_checks_failed`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks_passed: Option<bool>,
     /// Every check of every round, in the order they ran.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::CheckRun>,
 }
 
@@ -246,6 +233,7 @@ crate::enum_names!(AttemptOutcome, UnknownState {
 });
 
 /// One execution of a task by one worker.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub task_id: TaskId,
@@ -254,16 +242,14 @@ pub struct Attempt {
     pub worker_id: WorkerId,
     pub lease_token: LeaseToken,
     pub started_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
     pub outcome: AttemptOutcome,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
 }
 
 /// A task as the queue holds it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
@@ -276,26 +262,18 @@ pub struct Task {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub run_after: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// Worker holding the current lease, while running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<WorkerId>,
     /// The current (or last) lease token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_token: Option<LeaseToken>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
     /// A cancel was requested while running; the worker is told on its next heartbeat.
     #[serde(default)]
     pub cancel_requested: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
 }
 
@@ -375,6 +353,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_result_leaves_out_what_is_absent_and_reads_back_the_same() {
+        let empty: TaskResult = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, TaskResult::default());
+        assert_eq!(
+            serde_json::to_value(&empty).unwrap(),
+            serde_json::json!({
+                "files": [], "pushed": false, "duration_ms": 0,
+                "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0}
+            })
+        );
+        let full = serde_json::json!({
+            "commit_sha": "0123", "branch": "b",
+            "files": [{"path": "a", "added": 1, "removed": null}],
+            "pushed": true, "push_result": "ok", "pr_url": "https://h/pr/1",
+            "pull_request": {"number": 1, "url": "https://h/pr/1", "state": "open"},
+            "usage": {"input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_write_tokens": 4},
+            "cost_usd": 0.5, "session_id": "s", "num_turns": 3, "final_text": "done", "exit_code": 0,
+            "duration_ms": 9, "rounds": 2, "checks_passed": false,
+            "checks": [{"round": 1, "name": "t", "passed": false, "exit_code": 1, "duration_ms": 3,
+                        "output_tail": "x", "failed_tests": ["a::b"]}]
+        });
+        let result: TaskResult = serde_json::from_value(full.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&result).unwrap(), full);
     }
 
     #[test]

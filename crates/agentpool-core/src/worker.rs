@@ -31,7 +31,7 @@ crate::enum_names!(WorkerStatus, UnknownState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
 
@@ -41,7 +41,7 @@ pub struct AgentInfo {
 pub struct WorkerRegistration {
     /// Chosen by the worker so that a restart can re-register under the same id; assigned by
     /// the server when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<WorkerId>,
     pub hostname: String,
     pub version: String,
@@ -72,7 +72,7 @@ pub struct Worker {
     pub last_heartbeat_at: Timestamp,
     /// The worker's mirror cache as it last reported it; absent for a worker without one (or
     /// one too old to report it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
 }
 
