@@ -150,22 +150,17 @@ mod tests {
 
     #[test]
     fn classifies_messages() {
-        assert_eq!(
-            ErrorClass::from_message("exceeded retry limit, last status: 429 Too Many Requests"),
-            Some(ErrorClass::RateLimited)
-        );
-        assert_eq!(
-            ErrorClass::from_message("unexpected status 401 Unauthorized"),
-            Some(ErrorClass::AuthFailed)
-        );
-        assert_eq!(
-            ErrorClass::from_message("context deadline exceeded"),
-            Some(ErrorClass::Timeout)
-        );
-        assert_eq!(
-            ErrorClass::from_message("Not logged in · Please run /login"),
-            Some(ErrorClass::AuthFailed)
-        );
-        assert_eq!(ErrorClass::from_message("segfault"), None);
+        for (message, class) in [
+            (
+                "exceeded retry limit, last status: 429 Too Many Requests",
+                Some(ErrorClass::RateLimited),
+            ),
+            ("unexpected status 401 Unauthorized", Some(ErrorClass::AuthFailed)),
+            ("context deadline exceeded", Some(ErrorClass::Timeout)),
+            ("Not logged in · Please run /login", Some(ErrorClass::AuthFailed)),
+            ("segfault", None),
+        ] {
+            assert_eq!(ErrorClass::from_message(message), class, "{message}");
+        }
     }
 }

@@ -209,21 +209,18 @@ pub enum EventPayload {
     Lifecycle(Lifecycle),
     SessionStarted {
         session_id: String,
-        #[serde(default)]
         model: Option<String>,
     },
     AssistantMessage {
         text: String,
     },
     ToolCall {
-        #[serde(default)]
         id: Option<String>,
         name: String,
         #[serde(default)]
         input: Value,
     },
     ToolResult {
-        #[serde(default)]
         id: Option<String>,
         ok: bool,
         #[serde(default)]
@@ -238,19 +235,13 @@ pub enum EventPayload {
         cache_read_tokens: u64,
         #[serde(default)]
         cache_write_tokens: u64,
-        #[serde(default)]
         cost_usd: Option<f64>,
     },
     ApiRetry {
-        #[serde(default)]
         attempt: Option<u64>,
-        #[serde(default)]
         max_retries: Option<u64>,
-        #[serde(default)]
         delay_ms: Option<u64>,
-        #[serde(default)]
         status: Option<u64>,
-        #[serde(default)]
         error: Option<String>,
     },
     Log {
@@ -258,17 +249,15 @@ pub enum EventPayload {
         line: String,
     },
     Result {
-        #[serde(default)]
         text: Option<String>,
         #[serde(default)]
         is_error: bool,
-        #[serde(default)]
         subtype: Option<String>,
     },
     Raw {
         line: String,
         /// The `type` of a JSON line the parser understood but does not map.
-        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
     },
 }
@@ -463,6 +452,72 @@ mod tests {
         let e: NewEvent = serde_json::from_value(log.clone()).unwrap();
         assert_eq!(e.payload, EventPayload::log("stdout", "x"));
         assert_eq!(serde_json::to_value(&e).unwrap(), log);
+    }
+
+    #[test]
+    fn optional_data_fields_may_be_left_out() {
+        for (kind, data, want) in [
+            (
+                EventKind::SessionStarted,
+                json!({"session_id": "s"}),
+                EventPayload::SessionStarted {
+                    session_id: "s".into(),
+                    model: None,
+                },
+            ),
+            (
+                EventKind::ToolCall,
+                json!({"name": "Bash"}),
+                EventPayload::ToolCall {
+                    id: None,
+                    name: "Bash".into(),
+                    input: Value::Null,
+                },
+            ),
+            (
+                EventKind::Usage,
+                json!({}),
+                EventPayload::Usage {
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cache_read_tokens: 0,
+                    cache_write_tokens: 0,
+                    cost_usd: None,
+                },
+            ),
+            (
+                EventKind::ApiRetry,
+                json!({}),
+                EventPayload::ApiRetry {
+                    attempt: None,
+                    max_retries: None,
+                    delay_ms: None,
+                    status: None,
+                    error: None,
+                },
+            ),
+            (
+                EventKind::Result,
+                json!({}),
+                EventPayload::Result {
+                    text: None,
+                    is_error: false,
+                    subtype: None,
+                },
+            ),
+            (
+                EventKind::Raw,
+                json!({"line": "x"}),
+                EventPayload::Raw {
+                    line: "x".into(),
+                    hint: None,
+                },
+            ),
+        ] {
+            let wire = json!({"kind": kind.as_str(), "data": data.clone()});
+            assert_eq!(serde_json::from_value::<NewEvent>(wire).unwrap().payload, want);
+            assert_eq!(EventPayload::from_parts(kind, data), want);
+        }
     }
 
     #[test]

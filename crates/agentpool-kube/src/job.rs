@@ -47,7 +47,6 @@ pub struct SecretKeyRef {
 pub struct JobTemplate {
     /// The container image with `agentpool`, git and the agent CLIs.
     pub image: String,
-    #[serde(default)]
     pub image_pull_policy: Option<String>,
     /// The server URL as the pods reach it (a Service, `https://` through TLS).
     pub server_url: String,
@@ -55,11 +54,8 @@ pub struct JobTemplate {
     /// Secret).
     pub token_secret: SecretKeyRef,
     /// A Secret key holding a PEM CA certificate for an `https://` server with a private CA.
-    #[serde(default)]
     pub ca_secret: Option<SecretKeyRef>,
-    #[serde(default)]
     pub service_account: Option<String>,
-    #[serde(default)]
     pub resources: Option<ResourceRequirements>,
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
