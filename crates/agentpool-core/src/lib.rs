@@ -17,6 +17,8 @@ pub mod render;
 pub mod retry;
 pub mod spec;
 pub mod task;
+#[cfg(test)]
+mod wire_test;
 pub mod worker;
 
 pub use check::{CheckRun, CheckSpec};

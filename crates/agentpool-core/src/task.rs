@@ -357,15 +357,10 @@ mod tests {
 
     #[test]
     fn a_result_leaves_out_what_is_absent_and_reads_back_the_same() {
-        let empty: TaskResult = serde_json::from_str("{}").unwrap();
-        assert_eq!(empty, TaskResult::default());
-        assert_eq!(
-            serde_json::to_value(&empty).unwrap(),
-            serde_json::json!({
-                "files": [], "pushed": false, "duration_ms": 0,
-                "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0}
-            })
-        );
+        let empty = serde_json::json!({
+            "files": [], "pushed": false, "duration_ms": 0,
+            "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0}
+        });
         let full = serde_json::json!({
             "commit_sha": "0123", "branch": "b",
             "files": [{"path": "a", "added": 1, "removed": null}],
@@ -377,8 +372,7 @@ mod tests {
             "checks": [{"round": 1, "name": "t", "passed": false, "exit_code": 1, "duration_ms": 3,
                         "output_tail": "x", "failed_tests": ["a::b"]}]
         });
-        let result: TaskResult = serde_json::from_value(full.clone()).unwrap();
-        assert_eq!(serde_json::to_value(&result).unwrap(), full);
+        crate::wire_test::assert_wire_form::<TaskResult>(empty, full);
     }
 
     #[test]
