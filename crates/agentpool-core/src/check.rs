@@ -22,18 +22,16 @@ pub const MAX_CHECKS: usize = 20;
 
 /// One check: a shell command run with `sh -c` in the task's workspace. It passes when it
 /// exits 0 within its timeout and output limit.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
     /// How events and results name it; the command itself when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub command: String,
     /// Seconds; [`DEFAULT_CHECK_TIMEOUT_SECS`] when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
     /// Bytes of stdout+stderr; [`DEFAULT_CHECK_OUTPUT_BYTES`] when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_bytes: Option<u64>,
 }
 
@@ -134,6 +132,7 @@ pub fn validate_max_rounds(max_rounds: Option<u32>, field: &str) -> Option<Valid
 
 /// One run of one check in one round: a lifecycle event (`check_finished`) and an entry of
 /// the task result's `checks`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckRun {
     /// 1 for the checks after the agent's first run, n for those after its (n-1)-th resumption.
@@ -141,10 +140,8 @@ pub struct CheckRun {
     pub name: String,
     pub passed: bool,
     /// Absent when the check did not exit by itself (killed at its timeout, say).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Why agentpool ended it: `timeout` or `output_limit`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub killed: Option<String>,
     pub duration_ms: u64,
     /// The end of its output (stdout and stderr interleaved), at most a few KB.

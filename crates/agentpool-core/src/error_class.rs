@@ -1,8 +1,5 @@
 //! Error classes (docs/guarantees.md): what went wrong with an attempt, and whether trying again can help.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 /// Why an attempt failed. The class decides whether the task is retried.
@@ -48,25 +45,25 @@ pub enum ErrorClass {
     BudgetExceeded,
 }
 
-impl ErrorClass {
-    pub const ALL: [ErrorClass; 15] = [
-        Self::RateLimited,
-        Self::AuthFailed,
-        Self::Timeout,
-        Self::AgentError,
-        Self::GitError,
-        Self::GitAuthFailed,
-        Self::InvalidTask,
-        Self::Canceled,
-        Self::LeaseExpired,
-        Self::DependencyFailed,
-        Self::InfraError,
-        Self::InfraConfigError,
-        Self::ChecksFailed,
-        Self::WorkerError,
-        Self::BudgetExceeded,
-    ];
+crate::enum_names!(ErrorClass, UnknownErrorClass {
+    RateLimited => "RATE_LIMITED",
+    AuthFailed => "AUTH_FAILED",
+    Timeout => "TIMEOUT",
+    AgentError => "AGENT_ERROR",
+    GitError => "GIT_ERROR",
+    GitAuthFailed => "GIT_AUTH_FAILED",
+    InvalidTask => "INVALID_TASK",
+    Canceled => "CANCELED",
+    LeaseExpired => "LEASE_EXPIRED",
+    DependencyFailed => "DEPENDENCY_FAILED",
+    InfraError => "INFRA_ERROR",
+    InfraConfigError => "INFRA_CONFIG_ERROR",
+    ChecksFailed => "CHECKS_FAILED",
+    WorkerError => "WORKER_ERROR",
+    BudgetExceeded => "BUDGET_EXCEEDED",
+});
 
+impl ErrorClass {
     /// Whether an attempt failing with this class may be followed by another attempt.
     pub fn is_retryable(self) -> bool {
         matches!(
@@ -79,26 +76,6 @@ impl ErrorClass {
                 | Self::InfraError
                 | Self::WorkerError
         )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimited => "RATE_LIMITED",
-            Self::AuthFailed => "AUTH_FAILED",
-            Self::Timeout => "TIMEOUT",
-            Self::AgentError => "AGENT_ERROR",
-            Self::GitError => "GIT_ERROR",
-            Self::GitAuthFailed => "GIT_AUTH_FAILED",
-            Self::InvalidTask => "INVALID_TASK",
-            Self::Canceled => "CANCELED",
-            Self::LeaseExpired => "LEASE_EXPIRED",
-            Self::DependencyFailed => "DEPENDENCY_FAILED",
-            Self::InfraError => "INFRA_ERROR",
-            Self::InfraConfigError => "INFRA_CONFIG_ERROR",
-            Self::ChecksFailed => "CHECKS_FAILED",
-            Self::WorkerError => "WORKER_ERROR",
-            Self::BudgetExceeded => "BUDGET_EXCEEDED",
-        }
     }
 
     /// Classify free text (an error message, an agent's stderr) by the signals docs/guarantees.md lists.
@@ -137,25 +114,9 @@ impl ErrorClass {
     }
 }
 
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown error class {0:?}")]
 pub struct UnknownErrorClass(pub String);
-
-impl FromStr for ErrorClass {
-    type Err = UnknownErrorClass;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownErrorClass(s.to_string()))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -189,22 +150,17 @@ mod tests {
 
     #[test]
     fn classifies_messages() {
-        assert_eq!(
-            ErrorClass::from_message("exceeded retry limit, last status: 429 Too Many Requests"),
-            Some(ErrorClass::RateLimited)
-        );
-        assert_eq!(
-            ErrorClass::from_message("unexpected status 401 Unauthorized"),
-            Some(ErrorClass::AuthFailed)
-        );
-        assert_eq!(
-            ErrorClass::from_message("context deadline exceeded"),
-            Some(ErrorClass::Timeout)
-        );
-        assert_eq!(
-            ErrorClass::from_message("Not logged in · Please run /login"),
-            Some(ErrorClass::AuthFailed)
-        );
-        assert_eq!(ErrorClass::from_message("segfault"), None);
+        for (message, class) in [
+            (
+                "exceeded retry limit, last status: 429 Too Many Requests",
+                Some(ErrorClass::RateLimited),
+            ),
+            ("unexpected status 401 Unauthorized", Some(ErrorClass::AuthFailed)),
+            ("context deadline exceeded", Some(ErrorClass::Timeout)),
+            ("Not logged in · Please run /login", Some(ErrorClass::AuthFailed)),
+            ("segfault", None),
+        ] {
+            assert_eq!(ErrorClass::from_message(message), class, "{message}");
+        }
     }
 }

@@ -5,9 +5,6 @@
 //! Wire shape (stable): `{"kind": "<kind>", "data": {…}}`; lifecycle events carry their step in
 //! `data.state`, e.g. `{"kind":"lifecycle","data":{"state":"claimed","attempt":1,"worker":"w"}}`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -34,51 +31,18 @@ pub enum EventKind {
     Raw,
 }
 
-impl EventKind {
-    pub const ALL: [EventKind; 10] = [
-        Self::Lifecycle,
-        Self::SessionStarted,
-        Self::AssistantMessage,
-        Self::ToolCall,
-        Self::ToolResult,
-        Self::Usage,
-        Self::ApiRetry,
-        Self::Log,
-        Self::Result,
-        Self::Raw,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Lifecycle => "lifecycle",
-            Self::SessionStarted => "session_started",
-            Self::AssistantMessage => "assistant_message",
-            Self::ToolCall => "tool_call",
-            Self::ToolResult => "tool_result",
-            Self::Usage => "usage",
-            Self::ApiRetry => "api_retry",
-            Self::Log => "log",
-            Self::Result => "result",
-            Self::Raw => "raw",
-        }
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
+crate::enum_names!(EventKind, UnknownState {
+    Lifecycle => "lifecycle",
+    SessionStarted => "session_started",
+    AssistantMessage => "assistant_message",
+    ToolCall => "tool_call",
+    ToolResult => "tool_result",
+    Usage => "usage",
+    ApiRetry => "api_retry",
+    Log => "log",
+    Result => "result",
+    Raw => "raw",
+});
 
 /// Where the preparation of a workspace spent its time (milliseconds). On the warm path the
 /// mirror's fetch runs alongside the clone from the mirror, so the phases overlap.
@@ -245,21 +209,18 @@ pub enum EventPayload {
     Lifecycle(Lifecycle),
     SessionStarted {
         session_id: String,
-        #[serde(default)]
         model: Option<String>,
     },
     AssistantMessage {
         text: String,
     },
     ToolCall {
-        #[serde(default)]
         id: Option<String>,
         name: String,
         #[serde(default)]
         input: Value,
     },
     ToolResult {
-        #[serde(default)]
         id: Option<String>,
         ok: bool,
         #[serde(default)]
@@ -274,19 +235,13 @@ pub enum EventPayload {
         cache_read_tokens: u64,
         #[serde(default)]
         cache_write_tokens: u64,
-        #[serde(default)]
         cost_usd: Option<f64>,
     },
     ApiRetry {
-        #[serde(default)]
         attempt: Option<u64>,
-        #[serde(default)]
         max_retries: Option<u64>,
-        #[serde(default)]
         delay_ms: Option<u64>,
-        #[serde(default)]
         status: Option<u64>,
-        #[serde(default)]
         error: Option<String>,
     },
     Log {
@@ -294,17 +249,15 @@ pub enum EventPayload {
         line: String,
     },
     Result {
-        #[serde(default)]
         text: Option<String>,
         #[serde(default)]
         is_error: bool,
-        #[serde(default)]
         subtype: Option<String>,
     },
     Raw {
         line: String,
         /// The `type` of a JSON line the parser understood but does not map.
-        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
         hint: Option<String>,
     },
 }
@@ -414,7 +367,7 @@ impl From<Lifecycle> for EventPayload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewEvent {
     /// When it happened on the worker; the store's clock when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<Timestamp>,
     #[serde(flatten)]
     pub payload: EventPayload,
@@ -499,6 +452,72 @@ mod tests {
         let e: NewEvent = serde_json::from_value(log.clone()).unwrap();
         assert_eq!(e.payload, EventPayload::log("stdout", "x"));
         assert_eq!(serde_json::to_value(&e).unwrap(), log);
+    }
+
+    #[test]
+    fn optional_data_fields_may_be_left_out() {
+        for (kind, data, want) in [
+            (
+                EventKind::SessionStarted,
+                json!({"session_id": "s"}),
+                EventPayload::SessionStarted {
+                    session_id: "s".into(),
+                    model: None,
+                },
+            ),
+            (
+                EventKind::ToolCall,
+                json!({"name": "Bash"}),
+                EventPayload::ToolCall {
+                    id: None,
+                    name: "Bash".into(),
+                    input: Value::Null,
+                },
+            ),
+            (
+                EventKind::Usage,
+                json!({}),
+                EventPayload::Usage {
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cache_read_tokens: 0,
+                    cache_write_tokens: 0,
+                    cost_usd: None,
+                },
+            ),
+            (
+                EventKind::ApiRetry,
+                json!({}),
+                EventPayload::ApiRetry {
+                    attempt: None,
+                    max_retries: None,
+                    delay_ms: None,
+                    status: None,
+                    error: None,
+                },
+            ),
+            (
+                EventKind::Result,
+                json!({}),
+                EventPayload::Result {
+                    text: None,
+                    is_error: false,
+                    subtype: None,
+                },
+            ),
+            (
+                EventKind::Raw,
+                json!({"line": "x"}),
+                EventPayload::Raw {
+                    line: "x".into(),
+                    hint: None,
+                },
+            ),
+        ] {
+            let wire = json!({"kind": kind.as_str(), "data": data.clone()});
+            assert_eq!(serde_json::from_value::<NewEvent>(wire).unwrap().payload, want);
+            assert_eq!(EventPayload::from_parts(kind, data), want);
+        }
     }
 
     #[test]

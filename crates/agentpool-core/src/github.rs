@@ -25,6 +25,7 @@ pub const DEFAULT_COMMAND: &str = "/agentpool";
 pub const DEFAULT_MAX_FOLLOW_UPS: u32 = 3;
 
 /// How a project is wired to a GitHub repository (`ProjectSpec::github`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GithubSettings {
@@ -32,24 +33,19 @@ pub struct GithubSettings {
     pub repository: String,
     /// REST API root; `https://api.github.com` when absent (GitHub Enterprise:
     /// `https://HOST/api/v3`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
     /// Stored credential holding the webhook secret (HMAC key of `X-Hub-Signature-256`).
     pub webhook_secret: String,
     /// Stored credential holding a token for the REST API (pull requests, comments).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Authenticate as a GitHub App instead of with a token: the server mints short-lived
     /// installation tokens scoped to this repository (one per task for the worker's clone
     /// and push, and a cached one for its own REST calls).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<GithubApp>,
     /// An issue labeled with this label becomes a task (default `agentpool`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     /// A comment starting with this word becomes a task with the rest as its prompt (default
     /// `/agentpool`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// Who may command agentpool by comment or review (`author_association`); OWNER, MEMBER and
     /// COLLABORATOR when empty.
@@ -69,15 +65,12 @@ pub struct GithubSettings {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check_run_follow_ups: bool,
     /// The most automatic follow-ups (reviews and check runs) per pull request (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_follow_ups: Option<u32>,
     /// Prompt template of new tasks; placeholders `{{title}}`, `{{body}}`, `{{comment}}`,
     /// `{{number}}`, `{{url}}`, `{{repository}}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_template: Option<String>,
     /// Prompt template of follow-up tasks; adds `{{review}}` (the review and its comments with
     /// file and line) and `{{check}}` (the failed check run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up_template: Option<String>,
 }
 
@@ -91,7 +84,7 @@ pub struct GithubApp {
     pub private_key: String,
     /// The installation on the repository's account; looked up from the repository when
     /// absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub installation_id: Option<u64>,
 }
 

@@ -4,6 +4,7 @@
 //! secret redactor.
 
 pub mod check;
+mod enum_names;
 pub mod error_class;
 pub mod event;
 pub mod github;
@@ -16,6 +17,8 @@ pub mod render;
 pub mod retry;
 pub mod spec;
 pub mod task;
+#[cfg(test)]
+mod wire_test;
 pub mod worker;
 
 pub use check::{CheckRun, CheckSpec};

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationError;
 
 /// The settings of a profile (`PUT /v1/profiles/{name}`'s body).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -18,16 +19,13 @@ pub struct AgentProfile {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// The model when the task names none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// The turn limit when the task sets none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
     /// Tools the agent may use without asking (in the CLI's own naming), where it has such a list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_tools: Vec<String>,
     /// Text appended to the agent's system prompt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append_system_prompt: Option<String>,
     /// MCP servers the agent starts (stdio), by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -5,19 +5,16 @@ use serde::{Deserialize, Serialize};
 use crate::Timestamp;
 use crate::check::CheckSpec;
 
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectSpec {
     pub name: String,
     pub repo: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_base: Option<String>,
     /// Max tasks of this project running at once; unlimited when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slots: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_model: Option<String>,
     /// Agents tasks of this project may use; any when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -29,20 +26,15 @@ pub struct ProjectSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckSpec>,
     /// Round limit of this project's agent tasks that name none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rounds: Option<u32>,
     /// Default `max_cost_usd` for this project's tasks that set none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
     /// Spend allowed per UTC day (the sum of the reported cost of the project's tasks); once
     /// reached, its queued tasks wait for the next day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub daily_budget_usd: Option<f64>,
     /// Agent profile of this project's tasks that name none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
     /// The GitHub repository this project answers webhooks for, and how (README, "GitHub").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<crate::github::GithubSettings>,
 }
 

@@ -2,8 +2,6 @@
 //!
 //! Stores persist what these functions decide; they never invent transitions of their own.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,49 +21,23 @@ pub enum TaskState {
     Canceled,
 }
 
+crate::enum_names!(TaskState, UnknownState {
+    Queued => "queued",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Canceled => "canceled",
+});
+
 impl TaskState {
-    pub const ALL: [TaskState; 5] = [
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Canceled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
-
     pub fn is_finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
-    }
-}
-
-impl fmt::Display for TaskState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown task state {0:?}")]
 pub struct UnknownState(pub String);
-
-impl FromStr for TaskState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
 
 /// A transition that the state machine refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -208,48 +180,35 @@ pub struct FileChange {
     pub removed: Option<u64>,
 }
 
-/// What a successful (or finally failed) run produced.
+/// What a successful (or finally failed) run produced. A field left out is its default
+/// (absent, empty, zero).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TaskResult {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_sha: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default)]
     pub files: Vec<FileChange>,
     /// Whether the work branch reached the remote.
-    #[serde(default)]
     pub pushed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub push_result: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pr_url: Option<String>,
     /// The pull request opened (or reused) for the pushed branch, recorded by the server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<crate::github::PullRequestRef>,
-    #[serde(default)]
     pub usage: Usage,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_turns: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_text: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(default)]
     pub duration_ms: u64,
     /// Rounds of agent run + checks (absent when the task has no checks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rounds: Option<u32>,
     /// Whether every check passed in the last round; `false` marks a work branch pushed with
     /// failing checks (`push_on_checks_failed`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks_passed: Option<bool>,
     /// Every check of every round, in the order they ran.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::CheckRun>,
 }
 
@@ -265,35 +224,16 @@ pub enum AttemptOutcome {
     Expired,
 }
 
-impl AttemptOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-            Self::Expired => "expired",
-        }
-    }
-}
-
-impl FromStr for AttemptOutcome {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::Canceled,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-        .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
+crate::enum_names!(AttemptOutcome, UnknownState {
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Canceled => "canceled",
+    Expired => "expired",
+});
 
 /// One execution of a task by one worker.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub task_id: TaskId,
@@ -302,16 +242,14 @@ pub struct Attempt {
     pub worker_id: WorkerId,
     pub lease_token: LeaseToken,
     pub started_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
     pub outcome: AttemptOutcome,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
 }
 
 /// A task as the queue holds it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub id: TaskId,
@@ -324,26 +262,18 @@ pub struct Task {
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub run_after: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Timestamp>,
     /// Worker holding the current lease, while running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<WorkerId>,
     /// The current (or last) lease token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_token: Option<LeaseToken>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<Timestamp>,
     /// A cancel was requested while running; the worker is told on its next heartbeat.
     #[serde(default)]
     pub cancel_requested: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_class: Option<ErrorClass>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
 }
 
@@ -423,6 +353,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_result_leaves_out_what_is_absent_and_reads_back_the_same() {
+        let empty = serde_json::json!({
+            "files": [], "pushed": false, "duration_ms": 0,
+            "usage": {"input_tokens": 0, "output_tokens": 0, "cache_read_tokens": 0, "cache_write_tokens": 0}
+        });
+        let full = serde_json::json!({
+            "commit_sha": "0123", "branch": "b",
+            "files": [{"path": "a", "added": 1, "removed": null}],
+            "pushed": true, "push_result": "ok", "pr_url": "https://h/pr/1",
+            "pull_request": {"number": 1, "url": "https://h/pr/1", "state": "open"},
+            "usage": {"input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 3, "cache_write_tokens": 4},
+            "cost_usd": 0.5, "session_id": "s", "num_turns": 3, "final_text": "done", "exit_code": 0,
+            "duration_ms": 9, "rounds": 2, "checks_passed": false,
+            "checks": [{"round": 1, "name": "t", "passed": false, "exit_code": 1, "duration_ms": 3,
+                        "output_tail": "x", "failed_tests": ["a::b"]}]
+        });
+        crate::wire_test::assert_wire_form::<TaskResult>(empty, full);
     }
 
     #[test]

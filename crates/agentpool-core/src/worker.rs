@@ -1,8 +1,5 @@
 //! Workers as the queue sees them: identity, capabilities and status.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::task::UnknownState;
@@ -22,45 +19,19 @@ pub enum WorkerStatus {
     Unhealthy,
 }
 
-impl WorkerStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Busy => "busy",
-            Self::Draining => "draining",
-            Self::Offline => "offline",
-            Self::Unhealthy => "unhealthy",
-        }
-    }
-}
-
-impl fmt::Display for WorkerStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WorkerStatus {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Idle,
-            Self::Busy,
-            Self::Draining,
-            Self::Offline,
-            Self::Unhealthy,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-        .ok_or_else(|| UnknownState(s.to_string()))
-    }
-}
+crate::enum_names!(WorkerStatus, UnknownState {
+    Idle => "idle",
+    Busy => "busy",
+    Draining => "draining",
+    Offline => "offline",
+    Unhealthy => "unhealthy",
+});
 
 /// An agent CLI a worker has, with the version it reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
 
@@ -70,7 +41,7 @@ pub struct AgentInfo {
 pub struct WorkerRegistration {
     /// Chosen by the worker so that a restart can re-register under the same id; assigned by
     /// the server when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<WorkerId>,
     pub hostname: String,
     pub version: String,
@@ -101,7 +72,7 @@ pub struct Worker {
     pub last_heartbeat_at: Timestamp,
     /// The worker's mirror cache as it last reported it; absent for a worker without one (or
     /// one too old to report it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
 }
 

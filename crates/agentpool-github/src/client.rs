@@ -46,7 +46,6 @@ pub struct PullInfo {
     pub number: u64,
     pub html_url: String,
     pub state: String,
-    #[serde(default)]
     pub draft: Option<bool>,
 }
 
@@ -56,11 +55,8 @@ pub struct ReviewComment {
     pub id: u64,
     #[serde(default)]
     pub body: String,
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub line: Option<u64>,
-    #[serde(default)]
     pub original_line: Option<u64>,
 }
 

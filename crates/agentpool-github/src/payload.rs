@@ -42,7 +42,6 @@ pub struct Comment {
     pub original_line: Option<u64>,
     pub html_url: Option<String>,
     /// Review comments: the review they were submitted with.
-    #[serde(default)]
     pub pull_request_review_id: Option<u64>,
 }
 

@@ -47,7 +47,6 @@ pub struct SecretKeyRef {
 pub struct JobTemplate {
     /// The container image with `agentpool`, git and the agent CLIs.
     pub image: String,
-    #[serde(default)]
     pub image_pull_policy: Option<String>,
     /// The server URL as the pods reach it (a Service, `https://` through TLS).
     pub server_url: String,
@@ -55,11 +54,8 @@ pub struct JobTemplate {
     /// Secret).
     pub token_secret: SecretKeyRef,
     /// A Secret key holding a PEM CA certificate for an `https://` server with a private CA.
-    #[serde(default)]
     pub ca_secret: Option<SecretKeyRef>,
-    #[serde(default)]
     pub service_account: Option<String>,
-    #[serde(default)]
     pub resources: Option<ResourceRequirements>,
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
@@ -149,6 +145,19 @@ pub(crate) fn restricted_pod_security() -> PodSecurityContext {
     }
 }
 
+/// The container security every container agentpool creates runs with: no privilege
+/// escalation and no Linux capabilities.
+pub(crate) fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
 pub(crate) fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -223,13 +232,8 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
             },
         ]),
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
+            ..restricted_container_security()
         }),
         ..Container::default()
     };

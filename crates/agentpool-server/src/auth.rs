@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,37 +26,15 @@ pub enum Role {
     Worker,
 }
 
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Submitter, Role::Worker];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Submitter => "submitter",
-            Self::Worker => "worker",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+agentpool_core::enum_names!(Role, UnknownRole {
+    Admin => "admin",
+    Submitter => "submitter",
+    Worker => "worker",
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown role {0:?}: use admin, submitter or worker")]
 pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| UnknownRole(s.to_string()))
-    }
-}
 
 /// How the server authenticates callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -79,7 +79,7 @@ pub struct TaskPage {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<crate::protocol::openapi::TaskSchema>))]
     pub tasks: Vec<Task>,
     /// Pass as `cursor` to get the next page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub next_cursor: Option<TaskId>,
 }

@@ -34,22 +34,21 @@ pub struct ClaimedTask {
     /// 1-based attempt number of this claim.
     pub attempt: u32,
     /// Session id of the task this one follows up, when it has one (to resume the agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_session: Option<String>,
 }
 
 /// `POST /v1/workers/{id}/heartbeat`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     /// The leases the worker holds; their expiry is extended.
     #[serde(default)]
     pub leases: Vec<Lease>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<WorkerStatus>,
     /// The worker's mirror cache, sent when it changed since the last beat; the server keeps
     /// the last one it was sent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheStats>,
 }
 
@@ -74,6 +73,7 @@ pub struct CompleteRequest {
 }
 
 /// `POST /v1/workers/{id}/fail/{task}`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {
@@ -81,10 +81,8 @@ pub struct FailRequest {
     pub class: ErrorClass,
     pub message: String,
     /// The agent's retry-after hint, for rate limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
     /// What the run produced before it failed (usage, partial commit…).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<TaskResult>,
 }
 
@@ -210,7 +208,7 @@ pub struct CompleteItemResult {
     pub task_id: TaskId,
     pub ok: bool,
     /// Why this item was refused (e.g. `stale_lease`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
 }
 

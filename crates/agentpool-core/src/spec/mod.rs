@@ -66,92 +66,64 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const MAX_PRIORITY: i32 = 1000;
 
 /// A task as submitted: everything needed to run it. Stored as JSON next to the columns the
-/// queue filters on.
+/// queue filters on. A field left out takes its value from [`TaskSpec::default`].
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TaskSpec {
-    #[serde(default)]
     pub kind: TaskKind,
     /// Repository to clone. Optional when `project` names one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<String>,
     /// Project this task belongs to (slots, credentials, defaults).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
     /// Ref to start from; the remote's default branch when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ref: Option<String>,
     /// Work branch; `agentpool/<task-id>` when absent. Also the branch lock key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// Agent name (`claude-code`, `codex`, …); the worker's default agent when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
     /// Stop the agent and fail the task `BUDGET_EXCEEDED` once the cost it reports passes this
     /// (USD). Only agents that report cost can be held to it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_usd: Option<f64>,
-    #[serde(default)]
     pub priority: i32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u32>,
-    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<TaskId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_after: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// Continue an earlier task: same work branch, agent session resumed where supported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub follow_up_of: Option<TaskId>,
     /// Shell command run in the workspace before the agent (install deps, …).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup_command: Option<String>,
     /// Commit what changed (default true).
-    #[serde(default = "yes")]
     pub commit: bool,
     /// Push the work branch (default true).
-    #[serde(default = "yes")]
     pub push: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_message: Option<String>,
     /// Names of stored credentials this task needs (API keys, git token).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub credentials: Vec<String>,
     /// Commands run after the agent (or command), before commit; failures are fed back to
     /// the agent (docs/checks.md). Absent: the project's checks; `[]`: none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckSpec>>,
     /// The most rounds of agent run + checks (agent tasks); 3 when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rounds: Option<u32>,
     /// When checks still fail after the last round, still commit and push the work branch
     /// (the result is marked `checks_passed: false`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub push_on_checks_failed: bool,
     /// A stored agent profile (settings, MCP servers) to run with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     /// The settings of `profile` as the server resolved them at submit (what the task runs
     /// with, whatever later happens to the profile); a client's value is replaced.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_settings: Option<crate::AgentProfile>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// What a cost limit or budget in USD must be.

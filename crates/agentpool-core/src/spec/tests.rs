@@ -154,6 +154,27 @@ fn unknown_fields_are_refused() {
 }
 
 #[test]
+fn the_wire_form_leaves_out_what_is_absent_and_reads_back_the_same() {
+    let empty = serde_json::json!({"kind": "agent", "priority": 0, "commit": true, "push": true});
+    let full = serde_json::json!({
+        "kind": "command", "repo": "https://h/r", "project": "p", "base_ref": "main",
+        "branch": "b", "prompt": "x", "command": "make", "agent": "codex", "model": "m",
+        "max_turns": 3, "max_cost_usd": 1.5, "priority": 7, "timeout_secs": 60,
+        "max_attempts": 2, "labels": {"gpu": "no"},
+        "depends_on": ["0190e2a4-54a8-7c1e-9d4a-2b3c4d5e6f70"], "run_after": "2026-01-02T03:04:05Z",
+        "idempotency_key": "k", "follow_up_of": "0190e2a4-54a8-7c1e-9d4a-2b3c4d5e6f71",
+        "setup_command": "npm ci", "commit": false, "push": false, "commit_message": "msg",
+        "credentials": ["c"], "checks": [{"command": "cargo test", "timeout_secs": 5}],
+        "max_rounds": 2, "push_on_checks_failed": true, "profile": "eu",
+        "profile_settings": {"model": "m"}
+    });
+    crate::wire_test::assert_wire_form::<TaskSpec>(empty, full);
+    // `null` reads as absent, as a missing field does.
+    let nulls: TaskSpec = serde_json::from_str(r#"{"repo":null,"checks":null}"#).unwrap();
+    assert_eq!(nulls, TaskSpec::default());
+}
+
+#[test]
 fn labels_parse() {
     assert_eq!(parse_label("gpu=yes").unwrap(), ("gpu".into(), "yes".into()));
     assert!(parse_label("novalue").is_err());

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::job::SecretKeyRef;
 
 /// A persistent pool of agentpool workers, scaled on the queue depth of the tasks it serves.
+#[serde_with::skip_serializing_none]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "agentpool.dev",
@@ -40,14 +41,11 @@ pub struct WorkerPoolSpec {
     /// The worker token the pods (and the operator, for queue statistics and drains) use.
     pub token_secret: SecretKeyRef,
     /// A PEM CA certificate to trust for an `https://` server with a private CA.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret: Option<SecretKeyRef>,
     /// A fixed number of pods (exclusive with `autoscale`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
     /// Scale on queue depth between `min` and `max` pods (exclusive with `replicas`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscale: Option<Autoscale>,
     /// Tasks each pod runs at once.
     #[serde(default = "one")]
@@ -61,20 +59,16 @@ pub struct WorkerPoolSpec {
     pub agents: Vec<String>,
     /// The image with `agentpool`, git and the agent CLIs.
     pub image: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
     /// The per-pod mirror cache volume (a PersistentVolumeClaim per pod).
     #[serde(default)]
     pub cache: CacheSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// Extra environment: agent settings, and agent credentials as `secretKeyRef`s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -102,6 +96,7 @@ pub struct Autoscale {
 }
 
 /// The mirror cache each pod keeps on its own volume.
+#[serde_with::skip_serializing_none]
 #[derive(JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CacheSpec {
@@ -109,14 +104,12 @@ pub struct CacheSpec {
     #[serde(default = "default_cache_size")]
     pub size: String,
     /// The StorageClass of the cache volumes; the cluster default when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Mirrors unused for this many days are pruned.
     #[serde(default = "default_max_age_days")]
     #[schemars(range(min = 1))]
     pub max_age_days: i64,
     /// The cache is pruned, least recently used first, down to this many MiB (0: no limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub max_size_mib: Option<i64>,
 }
@@ -133,65 +126,50 @@ impl Default for CacheSpec {
 }
 
 /// What the operator last saw and did.
+#[serde_with::skip_serializing_none]
 #[derive(JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct WorkerPoolStatus {
     /// Pods the StatefulSet has.
-    #[serde(default)]
     pub replicas: i32,
-    #[serde(default)]
     pub ready_replicas: i32,
     /// Pods the pool should have now (the autoscaler's answer within [min, max]).
-    #[serde(default)]
     pub desired_replicas: i32,
-    #[serde(default)]
     pub busy_workers: i32,
-    #[serde(default)]
     pub idle_workers: i32,
     /// Workers being drained before their pods go.
-    #[serde(default)]
     pub draining_workers: i32,
     /// Queued tasks this pool could run.
-    #[serde(default)]
     pub queued_tasks: i64,
     /// Tasks running on the pool's workers.
-    #[serde(default)]
     pub running_tasks: i64,
     /// The pods' mirror caches, summed over the pool's online workers as they last reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<PoolCacheStatus>,
     /// A scale-down in progress, kept here (not in the operator's memory) so that the
     /// operator continues it after a restart or a change of leader.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down: Option<ScaleDownStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready`, `Scaling` and `Degraded`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
 
 /// The pool's warm mirror caches: how often a task found its repository's mirror on its pod,
 /// and what the caches hold.
 #[derive(JsonSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct PoolCacheStatus {
     /// Tasks that found their repository's mirror (fetched into it) since their pod started.
-    #[serde(default)]
     pub hits: i64,
     /// Tasks that had to create it (a full clone).
-    #[serde(default)]
     pub misses: i64,
     /// Hits over hits and misses, 0 to 1; absent before the first task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hit_rate: Option<f64>,
     /// Bytes the mirrors take on the pods' cache volumes.
-    #[serde(default)]
     pub bytes: i64,
-    #[serde(default)]
     pub mirrors: i32,
     /// Workers whose figures are counted (those that reported them).
-    #[serde(default)]
     pub workers: i32,
 }
 
@@ -201,7 +179,7 @@ pub struct PoolCacheStatus {
 pub struct ScaleDownStatus {
     /// Since when demand has been below the pool's size: the scale-down delay counts from
     /// here. Absent once demand is back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub below_since: Option<Time>,
     /// Workers the operator asked to drain whose pods are still there: it waits for them to
     /// go idle, and brings back (restarts) the ones demand needs again. Workers drained by

@@ -8,10 +8,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    SecretVolumeSource, SecurityContext, Service, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    Service, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -20,7 +19,8 @@ use kube::Resource;
 
 use super::crd::WorkerPool;
 use crate::job::{
-    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, env, env_from_secret, restricted_pod_security,
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, env, env_from_secret, restricted_container_security,
+    restricted_pod_security,
 };
 
 /// The label every pool worker carries (to the server and on its pod): tasks may select one
@@ -204,14 +204,7 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
         }]),
         readiness_probe: Some(http_probe("/readyz", 5)),
         liveness_probe: Some(http_probe("/healthz", 20)),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container_security()),
         ..Container::default()
     };
     let pod = PodSpec {

@@ -1,98 +1,21 @@
-//! OpenAPI schemas of the domain types (feature `openapi`, enabled by the server): the domain
-//! types themselves carry no OpenAPI derives, so each schema is derived from the serde form of
-//! a fully populated example value — property names and JSON types follow the real types as
-//! they change. The examples are built here, with every optional field set. The wire types of
-//! [`crate::protocol`] derive their schemas and point at these for the domain types they hold.
+//! Example values of the domain and wire types, every optional field set, from which the
+//! schemas of the types without an OpenAPI derive are inferred.
+
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::event::NewEvent;
 use crate::project::ProjectSpec;
 use crate::protocol::{
-    AppendEventsRequest, ClaimRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply,
-    HeartbeatRequest,
+    AppendEventsRequest, ClaimRequest, CompleteRequest, Enqueued, FailOutcome, FailRequest, HeartbeatReply,
+    HeartbeatRequest, TaskDetail, WaitReason,
 };
-use crate::protocol::{Enqueued, TaskDetail, WaitReason};
 use crate::worker::WorkerRegistration;
 use crate::{
     AgentInfo, Attempt, AttemptOutcome, CheckRun, CheckSpec, ErrorClass, Event, EventPayload, FileChange,
     Lease, LeaseToken, Project, Task, TaskId, TaskKind, TaskResult, TaskSpec, TaskState, Usage, Worker,
     WorkerId, WorkerStatus,
 };
-use serde::Serialize;
-use serde_json::Value;
-use std::borrow::Cow;
-use utoipa::ToSchema;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::{
-    ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
-};
-
-/// A JSON schema describing the shape of `v` (types and properties, recursively).
-pub fn infer(v: &Value) -> RefOr<Schema> {
-    match v {
-        Value::Null => ObjectBuilder::new().schema_type(Type::Null).into(),
-        Value::Bool(_) => ObjectBuilder::new().schema_type(Type::Boolean).into(),
-        Value::Number(n) if n.is_i64() || n.is_u64() => {
-            ObjectBuilder::new().schema_type(Type::Integer).into()
-        }
-        Value::Number(_) => ObjectBuilder::new().schema_type(Type::Number).into(),
-        Value::String(s) => {
-            let b = ObjectBuilder::new().schema_type(Type::String);
-            if chrono::DateTime::parse_from_rfc3339(s).is_ok() {
-                b.format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-                    .into()
-            } else {
-                b.into()
-            }
-        }
-        Value::Array(items) => match items.first() {
-            Some(first) => ArrayBuilder::new().items(infer(first)).into(),
-            None => ArrayBuilder::new().into(),
-        },
-        Value::Object(map) => {
-            let mut b = ObjectBuilder::new();
-            for (k, v) in map {
-                b = b.property(k.clone(), infer(v));
-            }
-            b.into()
-        }
-    }
-}
-
-/// The schema of one or several example values (several: `oneOf`, e.g. for tagged enums).
-pub fn from_examples(description: &str, examples: Vec<Value>) -> RefOr<Schema> {
-    match examples.as_slice() {
-        [one] => with_description(infer(one), description),
-        many => {
-            let mut b = OneOfBuilder::new().description(Some(description));
-            for e in many {
-                b = b.item(infer(e));
-            }
-            b.into()
-        }
-    }
-}
-
-/// Mark `fields` of an object schema as required (an example shows a field, not whether it
-/// may be left out).
-pub fn require(s: RefOr<Schema>, fields: &[&str]) -> RefOr<Schema> {
-    match s {
-        RefOr::T(Schema::Object(mut o)) => {
-            o.required = fields.iter().map(|f| f.to_string()).collect();
-            RefOr::T(Schema::Object(o))
-        }
-        other => other,
-    }
-}
-
-fn with_description(s: RefOr<Schema>, d: &str) -> RefOr<Schema> {
-    match s {
-        RefOr::T(Schema::Object(mut o)) => {
-            o.description = Some(d.to_string());
-            RefOr::T(Schema::Object(o))
-        }
-        other => other,
-    }
-}
 
 fn v<T: Serialize>(x: T) -> Value {
     serde_json::to_value(x).unwrap_or(Value::Null)
@@ -113,7 +36,7 @@ fn lease() -> Lease {
     }
 }
 
-pub fn task_spec() -> TaskSpec {
+pub(super) fn task_spec() -> TaskSpec {
     TaskSpec {
         kind: TaskKind::Agent,
         repo: Some("https://example.com/repo.git".into()),
@@ -188,7 +111,7 @@ fn check_run() -> CheckRun {
     }
 }
 
-pub fn task_result() -> TaskResult {
+pub(super) fn task_result() -> TaskResult {
     TaskResult {
         commit_sha: Some("0123abcd".into()),
         branch: Some("agentpool/fix".into()),
@@ -223,7 +146,7 @@ pub fn task_result() -> TaskResult {
     }
 }
 
-pub fn task() -> Task {
+pub(super) fn task() -> Task {
     Task {
         id: TaskId::new(),
         spec: task_spec(),
@@ -246,7 +169,7 @@ pub fn task() -> Task {
     }
 }
 
-pub fn task_detail() -> Value {
+pub(super) fn task_detail() -> Value {
     v(TaskDetail {
         task: task(),
         attempts_detail: vec![Attempt {
@@ -275,14 +198,14 @@ pub fn task_detail() -> Value {
     })
 }
 
-pub fn enqueued() -> Value {
+pub(super) fn enqueued() -> Value {
     v(Enqueued {
         task: task(),
         created: true,
     })
 }
 
-pub fn event() -> Value {
+pub(super) fn event() -> Value {
     v(Event {
         task_id: TaskId::new(),
         seq: 1,
@@ -306,11 +229,11 @@ fn registration() -> WorkerRegistration {
     }
 }
 
-pub fn worker_registration() -> Value {
+pub(super) fn worker_registration() -> Value {
     v(registration())
 }
 
-pub fn worker() -> Value {
+pub(super) fn worker() -> Value {
     let r = registration();
     v(Worker {
         id: worker_id(),
@@ -375,11 +298,11 @@ fn project_spec_value() -> ProjectSpec {
     }
 }
 
-pub fn project_spec() -> Value {
+pub(super) fn project_spec() -> Value {
     v(project_spec_value())
 }
 
-pub fn project() -> Value {
+pub(super) fn project() -> Value {
     v(Project {
         spec: project_spec_value(),
         created_at: now(),
@@ -387,7 +310,7 @@ pub fn project() -> Value {
     })
 }
 
-pub fn heartbeat_request() -> Value {
+pub(super) fn heartbeat_request() -> Value {
     v(HeartbeatRequest {
         leases: vec![lease()],
         status: Some(WorkerStatus::Busy),
@@ -395,7 +318,7 @@ pub fn heartbeat_request() -> Value {
     })
 }
 
-pub fn heartbeat_reply() -> Value {
+pub(super) fn heartbeat_reply() -> Value {
     v(HeartbeatReply {
         cancel: vec![TaskId::new()],
         lost: vec![TaskId::new()],
@@ -403,14 +326,14 @@ pub fn heartbeat_reply() -> Value {
     })
 }
 
-pub fn complete_request() -> Value {
+pub(super) fn complete_request() -> Value {
     v(CompleteRequest {
         lease_token: LeaseToken(7),
         result: task_result(),
     })
 }
 
-pub fn fail_request() -> Value {
+pub(super) fn fail_request() -> Value {
     v(FailRequest {
         lease_token: LeaseToken(7),
         class: ErrorClass::RateLimited,
@@ -420,7 +343,7 @@ pub fn fail_request() -> Value {
     })
 }
 
-pub fn fail_outcomes() -> Vec<Value> {
+pub(super) fn fail_outcomes() -> Vec<Value> {
     vec![
         v(FailOutcome::Retrying {
             run_after: now(),
@@ -432,7 +355,7 @@ pub fn fail_outcomes() -> Vec<Value> {
     ]
 }
 
-pub fn append_events_request() -> Value {
+pub(super) fn append_events_request() -> Value {
     v(AppendEventsRequest {
         lease_token: LeaseToken(7),
         events: vec![NewEvent {
@@ -442,161 +365,21 @@ pub fn append_events_request() -> Value {
     })
 }
 
-pub fn claim_request() -> Value {
+pub(super) fn claim_request() -> Value {
     v(ClaimRequest {
         max: 1,
         wait_secs: 30,
     })
 }
 
-pub fn task_value() -> Value {
+pub(super) fn task_value() -> Value {
     v(task())
 }
 
-pub fn task_spec_value() -> Value {
+pub(super) fn task_spec_value() -> Value {
     v(task_spec())
 }
 
-pub fn task_result_value() -> Value {
+pub(super) fn task_result_value() -> Value {
     v(task_result())
 }
-
-// ---------------------------------------------------------------------------------------------
-// Named schemas for the domain types, referenced by the wire types and the server's paths.
-
-/// A named schema for a domain type that carries no OpenAPI derive: described from example
-/// values, with a pointer to the Rust type that defines it.
-macro_rules! core_schema {
-    ($marker:ident, $name:literal, $doc:literal, $examples:expr, required = [$($req:literal),* $(,)?]) => {
-        #[doc = $doc]
-        pub struct $marker;
-        impl utoipa::PartialSchema for $marker {
-            fn schema() -> RefOr<Schema> {
-                require(from_examples($doc, $examples), &[$($req),*])
-            }
-        }
-        impl ToSchema for $marker {
-            fn name() -> Cow<'static, str> {
-                Cow::Borrowed($name)
-            }
-        }
-    };
-    ($marker:ident, $name:literal, $doc:literal, $examples:expr) => {
-        #[doc = $doc]
-        pub struct $marker;
-        impl utoipa::PartialSchema for $marker {
-            fn schema() -> RefOr<Schema> {
-                from_examples($doc, $examples)
-            }
-        }
-        impl ToSchema for $marker {
-            fn name() -> Cow<'static, str> {
-                Cow::Borrowed($name)
-            }
-        }
-    };
-}
-
-core_schema!(
-    TaskSchema,
-    "Task",
-    "A task as the queue holds it (agentpool_core::Task): id, spec, state, attempts, timings, lease, result.",
-    vec![task_value()]
-);
-core_schema!(
-    TaskSpecSchema,
-    "TaskSpec",
-    "A task as submitted (agentpool_core::TaskSpec). Unknown fields are refused.",
-    vec![task_spec_value()]
-);
-core_schema!(
-    TaskDetailSchema,
-    "TaskDetail",
-    "A task with `attempts_detail` and, while queued, `waiting` reasons (agentpool_core::protocol::TaskDetail).",
-    vec![task_detail()]
-);
-core_schema!(
-    EnqueuedSchema,
-    "Enqueued",
-    "`{ task, created }`: created is false when an idempotency key matched an earlier task.",
-    vec![enqueued()]
-);
-core_schema!(
-    EventSchema,
-    "Event",
-    "A stored task event: task_id, seq, at, kind, data (agentpool_core::Event).",
-    vec![event()]
-);
-core_schema!(
-    WorkerSchema,
-    "Worker",
-    "A worker: id, hostname, version, agents, labels, slots, status, running, timestamps, and its mirror cache (`cache`: hits, misses, bytes, mirrors) when it reported one.",
-    vec![worker()]
-);
-core_schema!(
-    WorkerRegistrationSchema,
-    "WorkerRegistration",
-    "What a worker sends to register: hostname, version, agents and slots, and optionally id, labels and fresh_start (release what this id held before).",
-    vec![worker_registration()],
-    required = ["hostname", "version", "agents", "slots"]
-);
-core_schema!(
-    ProjectSchema,
-    "Project",
-    "A project: its spec plus created_at and updated_at.",
-    vec![project()]
-);
-core_schema!(
-    ProjectSpecSchema,
-    "ProjectSpec",
-    "A project: name, repo, default_base, slots, default_agent, default_model, allowed_agents, credentials (names), checks, max_rounds.",
-    vec![project_spec()]
-);
-core_schema!(
-    HeartbeatRequestSchema,
-    "HeartbeatRequest",
-    "`{ leases: [{task_id, token}], status?, cache? }`: the leases to extend, and the mirror cache (hits, misses, bytes, mirrors) when it changed.",
-    vec![heartbeat_request()]
-);
-core_schema!(
-    HeartbeatReplySchema,
-    "HeartbeatReply",
-    "`{ cancel: [task ids], lost: [task ids], drain: bool }`.",
-    vec![heartbeat_reply()]
-);
-core_schema!(
-    CompleteRequestSchema,
-    "CompleteRequest",
-    "`{ lease_token, result }`.",
-    vec![complete_request()]
-);
-core_schema!(
-    FailRequestSchema,
-    "FailRequest",
-    "`{ lease_token, class, message, retry_after_secs?, result? }`.",
-    vec![fail_request()]
-);
-core_schema!(
-    FailOutcomeSchema,
-    "FailOutcome",
-    "`{ outcome: retrying, run_after, attempt }` or `{ outcome: finished, state }`.",
-    fail_outcomes()
-);
-core_schema!(
-    AppendEventsRequestSchema,
-    "AppendEventsRequest",
-    "`{ lease_token, events: [{kind, at?, data}] }`.",
-    vec![append_events_request()]
-);
-core_schema!(
-    ClaimRequestSchema,
-    "ClaimRequest",
-    "`{ max (default 1), wait_secs (default 0, up to 60) }`; query parameters `max` and `wait` are accepted too.",
-    vec![claim_request()]
-);
-core_schema!(
-    TaskResultSchema,
-    "TaskResult",
-    "What a run produced: commit, files, push, PR, usage, cost, session id, check rounds.",
-    vec![task_result_value()]
-);

@@ -1,0 +1,84 @@
+//! [`enum_names!`](crate::enum_names): the one fixed name of each variant of a fieldless enum —
+//! the form it takes in storage columns, URLs, CLI arguments and messages — with `ALL`,
+//! `as_str`, `Display` and `FromStr` written once instead of by hand for every such enum.
+
+/// Gives a fieldless enum one fixed name per variant: `ALL` (every variant, in the order
+/// listed), `as_str`, `Display` (the name) and `FromStr` (the name back; anything else is
+/// `Err($err(input))`, `$err` being a tuple struct holding a `String`).
+///
+/// The serde form is declared on the enum itself (`rename_all`) and must spell the same names;
+/// the crate's tests check that it does for each enum here.
+///
+/// ```
+/// #[derive(Debug, Clone, Copy, PartialEq)]
+/// enum Colour { Red, Dark }
+/// #[derive(Debug)]
+/// struct UnknownColour(String);
+/// agentpool_core::enum_names!(Colour, UnknownColour { Red => "red", Dark => "dark" });
+/// assert_eq!(Colour::ALL, [Colour::Red, Colour::Dark]);
+/// assert_eq!("dark".parse::<Colour>().unwrap(), Colour::Dark);
+/// assert_eq!(Colour::Red.to_string(), "red");
+/// ```
+#[macro_export]
+macro_rules! enum_names {
+    ($ty:ident, $err:path { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every variant, in declaration order.
+            pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];
+
+            /// The variant's fixed name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $err;
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|x| x.as_str() == s)
+                    .ok_or_else(|| $err(s.to_string()))
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{AttemptOutcome, ErrorClass, EventKind, TaskState, WorkerStatus};
+
+    /// Each name parses back to its variant and is exactly the variant's serde form.
+    fn names_match_serde<T>(all: &[T])
+    where
+        T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display + std::str::FromStr + serde::Serialize,
+        T::Err: std::fmt::Debug,
+    {
+        for &x in all {
+            let name = x.to_string();
+            assert_eq!(name.parse::<T>().ok(), Some(x), "{name}");
+            assert_eq!(
+                serde_json::to_value(x).ok(),
+                Some(serde_json::Value::String(name))
+            );
+        }
+        assert!("no such name".parse::<T>().is_err());
+    }
+
+    #[test]
+    fn every_name_round_trips_and_matches_the_serde_form() {
+        names_match_serde(&TaskState::ALL);
+        names_match_serde(&AttemptOutcome::ALL);
+        names_match_serde(&ErrorClass::ALL);
+        names_match_serde(&EventKind::ALL);
+        names_match_serde(&WorkerStatus::ALL);
+    }
+}
