@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 
 use super::{enqueue_true, send, session};
 use crate::both_backends;
-use crate::support::router_app;
+use crate::support::{router_app, stored_task};
 
 both_backends!(
     task_list_filters_and_pages_with_a_cursor,
@@ -134,7 +134,7 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
         .trim_start_matches("/tasks/")
         .parse()
         .expect("task id");
-    let t = app.store.get_task(new_id).await.expect("get").expect("task").task;
+    let t = stored_task(&app.store, new_id).await;
     assert_eq!(t.spec.follow_up_of, Some(id));
     assert_eq!(t.spec.prompt.as_deref(), Some("and now the docs"));
     assert_eq!(
@@ -161,6 +161,6 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let t = app.store.get_task(id).await.expect("get").expect("task").task;
+    let t = stored_task(&app.store, id).await;
     assert_eq!(t.state, agentpool_core::TaskState::Queued);
 }

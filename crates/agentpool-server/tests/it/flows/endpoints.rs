@@ -10,7 +10,7 @@ use agentpool_server::api::{BuildRequest, CompleteItem, TaskListQuery};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
-use crate::support::{command_task, fail_request, spawn_app};
+use crate::support::{command_task, fail, spawn_app};
 
 async fn every_endpoint_works_through_the_client(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -256,12 +256,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     let results = wrk.complete_batch(&w.id, items).await.expect("batch complete");
     assert!(results.iter().all(|r| r.ok), "{results:?}");
     let c3 = &claimed[3].claimed;
-    let outcome = wrk
-        .fail(
-            &w.id,
-            c3.task.id,
-            &fail_request(c3.lease.token, ErrorClass::AuthFailed, "invalid api key"),
-        )
+    let outcome = fail(&wrk, &w.id, c3, ErrorClass::AuthFailed, "invalid api key")
         .await
         .expect("fail");
     assert_eq!(
