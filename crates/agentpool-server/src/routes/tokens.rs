@@ -60,13 +60,7 @@ pub async fn list(State(state): State<AppState>, _auth: Authorized<Admins>) -> A
         .list_tokens()
         .await?
         .into_iter()
-        .map(|t| TokenInfo {
-            id: t.id,
-            name: t.name,
-            role: t.role,
-            created_at: t.created_at,
-            revoked: t.revoked,
-        })
+        .map(TokenInfo::from)
         .collect();
     Ok(Json(TokenList { tokens }))
 }
