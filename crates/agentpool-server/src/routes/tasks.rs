@@ -15,7 +15,7 @@ use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::events::task_event_stream;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_json};
-use crate::state::AppState;
+use crate::state::{AppState, TaskChange};
 
 /// The largest batch accepted in one submit.
 const MAX_BATCH: usize = 1000;
@@ -280,9 +280,7 @@ pub async fn cancel(
     _auth: Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    let t = state.store().cancel(id).await?;
-    state.inner.hub.notify(id);
-    Ok(Json(t).into_response())
+    Ok(Json(state.change_task(id, TaskChange::Cancel).await?).into_response())
 }
 
 #[utoipa::path(
@@ -297,9 +295,7 @@ pub async fn retry(
     _auth: Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    let t = state.store().retry(id).await?;
-    state.inner.hub.notify(id);
-    Ok(Json(t).into_response())
+    Ok(Json(state.change_task(id, TaskChange::Retry).await?).into_response())
 }
 
 #[utoipa::path(

@@ -3,7 +3,7 @@
 
 use agentpool_core::project::ProjectSpec;
 
-use super::{connect, print_json, print_list};
+use super::{connect, print_done, print_json, print_list};
 use crate::cli::{CredentialsCommand, ProjectsCommand, WorkersCommand};
 use crate::config::Settings;
 use crate::exit::Exit;
@@ -167,11 +167,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
         }
         ProjectsCommand::Delete { name } => {
             client.delete_project(&name).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                println!("project {name} deleted");
-            }
+            print_done(settings, "project", &name, "deleted")?;
         }
     }
     Ok(ExitCode::Success)
@@ -191,11 +187,7 @@ pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow
                 return Err(Exit::new(ExitCode::Usage, "the credential value is empty").into());
             }
             client.put_credential(&name, &value).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "stored": name }))?;
-            } else {
-                println!("credential {name} stored");
-            }
+            print_done(settings, "credential", &name, "stored")?;
         }
         CredentialsCommand::List => {
             let names = client.list_credentials().await?;
@@ -207,11 +199,7 @@ pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow
         }
         CredentialsCommand::Delete { name } => {
             client.delete_credential(&name).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                println!("credential {name} deleted");
-            }
+            print_done(settings, "credential", &name, "deleted")?;
         }
     }
     Ok(ExitCode::Success)

@@ -3,7 +3,7 @@
 use agentpool_core::{AgentProfile, McpServer};
 use anyhow::Context;
 
-use super::{connect, print_json, print_list};
+use super::{connect, print_done, print_json, print_list};
 use crate::cli::{ProfilePutArgs, ProfilesCommand};
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
@@ -49,11 +49,7 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
         }
         ProfilesCommand::Delete { name } => {
             client.delete_profile(&name).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                println!("profile {name} deleted");
-            }
+            print_done(settings, "profile", &name, "deleted")?;
         }
     }
     Ok(ExitCode::Success)
