@@ -149,7 +149,7 @@ async fn replicas_share_work_signals_and_live_events() {
     .await
     .expect("event from replica B arrives on A's stream");
     assert!(found);
-    complete(&wrk_b, &w.id, &c).await;
+    complete(&wrk_b, &w.id, c).await;
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>()).await;
     assert!(ended.is_ok(), "A's stream did not end after B completed the task");
     b.shutdown().await.expect("stop b");
