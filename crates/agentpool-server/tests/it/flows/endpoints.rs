@@ -134,7 +134,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         let page = sub
             .list_tasks(&TaskListQuery {
                 limit: Some(2),
-                cursor: cursor.map(|c: agentpool_core::TaskId| c.to_string()),
+                cursor: cursor.map(|c: TaskId| c.to_string()),
                 ..TaskListQuery::default()
             })
             .await
