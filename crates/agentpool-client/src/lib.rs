@@ -175,6 +175,16 @@ impl Client {
         self.json(self.req(m, path).json(body)).await
     }
 
+    /// `GET path`, its JSON answer.
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(self.req(Method::GET, path)).await
+    }
+
+    /// `DELETE path`, answered with no body.
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.call_empty::<()>(Method::DELETE, path, None).await
+    }
+
     async fn call_empty<B: Serialize + ?Sized>(&self, m: Method, path: &str, body: Option<&B>) -> Result<()> {
         let mut r = self.req(m, path).timeout(CALL_TIMEOUT);
         if let Some(b) = body {

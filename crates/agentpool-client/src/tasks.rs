@@ -32,7 +32,7 @@ impl Client {
     }
 
     pub async fn get_task(&self, id: TaskId) -> Result<TaskDetail> {
-        self.json(self.req(Method::GET, &format!("/v1/tasks/{id}"))).await
+        self.get(&format!("/v1/tasks/{id}")).await
     }
 
     pub async fn cancel(&self, id: TaskId) -> Result<Task> {
@@ -76,13 +76,12 @@ impl Client {
     // ---- workers, as an operator sees them ----
 
     pub async fn list_workers(&self) -> Result<Vec<Worker>> {
-        let l: WorkerList = self.json(self.req(Method::GET, "/v1/workers")).await?;
+        let l: WorkerList = self.get("/v1/workers").await?;
         Ok(l.workers)
     }
 
     pub async fn get_worker(&self, id: &WorkerId) -> Result<Worker> {
-        self.json(self.req(Method::GET, &format!("/v1/workers/{id}")))
-            .await
+        self.get(&format!("/v1/workers/{id}")).await
     }
 
     /// Ask a worker to finish what it runs and take nothing new.
@@ -116,18 +115,16 @@ impl Client {
     }
 
     pub async fn get_project(&self, name: &str) -> Result<Project> {
-        self.json(self.req(Method::GET, &format!("/v1/projects/{name}")))
-            .await
+        self.get(&format!("/v1/projects/{name}")).await
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>> {
-        let l: ProjectList = self.json(self.req(Method::GET, "/v1/projects")).await?;
+        let l: ProjectList = self.get("/v1/projects").await?;
         Ok(l.projects)
     }
 
     pub async fn delete_project(&self, name: &str) -> Result<()> {
-        self.call_empty::<()>(Method::DELETE, &format!("/v1/projects/{name}"), None)
-            .await
+        self.delete(&format!("/v1/projects/{name}")).await
     }
 
     pub async fn submit_build(&self, project: &str, b: &BuildRequest) -> Result<Enqueued> {
@@ -141,8 +138,7 @@ impl Client {
     }
 
     pub async fn list_builds(&self, project: &str) -> Result<TaskPage> {
-        self.json(self.req(Method::GET, &format!("/v1/projects/{project}/builds")))
-            .await
+        self.get(&format!("/v1/projects/{project}/builds")).await
     }
 
     // ---- profiles ----
@@ -153,18 +149,16 @@ impl Client {
     }
 
     pub async fn get_profile(&self, name: &str) -> Result<Profile> {
-        self.json(self.req(Method::GET, &format!("/v1/profiles/{name}")))
-            .await
+        self.get(&format!("/v1/profiles/{name}")).await
     }
 
     pub async fn list_profiles(&self) -> Result<Vec<Profile>> {
-        let l: ProfileList = self.json(self.req(Method::GET, "/v1/profiles")).await?;
+        let l: ProfileList = self.get("/v1/profiles").await?;
         Ok(l.profiles)
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
-        self.call_empty::<()>(Method::DELETE, &format!("/v1/profiles/{name}"), None)
-            .await
+        self.delete(&format!("/v1/profiles/{name}")).await
     }
 
     pub async fn put_credential(&self, name: &str, value: &str) -> Result<()> {
@@ -177,13 +171,12 @@ impl Client {
 
     /// Credential names (values are never returned).
     pub async fn list_credentials(&self) -> Result<Vec<String>> {
-        let l: CredentialList = self.json(self.req(Method::GET, "/v1/credentials")).await?;
+        let l: CredentialList = self.get("/v1/credentials").await?;
         Ok(l.names)
     }
 
     pub async fn delete_credential(&self, name: &str) -> Result<()> {
-        self.call_empty::<()>(Method::DELETE, &format!("/v1/credentials/{name}"), None)
-            .await
+        self.delete(&format!("/v1/credentials/{name}")).await
     }
 
     /// Create a token (admin); the answer holds its value, shown this once.
@@ -197,12 +190,11 @@ impl Client {
 
     /// Tokens (admin), never their values.
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        let l: TokenList = self.json(self.req(Method::GET, "/v1/tokens")).await?;
+        let l: TokenList = self.get("/v1/tokens").await?;
         Ok(l.tokens)
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
-        self.call_empty::<()>(Method::DELETE, &format!("/v1/tokens/{id}"), None)
-            .await
+        self.delete(&format!("/v1/tokens/{id}")).await
     }
 }

@@ -99,7 +99,6 @@ impl Client {
     }
 
     pub async fn deregister(&self, worker: &WorkerId) -> Result<()> {
-        self.call_empty::<()>(Method::DELETE, &format!("/v1/workers/{worker}"), None)
-            .await
+        self.delete(&format!("/v1/workers/{worker}")).await
     }
 }

@@ -1,12 +1,25 @@
 //! Reading agent events' JSON for people, the same in the CLI and the dashboard: the first
-//! string among a payload's candidate fields and the one argument that says what a tool call
-//! does.
+//! string among a payload's candidate fields, a usage event's tokens and cost, and the one
+//! argument that says what a tool call does.
 
 use serde_json::Value;
 
 /// The first of `keys` whose value in `v` is a string.
 pub fn str_field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
+}
+
+/// A usage event's count of `key` tokens (`input_tokens`, `output_tokens`, …); 0 when absent.
+pub fn usage_tokens(d: &Value, key: &str) -> u64 {
+    d.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A usage event's cost as `, $0.0123`; empty when it reports none.
+pub fn usage_cost(d: &Value) -> String {
+    d.get("cost_usd")
+        .and_then(Value::as_f64)
+        .map(|c| format!(", ${c:.4}"))
+        .unwrap_or_default()
 }
 
 /// The one argument that says what a tool call does: the command, the file, the pattern…

@@ -242,26 +242,32 @@ impl GithubClient {
 
     /// Comment on an issue or pull request; returns the comment's id.
     pub async fn create_comment(&self, repo: &str, number: u64, body: &str) -> Result<u64> {
-        let req = self
-            .request(
-                reqwest::Method::POST,
-                &format!("/repos/{repo}/issues/{number}/comments"),
-            )
-            .json(&serde_json::json!({ "body": body }));
-        let c: Id = self.send("create comment", req).await?;
-        Ok(c.id)
+        let path = format!("/repos/{repo}/issues/{number}/comments");
+        self.send_comment("create comment", reqwest::Method::POST, &path, body)
+            .await
     }
 
     /// Replace the text of a comment agentpool made.
     pub async fn update_comment(&self, repo: &str, comment_id: u64, body: &str) -> Result<()> {
+        let path = format!("/repos/{repo}/issues/comments/{comment_id}");
+        self.send_comment("update comment", reqwest::Method::PATCH, &path, body)
+            .await
+            .map(|_| ())
+    }
+
+    /// Send a comment's text to `path`; the comment's id from the answer.
+    async fn send_comment(
+        &self,
+        what: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: &str,
+    ) -> Result<u64> {
         let req = self
-            .request(
-                reqwest::Method::PATCH,
-                &format!("/repos/{repo}/issues/comments/{comment_id}"),
-            )
+            .request(method, path)
             .json(&serde_json::json!({ "body": body }));
-        let _: Id = self.send("update comment", req).await?;
-        Ok(())
+        let c: Id = self.send(what, req).await?;
+        Ok(c.id)
     }
 }
 

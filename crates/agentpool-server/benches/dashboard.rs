@@ -138,24 +138,22 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
         store.complete_batch(&worker.id, items).await.expect("complete");
     }
     let (failed, canceled) = rest.split_at(rest.len() / 2);
-    for l in failed {
-        let failure = Failure {
-            class: ErrorClass::AuthFailed,
-            message: "invalid api key".into(),
-            retry_after: None,
-            result: None,
-        };
-        store.fail(&worker.id, *l, failure).await.expect("fail");
-    }
-    for l in canceled {
-        store.cancel(l.task_id).await.expect("cancel");
-        let failure = Failure {
-            class: ErrorClass::Canceled,
-            message: "canceled".into(),
-            retry_after: None,
-            result: None,
-        };
-        store.fail(&worker.id, *l, failure).await.expect("fail");
+    for (leases, class, message) in [
+        (failed, ErrorClass::AuthFailed, "invalid api key"),
+        (canceled, ErrorClass::Canceled, "canceled"),
+    ] {
+        for l in leases {
+            if class == ErrorClass::Canceled {
+                store.cancel(l.task_id).await.expect("cancel");
+            }
+            let failure = Failure {
+                class,
+                message: message.into(),
+                retry_after: None,
+                result: None,
+            };
+            store.fail(&worker.id, *l, failure).await.expect("fail");
+        }
     }
     target
 }

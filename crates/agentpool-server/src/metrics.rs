@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use agentpool_core::{ErrorClass, TaskResult, TaskState, WorkerStatus};
 use agentpool_store::Store;
+use prometheus::core::Collector;
 use prometheus::{
     CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -30,10 +31,11 @@ impl Default for Metrics {
     }
 }
 
-fn must<T>(r: Result<T, prometheus::Error>) -> T {
+/// `metric`, registered in `registry`: each metric is defined and registered in one step.
+fn registered<T: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<T>) -> T {
     // Metric definitions are static; a failure here is a programming error caught by tests.
-    match r {
-        Ok(v) => v,
+    match metric.and_then(|m| registry.register(Box::new(m.clone())).map(|()| m)) {
+        Ok(m) => m,
         Err(e) => panic!("invalid metric definition: {e}"),
     }
 }
@@ -41,75 +43,83 @@ fn must<T>(r: Result<T, prometheus::Error>) -> T {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let tasks = must(IntGaugeVec::new(
-            Opts::new("agentpool_tasks", "Tasks by state"),
-            &["state"],
-        ));
-        let workers = must(IntGaugeVec::new(
-            Opts::new("agentpool_workers", "Workers by status"),
-            &["status"],
-        ));
-        let claimed = must(IntCounterVec::new(
-            Opts::new("agentpool_tasks_claimed_total", "Tasks claimed, by agent"),
-            &["agent"],
-        ));
-        let completed = must(IntCounterVec::new(
-            Opts::new(
-                "agentpool_tasks_completed_total",
-                "Attempts completed successfully, by agent",
+        let tasks = registered(
+            &registry,
+            IntGaugeVec::new(Opts::new("agentpool_tasks", "Tasks by state"), &["state"]),
+        );
+        let workers = registered(
+            &registry,
+            IntGaugeVec::new(Opts::new("agentpool_workers", "Workers by status"), &["status"]),
+        );
+        let claimed = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("agentpool_tasks_claimed_total", "Tasks claimed, by agent"),
+                &["agent"],
             ),
-            &["agent"],
-        ));
-        let failed = must(IntCounterVec::new(
-            Opts::new(
-                "agentpool_tasks_failed_total",
-                "Attempts failed, by agent and error class",
+        );
+        let completed = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "agentpool_tasks_completed_total",
+                    "Attempts completed successfully, by agent",
+                ),
+                &["agent"],
             ),
-            &["agent", "class"],
-        ));
-        let duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "agentpool_task_duration_seconds",
-                "Time from claim to completion or failure of an attempt",
-            )
-            .buckets(vec![
-                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-            ]),
-            &["outcome"],
-        ));
-        let dispatch = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "agentpool_dispatch_latency_seconds",
-                "Time from a task becoming runnable (enqueue or run_after) to its claim",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
-            ]),
-        ));
-        let tokens = must(IntCounterVec::new(
-            Opts::new("agentpool_tokens_total", "Model tokens used by finished attempts"),
-            &["kind"],
-        ));
-        let cost = must(CounterVec::new(
-            Opts::new(
-                "agentpool_cost_usd_total",
-                "Model cost reported by finished attempts, USD",
+        );
+        let failed = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "agentpool_tasks_failed_total",
+                    "Attempts failed, by agent and error class",
+                ),
+                &["agent", "class"],
             ),
-            &["agent"],
-        ));
-        for c in [
-            Box::new(tasks.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(workers.clone()),
-            Box::new(claimed.clone()),
-            Box::new(completed.clone()),
-            Box::new(failed.clone()),
-            Box::new(duration.clone()),
-            Box::new(dispatch.clone()),
-            Box::new(tokens.clone()),
-            Box::new(cost.clone()),
-        ] {
-            must(registry.register(c));
-        }
+        );
+        let duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "agentpool_task_duration_seconds",
+                    "Time from claim to completion or failure of an attempt",
+                )
+                .buckets(vec![
+                    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+                ]),
+                &["outcome"],
+            ),
+        );
+        let dispatch = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "agentpool_dispatch_latency_seconds",
+                    "Time from a task becoming runnable (enqueue or run_after) to its claim",
+                )
+                .buckets(vec![
+                    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
+                ]),
+            ),
+        );
+        let tokens = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new("agentpool_tokens_total", "Model tokens used by finished attempts"),
+                &["kind"],
+            ),
+        );
+        let cost = registered(
+            &registry,
+            CounterVec::new(
+                Opts::new(
+                    "agentpool_cost_usd_total",
+                    "Model cost reported by finished attempts, USD",
+                ),
+                &["agent"],
+            ),
+        );
         Self {
             registry,
             tasks,

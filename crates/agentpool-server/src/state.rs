@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_core::spec::SpecLimits;
-use agentpool_core::{Labels, TaskId, WorkerId, WorkerStatus};
+use agentpool_core::{Labels, Task, TaskId, WorkerId, WorkerStatus};
 use agentpool_store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -161,6 +161,16 @@ impl AppState {
         }
     }
 
+    /// Make `change` to task `id` and wake whoever follows the task.
+    pub(crate) async fn change_task(&self, id: TaskId, change: TaskChange) -> agentpool_store::Result<Task> {
+        let t = match change {
+            TaskChange::Cancel => self.store().cancel(id).await?,
+            TaskChange::Retry => self.store().retry(id).await?,
+        };
+        self.inner.hub.notify(id);
+        Ok(t)
+    }
+
     pub(crate) fn take_claimed(&self, id: &TaskId) -> Option<(Instant, String)> {
         self.inner.running.lock().ok().and_then(|mut m| m.remove(id))
     }
@@ -175,5 +185,24 @@ impl AppState {
             c.retain(|_, w| w.at.elapsed() < WORKER_CACHE_TTL);
         }
         self.inner.github_apps.prune();
+    }
+}
+
+/// What a submitter may ask of a task after submitting it (the API, a task's page, a bulk
+/// action).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskChange {
+    /// Cancel a queued or running task (a running one stops at its worker's next heartbeat).
+    Cancel,
+    /// Queue a failed or canceled task again.
+    Retry,
+}
+
+impl TaskChange {
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Self::Cancel => "cancel",
+            Self::Retry => "retry",
+        }
     }
 }

@@ -126,6 +126,19 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// A token as listed: all but its hash.
+impl From<TokenRecord> for agentpool_core::protocol::TokenInfo {
+    fn from(t: TokenRecord) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            revoked: t.revoked,
+        }
+    }
+}
+
 /// Queue-wide settings a store is opened with.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {

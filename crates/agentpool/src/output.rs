@@ -13,6 +13,17 @@ pub use agentpool_core::render::tool_key_argument;
 mod events;
 pub use events::{StatusLine, render_event};
 
+/// One `Style` method per SGR code: `style.red(s)` is `s` painted red when colouring.
+macro_rules! sgr {
+    ($($name:ident = $code:literal),* $(,)?) => {
+        $(
+            pub fn $name(&self, s: &str) -> String {
+                self.paint($code, s)
+            }
+        )*
+    };
+}
+
 /// Whether to colour stdout / stderr.
 #[derive(Debug, Clone, Copy)]
 pub struct Style {
@@ -45,29 +56,15 @@ impl Style {
         }
     }
 
-    pub fn bold(&self, s: &str) -> String {
-        self.paint("1", s)
-    }
-    pub fn dim(&self, s: &str) -> String {
-        self.paint("2", s)
-    }
-    pub fn red(&self, s: &str) -> String {
-        self.paint("31", s)
-    }
-    pub fn green(&self, s: &str) -> String {
-        self.paint("32", s)
-    }
-    pub fn yellow(&self, s: &str) -> String {
-        self.paint("33", s)
-    }
-    pub fn blue(&self, s: &str) -> String {
-        self.paint("34", s)
-    }
-    pub fn magenta(&self, s: &str) -> String {
-        self.paint("35", s)
-    }
-    pub fn cyan(&self, s: &str) -> String {
-        self.paint("36", s)
+    sgr! {
+        bold = "1",
+        dim = "2",
+        red = "31",
+        green = "32",
+        yellow = "33",
+        blue = "34",
+        magenta = "35",
+        cyan = "36",
     }
 
     pub fn state(&self, s: TaskState) -> String {
@@ -112,6 +109,15 @@ fn visible_width(s: &str) -> usize {
         }
     }
     n
+}
+
+/// One `key value` line of a detail view, keys aligned; nothing when the value is empty.
+pub fn field(style: &Style, key: &str, value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!("{:<10} {value}\n", style.dim(key))
+    }
 }
 
 /// An aligned table; cells may contain colour codes.
@@ -262,11 +268,7 @@ pub fn labels(l: &agentpool_core::Labels) -> String {
 pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     let t = &view.task;
     let mut out = String::new();
-    let mut kv = |k: &str, v: String| {
-        if !v.is_empty() {
-            out.push_str(&format!("{:<10} {v}\n", style.dim(k)));
-        }
-    };
+    let mut kv = |k: &str, v: String| out.push_str(&field(style, k, &v));
     kv("task", style.bold(&t.id.to_string()));
     kv("state", style.state(t.state));
     kv("what", task_what(t));
@@ -363,11 +365,7 @@ fn waiting_reason(w: &WaitReason) -> String {
 /// The result block: commit, branch, files, tokens, cost.
 pub fn result_lines(style: &Style, r: &TaskResult) -> String {
     let mut out = String::new();
-    let mut kv = |k: &str, v: String| {
-        if !v.is_empty() {
-            out.push_str(&format!("{:<10} {v}\n", style.dim(k)));
-        }
-    };
+    let mut kv = |k: &str, v: String| out.push_str(&field(style, k, &v));
     if let Some(sha) = &r.commit_sha {
         kv("commit", style.yellow(&sha.chars().take(12).collect::<String>()));
     }
@@ -431,11 +429,7 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
         }
     }
     let u = &r.usage;
-    let mut kv = |k: &str, v: String| {
-        if !v.is_empty() {
-            out.push_str(&format!("{:<10} {v}\n", style.dim(k)));
-        }
-    };
+    let mut kv = |k: &str, v: String| out.push_str(&field(style, k, &v));
     if u.input_tokens + u.output_tokens > 0 {
         kv(
             "tokens",

@@ -31,6 +31,23 @@ pub trait QueueApi: Send + Sync {
     async fn drain(&self, worker: &WorkerId) -> Result<(), String>;
 }
 
+/// A pool's server through the agentpool client.
+#[async_trait]
+impl QueueApi for agentpool_client::Client {
+    async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats, String> {
+        agentpool_client::Client::queue_stats(self, labels, agents)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn drain(&self, worker: &WorkerId) -> Result<(), String> {
+        self.drain_worker(worker)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Makes the server client of one pool from its `server` and the worker token its Secret
 /// holds.
 pub trait Connect: Send + Sync {

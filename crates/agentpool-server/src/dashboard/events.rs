@@ -5,8 +5,8 @@
 
 use std::fmt::Write;
 
-use agentpool_core::render::str_field;
 pub use agentpool_core::render::tool_key_argument;
+use agentpool_core::render::{str_field, usage_cost, usage_tokens};
 use agentpool_core::{Event, EventKind, EventPayload, Timestamp};
 use serde_json::Value;
 
@@ -95,12 +95,8 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             class = if err { "result err" } else { "result" };
         }
         "usage" => {
-            let n = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
-            let cost = d
-                .get("cost_usd")
-                .and_then(Value::as_f64)
-                .map(|c| format!(", ${c:.4}"))
-                .unwrap_or_default();
+            let n = |k: &str| usage_tokens(d, k);
+            let cost = usage_cost(d);
             let _ = write!(
                 body,
                 r#"<span class="tag">usage</span> {} in, {} out, {} cache read, {} cache write tokens{}"#,

@@ -16,6 +16,7 @@ use super::html::{self, Nav, esc, task_link, time};
 use super::{Dash, require};
 use crate::auth::Role;
 use crate::extract::ApiPath;
+use crate::state::TaskChange;
 
 /// Events rendered into the page itself; the live stream delivers the rest.
 pub const FIRST_EVENTS: u32 = 500;
@@ -477,16 +478,24 @@ fn render_spec(d: &TaskDetail) -> String {
     h
 }
 
+/// A submitter's `change` to task `id` from its page, then back to the page.
+async fn change(dash: &Dash, id: TaskId, action: &Action, change: TaskChange) -> DashResult<Response> {
+    require(
+        &action.session,
+        &[Role::Submitter],
+        &format!("{} tasks", change.verb()),
+    )?;
+    dash.app.change_task(id, change).await?;
+    Ok(redirect(&format!("/tasks/{id}")))
+}
+
 /// `POST /tasks/{id}/cancel`.
 pub async fn cancel(
     State(dash): State<Dash>,
     ApiPath(id): ApiPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
-    require(&action.session, &[Role::Submitter], "cancel tasks")?;
-    dash.app.store().cancel(id).await?;
-    dash.app.inner.hub.notify(id);
-    Ok(redirect(&format!("/tasks/{id}")))
+    change(&dash, id, &action, TaskChange::Cancel).await
 }
 
 /// `POST /tasks/{id}/retry`.
@@ -495,10 +504,7 @@ pub async fn retry(
     ApiPath(id): ApiPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
-    require(&action.session, &[Role::Submitter], "retry tasks")?;
-    dash.app.store().retry(id).await?;
-    dash.app.inner.hub.notify(id);
-    Ok(redirect(&format!("/tasks/{id}")))
+    change(&dash, id, &action, TaskChange::Retry).await
 }
 
 /// `POST /tasks/{id}/follow-up`: a task that continues this one — same repository, agent and

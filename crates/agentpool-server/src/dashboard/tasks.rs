@@ -17,6 +17,7 @@ use super::auth::{Action, Session, local_path, redirect, task_ids};
 use super::error::{DashError, DashResult};
 use super::html::{self, Nav, Url, esc};
 use crate::api::TaskListQuery;
+use crate::state::TaskChange;
 
 /// Rows per page.
 pub const PAGE: usize = 50;
@@ -311,29 +312,22 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
     if !action.session.is_admin() {
         return Err(DashError::forbidden("bulk actions are for admin tokens"));
     }
-    let verb = match action.form.get("action") {
-        Some(v @ ("cancel" | "retry")) => v.to_string(),
+    let change = match action.form.get("action") {
+        Some("cancel") => TaskChange::Cancel,
+        Some("retry") => TaskChange::Retry,
         _ => return Err(DashError::bad_request("action must be cancel or retry")),
     };
+    let verb = change.verb();
     let ids = task_ids(&action.form)?;
     if ids.len() > MAX_BULK {
         return Err(DashError::bad_request(format!(
             "select at most {MAX_BULK} tasks at once"
         )));
     }
-    let store = dash.app.store();
     let (mut ok, mut failed) = (0usize, 0usize);
     for id in ids {
-        let r = if verb == "retry" {
-            store.retry(id).await
-        } else {
-            store.cancel(id).await
-        };
-        match r {
-            Ok(_) => {
-                ok += 1;
-                dash.app.inner.hub.notify(id);
-            }
+        match dash.app.change_task(id, change).await {
+            Ok(_) => ok += 1,
             Err(e) => {
                 tracing::debug!(task = %id, error = %e, "bulk {verb} refused");
                 failed += 1;

@@ -59,13 +59,9 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         ("X-GitHub-Delivery" = String, Header, description = "The delivery's unique id"),
         ("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body under the webhook secret"),
     ),
-    responses(
-        (status = 200, description = "Handled: ignored, a duplicate delivery, or a ping", body = WebhookReply),
+    responses((status = 200, description = "Handled: ignored, a duplicate delivery, or a ping", body = WebhookReply),
         (status = 202, description = "A task was queued (or had already been, for this event)", body = WebhookReply),
-        (status = 400, body = crate::error::ErrorBody),
         (status = 401, description = "The signature matches no project wired to this repository; nothing was stored", body = crate::error::ErrorBody),
-        (status = 413, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)),
 )]
 pub async fn webhook(

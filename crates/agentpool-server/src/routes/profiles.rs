@@ -54,8 +54,7 @@ pub(crate) async fn resolve(
 
 #[utoipa::path(
     get, path = "/v1/profiles", tag = "profiles",
-    responses((status = 200, body = ProfileList), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = ProfileList)),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -70,8 +69,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/v1/profiles/{name}", tag = "profiles",
     params(("name" = String, Path, description = "Profile name")),
-    responses((status = 200, body = Profile), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Profile), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -89,9 +87,7 @@ pub async fn get(
     put, path = "/v1/profiles/{name}", tag = "profiles",
     params(("name" = String, Path, description = "Profile name")),
     request_body = AgentProfile,
-    responses((status = 200, body = Profile, description = "Stored (created or replaced)"),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 200, body = Profile, description = "Stored (created or replaced)")),
     security(("bearer" = []))
 )]
 pub async fn put(
@@ -119,7 +115,6 @@ pub async fn put(
     delete, path = "/v1/profiles/{name}", tag = "profiles",
     params(("name" = String, Path, description = "Profile name")),
     responses((status = 204, description = "Deleted; tasks already submitted keep its settings"),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
         (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]

@@ -1,7 +1,7 @@
 //! Projects (CRUD), project-scoped builds, and write-only credentials.
 
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::{RepoUrl, TaskKind, TaskSpec, ValidationError};
+use agentpool_core::{Project, RepoUrl, TaskKind, TaskSpec, ValidationError};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +14,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::tasks::list_page;
 use crate::state::AppState;
 
+/// What a project or credential name may be (`valid_name`).
+const NAME_RULE: &str = "use 1-100 characters from [A-Za-z0-9._-]";
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
@@ -24,10 +27,7 @@ fn valid_name(s: &str) -> bool {
 pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     let mut errs = Vec::new();
     if !valid_name(&p.name) {
-        errs.push(ValidationError::new(
-            "name",
-            "use 1-100 characters from [A-Za-z0-9._-]",
-        ));
+        errs.push(ValidationError::new("name", NAME_RULE));
     }
     if let Err(e) = RepoUrl::parse(&p.repo, state.inner.limits.allow_local_repos) {
         errs.push(e);
@@ -91,10 +91,18 @@ pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<(
     }
 }
 
+/// Project `name`, or a 404.
+async fn project(state: &AppState, name: &str) -> ApiResult<Project> {
+    state
+        .store()
+        .get_project(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", name))
+}
+
 #[utoipa::path(
     get, path = "/v1/projects", tag = "projects",
-    responses((status = 200, body = ProjectList), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = ProjectList)),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -109,10 +117,8 @@ pub async fn list(
 #[utoipa::path(
     post, path = "/v1/projects", tag = "projects",
     request_body = crate::api::ProjectSpecSchema,
-    responses((status = 201, body = crate::api::ProjectSchema), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 409, description = "A project with this name exists", body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 201, body = crate::api::ProjectSchema),
+        (status = 409, description = "A project with this name exists", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -138,9 +144,7 @@ pub async fn create(
     put, path = "/v1/projects/{name}", tag = "projects",
     params(("name" = String, Path, description = "Project name")),
     request_body = crate::api::ProjectSpecSchema,
-    responses((status = 200, body = crate::api::ProjectSchema), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 200, body = crate::api::ProjectSchema)),
     security(("bearer" = []))
 )]
 pub async fn put(
@@ -160,8 +164,7 @@ pub async fn put(
 #[utoipa::path(
     get, path = "/v1/projects/{name}", tag = "projects",
     params(("name" = String, Path, description = "Project name")),
-    responses((status = 200, body = crate::api::ProjectSchema), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = crate::api::ProjectSchema), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -169,19 +172,13 @@ pub async fn get(
     _auth: Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let p = state
-        .store()
-        .get_project(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("project", &name))?;
-    Ok(Json(p).into_response())
+    Ok(Json(project(&state, &name).await?).into_response())
 }
 
 #[utoipa::path(
     delete, path = "/v1/projects/{name}", tag = "projects",
     params(("name" = String, Path, description = "Project name")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn delete(
@@ -189,9 +186,7 @@ pub async fn delete(
     _auth: Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    if state.store().get_project(&name).await?.is_none() {
-        return Err(ApiError::not_found("project", &name));
-    }
+    project(&state, &name).await?;
     state.store().delete_project(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -200,10 +195,9 @@ pub async fn delete(
     post, path = "/v1/projects/{name}/builds", tag = "projects",
     params(("name" = String, Path, description = "Project name")),
     request_body = BuildRequest,
-    responses((status = 201, body = crate::api::EnqueuedSchema), (status = 200, description = "Idempotency key matched", body = crate::api::EnqueuedSchema),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 201, body = crate::api::EnqueuedSchema),
+        (status = 200, description = "Idempotency key matched", body = crate::api::EnqueuedSchema),
+        (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn submit_build(
@@ -212,10 +206,7 @@ pub async fn submit_build(
     ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<BuildRequest>,
 ) -> ApiResult<Response> {
-    let Some(project) = state.store().get_project(&name).await? else {
-        return Err(ApiError::not_found("project", &name));
-    };
-    let out = crate::routes::builds::submit(&state, &project, b, "").await?;
+    let out = crate::routes::builds::submit(&state, &project(&state, &name).await?, b, "").await?;
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -244,9 +235,7 @@ pub(crate) fn build_spec(name: String, b: BuildRequest) -> TaskSpec {
 #[utoipa::path(
     get, path = "/v1/projects/{name}/builds", tag = "projects",
     params(("name" = String, Path, description = "Project name"), TaskListQuery),
-    responses((status = 200, body = TaskPage), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = TaskPage), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn list_builds(
@@ -255,9 +244,7 @@ pub async fn list_builds(
     ApiPath(name): ApiPath<String>,
     ApiQuery(mut q): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<TaskPage>> {
-    if state.store().get_project(&name).await?.is_none() {
-        return Err(ApiError::not_found("project", &name));
-    }
+    project(&state, &name).await?;
     q.project = Some(name);
     list_page(&state, q).await.map(Json)
 }
@@ -267,8 +254,6 @@ pub async fn list_builds(
     params(("name" = String, Path, description = "Credential name")),
     request_body = CredentialValue,
     responses((status = 204, description = "Stored (encrypted); the value is never returned"),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
         (status = 503, description = "No server key configured", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -279,10 +264,7 @@ pub async fn put_credential(
     ApiJson(v): ApiJson<CredentialValue>,
 ) -> ApiResult<StatusCode> {
     if !valid_name(&name) {
-        return Err(ApiError::invalid_field(
-            "name",
-            "use 1-100 characters from [A-Za-z0-9._-]",
-        ));
+        return Err(ApiError::invalid_field("name", NAME_RULE));
     }
     if v.value.is_empty() || v.value.len() > 64 * 1024 {
         return Err(ApiError::invalid_field("value", "must be 1 byte to 64 KiB"));
@@ -302,8 +284,7 @@ pub async fn put_credential(
 
 #[utoipa::path(
     get, path = "/v1/credentials", tag = "credentials",
-    responses((status = 200, body = CredentialList), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = CredentialList)),
     security(("bearer" = []))
 )]
 pub async fn list_credentials(
@@ -318,8 +299,7 @@ pub async fn list_credentials(
 #[utoipa::path(
     delete, path = "/v1/credentials/{name}", tag = "credentials",
     params(("name" = String, Path, description = "Credential name")),
-    responses((status = 204, description = "Deleted"), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn delete_credential(

@@ -15,7 +15,7 @@ use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::events::task_event_stream;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_json};
-use crate::state::AppState;
+use crate::state::{AppState, TaskChange};
 
 /// The largest batch accepted in one submit.
 const MAX_BATCH: usize = 1000;
@@ -114,13 +114,8 @@ pub enum SubmitReply {
 #[utoipa::path(
     post, path = "/v1/tasks", tag = "tasks",
     request_body(content = inline(SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
-    responses(
-        (status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = inline(SubmitReply)),
-        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply)),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
-    ),
+    responses((status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = inline(SubmitReply)),
+        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply))),
     security(("bearer" = []))
 )]
 pub async fn submit(
@@ -176,8 +171,7 @@ pub(crate) async fn submit_one(state: &AppState, spec: TaskSpec) -> ApiResult<Re
 
 #[utoipa::path(
     get, path = "/v1/tasks", tag = "tasks", params(TaskListQuery),
-    responses((status = 200, body = TaskPage), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = TaskPage)),
     security(("bearer" = []))
 )]
 pub async fn list(
@@ -257,8 +251,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
 #[utoipa::path(
     get, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = crate::api::TaskDetailSchema), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+    responses((status = 200, body = crate::api::TaskDetailSchema),
         (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -278,8 +271,7 @@ pub async fn get(
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = crate::api::TaskSchema), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 200, body = crate::api::TaskSchema), (status = 404, body = crate::error::ErrorBody),
         (status = 409, description = "The task has already finished", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -288,16 +280,13 @@ pub async fn cancel(
     _auth: Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    let t = state.store().cancel(id).await?;
-    state.inner.hub.notify(id);
-    Ok(Json(t).into_response())
+    Ok(Json(state.change_task(id, TaskChange::Cancel).await?).into_response())
 }
 
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/retry", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = crate::api::TaskSchema), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 200, body = crate::api::TaskSchema), (status = 404, body = crate::error::ErrorBody),
         (status = 409, description = "Only failed or canceled tasks can be retried", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -306,17 +295,13 @@ pub async fn retry(
     _auth: Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    let t = state.store().retry(id).await?;
-    state.inner.hub.notify(id);
-    Ok(Json(t).into_response())
+    Ok(Json(state.change_task(id, TaskChange::Retry).await?).into_response())
 }
 
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/events", tag = "tasks",
     params(("id" = String, Path, description = "Task id"), EventsQuery),
-    responses((status = 200, body = EventPage), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = EventPage), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn events(
@@ -357,8 +342,7 @@ async fn ensure_task(state: &AppState, id: TaskId) -> ApiResult<()> {
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event seq"),
         ("after" = Option<i64>, Query, description = "Start after this seq (when no Last-Event-ID)")),
     responses((status = 200, description = "Server-sent events: `id` = seq, `event` = kind, `data` = the Event as JSON; ends when the task has finished and its last events were sent", content_type = "text/event-stream", body = String),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+        (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn stream(

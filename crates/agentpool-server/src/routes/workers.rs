@@ -60,9 +60,7 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
 #[utoipa::path(
     post, path = "/v1/workers/register", tag = "workers",
     request_body = crate::api::WorkerRegistrationSchema,
-    responses((status = 201, body = crate::api::WorkerSchema), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 201, body = crate::api::WorkerSchema)),
     security(("bearer" = []))
 )]
 pub async fn register(
@@ -88,9 +86,8 @@ pub async fn register(
     post, path = "/v1/workers/{id}/heartbeat", tag = "workers",
     params(("id" = String, Path, description = "Worker id")),
     request_body = crate::api::HeartbeatRequestSchema,
-    responses((status = 200, body = crate::api::HeartbeatReplySchema), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 200, body = crate::api::HeartbeatReplySchema),
+        (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn heartbeat(
@@ -122,10 +119,9 @@ pub async fn heartbeat(
     post, path = "/v1/workers/{id}/claim", tag = "workers",
     params(("id" = String, Path, description = "Worker id"), ClaimQuery),
     request_body(content = Option<crate::api::ClaimRequestSchema>, description = "Optional; query parameters work too"),
-    responses((status = 200, body = ClaimResponse), (status = 204, description = "Nothing came within `wait`"),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody),
+    responses((status = 200, body = ClaimResponse),
+        (status = 204, description = "Nothing came within `wait`"),
+        (status = 404, body = crate::error::ErrorBody),
         (status = 429, description = "Too many long polls waiting on this server", body = crate::error::ErrorBody),
         (status = 503, description = "The server is draining", body = crate::error::ErrorBody)),
     security(("bearer" = []))
@@ -333,10 +329,8 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
     post, path = "/v1/workers/{id}/tasks/{task}/events", tag = "workers",
     params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
     request_body = crate::api::AppendEventsRequestSchema,
-    responses((status = 204, description = "Appended"), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
-        (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 204, description = "Appended"), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn append_events(
@@ -364,10 +358,8 @@ pub async fn append_events(
     post, path = "/v1/workers/{id}/complete/{task}", tag = "workers",
     params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
     request_body = crate::api::CompleteRequestSchema,
-    responses((status = 204, description = "Completed"), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 204, description = "Completed"), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn complete(
@@ -386,11 +378,23 @@ pub async fn complete(
 }
 
 fn finished_ok(state: &AppState, task: TaskId, result: &agentpool_core::TaskResult) {
+    attempt_over(state, task, |m, agent, took| m.completed(agent, took, result));
+}
+
+/// The attempt on `task` is over (completed, or failed for good or to be retried): `record` it
+/// in the metrics with its agent and how long it ran since its claim (when this replica saw
+/// the claim), wake whoever follows the task, and revoke its GitHub tokens (a retry's claim
+/// mints its own).
+fn attempt_over(
+    state: &AppState,
+    task: TaskId,
+    record: impl FnOnce(&crate::metrics::Metrics, &str, Option<Duration>),
+) {
     let (took, agent) = match state.take_claimed(&task) {
         Some((at, agent)) => (Some(at.elapsed()), agent),
         None => (None, "unknown".to_string()),
     };
-    state.inner.metrics.completed(&agent, took, result);
+    record(&state.inner.metrics, &agent, took);
     state.inner.hub.notify(task);
     crate::github::app::revoke_task_tokens(state, task);
 }
@@ -399,10 +403,7 @@ fn finished_ok(state: &AppState, task: TaskId, result: &agentpool_core::TaskResu
     post, path = "/v1/workers/{id}/complete", tag = "workers",
     params(("id" = String, Path, description = "Worker id")),
     request_body = CompleteBatch,
-    responses((status = 200, description = "One result per item, in order", body = CompleteBatchResponse),
-        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 200, description = "One result per item, in order", body = CompleteBatchResponse)),
     security(("bearer" = []))
 )]
 pub async fn complete_batch(
@@ -465,10 +466,9 @@ pub async fn complete_batch(
     post, path = "/v1/workers/{id}/fail/{task}", tag = "workers",
     params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
     request_body = crate::api::FailRequestSchema,
-    responses((status = 200, body = crate::api::FailOutcomeSchema), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
-        (status = 422, body = crate::error::ErrorBody)),
+    responses((status = 200, body = crate::api::FailOutcomeSchema),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn fail(
@@ -491,25 +491,15 @@ pub async fn fail(
         result: req.result.clone(),
     };
     let outcome = state.store().fail(&worker, lease, failure).await?;
-    let (took, agent) = match state.take_claimed(&task) {
-        Some((at, agent)) => (Some(at.elapsed()), agent),
-        None => (None, "unknown".to_string()),
-    };
-    state
-        .inner
-        .metrics
-        .failed(&agent, req.class, took, req.result.as_ref());
-    state.inner.hub.notify(task);
-    // Failed for good or retried: either way this attempt is over, and a retry's claim mints
-    // its own token.
-    crate::github::app::revoke_task_tokens(&state, task);
+    attempt_over(&state, task, |m, agent, took| {
+        m.failed(agent, req.class, took, req.result.as_ref())
+    });
     Ok(Json(outcome).into_response())
 }
 
 #[utoipa::path(
     get, path = "/v1/workers", tag = "workers",
-    responses((status = 200, body = WorkerList), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody)),
+    responses((status = 200, body = WorkerList)),
     security(("bearer" = []))
 )]
 pub async fn list(State(state): State<AppState>, _auth: Authorized<Readers>) -> ApiResult<Json<WorkerList>> {
@@ -521,9 +511,7 @@ pub async fn list(State(state): State<AppState>, _auth: Authorized<Readers>) -> 
 #[utoipa::path(
     get, path = "/v1/workers/{id}", tag = "workers",
     params(("id" = String, Path, description = "Worker id")),
-    responses((status = 200, body = crate::api::WorkerSchema), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = crate::api::WorkerSchema), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn get(
@@ -542,8 +530,7 @@ pub async fn get(
 #[utoipa::path(
     post, path = "/v1/workers/{id}/drain", tag = "workers",
     params(("id" = String, Path, description = "Worker id")),
-    responses((status = 200, body = crate::api::WorkerSchema), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 200, body = crate::api::WorkerSchema), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn drain(
@@ -559,8 +546,7 @@ pub async fn drain(
 #[utoipa::path(
     delete, path = "/v1/workers/{id}", tag = "workers",
     params(("id" = String, Path, description = "Worker id")),
-    responses((status = 204, description = "Deregistered"), (status = 401, body = crate::error::ErrorBody),
-        (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    responses((status = 204, description = "Deregistered"), (status = 404, body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn deregister(

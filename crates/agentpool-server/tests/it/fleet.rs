@@ -11,7 +11,7 @@ use agentpool_core::TaskId;
 use agentpool_store::Clock;
 use agentpool_testkit::db::{Backend, TestDb};
 
-use crate::support::{command_task, eventually, open_store, register, spawn_on, test_config};
+use crate::support::{command_task, complete, eventually, open_store, register, spawn_on, test_config};
 
 /// One long poll: claim once (waiting up to `wait`), complete what came, report it.
 fn poll_once(
@@ -22,14 +22,7 @@ fn poll_once(
     tokio::spawn(async move {
         let w = register(&c).await;
         for g in c.claim(&w.id, 1, wait).await.expect("claim") {
-            c.complete(
-                &w.id,
-                g.claimed.task.id,
-                g.claimed.lease.token,
-                Default::default(),
-            )
-            .await
-            .expect("complete");
+            complete(&c, &w.id, &g.claimed).await;
             let _ = tx.send(g.claimed.task.id);
         }
     })

@@ -84,38 +84,26 @@ async fn duplicate_keys_are_refused(backend: agentpool_testkit::db::Backend) {
         return;
     };
     let admin = Some(app.tokens.admin.as_str());
-    let body =
+    let top =
         br#"{"kind":"command","repo":"https://example.com/r.git","command":"true","command":"rm -rf /"}"#;
-    let r = app
-        .call(
-            "POST",
-            "/v1/tasks",
-            admin,
-            Some(("application/json", body.to_vec())),
-        )
-        .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.text.contains("more than once"), "{}", r.text);
-    assert_eq!(
-        r.body["error"]["details"]["fields"][0]["field"], "command",
-        "{}",
-        r.text
-    );
     let nested = br#"{"kind":"command","repo":"https://example.com/r.git","command":"true","labels":{"a":"1","a":"2"}}"#;
-    let r = app
-        .call(
-            "POST",
-            "/v1/tasks",
-            admin,
-            Some(("application/json", nested.to_vec())),
-        )
-        .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        r.body["error"]["details"]["fields"][0]["field"], "labels.a",
-        "{}",
-        r.text
-    );
+    for (body, field) in [(&top[..], "command"), (&nested[..], "labels.a")] {
+        let r = app
+            .call(
+                "POST",
+                "/v1/tasks",
+                admin,
+                Some(("application/json", body.to_vec())),
+            )
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(r.text.contains("more than once"), "{}", r.text);
+        assert_eq!(
+            r.body["error"]["details"]["fields"][0]["field"], field,
+            "{}",
+            r.text
+        );
+    }
 }
 
 async fn too_many_labels_are_refused(backend: agentpool_testkit::db::Backend) {

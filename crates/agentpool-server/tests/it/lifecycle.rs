@@ -7,7 +7,7 @@ use agentpool_core::{TaskState, WorkerStatus};
 use agentpool_server::maintenance::{MaintenanceConfig, run_once};
 use agentpool_testkit::db::{Backend, TestDb};
 
-use crate::support::{claim_one, command_task, register, spawn_app};
+use crate::support::{claim_one, command_task, complete, register, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reports_its_port_and_stops_on_shutdown() {
@@ -70,9 +70,7 @@ async fn maintenance_marks_a_silent_worker_offline_and_rescues_its_task(backend:
     let second = claim_one(&wrk, &alive.id).await;
     assert_eq!(second.task.id, t.id);
     assert_eq!(second.attempt, 2);
-    wrk.complete(&alive.id, t.id, second.lease.token, Default::default())
-        .await
-        .expect("complete");
+    complete(&wrk, &alive.id, &second).await;
     // A second pass (or another replica's) finds nothing more to do and changes nothing.
     run_once(app.state(), &cfg, false).await;
     assert_eq!(

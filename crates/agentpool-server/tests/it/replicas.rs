@@ -11,7 +11,7 @@ use agentpool_server::api::CompleteItem;
 use agentpool_store::Clock;
 use agentpool_testkit::db::{Backend, TestDb};
 
-use crate::support::{TestApp, command_task, open_store, register, spawn_on, test_config};
+use crate::support::{TestApp, command_task, complete, open_store, register, spawn_on, test_config};
 
 /// Replica A (a test app) and replica B: B has its own store (own pool, own LISTEN) on the same
 /// PostgreSQL database and shares A's tokens.
@@ -70,14 +70,7 @@ async fn two_replicas_on_one_postgres_never_hand_out_a_task_twice() {
                 // Half the workers complete one by one, half in batches.
                 if i % 2 == 0 {
                     for g in &got {
-                        c.complete(
-                            &w.id,
-                            g.claimed.task.id,
-                            g.claimed.lease.token,
-                            Default::default(),
-                        )
-                        .await
-                        .expect("complete");
+                        complete(&c, &w.id, &g.claimed).await;
                     }
                 } else {
                     let items = got.iter().map(|g| CompleteItem::success(&g.claimed)).collect();
@@ -156,10 +149,7 @@ async fn replicas_share_work_signals_and_live_events() {
     .await
     .expect("event from replica B arrives on A's stream");
     assert!(found);
-    wrk_b
-        .complete(&w.id, t.id, c.lease.token, Default::default())
-        .await
-        .expect("complete on B");
+    complete(&wrk_b, &w.id, c).await;
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>()).await;
     assert!(ended.is_ok(), "A's stream did not end after B completed the task");
     b.shutdown().await.expect("stop b");

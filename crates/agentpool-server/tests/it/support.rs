@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_client::Client;
-use agentpool_core::protocol::{ClaimedTask, FailRequest, HeartbeatReply, HeartbeatRequest};
+use agentpool_core::protocol::{ClaimedTask, FailOutcome, FailRequest, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{ErrorClass, Lease, LeaseToken, Task, TaskSpec, Worker, WorkerId};
+use agentpool_core::{ErrorClass, Lease, Task, TaskId, TaskResult, TaskSpec, Worker, WorkerId};
 use agentpool_server::{AppState, AuthMode, Role, RunningServer, ServerConfig, ServerKey, create_token};
 use agentpool_store::{Clock, Store, StoreConfig};
 use agentpool_testkit::db::{Backend, TestDb};
@@ -280,15 +280,34 @@ pub async fn heartbeat(c: &Client, w: &WorkerId, leases: Vec<Lease>) -> Heartbea
     .expect("heartbeat")
 }
 
-/// A fail report with no retry hint and no result.
-pub fn fail_request(lease_token: LeaseToken, class: ErrorClass, message: &str) -> FailRequest {
-    FailRequest {
-        lease_token,
+/// Report `claimed` succeeded with an empty result.
+pub async fn complete(c: &Client, w: &WorkerId, claimed: &ClaimedTask) {
+    c.complete(w, claimed.task.id, claimed.lease.token, TaskResult::default())
+        .await
+        .expect("complete");
+}
+
+/// Report `claimed` failed as `class`, with no retry hint and no result.
+pub async fn fail(
+    c: &Client,
+    w: &WorkerId,
+    claimed: &ClaimedTask,
+    class: ErrorClass,
+    message: &str,
+) -> agentpool_client::Result<FailOutcome> {
+    let req = FailRequest {
+        lease_token: claimed.lease.token,
         class,
         message: message.into(),
         retry_after_secs: None,
         result: None,
-    }
+    };
+    c.fail(w, claimed.task.id, &req).await
+}
+
+/// Task `id` as `store` holds it.
+pub async fn stored_task(store: &Arc<dyn Store>, id: TaskId) -> Task {
+    store.get_task(id).await.expect("get").expect("task").task
 }
 
 /// Register a worker, submit command `cmd` and claim it: the submitter and worker clients, the

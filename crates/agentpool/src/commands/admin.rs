@@ -3,7 +3,7 @@
 
 use agentpool_core::project::ProjectSpec;
 
-use super::{connect, print_json};
+use super::{connect, print_done, print_json, print_list};
 use crate::cli::{CredentialsCommand, ProjectsCommand, WorkersCommand};
 use crate::config::Settings;
 use crate::exit::Exit;
@@ -16,13 +16,9 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
     match cmd {
         WorkersCommand::List => {
             let ws = client.list_workers().await?;
-            if settings.json() {
-                print_json(&ws)?;
-            } else if ws.is_empty() {
-                eprintln!("no workers");
-            } else {
-                print!("{}", output::workers_table(&out, &ws));
-            }
+            print_list(settings, &ws, "workers", |ws| {
+                print!("{}", output::workers_table(&out, ws))
+            })?;
         }
         WorkersCommand::Show { id } => {
             let w = client.get_worker(&worker_id(&id)?).await?;
@@ -61,9 +57,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                     ("since", output::relative(w.registered_at)),
                 ];
                 for (k, v) in rows {
-                    if !v.is_empty() {
-                        println!("{:<10} {v}", out.dim(k));
-                    }
+                    print!("{}", output::field(&out, k, &v));
                 }
             }
         }
@@ -85,11 +79,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
     match cmd {
         ProjectsCommand::List => {
             let ps = client.list_projects().await?;
-            if settings.json() {
-                print_json(&ps)?;
-            } else if ps.is_empty() {
-                eprintln!("no projects");
-            } else {
+            print_list(settings, &ps, "projects", |ps| {
                 let rows: Vec<Vec<String>> = ps
                     .iter()
                     .map(|p| {
@@ -106,7 +96,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     "{}",
                     output::table(&out, &["NAME", "REPO", "BASE", "SLOTS", "AGENT"], &rows)
                 );
-            }
+            })?;
         }
         ProjectsCommand::Show { name } => {
             let p = client.get_project(&name).await?;
@@ -137,9 +127,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ("updated", output::relative(p.updated_at)),
                 ];
                 for (k, v) in rows {
-                    if !v.is_empty() {
-                        println!("{:<10} {v}", out.dim(k));
-                    }
+                    print!("{}", output::field(&out, k, &v));
                 }
             }
         }
@@ -179,11 +167,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
         }
         ProjectsCommand::Delete { name } => {
             client.delete_project(&name).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                println!("project {name} deleted");
-            }
+            print_done(settings, "project", &name, "deleted")?;
         }
     }
     Ok(ExitCode::Success)
@@ -203,31 +187,19 @@ pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow
                 return Err(Exit::new(ExitCode::Usage, "the credential value is empty").into());
             }
             client.put_credential(&name, &value).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "stored": name }))?;
-            } else {
-                println!("credential {name} stored");
-            }
+            print_done(settings, "credential", &name, "stored")?;
         }
         CredentialsCommand::List => {
             let names = client.list_credentials().await?;
-            if settings.json() {
-                print_json(&names)?;
-            } else if names.is_empty() {
-                eprintln!("no credentials");
-            } else {
+            print_list(settings, &names, "credentials", |names| {
                 for n in names {
                     println!("{n}");
                 }
-            }
+            })?;
         }
         CredentialsCommand::Delete { name } => {
             client.delete_credential(&name).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                println!("credential {name} deleted");
-            }
+            print_done(settings, "credential", &name, "deleted")?;
         }
     }
     Ok(ExitCode::Success)

@@ -68,6 +68,36 @@ pub async fn find_server(settings: &Settings) -> anyhow::Result<Option<Client>> 
     Ok(None)
 }
 
+/// Print a list: as JSON with `--json`; else `no <what>` on stderr when it is empty, or what
+/// `human` prints.
+pub fn print_list<T: serde::Serialize>(
+    settings: &Settings,
+    items: &[T],
+    what: &str,
+    human: impl FnOnce(&[T]),
+) -> anyhow::Result<()> {
+    if settings.json() {
+        print_json(&items)?;
+    } else if items.is_empty() {
+        eprintln!("no {what}");
+    } else {
+        human(items);
+    }
+    Ok(())
+}
+
+/// Report `<what> <name> <done>` (stored, deleted): as `{"<done>": name}` with `--json`.
+pub fn print_done(settings: &Settings, what: &str, name: &str, done: &str) -> anyhow::Result<()> {
+    if settings.json() {
+        let out: serde_json::Map<String, serde_json::Value> =
+            [(done.to_string(), name.into())].into_iter().collect();
+        print_json(&out)?;
+    } else {
+        println!("{what} {name} {done}");
+    }
+    Ok(())
+}
+
 /// Like [`find_server`], but a missing server is an error (exit code 4).
 pub async fn connect(settings: &Settings) -> anyhow::Result<Client> {
     find_server(settings).await?.ok_or_else(|| {

@@ -9,10 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentpool_client::{Client, ClientConfig};
-use agentpool_core::protocol::QueueStats;
-use agentpool_core::{Labels, WorkerId};
 use agentpool_kube::pool::{Connect, Metrics, OperatorConfig, QueueApi, run_operator};
-use async_trait::async_trait;
 use clap::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -44,27 +41,6 @@ pub struct OperatorArgs {
     pub ca_cert: Option<PathBuf>,
 }
 
-/// The server API of a pool through the agentpool client.
-struct ClientApi(Client);
-
-#[async_trait]
-impl QueueApi for ClientApi {
-    async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats, String> {
-        self.0
-            .queue_stats(labels, agents)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn drain(&self, worker: &WorkerId) -> Result<(), String> {
-        self.0
-            .drain_worker(worker)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// One client per (server, token), reused across passes.
 pub struct ClientConnect {
     ca_pem: Option<Vec<u8>>,
@@ -89,7 +65,7 @@ impl Connect for ClientConnect {
         }
         let mut cc = ClientConfig::new(server).token(Some(token.to_string()));
         cc.ca_pem = self.ca_pem.clone();
-        let api: Arc<dyn QueueApi> = Arc::new(ClientApi(Client::with_config(cc).map_err(|e| e.to_string())?));
+        let api: Arc<dyn QueueApi> = Arc::new(Client::with_config(cc).map_err(|e| e.to_string())?);
         clients.insert(key, api.clone());
         Ok(api)
     }

@@ -274,13 +274,7 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
                     .list_tokens()
                     .await?
                     .into_iter()
-                    .map(|t| TokenInfo {
-                        id: t.id,
-                        name: t.name,
-                        role: t.role,
-                        created_at: t.created_at,
-                        revoked: t.revoked,
-                    })
+                    .map(TokenInfo::from)
                     .collect(),
             };
             if settings.json() {

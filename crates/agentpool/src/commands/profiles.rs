@@ -3,7 +3,7 @@
 use agentpool_core::{AgentProfile, McpServer};
 use anyhow::Context;
 
-use super::{connect, print_json};
+use super::{connect, print_done, print_json, print_list};
 use crate::cli::{ProfilePutArgs, ProfilesCommand};
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
@@ -22,11 +22,7 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
         }
         ProfilesCommand::List => {
             let list = client.list_profiles().await?;
-            if settings.json() {
-                print_json(&list)?;
-            } else if list.is_empty() {
-                eprintln!("no profiles");
-            } else {
+            print_list(settings, &list, "profiles", |list| {
                 for p in list {
                     let s = &p.settings;
                     let mut parts = Vec::new();
@@ -45,7 +41,7 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
                     }
                     println!("{}\t{}", p.name, parts.join("  "));
                 }
-            }
+            })?;
         }
         ProfilesCommand::Show { name } => {
             // Settings are structured (MCP servers, variables): JSON reads best for both.
@@ -53,11 +49,7 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
         }
         ProfilesCommand::Delete { name } => {
             client.delete_profile(&name).await?;
-            if settings.json() {
-                print_json(&serde_json::json!({ "deleted": name }))?;
-            } else {
-                println!("profile {name} deleted");
-            }
+            print_done(settings, "profile", &name, "deleted")?;
         }
     }
     Ok(ExitCode::Success)

@@ -8,7 +8,7 @@ use agentpool_core::{TaskId, TaskKind, TaskSpec, TaskState};
 use anyhow::Context;
 use futures::StreamExt;
 
-use super::{connect, find_server, print_json};
+use super::{connect, find_server, print_json, print_list};
 use crate::access::AgentAccess;
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
 use crate::config::Settings;
@@ -401,13 +401,9 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
                 })
                 .await?
                 .tasks;
-            if settings.json() {
-                print_json(&tasks)?;
-            } else if tasks.is_empty() {
-                eprintln!("no tasks");
-            } else {
-                print!("{}", output::tasks_table(&out, &tasks));
-            }
+            print_list(settings, &tasks, "tasks", |tasks| {
+                print!("{}", output::tasks_table(&out, tasks))
+            })?;
         }
         TasksCommand::Show { id } => {
             let view = client.get_task(id).await?;

@@ -3,7 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use agentpool_core::render::str_field;
+use agentpool_core::render::{str_field, usage_cost, usage_tokens};
 use agentpool_core::{Event, EventKind, TaskState};
 use serde_json::Value;
 
@@ -90,12 +90,8 @@ pub fn render_event(style: &Style, ev: &Event) -> Option<String> {
             }
         }
         EventKind::Usage => {
-            let n = |k: &str| d.get(k).and_then(Value::as_u64).unwrap_or(0);
-            let cost = d
-                .get("cost_usd")
-                .and_then(Value::as_f64)
-                .map(|c| format!(", ${c:.4}"))
-                .unwrap_or_default();
+            let n = |k: &str| usage_tokens(d, k);
+            let cost = usage_cost(d);
             style.dim(&format!(
                 "Σ {} in, {} out tokens{cost}",
                 n("input_tokens"),

@@ -10,7 +10,7 @@ use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::{enc, register, send, session};
+use super::{enc, get, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -101,7 +101,7 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
     };
     let id = hostile_task(app.store.as_ref()).await;
     let cookie = session(&app.tokens.admin);
-    let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
+    let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     assert_inert("task page", &page.text);
     for shown in [
@@ -122,7 +122,7 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
         format!("/tasks?agent={}&label={}", enc(XSS), enc("a=<b>")),
         "/workers".to_string(),
     ] {
-        let r = send(&app, "GET", &path, Some(&cookie), &[], None).await;
+        let r = get(&app, &path, Some(&cookie)).await;
         assert!(
             r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
             "{path}: {}",
@@ -131,15 +131,7 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
         assert_inert(&path, &r.text);
     }
     // The live stream of the (finished) task sends the same events, escaped, then ends.
-    let live = send(
-        &app,
-        "GET",
-        &format!("/live/tasks/{id}?after=0"),
-        Some(&cookie),
-        &[],
-        None,
-    )
-    .await;
+    let live = get(&app, &format!("/live/tasks/{id}?after=0"), Some(&cookie)).await;
     assert_eq!(live.status, StatusCode::OK);
     assert!(
         live.text.contains("event: append") && live.text.contains("event: end"),

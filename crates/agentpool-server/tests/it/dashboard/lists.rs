@@ -5,9 +5,9 @@ use agentpool_core::TaskSpec;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{enqueue_true, send, session};
+use super::{enqueue_true, get, post, session};
 use crate::both_backends;
-use crate::support::router_app;
+use crate::support::{router_app, stored_task};
 
 both_backends!(
     task_list_filters_and_pages_with_a_cursor,
@@ -49,33 +49,33 @@ async fn task_list_filters_and_pages_with_a_cursor(backend: Backend) {
         app.store.enqueue(s).await.expect("enqueue");
     }
     let cookie = session(&app.tokens.submitter);
-    let get = |uri: String| {
+    let page = |uri: String| {
         let cookie = cookie.clone();
         let app = &app;
         async move {
-            let r = send(app, "GET", &uri, Some(&cookie), &[], None).await;
+            let r = get(app, &uri, Some(&cookie)).await;
             assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
             r.text
         }
     };
-    let first = get("/tasks".into()).await;
+    let first = page("/tasks".into()).await;
     assert_eq!(rows(&first), 50);
     let next = older(&first).expect("a next page");
-    let second = get(next).await;
+    let second = page(next).await;
     assert_eq!(rows(&second), 13);
     assert!(older(&second).is_none());
 
-    let needle = get("/tasks?q=needle".into()).await;
+    let needle = page("/tasks?q=needle".into()).await;
     assert_eq!(rows(&needle), 3, "text search is case-insensitive");
-    assert_eq!(rows(&get("/tasks?agent=codex&label=team%3Dx".into()).await), 3);
-    assert_eq!(rows(&get("/tasks?agent=claude-code".into()).await), 0);
-    let commands = get("/tasks?agent=command".into()).await;
+    assert_eq!(rows(&page("/tasks?agent=codex&label=team%3Dx".into()).await), 3);
+    assert_eq!(rows(&page("/tasks?agent=claude-code".into()).await), 0);
+    let commands = page("/tasks?agent=command".into()).await;
     assert_eq!(rows(&commands), 50);
-    let rest = get(older(&commands).expect("more commands")).await;
+    let rest = page(older(&commands).expect("more commands")).await;
     assert_eq!(rows(&rest), 10);
-    assert_eq!(rows(&get("/tasks?state=queued&q=echo+42".into()).await), 1);
+    assert_eq!(rows(&page("/tasks?state=queued&q=echo+42".into()).await), 1);
     // A bad filter is a clear 400, not a 500.
-    let bad = send(&app, "GET", "/tasks?state=sleeping", Some(&cookie), &[], None).await;
+    let bad = get(&app, "/tasks?state=sleeping", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("state"), "{}", bad.text);
 }
@@ -89,7 +89,7 @@ async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backen
     later.depends_on = vec![first];
     later.labels.insert("gpu".into(), "yes".into());
     app.store.enqueue(later).await.expect("enqueue");
-    let r = send(&app, "GET", "/", Some(&session(&app.tokens.admin)), &[], None).await;
+    let r = get(&app, "/", Some(&session(&app.tokens.admin))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
         r.text.contains(r#"id="count-queued"><span class="n">2</span>"#),
@@ -116,16 +116,14 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
     let id = app.store.enqueue(spec).await.expect("enqueue").task.id;
     app.store.cancel(id).await.expect("cancel");
     let cookie = session(&app.tokens.submitter);
-    let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
+    let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
     assert!(page.text.contains("Retry task") && page.text.contains("Follow up"));
     let csrf = page.csrf();
-    let r = send(
+    let r = post(
         &app,
-        "POST",
         &format!("/tasks/{id}/follow-up"),
-        Some(&cookie),
-        &[],
-        Some(&format!("csrf={csrf}&prompt=and+now+the+docs")),
+        &cookie,
+        &format!("csrf={csrf}&prompt=and+now+the+docs"),
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
@@ -134,33 +132,29 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
         .trim_start_matches("/tasks/")
         .parse()
         .expect("task id");
-    let t = app.store.get_task(new_id).await.expect("get").expect("task").task;
+    let t = stored_task(&app.store, new_id).await;
     assert_eq!(t.spec.follow_up_of, Some(id));
     assert_eq!(t.spec.prompt.as_deref(), Some("and now the docs"));
     assert_eq!(
         (t.spec.agent.as_deref(), t.spec.model.as_deref()),
         (Some("claude-code"), Some("m1"))
     );
-    let empty = send(
+    let empty = post(
         &app,
-        "POST",
         &format!("/tasks/{id}/follow-up"),
-        Some(&cookie),
-        &[],
-        Some(&format!("csrf={csrf}&prompt=")),
+        &cookie,
+        &format!("csrf={csrf}&prompt="),
     )
     .await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
-    let r = send(
+    let r = post(
         &app,
-        "POST",
         &format!("/tasks/{id}/retry"),
-        Some(&cookie),
-        &[],
-        Some(&format!("csrf={csrf}")),
+        &cookie,
+        &format!("csrf={csrf}"),
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let t = app.store.get_task(id).await.expect("get").expect("task").task;
+    let t = stored_task(&app.store, id).await;
     assert_eq!(t.state, agentpool_core::TaskState::Queued);
 }

@@ -96,6 +96,16 @@ pub(super) async fn send(
     }
 }
 
+/// `GET uri`, with the session `cookie` when given.
+pub(super) async fn get(app: &RouterApp, uri: &str, cookie: Option<&str>) -> Resp {
+    send(app, "GET", uri, cookie, &[], None).await
+}
+
+/// `POST uri` of `form` in the session `cookie`.
+pub(super) async fn post(app: &RouterApp, uri: &str, cookie: &str, form: &str) -> Resp {
+    send(app, "POST", uri, Some(cookie), &[], Some(form)).await
+}
+
 pub(super) fn session(token: &str) -> String {
     format!("{SESSION_COOKIE}={token}")
 }
@@ -184,7 +194,7 @@ async fn login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(backend: Bac
             !r.cookies().iter().any(|c| c.starts_with(SESSION_COOKIE)),
             "no session for {token:?}"
         );
-        let page = send(&app, "GET", r.location(), None, &[], None).await;
+        let page = get(&app, r.location(), None).await;
         assert!(page.text.contains(r#"role="alert""#), "{}", page.text);
     }
     // A login form posted without the nonce its page set (another site's form) is refused.
@@ -200,15 +210,7 @@ async fn login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens(backend: Bac
     assert!(forged.location().starts_with("/login?error=expired"));
     assert!(!forged.cookies().iter().any(|c| c.starts_with(SESSION_COOKIE)));
     // The token never appears in a page.
-    let page = send(
-        &app,
-        "GET",
-        "/tasks",
-        Some(&session(&app.tokens.admin)),
-        &[],
-        None,
-    )
-    .await;
+    let page = get(&app, "/tasks", Some(&session(&app.tokens.admin))).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.text.contains(&app.tokens.admin));
 }
@@ -225,24 +227,16 @@ async fn pages_need_a_session_and_the_api_keeps_its_own_auth(backend: Backend) {
         "/workers",
         "/projects",
     ] {
-        let r = send(&app, "GET", path, None, &[], None).await;
+        let r = get(&app, path, None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{path}");
         assert!(
             r.location().starts_with("/login?next=%2F"),
             "{path}: {}",
             r.location()
         );
-        let bad = send(&app, "GET", path, Some(&session("apt_revoked")), &[], None).await;
+        let bad = get(&app, path, Some(&session("apt_revoked"))).await;
         assert_eq!(bad.status, StatusCode::SEE_OTHER, "{path}");
-        let ok = send(
-            &app,
-            "GET",
-            path,
-            Some(&session(&app.tokens.submitter)),
-            &[],
-            None,
-        )
-        .await;
+        let ok = get(&app, path, Some(&session(&app.tokens.submitter))).await;
         assert_eq!(ok.status, StatusCode::OK, "{path}: {}", ok.text);
         assert!(
             ok.headers["content-type"]
@@ -264,22 +258,14 @@ async fn pages_need_a_session_and_the_api_keeps_its_own_auth(backend: Backend) {
         "/live/workers",
         &format!("/live/tasks/{id}"),
     ] {
-        let live = send(&app, "GET", path, None, &[], None).await;
+        let live = get(&app, path, None).await;
         assert_eq!(live.status, StatusCode::UNAUTHORIZED, "{path}");
     }
     // The cookie is no API credential: the JSON API still wants a bearer token.
-    let api = send(
-        &app,
-        "GET",
-        "/v1/tasks",
-        Some(&session(&app.tokens.admin)),
-        &[],
-        None,
-    )
-    .await;
+    let api = get(&app, "/v1/tasks", Some(&session(&app.tokens.admin))).await;
     assert_eq!(api.status, StatusCode::UNAUTHORIZED);
     // Assets are public and cacheable.
-    let css = send(&app, "GET", "/assets/app.css", None, &[], None).await;
+    let css = get(&app, "/assets/app.css", None).await;
     assert_eq!(css.status, StatusCode::OK);
     assert!(
         css.headers["cache-control"]
@@ -295,20 +281,12 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     };
     let id = enqueue_true(app.store.as_ref()).await;
     let cookie = session(&app.tokens.admin);
-    let page = send(&app, "GET", &format!("/tasks/{id}"), Some(&cookie), &[], None).await;
+    let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
     let csrf = page.csrf();
     let cancel = format!("/tasks/{id}/cancel");
     let other = login(&app, &app.tokens.submitter, &[]).await;
     assert_eq!(other.status, StatusCode::SEE_OTHER);
-    let sub_page = send(
-        &app,
-        "GET",
-        "/tasks",
-        Some(&session(&app.tokens.submitter)),
-        &[],
-        None,
-    )
-    .await;
+    let sub_page = get(&app, "/tasks", Some(&session(&app.tokens.submitter))).await;
     let sub_csrf = sub_page.csrf();
     assert_ne!(csrf, sub_csrf, "CSRF tokens are per session");
 
@@ -351,17 +329,9 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     let t = app.store.get_task(id).await.expect("get").expect("task");
     assert_eq!(t.task.state, TaskState::Canceled);
     // Logging out needs the token too, and clears the cookie.
-    let out = send(&app, "POST", "/logout", Some(&cookie), &[], Some("csrf=nope")).await;
+    let out = post(&app, "/logout", &cookie, "csrf=nope").await;
     assert_eq!(out.status, StatusCode::FORBIDDEN);
-    let out = send(
-        &app,
-        "POST",
-        "/logout",
-        Some(&cookie),
-        &[],
-        Some(&format!("csrf={csrf}")),
-    )
-    .await;
+    let out = post(&app, "/logout", &cookie, &format!("csrf={csrf}")).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert!(
         out.cookies()
@@ -407,43 +377,39 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
     let admin = session(&app.tokens.admin);
     let sub = session(&app.tokens.submitter);
 
-    let a = send(&app, "GET", "/workers", Some(&admin), &[], None).await;
+    let a = get(&app, "/workers", Some(&admin)).await;
     assert!(a.text.contains(&format!("/workers/{}/drain", w.id)), "{}", a.text);
-    let a = send(&app, "GET", "/tasks", Some(&admin), &[], None).await;
+    let a = get(&app, "/tasks", Some(&admin)).await;
     assert!(a.text.contains("Cancel selected") && a.text.contains(r#"name="id""#));
-    let a = send(&app, "GET", "/projects", Some(&admin), &[], None).await;
+    let a = get(&app, "/projects", Some(&admin)).await;
     assert!(a.text.contains("Credentials"));
 
-    let s = send(&app, "GET", "/workers", Some(&sub), &[], None).await;
+    let s = get(&app, "/workers", Some(&sub)).await;
     assert_eq!(s.status, StatusCode::OK);
     assert!(
         !s.text.contains("/drain") && !s.text.contains(">Drain<"),
         "{}",
         s.text
     );
-    let s = send(&app, "GET", "/tasks", Some(&sub), &[], None).await;
+    let s = get(&app, "/tasks", Some(&sub)).await;
     assert!(!s.text.contains("Cancel selected") && !s.text.contains(r#"name="id""#));
     let csrf = s.csrf();
-    let s = send(&app, "GET", "/projects", Some(&sub), &[], None).await;
+    let s = get(&app, "/projects", Some(&sub)).await;
     assert!(s.text.contains("shown to admins"));
 
-    let drain = send(
+    let drain = post(
         &app,
-        "POST",
         &format!("/workers/{}/drain", w.id),
-        Some(&sub),
-        &[],
-        Some(&format!("csrf={csrf}")),
+        &sub,
+        &format!("csrf={csrf}"),
     )
     .await;
     assert_eq!(drain.status, StatusCode::FORBIDDEN, "{}", drain.text);
-    let bulk = send(
+    let bulk = post(
         &app,
-        "POST",
         "/tasks/bulk",
-        Some(&sub),
-        &[],
-        Some(&format!("csrf={csrf}&action=cancel&id={id}")),
+        &sub,
+        &format!("csrf={csrf}&action=cancel&id={id}"),
     )
     .await;
     assert_eq!(bulk.status, StatusCode::FORBIDDEN);
@@ -453,27 +419,21 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
     assert_ne!(w_now.status, agentpool_core::WorkerStatus::Draining);
 
     // The admin's bulk cancel and drain do work.
-    let admin_csrf = send(&app, "GET", "/tasks", Some(&admin), &[], None).await.csrf();
-    let bulk = send(
+    let admin_csrf = get(&app, "/tasks", Some(&admin)).await.csrf();
+    let bulk = post(
         &app,
-        "POST",
         "/tasks/bulk",
-        Some(&admin),
-        &[],
-        Some(&format!(
-            "csrf={admin_csrf}&return=%2Ftasks&action=cancel&id={id}"
-        )),
+        &admin,
+        &format!("csrf={admin_csrf}&return=%2Ftasks&action=cancel&id={id}"),
     )
     .await;
     assert_eq!(bulk.status, StatusCode::SEE_OTHER, "{}", bulk.text);
     assert_eq!(bulk.location(), "/tasks?done=cancel&ok=1&failed=0");
-    let drain = send(
+    let drain = post(
         &app,
-        "POST",
         &format!("/workers/{}/drain", w.id),
-        Some(&admin),
-        &[],
-        Some(&format!("csrf={admin_csrf}")),
+        &admin,
+        &format!("csrf={admin_csrf}"),
     )
     .await;
     assert_eq!(drain.status, StatusCode::SEE_OTHER);
@@ -500,10 +460,10 @@ async fn without_auth_everyone_is_admin_on_loopback_host_names_only(backend: Bac
         .expect("enqueue")
         .task
         .id;
-    let page = send(&app, "GET", &format!("/tasks/{id}"), None, &[], None).await;
+    let page = get(&app, &format!("/tasks/{id}"), None).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.text);
     assert!(page.text.contains(">admin<") && !page.text.contains("Log out"));
-    let login = send(&app, "GET", "/login", None, &[], None).await;
+    let login = get(&app, "/login", None).await;
     assert_eq!(login.status, StatusCode::SEE_OTHER);
     // A rebinding page reaches the loopback server under its own host name: refused.
     let mut b = Request::builder().uri("/").header("host", "evil.example:7700");

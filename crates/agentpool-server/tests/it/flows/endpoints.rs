@@ -3,14 +3,25 @@
 
 use std::time::Duration;
 
+use agentpool_client::Client;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{FailOutcome, HeartbeatRequest};
-use agentpool_core::{ErrorClass, EventKind, NewEvent, TaskResult, TaskSpec, TaskState, Usage, WorkerStatus};
+use agentpool_core::{
+    ErrorClass, EventKind, NewEvent, TaskId, TaskResult, TaskSpec, TaskState, Usage, WorkerStatus,
+};
 use agentpool_server::api::{BuildRequest, CompleteItem, TaskListQuery};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
-use crate::support::{command_task, fail_request, spawn_app};
+use crate::support::{command_task, fail, spawn_app};
+
+/// The ids of the tasks `c` lists with `filter` set on an otherwise default query.
+async fn listed(c: &Client, filter: impl FnOnce(&mut TaskListQuery)) -> Vec<TaskId> {
+    let mut q = TaskListQuery::default();
+    filter(&mut q);
+    let page = c.list_tasks(&q).await.expect("list");
+    page.tasks.iter().map(|t| t.id).collect()
+}
 
 async fn every_endpoint_works_through_the_client(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -112,25 +123,10 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         .await
         .expect("batch");
     assert_eq!(batch.len(), 3);
-    let labelled = sub
-        .list_tasks(&TaskListQuery {
-            label: Some("team=a".into()),
-            ..TaskListQuery::default()
-        })
-        .await
-        .expect("list by label");
-    assert_eq!(
-        labelled.tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
-        vec![first.task.id]
-    );
-    let by_project = sub
-        .list_tasks(&TaskListQuery {
-            project: Some("demo".into()),
-            ..TaskListQuery::default()
-        })
-        .await
-        .expect("by project");
-    assert_eq!(by_project.tasks.len(), 1);
+    let labelled = listed(&sub, |q| q.label = Some("team=a".into())).await;
+    assert_eq!(labelled, vec![first.task.id]);
+    let by_project = listed(&sub, |q| q.project = Some("demo".into())).await;
+    assert_eq!(by_project.len(), 1);
     // 5 tasks in pages of 2: 2 + 2 + 1, no repeats.
     let mut seen = Vec::new();
     let mut cursor = None;
@@ -138,7 +134,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         let page = sub
             .list_tasks(&TaskListQuery {
                 limit: Some(2),
-                cursor: cursor.map(|c: agentpool_core::TaskId| c.to_string()),
+                cursor: cursor.map(|c: TaskId| c.to_string()),
                 ..TaskListQuery::default()
             })
             .await
@@ -168,22 +164,10 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     );
     let claimed = wrk.claim(&w.id, 10, Duration::ZERO).await.expect("claim");
     assert_eq!(claimed.len(), 5);
-    let queued = sub
-        .list_tasks(&TaskListQuery {
-            state: Some("running".into()),
-            ..TaskListQuery::default()
-        })
-        .await
-        .expect("running");
-    assert_eq!(queued.tasks.len(), 5);
-    let by_worker = sub
-        .list_tasks(&TaskListQuery {
-            worker: Some(w.id.to_string()),
-            ..TaskListQuery::default()
-        })
-        .await
-        .expect("by worker");
-    assert_eq!(by_worker.tasks.len(), 5);
+    let running = listed(&sub, |q| q.state = Some("running".into())).await;
+    assert_eq!(running.len(), 5);
+    let by_worker = listed(&sub, |q| q.worker = Some(w.id.to_string())).await;
+    assert_eq!(by_worker.len(), 5);
     // The build needs the project's credential: it comes with the claim, decrypted.
     let b = claimed
         .iter()
@@ -256,12 +240,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     let results = wrk.complete_batch(&w.id, items).await.expect("batch complete");
     assert!(results.iter().all(|r| r.ok), "{results:?}");
     let c3 = &claimed[3].claimed;
-    let outcome = wrk
-        .fail(
-            &w.id,
-            c3.task.id,
-            &fail_request(c3.lease.token, ErrorClass::AuthFailed, "invalid api key"),
-        )
+    let outcome = fail(&wrk, &w.id, c3, ErrorClass::AuthFailed, "invalid api key")
         .await
         .expect("fail");
     assert_eq!(

@@ -9,7 +9,7 @@ use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
 use crate::support::{
-    claim_one, command_task, fail_request, heartbeat, register, spawn_app, submit_and_claim,
+    claim_one, command_task, complete, fail, heartbeat, register, spawn_app, submit_and_claim,
 };
 
 async fn stale_lease_is_refused_with_409(backend: Backend) {
@@ -47,21 +47,14 @@ async fn stale_lease_is_refused_with_409(backend: Backend) {
         .await
         .expect_err("stale events");
     assert!(e.is_stale_lease(), "{e}");
-    let e = wrk
-        .fail(
-            &a.id,
-            t.id,
-            &fail_request(first.lease.token, ErrorClass::AgentError, "x"),
-        )
+    let e = fail(&wrk, &a.id, &first, ErrorClass::AgentError, "x")
         .await
         .expect_err("stale fail");
     assert!(e.is_stale_lease(), "{e}");
     let hb = heartbeat(&wrk, &a.id, vec![first.lease]).await;
     assert_eq!(hb.lost, vec![t.id]);
     // The stale calls changed nothing: B still holds the task and completes it.
-    wrk.complete(&b.id, t.id, second.lease.token, TaskResult::default())
-        .await
-        .expect("complete b");
+    complete(&wrk, &b.id, &second).await;
     let d = sub.get_task(t.id).await.expect("get");
     assert_eq!(d.task.state, TaskState::Succeeded);
     assert!(!d.attempts_detail.is_empty());
@@ -77,12 +70,7 @@ async fn cancel_reaches_a_running_task_through_heartbeat(backend: Backend) {
     assert!(running.cancel_requested);
     let hb = heartbeat(&wrk, &w.id, vec![c.lease]).await;
     assert_eq!(hb.cancel, vec![t.id]);
-    let out = wrk
-        .fail(
-            &w.id,
-            t.id,
-            &fail_request(c.lease.token, ErrorClass::Canceled, "canceled by user"),
-        )
+    let out = fail(&wrk, &w.id, &c, ErrorClass::Canceled, "canceled by user")
         .await
         .expect("report canceled");
     assert_eq!(

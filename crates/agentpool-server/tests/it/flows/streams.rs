@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use agentpool_core::{NewEvent, TaskResult, TaskSpec};
+use agentpool_core::{NewEvent, TaskSpec};
 use agentpool_testkit::db::Backend;
 use futures::StreamExt;
 use reqwest::StatusCode;
 
-use crate::support::{command_task, eventually, register, spawn_app, submit_and_claim};
+use crate::support::{command_task, complete, eventually, register, spawn_app, submit_and_claim};
 
 async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -62,9 +62,7 @@ async fn sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes(bac
         .expect("event");
     assert_eq!(ev.data()["line"], "line 5");
     // Completion ends the stream after its last events.
-    wrk.complete(&w.id, t.id, c.lease.token, TaskResult::default())
-        .await
-        .expect("complete");
+    complete(&wrk, &w.id, &c).await;
     let rest = tokio::time::timeout(Duration::from_secs(10), s.collect::<Vec<_>>())
         .await
         .expect("stream ends after the task finished");

@@ -4,21 +4,23 @@
 //! nowhere else, revoked when the task ends) and one, cached, for its own pull request and
 //! comment calls.
 
+use agentpool_client::Client;
 use agentpool_core::github::GithubApp;
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::{TaskId, TaskState};
+use agentpool_core::protocol::ClaimedWork;
+use agentpool_core::{TaskState, WorkerId};
 use agentpool_github::AppKey;
 use agentpool_testkit::db::Backend;
 use agentpool_testkit::github::{
-    GithubStandIn, INSTALLATION_ID, INSTALLATION_TOKEN, Prism, Recorded, TEST_ONLY_APP_KEY_PEM, api_subset,
+    GithubStandIn, INSTALLATION_ID, INSTALLATION_TOKEN, Prism, Recorded, TEST_ONLY_APP_KEY_PEM,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
 use serde_json::{Value, json};
 
-use super::{REPO, SECRET, deliver, example, settings};
-use crate::support::{eventually, register, spawn_app_with, test_config};
+use super::{Github, REPO, SECRET, deliver_task, example, github, settings};
+use crate::support::{TestApp, complete, eventually, register, spawn_app_with, test_config};
 
 const APP_ID: u64 = 90210;
 
@@ -44,16 +46,11 @@ struct Wired {
     _dir: tempfile::TempDir,
     gh: GithubStandIn,
     prism: Prism,
-    app: crate::support::TestApp,
+    app: TestApp,
 }
 
 async fn wired_as_the_app(backend: Backend, installation_id: Option<u64>) -> Wired {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
-    let gh = GithubStandIn::start(&spec, "main", 2).await.expect("stand-in");
-    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
-        .await
-        .expect("prism");
+    let Github { gh, prism, _dir } = github(2).await;
     let mut config = test_config();
     config.github_interval = None;
     let app = spawn_app_with(backend, config).await.expect("database");
@@ -80,12 +77,20 @@ async fn wired_as_the_app(backend: Backend, installation_id: Option<u64>) -> Wir
         })
         .await
         .expect("project");
-    Wired {
-        _dir: dir,
-        gh,
-        prism,
-        app,
-    }
+    Wired { _dir, gh, prism, app }
+}
+
+/// A worker registers and claims the one queued task: its client, its id, and the claim with
+/// the credentials it carries.
+async fn claim_as_a_worker(app: &TestApp) -> (Client, WorkerId, ClaimedWork) {
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let mut claimed = wrk
+        .claim(&w.id, 1, std::time::Duration::ZERO)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    (wrk, w.id, claimed.remove(0))
 }
 
 async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend) {
@@ -95,9 +100,7 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
     let shown = serde_json::to_string(&admin.get_project("hello").await.expect("project")).unwrap();
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
 
-    let (status, body) = deliver(&app, "issues", "a-1", &example("issues", Some("labeled")), SECRET).await;
-    assert_eq!(status, 202, "{body}");
-    let id: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
+    let id = deliver_task(&app, "issues", "a-1", &example("issues", Some("labeled"))).await;
 
     // The server's own calls: installation found with the App's JWT, a token minted for the
     // one repository with pull request and issue rights, the comment written with it.
@@ -133,15 +136,9 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
 
     // The worker's claim carries a token of its own, for this repository's contents only.
     gh.set_installation_token("ghs_minted-for-this-task-only");
-    let wrk = app.worker();
-    let w = register(&wrk).await;
-    let claimed = wrk
-        .claim(&w.id, 1, std::time::Duration::ZERO)
-        .await
-        .expect("claim");
-    assert_eq!(claimed.len(), 1);
+    let (wrk, w, claimed) = claim_as_a_worker(&app).await;
     assert_eq!(
-        claimed[0].credentials.get("git-token"),
+        claimed.credentials.get("git-token"),
         Some("ghs_minted-for-this-task-only")
     );
     let reqs = gh.requests();
@@ -187,9 +184,7 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
     }
 
     // The task ends: its token is revoked rather than left to live out its hour.
-    wrk.complete(&w.id, id, claimed[0].claimed.lease.token, Default::default())
-        .await
-        .expect("complete");
+    complete(&wrk, &w, &claimed.claimed).await;
     let revoked = |gh: &GithubStandIn| {
         gh.requests()
             .into_iter()
@@ -204,15 +199,9 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
 
 async fn a_configured_installation_is_not_looked_up(backend: Backend) {
     let Wired { gh, prism, app, .. } = wired_as_the_app(backend, Some(77)).await;
-    let (status, body) = deliver(&app, "issues", "a-2", &example("issues", Some("labeled")), SECRET).await;
-    assert_eq!(status, 202, "{body}");
-    let wrk = app.worker();
-    let w = register(&wrk).await;
-    let claimed = wrk
-        .claim(&w.id, 1, std::time::Duration::ZERO)
-        .await
-        .expect("claim");
-    assert_eq!(claimed[0].credentials.get("git-token"), Some(INSTALLATION_TOKEN));
+    deliver_task(&app, "issues", "a-2", &example("issues", Some("labeled"))).await;
+    let (_, _, claimed) = claim_as_a_worker(&app).await;
+    assert_eq!(claimed.credentials.get("git-token"), Some(INSTALLATION_TOKEN));
     let paths: Vec<_> = gh.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/app/installations/77/access_tokens"]);
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());

@@ -6,10 +6,12 @@ mod app;
 mod rest;
 mod webhook;
 
+use agentpool_core::TaskId;
 use agentpool_core::github::GithubSettings;
 use agentpool_core::project::ProjectSpec;
 use agentpool_github::signature;
 use agentpool_testkit::db::Backend;
+use agentpool_testkit::github::{GithubStandIn, Prism, api_subset};
 use serde_json::Value;
 
 use crate::support::{TestApp, spawn_app_with, test_config};
@@ -37,6 +39,27 @@ pub fn settings(api_url: Option<String>) -> GithubSettings {
         prompt_template: None,
         follow_up_template: None,
     }
+}
+
+/// GitHub for a test: the recording stand-in (its first pull request numbered `first_pr`)
+/// behind prism, which checks every call, request and answer, against GitHub's own API
+/// description.
+pub struct Github {
+    pub gh: GithubStandIn,
+    pub prism: Prism,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn github(first_pr: u64) -> Github {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
+    let gh = GithubStandIn::start(&spec, "main", first_pr)
+        .await
+        .expect("stand-in");
+    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
+        .await
+        .expect("prism");
+    Github { gh, prism, _dir: dir }
 }
 
 /// A server (its GitHub loop off: tests run passes themselves) with project `hello` wired to
@@ -73,6 +96,13 @@ pub async fn deliver(
 ) -> (u16, Value) {
     let body = serde_json::to_vec(payload).expect("json");
     deliver_raw(app, event, delivery, body, secret).await
+}
+
+/// Deliver `payload` signed with the project's secret; the task it was accepted (202) as.
+pub async fn deliver_task(app: &TestApp, event: &str, delivery: &str, payload: &Value) -> TaskId {
+    let (status, body) = deliver(app, event, delivery, payload, SECRET).await;
+    assert_eq!(status, 202, "{body}");
+    body["task_id"].as_str().expect("id").parse().expect("id")
 }
 
 pub async fn deliver_raw(

@@ -10,11 +10,10 @@ use agentpool_core::{Lease, TaskId, TaskResult};
 use agentpool_server::github::notifier;
 use agentpool_store::ClaimFilter;
 use agentpool_testkit::db::Backend;
-use agentpool_testkit::github::{GithubStandIn, Prism, api_subset};
 use serde_json::json;
 
-use super::{SECRET, TOKEN, deliver, example, gh_app};
-use crate::support::{TestApp, registration};
+use super::{Github, SECRET, TOKEN, deliver, deliver_task, example, gh_app, github};
+use crate::support::{TestApp, registration, stored_task};
 
 const FIRST_PR: u64 = 2; // the number GitHub's review examples use
 
@@ -69,22 +68,13 @@ async fn pass(app: &TestApp) {
 }
 
 async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(backend: Backend) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
-    let gh = GithubStandIn::start(&spec, "main", FIRST_PR)
-        .await
-        .expect("stand-in");
-    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
-        .await
-        .expect("prism");
+    let Github { gh, prism, _dir } = github(FIRST_PR).await;
     let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
         .await
         .expect("database");
 
     // issues.labeled → task, and at once a status comment on the issue.
-    let (status, body) = deliver(&app, "issues", "r-1", &example("issues", Some("labeled")), SECRET).await;
-    assert_eq!(status, 202, "{body}");
-    let id: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
+    let id = deliver_task(&app, "issues", "r-1", &example("issues", Some("labeled"))).await;
     pass(&app).await;
     let comments = gh.comments();
     assert_eq!(comments.len(), 1, "{:?}", prism.log());
@@ -112,15 +102,7 @@ async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(ba
     assert_eq!(comments[0].updates, 1);
     assert!(comments[0].body.contains("**succeeded**") && comments[0].body.contains(&format!("#{FIRST_PR}")));
     assert!(comments[0].body.contains("Cost: $0.25"));
-    let result = app
-        .store
-        .get_task(id)
-        .await
-        .expect("get")
-        .expect("task")
-        .task
-        .result
-        .expect("result");
+    let result = stored_task(&app.store, id).await.result.expect("result");
     let pr = result.pull_request.expect("pull request recorded");
     assert_eq!((pr.number, pr.state.as_str()), (FIRST_PR, "open"));
     assert_eq!(result.pr_url.as_deref(), Some(pr.url.as_str()));
@@ -131,10 +113,8 @@ async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(ba
 
     // A review comment on that pull request → a follow-up on its branch, resuming the session.
     let review = example("pull_request_review_comment", Some("created"));
-    let (status, body) = deliver(&app, "pull_request_review_comment", "r-2", &review, SECRET).await;
-    assert_eq!(status, 202, "{body}");
-    let follow: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
-    let t = app.store.get_task(follow).await.expect("get").expect("task").task;
+    let follow = deliver_task(&app, "pull_request_review_comment", "r-2", &review).await;
+    let t = stored_task(&app.store, follow).await;
     assert_eq!(t.spec.branch.as_deref(), Some("agentpool/issue-1"));
     assert_eq!(t.spec.follow_up_of, Some(id));
     let prompt = t.spec.prompt.expect("prompt");
@@ -153,15 +133,7 @@ async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(ba
         .collect();
     assert_eq!(on_pr.len(), 1);
     assert!(on_pr[0].body.contains("**succeeded**"));
-    let result = app
-        .store
-        .get_task(follow)
-        .await
-        .expect("get")
-        .expect("task")
-        .task
-        .result
-        .expect("result");
+    let result = stored_task(&app.store, follow).await.result.expect("result");
     assert_eq!(result.pull_request.map(|p| p.number), Some(FIRST_PR));
 
     // Every call carried the token, and every one matched GitHub's description.
@@ -177,14 +149,7 @@ async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(ba
 /// follow-up for all of them, its prompt holding the review's comments as GitHub lists them;
 /// and review follow-ups count toward the pull request's limit of automatic follow-ups.
 async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Backend) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
-    let gh = GithubStandIn::start(&spec, "main", FIRST_PR)
-        .await
-        .expect("stand-in");
-    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
-        .await
-        .expect("prism");
+    let Github { gh, prism, _dir } = github(FIRST_PR).await;
     let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
         .await
         .expect("database");
@@ -194,8 +159,7 @@ async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Ba
     }
     app.admin().put_project(&project).await.expect("project");
 
-    let (_, body) = deliver(&app, "issues", "b-1", &example("issues", Some("labeled")), SECRET).await;
-    let id: TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
+    let id = deliver_task(&app, "issues", "b-1", &example("issues", Some("labeled"))).await;
     finish(&app, id, "agentpool/issue-1", "session-1").await;
     pass(&app).await;
     assert_eq!(gh.pulls().len(), 1, "{}", prism.log());
@@ -226,16 +190,7 @@ async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Ba
     );
     assert_eq!(super::task_count(&app).await, 2);
     let follow: TaskId = tasks[0].0.as_str().expect("id").parse().expect("id");
-    let prompt = app
-        .store
-        .get_task(follow)
-        .await
-        .expect("get")
-        .expect("task")
-        .task
-        .spec
-        .prompt
-        .expect("prompt");
+    let prompt = stored_task(&app.store, follow).await.spec.prompt.expect("prompt");
     // The event's own comment, and the review's comments as GitHub lists them.
     assert!(
         prompt.contains("more emoji") && prompt.contains("README.md:"),
@@ -271,12 +226,7 @@ async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Ba
 
 async fn prism_refuses_a_request_that_does_not_match_github(backend: Backend) {
     let _ = backend;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (spec_path, spec) = api_subset(dir.path()).expect("GitHub's API description (tools/github)");
-    let gh = GithubStandIn::start(&spec, "main", 1).await.expect("stand-in");
-    let prism = Prism::start(&spec_path, &gh.url(), dir.path())
-        .await
-        .expect("prism");
+    let Github { gh, prism, _dir } = github(1).await;
     // `head` is required by GitHub's schema for opening a pull request.
     let resp = reqwest::Client::new()
         .post(format!("{}/repos/o/r/pulls", prism.url()))

@@ -4,7 +4,8 @@
 use agentpool_testkit::db::Backend;
 use serde_json::json;
 
-use super::{REPO, SECRET, deliver, deliver_raw, example, gh_app, task_count};
+use super::{REPO, SECRET, deliver, deliver_raw, deliver_task, example, gh_app, task_count};
+use crate::support::stored_task;
 
 async fn app(backend: Backend) -> crate::support::TestApp {
     gh_app(backend, None, "https://example.com/hello.git")
@@ -20,7 +21,7 @@ async fn labeled_issue_becomes_one_task_and_redelivery_creates_nothing(backend: 
     assert_eq!(body["status"], "queued");
     assert_eq!(body["created"], true);
     let id: agentpool_core::TaskId = body["task_id"].as_str().expect("id").parse().expect("task id");
-    let task = app.store.get_task(id).await.expect("get").expect("task").task;
+    let task = stored_task(&app.store, id).await;
     assert_eq!(task.spec.project.as_deref(), Some("hello"));
     let prompt = task.spec.prompt.clone().expect("prompt");
     assert!(
@@ -141,19 +142,8 @@ async fn commands_only_from_allowed_authors(backend: Backend) {
 
     comment["comment"]["author_association"] = json!("COLLABORATOR");
     comment["comment"]["id"] = json!(492700401u64);
-    let (status, body) = deliver(&app, "issue_comment", "d-9", &comment, SECRET).await;
-    assert_eq!(status, 202, "{body}");
-    let id: agentpool_core::TaskId = body["task_id"].as_str().expect("id").parse().expect("id");
-    let prompt = app
-        .store
-        .get_task(id)
-        .await
-        .expect("get")
-        .expect("task")
-        .task
-        .spec
-        .prompt
-        .expect("prompt");
+    let id = deliver_task(&app, "issue_comment", "d-9", &comment).await;
+    let prompt = stored_task(&app.store, id).await.spec.prompt.expect("prompt");
     assert!(prompt.starts_with("add a README section about emoji"), "{prompt}");
 
     // A comment that is not a command.

@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_client::Client;
-use agentpool_core::protocol::QueueStats;
 use agentpool_core::spec::TaskKind;
-use agentpool_core::{Labels, TaskId, TaskSpec, TaskState, WorkerId};
+use agentpool_core::{Labels, TaskId, TaskSpec, TaskState};
 use agentpool_kube::fake::NAMESPACE;
 use agentpool_kube::pool::{Connect, Metrics, OperatorConfig, QueueApi, run_operator};
-use async_trait::async_trait;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -22,32 +20,13 @@ use super::Harness;
 use super::kubelet::SyncLoop;
 use super::pool_kubelet::PoolKubelet;
 
-struct Api(Client);
-
-#[async_trait]
-impl QueueApi for Api {
-    async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats, String> {
-        self.0
-            .queue_stats(labels, agents)
-            .await
-            .map_err(|e| e.to_string())
-    }
-    async fn drain(&self, worker: &WorkerId) -> Result<(), String> {
-        self.0
-            .drain_worker(worker)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
-
 struct Connector;
 
 impl Connect for Connector {
     fn connect(&self, server: &str, token: &str) -> Result<Arc<dyn QueueApi>, String> {
-        Ok(Arc::new(Api(
-            Client::new(server, Some(token.to_string())).map_err(|e| e.to_string())?
-        )))
+        Ok(Arc::new(
+            Client::new(server, Some(token.to_string())).map_err(|e| e.to_string())?,
+        ))
     }
 }
 
