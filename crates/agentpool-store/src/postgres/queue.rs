@@ -11,15 +11,43 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{PgStore, cols, notify, tasks, uuids};
-use crate::common::{self, Candidate, StoreRow, dur_ms, json, task};
+use super::{PgStore, cols, retry_transient, tasks, uuids};
+use crate::common::{self, dur_ms, json, task};
 use crate::{ClaimFilter, Result, StoreError, TaskFilter};
 
 /// How many finished tasks one purge statement deletes.
 const PURGE_BATCH: i64 = 5000;
 
+/// What a completion statement binds for `items`: their task ids, lease tokens and results.
+fn completion_arrays<'a>(
+    items: impl ExactSizeIterator<Item = &'a (Lease, TaskResult)>,
+) -> Result<(Vec<Uuid>, Vec<i64>, Vec<String>)> {
+    let n = items.len();
+    let (mut ids, mut tokens, mut results) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (l, r) in items {
+        ids.push(l.task_id.0);
+        tokens.push(l.token.0);
+        results.push(json(r)?);
+    }
+    Ok((ids, tokens, results))
+}
+
 impl PgStore {
+    /// Complete `items`, one result each in order; retried as a whole after a deadlock (a
+    /// completion that releases dependents locks their rows).
     pub(super) async fn complete_many(
+        &self,
+        worker: &WorkerId,
+        items: Vec<(Lease, TaskResult)>,
+    ) -> Result<Vec<Result<()>>> {
+        retry_transient(|| self.complete_once(worker, &items)).await
+    }
+
+    async fn complete_once(
         &self,
         worker: &WorkerId,
         items: &[(Lease, TaskResult)],
@@ -33,9 +61,7 @@ impl PgStore {
         // autocommitted statement completes those. A task that gained a dependent meanwhile
         // is left to the transaction below (the enqueue locked and marked it first, and this
         // statement re-checks the row after that lock), as are stale leases, which it reports.
-        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
-        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
-        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        let (ids, tokens, results) = completion_arrays(items.iter())?;
         let plain: HashSet<Uuid> = sqlx::query_scalar(&self.sql.complete_plain)
             .bind(&ids)
             .bind(&tokens)
@@ -76,35 +102,20 @@ impl PgStore {
         now: i64,
         succeeded: &str,
     ) -> Result<HashSet<Uuid>> {
-        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
-        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
-        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        let (ids, tokens, results) = completion_arrays(items.iter().copied())?;
         // A transaction only so that releasing dependents (rare) commits together with the
         // completion; the completion itself is one statement for the whole batch. The succeeded
         // attempt stays on the task row (see `common::current_attempt`).
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
-                        AS i(id, token, result)), \
-             done AS ( \
-               UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
-                 lease_expires_at = NULL, result = i.result, error_class = NULL, \
-                 error_message = NULL \
-               FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
-                 AND t.state = 'running' \
-               RETURNING t.id, t.has_dependents, t.constrained), \
-             ev AS (INSERT INTO events (task_id, at, kind, data) \
-               SELECT id, $4, 'lifecycle', $6 FROM done) \
-             SELECT id, has_dependents, constrained FROM done",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(&results)
-        .bind(now)
-        .bind(worker.as_str())
-        .bind(succeeded)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&self.sql.complete_any)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&results)
+            .bind(now)
+            .bind(worker.as_str())
+            .bind(succeeded)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut ok = HashSet::with_capacity(rows.len());
         let mut release = Vec::new();
         let mut wake = false;
@@ -121,30 +132,13 @@ impl PgStore {
             wake = true;
         }
         if wake {
-            notify(&mut tx, &self.sql.channel, &self.note(&crate::Scope::Any, 1)).await?;
+            self.announce(&mut *tx, 1).await?;
         }
         tx.commit().await?;
         if wake {
             self.signal.notify();
         }
         Ok(ok)
-    }
-
-    fn claimed(&self, rows: &[PgRow]) -> Result<Vec<ClaimedTask>> {
-        rows.iter()
-            .map(|r| {
-                let t = task(r)?;
-                let token = t
-                    .lease_token
-                    .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
-                Ok(ClaimedTask {
-                    lease: Lease { task_id: t.id, token },
-                    attempt: t.attempts,
-                    resume_session: None,
-                    task: t,
-                })
-            })
-            .collect()
     }
 
     async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {
@@ -186,18 +180,7 @@ impl PgStore {
         .bind(common::utc_day_start(now))
         .fetch_all(&mut *tx)
         .await?;
-        let cands = rows
-            .iter()
-            .map(|r| {
-                Ok(Candidate {
-                    id: r.task_id("id")?,
-                    lock_key: r.try_get("lock_key")?,
-                    project: r.try_get("project")?,
-                    project_running: r.try_get("project_running")?,
-                    project_slots: r.try_get("project_slots")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
         let picked = common::pick_candidates(&cands, usize::try_from(max).unwrap_or(0));
         if picked.is_empty() {
             tx.commit().await?;
@@ -274,7 +257,10 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut claimed = self.claimed(&rows)?;
+        let mut claimed = rows
+            .iter()
+            .map(common::claimed_task)
+            .collect::<Result<Vec<_>>>()?;
         claimed.sort_by(|a, b| {
             b.task
                 .priority

@@ -14,4 +14,5 @@
 
 pub(crate) mod github;
 pub(crate) mod registry;
+pub(crate) mod store;
 pub(crate) mod tasks;

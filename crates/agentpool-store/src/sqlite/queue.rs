@@ -9,11 +9,11 @@ use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
 use agentpool_core::{
     ErrorClass, Lease, Lifecycle, NewEvent, Task, TaskId, TaskResult, TaskSpec, TaskState, WorkerId,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, insert_lifecycle, tasks};
 use crate::common::{
-    self, Candidate, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
+    self, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
 };
 use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
 
@@ -239,18 +239,7 @@ impl SqliteStore {
         .bind(common::utc_day_start(now))
         .fetch_all(&mut *tx)
         .await?;
-        let cands = rows
-            .iter()
-            .map(|r| {
-                Ok(Candidate {
-                    id: r.task_id("id")?,
-                    lock_key: r.try_get("lock_key")?,
-                    project: r.try_get("project")?,
-                    project_running: r.try_get("project_running")?,
-                    project_slots: r.try_get("project_slots")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
         let picked = common::pick_candidates(&cands, max);
         if picked.is_empty() {
             tx.commit().await?;
@@ -286,18 +275,7 @@ impl SqliteStore {
         let order: HashMap<TaskId, usize> = picked.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         let mut claimed = rows
             .iter()
-            .map(|r| {
-                let t = task(r)?;
-                let token = t
-                    .lease_token
-                    .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
-                Ok(ClaimedTask {
-                    lease: Lease { task_id: t.id, token },
-                    attempt: t.attempts,
-                    resume_session: None,
-                    task: t,
-                })
-            })
+            .map(common::claimed_task)
             .collect::<Result<Vec<_>>>()?;
         claimed.sort_by_key(|c| order.get(&c.task.id).copied().unwrap_or(usize::MAX));
         Ok(claimed)
