@@ -54,10 +54,7 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 /// `Ok(())` when a write touched a row, else `NotFound` for `what` `id`.
 pub(crate) fn found(rows_affected: u64, what: &'static str, id: &str) -> Result<()> {
     if rows_affected == 0 {
-        return Err(StoreError::NotFound {
-            what,
-            id: id.to_string(),
-        });
+        return Err(StoreError::not_found(what, id));
     }
     Ok(())
 }

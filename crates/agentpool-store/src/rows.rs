@@ -76,18 +76,22 @@ pub(crate) fn task(r: &impl StoreRow) -> Result<Task> {
     raw_task(r)?.into_task()
 }
 
-/// A task row just claimed, with the lease it is now held under.
-pub(crate) fn claimed_task(r: &impl StoreRow) -> Result<ClaimedTask> {
-    let t = task(r)?;
-    let token = t
-        .lease_token
-        .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
-    Ok(ClaimedTask {
-        lease: Lease { task_id: t.id, token },
-        attempt: t.attempts,
-        resume_session: None,
-        task: t,
-    })
+/// Task rows just claimed, each with the lease it is now held under.
+pub(crate) fn claimed_tasks(rows: &[impl StoreRow]) -> Result<Vec<ClaimedTask>> {
+    rows.iter()
+        .map(|r| {
+            let t = task(r)?;
+            let token = t
+                .lease_token
+                .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
+            Ok(ClaimedTask {
+                lease: Lease { task_id: t.id, token },
+                attempt: t.attempts,
+                resume_session: None,
+                task: t,
+            })
+        })
+        .collect()
 }
 
 /// A row of the candidates query of a constrained claim.

@@ -223,10 +223,7 @@ impl PgStore {
             .ok_or_else(|| StoreError::Corrupt("claim returned no probe row".into()))?;
         let status: Option<String> = head.try_get("worker_status")?;
         if status.is_none() {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: f.worker_id.to_string(),
-            });
+            return Err(StoreError::not_found("worker", &f.worker_id));
         }
         let rows = if head.try_get::<bool, _>("constrained_waiting")? {
             // Constrained tasks first (serialized), then fill up from the hot path.
@@ -257,10 +254,7 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut claimed = rows
-            .iter()
-            .map(common::claimed_task)
-            .collect::<Result<Vec<_>>>()?;
+        let mut claimed = common::claimed_tasks(&rows)?;
         claimed.sort_by(|a, b| {
             b.task
                 .priority
@@ -306,10 +300,7 @@ impl PgStore {
         .await?;
         let status: Option<String> = r.try_get("status")?;
         let Some(status) = status else {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: worker.to_string(),
-            });
+            return Err(StoreError::not_found("worker", worker));
         };
         let held: Vec<Uuid> = r.try_get("held")?;
         let cancel: Vec<Uuid> = r.try_get("cancel")?;
@@ -379,10 +370,7 @@ impl PgStore {
             if !ok {
                 return Err(match lease {
                     Some(_) => StoreError::StaleLease(task),
-                    None => StoreError::NotFound {
-                        what: "task",
-                        id: task.to_string(),
-                    },
+                    None => StoreError::not_found("task", task),
                 });
             }
         }

@@ -108,10 +108,7 @@ macro_rules! registry_queries {
                 .bind(id.as_str())
                 .fetch_optional(w)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "worker",
-                    id: id.to_string(),
-                })?;
+                .ok_or_else(|| StoreError::not_found("worker", id))?;
             with_running(r, &row, id).await
         }
 
@@ -137,10 +134,7 @@ macro_rules! registry_queries {
                     .await?
                     .rows_affected();
             if n == 0 && get_worker(w, id).await?.is_none() {
-                return Err(StoreError::NotFound {
-                    what: "worker",
-                    id: id.to_string(),
-                });
+                return Err(StoreError::not_found("worker", id));
             }
             Ok(())
         }

@@ -197,10 +197,7 @@ impl SqliteStore {
             .await?;
         match status.as_deref() {
             None => {
-                return Err(StoreError::NotFound {
-                    what: "worker",
-                    id: f.worker_id.to_string(),
-                });
+                return Err(StoreError::not_found("worker", &f.worker_id));
             }
             Some("draining" | "unhealthy") => return Ok(Vec::new()),
             Some(_) => {}
@@ -273,10 +270,7 @@ impl SqliteStore {
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         let order: HashMap<TaskId, usize> = picked.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut claimed = rows
-            .iter()
-            .map(common::claimed_task)
-            .collect::<Result<Vec<_>>>()?;
+        let mut claimed = common::claimed_tasks(&rows)?;
         claimed.sort_by_key(|c| order.get(&c.task.id).copied().unwrap_or(usize::MAX));
         Ok(claimed)
     }
@@ -300,10 +294,7 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(status) = status else {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: worker.to_string(),
-            });
+            return Err(StoreError::not_found("worker", worker));
         };
         let mut reply = HeartbeatReply {
             drain: status == "draining",
@@ -414,10 +405,7 @@ impl SqliteStore {
         if ok.is_none() {
             return Err(match lease {
                 Some(_) => StoreError::StaleLease(task),
-                None => StoreError::NotFound {
-                    what: "task",
-                    id: task.to_string(),
-                },
+                None => StoreError::not_found("task", task),
             });
         }
         for e in events {

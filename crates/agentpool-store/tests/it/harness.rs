@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::ClaimedTask;
+use agentpool_core::protocol::{ClaimedTask, FailOutcome};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{Labels, TaskSpec, WorkerId};
-use agentpool_store::{ClaimFilter, Clock, Store, StoreConfig, open_store_with};
+use agentpool_core::{ErrorClass, Labels, Lease, TaskResult, TaskSpec, WorkerId};
+use agentpool_store::{ClaimFilter, Clock, Failure, Store, StoreConfig, open_store_with};
 use agentpool_testkit::db::{Backend, TestDb};
 use agentpool_testkit::worker::registration;
 
@@ -131,6 +131,33 @@ impl Worker {
 
     pub async fn claim(&self, max: u32) -> Vec<ClaimedTask> {
         self.store.claim(&self.filter(max)).await.expect("claim")
+    }
+
+    /// Report the attempt under `lease` succeeded, with an empty result.
+    pub async fn complete(&self, lease: Lease) {
+        self.complete_with(lease, TaskResult::default()).await;
+    }
+
+    pub async fn complete_with(&self, lease: Lease, result: TaskResult) {
+        self.store
+            .complete(&self.id, lease, result)
+            .await
+            .expect("complete");
+    }
+
+    /// Report the attempt under `lease` failed; what became of the task.
+    pub async fn fail(&self, lease: Lease, failure: Failure) -> FailOutcome {
+        self.store.fail(&self.id, lease, failure).await.expect("fail")
+    }
+}
+
+/// A failure of `class` saying `message`, with nothing else reported.
+pub fn failure(class: ErrorClass, message: &str) -> Failure {
+    Failure {
+        class,
+        message: message.into(),
+        retry_after: None,
+        result: None,
     }
 }
 

@@ -7,7 +7,7 @@ use agentpool_core::{AttemptOutcome, ErrorClass, NewEvent, TaskResult, TaskState
 use agentpool_store::StoreError;
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd};
+use crate::harness::{Harness, TTL, cmd, failure};
 
 both!(
     expired_lease_is_reclaimed_and_stale_complete_refused,
@@ -35,17 +35,14 @@ async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Running, "stale complete changed nothing");
     assert_eq!(d.task.worker_id.as_ref(), Some(&b.id));
-    h.store
-        .complete(
-            &b.id,
-            second.lease,
-            TaskResult {
-                commit_sha: Some("abc".into()),
-                ..TaskResult::default()
-            },
-        )
-        .await
-        .unwrap();
+    b.complete_with(
+        second.lease,
+        TaskResult {
+            commit_sha: Some("abc".into()),
+            ..TaskResult::default()
+        },
+    )
+    .await;
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Succeeded);
     assert_eq!(d.task.result.unwrap().commit_sha.as_deref(), Some("abc"));
@@ -56,16 +53,7 @@ async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
     // The stale worker's fail is refused as well.
     let f = h
         .store
-        .fail(
-            &a.id,
-            first.lease,
-            agentpool_store::Failure {
-                class: ErrorClass::AgentError,
-                message: "late".into(),
-                retry_after: None,
-                result: None,
-            },
-        )
+        .fail(&a.id, first.lease, failure(ErrorClass::AgentError, "late"))
         .await;
     assert!(matches!(f, Err(StoreError::StaleLease(_))));
 }
@@ -86,10 +74,7 @@ async fn heartbeat_extends_the_lease_and_reports_lost_ones(h: Harness) {
     assert_eq!(worker.status, agentpool_core::WorkerStatus::Busy);
     assert_eq!(worker.running, 2);
     // One finishes elsewhere (here: completes); a heartbeat naming it reports it lost.
-    h.store
-        .complete(&w.id, leases[0], TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(leases[0]).await;
     let r = h.store.heartbeat(&w.id, &leases, TTL).await.unwrap();
     assert_eq!(r.lost, vec![leases[0].task_id]);
 }

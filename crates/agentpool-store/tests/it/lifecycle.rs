@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use agentpool_core::protocol::FailOutcome;
 use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState, WorkerId};
-use agentpool_store::{Failure, Store};
+use agentpool_store::Store;
 use agentpool_testkit::db::Backend;
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd};
+use crate::harness::{Harness, TTL, cmd, failure};
 
 both!(
     a_run_reads_queued_claimed_succeeded,
@@ -36,23 +36,11 @@ fn worker(name: &str) -> WorkerId {
     WorkerId::parse(name).unwrap()
 }
 
-fn failure(class: ErrorClass, message: &str) -> Failure {
-    Failure {
-        class,
-        message: message.into(),
-        retry_after: None,
-        result: None,
-    }
-}
-
 async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
     let c = w.claim(1).await.remove(0);
-    h.store
-        .complete(&w.id, c.lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c.lease).await;
     let events = h.store.list_events(id, 0, 100).await.unwrap();
     assert!(events.last().unwrap().is_terminal());
     assert_eq!(
@@ -113,20 +101,13 @@ async fn failures_record_retry_then_failed(h: Harness) {
     spec.max_attempts = Some(2);
     let id = h.store.enqueue(spec).await.unwrap().task.id;
     let c = w.claim(1).await.remove(0);
-    let out = h
-        .store
-        .fail(&w.id, c.lease, failure(ErrorClass::AgentError, "exit 1"))
-        .await
-        .unwrap();
+    let out = w.fail(c.lease, failure(ErrorClass::AgentError, "exit 1")).await;
     let FailOutcome::Retrying { run_after, .. } = out else {
         panic!("not retried: {out:?}");
     };
     h.clock.advance(Duration::from_secs(3600));
     let c = w.claim(1).await.remove(0);
-    h.store
-        .fail(&w.id, c.lease, failure(ErrorClass::AgentError, "exit 2"))
-        .await
-        .unwrap();
+    w.fail(c.lease, failure(ErrorClass::AgentError, "exit 2")).await;
     assert_eq!(
         lifecycle(&*h.store, id).await,
         vec![
@@ -169,10 +150,7 @@ async fn cancel_records_request_and_outcome(h: Harness) {
     h.store.cancel(running).await.unwrap();
     // Asking twice records the request once.
     h.store.cancel(running).await.unwrap();
-    h.store
-        .fail(&w.id, c.lease, failure(ErrorClass::Canceled, "stopped"))
-        .await
-        .unwrap();
+    w.fail(c.lease, failure(ErrorClass::Canceled, "stopped")).await;
     let names: Vec<_> = lifecycle(&*h.store, running)
         .await
         .iter()
@@ -191,10 +169,8 @@ async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     c.depends_on = vec![b];
     let c = h.store.enqueue(c).await.unwrap().task.id;
     let got = w.claim(1).await.remove(0);
-    h.store
-        .fail(&w.id, got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
-        .await
-        .unwrap();
+    w.fail(got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
+        .await;
     let dep_failed = Lifecycle::Failed {
         class: ErrorClass::DependencyFailed,
         message: "a dependency failed or was canceled".into(),
@@ -283,31 +259,19 @@ async fn attempt_history(
     let lease_of = |id: TaskId, claimed: &[agentpool_core::protocol::ClaimedTask]| {
         claimed.iter().find(|c| c.task.id == id).unwrap().lease
     };
-    h.store
-        .fail(
-            &w.id,
-            lease_of(ids[0], &claimed),
-            failure(ErrorClass::Timeout, "slow"),
-        )
-        .await
-        .unwrap();
+    w.fail(lease_of(ids[0], &claimed), failure(ErrorClass::Timeout, "slow"))
+        .await;
     h.store.cancel(ids[2]).await.unwrap();
-    h.store
-        .fail(
-            &w.id,
-            lease_of(ids[2], &claimed),
-            failure(ErrorClass::AgentError, "killed"),
-        )
-        .await
-        .unwrap();
+    w.fail(
+        lease_of(ids[2], &claimed),
+        failure(ErrorClass::AgentError, "killed"),
+    )
+    .await;
     h.clock.advance(TTL + Duration::from_secs(1));
     assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
     h.clock.advance(Duration::from_secs(3600));
     for c in w.claim(3).await {
-        h.store
-            .complete(&w.id, c.lease, TaskResult::default())
-            .await
-            .unwrap();
+        w.complete(c.lease).await;
     }
     let mut out = Vec::new();
     for id in ids {

@@ -59,10 +59,7 @@ async fn two_tasks_on_one_branch_never_run_together(h: Harness) {
         }]
     );
     let lease = got.iter().find(|c| c.task.id == first).unwrap().lease;
-    h.store
-        .complete(&w1.id, lease, TaskResult::default())
-        .await
-        .unwrap();
+    w1.complete(lease).await;
     assert_eq!(ids(&w2.claim(10).await), vec![second]);
 }
 
@@ -97,10 +94,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             slots: 2
         }]
     );
-    h.store
-        .complete(&w1.id, got[0].lease, TaskResult::default())
-        .await
-        .unwrap();
+    w1.complete(got[0].lease).await;
     let next = w2.claim(10).await;
     assert_eq!(ids(&next), vec![tasks[2]]);
     let running = h.store.count_by_state().await.unwrap()[&agentpool_core::TaskState::Running];

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agentpool_core::{NewEvent, TaskResult, TaskState, WorkerStatus};
+use agentpool_core::{NewEvent, TaskState, WorkerStatus};
 
 use crate::both;
 use crate::harness::{Harness, TTL, cmd};
@@ -81,19 +81,13 @@ async fn retention_deletes_only_what_is_past_it(h: Harness) {
         .append_events(old, Some(c.lease), vec![NewEvent::log("stdout", "x")])
         .await
         .unwrap();
-    h.store
-        .complete(&w.id, c.lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c.lease).await;
     let old_canceled = h.store.enqueue(cmd("old canceled")).await.unwrap().task.id;
     h.store.cancel(old_canceled).await.unwrap();
     h.clock.advance(Duration::from_secs(8 * 24 * 3600));
     let recent = h.store.enqueue(cmd("recent")).await.unwrap().task.id;
     let c = w.claim(1).await.remove(0);
-    h.store
-        .complete(&w.id, c.lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c.lease).await;
     let running = h.store.enqueue(cmd("running")).await.unwrap().task.id;
     assert_eq!(w.claim(1).await[0].task.id, running);
     let queued = h.store.enqueue(cmd("queued")).await.unwrap().task.id;

@@ -4,10 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use agentpool_core::{TaskResult, TaskSpec, TaskState};
-use agentpool_store::Failure;
 
 use crate::both;
-use crate::harness::{Harness, cmd, ids};
+use crate::harness::{Harness, cmd, failure, ids};
 
 both!(
     enqueue_returns_a_queued_task,
@@ -254,13 +253,8 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
         .task
         .id;
     let c = w.claim(1).await;
-    let fail = |msg: &str| Failure {
-        class: agentpool_core::ErrorClass::AgentError,
-        message: msg.into(),
-        retry_after: None,
-        result: None,
-    };
-    let out = h.store.fail(&w.id, c[0].lease, fail("boom")).await.unwrap();
+    let fail = |msg: &str| failure(agentpool_core::ErrorClass::AgentError, msg);
+    let out = w.fail(c[0].lease, fail("boom")).await;
     let agentpool_core::protocol::FailOutcome::Retrying { run_after, attempt } = out else {
         panic!("expected a retry, got {out:?}");
     };
@@ -271,11 +265,7 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
     let c2 = w.claim(1).await;
     assert_eq!(c2[0].attempt, 2);
     assert!(c2[0].lease.token > c[0].lease.token);
-    let out = h
-        .store
-        .fail(&w.id, c2[0].lease, fail("boom again"))
-        .await
-        .unwrap();
+    let out = w.fail(c2[0].lease, fail("boom again")).await;
     assert_eq!(
         out,
         agentpool_core::protocol::FailOutcome::Finished {
@@ -295,18 +285,9 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
     let id2 = h.store.enqueue(cmd("auth")).await.unwrap().task.id;
     let c = w.claim(1).await;
     assert_eq!(c[0].task.id, id2);
-    let out = h
-        .store
-        .fail(
-            &w.id,
-            c[0].lease,
-            Failure {
-                class: agentpool_core::ErrorClass::AuthFailed,
-                ..fail("401")
-            },
-        )
-        .await
-        .unwrap();
+    let out = w
+        .fail(c[0].lease, failure(agentpool_core::ErrorClass::AuthFailed, "401"))
+        .await;
     assert_eq!(
         out,
         agentpool_core::protocol::FailOutcome::Finished {
@@ -319,29 +300,18 @@ async fn retry_requeues_a_failed_task(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
     let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
     let c = w.claim(1).await;
-    h.store
-        .fail(
-            &w.id,
-            c[0].lease,
-            Failure {
-                class: agentpool_core::ErrorClass::InvalidTask,
-                message: "bad".into(),
-                retry_after: None,
-                result: None,
-            },
-        )
-        .await
-        .unwrap();
+    w.fail(
+        c[0].lease,
+        failure(agentpool_core::ErrorClass::InvalidTask, "bad"),
+    )
+    .await;
     let t = h.store.retry(id).await.unwrap();
     assert_eq!(t.state, TaskState::Queued);
     assert_eq!(t.attempts, 0);
     assert!(t.error_class.is_none());
     let c = w.claim(1).await;
     assert_eq!(c[0].attempt, 1);
-    h.store
-        .complete(&w.id, c[0].lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c[0].lease).await;
     assert!(matches!(
         h.store.retry(id).await,
         Err(agentpool_store::StoreError::Transition(_))

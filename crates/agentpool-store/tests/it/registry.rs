@@ -46,17 +46,14 @@ async fn follow_up_resumes_the_earlier_session(h: Harness) {
     let first = h.store.enqueue(cmd("first")).await.unwrap().task.id;
     let c = w.claim(1).await.remove(0);
     assert_eq!(c.resume_session, None);
-    h.store
-        .complete(
-            &w.id,
-            c.lease,
-            TaskResult {
-                session_id: Some("sess-1".into()),
-                ..TaskResult::default()
-            },
-        )
-        .await
-        .unwrap();
+    w.complete_with(
+        c.lease,
+        TaskResult {
+            session_id: Some("sess-1".into()),
+            ..TaskResult::default()
+        },
+    )
+    .await;
     h.store
         .enqueue(agentpool_core::TaskSpec {
             follow_up_of: Some(first),

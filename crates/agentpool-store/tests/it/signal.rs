@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use agentpool_core::TaskResult;
-
 use crate::both;
 use crate::harness::{Harness, cmd};
 
@@ -88,10 +86,7 @@ async fn unblocking_a_dependent_wakes_claimers(h: Harness) {
     let c = w.claim(5).await;
     assert_eq!(c.len(), 1);
     let mut l = h.store.work_listener();
-    h.store
-        .complete(&w.id, c[0].lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c[0].lease).await;
     assert!(l.wait(WAIT).await);
     assert_eq!(w.claim(5).await.len(), 1);
 }
