@@ -226,14 +226,7 @@ impl PgStore {
             };
             out.push(e);
         }
-        if out.iter().any(|e| e.created) {
-            self.signal.notify_n(&scope, count);
-            self.wake_at(
-                out.iter()
-                    .filter(|e| e.created)
-                    .map(|e| common::ms(e.task.run_after)),
-            );
-        }
+        self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }
 }

@@ -207,17 +207,20 @@ impl PgStore {
         let max = i64::from(f.max);
         let expires = now + dur_ms(f.lease_ttl);
         let labels = json(&f.labels)?;
+        // A hot-path claim statement (`claim_first` or `claim_hot`) of up to `limit` tasks.
+        let hot_claim = |sql, limit: i64| {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(&f.agents)
+                .bind(&labels)
+                .bind(f.worker_id.as_str())
+                .bind(limit)
+                .bind(expires)
+                .fetch_all(&self.pool)
+        };
         // One round trip: probe for constrained work, read the worker's status and, when no
         // constrained task waits, claim from the hot path.
-        let first = sqlx::query(&self.sql.claim_first)
-            .bind(now)
-            .bind(&f.agents)
-            .bind(&labels)
-            .bind(f.worker_id.as_str())
-            .bind(max)
-            .bind(expires)
-            .fetch_all(&self.pool)
-            .await?;
+        let first = hot_claim(&self.sql.claim_first, max).await?;
         let head = first
             .first()
             .ok_or_else(|| StoreError::Corrupt("claim returned no probe row".into()))?;
@@ -230,16 +233,7 @@ impl PgStore {
             let mut rows = self.claim_constrained(f, max, now).await?;
             let left = max - i64::try_from(rows.len()).unwrap_or(max);
             if left > 0 {
-                let hot = sqlx::query(&self.sql.claim_hot)
-                    .bind(now)
-                    .bind(&f.agents)
-                    .bind(&labels)
-                    .bind(f.worker_id.as_str())
-                    .bind(left)
-                    .bind(expires)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.extend(hot);
+                rows.extend(hot_claim(&self.sql.claim_hot, left).await?);
             }
             rows
         } else {

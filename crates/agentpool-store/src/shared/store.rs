@@ -34,6 +34,19 @@ macro_rules! store_impl {
         };
 
         impl $store {
+            /// After an enqueue committed: wake claimers for `count` tasks of `scope` claimable
+            /// now, and set timers for the delayed ones — when it created any task.
+            pub(super) fn wake_enqueued(&self, out: &[Enqueued], scope: &Scope, count: u32) {
+                if out.iter().any(|e| e.created) {
+                    self.signal.notify_n(scope, count);
+                    self.wake_at(
+                        out.iter()
+                            .filter(|e| e.created)
+                            .map(|e| common::ms(e.task.run_after)),
+                    );
+                }
+            }
+
             /// Rescue expired leases — or, with `of_worker`, every lease that worker holds — in
             /// batches, each its own short transaction, until none is left: one pass rescues
             /// them all without holding locks (or SQLite's writer) for long. Returns how many.

@@ -128,20 +128,13 @@ impl SqliteStore {
         }
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
-        if out.iter().any(|e| e.created) {
-            let (scope, count) = crate::enqueued_scope(
-                out.iter()
-                    .filter(|e| e.created && e.task.state == agentpool_core::TaskState::Queued)
-                    .map(|e| (&e.task.spec, common::ms(e.task.run_after))),
-                now,
-            );
-            self.signal.notify_n(&scope, count);
-            self.wake_at(
-                out.iter()
-                    .filter(|e| e.created)
-                    .map(|e| common::ms(e.task.run_after)),
-            );
-        }
+        let (scope, count) = crate::enqueued_scope(
+            out.iter()
+                .filter(|e| e.created && e.task.state == agentpool_core::TaskState::Queued)
+                .map(|e| (&e.task.spec, common::ms(e.task.run_after))),
+            now,
+        );
+        self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }
 
