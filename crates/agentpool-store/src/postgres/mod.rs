@@ -20,28 +20,12 @@ use crate::common::{self, LifecycleLog, StoreRow};
 use crate::{Result, Scope, Shape, StoreConfig, StoreError, WorkSignal};
 
 mod enqueue;
-mod github;
 mod queue;
 mod sql;
 
 use sql::{Sql, cols};
 
-/// Workers, projects, credentials and tokens.
-mod registry {
-    crate::shared::registry::registry_queries!(sqlx::Postgres);
-}
-
-/// Task queries shared with SQLite.
-mod tasks {
-    use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
-    crate::shared::tasks::task_queries!(sqlx::Postgres);
-}
-
-/// The [`Store`](crate::Store) implementation shared with SQLite.
-mod store {
-    use super::{registry, tasks};
-    crate::shared::store::store_impl!(super::PgStore, pool, pool);
-}
+crate::shared::backend!(sqlx::Postgres, PgStore, pool, pool);
 
 /// Row locks taken where an attempt ends or a task is canceled or retried. SKIP LOCKED in the
 /// rescue: replicas running maintenance at once split the expired rows instead of waiting for
@@ -149,7 +133,7 @@ impl Drop for ListenerGuard {
     }
 }
 
-/// The PostgreSQL implementation of [`Store`].
+/// The PostgreSQL implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,

@@ -10,9 +10,42 @@
 //! - `const FOR_UPDATE: &str` and `FOR_UPDATE_SKIP_LOCKED` — the row-lock clauses (empty on
 //!   SQLite, whose writes are serial),
 //! - `async fn insert_lifecycle(&mut Connection, &LifecycleLog, now)` — the one statement that
-//!   appends a batch of lifecycle events.
+//!   appends a batch of lifecycle events,
+//! - the store's own methods [`store`] lists.
+//!
+//! [`backend`] instantiates all of it in one go.
 
 pub(crate) mod github;
 pub(crate) mod registry;
 pub(crate) mod store;
 pub(crate) mod tasks;
+
+/// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
+/// `self.$w` and reading through `self.$r`: the modules `registry` and `tasks` (queries),
+/// `store` (the [`crate::Store`] implementation) and `github` (the GitHub bookkeeping).
+macro_rules! backend {
+    ($db:ty, $store:ident, $w:ident, $r:ident) => {
+        /// Workers, projects, credentials and tokens.
+        mod registry {
+            $crate::shared::registry::registry_queries!($db);
+        }
+
+        /// Task queries shared by both backends.
+        mod tasks {
+            use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
+            $crate::shared::tasks::task_queries!($db);
+        }
+
+        /// The [`Store`](crate::Store) implementation shared by both backends.
+        mod store {
+            use super::{registry, tasks};
+            $crate::shared::store::store_impl!(super::$store, $w, $r);
+        }
+
+        /// GitHub bookkeeping (the shared SQL of `shared::github`).
+        mod github {
+            $crate::shared::github::github_store!($db, super::$store, $w, $r);
+        }
+    };
+}
+pub(crate) use backend;

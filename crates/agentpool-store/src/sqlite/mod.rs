@@ -16,26 +16,10 @@ use sqlx::{Executor, Row, Sqlite, SqliteConnection, Transaction};
 use crate::common::{self, LifecycleLog, StoreRow, corrupt, json};
 use crate::{Result, StoreConfig, WorkSignal};
 
-mod github;
 mod pool;
 mod queue;
 
-/// Workers, projects, credentials and tokens.
-mod registry {
-    crate::shared::registry::registry_queries!(sqlx::Sqlite);
-}
-
-/// Task queries shared with PostgreSQL.
-mod tasks {
-    use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
-    crate::shared::tasks::task_queries!(sqlx::Sqlite);
-}
-
-/// The [`Store`](crate::Store) implementation shared with PostgreSQL.
-mod store {
-    use super::{registry, tasks};
-    crate::shared::store::store_impl!(super::SqliteStore, writer, reader);
-}
+crate::shared::backend!(sqlx::Sqlite, SqliteStore, writer, reader);
 
 /// No row locks: every write runs in a `BEGIN IMMEDIATE` transaction on the one writer.
 const FOR_UPDATE: &str = "";
@@ -79,7 +63,7 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
     Ok(())
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// The only connection that writes (see [`pool`]).
