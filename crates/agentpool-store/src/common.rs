@@ -71,6 +71,15 @@ pub(crate) fn token_created<T>(r: std::result::Result<T, sqlx::Error>) -> Result
     }
 }
 
+/// Why an append of events to `task` was refused: its `lease` is not current, or (without
+/// one) there is no such task.
+pub(crate) fn append_refused(task: TaskId, lease: Option<agentpool_core::Lease>) -> StoreError {
+    match lease {
+        Some(_) => StoreError::StaleLease(task),
+        None => StoreError::not_found("task", task),
+    }
+}
+
 /// The `data` column of an event.
 pub(crate) fn event_data(p: &EventPayload) -> Result<String> {
     json(&p.data())

@@ -315,11 +315,6 @@ impl PgStore {
         lease: Option<Lease>,
         events: Vec<NewEvent>,
     ) -> Result<()> {
-        if let Some(l) = lease
-            && l.task_id != task
-        {
-            return Err(StoreError::StaleLease(task));
-        }
         let now = self.now();
         let token = lease.map(|l| l.token.0);
         let mut at = Vec::with_capacity(events.len());
@@ -362,10 +357,7 @@ impl PgStore {
             .fetch_one(&self.pool)
             .await?;
             if !ok {
-                return Err(match lease {
-                    Some(_) => StoreError::StaleLease(task),
-                    None => StoreError::not_found("task", task),
-                });
+                return Err(common::append_refused(task, lease));
             }
         }
         Ok(())

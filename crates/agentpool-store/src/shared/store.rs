@@ -171,6 +171,9 @@ macro_rules! store_impl {
                 lease: Option<Lease>,
                 events: Vec<NewEvent>,
             ) -> Result<()> {
+                if lease.is_some_and(|l| l.task_id != task) {
+                    return Err(StoreError::StaleLease(task));
+                }
                 self.append(task, lease, events).await
             }
 

@@ -377,9 +377,6 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let ok: Option<i64> = match lease {
             Some(l) => {
-                if l.task_id != task {
-                    return Err(StoreError::StaleLease(task));
-                }
                 sqlx::query_scalar(
                     "SELECT 1 FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'",
                 )
@@ -396,10 +393,7 @@ impl SqliteStore {
             }
         };
         if ok.is_none() {
-            return Err(match lease {
-                Some(_) => StoreError::StaleLease(task),
-                None => StoreError::not_found("task", task),
-            });
+            return Err(common::append_refused(task, lease));
         }
         for e in events {
             sqlx::query("INSERT INTO events (task_id, at, kind, data) VALUES (?, ?, ?, ?)")

@@ -36,8 +36,8 @@ async fn a_spent_daily_budget_holds_the_projects_tasks_until_the_next_utc_day(h:
     };
     w.complete_with(c.lease, spent).await;
 
-    let held = h.store.enqueue(in_project("second")).await.unwrap().task.id;
-    let free = h.store.enqueue(cmd("no project")).await.unwrap().task.id;
+    let held = h.submit(in_project("second")).await;
+    let free = h.submit(cmd("no project")).await;
     let got = w.claim(2).await;
     assert_eq!(got.len(), 1, "only the task outside the project runs");
     assert_eq!(got[0].task.id, free);
@@ -79,7 +79,7 @@ async fn a_spent_daily_budget_holds_the_projects_tasks_until_the_next_utc_day(h:
     )
     .await;
     // … and a new UTC day starts a new budget.
-    let next = h.store.enqueue(in_project("third")).await.unwrap().task.id;
+    let next = h.submit(in_project("third")).await;
     assert!(w.claim(1).await.is_empty(), "today's budget is spent again");
     let wait = next_midnight - h.clock.now_ms() + 1;
     h.clock

@@ -13,7 +13,7 @@ both!(
 
 async fn cancel_queued_task_ends_it_at_once(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let t = h.store.cancel(id).await.unwrap();
     assert_eq!(t.state, TaskState::Canceled);
     assert_eq!(t.error_class, Some(ErrorClass::Canceled));
@@ -30,7 +30,7 @@ async fn cancel_queued_task_ends_it_at_once(h: Harness) {
 
 async fn cancel_running_task_tells_its_worker(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await.remove(0);
     let t = h.store.cancel(id).await.unwrap();
     assert_eq!(t.state, TaskState::Running);

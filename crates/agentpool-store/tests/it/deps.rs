@@ -21,9 +21,9 @@ fn after(spec: TaskSpec, deps: &[agentpool_core::TaskId]) -> TaskSpec {
 
 async fn dependency_chain_runs_in_order(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
-    let b = h.store.enqueue(after(cmd("b"), &[a])).await.unwrap().task.id;
-    let c = h.store.enqueue(after(cmd("c"), &[a, b])).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
+    let b = h.submit(after(cmd("b"), &[a])).await;
+    let c = h.submit(after(cmd("c"), &[a, b])).await;
     let d = h.store.get_task(c).await.unwrap().unwrap();
     assert_eq!(
         d.waiting,
@@ -50,10 +50,10 @@ async fn dependency_chain_runs_in_order(h: Harness) {
 
 async fn failed_dependency_fails_its_dependents(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
-    let b = h.store.enqueue(after(cmd("b"), &[a])).await.unwrap().task.id;
-    let c = h.store.enqueue(after(cmd("c"), &[b])).await.unwrap().task.id;
-    let unrelated = h.store.enqueue(cmd("u")).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
+    let b = h.submit(after(cmd("b"), &[a])).await;
+    let c = h.submit(after(cmd("c"), &[b])).await;
+    let unrelated = h.submit(cmd("u")).await;
     let got = w.claim(1).await;
     assert_eq!(ids(&got), vec![a]);
     w.fail(got[0].lease, failure(ErrorClass::InvalidTask, "bad ref"))

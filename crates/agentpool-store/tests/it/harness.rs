@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{ErrorClass, Labels, Lease, TaskResult, TaskSpec, WorkerId};
+use agentpool_core::{ErrorClass, Labels, Lease, TaskId, TaskResult, TaskSpec, WorkerId};
 use agentpool_store::{ClaimFilter, Clock, Failure, Store, StoreConfig, open_store_with};
 use agentpool_testkit::db::{Backend, TestDb};
 use agentpool_testkit::worker::registration;
@@ -85,6 +85,11 @@ impl Harness {
             })
             .await
             .expect("put project");
+    }
+
+    /// Enqueue `spec`; the new task's id.
+    pub async fn submit(&self, spec: TaskSpec) -> TaskId {
+        self.store.enqueue(spec).await.expect("enqueue").task.id
     }
 
     /// Register a worker with the given agents and labels.

@@ -25,7 +25,7 @@ async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
     let w = h.worker("broken", &["command"], &[]).await;
     let mut spec = cmd("true");
     spec.max_attempts = Some(2);
-    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let id = h.submit(spec).await;
     for n in 0..MAX_WORKER_RELEASES {
         let c = w.claim(1).await.remove(0);
         assert_eq!(c.attempt, 1, "release {n} used no attempt");

@@ -19,7 +19,7 @@ both!(
 async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
     let a = h.worker("a", &["command"], &[]).await;
     let b = h.worker("b", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("slow")).await.unwrap().task.id;
+    let id = h.submit(cmd("slow")).await;
     let first = a.claim(1).await.remove(0);
     assert_eq!(h.store.requeue_expired().await.unwrap(), 0, "lease still valid");
     h.clock.advance(TTL + Duration::from_secs(1));
@@ -82,7 +82,7 @@ async fn heartbeat_extends_the_lease_and_reports_lost_ones(h: Harness) {
 async fn stale_token_cannot_append_events(h: Harness) {
     let a = h.worker("a", &["command"], &[]).await;
     let b = h.worker("b", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let first = a.claim(1).await.remove(0);
     h.store
         .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "one")])
@@ -113,10 +113,10 @@ async fn stale_token_cannot_append_events(h: Harness) {
 async fn a_worker_registering_again_releases_its_previous_attempts_at_once(h: Harness) {
     let a = h.worker("a", &["command"], &[]).await;
     let other = h.worker("other", &["command"], &[]).await;
-    let mine = h.store.enqueue(cmd("mine")).await.unwrap().task.id;
+    let mine = h.submit(cmd("mine")).await;
     let first = a.claim(1).await.remove(0);
     assert_eq!(first.task.id, mine);
-    let theirs = h.store.enqueue(cmd("theirs")).await.unwrap().task.id;
+    let theirs = h.submit(cmd("theirs")).await;
     other.claim(1).await;
     // Registering again without a fresh start (a worker the server forgot, a launcher whose
     // Jobs outlive it) keeps the attempt.

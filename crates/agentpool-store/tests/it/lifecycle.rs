@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use agentpool_core::protocol::FailOutcome;
-use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState, WorkerId};
+use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState};
 use agentpool_store::Store;
 use agentpool_testkit::db::Backend;
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd, failure};
+use crate::harness::{Harness, TTL, Worker, cmd, failure};
 
 both!(
     a_run_reads_queued_claimed_succeeded,
@@ -32,27 +32,24 @@ async fn lifecycle(store: &dyn Store, id: TaskId) -> Vec<Lifecycle> {
         .collect()
 }
 
-fn worker(name: &str) -> WorkerId {
-    WorkerId::parse(name).unwrap()
+/// The `claimed` event of `w`'s attempt number `attempt`.
+fn claimed(w: &Worker, attempt: u32) -> Lifecycle {
+    Lifecycle::Claimed {
+        attempt,
+        worker: w.id.clone(),
+    }
 }
 
 async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await.remove(0);
     w.complete(c.lease).await;
     let events = h.store.list_events(id, 0, 100).await.unwrap();
     assert!(events.last().unwrap().is_terminal());
     assert_eq!(
         lifecycle(&*h.store, id).await,
-        vec![
-            Lifecycle::Queued,
-            Lifecycle::Claimed {
-                attempt: 1,
-                worker: worker("w"),
-            },
-            Lifecycle::Succeeded,
-        ]
+        vec![Lifecycle::Queued, claimed(&w, 1), Lifecycle::Succeeded,]
     );
     // A stale completion writes nothing.
     assert!(
@@ -99,7 +96,7 @@ async fn failures_record_retry_then_failed(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let mut spec = cmd("x");
     spec.max_attempts = Some(2);
-    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let id = h.submit(spec).await;
     let c = w.claim(1).await.remove(0);
     let out = w.fail(c.lease, failure(ErrorClass::AgentError, "exit 1")).await;
     let FailOutcome::Retrying { run_after, .. } = out else {
@@ -112,20 +109,14 @@ async fn failures_record_retry_then_failed(h: Harness) {
         lifecycle(&*h.store, id).await,
         vec![
             Lifecycle::Queued,
-            Lifecycle::Claimed {
-                attempt: 1,
-                worker: worker("w"),
-            },
+            claimed(&w, 1),
             Lifecycle::RetryScheduled {
                 attempt: 1,
                 run_after,
                 class: ErrorClass::AgentError,
                 message: "exit 1".into(),
             },
-            Lifecycle::Claimed {
-                attempt: 2,
-                worker: worker("w"),
-            },
+            claimed(&w, 2),
             Lifecycle::Failed {
                 class: ErrorClass::AgentError,
                 message: "exit 2".into(),
@@ -136,8 +127,8 @@ async fn failures_record_retry_then_failed(h: Harness) {
 
 async fn cancel_records_request_and_outcome(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let queued = h.store.enqueue(cmd("q")).await.unwrap().task.id;
-    let running = h.store.enqueue(cmd("r")).await.unwrap().task.id;
+    let queued = h.submit(cmd("q")).await;
+    let running = h.submit(cmd("r")).await;
     h.store.cancel(queued).await.unwrap();
     assert_eq!(
         lifecycle(&*h.store, queued).await.last(),
@@ -161,13 +152,13 @@ async fn cancel_records_request_and_outcome(h: Harness) {
 
 async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
     let mut b = cmd("b");
     b.depends_on = vec![a];
-    let b = h.store.enqueue(b).await.unwrap().task.id;
+    let b = h.submit(b).await;
     let mut c = cmd("c");
     c.depends_on = vec![b];
-    let c = h.store.enqueue(c).await.unwrap().task.id;
+    let c = h.submit(c).await;
     let got = w.claim(1).await.remove(0);
     w.fail(got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
         .await;
@@ -183,7 +174,7 @@ async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     }
     let mut late = cmd("late");
     late.depends_on = vec![a];
-    let late = h.store.enqueue(late).await.unwrap().task.id;
+    let late = h.submit(late).await;
     assert_eq!(lifecycle(&*h.store, late).await, vec![dep_failed]);
 }
 
@@ -191,7 +182,7 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let mut spec = cmd("x");
     spec.max_attempts = Some(2);
-    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let id = h.submit(spec).await;
     for _ in 0..2 {
         w.claim(1).await.remove(0);
         h.clock.advance(TTL + Duration::from_secs(1));
@@ -220,7 +211,7 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
         last[5],
         Lifecycle::LeaseExpired {
             attempt: 2,
-            worker: worker("w"),
+            worker: w.id.clone(),
         }
     );
 }
@@ -253,7 +244,7 @@ async fn attempt_history(
     for name in ["retried", "rescued", "canceled"] {
         let mut spec = cmd(name);
         spec.max_attempts = Some(3);
-        ids.push(h.store.enqueue(spec).await.unwrap().task.id);
+        ids.push(h.submit(spec).await);
     }
     let claimed = w.claim(3).await;
     let lease_of = |id: TaskId, claimed: &[agentpool_core::protocol::ClaimedTask]| {

@@ -21,28 +21,20 @@ async fn two_tasks_on_one_branch_never_run_together(h: Harness) {
         branch: Some("feature/x".into()),
         ..cmd(c)
     };
-    let first = h.store.enqueue(on_branch("one")).await.unwrap().task.id;
+    let first = h.submit(on_branch("one")).await;
     // Same repo spelled with .git and trailing slash differences: still the same lock.
     let second = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             repo: Some("https://git.example.com/r".into()),
             ..on_branch("two")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let other_branch = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             branch: Some("feature/y".into()),
             ..cmd("three")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let got = w1.claim(10).await;
     assert_eq!(
         ids(&got).into_iter().collect::<HashSet<_>>(),
@@ -77,7 +69,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
         .into_iter()
         .map(|e| e.task.id)
         .collect();
-    let free = h.store.enqueue(cmd("no project")).await.unwrap().task.id;
+    let free = h.submit(cmd("no project")).await;
     let w1 = h.worker("w1", &["command"], &[]).await;
     let w2 = h.worker("w2", &["command"], &[]).await;
     let got = w1.claim(10).await;

@@ -75,22 +75,22 @@ async fn silent_workers_go_offline(h: Harness) {
 
 async fn retention_deletes_only_what_is_past_it(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let old = h.store.enqueue(cmd("old")).await.unwrap().task.id;
+    let old = h.submit(cmd("old")).await;
     let c = w.claim(1).await.remove(0);
     h.store
         .append_events(old, Some(c.lease), vec![NewEvent::log("stdout", "x")])
         .await
         .unwrap();
     w.complete(c.lease).await;
-    let old_canceled = h.store.enqueue(cmd("old canceled")).await.unwrap().task.id;
+    let old_canceled = h.submit(cmd("old canceled")).await;
     h.store.cancel(old_canceled).await.unwrap();
     h.clock.advance(Duration::from_secs(8 * 24 * 3600));
-    let recent = h.store.enqueue(cmd("recent")).await.unwrap().task.id;
+    let recent = h.submit(cmd("recent")).await;
     let c = w.claim(1).await.remove(0);
     w.complete(c.lease).await;
-    let running = h.store.enqueue(cmd("running")).await.unwrap().task.id;
+    let running = h.submit(cmd("running")).await;
     assert_eq!(w.claim(1).await[0].task.id, running);
-    let queued = h.store.enqueue(cmd("queued")).await.unwrap().task.id;
+    let queued = h.submit(cmd("queued")).await;
     let week = Duration::from_secs(7 * 24 * 3600);
     assert_eq!(h.store.purge_finished(week).await.unwrap(), 2);
     assert!(h.store.get_task(old).await.unwrap().is_none());

@@ -94,18 +94,14 @@ async fn idempotency_key_returns_the_first_task(h: Harness) {
 
 async fn claim_takes_priority_then_fifo(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
-    let low1 = h.store.enqueue(cmd("low1")).await.unwrap().task.id;
+    let low1 = h.submit(cmd("low1")).await;
     let high = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             priority: 10,
             ..cmd("high")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
-    let low2 = h.store.enqueue(cmd("low2")).await.unwrap().task.id;
+        .await;
+    let low2 = h.submit(cmd("low2")).await;
     let c = w.claim(10).await;
     assert_eq!(ids(&c), vec![high, low1, low2]);
     for t in &c {
@@ -119,15 +115,11 @@ async fn claim_takes_priority_then_fifo(h: Harness) {
 async fn claim_skips_tasks_scheduled_later(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
     let later = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             run_after: Some(h.clock.now() + chrono::Duration::seconds(60)),
             ..cmd("later")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     assert!(w.claim(1).await.is_empty());
     let d = h.store.get_task(later).await.unwrap().unwrap();
     assert!(matches!(
@@ -143,34 +135,20 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     let gpu = h
         .worker("gpu", &["codex", "claude-code"], &[("gpu", "yes"), ("zone", "a")])
         .await;
-    let codex_task = h
-        .store
-        .enqueue(TaskSpec::agent("https://h/r", "codex", "p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let codex_task = h.submit(TaskSpec::agent("https://h/r", "codex", "p")).await;
     let gpu_task = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             labels: crate::harness::labels(&[("gpu", "yes")]),
             ..TaskSpec::agent("https://h/r", "claude-code", "p")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let any_agent = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             agent: None,
             ..TaskSpec::agent("https://h/r", "x", "p")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
-    let cmd_task = h.store.enqueue(cmd("true")).await.unwrap().task.id;
+        .await;
+    let cmd_task = h.submit(cmd("true")).await;
     // claude-code only, no labels: only the task without agent.
     assert_eq!(ids(&claude.claim(10).await), vec![any_agent]);
     let got: HashSet<_> = ids(&gpu.claim(10).await).into_iter().collect();
@@ -243,15 +221,11 @@ async fn eight_claimers_take_every_task_exactly_once(h: Harness) {
 async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
     let id = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             max_attempts: Some(2),
             ..cmd("flaky")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let c = w.claim(1).await;
     let fail = |msg: &str| failure(agentpool_core::ErrorClass::AgentError, msg);
     let out = w.fail(c[0].lease, fail("boom")).await;
@@ -282,7 +256,7 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
             .all(|a| a.outcome == agentpool_core::AttemptOutcome::Failed)
     );
     // Non-retryable classes finish at once.
-    let id2 = h.store.enqueue(cmd("auth")).await.unwrap().task.id;
+    let id2 = h.submit(cmd("auth")).await;
     let c = w.claim(1).await;
     assert_eq!(c[0].task.id, id2);
     let out = w
@@ -298,7 +272,7 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
 
 async fn retry_requeues_a_failed_task(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await;
     w.fail(
         c[0].lease,

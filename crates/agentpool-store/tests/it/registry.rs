@@ -43,7 +43,7 @@ async fn a_workers_cache_report_is_kept_and_listed(h: Harness) {
 
 async fn follow_up_resumes_the_earlier_session(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let first = h.store.enqueue(cmd("first")).await.unwrap().task.id;
+    let first = h.submit(cmd("first")).await;
     let c = w.claim(1).await.remove(0);
     assert_eq!(c.resume_session, None);
     w.complete_with(

@@ -15,15 +15,11 @@ async fn delayed_task_wakes_claimers_when_due(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let due = h.clock.now() + chrono::Duration::milliseconds(300);
     let id = h
-        .store
-        .enqueue(agentpool_core::TaskSpec {
+        .submit(agentpool_core::TaskSpec {
             run_after: Some(due),
             ..cmd("later")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let mut l = h.store.work_listener();
     assert!(w.claim(1).await.is_empty(), "not due yet");
     // Spurious wake-ups are allowed; what must come is one at or after the due time.
@@ -75,7 +71,7 @@ async fn wait_for_work_wakes_on_enqueue(h: Harness) {
 
 async fn unblocking_a_dependent_wakes_claimers(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
     h.store
         .enqueue(agentpool_core::TaskSpec {
             depends_on: vec![a],
