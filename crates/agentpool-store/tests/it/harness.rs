@@ -7,7 +7,7 @@ use std::time::Duration;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{ClaimedTask, FailOutcome};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{ErrorClass, Labels, Lease, TaskId, TaskResult, TaskSpec, WorkerId};
+use agentpool_core::{ErrorClass, Labels, Lease, NewEvent, TaskId, TaskResult, TaskSpec, WorkerId};
 use agentpool_store::{ClaimFilter, Clock, Failure, Store, StoreConfig, open_store_with};
 use agentpool_testkit::db::{Backend, TestDb};
 use agentpool_testkit::worker::registration;
@@ -92,6 +92,13 @@ impl Harness {
         self.store.enqueue(spec).await.expect("enqueue").task.id
     }
 
+    /// Enqueue `specs` in one batch; the new tasks' ids, in order.
+    pub async fn submit_all(&self, specs: impl IntoIterator<Item = TaskSpec>) -> Vec<TaskId> {
+        let batch = self.store.enqueue_batch(specs.into_iter().collect());
+        let enqueued = batch.await.expect("enqueue batch");
+        enqueued.into_iter().map(|e| e.task.id).collect()
+    }
+
     /// Register a worker with the given agents and labels.
     pub async fn worker(&self, name: &str, agents: &[&str], lbls: &[(&str, &str)]) -> Worker {
         let id = WorkerId::parse(name).expect("worker id");
@@ -148,6 +155,15 @@ impl Worker {
             .complete(&self.id, lease, result)
             .await
             .expect("complete");
+    }
+
+    /// Append a line of stdout to the task under `lease`.
+    pub async fn log(&self, lease: Lease, line: &str) {
+        let events = vec![NewEvent::log("stdout", line)];
+        self.store
+            .append_events(lease.task_id, Some(lease), events)
+            .await
+            .expect("append events");
     }
 
     /// Report the attempt under `lease` failed; what became of the task.

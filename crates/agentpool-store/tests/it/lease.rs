@@ -84,10 +84,7 @@ async fn stale_token_cannot_append_events(h: Harness) {
     let b = h.worker("b", &["command"], &[]).await;
     let id = h.submit(cmd("x")).await;
     let first = a.claim(1).await.remove(0);
-    h.store
-        .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "one")])
-        .await
-        .unwrap();
+    a.log(first.lease, "one").await;
     h.clock.advance(TTL + Duration::from_secs(1));
     h.store.requeue_expired().await.unwrap();
     h.clock.advance(Duration::from_secs(3600));
@@ -97,10 +94,7 @@ async fn stale_token_cannot_append_events(h: Harness) {
         .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "stale")])
         .await;
     assert!(matches!(r, Err(StoreError::StaleLease(_))));
-    h.store
-        .append_events(id, Some(second.lease), vec![NewEvent::log("stdout", "two")])
-        .await
-        .unwrap();
+    b.log(second.lease, "two").await;
     let ev = h.store.list_events(id, 0, 100).await.unwrap();
     let lines: Vec<_> = ev
         .iter()

@@ -63,14 +63,7 @@ async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
 
 async fn batches_write_one_event_per_task(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let tasks: Vec<TaskId> = h
-        .store
-        .enqueue_batch((0..20).map(|i| cmd(&format!("t{i}"))).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.task.id)
-        .collect();
+    let tasks: Vec<TaskId> = h.submit_all((0..20).map(|i| cmd(&format!("t{i}")))).await;
     let claimed = w.claim(20).await;
     assert_eq!(claimed.len(), 20);
     let results = h
@@ -220,10 +213,7 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
 async fn one_pass_rescues_more_than_a_thousand_leases(h: Harness) {
     const N: usize = 1100;
     let w = h.worker("w", &["command"], &[]).await;
-    h.store
-        .enqueue_batch((0..N).map(|i| cmd(&format!("t{i}"))).collect())
-        .await
-        .unwrap();
+    h.submit_all((0..N).map(|i| cmd(&format!("t{i}")))).await;
     let claimed = w.claim(N as u32).await;
     assert_eq!(claimed.len(), N);
     h.clock.advance(TTL + Duration::from_secs(1));

@@ -61,14 +61,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
         project: Some("p".into()),
         ..cmd(c)
     };
-    let tasks: Vec<_> = h
-        .store
-        .enqueue_batch((0..5).map(|i| in_project(&format!("t{i}"))).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.task.id)
-        .collect();
+    let tasks = h.submit_all((0..5).map(|i| in_project(&format!("t{i}")))).await;
     let free = h.submit(cmd("no project")).await;
     let w1 = h.worker("w1", &["command"], &[]).await;
     let w2 = h.worker("w2", &["command"], &[]).await;

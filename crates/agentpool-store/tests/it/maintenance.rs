@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agentpool_core::{NewEvent, TaskState, WorkerStatus};
+use agentpool_core::{TaskState, WorkerStatus};
 
 use crate::both;
 use crate::harness::{Harness, TTL, cmd};
@@ -17,10 +17,7 @@ both!(
 /// (one `expired` attempt per task, counts adding up), none twice.
 async fn replicas_rescue_each_expired_lease_once(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    h.store
-        .enqueue_batch((0..50).map(|i| cmd(&format!("t{i}"))).collect())
-        .await
-        .unwrap();
+    h.submit_all((0..50).map(|i| cmd(&format!("t{i}")))).await;
     let claimed = w.claim(50).await;
     assert_eq!(claimed.len(), 50);
     h.clock.advance(TTL + Duration::from_secs(1));
@@ -77,10 +74,7 @@ async fn retention_deletes_only_what_is_past_it(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let old = h.submit(cmd("old")).await;
     let c = w.claim(1).await.remove(0);
-    h.store
-        .append_events(old, Some(c.lease), vec![NewEvent::log("stdout", "x")])
-        .await
-        .unwrap();
+    w.log(c.lease, "x").await;
     w.complete(c.lease).await;
     let old_canceled = h.submit(cmd("old canceled")).await;
     h.store.cancel(old_canceled).await.unwrap();
