@@ -15,9 +15,6 @@ use super::{PgStore, cols, retry_transient, tasks, uuids};
 use crate::common::{self, dur_ms, json, task};
 use crate::{ClaimFilter, Result, StoreError, TaskFilter};
 
-/// How many finished tasks one purge statement deletes.
-const PURGE_BATCH: i64 = 5000;
-
 /// What a completion statement binds for `items`: their task ids, lease tokens and results.
 fn completion_arrays<'a>(
     items: impl ExactSizeIterator<Item = &'a (Lease, TaskResult)>,
@@ -37,6 +34,9 @@ fn completion_arrays<'a>(
 }
 
 impl PgStore {
+    /// How many finished tasks one purge statement deletes.
+    pub(super) const PURGE_BATCH: i64 = 5000;
+
     /// Complete `items`, one result each in order; retried as a whole after a deadlock (a
     /// completion that releases dependents locks their rows).
     pub(super) async fn complete_many(
@@ -394,32 +394,27 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn purge(&self, retention: Duration) -> Result<u64> {
-        let cutoff = self.now() - dur_ms(retention);
-        let mut total = 0;
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "WITH d AS ( \
-                   DELETE FROM tasks WHERE id IN ( \
-                     SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1 \
-                       AND state IN ('succeeded', 'failed', 'canceled') \
-                     LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                   RETURNING id), \
-                 e AS (DELETE FROM events WHERE task_id IN (SELECT id FROM d)), \
-                 a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM d)), \
-                 x AS (DELETE FROM task_deps WHERE task_id IN (SELECT id FROM d) \
-                         OR dep_id IN (SELECT id FROM d)) \
-                 SELECT count(*) FROM d",
-            )
-            .bind(cutoff)
-            .bind(PURGE_BATCH)
-            .fetch_one(&self.pool)
-            .await?;
-            total += u64::try_from(n).unwrap_or(0);
-            if n < PURGE_BATCH {
-                break;
-            }
-        }
-        Ok(total)
+    /// Delete up to [`Self::PURGE_BATCH`] tasks finished before `cutoff`, with their
+    /// attempts, events and dependency edges, in one statement; how many. Rows another replica
+    /// is purging are skipped.
+    pub(super) async fn purge_batch(&self, cutoff: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH d AS ( \
+               DELETE FROM tasks WHERE id IN ( \
+                 SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                   AND state IN ('succeeded', 'failed', 'canceled') \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               RETURNING id), \
+             e AS (DELETE FROM events WHERE task_id IN (SELECT id FROM d)), \
+             a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM d)), \
+             x AS (DELETE FROM task_deps WHERE task_id IN (SELECT id FROM d) \
+                     OR dep_id IN (SELECT id FROM d)) \
+             SELECT count(*) FROM d",
+        )
+        .bind(cutoff)
+        .bind(Self::PURGE_BATCH)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

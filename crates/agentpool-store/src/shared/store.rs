@@ -8,7 +8,7 @@
 //!   nothing on SQLite, whose signal is in process),
 //! - `wake_at(run_after)` — wake claimers when delayed tasks come due,
 //! - the hot path: `enqueue_many`, `list`, `claim_in_order`, `beat`, `complete_many`,
-//!   `append`, `purge`.
+//!   `append`, and `purge_batch` (with its `PURGE_BATCH`).
 
 /// Implement [`crate::Store`] for `$store`, writing through the pool `self.$w` and reading
 /// through `self.$r`. The invoking module has `registry` and `tasks` (the instantiated shared
@@ -291,8 +291,17 @@ macro_rules! store_impl {
                 self.rescue_all(None).await
             }
 
+            /// In batches (each the backend's `purge_batch`) until a batch comes back short.
             async fn purge_finished(&self, retention: Duration) -> Result<u64> {
-                self.purge(retention).await
+                let cutoff = self.now() - dur_ms(retention);
+                let mut total = 0;
+                loop {
+                    let n = self.purge_batch(cutoff).await?;
+                    total += n;
+                    if n < Self::PURGE_BATCH as u64 {
+                        return Ok(total);
+                    }
+                }
             }
 
             fn work_listener(&self) -> WorkListener {

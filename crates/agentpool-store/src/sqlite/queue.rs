@@ -17,11 +17,11 @@ use crate::common::{
 };
 use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
 
-/// How many finished tasks one purge statement deletes, so a large purge does not hold the
-/// writer for long.
-const PURGE_BATCH: i64 = 2000;
-
 impl SqliteStore {
+    /// How many finished tasks one purge transaction deletes, so a large purge does not hold
+    /// the writer for long.
+    pub(super) const PURGE_BATCH: i64 = 2000;
+
     async fn enqueue_in(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
@@ -408,23 +408,19 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn purge(&self, retention: Duration) -> Result<u64> {
-        let cutoff = self.now() - dur_ms(retention);
-        let mut total = 0;
-        loop {
-            let mut tx = self.begin().await?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
-                 AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?",
-            )
-            .bind(cutoff)
-            .bind(PURGE_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            if ids.is_empty() {
-                tx.commit().await?;
-                break;
-            }
+    /// Delete up to [`Self::PURGE_BATCH`] tasks finished before `cutoff`, with their
+    /// attempts, events and dependency edges, in one transaction; how many.
+    pub(super) async fn purge_batch(&self, cutoff: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
+             AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(Self::PURGE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
             let ids_json = json(&ids)?;
             for sql in [
                 "DELETE FROM events WHERE task_id IN (SELECT value FROM json_each(?))",
@@ -435,12 +431,8 @@ impl SqliteStore {
             ] {
                 sqlx::query(sql).bind(&ids_json).execute(&mut *tx).await?;
             }
-            tx.commit().await?;
-            total += ids.len() as u64;
-            if (ids.len() as i64) < PURGE_BATCH {
-                break;
-            }
         }
-        Ok(total)
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 }
