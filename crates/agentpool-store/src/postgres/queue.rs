@@ -147,39 +147,15 @@ impl PgStore {
             .bind(self.sql.claim_lock)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(
-            "SELECT t.id, t.lock_key, t.project, \
-               CASE WHEN t.project IS NULL THEN 0 ELSE \
-                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
-               END AS project_running, \
-               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
-             FROM tasks t \
-             WHERE t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
-               AND t.run_after <= $1 \
-               AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
-               AND (t.labels IS NULL OR t.labels <@ $3::jsonb) \
-               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
-                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
-                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
-                      (SELECT COALESCE(SUM(CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)), 0) \
-                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
-                         AND s.updated_at >= $6))) \
-               AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
-             ORDER BY t.priority DESC, t.run_after, t.id \
-             LIMIT $5",
-        )
-        .bind(now)
-        .bind(&f.agents)
-        .bind(json(&f.labels)?)
-        .bind(f.worker_id.as_str())
-        .bind(max.saturating_mul(2).saturating_add(8))
-        .bind(common::utc_day_start(now))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&self.sql.claim_candidates)
+            .bind(now)
+            .bind(&f.agents)
+            .bind(json(&f.labels)?)
+            .bind(f.worker_id.as_str())
+            .bind(max.saturating_mul(2).saturating_add(8))
+            .bind(common::utc_day_start(now))
+            .fetch_all(&mut *tx)
+            .await?;
         let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
         let picked = common::pick_candidates(&cands, usize::try_from(max).unwrap_or(0));
         if picked.is_empty() {

@@ -4,6 +4,7 @@
 //! pieces (which rows, the update, the events), each written once below.
 
 use crate::common::TASK_COLS;
+use crate::shared::claim::Candidates;
 
 /// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
 /// not `public`, so queues in different schemas of one database do not wake each other).
@@ -95,6 +96,9 @@ pub(super) struct Sql {
     /// The hot claim guarded by the constrained-work probe and reading the worker's status:
     /// the whole claim in one round trip when no constrained task waits.
     pub(super) claim_first: String,
+    /// The constrained tasks a claim may take, checked against branch locks, project slots
+    /// and budgets (in the serialized step).
+    pub(super) claim_candidates: String,
     pub(super) claim_update: String,
     /// Completion of leases whose tasks need nothing more (no dependents, no lock or slot to
     /// free): one autocommitted statement.
@@ -149,6 +153,18 @@ impl Sql {
             ),
             complete_plain: completion(" AND NOT t.has_dependents AND NOT t.constrained", "id"),
             complete_any: completion("", "id, has_dependents, constrained"),
+            claim_candidates: Candidates {
+                filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
+                          AND t.run_after <= $1 \
+                          AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
+                          AND (t.labels IS NULL OR t.labels <@ $3::jsonb)",
+                spent: "CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)",
+                since: "$6",
+                also: " AND EXISTS (SELECT 1 FROM workers WHERE id = $4 \
+                       AND status NOT IN ('draining', 'unhealthy'))",
+                limit: "$5",
+            }
+            .sql(),
             claim_update: format!(
                 "WITH {upd} SELECT {c} FROM upd",
                 upd = claim_upd("$2", "$3", "WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued'"),

@@ -1,7 +1,8 @@
-//! Queries both backends run with the same SQL, written once. Each file holds a macro that a
-//! backend instantiates in its own module with its database type, so the code is compiled
-//! against concrete sqlx types (no generic bounds over `sqlx::Database`). SQL here uses only
-//! what SQLite and PostgreSQL both accept: `$N` placeholders, `TRUE`/`FALSE`, `CAST`.
+//! Queries both backends run with the same SQL, written once. Each file but [`claim`] (SQL
+//! text that the backends complete and run themselves) holds a macro that a backend
+//! instantiates in its own module with its database type, so the code is compiled against
+//! concrete sqlx types (no generic bounds over `sqlx::Database`). SQL here uses only what
+//! SQLite and PostgreSQL both accept: `$N` placeholders, `TRUE`/`FALSE`, `CAST`.
 //!
 //! The instantiating module provides what differs in how task ids travel:
 //! - `fn tid(TaskId) -> impl Encode` — one task id as bound (TEXT on SQLite, UUID on PostgreSQL),
@@ -15,6 +16,7 @@
 //!
 //! [`backend`] instantiates all of it in one go.
 
+pub(crate) mod claim;
 pub(crate) mod github;
 pub(crate) mod registry;
 pub(crate) mod store;

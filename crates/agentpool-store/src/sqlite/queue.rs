@@ -3,6 +3,7 @@
 //! event appends, listing with `json_each` label filters, and purging in batches.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
@@ -15,7 +16,26 @@ use super::{SqliteStore, insert_lifecycle, tasks};
 use crate::common::{
     self, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
 };
+use crate::shared::claim::Candidates;
 use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
+
+/// The constrained tasks a claim may take, checked against branch locks, project slots and
+/// budgets; `?1` now, `?2` the worker's agents and `?3` its labels (JSON), `?4` the limit,
+/// `?5` the start of the budget day.
+static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
+    Candidates {
+        filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
+                  AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
+                  AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
+                       WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
+                                         WHERE w.key = l.key AND w.value = l.value)))",
+        spent: "json_extract(s.result, '$.cost_usd')",
+        since: "?5",
+        also: "",
+        limit: "?4",
+    }
+    .sql()
+});
 
 impl SqliteStore {
     /// How many finished tasks one purge transaction deletes, so a large purge does not hold
@@ -197,38 +217,14 @@ impl SqliteStore {
         }
         let max = usize::try_from(f.max).unwrap_or(usize::MAX);
         let window = i64::from(f.max).saturating_mul(2).saturating_add(8);
-        let rows = sqlx::query(
-            "SELECT t.id, t.lock_key, t.project, \
-               CASE WHEN t.project IS NULL THEN 0 ELSE \
-                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
-               END AS project_running, \
-               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
-             FROM tasks t \
-             WHERE t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
-               AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
-               AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
-                    WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
-                                      WHERE w.key = l.key AND w.value = l.value))) \
-               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
-                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
-                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
-                      (SELECT COALESCE(SUM(json_extract(s.result, '$.cost_usd')), 0) \
-                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
-                         AND s.updated_at >= ?5))) \
-             ORDER BY t.priority DESC, t.run_after, t.id \
-             LIMIT ?4",
-        )
-        .bind(now)
-        .bind(json(&f.agents)?)
-        .bind(json(&f.labels)?)
-        .bind(window)
-        .bind(common::utc_day_start(now))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&CLAIM_CANDIDATES)
+            .bind(now)
+            .bind(json(&f.agents)?)
+            .bind(json(&f.labels)?)
+            .bind(window)
+            .bind(common::utc_day_start(now))
+            .fetch_all(&mut *tx)
+            .await?;
         let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
         let picked = common::pick_candidates(&cands, max);
         if picked.is_empty() {
