@@ -54,10 +54,7 @@ pub(crate) fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 /// `Ok(())` when a write touched a row, else `NotFound` for `what` `id`.
 pub(crate) fn found(rows_affected: u64, what: &'static str, id: &str) -> Result<()> {
     if rows_affected == 0 {
-        return Err(StoreError::NotFound {
-            what,
-            id: id.to_string(),
-        });
+        return Err(StoreError::not_found(what, id));
     }
     Ok(())
 }
@@ -71,6 +68,15 @@ pub(crate) fn token_created<T>(r: std::result::Result<T, sqlx::Error>) -> Result
             Err(StoreError::Conflict("a token with this id or hash exists".into()))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Why an append of events to `task` was refused: its `lease` is not current, or (without
+/// one) there is no such task.
+pub(crate) fn append_refused(task: TaskId, lease: Option<agentpool_core::Lease>) -> StoreError {
+    match lease {
+        Some(_) => StoreError::StaleLease(task),
+        None => StoreError::not_found("task", task),
     }
 }
 

@@ -78,6 +78,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// `what` (a kind of record: "task", "worker", …) named `id` does not exist.
+    pub(crate) fn not_found(what: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What a worker asks for when it claims.

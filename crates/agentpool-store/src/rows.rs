@@ -2,13 +2,14 @@
 //! reads each backend implements, and the mappers of tasks, attempts, workers, projects,
 //! tokens and events built on them.
 
+use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::{
-    Attempt, AttemptOutcome, Event, EventKind, EventPayload, LeaseToken, Project, Task, TaskId, TaskResult,
-    TaskSpec, TaskState, Worker, WorkerId,
+    Attempt, AttemptOutcome, Event, EventKind, EventPayload, Lease, LeaseToken, Project, Task, TaskId,
+    TaskResult, TaskSpec, TaskState, Worker, WorkerId,
 };
 
-use crate::common::{corrupt, parse_class, parse_state, parse_worker, ts};
-use crate::{Result, TokenRecord};
+use crate::common::{Candidate, corrupt, parse_class, parse_state, parse_worker, ts};
+use crate::{Result, StoreError, TokenRecord};
 
 /// The typed column reads the shared row mappers need. The two backends differ only in how a
 /// task id is stored (TEXT in SQLite, UUID in PostgreSQL) and in the width of `INTEGER`
@@ -73,6 +74,35 @@ pub(crate) fn raw_task(r: &impl StoreRow) -> Result<RawTask> {
 
 pub(crate) fn task(r: &impl StoreRow) -> Result<Task> {
     raw_task(r)?.into_task()
+}
+
+/// Task rows just claimed, each with the lease it is now held under.
+pub(crate) fn claimed_tasks(rows: &[impl StoreRow]) -> Result<Vec<ClaimedTask>> {
+    rows.iter()
+        .map(|r| {
+            let t = task(r)?;
+            let token = t
+                .lease_token
+                .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
+            Ok(ClaimedTask {
+                lease: Lease { task_id: t.id, token },
+                attempt: t.attempts,
+                resume_session: None,
+                task: t,
+            })
+        })
+        .collect()
+}
+
+/// A row of the candidates query of a constrained claim.
+pub(crate) fn candidate(r: &impl StoreRow) -> Result<Candidate> {
+    Ok(Candidate {
+        id: r.task_id("id")?,
+        lock_key: r.opt_text("lock_key")?,
+        project: r.opt_text("project")?,
+        project_running: r.big("project_running")?,
+        project_slots: r.opt_big("project_slots")?,
+    })
 }
 
 /// A `workers` row; `running` (how many tasks it holds) is counted separately.

@@ -8,7 +8,7 @@ use agentpool_core::{ErrorClass, Lifecycle, Task, TaskSpec, TaskState};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, is_transient};
+use super::{PgStore, retry_transient};
 use crate::common::{self, NewTaskRow, task};
 use crate::{Enqueued, Result, StoreError};
 
@@ -19,13 +19,7 @@ impl PgStore {
         if specs.iter().all(|s| s.depends_on.is_empty()) {
             return self.enqueue_batch_once(specs).await;
         }
-        let mut tries = 0;
-        loop {
-            match self.enqueue_batch_once(specs.clone()).await {
-                Err(e) if tries < 3 && is_transient(&e) => tries += 1,
-                r => return r,
-            }
-        }
+        retry_transient(|| self.enqueue_batch_once(specs.clone())).await
     }
 
     async fn enqueue_batch_once(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
@@ -232,14 +226,7 @@ impl PgStore {
             };
             out.push(e);
         }
-        if out.iter().any(|e| e.created) {
-            self.signal.notify_n(&scope, count);
-            self.wake_at(
-                out.iter()
-                    .filter(|e| e.created)
-                    .map(|e| common::ms(e.task.run_after)),
-            );
-        }
+        self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }
 }

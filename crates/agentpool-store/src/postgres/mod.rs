@@ -7,45 +7,25 @@
 //! two claimers from taking two different rows that share a branch. Unconstrained tasks — the
 //! bulk — never touch that lock.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
-use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{
-    Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState, Worker, WorkerId,
-};
-use async_trait::async_trait;
+use agentpool_core::TaskId;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{PgConnection, Postgres, Row, Transaction};
+use sqlx::{Executor, PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::common::{self, Ending, LifecycleLog, StoreRow, dur_ms, ts};
-use crate::{
-    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Scope, Shape, Store, StoreConfig, StoreError,
-    TaskDetail, TaskFilter, TokenRecord, WorkListener, WorkSignal,
-};
+use crate::common::{self, LifecycleLog, StoreRow};
+use crate::{Result, Scope, Shape, StoreConfig, StoreError, WorkSignal};
 
 mod enqueue;
-mod github;
 mod queue;
 mod sql;
 
 use sql::{Sql, cols};
 
-/// Workers, projects, credentials and tokens.
-mod registry {
-    crate::shared::registry::registry_queries!(sqlx::Postgres);
-}
-
-/// Task queries shared with SQLite.
-mod tasks {
-    use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
-    crate::shared::tasks::task_queries!(sqlx::Postgres);
-}
+crate::shared::backend!(sqlx::Postgres, PgStore, pool, pool);
 
 /// Row locks taken where an attempt ends or a task is canceled or retried. SKIP LOCKED in the
 /// rescue: replicas running maintenance at once split the expired rows instead of waiting for
@@ -88,19 +68,20 @@ async fn insert_lifecycle(conn: &mut PgConnection, log: &LifecycleLog, now: i64)
     Ok(())
 }
 
-/// A deadlock or serialization failure: the transaction was rolled back and may be retried.
-fn is_transient(e: &StoreError) -> bool {
-    matches!(e, StoreError::Database(sqlx::Error::Database(d))
-        if d.code().is_some_and(|c| c == "40P01" || c == "40001"))
-}
-
-async fn notify(tx: &mut Transaction<'static, Postgres>, channel: &str, payload: &str) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// Run `op` again (up to three more times) when it failed with a deadlock or serialization
+/// failure: the transaction was rolled back and may be retried.
+async fn retry_transient<T, F: Future<Output = Result<T>>>(mut op: impl FnMut() -> F) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        match op().await {
+            Err(StoreError::Database(sqlx::Error::Database(d)))
+                if tries < 3 && d.code().is_some_and(|c| c == "40P01" || c == "40001") =>
+            {
+                tries += 1
+            }
+            r => return r,
+        }
+    }
 }
 
 /// The payload of a work NOTIFY: which store sent it (a store ignores its own: it woke its
@@ -152,7 +133,7 @@ impl Drop for ListenerGuard {
     }
 }
 
-/// The PostgreSQL implementation of [`Store`].
+/// The PostgreSQL implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -245,6 +226,21 @@ impl PgStore {
         Note::encode(self.origin, scope, count)
     }
 
+    /// Tell the other replicas that `count` tasks of any shape may have become claimable;
+    /// through a transaction, the NOTIFY is delivered when it commits.
+    async fn announce<'c>(&self, conn: impl Executor<'c, Database = Postgres>, count: u32) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.sql.channel)
+            .bind(self.note(&Scope::Any, count))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -268,275 +264,4 @@ impl StoreRow for PgRow {
     }
 
     common::plain_row_reads!();
-}
-
-#[async_trait]
-impl Store for PgStore {
-    async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued> {
-        let mut v = self.enqueue_batch(vec![spec]).await?;
-        v.pop()
-            .ok_or_else(|| StoreError::Corrupt("enqueue returned nothing".into()))
-    }
-
-    async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
-        self.enqueue_many(specs).await
-    }
-
-    async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
-        tasks::get_task(&self.pool, id, self.now()).await
-    }
-
-    async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
-        self.list(f).await
-    }
-
-    async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
-        tasks::count_by_state(&self.pool).await
-    }
-
-    async fn cancel(&self, id: TaskId) -> Result<Task> {
-        let mut tx = self.pool.begin().await?;
-        let t = tasks::cancel(&mut tx, id, self.now()).await?;
-        tx.commit().await?;
-        Ok(t)
-    }
-
-    async fn retry(&self, id: TaskId) -> Result<Task> {
-        let mut tx = self.pool.begin().await?;
-        let t = tasks::retry(&mut tx, id, self.now()).await?;
-        notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, 1)).await?;
-        tx.commit().await?;
-        self.signal.notify();
-        Ok(t)
-    }
-
-    async fn claim(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
-        let mut claimed = self.claim_in_order(f).await?;
-        tasks::resume_sessions(&self.pool, &mut claimed).await?;
-        Ok(claimed)
-    }
-
-    async fn heartbeat(
-        &self,
-        worker: &WorkerId,
-        leases: &[Lease],
-        lease_ttl: Duration,
-    ) -> Result<HeartbeatReply> {
-        self.beat(worker, leases, lease_ttl).await
-    }
-
-    async fn complete(&self, worker: &WorkerId, lease: Lease, result: TaskResult) -> Result<()> {
-        let mut v = self.complete_batch(worker, vec![(lease, result)]).await?;
-        v.pop()
-            .unwrap_or_else(|| Err(StoreError::Corrupt("complete returned nothing".into())))
-    }
-
-    async fn complete_batch(
-        &self,
-        worker: &WorkerId,
-        items: Vec<(Lease, TaskResult)>,
-    ) -> Result<Vec<Result<()>>> {
-        let mut tries = 0;
-        loop {
-            match self.complete_many(worker, &items).await {
-                Err(e) if tries < 3 && is_transient(&e) => tries += 1,
-                r => return r,
-            }
-        }
-    }
-
-    async fn fail(&self, worker: &WorkerId, lease: Lease, failure: Failure) -> Result<FailOutcome> {
-        let now = self.now();
-        let mut tx = self.pool.begin().await?;
-        let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
-        if f.wake {
-            notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, 1)).await?;
-        }
-        tx.commit().await?;
-        if f.wake {
-            self.signal.notify();
-        }
-        Ok(match f.ending {
-            Ending::Requeue { delay, .. } => {
-                let run_after = now + dur_ms(delay);
-                self.wake_at([run_after]);
-                FailOutcome::Retrying {
-                    run_after: ts(run_after),
-                    attempt: u32::try_from(f.attempt).unwrap_or(0),
-                }
-            }
-            Ending::Finish { state, .. } => FailOutcome::Finished { state },
-        })
-    }
-
-    async fn append_events(&self, task: TaskId, lease: Option<Lease>, events: Vec<NewEvent>) -> Result<()> {
-        self.append(task, lease, events).await
-    }
-
-    async fn list_events(&self, task: TaskId, after: i64, limit: u32) -> Result<Vec<Event>> {
-        tasks::list_events(&self.pool, task, after, limit).await
-    }
-
-    async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
-        if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
-            loop {
-                let mut tx = self.pool.begin().await?;
-                let (n, wake) =
-                    tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
-                let count = u32::try_from(n).unwrap_or(u32::MAX);
-                if wake {
-                    notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, count)).await?;
-                }
-                tx.commit().await?;
-                if wake {
-                    self.signal.notify_n(&Scope::Any, count);
-                }
-                if (n as i64) < common::EXPIRE_BATCH {
-                    break;
-                }
-            }
-        }
-        registry::register_worker(&self.pool, &self.pool, reg, self.now()).await
-    }
-
-    async fn get_worker(&self, id: &WorkerId) -> Result<Option<Worker>> {
-        registry::get_worker(&self.pool, id).await
-    }
-
-    async fn list_workers(&self) -> Result<Vec<Worker>> {
-        registry::list_workers(&self.pool).await
-    }
-
-    async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
-        registry::drain_worker(&self.pool, &self.pool, id).await
-    }
-
-    async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()> {
-        registry::report_worker_cache(&self.pool, id, cache).await
-    }
-
-    async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
-        registry::mark_worker_unhealthy(&self.pool, id).await
-    }
-
-    async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        registry::deregister_worker(&mut tx, id, self.now()).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
-        let p = registry::put_project(&self.pool, spec, self.now()).await?;
-        // More slots or budget may let queued tasks run, here and on other replicas.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&self.sql.channel)
-            .bind(self.note(&Scope::Any, 1))
-            .execute(&self.pool)
-            .await?;
-        self.signal.notify();
-        Ok(p)
-    }
-
-    async fn get_project(&self, name: &str) -> Result<Option<Project>> {
-        registry::get_project(&self.pool, name).await
-    }
-
-    async fn list_projects(&self) -> Result<Vec<Project>> {
-        registry::list_projects(&self.pool).await
-    }
-
-    async fn delete_project(&self, name: &str) -> Result<()> {
-        registry::delete_project(&self.pool, name).await
-    }
-
-    async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()> {
-        registry::put_credential(&self.pool, name, ciphertext, self.now()).await
-    }
-
-    async fn get_credential(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        registry::get_credential(&self.pool, name).await
-    }
-
-    async fn list_credentials(&self) -> Result<Vec<String>> {
-        registry::list_credentials(&self.pool).await
-    }
-
-    async fn delete_credential(&self, name: &str) -> Result<()> {
-        registry::delete_credential(&self.pool, name).await
-    }
-
-    async fn put_profile(&self, p: &agentpool_core::Profile) -> Result<()> {
-        registry::put_profile(&self.pool, p, self.now()).await
-    }
-
-    async fn get_profile(&self, name: &str) -> Result<Option<agentpool_core::Profile>> {
-        registry::get_profile(&self.pool, name).await
-    }
-
-    async fn list_profiles(&self) -> Result<Vec<agentpool_core::Profile>> {
-        registry::list_profiles(&self.pool).await
-    }
-
-    async fn delete_profile(&self, name: &str) -> Result<()> {
-        registry::delete_profile(&self.pool, name).await
-    }
-
-    async fn create_token(&self, t: TokenRecord) -> Result<()> {
-        registry::create_token(&self.pool, t).await
-    }
-
-    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        registry::find_token(&self.pool, hash).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        registry::list_tokens(&self.pool).await
-    }
-
-    async fn revoke_token(&self, id: &str) -> Result<()> {
-        registry::revoke_token(&self.pool, id).await
-    }
-
-    async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64> {
-        registry::mark_workers_offline(&self.pool, threshold, self.now()).await
-    }
-
-    async fn requeue_expired(&self) -> Result<u64> {
-        let now = self.now();
-        let mut total = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, None).await?;
-            let count = u32::try_from(n).unwrap_or(u32::MAX);
-            if wake {
-                notify(&mut tx, &self.sql.channel, &self.note(&Scope::Any, count)).await?;
-            }
-            tx.commit().await?;
-            if wake {
-                self.signal.notify_n(&Scope::Any, count);
-            }
-            total += n as u64;
-            if (n as i64) < common::EXPIRE_BATCH {
-                return Ok(total);
-            }
-        }
-    }
-
-    async fn purge_finished(&self, retention: Duration) -> Result<u64> {
-        self.purge(retention).await
-    }
-
-    fn work_listener(&self) -> WorkListener {
-        self.signal.listener()
-    }
-
-    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
-        self.signal.waiter(filter)
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }

@@ -11,15 +11,43 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{PgStore, cols, notify, tasks, uuids};
-use crate::common::{self, Candidate, StoreRow, dur_ms, json, task};
+use super::{PgStore, cols, retry_transient, tasks, uuids};
+use crate::common::{self, dur_ms, json, task};
 use crate::{ClaimFilter, Result, StoreError, TaskFilter};
 
-/// How many finished tasks one purge statement deletes.
-const PURGE_BATCH: i64 = 5000;
+/// What a completion statement binds for `items`: their task ids, lease tokens and results.
+fn completion_arrays<'a>(
+    items: impl ExactSizeIterator<Item = &'a (Lease, TaskResult)>,
+) -> Result<(Vec<Uuid>, Vec<i64>, Vec<String>)> {
+    let n = items.len();
+    let (mut ids, mut tokens, mut results) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (l, r) in items {
+        ids.push(l.task_id.0);
+        tokens.push(l.token.0);
+        results.push(json(r)?);
+    }
+    Ok((ids, tokens, results))
+}
 
 impl PgStore {
+    /// How many finished tasks one purge statement deletes.
+    pub(super) const PURGE_BATCH: i64 = 5000;
+
+    /// Complete `items`, one result each in order; retried as a whole after a deadlock (a
+    /// completion that releases dependents locks their rows).
     pub(super) async fn complete_many(
+        &self,
+        worker: &WorkerId,
+        items: Vec<(Lease, TaskResult)>,
+    ) -> Result<Vec<Result<()>>> {
+        retry_transient(|| self.complete_once(worker, &items)).await
+    }
+
+    async fn complete_once(
         &self,
         worker: &WorkerId,
         items: &[(Lease, TaskResult)],
@@ -33,9 +61,7 @@ impl PgStore {
         // autocommitted statement completes those. A task that gained a dependent meanwhile
         // is left to the transaction below (the enqueue locked and marked it first, and this
         // statement re-checks the row after that lock), as are stale leases, which it reports.
-        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
-        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
-        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        let (ids, tokens, results) = completion_arrays(items.iter())?;
         let plain: HashSet<Uuid> = sqlx::query_scalar(&self.sql.complete_plain)
             .bind(&ids)
             .bind(&tokens)
@@ -76,35 +102,20 @@ impl PgStore {
         now: i64,
         succeeded: &str,
     ) -> Result<HashSet<Uuid>> {
-        let ids: Vec<Uuid> = items.iter().map(|(l, _)| l.task_id.0).collect();
-        let tokens: Vec<i64> = items.iter().map(|(l, _)| l.token.0).collect();
-        let results = items.iter().map(|(_, r)| json(r)).collect::<Result<Vec<_>>>()?;
+        let (ids, tokens, results) = completion_arrays(items.iter().copied())?;
         // A transaction only so that releasing dependents (rare) commits together with the
         // completion; the completion itself is one statement for the whole batch. The succeeded
         // attempt stays on the task row (see `common::current_attempt`).
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query(
-            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
-                        AS i(id, token, result)), \
-             done AS ( \
-               UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
-                 lease_expires_at = NULL, result = i.result, error_class = NULL, \
-                 error_message = NULL \
-               FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
-                 AND t.state = 'running' \
-               RETURNING t.id, t.has_dependents, t.constrained), \
-             ev AS (INSERT INTO events (task_id, at, kind, data) \
-               SELECT id, $4, 'lifecycle', $6 FROM done) \
-             SELECT id, has_dependents, constrained FROM done",
-        )
-        .bind(&ids)
-        .bind(&tokens)
-        .bind(&results)
-        .bind(now)
-        .bind(worker.as_str())
-        .bind(succeeded)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = sqlx::query(&self.sql.complete_any)
+            .bind(&ids)
+            .bind(&tokens)
+            .bind(&results)
+            .bind(now)
+            .bind(worker.as_str())
+            .bind(succeeded)
+            .fetch_all(&mut *tx)
+            .await?;
         let mut ok = HashSet::with_capacity(rows.len());
         let mut release = Vec::new();
         let mut wake = false;
@@ -121,7 +132,7 @@ impl PgStore {
             wake = true;
         }
         if wake {
-            notify(&mut tx, &self.sql.channel, &self.note(&crate::Scope::Any, 1)).await?;
+            self.announce(&mut *tx, 1).await?;
         }
         tx.commit().await?;
         if wake {
@@ -130,74 +141,22 @@ impl PgStore {
         Ok(ok)
     }
 
-    fn claimed(&self, rows: &[PgRow]) -> Result<Vec<ClaimedTask>> {
-        rows.iter()
-            .map(|r| {
-                let t = task(r)?;
-                let token = t
-                    .lease_token
-                    .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
-                Ok(ClaimedTask {
-                    lease: Lease { task_id: t.id, token },
-                    attempt: t.attempts,
-                    resume_session: None,
-                    task: t,
-                })
-            })
-            .collect()
-    }
-
     async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(self.sql.claim_lock)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query(
-            "SELECT t.id, t.lock_key, t.project, \
-               CASE WHEN t.project IS NULL THEN 0 ELSE \
-                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
-               END AS project_running, \
-               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
-             FROM tasks t \
-             WHERE t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
-               AND t.run_after <= $1 \
-               AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
-               AND (t.labels IS NULL OR t.labels <@ $3::jsonb) \
-               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
-                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
-                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
-                      (SELECT COALESCE(SUM(CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)), 0) \
-                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
-                         AND s.updated_at >= $6))) \
-               AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
-             ORDER BY t.priority DESC, t.run_after, t.id \
-             LIMIT $5",
-        )
-        .bind(now)
-        .bind(&f.agents)
-        .bind(json(&f.labels)?)
-        .bind(f.worker_id.as_str())
-        .bind(max.saturating_mul(2).saturating_add(8))
-        .bind(common::utc_day_start(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        let cands = rows
-            .iter()
-            .map(|r| {
-                Ok(Candidate {
-                    id: r.task_id("id")?,
-                    lock_key: r.try_get("lock_key")?,
-                    project: r.try_get("project")?,
-                    project_running: r.try_get("project_running")?,
-                    project_slots: r.try_get("project_slots")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(&self.sql.claim_candidates)
+            .bind(now)
+            .bind(&f.agents)
+            .bind(json(&f.labels)?)
+            .bind(f.worker_id.as_str())
+            .bind(max.saturating_mul(2).saturating_add(8))
+            .bind(common::utc_day_start(now))
+            .fetch_all(&mut *tx)
+            .await?;
+        let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
         let picked = common::pick_candidates(&cands, usize::try_from(max).unwrap_or(0));
         if picked.is_empty() {
             tx.commit().await?;
@@ -224,42 +183,33 @@ impl PgStore {
         let max = i64::from(f.max);
         let expires = now + dur_ms(f.lease_ttl);
         let labels = json(&f.labels)?;
+        // A hot-path claim statement (`claim_first` or `claim_hot`) of up to `limit` tasks.
+        let hot_claim = |sql, limit: i64| {
+            sqlx::query(sql)
+                .bind(now)
+                .bind(&f.agents)
+                .bind(&labels)
+                .bind(f.worker_id.as_str())
+                .bind(limit)
+                .bind(expires)
+                .fetch_all(&self.pool)
+        };
         // One round trip: probe for constrained work, read the worker's status and, when no
         // constrained task waits, claim from the hot path.
-        let first = sqlx::query(&self.sql.claim_first)
-            .bind(now)
-            .bind(&f.agents)
-            .bind(&labels)
-            .bind(f.worker_id.as_str())
-            .bind(max)
-            .bind(expires)
-            .fetch_all(&self.pool)
-            .await?;
+        let first = hot_claim(&self.sql.claim_first, max).await?;
         let head = first
             .first()
             .ok_or_else(|| StoreError::Corrupt("claim returned no probe row".into()))?;
         let status: Option<String> = head.try_get("worker_status")?;
         if status.is_none() {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: f.worker_id.to_string(),
-            });
+            return Err(StoreError::not_found("worker", &f.worker_id));
         }
         let rows = if head.try_get::<bool, _>("constrained_waiting")? {
             // Constrained tasks first (serialized), then fill up from the hot path.
             let mut rows = self.claim_constrained(f, max, now).await?;
             let left = max - i64::try_from(rows.len()).unwrap_or(max);
             if left > 0 {
-                let hot = sqlx::query(&self.sql.claim_hot)
-                    .bind(now)
-                    .bind(&f.agents)
-                    .bind(&labels)
-                    .bind(f.worker_id.as_str())
-                    .bind(left)
-                    .bind(expires)
-                    .fetch_all(&self.pool)
-                    .await?;
-                rows.extend(hot);
+                rows.extend(hot_claim(&self.sql.claim_hot, left).await?);
             }
             rows
         } else {
@@ -274,7 +224,7 @@ impl PgStore {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut claimed = self.claimed(&rows)?;
+        let mut claimed = common::claimed_tasks(&rows)?;
         claimed.sort_by(|a, b| {
             b.task
                 .priority
@@ -320,10 +270,7 @@ impl PgStore {
         .await?;
         let status: Option<String> = r.try_get("status")?;
         let Some(status) = status else {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: worker.to_string(),
-            });
+            return Err(StoreError::not_found("worker", worker));
         };
         let held: Vec<Uuid> = r.try_get("held")?;
         let cancel: Vec<Uuid> = r.try_get("cancel")?;
@@ -344,11 +291,6 @@ impl PgStore {
         lease: Option<Lease>,
         events: Vec<NewEvent>,
     ) -> Result<()> {
-        if let Some(l) = lease
-            && l.task_id != task
-        {
-            return Err(StoreError::StaleLease(task));
-        }
         let now = self.now();
         let token = lease.map(|l| l.token.0);
         let mut at = Vec::with_capacity(events.len());
@@ -391,13 +333,7 @@ impl PgStore {
             .fetch_one(&self.pool)
             .await?;
             if !ok {
-                return Err(match lease {
-                    Some(_) => StoreError::StaleLease(task),
-                    None => StoreError::NotFound {
-                        what: "task",
-                        id: task.to_string(),
-                    },
-                });
+                return Err(common::append_refused(task, lease));
             }
         }
         Ok(())
@@ -434,32 +370,27 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn purge(&self, retention: Duration) -> Result<u64> {
-        let cutoff = self.now() - dur_ms(retention);
-        let mut total = 0;
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "WITH d AS ( \
-                   DELETE FROM tasks WHERE id IN ( \
-                     SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1 \
-                       AND state IN ('succeeded', 'failed', 'canceled') \
-                     LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                   RETURNING id), \
-                 e AS (DELETE FROM events WHERE task_id IN (SELECT id FROM d)), \
-                 a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM d)), \
-                 x AS (DELETE FROM task_deps WHERE task_id IN (SELECT id FROM d) \
-                         OR dep_id IN (SELECT id FROM d)) \
-                 SELECT count(*) FROM d",
-            )
-            .bind(cutoff)
-            .bind(PURGE_BATCH)
-            .fetch_one(&self.pool)
-            .await?;
-            total += u64::try_from(n).unwrap_or(0);
-            if n < PURGE_BATCH {
-                break;
-            }
-        }
-        Ok(total)
+    /// Delete up to [`Self::PURGE_BATCH`] tasks finished before `cutoff`, with their
+    /// attempts, events and dependency edges, in one statement; how many. Rows another replica
+    /// is purging are skipped.
+    pub(super) async fn purge_batch(&self, cutoff: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "WITH d AS ( \
+               DELETE FROM tasks WHERE id IN ( \
+                 SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                   AND state IN ('succeeded', 'failed', 'canceled') \
+                 LIMIT $2 FOR UPDATE SKIP LOCKED) \
+               RETURNING id), \
+             e AS (DELETE FROM events WHERE task_id IN (SELECT id FROM d)), \
+             a AS (DELETE FROM attempts WHERE task_id IN (SELECT id FROM d)), \
+             x AS (DELETE FROM task_deps WHERE task_id IN (SELECT id FROM d) \
+                     OR dep_id IN (SELECT id FROM d)) \
+             SELECT count(*) FROM d",
+        )
+        .bind(cutoff)
+        .bind(Self::PURGE_BATCH)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }

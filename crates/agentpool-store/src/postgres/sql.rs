@@ -1,6 +1,10 @@
 //! The SQL text the PostgreSQL store prepares once per store: the NOTIFY channel and the
 //! advisory-lock key (both per schema), and the claim, completion and enqueue statements
-//! with their column lists assembled.
+//! with their column lists assembled. The claim and completion statements share their
+//! pieces (which rows, the update, the events), each written once below.
+
+use crate::common::TASK_COLS;
+use crate::shared::claim::Candidates;
 
 /// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
 /// not `public`, so queues in different schemas of one database do not wake each other).
@@ -8,31 +12,13 @@ const CHANNEL_PREFIX: &str = "agentpool_work";
 /// Advisory lock key serializing claims of constrained tasks (branch locks, project slots).
 const CONSTRAINED_CLAIM_LOCK: i64 = 0x0061_7063_6c61_696d; // "apclaim"
 
+/// The task columns ([`TASK_COLS`]), each prefixed with `p` (a table alias and a dot, or "").
 pub(super) fn cols(p: &str) -> String {
-    [
-        "id",
-        "spec",
-        "state",
-        "attempts",
-        "max_attempts",
-        "priority",
-        "created_at",
-        "updated_at",
-        "run_after",
-        "started_at",
-        "finished_at",
-        "worker_id",
-        "lease_token",
-        "lease_expires_at",
-        "cancel_requested",
-        "error_class",
-        "error_message",
-        "result",
-    ]
-    .iter()
-    .map(|c| format!("{p}{c}"))
-    .collect::<Vec<_>>()
-    .join(", ")
+    TASK_COLS
+        .split(", ")
+        .map(|c| format!("{p}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The CTE of a claim statement (after `upd`, the claimed rows) that appends their `claimed`
@@ -41,6 +27,65 @@ const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data
     SELECT id, $1, 'lifecycle', \
       json_build_object('state', 'claimed', 'attempt', attempts, 'worker', worker_id)::text \
     FROM upd)";
+
+/// The `picked` CTE of a hot-path claim: up to `$5` unconstrained queued tasks due at `$1`
+/// that agents `$2` with labels `$3` can run, in claim order, row-locked and skipping rows
+/// another claim holds; `worker_ok` is the condition that worker `$4` may claim.
+fn picked(worker_ok: &str) -> String {
+    format!(
+        "picked AS ( \
+           SELECT id FROM tasks \
+           WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
+             AND run_after <= $1 \
+             AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
+             AND (labels IS NULL OR labels <@ $3::jsonb) \
+             AND {worker_ok} \
+           ORDER BY priority DESC, run_after, id \
+           LIMIT $5 \
+           FOR UPDATE SKIP LOCKED)"
+    )
+}
+
+/// The `upd` CTE that claims the rows `which` selects (a `FROM`/`WHERE` tail of the update)
+/// for worker `worker` until `expires` (placeholders), `$1` being now, followed by the CTE
+/// appending their `claimed` events.
+fn claim_upd(worker: &str, expires: &str, which: &str) -> String {
+    format!(
+        "upd AS ( \
+           UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
+             lease_token = t.lease_token + 1, worker_id = {worker}, lease_expires_at = {expires}, \
+             started_at = $1, updated_at = $1, cancel_requested = false \
+           {which} \
+           RETURNING {tc}), \
+         {CLAIMED_EVENTS}",
+        tc = cols("t.")
+    )
+}
+
+/// A completion of the leases bound as arrays (`$1` ids, `$2` tokens, `$3` results) held by
+/// worker `$5`, now `$4`, with their `succeeded` events (`$6` the event data): the rows also
+/// satisfying `also` are completed, `done` returns `returning` of them.
+fn completion(also: &str, returning: &str) -> String {
+    format!(
+        "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+                    AS i(id, token, result)), \
+         done AS ( \
+           UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
+             lease_expires_at = NULL, result = i.result, error_class = NULL, \
+             error_message = NULL \
+           FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
+             AND t.state = 'running'{also} \
+           RETURNING {r}), \
+         ev AS (INSERT INTO events (task_id, at, kind, data) \
+           SELECT id, $4, 'lifecycle', $6 FROM done) \
+         SELECT {returning} FROM done",
+        r = returning
+            .split(", ")
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
 
 #[derive(Debug)]
 pub(super) struct Sql {
@@ -51,10 +96,16 @@ pub(super) struct Sql {
     /// The hot claim guarded by the constrained-work probe and reading the worker's status:
     /// the whole claim in one round trip when no constrained task waits.
     pub(super) claim_first: String,
+    /// The constrained tasks a claim may take, checked against branch locks, project slots
+    /// and budgets (in the serialized step).
+    pub(super) claim_candidates: String,
     pub(super) claim_update: String,
     /// Completion of leases whose tasks need nothing more (no dependents, no lock or slot to
     /// free): one autocommitted statement.
     pub(super) complete_plain: String,
+    /// Completion of any leases, returning what each completed task frees (run in a
+    /// transaction that releases its dependents).
+    pub(super) complete_any: String,
     pub(super) enqueue: String,
     pub(super) by_idempotency: String,
 }
@@ -73,80 +124,50 @@ impl Sql {
         let claim_lock = CONSTRAINED_CLAIM_LOCK ^ (hash as i64);
         let lit = channel.replace('\'', "''");
         let c = cols("");
-        let tc = cols("t.");
+        let from_picked = "FROM picked WHERE t.id = picked.id";
         Self {
             channel,
             claim_lock,
             // The claimed events are written by the claim statement itself: no extra round trip.
             claim_hot: format!(
-                "WITH picked AS ( \
-                   SELECT id FROM tasks \
-                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
-                     AND run_after <= $1 \
-                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
-                     AND (labels IS NULL OR labels <@ $3::jsonb) \
-                     AND EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy')) \
-                   ORDER BY priority DESC, run_after, id \
-                   LIMIT $5 \
-                   FOR UPDATE SKIP LOCKED), \
-                 upd AS ( \
-                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
-                     started_at = $1, updated_at = $1, cancel_requested = false \
-                   FROM picked WHERE t.id = picked.id \
-                   RETURNING {tc}), \
-                 {CLAIMED_EVENTS} \
-                 SELECT {c} FROM upd"
+                "WITH {picked}, {upd} SELECT {c} FROM upd",
+                picked = picked(
+                    "EXISTS (SELECT 1 FROM workers WHERE id = $4 AND status NOT IN ('draining', 'unhealthy'))"
+                ),
+                upd = claim_upd("$4", "$6", from_picked),
             ),
             claim_first: format!(
                 "WITH probe AS ( \
                    SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND deps_pending = 0 \
                        AND constrained AND run_after <= $1) AS constrained_waiting, \
                      (SELECT status FROM workers WHERE id = $4) AS worker_status), \
-                 picked AS ( \
-                   SELECT id FROM tasks \
-                   WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
-                     AND run_after <= $1 \
-                     AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
-                     AND (labels IS NULL OR labels <@ $3::jsonb) \
-                     AND NOT (SELECT constrained_waiting FROM probe) \
-                     AND (SELECT worker_status FROM probe) NOT IN ('draining', 'unhealthy') \
-                   ORDER BY priority DESC, run_after, id \
-                   LIMIT $5 \
-                   FOR UPDATE SKIP LOCKED), \
-                 upd AS ( \
-                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                     lease_token = t.lease_token + 1, worker_id = $4, lease_expires_at = $6, \
-                     started_at = $1, updated_at = $1, cancel_requested = false \
-                   FROM picked WHERE t.id = picked.id \
-                   RETURNING {tc}), \
-                 {CLAIMED_EVENTS} \
+                 {picked}, {upd} \
                  SELECT p.constrained_waiting, p.worker_status, {uc} \
                  FROM probe p LEFT JOIN upd u ON true",
+                picked = picked(
+                    "NOT (SELECT constrained_waiting FROM probe) \
+                     AND (SELECT worker_status FROM probe) NOT IN ('draining', 'unhealthy')"
+                ),
+                upd = claim_upd("$4", "$6", from_picked),
                 uc = cols("u.")
             ),
-            complete_plain: "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
-                        AS i(id, token, result)), \
-                 done AS ( \
-                   UPDATE tasks t SET state = 'succeeded', finished_at = $4, updated_at = $4, \
-                     lease_expires_at = NULL, result = i.result, error_class = NULL, \
-                     error_message = NULL \
-                   FROM i WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $5 \
-                     AND t.state = 'running' AND NOT t.has_dependents AND NOT t.constrained \
-                   RETURNING t.id), \
-                 ev AS (INSERT INTO events (task_id, at, kind, data) \
-                   SELECT id, $4, 'lifecycle', $6 FROM done) \
-                 SELECT id FROM done"
-                .to_string(),
+            complete_plain: completion(" AND NOT t.has_dependents AND NOT t.constrained", "id"),
+            complete_any: completion("", "id, has_dependents, constrained"),
+            claim_candidates: Candidates {
+                filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
+                          AND t.run_after <= $1 \
+                          AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
+                          AND (t.labels IS NULL OR t.labels <@ $3::jsonb)",
+                spent: "CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)",
+                since: "$6",
+                also: " AND EXISTS (SELECT 1 FROM workers WHERE id = $4 \
+                       AND status NOT IN ('draining', 'unhealthy'))",
+                limit: "$5",
+            }
+            .sql(),
             claim_update: format!(
-                "WITH upd AS ( \
-                   UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
-                     lease_token = t.lease_token + 1, worker_id = $2, lease_expires_at = $3, \
-                     started_at = $1, updated_at = $1, cancel_requested = false \
-                   WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued' \
-                   RETURNING {tc}), \
-                 {CLAIMED_EVENTS} \
-                 SELECT {c} FROM upd"
+                "WITH {upd} SELECT {c} FROM upd",
+                upd = claim_upd("$2", "$3", "WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued'"),
             ),
             enqueue: format!(
                 "WITH ins AS ( \

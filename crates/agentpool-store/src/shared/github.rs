@@ -23,12 +23,32 @@ macro_rules! github_store {
             v.and_then(|v| i64::try_from(v).ok())
         }
 
-        fn link_row(r: &<Db as sqlx::Database>::Row) -> Result<GithubLink> {
+        type Query<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+
+        /// Bind what changes as a link is worked on, in the order both the insert and the
+        /// update name them: `comment_id`, `reported_state`, `pr_number`, `pr_url`, `pr_state`,
+        /// `branch`, `done`, `failures`.
+        fn bind_progress<'q>(q: Query<'q>, l: &'q GithubLink) -> Query<'q> {
+            q.bind(opt_i64(l.comment_id))
+                .bind(&l.reported_state)
+                .bind(opt_i64(l.pr_number))
+                .bind(&l.pr_url)
+                .bind(&l.pr_state)
+                .bind(&l.branch)
+                .bind(i64::from(l.done))
+                .bind(i64::from(l.failures))
+        }
+
+        /// The `task_id` of a `github_links` row (TEXT on both backends).
+        fn link_task(r: &<Db as sqlx::Database>::Row) -> Result<TaskId> {
             let id: String = r.try_get("task_id")?;
+            id.parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad task id {id:?} in github_links")))
+        }
+
+        fn link_row(r: &<Db as sqlx::Database>::Row) -> Result<GithubLink> {
             Ok(GithubLink {
-                task_id: id
-                    .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("bad task id {id:?} in github_links")))?,
+                task_id: link_task(r)?,
                 project: r.try_get("project")?,
                 repository: r.try_get("repository")?,
                 number: opt_u64(r.try_get("number")?),
@@ -79,7 +99,7 @@ macro_rules! github_store {
             }
 
             async fn github_insert_link(&self, l: &GithubLink) -> Result<bool> {
-                let done = sqlx::query(
+                let q = sqlx::query(
                     "INSERT INTO github_links (task_id, project, repository, number, kind, comment_id, \
                      reported_state, pr_number, pr_url, pr_state, branch, done, failures, next_try_at, \
                      created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
@@ -89,40 +109,26 @@ macro_rules! github_store {
                 .bind(&l.project)
                 .bind(&l.repository)
                 .bind(opt_i64(l.number))
-                .bind(&l.kind)
-                .bind(opt_i64(l.comment_id))
-                .bind(&l.reported_state)
-                .bind(opt_i64(l.pr_number))
-                .bind(&l.pr_url)
-                .bind(&l.pr_state)
-                .bind(&l.branch)
-                .bind(i64::from(l.done))
-                .bind(i64::from(l.failures))
-                .bind(self.now())
-                .bind(self.now())
-                .execute(&self.$w)
-                .await?;
+                .bind(&l.kind);
+                let done = bind_progress(q, l)
+                    .bind(self.now())
+                    .bind(self.now())
+                    .execute(&self.$w)
+                    .await?;
                 Ok(done.rows_affected() == 1)
             }
 
             async fn github_update_link(&self, l: &GithubLink) -> Result<()> {
-                sqlx::query(
+                let q = sqlx::query(
                     "UPDATE github_links SET comment_id = $2, reported_state = $3, pr_number = $4, \
                      pr_url = $5, pr_state = $6, branch = $7, done = $8, failures = $9, \
                      next_try_at = $10 WHERE task_id = $1",
                 )
-                .bind(l.task_id.to_string())
-                .bind(opt_i64(l.comment_id))
-                .bind(&l.reported_state)
-                .bind(opt_i64(l.pr_number))
-                .bind(&l.pr_url)
-                .bind(&l.pr_state)
-                .bind(&l.branch)
-                .bind(i64::from(l.done))
-                .bind(i64::from(l.failures))
-                .bind(l.next_try_at)
-                .execute(&self.$w)
-                .await?;
+                .bind(l.task_id.to_string());
+                bind_progress(q, l)
+                    .bind(l.next_try_at)
+                    .execute(&self.$w)
+                    .await?;
                 Ok(())
             }
 
@@ -184,12 +190,9 @@ macro_rules! github_store {
                 .bind(number)
                 .fetch_one(&self.$r)
                 .await?;
-                let id: String = row.try_get("task_id")?;
                 Ok(Some(PrTasks {
                     branch: row.try_get("branch")?,
-                    last_task: id
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt(format!("bad task id {id:?} in github_links")))?,
+                    last_task: link_task(&row)?,
                     automatic: u32::try_from(automatic).unwrap_or(u32::MAX),
                 }))
             }

@@ -1,7 +1,8 @@
-//! Queries both backends run with the same SQL, written once. Each file holds a macro that a
-//! backend instantiates in its own module with its database type, so the code is compiled
-//! against concrete sqlx types (no generic bounds over `sqlx::Database`). SQL here uses only
-//! what SQLite and PostgreSQL both accept: `$N` placeholders, `TRUE`/`FALSE`, `CAST`.
+//! Queries both backends run with the same SQL, written once. Each file but [`claim`] (SQL
+//! text that the backends complete and run themselves) holds a macro that a backend
+//! instantiates in its own module with its database type, so the code is compiled against
+//! concrete sqlx types (no generic bounds over `sqlx::Database`). SQL here uses only what
+//! SQLite and PostgreSQL both accept: `$N` placeholders, `TRUE`/`FALSE`, `CAST`.
 //!
 //! The instantiating module provides what differs in how task ids travel:
 //! - `fn tid(TaskId) -> impl Encode` — one task id as bound (TEXT on SQLite, UUID on PostgreSQL),
@@ -10,8 +11,43 @@
 //! - `const FOR_UPDATE: &str` and `FOR_UPDATE_SKIP_LOCKED` — the row-lock clauses (empty on
 //!   SQLite, whose writes are serial),
 //! - `async fn insert_lifecycle(&mut Connection, &LifecycleLog, now)` — the one statement that
-//!   appends a batch of lifecycle events.
+//!   appends a batch of lifecycle events,
+//! - the store's own methods [`store`] lists.
+//!
+//! [`backend`] instantiates all of it in one go.
 
+pub(crate) mod claim;
 pub(crate) mod github;
 pub(crate) mod registry;
+pub(crate) mod store;
 pub(crate) mod tasks;
+
+/// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
+/// `self.$w` and reading through `self.$r`: the modules `registry` and `tasks` (queries),
+/// `store` (the [`crate::Store`] implementation) and `github` (the GitHub bookkeeping).
+macro_rules! backend {
+    ($db:ty, $store:ident, $w:ident, $r:ident) => {
+        /// Workers, projects, credentials and tokens.
+        mod registry {
+            $crate::shared::registry::registry_queries!($db);
+        }
+
+        /// Task queries shared by both backends.
+        mod tasks {
+            use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
+            $crate::shared::tasks::task_queries!($db);
+        }
+
+        /// The [`Store`](crate::Store) implementation shared by both backends.
+        mod store {
+            use super::{registry, tasks};
+            $crate::shared::store::store_impl!(super::$store, $w, $r);
+        }
+
+        /// GitHub bookkeeping (the shared SQL of `shared::github`).
+        mod github {
+            $crate::shared::github::github_store!($db, super::$store, $w, $r);
+        }
+    };
+}
+pub(crate) use backend;

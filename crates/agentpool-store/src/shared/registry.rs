@@ -15,6 +15,29 @@ macro_rules! registry_queries {
         use $crate::{Result, StoreError, TokenRecord};
 
         type Db = $db;
+        type DbRow = <Db as sqlx::Database>::Row;
+
+        /// The row `sql` selects by `key` (bound as `$1`), read with `map`.
+        async fn read_one<T>(
+            r: &Pool<Db>,
+            sql: &str,
+            key: &str,
+            map: fn(&DbRow) -> Result<T>,
+        ) -> Result<Option<T>> {
+            sqlx::query(sql).bind(key).fetch_optional(r).await?.as_ref().map(map).transpose()
+        }
+
+        /// Every row `sql` selects, read with `map`.
+        async fn read_all<T>(r: &Pool<Db>, sql: &str, map: fn(&DbRow) -> Result<T>) -> Result<Vec<T>> {
+            sqlx::query(sql).fetch_all(r).await?.iter().map(map).collect()
+        }
+
+        /// Change (or delete) the one `what` record `sql` names by `id` (bound as `$1`):
+        /// `NotFound` when there is none.
+        async fn write_one(w: &Pool<Db>, sql: &str, what: &'static str, id: &str) -> Result<()> {
+            let n = sqlx::query(sql).bind(id).execute(w).await?.rows_affected();
+            common::found(n, what, id)
+        }
 
         /// Tasks running per worker (of `worker` only, when given).
         pub(crate) async fn running_counts(
@@ -41,7 +64,7 @@ macro_rules! registry_queries {
 
         async fn with_running(
             r: &Pool<Db>,
-            row: &<Db as sqlx::Database>::Row,
+            row: &DbRow,
             id: &WorkerId,
         ) -> Result<Worker> {
             let running = running_counts(r, Some(id)).await?;
@@ -108,10 +131,7 @@ macro_rules! registry_queries {
                 .bind(id.as_str())
                 .fetch_optional(w)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "worker",
-                    id: id.to_string(),
-                })?;
+                .ok_or_else(|| StoreError::not_found("worker", id))?;
             with_running(r, &row, id).await
         }
 
@@ -137,10 +157,7 @@ macro_rules! registry_queries {
                     .await?
                     .rows_affected();
             if n == 0 && get_worker(w, id).await?.is_none() {
-                return Err(StoreError::NotFound {
-                    what: "worker",
-                    id: id.to_string(),
-                });
+                return Err(StoreError::not_found("worker", id));
             }
             Ok(())
         }
@@ -196,31 +213,15 @@ macro_rules! registry_queries {
         }
 
         pub(crate) async fn get_project(r: &Pool<Db>, name: &str) -> Result<Option<Project>> {
-            sqlx::query("SELECT * FROM projects WHERE name = $1")
-                .bind(name)
-                .fetch_optional(r)
-                .await?
-                .as_ref()
-                .map(project_row)
-                .transpose()
+            read_one(r, "SELECT * FROM projects WHERE name = $1", name, project_row).await
         }
 
         pub(crate) async fn list_projects(r: &Pool<Db>) -> Result<Vec<Project>> {
-            sqlx::query("SELECT * FROM projects ORDER BY name")
-                .fetch_all(r)
-                .await?
-                .iter()
-                .map(project_row)
-                .collect()
+            read_all(r, "SELECT * FROM projects ORDER BY name", project_row).await
         }
 
         pub(crate) async fn delete_project(w: &Pool<Db>, name: &str) -> Result<()> {
-            let n = sqlx::query("DELETE FROM projects WHERE name = $1")
-                .bind(name)
-                .execute(w)
-                .await?
-                .rows_affected();
-            common::found(n, "project", name)
+            write_one(w, "DELETE FROM projects WHERE name = $1", "project", name).await
         }
 
         pub(crate) async fn put_credential(
@@ -260,12 +261,7 @@ macro_rules! registry_queries {
         }
 
         pub(crate) async fn delete_credential(w: &Pool<Db>, name: &str) -> Result<()> {
-            let n = sqlx::query("DELETE FROM credentials WHERE name = $1")
-                .bind(name)
-                .execute(w)
-                .await?
-                .rows_affected();
-            common::found(n, "credential", name)
+            write_one(w, "DELETE FROM credentials WHERE name = $1", "credential", name).await
         }
 
         pub(crate) async fn put_profile(w: &Pool<Db>, p: &agentpool_core::Profile, now: i64) -> Result<()> {
@@ -305,12 +301,7 @@ macro_rules! registry_queries {
         }
 
         pub(crate) async fn delete_profile(w: &Pool<Db>, name: &str) -> Result<()> {
-            let n = sqlx::query("DELETE FROM profiles WHERE name = $1")
-                .bind(name)
-                .execute(w)
-                .await?
-                .rows_affected();
-            common::found(n, "profile", name)
+            write_one(w, "DELETE FROM profiles WHERE name = $1", "profile", name).await
         }
 
         pub(crate) async fn create_token(w: &Pool<Db>, t: TokenRecord) -> Result<()> {
@@ -330,31 +321,15 @@ macro_rules! registry_queries {
         }
 
         pub(crate) async fn find_token(r: &Pool<Db>, hash: &str) -> Result<Option<TokenRecord>> {
-            sqlx::query("SELECT * FROM tokens WHERE hash = $1")
-                .bind(hash)
-                .fetch_optional(r)
-                .await?
-                .as_ref()
-                .map(token_row)
-                .transpose()
+            read_one(r, "SELECT * FROM tokens WHERE hash = $1", hash, token_row).await
         }
 
         pub(crate) async fn list_tokens(r: &Pool<Db>) -> Result<Vec<TokenRecord>> {
-            sqlx::query("SELECT * FROM tokens ORDER BY created_at, id")
-                .fetch_all(r)
-                .await?
-                .iter()
-                .map(token_row)
-                .collect()
+            read_all(r, "SELECT * FROM tokens ORDER BY created_at, id", token_row).await
         }
 
         pub(crate) async fn revoke_token(w: &Pool<Db>, id: &str) -> Result<()> {
-            let n = sqlx::query("UPDATE tokens SET revoked = TRUE WHERE id = $1")
-                .bind(id)
-                .execute(w)
-                .await?
-                .rows_affected();
-            common::found(n, "token", id)
+            write_one(w, "UPDATE tokens SET revoked = TRUE WHERE id = $1", "token", id).await
         }
     };
 }

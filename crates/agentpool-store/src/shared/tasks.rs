@@ -310,10 +310,7 @@ macro_rules! task_queries {
                 .bind(tid(id))
                 .fetch_optional(&mut *conn)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "task",
-                    id: id.to_string(),
-                })?;
+                .ok_or_else(|| StoreError::not_found("task", id))?;
             let t = task(&r)?;
             let has_dependents = r.flag("has_dependents")?;
             let mut log = LifecycleLog::default();
@@ -370,10 +367,7 @@ macro_rules! task_queries {
                 .bind(tid(id))
                 .fetch_optional(&mut *conn)
                 .await?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "task",
-                    id: id.to_string(),
-                })?;
+                .ok_or_else(|| StoreError::not_found("task", id))?;
             agentpool_core::task::retry(common::parse_state(&state)?)?;
             let deps = sqlx::query(
                 "SELECT d.dep_id, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id \

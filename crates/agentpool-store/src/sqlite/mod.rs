@@ -3,43 +3,23 @@
 //! in `BEGIN IMMEDIATE` transactions; the work signal is in-process.
 //!
 //! What only SQLite does is in [`queue`] (enqueue, claim, heartbeat, complete, events, purge);
-//! everything else is the shared SQL of [`crate::shared`], instantiated in [`registry`] and
-//! [`tasks`].
+//! everything else is the shared code of [`crate::shared`], instantiated in [`registry`],
+//! [`tasks`] and [`store`].
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
-use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{
-    Event, Lease, NewEvent, Project, Task, TaskId, TaskResult, TaskSpec, TaskState, Worker, WorkerId,
-};
-use async_trait::async_trait;
+use agentpool_core::TaskId;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Executor, Row, Sqlite, SqliteConnection, Transaction};
 
-use crate::common::{self, Ending, LifecycleLog, StoreRow, corrupt, dur_ms, json, ts};
-use crate::{
-    ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Store, StoreConfig, StoreError, TaskDetail,
-    TaskFilter, TokenRecord, WorkListener, WorkSignal,
-};
+use crate::common::{self, LifecycleLog, StoreRow, corrupt, json};
+use crate::{Result, StoreConfig, WorkSignal};
 
-mod github;
 mod pool;
 mod queue;
 
-/// Workers, projects, credentials and tokens.
-mod registry {
-    crate::shared::registry::registry_queries!(sqlx::Sqlite);
-}
-
-/// Task queries shared with PostgreSQL.
-mod tasks {
-    use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
-    crate::shared::tasks::task_queries!(sqlx::Sqlite);
-}
+crate::shared::backend!(sqlx::Sqlite, SqliteStore, writer, reader);
 
 /// No row locks: every write runs in a `BEGIN IMMEDIATE` transaction on the one writer.
 const FOR_UPDATE: &str = "";
@@ -83,7 +63,7 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
     Ok(())
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// The only connection that writes (see [`pool`]).
@@ -151,6 +131,12 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// Nothing to tell: there are no other replicas, and claimers in this process are woken
+    /// through the work signal.
+    async fn announce<'c>(&self, _conn: impl Executor<'c, Database = Sqlite>, _count: u32) -> Result<()> {
+        Ok(())
+    }
+
     /// Wake claimers now, and again when these run_after times come due.
     fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
         self.signal
@@ -169,255 +155,4 @@ impl StoreRow for SqliteRow {
     }
 
     common::plain_row_reads!();
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued> {
-        let mut v = self.enqueue_batch(vec![spec]).await?;
-        v.pop()
-            .ok_or_else(|| StoreError::Corrupt("enqueue returned nothing".into()))
-    }
-
-    async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
-        self.enqueue_many(specs).await
-    }
-
-    async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
-        tasks::get_task(&self.reader, id, self.now()).await
-    }
-
-    async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
-        self.list(f).await
-    }
-
-    async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
-        tasks::count_by_state(&self.reader).await
-    }
-
-    async fn cancel(&self, id: TaskId) -> Result<Task> {
-        let mut tx = self.begin().await?;
-        let t = tasks::cancel(&mut tx, id, self.now()).await?;
-        tx.commit().await?;
-        Ok(t)
-    }
-
-    async fn retry(&self, id: TaskId) -> Result<Task> {
-        let mut tx = self.begin().await?;
-        let t = tasks::retry(&mut tx, id, self.now()).await?;
-        tx.commit().await?;
-        self.signal.notify();
-        Ok(t)
-    }
-
-    async fn claim(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
-        let mut claimed = self.claim_in_order(f).await?;
-        tasks::resume_sessions(&self.reader, &mut claimed).await?;
-        Ok(claimed)
-    }
-
-    async fn heartbeat(
-        &self,
-        worker: &WorkerId,
-        leases: &[Lease],
-        lease_ttl: Duration,
-    ) -> Result<HeartbeatReply> {
-        self.beat(worker, leases, lease_ttl).await
-    }
-
-    async fn complete(&self, worker: &WorkerId, lease: Lease, result: TaskResult) -> Result<()> {
-        let mut v = self.complete_batch(worker, vec![(lease, result)]).await?;
-        v.pop()
-            .unwrap_or_else(|| Err(StoreError::Corrupt("complete returned nothing".into())))
-    }
-
-    async fn complete_batch(
-        &self,
-        worker: &WorkerId,
-        items: Vec<(Lease, TaskResult)>,
-    ) -> Result<Vec<Result<()>>> {
-        self.complete_many(worker, items).await
-    }
-
-    async fn fail(&self, worker: &WorkerId, lease: Lease, failure: Failure) -> Result<FailOutcome> {
-        let now = self.now();
-        let mut tx = self.begin().await?;
-        let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
-        tx.commit().await?;
-        if f.wake {
-            self.signal.notify();
-        }
-        Ok(match f.ending {
-            Ending::Requeue { delay, .. } => {
-                let run_after = now + dur_ms(delay);
-                self.wake_at([run_after]);
-                FailOutcome::Retrying {
-                    run_after: ts(run_after),
-                    attempt: u32::try_from(f.attempt).unwrap_or(0),
-                }
-            }
-            Ending::Finish { state, .. } => FailOutcome::Finished { state },
-        })
-    }
-
-    async fn append_events(&self, task: TaskId, lease: Option<Lease>, events: Vec<NewEvent>) -> Result<()> {
-        self.append(task, lease, events).await
-    }
-
-    async fn list_events(&self, task: TaskId, after: i64, limit: u32) -> Result<Vec<Event>> {
-        tasks::list_events(&self.reader, task, after, limit).await
-    }
-
-    async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
-        if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
-            loop {
-                let mut tx = self.begin().await?;
-                let (n, wake) =
-                    tasks::rescue_batch(&mut tx, &self.config.retry, self.now(), Some(id)).await?;
-                tx.commit().await?;
-                if wake {
-                    self.signal
-                        .notify_n(&crate::Scope::Any, u32::try_from(n).unwrap_or(u32::MAX));
-                }
-                if (n as i64) < common::EXPIRE_BATCH {
-                    break;
-                }
-            }
-        }
-        registry::register_worker(&self.writer, &self.reader, reg, self.now()).await
-    }
-
-    async fn get_worker(&self, id: &WorkerId) -> Result<Option<Worker>> {
-        registry::get_worker(&self.reader, id).await
-    }
-
-    async fn list_workers(&self) -> Result<Vec<Worker>> {
-        registry::list_workers(&self.reader).await
-    }
-
-    async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
-        registry::drain_worker(&self.writer, &self.reader, id).await
-    }
-
-    async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()> {
-        registry::report_worker_cache(&self.writer, id, cache).await
-    }
-
-    async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
-        registry::mark_worker_unhealthy(&self.writer, id).await
-    }
-
-    async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {
-        let mut tx = self.begin().await?;
-        registry::deregister_worker(&mut tx, id, self.now()).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
-        let p = registry::put_project(&self.writer, spec, self.now()).await?;
-        self.signal.notify();
-        Ok(p)
-    }
-
-    async fn get_project(&self, name: &str) -> Result<Option<Project>> {
-        registry::get_project(&self.reader, name).await
-    }
-
-    async fn list_projects(&self) -> Result<Vec<Project>> {
-        registry::list_projects(&self.reader).await
-    }
-
-    async fn delete_project(&self, name: &str) -> Result<()> {
-        registry::delete_project(&self.writer, name).await
-    }
-
-    async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()> {
-        registry::put_credential(&self.writer, name, ciphertext, self.now()).await
-    }
-
-    async fn get_credential(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        registry::get_credential(&self.reader, name).await
-    }
-
-    async fn list_credentials(&self) -> Result<Vec<String>> {
-        registry::list_credentials(&self.reader).await
-    }
-
-    async fn delete_credential(&self, name: &str) -> Result<()> {
-        registry::delete_credential(&self.writer, name).await
-    }
-
-    async fn put_profile(&self, p: &agentpool_core::Profile) -> Result<()> {
-        registry::put_profile(&self.writer, p, self.now()).await
-    }
-
-    async fn get_profile(&self, name: &str) -> Result<Option<agentpool_core::Profile>> {
-        registry::get_profile(&self.reader, name).await
-    }
-
-    async fn list_profiles(&self) -> Result<Vec<agentpool_core::Profile>> {
-        registry::list_profiles(&self.reader).await
-    }
-
-    async fn delete_profile(&self, name: &str) -> Result<()> {
-        registry::delete_profile(&self.writer, name).await
-    }
-
-    async fn create_token(&self, t: TokenRecord) -> Result<()> {
-        registry::create_token(&self.writer, t).await
-    }
-
-    async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
-        registry::find_token(&self.reader, hash).await
-    }
-
-    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
-        registry::list_tokens(&self.reader).await
-    }
-
-    async fn revoke_token(&self, id: &str) -> Result<()> {
-        registry::revoke_token(&self.writer, id).await
-    }
-
-    async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64> {
-        registry::mark_workers_offline(&self.writer, threshold, self.now()).await
-    }
-
-    async fn requeue_expired(&self) -> Result<u64> {
-        let now = self.now();
-        let mut total = 0;
-        // In batches, each its own short transaction, until none is left: one pass rescues
-        // every expired lease without holding the writer for long.
-        loop {
-            let mut tx = self.begin().await?;
-            let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, None).await?;
-            tx.commit().await?;
-            if wake {
-                self.signal
-                    .notify_n(&crate::Scope::Any, u32::try_from(n).unwrap_or(u32::MAX));
-            }
-            total += n as u64;
-            if (n as i64) < common::EXPIRE_BATCH {
-                return Ok(total);
-            }
-        }
-    }
-
-    async fn purge_finished(&self, retention: Duration) -> Result<u64> {
-        self.purge(retention).await
-    }
-
-    fn work_listener(&self) -> WorkListener {
-        self.signal.listener()
-    }
-
-    fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
-        self.signal.waiter(filter)
-    }
-
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
 }

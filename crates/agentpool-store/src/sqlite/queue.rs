@@ -3,25 +3,45 @@
 //! event appends, listing with `json_each` label filters, and purging in batches.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
 use agentpool_core::{
     ErrorClass, Lease, Lifecycle, NewEvent, Task, TaskId, TaskResult, TaskSpec, TaskState, WorkerId,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{SqliteStore, insert_lifecycle, tasks};
 use crate::common::{
-    self, Candidate, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
+    self, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
 };
+use crate::shared::claim::Candidates;
 use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
 
-/// How many finished tasks one purge statement deletes, so a large purge does not hold the
-/// writer for long.
-const PURGE_BATCH: i64 = 2000;
+/// The constrained tasks a claim may take, checked against branch locks, project slots and
+/// budgets; `?1` now, `?2` the worker's agents and `?3` its labels (JSON), `?4` the limit,
+/// `?5` the start of the budget day.
+static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
+    Candidates {
+        filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
+                  AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
+                  AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
+                       WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
+                                         WHERE w.key = l.key AND w.value = l.value)))",
+        spent: "json_extract(s.result, '$.cost_usd')",
+        since: "?5",
+        also: "",
+        limit: "?4",
+    }
+    .sql()
+});
 
 impl SqliteStore {
+    /// How many finished tasks one purge transaction deletes, so a large purge does not hold
+    /// the writer for long.
+    pub(super) const PURGE_BATCH: i64 = 2000;
+
     async fn enqueue_in(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
@@ -128,20 +148,13 @@ impl SqliteStore {
         }
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
-        if out.iter().any(|e| e.created) {
-            let (scope, count) = crate::enqueued_scope(
-                out.iter()
-                    .filter(|e| e.created && e.task.state == agentpool_core::TaskState::Queued)
-                    .map(|e| (&e.task.spec, common::ms(e.task.run_after))),
-                now,
-            );
-            self.signal.notify_n(&scope, count);
-            self.wake_at(
-                out.iter()
-                    .filter(|e| e.created)
-                    .map(|e| common::ms(e.task.run_after)),
-            );
-        }
+        let (scope, count) = crate::enqueued_scope(
+            out.iter()
+                .filter(|e| e.created && e.task.state == agentpool_core::TaskState::Queued)
+                .map(|e| (&e.task.spec, common::ms(e.task.run_after))),
+            now,
+        );
+        self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }
 
@@ -197,60 +210,22 @@ impl SqliteStore {
             .await?;
         match status.as_deref() {
             None => {
-                return Err(StoreError::NotFound {
-                    what: "worker",
-                    id: f.worker_id.to_string(),
-                });
+                return Err(StoreError::not_found("worker", &f.worker_id));
             }
             Some("draining" | "unhealthy") => return Ok(Vec::new()),
             Some(_) => {}
         }
         let max = usize::try_from(f.max).unwrap_or(usize::MAX);
         let window = i64::from(f.max).saturating_mul(2).saturating_add(8);
-        let rows = sqlx::query(
-            "SELECT t.id, t.lock_key, t.project, \
-               CASE WHEN t.project IS NULL THEN 0 ELSE \
-                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
-               END AS project_running, \
-               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
-             FROM tasks t \
-             WHERE t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
-               AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
-               AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
-                    WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
-                                      WHERE w.key = l.key AND w.value = l.value))) \
-               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
-                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
-                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
-               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
-                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
-                      (SELECT COALESCE(SUM(json_extract(s.result, '$.cost_usd')), 0) \
-                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
-                         AND s.updated_at >= ?5))) \
-             ORDER BY t.priority DESC, t.run_after, t.id \
-             LIMIT ?4",
-        )
-        .bind(now)
-        .bind(json(&f.agents)?)
-        .bind(json(&f.labels)?)
-        .bind(window)
-        .bind(common::utc_day_start(now))
-        .fetch_all(&mut *tx)
-        .await?;
-        let cands = rows
-            .iter()
-            .map(|r| {
-                Ok(Candidate {
-                    id: r.task_id("id")?,
-                    lock_key: r.try_get("lock_key")?,
-                    project: r.try_get("project")?,
-                    project_running: r.try_get("project_running")?,
-                    project_slots: r.try_get("project_slots")?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(&CLAIM_CANDIDATES)
+            .bind(now)
+            .bind(json(&f.agents)?)
+            .bind(json(&f.labels)?)
+            .bind(window)
+            .bind(common::utc_day_start(now))
+            .fetch_all(&mut *tx)
+            .await?;
+        let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
         let picked = common::pick_candidates(&cands, max);
         if picked.is_empty() {
             tx.commit().await?;
@@ -284,21 +259,7 @@ impl SqliteStore {
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         let order: HashMap<TaskId, usize> = picked.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let mut claimed = rows
-            .iter()
-            .map(|r| {
-                let t = task(r)?;
-                let token = t
-                    .lease_token
-                    .ok_or_else(|| StoreError::Corrupt("claimed task without token".into()))?;
-                Ok(ClaimedTask {
-                    lease: Lease { task_id: t.id, token },
-                    attempt: t.attempts,
-                    resume_session: None,
-                    task: t,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut claimed = common::claimed_tasks(&rows)?;
         claimed.sort_by_key(|c| order.get(&c.task.id).copied().unwrap_or(usize::MAX));
         Ok(claimed)
     }
@@ -322,10 +283,7 @@ impl SqliteStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(status) = status else {
-            return Err(StoreError::NotFound {
-                what: "worker",
-                id: worker.to_string(),
-            });
+            return Err(StoreError::not_found("worker", worker));
         };
         let mut reply = HeartbeatReply {
             drain: status == "draining",
@@ -415,9 +373,6 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         let ok: Option<i64> = match lease {
             Some(l) => {
-                if l.task_id != task {
-                    return Err(StoreError::StaleLease(task));
-                }
                 sqlx::query_scalar(
                     "SELECT 1 FROM tasks WHERE id = ? AND lease_token = ? AND state = 'running'",
                 )
@@ -434,13 +389,7 @@ impl SqliteStore {
             }
         };
         if ok.is_none() {
-            return Err(match lease {
-                Some(_) => StoreError::StaleLease(task),
-                None => StoreError::NotFound {
-                    what: "task",
-                    id: task.to_string(),
-                },
-            });
+            return Err(common::append_refused(task, lease));
         }
         for e in events {
             sqlx::query("INSERT INTO events (task_id, at, kind, data) VALUES (?, ?, ?, ?)")
@@ -455,23 +404,19 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn purge(&self, retention: Duration) -> Result<u64> {
-        let cutoff = self.now() - dur_ms(retention);
-        let mut total = 0;
-        loop {
-            let mut tx = self.begin().await?;
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
-                 AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?",
-            )
-            .bind(cutoff)
-            .bind(PURGE_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            if ids.is_empty() {
-                tx.commit().await?;
-                break;
-            }
+    /// Delete up to [`Self::PURGE_BATCH`] tasks finished before `cutoff`, with their
+    /// attempts, events and dependency edges, in one transaction; how many.
+    pub(super) async fn purge_batch(&self, cutoff: i64) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ? \
+             AND state IN ('succeeded', 'failed', 'canceled') LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(Self::PURGE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
             let ids_json = json(&ids)?;
             for sql in [
                 "DELETE FROM events WHERE task_id IN (SELECT value FROM json_each(?))",
@@ -482,12 +427,8 @@ impl SqliteStore {
             ] {
                 sqlx::query(sql).bind(&ids_json).execute(&mut *tx).await?;
             }
-            tx.commit().await?;
-            total += ids.len() as u64;
-            if (ids.len() as i64) < PURGE_BATCH {
-                break;
-            }
         }
-        Ok(total)
+        tx.commit().await?;
+        Ok(ids.len() as u64)
     }
 }

@@ -34,10 +34,10 @@ async fn a_spent_daily_budget_holds_the_projects_tasks_until_the_next_utc_day(h:
         cost_usd: Some(0.06),
         ..TaskResult::default()
     };
-    h.store.complete(&w.id, c.lease, spent).await.unwrap();
+    w.complete_with(c.lease, spent).await;
 
-    let held = h.store.enqueue(in_project("second")).await.unwrap().task.id;
-    let free = h.store.enqueue(cmd("no project")).await.unwrap().task.id;
+    let held = h.submit(in_project("second")).await;
+    let free = h.submit(cmd("no project")).await;
     let got = w.claim(2).await;
     assert_eq!(got.len(), 1, "only the task outside the project runs");
     assert_eq!(got[0].task.id, free);
@@ -70,19 +70,16 @@ async fn a_spent_daily_budget_holds_the_projects_tasks_until_the_next_utc_day(h:
     h.store.put_project(project(Some(1.0))).await.unwrap();
     let c = w.claim(1).await.remove(0);
     assert_eq!(c.task.id, held);
-    h.store
-        .complete(
-            &w.id,
-            c.lease,
-            TaskResult {
-                cost_usd: Some(2.0),
-                ..TaskResult::default()
-            },
-        )
-        .await
-        .unwrap();
+    w.complete_with(
+        c.lease,
+        TaskResult {
+            cost_usd: Some(2.0),
+            ..TaskResult::default()
+        },
+    )
+    .await;
     // … and a new UTC day starts a new budget.
-    let next = h.store.enqueue(in_project("third")).await.unwrap().task.id;
+    let next = h.submit(in_project("third")).await;
     assert!(w.claim(1).await.is_empty(), "today's budget is spent again");
     let wait = next_midnight - h.clock.now_ms() + 1;
     h.clock

@@ -4,7 +4,7 @@ use agentpool_core::{ErrorClass, TaskResult, TaskState};
 use agentpool_store::{Failure, StoreError};
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd};
+use crate::harness::{Harness, TTL, cmd, failure};
 
 both!(
     cancel_queued_task_ends_it_at_once,
@@ -13,7 +13,7 @@ both!(
 
 async fn cancel_queued_task_ends_it_at_once(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let t = h.store.cancel(id).await.unwrap();
     assert_eq!(t.state, TaskState::Canceled);
     assert_eq!(t.error_class, Some(ErrorClass::Canceled));
@@ -30,7 +30,7 @@ async fn cancel_queued_task_ends_it_at_once(h: Harness) {
 
 async fn cancel_running_task_tells_its_worker(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await.remove(0);
     let t = h.store.cancel(id).await.unwrap();
     assert_eq!(t.state, TaskState::Running);
@@ -38,20 +38,15 @@ async fn cancel_running_task_tells_its_worker(h: Harness) {
     let hb = h.store.heartbeat(&w.id, &[c.lease], TTL).await.unwrap();
     assert_eq!(hb.cancel, vec![id]);
     // Whatever the worker reports after killing the agent, the task ends canceled.
-    let out = h
-        .store
+    let out = w
         .fail(
-            &w.id,
             c.lease,
             Failure {
-                class: ErrorClass::AgentError,
-                message: "killed".into(),
-                retry_after: None,
                 result: Some(TaskResult::default()),
+                ..failure(ErrorClass::AgentError, "killed")
             },
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(
         out,
         agentpool_core::protocol::FailOutcome::Finished {

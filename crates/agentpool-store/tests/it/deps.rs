@@ -1,10 +1,10 @@
 //! Dependencies: order of a chain, failure cascade, and validation at submit.
 
-use agentpool_core::{ErrorClass, TaskResult, TaskSpec, TaskState};
-use agentpool_store::{Failure, StoreError, WaitReason};
+use agentpool_core::{ErrorClass, TaskSpec, TaskState};
+use agentpool_store::{StoreError, WaitReason};
 
 use crate::both;
-use crate::harness::{Harness, cmd, ids};
+use crate::harness::{Harness, cmd, failure, ids};
 
 both!(
     dependency_chain_runs_in_order,
@@ -21,9 +21,9 @@ fn after(spec: TaskSpec, deps: &[agentpool_core::TaskId]) -> TaskSpec {
 
 async fn dependency_chain_runs_in_order(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
-    let b = h.store.enqueue(after(cmd("b"), &[a])).await.unwrap().task.id;
-    let c = h.store.enqueue(after(cmd("c"), &[a, b])).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
+    let b = h.submit(after(cmd("b"), &[a])).await;
+    let c = h.submit(after(cmd("c"), &[a, b])).await;
     let d = h.store.get_task(c).await.unwrap().unwrap();
     assert_eq!(
         d.waiting,
@@ -43,35 +43,21 @@ async fn dependency_chain_runs_in_order(h: Harness) {
         }
         assert_eq!(got.len(), 1, "only one link of the chain is runnable at a time");
         order.extend(ids(&got));
-        h.store
-            .complete(&w.id, got[0].lease, TaskResult::default())
-            .await
-            .unwrap();
+        w.complete(got[0].lease).await;
     }
     assert_eq!(order, vec![a, b, c]);
 }
 
 async fn failed_dependency_fails_its_dependents(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
-    let b = h.store.enqueue(after(cmd("b"), &[a])).await.unwrap().task.id;
-    let c = h.store.enqueue(after(cmd("c"), &[b])).await.unwrap().task.id;
-    let unrelated = h.store.enqueue(cmd("u")).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
+    let b = h.submit(after(cmd("b"), &[a])).await;
+    let c = h.submit(after(cmd("c"), &[b])).await;
+    let unrelated = h.submit(cmd("u")).await;
     let got = w.claim(1).await;
     assert_eq!(ids(&got), vec![a]);
-    h.store
-        .fail(
-            &w.id,
-            got[0].lease,
-            Failure {
-                class: ErrorClass::InvalidTask,
-                message: "bad ref".into(),
-                retry_after: None,
-                result: None,
-            },
-        )
-        .await
-        .unwrap();
+    w.fail(got[0].lease, failure(ErrorClass::InvalidTask, "bad ref"))
+        .await;
     for id in [b, c] {
         let t = h.store.get_task(id).await.unwrap().unwrap().task;
         assert_eq!(t.state, TaskState::Failed);

@@ -34,7 +34,7 @@ async fn a_task_wakes_one_waiter_not_all(h: Harness) {
             rx,
         ));
     }
-    let id = h.store.enqueue(cmd("one")).await.unwrap().task.id;
+    let id = h.submit(cmd("one")).await;
     // The enqueue hands its wake-ups out before it returns: a waiter it woke is runnable now.
     let (first, i, _) = futures::future::select_all(waiters.iter_mut().map(|(_, rx)| rx)).await;
     assert!(first.is_ok());

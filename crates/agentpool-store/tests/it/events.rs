@@ -13,7 +13,7 @@ both!(
 /// Four writers append batches to one task at once (a worker's agent events and the server's
 /// lifecycle events, say): nothing is lost and each writer's events keep their order.
 async fn concurrent_appends_keep_each_writers_order(h: Harness) {
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let mut handles = Vec::new();
     for w in 0..4 {
         let store = h.store.clone();
@@ -52,10 +52,10 @@ async fn concurrent_appends_keep_each_writers_order(h: Harness) {
 }
 
 async fn events_page_in_order_with_a_cursor(h: Harness) {
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let queued = h.store.list_events(id, 0, 10).await.unwrap();
     assert_eq!(queued.len(), 1, "the queued event");
-    let other = h.store.enqueue(cmd("y")).await.unwrap().task.id;
+    let other = h.submit(cmd("y")).await;
     let batch: Vec<_> = (0..5)
         .map(|i| NewEvent::log("stdout", format!("line {i}")))
         .collect();

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::ClaimedTask;
+use agentpool_core::protocol::{ClaimedTask, FailOutcome};
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{Labels, TaskSpec, WorkerId};
-use agentpool_store::{ClaimFilter, Clock, Store, StoreConfig, open_store_with};
+use agentpool_core::{ErrorClass, Labels, Lease, NewEvent, TaskId, TaskResult, TaskSpec, WorkerId};
+use agentpool_store::{ClaimFilter, Clock, Failure, Store, StoreConfig, open_store_with};
 use agentpool_testkit::db::{Backend, TestDb};
 use agentpool_testkit::worker::registration;
 
@@ -87,6 +87,18 @@ impl Harness {
             .expect("put project");
     }
 
+    /// Enqueue `spec`; the new task's id.
+    pub async fn submit(&self, spec: TaskSpec) -> TaskId {
+        self.store.enqueue(spec).await.expect("enqueue").task.id
+    }
+
+    /// Enqueue `specs` in one batch; the new tasks' ids, in order.
+    pub async fn submit_all(&self, specs: impl IntoIterator<Item = TaskSpec>) -> Vec<TaskId> {
+        let batch = self.store.enqueue_batch(specs.into_iter().collect());
+        let enqueued = batch.await.expect("enqueue batch");
+        enqueued.into_iter().map(|e| e.task.id).collect()
+    }
+
     /// Register a worker with the given agents and labels.
     pub async fn worker(&self, name: &str, agents: &[&str], lbls: &[(&str, &str)]) -> Worker {
         let id = WorkerId::parse(name).expect("worker id");
@@ -131,6 +143,42 @@ impl Worker {
 
     pub async fn claim(&self, max: u32) -> Vec<ClaimedTask> {
         self.store.claim(&self.filter(max)).await.expect("claim")
+    }
+
+    /// Report the attempt under `lease` succeeded, with an empty result.
+    pub async fn complete(&self, lease: Lease) {
+        self.complete_with(lease, TaskResult::default()).await;
+    }
+
+    pub async fn complete_with(&self, lease: Lease, result: TaskResult) {
+        self.store
+            .complete(&self.id, lease, result)
+            .await
+            .expect("complete");
+    }
+
+    /// Append a line of stdout to the task under `lease`.
+    pub async fn log(&self, lease: Lease, line: &str) {
+        let events = vec![NewEvent::log("stdout", line)];
+        self.store
+            .append_events(lease.task_id, Some(lease), events)
+            .await
+            .expect("append events");
+    }
+
+    /// Report the attempt under `lease` failed; what became of the task.
+    pub async fn fail(&self, lease: Lease, failure: Failure) -> FailOutcome {
+        self.store.fail(&self.id, lease, failure).await.expect("fail")
+    }
+}
+
+/// A failure of `class` saying `message`, with nothing else reported.
+pub fn failure(class: ErrorClass, message: &str) -> Failure {
+    Failure {
+        class,
+        message: message.into(),
+        retry_after: None,
+        result: None,
     }
 }
 

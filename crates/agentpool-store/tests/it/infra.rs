@@ -7,7 +7,7 @@ use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
 use agentpool_store::Failure;
 
 use crate::both;
-use crate::harness::{Harness, cmd};
+use crate::harness::{Harness, cmd, failure};
 
 both!(
     worker_errors_release_the_task_without_using_attempts,
@@ -15,23 +15,21 @@ both!(
 );
 
 fn worker_error() -> Failure {
-    Failure {
-        class: ErrorClass::WorkerError,
-        message: "could not run git: No such file or directory (os error 2)".into(),
-        retry_after: None,
-        result: None,
-    }
+    failure(
+        ErrorClass::WorkerError,
+        "could not run git: No such file or directory (os error 2)",
+    )
 }
 
 async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
     let w = h.worker("broken", &["command"], &[]).await;
     let mut spec = cmd("true");
     spec.max_attempts = Some(2);
-    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let id = h.submit(spec).await;
     for n in 0..MAX_WORKER_RELEASES {
         let c = w.claim(1).await.remove(0);
         assert_eq!(c.attempt, 1, "release {n} used no attempt");
-        let out = h.store.fail(&w.id, c.lease, worker_error()).await.unwrap();
+        let out = w.fail(c.lease, worker_error()).await;
         assert!(matches!(out, FailOutcome::Retrying { .. }), "{out:?}");
         let t = h.store.get_task(id).await.unwrap().unwrap().task;
         assert_eq!(t.state, TaskState::Queued);
@@ -40,7 +38,7 @@ async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
     }
     // Past the bound it counts like any retryable failure: attempt 1 of 2 used.
     let c = w.claim(1).await.remove(0);
-    h.store.fail(&w.id, c.lease, worker_error()).await.unwrap();
+    w.fail(c.lease, worker_error()).await;
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Queued);
     assert_eq!(d.task.attempts, 1);

@@ -7,7 +7,7 @@ use agentpool_core::{AttemptOutcome, ErrorClass, NewEvent, TaskResult, TaskState
 use agentpool_store::StoreError;
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd};
+use crate::harness::{Harness, TTL, cmd, failure};
 
 both!(
     expired_lease_is_reclaimed_and_stale_complete_refused,
@@ -19,7 +19,7 @@ both!(
 async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
     let a = h.worker("a", &["command"], &[]).await;
     let b = h.worker("b", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("slow")).await.unwrap().task.id;
+    let id = h.submit(cmd("slow")).await;
     let first = a.claim(1).await.remove(0);
     assert_eq!(h.store.requeue_expired().await.unwrap(), 0, "lease still valid");
     h.clock.advance(TTL + Duration::from_secs(1));
@@ -35,17 +35,14 @@ async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Running, "stale complete changed nothing");
     assert_eq!(d.task.worker_id.as_ref(), Some(&b.id));
-    h.store
-        .complete(
-            &b.id,
-            second.lease,
-            TaskResult {
-                commit_sha: Some("abc".into()),
-                ..TaskResult::default()
-            },
-        )
-        .await
-        .unwrap();
+    b.complete_with(
+        second.lease,
+        TaskResult {
+            commit_sha: Some("abc".into()),
+            ..TaskResult::default()
+        },
+    )
+    .await;
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Succeeded);
     assert_eq!(d.task.result.unwrap().commit_sha.as_deref(), Some("abc"));
@@ -56,16 +53,7 @@ async fn expired_lease_is_reclaimed_and_stale_complete_refused(h: Harness) {
     // The stale worker's fail is refused as well.
     let f = h
         .store
-        .fail(
-            &a.id,
-            first.lease,
-            agentpool_store::Failure {
-                class: ErrorClass::AgentError,
-                message: "late".into(),
-                retry_after: None,
-                result: None,
-            },
-        )
+        .fail(&a.id, first.lease, failure(ErrorClass::AgentError, "late"))
         .await;
     assert!(matches!(f, Err(StoreError::StaleLease(_))));
 }
@@ -86,10 +74,7 @@ async fn heartbeat_extends_the_lease_and_reports_lost_ones(h: Harness) {
     assert_eq!(worker.status, agentpool_core::WorkerStatus::Busy);
     assert_eq!(worker.running, 2);
     // One finishes elsewhere (here: completes); a heartbeat naming it reports it lost.
-    h.store
-        .complete(&w.id, leases[0], TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(leases[0]).await;
     let r = h.store.heartbeat(&w.id, &leases, TTL).await.unwrap();
     assert_eq!(r.lost, vec![leases[0].task_id]);
 }
@@ -97,12 +82,9 @@ async fn heartbeat_extends_the_lease_and_reports_lost_ones(h: Harness) {
 async fn stale_token_cannot_append_events(h: Harness) {
     let a = h.worker("a", &["command"], &[]).await;
     let b = h.worker("b", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let first = a.claim(1).await.remove(0);
-    h.store
-        .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "one")])
-        .await
-        .unwrap();
+    a.log(first.lease, "one").await;
     h.clock.advance(TTL + Duration::from_secs(1));
     h.store.requeue_expired().await.unwrap();
     h.clock.advance(Duration::from_secs(3600));
@@ -112,10 +94,7 @@ async fn stale_token_cannot_append_events(h: Harness) {
         .append_events(id, Some(first.lease), vec![NewEvent::log("stdout", "stale")])
         .await;
     assert!(matches!(r, Err(StoreError::StaleLease(_))));
-    h.store
-        .append_events(id, Some(second.lease), vec![NewEvent::log("stdout", "two")])
-        .await
-        .unwrap();
+    b.log(second.lease, "two").await;
     let ev = h.store.list_events(id, 0, 100).await.unwrap();
     let lines: Vec<_> = ev
         .iter()
@@ -128,10 +107,10 @@ async fn stale_token_cannot_append_events(h: Harness) {
 async fn a_worker_registering_again_releases_its_previous_attempts_at_once(h: Harness) {
     let a = h.worker("a", &["command"], &[]).await;
     let other = h.worker("other", &["command"], &[]).await;
-    let mine = h.store.enqueue(cmd("mine")).await.unwrap().task.id;
+    let mine = h.submit(cmd("mine")).await;
     let first = a.claim(1).await.remove(0);
     assert_eq!(first.task.id, mine);
-    let theirs = h.store.enqueue(cmd("theirs")).await.unwrap().task.id;
+    let theirs = h.submit(cmd("theirs")).await;
     other.claim(1).await;
     // Registering again without a fresh start (a worker the server forgot, a launcher whose
     // Jobs outlive it) keeps the attempt.

@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use agentpool_core::protocol::FailOutcome;
-use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState, WorkerId};
-use agentpool_store::{Failure, Store};
+use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState};
+use agentpool_store::Store;
 use agentpool_testkit::db::Backend;
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd};
+use crate::harness::{Harness, TTL, Worker, cmd, failure};
 
 both!(
     a_run_reads_queued_claimed_succeeded,
@@ -32,39 +32,24 @@ async fn lifecycle(store: &dyn Store, id: TaskId) -> Vec<Lifecycle> {
         .collect()
 }
 
-fn worker(name: &str) -> WorkerId {
-    WorkerId::parse(name).unwrap()
-}
-
-fn failure(class: ErrorClass, message: &str) -> Failure {
-    Failure {
-        class,
-        message: message.into(),
-        retry_after: None,
-        result: None,
+/// The `claimed` event of `w`'s attempt number `attempt`.
+fn claimed(w: &Worker, attempt: u32) -> Lifecycle {
+    Lifecycle::Claimed {
+        attempt,
+        worker: w.id.clone(),
     }
 }
 
 async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await.remove(0);
-    h.store
-        .complete(&w.id, c.lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c.lease).await;
     let events = h.store.list_events(id, 0, 100).await.unwrap();
     assert!(events.last().unwrap().is_terminal());
     assert_eq!(
         lifecycle(&*h.store, id).await,
-        vec![
-            Lifecycle::Queued,
-            Lifecycle::Claimed {
-                attempt: 1,
-                worker: worker("w"),
-            },
-            Lifecycle::Succeeded,
-        ]
+        vec![Lifecycle::Queued, claimed(&w, 1), Lifecycle::Succeeded,]
     );
     // A stale completion writes nothing.
     assert!(
@@ -78,14 +63,7 @@ async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
 
 async fn batches_write_one_event_per_task(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let tasks: Vec<TaskId> = h
-        .store
-        .enqueue_batch((0..20).map(|i| cmd(&format!("t{i}"))).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.task.id)
-        .collect();
+    let tasks: Vec<TaskId> = h.submit_all((0..20).map(|i| cmd(&format!("t{i}")))).await;
     let claimed = w.claim(20).await;
     assert_eq!(claimed.len(), 20);
     let results = h
@@ -111,40 +89,27 @@ async fn failures_record_retry_then_failed(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let mut spec = cmd("x");
     spec.max_attempts = Some(2);
-    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let id = h.submit(spec).await;
     let c = w.claim(1).await.remove(0);
-    let out = h
-        .store
-        .fail(&w.id, c.lease, failure(ErrorClass::AgentError, "exit 1"))
-        .await
-        .unwrap();
+    let out = w.fail(c.lease, failure(ErrorClass::AgentError, "exit 1")).await;
     let FailOutcome::Retrying { run_after, .. } = out else {
         panic!("not retried: {out:?}");
     };
     h.clock.advance(Duration::from_secs(3600));
     let c = w.claim(1).await.remove(0);
-    h.store
-        .fail(&w.id, c.lease, failure(ErrorClass::AgentError, "exit 2"))
-        .await
-        .unwrap();
+    w.fail(c.lease, failure(ErrorClass::AgentError, "exit 2")).await;
     assert_eq!(
         lifecycle(&*h.store, id).await,
         vec![
             Lifecycle::Queued,
-            Lifecycle::Claimed {
-                attempt: 1,
-                worker: worker("w"),
-            },
+            claimed(&w, 1),
             Lifecycle::RetryScheduled {
                 attempt: 1,
                 run_after,
                 class: ErrorClass::AgentError,
                 message: "exit 1".into(),
             },
-            Lifecycle::Claimed {
-                attempt: 2,
-                worker: worker("w"),
-            },
+            claimed(&w, 2),
             Lifecycle::Failed {
                 class: ErrorClass::AgentError,
                 message: "exit 2".into(),
@@ -155,8 +120,8 @@ async fn failures_record_retry_then_failed(h: Harness) {
 
 async fn cancel_records_request_and_outcome(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let queued = h.store.enqueue(cmd("q")).await.unwrap().task.id;
-    let running = h.store.enqueue(cmd("r")).await.unwrap().task.id;
+    let queued = h.submit(cmd("q")).await;
+    let running = h.submit(cmd("r")).await;
     h.store.cancel(queued).await.unwrap();
     assert_eq!(
         lifecycle(&*h.store, queued).await.last(),
@@ -169,10 +134,7 @@ async fn cancel_records_request_and_outcome(h: Harness) {
     h.store.cancel(running).await.unwrap();
     // Asking twice records the request once.
     h.store.cancel(running).await.unwrap();
-    h.store
-        .fail(&w.id, c.lease, failure(ErrorClass::Canceled, "stopped"))
-        .await
-        .unwrap();
+    w.fail(c.lease, failure(ErrorClass::Canceled, "stopped")).await;
     let names: Vec<_> = lifecycle(&*h.store, running)
         .await
         .iter()
@@ -183,18 +145,16 @@ async fn cancel_records_request_and_outcome(h: Harness) {
 
 async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
     let mut b = cmd("b");
     b.depends_on = vec![a];
-    let b = h.store.enqueue(b).await.unwrap().task.id;
+    let b = h.submit(b).await;
     let mut c = cmd("c");
     c.depends_on = vec![b];
-    let c = h.store.enqueue(c).await.unwrap().task.id;
+    let c = h.submit(c).await;
     let got = w.claim(1).await.remove(0);
-    h.store
-        .fail(&w.id, got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
-        .await
-        .unwrap();
+    w.fail(got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
+        .await;
     let dep_failed = Lifecycle::Failed {
         class: ErrorClass::DependencyFailed,
         message: "a dependency failed or was canceled".into(),
@@ -207,7 +167,7 @@ async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     }
     let mut late = cmd("late");
     late.depends_on = vec![a];
-    let late = h.store.enqueue(late).await.unwrap().task.id;
+    let late = h.submit(late).await;
     assert_eq!(lifecycle(&*h.store, late).await, vec![dep_failed]);
 }
 
@@ -215,7 +175,7 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let mut spec = cmd("x");
     spec.max_attempts = Some(2);
-    let id = h.store.enqueue(spec).await.unwrap().task.id;
+    let id = h.submit(spec).await;
     for _ in 0..2 {
         w.claim(1).await.remove(0);
         h.clock.advance(TTL + Duration::from_secs(1));
@@ -244,7 +204,7 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
         last[5],
         Lifecycle::LeaseExpired {
             attempt: 2,
-            worker: worker("w"),
+            worker: w.id.clone(),
         }
     );
 }
@@ -253,10 +213,7 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
 async fn one_pass_rescues_more_than_a_thousand_leases(h: Harness) {
     const N: usize = 1100;
     let w = h.worker("w", &["command"], &[]).await;
-    h.store
-        .enqueue_batch((0..N).map(|i| cmd(&format!("t{i}"))).collect())
-        .await
-        .unwrap();
+    h.submit_all((0..N).map(|i| cmd(&format!("t{i}")))).await;
     let claimed = w.claim(N as u32).await;
     assert_eq!(claimed.len(), N);
     h.clock.advance(TTL + Duration::from_secs(1));
@@ -277,37 +234,25 @@ async fn attempt_history(
     for name in ["retried", "rescued", "canceled"] {
         let mut spec = cmd(name);
         spec.max_attempts = Some(3);
-        ids.push(h.store.enqueue(spec).await.unwrap().task.id);
+        ids.push(h.submit(spec).await);
     }
     let claimed = w.claim(3).await;
     let lease_of = |id: TaskId, claimed: &[agentpool_core::protocol::ClaimedTask]| {
         claimed.iter().find(|c| c.task.id == id).unwrap().lease
     };
-    h.store
-        .fail(
-            &w.id,
-            lease_of(ids[0], &claimed),
-            failure(ErrorClass::Timeout, "slow"),
-        )
-        .await
-        .unwrap();
+    w.fail(lease_of(ids[0], &claimed), failure(ErrorClass::Timeout, "slow"))
+        .await;
     h.store.cancel(ids[2]).await.unwrap();
-    h.store
-        .fail(
-            &w.id,
-            lease_of(ids[2], &claimed),
-            failure(ErrorClass::AgentError, "killed"),
-        )
-        .await
-        .unwrap();
+    w.fail(
+        lease_of(ids[2], &claimed),
+        failure(ErrorClass::AgentError, "killed"),
+    )
+    .await;
     h.clock.advance(TTL + Duration::from_secs(1));
     assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
     h.clock.advance(Duration::from_secs(3600));
     for c in w.claim(3).await {
-        h.store
-            .complete(&w.id, c.lease, TaskResult::default())
-            .await
-            .unwrap();
+        w.complete(c.lease).await;
     }
     let mut out = Vec::new();
     for id in ids {

@@ -21,28 +21,20 @@ async fn two_tasks_on_one_branch_never_run_together(h: Harness) {
         branch: Some("feature/x".into()),
         ..cmd(c)
     };
-    let first = h.store.enqueue(on_branch("one")).await.unwrap().task.id;
+    let first = h.submit(on_branch("one")).await;
     // Same repo spelled with .git and trailing slash differences: still the same lock.
     let second = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             repo: Some("https://git.example.com/r".into()),
             ..on_branch("two")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let other_branch = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             branch: Some("feature/y".into()),
             ..cmd("three")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let got = w1.claim(10).await;
     assert_eq!(
         ids(&got).into_iter().collect::<HashSet<_>>(),
@@ -59,10 +51,7 @@ async fn two_tasks_on_one_branch_never_run_together(h: Harness) {
         }]
     );
     let lease = got.iter().find(|c| c.task.id == first).unwrap().lease;
-    h.store
-        .complete(&w1.id, lease, TaskResult::default())
-        .await
-        .unwrap();
+    w1.complete(lease).await;
     assert_eq!(ids(&w2.claim(10).await), vec![second]);
 }
 
@@ -72,15 +61,8 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
         project: Some("p".into()),
         ..cmd(c)
     };
-    let tasks: Vec<_> = h
-        .store
-        .enqueue_batch((0..5).map(|i| in_project(&format!("t{i}"))).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.task.id)
-        .collect();
-    let free = h.store.enqueue(cmd("no project")).await.unwrap().task.id;
+    let tasks = h.submit_all((0..5).map(|i| in_project(&format!("t{i}")))).await;
+    let free = h.submit(cmd("no project")).await;
     let w1 = h.worker("w1", &["command"], &[]).await;
     let w2 = h.worker("w2", &["command"], &[]).await;
     let got = w1.claim(10).await;
@@ -97,10 +79,7 @@ async fn project_with_two_slots_never_runs_three(h: Harness) {
             slots: 2
         }]
     );
-    h.store
-        .complete(&w1.id, got[0].lease, TaskResult::default())
-        .await
-        .unwrap();
+    w1.complete(got[0].lease).await;
     let next = w2.claim(10).await;
     assert_eq!(ids(&next), vec![tasks[2]]);
     let running = h.store.count_by_state().await.unwrap()[&agentpool_core::TaskState::Running];

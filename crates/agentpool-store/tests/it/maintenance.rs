@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agentpool_core::{NewEvent, TaskResult, TaskState, WorkerStatus};
+use agentpool_core::{TaskState, WorkerStatus};
 
 use crate::both;
 use crate::harness::{Harness, TTL, cmd};
@@ -17,10 +17,7 @@ both!(
 /// (one `expired` attempt per task, counts adding up), none twice.
 async fn replicas_rescue_each_expired_lease_once(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    h.store
-        .enqueue_batch((0..50).map(|i| cmd(&format!("t{i}"))).collect())
-        .await
-        .unwrap();
+    h.submit_all((0..50).map(|i| cmd(&format!("t{i}")))).await;
     let claimed = w.claim(50).await;
     assert_eq!(claimed.len(), 50);
     h.clock.advance(TTL + Duration::from_secs(1));
@@ -75,28 +72,19 @@ async fn silent_workers_go_offline(h: Harness) {
 
 async fn retention_deletes_only_what_is_past_it(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let old = h.store.enqueue(cmd("old")).await.unwrap().task.id;
+    let old = h.submit(cmd("old")).await;
     let c = w.claim(1).await.remove(0);
-    h.store
-        .append_events(old, Some(c.lease), vec![NewEvent::log("stdout", "x")])
-        .await
-        .unwrap();
-    h.store
-        .complete(&w.id, c.lease, TaskResult::default())
-        .await
-        .unwrap();
-    let old_canceled = h.store.enqueue(cmd("old canceled")).await.unwrap().task.id;
+    w.log(c.lease, "x").await;
+    w.complete(c.lease).await;
+    let old_canceled = h.submit(cmd("old canceled")).await;
     h.store.cancel(old_canceled).await.unwrap();
     h.clock.advance(Duration::from_secs(8 * 24 * 3600));
-    let recent = h.store.enqueue(cmd("recent")).await.unwrap().task.id;
+    let recent = h.submit(cmd("recent")).await;
     let c = w.claim(1).await.remove(0);
-    h.store
-        .complete(&w.id, c.lease, TaskResult::default())
-        .await
-        .unwrap();
-    let running = h.store.enqueue(cmd("running")).await.unwrap().task.id;
+    w.complete(c.lease).await;
+    let running = h.submit(cmd("running")).await;
     assert_eq!(w.claim(1).await[0].task.id, running);
-    let queued = h.store.enqueue(cmd("queued")).await.unwrap().task.id;
+    let queued = h.submit(cmd("queued")).await;
     let week = Duration::from_secs(7 * 24 * 3600);
     assert_eq!(h.store.purge_finished(week).await.unwrap(), 2);
     assert!(h.store.get_task(old).await.unwrap().is_none());

@@ -4,10 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use agentpool_core::{TaskResult, TaskSpec, TaskState};
-use agentpool_store::Failure;
 
 use crate::both;
-use crate::harness::{Harness, cmd, ids};
+use crate::harness::{Harness, cmd, failure, ids};
 
 both!(
     enqueue_returns_a_queued_task,
@@ -95,18 +94,14 @@ async fn idempotency_key_returns_the_first_task(h: Harness) {
 
 async fn claim_takes_priority_then_fifo(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
-    let low1 = h.store.enqueue(cmd("low1")).await.unwrap().task.id;
+    let low1 = h.submit(cmd("low1")).await;
     let high = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             priority: 10,
             ..cmd("high")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
-    let low2 = h.store.enqueue(cmd("low2")).await.unwrap().task.id;
+        .await;
+    let low2 = h.submit(cmd("low2")).await;
     let c = w.claim(10).await;
     assert_eq!(ids(&c), vec![high, low1, low2]);
     for t in &c {
@@ -120,15 +115,11 @@ async fn claim_takes_priority_then_fifo(h: Harness) {
 async fn claim_skips_tasks_scheduled_later(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
     let later = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             run_after: Some(h.clock.now() + chrono::Duration::seconds(60)),
             ..cmd("later")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     assert!(w.claim(1).await.is_empty());
     let d = h.store.get_task(later).await.unwrap().unwrap();
     assert!(matches!(
@@ -144,34 +135,20 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     let gpu = h
         .worker("gpu", &["codex", "claude-code"], &[("gpu", "yes"), ("zone", "a")])
         .await;
-    let codex_task = h
-        .store
-        .enqueue(TaskSpec::agent("https://h/r", "codex", "p"))
-        .await
-        .unwrap()
-        .task
-        .id;
+    let codex_task = h.submit(TaskSpec::agent("https://h/r", "codex", "p")).await;
     let gpu_task = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             labels: crate::harness::labels(&[("gpu", "yes")]),
             ..TaskSpec::agent("https://h/r", "claude-code", "p")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let any_agent = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             agent: None,
             ..TaskSpec::agent("https://h/r", "x", "p")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
-    let cmd_task = h.store.enqueue(cmd("true")).await.unwrap().task.id;
+        .await;
+    let cmd_task = h.submit(cmd("true")).await;
     // claude-code only, no labels: only the task without agent.
     assert_eq!(ids(&claude.claim(10).await), vec![any_agent]);
     let got: HashSet<_> = ids(&gpu.claim(10).await).into_iter().collect();
@@ -244,23 +221,14 @@ async fn eight_claimers_take_every_task_exactly_once(h: Harness) {
 async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
     let id = h
-        .store
-        .enqueue(TaskSpec {
+        .submit(TaskSpec {
             max_attempts: Some(2),
             ..cmd("flaky")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let c = w.claim(1).await;
-    let fail = |msg: &str| Failure {
-        class: agentpool_core::ErrorClass::AgentError,
-        message: msg.into(),
-        retry_after: None,
-        result: None,
-    };
-    let out = h.store.fail(&w.id, c[0].lease, fail("boom")).await.unwrap();
+    let fail = |msg: &str| failure(agentpool_core::ErrorClass::AgentError, msg);
+    let out = w.fail(c[0].lease, fail("boom")).await;
     let agentpool_core::protocol::FailOutcome::Retrying { run_after, attempt } = out else {
         panic!("expected a retry, got {out:?}");
     };
@@ -271,11 +239,7 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
     let c2 = w.claim(1).await;
     assert_eq!(c2[0].attempt, 2);
     assert!(c2[0].lease.token > c[0].lease.token);
-    let out = h
-        .store
-        .fail(&w.id, c2[0].lease, fail("boom again"))
-        .await
-        .unwrap();
+    let out = w.fail(c2[0].lease, fail("boom again")).await;
     assert_eq!(
         out,
         agentpool_core::protocol::FailOutcome::Finished {
@@ -292,21 +256,12 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
             .all(|a| a.outcome == agentpool_core::AttemptOutcome::Failed)
     );
     // Non-retryable classes finish at once.
-    let id2 = h.store.enqueue(cmd("auth")).await.unwrap().task.id;
+    let id2 = h.submit(cmd("auth")).await;
     let c = w.claim(1).await;
     assert_eq!(c[0].task.id, id2);
-    let out = h
-        .store
-        .fail(
-            &w.id,
-            c[0].lease,
-            Failure {
-                class: agentpool_core::ErrorClass::AuthFailed,
-                ..fail("401")
-            },
-        )
-        .await
-        .unwrap();
+    let out = w
+        .fail(c[0].lease, failure(agentpool_core::ErrorClass::AuthFailed, "401"))
+        .await;
     assert_eq!(
         out,
         agentpool_core::protocol::FailOutcome::Finished {
@@ -317,31 +272,20 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
 
 async fn retry_requeues_a_failed_task(h: Harness) {
     let w = h.worker("w1", &["command"], &[]).await;
-    let id = h.store.enqueue(cmd("x")).await.unwrap().task.id;
+    let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await;
-    h.store
-        .fail(
-            &w.id,
-            c[0].lease,
-            Failure {
-                class: agentpool_core::ErrorClass::InvalidTask,
-                message: "bad".into(),
-                retry_after: None,
-                result: None,
-            },
-        )
-        .await
-        .unwrap();
+    w.fail(
+        c[0].lease,
+        failure(agentpool_core::ErrorClass::InvalidTask, "bad"),
+    )
+    .await;
     let t = h.store.retry(id).await.unwrap();
     assert_eq!(t.state, TaskState::Queued);
     assert_eq!(t.attempts, 0);
     assert!(t.error_class.is_none());
     let c = w.claim(1).await;
     assert_eq!(c[0].attempt, 1);
-    h.store
-        .complete(&w.id, c[0].lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c[0].lease).await;
     assert!(matches!(
         h.store.retry(id).await,
         Err(agentpool_store::StoreError::Transition(_))

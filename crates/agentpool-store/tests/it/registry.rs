@@ -43,20 +43,17 @@ async fn a_workers_cache_report_is_kept_and_listed(h: Harness) {
 
 async fn follow_up_resumes_the_earlier_session(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let first = h.store.enqueue(cmd("first")).await.unwrap().task.id;
+    let first = h.submit(cmd("first")).await;
     let c = w.claim(1).await.remove(0);
     assert_eq!(c.resume_session, None);
-    h.store
-        .complete(
-            &w.id,
-            c.lease,
-            TaskResult {
-                session_id: Some("sess-1".into()),
-                ..TaskResult::default()
-            },
-        )
-        .await
-        .unwrap();
+    w.complete_with(
+        c.lease,
+        TaskResult {
+            session_id: Some("sess-1".into()),
+            ..TaskResult::default()
+        },
+    )
+    .await;
     h.store
         .enqueue(agentpool_core::TaskSpec {
             follow_up_of: Some(first),

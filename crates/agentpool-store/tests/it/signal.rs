@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use agentpool_core::TaskResult;
-
 use crate::both;
 use crate::harness::{Harness, cmd};
 
@@ -17,15 +15,11 @@ async fn delayed_task_wakes_claimers_when_due(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let due = h.clock.now() + chrono::Duration::milliseconds(300);
     let id = h
-        .store
-        .enqueue(agentpool_core::TaskSpec {
+        .submit(agentpool_core::TaskSpec {
             run_after: Some(due),
             ..cmd("later")
         })
-        .await
-        .unwrap()
-        .task
-        .id;
+        .await;
     let mut l = h.store.work_listener();
     assert!(w.claim(1).await.is_empty(), "not due yet");
     // Spurious wake-ups are allowed; what must come is one at or after the due time.
@@ -77,7 +71,7 @@ async fn wait_for_work_wakes_on_enqueue(h: Harness) {
 
 async fn unblocking_a_dependent_wakes_claimers(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
-    let a = h.store.enqueue(cmd("a")).await.unwrap().task.id;
+    let a = h.submit(cmd("a")).await;
     h.store
         .enqueue(agentpool_core::TaskSpec {
             depends_on: vec![a],
@@ -88,10 +82,7 @@ async fn unblocking_a_dependent_wakes_claimers(h: Harness) {
     let c = w.claim(5).await;
     assert_eq!(c.len(), 1);
     let mut l = h.store.work_listener();
-    h.store
-        .complete(&w.id, c[0].lease, TaskResult::default())
-        .await
-        .unwrap();
+    w.complete(c[0].lease).await;
     assert!(l.wait(WAIT).await);
     assert_eq!(w.claim(5).await.len(), 1);
 }

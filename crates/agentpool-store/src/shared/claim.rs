@@ -1,0 +1,52 @@
+//! The candidates query of a constrained claim (tasks with a branch lock or a project), which
+//! both backends write the same way but for how they filter by agent and labels and read a
+//! result's cost. Each builds its statement once.
+
+/// The parts of the candidates query that differ between the backends.
+pub(crate) struct Candidates<'a> {
+    /// Which queued tasks `t` the worker may claim now (state, due time, agent, labels).
+    pub filters: &'a str,
+    /// A finished task's cost in USD, from its `s.result`.
+    pub spent: &'a str,
+    /// The placeholder of the start of the budget day.
+    pub since: &'a str,
+    /// Conditions after the lock, slot and budget checks ("" or starting with ` AND `).
+    pub also: &'a str,
+    /// The placeholder of the row limit.
+    pub limit: &'a str,
+}
+
+impl Candidates<'_> {
+    /// The tasks `filters` admits whose branch lock is free and whose project has a free slot
+    /// and budget left, in claim order, with what [`crate::rows::candidate`] reads.
+    pub(crate) fn sql(&self) -> String {
+        let Self {
+            filters,
+            spent,
+            since,
+            also,
+            limit,
+        } = self;
+        format!(
+            "SELECT t.id, t.lock_key, t.project, \
+               CASE WHEN t.project IS NULL THEN 0 ELSE \
+                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
+               END AS project_running, \
+               (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
+             FROM tasks t \
+             WHERE {filters} \
+               AND (t.lock_key IS NULL OR NOT EXISTS (SELECT 1 FROM tasks r \
+                    WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
+                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
+               AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
+                    WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
+                      (SELECT COALESCE(SUM({spent}), 0) \
+                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
+                         AND s.updated_at >= {since}))){also} \
+             ORDER BY t.priority DESC, t.run_after, t.id \
+             LIMIT {limit}"
+        )
+    }
+}

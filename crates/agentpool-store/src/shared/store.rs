@@ -1,0 +1,322 @@
+//! The [`crate::Store`] implementation both backends share: each method either runs the
+//! shared SQL of [`super::registry`] and [`super::tasks`] or calls the backend's own
+//! method of the same purpose. What a backend does differently is confined to a few inherent
+//! methods it defines next to its instantiation:
+//! - `begin()` — a write transaction (`BEGIN IMMEDIATE` on SQLite),
+//! - `announce(executor, count)` — tell other replicas that `count` tasks of any shape may be
+//!   claimable (a NOTIFY on PostgreSQL, delivered when the executor's transaction commits;
+//!   nothing on SQLite, whose signal is in process),
+//! - `wake_at(run_after)` — wake claimers when delayed tasks come due,
+//! - the hot path: `enqueue_many`, `list`, `claim_in_order`, `beat`, `complete_many`,
+//!   `append`, and `purge_batch` (with its `PURGE_BATCH`).
+
+/// Implement [`crate::Store`] for `$store`, writing through the pool `self.$w` and reading
+/// through `self.$r`. The invoking module has `registry` and `tasks` (the instantiated shared
+/// queries) in scope.
+macro_rules! store_impl {
+    ($store:ty, $w:ident, $r:ident) => {
+        use std::collections::BTreeMap;
+        use std::time::Duration;
+
+        use agentpool_core::project::ProjectSpec;
+        use agentpool_core::protocol::{ClaimedTask, FailOutcome, HeartbeatReply};
+        use agentpool_core::worker::WorkerRegistration;
+        use agentpool_core::{
+            CacheStats, Event, Lease, NewEvent, Profile, Project, Task, TaskId, TaskResult, TaskSpec,
+            TaskState, Worker, WorkerId,
+        };
+        use async_trait::async_trait;
+
+        use $crate::common::{self, Ending, dur_ms, ts};
+        use $crate::{
+            ClaimFilter, ClaimWaiter, Enqueued, Failure, Result, Scope, Store, StoreError, TaskDetail,
+            TaskFilter, TokenRecord, WorkListener,
+        };
+
+        impl $store {
+            /// After an enqueue committed: wake claimers for `count` tasks of `scope` claimable
+            /// now, and set timers for the delayed ones — when it created any task.
+            pub(super) fn wake_enqueued(&self, out: &[Enqueued], scope: &Scope, count: u32) {
+                if out.iter().any(|e| e.created) {
+                    self.signal.notify_n(scope, count);
+                    self.wake_at(
+                        out.iter()
+                            .filter(|e| e.created)
+                            .map(|e| common::ms(e.task.run_after)),
+                    );
+                }
+            }
+
+            /// Rescue expired leases — or, with `of_worker`, every lease that worker holds — in
+            /// batches, each its own short transaction, until none is left: one pass rescues
+            /// them all without holding locks (or SQLite's writer) for long. Returns how many.
+            async fn rescue_all(&self, of_worker: Option<&WorkerId>) -> Result<u64> {
+                let now = self.now();
+                let mut total = 0;
+                loop {
+                    let mut tx = self.begin().await?;
+                    let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, of_worker).await?;
+                    let count = u32::try_from(n).unwrap_or(u32::MAX);
+                    if wake {
+                        self.announce(&mut *tx, count).await?;
+                    }
+                    tx.commit().await?;
+                    if wake {
+                        self.signal.notify_n(&Scope::Any, count);
+                    }
+                    total += n as u64;
+                    if (n as i64) < common::EXPIRE_BATCH {
+                        return Ok(total);
+                    }
+                }
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued> {
+                let mut v = self.enqueue_batch(vec![spec]).await?;
+                v.pop()
+                    .ok_or_else(|| StoreError::Corrupt("enqueue returned nothing".into()))
+            }
+
+            async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
+                self.enqueue_many(specs).await
+            }
+
+            async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
+                tasks::get_task(&self.$r, id, self.now()).await
+            }
+
+            async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {
+                self.list(f).await
+            }
+
+            async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
+                tasks::count_by_state(&self.$r).await
+            }
+
+            async fn cancel(&self, id: TaskId) -> Result<Task> {
+                let mut tx = self.begin().await?;
+                let t = tasks::cancel(&mut tx, id, self.now()).await?;
+                tx.commit().await?;
+                Ok(t)
+            }
+
+            async fn retry(&self, id: TaskId) -> Result<Task> {
+                let mut tx = self.begin().await?;
+                let t = tasks::retry(&mut tx, id, self.now()).await?;
+                self.announce(&mut *tx, 1).await?;
+                tx.commit().await?;
+                self.signal.notify();
+                Ok(t)
+            }
+
+            async fn claim(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
+                let mut claimed = self.claim_in_order(f).await?;
+                tasks::resume_sessions(&self.$r, &mut claimed).await?;
+                Ok(claimed)
+            }
+
+            async fn heartbeat(
+                &self,
+                worker: &WorkerId,
+                leases: &[Lease],
+                lease_ttl: Duration,
+            ) -> Result<HeartbeatReply> {
+                self.beat(worker, leases, lease_ttl).await
+            }
+
+            async fn complete(&self, worker: &WorkerId, lease: Lease, result: TaskResult) -> Result<()> {
+                let mut v = self.complete_batch(worker, vec![(lease, result)]).await?;
+                v.pop()
+                    .unwrap_or_else(|| Err(StoreError::Corrupt("complete returned nothing".into())))
+            }
+
+            async fn complete_batch(
+                &self,
+                worker: &WorkerId,
+                items: Vec<(Lease, TaskResult)>,
+            ) -> Result<Vec<Result<()>>> {
+                self.complete_many(worker, items).await
+            }
+
+            async fn fail(&self, worker: &WorkerId, lease: Lease, failure: Failure) -> Result<FailOutcome> {
+                let now = self.now();
+                let mut tx = self.begin().await?;
+                let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
+                if f.wake {
+                    self.announce(&mut *tx, 1).await?;
+                }
+                tx.commit().await?;
+                if f.wake {
+                    self.signal.notify();
+                }
+                Ok(match f.ending {
+                    Ending::Requeue { delay, .. } => {
+                        let run_after = now + dur_ms(delay);
+                        self.wake_at([run_after]);
+                        FailOutcome::Retrying {
+                            run_after: ts(run_after),
+                            attempt: u32::try_from(f.attempt).unwrap_or(0),
+                        }
+                    }
+                    Ending::Finish { state, .. } => FailOutcome::Finished { state },
+                })
+            }
+
+            async fn append_events(
+                &self,
+                task: TaskId,
+                lease: Option<Lease>,
+                events: Vec<NewEvent>,
+            ) -> Result<()> {
+                if lease.is_some_and(|l| l.task_id != task) {
+                    return Err(StoreError::StaleLease(task));
+                }
+                self.append(task, lease, events).await
+            }
+
+            async fn list_events(&self, task: TaskId, after: i64, limit: u32) -> Result<Vec<Event>> {
+                tasks::list_events(&self.$r, task, after, limit).await
+            }
+
+            async fn register_worker(&self, reg: WorkerRegistration) -> Result<Worker> {
+                if let Some(id) = reg.id.as_ref().filter(|_| reg.fresh_start) {
+                    self.rescue_all(Some(id)).await?;
+                }
+                registry::register_worker(&self.$w, &self.$r, reg, self.now()).await
+            }
+
+            async fn get_worker(&self, id: &WorkerId) -> Result<Option<Worker>> {
+                registry::get_worker(&self.$r, id).await
+            }
+
+            async fn list_workers(&self) -> Result<Vec<Worker>> {
+                registry::list_workers(&self.$r).await
+            }
+
+            async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
+                registry::drain_worker(&self.$w, &self.$r, id).await
+            }
+
+            async fn report_worker_cache(&self, id: &WorkerId, cache: &CacheStats) -> Result<()> {
+                registry::report_worker_cache(&self.$w, id, cache).await
+            }
+
+            async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
+                registry::mark_worker_unhealthy(&self.$w, id).await
+            }
+
+            async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {
+                let mut tx = self.begin().await?;
+                registry::deregister_worker(&mut tx, id, self.now()).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
+                let p = registry::put_project(&self.$w, spec, self.now()).await?;
+                // More slots or budget may let queued tasks run, here and on other replicas.
+                self.announce(&self.$w, 1).await?;
+                self.signal.notify();
+                Ok(p)
+            }
+
+            async fn get_project(&self, name: &str) -> Result<Option<Project>> {
+                registry::get_project(&self.$r, name).await
+            }
+
+            async fn list_projects(&self) -> Result<Vec<Project>> {
+                registry::list_projects(&self.$r).await
+            }
+
+            async fn delete_project(&self, name: &str) -> Result<()> {
+                registry::delete_project(&self.$w, name).await
+            }
+
+            async fn put_credential(&self, name: &str, ciphertext: Vec<u8>) -> Result<()> {
+                registry::put_credential(&self.$w, name, ciphertext, self.now()).await
+            }
+
+            async fn get_credential(&self, name: &str) -> Result<Option<Vec<u8>>> {
+                registry::get_credential(&self.$r, name).await
+            }
+
+            async fn list_credentials(&self) -> Result<Vec<String>> {
+                registry::list_credentials(&self.$r).await
+            }
+
+            async fn delete_credential(&self, name: &str) -> Result<()> {
+                registry::delete_credential(&self.$w, name).await
+            }
+
+            async fn put_profile(&self, p: &Profile) -> Result<()> {
+                registry::put_profile(&self.$w, p, self.now()).await
+            }
+
+            async fn get_profile(&self, name: &str) -> Result<Option<Profile>> {
+                registry::get_profile(&self.$r, name).await
+            }
+
+            async fn list_profiles(&self) -> Result<Vec<Profile>> {
+                registry::list_profiles(&self.$r).await
+            }
+
+            async fn delete_profile(&self, name: &str) -> Result<()> {
+                registry::delete_profile(&self.$w, name).await
+            }
+
+            async fn create_token(&self, t: TokenRecord) -> Result<()> {
+                registry::create_token(&self.$w, t).await
+            }
+
+            async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+                registry::find_token(&self.$r, hash).await
+            }
+
+            async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+                registry::list_tokens(&self.$r).await
+            }
+
+            async fn revoke_token(&self, id: &str) -> Result<()> {
+                registry::revoke_token(&self.$w, id).await
+            }
+
+            async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64> {
+                registry::mark_workers_offline(&self.$w, threshold, self.now()).await
+            }
+
+            async fn requeue_expired(&self) -> Result<u64> {
+                self.rescue_all(None).await
+            }
+
+            /// In batches (each the backend's `purge_batch`) until a batch comes back short.
+            async fn purge_finished(&self, retention: Duration) -> Result<u64> {
+                let cutoff = self.now() - dur_ms(retention);
+                let mut total = 0;
+                loop {
+                    let n = self.purge_batch(cutoff).await?;
+                    total += n;
+                    if n < Self::PURGE_BATCH as u64 {
+                        return Ok(total);
+                    }
+                }
+            }
+
+            fn work_listener(&self) -> WorkListener {
+                self.signal.listener()
+            }
+
+            fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
+                self.signal.waiter(filter)
+            }
+
+            async fn ping(&self) -> Result<()> {
+                sqlx::query("SELECT 1").execute(&self.$r).await?;
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use store_impl;
