@@ -23,7 +23,10 @@ const NAME_TEXT: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f]
 const MODEL: &str = "^[^\\s-]\\S*$";
 /// `parse_label_list`: comma-separated `key=value` pairs with a non-empty key; blank pairs are
 /// skipped.
-const LABEL_LIST: &str = "^\\s*([^,=\\s][^,=]*=[^,]*)?(,\\s*([^,=\\s][^,=]*=[^,]*)?)*$";
+const LABEL_LIST: &str =
+    "^\\s*([^,=\\s\\x00][^,=\\x00]*=[^,\\x00]*)?(,\\s*([^,=\\s\\x00][^,=\\x00]*=[^,\\x00]*)?)*$";
+/// Any other text in a path or query: `ApiPath` and `ApiQuery` refuse NUL characters.
+const NO_NUL: &str = "^[^\\x00]*$";
 
 /// Add the rules to the document (as JSON).
 pub(crate) fn describe(doc: &mut Value) {
@@ -57,6 +60,14 @@ fn describe_operation(path: &str, method: &str, op: &mut Value) {
                 .to_string();
             if let Some(schema) = parameter_schema(path, &place, &name) {
                 merge(p.get_mut("schema"), schema);
+            }
+            if let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut)
+                && schema.get("type").and_then(Value::as_str) == Some("string")
+                && !schema.contains_key("pattern")
+                && !schema.contains_key("enum")
+                && !schema.contains_key("format")
+            {
+                schema.insert("pattern".into(), json!(NO_NUL));
             }
         }
     }
