@@ -162,10 +162,14 @@ impl PgStore {
             tx.commit().await?;
             return Ok(Vec::new());
         }
+        // The attempt starts now, not when the claim call began: the candidates just read may
+        // have been freed (a branch lock or slot released) after that, and an attempt that
+        // ended to free them must not end after this one started.
+        let started = self.now().max(now);
         let rows = sqlx::query(&self.sql.claim_update)
-            .bind(now)
+            .bind(started)
             .bind(f.worker_id.as_str())
-            .bind(now + dur_ms(f.lease_ttl))
+            .bind(started + dur_ms(f.lease_ttl))
             .bind(uuids(&picked))
             .fetch_all(&mut *tx)
             .await?;

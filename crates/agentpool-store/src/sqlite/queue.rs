@@ -202,8 +202,10 @@ impl SqliteStore {
         if f.max == 0 {
             return Ok(Vec::new());
         }
-        let now = self.now();
         let mut tx = self.begin().await?;
+        // Read the clock once the write lock is held: an attempt that ended before this claim
+        // (freeing the branch or a slot, or a dependency) then never ends after it started.
+        let now = self.now();
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM workers WHERE id = ?")
             .bind(f.worker_id.as_str())
             .fetch_optional(&mut *tx)
