@@ -14,6 +14,23 @@ fn spec(script: &str) -> ProcessSpec {
         .kill_grace(Duration::from_secs(2))
 }
 
+/// Runs `spec` and cancels it when it prints `line`.
+async fn cancel_on(spec: ProcessSpec, line: &'static str) -> ProcessOutcome {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    run_process(
+        spec,
+        &mut move |_, l| {
+            if l == line {
+                c.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn lines_from_both_streams_arrive_and_exit_code_is_kept() {
     let mut lines = Vec::new();
@@ -69,19 +86,7 @@ async fn output_limit_kills() {
 
 #[tokio::test]
 async fn cancel_ends_the_process() {
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    let exit = run_process(
-        spec("echo started; sleep 300"),
-        &mut move |_, l| {
-            if l == "started" {
-                c2.cancel();
-            }
-        },
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let exit = cancel_on(spec("echo started; sleep 300"), "started").await;
     assert_eq!(exit.killed, Some(KillReason::Canceled));
     assert!(exit.duration < Duration::from_secs(30));
 }
@@ -90,24 +95,12 @@ async fn cancel_ends_the_process() {
 async fn cancel_reaches_children_that_left_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
     // setsid puts the sleeper in a session and group of its own, as some agents do.
     let script = format!(
         "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done; echo ready; wait",
         p = pidfile.display()
     );
-    let exit = run_process(
-        spec(&script),
-        &mut move |_, l| {
-            if l == "ready" {
-                c2.cancel();
-            }
-        },
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let exit = cancel_on(spec(&script), "ready").await;
     assert_eq!(exit.killed, Some(KillReason::Canceled));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     assert!(!alive(pid), "detached child {pid} survived");

@@ -2,6 +2,7 @@
 //! that only it has; the scripted endpoint asks for that tool; the tool's answer comes back
 //! in the run's events and in the next request to the model.
 
+use agentpool_agents::AgentRequest;
 use agentpool_core::{AgentProfile, EventKind, McpServer};
 use agentpool_testkit::model::Step;
 use serde_json::json;
@@ -26,19 +27,26 @@ fn profile(dir: &std::path::Path) -> AgentProfile {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
-    let Some(claude) = agent("claude-code") else {
-        return;
-    };
+/// A scripted endpoint that asks for the words server's tool, and a request for agent `name`
+/// whose profile has that server (its script lives in the returned directory).
+async fn asked_for_the_secret_word(name: &str) -> (Fixture, AgentRequest, tempfile::TempDir) {
     let fx = Fixture::new(vec![
         Step::tool("secret_word", json!({"topic": "fruit"})),
         Step::answer("done"),
     ])
     .await;
     let scratch = tempfile::tempdir().unwrap();
-    let mut req = fx.request("claude-code", "what is the secret word?");
+    let mut req = fx.request(name, "what is the secret word?");
     req.profile = profile(scratch.path());
+    (fx, req, scratch)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
+    let Some(claude) = agent("claude-code") else {
+        return;
+    };
+    let (fx, mut req, _scratch) = asked_for_the_secret_word("claude-code").await;
     // Claude Code defers MCP tools behind its ToolSearch tool by default, so a real model
     // would search first; the scripted one asks for the tool directly.
     req.env.insert("ENABLE_TOOL_SEARCH".into(), "false".into());
@@ -72,14 +80,7 @@ async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_loads_the_profile_s_mcp_server_and_calls_its_tool() {
     let Some(codex) = agent("codex") else { return };
-    let fx = Fixture::new(vec![
-        Step::tool("secret_word", json!({"topic": "fruit"})),
-        Step::answer("done"),
-    ])
-    .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let mut req = fx.request("codex", "what is the secret word?");
-    req.profile = profile(scratch.path());
+    let (fx, mut req, _scratch) = asked_for_the_secret_word("codex").await;
     req.model = Some("stub-model".into());
     let (out, sink) = fx.run(codex.as_ref(), req).await;
     let requests = fx.server.agent_requests();
@@ -101,14 +102,7 @@ async fn codex_loads_the_profile_s_mcp_server_and_calls_its_tool() {
 /// answer in the events.
 async fn loads_the_mcp_server(name: &str) {
     let Some(a) = agent(name) else { return };
-    let fx = Fixture::new(vec![
-        Step::tool("secret_word", json!({"topic": "fruit"})),
-        Step::answer("done"),
-    ])
-    .await;
-    let scratch = tempfile::tempdir().unwrap();
-    let mut req = fx.request(name, "what is the secret word?");
-    req.profile = profile(scratch.path());
+    let (fx, req, _scratch) = asked_for_the_secret_word(name).await;
     let (out, sink) = fx.run(a.as_ref(), req).await;
     let offered: Vec<String> = fx
         .server

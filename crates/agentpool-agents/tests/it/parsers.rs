@@ -70,6 +70,11 @@ fn parse(name: &str) -> Parsed {
     Parsed { events, parser }
 }
 
+/// The sample `name`, its process exiting with `code`, fails with `class`.
+fn assert_class(name: &str, code: i32, class: ErrorClass) {
+    assert_eq!(parse(name).outcome(code).error_class, Some(class), "{name}");
+}
+
 #[test]
 fn every_sample_line_of_every_agent_becomes_an_event() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/samples");
@@ -133,10 +138,8 @@ fn claude_code_result_is_found_although_type_is_not_the_first_key() {
 
 #[test]
 fn claude_code_api_errors_are_classified_from_api_error_status() {
-    let o = parse("claude-code-401.jsonl").outcome(1);
-    assert_eq!(o.error_class, Some(ErrorClass::AuthFailed));
-    let o = parse("claude-code-429.jsonl").outcome(1);
-    assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
+    assert_class("claude-code-401.jsonl", 1, ErrorClass::AuthFailed);
+    assert_class("claude-code-429.jsonl", 1, ErrorClass::RateLimited);
 }
 
 #[test]
@@ -206,18 +209,9 @@ fn codex_shell_command_result_carries_output_and_cache_tokens() {
 
 #[test]
 fn codex_errors_are_classified_from_the_message() {
-    assert_eq!(
-        parse("codex-exec-401.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
-    assert_eq!(
-        parse("codex-exec-429.jsonl").outcome(1).error_class,
-        Some(ErrorClass::RateLimited)
-    );
-    assert_eq!(
-        parse("codex-exec-missing-key.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
+    assert_class("codex-exec-401.jsonl", 1, ErrorClass::AuthFailed);
+    assert_class("codex-exec-429.jsonl", 1, ErrorClass::RateLimited);
+    assert_class("codex-exec-missing-key.jsonl", 1, ErrorClass::AuthFailed);
 }
 
 #[test]
@@ -253,14 +247,8 @@ fn gemini_tool_error_is_a_failed_tool_result_in_a_successful_run() {
 
 #[test]
 fn gemini_errors_are_classified_from_message_and_exit_code() {
-    assert_eq!(
-        parse("gemini-401.jsonl").outcome(145).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
-    assert_eq!(
-        parse("gemini-error-a.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
+    assert_class("gemini-401.jsonl", 145, ErrorClass::AuthFailed);
+    assert_class("gemini-error-a.jsonl", 1, ErrorClass::AuthFailed);
     let o = parse("gemini-429.jsonl").outcome(173);
     assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
     assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)));
@@ -295,10 +283,7 @@ fn opencode_write_run_has_tool_events_usage_and_result() {
 
 #[test]
 fn opencode_errors_use_status_code_and_retry_after_header() {
-    assert_eq!(
-        parse("opencode-run-401.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
+    assert_class("opencode-run-401.jsonl", 1, ErrorClass::AuthFailed);
     let o = parse("opencode-run-429.jsonl").outcome(1);
     assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
     assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)));
