@@ -56,6 +56,14 @@ pub(super) async fn agent_env(
     Some((env, model))
 }
 
+/// The model's script for "Create hello.txt": write it with `content`, then say so.
+fn creates_hello(content: &str) -> [Step; 2] {
+    [
+        Step::write_file("hello.txt", content),
+        Step::answer("Created hello.txt."),
+    ]
+}
+
 fn model_for(agent: &str) -> &'static str {
     match agent {
         "claude-code" => "claude-sonnet-4-5",
@@ -122,15 +130,7 @@ fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
 }
 
 async fn task_writes_a_file_and_commits_it(agent: &str) {
-    let Some((env, model)) = agent_env(
-        agent,
-        [
-            Step::write_file("hello.txt", "hello from the pipeline\n"),
-            Step::answer("Created hello.txt."),
-        ],
-    )
-    .await
-    else {
+    let Some((env, model)) = agent_env(agent, creates_hello("hello from the pipeline\n")).await else {
         return;
     };
     let spec = agent_task(&env, agent, "Create hello.txt");
@@ -165,44 +165,43 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
     assert!(!all.contains(TEST_API_KEY), "the model key leaked into events");
 }
 
-async fn endpoint_401_fails_auth_without_retry(agent: &str) {
-    let Some((env, model)) = agent_env(agent, [Step::fail(401)]).await else {
-        return;
-    };
+/// A task for `agent` against a model that answers `steps`, allowed `attempts`, run to its
+/// end, which must be a failure. `None` when the agent is not installed.
+async fn failed_task(
+    agent: &str,
+    steps: impl IntoIterator<Item = Step>,
+    attempts: u32,
+    limit: Duration,
+) -> Option<TaskDetail> {
+    let (env, model) = agent_env(agent, steps).await?;
     let mut spec = agent_task(&env, agent, "Create hello.txt");
-    spec.max_attempts = Some(3);
-    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(120)).await;
+    spec.max_attempts = Some(attempts);
+    let done = run_to_end(&env, agent, &model, spec, limit).await;
     assert_eq!(
         done.task.state,
         TaskState::Failed,
         "{:?}",
         done.task.error_message
     );
+    Some(done)
+}
+
+async fn endpoint_401_fails_auth_without_retry(agent: &str) {
+    let Some(done) = failed_task(agent, [Step::fail(401)], 3, Duration::from_secs(120)).await else {
+        return;
+    };
     assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
     assert_eq!(done.task.attempts, 1, "AUTH_FAILED is not retried");
 }
 
 async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
-    let Some((env, model)) = agent_env(
-        agent,
-        [Step::Fail {
-            status: 429,
-            retry_after: Some(1),
-        }],
-    )
-    .await
-    else {
+    let limited = Step::Fail {
+        status: 429,
+        retry_after: Some(1),
+    };
+    let Some(done) = failed_task(agent, [limited], 2, Duration::from_secs(180)).await else {
         return;
     };
-    let mut spec = agent_task(&env, agent, "Create hello.txt");
-    spec.max_attempts = Some(2);
-    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(180)).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Failed,
-        "{:?}",
-        done.task.error_message
-    );
     assert_eq!(done.task.error_class, Some(ErrorClass::RateLimited));
     let attempts = &done.attempts_detail;
     assert_eq!(attempts.len(), 2, "RATE_LIMITED is retried: {attempts:#?}");
@@ -319,15 +318,7 @@ async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
     let agent = "claude-code";
-    let Some((env, model)) = agent_env(
-        agent,
-        [
-            Step::write_file("hello.txt", "hello\n"),
-            Step::answer("Created hello.txt."),
-        ],
-    )
-    .await
-    else {
+    let Some((env, model)) = agent_env(agent, creates_hello("hello\n")).await else {
         return;
     };
     let mut spec = agent_task(&env, agent, "Create hello.txt");
