@@ -229,16 +229,8 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
         }
     }
     let missing = env.dir.path().join("missing.json");
-    let o = env.run(&[
-        "--server",
-        "http://127.0.0.1:9",
-        "run-task",
-        "--attempt-file",
-        missing.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
-    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
-    assert!(crate::stderr(&o).contains("cannot read the attempt file"));
+    let err = refused(&env, &["run-task", "--attempt-file", missing.to_str().unwrap()]);
+    assert!(err.contains("cannot read the attempt file"), "{err}");
 
     let bad = env.dir.path().join("template.json");
     std::fs::write(
@@ -246,18 +238,16 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
         r#"{"image": "x", "serverUrl": "http://s", "tokenSecret": {"name": "t"}}"#,
     )
     .unwrap();
-    let o = env.run(&[
-        "--server",
-        "http://127.0.0.1:9",
-        "launcher",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
-    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
-    assert!(
-        crate::stderr(&o).contains("not a valid Job template"),
-        "{}",
-        crate::stderr(&o)
-    );
+    let err = refused(&env, &["launcher", "--config", bad.to_str().unwrap()]);
+    assert!(err.contains("not a valid Job template"), "{err}");
+}
+
+/// `args` (against a server that is not there) refused as bad input: exit 2 and a one-line
+/// message, which is returned.
+fn refused(env: &crate::Env, args: &[&str]) -> String {
+    let o = env.run(&[&["--server", "http://127.0.0.1:9"][..], args].concat());
+    let err = crate::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
 }
