@@ -31,6 +31,19 @@ async fn cancel_on(spec: ProcessSpec, line: &'static str) -> ProcessOutcome {
     .unwrap()
 }
 
+/// Runs `spec` to its end, ignoring its output.
+async fn run(spec: ProcessSpec) -> ProcessOutcome {
+    run_process(spec, &mut |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// The process whose pid is in `pidfile` is gone.
+fn assert_gone(pidfile: &std::path::Path, what: &str) {
+    let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "{what}: {pid} survived");
+}
+
 #[tokio::test]
 async fn lines_from_both_streams_arrive_and_exit_code_is_kept() {
     let mut lines = Vec::new();
@@ -67,20 +80,15 @@ async fn timeout_kills_the_group_including_children() {
     let pidfile = dir.path().join("pid");
     let s = spec(&format!("sleep 300 & echo $! > {}; wait", pidfile.display()))
         .timeout(Duration::from_millis(500));
-    let exit = run_process(s, &mut |_, _| {}, &CancellationToken::new())
-        .await
-        .unwrap();
+    let exit = run(s).await;
     assert_eq!(exit.killed, Some(KillReason::Timeout));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!alive(pid), "child sleep {pid} survived");
+    assert_gone(&pidfile, "child sleep");
 }
 
 #[tokio::test]
 async fn output_limit_kills() {
     let s = spec("yes agentpool").max_output_bytes(10_000);
-    let exit = run_process(s, &mut |_, _| {}, &CancellationToken::new())
-        .await
-        .unwrap();
+    let exit = run(s).await;
     assert_eq!(exit.killed, Some(KillReason::OutputLimit));
 }
 
@@ -102,8 +110,7 @@ async fn cancel_reaches_children_that_left_the_group() {
     );
     let exit = cancel_on(spec(&script), "ready").await;
     assert_eq!(exit.killed, Some(KillReason::Canceled));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!alive(pid), "detached child {pid} survived");
+    assert_gone(&pidfile, "detached child");
 }
 
 #[tokio::test]
@@ -115,13 +122,10 @@ async fn a_detached_child_left_behind_by_a_clean_exit_is_killed() {
         "setsid sh -c 'echo $$ > {p}; exec sleep 300' & sleep 1.5; exit 0",
         p = pidfile.display()
     );
-    let exit = run_process(spec(&script), &mut |_, _| {}, &CancellationToken::new())
-        .await
-        .unwrap();
+    let exit = run(spec(&script)).await;
     assert_eq!(exit.exit_code, Some(0));
     assert_eq!(exit.killed, None);
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!alive(pid), "detached child {pid} outlived the run");
+    assert_gone(&pidfile, "detached child (after the run)");
 }
 
 #[tokio::test]

@@ -93,27 +93,15 @@ async fn launched(fake: &FakeApi, w: &ClaimedWork) -> String {
     name
 }
 
-/// A launcher started on a queue holding one claim, once that claim's Job and Secret exist.
-struct Launched {
-    fake: FakeApi,
-    w: ClaimedWork,
-    queue: Arc<Queue>,
-    launcher: Running,
-    /// The Job's (and its Secret's) name.
-    name: String,
-}
+/// A launcher started on a queue holding one claim, once that claim's Job and Secret exist:
+/// the API server, the claim, the queue, the launcher, and the Job's (and Secret's) name.
+type Launched = (FakeApi, ClaimedWork, Arc<Queue>, Running, String);
 
 async fn launch_with(fake: FakeApi, w: ClaimedWork, cfg: LauncherConfig) -> Launched {
     let queue = Arc::new(Queue::with(vec![w.clone()]));
     let launcher = start(cfg, &queue, &fake);
     let name = launched(&fake, &w).await;
-    Launched {
-        fake,
-        w,
-        queue,
-        launcher,
-        name,
-    }
+    (fake, w, queue, launcher, name)
 }
 
 /// [`launch_with`] a fresh API server and launcher `launcher-a`.
@@ -131,13 +119,7 @@ async fn job_being_deleted(fake: &FakeApi, name: &str) {
 
 #[tokio::test]
 async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted() {
-    let Launched {
-        fake,
-        w,
-        queue,
-        launcher: l,
-        name,
-    } = launch(work(1)).await;
+    let (fake, w, queue, l, name) = launch(work(1)).await;
 
     // What the pod receives: the attempt file, with the lease and the credentials.
     let secret = fake.secret(&name).unwrap();
@@ -206,13 +188,7 @@ async fn job_creation_refused_by_quota_or_admission_is_classified() {
 
 #[tokio::test]
 async fn a_job_deleted_behind_the_launchers_back_is_retried() {
-    let Launched {
-        fake,
-        queue,
-        launcher: l,
-        name,
-        ..
-    } = launch(work(2)).await;
+    let (fake, _, queue, l, name) = launch(work(2)).await;
     fake.remove_job(&name);
     assert!(fake.secret(&name).is_none(), "the owned Secret goes with its Job");
     eventually("attempt failed", || !queue.fails().is_empty()).await;
@@ -224,13 +200,7 @@ async fn a_job_deleted_behind_the_launchers_back_is_retried() {
 
 #[tokio::test]
 async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
-    let Launched {
-        fake,
-        w,
-        queue,
-        launcher: l,
-        name,
-    } = launch(work(1)).await;
+    let (fake, w, queue, l, name) = launch(work(1)).await;
     queue.cancel.lock().unwrap().push(w.claimed.lease.task_id);
     job_being_deleted(&fake, &name).await;
     // Until the pod is gone, nothing is reported (run-task may still report first).
@@ -253,13 +223,7 @@ async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
 
 #[tokio::test]
 async fn a_lost_lease_stops_the_job_and_reports_nothing() {
-    let Launched {
-        fake,
-        w,
-        queue,
-        launcher: l,
-        name,
-    } = launch(work(1)).await;
+    let (fake, w, queue, l, name) = launch(work(1)).await;
     queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
     job_being_deleted(&fake, &name).await;
     fake.remove_job(&name);
@@ -278,13 +242,7 @@ async fn a_job_whose_pod_reported_and_is_exiting_is_not_deleted_when_its_lease_r
     // A reconcile interval far above the heartbeat's: the pod's exit lands inside it.
     let mut cfg = config("launcher-a");
     cfg.reconcile_interval = Duration::from_millis(1500);
-    let Launched {
-        fake,
-        w,
-        queue,
-        launcher: l,
-        name,
-    } = launch_with(FakeApi::new(), work(1), cfg).await;
+    let (fake, w, queue, l, name) = launch_with(FakeApi::new(), work(1), cfg).await;
     // run-task completed the task: the server now answers the lease as no longer held...
     queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
     eventually("a heartbeat answered lost", || {
@@ -328,13 +286,7 @@ async fn a_job_whose_pod_reported_and_is_exiting_is_not_deleted_when_its_lease_r
 
 #[tokio::test]
 async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not_duplicated() {
-    let Launched {
-        fake,
-        w,
-        queue,
-        launcher: first,
-        name,
-    } = launch(work(1)).await;
+    let (fake, w, queue, first, name) = launch(work(1)).await;
     assert_eq!(first.stop().await.created, 1);
 
     // The next life lists its Jobs by label and heartbeats their leases; it creates nothing.
@@ -366,9 +318,8 @@ async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not
     let w2 = work(1);
     let existing = build_job(&template(), &WorkerId::parse("launcher-a").unwrap(), &w2);
     fake.put("jobs", serde_json::to_value(&existing).unwrap());
-    let third = launch_with(fake, w2, config("launcher-a")).await;
-    let (fake, q2, name2) = (third.fake, third.queue, third.name);
-    let s = third.launcher.stop().await;
+    let (fake, _, q2, third, name2) = launch_with(fake, w2, config("launcher-a")).await;
+    let s = third.stop().await;
     // Adopted once at start (found by label) and once when the create was refused.
     assert_eq!((s.created, s.adopted), (0, 2), "{name} and {name2}");
     assert_eq!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, Registry};
-use agentpool_core::{ErrorClass, Event, EventKind, TaskId, TaskSpec, TaskState};
+use agentpool_core::{ErrorClass, Event, EventKind, Task, TaskId, TaskSpec, TaskState};
 use agentpool_store::{Store, TaskDetail};
 use agentpool_testkit::model::{ModelServer, Script, Step, TEST_API_KEY};
 use agentpool_testkit::process::PidFile;
@@ -236,6 +236,17 @@ async fn claude_code_max_turns_fails_with_agent_error() {
     assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
 }
 
+/// An `agent` task for `prompt`, and a worker for it started.
+async fn started(env: &Env, agent: &str, model: &ModelServer, prompt: &str) -> (Task, RunningWorker) {
+    let task = env
+        .store
+        .enqueue(agent_task(env, agent, prompt))
+        .await
+        .unwrap()
+        .task;
+    (task, agent_worker(env, agent, model).await)
+}
+
 /// Canceling the task while the agent's shell tool runs ends the agent and that shell.
 async fn cancel_ends_the_agent_and_its_children(agent: &str) {
     let pidfile = PidFile::new().unwrap();
@@ -243,13 +254,7 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
     let Some((env, model)) = agent_env(agent, steps).await else {
         return;
     };
-    let task = env
-        .store
-        .enqueue(agent_task(&env, agent, "Run the command"))
-        .await
-        .unwrap()
-        .task;
-    let w = agent_worker(&env, agent, &model).await;
+    let (task, w) = started(&env, agent, &model, "Run the command").await;
     // The pid file appears once the agent's shell tool runs.
     let pid = pidfile.wait(Duration::from_secs(90), String::new).await;
     env.store.cancel(task.id).await.unwrap();
@@ -265,13 +270,7 @@ async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
     let Some((env, model)) = agent_env(agent, [Step::answer("Noted.")]).await else {
         return;
     };
-    let first = env
-        .store
-        .enqueue(agent_task(&env, agent, "Remember the number 42"))
-        .await
-        .unwrap()
-        .task;
-    let w = agent_worker(&env, agent, &model).await;
+    let (first, w) = started(&env, agent, &model, "Remember the number 42").await;
     let first_done = finished_within(&env.store, first.id, Duration::from_secs(120)).await;
     assert_succeeded(&first_done);
     let session = first_done
