@@ -58,37 +58,19 @@ fn script() -> Script {
     ])
 }
 
-/// What each test starts from: the CLIs, an environment with a sample repo, and a model
-/// endpoint that writes hello.txt.
-struct Caller {
-    bin: PathBuf,
-    env: Env,
-    remote: PathBuf,
-    model: ModelServer,
-}
-
-async fn caller() -> Option<Caller> {
+/// What each test starts from: the CLIs' directory, an environment, its sample repo, and a
+/// model endpoint that writes hello.txt.
+async fn caller() -> Option<(PathBuf, Env, PathBuf, ModelServer)> {
     let bin = bin_or_fail()?;
     let env = Env::new();
     let remote = env.sample_repo();
     let model = ModelServer::start(script()).await.expect("model endpoint");
-    Some(Caller {
-        bin,
-        env,
-        remote,
-        model,
-    })
+    Some((bin, env, remote, model))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_passed_with_agent_env_reaches_claude_code_and_nothing_else_does() {
-    let Some(Caller {
-        bin,
-        env,
-        remote,
-        model,
-    }) = caller().await
-    else {
+    let Some((bin, env, remote, model)) = caller().await else {
         return;
     };
     let base = model.base_url();
@@ -158,13 +140,7 @@ fn agent_env_refuses_unset_variables_and_local_login_without_a_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_claude_login_is_visible_to_the_task_and_nothing_else_of_home_is() {
-    let Some(Caller {
-        bin,
-        env,
-        remote,
-        model,
-    }) = caller().await
-    else {
+    let Some((bin, env, remote, model)) = caller().await else {
         return;
     };
     let base = model.base_url();
