@@ -24,28 +24,20 @@ fn spawn_worker(server: &str, dir: &std::path::Path, id: &str) -> tokio::process
         .unwrap()
 }
 
-/// A store of its own and a real server on it whose leases last a second, for the worker
-/// processes to use.
-struct ShortLeases {
-    _db: TestDb,
-    store: Arc<dyn Store>,
-    url: String,
-}
-
-async fn short_leases() -> ShortLeases {
+/// A store of its own (and its database) with a real server on it whose leases last a second,
+/// for the worker processes to use: the server's URL.
+async fn short_leases() -> (TestDb, Arc<dyn Store>, String) {
     let db = TestDb::sqlite();
     let store = agentpool_store::open_store(db.url()).await.unwrap();
-    let url = agentpool_server::serve_loopback(store.clone(), Duration::from_secs(1))
-        .await
-        .unwrap()
-        .url();
-    ShortLeases { _db: db, store, url }
+    let server = agentpool_server::serve_loopback(store.clone(), Duration::from_secs(1));
+    let url = server.await.unwrap().url();
+    (db, store, url)
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     let env = env().await;
-    let ShortLeases { _db, store, url } = short_leases().await;
+    let (_db, store, url) = short_leases().await;
     let (gate, wait) = gate(&env);
     let cmd = format!("echo ready; {wait}; echo \"$AGENTPOOL_ATTEMPT\" > attempt.txt");
     let task = store.enqueue(command(&env, &cmd)).await.unwrap().task;
@@ -93,7 +85,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
 #[tokio::test]
 async fn a_restarted_worker_kills_what_its_killed_predecessor_left_running() {
     let env = env().await;
-    let ShortLeases { _db, store, url } = short_leases().await;
+    let (_db, store, url) = short_leases().await;
     let task = store
         .enqueue(command(&env, crate::worker::GRANDCHILDREN))
         .await
