@@ -2,12 +2,12 @@
 //! that only it has; the scripted endpoint asks for that tool; the tool's answer comes back
 //! in the run's events and in the next request to the model.
 
-use agentpool_agents::AgentRequest;
+use agentpool_agents::{AgentOutcome, AgentRequest};
 use agentpool_core::{AgentProfile, EventKind, McpServer};
-use agentpool_testkit::model::Step;
+use agentpool_testkit::model::{RecordedRequest, Step};
 use serde_json::json;
 
-use crate::real_cli::{Fixture, agent};
+use crate::real_cli::{Collect, Fixture, agent};
 
 fn profile(dir: &std::path::Path) -> AgentProfile {
     let script = agentpool_testkit::mcp::write_words_server(dir).expect("write the MCP server");
@@ -41,6 +41,23 @@ async fn asked_for_the_secret_word(name: &str) -> (Fixture, AgentRequest, tempfi
     (fx, req, scratch)
 }
 
+/// The words tool was offered to the model in the first request; its answer is in the run's
+/// events and went back to the model in the last request.
+fn assert_offered_and_answered(requests: &[RecordedRequest], sink: &Collect, out: &AgentOutcome) {
+    let offered = requests.first().map(|r| r.tools()).unwrap_or_default();
+    assert!(
+        offered.iter().any(|t| t == "mcp__words__secret_word"),
+        "the MCP tool is offered to the model: {offered:?}"
+    );
+    let shown = format!("{:?}", sink.of(EventKind::ToolResult));
+    assert!(
+        shown.contains("PINEAPPLE-42 for fruit"),
+        "the MCP tool's answer is in the events: {shown}\noutcome: {out:?}"
+    );
+    let last = requests.last().map(|r| r.body.to_string()).unwrap_or_default();
+    assert!(last.contains("PINEAPPLE-42"), "and went back to the model");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
     let Some(claude) = agent("claude-code") else {
@@ -52,24 +69,12 @@ async fn claude_code_loads_the_profile_s_mcp_server_and_calls_its_tool() {
     req.env.insert("ENABLE_TOOL_SEARCH".into(), "false".into());
     let (out, sink) = fx.run(claude.as_ref(), req).await;
     let requests = fx.server.agent_requests();
-    let offered = requests.first().map(|r| r.tools()).unwrap_or_default();
-    assert!(
-        offered.iter().any(|t| t == "mcp__words__secret_word"),
-        "the MCP tool is offered to the model: {offered:?}"
-    );
+    assert_offered_and_answered(&requests, &sink, &out);
     let system = format!("{}", requests[0].body["system"]);
     assert!(
         system.contains("Use the words tools"),
         "appended system prompt: {system}"
     );
-    let results = sink.of(EventKind::ToolResult);
-    let shown = format!("{results:?}");
-    assert!(
-        shown.contains("PINEAPPLE-42 for fruit"),
-        "the MCP tool's answer is in the events: {shown}\noutcome: {out:?}"
-    );
-    let last = requests.last().map(|r| r.body.to_string()).unwrap_or_default();
-    assert!(last.contains("PINEAPPLE-42"), "and went back to the model");
     assert!(!out.is_error, "{out:?}");
 }
 
@@ -83,19 +88,7 @@ async fn codex_loads_the_profile_s_mcp_server_and_calls_its_tool() {
     let (fx, mut req, _scratch) = asked_for_the_secret_word("codex").await;
     req.model = Some("stub-model".into());
     let (out, sink) = fx.run(codex.as_ref(), req).await;
-    let requests = fx.server.agent_requests();
-    let offered = requests.first().map(|r| r.tools()).unwrap_or_default();
-    assert!(
-        offered.iter().any(|t| t == "mcp__words__secret_word"),
-        "the MCP tool is offered to the model: {offered:?}"
-    );
-    let shown = format!("{:?}", sink.of(EventKind::ToolResult));
-    assert!(
-        shown.contains("PINEAPPLE-42 for fruit"),
-        "the MCP tool's answer is in the events: {shown}\noutcome: {out:?}"
-    );
-    let last = requests.last().map(|r| r.body.to_string()).unwrap_or_default();
-    assert!(last.contains("PINEAPPLE-42"), "and went back to the model");
+    assert_offered_and_answered(&fx.server.agent_requests(), &sink, &out);
 }
 
 /// The other CLIs: the profile's server in their own config format, its tool called, its
