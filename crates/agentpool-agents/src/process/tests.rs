@@ -38,6 +38,15 @@ async fn run(spec: ProcessSpec) -> ProcessOutcome {
         .unwrap()
 }
 
+/// A script that starts a sleeper writing its pid to `pidfile` in a session and group of its
+/// own (setsid, as some agents do), then runs `then`.
+fn detached_sleeper(pidfile: &std::path::Path, then: &str) -> String {
+    format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 300' & {then}",
+        pidfile.display()
+    )
+}
+
 /// The process whose pid is in `pidfile` is gone.
 fn assert_gone(pidfile: &std::path::Path, what: &str) {
     let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
@@ -103,12 +112,11 @@ async fn cancel_ends_the_process() {
 async fn cancel_reaches_children_that_left_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    // setsid puts the sleeper in a session and group of its own, as some agents do.
-    let script = format!(
-        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done; echo ready; wait",
-        p = pidfile.display()
+    let ready = format!(
+        "while [ ! -s {} ]; do sleep 0.05; done; echo ready; wait",
+        pidfile.display()
     );
-    let exit = cancel_on(spec(&script), "ready").await;
+    let exit = cancel_on(spec(&detached_sleeper(&pidfile, &ready)), "ready").await;
     assert_eq!(exit.killed, Some(KillReason::Canceled));
     assert_gone(&pidfile, "detached child");
 }
@@ -117,12 +125,8 @@ async fn cancel_reaches_children_that_left_the_group() {
 async fn a_detached_child_left_behind_by_a_clean_exit_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    // The sleeper leaves the group, then the leader exits 0 after the tree was recorded.
-    let script = format!(
-        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & sleep 1.5; exit 0",
-        p = pidfile.display()
-    );
-    let exit = run(spec(&script)).await;
+    // The leader exits 0 after the tree was recorded.
+    let exit = run(spec(&detached_sleeper(&pidfile, "sleep 1.5; exit 0"))).await;
     assert_eq!(exit.exit_code, Some(0));
     assert_eq!(exit.killed, None);
     assert_gone(&pidfile, "detached child (after the run)");
