@@ -45,6 +45,18 @@ impl Parsed {
     fn of(&self, k: EventKind) -> Vec<&NewEvent> {
         self.events.iter().filter(|e| e.kind() == k).collect()
     }
+    /// A run of the "write hello.txt" script: its first tool call is `tool` and succeeded, in
+    /// session `session`, answering "Created hello.txt." after 200 input tokens. Its outcome
+    /// (exit 0).
+    fn wrote_hello(&self, tool: &str, session: &str) -> agentpool_agents::AgentOutcome {
+        assert_eq!(self.of(EventKind::ToolCall)[0].data()["name"], tool);
+        assert_eq!(self.of(EventKind::ToolResult)[0].data()["ok"], true);
+        let o = self.outcome(0);
+        assert_eq!(o.session_id.as_deref(), Some(session));
+        assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
+        assert_eq!(o.usage.input_tokens, 200);
+        o
+    }
     /// The outcome as if the process exited with `code`.
     fn outcome(&self, code: i32) -> agentpool_agents::AgentOutcome {
         let exit = ProcessOutcome {
@@ -185,15 +197,7 @@ fn codex_apply_patch_is_a_tool_call_with_result_and_usage() {
         1,
         "started+completed is one call"
     );
-    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "file_change");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
-    let o = p.outcome(0);
-    assert_eq!(
-        o.session_id.as_deref(),
-        Some("01a204ac-9a91-79c0-afc4-a1f2ebeaac6c")
-    );
-    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
-    assert_eq!(o.usage.input_tokens, 200);
+    let o = p.wrote_hello("file_change", "01a204ac-9a91-79c0-afc4-a1f2ebeaac6c");
     assert_eq!(o.usage.output_tokens, 40);
     assert_eq!(o.cost_usd, None);
 }
@@ -226,15 +230,7 @@ fn codex_error_items_are_warnings_not_failures() {
 #[test]
 fn gemini_write_file_run_has_tool_events_and_stats() {
     let p = parse("gemini-write-file.jsonl");
-    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "write_file");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
-    let o = p.outcome(0);
-    assert_eq!(
-        o.session_id.as_deref(),
-        Some("f6dd050d-d7cd-411f-921e-f9019559ce93")
-    );
-    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
-    assert_eq!(o.usage.input_tokens, 200);
+    let o = p.wrote_hello("write_file", "f6dd050d-d7cd-411f-921e-f9019559ce93");
     assert_eq!(o.usage.output_tokens, 40);
 }
 
@@ -265,18 +261,13 @@ fn gemini_interrupted_run_without_result_is_an_error() {
 fn opencode_write_run_has_tool_events_usage_and_result() {
     let p = parse("opencode-run-write-file.jsonl");
     let call = p.of(EventKind::ToolCall)[0];
-    assert_eq!(call.data()["name"], "write");
     assert_eq!(call.data()["input"]["content"], "hello from stub\n");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
     assert_eq!(
         p.of(EventKind::Result).len(),
         1,
         "only the final step ends the answer"
     );
-    let o = p.outcome(0);
-    assert_eq!(o.session_id.as_deref(), Some("ses_dfb51eda1ffeK5RwPf31NgGfKW"));
-    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
-    assert_eq!(o.usage.input_tokens, 200);
+    let o = p.wrote_hello("write", "ses_dfb51eda1ffeK5RwPf31NgGfKW");
     assert_eq!(o.num_turns, Some(2));
     assert_eq!(o.cost_usd, Some(0.0));
 }
