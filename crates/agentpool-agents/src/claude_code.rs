@@ -22,15 +22,8 @@ pub struct ClaudeCode;
 impl ClaudeCode {
     /// The command line for a request (without the program).
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "-p".into(),
-            req.prompt.clone().into(),
-            "--output-format".into(),
-            "stream-json".into(),
-            // stream-json without --verbose is refused.
-            "--verbose".into(),
-            "--dangerously-skip-permissions".into(),
-        ];
+        // stream-json without --verbose is refused.
+        let mut a = cli::stream_json_run(&req.prompt, &["--verbose", "--dangerously-skip-permissions"]);
         a.extend(cli::options([
             ("--model", req.model.clone()),
             ("--max-turns", req.max_turns.map(|n| n.to_string())),

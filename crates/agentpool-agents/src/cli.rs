@@ -400,6 +400,16 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[Str
     o
 }
 
+/// `-p PROMPT --output-format stream-json`, then `flags`: a headless run printing one JSON
+/// object per line, as Claude Code spells it and Gemini CLI (which follows its flags) too.
+pub fn stream_json_run(prompt: &str, flags: &[&str]) -> Vec<OsString> {
+    ["-p", prompt, "--output-format", "stream-json"]
+        .iter()
+        .chain(flags)
+        .map(OsString::from)
+        .collect()
+}
+
 /// `flag value` for each option that is set, in order (a CLI's optional arguments).
 pub fn options<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<String>)>) -> Vec<OsString> {
     pairs

@@ -42,13 +42,7 @@ impl Gemini {
     }
 
     pub fn args(req: &AgentRequest) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![
-            "-p".into(),
-            req.prompt.clone().into(),
-            "--output-format".into(),
-            "stream-json".into(),
-            "--yolo".into(),
-        ];
+        let mut a = cli::stream_json_run(&req.prompt, &["--yolo"]);
         a.extend(cli::options([
             ("-m", req.model.clone()),
             ("--resume", req.resume_session.clone()),

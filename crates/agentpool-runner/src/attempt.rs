@@ -199,7 +199,8 @@ pub(crate) async fn send_report(
     Some(sent)
 }
 
-/// Report `report` for `lease`, retrying transient failures for `retry_for`.
+/// Report `report` for `lease`, retrying transient failures for `retry_for` (an abandoned
+/// attempt reports nothing: its lease is no longer ours).
 pub async fn deliver(
     api: &dyn WorkerApi,
     worker: &WorkerId,
@@ -208,6 +209,10 @@ pub async fn deliver(
     retry_for: Duration,
 ) -> AttemptOutcome {
     let task = lease.task_id;
+    let kind = match &report {
+        Report::Fail { .. } => "fail",
+        _ => "complete",
+    };
     let deadline = tokio::time::Instant::now() + retry_for;
     let mut delay = Duration::from_millis(250);
     loop {
@@ -221,16 +226,16 @@ pub async fn deliver(
         match res {
             Ok(outcome) => return outcome,
             Err(ApiError::StaleLease(_)) => {
-                tracing::warn!(%task, "report refused: the lease was taken meanwhile");
+                tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
                 return AttemptOutcome::Lost;
             }
             Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%task, "report failed, retrying in {delay:?}: {e}");
+                tracing::warn!(%task, "{kind} failed, retrying in {delay:?}: {e}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(15));
             }
             Err(e) => {
-                tracing::error!(%task, "report could not be delivered: {e}");
+                tracing::error!(%task, "{kind} could not be reported: {e}");
                 return AttemptOutcome::Unreported;
             }
         }

@@ -281,6 +281,26 @@ fn fast_import(bare: &Path, stream: &[u8]) -> io::Result<()> {
     }
 }
 
+/// `git ARGS` in `dir` for a test's own working repositories, committing as a fixed test
+/// identity; panics when git fails. Its standard output, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn git_out(dir: &Path, args: &[&str]) -> io::Result<String> {
     let out = Command::new("git")
         .args(args)

@@ -318,24 +318,21 @@ pub async fn run_process(
         });
     }
     let (tx, mut rx) = mpsc::channel::<Line>(256);
-    let mut readers = Vec::new();
     let limits = (spec.max_line_bytes.max(1), spec.long_lines);
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(read_lines(
-            out,
+    let readers = [
+        tokio::spawn(read_lines(
+            child.stdout.take(),
             OutputStream::Stdout,
             limits,
             tx.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(read_lines(
-            err,
+        )),
+        tokio::spawn(read_lines(
+            child.stderr.take(),
             OutputStream::Stderr,
             limits,
             tx.clone(),
-        )));
-    }
+        )),
+    ];
     drop(tx);
 
     let over_limit = |bytes: u64| spec.max_output_bytes.is_some_and(|max| bytes > max);
@@ -451,12 +448,14 @@ fn deliver(on_line: &mut (dyn FnMut(OutputStream, &str) + Send), line: &Line) {
     on_line(line.stream, &String::from_utf8_lossy(&line.bytes));
 }
 
+/// Sends `reader`'s lines as they come (nothing when the stream was not captured).
 async fn read_lines<R: AsyncRead + Unpin>(
-    reader: R,
+    reader: Option<R>,
     stream: OutputStream,
     (max_line, mode): (usize, LongLines),
     tx: mpsc::Sender<Line>,
 ) {
+    let Some(reader) = reader else { return };
     let mut reader = BufReader::new(reader);
     loop {
         let mut bytes = Vec::new();

@@ -14,6 +14,45 @@ fn spec(script: &str) -> ProcessSpec {
         .kill_grace(Duration::from_secs(2))
 }
 
+/// Runs `spec` and cancels it when it prints `line`.
+async fn cancel_on(spec: ProcessSpec, line: &'static str) -> ProcessOutcome {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    run_process(
+        spec,
+        &mut move |_, l| {
+            if l == line {
+                c.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap()
+}
+
+/// Runs `spec` to its end, ignoring its output.
+async fn run(spec: ProcessSpec) -> ProcessOutcome {
+    run_process(spec, &mut |_, _| {}, &CancellationToken::new())
+        .await
+        .unwrap()
+}
+
+/// A script that starts a sleeper writing its pid to `pidfile` in a session and group of its
+/// own (setsid, as some agents do), then runs `then`.
+fn detached_sleeper(pidfile: &std::path::Path, then: &str) -> String {
+    format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 300' & {then}",
+        pidfile.display()
+    )
+}
+
+/// The process whose pid is in `pidfile` is gone.
+fn assert_gone(pidfile: &std::path::Path, what: &str) {
+    let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "{what}: {pid} survived");
+}
+
 #[tokio::test]
 async fn lines_from_both_streams_arrive_and_exit_code_is_kept() {
     let mut lines = Vec::new();
@@ -50,38 +89,21 @@ async fn timeout_kills_the_group_including_children() {
     let pidfile = dir.path().join("pid");
     let s = spec(&format!("sleep 300 & echo $! > {}; wait", pidfile.display()))
         .timeout(Duration::from_millis(500));
-    let exit = run_process(s, &mut |_, _| {}, &CancellationToken::new())
-        .await
-        .unwrap();
+    let exit = run(s).await;
     assert_eq!(exit.killed, Some(KillReason::Timeout));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!alive(pid), "child sleep {pid} survived");
+    assert_gone(&pidfile, "child sleep");
 }
 
 #[tokio::test]
 async fn output_limit_kills() {
     let s = spec("yes agentpool").max_output_bytes(10_000);
-    let exit = run_process(s, &mut |_, _| {}, &CancellationToken::new())
-        .await
-        .unwrap();
+    let exit = run(s).await;
     assert_eq!(exit.killed, Some(KillReason::OutputLimit));
 }
 
 #[tokio::test]
 async fn cancel_ends_the_process() {
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    let exit = run_process(
-        spec("echo started; sleep 300"),
-        &mut move |_, l| {
-            if l == "started" {
-                c2.cancel();
-            }
-        },
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let exit = cancel_on(spec("echo started; sleep 300"), "started").await;
     assert_eq!(exit.killed, Some(KillReason::Canceled));
     assert!(exit.duration < Duration::from_secs(30));
 }
@@ -90,45 +112,24 @@ async fn cancel_ends_the_process() {
 async fn cancel_reaches_children_that_left_the_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let cancel = CancellationToken::new();
-    let c2 = cancel.clone();
-    // setsid puts the sleeper in a session and group of its own, as some agents do.
-    let script = format!(
-        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & while [ ! -s {p} ]; do sleep 0.05; done; echo ready; wait",
-        p = pidfile.display()
+    let ready = format!(
+        "while [ ! -s {} ]; do sleep 0.05; done; echo ready; wait",
+        pidfile.display()
     );
-    let exit = run_process(
-        spec(&script),
-        &mut move |_, l| {
-            if l == "ready" {
-                c2.cancel();
-            }
-        },
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let exit = cancel_on(spec(&detached_sleeper(&pidfile, &ready)), "ready").await;
     assert_eq!(exit.killed, Some(KillReason::Canceled));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!alive(pid), "detached child {pid} survived");
+    assert_gone(&pidfile, "detached child");
 }
 
 #[tokio::test]
 async fn a_detached_child_left_behind_by_a_clean_exit_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    // The sleeper leaves the group, then the leader exits 0 after the tree was recorded.
-    let script = format!(
-        "setsid sh -c 'echo $$ > {p}; exec sleep 300' & sleep 1.5; exit 0",
-        p = pidfile.display()
-    );
-    let exit = run_process(spec(&script), &mut |_, _| {}, &CancellationToken::new())
-        .await
-        .unwrap();
+    // The leader exits 0 after the tree was recorded.
+    let exit = run(spec(&detached_sleeper(&pidfile, "sleep 1.5; exit 0"))).await;
     assert_eq!(exit.exit_code, Some(0));
     assert_eq!(exit.killed, None);
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!alive(pid), "detached child {pid} outlived the run");
+    assert_gone(&pidfile, "detached child (after the run)");
 }
 
 #[tokio::test]

@@ -26,10 +26,13 @@ fn request(model: Option<&str>, env: &[(&str, &str)]) -> Req {
     Req { _dir: dir, req }
 }
 
-fn login(r: &Req, rel: &str) {
+/// A request with a login file at `rel` under its home.
+fn logged_in(model: Option<&str>, env: &[(&str, &str)], rel: &str) -> Req {
+    let r = request(model, env);
     let path = r.req.home.join(rel);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, "{}").unwrap();
+    r
 }
 
 /// The check's verdict: `None` when it passes, else the message (class asserted).
@@ -43,10 +46,19 @@ fn verdict<A: CliAgent>(agent: &A, r: &Req) -> Option<String> {
     }
 }
 
+/// The message of the check refusing a request with `model` and `env`.
+fn refusal<A: CliAgent>(agent: &A, model: Option<&str>, env: &[(&str, &str)]) -> String {
+    verdict(agent, &request(model, env)).expect("refused")
+}
+
+fn assert_passes<A: CliAgent>(agent: &A, model: Option<&str>, env: &[(&str, &str)]) {
+    assert_eq!(verdict(agent, &request(model, env)), None, "{model:?} {env:?}");
+}
+
 #[test]
 fn claude_code_needs_a_key_a_token_a_cloud_provider_or_a_login() {
     let a = claude_code::ClaudeCode;
-    let msg = verdict(&a, &request(None, &[("ANTHROPIC_BASE_URL", "http://x")])).expect("refused");
+    let msg = refusal(&a, None, &[("ANTHROPIC_BASE_URL", "http://x")]);
     assert!(msg.contains("ANTHROPIC_API_KEY"), "{msg}");
     assert!(msg.contains("anthropic_api_key"), "{msg}");
     for env in [
@@ -56,83 +68,78 @@ fn claude_code_needs_a_key_a_token_a_cloud_provider_or_a_login() {
         ("CLAUDE_CODE_USE_BEDROCK", "1"),
         ("CLAUDE_CODE_USE_VERTEX", "1"),
     ] {
-        assert_eq!(verdict(&a, &request(None, &[env])), None, "{env:?}");
+        assert_passes(&a, None, &[env]);
     }
     assert!(verdict(&a, &request(None, &[("CLAUDE_CODE_USE_BEDROCK", "0")])).is_some());
-    let r = request(None, &[]);
-    login(&r, ".claude/.credentials.json");
-    assert_eq!(verdict(&a, &r), None);
+    assert_eq!(
+        verdict(&a, &logged_in(None, &[], ".claude/.credentials.json")),
+        None
+    );
 }
 
 #[test]
 fn codex_needs_the_endpoint_key_or_an_openai_key_or_a_login() {
     let a = codex::Codex;
-    let msg = verdict(&a, &request(None, &[("OPENAI_BASE_URL", "http://x/v1")])).expect("refused");
+    let msg = refusal(&a, None, &[("OPENAI_BASE_URL", "http://x/v1")]);
     assert!(
         msg.contains("OPENAI_API_KEY") && msg.contains("OPENAI_BASE_URL"),
         "{msg}"
     );
     // A login does not help a custom endpoint: its provider reads the variable.
-    let r = request(None, &[("OPENAI_BASE_URL", "http://x/v1")]);
-    login(&r, ".codex/auth.json");
+    let r = logged_in(None, &[("OPENAI_BASE_URL", "http://x/v1")], ".codex/auth.json");
     assert!(verdict(&a, &r).is_some());
-    let msg = verdict(&a, &request(None, &[])).expect("refused");
+    let msg = refusal(&a, None, &[]);
     assert!(
         msg.contains("OPENAI_API_KEY") && msg.contains(".codex/auth.json"),
         "{msg}"
     );
-    assert_eq!(verdict(&a, &request(None, &[("CODEX_API_KEY", "k")])), None);
-    let r = request(None, &[]);
-    login(&r, ".codex/auth.json");
-    assert_eq!(verdict(&a, &r), None);
+    assert_passes(&a, None, &[("CODEX_API_KEY", "k")]);
+    assert_eq!(verdict(&a, &logged_in(None, &[], ".codex/auth.json")), None);
 }
 
 #[test]
 fn gemini_needs_its_api_key() {
     let a = gemini::Gemini;
-    let msg = verdict(&a, &request(None, &[("GOOGLE_GEMINI_BASE_URL", "http://x")])).expect("refused");
+    let msg = refusal(&a, None, &[("GOOGLE_GEMINI_BASE_URL", "http://x")]);
     assert!(msg.contains("GEMINI_API_KEY"), "{msg}");
-    assert_eq!(verdict(&a, &request(None, &[("GEMINI_API_KEY", "k")])), None);
+    assert_passes(&a, None, &[("GEMINI_API_KEY", "k")]);
 }
 
 #[test]
 fn opencode_needs_the_key_of_the_models_provider() {
     let a = opencode::OpenCode;
-    let msg = verdict(&a, &request(None, &[("OPENAI_BASE_URL", "http://x/v1")])).expect("refused");
+    let msg = refusal(&a, None, &[("OPENAI_BASE_URL", "http://x/v1")]);
     assert!(msg.contains("OPENAI_API_KEY"), "{msg}");
-    let msg = verdict(&a, &request(Some("anthropic/claude-sonnet-4-5"), &[])).expect("refused");
+    let msg = refusal(&a, Some("anthropic/claude-sonnet-4-5"), &[]);
     assert!(
         msg.contains("ANTHROPIC_API_KEY") && msg.contains("opencode/auth.json"),
         "{msg}"
     );
-    assert_eq!(
-        verdict(
-            &a,
-            &request(Some("anthropic/claude-sonnet-4-5"), &[("ANTHROPIC_API_KEY", "k")])
-        ),
-        None
+    assert_passes(
+        &a,
+        Some("anthropic/claude-sonnet-4-5"),
+        &[("ANTHROPIC_API_KEY", "k")],
     );
-    assert_eq!(
-        verdict(
-            &a,
-            &request(Some("google/gemini-2.5-flash"), &[("GEMINI_API_KEY", "k")])
-        ),
-        None
-    );
-    let r = request(Some("openai/gpt-5.5"), &[]);
-    login(&r, ".local/share/opencode/auth.json");
+    assert_passes(&a, Some("google/gemini-2.5-flash"), &[("GEMINI_API_KEY", "k")]);
+    let r = logged_in(Some("openai/gpt-5.5"), &[], ".local/share/opencode/auth.json");
     assert_eq!(verdict(&a, &r), None);
     // OpenCode's own free models and providers it does not know are not checked.
-    assert_eq!(verdict(&a, &request(None, &[])), None);
-    assert_eq!(verdict(&a, &request(Some("someprovider/m"), &[])), None);
+    assert_passes(&a, None, &[]);
+    assert_passes(&a, Some("someprovider/m"), &[]);
+}
+
+/// A Claude Code request to a scripted endpoint, with the endpoint's key taken out.
+async fn claude_code_without_a_key() -> (Fixture, AgentRequest) {
+    let fx = Fixture::new(vec![Step::answer("never asked")]).await;
+    let mut req = fx.request("claude-code", "Create hello.txt");
+    req.env.remove("ANTHROPIC_API_KEY");
+    (fx, req)
 }
 
 #[tokio::test]
 async fn real_claude_code_without_credentials_is_refused_before_it_starts() {
     let Some(agent) = agent("claude-code") else { return };
-    let fx = Fixture::new(vec![Step::answer("never asked")]).await;
-    let mut req = fx.request("claude-code", "Create hello.txt");
-    req.env.remove("ANTHROPIC_API_KEY");
+    let (fx, req) = claude_code_without_a_key().await;
     let err = agent
         .run(req, Arc::new(Collect::default()), CancellationToken::new())
         .await
@@ -148,9 +155,7 @@ async fn real_claude_code_started_without_credentials_is_an_auth_failure() {
     // Past the check (as when a login file is there but not valid), the CLI itself says "Not
     // logged in"; that must not read as a retryable agent error either.
     let Some(_) = agent("claude-code") else { return };
-    let fx = Fixture::new(vec![Step::answer("never asked")]).await;
-    let mut req = fx.request("claude-code", "Create hello.txt");
-    req.env.remove("ANTHROPIC_API_KEY");
+    let (_fx, req) = claude_code_without_a_key().await;
     let cfg = AgentConfig {
         bin_dir: Some(crate::real_cli::bin_dir()),
         ..Default::default()

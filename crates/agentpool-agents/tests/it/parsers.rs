@@ -45,6 +45,18 @@ impl Parsed {
     fn of(&self, k: EventKind) -> Vec<&NewEvent> {
         self.events.iter().filter(|e| e.kind() == k).collect()
     }
+    /// A run of the "write hello.txt" script: its first tool call is `tool` and succeeded, in
+    /// session `session`, answering "Created hello.txt." after 200 input tokens. Its outcome
+    /// (exit 0).
+    fn wrote_hello(&self, tool: &str, session: &str) -> agentpool_agents::AgentOutcome {
+        assert_eq!(self.of(EventKind::ToolCall)[0].data()["name"], tool);
+        assert_eq!(self.of(EventKind::ToolResult)[0].data()["ok"], true);
+        let o = self.outcome(0);
+        assert_eq!(o.session_id.as_deref(), Some(session));
+        assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
+        assert_eq!(o.usage.input_tokens, 200);
+        o
+    }
     /// The outcome as if the process exited with `code`.
     fn outcome(&self, code: i32) -> agentpool_agents::AgentOutcome {
         let exit = ProcessOutcome {
@@ -68,6 +80,11 @@ fn parse(name: &str) -> Parsed {
         events.extend(ev);
     }
     Parsed { events, parser }
+}
+
+/// The sample `name`, its process exiting with `code`, fails with `class`.
+fn assert_class(name: &str, code: i32, class: ErrorClass) {
+    assert_eq!(parse(name).outcome(code).error_class, Some(class), "{name}");
 }
 
 #[test]
@@ -133,10 +150,8 @@ fn claude_code_result_is_found_although_type_is_not_the_first_key() {
 
 #[test]
 fn claude_code_api_errors_are_classified_from_api_error_status() {
-    let o = parse("claude-code-401.jsonl").outcome(1);
-    assert_eq!(o.error_class, Some(ErrorClass::AuthFailed));
-    let o = parse("claude-code-429.jsonl").outcome(1);
-    assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
+    assert_class("claude-code-401.jsonl", 1, ErrorClass::AuthFailed);
+    assert_class("claude-code-429.jsonl", 1, ErrorClass::RateLimited);
 }
 
 #[test]
@@ -182,15 +197,7 @@ fn codex_apply_patch_is_a_tool_call_with_result_and_usage() {
         1,
         "started+completed is one call"
     );
-    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "file_change");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
-    let o = p.outcome(0);
-    assert_eq!(
-        o.session_id.as_deref(),
-        Some("01a204ac-9a91-79c0-afc4-a1f2ebeaac6c")
-    );
-    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
-    assert_eq!(o.usage.input_tokens, 200);
+    let o = p.wrote_hello("file_change", "01a204ac-9a91-79c0-afc4-a1f2ebeaac6c");
     assert_eq!(o.usage.output_tokens, 40);
     assert_eq!(o.cost_usd, None);
 }
@@ -206,18 +213,9 @@ fn codex_shell_command_result_carries_output_and_cache_tokens() {
 
 #[test]
 fn codex_errors_are_classified_from_the_message() {
-    assert_eq!(
-        parse("codex-exec-401.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
-    assert_eq!(
-        parse("codex-exec-429.jsonl").outcome(1).error_class,
-        Some(ErrorClass::RateLimited)
-    );
-    assert_eq!(
-        parse("codex-exec-missing-key.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
+    assert_class("codex-exec-401.jsonl", 1, ErrorClass::AuthFailed);
+    assert_class("codex-exec-429.jsonl", 1, ErrorClass::RateLimited);
+    assert_class("codex-exec-missing-key.jsonl", 1, ErrorClass::AuthFailed);
 }
 
 #[test]
@@ -232,15 +230,7 @@ fn codex_error_items_are_warnings_not_failures() {
 #[test]
 fn gemini_write_file_run_has_tool_events_and_stats() {
     let p = parse("gemini-write-file.jsonl");
-    assert_eq!(p.of(EventKind::ToolCall)[0].data()["name"], "write_file");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
-    let o = p.outcome(0);
-    assert_eq!(
-        o.session_id.as_deref(),
-        Some("f6dd050d-d7cd-411f-921e-f9019559ce93")
-    );
-    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
-    assert_eq!(o.usage.input_tokens, 200);
+    let o = p.wrote_hello("write_file", "f6dd050d-d7cd-411f-921e-f9019559ce93");
     assert_eq!(o.usage.output_tokens, 40);
 }
 
@@ -253,14 +243,8 @@ fn gemini_tool_error_is_a_failed_tool_result_in_a_successful_run() {
 
 #[test]
 fn gemini_errors_are_classified_from_message_and_exit_code() {
-    assert_eq!(
-        parse("gemini-401.jsonl").outcome(145).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
-    assert_eq!(
-        parse("gemini-error-a.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
+    assert_class("gemini-401.jsonl", 145, ErrorClass::AuthFailed);
+    assert_class("gemini-error-a.jsonl", 1, ErrorClass::AuthFailed);
     let o = parse("gemini-429.jsonl").outcome(173);
     assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
     assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)));
@@ -277,28 +261,20 @@ fn gemini_interrupted_run_without_result_is_an_error() {
 fn opencode_write_run_has_tool_events_usage_and_result() {
     let p = parse("opencode-run-write-file.jsonl");
     let call = p.of(EventKind::ToolCall)[0];
-    assert_eq!(call.data()["name"], "write");
     assert_eq!(call.data()["input"]["content"], "hello from stub\n");
-    assert_eq!(p.of(EventKind::ToolResult)[0].data()["ok"], true);
     assert_eq!(
         p.of(EventKind::Result).len(),
         1,
         "only the final step ends the answer"
     );
-    let o = p.outcome(0);
-    assert_eq!(o.session_id.as_deref(), Some("ses_dfb51eda1ffeK5RwPf31NgGfKW"));
-    assert_eq!(o.final_text.as_deref(), Some("Created hello.txt."));
-    assert_eq!(o.usage.input_tokens, 200);
+    let o = p.wrote_hello("write", "ses_dfb51eda1ffeK5RwPf31NgGfKW");
     assert_eq!(o.num_turns, Some(2));
     assert_eq!(o.cost_usd, Some(0.0));
 }
 
 #[test]
 fn opencode_errors_use_status_code_and_retry_after_header() {
-    assert_eq!(
-        parse("opencode-run-401.jsonl").outcome(1).error_class,
-        Some(ErrorClass::AuthFailed)
-    );
+    assert_class("opencode-run-401.jsonl", 1, ErrorClass::AuthFailed);
     let o = parse("opencode-run-429.jsonl").outcome(1);
     assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
     assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)));

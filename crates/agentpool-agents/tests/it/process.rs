@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use agentpool_agents::process::{KillReason, OutputStream, ProcessSpec, group_alive, run_process};
+use agentpool_agents::process::{
+    KillReason, OutputStream, ProcessOutcome, ProcessSpec, group_alive, run_process,
+};
 use agentpool_testkit::process::{alive, pids};
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +16,25 @@ fn sh(script: &str) -> ProcessSpec {
         .arg(script)
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .kill_grace(Duration::from_millis(500))
+}
+
+/// Runs `spec` until it prints `ready`, then cancels it; every line up to then is also handed
+/// to `each`.
+async fn cancel_when_ready(spec: ProcessSpec, mut each: impl FnMut(&str) + Send) -> ProcessOutcome {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    run_process(
+        spec,
+        &mut |_, l| {
+            each(l);
+            if l == "ready" {
+                c.cancel();
+            }
+        },
+        &cancel,
+    )
+    .await
+    .unwrap()
 }
 
 const GRANDCHILDREN: &str = "sleep 1000 & echo pid $!; sleep 1000 & echo pid $!; echo ready; wait";
@@ -40,21 +61,8 @@ async fn streams_lines_with_only_the_given_environment() {
 
 #[tokio::test]
 async fn cancel_kills_the_whole_group_including_grandchildren() {
-    let cancel = CancellationToken::new();
     let mut lines = Vec::new();
-    let c = cancel.clone();
-    let outcome = run_process(
-        sh(GRANDCHILDREN),
-        &mut |_, l| {
-            if l == "ready" {
-                c.cancel();
-            }
-            lines.push(l.to_string());
-        },
-        &cancel,
-    )
-    .await
-    .unwrap();
+    let outcome = cancel_when_ready(sh(GRANDCHILDREN), |l| lines.push(l.to_string())).await;
     assert_eq!(outcome.killed, Some(KillReason::Canceled));
     let children = pids(&lines);
     assert_eq!(children.len(), 2);
@@ -83,19 +91,11 @@ async fn timeout_kills_the_whole_group_including_grandchildren() {
 
 #[tokio::test]
 async fn a_process_ignoring_sigterm_is_killed_after_the_grace_period() {
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    let outcome = run_process(
+    let outcome = cancel_when_ready(
         sh("trap '' TERM; echo ready; while :; do sleep 0.05; done"),
-        &mut |_, l| {
-            if l == "ready" {
-                c.cancel();
-            }
-        },
-        &cancel,
+        |_| {},
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(outcome.killed, Some(KillReason::Canceled));
     assert_eq!(outcome.signal, Some(libc::SIGKILL));
     assert!(
@@ -193,23 +193,18 @@ async fn kill_orphans_kills_recorded_groups_carrying_their_marker_only() {
 async fn a_run_records_its_group_while_it_runs_and_removes_the_file_after() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("running").join("t1.pgid");
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
     let mut recorded = None;
-    let outcome = run_process(
+    let outcome = cancel_when_ready(
         sh("echo ready; sleep 1000")
             .env("AGENTPOOL_TASK_ID", "t1")
             .group_file(&file, "AGENTPOOL_TASK_ID=t1"),
-        &mut |_, l| {
+        |l| {
             if l == "ready" {
                 recorded = std::fs::read_to_string(&file).ok();
-                c.cancel();
             }
         },
-        &cancel,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(outcome.killed, Some(KillReason::Canceled));
     assert_eq!(
         recorded,

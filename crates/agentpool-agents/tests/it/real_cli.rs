@@ -2,12 +2,13 @@
 //! model endpoint, in a temp git repository. A missing CLI fails these tests when services are
 //! required (scripts/test, CI); otherwise they say so and return.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, AgentOutcome, AgentRequest, CodeAgent, EventSink, Registry};
 use agentpool_core::{ErrorClass, EventKind, NewEvent};
+use agentpool_testkit::git::git;
 use agentpool_testkit::model::{ModelServer, Script, Step};
 use agentpool_testkit::process::{PidFile, alive};
 use tokio::sync::Notify;
@@ -68,23 +69,6 @@ pub fn agent(name: &str) -> Option<Arc<dyn CodeAgent>> {
         return None;
     }
     Registry::builtin(&cfg).get(name)
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A temp git repo with one commit, a private home, and a scripted endpoint.

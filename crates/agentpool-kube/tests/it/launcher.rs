@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, TaskId, WorkerId};
+use agentpool_core::{ErrorClass, WorkerId};
 use agentpool_kube::fake::FakeApi;
 use agentpool_kube::job::{build_job, job_name};
 use agentpool_kube::launcher::LauncherSummary;
@@ -93,13 +93,33 @@ async fn launched(fake: &FakeApi, w: &ClaimedWork) -> String {
     name
 }
 
+/// A launcher started on a queue holding one claim, once that claim's Job and Secret exist:
+/// the API server, the claim, the queue, the launcher, and the Job's (and Secret's) name.
+type Launched = (FakeApi, ClaimedWork, Arc<Queue>, Running, String);
+
+async fn launch_with(fake: FakeApi, w: ClaimedWork, cfg: LauncherConfig) -> Launched {
+    let queue = Arc::new(Queue::with(vec![w.clone()]));
+    let launcher = start(cfg, &queue, &fake);
+    let name = launched(&fake, &w).await;
+    (fake, w, queue, launcher, name)
+}
+
+/// [`launch_with`] a fresh API server and launcher `launcher-a`.
+async fn launch(w: ClaimedWork) -> Launched {
+    launch_with(FakeApi::new(), w, config("launcher-a")).await
+}
+
+async fn job_being_deleted(fake: &FakeApi, name: &str) {
+    eventually("Job being deleted", || {
+        fake.job(name)
+            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted() {
-    let fake = FakeApi::new();
-    let w = work(1);
-    let queue = Arc::new(Queue::with(vec![w.clone()]));
-    let l = start(config("launcher-a"), &queue, &fake);
-    let name = launched(&fake, &w).await;
+    let (fake, w, queue, l, name) = launch(work(1)).await;
 
     // What the pod receives: the attempt file, with the lease and the credentials.
     let secret = fake.secret(&name).unwrap();
@@ -120,11 +140,7 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
         msg.contains("ImagePullBackOff") && msg.contains("registry.example/agentpool:0.1.0"),
         "{msg}"
     );
-    eventually("Job deleted", || {
-        fake.job(&name)
-            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
-    })
-    .await;
+    job_being_deleted(&fake, &name).await;
     let summary = l.stop().await;
     assert_eq!(
         writes(&fake),
@@ -172,11 +188,7 @@ async fn job_creation_refused_by_quota_or_admission_is_classified() {
 
 #[tokio::test]
 async fn a_job_deleted_behind_the_launchers_back_is_retried() {
-    let fake = FakeApi::new();
-    let w = work(2);
-    let queue = Arc::new(Queue::with(vec![w.clone()]));
-    let l = start(config("launcher-a"), &queue, &fake);
-    let name = launched(&fake, &w).await;
+    let (fake, _, queue, l, name) = launch(work(2)).await;
     fake.remove_job(&name);
     assert!(fake.secret(&name).is_none(), "the owned Secret goes with its Job");
     eventually("attempt failed", || !queue.fails().is_empty()).await;
@@ -188,18 +200,9 @@ async fn a_job_deleted_behind_the_launchers_back_is_retried() {
 
 #[tokio::test]
 async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
-    let fake = FakeApi::new();
-    let w = work(1);
-    let id: TaskId = w.claimed.lease.task_id;
-    let queue = Arc::new(Queue::with(vec![w.clone()]));
-    let l = start(config("launcher-a"), &queue, &fake);
-    let name = launched(&fake, &w).await;
-    queue.cancel.lock().unwrap().push(id);
-    eventually("Job being deleted", || {
-        fake.job(&name)
-            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
-    })
-    .await;
+    let (fake, w, queue, l, name) = launch(work(1)).await;
+    queue.cancel.lock().unwrap().push(w.claimed.lease.task_id);
+    job_being_deleted(&fake, &name).await;
     // Until the pod is gone, nothing is reported (run-task may still report first).
     assert!(queue.fails().is_empty());
     fake.remove_job(&name);
@@ -220,17 +223,9 @@ async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
 
 #[tokio::test]
 async fn a_lost_lease_stops_the_job_and_reports_nothing() {
-    let fake = FakeApi::new();
-    let w = work(1);
-    let queue = Arc::new(Queue::with(vec![w.clone()]));
-    let l = start(config("launcher-a"), &queue, &fake);
-    let name = launched(&fake, &w).await;
+    let (fake, w, queue, l, name) = launch(work(1)).await;
     queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
-    eventually("Job being deleted", || {
-        fake.job(&name)
-            .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
-    })
-    .await;
+    job_being_deleted(&fake, &name).await;
     fake.remove_job(&name);
     // Several reconcile rounds pass without a report.
     let beats = queue.heartbeats.lock().unwrap().len();
@@ -244,14 +239,10 @@ async fn a_lost_lease_stops_the_job_and_reports_nothing() {
 
 #[tokio::test]
 async fn a_job_whose_pod_reported_and_is_exiting_is_not_deleted_when_its_lease_reads_as_lost() {
-    let fake = FakeApi::new();
-    let w = work(1);
-    let queue = Arc::new(Queue::with(vec![w.clone()]));
     // A reconcile interval far above the heartbeat's: the pod's exit lands inside it.
     let mut cfg = config("launcher-a");
     cfg.reconcile_interval = Duration::from_millis(1500);
-    let l = start(cfg, &queue, &fake);
-    let name = launched(&fake, &w).await;
+    let (fake, w, queue, l, name) = launch_with(FakeApi::new(), work(1), cfg).await;
     // run-task completed the task: the server now answers the lease as no longer held...
     queue.lost.lock().unwrap().push(w.claimed.lease.task_id);
     eventually("a heartbeat answered lost", || {
@@ -295,11 +286,7 @@ async fn a_job_whose_pod_reported_and_is_exiting_is_not_deleted_when_its_lease_r
 
 #[tokio::test]
 async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not_duplicated() {
-    let fake = FakeApi::new();
-    let w = work(1);
-    let queue = Arc::new(Queue::with(vec![w.clone()]));
-    let first = start(config("launcher-a"), &queue, &fake);
-    let name = launched(&fake, &w).await;
+    let (fake, w, queue, first, name) = launch(work(1)).await;
     assert_eq!(first.stop().await.created, 1);
 
     // The next life lists its Jobs by label and heartbeats their leases; it creates nothing.
@@ -331,9 +318,7 @@ async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not
     let w2 = work(1);
     let existing = build_job(&template(), &WorkerId::parse("launcher-a").unwrap(), &w2);
     fake.put("jobs", serde_json::to_value(&existing).unwrap());
-    let q2 = Arc::new(Queue::with(vec![w2.clone()]));
-    let third = start(config("launcher-a"), &q2, &fake);
-    let name2 = launched(&fake, &w2).await;
+    let (fake, _, q2, third, name2) = launch_with(fake, w2, config("launcher-a")).await;
     let s = third.stop().await;
     // Adopted once at start (found by label) and once when the create was refused.
     assert_eq!((s.created, s.adopted), (0, 2), "{name} and {name2}");

@@ -1,6 +1,7 @@
 //! One claimed task: run it through the pipeline and deliver its outcome with retries.
 
 use super::*;
+use crate::attempt::AttemptOutcome;
 
 /// Run one claimed task and report its outcome; holds a slot until done.
 pub(super) async fn run_task(
@@ -49,49 +50,18 @@ pub(super) async fn run_task(
     shared.beat_now.notify_one();
 }
 
+/// Deliver `report` (with the same retries as a single attempt's) and count how it ended.
 pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) {
-    let task = lease.task_id;
-    let deadline = tokio::time::Instant::now() + shared.report_retry_for;
-    let mut delay = Duration::from_millis(250);
-    let kind = match &report {
-        Report::Complete(_) => "complete",
-        Report::Fail { .. } => "fail",
-        Report::Abandon => {
-            shared.count(|s| s.lost += 1);
-            return;
-        }
-    };
-    shared.note_outcome(&report);
-    loop {
-        let Some(res) = crate::attempt::send_report(&*shared.api, &shared.id, lease, &report).await else {
-            return;
-        };
-        match res {
-            Ok(()) => {
-                match &report {
-                    Report::Complete(_) => shared.count(|s| s.succeeded += 1),
-                    Report::Fail { class, .. } if *class == agentpool_core::ErrorClass::Canceled => {
-                        shared.count(|s| s.canceled += 1)
-                    }
-                    _ => shared.count(|s| s.failed += 1),
-                }
-                return;
-            }
-            Err(ApiError::StaleLease(_)) => {
-                tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
-                shared.count(|s| s.lost += 1);
-                return;
-            }
-            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%task, "{kind} failed, retrying in {delay:?}: {e}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(15));
-            }
-            Err(e) => {
-                tracing::error!(%task, "{kind} could not be reported: {e}");
-                shared.count(|s| s.unreported += 1);
-                return;
-            }
-        }
+    if !matches!(report, Report::Abandon) {
+        shared.note_outcome(&report);
     }
+    let outcome =
+        crate::attempt::deliver(&*shared.api, &shared.id, lease, report, shared.report_retry_for).await;
+    shared.count(|s| match outcome {
+        AttemptOutcome::Succeeded => s.succeeded += 1,
+        AttemptOutcome::Failed(ErrorClass::Canceled) => s.canceled += 1,
+        AttemptOutcome::Failed(_) => s.failed += 1,
+        AttemptOutcome::Lost => s.lost += 1,
+        AttemptOutcome::Unreported => s.unreported += 1,
+    });
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, Registry};
-use agentpool_core::{ErrorClass, Event, EventKind, TaskId, TaskSpec, TaskState};
+use agentpool_core::{ErrorClass, Event, EventKind, Task, TaskId, TaskSpec, TaskState};
 use agentpool_store::{Store, TaskDetail};
 use agentpool_testkit::model::{ModelServer, Script, Step, TEST_API_KEY};
 use agentpool_testkit::process::PidFile;
@@ -54,6 +54,14 @@ pub(super) async fn agent_env(
     let env = env().await;
     let model = ModelServer::start(Script::new(steps)).await.unwrap();
     Some((env, model))
+}
+
+/// The model's script for "Create hello.txt": write it with `content`, then say so.
+fn creates_hello(content: &str) -> [Step; 2] {
+    [
+        Step::write_file("hello.txt", content),
+        Step::answer("Created hello.txt."),
+    ]
 }
 
 fn model_for(agent: &str) -> &'static str {
@@ -122,15 +130,7 @@ fn of(events: &[Event], kind: EventKind) -> Vec<&Event> {
 }
 
 async fn task_writes_a_file_and_commits_it(agent: &str) {
-    let Some((env, model)) = agent_env(
-        agent,
-        [
-            Step::write_file("hello.txt", "hello from the pipeline\n"),
-            Step::answer("Created hello.txt."),
-        ],
-    )
-    .await
-    else {
+    let Some((env, model)) = agent_env(agent, creates_hello("hello from the pipeline\n")).await else {
         return;
     };
     let spec = agent_task(&env, agent, "Create hello.txt");
@@ -165,44 +165,43 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
     assert!(!all.contains(TEST_API_KEY), "the model key leaked into events");
 }
 
-async fn endpoint_401_fails_auth_without_retry(agent: &str) {
-    let Some((env, model)) = agent_env(agent, [Step::fail(401)]).await else {
-        return;
-    };
+/// A task for `agent` against a model that answers `steps`, allowed `attempts`, run to its
+/// end, which must be a failure. `None` when the agent is not installed.
+async fn failed_task(
+    agent: &str,
+    steps: impl IntoIterator<Item = Step>,
+    attempts: u32,
+    limit: Duration,
+) -> Option<TaskDetail> {
+    let (env, model) = agent_env(agent, steps).await?;
     let mut spec = agent_task(&env, agent, "Create hello.txt");
-    spec.max_attempts = Some(3);
-    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(120)).await;
+    spec.max_attempts = Some(attempts);
+    let done = run_to_end(&env, agent, &model, spec, limit).await;
     assert_eq!(
         done.task.state,
         TaskState::Failed,
         "{:?}",
         done.task.error_message
     );
+    Some(done)
+}
+
+async fn endpoint_401_fails_auth_without_retry(agent: &str) {
+    let Some(done) = failed_task(agent, [Step::fail(401)], 3, Duration::from_secs(120)).await else {
+        return;
+    };
     assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
     assert_eq!(done.task.attempts, 1, "AUTH_FAILED is not retried");
 }
 
 async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
-    let Some((env, model)) = agent_env(
-        agent,
-        [Step::Fail {
-            status: 429,
-            retry_after: Some(1),
-        }],
-    )
-    .await
-    else {
+    let limited = Step::Fail {
+        status: 429,
+        retry_after: Some(1),
+    };
+    let Some(done) = failed_task(agent, [limited], 2, Duration::from_secs(180)).await else {
         return;
     };
-    let mut spec = agent_task(&env, agent, "Create hello.txt");
-    spec.max_attempts = Some(2);
-    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(180)).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Failed,
-        "{:?}",
-        done.task.error_message
-    );
     assert_eq!(done.task.error_class, Some(ErrorClass::RateLimited));
     let attempts = &done.attempts_detail;
     assert_eq!(attempts.len(), 2, "RATE_LIMITED is retried: {attempts:#?}");
@@ -237,6 +236,17 @@ async fn claude_code_max_turns_fails_with_agent_error() {
     assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
 }
 
+/// An `agent` task for `prompt`, and a worker for it started.
+async fn started(env: &Env, agent: &str, model: &ModelServer, prompt: &str) -> (Task, RunningWorker) {
+    let task = env
+        .store
+        .enqueue(agent_task(env, agent, prompt))
+        .await
+        .unwrap()
+        .task;
+    (task, agent_worker(env, agent, model).await)
+}
+
 /// Canceling the task while the agent's shell tool runs ends the agent and that shell.
 async fn cancel_ends_the_agent_and_its_children(agent: &str) {
     let pidfile = PidFile::new().unwrap();
@@ -244,13 +254,7 @@ async fn cancel_ends_the_agent_and_its_children(agent: &str) {
     let Some((env, model)) = agent_env(agent, steps).await else {
         return;
     };
-    let task = env
-        .store
-        .enqueue(agent_task(&env, agent, "Run the command"))
-        .await
-        .unwrap()
-        .task;
-    let w = agent_worker(&env, agent, &model).await;
+    let (task, w) = started(&env, agent, &model, "Run the command").await;
     // The pid file appears once the agent's shell tool runs.
     let pid = pidfile.wait(Duration::from_secs(90), String::new).await;
     env.store.cancel(task.id).await.unwrap();
@@ -266,13 +270,7 @@ async fn follow_up_task_resumes_the_first_tasks_session(agent: &str) {
     let Some((env, model)) = agent_env(agent, [Step::answer("Noted.")]).await else {
         return;
     };
-    let first = env
-        .store
-        .enqueue(agent_task(&env, agent, "Remember the number 42"))
-        .await
-        .unwrap()
-        .task;
-    let w = agent_worker(&env, agent, &model).await;
+    let (first, w) = started(&env, agent, &model, "Remember the number 42").await;
     let first_done = finished_within(&env.store, first.id, Duration::from_secs(120)).await;
     assert_succeeded(&first_done);
     let session = first_done
@@ -319,15 +317,7 @@ async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
     let agent = "claude-code";
-    let Some((env, model)) = agent_env(
-        agent,
-        [
-            Step::write_file("hello.txt", "hello\n"),
-            Step::answer("Created hello.txt."),
-        ],
-    )
-    .await
-    else {
+    let Some((env, model)) = agent_env(agent, creates_hello("hello\n")).await else {
         return;
     };
     let mut spec = agent_task(&env, agent, "Create hello.txt");

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use agentpool_core::{CheckRun, CheckSpec, ErrorClass, Event, EventKind, Lifecycle, TaskSpec, TaskState};
+use agentpool_store::TaskDetail;
 use agentpool_testkit::model::{INPUT_TOKENS, Step};
 
 use super::agents::{agent_env, agent_task, finished_within, run_to_end};
@@ -23,6 +24,23 @@ fn check(name: &str, command: &str) -> CheckSpec {
         name: Some(name.into()),
         ..CheckSpec::command(command)
     }
+}
+
+/// A command task that does nothing, with one `check` that must fail: the finished task, once
+/// it failed as `CHECKS_FAILED`.
+async fn failed_check(env: &Env, check: CheckSpec) -> TaskDetail {
+    let mut spec = command(env, "true");
+    spec.checks = Some(vec![check]);
+    let done = run_to_done(env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    done
+}
+
+/// The two sleepers `GRANDCHILDREN` started (their pids are in `lines`) are gone.
+fn grandchildren_gone(lines: &[String], after: &str) {
+    let ps = pids(lines);
+    assert_eq!(ps.len(), 2);
+    assert_all_gone(&ps, after);
 }
 
 /// A Claude Code task asked to put the answer in answer.txt, checked by `ANSWER_CHECK` for up
@@ -214,20 +232,17 @@ async fn command_task_with_a_failing_check_fails_without_retry_or_push() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_check_is_killed_at_its_timeout_with_its_process_group() {
     let env = env().await;
-    let mut spec = command(&env, "true");
-    spec.checks = Some(vec![CheckSpec {
+    let check = CheckSpec {
         timeout_secs: Some(1),
         ..check("hangs", GRANDCHILDREN)
-    }]);
-    let done = run_to_done(&env, spec).await;
-    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    };
+    let done = failed_check(&env, check).await;
     let run = &done.task.result.unwrap().checks[0];
     assert_eq!(run.killed.as_deref(), Some("timeout"));
     assert!(!run.passed && run.exit_code.is_none());
     assert!(run.output_tail.ends_with("ready"), "{}", run.output_tail);
-    let ps = pids(&run.output_tail.lines().map(str::to_string).collect::<Vec<_>>());
-    assert_eq!(ps.len(), 2);
-    assert_all_gone(&ps, "timeout");
+    let lines: Vec<_> = run.output_tail.lines().map(str::to_string).collect();
+    grandchildren_gone(&lines, "timeout");
 }
 
 /// A cancel while a check runs stops the check (its group) and ends the task canceled.
@@ -246,22 +261,17 @@ async fn cancel_during_a_check_stops_it() {
     let done = finished_within(&env.store, task.id, Duration::from_secs(60)).await;
     w.stop().await;
     assert_eq!(done.task.state, TaskState::Canceled);
-    let ps = pids(&lines);
-    assert_eq!(ps.len(), 2);
-    assert_all_gone(&ps, "cancel");
+    grandchildren_gone(&lines, "cancel");
 }
 
 /// A check that writes past its output limit is killed and fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_past_its_output_limit_is_killed() {
-    let env = env().await;
-    let mut spec = command(&env, "true");
-    spec.checks = Some(vec![CheckSpec {
+    let check = CheckSpec {
         max_output_bytes: Some(10_000),
         ..check("noisy", "yes line")
-    }]);
-    let done = run_to_done(&env, spec).await;
-    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    };
+    let done = failed_check(&env().await, check).await;
     let run = &done.task.result.unwrap().checks[0];
     assert_eq!(run.killed.as_deref(), Some("output_limit"));
     assert!(run.output_tail.len() <= agentpool_runner::checks::OUTPUT_TAIL_BYTES);
@@ -271,10 +281,7 @@ async fn a_check_past_its_output_limit_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_a_check_prints_is_redacted_from_events_and_result() {
     let env = env().await;
-    let mut spec = command(&env, "true");
-    spec.checks = Some(vec![check("leaky", &format!("echo token {TOKEN}; exit 1"))]);
-    let done = run_to_done(&env, spec).await;
-    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    let done = failed_check(&env, check("leaky", &format!("echo token {TOKEN}; exit 1"))).await;
     let result = serde_json::to_string(&done.task.result).unwrap();
     assert!(result.contains("token "), "{result}");
     assert!(!result.contains(TOKEN), "the secret reached the result: {result}");

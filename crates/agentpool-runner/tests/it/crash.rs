@@ -2,12 +2,15 @@
 //! runs the task to success and exactly one success is recorded; and a worker restarted in the
 //! same directory first kills what its previous life left running.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_core::AttemptOutcome;
+use agentpool_store::Store;
+use agentpool_testkit::db::TestDb;
 
 use crate::worker::{
-    TOKEN, alive, api, assert_succeeded, command, config, env, finished, pids, start, until, wait_log,
+    TOKEN, alive, api, assert_succeeded, command, config, env, finished, gate, pids, start, until, wait_log,
 };
 
 fn spawn_worker(server: &str, dir: &std::path::Path, id: &str) -> tokio::process::Child {
@@ -21,25 +24,22 @@ fn spawn_worker(server: &str, dir: &std::path::Path, id: &str) -> tokio::process
         .unwrap()
 }
 
-/// A real server on `store` whose leases last a second, for the worker processes to use.
-async fn short_lease_server(store: &std::sync::Arc<dyn agentpool_store::Store>) -> String {
-    agentpool_server::serve_loopback(store.clone(), Duration::from_secs(1))
-        .await
-        .unwrap()
-        .url()
+/// A store of its own (and its database) with a real server on it whose leases last a second,
+/// for the worker processes to use: the server's URL.
+async fn short_leases() -> (TestDb, Arc<dyn Store>, String) {
+    let db = TestDb::sqlite();
+    let store = agentpool_store::open_store(db.url()).await.unwrap();
+    let server = agentpool_server::serve_loopback(store.clone(), Duration::from_secs(1));
+    let url = server.await.unwrap().url();
+    (db, store, url)
 }
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
     let env = env().await;
-    let db = agentpool_testkit::db::TestDb::sqlite();
-    let store = agentpool_store::open_store(db.url()).await.unwrap();
-    let url = short_lease_server(&store).await;
-    let gate = env.dir.path().join("gate");
-    let cmd = format!(
-        "echo ready; while [ ! -e '{}' ]; do sleep 0.02; done; echo \"$AGENTPOOL_ATTEMPT\" > attempt.txt",
-        gate.display()
-    );
+    let (_db, store, url) = short_leases().await;
+    let (gate, wait) = gate(&env);
+    let cmd = format!("echo ready; {wait}; echo \"$AGENTPOOL_ATTEMPT\" > attempt.txt");
     let task = store.enqueue(command(&env, &cmd)).await.unwrap().task;
 
     let mut victim = spawn_worker(&url, &env.dir.path().join("victim"), "victim");
@@ -85,9 +85,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
 #[tokio::test]
 async fn a_restarted_worker_kills_what_its_killed_predecessor_left_running() {
     let env = env().await;
-    let db = agentpool_testkit::db::TestDb::sqlite();
-    let store = agentpool_store::open_store(db.url()).await.unwrap();
-    let url = short_lease_server(&store).await;
+    let (_db, store, url) = short_leases().await;
     let task = store
         .enqueue(command(&env, crate::worker::GRANDCHILDREN))
         .await

@@ -47,11 +47,17 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     out
 }
 
-#[tokio::test]
-async fn warm_tasks_start_from_what_the_remote_has_now() {
+/// The workspace fixture, its git, and the remote's `main`.
+async fn warm_fixture() -> (Fixture, Git, String) {
     let f = fixture().await;
     let g = git_with(f.dir.path(), TOKEN);
     let head = f.server.branch_sha("app", "main").unwrap();
+    (f, g, head)
+}
+
+#[tokio::test]
+async fn warm_tasks_start_from_what_the_remote_has_now() {
+    let (f, g, head) = warm_fixture().await;
 
     let created = prepare_warm(&f, &g).await;
     assert!(created.warm);
@@ -102,9 +108,7 @@ async fn warm_tasks_start_from_what_the_remote_has_now() {
 
 #[tokio::test]
 async fn warm_workspaces_never_touch_the_mirror_or_each_other() {
-    let f = fixture().await;
-    let g = git_with(f.dir.path(), TOKEN);
-    let head = f.server.branch_sha("app", "main").unwrap();
+    let (f, g, head) = warm_fixture().await;
     let a = prepare_warm(&f, &g).await;
     let b = prepare_warm(&f, &g).await;
     let m = mirror(&f);

@@ -19,16 +19,21 @@ pub struct Fixture {
 
 pub const TOKEN: &str = "s3cret-token-0123456789";
 
-pub async fn fixture() -> Fixture {
-    let server = GitServer::start(TOKEN).await.unwrap();
+/// A git server taking `token`, with repo `app` of two commits (README.md, then src/lib.rs).
+pub async fn app_server(token: &str) -> GitServer {
+    let server = GitServer::start(token).await.unwrap();
     server
         .create_repo(
             "app",
             &[&[("README.md", "hello\n")], &[("src/lib.rs", "fn a() {}\n")]],
         )
         .unwrap();
+    server
+}
+
+pub async fn fixture() -> Fixture {
     Fixture {
-        server,
+        server: app_server(TOKEN).await,
         dir: tempfile::tempdir().unwrap(),
     }
 }

@@ -2,8 +2,8 @@
 //! named variables from the caller's environment, `--use-local-login` makes the agent's login
 //! file visible in the task's private home; without them nothing is inherited.
 
-use std::path::Path;
-use std::process::Output;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use agentpool_testkit::model::{ModelServer, Script, Step};
 
@@ -12,7 +12,8 @@ use crate::{Env, assert_exit, git, json, stderr, stdout};
 
 const KEY: &str = "sk-ant-passed-from-the-caller";
 
-fn bin_or_fail() -> Option<std::path::PathBuf> {
+/// The agent CLIs' directory; a test without it fails where services are required.
+pub(crate) fn bin_or_fail() -> Option<PathBuf> {
     let bin = agent_bin_dir();
     assert!(
         bin.is_some() || !agentpool_testkit::services_required(),
@@ -21,8 +22,9 @@ fn bin_or_fail() -> Option<std::path::PathBuf> {
     bin
 }
 
-/// `agentpool run` of Claude Code on `remote`, with `vars` in the caller's environment.
-async fn run_claude(env: &Env, bin: &Path, remote: &Path, vars: &[(&str, &str)], flags: &[&str]) -> Output {
+/// `agentpool run --output json` of Claude Code on `remote` (up to 3 attempts), with `flags`
+/// and then the prompt.
+pub(crate) fn claude_run(env: &Env, bin: &Path, remote: &Path, flags: &[&str], prompt: &str) -> Command {
     let mut cmd = env.cmd();
     cmd.env("AGENTPOOL_AGENT_BIN_DIR", bin)
         .args([
@@ -34,7 +36,13 @@ async fn run_claude(env: &Env, bin: &Path, remote: &Path, vars: &[(&str, &str)],
         ])
         .args(["--max-attempts", "3", "--output", "json"])
         .args(flags)
-        .arg("write hello.txt");
+        .arg(prompt);
+    cmd
+}
+
+/// `agentpool run` of Claude Code on `remote`, with `vars` in the caller's environment.
+async fn run_claude(env: &Env, bin: &Path, remote: &Path, vars: &[(&str, &str)], flags: &[&str]) -> Output {
+    let mut cmd = claude_run(env, bin, remote, flags, "write hello.txt");
     for (k, v) in vars {
         cmd.env(k, v);
     }
@@ -50,12 +58,21 @@ fn script() -> Script {
     ])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_passed_with_agent_env_reaches_claude_code_and_nothing_else_does() {
-    let Some(bin) = bin_or_fail() else { return };
+/// What each test starts from: the CLIs' directory, an environment, its sample repo, and a
+/// model endpoint that writes hello.txt.
+async fn caller() -> Option<(PathBuf, Env, PathBuf, ModelServer)> {
+    let bin = bin_or_fail()?;
     let env = Env::new();
     let remote = env.sample_repo();
     let model = ModelServer::start(script()).await.expect("model endpoint");
+    Some((bin, env, remote, model))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_passed_with_agent_env_reaches_claude_code_and_nothing_else_does() {
+    let Some((bin, env, remote, model)) = caller().await else {
+        return;
+    };
     let base = model.base_url();
     let vars = [("ANTHROPIC_API_KEY", KEY), ("ANTHROPIC_BASE_URL", base.as_str())];
 
@@ -123,10 +140,9 @@ fn agent_env_refuses_unset_variables_and_local_login_without_a_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_claude_login_is_visible_to_the_task_and_nothing_else_of_home_is() {
-    let Some(bin) = bin_or_fail() else { return };
-    let env = Env::new();
-    let remote = env.sample_repo();
-    let model = ModelServer::start(script()).await.expect("model endpoint");
+    let Some((bin, env, remote, model)) = caller().await else {
+        return;
+    };
     let base = model.base_url();
     // A user's home as `claude /login` leaves it, plus things that must stay private.
     let home = env.dir.path().join("user-home");

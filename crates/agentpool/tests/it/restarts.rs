@@ -5,28 +5,17 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, stderr, stdout};
+use crate::{Env, Up, assert_exit, json, stderr, stdout, submit_args};
 
 fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
-}
-
-fn admin_token(env: &Env, db: &str) -> String {
-    let o = env
-        .cmd()
-        .env("AGENTPOOL_DATABASE_URL", db)
-        .args(["tokens", "create", "root", "--role", "admin"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    stdout(&o).trim().to_string()
 }
 
 #[test]
 fn tokens_are_managed_over_the_api_of_the_server_given() {
     let env = Env::new();
     let db = sqlite_db(&env);
-    let admin = admin_token(&env, &db);
+    let admin = env.create_token(&db, "root", "admin");
     let mut serve = env.cmd();
     serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
     let server = Up::spawn(serve);
@@ -100,15 +89,11 @@ fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {
 }
 
 fn task(env: &Env, url: &str, token: &str, id: &str) -> serde_json::Value {
-    let o = env
-        .cmd()
-        .args([
-            "--server", url, "--token", token, "tasks", "show", id, "--output", "json",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    let o = env.run(&[
+        "--server", url, "--token", token, "tasks", "show", id, "--output", "json",
+    ]);
+    assert_exit(&o, 0);
+    json(&o)
 }
 
 fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
@@ -122,7 +107,7 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
     let remote = env.sample_repo();
     let db = sqlite_db(env);
-    let admin = admin_token(env, &db);
+    let admin = env.create_token(&db, "root", "admin");
     let mut serve = env.cmd();
     serve
         .args([
@@ -138,13 +123,10 @@ fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
 }
 
 fn submit(env: &Env, url: &str, token: &str, repo: &std::path::Path, cmd: &str) -> String {
-    let o = env
-        .cmd()
-        .args(["--server", url, "--token", token, "submit", "--repo"])
-        .args([repo.to_str().unwrap(), "--command", cmd, "--max-attempts", "5"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let repo = repo.to_str().unwrap();
+    let extra = ["--token", token, "--max-attempts", "5"];
+    let o = env.run(&submit_args(url, repo, cmd, &extra));
+    assert_exit(&o, 0);
     stdout(&o).trim().to_string()
 }
 

@@ -2,9 +2,41 @@
 //! how it ended.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 
 use crate::{Env, Up, assert_exit, git, json, stderr, stdout, submit_args};
+
+/// A running pool (`up`, one worker) and a sample repo to submit to.
+struct Pool {
+    // Declared first so it stops before the environment's directory goes.
+    up: Up,
+    remote: PathBuf,
+    env: Env,
+}
+
+impl Pool {
+    fn start() -> Self {
+        let env = Env::new();
+        let remote = env.sample_repo();
+        let up = Up::start(&env, 1);
+        Self { up, remote, env }
+    }
+
+    /// `submit` arguments for `command` on the sample repo, then `extra`.
+    fn submit_args<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        submit_args(&self.up.url, self.remote.to_str().unwrap(), command, extra)
+    }
+
+    fn submit(&self, command: &str, extra: &[&str]) -> Output {
+        self.env.run(&self.submit_args(command, extra))
+    }
+
+    fn cancel(&self, id: &str) {
+        let o = self.env.run(&["--server", &self.up.url, "tasks", "cancel", id]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+}
 
 #[test]
 fn run_on_a_local_repo_exits_0_and_the_commit_is_on_the_work_branch() {
@@ -53,15 +85,8 @@ fn run_shows_the_events_and_the_result_for_a_person() {
 
 #[test]
 fn submit_wait_of_a_failing_task_exits_1_and_shows_the_class() {
-    let env = Env::new();
-    let remote = env.sample_repo();
-    let up = Up::start(&env, 1);
-    let o = env.run(&submit_args(
-        &up.url,
-        remote.to_str().unwrap(),
-        "echo broken >&2; exit 3",
-        &["--max-attempts", "1", "--wait"],
-    ));
+    let pool = Pool::start();
+    let o = pool.submit("echo broken >&2; exit 3", &["--max-attempts", "1", "--wait"]);
     assert_exit(&o, 1);
     let err = stderr(&o);
     let last = err.lines().last().unwrap_or("");
@@ -72,23 +97,16 @@ fn submit_wait_of_a_failing_task_exits_1_and_shows_the_class() {
         "no error class in: {last}"
     );
     assert!(stdout(&o).contains("failed"));
-    drop(up);
 }
 
 #[test]
 fn a_task_canceled_while_waited_on_exits_3() {
-    let env = Env::new();
-    let remote = env.sample_repo();
-    let up = Up::start(&env, 1);
+    let pool = Pool::start();
     // No worker carries this label, so the task stays queued until it is canceled.
-    let mut waiting = env
+    let mut waiting = pool
+        .env
         .cmd()
-        .args(submit_args(
-            &up.url,
-            remote.to_str().unwrap(),
-            "true",
-            &["--label", "pool=nowhere", "--wait"],
-        ))
+        .args(pool.submit_args("true", &["--label", "pool=nowhere", "--wait"]))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -96,37 +114,21 @@ fn a_task_canceled_while_waited_on_exits_3() {
     let mut lines = BufReader::new(waiting.stdout.take().unwrap()).lines();
     let first = lines.next().expect("a line naming the task").unwrap();
     let id = first.split_whitespace().last().unwrap().to_string();
-    let cancel = env.run(&["--server", &up.url, "tasks", "cancel", &id]);
-    assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
+    pool.cancel(&id);
     let status = waiting.wait().unwrap();
     assert_eq!(status.code(), Some(3));
-    drop(up);
 }
 
 #[test]
 fn a_task_whose_dependency_was_canceled_does_not_succeed() {
-    let env = Env::new();
-    let remote = env.sample_repo();
-    let up = Up::start(&env, 1);
-    let blocker = env.run(&submit_args(
-        &up.url,
-        remote.to_str().unwrap(),
-        "true",
-        &["--label", "pool=nowhere"],
-    ));
+    let pool = Pool::start();
+    let blocker = pool.submit("true", &["--label", "pool=nowhere"]);
     assert_eq!(blocker.status.code(), Some(0), "{}", stderr(&blocker));
     let id = stdout(&blocker).trim().to_string();
-    let cancel = env.run(&["--server", &up.url, "tasks", "cancel", &id]);
-    assert_eq!(cancel.status.code(), Some(0), "{}", stderr(&cancel));
-    let o = env.run(&submit_args(
-        &up.url,
-        remote.to_str().unwrap(),
-        "true",
-        &["--depends-on", &id, "--wait"],
-    ));
+    pool.cancel(&id);
+    let o = pool.submit("true", &["--depends-on", &id, "--wait"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
-    drop(up);
 }
 
 #[test]

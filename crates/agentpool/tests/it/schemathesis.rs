@@ -26,14 +26,7 @@ fn fuzz(env: &Env, db: &str) {
         );
         return;
     };
-    let o = env
-        .cmd()
-        .env("AGENTPOOL_DATABASE_URL", db)
-        .args(["tokens", "create", "fuzz", "--role", "admin"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let admin = stdout(&o).trim().to_string();
+    let admin = env.create_token(db, "fuzz", "admin");
     let mut serve = env.cmd();
     serve
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])

@@ -38,13 +38,7 @@ pub struct Env {
 pub async fn env() -> Env {
     let db = TestDb::sqlite();
     let store = agentpool_store::open_store(db.url()).await.unwrap();
-    let server = GitServer::start(TOKEN).await.unwrap();
-    server
-        .create_repo(
-            "app",
-            &[&[("README.md", "hello\n")], &[("src/main.rs", "fn main() {}\n")]],
-        )
-        .unwrap();
+    let server = crate::workspace::app_server(TOKEN).await;
     Env {
         store,
         server,

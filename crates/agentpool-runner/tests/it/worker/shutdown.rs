@@ -3,12 +3,19 @@
 
 use super::*;
 
+/// A task running `cmd`, taken by a started worker `w1`, once it printed `ready`; with the
+/// lines it logged until then.
+async fn running(env: &Env, cmd: &str) -> (Task, RunningWorker, Vec<String>) {
+    let task = enqueue_command(env, cmd).await;
+    let w = start_w1(env).await;
+    let lines = wait_log(&env.store, task.id, "ready").await;
+    (task, w, lines)
+}
+
 #[tokio::test]
 async fn cancel_of_a_running_task_kills_its_grandchildren_and_records_canceled() {
     let env = env().await;
-    let task = enqueue_command(&env, GRANDCHILDREN).await;
-    let w = start_w1(&env).await;
-    let lines = wait_log(&env.store, task.id, "ready").await;
+    let (task, w, lines) = running(&env, GRANDCHILDREN).await;
     let children = pids(&lines);
     assert_eq!(children.len(), 2);
     assert!(children.iter().all(|p| alive(*p)));
@@ -39,9 +46,7 @@ async fn shutdown_lets_a_running_task_finish_within_the_grace_period() {
     let env = env().await;
     let (gate, wait) = gate(&env);
     let cmd = format!("echo ready; {wait}; echo done > finished.txt");
-    let task = enqueue_command(&env, &cmd).await;
-    let w = start_w1(&env).await;
-    wait_log(&env.store, task.id, "ready").await;
+    let (task, w, _) = running(&env, &cmd).await;
     w.shutdown.cancel();
     // The worker drains: it is still running the task; let the task finish now.
     until("the worker to report draining", async || {
@@ -121,10 +126,7 @@ async fn a_worker_runs_at_most_its_concurrency_at_once() {
 async fn a_drain_requested_by_the_server_stops_the_worker_after_its_tasks() {
     let env = env().await;
     let (gate, wait) = gate(&env);
-    let cmd = format!("echo ready; {wait}");
-    let task = enqueue_command(&env, &cmd).await;
-    let w = start_w1(&env).await;
-    wait_log(&env.store, task.id, "ready").await;
+    let (task, w, _) = running(&env, &format!("echo ready; {wait}")).await;
     env.store
         .drain_worker(&WorkerId::parse("w1").unwrap())
         .await

@@ -23,7 +23,7 @@ use agentpool_client::Client;
 use agentpool_core::protocol::TaskDetail;
 use agentpool_core::{TaskId, TaskSpec};
 
-use crate::{Env, stderr, stdout};
+use crate::Env;
 
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -196,18 +196,12 @@ fn chaos_workers_killed_and_restarted_database_and_server_restarted_nothing_lost
     let logs = env.dir.path().join("logs");
     std::fs::create_dir_all(&logs).expect("logs dir");
     let db = pg.url();
-    let o = env
-        .cmd()
-        .env("AGENTPOOL_DATABASE_URL", &db)
-        .args(["tokens", "create", "chaos", "--role", "admin"])
-        .output()
-        .expect("tokens create");
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let admin = env.create_token(&db, "chaos", "admin");
     let mut pool = Pool {
         env: &env,
         db,
         port: free_port(),
-        admin: stdout(&o).trim().to_string(),
+        admin,
         server: None,
         workers: Vec::new(),
         logs: logs.clone(),

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, TaskState};
+use agentpool_core::{ErrorClass, TaskId, TaskState};
 use agentpool_kube::job_name;
 use agentpool_testkit::process::{PidFile, alive};
 
-use super::{GIT_TOKEN, Harness};
+use super::{GIT_TOKEN, Harness, RunningLauncher};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_as_a_job_and_pushes_its_commit() {
@@ -98,6 +98,18 @@ async fn a_job_reaches_an_https_server_through_a_private_ca() {
     assert_eq!((summary.created, summary.failed), (1, 0));
 }
 
+/// A launcher (`launcher-a`, one slot) running a task of `cmd` on `branch`, once the task's
+/// process wrote its pid to `started`: the launcher, the task and that pid.
+async fn sleeping(h: &Harness, started: &PidFile, cmd: &str, branch: &str) -> (RunningLauncher, TaskId, i32) {
+    let launcher = h.launch(h.launcher_config("launcher-a", 1));
+    let id = h.submit(cmd, branch).await;
+    (
+        launcher,
+        id,
+        started.wait(Duration::from_secs(60), String::new).await,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
     let Some(h) = Harness::start().await else { return };
@@ -106,9 +118,7 @@ async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
         "if [ -f '{s}' ]; then echo second > pod.txt; else echo $$ > '{s}'; exec sleep 300; fi",
         s = started.path().display()
     );
-    let launcher = h.launch(h.launcher_config("launcher-a", 1));
-    let id = h.submit(&cmd, "k8s/killed").await;
-    let sleeper = started.wait(Duration::from_secs(60), String::new).await;
+    let (launcher, id, sleeper) = sleeping(&h, &started, &cmd, "k8s/killed").await;
     let first = job_name(id, 1);
     let pid = h.kubelet.pid(&first).expect("the first pod runs");
     super::kubelet::kill_container(pid);
@@ -137,9 +147,7 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
     let Some(h) = Harness::start().await else { return };
     let started = PidFile::new().unwrap();
     let cmd = format!("echo $$ > '{}'; exec sleep 300", started.path().display());
-    let launcher = h.launch(h.launcher_config("launcher-a", 1));
-    let id = h.submit(&cmd, "k8s/cancel").await;
-    let sleeper = started.wait(Duration::from_secs(60), String::new).await;
+    let (launcher, id, sleeper) = sleeping(&h, &started, &cmd, "k8s/cancel").await;
     h.client.cancel(id).await.unwrap();
     let d = h.wait_for(id, TaskState::Canceled, 60).await;
     assert_eq!(d.attempts_detail.len(), 1);
@@ -229,16 +237,8 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
         }
     }
     let missing = env.dir.path().join("missing.json");
-    let o = env.run(&[
-        "--server",
-        "http://127.0.0.1:9",
-        "run-task",
-        "--attempt-file",
-        missing.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
-    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
-    assert!(crate::stderr(&o).contains("cannot read the attempt file"));
+    let err = refused(&env, &["run-task", "--attempt-file", missing.to_str().unwrap()]);
+    assert!(err.contains("cannot read the attempt file"), "{err}");
 
     let bad = env.dir.path().join("template.json");
     std::fs::write(
@@ -246,18 +246,16 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
         r#"{"image": "x", "serverUrl": "http://s", "tokenSecret": {"name": "t"}}"#,
     )
     .unwrap();
-    let o = env.run(&[
-        "--server",
-        "http://127.0.0.1:9",
-        "launcher",
-        "--config",
-        bad.to_str().unwrap(),
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", crate::stderr(&o));
-    assert_eq!(crate::stderr(&o).lines().count(), 1, "{}", crate::stderr(&o));
-    assert!(
-        crate::stderr(&o).contains("not a valid Job template"),
-        "{}",
-        crate::stderr(&o)
-    );
+    let err = refused(&env, &["launcher", "--config", bad.to_str().unwrap()]);
+    assert!(err.contains("not a valid Job template"), "{err}");
+}
+
+/// `args` (against a server that is not there) refused as bad input: exit 2 and a one-line
+/// message, which is returned.
+fn refused(env: &crate::Env, args: &[&str]) -> String {
+    let o = env.run(&[&["--server", "http://127.0.0.1:9"][..], args].concat());
+    let err = crate::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
 }

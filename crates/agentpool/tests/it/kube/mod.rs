@@ -106,23 +106,9 @@ impl Harness {
 
         let fake = FakeApi::new();
         // What an operator applies once: the worker token the pods authenticate with.
-        fake.put_secret(&Secret {
-            metadata: ObjectMeta {
-                name: Some("agentpool-worker-token".into()),
-                ..ObjectMeta::default()
-            },
-            data: Some([("token".to_string(), ByteString(worker_token.clone().into_bytes()))].into()),
-            ..Secret::default()
-        });
+        put_secret(&fake, "agentpool-worker-token", "token", &worker_token);
         if let Some(ca) = &ca_pem {
-            fake.put_secret(&Secret {
-                metadata: ObjectMeta {
-                    name: Some("agentpool-ca".into()),
-                    ..ObjectMeta::default()
-                },
-                data: Some([("ca.pem".to_string(), ByteString(ca.clone().into_bytes()))].into()),
-                ..Secret::default()
-            });
+            put_secret(&fake, "agentpool-ca", "ca.pem", ca);
         }
         let kubelet = Kubelet::new(fake.clone(), &env.dir.path().join("nodes"));
         let sync = {
@@ -218,4 +204,16 @@ impl Drop for Harness {
             let _ = p.child.wait();
         }
     }
+}
+
+/// A Secret `name` holding `value` under `key`, as an operator would create it.
+fn put_secret(fake: &FakeApi, name: &str, key: &str, value: &str) {
+    fake.put_secret(&Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some([(key.to_string(), ByteString(value.as_bytes().to_vec()))].into()),
+        ..Secret::default()
+    });
 }
