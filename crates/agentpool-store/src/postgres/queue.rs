@@ -185,22 +185,22 @@ impl PgStore {
         }
         let now = self.now();
         let max = i64::from(f.max);
-        let expires = now + dur_ms(f.lease_ttl);
         let labels = json(&f.labels)?;
-        // A hot-path claim statement (`claim_first` or `claim_hot`) of up to `limit` tasks.
-        let hot_claim = |sql, limit: i64| {
+        // A hot-path claim statement (`claim_first` or `claim_hot`) of up to `limit` tasks,
+        // its attempts starting at `at`.
+        let hot_claim = |sql, limit: i64, at: i64| {
             sqlx::query(sql)
-                .bind(now)
+                .bind(at)
                 .bind(&f.agents)
                 .bind(&labels)
                 .bind(f.worker_id.as_str())
                 .bind(limit)
-                .bind(expires)
+                .bind(at + dur_ms(f.lease_ttl))
                 .fetch_all(&self.pool)
         };
         // One round trip: probe for constrained work, read the worker's status and, when no
         // constrained task waits, claim from the hot path.
-        let first = hot_claim(&self.sql.claim_first, max).await?;
+        let first = hot_claim(&self.sql.claim_first, max, now).await?;
         let head = first
             .first()
             .ok_or_else(|| StoreError::Corrupt("claim returned no probe row".into()))?;
@@ -213,7 +213,10 @@ impl PgStore {
             let mut rows = self.claim_constrained(f, max, now).await?;
             let left = max - i64::try_from(rows.len()).unwrap_or(max);
             if left > 0 {
-                rows.extend(hot_claim(&self.sql.claim_hot, left).await?);
+                // After the serialized step, which may have waited: a dependency that ended
+                // meanwhile must not end after its dependent's attempt started.
+                let at = self.now().max(now);
+                rows.extend(hot_claim(&self.sql.claim_hot, left, at).await?);
             }
             rows
         } else {
