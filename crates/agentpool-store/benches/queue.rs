@@ -1,5 +1,6 @@
 //! Queue benchmark (not a test): enqueue rates, claim+complete throughput with 1/4/16 claimers
-//! using batched claims and completions, and enqueue→claimed latency with a waiting claimer, on
+//! using batched claims and completions, and enqueue→claimed latency with a waiting claimer
+//! (waiting on the work signal, and as a long poll that is handed the task), on
 //! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table.
 //!
 //! `cargo bench -p agentpool-store --bench queue [-- sqlite|postgres] [--quick]`
@@ -9,8 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::{TaskResult, TaskSpec, WorkerId};
-use agentpool_store::{ClaimFilter, Store, StoreConfig, open_store_with};
+use agentpool_store::{ClaimFilter, Store, StoreConfig, Wake, open_store_with};
 use agentpool_testkit::bench::command_worker;
 use agentpool_testkit::db::{Backend, TestDb};
 
@@ -91,10 +93,51 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// 500 tasks added one at a time at ~100/s with one claimer waiting on the work signal;
+/// How the latency claimer waits between claims.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// On the work signal, then claims: the enqueue's commit, a wake-up, the claim's commit.
+    Signal,
+    /// As a long poll does ([`Store::claim_waiter`]): a task submitted while it waits is
+    /// handed over, claimed in the enqueue's own commit.
+    LongPoll,
+}
+
+/// Claim once for `f`, waiting as `how` says until something is there.
+async fn claim_waiting(s: &Arc<dyn Store>, f: &ClaimFilter, how: Waiting) -> Vec<ClaimedTask> {
+    loop {
+        match how {
+            Waiting::Signal => {
+                let mut l = s.work_listener();
+                let c = s.claim(f).await.expect("claim");
+                if !c.is_empty() {
+                    return c;
+                }
+                l.wait(Duration::from_secs(2)).await;
+            }
+            Waiting::LongPoll => {
+                let mut w = s.claim_waiter(f);
+                loop {
+                    let c = s.claim(f).await.expect("claim");
+                    if !c.is_empty() {
+                        w.finish(c.len() >= f.max as usize);
+                        return c;
+                    }
+                    match w.wait(Duration::from_secs(2)).await {
+                        Wake::Handed(c) => return c,
+                        Wake::Claim => {}
+                        Wake::TimedOut => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// 500 tasks added one at a time at ~100/s with one claimer waiting as `how` says;
 /// latency = from before the enqueue call to the claim returning the task.
-async fn latency(store: &Arc<dyn Store>, n: usize) -> Latency {
-    let mut f = worker(store, "lat").await;
+async fn latency(store: &Arc<dyn Store>, n: usize, how: Waiting) -> Latency {
+    let mut f = worker(store, &format!("lat-{}", how as u8)).await;
     // One task when one is there; more only when a backlog formed.
     f.max = 10;
     let starts: Arc<std::sync::Mutex<Vec<Option<Instant>>>> = Arc::new(std::sync::Mutex::new(vec![None; n]));
@@ -103,12 +146,7 @@ async fn latency(store: &Arc<dyn Store>, n: usize) -> Latency {
     let claimer = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(n);
         while lat.len() < n {
-            let mut l = s2.work_listener();
-            let c = s2.claim(&f).await.expect("claim");
-            if c.is_empty() {
-                l.wait(Duration::from_secs(2)).await;
-                continue;
-            }
+            let c = claim_waiting(&s2, &f, how).await;
             let now = Instant::now();
             for t in &c {
                 let i: usize = t
@@ -250,11 +288,17 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
     }
     let r = throughput(&store, 4, 1, if quick { 1_000 } else { 4_000 }).await;
     println!("| {name} | {prefill} | claim+complete, 4 claimers, one task per claim | {r:.0} tasks/s |");
-    let l = latency(&store, if quick { 200 } else { 500 }).await;
-    println!(
-        "| {name} | {prefill} | enqueue→claimed, waiting claimer | p50 {:.2} / p95 {:.2} / p99 {:.2} ms (the enqueue call alone: p50 {:.2} ms) |",
-        l.p50, l.p95, l.p99, l.add_p50
-    );
+    // Both ways of waiting, one after the other on the same store.
+    for (how, label) in [
+        (Waiting::Signal, "waiting on the work signal"),
+        (Waiting::LongPoll, "waiting as a long poll (hand-over)"),
+    ] {
+        let l = latency(&store, if quick { 200 } else { 500 }, how).await;
+        println!(
+            "| {name} | {prefill} | enqueue→claimed, claimer {label} | p50 {:.2} / p95 {:.2} / p99 {:.2} ms (the enqueue call alone: p50 {:.2} ms) |",
+            l.p50, l.p95, l.p99, l.add_p50
+        );
+    }
     if let Some(c) = commit_cost(db.url()).await {
         println!("| {name} | {prefill} | one single-row INSERT commit (machine baseline) | p50 {c:.2} ms |");
     }

@@ -185,6 +185,12 @@ pub(crate) struct NewTaskRow {
     pub idempotency_key: Option<String>,
 }
 
+/// Whether a claim must check a branch lock or project slots for a task of `spec`: it names
+/// its branch (the lock key) or belongs to a project.
+pub(crate) fn constrained(spec: &TaskSpec) -> bool {
+    spec.branch.is_some() || spec.project.is_some()
+}
+
 impl NewTaskRow {
     pub fn new(spec: TaskSpec, now: i64, default_max_attempts: u32) -> Result<Self> {
         let id = TaskId::new();
@@ -213,7 +219,7 @@ impl NewTaskRow {
             required_agent: spec.required_agent().map(str::to_string),
             labels_json,
             project: spec.project.clone(),
-            constrained: lock_key.is_some() || spec.project.is_some(),
+            constrained: constrained(&spec),
             lock_key,
             idempotency_key: spec.idempotency_key.clone(),
             spec,

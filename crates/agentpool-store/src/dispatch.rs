@@ -13,12 +13,23 @@
 //! out, its client went away, its claim failed or came back with tasks taken before the
 //! wake-up) passes it on to another member of its class; a claim that came back full passes one
 //! on too, since more work may be waiting.
+//!
+//! **Hand-over.** A waiter that is parked in [`ClaimWaiter::wait`] can be handed a new task
+//! directly: the enqueue reserves it ([`Dispatch::reserve`]), inserts the task already claimed
+//! by the waiter's worker in the same transaction, and after the commit puts the claimed task in
+//! the waiter's mailbox ([`Dispatch::deliver`]). One durable commit instead of two (the enqueue,
+//! then the woken waiter's claim) and no wake-up hop in between. A reservation that comes to
+//! nothing (the insert failed, the worker is draining) wakes the waiter to claim as usual
+//! ([`Dispatch::release`]); a waiter that leaves while reserved makes the delivery fail and the
+//! enqueue gives the task back to the queue; a waiter dropped with tasks in its mailbox gives
+//! them back itself (through the store it came from, in a task of its own).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use agentpool_core::Labels;
+use agentpool_core::protocol::ClaimedTask;
+use agentpool_core::{Labels, Lease, WorkerId};
 use tokio::sync::Notify;
 
 /// What a task needs from a worker: its agent (none for "any worker") and its labels.
@@ -72,6 +83,20 @@ struct Class {
     members: usize,
 }
 
+/// Whose claim a task handed over becomes: the waiter's worker, leased for `lease_ttl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HandOff {
+    pub worker: WorkerId,
+    pub lease_ttl: Duration,
+}
+
+/// A waiter reserved for one task by an enqueue in progress.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub member: u64,
+    pub to: HandOff,
+}
+
 #[derive(Debug)]
 struct Member {
     class: Arc<ClassKey>,
@@ -80,6 +105,14 @@ struct Member {
     /// Handed a wake-up it has not used yet.
     woken: bool,
     notify: Arc<Notify>,
+    /// Who claims a task handed to this waiter.
+    handoff: HandOff,
+    /// Inside [`ClaimWaiter::wait`]: not claiming, so a task can be handed to it.
+    parked: bool,
+    /// Reserved by an enqueue: neither idle nor parked until the enqueue delivers or releases.
+    reserved: bool,
+    /// Tasks handed over and not yet taken by `wait`.
+    mailbox: Vec<ClaimedTask>,
 }
 
 #[derive(Debug, Default)]
@@ -87,6 +120,22 @@ struct State {
     next: u64,
     classes: HashMap<Arc<ClassKey>, Class>,
     members: HashMap<u64, Member>,
+}
+
+/// Returns to the queue tasks handed to a waiter that was dropped before it took them: the
+/// store the waiter came from.
+pub(crate) trait GiveBack: Send + Sync + 'static {
+    fn give_back_later(&self, items: Vec<(WorkerId, Lease)>) -> crate::futures_like::BoxFuture;
+}
+
+/// A [`GiveBack`] kept by a waiter.
+#[derive(Clone)]
+pub(crate) struct Returner(pub Arc<dyn GiveBack>);
+
+impl std::fmt::Debug for Returner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Returner")
+    }
 }
 
 impl State {
@@ -167,8 +216,73 @@ impl Dispatch {
         }
     }
 
+    /// Reserve the longest-waiting parked waiter that could run a task of `shape`, to hand
+    /// it over (see the module docs). It leaves the idle set until delivered or released.
+    pub(crate) fn reserve(&self, shape: &Shape) -> Option<Reservation> {
+        let mut st = self.lock();
+        let mut best: Option<(u64, u64)> = None;
+        for (k, c) in &st.classes {
+            if !k.can_run(shape) {
+                continue;
+            }
+            let first = c
+                .idle
+                .iter()
+                .find(|(_, id)| st.members.get(id).is_some_and(|m| m.parked))
+                .map(|(seq, id)| (*seq, *id));
+            if let Some(f) = first
+                && best.is_none_or(|b| f.0 < b.0)
+            {
+                best = Some(f);
+            }
+        }
+        let (seq, id) = best?;
+        let m = st.members.get_mut(&id)?;
+        m.idle_at = None;
+        m.reserved = true;
+        let (class, to) = (m.class.clone(), m.handoff.clone());
+        if let Some(c) = st.classes.get_mut(&class) {
+            c.idle.remove(&seq);
+        }
+        Some(Reservation { member: id, to })
+    }
+
+    /// Put `task`, claimed for the reserved waiter `member`, in its mailbox. False when the
+    /// waiter has left meanwhile (the caller gives the task back to the queue).
+    pub(crate) fn deliver(&self, member: u64, task: ClaimedTask) -> bool {
+        let mut st = self.lock();
+        match st.members.get_mut(&member) {
+            Some(m) if m.reserved => {
+                m.reserved = false;
+                m.mailbox.push(task);
+                m.notify.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The reservation of `member` came to nothing: it claims for itself (a task meant for it
+    /// may still be queued).
+    pub(crate) fn release(&self, member: u64) {
+        let mut st = self.lock();
+        if let Some(m) = st.members.get_mut(&member)
+            && m.reserved
+        {
+            m.reserved = false;
+            m.woken = true;
+            m.notify.notify_one();
+        }
+    }
+
     /// Register a waiting claimer with these capabilities; it is idle at once.
-    pub(crate) fn waiter(&self, agents: &[String], labels: &Labels) -> ClaimWaiter {
+    pub(crate) fn waiter(
+        &self,
+        agents: &[String],
+        labels: &Labels,
+        handoff: HandOff,
+        returner: Returner,
+    ) -> ClaimWaiter {
         let key = ClassKey::new(agents, labels);
         let mut st = self.lock();
         let id = st.seq();
@@ -191,6 +305,10 @@ impl Dispatch {
                 idle_at: None,
                 woken: false,
                 notify: notify.clone(),
+                handoff,
+                parked: false,
+                reserved: false,
+                mailbox: Vec::new(),
             },
         );
         st.make_idle(id);
@@ -199,6 +317,7 @@ impl Dispatch {
             id,
             notify,
             more: false,
+            returner,
         }
     }
 
@@ -218,35 +337,77 @@ pub struct ClaimWaiter {
     notify: Arc<Notify>,
     /// Pass a wake-up on when leaving, used or not (the last claim came back full).
     more: bool,
+    returner: Returner,
 }
 
+/// What ended a [`ClaimWaiter::wait`].
+#[derive(Debug)]
+pub enum Wake {
+    /// Work may be available: claim.
+    Claim,
+    /// Tasks were handed over, already claimed for this waiter's worker.
+    Handed(Vec<ClaimedTask>),
+    /// Nothing came before the timeout.
+    TimedOut,
+}
+
+/// Clears `parked` when a wait ends, however it ends (it may be dropped mid-way).
+struct Parked<'a>(&'a ClaimWaiter);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.dispatch.lock().members.get_mut(&self.0.id) {
+            m.parked = false;
+        }
+    }
+}
+
+/// How long a timed-out wait still waits for an enqueue that reserved it to deliver or
+/// release: the enqueue's transaction, far shorter than this in any healthy database.
+const RESERVED_GRACE: Duration = Duration::from_secs(10);
+
 impl ClaimWaiter {
-    /// Wait until this waiter is handed a wake-up (`true`: claim again) or `timeout` passes
-    /// (`false`). Cancel-safe: a wake-up that arrives as the wait is dropped is passed on when
-    /// the waiter is.
-    pub async fn wait(&mut self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
+    /// Wait until this waiter is handed a wake-up ([`Wake::Claim`]: claim again) or tasks
+    /// ([`Wake::Handed`]), or `timeout` passes. Cancel-safe: a wake-up that arrives as the
+    /// wait is dropped is passed on when the waiter is, and tasks handed over stay in the
+    /// mailbox for the next wait (or are given back when the waiter is dropped).
+    pub async fn wait(&mut self, timeout: Duration) -> Wake {
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        let mut graced = false;
+        let _parked = Parked(self);
         loop {
             {
                 let mut st = self.dispatch.lock();
-                if st.members.get(&self.id).is_some_and(|m| m.woken) {
+                let Some(m) = st.members.get_mut(&self.id) else {
+                    return Wake::TimedOut;
+                };
+                if !m.mailbox.is_empty() {
+                    m.parked = false;
+                    let tasks = std::mem::take(&mut m.mailbox);
+                    // Idle again, should it wait once more.
+                    st.make_idle(self.id);
+                    return Wake::Handed(tasks);
+                }
+                if m.woken {
+                    m.parked = false;
                     // Idle again before the claim this wake-up asks for.
                     st.make_idle(self.id);
-                    return true;
+                    return Wake::Claim;
                 }
+                // A timed-out wait stays for an enqueue that reserved it, once.
+                if tokio::time::Instant::now() >= deadline {
+                    if m.reserved && !graced {
+                        graced = true;
+                        deadline += RESERVED_GRACE;
+                    } else {
+                        m.parked = false;
+                        return Wake::TimedOut;
+                    }
+                }
+                m.parked = true;
             }
             // A stale permit from an earlier wake-up only sends us round the loop once more.
-            if tokio::time::timeout_at(deadline, self.notify.notified())
-                .await
-                .is_err()
-            {
-                let mut st = self.dispatch.lock();
-                if st.members.get(&self.id).is_some_and(|m| m.woken) {
-                    st.make_idle(self.id);
-                    return true;
-                }
-                return false;
-            }
+            let _ = tokio::time::timeout_at(deadline, self.notify.notified()).await;
         }
     }
 
@@ -264,6 +425,15 @@ impl Drop for ClaimWaiter {
             return;
         };
         let class = m.class.clone();
+        if !m.mailbox.is_empty() {
+            // Handed over but never taken: back to the queue. Without a runtime (shutting
+            // down) the leases expire and maintenance re-queues the tasks.
+            let worker = m.handoff.worker.clone();
+            let items = m.mailbox.iter().map(|c| (worker.clone(), c.lease)).collect();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(self.returner.0.give_back_later(items));
+            }
+        }
         let mut empty = false;
         if let Some(c) = st.classes.get_mut(&class) {
             if let Some(seq) = m.idle_at {
@@ -300,14 +470,52 @@ mod tests {
 
     const NOW: Duration = Duration::from_millis(0);
 
+    fn ho() -> HandOff {
+        HandOff {
+            worker: WorkerId::parse("w").unwrap(),
+            lease_ttl: Duration::from_secs(30),
+        }
+    }
+
+    struct Nobody;
+
+    impl GiveBack for Nobody {
+        fn give_back_later(&self, _: Vec<(WorkerId, Lease)>) -> crate::futures_like::BoxFuture {
+            crate::futures_like::ready()
+        }
+    }
+
+    fn nobody() -> Returner {
+        Returner(Arc::new(Nobody))
+    }
+
+    fn any_command() -> Shape {
+        Shape {
+            agent: None,
+            labels: Labels::new(),
+        }
+    }
+
+    /// Whether a wait that does not block was handed a wake-up.
+    async fn woke(w: &mut ClaimWaiter) -> bool {
+        matches!(w.wait(NOW).await, Wake::Claim)
+    }
+
     #[tokio::test]
     async fn one_task_wakes_one_waiter_of_each_class_that_can_run_it() {
         let d = Dispatch::default();
         let mut a: Vec<_> = (0..5)
-            .map(|_| d.waiter(&["command".into()], &Labels::new()))
+            .map(|_| d.waiter(&["command".into()], &Labels::new(), ho(), nobody()))
             .collect();
         let mut gpu: Vec<_> = (0..3)
-            .map(|_| d.waiter(&["codex".into(), "command".into()], &labels(&[("gpu", "1")])))
+            .map(|_| {
+                d.waiter(
+                    &["codex".into(), "command".into()],
+                    &labels(&[("gpu", "1")]),
+                    ho(),
+                    nobody(),
+                )
+            })
             .collect();
         d.wake(&Scope::Shapes(vec![shape("codex", &[])]), 1);
         let woken_a = futures_count(&mut a).await;
@@ -325,7 +533,7 @@ mod tests {
     async fn futures_count(ws: &mut [ClaimWaiter]) -> usize {
         let mut n = 0;
         for w in ws {
-            if w.wait(NOW).await {
+            if woke(w).await {
                 n += 1;
             }
         }
@@ -335,25 +543,71 @@ mod tests {
     #[tokio::test]
     async fn an_unused_wake_up_is_passed_on_when_the_waiter_leaves() {
         let d = Dispatch::default();
-        let first = d.waiter(&["command".into()], &Labels::new());
-        let mut second = d.waiter(&["command".into()], &Labels::new());
+        let first = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+        let mut second = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
         d.wake(&Scope::Any, 1);
         // The longest-waiting one got it; it leaves without claiming (its poll ended).
-        assert!(!second.wait(NOW).await);
+        assert!(!woke(&mut second).await);
         drop(first);
         assert!(
-            second.wait(NOW).await,
+            woke(&mut second).await,
             "the wake-up was lost with the leaving waiter"
         );
         // A claim that came back full passes one on as well.
-        let third = d.waiter(&["command".into()], &Labels::new());
+        let third = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
         third.finish(true);
-        assert!(second.wait(NOW).await);
-        let fourth = d.waiter(&["command".into()], &Labels::new());
+        assert!(woke(&mut second).await);
+        let fourth = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
         fourth.finish(false);
-        assert!(!second.wait(NOW).await);
+        assert!(!woke(&mut second).await);
         drop(second);
         assert_eq!(d.idle_count(), 0);
         assert!(d.lock().classes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_a_parked_waiter_is_reserved_and_a_release_makes_it_claim() {
+        let d = Dispatch::default();
+        let mut w = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+        // Registered but claiming (not inside `wait`): nothing to hand over to.
+        assert!(d.reserve(&any_command()).is_none());
+        let mut wait = Box::pin(w.wait(Duration::from_secs(600)));
+        assert!(futures_poll(wait.as_mut()).await.is_none(), "parks");
+        let r = d.reserve(&any_command()).expect("a parked waiter");
+        assert_eq!(r.to, ho());
+        // Reserved: neither reserved again nor woken by other work.
+        assert!(d.reserve(&any_command()).is_none());
+        d.wake(&Scope::Any, u32::MAX);
+        assert!(futures_poll(wait.as_mut()).await.is_none());
+        d.release(r.member);
+        assert!(matches!(wait.await, Wake::Claim));
+        assert_eq!(d.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_wait_stays_for_the_enqueue_that_reserved_it() {
+        let d = Dispatch::default();
+        let mut w = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+        let mut wait = Box::pin(w.wait(Duration::from_millis(1)));
+        assert!(futures_poll(wait.as_mut()).await.is_none());
+        let r = d.reserve(&any_command()).expect("a parked waiter");
+        let release = async {
+            // Past the wait's own timeout: it must still be there for the outcome.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            d.release(r.member);
+        };
+        let (wake, ()) = tokio::join!(wait, release);
+        assert!(matches!(wake, Wake::Claim));
+    }
+
+    /// Poll `f` once: its output if it is ready.
+    async fn futures_poll<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Output> {
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(o) => Some(o),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

@@ -51,8 +51,8 @@ mod shared;
 pub mod sqlite;
 mod unavailable;
 
-pub use dispatch::ClaimWaiter;
-pub(crate) use dispatch::{Scope, Shape};
+pub use dispatch::{ClaimWaiter, Wake};
+pub(crate) use dispatch::{HandOff, Reservation, Scope, Shape};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -291,8 +291,19 @@ impl WorkSignal {
         }
     }
 
-    pub(crate) fn waiter(&self, f: &ClaimFilter) -> ClaimWaiter {
-        self.dispatch.waiter(&f.agents, &f.labels)
+    /// A waiter for claimer `f`; tasks handed to it and never taken go back through
+    /// `returner` (its store).
+    pub(crate) fn waiter(&self, f: &ClaimFilter, returner: dispatch::Returner) -> ClaimWaiter {
+        let to = HandOff {
+            worker: f.worker_id.clone(),
+            lease_ttl: f.lease_ttl,
+        };
+        self.dispatch.waiter(&f.agents, &f.labels, to, returner)
+    }
+
+    /// The hand-over registry (see [`dispatch`]).
+    pub(crate) fn dispatch(&self) -> &dispatch::Dispatch {
+        &self.dispatch
     }
 }
 

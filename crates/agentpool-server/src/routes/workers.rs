@@ -9,7 +9,7 @@ use agentpool_core::protocol::{
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
-use agentpool_store::{ClaimFilter, Failure};
+use agentpool_store::{ClaimFilter, Failure, Wake};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -226,11 +226,15 @@ pub async fn claim(
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
         tokio::select! {
-            woken = w.wait(remaining) => {
-                if !woken {
-                    return Ok(StatusCode::NO_CONTENT.into_response());
+            wake = w.wait(remaining) => match wake {
+                Wake::Claim => {}
+                // A task submitted while this poll waited, handed over already claimed for
+                // this worker: one commit instead of the submit's and this claim's.
+                Wake::Handed(claimed) => {
+                    return Ok(Json(claim_response(&state, claimed).await).into_response());
                 }
-            }
+                Wake::TimedOut => return Ok(StatusCode::NO_CONTENT.into_response()),
+            },
             _ = state.inner.drain_token.cancelled() => {
                 return Err(ApiError::unavailable("draining", "this server is draining; claim from another"));
             }

@@ -4,12 +4,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use agentpool_core::{ErrorClass, Lifecycle, Task, TaskSpec, TaskState};
+use agentpool_core::{ErrorClass, Lifecycle, Task, TaskId, TaskSpec, TaskState};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, retry_transient};
-use crate::common::{self, NewTaskRow, task};
+use super::{PgStore, insert_lifecycle, retry_transient};
+use crate::common::{self, LifecycleLog, NewTaskRow, task};
 use crate::{Enqueued, Result, StoreError};
 
 impl PgStore {
@@ -105,16 +105,26 @@ impl PgStore {
             c.finished_at.push(failed.then_some(now));
             rows_in.push(Some(row));
         }
-        // Wake-ups for the tasks claimable now: delayed ones get a timer below.
-        let (scope, count) = crate::enqueued_scope(
+        // Parked claimers that can take a new task get it handed over, claimed in this
+        // transaction; the other tasks claimable now wake claimers (delayed ones get a timer).
+        let queued = || {
             rows_in
                 .iter()
                 .flatten()
                 .zip(&c.state)
                 .filter(|(_, st)| **st == "queued")
-                .map(|(r, _)| (&r.spec, r.run_after)),
+                .map(|(r, _)| r)
+        };
+        let mut plan = self.plan_handover(queued().map(|r| (r.id, &r.spec, r.run_after, r.constrained)), now);
+        let (scope, count) = crate::enqueued_scope(
+            queued()
+                .filter(|r| !plan.has(r.id))
+                .map(|r| (&r.spec, r.run_after)),
             now,
         );
+        if tx.is_none() && !plan.is_empty() {
+            tx = Some(self.pool.begin().await?);
+        }
         let q = sqlx::query(&self.sql.enqueue)
             .bind(now)
             .bind(&c.id)
@@ -194,8 +204,20 @@ impl PgStore {
             .execute(&mut **tx)
             .await?;
         }
+        let mut handed = Vec::new();
+        if let Some(tx) = tx.as_mut()
+            && !plan.is_empty()
+        {
+            let created: HashSet<TaskId> = by_id.keys().map(|id| TaskId(*id)).collect();
+            let mut log = LifecycleLog::default();
+            handed = Self::claim_planned(tx, &mut plan, &created, now, &mut log).await?;
+            insert_lifecycle(tx, &log, now).await?;
+        }
         if let Some(tx) = tx {
             tx.commit().await?;
+        }
+        for (_, c) in &handed {
+            by_id.insert(c.task.id.0, c.task.clone());
         }
         let mut out: Vec<Enqueued> = Vec::with_capacity(rows_in.len());
         for (i, r) in rows_in.iter().enumerate() {
@@ -226,6 +248,8 @@ impl PgStore {
             };
             out.push(e);
         }
+        let created: HashSet<TaskId> = out.iter().filter(|e| e.created).map(|e| e.task.id).collect();
+        self.deliver(plan, handed, &created).await;
         self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }

@@ -18,13 +18,15 @@
 
 pub(crate) mod claim;
 pub(crate) mod github;
+pub(crate) mod handover;
 pub(crate) mod registry;
 pub(crate) mod store;
 pub(crate) mod tasks;
 
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
 /// `self.$w` and reading through `self.$r`: the modules `registry` and `tasks` (queries),
-/// `store` (the [`crate::Store`] implementation) and `github` (the GitHub bookkeeping).
+/// `store` (the [`crate::Store`] implementation), `handover` (new tasks handed to parked
+/// claimers) and `github` (the GitHub bookkeeping).
 macro_rules! backend {
     ($db:ty, $store:ident, $w:ident, $r:ident) => {
         /// Workers, projects, credentials and tokens.
@@ -42,6 +44,11 @@ macro_rules! backend {
         mod store {
             use super::{registry, tasks};
             $crate::shared::store::store_impl!(super::$store, $w, $r);
+        }
+
+        /// Hand-over of new tasks to parked claimers.
+        mod handover {
+            $crate::shared::handover::handover_impl!($db, super::$store, $w);
         }
 
         /// GitHub bookkeeping (the shared SQL of `shared::github`).

@@ -309,7 +309,10 @@ macro_rules! store_impl {
             }
 
             fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter {
-                self.signal.waiter(filter)
+                self.signal.waiter(
+                    filter,
+                    $crate::dispatch::Returner(std::sync::Arc::new(self.clone())),
+                )
             }
 
             async fn ping(&self) -> Result<()> {

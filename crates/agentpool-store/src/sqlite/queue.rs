@@ -2,7 +2,7 @@
 //! transaction), the claim inside one `BEGIN IMMEDIATE` transaction, heartbeats, completions,
 //! event appends, listing with `json_each` label filters, and purging in batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -146,14 +146,40 @@ impl SqliteStore {
         for spec in specs {
             out.push(self.enqueue_in(&mut tx, spec, now, &mut log).await?);
         }
-        insert_lifecycle(&mut tx, &log, now).await?;
-        tx.commit().await?;
-        let (scope, count) = crate::enqueued_scope(
+        let queued = || {
             out.iter()
-                .filter(|e| e.created && e.task.state == agentpool_core::TaskState::Queued)
-                .map(|e| (&e.task.spec, common::ms(e.task.run_after))),
+                .filter(|e| e.created && e.task.state == TaskState::Queued)
+                .map(|e| &e.task)
+        };
+        // Parked claimers that can take a new task get it handed over, claimed in this
+        // transaction; the other tasks claimable now wake claimers.
+        let mut plan = self.plan_handover(
+            queued().map(|t| {
+                (
+                    t.id,
+                    &t.spec,
+                    common::ms(t.run_after),
+                    common::constrained(&t.spec),
+                )
+            }),
             now,
         );
+        let (scope, count) = crate::enqueued_scope(
+            queued()
+                .filter(|t| !plan.has(t.id))
+                .map(|t| (&t.spec, common::ms(t.run_after))),
+            now,
+        );
+        let created: HashSet<TaskId> = queued().map(|t| t.id).collect();
+        let handed = Self::claim_planned(&mut tx, &mut plan, &created, now, &mut log).await?;
+        insert_lifecycle(&mut tx, &log, now).await?;
+        tx.commit().await?;
+        for e in out.iter_mut() {
+            if let Some((_, c)) = handed.iter().find(|(_, c)| c.task.id == e.task.id) {
+                e.task = c.task.clone();
+            }
+        }
+        self.deliver(plan, handed, &created).await;
         self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }

@@ -1,9 +1,11 @@
-//! Wake-one dispatch: a new task wakes one waiting claimer that can run it, not every waiter,
-//! and no wake-up is lost when submits race against polls that start and end.
+//! Wake-one dispatch: a new task wakes (or is handed to) one waiting claimer that can run it,
+//! not every waiter, and no wake-up is lost when submits race against polls that start and end
+//! — also when a poll ends just after a task was handed to it.
 
 use std::time::Duration;
 
 use agentpool_core::{TaskId, TaskResult, TaskSpec};
+use agentpool_store::Wake;
 
 use crate::both;
 use crate::harness::{Harness, Worker, cmd, labels};
@@ -39,9 +41,13 @@ async fn a_task_wakes_one_waiter_not_all(h: Harness) {
     let (first, i, _) = futures::future::select_all(waiters.iter_mut().map(|(_, rx)| rx)).await;
     assert!(first.is_ok());
     let (j, _) = waiters.swap_remove(i);
-    let (ok, waiter, w) = j.await.unwrap();
-    assert!(ok);
-    let got = w.claim(1).await;
+    let (wake, waiter, w) = j.await.unwrap();
+    // Handed over when the waiter was parked by the time of the enqueue, else woken to claim.
+    let got = match wake {
+        Wake::Handed(got) => got,
+        Wake::Claim => w.claim(1).await,
+        Wake::TimedOut => panic!("the woken waiter timed out"),
+    };
     assert_eq!(crate::harness::ids(&got), vec![id]);
     waiter.finish(false);
     // Had the enqueue woken the others, they would have run by now: the claim above was a
@@ -69,8 +75,13 @@ async fn poll_once(
     let f = w.filter(1);
     let mut waiter = w.store.claim_waiter(&f);
     let mut armed = Some(armed);
+    let mut handed = Vec::new();
     loop {
-        let got = w.store.claim(&f).await.expect("claim");
+        let got = if handed.is_empty() {
+            w.store.claim(&f).await.expect("claim")
+        } else {
+            std::mem::take(&mut handed)
+        };
         if !got.is_empty() {
             waiter.finish(true);
             let items = got.iter().map(|c| (c.lease, TaskResult::default())).collect();
@@ -82,7 +93,11 @@ async fn poll_once(
             let _ = a.send(());
         }
         tokio::select! {
-            woken = waiter.wait(LONG) => assert!(woken, "a poll timed out: a wake-up was lost"),
+            wake = waiter.wait(LONG) => match wake {
+                Wake::Claim => {}
+                Wake::Handed(got) => handed = got,
+                Wake::TimedOut => panic!("a poll timed out: a wake-up was lost"),
+            },
             _ = &mut end => return Vec::new(),
         }
     }

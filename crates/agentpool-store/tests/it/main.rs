@@ -9,6 +9,7 @@ mod cancellation;
 mod deps;
 mod dispatch;
 mod events;
+mod handover;
 mod infra;
 mod lease;
 mod lifecycle;
