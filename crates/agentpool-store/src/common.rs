@@ -5,10 +5,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::spec::RepoUrl;
 use agentpool_core::{
-    AttemptOutcome, ErrorClass, EventPayload, Lifecycle, Task, TaskId, TaskSpec, TaskState, Timestamp,
-    WorkerId,
+    AttemptOutcome, ErrorClass, EventPayload, Lease, LeaseToken, Lifecycle, Task, TaskId, TaskSpec,
+    TaskState, Timestamp, WorkerId,
 };
 
 use crate::{Result, StoreError};
@@ -372,6 +373,28 @@ pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: bool) -> Task {
         error_class: dep_failed.then_some(ErrorClass::DependencyFailed),
         error_message: dep_failed.then(|| DEPENDENCY_FAILED_MSG.to_string()),
         result: None,
+    }
+}
+
+/// Task `row`, inserted at `now` already claimed for `to` (handed over): attempt 1 under
+/// lease token 1, as the enqueue's insert wrote it.
+pub(crate) fn handed_task(row: &NewTaskRow, now: i64, to: &crate::HandOff) -> ClaimedTask {
+    let token = LeaseToken(1);
+    let mut task = new_task(row, now, false);
+    task.state = TaskState::Running;
+    task.attempts = 1;
+    task.started_at = Some(ts(now));
+    task.worker_id = Some(to.worker.clone());
+    task.lease_token = Some(token);
+    task.lease_expires_at = Some(ts(now + dur_ms(to.lease_ttl)));
+    ClaimedTask {
+        lease: Lease {
+            task_id: row.id,
+            token,
+        },
+        attempt: 1,
+        resume_session: None,
+        task,
     }
 }
 

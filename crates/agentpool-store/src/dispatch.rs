@@ -321,6 +321,11 @@ impl Dispatch {
         }
     }
 
+    /// How many waiters are parked in `wait` right now.
+    pub(crate) fn parked(&self) -> usize {
+        self.lock().members.values().filter(|m| m.parked).count()
+    }
+
     #[cfg(test)]
     fn idle_count(&self) -> usize {
         self.lock().classes.values().map(|c| c.idle.len()).sum()

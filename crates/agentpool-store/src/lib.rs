@@ -301,6 +301,10 @@ impl WorkSignal {
         self.dispatch.waiter(&f.agents, &f.labels, to, returner)
     }
 
+    pub(crate) fn parked(&self) -> usize {
+        self.dispatch.parked()
+    }
+
     /// The hand-over registry (see [`dispatch`]).
     pub(crate) fn dispatch(&self) -> &dispatch::Dispatch {
         &self.dispatch
@@ -463,6 +467,10 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     /// wakes one waiting claimer per class of claimers (same agents and labels) that could
     /// run it, not all of them. Create it *before* the claim that came back empty.
     fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter;
+
+    /// How many claimers of this store wait parked right now, ready to be handed a new task
+    /// (see [`ClaimWaiter::wait`]).
+    fn parked_claimers(&self) -> usize;
 
     /// Can the database be reached?
     async fn ping(&self) -> Result<()>;

@@ -8,8 +8,8 @@ use agentpool_core::{ErrorClass, Lifecycle, Task, TaskId, TaskSpec, TaskState};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, insert_lifecycle, retry_transient};
-use crate::common::{self, LifecycleLog, NewTaskRow, task};
+use super::{PgStore, retry_transient};
+use crate::common::{self, NewTaskRow, task};
 use crate::{Enqueued, Result, StoreError};
 
 impl PgStore {
@@ -105,8 +105,9 @@ impl PgStore {
             c.finished_at.push(failed.then_some(now));
             rows_in.push(Some(row));
         }
-        // Parked claimers that can take a new task get it handed over, claimed in this
-        // transaction; the other tasks claimable now wake claimers (delayed ones get a timer).
+        // Parked claimers that can take a new task get it handed over: the insert writes it
+        // already claimed for them. The other tasks claimable now wake claimers (delayed ones
+        // get a timer).
         let queued = || {
             rows_in
                 .iter()
@@ -122,10 +123,40 @@ impl PgStore {
                 .map(|r| (&r.spec, r.run_after)),
             now,
         );
-        if tx.is_none() && !plan.is_empty() {
-            tx = Some(self.pool.begin().await?);
+        // The hand-over columns: the reserved waiter's worker, the lease's expiry and the
+        // `claimed` event, for the rows the insert writes already claimed.
+        let n = c.id.len();
+        let (mut hw, mut hexp, mut hev) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in rows_in.iter().flatten().filter(|_| !plan.is_empty()) {
+            match plan.handoff(r.id) {
+                Some(to) => {
+                    hw.push(Some(to.worker.as_str().to_string()));
+                    hexp.push(Some(now + common::dur_ms(to.lease_ttl)));
+                    hev.push(Some(common::event_data(
+                        &Lifecycle::Claimed {
+                            attempt: 1,
+                            worker: to.worker.clone(),
+                        }
+                        .into(),
+                    )?));
+                }
+                None => {
+                    hw.push(None);
+                    hexp.push(None);
+                    hev.push(None);
+                }
+            }
         }
-        let q = sqlx::query(&self.sql.enqueue)
+        let sql = if plan.is_empty() {
+            &self.sql.enqueue
+        } else {
+            &self.sql.enqueue_handover
+        };
+        let mut q = sqlx::query(sql)
             .bind(now)
             .bind(&c.id)
             .bind(&c.spec)
@@ -146,6 +177,9 @@ impl PgStore {
             .bind(common::event_data(&common::dependency_failed().into())?)
             .bind(common::event_data(&Lifecycle::Queued.into())?)
             .bind(self.note(&scope, count));
+        if !plan.is_empty() {
+            q = q.bind(&hw).bind(&hexp).bind(&hev);
+        }
         let inserted = match tx.as_mut() {
             Some(tx) => q.fetch_all(&mut **tx).await?,
             None => q.fetch_all(&self.pool).await?,
@@ -158,13 +192,35 @@ impl PgStore {
                 .map(|(id, _)| *id)
                 .collect();
         let mut created = HashSet::with_capacity(inserted.len());
+        let mut running = HashSet::new();
         for r in &inserted {
-            created.insert(r.try_get::<Uuid, _>("id")?);
-        }
-        for r in rows_in.iter().flatten() {
-            if created.contains(&r.id.0) {
-                by_id.insert(r.id.0, common::new_task(r, now, failed.contains(&r.id.0)));
+            let id: Uuid = r.try_get("id")?;
+            if r.try_get::<String, _>("state")? == "running" {
+                running.insert(id);
             }
+            created.insert(id);
+        }
+        let mut handed = Vec::with_capacity(running.len());
+        for r in rows_in.iter().flatten() {
+            if !created.contains(&r.id.0) {
+                continue;
+            }
+            let to = running
+                .contains(&r.id.0)
+                .then(|| plan.handoff(r.id).cloned())
+                .flatten();
+            let t = match to {
+                Some(to) => {
+                    let c = common::handed_task(r, now, &to);
+                    let t = c.task.clone();
+                    if let Some(member) = plan.take(r.id) {
+                        handed.push((member, c));
+                    }
+                    t
+                }
+                None => common::new_task(r, now, failed.contains(&r.id.0)),
+            };
+            by_id.insert(r.id.0, t);
         }
         // Keys that already existed before this batch.
         let lost_keys: Vec<String> = rows_in
@@ -204,20 +260,8 @@ impl PgStore {
             .execute(&mut **tx)
             .await?;
         }
-        let mut handed = Vec::new();
-        if let Some(tx) = tx.as_mut()
-            && !plan.is_empty()
-        {
-            let created: HashSet<TaskId> = by_id.keys().map(|id| TaskId(*id)).collect();
-            let mut log = LifecycleLog::default();
-            handed = Self::claim_planned(tx, &mut plan, &created, now, &mut log).await?;
-            insert_lifecycle(tx, &log, now).await?;
-        }
         if let Some(tx) = tx {
             tx.commit().await?;
-        }
-        for (_, c) in &handed {
-            by_id.insert(c.task.id.0, c.task.clone());
         }
         let mut out: Vec<Enqueued> = Vec::with_capacity(rows_in.len());
         for (i, r) in rows_in.iter().enumerate() {

@@ -87,6 +87,66 @@ fn completion(also: &str, returning: &str) -> String {
     )
 }
 
+/// The enqueue statement: tasks bound as arrays (`$2`…`$17`, now `$1`), their `queued` (or,
+/// with a failed dependency, `failed`: `$18`/`$19`) events, and a NOTIFY of `$20` to channel
+/// `lit`. With `handover`, a row with a hand-over worker (`$21`, lease expiry `$22`, `claimed`
+/// event `$23`) that may claim is inserted already claimed by it: attempt 1, lease token 1.
+/// Without, the statement is the plain insert, so the common enqueue plans and runs no more.
+fn enqueue(lit: &str, handover: bool) -> String {
+    let (arrays, names, h) = if handover {
+        (
+            ", $21::text[], $22::bigint[], $23::text[]",
+            ", hw, hexp, hev",
+            "(u.hw IS NOT NULL AND EXISTS (SELECT 1 FROM workers w \
+               WHERE w.id = u.hw AND w.status NOT IN ('draining', 'unhealthy')))",
+        )
+    } else {
+        ("", "", "FALSE")
+    };
+    let (claim_cols, state, claim_vals, claimed_events) = if handover {
+        (
+            ", attempts, lease_token, worker_id, lease_expires_at, started_at",
+            "CASE WHEN i.h THEN 'running' ELSE i.state END",
+            ", CASE WHEN i.h THEN 1 ELSE 0 END, CASE WHEN i.h THEN 1 ELSE 0 END, \
+             CASE WHEN i.h THEN i.hw END, CASE WHEN i.h THEN i.hexp END, CASE WHEN i.h THEN $1 END",
+            " UNION ALL SELECT ins.id, 1, i.hev FROM ins JOIN i ON i.id = ins.id \
+              WHERE ins.state = 'running'",
+        )
+    } else {
+        ("", "i.state", "", "")
+    };
+    format!(
+        "WITH i AS ( \
+           SELECT u.*, {h} AS h \
+           FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], \
+             $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[], \
+             $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[]{arrays}) \
+             AS u(id, spec, state, priority, run_after, max_attempts, required_agent, \
+               labels, project, lock_key, constrained, deps_pending, idem, error_class, \
+               error_message, finished_at{names})), \
+         ins AS ( \
+           INSERT INTO tasks (id, spec, state, priority, run_after, created_at, \
+             updated_at, max_attempts, required_agent, labels, project, lock_key, \
+             constrained, deps_pending, idempotency_key, error_class, error_message, \
+             finished_at{claim_cols}) \
+           SELECT i.id, i.spec, {state}, i.priority, i.run_after, $1, $1, \
+             i.max_attempts, i.required_agent, i.labels::jsonb, i.project, i.lock_key, \
+             i.constrained, i.deps_pending, i.idem, i.error_class, i.error_message, \
+             i.finished_at{claim_vals} \
+           FROM i \
+           ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+           RETURNING id, state), \
+         ev AS (INSERT INTO events (task_id, at, kind, data) \
+           SELECT e.id, $1, 'lifecycle', e.data FROM ( \
+             SELECT id, 0 AS o, CASE WHEN state = 'failed' THEN $18 ELSE $19 END AS data \
+             FROM ins{claimed_events}) e \
+           ORDER BY e.o) \
+         SELECT ins.id, ins.state, \
+           (SELECT count(*) FROM (SELECT pg_notify('{lit}', $20)) AS n) AS notified \
+         FROM ins"
+    )
+}
+
 #[derive(Debug)]
 pub(super) struct Sql {
     pub(super) channel: String,
@@ -106,7 +166,10 @@ pub(super) struct Sql {
     /// Completion of any leases, returning what each completed task frees (run in a
     /// transaction that releases its dependents).
     pub(super) complete_any: String,
+    /// The insert of a batch of tasks with their `queued` events and the NOTIFY.
     pub(super) enqueue: String,
+    /// The same, with some tasks inserted already claimed (handed over to waiting claimers).
+    pub(super) enqueue_handover: String,
     pub(super) by_idempotency: String,
 }
 
@@ -169,31 +232,8 @@ impl Sql {
                 "WITH {upd} SELECT {c} FROM upd",
                 upd = claim_upd("$2", "$3", "WHERE t.id = ANY($4::uuid[]) AND t.state = 'queued'"),
             ),
-            enqueue: format!(
-                "WITH ins AS ( \
-                   INSERT INTO tasks (id, spec, state, priority, run_after, created_at, \
-                     updated_at, max_attempts, required_agent, labels, project, lock_key, \
-                     constrained, deps_pending, idempotency_key, error_class, error_message, \
-                     finished_at) \
-                   SELECT i.id, i.spec, i.state, i.priority, i.run_after, $1, $1, \
-                     i.max_attempts, i.required_agent, i.labels::jsonb, i.project, i.lock_key, \
-                     i.constrained, i.deps_pending, i.idem, i.error_class, i.error_message, \
-                     i.finished_at \
-                   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], \
-                     $7::int[], $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[], \
-                     $13::int[], $14::text[], $15::text[], $16::text[], $17::bigint[]) \
-                     AS i(id, spec, state, priority, run_after, max_attempts, required_agent, \
-                       labels, project, lock_key, constrained, deps_pending, idem, error_class, \
-                       error_message, finished_at) \
-                   ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-                   RETURNING id, state), \
-                 ev AS (INSERT INTO events (task_id, at, kind, data) \
-                   SELECT id, $1, 'lifecycle', CASE WHEN state = 'failed' THEN $18 ELSE $19 END \
-                   FROM ins) \
-                 SELECT ins.id, \
-                   (SELECT count(*) FROM (SELECT pg_notify('{lit}', $20)) AS n) AS notified \
-                 FROM ins"
-            ),
+            enqueue: enqueue(&lit, false),
+            enqueue_handover: enqueue(&lit, true),
             by_idempotency: format!(
                 "SELECT {c}, idempotency_key FROM tasks WHERE idempotency_key = ANY($1::text[])"
             ),

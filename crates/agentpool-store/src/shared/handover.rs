@@ -3,7 +3,59 @@
 //! writes, claims those tasks for the waiters' workers in its own transaction, and delivers
 //! them after the commit; a task whose waiter left before taking it goes back to the queue.
 
-/// Implement the hand-over methods for `$store` on database `$db`; the invoking module has
+use agentpool_core::TaskId;
+
+use crate::dispatch::Dispatch;
+use crate::{Reservation, Shape};
+
+/// Waiters reserved for some tasks of one enqueue. A reservation still here when the
+/// plan is dropped — after the commit, so that the task it was for is visible — is
+/// released: its waiter claims for itself.
+pub(crate) struct Plan {
+    pub(crate) dispatch: Dispatch,
+    pub(crate) by_task: Vec<(TaskId, Shape, Reservation)>,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        for (_, _, r) in self.by_task.drain(..) {
+            self.dispatch.release(r.member);
+        }
+    }
+}
+
+impl Plan {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_task.is_empty()
+    }
+
+    /// Whether task `id` has a waiter reserved (and so needs no wake-up).
+    pub(crate) fn has(&self, id: TaskId) -> bool {
+        self.handoff(id).is_some()
+    }
+
+    /// Whose claim task `id` becomes, if a waiter is reserved for it.
+    pub(crate) fn handoff(&self, id: TaskId) -> Option<&crate::HandOff> {
+        self.by_task
+            .iter()
+            .find(|(t, _, _)| *t == id)
+            .map(|(_, _, r)| &r.to)
+    }
+
+    /// The tasks with a waiter reserved.
+    pub(crate) fn tasks(&self) -> Vec<TaskId> {
+        self.by_task.iter().map(|(t, _, _)| *t).collect()
+    }
+
+    /// Task `id` was claimed for its reserved waiter: that waiter, to deliver it to.
+    pub(crate) fn take(&mut self, id: TaskId) -> Option<u64> {
+        let i = self.by_task.iter().position(|(t, _, _)| *t == id)?;
+        Some(self.by_task.swap_remove(i).2.member)
+    }
+}
+
+/// Implement the hand-over methods for `$store` on database `$db` (how a backend writes a
+/// handed task already claimed is its own: see its enqueue); the invoking module has
 /// `tid` and `insert_lifecycle` in scope, and the store has
 /// `begin`, `announce`, `now`, `signal` and its writer pool `$w`.
 macro_rules! handover_impl {
@@ -14,42 +66,13 @@ macro_rules! handover_impl {
         use agentpool_core::{Lease, Lifecycle, TaskId, TaskSpec, WorkerId};
 
         use super::{insert_lifecycle, tid};
-        use $crate::common::{self, LifecycleLog, TASK_COLS, dur_ms};
-        use $crate::dispatch::Dispatch;
-        use $crate::{Reservation, Result, Scope, Shape};
+        use $crate::common::LifecycleLog;
+        use $crate::shared::handover::Plan;
+        use $crate::{Result, Scope, Shape};
 
-        type Conn = <$db as sqlx::Database>::Connection;
-
-        /// At most this many tasks of one enqueue are handed over (each is a statement in the
-        /// enqueue's transaction); the rest wake waiters, whose claims take them in batches.
+        /// At most this many tasks of one enqueue are handed over (a big batch is claimed
+        /// faster by waiters taking it in batches); the rest wake waiters.
         const HANDOVER_MAX: usize = 8;
-
-        /// Waiters reserved for some tasks of one enqueue. A reservation still here when the
-        /// plan is dropped — after the commit, so that the task it was for is visible — is
-        /// released: its waiter claims for itself.
-        pub(crate) struct Plan {
-            dispatch: Dispatch,
-            by_task: Vec<(TaskId, Shape, Reservation)>,
-        }
-
-        impl Drop for Plan {
-            fn drop(&mut self) {
-                for (_, _, r) in self.by_task.drain(..) {
-                    self.dispatch.release(r.member);
-                }
-            }
-        }
-
-        impl Plan {
-            pub(crate) fn is_empty(&self) -> bool {
-                self.by_task.is_empty()
-            }
-
-            /// Whether task `id` has a waiter reserved (and so needs no wake-up).
-            pub(crate) fn has(&self, id: TaskId) -> bool {
-                self.by_task.iter().any(|(t, _, _)| *t == id)
-            }
-        }
 
         /// Tasks claimed for reserved waiters, delivered after the commit.
         pub(crate) type Handed = Vec<(u64, ClaimedTask)>;
@@ -92,59 +115,6 @@ macro_rules! handover_impl {
                     }
                 }
                 Plan { dispatch, by_task }
-            }
-
-            /// In the enqueue's transaction, after its insert: claim each planned task that
-            /// was `created` for its waiter's worker (unless the worker is draining or
-            /// unhealthy), with its `claimed` event in `log`.
-            pub(crate) async fn claim_planned(
-                conn: &mut Conn,
-                plan: &mut Plan,
-                created: &HashSet<TaskId>,
-                now: i64,
-                log: &mut LifecycleLog,
-            ) -> Result<Handed> {
-                let sql = format!(
-                    "UPDATE tasks SET state = 'running', attempts = attempts + 1, \
-                       lease_token = lease_token + 1, worker_id = $1, lease_expires_at = $2, \
-                       started_at = $3, updated_at = $3, cancel_requested = FALSE \
-                     WHERE id = $4 AND state = 'queued' AND EXISTS (SELECT 1 FROM workers \
-                       WHERE id = $1 AND status NOT IN ('draining', 'unhealthy')) \
-                     RETURNING {TASK_COLS}"
-                );
-                let mut handed = Vec::new();
-                let mut left = Vec::new();
-                for (id, shape, r) in std::mem::take(&mut plan.by_task) {
-                    let row = if created.contains(&id) {
-                        sqlx::query(&sql)
-                            .bind(r.to.worker.as_str())
-                            .bind(now + dur_ms(r.to.lease_ttl))
-                            .bind(now)
-                            .bind(tid(id))
-                            .fetch_optional(&mut *conn)
-                            .await?
-                    } else {
-                        None
-                    };
-                    match row {
-                        Some(row) => {
-                            let c = common::claimed_tasks(std::slice::from_ref(&row))?
-                                .pop()
-                                .ok_or_else(|| $crate::StoreError::Corrupt("hand-over row".into()))?;
-                            log.push(
-                                id,
-                                Lifecycle::Claimed {
-                                    attempt: c.attempt,
-                                    worker: r.to.worker.clone(),
-                                },
-                            )?;
-                            handed.push((r.member, c));
-                        }
-                        None => left.push((id, shape, r)),
-                    }
-                }
-                plan.by_task = left;
-                Ok(handed)
             }
 
             /// After the commit: put each handed task in its waiter's mailbox, give back the

@@ -315,6 +315,10 @@ macro_rules! store_impl {
                 )
             }
 
+            fn parked_claimers(&self) -> usize {
+                self.signal.parked()
+            }
+
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1").execute(&self.$r).await?;
                 Ok(())

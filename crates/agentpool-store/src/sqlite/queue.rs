@@ -17,6 +17,7 @@ use crate::common::{
     self, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
 };
 use crate::shared::claim::Candidates;
+use crate::shared::handover::Plan;
 use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
 
 /// The constrained tasks a claim may take, checked against branch locks, project slots and
@@ -171,7 +172,7 @@ impl SqliteStore {
             now,
         );
         let created: HashSet<TaskId> = queued().map(|t| t.id).collect();
-        let handed = Self::claim_planned(&mut tx, &mut plan, &created, now, &mut log).await?;
+        let handed = claim_planned(&mut tx, &mut plan, &created, now, &mut log).await?;
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         for e in out.iter_mut() {
@@ -459,4 +460,58 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(ids.len() as u64)
     }
+}
+
+/// In the enqueue's transaction, after its insert: claim each planned task that was `created`
+/// for its reserved waiter's worker (unless that worker is draining or unhealthy), with its
+/// `claimed` event in `log`. (SQLite writes in process: a statement more costs no round trip,
+/// so the insert stays as it is.)
+async fn claim_planned(
+    tx: &mut Transaction<'static, Sqlite>,
+    plan: &mut Plan,
+    created: &HashSet<TaskId>,
+    now: i64,
+    log: &mut LifecycleLog,
+) -> Result<Vec<(u64, ClaimedTask)>> {
+    let sql = format!(
+        "UPDATE tasks SET state = 'running', attempts = attempts + 1, \
+           lease_token = lease_token + 1, worker_id = ?1, lease_expires_at = ?2, \
+           started_at = ?3, updated_at = ?3, cancel_requested = FALSE \
+         WHERE id = ?4 AND state = 'queued' AND EXISTS (SELECT 1 FROM workers \
+           WHERE id = ?1 AND status NOT IN ('draining', 'unhealthy')) \
+         RETURNING {TASK_COLS}"
+    );
+    let mut handed = Vec::new();
+    for id in plan.tasks() {
+        let Some(to) = plan.handoff(id).cloned() else {
+            continue;
+        };
+        if !created.contains(&id) {
+            continue;
+        }
+        let row = sqlx::query(&sql)
+            .bind(to.worker.as_str())
+            .bind(now + dur_ms(to.lease_ttl))
+            .bind(now)
+            .bind(id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
+            continue;
+        };
+        let c = common::claimed_tasks(std::slice::from_ref(&row))?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("hand-over row".into()))?;
+        log.push(
+            id,
+            Lifecycle::Claimed {
+                attempt: c.attempt,
+                worker: to.worker.clone(),
+            },
+        )?;
+        if let Some(member) = plan.take(id) {
+            handed.push((member, c));
+        }
+    }
+    Ok(handed)
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use agentpool_core::{NewEvent, TaskSpec};
+use agentpool_core::{NewEvent, TaskSpec, TaskState};
 use agentpool_testkit::db::Backend;
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -110,13 +110,18 @@ async fn long_poll_returns_promptly_when_a_task_is_submitted(backend: Backend) {
         })
     };
     // The claim is parked inside the server before the submit.
-    eventually(Duration::from_secs(10), || state.waiting_claims() == 1).await;
+    eventually(Duration::from_secs(10), || state.store().parked_claimers() == 1).await;
     let submitted_at = Instant::now();
     let t = sub.submit(&command_task("wake up")).await.expect("submit").task;
+    // Handed over: the submit itself claimed the task for the waiting worker.
+    assert_eq!(t.state, TaskState::Running);
+    assert_eq!(t.worker_id.as_ref(), Some(&w.id));
     let (got, waited) = waiter.await.expect("join");
     let got = got.expect("claim");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].claimed.task.id, t.id);
+    assert_eq!(Some(got[0].claimed.lease.token), t.lease_token);
+    assert_eq!(got[0].claimed.attempt, 1);
     assert!(
         submitted_at.elapsed() < Duration::from_secs(2),
         "claim returned {:?} after the submit (waited {waited:?} in all)",
