@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use agentpool_core::protocol::ClaimedTask;
-use agentpool_core::{Lease, Lifecycle, TaskId, TaskResult, TaskState};
+use agentpool_core::{Lease, Lifecycle, TaskResult, TaskState};
 use agentpool_store::{ClaimWaiter, StoreError, Wake};
 
 use crate::both;
-use crate::harness::{Harness, Worker, cmd};
+use crate::harness::{Harness, claimed, cmd, lifecycle};
 
 both!(
     a_waiting_claimer_is_handed_the_task_claimed_in_the_enqueue,
@@ -42,23 +42,6 @@ fn handed(w: Wake) -> Vec<ClaimedTask> {
     }
 }
 
-async fn lifecycle(h: &Harness, id: TaskId) -> Vec<Lifecycle> {
-    h.store
-        .list_events(id, 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| e.payload.lifecycle().cloned())
-        .collect()
-}
-
-fn claimed(w: &Worker, attempt: u32) -> Lifecycle {
-    Lifecycle::Claimed {
-        attempt,
-        worker: w.id.clone(),
-    }
-}
-
 async fn a_waiting_claimer_is_handed_the_task_claimed_in_the_enqueue(h: Harness) {
     let w = h.worker("waiting", &["command"], &[]).await;
     let other = h.worker("other", &["command"], &[]).await;
@@ -78,7 +61,7 @@ async fn a_waiting_claimer_is_handed_the_task_claimed_in_the_enqueue(h: Harness)
     assert!(other.claim(10).await.is_empty());
     w.complete(got[0].lease).await;
     assert_eq!(
-        lifecycle(&h, e.task.id).await,
+        lifecycle(&*h.store, e.task.id).await,
         vec![Lifecycle::Queued, claimed(&w, 1), Lifecycle::Succeeded]
     );
     assert_eq!(
@@ -139,7 +122,7 @@ async fn a_task_left_in_a_dropped_waiter_goes_back_to_the_queue(h: Harness) {
     assert!(matches!(stale, Err(StoreError::StaleLease(_))), "{stale:?}");
     next.complete(got[0].lease).await;
     assert_eq!(
-        lifecycle(&h, e.task.id).await,
+        lifecycle(&*h.store, e.task.id).await,
         vec![
             Lifecycle::Queued,
             claimed(&gone, 1),

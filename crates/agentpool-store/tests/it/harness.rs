@@ -190,3 +190,22 @@ pub fn cmd(c: &str) -> TaskSpec {
 pub fn ids(c: &[ClaimedTask]) -> Vec<agentpool_core::TaskId> {
     c.iter().map(|c| c.task.id).collect()
 }
+
+/// The lifecycle events of `id`, in order.
+pub async fn lifecycle(store: &dyn Store, id: TaskId) -> Vec<agentpool_core::Lifecycle> {
+    store
+        .list_events(id, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.payload.lifecycle().cloned())
+        .collect()
+}
+
+/// The `claimed` event of `w`'s attempt number `attempt`.
+pub fn claimed(w: &Worker, attempt: u32) -> agentpool_core::Lifecycle {
+    agentpool_core::Lifecycle::Claimed {
+        attempt,
+        worker: w.id.clone(),
+    }
+}

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use agentpool_core::protocol::FailOutcome;
 use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState};
-use agentpool_store::Store;
 use agentpool_testkit::db::Backend;
 
 use crate::both;
-use crate::harness::{Harness, TTL, Worker, cmd, failure};
+use crate::harness::{Harness, TTL, claimed, cmd, failure, lifecycle};
 
 both!(
     a_run_reads_queued_claimed_succeeded,
@@ -20,25 +19,6 @@ both!(
     lease_rescue_records_expiry_and_what_follows,
     one_pass_rescues_more_than_a_thousand_leases,
 );
-
-/// The lifecycle events of `id`, in order.
-async fn lifecycle(store: &dyn Store, id: TaskId) -> Vec<Lifecycle> {
-    store
-        .list_events(id, 0, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| e.payload.lifecycle().cloned())
-        .collect()
-}
-
-/// The `claimed` event of `w`'s attempt number `attempt`.
-fn claimed(w: &Worker, attempt: u32) -> Lifecycle {
-    Lifecycle::Claimed {
-        attempt,
-        worker: w.id.clone(),
-    }
-}
 
 async fn a_run_reads_queued_claimed_succeeded(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
