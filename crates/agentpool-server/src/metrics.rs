@@ -8,8 +8,8 @@ use agentpool_core::{ErrorClass, TaskResult, TaskState, WorkerStatus};
 use agentpool_store::Store;
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -17,6 +17,7 @@ pub struct Metrics {
     tasks: IntGaugeVec,
     workers: IntGaugeVec,
     claimed: IntCounterVec,
+    handed_over: IntCounter,
     completed: IntCounterVec,
     failed: IntCounterVec,
     duration: HistogramVec,
@@ -56,6 +57,14 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new("agentpool_tasks_claimed_total", "Tasks claimed, by agent"),
                 &["agent"],
+            ),
+        );
+        let handed_over = registered(
+            &registry,
+            IntCounter::new(
+                "agentpool_tasks_handed_over_total",
+                "Tasks claimed by their submit for a waiting long poll (hand-over), counted in \
+                 agentpool_tasks_claimed_total too",
             ),
         );
         let completed = registered(
@@ -125,6 +134,7 @@ impl Metrics {
             tasks,
             workers,
             claimed,
+            handed_over,
             completed,
             failed,
             duration,
@@ -137,6 +147,11 @@ impl Metrics {
     pub fn claimed(&self, agent: &str, dispatch_latency: Duration) {
         self.claimed.with_label_values(&[agent]).inc();
         self.dispatch.observe(dispatch_latency.as_secs_f64());
+    }
+
+    /// `n` tasks reached a long poll by hand-over (each also counted by [`Self::claimed`]).
+    pub fn handed_over(&self, n: usize) {
+        self.handed_over.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     pub fn completed(&self, agent: &str, took: Option<Duration>, result: &TaskResult) {

@@ -231,6 +231,7 @@ pub async fn claim(
                 // A task submitted while this poll waited, handed over already claimed for
                 // this worker: one commit instead of the submit's and this claim's.
                 Wake::Handed(claimed) => {
+                    state.inner.metrics.handed_over(claimed.len());
                     return Ok(Json(claim_response(&state, claimed).await).into_response());
                 }
                 Wake::TimedOut => return Ok(StatusCode::NO_CONTENT.into_response()),
