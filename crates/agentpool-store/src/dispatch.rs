@@ -386,6 +386,8 @@ impl ClaimWaiter {
                 let Some(m) = st.members.get_mut(&self.id) else {
                     return Wake::TimedOut;
                 };
+                // Unparked under the same lock that makes it idle again: an enqueue must not
+                // reserve a waiter that is on its way to claim (the guard only covers drops).
                 if !m.mailbox.is_empty() {
                     m.parked = false;
                     let tasks = std::mem::take(&mut m.mailbox);

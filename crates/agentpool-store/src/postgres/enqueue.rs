@@ -4,12 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use agentpool_core::{ErrorClass, Lifecycle, Task, TaskId, TaskSpec, TaskState};
+use agentpool_core::{ErrorClass, Lifecycle, Task, TaskSpec, TaskState};
 use sqlx::Row;
 use uuid::Uuid;
 
 use super::{PgStore, retry_transient};
 use crate::common::{self, NewTaskRow, task};
+use crate::shared::handover::Plan;
 use crate::{Enqueued, Result, StoreError};
 
 impl PgStore {
@@ -123,34 +124,6 @@ impl PgStore {
                 .map(|r| (&r.spec, r.run_after)),
             now,
         );
-        // The hand-over columns: the reserved waiter's worker, the lease's expiry and the
-        // `claimed` event, for the rows the insert writes already claimed.
-        let n = c.id.len();
-        let (mut hw, mut hexp, mut hev) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for r in rows_in.iter().flatten().filter(|_| !plan.is_empty()) {
-            match plan.handoff(r.id) {
-                Some(to) => {
-                    hw.push(Some(to.worker.as_str().to_string()));
-                    hexp.push(Some(now + common::dur_ms(to.lease_ttl)));
-                    hev.push(Some(common::event_data(
-                        &Lifecycle::Claimed {
-                            attempt: 1,
-                            worker: to.worker.clone(),
-                        }
-                        .into(),
-                    )?));
-                }
-                None => {
-                    hw.push(None);
-                    hexp.push(None);
-                    hev.push(None);
-                }
-            }
-        }
         let sql = if plan.is_empty() {
             &self.sql.enqueue
         } else {
@@ -178,7 +151,8 @@ impl PgStore {
             .bind(common::event_data(&Lifecycle::Queued.into())?)
             .bind(self.note(&scope, count));
         if !plan.is_empty() {
-            q = q.bind(&hw).bind(&hexp).bind(&hev);
+            let (hw, hexp, hev) = handover_columns(&plan, rows_in.iter().flatten(), now)?;
+            q = q.bind(hw).bind(hexp).bind(hev);
         }
         let inserted = match tx.as_mut() {
             Some(tx) => q.fetch_all(&mut **tx).await?,
@@ -205,17 +179,12 @@ impl PgStore {
             if !created.contains(&r.id.0) {
                 continue;
             }
-            let to = running
-                .contains(&r.id.0)
-                .then(|| plan.handoff(r.id).cloned())
-                .flatten();
-            let t = match to {
-                Some(to) => {
-                    let c = common::handed_task(r, now, &to);
+            let reserved = running.contains(&r.id.0).then(|| plan.take(r.id)).flatten();
+            let t = match reserved {
+                Some(res) => {
+                    let c = common::handed_task(r, now, &res.to);
                     let t = c.task.clone();
-                    if let Some(member) = plan.take(r.id) {
-                        handed.push((member, c));
-                    }
+                    handed.push((res.member, c));
                     t
                 }
                 None => common::new_task(r, now, failed.contains(&r.id.0)),
@@ -292,8 +261,7 @@ impl PgStore {
             };
             out.push(e);
         }
-        let created: HashSet<TaskId> = out.iter().filter(|e| e.created).map(|e| e.task.id).collect();
-        self.deliver(plan, handed, &created).await;
+        self.deliver(plan, handed).await;
         self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }
@@ -318,4 +286,33 @@ struct Columns {
     error_class: Vec<Option<&'static str>>,
     error_message: Vec<Option<&'static str>>,
     finished_at: Vec<Option<i64>>,
+}
+
+/// The hand-over columns of an enqueue, one entry per row (`rows`, in the insert's order): the
+/// reserved waiter's worker, its lease's expiry and the `claimed` event, or nothing.
+#[allow(clippy::type_complexity)]
+fn handover_columns<'a>(
+    plan: &Plan,
+    rows: impl Iterator<Item = &'a NewTaskRow>,
+    now: i64,
+) -> Result<(Vec<Option<String>>, Vec<Option<i64>>, Vec<Option<String>>)> {
+    let (mut hw, mut hexp, mut hev) = (Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let to = plan.handoff(r.id);
+        hw.push(to.map(|to| to.worker.as_str().to_string()));
+        hexp.push(to.map(|to| now + common::dur_ms(to.lease_ttl)));
+        hev.push(
+            to.map(|to| {
+                common::event_data(
+                    &Lifecycle::Claimed {
+                        attempt: 1,
+                        worker: to.worker.clone(),
+                    }
+                    .into(),
+                )
+            })
+            .transpose()?,
+        );
+    }
+    Ok((hw, hexp, hev))
 }

@@ -47,10 +47,10 @@ impl Plan {
         self.by_task.iter().map(|(t, _, _)| *t).collect()
     }
 
-    /// Task `id` was claimed for its reserved waiter: that waiter, to deliver it to.
-    pub(crate) fn take(&mut self, id: TaskId) -> Option<u64> {
+    /// Task `id` was claimed for its reserved waiter: that reservation, to deliver it.
+    pub(crate) fn take(&mut self, id: TaskId) -> Option<Reservation> {
         let i = self.by_task.iter().position(|(t, _, _)| *t == id)?;
-        Some(self.by_task.swap_remove(i).2.member)
+        Some(self.by_task.swap_remove(i).2)
     }
 }
 
@@ -60,8 +60,6 @@ impl Plan {
 /// `begin`, `announce`, `now`, `signal` and its writer pool `$w`.
 macro_rules! handover_impl {
     ($db:ty, $store:ty, $w:ident) => {
-        use std::collections::HashSet;
-
         use agentpool_core::protocol::ClaimedTask;
         use agentpool_core::{Lease, Lifecycle, TaskId, TaskSpec, WorkerId};
 
@@ -119,11 +117,12 @@ macro_rules! handover_impl {
 
             /// After the commit: put each handed task in its waiter's mailbox, give back the
             /// tasks whose waiter left meanwhile, and release the reservations that came to
-            /// nothing, waking claimers here and on other replicas for those of their tasks that
-            /// were `created` (the enqueue's wake-ups left them out). The enqueue has committed:
-            /// a failure here is logged, not returned (a lease not given back expires and
-            /// maintenance re-queues its task).
-            pub(crate) async fn deliver(&self, plan: Plan, handed: Handed, created: &HashSet<TaskId>) {
+            /// nothing, waking claimers here and on other replicas for their tasks (the
+            /// enqueue's wake-ups left them out; one whose insert lost to an existing
+            /// idempotency key costs a spurious wake-up). The enqueue has committed: a failure
+            /// here is logged, not returned (a lease not given back expires and maintenance
+            /// re-queues its task).
+            pub(crate) async fn deliver(&self, plan: Plan, handed: Handed) {
                 if plan.is_empty() && handed.is_empty() {
                     return;
                 }
@@ -137,12 +136,7 @@ macro_rules! handover_impl {
                         gone.push((w, lease));
                     }
                 }
-                let shapes: Vec<Shape> = plan
-                    .by_task
-                    .iter()
-                    .filter(|(id, _, _)| created.contains(id))
-                    .map(|(_, s, _)| s.clone())
-                    .collect();
+                let shapes: Vec<Shape> = plan.by_task.iter().map(|(_, s, _)| s.clone()).collect();
                 // Released after the commit, so that a released waiter's claim sees the task.
                 drop(plan);
                 if !shapes.is_empty() {

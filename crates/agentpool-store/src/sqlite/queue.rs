@@ -2,7 +2,7 @@
 //! transaction), the claim inside one `BEGIN IMMEDIATE` transaction, heartbeats, completions,
 //! event appends, listing with `json_each` label filters, and purging in batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -171,8 +171,7 @@ impl SqliteStore {
                 .map(|t| (&t.spec, common::ms(t.run_after))),
             now,
         );
-        let created: HashSet<TaskId> = queued().map(|t| t.id).collect();
-        let handed = claim_planned(&mut tx, &mut plan, &created, now, &mut log).await?;
+        let handed = claim_planned(&mut tx, &mut plan, now, &mut log).await?;
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         for e in out.iter_mut() {
@@ -180,7 +179,7 @@ impl SqliteStore {
                 e.task = c.task.clone();
             }
         }
-        self.deliver(plan, handed, &created).await;
+        self.deliver(plan, handed).await;
         self.wake_enqueued(&out, &scope, count);
         Ok(out)
     }
@@ -462,14 +461,13 @@ impl SqliteStore {
     }
 }
 
-/// In the enqueue's transaction, after its insert: claim each planned task that was `created`
-/// for its reserved waiter's worker (unless that worker is draining or unhealthy), with its
+/// In the enqueue's transaction, after its insert: claim each planned task (all of them were
+/// just created) for its reserved waiter's worker (unless that worker is draining or unhealthy), with its
 /// `claimed` event in `log`. (SQLite writes in process: a statement more costs no round trip,
 /// so the insert stays as it is.)
 async fn claim_planned(
     tx: &mut Transaction<'static, Sqlite>,
     plan: &mut Plan,
-    created: &HashSet<TaskId>,
     now: i64,
     log: &mut LifecycleLog,
 ) -> Result<Vec<(u64, ClaimedTask)>> {
@@ -486,9 +484,6 @@ async fn claim_planned(
         let Some(to) = plan.handoff(id).cloned() else {
             continue;
         };
-        if !created.contains(&id) {
-            continue;
-        }
         let row = sqlx::query(&sql)
             .bind(to.worker.as_str())
             .bind(now + dur_ms(to.lease_ttl))
@@ -509,8 +504,8 @@ async fn claim_planned(
                 worker: to.worker.clone(),
             },
         )?;
-        if let Some(member) = plan.take(id) {
-            handed.push((member, c));
+        if let Some(res) = plan.take(id) {
+            handed.push((res.member, c));
         }
     }
     Ok(handed)
