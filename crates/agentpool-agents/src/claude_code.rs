@@ -202,10 +202,8 @@ impl LineParser for Parser {
     }
 
     fn parse_object(&mut self, _line: &str, v: &Value) -> Vec<NewEvent> {
-        if let Some(id) = v.get("session_id").and_then(Value::as_str)
-            && self.summary.session_id.is_none()
-        {
-            self.summary.session_id = Some(id.to_string());
+        if let Some(id) = v.get("session_id").and_then(Value::as_str) {
+            self.summary.set_session_id_once(id);
         }
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();
         let subtype = v.get("subtype").and_then(Value::as_str);

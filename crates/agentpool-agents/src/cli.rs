@@ -219,6 +219,16 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Record the run's session id unless one is already known (the CLI repeats it on later
+    /// lines); true when `id` is the first, so the caller reports the session start once.
+    pub fn set_session_id_once(&mut self, id: &str) -> bool {
+        if self.session_id.is_some() {
+            return false;
+        }
+        self.session_id = Some(id.to_string());
+        true
+    }
+
     /// Record an error: keep the first message, and the most specific class seen.
     pub fn error(&mut self, class: Option<ErrorClass>, message: &str) {
         self.is_error = true;

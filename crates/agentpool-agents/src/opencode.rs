@@ -208,9 +208,8 @@ impl LineParser for Parser {
     fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent> {
         let mut out = Vec::new();
         if let Some(id) = v.get("sessionID").and_then(Value::as_str)
-            && self.summary.session_id.is_none()
+            && self.summary.set_session_id_once(id)
         {
-            self.summary.session_id = Some(id.to_string());
             out.push(events::session_started(id, None));
         }
         let ty = v.get("type").and_then(Value::as_str).unwrap_or_default();

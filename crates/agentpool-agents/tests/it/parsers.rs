@@ -87,6 +87,13 @@ fn assert_class(name: &str, code: i32, class: ErrorClass) {
     assert_eq!(parse(name).outcome(code).error_class, Some(class), "{name}");
 }
 
+/// The sample is rate limited, and the agent's one-second retry hint reaches the outcome.
+fn assert_rate_limited_retry_after_1s(name: &str, code: i32) {
+    let o = parse(name).outcome(code);
+    assert_eq!(o.error_class, Some(ErrorClass::RateLimited), "{name}");
+    assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)), "{name}");
+}
+
 #[test]
 fn every_sample_line_of_every_agent_becomes_an_event() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/samples");
@@ -245,9 +252,7 @@ fn gemini_tool_error_is_a_failed_tool_result_in_a_successful_run() {
 fn gemini_errors_are_classified_from_message_and_exit_code() {
     assert_class("gemini-401.jsonl", 145, ErrorClass::AuthFailed);
     assert_class("gemini-error-a.jsonl", 1, ErrorClass::AuthFailed);
-    let o = parse("gemini-429.jsonl").outcome(173);
-    assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
-    assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)));
+    assert_rate_limited_retry_after_1s("gemini-429.jsonl", 173);
 }
 
 #[test]
@@ -275,9 +280,7 @@ fn opencode_write_run_has_tool_events_usage_and_result() {
 #[test]
 fn opencode_errors_use_status_code_and_retry_after_header() {
     assert_class("opencode-run-401.jsonl", 1, ErrorClass::AuthFailed);
-    let o = parse("opencode-run-429.jsonl").outcome(1);
-    assert_eq!(o.error_class, Some(ErrorClass::RateLimited));
-    assert_eq!(o.retry_after, Some(std::time::Duration::from_secs(1)));
+    assert_rate_limited_retry_after_1s("opencode-run-429.jsonl", 1);
 }
 
 #[test]

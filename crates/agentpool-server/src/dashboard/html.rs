@@ -80,12 +80,10 @@ pub fn state_badge(s: TaskState) -> String {
         TaskState::Failed => "✗",
         TaskState::Canceled => "⊘",
     };
-    format!(
-        r#"<span class="badge st-{s}"><span aria-hidden="true">{sym}</span> {s}</span>"#,
-        s = s.as_str()
-    )
+    badge("st", sym, s.as_str())
 }
 
+/// A worker status as symbol + word, like [`state_badge`].
 pub fn worker_badge(s: WorkerStatus) -> String {
     let sym = match s {
         WorkerStatus::Idle => "○",
@@ -94,10 +92,13 @@ pub fn worker_badge(s: WorkerStatus) -> String {
         WorkerStatus::Offline => "✗",
         WorkerStatus::Unhealthy => "⚠",
     };
-    format!(
-        r#"<span class="badge ws-{s}"><span aria-hidden="true">{sym}</span> {s}</span>"#,
-        s = s.as_str()
-    )
+    badge("ws", sym, s.as_str())
+}
+
+/// The badge markup: the symbol hidden from screen readers, which read the word; the class
+/// `{kind}-{word}` picks the colour.
+fn badge(kind: &str, sym: &str, word: &str) -> String {
+    format!(r#"<span class="badge {kind}-{word}"><span aria-hidden="true">{sym}</span> {word}</span>"#)
 }
 
 /// An absolute UTC time in a `<time>` element.

@@ -7,7 +7,7 @@ use agentpool_core::{TaskState, WorkerStatus};
 use agentpool_server::maintenance::{MaintenanceConfig, run_once};
 use agentpool_testkit::db::{Backend, TestDb};
 
-use crate::support::{claim_one, command_task, complete, register, spawn_app};
+use crate::support::{claim_one, complete, register, spawn_app, submit_and_claim};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_reports_its_port_and_stops_on_shutdown() {
@@ -43,12 +43,7 @@ async fn maintenance_marks_a_silent_worker_offline_and_rescues_its_task(backend:
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let sub = app.submitter();
-    let wrk = app.worker();
-    let dead = register(&wrk).await;
-    let t = sub.submit(&command_task("work")).await.expect("submit").task;
-    let first = wrk.claim(&dead.id, 1, Duration::ZERO).await.expect("claim");
-    assert_eq!(first.len(), 1);
+    let (sub, wrk, dead, t, _) = submit_and_claim(&app, "work").await;
     // The worker goes silent past its lease and the heartbeat threshold.
     app.clock.advance(Duration::from_secs(300));
     let cfg = MaintenanceConfig {

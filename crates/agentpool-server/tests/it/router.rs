@@ -218,156 +218,45 @@ async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
     let mut big_json = b"{\"kind\":\"command\",\"repo\":\"https://e.com/r\",\"command\":\"".to_vec();
     big_json.extend(std::iter::repeat_n(b'a', 80 * 1024));
     big_json.extend(b"\"}");
-    let cases: Vec<Case> = vec![
+    // JSON bodies a submitter posts to /v1/tasks, by the status each must get: unparseable
+    // (400), well-formed but invalid (422), over the body limit (413).
+    let task_bodies: &[(StatusCode, &[&[u8]])] = &[
+        (StatusCode::BAD_REQUEST, &[b"{not json", b"", b"[1,2"]),
         (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, b"{not json".to_vec())),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, b"".to_vec())),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, b"[1,2".to_vec())),
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((
-                ct,
-                br#"{"kind":"command","repo":"https://e.com/r","command":"x","bogus":1}"#.to_vec(),
-            )),
             StatusCode::UNPROCESSABLE_ENTITY,
+            &[
+                br#"{"kind":"command","repo":"https://e.com/r","command":"x","bogus":1}"#,
+                br#"{"kind":"nope"}"#,
+                br#"{"priority":"high"}"#,
+                br#"{"priority":99999999999999999999}"#,
+                br#"{"tasks":[{"kind":"command","oops":true}]}"#,
+                br#"{"tasks":[]}"#,
+                br#"{"repo":"ext::sh -c evil","prompt":"x"}"#,
+                br#"{"repo":"https://e.com/r","prompt":"x","branch":"-rf"}"#,
+                b"null",
+                b"\"str\"",
+            ],
         ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, br#"{"kind":"nope"}"#.to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, br#"{"priority":"high"}"#.to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, br#"{"priority":99999999999999999999}"#.to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, br#"{"tasks":[{"kind":"command","oops":true}]}"#.to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, br#"{"tasks":[]}"#.to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, br#"{"repo":"ext::sh -c evil","prompt":"x"}"#.to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((
-                ct,
-                br#"{"repo":"https://e.com/r","prompt":"x","branch":"-rf"}"#.to_vec(),
-            )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, b"null".to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, b"\"str\"".to_vec())),
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
+        (StatusCode::PAYLOAD_TOO_LARGE, &[&big, &big_json]),
+    ];
+    // Task paths and queries a submitter GETs that are refused as bad requests.
+    let bad_task_gets = [
+        "/v1/tasks/not-a-uuid",
+        "/v1/tasks/not-a-uuid/events",
+        "/v1/tasks?state=bogus",
+        "/v1/tasks?limit=-1",
+        "/v1/tasks?limit=100000",
+        "/v1/tasks?unknown=1",
+        "/v1/tasks?cursor=zzz",
+        "/v1/tasks?label=novalue",
+    ];
+    let mut cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/tasks",
             &sub,
             Some(("text/plain", br#"{"prompt":"x"}"#.to_vec())),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, big.clone())),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ),
-        (
-            "POST",
-            "/v1/tasks",
-            &sub,
-            Some((ct, big_json)),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ),
-        ("GET", "/v1/tasks/not-a-uuid", &sub, None, StatusCode::BAD_REQUEST),
-        (
-            "GET",
-            "/v1/tasks/not-a-uuid/events",
-            &sub,
-            None,
-            StatusCode::BAD_REQUEST,
-        ),
-        (
-            "GET",
-            "/v1/tasks?state=bogus",
-            &sub,
-            None,
-            StatusCode::BAD_REQUEST,
-        ),
-        ("GET", "/v1/tasks?limit=-1", &sub, None, StatusCode::BAD_REQUEST),
-        (
-            "GET",
-            "/v1/tasks?limit=100000",
-            &sub,
-            None,
-            StatusCode::BAD_REQUEST,
-        ),
-        ("GET", "/v1/tasks?unknown=1", &sub, None, StatusCode::BAD_REQUEST),
-        ("GET", "/v1/tasks?cursor=zzz", &sub, None, StatusCode::BAD_REQUEST),
-        (
-            "GET",
-            "/v1/tasks?label=novalue",
-            &sub,
-            None,
-            StatusCode::BAD_REQUEST,
         ),
         ("GET", "/v1/nothing-here", &sub, None, StatusCode::NOT_FOUND),
         ("PATCH", "/v1/tasks", &sub, None, StatusCode::METHOD_NOT_ALLOWED),
@@ -486,6 +375,12 @@ async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
             StatusCode::NOT_FOUND,
         ),
     ];
+    cases.extend(bad_task_gets.map(|path| ("GET", path, sub.as_str(), None, StatusCode::BAD_REQUEST)));
+    for (want, bodies) in task_bodies {
+        for body in *bodies {
+            cases.push(("POST", "/v1/tasks", &sub, Some((ct, body.to_vec())), *want));
+        }
+    }
     for (method, path, token, body, want) in cases {
         let r = app.call(method, path, Some(token), body).await;
         assert_error(&r, want);

@@ -8,20 +8,14 @@ use agentpool_core::{ErrorClass, NewEvent, TaskResult, TaskState};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
-use crate::support::{
-    claim_one, command_task, complete, fail, heartbeat, register, spawn_app, submit_and_claim,
-};
+use crate::support::{claim_one, complete, fail, heartbeat, register, spawn_app, submit_and_claim};
 
 async fn stale_lease_is_refused_with_409(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let sub = app.submitter();
-    let wrk = app.worker();
-    let a = register(&wrk).await;
+    let (sub, wrk, a, t, first) = submit_and_claim(&app, "slow").await;
     let b = register(&wrk).await;
-    let t = sub.submit(&command_task("slow")).await.expect("submit").task;
-    let first = claim_one(&wrk, &a.id).await;
     // A's lease runs out (the store's clock moves past the TTL) and the task is rescued.
     app.clock.advance(Duration::from_secs(120));
     assert_eq!(app.store.requeue_expired().await.expect("requeue"), 1);
