@@ -19,6 +19,7 @@ mod fleet;
 mod graphile;
 mod plot;
 mod queue;
+mod raw;
 mod results;
 mod sys;
 

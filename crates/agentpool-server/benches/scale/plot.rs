@@ -15,6 +15,8 @@ const GREY: Rgb = [215, 215, 215];
 const BLUE: Rgb = [31, 119, 180];
 const ORANGE: Rgb = [255, 127, 14];
 const GREEN: Rgb = [44, 160, 44];
+/// The raw-SQL ceilings beside the two queues.
+const GRAY: Rgb = [127, 127, 127];
 
 struct Canvas {
     w: usize,
@@ -442,7 +444,16 @@ pub fn run() {
                     BLUE,
                 ),
                 ("graphile-worker".into(), gw, ORANGE),
-            ],
+            ]
+            .into_iter()
+            .chain(q["raw"].as_array().into_iter().flatten().map(|r| {
+                (
+                    r["short"].as_str().unwrap_or("raw SQL").to_string(),
+                    r["median"].as_f64().unwrap_or(0.0),
+                    GRAY,
+                )
+            }))
+            .collect::<Vec<_>>(),
         );
     }
 }

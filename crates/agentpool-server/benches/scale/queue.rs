@@ -18,10 +18,11 @@ use agentpool_store::{ClaimFilter, Store};
 use agentpool_testkit::db::{Backend, TestDb};
 use serde_json::json;
 
+use crate::raw::{self, Finish};
 use crate::{Args, graphile, median, results};
 
 /// The server's current WAL position, in bytes.
-async fn wal_lsn(url: &str) -> i64 {
+pub async fn wal_lsn(url: &str) -> i64 {
     let pool = sqlx::PgPool::connect(url)
         .await
         .expect("connect for WAL position");
@@ -40,7 +41,7 @@ pub struct Run {
     pub wal_per_task: f64,
 }
 
-async fn fresh_db() -> TestDb {
+pub async fn fresh_db() -> TestDb {
     TestDb::new(Backend::Postgres)
         .await
         .expect("PostgreSQL: source scripts/services.sh (AGENTPOOL_TEST_PG_URL)")
@@ -92,18 +93,26 @@ pub async fn agentpool(tasks: usize, claimers: usize, batch: u32) -> Run {
     for i in 0..claimers {
         filters.push(claimer(&store, &format!("q{i}"), batch).await);
     }
-    let wal0 = wal_lsn(db.url()).await;
+    let drains = filters.into_iter().map(|f| drain(store.clone(), f)).collect();
+    timed(db.url(), tasks, drains).await
+}
+
+/// Run `drains` (each returning how many tasks it completed) concurrently: tasks/s from their
+/// start to the last one's end, and the WAL written meanwhile; every one of `tasks` must have
+/// been completed once.
+pub async fn timed<F>(url: &str, tasks: usize, drains: Vec<F>) -> Run
+where
+    F: Future<Output = usize> + Send + 'static,
+{
+    let wal0 = wal_lsn(url).await;
     let t0 = Instant::now();
-    let hs: Vec<_> = filters
-        .into_iter()
-        .map(|f| tokio::spawn(drain(store.clone(), f)))
-        .collect();
+    let hs: Vec<_> = drains.into_iter().map(tokio::spawn).collect();
     let mut done = 0;
     for h in hs {
         done += h.await.expect("join");
     }
     let secs = t0.elapsed().as_secs_f64();
-    let wal = wal_lsn(db.url()).await - wal0;
+    let wal = wal_lsn(url).await - wal0;
     assert_eq!(done, tasks, "every task completed once");
     Run {
         per_sec: done as f64 / secs,
@@ -137,8 +146,12 @@ pub async fn run(args: &Args) {
         "[scale] queue: {tasks} no-op tasks, agentpool {claimers} claimers × batches of {batch} \
          vs graphile-worker {procs} processes × {conc}, {rounds} rounds alternating"
     );
+    // The raw-SQL rows carry agentpool's own spec of a bench task, so the rows are as wide.
+    let payload = serde_json::to_string(&TaskSpec::command("https://git.example.com/bench.git", "noop 1"))
+        .expect("spec json");
     let (mut ap, mut gw) = (Vec::new(), Vec::new());
     let (mut ap_wal, mut gw_wal) = (Vec::new(), Vec::new());
+    let mut raws = [Finish::Delete, Finish::Keep].map(|f| (f, Vec::new(), Vec::new()));
     for r in 0..rounds {
         let a = agentpool(tasks, claimers, batch).await;
         let g = graphile_run(tasks, procs, conc).await;
@@ -154,6 +167,18 @@ pub async fn run(args: &Args) {
         gw.push(g.per_sec);
         ap_wal.push(a.wal_per_task);
         gw_wal.push(g.wal_per_task);
+        for (f, per_sec, wal) in &mut raws {
+            let x = raw::run(tasks, claimers, batch, *f, &payload).await;
+            eprintln!(
+                "[scale]   round {}: {} {:.0}/s ({:.0} B WAL/task)",
+                r + 1,
+                f.label(),
+                x.per_sec,
+                x.wal_per_task
+            );
+            per_sec.push(x.per_sec);
+            wal.push(x.wal_per_task);
+        }
     }
     let (ap_wal_m, gw_wal_m) = (median(&mut ap_wal), median(&mut gw_wal));
     let (ap_m, gw_m) = (median(&mut ap.clone()), median(&mut gw.clone()));
@@ -166,6 +191,21 @@ pub async fn run(args: &Args) {
     println!(
         "queue: WAL per task while draining: agentpool {ap_wal_m:.0} B, graphile-worker {gw_wal_m:.0} B"
     );
+    let mut ceiling = Vec::new();
+    for (f, per_sec, wal) in &mut raws {
+        let m = median(&mut per_sec.clone());
+        let w = median(wal);
+        println!(
+            "queue: {} (same claimers and batches) {m:.0}/s (rounds {}), {w:.0} B WAL/task: {:.2}× graphile-worker",
+            f.label(),
+            list(per_sec),
+            m / gw_m.max(1e-9)
+        );
+        ceiling.push(
+            json!({"finish": format!("{f:?}").to_lowercase(), "label": f.label(), "short": f.short(),
+            "rounds": per_sec, "median": m, "wal_per_task": w}),
+        );
+    }
     let mut by_claimers = Vec::new();
     for &c in &sweep {
         let v = agentpool(tasks, c, batch).await.per_sec;
@@ -180,7 +220,7 @@ pub async fn run(args: &Args) {
             "agentpool_rounds": ap, "graphile_rounds": gw,
             "agentpool_median": ap_m, "graphile_median": gw_m, "ratio": ratio,
             "agentpool_wal_per_task": ap_wal_m, "graphile_wal_per_task": gw_wal_m,
-            "by_claimers": by_claimers,
+            "by_claimers": by_claimers, "raw": ceiling,
         }),
     );
 }
