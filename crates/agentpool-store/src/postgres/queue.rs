@@ -69,7 +69,7 @@ impl PgStore {
             .bind(now)
             .bind(worker.as_str())
             .bind(&succeeded)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.hot)
             .await?
             .into_iter()
             .collect();
@@ -106,7 +106,7 @@ impl PgStore {
         // A transaction only so that releasing dependents (rare) commits together with the
         // completion; the completion itself is one statement for the whole batch. The succeeded
         // attempt stays on the task row (see `common::current_attempt`).
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.hot.begin().await?;
         let rows = sqlx::query(&self.sql.complete_any)
             .bind(&ids)
             .bind(&tokens)
@@ -196,7 +196,7 @@ impl PgStore {
                 .bind(f.worker_id.as_str())
                 .bind(limit)
                 .bind(at + dur_ms(f.lease_ttl))
-                .fetch_all(&self.pool)
+                .fetch_all(&self.hot)
         };
         // One round trip: probe for constrained work, read the worker's status and, when no
         // constrained task waits, claim from the hot path.
@@ -273,7 +273,7 @@ impl PgStore {
         .bind(now + dur_ms(lease_ttl))
         .bind(&ids)
         .bind(&tokens)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.hot)
         .await?;
         let status: Option<String> = r.try_get("status")?;
         let Some(status) = status else {
@@ -327,7 +327,7 @@ impl PgStore {
         .bind(&kind)
         .bind(&data)
         .bind(token)
-        .execute(&self.pool)
+        .execute(&self.hot)
         .await?
         .rows_affected();
         if n == 0 {
