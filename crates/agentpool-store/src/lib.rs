@@ -156,8 +156,10 @@ pub struct StoreConfig {
     /// Where the store reads "now" from. Every timestamp the store writes or compares comes from
     /// here (never from the database's clock), so tests can move time forward instead of sleeping.
     pub clock: Clock,
-    /// PostgreSQL pool size (default 16). One more connection is held by the work-signal
-    /// listener. SQLite ignores it (one writer, four readers).
+    /// PostgreSQL pool size (default 16), for each of the store's two pools: the worker hot
+    /// path (claims, completions, heartbeats, event appends) and everything else. Connections
+    /// open on demand. One more connection is held by the work-signal listener. SQLite ignores
+    /// it (one writer, four readers).
     pub max_connections: Option<u32>,
 }
 
