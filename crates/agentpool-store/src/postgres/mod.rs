@@ -140,8 +140,8 @@ pub struct PgStore {
     /// The connections of the worker hot path (claim, completion, heartbeat, event append),
     /// which plan their statements once per connection (`plan_cache_mode =
     /// force_generic_plan`). Left to itself PostgreSQL re-plans these statements on every call
-    /// (their custom plans look cheaper than the generic one), which costs about as much as a
-    /// sixth of a 100-task claim's execution; their best plan does not depend on the values
+    /// (their custom plans look cheaper than the generic one), which costs about a fifth of
+    /// what executing a 100-task claim does; their best plan does not depend on the values
     /// bound. The other statements keep per-call plans: some have optional filters
     /// (`$1 IS NULL OR …`) whose index use depends on the values.
     hot: PgPool,
