@@ -42,9 +42,9 @@ impl Plan {
             .map(|(_, _, r)| &r.to)
     }
 
-    /// The tasks with a waiter reserved.
-    pub(crate) fn tasks(&self) -> Vec<TaskId> {
-        self.by_task.iter().map(|(t, _, _)| *t).collect()
+    /// The tasks with a waiter reserved, each with whose claim it becomes.
+    pub(crate) fn handoffs(&self) -> Vec<(TaskId, crate::HandOff)> {
+        self.by_task.iter().map(|(t, _, r)| (*t, r.to.clone())).collect()
     }
 
     /// Task `id` was claimed for its reserved waiter: that reservation, to deliver it.
@@ -146,7 +146,14 @@ macro_rules! handover_impl {
                         tracing::warn!(error = %e, "could not tell other replicas about new tasks");
                     }
                 }
-                if let Err(e) = self.give_back(gone).await {
+                self.give_back_or_log(gone).await;
+            }
+
+            /// [`Self::give_back`], for callers with nobody to return an error to: a failure
+            /// is logged, and the leases handed over expire instead (maintenance re-queues
+            /// their tasks).
+            async fn give_back_or_log(&self, items: Vec<(WorkerId, Lease)>) {
+                if let Err(e) = self.give_back(items).await {
                     tracing::warn!(error = %e, "could not give back a task whose claimer left; its lease will expire");
                 }
             }
@@ -192,17 +199,12 @@ macro_rules! handover_impl {
                 }
                 Ok(())
             }
-
         }
 
         impl $crate::dispatch::GiveBack for $store {
             fn give_back_later(&self, items: Vec<(WorkerId, Lease)>) -> $crate::futures_like::BoxFuture {
                 let store = self.clone();
-                Box::pin(async move {
-                    if let Err(e) = store.give_back(items).await {
-                        tracing::warn!(error = %e, "could not give back a task whose claimer left; its lease will expire");
-                    }
-                })
+                Box::pin(async move { store.give_back_or_log(items).await })
             }
         }
     };

@@ -480,10 +480,7 @@ async fn claim_planned(
          RETURNING {TASK_COLS}"
     );
     let mut handed = Vec::new();
-    for id in plan.tasks() {
-        let Some(to) = plan.handoff(id).cloned() else {
-            continue;
-        };
+    for (id, to) in plan.handoffs() {
         let row = sqlx::query(&sql)
             .bind(to.worker.as_str())
             .bind(now + dur_ms(to.lease_ttl))
