@@ -77,7 +77,8 @@ pub struct Worker {
 }
 
 /// A worker's warm mirror cache: how often tasks found their repository's mirror (a fetch)
-/// or had to create it (a clone) since the worker started, and what the cache holds on disk.
+/// or had to create it (a clone) since the cache was created (the counts are kept in the cache,
+/// so a restarted worker goes on from them), and what the cache holds on disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheStats {
     pub hits: u64,

@@ -1,5 +1,5 @@
 //! What the worker says about its mirror cache (to the server on heartbeats, and on its local
-//! probe): hits and misses since it started and the mirrors' size on disk. The size is
+//! probe): hits and misses since the cache was created and the mirrors' size on disk. The size is
 //! measured again only after a use of the cache or every few minutes, since it walks every
 //! mirror; a heartbeat carries the figures only when they changed since the server last took
 //! them.

@@ -1,25 +1,64 @@
 //! Bounds on the warm mirror cache: each use of a mirror is recorded (a marker file's mtime,
-//! and hit/miss counters per cache directory for this process), and `prune` removes mirrors
+//! and the cache directory's hit/miss counts, kept in a file in it), and `prune` removes mirrors
 //! unused for longer than a maximum age, then the least recently used ones while the cache is
 //! over its size limit. A mirror a task is using (its `<mirror>.lock` held) is never removed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 /// Touched on every use of a mirror; its mtime is the mirror's last use. Inside the bare
 /// repository, where git ignores it.
 const MARKER: &str = "agentpool-last-used";
 
-/// (hits, misses) per cache directory: per directory so that several workers in one process
-/// (`agentpool up`, tests) each report their own cache.
-static USES: Mutex<Option<HashMap<PathBuf, (u64, u64)>>> = Mutex::new(None);
+/// The hit and miss counts of a cache directory, as `<hits> <misses>`. In the directory, not in
+/// the process: a pod's cache volume outlives the pod, and the pool's hit rate should not
+/// start again from nothing each time a worker restarts. Per directory, so that several
+/// workers in one process (`agentpool up`, tests) each report their own cache.
+const USES: &str = "agentpool-uses";
 
-/// Hits and misses this process recorded for the mirrors in `dir`.
+/// Hits and misses recorded for the mirrors in `dir` (0 and 0 before the first use, or when
+/// the counts cannot be read).
 pub fn uses(dir: &Path) -> (u64, u64) {
-    let uses = USES.lock().unwrap_or_else(|e| e.into_inner());
-    uses.as_ref().and_then(|m| m.get(dir).copied()).unwrap_or((0, 0))
+    std::fs::read_to_string(dir.join(USES))
+        .ok()
+        .and_then(|s| parse_uses(&s))
+        .unwrap_or((0, 0))
+}
+
+fn parse_uses(s: &str) -> Option<(u64, u64)> {
+    let (h, m) = s.trim().split_once(' ')?;
+    Some((h.parse().ok()?, m.parse().ok()?))
+}
+
+/// Add one hit or miss to `dir`'s counts, under an exclusive `flock` of the counts file so that
+/// processes sharing the directory do not lose each other's.
+fn count_use(dir: &Path, hit: bool) -> std::io::Result<()> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(USES))?;
+    loop {
+        // SAFETY: flock on a descriptor we own; released when `f` is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s)?;
+    // Unreadable counts (a write cut short by a crash) start again rather than stop counting.
+    let (h, m) = parse_uses(&s).unwrap_or((0, 0));
+    let (h, m) = if hit { (h + 1, m) } else { (h, m + 1) };
+    f.set_len(0)?;
+    f.rewind()?;
+    f.write_all(format!("{h} {m}\n").as_bytes())
 }
 
 /// What the cache may hold.
@@ -31,7 +70,7 @@ pub struct CacheLimits {
     pub max_bytes: Option<u64>,
 }
 
-/// The cache after a prune, with this process's hit rate.
+/// The cache after a prune, with its hit rate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheReport {
     pub mirrors: usize,
@@ -56,14 +95,11 @@ impl CacheReport {
 
 /// Record a use of `mirror`: `hit` when it existed already.
 pub fn record_use(mirror: &Path, hit: bool) {
-    if let Some(dir) = mirror.parent() {
-        let mut uses = USES.lock().unwrap_or_else(|e| e.into_inner());
-        let n = uses.get_or_insert_default().entry(dir.to_path_buf()).or_default();
-        if hit {
-            n.0 += 1;
-        } else {
-            n.1 += 1;
-        }
+    if let Some(dir) = mirror.parent()
+        && let Err(e) = count_use(dir, hit)
+    {
+        // Only the figures suffer: the task goes on.
+        tracing::debug!(dir = %dir.display(), "cannot count a use of the mirror cache: {e}");
     }
     // Best effort: a missing marker only makes the mirror look older than it is.
     let _ = std::fs::write(mirror.join(MARKER), b"");
@@ -204,6 +240,36 @@ mod tests {
             .success();
         assert!(ok);
         m
+    }
+
+    #[test]
+    fn the_counts_live_in_the_cache_directory_and_no_use_is_lost_to_a_concurrent_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(uses(dir.path()), (0, 0), "before the first use");
+        // Eight threads, each with its own open file (as separate processes would have).
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let m = dir.path().join(format!("r{t}.git"));
+                s.spawn(move || {
+                    for i in 0..25 {
+                        record_use(&m, i % 5 != 0);
+                    }
+                });
+            }
+        });
+        assert_eq!(uses(dir.path()), (160, 40));
+        assert_eq!(uses(other.path()), (0, 0), "per directory");
+        // What a restarted worker reads: the file, nothing of this process.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(USES)).unwrap(),
+            "160 40\n"
+        );
+        // Counts a crash left unreadable start again instead of failing every use.
+        std::fs::write(dir.path().join(USES), "16").unwrap();
+        assert_eq!(uses(dir.path()), (0, 0));
+        record_use(&dir.path().join("r0.git"), false);
+        assert_eq!(uses(dir.path()), (0, 1));
     }
 
     #[test]

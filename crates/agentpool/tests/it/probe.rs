@@ -1,7 +1,8 @@
 //! `agentpool worker --health-listen`: `/readyz` answers 200 once the worker is registered and
 //! claiming, and 503 "unhealthy" after git could not be started for three tasks in a row (a
 //! readiness probe then takes the pod out of service); `/healthz` stays 200. The worker's
-//! mirror cache shows through the API (`workers show`) and on the probe's `/metrics`.
+//! mirror cache shows through the API (`workers show`) and on the probe's `/metrics`, and its
+//! counts outlive the worker process.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -152,6 +153,32 @@ fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
     }
+
+    terminate(&worker);
+    assert!(worker.wait().unwrap().success());
+
+    // A worker restarted on the same cache goes on from its counts: they are the cache's, not
+    // the process's (a pod restarted on its volume keeps the pool's hit rate).
+    let mut cmd = env.cmd();
+    cmd.args(["worker", "--server", &server.url, "--allow-local-repos"])
+        .args(["--id", "cache-2", "--agents", "command", "--heartbeat-secs", "1"])
+        .args(["--health-listen", "127.0.0.1:0"]);
+    let (mut worker, _probe) = spawn_with_probe(cmd);
+    let cache = until_cache(&env, &server.url, "cache-2", |c| c["misses"] == 1);
+    assert_eq!(
+        (&cache["hits"], &cache["mirrors"]),
+        (&1.into(), &1.into()),
+        "{cache}"
+    );
+    let o = env.run(&crate::submit_args(
+        &server.url,
+        repo,
+        "echo three > three.txt",
+        &["--wait"],
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let cache = until_cache(&env, &server.url, "cache-2", |c| c["hits"] == 2);
+    assert_eq!(cache["misses"], 1, "{cache}");
 
     terminate(&worker);
     assert!(worker.wait().unwrap().success());
