@@ -34,7 +34,7 @@ pub struct ProjectSpec {
     pub daily_budget_usd: Option<f64>,
     /// Agent profile of this project's tasks that name none.
     pub default_profile: Option<String>,
-    /// The GitHub repository this project answers webhooks for, and how (README, "GitHub").
+    /// The GitHub repository this project answers webhooks for, and how (docs/github.md).
     pub github: Option<crate::github::GithubSettings>,
 }
 

@@ -63,7 +63,7 @@ pub struct ProjectPutArgs {
     pub github: GithubArgs,
 }
 
-/// A project's GitHub wiring (README, "GitHub"); none without `--github-repo`.
+/// A project's GitHub wiring (docs/github.md); none without `--github-repo`.
 #[derive(Debug, Clone, Args)]
 pub struct GithubArgs {
     /// GitHub repository (owner/name) whose webhook events go to this project
