@@ -158,6 +158,8 @@ impl Pipeline {
             .run_inner(work, &events, cancel, &mut result, &mut dirs)
             .await;
         dirs.remove(self.cfg.keep_workspaces).await;
+        // The task's minted git token has done its work (clone, push): it ends here.
+        crate::minted::revoke(work).await;
         result.duration_ms = started.elapsed().as_millis() as u64;
         let redactor = self.redactor_for(work);
         // Check output (and the agent's text) is the task's own output: secrets it printed

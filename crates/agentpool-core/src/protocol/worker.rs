@@ -159,6 +159,12 @@ pub struct ClaimedWork {
     #[serde(default, skip_serializing_if = "Secrets::is_empty")]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub credentials: Secrets,
+    /// Set when the `git-token` credential is a GitHub App installation token minted for this
+    /// claim: the GitHub API base it was minted on. The worker revokes the token there when
+    /// the attempt ends, so it ends with the attempt even when the server that minted it has
+    /// restarted meanwhile and forgotten it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_git_token_at: Option<String>,
 }
 
 /// The body of a claim that got work (no work: 204 without a body).

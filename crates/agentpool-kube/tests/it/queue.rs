@@ -73,6 +73,7 @@ pub fn work(attempt: u32) -> ClaimedWork {
             resume_session: None,
         },
         credentials,
+        revoke_git_token_at: None,
     }
 }
 

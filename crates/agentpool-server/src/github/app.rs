@@ -2,8 +2,9 @@
 //! on a repository (configured, or looked up once and remembered), a fresh installation token
 //! per claimed task for the worker (push only, this repository only, never stored), and the
 //! server's own token for its REST calls, kept in memory until shortly before it expires. A
-//! task's token is revoked when the task ends on the replica that minted it; otherwise (that
-//! replica restarted, the lease expired) GitHub expires it within the hour.
+//! task's token is revoked when the attempt ends, by the worker (the claim tells it where)
+//! and by the replica that minted it when it still remembers it; a token whose worker died
+//! expires within GitHub's hour.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -83,7 +84,10 @@ pub(crate) fn revoke_task_tokens(state: &AppState, task: TaskId) {
                 Ok(gh) => gh.revoke_installation_token().await,
                 Err(e) => Err(e),
             };
-            if let Err(e) = done {
+            // 401: the worker revoked it first.
+            if let Err(e) = done
+                && !matches!(e, agentpool_github::GithubError::Status { status: 401, .. })
+            {
                 tracing::info!(%task, error = %e, "could not revoke the task's GitHub token; it expires within the hour");
             }
         }

@@ -253,10 +253,11 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
         state.inner.metrics.claimed(&agent, latency);
         state.note_claimed(c.task.id, agent);
         state.inner.hub.notify(c.task.id);
-        let credentials = credentials_for(state, &c).await;
+        let (credentials, revoke_git_token_at) = credentials_for(state, &c).await;
         tasks.push(ClaimedWork {
             claimed: c,
             credentials,
+            revoke_git_token_at,
         });
     }
     ClaimResponse { tasks }
@@ -270,8 +271,9 @@ const MINT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
 /// A credential that is missing or cannot be decrypted is left out (and logged by name): the
-/// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck.
-async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
+/// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck. With them, the
+/// GitHub API the task's minted git token is to be revoked at, when one was minted.
+async fn credentials_for(state: &AppState, c: &ClaimedTask) -> (Secrets, Option<String>) {
     let mut names: BTreeSet<String> = c.task.spec.credentials.iter().cloned().collect();
     let mut github = None;
     if let Some(p) = &c.task.spec.project {
@@ -285,6 +287,7 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
         }
     }
     let mut out = Secrets::default();
+    let mut revoke_at = None;
     if let Some(settings) = github {
         // A GitHub App project: a token of its own for this task, for this repository's
         // contents only; it reaches the worker as its git token and is stored nowhere.
@@ -298,6 +301,7 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
             Ok(t) => {
                 crate::github::app::remember_task_token(state, c.task.id, &settings, &t.token);
                 out.0.insert(GIT_TOKEN_CREDENTIAL.to_string(), t.token);
+                revoke_at = Some(settings.api_url().to_string());
             }
             Err(e) => {
                 tracing::warn!(task = %c.task.id, repository = %settings.repository, error = %e, "cannot mint a GitHub App installation token for the task")
@@ -305,11 +309,11 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
         }
     }
     if names.is_empty() {
-        return out;
+        return (out, revoke_at);
     }
     let Some(cipher) = &state.inner.cipher else {
         tracing::warn!(task = %c.task.id, "task needs credentials but the server has no key configured");
-        return out;
+        return (out, revoke_at);
     };
     for name in names {
         match state.store().get_credential(&name).await {
@@ -327,7 +331,7 @@ async fn credentials_for(state: &AppState, c: &ClaimedTask) -> Secrets {
             }
         }
     }
-    out
+    (out, revoke_at)
 }
 
 #[utoipa::path(

@@ -16,6 +16,8 @@ pub trait Hooks: Send + Sync + 'static {
     fn after_heartbeat(&self, _reply: &Result<HeartbeatReply, ApiError>) {}
     /// Runs after the server recorded a completion, before the worker learns it did.
     async fn after_complete(&self) {}
+    /// May change each claimed task before the worker sees it.
+    fn claimed(&self, _work: &mut ClaimedWork) {}
 }
 
 /// The server's protocol (`inner`) seen through `hooks`.
@@ -45,7 +47,9 @@ impl<H: Hooks> WorkerApi for Hooked<H> {
     }
     async fn claim(&self, w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
         self.hooks.before()?;
-        self.inner.claim(w, max, wait).await
+        let mut claimed = self.inner.claim(w, max, wait).await?;
+        claimed.iter_mut().for_each(|c| self.hooks.claimed(c));
+        Ok(claimed)
     }
     async fn append_events(&self, w: &WorkerId, t: TaskId, req: AppendEventsRequest) -> Result<(), ApiError> {
         self.hooks.before()?;

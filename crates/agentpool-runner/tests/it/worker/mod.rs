@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 mod commands;
 mod hooked;
+mod minted;
 mod partition;
 mod shutdown;
 

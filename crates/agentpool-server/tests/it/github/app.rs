@@ -141,6 +141,8 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
         claimed.credentials.get("git-token"),
         Some("ghs_minted-for-this-task-only")
     );
+    // ... and where to revoke it when the attempt ends, for the worker to do.
+    assert_eq!(claimed.revoke_git_token_at, Some(prism.url()));
     let reqs = gh.requests();
     let mint = reqs.last().expect("minted");
     assert_eq!(
