@@ -1,10 +1,10 @@
-//! The objects one attempt becomes: a Job with a deterministic name (task + attempt) whose pod
+//! The objects one attempt becomes: a Job with a deterministic name (task + lease token) whose pod
 //! runs `agentpool run-task`, and the attempt Secret (owned by the Job) that carries the claim
 //! and lease to the pod. The Job spec holds references only, never a secret value.
 
 use std::collections::BTreeMap;
 
-use agentpool_core::{TaskId, WorkerId};
+use agentpool_core::{LeaseToken, TaskId, WorkerId};
 use agentpool_runner::ClaimedWork;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -112,10 +112,14 @@ impl JobTemplate {
     }
 }
 
-/// The Job (and Secret) name of one attempt: the same for every launcher, so a second create
-/// of one attempt is refused by the API server (`AlreadyExists`) instead of running twice.
-pub fn job_name(task: TaskId, attempt: u32) -> String {
-    format!("agentpool-{}-a{attempt}", task.0)
+/// The Job (and Secret) name of one claim of `task`, by its lease token: the same for every
+/// launcher, so a second create for one claim is refused by the API server (`AlreadyExists`)
+/// instead of running twice. The lease token, not the attempt number: the token grows with
+/// every claim of the task and never goes back, while the attempt number starts again at 1
+/// after `tasks retry` — a name by attempt would find the failed attempt's Job (kept for
+/// `ttlSecondsAfterFinished`) and take it for the new one.
+pub fn job_name(task: TaskId, lease: LeaseToken) -> String {
+    format!("agentpool-{}-{}", task.0, lease.0)
 }
 
 fn labels(launcher: &str, task: TaskId, attempt: u32) -> BTreeMap<String, String> {
@@ -186,7 +190,7 @@ pub(crate) fn env_from_secret(name: &str, secret: &str, key: &str) -> EnvVar {
 pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job {
     let task = work.claimed.lease.task_id;
     let attempt = work.claimed.attempt;
-    let name = job_name(task, attempt);
+    let name = job_name(task, work.claimed.lease.token);
     let labels = labels(worker.as_str(), task, attempt);
     let annotations = BTreeMap::from([
         (ANNOTATION_WORKER.into(), worker.to_string()),
@@ -295,7 +299,7 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
 pub fn build_secret(worker: &WorkerId, work: &ClaimedWork, job_uid: &str) -> Secret {
     let task = work.claimed.lease.task_id;
     let attempt = work.claimed.attempt;
-    let name = job_name(task, attempt);
+    let name = job_name(task, work.claimed.lease.token);
     let file = AttemptFile {
         worker_id: worker.clone(),
         work: work.clone(),

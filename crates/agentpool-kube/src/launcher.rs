@@ -224,7 +224,7 @@ impl Launcher {
     /// Create the Job and Secret of one claimed attempt.
     async fn launch(&mut self, work: ClaimedWork) {
         let lease = work.claimed.lease;
-        let name = job::job_name(lease.task_id, work.claimed.attempt);
+        let name = job::job_name(lease.task_id, lease.token);
         let spec = job::build_job(&self.cfg.template, &self.cfg.id, &work);
         let created = match self.jobs.create(&PostParams::default(), &spec).await {
             Ok(j) => {

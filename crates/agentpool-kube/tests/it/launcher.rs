@@ -88,7 +88,7 @@ fn pod_of(fake: &FakeApi, job: &str, status_fixture: &str) -> Pod {
 }
 
 async fn launched(fake: &FakeApi, w: &ClaimedWork) -> String {
-    let name = job_name(w.claimed.lease.task_id, w.claimed.attempt);
+    let name = job_name(w.claimed.lease.task_id, w.claimed.lease.token);
     eventually("Job and Secret created", || fake.secret(&name).is_some()).await;
     name
 }

@@ -1,12 +1,13 @@
 //! The launcher, a Job per attempt, and `run-task` in the pod, end to end: success with the
 //! commit pushed (also against an https server with a private CA), the pod's process killed with SIGKILL mid-task (classified, retried in a new
-//! Job), a cancel (Job deleted in the foreground, the task's processes stopped), and two
-//! launchers or a restarted launcher never creating a second Job for one attempt.
+//! Job), a cancel (Job deleted in the foreground, the task's processes stopped), two
+//! launchers or a restarted launcher never creating a second Job for one attempt, and a task
+//! retried after it failed running in a Job of its own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, TaskId, TaskState};
+use agentpool_core::{ErrorClass, LeaseToken, TaskId, TaskState};
 use agentpool_kube::job_name;
 use agentpool_testkit::process::{PidFile, alive};
 
@@ -28,7 +29,7 @@ async fn a_task_runs_as_a_job_and_pushes_its_commit() {
     assert_eq!((summary.created, summary.adopted, summary.failed), (1, 0, 0));
 
     // Exactly the writes a launcher makes for one attempt: the Job, then its Secret.
-    let name = job_name(id, 1);
+    let name = job_name(id, LeaseToken(1));
     let writes = h.fake.writes();
     let kinds: Vec<(String, String)> = writes
         .iter()
@@ -119,7 +120,7 @@ async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
         s = started.path().display()
     );
     let (launcher, id, sleeper) = sleeping(&h, &started, &cmd, "k8s/killed").await;
-    let first = job_name(id, 1);
+    let first = job_name(id, LeaseToken(1));
     let pid = h.kubelet.pid(&first).expect("the first pod runs");
     super::kubelet::kill_container(pid);
 
@@ -137,7 +138,7 @@ async fn a_pod_killed_mid_task_is_classified_and_retried_in_a_new_job() {
         Some("second\n")
     );
     assert!(!alive(sleeper), "the killed pod's task process is gone");
-    assert_eq!(h.kubelet.started(), vec![first, job_name(id, 2)]);
+    assert_eq!(h.kubelet.started(), vec![first, job_name(id, LeaseToken(2))]);
     let summary = launcher.stop().await;
     assert_eq!((summary.created, summary.failed), (2, 1));
 }
@@ -151,7 +152,7 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
     h.client.cancel(id).await.unwrap();
     let d = h.wait_for(id, TaskState::Canceled, 60).await;
     assert_eq!(d.attempts_detail.len(), 1);
-    let name = job_name(id, 1);
+    let name = job_name(id, LeaseToken(1));
     // Deleted in the foreground, so its pod goes before the Job does.
     let deletes: Vec<_> = h
         .fake
@@ -206,7 +207,7 @@ async fn two_launchers_and_a_restart_never_create_a_second_job_for_an_attempt() 
     }
     assert!(created.values().all(|n| *n == 1), "{created:?}");
     for id in &ids {
-        assert!(created.contains_key(&job_name(*id, 1)), "{created:?}");
+        assert!(created.contains_key(&job_name(*id, LeaseToken(1))), "{created:?}");
     }
     assert_eq!(created.len(), 6);
     assert_eq!(
@@ -258,4 +259,47 @@ fn refused(env: &crate::Env, args: &[&str]) -> String {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     err
+}
+
+/// `tasks retry` gives a failed task a fresh attempt budget, so its next claim is attempt 1
+/// again: it must run in a Job of its own, not be taken for the failed attempt's finished Job
+/// (which stays for `ttlSecondsAfterFinished`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_task_runs_in_a_new_job_not_in_the_failed_attempts() {
+    let Some(h) = Harness::start().await else { return };
+    let launcher = h.launch(h.launcher_config("launcher-a", 1));
+    let dir = tempfile::tempdir().unwrap();
+    let fixed = dir.path().join("fixed");
+    let cmd = format!(
+        "if [ -e '{}' ]; then echo second > pod.txt; else exit 1; fi",
+        fixed.display()
+    );
+    let id = h.submit(&cmd, "k8s/retried").await;
+    // A failed pod is retried with the task's attempts (3), each in its Job, then fails.
+    let failed = h.wait_for(id, TaskState::Failed, 120).await;
+    let n = failed.attempts_detail.len() as i64;
+    assert_eq!(n, 3, "{failed:#?}");
+    let mut jobs: Vec<String> = (1..=n).map(|t| job_name(id, LeaseToken(t))).collect();
+    assert!(
+        h.fake.job(&jobs[0]).is_some(),
+        "the failed attempts' Jobs are kept"
+    );
+
+    std::fs::write(&fixed, "").unwrap();
+    let retried = h.client.retry(id).await.unwrap();
+    assert_eq!(retried.state, TaskState::Queued);
+    let d = h.wait_for(id, TaskState::Succeeded, 120).await;
+    assert_eq!(d.attempts_detail.len(), 4, "{d:#?}");
+    assert_eq!(
+        h.git.read_file("app", "k8s/retried", "pod.txt").as_deref(),
+        Some("second\n")
+    );
+    let retry = job_name(id, LeaseToken(n + 1));
+    jobs.push(retry.clone());
+    assert_eq!(h.kubelet.started(), jobs);
+    let job = h.fake.job(&retry).expect("the retry's own Job");
+    let labels = job.metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("agentpool.dev/attempt").map(String::as_str), Some("1"));
+    let summary = launcher.stop().await;
+    assert_eq!((summary.created, summary.adopted), (4, 0));
 }
