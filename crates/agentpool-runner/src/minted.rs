@@ -10,15 +10,16 @@ use agentpool_github::{GithubClient, GithubError};
 
 use crate::api::ClaimedWork;
 
-/// The credential a minted GitHub App token is handed out under.
-const GIT_TOKEN: &str = "git-token";
 /// How long the end of an attempt waits for GitHub to take the revocation back.
 const REVOKE_WITHIN: Duration = Duration::from_secs(10);
 
 /// Revoke the token minted for `work`'s claim, if one was; a failure is logged (the token then
 /// lives out its hour) and never changes the attempt's outcome.
 pub async fn revoke(work: &ClaimedWork) {
-    let (Some(api), Some(token)) = (&work.revoke_git_token_at, work.credentials.get(GIT_TOKEN)) else {
+    let (Some(api), Some(token)) = (
+        &work.revoke_git_token_at,
+        work.credentials.get(crate::pipeline::GIT_TOKEN_CREDENTIALS[0]),
+    ) else {
         return;
     };
     let task = work.claimed.task.id;
