@@ -180,7 +180,9 @@ impl Lifecycle {
                     failing.join(", ")
                 )
             }
-            Self::Committed { sha, files } => format!("{sha} ({files} files)"),
+            Self::Committed { sha, files } => {
+                format!("{sha} ({files} {})", if *files == 1 { "file" } else { "files" })
+            }
             Self::Pushed { branch, sha } => format!("{sha} to {branch}"),
             Self::Failed { class, message } => format!("{class}: {message}"),
             Self::RetryScheduled {

@@ -141,7 +141,8 @@ pub fn cancel(from: TaskState) -> Result<Transition, InvalidTransition> {
     }
 }
 
-/// Retry a finished task that did not succeed: back to `queued` with a fresh attempt budget.
+/// Retry a finished task that did not succeed: back to `queued` with a fresh attempt budget
+/// (the store numbers the new attempts on from the old ones).
 pub fn retry(from: TaskState) -> Result<TaskState, InvalidTransition> {
     match from {
         TaskState::Failed | TaskState::Canceled => Ok(TaskState::Queued),

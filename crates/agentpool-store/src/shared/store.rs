@@ -105,7 +105,7 @@ macro_rules! store_impl {
 
             async fn retry(&self, id: TaskId) -> Result<Task> {
                 let mut tx = self.begin().await?;
-                let t = tasks::retry(&mut tx, id, self.now()).await?;
+                let t = tasks::retry(&mut tx, id, self.now(), self.config.retry.max_attempts).await?;
                 self.announce(&mut *tx, 1).await?;
                 tx.commit().await?;
                 self.signal.notify();

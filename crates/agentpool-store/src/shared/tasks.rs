@@ -360,15 +360,25 @@ macro_rules! task_queries {
         }
 
         /// Re-queue a failed or canceled task with a fresh attempt budget, once every
-        /// dependency it has did not fail.
-        pub(crate) async fn retry(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
-            let sql = format!("SELECT state FROM tasks WHERE id = $1{FOR_UPDATE}");
-            let state: String = sqlx::query_scalar(&sql)
+        /// dependency it has did not fail. The attempts it had keep their numbers and the new
+        /// ones count on from them (a task that failed 3 of 3 runs attempt 4 of 6), so the
+        /// history, the lifecycle events and a Job's attempt label do not start again at 1.
+        pub(crate) async fn retry(
+            conn: &mut Conn,
+            id: TaskId,
+            now: i64,
+            default_max_attempts: u32,
+        ) -> Result<Task> {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1{FOR_UPDATE}");
+            let row = sqlx::query(&sql)
                 .bind(tid(id))
                 .fetch_optional(&mut *conn)
                 .await?
                 .ok_or_else(|| StoreError::not_found("task", id))?;
-            agentpool_core::task::retry(common::parse_state(&state)?)?;
+            let t = task(&row)?;
+            agentpool_core::task::retry(t.state)?;
+            let budget = t.spec.max_attempts.unwrap_or(default_max_attempts).max(1);
+            let max_attempts = i32::try_from(t.attempts.saturating_add(budget)).unwrap_or(i32::MAX);
             let deps = sqlx::query(
                 "SELECT d.dep_id, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id \
                  WHERE d.task_id = $1",
@@ -390,7 +400,7 @@ macro_rules! task_queries {
                 }
             }
             let sql = format!(
-                "UPDATE tasks SET state = 'queued', attempts = 0, run_after = $1, \
+                "UPDATE tasks SET state = 'queued', max_attempts = $4, run_after = $1, \
                  updated_at = $1, finished_at = NULL, worker_id = NULL, \
                  lease_expires_at = NULL, cancel_requested = FALSE, error_class = NULL, \
                  error_message = NULL, deps_pending = $2 WHERE id = $3 RETURNING {TASK_COLS}"
@@ -399,6 +409,7 @@ macro_rules! task_queries {
                 .bind(now)
                 .bind(pending)
                 .bind(tid(id))
+                .bind(max_attempts)
                 .fetch_one(&mut *conn)
                 .await?;
             let mut log = LifecycleLog::default();

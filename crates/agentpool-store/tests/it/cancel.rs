@@ -22,6 +22,11 @@ async fn cancel_queued_task_ends_it_at_once(h: Harness) {
     assert!(matches!(h.store.cancel(id).await, Err(StoreError::Transition(_))));
     let t = h.store.retry(id).await.unwrap();
     assert_eq!(t.state, TaskState::Queued);
+    assert_eq!(
+        (t.attempts, t.max_attempts),
+        (0, 3),
+        "it never ran: the same budget again"
+    );
     assert!(matches!(
         h.store.cancel(agentpool_core::TaskId::new()).await,
         Err(StoreError::NotFound { .. })

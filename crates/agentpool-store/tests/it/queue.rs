@@ -281,11 +281,15 @@ async fn retry_requeues_a_failed_task(h: Harness) {
     .await;
     let t = h.store.retry(id).await.unwrap();
     assert_eq!(t.state, TaskState::Queued);
-    assert_eq!(t.attempts, 0);
     assert!(t.error_class.is_none());
+    // A fresh budget of the task's attempts (the default 3), numbered on from the one it had.
+    assert_eq!((t.attempts, t.max_attempts), (1, 4));
     let c = w.claim(1).await;
-    assert_eq!(c[0].attempt, 1);
+    assert_eq!(c[0].attempt, 2);
     w.complete(c[0].lease).await;
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    let numbers: Vec<u32> = d.attempts_detail.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2]);
     assert!(matches!(
         h.store.retry(id).await,
         Err(agentpool_store::StoreError::Transition(_))

@@ -261,9 +261,8 @@ fn refused(env: &crate::Env, args: &[&str]) -> String {
     err
 }
 
-/// `tasks retry` gives a failed task a fresh attempt budget, so its next claim is attempt 1
-/// again: it must run in a Job of its own, not be taken for the failed attempt's finished Job
-/// (which stays for `ttlSecondsAfterFinished`).
+/// A task retried with `tasks retry` after failing runs in a Job of its own, never in one of
+/// the failed attempts' finished Jobs (which stay for `ttlSecondsAfterFinished`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_task_runs_in_a_new_job_not_in_the_failed_attempts() {
     let Some(h) = Harness::start().await else { return };
@@ -299,7 +298,8 @@ async fn a_retried_task_runs_in_a_new_job_not_in_the_failed_attempts() {
     assert_eq!(h.kubelet.started(), jobs);
     let job = h.fake.job(&retry).expect("the retry's own Job");
     let labels = job.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("agentpool.dev/attempt").map(String::as_str), Some("1"));
+    // Its attempt number counts on from the failed ones'.
+    assert_eq!(labels.get("agentpool.dev/attempt").map(String::as_str), Some("4"));
     let summary = launcher.stop().await;
     assert_eq!((summary.created, summary.adopted), (4, 0));
 }
