@@ -136,15 +136,17 @@ pub struct TasksListArgs {
     /// Only tasks in this state (queued, running, succeeded, failed, canceled)
     #[arg(long)]
     pub state: Option<agentpool_core::TaskState>,
+    /// Only tasks of this project
     #[arg(long)]
     pub project: Option<String>,
     /// Only tasks with this label (k=v)
     #[arg(long, value_parser = parse_label)]
     pub label: Option<(String, String)>,
+    /// Only tasks claimed last by this worker (its id)
     #[arg(long)]
     pub worker: Option<String>,
-    /// How many to show
-    #[arg(long, default_value_t = 50)]
+    /// How many to show, newest first
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
 }
 

@@ -86,6 +86,36 @@ pub fn print_list<T: serde::Serialize>(
     Ok(())
 }
 
+/// Up to `want` items, newest first, from the pages `page(cursor, size)` fetches (each at most
+/// `max_page` long, the API's limit), and whether there are more: a list as long as the user
+/// asks for, not as long as one page of the API allows. The last page asks for one item more
+/// than needed, so "more" is only said when there are more.
+pub async fn collect_pages<T, C, F, Fut>(
+    want: usize,
+    max_page: usize,
+    mut page: F,
+) -> anyhow::Result<(Vec<T>, bool)>
+where
+    F: FnMut(Option<C>, u32) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(Vec<T>, Option<C>)>>,
+{
+    let mut items = Vec::new();
+    let mut cursor = None;
+    loop {
+        let size = (want + 1 - items.len()).min(max_page);
+        let (got, next) = page(cursor, u32::try_from(size).unwrap_or(u32::MAX)).await?;
+        items.extend(got);
+        if items.len() > want {
+            items.truncate(want);
+            return Ok((items, true));
+        }
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return Ok((items, false)),
+        }
+    }
+}
+
 /// Report `<what> <name> <done>` (stored, deleted): as `{"<done>": name}` with `--json`.
 pub fn print_done(settings: &Settings, what: &str, name: &str, done: &str) -> anyhow::Result<()> {
     if settings.json() {
@@ -116,4 +146,46 @@ pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let s = serde_json::to_string_pretty(value).context("cannot encode JSON output")?;
     println!("{s}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collect_pages;
+
+    /// `page` over 0..n, newest (highest) first, as the API pages: a cursor when the page is full.
+    async fn list(n: u32, want: usize, max_page: usize) -> (Vec<u32>, bool, Vec<u32>) {
+        let all: Vec<u32> = (0..n).rev().collect();
+        let mut sizes = Vec::new();
+        let (items, more) = collect_pages(want, max_page, |cursor: Option<usize>, size| {
+            sizes.push(size);
+            let from = cursor.unwrap_or(0);
+            let got: Vec<u32> = all.iter().skip(from).take(size as usize).copied().collect();
+            let next = (got.len() == size as usize).then_some(from + got.len());
+            async move { Ok((got, next)) }
+        })
+        .await
+        .unwrap();
+        (items, more, sizes)
+    }
+
+    #[tokio::test]
+    async fn a_list_follows_pages_to_the_length_asked_and_says_whether_there_are_more() {
+        let (items, more, sizes) = list(1200, 1100, 500).await;
+        assert_eq!(items.len(), 1100);
+        assert_eq!(
+            (items[0], items[1099]),
+            (1199, 100),
+            "newest first, none skipped or repeated"
+        );
+        assert!(more);
+        assert_eq!(sizes, [500, 500, 101]);
+
+        // Exactly as many as asked: all of them, and no "more" although the last page was full.
+        let (items, more, _) = list(50, 50, 500).await;
+        assert_eq!((items.len(), more), (50, false));
+        let (items, more, sizes) = list(1000, 1000, 500).await;
+        assert_eq!((items.len(), more, sizes), (1000, false, vec![500, 500, 1]));
+        let (items, more, _) = list(3, 50, 500).await;
+        assert_eq!((items, more), (vec![2, 1, 0], false));
+    }
 }

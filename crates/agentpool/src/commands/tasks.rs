@@ -8,7 +8,7 @@ use agentpool_core::{TaskId, TaskKind, TaskSpec, TaskState};
 use anyhow::Context;
 use futures::StreamExt;
 
-use super::{connect, find_server, print_json, print_list};
+use super::{collect_pages, connect, find_server, print_json, print_list};
 use crate::access::AgentAccess;
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
 use crate::config::Settings;
@@ -385,25 +385,44 @@ impl Progress {
     }
 }
 
+/// The most tasks `GET /v1/tasks` returns in one page.
+const MAX_LIST_PAGE: usize = 500;
+
 pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
     let out = Style::stdout();
     match cmd {
         TasksCommand::List(a) => {
-            let tasks = client
-                .list_tasks(&TaskListQuery {
-                    state: a.state.map(|s| s.to_string()),
-                    project: a.project,
-                    label: a.label.map(|(k, v)| format!("{k}={v}")),
-                    worker: a.worker,
-                    cursor: None,
-                    limit: Some(a.limit),
-                })
-                .await?
-                .tasks;
+            let query = TaskListQuery {
+                state: a.state.map(|s| s.to_string()),
+                project: a.project,
+                label: a.label.map(|(k, v)| format!("{k}={v}")),
+                worker: a.worker,
+                cursor: None,
+                limit: None,
+            };
+            let (tasks, more) = collect_pages(a.limit as usize, MAX_LIST_PAGE, |cursor, limit| {
+                let q = TaskListQuery {
+                    cursor,
+                    limit: Some(limit),
+                    ..query.clone()
+                };
+                let client = &client;
+                async move {
+                    let p = client.list_tasks(&q).await?;
+                    Ok((p.tasks, p.next_cursor.map(|c| c.to_string())))
+                }
+            })
+            .await?;
             print_list(settings, &tasks, "tasks", |tasks| {
                 print!("{}", output::tasks_table(&out, tasks))
             })?;
+            if more && !settings.json() {
+                eprintln!(
+                    "the newest {} shown; there are more (--limit N shows more)",
+                    tasks.len()
+                );
+            }
         }
         TasksCommand::Show { id } => {
             let view = client.get_task(id).await?;

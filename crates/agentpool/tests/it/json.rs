@@ -40,6 +40,17 @@ fn every_command_prints_valid_json() {
 
     let list = json(&ap(&["tasks", "list"]));
     assert_eq!(list.as_array().map(Vec::len), Some(2));
+    let newest = json(&ap(&["tasks", "list", "--limit", "1"]));
+    assert_eq!(newest.as_array().map(Vec::len), Some(1));
+    assert_eq!(newest[0]["id"], queued["id"]);
+    // For people, a list cut short by --limit says so, on stderr; one that is whole does not.
+    let human = |limit: &str| env.run(&["--server", up.url.as_str(), "tasks", "list", "--limit", limit]);
+    let cut = human("1");
+    assert_eq!(stdout(&cut).lines().count(), 2, "a header and one task");
+    assert!(stderr(&cut).contains("there are more"), "{}", stderr(&cut));
+    let whole = human("2");
+    assert_eq!(stdout(&whole).lines().count(), 3);
+    assert!(!stderr(&whole).contains("there are more"), "{}", stderr(&whole));
     let show = json(&ap(&["tasks", "show", &id]));
     assert_eq!(show["id"], id.as_str());
     assert!(show["attempts_detail"].is_array());
