@@ -31,8 +31,11 @@ pub(super) async fn run_task(
         shared.report_retry_for,
     );
     let sink: Arc<dyn EventSink> = Arc::new(buffer);
-    tracing::info!(task = %task_id, attempt = work.claimed.attempt, "running task");
+    let attempt = work.claimed.attempt;
+    tracing::info!(task = %task_id, attempt, "running task");
+    let started = std::time::Instant::now();
     let report = shared.pipeline.run(&work, sink.clone(), &cancel).await;
+    log_end(task_id, attempt, started.elapsed(), &report);
     drop(sink);
     // Events first, so the record reads in order and the report is the last word.
     let flushed = flusher.await.unwrap_or(events::FlushEnd::GaveUp);
@@ -48,6 +51,27 @@ pub(super) async fn run_task(
     shared.lock_running().remove(&task_id);
     drop(permit);
     shared.beat_now.notify_one();
+}
+
+/// One line per finished attempt beside "running task", so a worker's log tells what became
+/// of each task without the server. The failure message was redacted by the pipeline; it is
+/// quoted, so a message of several lines stays one log line.
+fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report) {
+    let took = format!("{:.1?}", took);
+    match report {
+        Report::Complete(r) => tracing::info!(
+            %task,
+            attempt,
+            %took,
+            commit = %r.commit_sha.as_deref().map_or("none", |c| c.get(..12).unwrap_or(c)),
+            pushed = r.pushed,
+            "task succeeded"
+        ),
+        Report::Fail { class, message, .. } => {
+            tracing::info!(%task, attempt, %took, %class, error = ?message, "task failed")
+        }
+        Report::Abandon => tracing::warn!(%task, attempt, %took, "lease lost: the attempt ends unreported"),
+    }
 }
 
 /// Deliver `report` (with the same retries as a single attempt's) and count how it ended.

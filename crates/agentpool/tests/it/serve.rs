@@ -41,6 +41,7 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let mut worker = env
         .cmd()
         .args(["worker", "--server", &server.url, "--token", &worker_token])
+        .env("AGENTPOOL_LOG", "info")
         .args([
             "--concurrency",
             "2",
@@ -84,6 +85,14 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("1 succeeded"), "{err}");
+    // Its log says what became of the task, not only that it ran.
+    let sha = git(&remote, &["rev-parse", "over-http"]);
+    let end = err
+        .lines()
+        .find(|l| l.contains("task succeeded"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(end.contains(&format!("commit={}", &sha[..12])), "{end}");
+    assert!(end.contains("pushed=true"), "{end}");
     assert!(server.stop().success());
 }
 
