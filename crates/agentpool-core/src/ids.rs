@@ -29,10 +29,17 @@ impl fmt::Display for TaskId {
     }
 }
 
+/// A string that is not a task id; says what one looks like, since people type them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a task id (a UUID, like 01a23901-c4f9-755d-9c9c-aa7fc317e16a)")]
+pub struct InvalidTaskId(String);
+
 impl FromStr for TaskId {
-    type Err = uuid::Error;
+    type Err = InvalidTaskId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| InvalidTaskId(s.chars().take(64).collect()))
     }
 }
 
@@ -132,6 +139,8 @@ mod tests {
         let b = TaskId::new();
         assert!(a < b);
         assert_eq!(a.to_string().parse::<TaskId>().ok(), Some(a));
+        let e = "01a2390".parse::<TaskId>().unwrap_err().to_string();
+        assert!(e.starts_with("\"01a2390\" is not a task id (a UUID"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod worker;
 pub use check::{CheckRun, CheckSpec};
 pub use error_class::ErrorClass;
 pub use event::{Event, EventKind, EventPayload, Lifecycle, NewEvent, PreparePhases};
-pub use ids::{Lease, LeaseToken, TaskId, WorkerId};
+pub use ids::{InvalidTaskId, Lease, LeaseToken, TaskId, WorkerId};
 pub use profile::{AgentProfile, McpServer, Profile};
 pub use project::Project;
 pub use redact::Redactor;
