@@ -381,7 +381,8 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     /// Cancel: a queued task is canceled at once; a running one is flagged and its worker told
     /// on the next heartbeat.
     async fn cancel(&self, id: TaskId) -> Result<Task>;
-    /// Re-queue a failed or canceled task with a fresh attempt budget.
+    /// Re-queue a failed or canceled task with a fresh attempt budget, and with it the
+    /// dependents that failed only because it did (`DEPENDENCY_FAILED`), transitively.
     async fn retry(&self, id: TaskId) -> Result<Task>;
 
     // ---- worker protocol ----

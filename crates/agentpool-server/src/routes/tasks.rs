@@ -283,8 +283,9 @@ pub async fn cancel(
     Ok(Json(state.change_task(id, TaskChange::Cancel).await?).into_response())
 }
 
-/// Queue a failed or canceled task again, with as many more attempts as it allows; their
-/// numbers count on from the attempts it had.
+/// Queue a failed or canceled task again, with as many more attempts as it allows (their
+/// numbers count on from the attempts it had), and with it, transitively, the dependents that
+/// failed only because it did (`DEPENDENCY_FAILED`).
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/retry", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),

@@ -19,12 +19,13 @@
 pub(crate) mod claim;
 pub(crate) mod github;
 pub(crate) mod handover;
+pub(crate) mod manual;
 pub(crate) mod registry;
 pub(crate) mod store;
 pub(crate) mod tasks;
 
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
-/// `self.$w` and reading through `self.$r`: the modules `registry` and `tasks` (queries),
+/// `self.$w` and reading through `self.$r`: the modules `registry`, `tasks` and `manual` (queries),
 /// `store` (the [`crate::Store`] implementation), `handover` (new tasks handed to parked
 /// claimers) and `github` (the GitHub bookkeeping).
 macro_rules! backend {
@@ -40,9 +41,16 @@ macro_rules! backend {
             $crate::shared::tasks::task_queries!($db);
         }
 
+        /// Cancel and retry, shared by both backends.
+        mod manual {
+            use super::tasks::cascade_failure;
+            use super::{FOR_UPDATE, insert_lifecycle, tid};
+            $crate::shared::manual::manual_queries!($db);
+        }
+
         /// The [`Store`](crate::Store) implementation shared by both backends.
         mod store {
-            use super::{registry, tasks};
+            use super::{manual, registry, tasks};
             $crate::shared::store::store_impl!(super::$store, $w, $r);
         }
 

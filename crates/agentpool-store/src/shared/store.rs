@@ -98,14 +98,14 @@ macro_rules! store_impl {
 
             async fn cancel(&self, id: TaskId) -> Result<Task> {
                 let mut tx = self.begin().await?;
-                let t = tasks::cancel(&mut tx, id, self.now()).await?;
+                let t = manual::cancel(&mut tx, id, self.now()).await?;
                 tx.commit().await?;
                 Ok(t)
             }
 
             async fn retry(&self, id: TaskId) -> Result<Task> {
                 let mut tx = self.begin().await?;
-                let t = tasks::retry(&mut tx, id, self.now(), self.config.retry.max_attempts).await?;
+                let (t, _) = manual::retry(&mut tx, id, self.now(), self.config.retry.max_attempts).await?;
                 self.announce(&mut *tx, 1).await?;
                 tx.commit().await?;
                 self.signal.notify();

@@ -125,7 +125,8 @@ pub enum TasksCommand {
     Show { id: agentpool_core::TaskId },
     /// Cancel a queued or running task
     Cancel { id: agentpool_core::TaskId },
-    /// Queue a failed or canceled task again, with as many more attempts as it allows
+    /// Queue a failed or canceled task again, with as many more attempts as it allows, and the
+    /// dependents that failed because it did
     Retry { id: agentpool_core::TaskId },
     /// Print a task's events; -f follows them live until the task ends
     Logs(LogsArgs),

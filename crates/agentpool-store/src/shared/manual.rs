@@ -1,0 +1,172 @@
+//! What people do to tasks by hand: cancel (a queued task at once, a running one through its
+//! worker) and retry (with the dependents that failed only because the task did) — the same on
+//! both backends.
+
+/// Instantiate the cancel and retry queries for database `$db` (see the [module docs](super)).
+macro_rules! manual_queries {
+    ($db:ty) => {
+        use agentpool_core::{ErrorClass, Lifecycle, Task, TaskId, TaskState};
+
+        use $crate::common::{self, LifecycleLog, StoreRow, TASK_COLS, task};
+        use $crate::{Result, StoreError};
+
+        type Db = $db;
+        type Conn = <Db as sqlx::Database>::Connection;
+
+        /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
+        /// for its worker.
+        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
+            let sql = format!("SELECT {TASK_COLS}, has_dependents FROM tasks WHERE id = $1{FOR_UPDATE}");
+            let r = sqlx::query(&sql)
+                .bind(tid(id))
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::not_found("task", id))?;
+            let t = task(&r)?;
+            let has_dependents = r.flag("has_dependents")?;
+            let mut log = LifecycleLog::default();
+            match agentpool_core::task::cancel(t.state)? {
+                agentpool_core::Transition::Finish { state, class } => {
+                    sqlx::query(
+                        "UPDATE tasks SET state = $1, error_class = $2, error_message = 'canceled', \
+                         finished_at = $3, updated_at = $3 WHERE id = $4",
+                    )
+                    .bind(state.as_str())
+                    .bind(class.map(|c| c.as_str()))
+                    .bind(now)
+                    .bind(tid(id))
+                    .execute(&mut *conn)
+                    .await?;
+                    log.push(
+                        id,
+                        Lifecycle::Canceled {
+                            message: "canceled".into(),
+                        },
+                    )?;
+                    if has_dependents {
+                        cascade_failure(conn, vec![id], now, &mut log).await?;
+                    }
+                }
+                agentpool_core::Transition::CancelRequested => {
+                    let first = sqlx::query(
+                        "UPDATE tasks SET cancel_requested = TRUE, updated_at = $1 \
+                         WHERE id = $2 AND NOT cancel_requested",
+                    )
+                    .bind(now)
+                    .bind(tid(id))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    if first > 0 {
+                        log.push(id, Lifecycle::CancelRequested)?;
+                    }
+                }
+                agentpool_core::Transition::Requeue { .. } => {
+                    return Err(StoreError::Corrupt("cancel() asked to requeue".into()));
+                }
+            }
+            insert_lifecycle(conn, &log, now).await?;
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+            task(
+                &sqlx::query(&sql)
+                    .bind(tid(id))
+                    .fetch_one(&mut *conn)
+                    .await?,
+            )
+        }
+
+        /// Re-queue one failed or canceled task with a fresh attempt budget, once no dependency
+        /// it has failed. The attempts it had keep their numbers and the new
+        /// ones count on from them (a task that failed 3 of 3 runs attempt 4 of 6), so the
+        /// history, the lifecycle events and a Job's attempt label do not start again at 1.
+        async fn retry_one(conn: &mut Conn, id: TaskId, now: i64, default_max_attempts: u32) -> Result<Task> {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1{FOR_UPDATE}");
+            let row = sqlx::query(&sql)
+                .bind(tid(id))
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| StoreError::not_found("task", id))?;
+            let t = task(&row)?;
+            agentpool_core::task::retry(t.state)?;
+            let budget = t.spec.max_attempts.unwrap_or(default_max_attempts).max(1);
+            let max_attempts = i32::try_from(t.attempts.saturating_add(budget)).unwrap_or(i32::MAX);
+            let deps = sqlx::query(
+                "SELECT d.dep_id, t.state FROM task_deps d JOIN tasks t ON t.id = d.dep_id \
+                 WHERE d.task_id = $1",
+            )
+            .bind(tid(id))
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut pending = 0i32;
+            for d in &deps {
+                match common::parse_state(&d.text("state")?)? {
+                    TaskState::Succeeded => {}
+                    TaskState::Failed | TaskState::Canceled => {
+                        return Err(StoreError::Conflict(format!(
+                            "dependency {} did not succeed; retry it first",
+                            d.task_id("dep_id")?
+                        )));
+                    }
+                    _ => pending += 1,
+                }
+            }
+            let sql = format!(
+                "UPDATE tasks SET state = 'queued', max_attempts = $4, run_after = $1, \
+                 updated_at = $1, finished_at = NULL, worker_id = NULL, \
+                 lease_expires_at = NULL, cancel_requested = FALSE, error_class = NULL, \
+                 error_message = NULL, deps_pending = $2 WHERE id = $3 RETURNING {TASK_COLS}"
+            );
+            let r = sqlx::query(&sql)
+                .bind(now)
+                .bind(pending)
+                .bind(tid(id))
+                .bind(max_attempts)
+                .fetch_one(&mut *conn)
+                .await?;
+            let mut log = LifecycleLog::default();
+            log.push(id, Lifecycle::Queued)?;
+            insert_lifecycle(conn, &log, now).await?;
+            task(&r)
+        }
+
+        /// Re-queue a failed or canceled task (see [`retry_one`]) and, transitively, the tasks
+        /// that failed only because it did (`DEPENDENCY_FAILED`): they wait for it again, as
+        /// they did before it failed. A dependent that another failed dependency still holds
+        /// back stays failed. Returns the task and the dependents re-queued.
+        pub(crate) async fn retry(
+            conn: &mut Conn,
+            id: TaskId,
+            now: i64,
+            default_max_attempts: u32,
+        ) -> Result<(Task, Vec<TaskId>)> {
+            let t = retry_one(conn, id, now, default_max_attempts).await?;
+            let mut requeued = Vec::new();
+            // Depth first; a dependent of two re-queued tasks is tried again from the second,
+            // when the first try found the second still failed.
+            let mut pending = vec![id];
+            while let Some(parent) = pending.pop() {
+                let rows = sqlx::query(
+                    "SELECT t.id FROM task_deps d JOIN tasks t ON t.id = d.task_id \
+                     WHERE d.dep_id = $1 AND t.state = 'failed' AND t.error_class = $2 ORDER BY t.id",
+                )
+                .bind(tid(parent))
+                .bind(ErrorClass::DependencyFailed.as_str())
+                .fetch_all(&mut *conn)
+                .await?;
+                for r in rows {
+                    let child = r.task_id("id")?;
+                    match retry_one(conn, child, now, default_max_attempts).await {
+                        Ok(_) => {
+                            requeued.push(child);
+                            pending.push(child);
+                        }
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok((t, requeued))
+        }
+    };
+}
+pub(crate) use manual_queries;
