@@ -102,13 +102,6 @@ pub async fn run_attempt(
     if flushed == events::FlushEnd::LeaseLost || cancel.cause() == Some(CancelCause::LeaseLost) {
         report = Report::Abandon;
     }
-    if cancel.cause() == Some(CancelCause::Shutdown)
-        && let Report::Fail { class, message, .. } = &mut report
-        && *class == ErrorClass::Canceled
-    {
-        *class = ErrorClass::InfraError;
-        *message = "the attempt's process was terminated (SIGTERM) before it finished".into();
-    }
     deliver(&*api, &worker, lease, report, cfg.report_retry_for).await
 }
 

@@ -175,18 +175,22 @@ impl Pipeline {
             Ok(()) => Report::Complete(result),
             Err(f) => match cancel.cause() {
                 Some(CancelCause::LeaseLost) => Report::Abandon,
-                Some(c) => {
-                    let message = match c {
-                        CancelCause::Shutdown => "the worker shut down before the task finished",
-                        _ => "canceled",
-                    };
-                    Report::Fail {
-                        class: ErrorClass::Canceled,
-                        message: message.into(),
-                        retry_after: None,
-                        result: Some(result),
-                    }
-                }
+                // Stopped because the worker (or the pod running it) is going away, not
+                // because anyone canceled the task: an infrastructure failure, retried like
+                // an evicted pod's. Had a user canceled it meanwhile, the store records the
+                // cancel instead.
+                Some(CancelCause::Shutdown) => Report::Fail {
+                    class: ErrorClass::InfraError,
+                    message: "the worker was stopped before the task finished".into(),
+                    retry_after: None,
+                    result: Some(result),
+                },
+                Some(_) => Report::Fail {
+                    class: ErrorClass::Canceled,
+                    message: "canceled".into(),
+                    retry_after: None,
+                    result: Some(result),
+                },
                 None => {
                     let message = redactor.redact(&f.message);
                     Report::Fail {

@@ -63,6 +63,8 @@ pub struct Embedded {
     /// Stops the workers: they stop claiming, finish (or, past the grace, cancel) their tasks
     /// and deregister.
     workers_stop: CancellationToken,
+    /// Ends the workers' drain at once: running tasks are stopped and handed back.
+    workers_stop_now: CancellationToken,
     workers: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -82,8 +84,9 @@ impl Embedded {
             .map_err(|e| Exit::new(ExitCode::Failed, e.to_string()))?;
         let url = format!("http://{}", server.addr);
         let workers_stop = CancellationToken::new();
+        let workers_stop_now = CancellationToken::new();
         let (registered_tx, mut registered) = tokio::sync::mpsc::unbounded_channel();
-        let workers = start_workers(&opts, &url, &workers_stop, registered_tx)?;
+        let workers = start_workers(&opts, &url, &workers_stop, &workers_stop_now, registered_tx)?;
         // Announce the pool only once every worker can take tasks, so that whoever reads the
         // URL and lists workers or submits at once sees the whole pool.
         let all_registered = async {
@@ -111,6 +114,7 @@ impl Embedded {
             url,
             server,
             workers_stop,
+            workers_stop_now,
             workers,
         })
     }
@@ -118,6 +122,12 @@ impl Embedded {
     /// Resolves if the server stops on its own (an I/O error).
     pub async fn stopped(&self) {
         self.server.stop_token().cancelled().await;
+    }
+
+    /// Cancel to end [`Embedded::stop`]'s drain at once (a second Ctrl-C): running tasks are
+    /// stopped and handed back to the queue instead of being waited for.
+    pub fn stop_now_token(&self) -> CancellationToken {
+        self.workers_stop_now.clone()
     }
 
     /// Drain the workers, then the server.
@@ -221,6 +231,7 @@ fn start_workers(
     opts: &EmbeddedOptions,
     url: &str,
     stop: &CancellationToken,
+    stop_now: &CancellationToken,
     registered: tokio::sync::mpsc::UnboundedSender<WorkerId>,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
     let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
@@ -243,6 +254,7 @@ fn start_workers(
         // so beat often and cancel promptly.
         cfg.heartbeat_interval = Duration::from_secs(1);
         cfg.on_registered = Some(registered.clone());
+        cfg.stop_now = stop_now.clone();
         let api = api.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {

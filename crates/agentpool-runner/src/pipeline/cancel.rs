@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 pub enum CancelCause {
     /// A user canceled the task: report `CANCELED`.
     User,
-    /// The worker is shutting down and the grace period ran out: report `CANCELED`.
+    /// The worker (or the pod running the attempt) is going away and the grace period ran
+    /// out: report `INFRA_ERROR`, so the task is retried.
     Shutdown,
     /// The lease is no longer ours: report nothing.
     LeaseLost,

@@ -45,7 +45,8 @@ pub struct WorkerConfig {
     pub heartbeat_interval: Duration,
     /// How long one claim long-poll waits for work.
     pub claim_wait: Duration,
-    /// On shutdown, how long running tasks may take before they are canceled.
+    /// On shutdown, how long running tasks may take before they are stopped and handed back
+    /// (`INFRA_ERROR`, retried).
     pub drain_grace: Duration,
     /// How long reports (complete/fail/events) are retried while the server is unreachable.
     pub report_retry_for: Duration,
@@ -65,6 +66,9 @@ pub struct WorkerConfig {
     pub stay_drained: bool,
     /// Bounds on the mirror cache, pruned at start and every hour (no pruning when default).
     pub mirror_limits: crate::mirror_cache::CacheLimits,
+    /// Canceled to end a drain at once, grace or not (a second Ctrl-C): running tasks are
+    /// stopped and handed back as when the grace runs out.
+    pub stop_now: CancellationToken,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -106,6 +110,7 @@ impl WorkerConfig {
             health: None,
             stay_drained: false,
             mirror_limits: crate::mirror_cache::CacheLimits::default(),
+            stop_now: CancellationToken::new(),
         }
     }
 }
@@ -295,23 +300,27 @@ pub async fn run_worker(
             tracing::warn!("could not report draining to the server: {e}");
         }
     }
-    let finished_in_time = if server_asked {
-        tokio::select! {
-            _ = drain_wait(&mut tasks) => true,
-            _ = shutdown.cancelled() => false,
+    let grace = async {
+        if server_asked {
+            shutdown.cancelled().await
+        } else {
+            tokio::time::sleep(config.drain_grace).await
         }
-    } else {
-        tokio::time::timeout(config.drain_grace, drain_wait(&mut tasks))
-            .await
-            .is_ok()
+    };
+    let finished_in_time = tokio::select! {
+        _ = drain_wait(&mut tasks) => true,
+        _ = grace => false,
+        _ = config.stop_now.cancelled() => false,
     };
     if !finished_in_time {
-        let grace_exceeded = if server_asked {
+        let why = if config.stop_now.is_cancelled() {
+            "stopping now"
+        } else if server_asked {
             "shutdown requested"
         } else {
             "drain grace period over"
         };
-        tracing::warn!("{grace_exceeded}: canceling running tasks");
+        tracing::warn!("{why}: stopping running tasks and handing them back");
         shared.cancel_all(CancelCause::Shutdown);
         drain_wait(&mut tasks).await;
     }

@@ -121,8 +121,20 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         _ = shutdown_signal() => {}
         _ = pool.stopped() => {}
     }
-    eprintln!("{}", Style::stderr().dim("draining: finishing running tasks…"));
+    eprintln!(
+        "{}",
+        Style::stderr().dim(
+            "draining: finishing running tasks… (Ctrl-C again to stop them now; they go back to the queue)"
+        )
+    );
+    let now = pool.stop_now_token();
+    let second = tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("{}", Style::stderr().dim("stopping running tasks now"));
+        now.cancel();
+    });
     let r = pool.stop().await;
+    second.abort();
     config::clear_up_state(&settings.data_dir, pid);
     r.map(|()| ExitCode::Success)
 }

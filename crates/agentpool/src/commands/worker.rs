@@ -76,10 +76,14 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     let _stop_probe = probe_stop.drop_guard();
     let signal = {
         let stop = stop.clone();
+        let stop_now = cfg.stop_now.clone();
         tokio::spawn(async move {
             super::pool::shutdown_signal().await;
-            tracing::info!("signal received: draining");
+            tracing::info!("signal received: draining (a second one stops running tasks now)");
             stop.cancel();
+            super::pool::shutdown_signal().await;
+            tracing::info!("second signal received: stopping running tasks now");
+            stop_now.cancel();
         })
     };
     tracing::info!(server = %server, slots = args.concurrency, "worker starting");

@@ -186,12 +186,37 @@ impl Up {
     }
 
     /// Spawn a command that prints its `http://…` (or `https://…`) URL on stdout once it listens.
-    pub fn spawn(mut cmd: Command) -> Self {
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_with(cmd, false).0
+    }
+
+    /// Like [`Up::spawn`], with each line the process writes to stderr sent to the receiver.
+    pub fn spawn_watching_stderr(cmd: Command) -> (Self, std::sync::mpsc::Receiver<String>) {
+        let (up, lines) = Self::spawn_with(cmd, true);
+        (up, lines.expect("stderr is watched"))
+    }
+
+    fn spawn_with(mut cmd: Command, watch_stderr: bool) -> (Self, Option<std::sync::mpsc::Receiver<String>>) {
+        let stderr = if watch_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn agentpool");
+        let err_lines = child.stderr.take().map(|err| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    let _ = tx.send(line);
+                }
+            });
+            rx
+        });
         let out = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(out).lines();
         let url = loop {
@@ -212,7 +237,7 @@ impl Up {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child, url }
+        (Self { child, url }, err_lines)
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -232,7 +257,12 @@ impl Drop for Up {
 }
 
 pub fn terminate(child: &Child) {
+    signal(child, "TERM");
+}
+
+/// Send signal `name` (TERM, INT, …) to `child`.
+pub fn signal(child: &Child, name: &str) {
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{name}"), &child.id().to_string()])
         .status();
 }

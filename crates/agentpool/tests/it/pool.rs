@@ -6,7 +6,9 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::{Env, Up, json, stderr, stdout, submit_args};
+use std::time::{Duration, Instant};
+
+use crate::{Env, Up, json, signal, stderr, stdout, submit_args};
 
 /// A TCP proxy in front of `upstream` (`http://host:port`) that keeps every byte clients sent,
 /// so a test can count the HTTP requests a command made.
@@ -217,4 +219,61 @@ fn credentials_reach_only_the_tasks_that_name_them_and_never_their_logs() {
     ]);
     assert_eq!(without.status.code(), Some(0), "{}", stderr(&without));
     drop(up);
+}
+
+/// Ctrl-C drains `up`: running tasks get the drain grace (60 s) to finish. A second Ctrl-C
+/// stops them at once and hands them back to the queue: nobody canceled them, so the next
+/// pool runs them again.
+#[test]
+fn a_second_interrupt_stops_running_tasks_now_and_hands_them_back() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let mut cmd = env.cmd();
+    cmd.args(["up", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    let (mut up, lines) = Up::spawn_watching_stderr(cmd);
+    let o = env.run(&submit_args(
+        &up.url,
+        remote.to_str().unwrap(),
+        "exec sleep 600",
+        &["-o", "json"],
+    ));
+    let id = json(&o)["id"].as_str().unwrap().to_string();
+    let show = |url: &str| json(&env.run(&["--server", url, "-o", "json", "tasks", "show", &id]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while show(&up.url)["state"] != "running" {
+        assert!(Instant::now() < deadline, "the task never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    signal(&up.child, "INT");
+    let said = |what: &str| loop {
+        match lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains(what) => break line,
+            Ok(_) => {}
+            Err(_) => panic!("up never said {what:?}"),
+        }
+    };
+    assert!(said("draining").contains("Ctrl-C again"));
+    let interrupted = Instant::now();
+    signal(&up.child, "INT");
+    said("stopping running tasks now");
+    let status = up.child.wait().unwrap();
+    // Without the second Ctrl-C, `up` would wait out the whole 60 s grace.
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(45),
+        "{:?}",
+        interrupted.elapsed()
+    );
+    assert!(status.success(), "{status}");
+    // Exited and reaped: nothing left for its drop to stop.
+    std::mem::forget(up);
+
+    let again = Up::start(&env, 0);
+    let task = show(&again.url);
+    assert_eq!(task["state"], "queued", "{task:#}");
+    assert_eq!(task["error_class"], "INFRA_ERROR", "{task:#}");
+    assert_eq!(
+        task["attempts_detail"][0]["error_class"], "INFRA_ERROR",
+        "{task:#}"
+    );
 }

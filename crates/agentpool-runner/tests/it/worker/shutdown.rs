@@ -1,5 +1,6 @@
 //! Stopping work: cancel and timeout kill the whole process tree, shutdown and server drain
-//! wait for running tasks, concurrency caps what runs at once.
+//! wait for running tasks (and hand back those still running past the grace), concurrency
+//! caps what runs at once.
 
 use super::*;
 
@@ -68,8 +69,11 @@ async fn shutdown_lets_a_running_task_finish_within_the_grace_period() {
     assert_no_running(&env.store).await;
 }
 
+/// A worker stopped while a task still runs past the grace kills the task's processes and
+/// hands the task back: nobody canceled it, so it is retried (elsewhere, or here once the
+/// worker is back) as an infrastructure failure, like a task whose pod was evicted.
 #[tokio::test]
-async fn shutdown_cancels_tasks_still_running_after_the_grace_period() {
+async fn shutdown_stops_tasks_still_running_after_the_grace_period_and_hands_them_back() {
     let env = env().await;
     let task = enqueue_command(&env, GRANDCHILDREN).await;
     let mut cfg = config(&env, "w1", TOKEN);
@@ -77,9 +81,12 @@ async fn shutdown_cancels_tasks_still_running_after_the_grace_period() {
     let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
     let children = pids(&wait_log(&env.store, task.id, "ready").await);
     let summary = w.stop().await;
-    let done = env.store.get_task(task.id).await.unwrap().unwrap();
-    assert_eq!(done.task.state, TaskState::Canceled);
-    assert_eq!(summary.canceled, 1);
+    let back = env.store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!(back.task.state, TaskState::Queued, "{back:#?}");
+    assert_eq!(back.task.error_class, Some(ErrorClass::InfraError));
+    assert_eq!(back.attempts_detail.len(), 1);
+    assert_eq!(back.attempts_detail[0].error_class, Some(ErrorClass::InfraError));
+    assert_eq!((summary.canceled, summary.failed), (0, 1));
     assert_all_gone(&children, "drain");
     assert_no_running(&env.store).await;
 }
