@@ -27,8 +27,10 @@ pub enum ErrorClass {
     LeaseExpired,
     /// A dependency failed or was canceled, so this task cannot run.
     DependencyFailed,
-    /// The infrastructure running the attempt failed it (pod evicted or deleted, node lost,
-    /// quota refused the Job). Retried: another attempt may land elsewhere or later.
+    /// The infrastructure running the attempt failed it (worker stopped past its drain grace,
+    /// pod evicted or deleted, node lost, quota refused the Job). Not the task's fault: it is
+    /// handed back without using an attempt, like [`Self::WorkerError`] and within the same
+    /// bound; after that retried like any other failure.
     InfraError,
     /// The infrastructure cannot run the attempt as configured (image cannot be pulled,
     /// container config refused, admission refused, memory limit hit). Not retried.

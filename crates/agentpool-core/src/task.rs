@@ -61,14 +61,21 @@ pub enum Transition {
     CancelRequested,
 }
 
-/// How many times a task may be handed back by a broken worker (`WORKER_ERROR`) without the
-/// attempt counting. Bounded so that a task that breaks every worker still ends.
+/// How many times a task may be handed back without the attempt counting, by a broken worker
+/// (`WORKER_ERROR`) or by infrastructure that went away under it (`INFRA_ERROR`: a worker or
+/// pod stopped or evicted, a node lost) — neither the task's fault. Bounded so that a task
+/// that breaks every worker, or is evicted every time, still ends.
 pub const MAX_WORKER_RELEASES: u32 = 3;
 
-/// Whether a `WORKER_ERROR` failure releases the task without using an attempt, given how many
-/// such releases it already had.
+/// Whether a failure of `class` releases the task without using an attempt, given how many
+/// such releases (of either class) it already had.
 pub fn releases_free(class: ErrorClass, prior_releases: u32) -> bool {
-    class == ErrorClass::WorkerError && prior_releases < MAX_WORKER_RELEASES
+    is_release(class) && prior_releases < MAX_WORKER_RELEASES
+}
+
+/// The classes that may hand a task back without using an attempt ([`releases_free`]).
+pub fn is_release(class: ErrorClass) -> bool {
+    matches!(class, ErrorClass::WorkerError | ErrorClass::InfraError)
 }
 
 /// `queued → running`.

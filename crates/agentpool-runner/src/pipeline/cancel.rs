@@ -11,7 +11,7 @@ pub enum CancelCause {
     /// A user canceled the task: report `CANCELED`.
     User,
     /// The worker (or the pod running the attempt) is going away and the grace period ran
-    /// out: report `INFRA_ERROR`, so the task is retried.
+    /// out: report `INFRA_ERROR`, so the task is handed back to the queue.
     Shutdown,
     /// The lease is no longer ours: report nothing.
     LeaseLost,

@@ -46,7 +46,7 @@ pub struct WorkerConfig {
     /// How long one claim long-poll waits for work.
     pub claim_wait: Duration,
     /// On shutdown, how long running tasks may take before they are stopped and handed back
-    /// (`INFRA_ERROR`, retried).
+    /// (`INFRA_ERROR`, which gives the attempt back).
     pub drain_grace: Duration,
     /// How long reports (complete/fail/events) are retried while the server is unreachable.
     pub report_retry_for: Duration,

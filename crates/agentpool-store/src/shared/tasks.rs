@@ -202,11 +202,13 @@ macro_rules! task_queries {
                 return Err(StoreError::StaleLease(lease.task_id));
             };
             let h = held(&r)?;
-            // A broken worker (git or the agent could not be started) hands the task back
-            // without using an attempt, a bounded number of times.
-            let free_release = if failure.class == ErrorClass::WorkerError && !h.cancel_requested {
+            // A broken worker (git or the agent could not be started) or infrastructure that
+            // went away (worker stopped, pod evicted) hands the task back without using an
+            // attempt, a bounded number of times.
+            let free_release = if agentpool_core::task::is_release(failure.class) && !h.cancel_requested {
                 let prior: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM attempts WHERE task_id = $1 AND error_class = 'WORKER_ERROR'",
+                    "SELECT COUNT(*) FROM attempts WHERE task_id = $1 \
+                     AND error_class IN ('WORKER_ERROR', 'INFRA_ERROR')",
                 )
                 .bind(tid(h.id))
                 .fetch_one(&mut *conn)

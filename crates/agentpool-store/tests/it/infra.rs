@@ -1,5 +1,6 @@
-//! A broken worker (`WORKER_ERROR`): the task goes back to the queue without using an attempt,
-//! a bounded number of times; an unhealthy worker claims nothing and stays unhealthy.
+//! A broken worker (`WORKER_ERROR`) or infrastructure gone (`INFRA_ERROR`): the task goes back
+//! to the queue without using an attempt, a bounded number of times for both together; an
+//! unhealthy worker claims nothing and stays unhealthy.
 
 use agentpool_core::protocol::FailOutcome;
 use agentpool_core::task::MAX_WORKER_RELEASES;
@@ -11,6 +12,7 @@ use crate::harness::{Harness, cmd, failure};
 
 both!(
     worker_errors_release_the_task_without_using_attempts,
+    infrastructure_failures_share_the_bound_of_free_releases,
     an_unhealthy_worker_claims_nothing_until_it_registers_again,
 );
 
@@ -47,6 +49,39 @@ async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
         classes,
         vec![Some(ErrorClass::WorkerError); MAX_WORKER_RELEASES as usize + 1]
     );
+}
+
+async fn infrastructure_failures_share_the_bound_of_free_releases(h: Harness) {
+    let w = h.worker("evicted", &["command"], &[]).await;
+    let id = h.submit(cmd("true")).await;
+    let infra = || {
+        failure(
+            ErrorClass::InfraError,
+            "the worker was stopped before the task finished",
+        )
+    };
+    let classes = [infra(), worker_error(), infra()];
+    for f in classes.iter().cloned() {
+        let c = w.claim(1).await.remove(0);
+        assert_eq!(c.attempt, 1, "{:?} used no attempt", f.class);
+        w.fail(c.lease, f).await;
+        let t = h.store.get_task(id).await.unwrap().unwrap().task;
+        assert_eq!((t.state, t.attempts), (TaskState::Queued, 0));
+        assert!(t.run_after <= h.clock.now(), "released at once");
+    }
+    // The bound is shared: the next one counts, and waits out the backoff.
+    let c = w.claim(1).await.remove(0);
+    w.fail(c.lease, infra()).await;
+    let t = h.store.get_task(id).await.unwrap().unwrap().task;
+    assert_eq!((t.state, t.attempts), (TaskState::Queued, 1));
+    assert!(t.run_after > h.clock.now(), "retried after a backoff");
+    // A user's cancel still wins over a hand-back.
+    h.clock.advance(std::time::Duration::from_secs(3600));
+    let c = w.claim(1).await.remove(0);
+    h.store.cancel(id).await.unwrap();
+    w.fail(c.lease, infra()).await;
+    let t = h.store.get_task(id).await.unwrap().unwrap().task;
+    assert_eq!(t.state, TaskState::Canceled);
 }
 
 async fn an_unhealthy_worker_claims_nothing_until_it_registers_again(h: Harness) {

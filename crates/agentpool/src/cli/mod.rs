@@ -236,7 +236,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "AGENTPOOL_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Seconds running tasks may take to finish after SIGTERM before they are stopped and handed
-    /// back to the queue (INFRA_ERROR, retried)
+    /// back to the queue (INFRA_ERROR, without using an attempt); a second signal stops them now
     #[arg(long, default_value_t = 300)]
     pub drain_grace_secs: u64,
     /// Seconds between heartbeats, which extend the leases of running tasks (keep it well

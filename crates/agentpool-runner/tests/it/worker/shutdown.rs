@@ -84,6 +84,7 @@ async fn shutdown_stops_tasks_still_running_after_the_grace_period_and_hands_the
     let back = env.store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(back.task.state, TaskState::Queued, "{back:#?}");
     assert_eq!(back.task.error_class, Some(ErrorClass::InfraError));
+    assert_eq!(back.task.attempts, 0, "the attempt is given back");
     assert_eq!(back.attempts_detail.len(), 1);
     assert_eq!(back.attempts_detail[0].error_class, Some(ErrorClass::InfraError));
     assert_eq!((summary.canceled, summary.failed), (0, 1));
