@@ -13,15 +13,24 @@ macro_rules! manual_queries {
         type Db = $db;
         type Conn = <Db as sqlx::Database>::Connection;
 
-        /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
-        /// for its worker.
-        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
-            let sql = format!("SELECT {TASK_COLS}, has_dependents FROM tasks WHERE id = $1{FOR_UPDATE}");
-            let r = sqlx::query(&sql)
+        /// The task's row (its task columns and `extra` ones), locked until the transaction ends.
+        async fn locked_task(
+            conn: &mut Conn,
+            id: TaskId,
+            extra: &str,
+        ) -> Result<<Db as sqlx::Database>::Row> {
+            let sql = format!("SELECT {TASK_COLS}{extra} FROM tasks WHERE id = $1{FOR_UPDATE}");
+            sqlx::query(&sql)
                 .bind(tid(id))
                 .fetch_optional(&mut *conn)
                 .await?
-                .ok_or_else(|| StoreError::not_found("task", id))?;
+                .ok_or_else(|| StoreError::not_found("task", id))
+        }
+
+        /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
+        /// for its worker.
+        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
+            let r = locked_task(conn, id, ", has_dependents").await?;
             let t = task(&r)?;
             let has_dependents = r.flag("has_dependents")?;
             let mut log = LifecycleLog::default();
@@ -80,13 +89,7 @@ macro_rules! manual_queries {
         /// ones count on from them (a task that failed 3 of 3 runs attempt 4 of 6), so the
         /// history, the lifecycle events and a Job's attempt label do not start again at 1.
         async fn retry_one(conn: &mut Conn, id: TaskId, now: i64, default_max_attempts: u32) -> Result<Task> {
-            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1{FOR_UPDATE}");
-            let row = sqlx::query(&sql)
-                .bind(tid(id))
-                .fetch_optional(&mut *conn)
-                .await?
-                .ok_or_else(|| StoreError::not_found("task", id))?;
-            let t = task(&row)?;
+            let t = task(&locked_task(conn, id, "").await?)?;
             agentpool_core::task::retry(t.state)?;
             let budget = t.spec.max_attempts.unwrap_or(default_max_attempts).max(1);
             let max_attempts = i32::try_from(t.attempts.saturating_add(budget)).unwrap_or(i32::MAX);
