@@ -109,6 +109,9 @@ pub enum GitError {
     /// The remote refused our credentials (or wanted some and we had none).
     #[error("git {step}: authentication failed: {message}")]
     Auth { step: &'static str, message: String },
+    /// There is no repository at the URL (or none this remote admits to).
+    #[error("git {step}: the repository was not found: {message}")]
+    NotFound { step: &'static str, message: String },
     #[error("git {step} failed: {message}")]
     Failed { step: &'static str, message: String },
     #[error("git {step} was canceled")]
@@ -295,6 +298,11 @@ impl Git {
                 step: o.step,
                 message,
             }
+        } else if is_missing_repository(&stderr) {
+            GitError::NotFound {
+                step: o.step,
+                message,
+            }
         } else {
             GitError::Failed {
                 step: o.step,
@@ -319,6 +327,16 @@ pub struct RunOpts<'a> {
 }
 
 /// Whether git's stderr says the remote refused (or needed) credentials.
+/// Whether git's stderr says there is no repository at the URL: a local path that does not
+/// exist or is no repository, or a server answering "not found". Another attempt would find
+/// nothing either.
+pub fn is_missing_repository(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    (s.contains("fatal: repository '") && (s.contains("' not found") || s.contains("' does not exist")))
+        || s.contains("does not appear to be a git repository")
+        || s.contains("remote: repository not found")
+}
+
 pub fn is_auth_failure(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
     [
@@ -367,6 +385,24 @@ mod tests {
             "fatal: unable to access 'https://h/': The requested URL returned error: 403"
         ));
         assert!(!is_auth_failure("fatal: repository 'http://h/x.git/' not found"));
+        assert!(is_missing_repository(
+            "fatal: repository 'http://h/x.git/' not found"
+        ));
+        assert!(is_missing_repository(
+            "fatal: repository '/srv/nothing' does not exist"
+        ));
+        assert!(is_missing_repository(
+            "remote: Repository not found.\nfatal: repository 'https://github.com/o/r.git/' not found"
+        ));
+        assert!(is_missing_repository(
+            "fatal: '/tmp/x' does not appear to be a git repository\nfatal: Could not read from remote repository."
+        ));
+        assert!(!is_missing_repository(
+            "fatal: couldn't find remote ref refs/heads/nope"
+        ));
+        assert!(!is_missing_repository(
+            "fatal: unable to access 'https://h/': Could not resolve host: h"
+        ));
         assert!(!is_auth_failure(
             "error: failed to push some refs (non-fast-forward)"
         ));

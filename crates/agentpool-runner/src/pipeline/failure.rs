@@ -25,6 +25,8 @@ pub(super) fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
 pub(super) fn git_failure(e: GitError) -> Failed {
     match e {
         GitError::Auth { .. } => failed(ErrorClass::GitAuthFailed, e.to_string()),
+        // The task names a repository that is not there: no later attempt will find it.
+        GitError::NotFound { .. } => failed(ErrorClass::InvalidTask, e.to_string()),
         GitError::Canceled { .. } => failed(ErrorClass::Canceled, e.to_string()),
         GitError::Io(ref io) if agentpool_agents::is_spawn_failure(io) => {
             failed(ErrorClass::WorkerError, e.to_string())

@@ -255,3 +255,21 @@ fn files_named(dir: &std::path::Path, name: &str) -> (usize, Vec<std::path::Path
     }
     (walked, found)
 }
+
+/// A task naming a repository the git server does not have fails at once as `INVALID_TASK`:
+/// no later attempt would find it, so none is spent waiting out backoffs.
+#[tokio::test]
+async fn a_repository_that_is_not_there_fails_as_invalid_without_retries() {
+    let env = env().await;
+    let mut spec = TaskSpec::command(&env.server.url("no-such-repo"), "echo should-not-run");
+    spec.max_attempts = Some(3);
+    let task = env.store.enqueue(spec).await.unwrap().task;
+    let w = start_w1(&env).await;
+    let done = finished(&env.store, task.id).await;
+    w.stop().await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::InvalidTask), "{done:#?}");
+    assert_eq!(done.task.attempts, 1, "not retried");
+    let message = done.task.error_message.unwrap_or_default();
+    assert!(message.contains("the repository was not found"), "{message}");
+}
