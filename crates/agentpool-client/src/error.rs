@@ -105,16 +105,47 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The refused fields not already named in `message`, as ` (field message; …)`.
+/// The refused fields not already named in `message`, as ` (field: message; …)`. The server
+/// names a lone field in its message in the same `field: message` form, so it is not repeated.
 fn fields_suffix(fields: &[ValidationError], message: &str) -> String {
     let extra: Vec<String> = fields
         .iter()
-        .map(|f| format!("{} {}", f.field, f.message))
+        .map(ValidationError::to_string)
         .filter(|f| !message.contains(f.as_str()))
         .collect();
     if extra.is_empty() {
         String::new()
     } else {
         format!(" ({})", extra.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(message: &str, fields: &[(&str, &str)]) -> String {
+        Error::Rejected {
+            status: 422,
+            code: "validation_failed".into(),
+            message: message.into(),
+            fields: fields.iter().map(|(f, m)| ValidationError::new(*f, *m)).collect(),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_refused_field_is_named_once() {
+        assert_eq!(
+            refused("invalid field repo: not enabled", &[("repo", "not enabled")]),
+            "invalid field repo: not enabled"
+        );
+        assert_eq!(
+            refused(
+                "2 invalid fields",
+                &[("repo", "is empty"), ("prompt", "is empty")]
+            ),
+            "2 invalid fields (repo: is empty; prompt: is empty)"
+        );
     }
 }

@@ -47,6 +47,7 @@ mod dispatch;
 pub mod github;
 pub mod postgres;
 mod rows;
+mod schema;
 mod shared;
 pub mod sqlite;
 mod unavailable;
@@ -74,6 +75,9 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is not one this build can migrate (newer, or from another build).
+    #[error("{0}")]
+    Schema(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

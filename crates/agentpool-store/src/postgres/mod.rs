@@ -173,7 +173,10 @@ impl PgStore {
         let hot = pool_options()
             .connect_lazy_with(opts.clone().options([("plan_cache_mode", "force_generic_plan")]));
         let pool = pool_options().connect_with(opts).await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        crate::schema::POSTGRES
+            .run(&pool)
+            .await
+            .map_err(|e| crate::schema::error(&crate::schema::POSTGRES, e))?;
         let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;

@@ -91,7 +91,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
         let writer = pool::writer(opts.clone()).await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        crate::schema::SQLITE
+            .run(&writer)
+            .await
+            .map_err(|e| crate::schema::error(&crate::schema::SQLITE, e))?;
         let reader = pool::readers(opts).await?;
         Ok(Self {
             writer,
@@ -110,7 +113,10 @@ impl SqliteStore {
     pub async fn memory_with(config: StoreConfig) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
         let pool = pool::memory(opts).await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+        crate::schema::SQLITE
+            .run(&pool)
+            .await
+            .map_err(|e| crate::schema::error(&crate::schema::SQLITE, e))?;
         Ok(Self {
             writer: pool.clone(),
             reader: pool,

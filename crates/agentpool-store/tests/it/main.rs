@@ -17,4 +17,5 @@ mod locks;
 mod maintenance;
 mod queue;
 mod registry;
+mod schema;
 mod signal;
