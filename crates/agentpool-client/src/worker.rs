@@ -13,7 +13,7 @@ use reqwest::Method;
 
 use crate::{CALL_TIMEOUT, Client, Result, is_no_content};
 
-/// The longest a claim may wait for work; the server caps it there too.
+/// The longest a claim (or a heartbeat) may wait; the server caps it there too.
 const MAX_CLAIM_WAIT_SECS: u64 = 60;
 
 impl Client {
@@ -25,6 +25,25 @@ impl Client {
     pub async fn heartbeat(&self, worker: &WorkerId, req: &HeartbeatRequest) -> Result<HeartbeatReply> {
         self.call(Method::POST, &format!("/v1/workers/{worker}/heartbeat"), req)
             .await
+    }
+
+    /// A heartbeat whose answer may wait up to `wait` (at most a minute) while there is
+    /// nothing to tell, and comes at once when one of the worker's tasks is canceled or the
+    /// worker is asked to drain. The leases are extended when the beat arrives.
+    pub async fn heartbeat_waiting(
+        &self,
+        worker: &WorkerId,
+        req: &HeartbeatRequest,
+        wait: Duration,
+    ) -> Result<HeartbeatReply> {
+        let secs = wait.as_secs().min(MAX_CLAIM_WAIT_SECS);
+        let r = self
+            .req(Method::POST, &format!("/v1/workers/{worker}/heartbeat"))
+            .query(&[("wait", secs.to_string())])
+            .json(req)
+            .timeout(CALL_TIMEOUT + Duration::from_secs(secs));
+        let resp = self.send(r).await?;
+        self.read_json(resp).await
     }
 
     /// Claim up to `max` tasks, waiting up to `wait` (at most a minute) for work: a long poll.

@@ -22,6 +22,17 @@ pub use agentpool_core::protocol::ClaimedWork;
 pub trait WorkerApi: Send + Sync + 'static {
     async fn register(&self, reg: WorkerRegistration) -> Result<Worker, ApiError>;
     async fn heartbeat(&self, worker: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError>;
+    /// A heartbeat whose answer may wait up to `wait` until there is something to tell (a
+    /// cancel, a drain). The default answers at once, as an older server does: callers pace
+    /// their beats themselves.
+    async fn heartbeat_waiting(
+        &self,
+        worker: &WorkerId,
+        req: HeartbeatRequest,
+        _wait: Duration,
+    ) -> Result<HeartbeatReply, ApiError> {
+        self.heartbeat(worker, req).await
+    }
     /// Claim up to `max` tasks, waiting up to `wait` for one to come (long poll).
     async fn claim(&self, worker: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError>;
     async fn append_events(
@@ -45,6 +56,15 @@ impl WorkerApi for Client {
 
     async fn heartbeat(&self, worker: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
         Client::heartbeat(self, worker, &req).await
+    }
+
+    async fn heartbeat_waiting(
+        &self,
+        worker: &WorkerId,
+        req: HeartbeatRequest,
+        wait: Duration,
+    ) -> Result<HeartbeatReply, ApiError> {
+        Client::heartbeat_waiting(self, worker, &req, wait).await
     }
 
     async fn claim(&self, worker: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {

@@ -114,9 +114,12 @@ async fn heartbeat_loop(
     terminate: CancellationToken,
     stop: CancellationToken,
 ) {
+    // As the worker loop's beats: each may wait on the server for up to an interval, answered
+    // at once by a cancel, and the next goes out no sooner than an interval after it.
+    let mut next_at = tokio::time::Instant::now() + interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep_until(next_at) => {}
             _ = terminate.cancelled(), if cancel.cause().is_none() => {
                 tracing::warn!(task = %lease.task_id, "terminated: stopping the attempt");
                 cancel.cancel(CancelCause::Shutdown);
@@ -124,13 +127,29 @@ async fn heartbeat_loop(
             }
             _ = stop.cancelled() => return,
         }
+        next_at = tokio::time::Instant::now() + interval;
         let req = HeartbeatRequest {
             leases: vec![lease],
             status: Some(WorkerStatus::Busy),
             cache: None,
         };
-        match api.heartbeat(&worker, req).await {
-            Ok(reply) => {
+        // Once the attempt is being canceled there is nothing more to wait for.
+        let wait = if cancel.cause().is_none() {
+            interval
+        } else {
+            Duration::ZERO
+        };
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(interval * 2 + Duration::from_secs(1), api.heartbeat_waiting(&worker, req, wait)) => answer,
+            _ = terminate.cancelled(), if cancel.cause().is_none() => {
+                tracing::warn!(task = %lease.task_id, "terminated: stopping the attempt");
+                cancel.cancel(CancelCause::Shutdown);
+                continue;
+            }
+            _ = stop.cancelled() => return,
+        };
+        match answer {
+            Ok(Ok(reply)) => {
                 if reply.cancel.contains(&lease.task_id) {
                     tracing::info!(task = %lease.task_id, "cancel requested");
                     cancel.cancel(CancelCause::User);
@@ -142,7 +161,8 @@ async fn heartbeat_loop(
             }
             // Unreachable server or a forgotten worker: the lease is judged by its expiry alone;
             // keep running and try again at the next beat.
-            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            Ok(Err(e)) => tracing::warn!("heartbeat failed: {e}"),
+            Err(_) => tracing::warn!("heartbeat got no answer in time; sending another"),
         }
     }
 }

@@ -130,22 +130,24 @@ impl CacheMonitor {
     }
 }
 
-/// Send a heartbeat, with the cache's figures when they changed (and again without them when
-/// an older server refuses the field).
+/// Send a heartbeat whose answer may wait up to `wait` (see
+/// [`WorkerApi::heartbeat_waiting`]), with the cache's figures when they changed (and again
+/// without them when an older server refuses the field).
 pub async fn heartbeat(
     api: &dyn WorkerApi,
     id: &WorkerId,
     mut req: HeartbeatRequest,
     cache: Option<&CacheMonitor>,
+    wait: Duration,
 ) -> Result<HeartbeatReply, ApiError> {
     let Some(m) = cache else {
-        return api.heartbeat(id, req).await;
+        return api.heartbeat_waiting(id, req, wait).await;
     };
     // The size is a walk of every mirror: a beat waits for it only briefly, and goes without
     // the figures otherwise (the walk finishes on its own and the next beat carries them).
     req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send()).await.ok().flatten();
     let sent = req.cache;
-    let reply = match api.heartbeat(id, req.clone()).await {
+    let reply = match api.heartbeat_waiting(id, req.clone(), wait).await {
         // An older server refuses the unknown field: the same beat without it must pass.
         Err(
             e @ ApiError::Rejected {
@@ -153,7 +155,7 @@ pub async fn heartbeat(
             },
         ) if sent.is_some() => {
             req.cache = None;
-            let r = api.heartbeat(id, req).await;
+            let r = api.heartbeat_waiting(id, req, wait).await;
             if r.is_ok() {
                 tracing::info!("the server does not take mirror-cache figures ({e}); not sending them");
                 m.unsupported();

@@ -8,8 +8,8 @@ use agentpool_core::{ErrorClass, TaskResult, TaskState, WorkerStatus};
 use agentpool_store::Store;
 use prometheus::core::Collector;
 use prometheus::{
-    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -18,6 +18,7 @@ pub struct Metrics {
     workers: IntGaugeVec,
     claimed: IntCounterVec,
     handed_over: IntCounter,
+    waiting_beats: IntGauge,
     completed: IntCounterVec,
     failed: IntCounterVec,
     duration: HistogramVec,
@@ -65,6 +66,13 @@ impl Metrics {
                 "agentpool_tasks_handed_over_total",
                 "Tasks claimed by their submit for a waiting long poll (hand-over), counted in \
                  agentpool_tasks_claimed_total too",
+            ),
+        );
+        let waiting_beats = registered(
+            &registry,
+            IntGauge::new(
+                "agentpool_waiting_heartbeats",
+                "Worker heartbeats this server holds open until it has a cancel or a drain to tell",
             ),
         );
         let completed = registered(
@@ -135,6 +143,7 @@ impl Metrics {
             workers,
             claimed,
             handed_over,
+            waiting_beats,
             completed,
             failed,
             duration,
@@ -152,6 +161,12 @@ impl Metrics {
     /// `n` tasks reached a long poll by hand-over (each also counted by [`Self::claimed`]).
     pub fn handed_over(&self, n: usize) {
         self.handed_over.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// Count a heartbeat held open until the returned guard is dropped.
+    pub fn waiting_beat(&self) -> WaitingBeat {
+        self.waiting_beats.inc();
+        WaitingBeat(self.waiting_beats.clone())
     }
 
     pub fn completed(&self, agent: &str, took: Option<Duration>, result: &TaskResult) {
@@ -234,5 +249,14 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A heartbeat held open, counted in `agentpool_waiting_heartbeats` while it lives.
+pub struct WaitingBeat(IntGauge);
+
+impl Drop for WaitingBeat {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

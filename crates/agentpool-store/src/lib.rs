@@ -42,6 +42,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+mod bell;
 mod common;
 mod dispatch;
 pub mod github;
@@ -52,6 +53,7 @@ mod shared;
 pub mod sqlite;
 mod unavailable;
 
+pub use bell::WorkerBell;
 pub use dispatch::{ClaimWaiter, Wake};
 pub(crate) use dispatch::{HandOff, Reservation, Scope, Shape};
 pub use postgres::PgStore;
@@ -229,6 +231,8 @@ impl WorkListener {
 pub(crate) struct WorkSignal {
     tx: Arc<watch::Sender<u64>>,
     dispatch: dispatch::Dispatch,
+    /// Rung when a worker has something to be told (see [`WorkerBell`]).
+    pub(crate) bells: bell::Bells,
 }
 
 impl WorkSignal {
@@ -236,6 +240,7 @@ impl WorkSignal {
         Self {
             tx: Arc::new(watch::channel(0).0),
             dispatch: dispatch::Dispatch::default(),
+            bells: bell::Bells::default(),
         }
     }
 
@@ -474,6 +479,11 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     /// wakes one waiting claimer per class of claimers (same agents and labels) that could
     /// run it, not all of them. Create it *before* the claim that came back empty.
     fn claim_waiter(&self, filter: &ClaimFilter) -> ClaimWaiter;
+
+    /// Subscribe to the worker bell: rung after a cancel of a task a worker runs, or a drain
+    /// asked of a worker, is committed — here or on another replica. A waiting heartbeat uses
+    /// it to answer at once.
+    fn worker_bell(&self) -> WorkerBell;
 
     /// How many claimers of this store wait parked right now, ready to be handed a new task
     /// (see [`ClaimWaiter::wait`]).

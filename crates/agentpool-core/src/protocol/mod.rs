@@ -24,5 +24,5 @@ pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use worker::{
     AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
     CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,
-    HeartbeatReply, HeartbeatRequest, Secrets, WorkerList,
+    HeartbeatQuery, HeartbeatReply, HeartbeatRequest, Secrets, WorkerList,
 };

@@ -107,6 +107,19 @@ pub enum FailOutcome {
     Finished { state: crate::TaskState },
 }
 
+/// Query parameters of `POST /v1/workers/{id}/heartbeat`. A query parameter rather than a
+/// body field so that a newer worker's beat still passes on an older server, which refuses
+/// unknown body fields and ignores the query.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatQuery {
+    /// Seconds the answer may wait, up to 60, when there is nothing to tell yet: it comes as
+    /// soon as one of the worker's tasks is canceled or the worker is asked to drain. The
+    /// leases are extended when the beat arrives, whatever the wait.
+    pub wait: Option<u32>,
+}
+
 /// Query parameters of `POST /v1/workers/{id}/claim` (the body's fields work too).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]

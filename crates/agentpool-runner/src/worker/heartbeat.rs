@@ -30,34 +30,48 @@ pub(super) async fn heartbeat_loop(
     server_drain: CancellationToken,
     stop: CancellationToken,
 ) {
-    // A beat waits at most two intervals for its answer, then the next goes out at once. A
-    // call stuck on a dead keep-alive connection (a server restarted or a packet lost without
-    // a reset) would otherwise hold back every later beat for the client's 30 s limit, longer
-    // than a short lease lives. Dropping the call drops its connection; the next opens another.
-    let limit = (interval * 2).max(Duration::from_secs(1));
-    let mut again_now = false;
+    // Each beat asks the server to hold its answer for up to one interval while there is
+    // nothing to tell, and to answer at once when one of these tasks is canceled or the worker
+    // is asked to drain: a cancel reaches the task in moments, not at the next beat. Beats
+    // still go out once per interval (the leases are extended when one arrives): after an
+    // answer the next waits for the rest of the interval, which also paces an older server
+    // that answers at once, and a reply that keeps saying "cancel" while the task winds down.
+    //
+    // A new claim or a finished task starts a new beat at once (`beat_now`), since the server
+    // rings only for the leases a beat names. A beat waits at most one interval past its own
+    // wait for its answer: a call stuck on a dead keep-alive connection (a server restarted,
+    // a packet lost without a reset) is dropped with its connection, and the next goes out.
+    let limit = interval * 2 + Duration::from_secs(1);
+    let mut next_at: Option<tokio::time::Instant> = None;
     loop {
-        if again_now {
-            if stop.is_cancelled() {
-                return;
-            }
-        } else {
+        if let Some(at) = next_at.take() {
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep_until(at) => {}
                 _ = shared.beat_now.notified() => {}
                 _ = stop.cancelled() => return,
             }
         }
-        again_now = false;
+        if stop.is_cancelled() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
         let req = HeartbeatRequest {
             leases: shared.leases(),
             status: Some(shared.status()),
             cache: None,
         };
-        let beat = crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref());
-        let Ok(answer) = tokio::time::timeout(limit, beat).await else {
+        let beat =
+            crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref(), interval);
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(limit, beat) => answer,
+            // The leases or the status changed: the beat in flight names the old ones.
+            _ = shared.beat_now.notified() => continue,
+            _ = stop.cancelled() => return,
+        };
+        next_at = Some(started + interval);
+        let Ok(answer) = answer else {
             tracing::warn!("heartbeat got no answer within {limit:?}; sending another");
-            again_now = true;
+            next_at = None;
             continue;
         };
         match answer {

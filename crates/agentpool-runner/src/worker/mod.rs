@@ -27,7 +27,7 @@ mod task;
 
 use backoff::{Backoff, hostname};
 use heartbeat::{heartbeat_loop, register};
-use shared::{Running, Shared};
+use shared::Shared;
 use task::run_task;
 
 /// Everything a worker needs. Build with [`WorkerConfig::new`] and adjust fields.
@@ -261,13 +261,10 @@ pub async fn run_worker(
             Ok(works) => {
                 backoff.reset();
                 for work in works {
-                    let Some(permit) = permits.pop() else {
-                        // More than asked for: cannot happen with a correct server; run it
-                        // anyway rather than leave it leased and idle.
-                        tasks.spawn(run_task(shared.clone(), work, None));
-                        continue;
-                    };
-                    tasks.spawn(run_task(shared.clone(), work, Some(permit)));
+                    let cancel = shared.track(work.claimed.lease);
+                    // More than asked for cannot happen with a correct server; such a task runs
+                    // anyway (without a slot) rather than stay leased and idle.
+                    tasks.spawn(run_task(shared.clone(), work, cancel, permits.pop()));
                 }
                 shared.beat_now.notify_one();
             }

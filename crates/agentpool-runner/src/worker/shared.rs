@@ -33,6 +33,22 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Start holding `lease`: the heartbeats name it from now on. Done before the task's own
+    /// task is spawned, so the beat that a claim sets off already names it and a cancel for it
+    /// rings that beat.
+    pub(super) fn track(&self, lease: Lease) -> TaskCancel {
+        let cancel = TaskCancel::new();
+        self.lock_running().insert(
+            lease.task_id,
+            Running {
+                lease,
+                cancel: cancel.clone(),
+                reporting: false,
+            },
+        );
+        cancel
+    }
+
     pub(super) fn leases(&self) -> Vec<Lease> {
         self.lock_running().values().map(|r| r.lease).collect()
     }

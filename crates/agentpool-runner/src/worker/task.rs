@@ -3,23 +3,16 @@
 use super::*;
 use crate::attempt::AttemptOutcome;
 
-/// Run one claimed task and report its outcome; holds a slot until done.
+/// Run one claimed task and report its outcome; holds a slot until done. `cancel` is the one
+/// [`Shared::track`] registered the task's lease with.
 pub(super) async fn run_task(
     shared: Arc<Shared>,
     work: ClaimedWork,
+    cancel: TaskCancel,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let lease = work.claimed.lease;
     let task_id = lease.task_id;
-    let cancel = TaskCancel::new();
-    shared.lock_running().insert(
-        task_id,
-        Running {
-            lease,
-            cancel: cancel.clone(),
-            reporting: false,
-        },
-    );
     let redactor = Arc::new(shared.pipeline.redactor_for(&work));
     let lost_cancel = cancel.clone();
     let (buffer, flusher) = events::start(

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use agentpool_core::protocol::{
-    AppendEventsRequest, ClaimRequest, ClaimedTask, CompleteRequest, FailRequest, HeartbeatRequest,
+    AppendEventsRequest, ClaimRequest, ClaimedTask, CompleteRequest, FailRequest, HeartbeatQuery,
+    HeartbeatReply, HeartbeatRequest,
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
@@ -84,7 +85,7 @@ pub async fn register(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/heartbeat", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
+    params(("id" = String, Path, description = "Worker id"), HeartbeatQuery),
     request_body = crate::api::HeartbeatRequestSchema,
     responses((status = 200, body = crate::api::HeartbeatReplySchema),
         (status = 404, body = crate::error::ErrorBody)),
@@ -94,11 +95,21 @@ pub async fn heartbeat(
     State(state): State<AppState>,
     _auth: Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<HeartbeatQuery>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> ApiResult<Response> {
     if req.leases.len() > 10_000 {
         return Err(ApiError::invalid_field("leases", "at most 10000 leases"));
     }
+    let wait = q.wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(ApiError::invalid_field(
+            "wait",
+            format!("must be at most {MAX_WAIT_SECS} seconds"),
+        ));
+    }
+    // Taken before the beat reads the worker's state, so a cancel committed in between rings it.
+    let mut bell = (wait > 0).then(|| state.store().worker_bell());
     if req.status == Some(WorkerStatus::Unhealthy) {
         // Sticky until the worker registers again: heartbeats keep it unhealthy.
         state.store().mark_worker_unhealthy(&id).await?;
@@ -111,6 +122,31 @@ pub async fn heartbeat(
     // Sent only when the cache changed, so this write is rare.
     if let Some(cache) = &req.cache {
         state.store().report_worker_cache(&id, cache).await?;
+    }
+    let Some(bell) = bell.as_mut() else {
+        return Ok(Json(reply).into_response());
+    };
+    // Nothing to tell yet: wait for a cancel of one of these tasks or a drain of this worker,
+    // so it hears at once rather than at its next beat. A draining server answers now, so
+    // that it is not held up by a worker's wait.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(wait));
+    let _counted = state.inner.metrics.waiting_beat();
+    let mut reply = reply;
+    while reply == HeartbeatReply::default() && !state.is_draining() {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let rung = tokio::select! {
+            rung = bell.wait_for(&id, remaining) => rung,
+            _ = state.inner.drain_token.cancelled() => false,
+        };
+        if !rung {
+            break;
+        }
+        // Rung for this worker (perhaps for a task claimed after this beat was sent, which
+        // the next beat covers): read its state again.
+        reply = state
+            .store()
+            .heartbeat(&id, &req.leases, state.inner.lease_ttl)
+            .await?;
     }
     Ok(Json(reply).into_response())
 }

@@ -1,5 +1,6 @@
 //! Two server replicas on one PostgreSQL database, with plain-HTTP workers on both claiming
-//! and completing in loops: no task is ever claimed twice, and every task finishes.
+//! and completing in loops: no task is ever claimed twice, and every task finishes. A cancel
+//! made through one replica reaches a heartbeat waiting on the other.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -153,4 +154,25 @@ async fn replicas_share_work_signals_and_live_events() {
     let ended = tokio::time::timeout(Duration::from_secs(10), stream.collect::<Vec<_>>()).await;
     assert!(ended.is_ok(), "A's stream did not end after B completed the task");
     b.shutdown().await.expect("stop b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_replica_answers_a_heartbeat_waiting_on_the_other() {
+    let Some((a, b)) = two_replicas().await else {
+        return;
+    };
+    let base_b = format!("http://{}", b.addr);
+    let (sub, _, w, t, c) = crate::support::submit_and_claim(&a, "sleep 100").await;
+    let on_b = agentpool_client::Client::new(&base_b, Some(a.tokens.worker.clone())).expect("client");
+    let waiting = tokio::spawn(async move {
+        let req = agentpool_core::protocol::HeartbeatRequest {
+            leases: vec![c.lease],
+            ..Default::default()
+        };
+        on_b.heartbeat_waiting(&w.id, &req, Duration::from_secs(60)).await
+    });
+    crate::flows::leases::heartbeats_waiting(&base_b, 1).await;
+    sub.cancel(t.id).await.expect("cancel through a");
+    let reply = waiting.await.expect("join").expect("heartbeat on b");
+    assert_eq!(reply.cancel, vec![t.id]);
 }

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_core::TaskId;
+use agentpool_core::{TaskId, WorkerId};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -86,13 +86,23 @@ async fn retry_transient<T, F: Future<Output = Result<T>>>(mut op: impl FnMut() 
 
 /// The payload of a work NOTIFY: which store sent it (a store ignores its own: it woke its
 /// claimers in process already), how many tasks, and their shapes (absent: any). An empty or
-/// unreadable payload means one task of any shape.
+/// unreadable payload means one task of any shape. With `w`, it rings that worker's bell
+/// instead (and `n` is 0, so a replica that predates bells wakes nobody).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Note {
     o: u64,
     n: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     s: Option<Vec<Shape>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    w: Option<WorkerId>,
+}
+
+/// What a received NOTIFY asks of this store.
+#[derive(Debug, PartialEq)]
+enum Heard {
+    Work(Scope, u32),
+    Bell(WorkerId),
 }
 
 /// NOTIFY payloads are limited to 8000 bytes; beyond this many shapes, say "any".
@@ -104,7 +114,12 @@ impl Note {
             Scope::Shapes(v) if v.len() <= NOTE_MAX_SHAPES => Some(v.clone()),
             _ => None,
         };
-        let note = Note { o: origin, n, s };
+        let note = Note {
+            o: origin,
+            n,
+            s,
+            w: None,
+        };
         let text = serde_json::to_string(&note).unwrap_or_default();
         if text.len() < 7900 {
             text
@@ -113,12 +128,23 @@ impl Note {
         }
     }
 
-    /// What a received payload asks this store (`me`) to wake, if anything.
-    fn decode(payload: &str, me: u64) -> Option<(Scope, u32)> {
+    fn bell(origin: u64, worker: &WorkerId) -> String {
+        let note = Note {
+            o: origin,
+            n: 0,
+            s: None,
+            w: Some(worker.clone()),
+        };
+        serde_json::to_string(&note).unwrap_or_default()
+    }
+
+    /// What a received payload asks this store (`me`) to do, if anything.
+    fn decode(payload: &str, me: u64) -> Option<Heard> {
         match serde_json::from_str::<Note>(payload) {
             Ok(n) if n.o == me => None,
-            Ok(n) => Some((n.s.map_or(Scope::Any, Scope::Shapes), n.n)),
-            Err(_) => Some((Scope::Any, 1)),
+            Ok(Note { w: Some(w), .. }) => Some(Heard::Bell(w)),
+            Ok(n) => Some(Heard::Work(n.s.map_or(Scope::Any, Scope::Shapes), n.n)),
+            Err(_) => Some(Heard::Work(Scope::Any, 1)),
         }
     }
 }
@@ -189,11 +215,11 @@ impl PgStore {
         let task = tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    Ok(n) => {
-                        if let Some((scope, count)) = Note::decode(n.payload(), origin) {
-                            sig.notify_n(&scope, count);
-                        }
-                    }
+                    Ok(n) => match Note::decode(n.payload(), origin) {
+                        Some(Heard::Work(scope, count)) => sig.notify_n(&scope, count),
+                        Some(Heard::Bell(w)) => sig.bells.ring(&w),
+                        None => {}
+                    },
                     Err(e) => {
                         // Notifications sent while disconnected are lost: wake everyone so
                         // they look for themselves, then let recv() reconnect.
@@ -250,6 +276,19 @@ impl PgStore {
             .execute(conn)
             .await?;
         Ok(())
+    }
+
+    /// Ring `worker`'s bell on the other replicas. Best effort: a ring that does not arrive
+    /// only leaves the worker to hear the news at its next heartbeat.
+    async fn ring_others(&self, worker: &WorkerId) {
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.sql.channel)
+            .bind(Note::bell(self.origin, worker))
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, worker = %worker, "could not ring the worker on other replicas");
+        }
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Postgres>> {

@@ -7,6 +7,7 @@
 //!   claimable (a NOTIFY on PostgreSQL, delivered when the executor's transaction commits;
 //!   nothing on SQLite, whose signal is in process),
 //! - `wake_at(run_after)` — wake claimers when delayed tasks come due,
+//! - `ring_others(worker)` — ring a worker's bell on the other replicas (best effort),
 //! - the hot path: `enqueue_many`, `list`, `claim_in_order`, `beat`, `complete_many`,
 //!   `append`, and `purge_batch` (with its `PURGE_BATCH`).
 
@@ -45,6 +46,12 @@ macro_rules! store_impl {
                             .map(|e| common::ms(e.task.run_after)),
                     );
                 }
+            }
+
+            /// Ring `worker`'s bell here and on the other replicas, after the change committed.
+            async fn ring(&self, worker: &WorkerId) {
+                self.signal.bells.ring(worker);
+                self.ring_others(worker).await;
             }
 
             /// Rescue expired leases — or, with `of_worker`, every lease that worker holds — in
@@ -100,6 +107,9 @@ macro_rules! store_impl {
                 let mut tx = self.begin().await?;
                 let t = manual::cancel(&mut tx, id, self.now()).await?;
                 tx.commit().await?;
+                if let Some(w) = t.worker_id.as_ref().filter(|_| t.cancel_requested) {
+                    self.ring(w).await;
+                }
                 Ok(t)
             }
 
@@ -197,7 +207,9 @@ macro_rules! store_impl {
             }
 
             async fn drain_worker(&self, id: &WorkerId) -> Result<Worker> {
-                registry::drain_worker(&self.$w, &self.$r, id).await
+                let w = registry::drain_worker(&self.$w, &self.$r, id).await?;
+                self.ring(id).await;
+                Ok(w)
             }
 
             async fn report_worker_cache(&self, id: &WorkerId, cache: &CacheStats) -> Result<()> {
@@ -313,6 +325,10 @@ macro_rules! store_impl {
                     filter,
                     $crate::dispatch::Returner(std::sync::Arc::new(self.clone())),
                 )
+            }
+
+            fn worker_bell(&self) -> $crate::WorkerBell {
+                self.signal.bells.subscribe()
             }
 
             fn parked_claimers(&self) -> usize {

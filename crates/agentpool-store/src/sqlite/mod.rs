@@ -143,6 +143,9 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Nothing to do: there are no other replicas.
+    async fn ring_others(&self, _worker: &agentpool_core::WorkerId) {}
+
     /// Wake claimers now, and again when these run_after times come due.
     fn wake_at(&self, run_after: impl IntoIterator<Item = i64>) {
         self.signal

@@ -1,4 +1,4 @@
-//! Stopping work: cancel and timeout kill the whole process tree, shutdown and server drain
+//! Stopping work: cancel (heard at once) and timeout kill the whole process tree, shutdown and server drain
 //! wait for running tasks (and hand back those still running past the grace), concurrency
 //! caps what runs at once.
 
@@ -26,6 +26,23 @@ async fn cancel_of_a_running_task_kills_its_grandchildren_and_records_canceled()
     assert_eq!(done.task.state, TaskState::Canceled);
     assert_eq!(summary.canceled, 1);
     assert_all_gone(&children, "cancel");
+}
+
+/// The cancel reaches the task through the heartbeat the worker keeps waiting on the server,
+/// not at its next beat: the beats here are five minutes apart (each waiting at most a
+/// minute), so a cancel heard only at a beat would outlast the wait for the task to end.
+#[tokio::test]
+async fn cancel_reaches_a_running_task_without_waiting_for_the_next_heartbeat() {
+    let env = env().await;
+    let task = enqueue_command(&env, "echo ready; sleep 600").await;
+    let mut cfg = config(&env, "w1", TOKEN);
+    cfg.heartbeat_interval = Duration::from_secs(300);
+    let w = start(cfg, api(&env.store, Duration::from_secs(3600)).await);
+    wait_log(&env.store, task.id, "ready").await;
+    env.store.cancel(task.id).await.unwrap();
+    let done = finished(&env.store, task.id).await;
+    assert_eq!(done.task.state, TaskState::Canceled);
+    assert_eq!(w.stop().await.canceled, 1);
 }
 
 #[tokio::test]

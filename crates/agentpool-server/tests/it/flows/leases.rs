@@ -1,9 +1,9 @@
 //! Leases over the wire: a stale lease is refused with 409, and cancel reaches a running task
-//! through its heartbeat.
+//! through its heartbeat — at once when the heartbeat waits for news.
 
 use std::time::Duration;
 
-use agentpool_core::protocol::FailOutcome;
+use agentpool_core::protocol::{FailOutcome, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::{ErrorClass, NewEvent, TaskResult, TaskState};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
@@ -79,7 +79,74 @@ async fn cancel_reaches_a_running_task_through_heartbeat(backend: Backend) {
     );
 }
 
+/// Resolve once `base`'s metrics say `n` heartbeats are held open there.
+pub(crate) async fn heartbeats_waiting(base: &str, n: u32) {
+    let needle = format!("agentpool_waiting_heartbeats {n}\n");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = reqwest::get(format!("{base}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        if m.contains(&needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never {n} waiting heartbeats:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A heartbeat that may wait a minute is answered as soon as its task is canceled (and then
+/// as soon as its worker is asked to drain), with the news in it; a quiet one ends empty when
+/// its wait is over. Were the wait not cut short, each answer would come a minute later and
+/// without the news.
+async fn a_waiting_heartbeat_is_answered_at_once_by_a_cancel_or_a_drain(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (sub, wrk, w, t, c) = submit_and_claim(&app, "sleep 100").await;
+    let beat = |leases| {
+        let (wrk, id) = (wrk.clone(), w.id.clone());
+        tokio::spawn(async move {
+            let req = HeartbeatRequest {
+                leases,
+                ..HeartbeatRequest::default()
+            };
+            wrk.heartbeat_waiting(&id, &req, Duration::from_secs(60))
+                .await
+                .expect("heartbeat")
+        })
+    };
+    let waiting = beat(vec![c.lease]);
+    heartbeats_waiting(&app.base, 1).await;
+    sub.cancel(t.id).await.expect("cancel");
+    assert_eq!(waiting.await.expect("join").cancel, vec![t.id]);
+    heartbeats_waiting(&app.base, 0).await;
+
+    fail(&wrk, &w.id, &c, ErrorClass::Canceled, "canceled by user")
+        .await
+        .expect("report canceled");
+    let waiting = beat(Vec::new());
+    heartbeats_waiting(&app.base, 1).await;
+    wrk.drain_worker(&w.id).await.expect("drain");
+    let reply = waiting.await.expect("join");
+    assert!(reply.drain && reply.cancel.is_empty(), "{reply:?}");
+
+    let other = register(&wrk).await;
+    let quiet = wrk
+        .heartbeat_waiting(&other.id, &HeartbeatRequest::default(), Duration::from_secs(1))
+        .await
+        .expect("quiet heartbeat");
+    assert_eq!(quiet, HeartbeatReply::default());
+}
+
 crate::both_backends!(
     stale_lease_is_refused_with_409,
     cancel_reaches_a_running_task_through_heartbeat,
+    a_waiting_heartbeat_is_answered_at_once_by_a_cancel_or_a_drain,
 );

@@ -2,5 +2,5 @@
 //! stale-lease 409, cancel reaching a running task, SSE resume, and the long poll.
 
 mod endpoints;
-mod leases;
+pub(crate) mod leases;
 mod streams;
