@@ -41,10 +41,19 @@ pub struct UnknownState(pub String);
 
 /// A transition that the state machine refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot {action} a task that is {from}")]
+#[error("cannot {action} a task that {}", where_it_is(*.from))]
 pub struct InvalidTransition {
     pub from: TaskState,
     pub action: &'static str,
+}
+
+/// "is running", "already succeeded": where a task is, in the words of the refusal.
+fn where_it_is(state: TaskState) -> String {
+    if state.is_finished() {
+        format!("already {state}")
+    } else {
+        format!("is {state}")
+    }
 }
 
 /// What a transition decided, for the store to persist.
@@ -307,6 +316,18 @@ mod tests {
             Just(Op::Cancel),
             Just(Op::Retry),
         ]
+    }
+
+    #[test]
+    fn a_refused_transition_says_where_the_task_is() {
+        assert_eq!(
+            cancel(TaskState::Succeeded).unwrap_err().to_string(),
+            "cannot cancel a task that already succeeded"
+        );
+        assert_eq!(
+            retry(TaskState::Running).unwrap_err().to_string(),
+            "cannot retry a task that is running"
+        );
     }
 
     proptest! {

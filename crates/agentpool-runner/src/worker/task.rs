@@ -60,6 +60,10 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report) {
             pushed = r.pushed,
             "task succeeded"
         ),
+        Report::Fail {
+            class: ErrorClass::Canceled,
+            ..
+        } => tracing::info!(%task, attempt, %took, "task canceled"),
         Report::Fail { class, message, .. } => {
             tracing::info!(%task, attempt, %took, %class, error = ?message, "task failed")
         }

@@ -121,7 +121,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
             let err = Style::stderr();
             eprintln!(
                 "{} {} {}",
-                err.dim("submitted"),
+                err.dim("submitted, now"),
                 err.state(task.state),
                 err.dim(&format!("— follow it with `agentpool tasks logs -f {}`", task.id))
             );
