@@ -58,18 +58,32 @@ pub struct Trigger {
     pub follow_up: Option<OpenedPr>,
 }
 
-/// Why nothing was started (answered to GitHub and logged, never stored).
+/// What an event asks for: a task to start, the unfinished tasks of an issue or pull request
+/// to stop, or nothing (with why: answered to GitHub and logged, never stored).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Start(Box<Trigger>),
+    /// Cancel the queued and running tasks started from issue or pull request `number` (or
+    /// working on that pull request): it was closed, its label removed, or a `/agentpool
+    /// cancel` command asked.
+    Stop {
+        number: u64,
+        reason: &'static str,
+    },
     Ignore(&'static str),
 }
+
+/// The words that, alone after the command (`/agentpool cancel`), stop work instead of
+/// starting it.
+const STOP_WORDS: [&str; 2] = ["cancel", "stop"];
 
 /// The pull request a follow-up event is about, when the event can be one: the caller looks
 /// it up and passes what it finds to [`decide`].
 pub fn pull_request_of(event: &str, env: &Envelope) -> Option<u64> {
     match event {
-        "pull_request_review" | "pull_request_review_comment" => env.pull_request.as_ref().map(|p| p.number),
+        "pull_request" | "pull_request_review" | "pull_request_review_comment" => {
+            env.pull_request.as_ref().map(|p| p.number)
+        }
         "issue_comment" => env
             .issue
             .as_ref()
@@ -118,12 +132,36 @@ pub fn decide(
     vars.insert("repository", repository.clone());
     let action = env.action.as_deref().unwrap_or("");
     match event {
+        "issues" if action == "closed" => match &env.issue {
+            Some(issue) => Decision::Stop {
+                number: issue.number,
+                reason: "the issue was closed",
+            },
+            None => Decision::Ignore("no issue in the event"),
+        },
+        "pull_request" => match (&env.pull_request, action, opened) {
+            (Some(pr), "closed", Some(_)) => Decision::Stop {
+                number: pr.number,
+                reason: "the pull request was closed",
+            },
+            (Some(_), "closed", None) => Decision::Ignore("not a pull request agentpool opened"),
+            _ => Decision::Ignore("only a closed pull request stops work"),
+        },
         "issues" => {
             let (Some(issue), Some(label)) = (&env.issue, &env.label) else {
                 return Decision::Ignore("not an issue label event");
             };
-            if action != "labeled" || label.name != settings.label() {
+            if label.name != settings.label() {
                 return Decision::Ignore("not the configured label");
+            }
+            if action == "unlabeled" {
+                return Decision::Stop {
+                    number: issue.number,
+                    reason: "the label was removed",
+                };
+            }
+            if action != "labeled" {
+                return Decision::Ignore("not a label added or removed");
             }
             issue_vars(&mut vars, issue, "");
             let prompt = render(settings.prompt_template.as_deref(), DEFAULT_PROMPT, &vars);
@@ -157,6 +195,12 @@ pub fn decide(
             };
             if !settings.allows(&comment.author_association) {
                 return Decision::Ignore("the commenter is not allowed to command agentpool");
+            }
+            if STOP_WORDS.iter().any(|w| request.eq_ignore_ascii_case(w)) {
+                return Decision::Stop {
+                    number: issue.number,
+                    reason: "a cancel command",
+                };
             }
             issue_vars(&mut vars, issue, &request);
             let (template, default) = match &opened {

@@ -192,7 +192,7 @@ impl AppState {
 /// action).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TaskChange {
-    /// Cancel a queued or running task (a running one stops at its worker's next heartbeat).
+    /// Cancel a queued or running task (a running one through its worker's waiting heartbeat).
     Cancel,
     /// Queue a failed or canceled task again.
     Retry,

@@ -70,6 +70,10 @@ pub trait GithubStore {
     /// The pull request `number` of `repository`, if a task of agentpool's opened it or
     /// worked on it.
     async fn github_pr_tasks(&self, repository: &str, number: u64) -> Result<Option<PrTasks>>;
+    /// The tasks started from issue or pull request `number` of `repository` (or working on
+    /// that pull request) that are still queued or running and not being canceled, oldest
+    /// first: what closing it stops.
+    async fn github_unfinished_tasks(&self, repository: &str, number: u64) -> Result<Vec<TaskId>>;
     /// The status comment an earlier task made on issue or pull request `number`, to update
     /// instead of adding another.
     async fn github_comment_for(&self, repository: &str, number: u64) -> Result<Option<u64>>;

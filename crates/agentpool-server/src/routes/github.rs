@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use agentpool_core::TaskSpec;
+use agentpool_core::{TaskId, TaskSpec};
 use agentpool_github::payload::{Envelope, RepositoryOnly};
 use agentpool_github::{Decision, OpenedPr, signature, trigger};
 use agentpool_store::StoreError;
@@ -20,12 +20,12 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
 use crate::github::{SecretError, credential, projects_for};
 use crate::routes::tasks::prepare_spec;
-use crate::state::AppState;
+use crate::state::{AppState, TaskChange};
 
 /// The answer to a delivery GitHub shows in its "Recent deliveries".
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WebhookReply {
-    /// `queued`, `duplicate`, `ignored` or `pong`.
+    /// `queued`, `canceled`, `duplicate`, `ignored` or `pong`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -34,6 +34,9 @@ pub struct WebhookReply {
     /// Whether this delivery created the task (false: the event had already made it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,
+    /// `canceled`: the tasks this event stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canceled: Option<Vec<String>>,
 }
 
 impl WebhookReply {
@@ -43,6 +46,7 @@ impl WebhookReply {
             reason: reason.map(str::to_string),
             task_id: None,
             created: None,
+            canceled: None,
         }
     }
 }
@@ -59,7 +63,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         ("X-GitHub-Delivery" = String, Header, description = "The delivery's unique id"),
         ("X-Hub-Signature-256" = String, Header, description = "sha256=HMAC of the body under the webhook secret"),
     ),
-    responses((status = 200, description = "Handled: ignored, a duplicate delivery, or a ping", body = WebhookReply),
+    responses((status = 200, description = "Handled: tasks canceled (the issue or pull request was closed, its label removed, or `/agentpool cancel`), ignored, a duplicate delivery, or a ping", body = WebhookReply),
         (status = 202, description = "A task was queued (or had already been, for this event)", body = WebhookReply),
         (status = 401, description = "The signature matches no project wired to this repository; nothing was stored", body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)),
@@ -156,6 +160,26 @@ pub async fn webhook(
             )
                 .into_response());
         }
+        Decision::Stop { number, reason } => {
+            let stopped = stop_tasks(&state, &repository, number).await?;
+            state.store().github_record_delivery(&delivery, &event).await?;
+            if stopped.is_empty() {
+                return Ok((
+                    StatusCode::OK,
+                    Json(WebhookReply::status(
+                        "ignored",
+                        Some("no unfinished task to stop"),
+                    )),
+                )
+                    .into_response());
+            }
+            // The status comments say `canceled` once the tasks end.
+            state.wake_github();
+            tracing::info!(%event, %delivery, number, reason, tasks = stopped.len(), "webhook event canceled tasks");
+            let mut reply = WebhookReply::status("canceled", Some(reason));
+            reply.canceled = Some(stopped.iter().map(TaskId::to_string).collect());
+            return Ok((StatusCode::OK, Json(reply)).into_response());
+        }
         Decision::Start(t) => t,
     };
 
@@ -201,9 +225,24 @@ pub async fn webhook(
             reason: None,
             task_id: Some(out.task.id.to_string()),
             created: Some(out.created),
+            canceled: None,
         }),
     )
         .into_response())
+}
+
+/// Cancel the unfinished tasks of issue or pull request `number`: queued ones at once, running
+/// ones through their workers. A task that finished meanwhile is passed over.
+async fn stop_tasks(state: &AppState, repository: &str, number: u64) -> ApiResult<Vec<TaskId>> {
+    let mut stopped = Vec::new();
+    for id in state.store().github_unfinished_tasks(repository, number).await? {
+        match state.change_task(id, TaskChange::Cancel).await {
+            Ok(_) => stopped.push(id),
+            Err(StoreError::Transition(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(stopped)
 }
 
 const REVIEW_READ_TIMEOUT: Duration = Duration::from_secs(5);

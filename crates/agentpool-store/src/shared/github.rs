@@ -197,6 +197,34 @@ macro_rules! github_store {
                 }))
             }
 
+            async fn github_unfinished_tasks(&self, repository: &str, number: u64) -> Result<Vec<TaskId>> {
+                let number = i64::try_from(number).unwrap_or(i64::MAX);
+                let links = sqlx::query(
+                    "SELECT task_id FROM github_links WHERE repository = $1 \
+                     AND (number = $2 OR pr_number = $2) ORDER BY created_at",
+                )
+                .bind(repository)
+                .bind(number)
+                .fetch_all(&self.$r)
+                .await?;
+                // A handful per issue; looked up one by one since the link keeps the id as text.
+                let mut out = Vec::new();
+                for l in &links {
+                    let id = link_task(l)?;
+                    let live: Option<bool> = sqlx::query_scalar(
+                        "SELECT TRUE FROM tasks WHERE id = $1 AND state IN ('queued', 'running') \
+                         AND NOT cancel_requested",
+                    )
+                    .bind(tid(id))
+                    .fetch_optional(&self.$r)
+                    .await?;
+                    if live.is_some() {
+                        out.push(id);
+                    }
+                }
+                Ok(out)
+            }
+
             async fn github_comment_for(&self, repository: &str, number: u64) -> Result<Option<u64>> {
                 let id: Option<Option<i64>> = sqlx::query_scalar(
                     "SELECT comment_id FROM github_links WHERE repository = $1 AND number = $2 \

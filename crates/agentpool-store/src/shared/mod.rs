@@ -61,6 +61,7 @@ macro_rules! backend {
 
         /// GitHub bookkeeping (the shared SQL of `shared::github`).
         mod github {
+            use super::tid;
             $crate::shared::github::github_store!($db, super::$store, $w, $r);
         }
     };

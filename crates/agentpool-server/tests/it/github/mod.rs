@@ -1,9 +1,11 @@
 //! The GitHub integration: webhook deliveries of GitHub's own example payloads, signed as
 //! GitHub signs them ([`webhook`]), and every REST call agentpool makes validated against
-//! GitHub's own API description ([`rest`]), GitHub App tokens ([`app`]).
+//! GitHub's own API description ([`rest`]), GitHub App tokens ([`app`]), and the events that
+//! stop work ([`stop`]).
 
 mod app;
 mod rest;
+mod stop;
 mod webhook;
 
 use agentpool_core::TaskId;
