@@ -44,6 +44,32 @@ pub enum WaitReason {
     },
     /// Nothing holds it back: it waits for a free worker with its agent and labels.
     NoWorker,
+    /// No worker that could claim it is registered: none online (and not draining) offers
+    /// its agent with all its labels. It waits for one to register or come back.
+    NoWorkerCanRun {
+        /// The agent it needs (`command` for a command task).
+        agent: Option<String>,
+        #[serde(default, skip_serializing_if = "crate::Labels::is_empty")]
+        labels: crate::Labels,
+    },
+}
+
+impl WaitReason {
+    /// What a worker must offer to run the task of a [`WaitReason::NoWorkerCanRun`], in words:
+    /// "agent claude-code with labels gpu=yes".
+    pub fn needs(agent: Option<&str>, labels: &crate::Labels) -> String {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        match (agent, labels.is_empty()) {
+            (Some(a), true) => format!("agent {a}"),
+            (Some(a), false) => format!("agent {a} with labels {labels}"),
+            (None, false) => format!("labels {labels}"),
+            (None, true) => "any agent".into(),
+        }
+    }
 }
 
 /// A task with its attempts and, while queued, why it waits (`GET /v1/tasks/{id}`).

@@ -255,6 +255,9 @@ fn queue(d: &OverviewData) -> String {
                             format!("project {project} spent its daily budget")
                         }
                         WaitReason::NoWorker => "no free worker with its agent and labels".to_string(),
+                        WaitReason::NoWorkerCanRun { agent, labels } => {
+                            format!("no worker online offers {}", WaitReason::needs(agent.as_deref(), labels))
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join("; ")

@@ -92,7 +92,29 @@ macro_rules! store_impl {
             }
 
             async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
-                tasks::get_task(&self.$r, id, self.now()).await
+                let Some(mut d) = tasks::get_task(&self.$r, id, self.now()).await? else {
+                    return Ok(None);
+                };
+                // Nothing holds it back but the workers: say so when none could run it at all
+                // (a mistyped agent, a label no worker carries), not only that none is free.
+                if d.waiting == [$crate::WaitReason::NoWorker] {
+                    let agent = d.task.spec.required_agent().map(str::to_string);
+                    let labels = &d.task.spec.labels;
+                    let capable = registry::list_workers(&self.$r).await?.iter().any(|w| {
+                        matches!(
+                            w.status,
+                            agentpool_core::WorkerStatus::Idle | agentpool_core::WorkerStatus::Busy
+                        ) && agent.as_ref().is_none_or(|a| w.agent_names().contains(a))
+                            && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+                    });
+                    if !capable {
+                        d.waiting = vec![$crate::WaitReason::NoWorkerCanRun {
+                            agent,
+                            labels: labels.clone(),
+                        }];
+                    }
+                }
+                Ok(Some(d))
             }
 
             async fn list_tasks(&self, f: &TaskFilter) -> Result<Vec<Task>> {

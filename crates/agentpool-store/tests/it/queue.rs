@@ -153,9 +153,41 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     assert_eq!(ids(&claude.claim(10).await), vec![any_agent]);
     let got: HashSet<_> = ids(&gpu.claim(10).await).into_iter().collect();
     assert_eq!(got, HashSet::from([codex_task, gpu_task]));
-    let d = h.store.get_task(cmd_task).await.unwrap().unwrap();
-    assert_eq!(d.task.state, TaskState::Queued);
-    assert_eq!(d.waiting, vec![agentpool_store::WaitReason::NoWorker]);
+    // No worker offers `command`: the task says why it waits.
+    let waiting = async |id| h.store.get_task(id).await.unwrap().unwrap().waiting;
+    assert_eq!(
+        waiting(cmd_task).await,
+        vec![agentpool_store::WaitReason::NoWorkerCanRun {
+            agent: Some("command".into()),
+            labels: Default::default()
+        }]
+    );
+    // One that does, busy or not: it waits for that worker to be free.
+    h.worker("runner", &["command"], &[("zone", "b")]).await;
+    assert_eq!(
+        waiting(cmd_task).await,
+        vec![agentpool_store::WaitReason::NoWorker]
+    );
+    // A label no worker online carries.
+    let far = h
+        .submit(TaskSpec {
+            labels: crate::harness::labels(&[("zone", "c")]),
+            ..cmd("true")
+        })
+        .await;
+    let far_waits = agentpool_store::WaitReason::NoWorkerCanRun {
+        agent: Some("command".into()),
+        labels: crate::harness::labels(&[("zone", "c")]),
+    };
+    assert_eq!(waiting(far).await, vec![far_waits.clone()]);
+    assert_eq!(
+        agentpool_store::WaitReason::needs(Some("command"), &crate::harness::labels(&[("zone", "c")])),
+        "agent command with labels zone=c"
+    );
+    // A worker with the label that is draining cannot take it either.
+    let c = h.worker("zone-c", &["command"], &[("zone", "c")]).await;
+    h.store.drain_worker(&c.id).await.unwrap();
+    assert_eq!(waiting(far).await, vec![far_waits]);
 }
 
 async fn draining_worker_claims_nothing(h: Harness) {

@@ -100,8 +100,8 @@ async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backen
     assert!(r.text.contains("(no project)"), "queue depth by project");
     assert!(r.text.contains(r#"<p id="oldest">"#) && r.text.contains(&first.to_string()));
     assert!(
-        r.text.contains("no free worker"),
-        "why the oldest waits: {}",
+        r.text.contains("no worker online offers agent command"),
+        "why the oldest waits (no worker is registered): {}",
         r.text
     );
     assert!(r.text.contains(r#"<svg class="chart""#));
