@@ -152,7 +152,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
             let out = client.create_and_build(&req).await?;
             if a.wait {
                 let view =
-                    crate::commands::tasks::wait_for(&client, out.build.task.id, settings.json(), false)
+                    crate::commands::follow::wait_for(&client, out.build.task.id, settings.json(), false)
                         .await?;
                 return crate::commands::tasks::finish(settings, &view);
             }

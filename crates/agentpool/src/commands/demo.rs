@@ -15,7 +15,7 @@ use agentpool_core::{Task, TaskId, TaskSpec, TaskState};
 use agentpool_scripted_model::{ModelServer, Script, Step};
 use anyhow::Context;
 
-use super::tasks::follow;
+use super::follow::follow;
 use crate::cli::DemoArgs;
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};

@@ -2,6 +2,7 @@
 
 mod admin;
 mod demo;
+mod follow;
 pub mod launcher;
 pub mod operator;
 pub mod pool;

@@ -115,8 +115,39 @@ fn a_task_canceled_while_waited_on_exits_3() {
     let first = lines.next().expect("a line naming the task").unwrap();
     let id = first.split_whitespace().last().unwrap().to_string();
     pool.cancel(&id);
-    let status = waiting.wait().unwrap();
-    assert_eq!(status.code(), Some(3));
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // It said why the task waited: no worker could take it, not merely none was free.
+    assert!(
+        stderr(&out).contains("waiting: no worker online offers agent command with labels pool=nowhere yet"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A transient pool is all the workers there are: a task none of them can run fails at once
+/// instead of waiting forever.
+#[test]
+fn a_transient_run_no_worker_can_take_fails_at_once() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let o = env.run(&[
+        "run",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "true",
+        "--label",
+        "gpu=yes",
+    ]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains(
+            "the transient pool cannot run it: none of its workers offers agent command with labels gpu=yes"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

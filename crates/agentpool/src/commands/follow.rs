@@ -1,0 +1,169 @@
+//! Following a task to its end: its events as they come (SSE, or pages when the server has no
+//! stream), a live status line on a terminal, and the finished task.
+
+use std::time::{Duration, Instant};
+
+use agentpool_client::Client;
+use agentpool_core::protocol::TaskDetail;
+use agentpool_core::{TaskId, TaskState};
+use futures::StreamExt;
+
+use crate::output::{self, StatusLine, Style};
+
+/// Wait until the task finishes, showing its events (when `show_events` and not JSON) and a
+/// live status line on a terminal. Returns the finished task.
+pub async fn wait_for(
+    client: &Client,
+    id: TaskId,
+    json: bool,
+    show_events: bool,
+) -> anyhow::Result<TaskDetail> {
+    let style = Style::stdout();
+    let mut status = StatusLine::new(!json);
+    let sink = |line: Option<String>, status: &mut StatusLine| {
+        if let Some(l) = line
+            && show_events
+            && !json
+        {
+            status.println(&l);
+        }
+    };
+    follow(client, id, &mut status, |ev, st| {
+        sink(output::render_event(&style, ev), st)
+    })
+    .await
+}
+
+/// Follow a task's events live until its terminal event: SSE when the server offers it, paged
+/// reads otherwise. Every event is passed to `on_event` exactly once, in order. The status line
+/// is drawn from the lifecycle events; the task itself is read once, at the end, for its result.
+pub async fn follow(
+    client: &Client,
+    id: TaskId,
+    status: &mut StatusLine,
+    mut on_event: impl FnMut(&agentpool_core::Event, &mut StatusLine),
+) -> anyhow::Result<TaskDetail> {
+    let started = Instant::now();
+    let mut after: i64 = 0;
+    let mut progress = Progress::default();
+    let mut sse_ok = true;
+    loop {
+        if progress.finished {
+            status.clear();
+            return Ok(client.get_task(id).await?);
+        }
+        let stream = if sse_ok {
+            match client.stream_events(id, after).await {
+                Ok(s) => Some(s),
+                Err(agentpool_client::Error::NotFound(_)) if client.get_task(id).await.is_ok() => {
+                    tracing::debug!("no SSE endpoint; reading event pages");
+                    sse_ok = false;
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            None
+        };
+        let mut ticker = tokio::time::interval(Duration::from_millis(120));
+        let mut ticks: u32 = 0;
+        let mut stream = stream.map(Box::pin);
+        loop {
+            tokio::select! {
+                next = async { match stream.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } } => {
+                    match next {
+                        Some(Ok(ev)) => {
+                            if ev.seq <= after { continue; }
+                            after = ev.seq;
+                            progress.apply(&ev);
+                            on_event(&ev, status);
+                        }
+                        // The server ends the stream after the terminal event; otherwise it
+                        // broke: reconnect from the last event seen.
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "event stream interrupted");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                _ = ticker.tick() => {
+                    ticks += 1;
+                    status.set(progress.text(id, started.elapsed()));
+                    status.tick();
+                    if !sse_ok && ticks.is_multiple_of(16) {
+                        for ev in client.events(id, after, 500).await?.events {
+                            after = after.max(ev.seq);
+                            progress.apply(&ev);
+                            on_event(&ev, status);
+                        }
+                        if progress.finished { break; }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a followed task stands, as its lifecycle events tell it.
+#[derive(Debug, Default)]
+struct Progress {
+    state: Option<TaskState>,
+    attempt: u32,
+    worker: Option<agentpool_core::WorkerId>,
+    retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last event seen ended the task.
+    finished: bool,
+}
+
+impl Progress {
+    fn apply(&mut self, ev: &agentpool_core::Event) {
+        use agentpool_core::Lifecycle as L;
+        self.finished = ev.is_terminal();
+        let Some(l) = ev.payload.lifecycle() else {
+            return;
+        };
+        match l {
+            L::Queued => {
+                self.state = Some(TaskState::Queued);
+                self.retry_at = None;
+            }
+            L::Claimed { attempt, worker } => {
+                self.state = Some(TaskState::Running);
+                self.attempt = *attempt;
+                self.worker = Some(worker.clone());
+                self.retry_at = None;
+            }
+            L::RetryScheduled { run_after, .. } => {
+                self.state = Some(TaskState::Queued);
+                self.retry_at = Some(*run_after);
+            }
+            other => {
+                if let Some(s) = other.terminal_state() {
+                    self.state = Some(s);
+                }
+            }
+        }
+    }
+
+    fn text(&self, id: TaskId, elapsed: Duration) -> String {
+        let why = match self.state {
+            Some(TaskState::Queued) if self.attempt > 0 => match self.retry_at {
+                Some(at) if at > chrono::Utc::now() => format!(
+                    "attempt {} failed; retrying {}",
+                    self.attempt,
+                    output::relative(at)
+                ),
+                _ => format!("retrying (attempt {})", self.attempt + 1),
+            },
+            Some(TaskState::Queued) | None => "waiting for a worker".to_string(),
+            Some(TaskState::Running) => match &self.worker {
+                Some(w) => format!("running on {w}"),
+                None => "running".to_string(),
+            },
+            Some(s) => s.to_string(),
+        };
+        format!("{} · {why} · {}s", output::short_id(&id), elapsed.as_secs())
+    }
+}
