@@ -101,10 +101,10 @@ pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<N
     })
 }
 
-/// Cache of token hash → role. A revoked token stops working within [`Authenticator::CACHE_TTL`].
+/// Cache of token hash → caller. A revoked token stops working within [`Authenticator::CACHE_TTL`].
 pub struct Authenticator {
     mode: AuthMode,
-    cache: Mutex<HashMap<String, (Option<Role>, Instant)>>,
+    cache: Mutex<HashMap<String, (Option<Caller>, Instant)>>,
 }
 
 impl Authenticator {
@@ -123,15 +123,23 @@ impl Authenticator {
     }
 
     pub(crate) async fn role_of(&self, store: &dyn Store, token: &str) -> Result<Option<Role>, ApiError> {
+        Ok(self.caller_of(store, token).await?.map(|c| c.role))
+    }
+
+    /// Who `token` is (its role and name), or `None` for an unknown or revoked one.
+    pub(crate) async fn caller_of(&self, store: &dyn Store, token: &str) -> Result<Option<Caller>, ApiError> {
         let hash = hash_token(token);
         if let Ok(cache) = self.cache.lock()
-            && let Some((role, at)) = cache.get(&hash)
+            && let Some((caller, at)) = cache.get(&hash)
             && at.elapsed() < Self::CACHE_TTL
         {
-            return Ok(*role);
+            return Ok(caller.clone());
         }
-        let role = match store.find_token(&hash).await? {
-            Some(rec) if !rec.revoked => rec.role.parse::<Role>().ok(),
+        let caller = match store.find_token(&hash).await? {
+            Some(rec) if !rec.revoked => rec.role.parse::<Role>().ok().map(|role| Caller {
+                role,
+                name: rec.name.into(),
+            }),
             _ => None,
         };
         if let Ok(mut cache) = self.cache.lock() {
@@ -140,16 +148,35 @@ impl Authenticator {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            cache.insert(hash, (role, Instant::now()));
+            cache.insert(hash, (caller.clone(), Instant::now()));
         }
-        Ok(role)
+        Ok(caller)
     }
 }
 
 /// The authenticated caller of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub role: Role,
+    /// The token's name, for the log of who changed what (`loopback` without auth).
+    pub name: std::sync::Arc<str>,
+}
+
+impl Caller {
+    /// The caller of an embedded pool without auth (loopback only).
+    pub fn loopback() -> Self {
+        Self {
+            role: Role::Admin,
+            name: "loopback".into(),
+        }
+    }
+}
+
+/// `ci (submitter)`: who did it, as the server log says.
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.role.as_str())
+    }
 }
 
 impl Caller {
@@ -219,8 +246,11 @@ mod tests {
 
     #[test]
     fn admin_passes_every_role_check_and_others_only_their_own() {
-        let admin = Caller { role: Role::Admin };
-        let worker = Caller { role: Role::Worker };
+        let admin = Caller::loopback();
+        let worker = Caller {
+            role: Role::Worker,
+            name: "pool".into(),
+        };
         assert!(admin.require(&[Role::Worker]).is_ok());
         assert!(worker.require(&[Role::Worker]).is_ok());
         assert_eq!(

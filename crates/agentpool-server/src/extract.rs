@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
-use crate::auth::{Allowed, AuthMode, Authorized, Caller, Role};
+use crate::auth::{Allowed, AuthMode, Authorized, Caller};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -179,7 +179,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = &state.inner.auth;
         if auth.mode() == AuthMode::NoAuthLoopback {
-            return Ok(Caller { role: Role::Admin });
+            return Ok(Caller::loopback());
         }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
@@ -195,10 +195,9 @@ impl FromRequestParts<AppState> for Caller {
             })
             .filter(|t| !t.is_empty() && t.len() <= 512)
             .ok_or_else(|| ApiError::unauthorized("malformed Authorization header; use Bearer <token>"))?;
-        match auth.role_of(state.inner.store.as_ref(), token).await? {
-            Some(role) => Ok(Caller { role }),
-            None => Err(ApiError::unauthorized("unknown or revoked token")),
-        }
+        auth.caller_of(state.inner.store.as_ref(), token)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_core::spec::SpecLimits;
-use agentpool_core::{Labels, Task, TaskId, WorkerId, WorkerStatus};
+use agentpool_core::{Labels, Task, TaskId, TaskState, WorkerId, WorkerStatus};
 use agentpool_store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -162,12 +162,24 @@ impl AppState {
     }
 
     /// Make `change` to task `id` and wake whoever follows the task.
-    pub(crate) async fn change_task(&self, id: TaskId, change: TaskChange) -> agentpool_store::Result<Task> {
+    /// Cancel or retry task `id` for `by` (who asks, as the log names them).
+    pub(crate) async fn change_task(
+        &self,
+        id: TaskId,
+        change: TaskChange,
+        by: &str,
+    ) -> agentpool_store::Result<Task> {
         let t = match change {
             TaskChange::Cancel => self.store().cancel(id).await?,
             TaskChange::Retry => self.store().retry(id).await?,
         };
         self.inner.hub.notify(id);
+        let what = match (change, t.state) {
+            (TaskChange::Cancel, TaskState::Running) => "cancel requested",
+            (TaskChange::Cancel, _) => "task canceled",
+            (TaskChange::Retry, _) => "task retried",
+        };
+        tracing::info!(task = %id, by, "{what}");
         Ok(t)
     }
 

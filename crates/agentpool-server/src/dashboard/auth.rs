@@ -34,12 +34,19 @@ const SESSION_MAX_AGE_SECS: u64 = 12 * 3600;
 /// Who is looking at the dashboard, and the CSRF token their forms carry.
 pub struct Session {
     pub role: Role,
+    /// The token's name, for the log of who changed what (`loopback` without auth).
+    pub name: std::sync::Arc<str>,
     /// The API token (the cookie value); `None` without auth.
     token: Option<String>,
     csrf: String,
 }
 
 impl Session {
+    /// Who acts, as the server log says: `ci (submitter) on the dashboard`.
+    pub fn who(&self) -> String {
+        format!("{} ({}) on the dashboard", self.name, self.role.as_str())
+    }
+
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
@@ -183,6 +190,7 @@ impl FromRequestParts<Dash> for Session {
             check_loopback_host(&parts.headers)?;
             return Ok(Session {
                 role: Role::Admin,
+                name: "loopback".into(),
                 token: None,
                 csrf: derive_csrf(&dash.secret[..]),
             });
@@ -194,12 +202,13 @@ impl FromRequestParts<Dash> for Session {
         else {
             return Err(login());
         };
-        match auth.role_of(dash.app.store().as_ref(), &token).await? {
-            Some(Role::Worker) => Err(DashError::forbidden(
+        match auth.caller_of(dash.app.store().as_ref(), &token).await? {
+            Some(c) if c.role == Role::Worker => Err(DashError::forbidden(
                 "a worker token cannot use the dashboard; log in with an admin or submitter token",
             )),
-            Some(role) => Ok(Session {
-                role,
+            Some(c) => Ok(Session {
+                role: c.role,
+                name: c.name,
                 csrf: derive_csrf(token.as_bytes()),
                 token: Some(token),
             }),

@@ -489,7 +489,7 @@ async fn change(dash: &Dash, id: TaskId, action: &Action, change: TaskChange) ->
         &[Role::Submitter],
         &format!("{} tasks", change.verb()),
     )?;
-    dash.app.change_task(id, change).await?;
+    dash.app.change_task(id, change, &action.session.who()).await?;
     Ok(redirect(&format!("/tasks/{id}")))
 }
 

@@ -326,7 +326,7 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
     }
     let (mut ok, mut failed) = (0usize, 0usize);
     for id in ids {
-        match dash.app.change_task(id, change).await {
+        match dash.app.change_task(id, change, &action.session.who()).await {
             Ok(_) => ok += 1,
             Err(e) => {
                 tracing::debug!(task = %id, error = %e, "bulk {verb} refused");

@@ -129,6 +129,7 @@ pub async fn drain(
 ) -> DashResult<Response> {
     require(&action.session, DRAINERS, "drain workers")?;
     dash.app.store().drain_worker(&id).await?;
+    tracing::info!(worker = %id, by = %action.session.who(), "worker draining");
     dash.app.forget_worker(&id);
     Ok(redirect("/workers"))
 }

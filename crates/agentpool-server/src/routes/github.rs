@@ -235,8 +235,9 @@ pub async fn webhook(
 /// ones through their workers. A task that finished meanwhile is passed over.
 async fn stop_tasks(state: &AppState, repository: &str, number: u64) -> ApiResult<Vec<TaskId>> {
     let mut stopped = Vec::new();
+    let by = format!("GitHub {repository}#{number}");
     for id in state.store().github_unfinished_tasks(repository, number).await? {
-        match state.change_task(id, TaskChange::Cancel).await {
+        match state.change_task(id, TaskChange::Cancel, &by).await {
             Ok(_) => stopped.push(id),
             Err(StoreError::Transition(_)) => {}
             Err(e) => return Err(e.into()),

@@ -92,7 +92,7 @@ pub async fn get(
 )]
 pub async fn put(
     State(state): State<AppState>,
-    _auth: Authorized<Admins>,
+    Authorized(by, _): Authorized<Admins>,
     ApiPath(name): ApiPath<String>,
     ApiJson(settings): ApiJson<AgentProfile>,
 ) -> ApiResult<Json<Profile>> {
@@ -108,6 +108,7 @@ pub async fn put(
     }
     let p = Profile { name, settings };
     state.store().put_profile(&p).await?;
+    tracing::info!(profile = %p.name, %by, "profile stored");
     Ok(Json(p))
 }
 
@@ -120,9 +121,10 @@ pub async fn put(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    _auth: Authorized<Admins>,
+    Authorized(by, _): Authorized<Admins>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     state.store().delete_profile(&name).await?;
+    tracing::info!(profile = %name, %by, "profile deleted");
     Ok(StatusCode::NO_CONTENT)
 }

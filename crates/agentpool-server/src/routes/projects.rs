@@ -123,7 +123,7 @@ pub async fn list(
 )]
 pub async fn create(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiJson(spec): ApiJson<ProjectSpec>,
 ) -> ApiResult<Response> {
     validate_project(&state, &spec)?;
@@ -137,6 +137,7 @@ pub async fn create(
         ));
     }
     let p = state.store().put_project(spec).await?;
+    tracing::info!(project = %p.spec.name, %by, "project created");
     Ok((StatusCode::CREATED, Json(p)).into_response())
 }
 
@@ -149,7 +150,7 @@ pub async fn create(
 )]
 pub async fn put(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
     ApiJson(spec): ApiJson<ProjectSpec>,
 ) -> ApiResult<Response> {
@@ -158,6 +159,7 @@ pub async fn put(
     }
     validate_project(&state, &spec)?;
     let p = state.store().put_project(spec).await?;
+    tracing::info!(project = %name, %by, "project stored");
     Ok(Json(p).into_response())
 }
 
@@ -183,11 +185,12 @@ pub async fn get(
 )]
 pub async fn delete(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     project(&state, &name).await?;
     state.store().delete_project(&name).await?;
+    tracing::info!(project = %name, %by, "project deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -259,7 +262,7 @@ pub async fn list_builds(
 )]
 pub async fn put_credential(
     State(state): State<AppState>,
-    _auth: Authorized<Admins>,
+    Authorized(by, _): Authorized<Admins>,
     ApiPath(name): ApiPath<String>,
     ApiJson(v): ApiJson<CredentialValue>,
 ) -> ApiResult<StatusCode> {
@@ -279,6 +282,7 @@ pub async fn put_credential(
         .encrypt(&name, v.value.as_bytes())
         .map_err(|_| ApiError::internal())?;
     state.store().put_credential(&name, ct).await?;
+    tracing::info!(credential = %name, %by, "credential stored");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -304,12 +308,13 @@ pub async fn list_credentials(
 )]
 pub async fn delete_credential(
     State(state): State<AppState>,
-    _auth: Authorized<Admins>,
+    Authorized(by, _): Authorized<Admins>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     if state.store().get_credential(&name).await?.is_none() {
         return Err(ApiError::not_found("credential", &name));
     }
     state.store().delete_credential(&name).await?;
+    tracing::info!(credential = %name, %by, "credential deleted");
     Ok(StatusCode::NO_CONTENT)
 }

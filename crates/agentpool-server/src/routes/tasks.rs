@@ -277,10 +277,10 @@ pub async fn get(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.change_task(id, TaskChange::Cancel).await?).into_response())
+    Ok(Json(state.change_task(id, TaskChange::Cancel, &by.to_string()).await?).into_response())
 }
 
 /// Queue a failed or canceled task again, with as many more attempts as it allows (their
@@ -295,10 +295,10 @@ pub async fn cancel(
 )]
 pub async fn retry(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.change_task(id, TaskChange::Retry).await?).into_response())
+    Ok(Json(state.change_task(id, TaskChange::Retry, &by.to_string()).await?).into_response())
 }
 
 #[utoipa::path(

@@ -21,7 +21,7 @@ use crate::state::AppState;
 )]
 pub async fn create(
     State(state): State<AppState>,
-    _auth: Authorized<Admins>,
+    Authorized(by, _): Authorized<Admins>,
     ApiJson(req): ApiJson<TokenCreate>,
 ) -> ApiResult<Response> {
     let mut errs = Vec::new();
@@ -40,6 +40,7 @@ pub async fn create(
         return Err(ApiError::validation(errs));
     };
     let t = crate::create_token(state.store().as_ref(), role, name).await?;
+    tracing::info!(token = %t.id, name, role = role.as_str(), %by, "token created");
     let body = CreatedToken {
         id: t.id,
         name: name.to_string(),
@@ -73,12 +74,13 @@ pub async fn list(State(state): State<AppState>, _auth: Authorized<Admins>) -> A
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    _auth: Authorized<Admins>,
+    Authorized(by, _): Authorized<Admins>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     if !state.store().list_tokens().await?.iter().any(|t| t.id == id) {
         return Err(ApiError::not_found("token", &id));
     }
     state.store().revoke_token(&id).await?;
+    tracing::info!(token = %id, %by, "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -580,10 +580,11 @@ pub async fn get(
 )]
 pub async fn drain(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
 ) -> ApiResult<Response> {
     let w = state.store().drain_worker(&id).await?;
+    tracing::info!(worker = %id, %by, "worker draining");
     state.forget_worker(&id);
     Ok(Json(w).into_response())
 }

@@ -36,7 +36,8 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         "--database-url",
         db,
     ]);
-    let server = Up::spawn(serve);
+    serve.env("AGENTPOOL_LOG", "info");
+    let (server, server_log) = Up::spawn_watching_stderr(serve);
 
     let mut worker = env
         .cmd()
@@ -72,6 +73,41 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(git(&remote, &["show", "over-http:http.txt"]), "via-http");
+
+    // The server's log names who changed what: here, who canceled a task.
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--token",
+        &submitter,
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "true",
+        "--label",
+        "zone=nowhere",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let queued = stdout(&o).trim().to_string();
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--token",
+        &submitter,
+        "tasks",
+        "cancel",
+        &queued,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let line = server_log
+        .iter()
+        .find(|l| l.contains("task canceled"))
+        .expect("the server logs the cancel");
+    assert!(
+        line.contains(&queued) && line.contains("ci (submitter)"),
+        "{line}"
+    );
 
     // Without a token the server refuses: one line, exit code 4.
     let o = env.run(&["--server", &server.url, "tasks", "list"]);
