@@ -131,15 +131,8 @@ fn a_task_canceled_while_waited_on_exits_3() {
 fn a_transient_run_no_worker_can_take_fails_at_once() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let o = env.run(&[
-        "run",
-        "--repo",
-        remote.to_str().unwrap(),
-        "--command",
-        "true",
-        "--label",
-        "gpu=yes",
-    ]);
+    let repo = remote.to_str().unwrap();
+    let o = env.run(&["run", "--label", "gpu=yes", "--repo", repo, "--command", "true"]);
     assert_exit(&o, 1);
     assert!(
         stderr(&o).contains(

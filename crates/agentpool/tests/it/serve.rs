@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::{Env, Up, git, stderr, stdout, terminate};
+use crate::{Env, Up, git, stderr, stdout, submit_args, terminate};
 
 /// The production layout, all through the binary: migrate, tokens on the database, `serve`
 /// with auth, a separate `worker` process over HTTP, a client with a submitter token.
@@ -75,19 +75,14 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     assert_eq!(git(&remote, &["show", "over-http:http.txt"]), "via-http");
 
     // The server's log names who changed what: here, who canceled a task.
-    let o = env.run(&[
-        "--server",
+    let mut args = vec!["--token", submitter.as_str()];
+    args.extend(submit_args(
         &server.url,
-        "--token",
-        &submitter,
-        "submit",
-        "--repo",
         remote.to_str().unwrap(),
-        "--command",
         "true",
-        "--label",
-        "zone=nowhere",
-    ]);
+        &["--label", "zone=nowhere"],
+    ));
+    let o = env.run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let queued = stdout(&o).trim().to_string();
     let o = env.run(&[
