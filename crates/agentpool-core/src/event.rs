@@ -70,8 +70,13 @@ pub enum Lifecycle {
         attempt: u32,
         worker: WorkerId,
     },
-    /// A cancel was requested while the task runs; its worker stops it on the next heartbeat.
-    CancelRequested,
+    /// A cancel was requested while the task runs; its worker hears of it through the heartbeat
+    /// it keeps waiting on the server, and stops it.
+    CancelRequested {
+        /// Who asked (the token's name and role, the dashboard, a GitHub event), when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
     WorkspaceReady {
         branch: String,
         base_sha: String,
@@ -139,7 +144,7 @@ impl Lifecycle {
         match self {
             Self::Queued => "queued",
             Self::Claimed { .. } => "claimed",
-            Self::CancelRequested => "cancel_requested",
+            Self::CancelRequested { .. } => "cancel_requested",
             Self::WorkspaceReady { .. } => "workspace_ready",
             Self::SetupStarted => "setup_started",
             Self::AgentStarted { .. } => "agent_started",
@@ -198,7 +203,11 @@ impl Lifecycle {
             Self::LeaseExpired { attempt, worker } => {
                 format!("attempt {attempt} on worker {worker} stopped reporting")
             }
-            Self::Queued | Self::CancelRequested | Self::SetupStarted | Self::Succeeded => String::new(),
+            Self::CancelRequested { by } => by
+                .as_ref()
+                .map(|b| format!("cancel requested by {b}"))
+                .unwrap_or_default(),
+            Self::Queued | Self::SetupStarted | Self::Succeeded => String::new(),
         }
     }
 }

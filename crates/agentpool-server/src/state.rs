@@ -170,7 +170,7 @@ impl AppState {
         by: &str,
     ) -> agentpool_store::Result<Task> {
         let t = match change {
-            TaskChange::Cancel => self.store().cancel(id).await?,
+            TaskChange::Cancel => self.store().cancel_by(id, Some(by)).await?,
             TaskChange::Retry => self.store().retry(id).await?,
         };
         self.inner.hub.notify(id);

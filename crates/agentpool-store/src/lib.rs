@@ -387,9 +387,13 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
-    /// Cancel: a queued task is canceled at once; a running one is flagged and its worker told
-    /// on the next heartbeat.
-    async fn cancel(&self, id: TaskId) -> Result<Task>;
+    /// Cancel: a queued task is canceled at once; a running one is flagged and its worker's
+    /// bell rung (see [`Store::worker_bell`]).
+    async fn cancel(&self, id: TaskId) -> Result<Task> {
+        self.cancel_by(id, None).await
+    }
+    /// [`Store::cancel`] for `by` (who asks, in words), which the task's events record.
+    async fn cancel_by(&self, id: TaskId, by: Option<&str>) -> Result<Task>;
     /// Re-queue a failed or canceled task with a fresh attempt budget, and with it the
     /// dependents that failed only because it did (`DEPENDENCY_FAILED`), transitively.
     async fn retry(&self, id: TaskId) -> Result<Task>;

@@ -28,30 +28,27 @@ macro_rules! manual_queries {
         }
 
         /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
-        /// for its worker.
-        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64) -> Result<Task> {
+        /// for its worker. `by` (who asks) goes into the message and the events.
+        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64, by: Option<&str>) -> Result<Task> {
             let r = locked_task(conn, id, ", has_dependents").await?;
             let t = task(&r)?;
             let has_dependents = r.flag("has_dependents")?;
             let mut log = LifecycleLog::default();
             match agentpool_core::task::cancel(t.state)? {
                 agentpool_core::Transition::Finish { state, class } => {
+                    let message = by.map_or_else(|| "canceled".to_string(), |b| format!("canceled by {b}"));
                     sqlx::query(
-                        "UPDATE tasks SET state = $1, error_class = $2, error_message = 'canceled', \
+                        "UPDATE tasks SET state = $1, error_class = $2, error_message = $5, \
                          finished_at = $3, updated_at = $3 WHERE id = $4",
                     )
                     .bind(state.as_str())
                     .bind(class.map(|c| c.as_str()))
                     .bind(now)
                     .bind(tid(id))
+                    .bind(&message)
                     .execute(&mut *conn)
                     .await?;
-                    log.push(
-                        id,
-                        Lifecycle::Canceled {
-                            message: "canceled".into(),
-                        },
-                    )?;
+                    log.push(id, Lifecycle::Canceled { message })?;
                     if has_dependents {
                         cascade_failure(conn, vec![id], now, &mut log).await?;
                     }
@@ -67,7 +64,12 @@ macro_rules! manual_queries {
                     .await?
                     .rows_affected();
                     if first > 0 {
-                        log.push(id, Lifecycle::CancelRequested)?;
+                        log.push(
+                            id,
+                            Lifecycle::CancelRequested {
+                                by: by.map(str::to_string),
+                            },
+                        )?;
                     }
                 }
                 agentpool_core::Transition::Requeue { .. } => {

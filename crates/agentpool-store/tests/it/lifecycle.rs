@@ -111,16 +111,18 @@ async fn cancel_records_request_and_outcome(h: Harness) {
     );
     let c = w.claim(1).await.remove(0);
     assert_eq!(c.task.id, running);
-    h.store.cancel(running).await.unwrap();
+    h.store.cancel_by(running, Some("ci (submitter)")).await.unwrap();
     // Asking twice records the request once.
     h.store.cancel(running).await.unwrap();
     w.fail(c.lease, failure(ErrorClass::Canceled, "stopped")).await;
-    let names: Vec<_> = lifecycle(&*h.store, running)
-        .await
-        .iter()
-        .map(Lifecycle::name)
-        .collect();
+    let events = lifecycle(&*h.store, running).await;
+    let names: Vec<_> = events.iter().map(Lifecycle::name).collect();
     assert_eq!(names, ["queued", "claimed", "cancel_requested", "canceled"]);
+    // Who asked is on the record.
+    assert_eq!(events[2].message(), "cancel requested by ci (submitter)");
+    let other = h.submit(cmd("o")).await;
+    let t = h.store.cancel_by(other, Some("ci (submitter)")).await.unwrap();
+    assert_eq!(t.error_message.as_deref(), Some("canceled by ci (submitter)"));
 }
 
 async fn dependency_failures_are_recorded_on_dependents(h: Harness) {

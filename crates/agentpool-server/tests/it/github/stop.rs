@@ -37,14 +37,8 @@ async fn closing_an_issue_or_removing_its_label_cancels_its_unfinished_tasks(bac
     let app = app(backend).await;
     // Removing the label (GitHub's own example) cancels the queued task it started.
     let queued = labeled(&app, "d-1", "2026-11-01T00:00:00Z").await;
-    stops(
-        &app,
-        "issues",
-        "d-2",
-        &example("issues", Some("unlabeled")),
-        &[queued],
-    )
-    .await;
+    let unlabeled = example("issues", Some("unlabeled"));
+    stops(&app, "issues", "d-2", &unlabeled, &[queued]).await;
     assert_eq!(stored_task(&app.store, queued).await.state, TaskState::Canceled);
 
     // Closing the issue cancels a running one through its worker. GitHub's examples have no
@@ -91,57 +85,29 @@ async fn a_cancel_command_or_closing_the_pull_request_cancels_its_follow_ups(bac
         c["comment"]["author_association"] = json!(association);
         c
     };
-    let follow_up = deliver_task(
-        &app,
-        "issue_comment",
-        "d-2",
-        &comment(1, "/agentpool fix the test", "OWNER"),
-    )
-    .await;
+    let fix = comment(1, "/agentpool fix the test", "OWNER");
+    let follow_up = deliver_task(&app, "issue_comment", "d-2", &fix).await;
     assert_eq!(
         stored_task(&app.store, follow_up).await.spec.branch.as_deref(),
         Some("agentpool/first")
     );
     // Only an allowed author may cancel.
-    let (status, body) = deliver(
-        &app,
-        "issue_comment",
-        "d-3",
-        &comment(2, "/agentpool cancel", "NONE"),
-        SECRET,
-    )
-    .await;
+    let stranger = comment(2, "/agentpool cancel", "NONE");
+    let (status, body) = deliver(&app, "issue_comment", "d-3", &stranger, SECRET).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("ignored")),
         "{body}"
     );
     assert_eq!(stored_task(&app.store, follow_up).await.state, TaskState::Queued);
-    stops(
-        &app,
-        "issue_comment",
-        "d-4",
-        &comment(3, "/agentpool cancel", "MEMBER"),
-        &[follow_up],
-    )
-    .await;
+    let member = comment(3, "/agentpool cancel", "MEMBER");
+    stops(&app, "issue_comment", "d-4", &member, &[follow_up]).await;
 
     // Closing the pull request (GitHub's example: #2 of the same repository) cancels the next.
-    let next = deliver_task(
-        &app,
-        "issue_comment",
-        "d-5",
-        &comment(4, "/agentpool try again", "OWNER"),
-    )
-    .await;
-    stops(
-        &app,
-        "pull_request",
-        "d-6",
-        &example("pull_request", Some("closed")),
-        &[next],
-    )
-    .await;
+    let again = comment(4, "/agentpool try again", "OWNER");
+    let next = deliver_task(&app, "issue_comment", "d-5", &again).await;
+    let closed = example("pull_request", Some("closed"));
+    stops(&app, "pull_request", "d-6", &closed, &[next]).await;
     assert_eq!(stored_task(&app.store, next).await.state, TaskState::Canceled);
     // A pull request agentpool did not open: not its business.
     let mut other = example("pull_request", Some("closed"));
