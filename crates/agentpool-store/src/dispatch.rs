@@ -41,6 +41,22 @@ pub(crate) struct Shape {
     pub labels: Labels,
 }
 
+impl Shape {
+    /// The shape of a task: the agent it requires (`command` for a command task) and its labels.
+    pub(crate) fn of(spec: &agentpool_core::TaskSpec) -> Self {
+        Self {
+            agent: spec.required_agent().map(str::to_string),
+            labels: spec.labels.clone(),
+        }
+    }
+
+    /// Whether a worker with `labels`, offering the agents `offers` says yes to, could run a
+    /// task of this shape (the claim's own rule).
+    pub(crate) fn fits(&self, offers: impl Fn(&str) -> bool, labels: &Labels) -> bool {
+        self.agent.as_deref().is_none_or(offers) && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
 /// Which classes of waiters a wake-up concerns.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Scope {
@@ -69,10 +85,10 @@ impl ClassKey {
     }
 
     fn can_run(&self, s: &Shape) -> bool {
-        s.agent
-            .as_ref()
-            .is_none_or(|a| self.agents.binary_search(a).is_ok())
-            && s.labels.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+        s.fits(
+            |a| self.agents.binary_search_by(|x| x.as_str().cmp(a)).is_ok(),
+            &self.labels,
+        )
     }
 }
 

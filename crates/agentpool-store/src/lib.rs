@@ -336,10 +336,7 @@ pub(crate) fn enqueued_scope<'a>(
             continue;
         }
         n = n.saturating_add(1);
-        let s = Shape {
-            agent: spec.required_agent().map(str::to_string),
-            labels: spec.labels.clone(),
-        };
+        let s = Shape::of(spec);
         if !shapes.contains(&s) {
             shapes.push(s);
         }

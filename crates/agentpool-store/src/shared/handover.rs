@@ -100,10 +100,7 @@ macro_rules! handover_impl {
                     {
                         continue;
                     }
-                    let shape = Shape {
-                        agent: spec.required_agent().map(str::to_string),
-                        labels: spec.labels.clone(),
-                    };
+                    let shape = Shape::of(spec);
                     if none_for.contains(&shape) {
                         continue;
                     }

@@ -126,6 +126,25 @@ macro_rules! registry_queries {
                 .collect()
         }
 
+        /// Whether a worker online and taking tasks (idle or busy) could run a task of `shape`.
+        /// Reads only what the answer needs: no running counts, no whole rows.
+        pub(crate) async fn any_worker_can_run(r: &Pool<Db>, shape: &$crate::Shape) -> Result<bool> {
+            let rows = sqlx::query("SELECT agents, labels FROM workers WHERE status IN ('idle', 'busy')")
+                .fetch_all(r)
+                .await?;
+            for row in &rows {
+                let agents: Vec<agentpool_core::worker::AgentInfo> =
+                    serde_json::from_str(&row.try_get::<String, _>("agents")?)
+                        .map_err(|e| common::corrupt("worker agents", e))?;
+                let labels: agentpool_core::Labels = serde_json::from_str(&row.try_get::<String, _>("labels")?)
+                    .map_err(|e| common::corrupt("worker labels", e))?;
+                if shape.fits(|a| agents.iter().any(|x| x.name == a), &labels) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+
         pub(crate) async fn drain_worker(w: &Pool<Db>, r: &Pool<Db>, id: &WorkerId) -> Result<Worker> {
             let row = sqlx::query("UPDATE workers SET status = 'draining' WHERE id = $1 RETURNING *")
                 .bind(id.as_str())

@@ -98,19 +98,11 @@ macro_rules! store_impl {
                 // Nothing holds it back but the workers: say so when none could run it at all
                 // (a mistyped agent, a label no worker carries), not only that none is free.
                 if d.waiting == [$crate::WaitReason::NoWorker] {
-                    let agent = d.task.spec.required_agent().map(str::to_string);
-                    let labels = &d.task.spec.labels;
-                    let capable = registry::list_workers(&self.$r).await?.iter().any(|w| {
-                        matches!(
-                            w.status,
-                            agentpool_core::WorkerStatus::Idle | agentpool_core::WorkerStatus::Busy
-                        ) && agent.as_ref().is_none_or(|a| w.agent_names().contains(a))
-                            && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                    });
-                    if !capable {
+                    let shape = $crate::Shape::of(&d.task.spec);
+                    if !registry::any_worker_can_run(&self.$r, &shape).await? {
                         d.waiting = vec![$crate::WaitReason::NoWorkerCanRun {
-                            agent,
-                            labels: labels.clone(),
+                            agent: shape.agent,
+                            labels: shape.labels,
                         }];
                     }
                 }
