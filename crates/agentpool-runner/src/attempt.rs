@@ -116,38 +116,36 @@ async fn heartbeat_loop(
 ) {
     // As the worker loop's beats: each may wait on the server for up to an interval, answered
     // at once by a cancel, and the next goes out no sooner than an interval after it.
+    let limit = interval * 2 + Duration::from_secs(1);
     let mut next_at = tokio::time::Instant::now() + interval;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(next_at) => {}
+        let beat = async {
+            tokio::time::sleep_until(next_at).await;
+            let started = tokio::time::Instant::now();
+            let req = HeartbeatRequest {
+                leases: vec![lease],
+                status: Some(WorkerStatus::Busy),
+                cache: None,
+            };
+            // Once the attempt is being canceled there is nothing more to wait for.
+            let wait = if cancel.cause().is_none() {
+                interval
+            } else {
+                Duration::ZERO
+            };
+            let answer = tokio::time::timeout(limit, api.heartbeat_waiting(&worker, req, wait)).await;
+            (started, answer)
+        };
+        let (started, answer) = tokio::select! {
+            beat = beat => beat,
             _ = terminate.cancelled(), if cancel.cause().is_none() => {
                 tracing::warn!(task = %lease.task_id, "terminated: stopping the attempt");
                 cancel.cancel(CancelCause::Shutdown);
                 continue;
             }
             _ = stop.cancelled() => return,
-        }
-        next_at = tokio::time::Instant::now() + interval;
-        let req = HeartbeatRequest {
-            leases: vec![lease],
-            status: Some(WorkerStatus::Busy),
-            cache: None,
         };
-        // Once the attempt is being canceled there is nothing more to wait for.
-        let wait = if cancel.cause().is_none() {
-            interval
-        } else {
-            Duration::ZERO
-        };
-        let answer = tokio::select! {
-            answer = tokio::time::timeout(interval * 2 + Duration::from_secs(1), api.heartbeat_waiting(&worker, req, wait)) => answer,
-            _ = terminate.cancelled(), if cancel.cause().is_none() => {
-                tracing::warn!(task = %lease.task_id, "terminated: stopping the attempt");
-                cancel.cancel(CancelCause::Shutdown);
-                continue;
-            }
-            _ = stop.cancelled() => return,
-        };
+        next_at = started + interval;
         match answer {
             Ok(Ok(reply)) => {
                 if reply.cancel.contains(&lease.task_id) {

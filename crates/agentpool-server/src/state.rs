@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_core::spec::SpecLimits;
-use agentpool_core::{Labels, Task, TaskId, TaskState, WorkerId, WorkerStatus};
+use agentpool_core::{Labels, Task, TaskId, TaskState, Worker, WorkerId, WorkerStatus};
 use agentpool_store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -147,6 +147,15 @@ impl AppState {
         if let Ok(mut cache) = self.inner.workers.lock() {
             cache.insert(id.clone(), w);
         }
+    }
+
+    /// Drain worker `id` for `by` (who asks, as the log names them): it takes nothing new, and
+    /// its waiting heartbeat is answered with the news.
+    pub(crate) async fn drain_worker(&self, id: &WorkerId, by: &str) -> agentpool_store::Result<Worker> {
+        let w = self.store().drain_worker(id).await?;
+        self.forget_worker(id);
+        tracing::info!(worker = %id, by, "worker draining");
+        Ok(w)
     }
 
     pub(crate) fn forget_worker(&self, id: &WorkerId) {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::Dash;
 use super::error::{DashError, DashResult};
 use super::html::{self, Nav, esc};
-use crate::auth::{AuthMode, Role};
+use crate::auth::{AuthMode, Caller, Role};
 
 /// The session cookie: the API token the person logged in with.
 pub const SESSION_COOKIE: &str = "agentpool_session";
@@ -33,9 +33,8 @@ const SESSION_MAX_AGE_SECS: u64 = 12 * 3600;
 
 /// Who is looking at the dashboard, and the CSRF token their forms carry.
 pub struct Session {
-    pub role: Role,
-    /// The token's name, for the log of who changed what (`loopback` without auth).
-    pub name: std::sync::Arc<str>,
+    /// Who the session's token is: its role, and its name for the log of who changed what.
+    caller: Caller,
     /// The API token (the cookie value); `None` without auth.
     token: Option<String>,
     csrf: String,
@@ -44,16 +43,20 @@ pub struct Session {
 impl Session {
     /// Who acts, as the server log says: `ci (submitter) on the dashboard`.
     pub fn who(&self) -> String {
-        format!("{} ({}) on the dashboard", self.name, self.role.as_str())
+        format!("{} on the dashboard", self.caller)
+    }
+
+    pub fn role(&self) -> Role {
+        self.caller.role
     }
 
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+        self.caller.role == Role::Admin
     }
 
     /// Whether an API endpoint admitting `roles` (admin always) admits this session.
     pub fn can(&self, roles: &[Role]) -> bool {
-        self.is_admin() || roles.contains(&self.role)
+        self.is_admin() || roles.contains(&self.caller.role)
     }
 
     pub fn can_log_out(&self) -> bool {
@@ -71,7 +74,7 @@ impl Session {
             None => true,
             Some(t) => matches!(
                 dash.app.inner.auth.role_of(dash.app.store().as_ref(), t).await,
-                Ok(Some(r)) if r == self.role
+                Ok(Some(r)) if r == self.caller.role
             ),
         }
     }
@@ -189,8 +192,7 @@ impl FromRequestParts<Dash> for Session {
         if auth.mode() == AuthMode::NoAuthLoopback {
             check_loopback_host(&parts.headers)?;
             return Ok(Session {
-                role: Role::Admin,
-                name: "loopback".into(),
+                caller: Caller::loopback(),
                 token: None,
                 csrf: derive_csrf(&dash.secret[..]),
             });
@@ -206,9 +208,8 @@ impl FromRequestParts<Dash> for Session {
             Some(c) if c.role == Role::Worker => Err(DashError::forbidden(
                 "a worker token cannot use the dashboard; log in with an admin or submitter token",
             )),
-            Some(c) => Ok(Session {
-                role: c.role,
-                name: c.name,
+            Some(caller) => Ok(Session {
+                caller,
                 csrf: derive_csrf(token.as_bytes()),
                 token: Some(token),
             }),

@@ -206,7 +206,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, live: Option<&str>
             let _ = write!(h, r#"<li><a href="{href}"{cur}>{label}</a></li>"#);
         }
         h.push_str("</ul></nav>");
-        let _ = write!(h, r#"<div class="who"><span class="role">{}</span>"#, s.role);
+        let _ = write!(h, r#"<div class="who"><span class="role">{}</span>"#, s.role());
         if s.can_log_out() {
             let _ = write!(
                 h,

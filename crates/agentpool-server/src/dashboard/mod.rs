@@ -146,7 +146,7 @@ pub(crate) fn require(
     } else {
         Err(error::DashError::new(
             StatusCode::FORBIDDEN,
-            format!("a {} token may not {what}", session.role),
+            format!("a {} token may not {what}", session.role()),
         ))
     }
 }

@@ -128,8 +128,6 @@ pub async fn drain(
     action: Action,
 ) -> DashResult<Response> {
     require(&action.session, DRAINERS, "drain workers")?;
-    dash.app.store().drain_worker(&id).await?;
-    tracing::info!(worker = %id, by = %action.session.who(), "worker draining");
-    dash.app.forget_worker(&id);
+    dash.app.drain_worker(&id, &action.session.who()).await?;
     Ok(redirect("/workers"))
 }

@@ -115,7 +115,7 @@ pub async fn heartbeat(
         state.store().mark_worker_unhealthy(&id).await?;
     }
     // A draining *server* does not ask workers to drain: they may claim from other replicas.
-    let reply = state
+    let mut reply = state
         .store()
         .heartbeat(&id, &req.leases, state.inner.lease_ttl)
         .await?;
@@ -123,7 +123,7 @@ pub async fn heartbeat(
     if let Some(cache) = &req.cache {
         state.store().report_worker_cache(&id, cache).await?;
     }
-    let Some(bell) = bell.as_mut() else {
+    let Some(bell) = bell.as_mut().filter(|_| reply == HeartbeatReply::default()) else {
         return Ok(Json(reply).into_response());
     };
     // Nothing to tell yet: wait for a cancel of one of these tasks or a drain of this worker,
@@ -131,7 +131,6 @@ pub async fn heartbeat(
     // that it is not held up by a worker's wait.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(u64::from(wait));
     let _counted = state.inner.metrics.waiting_beat();
-    let mut reply = reply;
     while reply == HeartbeatReply::default() && !state.is_draining() {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let rung = tokio::select! {
@@ -583,10 +582,7 @@ pub async fn drain(
     Authorized(by, _): Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
 ) -> ApiResult<Response> {
-    let w = state.store().drain_worker(&id).await?;
-    tracing::info!(worker = %id, %by, "worker draining");
-    state.forget_worker(&id);
-    Ok(Json(w).into_response())
+    Ok(Json(state.drain_worker(&id, &by.to_string()).await?).into_response())
 }
 
 #[utoipa::path(

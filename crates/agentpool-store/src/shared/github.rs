@@ -207,22 +207,24 @@ macro_rules! github_store {
                 .bind(number)
                 .fetch_all(&self.$r)
                 .await?;
-                // A handful per issue; looked up one by one since the link keeps the id as text.
-                let mut out = Vec::new();
-                for l in &links {
-                    let id = link_task(l)?;
-                    let live: Option<bool> = sqlx::query_scalar(
-                        "SELECT TRUE FROM tasks WHERE id = $1 AND state IN ('queued', 'running') \
-                         AND NOT cancel_requested",
-                    )
-                    .bind(tid(id))
-                    .fetch_optional(&self.$r)
-                    .await?;
-                    if live.is_some() {
-                        out.push(id);
-                    }
+                let ids = links.iter().map(link_task).collect::<Result<Vec<_>>>()?;
+                if ids.is_empty() {
+                    return Ok(ids);
                 }
-                Ok(out)
+                // The link keeps the id as text, so the tasks are read by the list of ids.
+                let sql = format!(
+                    "SELECT id FROM tasks WHERE id IN ({}) AND state IN ('queued', 'running') \
+                     AND NOT cancel_requested",
+                    in_ids(1)
+                );
+                let live: Vec<TaskId> = sqlx::query(&sql)
+                    .bind(ids_param(&ids)?)
+                    .fetch_all(&self.$r)
+                    .await?
+                    .iter()
+                    .map(|r| $crate::rows::StoreRow::task_id(r, "id"))
+                    .collect::<Result<_>>()?;
+                Ok(ids.into_iter().filter(|id| live.contains(id)).collect())
             }
 
             async fn github_comment_for(&self, repository: &str, number: u64) -> Result<Option<u64>> {

@@ -61,7 +61,7 @@ macro_rules! backend {
 
         /// GitHub bookkeeping (the shared SQL of `shared::github`).
         mod github {
-            use super::tid;
+            use super::{ids_param, in_ids};
             $crate::shared::github::github_store!($db, super::$store, $w, $r);
         }
     };
