@@ -5,7 +5,7 @@ use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
     BatchSubmit, BatchSubmitted, BuildRequest, CreateAndBuild, CreatedBuild, CreatedToken, CredentialList,
-    CredentialValue, Enqueued, EventPage, ProjectList, QueueStats, QueueStatsQuery, TaskDetail,
+    CredentialValue, Enqueued, EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried, TaskDetail,
     TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList, WorkerList,
 };
 use agentpool_core::{Event, Labels, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
@@ -40,7 +40,8 @@ impl Client {
             .await
     }
 
-    pub async fn retry(&self, id: TaskId) -> Result<Task> {
+    /// Queue a failed or canceled task again; the reply names the dependents queued with it.
+    pub async fn retry(&self, id: TaskId) -> Result<Retried> {
         self.json(self.req(Method::POST, &format!("/v1/tasks/{id}/retry")))
             .await
     }

@@ -170,26 +170,33 @@ impl AppState {
         }
     }
 
-    /// Make `change` to task `id` and wake whoever follows the task.
-    /// Cancel or retry task `id` for `by` (who asks, as the log names them).
+    /// Cancel or retry task `id` for `by` (who asks, as the log names them), and wake whoever
+    /// follows the task. Returns the task and, for a retry, the dependents queued again with it
+    /// (their followers are woken too).
     pub(crate) async fn change_task(
         &self,
         id: TaskId,
         change: TaskChange,
         by: &str,
-    ) -> agentpool_store::Result<Task> {
-        let t = match change {
-            TaskChange::Cancel => self.store().cancel_by(id, Some(by)).await?,
-            TaskChange::Retry => self.store().retry(id).await?,
+    ) -> agentpool_store::Result<(Task, Vec<TaskId>)> {
+        let (t, dependents) = match change {
+            TaskChange::Cancel => (self.store().cancel_by(id, Some(by)).await?, Vec::new()),
+            TaskChange::Retry => self.store().retry_with_dependents(id).await?,
         };
-        self.inner.hub.notify(id);
+        for task in std::iter::once(&id).chain(&dependents) {
+            self.inner.hub.notify(*task);
+        }
         let what = match (change, t.state) {
             (TaskChange::Cancel, TaskState::Running) => "cancel requested",
             (TaskChange::Cancel, _) => "task canceled",
             (TaskChange::Retry, _) => "task retried",
         };
-        tracing::info!(task = %id, by, "{what}");
-        Ok(t)
+        if dependents.is_empty() {
+            tracing::info!(task = %id, by, "{what}");
+        } else {
+            tracing::info!(task = %id, by, dependents = dependents.len(), "{what}, with the dependents that failed because of it");
+        }
+        Ok((t, dependents))
     }
 
     pub(crate) fn take_claimed(&self, id: &TaskId) -> Option<(Instant, String)> {

@@ -393,7 +393,11 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     async fn cancel_by(&self, id: TaskId, by: Option<&str>) -> Result<Task>;
     /// Re-queue a failed or canceled task with a fresh attempt budget, and with it the
     /// dependents that failed only because it did (`DEPENDENCY_FAILED`), transitively.
-    async fn retry(&self, id: TaskId) -> Result<Task>;
+    async fn retry(&self, id: TaskId) -> Result<Task> {
+        Ok(self.retry_with_dependents(id).await?.0)
+    }
+    /// [`Store::retry`], also returning the dependents it re-queued (in the order it did).
+    async fn retry_with_dependents(&self, id: TaskId) -> Result<(Task, Vec<TaskId>)>;
 
     // ---- worker protocol ----
     /// Claim up to `filter.max` runnable tasks atomically (priority, then FIFO).

@@ -82,6 +82,17 @@ pub struct TaskDetail {
     pub waiting: Vec<WaitReason>,
 }
 
+/// `POST /v1/tasks/{id}/retry`: the task queued again, and the dependents that had failed
+/// `DEPENDENCY_FAILED` because of it and are queued again with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retried {
+    #[serde(flatten)]
+    pub task: Task,
+    /// In the order they were re-queued; empty when none had failed because of this task.
+    #[serde(default)]
+    pub requeued_dependents: Vec<TaskId>,
+}
+
 /// `POST /v1/tasks` with several tasks: all are enqueued in one transaction, or none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -10,7 +10,7 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
-use crate::api::{BatchSubmit, BatchSubmitted, EventPage, EventsQuery, TaskListQuery, TaskPage};
+use crate::api::{BatchSubmit, BatchSubmitted, EventPage, EventsQuery, Retried, TaskListQuery, TaskPage};
 use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::events::task_event_stream;
@@ -280,7 +280,13 @@ pub async fn cancel(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.change_task(id, TaskChange::Cancel, &by.to_string()).await?).into_response())
+    Ok(Json(
+        state
+            .change_task(id, TaskChange::Cancel, &by.to_string())
+            .await?
+            .0,
+    )
+    .into_response())
 }
 
 /// Queue a failed or canceled task again, with as many more attempts as it allows (their
@@ -289,7 +295,7 @@ pub async fn cancel(
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/retry", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
-    responses((status = 200, body = crate::api::TaskSchema), (status = 404, body = crate::error::ErrorBody),
+    responses((status = 200, body = crate::api::RetriedSchema), (status = 404, body = crate::error::ErrorBody),
         (status = 409, description = "Only failed or canceled tasks can be retried", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
@@ -298,7 +304,12 @@ pub async fn retry(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
-    Ok(Json(state.change_task(id, TaskChange::Retry, &by.to_string()).await?).into_response())
+    let (task, requeued_dependents) = state.change_task(id, TaskChange::Retry, &by.to_string()).await?;
+    Ok(Json(Retried {
+        task,
+        requeued_dependents,
+    })
+    .into_response())
 }
 
 #[utoipa::path(

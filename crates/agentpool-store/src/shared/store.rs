@@ -127,13 +127,13 @@ macro_rules! store_impl {
                 Ok(t)
             }
 
-            async fn retry(&self, id: TaskId) -> Result<Task> {
+            async fn retry_with_dependents(&self, id: TaskId) -> Result<(Task, Vec<TaskId>)> {
                 let mut tx = self.begin().await?;
-                let (t, _) = manual::retry(&mut tx, id, self.now(), self.config.retry.max_attempts).await?;
+                let retried = manual::retry(&mut tx, id, self.now(), self.config.retry.max_attempts).await?;
                 self.announce(&mut *tx, 1).await?;
                 tx.commit().await?;
                 self.signal.notify();
-                Ok(t)
+                Ok(retried)
             }
 
             async fn claim(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {

@@ -118,8 +118,10 @@ async fn retrying_a_failed_dependency_requeues_the_dependents_it_failed(h: Harne
         assert_eq!(t.error_class, Some(ErrorClass::DependencyFailed), "{id}");
     }
 
-    let t = h.store.retry(a).await.unwrap();
+    let (t, requeued) = h.store.retry_with_dependents(a).await.unwrap();
     assert_eq!(t.state, TaskState::Queued);
+    // Depth first; f is passed over from d (c still failed) and queued again from c.
+    assert_eq!(requeued, vec![b, d, c, f]);
     for id in [b, c, d, f] {
         let t = h.store.get_task(id).await.unwrap().unwrap().task;
         assert_eq!((t.state, t.error_class), (TaskState::Queued, None), "{id}");

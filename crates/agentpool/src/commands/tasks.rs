@@ -325,11 +325,22 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
             }
         }
         TasksCommand::Retry { id } => {
-            let task = client.retry(id).await?;
+            let retried = client.retry(id).await?;
             if settings.json() {
-                print_json(&task)?;
+                print_json(&retried)?;
             } else {
-                println!("{} {}", task.id, out.state(task.state));
+                println!("{} {}", retried.task.id, out.state(retried.task.state));
+                let dependents = &retried.requeued_dependents;
+                if !dependents.is_empty() {
+                    let n = dependents.len();
+                    println!(
+                        "and {n} dependent{} that failed because of it, queued again:",
+                        if n == 1 { "" } else { "s" }
+                    );
+                    for d in dependents {
+                        println!("  {d}");
+                    }
+                }
             }
         }
         TasksCommand::Logs(a) => return logs(settings, &client, a).await,

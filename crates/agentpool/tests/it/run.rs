@@ -143,8 +143,10 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
     );
 }
 
+/// A dependent of a canceled task fails; retrying the canceled task queues the dependent
+/// again with it, and says so.
 #[test]
-fn a_task_whose_dependency_was_canceled_does_not_succeed() {
+fn a_task_whose_dependency_was_canceled_does_not_succeed_until_that_is_retried() {
     let pool = Pool::start();
     let blocker = pool.submit("true", &["--label", "pool=nowhere"]);
     assert_eq!(blocker.status.code(), Some(0), "{}", stderr(&blocker));
@@ -153,6 +155,37 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed() {
     let o = pool.submit("true", &["--depends-on", &id, "--wait"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
+    let failed = json(&pool.env.run(&[
+        "--server",
+        &pool.up.url,
+        "--output",
+        "json",
+        "tasks",
+        "list",
+        "--state",
+        "failed",
+    ]));
+    let dependent = failed[0]["id"]
+        .as_str()
+        .expect("the dependent failed")
+        .to_string();
+
+    let o = pool.env.run(&["--server", &pool.up.url, "tasks", "retry", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{id} queued\nand 1 dependent that failed because of it, queued again:\n  {dependent}\n")
+    );
+    let show = json(&pool.env.run(&[
+        "--server",
+        &pool.up.url,
+        "--output",
+        "json",
+        "tasks",
+        "show",
+        &dependent,
+    ]));
+    assert_eq!(show["state"], "queued", "{show}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::event::NewEvent;
 use crate::project::ProjectSpec;
 use crate::protocol::{
     AppendEventsRequest, ClaimRequest, CompleteRequest, Enqueued, FailOutcome, FailRequest, HeartbeatReply,
-    HeartbeatRequest, TaskDetail, WaitReason,
+    HeartbeatRequest, Retried, TaskDetail, WaitReason,
 };
 use crate::worker::WorkerRegistration;
 use crate::{
@@ -195,6 +195,13 @@ pub(super) fn task_detail() -> Value {
                 message: "budget exhausted until 2026-01-02T00:00:00Z".into(),
             },
         ],
+    })
+}
+
+pub(super) fn retried() -> Value {
+    v(Retried {
+        task: task(),
+        requeued_dependents: vec![TaskId::new()],
     })
 }
 

@@ -128,6 +128,12 @@ core_schema!(
     vec![task_detail()]
 );
 core_schema!(
+    RetriedSchema,
+    "Retried",
+    "The task queued again (the fields of a Task) and `requeued_dependents`: the ids of the dependents that had failed because of it and are queued again with it.",
+    vec![retried()]
+);
+core_schema!(
     EnqueuedSchema,
     "Enqueued",
     "`{ task, created }`: created is false when an idempotency key matched an earlier task.",

@@ -253,7 +253,8 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     assert_eq!(detail.task.state, TaskState::Failed);
     assert_eq!(detail.attempts_detail.len(), 1);
     let retried = sub.retry(c3.task.id).await.expect("retry");
-    assert_eq!(retried.state, TaskState::Queued);
+    assert_eq!(retried.task.state, TaskState::Queued);
+    assert!(retried.requeued_dependents.is_empty(), "nothing depends on it");
     let canceled = sub.cancel(c3.task.id).await.expect("cancel queued");
     assert_eq!(canceled.state, TaskState::Canceled);
     let err = sub.cancel(c3.task.id).await.expect_err("cancel twice");

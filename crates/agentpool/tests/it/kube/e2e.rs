@@ -286,7 +286,7 @@ async fn a_retried_task_runs_in_a_new_job_not_in_the_failed_attempts() {
 
     std::fs::write(&fixed, "").unwrap();
     let retried = h.client.retry(id).await.unwrap();
-    assert_eq!(retried.state, TaskState::Queued);
+    assert_eq!(retried.task.state, TaskState::Queued);
     let d = h.wait_for(id, TaskState::Succeeded, 120).await;
     assert_eq!(d.attempts_detail.len(), 4, "{d:#?}");
     assert_eq!(
