@@ -101,6 +101,23 @@ pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<N
     })
 }
 
+/// [`create_token`] for a person: refused (`Conflict`) while a token of that name is still
+/// valid, so that the name the server's log gives for each change tells who made it.
+pub async fn create_unique_token(store: &dyn Store, role: Role, name: &str) -> Result<NewToken, StoreError> {
+    let taken = store
+        .list_tokens()
+        .await?
+        .into_iter()
+        .find(|t| !t.revoked && t.name == name);
+    if let Some(t) = taken {
+        return Err(StoreError::Conflict(format!(
+            "a token named {name} already exists ({}); revoke it first or choose another name",
+            t.id
+        )));
+    }
+    create_token(store, role, name).await
+}
+
 /// Cache of token hash → caller. A revoked token stops working within [`Authenticator::CACHE_TTL`].
 pub struct Authenticator {
     mode: AuthMode,

@@ -36,7 +36,7 @@ use axum::serve::ListenerExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{AuthMode, Role, create_token, hash_token};
+pub use auth::{AuthMode, Role, create_token, create_unique_token, hash_token};
 pub use crypto::{Secrets, ServerKey};
 pub use error::{ApiError, ErrorBody};
 pub use routes::route_list;

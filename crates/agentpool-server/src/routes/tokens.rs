@@ -16,7 +16,8 @@ use crate::state::AppState;
 #[utoipa::path(
     post, path = "/v1/tokens", tag = "tokens",
     request_body = TokenCreate,
-    responses((status = 201, description = "Created; the only time its value is shown", body = CreatedToken)),
+    responses((status = 201, description = "Created; the only time its value is shown", body = CreatedToken),
+        (status = 409, description = "A valid token already has this name", body = crate::error::ErrorBody)),
     security(("bearer" = []))
 )]
 pub async fn create(
@@ -39,7 +40,7 @@ pub async fn create(
     let (true, Ok(role)) = (errs.is_empty(), role) else {
         return Err(ApiError::validation(errs));
     };
-    let t = crate::create_token(state.store().as_ref(), role, name).await?;
+    let t = crate::create_unique_token(state.store().as_ref(), role, name).await?;
     tracing::info!(token = %t.id, name, role = role.as_str(), %by, "token created");
     let body = CreatedToken {
         id: t.id,

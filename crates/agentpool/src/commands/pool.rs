@@ -256,7 +256,7 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
                     (t.id, t.token)
                 }
                 TokenBackend::Database(store) => {
-                    let t = agentpool_server::create_token(store.as_ref(), role, &a.name).await?;
+                    let t = agentpool_server::create_unique_token(store.as_ref(), role, &a.name).await?;
                     (t.id, t.plaintext)
                 }
             };

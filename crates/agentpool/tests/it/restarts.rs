@@ -58,7 +58,17 @@ fn tokens_are_managed_over_the_api_of_the_server_given() {
     assert_ne!(o.status.code(), Some(0));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     let id = created["id"].as_str().unwrap();
+    // A name in use is refused while its token is valid (the log names tokens), and free again
+    // once it is revoked.
+    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        format!("agentpool: a token named ci already exists ({id}); revoke it first or choose another name")
+    );
     let o = api(&admin, &["tokens", "revoke", id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
