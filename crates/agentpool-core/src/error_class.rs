@@ -23,7 +23,9 @@ pub enum ErrorClass {
     InvalidTask,
     /// A user canceled the task. Not retried.
     Canceled,
-    /// The worker lost its lease (died or was partitioned) and the attempt was rescued.
+    /// The worker lost its lease (died, lost its node, or was partitioned) and the attempt was
+    /// rescued. Not the task's fault: re-queued without using an attempt, within the bound
+    /// [`crate::task::MAX_WORKER_RELEASES`] it shares with `WorkerError` and `InfraError`.
     LeaseExpired,
     /// A dependency failed or was canceled, so this task cannot run.
     DependencyFailed,

@@ -71,20 +71,24 @@ pub enum Transition {
 }
 
 /// How many times a task may be handed back without the attempt counting, by a broken worker
-/// (`WORKER_ERROR`) or by infrastructure that went away under it (`INFRA_ERROR`: a worker or
-/// pod stopped or evicted, a node lost) — neither the task's fault. Bounded so that a task
-/// that breaks every worker, or is evicted every time, still ends.
+/// (`WORKER_ERROR`), by infrastructure that went away under it (`INFRA_ERROR`: a worker or
+/// pod stopped or evicted), or by a worker that died or lost its node (`LEASE_EXPIRED`: it
+/// stopped heartbeating) — none the task's fault. Bounded, all three together, so that a task
+/// that breaks or kills every worker, or is evicted every time, still ends.
 pub const MAX_WORKER_RELEASES: u32 = 3;
 
 /// Whether a failure of `class` releases the task without using an attempt, given how many
-/// such releases (of either class) it already had.
+/// such releases (of any of these classes) it already had.
 pub fn releases_free(class: ErrorClass, prior_releases: u32) -> bool {
     is_release(class) && prior_releases < MAX_WORKER_RELEASES
 }
 
 /// The classes that may hand a task back without using an attempt ([`releases_free`]).
 pub fn is_release(class: ErrorClass) -> bool {
-    matches!(class, ErrorClass::WorkerError | ErrorClass::InfraError)
+    matches!(
+        class,
+        ErrorClass::WorkerError | ErrorClass::InfraError | ErrorClass::LeaseExpired
+    )
 }
 
 /// `queued → running`.

@@ -76,10 +76,12 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_succeeds_once() {
         env.server.branch_sha("app", &format!("agentpool/{}", task.id)),
         Some(sha.clone())
     );
+    // The dead worker's attempt was given back: the run that succeeded has its number.
     assert_eq!(
         env.server.read_file("app", &sha, "attempt.txt").as_deref(),
-        Some("2\n")
+        Some("1\n")
     );
+    assert_eq!(done.task.attempts, 1);
 }
 
 #[tokio::test]

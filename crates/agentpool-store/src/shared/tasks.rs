@@ -22,6 +22,43 @@ macro_rules! task_queries {
         type Db = $db;
         type Conn = <Db as sqlx::Database>::Connection;
 
+        /// How many times each of `ids` was already handed back without using an attempt, by
+        /// class (see [`agentpool_core::task::MAX_WORKER_RELEASES`]); absent: never. One
+        /// statement for the whole batch.
+        async fn prior_releases(conn: &mut Conn, ids: &[TaskId]) -> Result<BTreeMap<TaskId, u32>> {
+            if ids.is_empty() {
+                return Ok(BTreeMap::new());
+            }
+            let sql = format!(
+                "SELECT task_id, COUNT(*) AS n FROM attempts WHERE task_id IN ({}) \
+                 AND error_class IN ('WORKER_ERROR', 'INFRA_ERROR', 'LEASE_EXPIRED') GROUP BY task_id",
+                in_ids(1)
+            );
+            let rows = sqlx::query(&sql).bind(ids_param(ids)?).fetch_all(&mut *conn).await?;
+            rows.iter()
+                .map(|r| Ok((r.task_id("task_id")?, u32::try_from(r.big("n")?).unwrap_or(u32::MAX))))
+                .collect()
+        }
+
+        /// How an attempt of `h` that failed with `class` ends: handed back at once without
+        /// using the attempt when the class is the worker's or the infrastructure's and the
+        /// task has releases left, else as the retry policy decides.
+        fn ending_of(
+            h: &Held,
+            class: ErrorClass,
+            prior_releases: u32,
+            retry_after: Option<std::time::Duration>,
+            policy: &RetryPolicy,
+        ) -> Result<Ending> {
+            if !h.cancel_requested && agentpool_core::task::releases_free(class, prior_releases) {
+                return Ok(Ending::Requeue {
+                    delay: std::time::Duration::ZERO,
+                    refund: true,
+                });
+            }
+            common::decide_failure(h.cancel_requested, class, h.attempts, h.max_attempts, retry_after, policy)
+        }
+
         /// Record an attempt that ended other than in success. The first recorded end of an
         /// attempt wins.
         async fn insert_attempt(
@@ -205,33 +242,12 @@ macro_rules! task_queries {
             // A broken worker (git or the agent could not be started) or infrastructure that
             // went away (worker stopped, pod evicted) hands the task back without using an
             // attempt, a bounded number of times.
-            let free_release = if agentpool_core::task::is_release(failure.class) && !h.cancel_requested {
-                let prior: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM attempts WHERE task_id = $1 \
-                     AND error_class IN ('WORKER_ERROR', 'INFRA_ERROR')",
-                )
-                .bind(tid(h.id))
-                .fetch_one(&mut *conn)
-                .await?;
-                agentpool_core::task::releases_free(failure.class, u32::try_from(prior).unwrap_or(u32::MAX))
+            let prior = if agentpool_core::task::is_release(failure.class) {
+                prior_releases(conn, &[h.id]).await?.get(&h.id).copied().unwrap_or(0)
             } else {
-                false
+                0
             };
-            let ending = if free_release {
-                Ending::Requeue {
-                    delay: std::time::Duration::ZERO,
-                    refund: true,
-                }
-            } else {
-                common::decide_failure(
-                    h.cancel_requested,
-                    failure.class,
-                    h.attempts,
-                    h.max_attempts,
-                    failure.retry_after,
-                    policy,
-                )?
-            };
+            let ending = ending_of(&h, failure.class, prior, failure.retry_after, policy)?;
             let mut log = LifecycleLog::default();
             let wake = end_attempt(
                 conn,
@@ -275,22 +291,20 @@ macro_rules! task_queries {
                 Some(w) => q.bind(w.as_str()),
             };
             let rows = q.bind(common::EXPIRE_BATCH).fetch_all(&mut *conn).await?;
+            let expired = rows.iter().map(held).collect::<Result<Vec<Held>>>()?;
+            // A worker that died (or lost its node) is the infrastructure's fault, not the
+            // task's: like `INFRA_ERROR`, the attempt is given back, within the same bound.
+            let ids: Vec<TaskId> = expired.iter().map(|h| h.id).collect();
+            let prior = prior_releases(conn, &ids).await?;
             let mut wake = false;
             let mut log = LifecycleLog::default();
-            for r in &rows {
-                let h = held(r)?;
-                common::log_expiry(&mut log, &h)?;
-                let ending = common::decide_failure(
-                    h.cancel_requested,
-                    ErrorClass::LeaseExpired,
-                    h.attempts,
-                    h.max_attempts,
-                    None,
-                    policy,
-                )?;
+            for h in &expired {
+                common::log_expiry(&mut log, h)?;
+                let n = prior.get(&h.id).copied().unwrap_or(0);
+                let ending = ending_of(h, ErrorClass::LeaseExpired, n, None, policy)?;
                 wake |= end_attempt(
                     conn,
-                    &h,
+                    h,
                     now,
                     &ending,
                     ErrorClass::LeaseExpired,

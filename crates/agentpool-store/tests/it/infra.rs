@@ -1,6 +1,7 @@
-//! A broken worker (`WORKER_ERROR`) or infrastructure gone (`INFRA_ERROR`): the task goes back
-//! to the queue without using an attempt, a bounded number of times for both together; an
-//! unhealthy worker claims nothing and stays unhealthy.
+//! A broken worker (`WORKER_ERROR`), infrastructure gone (`INFRA_ERROR`) or a worker that
+//! stopped heartbeating (`LEASE_EXPIRED`): the task goes back to the queue without using an
+//! attempt, a bounded number of times for all together; an unhealthy worker claims nothing and
+//! stays unhealthy.
 
 use agentpool_core::protocol::FailOutcome;
 use agentpool_core::task::MAX_WORKER_RELEASES;
@@ -8,7 +9,7 @@ use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
 use agentpool_store::Failure;
 
 use crate::both;
-use crate::harness::{Harness, cmd, failure};
+use crate::harness::{Harness, TTL, cmd, failure};
 
 both!(
     worker_errors_release_the_task_without_using_attempts,
@@ -60,7 +61,7 @@ async fn infrastructure_failures_share_the_bound_of_free_releases(h: Harness) {
             "the worker was stopped before the task finished",
         )
     };
-    let classes = [infra(), worker_error(), infra()];
+    let classes = [infra(), worker_error()];
     for f in classes.iter().cloned() {
         let c = w.claim(1).await.remove(0);
         assert_eq!(c.attempt, 1, "{:?} used no attempt", f.class);
@@ -69,6 +70,14 @@ async fn infrastructure_failures_share_the_bound_of_free_releases(h: Harness) {
         assert_eq!((t.state, t.attempts), (TaskState::Queued, 0));
         assert!(t.run_after <= h.clock.now(), "released at once");
     }
+    // A worker that stopped heartbeating (it died, or lost its node) is the third.
+    let c = w.claim(1).await.remove(0);
+    assert_eq!(c.attempt, 1);
+    h.clock.advance(TTL + std::time::Duration::from_secs(1));
+    assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
+    let t = h.store.get_task(id).await.unwrap().unwrap().task;
+    assert_eq!((t.state, t.attempts), (TaskState::Queued, 0));
+    assert!(t.run_after <= h.clock.now(), "released at once");
     // The bound is shared: the next one counts, and waits out the backoff.
     let c = w.claim(1).await.remove(0);
     w.fail(c.lease, infra()).await;

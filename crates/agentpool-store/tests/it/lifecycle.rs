@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use agentpool_core::protocol::FailOutcome;
+use agentpool_core::task::MAX_WORKER_RELEASES;
 use agentpool_core::{Attempt, ErrorClass, Lifecycle, TaskId, TaskResult, TaskState};
 use agentpool_testkit::db::Backend;
 
@@ -153,12 +154,15 @@ async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     assert_eq!(lifecycle(&*h.store, late).await, vec![dep_failed]);
 }
 
+/// Expired leases are given back (the attempt keeps its number) until the bound of free
+/// releases is reached; after that they use attempts, so a task that kills every worker ends.
 async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let mut spec = cmd("x");
     spec.max_attempts = Some(2);
     let id = h.submit(spec).await;
-    for _ in 0..2 {
+    let free = MAX_WORKER_RELEASES as usize;
+    for _ in 0..free + 2 {
         w.claim(1).await.remove(0);
         h.clock.advance(TTL + Duration::from_secs(1));
         assert_eq!(h.store.requeue_expired().await.unwrap(), 1);
@@ -169,26 +173,27 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
         .iter()
         .map(Lifecycle::name)
         .collect();
-    assert_eq!(
-        names,
-        [
-            "queued",
-            "claimed",
-            "lease_expired",
-            "retry_scheduled",
-            "claimed",
-            "lease_expired",
-            "failed",
-        ]
-    );
-    let last = lifecycle(&*h.store, id).await;
-    assert_eq!(
-        last[5],
-        Lifecycle::LeaseExpired {
-            attempt: 2,
-            worker: w.id.clone(),
-        }
-    );
+    let mut expected = vec!["queued"];
+    for _ in 0..free + 1 {
+        expected.extend(["claimed", "lease_expired", "retry_scheduled"]);
+    }
+    expected.extend(["claimed", "lease_expired", "failed"]);
+    assert_eq!(names, expected);
+    let attempts: Vec<u32> = lifecycle(&*h.store, id)
+        .await
+        .into_iter()
+        .filter_map(|l| match l {
+            Lifecycle::LeaseExpired { attempt, worker } => {
+                assert_eq!(worker, w.id);
+                Some(attempt)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, [vec![1; free], vec![1, 2]].concat());
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!((d.task.state, d.task.attempts), (TaskState::Failed, 2));
+    assert_eq!(d.task.error_class, Some(ErrorClass::LeaseExpired));
 }
 
 /// One maintenance pass rescues every expired lease, however many there are.

@@ -81,8 +81,10 @@ pub fn check(submitted: &[TaskId], details: &BTreeMap<TaskId, TaskDetail>, runs:
         }
         // Attempts of one task never held a live lease at the same time: each ended (its
         // lease was given up or rescued) before the next began.
+        // In the order they were claimed: an attempt given back keeps its number, so numbers
+        // repeat, and lease tokens do not.
         let mut attempts = d.attempts_detail.clone();
-        attempts.sort_by_key(|a| a.number);
+        attempts.sort_by_key(|a| a.lease_token);
         for pair in attempts.windows(2) {
             match pair[0].ended_at {
                 Some(end) if end <= pair[1].started_at => {}
@@ -92,7 +94,9 @@ pub fn check(submitted: &[TaskId], details: &BTreeMap<TaskId, TaskDetail>, runs:
                 )),
             }
         }
-        if d.task.attempts > 1 {
+        // Every attempt ever started, those given back (a killed worker's) included.
+        let started = u32::try_from(d.attempts_detail.len()).unwrap_or(u32::MAX);
+        if started > 1 {
             r.retried += 1;
         }
         let starts = runs.starts.get(&key).copied().unwrap_or(0);
@@ -101,11 +105,9 @@ pub fn check(submitted: &[TaskId], details: &BTreeMap<TaskId, TaskDetail>, runs:
             r.violations
                 .push(format!("{id}: succeeded but its command never ran to the end"));
         }
-        if starts > d.task.attempts {
-            r.violations.push(format!(
-                "{id}: {starts} runs started for {} attempts",
-                d.task.attempts
-            ));
+        if starts > started {
+            r.violations
+                .push(format!("{id}: {starts} runs started for {started} attempts"));
         }
         r.restarted_runs += starts.saturating_sub(1);
         r.repeated_ends += ends.saturating_sub(1);
