@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_agents::{EventSink, Registry};
-use agentpool_core::protocol::{CompleteRequest, FailRequest, HeartbeatRequest};
-use agentpool_core::{ErrorClass, Lease, NewEvent, WorkerId, WorkerStatus};
+use agentpool_core::protocol::{CompleteRequest, FailOutcome, FailRequest, HeartbeatRequest};
+use agentpool_core::{ErrorClass, Lease, NewEvent, Timestamp, WorkerId, WorkerStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiError, ClaimedWork, WorkerApi};
@@ -38,7 +38,14 @@ impl AttemptConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
     Succeeded,
-    /// Reported as failed with this class (canceled included).
+    /// Reported as failed with this class, and the task was queued again: its next attempt is
+    /// `attempt` (the same number when this one was given back), runnable from `run_after`.
+    Retrying {
+        class: ErrorClass,
+        attempt: u32,
+        run_after: Timestamp,
+    },
+    /// Reported as failed with this class, and the task ended (failed, or canceled).
     Failed(ErrorClass),
     /// The lease was no longer ours: nothing was (or could be) reported.
     Lost,
@@ -172,12 +179,12 @@ pub(crate) async fn send_report(
     worker: &WorkerId,
     lease: Lease,
     report: &Report,
-) -> Option<Result<(), ApiError>> {
+) -> Option<Result<Option<FailOutcome>, ApiError>> {
     let task = lease.task_id;
     let sent = match report {
         Report::Abandon => return None,
-        Report::Complete(result) => {
-            api.complete(
+        Report::Complete(result) => api
+            .complete(
                 worker,
                 task,
                 CompleteRequest {
@@ -186,7 +193,7 @@ pub(crate) async fn send_report(
                 },
             )
             .await
-        }
+            .map(|()| None),
         Report::Fail {
             class,
             message,
@@ -205,7 +212,7 @@ pub(crate) async fn send_report(
                 },
             )
             .await
-            .map(|_| ()),
+            .map(Some),
     };
     Some(sent)
 }
@@ -229,8 +236,20 @@ pub async fn deliver(
     loop {
         let res = match send_report(api, worker, lease, &report).await {
             None => return AttemptOutcome::Lost,
-            Some(sent) => sent.map(|()| match &report {
-                Report::Fail { class, .. } => AttemptOutcome::Failed(*class),
+            Some(sent) => sent.map(|then| match (&report, then) {
+                (
+                    Report::Fail { class, .. },
+                    Some(FailOutcome::Retrying {
+                        attempt,
+                        run_after,
+                        given_back,
+                    }),
+                ) => AttemptOutcome::Retrying {
+                    class: *class,
+                    attempt: if given_back { attempt } else { attempt + 1 },
+                    run_after,
+                },
+                (Report::Fail { class, .. }, _) => AttemptOutcome::Failed(*class),
                 _ => AttemptOutcome::Succeeded,
             }),
         };

@@ -101,7 +101,13 @@ pub enum FailOutcome {
     /// Queued again; runnable after `run_after`.
     Retrying {
         run_after: crate::Timestamp,
+        /// The number of the attempt that failed.
         attempt: u32,
+        /// The attempt was given back (the worker's or the infrastructure's fault, within the
+        /// task's bound): the next attempt has the same number. Otherwise the next is
+        /// `attempt + 1`.
+        #[serde(default)]
+        given_back: bool,
     },
     /// Finished as failed (or canceled).
     Finished { state: crate::TaskState },

@@ -28,7 +28,7 @@ pub(super) async fn run_task(
     tracing::info!(task = %task_id, attempt, "running task");
     let started = std::time::Instant::now();
     let report = shared.pipeline.run(&work, sink.clone(), &cancel).await;
-    log_end(task_id, attempt, started.elapsed(), &report);
+    let took = started.elapsed();
     drop(sink);
     // Events first, so the record reads in order and the report is the last word.
     let flushed = flusher.await.unwrap_or(events::FlushEnd::GaveUp);
@@ -40,19 +40,28 @@ pub(super) async fn run_task(
     if let Some(r) = shared.lock_running().get_mut(&task_id) {
         r.reporting = true;
     }
-    deliver(&shared, lease, report).await;
+    if report == Report::Abandon {
+        tracing::warn!(task = %task_id, attempt, "lease lost: the attempt ends unreported");
+    }
+    let outcome = deliver(&shared, lease, report.clone()).await;
+    log_end(task_id, attempt, took, &report, &outcome);
     shared.lock_running().remove(&task_id);
     drop(permit);
     shared.beat_now.notify_one();
 }
 
 /// One line per finished attempt beside "running task", so a worker's log tells what became
-/// of each task without the server. The failure message was redacted by the pipeline; it is
-/// quoted, so a message of several lines stays one log line.
-fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report) {
+/// of each task, as the server decided it (retried or ended), without the server. The failure
+/// message was redacted by the pipeline; it is quoted, so a message of several lines stays one
+/// log line. A report that was refused or not delivered was logged as such by [`deliver`].
+fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report, outcome: &AttemptOutcome) {
     let took = format!("{:.1?}", took);
-    match report {
-        Report::Complete(r) => tracing::info!(
+    let error = match report {
+        Report::Fail { message, .. } => message.as_str(),
+        _ => "",
+    };
+    match (report, outcome) {
+        (Report::Complete(r), AttemptOutcome::Succeeded) => tracing::info!(
             %task,
             attempt,
             %took,
@@ -60,19 +69,29 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report) {
             pushed = r.pushed,
             "task succeeded"
         ),
-        Report::Fail {
-            class: ErrorClass::Canceled,
-            ..
-        } => tracing::info!(%task, attempt, %took, "task canceled"),
-        Report::Fail { class, message, .. } => {
-            tracing::info!(%task, attempt, %took, %class, error = ?message, "task failed")
+        (_, AttemptOutcome::Failed(ErrorClass::Canceled)) => {
+            tracing::info!(%task, attempt, %took, "task canceled")
         }
-        Report::Abandon => tracing::warn!(%task, attempt, %took, "lease lost: the attempt ends unreported"),
+        (_, AttemptOutcome::Failed(class)) => {
+            tracing::info!(%task, attempt, %took, %class, ?error, "task failed")
+        }
+        (
+            _,
+            AttemptOutcome::Retrying {
+                class,
+                attempt: next,
+                run_after,
+            },
+        ) => {
+            let at = run_after.format("%H:%M:%S");
+            tracing::info!(%task, attempt, %took, %class, ?error, next_attempt = next, %at, "attempt failed; the task is retried")
+        }
+        _ => {}
     }
 }
 
 /// Deliver `report` (with the same retries as a single attempt's) and count how it ended.
-pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) {
+pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) -> AttemptOutcome {
     if !matches!(report, Report::Abandon) {
         shared.note_outcome(&report);
     }
@@ -81,8 +100,9 @@ pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) {
     shared.count(|s| match outcome {
         AttemptOutcome::Succeeded => s.succeeded += 1,
         AttemptOutcome::Failed(ErrorClass::Canceled) => s.canceled += 1,
-        AttemptOutcome::Failed(_) => s.failed += 1,
+        AttemptOutcome::Failed(_) | AttemptOutcome::Retrying { .. } => s.failed += 1,
         AttemptOutcome::Lost => s.lost += 1,
         AttemptOutcome::Unreported => s.unreported += 1,
     });
+    outcome
 }

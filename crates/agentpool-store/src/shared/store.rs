@@ -177,12 +177,13 @@ macro_rules! store_impl {
                     self.signal.notify();
                 }
                 Ok(match f.ending {
-                    Ending::Requeue { delay, .. } => {
+                    Ending::Requeue { delay, refund } => {
                         let run_after = now + dur_ms(delay);
                         self.wake_at([run_after]);
                         FailOutcome::Retrying {
                             run_after: ts(run_after),
                             attempt: u32::try_from(f.attempt).unwrap_or(0),
+                            given_back: refund,
                         }
                     }
                     Ending::Finish { state, .. } => FailOutcome::Finished { state },

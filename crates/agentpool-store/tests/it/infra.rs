@@ -33,7 +33,17 @@ async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
         let c = w.claim(1).await.remove(0);
         assert_eq!(c.attempt, 1, "release {n} used no attempt");
         let out = w.fail(c.lease, worker_error()).await;
-        assert!(matches!(out, FailOutcome::Retrying { .. }), "{out:?}");
+        assert!(
+            matches!(
+                out,
+                FailOutcome::Retrying {
+                    attempt: 1,
+                    given_back: true,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
         let t = h.store.get_task(id).await.unwrap().unwrap().task;
         assert_eq!(t.state, TaskState::Queued);
         assert_eq!(t.attempts, 0);

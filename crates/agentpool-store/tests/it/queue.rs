@@ -261,10 +261,15 @@ async fn failure_requeues_with_backoff_then_finishes(h: Harness) {
     let c = w.claim(1).await;
     let fail = |msg: &str| failure(agentpool_core::ErrorClass::AgentError, msg);
     let out = w.fail(c[0].lease, fail("boom")).await;
-    let agentpool_core::protocol::FailOutcome::Retrying { run_after, attempt } = out else {
+    let agentpool_core::protocol::FailOutcome::Retrying {
+        run_after,
+        attempt,
+        given_back,
+    } = out
+    else {
         panic!("expected a retry, got {out:?}");
     };
-    assert_eq!(attempt, 1);
+    assert_eq!((attempt, given_back), (1, false));
     assert!(run_after > h.clock.now());
     assert!(w.claim(1).await.is_empty(), "backoff must delay the retry");
     h.clock.advance(Duration::from_secs(3600));

@@ -107,6 +107,9 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
     let line = match &outcome {
         AttemptOutcome::Succeeded => "succeeded".to_string(),
         AttemptOutcome::Failed(c) => format!("failed ({c})"),
+        AttemptOutcome::Retrying { class, attempt, .. } => {
+            format!("failed ({class}); the task is queued again for attempt {attempt}")
+        }
         AttemptOutcome::Lost => "lost its lease (another attempt owns the task)".to_string(),
         AttemptOutcome::Unreported => "could not be reported".to_string(),
     };

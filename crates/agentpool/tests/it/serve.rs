@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::{Env, Up, git, stderr, stdout, submit_args, terminate};
+use crate::{Env, Up, git, json, stderr, stdout, submit_args, terminate};
 
 /// The production layout, all through the binary: migrate, tokens on the database, `serve`
 /// with auth, a separate `worker` process over HTTP, a client with a submitter token.
@@ -104,6 +104,50 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         "{line}"
     );
 
+    // A failed attempt that the server retries: the worker's log says so (checked below).
+    let mut args = vec!["--token", submitter.as_str()];
+    args.extend(submit_args(
+        &server.url,
+        remote.to_str().unwrap(),
+        "echo broken >&2; exit 3",
+        &["--label", "zone=test", "--max-attempts", "2"],
+    ));
+    let o = env.run(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let flaky = stdout(&o).trim().to_string();
+    let show = || {
+        json(&env.run(&[
+            "--server",
+            &server.url,
+            "--token",
+            &submitter,
+            "--output",
+            "json",
+            "tasks",
+            "show",
+            &flaky,
+        ]))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let t = show();
+        if t["attempts"] == 1 && t["state"] == "queued" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{t}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--token",
+        &submitter,
+        "tasks",
+        "cancel",
+        &flaky,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
     // Without a token the server refuses: one line, exit code 4.
     let o = env.run(&["--server", &server.url, "tasks", "list"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
@@ -124,6 +168,19 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         .unwrap_or_else(|| panic!("{err}"));
     assert!(end.contains(&format!("commit={}", &sha[..12])), "{end}");
     assert!(end.contains("pushed=true"), "{end}");
+    let retried = err
+        .lines()
+        .find(|l| l.contains("attempt failed; the task is retried"))
+        .unwrap_or_else(|| panic!("{err}"));
+    for part in [
+        flaky.as_str(),
+        "attempt=1",
+        "class=AGENT_ERROR",
+        "next_attempt=2",
+        "the command exited with code 3",
+    ] {
+        assert!(retried.contains(part), "{part}: {retried}");
+    }
     assert!(server.stop().success());
 }
 

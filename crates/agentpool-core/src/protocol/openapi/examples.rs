@@ -355,6 +355,7 @@ pub(super) fn fail_outcomes() -> Vec<Value> {
         v(FailOutcome::Retrying {
             run_after: now(),
             attempt: 2,
+            given_back: false,
         }),
         v(FailOutcome::Finished {
             state: TaskState::Failed,

@@ -197,7 +197,7 @@ core_schema!(
 core_schema!(
     FailOutcomeSchema,
     "FailOutcome",
-    "`{ outcome: retrying, run_after, attempt }` or `{ outcome: finished, state }`.",
+    "`{ outcome: retrying, run_after, attempt, given_back }` (attempt: the one that failed; given_back: the next has the same number) or `{ outcome: finished, state }`.",
     fail_outcomes()
 );
 core_schema!(
