@@ -25,7 +25,7 @@ pub(super) async fn run_task(
     );
     let sink: Arc<dyn EventSink> = Arc::new(buffer);
     let attempt = work.claimed.attempt;
-    tracing::info!(task = %task_id, attempt, "running task");
+    tracing::info!(task = %task_id, attempt, worker = %shared.id, "running task");
     let started = std::time::Instant::now();
     let report = shared.pipeline.run(&work, sink.clone(), &cancel).await;
     let took = started.elapsed();
