@@ -130,6 +130,18 @@ pub enum TasksCommand {
     Retry { id: agentpool_core::TaskId },
     /// Print a task's events; -f follows them live until the task ends
     Logs(LogsArgs),
+    /// Wait until the tasks finish; the exit code is the worst outcome (0 all succeeded, 1 one
+    /// failed, 3 one was canceled)
+    Wait(WaitArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    #[arg(required = true, value_name = "TASK_ID")]
+    pub ids: Vec<agentpool_core::TaskId>,
+    /// Give up after this long, e.g. 90s, 10m, 1h (exit 1; the tasks go on)
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

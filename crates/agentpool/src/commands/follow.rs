@@ -8,6 +8,8 @@ use agentpool_core::protocol::TaskDetail;
 use agentpool_core::{TaskId, TaskState};
 use futures::StreamExt;
 
+use crate::config::Settings;
+use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
 
 /// Wait until the task finishes, showing its events (when `show_events` and not JSON) and a
@@ -32,6 +34,72 @@ pub async fn wait_for(
         sink(output::render_event(&style, ev), st)
     })
     .await
+}
+
+/// `tasks wait ID…`: wait until every task named has finished (or `timeout` passes), then say
+/// how each ended. One task prints like `submit --wait`; several, a line each (JSON: an array
+/// of tasks). The exit code is the worst outcome: 1 when any failed, else 3 when any was
+/// canceled, else 0 — so a script can submit now and wait later.
+pub async fn wait_all(
+    settings: &Settings,
+    client: &Client,
+    ids: &[TaskId],
+    timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let mut done: Vec<TaskDetail> = Vec::with_capacity(ids.len());
+    let waiting = async {
+        // One after another: the tasks run meanwhile, so this takes as long as the slowest,
+        // and following one that already finished returns at once.
+        for id in ids {
+            done.push(wait_for(client, *id, settings.json(), false).await?);
+        }
+        anyhow::Ok(())
+    };
+    match timeout {
+        Some(limit) => match tokio::time::timeout(limit, waiting).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let left: Vec<String> = ids[done.len()..].iter().map(TaskId::to_string).collect();
+                return Err(Exit::new(
+                    ExitCode::Failed,
+                    format!(
+                        "timed out after {}: {} of {} still unfinished: {}",
+                        output::duration_ms(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
+                        left.len(),
+                        ids.len(),
+                        left.join(", ")
+                    ),
+                )
+                .into());
+            }
+        },
+        None => waiting.await?,
+    }
+    if let [one] = done.as_slice() {
+        return super::tasks::finish(settings, one);
+    }
+    if settings.json() {
+        super::print_json(&done)?;
+    } else {
+        let s = Style::stdout();
+        for d in &done {
+            let t = &d.task;
+            let why = match (t.error_class, t.error_message.as_deref()) {
+                (Some(c), Some(m)) => format!(" {c} {m}"),
+                (Some(c), None) => format!(" {c}"),
+                _ => String::new(),
+            };
+            println!("{} {}{why}", t.id, s.state(t.state));
+        }
+    }
+    let states = || done.iter().map(|d| d.task.state);
+    Ok(if states().any(|s| s == TaskState::Failed) {
+        ExitCode::Failed
+    } else if states().any(|s| s == TaskState::Canceled) {
+        ExitCode::Canceled
+    } else {
+        ExitCode::Success
+    })
 }
 
 /// Follow a task's events live until its terminal event: SSE when the server offers it, paged

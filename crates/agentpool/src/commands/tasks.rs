@@ -344,6 +344,10 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
             }
         }
         TasksCommand::Logs(a) => return logs(settings, &client, a).await,
+        TasksCommand::Wait(a) => {
+            let timeout = a.timeout.map(std::time::Duration::from_secs);
+            return super::follow::wait_all(settings, &client, &a.ids, timeout).await;
+        }
     }
     Ok(ExitCode::Success)
 }

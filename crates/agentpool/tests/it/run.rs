@@ -143,6 +143,50 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
     );
 }
 
+/// `tasks wait` waits for tasks submitted earlier, and its exit code is the worst outcome.
+#[test]
+fn tasks_wait_exits_with_the_worst_outcome_of_the_tasks_it_waits_for() {
+    let pool = Pool::start();
+    let submit = |command: &str, extra: &[&str]| {
+        let o = pool.submit(command, extra);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+    let ok = submit("true", &[]);
+    let bad = submit("exit 3", &["--max-attempts", "1"]);
+    let stuck = submit("true", &["--label", "pool=nowhere"]);
+    let wait = |args: &[&str]| {
+        let mut all = vec!["--server", pool.up.url.as_str(), "tasks", "wait"];
+        all.extend_from_slice(args);
+        pool.env.run(&all)
+    };
+
+    let o = wait(&[&ok]);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("succeeded"), "{}", stdout(&o));
+    let o = wait(&[&ok, &bad]);
+    assert_exit(&o, 1);
+    assert_eq!(
+        stdout(&o),
+        format!("{ok} succeeded\n{bad} failed AGENT_ERROR the command exited with code 3\n")
+    );
+    let o = wait(&["--output", "json", &bad, &ok]);
+    let both = json(&o);
+    assert_eq!(both[0]["state"], "failed", "{both}");
+    assert_eq!(both[1]["state"], "succeeded", "{both}");
+
+    // A task that cannot finish: the wait gives up, and the task goes on.
+    let o = wait(&[&ok, &stuck, "--timeout", "1s"]);
+    assert_exit(&o, 1);
+    assert_eq!(
+        stderr(&o).trim(),
+        format!("agentpool: timed out after 1.0s: 1 of 2 still unfinished: {stuck}")
+    );
+    pool.cancel(&stuck);
+    assert_exit(&wait(&[&ok, &stuck]), 3);
+    assert_exit(&wait(&[&stuck, &bad]), 1);
+}
+
 /// A dependent of a canceled task fails; retrying the canceled task queues the dependent
 /// again with it, and says so.
 #[test]

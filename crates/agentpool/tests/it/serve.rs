@@ -55,11 +55,13 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         .spawn()
         .unwrap();
 
-    let o = env.run(&[
-        "--server",
-        &server.url,
-        "--token",
-        &submitter,
+    // The CLI as the submitter token `ci`.
+    let as_ci = |args: &[&str]| {
+        let mut all = vec!["--server", server.url.as_str(), "--token", submitter.as_str()];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let o = as_ci(&[
         "submit",
         "--repo",
         remote.to_str().unwrap(),
@@ -85,15 +87,7 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let o = env.run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let queued = stdout(&o).trim().to_string();
-    let o = env.run(&[
-        "--server",
-        &server.url,
-        "--token",
-        &submitter,
-        "tasks",
-        "cancel",
-        &queued,
-    ]);
+    let o = as_ci(&["tasks", "cancel", &queued]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let line = server_log
         .iter()
@@ -115,37 +109,16 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let o = env.run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let flaky = stdout(&o).trim().to_string();
-    let show = || {
-        json(&env.run(&[
-            "--server",
-            &server.url,
-            "--token",
-            &submitter,
-            "--output",
-            "json",
-            "tasks",
-            "show",
-            &flaky,
-        ]))
-    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let t = show();
+        let t = json(&as_ci(&["--output", "json", "tasks", "show", &flaky]));
         if t["attempts"] == 1 && t["state"] == "queued" {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{t}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let o = env.run(&[
-        "--server",
-        &server.url,
-        "--token",
-        &submitter,
-        "tasks",
-        "cancel",
-        &flaky,
-    ]);
+    let o = as_ci(&["tasks", "cancel", &flaky]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     // Without a token the server refuses: one line, exit code 4.
