@@ -4,8 +4,9 @@
 //! scheduled or pulled keeps its lease), deletes the Job of a canceled or lost attempt, and
 //! reports the attempts whose pod failed without reporting — with the pod's reason.
 //!
-//! One loop does everything in turn (claim with a short long-poll, reconcile, heartbeat), so
-//! the launcher's view of its Jobs never races with itself.
+//! One loop does everything in turn (claim with a short long-poll — or, with every slot taken,
+//! a heartbeat the server may hold until a cancel — then reconcile, heartbeat), so the
+//! launcher's view of its Jobs never races with itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -179,13 +180,22 @@ pub async fn run_launcher(
                 }
             }
         } else {
-            l.pause(&shutdown).await;
+            // Every slot is taken: rather than sleep, keep a heartbeat waiting on the server,
+            // so a cancel reaches a Job whose pod has not started (image pull, node scale-up)
+            // at once instead of at the next beat.
+            let wait = l.cfg.reconcile_interval;
+            tokio::select! {
+                _ = l.heartbeat(&reg, wait) => {
+                    next_beat = tokio::time::Instant::now() + l.cfg.heartbeat_interval;
+                }
+                _ = shutdown.cancelled() => {}
+            }
         }
         if let Err(e) = l.reconcile().await {
             tracing::warn!("reconcile failed: {e}");
         }
         if tokio::time::Instant::now() >= next_beat {
-            l.heartbeat(&reg).await;
+            l.heartbeat(&reg, Duration::ZERO).await;
             next_beat = tokio::time::Instant::now() + l.cfg.heartbeat_interval;
         }
     }
@@ -354,7 +364,10 @@ impl Launcher {
         Ok(())
     }
 
-    async fn heartbeat(&mut self, reg: &WorkerRegistration) {
+    /// Extend the leases of the tracked Jobs and act on the reply (cancel, lost). With a
+    /// `wait`, the server may hold a quiet reply that long, answering as soon as one of the
+    /// tasks is canceled.
+    async fn heartbeat(&mut self, reg: &WorkerRegistration, wait: Duration) {
         let leases: Vec<Lease> = self.tracked.values().map(|t| t.lease).collect();
         let status = if leases.is_empty() {
             WorkerStatus::Idle
@@ -366,7 +379,12 @@ impl Launcher {
             status: Some(status),
             cache: None,
         };
-        match self.api.heartbeat(&self.cfg.id, req).await {
+        let reply = if wait.is_zero() {
+            self.api.heartbeat(&self.cfg.id, req).await
+        } else {
+            self.api.heartbeat_waiting(&self.cfg.id, req, wait).await
+        };
+        match reply {
             Ok(reply) => {
                 for id in reply.cancel {
                     self.stop(id, ErrorClass::Canceled).await;

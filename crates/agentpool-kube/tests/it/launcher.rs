@@ -221,6 +221,26 @@ async fn cancel_deletes_the_job_in_the_foreground_then_reports_canceled() {
     );
 }
 
+/// A launcher with every slot taken keeps a heartbeat waiting on the server: a cancel reaches
+/// the Job at once, here with beats and reconciles an hour apart.
+#[tokio::test]
+async fn a_cancel_reaches_a_full_launcher_without_waiting_for_its_next_beat() {
+    let mut cfg = config("launcher-a");
+    cfg.slots = 1;
+    cfg.heartbeat_interval = Duration::from_secs(3600);
+    cfg.reconcile_interval = Duration::from_secs(3600);
+    let (fake, w, queue, l, name) = launch_with(FakeApi::new(), work(1), cfg).await;
+    // The first beat (at start) has gone out; the next would be an hour later.
+    eventually("the first heartbeat", || {
+        !queue.heartbeats.lock().unwrap().is_empty()
+    })
+    .await;
+    queue.cancel.lock().unwrap().push(w.claimed.lease.task_id);
+    queue.bell.notify_one();
+    job_being_deleted(&fake, &name).await;
+    l.stop().await;
+}
+
 #[tokio::test]
 async fn a_lost_lease_stops_the_job_and_reports_nothing() {
     let (fake, w, queue, l, name) = launch(work(1)).await;

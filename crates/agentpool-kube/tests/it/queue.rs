@@ -28,6 +28,9 @@ pub struct Queue {
     /// Tasks the next heartbeat reply names as canceled / lost.
     pub cancel: Mutex<Vec<TaskId>>,
     pub lost: Mutex<Vec<TaskId>>,
+    /// Rung after a push to `cancel`: answers a heartbeat waiting for news, as the server's
+    /// worker bell does.
+    pub bell: tokio::sync::Notify,
 }
 
 /// A claimed command task, attempt `attempt`, lease token 7.
@@ -115,6 +118,19 @@ impl WorkerApi for Queue {
             lost: std::mem::take(&mut *self.lost.lock().unwrap()),
             drain: false,
         })
+    }
+
+    async fn heartbeat_waiting(
+        &self,
+        w: &WorkerId,
+        req: HeartbeatRequest,
+        wait: Duration,
+    ) -> Result<HeartbeatReply, ApiError> {
+        let rung = self.bell.notified();
+        if self.cancel.lock().unwrap().is_empty() {
+            let _ = tokio::time::timeout(wait, rung).await;
+        }
+        self.heartbeat(w, req).await
     }
 
     async fn claim(&self, _w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
