@@ -144,11 +144,12 @@ pub(crate) fn ending_event(
     message: &str,
 ) -> Lifecycle {
     match ending {
-        Ending::Requeue { delay, .. } => Lifecycle::RetryScheduled {
+        Ending::Requeue { delay, refund } => Lifecycle::RetryScheduled {
             attempt: u32::try_from(attempt).unwrap_or(0),
             run_after: ts(now + dur_ms(*delay)),
             class,
             message: message.to_string(),
+            given_back: *refund,
         },
         Ending::Finish {
             state: TaskState::Canceled,

@@ -89,6 +89,7 @@ async fn failures_record_retry_then_failed(h: Harness) {
                 run_after,
                 class: ErrorClass::AgentError,
                 message: "exit 1".into(),
+                given_back: false,
             },
             claimed(&w, 2),
             Lifecycle::Failed {
@@ -191,6 +192,15 @@ async fn lease_rescue_records_expiry_and_what_follows(h: Harness) {
         })
         .collect();
     assert_eq!(attempts, [vec![1; free], vec![1, 2]].concat());
+    let given_back: Vec<bool> = lifecycle(&*h.store, id)
+        .await
+        .into_iter()
+        .filter_map(|l| match l {
+            Lifecycle::RetryScheduled { given_back, .. } => Some(given_back),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(given_back, [vec![true; free], vec![false]].concat());
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!((d.task.state, d.task.attempts), (TaskState::Failed, 2));
     assert_eq!(d.task.error_class, Some(ErrorClass::LeaseExpired));

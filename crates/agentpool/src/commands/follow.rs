@@ -181,6 +181,8 @@ struct Progress {
     attempt: u32,
     worker: Option<agentpool_core::WorkerId>,
     retry_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last failed attempt was given back: the next one has its number.
+    given_back: bool,
     /// The last event seen ended the task.
     finished: bool,
 }
@@ -203,9 +205,14 @@ impl Progress {
                 self.worker = Some(worker.clone());
                 self.retry_at = None;
             }
-            L::RetryScheduled { run_after, .. } => {
+            L::RetryScheduled {
+                run_after,
+                given_back,
+                ..
+            } => {
                 self.state = Some(TaskState::Queued);
                 self.retry_at = Some(*run_after);
+                self.given_back = *given_back;
             }
             other => {
                 if let Some(s) = other.terminal_state() {
@@ -223,7 +230,10 @@ impl Progress {
                     self.attempt,
                     output::relative(at)
                 ),
-                _ => format!("retrying (attempt {})", self.attempt + 1),
+                _ => format!(
+                    "retrying (attempt {})",
+                    self.attempt + u32::from(!self.given_back)
+                ),
             },
             Some(TaskState::Queued) | None => "waiting for a worker".to_string(),
             Some(TaskState::Running) => match &self.worker {

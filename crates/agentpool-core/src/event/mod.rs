@@ -120,12 +120,16 @@ pub enum Lifecycle {
         class: ErrorClass,
         message: String,
     },
-    /// The attempt failed and the task waits for `run_after` before attempt `attempt + 1`.
+    /// The attempt failed and the task waits for `run_after` before attempt `attempt + 1` —
+    /// or, when it was `given_back` (the worker's or the infrastructure's fault, not the
+    /// task's), runs again at once as attempt `attempt`.
     RetryScheduled {
         attempt: u32,
         run_after: Timestamp,
         class: ErrorClass,
         message: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        given_back: bool,
     },
     Canceled {
         message: String,
@@ -192,9 +196,17 @@ impl Lifecycle {
             Self::Failed { class, message } => format!("{class}: {message}"),
             Self::RetryScheduled {
                 attempt,
+                class,
+                message,
+                given_back: true,
+                ..
+            } => format!("attempt {attempt} given back ({class}: {message}); it runs again at once"),
+            Self::RetryScheduled {
+                attempt,
                 run_after,
                 class,
                 message,
+                ..
             } => format!(
                 "attempt {attempt} failed ({class}: {message}); next at {}",
                 run_after.format("%H:%M:%S")
@@ -442,134 +454,4 @@ impl Event {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn wire_shape_is_kind_and_data() {
-        let e = NewEvent::new(Lifecycle::Claimed {
-            attempt: 2,
-            worker: WorkerId::parse("w-1").unwrap(),
-        });
-        let v = serde_json::to_value(&e).unwrap();
-        assert_eq!(
-            v,
-            json!({"kind": "lifecycle", "data": {"state": "claimed", "attempt": 2, "worker": "w-1"}})
-        );
-        assert_eq!(serde_json::from_value::<NewEvent>(v).unwrap(), e);
-        let log =
-            json!({"kind": "log", "at": "2026-01-01T00:00:00Z", "data": {"stream": "stdout", "line": "x"}});
-        let e: NewEvent = serde_json::from_value(log.clone()).unwrap();
-        assert_eq!(e.payload, EventPayload::log("stdout", "x"));
-        assert_eq!(serde_json::to_value(&e).unwrap(), log);
-    }
-
-    #[test]
-    fn optional_data_fields_may_be_left_out() {
-        for (kind, data, want) in [
-            (
-                EventKind::SessionStarted,
-                json!({"session_id": "s"}),
-                EventPayload::SessionStarted {
-                    session_id: "s".into(),
-                    model: None,
-                },
-            ),
-            (
-                EventKind::ToolCall,
-                json!({"name": "Bash"}),
-                EventPayload::ToolCall {
-                    id: None,
-                    name: "Bash".into(),
-                    input: Value::Null,
-                },
-            ),
-            (
-                EventKind::Usage,
-                json!({}),
-                EventPayload::Usage {
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    cache_read_tokens: 0,
-                    cache_write_tokens: 0,
-                    cost_usd: None,
-                },
-            ),
-            (
-                EventKind::ApiRetry,
-                json!({}),
-                EventPayload::ApiRetry {
-                    attempt: None,
-                    max_retries: None,
-                    delay_ms: None,
-                    status: None,
-                    error: None,
-                },
-            ),
-            (
-                EventKind::Result,
-                json!({}),
-                EventPayload::Result {
-                    text: None,
-                    is_error: false,
-                    subtype: None,
-                },
-            ),
-            (
-                EventKind::Raw,
-                json!({"line": "x"}),
-                EventPayload::Raw {
-                    line: "x".into(),
-                    hint: None,
-                },
-            ),
-        ] {
-            let wire = json!({"kind": kind.as_str(), "data": data.clone()});
-            assert_eq!(serde_json::from_value::<NewEvent>(wire).unwrap().payload, want);
-            assert_eq!(EventPayload::from_parts(kind, data), want);
-        }
-    }
-
-    #[test]
-    fn unknown_stored_data_reads_as_raw() {
-        let p = EventPayload::from_parts(EventKind::Lifecycle, json!({"state": "from_the_future"}));
-        assert_eq!(p.kind(), EventKind::Raw);
-        let p = EventPayload::from_parts(EventKind::Log, json!({"stream": "stderr", "line": "l"}));
-        assert_eq!(p, EventPayload::log("stderr", "l"));
-    }
-
-    #[test]
-    fn check_events_are_lifecycle_steps_with_their_run() {
-        let run = CheckRun {
-            round: 1,
-            name: "tests".into(),
-            passed: false,
-            exit_code: Some(1),
-            killed: None,
-            duration_ms: 12,
-            output_tail: "FAILED".into(),
-            failed_tests: vec!["a::b".into()],
-        };
-        let e = NewEvent::new(Lifecycle::CheckFinished(run.clone()));
-        let v = serde_json::to_value(&e).unwrap();
-        assert_eq!(v["kind"], "lifecycle");
-        assert_eq!(v["data"]["state"], "check_finished");
-        assert_eq!(v["data"]["exit_code"], 1);
-        assert_eq!(v["data"]["failed_tests"], json!(["a::b"]));
-        let back = EventPayload::from_parts(EventKind::Lifecycle, e.data());
-        assert_eq!(back, EventPayload::Lifecycle(Lifecycle::CheckFinished(run)));
-    }
-
-    #[test]
-    fn only_finished_states_are_terminal() {
-        let failed = EventPayload::from(Lifecycle::Failed {
-            class: ErrorClass::AgentError,
-            message: "m".into(),
-        });
-        assert!(failed.is_terminal());
-        assert!(EventPayload::from(Lifecycle::Succeeded).is_terminal());
-        assert!(!EventPayload::from(Lifecycle::Queued).is_terminal());
-        assert!(!EventPayload::log("stdout", "done").is_terminal());
-    }
-}
+mod tests;
