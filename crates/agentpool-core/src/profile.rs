@@ -136,7 +136,10 @@ impl AgentProfile {
         let mut errs = Vec::new();
         check_env("env", &self.env, &mut errs);
         if let Some(m) = &self.model
-            && (m.is_empty() || m.len() > 200 || m.starts_with('-') || m.chars().any(char::is_whitespace))
+            && (m.is_empty()
+                || m.chars().count() > 200
+                || m.starts_with('-')
+                || m.chars().any(char::is_whitespace))
         {
             errs.push(ValidationError::new(
                 "model",

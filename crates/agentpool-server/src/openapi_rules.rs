@@ -16,15 +16,37 @@ const NAME: &str = "^[A-Za-z0-9._-]{1,100}$";
 const PROFILE_NAME: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 /// `agentpool_core::spec::parse_label`: one `key=value`.
 const LABEL: &str = "^[A-Za-z0-9._/-]{1,63}=([A-Za-z0-9._/-]{1,255})?$";
+/// White space as the server trims and refuses it (`char::is_whitespace`, Unicode's
+/// White_Space), spelled out: `\s` differs between regex dialects (ECMA-262's has U+FEFF and
+/// lacks U+0085, the NEL a fuzzer found), and the document's patterns must mean the same in
+/// every client's.
+macro_rules! ws {
+    () => {
+        "\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+    };
+}
 /// No control character (`char::is_control`: the Cc category), and not only white space.
-const NAME_TEXT: &str = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$";
-
+const NAME_TEXT: &str = concat!(
+    "^[^\\x00-\\x1f\\x7f-\\x9f]*[^",
+    ws!(),
+    "\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$"
+);
 /// `AgentProfile::validate`: no leading '-', no white space.
-const MODEL: &str = "^[^\\s-]\\S*$";
-/// `parse_label_list`: comma-separated `key=value` pairs with a non-empty key; blank pairs are
-/// skipped.
-const LABEL_LIST: &str =
-    "^\\s*([^,=\\s\\x00][^,=\\x00]*=[^,\\x00]*)?(,\\s*([^,=\\s\\x00][^,=\\x00]*=[^,\\x00]*)?)*$";
+const MODEL: &str = concat!("^[^", ws!(), "-][^", ws!(), "]*$");
+/// `parse_label_list`: comma-separated `key=value` pairs, each trimmed, with a non-empty key;
+/// blank pairs are skipped.
+const LABEL_LIST: &str = concat!(
+    "^[",
+    ws!(),
+    "]*([^,=",
+    ws!(),
+    "\\x00][^,=\\x00]*=[^,\\x00]*)?",
+    "(,[",
+    ws!(),
+    "]*([^,=",
+    ws!(),
+    "\\x00][^,=\\x00]*=[^,\\x00]*)?)*$"
+);
 /// Any other text in a path or query: `ApiPath` and `ApiQuery` refuse NUL characters.
 const NO_NUL: &str = "^[^\\x00]*$";
 

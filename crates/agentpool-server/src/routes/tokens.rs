@@ -27,7 +27,8 @@ pub async fn create(
 ) -> ApiResult<Response> {
     let mut errs = Vec::new();
     let name = req.name.trim();
-    if name.is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+    // Characters, not bytes: the OpenAPI document's maxLength counts characters.
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         errs.push(ValidationError::new(
             "name",
             "must be 1-100 characters, no control characters",
