@@ -1,6 +1,7 @@
 //! Where the warm mirrors live and how tasks share them: each repository's mirror name, the
-//! locks that keep one mirror's fetches apart (within the process and across processes), and a
-//! view of a mirror's refs read without starting git.
+//! locks that keep one mirror's fetches apart (within the process and across processes), a
+//! view of a mirror's refs read without starting git, and when its default branch (`HEAD`)
+//! must be asked of the remote again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -115,9 +116,74 @@ pub(crate) async fn ref_state(mirror: &Path) -> std::io::Result<Vec<(PathBuf, Ve
     .map_err(std::io::Error::other)?
 }
 
+/// How long a mirror trusts the default branch it last learned from the remote. A fetch moves
+/// branches but never the mirror's `HEAD` (the remote's default branch), so a remote whose
+/// default changed (master renamed main, or another branch made the default) is asked again
+/// after this long — or at once when the branch `HEAD` names is gone.
+pub(crate) const HEAD_TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The file whose modification time says when the mirror's `HEAD` was last learned.
+pub(crate) fn head_stamp(mirror: &Path) -> PathBuf {
+    mirror.join("agentpool-head-checked")
+}
+
+/// Record that the mirror's `HEAD` is what the remote has now.
+pub(crate) async fn stamp_head(mirror: &Path) -> std::io::Result<()> {
+    tokio::fs::write(head_stamp(mirror), b"").await
+}
+
+/// The branch the mirror's `HEAD` names (`refs/heads/main`), from `refs` as [`ref_state`]
+/// read it.
+fn head_target(refs: &[(PathBuf, Vec<u8>)]) -> Option<String> {
+    let (_, data) = refs.iter().find(|(p, _)| p == Path::new("HEAD"))?;
+    let text = std::str::from_utf8(data).ok()?;
+    text.strip_prefix("ref: ").map(|r| r.trim().to_string())
+}
+
+/// Whether the mirror's `HEAD` must be asked of the remote again: it names a branch the mirror
+/// does not have, or it was learned longer than [`HEAD_TRUSTED_FOR`] ago (or never recorded).
+pub(crate) fn head_is_stale(mirror: &Path, refs: &[(PathBuf, Vec<u8>)]) -> bool {
+    let Some(target) = head_target(refs) else {
+        return true;
+    };
+    let loose = mirror.join(&target);
+    let packed = refs.iter().any(|(p, data)| {
+        p == Path::new("packed-refs")
+            && String::from_utf8_lossy(data)
+                .lines()
+                .any(|l| l.split_once(' ').is_some_and(|(_, name)| name == target))
+    });
+    let present = packed || refs.iter().any(|(p, _)| *p == loose);
+    let fresh = std::fs::metadata(head_stamp(mirror))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < HEAD_TRUSTED_FOR);
+    !(present && fresh)
+}
+
+/// The default branch in `git ls-remote --symref origin HEAD`'s output.
+pub(crate) fn remote_head(ls_remote: &str) -> Option<&str> {
+    ls_remote.lines().find_map(|l| {
+        let (r, name) = l.strip_prefix("ref: ")?.split_once('\t')?;
+        (name.trim() == "HEAD" && r.starts_with("refs/heads/")).then_some(r)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remote_default_branch_is_read_from_ls_remote() {
+        let out = "ref: refs/heads/trunk\tHEAD\n0123abcd\tHEAD\n";
+        assert_eq!(remote_head(out), Some("refs/heads/trunk"));
+        assert_eq!(
+            remote_head("0123abcd\tHEAD\n"),
+            None,
+            "no symref: nothing to learn"
+        );
+    }
 
     #[test]
     fn mirror_names_are_stable_safe_and_distinct() {

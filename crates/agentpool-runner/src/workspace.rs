@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::git::{Git, GitError, RunOpts};
 pub use crate::mirror::MirrorLocks;
-use crate::mirror::{lock_file, mirror_name, ref_state};
+use crate::mirror::{head_is_stale, lock_file, mirror_name, ref_state, remote_head, stamp_head};
 pub use finish::{CommitOptions, PostRun, finish, parse_numstat_z};
 
 /// Where workspaces and the mirror cache live.
@@ -228,7 +228,11 @@ async fn warm_from_existing(
     let (fetched, fetch_ms) = fetched;
     phases.fetch_ms = fetch_ms;
     fetched?;
-    let changed = ref_state(mirror).await? != before;
+    let after = ref_state(mirror).await?;
+    // The default branch matters only to a task that names no base.
+    let head_moved =
+        target.base_ref.is_none() && head_is_stale(mirror, &after) && learn_head(steps, mirror).await?;
+    let changed = head_moved || after != before;
     match speculative {
         Ok(start) if !changed => {
             phases.clone_ms = spec.clone_ms;
@@ -245,6 +249,27 @@ async fn warm_from_existing(
             clone(steps, Some(mirror), target, phases).await
         }
     }
+}
+
+/// Ask the remote which branch is its default and point the mirror's `HEAD` there (a fetch
+/// never moves it). Returns whether it moved. When the remote does not say (an empty
+/// repository, a server without symrefs), `HEAD` stays as it is.
+async fn learn_head(steps: &Steps<'_>, mirror: &Path) -> Result<bool, GitError> {
+    let out = steps
+        .run("ls-remote", mirror, &["ls-remote", "--symref", "origin", "HEAD"])
+        .await?;
+    let Some(head) = remote_head(&out) else {
+        return Ok(false);
+    };
+    let current = tokio::fs::read_to_string(mirror.join("HEAD")).await?;
+    let moved = current.trim().strip_prefix("ref: ") != Some(head);
+    if moved {
+        steps
+            .run("symbolic-ref", mirror, &["symbolic-ref", "HEAD", head])
+            .await?;
+    }
+    stamp_head(mirror).await?;
+    Ok(moved)
 }
 
 /// The task's own clone: of the remote, or of `mirror` with its origin then pointed at the
@@ -328,6 +353,8 @@ async fn create_mirror(steps: &Steps<'_>, mirrors: &Path, mirror: &Path, url: &s
         tmp.clone().into(),
     ];
     steps.run("clone", mirrors, &args).await?;
+    // The clone set HEAD to the remote's default branch.
+    stamp_head(&tmp).await?;
     tokio::fs::rename(&tmp, mirror).await?;
     Ok(())
 }

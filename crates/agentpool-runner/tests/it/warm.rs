@@ -156,3 +156,48 @@ async fn warm_workspaces_never_touch_the_mirror_or_each_other() {
     assert!(!git(&c.dir, &["cat-file", "-e", &a_commit]).0);
     ok(&c.dir, &["fsck", "--no-dangling", "--no-progress"]);
 }
+
+/// The remote's default branch changes under a warm mirror (a fetch never moves the mirror's
+/// `HEAD`): renamed, it is learned at once, since the branch the mirror knew is gone; made
+/// another existing branch, it is learned once the mirror's knowledge is older than it trusts.
+#[tokio::test]
+async fn a_task_without_a_base_starts_from_the_remote_s_default_branch_after_it_changes() {
+    let (f, g, head) = warm_fixture().await;
+    assert_eq!(prepare_warm(&f, &g).await.base_sha, head);
+    let remote = f.server.repo_path("app");
+
+    // GitHub's "rename branch": main becomes trunk, and the default with it.
+    ok(&remote, &["branch", "-m", "main", "trunk"]);
+    assert_eq!(ok(&remote, &["symbolic-ref", "HEAD"]).trim(), "refs/heads/trunk");
+    let renamed = prepare_warm(&f, &g).await;
+    assert_eq!(renamed.base_sha, head);
+    assert_eq!(
+        ok(&renamed.dir, &["symbolic-ref", "refs/remotes/origin/HEAD"]).trim(),
+        "refs/remotes/origin/trunk"
+    );
+
+    // Another branch, with its own commit, made the default; trunk stays.
+    let next = ok(
+        &remote,
+        &["commit-tree", "trunk^{tree}", "-p", "trunk", "-m", "on next"],
+    );
+    let next = next.trim().to_string();
+    ok(&remote, &["branch", "next", &next]);
+    ok(&remote, &["symbolic-ref", "HEAD", "refs/heads/next"]);
+    assert_eq!(
+        f.server.branch_sha("app", "trunk").as_deref(),
+        Some(head.as_str())
+    );
+    // Within the time the mirror trusts what it learned, it starts from trunk still...
+    assert_eq!(prepare_warm(&f, &g).await.base_sha, head);
+    // ...and after it, from the new default.
+    let stamp = mirror(&f).join("agentpool-head-checked");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stamp)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(prepare_warm(&f, &g).await.base_sha, next);
+}
