@@ -96,3 +96,18 @@ impl WorkerApi for Client {
         Client::deregister(self, worker).await
     }
 }
+
+/// The heartbeat interval that holds the lease of `task` (claimed just now): `configured`, or a
+/// third of the server's lease length when that is shorter — a lease shorter than a few beats
+/// would expire between two of them while the worker lives and the task runs, and the task
+/// would go round and round. The lease length is read from the claim: both timestamps are the
+/// server's, so the clocks need not agree.
+pub fn beats_for_lease(configured: Duration, task: &agentpool_core::Task) -> Duration {
+    let (Some(start), Some(until)) = (task.started_at, task.lease_expires_at) else {
+        return configured;
+    };
+    match (until - start).to_std() {
+        Ok(ttl) => configured.min((ttl / 3).max(Duration::from_millis(100))),
+        Err(_) => configured,
+    }
+}

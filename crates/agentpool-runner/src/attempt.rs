@@ -80,7 +80,7 @@ pub async fn run_attempt(
         api.clone(),
         worker.clone(),
         lease,
-        cfg.heartbeat_interval,
+        crate::api::beats_for_lease(cfg.heartbeat_interval, &work.claimed.task),
         cancel.clone(),
         terminate,
         stop_beats.clone(),

@@ -26,7 +26,6 @@ pub(super) async fn register(
 pub(super) async fn heartbeat_loop(
     shared: Arc<Shared>,
     reg: WorkerRegistration,
-    interval: Duration,
     server_drain: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -41,9 +40,11 @@ pub(super) async fn heartbeat_loop(
     // rings only for the leases a beat names. A beat waits at most one interval past its own
     // wait for its answer: a call stuck on a dead keep-alive connection (a server restarted,
     // a packet lost without a reset) is dropped with its connection, and the next goes out.
-    let limit = interval * 2 + Duration::from_secs(1);
     let mut next_at: Option<tokio::time::Instant> = None;
     loop {
+        // Read each time: a claim may have shortened it (`Shared::fit_beats_to`).
+        let interval = shared.beat_interval();
+        let limit = interval * 2 + Duration::from_secs(1);
         if let Some(at) = next_at.take() {
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}

@@ -5,7 +5,7 @@
 //! deregister.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -192,6 +192,7 @@ pub async fn run_worker(
         }),
         draining: AtomicBool::new(false),
         beat_now: Notify::new(),
+        beat_ms: AtomicU64::new(u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)),
         report_retry_for: config.report_retry_for,
         infra_failures: AtomicU32::new(0),
         unhealthy_after: config.unhealthy_after,
@@ -215,7 +216,6 @@ pub async fn run_worker(
             fresh_start: false,
             ..reg
         },
-        config.heartbeat_interval,
         server_drain.clone(),
         stop_heartbeat.clone(),
     ));
@@ -261,6 +261,7 @@ pub async fn run_worker(
             Ok(works) => {
                 backoff.reset();
                 for work in works {
+                    shared.fit_beats_to(&work.claimed.task);
                     let cancel = shared.track(work.claimed.lease);
                     // More than asked for cannot happen with a correct server; such a task runs
                     // anyway (without a slot) rather than stay leased and idle.

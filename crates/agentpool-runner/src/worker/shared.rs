@@ -21,6 +21,9 @@ pub(super) struct Shared {
     pub(super) draining: AtomicBool,
     /// Wakes the heartbeat loop early (status change).
     pub(super) beat_now: Notify,
+    /// Milliseconds between heartbeats: the configured interval, shortened when the server's
+    /// leases turn out too short for it ([`Shared::fit_beats_to`]).
+    pub(super) beat_ms: AtomicU64,
     pub(super) report_retry_for: Duration,
     /// Tasks in a row that failed with `WORKER_ERROR`.
     pub(super) infra_failures: AtomicU32,
@@ -47,6 +50,29 @@ impl Shared {
             },
         );
         cancel
+    }
+
+    /// The time between heartbeats now.
+    pub(super) fn beat_interval(&self) -> Duration {
+        Duration::from_millis(self.beat_ms.load(Ordering::Relaxed))
+    }
+
+    /// Beat often enough to hold the lease of `task`, claimed just now (see
+    /// [`crate::api::beats_for_lease`]); says so once when the interval had to be shortened.
+    pub(super) fn fit_beats_to(&self, task: &agentpool_core::Task) {
+        let now = self.beat_interval();
+        let fit = crate::api::beats_for_lease(now, task);
+        if fit < now {
+            self.beat_ms.store(
+                u64::try_from(fit.as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            tracing::warn!(
+                "the server's leases are shorter than three heartbeats of {now:?}: beating every {fit:?} \
+                 instead (raise the server's --lease-ttl-secs or lower --heartbeat-secs)"
+            );
+            self.beat_now.notify_one();
+        }
     }
 
     pub(super) fn leases(&self) -> Vec<Lease> {

@@ -239,8 +239,8 @@ pub struct WorkerArgs {
     /// back to the queue (INFRA_ERROR, without using an attempt); a second signal stops them now
     #[arg(long, default_value_t = 300)]
     pub drain_grace_secs: u64,
-    /// Seconds between heartbeats, which extend the leases of running tasks (keep it well
-    /// below the server's --lease-ttl-secs)
+    /// Seconds between heartbeats, which extend the leases of running tasks (shortened to a
+    /// third of the server's --lease-ttl-secs when that is less, with a warning)
     #[arg(long, env = "AGENTPOOL_HEARTBEAT_SECS", default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
