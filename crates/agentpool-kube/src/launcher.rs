@@ -233,6 +233,16 @@ impl Launcher {
 
     /// Create the Job and Secret of one claimed attempt.
     async fn launch(&mut self, work: ClaimedWork) {
+        // The launcher's beats hold the lease until the pod's own take over: often enough for
+        // the server's lease length, as a worker's do.
+        let fit = agentpool_runner::api::beats_for_lease(self.cfg.heartbeat_interval, &work.claimed.task);
+        if fit < self.cfg.heartbeat_interval {
+            tracing::warn!(
+                "the server's leases are shorter than three heartbeats of {:?}: beating every {fit:?} instead",
+                self.cfg.heartbeat_interval
+            );
+            self.cfg.heartbeat_interval = fit;
+        }
         let lease = work.claimed.lease;
         let name = job::job_name(lease.task_id, lease.token);
         let spec = job::build_job(&self.cfg.template, &self.cfg.id, &work);

@@ -58,7 +58,8 @@ pub fn work(attempt: u32) -> ClaimedWork {
         finished_at: None,
         worker_id: None,
         lease_token: Some(LeaseToken(7)),
-        lease_expires_at: Some(now),
+        // The server's default lease: 60 s from the claim.
+        lease_expires_at: Some(now + chrono::Duration::seconds(60)),
         cancel_requested: false,
         error_class: None,
         error_message: None,
