@@ -107,7 +107,11 @@ pub fn beats_for_lease(configured: Duration, task: &agentpool_core::Task) -> Dur
         return configured;
     };
     match (until - start).to_std() {
-        Ok(ttl) => configured.min((ttl / 3).max(Duration::from_millis(100))),
+        // Whole milliseconds: the interval is logged.
+        Ok(ttl) => {
+            let third = u64::try_from(ttl.as_millis() / 3).unwrap_or(u64::MAX);
+            configured.min(Duration::from_millis(third.max(100)))
+        }
         Err(_) => configured,
     }
 }
