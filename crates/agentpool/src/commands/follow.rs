@@ -59,7 +59,14 @@ pub async fn wait_all(
         Some(limit) => match tokio::time::timeout(limit, waiting).await {
             Ok(r) => r?,
             Err(_) => {
-                let left: Vec<String> = ids[done.len()..].iter().map(TaskId::to_string).collect();
+                // Waited on in order: of those not reached, some may have finished meanwhile.
+                let mut left = Vec::new();
+                for id in &ids[done.len()..] {
+                    match client.get_task(*id).await {
+                        Ok(d) if d.task.state.is_finished() => {}
+                        _ => left.push(id.to_string()),
+                    }
+                }
                 return Err(Exit::new(
                     ExitCode::Failed,
                     format!(

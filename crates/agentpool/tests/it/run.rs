@@ -176,11 +176,11 @@ fn tasks_wait_exits_with_the_worst_outcome_of_the_tasks_it_waits_for() {
     assert_eq!(both[1]["state"], "succeeded", "{both}");
 
     // A task that cannot finish: the wait gives up, and the task goes on.
-    let o = wait(&[&ok, &stuck, "--timeout", "1s"]);
+    let o = wait(&[&ok, &stuck, &bad, "--timeout", "1s"]);
     assert_exit(&o, 1);
     assert_eq!(
         stderr(&o).trim(),
-        format!("agentpool: timed out after 1.0s: 1 of 2 still unfinished: {stuck}")
+        format!("agentpool: timed out after 1.0s: 1 of 3 still unfinished: {stuck}")
     );
     pool.cancel(&stuck);
     assert_exit(&wait(&[&ok, &stuck]), 3);
