@@ -54,6 +54,10 @@ struct State {
     next_uid: u64,
     resource_version: u64,
     watches: Vec<Watch>,
+    /// Every event sent, with the resource version it happened at: a watch that starts from
+    /// a list's resource version is sent what happened since, as the API server does. Without
+    /// it, a change made between a controller's list and its watch would never reach it.
+    history: Vec<(u64, String, Value, String)>,
 }
 
 impl State {
@@ -65,6 +69,10 @@ impl State {
     /// Tell the watches of `resource` that `object` was added, modified or deleted.
     fn notify(&mut self, resource: &str, kind: &str, object: &Value) {
         let line = json!({"type": kind, "object": object}).to_string() + "\n";
+        let rv = self.resource_version + 1;
+        self.resource_version = rv;
+        self.history
+            .push((rv, resource.to_string(), object.clone(), line.clone()));
         self.watches.retain(|w| {
             if w.resource != resource || !matches(object, &w.selector) {
                 return !w.tx.is_closed();
@@ -302,11 +310,26 @@ impl FakeApi {
 
     fn watch(&self, resource: &str, query: &str) -> http::Response<FakeBody> {
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
-        self.lock().watches.push(Watch {
+        let since: Option<u64> = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("resourceVersion="))
+            .and_then(|v| v.parse().ok());
+        let selector = selector(query);
+        let mut s = self.lock();
+        // Under the same lock as the registration: nothing falls between the two.
+        if let Some(since) = since {
+            for (rv, r, object, line) in &s.history {
+                if *rv > since && r == resource && matches(object, &selector) {
+                    let _ = tx.send(Bytes::from(line.clone()));
+                }
+            }
+        }
+        s.watches.push(Watch {
             resource: resource.to_string(),
-            selector: selector(query),
+            selector,
             tx,
         });
+        drop(s);
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             let b = rx.recv().await?;
             Some((Ok::<_, Infallible>(http_body::Frame::data(b)), rx))

@@ -4,6 +4,7 @@
 
 mod classify;
 mod cluster;
+mod fake_watch;
 mod launcher;
 mod pool;
 mod pool_schema;
