@@ -235,12 +235,8 @@ impl Launcher {
     async fn launch(&mut self, work: ClaimedWork) {
         // The launcher's beats hold the lease until the pod's own take over: often enough for
         // the server's lease length, as a worker's do.
-        let fit = agentpool_runner::api::beats_for_lease(self.cfg.heartbeat_interval, &work.claimed.task);
-        if fit < self.cfg.heartbeat_interval {
-            tracing::warn!(
-                "the server's leases are shorter than three heartbeats of {:?}: beating every {fit:?} instead",
-                self.cfg.heartbeat_interval
-            );
+        let interval = self.cfg.heartbeat_interval;
+        if let Some(fit) = agentpool_runner::api::shorter_beats_for_lease(interval, &work.claimed.task) {
             self.cfg.heartbeat_interval = fit;
         }
         let lease = work.claimed.lease;

@@ -115,3 +115,16 @@ pub fn beats_for_lease(configured: Duration, task: &agentpool_core::Task) -> Dur
         Err(_) => configured,
     }
 }
+
+/// [`beats_for_lease`], when that is shorter than `configured`, having said so in the log: the
+/// operator set the two lengths apart and should hear which one to change.
+pub fn shorter_beats_for_lease(configured: Duration, task: &agentpool_core::Task) -> Option<Duration> {
+    let fit = beats_for_lease(configured, task);
+    (fit < configured).then(|| {
+        tracing::warn!(
+            "the server's leases are shorter than three heartbeats of {configured:?}: beating every {fit:?} \
+             instead (raise the server's --lease-ttl-secs or lower --heartbeat-secs)"
+        );
+        fit
+    })
+}

@@ -80,7 +80,8 @@ pub async fn run_attempt(
         api.clone(),
         worker.clone(),
         lease,
-        crate::api::beats_for_lease(cfg.heartbeat_interval, &work.claimed.task),
+        crate::api::shorter_beats_for_lease(cfg.heartbeat_interval, &work.claimed.task)
+            .unwrap_or(cfg.heartbeat_interval),
         cancel.clone(),
         terminate,
         stop_beats.clone(),

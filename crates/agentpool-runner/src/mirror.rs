@@ -142,7 +142,7 @@ fn head_target(refs: &[(PathBuf, Vec<u8>)]) -> Option<String> {
 
 /// Whether the mirror's `HEAD` must be asked of the remote again: it names a branch the mirror
 /// does not have, or it was learned longer than [`HEAD_TRUSTED_FOR`] ago (or never recorded).
-pub(crate) fn head_is_stale(mirror: &Path, refs: &[(PathBuf, Vec<u8>)]) -> bool {
+pub(crate) async fn head_is_stale(mirror: &Path, refs: &[(PathBuf, Vec<u8>)]) -> bool {
     let Some(target) = head_target(refs) else {
         return true;
     };
@@ -154,7 +154,8 @@ pub(crate) fn head_is_stale(mirror: &Path, refs: &[(PathBuf, Vec<u8>)]) -> bool 
                 .any(|l| l.split_once(' ').is_some_and(|(_, name)| name == target))
     });
     let present = packed || refs.iter().any(|(p, _)| *p == loose);
-    let fresh = std::fs::metadata(head_stamp(mirror))
+    let fresh = tokio::fs::metadata(head_stamp(mirror))
+        .await
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())

@@ -231,7 +231,7 @@ async fn warm_from_existing(
     let after = ref_state(mirror).await?;
     // The default branch matters only to a task that names no base.
     let head_moved =
-        target.base_ref.is_none() && head_is_stale(mirror, &after) && learn_head(steps, mirror).await?;
+        target.base_ref.is_none() && head_is_stale(mirror, &after).await && learn_head(steps, mirror).await?;
     let changed = head_moved || after != before;
     match speculative {
         Ok(start) if !changed => {

@@ -60,16 +60,10 @@ impl Shared {
     /// Beat often enough to hold the lease of `task`, claimed just now (see
     /// [`crate::api::beats_for_lease`]); says so once when the interval had to be shortened.
     pub(super) fn fit_beats_to(&self, task: &agentpool_core::Task) {
-        let now = self.beat_interval();
-        let fit = crate::api::beats_for_lease(now, task);
-        if fit < now {
+        if let Some(fit) = crate::api::shorter_beats_for_lease(self.beat_interval(), task) {
             self.beat_ms.store(
                 u64::try_from(fit.as_millis()).unwrap_or(u64::MAX),
                 Ordering::Relaxed,
-            );
-            tracing::warn!(
-                "the server's leases are shorter than three heartbeats of {now:?}: beating every {fit:?} \
-                 instead (raise the server's --lease-ttl-secs or lower --heartbeat-secs)"
             );
             self.beat_now.notify_one();
         }
