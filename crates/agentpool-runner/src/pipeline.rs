@@ -17,6 +17,7 @@ use crate::private::PrivateDir;
 use crate::process::{OutputStream, ProcessSpec, run_process};
 mod cancel;
 mod failure;
+mod message;
 mod rounds;
 
 pub use cancel::{CancelCause, TaskCancel};
@@ -403,7 +404,7 @@ impl Pipeline {
             let message = spec
                 .commit_message
                 .clone()
-                .unwrap_or_else(|| default_message(work));
+                .unwrap_or_else(|| message::default_message(task.id, spec, result.final_text.as_deref()));
             let opts = CommitOptions {
                 message,
                 author_name: self.cfg.commit_author_name.clone(),
@@ -524,23 +525,6 @@ impl Pipeline {
             failed(class, format!("cannot start the command: {e}"))
         })
     }
-}
-
-fn default_message(work: &ClaimedWork) -> String {
-    let task = &work.claimed.task;
-    let what = task
-        .spec
-        .prompt
-        .as_deref()
-        .or(task.spec.command.as_deref())
-        .unwrap_or("")
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .take(200)
-        .collect::<String>();
-    format!("agentpool: task {}\n\n{what}", task.id)
 }
 
 /// The task as each step after the workspace is ready runs it: setup, the command or agent,

@@ -146,6 +146,16 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
         "{why}"
     );
     assert!(result.files.iter().any(|f| f.path == "hello.txt"), "{why}");
+    // The prompt is the commit's subject and the agent's last answer its body.
+    let (_, message) = env.server.commit_info("app", &sha).expect("the commit");
+    assert_eq!(
+        message,
+        format!(
+            "Create hello.txt\n\nCreated hello.txt.\n\nAgentpool-Task: {}",
+            done.task.id
+        ),
+        "{why}"
+    );
     assert!(!of(&evs, EventKind::ToolCall).is_empty(), "{why}");
     assert!(
         of(&evs, EventKind::ToolResult)

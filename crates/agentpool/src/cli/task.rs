@@ -50,7 +50,8 @@ pub struct TaskArgs {
     /// Attempts before the task fails for good
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Commit message [default: from the agent's summary or the command]
+    /// Commit message [default: the prompt's or command's first line, the agent's final answer, and an
+    /// `Agentpool-Task: <id>` trailer]
     #[arg(long)]
     pub message: Option<String>,
     /// Do not push the work branch

@@ -40,8 +40,16 @@ async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() 
         vec![("README.md", Some(1), Some(0)), ("added.txt", Some(1), Some(0))]
     );
     assert!(result.pushed);
-    let (author, _) = env.server.commit_info("app", &sha).unwrap();
+    let (author, message) = env.server.commit_info("app", &sha).unwrap();
     assert_eq!(author, "Pool Bot <pool@agentpool.test>");
+    // No message given: the command is the subject, the task id a trailer.
+    assert_eq!(
+        message,
+        format!(
+            "printf 'more\\n' >> README.md && echo new > added.txt && echo edited\n\nAgentpool-Task: {}",
+            task.id
+        )
+    );
     // main is untouched.
     assert_ne!(env.server.branch_sha("app", "main"), Some(sha));
     assert!(log_lines(&events(&env.store, task.id).await).contains(&"edited".to_string()));
