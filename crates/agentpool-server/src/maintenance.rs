@@ -1,5 +1,6 @@
 //! The maintenance loop: marks silent workers offline, rescues expired leases, purges finished
-//! tasks past retention and GitHub delivery ids past [`GITHUB_DELIVERY_RETENTION`].
+//! tasks past retention, workers offline past [`OFFLINE_WORKER_RETENTION`] and GitHub delivery
+//! ids past [`GITHUB_DELIVERY_RETENTION`].
 //!
 //! Safe with several replicas on one database: each pass is a set of conditional statements
 //! (`… WHERE lease_expires_at < now()`), so two replicas running it at once do the work once —
@@ -17,6 +18,11 @@ use crate::state::AppState;
 /// stops growing with every event. A redelivery older than this is still one event: the
 /// task's idempotency key makes it the same task.
 pub const GITHUB_DELIVERY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How long an offline worker stays in the worker list. Long enough to see in the morning
+/// which workers went away in the night; short enough that workers coming and going under new
+/// ids (autoscaled hosts, restarts of `agentpool up`) do not pile up.
+pub const OFFLINE_WORKER_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// Settings of the loop.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +68,11 @@ pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
             Ok(0) => {}
             Ok(n) => tracing::info!(tasks = n, "purged finished tasks past retention"),
             Err(e) => tracing::warn!(error = %e, "maintenance: purge failed"),
+        }
+        match store.forget_offline_workers(OFFLINE_WORKER_RETENTION).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(workers = n, "forgot workers offline for over a day"),
+            Err(e) => tracing::warn!(error = %e, "maintenance: forgetting offline workers failed"),
         }
         match store.github_purge_deliveries(GITHUB_DELIVERY_RETENTION).await {
             Ok(0) => {}

@@ -461,6 +461,11 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     // ---- maintenance ----
     /// Workers whose last heartbeat is older than `threshold` go offline.
     async fn mark_workers_offline(&self, threshold: Duration) -> Result<u64>;
+    /// Delete the workers offline for longer than `after` (their last heartbeat is older) that
+    /// hold no running task. Workers that come and go under new ids (autoscaled hosts, `up`
+    /// restarts) would otherwise fill the worker list forever; one that returns under its old
+    /// id is told it is unknown and registers again.
+    async fn forget_offline_workers(&self, after: Duration) -> Result<u64>;
     /// Every attempt whose lease expired is closed as `expired` and its task re-queued (or
     /// failed when out of attempts), in batches of short transactions until none is left.
     /// Writes `lease_expired` then `retry_scheduled` or `failed` for each.

@@ -214,6 +214,19 @@ macro_rules! registry_queries {
             .rows_affected())
         }
 
+        /// One statement; a worker that holds a running task is kept whatever its status says.
+        pub(crate) async fn forget_offline_workers(w: &Pool<Db>, after: Duration, now: i64) -> Result<u64> {
+            Ok(sqlx::query(
+                "DELETE FROM workers WHERE status = 'offline' AND last_heartbeat_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM tasks \
+                   WHERE tasks.worker_id = workers.id AND tasks.state = 'running')",
+            )
+            .bind(now - dur_ms(after))
+            .execute(w)
+            .await?
+            .rows_affected())
+        }
+
         pub(crate) async fn put_project(w: &Pool<Db>, spec: ProjectSpec, now: i64) -> Result<Project> {
             let row = sqlx::query(
                 "INSERT INTO projects (name, spec, slots, created_at, updated_at, daily_budget_usd) \

@@ -314,6 +314,10 @@ macro_rules! store_impl {
                 registry::mark_workers_offline(&self.$w, threshold, self.now()).await
             }
 
+            async fn forget_offline_workers(&self, after: Duration) -> Result<u64> {
+                registry::forget_offline_workers(&self.$w, after, self.now()).await
+            }
+
             async fn requeue_expired(&self) -> Result<u64> {
                 self.rescue_all(None).await
             }

@@ -9,6 +9,7 @@ use crate::harness::{Harness, TTL, cmd};
 
 both!(
     silent_workers_go_offline,
+    workers_offline_past_retention_are_forgotten_unless_they_hold_a_task,
     retention_deletes_only_what_is_past_it,
     replicas_rescue_each_expired_lease_once,
 );
@@ -68,6 +69,55 @@ async fn silent_workers_go_offline(h: Harness) {
     h.store.heartbeat(&quiet.id, &[], TTL).await.unwrap();
     let q = h.store.get_worker(&quiet.id).await.unwrap().unwrap();
     assert_eq!(q.status, WorkerStatus::Idle);
+}
+
+async fn workers_offline_past_retention_are_forgotten_unless_they_hold_a_task(h: Harness) {
+    let gone = h.worker("gone", &["command"], &[]).await;
+    let holding = h.worker("holding", &["command"], &[]).await;
+    let alive = h.worker("alive", &["command"], &[]).await;
+    h.submit(cmd("long")).await;
+    assert_eq!(holding.claim(1).await.len(), 1);
+    let day = Duration::from_secs(24 * 3600);
+    h.clock.advance(Duration::from_secs(120));
+    h.store.heartbeat(&alive.id, &[], TTL).await.unwrap();
+    assert_eq!(
+        h.store
+            .mark_workers_offline(Duration::from_secs(90))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        h.store.forget_offline_workers(day).await.unwrap(),
+        0,
+        "offline, not for a day"
+    );
+
+    h.clock.advance(day);
+    h.store.heartbeat(&alive.id, &[], TTL).await.unwrap();
+    assert_eq!(h.store.forget_offline_workers(day).await.unwrap(), 1);
+    let mut left: Vec<_> = h
+        .store
+        .list_workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    left.sort();
+    // The one still holding a lease stays until the rescue takes its task.
+    assert_eq!(left, [alive.id.clone(), holding.id.clone()]);
+    assert!(h.store.get_worker(&gone.id).await.unwrap().is_none());
+    h.store.requeue_expired().await.unwrap();
+    assert_eq!(h.store.forget_offline_workers(day).await.unwrap(), 1);
+
+    // A forgotten worker that comes back is unknown, and registers again.
+    assert!(matches!(
+        h.store.heartbeat(&gone.id, &[], TTL).await,
+        Err(agentpool_store::StoreError::NotFound { .. })
+    ));
+    h.worker("gone", &["command"], &[]).await;
+    assert_eq!(h.store.list_workers().await.unwrap().len(), 2);
 }
 
 async fn retention_deletes_only_what_is_past_it(h: Harness) {
