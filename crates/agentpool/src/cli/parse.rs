@@ -17,6 +17,13 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     if s.is_empty() {
         return Err(bad());
     }
+    // Reached only because the flags take hyphen values: `--delay -5m` would otherwise be read
+    // as an unknown flag `-5`, which says nothing of what is wrong.
+    if s.strip_prefix('-')
+        .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    {
+        return Err(format!("{s:?}: a duration cannot be negative"));
+    }
     if let Ok(n) = s.parse::<u64>() {
         return Ok(n);
     }
@@ -60,5 +67,15 @@ mod tests {
         assert!(parse_duration_secs("1x").is_err());
         assert!(parse_duration_secs("m").is_err());
         assert!(parse_duration_secs("10m5").is_err());
+        assert_eq!(
+            parse_duration_secs("-5m"),
+            Err("\"-5m\": a duration cannot be negative".into())
+        );
+        // A flag taken for the value (`--delay --command x`) is not called negative.
+        assert!(
+            parse_duration_secs("--command")
+                .unwrap_err()
+                .contains("is not a duration")
+        );
     }
 }

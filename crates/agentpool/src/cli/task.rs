@@ -45,7 +45,7 @@ pub struct TaskArgs {
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// Timeout, e.g. 90s, 10m, 1h
-    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<u64>,
     /// Attempts before the task fails for good
     #[arg(long)]
@@ -73,7 +73,7 @@ pub struct TaskArgs {
     #[arg(long, value_name = "COMMAND")]
     pub setup: Option<String>,
     /// Run no earlier than this long from now, e.g. 10m
-    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION", allow_hyphen_values = true)]
     pub delay: Option<u64>,
     /// Do not commit (nor push) what changed
     #[arg(long)]
@@ -141,7 +141,7 @@ pub struct WaitArgs {
     #[arg(required = true, value_name = "TASK_ID")]
     pub ids: Vec<agentpool_core::TaskId>,
     /// Give up after this long, e.g. 90s, 10m, 1h (exit 1; the tasks go on)
-    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = parse_duration_secs, value_name = "DURATION", allow_hyphen_values = true)]
     pub timeout: Option<u64>,
 }
 
