@@ -50,6 +50,7 @@ Examples:
 /// Flags every subcommand accepts. Values come from the flag, else the `AGENTPOOL_*`
 /// environment variable, else the config file in the data directory.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Where the embedded database, the config file and the state of `agentpool up` live
     /// [default: ./.agentpool, or the user's data directory]

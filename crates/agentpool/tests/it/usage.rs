@@ -92,6 +92,24 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
     assert!(help.contains("Exit codes"));
 }
 
+/// A subcommand's help lists its own flags first and the flags every command takes apart.
+#[test]
+fn a_subcommand_s_help_keeps_the_global_flags_under_their_own_heading() {
+    let env = Env::new();
+    let o = env.run(&["submit", "--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let help = stdout(&o);
+    let (own, rest) = help.split_once("\nGlobal options:\n").expect(&help);
+    // The section ends at the blank line before the examples.
+    let global = rest.split("\n\n").next().unwrap_or_default();
+    for flag in ["--repo", "--command", "--delay", "--wait"] {
+        assert!(own.contains(flag) && !global.contains(flag), "{flag}:\n{help}");
+    }
+    for flag in ["--server", "--token", "--data-dir", "--output", "--ca-cert"] {
+        assert!(global.contains(flag) && !own.contains(flag), "{flag}:\n{help}");
+    }
+}
+
 #[test]
 fn completions_are_generated_for_bash() {
     let env = Env::new();
