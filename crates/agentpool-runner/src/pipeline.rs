@@ -367,9 +367,9 @@ impl Pipeline {
         // ---- setup ----
         if let Some(setup) = spec.setup_command.as_deref().filter(|s| !s.trim().is_empty()) {
             events.emit(NewEvent::new(Lifecycle::SetupStarted));
-            let out = self.shell(setup, &scope).await?;
+            let (out, said) = self.shell(setup, &scope).await?;
             if !out.success() {
-                return Err(process_failure(&out, "setup command"));
+                return Err(process_failure(&out, "setup command", said.as_deref()));
             }
         }
 
@@ -379,10 +379,10 @@ impl Pipeline {
                 events.emit(NewEvent::new(Lifecycle::AgentStarted {
                     agent: "command".into(),
                 }));
-                let out = self.shell(&cmd, &scope).await?;
+                let (out, said) = self.shell(&cmd, &scope).await?;
                 result.exit_code = out.exit_code;
                 if !out.success() {
-                    return Err(process_failure(&out, "command"));
+                    return Err(process_failure(&out, "command", said.as_deref()));
                 }
                 None
             }
@@ -491,7 +491,14 @@ impl Pipeline {
         env
     }
 
-    async fn shell(&self, script: &str, scope: &Scope<'_>) -> Result<crate::process::ProcessOutcome, Failed> {
+    /// Run `script` with `sh -c` in the workspace; its outcome, and the last line it wrote to
+    /// stderr (what a failure message quotes: `sh: 1: make: not found` says more than an exit
+    /// code).
+    async fn shell(
+        &self,
+        script: &str,
+        scope: &Scope<'_>,
+    ) -> Result<(crate::process::ProcessOutcome, Option<String>), Failed> {
         let task_id = scope.env.get("AGENTPOOL_TASK_ID").cloned().unwrap_or_default();
         let mut spec = ProcessSpec::new("sh")
             .arg("-c")
@@ -510,20 +517,24 @@ impl Pipeline {
             .map(|(k, v)| (OsString::from(k), OsString::from(v)))
             .collect();
         let sink = scope.events.clone();
-        run_process(
-            spec,
-            &mut |stream: OutputStream, line: &str| sink.emit(NewEvent::log(stream.as_str(), line)),
-            scope.cancel.token(),
-        )
-        .await
-        .map_err(|e| {
-            let class = if agentpool_agents::is_spawn_failure(&e) {
-                ErrorClass::WorkerError
-            } else {
-                ErrorClass::AgentError
-            };
-            failed(class, format!("cannot start the command: {e}"))
-        })
+        let mut last_stderr: Option<String> = None;
+        let mut on_line = |stream: OutputStream, line: &str| {
+            if stream == OutputStream::Stderr && !line.trim().is_empty() {
+                last_stderr = Some(line.trim().to_string());
+            }
+            sink.emit(NewEvent::log(stream.as_str(), line));
+        };
+        let out = run_process(spec, &mut on_line, scope.cancel.token())
+            .await
+            .map_err(|e| {
+                let class = if agentpool_agents::is_spawn_failure(&e) {
+                    ErrorClass::WorkerError
+                } else {
+                    ErrorClass::AgentError
+                };
+                failed(class, format!("cannot start the command: {e}"))
+            })?;
+        Ok((out, last_stderr))
     }
 }
 

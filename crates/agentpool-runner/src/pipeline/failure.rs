@@ -35,7 +35,19 @@ pub(super) fn git_failure(e: GitError) -> Failed {
     }
 }
 
-pub(super) fn process_failure(out: &ProcessOutcome, what: &str) -> Failed {
+/// How many characters of the process's last stderr line a failure message quotes.
+const QUOTED_CHARS: usize = 300;
+
+/// `out` as a failure of the `what` (command, setup command); `said`, the last line it wrote to
+/// stderr, is quoted when it ended by itself with an error.
+pub(super) fn process_failure(out: &ProcessOutcome, what: &str, said: Option<&str>) -> Failed {
+    let quote = said.map_or(String::new(), |l| {
+        let mut q: String = l.chars().take(QUOTED_CHARS).collect();
+        if q.len() < l.len() {
+            q.push('…');
+        }
+        format!(": {q}")
+    });
     match out.killed {
         Some(KillReason::Timeout) => failed(
             ErrorClass::Timeout,
@@ -49,11 +61,11 @@ pub(super) fn process_failure(out: &ProcessOutcome, what: &str) -> Failed {
         None => match (out.exit_code, out.signal) {
             (Some(code), _) => failed(
                 ErrorClass::AgentError,
-                format!("the {what} exited with code {code}"),
+                format!("the {what} exited with code {code}{quote}"),
             ),
             (None, Some(sig)) => failed(
                 ErrorClass::AgentError,
-                format!("the {what} was killed by signal {sig}"),
+                format!("the {what} was killed by signal {sig}{quote}"),
             ),
             _ => failed(ErrorClass::AgentError, format!("the {what} failed")),
         },

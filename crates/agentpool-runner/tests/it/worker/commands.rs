@@ -68,13 +68,27 @@ async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() 
 #[tokio::test]
 async fn failing_command_is_an_agent_error_with_its_exit_code() {
     let env = env().await;
-    let mut spec = command(&env, "echo boom >&2; exit 7");
+    let mut spec = command(&env, "echo boom >&2; echo out; echo >&2; exit 7");
     spec.max_attempts = Some(1);
     let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
     assert_eq!(done.task.result.as_ref().and_then(|r| r.exit_code), Some(7));
     assert!(log_lines(&events(&env.store, done.task.id).await).contains(&"boom".to_string()));
+    // The message quotes the last line the command wrote to stderr.
+    assert_eq!(
+        done.task.error_message.as_deref(),
+        Some("the command exited with code 7: boom")
+    );
+
+    let mut spec = command(&env, "no-such-tool --version");
+    spec.max_attempts = Some(1);
+    let done = run_to_done(&env, spec).await;
+    let message = done.task.error_message.unwrap_or_default();
+    assert!(
+        message.starts_with("the command exited with code 127: ") && message.contains("no-such-tool"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
