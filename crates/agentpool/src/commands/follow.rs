@@ -122,20 +122,35 @@ pub async fn follow(
     let mut after: i64 = 0;
     let mut progress = Progress::default();
     let mut sse_ok = true;
+    let mut outage = Outage::default();
     loop {
         if progress.finished {
-            status.clear();
-            return Ok(client.get_task(id).await?);
+            match client.get_task(id).await {
+                Ok(done) => {
+                    status.clear();
+                    return Ok(done);
+                }
+                Err(e) => {
+                    outage.wait_or_give_up(e, id, status).await?;
+                    continue;
+                }
+            }
         }
         let stream = if sse_ok {
             match client.stream_events(id, after).await {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    outage.over(status);
+                    Some(s)
+                }
                 Err(agentpool_client::Error::NotFound(_)) if client.get_task(id).await.is_ok() => {
                     tracing::debug!("no SSE endpoint; reading event pages");
                     sse_ok = false;
                     None
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    outage.wait_or_give_up(e, id, status).await?;
+                    continue;
+                }
             }
         } else {
             None
@@ -168,7 +183,17 @@ pub async fn follow(
                     status.set(progress.text(id, started.elapsed()));
                     status.tick();
                     if !sse_ok && ticks.is_multiple_of(16) {
-                        for ev in client.events(id, after, 500).await?.events {
+                        let page = match client.events(id, after, 500).await {
+                            Ok(page) => {
+                                outage.over(status);
+                                page
+                            }
+                            Err(e) => {
+                                outage.wait_or_give_up(e, id, status).await?;
+                                continue;
+                            }
+                        };
+                        for ev in page.events {
                             after = after.max(ev.seq);
                             progress.apply(&ev);
                             on_event(&ev, status);
@@ -178,6 +203,60 @@ pub async fn follow(
                 }
             }
         }
+    }
+}
+
+/// How long a follower keeps trying to reach a server that went away (a restart, a rolling
+/// deploy) before it gives up. The task goes on either way; only the following stops.
+const RECONNECT_FOR: Duration = Duration::from_secs(300);
+
+/// A follower's time without its server: a restart of the server should not fail a script
+/// waiting on a task (`submit --wait`, `tasks wait`) that goes on and succeeds meanwhile.
+#[derive(Debug, Default)]
+struct Outage {
+    since: Option<Instant>,
+    tries: u32,
+}
+
+impl Outage {
+    /// After the call that failed with `e`: wait to try again (with backoff, saying so once),
+    /// or give up — at once when `e` is not a matter of time (a refusal, a task not found),
+    /// else once the server has been away for [`RECONNECT_FOR`].
+    async fn wait_or_give_up(
+        &mut self,
+        e: agentpool_client::Error,
+        id: TaskId,
+        status: &mut StatusLine,
+    ) -> anyhow::Result<()> {
+        if !e.is_transient() {
+            return Err(e.into());
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            status.clear();
+            eprintln!(
+                "agentpool: lost the server ({e}); trying again for up to {} (the task goes on)",
+                output::duration_ms(u64::try_from(RECONNECT_FOR.as_millis()).unwrap_or(u64::MAX))
+            );
+            Instant::now()
+        });
+        if since.elapsed() >= RECONNECT_FOR {
+            return Err(anyhow::Error::from(e).context(format!(
+                "gave up following task {id} (it goes on: `agentpool tasks logs -f {id}` follows it again)"
+            )));
+        }
+        let backoff = Duration::from_millis(250u64 << self.tries.min(4)).min(Duration::from_secs(3));
+        self.tries += 1;
+        tokio::time::sleep(backoff).await;
+        Ok(())
+    }
+
+    /// A call succeeded: the server is back, if it was away.
+    fn over(&mut self, status: &mut StatusLine) {
+        if self.since.take().is_some() {
+            status.clear();
+            eprintln!("agentpool: reached the server again");
+        }
+        self.tries = 0;
     }
 }
 

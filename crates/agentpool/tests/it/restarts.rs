@@ -1,7 +1,9 @@
 //! Operating a pool through the binary: tokens managed over the API with an admin token, the
 //! lease and heartbeat flags of `serve` and `worker`, and a worker killed and restarted under
-//! its id, whose previous attempt is released at once.
+//! its id, whose previous attempt is released at once; a follower that outlives a restart of
+//! the server.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -196,4 +198,78 @@ fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
     let _ = again.kill();
     let _ = again.wait();
     drop(server);
+}
+
+/// The server is killed and started again while `tasks wait` follows a task: the follower
+/// says it lost the server, keeps trying, and ends with the task's outcome once the server is
+/// back — a rolling restart does not fail the scripts waiting on tasks.
+#[test]
+fn tasks_wait_outlives_a_restart_of_the_server() {
+    let env = Env::new();
+    let (mut server, admin, repo) = start_pool(&env, &[]);
+    let url = server.url.clone();
+    let go = env.dir.path().join("go");
+    let cmd = format!(
+        "while [ ! -e '{}' ]; do sleep 0.1; done; echo x > x.txt",
+        go.display()
+    );
+    let id = submit(&env, &url, &admin, &repo, &cmd);
+    let mut w = spawn_worker(&env, &url, &admin, "w1");
+    wait_for("the task to run", Duration::from_secs(60), || {
+        task(&env, &url, &admin, &id)["state"] == "running"
+    });
+    let mut waiter = env
+        .cmd()
+        .args([
+            "--server",
+            &url,
+            "--token",
+            &admin,
+            "tasks",
+            "wait",
+            &id,
+            "--timeout",
+            "5m",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(waiter.stderr.take().unwrap()).lines();
+
+    crate::signal(&server.child, "KILL");
+    server.child.wait().unwrap();
+    std::mem::forget(server);
+    let lost = said.next().expect("a line on stderr").unwrap();
+    assert!(lost.starts_with("agentpool: lost the server ("), "{lost}");
+    assert_eq!(waiter.try_wait().unwrap(), None, "the follower gave up: {lost}");
+
+    let listen = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut serve = env.cmd();
+    serve.args([
+        "serve",
+        "--listen",
+        &listen,
+        "--allow-local-repos",
+        "--database-url",
+        &sqlite_db(&env),
+    ]);
+    let again = Up::spawn(serve);
+    std::fs::write(&go, "").unwrap();
+    let status = waiter.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut waiter.stdout.take().unwrap(), &mut out).unwrap();
+    let rest: Vec<String> = said.map_while(Result::ok).collect();
+    assert_eq!(status.code(), Some(0), "{out}\n{rest:?}");
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(
+        rest.iter().any(|l| l == "agentpool: reached the server again"),
+        "{rest:?}"
+    );
+    let _ = w.kill();
+    let _ = w.wait();
+    drop(again);
 }
