@@ -407,8 +407,32 @@ async fn resolve_start(
     }
     Err(WorkspaceError::BadRef(match base_ref {
         Some(b) => format!("base ref {b:?} not found in the repository"),
-        None => "the repository has no default branch (is it empty?)".to_string(),
+        None => no_default_branch(steps, dir).await?,
     }))
+}
+
+/// Why a repository gave no default branch: it has no branch at all, or its `HEAD` names one
+/// it does not have (a bare repository made with `master` as `HEAD` and pushed `main` to) —
+/// then the task can still start from one of those it has, named as its base.
+async fn no_default_branch(steps: &Steps<'_>, dir: &Path) -> Result<String, GitError> {
+    let args = [
+        "for-each-ref",
+        "--count=4",
+        "--format=%(refname:lstrip=3)",
+        "refs/remotes/origin/",
+    ]
+    .map(String::from);
+    let out = steps.run("rev-parse", dir, &args).await?;
+    let branches: Vec<&str> = out.lines().filter(|b| !b.is_empty() && *b != "HEAD").collect();
+    Ok(if branches.is_empty() {
+        "the repository has no branches (is it empty?)".to_string()
+    } else {
+        format!(
+            "the repository's HEAD names a branch it does not have, so there is no default branch to \
+             start from; name a base ref (it has {})",
+            branches.join(", ")
+        )
+    })
 }
 
 async fn rev_parse(steps: &Steps<'_>, dir: &Path, rev: &str) -> Result<Option<String>, GitError> {

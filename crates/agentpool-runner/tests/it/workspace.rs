@@ -164,6 +164,35 @@ async fn unknown_base_ref_is_a_bad_ref() {
     assert!(matches!(err, WorkspaceError::BadRef(_)), "{err}");
 }
 
+/// A remote whose `HEAD` names a branch it does not have: no default branch, and the error
+/// says which branches there are to name as the base instead — cold and warm alike.
+#[tokio::test]
+async fn a_remote_head_naming_a_missing_branch_is_a_bad_ref_that_lists_the_branches() {
+    let f = fixture().await;
+    let git = git_with(f.dir.path(), TOKEN);
+    agentpool_testkit::git::git(
+        &f.server.repo_path("app"),
+        &["symbolic-ref", "HEAD", "refs/heads/master"],
+    );
+    for mirror in [false, true] {
+        let err = f.prepare(&git, mirror, None).await.unwrap_err();
+        let WorkspaceError::BadRef(why) = &err else {
+            panic!("{err}");
+        };
+        assert!(
+            why.contains("HEAD names a branch it does not have") && why.ends_with("(it has main)"),
+            "{why}"
+        );
+        // Named as the base, the branch it has works.
+        f.prepare(&git, mirror, Some("main"))
+            .await
+            .unwrap()
+            .remove()
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn concurrent_tasks_on_one_mirror_take_turns_and_all_succeed() {
     // Shared by the spawned tasks.
