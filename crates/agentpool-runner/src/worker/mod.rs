@@ -340,7 +340,18 @@ pub async fn run_worker(
         }
     }
     let summary = shared.summary.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    tracing::info!(?summary, "worker stopped");
+    // As fields, which a reader scans and a log pipeline queries (not a struct's Debug form).
+    tracing::info!(
+        worker = %shared.id,
+        succeeded = summary.succeeded,
+        failed = summary.failed,
+        canceled = summary.canceled,
+        lost = summary.lost,
+        abandoned = summary.abandoned,
+        unreported = summary.unreported,
+        unhealthy = summary.unhealthy,
+        "worker stopped"
+    );
     Ok(summary)
 }
 
