@@ -183,8 +183,18 @@ pub struct ProfilePutArgs {
     pub mcp_servers: Vec<String>,
 }
 
-/// Tokens are managed on the database directly (an operator's bootstrap step: the first admin
-/// token cannot come from an API that needs a token).
+/// `agentpool tokens …`: on the server given, or else on the database directly (an operator's
+/// bootstrap step: the first admin token cannot come from an API that needs a token).
+#[derive(Debug, Args)]
+pub struct TokensArgs {
+    /// Database to manage the tokens in when no --server is given [default: SQLite in the data
+    /// dir]
+    #[arg(long, global = true, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokensCommand {
     /// Create a token; its value is printed once

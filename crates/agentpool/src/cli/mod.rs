@@ -115,8 +115,7 @@ pub enum Command {
     #[command(subcommand)]
     Profiles(ProfilesCommand),
     /// Manage API tokens
-    #[command(subcommand)]
-    Tokens(TokensCommand),
+    Tokens(TokensArgs),
     /// Run a self-contained demonstration: a sample repo, the embedded pool, several tasks
     Demo(DemoArgs),
     /// Run each claimed task as a Kubernetes Job (a worker whose slots are Jobs)

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::print_json;
 use crate::access::AgentAccess;
-use crate::cli::{MigrateArgs, ServeArgs, TokensCommand, UpArgs};
+use crate::cli::{MigrateArgs, ServeArgs, TokensArgs, TokensCommand, UpArgs};
 use crate::config::{self, Settings, redact_url};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
@@ -219,12 +219,13 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
 /// `agentpool tokens …`: over the API of the configured server (`--server`, with an admin
 /// `--token`) when there is one, else directly on the database (`--database-url` or the data
 /// dir's), which is how the first admin token comes to exist.
-pub async fn tokens(settings: &Settings, cmd: TokensCommand) -> anyhow::Result<ExitCode> {
+pub async fn tokens(settings: &Settings, args: TokensArgs) -> anyhow::Result<ExitCode> {
+    let cmd = args.command;
     if let Some(url) = &settings.server {
         let client = settings.client(url)?;
         return tokens_on(settings, cmd, TokenBackend::Server(client)).await;
     }
-    let url = settings.database_url(None);
+    let url = settings.database_url(args.database_url.as_deref());
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir).ok();
     }

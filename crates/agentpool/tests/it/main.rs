@@ -83,8 +83,7 @@ impl Env {
     pub fn create_token(&self, db: &str, name: &str, role: &str) -> String {
         let o = self
             .cmd()
-            .env("AGENTPOOL_DATABASE_URL", db)
-            .args(["tokens", "create", name, "--role", role])
+            .args(["tokens", "create", name, "--role", role, "--database-url", db])
             .output()
             .expect("run agentpool");
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
