@@ -215,10 +215,10 @@ fn body_rules() -> Vec<(&'static str, Value)> {
             "TokenCreate/properties/role",
             json!({ "enum": ["admin", "submitter", "worker"] }),
         ),
-        // `routes::projects::put_credential`: 1 byte to 64 KiB.
+        // `routes::projects::put_credential`.
         (
             "CredentialValue/properties/value",
-            json!({ "minLength": 1, "maxLength": 65536 }),
+            json!({ "minLength": 1, "maxLength": crate::routes::projects::MAX_CREDENTIAL_CHARS }),
         ),
         // `AgentProfile::validate`.
         (

@@ -14,6 +14,9 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::tasks::list_page;
 use crate::state::AppState;
 
+/// The longest credential value, in characters.
+pub(crate) const MAX_CREDENTIAL_CHARS: usize = 65536;
+
 /// What a project or credential name may be (`valid_name`).
 const NAME_RULE: &str = "use 1-100 characters from [A-Za-z0-9._-]";
 
@@ -269,8 +272,13 @@ pub async fn put_credential(
     if !valid_name(&name) {
         return Err(ApiError::invalid_field("name", NAME_RULE));
     }
-    if v.value.is_empty() || v.value.len() > 64 * 1024 {
-        return Err(ApiError::invalid_field("value", "must be 1 byte to 64 KiB"));
+    // Counted in characters, as the OpenAPI document's `maxLength` counts: a client that
+    // checks the schema is never refused a value it allows.
+    if v.value.is_empty() || v.value.chars().count() > MAX_CREDENTIAL_CHARS {
+        return Err(ApiError::invalid_field(
+            "value",
+            format!("must be 1 to {MAX_CREDENTIAL_CHARS} characters"),
+        ));
     }
     let Some(cipher) = &state.inner.cipher else {
         return Err(ApiError::unavailable(

@@ -214,6 +214,10 @@ const RECONNECT_FOR: Duration = Duration::from_secs(300);
 /// waiting on a task (`submit --wait`, `tasks wait`) that goes on and succeeds meanwhile.
 #[derive(Debug, Default)]
 struct Outage {
+    /// A call of this follower has succeeded: a server that cannot be reached now went away.
+    /// Before that, it may never have been there (a wrong `--server`), which should fail at
+    /// once rather than after minutes.
+    reached: bool,
     since: Option<Instant>,
     tries: u32,
 }
@@ -228,7 +232,7 @@ impl Outage {
         id: TaskId,
         status: &mut StatusLine,
     ) -> anyhow::Result<()> {
-        if !e.is_transient() {
+        if !e.is_transient() || !self.reached {
             return Err(e.into());
         }
         let since = *self.since.get_or_insert_with(|| {
@@ -252,6 +256,7 @@ impl Outage {
 
     /// A call succeeded: the server is back, if it was away.
     fn over(&mut self, status: &mut StatusLine) {
+        self.reached = true;
         if self.since.take().is_some() {
             status.clear();
             eprintln!("agentpool: reached the server again");

@@ -33,23 +33,61 @@ pub fn stop_on_signal() -> (CancellationToken, tokio::task::JoinHandle<()>) {
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    Signals::new().next().await;
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment this is made. A signal that comes
+/// while nobody awaits [`Signals::next`] is kept for the next call: a second Ctrl-C pressed
+/// quickly after the first is not lost while the first one is being handled (a listener made
+/// anew after handling the first would miss it, and the second Ctrl-C would do nothing).
+pub struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Signals {
+    pub fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                int: signal(SignalKind::interrupt()).ok(),
+                term: signal(SignalKind::terminate()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next signal (or one that came since the last call).
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: Option<&mut tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(self.int.as_mut()) => {}
+                _ = recv(self.term.as_mut()) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -90,6 +128,9 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         agent_bin_dir: None,
         access: AgentAccess::resolve(&args.access)?,
     };
+    // Listening from here on: Ctrl-C during start-up drains what started, and a quick second
+    // one is not lost (see `Signals`).
+    let mut signals = Signals::new();
     let pool = Embedded::start(opts).await?;
     let pid = std::process::id();
     config::write_up_state(
@@ -118,7 +159,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         );
     }
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = signals.next() => {}
         _ = pool.stopped() => {}
     }
     eprintln!(
@@ -129,7 +170,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     let now = pool.stop_now_token();
     let second = tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.next().await;
         eprintln!("{}", Style::stderr().dim("stopping running tasks now"));
         now.cancel();
     });
@@ -337,4 +378,29 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
         }
     }
     Ok(ExitCode::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Signals;
+
+    /// Signals sent while nobody waits (between a first Ctrl-C's handling and the wait for a
+    /// second) are each seen by the next wait.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_signal_sent_between_waits_is_kept_for_the_next() {
+        let mut signals = Signals::new();
+        for round in 0..2 {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &std::process::id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(sent.success());
+            tokio::time::timeout(Duration::from_secs(10), signals.next())
+                .await
+                .unwrap_or_else(|_| panic!("signal {round} was lost"));
+        }
+    }
 }

@@ -77,11 +77,12 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     let signal = {
         let stop = stop.clone();
         let stop_now = cfg.stop_now.clone();
+        let mut signals = super::pool::Signals::new();
         tokio::spawn(async move {
-            super::pool::shutdown_signal().await;
+            signals.next().await;
             tracing::info!("signal received: draining (a second one stops running tasks now)");
             stop.cancel();
-            super::pool::shutdown_signal().await;
+            signals.next().await;
             tracing::info!("second signal received: stopping running tasks now");
             stop_now.cancel();
         })

@@ -200,11 +200,12 @@ fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
     drop(server);
 }
 
-/// The server is killed and started again while `tasks wait` follows a task: the follower
-/// says it lost the server, keeps trying, and ends with the task's outcome once the server is
-/// back — a rolling restart does not fail the scripts waiting on tasks.
+/// The server is killed and started again while `tasks logs -f` follows a task: the follower
+/// says it lost the server, keeps trying, and follows the task to its end once the server is
+/// back — a rolling restart does not fail the scripts waiting on tasks (`submit --wait` and
+/// `tasks wait` follow the same way).
 #[test]
-fn tasks_wait_outlives_a_restart_of_the_server() {
+fn a_follower_outlives_a_restart_of_the_server() {
     let env = Env::new();
     let (mut server, admin, repo) = start_pool(&env, &[]);
     let url = server.url.clone();
@@ -215,34 +216,25 @@ fn tasks_wait_outlives_a_restart_of_the_server() {
     );
     let id = submit(&env, &url, &admin, &repo, &cmd);
     let mut w = spawn_worker(&env, &url, &admin, "w1");
-    wait_for("the task to run", Duration::from_secs(60), || {
-        task(&env, &url, &admin, &id)["state"] == "running"
-    });
-    let mut waiter = env
+    let mut follower = env
         .cmd()
-        .args([
-            "--server",
-            &url,
-            "--token",
-            &admin,
-            "tasks",
-            "wait",
-            &id,
-            "--timeout",
-            "5m",
-        ])
+        .args(["--server", &url, "--token", &admin, "tasks", "logs", "-f", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut said = BufReader::new(waiter.stderr.take().unwrap()).lines();
+    let mut shown = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut said = BufReader::new(follower.stderr.take().unwrap()).lines();
+    // The first event shown: the follower has reached the server.
+    let first = shown.next().expect("an event").unwrap();
+    assert!(first.contains("queued"), "{first}");
 
     crate::signal(&server.child, "KILL");
     server.child.wait().unwrap();
     std::mem::forget(server);
     let lost = said.next().expect("a line on stderr").unwrap();
     assert!(lost.starts_with("agentpool: lost the server ("), "{lost}");
-    assert_eq!(waiter.try_wait().unwrap(), None, "the follower gave up: {lost}");
+    assert_eq!(follower.try_wait().unwrap(), None, "the follower gave up: {lost}");
 
     let listen = url
         .trim_start_matches("http://")
@@ -259,15 +251,24 @@ fn tasks_wait_outlives_a_restart_of_the_server() {
     ]);
     let again = Up::spawn(serve);
     std::fs::write(&go, "").unwrap();
-    let status = waiter.wait().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut waiter.stdout.take().unwrap(), &mut out).unwrap();
+    let status = follower.wait().unwrap();
+    let events: Vec<String> = shown.map_while(Result::ok).collect();
     let rest: Vec<String> = said.map_while(Result::ok).collect();
-    assert_eq!(status.code(), Some(0), "{out}\n{rest:?}");
-    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(status.code(), Some(0), "{events:?}\n{rest:?}");
+    assert!(events.iter().any(|l| l.contains("succeeded")), "{events:?}");
     assert!(
         rest.iter().any(|l| l == "agentpool: reached the server again"),
         "{rest:?}"
+    );
+    // Each event once: the follower went on from the last one it had shown.
+    let mut all = vec![first.clone()];
+    all.extend(events.iter().cloned());
+    let unique: std::collections::BTreeSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "{all:?}");
+    assert_eq!(
+        all.iter().filter(|l| l.contains("claimed: attempt 1")).count(),
+        1,
+        "{all:?}"
     );
     let _ = w.kill();
     let _ = w.wait();

@@ -32,13 +32,23 @@ fn an_invalid_value_names_the_flag() {
 fn an_unreachable_server_is_one_line_and_exit_code_4() {
     let env = Env::new();
     // Port 9 (discard) on loopback: nothing listens there.
-    let o = env.run(&["--server", "http://127.0.0.1:9", "tasks", "list"]);
-    assert_eq!(o.status.code(), Some(4));
-    let line = one_line(&stderr(&o)).to_string();
-    assert!(
-        line.contains("cannot reach") && line.contains("127.0.0.1:9"),
-        "{line}"
-    );
+    let id = "01a23901-c4f9-755d-9c9c-aa7fc317e16a";
+    // Followers too: a server never reached is not waited for as one that went away.
+    for args in [
+        &["tasks", "list"][..],
+        &["tasks", "wait", id],
+        &["tasks", "logs", "-f", id],
+    ] {
+        let mut all = vec!["--server", "http://127.0.0.1:9"];
+        all.extend_from_slice(args);
+        let o = env.run(&all);
+        assert_eq!(o.status.code(), Some(4), "{args:?}");
+        let line = one_line(&stderr(&o)).to_string();
+        assert!(
+            line.contains("cannot reach") && line.contains("127.0.0.1:9"),
+            "{args:?}: {line}"
+        );
+    }
 }
 
 #[test]

@@ -70,6 +70,19 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         !stored.windows(12).any(|w| w == b"s3cr3t-value"),
         "credential stored in plaintext"
     );
+    // The limit counts characters, as the OpenAPI document's maxLength does: 65536 of them
+    // fit even at four bytes each; one more is refused.
+    let wide = "𝄞".repeat(65536);
+    admin
+        .put_credential("wide", &wide)
+        .await
+        .expect("65536 characters");
+    let refused = admin
+        .put_credential("wide", &format!("{wide}x"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("1 to 65536 characters"), "{refused}");
+    admin.delete_credential("wide").await.expect("delete wide");
 
     // projects and builds
     let spec = ProjectSpec {
