@@ -10,11 +10,11 @@ const SUBJECT_CHARS: usize = 72;
 const BODY_CHARS: usize = 4000;
 
 /// The trailer that names the task a commit came from.
-pub const TASK_TRAILER: &str = "Agentpool-Task";
+const TASK_TRAILER: &str = "Agentpool-Task";
 
 /// The message: the first line of the prompt (or command) as the subject; as the body, the
-/// agent's final text, or else the rest of the prompt when the subject could not hold it all;
-/// then the trailer.
+/// agent's final text, or else the whole prompt when the subject could not hold it; then the
+/// trailer.
 pub(crate) fn default_message(id: TaskId, spec: &TaskSpec, final_text: Option<&str>) -> String {
     let asked = spec
         .prompt
@@ -75,26 +75,38 @@ mod tests {
         super::default_message(t.id, &t.spec, final_text)
     }
 
+    /// `t`'s message given the agent's `final_text` is `before_trailer`, then the trailer.
+    fn assert_message(t: &Asked, final_text: Option<&str>, before_trailer: &str) {
+        let expected = format!("{before_trailer}\n\nAgentpool-Task: {}\n", t.id);
+        assert_eq!(default_message(t, final_text), expected);
+    }
+
     #[test]
     fn a_short_command_is_the_subject_and_the_task_id_a_trailer() {
-        let t = task(None, Some("make fmt"));
-        assert_eq!(
-            default_message(&t, None),
-            format!("make fmt\n\nAgentpool-Task: {}\n", t.id)
-        );
+        assert_message(&task(None, Some("make fmt")), None, "make fmt");
     }
 
     #[test]
     fn the_agent_s_final_text_is_the_body() {
         let t = task(Some("Fix the flaky test in\n  crates/x"), None);
-        let msg = default_message(&t, Some("  Made the test wait for the event.\n"));
-        assert_eq!(
-            msg,
-            format!(
-                "Fix the flaky test in\n\nMade the test wait for the event.\n\nAgentpool-Task: {}\n",
-                t.id
-            )
+        let text = Some("  Made the test wait for the event.\n");
+        assert_message(
+            &t,
+            text,
+            "Fix the flaky test in\n\nMade the test wait for the event.",
         );
+    }
+
+    #[test]
+    fn a_multi_line_prompt_without_final_text_is_the_body() {
+        let t = task(Some("\n\nFirst\nthen second"), None);
+        assert_message(&t, Some("  "), "First\n\nFirst\nthen second");
+    }
+
+    #[test]
+    fn nothing_asked_names_the_task() {
+        let t = task(Some("  \n "), None);
+        assert_message(&t, None, &format!("agentpool task {}", t.id));
     }
 
     #[test]
@@ -109,25 +121,6 @@ mod tests {
             "{subject}"
         );
         assert!(msg.contains(&format!("\n\n{}\n\n", long.trim())), "{msg}");
-    }
-
-    #[test]
-    fn a_multi_line_prompt_without_final_text_is_the_body() {
-        let t = task(Some("\n\nFirst\nthen second"), None);
-        let msg = default_message(&t, Some("  "));
-        assert_eq!(
-            msg,
-            format!("First\n\nFirst\nthen second\n\nAgentpool-Task: {}\n", t.id)
-        );
-    }
-
-    #[test]
-    fn nothing_asked_names_the_task() {
-        let t = task(Some("  \n "), None);
-        assert_eq!(
-            default_message(&t, None),
-            format!("agentpool task {}\n\nAgentpool-Task: {}\n", t.id, t.id)
-        );
     }
 
     #[test]
