@@ -159,6 +159,15 @@ macro_rules! task_queries {
             result: Option<&TaskResult>,
             log: &mut LifecycleLog,
         ) -> Result<bool> {
+            // A task canceled on request says by whom, as one canceled while queued does; the
+            // worker that stopped it knows only that it was asked to.
+            let by_whom = match ending {
+                Ending::Finish { state: TaskState::Canceled, .. } if h.cancel_requested => {
+                    cancel_requester(conn, h.id).await?.map(|by| format!("canceled by {by}"))
+                }
+                _ => None,
+            };
+            let message = by_whom.as_deref().unwrap_or(message);
             log.push(h.id, common::ending_event(ending, h.attempts, now, class, message))?;
             let result = result.map(json).transpose()?;
             let outcome = common::attempt_outcome(ending, class);
@@ -207,6 +216,23 @@ macro_rules! task_queries {
                 }
             }
             Ok(wake)
+        }
+
+        /// Who asked to cancel running task `id`, as its `cancel_requested` event recorded (the
+        /// event's fields are stored in key order, so the state is matched anywhere in it; a
+        /// quote inside a string value would be escaped and cannot match).
+        async fn cancel_requester(conn: &mut Conn, id: TaskId) -> Result<Option<String>> {
+            let data: Option<String> = sqlx::query_scalar(
+                "SELECT data FROM events WHERE task_id = $1 AND kind = 'lifecycle' \
+                 AND data LIKE '%\"state\":\"cancel_requested\"%' ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(tid(id))
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(match data.map(|d| serde_json::from_str::<agentpool_core::Lifecycle>(&d)) {
+                Some(Ok(agentpool_core::Lifecycle::CancelRequested { by })) => by,
+                _ => None,
+            })
         }
 
         /// How a reported failure ended; the caller commits and wakes claimers.

@@ -8,7 +8,8 @@ use crate::harness::{Harness, TTL, cmd, failure};
 
 both!(
     cancel_queued_task_ends_it_at_once,
-    cancel_running_task_tells_its_worker
+    cancel_running_task_tells_its_worker,
+    a_running_task_canceled_on_request_says_by_whom,
 );
 
 async fn cancel_queued_task_ends_it_at_once(h: Harness) {
@@ -64,4 +65,30 @@ async fn cancel_running_task_tells_its_worker(h: Harness) {
         d.attempts_detail[0].outcome,
         agentpool_core::AttemptOutcome::Canceled
     );
+    // Asked anonymously: the worker's own words stand.
+    assert_eq!(d.task.error_message.as_deref(), Some("killed"));
+}
+
+/// A running task canceled on someone's request ends saying who asked, as a queued one does;
+/// the worker that stopped it only knows it was asked to.
+async fn a_running_task_canceled_on_request_says_by_whom(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let id = h.submit(cmd("x")).await;
+    let c = w.claim(1).await.remove(0);
+    h.store.cancel_by(id, Some("ci (submitter)")).await.unwrap();
+    w.fail(c.lease, failure(ErrorClass::Canceled, "canceled")).await;
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert_eq!(d.task.state, TaskState::Canceled);
+    assert_eq!(
+        d.task.error_message.as_deref(),
+        Some("canceled by ci (submitter)")
+    );
+    assert_eq!(
+        d.attempts_detail[0].error_message.as_deref(),
+        Some("canceled by ci (submitter)")
+    );
+    let events = h.store.list_events(id, 0, 100).await.unwrap();
+    let last = events.last().and_then(|e| e.payload.lifecycle()).unwrap();
+    assert_eq!(last.terminal_state(), Some(TaskState::Canceled));
+    assert_eq!(last.message(), "canceled by ci (submitter)");
 }
