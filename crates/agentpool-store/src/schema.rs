@@ -9,6 +9,33 @@ pub(crate) static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The SQLite migrations this build carries.
 pub(crate) static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Apply the migrations `migrator` carries that the database behind `pool` lacks, and log
+/// each one applied (at start-up of `serve` and `up`, and as what `agentpool migrate` did). A
+/// replica starting at the same moment may log the same ones: both saw them missing.
+pub(crate) async fn apply<DB>(migrator: &'static Migrator, pool: &sqlx::Pool<DB>) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate;
+    let before: Vec<i64> = {
+        let mut conn = pool.acquire().await?;
+        conn.ensure_migrations_table()
+            .await
+            .map_err(|e| error(migrator, e))?;
+        let applied = conn
+            .list_applied_migrations()
+            .await
+            .map_err(|e| error(migrator, e))?;
+        applied.into_iter().map(|m| m.version).collect()
+    };
+    migrator.run(pool).await.map_err(|e| error(migrator, e))?;
+    for m in migrator.iter().filter(|m| !before.contains(&m.version)) {
+        tracing::info!(version = m.version, description = %m.description, "database migration applied");
+    }
+    Ok(())
+}
+
 /// What a failed migration run means for the person starting agentpool. sqlx's own words
 /// ("migration 9 was previously applied but is missing in the resolved migrations") describe
 /// its bookkeeping; the usual cause is a database a newer agentpool has already migrated, as

@@ -199,10 +199,7 @@ impl PgStore {
         let hot = pool_options()
             .connect_lazy_with(opts.clone().options([("plan_cache_mode", "force_generic_plan")]));
         let pool = pool_options().connect_with(opts).await?;
-        crate::schema::POSTGRES
-            .run(&pool)
-            .await
-            .map_err(|e| crate::schema::error(&crate::schema::POSTGRES, e))?;
+        crate::schema::apply(&crate::schema::POSTGRES, &pool).await?;
         let schema: Option<String> = sqlx::query_scalar("SELECT current_schema()")
             .fetch_one(&pool)
             .await?;

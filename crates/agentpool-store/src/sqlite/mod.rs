@@ -91,10 +91,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
         let writer = pool::writer(opts.clone()).await?;
-        crate::schema::SQLITE
-            .run(&writer)
-            .await
-            .map_err(|e| crate::schema::error(&crate::schema::SQLITE, e))?;
+        crate::schema::apply(&crate::schema::SQLITE, &writer).await?;
         let reader = pool::readers(opts).await?;
         Ok(Self {
             writer,
@@ -113,10 +110,7 @@ impl SqliteStore {
     pub async fn memory_with(config: StoreConfig) -> Result<Self> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
         let pool = pool::memory(opts).await?;
-        crate::schema::SQLITE
-            .run(&pool)
-            .await
-            .map_err(|e| crate::schema::error(&crate::schema::SQLITE, e))?;
+        crate::schema::apply(&crate::schema::SQLITE, &pool).await?;
         Ok(Self {
             writer: pool.clone(),
             reader: pool,

@@ -9,9 +9,29 @@ use crate::{Env, Up, git, json, stderr, stdout, submit_args, terminate};
 /// with auth, a separate `worker` process over HTTP, a client with a submitter token.
 fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let remote = env.sample_repo();
-    let o = env.run(&["migrate", "--database-url", db]);
+    let migrate = || {
+        let mut c = env.cmd();
+        c.env("AGENTPOOL_LOG", "info")
+            .args(["migrate", "--database-url", db]);
+        c.output().unwrap()
+    };
+    let o = migrate();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stdout(&o).contains("s3cret"));
+    // It says what it applied, and the second time that there was nothing to apply.
+    let applied = stderr(&o);
+    assert!(
+        applied.contains("database migration applied version=1 description=init"),
+        "{applied}"
+    );
+    let again = migrate();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        !stderr(&again).contains("migration applied"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(stdout(&again).contains("is up to date"), "{}", stdout(&again));
     let submitter = env.create_token(db, "ci", "submitter");
     let worker_token = env.create_token(db, "pool", "worker");
     let listed = env
