@@ -108,6 +108,11 @@ impl LifecycleLog {
     }
 }
 
+/// The message of a task canceled on request: who asked, when known.
+pub(crate) fn canceled_message(by: Option<&str>) -> String {
+    by.map_or_else(|| "canceled".to_string(), |b| format!("canceled by {b}"))
+}
+
 /// The `failed` event of a task whose dependency failed.
 pub(crate) fn dependency_failed() -> Lifecycle {
     Lifecycle::Failed {

@@ -35,18 +35,14 @@ pub(super) fn git_failure(e: GitError) -> Failed {
     }
 }
 
-/// How many characters of the process's last stderr line a failure message quotes.
-const QUOTED_CHARS: usize = 300;
+/// How much of the process's last stderr line a failure message quotes.
+const QUOTED_BYTES: usize = 300;
 
 /// `out` as a failure of the `what` (command, setup command); `said`, the last line it wrote to
 /// stderr, is quoted when it ended by itself with an error.
 pub(super) fn process_failure(out: &ProcessOutcome, what: &str, said: Option<&str>) -> Failed {
     let quote = said.map_or(String::new(), |l| {
-        let mut q: String = l.chars().take(QUOTED_CHARS).collect();
-        if q.len() < l.len() {
-            q.push('…');
-        }
-        format!(": {q}")
+        format!(": {}", agentpool_agents::events::truncate(l, QUOTED_BYTES))
     });
     match out.killed {
         Some(KillReason::Timeout) => failed(

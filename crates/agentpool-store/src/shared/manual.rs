@@ -36,7 +36,7 @@ macro_rules! manual_queries {
             let mut log = LifecycleLog::default();
             match agentpool_core::task::cancel(t.state)? {
                 agentpool_core::Transition::Finish { state, class } => {
-                    let message = by.map_or_else(|| "canceled".to_string(), |b| format!("canceled by {b}"));
+                    let message = common::canceled_message(by);
                     sqlx::query(
                         "UPDATE tasks SET state = $1, error_class = $2, error_message = $5, \
                          finished_at = $3, updated_at = $3 WHERE id = $4",

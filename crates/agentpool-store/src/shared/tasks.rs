@@ -163,7 +163,8 @@ macro_rules! task_queries {
             // worker that stopped it knows only that it was asked to.
             let by_whom = match ending {
                 Ending::Finish { state: TaskState::Canceled, .. } if h.cancel_requested => {
-                    cancel_requester(conn, h.id).await?.map(|by| format!("canceled by {by}"))
+                    let by = cancel_requester(conn, h.id).await?;
+                    by.is_some().then(|| common::canceled_message(by.as_deref()))
                 }
                 _ => None,
             };
