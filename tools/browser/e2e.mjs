@@ -38,6 +38,9 @@ const AGENT_WAIT = 180_000;
 
 const problems = [];
 let checks = 0;
+// The task a step is waiting on: a failure prints what the server says of it, so a slow or
+// stuck step can be told from a page that missed an update.
+let underWatch = null;
 function ok(what) {
   checks += 1;
   console.log(`ok: ${what}`);
@@ -199,9 +202,14 @@ async function main() {
     await page.locator('#task-state-badge[data-state="running"]').waitFor();
     const pid = Number(await waitFor('the pid file', () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim()));
     assert(!gone(pid), 'the task runs its process');
+    underWatch = sleeper;
+    const askedAt = Date.now();
     await Promise.all([page.waitForLoadState('load'), page.click('button:has-text("Cancel task")')]);
-    await page.locator('#task-state-badge[data-state="canceled"]').waitFor();
-    ok('the task turns canceled');
+    // The worker hears of the cancel within a beat, stops the process group and reports; on
+    // a loaded machine that takes as long as an agent step can.
+    await page.locator('#task-state-badge[data-state="canceled"]').waitFor({ timeout: AGENT_WAIT });
+    underWatch = null;
+    ok(`the task turns canceled (${Date.now() - askedAt} ms after the click)`);
     await waitFor('the canceled process to end', () => gone(pid), 10_000);
     ok("the canceled task's process is gone");
 
@@ -261,5 +269,12 @@ async function main() {
 main().catch((e) => {
   for (const p of problems) console.log(`problem: ${p}`);
   console.log(`FAILED: ${e.stack || e}`);
+  if (underWatch) {
+    const r = spawnSync(BIN, ['--server', BASE, '--token', ADMIN, 'tasks', 'logs', underWatch], {
+      encoding: 'utf8',
+      env: { ...env, NO_COLOR: '1', AGENTPOOL_OUTPUT: 'human' },
+    });
+    console.log(`the server's events of task ${underWatch}:\n${r.stdout}${r.stderr}`);
+  }
   process.exit(1);
 });
