@@ -3,6 +3,7 @@
 
 pub mod builds;
 pub mod github;
+mod handout;
 pub mod ops;
 pub mod profiles;
 pub mod projects;

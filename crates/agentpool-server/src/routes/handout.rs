@@ -1,0 +1,81 @@
+//! What a claimed task is handed besides itself: the credentials its spec and project name,
+//! decrypted, and for a GitHub App project a git token minted for this task alone.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use agentpool_core::protocol::ClaimedTask;
+
+use crate::crypto::Secrets;
+use crate::state::AppState;
+
+/// The credential name a worker takes its git token from (the installation token of a GitHub
+/// App project goes under it).
+const GIT_TOKEN_CREDENTIAL: &str = "git-token";
+/// How long a claim waits for GitHub to mint a task's token.
+const MINT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
+/// A credential that is missing or cannot be decrypted is left out (and logged by name): the
+/// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck. With them, the
+/// GitHub API the task's minted git token is to be revoked at, when one was minted.
+pub(super) async fn credentials_for(state: &AppState, c: &ClaimedTask) -> (Secrets, Option<String>) {
+    let mut names: BTreeSet<String> = c.task.spec.credentials.iter().cloned().collect();
+    let mut github = None;
+    if let Some(p) = &c.task.spec.project {
+        match state.store().get_project(p).await {
+            Ok(Some(p)) => {
+                names.extend(p.spec.credentials);
+                github = p.spec.github.filter(|g| g.app.is_some());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(task = %c.task.id, error = %e, "project lookup for credentials failed"),
+        }
+    }
+    let mut out = Secrets::default();
+    let mut revoke_at = None;
+    if let Some(settings) = github {
+        // A GitHub App project: a token of its own for this task, for this repository's
+        // contents only; it reaches the worker as its git token and is stored nowhere.
+        // Bounded: an unreachable GitHub must not hold up the claim (the task then fails on
+        // its own terms, AUTH_FAILED at the clone).
+        let mint = crate::github::app::mint(state, &settings, agentpool_github::Permissions::PUSH);
+        match tokio::time::timeout(MINT_TIMEOUT, mint)
+            .await
+            .unwrap_or_else(|_| Err(crate::github::SecretError::Timeout))
+        {
+            Ok(t) => {
+                crate::github::app::remember_task_token(state, c.task.id, &settings, &t.token);
+                out.0.insert(GIT_TOKEN_CREDENTIAL.to_string(), t.token);
+                revoke_at = Some(settings.api_url().to_string());
+            }
+            Err(e) => {
+                tracing::warn!(task = %c.task.id, repository = %settings.repository, error = %e, "cannot mint a GitHub App installation token for the task")
+            }
+        }
+    }
+    if names.is_empty() {
+        return (out, revoke_at);
+    }
+    let Some(cipher) = &state.inner.cipher else {
+        tracing::warn!(task = %c.task.id, "task needs credentials but the server has no key configured");
+        return (out, revoke_at);
+    };
+    for name in names {
+        match state.store().get_credential(&name).await {
+            Ok(Some(ct)) => match cipher.decrypt(&name, &ct).map(String::from_utf8) {
+                Ok(Ok(v)) => {
+                    out.0.entry(name).or_insert(v);
+                }
+                _ => {
+                    tracing::warn!(task = %c.task.id, credential = %name, "credential cannot be decrypted with this server key")
+                }
+            },
+            Ok(None) => tracing::warn!(task = %c.task.id, credential = %name, "credential not found"),
+            Err(e) => {
+                tracing::warn!(task = %c.task.id, credential = %name, error = %e, "credential lookup failed")
+            }
+        }
+    }
+    (out, revoke_at)
+}
