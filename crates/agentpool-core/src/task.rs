@@ -47,12 +47,13 @@ pub struct InvalidTransition {
     pub action: &'static str,
 }
 
-/// "is running", "already succeeded": where a task is, in the words of the refusal.
+/// "is running", "already succeeded", "was already canceled": where a task is, in the words
+/// of the refusal (a task does not cancel itself, so that one is passive).
 fn where_it_is(state: TaskState) -> String {
-    if state.is_finished() {
-        format!("already {state}")
-    } else {
-        format!("is {state}")
+    match state {
+        TaskState::Canceled => format!("was already {state}"),
+        _ if state.is_finished() => format!("already {state}"),
+        _ => format!("is {state}"),
     }
 }
 
@@ -331,6 +332,10 @@ mod tests {
         assert_eq!(
             retry(TaskState::Running).unwrap_err().to_string(),
             "cannot retry a task that is running"
+        );
+        assert_eq!(
+            cancel(TaskState::Canceled).unwrap_err().to_string(),
+            "cannot cancel a task that was already canceled"
         );
     }
 

@@ -38,7 +38,8 @@ pub struct TaskArgs {
     /// Higher runs first (-1000..1000)
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
-    /// Run only after this task succeeded (repeatable)
+    /// Run only after this task succeeded (repeatable). It still starts from --base; to build on
+    /// the task's work, name its branch: --base agentpool/<its id>
     #[arg(long = "depends-on", value_name = "TASK_ID")]
     pub depends_on: Vec<agentpool_core::TaskId>,
     /// Label k=v (repeatable): metadata and worker selector
