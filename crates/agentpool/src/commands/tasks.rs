@@ -111,7 +111,18 @@ fn local_repo_absolute(repo: &str) -> anyhow::Result<String> {
 pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
     let client = connect(settings).await?;
-    let task = client.submit(&spec).await.context("submit refused")?.task;
+    let enqueued = client.submit(&spec).await.context("submit refused")?;
+    let task = enqueued.task;
+    // A key seen before returns the earlier task, as it is, whatever this submit asked for:
+    // say so, or "submitted" would claim a new task that runs what was just typed.
+    let how = if enqueued.created {
+        "submitted".to_string()
+    } else {
+        format!(
+            "already submitted (idempotency key {})",
+            task.spec.idempotency_key.as_deref().unwrap_or_default()
+        )
+    };
     if !args.wait {
         if settings.json() {
             print_json(&task)?;
@@ -120,12 +131,18 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
             let err = Style::stderr();
             eprintln!(
                 "{} {} {}",
-                err.dim("submitted, now"),
+                err.dim(&format!("{how}, now")),
                 err.state(task.state),
                 err.dim(&format!("— follow it with `agentpool tasks logs -f {}`", task.id))
             );
         }
         return Ok(ExitCode::Success);
+    }
+    if !enqueued.created && !settings.json() {
+        eprintln!(
+            "{}",
+            Style::stderr().dim(&format!("agentpool: {how}; following that task"))
+        );
     }
     if !settings.json() {
         let s = Style::stdout();

@@ -100,6 +100,46 @@ fn submit_wait_of_a_failing_task_exits_1_and_shows_the_class() {
 }
 
 #[test]
+fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task() {
+    let pool = Pool::start();
+    let first = pool.submit("echo one", &["--idempotency-key", "release-1", "--wait"]);
+    assert_exit(&first, 0);
+    let first_id = pool
+        .env
+        .run(&["--server", &pool.up.url, "tasks", "list", "--output", "json"]);
+    let first_id = json(&first_id)[0]["id"]
+        .as_str()
+        .expect("the first task")
+        .to_string();
+    assert!(
+        !stderr(&first).contains("already submitted"),
+        "{}",
+        stderr(&first)
+    );
+
+    // Another command under the same key: nothing new runs, and the submitter is told so.
+    let again = pool.submit("echo two", &["--idempotency-key", "release-1"]);
+    assert_exit(&again, 0);
+    assert_eq!(stdout(&again).trim(), first_id, "the earlier task's id");
+    let said = stderr(&again);
+    assert!(
+        said.contains("already submitted (idempotency key release-1), now succeeded"),
+        "{said}"
+    );
+    let waited = pool.submit("echo two", &["--idempotency-key", "release-1", "--wait"]);
+    assert_exit(&waited, 0);
+    assert!(
+        stderr(&waited).contains("already submitted (idempotency key release-1); following that task"),
+        "{}",
+        stderr(&waited)
+    );
+    let all = pool
+        .env
+        .run(&["--server", &pool.up.url, "tasks", "list", "--output", "json"]);
+    assert_eq!(json(&all).as_array().map(Vec::len), Some(1), "one task in all");
+}
+
+#[test]
 fn a_task_canceled_while_waited_on_exits_3() {
     let pool = Pool::start();
     // No worker carries this label, so the task stays queued until it is canceled.
