@@ -21,7 +21,7 @@ mod message;
 mod rounds;
 
 pub use cancel::{CancelCause, TaskCancel};
-use failure::{Failed, failed, git_failure, process_failure};
+use failure::{Failed, failed, git_failure, process_failure, with_timeout};
 
 use crate::workspace::{
     CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
@@ -193,7 +193,13 @@ impl Pipeline {
                     result: Some(result),
                 },
                 None => {
-                    let message = redactor.redact(&f.message);
+                    let message = match f.class {
+                        ErrorClass::Timeout => {
+                            with_timeout(&f.message, work.claimed.task.spec.timeout_secs())
+                        }
+                        _ => f.message,
+                    };
+                    let message = redactor.redact(&message);
                     Report::Fail {
                         class: f.class,
                         message,

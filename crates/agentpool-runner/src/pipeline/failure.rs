@@ -22,6 +22,22 @@ pub(super) fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
     }
 }
 
+/// The message of a task that ran out of time, with the timeout it had, so that "hit during
+/// the command" can be weighed against what the task was given: "… (timeout 1h30m)".
+pub(super) fn with_timeout(message: &str, secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut spoken = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            spoken.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if spoken.is_empty() {
+        spoken.push_str("0s");
+    }
+    format!("{message} (timeout {spoken})")
+}
+
 pub(super) fn git_failure(e: GitError) -> Failed {
     match e {
         GitError::Auth { .. } => failed(ErrorClass::GitAuthFailed, e.to_string()),
@@ -65,5 +81,19 @@ pub(super) fn process_failure(out: &ProcessOutcome, what: &str, said: Option<&st
             ),
             _ => failed(ErrorClass::AgentError, format!("the {what} failed")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_timeout;
+
+    #[test]
+    fn a_timeout_is_said_in_the_units_it_was_given_in() {
+        let said = |secs| with_timeout("the task's timeout was hit", secs);
+        assert_eq!(said(2), "the task's timeout was hit (timeout 2s)");
+        assert_eq!(said(600), "the task's timeout was hit (timeout 10m)");
+        assert_eq!(said(5400), "the task's timeout was hit (timeout 1h30m)");
+        assert_eq!(said(3661), "the task's timeout was hit (timeout 1h1m1s)");
     }
 }

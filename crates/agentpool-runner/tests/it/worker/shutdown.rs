@@ -54,6 +54,10 @@ async fn timeout_of_a_task_kills_its_grandchildren_and_records_timeout() {
     let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::Timeout));
+    assert_eq!(
+        done.task.error_message.as_deref(),
+        Some("the task's timeout was hit during the command (timeout 1s)")
+    );
     let children = pids(&log_lines(&events(&env.store, done.task.id).await));
     assert_eq!(children.len(), 2);
     assert_all_gone(&children, "timeout");
