@@ -25,7 +25,9 @@ pub enum ProjectsCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct ProjectPutArgs {
+    /// Project name, which tasks name with --project
     pub name: String,
+    /// Repository its tasks run in: a URL (https, ssh) or, on the embedded pool, a local path
     #[arg(long)]
     pub repo: String,
     /// Default base branch
@@ -34,8 +36,10 @@ pub struct ProjectPutArgs {
     /// Max tasks of this project running at once
     #[arg(long)]
     pub slots: Option<u32>,
+    /// Agent for this project's tasks that name none
     #[arg(long)]
     pub agent: Option<String>,
+    /// Model for this project's tasks that name none
     #[arg(long)]
     pub model: Option<String>,
     /// Agents this project's tasks may use (comma separated)

@@ -114,6 +114,20 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ("profile", s.default_profile.clone().unwrap_or_default()),
                     ("allowed", s.allowed_agents.join(", ")),
                     ("secrets", s.credentials.join(", ")),
+                    // One check a line, under each other like the other values.
+                    (
+                        "checks",
+                        s.checks
+                            .iter()
+                            .map(|c| c.name.as_deref().unwrap_or(&c.command))
+                            .collect::<Vec<_>>()
+                            .join(&format!("\n{:11}", "")),
+                    ),
+                    ("rounds", s.max_rounds.map(|n| n.to_string()).unwrap_or_default()),
+                    (
+                        "github",
+                        s.github.as_ref().map(github_summary).unwrap_or_default(),
+                    ),
                     (
                         "max cost",
                         s.max_cost_usd.map(|c| format!("${c}")).unwrap_or_default(),
@@ -226,6 +240,17 @@ fn worker_id(id: &str) -> anyhow::Result<agentpool_core::WorkerId> {
 }
 
 /// The project `projects put` and `projects build` send.
+/// "owner/name (GitHub App 123)" or "owner/name (token from credential gh)": the repository a
+/// project answers webhooks for and how it authenticates, naming credentials, never values.
+fn github_summary(g: &agentpool_core::github::GithubSettings) -> String {
+    let auth = match (&g.app, &g.token) {
+        (Some(app), _) => format!("GitHub App {}", app.app_id),
+        (None, Some(t)) => format!("token from credential {t}"),
+        (None, None) => "webhooks only, no API token".to_string(),
+    };
+    format!("{} ({auth})", g.repository)
+}
+
 fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
     let g = a.github;
     let github = match g.github_repo {

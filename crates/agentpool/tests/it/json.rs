@@ -137,6 +137,42 @@ fn every_command_prints_valid_json() {
         serde_json::json!({"app_id": 123456, "private_key": "gh-app-key"}),
         "{app}"
     );
+    // For people, `projects show` says all of it: the checks and the GitHub wiring too.
+    json(&ap(&put_web(
+        &[
+            &hook[..],
+            &["--github-app-id", "123456", "--github-app-key", "gh-app-key"],
+        ]
+        .concat(),
+    )
+    .into_iter()
+    .chain([
+        "--check",
+        "cargo test",
+        "--check",
+        "cargo clippy",
+        "--max-rounds",
+        "4",
+    ])
+    .collect::<Vec<_>>()));
+    let shown = stdout(&env.run(&["--server", up.url.as_str(), "projects", "show", "web"]));
+    let field = |k: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(k))
+            .map(|l| l[k.len()..].trim().to_string())
+    };
+    assert_eq!(field("checks").as_deref(), Some("cargo test"), "{shown}");
+    assert!(
+        shown.contains(&format!("\n{:11}cargo clippy\n", "")),
+        "the second check under the first: {shown}"
+    );
+    assert_eq!(field("rounds").as_deref(), Some("4"), "{shown}");
+    assert_eq!(
+        field("github").as_deref(),
+        Some("acme/web (GitHub App 123456)"),
+        "{shown}"
+    );
     let both = [
         &hook[..],
         &[
