@@ -530,16 +530,10 @@ pub async fn follow_up(
         .await?
         .ok_or_else(|| DashError::not_found(format!("task {id} not found")))?
         .task;
-    let pushed_branch = prev
-        .result
-        .as_ref()
-        .filter(|r| r.pushed)
-        .and_then(|r| r.branch.clone());
     let spec = TaskSpec {
         prompt: Some(prompt),
         follow_up_of: Some(id),
-        // Build on what the first task pushed; a fresh work branch keeps its own lock.
-        base_ref: pushed_branch.or_else(|| prev.spec.base_ref.clone()),
+        // No branch of its own: as any follow-up, it goes on on the first task's work branch.
         branch: None,
         idempotency_key: None,
         depends_on: Vec::new(),

@@ -27,6 +27,9 @@ pub(crate) async fn prepare_spec(
     prefix: &str,
 ) -> Result<TaskSpec, Vec<ValidationError>> {
     let field = |f: &str| format!("{prefix}{f}");
+    if let Some(earlier) = spec.follow_up_of {
+        continue_earlier(state, &mut spec, earlier, &field).await?;
+    }
     if let Some(name) = spec.project.clone() {
         match state.store().get_project(&name).await {
             Ok(Some(p)) => {
@@ -89,6 +92,58 @@ pub(crate) async fn prepare_spec(
             .collect::<Vec<_>>()
     })?;
     Ok(spec)
+}
+
+/// A follow-up continues the `earlier` task's work: unless it says otherwise, it runs in the same
+/// repository (and project), on the same work branch — so it starts from what that task pushed,
+/// and waits for the branch while that task still runs — from the same base.
+async fn continue_earlier(
+    state: &AppState,
+    spec: &mut TaskSpec,
+    earlier: TaskId,
+    field: &impl Fn(&str) -> String,
+) -> Result<(), Vec<ValidationError>> {
+    let prev = match state.store().get_task(earlier).await {
+        Ok(Some(d)) => d.task,
+        Ok(None) => {
+            return Err(vec![ValidationError::new(
+                field("follow_up_of"),
+                format!("task {earlier} does not exist"),
+            )]);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "follow-up lookup failed");
+            return Err(vec![ValidationError::new(
+                field("follow_up_of"),
+                "could not be looked up",
+            )]);
+        }
+    };
+    if spec.repo.is_none() && spec.project.is_none() {
+        spec.repo = prev.spec.repo.clone();
+        spec.project = prev.spec.project.clone();
+    }
+    let same_place = match (&spec.repo, &spec.project) {
+        (Some(r), _) => prev.spec.repo.as_ref() == Some(r),
+        (None, p) => p.is_some() && *p == prev.spec.project,
+    };
+    if spec.branch.is_none() && same_place {
+        let branch = prev
+            .result
+            .as_ref()
+            .and_then(|r| r.branch.clone())
+            .or(prev.spec.branch)
+            .unwrap_or_else(|| {
+                agentpool_core::spec::BranchName::for_task(prev.id)
+                    .as_str()
+                    .to_string()
+            });
+        spec.branch = Some(branch);
+        if spec.base_ref.is_none() {
+            spec.base_ref = prev.spec.base_ref;
+        }
+    }
+    Ok(())
 }
 
 /// The body of `POST /v1/tasks`: one TaskSpec, or `{ "tasks": [TaskSpec, …] }` (untagged:

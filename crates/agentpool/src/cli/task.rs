@@ -8,7 +8,8 @@ use super::{AgentAccessArgs, parse_duration_secs, parse_label};
 #[derive(Debug, Clone, Args)]
 pub struct TaskArgs {
     /// Repository: a URL (https, ssh) or, on the embedded pool, a local path / file:// URL
-    /// [default: the current directory when it is a git repository and no --project is given]
+    /// [default: the current directory when it is a git repository and no --project is given;
+    /// with --follow-up, the earlier task's]
     #[arg(long, value_name = "PATH_OR_URL")]
     pub repo: Option<String>,
     /// Project whose repository and defaults to use
@@ -61,7 +62,8 @@ pub struct TaskArgs {
     /// A second submit with the same key returns the first task
     #[arg(long)]
     pub idempotency_key: Option<String>,
-    /// Continue this earlier task: same work branch, agent session resumed where supported
+    /// Continue this earlier task: same repository and work branch (it starts from what that
+    /// task pushed), agent session resumed where supported
     #[arg(long = "follow-up", value_name = "TASK_ID")]
     pub follow_up: Option<agentpool_core::TaskId>,
     /// Agent turn limit

@@ -36,6 +36,8 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
     let repo = match (&args.repo, &args.project) {
         (Some(r), _) => Some(local_repo_absolute(r)?),
         (None, Some(_)) => None,
+        // The server takes the earlier task's repository (and work branch).
+        (None, None) if args.follow_up.is_some() => None,
         (None, None) if Path::new(".git").exists() => Some(local_repo_absolute(".")?),
         (None, None) => {
             return Err(Exit::new(

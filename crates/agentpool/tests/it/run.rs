@@ -140,6 +140,61 @@ fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task
 }
 
 #[test]
+fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
+    let pool = Pool::start();
+    let first = pool.submit("echo one > notes.txt", &["--wait", "--output", "json"]);
+    assert_exit(&first, 0);
+    let first = json(&first);
+    let first_id = first["id"].as_str().expect("id").to_string();
+    let branch = first["result"]["branch"].as_str().expect("branch").to_string();
+
+    // No --repo, and run from a directory that is no repository: the follow-up takes the
+    // earlier task's repository and branch, and starts from what that task pushed.
+    let url = pool.up.url.clone();
+    let next = pool.env.run(&[
+        "--server",
+        &url,
+        "submit",
+        "--follow-up",
+        &first_id,
+        "--command",
+        "echo two >> notes.txt",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_exit(&next, 0);
+    let next = json(&next);
+    assert_eq!(next["spec"]["branch"], branch.as_str(), "{next}");
+    assert_eq!(next["spec"]["repo"], first["spec"]["repo"]);
+    assert_eq!(
+        git(&pool.remote, &["show", &format!("{branch}:notes.txt")]),
+        "one\ntwo"
+    );
+    assert_eq!(
+        git(&pool.remote, &["rev-parse", &format!("{branch}~1")]),
+        first["result"]["commit_sha"].as_str().expect("first commit"),
+        "the follow-up's commit is on top of the first's"
+    );
+
+    let missing = pool.env.run(&[
+        "--server",
+        &url,
+        "submit",
+        "--follow-up",
+        "01a23c31-e1e5-764b-9111-1b9c734dbe52",
+        "--command",
+        "true",
+    ]);
+    assert_exit(&missing, 2);
+    assert!(
+        stderr(&missing).contains("follow_up_of: task 01a23c31-e1e5-764b-9111-1b9c734dbe52 does not exist"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
 fn a_task_canceled_while_waited_on_exits_3() {
     let pool = Pool::start();
     // No worker carries this label, so the task stays queued until it is canceled.

@@ -134,6 +134,11 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
         .expect("task id");
     let t = stored_task(&app.store, new_id).await;
     assert_eq!(t.spec.follow_up_of, Some(id));
+    assert_eq!(
+        t.spec.branch,
+        Some(format!("agentpool/{id}")),
+        "it goes on on the first task's work branch"
+    );
     assert_eq!(t.spec.prompt.as_deref(), Some("and now the docs"));
     assert_eq!(
         (t.spec.agent.as_deref(), t.spec.model.as_deref()),
