@@ -240,6 +240,7 @@ async fn tour(
         TaskSpec {
             max_attempts: Some(1),
             branch: Some("demo/flaky".into()),
+            commit_message: Some("Record that the upstream service is back".into()),
             ..command(&flaky_cmd)
         },
     )
