@@ -47,9 +47,20 @@ where
 }
 
 /// Parse `bytes` as `T`, mapping syntax errors to 400 and shape errors to 422 with the field path.
-/// Every body is first checked for duplicate keys and NUL characters (`strict_json`).
+/// Every body is first checked for duplicate keys and NUL characters (`strict_json`), and must
+/// be an object: every request body of the API is one, and serde would otherwise read a struct
+/// from an array by position (`[]` as a task with every field left out).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    parse_as::<crate::strict_json::Strict>(bytes)?;
+    if !parse_as::<crate::strict_json::Strict>(bytes)?.is_object {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "invalid body: expected a JSON object",
+        )
+        .with_details(serde_json::json!({
+            "fields": [{ "field": "", "message": "expected a JSON object" }]
+        })));
+    }
     parse_as::<T>(bytes)
 }
 

@@ -9,8 +9,16 @@ use std::fmt;
 use serde::Deserialize as _;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-/// Walks a JSON document and fails on the first duplicate key or NUL character; builds nothing.
-pub(crate) struct Strict;
+/// Walks a JSON document and fails on the first duplicate key or NUL character; builds nothing
+/// but whether the document is an object.
+pub(crate) struct Strict {
+    pub(crate) is_object: bool,
+}
+
+impl Strict {
+    const OBJECT: Strict = Strict { is_object: true };
+    const OTHER: Strict = Strict { is_object: false };
+}
 
 impl<'de> serde::Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -36,27 +44,27 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Strict, E> {
-        Ok(Strict)
+        Ok(Strict::OTHER)
     }
     fn visit_i64<E: de::Error>(self, _: i64) -> Result<Strict, E> {
-        Ok(Strict)
+        Ok(Strict::OTHER)
     }
     fn visit_u64<E: de::Error>(self, _: u64) -> Result<Strict, E> {
-        Ok(Strict)
+        Ok(Strict::OTHER)
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Strict, E> {
-        Ok(Strict)
+        Ok(Strict::OTHER)
     }
     fn visit_unit<E: de::Error>(self) -> Result<Strict, E> {
-        Ok(Strict)
+        Ok(Strict::OTHER)
     }
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Strict, E> {
-        no_nul(s).map(|()| Strict)
+        no_nul(s).map(|()| Strict::OTHER)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
         while seq.next_element::<Strict>()?.is_some() {}
-        Ok(Strict)
+        Ok(Strict::OTHER)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
@@ -68,7 +76,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
                 fresh: seen.insert(key),
             })?;
         }
-        Ok(Strict)
+        Ok(Strict::OBJECT)
     }
 }
 

@@ -235,6 +235,8 @@ async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
                 br#"{"repo":"https://e.com/r","prompt":"x","branch":"-rf"}"#,
                 b"null",
                 b"\"str\"",
+                b"[1,2]",
+                b"[]",
             ],
         ),
         (StatusCode::PAYLOAD_TOO_LARGE, &[&big, &big_json]),
@@ -389,6 +391,16 @@ async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
             "{method} {path}: {}",
             r.content_type
         );
+    }
+    // A body that is no object is refused as such, not read by position into a task (where
+    // `[]` was a task with every field left out, and `[1,2]` a syntax error).
+    for body in [&b"[]"[..], b"[1,2]", b"[{\"kind\":\"command\"}]"] {
+        let r = app
+            .call("POST", "/v1/tasks", Some(&sub), Some((ct, body.to_vec())))
+            .await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.body["error"]["code"], "invalid_body");
+        assert_eq!(r.body["error"]["message"], "invalid body: expected a JSON object");
     }
     // Field-level messages name the fields.
     let r = app
