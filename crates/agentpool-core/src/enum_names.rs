@@ -26,6 +26,17 @@ macro_rules! enum_names {
             /// Every variant, in declaration order.
             pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];
 
+            /// Every name, for a message that says what would have been accepted:
+            /// "queued, running, succeeded, failed or canceled".
+            pub fn expected() -> String {
+                let names = [$($name),+];
+                match names.split_last() {
+                    Some((last, [])) => last.to_string(),
+                    Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                    None => String::new(),
+                }
+            }
+
             /// The variant's fixed name.
             pub fn as_str(self) -> &'static str {
                 match self {

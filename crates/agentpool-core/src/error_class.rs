@@ -119,7 +119,7 @@ impl ErrorClass {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown error class {0:?}")]
+#[error("unknown error class {0:?}: use {expected}", expected = ErrorClass::expected())]
 pub struct UnknownErrorClass(pub String);
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ impl TaskState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown task state {0:?}")]
+#[error("unknown task state {0:?}: use {expected}", expected = TaskState::expected())]
 pub struct UnknownState(pub String);
 
 /// A transition that the state machine refused.
@@ -332,6 +332,10 @@ mod tests {
         assert_eq!(
             retry(TaskState::Running).unwrap_err().to_string(),
             "cannot retry a task that is running"
+        );
+        assert_eq!(
+            "bogus".parse::<TaskState>().unwrap_err().to_string(),
+            "unknown task state \"bogus\": use queued, running, succeeded, failed or canceled"
         );
         assert_eq!(
             cancel(TaskState::Canceled).unwrap_err().to_string(),

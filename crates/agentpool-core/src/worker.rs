@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::UnknownState;
 use crate::{Labels, Timestamp, WorkerId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -19,7 +18,11 @@ pub enum WorkerStatus {
     Unhealthy,
 }
 
-crate::enum_names!(WorkerStatus, UnknownState {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown worker status {0:?}: use {expected}", expected = WorkerStatus::expected())]
+pub struct UnknownWorkerStatus(pub String);
+
+crate::enum_names!(WorkerStatus, UnknownWorkerStatus {
     Idle => "idle",
     Busy => "busy",
     Draining => "draining",

@@ -8,7 +8,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::task::UnknownState;
 use crate::{CheckRun, ErrorClass, TaskId, TaskState, Timestamp, WorkerId};
 
 /// The kinds of events: the `kind` tag of [`EventPayload`], stored in its own column so
@@ -31,7 +30,11 @@ pub enum EventKind {
     Raw,
 }
 
-crate::enum_names!(EventKind, UnknownState {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown event kind {0:?}: use {expected}", expected = EventKind::expected())]
+pub struct UnknownEventKind(pub String);
+
+crate::enum_names!(EventKind, UnknownEventKind {
     Lifecycle => "lifecycle",
     SessionStarted => "session_started",
     AssistantMessage => "assistant_message",

@@ -257,7 +257,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
         Err(_) => {
             errs.push(ValidationError::new(
                 "state",
-                "use queued, running, succeeded, failed or canceled",
+                format!("use {}", TaskState::expected()),
             ));
             None
         }
