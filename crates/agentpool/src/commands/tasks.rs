@@ -137,6 +137,13 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
                 err.state(task.state),
                 err.dim(&format!("— follow it with `agentpool tasks logs -f {}`", task.id))
             );
+            // A typo in --agent or --label is otherwise found only by whoever wonders why
+            // the task never starts.
+            if task.state == TaskState::Queued
+                && let Some(needs) = no_worker_can_run(&client, task.id).await
+            {
+                warn_no_worker(settings, &needs);
+            }
         }
         return Ok(ExitCode::Success);
     }

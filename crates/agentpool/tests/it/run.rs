@@ -218,6 +218,17 @@ fn a_task_canceled_while_waited_on_exits_3() {
         "{}",
         stderr(&out)
     );
+    // A submit that does not wait says so too; one some worker can run does not.
+    let o = pool.submit("true", &["--label", "pool=nowhere"]);
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("waiting: no worker online offers agent command with labels pool=nowhere yet"),
+        "{}",
+        stderr(&o)
+    );
+    let o = pool.submit("true", &[]);
+    assert_exit(&o, 0);
+    assert!(!stderr(&o).contains("no worker online"), "{}", stderr(&o));
 }
 
 /// A transient pool is all the workers there are: a task none of them can run fails at once
