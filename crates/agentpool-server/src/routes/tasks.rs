@@ -31,58 +31,44 @@ pub(crate) async fn prepare_spec(
         continue_earlier(state, &mut spec, earlier, &field).await?;
     }
     if let Some(name) = spec.project.clone() {
-        match state.store().get_project(&name).await {
-            Ok(Some(p)) => {
-                let p = p.spec;
-                if spec.repo.is_none() {
-                    spec.repo = Some(p.repo.clone());
-                }
-                if spec.kind == agentpool_core::TaskKind::Agent {
-                    if spec.agent.is_none() {
-                        spec.agent = p.default_agent.clone();
-                    }
-                    if spec.model.is_none() {
-                        spec.model = p.default_model.clone();
-                    }
-                    if let Some(a) = spec.agent.as_deref()
-                        && !p.allowed_agents.is_empty()
-                        && !p.allowed_agents.iter().any(|x| x == a)
-                    {
-                        return Err(vec![ValidationError::new(
-                            field("agent"),
-                            format!("project {name} does not allow agent {a}"),
-                        )]);
-                    }
-                }
-                if spec.base_ref.is_none() {
-                    spec.base_ref = p.default_base.clone();
-                }
-                if spec.checks.is_none() && !p.checks.is_empty() {
-                    spec.checks = Some(p.checks.clone());
-                }
-                if spec.kind == agentpool_core::TaskKind::Agent && spec.max_rounds.is_none() {
-                    spec.max_rounds = p.max_rounds;
-                }
-                if spec.max_cost_usd.is_none() {
-                    spec.max_cost_usd = p.max_cost_usd;
-                }
-                if spec.kind == agentpool_core::TaskKind::Agent && spec.profile.is_none() {
-                    spec.profile = p.default_profile.clone();
-                }
+        let p = named(state.store().get_project(&name).await, field("project"), || {
+            format!("project {name} does not exist")
+        })?
+        .spec;
+        if spec.repo.is_none() {
+            spec.repo = Some(p.repo.clone());
+        }
+        if spec.kind == agentpool_core::TaskKind::Agent {
+            if spec.agent.is_none() {
+                spec.agent = p.default_agent.clone();
             }
-            Ok(None) => {
+            if spec.model.is_none() {
+                spec.model = p.default_model.clone();
+            }
+            if let Some(a) = spec.agent.as_deref()
+                && !p.allowed_agents.is_empty()
+                && !p.allowed_agents.iter().any(|x| x == a)
+            {
                 return Err(vec![ValidationError::new(
-                    field("project"),
-                    format!("project {name} does not exist"),
+                    field("agent"),
+                    format!("project {name} does not allow agent {a}"),
                 )]);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "project lookup failed");
-                return Err(vec![ValidationError::new(
-                    field("project"),
-                    "could not be looked up",
-                )]);
-            }
+        }
+        if spec.base_ref.is_none() {
+            spec.base_ref = p.default_base.clone();
+        }
+        if spec.checks.is_none() && !p.checks.is_empty() {
+            spec.checks = Some(p.checks.clone());
+        }
+        if spec.kind == agentpool_core::TaskKind::Agent && spec.max_rounds.is_none() {
+            spec.max_rounds = p.max_rounds;
+        }
+        if spec.max_cost_usd.is_none() {
+            spec.max_cost_usd = p.max_cost_usd;
+        }
+        if spec.kind == agentpool_core::TaskKind::Agent && spec.profile.is_none() {
+            spec.profile = p.default_profile.clone();
         }
     }
     crate::routes::profiles::resolve(state, &mut spec, &field).await?;
@@ -94,6 +80,22 @@ pub(crate) async fn prepare_spec(
     Ok(spec)
 }
 
+/// The record a spec's `field` names, or the field's error: not there, or not readable now.
+fn named<T>(
+    found: agentpool_store::Result<Option<T>>,
+    field: String,
+    missing: impl FnOnce() -> String,
+) -> Result<T, Vec<ValidationError>> {
+    match found {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(vec![ValidationError::new(field, missing())]),
+        Err(e) => {
+            tracing::error!(error = %e, field = %field, "lookup for a task spec failed");
+            Err(vec![ValidationError::new(field, "could not be looked up")])
+        }
+    }
+}
+
 /// A follow-up continues the `earlier` task's work: unless it says otherwise, it runs in the same
 /// repository (and project), on the same work branch — so it starts from what that task pushed,
 /// and waits for the branch while that task still runs — from the same base.
@@ -103,22 +105,12 @@ async fn continue_earlier(
     earlier: TaskId,
     field: &impl Fn(&str) -> String,
 ) -> Result<(), Vec<ValidationError>> {
-    let prev = match state.store().get_task(earlier).await {
-        Ok(Some(d)) => d.task,
-        Ok(None) => {
-            return Err(vec![ValidationError::new(
-                field("follow_up_of"),
-                format!("task {earlier} does not exist"),
-            )]);
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "follow-up lookup failed");
-            return Err(vec![ValidationError::new(
-                field("follow_up_of"),
-                "could not be looked up",
-            )]);
-        }
-    };
+    let prev = named(
+        state.store().get_task(earlier).await,
+        field("follow_up_of"),
+        || format!("task {earlier} does not exist"),
+    )?
+    .task;
     if spec.repo.is_none() && spec.project.is_none() {
         spec.repo = prev.spec.repo.clone();
         spec.project = prev.spec.project.clone();
