@@ -3,8 +3,9 @@
 //! `as_str`, `Display` and `FromStr` written once instead of by hand for every such enum.
 
 /// Gives a fieldless enum one fixed name per variant: `ALL` (every variant, in the order
-/// listed), `as_str`, `Display` (the name) and `FromStr` (the name back; anything else is
-/// `Err($err(input))`, `$err` being a tuple struct holding a `String`).
+/// listed), `expected` (the names, for messages), `as_str`, `Display` (the name) and `FromStr`
+/// (the name back). Anything else is `Err($err(input))`: the macro declares `$err`, a tuple
+/// struct holding the input, whose message names what it is and the names accepted.
 ///
 /// The serde form is declared on the enum itself (`rename_all`) and must spell the same names;
 /// the crate's tests check that it does for each enum here.
@@ -12,16 +13,30 @@
 /// ```
 /// #[derive(Debug, Clone, Copy, PartialEq)]
 /// enum Colour { Red, Dark }
-/// #[derive(Debug)]
-/// struct UnknownColour(String);
-/// agentpool_core::enum_names!(Colour, UnknownColour { Red => "red", Dark => "dark" });
+/// agentpool_core::enum_names!(Colour, UnknownColour("colour") { Red => "red", Dark => "dark" });
 /// assert_eq!(Colour::ALL, [Colour::Red, Colour::Dark]);
 /// assert_eq!("dark".parse::<Colour>().unwrap(), Colour::Dark);
 /// assert_eq!(Colour::Red.to_string(), "red");
+/// assert_eq!(
+///     "blue".parse::<Colour>().unwrap_err().to_string(),
+///     "unknown colour \"blue\": use red or dark"
+/// );
 /// ```
 #[macro_export]
 macro_rules! enum_names {
-    ($ty:ident, $err:path { $($variant:ident => $name:literal),+ $(,)? }) => {
+    ($ty:ident, $err:ident($what:literal) { $($variant:ident => $name:literal),+ $(,)? }) => {
+        #[doc = concat!("A name that is no ", $what, ".")]
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $err(pub String);
+
+        impl ::std::fmt::Display for $err {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "unknown {} {:?}: use {}", $what, self.0, $ty::expected())
+            }
+        }
+
+        impl ::std::error::Error for $err {}
+
         impl $ty {
             /// Every variant, in declaration order.
             pub const ALL: [$ty; [$($name),+].len()] = [$($ty::$variant),+];

@@ -49,7 +49,7 @@ pub enum ErrorClass {
     BudgetExceeded,
 }
 
-crate::enum_names!(ErrorClass, UnknownErrorClass {
+crate::enum_names!(ErrorClass, UnknownErrorClass("error class") {
     RateLimited => "RATE_LIMITED",
     AuthFailed => "AUTH_FAILED",
     Timeout => "TIMEOUT",
@@ -117,10 +117,6 @@ impl ErrorClass {
         }
     }
 }
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown error class {0:?}: use {expected}", expected = ErrorClass::expected())]
-pub struct UnknownErrorClass(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -21,7 +21,7 @@ pub enum TaskState {
     Canceled,
 }
 
-crate::enum_names!(TaskState, UnknownState {
+crate::enum_names!(TaskState, UnknownState("task state") {
     Queued => "queued",
     Running => "running",
     Succeeded => "succeeded",
@@ -34,10 +34,6 @@ impl TaskState {
         matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
     }
 }
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown task state {0:?}: use {expected}", expected = TaskState::expected())]
-pub struct UnknownState(pub String);
 
 /// A transition that the state machine refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -246,7 +242,7 @@ pub enum AttemptOutcome {
     Expired,
 }
 
-crate::enum_names!(AttemptOutcome, UnknownState {
+crate::enum_names!(AttemptOutcome, UnknownOutcome("attempt outcome") {
     Running => "running",
     Succeeded => "succeeded",
     Failed => "failed",

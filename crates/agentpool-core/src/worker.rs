@@ -18,11 +18,7 @@ pub enum WorkerStatus {
     Unhealthy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown worker status {0:?}: use {expected}", expected = WorkerStatus::expected())]
-pub struct UnknownWorkerStatus(pub String);
-
-crate::enum_names!(WorkerStatus, UnknownWorkerStatus {
+crate::enum_names!(WorkerStatus, UnknownWorkerStatus("worker status") {
     Idle => "idle",
     Busy => "busy",
     Draining => "draining",

@@ -26,15 +26,11 @@ pub enum Role {
     Worker,
 }
 
-agentpool_core::enum_names!(Role, UnknownRole {
+agentpool_core::enum_names!(Role, UnknownRole("role") {
     Admin => "admin",
     Submitter => "submitter",
     Worker => "worker",
 });
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role {0:?}: use admin, submitter or worker")]
-pub struct UnknownRole(pub String);
 
 /// How the server authenticates callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

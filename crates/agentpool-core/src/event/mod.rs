@@ -30,11 +30,7 @@ pub enum EventKind {
     Raw,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown event kind {0:?}: use {expected}", expected = EventKind::expected())]
-pub struct UnknownEventKind(pub String);
-
-crate::enum_names!(EventKind, UnknownEventKind {
+crate::enum_names!(EventKind, UnknownEventKind("event kind") {
     Lifecycle => "lifecycle",
     SessionStarted => "session_started",
     AssistantMessage => "assistant_message",
