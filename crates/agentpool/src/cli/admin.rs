@@ -207,21 +207,28 @@ pub enum TokensCommand {
     #[command(alias = "ls")]
     List,
     /// Revoke a token
-    Revoke { id: String },
+    Revoke {
+        /// The token's id, as `tokens list` shows it
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TokenCreateArgs {
     /// A name to recognise the token by
     pub name: String,
+    /// What the token may do
     #[arg(long, value_enum, default_value_t = TokenRole::Submitter)]
     pub role: TokenRole,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TokenRole {
+    /// Everything, including credentials, profiles and tokens
     Admin,
+    /// Tasks, projects and builds
     Submitter,
+    /// The worker protocol only (for `agentpool worker`)
     Worker,
 }
 
