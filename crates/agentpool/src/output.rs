@@ -298,6 +298,10 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
             .collect::<Vec<_>>()
             .join(", "),
     );
+    kv(
+        "follows",
+        t.spec.follow_up_of.map(|f| f.to_string()).unwrap_or_default(),
+    );
     kv("attempts", format!("{}/{}", t.attempts, t.max_attempts));
     kv("created", relative(t.created_at));
     if let Some(w) = &t.worker_id {

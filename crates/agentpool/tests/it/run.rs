@@ -167,6 +167,9 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
     let next = json(&next);
     assert_eq!(next["spec"]["branch"], branch.as_str(), "{next}");
     assert_eq!(next["spec"]["repo"], first["spec"]["repo"]);
+    let next_id = next["id"].as_str().expect("id");
+    let shown = stdout(&pool.env.run(&["--server", &url, "tasks", "show", next_id]));
+    assert!(shown.contains(&format!("follows    {first_id}\n")), "{shown}");
     assert_eq!(
         git(&pool.remote, &["show", &format!("{branch}:notes.txt")]),
         "one\ntwo"
