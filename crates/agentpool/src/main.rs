@@ -31,6 +31,20 @@ fn main() -> std::process::ExitCode {
             | Command::Operator(_)
     );
     telemetry::init(service);
+    if matches!(
+        cli.command,
+        Command::Submit(_)
+            | Command::Tasks(_)
+            | Command::Workers(_)
+            | Command::Projects(_)
+            | Command::Credentials(_)
+            | Command::Profiles(_)
+            | Command::Tokens(_)
+            | Command::Crd
+            | Command::Completions(_)
+    ) {
+        end_quietly_when_the_reader_goes();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -82,5 +96,18 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
             eprintln!("{bin}: {first} (see '{bin} --help')");
             std::process::ExitCode::from(ExitCode::Usage as u8)
         }
+    }
+}
+
+/// `agentpool tasks logs ID | head` ends quietly once `head` has read enough, as Unix tools do.
+/// Rust starts programs with SIGPIPE ignored, so the next `println!` would panic on the closed
+/// pipe instead. Only for the commands that just print what a server answers: those that run a
+/// server, a pool or tasks keep the default Rust gives, or a client socket or an agent's pipe
+/// closing under them would kill them (and their children inherit it).
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: called before the async runtime starts any thread, and SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

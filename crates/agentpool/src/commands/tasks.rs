@@ -383,22 +383,26 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
 async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Result<ExitCode> {
     let style = Style::stdout();
     if !a.follow {
+        // A person sees each page as it comes (`| head` answers at once, however long the
+        // log); JSON is one array, so it is printed whole.
         let mut all = Vec::new();
         let mut after = 0;
         loop {
             let page = client.events(a.id, after, 500).await?.events;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            all.extend(page);
+            if settings.json() {
+                all.extend(page);
+            } else {
+                for ev in &page {
+                    if let Some(l) = output::render_event(&style, ev) {
+                        println!("{l}");
+                    }
+                }
+            }
         }
         if settings.json() {
             print_json(&all)?;
-        } else {
-            for ev in &all {
-                if let Some(l) = output::render_event(&style, ev) {
-                    println!("{l}");
-                }
-            }
         }
         return Ok(ExitCode::Success);
     }

@@ -197,6 +197,40 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
     );
 }
 
+/// `agentpool tasks logs ID | head -1`: the reader goes after one line, and agentpool ends
+/// as Unix tools do (SIGPIPE), not with a panic about a broken pipe.
+#[test]
+fn a_log_piped_into_a_reader_that_stops_early_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let pool = Pool::start();
+    let task = pool.submit(
+        "pad=$(printf '%0100d' 0); for i in $(seq 1 3000); do echo \"line $i $pad\"; done",
+        &["--wait", "--output", "json"],
+    );
+    assert_exit(&task, 0);
+    let id = json(&task)["id"].as_str().expect("id").to_string();
+    let mut logs = pool
+        .env
+        .cmd()
+        .args(["--server", &pool.up.url, "tasks", "logs", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(logs.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("queued"), "{first}");
+    // The reader is dropped here, closing the pipe.
+    let out = logs.wait_with_output().unwrap();
+    // The log (some 350 KB) outgrows the pipe (64 KB), so agentpool is still writing when the
+    // reader closes it, however fast it is.
+    const SIGPIPE: i32 = 13;
+    assert_eq!(out.status.signal(), Some(SIGPIPE), "{:?}", out.status);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
 #[test]
 fn a_task_canceled_while_waited_on_exits_3() {
     let pool = Pool::start();
