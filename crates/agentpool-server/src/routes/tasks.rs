@@ -97,8 +97,8 @@ fn named<T>(
 }
 
 /// A follow-up continues the `earlier` task's work: unless it says otherwise, it runs in the same
-/// repository (and project), on the same work branch — so it starts from what that task pushed,
-/// and waits for the branch while that task still runs — from the same base.
+/// repository (and project), on the same work branch — so it starts from what that task pushed
+/// — from the same base, and after that task when it has not finished yet.
 async fn continue_earlier(
     state: &AppState,
     spec: &mut TaskSpec,
@@ -133,6 +133,11 @@ async fn continue_earlier(
         spec.branch = Some(branch);
         if spec.base_ref.is_none() {
             spec.base_ref = prev.spec.base_ref;
+        }
+        // Submitted before the earlier task is done ("do this, then that"): it goes on from
+        // what that task pushes, so it waits for it to succeed, as a dependent does.
+        if !prev.state.is_finished() && !spec.depends_on.contains(&prev.id) {
+            spec.depends_on.push(prev.id);
         }
     }
     Ok(())

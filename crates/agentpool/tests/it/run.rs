@@ -180,6 +180,32 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
         "the follow-up's commit is on top of the first's"
     );
 
+    // Followed up before it has finished: the follow-up waits for it and builds on it.
+    let slow = pool.submit("sleep 1; echo three >> notes.txt", &["--base", &branch]);
+    assert_exit(&slow, 0);
+    let slow_id = stdout(&slow).trim().to_string();
+    let after = pool.env.run(&[
+        "--server",
+        &url,
+        "submit",
+        "--follow-up",
+        &slow_id,
+        "--command",
+        "echo four >> notes.txt",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_exit(&after, 0);
+    let after = json(&after);
+    assert_eq!(after["spec"]["depends_on"][0], slow_id.as_str(), "{after}");
+    let slow_branch = format!("agentpool/{slow_id}");
+    assert_eq!(after["spec"]["branch"], slow_branch.as_str());
+    assert_eq!(
+        git(&pool.remote, &["show", &format!("{slow_branch}:notes.txt")]),
+        "one\ntwo\nthree\nfour"
+    );
+
     let missing = pool.env.run(&[
         "--server",
         &url,
