@@ -239,7 +239,6 @@ fn worker_id(id: &str) -> anyhow::Result<agentpool_core::WorkerId> {
     agentpool_core::WorkerId::parse(id).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()).into())
 }
 
-/// The project `projects put` and `projects build` send.
 /// "owner/name (GitHub App 123)" or "owner/name (token from credential gh)": the repository a
 /// project answers webhooks for and how it authenticates, naming credentials, never values.
 fn github_summary(g: &agentpool_core::github::GithubSettings) -> String {
@@ -251,6 +250,7 @@ fn github_summary(g: &agentpool_core::github::GithubSettings) -> String {
     format!("{} ({auth})", g.repository)
 }
 
+/// The project `projects put` and `projects build` send.
 fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
     let g = a.github;
     let github = match g.github_repo {
