@@ -12,7 +12,7 @@ mod telemetry;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Kind};
 use crate::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
@@ -20,29 +20,9 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    let service = matches!(
-        cli.command,
-        Command::Up(_)
-            | Command::Serve(_)
-            | Command::Worker(_)
-            | Command::Migrate(_)
-            | Command::Launcher(_)
-            | Command::RunTask(_)
-            | Command::Operator(_)
-    );
-    telemetry::init(service);
-    if matches!(
-        cli.command,
-        Command::Submit(_)
-            | Command::Tasks(_)
-            | Command::Workers(_)
-            | Command::Projects(_)
-            | Command::Credentials(_)
-            | Command::Profiles(_)
-            | Command::Tokens(_)
-            | Command::Crd
-            | Command::Completions(_)
-    ) {
+    let kind = cli.command.kind();
+    telemetry::init(kind == Kind::Service);
+    if kind == Kind::Client {
         end_quietly_when_the_reader_goes();
     }
 

@@ -130,6 +130,42 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
+/// What a command does to the process, which decides how it is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Runs a server, a worker or a controller: logs as a service.
+    Service,
+    /// Runs tasks in this process (a transient pool).
+    Pool,
+    /// Only prints what a server (or the database) answers.
+    Client,
+}
+
+impl Command {
+    /// Every command is named here, so a new one must be given a kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Self::Up(_)
+            | Self::Serve(_)
+            | Self::Worker(_)
+            | Self::Migrate(_)
+            | Self::Launcher(_)
+            | Self::RunTask(_)
+            | Self::Operator(_) => Kind::Service,
+            Self::Run(_) | Self::Demo(_) => Kind::Pool,
+            Self::Submit(_)
+            | Self::Tasks(_)
+            | Self::Workers(_)
+            | Self::Projects(_)
+            | Self::Credentials(_)
+            | Self::Profiles(_)
+            | Self::Tokens(_)
+            | Self::Crd
+            | Self::Completions(_) => Kind::Client,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// In-process workers to start

@@ -151,20 +151,24 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
     // No --repo, and run from a directory that is no repository: the follow-up takes the
     // earlier task's repository and branch, and starts from what that task pushed.
     let url = pool.up.url.clone();
-    let next = pool.env.run(&[
-        "--server",
-        &url,
-        "submit",
-        "--follow-up",
-        &first_id,
-        "--command",
-        "echo two >> notes.txt",
-        "--wait",
-        "--output",
-        "json",
-    ]);
-    assert_exit(&next, 0);
-    let next = json(&next);
+    // `submit --follow-up of --command command --wait`, its task as JSON once it succeeded.
+    let follow_up = |of: &str, command: &str| {
+        let o = pool.env.run(&[
+            "--server",
+            &url,
+            "submit",
+            "--follow-up",
+            of,
+            "--command",
+            command,
+            "--wait",
+            "--output",
+            "json",
+        ]);
+        assert_exit(&o, 0);
+        json(&o)
+    };
+    let next = follow_up(&first_id, "echo two >> notes.txt");
     assert_eq!(next["spec"]["branch"], branch.as_str(), "{next}");
     assert_eq!(next["spec"]["repo"], first["spec"]["repo"]);
     let next_id = next["id"].as_str().expect("id");
@@ -184,20 +188,7 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
     let slow = pool.submit("sleep 1; echo three >> notes.txt", &["--base", &branch]);
     assert_exit(&slow, 0);
     let slow_id = stdout(&slow).trim().to_string();
-    let after = pool.env.run(&[
-        "--server",
-        &url,
-        "submit",
-        "--follow-up",
-        &slow_id,
-        "--command",
-        "echo four >> notes.txt",
-        "--wait",
-        "--output",
-        "json",
-    ]);
-    assert_exit(&after, 0);
-    let after = json(&after);
+    let after = follow_up(&slow_id, "echo four >> notes.txt");
     assert_eq!(after["spec"]["depends_on"][0], slow_id.as_str(), "{after}");
     let slow_branch = format!("agentpool/{slow_id}");
     assert_eq!(after["spec"]["branch"], slow_branch.as_str());
