@@ -164,8 +164,8 @@ pub fn task_event_stream(
             // A stream resumed past the terminal event never sees it: read the state once.
             if !st.state_checked {
                 st.state_checked = true;
-                match st.store.get_task(st.task).await {
-                    Ok(Some(t)) if !t.task.state.is_finished() => {}
+                match st.store.find_task(st.task).await {
+                    Ok(Some(t)) if !t.state.is_finished() => {}
                     Ok(_) => {
                         // Finished: its terminal event committed with the state, so one more
                         // read has it.

@@ -381,7 +381,11 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued>;
     /// Enqueue many tasks in one transaction: all or none.
     async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>>;
+    /// The task with its attempts and, while queued, why it waits.
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>>;
+    /// The task's row alone: one indexed read, for callers that need neither its attempts nor
+    /// why it waits (does it exist, has it finished, what did it ask for).
+    async fn find_task(&self, id: TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
     /// Cancel: a queued task is canceled at once; a running one is flagged and its worker's

@@ -287,7 +287,7 @@ pub async fn task(
     headers: HeaderMap,
 ) -> DashResult<Response> {
     let session = stream_session(session)?;
-    if dash.app.store().get_task(id).await?.is_none() {
+    if dash.app.store().find_task(id).await?.is_none() {
         return Err(DashError::not_found(format!("task {id} not found")));
     }
     let resume = headers

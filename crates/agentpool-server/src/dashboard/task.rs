@@ -526,10 +526,9 @@ pub async fn follow_up(
     let prev = dash
         .app
         .store()
-        .get_task(id)
+        .find_task(id)
         .await?
-        .ok_or_else(|| DashError::not_found(format!("task {id} not found")))?
-        .task;
+        .ok_or_else(|| DashError::not_found(format!("task {id} not found")))?;
     let spec = TaskSpec {
         prompt: Some(prompt),
         follow_up_of: Some(id),

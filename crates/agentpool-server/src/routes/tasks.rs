@@ -106,11 +106,10 @@ async fn continue_earlier(
     field: &impl Fn(&str) -> String,
 ) -> Result<(), Vec<ValidationError>> {
     let prev = named(
-        state.store().get_task(earlier).await,
+        state.store().find_task(earlier).await,
         field("follow_up_of"),
         || format!("task {earlier} does not exist"),
-    )?
-    .task;
+    )?;
     if spec.repo.is_none() && spec.project.is_none() {
         spec.repo = prev.spec.repo.clone();
         spec.project = prev.spec.project.clone();
@@ -396,7 +395,7 @@ pub async fn events(
 }
 
 async fn ensure_task(state: &AppState, id: TaskId) -> ApiResult<()> {
-    match state.store().get_task(id).await? {
+    match state.store().find_task(id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found("task", id)),
     }

@@ -91,6 +91,10 @@ macro_rules! store_impl {
                 self.enqueue_many(specs).await
             }
 
+            async fn find_task(&self, id: TaskId) -> Result<Option<Task>> {
+                tasks::find_task(&self.$r, id).await
+            }
+
             async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
                 let Some(mut d) = tasks::get_task(&self.$r, id, self.now()).await? else {
                     return Ok(None);

@@ -345,13 +345,18 @@ macro_rules! task_queries {
             Ok((rows.len(), wake))
         }
 
+        /// The task's row.
+        pub(crate) async fn find_task(r: &Pool<Db>, id: TaskId) -> Result<Option<Task>> {
+            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
+            let row = sqlx::query(&sql).bind(tid(id)).fetch_optional(r).await?;
+            row.as_ref().map(task).transpose()
+        }
+
         /// The task with its attempts and, while queued, why it waits.
         pub(crate) async fn get_task(r: &Pool<Db>, id: TaskId, now: i64) -> Result<Option<TaskDetail>> {
-            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE id = $1");
-            let Some(row) = sqlx::query(&sql).bind(tid(id)).fetch_optional(r).await? else {
+            let Some(t) = find_task(r, id).await? else {
                 return Ok(None);
             };
-            let t = task(&row)?;
             let rows = sqlx::query(
                 "SELECT task_id, number, worker_id, lease_token, started_at, ended_at, outcome, \
                  error_class, error_message FROM attempts WHERE task_id = $1 ORDER BY lease_token",

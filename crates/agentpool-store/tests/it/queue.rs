@@ -28,6 +28,10 @@ async fn enqueue_returns_a_queued_task(h: Harness) {
     assert_eq!(e.task.max_attempts, 3);
     let d = h.store.get_task(e.task.id).await.unwrap().unwrap();
     assert_eq!(d.task, e.task);
+    assert_eq!(h.store.find_task(e.task.id).await.unwrap(), Some(e.task.clone()));
+    let unknown = agentpool_core::TaskId::new();
+    assert_eq!(h.store.find_task(unknown).await.unwrap(), None);
+    assert!(h.store.get_task(unknown).await.unwrap().is_none());
     let batch = h
         .store
         .enqueue_batch((0..1000).map(|i| cmd(&format!("echo {i}"))).collect())
