@@ -148,19 +148,50 @@ pub fn clear_up_state(data_dir: &Path, pid: u32) {
     }
 }
 
-/// A database URL safe to print: the password replaced.
+/// A database URL safe to print: a password replaced by `***`, whether it is in the user info
+/// (`postgres://ap:s3cret@db/agentpool`) or a query parameter (`?password=s3cret`, which
+/// libpq and sqlx also read). A URL that carries no password is printed as it is, so the
+/// line does not suggest one was given.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (before_query, query) = rest.split_once('?').map_or((rest, None), |(a, q)| (a, Some(q)));
+    let (authority, path) = before_query
+        .split_once('/')
+        .map_or((before_query, None), |(a, p)| (a, Some(p)));
+    let mut out = format!("{scheme}://");
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}/{path}")
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str(userinfo),
+            }
+            out.push('@');
+            out.push_str(host);
         }
-        None => url.to_string(),
+        None => out.push_str(authority),
     }
+    if let Some(path) = path {
+        out.push('/');
+        out.push_str(path);
+    }
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _))
+                    if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") =>
+                {
+                    format!("{k}=***")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -174,6 +205,23 @@ mod tests {
             "postgres://ap:***@db:5432/agentpool"
         );
         assert_eq!(redact_url("sqlite:///tmp/a.db"), "sqlite:///tmp/a.db");
+        assert_eq!(
+            redact_url("postgres://db/agentpool?user=ap&password=s3cret&sslmode=require"),
+            "postgres://db/agentpool?user=ap&password=***&sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://ap:p@ss@db/agentpool?sslpassword=k3y"),
+            "postgres://ap:***@db/agentpool?sslpassword=***"
+        );
+        // No password given: nothing to hide, and no `***` suggesting there was one.
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:54329/walk"),
+            "postgres://postgres@127.0.0.1:54329/walk"
+        );
+        assert_eq!(
+            redact_url("sqlite:///tmp/a.db?mode=rwc"),
+            "sqlite:///tmp/a.db?mode=rwc"
+        );
     }
 
     fn global(dir: &Path) -> GlobalArgs {
