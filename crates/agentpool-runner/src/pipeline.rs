@@ -228,6 +228,15 @@ impl Pipeline {
             .repo
             .as_deref()
             .ok_or_else(|| failed(ErrorClass::InvalidTask, "the task names no repository"))?;
+        if !self.cfg.allow_file_repos && RepoUrl::names_local(repo) {
+            // The server accepted it (it allows local repositories), but reading a path from
+            // this machine's disk is the worker's own opt-in: say whose setting refused it.
+            return Err(failed(
+                ErrorClass::InvalidTask,
+                "repo: local repositories (file:// or a path) are not enabled on this worker \
+                 (agentpool worker --allow-local-repos)",
+            ));
+        }
         let url = RepoUrl::parse(repo, self.cfg.allow_file_repos)
             .map_err(|e| failed(ErrorClass::InvalidTask, e.to_string()))?;
         let branch = match &spec.branch {

@@ -19,6 +19,13 @@ use crate::TaskId;
 pub struct RepoUrl(String);
 
 impl RepoUrl {
+    /// Whether `s` names a repository on the local filesystem (a `file://` URL or an absolute
+    /// path), which only an operator's opt-in allows.
+    pub fn names_local(s: &str) -> bool {
+        let s = s.trim();
+        s.starts_with('/') || s.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("file://"))
+    }
+
     pub fn parse(s: &str, allow_local: bool) -> Result<Self, ValidationError> {
         let err = |m: &str| Err(ValidationError::new("repo", m));
         let s = s.trim();
@@ -59,7 +66,7 @@ impl RepoUrl {
             }
             return Ok(Self(s.to_string()));
         }
-        if lower.starts_with("file://") || s.starts_with('/') {
+        if Self::names_local(s) {
             if !allow_local {
                 return err("local repositories (file:// or a path) are not enabled on this server");
             }
@@ -89,7 +96,7 @@ impl RepoUrl {
 
     /// Whether this is a local repository (path or file://).
     pub fn is_local(&self) -> bool {
-        self.0.starts_with('/') || self.0.to_ascii_lowercase().starts_with("file://")
+        Self::names_local(&self.0)
     }
 
     /// A key that identifies the repository for branch locks, ignoring a trailing `.git` or `/`.

@@ -103,6 +103,14 @@ async fn bad_repository_url_is_an_invalid_task() {
     w.stop().await;
     assert_eq!(done.task.error_class, Some(ErrorClass::InvalidTask));
     assert_eq!(done.task.attempts, 1, "invalid tasks are not retried");
+    // The server accepted it; the message names the worker's setting that refused it.
+    assert_eq!(
+        done.task.error_message.as_deref(),
+        Some(
+            "repo: local repositories (file:// or a path) are not enabled on this worker \
+             (agentpool worker --allow-local-repos)"
+        )
+    );
 }
 
 /// Captures everything the worker logs through `tracing`.
