@@ -91,15 +91,34 @@ impl Error {
             reason = s.to_string();
             src = s.source();
         }
-        let hint = if reason.contains("certificate") {
-            " (to trust the server's own CA, give its certificate: --ca-cert FILE or AGENTPOOL_CA_CERT)"
-        } else {
-            ""
-        };
+        let hint = hint(&reason);
         Self::Unavailable {
             status: None,
             message: format!("cannot reach the agentpool server at {base}: {reason}{hint}"),
         }
+    }
+}
+
+/// What to do about a transport failure, where its cause says: rustls and hyper name the
+/// fault in their own terms (`CaUsedAsEndEntity`, "invalid HTTP version parsed").
+fn hint(reason: &str) -> &'static str {
+    if reason.contains("CaUsedAsEndEntity") {
+        // `openssl req -x509` makes a CA certificate unless told otherwise; curl accepts one
+        // as a server's own, rustls (and so every agentpool client) does not.
+        " (the server's certificate is a CA certificate, which is refused as a server's own: \
+         serve a certificate that CA signed, or make the self-signed one with \
+         basicConstraints CA:FALSE)"
+    } else if reason.contains("not valid for name") {
+        " (reach the server by a name its certificate lists, or reissue the certificate with \
+         this host in its subjectAltName)"
+    } else if reason.contains("certificate") {
+        " (to trust the server's own CA, give its certificate: --ca-cert FILE or AGENTPOOL_CA_CERT)"
+    } else if reason.contains("invalid HTTP version") {
+        " (the server speaks https, it seems: use an https:// URL)"
+    } else if reason.contains("InvalidContentType") {
+        " (the server speaks plain http, it seems: use an http:// URL)"
+    } else {
+        ""
     }
 }
 

@@ -1,6 +1,24 @@
 //! `agentpool`: the only binary. Parses the command line, resolves configuration, runs the
 //! command, and turns its outcome into one line on stderr and a documented exit code.
 
+/// `print!` for command output: [`output::write_stdout`] ends the process quietly when the
+/// reader has gone.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::output::write_stdout(format_args!($($t)*))
+    };
+}
+
+/// `println!` for command output, as [`out!`].
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
 mod access;
 mod cli;
 mod commands;
@@ -12,7 +30,7 @@ mod telemetry;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Kind};
+use crate::cli::Cli;
 use crate::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
@@ -20,11 +38,7 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    let kind = cli.command.kind();
-    telemetry::init(kind == Kind::Service);
-    if kind == Kind::Client {
-        end_quietly_when_the_reader_goes();
-    }
+    telemetry::init(cli.command.is_service());
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -76,18 +90,5 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
             eprintln!("{bin}: {first} (see '{bin} --help')");
             std::process::ExitCode::from(ExitCode::Usage as u8)
         }
-    }
-}
-
-/// `agentpool tasks logs ID | head` ends quietly once `head` has read enough, as Unix tools do.
-/// Rust starts programs with SIGPIPE ignored, so the next `println!` would panic on the closed
-/// pipe instead. Only for the commands that just print what a server answers: those that run a
-/// server, a pool or tasks keep the default Rust gives, or a client socket or an agent's pipe
-/// closing under them would kill them (and their children inherit it).
-fn end_quietly_when_the_reader_goes() {
-    // SAFETY: called before the async runtime starts any thread, and SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -130,20 +130,11 @@ pub enum Command {
     Completions(CompletionsArgs),
 }
 
-/// What a command does to the process, which decides how it is set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Runs a server, a worker or a controller: logs as a service.
-    Service,
-    /// Runs tasks in this process (a transient pool).
-    Pool,
-    /// Only prints what a server (or the database) answers.
-    Client,
-}
-
 impl Command {
-    /// Every command is named here, so a new one must be given a kind.
-    pub fn kind(&self) -> Kind {
+    /// Whether the command runs a server, a worker or a controller, and so logs as a service
+    /// (the others print what they were asked for, with warnings only). Every command is
+    /// named here, so a new one must be placed.
+    pub fn is_service(&self) -> bool {
         match self {
             Self::Up(_)
             | Self::Serve(_)
@@ -151,9 +142,10 @@ impl Command {
             | Self::Migrate(_)
             | Self::Launcher(_)
             | Self::RunTask(_)
-            | Self::Operator(_) => Kind::Service,
-            Self::Run(_) | Self::Demo(_) => Kind::Pool,
-            Self::Submit(_)
+            | Self::Operator(_) => true,
+            Self::Run(_)
+            | Self::Demo(_)
+            | Self::Submit(_)
             | Self::Tasks(_)
             | Self::Workers(_)
             | Self::Projects(_)
@@ -161,7 +153,7 @@ impl Command {
             | Self::Profiles(_)
             | Self::Tokens(_)
             | Self::Crd
-            | Self::Completions(_) => Kind::Client,
+            | Self::Completions(_) => false,
         }
     }
 }

@@ -17,7 +17,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
         WorkersCommand::List => {
             let ws = client.list_workers().await?;
             print_list(settings, &ws, "workers", |ws| {
-                print!("{}", output::workers_table(&out, ws))
+                out!("{}", output::workers_table(&out, ws))
             })?;
         }
         WorkersCommand::Show { id } => {
@@ -57,7 +57,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                     ("since", output::relative(w.registered_at)),
                 ];
                 for (k, v) in rows {
-                    print!("{}", output::field(&out, k, &v));
+                    out!("{}", output::field(&out, k, &v));
                 }
             }
         }
@@ -66,7 +66,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
             if settings.json() {
                 print_json(&w)?;
             } else {
-                println!("{} {}", w.id, out.worker_status(w.status));
+                outln!("{} {}", w.id, out.worker_status(w.status));
             }
         }
     }
@@ -92,7 +92,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     output::table(&out, &["NAME", "REPO", "BASE", "SLOTS", "AGENT"], &rows)
                 );
@@ -141,7 +141,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ("updated", output::relative(p.updated_at)),
                 ];
                 for (k, v) in rows {
-                    print!("{}", output::field(&out, k, &v));
+                    out!("{}", output::field(&out, k, &v));
                 }
             }
         }
@@ -151,7 +151,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
             if settings.json() {
                 print_json(&p)?;
             } else {
-                println!("project {} saved", p.spec.name);
+                outln!("project {} saved", p.spec.name);
             }
         }
         ProjectsCommand::Build(a) => {
@@ -173,9 +173,10 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
             if settings.json() {
                 print_json(&out)?;
             } else {
-                println!(
+                outln!(
                     "project {} saved; build {} queued",
-                    out.project.spec.name, out.build.task.id
+                    out.project.spec.name,
+                    out.build.task.id
                 );
             }
         }
@@ -207,7 +208,7 @@ pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow
             let names = client.list_credentials().await?;
             print_list(settings, &names, "credentials", |names| {
                 for n in names {
-                    println!("{n}");
+                    outln!("{n}");
                 }
             })?;
         }

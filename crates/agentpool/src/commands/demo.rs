@@ -31,7 +31,7 @@ static QUIET: AtomicBool = AtomicBool::new(false);
 macro_rules! say {
     ($($t:tt)*) => {
         if !QUIET.load(Ordering::Relaxed) {
-            println!($($t)*);
+            outln!($($t)*);
         }
     };
 }
@@ -39,7 +39,7 @@ macro_rules! say {
 macro_rules! say_raw {
     ($($t:tt)*) => {
         if !QUIET.load(Ordering::Relaxed) {
-            print!($($t)*);
+            out!($($t)*);
         }
     };
 }

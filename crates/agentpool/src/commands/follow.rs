@@ -96,7 +96,7 @@ pub async fn wait_all(
                 (Some(c), None) => format!(" {c}"),
                 _ => String::new(),
             };
-            println!("{} {}{why}", t.id, s.state(t.state));
+            outln!("{} {}{why}", t.id, s.state(t.state));
         }
     }
     let states = || done.iter().map(|d| d.task.state);

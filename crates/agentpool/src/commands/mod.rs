@@ -24,7 +24,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Completions(a) = &cli.command {
         let mut cmd = Cli::command();
         let name = cmd.get_name().to_string();
-        clap_complete::generate(a.shell, &mut cmd, name, &mut std::io::stdout());
+        let mut script = Vec::new();
+        clap_complete::generate(a.shell, &mut cmd, name, &mut script);
+        out!("{}", String::from_utf8_lossy(&script));
         return Ok(ExitCode::Success);
     }
     let settings = Settings::resolve(&cli.global)?;
@@ -46,7 +48,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RunTask(a) => run_task::run_task(&settings, a).await,
         Command::Operator(a) => operator::operator(&settings, a).await,
         Command::Crd => {
-            print!("{}", agentpool_kube::pool::crd_yaml());
+            out!("{}", agentpool_kube::pool::crd_yaml());
             Ok(ExitCode::Success)
         }
         Command::Completions(_) => Ok(ExitCode::Success),
@@ -124,7 +126,7 @@ pub fn print_done(settings: &Settings, what: &str, name: &str, done: &str) -> an
             [(done.to_string(), name.into())].into_iter().collect();
         print_json(&out)?;
     } else {
-        println!("{what} {name} {done}");
+        outln!("{what} {name} {done}");
     }
     Ok(())
 }
@@ -145,7 +147,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<Client> {
 
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let s = serde_json::to_string_pretty(value).context("cannot encode JSON output")?;
-    println!("{s}");
+    outln!("{s}");
     Ok(())
 }
 

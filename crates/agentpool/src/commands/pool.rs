@@ -142,14 +142,14 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     )?;
     let s = Style::stdout();
     if settings.json() {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "url": pool.url, "dashboard": format!("{}/", pool.url), "pid": pid, "data_dir": settings.data_dir, "workers": args.workers })
         );
     } else {
-        println!("agentpool is up at {}", s.bold(&pool.url));
-        println!("dashboard: {}/", pool.url);
-        println!(
+        outln!("agentpool is up at {}", s.bold(&pool.url));
+        outln!("dashboard: {}/", pool.url);
+        outln!(
             "{}",
             s.dim(&format!(
                 "{} worker(s), data in {}; stop with Ctrl-C",
@@ -221,7 +221,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         if store.list_tokens().await?.is_empty() {
             let t = agentpool_server::create_token(store.as_ref(), Role::Admin, "bootstrap").await?;
             // Printed once, on stdout, so an operator can capture it; never logged.
-            println!("admin token: {}", t.plaintext);
+            outln!("admin token: {}", t.plaintext);
         }
     }
     let json = settings.json();
@@ -229,9 +229,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         cfg,
         move |addr: SocketAddr| {
             if json {
-                println!("{}", serde_json::json!({ "url": format!("{scheme}://{addr}") }));
+                outln!("{}", serde_json::json!({ "url": format!("{scheme}://{addr}") }));
             } else {
-                println!("agentpool server listening on {scheme}://{addr}");
+                outln!("agentpool server listening on {scheme}://{addr}");
             }
         },
         shutdown_signal(),
@@ -252,7 +252,7 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
     if settings.json() {
         print_json(&serde_json::json!({ "migrated": redact_url(&url) }))?;
     } else {
-        println!("database {} is up to date", redact_url(&url));
+        outln!("database {} is up to date", redact_url(&url));
     }
     Ok(ExitCode::Success)
 }
@@ -308,7 +308,7 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
                 }))?;
             } else {
                 // The value alone on stdout so that `$(agentpool tokens create …)` works.
-                println!("{plaintext}");
+                outln!("{plaintext}");
                 eprintln!(
                     "{}",
                     Style::stderr().dim(&format!(
@@ -359,7 +359,7 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     output::table(&out, &["ID", "NAME", "ROLE", "CREATED", "REVOKED"], &rows)
                 );
@@ -373,7 +373,7 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) ->
             if settings.json() {
                 print_json(&serde_json::json!({ "revoked": id }))?;
             } else {
-                println!("token {id} revoked");
+                outln!("token {id} revoked");
             }
         }
     }

@@ -17,7 +17,7 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
             if settings.json() {
                 print_json(&p)?;
             } else {
-                println!("profile {name} stored");
+                outln!("profile {name} stored");
             }
         }
         ProfilesCommand::List => {
@@ -39,7 +39,7 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
                         let names: Vec<_> = s.mcp_servers.keys().cloned().collect();
                         parts.push(format!("mcp {}", names.join(",")));
                     }
-                    println!("{}\t{}", p.name, parts.join("  "));
+                    outln!("{}\t{}", p.name, parts.join("  "));
                 }
             })?;
         }

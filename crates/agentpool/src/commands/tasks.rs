@@ -129,7 +129,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
         if settings.json() {
             print_json(&task)?;
         } else {
-            println!("{}", task.id);
+            outln!("{}", task.id);
             let err = Style::stderr();
             eprintln!(
                 "{} {} {}",
@@ -155,7 +155,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
     }
     if !settings.json() {
         let s = Style::stdout();
-        println!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
+        outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
     }
     if let Some(needs) = no_worker_can_run(&client, task.id).await {
         warn_no_worker(settings, &needs);
@@ -199,7 +199,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         let task = client.submit(&spec).await.context("submit refused")?.task;
         if !settings.json() {
             let s = Style::stdout();
-            println!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
+            outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
         }
         if let Some(needs) = no_worker_can_run(&client, task.id).await {
             if transient {
@@ -272,7 +272,7 @@ pub(crate) fn finish(settings: &Settings, view: &TaskDetail) -> anyhow::Result<E
         print_json(view)?;
     } else {
         let s = Style::stdout();
-        print!("{}", output::task_detail(&s, view));
+        out!("{}", output::task_detail(&s, view));
     }
     let code = match t.state {
         TaskState::Succeeded => ExitCode::Success,
@@ -323,7 +323,7 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
             })
             .await?;
             print_list(settings, &tasks, "tasks", |tasks| {
-                print!("{}", output::tasks_table(&out, tasks))
+                out!("{}", output::tasks_table(&out, tasks))
             })?;
             if more && !settings.json() {
                 eprintln!(
@@ -337,7 +337,7 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
             if settings.json() {
                 print_json(&view)?;
             } else {
-                print!("{}", output::task_detail(&out, &view));
+                out!("{}", output::task_detail(&out, &view));
             }
         }
         TasksCommand::Cancel { id } => {
@@ -345,9 +345,9 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
             if settings.json() {
                 print_json(&task)?;
             } else if task.state == TaskState::Running {
-                println!("{} cancel requested; its worker stops it now", task.id);
+                outln!("{} cancel requested; its worker stops it now", task.id);
             } else {
-                println!("{} {}", task.id, out.state(task.state));
+                outln!("{} {}", task.id, out.state(task.state));
             }
         }
         TasksCommand::Retry { id } => {
@@ -355,16 +355,16 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
             if settings.json() {
                 print_json(&retried)?;
             } else {
-                println!("{} {}", retried.task.id, out.state(retried.task.state));
+                outln!("{} {}", retried.task.id, out.state(retried.task.state));
                 let dependents = &retried.requeued_dependents;
                 if !dependents.is_empty() {
                     let n = dependents.len();
-                    println!(
+                    outln!(
                         "and {n} dependent{} that failed because of it, queued again:",
                         if n == 1 { "" } else { "s" }
                     );
                     for d in dependents {
-                        println!("  {d}");
+                        outln!("  {d}");
                     }
                 }
             }
@@ -396,7 +396,7 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
             } else {
                 for ev in &page {
                     if let Some(l) = output::render_event(&style, ev) {
-                        println!("{l}");
+                        outln!("{l}");
                     }
                 }
             }
@@ -411,7 +411,7 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
     let view = follow(client, a.id, &mut status, |ev, st| {
         if json {
             if let Ok(s) = serde_json::to_string(ev) {
-                println!("{s}");
+                outln!("{s}");
             }
         } else if let Some(l) = output::render_event(&style, ev) {
             st.println(&l);

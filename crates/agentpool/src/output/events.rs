@@ -185,7 +185,7 @@ impl StatusLine {
     /// Print a line on stdout without leaving the status line in the middle of it.
     pub fn println(&mut self, line: &str) {
         self.clear();
-        println!("{line}");
+        outln!("{line}");
         self.draw();
     }
 }

@@ -100,6 +100,12 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
         assert!(err.contains("--ca-cert"), "{err}");
     }
 
+    // Plain http to the https server: the line says which scheme to use.
+    let plain = server.url.replacen("https://", "http://", 1);
+    let o = env.run(&["--server", &plain, "tasks", "list"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("use an https:// URL"), "{}", stderr(&o));
+
     // A missing CA file is a usage error.
     let o = env.run(&[
         "--server",
@@ -115,6 +121,56 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
     terminate(&worker);
     assert!(worker.wait().unwrap().success());
     assert!(server.stop().success());
+}
+
+/// A self-signed certificate made the way `openssl req -x509` makes one by default is a CA
+/// certificate; rustls refuses it as a server's own even when it is the trusted CA. The
+/// client's line says so and what to do, and https to a plain server says to use http.
+/// That server answers the TLS hello with a plain 400 and closes, so the client's next write
+/// (its TLS alert) may meet a closed socket: the command must still end with its line and
+/// exit code 4, never be killed by SIGPIPE, however the timing falls.
+#[test]
+fn a_ca_certificate_served_as_the_server_s_own_is_explained() {
+    let env = Env::new();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (
+        env.dir.path().join("self.pem"),
+        env.dir.path().join("self-key.pem"),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let mut serve = env.serve_cmd();
+    serve
+        .arg("--tls-cert")
+        .arg(&cert_file)
+        .arg("--tls-key")
+        .arg(&key_file);
+    let server = Up::spawn(serve);
+    let o = env
+        .cmd()
+        .args(["--server", &server.url, "--ca-cert"])
+        .arg(&cert_file)
+        .args(["tasks", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is a CA certificate"), "{err}");
+    assert!(err.contains("CA:FALSE"), "{err}");
+    assert!(server.stop().success());
+
+    let plain = Up::spawn(env.serve_cmd());
+    let tls_url = plain.url.replacen("http://", "https://", 1);
+    for _ in 0..10 {
+        let o = env.run(&["--server", &tls_url, "tasks", "list"]);
+        assert_eq!(o.status.code(), Some(4), "{:?} {}", o.status, stderr(&o));
+        assert!(stderr(&o).contains("use an http:// URL"), "{}", stderr(&o));
+    }
+    assert!(plain.stop().success());
 }
 
 #[test]
