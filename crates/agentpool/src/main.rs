@@ -79,16 +79,86 @@ fn usage_error(e: clap::Error) -> std::process::ExitCode {
             std::process::ExitCode::from(code as u8)
         }
         _ => {
-            let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments")
-                .trim();
-            let first = first.strip_prefix("error: ").unwrap_or(first);
             let bin = Cli::command().get_name().to_string();
-            eprintln!("{bin}: {first} (see '{bin} --help')");
+            eprintln!("{bin}: {}", one_line(&e.render().to_string(), &bin));
             std::process::ExitCode::from(ExitCode::Usage as u8)
+        }
+    }
+}
+
+/// Clap's rendering of a usage error in one line: the error, with the items it lists on the
+/// lines below it ("the following required arguments were not provided:" then `<ID>`), its
+/// tip ("a similar argument exists: '--priority'") and the values it accepts, then where to
+/// read more: the help of the (sub)command its usage line names.
+fn one_line(rendered: &str, bin: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).skip_while(|l| l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let rest: Vec<&str> = lines.collect();
+    if line.ends_with(':') {
+        let items: Vec<&str> = rest.iter().copied().take_while(|l| !l.is_empty()).collect();
+        line = format!("{line} {}", items.join(", "));
+    }
+    for l in &rest {
+        if let Some(tip) = l.strip_prefix("tip: ") {
+            line = format!("{line}; {tip}");
+        } else if l.starts_with("[possible values:") {
+            line = format!("{line} {l}");
+        }
+    }
+    // "Usage: agentpool tasks [OPTIONS] <COMMAND>": the command is the words before the first
+    // argument.
+    let command = rest
+        .iter()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| bin.to_string());
+    format!("{line} (see '{command} --help')")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, one_line};
+
+    fn line(args: &[&str]) -> String {
+        let e = Cli::try_parse_from(args).expect_err("a usage error");
+        one_line(&e.render().to_string(), "agentpool")
+    }
+
+    #[test]
+    fn a_usage_error_is_one_line_that_names_what_is_missing() {
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["agentpool", "tasks", "show"],
+                "the following required arguments were not provided: <ID> (see 'agentpool tasks show --help')",
+            ),
+            (
+                &["agentpool", "submit", "--prio", "3"],
+                "unexpected argument '--prio' found; a similar argument exists: '--priority' \
+                 (see 'agentpool submit --help')",
+            ),
+            (
+                &["agentpool", "tasks", "lst"],
+                "unrecognized subcommand 'lst'; some similar subcommands exist: 'ls', 'list' \
+                 (see 'agentpool tasks --help')",
+            ),
+            (
+                &["agentpool", "--output", "xml", "tasks", "list"],
+                "invalid value 'xml' for '--output <OUTPUT>' [possible values: human, json] \
+                 (see 'agentpool --help')",
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(line(args), want, "{args:?}");
         }
     }
 }
