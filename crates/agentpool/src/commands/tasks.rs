@@ -233,13 +233,43 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 wait_for(&client, task.id, settings.json(), false).await?
             }
         };
-        finish(settings, &view)
+        let done = finish(settings, &view);
+        if transient {
+            return done.map_err(|e| with_access_hint(e, &view.task));
+        }
+        done
     }
     .await;
     if let Some(e) = embedded {
         e.stop().await?;
     }
     outcome
+}
+
+/// A transient pool's agents see nothing of the caller's environment or login unless the run
+/// names it: when one failed for want of credentials, the failure line says how to pass them
+/// (the worker's own message speaks of stored credentials, which a transient pool has none of).
+fn with_access_hint(e: anyhow::Error, task: &agentpool_core::Task) -> anyhow::Error {
+    if task.error_class != Some(agentpool_core::ErrorClass::AuthFailed) {
+        return e;
+    }
+    let mut exit = match e.downcast::<Exit>() {
+        Ok(exit) => exit,
+        Err(e) => return e,
+    };
+    exit.message
+        .push_str(" — with `agentpool run`, pass the variable from your environment with `--agent-env NAME`");
+    if let Some(agent) = task
+        .spec
+        .agent
+        .as_deref()
+        .filter(|a| !agentpool_agents::login::files_of(a).is_empty())
+    {
+        exit.message.push_str(&format!(
+            ", or your {agent} login with `--use-local-login {agent}`"
+        ));
+    }
+    exit.into()
 }
 
 /// What a worker would have to offer to run task `id`, when none online does (a mistyped

@@ -19,4 +19,13 @@ fn claude_code_without_a_key_fails_once_naming_the_key() {
     assert_eq!(task["attempts"], 1, "not retried: {task}");
     let message = task["error_message"].as_str().unwrap_or_default();
     assert!(message.contains("ANTHROPIC_API_KEY"), "{message}");
+    // The transient pool has no stored credentials: the line says how `run` passes them.
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("agentpool: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("`--agent-env NAME`"), "{err}");
+    assert!(err.contains("`--use-local-login claude-code`"), "{err}");
 }
