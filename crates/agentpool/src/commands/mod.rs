@@ -9,6 +9,7 @@ pub mod pool;
 mod probe;
 mod profiles;
 pub mod run_task;
+mod task_spec;
 mod tasks;
 mod worker;
 

@@ -1,15 +1,13 @@
-//! `submit`, `run` and `tasks …`: building a task spec from flags, submitting it (and saying
-//! when no worker could run it), and printing tasks for people and for scripts.
+//! `submit`, `run` and `tasks …`: submitting a task (and saying when no worker could run it),
+//! following it, and printing tasks for people and for scripts.
 
-use std::path::Path;
-
-use agentpool_core::{TaskId, TaskKind, TaskSpec, TaskState};
-use anyhow::Context;
+use agentpool_core::{TaskId, TaskState};
 
 use super::follow::{follow, wait_for};
+use super::task_spec::{refused, spec_from};
 use super::{collect_pages, connect, find_server, print_json, print_list};
 use crate::access::AgentAccess;
-use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TaskArgs, TasksCommand};
+use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TasksCommand};
 use crate::config::Settings;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
@@ -17,103 +15,10 @@ use crate::output::{self, StatusLine, Style};
 use agentpool_client::Client;
 use agentpool_core::protocol::{TaskDetail, TaskListQuery, WaitReason};
 
-/// Turn the flags into a spec. A local repository path is made absolute, because the server
-/// (and its workers) do not share our working directory.
-pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
-    let prompt = args.prompt.clone().or(args.positional_prompt.clone());
-    let kind = if args.command.is_some() {
-        TaskKind::Command
-    } else {
-        TaskKind::Agent
-    };
-    if kind == TaskKind::Agent && prompt.is_none() {
-        return Err(Exit::new(
-            ExitCode::Usage,
-            "give a prompt (as an argument or --prompt) or a --command to run",
-        )
-        .into());
-    }
-    let repo = match (&args.repo, &args.project) {
-        (Some(r), _) => Some(local_repo_absolute(r)?),
-        (None, Some(_)) => None,
-        // The server takes the earlier task's repository (and work branch).
-        (None, None) if args.follow_up.is_some() => None,
-        (None, None) if Path::new(".git").exists() => Some(local_repo_absolute(".")?),
-        (None, None) => {
-            return Err(Exit::new(
-                ExitCode::Usage,
-                "give --repo (or --project): the current directory is not a git repository",
-            )
-            .into());
-        }
-    };
-    Ok(TaskSpec {
-        kind,
-        repo,
-        project: args.project.clone(),
-        base_ref: args.base.clone(),
-        branch: args.branch.clone(),
-        prompt: if kind == TaskKind::Agent { prompt } else { None },
-        command: args.command.clone(),
-        agent: args.agent.clone(),
-        model: args.model.clone(),
-        priority: args.priority,
-        timeout_secs: args.timeout,
-        max_attempts: args.max_attempts,
-        labels: args.labels.iter().cloned().collect(),
-        depends_on: args.depends_on.clone(),
-        idempotency_key: args.idempotency_key.clone(),
-        push: !args.no_push && !args.no_commit,
-        commit_message: args.message.clone(),
-        credentials: args.credentials.clone(),
-        profile: args.profile.clone(),
-        profile_settings: None,
-        follow_up_of: args.follow_up,
-        max_turns: args.max_turns,
-        max_cost_usd: args.max_cost_usd,
-        setup_command: args.setup.clone(),
-        run_after: args
-            .delay
-            .and_then(|d| chrono::Duration::try_seconds(i64::try_from(d).ok()?))
-            .map(|d| chrono::Utc::now() + d),
-        commit: !args.no_commit,
-        // No --check: the project's checks, if any.
-        checks: (!args.checks.is_empty()).then(|| {
-            args.checks
-                .iter()
-                .map(agentpool_core::CheckSpec::command)
-                .collect()
-        }),
-        max_rounds: args.max_rounds,
-        push_on_checks_failed: args.push_on_checks_failed,
-    })
-}
-
-/// `.` or `../repo` → `/abs/path/repo`; URLs, scp-like addresses and absolute paths unchanged.
-fn local_repo_absolute(repo: &str) -> anyhow::Result<String> {
-    let looks_remote = repo.contains("://")
-        || repo
-            .split_once(':')
-            .is_some_and(|(host, _)| !host.contains('/') && !host.is_empty());
-    if looks_remote || repo.starts_with('/') {
-        return Ok(repo.to_string());
-    }
-    let p = Path::new(repo);
-    if !p.exists() {
-        return Err(Exit::new(
-            ExitCode::Usage,
-            format!("repository {repo:?} is neither a URL nor an existing directory"),
-        )
-        .into());
-    }
-    let abs = std::fs::canonicalize(p).with_context(|| format!("cannot resolve {repo}"))?;
-    Ok(abs.display().to_string())
-}
-
 pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
     let client = connect(settings).await?;
-    let enqueued = client.submit(&spec).await.context("submit refused")?;
+    let enqueued = client.submit(&spec).await.map_err(refused)?;
     let task = enqueued.task;
     // A key seen before returns the earlier task, as it is, whatever this submit asked for:
     // say so, or "submitted" would claim a new task that runs what was just typed.
@@ -196,7 +101,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     };
     let transient = embedded.is_some();
     let outcome = async {
-        let task = client.submit(&spec).await.context("submit refused")?.task;
+        let task = client.submit(&spec).await.map_err(refused)?.task;
         if !settings.json() {
             let s = Style::stdout();
             outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
@@ -453,71 +358,4 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
         eprintln!("{} {}", s.dim("task ended:"), s.state(view.task.state));
     }
     Ok(ExitCode::Success)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args() -> TaskArgs {
-        TaskArgs {
-            repo: Some("https://example.com/r.git".into()),
-            project: None,
-            base: None,
-            branch: None,
-            prompt: None,
-            command: None,
-            positional_prompt: None,
-            agent: None,
-            model: None,
-            priority: 0,
-            depends_on: vec![],
-            labels: vec![],
-            timeout: None,
-            max_attempts: None,
-            message: None,
-            no_push: false,
-            idempotency_key: None,
-            credentials: vec![],
-            profile: None,
-            follow_up: None,
-            max_turns: None,
-            max_cost_usd: None,
-            setup: None,
-            delay: None,
-            no_commit: false,
-            checks: vec![],
-            max_rounds: None,
-            push_on_checks_failed: false,
-        }
-    }
-
-    #[test]
-    fn a_command_makes_a_command_task() {
-        let mut a = args();
-        a.command = Some("make test".into());
-        let s = spec_from(&a).unwrap();
-        assert_eq!(s.kind, TaskKind::Command);
-        assert_eq!(s.command.as_deref(), Some("make test"));
-        assert!(s.prompt.is_none());
-    }
-
-    #[test]
-    fn a_task_without_prompt_or_command_is_a_usage_error() {
-        let err = spec_from(&args()).unwrap_err();
-        assert_eq!(crate::exit::code_of(&err), ExitCode::Usage);
-    }
-
-    #[test]
-    fn relative_local_repos_become_absolute() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut a = args();
-        a.positional_prompt = Some("hi".into());
-        a.repo = Some(dir.path().display().to_string());
-        assert_eq!(spec_from(&a).unwrap().repo, a.repo);
-        assert_eq!(local_repo_absolute("git@host:a/b").unwrap(), "git@host:a/b");
-        assert!(local_repo_absolute("does/not/exist").is_err());
-        let abs = local_repo_absolute(".").unwrap();
-        assert!(abs.starts_with('/'));
-    }
 }

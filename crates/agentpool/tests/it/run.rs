@@ -208,7 +208,7 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
     ]);
     assert_exit(&missing, 2);
     assert!(
-        stderr(&missing).contains("follow_up_of: task 01a23c31-e1e5-764b-9111-1b9c734dbe52 does not exist"),
+        stderr(&missing).contains("--follow-up: task 01a23c31-e1e5-764b-9111-1b9c734dbe52 does not exist"),
         "{}",
         stderr(&missing)
     );
