@@ -36,11 +36,23 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
         } else {
             outln!("{}", task.id);
             let err = Style::stderr();
+            // A task can be over at once (a dependency that had failed, an idempotency key of
+            // a finished task): then there is nothing to follow, and the why is the news.
+            let after = if task.state.is_finished() {
+                let class = task.error_class.map(|c| c.as_str()).unwrap_or_default();
+                let why = format!("{class} {}", task.error_message.as_deref().unwrap_or_default());
+                match why.trim() {
+                    "" => format!("— see `agentpool tasks show {}`", task.id),
+                    why => format!("({why}) — see `agentpool tasks show {}`", task.id),
+                }
+            } else {
+                format!("— follow it with `agentpool tasks logs -f {}`", task.id)
+            };
             eprintln!(
                 "{} {} {}",
                 err.dim(&format!("{how}, now")),
                 err.state(task.state),
-                err.dim(&format!("— follow it with `agentpool tasks logs -f {}`", task.id))
+                err.dim(&after)
             );
             // A typo in --agent or --label is otherwise found only by whoever wonders why
             // the task never starts.

@@ -139,6 +139,29 @@ fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task
     assert_eq!(json(&all).as_array().map(Vec::len), Some(1), "one task in all");
 }
 
+/// A task over as soon as it is submitted (its dependency had already failed) says why, and
+/// points at `tasks show` rather than at a log to follow.
+#[test]
+fn a_submit_that_fails_at_once_says_why() {
+    let pool = Pool::start();
+    let failed = pool.submit("false", &["--max-attempts", "1", "--wait", "--output", "json"]);
+    assert_exit(&failed, 1);
+    let failed_id = json(&failed)["id"].as_str().expect("id").to_string();
+    let o = pool.submit("true", &["--depends-on", &failed_id]);
+    assert_exit(&o, 0);
+    let id = stdout(&o).trim().to_string();
+    let said = stderr(&o);
+    assert!(
+        said.contains("submitted, now failed (DEPENDENCY_FAILED a dependency failed or was canceled)"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("see `agentpool tasks show {id}`")),
+        "{said}"
+    );
+    assert!(!said.contains("logs -f"), "{said}");
+}
+
 #[test]
 fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
     let pool = Pool::start();
