@@ -25,6 +25,18 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     (cert, key)
 }
 
+/// `serve` on https with `cert` and its `key`.
+pub(crate) fn with_tls(serve: &mut std::process::Command, cert: &Path, key: &Path) {
+    serve.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+}
+
+/// `agentpool serve` of `env` on https with `cert` and its `key`.
+fn serve_tls(env: &Env, cert: &Path, key: &Path) -> std::process::Command {
+    let mut serve = env.serve_cmd();
+    with_tls(&mut serve, cert, key);
+    serve
+}
+
 pub(crate) fn pki(dir: &Path) -> Pki {
     let (ca_cert, ca_key) = ca("agentpool test CA");
     let (other, _) = ca("some other CA");
@@ -49,13 +61,7 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
     let env = Env::new();
     let remote = env.sample_repo();
     let pki = pki(env.dir.path());
-    let mut serve = env.serve_cmd();
-    serve
-        .arg("--tls-cert")
-        .arg(&pki.cert)
-        .arg("--tls-key")
-        .arg(&pki.key);
-    let server = Up::spawn(serve);
+    let server = Up::spawn(serve_tls(&env, &pki.cert, &pki.key));
     assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
 
     let mut worker = env
@@ -142,13 +148,7 @@ fn a_ca_certificate_served_as_the_server_s_own_is_explained() {
     );
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let mut serve = env.serve_cmd();
-    serve
-        .arg("--tls-cert")
-        .arg(&cert_file)
-        .arg("--tls-key")
-        .arg(&key_file);
-    let server = Up::spawn(serve);
+    let server = Up::spawn(serve_tls(&env, &cert_file, &key_file));
     let o = env
         .cmd()
         .args(["--server", &server.url, "--ca-cert"])
@@ -178,14 +178,7 @@ fn serve_refuses_an_unreadable_certificate_in_one_line() {
     let env = Env::new();
     let bogus = env.dir.path().join("not-a-cert.pem");
     std::fs::write(&bogus, "hello").unwrap();
-    let o = env
-        .serve_cmd()
-        .arg("--tls-cert")
-        .arg(&bogus)
-        .arg("--tls-key")
-        .arg(&bogus)
-        .output()
-        .unwrap();
+    let o = serve_tls(&env, &bogus, &bogus).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");

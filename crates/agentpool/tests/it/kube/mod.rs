@@ -86,11 +86,7 @@ impl Harness {
         ]);
         let ca_pem = tls.then(|| {
             let pki = crate::tls::pki(env.dir.path());
-            serve
-                .arg("--tls-cert")
-                .arg(&pki.cert)
-                .arg("--tls-key")
-                .arg(&pki.key);
+            crate::tls::with_tls(&mut serve, &pki.cert, &pki.key);
             std::fs::read_to_string(&pki.ca).unwrap()
         });
         let server = Up::spawn(serve);
