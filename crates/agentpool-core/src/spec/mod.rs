@@ -76,9 +76,11 @@ pub struct TaskSpec {
     pub repo: Option<String>,
     /// Project this task belongs to (slots, credentials, defaults).
     pub project: Option<String>,
-    /// Ref to start from; the remote's default branch when absent.
+    /// Ref a new work branch starts from; the remote's default branch when absent. A work
+    /// branch the remote already has is continued instead.
     pub base_ref: Option<String>,
-    /// Work branch; `agentpool/<task-id>` when absent. Also the branch lock key.
+    /// Work branch; `agentpool/<task-id>` when absent. When the remote has it, the task builds
+    /// on it. Also the branch lock key.
     pub branch: Option<String>,
     pub prompt: Option<String>,
     pub command: Option<String>,

@@ -15,10 +15,11 @@ pub struct TaskArgs {
     /// Project whose repository and defaults to use
     #[arg(long)]
     pub project: Option<String>,
-    /// Ref to start from [default: the remote's default branch]
+    /// Ref a new work branch starts from; a work branch the remote already has is continued
+    /// instead [default: the remote's default branch]
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
-    /// Work branch [default: agentpool/<task id>]
+    /// Work branch; when the remote has it, the task builds on it [default: agentpool/<task id>]
     #[arg(long)]
     pub branch: Option<String>,
     /// Prompt for the agent (also accepted as the positional argument)
