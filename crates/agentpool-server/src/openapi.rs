@@ -28,6 +28,9 @@ impl Modify for Security {
     info(title = "agentpool", description = "Task API and worker protocol of agentpool. Every error is `{ \"error\": { \"code\", \"message\", \"details\" } }`."),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
     modifiers(&Security),
+    // Every operation takes a bearer token unless it says otherwise (`security(())`: the probes,
+    // the metrics, this document and the signed GitHub webhook).
+    security(("bearer" = [])),
     tags((name = "tasks"), (name = "workers", description = "The worker protocol"), (name = "projects"),
         (name = "credentials", description = "Write-only secrets, encrypted at rest"),
         (name = "profiles", description = "Named, non-secret agent settings that tasks reference"),

@@ -19,8 +19,7 @@ use crate::state::AppState;
     post, path = "/v1/builds", tag = "projects",
     request_body = CreateAndBuild,
     responses((status = 201, description = "Project saved and build queued", body = CreatedBuild),
-        (status = 200, description = "Project saved; the build's idempotency key matched an earlier task", body = CreatedBuild)),
-    security(("bearer" = []))
+        (status = 200, description = "Project saved; the build's idempotency key matched an earlier task", body = CreatedBuild))
 )]
 pub async fn create_and_build(
     State(state): State<AppState>,

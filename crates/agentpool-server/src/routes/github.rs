@@ -67,6 +67,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         (status = 202, description = "A task was queued (or had already been, for this event)", body = WebhookReply),
         (status = 401, description = "The signature matches no project wired to this repository; nothing was stored", body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)),
+    // Authenticated by the payload's signature, not a token.
+    security(())
 )]
 pub async fn webhook(
     State(state): State<AppState>,

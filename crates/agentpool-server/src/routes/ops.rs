@@ -9,7 +9,7 @@ use crate::api::Health;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)), security(()))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
@@ -17,7 +17,8 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Health),
-        (status = 503, description = "Draining, or the database cannot be reached", body = crate::error::ErrorBody))
+        (status = 503, description = "Draining, or the database cannot be reached", body = crate::error::ErrorBody)),
+    security(())
 )]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     if state.is_draining() {
@@ -37,7 +38,8 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)),
+    security(())
 )]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.inner.metrics.render(state.store().as_ref()).await;
@@ -51,7 +53,8 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 
 #[utoipa::path(
     get, path = "/v1/openapi.json", tag = "ops",
-    responses((status = 200, description = "This document", content_type = "application/json", body = Object))
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object)),
+    security(())
 )]
 pub async fn openapi() -> Response {
     (

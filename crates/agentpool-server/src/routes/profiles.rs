@@ -1,5 +1,6 @@
 //! Agent profiles (CRUD), and resolving the one a task names into its spec at submit.
 
+use super::params::ProfilePath;
 use agentpool_core::profile::{self, AgentProfile, Profile, ProfileList};
 use agentpool_core::{TaskSpec, ValidationError};
 use axum::Json;
@@ -54,8 +55,7 @@ pub(crate) async fn resolve(
 
 #[utoipa::path(
     get, path = "/v1/profiles", tag = "profiles",
-    responses((status = 200, body = ProfileList)),
-    security(("bearer" = []))
+    responses((status = 200, body = ProfileList))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -68,9 +68,8 @@ pub async fn list(
 
 #[utoipa::path(
     get, path = "/v1/profiles/{name}", tag = "profiles",
-    params(("name" = String, Path, description = "Profile name")),
-    responses((status = 200, body = Profile), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(ProfilePath),
+    responses((status = 200, body = Profile), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -85,10 +84,9 @@ pub async fn get(
 
 #[utoipa::path(
     put, path = "/v1/profiles/{name}", tag = "profiles",
-    params(("name" = String, Path, description = "Profile name")),
+    params(ProfilePath),
     request_body = AgentProfile,
-    responses((status = 200, body = Profile, description = "Stored (created or replaced)")),
-    security(("bearer" = []))
+    responses((status = 200, body = Profile, description = "Stored (created or replaced)"))
 )]
 pub async fn put(
     State(state): State<AppState>,
@@ -114,10 +112,9 @@ pub async fn put(
 
 #[utoipa::path(
     delete, path = "/v1/profiles/{name}", tag = "profiles",
-    params(("name" = String, Path, description = "Profile name")),
+    params(ProfilePath),
     responses((status = 204, description = "Deleted; tasks already submitted keep its settings"),
-        (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn delete(
     State(state): State<AppState>,

@@ -1,5 +1,6 @@
 //! Projects (CRUD), project-scoped builds, and write-only credentials.
 
+use super::params::{CredentialPath, ProjectPath};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{Project, RepoUrl, TaskKind, TaskSpec, ValidationError};
 use axum::Json;
@@ -105,8 +106,7 @@ async fn project(state: &AppState, name: &str) -> ApiResult<Project> {
 
 #[utoipa::path(
     get, path = "/v1/projects", tag = "projects",
-    responses((status = 200, body = ProjectList)),
-    security(("bearer" = []))
+    responses((status = 200, body = ProjectList))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -121,8 +121,7 @@ pub async fn list(
     post, path = "/v1/projects", tag = "projects",
     request_body = crate::api::ProjectSpecSchema,
     responses((status = 201, body = crate::api::ProjectSchema),
-        (status = 409, description = "A project with this name exists", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "A project with this name exists", body = crate::error::ErrorBody))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -146,10 +145,9 @@ pub async fn create(
 
 #[utoipa::path(
     put, path = "/v1/projects/{name}", tag = "projects",
-    params(("name" = String, Path, description = "Project name")),
+    params(ProjectPath),
     request_body = crate::api::ProjectSpecSchema,
-    responses((status = 200, body = crate::api::ProjectSchema)),
-    security(("bearer" = []))
+    responses((status = 200, body = crate::api::ProjectSchema))
 )]
 pub async fn put(
     State(state): State<AppState>,
@@ -168,9 +166,8 @@ pub async fn put(
 
 #[utoipa::path(
     get, path = "/v1/projects/{name}", tag = "projects",
-    params(("name" = String, Path, description = "Project name")),
-    responses((status = 200, body = crate::api::ProjectSchema), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(ProjectPath),
+    responses((status = 200, body = crate::api::ProjectSchema), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -182,9 +179,8 @@ pub async fn get(
 
 #[utoipa::path(
     delete, path = "/v1/projects/{name}", tag = "projects",
-    params(("name" = String, Path, description = "Project name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(ProjectPath),
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -199,12 +195,11 @@ pub async fn delete(
 
 #[utoipa::path(
     post, path = "/v1/projects/{name}/builds", tag = "projects",
-    params(("name" = String, Path, description = "Project name")),
+    params(ProjectPath),
     request_body = BuildRequest,
     responses((status = 201, body = crate::api::EnqueuedSchema),
         (status = 200, description = "Idempotency key matched", body = crate::api::EnqueuedSchema),
-        (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn submit_build(
     State(state): State<AppState>,
@@ -240,9 +235,8 @@ pub(crate) fn build_spec(name: String, b: BuildRequest) -> TaskSpec {
 
 #[utoipa::path(
     get, path = "/v1/projects/{name}/builds", tag = "projects",
-    params(("name" = String, Path, description = "Project name"), TaskListQuery),
-    responses((status = 200, body = TaskPage), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(ProjectPath, TaskListQuery),
+    responses((status = 200, body = TaskPage), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn list_builds(
     State(state): State<AppState>,
@@ -257,11 +251,10 @@ pub async fn list_builds(
 
 #[utoipa::path(
     put, path = "/v1/credentials/{name}", tag = "credentials",
-    params(("name" = String, Path, description = "Credential name")),
+    params(CredentialPath),
     request_body = CredentialValue,
     responses((status = 204, description = "Stored (encrypted); the value is never returned"),
-        (status = 503, description = "No server key configured", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 503, description = "No server key configured", body = crate::error::ErrorBody))
 )]
 pub async fn put_credential(
     State(state): State<AppState>,
@@ -296,8 +289,7 @@ pub async fn put_credential(
 
 #[utoipa::path(
     get, path = "/v1/credentials", tag = "credentials",
-    responses((status = 200, body = CredentialList)),
-    security(("bearer" = []))
+    responses((status = 200, body = CredentialList))
 )]
 pub async fn list_credentials(
     State(state): State<AppState>,
@@ -310,9 +302,8 @@ pub async fn list_credentials(
 
 #[utoipa::path(
     delete, path = "/v1/credentials/{name}", tag = "credentials",
-    params(("name" = String, Path, description = "Credential name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(CredentialPath),
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn delete_credential(
     State(state): State<AppState>,

@@ -19,8 +19,7 @@ const MAX_PAGES: usize = 20;
 
 #[utoipa::path(
     get, path = "/v1/queue/stats", tag = "workers", params(QueueStatsQuery),
-    responses((status = 200, body = QueueStats), (status = 422, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    responses((status = 200, body = QueueStats), (status = 422, body = crate::error::ErrorBody))
 )]
 pub async fn stats(
     State(state): State<AppState>,

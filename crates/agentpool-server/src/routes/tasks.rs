@@ -1,5 +1,6 @@
 //! Task endpoints: submit (single and batch), list, get, cancel, retry, events (paged and live).
 
+use super::params::TaskPath;
 use agentpool_core::spec::parse_label;
 use agentpool_core::{TaskId, TaskSpec, TaskState, ValidationError, WorkerId};
 use agentpool_store::TaskFilter;
@@ -166,8 +167,7 @@ pub enum SubmitReply {
     post, path = "/v1/tasks", tag = "tasks",
     request_body(content = inline(SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
     responses((status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = inline(SubmitReply)),
-        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply))),
-    security(("bearer" = []))
+        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply)))
 )]
 pub async fn submit(
     State(state): State<AppState>,
@@ -222,8 +222,7 @@ pub(crate) async fn submit_one(state: &AppState, spec: TaskSpec) -> ApiResult<Re
 
 #[utoipa::path(
     get, path = "/v1/tasks", tag = "tasks", params(TaskListQuery),
-    responses((status = 200, body = TaskPage)),
-    security(("bearer" = []))
+    responses((status = 200, body = TaskPage))
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -301,10 +300,9 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
 
 #[utoipa::path(
     get, path = "/v1/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(TaskPath),
     responses((status = 200, body = crate::api::TaskDetailSchema),
-        (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -321,10 +319,9 @@ pub async fn get(
 
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(TaskPath),
     responses((status = 200, body = crate::api::TaskSchema), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "The task has already finished", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "The task has already finished", body = crate::error::ErrorBody))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -345,10 +342,9 @@ pub async fn cancel(
 /// failed only because it did (`DEPENDENCY_FAILED`).
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/retry", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(TaskPath),
     responses((status = 200, body = crate::api::RetriedSchema), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "Only failed or canceled tasks can be retried", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "Only failed or canceled tasks can be retried", body = crate::error::ErrorBody))
 )]
 pub async fn retry(
     State(state): State<AppState>,
@@ -365,9 +361,8 @@ pub async fn retry(
 
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/events", tag = "tasks",
-    params(("id" = String, Path, description = "Task id"), EventsQuery),
-    responses((status = 200, body = EventPage), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(TaskPath, EventsQuery),
+    responses((status = 200, body = EventPage), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn events(
     State(state): State<AppState>,
@@ -403,12 +398,11 @@ async fn ensure_task(state: &AppState, id: TaskId) -> ApiResult<()> {
 
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/events/stream", tag = "tasks",
-    params(("id" = String, Path, description = "Task id"),
+    params(TaskPath,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event seq"),
         ("after" = Option<i64>, Query, description = "Start after this seq (when no Last-Event-ID)")),
     responses((status = 200, description = "Server-sent events: `id` = seq, `event` = kind, `data` = the Event as JSON; ends when the task has finished and its last events were sent", content_type = "text/event-stream", body = String),
-        (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn stream(
     State(state): State<AppState>,

@@ -1,6 +1,7 @@
 //! Token management for admins over the API: create (the value is answered once), list
 //! (never values) and revoke. A revoked token stops working within the auth cache's lifetime.
 
+use super::params::TokenPath;
 use agentpool_core::ValidationError;
 use agentpool_core::protocol::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 use axum::Json;
@@ -17,8 +18,7 @@ use crate::state::AppState;
     post, path = "/v1/tokens", tag = "tokens",
     request_body = TokenCreate,
     responses((status = 201, description = "Created; the only time its value is shown", body = CreatedToken),
-        (status = 409, description = "A valid token already has this name", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "A valid token already has this name", body = crate::error::ErrorBody))
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -54,8 +54,7 @@ pub async fn create(
 
 #[utoipa::path(
     get, path = "/v1/tokens", tag = "tokens",
-    responses((status = 200, body = TokenList)),
-    security(("bearer" = []))
+    responses((status = 200, body = TokenList))
 )]
 pub async fn list(State(state): State<AppState>, _auth: Authorized<Admins>) -> ApiResult<Json<TokenList>> {
     let tokens = state
@@ -70,9 +69,8 @@ pub async fn list(State(state): State<AppState>, _auth: Authorized<Admins>) -> A
 
 #[utoipa::path(
     delete, path = "/v1/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path, description = "Token id (not its value)")),
-    responses((status = 204, description = "Revoked"), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(TokenPath),
+    responses((status = 204, description = "Revoked"), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn revoke(
     State(state): State<AppState>,

@@ -1,6 +1,7 @@
 //! The worker protocol: register, heartbeat, long-poll claim, events, complete, fail, list,
 //! get, drain, deregister. Every call about a task presents its lease; a stale one is a 409.
 
+use super::params::{WorkerPath, WorkerTaskPath};
 use std::time::Duration;
 
 use agentpool_core::protocol::{
@@ -61,8 +62,7 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
 #[utoipa::path(
     post, path = "/v1/workers/register", tag = "workers",
     request_body = crate::api::WorkerRegistrationSchema,
-    responses((status = 201, body = crate::api::WorkerSchema)),
-    security(("bearer" = []))
+    responses((status = 201, body = crate::api::WorkerSchema))
 )]
 pub async fn register(
     State(state): State<AppState>,
@@ -85,11 +85,10 @@ pub async fn register(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/heartbeat", tag = "workers",
-    params(("id" = String, Path, description = "Worker id"), HeartbeatQuery),
+    params(WorkerPath, HeartbeatQuery),
     request_body = crate::api::HeartbeatRequestSchema,
     responses((status = 200, body = crate::api::HeartbeatReplySchema),
-        (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -152,14 +151,13 @@ pub async fn heartbeat(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/claim", tag = "workers",
-    params(("id" = String, Path, description = "Worker id"), ClaimQuery),
+    params(WorkerPath, ClaimQuery),
     request_body(content = Option<crate::api::ClaimRequestSchema>, description = "Optional; query parameters work too"),
     responses((status = 200, body = ClaimResponse),
         (status = 204, description = "Nothing came within `wait`"),
         (status = 404, body = crate::error::ErrorBody),
         (status = 429, description = "Too many long polls waiting on this server", body = crate::error::ErrorBody),
-        (status = 503, description = "The server is draining", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 503, description = "The server is draining", body = crate::error::ErrorBody))
 )]
 pub async fn claim(
     State(state): State<AppState>,
@@ -300,11 +298,10 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/tasks/{task}/events", tag = "workers",
-    params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
+    params(WorkerTaskPath),
     request_body = crate::api::AppendEventsRequestSchema,
     responses((status = 204, description = "Appended"), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "Stale lease", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody))
 )]
 pub async fn append_events(
     State(state): State<AppState>,
@@ -329,11 +326,10 @@ pub async fn append_events(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/complete/{task}", tag = "workers",
-    params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
+    params(WorkerTaskPath),
     request_body = crate::api::CompleteRequestSchema,
     responses((status = 204, description = "Completed"), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "Stale lease", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody))
 )]
 pub async fn complete(
     State(state): State<AppState>,
@@ -374,10 +370,9 @@ fn attempt_over(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/complete", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
+    params(WorkerPath),
     request_body = CompleteBatch,
-    responses((status = 200, description = "One result per item, in order", body = CompleteBatchResponse)),
-    security(("bearer" = []))
+    responses((status = 200, description = "One result per item, in order", body = CompleteBatchResponse))
 )]
 pub async fn complete_batch(
     State(state): State<AppState>,
@@ -437,12 +432,11 @@ pub async fn complete_batch(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/fail/{task}", tag = "workers",
-    params(("id" = String, Path, description = "Worker id"), ("task" = String, Path, description = "Task id")),
+    params(WorkerTaskPath),
     request_body = crate::api::FailRequestSchema,
     responses((status = 200, body = crate::api::FailOutcomeSchema),
         (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "Stale lease", body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody))
 )]
 pub async fn fail(
     State(state): State<AppState>,
@@ -472,8 +466,7 @@ pub async fn fail(
 
 #[utoipa::path(
     get, path = "/v1/workers", tag = "workers",
-    responses((status = 200, body = WorkerList)),
-    security(("bearer" = []))
+    responses((status = 200, body = WorkerList))
 )]
 pub async fn list(State(state): State<AppState>, _auth: Authorized<Readers>) -> ApiResult<Json<WorkerList>> {
     Ok(Json(WorkerList {
@@ -483,9 +476,8 @@ pub async fn list(State(state): State<AppState>, _auth: Authorized<Readers>) -> 
 
 #[utoipa::path(
     get, path = "/v1/workers/{id}", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
-    responses((status = 200, body = crate::api::WorkerSchema), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(WorkerPath),
+    responses((status = 200, body = crate::api::WorkerSchema), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn get(
     State(state): State<AppState>,
@@ -502,9 +494,8 @@ pub async fn get(
 
 #[utoipa::path(
     post, path = "/v1/workers/{id}/drain", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
-    responses((status = 200, body = crate::api::WorkerSchema), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(WorkerPath),
+    responses((status = 200, body = crate::api::WorkerSchema), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn drain(
     State(state): State<AppState>,
@@ -516,9 +507,8 @@ pub async fn drain(
 
 #[utoipa::path(
     delete, path = "/v1/workers/{id}", tag = "workers",
-    params(("id" = String, Path, description = "Worker id")),
-    responses((status = 204, description = "Deregistered"), (status = 404, body = crate::error::ErrorBody)),
-    security(("bearer" = []))
+    params(WorkerPath),
+    responses((status = 204, description = "Deregistered"), (status = 404, body = crate::error::ErrorBody))
 )]
 pub async fn deregister(
     State(state): State<AppState>,

@@ -133,17 +133,38 @@ async fn every_role_refusal_is_401_or_403_with_the_error_shape(backend: Backend)
         return;
     };
     let table = endpoints();
-    // The table covers every authenticated route the router serves.
-    // The GitHub webhook authenticates by its signature, not a token (tests/it/github).
-    let open = [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/v1/openapi.json",
-        "/v1/webhooks/github",
-    ];
+    // The operations the document says take no token (`security: [{}]`; the others inherit
+    // its bearer requirement) are exactly the probes, the metrics, the document itself and
+    // the GitHub webhook, which authenticates by its signature (tests/it/github).
+    let doc = app.call("GET", "/v1/openapi.json", None, None).await.body;
+    let mut open: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("operations") {
+            let security = op.get("security").unwrap_or(&doc["security"]);
+            let anonymous = security
+                .as_array()
+                .expect("a security list")
+                .iter()
+                .any(|r| r.as_object().is_some_and(|o| o.is_empty()));
+            if anonymous {
+                open.push(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    open.sort();
+    assert_eq!(
+        open,
+        [
+            "GET /healthz",
+            "GET /metrics",
+            "GET /readyz",
+            "GET /v1/openapi.json",
+            "POST /v1/webhooks/github"
+        ]
+    );
+    // The table covers every route the document says takes a token.
     for (m, p) in agentpool_server::route_list() {
-        if open.contains(&p) {
+        if open.contains(&format!("{m} {p}")) {
             continue;
         }
         let covered = table
