@@ -83,6 +83,10 @@ pub(super) async fn heartbeat_loop(
                     tracing::warn!("re-registration failed: {e}");
                 }
             }
+            Err(e) if super::is_refusal(&e) => {
+                shared.refuse(&e);
+                return;
+            }
             // Unreachable server: keep running tasks; the next beat tries again.
             Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }

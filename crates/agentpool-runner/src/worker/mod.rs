@@ -120,6 +120,13 @@ impl WorkerConfig {
 pub enum WorkerError {
     #[error("registration refused: {0}")]
     Register(ApiError),
+    /// The server stopped accepting the worker's token (revoked, or its role changed) while
+    /// it ran: it stopped its tasks, whose leases expire on the server so that they run again
+    /// elsewhere.
+    #[error(
+        "the server no longer accepts this worker's token ({0}); its running tasks were stopped and run again elsewhere once their leases expire"
+    )]
+    Refused(String),
 }
 
 /// What a worker did, returned when it stops.
@@ -197,6 +204,8 @@ pub async fn run_worker(
         infra_failures: AtomicU32::new(0),
         unhealthy_after: config.unhealthy_after,
         unhealthy: CancellationToken::new(),
+        refused: std::sync::OnceLock::new(),
+        refused_now: CancellationToken::new(),
         health: config.health.clone(),
         cache: config
             .pipeline
@@ -239,6 +248,7 @@ pub async fn run_worker(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = server_drain.cancelled() => break,
+                _ = shared.refused_now.cancelled() => break,
             }
         }
         // Wait for a free slot first: a claim is made only when a task could start now.
@@ -246,6 +256,7 @@ pub async fn run_worker(
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.cancelled() => break,
             _ = server_drain.cancelled() => break,
+            _ = shared.refused_now.cancelled() => break,
         };
         let mut permits = vec![first];
         while let Ok(p) = slots.clone().try_acquire_owned() {
@@ -255,6 +266,7 @@ pub async fn run_worker(
             r = api.claim(&shared.id, permits.len() as u32, config.claim_wait) => r,
             _ = shutdown.cancelled() => break,
             _ = server_drain.cancelled() => break,
+            _ = shared.refused_now.cancelled() => break,
             _ = shared.unhealthy.cancelled() => continue,
         };
         match claimed {
@@ -275,6 +287,10 @@ pub async fn run_worker(
                 shared.beat_now.notify_one();
                 backoff.sleep(&shutdown).await;
             }
+            Err(e) if is_refusal(&e) => {
+                shared.refuse(&e);
+                break;
+            }
             Err(e) => {
                 tracing::warn!("claim failed: {e}");
                 backoff.sleep(&shutdown).await;
@@ -282,6 +298,22 @@ pub async fn run_worker(
         }
         // Reap finished task handles so the set does not grow.
         while tasks.try_join_next().is_some() {}
+    }
+
+    if let Some(why) = shared.refused.get() {
+        // Nothing this worker reports is accepted any more, nor a drain or a deregistration:
+        // stop the tasks at once, without reports; the server rescues them when their leases
+        // expire, as it would those of a worker that died.
+        tracing::error!(
+            running = shared.lock_running().len(),
+            "the server no longer accepts this worker's token ({why}): stopping"
+        );
+        shared.report_health(crate::WorkerHealth::Draining);
+        shared.cancel_all(CancelCause::LeaseLost);
+        drain_wait(&mut tasks).await;
+        stop_heartbeat.cancel();
+        let _ = heartbeat.await;
+        return Err(WorkerError::Refused(why.clone()));
     }
 
     // ---- drain ----
@@ -353,6 +385,11 @@ pub async fn run_worker(
         "worker stopped"
     );
     Ok(summary)
+}
+
+/// The server refused the worker's token itself (401), or its role (403): no retry will do.
+fn is_refusal(e: &ApiError) -> bool {
+    e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403)
 }
 
 async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {

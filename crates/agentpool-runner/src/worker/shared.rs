@@ -30,6 +30,10 @@ pub(super) struct Shared {
     pub(super) unhealthy_after: u32,
     /// Fires once the worker is unhealthy: it stops claiming.
     pub(super) unhealthy: CancellationToken,
+    /// Why the server refused the worker's token, once it has (see [`Shared::refuse`]).
+    pub(super) refused: std::sync::OnceLock<String>,
+    /// Fires when `refused` is set: the worker stops.
+    pub(super) refused_now: CancellationToken,
     pub(super) health: Option<crate::HealthReporter>,
     /// The mirror cache, reported on heartbeats; `None` without one.
     pub(super) cache: Option<crate::cache_stats::CacheMonitor>,
@@ -81,6 +85,12 @@ impl Shared {
         if let Some(r) = self.lock_running().get(id) {
             r.cancel.cancel(cause);
         }
+    }
+
+    /// The server refused this worker's token (`e`, a 401 or 403): the worker stops.
+    pub(super) fn refuse(&self, e: &ApiError) {
+        let _ = self.refused.set(e.to_string());
+        self.refused_now.cancel();
     }
 
     pub(super) fn cancel_all(&self, cause: CancelCause) {

@@ -170,6 +170,66 @@ fn short_leases_are_kept_by_heartbeats_and_expire_fast_when_the_worker_dies() {
     drop(server);
 }
 
+/// A worker whose token is revoked while it runs a task stops, in one line and with exit
+/// code 4, instead of retrying refused calls forever; it stops the task, whose lease then
+/// expires on the server, so the task is queued to run again elsewhere.
+#[test]
+fn a_worker_whose_token_is_revoked_stops_and_its_task_runs_again() {
+    let env = Env::new();
+    let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "5", "--maintenance-secs", "1"]);
+    let url = server.url.clone();
+    let pool = env.create_token(&sqlite_db(&env), "pool", "worker");
+    let id = submit(&env, &url, &admin, &repo, "sleep 1000");
+    let mut w = env
+        .cmd()
+        .args(["worker", "--server", &url, "--token", &pool, "--id", "w1"])
+        .args([
+            "--allow-local-repos",
+            "--heartbeat-secs",
+            "1",
+            "--agents",
+            "command",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the task to run", Duration::from_secs(60), || {
+        task(&env, &url, &admin, &id)["state"] == "running"
+    });
+    let o = env.run(&[
+        "--server", &url, "--token", &admin, "tokens", "list", "--output", "json",
+    ]);
+    let tokens = json(&o);
+    let pool_id = tokens
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["name"] == "pool"))
+        .and_then(|t| t["id"].as_str())
+        .expect("the worker's token")
+        .to_string();
+    let o = env.run(&["--server", &url, "--token", &admin, "tokens", "revoke", &pool_id]);
+    assert_exit(&o, 0);
+    let mut status = None;
+    wait_for("the worker to stop", Duration::from_secs(60), || {
+        status = w.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(4), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut w.stderr.take().unwrap(), &mut err).unwrap();
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "agentpool: the server no longer accepts this worker's token (unknown or revoked token)"
+        ),
+        "{err}"
+    );
+    wait_for("the lease to expire", Duration::from_secs(30), || {
+        task(&env, &url, &admin, &id)["state"] == "queued"
+    });
+    drop(server);
+}
+
 /// With a 10-minute lease, a worker killed with SIGKILL and started again under its id gets
 /// its task back at once instead of after the lease.
 #[test]
