@@ -70,6 +70,10 @@ pub enum LauncherError {
     Register(ApiError),
     #[error("cannot list the launcher's Jobs: {0}")]
     Kube(#[from] kube::Error),
+    /// The server stopped accepting the launcher's token while it ran (revoked: 401, or a
+    /// 403): it claims nothing more. Its Jobs are left as they are, as on any stop.
+    #[error("the server no longer accepts this launcher's token ({0}); its Jobs keep running")]
+    Refused(String),
 }
 
 /// What a launcher did, returned when it stops.
@@ -102,6 +106,8 @@ struct Launcher {
     secrets: Api<Secret>,
     tracked: HashMap<TaskId, Tracked>,
     summary: LauncherSummary,
+    /// Why the server refused the launcher's token, once it has: the loop ends.
+    refused: Option<String>,
 }
 
 /// Run the launcher until `shutdown` fires. It does not deregister: its Jobs keep running and
@@ -142,6 +148,7 @@ pub async fn run_launcher(
         api,
         tracked: HashMap::new(),
         summary: LauncherSummary::default(),
+        refused: None,
     };
     loop {
         match l.api.register(reg.clone()).await {
@@ -174,6 +181,7 @@ pub async fn run_launcher(
                 Err(ApiError::NotFound(_)) => {
                     let _ = l.api.register(reg.clone()).await;
                 }
+                Err(e) if agentpool_runner::api::is_refusal(&e) => l.refused = Some(e.to_string()),
                 Err(e) => {
                     tracing::warn!("claim failed: {e}");
                     l.pause(&shutdown).await;
@@ -197,6 +205,13 @@ pub async fn run_launcher(
         if tokio::time::Instant::now() >= next_beat {
             l.heartbeat(&reg, Duration::ZERO).await;
             next_beat = tokio::time::Instant::now() + l.cfg.heartbeat_interval;
+        }
+        if let Some(why) = l.refused.take() {
+            tracing::error!(
+                jobs = l.tracked.len(),
+                "the server no longer accepts this launcher's token ({why}): stopping"
+            );
+            return Err(LauncherError::Refused(why));
         }
     }
     tracing::info!(summary = ?l.summary, "launcher stopped; its Jobs keep running");
@@ -405,6 +420,7 @@ impl Launcher {
             Err(ApiError::NotFound(_)) => {
                 let _ = self.api.register(reg.clone()).await;
             }
+            Err(e) if agentpool_runner::api::is_refusal(&e) => self.refused = Some(e.to_string()),
             Err(e) => tracing::warn!("heartbeat failed: {e}"),
         }
     }

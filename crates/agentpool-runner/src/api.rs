@@ -116,6 +116,12 @@ pub fn beats_for_lease(configured: Duration, task: &agentpool_core::Task) -> Dur
     }
 }
 
+/// The server refused the caller's token itself (401: unknown or revoked) or its role (403):
+/// no retry of the same call will do, so a worker or launcher stops instead of retrying.
+pub fn is_refusal(e: &ApiError) -> bool {
+    e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403)
+}
+
 /// [`beats_for_lease`], when that is shorter than `configured`, having said so in the log: the
 /// operator set the two lengths apart and should hear which one to change.
 pub fn shorter_beats_for_lease(configured: Duration, task: &agentpool_core::Task) -> Option<Duration> {

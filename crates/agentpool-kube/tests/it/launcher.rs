@@ -349,6 +349,27 @@ async fn a_restarted_launcher_adopts_its_jobs_and_an_existing_job_is_adopted_not
     assert!(q2.fails().is_empty());
 }
 
+/// A launcher whose token the server stops accepting ends with the refusal instead of
+/// retrying it forever, and leaves its Jobs as they are (as on any stop).
+#[tokio::test]
+async fn a_launcher_whose_token_is_refused_stops_and_leaves_its_jobs() {
+    let (fake, _w, queue, launcher, name) = launch(work(1)).await;
+    queue.revoked.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ended = tokio::time::timeout(Duration::from_secs(10), launcher.handle)
+        .await
+        .expect("the launcher stops")
+        .unwrap();
+    match ended {
+        Err(LauncherError::Refused(why)) => assert_eq!(why, "unknown or revoked token"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let job = fake.job(&name).expect("the Job is left");
+    assert!(
+        job.metadata.deletion_timestamp.is_none(),
+        "the Job is not deleted"
+    );
+}
+
 #[tokio::test]
 async fn a_launcher_id_that_is_not_a_label_value_is_refused() {
     let fake = FakeApi::new();

@@ -31,6 +31,8 @@ pub struct Queue {
     /// Rung after a push to `cancel`: answers a heartbeat waiting for news, as the server's
     /// worker bell does.
     pub bell: tokio::sync::Notify,
+    /// Once set, claims and heartbeats are refused as the server refuses a revoked token.
+    pub revoked: std::sync::atomic::AtomicBool,
 }
 
 /// A claimed command task, attempt `attempt`, lease token 7.
@@ -91,6 +93,19 @@ impl Queue {
     pub fn fails(&self) -> Vec<(TaskId, ErrorClass, String)> {
         self.fails.lock().unwrap().clone()
     }
+
+    /// The server's answer to a revoked token, once [`Queue::revoked`] is set.
+    fn refusal(&self) -> Result<(), ApiError> {
+        if self.revoked.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ApiError::Rejected {
+                status: 401,
+                code: "unauthorized".into(),
+                message: "unknown or revoked token".into(),
+                fields: Vec::new(),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -113,6 +128,7 @@ impl WorkerApi for Queue {
     }
 
     async fn heartbeat(&self, _w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
+        self.refusal()?;
         self.heartbeats.lock().unwrap().push(req.leases);
         Ok(HeartbeatReply {
             cancel: std::mem::take(&mut *self.cancel.lock().unwrap()),
@@ -135,6 +151,7 @@ impl WorkerApi for Queue {
     }
 
     async fn claim(&self, _w: &WorkerId, max: u32, wait: Duration) -> Result<Vec<ClaimedWork>, ApiError> {
+        self.refusal()?;
         let out: Vec<ClaimedWork> = {
             let mut q = self.to_claim.lock().unwrap();
             let n = (max as usize).min(q.len());

@@ -83,7 +83,7 @@ pub(super) async fn heartbeat_loop(
                     tracing::warn!("re-registration failed: {e}");
                 }
             }
-            Err(e) if super::is_refusal(&e) => {
+            Err(e) if crate::api::is_refusal(&e) => {
                 shared.refuse(&e);
                 return;
             }

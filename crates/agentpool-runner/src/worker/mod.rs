@@ -287,7 +287,7 @@ pub async fn run_worker(
                 shared.beat_now.notify_one();
                 backoff.sleep(&shutdown).await;
             }
-            Err(e) if is_refusal(&e) => {
+            Err(e) if crate::api::is_refusal(&e) => {
                 shared.refuse(&e);
                 break;
             }
@@ -385,11 +385,6 @@ pub async fn run_worker(
         "worker stopped"
     );
     Ok(summary)
-}
-
-/// The server refused the worker's token itself (401), or its role (403): no retry will do.
-fn is_refusal(e: &ApiError) -> bool {
-    e.status().is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 403)
 }
 
 async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {
