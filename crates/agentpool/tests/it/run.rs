@@ -572,5 +572,9 @@ fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed()
         "2",
     ]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(stderr(&o).contains("max_rounds"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--max-rounds: a command task cannot take feedback"),
+        "{}",
+        stderr(&o)
+    );
 }
