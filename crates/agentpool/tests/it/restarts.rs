@@ -85,6 +85,11 @@ fn tokens_are_managed_over_the_api_of_the_server_given() {
 }
 
 fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {
+    spawn_worker_with_stderr(env, url, token, id, Stdio::null())
+}
+
+/// `agentpool worker` (id `id`, heartbeats every second, command tasks) with its stderr.
+fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: &str, stderr: Stdio) -> Child {
     env.cmd()
         .args(["worker", "--server", url, "--token", token, "--id", id])
         .args([
@@ -95,7 +100,7 @@ fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {
             "command",
         ])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap()
 }
@@ -180,20 +185,7 @@ fn a_worker_whose_token_is_revoked_stops_and_its_task_runs_again() {
     let url = server.url.clone();
     let pool = env.create_token(&sqlite_db(&env), "pool", "worker");
     let id = submit(&env, &url, &admin, &repo, "sleep 1000");
-    let mut w = env
-        .cmd()
-        .args(["worker", "--server", &url, "--token", &pool, "--id", "w1"])
-        .args([
-            "--allow-local-repos",
-            "--heartbeat-secs",
-            "1",
-            "--agents",
-            "command",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut w = spawn_worker_with_stderr(&env, &url, &pool, "w1", Stdio::piped());
     wait_for("the task to run", Duration::from_secs(60), || {
         task(&env, &url, &admin, &id)["state"] == "running"
     });
