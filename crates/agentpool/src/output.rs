@@ -11,30 +11,9 @@ use agentpool_core::protocol::{TaskDetail, WaitReason};
 pub use agentpool_core::render::tool_key_argument;
 
 mod events;
+mod stdout;
 pub use events::{StatusLine, render_event};
-
-/// Write command output (through `out!` and `outln!`). Rust starts programs with SIGPIPE
-/// ignored, so that a socket closed under a client is an error to handle, not the end of the
-/// process; a reader that has gone (`agentpool tasks logs ID | head`) then shows up here as a
-/// broken pipe, and the process ends as SIGPIPE would have ended it, quietly and by that
-/// signal, as `git log | head` does. `println!` would panic instead. Any other failure (a full
-/// disk behind a redirect) is said on stderr and ends the command.
-pub fn write_stdout(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let Err(e) = std::io::stdout().lock().write_fmt(args) else {
-        return;
-    };
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        // SAFETY: SIG_DFL is a valid disposition for SIGPIPE, and raising it ends the process
-        // (its default action), which is what this is for.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            libc::raise(libc::SIGPIPE);
-        }
-    }
-    eprintln!("agentpool: cannot write the output: {e}");
-    std::process::exit(crate::exit::ExitCode::Failed as i32);
-}
+pub use stdout::write_stdout;
 
 /// One `Style` method per SGR code: `style.red(s)` is `s` painted red when colouring.
 macro_rules! sgr {
