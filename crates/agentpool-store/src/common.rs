@@ -113,13 +113,35 @@ pub(crate) fn canceled_message(by: Option<&str>) -> String {
     by.map_or_else(|| "canceled".to_string(), |b| format!("canceled by {b}"))
 }
 
-/// The `failed` event of a task whose dependency failed.
-pub(crate) fn dependency_failed() -> Lifecycle {
+/// The `failed` event of a task whose dependency failed; `message` names it.
+pub(crate) fn dependency_failed(message: String) -> Lifecycle {
     Lifecycle::Failed {
         class: ErrorClass::DependencyFailed,
-        message: DEPENDENCY_FAILED_MSG.to_string(),
+        message,
     }
 }
+
+/// Why a new task of `spec` fails at once, when a dependency of it (the first in its
+/// `depends_on`, of those in `state` as `state_of` tells) has already failed or been
+/// canceled: the message names that dependency, so its submitter knows where to look.
+pub(crate) fn failed_dependency(
+    spec: &TaskSpec,
+    state_of: impl Fn(TaskId) -> Option<TaskState>,
+) -> Option<String> {
+    spec.depends_on.iter().find_map(|d| match state_of(*d)? {
+        TaskState::Failed => Some(format!("dependency {d} failed")),
+        TaskState::Canceled => Some(format!("dependency {d} was canceled")),
+        _ => None,
+    })
+}
+
+/// The same message for a queued task failed by the cascade, computed in SQL for the row
+/// being updated (`tasks.id`): a dependency of it that failed or was canceled.
+pub(crate) const FAILED_DEPENDENCY_SQL: &str = "(SELECT 'dependency ' || CAST(d.dep_id AS TEXT) || \
+     CASE WHEN t.state = 'canceled' THEN ' was canceled' ELSE ' failed' END \
+     FROM task_deps d JOIN tasks t ON t.id = d.dep_id \
+     WHERE d.task_id = tasks.id AND t.state IN ('failed', 'canceled') \
+     ORDER BY d.dep_id LIMIT 1)";
 
 /// Expired leases one maintenance transaction rescues; a pass loops until none is left.
 pub(crate) const EXPIRE_BATCH: i64 = 500;
@@ -281,8 +303,6 @@ pub(crate) fn jitter_sample() -> f64 {
     rand::random::<f64>()
 }
 
-pub(crate) const DEPENDENCY_FAILED_MSG: &str = "a dependency failed or was canceled";
-
 /// Milliseconds in a day; a project's daily budget counts spend since UTC midnight.
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
@@ -354,12 +374,13 @@ pub(crate) fn attempt_outcome(ending: &Ending, class: ErrorClass) -> AttemptOutc
 }
 
 /// The task a fresh row describes, built in memory so enqueue needs no read-back and no
-/// re-parse of the spec it just wrote.
-pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: bool) -> Task {
+/// re-parse of the spec it just wrote. `dep_failed`: why it failed at once, if it did.
+pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: Option<&str>) -> Task {
+    let failed = dep_failed.is_some();
     Task {
         id: row.id,
         spec: row.spec.clone(),
-        state: if dep_failed {
+        state: if failed {
             TaskState::Failed
         } else {
             TaskState::Queued
@@ -371,13 +392,13 @@ pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: bool) -> Task {
         updated_at: ts(now),
         run_after: ts(row.run_after),
         started_at: None,
-        finished_at: dep_failed.then(|| ts(now)),
+        finished_at: failed.then(|| ts(now)),
         worker_id: None,
         lease_token: None,
         lease_expires_at: None,
         cancel_requested: false,
-        error_class: dep_failed.then_some(ErrorClass::DependencyFailed),
-        error_message: dep_failed.then(|| DEPENDENCY_FAILED_MSG.to_string()),
+        error_class: failed.then_some(ErrorClass::DependencyFailed),
+        error_message: dep_failed.map(str::to_string),
         result: None,
     }
 }
@@ -386,7 +407,7 @@ pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: bool) -> Task {
 /// lease token 1, as the enqueue's insert wrote it.
 pub(crate) fn handed_task(row: &NewTaskRow, now: i64, to: &crate::HandOff) -> ClaimedTask {
     let token = LeaseToken(1);
-    let mut task = new_task(row, now, false);
+    let mut task = new_task(row, now, None);
     task.state = TaskState::Running;
     task.attempts = 1;
     task.started_at = Some(ts(now));

@@ -8,8 +8,8 @@ use agentpool_core::{ErrorClass, Lifecycle, Task, TaskSpec, TaskState};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PgStore, retry_transient};
-use crate::common::{self, NewTaskRow, task};
+use super::{PgStore, insert_lifecycle, retry_transient};
+use crate::common::{self, LifecycleLog, NewTaskRow, task};
 use crate::shared::handover::Plan;
 use crate::{Enqueued, Result, StoreError};
 
@@ -76,15 +76,19 @@ impl PgStore {
                 first_with_key.insert(k.clone(), i);
             }
             dup_of.push(None);
-            let mut pending = 0;
-            let mut failed = false;
-            for d in &spec.depends_on {
-                match dep_state.get(&d.0) {
-                    Some(TaskState::Succeeded) => {}
-                    Some(TaskState::Failed | TaskState::Canceled) => failed = true,
-                    _ => pending += 1,
-                }
-            }
+            let pending = spec
+                .depends_on
+                .iter()
+                .filter(|d| {
+                    !matches!(
+                        dep_state.get(&d.0),
+                        Some(TaskState::Succeeded | TaskState::Failed | TaskState::Canceled)
+                    )
+                })
+                .count();
+            let pending = i32::try_from(pending).unwrap_or(i32::MAX);
+            let dep_failed = common::failed_dependency(&spec, |d| dep_state.get(&d.0).copied());
+            let failed = dep_failed.is_some();
             let row = NewTaskRow::new(spec, now, self.config.retry.max_attempts)?;
             c.id.push(row.id.0);
             c.spec.push(row.spec_json.clone());
@@ -101,8 +105,7 @@ impl PgStore {
             c.idem.push(row.idempotency_key.clone());
             c.error_class
                 .push(failed.then_some(ErrorClass::DependencyFailed.as_str()));
-            c.error_message
-                .push(failed.then_some(common::DEPENDENCY_FAILED_MSG));
+            c.error_message.push(dep_failed);
             c.finished_at.push(failed.then_some(now));
             rows_in.push(Some(row));
         }
@@ -147,7 +150,6 @@ impl PgStore {
             .bind(&c.error_class)
             .bind(&c.error_message)
             .bind(&c.finished_at)
-            .bind(common::event_data(&common::dependency_failed().into())?)
             .bind(common::event_data(&Lifecycle::Queued.into())?)
             .bind(self.note(&scope, count));
         if !plan.is_empty() {
@@ -159,11 +161,10 @@ impl PgStore {
             None => q.fetch_all(&self.pool).await?,
         };
         let mut by_id: HashMap<Uuid, Task> = HashMap::with_capacity(inserted.len());
-        let failed: HashSet<Uuid> =
+        let failed: HashMap<Uuid, &str> =
             c.id.iter()
-                .zip(&c.state)
-                .filter(|(_, s)| **s == "failed")
-                .map(|(id, _)| *id)
+                .zip(&c.error_message)
+                .filter_map(|(id, m)| Some((*id, m.as_deref()?)))
                 .collect();
         let mut created = HashSet::with_capacity(inserted.len());
         let mut running = HashSet::new();
@@ -187,7 +188,7 @@ impl PgStore {
                     handed.push((res.member, c));
                     t
                 }
-                None => common::new_task(r, now, failed.contains(&r.id.0)),
+                None => common::new_task(r, now, failed.get(&r.id.0).copied()),
             };
             by_id.insert(r.id.0, t);
         }
@@ -228,6 +229,18 @@ impl PgStore {
             .bind(&dids)
             .execute(&mut **tx)
             .await?;
+            // A task whose dependency had already failed is inserted failed, and its event
+            // names that dependency: written here, in the transaction, rather than by the
+            // insert, which writes one `queued` event for the rows of the common case.
+            let mut log = LifecycleLog::default();
+            for r in rows_in.iter().flatten() {
+                if by_id.contains_key(&r.id.0)
+                    && let Some(message) = failed.get(&r.id.0)
+                {
+                    log.push(r.id, common::dependency_failed(message.to_string()))?;
+                }
+            }
+            insert_lifecycle(tx, &log, now).await?;
         }
         if let Some(tx) = tx {
             tx.commit().await?;
@@ -284,7 +297,7 @@ struct Columns {
     deps_pending: Vec<i32>,
     idem: Vec<Option<String>>,
     error_class: Vec<Option<&'static str>>,
-    error_message: Vec<Option<&'static str>>,
+    error_message: Vec<Option<String>>,
     finished_at: Vec<Option<i64>>,
 }
 

@@ -87,15 +87,16 @@ fn completion(also: &str, returning: &str) -> String {
     )
 }
 
-/// The enqueue statement: tasks bound as arrays (`$2`…`$17`, now `$1`), their `queued` (or,
-/// with a failed dependency, `failed`: `$18`/`$19`) events, and a NOTIFY of `$20` to channel
-/// `lit`. With `handover`, a row with a hand-over worker (`$21`, lease expiry `$22`, `claimed`
-/// event `$23`) that may claim is inserted already claimed by it: attempt 1, lease token 1.
+/// The enqueue statement: tasks bound as arrays (`$2`…`$17`, now `$1`), the `queued` event
+/// (`$18`) of each but those failed at once by a failed dependency (the caller writes theirs,
+/// which name it), and a NOTIFY of `$19` to channel `lit`. With `handover`, a row with a
+/// hand-over worker (`$20`, lease expiry `$21`, `claimed` event `$22`) that may claim is
+/// inserted already claimed by it: attempt 1, lease token 1.
 /// Without, the statement is the plain insert, so the common enqueue plans and runs no more.
 fn enqueue(lit: &str, handover: bool) -> String {
     let (arrays, names, h) = if handover {
         (
-            ", $21::text[], $22::bigint[], $23::text[]",
+            ", $20::text[], $21::bigint[], $22::text[]",
             ", hw, hexp, hev",
             "(u.hw IS NOT NULL AND EXISTS (SELECT 1 FROM workers w \
                WHERE w.id = u.hw AND w.status NOT IN ('draining', 'unhealthy')))",
@@ -138,11 +139,10 @@ fn enqueue(lit: &str, handover: bool) -> String {
            RETURNING id, state), \
          ev AS (INSERT INTO events (task_id, at, kind, data) \
            SELECT e.id, $1, 'lifecycle', e.data FROM ( \
-             SELECT id, 0 AS o, CASE WHEN state = 'failed' THEN $18 ELSE $19 END AS data \
-             FROM ins{claimed_events}) e \
+             SELECT id, 0 AS o, $18 AS data FROM ins WHERE state <> 'failed'{claimed_events}) e \
            ORDER BY e.o) \
          SELECT ins.id, ins.state, \
-           (SELECT count(*) FROM (SELECT pg_notify('{lit}', $20)) AS n) AS notified \
+           (SELECT count(*) FROM (SELECT pg_notify('{lit}', $19)) AS n) AS notified \
          FROM ins"
     )
 }

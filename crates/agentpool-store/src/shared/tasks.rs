@@ -90,7 +90,8 @@ macro_rules! task_queries {
         }
 
         /// Fail every queued dependent of `failed` (transitively) with `DEPENDENCY_FAILED`, one
-        /// statement per level of the dependency graph.
+        /// statement per level of the dependency graph; each dependent's message names the
+        /// dependency that failed (or was canceled).
         pub(crate) async fn cascade_failure(
             conn: &mut Conn,
             failed: Vec<TaskId>,
@@ -98,18 +99,18 @@ macro_rules! task_queries {
             log: &mut LifecycleLog,
         ) -> Result<()> {
             let sql = format!(
-                "UPDATE tasks SET state = 'failed', error_class = $1, error_message = $2, \
-                 finished_at = $3, updated_at = $3 \
+                "UPDATE tasks SET state = 'failed', error_class = $1, error_message = {}, \
+                 finished_at = $2, updated_at = $2 \
                  WHERE state = 'queued' AND id IN \
                    (SELECT task_id FROM task_deps WHERE dep_id IN ({})) \
-                 RETURNING id, has_dependents",
-                in_ids(4)
+                 RETURNING id, has_dependents, error_message",
+                common::FAILED_DEPENDENCY_SQL,
+                in_ids(3)
             );
             let mut frontier = failed;
             while !frontier.is_empty() {
                 let rows = sqlx::query(&sql)
                     .bind(ErrorClass::DependencyFailed.as_str())
-                    .bind(common::DEPENDENCY_FAILED_MSG)
                     .bind(now)
                     .bind(ids_param(&frontier)?)
                     .fetch_all(&mut *conn)
@@ -117,7 +118,8 @@ macro_rules! task_queries {
                 frontier = Vec::new();
                 for r in rows {
                     let id = r.task_id("id")?;
-                    log.push(id, common::dependency_failed())?;
+                    let message = r.opt_text("error_message")?.unwrap_or_default();
+                    log.push(id, common::dependency_failed(message))?;
                     if r.flag("has_dependents")? {
                         frontier.push(id);
                     }

@@ -60,33 +60,38 @@ impl SqliteStore {
             }
         }
         let mut pending = 0i64;
-        let mut dep_failed = false;
+        let mut states = HashMap::new();
         for dep in &spec.depends_on {
             let state: Option<String> = sqlx::query_scalar("SELECT state FROM tasks WHERE id = ?")
                 .bind(dep.to_string())
                 .fetch_optional(&mut **tx)
                 .await?;
-            match state.as_deref().map(common::parse_state).transpose()? {
+            let state = match state.as_deref().map(common::parse_state).transpose()? {
                 None => {
                     return Err(StoreError::Invalid(format!(
                         "depends_on: task {dep} does not exist"
                     )));
                 }
-                Some(TaskState::Succeeded) => {}
-                Some(TaskState::Failed | TaskState::Canceled) => dep_failed = true,
-                Some(_) => pending += 1,
+                Some(s) => s,
+            };
+            if !matches!(
+                state,
+                TaskState::Succeeded | TaskState::Failed | TaskState::Canceled
+            ) {
+                pending += 1;
             }
+            states.insert(*dep, state);
         }
+        let dep_failed = common::failed_dependency(&spec, |d| states.get(&d).copied());
         let row = NewTaskRow::new(spec, now, self.config.retry.max_attempts)?;
-        let (state, class, message, finished) = if dep_failed {
+        let (state, class, finished) = if dep_failed.is_some() {
             (
                 TaskState::Failed,
                 Some(ErrorClass::DependencyFailed.as_str()),
-                Some(common::DEPENDENCY_FAILED_MSG),
                 Some(now),
             )
         } else {
-            (TaskState::Queued, None, None, None)
+            (TaskState::Queued, None, None)
         };
         sqlx::query(
             "INSERT INTO tasks (id, spec, state, priority, run_after, created_at, updated_at, \
@@ -110,7 +115,7 @@ impl SqliteStore {
         .bind(pending)
         .bind(&row.idempotency_key)
         .bind(class)
-        .bind(message)
+        .bind(&dep_failed)
         .bind(finished)
         .execute(&mut **tx)
         .await?;
@@ -125,18 +130,15 @@ impl SqliteStore {
                 .execute(&mut **tx)
                 .await?;
         }
+        let task = common::new_task(&row, now, dep_failed.as_deref());
         log.push(
             row.id,
-            if dep_failed {
-                common::dependency_failed()
-            } else {
-                Lifecycle::Queued
+            match dep_failed {
+                Some(message) => common::dependency_failed(message),
+                None => Lifecycle::Queued,
             },
         )?;
-        Ok(Enqueued {
-            task: common::new_task(&row, now, dep_failed),
-            created: true,
-        })
+        Ok(Enqueued { task, created: true })
     }
 
     pub(super) async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {

@@ -139,20 +139,47 @@ async fn dependency_failures_are_recorded_on_dependents(h: Harness) {
     let got = w.claim(1).await.remove(0);
     w.fail(got.lease, failure(ErrorClass::InvalidTask, "bad ref"))
         .await;
-    let dep_failed = Lifecycle::Failed {
+    // Each names the dependency it waited for: b's failed, and so c's.
+    let dep_failed = |message: String| Lifecycle::Failed {
         class: ErrorClass::DependencyFailed,
-        message: "a dependency failed or was canceled".into(),
+        message,
     };
-    for id in [b, c] {
+    for (id, dep) in [(b, a), (c, b)] {
+        let message = format!("dependency {dep} failed");
         assert_eq!(
             lifecycle(&*h.store, id).await,
-            vec![Lifecycle::Queued, dep_failed.clone()]
+            vec![Lifecycle::Queued, dep_failed(message.clone())]
         );
+        let t = h.store.find_task(id).await.unwrap().unwrap();
+        assert_eq!(t.error_message, Some(message));
     }
+    // Submitted after its dependency failed: failed at once, naming the failed one even when
+    // another comes first.
+    let ok = h.submit(cmd("ok")).await;
     let mut late = cmd("late");
-    late.depends_on = vec![a];
-    let late = h.submit(late).await;
-    assert_eq!(lifecycle(&*h.store, late).await, vec![dep_failed]);
+    late.depends_on = vec![ok, a];
+    let late = h.store.enqueue(late).await.unwrap().task;
+    assert_eq!(late.error_message, Some(format!("dependency {a} failed")));
+    assert_eq!(
+        lifecycle(&*h.store, late.id).await,
+        vec![dep_failed(format!("dependency {a} failed"))]
+    );
+
+    // A canceled dependency is named as canceled, at once and by the cascade.
+    let x = h.submit(cmd("x")).await;
+    let mut y = cmd("y");
+    y.depends_on = vec![x];
+    let y = h.submit(y).await;
+    h.store.cancel(x).await.unwrap();
+    let canceled = format!("dependency {x} was canceled");
+    assert_eq!(
+        lifecycle(&*h.store, y).await,
+        vec![Lifecycle::Queued, dep_failed(canceled.clone())]
+    );
+    let mut z = cmd("z");
+    z.depends_on = vec![x];
+    let z = h.store.enqueue(z).await.unwrap().task;
+    assert_eq!(z.error_message, Some(canceled));
 }
 
 /// Expired leases are given back (the attempt keeps its number) until the bound of free

@@ -126,6 +126,16 @@ fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task
         said.contains("already submitted (idempotency key release-1), now succeeded"),
         "{said}"
     );
+    let scripted = pool.submit(
+        "echo two",
+        &["--idempotency-key", "release-1", "--output", "json"],
+    );
+    assert_exit(&scripted, 0);
+    assert_eq!(json(&scripted)["id"], first_id.as_str());
+    assert_eq!(
+        stderr(&scripted).trim(),
+        "agentpool: already submitted (idempotency key release-1)"
+    );
     let waited = pool.submit("echo two", &["--idempotency-key", "release-1", "--wait"]);
     assert_exit(&waited, 0);
     assert!(
@@ -152,7 +162,9 @@ fn a_submit_that_fails_at_once_says_why() {
     let id = stdout(&o).trim().to_string();
     let said = stderr(&o);
     assert!(
-        said.contains("submitted, now failed (DEPENDENCY_FAILED a dependency failed or was canceled)"),
+        said.contains(&format!(
+            "submitted, now failed (DEPENDENCY_FAILED dependency {failed_id} failed)"
+        )),
         "{said}"
     );
     assert!(
