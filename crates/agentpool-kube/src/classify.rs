@@ -109,6 +109,18 @@ fn pod_stuck(pod: &Pod) -> Option<Verdict> {
     })
 }
 
+/// The last line a failed container wrote, from its termination message: the Job's container
+/// asks for the tail of its log there (`FallbackToLogsOnError`), and `run-task` ends with a
+/// line saying why it stopped (a refused token, an unreachable server).
+fn last_words(message: &str) -> Option<String> {
+    const MAX: usize = 300;
+    let line = message.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    Some(match line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    })
+}
+
 /// A pod that ended without `run-task` reporting (it exits 0 whenever it reported).
 fn pod_failure(pod: &Pod) -> Option<Verdict> {
     let status = pod.status.as_ref()?;
@@ -154,10 +166,16 @@ fn pod_failure(pod: &Pod) -> Option<Verdict> {
                 ),
                 None => String::new(),
             };
+            let said = t
+                .message
+                .as_deref()
+                .and_then(last_words)
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
             return Some(verdict(
                 ErrorClass::InfraError,
                 format!(
-                    "pod {name}: the container exited with code {} ({reason}) without reporting{why}",
+                    "pod {name}: the container exited with code {} ({reason}) without reporting{why}{said}",
                     t.exit_code
                 ),
             ));

@@ -213,6 +213,9 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
         image: Some(t.image.clone()),
         image_pull_policy: t.image_pull_policy.clone(),
         command: Some(t.command.clone()),
+        // Kubernetes keeps the tail of the log as the termination message of a container that
+        // failed: the launcher quotes its last line when it reports the attempt.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         args: Some(vec![
             "run-task".into(),
             "--attempt-file".into(),

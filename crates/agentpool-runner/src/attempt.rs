@@ -51,12 +51,16 @@ pub enum AttemptOutcome {
     Lost,
     /// The report could not be delivered before giving up.
     Unreported,
+    /// The server refused the caller's token (unknown or revoked, or not a worker's): the
+    /// attempt was stopped and nothing more could be reported; the server rescues the task
+    /// when its lease expires.
+    Refused(String),
 }
 
 impl AttemptOutcome {
     /// Whether the server heard how the attempt ended (or no longer needed to).
     pub fn reported(&self) -> bool {
-        !matches!(self, Self::Unreported)
+        !matches!(self, Self::Unreported | Self::Refused(_))
     }
 }
 
@@ -106,13 +110,18 @@ pub async fn run_attempt(
     drop(sink);
     let flushed = flusher.await.unwrap_or(events::FlushEnd::GaveUp);
     stop_beats.cancel();
-    let _ = beats.await;
+    if let Ok(Some(why)) = beats.await {
+        return AttemptOutcome::Refused(why);
+    }
     if flushed == events::FlushEnd::LeaseLost || cancel.cause() == Some(CancelCause::LeaseLost) {
         report = Report::Abandon;
     }
     deliver(&*api, &worker, lease, report, cfg.report_retry_for).await
 }
 
+/// Beat for `lease` until `stop`; acts on cancel, lost and `terminate`. Returns why the server
+/// refused the token, when it did: then the attempt was stopped, since nothing it sends would
+/// be accepted.
 async fn heartbeat_loop(
     api: Arc<dyn WorkerApi>,
     worker: WorkerId,
@@ -121,7 +130,7 @@ async fn heartbeat_loop(
     cancel: TaskCancel,
     terminate: CancellationToken,
     stop: CancellationToken,
-) {
+) -> Option<String> {
     // As the worker loop's beats: each may wait on the server for up to an interval, answered
     // at once by a cancel, and the next goes out no sooner than an interval after it.
     let limit = interval * 2 + Duration::from_secs(1);
@@ -151,7 +160,7 @@ async fn heartbeat_loop(
                 cancel.cancel(CancelCause::Shutdown);
                 continue;
             }
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return None,
         };
         next_at = started + interval;
         match answer {
@@ -164,6 +173,16 @@ async fn heartbeat_loop(
                     tracing::warn!(task = %lease.task_id, "lease lost; abandoning the attempt");
                     cancel.cancel(CancelCause::LeaseLost);
                 }
+            }
+            // The token itself is refused (revoked, say): no later beat or report will be
+            // accepted, so running on would only spend the agent's budget for nothing.
+            Ok(Err(e)) if crate::api::is_refusal(&e) => {
+                tracing::error!(
+                    task = %lease.task_id,
+                    "the server no longer accepts this token ({e}): stopping the attempt"
+                );
+                cancel.cancel(CancelCause::LeaseLost);
+                return Some(e.to_string());
             }
             // Unreachable server or a forgotten worker: the lease is judged by its expiry alone;
             // keep running and try again at the next beat.
@@ -259,6 +278,10 @@ pub async fn deliver(
             Err(ApiError::StaleLease(_)) => {
                 tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
                 return AttemptOutcome::Lost;
+            }
+            Err(e) if crate::api::is_refusal(&e) => {
+                tracing::error!(%task, "{kind} refused: the server no longer accepts this token ({e})");
+                return AttemptOutcome::Refused(e.to_string());
             }
             Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
                 tracing::warn!(%task, "{kind} failed, retrying in {delay:?}: {e}");

@@ -80,6 +80,26 @@ fn eviction_and_node_loss_are_retried() {
     assert!(class.is_retryable());
 }
 
+/// A container that exited on its own with an error: the attempt's message quotes the last
+/// line of its termination message (the tail of its log, as `FallbackToLogsOnError` keeps it),
+/// which says why `run-task` stopped.
+#[test]
+fn a_failed_container_is_reported_with_its_last_words() {
+    let (class, msg) = failed(
+        "job-backoff-limit-exceeded.json",
+        &["pod-error-with-message.json"],
+    );
+    assert_eq!(class, ErrorClass::InfraError);
+    assert!(
+        msg.ends_with(
+            "the container exited with code 4 (Error) without reporting: agentpool: task \
+             0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01 attempt 1: the server no longer accepts this pod's \
+             token (unknown or revoked token)"
+        ),
+        "{msg}"
+    );
+}
+
 #[test]
 fn a_deadline_exceeded_job_is_a_timeout() {
     let (class, msg) = failed("job-deadline-exceeded.json", &["pod-node-lost.json"]);

@@ -112,6 +112,10 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
         }
         AttemptOutcome::Lost => "lost its lease (another attempt owns the task)".to_string(),
         AttemptOutcome::Unreported => "could not be reported".to_string(),
+        AttemptOutcome::Refused(why) => format!(
+            "was stopped: the server no longer accepts this pod's token ({why}); \
+             the task runs again once its lease expires"
+        ),
     };
     if settings.json() {
         super::print_json(&serde_json::json!({
@@ -121,13 +125,17 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
         eprintln!("task {task} attempt {attempt} {line}");
     }
     // Exit 0 whenever the server heard the outcome: a failed pod then means "not reported".
-    if outcome.reported() {
-        Ok(ExitCode::Success)
-    } else {
-        Err(Exit::new(
+    match outcome {
+        o if o.reported() => Ok(ExitCode::Success),
+        AttemptOutcome::Refused(why) => Err(Exit::new(
+            ExitCode::Connection,
+            format!("task {task} attempt {attempt}: the server no longer accepts this pod's token ({why})"),
+        )
+        .into()),
+        _ => Err(Exit::new(
             ExitCode::Connection,
             format!("task {task} attempt {attempt}: the outcome could not be reported"),
         )
-        .into())
+        .into()),
     }
 }

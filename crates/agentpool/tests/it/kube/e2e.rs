@@ -12,6 +12,8 @@ use agentpool_kube::job_name;
 use agentpool_testkit::process::{PidFile, alive};
 
 use super::{GIT_TOKEN, Harness, RunningLauncher};
+use agentpool_kube::SecretKeyRef;
+use k8s_openapi::api::core::v1::{EnvVar, Pod};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_runs_as_a_job_and_pushes_its_commit() {
@@ -173,6 +175,65 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    launcher.stop().await;
+}
+
+/// The pods' token revoked while one runs (the launcher's own stays valid): the pod stops its
+/// task at the next refused heartbeat and exits with 4, instead of running to its end with
+/// nothing it reports accepted; the launcher reports the attempt with the pod's last words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_token_is_revoked_stops_its_task_and_says_why() {
+    let Some(h) = Harness::start().await else { return };
+    let pods = h.client.create_token("pods", "worker").await.unwrap();
+    super::put_secret(&h.fake, "pod-token", "token", &pods.token);
+    let mut cfg = h.launcher_config("launcher-a", 1);
+    cfg.template.token_secret = SecretKeyRef {
+        name: "pod-token".into(),
+        key: "token".into(),
+    };
+    cfg.template.env.push(EnvVar {
+        name: "AGENTPOOL_HEARTBEAT_SECS".into(),
+        value: Some("1".into()),
+        ..EnvVar::default()
+    });
+    let launcher = h.launch(cfg);
+    let started = PidFile::new().unwrap();
+    let cmd = format!("echo $$ > '{}'; exec sleep 300", started.path().display());
+    let id = h.submit(&cmd, "k8s/revoked").await;
+    let sleeper = started.wait(Duration::from_secs(60), String::new).await;
+    h.client.revoke_token(&pods.id).await.unwrap();
+    let name = job_name(id, LeaseToken(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let attempt = loop {
+        let d = h.client.get_task(id).await.unwrap();
+        if let Some(a) = d.attempts_detail.first().filter(|a| a.ended_at.is_some()) {
+            break a.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the pod ran on: {d:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!alive(sleeper), "the task's process was stopped");
+    let pod = h
+        .fake
+        .all::<Pod>("pods")
+        .into_iter()
+        .find(|p| p.metadata.labels.as_ref().and_then(|l| l.get("job-name")) == Some(&name))
+        .expect("the first Job's pod");
+    let terminated = pod
+        .status
+        .and_then(|s| s.container_statuses?.first()?.state.clone()?.terminated);
+    assert_eq!(
+        terminated.map(|t| t.exit_code),
+        Some(4),
+        "the pod says it was refused"
+    );
+    assert_eq!(attempt.error_class, Some(ErrorClass::InfraError));
+    let said = attempt.error_message.unwrap_or_default();
+    assert!(
+        said.contains("exited with code 4 (Error) without reporting: agentpool: task")
+            && said.ends_with("the server no longer accepts this pod's token (unknown or revoked token)"),
+        "{said}"
+    );
     launcher.stop().await;
 }
 

@@ -26,6 +26,10 @@ pub struct RunningPod {
     pub child: Child,
     pub terminating_since: Option<Instant>,
     pub grace: Duration,
+    /// Where its container's stderr goes (the container log).
+    pub log: PathBuf,
+    /// Its container's `terminationMessagePolicy` is `FallbackToLogsOnError`.
+    pub fallback_to_logs: bool,
 }
 
 #[derive(Clone)]
@@ -83,17 +87,21 @@ impl Kubelet {
                 let code = status.code().unwrap_or_else(|| {
                     128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
                 });
-                exited.push((name.clone(), code));
+                let log = std::fs::read_to_string(&pod.log).unwrap_or_default();
+                // The test's own output keeps the pod's log, as it did when the pod wrote there.
+                eprint!("{log}");
+                let message = (pod.fallback_to_logs && code != 0).then(|| log_tail(&log));
+                exited.push((name.clone(), code, message));
             }
         }
-        for (name, code) in exited {
+        for (name, code, message) in exited {
             self.pods.lock().unwrap().remove(&name);
             let Some(job) = self.fake.job(&name) else { continue };
             if job.metadata.deletion_timestamp.is_some() {
                 self.fake.remove_job(&name);
                 continue;
             }
-            self.set_pod(&job, PodPhase::Exited(code));
+            self.set_pod(&job, PodPhase::Exited(code, message));
             self.fake.set_job_status(&name, &job_status(code));
         }
     }
@@ -154,10 +162,13 @@ impl Kubelet {
             mounts.push((m.mount_path.clone(), host));
         }
         let env = container_env(&self.fake, c, &name);
+        let log = dir.join("container.log");
         Some(RunningPod {
-            child: spawn_container(c, &env, &mounts, &dir),
+            child: spawn_container(c, &env, &mounts, &dir, Some(&log)),
             terminating_since: None,
             grace: Duration::from_secs(pod.termination_grace_period_seconds.unwrap_or(30) as u64),
+            log,
+            fallback_to_logs: c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError"),
         })
     }
 
@@ -182,11 +193,12 @@ impl Kubelet {
                     ..ContainerState::default()
                 },
             ),
-            PodPhase::Exited(code) => (
+            PodPhase::Exited(code, message) => (
                 if code == 0 { "Succeeded" } else { "Failed" },
                 ContainerState {
                     terminated: Some(ContainerStateTerminated {
                         exit_code: code,
+                        message,
                         reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
                         ..ContainerStateTerminated::default()
                     }),
@@ -221,7 +233,20 @@ impl Kubelet {
 
 enum PodPhase {
     Running,
-    Exited(i32),
+    /// The exit code and the termination message.
+    Exited(i32, Option<String>),
+}
+
+/// What `FallbackToLogsOnError` keeps of a container's log: its last 80 lines, at most 2048
+/// bytes of them.
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let mut from = tail.len().saturating_sub(2048);
+    while !tail.is_char_boundary(from) {
+        from += 1;
+    }
+    tail[from..].to_string()
 }
 
 /// The Job status the Job controller writes once its only pod (backoffLimit 0) ends.
@@ -349,11 +374,14 @@ impl Drop for SyncLoop {
 /// Start a pod's container as a local process of the binary under test (the image's entry
 /// point): its args with each mount path replaced by the host directory `mounts` gives it,
 /// `env` only (plus PATH), and `dir` as its home, data directory and working directory.
+/// Run container `c` as a local process in `dir`; its stderr goes to `log` when given (the
+/// container log), else to the test's.
 pub fn spawn_container(
     c: &Container,
     env: &BTreeMap<String, String>,
     mounts: &[(String, PathBuf)],
     dir: &Path,
+    log: Option<&Path>,
 ) -> Child {
     let map = |s: &str| {
         for (from, to) in mounts {
@@ -379,7 +407,10 @@ pub fn spawn_container(
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(match log {
+            Some(p) => Stdio::from(std::fs::File::create(p).expect("the container log")),
+            None => Stdio::inherit(),
+        })
         .spawn()
         .expect("start the pod's process")
 }

@@ -173,7 +173,7 @@ impl PoolKubelet {
             env.insert("AGENTPOOL_HEALTH_LISTEN".into(), "127.0.0.1:0".into());
         }
         PoolPod {
-            child: spawn_container(c, &env, &mounts, &pod_dir),
+            child: spawn_container(c, &env, &mounts, &pod_dir, None),
             terminating: None,
             grace: Duration::from_secs(tpl.termination_grace_period_seconds.unwrap_or(30) as u64),
         }
