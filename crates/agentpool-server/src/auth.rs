@@ -152,6 +152,7 @@ impl Authenticator {
             Some(rec) if !rec.revoked => rec.role.parse::<Role>().ok().map(|role| Caller {
                 role,
                 name: rec.name.into(),
+                authenticated: true,
             }),
             _ => None,
         };
@@ -173,6 +174,9 @@ pub struct Caller {
     pub role: Role,
     /// The token's name, for the log of who changed what (`loopback` without auth).
     pub name: std::sync::Arc<str>,
+    /// Whether a token said who this is; not in an embedded pool without auth, where anyone
+    /// on this machine is admin.
+    pub authenticated: bool,
 }
 
 impl Caller {
@@ -181,14 +185,19 @@ impl Caller {
         Self {
             role: Role::Admin,
             name: "loopback".into(),
+            authenticated: false,
         }
     }
 }
 
-/// `ci (submitter)`: who did it, as the server log says.
+/// `ci (submitter)`: who did it, as the server log and task messages ("canceled by …") say.
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name, self.role.as_str())
+        if self.authenticated {
+            write!(f, "{} ({})", self.name, self.role.as_str())
+        } else {
+            f.write_str("a local user (no auth)")
+        }
     }
 }
 
@@ -263,7 +272,10 @@ mod tests {
         let worker = Caller {
             role: Role::Worker,
             name: "pool".into(),
+            authenticated: true,
         };
+        assert_eq!(worker.to_string(), "pool (worker)");
+        assert_eq!(admin.to_string(), "a local user (no auth)");
         assert!(admin.require(&[Role::Worker]).is_ok());
         assert!(worker.require(&[Role::Worker]).is_ok());
         assert_eq!(

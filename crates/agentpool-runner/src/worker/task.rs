@@ -41,7 +41,17 @@ pub(super) async fn run_task(
         r.reporting = true;
     }
     if report == Report::Abandon {
-        tracing::warn!(task = %task_id, attempt, "lease lost: the attempt ends unreported");
+        match shared.refused.get() {
+            // Not a lost lease: the server stopped accepting this worker, and the lease stays
+            // until it expires.
+            Some(why) => tracing::warn!(
+                task = %task_id,
+                attempt,
+                "stopped unreported: the server no longer accepts this worker's token ({why}); \
+                 the task runs again once its lease expires"
+            ),
+            None => tracing::warn!(task = %task_id, attempt, "lease lost: the attempt ends unreported"),
+        }
     }
     let outcome = deliver(&shared, lease, report.clone()).await;
     log_end(task_id, attempt, took, &report, &outcome);
@@ -102,7 +112,7 @@ pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) -> At
         AttemptOutcome::Failed(ErrorClass::Canceled) => s.canceled += 1,
         AttemptOutcome::Failed(_) | AttemptOutcome::Retrying { .. } => s.failed += 1,
         AttemptOutcome::Lost => s.lost += 1,
-        AttemptOutcome::Unreported => s.unreported += 1,
+        AttemptOutcome::Unreported | AttemptOutcome::Refused(_) => s.unreported += 1,
     });
     outcome
 }

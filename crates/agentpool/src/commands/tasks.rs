@@ -30,6 +30,11 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
             task.spec.idempotency_key.as_deref().unwrap_or_default()
         )
     };
+    // A script reads the task from stdout either way; a person (or a log) learns from stderr
+    // that nothing new was submitted.
+    if !enqueued.created && settings.json() {
+        eprintln!("agentpool: {how}");
+    }
     if !args.wait {
         if settings.json() {
             print_json(&task)?;
