@@ -32,7 +32,7 @@ pub enum JobState {
 }
 
 /// Waiting reasons after which a pod will not start without someone changing the cluster.
-const STUCK: [&str; 5] = [
+pub(crate) const STUCK: [&str; 5] = [
     "ImagePullBackOff",
     "ErrImagePull",
     "InvalidImageName",
@@ -109,10 +109,10 @@ fn pod_stuck(pod: &Pod) -> Option<Verdict> {
     })
 }
 
-/// The last line a failed container wrote, from its termination message: the Job's container
-/// asks for the tail of its log there (`FallbackToLogsOnError`), and `run-task` ends with a
-/// line saying why it stopped (a refused token, an unreachable server).
-fn last_words(message: &str) -> Option<String> {
+/// The last line a failed container wrote, from its termination message: agentpool's
+/// containers ask for the tail of their log there (`FallbackToLogsOnError`), and `run-task` and
+/// `worker` end with a line saying why they stopped (a refused token, an unreachable server).
+pub(crate) fn last_words(message: &str) -> Option<String> {
     const MAX: usize = 300;
     let line = message.lines().map(str::trim).rfind(|l| !l.is_empty())?;
     Some(match line.char_indices().nth(MAX) {

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod objects;
+pub mod pods;
 pub mod reconcile;
 pub mod scale;
 pub mod status;

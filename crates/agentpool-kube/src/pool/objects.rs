@@ -203,6 +203,9 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
             ..ContainerPort::default()
         }]),
         readiness_probe: Some(http_probe("/readyz", 5)),
+        // A worker that exits on an error leaves the tail of its log as its termination
+        // message: the operator quotes its last line in the pool's Degraded condition.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         liveness_probe: Some(http_probe("/healthz", 20)),
         security_context: Some(restricted_container_security()),
         ..Container::default()

@@ -14,7 +14,7 @@ use agentpool_core::{Labels, WorkerId};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 
@@ -250,15 +250,31 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         &drained,
     );
 
+    let selector = objects::selector_labels(pool)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // Only for the status: a pass that cannot read the pods still sizes the pool.
+    let failing = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => super::pods::failing(&list.items),
+        Err(e) => {
+            tracing::warn!(pool = %name, "could not read the pool's pods: {e}");
+            None
+        }
+    };
+
     let ready = set.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     let replicas = set.status.as_ref().map_or(0, |s| s.replicas);
     let scaling = step.replicas != desired || replicas != step.replicas;
     let mut conditions = Vec::new();
     let gen_ = generation;
-    match &server_problem {
-        Some(p) => conditions.push(condition("Degraded", true, "ServerUnavailable", p, gen_)),
-        None => conditions.push(condition("Degraded", false, "AsExpected", "", gen_)),
-    }
+    conditions.push(match (&server_problem, &failing) {
+        (Some(p), None) => condition("Degraded", true, "ServerUnavailable", p, gen_),
+        (Some(p), Some(f)) => condition("Degraded", true, "ServerUnavailable", format!("{p}; {f}"), gen_),
+        (None, Some(f)) => condition("Degraded", true, "PodsFailing", f, gen_),
+        (None, None) => condition("Degraded", false, "AsExpected", "", gen_),
+    });
     conditions.push(if scaling {
         let msg = if step.waiting_for.is_empty() {
             format!("scaling from {current_n} to {desired} pods")

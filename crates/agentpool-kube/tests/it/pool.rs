@@ -183,7 +183,13 @@ impl Setup {
         self.fake.get("workerpools", "agents").unwrap()
     }
 
-    fn condition(&self, t: &str) -> (String, String) {
+    pub fn condition(&self, t: &str) -> (String, String) {
+        let (status, reason, _) = self.condition_said(t);
+        (status, reason)
+    }
+
+    /// Condition `t`'s status, reason and message.
+    pub fn condition_said(&self, t: &str) -> (String, String, String) {
         let c = self
             .pool()
             .status
@@ -192,7 +198,7 @@ impl Setup {
             .into_iter()
             .find(|c| c.type_ == t)
             .unwrap_or_else(|| panic!("no {t} condition"));
-        (c.status, c.reason)
+        (c.status, c.reason, c.message)
     }
 }
 

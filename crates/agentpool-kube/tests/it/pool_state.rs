@@ -1,11 +1,12 @@
 //! What a WorkerPool's status carries beyond its sizes: its workers' mirror caches summed
-//! (and in the operator's metrics), and the scale-down state that lets a new operator
+//! (and in the operator's metrics), why its pods fail when they do, and the scale-down state that lets a new operator
 //! instance continue a scale-down another one started, without waiting the delay over again,
 //! without shrinking early, and without removing a pod that runs a task.
 
 use std::sync::Arc;
 
 use agentpool_core::{CacheStats, WorkerStatus};
+use agentpool_kube::pool::objects::LABEL_POOL;
 use agentpool_kube::pool::{Context, Metrics};
 use serde_json::{Value, json};
 
@@ -55,6 +56,55 @@ async fn the_status_and_the_metrics_show_the_pools_cache_hit_rate_and_size() {
     *s.queue.down.lock().unwrap() = true;
     s.pass().await;
     assert_eq!(s.pool().status.unwrap().cache, Some(c));
+}
+
+/// Pods that crash-loop or cannot start make the pool `Degraded`, naming the first and why,
+/// in its container's last words (its termination message); another pool's pods do not count.
+#[tokio::test]
+async fn failing_pods_make_the_pool_degraded_with_their_last_words() {
+    let s = setup(json!({"replicas": 3}));
+    s.pass().await;
+    assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
+    let crashing: Value = crate::fixture("pod-crashloop.json");
+    s.fake.put("pods", crashing.clone());
+    let mut elsewhere = crashing.clone();
+    elsewhere["metadata"]["name"] = json!("others-0");
+    elsewhere["metadata"]["labels"][LABEL_POOL] = json!("others");
+    s.fake.put("pods", elsewhere);
+    s.pass().await;
+    assert_eq!(
+        s.condition_said("Degraded"),
+        (
+            "True".into(),
+            "PodsFailing".into(),
+            "1 pod failing; pod agents-1: CrashLoopBackOff after 3 restarts: exited with code 4: \
+             agentpool: registration refused: unknown or revoked token"
+                .into()
+        )
+    );
+
+    // A pod whose image cannot be pulled fails too; the first by name is the one described.
+    let mut pulling = crashing;
+    pulling["metadata"]["name"] = json!("agents-0");
+    pulling["status"]["containerStatuses"][0]["state"] = json!({"waiting": {
+        "reason": "ImagePullBackOff",
+        "message": "Back-off pulling image \"registry.example/agentpool:0.9.9\""
+    }});
+    s.fake.put("pods", pulling);
+    s.pass().await;
+    let (_, reason, message) = s.condition_said("Degraded");
+    assert_eq!(reason, "PodsFailing");
+    assert_eq!(
+        message,
+        "2 pods failing; pod agents-0: ImagePullBackOff: Back-off pulling image \"registry.example/agentpool:0.9.9\""
+    );
+
+    // Running again: the pool is as expected.
+    for name in ["agents-0", "agents-1"] {
+        s.fake.remove("pods", name);
+    }
+    s.pass().await;
+    assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
 }
 
 /// A new operator instance (a restart, or another replica taking the lead) on the same

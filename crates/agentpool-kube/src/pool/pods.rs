@@ -1,0 +1,54 @@
+//! Why a pool's pods are not running: the ones crash-looping or stuck before they start, with
+//! what their containers last said, so the pool's `Degraded` condition tells an operator the
+//! cause without reading pod logs (which a restart may already have replaced).
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+use crate::classify::{STUCK, last_words};
+
+/// A line naming the failing pods among `pods` and why the first of them fails, or `None`
+/// when none is failing. A pod failing only while it is restarted once (its container
+/// waiting in `CrashLoopBackOff`, or one that cannot start) counts; one still starting does
+/// not.
+pub fn failing(pods: &[Pod]) -> Option<String> {
+    let mut why: Vec<(String, String)> = pods
+        .iter()
+        .filter_map(|p| {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let statuses = p.status.as_ref()?.container_statuses.as_deref()?;
+            statuses.iter().find_map(container_problem).map(|w| (name, w))
+        })
+        .collect();
+    why.sort();
+    let (first, reason) = why.first()?;
+    let count = match why.len() {
+        1 => "1 pod failing".to_string(),
+        n => format!("{n} pods failing"),
+    };
+    Some(format!("{count}; pod {first}: {reason}"))
+}
+
+/// Why a container is not running, when it will not start again by itself soon.
+fn container_problem(cs: &ContainerStatus) -> Option<String> {
+    let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+    let reason = waiting.reason.as_deref()?;
+    if reason == "CrashLoopBackOff" {
+        // The restart that failed is in lastState: its exit code and its last words.
+        let last = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        let exited = last.map(|t| format!(": exited with code {}", t.exit_code));
+        let said = last
+            .and_then(|t| t.message.as_deref())
+            .and_then(last_words)
+            .map(|w| format!(": {w}"));
+        return Some(format!(
+            "{reason} after {} restarts{}{}",
+            cs.restart_count,
+            exited.unwrap_or_default(),
+            said.unwrap_or_default()
+        ));
+    }
+    STUCK.contains(&reason).then(|| match waiting.message.as_deref() {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.to_string(),
+    })
+}
