@@ -264,7 +264,7 @@ async fn tour(
         None => {
             say!(
                 "  {}",
-                s.dim("(no agent CLI found: install one, e.g. `npm ci --prefix tools/agents`, to see a real agent task too)")
+                s.dim("(no agent CLI found: install one, e.g. `npm install --prefix tools/agents`, to see a real agent task too)")
             );
             None
         }

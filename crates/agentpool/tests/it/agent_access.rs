@@ -17,7 +17,7 @@ pub(crate) fn bin_or_fail() -> Option<PathBuf> {
     let bin = agent_bin_dir();
     assert!(
         bin.is_some() || !agentpool_testkit::services_required(),
-        "the claude CLI is not installed: run `npm ci --prefix tools/agents`"
+        "the claude CLI is not installed: run `npm install --prefix tools/agents`"
     );
     bin
 }

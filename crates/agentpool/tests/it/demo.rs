@@ -19,7 +19,7 @@ fn the_demo_runs_offline_and_succeeds() {
     let env = Env::new();
     let bin = agent_bin_dir();
     if bin.is_none() && agentpool_testkit::services_required() {
-        panic!("the claude CLI is not installed: run `npm ci --prefix tools/agents`");
+        panic!("the claude CLI is not installed: run `npm install --prefix tools/agents`");
     }
     let mut cmd = env.cmd();
     cmd.arg("demo");
