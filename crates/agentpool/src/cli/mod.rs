@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod admin;
+#[cfg(test)]
+mod doc_examples;
 mod parse;
 mod task;
 
