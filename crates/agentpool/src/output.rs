@@ -361,7 +361,7 @@ fn waiting_reason(w: &WaitReason) -> String {
             format!("branch {branch} is locked by {held_by}")
         }
         WaitReason::ProjectSlotsFull { project, slots } => {
-            format!("project {project} has all {slots} slots busy")
+            format!("project {project} has {}", WaitReason::slots_busy(*slots))
         }
         WaitReason::BudgetExhausted { message, project, .. } => format!("project {project}: {message}"),
         WaitReason::NoWorker => "for a free worker with its agent and labels".into(),

@@ -70,6 +70,15 @@ impl WaitReason {
             (None, true) => "any agent".into(),
         }
     }
+
+    /// The busy slots of a [`WaitReason::ProjectSlotsFull`], in words: "its one slot busy",
+    /// "all 3 slots busy".
+    pub fn slots_busy(slots: u32) -> String {
+        match slots {
+            1 => "its one slot busy".into(),
+            n => format!("all {n} slots busy"),
+        }
+    }
 }
 
 /// A task with its attempts and, while queued, why it waits (`GET /v1/tasks/{id}`).

@@ -68,7 +68,10 @@ impl RepoUrl {
         }
         if Self::names_local(s) {
             if !allow_local {
-                return err("local repositories (file:// or a path) are not enabled on this server");
+                return err(
+                    "local repositories (file:// or a path) are not enabled on this server \
+                     (agentpool serve --allow-local-repos)",
+                );
             }
             return Ok(Self(s.to_string()));
         }

@@ -246,10 +246,13 @@ fn queue(d: &OverviewData) -> String {
                     .iter()
                     .map(|w| match w {
                         WaitReason::Scheduled { run_after } => format!("scheduled ({})", html::ago(*run_after, d.now)),
-                        WaitReason::Dependencies { pending } => format!("waits for {} dependencies", pending.len()),
+                        WaitReason::Dependencies { pending } => match pending.len() {
+                            1 => "waits for a dependency".to_string(),
+                            n => format!("waits for {n} dependencies"),
+                        },
                         WaitReason::BranchLocked { branch, .. } => format!("branch {branch} is locked"),
                         WaitReason::ProjectSlotsFull { project, slots } => {
-                            format!("project {project} has all {slots} slots busy")
+                            format!("project {project} has {}", WaitReason::slots_busy(*slots))
                         }
                         WaitReason::BudgetExhausted { project, .. } => {
                             format!("project {project} spent its daily budget")

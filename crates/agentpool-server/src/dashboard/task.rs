@@ -186,8 +186,9 @@ fn waiting_reason(w: &WaitReason, now: Timestamp) -> String {
             task_link(held_by)
         ),
         WaitReason::ProjectSlotsFull { project, slots } => format!(
-            "project <strong>{}</strong> has all {slots} slots busy",
-            esc(project)
+            "project <strong>{}</strong> has {}",
+            esc(project),
+            WaitReason::slots_busy(*slots)
         ),
         WaitReason::BudgetExhausted {
             project,
