@@ -93,12 +93,15 @@ pub async fn run_attempt(
     let redactor = Arc::new(pipeline.redactor_for(&work));
     let lost_cancel = cancel.clone();
     let (buffer, flusher) = events::start(
-        api.clone(),
-        worker.clone(),
-        lease,
-        redactor,
+        events::Forward {
+            api: api.clone(),
+            worker: worker.clone(),
+            lease,
+            redactor,
+            log_limit: cfg.pipeline.log_limit,
+            give_up_after: cfg.report_retry_for,
+        },
         move || lost_cancel.cancel(CancelCause::LeaseLost),
-        cfg.report_retry_for,
     );
     let sink: Arc<dyn EventSink> = Arc::new(buffer);
     // The store wrote `claimed` when the launcher claimed; this notes who runs it now.

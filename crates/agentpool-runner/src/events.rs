@@ -1,6 +1,7 @@
 //! Event forwarding for one running task: the pipeline and the agent emit events into an
 //! [`EventBuffer`] (never blocking), and a flusher sends them to the queue in batches with the
-//! task's lease, retrying while the server is unreachable, and redacting secrets first.
+//! task's lease, retrying while the server is unreachable, redacting secrets first, and
+//! keeping the output within the attempt's [`LogLimit`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use agentpool_core::{Lease, NewEvent, Redactor, WorkerId};
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, WorkerApi};
+use crate::log_limit::{LogFilter, LogLimit};
 
 /// Events per append call.
 const BATCH: usize = 200;
@@ -49,29 +51,48 @@ pub enum FlushEnd {
     GaveUp,
 }
 
-/// Start forwarding events of the task held by `lease`. Returns the buffer to emit into and
-/// the flusher; drop every clone of the buffer, then await the flusher to flush the rest.
+/// Where the events of one attempt go, and how long they may wait for the server.
+pub struct Forward {
+    pub api: Arc<dyn WorkerApi>,
+    pub worker: WorkerId,
+    pub lease: Lease,
+    pub redactor: Arc<Redactor>,
+    pub log_limit: LogLimit,
+    pub give_up_after: Duration,
+}
+
+/// Start forwarding events as `to` says. Returns the buffer to emit into and the flusher;
+/// drop every clone of the buffer, then await the flusher to flush the rest.
 pub fn start(
-    api: Arc<dyn WorkerApi>,
-    worker: WorkerId,
-    lease: Lease,
-    redactor: Arc<Redactor>,
+    to: Forward,
     on_lease_lost: impl Fn() + Send + 'static,
-    give_up_after: Duration,
 ) -> (EventBuffer, tokio::task::JoinHandle<FlushEnd>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let flusher = tokio::spawn(flush(api, worker, lease, rx, on_lease_lost, give_up_after));
+    let redactor = to.redactor.clone();
+    let flusher = tokio::spawn(flush(to, rx, on_lease_lost));
     (EventBuffer { tx, redactor }, flusher)
 }
 
+/// Take `event` in, as the log limit allows.
+fn take(filter: &mut LogFilter, pending: &mut Vec<NewEvent>, event: NewEvent) {
+    pending.extend(filter.admit(event));
+}
+
 async fn flush(
-    api: Arc<dyn WorkerApi>,
-    worker: WorkerId,
-    lease: Lease,
+    to: Forward,
     mut rx: mpsc::UnboundedReceiver<NewEvent>,
     on_lease_lost: impl Fn() + Send + 'static,
-    give_up_after: Duration,
 ) -> FlushEnd {
+    let Forward {
+        api,
+        worker,
+        lease,
+        log_limit,
+        give_up_after,
+        ..
+    } = to;
+    let mut filter = LogFilter::new(log_limit);
+    let mut finished = false;
     let mut pending: Vec<NewEvent> = Vec::new();
     let mut open = true;
     let mut dropped = 0usize;
@@ -81,7 +102,7 @@ async fn flush(
         if open {
             if pending.is_empty() {
                 match rx.recv().await {
-                    Some(e) => pending.push(e),
+                    Some(e) => take(&mut filter, &mut pending, e),
                     None => open = false,
                 }
             }
@@ -89,11 +110,16 @@ async fn flush(
             let deadline = tokio::time::Instant::now() + LINGER;
             while open && pending.len() < BATCH {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(e)) => pending.push(e),
+                    Ok(Some(e)) => take(&mut filter, &mut pending, e),
                     Ok(None) => open = false,
                     Err(_) => break,
                 }
             }
+        }
+        if !open && !finished {
+            // The run is over: what the log limit held back goes last.
+            pending.extend(filter.finish());
+            finished = true;
         }
         if pending.is_empty() {
             if open {
@@ -139,7 +165,7 @@ async fn flush(
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 // Keep collecting while we wait for the server.
                 while let Ok(e) = rx.try_recv() {
-                    pending.push(e);
+                    take(&mut filter, &mut pending, e);
                 }
             }
             Err(e) => {

@@ -15,6 +15,7 @@ pub mod checks;
 pub mod events;
 pub mod git;
 pub mod health;
+pub mod log_limit;
 pub mod minted;
 mod mirror;
 pub mod mirror_cache;

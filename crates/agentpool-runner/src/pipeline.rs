@@ -50,6 +50,8 @@ pub struct PipelineConfig {
     pub kill_grace: Duration,
     /// Output allowed per command/agent run.
     pub max_output_bytes: u64,
+    /// How much of that output an attempt records as events ([`LogLimit`]).
+    pub log_limit: crate::log_limit::LogLimit,
     /// Variables added to every command's and agent's environment (e.g. a model endpoint).
     pub extra_env: BTreeMap<String, String>,
     /// Like `extra_env`, but secret (keys passed from the caller's environment to an embedded
@@ -81,6 +83,7 @@ impl PipelineConfig {
             commit_author_email: "agentpool@localhost".into(),
             kill_grace: Duration::from_secs(10),
             max_output_bytes: 64 * 1024 * 1024,
+            log_limit: crate::log_limit::LogLimit::default(),
             extra_env: BTreeMap::new(),
             secret_env: BTreeMap::new(),
             local_logins: BTreeMap::new(),
@@ -136,6 +139,11 @@ impl Pipeline {
 
     pub fn config(&self) -> &PipelineConfig {
         &self.cfg
+    }
+
+    /// How much output an attempt of this pipeline records.
+    pub fn log_limit(&self) -> crate::log_limit::LogLimit {
+        self.cfg.log_limit
     }
 
     /// The secrets a run of `work` may see, for redaction.

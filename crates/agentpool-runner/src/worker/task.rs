@@ -16,12 +16,15 @@ pub(super) async fn run_task(
     let redactor = Arc::new(shared.pipeline.redactor_for(&work));
     let lost_cancel = cancel.clone();
     let (buffer, flusher) = events::start(
-        shared.api.clone(),
-        shared.id.clone(),
-        lease,
-        redactor,
+        events::Forward {
+            api: shared.api.clone(),
+            worker: shared.id.clone(),
+            lease,
+            redactor,
+            log_limit: shared.pipeline.log_limit(),
+            give_up_after: shared.report_retry_for,
+        },
         move || lost_cancel.cancel(CancelCause::LeaseLost),
-        shared.report_retry_for,
     );
     let sink: Arc<dyn EventSink> = Arc::new(buffer);
     let attempt = work.claimed.attempt;

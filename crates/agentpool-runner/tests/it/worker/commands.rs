@@ -2,6 +2,7 @@
 //! repositories and refs refused, credentials kept out of the command and the logs.
 
 use super::*;
+use agentpool_runner::log_limit::LogLimit;
 
 #[tokio::test]
 async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() {
@@ -88,6 +89,58 @@ async fn failing_command_is_an_agent_error_with_its_exit_code() {
     assert!(
         message.starts_with("the command exited with code 127: ") && message.contains("no-such-tool"),
         "{message}"
+    );
+}
+
+/// A command printing 200,000 lines past a small log limit: the first lines are recorded as
+/// they come, then a notice, and at the end how many were left out and the last ones — a
+/// bounded number of events, with the end of the output kept.
+#[tokio::test]
+async fn output_past_the_log_limit_keeps_its_head_and_its_tail() {
+    let env = env().await;
+    let task = enqueue_command(&env, "seq 1 200000").await;
+    let mut cfg = config(&env, "w1", TOKEN);
+    cfg.pipeline.log_limit = LogLimit {
+        head_bytes: 64 << 10,
+        tail_bytes: 4 << 10,
+    };
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
+    let done = finished(&env.store, task.id).await;
+    w.stop().await;
+    assert_succeeded(&done);
+    let all = events(&env.store, task.id).await;
+    assert!(all.len() < 2_000, "{} events", all.len());
+    let lines = log_lines(&all);
+    let numbers: Vec<u32> = lines.iter().filter_map(|l| l.parse().ok()).collect();
+    // Each line costs its text and 64 bytes: the head holds about a thousand, the tail about 60.
+    let head = numbers.iter().take_while(|n| **n < 100_000).count();
+    assert_eq!(numbers[..head], (1..=head as u32).collect::<Vec<_>>()[..]);
+    assert!((900..1000).contains(&head), "{head} lines in the head");
+    let tail = &numbers[head..];
+    assert_eq!(tail.last(), Some(&200_000));
+    assert_eq!(tail, (200_001 - tail.len() as u32..=200_000).collect::<Vec<_>>());
+    let notice = lines
+        .iter()
+        .position(|l| l.starts_with("the output passed this attempt's log limit (64 KiB)"))
+        .expect("the notice");
+    let left_out = format!("{} lines of output (", 200_000 - head - tail.len());
+    let summary = lines
+        .iter()
+        .position(|l| {
+            l.starts_with(&left_out) && l.ends_with(&format!("the last {} lines follow", tail.len()))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary line starting {left_out:?}, {} lines in the tail, in {:?}",
+                tail.len(),
+                &lines[head..head + 3]
+            )
+        });
+    assert!(notice < summary);
+    assert_eq!(
+        lines[summary + 1],
+        tail[0].to_string(),
+        "the tail follows the summary"
     );
 }
 

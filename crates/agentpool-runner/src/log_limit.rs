@@ -1,0 +1,224 @@
+//! How much of a chatty run's output an attempt records: the stdout and stderr lines of its
+//! command, agent and checks (and the raw lines of an agent) up to a budget, then only the last
+//! of them, with a line saying what was left out. The pipeline's own lines always pass.
+//! A command printing millions of lines would otherwise become millions of stored events (a
+//! `yes | head -c 20M` made 10 million, 1.4 GB of database and minutes of streaming); the end
+//! of the output, where a failure is explained, is what a reader needs most.
+
+use std::collections::VecDeque;
+
+use agentpool_core::{EventPayload, NewEvent};
+
+/// What a stored event costs beyond its line (row, index entry, JSON keys), counted with each
+/// line so that many short lines use the budget as well as a few long ones.
+const EVENT_OVERHEAD: u64 = 64;
+
+/// The budget of one attempt's output events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimit {
+    /// Bytes of lines recorded from the start of the attempt, as they come.
+    pub head_bytes: u64,
+    /// Bytes of the last lines recorded at the end once the head is spent.
+    pub tail_bytes: u64,
+}
+
+impl Default for LogLimit {
+    /// 8 MiB from the start (about 120,000 short lines), then the last 256 KiB.
+    fn default() -> Self {
+        Self {
+            head_bytes: 8 << 20,
+            tail_bytes: 256 << 10,
+        }
+    }
+}
+
+/// The length of `event`'s line when it is a process's output (a `log` event of stdout or
+/// stderr, or an agent's `raw` line).
+fn line_len(event: &NewEvent) -> Option<u64> {
+    match &event.payload {
+        EventPayload::Log { stream, line } if stream == "stdout" || stream == "stderr" => {
+            Some(line.len() as u64)
+        }
+        EventPayload::Raw { line, .. } => Some(line.len() as u64),
+        _ => None,
+    }
+}
+
+/// Applies a [`LogLimit`] to the events of one attempt, in order.
+#[derive(Debug)]
+pub(crate) struct LogFilter {
+    limit: LogLimit,
+    head_used: u64,
+    /// Output past the head, the oldest first, within `tail_bytes`.
+    tail: VecDeque<(NewEvent, u64)>,
+    tail_used: u64,
+    left_out_lines: u64,
+    left_out_bytes: u64,
+}
+
+impl LogFilter {
+    pub(crate) fn new(limit: LogLimit) -> Self {
+        Self {
+            limit,
+            head_used: 0,
+            tail: VecDeque::new(),
+            tail_used: 0,
+            left_out_lines: 0,
+            left_out_bytes: 0,
+        }
+    }
+
+    fn over(&self) -> bool {
+        !self.tail.is_empty() || self.left_out_lines > 0
+    }
+
+    /// What to record now for `event`: the event itself while within the head (and always
+    /// for events that are not output), a notice when the head is first spent, nothing for
+    /// output past it (kept for the tail, or left out).
+    pub(crate) fn admit(&mut self, event: NewEvent) -> Vec<NewEvent> {
+        let Some(len) = line_len(&event) else {
+            return vec![event];
+        };
+        let cost = len + EVENT_OVERHEAD;
+        if !self.over() && self.head_used + cost <= self.limit.head_bytes {
+            self.head_used += cost;
+            return vec![event];
+        }
+        let first = !self.over();
+        self.tail_used += cost;
+        self.tail.push_back((event, cost));
+        while self.tail_used > self.limit.tail_bytes {
+            let Some((old, c)) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_used -= c;
+            self.left_out_lines += 1;
+            self.left_out_bytes += line_len(&old).unwrap_or(0);
+        }
+        if first {
+            // Said at once, so that whoever follows the task live knows why the lines stop.
+            vec![NewEvent::log(
+                "agentpool",
+                format!(
+                    "the output passed this attempt's log limit ({}): further lines are held \
+                     back, and the last {} of them are recorded when the run ends",
+                    size(self.limit.head_bytes),
+                    size(self.limit.tail_bytes)
+                ),
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// At the end of the run: a line saying what was left out, if anything, then the lines
+    /// held back.
+    pub(crate) fn finish(&mut self) -> Vec<NewEvent> {
+        let mut out = Vec::with_capacity(self.tail.len() + 1);
+        if self.left_out_lines > 0 {
+            out.push(NewEvent::log(
+                "agentpool",
+                format!(
+                    "{} lines of output ({}) were not recorded; the last {} lines follow",
+                    self.left_out_lines,
+                    size(self.left_out_bytes),
+                    self.tail.len()
+                ),
+            ));
+        }
+        out.extend(self.tail.drain(..).map(|(e, _)| e));
+        self.tail_used = 0;
+        out
+    }
+}
+
+/// `n` bytes in words: "8 MiB", "256 KiB", "912 bytes".
+fn size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64).replace(".0 ", " "),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0).replace(".0 ", " "),
+        n => format!("{n} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(i: usize) -> NewEvent {
+        NewEvent::log("stdout", format!("line {i:04}"))
+    }
+
+    fn lines(events: &[NewEvent]) -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EventPayload::Log { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Each test line costs 9 bytes of text plus the overhead: 73.
+    const COST: u64 = 9 + EVENT_OVERHEAD;
+
+    #[test]
+    fn the_head_then_a_notice_then_at_the_end_what_was_left_out_and_the_tail() {
+        let mut f = LogFilter::new(LogLimit {
+            head_bytes: 3 * COST,
+            tail_bytes: 2 * COST,
+        });
+        let mut live = Vec::new();
+        for i in 0..10 {
+            live.extend(f.admit(line(i)));
+            // Events that are not output (nor the pipeline's own lines) always pass, in order.
+            if i == 5 {
+                live.extend(f.admit(NewEvent::new(EventPayload::AssistantMessage {
+                    text: "hi".into(),
+                })));
+                live.extend(f.admit(NewEvent::log("agentpool", "pushed")));
+            }
+        }
+        let live_lines = lines(&live);
+        assert_eq!(&live_lines[..3], ["line 0000", "line 0001", "line 0002"]);
+        assert_eq!(live_lines.len(), 5);
+        assert!(live_lines[3].starts_with("the output passed this attempt's log limit (219 bytes)"));
+        assert_eq!(live_lines[4], "pushed");
+        assert_eq!(live.len(), 6, "the assistant message passed");
+        assert_eq!(
+            lines(&f.finish()),
+            [
+                "5 lines of output (45 bytes) were not recorded; the last 2 lines follow",
+                "line 0008",
+                "line 0009"
+            ]
+        );
+    }
+
+    #[test]
+    fn output_within_the_limit_is_recorded_as_it_comes_and_nothing_is_added() {
+        let mut f = LogFilter::new(LogLimit::default());
+        let live: Vec<NewEvent> = (0..1000).flat_map(|i| f.admit(line(i))).collect();
+        assert_eq!(live.len(), 1000);
+        assert!(f.finish().is_empty());
+    }
+
+    #[test]
+    fn past_the_head_but_within_the_tail_nothing_is_lost() {
+        let mut f = LogFilter::new(LogLimit {
+            head_bytes: 2 * COST,
+            tail_bytes: 10 * COST,
+        });
+        let live: Vec<NewEvent> = (0..5).flat_map(|i| f.admit(line(i))).collect();
+        assert_eq!(lines(&live).len(), 3, "two lines and the notice");
+        assert_eq!(lines(&f.finish()), ["line 0002", "line 0003", "line 0004"]);
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(8 << 20), "8 MiB");
+        assert_eq!(size(256 << 10), "256 KiB");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(size(912), "912 bytes");
+    }
+}
