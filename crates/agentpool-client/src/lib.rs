@@ -94,6 +94,18 @@ impl Client {
 
     pub fn with_config(config: ClientConfig) -> Result<Self> {
         let base = config.base_url.trim_end_matches('/').to_string();
+        // Credentials in the URL would be printed wherever the URL is (errors, logs, a pod's
+        // status), and agentpool authenticates with a bearer token anyway: refused, without
+        // repeating the URL.
+        if let Ok(url) = reqwest::Url::parse(&base)
+            && (!url.username().is_empty() || url.password().is_some())
+        {
+            return Err(Error::Config(
+                "the server URL must not hold a user name or password; give the token with \
+                 --token (AGENTPOOL_TOKEN)"
+                    .into(),
+            ));
+        }
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Config(format!(
                 "server URL {base:?} must start with http:// or https://"

@@ -119,6 +119,16 @@ async fn a_server_that_is_gone_is_unavailable_and_transient() {
 fn a_base_url_that_is_not_http_is_a_configuration_error() {
     let e = Client::new("ftp://example.com", None).unwrap_err();
     assert!(matches!(e, Error::Config(_)), "{e:?}");
+    // Credentials in the URL are refused, and not repeated.
+    for url in [
+        "https://ops:hunter2@agentpool.example",
+        "ftp://hunter2@example.com",
+    ] {
+        let e = Client::new(url, None).unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e:?}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("--token"), "{e}");
+    }
     let mut cfg = ClientConfig::new("https://example.com");
     cfg.ca_pem = Some(b"not a certificate".to_vec());
     assert!(matches!(Client::with_config(cfg), Err(Error::Config(_))));
