@@ -134,9 +134,19 @@ fn flag_of(field: &str) -> Option<&'static str> {
     })
 }
 
-/// A submit the server refused: when it refused fields the flags set, say so by flag, one
-/// `--flag: why` per field, as a usage error; anything else as the server said it.
+/// A submit the server refused, in the words of the submit's flags ([`refused_by_flag`]).
 pub fn refused(e: agentpool_client::Error) -> anyhow::Error {
+    refused_by_flag(e, "submit", flag_of)
+}
+
+/// A request (`what`: "submit") the server refused: when it refused fields that flags set
+/// (`flag_of` names the flag of a field path), say so by flag, one `--flag: why` per field, as
+/// a usage error; anything else as the server said it.
+pub fn refused_by_flag(
+    e: agentpool_client::Error,
+    what: &str,
+    flag_of: fn(&str) -> Option<&'static str>,
+) -> anyhow::Error {
     if let agentpool_client::Error::Rejected { fields, .. } = &e
         && !fields.is_empty()
         && let Some(said) = fields
@@ -144,9 +154,9 @@ pub fn refused(e: agentpool_client::Error) -> anyhow::Error {
             .map(|f| flag_of(&f.field).map(|flag| format!("{flag}: {}", f.message)))
             .collect::<Option<Vec<_>>>()
     {
-        return Exit::new(ExitCode::Usage, format!("submit refused: {}", said.join("; "))).into();
+        return Exit::new(ExitCode::Usage, format!("{what} refused: {}", said.join("; "))).into();
     }
-    anyhow::Error::from(e).context("submit refused")
+    anyhow::Error::from(e).context(format!("{what} refused"))
 }
 
 #[cfg(test)]

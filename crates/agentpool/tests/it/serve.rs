@@ -209,7 +209,32 @@ fn serve_refuses_local_repositories_unless_enabled() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("local repositories"), "{err}");
+    assert_eq!(
+        err.trim(),
+        "agentpool: submit refused: --repo: local repositories (file:// or a path) are not enabled \
+         on this server (agentpool serve --allow-local-repos)"
+    );
+    // A project on one is refused the same way, by the flag of `projects put`.
+    let admin = env.create_token(&db, "ops", "admin");
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--token",
+        &admin,
+        "projects",
+        "put",
+        "web",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--slots",
+        "0",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("agentpool: project refused: --repo: local repositories"),
+        "{err}"
+    );
+    assert!(err.contains("; --slots: "), "{err}");
     drop(server);
 }
