@@ -294,6 +294,11 @@ pub struct WorkerArgs {
     /// (for supervisors that restart exited workers, e.g. a WorkerPool's StatefulSet)
     #[arg(long)]
     pub stay_drained: bool,
+    /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
+    /// line says so, and the last 256 KiB are recorded when the run ends
+    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_log_mib: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -36,7 +36,7 @@ pub struct RunTaskArgs {
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
     /// Seconds between heartbeats of the attempt's lease
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "AGENTPOOL_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
     /// Seconds between SIGTERM and SIGKILL for the task's process group
     #[arg(long, default_value_t = 10)]
@@ -44,6 +44,11 @@ pub struct RunTaskArgs {
     /// Accept local repositories (paths and file:// URLs)
     #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
+    /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
+    /// line says so, and the last 256 KiB are recorded when the run ends
+    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = 8,
+        value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_log_mib: u64,
 }
 
 /// The CA to trust: a file, or the PEM itself in `AGENTPOOL_CA_CERT_PEM` (a Secret reference).
@@ -95,6 +100,7 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
     let mut cfg = AttemptConfig::new(&dir);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     cfg.pipeline.kill_grace = Duration::from_secs(args.kill_grace_secs);
+    cfg.pipeline.log_limit.head_bytes = args.max_log_mib << 20;
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
     let agents = agent_registry(&args.agents, None)?;
 

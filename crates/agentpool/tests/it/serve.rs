@@ -69,6 +69,8 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
             "--allow-local-repos",
             "--labels",
             "zone=test",
+            "--max-log-mib",
+            "1",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -95,6 +97,33 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(git(&remote, &["show", "over-http:http.txt"]), "via-http");
+
+    // The worker records 1 MiB of a chatty command's output, then its last lines.
+    let o = as_ci(&[
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        "seq 1 200000",
+        "--label",
+        "zone=test",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = json(&o)["id"].as_str().expect("the task's id").to_string();
+    let o = as_ci(&["tasks", "logs", &id]);
+    let log = stdout(&o);
+    assert!(
+        log.contains("the output passed this attempt's log limit (1 MiB)"),
+        "{}",
+        &log[..log.len().min(2000)]
+    );
+    assert!(log.contains(" were not recorded; the last "), "the summary line");
+    assert!(log.lines().count() < 20_000, "{} lines", log.lines().count());
+    let last_output = log.lines().filter(|l| l.trim_end().ends_with("200000")).count();
+    assert_eq!(last_output, 1, "the last line of the output is kept");
 
     // The server's log names who changed what: here, who canceled a task.
     let mut args = vec!["--token", submitter.as_str()];
@@ -152,7 +181,7 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     assert!(status.success(), "worker exited with {status}");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(err.contains("1 succeeded"), "{err}");
+    assert!(err.contains("2 succeeded"), "{err}");
     // Its log says what became of the task, not only that it ran.
     let sha = git(&remote, &["rev-parse", "over-http"]);
     let end = err
