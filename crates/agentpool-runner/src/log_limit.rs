@@ -13,6 +13,9 @@ use agentpool_core::{EventPayload, NewEvent};
 /// line so that many short lines use the budget as well as a few long ones.
 const EVENT_OVERHEAD: u64 = 64;
 
+/// The default head, in MiB: what `--max-log-mib` defaults to.
+pub const DEFAULT_HEAD_MIB: u64 = 8;
+
 /// The budget of one attempt's output events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogLimit {
@@ -26,7 +29,7 @@ impl Default for LogLimit {
     /// 8 MiB from the start (about 120,000 short lines), then the last 256 KiB.
     fn default() -> Self {
         Self {
-            head_bytes: 8 << 20,
+            head_bytes: DEFAULT_HEAD_MIB << 20,
             tail_bytes: 256 << 10,
         }
     }

@@ -37,6 +37,8 @@ pub struct EmbeddedOptions {
     pub agent_bin_dir: Option<PathBuf>,
     /// What the caller opted to hand its tasks (`--agent-env`, `--use-local-login`).
     pub access: AgentAccess,
+    /// MiB of output lines each attempt records as they come (`--max-log-mib`).
+    pub max_log_mib: u64,
 }
 
 impl EmbeddedOptions {
@@ -52,6 +54,7 @@ impl EmbeddedOptions {
             extra_env: BTreeMap::new(),
             agent_bin_dir: None,
             access: AgentAccess::default(),
+            max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
         }
     }
 }
@@ -248,6 +251,7 @@ fn start_workers(
         cfg.pipeline.extra_env.extend(opts.extra_env.clone());
         cfg.pipeline.secret_env.extend(opts.access.env.clone());
         cfg.pipeline.local_logins.extend(opts.access.local_logins.clone());
+        cfg.pipeline.log_limit.head_bytes = opts.max_log_mib << 20;
         // A short long-poll bounds how long a stop waits for a pending claim.
         cfg.claim_wait = Duration::from_secs(5);
         // Cancel requests reach a worker with its heartbeat; on loopback a heartbeat is cheap,

@@ -46,7 +46,7 @@ pub struct RunTaskArgs {
     pub allow_local_repos: bool,
     /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
     /// line says so, and the last 256 KiB are recorded when the run ends
-    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = 8,
+    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
         value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_log_mib: u64,
 }
