@@ -3,33 +3,31 @@
 
 use agentpool_core::project::ProjectSpec;
 
+use super::task_spec::{Flags, refused_by_flag};
 use super::{connect, print_done, print_json, print_list};
 
-/// The `projects put` flag that sets a project field (a path of the API's error).
-fn project_flag_of(field: &str) -> Option<&'static str> {
-    let top = field.split(['.', '[']).next().unwrap_or(field);
-    Some(match top {
-        "name" => "NAME",
-        "repo" => "--repo",
-        "default_base" => "--base",
-        "slots" => "--slots",
-        "default_agent" => "--agent",
-        "default_model" => "--model",
-        "allowed_agents" => "--allowed-agents",
-        "credentials" => "--credentials",
-        "checks" => "--check",
-        "max_rounds" => "--max-rounds",
-        "max_cost_usd" => "--max-cost-usd",
-        "daily_budget_usd" => "--daily-budget-usd",
-        "default_profile" => "--profile",
-        _ => return None,
-    })
-}
 use crate::cli::{CredentialsCommand, ProjectsCommand, WorkersCommand};
 use crate::config::Settings;
 use crate::exit::Exit;
 use crate::exit::ExitCode;
 use crate::output::{self, Style};
+
+/// The flags of `projects put`, by the project field each sets.
+const PROJECT_FLAGS: Flags = &[
+    ("name", "NAME"),
+    ("repo", "--repo"),
+    ("default_base", "--base"),
+    ("slots", "--slots"),
+    ("default_agent", "--agent"),
+    ("default_model", "--model"),
+    ("allowed_agents", "--allowed-agents"),
+    ("credentials", "--credentials"),
+    ("checks", "--check"),
+    ("max_rounds", "--max-rounds"),
+    ("max_cost_usd", "--max-cost-usd"),
+    ("daily_budget_usd", "--daily-budget-usd"),
+    ("default_profile", "--profile"),
+];
 
 pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -171,7 +169,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
             let p = client
                 .put_project(&spec)
                 .await
-                .map_err(|e| super::task_spec::refused_by_flag(e, "project", project_flag_of))?;
+                .map_err(|e| refused_by_flag(e, "project", PROJECT_FLAGS))?;
             if settings.json() {
                 print_json(&p)?;
             } else {

@@ -102,56 +102,57 @@ fn local_repo_absolute(repo: &str) -> anyhow::Result<String> {
     Ok(abs.display().to_string())
 }
 
-/// The flag that sets a spec's `field` (a path such as `labels.team` or `depends_on[0]`).
-fn flag_of(field: &str) -> Option<&'static str> {
+/// Which flag sets which field of a request: `(field, flag)`.
+pub type Flags = &'static [(&'static str, &'static str)];
+
+/// The flags of `submit` and `run`, by the spec field each sets.
+const TASK_FLAGS: Flags = &[
+    ("repo", "--repo"),
+    ("project", "--project"),
+    ("base_ref", "--base"),
+    ("branch", "--branch"),
+    ("prompt", "--prompt"),
+    ("command", "--command"),
+    ("agent", "--agent"),
+    ("model", "--model"),
+    ("priority", "--priority"),
+    ("timeout_secs", "--timeout"),
+    ("max_attempts", "--max-attempts"),
+    ("labels", "--label"),
+    ("depends_on", "--depends-on"),
+    ("idempotency_key", "--idempotency-key"),
+    ("commit_message", "--message"),
+    ("credentials", "--credential"),
+    ("profile", "--profile"),
+    ("follow_up_of", "--follow-up"),
+    ("max_turns", "--max-turns"),
+    ("max_cost_usd", "--max-cost-usd"),
+    ("setup_command", "--setup"),
+    ("run_after", "--delay"),
+    ("checks", "--check"),
+    ("max_rounds", "--max-rounds"),
+];
+
+/// The flag in `flags` that sets `field` (a path such as `labels.team` or `depends_on[0]`).
+fn flag_of(flags: Flags, field: &str) -> Option<&'static str> {
     let top = field.split(['.', '[']).next().unwrap_or(field);
-    Some(match top {
-        "repo" => "--repo",
-        "project" => "--project",
-        "base_ref" => "--base",
-        "branch" => "--branch",
-        "prompt" => "--prompt",
-        "command" => "--command",
-        "agent" => "--agent",
-        "model" => "--model",
-        "priority" => "--priority",
-        "timeout_secs" => "--timeout",
-        "max_attempts" => "--max-attempts",
-        "labels" => "--label",
-        "depends_on" => "--depends-on",
-        "idempotency_key" => "--idempotency-key",
-        "commit_message" => "--message",
-        "credentials" => "--credential",
-        "profile" => "--profile",
-        "follow_up_of" => "--follow-up",
-        "max_turns" => "--max-turns",
-        "max_cost_usd" => "--max-cost-usd",
-        "setup_command" => "--setup",
-        "run_after" => "--delay",
-        "checks" => "--check",
-        "max_rounds" => "--max-rounds",
-        _ => return None,
-    })
+    flags.iter().find(|(f, _)| *f == top).map(|(_, flag)| *flag)
 }
 
 /// A submit the server refused, in the words of the submit's flags ([`refused_by_flag`]).
 pub fn refused(e: agentpool_client::Error) -> anyhow::Error {
-    refused_by_flag(e, "submit", flag_of)
+    refused_by_flag(e, "submit", TASK_FLAGS)
 }
 
-/// A request (`what`: "submit") the server refused: when it refused fields that flags set
-/// (`flag_of` names the flag of a field path), say so by flag, one `--flag: why` per field, as
-/// a usage error; anything else as the server said it.
-pub fn refused_by_flag(
-    e: agentpool_client::Error,
-    what: &str,
-    flag_of: fn(&str) -> Option<&'static str>,
-) -> anyhow::Error {
+/// A request (`what`: "submit") the server refused: when it refused fields that `flags` set,
+/// say so by flag, one `--flag: why` per field, as a usage error; anything else as the server
+/// said it.
+pub fn refused_by_flag(e: agentpool_client::Error, what: &str, flags: Flags) -> anyhow::Error {
     if let agentpool_client::Error::Rejected { fields, .. } = &e
         && !fields.is_empty()
         && let Some(said) = fields
             .iter()
-            .map(|f| flag_of(&f.field).map(|flag| format!("{flag}: {}", f.message)))
+            .map(|f| flag_of(flags, &f.field).map(|flag| format!("{flag}: {}", f.message)))
             .collect::<Option<Vec<_>>>()
     {
         return Exit::new(ExitCode::Usage, format!("{what} refused: {}", said.join("; "))).into();

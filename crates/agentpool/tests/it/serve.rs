@@ -99,18 +99,16 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     assert_eq!(git(&remote, &["show", "over-http:http.txt"]), "via-http");
 
     // The worker records 1 MiB of a chatty command's output, then its last lines.
-    let o = as_ci(&[
-        "submit",
-        "--repo",
-        remote.to_str().unwrap(),
+    let chatty = [
         "--command",
         "seq 1 200000",
         "--label",
         "zone=test",
         "--wait",
-        "--output",
+        "-o",
         "json",
-    ]);
+    ];
+    let o = as_ci(&[&["submit", "--repo", remote.to_str().unwrap()][..], &chatty].concat());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let id = json(&o)["id"].as_str().expect("the task's id").to_string();
     let o = as_ci(&["tasks", "logs", &id]);
@@ -221,45 +219,30 @@ fn serve_refuses_local_repositories_unless_enabled() {
     let env = Env::new();
     let remote = env.sample_repo();
     let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
-    let token = env.create_token(&db, "ci", "submitter");
     let mut serve = env.cmd();
     serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
     let server = Up::spawn(serve);
-    let o = env.run(&[
-        "--server",
-        &server.url,
-        "--token",
-        &token,
-        "submit",
-        "--repo",
-        remote.to_str().unwrap(),
-        "--command",
-        "true",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let err = stderr(&o);
+    // `args` as a client of the server with a new token of `role`: refused in one line, exit 2.
+    let refused = |role: &str, args: &[&str]| {
+        let token = env.create_token(&db, role, role);
+        let mut all = vec!["--server", server.url.as_str(), "--token", token.as_str()];
+        all.extend_from_slice(args);
+        let o = env.run(&all);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let repo = remote.to_str().unwrap();
+    let err = refused("submitter", &["submit", "--repo", repo, "--command", "true"]);
     assert_eq!(
         err.trim(),
         "agentpool: submit refused: --repo: local repositories (file:// or a path) are not enabled \
          on this server (agentpool serve --allow-local-repos)"
     );
     // A project on one is refused the same way, by the flag of `projects put`.
-    let admin = env.create_token(&db, "ops", "admin");
-    let o = env.run(&[
-        "--server",
-        &server.url,
-        "--token",
-        &admin,
-        "projects",
-        "put",
-        "web",
-        "--repo",
-        remote.to_str().unwrap(),
-        "--slots",
-        "0",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let err = stderr(&o);
+    let err = refused(
+        "admin",
+        &["projects", "put", "web", "--repo", repo, "--slots", "0"],
+    );
     assert!(
         err.starts_with("agentpool: project refused: --repo: local repositories"),
         "{err}"
