@@ -73,11 +73,6 @@ pub fn start(
     (EventBuffer { tx, redactor }, flusher)
 }
 
-/// Take `event` in, as the log limit allows.
-fn take(filter: &mut LogFilter, pending: &mut Vec<NewEvent>, event: NewEvent) {
-    pending.extend(filter.admit(event));
-}
-
 async fn flush(
     to: Forward,
     mut rx: mpsc::UnboundedReceiver<NewEvent>,
@@ -92,7 +87,6 @@ async fn flush(
         ..
     } = to;
     let mut filter = LogFilter::new(log_limit);
-    let mut finished = false;
     let mut pending: Vec<NewEvent> = Vec::new();
     let mut open = true;
     let mut dropped = 0usize;
@@ -102,7 +96,7 @@ async fn flush(
         if open {
             if pending.is_empty() {
                 match rx.recv().await {
-                    Some(e) => take(&mut filter, &mut pending, e),
+                    Some(e) => filter.admit(e, &mut pending),
                     None => open = false,
                 }
             }
@@ -110,16 +104,15 @@ async fn flush(
             let deadline = tokio::time::Instant::now() + LINGER;
             while open && pending.len() < BATCH {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(e)) => take(&mut filter, &mut pending, e),
+                    Ok(Some(e)) => filter.admit(e, &mut pending),
                     Ok(None) => open = false,
                     Err(_) => break,
                 }
             }
         }
-        if !open && !finished {
-            // The run is over: what the log limit held back goes last.
-            pending.extend(filter.finish());
-            finished = true;
+        if !open {
+            // The run is over: what the log limit held back goes last (once).
+            filter.finish(&mut pending);
         }
         if pending.is_empty() {
             if open {
@@ -165,7 +158,7 @@ async fn flush(
                 backoff = (backoff * 2).min(Duration::from_secs(10));
                 // Keep collecting while we wait for the server.
                 while let Ok(e) = rx.try_recv() {
-                    take(&mut filter, &mut pending, e);
+                    filter.admit(e, &mut pending);
                 }
             }
             Err(e) => {

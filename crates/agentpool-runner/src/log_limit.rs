@@ -75,17 +75,19 @@ impl LogFilter {
         !self.tail.is_empty() || self.left_out_lines > 0
     }
 
-    /// What to record now for `event`: the event itself while within the head (and always
-    /// for events that are not output), a notice when the head is first spent, nothing for
-    /// output past it (kept for the tail, or left out).
-    pub(crate) fn admit(&mut self, event: NewEvent) -> Vec<NewEvent> {
+    /// Add to `out` what to record now for `event`: the event itself while within the head
+    /// (and always for events that are not output), a notice when the head is first spent,
+    /// nothing for output past it (kept for the tail, or left out).
+    pub(crate) fn admit(&mut self, event: NewEvent, out: &mut Vec<NewEvent>) {
         let Some(len) = line_len(&event) else {
-            return vec![event];
+            out.push(event);
+            return;
         };
         let cost = len + EVENT_OVERHEAD;
         if !self.over() && self.head_used + cost <= self.limit.head_bytes {
             self.head_used += cost;
-            return vec![event];
+            out.push(event);
+            return;
         }
         let first = !self.over();
         self.tail_used += cost;
@@ -100,7 +102,7 @@ impl LogFilter {
         }
         if first {
             // Said at once, so that whoever follows the task live knows why the lines stop.
-            vec![NewEvent::log(
+            out.push(NewEvent::log(
                 "agentpool",
                 format!(
                     "the output passed this attempt's log limit ({}): further lines are held \
@@ -108,22 +110,19 @@ impl LogFilter {
                     size(self.limit.head_bytes),
                     size(self.limit.tail_bytes)
                 ),
-            )]
-        } else {
-            Vec::new()
+            ));
         }
     }
 
-    /// At the end of the run: a line saying what was left out, if anything, then the lines
-    /// held back.
-    pub(crate) fn finish(&mut self) -> Vec<NewEvent> {
-        let mut out = Vec::with_capacity(self.tail.len() + 1);
-        if self.left_out_lines > 0 {
+    /// At the end of the run, add to `out` a line saying what was left out, if anything, then
+    /// the lines held back. A second call adds nothing.
+    pub(crate) fn finish(&mut self, out: &mut Vec<NewEvent>) {
+        let left_out = std::mem::take(&mut self.left_out_lines);
+        if left_out > 0 {
             out.push(NewEvent::log(
                 "agentpool",
                 format!(
-                    "{} lines of output ({}) were not recorded; the last {} lines follow",
-                    self.left_out_lines,
+                    "{left_out} lines of output ({}) were not recorded; the last {} lines follow",
                     size(self.left_out_bytes),
                     self.tail.len()
                 ),
@@ -131,7 +130,6 @@ impl LogFilter {
         }
         out.extend(self.tail.drain(..).map(|(e, _)| e));
         self.tail_used = 0;
-        out
     }
 }
 
@@ -150,6 +148,21 @@ mod tests {
 
     fn line(i: usize) -> NewEvent {
         NewEvent::log("stdout", format!("line {i:04}"))
+    }
+
+    /// What `admit` records for each of `events`, in order.
+    fn admit_all(f: &mut LogFilter, events: impl IntoIterator<Item = NewEvent>) -> Vec<NewEvent> {
+        let mut out = Vec::new();
+        for e in events {
+            f.admit(e, &mut out);
+        }
+        out
+    }
+
+    fn finished(f: &mut LogFilter) -> Vec<NewEvent> {
+        let mut out = Vec::new();
+        f.finish(&mut out);
+        out
     }
 
     fn lines(events: &[NewEvent]) -> Vec<String> {
@@ -171,17 +184,14 @@ mod tests {
             head_bytes: 3 * COST,
             tail_bytes: 2 * COST,
         });
-        let mut live = Vec::new();
-        for i in 0..10 {
-            live.extend(f.admit(line(i)));
-            // Events that are not output (nor the pipeline's own lines) always pass, in order.
-            if i == 5 {
-                live.extend(f.admit(NewEvent::new(EventPayload::AssistantMessage {
-                    text: "hi".into(),
-                })));
-                live.extend(f.admit(NewEvent::log("agentpool", "pushed")));
-            }
-        }
+        let mut live = admit_all(&mut f, (0..6).map(line));
+        // Events that are not output (nor the pipeline's own lines) always pass, in order.
+        let others = [
+            NewEvent::new(EventPayload::AssistantMessage { text: "hi".into() }),
+            NewEvent::log("agentpool", "pushed"),
+        ];
+        live.extend(admit_all(&mut f, others));
+        live.extend(admit_all(&mut f, (6..10).map(line)));
         let live_lines = lines(&live);
         assert_eq!(&live_lines[..3], ["line 0000", "line 0001", "line 0002"]);
         assert_eq!(live_lines.len(), 5);
@@ -189,21 +199,22 @@ mod tests {
         assert_eq!(live_lines[4], "pushed");
         assert_eq!(live.len(), 6, "the assistant message passed");
         assert_eq!(
-            lines(&f.finish()),
+            lines(&finished(&mut f)),
             [
                 "5 lines of output (45 bytes) were not recorded; the last 2 lines follow",
                 "line 0008",
                 "line 0009"
             ]
         );
+        assert!(finished(&mut f).is_empty(), "said once");
     }
 
     #[test]
     fn output_within_the_limit_is_recorded_as_it_comes_and_nothing_is_added() {
         let mut f = LogFilter::new(LogLimit::default());
-        let live: Vec<NewEvent> = (0..1000).flat_map(|i| f.admit(line(i))).collect();
+        let live = admit_all(&mut f, (0..1000).map(line));
         assert_eq!(live.len(), 1000);
-        assert!(f.finish().is_empty());
+        assert!(finished(&mut f).is_empty());
     }
 
     #[test]
@@ -212,9 +223,9 @@ mod tests {
             head_bytes: 2 * COST,
             tail_bytes: 10 * COST,
         });
-        let live: Vec<NewEvent> = (0..5).flat_map(|i| f.admit(line(i))).collect();
+        let live = admit_all(&mut f, (0..5).map(line));
         assert_eq!(lines(&live).len(), 3, "two lines and the notice");
-        assert_eq!(lines(&f.finish()), ["line 0002", "line 0003", "line 0004"]);
+        assert_eq!(lines(&finished(&mut f)), ["line 0002", "line 0003", "line 0004"]);
     }
 
     #[test]

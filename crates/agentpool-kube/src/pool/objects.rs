@@ -59,6 +59,20 @@ pub fn selector_labels(pool: &WorkerPool) -> BTreeMap<String, String> {
     ])
 }
 
+/// The label selector of the pool's pods, as the API's `labelSelector` takes it.
+pub fn pod_selector(pool: &WorkerPool) -> String {
+    joined(&selector_labels(pool))
+}
+
+/// `labels` as `k=v,k=v` (a label selector, or the worker's `--labels`).
+fn joined(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn object_labels(pool: &WorkerPool) -> BTreeMap<String, String> {
     let mut l = selector_labels(pool);
     l.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
@@ -105,11 +119,7 @@ fn env_from(name: &str, source: EnvVarSource) -> EnvVar {
 /// The StatefulSet of `pool` with `replicas` pods.
 pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
     let s = &pool.spec;
-    let labels = worker_labels(pool)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let labels = joined(&worker_labels(pool));
     let mut args = vec![
         "worker".to_string(),
         "--concurrency".into(),

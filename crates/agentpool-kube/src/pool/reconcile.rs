@@ -250,12 +250,8 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         &drained,
     );
 
-    let selector = objects::selector_labels(pool)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
     // Only for the status: a pass that cannot read the pods still sizes the pool.
+    let selector = objects::pod_selector(pool);
     let failing = match pods.list(&ListParams::default().labels(&selector)).await {
         Ok(list) => super::pods::failing(&list.items),
         Err(e) => {
