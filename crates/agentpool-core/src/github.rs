@@ -125,21 +125,10 @@ impl GithubSettings {
     pub fn validate(&self, prefix: &str) -> Vec<ValidationError> {
         let mut errs = Vec::new();
         let f = |name: &str| format!("{prefix}.{name}");
-        let mut parts = self.repository.split('/');
-        let ok_part = |p: Option<&str>| {
-            p.is_some_and(|p| {
-                !p.is_empty()
-                    && p.len() <= 100
-                    && p.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-            })
-        };
-        if !(ok_part(parts.next()) && ok_part(parts.next()) && parts.next().is_none()) {
+        if !valid_repository(&self.repository) {
             errs.push(ValidationError::new(f("repository"), "must be owner/name"));
         }
-        if let Some(u) = &self.api_url
-            && !(u.starts_with("https://") || u.starts_with("http://"))
-        {
+        if self.api_url.as_deref().is_some_and(|u| !http_url(u)) {
             errs.push(ValidationError::new(f("api_url"), "must be an http(s) URL"));
         }
         for (name, v) in [
@@ -203,6 +192,24 @@ impl GithubSettings {
         }
         errs
     }
+}
+
+/// Whether `s` is `owner/name` as forges spell them (letters, digits, `.`, `_`, `-`).
+pub(crate) fn valid_repository(s: &str) -> bool {
+    let ok_part = |p: Option<&str>| {
+        p.is_some_and(|p| {
+            !p.is_empty()
+                && p.len() <= 100
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+    };
+    let mut parts = s.split('/');
+    ok_part(parts.next()) && ok_part(parts.next()) && parts.next().is_none()
+}
+
+pub(crate) fn http_url(u: &str) -> bool {
+    u.starts_with("https://") || u.starts_with("http://")
 }
 
 /// The pull request a task's work branch went into (`TaskResult::pull_request`).

@@ -7,6 +7,7 @@ pub mod check;
 mod enum_names;
 pub mod error_class;
 pub mod event;
+pub mod forgejo;
 pub mod github;
 pub mod ids;
 pub mod profile;

@@ -36,6 +36,21 @@ pub struct ProjectSpec {
     pub default_profile: Option<String>,
     /// The GitHub repository this project answers webhooks for, and how (docs/github.md).
     pub github: Option<crate::github::GithubSettings>,
+    /// The Forgejo or Gitea repository this project's builds open pull requests on
+    /// (docs/forgejo.md).
+    pub forgejo: Option<crate::forgejo::ForgejoSettings>,
+}
+
+impl ProjectSpec {
+    /// The forge repository (`owner/name`) this project's builds open pull requests on, if
+    /// it is wired to one with pull requests on.
+    pub fn pull_request_repository(&self) -> Option<&str> {
+        match (&self.github, &self.forgejo) {
+            (Some(g), _) if g.pull_requests => Some(&g.repository),
+            (_, Some(f)) if f.pull_requests => Some(&f.repository),
+            _ => None,
+        }
+    }
 }
 
 /// Whether `s` can name a stored credential.

@@ -13,7 +13,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{GithubClient, GithubError, Result};
+use crate::client::GithubClient;
+use crate::http::{ForgeError, Result};
 
 /// Seconds the JWT's `iat` is set in the past, against clock drift (GitHub's advice).
 const IAT_SKEW_SECS: u64 = 60;
@@ -61,7 +62,7 @@ impl AppKey {
     /// Parse a PEM private key: `BEGIN RSA PRIVATE KEY` (PKCS#1, what GitHub generates) or
     /// `BEGIN PRIVATE KEY` (PKCS#8).
     pub fn from_pem(pem: &[u8]) -> Result<Self> {
-        let bad = |why: &str| GithubError::Config(format!("the GitHub App private key {why}"));
+        let bad = |why: &str| ForgeError::Config(format!("the GitHub App private key {why}"));
         let key = if let Ok(der) = PrivatePkcs1KeyDer::from_pem_slice(pem) {
             RsaKeyPair::from_der(der.secret_pkcs1_der())
                 .map_err(|_| bad("is not a usable RSA key (PKCS#1)"))?
@@ -98,7 +99,7 @@ impl AppKey {
             exp: iat + JWT_LIFETIME_SECS,
             iss: app_id.to_string(),
         })
-        .map_err(|e| GithubError::Config(e.to_string()))?;
+        .map_err(|e| ForgeError::Config(e.to_string()))?;
         let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(claims));
         let mut sig = vec![0u8; self.key.public().modulus_len()];
         self.key
@@ -108,7 +109,7 @@ impl AppKey {
                 signing_input.as_bytes(),
                 &mut sig,
             )
-            .map_err(|_| GithubError::Config("cannot sign the GitHub App JWT".into()))?;
+            .map_err(|_| ForgeError::Config("cannot sign the GitHub App JWT".into()))?;
         Ok(format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 }

@@ -3,42 +3,12 @@
 //! issue comments (create, update in place). The token is sent only in the `Authorization`
 //! header and never appears in an error or a log line.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
+
+use crate::http::{self, Forge, Result};
 
 /// API version header GitHub documents for the REST API.
 const API_VERSION: &str = "2022-11-28";
-
-#[derive(Debug, thiserror::Error)]
-pub enum GithubError {
-    /// GitHub answered with an error status; `message` is GitHub's own `message` field.
-    #[error("GitHub answered {status} to {what}: {message}")]
-    Status {
-        status: u16,
-        what: &'static str,
-        message: String,
-    },
-    #[error("GitHub could not be reached for {what}: {message}")]
-    Transport { what: &'static str, message: String },
-    #[error("GitHub's answer to {what} was not understood: {message}")]
-    Decode { what: &'static str, message: String },
-    #[error("invalid GitHub setting: {0}")]
-    Config(String),
-}
-
-impl GithubError {
-    /// Worth trying again later (GitHub down, rate limited, or a network error).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            GithubError::Status { status, .. } => *status == 429 || *status >= 500 || *status == 403,
-            GithubError::Transport { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-pub type Result<T> = std::result::Result<T, GithubError>;
 
 /// A pull request as agentpool records it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -80,10 +50,19 @@ struct RepoInfo {
     default_branch: String,
 }
 
-#[derive(Deserialize)]
-struct ErrorMessage {
-    #[serde(default)]
-    message: String,
+/// What opening (or finding) the pull request of a pushed branch needs of a forge; GitHub
+/// and Forgejo both answer it, so the server's loop is written once.
+pub trait PullRequests: Send + Sync {
+    /// The repository's default branch.
+    fn default_branch(&self, repo: &str) -> impl Future<Output = Result<String>> + Send;
+    /// The open pull request whose head is `branch`, if there is one.
+    fn find_open_pull(
+        &self,
+        repo: &str,
+        branch: &str,
+    ) -> impl Future<Output = Result<Option<PullInfo>>> + Send;
+    /// Open a pull request.
+    fn create_pull(&self, repo: &str, pull: &NewPull<'_>) -> impl Future<Output = Result<PullInfo>> + Send;
 }
 
 /// A client for one API base URL with one token.
@@ -105,13 +84,8 @@ impl std::fmt::Debug for GithubClient {
 impl GithubClient {
     /// A client for `base` (`https://api.github.com`, or `https://HOST/api/v3`) with `token`.
     pub fn new(base: &str, token: &str) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("agentpool/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| GithubError::Config(e.to_string()))?;
         Ok(Self {
-            http,
+            http: http::client()?,
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         })
@@ -130,30 +104,7 @@ impl GithubClient {
         what: &'static str,
         req: reqwest::RequestBuilder,
     ) -> Result<T> {
-        let resp = req.send().await.map_err(|e| GithubError::Transport {
-            what,
-            // Without the URL: it holds nothing secret, but keep errors short and uniform.
-            message: e.without_url().to_string(),
-        })?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| GithubError::Transport {
-            what,
-            message: e.without_url().to_string(),
-        })?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorMessage>(&bytes)
-                .map(|m| m.message)
-                .unwrap_or_default();
-            return Err(GithubError::Status {
-                status: status.as_u16(),
-                what,
-                message: truncate(&message, 300),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| GithubError::Decode {
-            what,
-            message: e.to_string(),
-        })
+        http::send(Forge::Github, what, req).await
     }
 
     /// `GET path`, decoded.
@@ -191,53 +142,10 @@ impl GithubClient {
     /// Revoke the installation token this client holds (`DELETE /installation/token`): a
     /// task's token ends with the task instead of living out its hour.
     pub async fn revoke_installation_token(&self) -> Result<()> {
-        let what = "revoke installation token";
-        let resp = self
-            .request(reqwest::Method::DELETE, "/installation/token")
-            .send()
+        let req = self.request(reqwest::Method::DELETE, "/installation/token");
+        http::send_raw(Forge::Github, "revoke installation token", req)
             .await
-            .map_err(|e| GithubError::Transport {
-                what,
-                message: e.without_url().to_string(),
-            })?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(GithubError::Status {
-            status: status.as_u16(),
-            what,
-            message: String::new(),
-        })
-    }
-
-    /// The repository's default branch (the base of a pull request when the task names none).
-    pub async fn default_branch(&self, repo: &str) -> Result<String> {
-        let r: RepoInfo = self
-            .send(
-                "get repository",
-                self.request(reqwest::Method::GET, &format!("/repos/{repo}")),
-            )
-            .await?;
-        Ok(r.default_branch)
-    }
-
-    /// The open pull request whose head is `branch` of `repo`'s owner, if there is one.
-    pub async fn find_open_pull(&self, repo: &str, branch: &str) -> Result<Option<PullInfo>> {
-        let owner = repo.split('/').next().unwrap_or_default();
-        let req = self
-            .request(reqwest::Method::GET, &format!("/repos/{repo}/pulls"))
-            .query(&[("head", format!("{owner}:{branch}")), ("state", "open".into())]);
-        let pulls: Vec<PullInfo> = self.send("list pull requests", req).await?;
-        Ok(pulls.into_iter().next())
-    }
-
-    /// Open a pull request.
-    pub async fn create_pull(&self, repo: &str, pull: &NewPull<'_>) -> Result<PullInfo> {
-        let req = self
-            .request(reqwest::Method::POST, &format!("/repos/{repo}/pulls"))
-            .json(pull);
-        self.send("create pull request", req).await
+            .map(|_| ())
     }
 
     /// Comment on an issue or pull request; returns the comment's id.
@@ -271,13 +179,33 @@ impl GithubClient {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
+impl PullRequests for GithubClient {
+    /// The repository's default branch (the base of a pull request when the task names none).
+    async fn default_branch(&self, repo: &str) -> Result<String> {
+        let r: RepoInfo = self
+            .send(
+                "get repository",
+                self.request(reqwest::Method::GET, &format!("/repos/{repo}")),
+            )
+            .await?;
+        Ok(r.default_branch)
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
+
+    /// The open pull request whose head is `branch` of `repo`'s owner, if there is one.
+    async fn find_open_pull(&self, repo: &str, branch: &str) -> Result<Option<PullInfo>> {
+        let owner = repo.split('/').next().unwrap_or_default();
+        let req = self
+            .request(reqwest::Method::GET, &format!("/repos/{repo}/pulls"))
+            .query(&[("head", format!("{owner}:{branch}")), ("state", "open".into())]);
+        let pulls: Vec<PullInfo> = self.send("list pull requests", req).await?;
+        Ok(pulls.into_iter().next())
     }
-    format!("{}…", &s[..end])
+
+    /// Open a pull request.
+    async fn create_pull(&self, repo: &str, pull: &NewPull<'_>) -> Result<PullInfo> {
+        let req = self
+            .request(reqwest::Method::POST, &format!("/repos/{repo}/pulls"))
+            .json(pull);
+        self.send("create pull request", req).await
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use agentpool_github::{GithubClient, GithubError};
+use agentpool_github::{ForgeError, GithubClient};
 
 use crate::api::ClaimedWork;
 
@@ -31,7 +31,7 @@ pub async fn revoke(work: &ClaimedWork) {
     match tokio::time::timeout(REVOKE_WITHIN, gh.revoke_installation_token()).await {
         Ok(Ok(())) => tracing::debug!(%task, "revoked the task's GitHub token"),
         // Already revoked (the server that minted it was first): nothing left to do.
-        Ok(Err(GithubError::Status { status: 401, .. })) => {}
+        Ok(Err(ForgeError::Status { status: 401, .. })) => {}
         Ok(Err(e)) => tracing::info!(%task, error = %e, "{lives_on}"),
         Err(_) => tracing::info!(%task, "{lives_on} (GitHub did not answer in time)"),
     }

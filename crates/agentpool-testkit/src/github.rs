@@ -11,6 +11,7 @@ mod stand_in;
 pub use stand_in::{
     Comment, GithubStandIn, INSTALLATION_ID, INSTALLATION_TOKEN, Pull, Recorded, TEST_ONLY_APP_KEY_PEM,
 };
+pub(crate) use stand_in::{Recorder, record};
 
 use std::io;
 use std::path::{Path, PathBuf};

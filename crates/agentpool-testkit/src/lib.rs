@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod db;
+pub mod forgejo;
 pub mod git;
 pub mod github;
 pub mod mcp;

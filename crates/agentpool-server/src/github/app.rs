@@ -86,7 +86,7 @@ pub(crate) fn revoke_task_tokens(state: &AppState, task: TaskId) {
             };
             // 401: the worker revoked it first.
             if let Err(e) = done
-                && !matches!(e, agentpool_github::GithubError::Status { status: 401, .. })
+                && !matches!(e, agentpool_github::ForgeError::Status { status: 401, .. })
             {
                 tracing::info!(%task, error = %e, "could not revoke the task's GitHub token; it expires within the hour");
             }
@@ -150,7 +150,7 @@ pub(crate) async fn mint(
     let id = installation(state, settings, conf, &gh).await?;
     match gh.installation_token(id, &settings.repository, permissions).await {
         // The App was reinstalled under a new id: look it up again next time.
-        Err(e @ agentpool_github::GithubError::Status { status: 404, .. }) => {
+        Err(e @ agentpool_github::ForgeError::Status { status: 404, .. }) => {
             if let Ok(mut m) = state.inner.github_apps.installations.lock() {
                 m.remove(&key(settings, conf));
             }

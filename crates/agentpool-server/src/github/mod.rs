@@ -1,14 +1,16 @@
-//! The server's side of the GitHub integration: which project a repository belongs to, its
-//! secrets (decrypted only in memory, never logged or returned), and the loop that tells
-//! GitHub how tasks went ([`notifier`]), and GitHub App installation tokens ([`app`]). The
-//! webhook endpoint is `routes::github`.
+//! The server's side of the forge integrations: which project a GitHub repository belongs to,
+//! the projects' forge secrets (decrypted only in memory, never logged or returned), the loop
+//! that tells GitHub how tasks went and opens the pull requests of GitHub and Forgejo
+//! projects ([`notifier`]), and GitHub App installation tokens ([`app`]). The webhook
+//! endpoint is `routes::github`.
 
 pub(crate) mod app;
 pub mod notifier;
 
 use agentpool_core::Project;
+use agentpool_core::forgejo::ForgejoSettings;
 use agentpool_core::github::GithubSettings;
-use agentpool_github::GithubClient;
+use agentpool_github::{ForgejoClient, GithubClient};
 
 use crate::state::AppState;
 
@@ -28,7 +30,7 @@ pub(crate) enum SecretError {
     #[error("store: {0}")]
     Store(#[from] agentpool_store::StoreError),
     #[error(transparent)]
-    Client(#[from] agentpool_github::GithubError),
+    Client(#[from] agentpool_github::ForgeError),
 }
 
 /// The plaintext of credential `name`.
@@ -54,6 +56,16 @@ pub(crate) async fn client(state: &AppState, settings: &GithubSettings) -> Resul
     }
     let token = app::server_token(state, settings).await?;
     Ok(GithubClient::new(settings.api_url(), &token)?)
+}
+
+/// A REST client for a project's Forgejo instance, with its token credential.
+pub(crate) async fn forgejo_client(
+    state: &AppState,
+    settings: &ForgejoSettings,
+) -> Result<ForgejoClient, SecretError> {
+    let token = credential(state, &settings.token).await?;
+    let token = String::from_utf8_lossy(&token);
+    Ok(ForgejoClient::new(&settings.url, token.trim())?)
 }
 
 /// Projects wired to `repository` (`owner/name`, compared case-insensitively as GitHub

@@ -1,20 +1,22 @@
-//! The GitHub loop: works through the tasks' GitHub links (stored, so a restart resumes where
-//! it stopped) and, for each, opens or reuses the pull request once the task succeeded with a
-//! pushed branch, records it in the task's result, and keeps the one status comment on the
-//! triggering issue or pull request in step with the task's state. Failed GitHub calls are
-//! retried with backoff; a link is finished once its task ended and all of that is written.
+//! The forge loop: works through the tasks' forge links (stored, so a restart resumes where it
+//! stopped) and, for each, opens or reuses the pull request once the task succeeded with a
+//! pushed branch and records it in the task's result; on GitHub it also keeps the one status
+//! comment on the triggering issue or pull request in step with the task's state. Failed
+//! calls are retried with backoff; a link is finished once its task ended and all of that is
+//! written.
 
 use std::time::Duration;
 
 use agentpool_core::TaskState;
+use agentpool_core::forgejo::ForgejoSettings;
 use agentpool_core::github::{GithubSettings, PullRequestRef};
 use agentpool_github::status::{self, StatusView};
-use agentpool_github::{GithubClient, GithubError, NewPull};
+use agentpool_github::{ForgeError, GithubClient, NewPull, PullRequests};
 use agentpool_store::TaskDetail;
 use agentpool_store::github::GithubLink;
 use tokio_util::sync::CancellationToken;
 
-use crate::github::{SecretError, client};
+use crate::github::{SecretError, client, forgejo_client};
 use crate::state::AppState;
 
 /// Links looked at per tick.
@@ -28,7 +30,7 @@ const MAX_FAILURES: u32 = 10;
 pub async fn run(state: AppState, interval: Duration, stop: CancellationToken) {
     loop {
         if let Err(e) = pass(&state, interval).await {
-            tracing::warn!(error = %e, "GitHub loop: pass failed");
+            tracing::warn!(error = %e, "forge loop: pass failed");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -54,10 +56,10 @@ pub async fn pass(state: &AppState, interval: Duration) -> Result<usize, agentpo
                 let backoff = 1_000i64 << link.failures.min(8);
                 link.next_try_at = now + backoff;
                 if link.failures >= MAX_FAILURES || !e.retryable() {
-                    tracing::warn!(task = %link.task_id, error = %e, "GitHub loop: giving up on this task's status comment and pull request");
+                    tracing::warn!(task = %link.task_id, error = %e, "forge loop: giving up on this task's status comment and pull request");
                     link.done = true;
                 } else {
-                    tracing::info!(task = %link.task_id, error = %e, failures = link.failures, "GitHub loop: will retry");
+                    tracing::info!(task = %link.task_id, error = %e, failures = link.failures, "forge loop: will retry");
                 }
             }
         }
@@ -71,7 +73,7 @@ enum StepError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
-    Github(#[from] GithubError),
+    Forge(#[from] ForgeError),
     #[error(transparent)]
     Store(#[from] agentpool_store::StoreError),
 }
@@ -79,7 +81,7 @@ enum StepError {
 impl StepError {
     fn retryable(&self) -> bool {
         match self {
-            StepError::Github(e) => e.is_transient(),
+            StepError::Forge(e) => e.is_transient(),
             StepError::Secret(SecretError::Client(e)) => e.is_transient(),
             // A credential stored later, or a database back up, fixes these.
             _ => true,
@@ -92,26 +94,78 @@ async fn step(state: &AppState, link: &mut GithubLink) -> Result<(), StepError> 
         link.done = true; // purged
         return Ok(());
     };
-    let Some(settings) = state
-        .store()
-        .get_project(&link.project)
-        .await?
-        .and_then(|p| p.spec.github)
-    else {
-        link.done = true; // the project or its GitHub wiring is gone
+    let Some(project) = state.store().get_project(&link.project).await? else {
+        link.done = true; // the project is gone
         return Ok(());
     };
+    match (project.spec.github, project.spec.forgejo) {
+        (Some(settings), _) => github_step(state, link, &detail, &settings).await,
+        (None, Some(settings)) => forgejo_step(state, link, &detail, &settings).await,
+        (None, None) => {
+            link.done = true; // its forge wiring is gone
+            Ok(())
+        }
+    }
+}
+
+/// A Forgejo link: the pull request of a succeeded build (no status comment: Forgejo's
+/// webhooks do not start tasks, so there is no issue to report to).
+async fn forgejo_step(
+    state: &AppState,
+    link: &mut GithubLink,
+    detail: &TaskDetail,
+    settings: &ForgejoSettings,
+) -> Result<(), StepError> {
+    if detail.task.state == TaskState::Succeeded {
+        let fj = forgejo_client(state, settings).await?;
+        let wanted = Wanted {
+            pull_requests: settings.pull_requests,
+            draft: settings.draft,
+        };
+        match ensure_pull_request(state, &fj, wanted, link, detail).await {
+            Ok(()) => {}
+            // Refused as such (no commits between the branches, a base that does not
+            // exist): nothing a retry changes.
+            Err(StepError::Forge(e @ ForgeError::Status { status: 422, .. })) => {
+                tracing::warn!(task = %detail.task.id, error = %e, "no pull request opened");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if detail.task.state.is_finished() {
+        link.done = true;
+    }
+    Ok(())
+}
+
+/// What a project asks of its pull requests.
+#[derive(Clone, Copy)]
+struct Wanted {
+    pull_requests: bool,
+    draft: bool,
+}
+
+async fn github_step(
+    state: &AppState,
+    link: &mut GithubLink,
+    detail: &TaskDetail,
+    settings: &GithubSettings,
+) -> Result<(), StepError> {
     let task = &detail.task;
     let terminal = task.state.is_finished();
-    let gh = client(state, &settings).await?;
+    let gh = client(state, settings).await?;
 
     let mut note = None;
     if task.state == TaskState::Succeeded {
-        match ensure_pull_request(state, &gh, &settings, link, &detail).await {
+        let wanted = Wanted {
+            pull_requests: settings.pull_requests,
+            draft: settings.draft,
+        };
+        match ensure_pull_request(state, &gh, wanted, link, detail).await {
             Ok(()) => {}
             // GitHub refused the pull request itself (no commits between branches, a base
             // that does not exist): say so on the status comment instead of retrying forever.
-            Err(StepError::Github(GithubError::Status {
+            Err(StepError::Forge(ForgeError::Status {
                 status: 422, message, ..
             })) => {
                 note = Some(format!("no pull request opened: {message}"));
@@ -162,8 +216,8 @@ fn pr_ref(link: &GithubLink) -> Option<PullRequestRef> {
 /// same head, and record it in the link and the task's result.
 async fn ensure_pull_request(
     state: &AppState,
-    gh: &GithubClient,
-    settings: &GithubSettings,
+    forge: &impl PullRequests,
+    wanted: Wanted,
     link: &mut GithubLink,
     detail: &TaskDetail,
 ) -> Result<(), StepError> {
@@ -177,19 +231,19 @@ async fn ensure_pull_request(
         state.store().github_set_pull_request(task.id, &pr).await?;
         return Ok(());
     }
-    if !settings.pull_requests || !result.pushed {
+    if !wanted.pull_requests || !result.pushed {
         return Ok(());
     }
     let Some(branch) = result.branch.clone() else {
         return Ok(());
     };
     let repo = &link.repository;
-    let pull = match gh.find_open_pull(repo, &branch).await? {
+    let pull = match forge.find_open_pull(repo, &branch).await? {
         Some(p) => p,
         None => {
             let base = match &task.spec.base_ref {
                 Some(b) => b.clone(),
-                None => gh.default_branch(repo).await?,
+                None => forge.default_branch(repo).await?,
             };
             let title = pr_title(detail);
             let body = pr_body(state, detail, link);
@@ -198,16 +252,15 @@ async fn ensure_pull_request(
                 head: &branch,
                 base: &base,
                 body: &body,
-                draft: settings.draft,
+                draft: wanted.draft,
             };
-            match gh.create_pull(repo, &new).await {
+            match forge.create_pull(repo, &new).await {
                 Ok(p) => p,
-                // Opened meanwhile by another replica or an earlier pass that lost its answer.
-                Err(GithubError::Status { status: 422, .. })
-                    if let Some(p) = gh.find_open_pull(repo, &branch).await? =>
-                {
-                    p
-                }
+                // Opened meanwhile by another replica or an earlier pass that lost its answer
+                // (GitHub says 422, Forgejo 409).
+                Err(ForgeError::Status {
+                    status: 409 | 422, ..
+                }) if let Some(p) = forge.find_open_pull(repo, &branch).await? => p,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -249,7 +302,7 @@ async fn write_comment(
                 return Ok(());
             }
             // Deleted by someone: write a new one.
-            Err(GithubError::Status { status: 404, .. }) => {}
+            Err(ForgeError::Status { status: 404, .. }) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -40,8 +40,8 @@ pub async fn create_and_build(
     Ok((status, Json(CreatedBuild { project, build })).into_response())
 }
 
-/// Submit a build of `project`; a project wired to GitHub gets a link, so the pull request
-/// for the build's branch is opened once it succeeded.
+/// Submit a build of `project`; a project wired to GitHub or Forgejo gets a link, so the pull
+/// request for the build's branch is opened once it succeeded.
 pub(crate) async fn submit(
     state: &AppState,
     project: &agentpool_core::Project,
@@ -52,15 +52,13 @@ pub(crate) async fn submit(
         .await
         .map_err(ApiError::validation)?;
     let build = state.store().enqueue(spec).await?;
-    if let Some(gh) = &project.spec.github
-        && gh.pull_requests
-    {
+    if let Some(repository) = project.spec.pull_request_repository() {
         state
             .store()
             .github_insert_link(&GithubLink {
                 task_id: build.task.id,
                 project: project.spec.name.clone(),
-                repository: gh.repository.clone(),
+                repository: repository.to_string(),
                 number: None,
                 kind: "build".into(),
                 comment_id: None,

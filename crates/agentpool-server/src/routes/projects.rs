@@ -79,6 +79,15 @@ pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<(
     if let Some(g) = &p.github {
         errs.extend(g.validate("github"));
     }
+    if let Some(f) = &p.forgejo {
+        errs.extend(f.validate("forgejo"));
+        if p.github.is_some() {
+            errs.push(ValidationError::new(
+                "forgejo",
+                "a project has one forge: set github or forgejo, not both",
+            ));
+        }
+    }
     errs.extend(agentpool_core::check::validate_checks(
         &p.checks,
         "checks",

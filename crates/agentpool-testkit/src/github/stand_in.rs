@@ -35,6 +35,7 @@ pub struct Recorded {
     pub authorization: Option<String>,
 }
 
+/// A pull request a stand-in (GitHub's or Forgejo's) holds.
 #[derive(Debug, Clone)]
 pub struct Pull {
     pub number: u64,
@@ -43,6 +44,8 @@ pub struct Pull {
     pub title: String,
     pub body: String,
     pub draft: bool,
+    /// Not yet closed or merged.
+    pub open: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,9 +57,18 @@ pub struct Comment {
     pub updates: u32,
 }
 
+/// The requests a stand-in received, in order (shared with its recording middleware).
+#[derive(Clone, Default)]
+pub(crate) struct Recorder(Arc<Mutex<Vec<Recorded>>>);
+
+impl Recorder {
+    pub(crate) fn all(&self) -> Vec<Recorded> {
+        self.0.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    requests: Vec<Recorded>,
     pulls: Vec<Pull>,
     comments: Vec<Comment>,
     next_id: u64,
@@ -66,6 +78,7 @@ struct Inner {
 
 struct StandInState {
     inner: Mutex<Inner>,
+    recorder: Recorder,
     examples: BTreeMap<String, Value>,
     default_branch: String,
     first_pr_number: u64,
@@ -112,6 +125,7 @@ impl GithubStandIn {
                 ..Inner::default()
             }),
             examples,
+            recorder: Recorder::default(),
             default_branch: default_branch.to_string(),
             first_pr_number,
         });
@@ -136,7 +150,7 @@ impl GithubStandIn {
                 "/repos/{owner}/{repo}/pulls/{number}/reviews/{review}/comments",
                 get(list_review_comments),
             )
-            .route_layer(middleware::from_fn_with_state(state.clone(), record))
+            .route_layer(middleware::from_fn_with_state(state.recorder.clone(), record))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -151,11 +165,7 @@ impl GithubStandIn {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state
-            .inner
-            .lock()
-            .map(|i| i.requests.clone())
-            .unwrap_or_default()
+        self.state.recorder.all()
     }
 
     pub fn pulls(&self) -> Vec<Pull> {
@@ -188,7 +198,7 @@ impl GithubStandIn {
 }
 
 /// Record each request a route answers, before its handler runs.
-async fn record(State(s): State<Arc<StandInState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn record(State(r): State<Recorder>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
@@ -196,8 +206,8 @@ async fn record(State(s): State<Arc<StandInState>>, req: Request, next: Next) ->
     let query = Query::<BTreeMap<String, String>>::try_from_uri(&parts.uri)
         .map(|q| q.0)
         .unwrap_or_default();
-    if let Ok(mut i) = s.inner.lock() {
-        i.requests.push(Recorded {
+    if let Ok(mut all) = r.0.lock() {
+        all.push(Recorded {
             method: parts.method.to_string(),
             path: parts.uri.path().to_string(),
             query,
@@ -288,6 +298,7 @@ async fn create_pull(
         title: body["title"].as_str().unwrap_or_default().to_string(),
         body: body["body"].as_str().unwrap_or_default().to_string(),
         draft: body["draft"].as_bool().unwrap_or(false),
+        open: true,
     };
     i.pulls.push(p.clone());
     drop(i);

@@ -65,6 +65,30 @@ pub struct ProjectPutArgs {
     pub profile: Option<String>,
     #[command(flatten)]
     pub github: GithubArgs,
+    #[command(flatten)]
+    pub forgejo: ForgejoArgs,
+}
+
+/// A project's Forgejo or Gitea wiring (docs/forgejo.md); none without `--forgejo-repo`.
+#[derive(Debug, Clone, Args)]
+pub struct ForgejoArgs {
+    /// Forgejo or Gitea repository (owner/name) the project's builds open pull requests on
+    #[arg(
+        long,
+        value_name = "OWNER/NAME",
+        requires_all = ["forgejo_url", "forgejo_token"],
+        conflicts_with = "github_repo"
+    )]
+    pub forgejo_repo: Option<String>,
+    /// The instance's address (https://codeberg.org)
+    #[arg(long, value_name = "URL", requires = "forgejo_repo")]
+    pub forgejo_url: Option<String>,
+    /// Stored credential holding the Forgejo access token
+    #[arg(long, value_name = "CREDENTIAL", requires = "forgejo_repo")]
+    pub forgejo_token: Option<String>,
+    /// Open pull requests as work in progress (WIP: title)
+    #[arg(long, requires = "forgejo_repo")]
+    pub forgejo_draft: bool,
 }
 
 /// A project's GitHub wiring (docs/github.md); none without `--github-repo`.

@@ -27,6 +27,20 @@ const PROJECT_FLAGS: Flags = &[
     ("max_cost_usd", "--max-cost-usd"),
     ("daily_budget_usd", "--daily-budget-usd"),
     ("default_profile", "--profile"),
+    ("github.repository", "--github-repo"),
+    ("github.api_url", "--github-api-url"),
+    ("github.webhook_secret", "--github-webhook-secret"),
+    ("github.token", "--github-token"),
+    ("github.app.app_id", "--github-app-id"),
+    ("github.app.private_key", "--github-app-key"),
+    ("github.app.installation_id", "--github-app-installation"),
+    ("github.label", "--github-label"),
+    ("github.command", "--github-command"),
+    ("github.allowed_associations", "--github-allow"),
+    ("github.max_follow_ups", "--github-max-follow-ups"),
+    ("forgejo.repository", "--forgejo-repo"),
+    ("forgejo.url", "--forgejo-url"),
+    ("forgejo.token", "--forgejo-token"),
 ];
 
 pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result<ExitCode> {
@@ -146,6 +160,18 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     (
                         "github",
                         s.github.as_ref().map(github_summary).unwrap_or_default(),
+                    ),
+                    (
+                        "forgejo",
+                        s.forgejo
+                            .as_ref()
+                            .map(|f| {
+                                format!(
+                                    "{} on {} (token from credential {})",
+                                    f.repository, f.url, f.token
+                                )
+                            })
+                            .unwrap_or_default(),
                     ),
                     (
                         "max cost",
@@ -273,6 +299,17 @@ fn github_summary(g: &agentpool_core::github::GithubSettings) -> String {
     format!("{} ({auth})", g.repository)
 }
 
+/// The Forgejo wiring of `projects put`; clap has made sure the three values come together.
+fn forgejo_settings(f: crate::cli::ForgejoArgs) -> Option<agentpool_core::forgejo::ForgejoSettings> {
+    Some(agentpool_core::forgejo::ForgejoSettings {
+        repository: f.forgejo_repo?,
+        url: f.forgejo_url?,
+        token: f.forgejo_token?,
+        pull_requests: true,
+        draft: f.forgejo_draft,
+    })
+}
+
 /// The project `projects put` and `projects build` send.
 fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
     let g = a.github;
@@ -330,5 +367,6 @@ fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
         daily_budget_usd: a.daily_budget_usd,
         default_profile: a.profile,
         github,
+        forgejo: forgejo_settings(a.forgejo),
     })
 }

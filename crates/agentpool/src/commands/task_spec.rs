@@ -136,7 +136,10 @@ const TASK_FLAGS: Flags = &[
 /// The flag in `flags` that sets `field` (a path such as `labels.team` or `depends_on[0]`).
 fn flag_of(flags: Flags, field: &str) -> Option<&'static str> {
     let top = field.split(['.', '[']).next().unwrap_or(field);
-    flags.iter().find(|(f, _)| *f == top).map(|(_, flag)| *flag)
+    let of = |name: &str| flags.iter().find(|(f, _)| *f == name).map(|(_, flag)| *flag);
+    // A nested field with a flag of its own (`forgejo.url`), else the flag of its top field
+    // (`checks[1].command` is `--check`).
+    of(field).or_else(|| of(top))
 }
 
 /// A submit the server refused, in the words of the submit's flags ([`refused_by_flag`]).

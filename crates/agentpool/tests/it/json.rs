@@ -186,6 +186,52 @@ fn every_command_prints_valid_json() {
     ]
     .concat();
     assert_eq!(refused(&put_web(&both)), Some(2), "a token or an App, not both");
+
+    // Wired to Forgejo instead: the repository, the instance and the token's credential.
+    let put_fj = |extra: &[&'static str]| {
+        let mut all = vec![
+            "--server",
+            up.url.as_str(),
+            "projects",
+            "put",
+            "fj",
+            "--repo",
+            repo,
+        ];
+        all.extend_from_slice(&["--forgejo-repo", "acme/web", "--forgejo-token", "fj-token"]);
+        all.extend_from_slice(extra);
+        env.run(&all)
+    };
+    let fj = json(&put_fj(&[
+        "--forgejo-url",
+        "https://codeberg.org",
+        "--forgejo-draft",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(
+        fj["forgejo"],
+        serde_json::json!({"repository": "acme/web", "url": "https://codeberg.org",
+            "token": "fj-token", "pull_requests": true, "draft": true}),
+        "{fj}"
+    );
+    let shown = stdout(&env.run(&["--server", up.url.as_str(), "projects", "show", "fj"]));
+    assert!(
+        shown.contains("acme/web on https://codeberg.org (token from credential fj-token)"),
+        "{shown}"
+    );
+    assert_eq!(
+        put_fj(&[]).status.code(),
+        Some(2),
+        "Forgejo needs its instance's address"
+    );
+    let bad = put_fj(&["--forgejo-url", "codeberg.org"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("project refused: --forgejo-url: must be an http(s) URL"),
+        "{}",
+        stderr(&bad)
+    );
     drop(up);
 }
 

@@ -302,6 +302,14 @@ fn project_spec_value() -> ProjectSpec {
             prompt_template: Some("{{title}}\n\n{{body}}".into()),
             follow_up_template: Some("{{review}}{{check}}".into()),
         }),
+        // A project has one forge; the example shows both so the schema has both.
+        forgejo: Some(crate::forgejo::ForgejoSettings {
+            repository: "acme/web".into(),
+            url: "https://codeberg.org".into(),
+            token: "forgejo-token".into(),
+            pull_requests: true,
+            draft: true,
+        }),
     }
 }
 

@@ -1,22 +1,29 @@
 //! The GitHub integration: webhook deliveries of GitHub's own example payloads, signed as
 //! GitHub signs them ([`webhook`]), and every REST call agentpool makes validated against
 //! GitHub's own API description ([`rest`]), GitHub App tokens ([`app`]), and the events that
-//! stop work ([`stop`]).
+//! stop work ([`stop`]); and the pull requests of Forgejo projects, validated against Forgejo's
+//! own API description ([`forgejo`]).
 
 mod app;
+mod forgejo;
 mod rest;
 mod stop;
 mod webhook;
 
-use agentpool_core::TaskId;
+use std::time::Duration;
+
 use agentpool_core::github::GithubSettings;
 use agentpool_core::project::ProjectSpec;
+use agentpool_core::{Lease, TaskId, TaskResult};
 use agentpool_github::signature;
 use agentpool_testkit::db::Backend;
 use agentpool_testkit::github::{GithubStandIn, Prism, api_subset};
 use serde_json::Value;
 
-use crate::support::{TestApp, spawn_app_with, test_config};
+use agentpool_server::github::notifier;
+use agentpool_store::ClaimFilter;
+
+use crate::support::{TestApp, registration, spawn_app_with, test_config};
 
 pub const SECRET: &str = "webhook secret of the test project";
 pub const TOKEN: &str = "ghp_test-token-never-logged";
@@ -147,4 +154,55 @@ pub async fn task_count(app: &TestApp) -> usize {
         .await
         .expect("list")
         .len()
+}
+
+/// Claim `id` as a worker would and complete it with a pushed branch.
+pub async fn finish(app: &TestApp, id: TaskId, branch: &str, session: &str) {
+    let w = app
+        .store
+        .register_worker(registration(&["claude-code"]))
+        .await
+        .expect("worker");
+    let claimed = app
+        .store
+        .claim(&ClaimFilter {
+            worker_id: w.id.clone(),
+            agents: vec!["claude-code".into()],
+            labels: Default::default(),
+            max: 1,
+            lease_ttl: Duration::from_secs(60),
+        })
+        .await
+        .expect("claim");
+    let c = claimed
+        .into_iter()
+        .find(|c| c.task.id == id)
+        .expect("claimed the task");
+    let result = TaskResult {
+        commit_sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        branch: Some(branch.into()),
+        pushed: true,
+        session_id: Some(session.into()),
+        final_text: Some("Fixed the greeting.".into()),
+        cost_usd: Some(0.25),
+        ..TaskResult::default()
+    };
+    app.store
+        .complete(
+            &w.id,
+            Lease {
+                task_id: id,
+                token: c.lease.token,
+            },
+            result,
+        )
+        .await
+        .expect("complete");
+}
+
+/// One pass of the forge loop.
+pub async fn pass(app: &TestApp) {
+    notifier::pass(app.state(), Duration::from_millis(1))
+        .await
+        .expect("pass");
 }

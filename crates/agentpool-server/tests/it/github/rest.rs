@@ -3,69 +3,14 @@
 //! comments: the pull request opened after a successful push and recorded in the task's
 //! result, the one status comment updated in place, and a review follow-up that reuses the
 //! pull request instead of opening a second.
-
-use std::time::Duration;
-
-use agentpool_core::{Lease, TaskId, TaskResult};
-use agentpool_server::github::notifier;
-use agentpool_store::ClaimFilter;
+use agentpool_core::TaskId;
 use agentpool_testkit::db::Backend;
 use serde_json::json;
 
-use super::{Github, SECRET, TOKEN, deliver, deliver_task, example, gh_app, github};
-use crate::support::{TestApp, registration, stored_task};
+use super::{Github, SECRET, TOKEN, deliver, deliver_task, example, finish, gh_app, github, pass};
+use crate::support::stored_task;
 
 const FIRST_PR: u64 = 2; // the number GitHub's review examples use
-
-/// Claim `id` as a worker would and complete it with a pushed branch.
-async fn finish(app: &TestApp, id: TaskId, branch: &str, session: &str) {
-    let w = app
-        .store
-        .register_worker(registration(&["claude-code"]))
-        .await
-        .expect("worker");
-    let claimed = app
-        .store
-        .claim(&ClaimFilter {
-            worker_id: w.id.clone(),
-            agents: vec!["claude-code".into()],
-            labels: Default::default(),
-            max: 1,
-            lease_ttl: Duration::from_secs(60),
-        })
-        .await
-        .expect("claim");
-    let c = claimed
-        .into_iter()
-        .find(|c| c.task.id == id)
-        .expect("claimed the task");
-    let result = TaskResult {
-        commit_sha: Some("0123456789abcdef0123456789abcdef01234567".into()),
-        branch: Some(branch.into()),
-        pushed: true,
-        session_id: Some(session.into()),
-        final_text: Some("Fixed the greeting.".into()),
-        cost_usd: Some(0.25),
-        ..TaskResult::default()
-    };
-    app.store
-        .complete(
-            &w.id,
-            Lease {
-                task_id: id,
-                token: c.lease.token,
-            },
-            result,
-        )
-        .await
-        .expect("complete");
-}
-
-async fn pass(app: &TestApp) {
-    notifier::pass(app.state(), Duration::from_millis(1))
-        .await
-        .expect("pass");
-}
 
 async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(backend: Backend) {
     let Github { gh, prism, _dir } = github(FIRST_PR).await;

@@ -1,0 +1,134 @@
+//! What the forge clients share: the error a forge call ends in, named for the forge it came
+//! from, and sending a request and decoding its JSON answer. Tokens travel only in headers
+//! the callers set, so nothing here can put one in an error.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which forge a call went to (the name errors carry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forge {
+    Github,
+    Forgejo,
+}
+
+impl std::fmt::Display for Forge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Forge::Github => "GitHub",
+            Forge::Forgejo => "Forgejo",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    /// The forge answered with an error status; `message` is its own `message` field.
+    #[error("{forge} answered {status} to {what}: {message}")]
+    Status {
+        forge: Forge,
+        status: u16,
+        what: &'static str,
+        message: String,
+    },
+    #[error("{forge} could not be reached for {what}: {message}")]
+    Transport {
+        forge: Forge,
+        what: &'static str,
+        message: String,
+    },
+    #[error("{forge}'s answer to {what} was not understood: {message}")]
+    Decode {
+        forge: Forge,
+        what: &'static str,
+        message: String,
+    },
+    #[error("invalid setting: {0}")]
+    Config(String),
+}
+
+impl ForgeError {
+    /// Worth trying again later (the forge down, rate limited, or a network error).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ForgeError::Status { status, .. } => *status == 429 || *status >= 500 || *status == 403,
+            ForgeError::Transport { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ForgeError>;
+
+#[derive(Deserialize)]
+struct ErrorMessage {
+    #[serde(default)]
+    message: String,
+}
+
+/// The HTTP client of one forge client: agentpool's user agent and a 30 s limit per call.
+pub(crate) fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("agentpool/", env!("CARGO_PKG_VERSION")))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| ForgeError::Config(e.to_string()))
+}
+
+fn transport(forge: Forge, what: &'static str, e: reqwest::Error) -> ForgeError {
+    ForgeError::Transport {
+        forge,
+        what,
+        // Without the URL: it holds nothing secret, but keep errors short and uniform.
+        message: e.without_url().to_string(),
+    }
+}
+
+/// Send `req`; its body when the status is a success, else the forge's `message`.
+pub(crate) async fn send_raw(
+    forge: Forge,
+    what: &'static str,
+    req: reqwest::RequestBuilder,
+) -> Result<Vec<u8>> {
+    let resp = req.send().await.map_err(|e| transport(forge, what, e))?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| transport(forge, what, e))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<ErrorMessage>(&bytes)
+            .map(|m| m.message)
+            .unwrap_or_default();
+        return Err(ForgeError::Status {
+            forge,
+            status: status.as_u16(),
+            what,
+            message: truncate(&message, 300),
+        });
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Send `req` and decode its JSON answer.
+pub(crate) async fn send<T: for<'de> Deserialize<'de>>(
+    forge: Forge,
+    what: &'static str,
+    req: reqwest::RequestBuilder,
+) -> Result<T> {
+    let bytes = send_raw(forge, what, req).await?;
+    serde_json::from_slice(&bytes).map_err(|e| ForgeError::Decode {
+        forge,
+        what,
+        message: e.to_string(),
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
