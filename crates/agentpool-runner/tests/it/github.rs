@@ -26,7 +26,7 @@ use super::worker::{Env, config, env, start, until};
 
 const SECRET: &str = "e2e webhook secret";
 
-fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -242,7 +242,7 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
 }
 
 /// The pull request task `id`'s result names, once it does.
-async fn pull_request_of(env: &Env, id: TaskId, what: &str) -> PullRequestRef {
+pub(crate) async fn pull_request_of(env: &Env, id: TaskId, what: &str) -> PullRequestRef {
     until(what, async || {
         env.store.get_task(id).await.unwrap()?.task.result?.pull_request
     })
