@@ -111,7 +111,7 @@ async fn flush(
             }
         }
         if !open {
-            // The run is over: what the log limit held back goes last (once).
+            // The run is over: what the log limit still holds back goes last (once).
             filter.finish(&mut pending);
         }
         if pending.is_empty() {

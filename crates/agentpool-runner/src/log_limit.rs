@@ -47,11 +47,21 @@ fn line_len(event: &NewEvent) -> Option<u64> {
     }
 }
 
+/// Whether `event` marks the end of a step's output: a lifecycle event (agent started,
+/// committed, …) or one of the pipeline's own lines ("no changes to commit"). The lines held
+/// back go before it, so that a step's last lines stay with that step.
+fn ends_a_step(event: &NewEvent) -> bool {
+    event.payload.lifecycle().is_some()
+        || matches!(&event.payload, EventPayload::Log { stream, .. } if stream == "agentpool")
+}
+
 /// Applies a [`LogLimit`] to the events of one attempt, in order.
 #[derive(Debug)]
 pub(crate) struct LogFilter {
     limit: LogLimit,
     head_used: u64,
+    /// The head is spent (and the notice said so): all further output goes to the tail.
+    spent: bool,
     /// Output past the head, the oldest first, within `tail_bytes`.
     tail: VecDeque<(NewEvent, u64)>,
     tail_used: u64,
@@ -64,6 +74,7 @@ impl LogFilter {
         Self {
             limit,
             head_used: 0,
+            spent: false,
             tail: VecDeque::new(),
             tail_used: 0,
             left_out_lines: 0,
@@ -71,25 +82,26 @@ impl LogFilter {
         }
     }
 
-    fn over(&self) -> bool {
-        !self.tail.is_empty() || self.left_out_lines > 0
-    }
-
     /// Add to `out` what to record now for `event`: the event itself while within the head
-    /// (and always for events that are not output), a notice when the head is first spent,
-    /// nothing for output past it (kept for the tail, or left out).
+    /// (and always for events that are not output, after the lines held back when it ends a
+    /// step), a notice when the head is first spent, nothing for output past it (kept for the
+    /// tail, or left out).
     pub(crate) fn admit(&mut self, event: NewEvent, out: &mut Vec<NewEvent>) {
         let Some(len) = line_len(&event) else {
+            if ends_a_step(&event) {
+                self.finish(out);
+            }
             out.push(event);
             return;
         };
         let cost = len + EVENT_OVERHEAD;
-        if !self.over() && self.head_used + cost <= self.limit.head_bytes {
+        if !self.spent && self.head_used + cost <= self.limit.head_bytes {
             self.head_used += cost;
             out.push(event);
             return;
         }
-        let first = !self.over();
+        let first = !self.spent;
+        self.spent = true;
         self.tail_used += cost;
         self.tail.push_back((event, cost));
         while self.tail_used > self.limit.tail_bytes {
@@ -106,7 +118,7 @@ impl LogFilter {
                 "agentpool",
                 format!(
                     "the output passed this attempt's log limit ({}): further lines are held \
-                     back, and the last {} of them are recorded when the run ends",
+                     back, and the last {} of them are recorded when the step ends",
                     size(self.limit.head_bytes),
                     size(self.limit.tail_bytes)
                 ),
@@ -114,22 +126,33 @@ impl LogFilter {
         }
     }
 
-    /// At the end of the run, add to `out` a line saying what was left out, if anything, then
-    /// the lines held back. A second call adds nothing.
+    /// At the end of a step or of the run, add to `out` a line saying what was left out, if
+    /// anything, then the lines held back. A second call adds nothing.
     pub(crate) fn finish(&mut self, out: &mut Vec<NewEvent>) {
         let left_out = std::mem::take(&mut self.left_out_lines);
         if left_out > 0 {
             out.push(NewEvent::log(
                 "agentpool",
                 format!(
-                    "{left_out} lines of output ({}) were not recorded; the last {} lines follow",
-                    size(self.left_out_bytes),
-                    self.tail.len()
+                    "{} of output ({}) {} not recorded; the last {} follow",
+                    count(left_out, "line"),
+                    size(std::mem::take(&mut self.left_out_bytes)),
+                    if left_out == 1 { "was" } else { "were" },
+                    count(self.tail.len() as u64, "line"),
                 ),
             ));
         }
         out.extend(self.tail.drain(..).map(|(e, _)| e));
         self.tail_used = 0;
+    }
+}
+
+/// "1 line", "3 lines".
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -179,29 +202,38 @@ mod tests {
     const COST: u64 = 9 + EVENT_OVERHEAD;
 
     #[test]
-    fn the_head_then_a_notice_then_at_the_end_what_was_left_out_and_the_tail() {
+    fn the_head_then_a_notice_then_at_the_end_of_each_step_what_was_left_out_and_the_tail() {
         let mut f = LogFilter::new(LogLimit {
             head_bytes: 3 * COST,
             tail_bytes: 2 * COST,
         });
         let mut live = admit_all(&mut f, (0..6).map(line));
-        // Events that are not output (nor the pipeline's own lines) always pass, in order.
+        // Events that are not output always pass, in order; the pipeline's own line ends the
+        // step, so the lines held back go before it.
         let others = [
             NewEvent::new(EventPayload::AssistantMessage { text: "hi".into() }),
             NewEvent::log("agentpool", "pushed"),
         ];
         live.extend(admit_all(&mut f, others));
+        // The next step's output: the head stays spent, without a second notice.
         live.extend(admit_all(&mut f, (6..10).map(line)));
         let live_lines = lines(&live);
         assert_eq!(&live_lines[..3], ["line 0000", "line 0001", "line 0002"]);
-        assert_eq!(live_lines.len(), 5);
         assert!(live_lines[3].starts_with("the output passed this attempt's log limit (219 bytes)"));
-        assert_eq!(live_lines[4], "pushed");
-        assert_eq!(live.len(), 6, "the assistant message passed");
+        assert_eq!(
+            &live_lines[4..],
+            [
+                "1 line of output (9 bytes) was not recorded; the last 2 lines follow",
+                "line 0004",
+                "line 0005",
+                "pushed"
+            ]
+        );
+        assert_eq!(live.len(), live_lines.len() + 1, "the assistant message passed");
         assert_eq!(
             lines(&finished(&mut f)),
             [
-                "5 lines of output (45 bytes) were not recorded; the last 2 lines follow",
+                "2 lines of output (18 bytes) were not recorded; the last 2 lines follow",
                 "line 0008",
                 "line 0009"
             ]

@@ -93,8 +93,8 @@ async fn failing_command_is_an_agent_error_with_its_exit_code() {
 }
 
 /// A command printing 200,000 lines past a small log limit: the first lines are recorded as
-/// they come, then a notice, and at the end how many were left out and the last ones — a
-/// bounded number of events, with the end of the output kept.
+/// they come, then a notice, and when the command's step ends how many were left out and the
+/// last ones — a bounded number of events, with the end of the output kept in its place.
 #[tokio::test]
 async fn output_past_the_log_limit_keeps_its_head_and_its_tail() {
     let env = env().await;
@@ -142,6 +142,12 @@ async fn output_past_the_log_limit_keeps_its_head_and_its_tail() {
         tail[0].to_string(),
         "the tail follows the summary"
     );
+    // The command's last lines stay with the command: before the pipeline's next step.
+    let next_step = lines
+        .iter()
+        .position(|l| l == "no changes to commit")
+        .expect("the pipeline's line after the command");
+    assert_eq!(next_step, summary + 1 + tail.len(), "{:?}", &lines[summary..]);
 }
 
 #[tokio::test]
