@@ -62,6 +62,8 @@ pub fn api_description(dir: &Path) -> io::Result<PathBuf> {
 struct Inner {
     pulls: Vec<Pull>,
     default_branch: String,
+    /// List calls still to be answered empty (a list that has not caught up yet).
+    lagging_lists: u32,
 }
 
 #[derive(Clone)]
@@ -91,6 +93,7 @@ impl ForgejoStandIn {
             inner: Arc::new(Mutex::new(Inner {
                 pulls: Vec::new(),
                 default_branch: default_branch.to_string(),
+                lagging_lists: 0,
             })),
             addr: listener.local_addr()?,
         };
@@ -145,6 +148,14 @@ impl ForgejoStandIn {
             open: true,
         });
         number
+    }
+
+    /// Answer the next `n` list calls with no pull request, as a list that has not caught up
+    /// with one just opened elsewhere.
+    pub fn lag_lists(&self, n: u32) {
+        if let Ok(mut i) = self.state.inner.lock() {
+            i.lagging_lists = n;
+        }
     }
 
     /// Close pull request `number` (merged or not: it is no longer open).
@@ -207,9 +218,13 @@ async fn list_pulls(
     UrlPath((owner, repo)): UrlPath<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Ok(i) = s.inner.lock() else {
+    let Ok(mut i) = s.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    if i.lagging_lists > 0 {
+        i.lagging_lists -= 1;
+        return Json(Vec::<Value>::new()).into_response();
+    }
     let limit = q.limit.unwrap_or(30).max(1);
     let page = q.page.unwrap_or(1).max(1);
     let want_open = q.state.as_deref() != Some("closed");

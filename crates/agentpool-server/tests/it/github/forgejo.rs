@@ -140,7 +140,7 @@ async fn a_build_opens_its_pull_request_once_and_the_next_build_reuses_it(backen
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
 }
 
-async fn a_draft_is_titled_wip_and_a_pull_request_opened_by_hand_is_used(backend: Backend) {
+async fn a_draft_is_titled_wip_and_a_pull_request_opened_elsewhere_is_used(backend: Backend) {
     let Forgejo { fj, prism, _dir } = forgejo().await;
     let app = fj_app(backend, &prism.url(), true).await.expect("database");
 
@@ -164,12 +164,36 @@ async fn a_draft_is_titled_wip_and_a_pull_request_opened_by_hand_is_used(backend
         result(&app, id).await.pull_request.map(|p| p.number),
         Some(by_hand)
     );
+
+    // Opened elsewhere a moment ago, not yet listed: Forgejo's 409 sends the loop to look
+    // again, and it records that one instead of failing.
+    let raced = fj.open_by_hand("agentpool/raced", "main");
+    fj.lag_lists(1);
+    let id = build(&app, "Race", "agentpool/raced").await;
+    finish(&app, id, "agentpool/raced", "s-3").await;
+    let before = fj.requests().len();
+    pass(&app).await;
+    let calls: Vec<String> = fj.requests()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "GET /api/v1/repos/acme/hello/pulls",
+            "GET /api/v1/repos/acme/hello",
+            "POST /api/v1/repos/acme/hello/pulls",
+            "GET /api/v1/repos/acme/hello/pulls"
+        ]
+    );
+    assert_eq!(fj.pulls().len(), 3);
+    assert_eq!(result(&app, id).await.pull_request.map(|p| p.number), Some(raced));
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
 }
 
 crate::both_backends!(
     a_build_opens_its_pull_request_once_and_the_next_build_reuses_it,
-    a_draft_is_titled_wip_and_a_pull_request_opened_by_hand_is_used,
+    a_draft_is_titled_wip_and_a_pull_request_opened_elsewhere_is_used,
 );
 
 /// A project names one forge, and its Forgejo settings are checked field by field.
