@@ -157,6 +157,21 @@ fn pod_failure(pod: &Pod) -> Option<Verdict> {
                 ),
             ));
         }
+        let said = t
+            .message
+            .as_deref()
+            .and_then(last_words)
+            .map(|l| format!(": {l}"))
+            .unwrap_or_default();
+        if t.exit_code == crate::job::EXIT_TOKEN_REFUSED {
+            return Some(verdict(
+                ErrorClass::InfraConfigError,
+                format!(
+                    "pod {name}: the server refused the pod's worker token (the Secret the Job \
+                     template names){said}"
+                ),
+            ));
+        }
         if t.exit_code != 0 {
             let why = match disrupted {
                 Some(c) => format!(
@@ -166,12 +181,6 @@ fn pod_failure(pod: &Pod) -> Option<Verdict> {
                 ),
                 None => String::new(),
             };
-            let said = t
-                .message
-                .as_deref()
-                .and_then(last_words)
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default();
             return Some(verdict(
                 ErrorClass::InfraError,
                 format!(

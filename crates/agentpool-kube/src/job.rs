@@ -29,6 +29,9 @@ pub const ANNOTATION_WORKER: &str = "agentpool.dev/worker-id";
 /// so it may sit in an annotation: a restarted launcher reads it back to adopt the Job.
 pub const ANNOTATION_LEASE: &str = "agentpool.dev/lease-token";
 pub const MANAGER: &str = "agentpool-launcher";
+/// `agentpool run-task`'s exit code when the server refuses the pod's worker token: the Job
+/// template's token Secret is wrong for every attempt, not just this one.
+pub const EXIT_TOKEN_REFUSED: i32 = 5;
 
 /// Where the pod sees the attempt Secret and its scratch space.
 pub const ATTEMPT_MOUNT: &str = "/var/run/agentpool/attempt";

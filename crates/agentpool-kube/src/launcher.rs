@@ -42,6 +42,12 @@ pub struct LauncherConfig {
     pub heartbeat_interval: Duration,
     /// How often Jobs and pods are listed; also the claim long-poll's wait.
     pub reconcile_interval: Duration,
+    /// After this many attempts in a row failed on the launcher's own set-up
+    /// (`INFRA_CONFIG_ERROR`: an image that cannot be pulled, a missing Secret, an admission
+    /// policy refusing the Job, a pod token the server refuses), the launcher reports itself
+    /// unhealthy and claims nothing more, rather than fail the whole queue the same way.
+    /// 0: never.
+    pub unhealthy_after: u32,
 }
 
 impl LauncherConfig {
@@ -56,6 +62,7 @@ impl LauncherConfig {
             template,
             heartbeat_interval: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(5),
+            unhealthy_after: 3,
         }
     }
 }
@@ -84,6 +91,8 @@ pub struct LauncherSummary {
     pub adopted: u64,
     /// Attempts the launcher failed itself (pod failure, creation refused, cancel).
     pub failed: u64,
+    /// Why the launcher stopped claiming: too many attempts in a row failed on its set-up.
+    pub unhealthy: Option<String>,
 }
 
 struct Tracked {
@@ -108,6 +117,8 @@ struct Launcher {
     summary: LauncherSummary,
     /// Why the server refused the launcher's token, once it has: the loop ends.
     refused: Option<String>,
+    /// Attempts in a row that failed on the launcher's set-up (reset by a Job that succeeds).
+    config_failures: u32,
 }
 
 /// Run the launcher until `shutdown` fires. It does not deregister: its Jobs keep running and
@@ -149,6 +160,7 @@ pub async fn run_launcher(
         tracked: HashMap::new(),
         summary: LauncherSummary::default(),
         refused: None,
+        config_failures: 0,
     };
     loop {
         match l.api.register(reg.clone()).await {
@@ -168,7 +180,7 @@ pub async fn run_launcher(
     let mut next_beat = tokio::time::Instant::now();
     while !shutdown.is_cancelled() {
         let free = l.cfg.slots.saturating_sub(l.tracked.len() as u32);
-        if free > 0 {
+        if free > 0 && l.summary.unhealthy.is_none() {
             // Not interrupted by shutdown: a claim the server has granted must become a Job (or
             // its lease would only expire, costing the task an attempt). The long poll is short.
             let claimed = l.api.claim(&l.cfg.id, free, l.cfg.reconcile_interval).await;
@@ -188,9 +200,9 @@ pub async fn run_launcher(
                 }
             }
         } else {
-            // Every slot is taken: rather than sleep, keep a heartbeat waiting on the server,
-            // so a cancel reaches a Job whose pod has not started (image pull, node scale-up)
-            // at once instead of at the next beat.
+            // Every slot is taken (or the launcher claims no more): rather than sleep, keep a
+            // heartbeat waiting on the server, so a cancel reaches a Job whose pod has not
+            // started (image pull, node scale-up) at once instead of at the next beat.
             let wait = l.cfg.reconcile_interval;
             tokio::select! {
                 _ = l.heartbeat(&reg, wait) => {
@@ -373,6 +385,7 @@ impl Launcher {
                 }
                 JobState::Succeeded => {
                     self.tracked.remove(&id);
+                    self.config_failures = 0;
                 }
                 JobState::Failed(v) => {
                     tracing::warn!(job = %name, "{}", v.message);
@@ -390,7 +403,9 @@ impl Launcher {
     /// tasks is canceled.
     async fn heartbeat(&mut self, reg: &WorkerRegistration, wait: Duration) {
         let leases: Vec<Lease> = self.tracked.values().map(|t| t.lease).collect();
-        let status = if leases.is_empty() {
+        let status = if self.summary.unhealthy.is_some() {
+            WorkerStatus::Unhealthy
+        } else if leases.is_empty() {
             WorkerStatus::Idle
         } else {
             WorkerStatus::Busy
@@ -425,6 +440,22 @@ impl Launcher {
         }
     }
 
+    /// Count an attempt that failed on the launcher's set-up; at the limit, stop claiming.
+    fn set_up_failed(&mut self, why: &str) {
+        self.config_failures += 1;
+        let limit = self.cfg.unhealthy_after;
+        if limit == 0 || self.config_failures < limit || self.summary.unhealthy.is_some() {
+            return;
+        }
+        let said = format!(
+            "{limit} attempts in a row failed on this launcher's set-up (the last: {why}); \
+             claiming stopped: fix the Job template, its Secret or the cluster's policy, then \
+             restart the launcher"
+        );
+        tracing::error!(launcher = %self.cfg.id, "{said}");
+        self.summary.unhealthy = Some(said);
+    }
+
     /// Delete the Job of `id` (its pod gets SIGTERM, then SIGKILL after the grace period).
     async fn stop(&mut self, id: TaskId, why: ErrorClass) {
         let Some(t) = self.tracked.get_mut(&id) else {
@@ -448,6 +479,9 @@ impl Launcher {
     }
 
     async fn fail(&mut self, lease: Lease, v: Verdict) {
+        if v.class == ErrorClass::InfraConfigError {
+            self.set_up_failed(&v.message);
+        }
         let req = FailRequest {
             lease_token: lease.token,
             class: v.class,

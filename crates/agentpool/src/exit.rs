@@ -13,6 +13,9 @@ pub enum ExitCode {
     Usage = 2,
     Canceled = 3,
     Connection = 4,
+    /// `run-task` only: the server refused the pod's token (its launcher reads this exit code
+    /// as the Job's set-up failing, not the attempt).
+    TokenRefused = agentpool_kube::job::EXIT_TOKEN_REFUSED as isize,
 }
 
 /// An error that carries the exit code it should produce.

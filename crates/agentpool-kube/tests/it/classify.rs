@@ -80,23 +80,47 @@ fn eviction_and_node_loss_are_retried() {
     assert!(class.is_retryable());
 }
 
-/// A container that exited on its own with an error: the attempt's message quotes the last
-/// line of its termination message (the tail of its log, as `FallbackToLogsOnError` keeps it),
-/// which says why `run-task` stopped.
+/// A `run-task` container whose token the server refused (exit code 5): the Job's set-up is
+/// wrong, not the attempt — `INFRA_CONFIG_ERROR`, quoting the last line of its termination
+/// message (the tail of its log, as `FallbackToLogsOnError` keeps it).
 #[test]
-fn a_failed_container_is_reported_with_its_last_words() {
+fn a_refused_pod_token_is_a_set_up_error_reported_with_its_last_words() {
     let (class, msg) = failed(
         "job-backoff-limit-exceeded.json",
         &["pod-error-with-message.json"],
     );
-    assert_eq!(class, ErrorClass::InfraError);
+    assert_eq!(class, ErrorClass::InfraConfigError);
     assert!(
         msg.ends_with(
-            "the container exited with code 4 (Error) without reporting: agentpool: task \
-             0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01 attempt 1: the server no longer accepts this pod's \
-             token (unknown or revoked token)"
+            "the server refused the pod's worker token (the Secret the Job template names): \
+             agentpool: task 0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01 attempt 1: the server no longer \
+             accepts this pod's token (unknown or revoked token)"
         ),
         "{msg}"
+    );
+}
+
+/// Any other container that exited with an error without reporting: `INFRA_ERROR`, with its
+/// exit code and last words.
+#[test]
+fn a_failed_container_is_reported_with_its_exit_code_and_last_words() {
+    let mut pod: serde_json::Value = fixture("pod-error-with-message.json");
+    pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] = 4.into();
+    pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"] =
+        "agentpool: cannot reach the server at https://agentpool:7070\n".into();
+    let pod: Pod = serde_json::from_value(pod).unwrap();
+    let job: Job = fixture("job-backoff-limit-exceeded.json");
+    let JobState::Failed(v) = judge(&job, &[pod]) else {
+        panic!("not failed")
+    };
+    assert_eq!(v.class, ErrorClass::InfraError);
+    assert!(
+        v.message.ends_with(
+            "the container exited with code 4 (Error) without reporting: agentpool: cannot reach \
+             the server at https://agentpool:7070"
+        ),
+        "{}",
+        v.message
     );
 }
 

@@ -156,6 +156,66 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
     assert_eq!(queue.fails().len(), 1, "reported once");
 }
 
+fn complete() -> JobStatus {
+    JobStatus {
+        succeeded: Some(1),
+        conditions: Some(vec![JobCondition {
+            type_: "Complete".into(),
+            status: "True".into(),
+            ..JobCondition::default()
+        }]),
+        ..JobStatus::default()
+    }
+}
+
+/// Attempts that fail on the launcher's own set-up (here an image that cannot be pulled) do
+/// not drain the queue: a Job that succeeds in between resets the count, and after
+/// `unhealthy_after` in a row the launcher reports itself unhealthy and claims nothing more.
+#[tokio::test]
+async fn a_launcher_whose_jobs_keep_failing_on_its_set_up_stops_claiming() {
+    let fake = FakeApi::new();
+    let works: Vec<ClaimedWork> = (0..5).map(|_| work(1)).collect();
+    let queue = Arc::new(Queue::with(works.clone()));
+    let mut cfg = config("launcher-a");
+    cfg.slots = 1;
+    cfg.unhealthy_after = 2;
+    let l = start(cfg, &queue, &fake);
+    let failed = |w: &ClaimedWork| {
+        let id = w.claimed.lease.task_id;
+        queue.fails().iter().any(|f| f.0 == id)
+    };
+    let unhealthy = || {
+        queue
+            .statuses
+            .lock()
+            .unwrap()
+            .contains(&Some(agentpool_core::WorkerStatus::Unhealthy))
+    };
+    // Fails, succeeds, fails: never two in a row.
+    let name = launched(&fake, &works[0]).await;
+    fake.put_pod(&pod_of(&fake, &name, "pod-image-pull-backoff.json"));
+    eventually("the first attempt failed", || failed(&works[0])).await;
+    let name = launched(&fake, &works[1]).await;
+    fake.set_job_status(&name, &complete());
+    let name = launched(&fake, &works[2]).await;
+    fake.put_pod(&pod_of(&fake, &name, "pod-image-pull-backoff.json"));
+    eventually("the third attempt failed", || failed(&works[2])).await;
+    // Two in a row: unhealthy, and the last two claims stay in the queue.
+    let name = launched(&fake, &works[3]).await;
+    fake.put_pod(&pod_of(&fake, &name, "pod-err-image-pull.json"));
+    eventually("unhealthy reported", unhealthy).await;
+    let summary = l.stop().await;
+    assert!(failed(&works[3]));
+    assert_eq!(queue.to_claim.lock().unwrap().len(), 1, "claimed no more");
+    assert_eq!((summary.created, summary.failed), (4, 3));
+    let why = summary.unhealthy.expect("unhealthy");
+    assert!(
+        why.starts_with("2 attempts in a row failed on this launcher's set-up (the last: pod ")
+            && why.contains("ErrImagePull"),
+        "{why}"
+    );
+}
+
 #[tokio::test]
 async fn job_creation_refused_by_quota_or_admission_is_classified() {
     for (status, class, needle) in [
@@ -270,18 +330,7 @@ async fn a_job_whose_pod_reported_and_is_exiting_is_not_deleted_when_its_lease_r
     })
     .await;
     // ...and the pod exits 0 a moment later.
-    fake.set_job_status(
-        &name,
-        &JobStatus {
-            succeeded: Some(1),
-            conditions: Some(vec![JobCondition {
-                type_: "Complete".into(),
-                status: "True".into(),
-                ..JobCondition::default()
-            }]),
-            ..JobStatus::default()
-        },
-    );
+    fake.set_job_status(&name, &complete());
     eventually("the finished Job untracked", || {
         queue
             .heartbeats

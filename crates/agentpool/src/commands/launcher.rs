@@ -40,6 +40,11 @@ pub struct LauncherArgs {
     /// Seconds between heartbeats of the Jobs' leases
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// Stop claiming (and report unhealthy) after this many attempts in a row failed on the
+    /// launcher's set-up (image pull, missing Secret, admission refusal, refused pod token);
+    /// 0: never
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub unhealthy_after: u32,
     /// PEM file of a CA to trust for an https:// server with a private CA
     #[arg(long, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
@@ -70,6 +75,7 @@ pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result
         .collect();
     cfg.reconcile_interval = Duration::from_secs(args.reconcile_secs.max(1));
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    cfg.unhealthy_after = args.unhealthy_after;
     Ok(cfg)
 }
 
@@ -109,5 +115,8 @@ pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result
         "launcher stopped: {} Jobs created, {} adopted, {} attempts failed by the launcher",
         summary.created, summary.adopted, summary.failed
     );
+    if let Some(why) = &summary.unhealthy {
+        eprintln!("it had stopped claiming: {why}");
+    }
     Ok(ExitCode::Success)
 }

@@ -118,10 +118,9 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
         }
         AttemptOutcome::Lost => "lost its lease (another attempt owns the task)".to_string(),
         AttemptOutcome::Unreported => "could not be reported".to_string(),
-        AttemptOutcome::Refused(why) => format!(
-            "was stopped: the server no longer accepts this pod's token ({why}); \
-             the task runs again once its lease expires"
-        ),
+        AttemptOutcome::Refused(why) => {
+            format!("was stopped: the server no longer accepts this pod's token ({why})")
+        }
     };
     if settings.json() {
         super::print_json(&serde_json::json!({
@@ -134,7 +133,7 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
     match outcome {
         o if o.reported() => Ok(ExitCode::Success),
         AttemptOutcome::Refused(why) => Err(Exit::new(
-            ExitCode::Connection,
+            ExitCode::TokenRefused,
             format!("task {task} attempt {attempt}: the server no longer accepts this pod's token ({why})"),
         )
         .into()),

@@ -179,8 +179,10 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
 }
 
 /// The pods' token revoked while one runs (the launcher's own stays valid): the pod stops its
-/// task at the next refused heartbeat and exits with 4, instead of running to its end with
-/// nothing it reports accepted; the launcher reports the attempt with the pod's last words.
+/// task at the next refused heartbeat and exits with 5, instead of running to its end with
+/// nothing it reports accepted; the launcher reports the attempt as its set-up failing
+/// (`INFRA_CONFIG_ERROR`, not retried in a Job that would fail the same way), with the pod's
+/// last words.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_whose_token_is_revoked_stops_its_task_and_says_why() {
     let Some(h) = Harness::start().await else { return };
@@ -221,13 +223,15 @@ async fn a_pod_whose_token_is_revoked_stops_its_task_and_says_why() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(attempt.error_class, Some(ErrorClass::InfraError));
-    // The pod's exit code (4: refused) and its last line, as the launcher read them from the
-    // pod before it deleted the failed Job.
+    // The pod's exit code (5: its token refused) is the Job's set-up failing, not the task,
+    // with its last line, as the launcher read them from the pod before it deleted the Job.
+    assert_eq!(attempt.error_class, Some(ErrorClass::InfraConfigError));
     let said = attempt.error_message.unwrap_or_default();
     assert!(
-        said.contains(&format!("pod {name}"))
-            && said.contains("exited with code 4 (Error) without reporting: agentpool: task")
+        said.starts_with(&format!("pod {name}-"))
+            && said.contains(
+                ": the server refused the pod's worker token (the Secret the Job template names): "
+            )
             && said.ends_with("the server no longer accepts this pod's token (unknown or revoked token)"),
         "{said}"
     );
