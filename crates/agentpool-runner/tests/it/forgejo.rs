@@ -4,23 +4,17 @@
 //! git server → the pull request opened through prism (each call checked against Forgejo's own
 //! API description) and recorded in the build's result.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use agentpool_agents::{AgentConfig, Registry};
 use agentpool_client::Client;
-use agentpool_core::TaskState;
 use agentpool_core::forgejo::ForgejoSettings;
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::BuildRequest;
-use agentpool_server::{AuthMode, ServerConfig, ServerKey};
 use agentpool_testkit::forgejo::{ForgejoStandIn, api_description};
 use agentpool_testkit::github::Prism;
 use agentpool_testkit::model::{ModelServer, Script, Step};
 
-use super::agents::{finished_within, installed};
-use super::github::pull_request_of;
-use super::worker::{config, env, start};
+use super::agents::installed;
+use super::github::{claude_worker, forge_server, hello_project, pull_request_of, succeeded_within};
+use super::worker::env;
 
 const TOKEN: &str = "forgejo-e2e-token";
 
@@ -35,24 +29,12 @@ async fn a_build_is_pushed_and_gets_its_forgejo_pull_request() {
     let fj = ForgejoStandIn::start("main").await.unwrap();
     let prism = Prism::start(&spec, &fj.url(), dir.path()).await.expect("prism");
 
-    let mut sc = ServerConfig::new("", "127.0.0.1:0".parse().unwrap());
-    sc.auth = AuthMode::NoAuthLoopback;
-    sc.allow_local_repos = true;
-    sc.server_key = Some(ServerKey::generate());
-    sc.maintenance_interval = None;
-    sc.github_interval = Some(Duration::from_millis(100));
-    let server = agentpool_server::start_with_store(sc, env.store.clone())
-        .await
-        .unwrap();
+    let server = forge_server(&env, None).await;
     let base = server.url();
     let admin = Client::new(&base, None).unwrap();
     admin.put_credential("fj-token", TOKEN).await.unwrap();
     admin
         .put_project(&ProjectSpec {
-            name: "hello".into(),
-            repo: env.server.url("app"),
-            default_agent: Some("claude-code".into()),
-            default_model: Some("claude-sonnet-4-5".into()),
             forgejo: Some(ForgejoSettings {
                 repository: "acme/hello".into(),
                 url: prism.url(),
@@ -60,7 +42,7 @@ async fn a_build_is_pushed_and_gets_its_forgejo_pull_request() {
                 pull_requests: true,
                 draft: false,
             }),
-            ..ProjectSpec::default()
+            ..hello_project(&env)
         })
         .await
         .unwrap();
@@ -71,14 +53,7 @@ async fn a_build_is_pushed_and_gets_its_forgejo_pull_request() {
     ]))
     .await
     .unwrap();
-    let mut c = config(&env, "w1", env.server.token());
-    c.agents = Registry::builtin(&AgentConfig {
-        bin_dir: Some(super::github::bin_dir()),
-        session_dir: Some(env.dir.path().join("agent-sessions")),
-        ..Default::default()
-    });
-    c.pipeline.extra_env = model.env_for("claude-code");
-    let worker = start(c, Arc::new(Client::new(&base, None).unwrap()));
+    let worker = claude_worker(&env, env.server.token(), &model, &base);
 
     let build = admin
         .submit_build(
@@ -91,13 +66,7 @@ async fn a_build_is_pushed_and_gets_its_forgejo_pull_request() {
         .await
         .unwrap();
     let id = build.task.id;
-    let done = finished_within(&env.store, id, Duration::from_secs(150)).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    let done = succeeded_within(&env, id).await;
     let result = done.task.result.clone().unwrap();
     let branch = result.branch.clone().expect("branch");
     assert!(result.pushed);

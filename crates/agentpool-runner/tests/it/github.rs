@@ -22,11 +22,11 @@ use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::Value;
 
 use super::agents::{finished_within, installed};
-use super::worker::{Env, config, env, start, until};
+use super::worker::{Env, RunningWorker, config, env, start, until};
 
 const SECRET: &str = "e2e webhook secret";
 
-pub(crate) fn bin_dir() -> PathBuf {
+fn bin_dir() -> PathBuf {
     std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -72,16 +72,7 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
         .await
         .expect("prism");
 
-    let mut sc = ServerConfig::new("", "127.0.0.1:0".parse().unwrap());
-    sc.auth = AuthMode::NoAuthLoopback;
-    sc.allow_local_repos = true;
-    sc.server_key = Some(ServerKey::generate());
-    sc.maintenance_interval = None;
-    sc.github_interval = Some(Duration::from_millis(100));
-    sc.public_url = Some("https://agentpool.example.com".into());
-    let server = agentpool_server::start_with_store(sc, env.store.clone())
-        .await
-        .unwrap();
+    let server = forge_server(&env, Some("https://agentpool.example.com")).await;
     let base = server.url();
     let admin = Client::new(&base, None).unwrap();
     admin.put_credential("gh-webhook", SECRET).await.unwrap();
@@ -99,12 +90,8 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     .unwrap();
     admin
         .put_project(&ProjectSpec {
-            name: "hello".into(),
-            repo: env.server.url("app"),
-            default_agent: Some("claude-code".into()),
-            default_model: Some("claude-sonnet-4-5".into()),
             github: Some(settings),
-            ..ProjectSpec::default()
+            ..hello_project(&env)
         })
         .await
         .unwrap();
@@ -121,25 +108,12 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     .unwrap();
     // The worker's own git token is refused: only the minted one pushes.
     assert_ne!(env.server.token(), "no-access");
-    let mut c = config(&env, "w1", "no-access");
-    c.agents = Registry::builtin(&AgentConfig {
-        bin_dir: Some(bin_dir()),
-        session_dir: Some(env.dir.path().join("agent-sessions")),
-        ..Default::default()
-    });
-    c.pipeline.extra_env = model.env_for("claude-code");
-    let worker = start(c, Arc::new(Client::new(&base, None).unwrap()));
+    let worker = claude_worker(&env, "no-access", &model, &base);
 
     // The labeled issue becomes a task; the worker runs it and pushes its branch.
     let labeled = webhook_examples("issues", Some("labeled")).unwrap().remove(0);
     let first = task_id(&deliver(&base, "issues", "e2e-1", &labeled).await);
-    let done = finished_within(&env.store, first, Duration::from_secs(150)).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    let done = succeeded_within(&env, first).await;
     let result = done.task.result.clone().unwrap();
     let branch = result.branch.clone().expect("branch");
     assert!(result.pushed);
@@ -247,4 +221,55 @@ pub(crate) async fn pull_request_of(env: &Env, id: TaskId, what: &str) -> PullRe
         env.store.get_task(id).await.unwrap()?.task.result?.pull_request
     })
     .await
+}
+
+/// A real server on `env`'s database, without auth on loopback, taking local repositories,
+/// its forge loop passing every 100 ms.
+pub(crate) async fn forge_server(env: &Env, public_url: Option<&str>) -> agentpool_server::RunningServer {
+    let mut sc = ServerConfig::new("", "127.0.0.1:0".parse().unwrap());
+    sc.auth = AuthMode::NoAuthLoopback;
+    sc.allow_local_repos = true;
+    sc.server_key = Some(ServerKey::generate());
+    sc.maintenance_interval = None;
+    sc.github_interval = Some(Duration::from_millis(100));
+    sc.public_url = public_url.map(str::to_string);
+    agentpool_server::start_with_store(sc, env.store.clone())
+        .await
+        .unwrap()
+}
+
+/// Worker `w1` of the server at `base`, running the real Claude Code CLI against `model`, with
+/// `git_token` for the git server.
+pub(crate) fn claude_worker(env: &Env, git_token: &str, model: &ModelServer, base: &str) -> RunningWorker {
+    let mut c = config(env, "w1", git_token);
+    c.agents = Registry::builtin(&AgentConfig {
+        bin_dir: Some(bin_dir()),
+        session_dir: Some(env.dir.path().join("agent-sessions")),
+        ..Default::default()
+    });
+    c.pipeline.extra_env = model.env_for("claude-code");
+    start(c, Arc::new(Client::new(base, None).unwrap()))
+}
+
+/// Task `id` once it finished, which it must have done successfully.
+pub(crate) async fn succeeded_within(env: &Env, id: TaskId) -> agentpool_store::TaskDetail {
+    let done = finished_within(&env.store, id, Duration::from_secs(150)).await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    done
+}
+
+/// Project `hello`: the git server's `app` repository, run by Claude Code.
+pub(crate) fn hello_project(env: &Env) -> ProjectSpec {
+    ProjectSpec {
+        name: "hello".into(),
+        repo: env.server.url("app"),
+        default_agent: Some("claude-code".into()),
+        default_model: Some("claude-sonnet-4-5".into()),
+        ..ProjectSpec::default()
+    }
 }
