@@ -16,7 +16,9 @@ pub enum ProjectsCommand {
     /// Create or update a project
     #[command(alias = "create")]
     Put(Box<ProjectPutArgs>),
-    /// Create or update a project and submit its build in one call
+    /// Submit a build of a project (with --repo and any project flags: create or update the
+    /// project first, in the same call)
+    #[command(mut_arg("repo", |a| a.required(false)))]
     Build(Box<ProjectBuildArgs>),
     /// Delete a project
     #[command(alias = "rm")]
@@ -28,8 +30,8 @@ pub struct ProjectPutArgs {
     /// Project name, which tasks name with --project
     pub name: String,
     /// Repository its tasks run in: a URL (https, ssh) or, on the embedded pool, a local path
-    #[arg(long)]
-    pub repo: String,
+    #[arg(long, required = true)]
+    pub repo: Option<String>,
     /// Default base branch
     #[arg(long)]
     pub base: Option<String>,

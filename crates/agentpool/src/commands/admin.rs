@@ -204,28 +204,49 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
         }
         ProjectsCommand::Build(a) => {
             let a = *a;
-            let req = agentpool_core::protocol::CreateAndBuild {
-                project: project_spec(a.project)?,
-                build: agentpool_core::protocol::BuildRequest {
-                    prompt: a.prompt,
-                    ..Default::default()
-                },
+            let name = a.project.name.clone();
+            let build = agentpool_core::protocol::BuildRequest {
+                prompt: a.prompt,
+                ..Default::default()
             };
-            let out = client.create_and_build(&req).await?;
-            if a.wait {
-                let view =
-                    crate::commands::follow::wait_for(&client, out.build.task.id, settings.json(), false)
-                        .await?;
-                return crate::commands::tasks::finish(settings, &view);
-            }
-            if settings.json() {
-                print_json(&out)?;
+            let id = if a.project.repo.is_some() {
+                let req = agentpool_core::protocol::CreateAndBuild {
+                    project: project_spec(a.project)?,
+                    build,
+                };
+                let out = client.create_and_build(&req).await?;
+                if settings.json() && !a.wait {
+                    print_json(&out)?;
+                } else if !a.wait {
+                    outln!("project {name} saved; build {} queued", out.build.task.id);
+                }
+                out.build.task.id
             } else {
-                outln!(
-                    "project {} saved; build {} queued",
-                    out.project.spec.name,
-                    out.build.task.id
-                );
+                // The stored project as it is: a flag that would change it needs --repo, or it
+                // would be silently dropped.
+                let bare = ProjectSpec {
+                    name: name.clone(),
+                    ..ProjectSpec::default()
+                };
+                if project_spec(a.project)? != bare {
+                    return Err(Exit::new(
+                        ExitCode::Usage,
+                        "project flags change the project, which needs --repo too (without \
+                         --repo, projects build submits a build of the stored project as it is)",
+                    )
+                    .into());
+                }
+                let out = client.submit_build(&name, &build).await?;
+                if settings.json() && !a.wait {
+                    print_json(&out)?;
+                } else if !a.wait {
+                    outln!("build {} of project {name} queued", out.task.id);
+                }
+                out.task.id
+            };
+            if a.wait {
+                let view = crate::commands::follow::wait_for(&client, id, settings.json(), false).await?;
+                return crate::commands::tasks::finish(settings, &view);
             }
         }
         ProjectsCommand::Delete { name } => {
@@ -354,7 +375,8 @@ fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
     };
     Ok(ProjectSpec {
         name: a.name,
-        repo: a.repo,
+        // Required by clap except for `projects build`, which calls this only with it.
+        repo: a.repo.unwrap_or_default(),
         default_base: a.base,
         slots: a.slots,
         default_agent: a.agent,

@@ -215,6 +215,26 @@ fn every_command_prints_valid_json() {
             "token": "fj-token", "pull_requests": true, "draft": true}),
         "{fj}"
     );
+    // A build of the project as it is stored: no --repo, no project flags.
+    let build = json(&ap(&["projects", "build", "fj", "add a changelog"]));
+    assert_eq!(build["task"]["spec"]["project"], "fj");
+    assert_eq!(build["created"], true);
+    let changed = env.run(&[
+        "--server",
+        up.url.as_str(),
+        "projects",
+        "build",
+        "fj",
+        "--slots",
+        "2",
+        "x",
+    ]);
+    assert_eq!(changed.status.code(), Some(2));
+    assert!(
+        stderr(&changed).contains("project flags change the project, which needs --repo too"),
+        "{}",
+        stderr(&changed)
+    );
     let shown = stdout(&env.run(&["--server", up.url.as_str(), "projects", "show", "fj"]));
     assert!(
         shown.contains("acme/web on https://codeberg.org (token from credential fj-token)"),
