@@ -289,14 +289,14 @@ impl Parser {
         let subtype = v.get("subtype").and_then(Value::as_str);
         let text = v.get("result").and_then(Value::as_str);
         if let Some(t) = text {
-            s.final_text = Some(t.to_string());
+            s.outcome.final_text = Some(t.to_string());
         } else if !is_error {
-            s.final_text = self.last_text.clone();
+            s.outcome.final_text = self.last_text.clone();
         }
-        s.num_turns = v.get("num_turns").and_then(Value::as_u64).map(|n| n as u32);
-        s.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
+        s.outcome.num_turns = v.get("num_turns").and_then(Value::as_u64).map(|n| n as u32);
+        s.outcome.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
         let u = v.get("usage").cloned().unwrap_or(Value::Null);
-        s.usage = Usage {
+        s.outcome.usage = Usage {
             input_tokens: u64_at(&u, "input_tokens"),
             output_tokens: u64_at(&u, "output_tokens"),
             cache_read_tokens: u64_at(&u, "cache_read_input_tokens"),
@@ -320,13 +320,13 @@ impl Parser {
                 _ => None,
             };
             s.error(class.or(Some(ErrorClass::AgentError)), &message);
-            if s.retry_after.is_none() {
-                s.retry_after = cli::retry_after_in(&message);
+            if s.outcome.retry_after.is_none() {
+                s.outcome.retry_after = cli::retry_after_in(&message);
             }
         }
         vec![
-            events::usage(&s.usage, s.cost_usd),
-            events::result(s.final_text.as_deref().or(text), is_error, subtype),
+            events::usage(&s.outcome.usage, s.outcome.cost_usd),
+            events::result(s.outcome.final_text.as_deref().or(text), is_error, subtype),
         ]
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, NewEvent, Redactor, Usage};
+use agentpool_core::{ErrorClass, NewEvent, Redactor};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -201,20 +201,13 @@ pub fn agent_env(
     Ok(env)
 }
 
-/// What a parser has learned from the lines so far; becomes the outcome at the end.
+/// What a parser has learned from the lines so far: the outcome as the lines tell it (its
+/// `error_class` is what the agent's own signals suggest; the exit, the duration and the final
+/// class are added by [`finish`]), and whether a final result line came (a run without one did
+/// not finish normally).
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
-    pub final_text: Option<String>,
-    /// The agent itself reported an error result.
-    pub is_error: bool,
-    pub session_id: Option<String>,
-    pub num_turns: Option<u32>,
-    pub usage: Usage,
-    pub cost_usd: Option<f64>,
-    pub error_class: Option<ErrorClass>,
-    pub error_message: Option<String>,
-    pub retry_after: Option<Duration>,
-    /// A final result line was seen (a run without one did not finish normally).
+    pub outcome: AgentOutcome,
     pub saw_result: bool,
 }
 
@@ -222,24 +215,25 @@ impl Summary {
     /// Record the run's session id unless one is already known (the CLI repeats it on later
     /// lines); true when `id` is the first, so the caller reports the session start once.
     pub fn set_session_id_once(&mut self, id: &str) -> bool {
-        if self.session_id.is_some() {
+        if self.outcome.session_id.is_some() {
             return false;
         }
-        self.session_id = Some(id.to_string());
+        self.outcome.session_id = Some(id.to_string());
         true
     }
 
     /// Record an error: keep the first message, and the most specific class seen.
     pub fn error(&mut self, class: Option<ErrorClass>, message: &str) {
-        self.is_error = true;
-        if self.error_message.is_none() && !message.is_empty() {
-            self.error_message = Some(message.to_string());
+        self.outcome.is_error = true;
+        if self.outcome.error_message.is_none() && !message.is_empty() {
+            self.outcome.error_message = Some(message.to_string());
         }
         let class = class.or_else(|| classify_text(message));
         if let Some(c) = class
-            && (self.error_class.is_none() || self.error_class == Some(ErrorClass::AgentError))
+            && (self.outcome.error_class.is_none()
+                || self.outcome.error_class == Some(ErrorClass::AgentError))
         {
-            self.error_class = Some(c);
+            self.outcome.error_class = Some(c);
         }
     }
 }
@@ -340,19 +334,14 @@ fn redact_outcome(r: &Redactor, mut o: AgentOutcome) -> AgentOutcome {
 
 /// The outcome of a finished run from the parser's summary, the exit, and stderr.
 pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[String]) -> AgentOutcome {
-    let s = parser.summary().clone();
+    let s = parser.summary();
+    let said = &s.outcome;
     let mut o = AgentOutcome {
-        final_text: s.final_text.clone(),
-        is_error: s.is_error,
-        session_id: s.session_id.clone(),
-        num_turns: s.num_turns,
-        usage: s.usage,
-        cost_usd: s.cost_usd,
         duration_ms: exit.duration.as_millis() as u64,
         exit_code: exit.exit_code,
+        // Decided below, from the agent's signals, the exit and stderr.
         error_class: None,
-        error_message: s.error_message.clone(),
-        retry_after: s.retry_after,
+        ..said.clone()
     };
     match exit.killed {
         Some(KillReason::Timeout) => {
@@ -378,7 +367,7 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[Str
         }
         None => {}
     }
-    if !s.is_error && exit.exit_code == Some(0) {
+    if !said.is_error && exit.exit_code == Some(0) {
         if s.saw_result || !parser.requires_result() {
             return o;
         }
@@ -389,11 +378,11 @@ pub fn finish(parser: &dyn LineParser, exit: &ProcessOutcome, stderr_tail: &[Str
     }
     o.is_error = true;
     let stderr = stderr_tail.join("\n");
-    o.error_class = s
+    o.error_class = said
         .error_class
         .filter(|c| *c != ErrorClass::AgentError)
         .or_else(|| parser.classify_exit(exit.exit_code))
-        .or_else(|| s.error_message.as_deref().and_then(classify_text))
+        .or_else(|| said.error_message.as_deref().and_then(classify_text))
         .or_else(|| classify_text(&stderr))
         .or(Some(ErrorClass::AgentError));
     if o.error_message.is_none() {

@@ -222,7 +222,7 @@ impl LineParser for Parser {
         match ty {
             "thread.started" => match v.get("thread_id").and_then(Value::as_str) {
                 Some(id) => {
-                    self.summary.session_id = Some(id.to_string());
+                    self.summary.outcome.session_id = Some(id.to_string());
                     vec![events::session_started(id, None)]
                 }
                 None => vec![],
@@ -242,8 +242,8 @@ impl LineParser for Parser {
             "error" => {
                 let msg = v.get("message").and_then(Value::as_str).unwrap_or_default();
                 self.summary.error(None, msg);
-                if self.summary.retry_after.is_none() {
-                    self.summary.retry_after = cli::retry_after_in(msg);
+                if self.summary.outcome.retry_after.is_none() {
+                    self.summary.outcome.retry_after = cli::retry_after_in(msg);
                 }
                 vec![events::log("agent", msg)]
             }
@@ -354,13 +354,13 @@ impl Parser {
             cache_write_tokens: u64_at(&u, "cache_write_input_tokens"),
         };
         let s = &mut self.summary;
-        s.usage.add(&turn);
-        s.num_turns = Some(s.num_turns.unwrap_or(0) + 1);
-        s.final_text = self.last_text.clone();
+        s.outcome.usage.add(&turn);
+        s.outcome.num_turns = Some(s.outcome.num_turns.unwrap_or(0) + 1);
+        s.outcome.final_text = self.last_text.clone();
         s.saw_result = true;
         vec![
             events::usage(&turn, None),
-            events::result(s.final_text.as_deref(), false, Some("turn.completed")),
+            events::result(s.outcome.final_text.as_deref(), false, Some("turn.completed")),
         ]
     }
 }

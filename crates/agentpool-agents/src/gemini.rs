@@ -189,7 +189,7 @@ impl LineParser for Parser {
         match ty {
             "init" => match s("session_id") {
                 Some(id) => {
-                    self.summary.session_id = Some(id.to_string());
+                    self.summary.outcome.session_id = Some(id.to_string());
                     vec![events::session_started(id, s("model"))]
                 }
                 None => vec![],
@@ -227,7 +227,7 @@ impl Parser {
         let stats = v.get("stats").cloned().unwrap_or(Value::Null);
         let s = &mut self.summary;
         s.saw_result = true;
-        s.usage = Usage {
+        s.outcome.usage = Usage {
             input_tokens: u64_at(&stats, "input_tokens"),
             output_tokens: u64_at(&stats, "output_tokens"),
             cache_read_tokens: u64_at(&stats, "cached"),
@@ -235,7 +235,7 @@ impl Parser {
         };
         let ok = v.get("status").and_then(Value::as_str) == Some("success");
         if !self.text.is_empty() {
-            s.final_text = Some(self.text.clone());
+            s.outcome.final_text = Some(self.text.clone());
         }
         let mut message = None;
         if !ok {
@@ -245,15 +245,15 @@ impl Parser {
                 .unwrap_or("gemini reported an error")
                 .to_string();
             s.error(None, &m);
-            if s.retry_after.is_none() {
-                s.retry_after = cli::retry_after_in(&m);
+            if s.outcome.retry_after.is_none() {
+                s.outcome.retry_after = cli::retry_after_in(&m);
             }
             message = Some(m);
         }
         vec![
-            events::usage(&s.usage, None),
+            events::usage(&s.outcome.usage, None),
             events::result(
-                message.as_deref().or(s.final_text.as_deref()),
+                message.as_deref().or(s.outcome.final_text.as_deref()),
                 !ok,
                 v.get("status").and_then(Value::as_str),
             ),

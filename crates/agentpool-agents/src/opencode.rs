@@ -280,18 +280,18 @@ impl Parser {
         };
         let cost = part.get("cost").and_then(Value::as_f64);
         let s = &mut self.summary;
-        s.usage.add(&step);
+        s.outcome.usage.add(&step);
         if let Some(c) = cost {
-            s.cost_usd = Some(s.cost_usd.unwrap_or(0.0) + c);
+            s.outcome.cost_usd = Some(s.outcome.cost_usd.unwrap_or(0.0) + c);
         }
-        s.num_turns = Some(s.num_turns.unwrap_or(0) + 1);
+        s.outcome.num_turns = Some(s.outcome.num_turns.unwrap_or(0) + 1);
         let mut out = vec![events::usage(&step, cost)];
         // A step that ends for any reason but more tool calls is the end of the answer.
         let reason = part.get("reason").and_then(Value::as_str);
         if reason != Some("tool-calls") {
-            s.final_text = self.last_text.clone();
+            s.outcome.final_text = self.last_text.clone();
             s.saw_result = true;
-            out.push(events::result(s.final_text.as_deref(), false, reason));
+            out.push(events::result(s.outcome.final_text.as_deref(), false, reason));
         }
         out
     }
@@ -322,7 +322,7 @@ impl Parser {
             .and_then(|r| r.trim().parse::<f64>().ok())
             .filter(|r| r.is_finite() && *r >= 0.0 && *r < 86_400.0)
         {
-            s.retry_after = Some(std::time::Duration::from_millis((ra * 1000.0) as u64));
+            s.outcome.retry_after = Some(std::time::Duration::from_millis((ra * 1000.0) as u64));
         }
         s.saw_result = true;
         vec![events::result(Some(&message), true, Some("error"))]
