@@ -117,25 +117,22 @@ impl Shared {
         }
     }
 
-    /// Count an infrastructure failure (or the end of a streak); after `unhealthy_after` in a
-    /// row the worker turns unhealthy and stops claiming until it is restarted.
-    pub(super) fn note_outcome(&self, report: &Report) {
+    /// Count a failure of the worker itself (or the end of a streak); after `unhealthy_after`
+    /// in a row the worker turns unhealthy and stops claiming until it is restarted. Its own
+    /// failures: git or an agent that cannot be started (`WORKER_ERROR`), and an agent that
+    /// refuses the worker's own credentials (`AUTH_FAILED` of a task that brought none) — a
+    /// worker with a bad key would otherwise fail every task it claims, and claim them fast.
+    pub(super) fn note_outcome(&self, report: &Report, task_brought_credentials: bool) {
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
                 ..
-            } => {
-                let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
-                if n >= self.unhealthy_after.max(1) && !self.unhealthy.is_cancelled() {
-                    tracing::error!(
-                        failures = n,
-                        "git or an agent could not be started {n} times in a row; \
-                         this worker is unhealthy and claims no more tasks"
-                    );
-                    self.count(|s| s.unhealthy = true);
-                    self.unhealthy.cancel();
-                    self.report_health(crate::WorkerHealth::Unhealthy);
-                }
+            } => self.own_failure("git or an agent could not be started"),
+            Report::Fail {
+                class: ErrorClass::AuthFailed,
+                ..
+            } if !task_brought_credentials => {
+                self.own_failure("the agent refused this worker's own credentials (or found none)")
             }
             Report::Fail {
                 class: ErrorClass::Canceled,
@@ -143,6 +140,19 @@ impl Shared {
             }
             | Report::Abandon => {}
             Report::Complete(_) | Report::Fail { .. } => self.infra_failures.store(0, Ordering::SeqCst),
+        }
+    }
+
+    fn own_failure(&self, what: &str) {
+        let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.unhealthy_after.max(1) && !self.unhealthy.is_cancelled() {
+            tracing::error!(
+                failures = n,
+                "{what} {n} times in a row; this worker is unhealthy and claims no more tasks"
+            );
+            self.count(|s| s.unhealthy = true);
+            self.unhealthy.cancel();
+            self.report_health(crate::WorkerHealth::Unhealthy);
         }
     }
 

@@ -227,6 +227,51 @@ async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
     );
 }
 
+/// A worker whose own key the model refuses fails the tasks it claims `AUTH_FAILED`, and
+/// after three in a row reports itself unhealthy and claims no more: the next task waits for a
+/// worker that works instead of failing the same way. Tasks that bring a key of their own fail
+/// the same way without counting against the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_own_agent_key_is_refused_stops_claiming() {
+    let Some((env, model)) = agent_env("claude-code", [Step::fail(401)]).await else {
+        return;
+    };
+    // A server that hands out credentials (it has a key), and the tasks' own agent key.
+    let server = super::github::forge_server(&env, None).await;
+    let admin = agentpool_client::Client::new(&server.url(), None).unwrap();
+    admin
+        .put_credential("anthropic_api_key", "the-task's-own-key")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut spec = agent_task(&env, "claude-code", &format!("Task {i}"));
+        if i < 3 {
+            spec.credentials = vec!["anthropic_api_key".into()];
+        }
+        ids.push(env.store.enqueue(spec).await.unwrap().task.id);
+    }
+    let w = super::github::claude_worker(&env, TOKEN, &model, &server.url());
+    // Three with their own key, then three with the worker's: all refused.
+    for id in &ids[..6] {
+        let done = finished_within(&env.store, *id, Duration::from_secs(120)).await;
+        assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
+    }
+    super::worker::until("the worker to report itself unhealthy", async || {
+        let id = agentpool_core::WorkerId::parse("w1").unwrap();
+        let w = env.store.get_worker(&id).await.unwrap()?;
+        (w.status == agentpool_core::WorkerStatus::Unhealthy).then_some(())
+    })
+    .await;
+    let summary = w.stop().await;
+    assert!(summary.unhealthy);
+    assert_eq!(summary.failed, 6);
+    let last = env.store.get_task(ids[6]).await.unwrap().unwrap();
+    assert_eq!(last.task.state, TaskState::Queued, "the seventh task was claimed");
+    assert!(last.attempts_detail.is_empty());
+    server.shutdown().await.unwrap();
+}
+
 agentpool_testkit::for_each_agent!(
     cancel_ends_the_agent_and_its_children,
     task_writes_a_file_and_commits_it,
