@@ -222,6 +222,7 @@ pub(crate) async fn send_report(
             message,
             retry_after,
             result,
+            ..
         } => api
             .fail(
                 worker,

@@ -102,6 +102,9 @@ pub enum Report {
         message: String,
         retry_after: Option<Duration>,
         result: Option<TaskResult>,
+        /// The worker's own fault though the class is the task's: the agent refused a key
+        /// the worker supplied. Counts toward the worker turning unhealthy.
+        worker_fault: bool,
     },
     /// The lease was lost: any report would be refused.
     Abandon,
@@ -193,12 +196,14 @@ impl Pipeline {
                     message: "the worker was stopped before the task finished".into(),
                     retry_after: None,
                     result: Some(result),
+                    worker_fault: false,
                 },
                 Some(_) => Report::Fail {
                     class: ErrorClass::Canceled,
                     message: "canceled".into(),
                     retry_after: None,
                     result: Some(result),
+                    worker_fault: false,
                 },
                 None => {
                     let message = match f.class {
@@ -213,6 +218,7 @@ impl Pipeline {
                         message,
                         retry_after: f.retry_after,
                         result: Some(result),
+                        worker_fault: f.worker_fault,
                     }
                 }
             },

@@ -51,7 +51,14 @@ pub enum WaitReason {
         agent: Option<String>,
         #[serde(default, skip_serializing_if = "crate::Labels::is_empty")]
         labels: crate::Labels,
+        /// Workers that offer it but are unhealthy (they claim nothing until restarted).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        unhealthy: u32,
     },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl WaitReason {
@@ -68,6 +75,16 @@ impl WaitReason {
             (Some(a), false) => format!("agent {a} with labels {labels}"),
             (None, false) => format!("labels {labels}"),
             (None, true) => "any agent".into(),
+        }
+    }
+
+    /// The unhealthy workers of a [`WaitReason::NoWorkerCanRun`], in words to follow what it
+    /// needs: "", " (1 that does is unhealthy)", " (2 that do are unhealthy)".
+    pub fn unhealthy_note(unhealthy: u32) -> String {
+        match unhealthy {
+            0 => String::new(),
+            1 => " (1 that does is unhealthy)".into(),
+            n => format!(" ({n} that do are unhealthy)"),
         }
     }
 

@@ -12,6 +12,8 @@ pub(super) struct Failed {
     pub(super) class: ErrorClass,
     pub(super) message: String,
     pub(super) retry_after: Option<Duration>,
+    /// The worker's own fault, whatever the class says (see [`crate::Report`]).
+    pub(super) worker_fault: bool,
 }
 
 pub(super) fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
@@ -19,6 +21,7 @@ pub(super) fn failed(class: ErrorClass, message: impl Into<String>) -> Failed {
         class,
         message: message.into(),
         retry_after: None,
+        worker_fault: false,
     }
 }
 

@@ -139,13 +139,16 @@ impl Pipeline {
             return Err(failed(ErrorClass::Timeout, "the task's timeout was hit"));
         }
         if outcome.is_error {
+            let class = outcome.error_class.unwrap_or(ErrorClass::AgentError);
             return Err(Failed {
-                class: outcome.error_class.unwrap_or(ErrorClass::AgentError),
+                class,
                 message: outcome
                     .error_message
                     .clone()
                     .unwrap_or_else(|| "the agent reported an error".into()),
                 retry_after: outcome.retry_after,
+                // The provider refused a key the task did not bring: the worker's own.
+                worker_fault: class == ErrorClass::AuthFailed && !brings_agent_credentials(work),
             });
         }
         Ok(())
@@ -216,4 +219,12 @@ impl Pipeline {
             self.run_agent(agent, prompt, resume, scope, result).await?;
         }
     }
+}
+
+/// Whether the task brought credentials of its own for its agent (any besides the git token):
+/// then a refused key is the task's, not the worker's.
+fn brings_agent_credentials(work: &crate::api::ClaimedWork) -> bool {
+    work.credentials
+        .iter()
+        .any(|(name, _)| !super::GIT_TOKEN_CREDENTIALS.contains(&name))
 }

@@ -119,21 +119,18 @@ impl Shared {
 
     /// Count a failure of the worker itself (or the end of a streak); after `unhealthy_after`
     /// in a row the worker turns unhealthy and stops claiming until it is restarted. Its own
-    /// failures: git or an agent that cannot be started (`WORKER_ERROR`), and an agent that
-    /// refuses the worker's own credentials (`AUTH_FAILED` of a task that brought none) — a
-    /// worker with a bad key would otherwise fail every task it claims, and claim them fast.
-    pub(super) fn note_outcome(&self, report: &Report, task_brought_credentials: bool) {
+    /// failures: git or an agent that cannot be started (`WORKER_ERROR`), and an agent whose
+    /// provider refused the key the worker supplied (`worker_fault`) — a worker with a bad key
+    /// would otherwise fail every task it claims, and claim them fast.
+    pub(super) fn note_outcome(&self, report: &Report) {
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
                 ..
             } => self.own_failure("git or an agent could not be started"),
             Report::Fail {
-                class: ErrorClass::AuthFailed,
-                ..
-            } if !task_brought_credentials => {
-                self.own_failure("the agent refused this worker's own credentials (or found none)")
-            }
+                worker_fault: true, ..
+            } => self.own_failure("the agent's provider refused this worker's own key"),
             Report::Fail {
                 class: ErrorClass::Canceled,
                 ..

@@ -56,13 +56,7 @@ pub(super) async fn run_task(
             None => tracing::warn!(task = %task_id, attempt, "lease lost: the attempt ends unreported"),
         }
     }
-    // An agent key of the task's own (a credential other than the git token) makes a refused
-    // key the task's failure, not the worker's.
-    let brought = work
-        .credentials
-        .iter()
-        .any(|(name, _)| !crate::pipeline::GIT_TOKEN_CREDENTIALS.contains(&name));
-    let outcome = deliver(&shared, lease, report.clone(), brought).await;
+    let outcome = deliver(&shared, lease, report.clone()).await;
     log_end(task_id, attempt, took, &report, &outcome);
     shared.lock_running().remove(&task_id);
     drop(permit);
@@ -110,14 +104,9 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report, outcome:
 }
 
 /// Deliver `report` (with the same retries as a single attempt's) and count how it ended.
-pub(super) async fn deliver(
-    shared: &Shared,
-    lease: Lease,
-    report: Report,
-    task_brought_credentials: bool,
-) -> AttemptOutcome {
+pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) -> AttemptOutcome {
     if !matches!(report, Report::Abandon) {
-        shared.note_outcome(&report, task_brought_credentials);
+        shared.note_outcome(&report);
     }
     let outcome =
         crate::attempt::deliver(&*shared.api, &shared.id, lease, report, shared.report_retry_for).await;

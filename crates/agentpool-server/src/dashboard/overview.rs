@@ -258,9 +258,15 @@ fn queue(d: &OverviewData) -> String {
                             format!("project {project} spent its daily budget")
                         }
                         WaitReason::NoWorker => "no free worker with its agent and labels".to_string(),
-                        WaitReason::NoWorkerCanRun { agent, labels } => {
-                            format!("no worker online offers {}", WaitReason::needs(agent.as_deref(), labels))
-                        }
+                        WaitReason::NoWorkerCanRun {
+                            agent,
+                            labels,
+                            unhealthy,
+                        } => format!(
+                            "no worker online offers {}{}",
+                            WaitReason::needs(agent.as_deref(), labels),
+                            WaitReason::unhealthy_note(*unhealthy)
+                        ),
                     })
                     .collect::<Vec<_>>()
                     .join("; ")

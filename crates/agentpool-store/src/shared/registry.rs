@@ -128,10 +128,15 @@ macro_rules! registry_queries {
 
         /// Whether a worker online and taking tasks (idle or busy) could run a task of `shape`.
         /// Reads only what the answer needs: no running counts, no whole rows.
-        pub(crate) async fn any_worker_can_run(r: &Pool<Db>, shape: &$crate::Shape) -> Result<bool> {
-            let rows = sqlx::query("SELECT agents, labels FROM workers WHERE status IN ('idle', 'busy')")
-                .fetch_all(r)
-                .await?;
+        /// Whether a worker online could run tasks of `shape`, and how many that could are
+        /// unhealthy (when none online can).
+        pub(crate) async fn workers_that_can_run(r: &Pool<Db>, shape: &$crate::Shape) -> Result<(bool, u32)> {
+            let rows = sqlx::query(
+                "SELECT agents, labels, status FROM workers WHERE status IN ('idle', 'busy', 'unhealthy')",
+            )
+            .fetch_all(r)
+            .await?;
+            let mut unhealthy = 0;
             for row in &rows {
                 let agents: Vec<agentpool_core::worker::AgentInfo> =
                     serde_json::from_str(&row.try_get::<String, _>("agents")?)
@@ -139,10 +144,13 @@ macro_rules! registry_queries {
                 let labels: agentpool_core::Labels = serde_json::from_str(&row.try_get::<String, _>("labels")?)
                     .map_err(|e| common::corrupt("worker labels", e))?;
                 if shape.fits(|a| agents.iter().any(|x| x.name == a), &labels) {
-                    return Ok(true);
+                    if row.try_get::<String, _>("status")? != "unhealthy" {
+                        return Ok((true, 0));
+                    }
+                    unhealthy += 1;
                 }
             }
-            Ok(false)
+            Ok((false, unhealthy))
         }
 
         pub(crate) async fn drain_worker(w: &Pool<Db>, r: &Pool<Db>, id: &WorkerId) -> Result<Worker> {

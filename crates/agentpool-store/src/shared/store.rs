@@ -103,10 +103,12 @@ macro_rules! store_impl {
                 // (a mistyped agent, a label no worker carries), not only that none is free.
                 if d.waiting == [$crate::WaitReason::NoWorker] {
                     let shape = $crate::Shape::of(&d.task.spec);
-                    if !registry::any_worker_can_run(&self.$r, &shape).await? {
+                    let (can, unhealthy) = registry::workers_that_can_run(&self.$r, &shape).await?;
+                    if !can {
                         d.waiting = vec![$crate::WaitReason::NoWorkerCanRun {
                             agent: shape.agent,
                             labels: shape.labels,
+                            unhealthy,
                         }];
                     }
                 }

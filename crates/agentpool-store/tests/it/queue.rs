@@ -163,7 +163,8 @@ async fn claim_matches_agent_and_labels(h: Harness) {
         waiting(cmd_task).await,
         vec![agentpool_store::WaitReason::NoWorkerCanRun {
             agent: Some("command".into()),
-            labels: Default::default()
+            labels: Default::default(),
+            unhealthy: 0,
         }]
     );
     // One that does, busy or not: it waits for that worker to be free.
@@ -182,6 +183,7 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     let far_waits = agentpool_store::WaitReason::NoWorkerCanRun {
         agent: Some("command".into()),
         labels: crate::harness::labels(&[("zone", "c")]),
+        unhealthy: 0,
     };
     assert_eq!(waiting(far).await, vec![far_waits.clone()]);
     assert_eq!(
@@ -192,6 +194,21 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     let c = h.worker("zone-c", &["command"], &[("zone", "c")]).await;
     h.store.drain_worker(&c.id).await.unwrap();
     assert_eq!(waiting(far).await, vec![far_waits]);
+    // Nor can an unhealthy one, and the task says it is there.
+    let sick = h.worker("zone-c-2", &["command"], &[("zone", "c")]).await;
+    h.store.mark_worker_unhealthy(&sick.id).await.unwrap();
+    assert_eq!(
+        waiting(far).await,
+        vec![agentpool_store::WaitReason::NoWorkerCanRun {
+            agent: Some("command".into()),
+            labels: crate::harness::labels(&[("zone", "c")]),
+            unhealthy: 1,
+        }]
+    );
+    assert_eq!(
+        agentpool_store::WaitReason::unhealthy_note(1),
+        " (1 that does is unhealthy)"
+    );
 }
 
 async fn draining_worker_claims_nothing(h: Harness) {

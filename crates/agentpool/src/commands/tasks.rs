@@ -200,7 +200,15 @@ fn with_access_hint(e: anyhow::Error, task: &agentpool_core::Task) -> anyhow::Er
 async fn no_worker_can_run(client: &Client, id: TaskId) -> Option<String> {
     let d = client.get_task(id).await.ok()?;
     d.waiting.iter().find_map(|w| match w {
-        WaitReason::NoWorkerCanRun { agent, labels } => Some(WaitReason::needs(agent.as_deref(), labels)),
+        WaitReason::NoWorkerCanRun {
+            agent,
+            labels,
+            unhealthy,
+        } => Some(format!(
+            "{}{}",
+            WaitReason::needs(agent.as_deref(), labels),
+            WaitReason::unhealthy_note(*unhealthy)
+        )),
         _ => None,
     })
 }
