@@ -365,14 +365,9 @@ fn waiting_reason(w: &WaitReason) -> String {
         }
         WaitReason::BudgetExhausted { message, project, .. } => format!("project {project}: {message}"),
         WaitReason::NoWorker => "for a free worker with its agent and labels".into(),
-        WaitReason::NoWorkerCanRun {
-            agent,
-            labels,
-            unhealthy,
-        } => format!(
-            "for a worker that can run it: none online offers {}{}",
-            WaitReason::needs(agent.as_deref(), labels),
-            WaitReason::unhealthy_note(*unhealthy)
+        w @ WaitReason::NoWorkerCanRun { .. } => format!(
+            "for a worker that can run it: none online offers {}",
+            w.no_worker_offers().unwrap_or_default()
         ),
     }
 }

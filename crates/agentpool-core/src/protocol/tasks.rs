@@ -78,14 +78,24 @@ impl WaitReason {
         }
     }
 
-    /// The unhealthy workers of a [`WaitReason::NoWorkerCanRun`], in words to follow what it
-    /// needs: "", " (1 that does is unhealthy)", " (2 that do are unhealthy)".
-    pub fn unhealthy_note(unhealthy: u32) -> String {
-        match unhealthy {
-            0 => String::new(),
-            1 => " (1 that does is unhealthy)".into(),
-            n => format!(" ({n} that do are unhealthy)"),
-        }
+    /// What the task of a [`WaitReason::NoWorkerCanRun`] needs and the unhealthy workers that
+    /// offer it, in words: "agent claude-code", "agent claude-code (1 that does is unhealthy)".
+    /// `None` for any other reason.
+    pub fn no_worker_offers(&self) -> Option<String> {
+        let WaitReason::NoWorkerCanRun {
+            agent,
+            labels,
+            unhealthy,
+        } = self
+        else {
+            return None;
+        };
+        let needs = Self::needs(agent.as_deref(), labels);
+        Some(match unhealthy {
+            0 => needs,
+            1 => format!("{needs} (1 that does is unhealthy)"),
+            n => format!("{needs} ({n} that do are unhealthy)"),
+        })
     }
 
     /// The busy slots of a [`WaitReason::ProjectSlotsFull`], in words: "its one slot busy",

@@ -258,15 +258,9 @@ fn queue(d: &OverviewData) -> String {
                             format!("project {project} spent its daily budget")
                         }
                         WaitReason::NoWorker => "no free worker with its agent and labels".to_string(),
-                        WaitReason::NoWorkerCanRun {
-                            agent,
-                            labels,
-                            unhealthy,
-                        } => format!(
-                            "no worker online offers {}{}",
-                            WaitReason::needs(agent.as_deref(), labels),
-                            WaitReason::unhealthy_note(*unhealthy)
-                        ),
+                        w @ WaitReason::NoWorkerCanRun { .. } => {
+                            format!("no worker online offers {}", w.no_worker_offers().unwrap_or_default())
+                        }
                     })
                     .collect::<Vec<_>>()
                     .join("; ")

@@ -202,14 +202,9 @@ fn waiting_reason(w: &WaitReason, now: Timestamp) -> String {
             time(*until)
         ),
         WaitReason::NoWorker => "waiting for a free worker with its agent and labels".into(),
-        WaitReason::NoWorkerCanRun {
-            agent,
-            labels,
-            unhealthy,
-        } => format!(
-            "waiting for a worker that can run it: none online offers {}{}",
-            esc(&WaitReason::needs(agent.as_deref(), labels)),
-            WaitReason::unhealthy_note(*unhealthy)
+        w @ WaitReason::NoWorkerCanRun { .. } => format!(
+            "waiting for a worker that can run it: none online offers {}",
+            esc(&w.no_worker_offers().unwrap_or_default())
         ),
     }
 }

@@ -206,8 +206,8 @@ async fn claim_matches_agent_and_labels(h: Harness) {
         }]
     );
     assert_eq!(
-        agentpool_store::WaitReason::unhealthy_note(1),
-        " (1 that does is unhealthy)"
+        waiting(far).await[0].no_worker_offers().as_deref(),
+        Some("agent command with labels zone=c (1 that does is unhealthy)")
     );
 }
 

@@ -199,18 +199,7 @@ fn with_access_hint(e: anyhow::Error, task: &agentpool_core::Task) -> anyhow::Er
 /// says nothing: following the task goes on regardless.
 async fn no_worker_can_run(client: &Client, id: TaskId) -> Option<String> {
     let d = client.get_task(id).await.ok()?;
-    d.waiting.iter().find_map(|w| match w {
-        WaitReason::NoWorkerCanRun {
-            agent,
-            labels,
-            unhealthy,
-        } => Some(format!(
-            "{}{}",
-            WaitReason::needs(agent.as_deref(), labels),
-            WaitReason::unhealthy_note(*unhealthy)
-        )),
-        _ => None,
-    })
+    d.waiting.iter().find_map(WaitReason::no_worker_offers)
 }
 
 /// Say, once, that the task waits for a worker that can run it; a server may get one later.
