@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::http::{self, Forge, Result};
+use crate::http::{self, Forge, Result, Token};
 
 /// API version header GitHub documents for the REST API.
 const API_VERSION: &str = "2022-11-28";
@@ -66,19 +66,11 @@ pub trait PullRequests: Send + Sync {
 }
 
 /// A client for one API base URL with one token.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct GithubClient {
     http: reqwest::Client,
     base: String,
-    token: String,
-}
-
-impl std::fmt::Debug for GithubClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GithubClient")
-            .field("base", &self.base)
-            .finish_non_exhaustive()
-    }
+    token: Token,
 }
 
 impl GithubClient {
@@ -87,7 +79,7 @@ impl GithubClient {
         Ok(Self {
             http: http::client()?,
             base: base.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            token: Token(token.to_string()),
         })
     }
 
@@ -96,7 +88,7 @@ impl GithubClient {
             .request(method, format!("{}{path}", self.base))
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", API_VERSION)
-            .bearer_auth(&self.token)
+            .bearer_auth(&self.token.0)
     }
 
     async fn send<T: for<'de> Deserialize<'de>>(

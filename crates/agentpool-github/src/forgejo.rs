@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use crate::client::{NewPull, PullInfo, PullRequests};
-use crate::http::{self, Forge, Result};
+use crate::http::{self, Forge, Result, Token};
 
 /// Open pull requests looked through for a head, 50 a page: a repository with more open pull
 /// requests than this has bigger problems than a second one.
@@ -16,19 +16,11 @@ const PAGE: u32 = 50;
 const WIP_PREFIX: &str = "WIP: ";
 
 /// A client for one Forgejo instance with one token.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ForgejoClient {
     http: reqwest::Client,
     api: String,
-    token: String,
-}
-
-impl std::fmt::Debug for ForgejoClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForgejoClient")
-            .field("api", &self.api)
-            .finish_non_exhaustive()
-    }
+    token: Token,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +62,7 @@ impl ForgejoClient {
         Ok(Self {
             http: http::client()?,
             api: format!("{}/api/v1", url.trim_end_matches('/')),
-            token: token.to_string(),
+            token: Token(token.to_string()),
         })
     }
 
@@ -78,7 +70,7 @@ impl ForgejoClient {
         self.http
             .request(method, format!("{}{path}", self.api))
             .header("accept", "application/json")
-            .header("authorization", format!("token {}", self.token))
+            .header("authorization", format!("token {}", self.token.0))
     }
 }
 

@@ -2,6 +2,7 @@
 //! from, and sending a request and decoding its JSON answer. Tokens travel only in headers
 //! the callers set, so nothing here can put one in an error.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -67,13 +68,30 @@ struct ErrorMessage {
     message: String,
 }
 
-/// The HTTP client of one forge client: agentpool's user agent and a 30 s limit per call.
+/// The HTTP client every forge client shares: agentpool's user agent and a 30 s limit per
+/// call. Built once, because building one reads the system's root certificates from disk and
+/// the server makes a forge client per link per pass; a clone shares its connection pool.
 pub(crate) fn client() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+    static SHARED: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(c) = SHARED.get() {
+        return Ok(c.clone());
+    }
+    let c = reqwest::Client::builder()
         .user_agent(concat!("agentpool/", env!("CARGO_PKG_VERSION")))
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| ForgeError::Config(e.to_string()))
+        .map_err(|e| ForgeError::Config(e.to_string()))?;
+    Ok(SHARED.get_or_init(|| c).clone())
+}
+
+/// A token a client sends; `Debug` shows no part of it.
+#[derive(Clone)]
+pub(crate) struct Token(pub(crate) String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn transport(forge: Forge, what: &'static str, e: reqwest::Error) -> ForgeError {
@@ -131,4 +149,19 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{ForgejoClient, GithubClient};
+
+    #[test]
+    fn clients_show_no_token() {
+        let gh = GithubClient::new("https://api.github.com", "ghp_secret-value").unwrap();
+        let fj = ForgejoClient::new("https://codeberg.org", "forgejo-secret-value").unwrap();
+        for shown in [format!("{gh:?}"), format!("{fj:?}")] {
+            assert!(!shown.contains("secret-value"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
 }
