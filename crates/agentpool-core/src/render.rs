@@ -1,8 +1,18 @@
 //! Reading agent events' JSON for people, the same in the CLI and the dashboard: the first
 //! string among a payload's candidate fields, a usage event's tokens and cost, and the one
-//! argument that says what a tool call does.
+//! argument that says what a tool call does; and text cut to a length for a column or a field.
 
 use serde_json::Value;
+
+/// `s` cut to at most `max` characters, the last of them `…` when it was cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
 
 /// The first of `keys` whose value in `v` is a string.
 pub fn str_field<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
@@ -51,5 +61,15 @@ pub fn tool_key_argument(input: &Value) -> Option<String> {
             .as_object()
             .and_then(|o| o.values().find_map(Value::as_str))
             .map(str::to_string),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_counts_characters_and_marks_the_cut() {
+        assert_eq!(super::clip("héllo", 5), "héllo");
+        assert_eq!(super::clip("héllo wörld", 6), "héllo…");
+        assert_eq!(super::clip("ab", 1), "…");
     }
 }

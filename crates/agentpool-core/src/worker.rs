@@ -65,6 +65,10 @@ pub struct Worker {
     pub labels: Labels,
     pub slots: u32,
     pub status: WorkerStatus,
+    /// Why the worker is unhealthy, as it said when it turned so; absent otherwise (and for a
+    /// worker too old to say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
     /// Tasks this worker holds a live lease on.
     pub running: u32,
     pub registered_at: Timestamp,

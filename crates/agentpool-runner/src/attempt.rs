@@ -145,6 +145,7 @@ async fn heartbeat_loop(
             let req = HeartbeatRequest {
                 leases: vec![lease],
                 status: Some(WorkerStatus::Busy),
+                status_message: None,
                 cache: None,
             };
             // Once the attempt is being canceled there is nothing more to wait for.

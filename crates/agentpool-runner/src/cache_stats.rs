@@ -1,5 +1,5 @@
 //! What the worker says about its mirror cache (to the server on heartbeats, and on its local
-//! probe): hits and misses since the cache was created and the mirrors' size on disk. The size is
+//! probe), and the heartbeat call that carries it: hits and misses since the cache was created and the mirrors' size on disk. The size is
 //! measured again only after a use of the cache or every few minutes, since it walks every
 //! mirror; a heartbeat carries the figures only when they changed since the server last took
 //! them.
@@ -131,8 +131,10 @@ impl CacheMonitor {
 }
 
 /// Send a heartbeat whose answer may wait up to `wait` (see
-/// [`WorkerApi::heartbeat_waiting`]), with the cache's figures when they changed (and again
-/// without them when an older server refuses the field).
+/// [`WorkerApi::heartbeat_waiting`]), with the cache's figures when they changed. The fields
+/// newer than the first servers (the cache's figures, the status message) are sent again
+/// without them when the server refuses the beat: an older server refuses unknown fields, and
+/// a beat it refuses would leave the worker's leases to expire.
 pub async fn heartbeat(
     api: &dyn WorkerApi,
     id: &WorkerId,
@@ -140,34 +142,41 @@ pub async fn heartbeat(
     cache: Option<&CacheMonitor>,
     wait: Duration,
 ) -> Result<HeartbeatReply, ApiError> {
-    let Some(m) = cache else {
-        return api.heartbeat_waiting(id, req, wait).await;
-    };
-    // The size is a walk of every mirror: a beat waits for it only briefly, and goes without
-    // the figures otherwise (the walk finishes on its own and the next beat carries them).
-    req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send()).await.ok().flatten();
+    if let Some(m) = cache {
+        // The size is a walk of every mirror: a beat waits for it only briefly, and goes
+        // without the figures otherwise (the walk finishes on its own and the next beat
+        // carries them).
+        req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send()).await.ok().flatten();
+    }
     let sent = req.cache;
+    let newer_fields = sent.is_some() || req.status_message.is_some();
     let reply = match api.heartbeat_waiting(id, req.clone(), wait).await {
-        // An older server refuses the unknown field: the same beat without it must pass.
         Err(
             e @ ApiError::Rejected {
                 status: 400 | 422, ..
             },
-        ) if sent.is_some() => {
+        ) if newer_fields => {
             req.cache = None;
+            req.status_message = None;
             let r = api.heartbeat_waiting(id, req, wait).await;
             if r.is_ok() {
-                tracing::info!("the server does not take mirror-cache figures ({e}); not sending them");
-                m.unsupported();
+                tracing::info!(
+                    "the server refused this worker's newer heartbeat fields ({e}); sent without them"
+                );
+                if let Some(m) = cache.filter(|_| sent.is_some()) {
+                    m.unsupported();
+                }
             }
             return r;
         }
         r => r,
     };
-    match (&reply, sent) {
-        (Ok(_), Some(s)) => m.sent(s),
-        (Err(ApiError::NotFound(_)), _) => m.resend(),
-        _ => {}
+    if let Some(m) = cache {
+        match (&reply, sent) {
+            (Ok(_), Some(s)) => m.sent(s),
+            (Err(ApiError::NotFound(_)), _) => m.resend(),
+            _ => {}
+        }
     }
     reply
 }

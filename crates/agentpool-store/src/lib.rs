@@ -436,8 +436,9 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     async fn list_workers(&self) -> Result<Vec<Worker>>;
     async fn drain_worker(&self, id: &WorkerId) -> Result<Worker>;
     /// The worker says it cannot start git or its agents: it claims nothing until it
-    /// registers again. A draining worker stays draining.
-    async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()>;
+    /// registers again. A draining worker stays draining. `message` (why) is kept until then;
+    /// without one, the one it gave before stays.
+    async fn mark_worker_unhealthy(&self, id: &WorkerId, message: Option<&str>) -> Result<()>;
     /// Keep the worker's latest mirror-cache report (it sends one when the cache changed).
     async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()>;
     async fn deregister_worker(&self, id: &WorkerId) -> Result<()>;

@@ -122,6 +122,7 @@ pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
         labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
         slots: u32::try_from(r.big("slots")?).unwrap_or(0),
         status: status.parse().map_err(|e| corrupt("worker status", e))?,
+        status_message: r.opt_text("status_message")?,
         running,
         registered_at: ts(r.big("registered_at")?),
         last_heartbeat_at: ts(r.big("last_heartbeat_at")?),

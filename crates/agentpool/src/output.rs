@@ -196,14 +196,7 @@ pub fn short_id(id: &impl ToString) -> String {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    let one_line = s.replace(['\n', '\r'], " ");
-    if one_line.chars().count() <= max {
-        one_line
-    } else {
-        let mut t: String = one_line.chars().take(max.saturating_sub(1)).collect();
-        t.push('…');
-        t
-    }
+    agentpool_core::render::clip(&s.replace(['\n', '\r'], " "), max)
 }
 
 /// What a task does, in a few words.
@@ -252,11 +245,22 @@ pub fn workers_table(style: &Style, workers: &[Worker]) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         style,
         &["ID", "STATUS", "RUNNING", "AGENTS", "LABELS", "HEARTBEAT"],
         &rows,
-    )
+    );
+    // Why a worker is unhealthy is too long for a column: it follows the table.
+    let mut said = false;
+    for w in workers {
+        if let Some(m) = &w.status_message {
+            if !std::mem::replace(&mut said, true) {
+                out.push('\n');
+            }
+            out.push_str(&format!("{} {}: {m}\n", style.red("unhealthy"), w.id));
+        }
+    }
+    out
 }
 
 pub fn labels(l: &agentpool_core::Labels) -> String {

@@ -24,5 +24,5 @@ pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use worker::{
     AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
     CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,
-    HeartbeatQuery, HeartbeatReply, HeartbeatRequest, Secrets, WorkerList,
+    HeartbeatQuery, HeartbeatReply, HeartbeatRequest, MAX_STATUS_MESSAGE, Secrets, WorkerList,
 };

@@ -38,6 +38,9 @@ pub struct ClaimedTask {
     pub resume_session: Option<String>,
 }
 
+/// The longest [`HeartbeatRequest::status_message`] the server takes, in characters.
+pub const MAX_STATUS_MESSAGE: usize = 1000;
+
 /// `POST /v1/workers/{id}/heartbeat`.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,9 @@ pub struct HeartbeatRequest {
     #[serde(default)]
     pub leases: Vec<Lease>,
     pub status: Option<WorkerStatus>,
+    /// Why the worker is unhealthy, in its own words (at most 1000 characters); kept with the
+    /// worker while it stays unhealthy. Ignored with any other status.
+    pub status_message: Option<String>,
     /// The worker's mirror cache, sent when it changed since the last beat; the server keeps
     /// the last one it was sent.
     pub cache: Option<CacheStats>,

@@ -184,12 +184,12 @@ async fn a_launcher_whose_jobs_keep_failing_on_its_set_up_stops_claiming() {
         let id = w.claimed.lease.task_id;
         queue.fails().iter().any(|f| f.0 == id)
     };
-    let unhealthy = || {
-        queue
-            .statuses
-            .lock()
-            .unwrap()
-            .contains(&Some(agentpool_core::WorkerStatus::Unhealthy))
+    let told = || {
+        let statuses = queue.statuses.lock().unwrap();
+        statuses
+            .iter()
+            .find(|s| s.0 == Some(agentpool_core::WorkerStatus::Unhealthy))
+            .map(|s| s.1.clone())
     };
     // Fails, succeeds, fails: never two in a row.
     let name = launched(&fake, &works[0]).await;
@@ -203,7 +203,7 @@ async fn a_launcher_whose_jobs_keep_failing_on_its_set_up_stops_claiming() {
     // Two in a row: unhealthy, and the last two claims stay in the queue.
     let name = launched(&fake, &works[3]).await;
     fake.put_pod(&pod_of(&fake, &name, "pod-err-image-pull.json"));
-    eventually("unhealthy reported", unhealthy).await;
+    eventually("unhealthy reported", || told().is_some()).await;
     let summary = l.stop().await;
     assert!(failed(&works[3]));
     assert_eq!(queue.to_claim.lock().unwrap().len(), 1, "claimed no more");
@@ -214,6 +214,7 @@ async fn a_launcher_whose_jobs_keep_failing_on_its_set_up_stops_claiming() {
             && why.contains("ErrImagePull"),
         "{why}"
     );
+    assert_eq!(told(), Some(Some(why)), "the server is told why");
 }
 
 #[tokio::test]

@@ -91,6 +91,7 @@ pub fn worker(id: &str, status: WorkerStatus, running: u32) -> Worker {
         running,
         registered_at: now,
         last_heartbeat_at: now,
+        status_message: None,
         cache: None,
     }
 }

@@ -25,8 +25,8 @@ pub struct Queue {
     pub to_claim: Mutex<VecDeque<ClaimedWork>>,
     pub fails: Mutex<Vec<(TaskId, ErrorClass, String)>>,
     pub heartbeats: Mutex<Vec<Vec<Lease>>>,
-    /// The status each heartbeat reported.
-    pub statuses: Mutex<Vec<Option<WorkerStatus>>>,
+    /// The status each heartbeat reported, with its message.
+    pub statuses: Mutex<Vec<(Option<WorkerStatus>, Option<String>)>>,
     /// Tasks the next heartbeat reply names as canceled / lost.
     pub cancel: Mutex<Vec<TaskId>>,
     pub lost: Mutex<Vec<TaskId>>,
@@ -125,6 +125,7 @@ impl WorkerApi for Queue {
             running: 0,
             registered_at: now,
             last_heartbeat_at: now,
+            status_message: None,
             cache: None,
         })
     }
@@ -132,7 +133,10 @@ impl WorkerApi for Queue {
     async fn heartbeat(&self, _w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
         self.refusal()?;
         self.heartbeats.lock().unwrap().push(req.leases);
-        self.statuses.lock().unwrap().push(req.status);
+        self.statuses
+            .lock()
+            .unwrap()
+            .push((req.status, req.status_message));
         Ok(HeartbeatReply {
             cancel: std::mem::take(&mut *self.cancel.lock().unwrap()),
             lost: std::mem::take(&mut *self.lost.lock().unwrap()),

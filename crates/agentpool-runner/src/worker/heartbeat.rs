@@ -59,6 +59,7 @@ pub(super) async fn heartbeat_loop(
         let req = HeartbeatRequest {
             leases: shared.leases(),
             status: Some(shared.status()),
+            status_message: shared.status_message(),
             cache: None,
         };
         let beat =

@@ -204,6 +204,7 @@ pub async fn run_worker(
         infra_failures: AtomicU32::new(0),
         unhealthy_after: config.unhealthy_after,
         unhealthy: CancellationToken::new(),
+        unhealthy_reason: std::sync::OnceLock::new(),
         refused: std::sync::OnceLock::new(),
         refused_now: CancellationToken::new(),
         health: config.health.clone(),

@@ -30,6 +30,8 @@ pub(super) struct Shared {
     pub(super) unhealthy_after: u32,
     /// Fires once the worker is unhealthy: it stops claiming.
     pub(super) unhealthy: CancellationToken,
+    /// Why it turned unhealthy, told to the server on every beat from then on.
+    pub(super) unhealthy_reason: std::sync::OnceLock<String>,
     /// Why the server refused the worker's token, once it has (see [`Shared::refuse`]).
     pub(super) refused: std::sync::OnceLock<String>,
     /// Fires when `refused` is set: the worker stops.
@@ -111,6 +113,11 @@ impl Shared {
         }
     }
 
+    /// What the heartbeats say besides the status: why the worker is unhealthy.
+    pub(super) fn status_message(&self) -> Option<String> {
+        self.unhealthy_reason.get().cloned()
+    }
+
     pub(super) fn report_health(&self, h: crate::WorkerHealth) {
         if let Some(r) = &self.health {
             r.set(h);
@@ -126,11 +133,14 @@ impl Shared {
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
+                message,
                 ..
-            } => self.own_failure("git or an agent could not be started"),
+            } => self.own_failure("git or an agent could not be started", message),
             Report::Fail {
-                worker_fault: true, ..
-            } => self.own_failure("the agent's provider refused this worker's own key"),
+                worker_fault: true,
+                message,
+                ..
+            } => self.own_failure("the agent's provider refused this worker's own key", message),
             Report::Fail {
                 class: ErrorClass::Canceled,
                 ..
@@ -140,13 +150,17 @@ impl Shared {
         }
     }
 
-    fn own_failure(&self, what: &str) {
+    fn own_failure(&self, what: &str, last: &str) {
         let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= self.unhealthy_after.max(1) && !self.unhealthy.is_cancelled() {
             tracing::error!(
                 failures = n,
-                "{what} {n} times in a row; this worker is unhealthy and claims no more tasks"
+                "{what} {n} times in a row (the last: {last}); this worker is unhealthy and claims \
+                 no more tasks"
             );
+            let reason = format!("{what} {n} times in a row; the last: {last}");
+            let reason = agentpool_core::render::clip(&reason, agentpool_core::protocol::MAX_STATUS_MESSAGE);
+            let _ = self.unhealthy_reason.set(reason);
             self.count(|s| s.unhealthy = true);
             self.unhealthy.cancel();
             self.report_health(crate::WorkerHealth::Unhealthy);

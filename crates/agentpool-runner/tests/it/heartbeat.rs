@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentpool_core::TaskState;
+use agentpool_core::protocol::HeartbeatRequest;
+use agentpool_runner::ApiError;
 use async_trait::async_trait;
 
 use crate::worker::{
@@ -18,10 +20,11 @@ struct FirstBeatHangs {
 
 #[async_trait]
 impl Hooks for FirstBeatHangs {
-    async fn before_heartbeat(&self) {
+    async fn before_heartbeat(&self, _req: &HeartbeatRequest) -> Result<(), ApiError> {
         if self.beats.fetch_add(1, Ordering::SeqCst) == 0 {
             std::future::pending::<()>().await;
         }
+        Ok(())
     }
 }
 

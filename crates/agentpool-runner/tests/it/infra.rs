@@ -1,13 +1,16 @@
 //! A broken worker (its git cannot be started) does not burn tasks' attempts: each failure is
-//! `WORKER_ERROR`, the task goes back to the queue unchanged, the worker turns unhealthy and
-//! stops claiming (also on its local health probe), and a healthy worker completes the task.
+//! `WORKER_ERROR`, the task goes back to the queue unchanged, the worker turns unhealthy, says
+//! why, and stops claiming (also on its local health probe), and a healthy worker completes the
+//! task.
 
 use std::time::Duration;
 
+use agentpool_core::protocol::HeartbeatRequest;
 use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
-use agentpool_runner::WorkerHealth;
+use agentpool_runner::{ApiError, WorkerHealth};
+use async_trait::async_trait;
 
-use crate::worker::{TOKEN, api, config, enqueue_command, env, finished, start, until};
+use crate::worker::{Hooks, TOKEN, api, config, enqueue_command, env, finished, hooked, start, until};
 
 #[tokio::test]
 async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
@@ -49,12 +52,58 @@ async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
     assert_eq!(d.task.attempts, 1);
     assert_eq!(d.task.worker_id.as_ref().map(|w| w.as_str()), Some("healthy-1"));
 
-    // Still unhealthy, and it took nothing more.
+    // Still unhealthy, it took nothing more, and it says why.
     let w = env.store.get_worker(&broken_id).await.unwrap().unwrap();
     assert_eq!(w.status, WorkerStatus::Unhealthy);
+    let why = w.status_message.unwrap_or_default();
+    assert!(
+        why.starts_with("git or an agent could not be started 3 times in a row; the last: ")
+            && why.contains("could not run git"),
+        "{why}"
+    );
     let summary = broken.stop().await;
     assert!(summary.unhealthy);
     assert_eq!(summary.failed, 3);
     assert_eq!(summary.succeeded, 0);
     assert_eq!(healthy.stop().await.succeeded, 1);
+}
+
+/// A server from before status messages: it refuses a beat with the field, as any server
+/// refuses unknown fields.
+struct NoStatusMessages;
+
+#[async_trait]
+impl Hooks for NoStatusMessages {
+    async fn before_heartbeat(&self, req: &HeartbeatRequest) -> Result<(), ApiError> {
+        match req.status_message {
+            Some(_) => Err(ApiError::Rejected {
+                status: 400,
+                code: "invalid_json".into(),
+                message: "unknown field `status_message`".into(),
+                fields: Vec::new(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// On a server that does not take the reason, the worker's beats still go through without it:
+/// the server learns that the worker is unhealthy, and the leases of its beats stay extended.
+#[tokio::test]
+async fn an_unhealthy_worker_still_beats_on_a_server_without_status_messages() {
+    let env = env().await;
+    let api = hooked(&env.store, Duration::from_secs(30), NoStatusMessages).await;
+    let mut broken = config(&env, "broken-1", TOKEN);
+    broken.pipeline.git_program = env.dir.path().join("no-such-git");
+    broken.unhealthy_after = 1;
+    let broken_id = broken.id.clone().unwrap();
+    let broken = start(broken, api);
+    enqueue_command(&env, "true").await;
+    let w = until("the server to learn the worker is unhealthy", async || {
+        let w = env.store.get_worker(&broken_id).await.unwrap()?;
+        (w.status == WorkerStatus::Unhealthy).then_some(w)
+    })
+    .await;
+    assert_eq!(w.status_message, None);
+    assert!(broken.stop().await.unhealthy);
 }

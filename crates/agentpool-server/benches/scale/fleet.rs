@@ -93,6 +93,7 @@ async fn worker(c: Client, id: WorkerId, ledger: Arc<Ledger>, heartbeat_offset: 
                 let req = HeartbeatRequest {
                     leases: Vec::new(),
                     status: None,
+                    status_message: None,
                     cache: None,
                 };
                 let _ = c.heartbeat(&id, &req).await;

@@ -93,7 +93,7 @@ pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
         let _ = write!(
             h,
             r#"<tr id="worker-{id}" data-status="{st}"><td><code>{id}</code><br><span class="hint">{host}</span></td><td>{}</td><td>{}</td><td>{}/{}</td><td>{tasks}</td><td>{}</td><td>{agents}</td><td>{}</td>"#,
-            html::worker_badge(w.status),
+            status_cell(w),
             html::ago(w.last_heartbeat_at, now),
             w.running,
             w.slots,
@@ -119,6 +119,18 @@ pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
     }
     h.push_str("</tbody></table>");
     h
+}
+
+/// The status badge, and why the worker is unhealthy when it said.
+fn status_cell(w: &Worker) -> String {
+    match &w.status_message {
+        Some(m) => format!(
+            r#"{}<br><span class="hint status-message">{}</span>"#,
+            html::worker_badge(w.status),
+            esc(m)
+        ),
+        None => html::worker_badge(w.status),
+    }
 }
 
 /// `POST /workers/{id}/drain`.

@@ -31,6 +31,7 @@ use super::handout;
 const MAX_WAIT_SECS: u32 = 60;
 const MAX_CLAIM: u32 = 1000;
 const MAX_EVENTS_PER_CALL: usize = 1000;
+use agentpool_core::protocol::MAX_STATUS_MESSAGE;
 
 fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     let mut errs = Vec::new();
@@ -109,9 +110,20 @@ pub async fn heartbeat(
     }
     // Taken before the beat reads the worker's state, so a cancel committed in between rings it.
     let mut bell = (wait > 0).then(|| state.store().worker_bell());
+    if req
+        .status_message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_STATUS_MESSAGE)
+    {
+        return Err(ApiError::invalid_field(
+            "status_message",
+            format!("at most {MAX_STATUS_MESSAGE} characters"),
+        ));
+    }
     if req.status == Some(WorkerStatus::Unhealthy) {
         // Sticky until the worker registers again: heartbeats keep it unhealthy.
-        state.store().mark_worker_unhealthy(&id).await?;
+        let message = req.status_message.as_deref().filter(|m| !m.trim().is_empty());
+        state.store().mark_worker_unhealthy(&id, message).await?;
     }
     // A draining *server* does not ask workers to drain: they may claim from other replicas.
     let mut reply = state

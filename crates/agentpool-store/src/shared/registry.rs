@@ -86,8 +86,8 @@ macro_rules! registry_queries {
                  registered_at, last_heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7) \
                  ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
                    version = excluded.version, agents = excluded.agents, labels = excluded.labels, \
-                   slots = excluded.slots, status = 'idle', registered_at = excluded.registered_at, \
-                   last_heartbeat_at = excluded.last_heartbeat_at \
+                   slots = excluded.slots, status = 'idle', status_message = NULL, \
+                   registered_at = excluded.registered_at, last_heartbeat_at = excluded.last_heartbeat_at \
                  RETURNING *",
             )
             .bind(id.as_str())
@@ -176,13 +176,22 @@ macro_rules! registry_queries {
             common::found(n, "worker", id.as_str())
         }
 
-        pub(crate) async fn mark_worker_unhealthy(w: &Pool<Db>, id: &WorkerId) -> Result<()> {
-            let n =
-                sqlx::query("UPDATE workers SET status = 'unhealthy' WHERE id = $1 AND status <> 'draining'")
-                    .bind(id.as_str())
-                    .execute(w)
-                    .await?
-                    .rows_affected();
+        /// Mark the worker unhealthy (unless it drains), keeping `message` as why; without one,
+        /// the reason it gave before stays.
+        pub(crate) async fn mark_worker_unhealthy(
+            w: &Pool<Db>,
+            id: &WorkerId,
+            message: Option<&str>,
+        ) -> Result<()> {
+            let n = sqlx::query(
+                "UPDATE workers SET status = 'unhealthy', status_message = COALESCE($2, status_message) \
+                 WHERE id = $1 AND status <> 'draining'",
+            )
+            .bind(id.as_str())
+            .bind(message)
+            .execute(w)
+            .await?
+            .rows_affected();
             if n == 0 && get_worker(w, id).await?.is_none() {
                 return Err(StoreError::not_found("worker", id));
             }

@@ -237,8 +237,8 @@ macro_rules! store_impl {
                 registry::report_worker_cache(&self.$w, id, cache).await
             }
 
-            async fn mark_worker_unhealthy(&self, id: &WorkerId) -> Result<()> {
-                registry::mark_worker_unhealthy(&self.$w, id).await
+            async fn mark_worker_unhealthy(&self, id: &WorkerId, message: Option<&str>) -> Result<()> {
+                registry::mark_worker_unhealthy(&self.$w, id, message).await
             }
 
             async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {

@@ -106,14 +106,21 @@ async fn infrastructure_failures_share_the_bound_of_free_releases(h: Harness) {
 async fn an_unhealthy_worker_claims_nothing_until_it_registers_again(h: Harness) {
     let w = h.worker("sick", &["command"], &[]).await;
     h.store.enqueue(cmd("true")).await.unwrap();
-    h.store.mark_worker_unhealthy(&w.id).await.unwrap();
+    h.store
+        .mark_worker_unhealthy(&w.id, Some("git could not be started"))
+        .await
+        .unwrap();
     assert!(w.claim(1).await.is_empty());
-    // Heartbeats keep it unhealthy.
+    // Heartbeats keep it unhealthy, and a beat that says no more keeps the reason.
     h.store.heartbeat(&w.id, &[], crate::harness::TTL).await.unwrap();
+    h.store.mark_worker_unhealthy(&w.id, None).await.unwrap();
     let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
     assert_eq!(got.status, WorkerStatus::Unhealthy);
+    assert_eq!(got.status_message.as_deref(), Some("git could not be started"));
     assert!(w.claim(1).await.is_empty());
-    // A restarted worker registers again and is healthy.
+    // A restarted worker registers again and is healthy, with no reason left.
     let w = h.worker("sick", &["command"], &[]).await;
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!((got.status, got.status_message), (WorkerStatus::Idle, None));
     assert_eq!(w.claim(1).await.len(), 1);
 }

@@ -196,7 +196,7 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     assert_eq!(waiting(far).await, vec![far_waits]);
     // Nor can an unhealthy one, and the task says it is there.
     let sick = h.worker("zone-c-2", &["command"], &[("zone", "c")]).await;
-    h.store.mark_worker_unhealthy(&sick.id).await.unwrap();
+    h.store.mark_worker_unhealthy(&sick.id, None).await.unwrap();
     assert_eq!(
         waiting(far).await,
         vec![agentpool_store::WaitReason::NoWorkerCanRun {

@@ -69,6 +69,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                 let rows = [
                     ("worker", out.bold(w.id.as_str())),
                     ("status", out.worker_status(w.status)),
+                    ("why", w.status_message.clone().unwrap_or_default()),
                     ("host", w.hostname.clone()),
                     ("version", w.version.clone()),
                     ("running", format!("{}/{}", w.running, w.slots)),

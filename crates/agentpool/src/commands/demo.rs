@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use agentpool_agents::AgentConfig;
+use agentpool_core::render::clip;
 use agentpool_core::{Task, TaskId, TaskSpec, TaskState};
 use agentpool_scripted_model::{ModelServer, Script, Step};
 use anyhow::Context;
@@ -367,21 +368,13 @@ async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::
         "  {} {:<10} {}{deps}",
         s.dim("submitted"),
         s.bold(name),
-        truncate(&what, 70)
+        clip(&what, 70)
     );
     Ok(DemoTask {
         name,
         what,
         id: task.id,
     })
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
-    }
 }
 
 /// Wait for a task, then print its events and result.
@@ -416,7 +409,7 @@ async fn show_after(client: &Client, s: &Style, step: &DemoTask, seq: i64) -> an
     say!(
         "{} {} {}",
         s.bold(&format!("── {}", step.name)),
-        s.dim(&truncate(&step.what, 60)),
+        s.dim(&clip(&step.what, 60)),
         s.dim("──")
     );
     for l in &lines {

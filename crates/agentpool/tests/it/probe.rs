@@ -1,6 +1,7 @@
 //! `agentpool worker --health-listen`: `/readyz` answers 200 once the worker is registered and
 //! claiming, and 503 "unhealthy" after git could not be started for three tasks in a row (a
-//! readiness probe then takes the pod out of service); `/healthz` stays 200. The worker's
+//! readiness probe then takes the pod out of service); `/healthz` stays 200, and `workers list`
+//! and `workers show` say why. The worker's
 //! mirror cache shows through the API (`workers show`) and on the probe's `/metrics`, and its
 //! counts outlive the worker process.
 
@@ -82,6 +83,29 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(until_status(&format!("{probe}/readyz"), 503, 60), "unhealthy\n");
     assert_eq!(get(&format!("{probe}/healthz")).0, 200);
+
+    // The server hears it on the next beat, with the reason.
+    let why = "git or an agent could not be started 3 times in a row; the last: ";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let o = env.run(&["--server", &server.url, "workers", "show", "probe-1"]);
+        let out = stdout(&o);
+        if out.contains(why) {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let row = shown.lines().find(|l| l.starts_with("why")).unwrap_or_default();
+    assert!(row.contains(why) && row.contains("git"), "{shown}");
+    let o = env.run(&["--server", &server.url, "workers", "list"]);
+    let listed = stdout(&o);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("unhealthy probe-1: ") && l.contains(why)),
+        "{listed}"
+    );
 
     terminate(&worker);
     assert!(worker.wait().unwrap().success());

@@ -249,13 +249,18 @@ pub(super) fn worker() -> Value {
         agents: r.agents,
         labels: r.labels,
         slots: r.slots,
-        status: WorkerStatus::Idle,
+        status: WorkerStatus::Unhealthy,
+        status_message: Some(UNHEALTHY.into()),
         running: 0,
         registered_at: now(),
         last_heartbeat_at: now(),
         cache: Some(cache_stats()),
     })
 }
+
+/// What an unhealthy worker says about itself.
+const UNHEALTHY: &str = "git or an agent could not be started 3 times in a row; the last: \
+                         agent claude-code could not be started: No such file or directory";
 
 fn cache_stats() -> crate::CacheStats {
     crate::CacheStats {
@@ -328,7 +333,8 @@ pub(super) fn project() -> Value {
 pub(super) fn heartbeat_request() -> Value {
     v(HeartbeatRequest {
         leases: vec![lease()],
-        status: Some(WorkerStatus::Busy),
+        status: Some(WorkerStatus::Unhealthy),
+        status_message: Some(UNHEALTHY.into()),
         cache: Some(cache_stats()),
     })
 }

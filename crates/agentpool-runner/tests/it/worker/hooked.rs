@@ -10,8 +10,10 @@ pub trait Hooks: Send + Sync + 'static {
     fn before(&self) -> Result<(), ApiError> {
         Ok(())
     }
-    /// Runs before a heartbeat is sent.
-    async fn before_heartbeat(&self) {}
+    /// Runs before a heartbeat is sent; an error refuses it as the server would.
+    async fn before_heartbeat(&self, _req: &HeartbeatRequest) -> Result<(), ApiError> {
+        Ok(())
+    }
     /// Sees each heartbeat's reply before the worker does.
     fn after_heartbeat(&self, _reply: &Result<HeartbeatReply, ApiError>) {}
     /// Runs after the server recorded a completion, before the worker learns it did.
@@ -40,7 +42,7 @@ impl<H: Hooks> WorkerApi for Hooked<H> {
     }
     async fn heartbeat(&self, w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {
         self.hooks.before()?;
-        self.hooks.before_heartbeat().await;
+        self.hooks.before_heartbeat(&req).await?;
         let reply = self.inner.heartbeat(w, req).await;
         self.hooks.after_heartbeat(&reply);
         reply

@@ -1,6 +1,6 @@
 //! Escaping: a task whose prompt, branch and model are hostile, run by a "worker" whose agent
-//! output, result files and PR link are hostile too, renders inert on every page and in the
-//! live stream.
+//! output, result files and PR link are hostile too (and another whose reason for being
+//! unhealthy is), renders inert on every page and in the live stream.
 
 use std::time::Duration;
 
@@ -80,6 +80,11 @@ async fn hostile_task(store: &dyn Store) -> TaskId {
         ..TaskResult::default()
     };
     store.complete(&w.id, lease, result).await.expect("complete");
+    let sick = register(store, "w-sick").await;
+    store
+        .mark_worker_unhealthy(&sick.id, Some(&format!("the last: {XSS}")))
+        .await
+        .expect("unhealthy");
     id
 }
 
@@ -130,6 +135,14 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
         );
         assert_inert(&path, &r.text);
     }
+    let workers = get(&app, "/workers", Some(&cookie)).await;
+    assert!(
+        workers
+            .text
+            .contains("the last: &lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the workers page says why a worker is unhealthy:\n{}",
+        workers.text
+    );
     // The live stream of the (finished) task sends the same events, escaped, then ends.
     let live = get(&app, &format!("/live/tasks/{id}?after=0"), Some(&cookie)).await;
     assert_eq!(live.status, StatusCode::OK);

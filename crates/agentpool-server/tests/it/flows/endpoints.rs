@@ -203,6 +203,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
             &HeartbeatRequest {
                 leases: claimed.iter().map(|c| c.claimed.lease).collect(),
                 status: Some(WorkerStatus::Busy),
+                status_message: None,
                 cache: None,
             },
         )

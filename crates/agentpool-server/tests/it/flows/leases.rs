@@ -1,10 +1,11 @@
 //! Leases over the wire: a stale lease is refused with 409, and cancel reaches a running task
-//! through its heartbeat — at once when the heartbeat waits for news.
+//! through its heartbeat — at once when the heartbeat waits for news. And what a heartbeat
+//! says of its worker: why it is unhealthy.
 
 use std::time::Duration;
 
 use agentpool_core::protocol::{FailOutcome, HeartbeatReply, HeartbeatRequest};
-use agentpool_core::{ErrorClass, NewEvent, TaskResult, TaskState};
+use agentpool_core::{ErrorClass, NewEvent, TaskResult, TaskState, WorkerStatus};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
@@ -145,7 +146,56 @@ async fn a_waiting_heartbeat_is_answered_at_once_by_a_cancel_or_a_drain(backend:
     assert_eq!(quiet, HeartbeatReply::default());
 }
 
+/// A worker that beats `unhealthy` with a reason is listed with it until it registers again;
+/// a later beat without one keeps it; an overlong one is refused by field, and a reason with
+/// a healthy status is not kept.
+async fn an_unhealthy_worker_is_listed_with_its_reason(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (_sub, wrk, w, _t, c) = submit_and_claim(&app, "sleep 100").await;
+    let beat = |status, message: Option<String>| {
+        let (wrk, id) = (wrk.clone(), w.id.clone());
+        async move {
+            let req = HeartbeatRequest {
+                leases: vec![c.lease],
+                status: Some(status),
+                status_message: message,
+                cache: None,
+            };
+            wrk.heartbeat(&id, &req).await
+        }
+    };
+    let why = "git or an agent could not be started 3 times in a row; the last: no git";
+    let e = beat(WorkerStatus::Unhealthy, Some("x".repeat(1001)))
+        .await
+        .expect_err("an overlong reason");
+    assert_eq!(e.status(), Some(StatusCode::UNPROCESSABLE_ENTITY), "{e}");
+    assert!(e.to_string().contains("status_message"), "{e}");
+    beat(WorkerStatus::Busy, Some(why.into())).await.expect("beat");
+    assert_eq!(wrk.get_worker(&w.id).await.expect("get").status_message, None);
+
+    beat(WorkerStatus::Unhealthy, Some(why.into()))
+        .await
+        .expect("beat");
+    beat(WorkerStatus::Unhealthy, None).await.expect("beat");
+    let listed = wrk.list_workers().await.expect("list");
+    let got = listed.iter().find(|x| x.id == w.id).expect("listed");
+    assert_eq!(got.status, WorkerStatus::Unhealthy);
+    assert_eq!(got.status_message.as_deref(), Some(why));
+
+    let again = wrk
+        .register(&agentpool_core::worker::WorkerRegistration {
+            id: Some(w.id.clone()),
+            ..crate::support::registration(&["command"])
+        })
+        .await
+        .expect("register again");
+    assert_eq!((again.status, again.status_message), (WorkerStatus::Idle, None));
+}
+
 crate::both_backends!(
+    an_unhealthy_worker_is_listed_with_its_reason,
     stale_lease_is_refused_with_409,
     cancel_reaches_a_running_task_through_heartbeat,
     a_waiting_heartbeat_is_answered_at_once_by_a_cancel_or_a_drain,
