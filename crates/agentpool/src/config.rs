@@ -231,6 +231,7 @@ mod tests {
             token: None,
             output: None,
             ca_cert: None,
+            log_format: crate::cli::LogFormat::Text,
         }
     }
 

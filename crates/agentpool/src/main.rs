@@ -38,7 +38,10 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    telemetry::init(cli.command.is_service());
+    if let Err(e) = telemetry::init(cli.command.is_service(), cli.global.log_format) {
+        eprintln!("agentpool: {e}");
+        return std::process::ExitCode::from(ExitCode::Usage as u8);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

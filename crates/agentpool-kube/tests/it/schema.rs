@@ -124,6 +124,14 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
                 "{overlay} has no {kind}"
             );
         }
+        if overlay == "overlays/production" {
+            // Every service logs JSON lines there, for the cluster's log collector.
+            assert_eq!(
+                text.matches("name: AGENTPOOL_LOG_FORMAT\n").count(),
+                text.matches("kind: Deployment\n").count(),
+                "{text}"
+            );
+        }
         files.push(file);
     }
     validate(&files);

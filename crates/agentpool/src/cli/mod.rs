@@ -76,6 +76,15 @@ pub struct GlobalArgs {
     /// PEM file of a CA certificate to trust for an https:// server, besides the system's roots
     #[arg(long, global = true, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Format of the log on stderr: text, or json (one object a line, for a log collector)
+    #[arg(long, global = true, env = "AGENTPOOL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]

@@ -9,6 +9,7 @@ mod data_dir;
 mod demo;
 mod json;
 mod kube;
+mod logging;
 mod pool;
 mod probe;
 mod profiles;

@@ -127,3 +127,20 @@ fn completions_are_generated_for_bash() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("_agentpool"));
 }
+
+#[test]
+fn a_log_filter_or_format_that_is_not_one_is_refused_in_one_line() {
+    let env = Env::new();
+    let o = crate::logging::migrate(&env, &[], &[("AGENTPOOL_LOG", "info,[")]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = one_line(&stderr(&o)).to_string();
+    assert!(
+        line.contains("AGENTPOOL_LOG=\"info,[\" is not a log filter"),
+        "{line}"
+    );
+    let o = crate::logging::migrate(&env, &["--log-format", "xml"], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    let line = one_line(&stderr(&o)).to_string();
+    assert!(line.contains("--log-format") && line.contains("json"), "{line}");
+    assert!(!env.dir.path().join("log.db").exists(), "nothing was migrated");
+}
