@@ -139,6 +139,10 @@ pub struct WorkerPoolStatus {
     pub idle_workers: i32,
     /// Workers being drained before their pods go.
     pub draining_workers: i32,
+    /// Workers that stopped claiming because git, their agents or their own agent key keep
+    /// failing (why: the `Degraded` condition); their pods stay, out of service, until
+    /// restarted.
+    pub unhealthy_workers: i32,
     /// Queued tasks this pool could run.
     pub queued_tasks: i64,
     /// Tasks running on the pool's workers.

@@ -119,6 +119,7 @@ impl Metrics {
             ("busy_workers", i64::from(s.busy_workers)),
             ("idle_workers", i64::from(s.idle_workers)),
             ("draining_workers", i64::from(s.draining_workers)),
+            ("unhealthy_workers", i64::from(s.unhealthy_workers)),
             ("queued_tasks", s.queued_tasks),
             ("running_tasks", s.running_tasks),
         ] {

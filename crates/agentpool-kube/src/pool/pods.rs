@@ -1,7 +1,9 @@
-//! Why a pool's pods are not running: the ones crash-looping or stuck before they start, with
-//! what their containers last said, so the pool's `Degraded` condition tells an operator the
-//! cause without reading pod logs (which a restart may already have replaced).
+//! Why a pool's pods are not working: the ones crash-looping or stuck before they start, with
+//! what their containers last said, and the workers that run but turned unhealthy, with the
+//! reason they gave the server — so the pool's `Degraded` condition tells an operator the cause
+//! without reading pod logs (which a restart may already have replaced).
 
+use agentpool_core::{Worker, WorkerStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use crate::classify::{STUCK, last_words};
@@ -51,4 +53,27 @@ fn container_problem(cs: &ContainerStatus) -> Option<String> {
         Some(m) => format!("{reason}: {m}"),
         None => reason.to_string(),
     })
+}
+
+/// How much of one worker's reason a condition quotes: it says which part failed and how,
+/// and the rest is on the worker (`agentpool workers show`).
+const REASON_CHARS: usize = 300;
+
+/// A line naming the pool's unhealthy workers and why each stopped claiming, or `None` when
+/// none is unhealthy.
+pub fn unhealthy(workers: &[Worker]) -> Option<String> {
+    let sick: Vec<String> = workers
+        .iter()
+        .filter(|w| w.status == WorkerStatus::Unhealthy)
+        .map(|w| {
+            let why = w.status_message.as_deref().unwrap_or("it gave no reason");
+            format!("{}: {}", w.id, agentpool_core::render::clip(why, REASON_CHARS))
+        })
+        .collect();
+    let count = match sick.len() {
+        0 => return None,
+        1 => "1 worker unhealthy, out of service until its pod restarts".to_string(),
+        n => format!("{n} workers unhealthy, out of service until their pods restart"),
+    };
+    Some(format!("{count}; {}", sick.join("; ")))
 }

@@ -265,11 +265,21 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
     let scaling = step.replicas != desired || replicas != step.replicas;
     let mut conditions = Vec::new();
     let gen_ = generation;
-    conditions.push(match (&server_problem, &failing) {
-        (Some(p), None) => condition("Degraded", true, "ServerUnavailable", p, gen_),
-        (Some(p), Some(f)) => condition("Degraded", true, "ServerUnavailable", format!("{p}; {f}"), gen_),
-        (None, Some(f)) => condition("Degraded", true, "PodsFailing", f, gen_),
-        (None, None) => condition("Degraded", false, "AsExpected", "", gen_),
+    // Every problem is said; the reason is the first's, the one to fix first.
+    let problems: Vec<(&str, String)> = [
+        ("ServerUnavailable", server_problem.clone()),
+        ("PodsFailing", failing),
+        ("WorkersUnhealthy", super::pods::unhealthy(&workers)),
+    ]
+    .into_iter()
+    .filter_map(|(reason, p)| Some((reason, p?)))
+    .collect();
+    conditions.push(match problems.first() {
+        Some((reason, _)) => {
+            let said: Vec<&str> = problems.iter().map(|(_, p)| p.as_str()).collect();
+            condition("Degraded", true, reason, said.join("; "), gen_)
+        }
+        None => condition("Degraded", false, "AsExpected", "", gen_),
     });
     conditions.push(if scaling {
         let msg = if step.waiting_for.is_empty() {
@@ -301,6 +311,7 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         busy_workers: count(|s| s.worker_counts.busy),
         idle_workers: count(|s| s.worker_counts.idle),
         draining_workers: count(|s| s.worker_counts.draining),
+        unhealthy_workers: count(|s| s.worker_counts.unhealthy),
         queued_tasks: s.map_or(0, |s| i64::try_from(s.queued).unwrap_or(i64::MAX)),
         running_tasks: s.map_or(0, |s| i64::try_from(s.running).unwrap_or(i64::MAX)),
         // Without the server, the figures it last gave.

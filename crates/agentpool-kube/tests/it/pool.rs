@@ -41,6 +41,7 @@ impl Queue {
         s.queued_due = queued;
         s.running = workers.iter().map(|w| u64::from(w.running)).sum();
         s.workers = workers;
+        recount(&mut s);
     }
 
     pub fn worker_mut(&self, id: &str, f: impl FnOnce(&mut Worker)) {
@@ -49,7 +50,14 @@ impl Queue {
             f(w);
         }
         s.running = s.workers.iter().map(|w| u64::from(w.running)).sum();
+        recount(&mut s);
     }
+}
+
+/// The workers counted by status as the server counts them.
+fn recount(s: &mut QueueStats) {
+    let all = QueueStats::compute(&Labels::new(), &[], [], s.workers.clone());
+    s.worker_counts = all.worker_counts;
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
 //! What a WorkerPool's status carries beyond its sizes: its workers' mirror caches summed
-//! (and in the operator's metrics), why its pods fail when they do, and the scale-down state that lets a new operator
+//! (and in the operator's metrics), why its pods fail or its workers turned unhealthy when they
+//! do, and the scale-down state that lets a new operator
 //! instance continue a scale-down another one started, without waiting the delay over again,
 //! without shrinking early, and without removing a pod that runs a task.
 
@@ -105,6 +106,69 @@ async fn failing_pods_make_the_pool_degraded_with_their_last_words() {
     }
     s.pass().await;
     assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
+}
+
+/// Workers that run but turned unhealthy make the pool `Degraded` with the reason each gave the
+/// server, after any failing pod; they are counted in the status and the metrics.
+#[tokio::test]
+async fn unhealthy_workers_make_the_pool_degraded_with_their_reasons() {
+    let s = setup(json!({"replicas": 3}));
+    let sick = |id: &str, why: Option<&str>| {
+        let mut w = worker(id, WorkerStatus::Unhealthy, 0);
+        w.status_message = why.map(String::from);
+        w
+    };
+    let why = "the agent's provider refused this worker's own key 3 times in a row; the last: \
+               claude-code: authentication failed (401)";
+    s.queue.set(
+        0,
+        vec![
+            worker("agents-0", WorkerStatus::Idle, 0),
+            sick("agents-1", Some(why)),
+        ],
+    );
+    s.pass().await;
+    assert_eq!(
+        s.condition_said("Degraded"),
+        (
+            "True".into(),
+            "WorkersUnhealthy".into(),
+            format!("1 worker unhealthy, out of service until its pod restarts; agents-1: {why}")
+        )
+    );
+    assert_eq!(s.pool().status.unwrap().unhealthy_workers, 1);
+    let text = s.ctx.metrics.render();
+    let line = r#"agentpool_workerpool{namespace="agentpool",pool="agents",quantity="unhealthy_workers"} 1"#;
+    assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+
+    // A crash-looping pod is the first thing to fix: its reason leads, and both are said.
+    s.queue.set(
+        0,
+        vec![
+            worker("agents-0", WorkerStatus::Idle, 0),
+            sick("agents-1", Some(why)),
+            sick("agents-2", None),
+        ],
+    );
+    s.fake.put("pods", crate::fixture("pod-crashloop.json"));
+    s.pass().await;
+    let (_, reason, message) = s.condition_said("Degraded");
+    assert_eq!(reason, "PodsFailing");
+    assert!(
+        message.starts_with("1 pod failing; pod agents-1: CrashLoopBackOff")
+            && message.ends_with(&format!(
+                "; 2 workers unhealthy, out of service until their pods restart; agents-1: {why}; \
+                 agents-2: it gave no reason"
+            )),
+        "{message}"
+    );
+
+    // Restarted, they register as healthy workers again.
+    s.fake.remove("pods", "agents-1");
+    s.queue.set(0, vec![worker("agents-0", WorkerStatus::Idle, 0)]);
+    s.pass().await;
+    assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
+    assert_eq!(s.pool().status.unwrap().unhealthy_workers, 0);
 }
 
 /// A new operator instance (a restart, or another replica taking the lead) on the same
