@@ -91,6 +91,13 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
         crate::version_of(&self.cfg, T::NAME, T::EXE).await
     }
 
+    fn installed(&self) -> bool {
+        // An explicit override is found whether or not it is there.
+        self.cfg
+            .find(T::NAME, T::EXE)
+            .is_some_and(|p| crate::cli::is_executable(&p))
+    }
+
     async fn run(
         &self,
         request: AgentRequest,

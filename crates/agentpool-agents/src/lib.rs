@@ -193,6 +193,11 @@ pub trait CodeAgent: Send + Sync {
     }
     /// The installed CLI's version, when it can be found (reported at worker registration).
     async fn version(&self) -> Option<String>;
+    /// Whether the agent's CLI can be found where a run looks for it: which agents a worker
+    /// offers, and whether one it lost is back.
+    fn installed(&self) -> bool {
+        true
+    }
     /// Run to completion, streaming events into `events`. Cancel via `cancel`: the adapter
     /// kills the agent's whole process group and returns an outcome classed `CANCELED`.
     async fn run(

@@ -15,7 +15,8 @@ pub enum WorkerHealth {
     Ready,
     /// Finishing what it runs and taking nothing new (SIGTERM, or the server asked).
     Draining,
-    /// Git or its agents could not be started repeatedly; it claims nothing until restarted.
+    /// Git or its agents could not be started repeatedly (it claims nothing until they start
+    /// again), or the model's provider refused its own key (until it is restarted).
     Unhealthy,
 }
 
@@ -55,6 +56,18 @@ impl HealthReporter {
     /// Where the worker's cache monitor keeps its latest figures.
     pub(crate) fn cache_slot(&self) -> Arc<Mutex<Option<CacheStats>>> {
         self.1.clone()
+    }
+
+    /// Back to ready from unhealthy: what made the worker unhealthy is over (see
+    /// [`crate::worker`]'s recheck).
+    pub(crate) fn recover(&self) {
+        self.0.send_if_modified(|cur| {
+            let was = *cur == WorkerHealth::Unhealthy;
+            if was {
+                *cur = WorkerHealth::Ready;
+            }
+            was
+        });
     }
 
     /// Move to `h`, except that unhealthy is sticky: draining an unhealthy worker leaves it

@@ -144,6 +144,10 @@ impl Pipeline {
         &self.cfg
     }
 
+    pub fn agents(&self) -> &Registry {
+        &self.agents
+    }
+
     /// How much output an attempt of this pipeline records.
     pub fn log_limit(&self) -> crate::log_limit::LogLimit {
         self.cfg.log_limit

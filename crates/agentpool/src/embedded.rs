@@ -181,15 +181,6 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The executable each shipped adapter runs, to tell which agents are installed.
-// TODO(agents): ask the adapter instead, once the agents crate exposes its executable.
-const AGENT_EXES: [(&str, &str); 4] = [
-    ("claude-code", "claude"),
-    ("codex", "codex"),
-    ("opencode", "opencode"),
-    ("gemini", "gemini"),
-];
-
 /// The agents a worker may run: the shipped adapters whose CLI is installed (a worker only
 /// advertises what it can run, so tasks for other agents wait for a worker that has
 /// them), or exactly those named. Command tasks are always run.
@@ -202,11 +193,7 @@ pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
     if only.is_empty() {
         let mut r = Registry::new();
         for name in all.names() {
-            let installed = AGENT_EXES
-                .iter()
-                .find(|(n, _)| *n == name)
-                .is_none_or(|(n, exe)| cfg.find(n, exe).is_some());
-            if installed && let Some(a) = all.get(&name) {
+            if let Some(a) = all.get(&name).filter(|a| a.installed()) {
                 r.register(a);
             }
         }

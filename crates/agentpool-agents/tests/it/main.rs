@@ -3,6 +3,7 @@
 //! endpoint.
 
 mod auth;
+mod installed;
 mod mcp;
 mod parsers;
 mod process;

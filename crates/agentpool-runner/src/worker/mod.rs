@@ -22,6 +22,7 @@ use crate::pipeline::{CancelCause, Pipeline, PipelineConfig, Report, TaskCancel}
 
 mod backoff;
 mod heartbeat;
+mod recheck;
 mod shared;
 mod task;
 
@@ -52,8 +53,13 @@ pub struct WorkerConfig {
     pub report_retry_for: Duration,
     pub pipeline: PipelineConfig,
     /// After this many tasks in a row failed because git or an agent could not be started
-    /// (`WORKER_ERROR`), the worker reports itself unhealthy and claims nothing more.
+    /// (`WORKER_ERROR`), the worker reports itself unhealthy and claims nothing more (likewise
+    /// when the model's provider refused its own key).
     pub unhealthy_after: u32,
+    /// An unhealthy worker whose git or agents could not be started checks whether they start
+    /// again this long after, then at doubling intervals up to 30 minutes, and claims again
+    /// once they do; zero never checks (it stays unhealthy until restarted).
+    pub recheck_after: Duration,
     /// Told the worker's id once it is registered, so that an embedding process (`agentpool
     /// up`) can announce itself ready only when its workers can take tasks.
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
@@ -85,6 +91,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("report_retry_for", &self.report_retry_for)
             .field("pipeline", &self.pipeline)
             .field("unhealthy_after", &self.unhealthy_after)
+            .field("recheck_after", &self.recheck_after)
             .field("stay_drained", &self.stay_drained)
             .finish()
     }
@@ -106,6 +113,7 @@ impl WorkerConfig {
             report_retry_for: Duration::from_secs(600),
             pipeline: PipelineConfig::new(dir),
             unhealthy_after: 3,
+            recheck_after: Duration::from_secs(60),
             on_registered: None,
             health: None,
             stay_drained: false,
@@ -142,7 +150,8 @@ pub struct WorkerSummary {
     pub abandoned: u64,
     /// Reports that could not be delivered before giving up.
     pub unreported: u64,
-    /// Whether the worker ended unhealthy (it could not start git or its agents).
+    /// Whether the worker ended unhealthy (it could not start git or its agents, or its own
+    /// agent key was refused).
     pub unhealthy: bool,
 }
 
@@ -203,8 +212,7 @@ pub async fn run_worker(
         report_retry_for: config.report_retry_for,
         infra_failures: AtomicU32::new(0),
         unhealthy_after: config.unhealthy_after,
-        unhealthy: CancellationToken::new(),
-        unhealthy_reason: std::sync::OnceLock::new(),
+        unhealthy: tokio::sync::watch::Sender::new(None),
         refused: std::sync::OnceLock::new(),
         refused_now: CancellationToken::new(),
         health: config.health.clone(),
@@ -219,14 +227,22 @@ pub async fn run_worker(
     // Fires when the server asks for a drain (no grace limit then: tasks finish).
     let server_drain = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
+    // Registering again (the server forgot the worker, or it recovered) happens while tasks
+    // may run: keep them.
+    let again = WorkerRegistration {
+        fresh_start: false,
+        ..reg
+    };
     let heartbeat = tokio::spawn(heartbeat_loop(
         shared.clone(),
-        // Registering again from the heartbeat loop happens while tasks may run: keep them.
-        WorkerRegistration {
-            fresh_start: false,
-            ..reg
-        },
+        again.clone(),
         server_drain.clone(),
+        stop_heartbeat.clone(),
+    ));
+    tokio::spawn(recheck::recheck_loop(
+        shared.clone(),
+        again,
+        config.recheck_after,
         stop_heartbeat.clone(),
     ));
 
@@ -244,12 +260,13 @@ pub async fn run_worker(
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new();
     loop {
-        if shared.unhealthy.is_cancelled() {
-            // Stay registered (so operators see why) but take nothing until restarted.
+        if shared.is_unhealthy() {
+            // Stay registered (so operators see why) but take nothing until it recovers.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = server_drain.cancelled() => break,
                 _ = shared.refused_now.cancelled() => break,
+                _ = shared.recovered() => continue,
             }
         }
         // Wait for a free slot first: a claim is made only when a task could start now.
@@ -268,7 +285,7 @@ pub async fn run_worker(
             _ = shutdown.cancelled() => break,
             _ = server_drain.cancelled() => break,
             _ = shared.refused_now.cancelled() => break,
-            _ = shared.unhealthy.cancelled() => continue,
+            _ = shared.became_unhealthy() => continue,
         };
         match claimed {
             Ok(works) => {

@@ -12,6 +12,15 @@ pub(super) struct Running {
     pub(super) reporting: bool,
 }
 
+/// Why a worker stopped claiming.
+#[derive(Debug, Clone)]
+pub(super) struct Unhealthy {
+    pub(super) reason: String,
+    /// Whether a check can tell that it is over (git and the agents start again); a refused
+    /// key is over only with a new one, which takes a restart.
+    pub(super) recheck: bool,
+}
+
 pub(super) struct Shared {
     pub(super) api: Arc<dyn WorkerApi>,
     pub(super) id: WorkerId,
@@ -28,10 +37,8 @@ pub(super) struct Shared {
     /// Tasks in a row that failed with `WORKER_ERROR`.
     pub(super) infra_failures: AtomicU32,
     pub(super) unhealthy_after: u32,
-    /// Fires once the worker is unhealthy: it stops claiming.
-    pub(super) unhealthy: CancellationToken,
-    /// Why it turned unhealthy, told to the server on every beat from then on.
-    pub(super) unhealthy_reason: std::sync::OnceLock<String>,
+    /// Set while the worker is unhealthy: it claims nothing, and says why on every beat.
+    pub(super) unhealthy: tokio::sync::watch::Sender<Option<Unhealthy>>,
     /// Why the server refused the worker's token, once it has (see [`Shared::refuse`]).
     pub(super) refused: std::sync::OnceLock<String>,
     /// Fires when `refused` is set: the worker stops.
@@ -104,7 +111,7 @@ impl Shared {
     pub(super) fn status(&self) -> WorkerStatus {
         if self.draining.load(Ordering::SeqCst) {
             WorkerStatus::Draining
-        } else if self.unhealthy.is_cancelled() {
+        } else if self.is_unhealthy() {
             WorkerStatus::Unhealthy
         } else if self.lock_running().is_empty() {
             WorkerStatus::Idle
@@ -115,7 +122,33 @@ impl Shared {
 
     /// What the heartbeats say besides the status: why the worker is unhealthy.
     pub(super) fn status_message(&self) -> Option<String> {
-        self.unhealthy_reason.get().cloned()
+        self.unhealthy.borrow().as_ref().map(|u| u.reason.clone())
+    }
+
+    pub(super) fn is_unhealthy(&self) -> bool {
+        self.unhealthy.borrow().is_some()
+    }
+
+    /// Returns once the worker is unhealthy (at once if it is).
+    pub(super) async fn became_unhealthy(&self) {
+        let mut rx = self.unhealthy.subscribe();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+
+    /// Returns once the worker is healthy again (at once if it is).
+    pub(super) async fn recovered(&self) {
+        let mut rx = self.unhealthy.subscribe();
+        let _ = rx.wait_for(Option::is_none).await;
+    }
+
+    /// What made the worker unhealthy is over: it claims again, its streak starts over.
+    pub(super) fn recover(&self) {
+        self.infra_failures.store(0, Ordering::SeqCst);
+        self.unhealthy.send_replace(None);
+        self.count(|s| s.unhealthy = false);
+        if let Some(r) = &self.health {
+            r.recover();
+        }
     }
 
     pub(super) fn report_health(&self, h: crate::WorkerHealth) {
@@ -125,22 +158,27 @@ impl Shared {
     }
 
     /// Count a failure of the worker itself (or the end of a streak); after `unhealthy_after`
-    /// in a row the worker turns unhealthy and stops claiming until it is restarted. Its own
-    /// failures: git or an agent that cannot be started (`WORKER_ERROR`), and an agent whose
-    /// provider refused the key the worker supplied (`worker_fault`) — a worker with a bad key
-    /// would otherwise fail every task it claims, and claim them fast.
+    /// in a row the worker turns unhealthy and stops claiming. Its own failures: git or an
+    /// agent that cannot be started (`WORKER_ERROR`; it claims again once they start, see
+    /// `recheck`), and an agent whose provider refused the key the worker supplied
+    /// (`worker_fault`; until it is restarted) — a worker with a bad key would otherwise fail
+    /// every task it claims, and claim them fast.
     pub(super) fn note_outcome(&self, report: &Report) {
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
                 message,
                 ..
-            } => self.own_failure("git or an agent could not be started", message),
+            } => self.own_failure("git or an agent could not be started", message, true),
             Report::Fail {
                 worker_fault: true,
                 message,
                 ..
-            } => self.own_failure("the agent's provider refused this worker's own key", message),
+            } => self.own_failure(
+                "the agent's provider refused this worker's own key",
+                message,
+                false,
+            ),
             Report::Fail {
                 class: ErrorClass::Canceled,
                 ..
@@ -150,21 +188,31 @@ impl Shared {
         }
     }
 
-    fn own_failure(&self, what: &str, last: &str) {
+    fn own_failure(&self, what: &str, last: &str, recheck: bool) {
         let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
-        if n >= self.unhealthy_after.max(1) && !self.unhealthy.is_cancelled() {
-            tracing::error!(
-                failures = n,
-                "{what} {n} times in a row (the last: {last}); this worker is unhealthy and claims \
-                 no more tasks"
-            );
-            let reason = format!("{what} {n} times in a row; the last: {last}");
-            let reason = agentpool_core::render::clip(&reason, agentpool_core::protocol::MAX_STATUS_MESSAGE);
-            let _ = self.unhealthy_reason.set(reason);
-            self.count(|s| s.unhealthy = true);
-            self.unhealthy.cancel();
-            self.report_health(crate::WorkerHealth::Unhealthy);
+        if n < self.unhealthy_after.max(1) || self.is_unhealthy() {
+            return;
         }
+        let until = if recheck {
+            "until they start again"
+        } else {
+            "until it is restarted"
+        };
+        tracing::error!(
+            failures = n,
+            "{what} {n} times in a row (the last: {last}); this worker is unhealthy and claims \
+             no tasks {until}"
+        );
+        let reason = format!("{what} {n} times in a row; the last: {last}");
+        let reason = agentpool_core::render::clip(&reason, agentpool_core::protocol::MAX_STATUS_MESSAGE);
+        self.turn_unhealthy(Unhealthy { reason, recheck });
+    }
+
+    /// Stop claiming, for `why`: said on the beats and the local probe.
+    pub(super) fn turn_unhealthy(&self, why: Unhealthy) {
+        self.count(|s| s.unhealthy = true);
+        self.unhealthy.send_replace(Some(why));
+        self.report_health(crate::WorkerHealth::Unhealthy);
     }
 
     pub(super) fn count(&self, f: impl FnOnce(&mut WorkerSummary)) {

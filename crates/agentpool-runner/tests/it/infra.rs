@@ -107,3 +107,64 @@ async fn an_unhealthy_worker_still_beats_on_a_server_without_status_messages() {
     assert_eq!(w.status_message, None);
     assert!(broken.stop().await.unhealthy);
 }
+
+/// A worker whose git could not be started checks again with a growing pause and, once git
+/// starts (here: installed where it looks), registers again and claims again: the task it
+/// handed back runs on it, and the server no longer lists it unhealthy.
+#[tokio::test]
+async fn a_worker_whose_git_starts_again_claims_again() {
+    let env = env().await;
+    let api = api(&env.store, Duration::from_secs(30)).await;
+    let bin = env.dir.path().join("later-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let git_later = bin.join("git");
+    let mut w = config(&env, "w-later", TOKEN);
+    w.pipeline.git_program = git_later.clone();
+    w.unhealthy_after = 1;
+    w.recheck_after = Duration::from_millis(100);
+    let (reporter, mut health) = agentpool_runner::HealthReporter::new();
+    w.health = Some(reporter);
+    let id = w.id.clone().unwrap();
+    let w = start(w, api);
+
+    let task = enqueue_command(&env, "echo done > done.txt").await;
+    let sick = until("the worker to report itself unhealthy", async || {
+        let w = env.store.get_worker(&id).await.unwrap()?;
+        (w.status == WorkerStatus::Unhealthy).then_some(w)
+    })
+    .await;
+    assert!(
+        sick.status_message
+            .as_deref()
+            .unwrap_or("")
+            .contains("could not run git"),
+        "{sick:?}"
+    );
+    let d = env.store.get_task(task.id).await.unwrap().unwrap();
+    assert_eq!((d.task.state, d.task.attempts), (TaskState::Queued, 0));
+
+    // Git appears where the worker looks for it.
+    let real = which("git");
+    std::os::unix::fs::symlink(&real, &git_later).unwrap();
+    let d = finished(&env.store, task.id).await;
+    assert_eq!(d.task.state, TaskState::Succeeded, "{:?}", d.task.error_message);
+    assert_eq!(d.task.worker_id.as_ref().map(|w| w.as_str()), Some("w-later"));
+    let again = env.store.get_worker(&id).await.unwrap().unwrap();
+    assert_ne!(again.status, WorkerStatus::Unhealthy);
+    assert_eq!(again.status_message, None);
+    health
+        .wait_for(|h| *h == WorkerHealth::Ready)
+        .await
+        .expect("the probe says ready again");
+    let summary = w.stop().await;
+    assert!(!summary.unhealthy);
+    assert_eq!((summary.succeeded, summary.failed), (1, 1));
+}
+
+/// Where `program` is on the PATH.
+fn which(program: &str) -> std::path::PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{program} is not on the PATH"))
+}

@@ -1,0 +1,103 @@
+//! An unhealthy worker whose git or agents could not be started checks, at growing intervals,
+//! whether they start again: git and `sh` run, a task's private directory can be made, and
+//! every agent it offers is installed. Once they do, it registers again (the server keeps a
+//! worker unhealthy until then) and claims tasks again. The check runs nothing of a task, so a
+//! cause it cannot see (a full disk that lets a directory be made) costs a few more tasks
+//! handed back, without using their attempts, before the next check. A worker whose own agent
+//! key was refused does not check: only a new key mends that, and it comes with a restart.
+
+use std::path::Path;
+
+use super::*;
+use crate::private::PrivateDir;
+
+/// The longest pause between two checks.
+const MAX_PAUSE: Duration = Duration::from_secs(30 * 60);
+/// How long one program of the check may take to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) async fn recheck_loop(
+    shared: Arc<Shared>,
+    reg: WorkerRegistration,
+    first: Duration,
+    stop: CancellationToken,
+) {
+    if first.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shared.became_unhealthy() => {}
+            _ = stop.cancelled() => return,
+        }
+        let Some(sick) = shared.unhealthy.borrow().clone() else {
+            continue;
+        };
+        if !sick.recheck {
+            return;
+        }
+        let mut pause = first;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => return,
+            }
+            pause = (pause * 2).min(MAX_PAUSE);
+            let why = match self_check(&shared.pipeline).await {
+                Ok(()) => {
+                    // Healthy first, so that no beat between the registration and the
+                    // recovery tells the server it is unhealthy again.
+                    shared.recover();
+                    match heartbeat::register(&*shared.api, reg.clone(), &stop).await {
+                        Ok(Some(_)) => break,
+                        Ok(None) => return,
+                        Err(e) => format!("it could not register again: {e}"),
+                    }
+                }
+                Err(why) => why,
+            };
+            if !shared.is_unhealthy() {
+                shared.turn_unhealthy(sick.clone());
+            }
+            tracing::info!("this worker is still unhealthy: {why}; checking again in {pause:?}");
+        }
+        tracing::info!("git and the agents start again: this worker claims tasks again");
+    }
+}
+
+/// Whether what a task needs of this worker starts: git, `sh`, a private task directory, and
+/// every agent it offers; why not, when something does not.
+pub(super) async fn self_check(pipeline: &Pipeline) -> Result<(), String> {
+    let cfg = pipeline.config();
+    starts(&cfg.git_program, &["--version"]).await?;
+    starts(Path::new("sh"), &["-c", "true"]).await?;
+    for parent in [cfg.workspace.root.clone(), cfg.state_dir.join("credentials")] {
+        // Removed again when dropped.
+        PrivateDir::create(&parent)
+            .map_err(|e| format!("cannot create a private directory in {}: {e}", parent.display()))?;
+    }
+    let agents = pipeline.agents();
+    for name in agents.names() {
+        if agents.get(&name).is_some_and(|a| !a.installed()) {
+            return Err(format!("agent {name} is not installed"));
+        }
+    }
+    Ok(())
+}
+
+async fn starts(program: &Path, args: &[&str]) -> Result<(), String> {
+    let run = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let shown = program.display();
+    match tokio::time::timeout(CHECK_TIMEOUT, run).await {
+        Ok(Ok(s)) if s.success() => Ok(()),
+        Ok(Ok(s)) => Err(format!("{shown} {} ended with {s}", args.join(" "))),
+        Ok(Err(e)) => Err(format!("{shown} cannot be started: {e}")),
+        Err(_) => Err(format!("{shown} did not answer within {CHECK_TIMEOUT:?}")),
+    }
+}
