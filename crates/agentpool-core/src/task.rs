@@ -266,6 +266,33 @@ pub struct Attempt {
     pub error_message: Option<String>,
 }
 
+/// How each of a task's `attempts` (in order) ended, for people: its outcome, or `given back`
+/// for one that failed on the worker or the infrastructure and was handed back without using
+/// its number (the next attempt has the same one; for the last, the task's count of attempts
+/// `started` is below it) — three `failed` #1 before a `succeeded` #1 would read as a
+/// contradiction.
+pub fn attempt_endings(attempts: &[Attempt], started: u32) -> Vec<&'static str> {
+    let mut releases = 0;
+    attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let release = a.error_class.is_some_and(is_release);
+            let number_kept = match attempts.get(i + 1) {
+                Some(next) => next.number == a.number,
+                None => started < a.number,
+            };
+            let given_back = release && releases < MAX_WORKER_RELEASES && number_kept;
+            releases += u32::from(release);
+            if given_back {
+                "given back"
+            } else {
+                a.outcome.as_str()
+            }
+        })
+        .collect()
+}
+
 /// A task as the queue holds it.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -298,6 +325,47 @@ pub struct Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempts_handed_back_read_given_back_and_others_their_outcome() {
+        let at = |number, class: Option<ErrorClass>, outcome| Attempt {
+            task_id: TaskId::new(),
+            number,
+            worker_id: WorkerId::parse("w").unwrap(),
+            lease_token: LeaseToken(1),
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+            outcome,
+            error_class: class,
+            error_message: None,
+        };
+        let worker = Some(ErrorClass::WorkerError);
+        let agent = Some(ErrorClass::AgentError);
+        let f = AttemptOutcome::Failed;
+        let attempts = [
+            at(1, worker, f),
+            at(1, Some(ErrorClass::LeaseExpired), AttemptOutcome::Expired),
+            at(1, agent, f),
+            at(2, worker, f),
+            // The fourth release uses its number: the bound is three.
+            at(2, worker, f),
+            at(3, None, AttemptOutcome::Succeeded),
+        ];
+        assert_eq!(
+            attempt_endings(&attempts, 3),
+            [
+                "given back",
+                "given back",
+                "failed",
+                "given back",
+                "failed",
+                "succeeded"
+            ]
+        );
+        // The last attempt: handed back while the task has not counted it, else not.
+        assert_eq!(attempt_endings(&attempts[..1], 0), ["given back"]);
+        assert_eq!(attempt_endings(&attempts[..1], 1), ["failed"]);
+    }
     use proptest::prelude::*;
 
     #[derive(Debug, Clone)]

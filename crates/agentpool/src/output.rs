@@ -331,7 +331,8 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     }
     if view.attempts_detail.len() > 1 || view.attempts_detail.iter().any(|a| a.error_class.is_some()) {
         out.push_str(&format!("{}\n", style.dim("attempts")));
-        for a in &view.attempts_detail {
+        let endings = agentpool_core::task::attempt_endings(&view.attempts_detail, t.attempts);
+        for (a, ending) in view.attempts_detail.iter().zip(endings) {
             let took = a
                 .ended_at
                 .map(|e| duration_ms((e - a.started_at).num_milliseconds().max(0) as u64))
@@ -342,12 +343,8 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
                 _ => String::new(),
             };
             out.push_str(&format!(
-                "  #{} {:<9} {:<8} {} {}\n",
-                a.number,
-                a.outcome.as_str(),
-                took,
-                a.worker_id,
-                err
+                "  #{} {:<10} {:<8} {} {}\n",
+                a.number, ending, took, a.worker_id, err
             ));
         }
     }

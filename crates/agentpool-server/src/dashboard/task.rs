@@ -216,7 +216,8 @@ fn attempts(d: &TaskDetail) -> String {
     let mut h = String::from(
         r#"<section><h2>Attempts</h2><table class="attempts"><thead><tr><th scope="col">#</th><th scope="col">worker</th><th scope="col">started</th><th scope="col">took</th><th scope="col">outcome</th><th scope="col">error</th></tr></thead><tbody>"#,
     );
-    for a in &d.attempts_detail {
+    let endings = agentpool_core::task::attempt_endings(&d.attempts_detail, d.task.attempts);
+    for (a, ending) in d.attempts_detail.iter().zip(endings) {
         // A running attempt shows no duration: the region would change every second.
         let took = match a.ended_at {
             Some(end) => html::duration_ms((end - a.started_at).num_milliseconds().max(0) as u64),
@@ -233,12 +234,12 @@ fn attempts(d: &TaskDetail) -> String {
         };
         let _ = write!(
             h,
-            r#"<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td class="oc-{o}">{o}</td><td>{err}</td></tr>"#,
+            r#"<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td class="oc-{}">{ending}</td><td>{err}</td></tr>"#,
             a.number,
             esc(a.worker_id.as_str()),
             time(a.started_at),
             took,
-            o = a.outcome.as_str(),
+            ending.replace(' ', "-"),
         );
     }
     h.push_str("</tbody></table></section>");

@@ -81,6 +81,7 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let task = stdout(&o);
     assert_eq!(until_status(&format!("{probe}/readyz"), 503, 60), "unhealthy\n");
     assert_eq!(get(&format!("{probe}/healthz")).0, 200);
 
@@ -106,6 +107,15 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
             .any(|l| l.starts_with("unhealthy probe-1: ") && l.contains(why)),
         "{listed}"
     );
+    // The task it handed back three times waits, its attempts given back, not failed.
+    let o = env.run(&["--server", &server.url, "tasks", "show", task.trim()]);
+    let shown = stdout(&o);
+    let given_back = shown
+        .lines()
+        .filter(|l| l.trim_start().starts_with("#1 given back"))
+        .count();
+    assert_eq!(given_back, 3, "{shown}");
+    assert!(shown.contains("1 that does is unhealthy"), "{shown}");
 
     terminate(&worker);
     assert!(worker.wait().unwrap().success());

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 use crate::both_backends;
 
+mod attempts;
 mod escaping;
 mod lists;
 use crate::support::{RouterApp, no_auth_config, router_app};

@@ -1,0 +1,62 @@
+//! The task page's attempts: one the worker handed back (it could not start git) reads "given
+//! back", not "failed", beside the attempt of the same number that then succeeded.
+
+use std::time::Duration;
+
+use agentpool_core::{ErrorClass, TaskResult};
+use agentpool_store::{ClaimFilter, Failure};
+use agentpool_testkit::db::Backend;
+
+use super::{enqueue_true, get, register, session};
+use crate::both_backends;
+use crate::support::router_app;
+
+both_backends!(an_attempt_handed_back_reads_given_back);
+
+async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let id = enqueue_true(app.store.as_ref()).await;
+    let w = register(app.store.as_ref(), "w-1").await;
+    let claim = || async {
+        let filter = ClaimFilter {
+            worker_id: w.id.clone(),
+            agents: vec!["command".into()],
+            labels: Default::default(),
+            max: 1,
+            lease_ttl: Duration::from_secs(60),
+        };
+        app.store.claim(&filter).await.expect("claim").remove(0).lease
+    };
+    let failure = Failure {
+        class: ErrorClass::WorkerError,
+        message: "could not run git".into(),
+        retry_after: None,
+        result: None,
+    };
+    app.store.fail(&w.id, claim().await, failure).await.expect("fail");
+    let cookie = session(&app.tokens.admin);
+    let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
+    assert!(
+        page.text.contains(r#"<td class="oc-given-back">given back</td>"#),
+        "queued again, its attempt given back:\n{}",
+        page.text
+    );
+    app.store
+        .complete(&w.id, claim().await, TaskResult::default())
+        .await
+        .expect("complete");
+    let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
+    let outcomes: Vec<&str> = page
+        .text
+        .split(r#"<td class="oc-"#)
+        .skip(1)
+        .filter_map(|s| {
+            s.split_once('>')
+                .and_then(|(_, rest)| rest.split_once('<'))
+                .map(|(o, _)| o)
+        })
+        .collect();
+    assert_eq!(outcomes, ["given back", "succeeded"], "{}", page.text);
+}
