@@ -16,11 +16,13 @@ use crate::git::{AskPass, Git, GitCredentials, GitOptions, Secret};
 use crate::private::PrivateDir;
 use crate::process::{OutputStream, ProcessSpec, run_process};
 mod cancel;
+mod dirs;
 mod failure;
 mod message;
 mod rounds;
 
 pub use cancel::{CancelCause, TaskCancel};
+use dirs::TaskDirs;
 use failure::{Failed, failed, git_failure, process_failure, with_timeout};
 
 use crate::workspace::{
@@ -581,28 +583,4 @@ struct Scope<'a> {
     deadline: Instant,
     events: &'a Arc<dyn EventSink>,
     cancel: &'a TaskCancel,
-}
-
-/// A task's private directories (crate::private): its workspace's and its credentials'.
-#[derive(Default)]
-struct TaskDirs {
-    workspace: Option<PrivateDir>,
-    credentials: Option<PrivateDir>,
-}
-
-impl TaskDirs {
-    /// Remove both at the task's end (the workspace stays when the worker keeps workspaces).
-    async fn remove(self, keep_workspace: bool) {
-        if let Some(c) = self.credentials {
-            c.remove().await;
-        }
-        if let Some(w) = self.workspace {
-            if keep_workspace {
-                let path = w.keep();
-                tracing::info!(path = %path.display(), "workspace kept");
-            } else {
-                w.remove().await;
-            }
-        }
-    }
 }
