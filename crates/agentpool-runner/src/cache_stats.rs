@@ -1,8 +1,8 @@
 //! What the worker says about its mirror cache (to the server on heartbeats, and on its local
-//! probe), and the heartbeat call that carries it: hits and misses since the cache was created and the mirrors' size on disk. The size is
-//! measured again only after a use of the cache or every few minutes, since it walks every
-//! mirror; a heartbeat carries the figures only when they changed since the server last took
-//! them.
+//! probe), and the heartbeat call that carries it: hits and misses since the cache was created
+//! and the mirrors' size on disk. The size is measured again only after a use of the cache or
+//! every few minutes, since it walks every mirror; a heartbeat carries the figures only when
+//! they changed since the server last took them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

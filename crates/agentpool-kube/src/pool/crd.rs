@@ -139,9 +139,9 @@ pub struct WorkerPoolStatus {
     pub idle_workers: i32,
     /// Workers being drained before their pods go.
     pub draining_workers: i32,
-    /// Workers that stopped claiming because git, their agents or their own agent key keep
-    /// failing (why: the `Degraded` condition); their pods stay, out of service, until
-    /// restarted.
+    /// Workers that stopped claiming because git, their agents or their own agent key kept
+    /// failing (why: the `Degraded` condition): until git and the agents start again, or for
+    /// a refused key until the pod restarts.
     pub unhealthy_workers: i32,
     /// Queued tasks this pool could run.
     pub queued_tasks: i64,

@@ -72,8 +72,8 @@ pub fn unhealthy(workers: &[Worker]) -> Option<String> {
         .collect();
     let count = match sick.len() {
         0 => return None,
-        1 => "1 worker unhealthy, out of service until its pod restarts".to_string(),
-        n => format!("{n} workers unhealthy, out of service until their pods restart"),
+        1 => "1 worker unhealthy, claiming no tasks".to_string(),
+        n => format!("{n} workers unhealthy, claiming no tasks"),
     };
     Some(format!("{count}; {}", sick.join("; ")))
 }

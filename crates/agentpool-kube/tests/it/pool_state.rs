@@ -1,8 +1,8 @@
 //! What a WorkerPool's status carries beyond its sizes: its workers' mirror caches summed
 //! (and in the operator's metrics), why its pods fail or its workers turned unhealthy when they
-//! do, and the scale-down state that lets a new operator
-//! instance continue a scale-down another one started, without waiting the delay over again,
-//! without shrinking early, and without removing a pod that runs a task.
+//! do, and the scale-down state that lets a new operator instance continue a scale-down
+//! another one started, without waiting the delay over again, without shrinking early, and
+//! without removing a pod that runs a task.
 
 use std::sync::Arc;
 
@@ -133,7 +133,7 @@ async fn unhealthy_workers_make_the_pool_degraded_with_their_reasons() {
         (
             "True".into(),
             "WorkersUnhealthy".into(),
-            format!("1 worker unhealthy, out of service until its pod restarts; agents-1: {why}")
+            format!("1 worker unhealthy, claiming no tasks; agents-1: {why}")
         )
     );
     assert_eq!(s.pool().status.unwrap().unhealthy_workers, 1);
@@ -157,7 +157,7 @@ async fn unhealthy_workers_make_the_pool_degraded_with_their_reasons() {
     assert!(
         message.starts_with("1 pod failing; pod agents-1: CrashLoopBackOff")
             && message.ends_with(&format!(
-                "; 2 workers unhealthy, out of service until their pods restart; agents-1: {why}; \
+                "; 2 workers unhealthy, claiming no tasks; agents-1: {why}; \
                  agents-2: it gave no reason"
             )),
         "{message}"

@@ -43,6 +43,10 @@ pub(super) async fn recheck_loop(
                 _ = stop.cancelled() => return,
             }
             pause = (pause * 2).min(MAX_PAUSE);
+            if shared.draining.load(Ordering::SeqCst) {
+                // Going away: nothing more to claim, and its probe keeps saying why.
+                return;
+            }
             let why = match self_check(&shared.pipeline).await {
                 Ok(()) => {
                     // Healthy first, so that no beat between the registration and the
