@@ -109,7 +109,10 @@ pub(crate) fn candidate(r: &impl StoreRow) -> Result<Candidate> {
 pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
     let agents = r.text("agents")?;
     let labels = r.text("labels")?;
-    let status = r.text("status")?;
+    let status: agentpool_core::WorkerStatus = r
+        .text("status")?
+        .parse()
+        .map_err(|e| corrupt("worker status", e))?;
     let cache = r
         .opt_text("cache_stats")?
         .map(|c| serde_json::from_str(&c).map_err(|e| corrupt("worker cache", e)))
@@ -121,8 +124,12 @@ pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
         agents: serde_json::from_str(&agents).map_err(|e| corrupt("worker agents", e))?,
         labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
         slots: u32::try_from(r.big("slots")?).unwrap_or(0),
-        status: status.parse().map_err(|e| corrupt("worker status", e))?,
-        status_message: r.opt_text("status_message")?,
+        status,
+        // Kept while it drains or is offline, but it says why the worker is unhealthy.
+        status_message: match status {
+            agentpool_core::WorkerStatus::Unhealthy => r.opt_text("status_message")?,
+            _ => None,
+        },
         running,
         registered_at: ts(r.big("registered_at")?),
         last_heartbeat_at: ts(r.big("last_heartbeat_at")?),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentpool_core::protocol::{
     AppendEventsRequest, ClaimRequest, ClaimedTask, CompleteRequest, FailRequest, HeartbeatQuery,
-    HeartbeatReply, HeartbeatRequest,
+    HeartbeatReply, HeartbeatRequest, MAX_STATUS_MESSAGE,
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
@@ -31,7 +31,6 @@ use super::handout;
 const MAX_WAIT_SECS: u32 = 60;
 const MAX_CLAIM: u32 = 1000;
 const MAX_EVENTS_PER_CALL: usize = 1000;
-use agentpool_core::protocol::MAX_STATUS_MESSAGE;
 
 fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     let mut errs = Vec::new();

@@ -118,6 +118,12 @@ async fn an_unhealthy_worker_claims_nothing_until_it_registers_again(h: Harness)
     assert_eq!(got.status, WorkerStatus::Unhealthy);
     assert_eq!(got.status_message.as_deref(), Some("git could not be started"));
     assert!(w.claim(1).await.is_empty());
+    // Drained, it is no longer said to be unhealthy, nor why.
+    let drained = h.store.drain_worker(&w.id).await.unwrap();
+    assert_eq!(
+        (drained.status, drained.status_message),
+        (WorkerStatus::Draining, None)
+    );
     // A restarted worker registers again and is healthy, with no reason left.
     let w = h.worker("sick", &["command"], &[]).await;
     let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
