@@ -2,6 +2,7 @@
 //! launcher against the in-memory API server with every request asserted, and every object
 //! the code creates (and every rendered manifest) validated against the Kubernetes schemas.
 
+mod alerts;
 mod classify;
 mod cluster;
 mod fake_watch;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod alerts;
 mod dashboard;
 mod fleet;
 mod flows;

@@ -86,6 +86,16 @@ impl TestApp {
     }
 }
 
+/// The Prometheus text the server at `base` serves on `/metrics`.
+pub async fn scrape(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 pub fn test_config() -> ServerConfig {
     let mut c = ServerConfig::new("unused", "127.0.0.1:0".parse().expect("addr"));
     c.server_key = Some(ServerKey::generate());

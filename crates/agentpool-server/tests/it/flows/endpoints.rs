@@ -278,14 +278,7 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     assert_eq!(done.task.result.as_ref().map(|r| r.usage.input_tokens), Some(100));
 
     // metrics reflect what happened
-    let m = http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let m = crate::support::scrape(&app.base).await;
     for needle in [
         "agentpool_tasks{state=\"succeeded\"} 3",
         "agentpool_tasks_claimed_total{agent=\"command\"} 4",

@@ -85,12 +85,7 @@ pub(crate) async fn heartbeats_waiting(base: &str, n: u32) {
     let needle = format!("agentpool_waiting_heartbeats {n}\n");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let m = reqwest::get(format!("{base}/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let m = crate::support::scrape(base).await;
         if m.contains(&needle) {
             return;
         }

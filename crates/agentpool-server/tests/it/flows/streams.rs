@@ -122,12 +122,7 @@ async fn long_poll_returns_promptly_when_a_task_is_submitted(backend: Backend) {
     assert_eq!(got[0].claimed.task.id, t.id);
     assert_eq!(Some(got[0].claimed.lease.token), t.lease_token);
     assert_eq!(got[0].claimed.attempt, 1);
-    let metrics = reqwest::get(format!("{}/metrics", app.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::support::scrape(&app.base).await;
     assert!(
         metrics.contains("agentpool_tasks_handed_over_total 1"),
         "{metrics}"
