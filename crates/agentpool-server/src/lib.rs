@@ -60,6 +60,10 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// Largest request body accepted (default 2 MiB); larger ones get 413.
     pub body_limit: usize,
+    /// Events one attempt may send to this server (default 250,000; 0: no limit); past it,
+    /// appends get 413 `event_limit`. agentpool's own worker bounds its output far below this:
+    /// the limit keeps a flooding worker (an old or a custom one) from filling the database.
+    pub max_events_per_attempt: u64,
     /// Accept `file://` and path repositories (embedded mode).
     pub allow_local_repos: bool,
     /// Largest per-task timeout accepted at submit.
@@ -88,6 +92,7 @@ impl ServerConfig {
             heartbeat_threshold: Duration::from_secs(90),
             retention: Duration::from_secs(7 * 24 * 3600),
             body_limit: 2 * 1024 * 1024,
+            max_events_per_attempt: 250_000,
             allow_local_repos: false,
             max_timeout_secs: agentpool_core::spec::MAX_TIMEOUT_SECS,
             maintenance_interval: Some(Duration::from_secs(5)),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_core::spec::SpecLimits;
-use agentpool_core::{Labels, Task, TaskId, TaskState, Worker, WorkerId, WorkerStatus};
+use agentpool_core::{Labels, Lease, LeaseToken, Task, TaskId, TaskState, Worker, WorkerId, WorkerStatus};
 use agentpool_store::Store;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     /// When and for which agent this replica handed out each running task, for the duration
     /// histogram and per-agent counters at completion.
     pub running: Mutex<HashMap<TaskId, (Instant, String)>>,
+    /// Events each running attempt sent to this replica: task → its lease token, the count,
+    /// and when the last came. Forgotten with the attempt's report, or when pruned.
+    pub events_sent: Mutex<HashMap<TaskId, (LeaseToken, u64, Instant)>>,
+    pub max_events_per_attempt: u64,
     /// Woken when a webhook queued a task, so the GitHub loop comments without waiting a tick.
     pub github_wake: tokio::sync::Notify,
     /// Where users reach this server (links in GitHub status comments).
@@ -88,6 +92,8 @@ impl AppState {
                 max_waiting_claims: config.max_waiting_claims,
                 workers: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                events_sent: Mutex::new(HashMap::new()),
+                max_events_per_attempt: config.max_events_per_attempt,
                 github_wake: tokio::sync::Notify::new(),
                 public_url: config.public_url.clone(),
                 github_apps: Default::default(),
@@ -200,7 +206,48 @@ impl AppState {
     }
 
     pub(crate) fn take_claimed(&self, id: &TaskId) -> Option<(Instant, String)> {
+        if let Ok(mut m) = self.inner.events_sent.lock() {
+            m.remove(id);
+        }
         self.inner.running.lock().ok().and_then(|mut m| m.remove(id))
+    }
+
+    /// Count `n` more events of `lease`'s attempt: `Err` with the count so far when they would
+    /// pass the limit. Counted per replica: a worker whose appends several replicas share gets
+    /// at most that many times the limit, still a bound. A stale lease is not counted (the
+    /// store refuses it).
+    pub(crate) fn take_events(&self, lease: Lease, n: u64) -> Result<(), u64> {
+        let max = self.inner.max_events_per_attempt;
+        let Ok(mut m) = self.inner.events_sent.lock() else {
+            return Ok(());
+        };
+        if max == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let e = m.entry(lease.task_id).or_insert((lease.token, 0, now));
+        if lease.token < e.0 {
+            return Ok(());
+        }
+        if lease.token > e.0 {
+            *e = (lease.token, 0, now);
+        }
+        if e.1 + n > max {
+            return Err(e.1);
+        }
+        e.1 += n;
+        e.2 = now;
+        Ok(())
+    }
+
+    /// Give back `n` events counted by [`Self::take_events`] that the store did not record.
+    pub(crate) fn untake_events(&self, lease: Lease, n: u64) {
+        if let Ok(mut m) = self.inner.events_sent.lock()
+            && let Some(e) = m.get_mut(&lease.task_id)
+            && e.0 == lease.token
+        {
+            e.1 = e.1.saturating_sub(n);
+        }
     }
 
     /// Drop bookkeeping for tasks this replica handed out long ago and never heard back about
@@ -208,6 +255,9 @@ impl AppState {
     pub(crate) fn prune_claimed(&self, older_than: Duration) {
         if let Ok(mut m) = self.inner.running.lock() {
             m.retain(|_, (at, _)| at.elapsed() < older_than);
+        }
+        if let Ok(mut m) = self.inner.events_sent.lock() {
+            m.retain(|_, (_, _, last)| last.elapsed() < older_than);
         }
         if let Ok(mut c) = self.inner.workers.lock() {
             c.retain(|_, w| w.at.elapsed() < WORKER_CACHE_TTL);

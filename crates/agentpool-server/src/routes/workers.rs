@@ -312,7 +312,8 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
     params(WorkerTaskPath),
     request_body = crate::api::AppendEventsRequestSchema,
     responses((status = 204, description = "Appended"), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "Stale lease", body = crate::error::ErrorBody))
+        (status = 409, description = "Stale lease", body = crate::error::ErrorBody),
+        (status = 413, description = "The attempt sent the most events this server records for one (event_limit)", body = crate::error::ErrorBody))
 )]
 pub async fn append_events(
     State(state): State<AppState>,
@@ -330,7 +331,22 @@ pub async fn append_events(
         task_id: task,
         token: req.lease_token,
     };
-    state.store().append_events(task, Some(lease), req.events).await?;
+    let n = req.events.len() as u64;
+    if let Err(sent) = state.take_events(lease, n) {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "event_limit",
+            format!(
+                "this attempt of task {task} already sent {sent} events, the most this server records \
+                 for one attempt (serve --max-events-per-attempt {}); these {n} were not recorded",
+                state.inner.max_events_per_attempt
+            ),
+        ));
+    }
+    if let Err(e) = state.store().append_events(task, Some(lease), req.events).await {
+        state.untake_events(lease, n);
+        return Err(e.into());
+    }
     state.inner.hub.notify(task);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,6 @@
 //! Hostile input answers the same on both backends: NUL characters anywhere in a body, a path
-//! or a query, and duplicate JSON keys are refused before they reach a handler or the store.
+//! or a query, and duplicate JSON keys are refused before they reach a handler or the store,
+//! and a worker flooding a task with events is refused past a limit.
 
 use axum::http::StatusCode;
 use serde_json::json;
@@ -10,7 +11,8 @@ use crate::support::{assert_error, router_app};
 both_backends!(
     nul_characters_are_refused_everywhere,
     duplicate_keys_are_refused,
-    too_many_labels_are_refused
+    too_many_labels_are_refused,
+    an_attempt_flooding_events_is_refused_past_the_limit,
 );
 
 async fn nul_characters_are_refused_everywhere(backend: agentpool_testkit::db::Backend) {
@@ -121,4 +123,56 @@ async fn too_many_labels_are_refused(backend: agentpool_testkit::db::Backend) {
         "{}",
         r.text
     );
+}
+
+/// A worker that floods a task with events (an old or a custom one: agentpool's own bounds its
+/// output) is refused past the server's limit per attempt, with 413 `event_limit` and nothing of
+/// the refused batch recorded; the task goes on, and its next attempt starts a new count.
+async fn an_attempt_flooding_events_is_refused_past_the_limit(backend: agentpool_testkit::db::Backend) {
+    let mut config = crate::support::test_config();
+    config.max_events_per_attempt = 5;
+    let Some(app) = crate::support::spawn_app_with(backend, config).await else {
+        return;
+    };
+    let (sub, wrk, w, t, c) = crate::support::submit_and_claim(&app, "chatty").await;
+    let lines = |n: usize| {
+        (0..n)
+            .map(|i| agentpool_core::NewEvent::log("stdout", format!("line {i}")))
+            .collect()
+    };
+    let append = |lease: agentpool_core::LeaseToken, n: usize| {
+        let (wrk, id) = (wrk.clone(), w.id.clone());
+        async move { wrk.append_events(&id, t.id, lease, lines(n)).await }
+    };
+    append(c.lease.token, 3).await.expect("within the limit");
+    match append(c.lease.token, 3).await {
+        Err(agentpool_client::Error::Rejected {
+            status,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!((status, code.as_str()), (413, "event_limit"));
+            assert!(message.contains("already sent 3 events"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    append(c.lease.token, 2).await.expect("up to the limit");
+    let page = sub.events(t.id, 0, 100).await.expect("events");
+    let logged = page
+        .events
+        .iter()
+        .filter(|e| e.data()["stream"] == "stdout")
+        .count();
+    assert_eq!(logged, 5, "the refused batch left nothing");
+
+    // The attempt fails; the next one has a count of its own.
+    crate::support::fail(&wrk, &w.id, &c, agentpool_core::ErrorClass::AgentError, "x")
+        .await
+        .expect("fail");
+    app.clock.advance(std::time::Duration::from_secs(3600));
+    let again = crate::support::claim_one(&wrk, &w.id).await;
+    append(again.lease.token, 5)
+        .await
+        .expect("a new attempt, a new count");
 }

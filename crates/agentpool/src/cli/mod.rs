@@ -260,6 +260,15 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTPOOL_MAINTENANCE_SECS", default_value_t = 5,
         value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub maintenance_secs: u64,
+    /// Events one attempt may record (0: no limit); past it, the worker's appends are refused
+    /// (413) and the task goes on
+    #[arg(
+        long,
+        env = "AGENTPOOL_MAX_EVENTS_PER_ATTEMPT",
+        default_value_t = 250_000,
+        value_name = "N"
+    )]
+    pub max_events_per_attempt: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -187,6 +187,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     cfg.allow_local_repos = args.allow_local_repos;
     cfg.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
     cfg.maintenance_interval = Some(Duration::from_secs(args.maintenance_secs));
+    cfg.max_events_per_attempt = args.max_events_per_attempt;
     if args.no_auth {
         if !args.listen.ip().is_loopback() {
             return Err(Exit::new(
