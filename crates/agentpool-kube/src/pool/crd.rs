@@ -29,6 +29,7 @@ pub use crate::job::SecretKeyRef;
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busyWorkers"}"#,
     printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queuedTasks"}"#,
+    printcolumn = r#"{"name":"Unhealthy","type":"integer","jsonPath":".status.unhealthyWorkers","priority":1}"#,
     printcolumn = r#"{"name":"Cache hit rate","type":"number","jsonPath":".status.cache.hitRate","priority":1}"#,
     printcolumn = r#"{"name":"Cache bytes","type":"integer","jsonPath":".status.cache.bytes","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#

@@ -34,6 +34,17 @@ fn the_committed_crd_is_the_generated_one() {
     assert!(text.contains("rule: has(self.replicas) != has(self.autoscale)"));
     assert!(text.contains("rule: self.min <= self.max"));
     assert_eq!(crd["spec"]["versions"][0]["subresources"]["status"], json!({}));
+    // `kubectl get wp -o wide` shows the unhealthy workers beside the cache.
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let unhealthy = columns
+        .iter()
+        .find(|c| c["name"] == "Unhealthy")
+        .expect("an Unhealthy column");
+    assert_eq!(unhealthy["jsonPath"], ".status.unhealthyWorkers");
+    assert_eq!(unhealthy["priority"], 1);
 }
 
 #[test]
