@@ -413,11 +413,14 @@ impl Launcher {
         let req = HeartbeatRequest {
             leases,
             status: Some(status),
-            status_message: (self.summary.unhealthy.as_deref())
+            status_message: self
+                .summary
+                .unhealthy
+                .as_deref()
                 .map(|m| agentpool_core::render::clip(m, agentpool_core::protocol::MAX_STATUS_MESSAGE)),
             cache: None,
         };
-        let reply = agentpool_runner::cache_stats::heartbeat(&*self.api, &self.cfg.id, req, None, wait).await;
+        let reply = agentpool_runner::api::heartbeat(&*self.api, &self.cfg.id, req, None, wait).await;
         match reply {
             Ok(reply) => {
                 for id in reply.cancel {

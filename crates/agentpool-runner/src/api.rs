@@ -1,6 +1,7 @@
 //! The worker protocol as the worker loop sees it: one [`WorkerApi`] trait, implemented by
 //! the HTTP client (`agentpool_client::Client`) — the one path every deployment takes, embedded
-//! mode included — and by test doubles that inject faults.
+//! mode included — and by test doubles that inject faults; and the heartbeat call workers and
+//! launchers share.
 
 use std::time::Duration;
 
@@ -133,4 +134,52 @@ pub fn shorter_beats_for_lease(configured: Duration, task: &agentpool_core::Task
         );
         fit
     })
+}
+
+/// Send a heartbeat whose answer may wait up to `wait` (see
+/// [`WorkerApi::heartbeat_waiting`]), with the cache's figures when they changed. The fields
+/// newer than the first servers (the cache's figures, the status message) are sent again
+/// without them when the server refuses the beat: an older server refuses unknown fields, and
+/// a beat it refuses would leave the worker's leases to expire.
+pub async fn heartbeat(
+    api: &dyn WorkerApi,
+    id: &WorkerId,
+    mut req: HeartbeatRequest,
+    cache: Option<&crate::cache_stats::CacheMonitor>,
+    wait: Duration,
+) -> Result<HeartbeatReply, ApiError> {
+    if let Some(m) = cache {
+        req.cache = m.to_send_soon().await;
+    }
+    let sent = req.cache;
+    let newer_fields = sent.is_some() || req.status_message.is_some();
+    let reply = match api.heartbeat_waiting(id, req.clone(), wait).await {
+        Err(
+            e @ ApiError::Rejected {
+                status: 400 | 422, ..
+            },
+        ) if newer_fields => {
+            req.cache = None;
+            req.status_message = None;
+            let r = api.heartbeat_waiting(id, req, wait).await;
+            if r.is_ok() {
+                tracing::info!(
+                    "the server refused this worker's newer heartbeat fields ({e}); sent without them"
+                );
+                if let Some(m) = cache.filter(|_| sent.is_some()) {
+                    m.unsupported();
+                }
+            }
+            return r;
+        }
+        r => r,
+    };
+    if let Some(m) = cache {
+        match (&reply, sent) {
+            (Ok(_), Some(s)) => m.sent(s),
+            (Err(ApiError::NotFound(_)), _) => m.resend(),
+            _ => {}
+        }
+    }
+    reply
 }

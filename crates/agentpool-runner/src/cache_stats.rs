@@ -1,17 +1,15 @@
 //! What the worker says about its mirror cache (to the server on heartbeats, and on its local
-//! probe), and the heartbeat call that carries it: hits and misses since the cache was created
-//! and the mirrors' size on disk. The size is measured again only after a use of the cache or
-//! every few minutes, since it walks every mirror; a heartbeat carries the figures only when
-//! they changed since the server last took them.
+//! probe): hits and misses since the cache was created and the mirrors' size on disk. The size
+//! is measured again only after a use of the cache or every few minutes, since it walks every
+//! mirror; a heartbeat ([`crate::api::heartbeat`]) carries the figures only when they changed
+//! since the server last took them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentpool_core::protocol::{HeartbeatReply, HeartbeatRequest};
-use agentpool_core::{CacheStats, WorkerId};
+use agentpool_core::CacheStats;
 
-use crate::api::{ApiError, WorkerApi};
 use crate::mirror_cache;
 
 /// Measure the size again at least this often (a fetch or a prune changes it without a use).
@@ -114,6 +112,16 @@ impl CacheMonitor {
         (self.lock().sent != Some(now)).then_some(now)
     }
 
+    /// [`Self::to_send`] for a heartbeat about to go: the size is a walk of every mirror, so a
+    /// beat waits for it only briefly and goes without the figures otherwise (the walk
+    /// finishes on its own and the next beat carries them).
+    pub async fn to_send_soon(&self) -> Option<CacheStats> {
+        tokio::time::timeout(SCAN_WAIT, self.to_send())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The server took `stats`.
     pub fn sent(&self, stats: CacheStats) {
         self.lock().sent = Some(stats);
@@ -128,57 +136,6 @@ impl CacheMonitor {
     pub fn unsupported(&self) {
         self.lock().unsupported = true;
     }
-}
-
-/// Send a heartbeat whose answer may wait up to `wait` (see
-/// [`WorkerApi::heartbeat_waiting`]), with the cache's figures when they changed. The fields
-/// newer than the first servers (the cache's figures, the status message) are sent again
-/// without them when the server refuses the beat: an older server refuses unknown fields, and
-/// a beat it refuses would leave the worker's leases to expire.
-pub async fn heartbeat(
-    api: &dyn WorkerApi,
-    id: &WorkerId,
-    mut req: HeartbeatRequest,
-    cache: Option<&CacheMonitor>,
-    wait: Duration,
-) -> Result<HeartbeatReply, ApiError> {
-    if let Some(m) = cache {
-        // The size is a walk of every mirror: a beat waits for it only briefly, and goes
-        // without the figures otherwise (the walk finishes on its own and the next beat
-        // carries them).
-        req.cache = tokio::time::timeout(SCAN_WAIT, m.to_send()).await.ok().flatten();
-    }
-    let sent = req.cache;
-    let newer_fields = sent.is_some() || req.status_message.is_some();
-    let reply = match api.heartbeat_waiting(id, req.clone(), wait).await {
-        Err(
-            e @ ApiError::Rejected {
-                status: 400 | 422, ..
-            },
-        ) if newer_fields => {
-            req.cache = None;
-            req.status_message = None;
-            let r = api.heartbeat_waiting(id, req, wait).await;
-            if r.is_ok() {
-                tracing::info!(
-                    "the server refused this worker's newer heartbeat fields ({e}); sent without them"
-                );
-                if let Some(m) = cache.filter(|_| sent.is_some()) {
-                    m.unsupported();
-                }
-            }
-            return r;
-        }
-        r => r,
-    };
-    if let Some(m) = cache {
-        match (&reply, sent) {
-            (Ok(_), Some(s)) => m.sent(s),
-            (Err(ApiError::NotFound(_)), _) => m.resend(),
-            _ => {}
-        }
-    }
-    reply
 }
 
 #[cfg(test)]

@@ -218,12 +218,12 @@ impl AppState {
     /// store refuses it).
     pub(crate) fn take_events(&self, lease: Lease, n: u64) -> Result<(), u64> {
         let max = self.inner.max_events_per_attempt;
-        let Ok(mut m) = self.inner.events_sent.lock() else {
-            return Ok(());
-        };
         if max == 0 {
             return Ok(());
         }
+        let Ok(mut m) = self.inner.events_sent.lock() else {
+            return Ok(());
+        };
         let now = Instant::now();
         let e = m.entry(lease.task_id).or_insert((lease.token, 0, now));
         if lease.token < e.0 {

@@ -251,14 +251,20 @@ pub fn workers_table(style: &Style, workers: &[Worker]) -> String {
         &rows,
     );
     // Why a worker is unhealthy is too long for a column: it follows the table.
-    let mut said = false;
-    for w in workers {
-        if let Some(m) = &w.status_message {
-            if !std::mem::replace(&mut said, true) {
-                out.push('\n');
-            }
-            out.push_str(&format!("{} {}: {m}\n", style.red("unhealthy"), w.id));
-        }
+    let why: Vec<String> = workers
+        .iter()
+        .filter_map(|w| {
+            Some(format!(
+                "{} {}: {}\n",
+                style.red("unhealthy"),
+                w.id,
+                w.status_message.as_ref()?
+            ))
+        })
+        .collect();
+    if !why.is_empty() {
+        out.push('\n');
+        out.push_str(&why.concat());
     }
     out
 }

@@ -62,8 +62,7 @@ pub(super) async fn heartbeat_loop(
             status_message: shared.status_message(),
             cache: None,
         };
-        let beat =
-            crate::cache_stats::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref(), interval);
+        let beat = crate::api::heartbeat(&*shared.api, &shared.id, req, shared.cache.as_ref(), interval);
         let answer = tokio::select! {
             answer = tokio::time::timeout(limit, beat) => answer,
             // The leases or the status changed: the beat in flight names the old ones.
