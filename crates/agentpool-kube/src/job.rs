@@ -200,18 +200,111 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
         (ANNOTATION_LEASE.into(), work.claimed.lease.token.0.to_string()),
     ]);
     let timeout = i64::try_from(work.claimed.task.spec.timeout_secs()).unwrap_or(i64::MAX / 2);
+    let envs = vec![
+        env("AGENTPOOL_TASK_ID", task.0.to_string()),
+        env("AGENTPOOL_ATTEMPT", attempt.to_string()),
+    ];
+    let args = vec![
+        "run-task".into(),
+        "--attempt-file".into(),
+        format!("{ATTEMPT_MOUNT}/{ATTEMPT_KEY}"),
+        "--work-dir".into(),
+        WORK_MOUNT.into(),
+    ];
+    let mut c = container(t, args, envs);
+    c.volume_mounts.get_or_insert_default().insert(
+        0,
+        VolumeMount {
+            name: "attempt".into(),
+            mount_path: ATTEMPT_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    );
+    let mut pod = pod_spec(t, c);
+    pod.volumes.get_or_insert_default().insert(
+        0,
+        Volume {
+            name: "attempt".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(name.clone()),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    );
+    let mut job = one_pod_job(
+        t,
+        name,
+        labels,
+        pod,
+        timeout.saturating_add(t.deadline_margin_seconds),
+    );
+    job.metadata.annotations = Some(annotations);
+    job
+}
+
+/// The longest a check Job may run: pulling the image and starting git and the agents.
+pub const CHECK_DEADLINE_SECS: i64 = 600;
+
+/// The Job that checks whether a pod made from the template can run an attempt (`run-task
+/// --check`: the image pulls, the Secrets it references exist, admission and scheduling let
+/// it run, git and `agents` start in it, the server accepts its token). It carries no attempt
+/// and no lease, so a launcher never mistakes it for one of its attempts.
+pub fn build_check_job(t: &JobTemplate, worker: &WorkerId, agents: &[String], name: &str) -> Job {
+    let mut args = vec![
+        "run-task".into(),
+        "--check".into(),
+        "--worker".into(),
+        worker.to_string(),
+        "--work-dir".into(),
+        WORK_MOUNT.into(),
+    ];
+    if !agents.is_empty() {
+        args.push("--agents".into());
+        args.push(agents.join(","));
+    }
+    let labels = BTreeMap::from([
+        (LABEL_NAME.into(), "agentpool".into()),
+        (LABEL_COMPONENT.into(), COMPONENT_CHECK.into()),
+        (LABEL_MANAGED_BY.into(), MANAGER.into()),
+        (LABEL_LAUNCHER.into(), worker.to_string()),
+    ]);
+    let pod = pod_spec(t, container(t, args, Vec::new()));
+    one_pod_job(t, name.to_string(), labels, pod, CHECK_DEADLINE_SECS)
+}
+
+/// The component label of a check Job.
+pub const COMPONENT_CHECK: &str = "check";
+
+/// A check Job's name: the launcher's (hashed, so that any id fits in a label value) and the
+/// time, so that launchers sharing a namespace never take each other's.
+pub fn check_job_name(worker: &WorkerId, at: chrono::DateTime<chrono::Utc>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    worker.as_str().hash(&mut h);
+    format!(
+        "agentpool-check-{:08x}-{}",
+        h.finish() as u32,
+        at.timestamp_millis()
+    )
+}
+
+/// The `agentpool` container of a launcher's pod: the template's image, command, resources
+/// and environment, the server and its token (a reference), and `args`.
+fn container(t: &JobTemplate, args: Vec<String>, extra_env: Vec<EnvVar>) -> Container {
     let mut envs = vec![
         env("AGENTPOOL_SERVER", &t.server_url),
         env_from_secret("AGENTPOOL_TOKEN", &t.token_secret.name, &t.token_secret.key),
-        env("AGENTPOOL_TASK_ID", task.0.to_string()),
-        env("AGENTPOOL_ATTEMPT", attempt.to_string()),
-        env("AGENTPOOL_LOG", "info"),
     ];
+    envs.extend(extra_env);
+    envs.push(env("AGENTPOOL_LOG", "info"));
     if let Some(ca) = &t.ca_secret {
         envs.push(env_from_secret("AGENTPOOL_CA_CERT_PEM", &ca.name, &ca.key));
     }
     envs.extend(t.env.iter().cloned());
-    let container = Container {
+    Container {
         name: "run-task".into(),
         image: Some(t.image.clone()),
         image_pull_policy: t.image_pull_policy.clone(),
@@ -219,35 +312,25 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
         // Kubernetes keeps the tail of the log as the termination message of a container that
         // failed: the launcher quotes its last line when it reports the attempt.
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        args: Some(vec![
-            "run-task".into(),
-            "--attempt-file".into(),
-            format!("{ATTEMPT_MOUNT}/{ATTEMPT_KEY}"),
-            "--work-dir".into(),
-            WORK_MOUNT.into(),
-        ]),
+        args: Some(args),
         env: Some(envs),
         resources: t.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "attempt".into(),
-                mount_path: ATTEMPT_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "work".into(),
-                mount_path: WORK_MOUNT.into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "work".into(),
+            mount_path: WORK_MOUNT.into(),
+            ..VolumeMount::default()
+        }]),
         security_context: Some(SecurityContext {
             read_only_root_filesystem: Some(false),
             ..restricted_container_security()
         }),
         ..Container::default()
-    };
-    let pod = PodSpec {
+    }
+}
+
+/// The pod of one launcher Job: `container`, the template's placement, and scratch space.
+fn pod_spec(t: &JobTemplate, container: Container) -> PodSpec {
+    PodSpec {
         restart_policy: Some("Never".into()),
         service_account_name: t.service_account.clone(),
         // run-task talks to the agentpool server, never to the Kubernetes API.
@@ -257,36 +340,33 @@ pub fn build_job(t: &JobTemplate, worker: &WorkerId, work: &ClaimedWork) -> Job 
         tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
         security_context: Some(restricted_pod_security()),
         containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: "attempt".into(),
-                secret: Some(SecretVolumeSource {
-                    secret_name: Some(name.clone()),
-                    default_mode: Some(0o440),
-                    ..SecretVolumeSource::default()
-                }),
-                ..Volume::default()
-            },
-            Volume {
-                name: "work".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            },
-        ]),
+        volumes: Some(vec![Volume {
+            name: "work".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
         ..PodSpec::default()
-    };
+    }
+}
+
+fn one_pod_job(
+    t: &JobTemplate,
+    name: String,
+    labels: BTreeMap<String, String>,
+    pod: PodSpec,
+    deadline_secs: i64,
+) -> Job {
     Job {
         metadata: ObjectMeta {
             name: Some(name),
             labels: Some(labels.clone()),
-            annotations: Some(annotations),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
             // agentpool owns retries: a failed pod is a failed attempt, reported and re-queued
             // through the server with its error class and backoff.
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(timeout.saturating_add(t.deadline_margin_seconds)),
+            active_deadline_seconds: Some(deadline_secs),
             ttl_seconds_after_finished: Some(t.ttl_seconds_after_finished),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {

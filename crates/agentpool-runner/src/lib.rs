@@ -21,6 +21,7 @@ mod mirror;
 pub mod mirror_cache;
 pub mod pipeline;
 pub mod private;
+pub mod self_check;
 pub mod worker;
 pub mod workspace;
 

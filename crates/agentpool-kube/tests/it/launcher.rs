@@ -28,32 +28,32 @@ pub fn template() -> JobTemplate {
     )
 }
 
-fn config(id: &str) -> LauncherConfig {
+pub(crate) fn config(id: &str) -> LauncherConfig {
     let mut c = LauncherConfig::new(WorkerId::parse(id).unwrap(), "agentpool", template(), 2);
     c.reconcile_interval = Duration::from_millis(50);
     c.heartbeat_interval = Duration::from_millis(50);
     c
 }
 
-struct Running {
+pub(crate) struct Running {
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<Result<LauncherSummary, LauncherError>>,
 }
 
 impl Running {
-    async fn stop(self) -> LauncherSummary {
+    pub(crate) async fn stop(self) -> LauncherSummary {
         self.stop.cancel();
         self.handle.await.unwrap().unwrap()
     }
 }
 
-fn start(cfg: LauncherConfig, queue: &Arc<Queue>, fake: &FakeApi) -> Running {
+pub(crate) fn start(cfg: LauncherConfig, queue: &Arc<Queue>, fake: &FakeApi) -> Running {
     let stop = CancellationToken::new();
     let handle = tokio::spawn(run_launcher(cfg, queue.clone(), fake.client(), stop.clone()));
     Running { stop, handle }
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !f() {
         assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
@@ -61,7 +61,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn writes(fake: &FakeApi) -> Vec<String> {
+pub(crate) fn writes(fake: &FakeApi) -> Vec<String> {
     fake.writes()
         .iter()
         .map(|r| {
@@ -77,7 +77,7 @@ fn writes(fake: &FakeApi) -> Vec<String> {
 
 /// A pod of `job` as the Job controller makes it (template labels + job-name), with the
 /// status of a fixture.
-fn pod_of(fake: &FakeApi, job: &str, status_fixture: &str) -> Pod {
+pub(crate) fn pod_of(fake: &FakeApi, job: &str, status_fixture: &str) -> Pod {
     let j = fake.job(job).unwrap();
     let mut pod: Pod = fixture(status_fixture);
     let mut labels = j.spec.unwrap().template.metadata.unwrap().labels.unwrap();
@@ -87,7 +87,7 @@ fn pod_of(fake: &FakeApi, job: &str, status_fixture: &str) -> Pod {
     pod
 }
 
-async fn launched(fake: &FakeApi, w: &ClaimedWork) -> String {
+pub(crate) async fn launched(fake: &FakeApi, w: &ClaimedWork) -> String {
     let name = job_name(w.claimed.lease.task_id, w.claimed.lease.token);
     eventually("Job and Secret created", || fake.secret(&name).is_some()).await;
     name
@@ -109,7 +109,7 @@ async fn launch(w: ClaimedWork) -> Launched {
     launch_with(FakeApi::new(), w, config("launcher-a")).await
 }
 
-async fn job_being_deleted(fake: &FakeApi, name: &str) {
+pub(crate) async fn job_being_deleted(fake: &FakeApi, name: &str) {
     eventually("Job being deleted", || {
         fake.job(name)
             .is_some_and(|j| j.metadata.deletion_timestamp.is_some())
@@ -156,7 +156,7 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
     assert_eq!(queue.fails().len(), 1, "reported once");
 }
 
-fn complete() -> JobStatus {
+pub(crate) fn complete() -> JobStatus {
     JobStatus {
         succeeded: Some(1),
         conditions: Some(vec![JobCondition {

@@ -7,6 +7,7 @@ mod classify;
 mod cluster;
 mod fake_watch;
 mod launcher;
+mod launcher_check;
 mod pool;
 mod pool_schema;
 mod pool_state;

@@ -35,6 +35,8 @@ pub struct Queue {
     pub bell: tokio::sync::Notify,
     /// Once set, claims and heartbeats are refused as the server refuses a revoked token.
     pub revoked: std::sync::atomic::AtomicBool,
+    /// How many times the launcher registered.
+    pub registrations: std::sync::atomic::AtomicU32,
 }
 
 /// A claimed command task, attempt `attempt`, lease token 7.
@@ -113,6 +115,8 @@ impl Queue {
 #[async_trait]
 impl WorkerApi for Queue {
     async fn register(&self, reg: WorkerRegistration) -> Result<Worker, ApiError> {
+        self.registrations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let now = chrono::Utc::now();
         Ok(Worker {
             id: reg.id.unwrap_or_else(|| WorkerId::parse("w").unwrap()),

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use agentpool_core::WorkerId;
 use agentpool_kube::KUBERNETES_VERSION;
-use agentpool_kube::job::{build_job, build_secret};
+use agentpool_kube::job::{build_check_job, build_job, build_secret, check_job_name};
 
 use crate::launcher::template;
 use crate::queue::work;
@@ -84,9 +84,20 @@ fn created_objects_validate_against_the_kubernetes_schemas() {
     let id = WorkerId::parse("agentpool-launcher").unwrap();
     let job = build_job(&t, &id, &w);
     let secret = build_secret(&id, &w, "5d1c2f9e-3a1b-4c7d-9e2f-6a8b0c1d2e3f");
-    let files = vec![dir.path().join("job.json"), dir.path().join("secret.json")];
+    let check = build_check_job(
+        &t,
+        &id,
+        &["claude-code".into(), "codex".into()],
+        &check_job_name(&id, chrono::Utc::now()),
+    );
+    let files = vec![
+        dir.path().join("job.json"),
+        dir.path().join("secret.json"),
+        dir.path().join("check.json"),
+    ];
     std::fs::write(&files[0], serde_json::to_vec(&job).unwrap()).unwrap();
     std::fs::write(&files[1], serde_json::to_vec(&secret).unwrap()).unwrap();
+    std::fs::write(&files[2], serde_json::to_vec(&check).unwrap()).unwrap();
     validate(&files);
 }
 
@@ -155,6 +166,14 @@ fn shipped_job_templates_parse() {
         let t: agentpool_kube::JobTemplate =
             serde_json::from_str(&json).unwrap_or_else(|e| panic!("{file}: {e}\n{json}"));
         assert_eq!(t.token_secret.name, "agentpool-worker-token", "{file}");
+        if file.contains("production") {
+            // The Job pods log JSON lines too, as the services there do.
+            let json_logs = t
+                .env
+                .iter()
+                .any(|e| e.name == "AGENTPOOL_LOG_FORMAT" && e.value.as_deref() == Some("json"));
+            assert!(json_logs, "{file}: {:?}", t.env);
+        }
     }
 }
 

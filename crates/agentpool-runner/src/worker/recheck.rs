@@ -6,15 +6,11 @@
 //! handed back, without using their attempts, before the next check. A worker whose own agent
 //! key was refused does not check: only a new key mends that, and it comes with a restart.
 
-use std::path::Path;
-
 use super::*;
-use crate::private::PrivateDir;
+use crate::self_check::self_check;
 
 /// The longest pause between two checks.
 const MAX_PAUSE: Duration = Duration::from_secs(30 * 60);
-/// How long one program of the check may take to answer.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) async fn recheck_loop(
     shared: Arc<Shared>,
@@ -66,42 +62,5 @@ pub(super) async fn recheck_loop(
             tracing::info!("this worker is still unhealthy: {why}; checking again in {pause:?}");
         }
         tracing::info!("git and the agents start again: this worker claims tasks again");
-    }
-}
-
-/// Whether what a task needs of this worker starts: git, `sh`, a private task directory, and
-/// every agent it offers; why not, when something does not.
-pub(super) async fn self_check(pipeline: &Pipeline) -> Result<(), String> {
-    let cfg = pipeline.config();
-    starts(&cfg.git_program, &["--version"]).await?;
-    starts(Path::new("sh"), &["-c", "true"]).await?;
-    for parent in [cfg.workspace.root.clone(), cfg.state_dir.join("credentials")] {
-        // Removed again when dropped.
-        PrivateDir::create(&parent)
-            .map_err(|e| format!("cannot create a private directory in {}: {e}", parent.display()))?;
-    }
-    let agents = pipeline.agents();
-    for name in agents.names() {
-        if agents.get(&name).is_some_and(|a| !a.installed()) {
-            return Err(format!("agent {name} is not installed"));
-        }
-    }
-    Ok(())
-}
-
-async fn starts(program: &Path, args: &[&str]) -> Result<(), String> {
-    let run = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status();
-    let shown = program.display();
-    match tokio::time::timeout(CHECK_TIMEOUT, run).await {
-        Ok(Ok(s)) if s.success() => Ok(()),
-        Ok(Ok(s)) => Err(format!("{shown} {} ended with {s}", args.join(" "))),
-        Ok(Err(e)) => Err(format!("{shown} cannot be started: {e}")),
-        Err(_) => Err(format!("{shown} did not answer within {CHECK_TIMEOUT:?}")),
     }
 }

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentpool_client::{Client, ClientConfig};
 use agentpool_core::{AgentInfo, WorkerId};
 use agentpool_kube::{JobTemplate, LauncherConfig, run_launcher};
 use clap::Args;
@@ -45,6 +44,11 @@ pub struct LauncherArgs {
     /// 0: never
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub unhealthy_after: u32,
+    /// Seconds an unhealthy launcher waits before it runs a check Job (a pod of its template
+    /// running `run-task --check`), doubled after each that fails, up to 30 minutes; claiming
+    /// resumes once one succeeds. 0: never (a restart is needed)
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub recheck_secs: u64,
     /// PEM file of a CA to trust for an https:// server with a private CA
     #[arg(long, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
@@ -76,6 +80,7 @@ pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result
     cfg.reconcile_interval = Duration::from_secs(args.reconcile_secs.max(1));
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     cfg.unhealthy_after = args.unhealthy_after;
+    cfg.recheck_after = Duration::from_secs(args.recheck_secs);
     Ok(cfg)
 }
 
@@ -93,14 +98,7 @@ pub async fn kube_client(namespace: Option<String>) -> Result<(kube::Client, Str
 }
 
 pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result<ExitCode> {
-    let usage = |m: String| Exit::new(ExitCode::Usage, m);
-    let server = settings
-        .server
-        .clone()
-        .ok_or_else(|| usage("give the server with --server URL (or AGENTPOOL_SERVER)".into()))?;
-    let mut cc = ClientConfig::new(&server).token(settings.token.clone());
-    cc.ca_pem = super::run_task::ca_pem(args.ca_cert.as_ref())?;
-    let api = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
+    let (api, server) = super::run_task::server_client(settings, args.ca_cert.as_ref())?;
     // Read the template before touching the cluster: a bad file is a usage error.
     let probe = launcher_config(&args, String::new())?;
     let (kube, namespace) = kube_client(args.namespace.clone()).await?;
@@ -115,6 +113,12 @@ pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result
         "launcher stopped: {} Jobs created, {} adopted, {} attempts failed by the launcher",
         summary.created, summary.adopted, summary.failed
     );
+    if summary.recovered > 0 {
+        eprintln!(
+            "a check Job found its set-up working again {} time(s), and claiming resumed",
+            summary.recovered
+        );
+    }
     if let Some(why) = &summary.unhealthy {
         eprintln!("it had stopped claiming: {why}");
     }

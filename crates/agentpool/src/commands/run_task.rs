@@ -1,13 +1,18 @@
 //! `agentpool run-task`: take over one claimed attempt (from its attempt file — in Kubernetes
 //! the Secret the launcher made for it), heartbeat it, run it and report it under the worker
 //! id that claimed it, fenced by its lease token. Works anywhere the server is reachable.
+//! With `--check` it runs no attempt: it says whether this pod could run one (a launcher's
+//! check Job, made from the same template, runs it to learn whether its set-up works again).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_client::{Client, ClientConfig};
+use agentpool_core::WorkerId;
 use agentpool_kube::AttemptFile;
+use agentpool_runner::pipeline::Pipeline;
+use agentpool_runner::self_check::self_check;
 use agentpool_runner::{AttemptConfig, AttemptOutcome, run_attempt};
 use clap::Args;
 
@@ -18,8 +23,20 @@ use crate::exit::{Exit, ExitCode};
 #[derive(Debug, Clone, Args)]
 pub struct RunTaskArgs {
     /// The attempt file: worker id, claim, lease and credentials (JSON, as the launcher writes it)
-    #[arg(long, env = "AGENTPOOL_ATTEMPT_FILE", value_name = "FILE")]
-    pub attempt_file: PathBuf,
+    #[arg(
+        long,
+        env = "AGENTPOOL_ATTEMPT_FILE",
+        value_name = "FILE",
+        required_unless_present = "check"
+    )]
+    pub attempt_file: Option<PathBuf>,
+    /// Run no attempt: check that git, `sh` and the agents start here, that a task's directory
+    /// can be made in the work dir, and that the server accepts the token; exit 0 if so
+    #[arg(long, conflicts_with_all = ["attempt_file", "task", "attempt"], requires = "worker")]
+    pub check: bool,
+    /// With --check: the worker (launcher) id whose record the token must be able to read
+    #[arg(long, env = "AGENTPOOL_WORKER_ID", value_name = "ID")]
+    pub worker: Option<String>,
     /// Refuse to run unless the file is for this task (guards against a wrong mount)
     #[arg(long, env = "AGENTPOOL_TASK_ID", value_name = "ID")]
     pub task: Option<String>,
@@ -66,7 +83,13 @@ pub fn ca_pem(file: Option<&PathBuf>) -> anyhow::Result<Option<Vec<u8>>> {
 
 pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<ExitCode> {
     let usage = |m: String| Exit::new(ExitCode::Usage, m);
-    let file = AttemptFile::read(&args.attempt_file).map_err(|e| usage(e.to_string()))?;
+    if args.check {
+        return check(settings, &args).await;
+    }
+    let Some(path) = &args.attempt_file else {
+        return Err(usage("give the attempt with --attempt-file FILE (or --check)".into()).into());
+    };
+    let file = AttemptFile::read(path).map_err(|e| usage(e.to_string()))?;
     let claimed = &file.work.claimed;
     if let Some(t) = &args.task
         && *t != claimed.lease.task_id.to_string()
@@ -86,22 +109,8 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
         ))
         .into());
     }
-    let server = settings
-        .server
-        .clone()
-        .ok_or_else(|| usage("give the server with --server URL (or AGENTPOOL_SERVER)".into()))?;
-    let mut cc = ClientConfig::new(&server).token(settings.token.clone());
-    cc.ca_pem = ca_pem(args.ca_cert.as_ref())?;
-    let api = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
-    let dir = match args.work_dir.clone() {
-        Some(d) => crate::config::absolute(d)?,
-        None => settings.data_dir.join("run-task"),
-    };
-    let mut cfg = AttemptConfig::new(&dir);
-    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
-    cfg.pipeline.kill_grace = Duration::from_secs(args.kill_grace_secs);
-    cfg.pipeline.log_limit.head_bytes = args.max_log_mib << 20;
-    cfg.pipeline.allow_file_repos = args.allow_local_repos;
+    let api = client(settings, &args)?;
+    let cfg = attempt_config(settings, &args)?;
     let agents = agent_registry(&args.agents, None)?;
 
     let (terminate, signal) = super::pool::stop_on_signal();
@@ -143,4 +152,84 @@ pub async fn run_task(settings: &Settings, args: RunTaskArgs) -> anyhow::Result<
         )
         .into()),
     }
+}
+
+/// The client for the server the pod reports to.
+fn client(settings: &Settings, args: &RunTaskArgs) -> anyhow::Result<Client> {
+    Ok(server_client(settings, args.ca_cert.as_ref())?.0)
+}
+
+/// The client of a process in the cluster (pod, launcher) for the server it works for, and
+/// that server's URL: `--server` and `--token`, trusting `ca_cert` or [`ca_pem`]'s variable.
+pub fn server_client(settings: &Settings, ca_cert: Option<&PathBuf>) -> anyhow::Result<(Client, String)> {
+    let usage = |m: String| Exit::new(ExitCode::Usage, m);
+    let server = settings
+        .server
+        .clone()
+        .ok_or_else(|| usage("give the server with --server URL (or AGENTPOOL_SERVER)".into()))?;
+    let mut cc = ClientConfig::new(&server).token(settings.token.clone());
+    cc.ca_pem = ca_pem(ca_cert)?;
+    let client = Client::with_config(cc).map_err(|e| usage(e.to_string()))?;
+    Ok((client, server))
+}
+
+fn attempt_config(settings: &Settings, args: &RunTaskArgs) -> anyhow::Result<AttemptConfig> {
+    let dir = match args.work_dir.clone() {
+        Some(d) => crate::config::absolute(d)?,
+        None => settings.data_dir.join("run-task"),
+    };
+    let mut cfg = AttemptConfig::new(&dir);
+    cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
+    cfg.pipeline.kill_grace = Duration::from_secs(args.kill_grace_secs);
+    cfg.pipeline.log_limit.head_bytes = args.max_log_mib << 20;
+    cfg.pipeline.allow_file_repos = args.allow_local_repos;
+    Ok(cfg)
+}
+
+/// `run-task --check`: what an attempt needs of this pod, without one. The last line says
+/// why not (Kubernetes keeps it as the container's termination message, which the launcher
+/// quotes); a token the server refuses exits with the code the launcher reads as such.
+async fn check(settings: &Settings, args: &RunTaskArgs) -> anyhow::Result<ExitCode> {
+    let worker = args
+        .worker
+        .clone()
+        .ok_or_else(|| Exit::new(ExitCode::Usage, "--check needs --worker ID"))?;
+    let worker = WorkerId::parse(worker).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?;
+    let api = client(settings, args)?;
+    let cfg = attempt_config(settings, args)?;
+    let agents = agent_registry(&args.agents, None)?;
+    let names = agents.names();
+    std::fs::create_dir_all(&cfg.pipeline.workspace.root)?;
+    std::fs::create_dir_all(cfg.pipeline.state_dir.join("credentials"))?;
+    let pipeline = Pipeline::new(cfg.pipeline, agents);
+    if let Err(why) = self_check(&pipeline).await {
+        return Err(Exit::new(ExitCode::Failed, format!("this pod cannot run an attempt: {why}")).into());
+    }
+    match api.get_worker(&worker).await {
+        // Unknown is fine: the token was accepted, which is what is checked.
+        Ok(_) | Err(agentpool_client::Error::NotFound(_)) => {}
+        Err(e) if agentpool_runner::api::is_refusal(&e) => {
+            return Err(Exit::new(
+                ExitCode::TokenRefused,
+                format!("the server does not accept this pod's token: {e}"),
+            )
+            .into());
+        }
+        Err(e) => {
+            return Err(Exit::new(
+                ExitCode::Connection,
+                format!("this pod cannot reach the server: {e}"),
+            )
+            .into());
+        }
+    }
+    let offered = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    eprintln!(
+        "this pod can run attempts: git, sh and its agents ({offered}) start, and the server accepts its token"
+    );
+    Ok(ExitCode::Success)
 }

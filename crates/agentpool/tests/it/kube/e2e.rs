@@ -289,7 +289,14 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
         ),
         (
             "run-task",
-            &["--attempt-file", "--work-dir", "--task", "--attempt", "--ca-cert"][..],
+            &[
+                "--attempt-file",
+                "--work-dir",
+                "--task",
+                "--attempt",
+                "--ca-cert",
+                "--check",
+            ][..],
         ),
     ] {
         let o = env.run(&[cmd, "--help"]);
@@ -302,6 +309,35 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
     let missing = env.dir.path().join("missing.json");
     let err = refused(&env, &["run-task", "--attempt-file", missing.to_str().unwrap()]);
     assert!(err.contains("cannot read the attempt file"), "{err}");
+    let err = refused(&env, &["run-task", "--check"]);
+    assert!(err.contains("--worker <ID>"), "{err}");
+
+    // A check Job's pod without the agent its launcher offers: exit 1 and why, on one line
+    // (its termination message), before the server is asked anything.
+    let empty = env.dir.path().join("no-agents");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_AGENT_BIN_DIR", &empty)
+        .env("PATH", "/usr/bin:/bin")
+        .args([
+            "--server",
+            "http://127.0.0.1:9",
+            "run-task",
+            "--check",
+            "--worker",
+            "l",
+        ])
+        .args(["--agents", "claude-code", "--work-dir"])
+        .arg(env.dir.path().join("check"))
+        .output()
+        .unwrap();
+    let err = crate::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        "agentpool: this pod cannot run an attempt: agent claude-code is not installed"
+    );
 
     let bad = env.dir.path().join("template.json");
     std::fs::write(

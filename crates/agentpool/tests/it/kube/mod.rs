@@ -6,6 +6,7 @@ mod e2e;
 mod kubelet;
 mod pool_e2e;
 mod pool_kubelet;
+mod recheck;
 
 use std::sync::Arc;
 use std::time::Duration;

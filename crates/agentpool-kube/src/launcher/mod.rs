@@ -7,6 +7,11 @@
 //! One loop does everything in turn (claim with a short long-poll — or, with every slot taken,
 //! a heartbeat the server may hold until a cancel — then reconcile, heartbeat), so the
 //! launcher's view of its Jobs never races with itself.
+//!
+//! A launcher whose attempts keep failing on its own set-up stops claiming and, now and then,
+//! runs a check Job instead of an attempt ([`check`]).
+
+mod check;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +53,10 @@ pub struct LauncherConfig {
     /// unhealthy and claims nothing more, rather than fail the whole queue the same way.
     /// 0: never.
     pub unhealthy_after: u32,
+    /// How long an unhealthy launcher waits before it runs a check Job (a pod from the same
+    /// template running `run-task --check`); doubled after each check that fails, up to 30
+    /// minutes. Once one succeeds it claims again. Zero: never; only a restart mends it.
+    pub recheck_after: Duration,
 }
 
 impl LauncherConfig {
@@ -63,6 +72,7 @@ impl LauncherConfig {
             heartbeat_interval: Duration::from_secs(10),
             reconcile_interval: Duration::from_secs(5),
             unhealthy_after: 3,
+            recheck_after: Duration::from_secs(60),
         }
     }
 }
@@ -93,6 +103,8 @@ pub struct LauncherSummary {
     pub failed: u64,
     /// Why the launcher stopped claiming: too many attempts in a row failed on its set-up.
     pub unhealthy: Option<String>,
+    /// How many times a check Job found the set-up working again and claiming resumed.
+    pub recovered: u64,
 }
 
 struct Tracked {
@@ -119,6 +131,8 @@ struct Launcher {
     refused: Option<String>,
     /// Attempts in a row that failed on the launcher's set-up (reset by a Job that succeeds).
     config_failures: u32,
+    /// While unhealthy: the check Job running, or when the next one starts.
+    checking: check::Checking,
 }
 
 /// Run the launcher until `shutdown` fires. It does not deregister: its Jobs keep running and
@@ -161,6 +175,7 @@ pub async fn run_launcher(
         summary: LauncherSummary::default(),
         refused: None,
         config_failures: 0,
+        checking: check::Checking::default(),
     };
     loop {
         match l.api.register(reg.clone()).await {
@@ -214,6 +229,9 @@ pub async fn run_launcher(
         if let Err(e) = l.reconcile().await {
             tracing::warn!("reconcile failed: {e}");
         }
+        if l.summary.unhealthy.is_some() {
+            l.check(&reg).await;
+        }
         if tokio::time::Instant::now() >= next_beat {
             l.heartbeat(&reg, Duration::ZERO).await;
             next_beat = tokio::time::Instant::now() + l.cfg.heartbeat_interval;
@@ -242,6 +260,13 @@ impl Launcher {
     async fn adopt(&mut self) -> Result<(), kube::Error> {
         let lp = ListParams::default().labels(&job::selector(&self.cfg.id));
         for j in self.jobs.list(&lp).await? {
+            if check::is_check(&j) {
+                // A previous life's check: this life starts healthy and has no use for it.
+                if let Some(name) = &j.metadata.name {
+                    self.delete(name).await;
+                }
+                continue;
+            }
             if matches!(classify::judge(&j, &[]), JobState::Succeeded) {
                 continue;
             }
@@ -448,13 +473,21 @@ impl Launcher {
         if limit == 0 || self.config_failures < limit || self.summary.unhealthy.is_some() {
             return;
         }
+        let then = if self.cfg.recheck_after.is_zero() {
+            "then restart the launcher".to_string()
+        } else {
+            format!(
+                "a check Job runs in {}s and claiming resumes once one succeeds",
+                self.cfg.recheck_after.as_secs()
+            )
+        };
         let said = format!(
             "{limit} attempts in a row failed on this launcher's set-up (the last: {why}); \
-             claiming stopped: fix the Job template, its Secret or the cluster's policy, then \
-             restart the launcher"
+             claiming stopped: fix the Job template, its Secret or the cluster's policy; {then}"
         );
         tracing::error!(launcher = %self.cfg.id, "{said}");
         self.summary.unhealthy = Some(said);
+        self.checking = check::Checking::after(self.cfg.recheck_after);
     }
 
     /// Delete the Job of `id` (its pod gets SIGTERM, then SIGKILL after the grace period).
