@@ -1,11 +1,11 @@
 //! Against a real cluster, when one is given: `AGENTPOOL_TEST_KUBECONFIG` names a kubeconfig
-//! (kind, minikube, a test namespace). The Job and Secret the launcher would create are sent
-//! with server-side dry run (the API server validates and admits them, nothing is stored), and
-//! the launcher's label selector is accepted by a list. Without a kubeconfig the test passes
+//! (kind, minikube, a test namespace). The Jobs (an attempt's, a check) and the Secret the
+//! launcher would create are sent with server-side dry run (the API server validates and
+//! admits them, nothing is stored), and the launcher's label selector is accepted by a list. Without a kubeconfig the test passes
 //! with a notice, unless `AGENTPOOL_TEST_REQUIRE_KUBERNETES` is set: then it fails.
 
 use agentpool_core::WorkerId;
-use agentpool_kube::job::{build_job, build_secret, selector};
+use agentpool_kube::job::{build_check_job, build_job, build_secret, check_job_name, selector};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
@@ -49,6 +49,15 @@ async fn the_cluster_admits_the_objects_a_launcher_creates() {
         .await
         .expect("the API server accepts the Job");
     assert_eq!(created.spec.unwrap().backoff_limit, Some(0));
+    let check = build_check_job(
+        &template(),
+        &id,
+        &["claude-code".into()],
+        &check_job_name(&id, chrono::Utc::now()),
+    );
+    jobs.create(&dry, &check)
+        .await
+        .expect("the API server accepts the check Job");
     let secrets: Api<Secret> = Api::namespaced(client, &ns);
     secrets
         .create(

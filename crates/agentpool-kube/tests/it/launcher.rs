@@ -38,19 +38,27 @@ pub(crate) fn config(id: &str) -> LauncherConfig {
 pub(crate) struct Running {
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<Result<LauncherSummary, LauncherError>>,
+    fake: FakeApi,
 }
 
 impl Running {
+    /// Stop the launcher; everything it asked of the API server was allowed by its Role.
     pub(crate) async fn stop(self) -> LauncherSummary {
         self.stop.cancel();
-        self.handle.await.unwrap().unwrap()
+        let summary = self.handle.await.unwrap().unwrap();
+        crate::rbac::assert_allowed(&self.fake, crate::rbac::LAUNCHER);
+        summary
     }
 }
 
 pub(crate) fn start(cfg: LauncherConfig, queue: &Arc<Queue>, fake: &FakeApi) -> Running {
     let stop = CancellationToken::new();
     let handle = tokio::spawn(run_launcher(cfg, queue.clone(), fake.client(), stop.clone()));
-    Running { stop, handle }
+    Running {
+        stop,
+        handle,
+        fake: fake.clone(),
+    }
 }
 
 pub(crate) async fn eventually(what: &str, mut f: impl FnMut() -> bool) {

@@ -12,6 +12,7 @@ mod pool;
 mod pool_schema;
 mod pool_state;
 mod queue;
+mod rbac;
 mod schema;
 
 /// A fixture from `tests/fixtures`, parsed as `T`.

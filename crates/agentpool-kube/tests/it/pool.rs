@@ -150,6 +150,15 @@ pub fn setup(spec: Value) -> Setup {
     Setup { fake, queue, ctx }
 }
 
+/// Everything the operator asked of the API server was allowed by its Role.
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            crate::rbac::assert_allowed(&self.fake, crate::rbac::OPERATOR);
+        }
+    }
+}
+
 impl Setup {
     pub async fn pass(&self) -> Action {
         let pool: WorkerPool = self.fake.get("workerpools", "agents").unwrap();
@@ -488,6 +497,7 @@ async fn one_replica_leads_and_another_takes_over_only_after_the_lease_expires()
         puts.iter()
             .all(|r| r.body.as_ref().unwrap()["metadata"]["resourceVersion"].is_string())
     );
+    crate::rbac::assert_allowed(&fake, crate::rbac::OPERATOR);
 }
 
 #[tokio::test]
@@ -529,4 +539,5 @@ async fn the_operator_leads_and_its_controller_reconciles_a_new_pool() {
     op.await.unwrap();
     let l: Lease = fake.get("leases", "agentpool-operator").unwrap();
     assert_eq!(l.spec.unwrap().holder_identity, None, "released on shutdown");
+    crate::rbac::assert_allowed(&fake, crate::rbac::OPERATOR);
 }
