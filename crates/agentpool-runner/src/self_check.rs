@@ -13,8 +13,8 @@ use crate::private::PrivateDir;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether what a task needs of this worker starts: git, `sh`, a private task directory, and
-/// every agent it offers; why not, when something does not.
-pub async fn self_check(pipeline: &Pipeline) -> Result<(), String> {
+/// `agent` (or, with `None`, every agent it offers); why not, when something does not.
+pub async fn self_check(pipeline: &Pipeline, agent: Option<&str>) -> Result<(), String> {
     let cfg = pipeline.config();
     starts(&cfg.git_program, &["--version"]).await?;
     starts(Path::new("sh"), &["-c", "true"]).await?;
@@ -24,7 +24,12 @@ pub async fn self_check(pipeline: &Pipeline) -> Result<(), String> {
             .map_err(|e| format!("cannot create a private directory in {}: {e}", parent.display()))?;
     }
     let agents = pipeline.agents();
-    for name in agents.names() {
+    let names = match agent {
+        Some(one) => vec![one.to_string()],
+        None => agents.names(),
+    };
+    for name in names {
+        // A command task names no agent of the registry: nothing more to check.
         if agents.get(&name).is_some_and(|a| !a.installed()) {
             return Err(format!("agent {name} is not installed"));
         }

@@ -43,7 +43,7 @@ pub(super) async fn recheck_loop(
                 // Going away: nothing more to claim, and its probe keeps saying why.
                 return;
             }
-            let why = match self_check(&shared.pipeline).await {
+            let why = match self_check(&shared.pipeline, None).await {
                 Ok(()) => {
                     // Healthy first, so that no beat between the registration and the
                     // recovery tells the server it is unhealthy again.

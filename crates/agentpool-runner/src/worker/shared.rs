@@ -188,6 +188,42 @@ impl Shared {
         }
     }
 
+    /// A task that git or its agent could not start for: check at once (the recheck's own
+    /// check, for git and that agent, a few milliseconds) whether this worker can start them
+    /// at all. If it cannot,
+    /// it turns unhealthy before the task is handed back, so that it does not claim the task
+    /// again itself: one broken worker would otherwise spend all the hand-backs a task is
+    /// allowed (three, shared with every worker) before a healthy one got it. A cause the
+    /// check cannot see still takes `unhealthy_after` tasks in a row.
+    pub(super) async fn confirm_own_failure(&self, report: &Report, agent: &str) {
+        let Report::Fail {
+            class: ErrorClass::WorkerError,
+            message,
+            ..
+        } = report
+        else {
+            return;
+        };
+        if self.is_unhealthy() {
+            return;
+        }
+        if let Err(found) = crate::self_check::self_check(&self.pipeline, Some(agent)).await {
+            tracing::error!(
+                "git or an agent could not be started ({message}), and this worker's own check \
+                 agrees ({found}): it is unhealthy and claims no tasks until they start again"
+            );
+            let reason = format!(
+                "git or an agent could not be started, and this worker's own check agrees ({found}); \
+                 the last task's error: {message}"
+            );
+            let reason = agentpool_core::render::clip(&reason, agentpool_core::protocol::MAX_STATUS_MESSAGE);
+            self.turn_unhealthy(Unhealthy {
+                reason,
+                recheck: true,
+            });
+        }
+    }
+
     fn own_failure(&self, what: &str, last: &str, recheck: bool) {
         let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
         if n < self.unhealthy_after.max(1) || self.is_unhealthy() {

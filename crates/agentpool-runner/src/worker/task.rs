@@ -56,6 +56,15 @@ pub(super) async fn run_task(
             None => tracing::warn!(task = %task_id, attempt, "lease lost: the attempt ends unreported"),
         }
     }
+    // Before the report hands the task back: a worker that cannot start git or the agent
+    // at all must not be the one to claim it again.
+    let agent = work
+        .claimed
+        .task
+        .spec
+        .required_agent()
+        .unwrap_or(agentpool_core::spec::COMMAND_AGENT);
+    shared.confirm_own_failure(&report, agent).await;
     let outcome = deliver(&shared, lease, report.clone()).await;
     log_end(task_id, attempt, took, &report, &outcome);
     shared.lock_running().remove(&task_id);

@@ -1,7 +1,8 @@
-//! A broken worker (its git cannot be started) does not burn tasks' attempts: each failure is
-//! `WORKER_ERROR`, the task goes back to the queue unchanged, the worker turns unhealthy, says
-//! why, and stops claiming (also on its local health probe), and a healthy worker completes the
-//! task.
+//! A broken worker (its git cannot be started) does not burn tasks' attempts: its failure is
+//! `WORKER_ERROR`, the task goes back to the queue unchanged, the worker's own check confirms
+//! the cause so it turns unhealthy at once, says why, and stops claiming (also on its local
+//! health probe), and a healthy worker completes the task. A cause its check cannot see takes
+//! `unhealthy_after` tasks in a row.
 
 use std::time::Duration;
 
@@ -38,7 +39,11 @@ async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
     let d = env.store.get_task(task.id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Queued, "the task is not failed");
     assert_eq!(d.task.attempts, 0, "no attempt was used");
-    assert_eq!(d.attempts_detail.len(), 3);
+    assert_eq!(
+        d.attempts_detail.len(),
+        1,
+        "its check found git missing before the task went back: it did not claim it again"
+    );
     for a in &d.attempts_detail {
         assert_eq!(a.error_class, Some(ErrorClass::WorkerError));
         assert_eq!(a.worker_id, broken_id);
@@ -57,13 +62,15 @@ async fn a_worker_whose_git_cannot_start_hands_tasks_back_and_goes_unhealthy() {
     assert_eq!(w.status, WorkerStatus::Unhealthy);
     let why = w.status_message.unwrap_or_default();
     assert!(
-        why.starts_with("git or an agent could not be started 3 times in a row; the last: ")
+        why.starts_with("git or an agent could not be started, and this worker's own check agrees (")
+            && why.contains("no-such-git cannot be started")
+            && why.contains("the last task's error: ")
             && why.contains("could not run git"),
         "{why}"
     );
     let summary = broken.stop().await;
     assert!(summary.unhealthy);
-    assert_eq!(summary.failed, 3);
+    assert_eq!(summary.failed, 1);
     assert_eq!(summary.succeeded, 0);
     assert_eq!(healthy.stop().await.succeeded, 1);
 }
@@ -167,4 +174,57 @@ fn which(program: &str) -> std::path::PathBuf {
         .map(|d| d.join(program))
         .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("{program} is not on the PATH"))
+}
+
+/// A cause the worker's check cannot see — here the agent's CLI is installed (found and
+/// executable, which is what the check asks) but its interpreter is not, so it cannot be
+/// started — still hands tasks back, and turns the worker unhealthy after `unhealthy_after` of
+/// them in a row, not at the first.
+#[tokio::test]
+async fn a_cause_the_check_cannot_see_takes_unhealthy_after_tasks_in_a_row() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = env().await;
+    let api = api(&env.store, Duration::from_secs(30)).await;
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let cli = bin.join("claude");
+    std::fs::write(&cli, "#!/no-such-dir/node\n").unwrap();
+    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut w = config(&env, "w-node", TOKEN);
+    w.agents = agentpool_agents::Registry::builtin(&agentpool_agents::AgentConfig {
+        bin_dir: Some(bin),
+        ..Default::default()
+    });
+    w.unhealthy_after = 2;
+    // A key, so that the task gets as far as starting the CLI.
+    w.pipeline.extra_env = [("ANTHROPIC_API_KEY".to_string(), "sk-ant-test".to_string())].into();
+    let id = w.id.clone().unwrap();
+    let w = start(w, api);
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let spec =
+            agentpool_core::TaskSpec::agent(&env.server.url("app"), "claude-code", &format!("task {i}"));
+        tasks.push(env.store.enqueue(spec).await.unwrap().task.id);
+    }
+    let sick = until("the worker to report itself unhealthy", async || {
+        let w = env.store.get_worker(&id).await.unwrap()?;
+        (w.status == WorkerStatus::Unhealthy).then_some(w)
+    })
+    .await;
+    let why = sick.status_message.unwrap_or_default();
+    assert!(
+        why.starts_with("git or an agent could not be started 2 times in a row; the last: "),
+        "{why}"
+    );
+    let mut handed_back = 0;
+    for t in tasks {
+        let d = env.store.get_task(t).await.unwrap().unwrap();
+        assert_eq!((d.task.state, d.task.attempts), (TaskState::Queued, 0));
+        for a in &d.attempts_detail {
+            assert_eq!(a.error_class, Some(ErrorClass::WorkerError));
+            handed_back += 1;
+        }
+    }
+    assert_eq!(handed_back, 2);
+    assert_eq!(w.stop().await.failed, 2);
 }

@@ -202,7 +202,7 @@ async fn check(settings: &Settings, args: &RunTaskArgs) -> anyhow::Result<ExitCo
     std::fs::create_dir_all(&cfg.pipeline.workspace.root)?;
     std::fs::create_dir_all(cfg.pipeline.state_dir.join("credentials"))?;
     let pipeline = Pipeline::new(cfg.pipeline, agents);
-    if let Err(why) = self_check(&pipeline).await {
+    if let Err(why) = self_check(&pipeline, None).await {
         return Err(Exit::new(ExitCode::Failed, format!("this pod cannot run an attempt: {why}")).into());
     }
     match api.get_worker(&worker).await {
