@@ -181,9 +181,29 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The agents a worker may run: the shipped adapters whose CLI is installed (a worker only
-/// advertises what it can run, so tasks for other agents wait for a worker that has
-/// them), or exactly those named. Command tasks are always run.
+/// The agents a worker offers: [`agent_registry`], less those named whose CLI is not
+/// installed here, with a warning for each. A worker only offers what it can run: tasks for
+/// another agent wait for a worker that has it (their waiting reason says so) instead of
+/// failing here, and such a task does not make the worker unhealthy for the agents it has.
+pub fn offered_agents(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
+    let named = agent_registry(only, bin_dir)?;
+    let mut r = Registry::new();
+    for name in named.names() {
+        match named.get(&name) {
+            Some(a) if a.installed() => r.register(a),
+            Some(_) => tracing::warn!(
+                "agent {name} is not installed here (its CLI is not found, or not executable, in \
+                 AGENTPOOL_AGENT_BIN_DIR or on PATH): this worker does not offer it"
+            ),
+            None => {}
+        }
+    }
+    Ok(r)
+}
+
+/// The agents a process may run: the shipped adapters whose CLI is installed, or exactly
+/// those named, installed or not (`run-task`, whose `--check` must find one missing). Command
+/// tasks are always run.
 pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let mut cfg = AgentConfig::from_env();
     if let Some(d) = bin_dir {
@@ -224,7 +244,7 @@ fn start_workers(
     stop_now: &CancellationToken,
     registered: tokio::sync::mpsc::UnboundedSender<WorkerId>,
 ) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
-    let agents = agent_registry(&opts.agents, opts.agent_bin_dir.as_deref())?;
+    let agents = offered_agents(&opts.agents, opts.agent_bin_dir.as_deref())?;
     let api: Arc<dyn WorkerApi> =
         Arc::new(Client::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
     let mut handles = Vec::new();

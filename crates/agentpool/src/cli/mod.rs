@@ -183,7 +183,8 @@ pub struct UpArgs {
     /// Database URL [default: sqlite in the data dir]
     #[arg(long, env = "AGENTPOOL_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
-    /// Agents the workers may run (comma separated) [default: all installed, plus command]
+    /// Agents the workers may run (comma separated; one whose CLI is not installed is left out,
+    /// with a warning) [default: all installed, plus command]
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
     #[command(flatten)]
@@ -279,7 +280,8 @@ pub struct WorkerArgs {
     /// Labels this worker carries (k=v); a task only runs on workers with all its labels
     #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-    /// Agents this worker may run (comma separated) [default: all installed, plus command]
+    /// Agents this worker may run (comma separated; one whose CLI is not installed is left out,
+    /// with a warning) [default: all installed, plus command]
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
     /// Worker id (to re-register under the same id after a restart) [default: host name + suffix]

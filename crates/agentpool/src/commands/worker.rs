@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::WorkerArgs;
 use crate::config::Settings;
-use crate::embedded::agent_registry;
+use crate::embedded::offered_agents;
 use crate::exit::{Exit, ExitCode};
 
 /// `agentpool worker`: a worker that claims from a server over HTTP until SIGTERM/SIGINT, then
@@ -41,7 +41,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
         cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
     }
     cfg.labels = args.labels.iter().cloned().collect();
-    cfg.agents = agent_registry(&args.agents, None)?;
+    cfg.agents = offered_agents(&args.agents, None)?;
     cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
     // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.

@@ -220,3 +220,85 @@ fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
     assert!(worker.wait().unwrap().success());
     assert!(server.stop().success());
 }
+
+/// A worker offers only the agents it can start: one named with `--agents` whose CLI is not
+/// installed is left out, with a warning, so that its tasks wait for a worker that has it
+/// (and say so) instead of being handed back here, which would also make this worker
+/// unhealthy for the agents it does have.
+#[test]
+fn a_worker_leaves_out_a_named_agent_that_is_not_installed_and_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let server = Up::spawn(env.serve_cmd());
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let claude = bin.join("claude");
+    std::fs::write(&claude, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("AGENTPOOL_AGENT_BIN_DIR", &bin)
+        .env("PATH", "/usr/bin:/bin")
+        .args(["worker", "--server", &server.url, "--allow-local-repos"])
+        .args(["--id", "offers-1", "--agents", "claude-code,codex"])
+        .args(["--health-listen", "127.0.0.1:0"]);
+    let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    let mut before = Vec::new();
+    let probe = loop {
+        let line = lines
+            .next()
+            .expect("the worker prints its probe address")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("health probe on ") {
+            break u.trim().to_string();
+        }
+        before.push(line);
+    };
+    std::thread::spawn(move || for _ in lines {});
+    assert!(
+        before.iter().any(|l| l.contains(
+            "agent codex is not installed here (its CLI is not found, or not executable, in \
+             AGENTPOOL_AGENT_BIN_DIR or on PATH): this worker does not offer it"
+        )),
+        "{before:#?}"
+    );
+    assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--output",
+        "json",
+        "workers",
+        "show",
+        "offers-1",
+    ]);
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let agents: Vec<&str> = shown["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["command", "claude-code"]);
+
+    // A codex task waits, saying why, and the worker stays ready.
+    let o = env
+        .cmd()
+        .args(["--server", &server.url, "submit", "--repo"])
+        .arg(&remote)
+        .args(["--agent", "codex", "fix it"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no worker online offers agent codex"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(get(&format!("{probe}/readyz")).0, 200);
+
+    terminate(&worker);
+    assert!(worker.wait().unwrap().success());
+    assert!(server.stop().success());
+}
