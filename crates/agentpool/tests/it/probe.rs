@@ -39,11 +39,13 @@ fn until_status(url: &str, status: u16, secs: u64) -> String {
     }
 }
 
-/// Start a worker command (with `--health-listen`); the process and its probe's base URL, as
-/// it prints it. Its stderr keeps being drained so the worker never blocks on it.
-fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, String) {
+/// Start a worker command (with `--health-listen`); the process, its probe's base URL, as it
+/// prints it, and the lines it wrote before. Its stderr keeps being drained so the worker never
+/// blocks on it.
+fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, String, Vec<String>) {
     let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    let mut before = Vec::new();
     let probe = loop {
         let line = lines
             .next()
@@ -52,9 +54,10 @@ fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, Str
         if let Some(u) = line.strip_prefix("health probe on ") {
             break u.trim().to_string();
         }
+        before.push(line);
     };
     std::thread::spawn(move || for _ in lines {});
-    (worker, probe)
+    (worker, probe, before)
 }
 
 #[test]
@@ -70,7 +73,7 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     cmd.env("PATH", &empty)
         .args(["worker", "--server", &server.url, "--allow-local-repos"])
         .args(["--id", "probe-1", "--health-listen", "127.0.0.1:0"]);
-    let (mut worker, probe) = spawn_with_probe(cmd);
+    let (mut worker, probe, _) = spawn_with_probe(cmd);
 
     assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");
     let o = env
@@ -154,7 +157,7 @@ fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
     cmd.args(["worker", "--server", &server.url, "--allow-local-repos"])
         .args(["--id", "cache-1", "--agents", "command", "--heartbeat-secs", "1"])
         .args(["--health-listen", "127.0.0.1:0"]);
-    let (mut worker, probe) = spawn_with_probe(cmd);
+    let (mut worker, probe, _) = spawn_with_probe(cmd);
     until_status(&format!("{probe}/readyz"), 200, 60);
 
     // Two tasks on one repository, one after the other: the first creates the mirror (a
@@ -199,7 +202,7 @@ fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
     cmd.args(["worker", "--server", &server.url, "--allow-local-repos"])
         .args(["--id", "cache-2", "--agents", "command", "--heartbeat-secs", "1"])
         .args(["--health-listen", "127.0.0.1:0"]);
-    let (mut worker, _probe) = spawn_with_probe(cmd);
+    let (mut worker, _probe, _) = spawn_with_probe(cmd);
     let cache = until_cache(&env, &server.url, "cache-2", |c| c["misses"] == 1);
     assert_eq!(
         (&cache["hits"], &cache["mirrors"]),
@@ -242,20 +245,7 @@ fn a_worker_leaves_out_a_named_agent_that_is_not_installed_and_says_so() {
         .args(["worker", "--server", &server.url, "--allow-local-repos"])
         .args(["--id", "offers-1", "--agents", "claude-code,codex"])
         .args(["--health-listen", "127.0.0.1:0"]);
-    let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
-    let mut before = Vec::new();
-    let probe = loop {
-        let line = lines
-            .next()
-            .expect("the worker prints its probe address")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("health probe on ") {
-            break u.trim().to_string();
-        }
-        before.push(line);
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut worker, probe, before) = spawn_with_probe(cmd);
     assert!(
         before.iter().any(|l| l.contains(
             "agent codex is not installed here (its CLI is not found, or not executable, in \
