@@ -174,6 +174,10 @@ pub struct LogsArgs {
     /// Follow new events until the task finishes
     #[arg(long, short = 'f')]
     pub follow: bool,
+    /// With -f: exit with the task's outcome, as `run` does (0 succeeded, 1 failed, 3
+    /// canceled) instead of 0 once it ends
+    #[arg(long, requires = "follow")]
+    pub exit_status: bool,
 }
 
 #[derive(Debug, Subcommand)]

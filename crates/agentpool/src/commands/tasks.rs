@@ -223,11 +223,7 @@ pub(crate) fn finish(settings: &Settings, view: &TaskDetail) -> anyhow::Result<E
         let s = Style::stdout();
         out!("{}", output::task_detail(&s, view));
     }
-    let code = match t.state {
-        TaskState::Succeeded => ExitCode::Success,
-        TaskState::Canceled => ExitCode::Canceled,
-        _ => ExitCode::Failed,
-    };
+    let code = outcome_code(t.state);
     if code != ExitCode::Success {
         let class = t.error_class.map(|c| c.as_str()).unwrap_or("");
         let msg = t.error_message.as_deref().unwrap_or("");
@@ -371,5 +367,19 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
         let s = Style::stderr();
         eprintln!("{} {}", s.dim("task ended:"), s.state(view.task.state));
     }
-    Ok(ExitCode::Success)
+    // The line above (or the terminal event) already says how it ended.
+    Ok(if a.exit_status {
+        outcome_code(view.task.state)
+    } else {
+        ExitCode::Success
+    })
+}
+
+/// The exit code of a task that ended in `state`.
+fn outcome_code(state: TaskState) -> ExitCode {
+    match state {
+        TaskState::Succeeded => ExitCode::Success,
+        TaskState::Canceled => ExitCode::Canceled,
+        _ => ExitCode::Failed,
+    }
 }

@@ -338,7 +338,8 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
     );
 }
 
-/// `tasks wait` waits for tasks submitted earlier, and its exit code is the worst outcome.
+/// `tasks wait` waits for tasks submitted earlier, and its exit code is the worst outcome;
+/// `tasks logs -f --exit-status` exits with the one task's.
 #[test]
 fn tasks_wait_exits_with_the_worst_outcome_of_the_tasks_it_waits_for() {
     let pool = Pool::start();
@@ -380,6 +381,22 @@ fn tasks_wait_exits_with_the_worst_outcome_of_the_tasks_it_waits_for() {
     pool.cancel(&stuck);
     assert_exit(&wait(&[&ok, &stuck]), 3);
     assert_exit(&wait(&[&stuck, &bad]), 1);
+
+    // `tasks logs -f` exits 0 once the task ends, or with its outcome when asked.
+    let logs = |args: &[&str]| {
+        let mut all = vec!["--server", pool.up.url.as_str(), "tasks", "logs"];
+        all.extend_from_slice(args);
+        pool.env.run(&all)
+    };
+    assert_exit(&logs(&["-f", &bad]), 0);
+    for (id, code) in [(&ok, 0), (&bad, 1), (&stuck, 3)] {
+        let o = logs(&["-f", "--exit-status", id]);
+        assert_exit(&o, code);
+        assert!(stderr(&o).starts_with("task ended: "), "{}", stderr(&o));
+    }
+    let o = logs(&["--exit-status", &bad]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("--follow"), "{}", stderr(&o));
 }
 
 /// A dependent of a canceled task fails; retrying the canceled task queues the dependent
