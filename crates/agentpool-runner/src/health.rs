@@ -38,13 +38,35 @@ impl WorkerHealth {
 
 /// The sending side the worker loop updates; cheap to clone, a no-op when nobody watches.
 #[derive(Debug, Clone)]
-pub struct HealthReporter(watch::Sender<WorkerHealth>, Arc<Mutex<Option<CacheStats>>>);
+pub struct HealthReporter(
+    watch::Sender<WorkerHealth>,
+    Arc<Mutex<Option<CacheStats>>>,
+    /// Why the worker is unhealthy, while it is.
+    Arc<Mutex<Option<String>>>,
+);
 
 impl HealthReporter {
     /// A reporter and the receiver a probe server reads.
     pub fn new() -> (Self, watch::Receiver<WorkerHealth>) {
         let (tx, rx) = watch::channel(WorkerHealth::Starting);
-        (Self(tx, Arc::default()), rx)
+        (Self(tx, Arc::default(), Arc::default()), rx)
+    }
+
+    /// Another receiver of the worker's health.
+    pub fn subscribe(&self) -> watch::Receiver<WorkerHealth> {
+        self.0.subscribe()
+    }
+
+    /// Why the worker is unhealthy (what it tells the server), while it is.
+    pub fn why(&self) -> Option<String> {
+        self.2.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Unhealthy, for `why`: said before the health changes, so a watcher that sees the
+    /// change can read it.
+    pub(crate) fn unhealthy(&self, why: &str) {
+        *self.2.lock().unwrap_or_else(|e| e.into_inner()) = Some(why.to_string());
+        self.set(WorkerHealth::Unhealthy);
     }
 
     /// The mirror cache's figures as the worker last measured them; `None` without a cache
@@ -61,6 +83,7 @@ impl HealthReporter {
     /// Back to ready from unhealthy: what made the worker unhealthy is over (see
     /// [`crate::worker`]'s recheck).
     pub(crate) fn recover(&self) {
+        *self.2.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.0.send_if_modified(|cur| {
             let was = *cur == WorkerHealth::Unhealthy;
             if was {

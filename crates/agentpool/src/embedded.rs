@@ -11,7 +11,7 @@ use std::time::Duration;
 use agentpool_agents::{AgentConfig, Registry};
 use agentpool_client::Client;
 use agentpool_core::WorkerId;
-use agentpool_runner::{WorkerApi, WorkerConfig, run_worker};
+use agentpool_runner::{HealthReporter, WorkerApi, WorkerConfig, WorkerHealth, run_worker};
 
 use agentpool_server::{AuthMode, RunningServer, ServerConfig, ServerKey};
 use anyhow::Context;
@@ -60,6 +60,9 @@ impl EmbeddedOptions {
 }
 
 /// A running embedded pool.
+/// One in-process worker's task.
+type WorkerHandle = JoinHandle<anyhow::Result<()>>;
+
 pub struct Embedded {
     pub url: String,
     server: RunningServer,
@@ -68,7 +71,9 @@ pub struct Embedded {
     workers_stop: CancellationToken,
     /// Ends the workers' drain at once: running tasks are stopped and handed back.
     workers_stop_now: CancellationToken,
-    workers: Vec<JoinHandle<anyhow::Result<()>>>,
+    workers: Vec<WorkerHandle>,
+    /// Each worker's health, and why it is unhealthy.
+    health: Vec<HealthReporter>,
 }
 
 impl Embedded {
@@ -89,7 +94,7 @@ impl Embedded {
         let workers_stop = CancellationToken::new();
         let workers_stop_now = CancellationToken::new();
         let (registered_tx, mut registered) = tokio::sync::mpsc::unbounded_channel();
-        let workers = start_workers(&opts, &url, &workers_stop, &workers_stop_now, registered_tx)?;
+        let (workers, health) = start_workers(&opts, &url, &workers_stop, &workers_stop_now, registered_tx)?;
         // Announce the pool only once every worker can take tasks, so that whoever reads the
         // URL and lists workers or submits at once sees the whole pool.
         let all_registered = async {
@@ -119,7 +124,22 @@ impl Embedded {
             workers_stop,
             workers_stop_now,
             workers,
+            health,
         })
+    }
+
+    /// Resolves once every worker of the pool is unhealthy (git or its agents cannot be
+    /// started, its key is refused), with their reasons: the pool claims nothing then, so a
+    /// transient pool's task would wait for a recovery that may never come.
+    pub async fn all_unhealthy(&self) -> Vec<String> {
+        for h in &self.health {
+            let mut rx = h.subscribe();
+            // A closed channel: the worker is gone, which claims nothing either.
+            let _ = rx.wait_for(|s| *s == WorkerHealth::Unhealthy).await;
+        }
+        let mut why: Vec<String> = self.health.iter().filter_map(HealthReporter::why).collect();
+        why.dedup();
+        why
     }
 
     /// Resolves if the server stops on its own (an I/O error).
@@ -243,11 +263,12 @@ fn start_workers(
     stop: &CancellationToken,
     stop_now: &CancellationToken,
     registered: tokio::sync::mpsc::UnboundedSender<WorkerId>,
-) -> anyhow::Result<Vec<JoinHandle<anyhow::Result<()>>>> {
+) -> anyhow::Result<(Vec<WorkerHandle>, Vec<HealthReporter>)> {
     let agents = offered_agents(&opts.agents, opts.agent_bin_dir.as_deref())?;
     let api: Arc<dyn WorkerApi> =
         Arc::new(Client::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
     let mut handles = Vec::new();
+    let mut health = Vec::new();
     for i in 0..opts.workers {
         let mut cfg = WorkerConfig::new(
             opts.data_dir.join("work").join(format!("worker-{i}")),
@@ -266,6 +287,9 @@ fn start_workers(
         cfg.heartbeat_interval = Duration::from_secs(1);
         cfg.on_registered = Some(registered.clone());
         cfg.stop_now = stop_now.clone();
+        let (reporter, _) = HealthReporter::new();
+        health.push(reporter.clone());
+        cfg.health = Some(reporter);
         let api = api.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
@@ -275,5 +299,5 @@ fn start_workers(
                 .map_err(|e| anyhow::anyhow!("{e}"))
         }));
     }
-    Ok(handles)
+    Ok((handles, health))
 }

@@ -291,7 +291,9 @@ pub async fn run_process(
         // SAFETY: the hook makes only raw system calls (prctl, capget, capset).
         unsafe { cmd.pre_exec(caps::drop_file_override) };
     }
-    let mut child = cmd.spawn()?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| spawn_error(std::path::Path::new(&spec.program), e))?;
     let pgid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
@@ -517,4 +519,19 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// A failed start that names the program, and the likely cause when the file is there but
+/// exec still answers "not found": the interpreter its `#!` line names is missing (a Node.js
+/// CLI on a machine without `node`). Its kind is kept: it still reads as the machine's fault.
+fn spawn_error(program: &std::path::Path, e: io::Error) -> io::Error {
+    let shown = program.display();
+    let said = if e.kind() == io::ErrorKind::NotFound && program.is_file() {
+        format!(
+            "cannot start {shown}: {e} (the file is there: the interpreter its #! line names is likely missing)"
+        )
+    } else {
+        format!("cannot start {shown}: {e}")
+    };
+    io::Error::new(e.kind(), said)
 }

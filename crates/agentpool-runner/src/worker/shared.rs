@@ -247,8 +247,10 @@ impl Shared {
     /// Stop claiming, for `why`: said on the beats and the local probe.
     pub(super) fn turn_unhealthy(&self, why: Unhealthy) {
         self.count(|s| s.unhealthy = true);
+        if let Some(r) = &self.health {
+            r.unhealthy(&why.reason);
+        }
         self.unhealthy.send_replace(Some(why));
-        self.report_health(crate::WorkerHealth::Unhealthy);
     }
 
     pub(super) fn count(&self, f: impl FnOnce(&mut WorkerSummary)) {

@@ -140,6 +140,19 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         }
         let view = tokio::select! {
             v = wait_for(&client, task.id, settings.json(), true) => v?,
+            why = all_unhealthy(embedded.as_ref()) => {
+                // Its workers are all the pool has, and none claims any more.
+                client.cancel(task.id).await?;
+                let view = wait_for(&client, task.id, settings.json(), false).await?;
+                // The task as it ended, with its attempts; its own error (canceled) gives way
+                // to the reason.
+                let _ = finish(settings, &view);
+                return Err(Exit::new(
+                    ExitCode::Failed,
+                    format!("the transient pool cannot run it: {}; the task was canceled", why.join("; ")),
+                )
+                .into());
+            }
             _ = super::pool::shutdown_signal() => {
                 if !transient {
                     // The server keeps the task; only this follower goes away.
@@ -166,6 +179,15 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         e.stop().await?;
     }
     outcome
+}
+
+/// Once every worker of a transient pool is unhealthy, why; never for a server's pool (other
+/// workers may come, and its own recover by themselves).
+async fn all_unhealthy(embedded: Option<&Embedded>) -> Vec<String> {
+    match embedded {
+        Some(e) => e.all_unhealthy().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A transient pool's agents see nothing of the caller's environment or login unless the run

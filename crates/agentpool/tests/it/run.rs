@@ -320,6 +320,52 @@ fn a_task_canceled_while_waited_on_exits_3() {
     assert!(!stderr(&o).contains("no worker online"), "{}", stderr(&o));
 }
 
+/// A transient pool whose workers all turn unhealthy (here the agent's CLI is installed but
+/// cannot be started: its interpreter is missing) ends its task instead of waiting for a
+/// recovery, and says why.
+#[test]
+fn a_transient_run_whose_workers_turn_unhealthy_ends_and_says_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let claude = bin.join("claude");
+    std::fs::write(&claude, "#!/no-such-dir/node\n").unwrap();
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
+        .env("ANTHROPIC_API_KEY", "sk-ant-test")
+        .args([
+            "run",
+            "--repo",
+            remote.to_str().unwrap(),
+            "--agent",
+            "claude-code",
+        ])
+        .args(["--agent-env", "ANTHROPIC_API_KEY", "write hello.txt"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(
+            "agentpool: the transient pool cannot run it: git or an agent could not be started 3 times in a row; the last: "
+        ) && last.contains("claude: No such file or directory (os error 2) (the file is there: the interpreter its #! line names is likely missing)")
+            && last.ends_with("; the task was canceled"),
+        "{err}"
+    );
+    // Its attempts were given back, not used: the task did not fail, it was ended.
+    let shown = stdout(&o);
+    let given_back = shown
+        .lines()
+        .filter(|l| l.trim_start().starts_with("#1 given back"))
+        .count();
+    assert_eq!(given_back, 3, "{shown}");
+}
+
 /// A transient pool is all the workers there are: a task none of them can run fails at once
 /// instead of waiting forever.
 #[test]
