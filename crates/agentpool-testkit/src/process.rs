@@ -69,3 +69,14 @@ impl PidFile {
         }
     }
 }
+
+/// An executable file `name` in `dir` (made if missing) holding `text`, such as a stand-in for
+/// an agent's CLI; its path.
+pub fn script(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).expect("create the script's directory");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write the script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("make it executable");
+    path
+}

@@ -182,14 +182,10 @@ fn which(program: &str) -> std::path::PathBuf {
 /// them in a row, not at the first.
 #[tokio::test]
 async fn a_cause_the_check_cannot_see_takes_unhealthy_after_tasks_in_a_row() {
-    use std::os::unix::fs::PermissionsExt;
     let env = env().await;
     let api = api(&env.store, Duration::from_secs(30)).await;
     let bin = env.dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let cli = bin.join("claude");
-    std::fs::write(&cli, "#!/no-such-dir/node\n").unwrap();
-    std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agentpool_testkit::process::script(&bin, "claude", "#!/no-such-dir/node\n");
     let mut w = config(&env, "w-node", TOKEN);
     w.agents = agentpool_agents::Registry::builtin(&agentpool_agents::AgentConfig {
         bin_dir: Some(bin),

@@ -230,15 +230,11 @@ fn a_worker_reports_its_mirror_cache_through_the_api_and_its_probe() {
 /// unhealthy for the agents it does have.
 #[test]
 fn a_worker_leaves_out_a_named_agent_that_is_not_installed_and_says_so() {
-    use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
     let remote = env.sample_repo();
     let server = Up::spawn(env.serve_cmd());
     let bin = env.dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let claude = bin.join("claude");
-    std::fs::write(&claude, "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agentpool_testkit::process::script(&bin, "claude", "#!/bin/sh\nexit 0\n");
     let mut cmd = env.cmd();
     cmd.env("AGENTPOOL_AGENT_BIN_DIR", &bin)
         .env("PATH", "/usr/bin:/bin")

@@ -325,14 +325,10 @@ fn a_task_canceled_while_waited_on_exits_3() {
 /// recovery, and says why.
 #[test]
 fn a_transient_run_whose_workers_turn_unhealthy_ends_and_says_why() {
-    use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
     let remote = env.sample_repo();
     let bin = env.dir.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let claude = bin.join("claude");
-    std::fs::write(&claude, "#!/no-such-dir/node\n").unwrap();
-    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    agentpool_testkit::process::script(&bin, "claude", "#!/no-such-dir/node\n");
     let o = env
         .cmd()
         .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
