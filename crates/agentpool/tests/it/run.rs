@@ -329,20 +329,16 @@ fn a_transient_run_whose_workers_turn_unhealthy_ends_and_says_why() {
     let remote = env.sample_repo();
     let bin = env.dir.path().join("bin");
     agentpool_testkit::process::script(&bin, "claude", "#!/no-such-dir/node\n");
-    let o = env
-        .cmd()
-        .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
-        .env("ANTHROPIC_API_KEY", "sk-ant-test")
-        .args([
-            "run",
-            "--repo",
-            remote.to_str().unwrap(),
-            "--agent",
-            "claude-code",
-        ])
-        .args(["--agent-env", "ANTHROPIC_API_KEY", "write hello.txt"])
-        .output()
-        .unwrap();
+    let o = crate::agent_access::claude_run(
+        &env,
+        &bin,
+        &remote,
+        &["--agent-env", "ANTHROPIC_API_KEY"],
+        "write hello.txt",
+    )
+    .env("ANTHROPIC_API_KEY", "sk-ant-test")
+    .output()
+    .unwrap();
     assert_exit(&o, 1);
     let err = stderr(&o);
     let last = err.lines().last().unwrap_or_default();
@@ -354,12 +350,15 @@ fn a_transient_run_whose_workers_turn_unhealthy_ends_and_says_why() {
         "{err}"
     );
     // Its attempts were given back, not used: the task did not fail, it was ended.
-    let shown = stdout(&o);
-    let given_back = shown
-        .lines()
-        .filter(|l| l.trim_start().starts_with("#1 given back"))
-        .count();
-    assert_eq!(given_back, 3, "{shown}");
+    let shown = json(&o);
+    assert_eq!(shown["state"], "canceled", "{shown}");
+    assert_eq!(shown["attempts"], 0, "{shown}");
+    let tried = shown["attempts_detail"].as_array().unwrap();
+    assert_eq!(tried.len(), 3, "{shown}");
+    assert!(
+        tried.iter().all(|a| a["error_class"] == "WORKER_ERROR"),
+        "{shown}"
+    );
 }
 
 /// A transient pool is all the workers there are: a task none of them can run fails at once
