@@ -1,7 +1,8 @@
 //! Whether this machine (or pod) can run a task at all: git and `sh` start, a task's private
-//! directory can be made, and every agent offered is installed. Runs nothing of a task, so it
-//! fails none: an unhealthy worker uses it to learn when to claim again, and `run-task
-//! --check` (a launcher's check Job) to say whether a pod made from its template can run one.
+//! directory can be made, and the agents asked about are installed. Runs nothing of a task, so
+//! it fails none. A worker uses it to confirm, before it hands back a task it could not start,
+//! that the fault is its own; an unhealthy worker, to learn when to claim again; and `run-task
+//! --check` (a launcher's check Job), to say whether a pod made from its template can run one.
 
 use std::path::Path;
 use std::time::Duration;

@@ -59,10 +59,10 @@ impl EmbeddedOptions {
     }
 }
 
-/// A running embedded pool.
 /// One in-process worker's task.
 type WorkerHandle = JoinHandle<anyhow::Result<()>>;
 
+/// A running embedded pool.
 pub struct Embedded {
     pub url: String,
     server: RunningServer,
@@ -133,9 +133,8 @@ impl Embedded {
     /// transient pool's task would wait for a recovery that may never come.
     pub async fn all_unhealthy(&self) -> Vec<String> {
         for h in &self.health {
-            let mut rx = h.subscribe();
-            // A closed channel: the worker is gone, which claims nothing either.
-            let _ = rx.wait_for(|s| *s == WorkerHealth::Unhealthy).await;
+            // The pool holds a sender of each, so the channel stays open.
+            let _ = h.subscribe().wait_for(|s| *s == WorkerHealth::Unhealthy).await;
         }
         let mut why: Vec<String> = self.health.iter().filter_map(HealthReporter::why).collect();
         why.dedup();

@@ -190,11 +190,10 @@ impl Shared {
 
     /// A task that git or its agent could not start for: check at once (the recheck's own
     /// check, for git and that agent, a few milliseconds) whether this worker can start them
-    /// at all. If it cannot,
-    /// it turns unhealthy before the task is handed back, so that it does not claim the task
-    /// again itself: one broken worker would otherwise spend all the hand-backs a task is
-    /// allowed (three, shared with every worker) before a healthy one got it. A cause the
-    /// check cannot see still takes `unhealthy_after` tasks in a row.
+    /// at all. If it cannot, it turns unhealthy before the task is handed back, so that it
+    /// does not claim the task again itself: one broken worker would otherwise spend all the
+    /// hand-backs a task is allowed (three, shared with every worker) before a healthy one got
+    /// it. A cause the check cannot see still takes `unhealthy_after` tasks in a row.
     pub(super) async fn confirm_own_failure(&self, report: &Report, agent: &str) {
         let Report::Fail {
             class: ErrorClass::WorkerError,
