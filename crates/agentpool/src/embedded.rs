@@ -206,6 +206,10 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
 /// failing here, and such a task does not make the worker unhealthy for the agents it has.
 pub fn offered_agents(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result<Registry> {
     let named = agent_registry(only, bin_dir)?;
+    if only.is_empty() {
+        // Already only the installed ones.
+        return Ok(named);
+    }
     let mut r = Registry::new();
     for name in named.names() {
         match named.get(&name) {

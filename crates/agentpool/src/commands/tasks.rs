@@ -141,7 +141,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         let view = tokio::select! {
             v = wait_for(&client, task.id, settings.json(), true) => v?,
             why = all_unhealthy(embedded.as_ref()) => {
-                // Its workers are all the pool has, and none claims any more.
+                // Its workers are all the pool has, and none claims any more. A worker turns
+                // unhealthy before it hands its last task back: let that report land first,
+                // or the cancel would end the attempt it is handing back.
+                handed_back(&client, task.id).await;
                 client.cancel(task.id).await?;
                 let view = wait_for(&client, task.id, settings.json(), false).await?;
                 // The task as it ended, with its attempts; its own error (canceled) gives way
@@ -187,6 +190,20 @@ async fn all_unhealthy(embedded: Option<&Embedded>) -> Vec<String> {
     match embedded {
         Some(e) => e.all_unhealthy().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Returns once task `id` is not running (its worker's report landed), or after a while: the
+/// report of a worker on loopback takes milliseconds, and the events stream does not say
+/// when the task is back in the queue.
+async fn handed_back(client: &Client, id: TaskId) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        match client.get_task(id).await {
+            Ok(d) if d.task.state != TaskState::Running => return,
+            Err(_) => return,
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
     }
 }
 
