@@ -203,6 +203,7 @@ async function main() {
     const pid = Number(await waitFor('the pid file', () => existsSync(pidFile) && readFileSync(pidFile, 'utf8').trim()));
     assert(!gone(pid), 'the task runs its process');
     underWatch = sleeper;
+    await page.fill('input[name="reason"]', 'stopped from the browser');
     const askedAt = Date.now();
     await Promise.all([page.waitForLoadState('load'), page.click('button:has-text("Cancel task")')]);
     // The worker hears of the cancel within a beat, stops the process group and reports; on
@@ -212,6 +213,10 @@ async function main() {
     ok(`the task turns canceled (${Date.now() - askedAt} ms after the click)`);
     await waitFor('the canceled process to end', () => gone(pid), 10_000);
     ok("the canceled task's process is gone");
+    await page.goto(`${BASE}/tasks/${sleeper}`);
+    const why = await page.locator('p.error').innerText();
+    assert(why.endsWith(': stopped from the browser'), `the task keeps the reason given with the cancel (${why})`);
+    ok('the task says why it was canceled');
 
     // --- the overview and the projects page ----------------------------------------------
     await page.goto(`${BASE}/`);

@@ -4,9 +4,9 @@
 use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
-    BatchSubmit, BatchSubmitted, BuildRequest, CreateAndBuild, CreatedBuild, CreatedToken, CredentialList,
-    CredentialValue, Enqueued, EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried, TaskDetail,
-    TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList, WorkerList,
+    BatchSubmit, BatchSubmitted, BuildRequest, CancelRequest, CreateAndBuild, CreatedBuild, CreatedToken,
+    CredentialList, CredentialValue, Enqueued, EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried,
+    TaskDetail, TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList, WorkerList,
 };
 use agentpool_core::{Event, Labels, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
@@ -37,6 +37,13 @@ impl Client {
 
     pub async fn cancel(&self, id: TaskId) -> Result<Task> {
         self.json(self.req(Method::POST, &format!("/v1/tasks/{id}/cancel")))
+            .await
+    }
+
+    /// [`Client::cancel`], saying why: the task's message and events keep the request's
+    /// reason (see [`CancelRequest::fitted`] for one a program writes).
+    pub async fn cancel_because(&self, id: TaskId, why: &CancelRequest) -> Result<Task> {
+        self.call(Method::POST, &format!("/v1/tasks/{id}/cancel"), why)
             .await
     }
 

@@ -26,24 +26,51 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        // Requiring the JSON content type keeps a browser from posting a "simple" cross-site
-        // form (text/plain) to a server running without auth on loopback.
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ));
-        }
+        require_json(&req)?;
         let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// A JSON body that may be left out: no body at all is `None`; any body is read as
+/// [`ApiJson`] reads it (JSON content type, strict shape).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let typed = require_json(&req);
+        let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(None));
+        }
+        typed?;
+        parse_json(&bytes).map(|v| OptionalJson(Some(v)))
+    }
+}
+
+/// Requiring the JSON content type keeps a browser from posting a "simple" cross-site form
+/// (text/plain) to a server running without auth on loopback.
+fn require_json(req: &Request) -> Result<(), ApiError> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    Ok(())
 }
 
 /// Parse `bytes` as `T`, mapping syntax errors to 400 and shape errors to 422 with the field path.

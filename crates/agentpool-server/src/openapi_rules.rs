@@ -93,12 +93,17 @@ fn describe_operation(path: &str, method: &str, op: &mut Value) {
             }
         }
     }
-    // The claim's body is optional but, when sent, an object: `null` is not accepted.
-    if path == "/v1/workers/{id}/claim"
-        && method == "post"
+    // A claim's and a cancel's bodies are optional (`Option<…>` leaves `required` out) but,
+    // when sent, an object: `null` is not accepted.
+    let optional = match (path, method) {
+        ("/v1/workers/{id}/claim", "post") => Some("ClaimRequest"),
+        ("/v1/tasks/{id}/cancel", "post") => Some("CancelRequest"),
+        _ => None,
+    };
+    if let Some(body) = optional
         && let Some(schema) = op.pointer_mut("/requestBody/content/application~1json/schema")
     {
-        *schema = json!({ "$ref": "#/components/schemas/ClaimRequest" });
+        *schema = json!({ "$ref": format!("#/components/schemas/{body}") });
     }
 }
 
@@ -214,6 +219,12 @@ fn body_rules() -> Vec<(&'static str, Value)> {
         (
             "TokenCreate/properties/role",
             json!({ "enum": ["admin", "submitter", "worker"] }),
+        ),
+        // `routes::tasks::cancel`.
+        ("CancelRequest", json!({ "additionalProperties": false })),
+        (
+            "CancelRequest/properties/reason",
+            json!({ "minLength": 1, "maxLength": agentpool_core::protocol::MAX_CANCEL_REASON_CHARS, "pattern": NAME_TEXT }),
         ),
         // `routes::projects::put_credential`.
         (

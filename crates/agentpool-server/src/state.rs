@@ -182,22 +182,26 @@ impl AppState {
     pub(crate) async fn change_task(
         &self,
         id: TaskId,
-        change: TaskChange,
+        change: TaskChange<'_>,
         by: &str,
     ) -> agentpool_store::Result<(Task, Vec<TaskId>)> {
         let (t, dependents) = match change {
-            TaskChange::Cancel => (self.store().cancel_by(id, Some(by)).await?, Vec::new()),
+            TaskChange::Cancel { reason } => {
+                (self.store().cancel_by(id, Some(by), reason).await?, Vec::new())
+            }
             TaskChange::Retry => self.store().retry_with_dependents(id).await?,
         };
         for task in std::iter::once(&id).chain(&dependents) {
             self.inner.hub.notify(*task);
         }
         let what = match (change, t.state) {
-            (TaskChange::Cancel, TaskState::Running) => "cancel requested",
-            (TaskChange::Cancel, _) => "task canceled",
+            (TaskChange::Cancel { .. }, TaskState::Running) => "cancel requested",
+            (TaskChange::Cancel { .. }, _) => "task canceled",
             (TaskChange::Retry, _) => "task retried",
         };
-        if dependents.is_empty() {
+        if let TaskChange::Cancel { reason: Some(reason) } = change {
+            tracing::info!(task = %id, by, reason, "{what}");
+        } else if dependents.is_empty() {
             tracing::info!(task = %id, by, "{what}");
         } else {
             tracing::info!(task = %id, by, dependents = dependents.len(), "{what}, with the dependents that failed because of it");
@@ -269,17 +273,18 @@ impl AppState {
 /// What a submitter may ask of a task after submitting it (the API, a task's page, a bulk
 /// action).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TaskChange {
-    /// Cancel a queued or running task (a running one through its worker's waiting heartbeat).
-    Cancel,
+pub(crate) enum TaskChange<'a> {
+    /// Cancel a queued or running task (a running one through its worker's waiting heartbeat),
+    /// saying why when the one who asks did.
+    Cancel { reason: Option<&'a str> },
     /// Queue a failed or canceled task again.
     Retry,
 }
 
-impl TaskChange {
+impl TaskChange<'_> {
     pub(crate) fn verb(self) -> &'static str {
         match self {
-            Self::Cancel => "cancel",
+            Self::Cancel { .. } => "cancel",
             Self::Retry => "retry",
         }
     }

@@ -108,11 +108,6 @@ impl LifecycleLog {
     }
 }
 
-/// The message of a task canceled on request: who asked, when known.
-pub(crate) fn canceled_message(by: Option<&str>) -> String {
-    by.map_or_else(|| "canceled".to_string(), |b| format!("canceled by {b}"))
-}
-
 /// The `failed` event of a task whose dependency failed; `message` names it.
 pub(crate) fn dependency_failed(message: String) -> Lifecycle {
     Lifecycle::Failed {

@@ -391,10 +391,11 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     /// Cancel: a queued task is canceled at once; a running one is flagged and its worker's
     /// bell rung (see [`Store::worker_bell`]).
     async fn cancel(&self, id: TaskId) -> Result<Task> {
-        self.cancel_by(id, None).await
+        self.cancel_by(id, None, None).await
     }
-    /// [`Store::cancel`] for `by` (who asks, in words), which the task's events record.
-    async fn cancel_by(&self, id: TaskId, by: Option<&str>) -> Result<Task>;
+    /// [`Store::cancel`] for `by` (who asks, in words) and, when given, `reason` (why), which
+    /// the task's message and events record.
+    async fn cancel_by(&self, id: TaskId, by: Option<&str>, reason: Option<&str>) -> Result<Task>;
     /// Re-queue a failed or canceled task with a fresh attempt budget, and with it the
     /// dependents that failed only because it did (`DEPENDENCY_FAILED`), transitively.
     async fn retry(&self, id: TaskId) -> Result<Task> {

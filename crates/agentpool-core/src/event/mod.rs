@@ -57,6 +57,21 @@ pub struct PreparePhases {
     pub git_processes: u32,
 }
 
+/// How a cancel reads: `what` ("canceled", "cancel requested"), then who asked and why, when
+/// known ("canceled by ci (submitter): superseded by #42").
+pub fn cancel_words(what: &str, by: Option<&str>, reason: Option<&str>) -> String {
+    let mut s = what.to_string();
+    if let Some(b) = by {
+        s.push_str(" by ");
+        s.push_str(b);
+    }
+    if let Some(r) = reason {
+        s.push_str(": ");
+        s.push_str(r);
+    }
+    s
+}
+
 /// A step in a task's life. The store writes the state changes (queued … canceled) in the
 /// same transaction as the change itself; the worker's pipeline reports its own steps
 /// (workspace ready … pushed) while the task runs.
@@ -75,6 +90,9 @@ pub enum Lifecycle {
         /// Who asked (the token's name and role, the dashboard, a GitHub event), when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
+        /// Why, when the one who asked said so (`tasks cancel --reason`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     WorkspaceReady {
         branch: String,
@@ -214,10 +232,9 @@ impl Lifecycle {
             Self::LeaseExpired { attempt, worker } => {
                 format!("attempt {attempt} on worker {worker} stopped reporting")
             }
-            Self::CancelRequested { by } => by
-                .as_ref()
-                .map(|b| format!("cancel requested by {b}"))
-                .unwrap_or_default(),
+            Self::CancelRequested { by, reason } => {
+                cancel_words("cancel requested", by.as_deref(), reason.as_deref())
+            }
             Self::Queued | Self::SetupStarted | Self::Succeeded => String::new(),
         }
     }

@@ -17,8 +17,8 @@ pub use projects::{
     BuildRequest, CreateAndBuild, CreatedBuild, CredentialList, CredentialValue, ProjectList,
 };
 pub use tasks::{
-    BatchSubmit, BatchSubmitted, Enqueued, EventPage, EventsQuery, Retried, TaskDetail, TaskListQuery,
-    TaskPage, WaitReason,
+    BatchSubmit, BatchSubmitted, CancelRequest, Enqueued, EventPage, EventsQuery, MAX_CANCEL_REASON_CHARS,
+    Retried, TaskDetail, TaskListQuery, TaskPage, WaitReason,
 };
 pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
 pub use worker::{

@@ -118,6 +118,51 @@ pub struct TaskDetail {
     pub waiting: Vec<WaitReason>,
 }
 
+/// `POST /v1/tasks/{id}/cancel`, whose body is optional: why, kept in the task's message and
+/// its events ("canceled by ci (submitter): superseded by #42").
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// 1-500 characters, no control characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The longest cancel reason the server accepts, in characters.
+pub const MAX_CANCEL_REASON_CHARS: usize = 500;
+
+impl CancelRequest {
+    /// The reason to record, trimmed (`None` without one), or why it cannot be: empty, longer
+    /// than [`MAX_CANCEL_REASON_CHARS`] characters, or with control characters.
+    pub fn checked_reason(&self) -> Result<Option<&str>, String> {
+        let Some(r) = self.reason.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if r.is_empty() || r.chars().count() > MAX_CANCEL_REASON_CHARS || r.chars().any(char::is_control) {
+            return Err(format!(
+                "must be 1-{MAX_CANCEL_REASON_CHARS} characters, no control characters"
+            ));
+        }
+        Ok(Some(r))
+    }
+
+    /// A request whose reason is `text` made acceptable: control characters (a newline in an
+    /// error it quotes) become spaces, and a reason longer than the server takes is cut with
+    /// "…". For reasons a program writes; a person's own words are better refused than cut.
+    pub fn fitted(text: &str) -> Self {
+        let clean: String = text
+            .trim()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let reason = crate::render::clip(&clean, MAX_CANCEL_REASON_CHARS);
+        Self {
+            reason: (!reason.trim().is_empty()).then_some(reason),
+        }
+    }
+}
+
 /// `POST /v1/tasks/{id}/retry`: the task queued again, and the dependents that had failed
 /// `DEPENDENCY_FAILED` because of it and are queued again with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,4 +237,23 @@ pub struct EventPage {
     pub events: Vec<Event>,
     /// Pass as `after` for the next page (the last `seq` returned, or the `after` given).
     pub next_after: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CancelRequest, MAX_CANCEL_REASON_CHARS};
+
+    #[test]
+    fn a_fitted_reason_is_one_line_within_the_limit() {
+        let r = CancelRequest::fitted("  git failed:\nexit 128\t ").reason;
+        assert_eq!(r.as_deref(), Some("git failed: exit 128"));
+        let long = CancelRequest::fitted(&"é".repeat(MAX_CANCEL_REASON_CHARS + 10))
+            .reason
+            .expect("a reason");
+        assert_eq!(long.chars().count(), MAX_CANCEL_REASON_CHARS);
+        assert!(long.ends_with("é…"), "{long}");
+        let exact = "x".repeat(MAX_CANCEL_REASON_CHARS);
+        assert_eq!(CancelRequest::fitted(&exact).reason, Some(exact));
+        assert_eq!(CancelRequest::fitted(" \n ").reason, None);
+    }
 }

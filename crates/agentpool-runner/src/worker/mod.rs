@@ -54,7 +54,7 @@ pub struct WorkerConfig {
     pub pipeline: PipelineConfig,
     /// After this many tasks in a row failed because git or an agent could not be started
     /// (`WORKER_ERROR`), the worker reports itself unhealthy and claims nothing more (likewise
-    /// when the model's provider refused its own key).
+    /// when the model's provider refused its own key); 0: never.
     pub unhealthy_after: u32,
     /// An unhealthy worker whose git or agents could not be started checks whether they start
     /// again this long after, then at doubling intervals up to 30 minutes, and claims again
@@ -212,6 +212,7 @@ pub async fn run_worker(
         report_retry_for: config.report_retry_for,
         infra_failures: AtomicU32::new(0),
         unhealthy_after: config.unhealthy_after,
+        rechecks: !config.recheck_after.is_zero(),
         unhealthy: tokio::sync::watch::Sender::new(None),
         refused: std::sync::OnceLock::new(),
         refused_now: CancellationToken::new(),

@@ -37,6 +37,8 @@ pub(super) struct Shared {
     /// Tasks in a row that failed with `WORKER_ERROR`.
     pub(super) infra_failures: AtomicU32,
     pub(super) unhealthy_after: u32,
+    /// Whether an unhealthy worker checks itself and claims again (`recheck_after` > 0).
+    pub(super) rechecks: bool,
     /// Set while the worker is unhealthy: it claims nothing, and says why on every beat.
     pub(super) unhealthy: tokio::sync::watch::Sender<Option<Unhealthy>>,
     /// Why the server refused the worker's token, once it has (see [`Shared::refuse`]).
@@ -193,7 +195,8 @@ impl Shared {
     /// at all. If it cannot, it turns unhealthy before the task is handed back, so that it
     /// does not claim the task again itself: one broken worker would otherwise spend all the
     /// hand-backs a task is allowed (three, shared with every worker) before a healthy one got
-    /// it. A cause the check cannot see still takes `unhealthy_after` tasks in a row.
+    /// it. A cause the check cannot see still takes `unhealthy_after` tasks in a row; with
+    /// `unhealthy_after` 0 the worker never turns unhealthy, and does not check.
     pub(super) async fn confirm_own_failure(&self, report: &Report, agent: &str) {
         let Report::Fail {
             class: ErrorClass::WorkerError,
@@ -203,13 +206,18 @@ impl Shared {
         else {
             return;
         };
-        if self.is_unhealthy() {
+        if self.is_unhealthy() || self.unhealthy_after == 0 {
             return;
         }
         if let Err(found) = crate::self_check::self_check(&self.pipeline, Some(agent)).await {
+            let until = if self.rechecks {
+                "until they start again"
+            } else {
+                "until it is restarted"
+            };
             tracing::error!(
                 "git or an agent could not be started ({message}), and this worker's own check \
-                 agrees ({found}): it is unhealthy and claims no tasks until they start again"
+                 agrees ({found}): it is unhealthy and claims no tasks {until}"
             );
             let reason = format!(
                 "git or an agent could not be started, and this worker's own check agrees ({found}); \
@@ -218,16 +226,17 @@ impl Shared {
             let reason = agentpool_core::render::clip(&reason, agentpool_core::protocol::MAX_STATUS_MESSAGE);
             self.turn_unhealthy(Unhealthy {
                 reason,
-                recheck: true,
+                recheck: self.rechecks,
             });
         }
     }
 
     fn own_failure(&self, what: &str, last: &str, recheck: bool) {
         let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
-        if n < self.unhealthy_after.max(1) || self.is_unhealthy() {
+        if self.unhealthy_after == 0 || n < self.unhealthy_after || self.is_unhealthy() {
             return;
         }
+        let recheck = recheck && self.rechecks;
         let until = if recheck {
             "until they start again"
         } else {

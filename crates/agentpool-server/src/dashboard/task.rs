@@ -4,6 +4,7 @@
 
 use std::fmt::Write;
 
+use agentpool_core::protocol::{CancelRequest, MAX_CANCEL_REASON_CHARS};
 use agentpool_core::{Event, TaskId, TaskKind, TaskSpec, TaskState, Timestamp};
 use agentpool_store::{TaskDetail, WaitReason};
 use axum::extract::State;
@@ -146,7 +147,12 @@ fn actions(d: &TaskDetail, session: &Session) -> String {
     };
     match t.state {
         TaskState::Queued | TaskState::Running if !t.cancel_requested => {
-            form(&mut h, "cancel", "Cancel task", Some("Cancel this task?"));
+            let _ = write!(
+                h,
+                r#"<form method="post" action="/tasks/{}/cancel">{}<input name="reason" maxlength="{MAX_CANCEL_REASON_CHARS}" placeholder="Reason (optional)" aria-label="Why cancel"><button type="submit" data-confirm="Cancel this task?">Cancel task</button></form>"#,
+                t.id,
+                session.csrf_field(),
+            );
         }
         TaskState::Failed | TaskState::Canceled => form(&mut h, "retry", "Retry task", None),
         _ => {}
@@ -485,7 +491,7 @@ fn render_spec(d: &TaskDetail) -> String {
 }
 
 /// A submitter's `change` to task `id` from its page, then back to the page.
-async fn change(dash: &Dash, id: TaskId, action: &Action, change: TaskChange) -> DashResult<Response> {
+async fn change(dash: &Dash, id: TaskId, action: &Action, change: TaskChange<'_>) -> DashResult<Response> {
     require(
         &action.session,
         &[Role::Submitter],
@@ -501,7 +507,18 @@ pub async fn cancel(
     ApiPath(id): ApiPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
-    change(&dash, id, &action, TaskChange::Cancel).await
+    // A blank field is no reason; the rest is checked as the API checks it.
+    let why = CancelRequest {
+        reason: action
+            .form
+            .get("reason")
+            .filter(|r| !r.trim().is_empty())
+            .map(str::to_string),
+    };
+    let reason = why
+        .checked_reason()
+        .map_err(|m| DashError::bad_request(format!("the reason {m}")))?;
+    change(&dash, id, &action, TaskChange::Cancel { reason }).await
 }
 
 /// `POST /tasks/{id}/retry`.

@@ -313,7 +313,7 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
         return Err(DashError::forbidden("bulk actions are for admin tokens"));
     }
     let change = match action.form.get("action") {
-        Some("cancel") => TaskChange::Cancel,
+        Some("cancel") => TaskChange::Cancel { reason: None },
         Some("retry") => TaskChange::Retry,
         _ => return Err(DashError::bad_request("action must be cancel or retry")),
     };

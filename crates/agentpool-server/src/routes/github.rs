@@ -163,7 +163,7 @@ pub async fn webhook(
                 .into_response());
         }
         Decision::Stop { number, reason } => {
-            let stopped = stop_tasks(&state, &repository, number).await?;
+            let stopped = stop_tasks(&state, &repository, number, reason).await?;
             state.store().github_record_delivery(&delivery, &event).await?;
             if stopped.is_empty() {
                 return Ok((
@@ -234,12 +234,13 @@ pub async fn webhook(
 }
 
 /// Cancel the unfinished tasks of issue or pull request `number`: queued ones at once, running
-/// ones through their workers. A task that finished meanwhile is passed over.
-async fn stop_tasks(state: &AppState, repository: &str, number: u64) -> ApiResult<Vec<TaskId>> {
+/// ones through their workers, saying why. A task that finished meanwhile is passed over.
+async fn stop_tasks(state: &AppState, repository: &str, number: u64, reason: &str) -> ApiResult<Vec<TaskId>> {
     let mut stopped = Vec::new();
     let by = format!("GitHub {repository}#{number}");
     for id in state.store().github_unfinished_tasks(repository, number).await? {
-        match state.change_task(id, TaskChange::Cancel, &by).await {
+        let change = TaskChange::Cancel { reason: Some(reason) };
+        match state.change_task(id, change, &by).await {
             Ok(_) => stopped.push(id),
             Err(StoreError::Transition(_)) => {}
             Err(e) => return Err(e.into()),

@@ -11,11 +11,13 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 
-use crate::api::{BatchSubmit, BatchSubmitted, EventPage, EventsQuery, Retried, TaskListQuery, TaskPage};
+use crate::api::{
+    BatchSubmit, BatchSubmitted, CancelRequest, EventPage, EventsQuery, Retried, TaskListQuery, TaskPage,
+};
 use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::events::task_event_stream;
-use crate::extract::{ApiJson, ApiPath, ApiQuery, parse_json};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, parse_json};
 use crate::state::{AppState, TaskChange};
 
 /// The largest batch accepted in one submit.
@@ -317,24 +319,29 @@ pub async fn get(
     Ok(Json(t).into_response())
 }
 
+/// Cancel a queued task at once, or ask a running one's worker to stop it. The body is
+/// optional; its `reason` goes into the task's message and events.
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
     params(TaskPath),
+    request_body(content = Option<CancelRequest>, description = "Optional: why the task is canceled"),
     responses((status = 200, body = crate::api::TaskSchema), (status = 404, body = crate::error::ErrorBody),
-        (status = 409, description = "The task has already finished", body = crate::error::ErrorBody))
+        (status = 409, description = "The task has already finished", body = crate::error::ErrorBody),
+        (status = 422, description = "The reason is not 1-500 characters, or has control characters",
+            body = crate::error::ErrorBody))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
+    OptionalJson(req): OptionalJson<CancelRequest>,
 ) -> ApiResult<Response> {
-    Ok(Json(
-        state
-            .change_task(id, TaskChange::Cancel, &by.to_string())
-            .await?
-            .0,
-    )
-    .into_response())
+    let req = req.unwrap_or_default();
+    let reason = req
+        .checked_reason()
+        .map_err(|m| ApiError::invalid_field("reason", m))?;
+    let change = TaskChange::Cancel { reason };
+    Ok(Json(state.change_task(id, change, &by.to_string()).await?.0).into_response())
 }
 
 /// Queue a failed or canceled task again, with as many more attempts as it allows (their

@@ -112,6 +112,14 @@ async fn openapi_document_parses_and_lists_every_route() {
         }
     }
     assert_eq!(schemas["Task"]["properties"]["created_at"]["format"], "date-time");
+    // A cancel's body, `{ "reason" }`, may be left out.
+    let cancel = &v["paths"]["/v1/tasks/{id}/cancel"]["post"]["requestBody"];
+    assert_ne!(cancel["required"], true, "{cancel}");
+    assert_eq!(
+        cancel["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/CancelRequest"
+    );
+    assert_eq!(schemas["CancelRequest"]["properties"]["reason"]["maxLength"], 500);
     assert!(
         schemas["FailOutcome"]["oneOf"]
             .as_array()

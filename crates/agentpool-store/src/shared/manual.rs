@@ -28,15 +28,21 @@ macro_rules! manual_queries {
         }
 
         /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
-        /// for its worker. `by` (who asks) goes into the message and the events.
-        pub(crate) async fn cancel(conn: &mut Conn, id: TaskId, now: i64, by: Option<&str>) -> Result<Task> {
+        /// for its worker. `by` (who asks) and `reason` (why) go into the message and the events.
+        pub(crate) async fn cancel(
+            conn: &mut Conn,
+            id: TaskId,
+            now: i64,
+            by: Option<&str>,
+            reason: Option<&str>,
+        ) -> Result<Task> {
             let r = locked_task(conn, id, ", has_dependents").await?;
             let t = task(&r)?;
             let has_dependents = r.flag("has_dependents")?;
             let mut log = LifecycleLog::default();
             match agentpool_core::task::cancel(t.state)? {
                 agentpool_core::Transition::Finish { state, class } => {
-                    let message = common::canceled_message(by);
+                    let message = agentpool_core::event::cancel_words("canceled", by, reason);
                     sqlx::query(
                         "UPDATE tasks SET state = $1, error_class = $2, error_message = $5, \
                          finished_at = $3, updated_at = $3 WHERE id = $4",
@@ -68,6 +74,7 @@ macro_rules! manual_queries {
                             id,
                             Lifecycle::CancelRequested {
                                 by: by.map(str::to_string),
+                                reason: reason.map(str::to_string),
                             },
                         )?;
                     }

@@ -123,9 +123,9 @@ macro_rules! store_impl {
                 tasks::count_by_state(&self.$r).await
             }
 
-            async fn cancel_by(&self, id: TaskId, by: Option<&str>) -> Result<Task> {
+            async fn cancel_by(&self, id: TaskId, by: Option<&str>, reason: Option<&str>) -> Result<Task> {
                 let mut tx = self.begin().await?;
-                let t = manual::cancel(&mut tx, id, self.now(), by).await?;
+                let t = manual::cancel(&mut tx, id, self.now(), by, reason).await?;
                 tx.commit().await?;
                 if let Some(w) = t.worker_id.as_ref().filter(|_| t.cancel_requested) {
                     self.ring(w).await;

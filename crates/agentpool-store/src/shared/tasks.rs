@@ -165,8 +165,7 @@ macro_rules! task_queries {
             // worker that stopped it knows only that it was asked to.
             let by_whom = match ending {
                 Ending::Finish { state: TaskState::Canceled, .. } if h.cancel_requested => {
-                    let by = cancel_requester(conn, h.id).await?;
-                    by.is_some().then(|| common::canceled_message(by.as_deref()))
+                    requested_cancel(conn, h.id).await?
                 }
                 _ => None,
             };
@@ -221,10 +220,11 @@ macro_rules! task_queries {
             Ok(wake)
         }
 
-        /// Who asked to cancel running task `id`, as its `cancel_requested` event recorded (the
+        /// "canceled by …: why", from the `cancel_requested` event of running task `id`, when
+        /// that event says who asked or why (the
         /// event's fields are stored in key order, so the state is matched anywhere in it; a
         /// quote inside a string value would be escaped and cannot match).
-        async fn cancel_requester(conn: &mut Conn, id: TaskId) -> Result<Option<String>> {
+        async fn requested_cancel(conn: &mut Conn, id: TaskId) -> Result<Option<String>> {
             let data: Option<String> = sqlx::query_scalar(
                 "SELECT data FROM events WHERE task_id = $1 AND kind = 'lifecycle' \
                  AND data LIKE '%\"state\":\"cancel_requested\"%' ORDER BY seq DESC LIMIT 1",
@@ -233,7 +233,15 @@ macro_rules! task_queries {
             .fetch_optional(&mut *conn)
             .await?;
             Ok(match data.map(|d| serde_json::from_str::<agentpool_core::Lifecycle>(&d)) {
-                Some(Ok(agentpool_core::Lifecycle::CancelRequested { by })) => by,
+                Some(Ok(agentpool_core::Lifecycle::CancelRequested { by, reason }))
+                    if by.is_some() || reason.is_some() =>
+                {
+                    Some(agentpool_core::event::cancel_words(
+                        "canceled",
+                        by.as_deref(),
+                        reason.as_deref(),
+                    ))
+                }
                 _ => None,
             })
         }

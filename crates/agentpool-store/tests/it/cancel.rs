@@ -75,7 +75,7 @@ async fn a_running_task_canceled_on_request_says_by_whom(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;
     let id = h.submit(cmd("x")).await;
     let c = w.claim(1).await.remove(0);
-    h.store.cancel_by(id, Some("ci (submitter)")).await.unwrap();
+    h.store.cancel_by(id, Some("ci (submitter)"), None).await.unwrap();
     w.fail(c.lease, failure(ErrorClass::Canceled, "canceled")).await;
     let d = h.store.get_task(id).await.unwrap().unwrap();
     assert_eq!(d.task.state, TaskState::Canceled);

@@ -113,18 +113,33 @@ async fn cancel_records_request_and_outcome(h: Harness) {
     );
     let c = w.claim(1).await.remove(0);
     assert_eq!(c.task.id, running);
-    h.store.cancel_by(running, Some("ci (submitter)")).await.unwrap();
+    h.store
+        .cancel_by(running, Some("ci (submitter)"), Some("superseded"))
+        .await
+        .unwrap();
     // Asking twice records the request once.
     h.store.cancel(running).await.unwrap();
     w.fail(c.lease, failure(ErrorClass::Canceled, "stopped")).await;
     let events = lifecycle(&*h.store, running).await;
     let names: Vec<_> = events.iter().map(Lifecycle::name).collect();
     assert_eq!(names, ["queued", "claimed", "cancel_requested", "canceled"]);
-    // Who asked is on the record.
-    assert_eq!(events[2].message(), "cancel requested by ci (submitter)");
+    // Who asked and why are on the record, and the end says both, not the worker's words.
+    assert_eq!(
+        events[2].message(),
+        "cancel requested by ci (submitter): superseded"
+    );
+    assert_eq!(events[3].message(), "canceled by ci (submitter): superseded");
     let other = h.submit(cmd("o")).await;
-    let t = h.store.cancel_by(other, Some("ci (submitter)")).await.unwrap();
+    let t = h
+        .store
+        .cancel_by(other, Some("ci (submitter)"), None)
+        .await
+        .unwrap();
     assert_eq!(t.error_message.as_deref(), Some("canceled by ci (submitter)"));
+    // A reason without anyone named (the store's own callers).
+    let third = h.submit(cmd("t")).await;
+    let t = h.store.cancel_by(third, None, Some("not needed")).await.unwrap();
+    assert_eq!(t.error_message.as_deref(), Some("canceled: not needed"));
 }
 
 async fn dependency_failures_are_recorded_on_dependents(h: Harness) {

@@ -315,6 +315,26 @@ pub struct WorkerArgs {
     /// Prune the least recently used mirrors while the cache is larger than this (MiB)
     #[arg(long, value_name = "MIB")]
     pub mirror_max_size_mib: Option<u64>,
+    /// Stop claiming (and report unhealthy) after this many tasks in a row failed because git
+    /// or an agent could not be started, or the agent's provider refused this worker's own key
+    /// (after one, when the worker's own check finds git or the agent will not start); 0: never
+    #[arg(
+        long,
+        env = "AGENTPOOL_UNHEALTHY_AFTER",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub unhealthy_after: u32,
+    /// Seconds an unhealthy worker waits before it checks whether git and its agents start
+    /// again, doubled after each check that fails, up to 30 minutes; claiming resumes once one
+    /// passes. 0: never (a restart is needed)
+    #[arg(
+        long,
+        env = "AGENTPOOL_RECHECK_SECS",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
+    pub recheck_secs: u64,
     /// After a drain the server asks for, stay registered until stopped instead of exiting
     /// (for supervisors that restart exited workers, e.g. a WorkerPool's StatefulSet)
     #[arg(long)]

@@ -129,7 +129,12 @@ pub enum TasksCommand {
     /// Show a task with its attempts and result
     Show { id: agentpool_core::TaskId },
     /// Cancel a queued or running task
-    Cancel { id: agentpool_core::TaskId },
+    Cancel {
+        id: agentpool_core::TaskId,
+        /// Why (1-500 characters): kept in the task's message and events
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
     /// Queue a failed or canceled task again, with as many more attempts as it allows, and the
     /// dependents that failed because it did
     Retry { id: agentpool_core::TaskId },

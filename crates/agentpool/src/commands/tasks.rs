@@ -13,7 +13,7 @@ use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
 use agentpool_client::Client;
-use agentpool_core::protocol::{TaskDetail, TaskListQuery, WaitReason};
+use agentpool_core::protocol::{CancelRequest, TaskDetail, TaskListQuery, WaitReason};
 
 pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
@@ -126,15 +126,12 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         if let Some(needs) = no_worker_can_run(&client, task.id).await {
             if transient {
                 // Its workers are all the pool has: the task would wait forever.
-                client.cancel(task.id).await?;
-                return Err(Exit::new(
-                    ExitCode::Failed,
-                    format!(
-                        "the transient pool cannot run it: none of its workers offers {needs} \
-                         (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH); the task was canceled"
-                    ),
-                )
-                .into());
+                let why = format!(
+                    "the transient pool cannot run it: none of its workers offers {needs} \
+                     (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH)"
+                );
+                client.cancel_because(task.id, &CancelRequest::fitted(&why)).await?;
+                return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());
             }
             warn_no_worker(settings, &needs);
         }
@@ -145,16 +142,13 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 // unhealthy before it hands its last task back: let that report land first,
                 // or the cancel would end the attempt it is handing back.
                 handed_back(&client, task.id).await;
-                client.cancel(task.id).await?;
+                let why = format!("the transient pool cannot run it: {}", why.join("; "));
+                client.cancel_because(task.id, &CancelRequest::fitted(&why)).await?;
                 let view = wait_for(&client, task.id, settings.json(), false).await?;
-                // The task as it ended, with its attempts; its own error (canceled) gives way
-                // to the reason.
+                // The task as it ended, with its attempts; its own error (canceled, with the
+                // reason cut to fit) gives way to the whole reason.
                 let _ = finish(settings, &view);
-                return Err(Exit::new(
-                    ExitCode::Failed,
-                    format!("the transient pool cannot run it: {}; the task was canceled", why.join("; ")),
-                )
-                .into());
+                return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());
             }
             _ = super::pool::shutdown_signal() => {
                 if !transient {
@@ -167,7 +161,8 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 }
                 // The transient pool dies with us, so its task must not be left running.
                 eprintln!("{}", Style::stderr().dim("interrupted: canceling the task"));
-                client.cancel(task.id).await?;
+                let why = CancelRequest::fitted("agentpool run was interrupted");
+                client.cancel_because(task.id, &why).await?;
                 wait_for(&client, task.id, settings.json(), false).await?
             }
         };
@@ -324,8 +319,14 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
                 out!("{}", output::task_detail(&out, &view));
             }
         }
-        TasksCommand::Cancel { id } => {
-            let task = client.cancel(id).await?;
+        TasksCommand::Cancel { id, reason } => {
+            let task = match reason {
+                Some(reason) => {
+                    let why = CancelRequest { reason: Some(reason) };
+                    client.cancel_because(id, &why).await?
+                }
+                None => client.cancel(id).await?,
+            };
             if settings.json() {
                 print_json(&task)?;
             } else if task.state == TaskState::Running {

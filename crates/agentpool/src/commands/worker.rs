@@ -44,6 +44,8 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     cfg.agents = offered_agents(&args.agents, None)?;
     cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);
+    cfg.unhealthy_after = args.unhealthy_after;
+    cfg.recheck_after = Duration::from_secs(args.recheck_secs);
     // A persistent worker keeps bare mirrors so later tasks on the same repo fetch, not clone.
     let mirrors = match &args.mirror_dir {
         Some(d) => crate::config::absolute(d.clone())?,

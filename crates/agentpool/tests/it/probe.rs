@@ -1,12 +1,14 @@
 //! `agentpool worker --health-listen`: `/readyz` answers 200 once the worker is registered and
 //! claiming, and 503 "unhealthy" after git could not be started for three tasks in a row (a
 //! readiness probe then takes the pod out of service); `/healthz` stays 200, and `workers list`
-//! and `workers show` say why. The worker's
+//! and `workers show` say why; `--unhealthy-after` and `--recheck-secs` change when that happens
+//! and whether the worker checks itself again. The worker's
 //! mirror cache shows through the API (`workers show`) and on the probe's `/metrics`, and its
 //! counts outlive the worker process.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Env, Up, stderr, stdout, terminate};
@@ -39,13 +41,15 @@ fn until_status(url: &str, status: u16, secs: u64) -> String {
     }
 }
 
+/// The lines a worker has written to stderr so far.
+type Log = Arc<Mutex<Vec<String>>>;
+
 /// Start a worker command (with `--health-listen`); the process, its probe's base URL, as it
-/// prints it, and the lines it wrote before. Its stderr keeps being drained so the worker never
-/// blocks on it.
-fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, String, Vec<String>) {
+/// prints it, and its stderr lines, which keep being read so the worker never blocks on them.
+fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, String, Log) {
     let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
-    let mut before = Vec::new();
+    let log = Log::default();
     let probe = loop {
         let line = lines
             .next()
@@ -54,10 +58,15 @@ fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, Str
         if let Some(u) = line.strip_prefix("health probe on ") {
             break u.trim().to_string();
         }
-        before.push(line);
+        log.lock().unwrap().push(line);
     };
-    std::thread::spawn(move || for _ in lines {});
-    (worker, probe, before)
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    (worker, probe, log)
 }
 
 #[test]
@@ -122,6 +131,94 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     assert_eq!(given_back, 1, "{shown}");
     assert!(shown.contains("1 that does is unhealthy"), "{shown}");
 
+    terminate(&worker);
+    assert!(worker.wait().unwrap().success());
+    assert!(server.stop().success());
+}
+
+/// A worker without git, on the server at `url`, with `flags`; the process, its probe and its
+/// stderr.
+fn gitless_worker(env: &Env, url: &str, id: &str, flags: &[&str]) -> (std::process::Child, String, Log) {
+    let empty = env.dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("PATH", &empty)
+        .args(["worker", "--server", url, "--allow-local-repos"])
+        .args(["--id", id, "--health-listen", "127.0.0.1:0"])
+        .args(flags);
+    spawn_with_probe(cmd)
+}
+
+/// `--unhealthy-after 0`: a worker that cannot start git stays ready and keeps claiming (its
+/// hand-backs cost the task nothing until they are spent). `--recheck-secs 0`: one that turns
+/// unhealthy does not check itself again, and says a restart is needed.
+#[test]
+fn a_worker_s_flags_say_when_it_turns_unhealthy_and_whether_it_checks_again() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let server = Up::spawn(env.serve_cmd());
+    let submit = || {
+        let o = env
+            .cmd()
+            .args(["--server", &server.url, "submit", "--repo"])
+            .arg(&remote)
+            .args(["--command", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o).trim().to_string()
+    };
+
+    let (mut worker, probe, _) = gitless_worker(&env, &server.url, "never-1", &["--unhealthy-after", "0"]);
+    assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");
+    let task = submit();
+    // The same worker claims the task again after handing it back: it stayed healthy.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = env.run(&[
+            "--server",
+            &server.url,
+            "--output",
+            "json",
+            "tasks",
+            "show",
+            &task,
+        ]);
+        let shown: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let mut tried = shown["attempts_detail"].as_array().cloned().unwrap_or_default();
+        tried.retain(|a| a["outcome"] != "running");
+        if tried.len() >= 2 {
+            assert!(
+                tried
+                    .iter()
+                    .all(|a| a["error_class"] == "WORKER_ERROR" && a["worker_id"] == "never-1"),
+                "{shown}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(get(&format!("{probe}/readyz")), (200, "ready\n".to_string()));
+    terminate(&worker);
+    assert!(worker.wait().unwrap().success());
+    let o = env.run(&["--server", &server.url, "tasks", "cancel", &task]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let (mut worker, probe, log) = gitless_worker(&env, &server.url, "once-1", &["--recheck-secs", "0"]);
+    assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");
+    submit();
+    assert_eq!(until_status(&format!("{probe}/readyz"), 503, 60), "unhealthy\n");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("it is unhealthy and claims no tasks until it is restarted"))
+    {
+        assert!(Instant::now() < deadline, "{:#?}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     terminate(&worker);
     assert!(worker.wait().unwrap().success());
     assert!(server.stop().success());
@@ -241,7 +338,8 @@ fn a_worker_leaves_out_a_named_agent_that_is_not_installed_and_says_so() {
         .args(["worker", "--server", &server.url, "--allow-local-repos"])
         .args(["--id", "offers-1", "--agents", "claude-code,codex"])
         .args(["--health-listen", "127.0.0.1:0"]);
-    let (mut worker, probe, before) = spawn_with_probe(cmd);
+    let (mut worker, probe, log) = spawn_with_probe(cmd);
+    let before = log.lock().unwrap().clone();
     assert!(
         before.iter().any(|l| l.contains(
             "agent codex is not installed here (its CLI is not found, or not executable, in \

@@ -353,6 +353,14 @@ fn a_transient_run_whose_workers_turn_unhealthy_ends_and_says_why() {
     let shown = json(&o);
     assert_eq!(shown["state"], "canceled", "{shown}");
     assert_eq!(shown["attempts"], 0, "{shown}");
+    // The task itself keeps why it was ended, not a bare "canceled".
+    let message = shown["error_message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "canceled by a local user (no auth): the transient pool cannot run it: git or an agent could not be started"
+        ),
+        "{shown}"
+    );
     let tried = shown["attempts_detail"].as_array().unwrap();
     assert_eq!(tried.len(), 3, "{shown}");
     assert!(

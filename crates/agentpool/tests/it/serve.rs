@@ -134,15 +134,27 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     let o = env.run(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let queued = stdout(&o).trim().to_string();
-    let o = as_ci(&["tasks", "cancel", &queued]);
+    // A reason the server refuses is said in one line, and the task is left as it was.
+    let o = as_ci(&["tasks", "cancel", &queued, "--reason", "two\nlines"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: invalid field reason: must be 1-500 characters, no control characters"
+    );
+    let o = as_ci(&["tasks", "cancel", &queued, "--reason", "superseded by #42"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let line = server_log
         .iter()
         .find(|l| l.contains("task canceled"))
         .expect("the server logs the cancel");
     assert!(
-        line.contains(&queued) && line.contains("ci (submitter)"),
+        line.contains(&queued) && line.contains("ci (submitter)") && line.contains("superseded by #42"),
         "{line}"
+    );
+    let t = json(&as_ci(&["--output", "json", "tasks", "show", &queued]));
+    assert_eq!(
+        t["error_message"], "canceled by ci (submitter): superseded by #42",
+        "{t}"
     );
 
     // A failed attempt that the server retries: the worker's log says so (checked below).

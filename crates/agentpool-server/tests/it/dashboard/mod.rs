@@ -23,6 +23,7 @@ both_backends!(
     login_sets_a_strict_httponly_cookie_and_refuses_bad_tokens,
     pages_need_a_session_and_the_api_keeps_its_own_auth,
     actions_need_the_csrf_token_and_our_own_origin,
+    a_cancel_from_the_task_page_may_say_why,
     submitters_see_no_admin_actions_and_cannot_take_them,
     without_auth_everyone_is_admin_on_loopback_host_names_only,
 );
@@ -339,6 +340,56 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
             .iter()
             .any(|c| c.starts_with(&format!("{SESSION_COOKIE}=;")) && c.contains("Max-Age=0"))
     );
+}
+
+/// The task page's cancel takes an optional reason, kept in the task's message; one the API
+/// would refuse is refused here too, and changes nothing.
+async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let cookie = session(&app.tokens.admin);
+    let id = enqueue_true(app.store.as_ref()).await;
+    let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
+    assert!(
+        page.text.contains(r#"<input name="reason" maxlength="500""#),
+        "{}",
+        page.text
+    );
+    let csrf = page.csrf();
+    let cancel = format!("/tasks/{id}/cancel");
+    let long = "x".repeat(501);
+    let r = post(&app, &cancel, &cookie, &format!("csrf={csrf}&reason={long}")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert!(
+        r.text.contains("the reason must be 1-500 characters"),
+        "{}",
+        r.text
+    );
+    let t = app.store.get_task(id).await.expect("get").expect("task");
+    assert_eq!(t.task.state, TaskState::Queued);
+    let form = format!("csrf={csrf}&reason={}", enc("wrong repository"));
+    let r = post(&app, &cancel, &cookie, &form).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let t = app.store.get_task(id).await.expect("get").expect("task").task;
+    assert_eq!(t.state, TaskState::Canceled);
+    let message = t.error_message.unwrap_or_default();
+    assert!(
+        message.starts_with("canceled by ") && message.ends_with(": wrong repository"),
+        "{message}"
+    );
+    // A blank reason is none.
+    let other = enqueue_true(app.store.as_ref()).await;
+    let r = post(
+        &app,
+        &format!("/tasks/{other}/cancel"),
+        &cookie,
+        &format!("csrf={csrf}&reason=+"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let t = app.store.get_task(other).await.expect("get").expect("task").task;
+    assert!(!t.error_message.unwrap_or_default().contains(':'));
 }
 
 /// Enqueue a command task (`true`) straight into the store; its id.

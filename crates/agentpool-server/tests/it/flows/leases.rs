@@ -1,15 +1,17 @@
 //! Leases over the wire: a stale lease is refused with 409, and cancel reaches a running task
-//! through its heartbeat — at once when the heartbeat waits for news. And what a heartbeat
-//! says of its worker: why it is unhealthy.
+//! through its heartbeat — at once when the heartbeat waits for news — saying why when asked
+//! with a reason. And what a heartbeat says of its worker: why it is unhealthy.
 
 use std::time::Duration;
 
-use agentpool_core::protocol::{FailOutcome, HeartbeatReply, HeartbeatRequest};
+use agentpool_core::protocol::{CancelRequest, FailOutcome, HeartbeatReply, HeartbeatRequest};
 use agentpool_core::{ErrorClass, NewEvent, TaskResult, TaskState, WorkerStatus};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
-use crate::support::{claim_one, complete, fail, heartbeat, register, spawn_app, submit_and_claim};
+use crate::support::{
+    claim_one, command_task, complete, fail, heartbeat, register, spawn_app, submit_and_claim,
+};
 
 async fn stale_lease_is_refused_with_409(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
@@ -78,6 +80,87 @@ async fn cancel_reaches_a_running_task_through_heartbeat(backend: Backend) {
         sub.get_task(t.id).await.expect("get").task.state,
         TaskState::Canceled
     );
+}
+
+/// A cancel may say why: the reason is kept in the task's message and events, for a queued
+/// task at once and for a running one once its worker has stopped it. A reason that is empty,
+/// too long or has control characters is refused by field, and a body that is not JSON is
+/// refused, the task untouched.
+async fn a_cancel_says_why_in_the_message_and_events(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (sub, wrk, w, running, c) = submit_and_claim(&app, "sleep 100").await;
+    let why = |r: &str| CancelRequest {
+        reason: Some(r.to_string()),
+    };
+    let queued = sub.submit(&command_task("true")).await.expect("submit").task;
+    for bad in [String::new(), "  ".into(), "x".repeat(501), "two\nlines".into()] {
+        let e = sub
+            .cancel_because(queued.id, &why(&bad))
+            .await
+            .expect_err("refused");
+        assert_eq!(e.status(), Some(StatusCode::UNPROCESSABLE_ENTITY), "{bad:?}: {e}");
+        assert!(e.to_string().contains("reason"), "{e}");
+    }
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/tasks/{}/cancel", app.base, queued.id);
+    let send = |ct: &'static str, body: &'static str| {
+        http.post(&url)
+            .bearer_auth(&app.tokens.submitter)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = send("text/plain", r#"{"reason":"x"}"#).await.expect("send");
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = send("application/json", r#"{"why":"x"}"#).await.expect("send");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        sub.get_task(queued.id).await.expect("get").task.state,
+        TaskState::Queued
+    );
+
+    // Counted in characters: 500 of a two-byte one are accepted.
+    let long = "é".repeat(500);
+    let t = sub.cancel_because(queued.id, &why(&long)).await.expect("cancel");
+    assert_eq!(t.state, TaskState::Canceled);
+    let said = format!("canceled by sub (submitter): {long}");
+    assert_eq!(t.error_message.as_deref(), Some(said.as_str()));
+    assert_eq!(last_lifecycle(&sub, queued.id).await, said);
+
+    let t = sub
+        .cancel_because(running.id, &why("  superseded by #42 "))
+        .await
+        .expect("cancel");
+    assert!(t.state == TaskState::Running && t.cancel_requested, "{t:?}");
+    assert_eq!(
+        last_lifecycle(&sub, running.id).await,
+        "cancel requested by sub (submitter): superseded by #42"
+    );
+    assert_eq!(
+        heartbeat(&wrk, &w.id, vec![c.lease]).await.cancel,
+        vec![running.id]
+    );
+    // The worker knows only that it was asked to stop; the task says who asked and why.
+    fail(&wrk, &w.id, &c, ErrorClass::Canceled, "canceled on request")
+        .await
+        .expect("report canceled");
+    let t = sub.get_task(running.id).await.expect("get").task;
+    assert_eq!(
+        (t.state, t.error_message.as_deref()),
+        (
+            TaskState::Canceled,
+            Some("canceled by sub (submitter): superseded by #42")
+        )
+    );
+}
+
+/// The message of task `id`'s last lifecycle event.
+async fn last_lifecycle(sub: &agentpool_client::Client, id: agentpool_core::TaskId) -> String {
+    let events = sub.events(id, 0, 100).await.expect("events").events;
+    let last = events.iter().rev().find_map(|e| e.payload.lifecycle());
+    last.map(agentpool_core::Lifecycle::message).unwrap_or_default()
 }
 
 /// Resolve once `base`'s metrics say `n` heartbeats are held open there.
@@ -193,5 +276,6 @@ crate::both_backends!(
     an_unhealthy_worker_is_listed_with_its_reason,
     stale_lease_is_refused_with_409,
     cancel_reaches_a_running_task_through_heartbeat,
+    a_cancel_says_why_in_the_message_and_events,
     a_waiting_heartbeat_is_answered_at_once_by_a_cancel_or_a_drain,
 );

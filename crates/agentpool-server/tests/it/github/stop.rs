@@ -39,7 +39,14 @@ async fn closing_an_issue_or_removing_its_label_cancels_its_unfinished_tasks(bac
     let queued = labeled(&app, "d-1", "2026-11-01T00:00:00Z").await;
     let unlabeled = example("issues", Some("unlabeled"));
     stops(&app, "issues", "d-2", &unlabeled, &[queued]).await;
-    assert_eq!(stored_task(&app.store, queued).await.state, TaskState::Canceled);
+    let t = stored_task(&app.store, queued).await;
+    assert_eq!(t.state, TaskState::Canceled);
+    // The task says which issue stopped it, and why.
+    let message = t.error_message.unwrap_or_default();
+    assert!(
+        message.starts_with("canceled by GitHub ") && message.ends_with("#1: the label was removed"),
+        "{message}"
+    );
 
     // Closing the issue cancels a running one through its worker. GitHub's examples have no
     // `closed` issue event; it is the `reopened` one with the other action and state.
