@@ -507,7 +507,14 @@ pub async fn cancel(
     ApiPath(id): ApiPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
-    // A blank field is no reason; the rest is checked as the API checks it.
+    let reason = cancel_reason(&action)?;
+    let reason = reason.as_deref();
+    change(&dash, id, &action, TaskChange::Cancel { reason }).await
+}
+
+/// The reason a cancel form gives: a blank field is none; the rest is checked as the API
+/// checks it.
+pub(super) fn cancel_reason(action: &Action) -> DashResult<Option<String>> {
     let why = CancelRequest {
         reason: action
             .form
@@ -518,7 +525,7 @@ pub async fn cancel(
     let reason = why
         .checked_reason()
         .map_err(|m| DashError::bad_request(format!("the reason {m}")))?;
-    change(&dash, id, &action, TaskChange::Cancel { reason }).await
+    Ok(reason.map(str::to_string))
 }
 
 /// `POST /tasks/{id}/retry`.

@@ -184,7 +184,7 @@ pub async fn page(
     );
     if admin {
         h.push_str(
-            r#"<div class="bulk actions"><button type="submit" name="action" value="cancel" data-confirm="Cancel the selected tasks?">Cancel selected</button><button type="submit" name="action" value="retry">Retry selected</button></div>"#,
+            r#"<div class="bulk actions"><input name="reason" maxlength="500" placeholder="Reason for a cancel (optional)" aria-label="Why cancel the selected tasks"><button type="submit" name="action" value="cancel" data-confirm="Cancel the selected tasks?">Cancel selected</button><button type="submit" name="action" value="retry">Retry selected</button></div>"#,
         );
     }
     h.push_str(r#"<table class="tasks"><caption class="sr-only">Tasks, newest first</caption><thead><tr>"#);
@@ -312,8 +312,11 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
     if !action.session.is_admin() {
         return Err(DashError::forbidden("bulk actions are for admin tokens"));
     }
+    let reason = super::task::cancel_reason(&action)?;
     let change = match action.form.get("action") {
-        Some("cancel") => TaskChange::Cancel { reason: None },
+        Some("cancel") => TaskChange::Cancel {
+            reason: reason.as_deref(),
+        },
         Some("retry") => TaskChange::Retry,
         _ => return Err(DashError::bad_request("action must be cancel or retry")),
     };

@@ -1,6 +1,6 @@
 //! The flags of the task commands: `submit`, `run`, `tasks …` and `workers …`.
 
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 
 use super::{AgentAccessArgs, parse_duration_secs, parse_label};
 
@@ -128,13 +128,8 @@ pub enum TasksCommand {
     List(TasksListArgs),
     /// Show a task with its attempts and result
     Show { id: agentpool_core::TaskId },
-    /// Cancel a queued or running task
-    Cancel {
-        id: agentpool_core::TaskId,
-        /// Why (1-500 characters): kept in the task's message and events
-        #[arg(long, value_name = "TEXT")]
-        reason: Option<String>,
-    },
+    /// Cancel queued or running tasks: those named, or every one the filters match
+    Cancel(CancelArgs),
     /// Queue a failed or canceled task again, with as many more attempts as it allows, and the
     /// dependents that failed because it did
     Retry { id: agentpool_core::TaskId },
@@ -171,6 +166,31 @@ pub struct TasksListArgs {
     /// How many to show, newest first
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("which").required(true).multiple(true)
+    .args(["ids", "state", "project", "label", "worker"])))]
+pub struct CancelArgs {
+    /// The tasks to cancel
+    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker"])]
+    pub ids: Vec<agentpool_core::TaskId>,
+    /// Instead of ids: every task in this state that the other filters match (queued or
+    /// running) [default: both]
+    #[arg(long)]
+    pub state: Option<agentpool_core::TaskState>,
+    /// Instead of ids: every unfinished task of this project
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Instead of ids: every unfinished task with this label (k=v)
+    #[arg(long, value_parser = parse_label)]
+    pub label: Option<(String, String)>,
+    /// Instead of ids: every task this worker runs
+    #[arg(long)]
+    pub worker: Option<String>,
+    /// Why (1-500 characters): kept in each task's message and events
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

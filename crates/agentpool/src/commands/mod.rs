@@ -1,6 +1,7 @@
 //! What each subcommand does, and how commands find the server they talk to.
 
 mod admin;
+mod cancel;
 mod demo;
 mod follow;
 pub mod launcher;

@@ -1,7 +1,7 @@
 //! `submit`, `run` and `tasks …`: submitting a task (and saying when no worker could run it),
 //! following it, and printing tasks for people and for scripts.
 
-use agentpool_core::{TaskId, TaskState};
+use agentpool_core::{Task, TaskId, TaskState};
 
 use super::follow::{follow, wait_for};
 use super::task_spec::{refused, spec_from};
@@ -275,6 +275,26 @@ pub(crate) fn finish(settings: &Settings, view: &TaskDetail) -> anyhow::Result<E
 /// The most tasks `GET /v1/tasks` returns in one page.
 const MAX_LIST_PAGE: usize = 500;
 
+/// Up to `want` of the tasks `query` matches, newest first, and whether more match.
+pub(super) async fn list_matching(
+    client: &Client,
+    query: &TaskListQuery,
+    want: usize,
+) -> anyhow::Result<(Vec<Task>, bool)> {
+    collect_pages(want, MAX_LIST_PAGE, |cursor, limit| {
+        let q = TaskListQuery {
+            cursor,
+            limit: Some(limit),
+            ..query.clone()
+        };
+        async move {
+            let p = client.list_tasks(&q).await?;
+            Ok((p.tasks, p.next_cursor.map(|c| c.to_string())))
+        }
+    })
+    .await
+}
+
 pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
     let out = Style::stdout();
@@ -288,19 +308,7 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
                 cursor: None,
                 limit: None,
             };
-            let (tasks, more) = collect_pages(a.limit as usize, MAX_LIST_PAGE, |cursor, limit| {
-                let q = TaskListQuery {
-                    cursor,
-                    limit: Some(limit),
-                    ..query.clone()
-                };
-                let client = &client;
-                async move {
-                    let p = client.list_tasks(&q).await?;
-                    Ok((p.tasks, p.next_cursor.map(|c| c.to_string())))
-                }
-            })
-            .await?;
+            let (tasks, more) = list_matching(&client, &query, a.limit as usize).await?;
             print_list(settings, &tasks, "tasks", |tasks| {
                 out!("{}", output::tasks_table(&out, tasks))
             })?;
@@ -319,22 +327,7 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
                 out!("{}", output::task_detail(&out, &view));
             }
         }
-        TasksCommand::Cancel { id, reason } => {
-            let task = match reason {
-                Some(reason) => {
-                    let why = CancelRequest { reason: Some(reason) };
-                    client.cancel_because(id, &why).await?
-                }
-                None => client.cancel(id).await?,
-            };
-            if settings.json() {
-                print_json(&task)?;
-            } else if task.state == TaskState::Running {
-                outln!("{} cancel requested; its worker stops it now", task.id);
-            } else {
-                outln!("{} {}", task.id, out.state(task.state));
-            }
-        }
+        TasksCommand::Cancel(args) => return super::cancel::cancel(settings, &client, args).await,
         TasksCommand::Retry { id } => {
             let retried = client.retry(id).await?;
             if settings.json() {

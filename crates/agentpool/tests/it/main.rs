@@ -3,6 +3,7 @@
 
 mod agent_access;
 mod auth;
+mod cancel;
 mod chaos;
 mod dashboard;
 mod data_dir;

@@ -8,15 +8,15 @@ use std::process::{Output, Stdio};
 use crate::{Env, Up, assert_exit, git, json, stderr, stdout, submit_args};
 
 /// A running pool (`up`, one worker) and a sample repo to submit to.
-struct Pool {
+pub(crate) struct Pool {
     // Declared first so it stops before the environment's directory goes.
-    up: Up,
+    pub(crate) up: Up,
     remote: PathBuf,
-    env: Env,
+    pub(crate) env: Env,
 }
 
 impl Pool {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let env = Env::new();
         let remote = env.sample_repo();
         let up = Up::start(&env, 1);
@@ -28,7 +28,7 @@ impl Pool {
         submit_args(&self.up.url, self.remote.to_str().unwrap(), command, extra)
     }
 
-    fn submit(&self, command: &str, extra: &[&str]) -> Output {
+    pub(crate) fn submit(&self, command: &str, extra: &[&str]) -> Output {
         self.env.run(&self.submit_args(command, extra))
     }
 

@@ -342,8 +342,8 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     );
 }
 
-/// The task page's cancel takes an optional reason, kept in the task's message; one the API
-/// would refuse is refused here too, and changes nothing.
+/// The task page's cancel, and the task list's bulk cancel, take an optional reason, kept in
+/// the task's message; one the API would refuse is refused here too, and changes nothing.
 async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
     let Some(app) = router_app(backend).await else {
         return;
@@ -390,6 +390,26 @@ async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let t = app.store.get_task(other).await.expect("get").expect("task").task;
     assert!(!t.error_message.unwrap_or_default().contains(':'));
+
+    // The task list's bulk cancel gives its reason to each task it cancels.
+    let list = get(&app, "/tasks", Some(&cookie)).await;
+    assert!(list.text.contains(r#"<input name="reason""#), "{}", list.text);
+    let (a, b) = (
+        enqueue_true(app.store.as_ref()).await,
+        enqueue_true(app.store.as_ref()).await,
+    );
+    let form = format!(
+        "csrf={}&action=cancel&id={a}&id={b}&reason={}",
+        list.csrf(),
+        enc("a bad batch")
+    );
+    let r = post(&app, "/tasks/bulk", &cookie, &form).await;
+    assert_eq!(r.location(), "/tasks?done=cancel&ok=2&failed=0", "{}", r.text);
+    for id in [a, b] {
+        let t = app.store.get_task(id).await.expect("get").expect("task").task;
+        let message = t.error_message.unwrap_or_default();
+        assert!(message.ends_with(": a bad batch"), "{message}");
+    }
 }
 
 /// Enqueue a command task (`true`) straight into the store; its id.

@@ -1,0 +1,105 @@
+//! `tasks cancel`: several named tasks, or every unfinished one a filter matches, each with
+//! the reason given; what could not be canceled is said, and a filter that names finished
+//! tasks or nothing at all is refused before anything is canceled.
+
+use std::process::Output;
+
+use crate::run::Pool;
+use crate::{assert_exit, json, stderr, stdout};
+
+impl Pool {
+    /// A task no worker of the pool can take (it stays queued), with `labels`; its id.
+    fn queued(&self, labels: &[&str]) -> String {
+        let mut extra = vec!["--label", "pool=nowhere"];
+        for l in labels {
+            extra.extend(["--label", l]);
+        }
+        let o = self.submit("true", &extra);
+        assert_exit(&o, 0);
+        stdout(&o).trim().to_string()
+    }
+
+    fn tasks(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--server", self.up.url.as_str(), "tasks"];
+        all.extend_from_slice(args);
+        self.env.run(&all)
+    }
+
+    /// Task `id` as `tasks show --output json` gives it.
+    fn shown(&self, id: &str) -> serde_json::Value {
+        json(
+            &self
+                .env
+                .run(&["--server", &self.up.url, "--output", "json", "tasks", "show", id]),
+        )
+    }
+}
+
+#[test]
+fn tasks_cancel_cancels_named_tasks_or_every_unfinished_one_a_filter_matches() {
+    let pool = Pool::start();
+    let batch: Vec<String> = (0..3).map(|_| pool.queued(&["batch=7"])).collect();
+    let other = pool.queued(&[]);
+
+    // Refused before anything is canceled: nothing named, ids with a filter, a finished state.
+    assert_exit(&pool.tasks(&["cancel"]), 2);
+    assert_exit(&pool.tasks(&["cancel", &other, "--label", "batch=7"]), 2);
+    let o = pool.tasks(&["cancel", "--label", "batch=7", "--state", "succeeded"]);
+    assert_exit(&o, 2);
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: --state succeeded names finished tasks; only queued or running ones can be canceled"
+    );
+    let o = pool.tasks(&["cancel", "--label", "batch=7", "--reason", " "]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("invalid field reason"), "{}", stderr(&o));
+    assert!(batch.iter().all(|id| pool.shown(id)["state"] == "queued"));
+
+    // The filter cancels the batch, each with the reason, and leaves the rest.
+    let o = pool.tasks(&["cancel", "--label", "batch=7", "--reason", "wrong prompt"]);
+    assert_exit(&o, 0);
+    let printed = stdout(&o);
+    let mut listed: Vec<&str> = printed
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = batch.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want, "{}", stdout(&o));
+    assert_eq!(stderr(&o).trim(), "canceled 3 tasks");
+    for id in &batch {
+        let t = pool.shown(id);
+        assert_eq!(t["state"], "canceled", "{t}");
+        let message = t["error_message"].as_str().unwrap_or_default();
+        assert!(message.ends_with(": wrong prompt"), "{t}");
+    }
+    assert_eq!(pool.shown(&other)["state"], "queued");
+    let o = pool.tasks(&["cancel", "--label", "batch=7"]);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o).trim(), "no queued or running task matches");
+
+    // Named tasks: the one still queued is canceled, the finished one is said, and the exit
+    // code tells that not all could be.
+    let o = pool.env.run(&[
+        "--server",
+        &pool.up.url,
+        "--output",
+        "json",
+        "tasks",
+        "cancel",
+        &batch[0],
+        &other,
+    ]);
+    assert_exit(&o, 1);
+    let done = json(&o);
+    let done = done.as_array().expect("a list of the canceled tasks");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["id"], other.as_str());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("agentpool: {}: ", batch[0]))
+            && err.contains("1 of 2 tasks could not be canceled"),
+        "{err}"
+    );
+}
