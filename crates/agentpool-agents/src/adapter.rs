@@ -93,9 +93,11 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
 
     fn installed(&self) -> bool {
         // An explicit override is found whether or not it is there.
-        self.cfg
-            .find(T::NAME, T::EXE)
-            .is_some_and(|p| crate::cli::is_executable(&p))
+        self.program().is_some_and(|p| crate::cli::is_executable(&p))
+    }
+
+    fn program(&self) -> Option<std::path::PathBuf> {
+        self.cfg.find(T::NAME, T::EXE)
     }
 
     async fn run(

@@ -198,6 +198,10 @@ pub trait CodeAgent: Send + Sync {
     fn installed(&self) -> bool {
         true
     }
+    /// Where the agent's CLI was found (an explicit override, the bin dir, PATH), when it was.
+    fn program(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Run to completion, streaming events into `events`. Cancel via `cancel`: the adapter
     /// kills the agent's whole process group and returns an outcome classed `CANCELED`.
     async fn run(

@@ -32,8 +32,8 @@ where
     }
 }
 
-/// A JSON body that may be left out: no body at all is `None`; any body is read as
-/// [`ApiJson`] reads it (JSON content type, strict shape).
+/// A JSON body that may be left out: no body (or only white space) is `None`; any other is
+/// read as [`ApiJson`] reads it (JSON content type, strict shape).
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<S, T> FromRequest<S> for OptionalJson<T>
@@ -46,7 +46,7 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let typed = require_json(&req);
         let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
-        if bytes.is_empty() {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
         typed?;

@@ -65,6 +65,8 @@ type WorkerHandle = JoinHandle<anyhow::Result<()>>;
 /// A running embedded pool.
 pub struct Embedded {
     pub url: String,
+    /// The agents its workers offer: `command`, then those installed (or named and installed).
+    pub agents: Vec<String>,
     server: RunningServer,
     /// Stops the workers: they stop claiming, finish (or, past the grace, cancel) their tasks
     /// and deregister.
@@ -94,7 +96,17 @@ impl Embedded {
         let workers_stop = CancellationToken::new();
         let workers_stop_now = CancellationToken::new();
         let (registered_tx, mut registered) = tokio::sync::mpsc::unbounded_channel();
-        let (workers, health) = start_workers(&opts, &url, &workers_stop, &workers_stop_now, registered_tx)?;
+        let offered = offered_agents(&opts.agents, opts.agent_bin_dir.as_deref())?;
+        let mut agents = vec![agentpool_core::spec::COMMAND_AGENT.to_string()];
+        agents.extend(offered.names());
+        let (workers, health) = start_workers(
+            &opts,
+            offered,
+            &url,
+            &workers_stop,
+            &workers_stop_now,
+            registered_tx,
+        )?;
         // Announce the pool only once every worker can take tasks, so that whoever reads the
         // URL and lists workers or submits at once sees the whole pool.
         let all_registered = async {
@@ -120,6 +132,7 @@ impl Embedded {
         }
         Ok(Self {
             url,
+            agents,
             server,
             workers_stop,
             workers_stop_now,
@@ -262,12 +275,12 @@ pub fn agent_registry(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
 /// once, and the server's metrics.
 fn start_workers(
     opts: &EmbeddedOptions,
+    agents: Registry,
     url: &str,
     stop: &CancellationToken,
     stop_now: &CancellationToken,
     registered: tokio::sync::mpsc::UnboundedSender<WorkerId>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Vec<HealthReporter>)> {
-    let agents = offered_agents(&opts.agents, opts.agent_bin_dir.as_deref())?;
     let api: Arc<dyn WorkerApi> =
         Arc::new(Client::new(url, None).map_err(|e| anyhow::anyhow!("embedded worker: {e}"))?);
     let mut handles = Vec::new();

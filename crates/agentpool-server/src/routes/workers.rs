@@ -13,7 +13,7 @@ use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
 use agentpool_store::{ClaimFilter, Failure, Wake};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{
@@ -22,7 +22,7 @@ use crate::api::{
 };
 use crate::auth::{Authorized, Readers, Workers};
 use crate::error::{ApiError, ApiResult, ErrorDetail};
-use crate::extract::{ApiBody, ApiJson, ApiPath, parse_json};
+use crate::extract::{ApiJson, ApiPath, OptionalJson};
 use crate::state::{AppState, CachedWorker};
 
 use super::handout;
@@ -175,29 +175,8 @@ pub async fn claim(
     _auth: Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<ClaimQuery>,
-    headers: HeaderMap,
-    ApiBody(body): ApiBody,
+    OptionalJson(body_req): OptionalJson<ClaimRequest>,
 ) -> ApiResult<Response> {
-    let body_req = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let is_json = headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as JSON with Content-Type: application/json",
-            ));
-        }
-        Some(parse_json::<ClaimRequest>(&body)?)
-    };
     let max = q.max.or(body_req.as_ref().map(|r| r.max)).unwrap_or(1);
     let wait = q.wait.or(body_req.as_ref().map(|r| r.wait_secs)).unwrap_or(0);
     let mut errs = Vec::new();

@@ -137,6 +137,9 @@ pub enum Command {
     Operator(crate::commands::operator::OperatorArgs),
     /// Print the WorkerPool CustomResourceDefinition (YAML)
     Crd,
+    /// List the agents this machine can run: where each CLI was found, its version, and
+    /// whether a local login (--use-local-login) is there
+    Agents,
     /// Print shell completions
     Completions(CompletionsArgs),
 }
@@ -164,6 +167,7 @@ impl Command {
             | Self::Profiles(_)
             | Self::Tokens(_)
             | Self::Crd
+            | Self::Agents
             | Self::Completions(_) => false,
         }
     }

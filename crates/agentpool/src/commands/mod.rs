@@ -1,6 +1,7 @@
 //! What each subcommand does, and how commands find the server they talk to.
 
 mod admin;
+mod agents;
 mod cancel;
 mod demo;
 mod follow;
@@ -53,6 +54,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{}", agentpool_kube::pool::crd_yaml());
             Ok(ExitCode::Success)
         }
+        Command::Agents => agents::agents(&settings).await,
         Command::Completions(_) => Ok(ExitCode::Success),
     }
 }

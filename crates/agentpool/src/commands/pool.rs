@@ -145,7 +145,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     if settings.json() {
         outln!(
             "{}",
-            serde_json::json!({ "url": pool.url, "dashboard": format!("{}/", pool.url), "pid": pid, "data_dir": settings.data_dir, "workers": args.workers })
+            serde_json::json!({ "url": pool.url, "dashboard": format!("{}/", pool.url), "pid": pid, "data_dir": settings.data_dir, "workers": args.workers, "agents": pool.agents })
         );
     } else {
         outln!("agentpool is up at {}", s.bold(&pool.url));
@@ -153,8 +153,9 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         outln!(
             "{}",
             s.dim(&format!(
-                "{} worker(s), data in {}; stop with Ctrl-C",
+                "{} worker(s) offering {}; data in {}; stop with Ctrl-C",
                 args.workers,
+                pool.agents.join(", "),
                 settings.data_dir.display()
             ))
         );

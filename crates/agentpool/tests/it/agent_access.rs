@@ -191,3 +191,114 @@ async fn a_local_claude_login_is_visible_to_the_task_and_nothing_else_of_home_is
         login.to_string()
     );
 }
+
+/// `agentpool agents` says which agent CLIs this machine has, where (AGENTPOOL_AGENT_BIN_DIR
+/// first), their versions, and whether the local login `--use-local-login` borrows is there.
+#[test]
+fn agents_lists_the_clis_found_their_versions_and_local_logins() {
+    let env = Env::new();
+    let bin = env.dir.path().join("bin");
+    agentpool_testkit::process::script(&bin, "claude", "#!/bin/sh\necho '2.0.1 (Claude Code)'\n");
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(home.join(".claude/.credentials.json"), "{}").unwrap();
+    let agents = |args: &[&str]| {
+        env.cmd()
+            .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
+            .env("HOME", &home)
+            .env("PATH", "/usr/bin:/bin")
+            .args(args)
+            .arg("agents")
+            .output()
+            .unwrap()
+    };
+    let o = agents(&["--output", "json"]);
+    assert_exit(&o, 0);
+    let listed = json(&o);
+    let by_name = |n: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not listed: {listed}"))
+    };
+    let claude = by_name("claude-code");
+    assert_eq!(claude["installed"], true, "{claude}");
+    assert_eq!(claude["program"], bin.join("claude").to_str().unwrap());
+    assert_eq!(claude["version"], "2.0.1 (Claude Code)");
+    assert_eq!(claude["local_login"]["state"], "found");
+    let codex = by_name("codex");
+    assert_eq!(
+        (
+            &codex["installed"],
+            &codex["version"],
+            &codex["local_login"]["state"]
+        ),
+        (
+            &serde_json::json!(false),
+            &serde_json::Value::Null,
+            &serde_json::json!("missing")
+        ),
+        "{codex}"
+    );
+    assert_eq!(by_name("gemini")["local_login"]["state"], "unsupported");
+
+    let o = agents(&[]);
+    assert_exit(&o, 0);
+    let table = stdout(&o);
+    let row = |n: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(n))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("claude-code").contains("2.0.1 (Claude Code)")
+            && row("claude-code").ends_with("~/.claude/.credentials.json"),
+        "{table}"
+    );
+    assert!(row("codex ").contains("not installed"), "{table}");
+    assert!(
+        stderr(&o).contains(&format!(
+            "looked up in {} (AGENTPOOL_AGENT_BIN_DIR), then on PATH",
+            bin.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    // `up` says what its workers offer: the same agents, and command tasks.
+    let mut up = env
+        .cmd()
+        .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
+        .env("PATH", "/usr/bin:/bin")
+        .args([
+            "--output",
+            "json",
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(up.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let banner: serde_json::Value = serde_json::from_str(&first).expect(&first);
+    assert_eq!(
+        banner["agents"],
+        serde_json::json!(["command", "claude-code"]),
+        "{banner}"
+    );
+    crate::terminate(&up);
+    assert!(up.wait().unwrap().success());
+}
