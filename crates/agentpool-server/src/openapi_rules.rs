@@ -124,6 +124,7 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("query", "wait") => Some(json!({ "minimum": 0, "maximum": 60 })),
         ("query", "worker") => Some(pattern(WORKER_ID)),
         ("query", "cursor") => Some(task_id),
+        ("query", "class") => Some(json!({ "type": "string", "enum": ErrorClass::ALL })),
         ("query", "limit") if path.ends_with("/events") => Some(json!({ "minimum": 1, "maximum": 1000 })),
         ("query", "limit") => Some(json!({ "minimum": 1, "maximum": 500 })),
         ("query", "after") => Some(json!({ "minimum": 0 })),

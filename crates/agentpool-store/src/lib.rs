@@ -124,6 +124,8 @@ pub struct TaskFilter {
     pub project: Option<String>,
     pub label: Option<(String, String)>,
     pub worker: Option<WorkerId>,
+    /// Only tasks whose last attempt ended with this class.
+    pub error_class: Option<ErrorClass>,
     /// Return tasks older than this id (the previous page's last id).
     pub before: Option<TaskId>,
     pub limit: u32,

@@ -213,6 +213,9 @@ pub struct TaskListQuery {
     /// `key=value`.
     pub label: Option<String>,
     pub worker: Option<String>,
+    /// An error class (e.g. `AUTH_FAILED`): the tasks whose last attempt ended with it — failed
+    /// with it, or queued to retry after it.
+    pub class: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1-500, default 50.

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use agentpool_core::{Task, TaskId, TaskKind};
+use agentpool_core::{ErrorClass, Task, TaskId, TaskKind};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -34,6 +34,8 @@ pub struct ListQuery {
     pub label: Option<String>,
     pub agent: Option<String>,
     pub worker: Option<String>,
+    /// An error class: tasks whose last attempt ended with it.
+    pub class: Option<String>,
     pub q: Option<String>,
     pub cursor: Option<String>,
     /// After a bulk action: what was done, how many succeeded and failed.
@@ -59,6 +61,7 @@ impl ListQuery {
             ("label", &self.label),
             ("agent", &self.agent),
             ("worker", &self.worker),
+            ("class", &self.class),
             ("q", &self.q),
         ] {
             if let Some(v) = set(v) {
@@ -86,6 +89,7 @@ pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
         project: set(&q.project),
         label: set(&q.label),
         worker: set(&q.worker),
+        class: set(&q.class),
         cursor: set(&q.cursor),
         limit: Some(PAGE as u32),
     })
@@ -217,6 +221,13 @@ fn filters(q: &ListQuery) -> String {
     for s in ["queued", "running", "succeeded", "failed", "canceled"] {
         let sel = if cur == s { " selected" } else { "" };
         let _ = write!(h, r#"<option{sel}>{s}</option>"#);
+    }
+    h.push_str("</select></label>");
+    let cur = set(&q.class).unwrap_or_default();
+    h.push_str(r#"<label>error <select name="class"><option value="">any</option>"#);
+    for c in ErrorClass::ALL {
+        let sel = if cur == c.as_str() { " selected" } else { "" };
+        let _ = write!(h, r#"<option{sel}>{}</option>"#, c.as_str());
     }
     h.push_str("</select></label>");
     for (name, label, v) in [

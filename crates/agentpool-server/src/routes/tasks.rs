@@ -2,7 +2,7 @@
 
 use super::params::TaskPath;
 use agentpool_core::spec::parse_label;
-use agentpool_core::{TaskId, TaskSpec, TaskState, ValidationError, WorkerId};
+use agentpool_core::{ErrorClass, TaskId, TaskSpec, TaskState, ValidationError, WorkerId};
 use agentpool_store::TaskFilter;
 use axum::Json;
 use axum::extract::State;
@@ -273,6 +273,16 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
             None
         }
     });
+    let error_class = q.class.as_deref().and_then(|c| match c.parse::<ErrorClass>() {
+        Ok(c) => Some(c),
+        Err(_) => {
+            errs.push(ValidationError::new(
+                "class",
+                format!("use one of {}", ErrorClass::ALL.map(|c| c.as_str()).join(", ")),
+            ));
+            None
+        }
+    });
     let before = q.cursor.as_deref().and_then(|c| match c.parse::<TaskId>() {
         Ok(id) => Some(id),
         Err(_) => {
@@ -295,6 +305,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
         project: q.project,
         label,
         worker,
+        error_class,
         before,
         limit,
     })

@@ -354,6 +354,7 @@ impl PgStore {
                AND ($3::jsonb IS NULL OR labels @> $3::jsonb) \
                AND ($4::text IS NULL OR worker_id = $4) \
                AND ($5::uuid IS NULL OR id < $5) \
+               AND ($7::text IS NULL OR error_class = $7) \
              ORDER BY id DESC LIMIT $6",
             cols("")
         );
@@ -370,6 +371,7 @@ impl PgStore {
             .bind(f.worker.as_ref().map(|w| w.as_str()))
             .bind(f.before.map(|b| b.0))
             .bind(i64::from(limit))
+            .bind(f.error_class.map(|c| c.as_str()))
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -203,6 +203,9 @@ impl SqliteStore {
         if f.before.is_some() {
             sql.push_str(" AND id < ?");
         }
+        if f.error_class.is_some() {
+            sql.push_str(" AND error_class = ?");
+        }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         let mut q = sqlx::query(&sql);
         if let Some(s) = f.state {
@@ -219,6 +222,9 @@ impl SqliteStore {
         }
         if let Some(b) = f.before {
             q = q.bind(b.to_string());
+        }
+        if let Some(c) = f.error_class {
+            q = q.bind(c.as_str());
         }
         let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
         q = q.bind(i64::from(limit));

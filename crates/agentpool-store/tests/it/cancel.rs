@@ -10,6 +10,7 @@ both!(
     cancel_queued_task_ends_it_at_once,
     cancel_running_task_tells_its_worker,
     a_running_task_canceled_on_request_says_by_whom,
+    tasks_are_listed_by_the_class_their_last_attempt_ended_with,
 );
 
 async fn cancel_queued_task_ends_it_at_once(h: Harness) {
@@ -91,4 +92,41 @@ async fn a_running_task_canceled_on_request_says_by_whom(h: Harness) {
     let last = events.last().and_then(|e| e.payload.lifecycle()).unwrap();
     assert_eq!(last.terminal_state(), Some(TaskState::Canceled));
     assert_eq!(last.message(), "canceled by ci (submitter)");
+}
+
+/// The list filter by error class: what `tasks retry --class AUTH_FAILED` selects.
+async fn tasks_are_listed_by_the_class_their_last_attempt_ended_with(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let refused = h.submit(cmd("r")).await;
+    let c = w.claim(1).await.remove(0);
+    w.fail(c.lease, failure(ErrorClass::AuthFailed, "invalid api key"))
+        .await;
+    let canceled = h.submit(cmd("c")).await;
+    h.store.cancel(canceled).await.unwrap();
+    h.submit(cmd("q")).await;
+    let listed = |class: ErrorClass, state: Option<TaskState>| {
+        let store = h.store.clone();
+        async move {
+            let filter = agentpool_store::TaskFilter {
+                error_class: Some(class),
+                state,
+                limit: 10,
+                ..Default::default()
+            };
+            let tasks = store.list_tasks(&filter).await.unwrap();
+            tasks.iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(ErrorClass::AuthFailed, None).await, vec![refused]);
+    assert_eq!(listed(ErrorClass::Canceled, None).await, vec![canceled]);
+    assert_eq!(
+        listed(ErrorClass::Canceled, Some(TaskState::Canceled)).await,
+        vec![canceled]
+    );
+    assert!(
+        listed(ErrorClass::AuthFailed, Some(TaskState::Queued))
+            .await
+            .is_empty()
+    );
+    assert!(listed(ErrorClass::Timeout, None).await.is_empty());
 }

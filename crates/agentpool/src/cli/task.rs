@@ -130,9 +130,9 @@ pub enum TasksCommand {
     Show { id: agentpool_core::TaskId },
     /// Cancel queued or running tasks: those named, or every one the filters match
     Cancel(CancelArgs),
-    /// Queue a failed or canceled task again, with as many more attempts as it allows, and the
-    /// dependents that failed because it did
-    Retry { id: agentpool_core::TaskId },
+    /// Queue failed or canceled tasks again (those named, or every one the filters match), each
+    /// with as many more attempts as it allows, and the dependents that failed because it did
+    Retry(RetryArgs),
     /// Print a task's events; -f follows them live until the task ends
     Logs(LogsArgs),
     /// Wait until the tasks finish; the exit code is the worst outcome (0 all succeeded, 1 one
@@ -163,34 +163,55 @@ pub struct TasksListArgs {
     /// Only tasks claimed last by this worker (its id)
     #[arg(long)]
     pub worker: Option<String>,
+    /// Only tasks whose last attempt ended with this error class (e.g. AUTH_FAILED)
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<agentpool_core::ErrorClass>,
     /// How many to show, newest first
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
 }
 
+/// Which tasks a cancel or a retry acts on: the ones named, or every one the filters match
+/// among those it can act on.
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("which").required(true).multiple(true)
-    .args(["ids", "state", "project", "label", "worker"])))]
-pub struct CancelArgs {
-    /// The tasks to cancel
-    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker"])]
+    .args(["ids", "state", "project", "label", "worker", "class"])))]
+pub struct Selection {
+    /// The tasks, by id
+    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker", "class"])]
     pub ids: Vec<agentpool_core::TaskId>,
-    /// Instead of ids: every task in this state that the other filters match (queued or
-    /// running) [default: both]
+    /// Instead of ids: only tasks in this state (cancel: queued or running; retry: failed or
+    /// canceled) [default: both]
     #[arg(long)]
     pub state: Option<agentpool_core::TaskState>,
-    /// Instead of ids: every unfinished task of this project
+    /// Instead of ids: the tasks of this project
     #[arg(long)]
     pub project: Option<String>,
-    /// Instead of ids: every unfinished task with this label (k=v)
+    /// Instead of ids: the tasks with this label (k=v)
     #[arg(long, value_parser = parse_label)]
     pub label: Option<(String, String)>,
-    /// Instead of ids: every task this worker runs
+    /// Instead of ids: the tasks claimed last by this worker
     #[arg(long)]
     pub worker: Option<String>,
+    /// Instead of ids: the tasks whose last attempt ended with this error class (e.g.
+    /// AUTH_FAILED)
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<agentpool_core::ErrorClass>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub which: Selection,
     /// Why (1-500 characters): kept in each task's message and events
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub which: Selection,
 }
 
 #[derive(Debug, Clone, Args)]

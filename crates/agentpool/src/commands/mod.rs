@@ -2,7 +2,7 @@
 
 mod admin;
 mod agents;
-mod cancel;
+mod bulk;
 mod demo;
 mod follow;
 pub mod launcher;

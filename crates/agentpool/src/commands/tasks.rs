@@ -305,6 +305,7 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
                 project: a.project,
                 label: a.label.map(|(k, v)| format!("{k}={v}")),
                 worker: a.worker,
+                class: a.class.map(|c| c.as_str().to_string()),
                 cursor: None,
                 limit: None,
             };
@@ -327,26 +328,8 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
                 out!("{}", output::task_detail(&out, &view));
             }
         }
-        TasksCommand::Cancel(args) => return super::cancel::cancel(settings, &client, args).await,
-        TasksCommand::Retry { id } => {
-            let retried = client.retry(id).await?;
-            if settings.json() {
-                print_json(&retried)?;
-            } else {
-                outln!("{} {}", retried.task.id, out.state(retried.task.state));
-                let dependents = &retried.requeued_dependents;
-                if !dependents.is_empty() {
-                    let n = dependents.len();
-                    outln!(
-                        "and {n} dependent{} that failed because of it, queued again:",
-                        if n == 1 { "" } else { "s" }
-                    );
-                    for d in dependents {
-                        outln!("  {d}");
-                    }
-                }
-            }
-        }
+        TasksCommand::Cancel(args) => return super::bulk::cancel(settings, &client, args).await,
+        TasksCommand::Retry(args) => return super::bulk::retry(settings, &client, args).await,
         TasksCommand::Logs(a) => return logs(settings, &client, a).await,
         TasksCommand::Wait(a) => {
             let timeout = a.timeout.map(std::time::Duration::from_secs);

@@ -3,7 +3,7 @@
 
 mod agent_access;
 mod auth;
-mod cancel;
+mod bulk;
 mod chaos;
 mod dashboard;
 mod data_dir;

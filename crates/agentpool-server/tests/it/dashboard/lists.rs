@@ -74,10 +74,31 @@ async fn task_list_filters_and_pages_with_a_cursor(backend: Backend) {
     let rest = page(older(&commands).expect("more commands")).await;
     assert_eq!(rows(&rest), 10);
     assert_eq!(rows(&page("/tasks?state=queued&q=echo+42".into()).await), 1);
+    // By the class of the last error: one task canceled, the rest never ran.
+    let canceled = app
+        .store
+        .list_tasks(&agentpool_store::TaskFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("list")[0]
+        .id;
+    app.store.cancel(canceled).await.expect("cancel");
+    let by_class = page("/tasks?class=CANCELED".into()).await;
+    assert_eq!(rows(&by_class), 1);
+    assert!(by_class.contains(&canceled.to_string()), "{by_class}");
+    assert!(
+        by_class.contains("<option selected>CANCELED</option>"),
+        "the filter shows its value"
+    );
     // A bad filter is a clear 400, not a 500.
     let bad = get(&app, "/tasks?state=sleeping", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("state"), "{}", bad.text);
+    let bad = get(&app, "/tasks?class=OOPS", Some(&cookie)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("class"), "{}", bad.text);
 }
 
 async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backend) {

@@ -140,6 +140,19 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
     assert_eq!(labelled, vec![first.task.id]);
     let by_project = listed(&sub, |q| q.project = Some("demo".into())).await;
     assert_eq!(by_project.len(), 1);
+    // By the class the last attempt ended with: none has ended yet; an unknown class is refused.
+    assert!(
+        listed(&sub, |q| q.class = Some("AUTH_FAILED".into()))
+            .await
+            .is_empty()
+    );
+    let bad = TaskListQuery {
+        class: Some("NOPE".into()),
+        ..TaskListQuery::default()
+    };
+    let e = sub.list_tasks(&bad).await.expect_err("an unknown class");
+    assert_eq!(e.status(), Some(reqwest::StatusCode::BAD_REQUEST), "{e}");
+    assert!(e.to_string().contains("class"), "{e}");
     // 5 tasks in pages of 2: 2 + 2 + 1, no repeats.
     let mut seen = Vec::new();
     let mut cursor = None;

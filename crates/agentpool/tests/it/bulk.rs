@@ -1,6 +1,7 @@
-//! `tasks cancel`: several named tasks, or every unfinished one a filter matches, each with
-//! the reason given; what could not be canceled is said, and a filter that names finished
-//! tasks or nothing at all is refused before anything is canceled.
+//! `tasks cancel` and `tasks retry`: several named tasks, or every one a filter matches (by
+//! label, project, worker, state or the class of the last error), a cancel with the reason
+//! given; what could not be done is said, and a filter that names tasks the action does not
+//! apply to, or nothing at all, is refused before anything is done.
 
 use std::process::Output;
 
@@ -36,7 +37,7 @@ impl Pool {
 }
 
 #[test]
-fn tasks_cancel_cancels_named_tasks_or_every_unfinished_one_a_filter_matches() {
+fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
     let pool = Pool::start();
     let batch: Vec<String> = (0..3).map(|_| pool.queued(&["batch=7"])).collect();
     let other = pool.queued(&[]);
@@ -48,7 +49,7 @@ fn tasks_cancel_cancels_named_tasks_or_every_unfinished_one_a_filter_matches() {
     assert_exit(&o, 2);
     assert_eq!(
         stderr(&o).trim(),
-        "agentpool: --state succeeded names finished tasks; only queued or running ones can be canceled"
+        "agentpool: --state succeeded: only running or queued tasks can be canceled"
     );
     let o = pool.tasks(&["cancel", "--label", "batch=7", "--reason", " "]);
     assert_exit(&o, 2);
@@ -102,4 +103,35 @@ fn tasks_cancel_cancels_named_tasks_or_every_unfinished_one_a_filter_matches() {
             && err.contains("1 of 2 tasks could not be canceled"),
         "{err}"
     );
+
+    // Retry takes the same filters, over failed and canceled tasks; here the batch, by the
+    // class its cancel left (CANCELED) and its label.
+    let o = pool.tasks(&["retry", "--label", "batch=7", "--state", "queued"]);
+    assert_exit(&o, 2);
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: --state queued: only failed or canceled tasks can be retried"
+    );
+    let o = pool.env.run(&[
+        "--server",
+        &pool.up.url,
+        "--output",
+        "json",
+        "tasks",
+        "list",
+        "--class",
+        "CANCELED",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o).as_array().map(Vec::len), Some(4), "{}", stdout(&o));
+    let o = pool.tasks(&["retry", "--class", "CANCELED", "--label", "batch=7"]);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o).trim(), "queued 3 tasks again");
+    for id in &batch {
+        assert_eq!(pool.shown(id)["state"], "queued");
+    }
+    assert_eq!(pool.shown(&other)["state"], "canceled");
+    let o = pool.tasks(&["retry", "--class", "CANCELED", "--label", "batch=7"]);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o).trim(), "no failed or canceled task matches");
 }
