@@ -151,7 +151,18 @@ pub struct WaitArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TasksListArgs {
-    /// Only tasks in this state (queued, running, succeeded, failed, canceled)
+    #[command(flatten)]
+    pub filters: TaskFilters,
+    /// How many to show, newest first
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+}
+
+/// The filters of `tasks list`, and of `tasks cancel` and `retry` in place of ids.
+#[derive(Debug, Clone, Args)]
+pub struct TaskFilters {
+    /// Only tasks in this state (queued, running, succeeded, failed, canceled; a cancel takes
+    /// queued or running, a retry failed or canceled, and both by default)
     #[arg(long)]
     pub state: Option<agentpool_core::TaskState>,
     /// Only tasks of this project
@@ -166,9 +177,21 @@ pub struct TasksListArgs {
     /// Only tasks whose last attempt ended with this error class (e.g. AUTH_FAILED)
     #[arg(long, value_name = "CLASS")]
     pub class: Option<agentpool_core::ErrorClass>,
-    /// How many to show, newest first
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
-    pub limit: u32,
+}
+
+impl TaskFilters {
+    /// The query of `GET /v1/tasks` for these filters, in `state` instead of the one given.
+    pub fn query(&self, state: Option<agentpool_core::TaskState>) -> agentpool_core::protocol::TaskListQuery {
+        agentpool_core::protocol::TaskListQuery {
+            state: state.map(|s| s.to_string()),
+            project: self.project.clone(),
+            label: self.label.as_ref().map(|(k, v)| format!("{k}={v}")),
+            worker: self.worker.clone(),
+            class: self.class.map(|c| c.as_str().to_string()),
+            cursor: None,
+            limit: None,
+        }
+    }
 }
 
 /// Which tasks a cancel or a retry acts on: the ones named, or every one the filters match
@@ -177,26 +200,11 @@ pub struct TasksListArgs {
 #[command(group(ArgGroup::new("which").required(true).multiple(true)
     .args(["ids", "state", "project", "label", "worker", "class"])))]
 pub struct Selection {
-    /// The tasks, by id
+    /// The tasks, by id (or the filters instead)
     #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker", "class"])]
     pub ids: Vec<agentpool_core::TaskId>,
-    /// Instead of ids: only tasks in this state (cancel: queued or running; retry: failed or
-    /// canceled) [default: both]
-    #[arg(long)]
-    pub state: Option<agentpool_core::TaskState>,
-    /// Instead of ids: the tasks of this project
-    #[arg(long)]
-    pub project: Option<String>,
-    /// Instead of ids: the tasks with this label (k=v)
-    #[arg(long, value_parser = parse_label)]
-    pub label: Option<(String, String)>,
-    /// Instead of ids: the tasks claimed last by this worker
-    #[arg(long)]
-    pub worker: Option<String>,
-    /// Instead of ids: the tasks whose last attempt ended with this error class (e.g.
-    /// AUTH_FAILED)
-    #[arg(long, value_name = "CLASS")]
-    pub class: Option<agentpool_core::ErrorClass>,
+    #[command(flatten)]
+    pub filters: TaskFilters,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,7 +3,7 @@
 //! failed `AUTH_FAILED` before a key was fixed), one request each.
 
 use agentpool_client::Client;
-use agentpool_core::protocol::{CancelRequest, Retried, TaskListQuery};
+use agentpool_core::protocol::{CancelRequest, Retried};
 use agentpool_core::{Task, TaskId, TaskState};
 use serde::Serialize;
 
@@ -105,7 +105,7 @@ async fn select(
     if !which.ids.is_empty() {
         return Ok(which.ids.clone());
     }
-    let states = match which.state {
+    let states = match which.filters.state {
         None => states.to_vec(),
         Some(s) if states.contains(&s) => vec![s],
         Some(s) => {
@@ -121,15 +121,7 @@ async fn select(
     };
     let mut ids = Vec::new();
     for state in states {
-        let query = TaskListQuery {
-            state: Some(state.to_string()),
-            project: which.project.clone(),
-            label: which.label.as_ref().map(|(k, v)| format!("{k}={v}")),
-            worker: which.worker.clone(),
-            class: which.class.map(|c| c.as_str().to_string()),
-            cursor: None,
-            limit: None,
-        };
+        let query = which.filters.query(Some(state));
         let (tasks, more) = list_matching(client, &query, MAX_MATCHED - ids.len()).await?;
         if more {
             return Err(Exit::new(

@@ -300,15 +300,7 @@ pub async fn tasks(settings: &Settings, cmd: TasksCommand) -> anyhow::Result<Exi
     let out = Style::stdout();
     match cmd {
         TasksCommand::List(a) => {
-            let query = TaskListQuery {
-                state: a.state.map(|s| s.to_string()),
-                project: a.project,
-                label: a.label.map(|(k, v)| format!("{k}={v}")),
-                worker: a.worker,
-                class: a.class.map(|c| c.as_str().to_string()),
-                cursor: None,
-                limit: None,
-            };
+            let query = a.filters.query(a.filters.state);
             let (tasks, more) = list_matching(&client, &query, a.limit as usize).await?;
             print_list(settings, &tasks, "tasks", |tasks| {
                 out!("{}", output::tasks_table(&out, tasks))

@@ -21,18 +21,14 @@ impl Pool {
     }
 
     fn tasks(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--server", self.up.url.as_str(), "tasks"];
+        let mut all = vec!["tasks"];
         all.extend_from_slice(args);
-        self.env.run(&all)
+        self.on_server(&all)
     }
 
     /// Task `id` as `tasks show --output json` gives it.
     fn shown(&self, id: &str) -> serde_json::Value {
-        json(
-            &self
-                .env
-                .run(&["--server", &self.up.url, "--output", "json", "tasks", "show", id]),
-        )
+        json(&self.json_of(&["tasks", "show", id]))
     }
 }
 
@@ -82,16 +78,7 @@ fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
 
     // Named tasks: the one still queued is canceled, the finished one is said, and the exit
     // code tells that not all could be.
-    let o = pool.env.run(&[
-        "--server",
-        &pool.up.url,
-        "--output",
-        "json",
-        "tasks",
-        "cancel",
-        &batch[0],
-        &other,
-    ]);
+    let o = pool.json_of(&["tasks", "cancel", &batch[0], &other]);
     assert_exit(&o, 1);
     let done = json(&o);
     let done = done.as_array().expect("a list of the canceled tasks");
@@ -112,16 +99,7 @@ fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
         stderr(&o).trim(),
         "agentpool: --state queued: only failed or canceled tasks can be retried"
     );
-    let o = pool.env.run(&[
-        "--server",
-        &pool.up.url,
-        "--output",
-        "json",
-        "tasks",
-        "list",
-        "--class",
-        "CANCELED",
-    ]);
+    let o = pool.json_of(&["tasks", "list", "--class", "CANCELED"]);
     assert_exit(&o, 0);
     assert_eq!(json(&o).as_array().map(Vec::len), Some(4), "{}", stdout(&o));
     let o = pool.tasks(&["retry", "--class", "CANCELED", "--label", "batch=7"]);

@@ -32,8 +32,22 @@ impl Pool {
         self.env.run(&self.submit_args(command, extra))
     }
 
+    /// `agentpool ARGS` on the pool's server.
+    pub(crate) fn on_server(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--server", self.up.url.as_str()];
+        all.extend_from_slice(args);
+        self.env.run(&all)
+    }
+
+    /// `agentpool --output json ARGS` on the pool's server.
+    pub(crate) fn json_of(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        self.on_server(&all)
+    }
+
     fn cancel(&self, id: &str) {
-        let o = self.env.run(&["--server", &self.up.url, "tasks", "cancel", id]);
+        let o = self.on_server(&["tasks", "cancel", id]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
 }
@@ -104,9 +118,7 @@ fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task
     let pool = Pool::start();
     let first = pool.submit("echo one", &["--idempotency-key", "release-1", "--wait"]);
     assert_exit(&first, 0);
-    let first_id = pool
-        .env
-        .run(&["--server", &pool.up.url, "tasks", "list", "--output", "json"]);
+    let first_id = pool.json_of(&["tasks", "list"]);
     let first_id = json(&first_id)[0]["id"]
         .as_str()
         .expect("the first task")
@@ -143,9 +155,7 @@ fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task
         "{}",
         stderr(&waited)
     );
-    let all = pool
-        .env
-        .run(&["--server", &pool.up.url, "tasks", "list", "--output", "json"]);
+    let all = pool.json_of(&["tasks", "list"]);
     assert_eq!(json(&all).as_array().map(Vec::len), Some(1), "one task in all");
 }
 
@@ -460,36 +470,19 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed_until_that_is_retried()
     let o = pool.submit("true", &["--depends-on", &id, "--wait"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
-    let failed = json(&pool.env.run(&[
-        "--server",
-        &pool.up.url,
-        "--output",
-        "json",
-        "tasks",
-        "list",
-        "--state",
-        "failed",
-    ]));
+    let failed = json(&pool.json_of(&["tasks", "list", "--state", "failed"]));
     let dependent = failed[0]["id"]
         .as_str()
         .expect("the dependent failed")
         .to_string();
 
-    let o = pool.env.run(&["--server", &pool.up.url, "tasks", "retry", &id]);
+    let o = pool.on_server(&["tasks", "retry", &id]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
         format!("{id} queued\nand 1 dependent that failed because of it, queued again:\n  {dependent}\n")
     );
-    let show = json(&pool.env.run(&[
-        "--server",
-        &pool.up.url,
-        "--output",
-        "json",
-        "tasks",
-        "show",
-        &dependent,
-    ]));
+    let show = json(&pool.json_of(&["tasks", "show", &dependent]));
     assert_eq!(show["state"], "queued", "{show}");
 }
 
