@@ -20,6 +20,8 @@ use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, Eve
 pub trait CliAgent: Send + Sync {
     /// The CLI's executable.
     const EXE: &'static str;
+    /// The npm package the CLI comes in.
+    const PACKAGE: &'static str;
     const CAPABILITIES: Capabilities;
     /// The agent's name (as tasks name it).
     const NAME: &'static str = Self::CAPABILITIES.name;
@@ -98,6 +100,10 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
 
     fn program(&self) -> Option<std::path::PathBuf> {
         self.cfg.find(T::NAME, T::EXE)
+    }
+
+    fn install_hint(&self) -> Option<String> {
+        Some(format!("npm install -g {}", T::PACKAGE))
     }
 
     async fn run(

@@ -58,6 +58,7 @@ impl ClaudeCode {
 
 impl CliAgent for ClaudeCode {
     const EXE: &'static str = EXE;
+    const PACKAGE: &'static str = "@anthropic-ai/claude-code";
     const CAPABILITIES: Capabilities = Capabilities {
         resume: true,
         cost: true,

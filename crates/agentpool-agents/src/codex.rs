@@ -98,6 +98,7 @@ impl Codex {
 
 impl CliAgent for Codex {
     const EXE: &'static str = EXE;
+    const PACKAGE: &'static str = "@openai/codex";
     const CAPABILITIES: Capabilities = Capabilities {
         resume: true,
         ..Capabilities::none(NAME)

@@ -53,6 +53,7 @@ impl Gemini {
 
 impl CliAgent for Gemini {
     const EXE: &'static str = EXE;
+    const PACKAGE: &'static str = "@google/gemini-cli";
     const CAPABILITIES: Capabilities = Capabilities {
         resume: true,
         ..Capabilities::none(NAME)

@@ -202,6 +202,10 @@ pub trait CodeAgent: Send + Sync {
     fn program(&self) -> Option<std::path::PathBuf> {
         None
     }
+    /// How to install the agent's CLI, when one command does it ("npm install -g …").
+    fn install_hint(&self) -> Option<String> {
+        None
+    }
     /// Run to completion, streaming events into `events`. Cancel via `cancel`: the adapter
     /// kills the agent's whole process group and returns an outcome classed `CANCELED`.
     async fn run(

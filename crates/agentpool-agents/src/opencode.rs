@@ -97,6 +97,7 @@ impl OpenCode {
 
 impl CliAgent for OpenCode {
     const EXE: &'static str = EXE;
+    const PACKAGE: &'static str = "opencode-ai";
     const CAPABILITIES: Capabilities = Capabilities {
         resume: true,
         cost: true,

@@ -227,14 +227,24 @@ pub fn offered_agents(only: &[String], bin_dir: Option<&Path>) -> anyhow::Result
     for name in named.names() {
         match named.get(&name) {
             Some(a) if a.installed() => r.register(a),
-            Some(_) => tracing::warn!(
+            Some(a) => tracing::warn!(
                 "agent {name} is not installed here (its CLI is not found, or not executable, in \
-                 AGENTPOOL_AGENT_BIN_DIR or on PATH): this worker does not offer it"
+                 AGENTPOOL_AGENT_BIN_DIR or on PATH): this worker does not offer it{}",
+                a.install_hint()
+                    .map(|h| format!(" (install it: {h})"))
+                    .unwrap_or_default()
             ),
             None => {}
         }
     }
     Ok(r)
+}
+
+/// How to install the CLI of built-in agent `name`, when one command does it.
+pub fn install_hint(name: &str) -> Option<String> {
+    Registry::builtin(&AgentConfig::from_env())
+        .get(name)?
+        .install_hint()
 }
 
 /// The agents a process may run: the shipped adapters whose CLI is installed, or exactly

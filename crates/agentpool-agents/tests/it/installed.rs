@@ -32,3 +32,23 @@ fn an_agent_is_installed_only_where_its_cli_can_be_executed() {
     };
     assert!(claude_installed(&cfg));
 }
+
+/// Each shipped adapter says how to install its CLI, and names the package the tests pin (so a
+/// renamed package is caught here, not by a user).
+#[test]
+fn each_agent_names_the_npm_package_its_cli_comes_in() {
+    let pinned: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tools/agents/package.json"
+    )))
+    .expect("tools/agents/package.json");
+    let r = Registry::builtin(&AgentConfig::default());
+    for name in r.names() {
+        let hint = r.get(&name).and_then(|a| a.install_hint()).unwrap_or_default();
+        let package = hint.strip_prefix("npm install -g ").unwrap_or_default();
+        assert!(
+            pinned["dependencies"][package].is_string(),
+            "{name}: {hint:?} is not a package tools/agents pins"
+        );
+    }
+}

@@ -20,6 +20,9 @@ struct Found {
     /// Where its CLI is (or, for an override, where it was said to be).
     program: Option<PathBuf>,
     version: Option<String>,
+    /// How to install it, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    install: Option<String>,
     local_login: Login,
 }
 
@@ -60,6 +63,7 @@ pub async fn agents(settings: &Settings) -> anyhow::Result<ExitCode> {
             installed,
             program: agent.program(),
             version,
+            install: (!installed).then(|| agent.install_hint()).flatten(),
             local_login,
         });
     }
@@ -74,7 +78,10 @@ pub async fn agents(settings: &Settings) -> anyhow::Result<ExitCode> {
             let cli = match (&a.program, a.installed) {
                 (Some(p), true) => p.display().to_string(),
                 (Some(p), false) => format!("not executable: {}", p.display()),
-                (None, _) => s.dim("not installed"),
+                (None, _) => s.dim(&match &a.install {
+                    Some(h) => format!("not installed ({h})"),
+                    None => "not installed".into(),
+                }),
             };
             let login = match &a.local_login {
                 Login::Unsupported => s.dim("-"),

@@ -125,10 +125,19 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         }
         if let Some(needs) = no_worker_can_run(&client, task.id).await {
             if transient {
-                // Its workers are all the pool has: the task would wait forever.
+                // Its workers are all the pool has: the task would wait forever. An agent it
+                // lacks is one this machine lacks: say how to install it.
+                let missing = task
+                    .spec
+                    .required_agent()
+                    .filter(|a| embedded.as_ref().is_some_and(|e| !e.agents.iter().any(|o| o == a)));
+                let install = missing
+                    .and_then(crate::embedded::install_hint)
+                    .map(|h| format!("; install it: {h}"))
+                    .unwrap_or_default();
                 let why = format!(
                     "the transient pool cannot run it: none of its workers offers {needs} \
-                     (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH)"
+                     (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH){install}"
                 );
                 client.cancel_because(task.id, &CancelRequest::fitted(&why)).await?;
                 return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());

@@ -243,6 +243,7 @@ fn agents_lists_the_clis_found_their_versions_and_local_logins() {
         ),
         "{codex}"
     );
+    assert_eq!(codex["install"], "npm install -g @openai/codex");
     assert_eq!(by_name("gemini")["local_login"]["state"], "unsupported");
 
     let o = agents(&[]);
@@ -260,7 +261,10 @@ fn agents_lists_the_clis_found_their_versions_and_local_logins() {
             && row("claude-code").ends_with("~/.claude/.credentials.json"),
         "{table}"
     );
-    assert!(row("codex ").contains("not installed"), "{table}");
+    assert!(
+        row("codex ").contains("not installed (npm install -g @openai/codex)"),
+        "{table}"
+    );
     assert!(
         stderr(&o).contains(&format!(
             "looked up in {} (AGENTPOOL_AGENT_BIN_DIR), then on PATH",

@@ -395,6 +395,25 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
         "{}",
         stderr(&o)
     );
+    // An agent this machine does not have: how to install it.
+    let empty = env.dir.path().join("no-agents");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_AGENT_BIN_DIR", &empty)
+        .env("PATH", "/usr/bin:/bin")
+        .args(["run", "--repo", repo, "--agent", "codex", "fix it"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains(
+            "none of its workers offers agent codex (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, \
+             then on PATH); install it: npm install -g @openai/codex; the task was canceled"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `tasks wait` waits for tasks submitted earlier, and its exit code is the worst outcome;
