@@ -42,31 +42,34 @@ pub async fn agents(settings: &Settings) -> anyhow::Result<ExitCode> {
     let home = std::env::var_os("HOME")
         .filter(|h| !h.is_empty())
         .map(PathBuf::from);
-    let mut found = Vec::new();
-    for name in all.names() {
-        let Some(agent) = all.get(&name) else {
-            continue;
-        };
-        let installed = agent.installed();
-        let version = if installed { agent.version().await } else { None };
-        let files = agentpool_agents::login::files_of(&name);
-        let local_login = match (files.first(), &home) {
-            (None, _) | (_, None) => Login::Unsupported,
-            (Some(first), Some(h)) => files
-                .iter()
-                .map(|f| h.join(f))
-                .find(|p| p.is_file())
-                .map_or_else(|| Login::Missing(h.join(first)), Login::Found),
-        };
-        found.push(Found {
-            name,
-            installed,
-            program: agent.program(),
-            version,
-            install: (!installed).then(|| agent.install_hint()).flatten(),
-            local_login,
-        });
-    }
+    // Each version is a CLI started (a Node.js start for most): ask them all at once.
+    let found = futures::future::join_all(all.names().into_iter().filter_map(|name| {
+        let agent = all.get(&name)?;
+        let home = home.clone();
+        Some(async move {
+            let installed = agent.installed();
+            let version = if installed { agent.version().await } else { None };
+            let files = agentpool_agents::login::files_of(&name);
+            let local_login = match (files.first(), &home) {
+                (None, _) => Login::Unsupported,
+                (Some(first), None) => Login::Missing(PathBuf::from("~").join(first)),
+                (Some(first), Some(h)) => files
+                    .iter()
+                    .map(|f| h.join(f))
+                    .find(|p| p.is_file())
+                    .map_or_else(|| Login::Missing(h.join(first)), Login::Found),
+            };
+            Found {
+                name,
+                installed,
+                program: agent.program(),
+                version,
+                install: (!installed).then(|| agent.install_hint()).flatten(),
+                local_login,
+            }
+        })
+    }))
+    .await;
     if settings.json() {
         print_json(&found)?;
         return Ok(ExitCode::Success);
