@@ -65,6 +65,17 @@ impl Env {
         c
     }
 
+    /// [`Env::cmd`] as on a machine without any agent CLI: an empty agent bin dir, and PATH
+    /// the system's directories only.
+    pub fn cmd_without_agents(&self) -> Command {
+        let empty = self.dir.path().join("no-agents");
+        std::fs::create_dir_all(&empty).unwrap();
+        let mut c = self.cmd();
+        c.env("AGENTPOOL_AGENT_BIN_DIR", &empty)
+            .env("PATH", "/usr/bin:/bin");
+        c
+    }
+
     /// `agentpool serve` on a free port without auth, on a SQLite file in this environment,
     /// accepting local repositories: what the tests of a separate server start.
     pub fn serve_cmd(&self) -> Command {

@@ -76,24 +76,10 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     let server = Up::spawn(env.serve_cmd());
 
     // No git on this worker's PATH: every task fails to start with WORKER_ERROR.
-    let empty = env.dir.path().join("empty-path");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut cmd = env.cmd();
-    cmd.env("PATH", &empty)
-        .args(["worker", "--server", &server.url, "--allow-local-repos"])
-        .args(["--id", "probe-1", "--health-listen", "127.0.0.1:0"]);
-    let (mut worker, probe, _) = spawn_with_probe(cmd);
+    let (mut worker, probe, _) = gitless_worker(&env, &server.url, "probe-1", &[]);
 
     assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");
-    let o = env
-        .cmd()
-        .args(["--server", &server.url, "submit", "--repo"])
-        .arg(&remote)
-        .args(["--command", "echo hi > hi.txt"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let task = stdout(&o);
+    let task = submit(&env, &server.url, &remote, "echo hi > hi.txt");
     assert_eq!(until_status(&format!("{probe}/readyz"), 503, 60), "unhealthy\n");
     assert_eq!(get(&format!("{probe}/healthz")).0, 200);
 
@@ -136,6 +122,19 @@ fn the_worker_probe_turns_unready_when_the_worker_is_unhealthy() {
     assert!(server.stop().success());
 }
 
+/// Submit `command` on `remote` to the server at `url`; the task's id.
+fn submit(env: &Env, url: &str, remote: &std::path::Path, command: &str) -> String {
+    let o = env
+        .cmd()
+        .args(["--server", url, "submit", "--repo"])
+        .arg(remote)
+        .args(["--command", command])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
 /// A worker without git, on the server at `url`, with `flags`; the process, its probe and its
 /// stderr.
 fn gitless_worker(env: &Env, url: &str, id: &str, flags: &[&str]) -> (std::process::Child, String, Log) {
@@ -157,17 +156,7 @@ fn a_worker_s_flags_say_when_it_turns_unhealthy_and_whether_it_checks_again() {
     let env = Env::new();
     let remote = env.sample_repo();
     let server = Up::spawn(env.serve_cmd());
-    let submit = || {
-        let o = env
-            .cmd()
-            .args(["--server", &server.url, "submit", "--repo"])
-            .arg(&remote)
-            .args(["--command", "true"])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        stdout(&o).trim().to_string()
-    };
+    let submit = || submit(&env, &server.url, &remote, "true");
 
     let (mut worker, probe, _) = gitless_worker(&env, &server.url, "never-1", &["--unhealthy-after", "0"]);
     assert_eq!(until_status(&format!("{probe}/readyz"), 200, 30), "ready\n");

@@ -396,12 +396,8 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
         stderr(&o)
     );
     // An agent this machine does not have: how to install it.
-    let empty = env.dir.path().join("no-agents");
-    std::fs::create_dir_all(&empty).unwrap();
     let o = env
-        .cmd()
-        .env("AGENTPOOL_AGENT_BIN_DIR", &empty)
-        .env("PATH", "/usr/bin:/bin")
+        .cmd_without_agents()
         .args(["run", "--repo", repo, "--agent", "codex", "fix it"])
         .output()
         .unwrap();

@@ -314,12 +314,8 @@ fn launcher_and_run_task_describe_their_flags_and_refuse_bad_input_in_one_line()
 
     // A check Job's pod without the agent its launcher offers: exit 1 and why, on one line
     // (its termination message), before the server is asked anything.
-    let empty = env.dir.path().join("no-agents");
-    std::fs::create_dir_all(&empty).unwrap();
     let o = env
-        .cmd()
-        .env("AGENTPOOL_AGENT_BIN_DIR", &empty)
-        .env("PATH", "/usr/bin:/bin")
+        .cmd_without_agents()
         .args([
             "--server",
             "http://127.0.0.1:9",
