@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use agentpool_core::protocol::MAX_CANCEL_REASON_CHARS;
 use agentpool_core::{ErrorClass, Task, TaskId, TaskKind};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -187,8 +188,9 @@ pub async fn page(
         esc(&ret)
     );
     if admin {
-        h.push_str(
-            r#"<div class="bulk actions"><input name="reason" maxlength="500" placeholder="Reason for a cancel (optional)" aria-label="Why cancel the selected tasks"><button type="submit" name="action" value="cancel" data-confirm="Cancel the selected tasks?">Cancel selected</button><button type="submit" name="action" value="retry">Retry selected</button></div>"#,
+        let _ = write!(
+            h,
+            r#"<div class="bulk actions"><input name="reason" maxlength="{MAX_CANCEL_REASON_CHARS}" placeholder="Reason for a cancel (optional)" aria-label="Why cancel the selected tasks"><button type="submit" name="action" value="cancel" data-confirm="Cancel the selected tasks?">Cancel selected</button><button type="submit" name="action" value="retry">Retry selected</button></div>"#,
         );
     }
     h.push_str(r#"<table class="tasks"><caption class="sr-only">Tasks, newest first</caption><thead><tr>"#);
@@ -323,7 +325,11 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
     if !action.session.is_admin() {
         return Err(DashError::forbidden("bulk actions are for admin tokens"));
     }
-    let reason = super::task::cancel_reason(&action)?;
+    // The reason field is read only for a cancel: a retry ignores it.
+    let reason = match action.form.get("action") {
+        Some("cancel") => super::task::cancel_reason(&action)?,
+        _ => None,
+    };
     let change = match action.form.get("action") {
         Some("cancel") => TaskChange::Cancel {
             reason: reason.as_deref(),

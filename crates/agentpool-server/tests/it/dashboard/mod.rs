@@ -410,6 +410,14 @@ async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
         let message = t.error_message.unwrap_or_default();
         assert!(message.ends_with(": a bad batch"), "{message}");
     }
+    // A bulk retry ignores the reason field, whatever it holds.
+    let form = format!(
+        "csrf={}&action=retry&id={a}&id={b}&reason={}",
+        list.csrf(),
+        "x".repeat(501)
+    );
+    let r = post(&app, "/tasks/bulk", &cookie, &form).await;
+    assert_eq!(r.location(), "/tasks?done=retry&ok=2&failed=0", "{}", r.text);
 }
 
 /// Enqueue a command task (`true`) straight into the store; its id.
