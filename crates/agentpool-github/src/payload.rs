@@ -103,6 +103,8 @@ pub struct Envelope {
     pub review: Option<Review>,
     pub pull_request: Option<PullRequest>,
     pub check_run: Option<CheckRun>,
+    /// Who did what the event tells (closed the issue, removed the label, commented).
+    pub sender: Option<User>,
 }
 
 /// Only the repository, read before the signature is checked to find whose secret to check it

@@ -68,7 +68,9 @@ pub enum Decision {
     /// cancel` command asked.
     Stop {
         number: u64,
-        reason: &'static str,
+        /// What happened, and who did it when the event says ("the issue was closed by
+        /// @octocat"): kept in each canceled task's message.
+        reason: String,
     },
     Ignore(&'static str),
 }
@@ -131,19 +133,21 @@ pub fn decide(
     let mut vars: BTreeMap<&str, String> = BTreeMap::new();
     vars.insert("repository", repository.clone());
     let action = env.action.as_deref().unwrap_or("");
+    // What stopped the work, with who did it when the event says.
+    let stop = |number: u64, what: &str| Decision::Stop {
+        number,
+        reason: match &env.sender {
+            Some(s) => format!("{what} by @{}", s.login),
+            None => what.to_string(),
+        },
+    };
     match event {
         "issues" if action == "closed" => match &env.issue {
-            Some(issue) => Decision::Stop {
-                number: issue.number,
-                reason: "the issue was closed",
-            },
+            Some(issue) => stop(issue.number, "the issue was closed"),
             None => Decision::Ignore("no issue in the event"),
         },
         "pull_request" => match (&env.pull_request, action, opened) {
-            (Some(pr), "closed", Some(_)) => Decision::Stop {
-                number: pr.number,
-                reason: "the pull request was closed",
-            },
+            (Some(pr), "closed", Some(_)) => stop(pr.number, "the pull request was closed"),
             (Some(_), "closed", None) => Decision::Ignore("not a pull request agentpool opened"),
             _ => Decision::Ignore("only a closed pull request stops work"),
         },
@@ -155,10 +159,7 @@ pub fn decide(
                 return Decision::Ignore("not the configured label");
             }
             if action == "unlabeled" {
-                return Decision::Stop {
-                    number: issue.number,
-                    reason: "the label was removed",
-                };
+                return stop(issue.number, "the label was removed");
             }
             if action != "labeled" {
                 return Decision::Ignore("not a label added or removed");
@@ -197,10 +198,7 @@ pub fn decide(
                 return Decision::Ignore("the commenter is not allowed to command agentpool");
             }
             if STOP_WORDS.iter().any(|w| request.eq_ignore_ascii_case(w)) {
-                return Decision::Stop {
-                    number: issue.number,
-                    reason: "a cancel command",
-                };
+                return stop(issue.number, "a cancel command");
             }
             issue_vars(&mut vars, issue, &request);
             let (template, default) = match &opened {

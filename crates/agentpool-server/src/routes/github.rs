@@ -163,7 +163,7 @@ pub async fn webhook(
                 .into_response());
         }
         Decision::Stop { number, reason } => {
-            let stopped = stop_tasks(&state, &repository, number, reason).await?;
+            let stopped = stop_tasks(&state, &repository, number, &reason).await?;
             state.store().github_record_delivery(&delivery, &event).await?;
             if stopped.is_empty() {
                 return Ok((
@@ -178,7 +178,7 @@ pub async fn webhook(
             // The status comments say `canceled` once the tasks end.
             state.wake_github();
             tracing::info!(%event, %delivery, number, reason, tasks = stopped.len(), "webhook event canceled tasks");
-            let mut reply = WebhookReply::status("canceled", Some(reason));
+            let mut reply = WebhookReply::status("canceled", Some(&reason));
             reply.canceled = Some(stopped.iter().map(TaskId::to_string).collect());
             return Ok((StatusCode::OK, Json(reply)).into_response());
         }

@@ -41,11 +41,10 @@ async fn closing_an_issue_or_removing_its_label_cancels_its_unfinished_tasks(bac
     stops(&app, "issues", "d-2", &unlabeled, &[queued]).await;
     let t = stored_task(&app.store, queued).await;
     assert_eq!(t.state, TaskState::Canceled);
-    // The task says which issue stopped it, and why.
-    let message = t.error_message.unwrap_or_default();
-    assert!(
-        message.starts_with("canceled by GitHub ") && message.ends_with("#1: the label was removed"),
-        "{message}"
+    // The task says which issue stopped it, why, and who (the event's sender).
+    assert_eq!(
+        t.error_message.as_deref(),
+        Some("canceled by GitHub Codertocat/Hello-World#1: the label was removed by @Codertocat")
     );
 
     // Closing the issue cancels a running one through its worker. GitHub's examples have no
@@ -107,8 +106,13 @@ async fn a_cancel_command_or_closing_the_pull_request_cancels_its_follow_ups(bac
         "{body}"
     );
     assert_eq!(stored_task(&app.store, follow_up).await.state, TaskState::Queued);
-    let member = comment(3, "/agentpool cancel", "MEMBER");
+    let mut member = comment(3, "/agentpool cancel", "MEMBER");
+    member["sender"]["login"] = json!("a-member");
     stops(&app, "issue_comment", "d-4", &member, &[follow_up]).await;
+    assert_eq!(
+        stored_task(&app.store, follow_up).await.error_message.as_deref(),
+        Some("canceled by GitHub Codertocat/Hello-World#2: a cancel command by @a-member")
+    );
 
     // Closing the pull request (GitHub's example: #2 of the same repository) cancels the next.
     let again = comment(4, "/agentpool try again", "OWNER");
