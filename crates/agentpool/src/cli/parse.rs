@@ -11,6 +11,13 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
     agentpool_core::spec::parse_label(s).map_err(|e| e.message)
 }
 
+/// An error class as the API names it, in any case (`auth_failed` is `AUTH_FAILED`).
+pub fn parse_error_class(s: &str) -> Result<agentpool_core::ErrorClass, String> {
+    // The error names what was typed, not its upper case.
+    s.parse::<agentpool_core::ErrorClass>()
+        .or_else(|e| s.to_ascii_uppercase().parse().map_err(|_| e.to_string()))
+}
+
 /// `90`, `90s`, `10m`, `1h30m`, `2h` → seconds.
 pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a duration like 90s, 10m or 1h30m");

@@ -2,7 +2,7 @@
 
 use clap::{ArgGroup, Args, Subcommand};
 
-use super::{AgentAccessArgs, parse_duration_secs, parse_label};
+use super::{AgentAccessArgs, parse_duration_secs, parse_error_class, parse_label};
 
 /// What to run and where: shared by `submit` and `run`.
 #[derive(Debug, Clone, Args)]
@@ -174,8 +174,8 @@ pub struct TaskFilters {
     /// Only tasks claimed last by this worker (its id)
     #[arg(long)]
     pub worker: Option<String>,
-    /// Only tasks whose last attempt ended with this error class (e.g. AUTH_FAILED)
-    #[arg(long, value_name = "CLASS")]
+    /// Only tasks whose last attempt ended with this error class (e.g. AUTH_FAILED, in any case)
+    #[arg(long, value_name = "CLASS", value_parser = parse_error_class)]
     pub class: Option<agentpool_core::ErrorClass>,
 }
 
