@@ -27,7 +27,7 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         require_json(&req)?;
-        let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
+        let ApiBody(bytes) = ApiBody::from_request(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -44,8 +44,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // Only a body that is there must be JSON: checked once it is read.
         let typed = require_json(&req);
-        let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
+        let ApiBody(bytes) = ApiBody::from_request(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }
