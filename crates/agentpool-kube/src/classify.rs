@@ -86,6 +86,43 @@ pub fn judge(job: &Job, pods: &[Pod]) -> JobState {
     JobState::Active
 }
 
+/// Where an attempt's pod stands before its container runs, in words for the task's events:
+/// waiting to be scheduled (with the scheduler's reason: no node has the CPU it asks for, a
+/// taint, a node selector), or placed on a node and starting there. `None` with no pod yet,
+/// once the container runs (`run-task` speaks for the attempt then), or for a pod going away.
+pub fn waiting(pods: &[Pod]) -> Option<String> {
+    let pod = pods.iter().find(|p| p.metadata.deletion_timestamp.is_none())?;
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref().is_some_and(|p| p != "Pending") {
+        return None;
+    }
+    let name = pod_name(pod);
+    let unscheduled = status
+        .conditions
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        let reason = c.reason.as_deref().unwrap_or("Unschedulable");
+        return Some(match c.message.as_deref().and_then(last_words) {
+            Some(m) => format!("pod {name} is waiting to be scheduled: {reason}: {m}"),
+            None => format!("pod {name} is waiting to be scheduled: {reason}"),
+        });
+    }
+    let node = pod.spec.as_ref()?.node_name.as_deref()?;
+    let starting = status
+        .container_statuses
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|cs| cs.state.as_ref()?.waiting.as_ref()?.reason.as_deref());
+    Some(match starting {
+        Some(reason) => format!("pod {name} is starting on node {node} ({reason})"),
+        None => format!("pod {name} was scheduled on node {node}"),
+    })
+}
+
 fn pod_name(pod: &Pod) -> &str {
     pod.metadata.name.as_deref().unwrap_or("")
 }

@@ -28,6 +28,8 @@ pub(super) struct Checking {
     next_at: Option<Instant>,
     /// The wait before the check after the next one fails.
     pause: Duration,
+    /// Where the running check's pod stood when the launcher last said so.
+    said: Option<String>,
 }
 
 impl Checking {
@@ -37,6 +39,7 @@ impl Checking {
             job: None,
             next_at: Some(Instant::now() + pause),
             pause: (pause * 2).min(MAX_PAUSE),
+            said: None,
         }
     }
 }
@@ -82,7 +85,15 @@ impl Launcher {
             }
         };
         match classify::judge(&j, &pods) {
-            JobState::Active => {}
+            // A check waits like an attempt (a full cluster may make room): say where it
+            // stands, once each time that changes, so a check that cannot be scheduled is seen.
+            JobState::Active => {
+                let now = classify::waiting(&pods);
+                if now.is_some() && now != self.checking.said {
+                    tracing::info!(job = %name, "the check Job's {}", now.as_deref().unwrap_or(""));
+                    self.checking.said = now;
+                }
+            }
             JobState::Succeeded => {
                 self.delete(&name).await;
                 self.recover(&name, reg).await;
@@ -145,6 +156,7 @@ impl Launcher {
             job: None,
             next_at: Some(Instant::now() + pause),
             pause: (pause * 2).min(MAX_PAUSE),
+            said: None,
         };
     }
 }

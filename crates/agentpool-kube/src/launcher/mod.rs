@@ -12,6 +12,7 @@
 //! runs a check Job instead of an attempt ([`check`]).
 
 mod check;
+mod progress;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -117,6 +118,8 @@ struct Tracked {
     /// lease taken over), so the Job is deleted only if it is still running a reconcile
     /// interval later: a finished Job keeps its pod and logs until its TTL.
     lost_at: Option<tokio::time::Instant>,
+    /// Where its pod stood when the task was last told ([`progress`]).
+    said: Option<String>,
 }
 
 struct Launcher {
@@ -277,6 +280,7 @@ impl Launcher {
                     name,
                     deleting: None,
                     lost_at: None,
+                    said: None,
                 });
             }
         }
@@ -294,6 +298,7 @@ impl Launcher {
         let lease = work.claimed.lease;
         let name = job::job_name(lease.task_id, lease.token);
         let spec = job::build_job(&self.cfg.template, &self.cfg.id, &work);
+        let created_before = self.summary.created;
         let created = match self.jobs.create(&PostParams::default(), &spec).await {
             Ok(j) => {
                 self.summary.created += 1;
@@ -318,6 +323,11 @@ impl Launcher {
                 return;
             }
         };
+        if self.summary.created > created_before {
+            // Said before the Secret exists: the pod cannot start without it, so this line
+            // comes before anything the pod's `run-task` reports.
+            self.tell_created(lease, &name).await;
+        }
         let uid = created.metadata.uid.clone().unwrap_or_default();
         let secret = job::build_secret(&self.cfg.id, &work, &uid);
         match self.secrets.create(&PostParams::default(), &secret).await {
@@ -345,6 +355,7 @@ impl Launcher {
                 name,
                 deleting: None,
                 lost_at: None,
+                said: None,
             },
         );
     }
@@ -402,6 +413,7 @@ impl Launcher {
                 .collect();
             match classify::judge(j, &own) {
                 JobState::Active => {
+                    self.tell_waiting(id, &own).await;
                     if lost_at.is_some_and(|at| at.elapsed() >= self.cfg.reconcile_interval) {
                         // Still running long after its lease went: not ours any more. Stop
                         // the pod, report nothing.

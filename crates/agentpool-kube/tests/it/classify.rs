@@ -1,7 +1,7 @@
 //! Job and pod states, in the shapes Kubernetes reports them, to attempt outcomes.
 
 use agentpool_core::ErrorClass;
-use agentpool_kube::classify::{JobState, creation_refused, judge};
+use agentpool_kube::classify::{JobState, creation_refused, judge, waiting};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 
@@ -145,4 +145,34 @@ fn refused_creations_are_classified_by_cause() {
     let v = creation_refused(&admission);
     assert_eq!(v.class, ErrorClass::InfraConfigError);
     assert!(v.message.contains("admission webhook"), "{}", v.message);
+}
+
+/// A pod that has not started is described for the task's events: waiting to be scheduled
+/// with the scheduler's words, or starting on its node. An unschedulable pod is not a failure
+/// (a cluster autoscaler may add a node); a running or failed one is not described.
+#[test]
+fn a_pod_that_has_not_started_says_where_it_stands() {
+    let pod = "agentpool-0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01-a1-q8w4z";
+    let unschedulable: Pod = fixture("pod-unschedulable.json");
+    assert_eq!(
+        judge(&fixture("job-active.json"), std::slice::from_ref(&unschedulable)),
+        JobState::Active
+    );
+    assert_eq!(
+        waiting(&[unschedulable]).unwrap(),
+        format!(
+            "pod {pod} is waiting to be scheduled: Unschedulable: 0/3 nodes are available: 1 \
+             node(s) had untolerated taint {{node-role.kubernetes.io/control-plane: }}, 2 \
+             Insufficient cpu. preemption: 0/3 nodes are available: 1 Preemption is not helpful \
+             for scheduling, 2 No preemption victims found for incoming pod."
+        )
+    );
+    assert_eq!(
+        waiting(&[fixture("pod-container-creating.json")]).unwrap(),
+        format!("pod {pod} is starting on node pool-node-2 (ContainerCreating)")
+    );
+    for done in ["pod-oomkilled.json", "pod-evicted.json", "pod-crashloop.json"] {
+        assert_eq!(waiting(&[fixture(done)]), None, "{done}");
+    }
+    assert_eq!(waiting(&[]), None);
 }

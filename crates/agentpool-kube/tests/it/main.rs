@@ -8,6 +8,7 @@ mod cluster;
 mod fake_watch;
 mod launcher;
 mod launcher_check;
+mod launcher_progress;
 mod pool;
 mod pool_schema;
 mod pool_state;

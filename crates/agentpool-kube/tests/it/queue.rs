@@ -11,8 +11,8 @@ use agentpool_core::protocol::{
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{
-    ErrorClass, Lease, LeaseToken, Task, TaskId, TaskKind, TaskSpec, TaskState, Worker, WorkerId,
-    WorkerStatus,
+    ErrorClass, EventPayload, Lease, LeaseToken, NewEvent, Task, TaskId, TaskKind, TaskSpec, TaskState,
+    Worker, WorkerId, WorkerStatus,
 };
 use agentpool_runner::{ApiError, ClaimedWork, WorkerApi};
 use async_trait::async_trait;
@@ -24,6 +24,8 @@ pub const SECRET: &str = "ghp_attempt_secret_value";
 pub struct Queue {
     pub to_claim: Mutex<VecDeque<ClaimedWork>>,
     pub fails: Mutex<Vec<(TaskId, ErrorClass, String)>>,
+    /// Every event appended, with its task and the lease token it came under.
+    pub events: Mutex<Vec<(TaskId, LeaseToken, NewEvent)>>,
     pub heartbeats: Mutex<Vec<Vec<Lease>>>,
     /// The status each heartbeat reported, with its message.
     pub statuses: Mutex<Vec<(Option<WorkerStatus>, Option<String>)>>,
@@ -96,6 +98,23 @@ impl Queue {
 
     pub fn fails(&self) -> Vec<(TaskId, ErrorClass, String)> {
         self.fails.lock().unwrap().clone()
+    }
+
+    /// The log lines task `id` was told, in order, each checked to have come under lease
+    /// token 7 (the one [`work`] claims with).
+    pub fn lines(&self, id: TaskId) -> Vec<String> {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(t, _, _)| *t == id)
+            .map(|(_, token, e)| {
+                assert_eq!(*token, LeaseToken(7));
+                match &e.payload {
+                    EventPayload::Log { stream, line } if stream == "agentpool" => line.clone(),
+                    other => panic!("not an agentpool log line: {other:?}"),
+                }
+            })
+            .collect()
     }
 
     /// The server's answer to a revoked token, once [`Queue::revoked`] is set.
@@ -174,12 +193,9 @@ impl WorkerApi for Queue {
         Ok(out)
     }
 
-    async fn append_events(
-        &self,
-        _w: &WorkerId,
-        _t: TaskId,
-        _r: AppendEventsRequest,
-    ) -> Result<(), ApiError> {
+    async fn append_events(&self, _w: &WorkerId, t: TaskId, r: AppendEventsRequest) -> Result<(), ApiError> {
+        let mut events = self.events.lock().unwrap();
+        events.extend(r.events.into_iter().map(|e| (t, r.lease_token, e)));
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, LeaseToken, TaskId, TaskState};
+use agentpool_core::{ErrorClass, EventPayload, LeaseToken, Lifecycle, TaskId, TaskState};
 use agentpool_kube::job_name;
 use agentpool_testkit::process::{PidFile, alive};
 
@@ -30,8 +30,19 @@ async fn a_task_runs_as_a_job_and_pushes_its_commit() {
     let summary = launcher.stop().await;
     assert_eq!((summary.created, summary.adopted, summary.failed), (1, 0, 0));
 
-    // Exactly the writes a launcher makes for one attempt: the Job, then its Secret.
+    // The task's events name the Job, before anything the pod reported.
     let name = job_name(id, LeaseToken(1));
+    let events = h.client.events(id, 0, 1000).await.unwrap().events;
+    let at = |f: &dyn Fn(&EventPayload) -> bool| events.iter().position(|e| f(&e.payload));
+    let told = at(&|p| {
+        matches!(p, EventPayload::Log { stream, line } if stream == "agentpool"
+            && line.starts_with(&format!("Job {name} created in namespace agentpool")))
+    })
+    .expect("the Job is named in the task's events");
+    let ready = at(&|p| matches!(p, EventPayload::Lifecycle(Lifecycle::WorkspaceReady { .. }))).unwrap();
+    assert!(told < ready, "{events:?}");
+
+    // Exactly the writes a launcher makes for one attempt: the Job, then its Secret.
     let writes = h.fake.writes();
     let kinds: Vec<(String, String)> = writes
         .iter()
