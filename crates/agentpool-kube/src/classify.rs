@@ -97,18 +97,8 @@ pub fn waiting(pods: &[Pod]) -> Option<String> {
         return None;
     }
     let name = pod_name(pod);
-    let unscheduled = status
-        .conditions
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-    if let Some(c) = unscheduled {
-        let reason = c.reason.as_deref().unwrap_or("Unschedulable");
-        return Some(match c.message.as_deref().and_then(last_words) {
-            Some(m) => format!("pod {name} is waiting to be scheduled: {reason}: {m}"),
-            None => format!("pod {name} is waiting to be scheduled: {reason}"),
-        });
+    if let Some(why) = unscheduled(pod) {
+        return Some(format!("pod {name} is waiting to be scheduled: {why}"));
     }
     let node = pod.spec.as_ref()?.node_name.as_deref()?;
     let starting = status
@@ -120,6 +110,23 @@ pub fn waiting(pods: &[Pod]) -> Option<String> {
     Some(match starting {
         Some(reason) => format!("pod {name} is starting on node {node} ({reason})"),
         None => format!("pod {name} was scheduled on node {node}"),
+    })
+}
+
+/// Why the scheduler has not placed `pod` ("Unschedulable: 0/3 nodes are available: …"), or
+/// `None` when it has (or has not said).
+pub(crate) fn unscheduled(pod: &Pod) -> Option<String> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    let reason = c.reason.as_deref().unwrap_or("Unschedulable");
+    Some(match c.message.as_deref().and_then(last_words) {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.to_string(),
     })
 }
 

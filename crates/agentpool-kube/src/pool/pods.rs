@@ -6,7 +6,7 @@
 use agentpool_core::{Worker, WorkerStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use crate::classify::{STUCK, last_words};
+use crate::classify::{STUCK, last_words, unscheduled as unscheduled_pod};
 
 /// A line naming the failing pods among `pods` and why the first of them fails, or `None`
 /// when none is failing. A pod failing only while it is restarted once (its container
@@ -26,6 +26,25 @@ pub fn failing(pods: &[Pod]) -> Option<String> {
     let count = match why.len() {
         1 => "1 pod failing".to_string(),
         n => format!("{n} pods failing"),
+    };
+    Some(format!("{count}; pod {first}: {reason}"))
+}
+
+/// A line naming the pods among `pods` the scheduler cannot place yet and why the first of
+/// them waits ("2 pods waiting to be scheduled; pod agents-3: Unschedulable: 0/3 nodes are
+/// available: 3 Insufficient cpu."), or `None` when every pod has a node. Not a failure: a
+/// cluster autoscaler may be adding a node for them.
+pub fn unscheduled(pods: &[Pod]) -> Option<String> {
+    let mut why: Vec<(String, String)> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| Some((p.metadata.name.clone().unwrap_or_default(), unscheduled_pod(p)?)))
+        .collect();
+    why.sort();
+    let (first, reason) = why.first()?;
+    let count = match why.len() {
+        1 => "1 pod waiting to be scheduled".to_string(),
+        n => format!("{n} pods waiting to be scheduled"),
     };
     Some(format!("{count}; pod {first}: {reason}"))
 }

@@ -252,11 +252,14 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
 
     // Only for the status: a pass that cannot read the pods still sizes the pool.
     let selector = objects::pod_selector(pool);
-    let failing = match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => super::pods::failing(&list.items),
+    let (failing, unscheduled) = match pods.list(&ListParams::default().labels(&selector)).await {
+        Ok(list) => (
+            super::pods::failing(&list.items),
+            super::pods::unscheduled(&list.items),
+        ),
         Err(e) => {
             tracing::warn!(pool = %name, "could not read the pool's pods: {e}");
-            None
+            (None, None)
         }
     };
 
@@ -299,7 +302,10 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         "Ready",
         is_ready,
         if is_ready { "PodsReady" } else { "PodsNotReady" },
-        format!("{ready} of {desired} pods ready"),
+        match unscheduled.filter(|_| !is_ready) {
+            Some(waiting) => format!("{ready} of {desired} pods ready; {waiting}"),
+            None => format!("{ready} of {desired} pods ready"),
+        },
         gen_,
     ));
     let s = stats.as_ref().map(|(s, _)| s);

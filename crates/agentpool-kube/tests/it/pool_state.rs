@@ -108,6 +108,57 @@ async fn failing_pods_make_the_pool_degraded_with_their_last_words() {
     assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
 }
 
+/// Pods the scheduler cannot place are not a failure (an autoscaler may add a node), but the
+/// pool's `Ready` condition says how many wait and why the first does.
+#[tokio::test]
+async fn pods_waiting_for_a_node_are_named_in_the_ready_condition() {
+    let s = setup(json!({"replicas": 3}));
+    s.pass().await;
+    s.fake.set_status(
+        "statefulsets",
+        "agents",
+        json!({"replicas": 3, "readyReplicas": 1}),
+    );
+    // The pool's pods (labelled as its StatefulSet labels them), with the scheduler's answer.
+    let pool_pod: Value = crate::fixture("pod-crashloop.json");
+    let mut waiting: Value = crate::fixture("pod-unschedulable.json");
+    waiting["metadata"]["labels"] = pool_pod["metadata"]["labels"].clone();
+    for name in ["agents-2", "agents-1"] {
+        waiting["metadata"]["name"] = json!(name);
+        s.fake.put("pods", waiting.clone());
+    }
+    s.pass().await;
+    assert_eq!(
+        s.condition_said("Ready"),
+        (
+            "False".into(),
+            "PodsNotReady".into(),
+            "1 of 3 pods ready; 2 pods waiting to be scheduled; pod agents-1: Unschedulable: \
+             0/3 nodes are available: 1 node(s) had untolerated taint \
+             {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu. preemption: 0/3 \
+             nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption \
+             victims found for incoming pod."
+                .into()
+        )
+    );
+    assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
+
+    // Placed and ready: the condition says only the count.
+    for name in ["agents-1", "agents-2"] {
+        s.fake.remove("pods", name);
+    }
+    s.fake.set_status(
+        "statefulsets",
+        "agents",
+        json!({"replicas": 3, "readyReplicas": 3}),
+    );
+    s.pass().await;
+    assert_eq!(
+        s.condition_said("Ready"),
+        ("True".into(), "PodsReady".into(), "3 of 3 pods ready".into())
+    );
+}
+
 /// Workers that run but turned unhealthy make the pool `Degraded` with the reason each gave the
 /// server, after any failing pod; they are counted in the status and the metrics.
 #[tokio::test]
