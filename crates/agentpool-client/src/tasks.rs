@@ -4,9 +4,10 @@
 use agentpool_core::profile::{AgentProfile, Profile, ProfileList};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
-    BatchSubmit, BatchSubmitted, BuildRequest, CancelRequest, CreateAndBuild, CreatedBuild, CreatedToken,
-    CredentialList, CredentialValue, Enqueued, EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried,
-    TaskDetail, TaskListQuery, TaskPage, TokenCreate, TokenInfo, TokenList, WorkerList,
+    BatchSubmit, BatchSubmitted, BuildRequest, BulkCancel, BulkCanceled, BulkRetried, BulkRetry,
+    CancelRequest, CreateAndBuild, CreatedBuild, CreatedToken, CredentialList, CredentialValue, Enqueued,
+    EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried, TaskDetail, TaskListQuery, TaskPage,
+    TokenCreate, TokenInfo, TokenList, WorkerList,
 };
 use agentpool_core::{Event, Labels, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
@@ -51,6 +52,20 @@ impl Client {
     pub async fn retry(&self, id: TaskId) -> Result<Retried> {
         self.json(self.req(Method::POST, &format!("/v1/tasks/{id}/retry")))
             .await
+    }
+
+    /// Cancel up to [`MAX_BULK_TASKS`](agentpool_core::protocol::MAX_BULK_TASKS) tasks in
+    /// one request (one transaction on the server); those it does not apply to are listed in
+    /// the reply's `skipped`.
+    pub async fn cancel_many(&self, req: &BulkCancel) -> Result<BulkCanceled> {
+        self.call(Method::POST, "/v1/tasks/cancel", req).await
+    }
+
+    /// Retry up to [`MAX_BULK_TASKS`](agentpool_core::protocol::MAX_BULK_TASKS) tasks in one
+    /// request, as [`Client::cancel_many`] cancels them.
+    pub async fn retry_many(&self, ids: &[TaskId]) -> Result<BulkRetried> {
+        let req = BulkRetry { ids: ids.to_vec() };
+        self.call(Method::POST, "/v1/tasks/retry", &req).await
     }
 
     /// One page of a task's events: those with `seq > after`, at most `limit`.

@@ -227,6 +227,23 @@ fn body_rules() -> Vec<(&'static str, Value)> {
             "CancelRequest/properties/reason",
             json!({ "minLength": 1, "maxLength": agentpool_core::protocol::MAX_CANCEL_REASON_CHARS, "pattern": NAME_TEXT }),
         ),
+        // `routes::bulk`: ids as `checked_ids` takes them, a reason as a single cancel's.
+        (
+            "BulkCancel",
+            json!({ "additionalProperties": false, "required": ["ids"] }),
+        ),
+        ("BulkCancel/properties/ids", bulk_ids()),
+        ("BulkCancel/properties/ids/items", json!({ "format": "uuid" })),
+        (
+            "BulkCancel/properties/reason",
+            json!({ "minLength": 1, "maxLength": agentpool_core::protocol::MAX_CANCEL_REASON_CHARS, "pattern": NAME_TEXT }),
+        ),
+        (
+            "BulkRetry",
+            json!({ "additionalProperties": false, "required": ["ids"] }),
+        ),
+        ("BulkRetry/properties/ids", bulk_ids()),
+        ("BulkRetry/properties/ids/items", json!({ "format": "uuid" })),
         // `routes::projects::put_credential`.
         (
             "CredentialValue/properties/value",
@@ -242,6 +259,11 @@ fn body_rules() -> Vec<(&'static str, Value)> {
             json!({ "maxLength": 200, "pattern": MODEL }),
         ),
     ]
+}
+
+/// How many ids a bulk cancel or retry names.
+fn bulk_ids() -> Value {
+    json!({ "minItems": 1, "maxItems": agentpool_core::protocol::MAX_BULK_TASKS })
 }
 
 /// Copy `rule`'s keys into `target` (a schema object).

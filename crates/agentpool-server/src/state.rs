@@ -209,6 +209,43 @@ impl AppState {
         Ok((t, dependents))
     }
 
+    /// [`AppState::change_task`] on each of `ids` in one transaction: per id, in the order
+    /// given, the task and the dependents re-queued with it, or why it was passed over (not
+    /// found, finished, not failed). Said in the log in one line.
+    pub(crate) async fn change_tasks(
+        &self,
+        ids: &[TaskId],
+        change: TaskChange<'_>,
+        by: &str,
+    ) -> agentpool_store::Result<Vec<agentpool_store::Result<(Task, Vec<TaskId>)>>> {
+        let out = match change {
+            TaskChange::Cancel { reason } => self
+                .store()
+                .cancel_many(ids, Some(by), reason)
+                .await?
+                .into_iter()
+                .map(|r| r.map(|t| (t, Vec::new())))
+                .collect(),
+            TaskChange::Retry => self.store().retry_many(ids).await?,
+        };
+        let done: Vec<&(Task, Vec<TaskId>)> = out.iter().flatten().collect();
+        for (t, dependents) in &done {
+            for task in std::iter::once(&t.id).chain(dependents) {
+                self.inner.hub.notify(*task);
+            }
+        }
+        let running = done.iter().filter(|(t, _)| t.state == TaskState::Running).count();
+        let dependents: usize = done.iter().map(|(_, d)| d.len()).sum();
+        let (n, skipped) = (done.len(), out.len() - done.len());
+        match change {
+            TaskChange::Cancel { reason } => {
+                tracing::info!(by, reason, tasks = n, running, skipped, "tasks canceled")
+            }
+            TaskChange::Retry => tracing::info!(by, tasks = n, dependents, skipped, "tasks retried"),
+        }
+        Ok(out)
+    }
+
     pub(crate) fn take_claimed(&self, id: &TaskId) -> Option<(Instant, String)> {
         if let Ok(mut m) = self.inner.events_sent.lock() {
             m.remove(id);

@@ -405,6 +405,18 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     }
     /// [`Store::retry`], also returning the dependents it re-queued (in the order it did).
     async fn retry_with_dependents(&self, id: TaskId) -> Result<(Task, Vec<TaskId>)>;
+    /// [`Store::cancel_by`] on each of `ids`, in one transaction (rows locked in id order, so
+    /// two bulk actions never wait on each other in a cycle). Per id, in the order given: the
+    /// task as the cancel left it, or why it was passed over (`NotFound`, `Conflict`,
+    /// `Transition`). Any other error undoes them all.
+    async fn cancel_many(
+        &self,
+        ids: &[TaskId],
+        by: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<Vec<Result<Task>>>;
+    /// [`Store::retry_with_dependents`] on each of `ids`, as [`Store::cancel_many`] cancels.
+    async fn retry_many(&self, ids: &[TaskId]) -> Result<Vec<Result<(Task, Vec<TaskId>)>>>;
 
     // ---- worker protocol ----
     /// Claim up to `filter.max` runnable tasks atomically (priority, then FIFO).

@@ -2,6 +2,7 @@
 //! the server and by the client. With the `openapi` feature they also describe themselves for
 //! the server's OpenAPI document.
 
+mod bulk;
 mod error;
 #[cfg(feature = "openapi")]
 pub mod openapi;
@@ -11,6 +12,7 @@ mod tasks;
 mod tokens;
 mod worker;
 
+pub use bulk::{BulkCancel, BulkCanceled, BulkRetried, BulkRetry, MAX_BULK_TASKS, Skipped, checked_ids};
 pub use error::{ErrorBody, ErrorDetail, Health};
 pub use pools::{QueueStats, QueueStatsQuery, WorkerCounts, parse_label_list};
 pub use projects::{

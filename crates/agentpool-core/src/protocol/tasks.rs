@@ -136,9 +136,15 @@ impl CancelRequest {
     /// The reason to record, trimmed (`None` without one), or why it cannot be: empty, longer
     /// than [`MAX_CANCEL_REASON_CHARS`] characters, or with control characters.
     pub fn checked_reason(&self) -> Result<Option<&str>, String> {
-        let Some(r) = self.reason.as_deref().map(str::trim) else {
-            return Ok(None);
-        };
+        match &self.reason {
+            None => Ok(None),
+            Some(r) => Self::checked(r),
+        }
+    }
+
+    /// `reason` trimmed, or why it cannot be one (see [`CancelRequest::checked_reason`]).
+    pub(crate) fn checked(reason: &str) -> Result<Option<&str>, String> {
+        let r = reason.trim();
         if r.is_empty() || r.chars().count() > MAX_CANCEL_REASON_CHARS || r.chars().any(char::is_control) {
             return Err(format!(
                 "must be 1-{MAX_CANCEL_REASON_CHARS} characters, no control characters"

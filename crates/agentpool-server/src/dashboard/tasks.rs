@@ -338,15 +338,19 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
         _ => return Err(DashError::bad_request("action must be cancel or retry")),
     };
     let verb = change.verb();
-    let ids = task_ids(&action.form)?;
+    let mut ids = task_ids(&action.form)?;
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(*id));
     if ids.len() > MAX_BULK {
         return Err(DashError::bad_request(format!(
             "select at most {MAX_BULK} tasks at once"
         )));
     }
+    // One transaction for all; a task the action does not apply to is passed over.
+    let out = dash.app.change_tasks(&ids, change, &action.session.who()).await?;
     let (mut ok, mut failed) = (0usize, 0usize);
-    for id in ids {
-        match dash.app.change_task(id, change, &action.session.who()).await {
+    for (id, r) in ids.iter().zip(&out) {
+        match r {
             Ok(_) => ok += 1,
             Err(e) => {
                 tracing::debug!(task = %id, error = %e, "bulk {verb} refused");

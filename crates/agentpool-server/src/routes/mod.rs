@@ -2,6 +2,7 @@
 //! the router and the OpenAPI document are built from the same list and cannot drift apart.
 
 pub mod builds;
+pub mod bulk;
 pub mod github;
 mod handout;
 pub mod ops;
@@ -35,6 +36,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
+        .routes(routes!(bulk::cancel))
+        .routes(routes!(bulk::retry))
         .routes(routes!(tasks::retry))
         .routes(routes!(tasks::events))
         .routes(routes!(tasks::stream))

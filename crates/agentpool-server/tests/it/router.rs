@@ -28,6 +28,8 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
         ("GET", format!("/v1/tasks/{t}"), None, sub),
         ("POST", format!("/v1/tasks/{t}/cancel"), None, sub),
         ("POST", format!("/v1/tasks/{t}/retry"), None, sub),
+        ("POST", "/v1/tasks/cancel".into(), Some(json!({"ids": [t]})), sub),
+        ("POST", "/v1/tasks/retry".into(), Some(json!({"ids": [t]})), sub),
         ("GET", format!("/v1/tasks/{t}/events"), None, sub),
         ("GET", format!("/v1/tasks/{t}/events/stream"), None, sub),
         (

@@ -1,6 +1,6 @@
 //! What people do to tasks by hand: cancel (a queued task at once, a running one through its
-//! worker) and retry (with the dependents that failed only because the task did) — the same on
-//! both backends.
+//! worker) and retry (with the dependents that failed only because the task did), one task or
+//! many in one transaction — the same on both backends.
 
 /// Instantiate the cancel and retry queries for database `$db` (see the [module docs](super)).
 macro_rules! manual_queries {
@@ -178,6 +178,63 @@ macro_rules! manual_queries {
                 }
             }
             Ok((t, requeued))
+        }
+
+        /// Whether `e` passes one task of a bulk action over (it is not there, or the action
+        /// does not apply to it as it is) instead of failing the whole batch. Each is found by
+        /// a read before anything is written for that task, so on PostgreSQL the transaction
+        /// stays usable for the next.
+        fn passed_over(e: &StoreError) -> bool {
+            matches!(
+                e,
+                StoreError::NotFound { .. } | StoreError::Conflict(_) | StoreError::Transition(_)
+            )
+        }
+
+        /// The positions of `ids` in the order their rows are locked: by id, so that two bulk
+        /// actions on overlapping tasks take their locks in one order and never wait on each
+        /// other in a cycle.
+        fn lock_order(ids: &[TaskId]) -> Vec<usize> {
+            let mut order: Vec<usize> = (0..ids.len()).collect();
+            order.sort_by_key(|&i| ids[i]);
+            order
+        }
+
+        /// [`cancel`] each of `ids` on `conn` (one transaction): per id, in the order given,
+        /// the task as the cancel left it or why it was passed over. Any other error ends it.
+        pub(crate) async fn cancel_each(
+            conn: &mut Conn,
+            ids: &[TaskId],
+            now: i64,
+            by: Option<&str>,
+            reason: Option<&str>,
+        ) -> Result<Vec<Result<Task>>> {
+            let mut out: Vec<Option<Result<Task>>> = ids.iter().map(|_| None).collect();
+            for i in lock_order(ids) {
+                match cancel(conn, ids[i], now, by, reason).await {
+                    Err(e) if !passed_over(&e) => return Err(e),
+                    done => out[i] = Some(done),
+                }
+            }
+            Ok(out.into_iter().flatten().collect())
+        }
+
+        /// [`retry`] each of `ids` on `conn`, as [`cancel_each`] cancels them. A task named
+        /// after a dependency of it was retried (and took it along) is passed over as queued.
+        pub(crate) async fn retry_each(
+            conn: &mut Conn,
+            ids: &[TaskId],
+            now: i64,
+            default_max_attempts: u32,
+        ) -> Result<Vec<Result<(Task, Vec<TaskId>)>>> {
+            let mut out: Vec<Option<Result<(Task, Vec<TaskId>)>>> = ids.iter().map(|_| None).collect();
+            for i in lock_order(ids) {
+                match retry(conn, ids[i], now, default_max_attempts).await {
+                    Err(e) if !passed_over(&e) => return Err(e),
+                    done => out[i] = Some(done),
+                }
+            }
+            Ok(out.into_iter().flatten().collect())
         }
     };
 }

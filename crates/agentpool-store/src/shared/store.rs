@@ -142,6 +142,42 @@ macro_rules! store_impl {
                 Ok(retried)
             }
 
+            async fn cancel_many(
+                &self,
+                ids: &[TaskId],
+                by: Option<&str>,
+                reason: Option<&str>,
+            ) -> Result<Vec<Result<Task>>> {
+                let mut tx = self.begin().await?;
+                let out = manual::cancel_each(&mut tx, ids, self.now(), by, reason).await?;
+                tx.commit().await?;
+                let mut rung = std::collections::HashSet::new();
+                for t in out.iter().flatten().filter(|t| t.cancel_requested) {
+                    if let Some(w) = &t.worker_id
+                        && rung.insert(w.clone())
+                    {
+                        self.ring(w).await;
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn retry_many(&self, ids: &[TaskId]) -> Result<Vec<Result<(Task, Vec<TaskId>)>>> {
+                let mut tx = self.begin().await?;
+                let out =
+                    manual::retry_each(&mut tx, ids, self.now(), self.config.retry.max_attempts).await?;
+                let queued: usize = out.iter().flatten().map(|(_, d)| 1 + d.len()).sum();
+                let queued = u32::try_from(queued).unwrap_or(u32::MAX);
+                if queued > 0 {
+                    self.announce(&mut *tx, queued).await?;
+                }
+                tx.commit().await?;
+                if queued > 0 {
+                    self.signal.notify_n(&Scope::Any, queued);
+                }
+                Ok(out)
+            }
+
             async fn claim(&self, f: &ClaimFilter) -> Result<Vec<ClaimedTask>> {
                 let mut claimed = self.claim_in_order(f).await?;
                 tasks::resume_sessions(&self.$r, &mut claimed).await?;

@@ -1,17 +1,58 @@
 //! Cancel: a queued task ends at once, a running one is flagged for its worker.
 
-use agentpool_core::{ErrorClass, TaskResult, TaskState};
+use agentpool_core::{ErrorClass, Lifecycle, TaskResult, TaskState};
 use agentpool_store::{Failure, StoreError};
 
 use crate::both;
-use crate::harness::{Harness, TTL, cmd, failure};
+use crate::harness::{Harness, TTL, cmd, failure, lifecycle};
 
 both!(
     cancel_queued_task_ends_it_at_once,
     cancel_running_task_tells_its_worker,
     a_running_task_canceled_on_request_says_by_whom,
     tasks_are_listed_by_the_class_their_last_attempt_ended_with,
+    bulk_cancels_on_overlapping_tasks_in_opposite_orders_each_cancel_a_task_once,
 );
+
+/// Two bulk cancels of the same tasks named in opposite orders, at once (as two operators
+/// running the same filter would): neither waits on the other in a cycle (each locks rows in
+/// id order), and every task is canceled by exactly one of them, once.
+async fn bulk_cancels_on_overlapping_tasks_in_opposite_orders_each_cancel_a_task_once(h: Harness) {
+    let ids = h.submit_all((0..300).map(|i| cmd(&format!("t{i}")))).await;
+    let reversed: Vec<_> = ids.iter().rev().copied().collect();
+    let (one, other) = tokio::join!(
+        h.store.cancel_many(&ids, Some("one"), None),
+        h.store.cancel_many(&reversed, Some("other"), None),
+    );
+    let (one, other) = (one.unwrap(), other.unwrap());
+    let mut by_one = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let first = one[i].as_ref().ok();
+        let second = other[ids.len() - 1 - i].as_ref().ok();
+        match (first, second) {
+            (Some(t), None) | (None, Some(t)) => assert_eq!((t.id, t.state), (*id, TaskState::Canceled)),
+            both => panic!("task {i}: canceled {both:?}"),
+        }
+        if first.is_some() {
+            by_one += 1;
+        }
+        let canceled = lifecycle(&*h.store, *id)
+            .await
+            .into_iter()
+            .filter(|l| matches!(l, Lifecycle::Canceled { .. }))
+            .count();
+        assert_eq!(canceled, 1, "task {i}");
+    }
+    // The loser of each task was told why, as its own request would have been.
+    let passed: Vec<_> = one
+        .iter()
+        .chain(&other)
+        .filter_map(|r| r.as_ref().err())
+        .collect();
+    assert_eq!(passed.len(), ids.len());
+    assert!(passed.iter().all(|e| matches!(e, StoreError::Transition(_))));
+    assert!(by_one <= ids.len());
+}
 
 async fn cancel_queued_task_ends_it_at_once(h: Harness) {
     let w = h.worker("w", &["command"], &[]).await;

@@ -1,9 +1,9 @@
 //! `agentpool tasks cancel` and `tasks retry`: the tasks named, or every one a filter matches
 //! among those the action applies to (a batch submitted with a wrong prompt, the tasks that
-//! failed `AUTH_FAILED` before a key was fixed), one request each.
+//! failed `AUTH_FAILED` before a key was fixed), up to 1000 tasks a request.
 
 use agentpool_client::Client;
-use agentpool_core::protocol::{CancelRequest, Retried};
+use agentpool_core::protocol::{BulkCancel, CancelRequest, MAX_BULK_TASKS, Retried, Skipped};
 use agentpool_core::{Task, TaskId, TaskState};
 use serde::Serialize;
 
@@ -32,21 +32,36 @@ pub async fn cancel(settings: &Settings, client: &Client, args: CancelArgs) -> a
         "canceled",
     )
     .await?;
-    let (out, why) = (&Style::stdout(), &why);
-    let done = act(settings, &args.which, &ids, "canceled", |id| async move {
-        let task = match why.reason {
-            Some(_) => client.cancel_because(id, why).await?,
-            None => client.cancel(id).await?,
-        };
-        if !settings.json() {
-            if task.state == TaskState::Running {
-                outln!("{} cancel requested; its worker stops it now", task.id);
-            } else {
-                outln!("{} {}", task.id, out.state(task.state));
-            }
+    let out = Style::stdout();
+    let show = |task: &Task| {
+        if task.state == TaskState::Running {
+            outln!("{} cancel requested; its worker stops it now", task.id);
+        } else {
+            outln!("{} {}", task.id, out.state(task.state));
         }
-        Ok(task)
-    })
+    };
+    let why = &why;
+    let done = act(
+        settings,
+        &args.which,
+        &ids,
+        "canceled",
+        |id| async move {
+            match why.reason {
+                Some(_) => client.cancel_because(id, why).await,
+                None => client.cancel(id).await,
+            }
+        },
+        |ids| async move {
+            let req = BulkCancel {
+                ids,
+                reason: why.reason.clone(),
+            };
+            let r = client.cancel_many(&req).await?;
+            Ok((r.canceled, r.skipped))
+        },
+        show,
+    )
     .await?;
     if !settings.json() && args.which.ids.is_empty() {
         let running = done
@@ -66,25 +81,33 @@ pub async fn retry(settings: &Settings, client: &Client, args: RetryArgs) -> any
         "retried",
     )
     .await?;
-    let out = &Style::stdout();
-    let done = act(settings, &args.which, &ids, "retried", |id| async move {
-        let retried = client.retry(id).await?;
-        if !settings.json() {
-            outln!("{} {}", retried.task.id, out.state(retried.task.state));
-            let dependents = &retried.requeued_dependents;
-            if !dependents.is_empty() {
-                let n = dependents.len();
-                outln!(
-                    "and {n} dependent{} that failed because of it, queued again:",
-                    if n == 1 { "" } else { "s" }
-                );
-                for d in dependents {
-                    outln!("  {d}");
-                }
+    let out = Style::stdout();
+    let show = |retried: &Retried| {
+        outln!("{} {}", retried.task.id, out.state(retried.task.state));
+        let dependents = &retried.requeued_dependents;
+        if !dependents.is_empty() {
+            let n = dependents.len();
+            outln!(
+                "and {n} dependent{} that failed because of it, queued again:",
+                if n == 1 { "" } else { "s" }
+            );
+            for d in dependents {
+                outln!("  {d}");
             }
         }
-        Ok(retried)
-    })
+    };
+    let done = act(
+        settings,
+        &args.which,
+        &ids,
+        "retried",
+        |id| client.retry(id),
+        |ids| async move {
+            let r = client.retry_many(&ids).await?;
+            Ok((r.retried, r.skipped))
+        },
+        show,
+    )
     .await?;
     if !settings.json() && args.which.ids.is_empty() {
         let dependents: usize = done.iter().map(|r: &Retried| r.requeued_dependents.len()).sum();
@@ -135,45 +158,54 @@ async fn select(
     Ok(ids)
 }
 
-/// Run `one` on each of `ids`, in order; what it returned for each. A task that finished (or
-/// was acted on) since it was listed is passed over; a named one is said, and then the exit
-/// code is 1. Any other error stops there: the rest is left as it was, and running the same
-/// command again finishes it.
-async fn act<T, F, Fut>(
+/// Act on `ids`: one named alone through its own request (`one`: its error is the command's,
+/// as it always was), otherwise in requests of up to [`MAX_BULK_TASKS`] (`many`: each one
+/// transaction on the server), in order; `show` prints what each did. A task the action did
+/// not apply to (finished, or acted on, since it was listed) is passed over; a named one is
+/// said, and then the exit code is 1. A request that fails stops there: the rest is left as it
+/// was, and running the same command again finishes it.
+async fn act<T, One, OneFut, Many, ManyFut>(
     settings: &Settings,
     which: &Selection,
     ids: &[TaskId],
     verb_done: &str,
-    one: F,
+    one: One,
+    many: Many,
+    show: impl Fn(&T),
 ) -> anyhow::Result<Vec<T>>
 where
     T: Serialize,
-    F: Fn(TaskId) -> Fut,
-    Fut: std::future::Future<Output = Result<T, agentpool_client::Error>>,
+    One: FnOnce(TaskId) -> OneFut,
+    OneFut: std::future::Future<Output = Result<T, agentpool_client::Error>>,
+    Many: Fn(Vec<TaskId>) -> ManyFut,
+    ManyFut: std::future::Future<Output = Result<(Vec<T>, Vec<Skipped>), agentpool_client::Error>>,
 {
     let named = !which.ids.is_empty();
-    let alone = named && ids.len() == 1;
+    if let ([id], true) = (ids, named) {
+        let done = one(*id).await?;
+        match settings.json() {
+            true => print_json(&done)?,
+            false => show(&done),
+        }
+        return Ok(vec![done]);
+    }
     let mut done = Vec::new();
     let mut refused = 0usize;
-    for id in ids {
-        match one(*id).await {
-            Ok(t) => done.push(t),
-            // One named alone: its error is the command's.
-            Err(e) if alone => return Err(e.into()),
-            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(404 | 409)) => {
-                if named {
-                    eprintln!("agentpool: {id}: {e}");
-                    refused += 1;
-                }
+    for chunk in ids.chunks(MAX_BULK_TASKS) {
+        let (acted, skipped) = many(chunk.to_vec()).await?;
+        if !settings.json() {
+            acted.iter().for_each(&show);
+        }
+        done.extend(acted);
+        if named {
+            for s in &skipped {
+                eprintln!("agentpool: {}: {}", s.id, s.message);
             }
-            Err(e) => return Err(e.into()),
+            refused += skipped.len();
         }
     }
     if settings.json() {
-        match (alone, done.first()) {
-            (true, Some(one)) => print_json(one)?,
-            _ => print_json(&done)?,
-        }
+        print_json(&done)?;
     }
     if refused > 0 {
         return Err(Exit::new(

@@ -114,3 +114,56 @@ fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
     assert_exit(&o, 0);
     assert_eq!(stderr(&o).trim(), "no failed or canceled task matches");
 }
+
+/// More tasks than one request takes (1000): a filter's cancel and retry go in several
+/// requests, and every task is acted on once.
+#[test]
+fn a_filter_matching_more_tasks_than_one_request_takes_acts_on_all_of_them() {
+    const N: usize = 1203;
+    let pool = Pool::start();
+    // Submitted through the API, two batches, all with a label no worker of the pool has.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = agentpool_client::Client::new(&pool.up.url, None).unwrap();
+    let mut spec = agentpool_core::TaskSpec::command(pool.remote.to_str().unwrap(), "true");
+    spec.labels = [("pool", "nowhere"), ("batch", "big")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    rt.block_on(async {
+        for n in [1000, N - 1000] {
+            let batch = vec![spec.clone(); n];
+            client.submit_batch(batch).await.expect("submit");
+        }
+    });
+
+    let o = pool.tasks(&["cancel", "--label", "batch=big", "--reason", "too many"]);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o).trim(), format!("canceled {N} tasks"));
+    assert_eq!(stdout(&o).lines().count(), N);
+    let o = pool.json_of(&[
+        "tasks",
+        "list",
+        "--state",
+        "canceled",
+        "--label",
+        "batch=big",
+        "--limit",
+        "500",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(json(&o).as_array().map(Vec::len), Some(500));
+
+    let o = pool.json_of(&["tasks", "retry", "--label", "batch=big"]);
+    assert_exit(&o, 0);
+    let retried = json(&o);
+    let retried = retried.as_array().expect("a list");
+    assert_eq!(retried.len(), N);
+    let mut ids: Vec<&str> = retried.iter().filter_map(|r| r["id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "each task once");
+    assert!(retried.iter().all(|r| r["state"] == "queued"));
+}

@@ -11,7 +11,7 @@ use crate::{Env, Up, assert_exit, git, json, stderr, stdout, submit_args};
 pub(crate) struct Pool {
     // Declared first so it stops before the environment's directory goes.
     pub(crate) up: Up,
-    remote: PathBuf,
+    pub(crate) remote: PathBuf,
     pub(crate) env: Env,
 }
 

@@ -157,7 +157,7 @@ async fn a_cancel_says_why_in_the_message_and_events(backend: Backend) {
 }
 
 /// The message of task `id`'s last lifecycle event.
-async fn last_lifecycle(sub: &agentpool_client::Client, id: agentpool_core::TaskId) -> String {
+pub(crate) async fn last_lifecycle(sub: &agentpool_client::Client, id: agentpool_core::TaskId) -> String {
     let events = sub.events(id, 0, 100).await.expect("events").events;
     let last = events.iter().rev().find_map(|e| e.payload.lifecycle());
     last.map(agentpool_core::Lifecycle::message).unwrap_or_default()
