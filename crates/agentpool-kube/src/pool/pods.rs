@@ -13,7 +13,7 @@ use crate::classify::{STUCK, last_words, unscheduled as unscheduled_pod};
 /// waiting in `CrashLoopBackOff`, or one that cannot start) counts; one still starting does
 /// not.
 pub fn failing(pods: &[Pod]) -> Option<String> {
-    let mut why: Vec<(String, String)> = pods
+    let why = pods
         .iter()
         .filter_map(|p| {
             let name = p.metadata.name.clone().unwrap_or_default();
@@ -21,13 +21,7 @@ pub fn failing(pods: &[Pod]) -> Option<String> {
             statuses.iter().find_map(container_problem).map(|w| (name, w))
         })
         .collect();
-    why.sort();
-    let (first, reason) = why.first()?;
-    let count = match why.len() {
-        1 => "1 pod failing".to_string(),
-        n => format!("{n} pods failing"),
-    };
-    Some(format!("{count}; pod {first}: {reason}"))
+    first_of(why, "failing")
 }
 
 /// A line naming the pods among `pods` the scheduler cannot place yet and why the first of
@@ -35,18 +29,21 @@ pub fn failing(pods: &[Pod]) -> Option<String> {
 /// available: 3 Insufficient cpu."), or `None` when every pod has a node. Not a failure: a
 /// cluster autoscaler may be adding a node for them.
 pub fn unscheduled(pods: &[Pod]) -> Option<String> {
-    let mut why: Vec<(String, String)> = pods
+    let why = pods
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| Some((p.metadata.name.clone().unwrap_or_default(), unscheduled_pod(p)?)))
         .collect();
+    first_of(why, "waiting to be scheduled")
+}
+
+/// "2 pods `what`; pod agents-0: its reason" — how many pods, and the first by name with its
+/// reason (`why`: pod name and reason) — or `None` for none.
+fn first_of(mut why: Vec<(String, String)>, what: &str) -> Option<String> {
     why.sort();
     let (first, reason) = why.first()?;
-    let count = match why.len() {
-        1 => "1 pod waiting to be scheduled".to_string(),
-        n => format!("{n} pods waiting to be scheduled"),
-    };
-    Some(format!("{count}; pod {first}: {reason}"))
+    let pods = if why.len() == 1 { "pod" } else { "pods" };
+    Some(format!("{} {pods} {what}; pod {first}: {reason}", why.len()))
 }
 
 /// Why a container is not running, when it will not start again by itself soon.

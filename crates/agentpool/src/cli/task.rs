@@ -205,6 +205,9 @@ pub struct Selection {
     pub ids: Vec<agentpool_core::TaskId>,
     #[command(flatten)]
     pub filters: TaskFilters,
+    /// List the tasks the filters match and act on none
+    #[arg(long, conflicts_with = "ids")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -25,13 +25,10 @@ pub async fn cancel(settings: &Settings, client: &Client, args: CancelArgs) -> a
     // Checked before anything is canceled, as the server checks it.
     why.checked_reason()
         .map_err(|m| Exit::new(ExitCode::Usage, format!("invalid field reason: {m}")))?;
-    let ids = select(
-        client,
-        &args.which,
-        [TaskState::Running, TaskState::Queued],
-        "canceled",
-    )
-    .await?;
+    let states = [TaskState::Running, TaskState::Queued];
+    let Some(ids) = select(settings, client, &args.which, states, "canceled").await? else {
+        return Ok(ExitCode::Success);
+    };
     let out = Style::stdout();
     let show = |task: &Task| {
         if task.state == TaskState::Running {
@@ -74,13 +71,10 @@ pub async fn cancel(settings: &Settings, client: &Client, args: CancelArgs) -> a
 }
 
 pub async fn retry(settings: &Settings, client: &Client, args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let ids = select(
-        client,
-        &args.which,
-        [TaskState::Failed, TaskState::Canceled],
-        "retried",
-    )
-    .await?;
+    let states = [TaskState::Failed, TaskState::Canceled];
+    let Some(ids) = select(settings, client, &args.which, states, "retried").await? else {
+        return Ok(ExitCode::Success);
+    };
     let out = Style::stdout();
     let show = |retried: &Retried| {
         outln!("{} {}", retried.task.id, out.state(retried.task.state));
@@ -117,16 +111,18 @@ pub async fn retry(settings: &Settings, client: &Client, args: RetryArgs) -> any
 }
 
 /// The ids to act on: those named, or those the filters match in `states` (newest first, the
-/// first state's first), refused when more than [`MAX_MATCHED`] match. `done` is the verb's
-/// past participle, for the messages.
+/// first state's first), refused when more than [`MAX_MATCHED`] match. With `--dry-run`, the
+/// matches are shown and `None` returned: nothing is to be done. `done` is the verb's past
+/// participle, for the messages.
 async fn select(
+    settings: &Settings,
     client: &Client,
     which: &Selection,
     states: [TaskState; 2],
     done: &str,
-) -> anyhow::Result<Vec<TaskId>> {
+) -> anyhow::Result<Option<Vec<TaskId>>> {
     if !which.ids.is_empty() {
-        return Ok(which.ids.clone());
+        return Ok(Some(which.ids.clone()));
     }
     let states = match which.filters.state {
         None => states.to_vec(),
@@ -142,10 +138,10 @@ async fn select(
             .into());
         }
     };
-    let mut ids = Vec::new();
+    let mut matched = Vec::new();
     for state in states {
         let query = which.filters.query(Some(state));
-        let (tasks, more) = list_matching(client, &query, MAX_MATCHED - ids.len()).await?;
+        let (tasks, more) = list_matching(client, &query, MAX_MATCHED - matched.len()).await?;
         if more {
             return Err(Exit::new(
                 ExitCode::Usage,
@@ -153,9 +149,21 @@ async fn select(
             )
             .into());
         }
-        ids.extend(tasks.iter().map(|t| t.id));
+        matched.extend(tasks);
     }
-    Ok(ids)
+    if which.dry_run {
+        if settings.json() {
+            print_json(&matched)?;
+        } else {
+            if !matched.is_empty() {
+                out!("{}", crate::output::tasks_table(&Style::stdout(), &matched));
+            }
+            let n = matched.len();
+            eprintln!("{n} {} would be {done}; none was (--dry-run)", plural(n));
+        }
+        return Ok(None);
+    }
+    Ok(Some(matched.iter().map(|t| t.id).collect()))
 }
 
 /// Act on `ids`: one named alone through its own request (`one`: its error is the command's,

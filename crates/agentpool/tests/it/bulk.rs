@@ -52,6 +52,26 @@ fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
     assert!(stderr(&o).contains("invalid field reason"), "{}", stderr(&o));
     assert!(batch.iter().all(|id| pool.shown(id)["state"] == "queued"));
 
+    // A dry run lists what the filter matches and cancels nothing; ids with it are refused.
+    let o = pool.tasks(&["cancel", "--label", "batch=7", "--dry-run"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        stderr(&o).trim(),
+        "3 tasks would be canceled; none was (--dry-run)"
+    );
+    let table = stdout(&o);
+    assert!(batch.iter().all(|id| table.contains(id.as_str())), "{table}");
+    assert!(!table.contains(other.as_str()), "{table}");
+    let o = pool.json_of(&["tasks", "retry", "--label", "batch=7", "--dry-run"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        json(&o).as_array().map(Vec::len),
+        Some(0),
+        "nothing failed or canceled yet"
+    );
+    assert_exit(&pool.tasks(&["cancel", &other, "--dry-run"]), 2);
+    assert!(batch.iter().all(|id| pool.shown(id)["state"] == "queued"));
+
     // The filter cancels the batch, each with the reason, and leaves the rest.
     let o = pool.tasks(&["cancel", "--label", "batch=7", "--reason", "wrong prompt"]);
     assert_exit(&o, 0);
