@@ -4,7 +4,7 @@
 
 use agentpool_core::ErrorClass;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 
 /// A failure to report for an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +111,40 @@ pub fn waiting(pods: &[Pod]) -> Option<String> {
         Some(reason) => format!("pod {name} is starting on node {node} ({reason})"),
         None => format!("pod {name} was scheduled on node {node}"),
     })
+}
+
+/// The name of the pod among `pods` that has a node but has not started yet: the one whose
+/// events (an image pull, a volume that cannot be mounted) say what it waits for.
+pub fn placed(pods: &[Pod]) -> Option<&str> {
+    let pod = pods.iter().find(|p| p.metadata.deletion_timestamp.is_none())?;
+    let pending = pod.status.as_ref()?.phase.as_deref() == Some("Pending");
+    let node = pod.spec.as_ref()?.node_name.as_deref();
+    (pending && node.is_some()).then(|| pod_name(pod))
+}
+
+/// The latest of a pod's events, as "Reason: message" ("FailedMount: MountVolume.SetUp failed
+/// for volume \"attempt\" : secret … not found (4 times)", "Pulling: Pulling image …"). Not
+/// the scheduler's: the pod's `PodScheduled` condition says the same (see [`waiting`]).
+pub fn latest_event(events: &[Event]) -> Option<String> {
+    let when = |e: &Event| {
+        e.last_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| e.event_time.as_ref().map(|t| t.0))
+            .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
+            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+    };
+    let e = events
+        .iter()
+        .filter(|e| !matches!(e.reason.as_deref(), Some("Scheduled" | "FailedScheduling")))
+        .max_by_key(|e| when(e))?;
+    let reason = e.reason.as_deref().unwrap_or("Event");
+    let message = e.message.as_deref().and_then(last_words).unwrap_or_default();
+    let times = match e.count {
+        Some(n) if n > 1 => format!(" ({n} times)"),
+        _ => String::new(),
+    };
+    Some(format!("{reason}: {message}{times}"))
 }
 
 /// Why the scheduler has not placed `pod` ("Unschedulable: 0/3 nodes are available: …"), or

@@ -23,7 +23,7 @@ use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, ErrorClass, Labels, Lease, LeaseToken, TaskId, WorkerId, WorkerStatus};
 use agentpool_runner::{ApiError, ClaimedWork, WorkerApi};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -127,6 +127,7 @@ struct Launcher {
     api: Arc<dyn WorkerApi>,
     jobs: Api<Job>,
     pods: Api<Pod>,
+    events: Api<Event>,
     secrets: Api<Secret>,
     tracked: HashMap<TaskId, Tracked>,
     summary: LauncherSummary,
@@ -171,6 +172,7 @@ pub async fn run_launcher(
     let mut l = Launcher {
         jobs: Api::namespaced(kube.clone(), &cfg.namespace),
         pods: Api::namespaced(kube.clone(), &cfg.namespace),
+        events: Api::namespaced(kube.clone(), &cfg.namespace),
         secrets: Api::namespaced(kube, &cfg.namespace),
         cfg,
         api,

@@ -1,12 +1,14 @@
 //! What the launcher tells a task while its Job's pod has not started: the Job it created
 //! (with the command that shows its log), and where the pod stands — waiting to be scheduled
-//! and why, or starting on a node. Without it a task on Kubernetes says only "claimed" until
+//! and why, or starting on a node, with the pod's latest event (an image being pulled, a volume
+//! that cannot be mounted). Without it a task on Kubernetes says only "claimed" until
 //! the pod's `run-task` takes over, which takes minutes when the cluster has no room, and its
 //! events never name the Job to look at.
 
 use agentpool_core::protocol::AppendEventsRequest;
 use agentpool_core::{Lease, NewEvent, TaskId};
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 
 use super::Launcher;
 use crate::classify;
@@ -38,11 +40,17 @@ impl Launcher {
         .await;
     }
 
-    /// Tell task `id` where its pod stands, when that changed since it was last told.
+    /// Tell task `id` where its pod stands, when that changed since it was last told: for a
+    /// pod placed on a node, with its latest event.
     pub(super) async fn tell_waiting(&mut self, id: TaskId, pods: &[Pod]) {
-        let Some(line) = classify::waiting(pods) else {
+        let Some(mut line) = classify::waiting(pods) else {
             return;
         };
+        if let Some(pod) = classify::placed(pods)
+            && let Some(event) = self.latest_event(pod).await
+        {
+            line = format!("{line}; last event: {event}");
+        }
         let Some(t) = self.tracked.get_mut(&id) else {
             return;
         };
@@ -53,5 +61,19 @@ impl Launcher {
         let lease = t.lease;
         tracing::info!(task = %id, job = %t.name, "{line}");
         self.tell(lease, line).await;
+    }
+
+    /// The latest event of pod `name` (see [`classify::latest_event`]). Best effort: a
+    /// launcher whose Role predates its right to list events says where the pod stands
+    /// without it.
+    async fn latest_event(&self, name: &str) -> Option<String> {
+        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+        match self.events.list(&ListParams::default().fields(&fields)).await {
+            Ok(list) => classify::latest_event(&list.items),
+            Err(e) => {
+                tracing::debug!(pod = name, "cannot list the pod's events: {e}");
+                None
+            }
+        }
     }
 }

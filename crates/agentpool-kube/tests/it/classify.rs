@@ -1,9 +1,9 @@
 //! Job and pod states, in the shapes Kubernetes reports them, to attempt outcomes.
 
 use agentpool_core::ErrorClass;
-use agentpool_kube::classify::{JobState, creation_refused, judge, waiting};
+use agentpool_kube::classify::{JobState, creation_refused, judge, latest_event, placed, waiting};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 
 use crate::fixture;
 
@@ -175,4 +175,33 @@ fn a_pod_that_has_not_started_says_where_it_stands() {
         assert_eq!(waiting(&[fixture(done)]), None, "{done}");
     }
     assert_eq!(waiting(&[]), None);
+}
+
+/// A pod placed on a node but not started says what it waits for in its events: the latest,
+/// with how often it happened; the scheduler's own are left to the pod's condition.
+#[test]
+fn a_placed_pod_is_described_by_its_latest_event() {
+    let pod = "agentpool-0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01-a1-q8w4z";
+    assert_eq!(placed(&[fixture("pod-container-creating.json")]), Some(pod));
+    assert_eq!(placed(&[fixture("pod-unschedulable.json")]), None);
+    assert_eq!(placed(&[fixture("pod-oomkilled.json")]), None);
+
+    let events: Vec<Event> = [
+        "event-pulling.json",
+        "event-failed-mount.json",
+        "event-scheduled.json",
+    ]
+    .iter()
+    .map(|f| fixture(f))
+    .collect();
+    assert_eq!(
+        latest_event(&events).unwrap(),
+        "FailedMount: MountVolume.SetUp failed for volume \"attempt\" : secret \
+         \"agentpool-0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01-a1\" not found (4 times)"
+    );
+    assert_eq!(
+        latest_event(&events[..1]).unwrap(),
+        "Pulling: Pulling image \"registry.example/agentpool:0.1.0\""
+    );
+    assert_eq!(latest_event(&events[2..]), None);
 }

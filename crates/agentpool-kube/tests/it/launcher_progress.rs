@@ -1,5 +1,5 @@
 //! What the launcher tells a task before its pod runs: the Job that runs it, and where its
-//! pod stands, each change once.
+//! pod stands with its latest event, each change once.
 
 use std::sync::Arc;
 
@@ -54,6 +54,31 @@ async fn a_task_is_told_its_job_and_where_its_pod_stands_once_each() {
         queue.lines(id)[2],
         format!("pod {pod_name} is starting on node pool-node-2 (ContainerCreating)")
     );
+
+    // Its latest event, once it has one: here a volume that cannot be mounted, which the pod's
+    // status does not show.
+    fake.put("events", crate::fixture("event-failed-mount.json"));
+    eventually("told its event", || queue.lines(id).len() == 4).await;
+    assert_eq!(
+        queue.lines(id)[3],
+        format!(
+            "pod {pod_name} is starting on node pool-node-2 (ContainerCreating); last event: \
+             FailedMount: MountVolume.SetUp failed for volume \"attempt\" : secret \
+             \"agentpool-0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01-a1\" not found (4 times)"
+        )
+    );
+    let listed = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "events")
+        .map(|r| r.query)
+        .next_back()
+        .unwrap();
+    assert!(
+        listed.contains("fieldSelector=involvedObject.kind%3DPod%2CinvolvedObject.name%3D"),
+        "{listed}"
+    );
+    // Stopping checks every request against the launcher's Role: listing events included.
     let summary = l.stop().await;
     assert_eq!((summary.created, summary.failed), (1, 0));
 }

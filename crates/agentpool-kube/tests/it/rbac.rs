@@ -47,7 +47,7 @@ fn group(resource: &str) -> &'static str {
         "statefulsets" => "apps",
         "leases" => "coordination.k8s.io",
         "workerpools" => "agentpool.dev",
-        "pods" | "secrets" | "services" | "configmaps" => "",
+        "pods" | "events" | "secrets" | "services" | "configmaps" => "",
         other => panic!("no API group known for {other}"),
     }
 }

@@ -205,9 +205,9 @@ fn the_validator_refuses_an_invalid_job() {
     assert!(!out.status.success());
 }
 
-/// The Job and pod states the tests give the code are shaped as Kubernetes reports them.
+/// The Jobs, pods and events the tests give the code are shaped as Kubernetes reports them.
 #[test]
-fn the_job_and_pod_fixtures_validate_against_the_kubernetes_schemas() {
+fn the_job_pod_and_event_fixtures_validate_against_the_kubernetes_schemas() {
     if !have("kubernetes-validate", &["--version"]) {
         return;
     }
@@ -217,10 +217,10 @@ fn the_job_and_pod_fixtures_validate_against_the_kubernetes_schemas() {
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
-            (name.starts_with("job-") || name.starts_with("pod-")) && name.ends_with(".json")
+            ["job-", "pod-", "event-"].iter().any(|k| name.starts_with(k)) && name.ends_with(".json")
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 14, "{files:?}");
+    assert!(files.len() >= 17, "{files:?}");
     validate(&files);
 }

@@ -1,8 +1,8 @@
 //! An in-memory stand-in for the Kubernetes API server, for tests: a `kube::Client` whose
-//! transport answers calls on Jobs, Pods, Secrets, Services, StatefulSets, Leases and
-//! WorkerPools (create, get, list by label selector, watch, server-side apply, replace with
-//! optimistic concurrency, the status subresource, delete with propagation and owner-reference
-//! garbage collection) from memory, with the API server's status codes and `Status` bodies,
+//! transport answers calls on Jobs, Pods, Events, Secrets, Services, StatefulSets, Leases and
+//! WorkerPools (create, get, list by label or field selector, watch, server-side apply,
+//! replace with optimistic concurrency, the status subresource, delete with propagation and
+//! owner-reference garbage collection) from memory, with the API server's status codes and `Status` bodies,
 //! and records every request so tests can assert on exactly what the code asked. The test
 //! plays the kubelet and the Job and StatefulSet controllers by setting status.
 
@@ -18,6 +18,8 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::client::Body;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+mod select;
 
 /// A response body: whole, or a watch stream that stays open.
 pub type FakeBody = BoxBody<Bytes, Infallible>;
@@ -74,7 +76,7 @@ impl State {
         self.history
             .push((rv, resource.to_string(), object.clone(), line.clone()));
         self.watches.retain(|w| {
-            if w.resource != resource || !matches(object, &w.selector) {
+            if w.resource != resource || !select::labels_match(object, &w.selector) {
                 return !w.tx.is_closed();
             }
             w.tx.send(Bytes::from(line.clone())).is_ok()
@@ -314,12 +316,12 @@ impl FakeApi {
             .split('&')
             .find_map(|kv| kv.strip_prefix("resourceVersion="))
             .and_then(|v| v.parse().ok());
-        let selector = selector(query);
+        let selector = select::equalities(query, "labelSelector");
         let mut s = self.lock();
         // Under the same lock as the registration: nothing falls between the two.
         if let Some(since) = since {
             for (rv, r, object, line) in &s.history {
-                if *rv > since && r == resource && matches(object, &selector) {
+                if *rv > since && r == resource && select::labels_match(object, &selector) {
                     let _ = tx.send(Bytes::from(line.clone()));
                 }
             }
@@ -343,14 +345,15 @@ impl FakeApi {
     }
 
     fn list(&self, resource: &str, query: &str) -> http::Response<FakeBody> {
-        let selector = selector(query);
+        let selector = select::equalities(query, "labelSelector");
+        let fields = select::equalities(query, "fieldSelector");
         let s = self.lock();
         let items: Vec<&Value> = s
             .objects
             .iter()
             .filter(|((r, _), _)| r == resource)
             .map(|(_, v)| v)
-            .filter(|v| matches(v, &selector))
+            .filter(|v| select::labels_match(v, &selector) && select::fields_match(v, &fields))
             .collect();
         ok(
             200,
@@ -502,25 +505,11 @@ fn merge(into: &mut Value, patch: &Value) {
     }
 }
 
-fn selector(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.strip_prefix("labelSelector="))
-        .flat_map(|s| decode(s).split(',').map(str::to_string).collect::<Vec<_>>())
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
-}
-
-fn matches(v: &Value, selector: &[(String, String)]) -> bool {
-    selector
-        .iter()
-        .all(|(k, want)| v["metadata"]["labels"][k].as_str() == Some(want.as_str()))
-}
-
 fn kind_of(resource: &str) -> &'static str {
     match resource {
         "jobs" => "Job",
         "pods" => "Pod",
+        "events" => "Event",
         "secrets" => "Secret",
         "services" => "Service",
         "statefulsets" => "StatefulSet",
@@ -539,25 +528,6 @@ fn group_of(resource: &str) -> String {
         "workerpools" => "workerpools.agentpool.dev".into(),
         r => r.into(),
     }
-}
-
-fn decode(s: &str) -> String {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn ok(code: u16, v: &Value) -> http::Response<FakeBody> {
