@@ -126,18 +126,7 @@ pub fn placed(pods: &[Pod]) -> Option<&str> {
 /// for volume \"attempt\" : secret … not found (4 times)", "Pulling: Pulling image …"). Not
 /// the scheduler's: the pod's `PodScheduled` condition says the same (see [`waiting`]).
 pub fn latest_event(events: &[Event]) -> Option<String> {
-    let when = |e: &Event| {
-        e.last_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .or_else(|| e.event_time.as_ref().map(|t| t.0))
-            .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
-            .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
-    };
-    let e = events
-        .iter()
-        .filter(|e| !matches!(e.reason.as_deref(), Some("Scheduled" | "FailedScheduling")))
-        .max_by_key(|e| when(e))?;
+    let e = latest(events)?;
     let reason = e.reason.as_deref().unwrap_or("Event");
     let message = e.message.as_deref().and_then(last_words).unwrap_or_default();
     let times = match e.count {
@@ -145,6 +134,51 @@ pub fn latest_event(events: &[Event]) -> Option<String> {
         _ => String::new(),
     };
     Some(format!("{reason}: {message}{times}"))
+}
+
+/// How long a pod's volume may keep failing to mount before the pod counts as stuck. The
+/// kubelet retries, so a Secret or claim that appears meanwhile (created a little after the
+/// Job) still lets the pod start; one still missing after this is the template's fault.
+pub const MOUNT_GRACE_SECS: i64 = 60;
+
+/// Pod `pod` whose latest event is a volume failing to mount, for [`MOUNT_GRACE_SECS`] or more
+/// between that event's first and last time (both the cluster's clock): it will not start
+/// until someone changes the cluster, as one stuck pulling its image will not.
+pub fn stuck_mounting(pod: &str, events: &[Event]) -> Option<Verdict> {
+    let e = latest(events).filter(|e| e.reason.as_deref() == Some("FailedMount"))?;
+    let first = e
+        .first_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))?;
+    let secs = (last_seen(e)? - first).num_seconds();
+    let message = e.message.as_deref().and_then(last_words).unwrap_or_default();
+    (secs >= MOUNT_GRACE_SECS).then(|| {
+        verdict(
+            ErrorClass::InfraConfigError,
+            format!("pod {pod}: FailedMount for {secs} s: {message}"),
+        )
+    })
+}
+
+/// The most recent of `events`, leaving out the scheduler's.
+fn latest(events: &[Event]) -> Option<&Event> {
+    events
+        .iter()
+        .filter(|e| !matches!(e.reason.as_deref(), Some("Scheduled" | "FailedScheduling")))
+        .max_by_key(|e| last_seen(e))
+}
+
+/// When `e` last happened: an event recorded the older way has `lastTimestamp`, one recorded
+/// as a series (events.k8s.io) its series' last observation or its `eventTime`.
+fn last_seen(e: &Event) -> Option<chrono::DateTime<chrono::Utc>> {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| e.series.as_ref()?.last_observed_time.as_ref().map(|t| t.0))
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
 /// Why the scheduler has not placed `pod` ("Unschedulable: 0/3 nodes are available: …"), or

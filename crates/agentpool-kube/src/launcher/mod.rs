@@ -413,9 +413,17 @@ impl Launcher {
                 .filter(|p| label(&p.metadata, "job-name").is_none_or(|n| n == name))
                 .cloned()
                 .collect();
-            match classify::judge(j, &own) {
+            let state = match classify::judge(j, &own) {
+                // A pod that has not started says where it stands; one whose volume cannot be
+                // mounted fails as one whose image cannot be pulled does.
+                JobState::Active => match self.tell_waiting(id, &own).await {
+                    Some(stuck) => JobState::Failed(stuck),
+                    None => JobState::Active,
+                },
+                judged => judged,
+            };
+            match state {
                 JobState::Active => {
-                    self.tell_waiting(id, &own).await;
                     if lost_at.is_some_and(|at| at.elapsed() >= self.cfg.reconcile_interval) {
                         // Still running long after its lease went: not ours any more. Stop
                         // the pod, report nothing.

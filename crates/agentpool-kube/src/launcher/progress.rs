@@ -7,11 +7,11 @@
 
 use agentpool_core::protocol::AppendEventsRequest;
 use agentpool_core::{Lease, NewEvent, TaskId};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::ListParams;
 
 use super::Launcher;
-use crate::classify;
+use crate::classify::{self, Verdict};
 
 /// The stream of the lines agentpool itself writes into a task's log.
 const STREAM: &str = "agentpool";
@@ -41,38 +41,37 @@ impl Launcher {
     }
 
     /// Tell task `id` where its pod stands, when that changed since it was last told: for a
-    /// pod placed on a node, with its latest event.
-    pub(super) async fn tell_waiting(&mut self, id: TaskId, pods: &[Pod]) {
-        let Some(mut line) = classify::waiting(pods) else {
-            return;
-        };
-        if let Some(pod) = classify::placed(pods)
-            && let Some(event) = self.latest_event(pod).await
-        {
-            line = format!("{line}; last event: {event}");
+    /// pod placed on a node, with its latest event. A pod whose volume has not mounted for a
+    /// minute is stuck: its verdict is returned, to fail the attempt.
+    pub(super) async fn tell_waiting(&mut self, id: TaskId, pods: &[Pod]) -> Option<Verdict> {
+        let mut line = classify::waiting(pods)?;
+        let mut stuck = None;
+        if let Some(pod) = classify::placed(pods) {
+            let events = self.pod_events(pod).await;
+            if let Some(event) = classify::latest_event(&events) {
+                line = format!("{line}; last event: {event}");
+            }
+            stuck = classify::stuck_mounting(pod, &events);
         }
-        let Some(t) = self.tracked.get_mut(&id) else {
-            return;
-        };
-        if t.said.as_deref() == Some(line.as_str()) {
-            return;
+        let t = self.tracked.get_mut(&id)?;
+        if t.said.as_deref() != Some(line.as_str()) {
+            t.said = Some(line.clone());
+            let lease = t.lease;
+            tracing::info!(task = %id, job = %t.name, "{line}");
+            self.tell(lease, line).await;
         }
-        t.said = Some(line.clone());
-        let lease = t.lease;
-        tracing::info!(task = %id, job = %t.name, "{line}");
-        self.tell(lease, line).await;
+        stuck
     }
 
-    /// The latest event of pod `name` (see [`classify::latest_event`]). Best effort: a
-    /// launcher whose Role predates its right to list events says where the pod stands
-    /// without it.
-    async fn latest_event(&self, name: &str) -> Option<String> {
+    /// The events of pod `name`. Best effort: a launcher whose Role predates its right to list
+    /// events says where the pod stands without them.
+    async fn pod_events(&self, name: &str) -> Vec<Event> {
         let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
         match self.events.list(&ListParams::default().fields(&fields)).await {
-            Ok(list) => classify::latest_event(&list.items),
+            Ok(list) => list.items,
             Err(e) => {
                 tracing::debug!(pod = name, "cannot list the pod's events: {e}");
-                None
+                Vec::new()
             }
         }
     }

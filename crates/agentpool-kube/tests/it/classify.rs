@@ -1,7 +1,9 @@
 //! Job and pod states, in the shapes Kubernetes reports them, to attempt outcomes.
 
 use agentpool_core::ErrorClass;
-use agentpool_kube::classify::{JobState, creation_refused, judge, latest_event, placed, waiting};
+use agentpool_kube::classify::{
+    JobState, creation_refused, judge, latest_event, placed, stuck_mounting, waiting,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 
@@ -204,4 +206,30 @@ fn a_placed_pod_is_described_by_its_latest_event() {
         "Pulling: Pulling image \"registry.example/agentpool:0.1.0\""
     );
     assert_eq!(latest_event(&events[2..]), None);
+}
+
+/// A volume that keeps failing to mount for a minute (by its event's own first and last time)
+/// is stuck, as an image that cannot be pulled is; a shorter run of failures, or one a later
+/// event superseded (the volume mounted, the image is being pulled), is not.
+#[test]
+fn a_volume_failing_to_mount_for_a_minute_is_a_configuration_failure() {
+    let pod = "agentpool-0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01-a1-q8w4z";
+    let mut mount: serde_json::Value = fixture("event-failed-mount.json");
+    let event = |v: &serde_json::Value| serde_json::from_value::<Event>(v.clone()).unwrap();
+    assert_eq!(stuck_mounting(pod, &[event(&mount)]), None, "32 s so far");
+
+    mount["lastTimestamp"] = "2026-01-05T10:01:10Z".into();
+    mount["count"] = 6.into();
+    let v = stuck_mounting(pod, &[event(&mount)]).expect("stuck");
+    assert_eq!(v.class, ErrorClass::InfraConfigError);
+    assert_eq!(
+        v.message,
+        format!(
+            "pod {pod}: FailedMount for 68 s: MountVolume.SetUp failed for volume \"attempt\" : \
+             secret \"agentpool-0190c3d2-7e4b-7a11-9c1e-2f5d3b8a6c01-a1\" not found"
+        )
+    );
+    let mut pulling: serde_json::Value = fixture("event-pulling.json");
+    pulling["lastTimestamp"] = "2026-01-05T10:01:20Z".into();
+    assert_eq!(stuck_mounting(pod, &[event(&mount), event(&pulling)]), None);
 }

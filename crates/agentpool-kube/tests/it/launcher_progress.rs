@@ -1,8 +1,9 @@
 //! What the launcher tells a task before its pod runs: the Job that runs it, and where its
-//! pod stands with its latest event, each change once.
+//! pod stands with its latest event, each change once; and a pod whose volume will not mount.
 
 use std::sync::Arc;
 
+use agentpool_core::ErrorClass;
 use agentpool_kube::fake::FakeApi;
 
 use crate::launcher::{config, eventually, launched, pod_of, start};
@@ -78,7 +79,25 @@ async fn a_task_is_told_its_job_and_where_its_pod_stands_once_each() {
         listed.contains("fieldSelector=involvedObject.kind%3DPod%2CinvolvedObject.name%3D"),
         "{listed}"
     );
+    assert!(queue.fails().is_empty(), "32 s of failed mounts is not stuck yet");
+
+    // Still failing a minute on: the pod will not start by itself. The attempt fails as a
+    // set-up error, with the kubelet's words, and its Job is deleted.
+    let mut mount: serde_json::Value = crate::fixture("event-failed-mount.json");
+    mount["lastTimestamp"] = "2026-01-05T10:01:32Z".into();
+    mount["count"] = 7.into();
+    fake.put("events", mount);
+    eventually("attempt failed", || !queue.fails().is_empty()).await;
+    let (task, class, message) = queue.fails()[0].clone();
+    assert_eq!((task, class), (id, ErrorClass::InfraConfigError));
+    assert!(
+        message.starts_with(&format!(
+            "pod {pod_name}: FailedMount for 90 s: MountVolume.SetUp failed"
+        )),
+        "{message}"
+    );
+    crate::launcher::job_being_deleted(&fake, &name).await;
     // Stopping checks every request against the launcher's Role: listing events included.
     let summary = l.stop().await;
-    assert_eq!((summary.created, summary.failed), (1, 0));
+    assert_eq!((summary.created, summary.failed), (1, 1));
 }
