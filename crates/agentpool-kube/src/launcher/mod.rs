@@ -8,7 +8,8 @@
 //! a heartbeat the server may hold until a cancel — then reconcile, heartbeat), so the
 //! launcher's view of its Jobs never races with itself.
 //!
-//! A launcher whose attempts keep failing on its own set-up stops claiming and, now and then,
+//! Until a Job's pod runs, the launcher tells the task where it stands ([`progress`]). A
+//! launcher whose attempts keep failing on its own set-up stops claiming and, now and then,
 //! runs a check Job instead of an attempt ([`check`]).
 
 mod check;
@@ -300,17 +301,16 @@ impl Launcher {
         let lease = work.claimed.lease;
         let name = job::job_name(lease.task_id, lease.token);
         let spec = job::build_job(&self.cfg.template, &self.cfg.id, &work);
-        let created_before = self.summary.created;
-        let created = match self.jobs.create(&PostParams::default(), &spec).await {
+        let (created, fresh) = match self.jobs.create(&PostParams::default(), &spec).await {
             Ok(j) => {
                 self.summary.created += 1;
-                j
+                (j, true)
             }
             // Another life of this launcher created it: the attempt has its Job; adopt it.
             Err(kube::Error::Api(e)) if e.code == 409 => match self.jobs.get(&name).await {
                 Ok(j) => {
                     self.summary.adopted += 1;
-                    j
+                    (j, false)
                 }
                 Err(e) => {
                     tracing::warn!(job = %name, "existing Job cannot be read: {e}");
@@ -325,7 +325,7 @@ impl Launcher {
                 return;
             }
         };
-        if self.summary.created > created_before {
+        if fresh {
             // Said before the Secret exists: the pod cannot start without it, so this line
             // comes before anything the pod's `run-task` reports.
             self.tell_created(lease, &name).await;
