@@ -145,6 +145,13 @@ pub const MOUNT_GRACE_SECS: i64 = 60;
 /// between that event's first and last time (both the cluster's clock): it will not start
 /// until someone changes the cluster, as one stuck pulling its image will not.
 pub fn stuck_mounting(pod: &str, events: &[Event]) -> Option<Verdict> {
+    let why = mount_failure(events)?;
+    Some(verdict(ErrorClass::InfraConfigError, format!("pod {pod}: {why}")))
+}
+
+/// Why a pod's volume has not mounted for [`MOUNT_GRACE_SECS`] or more, from its `events`
+/// ("FailedMount for 68 s: MountVolume.SetUp failed for volume …"), or `None`.
+pub(crate) fn mount_failure(events: &[Event]) -> Option<String> {
     let e = latest(events).filter(|e| e.reason.as_deref() == Some("FailedMount"))?;
     let first = e
         .first_timestamp
@@ -153,12 +160,7 @@ pub fn stuck_mounting(pod: &str, events: &[Event]) -> Option<Verdict> {
         .or_else(|| e.event_time.as_ref().map(|t| t.0))?;
     let secs = (last_seen(e)? - first).num_seconds();
     let message = e.message.as_deref().and_then(last_words).unwrap_or_default();
-    (secs >= MOUNT_GRACE_SECS).then(|| {
-        verdict(
-            ErrorClass::InfraConfigError,
-            format!("pod {pod}: FailedMount for {secs} s: {message}"),
-        )
-    })
+    (secs >= MOUNT_GRACE_SECS).then(|| format!("FailedMount for {secs} s: {message}"))
 }
 
 /// The most recent of `events`, leaving out the scheduler's.

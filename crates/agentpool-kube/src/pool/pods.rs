@@ -1,19 +1,22 @@
 //! Why a pool's pods are not working: the ones crash-looping or stuck before they start, with
-//! what their containers last said, and the workers that run but turned unhealthy, with the
+//! what their containers last said (or, for a volume that will not mount, their events), and the workers that run but turned unhealthy, with the
 //! reason they gave the server — so the pool's `Degraded` condition tells an operator the cause
 //! without reading pod logs (which a restart may already have replaced).
 
 use agentpool_core::{Worker, WorkerStatus};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
+use kube::Api;
+use kube::api::ListParams;
 
-use crate::classify::{STUCK, last_words, unscheduled as unscheduled_pod};
+use crate::classify::{STUCK, last_words, mount_failure, placed, unscheduled as unscheduled_pod};
 
 /// A line naming the failing pods among `pods` and why the first of them fails, or `None`
 /// when none is failing. A pod failing only while it is restarted once (its container
 /// waiting in `CrashLoopBackOff`, or one that cannot start) counts; one still starting does
-/// not.
-pub fn failing(pods: &[Pod]) -> Option<String> {
-    let why = pods
+/// not. `mounting` adds the pods held by a volume that will not mount ([`stuck_mounting`]),
+/// which their status does not show.
+pub fn failing(pods: &[Pod], mounting: Vec<(String, String)>) -> Option<String> {
+    let mut why: Vec<(String, String)> = pods
         .iter()
         .filter_map(|p| {
             let name = p.metadata.name.clone().unwrap_or_default();
@@ -21,7 +24,30 @@ pub fn failing(pods: &[Pod]) -> Option<String> {
             statuses.iter().find_map(container_problem).map(|w| (name, w))
         })
         .collect();
+    why.extend(mounting);
     first_of(why, "failing")
+}
+
+/// The pods among `pods` placed on a node but held there by a volume that has not mounted
+/// for a minute (see [`crate::classify::stuck_mounting`]), each with why: one events list per
+/// pod placed and not started. Best effort: without the right to list events, none.
+pub async fn stuck_mounting(events: &Api<Event>, pods: &[Pod]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for pod in pods {
+        let Some(name) = placed(std::slice::from_ref(pod)) else {
+            continue;
+        };
+        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+        match events.list(&ListParams::default().fields(&fields)).await {
+            Ok(list) => {
+                if let Some(why) = mount_failure(&list.items) {
+                    out.push((name.to_string(), why));
+                }
+            }
+            Err(e) => tracing::debug!(pod = name, "cannot list the pod's events: {e}"),
+        }
+    }
+    out
 }
 
 /// A line naming the pods among `pods` the scheduler cannot place yet and why the first of

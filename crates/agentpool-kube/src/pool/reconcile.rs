@@ -13,7 +13,7 @@ use agentpool_core::protocol::QueueStats;
 use agentpool_core::{Labels, WorkerId};
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
@@ -253,10 +253,14 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
     // Only for the status: a pass that cannot read the pods still sizes the pool.
     let selector = objects::pod_selector(pool);
     let (failing, unscheduled) = match pods.list(&ListParams::default().labels(&selector)).await {
-        Ok(list) => (
-            super::pods::failing(&list.items),
-            super::pods::unscheduled(&list.items),
-        ),
+        Ok(list) => {
+            let events: Api<Event> = Api::namespaced(ctx.client.clone(), &ns);
+            let mounting = super::pods::stuck_mounting(&events, &list.items).await;
+            (
+                super::pods::failing(&list.items, mounting),
+                super::pods::unscheduled(&list.items),
+            )
+        }
         Err(e) => {
             tracing::warn!(pool = %name, "could not read the pool's pods: {e}");
             (None, None)

@@ -108,6 +108,44 @@ async fn failing_pods_make_the_pool_degraded_with_their_last_words() {
     assert_eq!(s.condition("Degraded"), ("False".into(), "AsExpected".into()));
 }
 
+/// A pool pod held on its node by a volume that has not mounted for a minute is failing, by
+/// its `FailedMount` event (its status shows only `ContainerCreating`); for less, it is not.
+#[tokio::test]
+async fn a_pod_whose_volume_will_not_mount_makes_the_pool_degraded() {
+    let s = setup(json!({"replicas": 2}));
+    let pool_pod: Value = crate::fixture("pod-crashloop.json");
+    let mut creating: Value = crate::fixture("pod-container-creating.json");
+    creating["metadata"]["name"] = json!("agents-1");
+    creating["metadata"]["labels"] = pool_pod["metadata"]["labels"].clone();
+    s.fake.put("pods", creating);
+    let mut mount: Value = crate::fixture("event-failed-mount.json");
+    mount["involvedObject"]["name"] = json!("agents-1");
+    mount["message"] = json!(
+        "MountVolume.SetUp failed for volume \"cache\" : persistentvolumeclaim \"cache-agents-1\" not found"
+    );
+    s.fake.put("events", mount.clone());
+    s.pass().await;
+    assert_eq!(
+        s.condition("Degraded"),
+        ("False".into(), "AsExpected".into()),
+        "32 s so far"
+    );
+
+    mount["lastTimestamp"] = json!("2026-01-05T10:01:32Z");
+    s.fake.put("events", mount);
+    s.pass().await;
+    assert_eq!(
+        s.condition_said("Degraded"),
+        (
+            "True".into(),
+            "PodsFailing".into(),
+            "1 pod failing; pod agents-1: FailedMount for 90 s: MountVolume.SetUp failed for \
+             volume \"cache\" : persistentvolumeclaim \"cache-agents-1\" not found"
+                .into()
+        )
+    );
+}
+
 /// Pods the scheduler cannot place are not a failure (an autoscaler may add a node), but the
 /// pool's `Ready` condition says how many wait and why the first does.
 #[tokio::test]
