@@ -10,6 +10,7 @@ pub mod classify;
 pub mod fake;
 pub mod job;
 pub mod launcher;
+mod pod_events;
 pub mod pool;
 
 pub use attempt_file::AttemptFile;

@@ -7,8 +7,7 @@
 
 use agentpool_core::protocol::AppendEventsRequest;
 use agentpool_core::{Lease, NewEvent, TaskId};
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::Pod;
 
 use super::Launcher;
 use crate::classify::{self, Verdict};
@@ -47,7 +46,7 @@ impl Launcher {
         let mut line = classify::waiting(pods)?;
         let mut stuck = None;
         if let Some(pod) = classify::placed(pods) {
-            let events = self.pod_events(pod).await;
+            let events = crate::pod_events::of_pod(&self.events, pod).await;
             if let Some(event) = classify::latest_event(&events) {
                 line = format!("{line}; last event: {event}");
             }
@@ -61,18 +60,5 @@ impl Launcher {
             self.tell(lease, line).await;
         }
         stuck
-    }
-
-    /// The events of pod `name`. Best effort: a launcher whose Role predates its right to list
-    /// events says where the pod stands without them.
-    async fn pod_events(&self, name: &str) -> Vec<Event> {
-        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
-        match self.events.list(&ListParams::default().fields(&fields)).await {
-            Ok(list) => list.items,
-            Err(e) => {
-                tracing::debug!(pod = name, "cannot list the pod's events: {e}");
-                Vec::new()
-            }
-        }
     }
 }

@@ -6,7 +6,6 @@
 use agentpool_core::{Worker, WorkerStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::Api;
-use kube::api::ListParams;
 
 use crate::classify::{STUCK, last_words, mount_failure, placed, unscheduled as unscheduled_pod};
 
@@ -30,21 +29,15 @@ pub fn failing(pods: &[Pod], mounting: Vec<(String, String)>) -> Option<String> 
 
 /// The pods among `pods` placed on a node but held there by a volume that has not mounted
 /// for a minute (see [`crate::classify::stuck_mounting`]), each with why: one events list per
-/// pod placed and not started. Best effort: without the right to list events, none.
+/// pod placed and not started.
 pub async fn stuck_mounting(events: &Api<Event>, pods: &[Pod]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for pod in pods {
         let Some(name) = placed(std::slice::from_ref(pod)) else {
             continue;
         };
-        let fields = format!("involvedObject.kind=Pod,involvedObject.name={name}");
-        match events.list(&ListParams::default().fields(&fields)).await {
-            Ok(list) => {
-                if let Some(why) = mount_failure(&list.items) {
-                    out.push((name.to_string(), why));
-                }
-            }
-            Err(e) => tracing::debug!(pod = name, "cannot list the pod's events: {e}"),
+        if let Some(why) = mount_failure(&crate::pod_events::of_pod(events, name).await) {
+            out.push((name.to_string(), why));
         }
     }
     out
