@@ -171,7 +171,8 @@ async fn select(
 /// transaction on the server), in order; `show` prints what each did. A task the action did
 /// not apply to (finished, or acted on, since it was listed) is passed over; a named one is
 /// said, and then the exit code is 1. A request that fails stops there: the rest is left as it
-/// was, and running the same command again finishes it.
+/// was, and running the same command again finishes it. A server older than the bulk requests
+/// (it answers them 405) is sent one request per task instead.
 async fn act<T, One, OneFut, Many, ManyFut>(
     settings: &Settings,
     which: &Selection,
@@ -183,7 +184,7 @@ async fn act<T, One, OneFut, Many, ManyFut>(
 ) -> anyhow::Result<Vec<T>>
 where
     T: Serialize,
-    One: FnOnce(TaskId) -> OneFut,
+    One: Fn(TaskId) -> OneFut,
     OneFut: std::future::Future<Output = Result<T, agentpool_client::Error>>,
     Many: Fn(Vec<TaskId>) -> ManyFut,
     ManyFut: std::future::Future<Output = Result<(Vec<T>, Vec<Skipped>), agentpool_client::Error>>,
@@ -199,8 +200,22 @@ where
     }
     let mut done = Vec::new();
     let mut refused = 0usize;
+    let mut bulk = true;
     for chunk in ids.chunks(MAX_BULK_TASKS) {
-        let (acted, skipped) = many(chunk.to_vec()).await?;
+        let (acted, skipped) = if bulk {
+            match many(chunk.to_vec()).await {
+                Ok(answer) => answer,
+                // What a server's router answers for a route it does not have on that path.
+                Err(e) if e.status().map(|s| s.as_u16()) == Some(405) => {
+                    eprintln!("agentpool: the server predates bulk requests: one request per task");
+                    bulk = false;
+                    one_by_one(chunk, &one).await?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            one_by_one(chunk, &one).await?
+        };
         if !settings.json() {
             acted.iter().for_each(&show);
         }
@@ -223,6 +238,28 @@ where
         .into());
     }
     Ok(done)
+}
+
+/// `one` on each of `ids`, in order: what it did, and the tasks it was refused (404, 409) with
+/// why, as a bulk request would have listed them.
+async fn one_by_one<T, One, OneFut>(ids: &[TaskId], one: &One) -> anyhow::Result<(Vec<T>, Vec<Skipped>)>
+where
+    One: Fn(TaskId) -> OneFut,
+    OneFut: std::future::Future<Output = Result<T, agentpool_client::Error>>,
+{
+    let (mut acted, mut skipped) = (Vec::new(), Vec::new());
+    for id in ids {
+        match one(*id).await {
+            Ok(t) => acted.push(t),
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(404 | 409)) => skipped.push(Skipped {
+                id: *id,
+                code: e.status().map(|s| s.as_u16().to_string()).unwrap_or_default(),
+                message: e.to_string(),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((acted, skipped))
 }
 
 fn cancel_summary(n: usize, running: usize) -> String {

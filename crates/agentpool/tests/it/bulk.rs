@@ -187,3 +187,111 @@ fn a_filter_matching_more_tasks_than_one_request_takes_acts_on_all_of_them() {
     assert_eq!(ids.len(), N, "each task once");
     assert!(retried.iter().all(|r| r["state"] == "queued"));
 }
+
+/// The pool's own server as one that predates the bulk requests: a proxy in front of it whose
+/// router has `/v1/tasks/{id}` for GET only, as an older server's does, so a POST to
+/// `/v1/tasks/cancel` is answered 405; every other request goes through unchanged.
+fn older_server(upstream: String) -> String {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::response::Response;
+
+    async fn forward(http: reqwest::Client, upstream: String, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let bytes = to_bytes(body, usize::MAX).await.unwrap();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut r = http.request(parts.method.clone(), format!("{upstream}{path}"));
+        for (k, v) in &parts.headers {
+            if k != "host" && k != "content-length" {
+                r = r.header(k, v);
+            }
+        }
+        let answer = r.body(bytes.to_vec()).send().await.unwrap();
+        let mut out = Response::builder().status(answer.status());
+        if let Some(ct) = answer.headers().get("content-type") {
+            out = out.header("content-type", ct);
+        }
+        out.body(Body::from(answer.bytes().await.unwrap())).unwrap()
+    }
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let http = reqwest::Client::new();
+            let (h, u) = (http.clone(), upstream.clone());
+            let app = axum::Router::new()
+                .route(
+                    "/v1/tasks/{id}",
+                    axum::routing::get(move |req: Request| forward(h.clone(), u.clone(), req)),
+                )
+                .fallback(move |req: Request| forward(http.clone(), upstream.clone(), req));
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
+}
+
+/// A server older than the bulk requests (it answers them 405) is sent one request per task,
+/// with the same outcome: said once on stderr, each match acted on, a named task that could
+/// not be said and the exit code 1.
+#[test]
+fn a_server_older_than_the_bulk_requests_is_sent_one_request_per_task() {
+    let pool = Pool::start();
+    let batch: Vec<String> = (0..3).map(|_| pool.queued(&["batch=old"])).collect();
+    let other = pool.queued(&[]);
+    let older = older_server(pool.up.url.clone());
+    let on_older = |args: &[&str]| {
+        let mut all = vec!["--server", older.as_str()];
+        all.extend_from_slice(args);
+        pool.env.run(&all)
+    };
+    // Through the proxy, a single task's request works as it did.
+    assert_exit(&on_older(&["tasks", "show", &other]), 0);
+
+    let o = on_older(&[
+        "tasks",
+        "cancel",
+        "--label",
+        "batch=old",
+        "--reason",
+        "old server",
+    ]);
+    assert_exit(&o, 0);
+    let err = stderr(&o);
+    assert_eq!(
+        err.trim().lines().collect::<Vec<_>>(),
+        [
+            "agentpool: the server predates bulk requests: one request per task",
+            "canceled 3 tasks"
+        ],
+        "{err}"
+    );
+    for id in &batch {
+        let t = pool.shown(id);
+        assert_eq!(t["state"], "canceled", "{t}");
+        assert!(
+            t["error_message"]
+                .as_str()
+                .unwrap_or_default()
+                .ends_with(": old server"),
+            "{t}"
+        );
+    }
+
+    let o = on_older(&["tasks", "cancel", &batch[0], &other]);
+    assert_exit(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("agentpool: {}: ", batch[0]))
+            && err.contains("1 of 2 tasks could not be canceled"),
+        "{err}"
+    );
+    assert_eq!(pool.shown(&other)["state"], "canceled");
+}
