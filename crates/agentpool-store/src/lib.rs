@@ -96,6 +96,16 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The one outcome of a bulk action on one task: a single cancel or retry is that, so both
+/// take the same path.
+fn only<T>(mut out: Vec<Result<T>>) -> Result<T> {
+    out.pop().unwrap_or_else(|| {
+        Err(StoreError::Corrupt(
+            "a bulk action on one task gave no outcome".into(),
+        ))
+    })
+}
+
 /// What a worker asks for when it claims.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimFilter {
@@ -397,14 +407,18 @@ pub trait Store: github::GithubStore + Send + Sync + 'static {
     }
     /// [`Store::cancel`] for `by` (who asks, in words) and, when given, `reason` (why), which
     /// the task's message and events record.
-    async fn cancel_by(&self, id: TaskId, by: Option<&str>, reason: Option<&str>) -> Result<Task>;
+    async fn cancel_by(&self, id: TaskId, by: Option<&str>, reason: Option<&str>) -> Result<Task> {
+        only(self.cancel_many(&[id], by, reason).await?)
+    }
     /// Re-queue a failed or canceled task with a fresh attempt budget, and with it the
     /// dependents that failed only because it did (`DEPENDENCY_FAILED`), transitively.
     async fn retry(&self, id: TaskId) -> Result<Task> {
         Ok(self.retry_with_dependents(id).await?.0)
     }
     /// [`Store::retry`], also returning the dependents it re-queued (in the order it did).
-    async fn retry_with_dependents(&self, id: TaskId) -> Result<(Task, Vec<TaskId>)>;
+    async fn retry_with_dependents(&self, id: TaskId) -> Result<(Task, Vec<TaskId>)> {
+        only(self.retry_many(&[id]).await?)
+    }
     /// [`Store::cancel_by`] on each of `ids`, in one transaction (rows locked in id order, so
     /// two bulk actions never wait on each other in a cycle). Per id, in the order given: the
     /// task as the cancel left it, or why it was passed over (`NotFound`, `Conflict`,

@@ -29,7 +29,7 @@ macro_rules! manual_queries {
 
         /// Cancel: a queued task at once (failing its dependents), a running one by flagging it
         /// for its worker. `by` (who asks) and `reason` (why) go into the message and the events.
-        pub(crate) async fn cancel(
+        async fn cancel(
             conn: &mut Conn,
             id: TaskId,
             now: i64,
@@ -145,7 +145,7 @@ macro_rules! manual_queries {
         /// that failed only because it did (`DEPENDENCY_FAILED`): they wait for it again, as
         /// they did before it failed. A dependent that another failed dependency still holds
         /// back stays failed. Returns the task and the dependents re-queued.
-        pub(crate) async fn retry(
+        async fn retry(
             conn: &mut Conn,
             id: TaskId,
             now: i64,

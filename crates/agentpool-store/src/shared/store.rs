@@ -123,25 +123,6 @@ macro_rules! store_impl {
                 tasks::count_by_state(&self.$r).await
             }
 
-            async fn cancel_by(&self, id: TaskId, by: Option<&str>, reason: Option<&str>) -> Result<Task> {
-                let mut tx = self.begin().await?;
-                let t = manual::cancel(&mut tx, id, self.now(), by, reason).await?;
-                tx.commit().await?;
-                if let Some(w) = t.worker_id.as_ref().filter(|_| t.cancel_requested) {
-                    self.ring(w).await;
-                }
-                Ok(t)
-            }
-
-            async fn retry_with_dependents(&self, id: TaskId) -> Result<(Task, Vec<TaskId>)> {
-                let mut tx = self.begin().await?;
-                let retried = manual::retry(&mut tx, id, self.now(), self.config.retry.max_attempts).await?;
-                self.announce(&mut *tx, 1).await?;
-                tx.commit().await?;
-                self.signal.notify();
-                Ok(retried)
-            }
-
             async fn cancel_many(
                 &self,
                 ids: &[TaskId],

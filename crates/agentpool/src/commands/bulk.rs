@@ -251,11 +251,20 @@ where
     for id in ids {
         match one(*id).await {
             Ok(t) => acted.push(t),
-            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(404 | 409)) => skipped.push(Skipped {
-                id: *id,
-                code: e.status().map(|s| s.as_u16().to_string()).unwrap_or_default(),
-                message: e.to_string(),
-            }),
+            Err(e) if matches!(e.status().map(|s| s.as_u16()), Some(404 | 409)) => {
+                // The code a bulk request would have listed it with.
+                let code = match &e {
+                    agentpool_client::Error::Rejected { code, .. } => code.clone(),
+                    agentpool_client::Error::StaleLease(_) => "stale_lease".to_string(),
+                    _ => "not_found".to_string(),
+                };
+                let message = e.to_string();
+                skipped.push(Skipped {
+                    id: *id,
+                    code,
+                    message,
+                })
+            }
             Err(e) => return Err(e.into()),
         }
     }
