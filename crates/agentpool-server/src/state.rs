@@ -185,15 +185,7 @@ impl AppState {
         change: TaskChange<'_>,
         by: &str,
     ) -> agentpool_store::Result<(Task, Vec<TaskId>)> {
-        let (t, dependents) = match change {
-            TaskChange::Cancel { reason } => {
-                (self.store().cancel_by(id, Some(by), reason).await?, Vec::new())
-            }
-            TaskChange::Retry => self.store().retry_with_dependents(id).await?,
-        };
-        for task in std::iter::once(&id).chain(&dependents) {
-            self.inner.hub.notify(*task);
-        }
+        let (t, dependents) = agentpool_store::only(self.apply(&[id], change, by).await?)?;
         let what = match (change, t.state) {
             (TaskChange::Cancel { .. }, TaskState::Running) => "cancel requested",
             (TaskChange::Cancel { .. }, _) => "task canceled",
@@ -218,7 +210,29 @@ impl AppState {
         change: TaskChange<'_>,
         by: &str,
     ) -> agentpool_store::Result<Vec<agentpool_store::Result<(Task, Vec<TaskId>)>>> {
-        let out = match change {
+        let out = self.apply(ids, change, by).await?;
+        let done: Vec<&(Task, Vec<TaskId>)> = out.iter().flatten().collect();
+        let running = done.iter().filter(|(t, _)| t.state == TaskState::Running).count();
+        let dependents: usize = done.iter().map(|(_, d)| d.len()).sum();
+        let (n, skipped) = (done.len(), out.len() - done.len());
+        match change {
+            TaskChange::Cancel { reason } => {
+                tracing::info!(by, reason, tasks = n, running, skipped, "tasks canceled")
+            }
+            TaskChange::Retry => tracing::info!(by, tasks = n, dependents, skipped, "tasks retried"),
+        }
+        Ok(out)
+    }
+
+    /// `change` on each of `ids` in one transaction, and the followers of every task it
+    /// changed (the dependents queued again with a retried one too) woken.
+    async fn apply(
+        &self,
+        ids: &[TaskId],
+        change: TaskChange<'_>,
+        by: &str,
+    ) -> agentpool_store::Result<Vec<agentpool_store::Result<(Task, Vec<TaskId>)>>> {
+        let out: Vec<_> = match change {
             TaskChange::Cancel { reason } => self
                 .store()
                 .cancel_many(ids, Some(by), reason)
@@ -228,20 +242,10 @@ impl AppState {
                 .collect(),
             TaskChange::Retry => self.store().retry_many(ids).await?,
         };
-        let done: Vec<&(Task, Vec<TaskId>)> = out.iter().flatten().collect();
-        for (t, dependents) in &done {
+        for (t, dependents) in out.iter().flatten() {
             for task in std::iter::once(&t.id).chain(dependents) {
                 self.inner.hub.notify(*task);
             }
-        }
-        let running = done.iter().filter(|(t, _)| t.state == TaskState::Running).count();
-        let dependents: usize = done.iter().map(|(_, d)| d.len()).sum();
-        let (n, skipped) = (done.len(), out.len() - done.len());
-        match change {
-            TaskChange::Cancel { reason } => {
-                tracing::info!(by, reason, tasks = n, running, skipped, "tasks canceled")
-            }
-            TaskChange::Retry => tracing::info!(by, tasks = n, dependents, skipped, "tasks retried"),
         }
         Ok(out)
     }

@@ -96,9 +96,9 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The one outcome of a bulk action on one task: a single cancel or retry is that, so both
-/// take the same path.
-fn only<T>(mut out: Vec<Result<T>>) -> Result<T> {
+/// The one outcome of a bulk action ([`Store::cancel_many`], [`Store::retry_many`]) on one
+/// task: a single cancel or retry is that, so both take the same path.
+pub fn only<T>(mut out: Vec<Result<T>>) -> Result<T> {
     out.pop().unwrap_or_else(|| {
         Err(StoreError::Corrupt(
             "a bulk action on one task gave no outcome".into(),
