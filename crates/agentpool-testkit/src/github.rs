@@ -87,6 +87,21 @@ pub struct Prism {
 
 impl Prism {
     pub async fn start(spec: &Path, upstream: &str, log_dir: &Path) -> io::Result<Self> {
+        // Prism takes a port number, not 0: a free one is picked, and another process may
+        // bind it before prism does. Prism then exits at once; it is started again on another.
+        let mut tries = 0;
+        loop {
+            match Self::start_once(spec, upstream, log_dir).await? {
+                Ok(prism) => return Ok(prism),
+                Err(log) if log.contains("EADDRINUSE") && tries < 3 => tries += 1,
+                Err(log) => return Err(io::Error::other(format!("prism did not start: {log}"))),
+            }
+        }
+    }
+
+    /// Prism on a free port, or (inner `Err`) its log when it exited or did not say it
+    /// listens within 60 s.
+    async fn start_once(spec: &Path, upstream: &str, log_dir: &Path) -> io::Result<Result<Self, String>> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
@@ -108,18 +123,17 @@ impl Prism {
             .stderr(Stdio::from(out))
             .kill_on_drop(true)
             .spawn()?;
-        let prism = Self { port, child, log };
+        let mut prism = Self { port, child, log };
         // Ready when it says so in its log (it binds only after loading the document).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if std::fs::read_to_string(&prism.log)?.contains("Prism is listening") {
-                return Ok(prism);
+            let said = std::fs::read_to_string(&prism.log)?;
+            if said.contains("Prism is listening") {
+                return Ok(Ok(prism));
             }
-            if tokio::time::Instant::now() > deadline {
-                return Err(io::Error::other(format!(
-                    "prism did not start: {}",
-                    std::fs::read_to_string(&prism.log).unwrap_or_default()
-                )));
+            if prism.child.try_wait()?.is_some() || tokio::time::Instant::now() > deadline {
+                // Read again: the last lines may have come with the exit.
+                return Ok(Err(std::fs::read_to_string(&prism.log).unwrap_or(said)));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
