@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod redact;
 pub mod render;
 pub mod retry;
+pub mod schedule;
 pub mod spec;
 pub mod task;
 #[cfg(test)]

@@ -48,6 +48,7 @@ mod dispatch;
 pub mod github;
 pub mod postgres;
 mod rows;
+pub mod schedules;
 mod schema;
 mod shared;
 pub mod sqlite;
@@ -386,7 +387,7 @@ pub async fn open_store_with(url: &str, config: StoreConfig) -> Result<Arc<dyn S
 
 /// The durable queue. Implementations: [`sqlite::SqliteStore`], [`postgres::PgStore`].
 #[async_trait]
-pub trait Store: github::GithubStore + Send + Sync + 'static {
+pub trait Store: github::GithubStore + schedules::ScheduleStore + Send + Sync + 'static {
     // ---- tasks ----
     /// Enqueue one task. Dependencies must exist (so cycles cannot be formed); an idempotency
     /// key already used returns the earlier task with `created: false`.

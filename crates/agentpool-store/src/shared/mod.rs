@@ -21,13 +21,14 @@ pub(crate) mod github;
 pub(crate) mod handover;
 pub(crate) mod manual;
 pub(crate) mod registry;
+pub(crate) mod schedules;
 pub(crate) mod store;
 pub(crate) mod tasks;
 
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
 /// `self.$w` and reading through `self.$r`: the modules `registry`, `tasks` and `manual` (queries),
 /// `store` (the [`crate::Store`] implementation), `handover` (new tasks handed to parked
-/// claimers) and `github` (the GitHub bookkeeping).
+/// claimers), `github` (the GitHub bookkeeping) and `schedules`.
 macro_rules! backend {
     ($db:ty, $store:ident, $w:ident, $r:ident) => {
         /// Workers, projects, credentials and tokens.
@@ -63,6 +64,11 @@ macro_rules! backend {
         mod github {
             use super::{ids_param, in_ids};
             $crate::shared::github::github_store!($db, super::$store, $w, $r);
+        }
+
+        /// Schedules (the shared SQL of `shared::schedules`).
+        mod schedules {
+            $crate::shared::schedules::schedule_store!($db, super::$store, $w, $r);
         }
     };
 }

@@ -17,5 +17,6 @@ mod locks;
 mod maintenance;
 mod queue;
 mod registry;
+mod schedules;
 mod schema;
 mod signal;
