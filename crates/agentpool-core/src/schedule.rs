@@ -76,7 +76,6 @@ pub struct ScheduleSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     pub name: String,
-    #[serde(flatten)]
     pub spec: ScheduleSpec,
     /// When it runs next; absent while paused.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
@@ -171,6 +170,12 @@ impl When {
 /// replicas submitting the same run get the same task.
 pub fn run_key(name: &str, at: Timestamp) -> String {
     format!("schedule:{name}:{}", at.format("%Y-%m-%dT%H:%MZ"))
+}
+
+/// The idempotency key of the task of a run asked for by hand at `at` (to the millisecond:
+/// each such run is its own).
+pub fn manual_run_key(name: &str, at: Timestamp) -> String {
+    format!("schedule:{name}:manual:{}", at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
 }
 
 impl ScheduleSpec {

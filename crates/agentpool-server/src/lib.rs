@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 mod openapi_rules;
 pub mod routes;
+pub mod schedules;
 pub mod state;
 mod strict_json;
 pub mod tls;

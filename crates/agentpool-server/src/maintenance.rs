@@ -1,4 +1,5 @@
-//! The maintenance loop: marks silent workers offline, rescues expired leases, purges finished
+//! The maintenance loop: marks silent workers offline, rescues expired leases, submits the
+//! tasks of due schedules ([`crate::schedules`]), purges finished
 //! tasks past retention, workers offline past [`OFFLINE_WORKER_RETENTION`] and GitHub delivery
 //! ids past [`GITHUB_DELIVERY_RETENTION`].
 //!
@@ -62,6 +63,11 @@ pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
         Ok(0) => {}
         Ok(n) => tracing::info!(tasks = n, "rescued tasks whose lease expired"),
         Err(e) => tracing::warn!(error = %e, "maintenance: rescuing expired leases failed"),
+    }
+    match crate::schedules::run_due(state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(tasks = n, "schedules submitted their tasks"),
+        Err(e) => tracing::warn!(error = %e, "maintenance: running due schedules failed"),
     }
     if purge {
         match store.purge_finished(cfg.retention).await {

@@ -34,6 +34,7 @@ impl Modify for Security {
     tags((name = "tasks"), (name = "workers", description = "The worker protocol"), (name = "projects"),
         (name = "credentials", description = "Write-only secrets, encrypted at rest"),
         (name = "profiles", description = "Named, non-secret agent settings that tasks reference"),
+        (name = "schedules", description = "Task templates submitted on a cron expression"),
         (name = "tokens", description = "Bearer tokens (admin): create, list, revoke"), (name = "ops"))
 )]
 pub struct ApiDoc;

@@ -534,6 +534,10 @@ pub trait Store: github::GithubStore + schedules::ScheduleStore + Send + Sync + 
     /// (see [`ClaimWaiter::wait`]).
     fn parked_claimers(&self) -> usize;
 
+    /// Now, by the store's clock: the time every timestamp it writes is taken from, which
+    /// tests move forward (see [`Clock`]).
+    fn time(&self) -> Timestamp;
+
     /// Can the database be reached?
     async fn ping(&self) -> Result<()>;
 }

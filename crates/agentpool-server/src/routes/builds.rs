@@ -52,12 +52,24 @@ pub(crate) async fn submit(
         .await
         .map_err(ApiError::validation)?;
     let build = state.store().enqueue(spec).await?;
-    if let Some(repository) = project.spec.pull_request_repository() {
+    link_pull_request(state, &project.spec, build.task.id).await?;
+    Ok(build)
+}
+
+/// When `project` is wired to GitHub or Forgejo with pull requests on, link task `id` to it,
+/// so a pull request for the task's branch is opened once the task succeeded (builds and
+/// scheduled tasks).
+pub(crate) async fn link_pull_request(
+    state: &AppState,
+    project: &agentpool_core::project::ProjectSpec,
+    id: agentpool_core::TaskId,
+) -> agentpool_store::Result<()> {
+    if let Some(repository) = project.pull_request_repository() {
         state
             .store()
             .github_insert_link(&GithubLink {
-                task_id: build.task.id,
-                project: project.spec.name.clone(),
+                task_id: id,
+                project: project.name.clone(),
                 repository: repository.to_string(),
                 number: None,
                 kind: "build".into(),
@@ -74,5 +86,5 @@ pub(crate) async fn submit(
             })
             .await?;
     }
-    Ok(build)
+    Ok(())
 }

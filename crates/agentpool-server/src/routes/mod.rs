@@ -10,6 +10,7 @@ mod params;
 pub mod profiles;
 pub mod projects;
 pub mod queue;
+pub mod schedules;
 pub mod tasks;
 pub mod tokens;
 pub mod workers;
@@ -67,6 +68,11 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(profiles::get))
         .routes(routes!(profiles::put))
         .routes(routes!(profiles::delete))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::get))
+        .routes(routes!(schedules::put))
+        .routes(routes!(schedules::delete))
+        .routes(routes!(schedules::run))
         .routes(routes!(builds::create_and_build))
         .routes(routes!(github::webhook))
         .routes(routes!(tokens::create, tokens::list))

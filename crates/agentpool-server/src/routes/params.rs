@@ -68,3 +68,12 @@ pub struct TokenPath {
     /// Token id (not its value)
     id: String,
 }
+
+/// `{name}` of a schedule.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "documents the path; handlers extract it with ApiPath")]
+pub struct SchedulePath {
+    /// Schedule name
+    name: String,
+}

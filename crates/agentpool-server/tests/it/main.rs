@@ -15,3 +15,4 @@ mod profiles;
 mod queue_stats;
 mod replicas;
 mod router;
+mod schedules;

@@ -106,6 +106,18 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
         ("GET", "/v1/profiles/p".into(), None, sub),
         ("PUT", "/v1/profiles/p".into(), Some(json!({"model": "m"})), admin),
         ("DELETE", "/v1/profiles/p".into(), None, admin),
+        ("GET", "/v1/schedules".into(), None, sub),
+        ("GET", "/v1/schedules/s".into(), None, sub),
+        (
+            "PUT",
+            "/v1/schedules/s".into(),
+            Some(
+                json!({"cron": "@daily", "task": {"kind": "command", "repo": "https://example.com/r.git", "command": "make"}}),
+            ),
+            sub,
+        ),
+        ("POST", "/v1/schedules/s/run".into(), None, sub),
+        ("DELETE", "/v1/schedules/s".into(), None, sub),
         ("GET", "/v1/tokens".into(), None, admin),
         (
             "POST",

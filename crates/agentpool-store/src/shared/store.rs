@@ -377,6 +377,10 @@ macro_rules! store_impl {
                 self.signal.parked()
             }
 
+            fn time(&self) -> agentpool_core::Timestamp {
+                $crate::common::ts(self.now())
+            }
+
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1").execute(&self.$r).await?;
                 Ok(())

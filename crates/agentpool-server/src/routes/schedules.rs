@@ -1,0 +1,150 @@
+//! Schedules (CRUD) and a run asked for by hand; the maintenance loop runs them when due
+//! ([`crate::schedules`]).
+
+use agentpool_core::profile;
+use agentpool_core::protocol::Enqueued;
+use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec, manual_run_key};
+use agentpool_core::{TaskSpec, ValidationError};
+use agentpool_store::schedules::ScheduleRun;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::params::SchedulePath;
+use crate::auth::{Authorized, Submitters};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath};
+use crate::routes::tasks::prepare_spec;
+use crate::schedules::{submit, submitted_message};
+use crate::state::AppState;
+
+const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
+
+#[utoipa::path(
+    get, path = "/v1/schedules", tag = "schedules",
+    responses((status = 200, body = ScheduleList))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+) -> ApiResult<Json<ScheduleList>> {
+    Ok(Json(ScheduleList {
+        schedules: state.store().list_schedules().await?,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/schedules/{name}", tag = "schedules",
+    params(SchedulePath),
+    responses((status = 200, body = Schedule), (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Schedule>> {
+    Ok(Json(found(&state, &name).await?))
+}
+
+async fn found(state: &AppState, name: &str) -> ApiResult<Schedule> {
+    state
+        .store()
+        .get_schedule(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("schedule", name))
+}
+
+#[utoipa::path(
+    put, path = "/v1/schedules/{name}", tag = "schedules",
+    params(SchedulePath),
+    request_body = ScheduleSpec,
+    responses((status = 200, body = Schedule, description = "Stored (created or replaced); `next_run_at` says when it runs"))
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(spec): ApiJson<ScheduleSpec>,
+) -> ApiResult<Json<Schedule>> {
+    let mut errs = Vec::new();
+    if !profile::valid_name(&name) {
+        errs.push(ValidationError::new("name", NAME_RULE));
+    }
+    let when = spec.validate().map_err(|e| errs.extend(e)).ok();
+    // The task is checked now as it will be at each run, so a mistake is found when the
+    // schedule is set, not at 3 in the morning. Its stored form stays as given: the project's
+    // defaults are applied at each run.
+    if let Err(e) = check_task(&state, &spec.task).await {
+        errs.extend(e);
+    }
+    let Some(when) = when.filter(|_| errs.is_empty()) else {
+        return Err(ApiError::validation(errs));
+    };
+    let next = if spec.paused {
+        None
+    } else {
+        when.next_after(state.store().time())
+    };
+    let s = state.store().put_schedule(&name, &spec, next).await?;
+    tracing::info!(schedule = %name, cron = %spec.cron, paused = spec.paused, %by, "schedule stored");
+    Ok(Json(s))
+}
+
+/// The schedule's task as a run would submit it, checked; `task.`-prefixed field errors.
+async fn check_task(state: &AppState, task: &TaskSpec) -> Result<(), Vec<ValidationError>> {
+    let mut task = task.clone();
+    // Fields the schedule refuses are reported by its own validation.
+    task.idempotency_key = None;
+    task.run_after = None;
+    task.depends_on.clear();
+    task.follow_up_of = None;
+    prepare_spec(state, task, "task.").await.map(drop)
+}
+
+#[utoipa::path(
+    delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(SchedulePath),
+    responses((status = 204, description = "Deleted; tasks it submitted are not touched"),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.store().delete_schedule(&name).await?;
+    tracing::info!(schedule = %name, %by, "schedule deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/run", tag = "schedules",
+    params(SchedulePath),
+    responses((status = 201, description = "Its task submitted now, paused or not and whatever its overlap policy; its next scheduled run is unchanged", body = crate::api::EnqueuedSchema),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn run(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Response> {
+    let s = found(&state, &name).await?;
+    let at = state.store().time();
+    let (id, created) = submit(&state, &s, manual_run_key(&name, at), 0)
+        .await?
+        .map_err(ApiError::validation)?;
+    let run = ScheduleRun {
+        at,
+        task: Some(id),
+        message: format!("{} (run by hand)", submitted_message(id, created, 0)),
+    };
+    state.store().record_schedule_run(&name, &run, None).await?;
+    tracing::info!(schedule = %name, task = %id, %by, "schedule run by hand");
+    let task = state
+        .store()
+        .find_task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", id))?;
+    Ok((StatusCode::CREATED, Json(Enqueued { task, created })).into_response())
+}

@@ -1,0 +1,181 @@
+//! Running schedules: every maintenance pass submits the task of each schedule whose time has
+//! come (docs/schedules.md).
+//!
+//! Safe with several replicas: a due schedule is leased to one replica while it submits its
+//! run, and the task carries the run's idempotency key (`schedule:NAME:TIME`), so even a
+//! replica that crashed between submitting and recording leaves one task for that run, not
+//! two. A server that was down over several run times submits the latest missed one, once,
+//! and says how many it missed.
+
+use agentpool_core::schedule::{Overlap, Schedule, When, run_key};
+use agentpool_core::{NewEvent, TaskId, Timestamp, ValidationError};
+use agentpool_store::Result;
+use agentpool_store::schedules::ScheduleRun;
+
+use crate::routes::tasks::prepare_spec;
+use crate::state::AppState;
+
+/// How long a replica holds a due schedule while it submits its run: long past a submit's
+/// time, short enough that a crashed replica's run is taken over within a minute.
+pub const LEASE_MS: i64 = 60_000;
+
+/// Due schedules taken per query.
+const BATCH: u32 = 100;
+
+/// The most missed run times counted for the message of a late run.
+const MISSED_COUNTED: u32 = 1000;
+
+/// Submit the run of every due schedule. Returns how many tasks were submitted.
+pub async fn run_due(state: &AppState) -> Result<u32> {
+    let mut submitted = 0;
+    loop {
+        let due = state.store().take_due_schedules(BATCH, LEASE_MS).await?;
+        let full = due.len() == BATCH as usize;
+        for s in due {
+            if run_scheduled(state, s).await? {
+                submitted += 1;
+            }
+        }
+        if !full {
+            return Ok(submitted);
+        }
+    }
+}
+
+/// One due run of `s`: submitted, or skipped by its overlap policy, and recorded either way;
+/// the schedule moves on to its first run time after now. Returns whether a task was
+/// submitted.
+async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
+    let store = state.store();
+    let Some(due) = s.next_run_at else {
+        return Ok(false);
+    };
+    let now = store.time();
+    let when = When::parse(&s.spec.cron, s.spec.time_zone.as_deref());
+    let next = when.as_ref().ok().and_then(|w| w.next_after(now));
+    let missed = when.as_ref().map(|w| missed_between(w, due, now)).unwrap_or(0);
+    let run = match unfinished_last_task(state, &s).await? {
+        Some((task, state_name)) => ScheduleRun {
+            at: due,
+            task: None,
+            message: format!("skipped: task {task} from the run before is still {state_name}"),
+        },
+        None => match submit(state, &s, run_key(&s.name, due), missed).await? {
+            Ok((id, created)) => ScheduleRun {
+                at: due,
+                task: Some(id),
+                message: submitted_message(id, created, missed),
+            },
+            Err(errs) => {
+                let why = errs
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ScheduleRun {
+                    at: due,
+                    task: None,
+                    message: format!("could not submit its task: {why}"),
+                }
+            }
+        },
+    };
+    match &run.task {
+        Some(task) => tracing::info!(schedule = %s.name, %task, run = %due, "schedule submitted its task"),
+        None => {
+            tracing::info!(schedule = %s.name, run = %due, why = %run.message, "schedule submitted nothing")
+        }
+    }
+    store
+        .record_schedule_run(&s.name, &run, Some((due, next)))
+        .await?;
+    Ok(run.task.is_some())
+}
+
+/// The task `s` submitted last when its overlap policy is `skip` and that task is still
+/// queued or running, with its state's name.
+async fn unfinished_last_task(state: &AppState, s: &Schedule) -> Result<Option<(TaskId, &'static str)>> {
+    if s.spec.overlap == Overlap::Allow {
+        return Ok(None);
+    }
+    let Some(last) = s.last_task else {
+        return Ok(None);
+    };
+    // A task purged past retention has long finished.
+    Ok(state
+        .store()
+        .find_task(last)
+        .await?
+        .filter(|t| !t.state.is_finished())
+        .map(|t| (last, t.state.as_str())))
+}
+
+/// Run times of `when` after `due` and up to `now`: the ones a late run stands in for.
+fn missed_between(when: &When, due: Timestamp, now: Timestamp) -> u32 {
+    let mut n = 0;
+    let mut t = due;
+    while n < MISSED_COUNTED {
+        match when.next_after(t) {
+            Some(next) if next <= now => {
+                n += 1;
+                t = next;
+            }
+            _ => break,
+        }
+    }
+    n
+}
+
+/// Submit the task of `s` under idempotency key `key` (`missed`: later run times this run
+/// stands in for), as `POST /v1/tasks` would: the project's defaults and the profile applied,
+/// the spec checked. Returns the task and whether it is new (the key may have been used by
+/// a replica that crashed before recording the run), or why the task cannot be submitted (its
+/// project deleted since, say): for the loop that is the schedule's last message, not an
+/// error.
+pub(crate) async fn submit(
+    state: &AppState,
+    s: &Schedule,
+    key: String,
+    missed: u32,
+) -> Result<Result<(TaskId, bool), Vec<ValidationError>>> {
+    let mut spec = s.spec.task.clone();
+    spec.idempotency_key = Some(key);
+    let spec = match prepare_spec(state, spec, "task.").await {
+        Ok(spec) => spec,
+        Err(errs) => return Ok(Err(errs)),
+    };
+    let project = match &spec.project {
+        Some(name) => state.store().get_project(name).await?,
+        None => None,
+    };
+    let out = state.store().enqueue(spec).await?;
+    let id = out.task.id;
+    if out.created {
+        if let Some(p) = project {
+            crate::routes::builds::link_pull_request(state, &p.spec, id).await?;
+        }
+        let mut line = format!("submitted by schedule {}", s.name);
+        if missed > 0 {
+            line.push_str(&format!(
+                ", late: {missed} later run times passed while no server ran it"
+            ));
+        }
+        state
+            .store()
+            .append_events(id, None, vec![NewEvent::log("agentpool", line)])
+            .await?;
+    }
+    Ok(Ok((id, out.created)))
+}
+
+/// What a run that submitted task `id` says of itself.
+pub(crate) fn submitted_message(id: TaskId, created: bool, missed: u32) -> String {
+    let mut message = format!("submitted task {id}");
+    if !created {
+        message.push_str(" (submitted for this run before)");
+    }
+    if missed > 0 {
+        message.push_str(&format!("; {missed} later run times were missed and not run"));
+    }
+    message
+}
