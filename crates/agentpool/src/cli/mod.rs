@@ -49,6 +49,13 @@ Examples:
   agentpool submit --repo ./app --depends-on $id --command 'make release' --wait
   agentpool submit --project web --agent codex --label gpu=yes --priority 10 -p 'upgrade deps'";
 
+const SCHEDULE_EXAMPLES: &str = "\
+Examples:
+  agentpool schedules put deps --cron '0 6 * * 1' --time-zone Europe/Berlin --project web \\
+      --agent claude-code -p 'update the dependencies and fix what breaks'
+  agentpool schedules put nightly-tests --cron @daily --repo https://github.com/o/r.git \\
+      --command 'make test' --no-commit";
+
 /// Flags every subcommand accepts. Values come from the flag, else the `AGENTPOOL_*`
 /// environment variable, else the config file in the data directory.
 #[derive(Debug, Clone, Args)]
@@ -125,6 +132,9 @@ pub enum Command {
     /// Manage agent profiles (non-secret agent settings and MCP servers that tasks name)
     #[command(subcommand)]
     Profiles(ProfilesCommand),
+    /// Manage schedules: tasks submitted on a cron expression (nightly, weekly, …)
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
     /// Manage API tokens
     Tokens(TokensArgs),
     /// Run a self-contained demonstration: a sample repo, the embedded pool, several tasks
@@ -165,6 +175,7 @@ impl Command {
             | Self::Projects(_)
             | Self::Credentials(_)
             | Self::Profiles(_)
+            | Self::Schedules(_)
             | Self::Tokens(_)
             | Self::Crd
             | Self::Agents

@@ -1,4 +1,4 @@
-//! The flags of the task commands: `submit`, `run`, `tasks …` and `workers …`.
+//! The flags of the task commands: `submit`, `run`, `tasks …`, `schedules …` and `workers …`.
 
 use clap::{ArgGroup, Args, Subcommand};
 
@@ -246,4 +246,47 @@ pub enum WorkersCommand {
     Show { id: String },
     /// Ask a worker to stop claiming and finish what it runs
     Drain { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Create or replace a schedule: a task (the flags of `submit`) submitted on a cron expression
+    #[command(after_help = super::SCHEDULE_EXAMPLES)]
+    Put(Box<SchedulePutArgs>),
+    /// List schedules, with when each runs next and what its last run did
+    #[command(alias = "ls")]
+    List,
+    /// Show a schedule (JSON: its task and its state)
+    Show { name: String },
+    /// Submit a schedule's task now (also when paused; its next run stays as it was)
+    Run { name: String },
+    /// Stop a schedule submitting tasks until it is resumed
+    Pause { name: String },
+    /// Let a paused schedule run again, from its next run time after now
+    Resume { name: String },
+    /// Delete a schedule (the tasks it submitted are not touched)
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SchedulePutArgs {
+    /// Name: 1-64 characters from [a-z0-9._-]
+    pub name: String,
+    /// When: five crontab fields (minute hour day-of-month month day-of-week), e.g. "0 6 * * 1-5",
+    /// or @hourly, @daily, @weekly, @monthly, @yearly
+    #[arg(long)]
+    pub cron: String,
+    /// IANA time zone the expression is read in, e.g. Europe/Berlin [default: UTC]
+    #[arg(long, value_name = "ZONE")]
+    pub time_zone: Option<String>,
+    /// When the task of the run before is still queued or running: skip this run, or allow
+    /// another task beside it
+    #[arg(long, value_name = "POLICY", default_value = "skip", value_parser = ["skip", "allow"])]
+    pub overlap: String,
+    /// Store it paused (`schedules resume` starts it)
+    #[arg(long)]
+    pub paused: bool,
+    #[command(flatten)]
+    pub task: TaskArgs,
 }

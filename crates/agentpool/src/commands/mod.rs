@@ -11,6 +11,7 @@ pub mod pool;
 mod probe;
 mod profiles;
 pub mod run_task;
+mod schedules;
 mod task_spec;
 mod tasks;
 mod worker;
@@ -45,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projects(c) => admin::projects(&settings, c).await,
         Command::Credentials(c) => admin::credentials(&settings, c).await,
         Command::Profiles(c) => profiles::profiles(&settings, c).await,
+        Command::Schedules(c) => schedules::schedules(&settings, c).await,
         Command::Tokens(c) => pool::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Launcher(a) => launcher::launcher(&settings, a).await,

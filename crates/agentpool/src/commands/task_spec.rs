@@ -133,6 +133,24 @@ const TASK_FLAGS: Flags = &[
     ("max_rounds", "--max-rounds"),
 ];
 
+/// The flags of `schedules put` for the schedule's own fields; its task's are [`TASK_FLAGS`].
+const SCHEDULE_FLAGS: Flags = &[
+    ("name", "NAME"),
+    ("cron", "--cron"),
+    ("time_zone", "--time-zone"),
+    ("overlap", "--overlap"),
+];
+
+/// A schedule the server refused, in the words of `schedules put`: its own flags (`--cron`)
+/// and, for its task's fields (`task.timeout_secs`), the task flags (`--timeout`).
+pub fn refused_schedule(e: agentpool_client::Error) -> anyhow::Error {
+    let flag = |field: &str| match field.strip_prefix("task.") {
+        Some(task_field) => flag_of(TASK_FLAGS, task_field),
+        None => flag_of(SCHEDULE_FLAGS, field),
+    };
+    refused_as(e, "schedule", flag)
+}
+
 /// The flag in `flags` that sets `field` (a path such as `labels.team` or `depends_on[0]`).
 fn flag_of(flags: Flags, field: &str) -> Option<&'static str> {
     let top = field.split(['.', '[']).next().unwrap_or(field);
@@ -151,11 +169,20 @@ pub fn refused(e: agentpool_client::Error) -> anyhow::Error {
 /// say so by flag, one `--flag: why` per field, as a usage error; anything else as the server
 /// said it.
 pub fn refused_by_flag(e: agentpool_client::Error, what: &str, flags: Flags) -> anyhow::Error {
+    refused_as(e, what, |field| flag_of(flags, field))
+}
+
+/// [`refused_by_flag`], with `flag` telling which flag sets a field.
+fn refused_as(
+    e: agentpool_client::Error,
+    what: &str,
+    flag: impl Fn(&str) -> Option<&'static str>,
+) -> anyhow::Error {
     if let agentpool_client::Error::Rejected { fields, .. } = &e
         && !fields.is_empty()
         && let Some(said) = fields
             .iter()
-            .map(|f| flag_of(flags, &f.field).map(|flag| format!("{flag}: {}", f.message)))
+            .map(|f| flag(&f.field).map(|flag| format!("{flag}: {}", f.message)))
             .collect::<Option<Vec<_>>>()
     {
         return Exit::new(ExitCode::Usage, format!("{what} refused: {}", said.join("; "))).into();

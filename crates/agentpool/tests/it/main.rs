@@ -16,6 +16,7 @@ mod probe;
 mod profiles;
 mod restarts;
 mod run;
+mod schedules;
 mod schemathesis;
 mod serve;
 mod tls;

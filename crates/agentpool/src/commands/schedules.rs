@@ -1,0 +1,99 @@
+//! `agentpool schedules`: put, list, show, run, pause, resume and delete the schedules that
+//! submit tasks on a cron expression.
+
+use agentpool_core::schedule::{Schedule, ScheduleSpec};
+
+use super::task_spec::{refused_schedule, spec_from};
+use super::{connect, print_done, print_json, print_list};
+use crate::cli::{SchedulePutArgs, SchedulesCommand};
+use crate::config::Settings;
+use crate::exit::{Exit, ExitCode};
+
+pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    match cmd {
+        SchedulesCommand::Put(args) => {
+            let name = args.name.clone();
+            let spec = spec_of(&args)?;
+            let s = client
+                .put_schedule(&name, &spec)
+                .await
+                .map_err(refused_schedule)?;
+            if settings.json() {
+                print_json(&s)?;
+            } else {
+                outln!("schedule {name} stored; {}", next_words(&s));
+            }
+        }
+        SchedulesCommand::List => {
+            let list = client.list_schedules().await?;
+            print_list(settings, &list, "schedules", |list| {
+                for s in list {
+                    let zone = s.spec.time_zone.as_deref().unwrap_or("UTC");
+                    let last = s.last_message.as_deref().unwrap_or("not run yet");
+                    outln!("{}\t{} ({zone})\t{}\t{last}", s.name, s.spec.cron, next_words(s));
+                }
+            })?;
+        }
+        SchedulesCommand::Show { name } => print_json(&client.get_schedule(&name).await?)?,
+        SchedulesCommand::Run { name } => {
+            let out = client.run_schedule(&name).await.map_err(refused_schedule)?;
+            if settings.json() {
+                print_json(&out)?;
+            } else {
+                // The id alone on stdout, as `submit` prints it, for `$(…)`.
+                outln!("{}", out.task.id);
+            }
+        }
+        SchedulesCommand::Pause { name } => set_paused(settings, &client, &name, true).await?,
+        SchedulesCommand::Resume { name } => set_paused(settings, &client, &name, false).await?,
+        SchedulesCommand::Delete { name } => {
+            client.delete_schedule(&name).await?;
+            print_done(settings, "schedule", &name, "deleted")?;
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+/// The schedule the flags describe.
+fn spec_of(args: &SchedulePutArgs) -> anyhow::Result<ScheduleSpec> {
+    let overlap = args
+        .overlap
+        .parse()
+        .map_err(|e: String| Exit::new(ExitCode::Usage, format!("--overlap: {e}")))?;
+    Ok(ScheduleSpec {
+        cron: args.cron.clone(),
+        time_zone: args.time_zone.clone(),
+        task: spec_from(&args.task)?,
+        overlap,
+        paused: args.paused,
+    })
+}
+
+/// Pause or resume `name`: the stored spec with `paused` changed.
+async fn set_paused(
+    settings: &Settings,
+    client: &agentpool_client::Client,
+    name: &str,
+    paused: bool,
+) -> anyhow::Result<()> {
+    let mut spec = client.get_schedule(name).await?.spec;
+    spec.paused = paused;
+    let s = client.put_schedule(name, &spec).await.map_err(refused_schedule)?;
+    if settings.json() {
+        print_json(&s)?;
+    } else {
+        let done = if paused { "paused" } else { "resumed" };
+        outln!("schedule {name} {done}; {}", next_words(&s));
+    }
+    Ok(())
+}
+
+/// When it runs next, in words.
+fn next_words(s: &Schedule) -> String {
+    match s.next_run_at {
+        Some(t) => format!("next run {}", t.format("%Y-%m-%d %H:%M UTC")),
+        None if s.spec.paused => "paused".to_string(),
+        None => "no run time comes".to_string(),
+    }
+}
