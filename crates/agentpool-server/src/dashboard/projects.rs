@@ -1,8 +1,11 @@
-//! Projects and the names of stored credentials. Credential values never leave the server
-//! except to the worker running a task that needs them; this page lists names only, and only
-//! to admins (as the API does).
+//! Projects, schedules and the names of stored credentials. Credential values never leave the
+//! server except to the worker running a task that needs them; this page lists names only,
+//! and only to admins (as the API does).
 
 use std::fmt::Write;
+
+use agentpool_core::Timestamp;
+use agentpool_core::schedule::Schedule;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -46,6 +49,7 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         }
         h.push_str("</tbody></table>");
     }
+    schedules(&mut h, &store.list_schedules().await?, store.time());
     h.push_str(r#"<section aria-labelledby="cred-h"><h2 id="cred-h">Credentials</h2>"#);
     if session.is_admin() {
         let names = store.list_credentials().await?;
@@ -67,4 +71,38 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         html::page("Projects", Nav::Projects, Some(&session), None, &h),
     )
         .into_response())
+}
+
+/// The schedules: when each runs, when next, and what its last run did.
+fn schedules(h: &mut String, list: &[Schedule], now: Timestamp) {
+    h.push_str(r#"<section aria-labelledby="sched-h"><h2 id="sched-h">Schedules</h2>"#);
+    if list.is_empty() {
+        h.push_str(
+            r#"<p class="empty">No schedules (<code>agentpool schedules put NAME --cron '0 6 * * 1' …</code>).</p></section>"#,
+        );
+        return;
+    }
+    h.push_str(
+        r#"<table class="schedules"><caption class="sr-only">Schedules</caption><thead><tr><th scope="col">name</th><th scope="col">when</th><th scope="col">next run</th><th scope="col">last run</th><th scope="col">last task</th></tr></thead><tbody>"#,
+    );
+    for s in list {
+        let next = match s.next_run_at {
+            Some(t) => format!("{} ({})", html::time(t), html::ago(t, now)),
+            None if s.spec.paused => "paused".to_string(),
+            None => "none".to_string(),
+        };
+        let last = match (&s.last_run_at, &s.last_message) {
+            (Some(t), Some(m)) => format!("{}: {}", html::time(*t), esc(m)),
+            _ => "not run yet".to_string(),
+        };
+        let _ = write!(
+            h,
+            r#"<tr><th scope="row">{}</th><td><code>{}</code> {}</td><td>{next}</td><td>{last}</td><td>{}</td></tr>"#,
+            esc(&s.name),
+            esc(&s.spec.cron),
+            esc(s.spec.time_zone.as_deref().unwrap_or("UTC")),
+            s.last_task.as_ref().map(html::task_link).unwrap_or_default(),
+        );
+    }
+    h.push_str("</tbody></table></section>");
 }

@@ -14,7 +14,10 @@ use super::{enc, get, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
-both_backends!(hostile_prompt_branch_and_agent_output_are_escaped_everywhere);
+both_backends!(
+    hostile_prompt_branch_and_agent_output_are_escaped_everywhere,
+    a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped,
+);
 
 const XSS: &str = "<script>alert(1)</script>";
 
@@ -153,4 +156,62 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
     );
     assert!(live.text.contains("I will &lt;script&gt;"), "{}", live.text);
     assert_inert("live stream", &live.text);
+}
+
+/// The projects page lists schedules: when each runs (in its zone), when next, and its last
+/// run, whose message (here hostile: it can quote a refused task's fields) renders inert.
+async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend: Backend) {
+    use agentpool_core::schedule::{Overlap, ScheduleSpec};
+    use agentpool_store::schedules::ScheduleRun;
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let cookie = session(&app.tokens.admin);
+    let empty = get(&app, "/projects", Some(&cookie)).await;
+    assert!(empty.text.contains("No schedules"), "{}", empty.text);
+
+    let store = app.store.as_ref();
+    let spec = ScheduleSpec {
+        cron: "0 6 * * 1-5".into(),
+        time_zone: Some("Europe/Berlin".into()),
+        task: TaskSpec::command("https://example.com/r.git", "make"),
+        overlap: Overlap::Skip,
+        paused: false,
+    };
+    let next = store.time() + chrono::Duration::hours(3);
+    store
+        .put_schedule("weekdays", &spec, Some(next))
+        .await
+        .expect("put");
+    let task = store
+        .enqueue(TaskSpec::command("https://example.com/r.git", "make"))
+        .await
+        .expect("enqueue")
+        .task
+        .id;
+    let run = ScheduleRun {
+        at: store.time(),
+        task: Some(task),
+        message: format!("could not submit its task: task.branch: {XSS}"),
+    };
+    store
+        .record_schedule_run("weekdays", &run, None)
+        .await
+        .expect("record");
+
+    let page = get(&app, "/projects", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_inert("projects page", &page.text);
+    for shown in [
+        r#"<th scope="row">weekdays</th><td><code>0 6 * * 1-5</code> Europe/Berlin</td>"#,
+        "(in 2 h)",
+        "could not submit its task: task.branch: &lt;script&gt;alert(1)&lt;/script&gt;",
+        &format!(r#"<a href="/tasks/{task}""#),
+    ] {
+        assert!(
+            page.text.contains(shown),
+            "projects page lacks {shown:?}: {}",
+            page.text
+        );
+    }
 }
