@@ -18,6 +18,7 @@ pub struct Metrics {
     workers: IntGaugeVec,
     claimed: IntCounterVec,
     handed_over: IntCounter,
+    schedule_runs: IntCounterVec,
     waiting_beats: IntGauge,
     completed: IntCounterVec,
     failed: IntCounterVec,
@@ -68,6 +69,22 @@ impl Metrics {
                  agentpool_tasks_claimed_total too",
             ),
         );
+        let schedule_runs = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "agentpool_schedule_runs_total",
+                    "Runs of schedules this server made, by outcome: submitted (a task), skipped (the \
+                     task before unfinished), refused (the task could not be submitted)",
+                ),
+                &["outcome"],
+            ),
+        );
+        // Every outcome is exported from the start (at 0), so a rate or an increase over it
+        // has a series before the first run of that outcome.
+        for outcome in ["submitted", "skipped", "refused"] {
+            schedule_runs.with_label_values(&[outcome]);
+        }
         let waiting_beats = registered(
             &registry,
             IntGauge::new(
@@ -143,6 +160,7 @@ impl Metrics {
             workers,
             claimed,
             handed_over,
+            schedule_runs,
             waiting_beats,
             completed,
             failed,
@@ -161,6 +179,11 @@ impl Metrics {
     /// `n` tasks reached a long poll by hand-over (each also counted by [`Self::claimed`]).
     pub fn handed_over(&self, n: usize) {
         self.handed_over.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// A schedule's run ended with `outcome` (`submitted`, `skipped` or `refused`).
+    pub fn schedule_run(&self, outcome: &str) {
+        self.schedule_runs.with_label_values(&[outcome]).inc();
     }
 
     /// Count a heartbeat held open until the returned guard is dropped.

@@ -54,38 +54,39 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
     let when = When::parse(&s.spec.cron, s.spec.time_zone.as_deref());
     let next = when.as_ref().ok().and_then(|w| w.next_after(now));
     let missed = when.as_ref().map(|w| missed_between(w, due, now)).unwrap_or(0);
-    let run = match unfinished_last_task(state, &s).await? {
-        Some((task, state_name)) => ScheduleRun {
-            at: due,
-            task: None,
-            message: format!("skipped: task {task} from the run before is still {state_name}"),
-        },
+    let (outcome, message, task) = match unfinished_last_task(state, &s).await? {
+        Some((task, state_name)) => (
+            "skipped",
+            format!("skipped: task {task} from the run before is still {state_name}"),
+            None,
+        ),
         None => match submit(state, &s, run_key(&s.name, due), missed).await? {
-            Ok((id, created)) => ScheduleRun {
-                at: due,
-                task: Some(id),
-                message: submitted_message(id, created, missed),
-            },
+            Ok((id, created)) => ("submitted", submitted_message(id, created, missed), Some(id)),
             Err(errs) => {
-                let why = errs
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                ScheduleRun {
-                    at: due,
-                    task: None,
-                    message: format!("could not submit its task: {why}"),
-                }
+                let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                (
+                    "refused",
+                    format!("could not submit its task: {}", why.join("; ")),
+                    None,
+                )
             }
         },
     };
-    match &run.task {
-        Some(task) => tracing::info!(schedule = %s.name, %task, run = %due, "schedule submitted its task"),
-        None => {
-            tracing::info!(schedule = %s.name, run = %due, why = %run.message, "schedule submitted nothing")
+    state.inner.metrics.schedule_run(outcome);
+    match (task, outcome) {
+        (Some(task), _) => {
+            tracing::info!(schedule = %s.name, %task, run = %due, "schedule submitted its task")
         }
+        (None, "refused") => {
+            tracing::warn!(schedule = %s.name, run = %due, why = %message, "schedule could not submit its task")
+        }
+        (None, _) => tracing::info!(schedule = %s.name, run = %due, why = %message, "schedule skipped a run"),
     }
+    let run = ScheduleRun {
+        at: due,
+        task,
+        message,
+    };
     store
         .record_schedule_run(&s.name, &run, Some((due, next)))
         .await?;

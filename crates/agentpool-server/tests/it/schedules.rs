@@ -13,7 +13,7 @@ use agentpool_core::{EventPayload, TaskSpec, TaskState};
 use agentpool_server::schedules::run_due;
 use agentpool_testkit::db::Backend;
 
-use crate::support::{TestApp, open_store, spawn_app, test_config};
+use crate::support::{TestApp, open_store, scrape, spawn_app, test_config};
 
 crate::both_backends!(
     schedules_are_checked_stored_and_deleted,
@@ -258,4 +258,14 @@ async fn a_due_schedule_submits_its_task_once_and_moves_on(backend: Backend) {
         .tasks
         .len();
     assert_eq!(before, after);
+
+    // What this server's runs did, for alerting on a schedule that cannot submit. (The first
+    // run may have been the replica's.)
+    let metrics = scrape(&app.base).await;
+    for line in [
+        r#"agentpool_schedule_runs_total{outcome="skipped"} 1"#,
+        r#"agentpool_schedule_runs_total{outcome="refused"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+    }
 }
