@@ -1,5 +1,5 @@
-//! Forgejo pull requests: a build of a project wired to Forgejo gets its pull request once it
-//! succeeded with a pushed branch, recorded in its result. Every call goes through prism,
+//! Forgejo pull requests: a build (or a scheduled task) of a project wired to Forgejo gets its
+//! pull request once it succeeded with a pushed branch, recorded in its result. Every call goes through prism,
 //! which checks request and answer against Forgejo's own API description, to the recording
 //! stand-in behind it.
 
@@ -191,9 +191,63 @@ async fn a_draft_is_titled_wip_and_a_pull_request_opened_elsewhere_is_used(backe
     assert!(prism.violations().is_empty(), "{:?}", prism.violations());
 }
 
+/// A schedule's task for the project is a build like any other: once it succeeded with a
+/// pushed branch, its pull request opens.
+async fn a_scheduled_task_of_the_project_opens_its_pull_request(backend: Backend) {
+    use agentpool_core::TaskSpec;
+    use agentpool_core::schedule::{Overlap, ScheduleSpec};
+    let Forgejo { fj, prism, _dir } = forgejo().await;
+    let app = fj_app(backend, &prism.url(), false).await.expect("database");
+    let spec = ScheduleSpec {
+        cron: "@weekly".into(),
+        time_zone: None,
+        task: TaskSpec {
+            project: Some("hello".into()),
+            prompt: Some("Update the dependencies".into()),
+            branch: Some("agentpool/deps".into()),
+            ..TaskSpec::default()
+        },
+        overlap: Overlap::Skip,
+        paused: false,
+    };
+    let s = app
+        .submitter()
+        .put_schedule("deps", &spec)
+        .await
+        .expect("schedule");
+    let wait = s.next_run_at.expect("next run") - app.clock.now();
+    app.clock
+        .advance(wait.to_std().expect("ahead") + std::time::Duration::from_secs(1));
+    assert_eq!(
+        agentpool_server::schedules::run_due(app.state())
+            .await
+            .expect("run"),
+        1
+    );
+    let id = app
+        .submitter()
+        .get_schedule("deps")
+        .await
+        .expect("get")
+        .last_task
+        .expect("task");
+
+    finish(&app, id, "agentpool/deps", "s-1").await;
+    pass(&app).await;
+    let pulls = fj.pulls();
+    assert_eq!(pulls.len(), 1, "{}", prism.log());
+    assert_eq!(
+        (pulls[0].head.as_str(), pulls[0].title.as_str()),
+        ("agentpool/deps", "Update the dependencies")
+    );
+    assert_eq!(result(&app, id).await.pull_request.map(|p| p.number), Some(1));
+    assert!(prism.violations().is_empty(), "{:?}", prism.violations());
+}
+
 crate::both_backends!(
     a_build_opens_its_pull_request_once_and_the_next_build_reuses_it,
     a_draft_is_titled_wip_and_a_pull_request_opened_elsewhere_is_used,
+    a_scheduled_task_of_the_project_opens_its_pull_request,
 );
 
 /// A project names one forge, and its Forgejo settings are checked field by field.
