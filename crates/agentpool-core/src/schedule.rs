@@ -245,6 +245,11 @@ mod tests {
             Some(at(2026, 7, 2, 7, 0))
         );
 
+        // Both day fields restricted: either one matching is enough, as crontab has it (the
+        // 13th, or a Friday: Friday 2026-12-11 comes first).
+        let either = When::parse("0 0 13 * 5", None).expect("parses");
+        assert_eq!(either.next_after(at(2026, 12, 5, 10, 0)), Some(at(2026, 12, 11, 0, 0)));
+
         let daily = When::parse("@daily", None).expect("nickname");
         assert_eq!(
             daily.next_after(at(2026, 12, 5, 10, 0)),
@@ -259,6 +264,15 @@ mod tests {
         let w = When::parse("30 2 * * *", Some("Europe/Berlin")).expect("parses");
         let next = w.next_after(at(2027, 3, 27, 12, 0)).expect("runs");
         assert_eq!(next, at(2027, 3, 28, 1, 0));
+    }
+
+    #[test]
+    fn a_run_time_that_happens_twice_runs_once() {
+        // 2026-10-25 02:30 happens twice in Berlin (clocks go from 03:00 back to 02:00).
+        let w = When::parse("30 2 * * *", Some("Europe/Berlin")).expect("parses");
+        let first = w.next_after(at(2026, 10, 24, 12, 0)).expect("runs");
+        assert_eq!(first, at(2026, 10, 25, 0, 30));
+        assert_eq!(w.next_after(first), Some(at(2026, 10, 26, 1, 30)));
     }
 
     #[test]
