@@ -1,4 +1,4 @@
-//! Schedules: set, read, delete, and run one now.
+//! Schedules: set, read, pause, resume, delete, and run one now.
 
 use agentpool_core::protocol::Enqueued;
 use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec};
@@ -24,6 +24,18 @@ impl Client {
 
     pub async fn delete_schedule(&self, name: &str) -> Result<()> {
         self.delete(&format!("/v1/schedules/{name}")).await
+    }
+
+    /// Stop the schedule submitting tasks until it is resumed.
+    pub async fn pause_schedule(&self, name: &str) -> Result<Schedule> {
+        self.json(self.req(Method::POST, &format!("/v1/schedules/{name}/pause")))
+            .await
+    }
+
+    /// Let a paused schedule run again, from its first run time after now.
+    pub async fn resume_schedule(&self, name: &str) -> Result<Schedule> {
+        self.json(self.req(Method::POST, &format!("/v1/schedules/{name}/resume")))
+            .await
     }
 
     /// Submit the schedule's task now, whatever its time, pause and overlap policy.

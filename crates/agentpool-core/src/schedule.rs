@@ -248,7 +248,10 @@ mod tests {
         // Both day fields restricted: either one matching is enough, as crontab has it (the
         // 13th, or a Friday: Friday 2026-12-11 comes first).
         let either = When::parse("0 0 13 * 5", None).expect("parses");
-        assert_eq!(either.next_after(at(2026, 12, 5, 10, 0)), Some(at(2026, 12, 11, 0, 0)));
+        assert_eq!(
+            either.next_after(at(2026, 12, 5, 10, 0)),
+            Some(at(2026, 12, 11, 0, 0))
+        );
 
         let daily = When::parse("@daily", None).expect("nickname");
         assert_eq!(

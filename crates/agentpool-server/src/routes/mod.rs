@@ -73,6 +73,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::put))
         .routes(routes!(schedules::delete))
         .routes(routes!(schedules::run))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
         .routes(routes!(builds::create_and_build))
         .routes(routes!(github::webhook))
         .routes(routes!(tokens::create, tokens::list))

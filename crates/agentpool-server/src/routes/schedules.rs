@@ -3,7 +3,7 @@
 
 use agentpool_core::profile;
 use agentpool_core::protocol::Enqueued;
-use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec, manual_run_key};
+use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec, When, manual_run_key};
 use agentpool_core::{TaskSpec, ValidationError};
 use agentpool_store::schedules::ScheduleRun;
 use axum::Json;
@@ -100,6 +100,53 @@ async fn check_task(state: &AppState, task: &TaskSpec) -> Result<(), Vec<Validat
     task.depends_on.clear();
     task.follow_up_of = None;
     prepare_spec(state, task, "task.").await.map(drop)
+}
+
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/pause", tag = "schedules",
+    params(SchedulePath),
+    responses((status = 200, body = Schedule, description = "Paused: it submits nothing until resumed"),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Schedule>> {
+    set_paused(&state, &name, true, &by.to_string()).await.map(Json)
+}
+
+#[utoipa::path(
+    post, path = "/v1/schedules/{name}/resume", tag = "schedules",
+    params(SchedulePath),
+    responses((status = 200, body = Schedule, description = "Resumed: it runs next at its first run time after now"),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn resume(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Submitters>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Schedule>> {
+    set_paused(&state, &name, false, &by.to_string()).await.map(Json)
+}
+
+/// Pause or resume `name`: its stored spec with `paused` changed. The task is not checked
+/// again: a schedule whose project went away can still be paused, and a resumed one says at
+/// its next run if its task cannot be submitted.
+async fn set_paused(state: &AppState, name: &str, paused: bool, by: &str) -> ApiResult<Schedule> {
+    let mut spec = found(state, name).await?.spec;
+    spec.paused = paused;
+    let next = if paused {
+        None
+    } else {
+        When::parse(&spec.cron, spec.time_zone.as_deref())
+            .ok()
+            .and_then(|w| w.next_after(state.store().time()))
+    };
+    let s = state.store().put_schedule(name, &spec, next).await?;
+    let done = if paused { "paused" } else { "resumed" };
+    tracing::info!(schedule = %name, %by, "schedule {done}");
+    Ok(s)
 }
 
 #[utoipa::path(

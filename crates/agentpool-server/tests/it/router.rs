@@ -117,6 +117,8 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
             sub,
         ),
         ("POST", "/v1/schedules/s/run".into(), None, sub),
+        ("POST", "/v1/schedules/s/pause".into(), None, sub),
+        ("POST", "/v1/schedules/s/resume".into(), None, sub),
         ("DELETE", "/v1/schedules/s".into(), None, sub),
         ("GET", "/v1/tokens".into(), None, admin),
         (

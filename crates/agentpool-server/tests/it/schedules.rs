@@ -2,7 +2,7 @@
 //! submitted once (two replicas racing), carries the run's idempotency key and says which
 //! schedule submitted it; a run whose previous task is unfinished is skipped; missed runs are
 //! run once; a paused schedule submits nothing until run by hand; a task that can no longer
-//! be submitted leaves the reason on the schedule.
+//! be submitted leaves the reason on the schedule, which can still be paused and resumed.
 
 use std::time::Duration;
 
@@ -258,6 +258,18 @@ async fn a_due_schedule_submits_its_task_once_and_moves_on(backend: Backend) {
         .tasks
         .len();
     assert_eq!(before, after);
+
+    // It can still be paused and resumed (the task is not checked again); set anew, it is
+    // refused for its task.
+    let paused = sub.pause_schedule("nightly").await.expect("pause");
+    assert_eq!((paused.next_run_at, paused.spec.paused), (None, true));
+    let resumed = sub.resume_schedule("nightly").await.expect("resume");
+    assert!(!resumed.spec.paused);
+    assert_eq!(ms(resumed.next_run_at), ms(when.next_after(app.clock.now())));
+    assert_eq!(
+        fields(sub.put_schedule("nightly", &spec).await.unwrap_err()),
+        ["task.project"]
+    );
 
     // What this server's runs did, for alerting on a schedule that cannot submit. (The first
     // run may have been the replica's.)

@@ -70,16 +70,18 @@ fn spec_of(args: &SchedulePutArgs) -> anyhow::Result<ScheduleSpec> {
     })
 }
 
-/// Pause or resume `name`: the stored spec with `paused` changed.
+/// Pause or resume `name`.
 async fn set_paused(
     settings: &Settings,
     client: &agentpool_client::Client,
     name: &str,
     paused: bool,
 ) -> anyhow::Result<()> {
-    let mut spec = client.get_schedule(name).await?.spec;
-    spec.paused = paused;
-    let s = client.put_schedule(name, &spec).await.map_err(refused_schedule)?;
+    let s = if paused {
+        client.pause_schedule(name).await?
+    } else {
+        client.resume_schedule(name).await?
+    };
     if settings.json() {
         print_json(&s)?;
     } else {
