@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 const WORKER_ID: &str = "^[A-Za-z0-9._-]{1,128}$";
 /// Project and credential names (`routes::projects::valid_name`).
 const NAME: &str = "^[A-Za-z0-9._-]{1,100}$";
-/// `agentpool_core::profile::valid_name`.
+/// `agentpool_core::profile::valid_name` (profiles and schedules).
 const PROFILE_NAME: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 /// `agentpool_core::spec::parse_label`: one `key=value`.
 const LABEL: &str = "^[A-Za-z0-9._/-]{1,63}=([A-Za-z0-9._/-]{1,255})?$";
@@ -114,7 +114,9 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("path", "task") => Some(task_id),
         ("path", "id") if path.starts_with("/v1/tasks/") => Some(task_id),
         ("path", "id") if path.starts_with("/v1/workers/") => Some(pattern(WORKER_ID)),
-        ("path", "name") if path.starts_with("/v1/profiles/") => Some(pattern(PROFILE_NAME)),
+        ("path", "name") if path.starts_with("/v1/profiles/") || path.starts_with("/v1/schedules/") => {
+            Some(pattern(PROFILE_NAME))
+        }
         ("path", "name") => Some(pattern(NAME)),
         // The task list (`/v1/tasks`, a project's builds).
         ("query", "state") => Some(json!({ "type": "string", "enum": TaskState::ALL })),
@@ -248,6 +250,11 @@ fn body_rules() -> Vec<(&'static str, Value)> {
         (
             "CredentialValue/properties/value",
             json!({ "minLength": 1, "maxLength": crate::routes::projects::MAX_CREDENTIAL_CHARS }),
+        ),
+        // `ScheduleSpec::validate`: the expression's length (its syntax is croner's).
+        (
+            "ScheduleSpec/properties/cron",
+            json!({ "minLength": 1, "maxLength": 200 }),
         ),
         // `AgentProfile::validate`.
         (
