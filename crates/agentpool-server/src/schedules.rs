@@ -32,8 +32,15 @@ pub async fn run_due(state: &AppState) -> Result<u32> {
         let due = state.store().take_due_schedules(BATCH, LEASE_MS).await?;
         let full = due.len() == BATCH as usize;
         for s in due {
-            if run_scheduled(state, s).await? {
-                submitted += 1;
+            let name = s.name.clone();
+            match run_scheduled(state, s).await {
+                Ok(true) => submitted += 1,
+                Ok(false) => {}
+                // Its lease runs out and a later pass (here or on another replica) takes the
+                // same run again; the others are not held up by it.
+                Err(e) => {
+                    tracing::warn!(schedule = %name, error = %e, "running a schedule failed; it is tried again")
+                }
             }
         }
         if !full {
