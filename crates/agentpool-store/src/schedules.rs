@@ -34,9 +34,10 @@ pub trait ScheduleStore {
     /// Every schedule, by name.
     async fn list_schedules(&self) -> Result<Vec<Schedule>>;
     async fn delete_schedule(&self, name: &str) -> Result<()>;
-    /// Schedules whose next run is due and that no replica is submitting, soonest first; each
-    /// returned one is leased to the caller for `lease_ms`, so another replica passes it over
-    /// until the caller records the run (or the lease runs out, after a crash).
+    /// Up to `limit` schedules whose next run is due and that no replica is submitting,
+    /// soonest first; each returned one is leased to the caller for `lease_ms`, so another
+    /// replica passes it over until the caller records the run (or the lease runs out, after
+    /// a crash).
     async fn take_due_schedules(&self, limit: u32, lease_ms: i64) -> Result<Vec<Schedule>>;
     /// Record `run` and release the lease. With `advance` (the due time the run was for, and
     /// the next one), the schedule moves on to its next run, unless it was changed since

@@ -88,34 +88,21 @@ macro_rules! schedule_store {
 
             async fn take_due_schedules(&self, limit: u32, lease_ms: i64) -> Result<Vec<Schedule>> {
                 let now = self.now();
+                // One statement takes the lease: on PostgreSQL a row another replica leased
+                // meanwhile fails the outer condition once its update commits, so it is not
+                // returned here too.
                 let rows = sqlx::query(
-                    "SELECT * FROM schedules WHERE next_run_at <= $1 AND lease_until <= $1 \
-                     ORDER BY next_run_at LIMIT $2",
+                    "UPDATE schedules SET lease_until = $2 WHERE name IN (SELECT name FROM schedules \
+                     WHERE next_run_at <= $1 AND lease_until <= $1 ORDER BY next_run_at LIMIT $3) \
+                     AND next_run_at <= $1 AND lease_until <= $1 RETURNING *",
                 )
                 .bind(now)
+                .bind(now + lease_ms)
                 .bind(i64::from(limit))
-                .fetch_all(&self.$r)
+                .fetch_all(&self.$w)
                 .await?;
-                let mut out = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let s = schedule_row(row)?;
-                    let lease: i64 = row.try_get("lease_until")?;
-                    // Take the lease only if no other replica took it, and the schedule was not
-                    // changed, since it was read.
-                    let taken = sqlx::query(
-                        "UPDATE schedules SET lease_until = $2 WHERE name = $1 AND lease_until = $3 \
-                         AND next_run_at = $4",
-                    )
-                    .bind(&s.name)
-                    .bind(now + lease_ms)
-                    .bind(lease)
-                    .bind(s.next_run_at.map(ms))
-                    .execute(&self.$w)
-                    .await?;
-                    if taken.rows_affected() == 1 {
-                        out.push(s);
-                    }
-                }
+                let mut out = rows.iter().map(schedule_row).collect::<Result<Vec<_>>>()?;
+                out.sort_by_key(|s| s.next_run_at);
                 Ok(out)
             }
 

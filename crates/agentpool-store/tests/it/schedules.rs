@@ -102,6 +102,25 @@ async fn a_due_schedule_is_taken_by_one_replica_until_its_run_is_recorded(h: Har
         "not due yet"
     );
 
+    // Many due at once, taken by two replicas at the same moment: each by one of them.
+    let many: Vec<String> = (0..40).map(|i| format!("s{i:02}")).collect();
+    for name in &many {
+        h.store
+            .put_schedule(name, &spec("@hourly"), Some(h.clock.now()))
+            .await
+            .unwrap();
+    }
+    let (a, b) = tokio::join!(
+        h.store.take_due_schedules(100, 60_000),
+        replica.take_due_schedules(100, 60_000)
+    );
+    let mut taken: Vec<String> = a.unwrap().into_iter().chain(b.unwrap()).map(|s| s.name).collect();
+    taken.sort();
+    assert_eq!(taken, many);
+    for name in &many {
+        h.store.delete_schedule(name).await.unwrap();
+    }
+
     h.clock.advance(Duration::from_secs(6 * 60));
     let (a, b) = tokio::join!(
         h.store.take_due_schedules(10, 60_000),
