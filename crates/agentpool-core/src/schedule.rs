@@ -169,13 +169,23 @@ impl When {
 /// The idempotency key of the task a schedule submits for its run at `at`: two server
 /// replicas submitting the same run get the same task.
 pub fn run_key(name: &str, at: Timestamp) -> String {
-    format!("schedule:{name}:{}", at.format("%Y-%m-%dT%H:%MZ"))
+    format!("{}{}", key_prefix(name), at.format("%Y-%m-%dT%H:%MZ"))
+}
+
+/// What the idempotency key of every task schedule `name` submits starts with: how its tasks
+/// are listed (`GET /v1/tasks?schedule=NAME`).
+pub fn key_prefix(name: &str) -> String {
+    format!("schedule:{name}:")
 }
 
 /// The idempotency key of the task of a run asked for by hand at `at` (to the millisecond:
 /// each such run is its own).
 pub fn manual_run_key(name: &str, at: Timestamp) -> String {
-    format!("schedule:{name}:manual:{}", at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    format!(
+        "{}manual:{}",
+        key_prefix(name),
+        at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+    )
 }
 
 impl ScheduleSpec {

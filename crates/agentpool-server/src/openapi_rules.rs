@@ -125,6 +125,7 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("query", "max") => Some(json!({ "minimum": 1, "maximum": 1000 })),
         ("query", "wait") => Some(json!({ "minimum": 0, "maximum": 60 })),
         ("query", "worker") => Some(pattern(WORKER_ID)),
+        ("query", "schedule") => Some(pattern(PROFILE_NAME)),
         ("query", "cursor") => Some(task_id),
         ("query", "class") => Some(json!({ "type": "string", "enum": ErrorClass::ALL })),
         ("query", "limit") if path.ends_with("/events") => Some(json!({ "minimum": 1, "maximum": 1000 })),

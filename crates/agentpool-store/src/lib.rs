@@ -137,6 +137,9 @@ pub struct TaskFilter {
     pub worker: Option<WorkerId>,
     /// Only tasks whose last attempt ended with this class.
     pub error_class: Option<ErrorClass>,
+    /// Only tasks whose idempotency key starts with this (a schedule's tasks:
+    /// `agentpool_core::schedule::key_prefix`).
+    pub key_prefix: Option<String>,
     /// Return tasks older than this id (the previous page's last id).
     pub before: Option<TaskId>,
     pub limit: u32,

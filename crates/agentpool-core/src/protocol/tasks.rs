@@ -222,6 +222,8 @@ pub struct TaskListQuery {
     /// An error class (e.g. `AUTH_FAILED`): the tasks whose last attempt ended with it — failed
     /// with it, or queued to retry after it.
     pub class: Option<String>,
+    /// A schedule's name: the tasks it submitted (docs/schedules.md).
+    pub schedule: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// 1-500, default 50.

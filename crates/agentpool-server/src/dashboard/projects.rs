@@ -83,7 +83,7 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp) {
         return;
     }
     h.push_str(
-        r#"<table class="schedules"><caption class="sr-only">Schedules</caption><thead><tr><th scope="col">name</th><th scope="col">when</th><th scope="col">next run</th><th scope="col">last run</th><th scope="col">last task</th></tr></thead><tbody>"#,
+        r#"<table class="schedules"><caption class="sr-only">Schedules</caption><thead><tr><th scope="col">name</th><th scope="col">when</th><th scope="col">next run</th><th scope="col">last run</th><th scope="col">last task</th><th scope="col">tasks</th></tr></thead><tbody>"#,
     );
     for s in list {
         let next = match s.next_run_at {
@@ -97,11 +97,12 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp) {
         };
         let _ = write!(
             h,
-            r#"<tr><th scope="row">{}</th><td><code>{}</code> {}</td><td>{next}</td><td>{last}</td><td>{}</td></tr>"#,
+            r#"<tr><th scope="row">{}</th><td><code>{}</code> {}</td><td>{next}</td><td>{last}</td><td>{}</td><td><a href="/tasks?schedule={}">tasks</a></td></tr>"#,
             esc(&s.name),
             esc(&s.spec.cron),
             esc(s.spec.time_zone.as_deref().unwrap_or("UTC")),
             s.last_task.as_ref().map(html::task_link).unwrap_or_default(),
+            Url(&s.name),
         );
     }
     h.push_str("</tbody></table></section>");

@@ -37,6 +37,8 @@ pub struct ListQuery {
     pub worker: Option<String>,
     /// An error class: tasks whose last attempt ended with it.
     pub class: Option<String>,
+    /// A schedule's name: the tasks it submitted.
+    pub schedule: Option<String>,
     pub q: Option<String>,
     pub cursor: Option<String>,
     /// After a bulk action: what was done, how many succeeded and failed.
@@ -63,6 +65,7 @@ impl ListQuery {
             ("agent", &self.agent),
             ("worker", &self.worker),
             ("class", &self.class),
+            ("schedule", &self.schedule),
             ("q", &self.q),
         ] {
             if let Some(v) = set(v) {
@@ -91,6 +94,7 @@ pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
         label: set(&q.label),
         worker: set(&q.worker),
         class: set(&q.class),
+        schedule: set(&q.schedule),
         cursor: set(&q.cursor),
         limit: Some(PAGE as u32),
     })
@@ -237,6 +241,7 @@ fn filters(q: &ListQuery) -> String {
         ("label", "label k=v", &q.label),
         ("agent", "agent", &q.agent),
         ("worker", "worker", &q.worker),
+        ("schedule", "schedule", &q.schedule),
         ("q", "text", &q.q),
     ] {
         let _ = write!(

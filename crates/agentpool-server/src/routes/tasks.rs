@@ -293,6 +293,14 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
             None
         }
     });
+    let key_prefix = q.schedule.as_deref().and_then(|name| {
+        if agentpool_core::profile::valid_name(name) {
+            Some(agentpool_core::schedule::key_prefix(name))
+        } else {
+            errs.push(ValidationError::new("schedule", "is not a schedule name"));
+            None
+        }
+    });
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         errs.push(ValidationError::new("limit", "must be between 1 and 500"));
@@ -306,6 +314,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
         label,
         worker,
         error_class,
+        key_prefix,
         before,
         limit,
     })

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use agentpool_client::Error;
 use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::TaskListQuery;
 use agentpool_core::schedule::{Overlap, Schedule, ScheduleSpec, When, run_key};
-use agentpool_core::{EventPayload, TaskSpec, TaskState};
+use agentpool_core::{EventPayload, TaskId, TaskSpec, TaskState};
 use agentpool_server::schedules::run_due;
 use agentpool_testkit::db::Backend;
 
@@ -258,6 +259,28 @@ async fn a_due_schedule_submits_its_task_once_and_moves_on(backend: Backend) {
         .tasks
         .len();
     assert_eq!(before, after);
+
+    // Its tasks are listed by its name: the four it submitted, newest first, none other.
+    sub.submit(&TaskSpec::command("https://example.com/r.git", "make"))
+        .await
+        .expect("another task");
+    let of_schedule = sub
+        .list_tasks(&TaskListQuery {
+            schedule: Some("nightly".into()),
+            ..TaskListQuery::default()
+        })
+        .await
+        .expect("list");
+    let ids: Vec<TaskId> = of_schedule.tasks.iter().map(|t| t.id).collect();
+    assert_eq!(ids, [by_hand.task.id, third, second, first]);
+    let e = sub
+        .list_tasks(&TaskListQuery {
+            schedule: Some("Not a name".into()),
+            ..TaskListQuery::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, Error::Rejected { status: 400, .. }), "{e:?}");
 
     // It can still be paused and resumed (the task is not checked again); set anew, it is
     // refused for its task.

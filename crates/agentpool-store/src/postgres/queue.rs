@@ -355,6 +355,7 @@ impl PgStore {
                AND ($4::text IS NULL OR worker_id = $4) \
                AND ($5::uuid IS NULL OR id < $5) \
                AND ($7::text IS NULL OR error_class = $7) \
+               AND ($8::text IS NULL OR left(idempotency_key, length($8)) = $8) \
              ORDER BY id DESC LIMIT $6",
             cols("")
         );
@@ -372,6 +373,7 @@ impl PgStore {
             .bind(f.before.map(|b| b.0))
             .bind(i64::from(limit))
             .bind(f.error_class.map(|c| c.as_str()))
+            .bind(f.key_prefix.as_deref())
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -206,6 +206,9 @@ impl SqliteStore {
         if f.error_class.is_some() {
             sql.push_str(" AND error_class = ?");
         }
+        if f.key_prefix.is_some() {
+            sql.push_str(" AND substr(idempotency_key, 1, length(?)) = ?");
+        }
         sql.push_str(" ORDER BY id DESC LIMIT ?");
         let mut q = sqlx::query(&sql);
         if let Some(s) = f.state {
@@ -225,6 +228,9 @@ impl SqliteStore {
         }
         if let Some(c) = f.error_class {
             q = q.bind(c.as_str());
+        }
+        if let Some(p) = &f.key_prefix {
+            q = q.bind(p.clone()).bind(p.clone());
         }
         let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
         q = q.bind(i64::from(limit));

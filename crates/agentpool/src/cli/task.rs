@@ -177,6 +177,9 @@ pub struct TaskFilters {
     /// Only tasks whose last attempt ended with this error class (e.g. AUTH_FAILED, in any case)
     #[arg(long, value_name = "CLASS", value_parser = parse_error_class)]
     pub class: Option<agentpool_core::ErrorClass>,
+    /// Only tasks this schedule submitted (its name)
+    #[arg(long, value_name = "NAME")]
+    pub schedule: Option<String>,
 }
 
 impl TaskFilters {
@@ -188,6 +191,7 @@ impl TaskFilters {
             label: self.label.as_ref().map(|(k, v)| format!("{k}={v}")),
             worker: self.worker.clone(),
             class: self.class.map(|c| c.as_str().to_string()),
+            schedule: self.schedule.clone(),
             cursor: None,
             limit: None,
         }
@@ -198,10 +202,10 @@ impl TaskFilters {
 /// among those it can act on.
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("which").required(true).multiple(true)
-    .args(["ids", "state", "project", "label", "worker", "class"])))]
+    .args(["ids", "state", "project", "label", "worker", "class", "schedule"])))]
 pub struct Selection {
     /// The tasks, by id (or the filters instead)
-    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker", "class"])]
+    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker", "class", "schedule"])]
     pub ids: Vec<agentpool_core::TaskId>,
     #[command(flatten)]
     pub filters: TaskFilters,

@@ -80,6 +80,14 @@ fn a_schedule_is_put_listed_run_by_hand_paused_resumed_and_deleted() {
     );
     let log = git(&pool.remote, &["log", "--format=%s", "notes"]);
     assert!(log.lines().count() >= 2, "a commit on the branch: {log}");
+    let listed = json(&pool.json_of(&["tasks", "list", "--schedule", "notes"]));
+    let listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [id.as_str()]);
     let shown = json(&pool.json_of(&["schedules", "show", "notes"]));
     assert_eq!(shown["last_task"], id.as_str());
     assert_eq!(

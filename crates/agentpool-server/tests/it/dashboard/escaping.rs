@@ -184,6 +184,15 @@ async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend
         .await
         .expect("put");
     let task = store
+        .enqueue(TaskSpec {
+            idempotency_key: Some(agentpool_core::schedule::run_key("weekdays", store.time())),
+            ..TaskSpec::command("https://example.com/r.git", "make")
+        })
+        .await
+        .expect("enqueue")
+        .task
+        .id;
+    let other = store
         .enqueue(TaskSpec::command("https://example.com/r.git", "make"))
         .await
         .expect("enqueue")
@@ -207,6 +216,7 @@ async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend
         "(in 2 h)",
         "could not submit its task: task.branch: &lt;script&gt;alert(1)&lt;/script&gt;",
         &format!(r#"<a href="/tasks/{task}""#),
+        r#"<a href="/tasks?schedule=weekdays">tasks</a>"#,
     ] {
         assert!(
             page.text.contains(shown),
@@ -214,4 +224,14 @@ async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend
             page.text
         );
     }
+    // Its link lists the tasks it submitted, not the others.
+    let listed = get(&app, "/tasks?schedule=weekdays", Some(&cookie)).await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert!(listed.text.contains(&format!("/tasks/{task}")), "{}", listed.text);
+    assert!(
+        !listed.text.contains(&format!("/tasks/{other}")),
+        "{}",
+        listed.text
+    );
+    assert!(listed.text.contains(r#"name="schedule" value="weekdays""#));
 }
