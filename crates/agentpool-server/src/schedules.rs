@@ -7,11 +7,13 @@
 //! two. A server that was down over several run times submits the latest missed one, once,
 //! and says how many it missed.
 
-use agentpool_core::schedule::{Overlap, Schedule, When, run_key};
+use agentpool_core::protocol::Enqueued;
+use agentpool_core::schedule::{Overlap, Schedule, When, manual_run_key, run_key};
 use agentpool_core::{NewEvent, TaskId, Timestamp, ValidationError};
 use agentpool_store::Result;
 use agentpool_store::schedules::ScheduleRun;
 
+use crate::error::{ApiError, ApiResult};
 use crate::routes::tasks::prepare_spec;
 use crate::state::AppState;
 
@@ -68,7 +70,11 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
             None,
         ),
         None => match submit(state, &s, run_key(&s.name, due), missed).await? {
-            Ok((id, created)) => ("submitted", submitted_message(id, created, missed), Some(id)),
+            Ok(out) => (
+                "submitted",
+                submitted_message(out.task.id, out.created, missed),
+                Some(out.task.id),
+            ),
             Err(errs) => {
                 let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
                 (
@@ -136,8 +142,8 @@ fn missed_between(when: &When, due: Timestamp, now: Timestamp) -> u32 {
 
 /// Submit the task of `s` under idempotency key `key` (`missed`: later run times this run
 /// stands in for), as `POST /v1/tasks` would: the project's defaults and the profile applied,
-/// the spec checked. Returns the task and whether it is new (the key may have been used by
-/// a replica that crashed before recording the run), or why the task cannot be submitted (its
+/// the spec checked. Returns the task and whether it is new (`created`: the key may have been
+/// used by a replica that crashed before recording the run), or why the task cannot be submitted (its
 /// project deleted since, say): for the loop that is the schedule's last message, not an
 /// error.
 pub(crate) async fn submit(
@@ -145,7 +151,7 @@ pub(crate) async fn submit(
     s: &Schedule,
     key: String,
     missed: u32,
-) -> Result<Result<(TaskId, bool), Vec<ValidationError>>> {
+) -> Result<Result<Enqueued, Vec<ValidationError>>> {
     let mut spec = s.spec.task.clone();
     spec.idempotency_key = Some(key);
     let spec = match prepare_spec(state, spec, "task.").await {
@@ -173,7 +179,7 @@ pub(crate) async fn submit(
             .append_events(id, None, vec![NewEvent::log("agentpool", line)])
             .await?;
     }
-    Ok(Ok((id, out.created)))
+    Ok(Ok(out))
 }
 
 /// What a run that submitted task `id` says of itself.
@@ -186,4 +192,51 @@ pub(crate) fn submitted_message(id: TaskId, created: bool, missed: u32) -> Strin
         message.push_str(&format!("; {missed} later run times were missed and not run"));
     }
     message
+}
+
+/// Schedule `name`, or 404.
+pub(crate) async fn found(state: &AppState, name: &str) -> ApiResult<Schedule> {
+    state
+        .store()
+        .get_schedule(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("schedule", name))
+}
+
+/// Submit the task of schedule `name` now, for `by`: paused or not, whatever its overlap
+/// policy; its next scheduled run is unchanged. A task that cannot be submitted is refused
+/// with its field errors.
+pub(crate) async fn run_now(state: &AppState, name: &str, by: &str) -> ApiResult<Enqueued> {
+    let s = found(state, name).await?;
+    let at = state.store().time();
+    let out = submit(state, &s, manual_run_key(name, at), 0)
+        .await?
+        .map_err(ApiError::validation)?;
+    let run = ScheduleRun {
+        at,
+        task: Some(out.task.id),
+        message: format!("{} (run by hand)", submitted_message(out.task.id, out.created, 0)),
+    };
+    state.store().record_schedule_run(name, &run, None).await?;
+    tracing::info!(schedule = %name, task = %out.task.id, %by, "schedule run by hand");
+    Ok(out)
+}
+
+/// Pause or resume `name` for `by`: its stored spec with `paused` changed. The task is not
+/// checked again: a schedule whose project went away can still be paused, and a resumed one
+/// says at its next run if its task cannot be submitted.
+pub(crate) async fn set_paused(state: &AppState, name: &str, paused: bool, by: &str) -> ApiResult<Schedule> {
+    let mut spec = found(state, name).await?.spec;
+    spec.paused = paused;
+    let next = if paused {
+        None
+    } else {
+        When::parse(&spec.cron, spec.time_zone.as_deref())
+            .ok()
+            .and_then(|w| w.next_after(state.store().time()))
+    };
+    let s = state.store().put_schedule(name, &spec, next).await?;
+    let done = if paused { "paused" } else { "resumed" };
+    tracing::info!(schedule = %name, %by, "schedule {done}");
+    Ok(s)
 }

@@ -10,10 +10,12 @@ use agentpool_core::schedule::Schedule;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
-use super::Dash;
-use super::auth::Session;
+use super::auth::{Action, Session, redirect};
 use super::error::DashResult;
 use super::html::{self, Nav, Url, esc};
+use super::{Dash, require};
+use crate::auth::Role;
+use crate::extract::ApiPath;
 
 pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
     let store = dash.app.store();
@@ -49,7 +51,7 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         }
         h.push_str("</tbody></table>");
     }
-    schedules(&mut h, &store.list_schedules().await?, store.time());
+    schedules(&mut h, &store.list_schedules().await?, store.time(), &session);
     h.push_str(r#"<section aria-labelledby="cred-h"><h2 id="cred-h">Credentials</h2>"#);
     if session.is_admin() {
         let names = store.list_credentials().await?;
@@ -73,8 +75,10 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         .into_response())
 }
 
-/// The schedules: when each runs, when next, and what its last run did.
-fn schedules(h: &mut String, list: &[Schedule], now: Timestamp) {
+/// The schedules: when each runs, when next, and what its last run did; and, for those who
+/// may submit tasks, a run now and a pause or resume.
+fn schedules(h: &mut String, list: &[Schedule], now: Timestamp, session: &Session) {
+    let can_act = session.can(ACTORS);
     h.push_str(r#"<section aria-labelledby="sched-h"><h2 id="sched-h">Schedules</h2>"#);
     if list.is_empty() {
         h.push_str(
@@ -83,8 +87,12 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp) {
         return;
     }
     h.push_str(
-        r#"<table class="schedules"><caption class="sr-only">Schedules</caption><thead><tr><th scope="col">name</th><th scope="col">when</th><th scope="col">next run</th><th scope="col">last run</th><th scope="col">last task</th><th scope="col">tasks</th></tr></thead><tbody>"#,
+        r#"<table class="schedules"><caption class="sr-only">Schedules</caption><thead><tr><th scope="col">name</th><th scope="col">when</th><th scope="col">next run</th><th scope="col">last run</th><th scope="col">last task</th><th scope="col">tasks</th>"#,
     );
+    if can_act {
+        h.push_str(r#"<th scope="col"><span class="sr-only">actions</span></th>"#);
+    }
+    h.push_str("</tr></thead><tbody>");
     for s in list {
         let next = match s.next_run_at {
             Some(t) => format!("{} ({})", html::time(t), html::ago(t, now)),
@@ -97,13 +105,65 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp) {
         };
         let _ = write!(
             h,
-            r#"<tr><th scope="row">{}</th><td><code>{}</code> {}</td><td>{next}</td><td>{last}</td><td>{}</td><td><a href="/tasks?schedule={}">tasks</a></td></tr>"#,
+            r#"<tr><th scope="row">{}</th><td><code>{}</code> {}</td><td>{next}</td><td>{last}</td><td>{}</td><td><a href="/tasks?schedule={}">tasks</a></td>"#,
             esc(&s.name),
             esc(&s.spec.cron),
             esc(s.spec.time_zone.as_deref().unwrap_or("UTC")),
             s.last_task.as_ref().map(html::task_link).unwrap_or_default(),
             Url(&s.name),
         );
+        if can_act {
+            let (toggle, word) = if s.spec.paused {
+                ("resume", "Resume")
+            } else {
+                ("pause", "Pause")
+            };
+            let _ = write!(
+                h,
+                r#"<td class="actions"><form method="post" action="/schedules/{name}/run">{csrf}<button type="submit" data-confirm="Submit this schedule's task now?">Run now</button></form><form method="post" action="/schedules/{name}/{toggle}">{csrf}<button type="submit">{word}</button></form></td>"#,
+                name = Url(&s.name),
+                csrf = session.csrf_field(),
+            );
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</tbody></table></section>");
+}
+
+/// Roles the API's schedule actions admit.
+const ACTORS: &[Role] = &[Role::Submitter];
+
+/// `POST /schedules/{name}/run`: submit its task now, then show that task.
+pub async fn run(
+    State(dash): State<Dash>,
+    ApiPath(name): ApiPath<String>,
+    action: Action,
+) -> DashResult<Response> {
+    require(&action.session, ACTORS, "run schedules")?;
+    let out = crate::schedules::run_now(&dash.app, &name, &action.session.who()).await?;
+    Ok(redirect(&format!("/tasks/{}", out.task.id)))
+}
+
+/// `POST /schedules/{name}/pause`.
+pub async fn pause(
+    State(dash): State<Dash>,
+    ApiPath(name): ApiPath<String>,
+    action: Action,
+) -> DashResult<Response> {
+    set_paused(&dash, &name, &action, true).await
+}
+
+/// `POST /schedules/{name}/resume`.
+pub async fn resume(
+    State(dash): State<Dash>,
+    ApiPath(name): ApiPath<String>,
+    action: Action,
+) -> DashResult<Response> {
+    set_paused(&dash, &name, &action, false).await
+}
+
+async fn set_paused(dash: &Dash, name: &str, action: &Action, paused: bool) -> DashResult<Response> {
+    require(&action.session, ACTORS, "pause or resume schedules")?;
+    crate::schedules::set_paused(&dash.app, name, paused, &action.session.who()).await?;
+    Ok(redirect("/projects#sched-h"))
 }

@@ -2,10 +2,8 @@
 //! ([`crate::schedules`]).
 
 use agentpool_core::profile;
-use agentpool_core::protocol::Enqueued;
-use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec, When, manual_run_key};
+use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec};
 use agentpool_core::{TaskSpec, ValidationError};
-use agentpool_store::schedules::ScheduleRun;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -16,7 +14,7 @@ use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::tasks::prepare_spec;
-use crate::schedules::{submit, submitted_message};
+use crate::schedules::{found, run_now, set_paused};
 use crate::state::AppState;
 
 const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
@@ -45,14 +43,6 @@ pub async fn get(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Schedule>> {
     Ok(Json(found(&state, &name).await?))
-}
-
-async fn found(state: &AppState, name: &str) -> ApiResult<Schedule> {
-    state
-        .store()
-        .get_schedule(name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("schedule", name))
 }
 
 #[utoipa::path(
@@ -130,25 +120,6 @@ pub async fn resume(
     set_paused(&state, &name, false, &by.to_string()).await.map(Json)
 }
 
-/// Pause or resume `name`: its stored spec with `paused` changed. The task is not checked
-/// again: a schedule whose project went away can still be paused, and a resumed one says at
-/// its next run if its task cannot be submitted.
-async fn set_paused(state: &AppState, name: &str, paused: bool, by: &str) -> ApiResult<Schedule> {
-    let mut spec = found(state, name).await?.spec;
-    spec.paused = paused;
-    let next = if paused {
-        None
-    } else {
-        When::parse(&spec.cron, spec.time_zone.as_deref())
-            .ok()
-            .and_then(|w| w.next_after(state.store().time()))
-    };
-    let s = state.store().put_schedule(name, &spec, next).await?;
-    let done = if paused { "paused" } else { "resumed" };
-    tracing::info!(schedule = %name, %by, "schedule {done}");
-    Ok(s)
-}
-
 #[utoipa::path(
     delete, path = "/v1/schedules/{name}", tag = "schedules",
     params(SchedulePath),
@@ -176,22 +147,6 @@ pub async fn run(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
-    let s = found(&state, &name).await?;
-    let at = state.store().time();
-    let (id, created) = submit(&state, &s, manual_run_key(&name, at), 0)
-        .await?
-        .map_err(ApiError::validation)?;
-    let run = ScheduleRun {
-        at,
-        task: Some(id),
-        message: format!("{} (run by hand)", submitted_message(id, created, 0)),
-    };
-    state.store().record_schedule_run(&name, &run, None).await?;
-    tracing::info!(schedule = %name, task = %id, %by, "schedule run by hand");
-    let task = state
-        .store()
-        .find_task(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("task", id))?;
-    Ok((StatusCode::CREATED, Json(Enqueued { task, created })).into_response())
+    let out = run_now(&state, &name, &by.to_string()).await?;
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }
