@@ -225,7 +225,19 @@ async function main() {
     assert(await page.locator('svg.chart').count() === 1, 'the overview draws the last hour');
     assert((await page.locator('#throughput').innerText()).includes('succeeded'), 'the chart has a text summary');
     await shot(page, 'overview');
+    // A schedule, run now and paused from the projects page.
+    cli(SUBMITTER, 'schedules', 'put', 'nightly', '--cron', '@daily', '--repo', REPO,
+      '--command', 'echo scheduled', '--no-commit');
     await page.goto(`${BASE}/projects`);
+    const schedule = page.locator('table.schedules tbody tr').filter({ hasText: 'nightly' });
+    assert(await schedule.count() === 1, 'the projects page lists the schedule');
+    await Promise.all([page.waitForURL(/\/tasks\/[0-9a-f-]+$/), schedule.locator('button:has-text("Run now")').click()]);
+    await page.locator('.events', { hasText: 'submitted by schedule nightly' }).waitFor({ timeout: WAIT });
+    ok('"Run now" submits the schedule\'s task and shows it');
+    await page.goto(`${BASE}/projects`);
+    await Promise.all([page.waitForLoadState('load'), schedule.locator('button:has-text("Pause")').click()]);
+    assert(await schedule.locator('button:has-text("Resume")').count() === 1, 'a paused schedule offers Resume');
+    assert((await schedule.innerText()).includes('paused'), 'the schedule says it is paused');
     await shot(page, 'projects');
     await page.goto(`${BASE}/workers`);
     assert(await page.locator('button:has-text("Drain")').count() >= 1, 'an admin sees the drain action');

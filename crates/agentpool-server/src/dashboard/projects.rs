@@ -120,7 +120,7 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp, session: &Sessio
             };
             let _ = write!(
                 h,
-                r#"<td class="actions"><form method="post" action="/schedules/{name}/run">{csrf}<button type="submit" data-confirm="Submit this schedule's task now?">Run now</button></form><form method="post" action="/schedules/{name}/{toggle}">{csrf}<button type="submit">{word}</button></form></td>"#,
+                r#"<td class="row-actions"><form method="post" action="/schedules/{name}/run">{csrf}<button type="submit" data-confirm="Submit this schedule's task now?">Run now</button></form><form method="post" action="/schedules/{name}/{toggle}">{csrf}<button type="submit">{word}</button></form></td>"#,
                 name = Url(&s.name),
                 csrf = session.csrf_field(),
             );
