@@ -4,8 +4,8 @@
 //! Safe with several replicas: a due schedule is leased to one replica while it submits its
 //! run, and the task carries the run's idempotency key (`schedule:NAME:TIME`), so even a
 //! replica that crashed between submitting and recording leaves one task for that run, not
-//! two. A server that was down over several run times submits the latest missed one, once,
-//! and says how many it missed.
+//! two. A server that was down over several run times submits the earliest missed one, once,
+//! and says how many later ones it missed.
 
 use agentpool_core::protocol::Enqueued;
 use agentpool_core::schedule::{Overlap, Schedule, When, manual_run_key, run_key};
@@ -65,35 +65,32 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
     let missed = when.as_ref().map(|w| missed_between(w, due, now)).unwrap_or(0);
     let (outcome, message, task) = match unfinished_last_task(state, &s).await? {
         Some((task, state_name)) => (
-            "skipped",
+            Outcome::Skipped,
             format!("skipped: task {task} from the run before is still {state_name}"),
             None,
         ),
         None => match submit(state, &s, run_key(&s.name, due), missed).await? {
             Ok(out) => (
-                "submitted",
+                Outcome::Submitted,
                 submitted_message(out.task.id, out.created, missed),
                 Some(out.task.id),
             ),
             Err(errs) => {
                 let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                (
-                    "refused",
-                    format!("could not submit its task: {}", why.join("; ")),
-                    None,
-                )
+                let message = format!("could not submit its task: {}", why.join("; "));
+                (Outcome::Refused, message, None)
             }
         },
     };
-    state.inner.metrics.schedule_run(outcome);
-    match (task, outcome) {
-        (Some(task), _) => {
-            tracing::info!(schedule = %s.name, %task, run = %due, "schedule submitted its task")
+    state.inner.metrics.schedule_run(outcome.as_str());
+    match outcome {
+        Outcome::Submitted => tracing::info!(schedule = %s.name, run = %due, %message, "schedule ran"),
+        Outcome::Skipped => {
+            tracing::info!(schedule = %s.name, run = %due, %message, "schedule skipped a run")
         }
-        (None, "refused") => {
-            tracing::warn!(schedule = %s.name, run = %due, why = %message, "schedule could not submit its task")
+        Outcome::Refused => {
+            tracing::warn!(schedule = %s.name, run = %due, %message, "schedule could not submit its task")
         }
-        (None, _) => tracing::info!(schedule = %s.name, run = %due, why = %message, "schedule skipped a run"),
     }
     let run = ScheduleRun {
         at: due,
@@ -104,6 +101,26 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
         .record_schedule_run(&s.name, &run, Some((due, next)))
         .await?;
     Ok(run.task.is_some())
+}
+
+/// What one run of a schedule did (`agentpool_schedule_runs_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Submitted,
+    /// The task of the run before was unfinished (overlap `skip`).
+    Skipped,
+    /// The task could not be submitted (its project deleted since, say).
+    Refused,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Submitted => "submitted",
+            Self::Skipped => "skipped",
+            Self::Refused => "refused",
+        }
+    }
 }
 
 /// The task `s` submitted last when its overlap policy is `skip` and that task is still
@@ -142,10 +159,10 @@ fn missed_between(when: &When, due: Timestamp, now: Timestamp) -> u32 {
 
 /// Submit the task of `s` under idempotency key `key` (`missed`: later run times this run
 /// stands in for), as `POST /v1/tasks` would: the project's defaults and the profile applied,
-/// the spec checked. Returns the task and whether it is new (`created`: the key may have been
-/// used by a replica that crashed before recording the run), or why the task cannot be submitted (its
-/// project deleted since, say): for the loop that is the schedule's last message, not an
-/// error.
+/// the spec checked. Returns the task and whether it is new (`created`: the key may have
+/// been used by a replica that crashed before recording the run), or why the task cannot be
+/// submitted (its project deleted since, say): for the loop that is the schedule's last
+/// message, not an error.
 pub(crate) async fn submit(
     state: &AppState,
     s: &Schedule,
@@ -170,9 +187,7 @@ pub(crate) async fn submit(
         }
         let mut line = format!("submitted by schedule {}", s.name);
         if missed > 0 {
-            line.push_str(&format!(
-                ", late: {missed} later run times passed while no server ran it"
-            ));
+            line.push_str(&format!("; {missed} later run times were missed and not run"));
         }
         state
             .store()
