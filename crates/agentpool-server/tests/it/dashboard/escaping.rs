@@ -161,7 +161,7 @@ async fn hostile_prompt_branch_and_agent_output_are_escaped_everywhere(backend: 
 /// The projects page lists schedules: when each runs (in its zone), when next, and its last
 /// run, whose message (here hostile: it can quote a refused task's fields) renders inert.
 async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend: Backend) {
-    use agentpool_core::schedule::{Overlap, ScheduleSpec};
+    use agentpool_core::schedule::ScheduleSpec;
     use agentpool_store::schedules::ScheduleRun;
     let Some(app) = router_app(backend).await else {
         return;
@@ -172,11 +172,8 @@ async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend
 
     let store = app.store.as_ref();
     let spec = ScheduleSpec {
-        cron: "0 6 * * 1-5".into(),
         time_zone: Some("Europe/Berlin".into()),
-        task: TaskSpec::command("https://example.com/r.git", "make"),
-        overlap: Overlap::Skip,
-        paused: false,
+        ..super::schedules::command_schedule("0 6 * * 1-5")
     };
     let next = store.time() + chrono::Duration::hours(3);
     store

@@ -12,18 +12,23 @@ use crate::support::router_app;
 
 both_backends!(a_schedule_is_run_paused_and_resumed_from_the_projects_page);
 
+/// A schedule of `make` on a sample repository at `cron`, in UTC.
+pub(super) fn command_schedule(cron: &str) -> ScheduleSpec {
+    ScheduleSpec {
+        cron: cron.into(),
+        time_zone: None,
+        task: TaskSpec::command("https://example.com/r.git", "make"),
+        overlap: Overlap::Skip,
+        paused: false,
+    }
+}
+
 async fn a_schedule_is_run_paused_and_resumed_from_the_projects_page(backend: Backend) {
     let Some(app) = router_app(backend).await else {
         return;
     };
     let store = app.store.as_ref();
-    let spec = ScheduleSpec {
-        cron: "@daily".into(),
-        time_zone: None,
-        task: TaskSpec::command("https://example.com/r.git", "make"),
-        overlap: Overlap::Skip,
-        paused: false,
-    };
+    let spec = command_schedule("@daily");
     let next = store.time() + chrono::Duration::hours(5);
     store
         .put_schedule("nightly", &spec, Some(next))
