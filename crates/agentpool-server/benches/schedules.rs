@@ -17,21 +17,6 @@ use agentpool_server::{AppState, ServerConfig};
 use agentpool_testkit::bench::BenchArgs;
 use agentpool_testkit::db::{Backend, TestDb};
 
-struct Args {
-    backend: Backend,
-    schedules: usize,
-    runs: usize,
-}
-
-fn parse_args() -> Args {
-    let args = BenchArgs::from_env();
-    Args {
-        backend: args.backend(Backend::Postgres),
-        schedules: args.value("--schedules", 1000),
-        runs: args.value("--runs", 3),
-    }
-}
-
 fn spec(i: usize) -> ScheduleSpec {
     ScheduleSpec {
         cron: "@hourly".into(),
@@ -79,7 +64,10 @@ async fn run(backend: Backend, n: usize) -> (Duration, Duration) {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = BenchArgs::from_env();
+    let backend = args.backend(Backend::Postgres);
+    let schedules: usize = args.value("--schedules", 1000);
+    let runs: usize = args.value("--runs", 3);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,8 +76,8 @@ fn main() {
     rt.block_on(async {
         let mut busy = Vec::new();
         let mut idle = Vec::new();
-        for _ in 0..args.runs {
-            let (b, i) = run(args.backend, args.schedules).await;
+        for _ in 0..runs {
+            let (b, i) = run(backend, schedules).await;
             busy.push(b);
             idle.push(i);
         }
@@ -100,17 +88,17 @@ fn main() {
         println!(
             "{:?}: {} schedules due at once: pass median {:.0} ms (min {:.0}, max {:.0}; {:.2} ms a run), \
              {} runs",
-            args.backend,
-            args.schedules,
+            backend,
+            schedules,
             ms(mid),
             ms(busy[0]),
             ms(busy[busy.len() - 1]),
-            ms(mid) / args.schedules as f64,
-            args.runs
+            ms(mid) / schedules as f64,
+            runs
         );
         println!(
             "{:?}: a pass with none due: median {:.2} ms (medians of 50 passes, min {:.2}, max {:.2})",
-            args.backend,
+            backend,
             ms(idle[idle.len() / 2]),
             ms(idle[0]),
             ms(idle[idle.len() - 1])
