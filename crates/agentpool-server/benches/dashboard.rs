@@ -190,43 +190,37 @@ fn summary(mut v: Vec<Duration>) -> String {
     )
 }
 
-fn main() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let args = parse_args();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let Some(db) = TestDb::new(args.backend).await else {
-            eprintln!("no database for {:?} (source scripts/services.sh)", args.backend);
-            std::process::exit(2);
-        };
-        let store = agentpool_store::open_store(db.url()).await.expect("open store");
-        let t = Instant::now();
-        let target = fill(store.as_ref(), args.tasks).await;
-        eprintln!(
-            "filled {} tasks in {:.1} s",
-            args.tasks,
-            t.elapsed().as_secs_f64()
-        );
-        let mut cfg = ServerConfig::new(db.url(), "127.0.0.1:0".parse().expect("addr"));
-        cfg.auth = AuthMode::NoAuthLoopback;
-        let router = agentpool_server::router(AppState::new(store.clone(), &cfg), 1 << 20);
-        // One warm-up request each (connection pools, statement caches).
-        for uri in ["/", "/tasks", &format!("/tasks/{target}")] {
-            time(&router, uri).await;
+    let Some(db) = TestDb::new(args.backend).await else {
+        eprintln!("no database for {:?} (source scripts/services.sh)", args.backend);
+        std::process::exit(2);
+    };
+    let store = agentpool_store::open_store(db.url()).await.expect("open store");
+    let t = Instant::now();
+    let target = fill(store.as_ref(), args.tasks).await;
+    eprintln!(
+        "filled {} tasks in {:.1} s",
+        args.tasks,
+        t.elapsed().as_secs_f64()
+    );
+    let mut cfg = ServerConfig::new(db.url(), "127.0.0.1:0".parse().expect("addr"));
+    cfg.auth = AuthMode::NoAuthLoopback;
+    let router = agentpool_server::router(AppState::new(store.clone(), &cfg), 1 << 20);
+    // One warm-up request each (connection pools, statement caches).
+    for uri in ["/", "/tasks", &format!("/tasks/{target}")] {
+        time(&router, uri).await;
+    }
+    for (name, uri) in [
+        ("overview /", "/".to_string()),
+        ("task list /tasks", "/tasks".to_string()),
+        ("task page (300 events)", format!("/tasks/{target}")),
+    ] {
+        let mut v = Vec::new();
+        for _ in 0..args.runs {
+            v.push(time(&router, &uri).await);
         }
-        for (name, uri) in [
-            ("overview /", "/".to_string()),
-            ("task list /tasks", "/tasks".to_string()),
-            ("task page (300 events)", format!("/tasks/{target}")),
-        ] {
-            let mut v = Vec::new();
-            for _ in 0..args.runs {
-                v.push(time(&router, &uri).await);
-            }
-            println!("{name:<24} {}", summary(v));
-        }
-    });
+        println!("{name:<24} {}", summary(v));
+    }
 }

@@ -63,45 +63,39 @@ async fn run(backend: Backend, n: usize) -> (Duration, Duration) {
     (busy, idle[idle.len() / 2])
 }
 
-fn main() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let args = BenchArgs::from_env();
     let backend = args.backend(Backend::Postgres);
     let schedules: usize = args.value("--schedules", 1000);
     let runs: usize = args.value("--runs", 3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut busy = Vec::new();
-        let mut idle = Vec::new();
-        for _ in 0..runs {
-            let (b, i) = run(backend, schedules).await;
-            busy.push(b);
-            idle.push(i);
-        }
-        busy.sort();
-        idle.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let mid = busy[busy.len() / 2];
-        println!(
-            "{:?}: {} schedules due at once: pass median {:.0} ms (min {:.0}, max {:.0}; {:.2} ms a run), \
-             {} runs",
-            backend,
-            schedules,
-            ms(mid),
-            ms(busy[0]),
-            ms(busy[busy.len() - 1]),
-            ms(mid) / schedules as f64,
-            runs
-        );
-        println!(
-            "{:?}: a pass with none due: median {:.2} ms (medians of 50 passes, min {:.2}, max {:.2})",
-            backend,
-            ms(idle[idle.len() / 2]),
-            ms(idle[0]),
-            ms(idle[idle.len() - 1])
-        );
-    });
+    let mut busy = Vec::new();
+    let mut idle = Vec::new();
+    for _ in 0..runs {
+        let (b, i) = run(backend, schedules).await;
+        busy.push(b);
+        idle.push(i);
+    }
+    busy.sort();
+    idle.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mid = busy[busy.len() / 2];
+    println!(
+        "{:?}: {} schedules due at once: pass median {:.0} ms (min {:.0}, max {:.0}; {:.2} ms a run), \
+         {} runs",
+        backend,
+        schedules,
+        ms(mid),
+        ms(busy[0]),
+        ms(busy[busy.len() - 1]),
+        ms(mid) / schedules as f64,
+        runs
+    );
+    println!(
+        "{:?}: a pass with none due: median {:.2} ms (medians of 50 passes, min {:.2}, max {:.2})",
+        backend,
+        ms(idle[idle.len() / 2]),
+        ms(idle[0]),
+        ms(idle[idle.len() - 1])
+    );
 }
