@@ -84,7 +84,9 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
     };
     state.inner.metrics.schedule_run(outcome.as_str());
     match outcome {
-        Outcome::Submitted => tracing::info!(schedule = %s.name, run = %due, %message, "schedule ran"),
+        Outcome::Submitted => {
+            tracing::info!(schedule = %s.name, run = %due, %message, "schedule submitted its task")
+        }
         Outcome::Skipped => {
             tracing::info!(schedule = %s.name, run = %due, %message, "schedule skipped a run")
         }
