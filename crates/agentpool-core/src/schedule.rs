@@ -24,15 +24,6 @@ pub enum Overlap {
     Allow,
 }
 
-impl Overlap {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Skip => "skip",
-            Self::Allow => "allow",
-        }
-    }
-}
-
 impl FromStr for Overlap {
     type Err = String;
 
@@ -189,9 +180,20 @@ pub fn manual_run_key(name: &str, at: Timestamp) -> String {
 }
 
 impl ScheduleSpec {
+    /// When a schedule with this spec runs next after `t`: `None` while paused, or when its
+    /// expression does not parse (a stored one always does) or never comes again.
+    pub fn next_run_after(&self, t: Timestamp) -> Option<Timestamp> {
+        if self.paused {
+            return None;
+        }
+        When::parse(&self.cron, self.time_zone.as_deref())
+            .ok()?
+            .next_after(t)
+    }
+
     /// Check every field but the task's own (the server checks that as it checks a
     /// submitted task, with the project's defaults applied); all problems, not the first.
-    pub fn validate(&self) -> Result<When, Vec<ValidationError>> {
+    pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
         let when = When::parse(&self.cron, self.time_zone.as_deref());
         let mut errs = when.as_ref().err().cloned().unwrap_or_default();
         let t = &self.task;
@@ -209,18 +211,12 @@ impl ScheduleSpec {
                 ));
             }
         }
-        match when {
-            Ok(w) if errs.is_empty() => {
-                if w.next_after(Utc::now()).is_none() {
-                    return Err(vec![ValidationError::new(
-                        "cron",
-                        "never runs: no such date comes",
-                    )]);
-                }
-                Ok(w)
-            }
-            _ => Err(errs),
+        if let Ok(w) = when
+            && w.next_after(Utc::now()).is_none()
+        {
+            errs.push(ValidationError::new("cron", "never runs: no such date comes"));
         }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 }
 
@@ -333,9 +329,8 @@ mod tests {
 
     #[test]
     fn overlap_reads_and_writes_its_names() {
-        for o in [Overlap::Skip, Overlap::Allow] {
-            assert_eq!(o.as_str().parse::<Overlap>(), Ok(o));
-        }
+        assert_eq!("skip".parse::<Overlap>(), Ok(Overlap::Skip));
+        assert_eq!("allow".parse::<Overlap>(), Ok(Overlap::Allow));
         assert!("replace".parse::<Overlap>().is_err());
     }
 }

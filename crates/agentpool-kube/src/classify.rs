@@ -113,10 +113,17 @@ pub fn waiting(pods: &[Pod]) -> Option<String> {
     })
 }
 
-/// The name of the pod among `pods` that has a node but has not started yet: the one whose
-/// events (an image pull, a volume that cannot be mounted) say what it waits for.
+/// The name of a Job's pod (the first of `pods` not being deleted) when it has a node but has
+/// not started yet: the one whose events (an image pull, a volume that cannot be mounted) say
+/// what it waits for.
 pub fn placed(pods: &[Pod]) -> Option<&str> {
-    let pod = pods.iter().find(|p| p.metadata.deletion_timestamp.is_none())?;
+    pods.iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())
+        .and_then(placed_pod)
+}
+
+/// `pod`'s name when it has a node but has not started yet.
+pub fn placed_pod(pod: &Pod) -> Option<&str> {
     let pending = pod.status.as_ref()?.phase.as_deref() == Some("Pending");
     let node = pod.spec.as_ref()?.node_name.as_deref();
     (pending && node.is_some()).then(|| pod_name(pod))

@@ -245,13 +245,7 @@ pub(crate) async fn run_now(state: &AppState, name: &str, by: &str) -> ApiResult
 pub(crate) async fn set_paused(state: &AppState, name: &str, paused: bool, by: &str) -> ApiResult<Schedule> {
     let mut spec = found(state, name).await?.spec;
     spec.paused = paused;
-    let next = if paused {
-        None
-    } else {
-        When::parse(&spec.cron, spec.time_zone.as_deref())
-            .ok()
-            .and_then(|w| w.next_after(state.store().time()))
-    };
+    let next = spec.next_run_after(state.store().time());
     let s = state.store().put_schedule(name, &spec, next).await?;
     let done = if paused { "paused" } else { "resumed" };
     tracing::info!(schedule = %name, %by, "schedule {done}");

@@ -2,8 +2,9 @@
 //! transport answers calls on Jobs, Pods, Events, Secrets, Services, StatefulSets, Leases and
 //! WorkerPools (create, get, list by label or field selector, watch, server-side apply,
 //! replace with optimistic concurrency, the status subresource, delete with propagation and
-//! owner-reference garbage collection) from memory, with the API server's status codes and `Status` bodies,
-//! and records every request so tests can assert on exactly what the code asked. The test
+//! owner-reference garbage collection) from memory, with the API server's status codes and
+//! `Status` bodies, and records every request so tests can assert on exactly what the code
+//! asked. The test
 //! plays the kubelet and the Job and StatefulSet controllers by setting status.
 
 use std::collections::BTreeMap;

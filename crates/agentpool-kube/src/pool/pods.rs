@@ -1,13 +1,13 @@
 //! Why a pool's pods are not working: the ones crash-looping or stuck before they start, with
-//! what their containers last said (or, for a volume that will not mount, their events), and the workers that run but turned unhealthy, with the
-//! reason they gave the server — so the pool's `Degraded` condition tells an operator the cause
+//! what their containers last said (or, for a volume that will not mount, their events), and
+//! the workers that run but turned unhealthy, with the reason they gave the server — so the pool's `Degraded` condition tells an operator the cause
 //! without reading pod logs (which a restart may already have replaced).
 
 use agentpool_core::{Worker, WorkerStatus};
 use k8s_openapi::api::core::v1::{ContainerStatus, Event, Pod};
 use kube::Api;
 
-use crate::classify::{STUCK, last_words, mount_failure, placed, unscheduled as unscheduled_pod};
+use crate::classify::{STUCK, last_words, mount_failure, placed_pod, unscheduled as unscheduled_pod};
 
 /// A line naming the failing pods among `pods` and why the first of them fails, or `None`
 /// when none is failing. A pod failing only while it is restarted once (its container
@@ -33,7 +33,7 @@ pub fn failing(pods: &[Pod], mounting: Vec<(String, String)>) -> Option<String> 
 pub async fn stuck_mounting(events: &Api<Event>, pods: &[Pod]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for pod in pods {
-        let Some(name) = placed(std::slice::from_ref(pod)) else {
+        let Some(name) = placed_pod(pod) else {
             continue;
         };
         if let Some(why) = mount_failure(&crate::pod_events::of_pod(events, name).await) {

@@ -61,21 +61,19 @@ pub async fn put(
     if !profile::valid_name(&name) {
         errs.push(ValidationError::new("name", NAME_RULE));
     }
-    let when = spec.validate().map_err(|e| errs.extend(e)).ok();
+    if let Err(e) = spec.validate() {
+        errs.extend(e);
+    }
     // The task is checked now as it will be at each run, so a mistake is found when the
     // schedule is set, not at 3 in the morning. Its stored form stays as given: the project's
     // defaults are applied at each run.
     if let Err(e) = check_task(&state, &spec.task).await {
         errs.extend(e);
     }
-    let Some(when) = when.filter(|_| errs.is_empty()) else {
+    if !errs.is_empty() {
         return Err(ApiError::validation(errs));
-    };
-    let next = if spec.paused {
-        None
-    } else {
-        when.next_after(state.store().time())
-    };
+    }
+    let next = spec.next_run_after(state.store().time());
     let s = state.store().put_schedule(&name, &spec, next).await?;
     tracing::info!(schedule = %name, cron = %spec.cron, paused = spec.paused, %by, "schedule stored");
     Ok(Json(s))

@@ -15,7 +15,7 @@ mod task;
 
 pub use admin::*;
 use parse::parse_env_pair;
-pub use parse::{parse_duration_secs, parse_error_class, parse_label};
+pub use parse::{parse_duration_secs, parse_error_class, parse_label, parse_overlap};
 pub use task::*;
 
 /// Run AI coding agents at scale: a durable work queue and a pool of workers.

@@ -61,6 +61,11 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// `--overlap skip|allow`.
+pub fn parse_overlap(s: &str) -> Result<agentpool_core::schedule::Overlap, String> {
+    s.parse()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

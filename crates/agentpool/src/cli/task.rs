@@ -2,7 +2,7 @@
 
 use clap::{ArgGroup, Args, Subcommand};
 
-use super::{AgentAccessArgs, parse_duration_secs, parse_error_class, parse_label};
+use super::{AgentAccessArgs, parse_duration_secs, parse_error_class, parse_label, parse_overlap};
 
 /// What to run and where: shared by `submit` and `run`.
 #[derive(Debug, Clone, Args)]
@@ -284,10 +284,10 @@ pub struct SchedulePutArgs {
     /// IANA time zone the expression is read in, e.g. Europe/Berlin [default: UTC]
     #[arg(long, value_name = "ZONE")]
     pub time_zone: Option<String>,
-    /// When the task of the run before is still queued or running: skip this run, or allow
+    /// When the task of the run before is still queued or running: `skip` this run, or `allow`
     /// another task beside it
-    #[arg(long, value_name = "POLICY", default_value = "skip", value_parser = ["skip", "allow"])]
-    pub overlap: String,
+    #[arg(long, value_name = "POLICY", default_value = "skip", value_parser = parse_overlap)]
+    pub overlap: agentpool_core::schedule::Overlap,
     /// Store it paused (`schedules resume` starts it)
     #[arg(long)]
     pub paused: bool,

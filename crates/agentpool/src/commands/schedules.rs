@@ -7,7 +7,7 @@ use super::task_spec::{refused_schedule, spec_from};
 use super::{connect, print_done, print_json, print_list};
 use crate::cli::{SchedulePutArgs, SchedulesCommand};
 use crate::config::Settings;
-use crate::exit::{Exit, ExitCode};
+use crate::exit::ExitCode;
 
 pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -57,15 +57,11 @@ pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Re
 
 /// The schedule the flags describe.
 fn spec_of(args: &SchedulePutArgs) -> anyhow::Result<ScheduleSpec> {
-    let overlap = args
-        .overlap
-        .parse()
-        .map_err(|e: String| Exit::new(ExitCode::Usage, format!("--overlap: {e}")))?;
     Ok(ScheduleSpec {
         cron: args.cron.clone(),
         time_zone: args.time_zone.clone(),
         task: spec_from(&args.task)?,
-        overlap,
+        overlap: args.overlap,
         paused: args.paused,
     })
 }

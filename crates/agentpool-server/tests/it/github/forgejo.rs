@@ -1,7 +1,7 @@
 //! Forgejo pull requests: a build (or a scheduled task) of a project wired to Forgejo gets its
-//! pull request once it succeeded with a pushed branch, recorded in its result. Every call goes through prism,
-//! which checks request and answer against Forgejo's own API description, to the recording
-//! stand-in behind it.
+//! pull request once it succeeded with a pushed branch, recorded in its result. Every call
+//! goes through prism, which checks request and answer against Forgejo's own API
+//! description, to the recording stand-in behind it.
 
 use agentpool_core::forgejo::ForgejoSettings;
 use agentpool_core::project::ProjectSpec;
