@@ -106,5 +106,6 @@ mod tests {
         names_match_serde(&ErrorClass::ALL);
         names_match_serde(&EventKind::ALL);
         names_match_serde(&WorkerStatus::ALL);
+        names_match_serde(&crate::notification::DeliveryState::ALL);
     }
 }

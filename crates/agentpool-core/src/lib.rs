@@ -10,6 +10,7 @@ pub mod event;
 pub mod forgejo;
 pub mod github;
 pub mod ids;
+pub mod notification;
 pub mod profile;
 pub mod project;
 pub mod protocol;

@@ -46,6 +46,7 @@ mod bell;
 mod common;
 mod dispatch;
 pub mod github;
+pub mod notifications;
 pub mod postgres;
 mod rows;
 pub mod schedules;
@@ -390,7 +391,9 @@ pub async fn open_store_with(url: &str, config: StoreConfig) -> Result<Arc<dyn S
 
 /// The durable queue. Implementations: [`sqlite::SqliteStore`], [`postgres::PgStore`].
 #[async_trait]
-pub trait Store: github::GithubStore + schedules::ScheduleStore + Send + Sync + 'static {
+pub trait Store:
+    github::GithubStore + schedules::ScheduleStore + notifications::NotificationStore + Send + Sync + 'static
+{
     // ---- tasks ----
     /// Enqueue one task. Dependencies must exist (so cycles cannot be formed); an idempotency
     /// key already used returns the earlier task with `created: false`.

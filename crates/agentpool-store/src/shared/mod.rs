@@ -20,6 +20,7 @@ pub(crate) mod claim;
 pub(crate) mod github;
 pub(crate) mod handover;
 pub(crate) mod manual;
+pub(crate) mod notifications;
 pub(crate) mod registry;
 pub(crate) mod schedules;
 pub(crate) mod store;
@@ -28,7 +29,7 @@ pub(crate) mod tasks;
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
 /// `self.$w` and reading through `self.$r`: the modules `registry`, `tasks` and `manual` (queries),
 /// `store` (the [`crate::Store`] implementation), `handover` (new tasks handed to parked
-/// claimers), `github` (the GitHub bookkeeping) and `schedules`.
+/// claimers), `github` (the GitHub bookkeeping), `schedules` and `notifications`.
 macro_rules! backend {
     ($db:ty, $store:ident, $w:ident, $r:ident) => {
         /// Workers, projects, credentials and tokens.
@@ -69,6 +70,11 @@ macro_rules! backend {
         /// Schedules (the shared SQL of `shared::schedules`).
         mod schedules {
             $crate::shared::schedules::schedule_store!($db, super::$store, $w, $r);
+        }
+
+        /// Notifications and their deliveries (the shared SQL of `shared::notifications`).
+        mod notifications {
+            $crate::shared::notifications::notification_store!($db, super::$store, $w, $r);
         }
     };
 }

@@ -15,6 +15,7 @@ mod lease;
 mod lifecycle;
 mod locks;
 mod maintenance;
+mod notifications;
 mod queue;
 mod registry;
 mod schedules;

@@ -1,0 +1,271 @@
+//! Notifications: a named HTTP endpoint told of every task that ends (a chat hook, a CI job
+//! waiting on agents, a ticket system). What a notification is, the rules of its fields, and
+//! what one delivery to it records; the server finds the finished tasks and delivers them
+//! (docs/notifications.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{TaskId, TaskState, Timestamp, ValidationError};
+
+/// The longest URL accepted.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// A notification as set (`PUT /v1/notifications/{name}`'s body).
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NotificationSpec {
+    /// Where each delivery is POSTed: an `http` or `https` URL without user or password.
+    pub url: String,
+    /// The end states it is told of: any of `succeeded`, `failed`, `canceled`; every end state
+    /// when empty or absent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub on: Vec<TaskState>,
+    /// Only tasks of this project; tasks of every project (and of none) when absent.
+    pub project: Option<String>,
+    /// A stored credential whose value signs each delivery: the header
+    /// `X-Agentpool-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, as GitHub signs
+    /// its webhooks.
+    pub secret_credential: Option<String>,
+}
+
+impl NotificationSpec {
+    /// Every problem with the spec, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<ValidationError>> {
+        let mut errs = Vec::new();
+        if let Err(why) = check_url(&self.url) {
+            errs.push(ValidationError::new("url", why));
+        }
+        for (i, s) in self.on.iter().enumerate() {
+            if !s.is_finished() {
+                errs.push(ValidationError::new(
+                    format!("on[{i}]"),
+                    format!("{s} is not an end state: use succeeded, failed or canceled"),
+                ));
+            }
+        }
+        if self
+            .project
+            .as_ref()
+            .is_some_and(|p| p.is_empty() || p.len() > 100)
+        {
+            errs.push(ValidationError::new("project", "must be 1-100 characters"));
+        }
+        if let Some(c) = &self.secret_credential
+            && !crate::project::valid_credential_name(c)
+        {
+            errs.push(ValidationError::new(
+                "secret_credential",
+                "use 1-100 characters from [A-Za-z0-9._-]",
+            ));
+        }
+        if errs.is_empty() { Ok(()) } else { Err(errs) }
+    }
+
+    /// Whether a task that ended in `state` is one this notification is told of.
+    pub fn wants(&self, state: TaskState) -> bool {
+        state.is_finished() && (self.on.is_empty() || self.on.contains(&state))
+    }
+}
+
+/// Why `url` cannot be delivered to, if it cannot. Only the shape is checked here; the server
+/// parses it fully before storing it.
+fn check_url(url: &str) -> Result<(), String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("must be at most {MAX_URL_LEN} characters"));
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err("must not carry a user or password: sign deliveries with secret_credential".into());
+    }
+    if authority.is_empty() {
+        return Err("names no host".into());
+    }
+    Ok(())
+}
+
+/// A stored notification (`GET /v1/notifications/{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Notification {
+    pub name: String,
+    pub spec: NotificationSpec,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// `GET /v1/notifications`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NotificationList {
+    pub notifications: Vec<Notification>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not yet answered with a 2xx; tried again at `next_attempt_at`.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Every attempt failed; no more are made.
+    Failed,
+}
+
+crate::enum_names!(DeliveryState, UnknownDeliveryState("delivery state") {
+    Pending => "pending",
+    Delivered => "delivered",
+    Failed => "failed",
+});
+
+/// One task's end, told (or being told) to one notification.
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Delivery {
+    /// Sent as `X-Agentpool-Delivery`, the same on every attempt: a receiver that got it
+    /// before can ignore it.
+    pub id: i64,
+    pub notification: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub task_id: TaskId,
+    /// `task.succeeded`, `task.failed` or `task.canceled`.
+    pub event: String,
+    pub state: DeliveryState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it is tried next, while pending.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub next_attempt_at: Option<Timestamp>,
+    /// The HTTP status of the last answer, if there was one.
+    pub last_status: Option<u16>,
+    /// What went wrong the last time, in words ("HTTP 503", "timed out after 10 s").
+    pub last_error: Option<String>,
+    /// When the task ended.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub finished_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub updated_at: Timestamp,
+}
+
+/// `GET /v1/notifications/{name}/deliveries`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryList {
+    pub deliveries: Vec<Delivery>,
+}
+
+/// The body of each delivery (`X-Agentpool-Event` carries `event` too).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryBody {
+    /// `task.succeeded`, `task.failed` or `task.canceled`.
+    pub event: String,
+    /// The delivery's id, as in `X-Agentpool-Delivery`.
+    pub delivery: i64,
+    pub notification: String,
+    /// The task as `GET /v1/tasks/{id}` shows it, with its result or error.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub task: crate::Task,
+    /// The task's page on the dashboard, when the server knows its public URL.
+    pub url: Option<String>,
+}
+
+/// The event name of a task that ended in `state`.
+pub fn event_name(state: TaskState) -> String {
+    format!("task.{state}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> NotificationSpec {
+        NotificationSpec {
+            url: url.into(),
+            on: vec![],
+            project: None,
+            secret_credential: None,
+        }
+    }
+
+    fn fields(s: &NotificationSpec) -> Vec<String> {
+        s.validate()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn urls_are_http_without_credentials() {
+        assert!(spec("https://hooks.example.com/agentpool?x=1").validate().is_ok());
+        assert!(spec("http://10.0.0.7:8080/hook").validate().is_ok());
+        for (bad, why) in [
+            ("ftp://example.com/", "must start with https:// or http://"),
+            (
+                "https://user:pw@example.com/",
+                "must not carry a user or password",
+            ),
+            ("https:///path", "names no host"),
+            ("https://example.com/a b", "must not contain spaces"),
+        ] {
+            let got = fields(&spec(bad));
+            assert!(
+                got.len() == 1 && got[0].starts_with("url: ") && got[0].contains(why),
+                "{bad}: {got:?}"
+            );
+        }
+        assert_eq!(
+            fields(&spec(&format!("https://example.com/{}", "a".repeat(MAX_URL_LEN)))),
+            ["url: must be at most 2048 characters"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_field() {
+        let s = NotificationSpec {
+            url: "https://example.com/".into(),
+            on: vec![TaskState::Failed, TaskState::Running],
+            project: Some(String::new()),
+            secret_credential: Some("has space".into()),
+        };
+        let got = fields(&s);
+        let named: Vec<&str> = got
+            .iter()
+            .map(|e| e.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(named, ["on[1]", "project", "secret_credential"], "{got:?}");
+    }
+
+    #[test]
+    fn an_empty_filter_wants_every_end_state() {
+        let all = spec("https://example.com/");
+        assert!(
+            all.wants(TaskState::Succeeded) && all.wants(TaskState::Failed) && all.wants(TaskState::Canceled)
+        );
+        assert!(!all.wants(TaskState::Running));
+        let failed = NotificationSpec {
+            on: vec![TaskState::Failed],
+            ..all
+        };
+        assert!(failed.wants(TaskState::Failed) && !failed.wants(TaskState::Succeeded));
+        assert_eq!(event_name(TaskState::Canceled), "task.canceled");
+    }
+}
