@@ -7,6 +7,7 @@
 //! extra CA certificate ([`ClientConfig::ca_pem`]) for a private CA.
 
 mod error;
+mod notifications;
 mod schedules;
 mod sse;
 mod tasks;

@@ -163,7 +163,16 @@ pub struct Delivery {
     pub updated_at: Timestamp,
 }
 
-/// `GET /v1/notifications/{name}/deliveries`.
+/// Query parameters of `GET /v1/notifications/{name}/deliveries`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// 1-1000, default 100.
+    pub limit: Option<u32>,
+}
+
+/// `GET /v1/notifications/{name}/deliveries`, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryList {

@@ -16,6 +16,7 @@ pub mod extract;
 pub mod github;
 pub mod maintenance;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 mod openapi_rules;
 pub mod routes;
@@ -80,6 +81,8 @@ pub struct ServerConfig {
     /// Period of the GitHub loop (status comments, pull requests; default 2 s); `None`
     /// disables it.
     pub github_interval: Option<Duration>,
+    /// Period of the notifications loop (default 2 s); `None` disables it.
+    pub notification_interval: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -101,6 +104,7 @@ impl ServerConfig {
             tls: None,
             public_url: None,
             github_interval: Some(Duration::from_secs(2)),
+            notification_interval: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -233,6 +237,10 @@ pub fn serve_on(
         .github_interval
         .map(|interval| tokio::spawn(github::notifier::run(state.clone(), interval, stop.clone())));
 
+    let notify = config
+        .notification_interval
+        .map(|interval| tokio::spawn(notifications::run(state.clone(), interval, stop.clone())));
+
     let task = {
         let stop = stop.clone();
         let state = state.clone();
@@ -267,6 +275,9 @@ pub fn serve_on(
             }
             if let Some(g) = github {
                 let _ = g.await;
+            }
+            if let Some(n) = notify {
+                let _ = n.await;
             }
             r.map_err(ServeError::from)
         })

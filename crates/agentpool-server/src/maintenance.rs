@@ -1,7 +1,8 @@
 //! The maintenance loop: marks silent workers offline, rescues expired leases, submits the
 //! tasks of due schedules ([`crate::schedules`]), purges finished
-//! tasks past retention, workers offline past [`OFFLINE_WORKER_RETENTION`] and GitHub delivery
-//! ids past [`GITHUB_DELIVERY_RETENTION`].
+//! tasks past retention, workers offline past [`OFFLINE_WORKER_RETENTION`], GitHub delivery
+//! ids past [`GITHUB_DELIVERY_RETENTION`] and notification deliveries past
+//! [`crate::notifications::RETENTION`].
 //!
 //! Safe with several replicas on one database: each pass is a set of conditional statements
 //! (`… WHERE lease_expires_at < now()`), so two replicas running it at once do the work once —
@@ -84,6 +85,12 @@ pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
             Ok(0) => {}
             Ok(n) => tracing::info!(deliveries = n, "forgot GitHub deliveries past retention"),
             Err(e) => tracing::warn!(error = %e, "maintenance: purging GitHub deliveries failed"),
+        }
+        let before = store.time() - crate::notifications::RETENTION;
+        match store.purge_deliveries(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "forgot notification deliveries past retention"),
+            Err(e) => tracing::warn!(error = %e, "maintenance: purging notification deliveries failed"),
         }
     }
     // Bookkeeping of tasks handed out here that never came back (a worker died and another

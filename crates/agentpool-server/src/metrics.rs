@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use agentpool_core::notification::DeliveryState;
 use agentpool_core::{ErrorClass, TaskResult, TaskState, WorkerStatus};
 use agentpool_store::Store;
 use prometheus::core::Collector;
@@ -19,6 +20,7 @@ pub struct Metrics {
     claimed: IntCounterVec,
     handed_over: IntCounter,
     schedule_runs: IntCounterVec,
+    notification_deliveries: IntCounterVec,
     waiting_beats: IntGauge,
     completed: IntCounterVec,
     failed: IntCounterVec,
@@ -84,6 +86,20 @@ impl Metrics {
         // has a series before the first run of that outcome.
         for outcome in ["submitted", "skipped", "refused"] {
             schedule_runs.with_label_values(&[outcome]);
+        }
+        let notification_deliveries = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "agentpool_notification_deliveries_total",
+                    "Attempts at delivering notifications this server made, by outcome: delivered \
+                     (2xx), retried (failed, tried again later), failed (failed, given up)",
+                ),
+                &["outcome"],
+            ),
+        );
+        for outcome in ["delivered", "retried", "failed"] {
+            notification_deliveries.with_label_values(&[outcome]);
         }
         let waiting_beats = registered(
             &registry,
@@ -161,6 +177,7 @@ impl Metrics {
             claimed,
             handed_over,
             schedule_runs,
+            notification_deliveries,
             waiting_beats,
             completed,
             failed,
@@ -184,6 +201,16 @@ impl Metrics {
     /// A schedule's run ended with `outcome` (`submitted`, `skipped` or `refused`).
     pub fn schedule_run(&self, outcome: &str) {
         self.schedule_runs.with_label_values(&[outcome]).inc();
+    }
+
+    /// An attempt at a notification's delivery left it in `state`.
+    pub fn notification_delivery(&self, state: DeliveryState) {
+        let outcome = match state {
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Pending => "retried",
+            DeliveryState::Failed => "failed",
+        };
+        self.notification_deliveries.with_label_values(&[outcome]).inc();
     }
 
     /// Count a heartbeat held open until the returned guard is dropped.

@@ -26,7 +26,10 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "agentpool", description = "Task API and worker protocol of agentpool. Every error is `{ \"error\": { \"code\", \"message\", \"details\" } }`."),
-    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail)),
+    // `DeliveryBody` is what the server POSTs to a notification's URL, not a response of its
+    // own: listed so a receiver can generate its type from this document.
+    components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail,
+        agentpool_core::notification::DeliveryBody)),
     modifiers(&Security),
     // Every operation takes a bearer token unless it says otherwise (`security(())`: the probes,
     // the metrics, this document and the signed GitHub webhook).
@@ -35,6 +38,7 @@ impl Modify for Security {
         (name = "credentials", description = "Write-only secrets, encrypted at rest"),
         (name = "profiles", description = "Named, non-secret agent settings that tasks reference"),
         (name = "schedules", description = "Task templates submitted on a cron expression"),
+        (name = "notifications", description = "HTTP endpoints told of tasks that end"),
         (name = "tokens", description = "Bearer tokens (admin): create, list, revoke"), (name = "ops"))
 )]
 pub struct ApiDoc;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 const WORKER_ID: &str = "^[A-Za-z0-9._-]{1,128}$";
 /// Project and credential names (`routes::projects::valid_name`).
 const NAME: &str = "^[A-Za-z0-9._-]{1,100}$";
-/// `agentpool_core::profile::valid_name` (profiles and schedules).
+/// `agentpool_core::profile::valid_name` (profiles, schedules and notifications).
 const PROFILE_NAME: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 /// `agentpool_core::spec::parse_label`: one `key=value`.
 const LABEL: &str = "^[A-Za-z0-9._/-]{1,63}=([A-Za-z0-9._/-]{1,255})?$";
@@ -114,7 +114,11 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("path", "task") => Some(task_id),
         ("path", "id") if path.starts_with("/v1/tasks/") => Some(task_id),
         ("path", "id") if path.starts_with("/v1/workers/") => Some(pattern(WORKER_ID)),
-        ("path", "name") if path.starts_with("/v1/profiles/") || path.starts_with("/v1/schedules/") => {
+        ("path", "name")
+            if ["/v1/profiles/", "/v1/schedules/", "/v1/notifications/"]
+                .iter()
+                .any(|p| path.starts_with(p)) =>
+        {
             Some(pattern(PROFILE_NAME))
         }
         ("path", "name") => Some(pattern(NAME)),

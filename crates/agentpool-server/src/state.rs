@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub public_url: Option<String>,
     /// GitHub App installations and the server's own installation tokens.
     pub github_apps: crate::github::app::AppTokens,
+    /// Sends notifications' deliveries.
+    pub notify_http: reqwest::Client,
 }
 
 /// What a claim needs to know about a worker, cached briefly so claiming costs one query.
@@ -97,12 +99,19 @@ impl AppState {
                 github_wake: tokio::sync::Notify::new(),
                 public_url: config.public_url.clone(),
                 github_apps: Default::default(),
+                notify_http: crate::notifications::http_client(),
             }),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Task `id`'s page on the dashboard, when the server knows the URL users reach it at.
+    pub fn task_url(&self, id: TaskId) -> Option<String> {
+        let base = self.inner.public_url.as_deref()?;
+        Some(format!("{}/tasks/{id}", base.trim_end_matches('/')))
     }
 
     /// Stop handing out work: claims get 503, waiting long-polls return, `/readyz` fails.

@@ -184,11 +184,7 @@ async fn github_step(
             let body = status::render(&StatusView {
                 task_id: &task.id.to_string(),
                 state: task.state.as_str(),
-                task_url: state
-                    .inner
-                    .public_url
-                    .as_ref()
-                    .map(|u| format!("{}/tasks/{}", u.trim_end_matches('/'), task.id)),
+                task_url: state.task_url(task.id),
                 pull_request: pr.as_ref(),
                 cost_usd: task.result.as_ref().and_then(|r| r.cost_usd),
                 error_class: task.error_class.as_ref().map(|c| c.as_str()),
@@ -333,8 +329,8 @@ fn pr_body(state: &AppState, detail: &TaskDetail, link: &GithubLink) -> String {
     if let Some(n) = link.number {
         body.push_str(&format!("Closes #{n}.\n\n"));
     }
-    let task_ref = match &state.inner.public_url {
-        Some(u) => format!("[{}]({}/tasks/{})", task.id, u.trim_end_matches('/'), task.id),
+    let task_ref = match state.task_url(task.id) {
+        Some(url) => format!("[{}]({url})", task.id),
         None => format!("`{}`", task.id),
     };
     body.push_str(&format!("Opened by agentpool for task {task_ref}."));

@@ -5,6 +5,7 @@ pub mod builds;
 pub mod bulk;
 pub mod github;
 mod handout;
+pub mod notifications;
 pub mod ops;
 mod params;
 pub mod profiles;
@@ -75,6 +76,11 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(schedules::run))
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::resume))
+        .routes(routes!(notifications::list))
+        .routes(routes!(notifications::get))
+        .routes(routes!(notifications::put))
+        .routes(routes!(notifications::delete))
+        .routes(routes!(notifications::deliveries))
         .routes(routes!(builds::create_and_build))
         .routes(routes!(github::webhook))
         .routes(routes!(tokens::create, tokens::list))

@@ -77,3 +77,12 @@ pub struct SchedulePath {
     /// Schedule name
     name: String,
 }
+
+/// `{name}` of a notification.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "documents the path; handlers extract it with ApiPath")]
+pub struct NotificationPath {
+    /// Notification name
+    name: String,
+}

@@ -10,6 +10,7 @@ mod flows;
 mod github;
 mod hostile;
 mod lifecycle;
+mod notifications;
 mod openapi;
 mod profiles;
 mod queue_stats;

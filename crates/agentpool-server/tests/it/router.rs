@@ -120,6 +120,16 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
         ("POST", "/v1/schedules/s/pause".into(), None, sub),
         ("POST", "/v1/schedules/s/resume".into(), None, sub),
         ("DELETE", "/v1/schedules/s".into(), None, sub),
+        ("GET", "/v1/notifications".into(), None, admin),
+        ("GET", "/v1/notifications/n".into(), None, admin),
+        (
+            "PUT",
+            "/v1/notifications/n".into(),
+            Some(json!({"url": "https://hooks.example.com/agentpool"})),
+            admin,
+        ),
+        ("GET", "/v1/notifications/n/deliveries".into(), None, admin),
+        ("DELETE", "/v1/notifications/n".into(), None, admin),
         ("GET", "/v1/tokens".into(), None, admin),
         (
             "POST",

@@ -14,7 +14,7 @@ use agentpool_core::{EventPayload, TaskId, TaskSpec, TaskState};
 use agentpool_server::schedules::run_due;
 use agentpool_testkit::db::Backend;
 
-use crate::support::{TestApp, open_store, scrape, spawn_app, test_config};
+use crate::support::{TestApp, fields, open_store, scrape, spawn_app, test_config};
 
 crate::both_backends!(
     schedules_are_checked_stored_and_deleted,
@@ -28,15 +28,6 @@ fn nightly() -> ScheduleSpec {
         task: TaskSpec::command("https://example.com/r.git", "make update-deps"),
         overlap: Overlap::Skip,
         paused: false,
-    }
-}
-
-fn fields(e: Error) -> Vec<String> {
-    match e {
-        Error::Rejected {
-            status: 422, fields, ..
-        } => fields.into_iter().map(|f| f.field).collect(),
-        other => panic!("expected a 422, got {other:?}"),
     }
 }
 

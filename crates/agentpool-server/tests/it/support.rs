@@ -102,6 +102,7 @@ pub fn test_config() -> ServerConfig {
     c.allow_local_repos = true;
     // Tests drive maintenance themselves (with the store's clock), never by waiting for it.
     c.maintenance_interval = None;
+    c.notification_interval = None;
     c
 }
 
@@ -348,4 +349,14 @@ pub fn no_auth_config() -> ServerConfig {
     let mut c = test_config();
     c.auth = AuthMode::NoAuthLoopback;
     c
+}
+
+/// The field paths of a 422 refusal, in the server's order.
+pub fn fields(e: agentpool_client::Error) -> Vec<String> {
+    match e {
+        agentpool_client::Error::Rejected {
+            status: 422, fields, ..
+        } => fields.into_iter().map(|f| f.field).collect(),
+        other => panic!("expected a 422, got {other:?}"),
+    }
 }

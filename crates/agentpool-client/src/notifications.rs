@@ -1,0 +1,37 @@
+//! Notifications: set, read, delete, and list what was delivered.
+
+use agentpool_core::notification::{
+    Delivery, DeliveryList, Notification, NotificationList, NotificationSpec,
+};
+use reqwest::Method;
+
+use crate::{Client, Result};
+
+impl Client {
+    /// Create or replace notification `name`.
+    pub async fn put_notification(&self, name: &str, spec: &NotificationSpec) -> Result<Notification> {
+        self.call(Method::PUT, &format!("/v1/notifications/{name}"), spec)
+            .await
+    }
+
+    pub async fn get_notification(&self, name: &str) -> Result<Notification> {
+        self.get(&format!("/v1/notifications/{name}")).await
+    }
+
+    pub async fn list_notifications(&self) -> Result<Vec<Notification>> {
+        let l: NotificationList = self.get("/v1/notifications").await?;
+        Ok(l.notifications)
+    }
+
+    pub async fn delete_notification(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/v1/notifications/{name}")).await
+    }
+
+    /// The newest `limit` deliveries of notification `name`, newest first.
+    pub async fn list_deliveries(&self, name: &str, limit: u32) -> Result<Vec<Delivery>> {
+        let l: DeliveryList = self
+            .get(&format!("/v1/notifications/{name}/deliveries?limit={limit}"))
+            .await?;
+        Ok(l.deliveries)
+    }
+}

@@ -1,0 +1,150 @@
+//! Notifications (CRUD) and their deliveries; the notifications loop sends them
+//! ([`crate::notifications`]). Admin only: a notification sends every task it matches, result
+//! and all, to a URL of its setter's choosing.
+
+use agentpool_core::ValidationError;
+use agentpool_core::notification::{
+    DeliveryList, DeliveryQuery, Notification, NotificationList, NotificationSpec,
+};
+use agentpool_core::profile;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::params::NotificationPath;
+use crate::auth::{Admins, Authorized};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::state::AppState;
+
+const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
+
+#[utoipa::path(
+    get, path = "/v1/notifications", tag = "notifications",
+    responses((status = 200, body = NotificationList))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+) -> ApiResult<Json<NotificationList>> {
+    Ok(Json(NotificationList {
+        notifications: state.store().list_notifications().await?,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/notifications/{name}", tag = "notifications",
+    params(NotificationPath),
+    responses((status = 200, body = Notification), (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Notification>> {
+    Ok(Json(found(&state, &name).await?))
+}
+
+#[utoipa::path(
+    put, path = "/v1/notifications/{name}", tag = "notifications",
+    params(NotificationPath),
+    request_body = NotificationSpec,
+    responses((status = 200, body = Notification, description = "Stored (created or replaced); it is told of tasks that end from now on"))
+)]
+pub async fn put(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(spec): ApiJson<NotificationSpec>,
+) -> ApiResult<Json<Notification>> {
+    let mut errs = Vec::new();
+    if !profile::valid_name(&name) {
+        errs.push(ValidationError::new("name", NAME_RULE));
+    }
+    match spec.validate() {
+        Ok(()) => errs.extend(check_references(&state, &spec).await?),
+        Err(e) => errs.extend(e),
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::validation(errs));
+    }
+    let n = state.store().put_notification(&name, &spec).await?;
+    // The URL is not logged: its path or query may be the endpoint's secret.
+    tracing::info!(notification = %name, project = ?spec.project, %by, "notification stored");
+    Ok(Json(n))
+}
+
+/// What the spec names that must exist: the URL as a whole, its project and its credential.
+async fn check_references(state: &AppState, spec: &NotificationSpec) -> ApiResult<Vec<ValidationError>> {
+    let mut errs = Vec::new();
+    if let Err(e) = reqwest::Url::parse(&spec.url) {
+        errs.push(ValidationError::new("url", format!("not a URL: {e}")));
+    }
+    if let Some(p) = &spec.project
+        && state.store().get_project(p).await?.is_none()
+    {
+        errs.push(ValidationError::new(
+            "project",
+            format!("project {p} does not exist"),
+        ));
+    }
+    if let Some(c) = &spec.secret_credential
+        && state.store().get_credential(c).await?.is_none()
+    {
+        errs.push(ValidationError::new(
+            "secret_credential",
+            format!("credential {c} does not exist: store it first (PUT /v1/credentials/{c})"),
+        ));
+    }
+    Ok(errs)
+}
+
+#[utoipa::path(
+    delete, path = "/v1/notifications/{name}", tag = "notifications",
+    params(NotificationPath),
+    responses((status = 204, description = "Deleted, with its deliveries (pending ones are not sent)"),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    state.store().delete_notification(&name).await?;
+    tracing::info!(notification = %name, %by, "notification deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    get, path = "/v1/notifications/{name}/deliveries", tag = "notifications",
+    params(NotificationPath, DeliveryQuery),
+    responses((status = 200, body = DeliveryList, description = "Its deliveries, newest first: pending, delivered and failed ones of the past 7 days"),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn deliveries(
+    State(state): State<AppState>,
+    _auth: Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeliveryQuery>,
+) -> ApiResult<Json<DeliveryList>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::validation(vec![ValidationError::new(
+            "limit",
+            "must be between 1 and 1000",
+        )]));
+    }
+    found(&state, &name).await?;
+    Ok(Json(DeliveryList {
+        deliveries: state.store().list_deliveries(&name, limit).await?,
+    }))
+}
+
+/// Notification `name`, or a 404.
+async fn found(state: &AppState, name: &str) -> ApiResult<Notification> {
+    state
+        .store()
+        .get_notification(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("notification", name))
+}
