@@ -1,4 +1,5 @@
-//! The flags of the administration commands: projects, credentials, profiles and tokens.
+//! The flags of the administration commands: projects, credentials, profiles, notifications
+//! and tokens.
 
 use std::path::PathBuf;
 
@@ -266,4 +267,46 @@ impl TokenRole {
             Self::Worker => "worker",
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsCommand {
+    /// Create or replace a notification: a URL POSTed each task end it matches (JSON, signed)
+    #[command(after_help = super::NOTIFICATION_EXAMPLES)]
+    Put(NotificationPutArgs),
+    /// List notifications
+    #[command(alias = "ls")]
+    List,
+    /// Show a notification (JSON)
+    Show { name: String },
+    /// List a notification's deliveries, newest first: delivered, failed, or to be retried
+    Deliveries {
+        name: String,
+        /// How many, at most (1-1000)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Delete a notification and its deliveries (pending ones are not sent)
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NotificationPutArgs {
+    /// Name: 1-64 characters from [a-z0-9._-]
+    pub name: String,
+    /// Where to POST each task end (http or https)
+    #[arg(long)]
+    pub url: String,
+    /// The end states to be told of (repeatable or comma-separated: succeeded, failed,
+    /// canceled) [default: all three]
+    #[arg(long, value_name = "STATE", value_delimiter = ',')]
+    pub on: Vec<agentpool_core::TaskState>,
+    /// Only tasks of this project [default: every task]
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Sign each delivery with this stored credential (header X-Agentpool-Signature-256:
+    /// sha256=HMAC of the body)
+    #[arg(long, value_name = "NAME")]
+    pub secret_credential: Option<String>,
 }

@@ -56,6 +56,13 @@ Examples:
   agentpool schedules put nightly-tests --cron @daily --repo https://github.com/o/r.git \\
       --command 'make test' --no-commit";
 
+const NOTIFICATION_EXAMPLES: &str = "\
+Examples:
+  printenv HOOK_SECRET | agentpool credentials put hook-secret
+  agentpool notifications put ops --url https://ci.example.com/agentpool --on failed,canceled \\
+      --project web --secret-credential hook-secret
+  agentpool notifications deliveries ops";
+
 /// Flags every subcommand accepts. Values come from the flag, else the `AGENTPOOL_*`
 /// environment variable, else the config file in the data directory.
 #[derive(Debug, Clone, Args)]
@@ -135,6 +142,9 @@ pub enum Command {
     /// Manage schedules: tasks submitted on a cron expression (nightly, weekly, …)
     #[command(subcommand)]
     Schedules(SchedulesCommand),
+    /// Manage notifications: URLs told of every task that ends (chat hooks, CI, ticket systems)
+    #[command(subcommand)]
+    Notifications(NotificationsCommand),
     /// Manage API tokens
     Tokens(TokensArgs),
     /// Run a self-contained demonstration: a sample repo, the embedded pool, several tasks
@@ -176,6 +186,7 @@ impl Command {
             | Self::Credentials(_)
             | Self::Profiles(_)
             | Self::Schedules(_)
+            | Self::Notifications(_)
             | Self::Tokens(_)
             | Self::Crd
             | Self::Agents

@@ -6,6 +6,7 @@ mod bulk;
 mod demo;
 mod follow;
 pub mod launcher;
+mod notifications;
 pub mod operator;
 pub mod pool;
 mod probe;
@@ -47,6 +48,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials(c) => admin::credentials(&settings, c).await,
         Command::Profiles(c) => profiles::profiles(&settings, c).await,
         Command::Schedules(c) => schedules::schedules(&settings, c).await,
+        Command::Notifications(c) => notifications::notifications(&settings, c).await,
         Command::Tokens(c) => pool::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Launcher(a) => launcher::launcher(&settings, a).await,

@@ -11,6 +11,7 @@ mod demo;
 mod json;
 mod kube;
 mod logging;
+mod notifications;
 mod pool;
 mod probe;
 mod profiles;

@@ -1,0 +1,104 @@
+//! `agentpool notifications`: put, list, show and delete the URLs told of task ends, and list
+//! what was delivered to each.
+
+use agentpool_core::notification::{Delivery, DeliveryState, NotificationSpec};
+
+use super::task_spec::{Flags, refused_by_flag};
+use super::{connect, print_done, print_json, print_list};
+use crate::cli::NotificationsCommand;
+use crate::config::Settings;
+use crate::exit::ExitCode;
+
+/// The flags of `notifications put`, by the field each sets.
+const NOTIFICATION_FLAGS: Flags = &[
+    ("name", "NAME"),
+    ("url", "--url"),
+    ("on", "--on"),
+    ("project", "--project"),
+    ("secret_credential", "--secret-credential"),
+];
+
+pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> anyhow::Result<ExitCode> {
+    let client = connect(settings).await?;
+    match cmd {
+        NotificationsCommand::Put(args) => {
+            let spec = NotificationSpec {
+                url: args.url,
+                on: args.on,
+                project: args.project,
+                secret_credential: args.secret_credential,
+            };
+            let n = client
+                .put_notification(&args.name, &spec)
+                .await
+                .map_err(|e| refused_by_flag(e, "notification", NOTIFICATION_FLAGS))?;
+            if settings.json() {
+                print_json(&n)?;
+            } else {
+                outln!("notification {} stored; told of {}", n.name, matches(&n.spec));
+            }
+        }
+        NotificationsCommand::List => {
+            let list = client.list_notifications().await?;
+            print_list(settings, &list, "notifications", |list| {
+                for n in list {
+                    // The URL is left out: its path or query may be the endpoint's secret.
+                    outln!("{}\t{}", n.name, matches(&n.spec));
+                }
+            })?;
+        }
+        NotificationsCommand::Show { name } => print_json(&client.get_notification(&name).await?)?,
+        NotificationsCommand::Deliveries { name, limit } => {
+            let list = client.list_deliveries(&name, limit).await?;
+            print_list(settings, &list, "deliveries", |list| {
+                for d in list {
+                    outln!("{}", delivery_line(d));
+                }
+            })?;
+        }
+        NotificationsCommand::Delete { name } => {
+            client.delete_notification(&name).await?;
+            print_done(settings, "notification", &name, "deleted")?;
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+/// Which task ends a notification is told of, in words: "failed and canceled tasks of
+/// project web".
+fn matches(spec: &NotificationSpec) -> String {
+    let states = if spec.on.is_empty() {
+        "every task that ends".to_string()
+    } else {
+        let names: Vec<&str> = spec.on.iter().map(|s| s.as_str()).collect();
+        format!("{} tasks", names.join(" and "))
+    };
+    match &spec.project {
+        Some(p) => format!("{states} of project {p}"),
+        None => states,
+    }
+}
+
+/// One delivery, a line: id, when, event, task, where it stands.
+fn delivery_line(d: &Delivery) -> String {
+    let plural = if d.attempts == 1 { "" } else { "s" };
+    let standing = match d.state {
+        DeliveryState::Delivered => format!("delivered ({} attempt{plural})", d.attempts),
+        DeliveryState::Failed => format!(
+            "failed after {} attempt{plural}: {}",
+            d.attempts,
+            d.last_error.as_deref().unwrap_or("no answer")
+        ),
+        DeliveryState::Pending => match (&d.last_error, d.next_attempt_at) {
+            (Some(why), Some(at)) => format!("retry at {} ({why})", at.format("%H:%M:%S UTC")),
+            _ => "pending".to_string(),
+        },
+    };
+    format!(
+        "{}\t{}\t{}\t{}\t{standing}",
+        d.id,
+        d.created_at.format("%Y-%m-%d %H:%M:%S"),
+        d.event,
+        d.task_id
+    )
+}

@@ -1,0 +1,140 @@
+//! `agentpool notifications`: a notification put with a signing credential (refusals told by
+//! flag) is told by `agentpool up`'s own loop of a task that ends, signed; its delivery is
+//! listed; it is listed without its URL and deleted.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+
+use crate::run::Pool;
+use crate::{assert_exit, json, stderr, stdout};
+
+/// An HTTP endpoint on a free port, in a thread of its own, that answers 204 and hands each
+/// request's signature header and body to the test.
+fn receiver() -> (String, mpsc::Receiver<(String, Bytes)>) {
+    let (tx, rx) = mpsc::channel();
+    let (url_tx, url_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let sig = headers
+                        .get("X-Agentpool-Signature-256")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    tx.send((sig, body)).unwrap();
+                    async { axum::http::StatusCode::NO_CONTENT }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            url_tx
+                .send(format!("http://{}/hook", listener.local_addr().unwrap()))
+                .unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url_rx.recv().unwrap(), rx)
+}
+
+#[test]
+fn a_notification_is_told_of_a_task_that_ends_signed_and_lists_its_delivery() {
+    let pool = Pool::start();
+    let (url, got) = receiver();
+    let mut put_secret = pool.env.cmd();
+    put_secret
+        .args(["--server", &pool.up.url, "credentials", "put", "hook-secret"])
+        .args(["--from-env", "HOOK_SECRET"])
+        .env("HOOK_SECRET", "s3cret-hook-key");
+    assert_exit(&put_secret.output().unwrap(), 0);
+
+    // Refusals name the flags.
+    let o = pool.on_server(&[
+        "notifications",
+        "put",
+        "ops",
+        "--url",
+        "ftp://x",
+        "--on",
+        "running",
+    ]);
+    assert_exit(&o, 2);
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: notification refused: --url: must start with https:// or http://; \
+         --on: running is not an end state: use succeeded, failed or canceled"
+    );
+    let o = pool.on_server(&["notifications", "put", "ops", "--url", &url, "--on", "sometimes"]);
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("unknown task state \"sometimes\""),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = pool.on_server(&[
+        "notifications",
+        "put",
+        "ops",
+        "--url",
+        &url,
+        "--on",
+        "succeeded,failed",
+        "--secret-credential",
+        "hook-secret",
+    ]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "notification ops stored; told of succeeded and failed tasks\n"
+    );
+    let o = pool.on_server(&["notifications", "list"]);
+    assert_eq!(
+        stdout(&o),
+        "ops\tsucceeded and failed tasks\n",
+        "no URL in the list"
+    );
+
+    // A task that ends: `up`'s loop delivers it, signed, without being driven.
+    let remote = pool.remote.to_str().unwrap();
+    let o = pool.on_server(&["submit", "--repo", remote, "--command", "true", "--wait"]);
+    assert_exit(&o, 0);
+    let (sig, body) = got.recv_timeout(Duration::from_secs(60)).expect("a delivery");
+    assert!(
+        agentpool_github::signature::verify(b"s3cret-hook-key", &body, &sig),
+        "{sig}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["event"], "task.succeeded");
+    assert_eq!(body["task"]["state"], "succeeded");
+    assert_eq!(body["notification"], "ops");
+
+    let o = pool.json_of(&["notifications", "deliveries", "ops"]);
+    assert_exit(&o, 0);
+    let deliveries = json(&o);
+    assert_eq!(deliveries[0]["task_id"], body["task"]["id"]);
+    assert_eq!(deliveries[0]["state"], "delivered");
+    let o = pool.on_server(&["notifications", "deliveries", "ops"]);
+    let line = stdout(&o);
+    assert!(
+        line.contains(&format!(
+            "\ttask.succeeded\t{}\tdelivered (1 attempt)",
+            body["task"]["id"].as_str().unwrap()
+        )),
+        "{line}"
+    );
+
+    assert_exit(&pool.on_server(&["notifications", "delete", "ops"]), 0);
+    let o = pool.on_server(&["notifications", "list"]);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o).trim(), "no notifications");
+    let o = pool.on_server(&["notifications", "show", "ops"]);
+    assert_exit(&o, 1);
+}
