@@ -64,6 +64,21 @@ impl NotificationSpec {
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
+    /// Which task ends it is told of, in words: "failed and canceled tasks of project web",
+    /// "every task that ends". Not its URL, which may hold the endpoint's secret.
+    pub fn describe(&self) -> String {
+        let states = if self.on.is_empty() {
+            "every task that ends".to_string()
+        } else {
+            let names: Vec<&str> = self.on.iter().map(|s| s.as_str()).collect();
+            format!("{} tasks", names.join(" and "))
+        };
+        match &self.project {
+            Some(p) => format!("{states} of project {p}"),
+            None => states,
+        }
+    }
+
     /// Whether a task that ended in `state` is one this notification is told of.
     pub fn wants(&self, state: TaskState) -> bool {
         state.is_finished() && (self.on.is_empty() || self.on.contains(&state))
@@ -276,5 +291,12 @@ mod tests {
         };
         assert!(failed.wants(TaskState::Failed) && !failed.wants(TaskState::Succeeded));
         assert_eq!(event_name(TaskState::Canceled), "task.canceled");
+        assert_eq!(spec("https://example.com/").describe(), "every task that ends");
+        let of_web = NotificationSpec {
+            on: vec![TaskState::Failed, TaskState::Canceled],
+            project: Some("web".into()),
+            ..spec("https://example.com/")
+        };
+        assert_eq!(of_web.describe(), "failed and canceled tasks of project web");
     }
 }

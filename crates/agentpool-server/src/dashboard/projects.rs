@@ -1,10 +1,11 @@
-//! Projects, schedules and the names of stored credentials. Credential values never leave the
+//! Projects, schedules, notifications and the names of stored credentials. Credential values never leave the
 //! server except to the worker running a task that needs them; this page lists names only,
 //! and only to admins (as the API does).
 
 use std::fmt::Write;
 
 use agentpool_core::Timestamp;
+use agentpool_core::notification::DeliveryState;
 use agentpool_core::schedule::Schedule;
 
 use axum::extract::State;
@@ -52,6 +53,9 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         h.push_str("</tbody></table>");
     }
     schedules(&mut h, &store.list_schedules().await?, store.time(), &session);
+    if session.is_admin() {
+        notifications(&mut h, &dash).await?;
+    }
     h.push_str(r#"<section aria-labelledby="cred-h"><h2 id="cred-h">Credentials</h2>"#);
     if session.is_admin() {
         let names = store.list_credentials().await?;
@@ -128,6 +132,61 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp, session: &Sessio
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table></section>");
+}
+
+/// Deliveries looked at for a notification's row.
+const RECENT_DELIVERIES: u32 = 20;
+
+/// The notifications (admins only, as in the API): what each is told of, how its recent
+/// deliveries went, and its latest problem. Not the URL, which may hold the endpoint's secret.
+async fn notifications(h: &mut String, dash: &Dash) -> DashResult<()> {
+    let store = dash.app.store();
+    let list = store.list_notifications().await?;
+    h.push_str(r#"<section aria-labelledby="notify-h"><h2 id="notify-h">Notifications</h2>"#);
+    if list.is_empty() {
+        h.push_str(
+            r#"<p class="empty">No notifications (<code>agentpool notifications put NAME --url URL</code>).</p></section>"#,
+        );
+        return Ok(());
+    }
+    h.push_str(
+        r#"<table class="notifications"><caption class="sr-only">Notifications</caption><thead><tr><th scope="col">name</th><th scope="col">told of</th><th scope="col">last deliveries</th><th scope="col">last problem</th></tr></thead><tbody>"#,
+    );
+    for n in &list {
+        let recent = store.list_deliveries(&n.name, RECENT_DELIVERIES).await?;
+        let count = |st: DeliveryState| recent.iter().filter(|d| d.state == st).count();
+        let counts: Vec<String> = DeliveryState::ALL
+            .iter()
+            .map(|st| (count(*st), st))
+            .filter(|(c, _)| *c > 0)
+            .map(|(c, st)| format!("{c} {st}"))
+            .collect();
+        let summary = if counts.is_empty() {
+            "none yet".to_string()
+        } else {
+            counts.join(" · ")
+        };
+        let problem = recent
+            .iter()
+            .find(|d| d.state != DeliveryState::Delivered && d.last_error.is_some())
+            .map(|d| {
+                format!(
+                    "{}: {} ({})",
+                    html::time(d.updated_at),
+                    esc(d.last_error.as_deref().unwrap_or_default()),
+                    html::task_link(&d.task_id)
+                )
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            r#"<tr><th scope="row">{}</th><td>{}</td><td>{summary}</td><td>{problem}</td></tr>"#,
+            esc(&n.name),
+            esc(&n.spec.describe()),
+        );
+    }
+    h.push_str("</tbody></table></section>");
+    Ok(())
 }
 
 /// Roles the API's schedule actions admit.

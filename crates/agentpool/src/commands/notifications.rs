@@ -35,7 +35,7 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
             if settings.json() {
                 print_json(&n)?;
             } else {
-                outln!("notification {} stored; told of {}", n.name, matches(&n.spec));
+                outln!("notification {} stored; told of {}", n.name, n.spec.describe());
             }
         }
         NotificationsCommand::List => {
@@ -43,7 +43,7 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
             print_list(settings, &list, "notifications", |list| {
                 for n in list {
                     // The URL is left out: its path or query may be the endpoint's secret.
-                    outln!("{}\t{}", n.name, matches(&n.spec));
+                    outln!("{}\t{}", n.name, n.spec.describe());
                 }
             })?;
         }
@@ -62,21 +62,6 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
         }
     }
     Ok(ExitCode::Success)
-}
-
-/// Which task ends a notification is told of, in words: "failed and canceled tasks of
-/// project web".
-fn matches(spec: &NotificationSpec) -> String {
-    let states = if spec.on.is_empty() {
-        "every task that ends".to_string()
-    } else {
-        let names: Vec<&str> = spec.on.iter().map(|s| s.as_str()).collect();
-        format!("{} tasks", names.join(" and "))
-    };
-    match &spec.project {
-        Some(p) => format!("{states} of project {p}"),
-        None => states,
-    }
 }
 
 /// One delivery, a line: id, when, event, task, where it stands.

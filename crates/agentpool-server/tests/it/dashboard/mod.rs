@@ -17,6 +17,7 @@ use crate::both_backends;
 mod attempts;
 mod escaping;
 mod lists;
+mod notifications;
 mod schedules;
 use crate::support::{RouterApp, no_auth_config, router_app};
 
