@@ -120,7 +120,8 @@ pub async fn pass(state: &AppState) -> Result<PassReport> {
     }
 }
 
-/// Send `d` once; what came of it, or `None` when its notification is gone.
+/// Send `d` once; what came of it, or `None` when its notification is gone or cannot be read
+/// now (then its lease runs out and a later pass takes it again).
 async fn attempt(
     state: &AppState,
     specs: &HashMap<String, NotificationSpec>,
