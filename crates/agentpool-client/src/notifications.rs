@@ -1,7 +1,7 @@
-//! Notifications: set, read, delete, and list what was delivered.
+//! Notifications: set, read, delete, ping, and list what was delivered.
 
 use agentpool_core::notification::{
-    Delivery, DeliveryList, Notification, NotificationList, NotificationSpec,
+    Delivery, DeliveryList, Notification, NotificationList, NotificationSpec, PingResult,
 };
 use reqwest::Method;
 
@@ -25,6 +25,12 @@ impl Client {
 
     pub async fn delete_notification(&self, name: &str) -> Result<()> {
         self.delete(&format!("/v1/notifications/{name}")).await
+    }
+
+    /// Send notification `name` a ping now; how it went.
+    pub async fn ping_notification(&self, name: &str) -> Result<PingResult> {
+        self.json(self.req(Method::POST, &format!("/v1/notifications/{name}/test")))
+            .await
     }
 
     /// The newest `limit` deliveries of notification `name`, newest first.

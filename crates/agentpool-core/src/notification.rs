@@ -210,6 +210,31 @@ pub struct DeliveryBody {
     pub url: Option<String>,
 }
 
+/// The body of a ping (`POST /v1/notifications/{name}/test`), sent with `X-Agentpool-Event:
+/// ping` and no delivery id, signed like a delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PingBody {
+    /// `ping`.
+    pub event: String,
+    pub notification: String,
+}
+
+/// How a ping went (`POST /v1/notifications/{name}/test`).
+#[serde_with::skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PingResult {
+    /// The endpoint answered 2xx.
+    pub delivered: bool,
+    /// The HTTP status it answered with, if it answered.
+    pub status: Option<u16>,
+    /// Why it was not delivered, in words (never the URL).
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+}
+
 /// The event name of a task that ended in `state`.
 pub fn event_name(state: TaskState) -> String {
     format!("task.{state}")

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agentpool_core::Timestamp;
-use agentpool_core::notification::{Delivery, DeliveryBody, DeliveryState, NotificationSpec};
+use agentpool_core::notification::{
+    Delivery, DeliveryBody, DeliveryState, NotificationSpec, PingBody, PingResult,
+};
 use agentpool_store::Result;
 use agentpool_store::notifications::DeliveryAttempt;
 use futures::StreamExt;
@@ -187,8 +189,7 @@ impl Failure {
     }
 }
 
-/// POST delivery `d` to `spec.url`; the 2xx status, or why not. Nothing of the URL (its path
-/// or query may hold a token) or the secret goes into the failure.
+/// POST delivery `d` to `spec.url`: the task's end, read now.
 async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::result::Result<u16, Failure> {
     let detail = match state.store().get_task(d.task_id).await {
         Ok(Some(detail)) => detail,
@@ -207,14 +208,55 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
         url: state.task_url(d.task_id),
         task: detail.task,
     };
-    let body = serde_json::to_vec(&body).map_err(|e| Failure::new(format!("encoding the body: {e}")))?;
+    post(state, spec, &d.event, Some(d.id), &body).await
+}
+
+/// Send a `ping` to notification `name` now, outside the outbox, and say how it went: what
+/// `notifications test` shows when a notification is set up.
+pub async fn ping(state: &AppState, name: &str, spec: &NotificationSpec) -> PingResult {
+    let started = std::time::Instant::now();
+    let body = PingBody {
+        event: "ping".into(),
+        notification: name.into(),
+    };
+    let outcome = post(state, spec, "ping", None, &body).await;
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match outcome {
+        Ok(status) => PingResult {
+            delivered: true,
+            status: Some(status),
+            error: None,
+            took_ms,
+        },
+        Err(f) => PingResult {
+            delivered: false,
+            status: f.status,
+            error: Some(f.message),
+            took_ms,
+        },
+    }
+}
+
+/// POST `body` to `spec.url` as event `event` (delivery `delivery`, absent for a ping),
+/// signed when the spec says; the 2xx status, or why not. Nothing of the URL (its path or
+/// query may hold a token) or the secret goes into the failure.
+async fn post(
+    state: &AppState,
+    spec: &NotificationSpec,
+    event: &str,
+    delivery: Option<i64>,
+    body: &impl serde::Serialize,
+) -> std::result::Result<u16, Failure> {
+    let body = serde_json::to_vec(body).map_err(|e| Failure::new(format!("encoding the body: {e}")))?;
     let mut req = state
         .inner
         .notify_http
         .post(&spec.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("X-Agentpool-Event", &d.event)
-        .header("X-Agentpool-Delivery", d.id.to_string());
+        .header("X-Agentpool-Event", event);
+    if let Some(id) = delivery {
+        req = req.header("X-Agentpool-Delivery", id.to_string());
+    }
     if let Some(name) = &spec.secret_credential {
         let secret = crate::github::credential(state, name)
             .await

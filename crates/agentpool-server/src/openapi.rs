@@ -26,10 +26,10 @@ impl Modify for Security {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "agentpool", description = "Task API and worker protocol of agentpool. Every error is `{ \"error\": { \"code\", \"message\", \"details\" } }`."),
-    // `DeliveryBody` is what the server POSTs to a notification's URL, not a response of its
-    // own: listed so a receiver can generate its type from this document.
+    // `DeliveryBody` and `PingBody` are what the server POSTs to a notification's URL, not
+    // responses of its own: listed so a receiver can generate its types from this document.
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail,
-        agentpool_core::notification::DeliveryBody)),
+        agentpool_core::notification::DeliveryBody, agentpool_core::notification::PingBody)),
     modifiers(&Security),
     // Every operation takes a bearer token unless it says otherwise (`security(())`: the probes,
     // the metrics, this document and the signed GitHub webhook).

@@ -81,6 +81,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(notifications::put))
         .routes(routes!(notifications::delete))
         .routes(routes!(notifications::deliveries))
+        .routes(routes!(notifications::test))
         .routes(routes!(builds::create_and_build))
         .routes(routes!(github::webhook))
         .routes(routes!(tokens::create, tokens::list))

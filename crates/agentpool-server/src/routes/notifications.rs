@@ -4,7 +4,7 @@
 
 use agentpool_core::ValidationError;
 use agentpool_core::notification::{
-    DeliveryList, DeliveryQuery, Notification, NotificationList, NotificationSpec,
+    DeliveryList, DeliveryQuery, Notification, NotificationList, NotificationSpec, PingResult,
 };
 use agentpool_core::profile;
 use axum::Json;
@@ -138,6 +138,23 @@ pub async fn deliveries(
     Ok(Json(DeliveryList {
         deliveries: state.store().list_deliveries(&name, limit).await?,
     }))
+}
+
+#[utoipa::path(
+    post, path = "/v1/notifications/{name}/test", tag = "notifications",
+    params(NotificationPath),
+    responses((status = 200, body = PingResult, description = "A ping sent now (`X-Agentpool-Event: ping`, signed like a delivery, body `PingBody`), and how it went; 200 whether or not it was delivered"),
+        (status = 404, body = crate::error::ErrorBody))
+)]
+pub async fn test(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Admins>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<PingResult>> {
+    let n = found(&state, &name).await?;
+    let result = crate::notifications::ping(&state, &name, &n.spec).await;
+    tracing::info!(notification = %name, delivered = result.delivered, status = ?result.status, %by, "notification pinged");
+    Ok(Json(result))
 }
 
 /// Notification `name`, or a 404.

@@ -1,6 +1,6 @@
 //! Notifications through a real server and a real HTTP receiver: checked when set; each task
 //! end a notification wants is POSTed once (two replicas), signed with its credential, with
-//! the task in the body; a refused delivery is retried after its backoff under the same id,
+//! the task in the body; a ping is sent at once and answered with how it went; a refused delivery is retried after its backoff under the same id,
 //! and one that keeps failing is given up, saying why without its URL.
 
 use std::collections::VecDeque;
@@ -206,6 +206,30 @@ async fn a_task_end_is_delivered_signed_once_and_retried_until_accepted(backend:
         .await
         .expect("put");
     app.clock.advance(Duration::from_millis(5));
+
+    // A ping: sent now, signed, with no delivery id; how it went is the answer, and nothing is
+    // recorded as a delivery.
+    let r = admin.ping_notification("ops").await.expect("ping");
+    assert_eq!((r.delivered, r.status, r.error), (true, Some(204), None));
+    let ping = receiver.drain();
+    assert_eq!(ping.len(), 1);
+    assert_eq!(ping[0].header("X-Agentpool-Event"), "ping");
+    assert_eq!(ping[0].header("X-Agentpool-Delivery"), "");
+    assert!(agentpool_github::signature::verify(
+        SECRET.as_bytes(),
+        &ping[0].body,
+        ping[0].header("X-Agentpool-Signature-256")
+    ));
+    let body: serde_json::Value = serde_json::from_slice(&ping[0].body).unwrap();
+    assert_eq!(body, serde_json::json!({"event": "ping", "notification": "ops"}));
+    receiver.answer(&[500]);
+    let r = admin.ping_notification("ops").await.expect("ping");
+    assert_eq!(
+        (r.delivered, r.status, r.error.as_deref()),
+        (false, Some(500), Some("HTTP 500 Internal Server Error"))
+    );
+    receiver.drain();
+    assert!(admin.list_deliveries("ops", 10).await.unwrap().is_empty());
 
     let succeeded = run_to(&app, in_web("make"), TaskState::Succeeded).await;
     let failed = run_to(&app, in_web("make lint"), TaskState::Failed).await;

@@ -129,6 +129,7 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
             admin,
         ),
         ("GET", "/v1/notifications/n/deliveries".into(), None, admin),
+        ("POST", "/v1/notifications/n/test".into(), None, admin),
         ("DELETE", "/v1/notifications/n".into(), None, admin),
         ("GET", "/v1/tokens".into(), None, admin),
         (

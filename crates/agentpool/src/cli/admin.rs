@@ -286,6 +286,8 @@ pub enum NotificationsCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Send a notification a ping now (event `ping`, signed) and say whether it was delivered
+    Test { name: String },
     /// Delete a notification and its deliveries (pending ones are not sent)
     #[command(alias = "rm")]
     Delete { name: String },

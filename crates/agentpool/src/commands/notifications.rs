@@ -1,5 +1,5 @@
-//! `agentpool notifications`: put, list, show and delete the URLs told of task ends, and list
-//! what was delivered to each.
+//! `agentpool notifications`: put, list, show, ping and delete the URLs told of task ends, and
+//! list what was delivered to each.
 
 use agentpool_core::notification::{Delivery, DeliveryState, NotificationSpec};
 
@@ -7,7 +7,7 @@ use super::task_spec::{Flags, refused_by_flag};
 use super::{connect, print_done, print_json, print_list};
 use crate::cli::NotificationsCommand;
 use crate::config::Settings;
-use crate::exit::ExitCode;
+use crate::exit::{Exit, ExitCode};
 
 /// The flags of `notifications put`, by the field each sets.
 const NOTIFICATION_FLAGS: Flags = &[
@@ -55,6 +55,27 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
                     outln!("{}", delivery_line(d));
                 }
             })?;
+        }
+        NotificationsCommand::Test { name } => {
+            let r = client.ping_notification(&name).await?;
+            if settings.json() {
+                print_json(&r)?;
+            }
+            if !r.delivered {
+                let why = r.error.as_deref().unwrap_or("no answer");
+                return Err(Exit::new(
+                    ExitCode::Failed,
+                    format!("notification {name}: ping not delivered: {why}"),
+                )
+                .into());
+            }
+            if !settings.json() {
+                let status = r.status.map(|s| format!("HTTP {s}")).unwrap_or_default();
+                outln!(
+                    "notification {name}: ping delivered ({status} in {} ms)",
+                    r.took_ms
+                );
+            }
         }
         NotificationsCommand::Delete { name } => {
             client.delete_notification(&name).await?;

@@ -1,6 +1,6 @@
 //! `agentpool notifications`: a notification put with a signing credential (refusals told by
-//! flag) is told by `agentpool up`'s own loop of a task that ends, signed; its delivery is
-//! listed; it is listed without its URL and deleted.
+//! flag) answers a ping, is told by `agentpool up`'s own loop of a task that ends, signed; its
+//! delivery is listed; it is listed without its URL and deleted.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -101,6 +101,21 @@ fn a_notification_is_told_of_a_task_that_ends_signed_and_lists_its_delivery() {
         "ops\tsucceeded and failed tasks\n",
         "no URL in the list"
     );
+
+    // A ping, answered at once.
+    let o = pool.on_server(&["notifications", "test", "ops"]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).starts_with("notification ops: ping delivered (HTTP 204 in "),
+        "{}",
+        stdout(&o)
+    );
+    let (sig, body) = got.recv_timeout(Duration::from_secs(10)).expect("the ping");
+    assert!(
+        agentpool_github::signature::verify(b"s3cret-hook-key", &body, &sig),
+        "{sig}"
+    );
+    assert_eq!(&body[..], br#"{"event":"ping","notification":"ops"}"#);
 
     // A task that ends: `up`'s loop delivers it, signed, without being driven.
     let remote = pool.remote.to_str().unwrap();
