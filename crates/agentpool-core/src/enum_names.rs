@@ -107,5 +107,6 @@ mod tests {
         names_match_serde(&EventKind::ALL);
         names_match_serde(&WorkerStatus::ALL);
         names_match_serde(&crate::notification::DeliveryState::ALL);
+        names_match_serde(&crate::notification::Format::ALL);
     }
 }

@@ -10,6 +10,24 @@ use crate::{TaskId, TaskState, Timestamp, ValidationError};
 /// The longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
 
+/// The shape of what is POSTed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `DeliveryBody`: the event, the delivery id and the whole task.
+    #[default]
+    Json,
+    /// `{"text": "…"}`, one line about the task: what Slack's incoming webhooks take, and
+    /// Mattermost's and Rocket.Chat's, and Discord's `…/slack` webhook URLs.
+    Slack,
+}
+
+crate::enum_names!(Format, UnknownFormat("notification format") {
+    Json => "json",
+    Slack => "slack",
+});
+
 /// A notification as set (`PUT /v1/notifications/{name}`'s body).
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,6 +47,13 @@ pub struct NotificationSpec {
     /// `X-Agentpool-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, as GitHub signs
     /// its webhooks.
     pub secret_credential: Option<String>,
+    /// `json` (default): the whole task; `slack`: a line of text for a chat channel.
+    #[serde(default, skip_serializing_if = "is_json")]
+    pub format: Format,
+}
+
+fn is_json(f: &Format) -> bool {
+    *f == Format::Json
 }
 
 impl NotificationSpec {
@@ -235,6 +260,58 @@ pub struct PingResult {
     pub took_ms: u64,
 }
 
+/// A task's end as one line of Slack text (its markup: `<url|label>` links, `&`, `<` and `>`
+/// escaped): "agentpool: task <…|0193ab12> failed (AUTH_FAILED): no key — project web,
+/// claude-code".
+pub fn chat_text(task: &crate::Task, url: Option<&str>) -> String {
+    let id = task.id.to_string();
+    let short = &id[..id.len().min(8)];
+    let link = match url {
+        Some(u) => format!("<{}|{short}>", slack_escape(u)),
+        None => format!("`{short}`"),
+    };
+    let mut line = format!("agentpool: task {link} {}", task.state);
+    if let Some(class) = &task.error_class {
+        line.push_str(&format!(" ({class})"));
+    }
+    if let Some(m) = task.error_message.as_deref().and_then(|m| m.lines().next()) {
+        line.push_str(&format!(": {}", slack_escape(&crate::render::clip(m, 200))));
+    }
+    let mut about = Vec::new();
+    if let Some(p) = &task.spec.project {
+        about.push(format!("project {}", slack_escape(p)));
+    }
+    about.push(match task.spec.kind {
+        crate::TaskKind::Command => "command".to_string(),
+        crate::TaskKind::Agent => slack_escape(task.spec.agent.as_deref().unwrap_or("agent")),
+    });
+    if let Some(r) = &task.result {
+        if !r.files.is_empty() {
+            let plural = if r.files.len() == 1 { "" } else { "s" };
+            about.push(format!("{} file{plural} changed", r.files.len()));
+        }
+        if let (Some(sha), Some(branch)) = (&r.commit_sha, &r.branch) {
+            about.push(format!(
+                "{} on {}",
+                &sha[..sha.len().min(7)],
+                slack_escape(branch)
+            ));
+        }
+        if let Some(cost) = r.cost_usd {
+            about.push(format!("${cost:.2}"));
+        }
+        if let Some(pr) = &r.pull_request {
+            about.push(format!("<{}|pull request #{}>", slack_escape(&pr.url), pr.number));
+        }
+    }
+    format!("{line} — {}", about.join(", "))
+}
+
+/// `s` with the three characters Slack's text markup reserves escaped.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// The event name of a task that ended in `state`.
 pub fn event_name(state: TaskState) -> String {
     format!("task.{state}")
@@ -250,6 +327,7 @@ mod tests {
             on: vec![],
             project: None,
             secret_credential: None,
+            format: Format::Json,
         }
     }
 
@@ -294,6 +372,7 @@ mod tests {
             on: vec![TaskState::Failed, TaskState::Running],
             project: Some(String::new()),
             secret_credential: Some("has space".into()),
+            format: Format::Slack,
         };
         let got = fields(&s);
         let named: Vec<&str> = got
@@ -323,5 +402,68 @@ mod tests {
             ..spec("https://example.com/")
         };
         assert_eq!(of_web.describe(), "failed and canceled tasks of project web");
+    }
+
+    #[test]
+    fn a_task_end_is_one_escaped_line_of_chat_text() {
+        let now = Timestamp::default();
+        let task = crate::Task {
+            id: TaskId::new(),
+            spec: crate::TaskSpec {
+                project: Some("web".into()),
+                ..crate::TaskSpec::agent("https://example.com/r.git", "claude-code", "fix it")
+            },
+            state: TaskState::Failed,
+            attempts: 1,
+            max_attempts: 3,
+            priority: 0,
+            created_at: now,
+            updated_at: now,
+            run_after: now,
+            started_at: Some(now),
+            finished_at: Some(now),
+            worker_id: None,
+            lease_token: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            error_class: Some(crate::ErrorClass::AuthFailed),
+            error_message: Some("key <sk-…> refused & gone\nsecond line".into()),
+            result: None,
+        };
+        let id = task.id.to_string();
+        assert_eq!(
+            chat_text(&task, Some("https://ap.example.com/tasks/x?a=1&b=2")),
+            format!(
+                "agentpool: task <https://ap.example.com/tasks/x?a=1&amp;b=2|{}> failed (AUTH_FAILED): \
+                 key &lt;sk-…&gt; refused &amp; gone — project web, claude-code",
+                &id[..8],
+            )
+        );
+        let mut done = task.clone();
+        done.state = TaskState::Succeeded;
+        done.error_class = None;
+        done.error_message = None;
+        done.spec.kind = crate::TaskKind::Command;
+        done.result = Some(crate::TaskResult {
+            commit_sha: Some("0123456789abcdef".into()),
+            branch: Some("agentpool/fix".into()),
+            files: ["a.rs", "b.rs"]
+                .map(|p| crate::FileChange {
+                    path: p.into(),
+                    added: Some(1),
+                    removed: None,
+                })
+                .to_vec(),
+            cost_usd: Some(0.4249),
+            ..crate::TaskResult::default()
+        });
+        assert_eq!(
+            chat_text(&done, None),
+            format!(
+                "agentpool: task `{}` succeeded — project web, command, 2 files changed, 0123456 on \
+                 agentpool/fix, $0.42",
+                &id[..8]
+            )
+        );
     }
 }

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use agentpool_core::TaskSpec;
-use agentpool_core::notification::NotificationSpec;
+use agentpool_core::notification::{Format, NotificationSpec};
 use agentpool_server::notifications::pass;
 use agentpool_server::{AppState, ServerConfig};
 use agentpool_store::{Clock, StoreConfig};
@@ -68,6 +68,7 @@ async fn run(backend: Backend, url: &str, n: usize) -> [Duration; 3] {
         on: vec![],
         project: None,
         secret_credential: None,
+        format: Format::Json,
     };
     store.put_notification("bench", &spec).await.expect("put");
     clock.advance(Duration::from_millis(1));

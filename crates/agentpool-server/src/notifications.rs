@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use agentpool_core::Timestamp;
 use agentpool_core::notification::{
-    Delivery, DeliveryBody, DeliveryState, NotificationSpec, PingBody, PingResult,
+    Delivery, DeliveryBody, DeliveryState, Format, NotificationSpec, PingBody, PingResult, chat_text,
 };
 use agentpool_store::Result;
 use agentpool_store::notifications::DeliveryAttempt;
@@ -201,13 +201,18 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
         }
         Err(e) => return Err(Failure::new(format!("reading the task: {e}"))),
     };
-    let body = DeliveryBody {
-        event: d.event.clone(),
-        delivery: d.id,
-        notification: d.notification.clone(),
-        url: state.task_url(d.task_id),
-        task: detail.task,
-    };
+    let url = state.task_url(d.task_id);
+    let body = match spec.format {
+        Format::Json => serde_json::to_value(DeliveryBody {
+            event: d.event.clone(),
+            delivery: d.id,
+            notification: d.notification.clone(),
+            url,
+            task: detail.task,
+        }),
+        Format::Slack => Ok(serde_json::json!({ "text": chat_text(&detail.task, url.as_deref()) })),
+    }
+    .map_err(|e| Failure::new(format!("encoding the body: {e}")))?;
     post(state, spec, &d.event, Some(d.id), &body).await
 }
 
@@ -215,9 +220,13 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
 /// `notifications test` shows when a notification is set up.
 pub async fn ping(state: &AppState, name: &str, spec: &NotificationSpec) -> PingResult {
     let started = std::time::Instant::now();
-    let body = PingBody {
-        event: "ping".into(),
-        notification: name.into(),
+    let body = match spec.format {
+        Format::Json => serde_json::to_value(PingBody {
+            event: "ping".into(),
+            notification: name.into(),
+        })
+        .unwrap_or_default(),
+        Format::Slack => serde_json::json!({ "text": format!("agentpool: ping from notification {name}") }),
     };
     let outcome = post(state, spec, "ping", None, &body).await;
     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

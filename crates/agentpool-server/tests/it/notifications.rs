@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentpool_core::notification::{DeliveryBody, DeliveryState, NotificationSpec};
+use agentpool_core::notification::{DeliveryBody, DeliveryState, Format, NotificationSpec};
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{ErrorClass, TaskId, TaskSpec, TaskState};
 use agentpool_server::notifications::{MAX_ATTEMPTS, PassReport, pass};
@@ -24,6 +24,7 @@ crate::both_backends!(
     notifications_are_checked_stored_and_deleted,
     a_task_end_is_delivered_signed_once_and_retried_until_accepted,
     a_delivery_that_keeps_failing_is_given_up_without_its_url,
+    a_slack_notification_posts_a_line_of_text,
 );
 
 const SECRET: &str = "s3cret-hook-key";
@@ -96,6 +97,7 @@ fn spec(url: &str) -> NotificationSpec {
         on: vec![TaskState::Succeeded, TaskState::Failed],
         project: Some("web".into()),
         secret_credential: Some("hook-secret".into()),
+        format: Format::Json,
     }
 }
 
@@ -347,6 +349,7 @@ async fn a_delivery_that_keeps_failing_is_given_up_without_its_url(backend: Back
         on: vec![],
         project: None,
         secret_credential: None,
+        format: Format::Json,
     };
     admin
         .put_notification("broken", &every(receiver.url.clone()))
@@ -409,4 +412,46 @@ async fn a_delivery_that_keeps_failing_is_given_up_without_its_url(backend: Back
         !why.contains("T0KEN") && !why.contains("127.0.0.1"),
         "no URL in {why}"
     );
+}
+
+async fn a_slack_notification_posts_a_line_of_text(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let mut receiver = Receiver::start().await;
+    web_and_secret(&app).await;
+    let slack = NotificationSpec {
+        format: Format::Slack,
+        ..spec(&receiver.url)
+    };
+    let admin = app.admin();
+    assert_eq!(
+        admin.put_notification("chat", &slack).await.unwrap().spec.format,
+        Format::Slack
+    );
+    admin.ping_notification("chat").await.expect("ping");
+    let ping = receiver.drain();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&ping[0].body).unwrap(),
+        serde_json::json!({"text": "agentpool: ping from notification chat"})
+    );
+    app.clock.advance(Duration::from_millis(5));
+    let failed = run_to(&app, in_web("make lint"), TaskState::Failed).await;
+    assert_eq!(pass(app.state()).await.unwrap().delivered, 1);
+    let got = receiver.drain();
+    let body: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    let id = failed.to_string();
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "text": format!("agentpool: task `{}` failed (AUTH_FAILED): no key — project web, command", &id[..8])
+        })
+    );
+    // Signed and labelled as a JSON delivery is.
+    assert_eq!(got[0].header("X-Agentpool-Event"), "task.failed");
+    assert!(agentpool_github::signature::verify(
+        SECRET.as_bytes(),
+        &got[0].body,
+        got[0].header("X-Agentpool-Signature-256")
+    ));
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use agentpool_core::notification::{DeliveryState, NotificationSpec};
+use agentpool_core::notification::{DeliveryState, Format, NotificationSpec};
 use agentpool_core::{ErrorClass, TaskId, TaskSpec, TaskState};
 use agentpool_store::StoreError;
 use agentpool_store::notifications::DeliveryAttempt;
@@ -26,6 +26,7 @@ fn on(states: &[TaskState], project: Option<&str>) -> NotificationSpec {
         on: states.to_vec(),
         project: project.map(Into::into),
         secret_credential: None,
+        format: Format::Json,
     }
 }
 

@@ -311,4 +311,8 @@ pub struct NotificationPutArgs {
     /// sha256=HMAC of the body)
     #[arg(long, value_name = "NAME")]
     pub secret_credential: Option<String>,
+    /// What to POST: `json` (the event and the whole task) or `slack` ({"text": …}, one line
+    /// a chat channel shows: Slack, Mattermost, Rocket.Chat, Discord's /slack URLs)
+    #[arg(long, default_value = "json", value_name = "FORMAT")]
+    pub format: agentpool_core::notification::Format,
 }

@@ -16,6 +16,7 @@ const NOTIFICATION_FLAGS: Flags = &[
     ("on", "--on"),
     ("project", "--project"),
     ("secret_credential", "--secret-credential"),
+    ("format", "--format"),
 ];
 
 pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> anyhow::Result<ExitCode> {
@@ -27,6 +28,7 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
                 on: args.on,
                 project: args.project,
                 secret_credential: args.secret_credential,
+                format: args.format,
             };
             let n = client
                 .put_notification(&args.name, &spec)

@@ -2,7 +2,7 @@
 //! its recent deliveries went, and never its URL.
 
 use agentpool_core::TaskSpec;
-use agentpool_core::notification::{DeliveryState, NotificationSpec};
+use agentpool_core::notification::{DeliveryState, Format, NotificationSpec};
 use agentpool_store::notifications::DeliveryAttempt;
 use agentpool_testkit::db::Backend;
 
@@ -22,6 +22,7 @@ async fn notifications_are_listed_to_admins_with_their_deliveries_and_without_th
         on: vec![],
         project: None,
         secret_credential: None,
+        format: Format::Json,
     };
     store.put_notification("ops", &spec).await.expect("put");
     let admin = session(&app.tokens.admin);
