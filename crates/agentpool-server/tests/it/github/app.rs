@@ -94,7 +94,7 @@ async fn claim_as_a_worker(app: &TestApp) -> (Client, WorkerId, ClaimedWork) {
 }
 
 async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend) {
-    let Wired { gh, prism, app, .. } = wired_as_the_app(backend, None).await;
+    let Wired { gh, prism, app, _dir } = wired_as_the_app(backend, None).await;
     let admin = app.admin();
     // The key is a credential like any other: never shown back.
     let shown = serde_json::to_string(&admin.get_project("hello").await.expect("project")).unwrap();
@@ -202,7 +202,7 @@ async fn app_mints_scoped_tokens_for_the_worker_and_the_server(backend: Backend)
 }
 
 async fn a_configured_installation_is_not_looked_up(backend: Backend) {
-    let Wired { gh, prism, app, .. } = wired_as_the_app(backend, Some(77)).await;
+    let Wired { gh, prism, app, _dir } = wired_as_the_app(backend, Some(77)).await;
     deliver_task(&app, "issues", "a-2", &example("issues", Some("labeled"))).await;
     let (_, _, claimed) = claim_as_a_worker(&app).await;
     assert_eq!(claimed.credentials.get("git-token"), Some(INSTALLATION_TOKEN));
