@@ -17,7 +17,8 @@ use axum::http::{HeaderMap, StatusCode};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    TestApp, claim_one, complete, fail, fields, open_store, register, scrape, spawn_app, test_config,
+    TestApp, claim_one, complete, fail, fields, open_store, register, scrape, spawn_app, spawn_app_with,
+    test_config,
 };
 
 crate::both_backends!(
@@ -197,7 +198,9 @@ async fn run_to(app: &TestApp, spec: TaskSpec, end: TaskState) -> TaskId {
 }
 
 async fn a_task_end_is_delivered_signed_once_and_retried_until_accepted(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else {
+    // Replicas share the server key: each must decrypt the signing credential.
+    let config = test_config();
+    let Some(app) = spawn_app_with(backend, config.clone()).await else {
         return;
     };
     let mut receiver = Receiver::start().await;
@@ -246,7 +249,7 @@ async fn a_task_end_is_delivered_signed_once_and_retried_until_accepted(backend:
     // The first request is refused (503), the second accepted. Two replicas pass at once.
     receiver.answer(&[503]);
     let replica_store = open_store(&app._db, &app.clock).await;
-    let replica = agentpool_server::start_with_store(test_config(), replica_store)
+    let replica = agentpool_server::start_with_store(config, replica_store)
         .await
         .expect("replica");
     let (a, b) = tokio::join!(pass(app.state()), pass(&replica.state));
