@@ -228,9 +228,10 @@ pub struct DeliveryBody {
     /// The delivery's id, as in `X-Agentpool-Delivery`.
     pub delivery: i64,
     pub notification: String,
-    /// The task as `GET /v1/tasks/{id}` shows it, with its result or error.
+    /// The task as `GET /v1/tasks/{id}` shows it: its spec, state, result or error, and its
+    /// attempts (`attempts_detail`).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub task: crate::Task,
+    pub task: crate::protocol::TaskDetail,
     /// The task's page on the dashboard, when the server knows its public URL.
     pub url: Option<String>,
 }

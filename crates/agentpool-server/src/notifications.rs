@@ -208,7 +208,7 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
             delivery: d.id,
             notification: d.notification.clone(),
             url,
-            task: detail.task,
+            task: detail,
         }),
         Format::Slack => Ok(serde_json::json!({ "text": chat_text(&detail.task, url.as_deref()) })),
     }

@@ -273,9 +273,9 @@ async fn a_task_end_is_delivered_signed_once_and_retried_until_accepted(backend:
         assert_eq!(r.header("Content-Type"), "application/json");
         assert!(r.header("User-Agent").starts_with("agentpool/"));
         assert_eq!(body.notification, "ops");
-        assert_eq!(body.event, format!("task.{}", body.task.state));
+        assert_eq!(body.event, format!("task.{}", body.task.task.state));
         assert!(!String::from_utf8_lossy(&r.body).contains(SECRET));
-        tasks.push((body.task.id, body.task.state));
+        tasks.push((body.task.task.id, body.task.task.state));
     }
     tasks.sort();
     let mut want = vec![(succeeded, TaskState::Succeeded), (failed, TaskState::Failed)];
@@ -284,9 +284,15 @@ async fn a_task_end_is_delivered_signed_once_and_retried_until_accepted(backend:
     let failed_body = first
         .iter()
         .map(Received::json)
-        .find(|b| b.task.id == failed)
+        .find(|b| b.task.task.id == failed)
         .unwrap();
-    assert_eq!(failed_body.task.error_class, Some(ErrorClass::AuthFailed));
+    assert_eq!(failed_body.task.task.error_class, Some(ErrorClass::AuthFailed));
+    // As `GET /v1/tasks/{id}` shows it: with its attempts.
+    assert_eq!(failed_body.task.attempts_detail.len(), 1);
+    assert_eq!(
+        failed_body.task.attempts_detail[0].error_class,
+        Some(ErrorClass::AuthFailed)
+    );
 
     // The refused one is not due again before its backoff (15 s).
     assert_eq!(pass(app.state()).await.unwrap(), PassReport::default());
