@@ -8,7 +8,7 @@
 //! id — delivery is at least once, and receivers dedupe by `X-Agentpool-Delivery`.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentpool_core::Timestamp;
 use agentpool_core::notification::{
@@ -36,6 +36,9 @@ const PARALLEL: usize = 8;
 /// A batch is sent within `BATCH / PARALLEL` rounds of at most [`TIMEOUT`]; the lease is
 /// longer, so no other replica sends the same one meanwhile.
 const LEASE_MS: i64 = 120_000;
+/// A pass stops taking more deliveries after this long, so that a slow endpoint with many
+/// due deliveries does not keep the next pass from finding new task ends.
+const PASS_BUDGET: Duration = Duration::from_secs(15);
 /// The first retry's delay; each next one is three times longer, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -92,6 +95,7 @@ pub async fn pass(state: &AppState) -> Result<PassReport> {
         }
         specs.insert(n.name, n.spec);
     }
+    let started = Instant::now();
     loop {
         let due = store.take_due_deliveries(BATCH, LEASE_MS).await?;
         let full = due.len() == BATCH as usize;
@@ -116,7 +120,7 @@ pub async fn pass(state: &AppState) -> Result<PassReport> {
                 return Err(e);
             }
         }
-        if !full {
+        if !full || started.elapsed() > PASS_BUDGET {
             return Ok(report);
         }
     }
@@ -219,7 +223,7 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
 /// Send a `ping` to notification `name` now, outside the outbox, and say how it went: what
 /// `notifications test` shows when a notification is set up.
 pub async fn ping(state: &AppState, name: &str, spec: &NotificationSpec) -> PingResult {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let body = match spec.format {
         Format::Json => serde_json::to_value(PingBody {
             event: "ping".into(),
