@@ -61,10 +61,11 @@ pub async fn put(
     if !profile::valid_name(&name) {
         errs.push(ValidationError::new("name", NAME_RULE));
     }
-    match spec.validate() {
-        Ok(()) => errs.extend(check_references(&state, &spec).await?),
-        Err(e) => errs.extend(e),
-    }
+    // Every problem at once: what the spec names is looked up even when its shape is wrong.
+    let shape = spec.validate().err().unwrap_or_default();
+    let url_shaped = !shape.iter().any(|e| e.field == "url");
+    errs.extend(shape);
+    errs.extend(check_references(&state, &spec, url_shaped).await?);
     if !errs.is_empty() {
         return Err(ApiError::validation(errs));
     }
@@ -74,10 +75,17 @@ pub async fn put(
     Ok(Json(n))
 }
 
-/// What the spec names that must exist: the URL as a whole, its project and its credential.
-async fn check_references(state: &AppState, spec: &NotificationSpec) -> ApiResult<Vec<ValidationError>> {
+/// What the spec names that must exist: the URL as a whole (when its shape was right), its
+/// project and its credential.
+async fn check_references(
+    state: &AppState,
+    spec: &NotificationSpec,
+    url_shaped: bool,
+) -> ApiResult<Vec<ValidationError>> {
     let mut errs = Vec::new();
-    if let Err(e) = reqwest::Url::parse(&spec.url) {
+    if let Err(e) = reqwest::Url::parse(&spec.url)
+        && url_shaped
+    {
         errs.push(ValidationError::new("url", format!("not a URL: {e}")));
     }
     if let Some(p) = &spec.project

@@ -114,7 +114,7 @@ async fn notifications_are_checked_stored_and_deleted(backend: Backend) {
     };
     assert_eq!(
         fields(admin.put_notification("Ops", &bad).await.unwrap_err()),
-        ["name", "url", "on[0]"]
+        ["name", "url", "on[0]", "project", "secret_credential"]
     );
     // The shape is right; what it names does not exist.
     let dangling = spec("https://hooks.example.com/x");
