@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{TaskId, TaskState, Timestamp, ValidationError};
+use crate::{Labels, TaskId, TaskState, Timestamp, ValidationError};
 
 /// The longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -43,6 +43,10 @@ pub struct NotificationSpec {
     pub on: Vec<TaskState>,
     /// Only tasks of this project; tasks of every project (and of none) when absent.
     pub project: Option<String>,
+    /// Only tasks whose labels include all of these (`{"team": "infra"}`); any task when empty.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, String>))]
+    pub labels: Labels,
     /// A stored credential whose value signs each delivery: the header
     /// `X-Agentpool-Signature-256: sha256=<hex HMAC-SHA256 of the body>`, as GitHub signs
     /// its webhooks.
@@ -78,6 +82,7 @@ impl NotificationSpec {
         {
             errs.push(ValidationError::new("project", "must be 1-100 characters"));
         }
+        errs.extend(crate::spec::validate_labels(&self.labels));
         if let Some(c) = &self.secret_credential
             && !crate::project::valid_credential_name(c)
         {
@@ -89,8 +94,8 @@ impl NotificationSpec {
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
 
-    /// Which task ends it is told of, in words: "failed and canceled tasks of project web",
-    /// "every task that ends". Not its URL, which may hold the endpoint's secret.
+    /// Which task ends it is told of, in words: "failed and canceled tasks of project web
+    /// labelled team=infra", "every task that ends". Not its URL, which may hold the endpoint's secret.
     pub fn describe(&self) -> String {
         let states = if self.on.is_empty() {
             "every task that ends".to_string()
@@ -98,10 +103,15 @@ impl NotificationSpec {
             let names: Vec<&str> = self.on.iter().map(|s| s.as_str()).collect();
             format!("{} tasks", names.join(" and "))
         };
-        match &self.project {
+        let mut words = match &self.project {
             Some(p) => format!("{states} of project {p}"),
             None => states,
+        };
+        if !self.labels.is_empty() {
+            let pairs: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            words.push_str(&format!(" labelled {}", pairs.join(",")));
         }
+        words
     }
 
     /// Whether a task that ended in `state` is one this notification is told of.
@@ -327,6 +337,7 @@ mod tests {
             url: url.into(),
             on: vec![],
             project: None,
+            labels: Labels::new(),
             secret_credential: None,
             format: Format::Json,
         }
@@ -372,6 +383,7 @@ mod tests {
             url: "https://example.com/".into(),
             on: vec![TaskState::Failed, TaskState::Running],
             project: Some(String::new()),
+            labels: [("team".to_string(), "a b".to_string())].into(),
             secret_credential: Some("has space".into()),
             format: Format::Slack,
         };
@@ -380,7 +392,11 @@ mod tests {
             .iter()
             .map(|e| e.split(':').next().unwrap_or_default())
             .collect();
-        assert_eq!(named, ["on[1]", "project", "secret_credential"], "{got:?}");
+        assert_eq!(
+            named,
+            ["on[1]", "project", "labels.team", "secret_credential"],
+            "{got:?}"
+        );
     }
 
     #[test]
@@ -400,9 +416,13 @@ mod tests {
         let of_web = NotificationSpec {
             on: vec![TaskState::Failed, TaskState::Canceled],
             project: Some("web".into()),
+            labels: [("team".to_string(), "infra".to_string())].into(),
             ..spec("https://example.com/")
         };
-        assert_eq!(of_web.describe(), "failed and canceled tasks of project web");
+        assert_eq!(
+            of_web.describe(),
+            "failed and canceled tasks of project web labelled team=infra"
+        );
     }
 
     #[test]

@@ -67,6 +67,7 @@ async fn run(backend: Backend, url: &str, n: usize) -> [Duration; 3] {
         url: url.into(),
         on: vec![],
         project: None,
+        labels: Default::default(),
         secret_credential: None,
         format: Format::Json,
     };

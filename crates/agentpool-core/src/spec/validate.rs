@@ -126,20 +126,7 @@ impl TaskSpec {
         {
             errs.push(ValidationError::new("max_cost_usd", USD_RULE));
         }
-        if self.labels.len() > MAX_LABELS {
-            errs.push(ValidationError::new(
-                "labels",
-                format!("at most {MAX_LABELS} labels"),
-            ));
-        }
-        for (k, v) in self.labels.iter().take(MAX_LABELS + 1) {
-            if !valid_label_part(k, 63) || !valid_label_part(v, 255) && !v.is_empty() {
-                errs.push(ValidationError::new(
-                    format!("labels.{k}"),
-                    "keys and values use [A-Za-z0-9._/-], keys up to 63 and values up to 255 characters",
-                ));
-            }
-        }
+        errs.extend(validate_labels(&self.labels));
         if self.depends_on.len() > 100 {
             errs.push(ValidationError::new("depends_on", "at most 100 dependencies"));
         }
@@ -199,6 +186,27 @@ impl TaskSpec {
 
 /// The most labels a task (or worker) may carry.
 pub const MAX_LABELS: usize = 64;
+
+/// What is wrong with `labels` (a task's, or a filter of them), each problem named by its
+/// field (`labels`, `labels.KEY`).
+pub fn validate_labels(labels: &Labels) -> Vec<ValidationError> {
+    let mut errs = Vec::new();
+    if labels.len() > MAX_LABELS {
+        errs.push(ValidationError::new(
+            "labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (k, v) in labels.iter().take(MAX_LABELS + 1) {
+        if !valid_label_part(k, 63) || !valid_label_part(v, 255) && !v.is_empty() {
+            errs.push(ValidationError::new(
+                format!("labels.{k}"),
+                "keys and values use [A-Za-z0-9._/-], keys up to 63 and values up to 255 characters",
+            ));
+        }
+    }
+    errs
+}
 /// The most credentials a task may name.
 pub const MAX_CREDENTIALS: usize = 64;
 

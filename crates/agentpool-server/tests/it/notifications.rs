@@ -97,6 +97,7 @@ fn spec(url: &str) -> NotificationSpec {
         url: url.into(),
         on: vec![TaskState::Succeeded, TaskState::Failed],
         project: Some("web".into()),
+        labels: Default::default(),
         secret_credential: Some("hook-secret".into()),
         format: Format::Json,
     }
@@ -357,6 +358,7 @@ async fn a_delivery_that_keeps_failing_is_given_up_without_its_url(backend: Back
         url,
         on: vec![],
         project: None,
+        labels: Default::default(),
         secret_credential: None,
         format: Format::Json,
     };

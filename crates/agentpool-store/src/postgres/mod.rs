@@ -45,6 +45,12 @@ fn in_ids(n: usize) -> String {
     format!("SELECT unnest(${n}::uuid[])")
 }
 
+/// A condition true when task `t`'s labels include every pair of the JSON object bound at
+/// `$n` (or that is NULL).
+fn labels_include(n: usize) -> String {
+    format!("(${n}::jsonb IS NULL OR t.labels @> ${n}::jsonb)")
+}
+
 fn uuids(ids: &[TaskId]) -> Vec<Uuid> {
     ids.iter().map(|t| t.0).collect()
 }

@@ -8,6 +8,8 @@
 //! - `fn tid(TaskId) -> impl Encode` — one task id as bound (TEXT on SQLite, UUID on PostgreSQL),
 //! - `fn in_ids(n: usize) -> String` — a subquery yielding the ids of a list bound at `$n`,
 //! - `fn ids_param(&[TaskId]) -> impl Encode` — that list as bound,
+//! - `fn labels_include(n: usize) -> String` — a condition on task `t` whose labels include the
+//!   JSON object bound at `$n`,
 //! - `const FOR_UPDATE: &str` and `FOR_UPDATE_SKIP_LOCKED` — the row-lock clauses (empty on
 //!   SQLite, whose writes are serial),
 //! - `async fn insert_lifecycle(&mut Connection, &LifecycleLog, now)` — the one statement that
@@ -74,6 +76,7 @@ macro_rules! backend {
 
         /// Notifications and their deliveries (the shared SQL of `shared::notifications`).
         mod notifications {
+            use super::labels_include;
             $crate::shared::notifications::notification_store!($db, super::$store, $w, $r);
         }
     };

@@ -110,7 +110,7 @@ macro_rules! notification_store {
                 // with an earlier time (a slower transaction, another replica's clock) that
                 // committed after the last scan is found now. Never before the notification
                 // existed: it is told of ends from then on.
-                let added = sqlx::query(
+                let sql = format!(
                     "INSERT INTO notification_deliveries (notification, task_id, finished_at, event, \
                      state, next_attempt_at, created_at, updated_at) \
                      SELECT n.name, CAST(t.id AS TEXT), t.finished_at, 'task.' || t.state, 'pending', \
@@ -119,9 +119,16 @@ macro_rules! notification_store {
                      ELSE n.created_at END \
                      WHERE n.name = $1 AND t.finished_at IS NOT NULL \
                      AND (($4 AND t.state = 'succeeded') OR ($5 AND t.state = 'failed') \
-                     OR ($6 AND t.state = 'canceled')) AND ($7 IS NULL OR t.project = $7) \
+                     OR ($6 AND t.state = 'canceled')) AND ($7 IS NULL OR t.project = $7) AND {} \
                      ON CONFLICT (notification, task_id, finished_at) DO NOTHING",
-                )
+                    labels_include(8)
+                );
+                let labels = if spec.labels.is_empty() {
+                    None
+                } else {
+                    Some($crate::common::json(&spec.labels)?)
+                };
+                let added = sqlx::query(&sql)
                 .bind(name)
                 .bind(now)
                 .bind(lookback_ms)
@@ -129,6 +136,7 @@ macro_rules! notification_store {
                 .bind(spec.wants(TaskState::Failed))
                 .bind(spec.wants(TaskState::Canceled))
                 .bind(spec.project.as_deref())
+                .bind(labels)
                 .execute(&self.$w)
                 .await?
                 .rows_affected();

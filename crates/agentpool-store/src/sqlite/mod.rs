@@ -39,6 +39,15 @@ fn in_ids(n: usize) -> String {
     format!("SELECT value FROM json_each(${n})")
 }
 
+/// A condition true when task `t`'s labels include every pair of the JSON object bound at
+/// `$n` (or that is NULL).
+fn labels_include(n: usize) -> String {
+    format!(
+        "(${n} IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(${n}) w WHERE NOT EXISTS \
+         (SELECT 1 FROM json_each(t.labels) l WHERE l.key = w.key AND l.value = w.value)))"
+    )
+}
+
 /// Append `log`'s lifecycle events with one statement (a JSON array of `[task, data]` pairs
 /// unpacked by `json_each`, in order, so the batch size is not bounded by bind limits).
 async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: i64) -> Result<()> {

@@ -11,10 +11,11 @@ use agentpool_store::StoreError;
 use agentpool_store::notifications::DeliveryAttempt;
 
 use crate::both;
-use crate::harness::{Harness, cmd, failure};
+use crate::harness::{Harness, cmd, failure, labels};
 
 both!(
     a_notification_finds_each_end_it_wants_once,
+    a_label_filter_finds_only_the_tasks_that_carry_all_its_labels,
     a_due_delivery_is_taken_by_one_replica_until_its_attempt_is_recorded,
 );
 
@@ -25,6 +26,7 @@ fn on(states: &[TaskState], project: Option<&str>) -> NotificationSpec {
         url: "https://hooks.example.com/agentpool".into(),
         on: states.to_vec(),
         project: project.map(Into::into),
+        labels: Default::default(),
         secret_credential: None,
         format: Format::Json,
     }
@@ -226,4 +228,37 @@ async fn a_due_delivery_is_taken_by_one_replica_until_its_attempt_is_recorded(h:
         h.store.record_delivery(-1, &attempts[0]).await,
         Err(StoreError::NotFound { .. })
     ));
+}
+
+async fn a_label_filter_finds_only_the_tasks_that_carry_all_its_labels(h: Harness) {
+    let spec = NotificationSpec {
+        labels: labels(&[("team", "infra"), ("tier", "1")]),
+        ..on(&[], None)
+    };
+    h.store.put_notification("infra", &spec).await.unwrap();
+    h.clock.advance(Duration::from_millis(10));
+    let with = |l: &[(&str, &str)]| TaskSpec {
+        labels: labels(l),
+        ..cmd("make")
+    };
+    let ids = h
+        .submit_all([
+            with(&[("team", "infra"), ("tier", "1"), ("gpu", "yes")]),
+            with(&[("team", "infra")]),
+            with(&[("team", "web"), ("tier", "1")]),
+            with(&[]),
+        ])
+        .await;
+    for id in &ids {
+        h.store.cancel(*id).await.unwrap();
+    }
+    assert_eq!(
+        h.store
+            .find_deliveries("infra", &spec, LOOKBACK_MS)
+            .await
+            .unwrap(),
+        1
+    );
+    let found = h.store.list_deliveries("infra", 10).await.unwrap();
+    assert_eq!(found[0].task_id, ids[0], "only the task with both labels");
 }

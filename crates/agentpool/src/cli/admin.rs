@@ -307,6 +307,9 @@ pub struct NotificationPutArgs {
     /// Only tasks of this project [default: every task]
     #[arg(long)]
     pub project: Option<String>,
+    /// Only tasks with this label (repeatable: tasks with all of them)
+    #[arg(long = "label", value_name = "K=V", value_parser = super::parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Sign each delivery with this stored credential (header X-Agentpool-Signature-256:
     /// sha256=HMAC of the body)
     #[arg(long, value_name = "NAME")]

@@ -15,6 +15,7 @@ const NOTIFICATION_FLAGS: Flags = &[
     ("url", "--url"),
     ("on", "--on"),
     ("project", "--project"),
+    ("labels", "--label"),
     ("secret_credential", "--secret-credential"),
     ("format", "--format"),
 ];
@@ -27,6 +28,7 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
                 url: args.url,
                 on: args.on,
                 project: args.project,
+                labels: args.labels.into_iter().collect(),
                 secret_credential: args.secret_credential,
                 format: args.format,
             };

@@ -21,6 +21,7 @@ async fn notifications_are_listed_to_admins_with_their_deliveries_and_without_th
         url: "https://hooks.example.com/services/T0KEN-in-the-path".into(),
         on: vec![],
         project: None,
+        labels: Default::default(),
         secret_credential: None,
         format: Format::Json,
     };
