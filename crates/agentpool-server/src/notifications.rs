@@ -7,6 +7,7 @@
 //! mid-send leaves the lease to run out and another sends it again, under the same delivery
 //! id — delivery is at least once, and receivers dedupe by `X-Agentpool-Delivery`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -134,9 +135,9 @@ async fn attempt(
     d: Delivery,
 ) -> Option<DeliveryAttempt> {
     let spec = match specs.get(&d.notification) {
-        Some(s) => s.clone(),
+        Some(s) => Cow::Borrowed(s),
         // Set on another replica after this pass listed them.
-        None => state.store().get_notification(&d.notification).await.ok()??.spec,
+        None => Cow::Owned(state.store().get_notification(&d.notification).await.ok()??.spec),
     };
     let number = d.attempts + 1;
     let outcome = send(state, &spec, &d).await;
@@ -207,17 +208,21 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
     };
     let url = state.task_url(d.task_id);
     let body = match spec.format {
-        Format::Json => serde_json::to_value(DeliveryBody {
+        Format::Json => encode(&DeliveryBody {
             event: d.event.clone(),
             delivery: d.id,
             notification: d.notification.clone(),
             url,
             task: detail,
         }),
-        Format::Slack => Ok(serde_json::json!({ "text": chat_text(&detail.task, url.as_deref()) })),
-    }
-    .map_err(|e| Failure::new(format!("encoding the body: {e}")))?;
-    post(state, spec, &d.event, Some(d.id), &body).await
+        Format::Slack => encode(&serde_json::json!({ "text": chat_text(&detail.task, url.as_deref()) })),
+    }?;
+    post(state, spec, &d.event, Some(d.id), body).await
+}
+
+/// `body` as the bytes sent (and signed).
+fn encode(body: &impl serde::Serialize) -> std::result::Result<Vec<u8>, Failure> {
+    serde_json::to_vec(body).map_err(|e| Failure::new(format!("encoding the body: {e}")))
 }
 
 /// Send a `ping` to notification `name` now, outside the outbox, and say how it went: what
@@ -225,14 +230,18 @@ async fn send(state: &AppState, spec: &NotificationSpec, d: &Delivery) -> std::r
 pub async fn ping(state: &AppState, name: &str, spec: &NotificationSpec) -> PingResult {
     let started = Instant::now();
     let body = match spec.format {
-        Format::Json => serde_json::to_value(PingBody {
+        Format::Json => encode(&PingBody {
             event: "ping".into(),
             notification: name.into(),
-        })
-        .unwrap_or_default(),
-        Format::Slack => serde_json::json!({ "text": format!("agentpool: ping from notification {name}") }),
+        }),
+        Format::Slack => {
+            encode(&serde_json::json!({ "text": format!("agentpool: ping from notification {name}") }))
+        }
     };
-    let outcome = post(state, spec, "ping", None, &body).await;
+    let outcome = match body {
+        Ok(body) => post(state, spec, "ping", None, body).await,
+        Err(f) => Err(f),
+    };
     let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match outcome {
         Ok(status) => PingResult {
@@ -250,7 +259,7 @@ pub async fn ping(state: &AppState, name: &str, spec: &NotificationSpec) -> Ping
     }
 }
 
-/// POST `body` to `spec.url` as event `event` (delivery `delivery`, absent for a ping),
+/// POST the encoded `body` to `spec.url` as event `event` (delivery `delivery`, absent for a ping),
 /// signed when the spec says; the 2xx status, or why not. Nothing of the URL (its path or
 /// query may hold a token) or the secret goes into the failure.
 async fn post(
@@ -258,9 +267,8 @@ async fn post(
     spec: &NotificationSpec,
     event: &str,
     delivery: Option<i64>,
-    body: &impl serde::Serialize,
+    body: Vec<u8>,
 ) -> std::result::Result<u16, Failure> {
-    let body = serde_json::to_vec(body).map_err(|e| Failure::new(format!("encoding the body: {e}")))?;
     let mut req = state
         .inner
         .notify_http
