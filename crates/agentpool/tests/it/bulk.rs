@@ -214,28 +214,15 @@ fn older_server(upstream: String) -> String {
         out.body(Body::from(answer.bytes().await.unwrap())).unwrap()
     }
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let http = reqwest::Client::new();
-            let (h, u) = (http.clone(), upstream.clone());
-            let app = axum::Router::new()
-                .route(
-                    "/v1/tasks/{id}",
-                    axum::routing::get(move |req: Request| forward(h.clone(), u.clone(), req)),
-                )
-                .fallback(move |req: Request| forward(http.clone(), upstream.clone(), req));
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    url
+    let http = reqwest::Client::new();
+    let (h, u) = (http.clone(), upstream.clone());
+    let app = axum::Router::new()
+        .route(
+            "/v1/tasks/{id}",
+            axum::routing::get(move |req: Request| forward(h.clone(), u.clone(), req)),
+        )
+        .fallback(move |req: Request| forward(http.clone(), upstream.clone(), req));
+    crate::serve_in_thread(app)
 }
 
 /// A server older than the bulk requests (it answers them 405) is sent one request per task,

@@ -162,6 +162,25 @@ pub fn submit_args<'a>(url: &'a str, repo: &'a str, command: &'a str, extra: &[&
 }
 
 /// The command exited with `code` (its output shown when not).
+/// Serve `app` on a free loopback port from a thread of its own (these tests are not async);
+/// its `http://ADDR`.
+pub fn serve_in_thread(app: axum::Router) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    url
+}
+
 pub fn assert_exit(o: &Output, code: i32) {
     assert_eq!(
         o.status.code(),

@@ -15,33 +15,19 @@ use crate::{assert_exit, json, stderr, stdout};
 /// request's signature header and body to the test.
 fn receiver() -> (String, mpsc::Receiver<(String, Bytes)>) {
     let (tx, rx) = mpsc::channel();
-    let (url_tx, url_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().route(
-                "/hook",
-                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                    let sig = headers
-                        .get("X-Agentpool-Signature-256")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    tx.send((sig, body)).unwrap();
-                    async { axum::http::StatusCode::NO_CONTENT }
-                }),
-            );
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            url_tx
-                .send(format!("http://{}/hook", listener.local_addr().unwrap()))
-                .unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (url_rx.recv().unwrap(), rx)
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let sig = headers
+                .get("X-Agentpool-Signature-256")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            tx.send((sig, body)).unwrap();
+            async { axum::http::StatusCode::NO_CONTENT }
+        }),
+    );
+    (format!("{}/hook", crate::serve_in_thread(app)), rx)
 }
 
 #[test]
