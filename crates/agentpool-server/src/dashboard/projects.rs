@@ -1,6 +1,6 @@
-//! Projects, schedules, notifications and the names of stored credentials. Credential values never leave the
-//! server except to the worker running a task that needs them; this page lists names only,
-//! and only to admins (as the API does).
+//! Projects, schedules, notifications and the names of stored credentials. Credential values
+//! never leave the server except to the worker running a task that needs them; this page
+//! lists names only, and only to admins (as the API does).
 
 use std::fmt::Write;
 

@@ -1,7 +1,8 @@
 //! Notifications through a real server and a real HTTP receiver: checked when set; each task
 //! end a notification wants is POSTed once (two replicas), signed with its credential, with
-//! the task in the body; a ping is sent at once and answered with how it went; a refused delivery is retried after its backoff under the same id,
-//! and one that keeps failing is given up, saying why without its URL.
+//! the task in the body; a ping is sent at once and answered with how it went; a refused
+//! delivery is retried after its backoff under the same id, and one that keeps failing is
+//! given up, saying why without its URL; a `slack` notification posts a line of text.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
