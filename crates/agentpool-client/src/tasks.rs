@@ -203,12 +203,8 @@ impl Client {
     }
 
     /// Create a token (admin); the answer holds its value, shown this once.
-    pub async fn create_token(&self, name: &str, role: &str) -> Result<CreatedToken> {
-        let body = TokenCreate {
-            name: name.to_string(),
-            role: role.to_string(),
-        };
-        self.call(Method::POST, "/v1/tokens", &body).await
+    pub async fn create_token(&self, req: &TokenCreate) -> Result<CreatedToken> {
+        self.call(Method::POST, "/v1/tokens", req).await
     }
 
     /// Tokens (admin), never their values.

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentpool_core::{Timestamp, ValidationError};
 use agentpool_store::{Store, StoreError, TokenRecord};
 use base64::Engine;
 use rand::RngCore;
@@ -75,6 +76,65 @@ impl fmt::Debug for NewToken {
 
 /// Create a token with `role`, store its hash, and return the plaintext (shown once).
 pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<NewToken, StoreError> {
+    create_limited_token(store, role, name, TokenLimits::default()).await
+}
+
+/// What a token is limited to beyond its role: projects (submitter tokens only) and a time it
+/// stops working.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenLimits {
+    pub projects: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl TokenLimits {
+    /// Every problem, with its field path: projects only on a submitter token, each one stored
+    /// (a token for a project that does not exist yet is more likely a typo than a plan),
+    /// and an expiry in the future.
+    pub async fn problems(&self, store: &dyn Store, role: Role) -> Result<Vec<ValidationError>, StoreError> {
+        let mut errs = Vec::new();
+        if !self.projects.is_empty() && role != Role::Submitter {
+            errs.push(ValidationError::new(
+                "projects",
+                format!("only a submitter token can be limited to projects, not a {role} token"),
+            ));
+        }
+        if self.projects.len() > MAX_TOKEN_PROJECTS {
+            errs.push(ValidationError::new(
+                "projects",
+                format!("at most {MAX_TOKEN_PROJECTS} projects"),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.projects.iter().enumerate().take(MAX_TOKEN_PROJECTS) {
+            let field = format!("projects[{i}]");
+            if !seen.insert(p) {
+                errs.push(ValidationError::new(field, format!("{p} is named twice")));
+            } else if !agentpool_core::profile::valid_name(p) {
+                errs.push(ValidationError::new(field, "is not a project name"));
+            } else if store.get_project(p).await?.is_none() {
+                errs.push(ValidationError::new(field, format!("no project named {p}")));
+            }
+        }
+        if let Some(at) = self.expires_at
+            && at <= store.time()
+        {
+            errs.push(ValidationError::new("expires_at", "must be in the future"));
+        }
+        Ok(errs)
+    }
+}
+
+/// How many projects one token may be limited to.
+pub const MAX_TOKEN_PROJECTS: usize = 100;
+
+/// [`create_token`] with limits, which the caller has checked ([`TokenLimits::problems`]).
+pub async fn create_limited_token(
+    store: &dyn Store,
+    role: Role,
+    name: &str,
+    limits: TokenLimits,
+) -> Result<NewToken, StoreError> {
     let mut raw = [0u8; 32];
     rand::rng().fill_bytes(&mut raw);
     let plaintext = format!(
@@ -88,6 +148,9 @@ pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<N
         hash: hash_token(&plaintext),
         created_at: chrono::Utc::now(),
         revoked: false,
+        projects: limits.projects,
+        expires_at: limits.expires_at,
+        last_used_at: None,
     };
     store.create_token(record.clone()).await?;
     Ok(NewToken {
@@ -99,7 +162,12 @@ pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<N
 
 /// [`create_token`] for a person: refused (`Conflict`) while a token of that name is still
 /// valid, so that the name the server's log gives for each change tells who made it.
-pub async fn create_unique_token(store: &dyn Store, role: Role, name: &str) -> Result<NewToken, StoreError> {
+pub async fn create_unique_token(
+    store: &dyn Store,
+    role: Role,
+    name: &str,
+    limits: TokenLimits,
+) -> Result<NewToken, StoreError> {
     let taken = store
         .list_tokens()
         .await?
@@ -111,14 +179,30 @@ pub async fn create_unique_token(store: &dyn Store, role: Role, name: &str) -> R
             t.id
         )));
     }
-    create_token(store, role, name).await
+    create_limited_token(store, role, name, limits).await
 }
 
 /// Cache of token hash → caller. A revoked token stops working within [`Authenticator::CACHE_TTL`].
 pub struct Authenticator {
     mode: AuthMode,
-    cache: Mutex<HashMap<String, (Option<Caller>, Instant)>>,
+    cache: Mutex<HashMap<String, (Lookup, Instant)>>,
 }
+
+/// What a bearer token turned out to be.
+#[derive(Debug, Clone)]
+pub(crate) enum Lookup {
+    Known(Caller),
+    /// Unknown, revoked, or with a role this server does not know.
+    Unknown,
+    Expired {
+        name: Arc<str>,
+        at: Timestamp,
+    },
+}
+
+/// How often a token's use is written down at most (`last_used_at`): a busy token must not
+/// turn reads into writes.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 impl Authenticator {
     /// How long a lookup is trusted; bounds how long a revoked token keeps working.
@@ -139,22 +223,57 @@ impl Authenticator {
         Ok(self.caller_of(store, token).await?.map(|c| c.role))
     }
 
-    /// Who `token` is (its role and name), or `None` for an unknown or revoked one.
+    /// The caller a token stands for; `None` when it is unknown, revoked or expired.
     pub(crate) async fn caller_of(&self, store: &dyn Store, token: &str) -> Result<Option<Caller>, ApiError> {
+        Ok(match self.lookup(store, token).await? {
+            Lookup::Known(c) => Some(c),
+            Lookup::Unknown | Lookup::Expired { .. } => None,
+        })
+    }
+
+    /// The caller a token stands for, or a 401 that says why not.
+    pub(crate) async fn authenticate(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
+        match self.lookup(store, token).await? {
+            Lookup::Known(c) => Ok(c),
+            Lookup::Unknown => Err(ApiError::unauthorized("unknown or revoked token")),
+            Lookup::Expired { name, at } => Err(ApiError::unauthorized(format!(
+                "token {name} expired at {}; ask an admin for a new one",
+                at.format("%Y-%m-%d %H:%M UTC")
+            ))),
+        }
+    }
+
+    pub(crate) async fn lookup(&self, store: &dyn Store, token: &str) -> Result<Lookup, ApiError> {
         let hash = hash_token(token);
+        let now = store.time();
         if let Ok(cache) = self.cache.lock()
-            && let Some((caller, at)) = cache.get(&hash)
+            && let Some((found, at)) = cache.get(&hash)
             && at.elapsed() < Self::CACHE_TTL
         {
-            return Ok(caller.clone());
+            return Ok(expire(found.clone(), now));
         }
-        let caller = match store.find_token(&hash).await? {
-            Some(rec) if !rec.revoked => rec.role.parse::<Role>().ok().map(|role| Caller {
-                role,
-                name: rec.name.into(),
-                authenticated: true,
-            }),
-            _ => None,
+        let found = match store.find_token(&hash).await? {
+            Some(rec) if !rec.revoked => match rec.role.parse::<Role>() {
+                Ok(role) => {
+                    let since = now - chrono::Duration::from_std(TOUCH_EVERY).unwrap_or_default();
+                    if rec.last_used_at.is_none_or(|t| t < since)
+                        && rec.expires_at.is_none_or(|t| t > now)
+                        && let Err(e) = store.touch_token(&rec.id, now, since).await
+                    {
+                        // Only the "last used" column is lost: the request goes on.
+                        tracing::warn!(token = %rec.id, error = %e, "could not note the token's use");
+                    }
+                    Lookup::Known(Caller {
+                        role,
+                        name: rec.name.into(),
+                        authenticated: true,
+                        projects: (!rec.projects.is_empty()).then(|| rec.projects.into()),
+                        expires_at: rec.expires_at,
+                    })
+                }
+                Err(_) => Lookup::Unknown,
+            },
+            _ => Lookup::Unknown,
         };
         if let Ok(mut cache) = self.cache.lock() {
             // Unknown tokens are cached too, so a client hammering with a bad token costs no
@@ -162,9 +281,21 @@ impl Authenticator {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            cache.insert(hash, (caller.clone(), Instant::now()));
+            cache.insert(hash, (found.clone(), Instant::now()));
         }
-        Ok(caller)
+        Ok(expire(found, now))
+    }
+}
+
+/// A cached caller whose token has expired since it was looked up is expired now, not when
+/// the cache entry runs out.
+fn expire(found: Lookup, now: Timestamp) -> Lookup {
+    match found {
+        Lookup::Known(c) => match c.expires_at {
+            Some(at) if at <= now => Lookup::Expired { name: c.name, at },
+            _ => Lookup::Known(c),
+        },
+        other => other,
     }
 }
 
@@ -177,6 +308,10 @@ pub struct Caller {
     /// Whether a token said who this is; not in an embedded pool without auth, where anyone
     /// on this machine is admin.
     pub authenticated: bool,
+    /// The projects a project token is limited to; `None`: every project.
+    pub projects: Option<Arc<[String]>>,
+    /// When its token expires.
+    pub expires_at: Option<Timestamp>,
 }
 
 impl Caller {
@@ -186,6 +321,8 @@ impl Caller {
             role: Role::Admin,
             name: "loopback".into(),
             authenticated: false,
+            projects: None,
+            expires_at: None,
         }
     }
 }
@@ -216,6 +353,53 @@ impl Caller {
                 allowed.join(" or ")
             ))
             .with_details(serde_json::json!({ "role": self.role, "allowed": allowed })))
+        }
+    }
+}
+
+/// A project token's reach. A task, build or schedule outside it answers as if it did not
+/// exist (404: not even its existence is told); naming such a project in a request that
+/// would create something is refused (403, naming the projects it may use).
+impl Caller {
+    /// Whether it reaches something of `project` (`None`: something of no project, which only
+    /// tokens for every project reach).
+    pub fn reaches(&self, project: Option<&str>) -> bool {
+        match &self.projects {
+            None => true,
+            Some(ps) => project.is_some_and(|p| ps.iter().any(|x| x == p)),
+        }
+    }
+
+    /// 404 unless it reaches the task's project.
+    pub fn sees_task(&self, task: &agentpool_core::Task) -> Result<(), ApiError> {
+        if self.reaches(task.spec.project.as_deref()) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("task", task.id))
+        }
+    }
+
+    /// 403 unless it reaches `project`, for requests that create or change something of it.
+    pub fn may_use(&self, project: Option<&str>) -> Result<(), ApiError> {
+        if self.reaches(project) {
+            return Ok(());
+        }
+        let ps = self.projects.as_deref().unwrap_or_default().join(", ");
+        let what = match project {
+            Some(p) => format!("project {p}"),
+            None => "tasks without a project".to_string(),
+        };
+        Err(ApiError::forbidden(format!(
+            "token {} is limited to projects {ps}; it may not use {what}",
+            self.name
+        ))
+        .with_details(serde_json::json!({ "projects": self.projects.as_deref().unwrap_or_default() })))
+    }
+
+    /// Narrow a task listing to its projects.
+    pub fn limit(&self, filter: &mut agentpool_store::TaskFilter) {
+        if let Some(ps) = &self.projects {
+            filter.projects = Some(ps.to_vec());
         }
     }
 }
@@ -273,6 +457,8 @@ mod tests {
             role: Role::Worker,
             name: "pool".into(),
             authenticated: true,
+            projects: None,
+            expires_at: None,
         };
         assert_eq!(worker.to_string(), "pool (worker)");
         assert_eq!(admin.to_string(), "a local user (no auth)");
@@ -282,5 +468,32 @@ mod tests {
             worker.require(&[Role::Submitter]).err().map(|e| e.status),
             Some(axum::http::StatusCode::FORBIDDEN)
         );
+    }
+
+    #[test]
+    fn a_project_token_reaches_its_projects_only() {
+        let web = Caller {
+            role: Role::Submitter,
+            name: "web-ci".into(),
+            authenticated: true,
+            projects: Some(vec!["web".to_string(), "docs".to_string()].into()),
+            expires_at: None,
+        };
+        assert!(web.reaches(Some("web")) && web.reaches(Some("docs")));
+        assert!(!web.reaches(Some("api")));
+        assert!(!web.reaches(None), "a task without a project is no project's");
+        assert!(Caller::loopback().reaches(None) && Caller::loopback().reaches(Some("api")));
+        let e = web.may_use(Some("api")).unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::FORBIDDEN);
+        assert_eq!(
+            e.message,
+            "token web-ci is limited to projects web, docs; it may not use project api"
+        );
+        let mut f = agentpool_store::TaskFilter::default();
+        web.limit(&mut f);
+        assert_eq!(f.projects, Some(vec!["web".to_string(), "docs".to_string()]));
+        let mut f = agentpool_store::TaskFilter::default();
+        Caller::loopback().limit(&mut f);
+        assert_eq!(f.projects, None);
     }
 }

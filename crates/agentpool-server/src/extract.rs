@@ -234,9 +234,7 @@ impl FromRequestParts<AppState> for Caller {
             })
             .filter(|t| !t.is_empty() && t.len() <= 512)
             .ok_or_else(|| ApiError::unauthorized("malformed Authorization header; use Bearer <token>"))?;
-        auth.caller_of(state.inner.store.as_ref(), token)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+        auth.authenticate(state.inner.store.as_ref(), token).await
     }
 }
 

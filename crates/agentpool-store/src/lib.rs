@@ -134,6 +134,8 @@ pub struct Failure {
 pub struct TaskFilter {
     pub state: Option<TaskState>,
     pub project: Option<String>,
+    /// Only tasks of one of these projects (a project token's reach); `None`: any task.
+    pub projects: Option<Vec<String>>,
     pub label: Option<(String, String)>,
     pub worker: Option<WorkerId>,
     /// Only tasks whose last attempt ended with this class.
@@ -157,6 +159,10 @@ pub struct TokenRecord {
     pub hash: String,
     pub created_at: Timestamp,
     pub revoked: bool,
+    /// The projects it is limited to; empty: every project.
+    pub projects: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// A token as listed: all but its hash.
@@ -168,6 +174,9 @@ impl From<TokenRecord> for agentpool_core::protocol::TokenInfo {
             role: t.role,
             created_at: t.created_at,
             revoked: t.revoked,
+            projects: t.projects,
+            expires_at: t.expires_at,
+            last_used_at: t.last_used_at,
         }
     }
 }
@@ -496,6 +505,8 @@ pub trait Store:
     async fn delete_profile(&self, name: &str) -> Result<()>;
     async fn create_token(&self, token: TokenRecord) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Note that a token was used `at`, unless a use since `since` is noted already.
+    async fn touch_token(&self, id: &str, at: Timestamp, since: Timestamp) -> Result<()>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
     async fn revoke_token(&self, id: &str) -> Result<()>;
 

@@ -154,6 +154,9 @@ pub(crate) fn token_row(r: &impl StoreRow) -> Result<TokenRecord> {
         hash: r.text("hash")?,
         created_at: ts(r.big("created_at")?),
         revoked: r.flag("revoked")?,
+        projects: serde_json::from_str(&r.text("projects")?).map_err(|e| corrupt("token projects", e))?,
+        expires_at: r.opt_big("expires_at")?.map(ts),
+        last_used_at: r.opt_big("last_used_at")?.map(ts),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Token management over the API (`/v1/tokens`, admin role): create (the value is in the
-//! answer, once), list and revoke. Values are never listed.
+//! answer, once; optionally limited to projects and with an expiry), list and revoke. Values
+//! are never listed.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,26 @@ pub struct TokenCreate {
     pub name: String,
     /// `admin`, `submitter` or `worker`.
     pub role: String,
+    /// A submitter token limited to these projects: it submits, sees and acts on only their
+    /// tasks, builds and schedules, and reads and changes only them. Empty: every project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// When the token stops working; never when absent. Must be in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<Timestamp>,
+}
+
+impl TokenCreate {
+    /// A token of `role` for every project, that does not expire.
+    pub fn new(name: impl Into<String>, role: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            role: role.into(),
+            projects: Vec::new(),
+            expires_at: None,
+        }
+    }
 }
 
 /// A token as listed: never its value.
@@ -26,6 +47,23 @@ pub struct TokenInfo {
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
     pub revoked: bool,
+    /// The projects it is limited to; empty: every project.
+    #[serde(default)]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<Timestamp>,
+    /// When it was last used, to the minute (a server notes a use at most once a minute).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl TokenInfo {
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 /// The answer to `POST /v1/tokens`: the only time the value is shown.
@@ -35,6 +73,11 @@ pub struct CreatedToken {
     pub id: String,
     pub name: String,
     pub role: String,
+    #[serde(default)]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<Timestamp>,
     pub token: String,
 }
 
@@ -44,6 +87,8 @@ impl std::fmt::Debug for CreatedToken {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("role", &self.role)
+            .field("projects", &self.projects)
+            .field("expires_at", &self.expires_at)
             .field("token", &"<redacted>")
             .finish()
     }

@@ -23,9 +23,10 @@ use crate::state::AppState;
 )]
 pub async fn create_and_build(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiJson(req): ApiJson<CreateAndBuild>,
 ) -> ApiResult<Response> {
+    crate::routes::projects::may_change_projects(&by)?;
     validate_project(&state, &req.project)?;
     if req.build.prompt.trim().is_empty() {
         return Err(ApiError::invalid_field("build.prompt", "must not be empty"));

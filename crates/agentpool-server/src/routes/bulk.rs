@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 
 use crate::api::{BulkCancel, BulkCanceled, BulkRetried, BulkRetry, Retried, Skipped, checked_ids};
-use crate::auth::{Authorized, Submitters};
+use crate::auth::{Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::state::{AppState, TaskChange};
@@ -31,10 +31,11 @@ pub async fn cancel(
     let reason = req
         .checked_reason()
         .map_err(|m| ApiError::invalid_field("reason", m))?;
-    let ids = checked_ids(&req.ids).map_err(|m| ApiError::invalid_field("ids", m))?;
+    let named = checked_ids(&req.ids).map_err(|m| ApiError::invalid_field("ids", m))?;
+    let ids = reached(&state, &by, &named).await?;
     let change = TaskChange::Cancel { reason };
     let out = state.change_tasks(&ids, change, &by.to_string()).await?;
-    let (done, skipped) = split(&ids, out);
+    let (done, skipped) = split(&named, &ids, out);
     Ok(Json(BulkCanceled {
         canceled: done.into_iter().map(|(t, _)| t).collect(),
         skipped,
@@ -55,11 +56,12 @@ pub async fn retry(
     Authorized(by, _): Authorized<Submitters>,
     ApiJson(req): ApiJson<BulkRetry>,
 ) -> ApiResult<Json<BulkRetried>> {
-    let ids = checked_ids(&req.ids).map_err(|m| ApiError::invalid_field("ids", m))?;
+    let named = checked_ids(&req.ids).map_err(|m| ApiError::invalid_field("ids", m))?;
+    let ids = reached(&state, &by, &named).await?;
     let out = state
         .change_tasks(&ids, TaskChange::Retry, &by.to_string())
         .await?;
-    let (done, skipped) = split(&ids, out);
+    let (done, skipped) = split(&named, &ids, out);
     Ok(Json(BulkRetried {
         retried: done
             .into_iter()
@@ -74,16 +76,38 @@ pub async fn retry(
 
 type Outcome = agentpool_store::Result<(Task, Vec<TaskId>)>;
 
+/// The named tasks `by` reaches: all of them, unless it is a project token (one lookup each
+/// then, the cost of a limited token only).
+async fn reached(state: &AppState, by: &Caller, named: &[TaskId]) -> ApiResult<Vec<TaskId>> {
+    if by.projects.is_none() {
+        return Ok(named.to_vec());
+    }
+    let mut ids = Vec::with_capacity(named.len());
+    for id in named {
+        if let Some(t) = state.store().find_task(*id).await?
+            && by.reaches(t.spec.project.as_deref())
+        {
+            ids.push(*id);
+        }
+    }
+    Ok(ids)
+}
+
 /// What was done and what was passed over (with the code and message its single request
-/// would have answered), each in the order named.
-fn split(ids: &[TaskId], out: Vec<Outcome>) -> (Vec<(Task, Vec<TaskId>)>, Vec<Skipped>) {
+/// would have answered), each in the order named. `out` is the outcome for each of `ids`, the
+/// named tasks the caller reaches; the others are not found, as their single requests say.
+fn split(named: &[TaskId], ids: &[TaskId], out: Vec<Outcome>) -> (Vec<(Task, Vec<TaskId>)>, Vec<Skipped>) {
+    let mut outcomes: std::collections::HashMap<TaskId, Outcome> = ids.iter().copied().zip(out).collect();
     let mut done = Vec::new();
     let mut skipped = Vec::new();
-    for (id, r) in ids.iter().zip(out) {
+    for id in named {
+        let r = match outcomes.remove(id) {
+            Some(r) => r.map_err(ApiError::from),
+            None => Err(ApiError::not_found("task", id)),
+        };
         match r {
             Ok(d) => done.push(d),
             Err(e) => {
-                let e = ApiError::from(e);
                 skipped.push(Skipped {
                     id: *id,
                     code: e.code.to_string(),

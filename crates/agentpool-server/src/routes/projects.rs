@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{BuildRequest, CredentialList, CredentialValue, ProjectList, TaskListQuery, TaskPage};
-use crate::auth::{Admins, Authorized, Submitters};
+use crate::auth::{Admins, Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::routes::tasks::list_page;
@@ -104,13 +104,28 @@ pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<(
     }
 }
 
-/// Project `name`, or a 404.
-async fn project(state: &AppState, name: &str) -> ApiResult<Project> {
+/// Project `name`, or a 404 (also when `by` does not reach it).
+async fn project(state: &AppState, by: &Caller, name: &str) -> ApiResult<Project> {
+    if !by.reaches(Some(name)) {
+        return Err(ApiError::not_found("project", name));
+    }
     state
         .store()
         .get_project(name)
         .await?
         .ok_or_else(|| ApiError::not_found("project", name))
+}
+
+/// A project token uses its projects as they are set up: changing one could point it at
+/// another repository or give its tasks another team's credentials.
+pub(crate) fn may_change_projects(by: &Caller) -> ApiResult<()> {
+    match by.projects {
+        None => Ok(()),
+        Some(_) => Err(ApiError::forbidden(format!(
+            "token {} is limited to projects; it may not create, change or delete projects",
+            by.name
+        ))),
+    }
 }
 
 #[utoipa::path(
@@ -119,11 +134,11 @@ async fn project(state: &AppState, name: &str) -> ApiResult<Project> {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
 ) -> ApiResult<Json<ProjectList>> {
-    Ok(Json(ProjectList {
-        projects: state.store().list_projects().await?,
-    }))
+    let mut projects = state.store().list_projects().await?;
+    projects.retain(|p| by.reaches(Some(&p.spec.name)));
+    Ok(Json(ProjectList { projects }))
 }
 
 #[utoipa::path(
@@ -137,6 +152,7 @@ pub async fn create(
     Authorized(by, _): Authorized<Submitters>,
     ApiJson(spec): ApiJson<ProjectSpec>,
 ) -> ApiResult<Response> {
+    may_change_projects(&by)?;
     validate_project(&state, &spec)?;
     if state.store().get_project(&spec.name).await?.is_some() {
         return Err(ApiError::conflict(
@@ -164,6 +180,7 @@ pub async fn put(
     ApiPath(name): ApiPath<String>,
     ApiJson(spec): ApiJson<ProjectSpec>,
 ) -> ApiResult<Response> {
+    may_change_projects(&by)?;
     if spec.name != name {
         return Err(ApiError::invalid_field("name", "must match the name in the path"));
     }
@@ -180,10 +197,10 @@ pub async fn put(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
-    Ok(Json(project(&state, &name).await?).into_response())
+    Ok(Json(project(&state, &by, &name).await?).into_response())
 }
 
 #[utoipa::path(
@@ -196,7 +213,8 @@ pub async fn delete(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
-    project(&state, &name).await?;
+    project(&state, &by, &name).await?;
+    may_change_projects(&by)?;
     state.store().delete_project(&name).await?;
     tracing::info!(project = %name, %by, "project deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -212,11 +230,11 @@ pub async fn delete(
 )]
 pub async fn submit_build(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<BuildRequest>,
 ) -> ApiResult<Response> {
-    let out = crate::routes::builds::submit(&state, &project(&state, &name).await?, b, "").await?;
+    let out = crate::routes::builds::submit(&state, &project(&state, &by, &name).await?, b, "").await?;
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -249,13 +267,13 @@ pub(crate) fn build_spec(name: String, b: BuildRequest) -> TaskSpec {
 )]
 pub async fn list_builds(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(mut q): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<TaskPage>> {
-    project(&state, &name).await?;
+    project(&state, &by, &name).await?;
     q.project = Some(name);
-    list_page(&state, q).await.map(Json)
+    list_page(&state, &by, q).await.map(Json)
 }
 
 #[utoipa::path(

@@ -23,7 +23,7 @@ const MAX_PAGES: usize = 20;
 )]
 pub async fn stats(
     State(state): State<AppState>,
-    _auth: Authorized<Readers>,
+    Authorized(by, _): Authorized<Readers>,
     ApiQuery(q): ApiQuery<QueueStatsQuery>,
 ) -> ApiResult<Json<QueueStats>> {
     let selector = parse_label_list(q.labels.as_deref().unwrap_or(""))
@@ -41,14 +41,15 @@ pub async fn stats(
     let mut queued = Vec::new();
     let mut before = None;
     for _ in 0..MAX_PAGES {
-        let page = store
-            .list_tasks(&TaskFilter {
-                state: Some(TaskState::Queued),
-                before,
-                limit: PAGE,
-                ..TaskFilter::default()
-            })
-            .await?;
+        // A project token counts its projects' tasks only.
+        let mut filter = TaskFilter {
+            state: Some(TaskState::Queued),
+            before,
+            limit: PAGE,
+            ..TaskFilter::default()
+        };
+        by.limit(&mut filter);
+        let page = store.list_tasks(&filter).await?;
         before = page.last().map(|t| t.id);
         let full = page.len() == PAGE as usize;
         queued.extend(page);

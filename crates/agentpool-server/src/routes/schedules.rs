@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::params::SchedulePath;
-use crate::auth::{Authorized, Submitters};
+use crate::auth::{Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::tasks::prepare_spec;
+use crate::routes::tasks::{prepare_spec, within_reach};
 use crate::schedules::{found, run_now, set_paused};
 use crate::state::AppState;
 
@@ -25,11 +25,21 @@ const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a l
 )]
 pub async fn list(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
 ) -> ApiResult<Json<ScheduleList>> {
-    Ok(Json(ScheduleList {
-        schedules: state.store().list_schedules().await?,
-    }))
+    let mut schedules = state.store().list_schedules().await?;
+    schedules.retain(|s| by.reaches(s.spec.task.project.as_deref()));
+    Ok(Json(ScheduleList { schedules }))
+}
+
+/// Schedule `name`, or a 404 (also when its project is not one `by` reaches).
+async fn reached(state: &AppState, by: &Caller, name: &str) -> ApiResult<Schedule> {
+    let s = found(state, name).await?;
+    if by.reaches(s.spec.task.project.as_deref()) {
+        Ok(s)
+    } else {
+        Err(ApiError::not_found("schedule", name))
+    }
 }
 
 #[utoipa::path(
@@ -39,10 +49,10 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Schedule>> {
-    Ok(Json(found(&state, &name).await?))
+    Ok(Json(reached(&state, &by, &name).await?))
 }
 
 #[utoipa::path(
@@ -67,11 +77,24 @@ pub async fn put(
     // The task is checked now as it will be at each run, so a mistake is found when the
     // schedule is set, not at 3 in the morning. Its stored form stays as given: the project's
     // defaults are applied at each run.
-    if let Err(e) = check_task(&state, &spec.task).await {
-        errs.extend(e);
-    }
+    let task = match check_task(&state, &spec.task).await {
+        Ok(task) => Some(task),
+        Err(e) => {
+            errs.extend(e);
+            None
+        }
+    };
     if !errs.is_empty() {
         return Err(ApiError::validation(errs));
+    }
+    if by.projects.is_some() {
+        // A project token sets schedules of its projects only, and replaces only those.
+        if let Some(old) = state.store().get_schedule(&name).await? {
+            by.may_use(old.spec.task.project.as_deref())?;
+        }
+        if let Some(task) = &task {
+            within_reach(&state, &by, task).await?;
+        }
     }
     let next = spec.next_run_after(state.store().time());
     let s = state.store().put_schedule(&name, &spec, next).await?;
@@ -80,14 +103,14 @@ pub async fn put(
 }
 
 /// The schedule's task as a run would submit it, checked; `task.`-prefixed field errors.
-async fn check_task(state: &AppState, task: &TaskSpec) -> Result<(), Vec<ValidationError>> {
+async fn check_task(state: &AppState, task: &TaskSpec) -> Result<TaskSpec, Vec<ValidationError>> {
     let mut task = task.clone();
     // Fields the schedule refuses are reported by its own validation.
     task.idempotency_key = None;
     task.run_after = None;
     task.depends_on.clear();
     task.follow_up_of = None;
-    prepare_spec(state, task, "task.").await.map(drop)
+    prepare_spec(state, task, "task.").await
 }
 
 #[utoipa::path(
@@ -101,6 +124,7 @@ pub async fn pause(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Schedule>> {
+    reached(&state, &by, &name).await?;
     set_paused(&state, &name, true, &by.to_string()).await.map(Json)
 }
 
@@ -115,6 +139,7 @@ pub async fn resume(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Schedule>> {
+    reached(&state, &by, &name).await?;
     set_paused(&state, &name, false, &by.to_string()).await.map(Json)
 }
 
@@ -129,6 +154,9 @@ pub async fn delete(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    if by.projects.is_some() {
+        reached(&state, &by, &name).await?;
+    }
     state.store().delete_schedule(&name).await?;
     tracing::info!(schedule = %name, %by, "schedule deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -145,6 +173,7 @@ pub async fn run(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Response> {
+    reached(&state, &by, &name).await?;
     let out = run_now(&state, &name, &by.to_string()).await?;
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::api::{
     BatchSubmit, BatchSubmitted, CancelRequest, EventPage, EventsQuery, Retried, TaskListQuery, TaskPage,
 };
-use crate::auth::{Authorized, Submitters};
+use crate::auth::{Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::events::task_event_stream;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalJson, parse_json};
@@ -81,6 +81,51 @@ pub(crate) async fn prepare_spec(
             .collect::<Vec<_>>()
     })?;
     Ok(spec)
+}
+
+/// A project token may follow up only a task it reaches (404 otherwise, as for the task
+/// itself). Checked before the spec is prepared, which copies the earlier task's project.
+pub(crate) async fn follows_reached(state: &AppState, by: &Caller, spec: &TaskSpec) -> ApiResult<()> {
+    match spec.follow_up_of {
+        Some(earlier) => reach(state, by, earlier).await,
+        None => Ok(()),
+    }
+}
+
+/// What a project token may submit, checked on the prepared spec (its project's defaults
+/// filled in): a task of one of its projects, in that project's repository, with no
+/// credentials beyond the project's. Otherwise it could reach another repository, or a
+/// credential stored for another team, through a project it was given.
+pub(crate) async fn within_reach(state: &AppState, by: &Caller, spec: &TaskSpec) -> ApiResult<()> {
+    by.may_use(spec.project.as_deref())?;
+    let (Some(_), Some(name)) = (&by.projects, spec.project.as_deref()) else {
+        return Ok(());
+    };
+    let Some(p) = state.store().get_project(name).await? else {
+        return Err(ApiError::not_found("project", name));
+    };
+    let refuse = |what: String| {
+        Err(ApiError::forbidden(format!(
+            "token {} is limited to projects; {what}",
+            by.name
+        )))
+    };
+    if spec.repo.as_ref().is_some_and(|r| *r != p.spec.repo) {
+        return refuse(format!("its tasks run in project {name}'s repository only"));
+    }
+    let extra: Vec<&str> = spec
+        .credentials
+        .iter()
+        .filter(|c| !p.spec.credentials.contains(c))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        return refuse(format!(
+            "its tasks use only the credentials project {name} names, not {}",
+            extra.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// The record a spec's `field` names, or the field's error: not there, or not readable now.
@@ -173,7 +218,7 @@ pub enum SubmitReply {
 )]
 pub async fn submit(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     body: ApiJson<serde_json::Value>,
 ) -> ApiResult<Response> {
     let value = body.0;
@@ -187,6 +232,9 @@ pub async fn submit(
                 format!("give 1 to {MAX_BATCH} tasks"),
             ));
         }
+        for spec in &batch.tasks {
+            follows_reached(&state, &by, spec).await?;
+        }
         let mut specs = Vec::with_capacity(batch.tasks.len());
         let mut errs = Vec::new();
         for (i, spec) in batch.tasks.into_iter().enumerate() {
@@ -194,6 +242,9 @@ pub async fn submit(
                 Ok(s) => specs.push(s),
                 Err(e) => errs.extend(e),
             }
+        }
+        for spec in &specs {
+            within_reach(&state, &by, spec).await?;
         }
         if !errs.is_empty() {
             return Err(ApiError::validation(errs));
@@ -203,16 +254,18 @@ pub async fn submit(
     } else {
         let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
         let spec: TaskSpec = parse_json(&bytes)?;
-        submit_one(&state, spec).await
+        submit_one(&state, &by, spec).await
     }
 }
 
 /// Validate, enqueue and announce one task: 201 when created, 200 when its idempotency key
 /// matched an earlier task. Shared by `POST /v1/tasks` and project builds.
-pub(crate) async fn submit_one(state: &AppState, spec: TaskSpec) -> ApiResult<Response> {
+pub(crate) async fn submit_one(state: &AppState, by: &Caller, spec: TaskSpec) -> ApiResult<Response> {
+    follows_reached(state, by, &spec).await?;
     let spec = prepare_spec(state, spec, "")
         .await
         .map_err(ApiError::validation)?;
+    within_reach(state, by, &spec).await?;
     let out = state.store().enqueue(spec).await?;
     let status = if out.created {
         StatusCode::CREATED
@@ -228,15 +281,17 @@ pub(crate) async fn submit_one(state: &AppState, spec: TaskSpec) -> ApiResult<Re
 )]
 pub async fn list(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiQuery(q): ApiQuery<TaskListQuery>,
 ) -> ApiResult<Json<TaskPage>> {
-    list_page(&state, q).await.map(Json)
+    list_page(&state, &by, q).await.map(Json)
 }
 
-/// One page of tasks matching `q`; a full page carries the cursor of the next one.
-pub(crate) async fn list_page(state: &AppState, q: TaskListQuery) -> ApiResult<TaskPage> {
-    let filter = task_filter(q)?;
+/// One page of the tasks matching `q` that `by` reaches; a full page carries the cursor of
+/// the next one.
+pub(crate) async fn list_page(state: &AppState, by: &Caller, q: TaskListQuery) -> ApiResult<TaskPage> {
+    let mut filter = task_filter(q)?;
+    by.limit(&mut filter);
     let limit = filter.limit as usize;
     let tasks = state.store().list_tasks(&filter).await?;
     let next_cursor = if tasks.len() == limit {
@@ -311,6 +366,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
     Ok(TaskFilter {
         state,
         project: q.project,
+        projects: None,
         label,
         worker,
         error_class,
@@ -328,7 +384,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
     let t = state
@@ -336,6 +392,7 @@ pub async fn get(
         .get_task(id)
         .await?
         .ok_or_else(|| ApiError::not_found("task", id))?;
+    by.sees_task(&t.task)?;
     Ok(Json(t).into_response())
 }
 
@@ -360,6 +417,7 @@ pub async fn cancel(
     let reason = req
         .checked_reason()
         .map_err(|m| ApiError::invalid_field("reason", m))?;
+    reach(&state, &by, id).await?;
     let change = TaskChange::Cancel { reason };
     Ok(Json(state.change_task(id, change, &by.to_string()).await?.0).into_response())
 }
@@ -378,6 +436,7 @@ pub async fn retry(
     Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
+    reach(&state, &by, id).await?;
     let (task, requeued_dependents) = state.change_task(id, TaskChange::Retry, &by.to_string()).await?;
     Ok(Json(Retried {
         task,
@@ -393,7 +452,7 @@ pub async fn retry(
 )]
 pub async fn events(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<EventPage>> {
@@ -410,17 +469,27 @@ pub async fn events(
         )])
         .with_status(StatusCode::BAD_REQUEST));
     }
-    ensure_task(&state, id).await?;
+    ensure_task(&state, &by, id).await?;
     let events = state.store().list_events(id, after, limit).await?;
     let next_after = events.last().map_or(after, |e| e.seq);
     Ok(Json(EventPage { events, next_after }))
 }
 
-async fn ensure_task(state: &AppState, id: TaskId) -> ApiResult<()> {
+/// 404 unless the task exists and `by` reaches it.
+async fn ensure_task(state: &AppState, by: &Caller, id: TaskId) -> ApiResult<()> {
     match state.store().find_task(id).await? {
-        Some(_) => Ok(()),
+        Some(t) => by.sees_task(&t),
         None => Err(ApiError::not_found("task", id)),
     }
+}
+
+/// 404 for a task a project token does not reach; nothing to look up for other tokens (a
+/// missing task is then told by the change itself).
+pub(crate) async fn reach(state: &AppState, by: &Caller, id: TaskId) -> ApiResult<()> {
+    if by.projects.is_none() {
+        return Ok(());
+    }
+    ensure_task(state, by, id).await
 }
 
 #[utoipa::path(
@@ -433,7 +502,7 @@ async fn ensure_task(state: &AppState, id: TaskId) -> ApiResult<()> {
 )]
 pub async fn stream(
     State(state): State<AppState>,
-    _auth: Authorized<Submitters>,
+    Authorized(by, _): Authorized<Submitters>,
     ApiPath(id): ApiPath<TaskId>,
     ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
@@ -451,7 +520,7 @@ pub async fn stream(
         None => None,
     };
     let after = from_header.or(q.after).unwrap_or(0).max(0);
-    ensure_task(&state, id).await?;
+    ensure_task(&state, &by, id).await?;
     let s = task_event_stream(state.store().clone(), &state.inner.hub, id, after);
     Ok(Sse::new(s)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

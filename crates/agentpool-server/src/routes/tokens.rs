@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::{Admins, Authorized, Role};
+use crate::auth::{Admins, Authorized, Role, TokenLimits};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
@@ -38,15 +38,30 @@ pub async fn create(
     if let Err(e) = &role {
         errs.push(ValidationError::new("role", e.to_string()));
     }
+    let limits = TokenLimits {
+        projects: req.projects,
+        expires_at: req.expires_at,
+    };
+    // The limits are checked whatever the role says, so one answer names every problem.
+    let store = state.store().as_ref();
+    errs.extend(
+        limits
+            .problems(store, *role.as_ref().unwrap_or(&Role::Submitter))
+            .await?,
+    );
     let (true, Ok(role)) = (errs.is_empty(), role) else {
         return Err(ApiError::validation(errs));
     };
-    let t = crate::create_unique_token(state.store().as_ref(), role, name).await?;
-    tracing::info!(token = %t.id, name, role = role.as_str(), %by, "token created");
+    let t = crate::create_unique_token(store, role, name, limits).await?;
+    let rec = t.record;
+    tracing::info!(token = %t.id, name, role = role.as_str(), projects = ?rec.projects,
+        expires_at = ?rec.expires_at, %by, "token created");
     let body = CreatedToken {
         id: t.id,
         name: name.to_string(),
         role: role.as_str().to_string(),
+        projects: rec.projects,
+        expires_at: rec.expires_at,
         token: t.plaintext,
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())

@@ -356,6 +356,7 @@ impl PgStore {
                AND ($5::uuid IS NULL OR id < $5) \
                AND ($7::text IS NULL OR error_class = $7) \
                AND ($8::text IS NULL OR left(idempotency_key, length($8)) = $8) \
+               AND ($9::text[] IS NULL OR project = ANY($9)) \
              ORDER BY id DESC LIMIT $6",
             cols("")
         );
@@ -374,6 +375,7 @@ impl PgStore {
             .bind(i64::from(limit))
             .bind(f.error_class.map(|c| c.as_str()))
             .bind(f.key_prefix.as_deref())
+            .bind(f.projects.as_deref())
             .fetch_all(&self.pool)
             .await?
             .iter()

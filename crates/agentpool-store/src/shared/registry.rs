@@ -8,7 +8,7 @@ macro_rules! registry_queries {
 
         use agentpool_core::project::ProjectSpec;
         use agentpool_core::worker::WorkerRegistration;
-        use agentpool_core::{Project, Worker, WorkerId};
+        use agentpool_core::{Project, Timestamp, Worker, WorkerId};
         use sqlx::{Pool, Row};
 
         use $crate::common::{self, dur_ms, json, project_row, token_row, worker_row};
@@ -355,8 +355,8 @@ macro_rules! registry_queries {
 
         pub(crate) async fn create_token(w: &Pool<Db>, t: TokenRecord) -> Result<()> {
             let r = sqlx::query(
-                "INSERT INTO tokens (id, name, role, hash, created_at, revoked) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO tokens (id, name, role, hash, created_at, revoked, projects, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&t.id)
             .bind(&t.name)
@@ -364,6 +364,8 @@ macro_rules! registry_queries {
             .bind(&t.hash)
             .bind(common::ms(t.created_at))
             .bind(t.revoked)
+            .bind(common::json(&t.projects)?)
+            .bind(t.expires_at.map(common::ms))
             .execute(w)
             .await;
             common::token_created(r)
@@ -375,6 +377,25 @@ macro_rules! registry_queries {
 
         pub(crate) async fn list_tokens(r: &Pool<Db>) -> Result<Vec<TokenRecord>> {
             read_all(r, "SELECT * FROM tokens ORDER BY created_at, id", token_row).await
+        }
+
+        /// Note a use, unless one was noted since `since` (so busy tokens write once a while).
+        pub(crate) async fn touch_token(
+            w: &Pool<Db>,
+            id: &str,
+            at: Timestamp,
+            since: Timestamp,
+        ) -> Result<()> {
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = $2 \
+                 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+            )
+            .bind(id)
+            .bind(common::ms(at))
+            .bind(common::ms(since))
+            .execute(w)
+            .await?;
+            Ok(())
         }
 
         pub(crate) async fn revoke_token(w: &Pool<Db>, id: &str) -> Result<()> {

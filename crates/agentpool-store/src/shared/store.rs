@@ -329,6 +329,15 @@ macro_rules! store_impl {
                 registry::list_tokens(&self.$r).await
             }
 
+            async fn touch_token(
+                &self,
+                id: &str,
+                at: agentpool_core::Timestamp,
+                since: agentpool_core::Timestamp,
+            ) -> Result<()> {
+                registry::touch_token(&self.$w, id, at, since).await
+            }
+
             async fn revoke_token(&self, id: &str) -> Result<()> {
                 registry::revoke_token(&self.$w, id).await
             }

@@ -194,6 +194,15 @@ impl SqliteStore {
         if f.project.is_some() {
             sql.push_str(" AND project = ?");
         }
+        if let Some(ps) = &f.projects {
+            // A project token with no project reaches nothing: `IN ()` is not SQL.
+            let marks = vec!["?"; ps.len()].join(", ");
+            sql.push_str(&if ps.is_empty() {
+                " AND 0".to_string()
+            } else {
+                format!(" AND project IN ({marks})")
+            });
+        }
         if f.label.is_some() {
             sql.push_str(" AND EXISTS (SELECT 1 FROM json_each(t.labels) l WHERE l.key = ? AND l.value = ?)");
         }
@@ -215,6 +224,9 @@ impl SqliteStore {
             q = q.bind(s.as_str());
         }
         if let Some(p) = &f.project {
+            q = q.bind(p.clone());
+        }
+        for p in f.projects.iter().flatten() {
             q = q.bind(p.clone());
         }
         if let Some((k, v)) = &f.label {

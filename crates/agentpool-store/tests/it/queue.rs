@@ -10,6 +10,7 @@ use crate::harness::{Harness, cmd, failure, ids};
 
 both!(
     enqueue_returns_a_queued_task,
+    tasks_are_listed_by_a_set_of_projects,
     idempotency_key_returns_the_first_task,
     claim_takes_priority_then_fifo,
     claim_skips_tasks_scheduled_later,
@@ -61,6 +62,43 @@ async fn enqueue_returns_a_queued_task(h: Harness) {
         .await
         .unwrap();
     assert_eq!(next[0].id, batch[989].task.id);
+}
+
+/// A project token's listing: tasks of any of its projects, none of another or of none; an
+/// empty set reaches nothing.
+async fn tasks_are_listed_by_a_set_of_projects(h: Harness) {
+    let of = |project: Option<&str>| TaskSpec {
+        project: project.map(str::to_string),
+        ..cmd("true")
+    };
+    let web = h.submit(of(Some("web"))).await;
+    let docs = h.submit(of(Some("docs"))).await;
+    h.submit(of(Some("api"))).await;
+    h.submit(of(None)).await;
+    let listed = |projects: Option<Vec<&str>>| {
+        let store = h.store.clone();
+        let filter = agentpool_store::TaskFilter {
+            projects: projects.map(|ps| ps.into_iter().map(str::to_string).collect()),
+            limit: 10,
+            ..Default::default()
+        };
+        async move {
+            let tasks = store.list_tasks(&filter).await.unwrap();
+            tasks.iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(Some(vec!["web", "docs"])).await, vec![docs, web]);
+    assert_eq!(listed(Some(vec!["web"])).await, vec![web]);
+    assert!(listed(Some(vec![])).await.is_empty());
+    assert_eq!(listed(None).await.len(), 4);
+    // With another filter: the project set narrows it further.
+    let filter = agentpool_store::TaskFilter {
+        project: Some("api".into()),
+        projects: Some(vec!["web".into()]),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(h.store.list_tasks(&filter).await.unwrap().is_empty());
 }
 
 async fn idempotency_key_returns_the_first_task(h: Harness) {

@@ -155,6 +155,9 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
         hash: "ab".repeat(32),
         created_at: h.clock.now(),
         revoked: false,
+        projects: vec!["web".into(), "api".into()],
+        expires_at: Some(h.clock.now() + chrono::Duration::days(30)),
+        last_used_at: None,
     };
     h.store.create_token(tok.clone()).await.unwrap();
     assert!(matches!(
@@ -164,6 +167,28 @@ async fn projects_credentials_and_tokens_round_trip(h: Harness) {
     let found = h.store.find_token(&tok.hash).await.unwrap().unwrap();
     assert_eq!(found.id, "t1");
     assert_eq!(found.role, "submitter");
+    assert_eq!(found.projects, tok.projects);
+    assert_eq!(
+        found.expires_at.map(|t| t.timestamp_millis()),
+        tok.expires_at.map(|t| t.timestamp_millis())
+    );
+    assert_eq!(found.last_used_at, None);
+    // A use is noted, and a second within the interval does not move it.
+    let used = h.clock.now();
+    let minute = chrono::Duration::minutes(1);
+    h.store.touch_token("t1", used, used - minute).await.unwrap();
+    let later = used + chrono::Duration::seconds(30);
+    h.store.touch_token("t1", later, later - minute).await.unwrap();
+    let last = |t: TokenRecord| t.last_used_at.map(|t| t.timestamp_millis());
+    let found = h.store.find_token(&tok.hash).await.unwrap().unwrap();
+    assert_eq!(last(found), Some(used.timestamp_millis()));
+    let much_later = used + chrono::Duration::minutes(2);
+    h.store
+        .touch_token("t1", much_later, much_later - minute)
+        .await
+        .unwrap();
+    let found = h.store.find_token(&tok.hash).await.unwrap().unwrap();
+    assert_eq!(last(found), Some(much_later.timestamp_millis()));
     h.store.revoke_token("t1").await.unwrap();
     assert!(h.store.find_token(&tok.hash).await.unwrap().unwrap().revoked);
     assert_eq!(h.store.list_tokens().await.unwrap().len(), 1);

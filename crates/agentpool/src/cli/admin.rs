@@ -247,6 +247,13 @@ pub struct TokenCreateArgs {
     /// What the token may do
     #[arg(long, value_enum, default_value_t = TokenRole::Submitter)]
     pub role: TokenRole,
+    /// Limit a submitter token to this project's tasks, builds and schedules (repeatable, or
+    /// comma-separated); it cannot change projects or use the dashboard
+    #[arg(long = "project", value_name = "PROJECT", value_delimiter = ',')]
+    pub projects: Vec<String>,
+    /// Make the token stop working after this long (e.g. 90d, 12h)
+    #[arg(long, value_parser = super::parse::parse_duration_secs, value_name = "DURATION")]
+    pub expires_in: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -15,6 +15,7 @@ pub mod run_task;
 mod schedules;
 mod task_spec;
 mod tasks;
+mod tokens;
 mod worker;
 
 use anyhow::Context;
@@ -49,7 +50,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Profiles(c) => profiles::profiles(&settings, c).await,
         Command::Schedules(c) => schedules::schedules(&settings, c).await,
         Command::Notifications(c) => notifications::notifications(&settings, c).await,
-        Command::Tokens(c) => pool::tokens(&settings, c).await,
+        Command::Tokens(c) => tokens::tokens(&settings, c).await,
         Command::Demo(a) => demo::demo(&settings, a).await,
         Command::Launcher(a) => launcher::launcher(&settings, a).await,
         Command::RunTask(a) => run_task::run_task(&settings, a).await,

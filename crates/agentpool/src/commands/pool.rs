@@ -1,21 +1,20 @@
-//! `up`, `serve`, `migrate` and `tokens`: the long-running server processes, and the
-//! operator's work on the database itself.
+//! `up`, `serve` and `migrate`: the long-running server processes, and the operator's work on
+//! the database itself.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agentpool_core::protocol::TokenInfo;
 use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use super::print_json;
 use crate::access::AgentAccess;
-use crate::cli::{MigrateArgs, ServeArgs, TokensArgs, TokensCommand, UpArgs};
+use crate::cli::{MigrateArgs, ServeArgs, UpArgs};
 use crate::config::{self, Settings, redact_url};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
-use crate::output::{self, Style};
+use crate::output::Style;
 
 /// A token that is canceled on SIGINT or SIGTERM, and the watcher to abort once the work it
 /// stops has ended.
@@ -256,129 +255,6 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
         print_json(&serde_json::json!({ "migrated": redact_url(&url) }))?;
     } else {
         outln!("database {} is up to date", redact_url(&url));
-    }
-    Ok(ExitCode::Success)
-}
-
-/// `agentpool tokens …`: over the API of the configured server (`--server`, with an admin
-/// `--token`) when there is one, else directly on the database (`--database-url` or the data
-/// dir's), which is how the first admin token comes to exist.
-pub async fn tokens(settings: &Settings, args: TokensArgs) -> anyhow::Result<ExitCode> {
-    let cmd = args.command;
-    if let Some(url) = &settings.server {
-        let client = settings.client(url)?;
-        return tokens_on(settings, cmd, TokenBackend::Server(client)).await;
-    }
-    let url = settings.database_url(args.database_url.as_deref());
-    if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&settings.data_dir).ok();
-    }
-    let store = agentpool_store::open_store(&url)
-        .await
-        .with_context(|| format!("cannot open {}", redact_url(&url)))?;
-    tokens_on(settings, cmd, TokenBackend::Database(store)).await
-}
-
-enum TokenBackend {
-    Server(agentpool_client::Client),
-    Database(std::sync::Arc<dyn agentpool_store::Store>),
-}
-
-async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: TokenBackend) -> anyhow::Result<ExitCode> {
-    let out = Style::stdout();
-    match cmd {
-        TokensCommand::Create(a) => {
-            let role: Role = a
-                .role
-                .as_str()
-                .parse()
-                .map_err(|e: agentpool_server::auth::UnknownRole| {
-                    Exit::new(ExitCode::Usage, e.to_string())
-                })?;
-            let (id, plaintext) = match &on {
-                TokenBackend::Server(c) => {
-                    let t = c.create_token(&a.name, role.as_str()).await?;
-                    (t.id, t.token)
-                }
-                TokenBackend::Database(store) => {
-                    let t = agentpool_server::create_unique_token(store.as_ref(), role, &a.name).await?;
-                    (t.id, t.plaintext)
-                }
-            };
-            if settings.json() {
-                print_json(&serde_json::json!({
-                    "id": id, "name": a.name, "role": role.as_str(), "token": plaintext,
-                }))?;
-            } else {
-                // The value alone on stdout so that `$(agentpool tokens create …)` works.
-                outln!("{plaintext}");
-                eprintln!(
-                    "{}",
-                    Style::stderr().dim(&format!(
-                        "token {} ({}, {}) created; this is the only time its value is shown",
-                        id,
-                        a.name,
-                        role.as_str()
-                    ))
-                );
-            }
-        }
-        TokensCommand::List => {
-            // A token as the command prints it, from the server or the database (never its hash).
-            let ts: Vec<TokenInfo> = match &on {
-                TokenBackend::Server(c) => c.list_tokens().await?,
-                TokenBackend::Database(store) => store
-                    .list_tokens()
-                    .await?
-                    .into_iter()
-                    .map(TokenInfo::from)
-                    .collect(),
-            };
-            if settings.json() {
-                let list: Vec<_> = ts
-                    .iter()
-                    .map(|t| {
-                        serde_json::json!({"id": t.id, "name": t.name, "role": t.role,
-                            "created_at": t.created_at, "revoked": t.revoked})
-                    })
-                    .collect();
-                print_json(&list)?;
-            } else if ts.is_empty() {
-                eprintln!("no tokens");
-            } else {
-                let rows: Vec<Vec<String>> = ts
-                    .iter()
-                    .map(|t| {
-                        vec![
-                            t.id.clone(),
-                            t.name.clone(),
-                            t.role.clone(),
-                            output::relative(t.created_at),
-                            if t.revoked {
-                                out.red("revoked")
-                            } else {
-                                String::new()
-                            },
-                        ]
-                    })
-                    .collect();
-                out!(
-                    "{}",
-                    output::table(&out, &["ID", "NAME", "ROLE", "CREATED", "REVOKED"], &rows)
-                );
-            }
-        }
-        TokensCommand::Revoke { id } => {
-            match &on {
-                TokenBackend::Server(c) => c.revoke_token(&id).await?,
-                TokenBackend::Database(store) => store.revoke_token(&id).await?,
-            }
-            if settings.json() {
-                print_json(&serde_json::json!({ "revoked": id }))?;
-            } else {
-                outln!("token {id} revoked");
-            }
-        }
     }
     Ok(ExitCode::Success)
 }
