@@ -17,3 +17,4 @@ mod queue_stats;
 mod replicas;
 mod router;
 mod schedules;
+mod tokens;

@@ -103,10 +103,13 @@ async fn create(settings: &Settings, a: TokenCreateArgs, on: &Backend) -> anyhow
                 projects: limits.projects,
                 expires_at: limits.expires_at,
             };
-            let t = c
-                .create_token(&req)
-                .await
-                .map_err(|e| refused_by_flag(e, "token", TOKEN_FLAGS))?;
+            // Refused fields are named by flag; anything else (a name in use) as the server says.
+            let t = c.create_token(&req).await.map_err(|e| match &e {
+                agentpool_client::Error::Rejected { fields, .. } if !fields.is_empty() => {
+                    refused_by_flag(e, "token", TOKEN_FLAGS)
+                }
+                _ => anyhow::Error::from(e),
+            })?;
             (t.id, t.token, t.expires_at)
         }
         Backend::Database(store) => {

@@ -21,6 +21,7 @@ mod schedules;
 mod schemathesis;
 mod serve;
 mod tls;
+mod tokens;
 mod usage;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,420 @@
+//! Tokens limited to projects and with an expiry, through the API: what a project token
+//! reaches (its projects' tasks, builds and schedules), what it is refused, how an expired
+//! token is answered, and the last use noted.
+
+use std::time::Duration;
+
+use agentpool_client::{Client, Error};
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::protocol::{BuildRequest, BulkCancel, TaskListQuery, TokenCreate};
+use agentpool_core::schedule::{Overlap, ScheduleSpec};
+use agentpool_core::{TaskId, TaskSpec};
+use agentpool_testkit::db::Backend;
+
+use crate::both_backends;
+use crate::support::{TestApp, fields, spawn_app};
+
+both_backends!(
+    a_token_s_limits_are_checked_when_it_is_created,
+    a_project_token_sees_and_acts_on_its_projects_tasks_only,
+    a_project_token_submits_to_its_projects_as_they_are_set_up,
+    a_project_token_reads_its_projects_and_schedules_only,
+    an_expired_token_is_refused_saying_so_and_uses_are_noted,
+);
+
+/// The status and error code of a refused call.
+fn refused(e: Error) -> (u16, String) {
+    match e {
+        Error::Rejected { status, code, .. } => (status, code),
+        Error::NotFound(_) => (404, "not_found".into()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Projects `web` and `api` (each with its own credential), and a client of a submitter
+/// token limited to `web` with the token's value.
+async fn two_projects(app: &TestApp) -> (Client, String) {
+    let admin = app.admin();
+    for (name, credential) in [("web", "web-token"), ("api", "api-token")] {
+        admin
+            .put_credential(credential, "s3cret-value")
+            .await
+            .expect("credential");
+        admin
+            .put_project(&ProjectSpec {
+                name: name.into(),
+                repo: format!("https://example.com/{name}.git"),
+                credentials: vec![credential.into()],
+                ..ProjectSpec::default()
+            })
+            .await
+            .expect("project");
+    }
+    let t = admin
+        .create_token(&TokenCreate {
+            projects: vec!["web".into()],
+            ..TokenCreate::new("web-ci", "submitter")
+        })
+        .await
+        .expect("token");
+    assert_eq!(t.projects, vec!["web".to_string()]);
+    let client = Client::new(&app.base, Some(t.token.clone())).expect("client");
+    (client, t.token)
+}
+
+fn in_project(project: &str, cmd: &str) -> TaskSpec {
+    TaskSpec {
+        project: Some(project.into()),
+        repo: None,
+        ..TaskSpec::command("https://example.com/x.git", cmd)
+    }
+}
+
+async fn submitted(c: &Client, spec: TaskSpec) -> TaskId {
+    c.submit(&spec).await.expect("submit").task.id
+}
+
+async fn a_token_s_limits_are_checked_when_it_is_created(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    two_projects(&app).await;
+    let before = admin.list_tokens().await.expect("list").len();
+    // Every problem at once, by field: projects on a worker token, a project named twice, one
+    // that does not exist, an expiry in the past.
+    let e = admin
+        .create_token(&TokenCreate {
+            projects: vec!["web".into(), "nope".into(), "web".into()],
+            expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
+            ..TokenCreate::new("pods", "worker")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fields(e),
+        ["projects", "projects[1]", "projects[2]", "expires_at"]
+    );
+    assert_eq!(
+        admin.list_tokens().await.expect("list").len(),
+        before,
+        "nothing stored"
+    );
+    // A submitter token may be limited; its limits are listed (never its value).
+    let in_a_month = chrono::Utc::now() + chrono::Duration::days(30);
+    let t = admin
+        .create_token(&TokenCreate {
+            projects: vec!["web".into(), "api".into()],
+            expires_at: Some(in_a_month),
+            ..TokenCreate::new("ci", "submitter")
+        })
+        .await
+        .expect("token");
+    let listed = admin.list_tokens().await.expect("list");
+    let info = listed.iter().find(|i| i.id == t.id).expect("listed");
+    assert_eq!(info.projects, ["web", "api"]);
+    assert_eq!(
+        info.expires_at.map(|t| t.timestamp_millis()),
+        Some(in_a_month.timestamp_millis())
+    );
+    assert!(!info.expired(chrono::Utc::now()));
+    let body = serde_json::to_string(&listed).expect("json");
+    assert!(!body.contains(&t.token));
+    // Only an admin manages tokens.
+    let e = app
+        .submitter()
+        .create_token(&TokenCreate::new("x", "admin"))
+        .await;
+    assert_eq!(refused(e.unwrap_err()).0, 403);
+}
+
+async fn a_project_token_sees_and_acts_on_its_projects_tasks_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (web_ci, web_token) = two_projects(&app).await;
+    let admin = app.admin();
+    let web = submitted(&admin, in_project("web", "make")).await;
+    let api = submitted(&admin, in_project("api", "make")).await;
+    let loose = submitted(&admin, TaskSpec::command("https://example.com/x.git", "true")).await;
+
+    // Listed: only web's, also when asking for another project by name.
+    let page = web_ci.list_tasks(&TaskListQuery::default()).await.expect("list");
+    assert_eq!(page.tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [web]);
+    let q = TaskListQuery {
+        project: Some("api".into()),
+        ..TaskListQuery::default()
+    };
+    assert!(web_ci.list_tasks(&q).await.expect("list").tasks.is_empty());
+    let page = admin.list_tasks(&TaskListQuery::default()).await.expect("list");
+    assert_eq!(page.tasks.len(), 3, "an admin token lists every task");
+
+    // Another project's task, and one of no project, do not exist for it.
+    assert_eq!(web_ci.get_task(web).await.expect("get").task.id, web);
+    for id in [api, loose] {
+        assert_eq!(
+            refused(web_ci.get_task(id).await.unwrap_err()),
+            (404, "not_found".into())
+        );
+        assert_eq!(refused(web_ci.events(id, 0, 10).await.unwrap_err()).0, 404);
+        assert_eq!(refused(web_ci.cancel(id).await.unwrap_err()).0, 404);
+        assert_eq!(refused(web_ci.retry(id).await.unwrap_err()).0, 404);
+    }
+    let stream = reqwest::Client::new()
+        .get(format!("{}/v1/tasks/{api}/events/stream", app.base))
+        .bearer_auth(&web_token)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 404);
+
+    // A bulk cancel passes over what it does not reach, as not found, in the order named.
+    let out = web_ci
+        .cancel_many(&BulkCancel {
+            ids: vec![api, web, loose],
+            reason: Some("superseded".into()),
+        })
+        .await
+        .expect("bulk cancel");
+    assert_eq!(out.canceled.iter().map(|t| t.id).collect::<Vec<_>>(), [web]);
+    let skipped: Vec<_> = out.skipped.iter().map(|s| (s.id, s.code.as_str())).collect();
+    assert_eq!(skipped, [(api, "not_found"), (loose, "not_found")]);
+    for id in [api, loose] {
+        let t = admin.get_task(id).await.expect("get").task;
+        assert_eq!(t.state, agentpool_core::TaskState::Queued, "untouched");
+    }
+
+    // The queue's figures count its projects' tasks only.
+    let stats = web_ci.queue_stats(&Default::default(), &[]).await.expect("stats");
+    assert_eq!(stats.queued, 0, "web's one task was canceled");
+    assert_eq!(
+        admin
+            .queue_stats(&Default::default(), &[])
+            .await
+            .expect("stats")
+            .queued,
+        2
+    );
+}
+
+async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (web_ci, _) = two_projects(&app).await;
+    let admin = app.admin();
+    let api = submitted(&admin, in_project("api", "make")).await;
+
+    // Its project, with the project's own credential: submitted, the repository filled in.
+    let spec = TaskSpec {
+        credentials: vec!["web-token".into()],
+        ..in_project("web", "make")
+    };
+    let t = web_ci.submit(&spec).await.expect("submit").task;
+    assert_eq!(t.spec.repo.as_deref(), Some("https://example.com/web.git"));
+    let b = web_ci
+        .submit_build(
+            "web",
+            &BuildRequest {
+                prompt: "add a changelog".into(),
+                ..BuildRequest::default()
+            },
+        )
+        .await
+        .expect("build");
+    assert_eq!(b.task.spec.project.as_deref(), Some("web"));
+
+    // Refused: another project, no project, another repository, another project's
+    // credential; the message says what it is limited to.
+    let forbidden = |e: Error| match e {
+        Error::Rejected {
+            status: 403, message, ..
+        } => message,
+        other => panic!("expected 403, got {other:?}"),
+    };
+    let e = web_ci.submit(&in_project("api", "make")).await.unwrap_err();
+    assert_eq!(
+        forbidden(e),
+        "token web-ci is limited to projects web; it may not use project api"
+    );
+    let e = web_ci
+        .submit(&TaskSpec::command("https://example.com/x.git", "true"))
+        .await
+        .unwrap_err();
+    assert!(forbidden(e).ends_with("it may not use tasks without a project"));
+    let elsewhere = TaskSpec {
+        repo: Some("https://example.com/elsewhere.git".into()),
+        ..in_project("web", "make")
+    };
+    let e = web_ci.submit(&elsewhere).await.unwrap_err();
+    assert!(forbidden(e).contains("project web's repository only"));
+    let borrowed = TaskSpec {
+        credentials: vec!["api-token".into()],
+        ..in_project("web", "make")
+    };
+    let e = web_ci.submit(&borrowed).await.unwrap_err();
+    assert!(forbidden(e).contains("not api-token"));
+    // A follow-up of a task it does not reach: that task does not exist for it.
+    let follow = TaskSpec {
+        follow_up_of: Some(api),
+        project: None,
+        ..in_project("web", "go on")
+    };
+    assert_eq!(refused(web_ci.submit(&follow).await.unwrap_err()).0, 404);
+    // A batch with one task it may not submit submits none.
+    let e = web_ci
+        .submit_batch(vec![in_project("web", "a"), in_project("api", "b")])
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 403);
+    let e = web_ci
+        .submit_build(
+            "api",
+            &BuildRequest {
+                prompt: "x".into(),
+                ..BuildRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 404);
+    let page = admin.list_tasks(&TaskListQuery::default()).await.expect("list");
+    assert_eq!(page.tasks.len(), 3, "the api task, and web's task and build");
+}
+
+async fn a_project_token_reads_its_projects_and_schedules_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (web_ci, web_token) = two_projects(&app).await;
+    let admin = app.admin();
+    let names = |ps: Vec<agentpool_core::Project>| ps.into_iter().map(|p| p.spec.name).collect::<Vec<_>>();
+    assert_eq!(names(web_ci.list_projects().await.expect("list")), ["web"]);
+    assert_eq!(names(admin.list_projects().await.expect("list")).len(), 2);
+    assert_eq!(web_ci.get_project("web").await.expect("get").spec.name, "web");
+    assert_eq!(refused(web_ci.get_project("api").await.unwrap_err()).0, 404);
+    assert_eq!(refused(web_ci.list_builds("api").await.unwrap_err()).0, 404);
+    // It uses its projects as they are set up: no creating, changing or deleting.
+    let mut web = web_ci.get_project("web").await.expect("get").spec;
+    web.credentials.push("api-token".into());
+    assert_eq!(refused(web_ci.put_project(&web).await.unwrap_err()).0, 403);
+    let new = ProjectSpec {
+        name: "mine".into(),
+        repo: "https://example.com/mine.git".into(),
+        ..ProjectSpec::default()
+    };
+    assert_eq!(refused(web_ci.put_project(&new).await.unwrap_err()).0, 403);
+    assert_eq!(refused(web_ci.delete_project("web").await.unwrap_err()).0, 403);
+    assert_eq!(refused(web_ci.delete_project("api").await.unwrap_err()).0, 404);
+    let stored = admin.get_project("web").await.expect("get").spec;
+    assert_eq!(stored.credentials, ["web-token"], "unchanged");
+
+    // Schedules: another project's are not there for it; its own it sets and runs.
+    let nightly = |project: &str| ScheduleSpec {
+        cron: "0 3 * * *".into(),
+        time_zone: None,
+        task: in_project(project, "make update-deps"),
+        overlap: Overlap::Skip,
+        paused: false,
+    };
+    admin
+        .put_schedule("api-deps", &nightly("api"))
+        .await
+        .expect("put");
+    web_ci
+        .put_schedule("web-deps", &nightly("web"))
+        .await
+        .expect("put");
+    let listed: Vec<_> = web_ci
+        .list_schedules()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(listed, ["web-deps"]);
+    assert_eq!(refused(web_ci.get_schedule("api-deps").await.unwrap_err()).0, 404);
+    assert_eq!(refused(web_ci.run_schedule("api-deps").await.unwrap_err()).0, 404);
+    assert_eq!(
+        refused(web_ci.pause_schedule("api-deps").await.unwrap_err()).0,
+        404
+    );
+    assert_eq!(
+        refused(web_ci.delete_schedule("api-deps").await.unwrap_err()).0,
+        404
+    );
+    let e = web_ci
+        .put_schedule("api-deps", &nightly("web"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e).0, 403, "another project's schedule is not replaced");
+    let e = web_ci.put_schedule("mine", &nightly("api")).await.unwrap_err();
+    assert_eq!(refused(e).0, 403);
+    let run = web_ci.run_schedule("web-deps").await.expect("run");
+    assert_eq!(run.task.spec.project.as_deref(), Some("web"));
+    let api_deps = admin.get_schedule("api-deps").await.expect("get");
+    assert_eq!(api_deps.spec.task.project.as_deref(), Some("api"), "unchanged");
+
+    // The dashboard turns it away at login; the API is its way in.
+    let login = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(format!("{}/tasks", app.base))
+        .header("cookie", format!("agentpool_session={web_token}"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(login.status(), 403);
+    let text = login.text().await.expect("text");
+    assert!(
+        text.contains("limited to projects cannot use the dashboard"),
+        "{text}"
+    );
+}
+
+async fn an_expired_token_is_refused_saying_so_and_uses_are_noted(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    let t = admin
+        .create_token(&TokenCreate {
+            expires_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+            ..TokenCreate::new("temp", "submitter")
+        })
+        .await
+        .expect("token");
+    let temp = Client::new(&app.base, Some(t.token.clone())).expect("client");
+    let unused = admin
+        .create_token(&TokenCreate::new("spare", "submitter"))
+        .await
+        .expect("token");
+    temp.list_tasks(&TaskListQuery::default())
+        .await
+        .expect("works until it expires");
+    let listed = admin.list_tokens().await.expect("list");
+    let used = |id: &str| listed.iter().find(|i| i.id == id).expect("listed").last_used_at;
+    assert!(used(&t.id).is_some(), "its use is noted");
+    assert_eq!(used(&unused.id), None);
+
+    // Two hours on (the store's clock): refused at once, though its lookup is still cached.
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    let e = temp.list_tasks(&TaskListQuery::default()).await.unwrap_err();
+    match e {
+        Error::Rejected {
+            status: 401,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!(code, "unauthorized");
+            assert!(message.starts_with("token temp expired at "), "{message}");
+            assert!(message.ends_with("; ask an admin for a new one"), "{message}");
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let listed = admin.list_tokens().await.expect("list");
+    let info = listed.iter().find(|i| i.id == t.id).expect("listed");
+    assert!(info.expired(app.clock.now()));
+}

@@ -1,0 +1,132 @@
+//! `agentpool tokens` with limits: a token limited to a project and expiring, created on the
+//! database and over the API, refused by flag, listed with its limits, and what the limited
+//! token may then do through the CLI.
+
+use crate::{Env, Up, stderr, stdout};
+
+#[test]
+fn a_token_limited_to_a_project_is_created_listed_and_kept_to_it() {
+    let env = Env::new();
+    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
+    let admin = env.create_token(&db, "root", "admin");
+    // On the database: a project that does not exist is refused by flag, as a usage error.
+    let o = env.run(&[
+        "tokens",
+        "create",
+        "web-ci",
+        "--project",
+        "web",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: token refused: --project: no project named web"
+    );
+
+    let mut serve = env.cmd();
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
+    let server = Up::spawn(serve);
+    let api = |token: &str, args: &[&str]| {
+        env.cmd()
+            .args(["--server", &server.url, "--token", token])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for name in ["web", "api"] {
+        let repo = format!("https://example.com/{name}.git");
+        let o = api(&admin, &["projects", "put", name, "--repo", &repo]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    // Over the API: every problem by its flag.
+    let o = api(
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "pods",
+            "--role",
+            "worker",
+            "--project",
+            "web,nope",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: token refused: --project: only a submitter token can be limited to projects, \
+         not a worker token; --project: no project named nope"
+    );
+    let o = api(
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "web-ci",
+            "--project",
+            "web",
+            "--expires-in",
+            "30d",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let web_ci = stdout(&o).trim().to_string();
+    assert!(web_ci.starts_with("apt_"), "the value alone on stdout: {web_ci}");
+    let said = stderr(&o);
+    assert!(
+        said.contains("(web-ci, submitter of project web, expires 20"),
+        "{said}"
+    );
+    assert!(
+        said.contains("this is the only time its value is shown"),
+        "{said}"
+    );
+
+    // Listed with its limits; a token for every project says so.
+    let o = api(&web_ci, &["tasks", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = api(&admin, &["tokens", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = stdout(&o);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {table}"))
+            .to_string()
+    };
+    let head = table.lines().next().unwrap_or_default();
+    for col in ["PROJECTS", "EXPIRES", "LAST USED"] {
+        assert!(head.contains(col), "{head}");
+    }
+    let web_row = row("web-ci");
+    assert!(web_row.contains(" web "), "{web_row}");
+    assert!(!web_row.contains("never ago"), "{web_row}");
+    let root_row = row("root");
+    assert!(root_row.contains(" all "), "{root_row}");
+    assert!(root_row.contains(" never "), "{root_row}");
+    assert!(!table.contains(&web_ci), "values are never listed");
+
+    // The limited token: its project's tasks only, refused elsewhere in one line.
+    let o = api(&web_ci, &["submit", "--project", "web", "--command", "make"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = api(&web_ci, &["submit", "--project", "api", "--command", "make"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("token web-ci is limited to projects web; it may not use project api"),
+        "{err}"
+    );
+    let o = api(&web_ci, &["projects", "list", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["web"], "{listed}");
+    drop(server);
+}
