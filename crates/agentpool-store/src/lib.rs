@@ -416,6 +416,8 @@ pub trait Store:
     async fn find_task(&self, id: TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
+    /// [`Store::count_by_state`] of the tasks of these projects only.
+    async fn count_by_state_of(&self, projects: &[String]) -> Result<BTreeMap<TaskState, u64>>;
     /// Cancel: a queued task is canceled at once; a running one is flagged and its worker's
     /// bell rung (see [`Store::worker_bell`]).
     async fn cancel(&self, id: TaskId) -> Result<Task> {

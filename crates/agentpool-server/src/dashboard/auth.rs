@@ -28,12 +28,6 @@ pub const SESSION_COOKIE: &str = "agentpool_session";
 /// A random value set by the login page and echoed by its form (double-submit): the login form
 /// has no session yet to derive a CSRF token from.
 pub const LOGIN_COOKIE: &str = "agentpool_login";
-/// Why a project token is turned away: every page would have to be cut to its projects (task
-/// counts, queue depths, workers' tasks), and a page that forgot one would show other
-/// projects' work; the API and the CLI are cut to them.
-const LIMITED: &str = "A token limited to projects cannot use the dashboard; use the CLI or the API with it, \
-     or log in with a token for every project.";
-
 /// How long a login lasts in the browser.
 const SESSION_MAX_AGE_SECS: u64 = 12 * 3600;
 
@@ -54,6 +48,11 @@ impl Session {
 
     pub fn role(&self) -> Role {
         self.caller.role
+    }
+
+    /// Who the session's token is, with the projects it reaches.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
     }
 
     pub fn is_admin(&self) -> bool {
@@ -214,7 +213,6 @@ impl FromRequestParts<Dash> for Session {
             Some(c) if c.role == Role::Worker => Err(DashError::forbidden(
                 "a worker token cannot use the dashboard; log in with an admin or submitter token",
             )),
-            Some(c) if c.projects.is_some() => Err(DashError::forbidden(LIMITED)),
             Some(caller) => Ok(Session {
                 caller,
                 csrf: derive_csrf(token.as_bytes()),
@@ -356,7 +354,6 @@ pub async fn login_page(
     let error = match q.error.as_deref() {
         Some("invalid") => Some("That token is unknown, revoked or expired."),
         Some("worker") => Some("A worker token cannot use the dashboard."),
-        Some("limited") => Some(LIMITED),
         Some("expired") => Some("The login form expired; try again."),
         _ => None,
     };
@@ -411,7 +408,6 @@ pub async fn login(State(dash): State<Dash>, req: Request) -> DashResult<Respons
     match caller {
         None => Ok(back("invalid")),
         Some(c) if c.role == Role::Worker => Ok(back("worker")),
-        Some(c) if c.projects.is_some() => Ok(back("limited")),
         Some(_) => {
             let secure = is_https(&headers);
             let mut r = redirect(&next);

@@ -46,10 +46,10 @@ async fn render(dash: &Dash, view: &View, session: &Session) -> DashResult<Vec<(
     Ok(match view {
         View::Overview => vec![(
             "overview",
-            super::overview::render(&super::overview::load(dash).await?),
+            super::overview::render(&super::overview::load(dash, session.caller()).await?),
         )],
         View::Tasks(q) => {
-            let v = super::tasks::find(dash, q).await?;
+            let v = super::tasks::find(dash, session.caller(), q).await?;
             vec![
                 ("task-rows", super::tasks::rows(&v, session.is_admin())),
                 ("task-pager", super::tasks::pager(q, &v)),
@@ -57,7 +57,11 @@ async fn render(dash: &Dash, view: &View, session: &Session) -> DashResult<Vec<(
         }
         View::Workers => vec![(
             "workers-table",
-            super::workers::table(&super::workers::load(dash).await?, session, chrono::Utc::now()),
+            super::workers::table(
+                &super::workers::load(dash, session.caller()).await?,
+                session,
+                chrono::Utc::now(),
+            ),
         )],
     })
 }
@@ -287,8 +291,9 @@ pub async fn task(
     headers: HeaderMap,
 ) -> DashResult<Response> {
     let session = stream_session(session)?;
-    if dash.app.store().find_task(id).await?.is_none() {
-        return Err(DashError::not_found(format!("task {id} not found")));
+    match dash.app.store().find_task(id).await? {
+        Some(t) if session.caller().reaches(t.spec.project.as_deref()) => {}
+        _ => return Err(DashError::not_found(format!("task {id} not found"))),
     }
     let resume = headers
         .get("last-event-id")

@@ -19,6 +19,7 @@ use super::Dash;
 use super::auth::Session;
 use super::error::DashResult;
 use super::html::{self, Nav, esc};
+use crate::auth::Caller;
 
 const SCAN_PAGE: u32 = 500;
 const SCAN_PAGES: usize = 4;
@@ -42,12 +43,18 @@ pub struct OverviewData {
 
 /// Tasks in `state`, newest first, until one was created before `since` or the cap is hit.
 /// Returns the tasks and whether the cap cut the scan short.
-async fn scan(dash: &Dash, state: TaskState, since: Option<Timestamp>) -> DashResult<(Vec<Task>, bool)> {
+async fn scan(
+    dash: &Dash,
+    by: &Caller,
+    state: TaskState,
+    since: Option<Timestamp>,
+) -> DashResult<(Vec<Task>, bool)> {
     let mut filter = TaskFilter {
         state: Some(state),
         limit: SCAN_PAGE,
         ..TaskFilter::default()
     };
+    by.limit(&mut filter);
     let mut out = Vec::new();
     for _ in 0..SCAN_PAGES {
         let page = dash.app.store().list_tasks(&filter).await?;
@@ -65,17 +72,21 @@ async fn scan(dash: &Dash, state: TaskState, since: Option<Timestamp>) -> DashRe
     Ok((out, true))
 }
 
-pub async fn load(dash: &Dash) -> DashResult<OverviewData> {
+/// The overview as `by` sees it: a project token's figures count its projects' tasks only.
+pub async fn load(dash: &Dash, by: &Caller) -> DashResult<OverviewData> {
     let store = dash.app.store();
     let now = chrono::Utc::now();
-    let counts = store.count_by_state().await?;
+    let counts = match &by.projects {
+        None => store.count_by_state().await?,
+        Some(ps) => store.count_by_state_of(ps).await?,
+    };
     let hour_ago = now - chrono::Duration::seconds(BUCKET_SECS * BUCKETS as i64);
     // Tasks that finished in the last hour were, nearly always, created in the last few hours.
     let since = now - chrono::Duration::hours(3);
     let mut buckets = [(0u64, 0u64); BUCKETS];
     let mut finished_scan_capped = false;
     for state in [TaskState::Succeeded, TaskState::Failed] {
-        let (tasks, capped) = scan(dash, state, Some(since)).await?;
+        let (tasks, capped) = scan(dash, by, state, Some(since)).await?;
         finished_scan_capped |= capped;
         for t in tasks {
             let Some(f) = t.finished_at.filter(|f| *f >= hour_ago && *f <= now) else {
@@ -89,7 +100,7 @@ pub async fn load(dash: &Dash) -> DashResult<OverviewData> {
             }
         }
     }
-    let (queued, queued_capped) = scan(dash, TaskState::Queued, None).await?;
+    let (queued, queued_capped) = scan(dash, by, TaskState::Queued, None).await?;
     let mut queue_by_project = BTreeMap::new();
     let mut queue_by_label = BTreeMap::new();
     for t in &queued {
@@ -118,7 +129,7 @@ pub async fn load(dash: &Dash) -> DashResult<OverviewData> {
 }
 
 pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
-    let data = load(&dash).await?;
+    let data = load(&dash, session.caller()).await?;
     let body = format!(
         r#"<h1>Overview</h1><div id="overview">{}</div><p class="live-status" role="status" aria-live="polite"></p>"#,
         render(&data)

@@ -20,7 +20,9 @@ use crate::extract::ApiPath;
 
 pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
     let store = dash.app.store();
-    let projects = store.list_projects().await?;
+    let by = session.caller();
+    let mut projects = store.list_projects().await?;
+    projects.retain(|p| by.reaches(Some(&p.spec.name)));
     let mut h = String::from("<h1>Projects</h1>");
     if projects.is_empty() {
         h.push_str(
@@ -52,7 +54,9 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         }
         h.push_str("</tbody></table>");
     }
-    schedules(&mut h, &store.list_schedules().await?, store.time(), &session);
+    let mut listed = store.list_schedules().await?;
+    listed.retain(|s| by.reaches(s.spec.task.project.as_deref()));
+    schedules(&mut h, &listed, store.time(), &session);
     if session.is_admin() {
         notifications(&mut h, &dash).await?;
     }
@@ -199,6 +203,7 @@ pub async fn run(
     action: Action,
 ) -> DashResult<Response> {
     require(&action.session, ACTORS, "run schedules")?;
+    crate::routes::schedules::reached(&dash.app, action.session.caller(), &name).await?;
     let out = crate::schedules::run_now(&dash.app, &name, &action.session.who()).await?;
     Ok(redirect(&format!("/tasks/{}", out.task.id)))
 }
@@ -223,6 +228,7 @@ pub async fn resume(
 
 async fn set_paused(dash: &Dash, name: &str, action: &Action, paused: bool) -> DashResult<Response> {
     require(&action.session, ACTORS, "pause or resume schedules")?;
+    crate::routes::schedules::reached(&dash.app, action.session.caller(), name).await?;
     crate::schedules::set_paused(&dash.app, name, paused, &action.session.who()).await?;
     Ok(redirect("/projects#sched-h"))
 }

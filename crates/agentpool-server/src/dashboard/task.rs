@@ -31,6 +31,7 @@ pub async fn page(
     let detail = store
         .get_task(id)
         .await?
+        .filter(|d| session.caller().reaches(d.task.spec.project.as_deref()))
         .ok_or_else(|| DashError::not_found(format!("task {id} not found")))?;
     let evs = store.list_events(id, 0, FIRST_EVENTS).await?;
     let mut usage = UsageSum::default();
@@ -497,6 +498,7 @@ async fn change(dash: &Dash, id: TaskId, action: &Action, change: TaskChange<'_>
         &[Role::Submitter],
         &format!("{} tasks", change.verb()),
     )?;
+    crate::routes::tasks::reach(&dash.app, action.session.caller(), id).await?;
     dash.app.change_task(id, change, &action.session.who()).await?;
     Ok(redirect(&format!("/tasks/{id}")))
 }
@@ -549,11 +551,13 @@ pub async fn follow_up(
     if prompt.is_empty() {
         return Err(DashError::bad_request("give the follow-up a prompt"));
     }
+    let by = action.session.caller();
     let prev = dash
         .app
         .store()
         .find_task(id)
         .await?
+        .filter(|t| by.reaches(t.spec.project.as_deref()))
         .ok_or_else(|| DashError::not_found(format!("task {id} not found")))?;
     let spec = TaskSpec {
         prompt: Some(prompt),
@@ -568,6 +572,7 @@ pub async fn follow_up(
     let spec = crate::routes::tasks::prepare_spec(&dash.app, spec, "")
         .await
         .map_err(|errs| DashError::from(crate::error::ApiError::validation(errs)))?;
+    crate::routes::tasks::within_reach(&dash.app, by, &spec).await?;
     let out = dash.app.store().enqueue(spec).await?;
     Ok(redirect(&format!("/tasks/{}", out.task.id)))
 }

@@ -18,6 +18,7 @@ use super::auth::{Action, Session, local_path, redirect, task_ids};
 use super::error::{DashError, DashResult};
 use super::html::{self, Nav, Url, esc};
 use crate::api::TaskListQuery;
+use crate::auth::Caller;
 use crate::state::TaskChange;
 
 /// Rows per page.
@@ -87,7 +88,8 @@ pub struct ListView {
     pub scan_capped: bool,
 }
 
-pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
+/// A page of the tasks matching `q` that `by` reaches.
+pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListView> {
     let mut filter = crate::routes::tasks::task_filter(TaskListQuery {
         state: set(&q.state),
         project: set(&q.project),
@@ -99,6 +101,7 @@ pub async fn find(dash: &Dash, q: &ListQuery) -> DashResult<ListView> {
         limit: Some(PAGE as u32),
     })
     .map_err(DashError::from)?;
+    by.limit(&mut filter);
     let agent = set(&q.agent);
     let text = set(&q.q).map(|t| t.to_lowercase());
     let store = dash.app.store();
@@ -167,7 +170,7 @@ pub async fn page(
     session: Session,
     Query(q): Query<ListQuery>,
 ) -> DashResult<Response> {
-    let view = find(&dash, &q).await?;
+    let view = find(&dash, session.caller(), &q).await?;
     let admin = session.is_admin();
     let mut h = String::from("<h1>Tasks</h1>");
     if let (Some(done), Some(ok)) = (set(&q.done), q.ok) {

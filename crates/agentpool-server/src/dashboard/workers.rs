@@ -13,7 +13,7 @@ use super::auth::{Action, Session, redirect};
 use super::error::DashResult;
 use super::html::{self, Nav, esc};
 use super::{Dash, require};
-use crate::auth::Role;
+use crate::auth::{Caller, Role};
 use crate::extract::ApiPath;
 
 /// Roles the API's drain endpoint admits.
@@ -25,16 +25,18 @@ pub struct WorkersView {
     pub running: BTreeMap<WorkerId, Vec<TaskId>>,
 }
 
-pub async fn load(dash: &Dash) -> DashResult<WorkersView> {
+/// The workers, and the running tasks `by` reaches on each (the fleet is everyone's; another
+/// project's tasks are not shown to a project token).
+pub async fn load(dash: &Dash, by: &Caller) -> DashResult<WorkersView> {
     let store = dash.app.store();
     let workers = store.list_workers().await?;
-    let running_tasks = store
-        .list_tasks(&TaskFilter {
-            state: Some(TaskState::Running),
-            limit: 500,
-            ..TaskFilter::default()
-        })
-        .await?;
+    let mut filter = TaskFilter {
+        state: Some(TaskState::Running),
+        limit: 500,
+        ..TaskFilter::default()
+    };
+    by.limit(&mut filter);
+    let running_tasks = store.list_tasks(&filter).await?;
     let mut running: BTreeMap<WorkerId, Vec<TaskId>> = BTreeMap::new();
     for t in running_tasks {
         if let Some(w) = t.worker_id {
@@ -45,7 +47,7 @@ pub async fn load(dash: &Dash) -> DashResult<WorkersView> {
 }
 
 pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
-    let view = load(&dash).await?;
+    let view = load(&dash, session.caller()).await?;
     let body = format!(
         r#"<h1>Workers</h1><div id="workers-table">{}</div><p class="live-status" role="status" aria-live="polite"></p>"#,
         table(&view, &session, chrono::Utc::now())

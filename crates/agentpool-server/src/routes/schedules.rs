@@ -33,7 +33,7 @@ pub async fn list(
 }
 
 /// Schedule `name`, or a 404 (also when its project is not one `by` reaches).
-async fn reached(state: &AppState, by: &Caller, name: &str) -> ApiResult<Schedule> {
+pub(crate) async fn reached(state: &AppState, by: &Caller, name: &str) -> ApiResult<Schedule> {
     let s = found(state, name).await?;
     if by.reaches(s.spec.task.project.as_deref()) {
         Ok(s)

@@ -123,6 +123,10 @@ macro_rules! store_impl {
                 tasks::count_by_state(&self.$r).await
             }
 
+            async fn count_by_state_of(&self, projects: &[String]) -> Result<BTreeMap<TaskState, u64>> {
+                tasks::count_by_state_of(&self.$r, projects).await
+            }
+
             async fn cancel_many(
                 &self,
                 ids: &[TaskId],

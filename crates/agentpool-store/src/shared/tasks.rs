@@ -523,11 +523,34 @@ macro_rules! task_queries {
                 .fetch_all(r)
                 .await?;
             let mut m: BTreeMap<TaskState, u64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-            for row in rows {
-                let n = row.big("n")?;
-                m.insert(common::parse_state(&row.text("state")?)?, u64::try_from(n).unwrap_or(0));
+            add_counts(&mut m, &rows)?;
+            Ok(m)
+        }
+
+        /// [`count_by_state`] of the tasks of these projects: a query a project (a project
+        /// token names a few), each a scan as the unfiltered count is.
+        pub(crate) async fn count_by_state_of(
+            r: &Pool<Db>,
+            projects: &[String],
+        ) -> Result<BTreeMap<TaskState, u64>> {
+            let mut m: BTreeMap<TaskState, u64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
+            for p in projects {
+                let rows =
+                    sqlx::query("SELECT state, count(*) AS n FROM tasks WHERE project = $1 GROUP BY state")
+                        .bind(p)
+                        .fetch_all(r)
+                        .await?;
+                add_counts(&mut m, &rows)?;
             }
             Ok(m)
+        }
+
+        fn add_counts(m: &mut BTreeMap<TaskState, u64>, rows: &[<Db as sqlx::Database>::Row]) -> Result<()> {
+            for row in rows {
+                let n = u64::try_from(row.big("n")?).unwrap_or(0);
+                *m.entry(common::parse_state(&row.text("state")?)?).or_insert(0) += n;
+            }
+            Ok(())
         }
     };
 }

@@ -18,6 +18,7 @@ mod attempts;
 mod escaping;
 mod lists;
 mod notifications;
+mod project_tokens;
 mod schedules;
 use crate::support::{RouterApp, no_auth_config, router_app};
 

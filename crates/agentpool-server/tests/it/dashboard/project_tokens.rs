@@ -1,0 +1,137 @@
+//! The dashboard as a token limited to a project sees it: its project's tasks, figures,
+//! project and schedules, and nothing of another project's, whose pages and actions answer as
+//! if they did not exist.
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::{TaskSpec, TaskState};
+use agentpool_server::Role;
+use agentpool_server::auth::{TokenLimits, create_limited_token};
+use agentpool_testkit::db::Backend;
+use axum::http::StatusCode;
+
+use super::schedules::command_schedule;
+use super::{get, login, post, session};
+use crate::both_backends;
+use crate::support::router_app;
+
+both_backends!(a_project_token_sees_its_projects_work_only);
+
+async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let store = app.store.as_ref();
+    let mut ids = Vec::new();
+    for name in ["web", "api"] {
+        store
+            .put_project(ProjectSpec {
+                name: name.into(),
+                repo: format!("https://example.com/{name}-repo.git"),
+                ..ProjectSpec::default()
+            })
+            .await
+            .expect("project");
+        let spec = TaskSpec {
+            project: Some(name.into()),
+            ..TaskSpec::command(
+                &format!("https://example.com/{name}-repo.git"),
+                &format!("make {name}-target"),
+            )
+        };
+        ids.push(store.enqueue(spec.clone()).await.expect("enqueue").task.id);
+        let mut schedule = command_schedule("@daily");
+        schedule.task = spec;
+        store
+            .put_schedule(&format!("{name}-nightly"), &schedule, None)
+            .await
+            .expect("schedule");
+    }
+    let (web, api) = (ids[0], ids[1]);
+    let limits = TokenLimits {
+        projects: vec!["web".into()],
+        expires_at: None,
+    };
+    let token = create_limited_token(store, Role::Submitter, "web-ci", limits)
+        .await
+        .expect("token")
+        .plaintext;
+    let ok = login(&app, &token, &[]).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.text);
+    let me = session(&token);
+
+    let list = get(&app, "/tasks", Some(&me)).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.text.contains(&web.to_string()), "{}", list.text);
+    assert!(!list.text.contains(&api.to_string()) && !list.text.contains("api-target"));
+    let asked = get(&app, "/tasks?project=api", Some(&me)).await;
+    assert!(!asked.text.contains(&api.to_string()));
+
+    assert_eq!(
+        get(&app, &format!("/tasks/{web}"), Some(&me)).await.status,
+        StatusCode::OK
+    );
+    for uri in [format!("/tasks/{api}"), format!("/live/tasks/{api}")] {
+        let r = get(&app, &uri, Some(&me)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}: {}", r.text);
+        assert!(!r.text.contains("api-target"));
+    }
+
+    // The overview counts its project's tasks; an admin's counts every one.
+    let queued = |text: &str| {
+        let at = text
+            .find(r#"id="count-queued"><span class="n">"#)
+            .expect("queued count");
+        let rest = &text[at + r#"id="count-queued"><span class="n">"#.len()..];
+        rest[..rest.find('<').expect("end")].to_string()
+    };
+    let overview = get(&app, "/", Some(&me)).await;
+    assert_eq!(queued(&overview.text), "1");
+    assert!(!overview.text.contains("api"), "{}", overview.text);
+    let admin = get(&app, "/", Some(&session(&app.tokens.admin))).await;
+    assert_eq!(queued(&admin.text), "2");
+
+    let projects = get(&app, "/projects", Some(&me)).await;
+    assert!(projects.text.contains("web-repo") && projects.text.contains("web-nightly"));
+    assert!(!projects.text.contains("api-repo") && !projects.text.contains("api-nightly"));
+
+    // Another project's task and schedule are not acted on.
+    let csrf = projects.csrf();
+    let r = post(
+        &app,
+        &format!("/tasks/{api}/cancel"),
+        &me,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = post(&app, "/schedules/api-nightly/run", &me, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = post(
+        &app,
+        &format!("/tasks/{api}/follow-up"),
+        &me,
+        &format!("csrf={csrf}&prompt=go"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let t = store.find_task(api).await.expect("find").expect("task");
+    assert_eq!(t.state, TaskState::Queued, "untouched");
+    assert!(
+        store
+            .get_schedule("api-nightly")
+            .await
+            .expect("get")
+            .expect("kept")
+            .last_task
+            .is_none()
+    );
+    // Its own project's task it cancels.
+    let r = post(
+        &app,
+        &format!("/tasks/{web}/cancel"),
+        &me,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+}
