@@ -141,6 +141,19 @@ pub(crate) const FAILED_DEPENDENCY_SQL: &str = "(SELECT 'dependency ' || CAST(d.
 /// Expired leases one maintenance transaction rescues; a pass loops until none is left.
 pub(crate) const EXPIRE_BATCH: i64 = 500;
 
+/// [`crate::GIVEN_BACK_GRACE`] in the store's unit.
+pub(crate) const GIVEN_BACK_GRACE_MS: i64 = 30_000;
+
+/// The claim condition that keeps a task given back by worker `worker` (a placeholder) from
+/// it for [`crate::GIVEN_BACK_GRACE`] after `now` (a placeholder) passed its `run_after`; `t`
+/// is the table's alias and dot, or "".
+pub(crate) fn not_given_back_by(t: &str, worker: &str, now: &str) -> String {
+    format!(
+        "({t}avoid_worker IS NULL OR {t}avoid_worker <> {worker} \
+         OR {t}run_after <= {now} - {GIVEN_BACK_GRACE_MS})"
+    )
+}
+
 pub(crate) const LEASE_EXPIRED_MSG: &str = "lease expired before the worker reported";
 pub(crate) const WORKER_RESTARTED_MSG: &str =
     "the worker restarted (registered again under its id) before it reported";

@@ -129,6 +129,12 @@ pub struct Failure {
     pub result: Option<TaskResult>,
 }
 
+/// How long a task a worker gave back (an attempt that failed with `WORKER_ERROR` or
+/// `INFRA_ERROR` and was handed back, or a lease it let expire) is left to the other workers
+/// before that worker may claim it again: a cause its self-check cannot see would otherwise
+/// fail the task on the same worker, which is also the one most likely to claim it first.
+pub const GIVEN_BACK_GRACE: Duration = Duration::from_millis(common::GIVEN_BACK_GRACE_MS as u64);
+
 /// Filters for listing tasks, newest first, paged by id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskFilter {

@@ -371,6 +371,10 @@ fn waiting_reason(w: &WaitReason) -> String {
             format!("project {project} has {}", WaitReason::slots_busy(*slots))
         }
         WaitReason::BudgetExhausted { message, project, .. } => format!("project {project}: {message}"),
+        WaitReason::GivenBack { worker, until } => format!(
+            "for another worker: {worker} gave it back and may take it again {}",
+            relative(*until)
+        ),
         WaitReason::NoWorker => "for a free worker with its agent and labels".into(),
         w @ WaitReason::NoWorkerCanRun { .. } => format!(
             "for a worker that can run it: none online offers {}",

@@ -42,6 +42,13 @@ pub enum WaitReason {
         /// "budget exhausted until <until>", for people reading the API.
         message: String,
     },
+    /// Worker `worker` gave it back (the attempt failed on the worker's or the infrastructure's
+    /// side, or its lease expired): other workers get it first, and that worker may claim it
+    /// again from `until` on.
+    GivenBack {
+        worker: String,
+        until: Timestamp,
+    },
     /// Nothing holds it back: it waits for a free worker with its agent and labels.
     NoWorker,
     /// No worker that could claim it is registered: none online (and not draining) offers

@@ -268,6 +268,7 @@ fn queue(d: &OverviewData) -> String {
                         WaitReason::BudgetExhausted { project, .. } => {
                             format!("project {project} spent its daily budget")
                         }
+                        WaitReason::GivenBack { worker, .. } => format!("given back by {worker}"),
                         WaitReason::NoWorker => "no free worker with its agent and labels".to_string(),
                         w @ WaitReason::NoWorkerCanRun { .. } => {
                             format!("no worker online offers {}", w.no_worker_offers().unwrap_or_default())

@@ -208,6 +208,12 @@ fn waiting_reason(w: &WaitReason, now: Timestamp) -> String {
             esc(project),
             time(*until)
         ),
+        WaitReason::GivenBack { worker, until } => format!(
+            "waiting for another worker: <code>{}</code> gave it back and may take it again {} ({})",
+            esc(worker),
+            html::ago(*until, now),
+            time(*until)
+        ),
         WaitReason::NoWorker => "waiting for a free worker with its agent and labels".into(),
         w @ WaitReason::NoWorkerCanRun { .. } => format!(
             "waiting for a worker that can run it: none online offers {}",

@@ -3,7 +3,7 @@
 //! with their column lists assembled. The claim and completion statements share their
 //! pieces (which rows, the update, the events), each written once below.
 
-use crate::common::TASK_COLS;
+use crate::common::{self, TASK_COLS};
 use crate::shared::claim::Candidates;
 
 /// The NOTIFY channel that says "work may be available" (suffixed with the schema when it is
@@ -39,10 +39,12 @@ fn picked(worker_ok: &str) -> String {
              AND run_after <= $1 \
              AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
              AND (labels IS NULL OR labels <@ $3::jsonb) \
+             AND {given_back} \
              AND {worker_ok} \
            ORDER BY priority DESC, run_after, id \
            LIMIT $5 \
-           FOR UPDATE SKIP LOCKED)"
+           FOR UPDATE SKIP LOCKED)",
+        given_back = common::not_given_back_by("", "$4", "$1"),
     )
 }
 
@@ -54,7 +56,7 @@ fn claim_upd(worker: &str, expires: &str, which: &str) -> String {
         "upd AS ( \
            UPDATE tasks t SET state = 'running', attempts = t.attempts + 1, \
              lease_token = t.lease_token + 1, worker_id = {worker}, lease_expires_at = {expires}, \
-             started_at = $1, updated_at = $1, cancel_requested = false \
+             started_at = $1, updated_at = $1, cancel_requested = false, avoid_worker = NULL \
            {which} \
            RETURNING {tc}), \
          {CLAIMED_EVENTS}",
@@ -217,10 +219,13 @@ impl Sql {
             complete_plain: completion(" AND NOT t.has_dependents AND NOT t.constrained", "id"),
             complete_any: completion("", "id, has_dependents, constrained"),
             claim_candidates: Candidates {
-                filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
-                          AND t.run_after <= $1 \
-                          AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
-                          AND (t.labels IS NULL OR t.labels <@ $3::jsonb)",
+                filters: &format!(
+                    "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
+                     AND t.run_after <= $1 \
+                     AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
+                     AND (t.labels IS NULL OR t.labels <@ $3::jsonb) AND {}",
+                    common::not_given_back_by("t.", "$4", "$1")
+                ),
                 spent: "CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)",
                 since: "$6",
                 also: " AND EXISTS (SELECT 1 FROM workers WHERE id = $4 \

@@ -70,9 +70,18 @@ macro_rules! store_impl {
                     tx.commit().await?;
                     if wake {
                         self.signal.notify_n(&Scope::Any, count);
+                        if of_worker.is_none() {
+                            // The workers that let them expire may take them again later.
+                            self.wake_at([now + common::GIVEN_BACK_GRACE_MS]);
+                        }
                     }
                     total += n as u64;
                     if (n as i64) < common::EXPIRE_BATCH {
+                        if let Some(w) = of_worker {
+                            // Restarted, it starts afresh: what it gave back before is its
+                            // to take again at once.
+                            tasks::forget_given_back(&self.$w, w).await?;
+                        }
                         return Ok(total);
                     }
                 }
@@ -207,6 +216,10 @@ macro_rules! store_impl {
                     Ending::Requeue { delay, refund } => {
                         let run_after = now + dur_ms(delay);
                         self.wake_at([run_after]);
+                        if refund {
+                            // Its worker may take it again once the others had their turn.
+                            self.wake_at([run_after + common::GIVEN_BACK_GRACE_MS]);
+                        }
                         FailOutcome::Retrying {
                             run_after: ts(run_after),
                             attempt: u32::try_from(f.attempt).unwrap_or(0),

@@ -150,11 +150,14 @@ macro_rules! task_queries {
         /// Persist the end of a failed or expired attempt as `ending` says; its lifecycle
         /// events go to `log`. Returns whether claimers should be woken (a lock or slot was
         /// freed, or the task is runnable again at once).
+        /// `avoid`: a task given back is left to other workers for a while
+        /// ([`crate::GIVEN_BACK_GRACE`]); not after its worker restarted, which starts afresh.
         #[allow(clippy::too_many_arguments)]
         async fn end_attempt(
             conn: &mut Conn,
             h: &Held,
             now: i64,
+            avoid: bool,
             ending: &Ending,
             class: ErrorClass,
             message: &str,
@@ -180,7 +183,7 @@ macro_rules! task_queries {
                         "UPDATE tasks SET state = 'queued', run_after = $1, updated_at = $2, \
                          worker_id = NULL, lease_expires_at = NULL, cancel_requested = FALSE, \
                          error_class = $3, error_message = $4, result = COALESCE($5, result), \
-                         attempts = attempts - $8 \
+                         attempts = attempts - $8, avoid_worker = $9 \
                          WHERE id = $6 AND lease_token = $7",
                     )
                     .bind(now + dur_ms(*delay))
@@ -191,6 +194,7 @@ macro_rules! task_queries {
                     .bind(tid(h.id))
                     .bind(h.token)
                     .bind(i32::from(*refund))
+                    .bind((*refund && avoid).then_some(h.worker_id.as_str()))
                     .execute(&mut *conn)
                     .await?;
                     insert_attempt(conn, h, now, outcome, class, message).await?;
@@ -290,6 +294,7 @@ macro_rules! task_queries {
                 conn,
                 &h,
                 now,
+                true,
                 &ending,
                 failure.class,
                 &failure.message,
@@ -343,6 +348,7 @@ macro_rules! task_queries {
                     conn,
                     h,
                     now,
+                    of_worker.is_none(),
                     &ending,
                     ErrorClass::LeaseExpired,
                     message,
@@ -353,6 +359,15 @@ macro_rules! task_queries {
             }
             insert_lifecycle(conn, &log, now).await?;
             Ok((rows.len(), wake))
+        }
+
+        /// Let worker `w` claim at once the queued tasks it gave back.
+        pub(crate) async fn forget_given_back(w: &Pool<Db>, worker: &WorkerId) -> Result<()> {
+            sqlx::query("UPDATE tasks SET avoid_worker = NULL WHERE state = 'queued' AND avoid_worker = $1")
+                .bind(worker.as_str())
+                .execute(w)
+                .await?;
+            Ok(())
         }
 
         /// The task's row.
@@ -410,6 +425,20 @@ macro_rules! task_queries {
                 out.push(WaitReason::Scheduled {
                     run_after: t.run_after,
                 });
+            }
+            let grace_ends = common::ms(t.run_after) + common::GIVEN_BACK_GRACE_MS;
+            if grace_ends > now {
+                let avoid: Option<String> = sqlx::query_scalar("SELECT avoid_worker FROM tasks WHERE id = $1")
+                    .bind(tid(t.id))
+                    .fetch_optional(r)
+                    .await?
+                    .flatten();
+                if let Some(worker) = avoid {
+                    out.push(WaitReason::GivenBack {
+                        worker,
+                        until: common::ts(grace_ends),
+                    });
+                }
             }
             let mut pending = sqlx::query(
                 "SELECT d.dep_id FROM task_deps d JOIN tasks t ON t.id = d.dep_id \

@@ -20,16 +20,19 @@ use crate::shared::claim::Candidates;
 use crate::shared::handover::Plan;
 use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
 
-/// The constrained tasks a claim may take, checked against branch locks, project slots and
-/// budgets; `?1` now, `?2` the worker's agents and `?3` its labels (JSON), `?4` the limit,
-/// `?5` the start of the budget day.
+/// The tasks a claim may take, checked against branch locks, project slots and budgets; `?1`
+/// now, `?2` the worker's agents and `?3` its labels (JSON), `?4` the limit, `?5` the start of
+/// the budget day, `?6` the worker.
 static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     Candidates {
-        filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
-                  AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
-                  AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
-                       WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
-                                         WHERE w.key = l.key AND w.value = l.value)))",
+        filters: &format!(
+            "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
+             AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
+             AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
+                  WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
+                                    WHERE w.key = l.key AND w.value = l.value))) AND {}",
+            common::not_given_back_by("t.", "?6", "?1")
+        ),
         spent: "json_extract(s.result, '$.cost_usd')",
         since: "?5",
         also: "",
@@ -277,6 +280,7 @@ impl SqliteStore {
             .bind(json(&f.labels)?)
             .bind(window)
             .bind(common::utc_day_start(now))
+            .bind(f.worker_id.as_str())
             .fetch_all(&mut *tx)
             .await?;
         let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
@@ -288,7 +292,7 @@ impl SqliteStore {
         let sql = format!(
             "UPDATE tasks SET state = 'running', attempts = attempts + 1, \
              lease_token = lease_token + 1, worker_id = ?, lease_expires_at = ?, started_at = ?, \
-             updated_at = ?, cancel_requested = 0 \
+             updated_at = ?, cancel_requested = 0, avoid_worker = NULL \
              WHERE id IN (SELECT value FROM json_each(?)) AND state = 'queued' \
              RETURNING {TASK_COLS}"
         );

@@ -1,12 +1,12 @@
 //! A broken worker (`WORKER_ERROR`), infrastructure gone (`INFRA_ERROR`) or a worker that
 //! stopped heartbeating (`LEASE_EXPIRED`): the task goes back to the queue without using an
-//! attempt, a bounded number of times for all together; an unhealthy worker claims nothing and
-//! stays unhealthy.
+//! attempt, a bounded number of times for all together, and to another worker first; an
+//! unhealthy worker claims nothing and stays unhealthy.
 
-use agentpool_core::protocol::FailOutcome;
+use agentpool_core::protocol::{FailOutcome, WaitReason};
 use agentpool_core::task::MAX_WORKER_RELEASES;
 use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
-use agentpool_store::Failure;
+use agentpool_store::{Failure, GIVEN_BACK_GRACE};
 
 use crate::both;
 use crate::harness::{Harness, TTL, cmd, failure};
@@ -14,8 +14,79 @@ use crate::harness::{Harness, TTL, cmd, failure};
 both!(
     worker_errors_release_the_task_without_using_attempts,
     infrastructure_failures_share_the_bound_of_free_releases,
+    a_task_given_back_goes_to_another_worker_first,
+    a_worker_that_restarted_takes_back_at_once_what_it_gave_back,
     an_unhealthy_worker_claims_nothing_until_it_registers_again,
 );
+
+/// The worker that gave a task back claims nothing of it until the grace has passed (the
+/// store's clock); another worker claims it at once.
+async fn a_task_given_back_goes_to_another_worker_first(h: Harness) {
+    let a = h.worker("a", &["command"], &[]).await;
+    let b = h.worker("b", &["command"], &[]).await;
+    let id = h.submit(cmd("make")).await;
+    let other = h.submit(cmd("other")).await;
+    let c = a.claim(1).await.remove(0);
+    assert_eq!(c.task.id, id);
+    a.fail(c.lease, worker_error()).await;
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    let until = h.clock.now() + chrono::Duration::from_std(GIVEN_BACK_GRACE).unwrap();
+    match &d.waiting[..] {
+        [WaitReason::GivenBack { worker, until: u }] => {
+            assert_eq!(worker, "a");
+            assert!((*u - until).num_milliseconds().abs() < 1000, "{u} vs {until}");
+        }
+        other => panic!("expected given back by a: {other:?}"),
+    }
+    // Worker a passes over it (and takes the next task); b takes it, with no reason left.
+    let next = a.claim(2).await;
+    assert_eq!(next.iter().map(|c| c.task.id).collect::<Vec<_>>(), [other]);
+    let c = b.claim(1).await.remove(0);
+    assert_eq!((c.task.id, c.attempt), (id, 1));
+    // b lets its lease expire: now b is passed over and a takes it.
+    a.complete(next[0].lease).await;
+    h.clock.advance(TTL + std::time::Duration::from_secs(1));
+    h.store.requeue_expired().await.unwrap();
+    assert!(b.claim(1).await.is_empty(), "b let it expire");
+    let c = a.claim(1).await.remove(0);
+    assert_eq!(c.task.id, id);
+    // With no other worker, the one that gave it back takes it again after the grace.
+    a.fail(c.lease, worker_error()).await;
+    assert!(a.claim(1).await.is_empty());
+    h.clock.advance(GIVEN_BACK_GRACE);
+    let c = a.claim(1).await.remove(0);
+    assert_eq!(c.task.id, id);
+    // A retry for the task's own reasons (an agent's failure) goes to anyone at once.
+    let out = a
+        .fail(c.lease, failure(ErrorClass::AgentError, "tests failed"))
+        .await;
+    let FailOutcome::Retrying { run_after, .. } = out else {
+        panic!("{out:?}");
+    };
+    h.clock
+        .advance((run_after - h.clock.now()).to_std().unwrap_or_default());
+    assert_eq!(a.claim(1).await.len(), 1, "not given back: no grace");
+}
+
+/// A worker that registers afresh (it restarted) has nothing of its earlier trouble: the tasks
+/// it held are given back and it may take them at once.
+async fn a_worker_that_restarted_takes_back_at_once_what_it_gave_back(h: Harness) {
+    let a = h.worker("a", &["command"], &[]).await;
+    let id = h.submit(cmd("make")).await;
+    a.claim(1).await.remove(0);
+    h.clock.advance(TTL + std::time::Duration::from_secs(1));
+    h.store.requeue_expired().await.unwrap();
+    assert!(a.claim(1).await.is_empty(), "its lease expired");
+    let restarted = agentpool_core::worker::WorkerRegistration {
+        fresh_start: true,
+        ..agentpool_testkit::worker::registration(Some(a.id.clone()), &["command"], 4)
+    };
+    h.store.register_worker(restarted).await.unwrap();
+    let c = a.claim(1).await.remove(0);
+    assert_eq!(c.task.id, id);
+    let d = h.store.get_task(id).await.unwrap().unwrap();
+    assert!(d.waiting.is_empty());
+}
 
 fn worker_error() -> Failure {
     failure(
@@ -48,6 +119,8 @@ async fn worker_errors_release_the_task_without_using_attempts(h: Harness) {
         assert_eq!(t.state, TaskState::Queued);
         assert_eq!(t.attempts, 0);
         assert!(t.run_after <= h.clock.now(), "released at once");
+        // (The only worker is the one that gave it back: it waits out the grace.)
+        h.clock.advance(GIVEN_BACK_GRACE);
     }
     // Past the bound it counts like any retryable failure: attempt 1 of 2 used.
     let c = w.claim(1).await.remove(0);
@@ -79,6 +152,7 @@ async fn infrastructure_failures_share_the_bound_of_free_releases(h: Harness) {
         let t = h.store.get_task(id).await.unwrap().unwrap().task;
         assert_eq!((t.state, t.attempts), (TaskState::Queued, 0));
         assert!(t.run_after <= h.clock.now(), "released at once");
+        h.clock.advance(GIVEN_BACK_GRACE);
     }
     // A worker that stopped heartbeating (it died, or lost its node) is the third.
     let c = w.claim(1).await.remove(0);
@@ -88,6 +162,7 @@ async fn infrastructure_failures_share_the_bound_of_free_releases(h: Harness) {
     let t = h.store.get_task(id).await.unwrap().unwrap().task;
     assert_eq!((t.state, t.attempts), (TaskState::Queued, 0));
     assert!(t.run_after <= h.clock.now(), "released at once");
+    h.clock.advance(GIVEN_BACK_GRACE);
     // The bound is shared: the next one counts, and waits out the backoff.
     let c = w.claim(1).await.remove(0);
     w.fail(c.lease, infra()).await;
