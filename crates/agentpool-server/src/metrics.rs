@@ -1,6 +1,6 @@
 //! Prometheus metrics. Each server owns its registry (no global recorder), so several servers
-//! can run in one process — the tests do. Gauges of tasks and workers are read from the store
-//! at scrape time, so every replica reports the same, true numbers.
+//! can run in one process — the tests do. Gauges of tasks, workers and token expiry are read
+//! from the store at scrape time, so every replica reports the same, true numbers.
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ pub struct Metrics {
     registry: Registry,
     tasks: IntGaugeVec,
     workers: IntGaugeVec,
+    token_expiry: IntGaugeVec,
     claimed: IntCounterVec,
     handed_over: IntCounter,
     schedule_runs: IntCounterVec,
@@ -55,6 +56,17 @@ impl Metrics {
         let workers = registered(
             &registry,
             IntGaugeVec::new(Opts::new("agentpool_workers", "Workers by status"), &["status"]),
+        );
+        let token_expiry = registered(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "agentpool_token_expires_in_seconds",
+                    "Seconds until each valid (not revoked) token with an expiry expires; negative \
+                     once it has",
+                ),
+                &["name", "role"],
+            ),
         );
         let claimed = registered(
             &registry,
@@ -174,6 +186,7 @@ impl Metrics {
             registry,
             tasks,
             workers,
+            token_expiry,
             claimed,
             handed_over,
             schedule_runs,
@@ -275,6 +288,18 @@ impl Metrics {
                 self.tasks
                     .with_label_values(&[s.as_str()])
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        if let Ok(tokens) = store.list_tokens().await {
+            // Revoked tokens drop out: the gauge is rebuilt from the table at each scrape.
+            self.token_expiry.reset();
+            let now = store.time();
+            for t in tokens.iter().filter(|t| !t.revoked) {
+                if let Some(at) = t.expires_at {
+                    self.token_expiry
+                        .with_label_values(&[t.name.as_str(), t.role.as_str()])
+                        .set((at - now).num_seconds());
+                }
             }
         }
         if let Ok(workers) = store.list_workers().await {

@@ -16,6 +16,7 @@ mod overview;
 mod projects;
 mod task;
 mod tasks;
+mod tokens;
 mod workers;
 
 use std::sync::Arc;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{name}/run", post(projects::run))
         .route("/schedules/{name}/pause", post(projects::pause))
         .route("/schedules/{name}/resume", post(projects::resume))
+        .route("/tokens/{id}/revoke", post(tokens::revoke))
         .route("/live/overview", get(live::overview))
         .route("/live/tasks", get(live::tasks))
         .route("/live/workers", get(live::workers))

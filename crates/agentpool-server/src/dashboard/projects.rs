@@ -76,6 +76,10 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         h.push_str(r#"<p class="hint">Credential names are shown to admins.</p>"#);
     }
     h.push_str("</section>");
+    if session.is_admin() {
+        let tokens: Vec<_> = store.list_tokens().await?.into_iter().map(Into::into).collect();
+        super::tokens::section(&mut h, &tokens, store.time(), &session);
+    }
     Ok((
         super::html_headers(),
         html::page("Projects", Nav::Projects, Some(&session), None, &h),

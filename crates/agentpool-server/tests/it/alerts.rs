@@ -20,5 +20,26 @@ async fn the_server_s_alerting_rules_select_series_it_exports() {
     fail(&wrk, &w.id, &claimed, ErrorClass::AuthFailed, "invalid api key")
         .await
         .expect("fail");
-    alerts::assert_group_fits("agentpool", &scrape(&app.base).await);
+    // A token that expires: its series exists while it is valid.
+    let expiring = agentpool_core::protocol::TokenCreate {
+        expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
+        ..agentpool_core::protocol::TokenCreate::new("ci-3d", "worker")
+    };
+    app.admin().create_token(&expiring).await.expect("token");
+    let text = scrape(&app.base).await;
+    let series = text
+        .lines()
+        .find(|l| l.starts_with("agentpool_token_expires_in_seconds{"))
+        .expect("the token's series");
+    assert!(
+        series.contains(r#"name="ci-3d""#) && series.contains(r#"role="worker""#),
+        "{series}"
+    );
+    let secs: i64 = series
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a value");
+    assert!((3 * 86400 - 120..=3 * 86400).contains(&secs), "{series}");
+    alerts::assert_group_fits("agentpool", &text);
 }

@@ -110,15 +110,17 @@ macro_rules! store_impl {
                 };
                 // Nothing holds it back but the workers: say so when none could run it at all
                 // (a mistyped agent, a label no worker carries), not only that none is free.
-                if d.waiting == [$crate::WaitReason::NoWorker] {
+                if let Some(last) = d.waiting.last_mut()
+                    && *last == $crate::WaitReason::NoWorker
+                {
                     let shape = $crate::Shape::of(&d.task.spec);
                     let (can, unhealthy) = registry::workers_that_can_run(&self.$r, &shape).await?;
                     if !can {
-                        d.waiting = vec![$crate::WaitReason::NoWorkerCanRun {
+                        *last = $crate::WaitReason::NoWorkerCanRun {
                             agent: shape.agent,
                             labels: shape.labels,
                             unhealthy,
-                        }];
+                        };
                     }
                 }
                 Ok(Some(d))

@@ -510,7 +510,8 @@ macro_rules! task_queries {
                     }
                 }
             }
-            if out.is_empty() {
+            // Given back, it still waits for a worker: say which kind, as for any other.
+            if out.iter().all(|w| matches!(w, WaitReason::GivenBack { .. })) {
                 out.push(WaitReason::NoWorker);
             }
             Ok(out)

@@ -1,9 +1,10 @@
 //! The task page's attempts: one the worker handed back (it could not start git) reads "given
-//! back", not "failed", beside the attempt of the same number that then succeeded.
+//! back", not "failed", beside the attempt of the same number that then succeeded (on another
+//! worker, which gets a task given back first).
 
 use std::time::Duration;
 
-use agentpool_core::{ErrorClass, TaskResult};
+use agentpool_core::{ErrorClass, TaskResult, Worker};
 use agentpool_store::{ClaimFilter, Failure};
 use agentpool_testkit::db::Backend;
 
@@ -19,15 +20,21 @@ async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
     };
     let id = enqueue_true(app.store.as_ref()).await;
     let w = register(app.store.as_ref(), "w-1").await;
-    let claim = || async {
-        let filter = ClaimFilter {
-            worker_id: w.id.clone(),
-            agents: vec!["command".into()],
-            labels: Default::default(),
-            max: 1,
-            lease_ttl: Duration::from_secs(60),
-        };
-        app.store.claim(&filter).await.expect("claim").remove(0).lease
+    // The task given back goes to another worker first.
+    let w2 = register(app.store.as_ref(), "w-2").await;
+    let store = app.store.clone();
+    let claim = |w: &Worker| {
+        let (worker_id, store) = (w.id.clone(), store.clone());
+        async move {
+            let filter = ClaimFilter {
+                worker_id,
+                agents: vec!["command".into()],
+                labels: Default::default(),
+                max: 1,
+                lease_ttl: Duration::from_secs(60),
+            };
+            store.claim(&filter).await.expect("claim").remove(0).lease
+        }
     };
     let failure = Failure {
         class: ErrorClass::WorkerError,
@@ -35,7 +42,10 @@ async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
         retry_after: None,
         result: None,
     };
-    app.store.fail(&w.id, claim().await, failure).await.expect("fail");
+    app.store
+        .fail(&w.id, claim(&w).await, failure)
+        .await
+        .expect("fail");
     let cookie = session(&app.tokens.admin);
     let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
     assert!(
@@ -44,7 +54,7 @@ async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
         page.text
     );
     app.store
-        .complete(&w.id, claim().await, TaskResult::default())
+        .complete(&w2.id, claim(&w2).await, TaskResult::default())
         .await
         .expect("complete");
     let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;

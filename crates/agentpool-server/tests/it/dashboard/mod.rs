@@ -20,6 +20,7 @@ mod lists;
 mod notifications;
 mod project_tokens;
 mod schedules;
+mod tokens;
 use crate::support::{RouterApp, no_auth_config, router_app};
 
 both_backends!(
