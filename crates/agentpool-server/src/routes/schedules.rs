@@ -13,7 +13,7 @@ use super::params::SchedulePath;
 use crate::auth::{Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::tasks::{prepare_spec, within_reach};
+use crate::routes::tasks::{prepare_spec, reach_before_prepare, within_reach};
 use crate::schedules::{found, run_now, set_paused};
 use crate::state::AppState;
 
@@ -74,6 +74,7 @@ pub async fn put(
     if let Err(e) = spec.validate() {
         errs.extend(e);
     }
+    reach_before_prepare(&state, &by, &spec.task).await?;
     // The task is checked now as it will be at each run, so a mistake is found when the
     // schedule is set, not at 3 in the morning. Its stored form stays as given: the project's
     // defaults are applied at each run.
@@ -89,8 +90,14 @@ pub async fn put(
     }
     if by.projects.is_some() {
         // A project token sets schedules of its projects only, and replaces only those.
-        if let Some(old) = state.store().get_schedule(&name).await? {
-            by.may_use(old.spec.task.project.as_deref())?;
+        if let Some(old) = state.store().get_schedule(&name).await?
+            && !by.reaches(old.spec.task.project.as_deref())
+        {
+            // Names are one namespace: say it is taken, not whose it is.
+            return Err(ApiError::forbidden(format!(
+                "schedule {name} is another project's; token {} may not replace it",
+                by.name
+            )));
         }
         if let Some(task) = &task {
             within_reach(&state, &by, task).await?;

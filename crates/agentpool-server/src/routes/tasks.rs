@@ -83,9 +83,17 @@ pub(crate) async fn prepare_spec(
     Ok(spec)
 }
 
-/// A project token may follow up only a task it reaches (404 otherwise, as for the task
-/// itself). Checked before the spec is prepared, which copies the earlier task's project.
-pub(crate) async fn follows_reached(state: &AppState, by: &Caller, spec: &TaskSpec) -> ApiResult<()> {
+/// What a project token is refused before its spec is prepared, so that the refusal is all it
+/// learns (preparing looks into the project, and a follow-up copies the earlier task's): a
+/// project it does not reach (403), a follow-up of a task it does not reach (404, as for the
+/// task itself).
+pub(crate) async fn reach_before_prepare(state: &AppState, by: &Caller, spec: &TaskSpec) -> ApiResult<()> {
+    if by.projects.is_none() {
+        return Ok(());
+    }
+    if spec.project.is_some() {
+        by.may_use(spec.project.as_deref())?;
+    }
     match spec.follow_up_of {
         Some(earlier) => reach(state, by, earlier).await,
         None => Ok(()),
@@ -233,7 +241,7 @@ pub async fn submit(
             ));
         }
         for spec in &batch.tasks {
-            follows_reached(&state, &by, spec).await?;
+            reach_before_prepare(&state, &by, spec).await?;
         }
         let mut specs = Vec::with_capacity(batch.tasks.len());
         let mut errs = Vec::new();
@@ -261,7 +269,7 @@ pub async fn submit(
 /// Validate, enqueue and announce one task: 201 when created, 200 when its idempotency key
 /// matched an earlier task. Shared by `POST /v1/tasks` and project builds.
 pub(crate) async fn submit_one(state: &AppState, by: &Caller, spec: TaskSpec) -> ApiResult<Response> {
-    follows_reached(state, by, &spec).await?;
+    reach_before_prepare(state, by, &spec).await?;
     let spec = prepare_spec(state, spec, "")
         .await
         .map_err(ApiError::validation)?;

@@ -45,6 +45,7 @@ async fn two_projects(app: &TestApp) -> (Client, String) {
                 name: name.into(),
                 repo: format!("https://example.com/{name}.git"),
                 credentials: vec![credential.into()],
+                allowed_agents: vec!["codex".into()],
                 ..ProjectSpec::default()
             })
             .await
@@ -237,6 +238,17 @@ async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Bac
         forbidden(e),
         "token web-ci is limited to projects web; it may not use project api"
     );
+    // Refused before the task is checked against the project: nothing of api's set-up (its
+    // allowed agents) is told.
+    let agent_task = TaskSpec {
+        kind: agentpool_core::TaskKind::Agent,
+        agent: Some("claude-code".into()),
+        prompt: Some("fix it".into()),
+        command: None,
+        ..in_project("api", "")
+    };
+    let e = web_ci.submit(&agent_task).await.unwrap_err();
+    assert!(!forbidden(e).contains("codex"));
     let e = web_ci
         .submit(&TaskSpec::command("https://example.com/x.git", "true"))
         .await

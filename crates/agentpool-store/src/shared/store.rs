@@ -63,7 +63,12 @@ macro_rules! store_impl {
                 loop {
                     let mut tx = self.begin().await?;
                     let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, of_worker).await?;
-                    let count = u32::try_from(n).unwrap_or(u32::MAX);
+                    let mut count = u32::try_from(n).unwrap_or(u32::MAX);
+                    if of_worker.is_none() {
+                        // As for a task given back (see `fail`): the worker that let a lease
+                        // expire passes the task over, so its own waiter's wake-up is not one.
+                        count = count.saturating_mul(2);
+                    }
                     if wake {
                         self.announce(&mut *tx, count).await?;
                     }
@@ -207,12 +212,19 @@ macro_rules! store_impl {
                 let now = self.now();
                 let mut tx = self.begin().await?;
                 let f = tasks::fail(&mut tx, worker, lease, &failure, &self.config.retry, now).await?;
+                // A task given back is passed over by its worker's claims: should that worker's
+                // own waiter be the one woken, a second wake-up reaches another.
+                let wakes = if matches!(f.ending, Ending::Requeue { refund: true, .. }) {
+                    2
+                } else {
+                    1
+                };
                 if f.wake {
-                    self.announce(&mut *tx, 1).await?;
+                    self.announce(&mut *tx, wakes).await?;
                 }
                 tx.commit().await?;
                 if f.wake {
-                    self.signal.notify();
+                    self.signal.notify_n(&Scope::Any, wakes);
                 }
                 Ok(match f.ending {
                     Ending::Requeue { delay, refund } => {

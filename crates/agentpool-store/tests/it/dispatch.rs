@@ -4,14 +4,15 @@
 
 use std::time::Duration;
 
-use agentpool_core::{TaskId, TaskResult, TaskSpec};
+use agentpool_core::{ErrorClass, TaskId, TaskResult, TaskSpec};
 use agentpool_store::Wake;
 
 use crate::both;
-use crate::harness::{Harness, Worker, cmd, labels};
+use crate::harness::{Harness, Worker, cmd, failure, labels};
 
 both!(
     a_task_wakes_one_waiter_not_all,
+    a_task_given_back_wakes_another_worker_though_its_own_waits_longest,
     no_wake_up_is_lost_when_polls_start_and_end_during_submits,
 );
 
@@ -59,6 +60,58 @@ async fn a_task_wakes_one_waiter_not_all(h: Harness) {
         assert!(!j.is_finished(), "a second waiter woke for the same task");
         j.abort();
     }
+}
+
+/// The worker that gives a task back passes it over in its claims, so a wake-up that reached
+/// only its own waiter (the longest waiting of the class) would leave the task to wait out the
+/// grace: the give-back wakes a second waiter, and the other worker takes it at once.
+async fn a_task_given_back_wakes_another_worker_though_its_own_waits_longest(h: Harness) {
+    let a = h.worker("a", &["command"], &[]).await;
+    let b = h.worker("b", &["command"], &[]).await;
+    let id = h.submit(cmd("make")).await;
+    let held = a.claim(1).await.remove(0);
+    let park = |w: Worker| {
+        let mut waiter = w.store.claim_waiter(&w.filter(1));
+        async move {
+            assert!(w.claim(1).await.is_empty());
+            let wake = waiter.wait(LONG).await;
+            let got = match wake {
+                Wake::Claim => w.claim(1).await,
+                Wake::Handed(got) => got,
+                Wake::TimedOut => Vec::new(),
+            };
+            waiter.finish(false);
+            got
+        }
+    };
+    let a_again = Worker {
+        id: a.id.clone(),
+        agents: a.agents.clone(),
+        labels: a.labels.clone(),
+        store: a.store.clone(),
+    };
+    let a_waits = tokio::spawn(park(a_again));
+    // a's waiter is the class's longest waiting: b's starts after it is parked.
+    while h.store.parked_claimers() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let b_waits = tokio::spawn(park(b));
+    while h.store.parked_claimers() < 2 {
+        tokio::task::yield_now().await;
+    }
+    a.fail(held.lease, failure(ErrorClass::WorkerError, "disk full"))
+        .await;
+    // Before the grace ends (when a timer wakes the class again): b was woken by the give-back.
+    let got = tokio::time::timeout(agentpool_store::GIVEN_BACK_GRACE / 3, b_waits)
+        .await
+        .expect("b was woken at once")
+        .unwrap();
+    assert_eq!(crate::harness::ids(&got), vec![id]);
+    let got = tokio::time::timeout(DEADLINE, a_waits)
+        .await
+        .expect("a was woken")
+        .unwrap();
+    assert!(got.is_empty(), "a passed over what it gave back");
 }
 
 /// A kind of worker: its agents and labels.
