@@ -1,87 +1,15 @@
-//! Operating a pool through the binary: tokens managed over the API with an admin token, the
-//! lease and heartbeat flags of `serve` and `worker`, and a worker killed and restarted under
-//! its id, whose previous attempt is released at once; a follower that outlives a restart of
-//! the server.
+//! Operating a pool through the binary: the lease and heartbeat flags of `serve` and `worker`,
+//! and a worker killed and restarted under its id, whose previous attempt is released at once;
+//! a follower that outlives a restart of the server.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, assert_exit, json, stderr, stdout, submit_args};
+use crate::{Env, Up, assert_exit, json, stdout, submit_args};
 
 fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
-}
-
-#[test]
-fn tokens_are_managed_over_the_api_of_the_server_given() {
-    let env = Env::new();
-    let db = sqlite_db(&env);
-    let admin = env.create_token(&db, "root", "admin");
-    let mut serve = env.cmd();
-    serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
-    let server = Up::spawn(serve);
-    let api = |token: &str, args: &[&str]| {
-        env.cmd()
-            .args(["--server", &server.url, "--token", token])
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let o = api(
-        &admin,
-        &[
-            "tokens",
-            "create",
-            "ci",
-            "--role",
-            "submitter",
-            "--output",
-            "json",
-        ],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let submitter = created["token"].as_str().unwrap().to_string();
-    // The server knows the new token: it authenticates.
-    let o = api(&submitter, &["tasks", "list", "--output", "json"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    // Nothing went to a local database.
-    assert!(!env.data_dir().join("agentpool.db").exists());
-    let o = api(&admin, &["tokens", "list", "--output", "json"]);
-    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
-    assert!(
-        !listed.to_string().contains(&submitter),
-        "values are never listed"
-    );
-    // Only an admin manages tokens.
-    let o = api(&submitter, &["tokens", "create", "x", "--role", "admin"]);
-    assert_ne!(o.status.code(), Some(0));
-    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
-    let id = created["id"].as_str().unwrap();
-    // A name in use is refused while its token is valid (the log names tokens), and free again
-    // once it is revoked.
-    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter"]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(
-        stderr(&o).trim(),
-        format!("agentpool: a token named ci already exists ({id}); revoke it first or choose another name")
-    );
-    let o = api(&admin, &["tokens", "revoke", id]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = api(&submitter, &["tasks", "list"]);
-        if o.status.code() != Some(0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "a revoked token keeps working");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    drop(server);
 }
 
 fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {

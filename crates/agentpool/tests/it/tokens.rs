@@ -1,13 +1,99 @@
-//! `agentpool tokens` with limits: a token limited to a project and expiring, created on the
-//! database and over the API, refused by flag, listed with its limits, and what the limited
-//! token may then do through the CLI.
+//! `agentpool tokens` through the binary: managed over the API of the server given with an
+//! admin token; a token limited to a project and expiring, created on the database and over
+//! the API, refused by flag, listed with its limits, and what the limited token may then do.
+
+use std::process::Output;
+use std::time::{Duration, Instant};
 
 use crate::{Env, Up, stderr, stdout};
+
+fn sqlite_db(env: &Env) -> String {
+    format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
+}
+
+/// `agentpool serve` (with auth) on the database `db`.
+fn serve(env: &Env, db: &str) -> Up {
+    let mut serve = env.cmd();
+    serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db]);
+    Up::spawn(serve)
+}
+
+/// `agentpool ARGS` on `server` with `token`.
+fn on(env: &Env, server: &Up, token: &str, args: &[&str]) -> Output {
+    env.cmd()
+        .args(["--server", &server.url, "--token", token])
+        .args(args)
+        .output()
+        .expect("run agentpool")
+}
+
+#[test]
+fn tokens_are_managed_over_the_api_of_the_server_given() {
+    let env = Env::new();
+    let db = sqlite_db(&env);
+    let admin = env.create_token(&db, "root", "admin");
+    let server = serve(&env, &db);
+    let api = |token: &str, args: &[&str]| on(&env, &server, token, args);
+    let o = api(
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "ci",
+            "--role",
+            "submitter",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let submitter = created["token"].as_str().unwrap().to_string();
+    // The server knows the new token: it authenticates.
+    let o = api(&submitter, &["tasks", "list", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Nothing went to a local database.
+    assert!(!env.data_dir().join("agentpool.db").exists());
+    let o = api(&admin, &["tokens", "list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(
+        !listed.to_string().contains(&submitter),
+        "values are never listed"
+    );
+    // Only an admin manages tokens.
+    let o = api(&submitter, &["tokens", "create", "x", "--role", "admin"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let id = created["id"].as_str().unwrap();
+    // A name in use is refused while its token is valid (the log names tokens), and free again
+    // once it is revoked.
+    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim(),
+        format!("agentpool: a token named ci already exists ({id}); revoke it first or choose another name")
+    );
+    let o = api(&admin, &["tokens", "revoke", id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = api(&admin, &["tokens", "create", "ci", "--role", "submitter"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = api(&submitter, &["tasks", "list"]);
+        if o.status.code() != Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a revoked token keeps working");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(server);
+}
 
 #[test]
 fn a_token_limited_to_a_project_is_created_listed_and_kept_to_it() {
     let env = Env::new();
-    let db = format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display());
+    let db = sqlite_db(&env);
     let admin = env.create_token(&db, "root", "admin");
     // On the database: a project that does not exist is refused by flag, as a usage error.
     let o = env.run(&[
@@ -25,16 +111,8 @@ fn a_token_limited_to_a_project_is_created_listed_and_kept_to_it() {
         "agentpool: token refused: --project: no project named web"
     );
 
-    let mut serve = env.cmd();
-    serve.args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db]);
-    let server = Up::spawn(serve);
-    let api = |token: &str, args: &[&str]| {
-        env.cmd()
-            .args(["--server", &server.url, "--token", token])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let server = serve(&env, &db);
+    let api = |token: &str, args: &[&str]| on(&env, &server, token, args);
     for name in ["web", "api"] {
         let repo = format!("https://example.com/{name}.git");
         let o = api(&admin, &["projects", "put", name, "--repo", &repo]);
