@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use agentpool_core::protocol::TokenCreate;
 use agentpool_core::{ErrorClass, EventPayload, LeaseToken, Lifecycle, TaskId, TaskState};
 use agentpool_kube::job_name;
 use agentpool_testkit::process::{PidFile, alive};
@@ -198,11 +197,7 @@ async fn a_canceled_task_has_its_job_deleted_and_its_processes_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_whose_token_is_revoked_stops_its_task_and_says_why() {
     let Some(h) = Harness::start().await else { return };
-    let pods = h
-        .client
-        .create_token(&TokenCreate::new("pods", "worker"))
-        .await
-        .unwrap();
+    let pods = h.new_worker_token("pods").await;
     super::put_secret(&h.fake, "pod-token", "token", &pods.token);
     let mut cfg = h.launcher_config("launcher-a", 1);
     cfg.template.token_secret = SecretKeyRef {

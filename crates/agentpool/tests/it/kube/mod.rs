@@ -59,6 +59,12 @@ impl RunningLauncher {
 }
 
 impl Harness {
+    /// A new worker token named `name` (for a pod's Secret).
+    pub async fn new_worker_token(&self, name: &str) -> agentpool_core::protocol::CreatedToken {
+        let req = agentpool_core::protocol::TokenCreate::new(name, "worker");
+        self.client.create_token(&req).await.expect("create token")
+    }
+
     /// `None` only when PostgreSQL is not configured and services are not required.
     pub async fn start() -> Option<Self> {
         Self::start_with(false).await

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use agentpool_core::protocol::TokenCreate;
 use agentpool_core::{ErrorClass, TaskState, WorkerId, WorkerStatus};
 use agentpool_kube::SecretKeyRef;
 
@@ -14,11 +13,7 @@ use super::Harness;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_launcher_whose_pod_token_is_mended_claims_again_after_a_check_job() {
     let Some(h) = Harness::start().await else { return };
-    let revoked = h
-        .client
-        .create_token(&TokenCreate::new("old-pods", "worker"))
-        .await
-        .unwrap();
+    let revoked = h.new_worker_token("old-pods").await;
     h.client.revoke_token(&revoked.id).await.unwrap();
     super::put_secret(&h.fake, "pod-token", "token", &revoked.token);
     let mut cfg = h.launcher_config("launcher-a", 1);
@@ -57,11 +52,7 @@ async fn a_launcher_whose_pod_token_is_mended_claims_again_after_a_check_job() {
     );
 
     // Mended: the Secret now holds a token the server accepts.
-    let pods = h
-        .client
-        .create_token(&TokenCreate::new("pods", "worker"))
-        .await
-        .unwrap();
+    let pods = h.new_worker_token("pods").await;
     super::put_secret(&h.fake, "pod-token", "token", &pods.token);
     let second = h.submit("true", "k8s/mend-2").await;
     h.wait_for(second, TaskState::Succeeded, 120).await;
