@@ -6,8 +6,8 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::protocol::{
     BatchSubmit, BatchSubmitted, BuildRequest, BulkCancel, BulkCanceled, BulkRetried, BulkRetry,
     CancelRequest, CreateAndBuild, CreatedBuild, CreatedToken, CredentialList, CredentialValue, Enqueued,
-    EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried, TaskDetail, TaskListQuery, TaskPage,
-    TokenCreate, TokenInfo, TokenList, WorkerList,
+    EventPage, ProjectList, QueueStats, QueueStatsQuery, Retried, RotatedToken, TaskDetail, TaskListQuery,
+    TaskPage, TokenCreate, TokenInfo, TokenList, TokenRotate, WorkerList,
 };
 use agentpool_core::{Event, Labels, Project, Task, TaskId, TaskSpec, Worker, WorkerId};
 use futures::Stream;
@@ -211,6 +211,13 @@ impl Client {
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
         let l: TokenList = self.get("/v1/tokens").await?;
         Ok(l.tokens)
+    }
+
+    /// Rotate a token (admin): its successor, with its value shown this once, and when the
+    /// token rotated stops working.
+    pub async fn rotate_token(&self, id: &str, req: &TokenRotate) -> Result<RotatedToken> {
+        self.call(Method::POST, &format!("/v1/tokens/{id}/rotate"), req)
+            .await
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {

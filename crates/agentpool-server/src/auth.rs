@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agentpool_core::protocol::TokenRotate;
 use agentpool_core::{Timestamp, ValidationError};
 use agentpool_store::{Store, StoreError, TokenRecord};
 use base64::Engine;
@@ -180,6 +181,40 @@ pub async fn create_unique_token(
         )));
     }
     create_limited_token(store, role, name, limits).await
+}
+
+/// Rotate `old` (valid, checked by the caller): create its successor — the same name, role and
+/// projects, and as long a life as `old` had, counted from now — then make `old` stop working
+/// `grace` from now (or when it would have, if sooner). The successor is created first: should
+/// the second write fail, both work and the rotation can be asked again.
+pub async fn rotate_token(
+    store: &dyn Store,
+    old: &TokenRecord,
+    grace: Duration,
+) -> Result<(NewToken, Timestamp), StoreError> {
+    let role = old
+        .role
+        .parse::<Role>()
+        .map_err(|e| StoreError::Conflict(format!("token {} cannot be rotated: {e}", old.id)))?;
+    let now = store.time();
+    // As long a life from now; past the calendar's end (a far expiry given), the same one.
+    let expires_at = old
+        .expires_at
+        .map(|at| now.checked_add_signed(at - old.created_at).unwrap_or(at));
+    let limits = TokenLimits {
+        projects: old.projects.clone(),
+        expires_at,
+    };
+    // The same name on purpose: the successor is the same caller, and the server's log names it.
+    let successor = create_limited_token(store, role, &old.name, limits).await?;
+    let grace = grace.min(Duration::from_secs(TokenRotate::MAX_GRACE_SECS));
+    let end_of_grace = chrono::Duration::from_std(grace)
+        .ok()
+        .and_then(|g| now.checked_add_signed(g))
+        .unwrap_or(now);
+    let until = old.expires_at.map_or(end_of_grace, |at| at.min(end_of_grace));
+    store.expire_token(&old.id, until).await?;
+    Ok((successor, until))
 }
 
 /// Cache of token hash → caller. A revoked token stops working within [`Authenticator::CACHE_TTL`].

@@ -513,6 +513,8 @@ pub trait Store:
     async fn delete_profile(&self, name: &str) -> Result<()>;
     async fn create_token(&self, token: TokenRecord) -> Result<()>;
     async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Make a token stop working at `at`, unless it stops earlier already.
+    async fn expire_token(&self, id: &str, at: Timestamp) -> Result<()>;
     /// Note that a token was used `at`, unless a use since `since` is noted already.
     async fn touch_token(&self, id: &str, at: Timestamp, since: Timestamp) -> Result<()>;
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;

@@ -22,7 +22,7 @@ pub use tasks::{
     BatchSubmit, BatchSubmitted, CancelRequest, Enqueued, EventPage, EventsQuery, MAX_CANCEL_REASON_CHARS,
     Retried, TaskDetail, TaskListQuery, TaskPage, WaitReason,
 };
-pub use tokens::{CreatedToken, TokenCreate, TokenInfo, TokenList};
+pub use tokens::{CreatedToken, RotatedToken, TokenCreate, TokenInfo, TokenList, TokenRotate};
 pub use worker::{
     AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
     CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,

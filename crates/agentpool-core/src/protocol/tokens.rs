@@ -1,6 +1,6 @@
 //! Token management over the API (`/v1/tokens`, admin role): create (the value is in the
-//! answer, once; optionally limited to projects and with an expiry), list and revoke. Values
-//! are never listed.
+//! answer, once; optionally limited to projects and with an expiry), list, rotate and revoke.
+//! Values are never listed.
 
 use serde::{Deserialize, Serialize};
 
@@ -92,6 +92,37 @@ impl std::fmt::Debug for CreatedToken {
             .field("token", &"<redacted>")
             .finish()
     }
+}
+
+/// `POST /v1/tokens/{id}/rotate` (the body is optional): the token's successor is created and
+/// the token keeps working for `grace_secs` more, so its users can move to the successor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenRotate {
+    /// How long the token rotated keeps working, in seconds: 0 to 2,592,000 (30 days); one
+    /// hour when absent. Never longer than it would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2_592_000))]
+    pub grace_secs: Option<u64>,
+}
+
+impl TokenRotate {
+    /// The grace when none is given.
+    pub const DEFAULT_GRACE_SECS: u64 = 3600;
+    /// The longest grace.
+    pub const MAX_GRACE_SECS: u64 = 30 * 86_400;
+}
+
+/// The answer to a rotation: the successor (same name, role and projects; as long a life as
+/// the token had, counted from now), its value shown this once, and when the token rotated
+/// stops working.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RotatedToken {
+    pub successor: CreatedToken,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub previous_expires_at: Timestamp,
 }
 
 /// `GET /v1/tokens`.

@@ -86,6 +86,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(github::webhook))
         .routes(routes!(tokens::create, tokens::list))
         .routes(routes!(tokens::revoke))
+        .routes(routes!(tokens::rotate))
 }
 
 /// The OpenAPI document as JSON, built once; `GET /v1/openapi.json` serves it.

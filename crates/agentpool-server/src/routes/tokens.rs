@@ -1,9 +1,10 @@
 //! Token management for admins over the API: create (the value is answered once), list
-//! (never values) and revoke. A revoked token stops working within the auth cache's lifetime.
+//! (never values), rotate (a successor, and the token kept for a grace) and revoke. A revoked
+//! token stops working within the auth cache's lifetime.
 
 use super::params::TokenPath;
 use agentpool_core::ValidationError;
-use agentpool_core::protocol::{CreatedToken, TokenCreate, TokenInfo, TokenList};
+use agentpool_core::protocol::{CreatedToken, RotatedToken, TokenCreate, TokenInfo, TokenList, TokenRotate};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::auth::{Admins, Authorized, Role, TokenLimits};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, OptionalJson};
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -98,4 +99,58 @@ pub async fn revoke(
     state.store().revoke_token(&id).await?;
     tracing::info!(token = %id, %by, "token revoked");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotate a token: its successor is created (same name, role and projects; as long a life as
+/// it had, from now) and answered with its value, shown this once; the token keeps working for
+/// the grace (an hour unless given), so its users can move over.
+#[utoipa::path(
+    post, path = "/v1/tokens/{id}/rotate", tag = "tokens",
+    params(TokenPath),
+    request_body(content = Option<TokenRotate>, description = "Optional: how long the token rotated keeps working"),
+    responses((status = 201, description = "The successor created; its value is shown this once", body = RotatedToken),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "The token is revoked or expired: create a new one", body = crate::error::ErrorBody),
+        (status = 422, description = "A grace longer than 30 days", body = crate::error::ErrorBody))
+)]
+pub async fn rotate(
+    State(state): State<AppState>,
+    Authorized(by, _): Authorized<Admins>,
+    ApiPath(id): ApiPath<String>,
+    OptionalJson(req): OptionalJson<TokenRotate>,
+) -> ApiResult<Response> {
+    let grace = req
+        .unwrap_or_default()
+        .grace_secs
+        .unwrap_or(TokenRotate::DEFAULT_GRACE_SECS);
+    if grace > TokenRotate::MAX_GRACE_SECS {
+        return Err(ApiError::invalid_field("grace_secs", "at most 2592000 (30 days)"));
+    }
+    let store = state.store().as_ref();
+    let Some(old) = store.list_tokens().await?.into_iter().find(|t| t.id == id) else {
+        return Err(ApiError::not_found("token", &id));
+    };
+    let now = store.time();
+    if old.revoked || old.expires_at.is_some_and(|at| at <= now) {
+        let what = if old.revoked { "revoked" } else { "expired" };
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("token {} is {what}; create a new one", old.name),
+        ));
+    }
+    let (t, until) = crate::auth::rotate_token(store, &old, std::time::Duration::from_secs(grace)).await?;
+    tracing::info!(token = %old.id, successor = %t.id, name = %old.name, until = %until, %by, "token rotated");
+    let rec = t.record;
+    let body = RotatedToken {
+        successor: CreatedToken {
+            id: t.id,
+            name: rec.name,
+            role: rec.role,
+            projects: rec.projects,
+            expires_at: rec.expires_at,
+            token: t.plaintext,
+        },
+        previous_expires_at: until,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }

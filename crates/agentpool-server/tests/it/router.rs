@@ -139,6 +139,7 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
             admin,
         ),
         ("DELETE", "/v1/tokens/t".into(), None, admin),
+        ("POST", "/v1/tokens/t/rotate".into(), None, admin),
     ]
 }
 

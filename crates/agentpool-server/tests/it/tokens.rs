@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentpool_client::{Client, Error};
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::protocol::{BuildRequest, BulkCancel, TaskListQuery, TokenCreate};
+use agentpool_core::protocol::{BuildRequest, BulkCancel, TaskListQuery, TokenCreate, TokenRotate};
 use agentpool_core::schedule::{Overlap, ScheduleSpec};
 use agentpool_core::{TaskId, TaskSpec};
 use agentpool_testkit::db::Backend;
@@ -20,6 +20,7 @@ both_backends!(
     a_project_token_submits_to_its_projects_as_they_are_set_up,
     a_project_token_reads_its_projects_and_schedules_only,
     an_expired_token_is_refused_saying_so_and_uses_are_noted,
+    a_token_rotated_has_a_successor_and_works_for_its_grace,
 );
 
 /// The status and error code of a refused call.
@@ -412,4 +413,77 @@ async fn an_expired_token_is_refused_saying_so_and_uses_are_noted(backend: Backe
     let listed = admin.list_tokens().await.expect("list");
     let info = listed.iter().find(|i| i.id == t.id).expect("listed");
     assert!(info.expired(app.clock.now()));
+}
+
+async fn a_token_rotated_has_a_successor_and_works_for_its_grace(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (_, _) = two_projects(&app).await;
+    let admin = app.admin();
+    let month = chrono::Duration::days(30);
+    let old = admin
+        .create_token(&TokenCreate {
+            projects: vec!["web".into()],
+            expires_at: Some(app.clock.now() + month),
+            ..TokenCreate::new("ci", "submitter")
+        })
+        .await
+        .expect("token");
+    let with = |token: &str| Client::new(&app.base, Some(token.to_string())).expect("client");
+    let ten_minutes = TokenRotate {
+        grace_secs: Some(600),
+    };
+    let out = admin.rotate_token(&old.id, &ten_minutes).await.expect("rotate");
+    let s = &out.successor;
+    assert_ne!(s.id, old.id);
+    assert_eq!((s.name.as_str(), s.role.as_str()), ("ci", "submitter"));
+    assert_eq!(s.projects, ["web"]);
+    let near =
+        |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| (a - b).num_seconds().abs() < 60;
+    assert!(
+        near(s.expires_at.expect("an expiry"), app.clock.now() + month),
+        "as long a life"
+    );
+    assert!(near(
+        out.previous_expires_at,
+        app.clock.now() + chrono::Duration::minutes(10)
+    ));
+    // Both work during the grace, with the same reach.
+    for t in [&old.token, &s.token] {
+        let listed = with(t).list_projects().await.expect("works");
+        assert_eq!(listed.len(), 1);
+    }
+    // Past it, the old one is expired; the successor goes on.
+    app.clock.advance(Duration::from_secs(601));
+    let e = with(&old.token).list_projects().await.unwrap_err();
+    assert_eq!(refused(e).0, 401);
+    with(&s.token).list_projects().await.expect("the successor works");
+    // An expired, revoked or unknown token is not rotated; a grace past 30 days is refused.
+    let e = admin.rotate_token(&old.id, &ten_minutes).await.unwrap_err();
+    assert_eq!(refused(e), (409, "invalid_transition".into()));
+    admin.revoke_token(&s.id).await.expect("revoke");
+    let e = admin.rotate_token(&s.id, &ten_minutes).await.unwrap_err();
+    assert_eq!(refused(e).0, 409);
+    let e = admin.rotate_token("nope", &ten_minutes).await.unwrap_err();
+    assert_eq!(refused(e).0, 404);
+    let long = TokenRotate {
+        grace_secs: Some(31 * 86_400),
+    };
+    let e = admin.rotate_token(&old.id, &long).await.unwrap_err();
+    assert_eq!(fields(e), ["grace_secs"]);
+    // A token that never expires: its successor neither, and it keeps an hour by default.
+    let forever = admin
+        .create_token(&TokenCreate::new("pool", "worker"))
+        .await
+        .expect("token");
+    let out = admin
+        .rotate_token(&forever.id, &TokenRotate::default())
+        .await
+        .expect("rotate");
+    assert_eq!(out.successor.expires_at, None);
+    assert!(near(
+        out.previous_expires_at,
+        app.clock.now() + chrono::Duration::hours(1)
+    ));
 }

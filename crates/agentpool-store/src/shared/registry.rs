@@ -379,6 +379,19 @@ macro_rules! registry_queries {
             read_all(r, "SELECT * FROM tokens ORDER BY created_at, id", token_row).await
         }
 
+        pub(crate) async fn expire_token(w: &Pool<Db>, id: &str, at: Timestamp) -> Result<()> {
+            let n = sqlx::query(
+                "UPDATE tokens SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 \
+                   THEN $2 ELSE expires_at END WHERE id = $1",
+            )
+            .bind(id)
+            .bind(common::ms(at))
+            .execute(w)
+            .await?
+            .rows_affected();
+            common::found(n, "token", id)
+        }
+
         /// Note a use, unless one was noted since `since` (so busy tokens write once a while).
         pub(crate) async fn touch_token(
             w: &Pool<Db>,

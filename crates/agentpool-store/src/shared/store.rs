@@ -360,6 +360,10 @@ macro_rules! store_impl {
                 registry::list_tokens(&self.$r).await
             }
 
+            async fn expire_token(&self, id: &str, at: agentpool_core::Timestamp) -> Result<()> {
+                registry::expire_token(&self.$w, id, at).await
+            }
+
             async fn touch_token(
                 &self,
                 id: &str,

@@ -233,6 +233,15 @@ pub enum TokensCommand {
     /// List tokens (never their values)
     #[command(alias = "ls")]
     List,
+    /// Rotate a token: print its successor's value (same name, role and projects) and keep the
+    /// old one working for a grace, so its users can move over
+    Rotate {
+        /// The token's id, as `tokens list` shows it
+        id: String,
+        /// How long the old token keeps working (0 to 30d)
+        #[arg(long, value_parser = super::parse::parse_duration_secs, value_name = "DURATION", default_value = "1h")]
+        grace: u64,
+    },
     /// Revoke a token
     Revoke {
         /// The token's id, as `tokens list` shows it

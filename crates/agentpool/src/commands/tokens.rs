@@ -2,7 +2,7 @@
 //! revoke API tokens, over the API or directly on the database.
 
 use agentpool_core::Timestamp;
-use agentpool_core::protocol::{TokenCreate, TokenInfo};
+use agentpool_core::protocol::{RotatedToken, TokenCreate, TokenInfo, TokenRotate};
 use agentpool_server::Role;
 use agentpool_server::auth::TokenLimits;
 use anyhow::Context;
@@ -61,6 +61,7 @@ async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: Backend) -> anyh
             };
             list(settings, &ts)?;
         }
+        TokensCommand::Rotate { id, grace } => rotate(settings, &id, grace, &on).await?,
         TokensCommand::Revoke { id } => {
             match &on {
                 Backend::Server(c) => c.revoke_token(&id).await?,
@@ -203,6 +204,62 @@ fn list(settings: &Settings, ts: &[TokenInfo]) -> anyhow::Result<()> {
         "STATE",
     ];
     out!("{}", output::table(&out, &head, &rows));
+    Ok(())
+}
+
+async fn rotate(settings: &Settings, id: &str, grace: u64, on: &Backend) -> anyhow::Result<()> {
+    if grace > TokenRotate::MAX_GRACE_SECS {
+        return Err(Exit::new(ExitCode::Usage, "--grace: at most 30d").into());
+    }
+    let req = TokenRotate {
+        grace_secs: Some(grace),
+    };
+    let out = match on {
+        Backend::Server(c) => c.rotate_token(id, &req).await?,
+        Backend::Database(store) => {
+            let Some(old) = store.list_tokens().await?.into_iter().find(|t| t.id == id) else {
+                return Err(Exit::new(ExitCode::Failed, format!("token {id} not found")).into());
+            };
+            if old.revoked || old.expires_at.is_some_and(|at| at <= store.time()) {
+                let what = if old.revoked { "revoked" } else { "expired" };
+                let msg = format!("token {} is {what}; create a new one", old.name);
+                return Err(Exit::new(ExitCode::Failed, msg).into());
+            }
+            let grace = std::time::Duration::from_secs(grace);
+            let (t, until) = agentpool_server::auth::rotate_token(store.as_ref(), &old, grace).await?;
+            let rec = t.record;
+            RotatedToken {
+                successor: agentpool_core::protocol::CreatedToken {
+                    id: t.id,
+                    name: rec.name,
+                    role: rec.role,
+                    projects: rec.projects,
+                    expires_at: rec.expires_at,
+                    token: t.plaintext,
+                },
+                previous_expires_at: until,
+            }
+        }
+    };
+    if settings.json() {
+        return print_json(&out);
+    }
+    let s = &out.successor;
+    outln!("{}", s.token);
+    let expires = s
+        .expires_at
+        .map_or_else(String::new, |at| format!(", expires {}", day(at)));
+    eprintln!(
+        "{}",
+        Style::stderr().dim(&format!(
+            "token {} ({}) rotated: its successor {}{expires} is printed above, shown this once; \
+             the old one stops working at {}",
+            id,
+            s.name,
+            s.id,
+            day(out.previous_expires_at)
+        ))
+    );
     Ok(())
 }
 

@@ -208,3 +208,54 @@ fn a_token_limited_to_a_project_is_created_listed_and_kept_to_it() {
     assert_eq!(names, ["web"], "{listed}");
     drop(server);
 }
+
+#[test]
+fn a_token_is_rotated_on_the_database_with_a_grace() {
+    let env = Env::new();
+    let db = sqlite_db(&env);
+    let o = env.run(&[
+        "tokens",
+        "create",
+        "ci",
+        "--database-url",
+        &db,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = created["id"].as_str().unwrap();
+    let o = env.run(&["tokens", "rotate", id, "--grace", "10m", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let value = stdout(&o).trim().to_string();
+    assert!(value.starts_with("apt_") && value != created["token"], "{value}");
+    let said = stderr(&o);
+    assert!(
+        said.contains(&format!("token {id} (ci) rotated: its successor ")),
+        "{said}"
+    );
+    assert!(said.contains("the old one stops working at 20"), "{said}");
+    // Two tokens named ci now: the old one expiring in ten minutes, the successor never.
+    let o = env.run(&["tokens", "list", "--database-url", &db, "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = listed.as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 2, "{listed}");
+    let old = rows.iter().find(|t| t["id"] == id).expect("the old one");
+    let left = old["expires_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds())
+        .expect("an expiry");
+    assert!((500..=600).contains(&left), "{old}");
+    let new = rows.iter().find(|t| t["id"] != id).expect("the successor");
+    assert_eq!(
+        (new["name"].as_str(), new["expires_at"].is_null()),
+        (Some("ci"), true)
+    );
+    // A grace past 30 days is a usage error; an unknown token says so.
+    let o = env.run(&["tokens", "rotate", id, "--grace", "31d", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = env.run(&["tokens", "rotate", "nope", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim(), "agentpool: token nope not found");
+}
