@@ -1,7 +1,8 @@
 //! Queue benchmark (not a test): enqueue rates, claim+complete throughput with 1/4/16 claimers
 //! using batched claims and completions, and enqueue→claimed latency with a waiting claimer
 //! (waiting on the work signal, and as a long poll that is handed the task), on
-//! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table.
+//! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table; and how
+//! long reading a small project's tasks among them takes.
 //!
 //! `cargo bench -p agentpool-store --bench queue [-- sqlite|postgres] [--quick]`
 //! PostgreSQL needs `AGENTPOOL_TEST_PG_URL` (`source scripts/services.sh`); each run gets a
@@ -35,6 +36,43 @@ async fn worker(store: &Arc<dyn Store>, name: &str) -> ClaimFilter {
         max: 100,
         lease_ttl: LEASE,
     }
+}
+
+/// Tasks of the small project.
+const RARE: usize = 20;
+
+fn rare(i: usize) -> TaskSpec {
+    TaskSpec {
+        project: Some("rare".into()),
+        ..spec(i)
+    }
+}
+
+/// Median milliseconds of reading the small project's newest page, and of counting its tasks by
+/// state, 21 times each.
+async fn project_reads(store: &Arc<dyn Store>) -> (f64, f64) {
+    let filter = agentpool_store::TaskFilter {
+        projects: Some(vec!["rare".into()]),
+        limit: 50,
+        ..Default::default()
+    };
+    let (mut page, mut counts) = (Vec::new(), Vec::new());
+    for _ in 0..21 {
+        let t0 = Instant::now();
+        let got = store.list_tasks(&filter).await.expect("list");
+        page.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(got.len(), RARE);
+        let t0 = Instant::now();
+        let n = store
+            .count_by_state_of(&["rare".to_string()])
+            .await
+            .expect("count");
+        counts.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n.values().sum::<u64>(), RARE as u64);
+    }
+    page.sort_by(|a, b| a.total_cmp(b));
+    counts.sort_by(|a, b| a.total_cmp(b));
+    (pct(&page, 0.5), pct(&counts, 0.5))
 }
 
 async fn enqueue_n(store: &Arc<dyn Store>, n: usize) {
@@ -251,12 +289,23 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
     .await
     .expect("open");
     let name = format!("{backend:?}").to_lowercase();
+    // The oldest tasks are a small project's, so the newest-first page of that project is found
+    // past all the history (a project token's list, `tasks list --project`).
+    store
+        .enqueue_batch((0..RARE).map(rare).collect())
+        .await
+        .expect("enqueue");
     // Finished history the queue must not slow down for.
     enqueue_n(&store, prefill).await;
     let f = worker(&store, "prefill").await;
     let done = drain(store.clone(), ClaimFilter { max: 500, ..f }).await;
-    assert_eq!(done, prefill);
+    assert_eq!(done, prefill + RARE);
     settle(db.url()).await;
+    let (page, counts) = project_reads(&store).await;
+    println!(
+        "| {name} | {prefill} | a small project's newest page among them (TaskFilter.projects), p50 | {page:.2} ms |"
+    );
+    println!("| {name} | {prefill} | a small project's tasks counted by state, p50 | {counts:.2} ms |");
 
     let singles = if quick { 200 } else { 1000 };
     let t0 = Instant::now();

@@ -3,3 +3,6 @@
 ALTER TABLE tokens ADD COLUMN projects TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
 ALTER TABLE tokens ADD COLUMN last_used_at BIGINT;
+-- A project's tasks newest first (a project token's list, `tasks list --project`, a project's
+-- builds) without reading past the other projects' history; tasks of no project are not in it.
+CREATE INDEX tasks_project ON tasks (project, id) WHERE project IS NOT NULL;
