@@ -183,20 +183,49 @@ pub async fn create_unique_token(
     create_limited_token(store, role, name, limits).await
 }
 
-/// Rotate `old` (valid, checked by the caller): create its successor — the same name, role and
-/// projects, and as long a life as `old` had, counted from now — then make `old` stop working
-/// `grace` from now (or when it would have, if sooner). The successor is created first: should
-/// the second write fail, both work and the rotation can be asked again.
+impl NewToken {
+    /// The answer that shows it: the only time its value leaves the server.
+    pub fn shown(self) -> agentpool_core::protocol::CreatedToken {
+        let r = self.record;
+        agentpool_core::protocol::CreatedToken {
+            id: self.id,
+            name: r.name,
+            role: r.role,
+            projects: r.projects,
+            expires_at: r.expires_at,
+            token: self.plaintext,
+        }
+    }
+}
+
+/// Rotate token `id`: create its successor — the same name, role and projects, and as long a
+/// life as it had, counted from now — then make it stop working `grace` from now (or when it
+/// would have, if sooner). Returns the successor and that time. A revoked or expired token is
+/// not rotated (`Conflict`). The successor is created first: should the second write fail,
+/// both work and the rotation can be asked again.
 pub async fn rotate_token(
     store: &dyn Store,
-    old: &TokenRecord,
+    id: &str,
     grace: Duration,
-) -> Result<(NewToken, Timestamp), StoreError> {
+) -> Result<agentpool_core::protocol::RotatedToken, StoreError> {
+    let Some(old) = store.list_tokens().await?.into_iter().find(|t| t.id == id) else {
+        return Err(StoreError::NotFound {
+            what: "token",
+            id: id.to_string(),
+        });
+    };
+    let now = store.time();
+    if old.revoked || old.expires_at.is_some_and(|at| at <= now) {
+        let what = if old.revoked { "revoked" } else { "expired" };
+        return Err(StoreError::Conflict(format!(
+            "token {} is {what}; create a new one",
+            old.name
+        )));
+    }
     let role = old
         .role
         .parse::<Role>()
         .map_err(|e| StoreError::Conflict(format!("token {} cannot be rotated: {e}", old.id)))?;
-    let now = store.time();
     // As long a life from now; past the calendar's end (a far expiry given), the same one.
     let expires_at = old
         .expires_at
@@ -214,7 +243,10 @@ pub async fn rotate_token(
         .unwrap_or(now);
     let until = old.expires_at.map_or(end_of_grace, |at| at.min(end_of_grace));
     store.expire_token(&old.id, until).await?;
-    Ok((successor, until))
+    Ok(agentpool_core::protocol::RotatedToken {
+        successor: successor.shown(),
+        previous_expires_at: until,
+    })
 }
 
 /// Cache of token hash → caller. A revoked token stops working within [`Authenticator::CACHE_TTL`].

@@ -53,18 +53,11 @@ pub async fn create(
     let (true, Ok(role)) = (errs.is_empty(), role) else {
         return Err(ApiError::validation(errs));
     };
-    let t = crate::create_unique_token(store, role, name, limits).await?;
-    let rec = t.record;
-    tracing::info!(token = %t.id, name, role = role.as_str(), projects = ?rec.projects,
-        expires_at = ?rec.expires_at, %by, "token created");
-    let body = CreatedToken {
-        id: t.id,
-        name: name.to_string(),
-        role: role.as_str().to_string(),
-        projects: rec.projects,
-        expires_at: rec.expires_at,
-        token: t.plaintext,
-    };
+    let body = crate::create_unique_token(store, role, name, limits)
+        .await?
+        .shown();
+    tracing::info!(token = %body.id, name, role = role.as_str(), projects = ?body.projects,
+        expires_at = ?body.expires_at, %by, "token created");
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -126,31 +119,10 @@ pub async fn rotate(
     if grace > TokenRotate::MAX_GRACE_SECS {
         return Err(ApiError::invalid_field("grace_secs", "at most 2592000 (30 days)"));
     }
-    let store = state.store().as_ref();
-    let Some(old) = store.list_tokens().await?.into_iter().find(|t| t.id == id) else {
-        return Err(ApiError::not_found("token", &id));
-    };
-    let now = store.time();
-    if old.revoked || old.expires_at.is_some_and(|at| at <= now) {
-        let what = if old.revoked { "revoked" } else { "expired" };
-        return Err(ApiError::conflict(
-            "invalid_transition",
-            format!("token {} is {what}; create a new one", old.name),
-        ));
-    }
-    let (t, until) = crate::auth::rotate_token(store, &old, std::time::Duration::from_secs(grace)).await?;
-    tracing::info!(token = %old.id, successor = %t.id, name = %old.name, until = %until, %by, "token rotated");
-    let rec = t.record;
-    let body = RotatedToken {
-        successor: CreatedToken {
-            id: t.id,
-            name: rec.name,
-            role: rec.role,
-            projects: rec.projects,
-            expires_at: rec.expires_at,
-            token: t.plaintext,
-        },
-        previous_expires_at: until,
-    };
+    let grace = std::time::Duration::from_secs(grace);
+    let body = crate::auth::rotate_token(state.store().as_ref(), &id, grace).await?;
+    let s = &body.successor;
+    tracing::info!(token = %id, successor = %s.id, name = %s.name,
+        until = %body.previous_expires_at, %by, "token rotated");
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }

@@ -461,7 +461,7 @@ async fn a_token_rotated_has_a_successor_and_works_for_its_grace(backend: Backen
     with(&s.token).list_projects().await.expect("the successor works");
     // An expired, revoked or unknown token is not rotated; a grace past 30 days is refused.
     let e = admin.rotate_token(&old.id, &ten_minutes).await.unwrap_err();
-    assert_eq!(refused(e), (409, "invalid_transition".into()));
+    assert_eq!(refused(e), (409, "conflict".into()));
     admin.revoke_token(&s.id).await.expect("revoke");
     let e = admin.rotate_token(&s.id, &ten_minutes).await.unwrap_err();
     assert_eq!(refused(e).0, 409);

@@ -2,7 +2,7 @@
 //! revoke API tokens, over the API or directly on the database.
 
 use agentpool_core::Timestamp;
-use agentpool_core::protocol::{RotatedToken, TokenCreate, TokenInfo, TokenRotate};
+use agentpool_core::protocol::{TokenCreate, TokenInfo, TokenRotate};
 use agentpool_server::Role;
 use agentpool_server::auth::TokenLimits;
 use anyhow::Context;
@@ -217,28 +217,8 @@ async fn rotate(settings: &Settings, id: &str, grace: u64, on: &Backend) -> anyh
     let out = match on {
         Backend::Server(c) => c.rotate_token(id, &req).await?,
         Backend::Database(store) => {
-            let Some(old) = store.list_tokens().await?.into_iter().find(|t| t.id == id) else {
-                return Err(Exit::new(ExitCode::Failed, format!("token {id} not found")).into());
-            };
-            if old.revoked || old.expires_at.is_some_and(|at| at <= store.time()) {
-                let what = if old.revoked { "revoked" } else { "expired" };
-                let msg = format!("token {} is {what}; create a new one", old.name);
-                return Err(Exit::new(ExitCode::Failed, msg).into());
-            }
             let grace = std::time::Duration::from_secs(grace);
-            let (t, until) = agentpool_server::auth::rotate_token(store.as_ref(), &old, grace).await?;
-            let rec = t.record;
-            RotatedToken {
-                successor: agentpool_core::protocol::CreatedToken {
-                    id: t.id,
-                    name: rec.name,
-                    role: rec.role,
-                    projects: rec.projects,
-                    expires_at: rec.expires_at,
-                    token: t.plaintext,
-                },
-                previous_expires_at: until,
-            }
+            agentpool_server::auth::rotate_token(store.as_ref(), id, grace).await?
         }
     };
     if settings.json() {
