@@ -53,12 +53,17 @@ impl ProjectSpec {
     }
 }
 
-/// Whether `s` can name a stored credential.
-pub fn valid_credential_name(s: &str) -> bool {
+/// Whether `s` can name a project: 1-100 characters from `[A-Za-z0-9._-]`.
+pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether `s` can name a stored credential: the rule of project names.
+pub fn valid_credential_name(s: &str) -> bool {
+    valid_name(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -48,6 +48,11 @@ pub struct WorkerRegistration {
     #[serde(default)]
     pub labels: Labels,
     pub slots: u32,
+    /// Only tasks of these projects (empty: tasks of any project and of none). A worker
+    /// registered with a token limited to projects is limited to them (to the ones it names
+    /// here, or to all of the token's when it names none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
     /// This registration starts a new life of the worker, which runs nothing yet: every attempt
     /// still held under its id is released at once (ended as `LEASE_EXPIRED` and retried)
     /// instead of waiting for its lease to expire. A worker that re-registers while it still
@@ -64,6 +69,9 @@ pub struct Worker {
     pub agents: Vec<AgentInfo>,
     pub labels: Labels,
     pub slots: u32,
+    /// The projects whose tasks it takes; empty: any task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
     pub status: WorkerStatus,
     /// Why the worker is unhealthy, as it said when it turned so; absent otherwise (and for a
     /// worker too old to say).

@@ -72,6 +72,7 @@ async fn claim(store: &dyn Store, worker: &WorkerId, n: usize) -> Vec<Lease> {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                projects: Vec::new(),
                 max: u32::try_from((n - out.len()).min(500)).unwrap_or(500),
                 lease_ttl: Duration::from_secs(3600),
             })
@@ -114,6 +115,7 @@ async fn fill(store: &dyn Store, n: usize) -> TaskId {
             }],
             labels: Default::default(),
             slots: 1000,
+            projects: Vec::new(),
             fresh_start: false,
         })
         .await

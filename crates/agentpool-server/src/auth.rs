@@ -80,8 +80,8 @@ pub async fn create_token(store: &dyn Store, role: Role, name: &str) -> Result<N
     create_limited_token(store, role, name, TokenLimits::default()).await
 }
 
-/// What a token is limited to beyond its role: projects (submitter tokens only) and a time it
-/// stops working.
+/// What a token is limited to beyond its role: projects (submitter and worker tokens) and a
+/// time it stops working.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenLimits {
     pub projects: Vec<String>,
@@ -89,15 +89,16 @@ pub struct TokenLimits {
 }
 
 impl TokenLimits {
-    /// Every problem, with its field path: projects only on a submitter token, each one stored
+    /// Every problem, with its field path: projects only on a submitter or worker token (an
+    /// admin token is every project's by its role), each one stored
     /// (a token for a project that does not exist yet is more likely a typo than a plan),
     /// and an expiry in the future.
     pub async fn problems(&self, store: &dyn Store, role: Role) -> Result<Vec<ValidationError>, StoreError> {
         let mut errs = Vec::new();
-        if !self.projects.is_empty() && role != Role::Submitter {
+        if !self.projects.is_empty() && role == Role::Admin {
             errs.push(ValidationError::new(
                 "projects",
-                format!("only a submitter token can be limited to projects, not a {role} token"),
+                "only a submitter or worker token can be limited to projects, not an admin token",
             ));
         }
         if self.projects.len() > MAX_TOKEN_PROJECTS {
@@ -111,7 +112,7 @@ impl TokenLimits {
             let field = format!("projects[{i}]");
             if !seen.insert(p) {
                 errs.push(ValidationError::new(field, format!("{p} is named twice")));
-            } else if !agentpool_core::profile::valid_name(p) {
+            } else if !agentpool_core::project::valid_name(p) {
                 errs.push(ValidationError::new(field, "is not a project name"));
             } else if store.get_project(p).await?.is_none() {
                 errs.push(ValidationError::new(field, format!("no project named {p}")));
@@ -434,6 +435,16 @@ impl Caller {
         match &self.projects {
             None => true,
             Some(ps) => project.is_some_and(|p| ps.iter().any(|x| x == p)),
+        }
+    }
+
+    /// Whether it reaches a worker limited to `projects` (empty: any): a project token
+    /// reaches only workers limited to some of its projects, whose leases, drain and
+    /// registration are its own to use.
+    pub fn reaches_worker(&self, projects: &[String]) -> bool {
+        match &self.projects {
+            None => true,
+            Some(ps) => !projects.is_empty() && projects.iter().all(|p| ps.contains(p)),
         }
     }
 

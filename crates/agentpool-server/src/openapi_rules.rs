@@ -166,6 +166,11 @@ fn body_rules() -> Vec<(&'static str, Value)> {
             "WorkerRegistration/properties/id",
             json!({ "type": ["string", "null"], "pattern": WORKER_ID }),
         ),
+        (
+            "WorkerRegistration/properties/projects",
+            json!({ "maxItems": crate::auth::MAX_TOKEN_PROJECTS, "uniqueItems": true,
+                    "items": { "type": "string", "pattern": NAME } }),
+        ),
         // The worker protocol's requests (`agentpool_core::protocol::worker`): unknown fields
         // are refused, and these are required.
         ("ClaimRequest", json!({ "additionalProperties": false })),

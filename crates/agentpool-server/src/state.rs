@@ -63,8 +63,22 @@ pub(crate) struct Inner {
 pub(crate) struct CachedWorker {
     pub agents: Vec<String>,
     pub labels: Labels,
+    pub projects: Vec<String>,
     pub status: WorkerStatus,
     pub at: Instant,
+}
+
+impl CachedWorker {
+    /// What the claims of worker `w` need, read now.
+    pub(crate) fn of(w: &agentpool_core::Worker) -> Self {
+        Self {
+            agents: w.agent_names(),
+            labels: w.labels.clone(),
+            projects: w.projects.clone(),
+            status: w.status,
+            at: Instant::now(),
+        }
+    }
 }
 
 /// How long a worker's capabilities and status are trusted from the cache. A drain started on
@@ -148,14 +162,19 @@ impl AppState {
             .get_worker(id)
             .await?
             .ok_or_else(|| ApiError::not_found("worker", id))?;
-        let cached = CachedWorker {
-            agents: w.agent_names(),
-            labels: w.labels.clone(),
-            status: w.status,
-            at: Instant::now(),
-        };
+        let cached = CachedWorker::of(&w);
         self.remember_worker(id, cached.clone());
         Ok(cached)
+    }
+
+    /// 404 unless `by` reaches worker `id` (see [`crate::auth::Caller::reaches_worker`]); no lookup for a
+    /// caller of every project.
+    pub(crate) async fn reach_worker(&self, by: &crate::auth::Caller, id: &WorkerId) -> ApiResult<()> {
+        if by.projects.is_none() || by.reaches_worker(&self.worker(id).await?.projects) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("worker", id))
+        }
     }
 
     pub(crate) fn remember_worker(&self, id: &WorkerId, w: CachedWorker) {

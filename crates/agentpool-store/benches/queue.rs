@@ -1,8 +1,9 @@
 //! Queue benchmark (not a test): enqueue rates, claim+complete throughput with 1/4/16 claimers
 //! using batched claims and completions, and enqueue→claimed latency with a waiting claimer
 //! (waiting on the work signal, and as a long poll that is handed the task), on
-//! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table; and how
-//! long reading a small project's tasks among them takes.
+//! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table; how
+//! long reading a small project's tasks among them takes; and claim+complete of a project's
+//! tasks by workers of any project and by workers limited to it.
 //!
 //! `cargo bench -p agentpool-store --bench queue [-- sqlite|postgres] [--quick]`
 //! PostgreSQL needs `AGENTPOOL_TEST_PG_URL` (`source scripts/services.sh`); each run gets a
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpool_core::protocol::ClaimedTask;
+use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{TaskResult, TaskSpec, WorkerId};
 use agentpool_store::{ClaimFilter, Store, StoreConfig, Wake, open_store_with};
 use agentpool_testkit::bench::command_worker;
@@ -24,15 +26,24 @@ fn spec(i: usize) -> TaskSpec {
 }
 
 async fn worker(store: &Arc<dyn Store>, name: &str) -> ClaimFilter {
+    worker_of(store, name, Vec::new()).await
+}
+
+/// A command worker limited to `projects` (empty: any task).
+async fn worker_of(store: &Arc<dyn Store>, name: &str, projects: Vec<String>) -> ClaimFilter {
     let id = WorkerId::parse(name).expect("worker id");
     store
-        .register_worker(command_worker(Some(id.clone())))
+        .register_worker(WorkerRegistration {
+            projects: projects.clone(),
+            ..command_worker(Some(id.clone()))
+        })
         .await
         .expect("register");
     ClaimFilter {
         worker_id: id,
         agents: vec!["command".into()],
         labels: Default::default(),
+        projects,
         max: 100,
         lease_ttl: LEASE,
     }
@@ -76,15 +87,34 @@ async fn project_reads(store: &Arc<dyn Store>) -> (f64, f64) {
 }
 
 async fn enqueue_n(store: &Arc<dyn Store>, n: usize) {
+    enqueue_of(store, n, None).await;
+}
+
+/// Enqueue `n` tasks, of `project` when given.
+async fn enqueue_of(store: &Arc<dyn Store>, n: usize, project: Option<&str>) {
     let mut left = n;
     while left > 0 {
         let k = left.min(1000);
+        let of = |i| TaskSpec {
+            project: project.map(str::to_string),
+            ..spec(i)
+        };
         store
-            .enqueue_batch((0..k).map(spec).collect())
+            .enqueue_batch((0..k).map(of).collect())
             .await
             .expect("enqueue batch");
         left -= k;
     }
+}
+
+/// Which tasks a throughput run claims, and with which workers.
+#[derive(Clone, Copy, PartialEq)]
+enum Claimed {
+    /// Tasks of no project (the single-statement hot path), workers of any task.
+    Plain,
+    /// Tasks of a project (the serialized constrained step), by workers of any task or
+    /// workers limited to that project.
+    OfProject { limited: bool },
 }
 
 /// Claim and complete until the queue is empty; returns tasks done.
@@ -105,10 +135,24 @@ async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
 }
 
 async fn throughput(store: &Arc<dyn Store>, claimers: usize, batch: u32, tasks: usize) -> f64 {
-    enqueue_n(store, tasks).await;
+    throughput_of(store, claimers, batch, tasks, Claimed::Plain).await
+}
+
+async fn throughput_of(
+    store: &Arc<dyn Store>,
+    claimers: usize,
+    batch: u32,
+    tasks: usize,
+    claimed: Claimed,
+) -> f64 {
+    let project = (claimed != Claimed::Plain).then_some("team");
+    enqueue_of(store, tasks, project).await;
     let mut filters = Vec::new();
     for i in 0..claimers {
-        let mut f = worker(store, &format!("tp-{claimers}-{batch}-{i}")).await;
+        let name = format!("tp-{claimers}-{batch}-{i}");
+        let limited = claimed == Claimed::OfProject { limited: true };
+        let projects = if limited { vec!["team".into()] } else { Vec::new() };
+        let mut f = worker_of(store, &format!("{name}-{limited}"), projects).await;
         f.max = batch;
         filters.push(f);
     }
@@ -337,6 +381,12 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
     }
     let r = throughput(&store, 4, 1, if quick { 1_000 } else { 4_000 }).await;
     println!("| {name} | {prefill} | claim+complete, 4 claimers, one task per claim | {r:.0} tasks/s |");
+    for (limited, who) in [(false, "of any project"), (true, "limited to the project")] {
+        let r = throughput_of(&store, 4, 100, tasks / 2, Claimed::OfProject { limited }).await;
+        println!(
+            "| {name} | {prefill} | claim+complete of a project's tasks, 4 claimers {who}, batches of 100 | {r:.0} tasks/s |"
+        );
+    }
     // Both ways of waiting, one after the other on the same store.
     for (how, label) in [
         (Waiting::Signal, "waiting on the work signal"),

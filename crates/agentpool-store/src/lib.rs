@@ -116,6 +116,8 @@ pub struct ClaimFilter {
     pub agents: Vec<String>,
     /// The worker's labels; a task's labels must all be among them.
     pub labels: Labels,
+    /// The projects the worker is limited to: only their tasks (empty: any task).
+    pub projects: Vec<String>,
     pub max: u32,
     pub lease_ttl: Duration,
 }
@@ -341,7 +343,8 @@ impl WorkSignal {
             worker: f.worker_id.clone(),
             lease_ttl: f.lease_ttl,
         };
-        self.dispatch.waiter(&f.agents, &f.labels, to, returner)
+        self.dispatch
+            .waiter(&f.agents, &f.labels, &f.projects, to, returner)
     }
 
     pub(crate) fn parked(&self) -> usize {

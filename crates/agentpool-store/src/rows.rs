@@ -124,6 +124,7 @@ pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
         agents: serde_json::from_str(&agents).map_err(|e| corrupt("worker agents", e))?,
         labels: serde_json::from_str(&labels).map_err(|e| corrupt("worker labels", e))?,
         slots: u32::try_from(r.big("slots")?).unwrap_or(0),
+        projects: serde_json::from_str(&r.text("projects")?).map_err(|e| corrupt("worker projects", e))?,
         status,
         // Kept while it drains or is offline, but it says why the worker is unhealthy.
         status_message: match status {

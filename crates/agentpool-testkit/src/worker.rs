@@ -20,6 +20,7 @@ pub fn registration(id: Option<WorkerId>, agents: &[&str], slots: u32) -> Worker
             .collect(),
         labels: Default::default(),
         slots,
+        projects: Vec::new(),
         fresh_start: false,
     }
 }

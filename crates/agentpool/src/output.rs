@@ -241,13 +241,22 @@ pub fn workers_table(style: &Style, workers: &[Worker]) -> String {
                 format!("{}/{}", w.running, w.slots),
                 w.agent_names().join(","),
                 labels(&w.labels),
+                w.projects.join(","),
                 relative(w.last_heartbeat_at),
             ]
         })
         .collect();
     let mut out = table(
         style,
-        &["ID", "STATUS", "RUNNING", "AGENTS", "LABELS", "HEARTBEAT"],
+        &[
+            "ID",
+            "STATUS",
+            "RUNNING",
+            "AGENTS",
+            "LABELS",
+            "PROJECTS",
+            "HEARTBEAT",
+        ],
         &rows,
     );
     // Why a worker is unhealthy is too long for a column: it follows the table.

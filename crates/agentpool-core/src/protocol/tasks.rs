@@ -52,12 +52,20 @@ pub enum WaitReason {
     /// Nothing holds it back: it waits for a free worker with its agent and labels.
     NoWorker,
     /// No worker that could claim it is registered: none online (and not draining) offers
-    /// its agent with all its labels. It waits for one to register or come back.
+    /// its agent with all its labels and takes tasks of its project. It waits for one to
+    /// register or come back.
     NoWorkerCanRun {
         /// The agent it needs (`command` for a command task).
         agent: Option<String>,
         #[serde(default, skip_serializing_if = "crate::Labels::is_empty")]
         labels: crate::Labels,
+        /// Workers that offer its agent and labels are online, but all take only other
+        /// projects' tasks.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        other_projects: bool,
+        /// Its project, with `other_projects` (none: a task of no project).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
         /// Workers that offer it but are unhealthy (they claim nothing until restarted).
         #[serde(default, skip_serializing_if = "is_zero")]
         unhealthy: u32,
@@ -86,18 +94,27 @@ impl WaitReason {
     }
 
     /// What the task of a [`WaitReason::NoWorkerCanRun`] needs and the unhealthy workers that
-    /// offer it, in words: "agent claude-code", "agent claude-code (1 that does is unhealthy)".
-    /// `None` for any other reason.
+    /// offer it, in words: "agent claude-code", "agent claude-code for project web" (those
+    /// that offer it take only other projects' tasks), "agent claude-code (1 that does is
+    /// unhealthy)". `None` for any other reason.
     pub fn no_worker_offers(&self) -> Option<String> {
         let WaitReason::NoWorkerCanRun {
             agent,
             labels,
+            other_projects,
+            project,
             unhealthy,
         } = self
         else {
             return None;
         };
-        let needs = Self::needs(agent.as_deref(), labels);
+        let mut needs = Self::needs(agent.as_deref(), labels);
+        if *other_projects {
+            match project {
+                Some(p) => needs.push_str(&format!(" for project {p}")),
+                None => needs.push_str(" for tasks of no project"),
+            }
+        }
         Some(match unhealthy {
             0 => needs,
             1 => format!("{needs} (1 that does is unhealthy)"),

@@ -168,6 +168,8 @@ pub async fn run_launcher(
         agents,
         labels: cfg.labels.clone(),
         slots: cfg.slots,
+        // A launcher with a token limited to projects takes theirs (the server fills them in).
+        projects: Vec::new(),
         fresh_start: false,
     };
     let mut l = Launcher {

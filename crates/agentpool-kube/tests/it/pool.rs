@@ -95,6 +95,7 @@ pub fn worker(id: &str, status: WorkerStatus, running: u32) -> Worker {
         agents: Vec::new(),
         labels: Labels::from([(LABEL_POOL.to_string(), "agents".to_string())]),
         slots: 2,
+        projects: Vec::new(),
         status,
         running,
         registered_at: now,

@@ -144,6 +144,7 @@ impl WorkerApi for Queue {
             agents: reg.agents,
             labels: reg.labels,
             slots: reg.slots,
+            projects: reg.projects,
             status: WorkerStatus::Idle,
             running: 0,
             registered_at: now,

@@ -39,6 +39,9 @@ pub struct WorkerConfig {
     pub id: Option<WorkerId>,
     pub hostname: String,
     pub labels: Labels,
+    /// Only tasks of these projects (empty: any; a worker token limited to projects limits it
+    /// to them anyway).
+    pub projects: Vec<String>,
     /// Tasks run at once.
     pub concurrency: u32,
     /// Agent adapters available; `command` tasks are always supported.
@@ -83,6 +86,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("id", &self.id)
             .field("hostname", &self.hostname)
             .field("labels", &self.labels)
+            .field("projects", &self.projects)
             .field("concurrency", &self.concurrency)
             .field("agents", &self.agents.names())
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -105,6 +109,7 @@ impl WorkerConfig {
             id: None,
             hostname: hostname(),
             labels: Labels::new(),
+            projects: Vec::new(),
             concurrency: concurrency.max(1),
             agents: Registry::new(),
             heartbeat_interval: Duration::from_secs(10),
@@ -176,6 +181,7 @@ pub async fn run_worker(
         agents,
         labels: config.labels.clone(),
         slots: concurrency,
+        projects: config.projects.clone(),
         // It runs nothing yet: whatever a previous life held under this id is released.
         fresh_start: true,
     };

@@ -57,6 +57,7 @@ pub async fn start_server() -> Fleet {
 pub fn registration(name: &str) -> WorkerRegistration {
     WorkerRegistration {
         slots: 1,
+        projects: Vec::new(),
         ..agentpool_testkit::bench::command_worker(Some(WorkerId::parse(name).expect("worker id")))
     }
 }

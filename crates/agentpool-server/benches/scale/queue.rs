@@ -57,6 +57,7 @@ async fn claimer(store: &Arc<dyn Store>, name: &str, batch: u32) -> ClaimFilter 
         worker_id: id,
         agents: vec!["command".into()],
         labels: Default::default(),
+        projects: Vec::new(),
         max: batch,
         lease_ttl: Duration::from_secs(300),
     }

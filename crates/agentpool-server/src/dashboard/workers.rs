@@ -1,5 +1,6 @@
-//! The workers page: status, heartbeat age, running tasks and slots, labels, agents with their
-//! versions — and the drain action for the roles the API lets drain (admin, worker).
+//! The workers page: status, heartbeat age, running tasks and slots, labels and projects,
+//! agents with their versions — and the drain action for the roles the API lets drain (admin,
+//! worker).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -99,7 +100,7 @@ pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
             html::ago(w.last_heartbeat_at, now),
             w.running,
             w.slots,
-            html::labels(&w.labels),
+            labels_cell(w),
             esc(&w.version),
             id = esc(w.id.as_str()),
             st = w.status.as_str(),
@@ -120,6 +121,19 @@ pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table>");
+    h
+}
+
+/// Its labels, and the projects it is limited to.
+fn labels_cell(w: &Worker) -> String {
+    let mut h = html::labels(&w.labels).to_string();
+    if !w.projects.is_empty() {
+        let _ = write!(
+            h,
+            r#"<br><span class="hint projects">projects {}</span>"#,
+            esc(&w.projects.join(", "))
+        );
+    }
     h
 }
 

@@ -1,7 +1,7 @@
 //! Projects (CRUD), project-scoped builds, and write-only credentials.
 
 use super::params::{CredentialPath, ProjectPath};
-use agentpool_core::project::ProjectSpec;
+use agentpool_core::project::{ProjectSpec, valid_name};
 use agentpool_core::{Project, RepoUrl, TaskKind, TaskSpec, ValidationError};
 use axum::Json;
 use axum::extract::State;
@@ -18,15 +18,8 @@ use crate::state::AppState;
 /// The longest credential value, in characters.
 pub(crate) const MAX_CREDENTIAL_CHARS: usize = 65536;
 
-/// What a project or credential name may be (`valid_name`).
+/// What a project or credential name may be (`agentpool_core::project::valid_name`).
 const NAME_RULE: &str = "use 1-100 characters from [A-Za-z0-9._-]";
-
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 100
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
 
 pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     let mut errs = Vec::new();

@@ -52,6 +52,31 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     if r.labels.len() > 100 {
         errs.push(ValidationError::new("labels", "at most 100 labels"));
     }
+    if r.projects.len() > crate::auth::MAX_TOKEN_PROJECTS {
+        errs.push(ValidationError::new(
+            "projects",
+            format!("at most {} projects", crate::auth::MAX_TOKEN_PROJECTS),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in r
+        .projects
+        .iter()
+        .enumerate()
+        .take(crate::auth::MAX_TOKEN_PROJECTS)
+    {
+        if !agentpool_core::project::valid_name(p) {
+            errs.push(ValidationError::new(
+                format!("projects[{i}]"),
+                "is not a project name",
+            ));
+        } else if !seen.insert(p) {
+            errs.push(ValidationError::new(
+                format!("projects[{i}]"),
+                format!("{p} is named twice"),
+            ));
+        }
+    }
     if errs.is_empty() {
         Ok(())
     } else {
@@ -66,20 +91,35 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
 )]
 pub async fn register(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
-    ApiJson(reg): ApiJson<WorkerRegistration>,
+    Authorized(by, _): Authorized<Workers>,
+    ApiJson(mut reg): ApiJson<WorkerRegistration>,
 ) -> ApiResult<Response> {
     validate_registration(&reg)?;
+    if let Some(ps) = &by.projects {
+        // A worker of a project token takes only its projects' tasks: the ones it names, or
+        // all of the token's.
+        if reg.projects.is_empty() {
+            reg.projects = ps.to_vec();
+        }
+        for p in &reg.projects {
+            by.may_use(Some(p))?;
+        }
+        // Nor may it take over a worker that takes other tasks (its leases, its drain).
+        if let Some(id) = &reg.id
+            && let Some(w) = state.store().get_worker(id).await?
+            && !by.reaches_worker(&w.projects)
+        {
+            return Err(ApiError::conflict(
+                "worker_taken",
+                format!(
+                    "worker {id} is registered for tasks token {} may not take; register under another id",
+                    by.name
+                ),
+            ));
+        }
+    }
     let w = state.store().register_worker(reg).await?;
-    state.remember_worker(
-        &w.id,
-        CachedWorker {
-            agents: w.agent_names(),
-            labels: w.labels.clone(),
-            status: w.status,
-            at: std::time::Instant::now(),
-        },
-    );
+    state.remember_worker(&w.id, CachedWorker::of(&w));
     Ok((StatusCode::CREATED, Json(w)).into_response())
 }
 
@@ -92,11 +132,12 @@ pub async fn register(
 )]
 pub async fn heartbeat(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<HeartbeatQuery>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> ApiResult<Response> {
+    state.reach_worker(&by, &id).await?;
     if req.leases.len() > 10_000 {
         return Err(ApiError::invalid_field("leases", "at most 10000 leases"));
     }
@@ -172,7 +213,7 @@ pub async fn heartbeat(
 )]
 pub async fn claim(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<ClaimQuery>,
     OptionalJson(body_req): OptionalJson<ClaimRequest>,
@@ -202,6 +243,9 @@ pub async fn claim(
         ));
     }
     let worker = state.worker(&id).await?;
+    if !by.reaches_worker(&worker.projects) {
+        return Err(ApiError::not_found("worker", &id));
+    }
     if matches!(worker.status, WorkerStatus::Draining | WorkerStatus::Unhealthy) {
         // A draining worker finishes what it has and takes nothing new; an unhealthy one
         // would only hand tasks back.
@@ -211,6 +255,7 @@ pub async fn claim(
         worker_id: id,
         agents: worker.agents,
         labels: worker.labels,
+        projects: worker.projects,
         max,
         lease_ttl: state.inner.lease_ttl,
     };
@@ -296,10 +341,18 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
 )]
 pub async fn append_events(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
-    ApiPath((_worker, task)): ApiPath<(WorkerId, TaskId)>,
+    Authorized(by, _): Authorized<Workers>,
+    ApiPath((worker, task)): ApiPath<(WorkerId, TaskId)>,
     ApiJson(req): ApiJson<AppendEventsRequest>,
 ) -> ApiResult<StatusCode> {
+    state.reach_worker(&by, &worker).await?;
+    if by.projects.is_some() {
+        // The append is fenced by the lease alone, not by the worker: a project token's is
+        // also kept to its projects' tasks.
+        let t = state.store().find_task(task).await?;
+        t.as_ref()
+            .map_or(Err(ApiError::not_found("task", task)), |t| by.sees_task(t))?;
+    }
     if req.events.len() > MAX_EVENTS_PER_CALL {
         return Err(ApiError::invalid_field(
             "events",
@@ -339,10 +392,11 @@ pub async fn append_events(
 )]
 pub async fn complete(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath((worker, task)): ApiPath<(WorkerId, TaskId)>,
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> ApiResult<StatusCode> {
+    state.reach_worker(&by, &worker).await?;
     let lease = Lease {
         task_id: task,
         token: req.lease_token,
@@ -382,10 +436,11 @@ fn attempt_over(
 )]
 pub async fn complete_batch(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath(worker): ApiPath<WorkerId>,
     ApiJson(req): ApiJson<CompleteBatch>,
 ) -> ApiResult<Json<CompleteBatchResponse>> {
+    state.reach_worker(&by, &worker).await?;
     if req.items.is_empty() || req.items.len() > MAX_CLAIM as usize {
         return Err(ApiError::invalid_field(
             "items",
@@ -446,10 +501,11 @@ pub async fn complete_batch(
 )]
 pub async fn fail(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath((worker, task)): ApiPath<(WorkerId, TaskId)>,
     ApiJson(req): ApiJson<FailRequest>,
 ) -> ApiResult<Response> {
+    state.reach_worker(&by, &worker).await?;
     if req.message.len() > 64 * 1024 {
         return Err(ApiError::invalid_field("message", "at most 64 KiB"));
     }
@@ -508,6 +564,7 @@ pub async fn drain(
     Authorized(by, _): Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
 ) -> ApiResult<Response> {
+    state.reach_worker(&by, &id).await?;
     Ok(Json(state.drain_worker(&id, &by.to_string()).await?).into_response())
 }
 
@@ -518,9 +575,10 @@ pub async fn drain(
 )]
 pub async fn deregister(
     State(state): State<AppState>,
-    _auth: Authorized<Workers>,
+    Authorized(by, _): Authorized<Workers>,
     ApiPath(id): ApiPath<WorkerId>,
 ) -> ApiResult<StatusCode> {
+    state.reach_worker(&by, &id).await?;
     state.store().deregister_worker(&id).await?;
     state.forget_worker(&id);
     Ok(StatusCode::NO_CONTENT)

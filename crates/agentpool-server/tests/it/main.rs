@@ -18,3 +18,4 @@ mod replicas;
 mod router;
 mod schedules;
 mod tokens;
+mod worker_tokens;

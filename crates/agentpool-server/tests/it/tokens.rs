@@ -24,7 +24,7 @@ both_backends!(
 );
 
 /// The status and error code of a refused call.
-fn refused(e: Error) -> (u16, String) {
+pub(crate) fn refused(e: Error) -> (u16, String) {
     match e {
         Error::Rejected { status, code, .. } => (status, code),
         Error::NotFound(_) => (404, "not_found".into()),
@@ -34,7 +34,7 @@ fn refused(e: Error) -> (u16, String) {
 
 /// Projects `web` and `api` (each with its own credential), and a client of a submitter
 /// token limited to `web` with the token's value.
-async fn two_projects(app: &TestApp) -> (Client, String) {
+pub(crate) async fn two_projects(app: &TestApp) -> (Client, String) {
     let admin = app.admin();
     for (name, credential) in [("web", "web-token"), ("api", "api-token")] {
         admin
@@ -64,7 +64,7 @@ async fn two_projects(app: &TestApp) -> (Client, String) {
     (client, t.token)
 }
 
-fn in_project(project: &str, cmd: &str) -> TaskSpec {
+pub(crate) fn in_project(project: &str, cmd: &str) -> TaskSpec {
     TaskSpec {
         project: Some(project.into()),
         repo: None,
@@ -72,7 +72,7 @@ fn in_project(project: &str, cmd: &str) -> TaskSpec {
     }
 }
 
-async fn submitted(c: &Client, spec: TaskSpec) -> TaskId {
+pub(crate) async fn submitted(c: &Client, spec: TaskSpec) -> TaskId {
     c.submit(&spec).await.expect("submit").task.id
 }
 
@@ -83,13 +83,13 @@ async fn a_token_s_limits_are_checked_when_it_is_created(backend: Backend) {
     let admin = app.admin();
     two_projects(&app).await;
     let before = admin.list_tokens().await.expect("list").len();
-    // Every problem at once, by field: projects on a worker token, a project named twice, one
+    // Every problem at once, by field: projects on an admin token, a project named twice, one
     // that does not exist, an expiry in the past.
     let e = admin
         .create_token(&TokenCreate {
             projects: vec!["web".into(), "nope".into(), "web".into()],
             expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
-            ..TokenCreate::new("pods", "worker")
+            ..TokenCreate::new("root", "admin")
         })
         .await
         .unwrap_err();

@@ -1,12 +1,12 @@
 //! Wake-one dispatch of waiting claimers: when work arrives, wake as many waiting claimers as
-//! there are new tasks — per group of claimers with the same agents and labels that could run
-//! them — instead of every waiter, so the cost of a submit does not grow with the number of
-//! idle workers.
+//! there are new tasks — per group of claimers with the same agents, labels and projects that
+//! could run them — instead of every waiter, so the cost of a submit does not grow with the
+//! number of idle workers.
 //!
-//! Waiters are grouped into classes by their capabilities (agents, labels). A wake names the
-//! shapes of the tasks it is about (required agent, labels; or "any") and a count; each class
-//! that could run one of the shapes hands that many wake-ups to its longest-waiting idle
-//! members. A waiter is idle (registered, eligible for a wake-up) from before its claim until it
+//! Waiters are grouped into classes by their capabilities (agents, labels, projects). A wake
+//! names the shapes of the tasks it is about (required agent, labels, project; or "any") and a
+//! count; each class that could run one of the shapes hands that many wake-ups to its
+//! longest-waiting idle members. A waiter is idle (registered, eligible for a wake-up) from before its claim until it
 //! returns, so a task committed while it claims still reaches it or another idle member.
 //!
 //! No wake-up is lost: a waiter that was handed one and leaves without using it (its poll timed
@@ -32,28 +32,35 @@ use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::{Labels, Lease, WorkerId};
 use tokio::sync::Notify;
 
-/// What a task needs from a worker: its agent (none for "any worker") and its labels.
+/// What a task needs from a worker: its agent (none for "any worker"), its labels, and one
+/// that takes tasks of its project.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Shape {
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     #[serde(rename = "l", default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 impl Shape {
-    /// The shape of a task: the agent it requires (`command` for a command task) and its labels.
+    /// The shape of a task: the agent it requires (`command` for a command task), its labels
+    /// and its project.
     pub(crate) fn of(spec: &agentpool_core::TaskSpec) -> Self {
         Self {
             agent: spec.required_agent().map(str::to_string),
             labels: spec.labels.clone(),
+            project: spec.project.clone(),
         }
     }
 
-    /// Whether a worker with `labels`, offering the agents `offers` says yes to, could run a
-    /// task of this shape (the claim's own rule).
-    pub(crate) fn fits(&self, offers: impl Fn(&str) -> bool, labels: &Labels) -> bool {
-        self.agent.as_deref().is_none_or(offers) && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    /// Whether a worker with `labels`, offering the agents `offers` says yes to and limited
+    /// to `projects` (empty: any), could run a task of this shape (the claim's own rule).
+    pub(crate) fn fits(&self, offers: impl Fn(&str) -> bool, labels: &Labels, projects: &[String]) -> bool {
+        self.agent.as_deref().is_none_or(offers)
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && (projects.is_empty() || self.project.as_ref().is_some_and(|p| projects.contains(p)))
     }
 }
 
@@ -66,21 +73,27 @@ pub(crate) enum Scope {
     Shapes(Vec<Shape>),
 }
 
-/// Capabilities that make a class: sorted, de-duplicated agents and the labels.
+/// Capabilities that make a class: sorted, de-duplicated agents, the labels, and the sorted
+/// projects it is limited to (empty: any).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClassKey {
     agents: Vec<String>,
     labels: Labels,
+    projects: Vec<String>,
 }
 
 impl ClassKey {
-    fn new(agents: &[String], labels: &Labels) -> Self {
-        let mut agents = agents.to_vec();
-        agents.sort();
-        agents.dedup();
+    fn new(agents: &[String], labels: &Labels, projects: &[String]) -> Self {
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        };
         Self {
-            agents,
+            agents: sorted(agents),
             labels: labels.clone(),
+            projects: sorted(projects),
         }
     }
 
@@ -88,6 +101,7 @@ impl ClassKey {
         s.fits(
             |a| self.agents.binary_search_by(|x| x.as_str().cmp(a)).is_ok(),
             &self.labels,
+            &self.projects,
         )
     }
 }
@@ -296,10 +310,11 @@ impl Dispatch {
         &self,
         agents: &[String],
         labels: &Labels,
+        projects: &[String],
         handoff: HandOff,
         returner: Returner,
     ) -> ClaimWaiter {
-        let key = ClassKey::new(agents, labels);
+        let key = ClassKey::new(agents, labels, projects);
         let mut st = self.lock();
         let id = st.seq();
         let class = match st.classes.get_key_value(&key) {

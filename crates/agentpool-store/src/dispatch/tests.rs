@@ -9,6 +9,14 @@ fn shape(agent: &str, labels: &[(&str, &str)]) -> Shape {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        project: None,
+    }
+}
+
+fn of_project(project: &str) -> Shape {
+    Shape {
+        project: Some(project.into()),
+        ..shape("command", &[])
     }
 }
 
@@ -41,6 +49,7 @@ fn any_command() -> Shape {
     Shape {
         agent: None,
         labels: Labels::new(),
+        project: None,
     }
 }
 
@@ -53,13 +62,14 @@ async fn woke(w: &mut ClaimWaiter) -> bool {
 async fn one_task_wakes_one_waiter_of_each_class_that_can_run_it() {
     let d = Dispatch::default();
     let mut a: Vec<_> = (0..5)
-        .map(|_| d.waiter(&["command".into()], &Labels::new(), ho(), nobody()))
+        .map(|_| d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody()))
         .collect();
     let mut gpu: Vec<_> = (0..3)
         .map(|_| {
             d.waiter(
                 &["codex".into(), "command".into()],
                 &labels(&[("gpu", "1")]),
+                &[],
                 ho(),
                 nobody(),
             )
@@ -78,6 +88,57 @@ async fn one_task_wakes_one_waiter_of_each_class_that_can_run_it() {
     assert_eq!(d.idle_count(), 8);
 }
 
+#[tokio::test]
+async fn a_task_of_a_project_wakes_and_is_reserved_for_workers_that_take_its_project() {
+    let d = Dispatch::default();
+    let cmd = || vec!["command".to_string()];
+    let mut web = vec![d.waiter(&cmd(), &Labels::new(), &["web".into()], ho(), nobody())];
+    let mut web_docs = vec![d.waiter(
+        &cmd(),
+        &Labels::new(),
+        &["docs".into(), "web".into()],
+        ho(),
+        nobody(),
+    )];
+    let mut any = vec![d.waiter(&cmd(), &Labels::new(), &[], ho(), nobody())];
+    // The same projects in another order make the same class.
+    let mut docs_web = vec![d.waiter(
+        &cmd(),
+        &Labels::new(),
+        &["web".into(), "docs".into()],
+        ho(),
+        nobody(),
+    )];
+    assert_eq!(d.lock().classes.len(), 3);
+    d.wake(&Scope::Shapes(vec![of_project("api")]), 1);
+    assert_eq!(futures_count(&mut web).await, 0);
+    assert_eq!(
+        futures_count(&mut web_docs).await + futures_count(&mut docs_web).await,
+        0
+    );
+    assert_eq!(futures_count(&mut any).await, 1);
+    // A task of no project is for unlimited workers only.
+    d.wake(&Scope::Shapes(vec![shape("command", &[])]), 1);
+    assert_eq!(futures_count(&mut web).await, 0);
+    assert_eq!(futures_count(&mut any).await, 1);
+    d.wake(&Scope::Shapes(vec![of_project("docs")]), 2);
+    assert_eq!(futures_count(&mut web).await, 0);
+    assert_eq!(
+        futures_count(&mut web_docs).await + futures_count(&mut docs_web).await,
+        2
+    );
+    assert_eq!(futures_count(&mut any).await, 1);
+
+    // Hand-over: only a parked waiter that takes the project is reserved.
+    let mut w = web.pop().unwrap();
+    drop((web_docs, docs_web, any));
+    let mut wait = Box::pin(w.wait(Duration::from_secs(600)));
+    assert!(futures_poll(wait.as_mut()).await.is_none(), "parks");
+    assert!(d.reserve(&of_project("api")).is_none());
+    assert!(d.reserve(&shape("command", &[])).is_none());
+    assert!(d.reserve(&of_project("web")).is_some());
+}
+
 async fn futures_count(ws: &mut [ClaimWaiter]) -> usize {
     let mut n = 0;
     for w in ws {
@@ -91,8 +152,8 @@ async fn futures_count(ws: &mut [ClaimWaiter]) -> usize {
 #[tokio::test]
 async fn an_unused_wake_up_is_passed_on_when_the_waiter_leaves() {
     let d = Dispatch::default();
-    let first = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
-    let mut second = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+    let first = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
+    let mut second = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
     d.wake(&Scope::Any, 1);
     // The longest-waiting one got it; it leaves without claiming (its poll ended).
     assert!(!woke(&mut second).await);
@@ -102,10 +163,10 @@ async fn an_unused_wake_up_is_passed_on_when_the_waiter_leaves() {
         "the wake-up was lost with the leaving waiter"
     );
     // A claim that came back full passes one on as well.
-    let third = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+    let third = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
     third.finish(true);
     assert!(woke(&mut second).await);
-    let fourth = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+    let fourth = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
     fourth.finish(false);
     assert!(!woke(&mut second).await);
     drop(second);
@@ -116,7 +177,7 @@ async fn an_unused_wake_up_is_passed_on_when_the_waiter_leaves() {
 #[tokio::test]
 async fn only_a_parked_waiter_is_reserved_and_a_release_makes_it_claim() {
     let d = Dispatch::default();
-    let mut w = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+    let mut w = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
     // Registered but claiming (not inside `wait`): nothing to hand over to.
     assert!(d.reserve(&any_command()).is_none());
     let mut wait = Box::pin(w.wait(Duration::from_secs(600)));
@@ -135,7 +196,7 @@ async fn only_a_parked_waiter_is_reserved_and_a_release_makes_it_claim() {
 #[tokio::test]
 async fn a_timed_out_wait_stays_for_the_enqueue_that_reserved_it() {
     let d = Dispatch::default();
-    let mut w = d.waiter(&["command".into()], &Labels::new(), ho(), nobody());
+    let mut w = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
     let mut wait = Box::pin(w.wait(Duration::from_millis(1)));
     assert!(futures_poll(wait.as_mut()).await.is_none());
     let r = d.reserve(&any_command()).expect("a parked waiter");

@@ -33,6 +33,11 @@ fn completion_arrays<'a>(
     Ok((ids, tokens, results))
 }
 
+/// The projects claimer `f` is limited to, as a claim statement binds them: NULL for any.
+fn limited_to(f: &ClaimFilter) -> Option<&[String]> {
+    (!f.projects.is_empty()).then_some(f.projects.as_slice())
+}
+
 impl PgStore {
     /// How many finished tasks one purge statement deletes.
     pub(super) const PURGE_BATCH: i64 = 5000;
@@ -154,6 +159,7 @@ impl PgStore {
             .bind(f.worker_id.as_str())
             .bind(max.saturating_mul(2).saturating_add(8))
             .bind(common::utc_day_start(now))
+            .bind(limited_to(f))
             .fetch_all(&mut *tx)
             .await?;
         let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
@@ -196,6 +202,7 @@ impl PgStore {
                 .bind(f.worker_id.as_str())
                 .bind(limit)
                 .bind(at + dur_ms(f.lease_ttl))
+                .bind(limited_to(f))
                 .fetch_all(&self.hot)
         };
         // One round trip: probe for constrained work, read the worker's status and, when no

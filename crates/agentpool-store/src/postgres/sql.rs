@@ -30,13 +30,15 @@ const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data
 
 /// The `picked` CTE of a hot-path claim: up to `$5` unconstrained queued tasks due at `$1`
 /// that agents `$2` with labels `$3` can run, in claim order, row-locked and skipping rows
-/// another claim holds; `worker_ok` is the condition that worker `$4` may claim.
+/// another claim holds; `worker_ok` is the condition that worker `$4` may claim. A worker
+/// limited to projects (`$7` not NULL) takes none: unconstrained tasks have no project, and
+/// the condition on the parameter alone is checked once, not per row.
 fn picked(worker_ok: &str) -> String {
     format!(
         "picked AS ( \
            SELECT id FROM tasks \
            WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
-             AND run_after <= $1 \
+             AND $7::text[] IS NULL AND run_after <= $1 \
              AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
              AND (labels IS NULL OR labels <@ $3::jsonb) \
              AND {given_back} \
@@ -223,7 +225,8 @@ impl Sql {
                     "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
                      AND t.run_after <= $1 \
                      AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
-                     AND (t.labels IS NULL OR t.labels <@ $3::jsonb) AND {}",
+                     AND (t.labels IS NULL OR t.labels <@ $3::jsonb) \
+                     AND ($7::text[] IS NULL OR t.project = ANY($7::text[])) AND {}",
                     common::not_given_back_by("t.", "$4", "$1")
                 ),
                 spent: "CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)",

@@ -83,10 +83,12 @@ macro_rules! registry_queries {
                 .unwrap_or_else(|| WorkerId::generate(&reg.hostname));
             let row = sqlx::query(
                 "INSERT INTO workers (id, hostname, version, agents, labels, slots, status, \
-                 registered_at, last_heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7) \
+                 registered_at, last_heartbeat_at, projects) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7, $8) \
                  ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
                    version = excluded.version, agents = excluded.agents, labels = excluded.labels, \
-                   slots = excluded.slots, status = 'idle', status_message = NULL, \
+                   slots = excluded.slots, projects = excluded.projects, status = 'idle', \
+                   status_message = NULL, \
                    registered_at = excluded.registered_at, last_heartbeat_at = excluded.last_heartbeat_at \
                  RETURNING *",
             )
@@ -97,6 +99,7 @@ macro_rules! registry_queries {
             .bind(json(&reg.labels)?)
             .bind(i64::from(reg.slots))
             .bind(now)
+            .bind(json(&reg.projects)?)
             .fetch_one(w)
             .await?;
             with_running(r, &row, &id).await
@@ -126,31 +129,44 @@ macro_rules! registry_queries {
                 .collect()
         }
 
-        /// Whether a worker online and taking tasks (idle or busy) could run a task of `shape`.
-        /// Reads only what the answer needs: no running counts, no whole rows.
-        /// Whether a worker online could run tasks of `shape`, and how many that could are
-        /// unhealthy (when none online can).
-        pub(crate) async fn workers_that_can_run(r: &Pool<Db>, shape: &$crate::Shape) -> Result<(bool, u32)> {
+        /// Whether a worker online and taking tasks (idle or busy) could run a task of `shape`
+        /// and, when none can, why. Reads only what the answer needs: no running counts, no
+        /// whole rows.
+        pub(crate) async fn workers_that_can_run(
+            r: &Pool<Db>,
+            shape: &$crate::Shape,
+        ) -> Result<$crate::shared::registry::WorkersThatCanRun> {
             let rows = sqlx::query(
-                "SELECT agents, labels, status FROM workers WHERE status IN ('idle', 'busy', 'unhealthy')",
+                "SELECT agents, labels, projects, status FROM workers \
+                 WHERE status IN ('idle', 'busy', 'unhealthy')",
             )
             .fetch_all(r)
             .await?;
-            let mut unhealthy = 0;
+            let mut can = $crate::shared::registry::WorkersThatCanRun::default();
             for row in &rows {
                 let agents: Vec<agentpool_core::worker::AgentInfo> =
                     serde_json::from_str(&row.try_get::<String, _>("agents")?)
                         .map_err(|e| common::corrupt("worker agents", e))?;
                 let labels: agentpool_core::Labels = serde_json::from_str(&row.try_get::<String, _>("labels")?)
                     .map_err(|e| common::corrupt("worker labels", e))?;
-                if shape.fits(|a| agents.iter().any(|x| x.name == a), &labels) {
-                    if row.try_get::<String, _>("status")? != "unhealthy" {
-                        return Ok((true, 0));
-                    }
-                    unhealthy += 1;
+                let projects: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("projects")?)
+                    .map_err(|e| common::corrupt("worker projects", e))?;
+                let offers = |a: &str| agents.iter().any(|x| x.name == a);
+                if !shape.fits(offers, &labels, &[]) {
+                    continue;
+                }
+                if !shape.fits(offers, &labels, &projects) {
+                    can.other_projects = true;
+                } else if row.try_get::<String, _>("status")? == "unhealthy" {
+                    can.unhealthy += 1;
+                } else {
+                    return Ok($crate::shared::registry::WorkersThatCanRun {
+                        any: true,
+                        ..Default::default()
+                    });
                 }
             }
-            Ok((false, unhealthy))
+            Ok(can)
         }
 
         pub(crate) async fn drain_worker(w: &Pool<Db>, r: &Pool<Db>, id: &WorkerId) -> Result<Worker> {
@@ -417,3 +433,14 @@ macro_rules! registry_queries {
     };
 }
 pub(crate) use registry_queries;
+
+/// Whether a worker online could run a task, and when none can, what those that offer its agent
+/// and labels lack.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct WorkersThatCanRun {
+    pub any: bool,
+    /// How many that could are unhealthy.
+    pub unhealthy: u32,
+    /// Some that offer its agent and labels take other projects' tasks only.
+    pub other_projects: bool,
+}

@@ -119,12 +119,14 @@ macro_rules! store_impl {
                     && *last == $crate::WaitReason::NoWorker
                 {
                     let shape = $crate::Shape::of(&d.task.spec);
-                    let (can, unhealthy) = registry::workers_that_can_run(&self.$r, &shape).await?;
-                    if !can {
+                    let can = registry::workers_that_can_run(&self.$r, &shape).await?;
+                    if !can.any {
                         *last = $crate::WaitReason::NoWorkerCanRun {
                             agent: shape.agent,
                             labels: shape.labels,
-                            unhealthy,
+                            other_projects: can.other_projects,
+                            project: shape.project.filter(|_| can.other_projects),
+                            unhealthy: can.unhealthy,
                         };
                     }
                 }

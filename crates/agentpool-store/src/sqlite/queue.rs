@@ -22,7 +22,7 @@ use crate::{ClaimFilter, Enqueued, Result, StoreError, TaskFilter};
 
 /// The tasks a claim may take, checked against branch locks, project slots and budgets; `?1`
 /// now, `?2` the worker's agents and `?3` its labels (JSON), `?4` the limit, `?5` the start of
-/// the budget day, `?6` the worker.
+/// the budget day, `?6` the worker, `?7` the projects it is limited to (JSON; NULL for any).
 static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     Candidates {
         filters: &format!(
@@ -30,7 +30,8 @@ static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
              AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
              AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
                   WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
-                                    WHERE w.key = l.key AND w.value = l.value))) AND {}",
+                                    WHERE w.key = l.key AND w.value = l.value))) \
+             AND (?7 IS NULL OR t.project IN (SELECT value FROM json_each(?7))) AND {}",
             common::not_given_back_by("t.", "?6", "?1")
         ),
         spent: "json_extract(s.result, '$.cost_usd')",
@@ -281,6 +282,11 @@ impl SqliteStore {
             .bind(window)
             .bind(common::utc_day_start(now))
             .bind(f.worker_id.as_str())
+            .bind(if f.projects.is_empty() {
+                None
+            } else {
+                Some(json(&f.projects)?)
+            })
             .fetch_all(&mut *tx)
             .await?;
         let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;

@@ -84,12 +84,7 @@ async fn a_task_given_back_wakes_another_worker_though_its_own_waits_longest(h: 
             got
         }
     };
-    let a_again = Worker {
-        id: a.id.clone(),
-        agents: a.agents.clone(),
-        labels: a.labels.clone(),
-        store: a.store.clone(),
-    };
+    let a_again = a.clone();
     let a_waits = tokio::spawn(park(a_again));
     // a's waiter is the class's longest waiting: b's starts after it is parked.
     while h.store.parked_claimers() < 1 {
@@ -201,12 +196,7 @@ async fn no_wake_up_is_lost_when_polls_start_and_end_during_submits(h: Harness) 
         for w in &pools[kind] {
             let (armed, armed_rx) = tokio::sync::oneshot::channel();
             let (end_tx, end) = tokio::sync::oneshot::channel();
-            let w = Worker {
-                id: w.id.clone(),
-                agents: w.agents.clone(),
-                labels: w.labels.clone(),
-                store: w.store.clone(),
-            };
+            let w = w.clone();
             polls.push((tokio::spawn(poll_once(w, armed, end)), end_tx));
             armed_rx.await.unwrap();
         }

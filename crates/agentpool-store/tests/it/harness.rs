@@ -101,10 +101,23 @@ impl Harness {
 
     /// Register a worker with the given agents and labels.
     pub async fn worker(&self, name: &str, agents: &[&str], lbls: &[(&str, &str)]) -> Worker {
+        self.worker_of(name, agents, lbls, &[]).await
+    }
+
+    /// Register a worker with the given agents and labels, limited to `projects`' tasks.
+    pub async fn worker_of(
+        &self,
+        name: &str,
+        agents: &[&str],
+        lbls: &[(&str, &str)],
+        projects: &[&str],
+    ) -> Worker {
         let id = WorkerId::parse(name).expect("worker id");
+        let projects: Vec<String> = projects.iter().map(|p| p.to_string()).collect();
         self.store
             .register_worker(WorkerRegistration {
                 labels: labels(lbls),
+                projects: projects.clone(),
                 ..registration(Some(id.clone()), agents, 4)
             })
             .await
@@ -113,6 +126,7 @@ impl Harness {
             id,
             agents: agents.iter().map(|s| s.to_string()).collect(),
             labels: labels(lbls),
+            projects,
             store: self.store.clone(),
         }
     }
@@ -123,10 +137,12 @@ pub fn labels(l: &[(&str, &str)]) -> Labels {
 }
 
 /// A worker as the tests drive it.
+#[derive(Clone)]
 pub struct Worker {
     pub id: WorkerId,
     pub agents: Vec<String>,
     pub labels: Labels,
+    pub projects: Vec<String>,
     pub store: Arc<dyn Store>,
 }
 
@@ -136,6 +152,7 @@ impl Worker {
             worker_id: self.id.clone(),
             agents: self.agents.clone(),
             labels: self.labels.clone(),
+            projects: self.projects.clone(),
             max,
             lease_ttl: TTL,
         }

@@ -130,6 +130,7 @@ async fn a_worker_registering_again_releases_its_previous_attempts_at_once(h: Ha
             agents: w.agents,
             labels: w.labels,
             slots: w.slots,
+            projects: Vec::new(),
             fresh_start: false,
         });
     if let Some(r) = reg.as_mut() {

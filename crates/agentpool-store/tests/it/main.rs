@@ -16,6 +16,7 @@ mod lifecycle;
 mod locks;
 mod maintenance;
 mod notifications;
+mod projects;
 mod queue;
 mod registry;
 mod schedules;

@@ -202,6 +202,8 @@ async fn claim_matches_agent_and_labels(h: Harness) {
         vec![agentpool_store::WaitReason::NoWorkerCanRun {
             agent: Some("command".into()),
             labels: Default::default(),
+            other_projects: false,
+            project: None,
             unhealthy: 0,
         }]
     );
@@ -221,6 +223,8 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     let far_waits = agentpool_store::WaitReason::NoWorkerCanRun {
         agent: Some("command".into()),
         labels: crate::harness::labels(&[("zone", "c")]),
+        other_projects: false,
+        project: None,
         unhealthy: 0,
     };
     assert_eq!(waiting(far).await, vec![far_waits.clone()]);
@@ -240,6 +244,8 @@ async fn claim_matches_agent_and_labels(h: Harness) {
         vec![agentpool_store::WaitReason::NoWorkerCanRun {
             agent: Some("command".into()),
             labels: crate::harness::labels(&[("zone", "c")]),
+            other_projects: false,
+            project: None,
             unhealthy: 1,
         }]
     );

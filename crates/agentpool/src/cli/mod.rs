@@ -306,6 +306,10 @@ pub struct WorkerArgs {
     /// Labels this worker carries (k=v); a task only runs on workers with all its labels
     #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Take only tasks of these projects (comma separated or repeated) [default: any; with a
+    /// worker token limited to projects, those]
+    #[arg(long = "project", value_name = "NAME", value_delimiter = ',')]
+    pub projects: Vec<String>,
     /// Agents this worker may run (comma separated; one whose CLI is not installed is left out,
     /// with a warning) [default: all installed, plus command]
     #[arg(long, value_delimiter = ',')]

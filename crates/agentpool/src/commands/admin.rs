@@ -75,6 +75,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                     ("running", format!("{}/{}", w.running, w.slots)),
                     ("agents", agents.join(", ")),
                     ("labels", output::labels(&w.labels)),
+                    ("projects", w.projects.join(", ")),
                     (
                         "cache",
                         w.cache.map_or_else(String::new, |c| {

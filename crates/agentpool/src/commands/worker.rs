@@ -41,6 +41,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
         cfg.id = Some(WorkerId::parse(id.clone()).map_err(|e| Exit::new(ExitCode::Usage, e.to_string()))?);
     }
     cfg.labels = args.labels.iter().cloned().collect();
+    cfg.projects = args.projects.clone();
     cfg.agents = offered_agents(&args.agents, None)?;
     cfg.drain_grace = Duration::from_secs(args.drain_grace_secs);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs);

@@ -1,11 +1,12 @@
 //! `agentpool tokens` through the binary: managed over the API of the server given with an
 //! admin token; a token limited to a project and expiring, created on the database and over
-//! the API, refused by flag, listed with its limits, and what the limited token may then do.
+//! the API, refused by flag, listed with its limits, and what the limited token may then do;
+//! a worker token limited to a project, whose `worker` process runs that project's tasks only.
 
-use std::process::Output;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, stderr, stdout};
+use crate::{Env, Up, git, json, stderr, stdout, terminate};
 
 fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
@@ -124,9 +125,9 @@ fn a_token_limited_to_a_project_is_created_listed_and_kept_to_it() {
         &[
             "tokens",
             "create",
-            "pods",
+            "root2",
             "--role",
-            "worker",
+            "admin",
             "--project",
             "web,nope",
         ],
@@ -134,8 +135,8 @@ fn a_token_limited_to_a_project_is_created_listed_and_kept_to_it() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(
         stderr(&o).trim(),
-        "agentpool: token refused: --project: only a submitter token can be limited to projects, \
-         not a worker token; --project: no project named nope"
+        "agentpool: token refused: --project: only a submitter or worker token can be limited to \
+         projects, not an admin token; --project: no project named nope"
     );
     let o = api(
         &admin,
@@ -258,4 +259,98 @@ fn a_token_is_rotated_on_the_database_with_a_grace() {
     let o = env.run(&["tokens", "rotate", "nope", "--database-url", &db]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o).trim(), "agentpool: token nope not found");
+}
+
+/// A worker token limited to a project, through the binaries: created over the API, a `worker`
+/// process with it and no flag of its own, listed with its project, running the web task while
+/// the api task waits and says why.
+#[test]
+fn a_worker_token_limited_to_a_project_runs_that_project_s_tasks_only() {
+    let env = Env::new();
+    let db = sqlite_db(&env);
+    let admin = env.create_token(&db, "root", "admin");
+    let remote = env.sample_repo();
+    let mut serve = env.cmd();
+    serve.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--allow-local-repos",
+        "--database-url",
+        &db,
+    ]);
+    let server = Up::spawn(serve);
+    let api = |token: &str, args: &[&str]| on(&env, &server, token, args);
+    for name in ["web", "api"] {
+        let o = api(
+            &admin,
+            &["projects", "put", name, "--repo", remote.to_str().unwrap()],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let o = api(
+        &admin,
+        &[
+            "tokens",
+            "create",
+            "web-pods",
+            "--role",
+            "worker",
+            "--project",
+            "web",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(web-pods, worker of project web"),
+        "{}",
+        stderr(&o)
+    );
+    let pods = stdout(&o).trim().to_string();
+    let mut worker = env
+        .cmd()
+        .args(["worker", "--server", &server.url, "--token", &pods])
+        .args(["--id", "web-pod", "--allow-local-repos"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the worker");
+
+    let submit = |project: &str, wait: bool| {
+        let command = format!("echo {project} > {project}.txt");
+        let mut args = vec!["submit", "--project", project, "--command", &command];
+        args.extend(["--branch", project]);
+        if wait {
+            args.push("--wait");
+        }
+        api(&admin, &args)
+    };
+    let o = submit("api", false);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let waiting = stdout(&o).trim().to_string();
+    let o = submit("web", true);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(git(&remote, &["show", "web:web.txt"]), "web");
+
+    let o = api(&admin, &["workers", "list"]);
+    let table = stdout(&o);
+    assert!(
+        table.lines().next().unwrap_or_default().contains("PROJECTS"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("web-pod"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" web "), "{row}");
+    let t = json(&api(&admin, &["--output", "json", "tasks", "show", &waiting]));
+    assert_eq!(t["state"], "queued", "{t}");
+    let o = api(&admin, &["tasks", "show", &waiting]);
+    assert!(
+        stdout(&o).contains("none online offers agent command for project api"),
+        "{}",
+        stdout(&o)
+    );
+    terminate(&worker);
+    assert!(worker.wait().expect("the worker exits").success());
 }

@@ -232,6 +232,7 @@ fn registration() -> WorkerRegistration {
         }],
         labels: [("gpu".to_string(), "no".to_string())].into(),
         slots: 4,
+        projects: vec!["web".into()],
         fresh_start: true,
     }
 }
@@ -249,6 +250,7 @@ pub(super) fn worker() -> Value {
         agents: r.agents,
         labels: r.labels,
         slots: r.slots,
+        projects: r.projects,
         status: WorkerStatus::Unhealthy,
         status_message: Some(UNHEALTHY.into()),
         running: 0,

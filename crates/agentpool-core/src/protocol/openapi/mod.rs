@@ -154,7 +154,7 @@ core_schema!(
 core_schema!(
     WorkerRegistrationSchema,
     "WorkerRegistration",
-    "What a worker sends to register: hostname, version, agents and slots, and optionally id, labels and fresh_start (release what this id held before).",
+    "What a worker sends to register: hostname, version, agents and slots, and optionally id, labels, projects (only their tasks) and fresh_start (release what this id held before).",
     vec![worker_registration()],
     required = ["hostname", "version", "agents", "slots"]
 );

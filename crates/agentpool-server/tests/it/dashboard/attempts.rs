@@ -30,6 +30,7 @@ async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
                 worker_id,
                 agents: vec!["command".into()],
                 labels: Default::default(),
+                projects: Vec::new(),
                 max: 1,
                 lease_ttl: Duration::from_secs(60),
             };

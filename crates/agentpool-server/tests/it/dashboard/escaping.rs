@@ -38,6 +38,7 @@ async fn hostile_task(store: &dyn Store) -> TaskId {
             worker_id: w.id.clone(),
             agents: vec!["claude-code".into()],
             labels: [("team".to_string(), "a".to_string())].into_iter().collect(),
+            projects: Vec::new(),
             max: 1,
             lease_ttl: Duration::from_secs(60),
         })

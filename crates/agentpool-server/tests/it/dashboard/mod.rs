@@ -446,6 +446,7 @@ pub(super) async fn register(store: &dyn Store, name: &str) -> agentpool_core::W
             }],
             labels: Labels::new(),
             slots: 2,
+            projects: Vec::new(),
             fresh_start: false,
         })
         .await

@@ -1,6 +1,7 @@
 //! The dashboard as a token limited to a project sees it: its project's tasks, figures,
 //! project and schedules, and nothing of another project's, whose pages and actions answer as
-//! if they did not exist.
+//! if they did not exist. A worker limited to projects is shown with them, and a task that only
+//! workers of other projects could run says so.
 
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskSpec, TaskState};
@@ -10,11 +11,14 @@ use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
 use super::schedules::command_schedule;
-use super::{get, login, post, session};
+use super::{get, login, post, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
-both_backends!(a_project_token_sees_its_projects_work_only);
+both_backends!(
+    a_project_token_sees_its_projects_work_only,
+    a_worker_limited_to_projects_is_shown_with_them,
+);
 
 async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
     let Some(app) = router_app(backend).await else {
@@ -134,4 +138,53 @@ async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+}
+
+async fn a_worker_limited_to_projects_is_shown_with_them(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let store = app.store.as_ref();
+    register(store, "fleet-1").await;
+    let mut reg = agentpool_testkit::worker::registration(
+        Some(agentpool_core::WorkerId::parse("web-pod").expect("id")),
+        &["command"],
+        2,
+    );
+    reg.projects = vec!["web".into(), "docs".into()];
+    store.register_worker(reg).await.expect("register");
+    store
+        .deregister_worker(&agentpool_core::WorkerId::parse("fleet-1").expect("id"))
+        .await
+        .expect("gone");
+    let admin = session(&app.tokens.admin);
+    let page = get(&app, "/workers", Some(&admin)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.text
+            .contains(r#"<span class="hint projects">projects web, docs</span>"#),
+        "{}",
+        page.text
+    );
+    assert_eq!(
+        page.text.matches("hint projects").count(),
+        1,
+        "the unlimited worker has none"
+    );
+    // A task of another project: none online may take it, and the overview says why.
+    store
+        .enqueue(TaskSpec {
+            project: Some("api".into()),
+            ..TaskSpec::command("https://example.com/api-repo.git", "make")
+        })
+        .await
+        .expect("enqueue");
+    let overview = get(&app, "/", Some(&admin)).await;
+    assert!(
+        overview
+            .text
+            .contains("no worker online offers agent command for project api"),
+        "{}",
+        overview.text
+    );
 }

@@ -169,6 +169,7 @@ pub async fn finish(app: &TestApp, id: TaskId, branch: &str, session: &str) {
             worker_id: w.id.clone(),
             agents: vec!["claude-code".into()],
             labels: Default::default(),
+            projects: Vec::new(),
             max: 1,
             lease_ttl: Duration::from_secs(60),
         })

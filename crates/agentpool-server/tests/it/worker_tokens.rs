@@ -1,0 +1,177 @@
+//! Worker tokens limited to projects, through the API: their workers take only those
+//! projects' tasks (and so receive only those tasks' credentials), and they cannot act as,
+//! take over or drain another worker, nor report on another project's task. A worker may
+//! also limit itself to projects with any worker token.
+
+use std::time::Duration;
+
+use agentpool_client::Client;
+use agentpool_core::protocol::TokenCreate;
+use agentpool_core::{NewEvent, TaskResult, TaskSpec, WorkerId};
+use agentpool_testkit::db::Backend;
+
+use crate::both_backends;
+use crate::support::{fields, registration, spawn_app};
+use crate::tokens::{in_project, refused, submitted, two_projects};
+
+both_backends!(
+    a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks,
+    a_worker_limits_itself_to_projects,
+);
+
+fn named(id: &str) -> agentpool_core::worker::WorkerRegistration {
+    agentpool_core::worker::WorkerRegistration {
+        id: Some(WorkerId::parse(id).expect("worker id")),
+        ..registration(&["command"])
+    }
+}
+
+async fn a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    two_projects(&app).await;
+    let t = admin
+        .create_token(&TokenCreate {
+            projects: vec!["web".into()],
+            ..TokenCreate::new("web-pods", "worker")
+        })
+        .await
+        .expect("a worker token may be limited");
+    assert_eq!(t.projects, ["web"]);
+    let pods = Client::new(&app.base, Some(t.token)).expect("client");
+
+    // The fleet's worker (any task), and the web pod's, limited by its token.
+    let fleet = app.client(agentpool_server::Role::Worker);
+    let shared = fleet.register(&named("fleet")).await.expect("register");
+    assert!(shared.projects.is_empty());
+    let pod = pods.register(&named("web-pod")).await.expect("register");
+    assert_eq!(pod.projects, ["web"]);
+    assert_eq!(admin.get_worker(&pod.id).await.expect("worker").projects, ["web"]);
+    // It may not register for another project, nor take over the fleet's worker.
+    let e = pods
+        .register(&agentpool_core::worker::WorkerRegistration {
+            projects: vec!["api".into()],
+            ..named("api-pod")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused(e), (403, "forbidden".into()));
+    let e = pods.register(&named("fleet")).await.unwrap_err();
+    assert_eq!(refused(e), (409, "worker_taken".into()));
+    assert!(
+        admin
+            .get_worker(&shared.id)
+            .await
+            .expect("worker")
+            .projects
+            .is_empty()
+    );
+
+    let web = submitted(&admin, in_project("web", "make web")).await;
+    let api = submitted(&admin, in_project("api", "make api")).await;
+    let loose = submitted(&admin, TaskSpec::command("https://example.com/x.git", "make")).await;
+    // Its claim takes the web task only, with the web project's credential alone.
+    let got = pods.claim(&pod.id, 10, Duration::ZERO).await.expect("claim");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].claimed.task.id, web);
+    let creds: Vec<&String> = got[0].credentials.0.keys().collect();
+    assert_eq!(creds, ["web-token"]);
+    assert!(
+        pods.claim(&pod.id, 10, Duration::ZERO)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // The fleet takes the others.
+    let rest = fleet.claim(&shared.id, 10, Duration::ZERO).await.expect("claim");
+    let mut ids: Vec<_> = rest.iter().map(|w| w.claimed.task.id).collect();
+    ids.sort();
+    let mut want = vec![api, loose];
+    want.sort();
+    assert_eq!(ids, want);
+    let api_lease = rest
+        .iter()
+        .find(|w| w.claimed.task.id == api)
+        .map(|w| w.claimed.lease.token)
+        .expect("api claimed");
+
+    // As the fleet's worker, nothing: not its heartbeat, claim, events, reports or drain.
+    let not_found = |r: Result<(), agentpool_client::Error>| refused(r.expect_err("refused")).0;
+    let beat = agentpool_core::protocol::HeartbeatRequest::default();
+    assert_eq!(not_found(pods.heartbeat(&shared.id, &beat).await.map(drop)), 404);
+    assert_eq!(
+        not_found(pods.claim(&shared.id, 1, Duration::ZERO).await.map(drop)),
+        404
+    );
+    let log = || vec![NewEvent::log("stdout", "forged")];
+    assert_eq!(
+        not_found(pods.append_events(&shared.id, api, api_lease, log()).await),
+        404
+    );
+    assert_eq!(
+        not_found(
+            pods.complete(&shared.id, api, api_lease, TaskResult::default())
+                .await
+        ),
+        404
+    );
+    assert_eq!(not_found(pods.drain_worker(&shared.id).await.map(drop)), 404);
+    assert_eq!(not_found(pods.deregister(&shared.id).await), 404);
+    // Nor, as its own worker, on the api task (events are fenced by the lease alone).
+    assert_eq!(
+        not_found(pods.append_events(&pod.id, api, api_lease, log()).await),
+        404
+    );
+    let api_task = admin.get_task(api).await.expect("task");
+    assert_eq!(api_task.task.state, agentpool_core::TaskState::Running);
+    assert_eq!(api_task.task.worker_id.as_ref(), Some(&shared.id));
+    let events = admin.events(api, 0, 1000).await.expect("events");
+    assert!(!format!("{events:?}").contains("forged"));
+
+    // Its own task it reports as any worker does.
+    let lease = got[0].claimed.lease.token;
+    pods.append_events(&pod.id, web, lease, vec![NewEvent::log("stdout", "built")])
+        .await
+        .expect("events");
+    pods.complete(&pod.id, web, lease, TaskResult::default())
+        .await
+        .expect("complete");
+    assert_eq!(
+        admin.get_task(web).await.expect("task").task.state,
+        agentpool_core::TaskState::Succeeded
+    );
+    pods.drain_worker(&pod.id).await.expect("its own drain");
+}
+
+async fn a_worker_limits_itself_to_projects(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    two_projects(&app).await;
+    let fleet = app.client(agentpool_server::Role::Worker);
+    let e = fleet
+        .register(&agentpool_core::worker::WorkerRegistration {
+            projects: vec!["web".into(), "not a name".into(), "web".into()],
+            ..named("docs-pod")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(e), ["projects[1]", "projects[2]"]);
+    let w = fleet
+        .register(&agentpool_core::worker::WorkerRegistration {
+            projects: vec!["api".into()],
+            ..named("api-pod")
+        })
+        .await
+        .expect("register");
+    assert_eq!(w.projects, ["api"]);
+    submitted(&admin, in_project("web", "make web")).await;
+    let api = submitted(&admin, in_project("api", "make api")).await;
+    let got = fleet.claim(&w.id, 10, Duration::ZERO).await.expect("claim");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].claimed.task.id, api);
+    assert_eq!(got[0].credentials.0.keys().collect::<Vec<_>>(), ["api-token"]);
+}
