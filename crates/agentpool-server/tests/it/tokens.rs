@@ -122,6 +122,23 @@ async fn a_token_s_limits_are_checked_when_it_is_created(backend: Backend) {
     assert!(!info.expired(chrono::Utc::now()));
     let body = serde_json::to_string(&listed).expect("json");
     assert!(!body.contains(&t.token));
+    // Any project name may be a limit, capitals and all.
+    admin
+        .put_project(&ProjectSpec {
+            name: "Web_App".into(),
+            repo: "https://example.com/web-app.git".into(),
+            ..ProjectSpec::default()
+        })
+        .await
+        .expect("project");
+    let t = admin
+        .create_token(&TokenCreate {
+            projects: vec!["Web_App".into()],
+            ..TokenCreate::new("web-app-ci", "submitter")
+        })
+        .await
+        .expect("a token for a project named with capitals");
+    assert_eq!(t.projects, ["Web_App"]);
     // Only an admin manages tokens.
     let e = app
         .submitter()
