@@ -49,7 +49,9 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
+/// `serve` with auth on a new SQLite database, local repositories allowed, and `extra` flags:
+/// the server, an admin token, and a sample repository.
+pub(crate) fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
     let remote = env.sample_repo();
     let db = sqlite_db(env);
     let admin = env.create_token(&db, "root", "admin");

@@ -267,19 +267,7 @@ fn a_token_is_rotated_on_the_database_with_a_grace() {
 #[test]
 fn a_worker_token_limited_to_a_project_runs_that_project_s_tasks_only() {
     let env = Env::new();
-    let db = sqlite_db(&env);
-    let admin = env.create_token(&db, "root", "admin");
-    let remote = env.sample_repo();
-    let mut serve = env.cmd();
-    serve.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--allow-local-repos",
-        "--database-url",
-        &db,
-    ]);
-    let server = Up::spawn(serve);
+    let (server, admin, remote) = crate::restarts::start_pool(&env, &[]);
     let api = |token: &str, args: &[&str]| on(&env, &server, token, args);
     for name in ["web", "api"] {
         let o = api(
