@@ -3,7 +3,8 @@
 //! (waiting on the work signal, and as a long poll that is handed the task), on
 //! SQLite and PostgreSQL, each with 1k and 100k finished tasks already in the table; how
 //! long reading a small project's tasks among them takes; and claim+complete of a project's
-//! tasks by workers of any project and by workers limited to it.
+//! tasks by workers of any project and by workers limited to it, and of a project with a
+//! daily budget.
 //!
 //! `cargo bench -p agentpool-store --bench queue [-- sqlite|postgres] [--quick]`
 //! PostgreSQL needs `AGENTPOOL_TEST_PG_URL` (`source scripts/services.sh`); each run gets a
@@ -115,6 +116,9 @@ enum Claimed {
     /// Tasks of a project (the serialized constrained step), by workers of any task or
     /// workers limited to that project.
     OfProject { limited: bool },
+    /// Tasks of a project with a daily budget (never reached), by workers of any task: each
+    /// claim also sums what the project spent today.
+    OfBudgetedProject,
 }
 
 /// Claim and complete until the queue is empty; returns tasks done.
@@ -145,7 +149,22 @@ async fn throughput_of(
     tasks: usize,
     claimed: Claimed,
 ) -> f64 {
-    let project = (claimed != Claimed::Plain).then_some("team");
+    let project = match claimed {
+        Claimed::Plain => None,
+        Claimed::OfProject { .. } => Some("team"),
+        Claimed::OfBudgetedProject => {
+            store
+                .put_project(agentpool_core::project::ProjectSpec {
+                    name: "spender".into(),
+                    repo: "https://git.example.com/bench.git".into(),
+                    daily_budget_usd: Some(1e9),
+                    ..Default::default()
+                })
+                .await
+                .expect("project");
+            Some("spender")
+        }
+    };
     enqueue_of(store, tasks, project).await;
     let mut filters = Vec::new();
     for i in 0..claimers {
@@ -387,6 +406,10 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
             "| {name} | {prefill} | claim+complete of a project's tasks, 4 claimers {who}, batches of 100 | {r:.0} tasks/s |"
         );
     }
+    let r = throughput_of(&store, 4, 100, tasks / 10, Claimed::OfBudgetedProject).await;
+    println!(
+        "| {name} | {prefill} | claim+complete of the tasks of a project with a daily budget, 4 claimers, batches of 100 | {r:.0} tasks/s |"
+    );
     // Both ways of waiting, one after the other on the same store.
     for (how, label) in [
         (Waiting::Signal, "waiting on the work signal"),

@@ -18,7 +18,10 @@ pub(crate) struct Candidates<'a> {
 
 impl Candidates<'_> {
     /// The tasks `filters` admits whose branch lock is free and whose project has a free slot
-    /// and budget left, in claim order, with what [`crate::rows::candidate`] reads.
+    /// and budget left, in claim order, with what [`crate::rows::candidate`] reads. What each
+    /// project with a daily budget spent today is summed once per claim (`spent`), not once
+    /// per candidate: the candidates of one project share it, and each sum reads the project's
+    /// finished tasks.
     pub(crate) fn sql(&self) -> String {
         let Self {
             filters,
@@ -28,7 +31,12 @@ impl Candidates<'_> {
             limit,
         } = self;
         format!(
-            "SELECT t.id, t.lock_key, t.project, \
+            "WITH spent AS MATERIALIZED ( \
+               SELECT s.project, COALESCE(SUM({spent}), 0) AS usd FROM tasks s \
+               WHERE s.project IN (SELECT name FROM projects WHERE daily_budget_usd IS NOT NULL) \
+                 AND s.result IS NOT NULL AND s.updated_at >= {since} \
+               GROUP BY s.project) \
+             SELECT t.id, t.lock_key, t.project, \
                CASE WHEN t.project IS NULL THEN 0 ELSE \
                  (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
                END AS project_running, \
@@ -42,9 +50,7 @@ impl Candidates<'_> {
                       (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
                AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
                     WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
-                      (SELECT COALESCE(SUM({spent}), 0) \
-                       FROM tasks s WHERE s.project = t.project AND s.result IS NOT NULL \
-                         AND s.updated_at >= {since}))){also} \
+                      COALESCE((SELECT usd FROM spent WHERE spent.project = t.project), 0))){also} \
              ORDER BY t.priority DESC, t.run_after, t.id \
              LIMIT {limit}"
         )
