@@ -49,6 +49,18 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Poll `f` until it gives a value; on timeout, fail with what its last `Err` said was seen.
+fn wait_for_value<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "timed out waiting for {what}; {seen}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `serve` with auth on a new SQLite database, local repositories allowed, and `extra` flags:
 /// the server, an admin token, and a sample repository.
 pub(crate) fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
@@ -160,20 +172,34 @@ fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
     let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "600"]);
     let url = server.url.clone();
     let id = submit(&env, &url, &admin, &repo, "sleep 1000");
-    let mut w = spawn_worker(&env, &url, &admin, "w1");
+    // Both lives log to one file, shown if the task does not come back.
+    let logs = env.dir.path().join("worker.log");
+    let log = || {
+        Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&logs)
+                .unwrap(),
+        )
+    };
+    let mut w = spawn_worker_with_stderr(&env, &url, &admin, "w1", log());
     wait_for("the task to run", Duration::from_secs(60), || {
         task(&env, &url, &admin, &id)["state"] == "running"
     });
     w.kill().unwrap();
     w.wait().unwrap();
-    let mut again = spawn_worker(&env, &url, &admin, "w1");
+    let mut again = spawn_worker_with_stderr(&env, &url, &admin, "w1", log());
     // Released at registration (without it, the lease would hold the task for 10 minutes),
     // its attempt given back (the worker died, not the task), and run again on the new life.
-    wait_for("the second run", Duration::from_secs(120), || {
+    let t = wait_for_value("the second run", Duration::from_secs(120), || {
         let t = task(&env, &url, &admin, &id);
-        t["state"] == "running" && t["attempts_detail"].as_array().map(Vec::len) == Some(2)
+        if t["state"] == "running" && t["attempts_detail"].as_array().map(Vec::len) == Some(2) {
+            return Ok(t);
+        }
+        let log = std::fs::read_to_string(&logs).unwrap_or_default();
+        Err(format!("the task: {t:#}\nthe workers' log:\n{log}"))
     });
-    let t = task(&env, &url, &admin, &id);
     let first = &t["attempts_detail"][0];
     assert_eq!(first["error_class"], "LEASE_EXPIRED", "{t}");
     assert_eq!(t["attempts"], 1, "{t}");
