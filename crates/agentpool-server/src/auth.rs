@@ -101,23 +101,15 @@ impl TokenLimits {
                 "only a submitter or worker token can be limited to projects, not an admin token",
             ));
         }
-        if self.projects.len() > MAX_TOKEN_PROJECTS {
-            errs.push(ValidationError::new(
-                "projects",
-                format!("at most {MAX_TOKEN_PROJECTS} projects"),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.projects.iter().enumerate().take(MAX_TOKEN_PROJECTS) {
-            let field = format!("projects[{i}]");
-            if !seen.insert(p) {
-                errs.push(ValidationError::new(field, format!("{p} is named twice")));
-            } else if !agentpool_core::project::valid_name(p) {
-                errs.push(ValidationError::new(field, "is not a project name"));
-            } else if store.get_project(p).await?.is_none() {
-                errs.push(ValidationError::new(field, format!("no project named {p}")));
+        let mut stored = std::collections::HashSet::new();
+        for p in self.projects.iter().take(MAX_PROJECTS) {
+            if agentpool_core::project::valid_name(p) && store.get_project(p).await?.is_some() {
+                stored.insert(p.as_str());
             }
         }
+        errs.append(&mut project_list_problems(&self.projects, |p| {
+            (!stored.contains(p)).then(|| format!("no project named {p}"))
+        }));
         if let Some(at) = self.expires_at
             && at <= store.time()
         {
@@ -127,8 +119,38 @@ impl TokenLimits {
     }
 }
 
-/// How many projects one token may be limited to.
-pub const MAX_TOKEN_PROJECTS: usize = 100;
+/// How many projects one token (or one worker) may be limited to.
+pub const MAX_PROJECTS: usize = 100;
+
+/// The problems of a list of projects a token or a worker is limited to, with their field
+/// paths: at most [`MAX_PROJECTS`], each a project name, none named twice, and what `check`
+/// says of each well-formed name (a token's must exist).
+pub fn project_list_problems(
+    projects: &[String],
+    check: impl Fn(&str) -> Option<String>,
+) -> Vec<ValidationError> {
+    let mut errs = Vec::new();
+    if projects.len() > MAX_PROJECTS {
+        errs.push(ValidationError::new(
+            "projects",
+            format!("at most {MAX_PROJECTS} projects"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, p) in projects.iter().enumerate().take(MAX_PROJECTS) {
+        let problem = if !seen.insert(p) {
+            Some(format!("{p} is named twice"))
+        } else if !agentpool_core::project::valid_name(p) {
+            Some("is not a project name".to_string())
+        } else {
+            check(p)
+        };
+        if let Some(why) = problem {
+            errs.push(ValidationError::new(format!("projects[{i}]"), why));
+        }
+    }
+    errs
+}
 
 /// [`create_token`] with limits, which the caller has checked ([`TokenLimits::problems`]).
 pub async fn create_limited_token(

@@ -168,7 +168,7 @@ fn body_rules() -> Vec<(&'static str, Value)> {
         ),
         (
             "WorkerRegistration/properties/projects",
-            json!({ "maxItems": crate::auth::MAX_TOKEN_PROJECTS, "uniqueItems": true,
+            json!({ "maxItems": crate::auth::MAX_PROJECTS, "uniqueItems": true,
                     "items": { "type": "string", "pattern": NAME } }),
         ),
         // The worker protocol's requests (`agentpool_core::protocol::worker`): unknown fields

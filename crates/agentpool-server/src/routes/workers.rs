@@ -52,31 +52,7 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     if r.labels.len() > 100 {
         errs.push(ValidationError::new("labels", "at most 100 labels"));
     }
-    if r.projects.len() > crate::auth::MAX_TOKEN_PROJECTS {
-        errs.push(ValidationError::new(
-            "projects",
-            format!("at most {} projects", crate::auth::MAX_TOKEN_PROJECTS),
-        ));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (i, p) in r
-        .projects
-        .iter()
-        .enumerate()
-        .take(crate::auth::MAX_TOKEN_PROJECTS)
-    {
-        if !agentpool_core::project::valid_name(p) {
-            errs.push(ValidationError::new(
-                format!("projects[{i}]"),
-                "is not a project name",
-            ));
-        } else if !seen.insert(p) {
-            errs.push(ValidationError::new(
-                format!("projects[{i}]"),
-                format!("{p} is named twice"),
-            ));
-        }
-    }
+    errs.append(&mut crate::auth::project_list_problems(&r.projects, |_| None));
     if errs.is_empty() {
         Ok(())
     } else {
