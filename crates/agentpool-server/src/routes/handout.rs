@@ -15,22 +15,49 @@ const GIT_TOKEN_CREDENTIAL: &str = "git-token";
 /// How long a claim waits for GitHub to mint a task's token.
 const MINT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Decrypt the credentials a claimed task needs: those its spec names plus its project's.
+/// Decrypt the credentials a claimed task needs: those its spec names plus its project's; for a
+/// worker limited to projects, its project's only.
 /// A credential that is missing or cannot be decrypted is left out (and logged by name): the
 /// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck. With them, the
 /// GitHub API the task's minted git token is to be revoked at, when one was minted.
-pub(super) async fn credentials_for(state: &AppState, c: &ClaimedTask) -> (Secrets, Option<String>) {
+pub(super) async fn credentials_for(
+    state: &AppState,
+    c: &ClaimedTask,
+    by: &agentpool_store::ClaimFilter,
+) -> (Secrets, Option<String>) {
     let mut names: BTreeSet<String> = c.task.spec.credentials.iter().cloned().collect();
     let mut github = None;
+    let mut project_names = BTreeSet::new();
     if let Some(p) = &c.task.spec.project {
         match state.store().get_project(p).await {
             Ok(Some(p)) => {
-                names.extend(p.spec.credentials);
+                project_names.extend(p.spec.credentials);
                 github = p.spec.github.filter(|g| g.app.is_some());
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(task = %c.task.id, error = %e, "project lookup for credentials failed"),
         }
+    }
+    if !by.projects.is_empty() {
+        // A worker limited to projects (a team's own machines) is handed its project's
+        // credentials only: one a caller of every project named on the task stays on the
+        // server, so another team's secrets never reach that team's machines.
+        let withheld: Vec<&str> = names.difference(&project_names).map(String::as_str).collect();
+        if !withheld.is_empty() {
+            let line = format!(
+                "credentials not handed to worker {} (limited to projects): {}; the task's project does not name them",
+                by.worker_id,
+                withheld.join(", ")
+            );
+            tracing::warn!(task = %c.task.id, "{line}");
+            let event = vec![agentpool_core::NewEvent::log("agentpool", line)];
+            if let Err(e) = state.store().append_events(c.task.id, None, event).await {
+                tracing::warn!(task = %c.task.id, error = %e, "cannot record the credentials withheld");
+            }
+        }
+        names = project_names;
+    } else {
+        names.extend(project_names);
     }
     let mut out = Secrets::default();
     let mut revoke_at = None;

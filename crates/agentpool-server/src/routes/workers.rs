@@ -263,7 +263,7 @@ pub async fn claim(
             if let Some(w) = waiter {
                 w.finish(claimed.len() >= max as usize);
             }
-            return Ok(Json(claim_response(&state, claimed).await).into_response());
+            return Ok(Json(claim_response(&state, claimed, &filter).await).into_response());
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let Some(w) = waiter.as_mut().filter(|_| !remaining.is_zero()) else {
@@ -276,7 +276,7 @@ pub async fn claim(
                 // this worker: one commit instead of the submit's and this claim's.
                 Wake::Handed(claimed) => {
                     state.inner.metrics.handed_over(claimed.len());
-                    return Ok(Json(claim_response(&state, claimed).await).into_response());
+                    return Ok(Json(claim_response(&state, claimed, &filter).await).into_response());
                 }
                 Wake::TimedOut => return Ok(StatusCode::NO_CONTENT.into_response()),
             },
@@ -287,7 +287,7 @@ pub async fn claim(
     }
 }
 
-async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimResponse {
+async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>, by: &ClaimFilter) -> ClaimResponse {
     let now = chrono::Utc::now();
     let mut tasks = Vec::with_capacity(claimed.len());
     for c in claimed {
@@ -297,7 +297,7 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>) -> ClaimRes
         state.inner.metrics.claimed(&agent, latency);
         state.note_claimed(c.task.id, agent);
         state.inner.hub.notify(c.task.id);
-        let (credentials, revoke_git_token_at) = handout::credentials_for(state, &c).await;
+        let (credentials, revoke_git_token_at) = handout::credentials_for(state, &c, by).await;
         tasks.push(ClaimedWork {
             claimed: c,
             credentials,

@@ -17,6 +17,7 @@ use crate::tokens::{in_project, refused, submitted, two_projects};
 both_backends!(
     a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks,
     a_worker_limits_itself_to_projects,
+    a_credential_its_project_does_not_name_is_not_handed_to_a_limited_worker,
 );
 
 fn named(id: &str) -> agentpool_core::worker::WorkerRegistration {
@@ -174,4 +175,58 @@ async fn a_worker_limits_itself_to_projects(backend: Backend) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].claimed.task.id, api);
     assert_eq!(got[0].credentials.0.keys().collect::<Vec<_>>(), ["api-token"]);
+}
+
+/// A caller of every project may name on a project's task a credential the project does not
+/// name. A worker limited to projects (a team's own machine) is still handed the project's
+/// credentials only, and the task's events say what was withheld; any other worker gets them
+/// all.
+async fn a_credential_its_project_does_not_name_is_not_handed_to_a_limited_worker(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    two_projects(&app).await;
+    let fleet = app.client(agentpool_server::Role::Worker);
+    let web_pod = fleet
+        .register(&agentpool_core::worker::WorkerRegistration {
+            projects: vec!["web".into()],
+            ..named("web-pod")
+        })
+        .await
+        .expect("register");
+    let borrowing = || TaskSpec {
+        credentials: vec!["api-token".into()],
+        ..in_project("web", "make web")
+    };
+    let first = submitted(&admin, borrowing()).await;
+    let got = fleet.claim(&web_pod.id, 1, Duration::ZERO).await.expect("claim");
+    assert_eq!(got[0].claimed.task.id, first);
+    assert_eq!(got[0].credentials.0.keys().collect::<Vec<_>>(), ["web-token"]);
+    let events = admin.events(first, 0, 1000).await.expect("events");
+    let said: Vec<String> = events
+        .events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            agentpool_core::EventPayload::Log { stream, line } if stream == "agentpool" => Some(line.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "credentials not handed to worker web-pod (limited to projects): api-token; \
+          the task's project does not name them"
+        ]
+    );
+    assert!(!format!("{events:?}").contains("s3cret-value"));
+
+    let anyone = fleet.register(&named("anyone")).await.expect("register");
+    let second = submitted(&admin, borrowing()).await;
+    let got = fleet.claim(&anyone.id, 1, Duration::ZERO).await.expect("claim");
+    assert_eq!(got[0].claimed.task.id, second);
+    assert_eq!(
+        got[0].credentials.0.keys().collect::<Vec<_>>(),
+        ["api-token", "web-token"]
+    );
 }
