@@ -303,6 +303,10 @@ pub async fn run_cli(
         .max_line_bytes(MAX_LINE_BYTES)
         .long_lines(LongLines::Truncate)
         .kill_grace(Duration::from_secs(5));
+    let spec = match run.request.record.clone() {
+        Some(r) => spec.record_group(r),
+        None => spec,
+    };
     let mut stderr_tail: Vec<String> = Vec::new();
     let mut on_line = |stream: OutputStream, line: &str| match stream {
         OutputStream::Stdout => {

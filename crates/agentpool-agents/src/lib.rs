@@ -63,6 +63,9 @@ pub struct AgentRequest {
     /// each adapter writes in its CLI's own format. (Its variables, model and turn limit are
     /// already in `env`, `model` and `max_turns`.)
     pub profile: agentpool_core::AgentProfile,
+    /// Record the CLI's process group while it runs, so that a worker restarted after a crash
+    /// stops an agent its previous life left running (and paying for tokens).
+    pub record: Option<process::GroupRecord>,
 }
 
 /// Default output limit: far above any real run, low enough to stop a runaway loop.
@@ -84,6 +87,7 @@ impl AgentRequest {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             local_login: None,
             profile: agentpool_core::AgentProfile::default(),
+            record: None,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use agentpool_agents::EventSink;
 use agentpool_core::{CheckRun, CheckSpec, Lifecycle, NewEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{KillReason, LongLines, OutputStream, ProcessSpec, run_process};
+use crate::process::{GroupRecord, KillReason, LongLines, OutputStream, ProcessSpec, run_process};
 
 /// How much of a check's output its record (and the feedback prompt) keeps: the end.
 pub const OUTPUT_TAIL_BYTES: usize = 4000;
@@ -36,8 +36,8 @@ pub enum ChecksError {
 pub struct CheckEnv<'a> {
     pub dir: &'a Path,
     pub env: &'a BTreeMap<String, String>,
-    /// The task's process-group file, for crash clean-up.
-    pub group_file: PathBuf,
+    /// Where the task's process groups are recorded, for crash clean-up.
+    pub record: GroupRecord,
     pub kill_grace: Duration,
     /// When the task's timeout runs out.
     pub deadline: Instant,
@@ -78,11 +78,6 @@ async fn run_one(
     if left.is_zero() {
         return Err(ChecksError::TaskTimeout(name));
     }
-    let marker = cx
-        .env
-        .get("AGENTPOOL_TASK_ID")
-        .map(|id| format!("AGENTPOOL_TASK_ID={id}"))
-        .unwrap_or_default();
     let mut spec = ProcessSpec::new("sh")
         .arg("-c")
         .arg(&check.command)
@@ -91,7 +86,7 @@ async fn run_one(
         .kill_grace(cx.kill_grace)
         .max_output_bytes(check.max_output_bytes())
         .long_lines(LongLines::Split)
-        .group_file(&cx.group_file, marker);
+        .record_group(cx.record.clone());
     spec.env = cx
         .env
         .iter()

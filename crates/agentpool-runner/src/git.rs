@@ -13,7 +13,7 @@ use std::time::Duration;
 use agentpool_core::Redactor;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{KillReason, ProcessSpec, run_captured};
+use crate::process::{GroupRecord, KillReason, ProcessSpec, run_captured};
 
 /// A secret string: never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -132,6 +132,8 @@ pub struct Git {
     redactor: Redactor,
     /// `-c` settings that depend on the options (credentials).
     config: Vec<String>,
+    /// Where its process groups are recorded while they run (crash clean-up).
+    record: Option<GroupRecord>,
 }
 
 /// How to configure [`Git`].
@@ -186,7 +188,14 @@ impl Git {
             timeout: opts.timeout,
             redactor: opts.redactor,
             config,
+            record: None,
         }
+    }
+
+    /// Record each git process group while it runs (see [`GroupRecord`]).
+    pub fn recording(mut self, record: GroupRecord) -> Self {
+        self.record = Some(record);
+        self
     }
 
     /// Run this git executable instead of `git` from `PATH`.
@@ -275,6 +284,9 @@ impl Git {
         }
         if let Some(data) = o.stdin {
             spec = spec.stdin(data.to_vec());
+        }
+        if let Some(r) = &self.record {
+            spec = spec.record_group(r.clone());
         }
         let (outcome, stdout, stderr) = run_captured(spec, o.cancel).await?;
         match outcome.killed {

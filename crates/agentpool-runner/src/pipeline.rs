@@ -339,7 +339,8 @@ impl Pipeline {
             timeout: self.cfg.git_timeout,
             redactor: self.redactor_for(work),
         })
-        .with_program(self.cfg.git_program.clone());
+        .with_program(self.cfg.git_program.clone())
+        .recording(self.group_record(task.id));
 
         // ---- workspace ----
         events.emit(NewEvent::log(
@@ -479,6 +480,13 @@ impl Pipeline {
     }
 
     /// The command's environment: nothing from the worker except PATH, plus what the task needs.
+    /// Where every process a task runs (git, setup, agent, command, checks) is recorded while
+    /// it runs: a worker killed mid-task and started again kills them before taking work, so
+    /// an orphaned agent does not go on editing and spending next to the task's next attempt.
+    pub(crate) fn group_record(&self, task: agentpool_core::TaskId) -> crate::process::GroupRecord {
+        crate::process::GroupRecord::task(self.cfg.state_dir.join("running"), task)
+    }
+
     fn task_env(&self, work: &ClaimedWork, ws: &Workspace) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         env.insert(
@@ -534,7 +542,6 @@ impl Pipeline {
         script: &str,
         scope: &Scope<'_>,
     ) -> Result<(crate::process::ProcessOutcome, Option<String>), Failed> {
-        let task_id = scope.env.get("AGENTPOOL_TASK_ID").cloned().unwrap_or_default();
         let mut spec = ProcessSpec::new("sh")
             .arg("-c")
             .arg(script)
@@ -542,10 +549,7 @@ impl Pipeline {
             .timeout(scope.deadline.saturating_duration_since(Instant::now()))
             .kill_grace(self.cfg.kill_grace)
             .max_output_bytes(self.cfg.max_output_bytes)
-            .group_file(
-                self.cfg.state_dir.join("running").join(format!("{task_id}.pgid")),
-                format!("AGENTPOOL_TASK_ID={task_id}"),
-            );
+            .record_group(self.group_record(scope.work.claimed.task.id));
         spec.env = scope
             .env
             .iter()

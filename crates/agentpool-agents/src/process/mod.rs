@@ -13,7 +13,7 @@
 //! in the background is killed as well, and [`run_process`] returns only once no live member of
 //! the group remains.
 //!
-//! A worker that is itself killed (SIGKILL, OOM) cannot clean up: [`ProcessSpec::group_file`]
+//! A worker that is itself killed (SIGKILL, OOM) cannot clean up: [`ProcessSpec::record_group`]
 //! records the running group so that the next life of the worker can kill it
 //! ([`kill_orphans`]).
 //!
@@ -126,9 +126,32 @@ pub struct ProcessSpec {
     /// Bounds memory per line; see `long_lines`.
     pub max_line_bytes: usize,
     pub long_lines: LongLines,
-    /// Record the process group here while it runs (see [`kill_orphans`]): `(file, marker)`,
-    /// where `marker` is a `NAME=value` pair from `env` that identifies this run's processes.
-    pub group_file: Option<(PathBuf, String)>,
+    /// Record the process group while it runs, for a worker restarted after a crash
+    /// ([`kill_orphans`]).
+    pub record: Option<GroupRecord>,
+}
+
+/// Where a run records its process group while it runs, so that a worker restarted after
+/// being killed (SIGKILL, OOM) kills what its previous life left running ([`kill_orphans`]):
+/// a file of its own in `dir`, named by the group, with the environment marker
+/// `name=value` that every process of the run carries (it is set in their environment), and
+/// the worker process that started it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub dir: PathBuf,
+    pub name: String,
+    pub value: String,
+}
+
+impl GroupRecord {
+    /// Runs of task `task` recorded in `dir`, marked with `AGENTPOOL_TASK_ID`.
+    pub fn task(dir: impl Into<PathBuf>, task: impl std::fmt::Display) -> Self {
+        Self {
+            dir: dir.into(),
+            name: "AGENTPOOL_TASK_ID".into(),
+            value: task.to_string(),
+        }
+    }
 }
 
 impl ProcessSpec {
@@ -144,15 +167,13 @@ impl ProcessSpec {
             max_output_bytes: None,
             max_line_bytes: 64 * 1024,
             long_lines: LongLines::Split,
-            group_file: None,
+            record: None,
         }
     }
 
-    /// Record the running process group in `file` with `marker` (a `NAME=value` pair of the
-    /// environment), so that a worker restarted after a crash can kill what its previous life
-    /// left running ([`kill_orphans`]).
-    pub fn group_file(mut self, file: impl Into<PathBuf>, marker: impl Into<String>) -> Self {
-        self.group_file = Some((file.into(), marker.into()));
+    /// Record the running process group (see [`GroupRecord`]).
+    pub fn record_group(mut self, record: GroupRecord) -> Self {
+        self.record = Some(record);
         self
     }
 
@@ -273,6 +294,8 @@ pub async fn run_process(
     cmd.args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        // The marker last, so that the run's processes carry it whatever `env` says.
+        .envs(spec.record.iter().map(|r| (&r.name, &r.value)))
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -298,19 +321,13 @@ pub async fn run_process(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
-    if let Some((file, marker)) = &spec.group_file {
-        if let Some(dir) = file.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        // Best effort: without the file only crash clean-up is lost, not the run.
-        let _ = std::fs::write(file, format!("{pgid}\n{marker}\n"));
-    }
+    let file = spec.record.as_ref().map(|r| orphans::record(r, pgid));
     // Whatever happens to this future (dropped on abort, panics), the tree dies with it.
     let mut guard = TreeGuard {
         pgid,
         armed: true,
         seen: HashMap::new(),
-        file: spec.group_file.as_ref().map(|(f, _)| f.clone()),
+        file,
     };
 
     if let (Some(data), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {

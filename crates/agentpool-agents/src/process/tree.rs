@@ -133,6 +133,13 @@ pub(super) fn proc_stat(pid: i32) -> Option<ProcStat> {
     })
 }
 
+/// When process `pid` started (clock ticks since boot), while it runs and is not a zombie.
+pub(super) fn start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid)
+        .filter(|s| !matches!(s.state, 'Z' | 'X'))
+        .map(|s| s.start)
+}
+
 pub(super) fn all_pids() -> Vec<i32> {
     std::fs::read_dir("/proc")
         .map(|dir| {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use agentpool_agents::process::{
-    KillReason, OutputStream, ProcessOutcome, ProcessSpec, group_alive, run_process,
+    GroupRecord, KillReason, OutputStream, ProcessOutcome, ProcessSpec, group_alive, run_process,
 };
 use agentpool_testkit::process::{alive, pids};
 use tokio_util::sync::CancellationToken;
@@ -152,23 +152,47 @@ fn orphan_group(env: &[(&str, &str)]) -> std::process::Child {
         .unwrap()
 }
 
+/// `pid start` of a worker process that is gone: a child that exited and was reaped.
+fn gone_worker() -> String {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    format!("{pid} 1")
+}
+
+/// `pid start` of this process, a worker that still runs.
+fn running_worker() -> String {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let start = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string();
+    format!("{} {start}", std::process::id())
+}
+
 #[tokio::test]
-async fn kill_orphans_kills_recorded_groups_carrying_their_marker_only() {
+async fn kill_orphans_kills_recorded_groups_of_gone_workers_carrying_their_marker_only() {
     let dir = tempfile::tempdir().unwrap();
     let mut marked = orphan_group(&[("AGENTPOOL_TASK_ID", "t1")]);
-    let mut unmarked = orphan_group(&[("AGENTPOOL_TASK_ID", "other")]);
-    // The group file a run writes: pgid, then the marker.
-    std::fs::write(
-        dir.path().join("t1.pgid"),
-        format!("{}\nAGENTPOOL_TASK_ID=t1\n", marked.id()),
-    )
-    .unwrap();
+    let unmarked = orphan_group(&[("AGENTPOOL_TASK_ID", "other")]);
+    let running = orphan_group(&[("AGENTPOOL_TASK_ID", "t3")]);
+    let write = |name: &str, pid: u32, task: &str, worker: &str| {
+        // The record a run writes: pgid, the marker, the worker that started it.
+        std::fs::write(
+            dir.path().join(name),
+            format!("{pid}\nAGENTPOOL_TASK_ID={task}\n{worker}\n"),
+        )
+        .unwrap();
+    };
+    write("t1.pgid", marked.id(), "t1", &gone_worker());
     // A recorded group whose members lack the marker: the pgid was recycled by someone else.
-    std::fs::write(
-        dir.path().join("t2.pgid"),
-        format!("{}\nAGENTPOOL_TASK_ID=t2\n", unmarked.id()),
-    )
-    .unwrap();
+    write("t2.pgid", unmarked.id(), "t2", &gone_worker());
+    // A group whose worker still runs (another worker sharing the directory): not an orphan.
+    write("t3.pgid", running.id(), "t3", &running_worker());
 
     assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
     let status = marked.wait().unwrap();
@@ -180,27 +204,45 @@ async fn kill_orphans_kills_recorded_groups_carrying_their_marker_only() {
         alive(unmarked.id() as i32),
         "a group without the marker was killed"
     );
+    assert!(alive(running.id() as i32), "a live worker's group was killed");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "group files not removed"
+        left,
+        ["t3.pgid"],
+        "the records of the gone workers' groups are removed"
     );
-    unmarked.kill().unwrap();
-    unmarked.wait().unwrap();
+    for mut c in [unmarked, running] {
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
 }
 
 #[tokio::test]
-async fn a_run_records_its_group_while_it_runs_and_removes_the_file_after() {
+async fn a_run_records_its_group_and_marks_its_processes_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("running").join("t1.pgid");
+    let running = dir.path().join("running");
     let mut recorded = None;
+    let mut environ = Vec::new();
     let outcome = cancel_when_ready(
-        sh("echo ready; sleep 1000")
-            .env("AGENTPOOL_TASK_ID", "t1")
-            .group_file(&file, "AGENTPOOL_TASK_ID=t1"),
+        sh("echo ready; sleep 1000").record_group(GroupRecord::task(&running, "t1")),
         |l| {
             if l == "ready" {
-                recorded = std::fs::read_to_string(&file).ok();
+                let files: Vec<_> = std::fs::read_dir(&running)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
+                recorded = files
+                    .first()
+                    .map(|f| (f.clone(), std::fs::read_to_string(f).unwrap()));
+                let pgid = recorded
+                    .as_ref()
+                    .and_then(|(_, t)| t.lines().next()?.parse::<i32>().ok());
+                environ = pgid
+                    .and_then(|p| std::fs::read(format!("/proc/{p}/environ")).ok())
+                    .unwrap_or_default();
             }
         },
     )
@@ -208,9 +250,20 @@ async fn a_run_records_its_group_while_it_runs_and_removes_the_file_after() {
     assert_eq!(outcome.killed, Some(KillReason::Canceled));
     assert_eq!(
         recorded,
-        Some(format!("{}\nAGENTPOOL_TASK_ID=t1\n", outcome.pgid))
+        Some((
+            running.join(format!("{}.pgid", outcome.pgid)),
+            format!("{}\nAGENTPOOL_TASK_ID=t1\n{}\n", outcome.pgid, running_worker())
+        ))
     );
-    assert!(!file.exists(), "the group file outlived the run");
+    assert!(
+        environ.split(|b| *b == 0).any(|kv| kv == b"AGENTPOOL_TASK_ID=t1"),
+        "the run's process carries the marker"
+    );
+    assert_eq!(
+        std::fs::read_dir(&running).unwrap().count(),
+        0,
+        "the record outlived the run"
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use agentpool_agents::process::GroupRecord;
 use agentpool_agents::{AgentConfig, AgentOutcome, AgentRequest, CodeAgent, EventSink, Registry};
 use agentpool_core::{ErrorClass, EventKind, NewEvent};
 use agentpool_testkit::git::git;
@@ -197,7 +198,9 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
     let fx = Fixture::new(vec![Step::shell(&pidfile.sleeper()), Step::answer("done")]).await;
     let sink = Arc::new(Collect::default());
     let cancel = CancellationToken::new();
-    let req = fx.request(name, "Run the command");
+    let mut req = fx.request(name, "Run the command");
+    let records = fx.home.path().join("running");
+    req.record = Some(GroupRecord::task(&records, "t1"));
     let run = {
         let (agent, sink, cancel) = (agent.clone(), sink.clone(), cancel.clone());
         tokio::spawn(async move { agent.run(req, sink, cancel).await })
@@ -214,6 +217,17 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
             format!("{:#?}\n{requests:#?}", sink.all())
         })
         .await;
+    // While it runs, the CLI's group is recorded, and the CLI carries the marker: a worker
+    // killed now and started again would find and stop it.
+    let recorded: Vec<String> = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let pgid: i32 = recorded[0].lines().next().unwrap().parse().unwrap();
+    assert_eq!(recorded[0].lines().nth(1), Some("AGENTPOOL_TASK_ID=t1"));
+    let environ = std::fs::read(format!("/proc/{pgid}/environ")).unwrap();
+    assert!(environ.split(|b| *b == 0).any(|kv| kv == b"AGENTPOOL_TASK_ID=t1"));
     cancel.cancel();
     let o = tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -223,6 +237,11 @@ async fn cancel_ends_the_run_and_its_children(name: &str) {
     assert!(o.is_error);
     assert_eq!(o.error_class, Some(ErrorClass::Canceled));
     assert!(!alive(pid), "the agent's shell child {pid} survived the cancel");
+    assert_eq!(
+        std::fs::read_dir(&records).unwrap().count(),
+        0,
+        "the record outlived the run"
+    );
 }
 
 /// Ask a follow-up resuming `session` in `fx`: it must succeed in the same session, and the

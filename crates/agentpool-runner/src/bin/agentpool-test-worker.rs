@@ -1,7 +1,8 @@
 //! A worker process for crash tests: runs one worker against a server over HTTP so that a
 //! test can kill it with SIGKILL mid-task. Configured by environment variables:
 //! `AGENTPOOL_TEST_SERVER` (the server's URL; no auth), `AGENTPOOL_TEST_DIR` (work dir),
-//! `AGENTPOOL_TEST_WORKER` (worker id), `AGENTPOOL_TEST_GIT_TOKEN`.
+//! `AGENTPOOL_TEST_WORKER` (worker id), `AGENTPOOL_TEST_GIT_TOKEN`, and optionally
+//! `AGENTPOOL_TEST_GIT` (the git program to run).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,9 @@ async fn main() -> Result<(), String> {
         username: "agentpool".into(),
         token: Secret::new(var("AGENTPOOL_TEST_GIT_TOKEN")?),
     });
+    if let Some(git) = std::env::var_os("AGENTPOOL_TEST_GIT") {
+        config.pipeline.git_program = git.into();
+    }
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {

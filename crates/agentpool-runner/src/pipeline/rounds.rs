@@ -52,6 +52,7 @@ impl Pipeline {
             max_output_bytes: self.cfg.max_output_bytes,
             local_login: self.cfg.local_logins.get(agent.capabilities().name).cloned(),
             profile: spec.profile_settings.clone().unwrap_or_default(),
+            record: Some(self.group_record(work.claimed.task.id)),
         };
         // Backstop for the adapter's own timeout: cancel it once time is up (plus grace).
         let agent_cancel = cancel.token().child_token();
@@ -172,11 +173,7 @@ impl Pipeline {
         let cx = checks::CheckEnv {
             dir: &scope.ws.dir,
             env: scope.env,
-            group_file: self
-                .cfg
-                .state_dir
-                .join("running")
-                .join(format!("{}.pgid", scope.work.claimed.task.id)),
+            record: self.group_record(scope.work.claimed.task.id),
             kill_grace: self.cfg.kill_grace,
             deadline: scope.deadline,
         };

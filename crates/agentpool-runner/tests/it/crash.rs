@@ -1,6 +1,6 @@
 //! A worker process killed with SIGKILL mid-task: after its lease expires, another worker
 //! runs the task to success and exactly one success is recorded; and a worker restarted in the
-//! same directory first kills what its previous life left running.
+//! same directory first kills what its previous life left running: a command, or git.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,14 +14,17 @@ use crate::worker::{
 };
 
 fn spawn_worker(server: &str, dir: &std::path::Path, id: &str) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"))
-        .env("AGENTPOOL_TEST_SERVER", server)
+    worker_command(server, dir, id).spawn().unwrap()
+}
+
+fn worker_command(server: &str, dir: &std::path::Path, id: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentpool-test-worker"));
+    c.env("AGENTPOOL_TEST_SERVER", server)
         .env("AGENTPOOL_TEST_DIR", dir)
         .env("AGENTPOOL_TEST_WORKER", id)
         .env("AGENTPOOL_TEST_GIT_TOKEN", TOKEN)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+        .kill_on_drop(true);
+    c
 }
 
 /// A store of its own (and its database) with a real server on it whose leases last a second,
@@ -110,6 +113,72 @@ async fn a_restarted_worker_kills_what_its_killed_predecessor_left_running() {
         children.iter().all(|p| !alive(*p)).then_some(())
     })
     .await;
+    second.start_kill().unwrap();
+    second.wait().await.unwrap();
+}
+
+/// A worker killed while git fetches for a task leaves that git running, in a process group of
+/// its own: the same worker started again kills it before it takes the task again (a git left
+/// running would write into the mirror and the task's directory under the new attempt), and
+/// runs the task to success.
+#[tokio::test]
+async fn a_restarted_worker_kills_the_git_its_killed_predecessor_left_running() {
+    let env = env().await;
+    let (_db, store, url) = short_leases().await;
+    let task = store
+        .enqueue(command(&env, "echo done > done.txt"))
+        .await
+        .unwrap()
+        .task;
+    // A git that, while `slow` exists, writes its pid to `hung` and waits instead of cloning
+    // or fetching; otherwise it is git.
+    let slow = env.dir.path().join("slow");
+    let hung = env.dir.path().join("hung");
+    std::fs::write(&slow, "").unwrap();
+    let git = env.dir.path().join("slow-git");
+    let real = std::process::Command::new("sh")
+        .args(["-c", "command -v git"])
+        .output()
+        .unwrap();
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *clone*|*fetch*) if [ -e '{slow}' ]; then echo $$ > '{hung}'; sleep 1000; fi;; esac\nexec {real} \"$@\"\n",
+        slow = slow.display(),
+        hung = hung.display(),
+        real = String::from_utf8_lossy(&real.stdout).trim(),
+    );
+    std::fs::write(&git, script).unwrap();
+    std::fs::set_permissions(&git, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let dir = env.dir.path().join("worker");
+    let start = || {
+        worker_command(&url, &dir, "phoenix")
+            .env("AGENTPOOL_TEST_GIT", &git)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let pid = until("git to hang", async || {
+        std::fs::read_to_string(&hung).ok()?.trim().parse::<i32>().ok()
+    })
+    .await;
+    // Its group is recorded just after it starts (git leads it: it is the program started).
+    let record = dir.join("state/running").join(format!("{pid}.pgid"));
+    until("git's group to be recorded", async || {
+        record.exists().then_some(())
+    })
+    .await;
+    first.start_kill().unwrap();
+    first.wait().await.unwrap();
+    assert!(alive(pid), "the orphaned git should still be running");
+
+    std::fs::remove_file(&slow).unwrap();
+    let mut second = start();
+    until("the orphaned git to be killed", async || {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let done = finished(&store, task.id).await;
+    assert_succeeded(&done);
     second.start_kill().unwrap();
     second.wait().await.unwrap();
 }
