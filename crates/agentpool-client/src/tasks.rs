@@ -114,8 +114,14 @@ impl Client {
     }
 
     /// Queue statistics for the workers with `labels` offering `agents` (any agent when
-    /// empty): matching queued and running work and those workers by status.
-    pub async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats> {
+    /// empty) and limited to `projects` (any task when empty): matching queued and running
+    /// work and those workers by status.
+    pub async fn queue_stats(
+        &self,
+        labels: &Labels,
+        agents: &[String],
+        projects: &[String],
+    ) -> Result<QueueStats> {
         let q = QueueStatsQuery {
             labels: Some(
                 labels
@@ -125,6 +131,7 @@ impl Client {
                     .join(","),
             ),
             agents: (!agents.is_empty()).then(|| agents.join(",")),
+            projects: (!projects.is_empty()).then(|| projects.join(",")),
         };
         self.json(self.req(Method::GET, "/v1/queue/stats").query(&q))
             .await

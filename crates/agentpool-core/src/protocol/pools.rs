@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Labels, Worker, WorkerStatus};
 
-/// `GET /v1/queue/stats?labels=k=v,…&agents=a,…`.
+/// `GET /v1/queue/stats?labels=k=v,…&agents=a,…&projects=p,…`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
@@ -17,6 +17,9 @@ pub struct QueueStatsQuery {
     /// Agents the pool offers, comma-separated; any agent when absent. Command tasks always
     /// match.
     pub agents: Option<String>,
+    /// The projects the pool's workers are limited to, comma-separated: only their queued
+    /// tasks match. Any task when absent (a project token counts its projects' only, either way).
+    pub projects: Option<String>,
 }
 
 /// Counts of the pool's workers by status.

@@ -44,6 +44,9 @@ pub struct LauncherConfig {
     pub agents: Vec<AgentInfo>,
     /// Jobs run at once.
     pub slots: u32,
+    /// Take only tasks of these projects (empty: any; a token limited to projects limits the
+    /// launcher to those anyway, the server filling them in).
+    pub projects: Vec<String>,
     pub namespace: String,
     pub template: JobTemplate,
     pub heartbeat_interval: Duration,
@@ -69,6 +72,7 @@ impl LauncherConfig {
             labels: Labels::new(),
             agents: Vec::new(),
             slots: slots.max(1),
+            projects: Vec::new(),
             namespace: namespace.into(),
             template,
             heartbeat_interval: Duration::from_secs(10),
@@ -168,8 +172,7 @@ pub async fn run_launcher(
         agents,
         labels: cfg.labels.clone(),
         slots: cfg.slots,
-        // A launcher with a token limited to projects takes theirs (the server fills them in).
-        projects: Vec::new(),
+        projects: cfg.projects.clone(),
         fresh_start: false,
     };
     let mut l = Launcher {

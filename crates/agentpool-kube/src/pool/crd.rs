@@ -58,6 +58,11 @@ pub struct WorkerPoolSpec {
     /// Agent CLIs the pods offer (`command` is always offered); all the image has when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<String>,
+    /// Take only tasks of these projects (the pool is scaled on their queued tasks alone); any
+    /// task when empty. A token limited to projects limits the pods to those anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub projects: Vec<String>,
     /// The image with `agentpool`, git and the agent CLIs.
     pub image: String,
     pub image_pull_policy: Option<String>,

@@ -144,6 +144,9 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
     if !s.agents.is_empty() {
         args.extend(["--agents".into(), s.agents.join(",")]);
     }
+    if !s.projects.is_empty() {
+        args.extend(["--project".into(), s.projects.join(",")]);
+    }
     let mut envs = vec![
         env("AGENTPOOL_SERVER", &s.server),
         env_from_secret("AGENTPOOL_TOKEN", &s.token_secret.name, &s.token_secret.key),

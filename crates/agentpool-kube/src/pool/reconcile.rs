@@ -27,15 +27,25 @@ use super::status::{ScaleDown, cache_status, condition, merge_conditions};
 /// What the operator asks the agentpool server.
 #[async_trait]
 pub trait QueueApi: Send + Sync {
-    async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats, String>;
+    async fn queue_stats(
+        &self,
+        labels: &Labels,
+        agents: &[String],
+        projects: &[String],
+    ) -> Result<QueueStats, String>;
     async fn drain(&self, worker: &WorkerId) -> Result<(), String>;
 }
 
 /// A pool's server through the agentpool client.
 #[async_trait]
 impl QueueApi for agentpool_client::Client {
-    async fn queue_stats(&self, labels: &Labels, agents: &[String]) -> Result<QueueStats, String> {
-        agentpool_client::Client::queue_stats(self, labels, agents)
+    async fn queue_stats(
+        &self,
+        labels: &Labels,
+        agents: &[String],
+        projects: &[String],
+    ) -> Result<QueueStats, String> {
+        agentpool_client::Client::queue_stats(self, labels, agents, projects)
             .await
             .map_err(|e| e.to_string())
     }
@@ -164,7 +174,11 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
 
     let (stats, server_problem) = match queue_api(pool, ctx, &ns).await {
         Ok(api) => match api
-            .queue_stats(&objects::worker_labels(pool), &pool.spec.agents)
+            .queue_stats(
+                &objects::worker_labels(pool),
+                &pool.spec.agents,
+                &pool.spec.projects,
+            )
             .await
         {
             Ok(s) => (Some((s, api)), None),

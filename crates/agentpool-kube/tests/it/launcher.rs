@@ -125,6 +125,25 @@ pub(crate) async fn job_being_deleted(fake: &FakeApi, name: &str) {
     .await;
 }
 
+/// A launcher limited to projects registers so (its Jobs then get only their tasks), with its
+/// labels, slots and the command agent always offered.
+#[tokio::test]
+async fn a_launcher_limited_to_projects_registers_with_them() {
+    let fake = FakeApi::new();
+    let queue = Arc::new(Queue::default());
+    let mut cfg = config("web-launcher");
+    cfg.projects = vec!["web".into(), "docs".into()];
+    cfg.labels = [("pool".to_string(), "k8s".to_string())].into();
+    let l = start(cfg, &queue, &fake);
+    eventually("registered", || queue.registered.lock().unwrap().is_some()).await;
+    let reg = queue.registered.lock().unwrap().clone().unwrap();
+    assert_eq!(reg.projects, ["web", "docs"]);
+    assert_eq!(reg.labels.get("pool").map(String::as_str), Some("k8s"));
+    assert_eq!(reg.slots, 2);
+    assert!(reg.agents.iter().any(|a| a.name == "command"));
+    l.stop().await;
+}
+
 #[tokio::test]
 async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted() {
     let (fake, w, queue, l, name) = launch(work(1)).await;

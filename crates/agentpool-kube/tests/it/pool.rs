@@ -32,6 +32,7 @@ pub struct Queue {
     pub drained: Mutex<Vec<String>>,
     pub down: Mutex<bool>,
     pub seen_labels: Mutex<Option<Labels>>,
+    pub seen_projects: Mutex<Option<Vec<String>>>,
 }
 
 impl Queue {
@@ -62,11 +63,17 @@ fn recount(s: &mut QueueStats) {
 
 #[async_trait]
 impl QueueApi for Queue {
-    async fn queue_stats(&self, labels: &Labels, _agents: &[String]) -> Result<QueueStats, String> {
+    async fn queue_stats(
+        &self,
+        labels: &Labels,
+        _agents: &[String],
+        projects: &[String],
+    ) -> Result<QueueStats, String> {
         if *self.down.lock().unwrap() {
             return Err("connection refused".into());
         }
         *self.seen_labels.lock().unwrap() = Some(labels.clone());
+        *self.seen_projects.lock().unwrap() = Some(projects.to_vec());
         Ok(self.stats.lock().unwrap().clone())
     }
 
@@ -275,6 +282,7 @@ async fn a_new_pool_becomes_an_owned_statefulset_and_headless_service_by_server_
     assert!(args.contains("--mirror-dir /cache/mirrors"), "{args}");
     assert!(args.contains("--stay-drained"), "{args}");
     assert!(args.contains("--agents claude-code"), "{args}");
+    assert!(!args.contains("--project"), "any project's tasks: {args}");
     let env = c.env.clone().unwrap();
     let id = env.iter().find(|e| e.name == "AGENTPOOL_WORKER_ID").unwrap();
     assert_eq!(
@@ -308,6 +316,26 @@ async fn a_new_pool_becomes_an_owned_statefulset_and_headless_service_by_server_
     let seen = s.queue.seen_labels.lock().unwrap().clone().unwrap();
     assert_eq!(seen.get(LABEL_POOL).map(String::as_str), Some("agents"));
     assert_eq!(seen.get("team").map(String::as_str), Some("web"));
+    assert_eq!(s.queue.seen_projects.lock().unwrap().clone(), Some(vec![]));
+}
+
+/// A pool limited to projects: its workers take only their tasks (`--project`), and it is
+/// scaled on their queued tasks alone.
+#[tokio::test]
+async fn a_pool_limited_to_projects_takes_and_is_scaled_on_their_tasks_only() {
+    let mut spec = autoscale(1, 4);
+    spec["projects"] = json!(["web", "docs"]);
+    let s = setup(spec);
+    s.pass().await;
+    let set: StatefulSet = s.fake.get("statefulsets", "agents").unwrap();
+    let pod = set.spec.unwrap().template.spec.unwrap();
+    let args = pod.containers[0].args.clone().unwrap();
+    let at = args.iter().position(|a| a == "--project").expect("--project");
+    assert_eq!(args[at + 1], "web,docs");
+    assert_eq!(
+        s.queue.seen_projects.lock().unwrap().clone(),
+        Some(vec!["web".to_string(), "docs".to_string()])
+    );
 }
 
 #[tokio::test]

@@ -39,6 +39,8 @@ pub struct Queue {
     pub revoked: std::sync::atomic::AtomicBool,
     /// How many times the launcher registered.
     pub registrations: std::sync::atomic::AtomicU32,
+    /// What it registered with, last.
+    pub registered: Mutex<Option<WorkerRegistration>>,
 }
 
 /// A claimed command task, attempt `attempt`, lease token 7.
@@ -136,6 +138,7 @@ impl WorkerApi for Queue {
     async fn register(&self, reg: WorkerRegistration) -> Result<Worker, ApiError> {
         self.registrations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.registered.lock().unwrap() = Some(reg.clone());
         let now = chrono::Utc::now();
         Ok(Worker {
             id: reg.id.unwrap_or_else(|| WorkerId::parse("w").unwrap()),

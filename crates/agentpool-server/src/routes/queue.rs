@@ -37,6 +37,21 @@ pub async fn stats(
         .filter(|a| !a.is_empty())
         .map(str::to_string)
         .collect();
+    let projects: Vec<String> = q
+        .projects
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = projects.iter().find(|p| !agentpool_core::project::valid_name(p)) {
+        return Err(ApiError::validation(vec![ValidationError::new(
+            "projects",
+            format!("{bad:?} is not a project name"),
+        )]));
+    }
     let store = state.store();
     let mut queued = Vec::new();
     let mut before = None;
@@ -49,6 +64,17 @@ pub async fn stats(
             ..TaskFilter::default()
         };
         by.limit(&mut filter);
+        if !projects.is_empty() {
+            // A pool limited to projects: theirs, within what the token reaches.
+            let reach = filter.projects.take();
+            filter.projects = Some(
+                projects
+                    .iter()
+                    .filter(|p| reach.as_ref().is_none_or(|r| r.contains(p)))
+                    .cloned()
+                    .collect(),
+            );
+        }
         let page = store.list_tasks(&filter).await?;
         before = page.last().map(|t| t.id);
         let full = page.len() == PAGE as usize;

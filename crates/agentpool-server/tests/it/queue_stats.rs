@@ -1,6 +1,7 @@
 //! `GET /v1/queue/stats` over a real socket on both backends: queued tasks counted when their
 //! labels fit the pool's and their agent is offered, the pool's workers by status with their
-//! running tasks, a drained worker counted as draining, and a malformed selector refused.
+//! running tasks, a drained worker counted as draining, and a malformed selector refused; a
+//! pool limited to projects counts their tasks only.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
 use crate::support::{command_task, registration, spawn_app};
+use crate::tokens::{in_project, two_projects};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -40,7 +42,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     sub.submit(&agent).await.unwrap();
 
     let s = wrk
-        .queue_stats(&pool, &["claude-code".to_string()])
+        .queue_stats(&pool, &["claude-code".to_string()], &[])
         .await
         .unwrap();
     assert_eq!((s.queued, s.queued_due, s.running), (3, 3, 0), "{s:#?}");
@@ -62,7 +64,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     wrk.drain_worker(&w1.id).await.unwrap();
 
     let s = wrk
-        .queue_stats(&pool, &["claude-code".to_string()])
+        .queue_stats(&pool, &["claude-code".to_string()], &[])
         .await
         .unwrap();
     assert_eq!(s.queued, 2, "{s:#?}");
@@ -91,4 +93,60 @@ async fn queue_stats_sqlite() {
 #[tokio::test]
 async fn queue_stats_postgres() {
     stats_count_what_a_pool_could_run(Backend::Postgres).await;
+}
+
+/// A pool limited to projects (a WorkerPool's `projects`) is scaled on their queued tasks
+/// alone; a project token's count stays within its projects whatever it asks.
+async fn a_pool_limited_to_projects_counts_their_tasks_only(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (web_ci, _) = two_projects(&app).await;
+    let admin = app.admin();
+    for spec in [
+        in_project("web", "make"),
+        in_project("api", "make"),
+        command_task("true"),
+    ] {
+        admin.submit(&spec).await.unwrap();
+    }
+    let wrk = app.worker();
+    let queued = async |c: &agentpool_client::Client, projects: &[&str]| {
+        let projects: Vec<String> = projects.iter().map(|p| p.to_string()).collect();
+        c.queue_stats(&Labels::new(), &[], &projects)
+            .await
+            .unwrap()
+            .queued
+    };
+    assert_eq!(queued(&wrk, &[]).await, 3);
+    assert_eq!(queued(&wrk, &["web"]).await, 1);
+    assert_eq!(queued(&wrk, &["web", "api"]).await, 2);
+    assert_eq!(queued(&wrk, &["docs"]).await, 0);
+    // The web-ci token reaches web only.
+    assert_eq!(queued(&web_ci, &[]).await, 1);
+    assert_eq!(queued(&web_ci, &["api"]).await, 0);
+    assert_eq!(queued(&web_ci, &["web", "api"]).await, 1);
+
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/queue/stats?projects=web,not%20one", app.base))
+        .bearer_auth(app.tokens.of(agentpool_server::Role::Worker))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"]["details"]["fields"][0]["field"], "projects",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn queue_stats_of_projects_sqlite() {
+    a_pool_limited_to_projects_counts_their_tasks_only(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn queue_stats_of_projects_postgres() {
+    a_pool_limited_to_projects_counts_their_tasks_only(Backend::Postgres).await;
 }

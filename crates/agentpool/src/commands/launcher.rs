@@ -33,6 +33,10 @@ pub struct LauncherArgs {
     /// Agents the image has (comma separated) [default: every built-in agent]
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
+    /// Take only tasks of these projects (comma separated or repeated) [default: any; with a
+    /// worker token limited to projects, those]
+    #[arg(long = "project", value_name = "NAME", value_delimiter = ',')]
+    pub projects: Vec<String>,
     /// Seconds between listings of Jobs and pods (also the claim long-poll)
     #[arg(long, default_value_t = 5)]
     pub reconcile_secs: u64,
@@ -68,6 +72,7 @@ pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result
     })?;
     let mut cfg = LauncherConfig::new(id, namespace, template, args.slots);
     cfg.labels = args.labels.iter().cloned().collect();
+    cfg.projects = args.projects.clone();
     let names = if args.agents.is_empty() {
         agentpool_agents::Registry::builtin(&agentpool_agents::AgentConfig::from_env()).names()
     } else {
