@@ -199,7 +199,8 @@ pub async fn get(
 #[utoipa::path(
     delete, path = "/v1/projects/{name}", tag = "projects",
     params(ProjectPath),
-    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody))
+    responses((status = 204, description = "Deleted"), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "Tokens still limited to it (project_in_use)", body = crate::error::ErrorBody))
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -208,6 +209,29 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     project(&state, &by, &name).await?;
     may_change_projects(&by)?;
+    // Tokens name their projects by name: one limited to this project would reach a project
+    // created again under the name, someone else's perhaps. So they go first.
+    let now = state.store().time();
+    let mut limited: Vec<String> = state
+        .store()
+        .list_tokens()
+        .await?
+        .into_iter()
+        .filter(|t| !t.revoked && t.expires_at.is_none_or(|at| at > now) && t.projects.contains(&name))
+        .map(|t| t.name)
+        .collect();
+    // A token rotated within its grace and its successor share the name.
+    limited.sort();
+    limited.dedup();
+    if !limited.is_empty() {
+        return Err(ApiError::conflict(
+            "project_in_use",
+            format!(
+                "tokens {} are limited to project {name}; revoke them first (a project created again under this name would be theirs)",
+                limited.join(", ")
+            ),
+        ));
+    }
     state.store().delete_project(&name).await?;
     tracing::info!(project = %name, %by, "project deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -21,6 +21,7 @@ both_backends!(
     a_project_token_reads_its_projects_and_schedules_only,
     an_expired_token_is_refused_saying_so_and_uses_are_noted,
     a_token_rotated_has_a_successor_and_works_for_its_grace,
+    a_project_a_token_is_limited_to_is_deleted_only_once_the_token_is_revoked,
 );
 
 /// The status and error code of a refused call.
@@ -506,4 +507,50 @@ async fn a_token_rotated_has_a_successor_and_works_for_its_grace(backend: Backen
         out.previous_expires_at,
         app.clock.now() + chrono::Duration::hours(1)
     ));
+}
+
+/// Tokens name their projects by name: a project a valid token is limited to is not deleted,
+/// since a project created again under the name would be that token's. Once the tokens are
+/// revoked, it is.
+async fn a_project_a_token_is_limited_to_is_deleted_only_once_the_token_is_revoked(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    two_projects(&app).await;
+    admin
+        .create_token(&TokenCreate {
+            projects: vec!["web".into()],
+            ..TokenCreate::new("web-pods", "worker")
+        })
+        .await
+        .expect("token");
+    match admin.delete_project("web").await {
+        Err(Error::Rejected {
+            status,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!((status, code.as_str()), (409, "project_in_use"));
+            assert!(
+                message.starts_with("tokens web-ci, web-pods are limited to project web; revoke them first"),
+                "{message}"
+            );
+        }
+        other => panic!("expected project_in_use, got {other:?}"),
+    }
+    admin.get_project("web").await.expect("still there");
+    // No token is limited to api.
+    admin.delete_project("api").await.expect("deleted");
+    for t in admin.list_tokens().await.expect("list") {
+        if t.projects == ["web"] {
+            admin.revoke_token(&t.id).await.expect("revoke");
+        }
+    }
+    admin
+        .delete_project("web")
+        .await
+        .expect("deleted once its tokens are revoked");
+    assert!(matches!(admin.get_project("web").await, Err(Error::NotFound(_))));
 }
