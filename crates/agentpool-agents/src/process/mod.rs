@@ -321,13 +321,13 @@ pub async fn run_process(
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
-    let file = spec.record.as_ref().map(|r| orphans::record(r, pgid));
+    let record = spec.record.as_ref().map(|r| orphans::Record::write(r, pgid));
     // Whatever happens to this future (dropped on abort, panics), the tree dies with it.
     let mut guard = TreeGuard {
         pgid,
         armed: true,
         seen: HashMap::new(),
-        file,
+        file: record.as_ref().map(|r| r.path.clone()),
     };
 
     if let (Some(data), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
@@ -383,7 +383,13 @@ pub async fn run_process(
                 killed = Some(KillReason::Timeout);
                 break terminate(&mut child, pgid, spec.kill_grace).await?;
             }
-            _ = census.tick() => remember_tree(pgid, &mut guard.seen),
+            _ = census.tick() => {
+                let known = guard.seen.len();
+                remember_tree(pgid, &mut guard.seen);
+                if let Some(r) = record.as_ref().filter(|_| guard.seen.len() > known) {
+                    r.note_tree(&guard.seen);
+                }
+            }
         }
     };
     // The main process is gone; what it left in its group (a background server a tool started)

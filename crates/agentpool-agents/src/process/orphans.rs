@@ -2,25 +2,52 @@
 //! before it could clean up) are found through the files [`super::ProcessSpec::record_group`]
 //! writes, and killed.
 //!
-//! A record names the group, the environment marker its processes carry, and the worker
-//! process that started it (pid and start time). A group whose worker still runs is not an
+//! A record names the group, the environment marker its processes carry, the worker process
+//! that started it (pid and start time), and the processes seen in its tree (pid and start
+//! time), which finds one that left the group. A group whose worker still runs is not an
 //! orphan: several workers may share one directory, and one that starts must not kill the
 //! runs of another.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::GroupRecord;
 use super::tree::{group_members, signal_group, start_time};
 
-/// Write the record of group `pgid` started by this process (best effort: without it only
-/// crash clean-up is lost, not the run); its path, for removal when the group is gone.
-pub(super) fn record(r: &GroupRecord, pgid: i32) -> PathBuf {
-    let _ = std::fs::create_dir_all(&r.dir);
-    let file = r.dir.join(format!("{pgid}.pgid"));
-    let me = i32::try_from(std::process::id()).unwrap_or(0);
-    let owner = start_time(me).map(|t| format!("{me} {t}")).unwrap_or_default();
-    let _ = std::fs::write(&file, format!("{pgid}\n{}={}\n{owner}\n", r.name, r.value));
-    file
+/// A run's record on disk: its file, and its first lines (group, marker, worker).
+pub(super) struct Record {
+    pub(super) path: PathBuf,
+    head: String,
+}
+
+impl Record {
+    /// Write the record of group `pgid` started by this process (best effort: without it only
+    /// crash clean-up is lost, not the run).
+    pub(super) fn write(r: &GroupRecord, pgid: i32) -> Self {
+        let _ = std::fs::create_dir_all(&r.dir);
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        let owner = start_time(me).map(|t| format!("{me} {t}")).unwrap_or_default();
+        let record = Self {
+            path: r.dir.join(format!("{pgid}.pgid")),
+            head: format!("{pgid}\n{}={}\n{owner}\n", r.name, r.value),
+        };
+        let _ = std::fs::write(&record.path, &record.head);
+        record
+    }
+
+    /// Add the processes seen in the run's tree, with their start times: one that left the
+    /// group (`setsid`, a dev server a tool started) is found through them. Written aside and
+    /// renamed, so a reader never sees half a record.
+    pub(super) fn note_tree(&self, seen: &HashMap<i32, u64>) {
+        let mut text = self.head.clone();
+        for (pid, start) in seen {
+            text.push_str(&format!("{pid} {start}\n"));
+        }
+        let aside = self.path.with_extension("new");
+        if std::fs::write(&aside, text).is_ok() {
+            let _ = std::fs::rename(&aside, &self.path);
+        }
+    }
 }
 
 /// Kill process groups recorded in `dir` by [`super::ProcessSpec::record_group`] that are
@@ -35,6 +62,10 @@ pub fn kill_orphans(dir: &Path) -> usize {
     let mut killed = 0;
     for e in entries.flatten() {
         let path = e.path();
+        // A record being rewritten (`.new`) belongs to a run that is writing it.
+        if path.extension().is_none_or(|x| x != "pgid") {
+            continue;
+        }
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
@@ -44,14 +75,24 @@ pub fn kill_orphans(dir: &Path) -> usize {
         if lines.next().is_some_and(owner_runs) {
             continue;
         }
+        let mut any = false;
         if let Some(pgid) = pgid
             && pgid > 1
             && !marker.is_empty()
             && group_members(pgid).iter().any(|pid| has_env(*pid, marker))
         {
             signal_group(pgid, libc::SIGKILL);
-            killed += 1;
+            any = true;
         }
+        // The tree seen while it ran, by pid and start time: a recycled pid is never hit.
+        for (pid, start) in lines.filter_map(pid_and_start) {
+            if pid > 1 && start_time(pid) == Some(start) {
+                // SAFETY: kill(2) on a pid this record names, checked to be that process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                any = true;
+            }
+        }
+        killed += usize::from(any);
         let _ = std::fs::remove_file(&path);
     }
     killed
@@ -59,13 +100,15 @@ pub fn kill_orphans(dir: &Path) -> usize {
 
 /// Whether the worker process a record names (`PID START`) still runs as that process.
 fn owner_runs(line: &str) -> bool {
-    let mut parts = line.split_whitespace().map(str::parse::<u64>);
-    match (parts.next(), parts.next()) {
-        (Some(Ok(pid)), Some(Ok(start))) => {
-            i32::try_from(pid).is_ok_and(|pid| start_time(pid) == Some(start))
-        }
-        _ => false,
-    }
+    pid_and_start(line).is_some_and(|(pid, start)| start_time(pid) == Some(start))
+}
+
+/// `PID START` of a record's line.
+fn pid_and_start(line: &str) -> Option<(i32, u64)> {
+    let mut parts = line.split_whitespace();
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    Some((pid, start))
 }
 
 fn has_env(pid: i32, marker: &str) -> bool {

@@ -220,6 +220,116 @@ async fn kill_orphans_kills_recorded_groups_of_gone_workers_carrying_their_marke
     }
 }
 
+/// The process group of `pid`, from /proc.
+fn pgid_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The start time of `pid` (clock ticks since boot), from /proc.
+fn start_of(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_string()
+}
+
+/// A process that left a killed worker's group (`setsid`) is found through the tree the
+/// record names, by pid and start time; a pid whose start time differs (recycled) is not hit.
+#[tokio::test]
+async fn kill_orphans_kills_what_left_the_group_by_pid_and_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = orphan_group(&[("AGENTPOOL_TASK_ID", "t1")]);
+    let mut escaped = orphan_group(&[("AGENTPOOL_TASK_ID", "t1")]);
+    let stranger = orphan_group(&[]);
+    let (g, e, x) = (group.id() as i32, escaped.id() as i32, stranger.id() as i32);
+    assert_ne!(pgid_of(e), g, "in a group of its own");
+    std::fs::write(
+        dir.path().join(format!("{g}.pgid")),
+        format!(
+            "{g}\nAGENTPOOL_TASK_ID=t1\n{}\n{e} {}\n{x} 1\n",
+            gone_worker(),
+            start_of(e)
+        ),
+    )
+    .unwrap();
+    assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
+    let status = escaped.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(alive(x), "a pid whose start time differs was killed");
+    for mut c in [group, stranger] {
+        let _ = c.kill();
+        c.wait().unwrap();
+    }
+}
+
+/// A run's record names, after a census, a process its child started that left the group.
+#[tokio::test]
+async fn a_run_records_a_process_that_left_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running");
+    let (tx, rx) = tokio::sync::oneshot::channel::<i32>();
+    let mut tx = Some(tx);
+    let cancel = CancellationToken::new();
+    let run = {
+        let cancel = cancel.clone();
+        let spec =
+            sh("setsid sleep 1000 & echo pid $!; wait").record_group(GroupRecord::task(&running, "t1"));
+        tokio::spawn(async move {
+            run_process(
+                spec,
+                &mut |_, l| {
+                    if let (Some(p), Some(tx)) = (l.strip_prefix("pid "), tx.take()) {
+                        let _ = tx.send(p.trim().parse().unwrap_or(0));
+                    }
+                },
+                &cancel,
+            )
+            .await
+        })
+    };
+    let pid = rx.await.unwrap();
+    let wanted = format!("\n{pid} {}\n", start_of(pid));
+    // The tree is taken every half second: wait (bounded) for the record to name it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let named = std::fs::read_dir(&running)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+            .any(|t| t.contains(&wanted));
+        if named {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record never named {pid}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        pgid_of(pid),
+        pid,
+        "a group of its own: the run's group signal misses it"
+    );
+    cancel.cancel();
+    run.await.unwrap().unwrap();
+    assert!(!alive(pid), "the run's end kills what it saw");
+}
+
 #[tokio::test]
 async fn a_run_records_its_group_and_marks_its_processes_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();
