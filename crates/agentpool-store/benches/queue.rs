@@ -119,6 +119,9 @@ enum Claimed {
     /// Tasks of a project with a daily budget (never reached), by workers of any task: each
     /// claim also sums what the project spent today.
     OfBudgetedProject,
+    /// Tasks of a project with slots (more than the claimers ever hold), by workers of any
+    /// task: each candidate also counts the project's running tasks.
+    OfSlottedProject,
 }
 
 /// Claim and complete until the queue is empty; returns tasks done.
@@ -163,6 +166,18 @@ async fn throughput_of(
                 .await
                 .expect("project");
             Some("spender")
+        }
+        Claimed::OfSlottedProject => {
+            store
+                .put_project(agentpool_core::project::ProjectSpec {
+                    name: "slotted".into(),
+                    repo: "https://git.example.com/bench.git".into(),
+                    slots: Some(100_000),
+                    ..Default::default()
+                })
+                .await
+                .expect("project");
+            Some("slotted")
         }
     };
     enqueue_of(store, tasks, project).await;
@@ -409,6 +424,10 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
     let r = throughput_of(&store, 4, 100, tasks / 10, Claimed::OfBudgetedProject).await;
     println!(
         "| {name} | {prefill} | claim+complete of the tasks of a project with a daily budget, 4 claimers, batches of 100 | {r:.0} tasks/s |"
+    );
+    let r = throughput_of(&store, 4, 100, tasks / 2, Claimed::OfSlottedProject).await;
+    println!(
+        "| {name} | {prefill} | claim+complete of the tasks of a project with slots (never all taken), 4 claimers, batches of 100 | {r:.0} tasks/s |"
     );
     // Both ways of waiting, one after the other on the same store.
     for (how, label) in [

@@ -19,9 +19,10 @@ pub(crate) struct Candidates<'a> {
 impl Candidates<'_> {
     /// The tasks `filters` admits whose branch lock is free and whose project has a free slot
     /// and budget left, in claim order, with what [`crate::rows::candidate`] reads. What each
-    /// project with a daily budget spent today is summed once per claim (`spent`), not once
-    /// per candidate: the candidates of one project share it, and each sum reads the project's
-    /// finished tasks.
+    /// project with a daily budget spent today is summed once per claim (`spent`), and so are
+    /// the running tasks of each project with slots (`busy`), not once per candidate: the
+    /// candidates of one project share them, and each reads the project's tasks. A project
+    /// without slots is counted as running none; only its slots make the count matter.
     pub(crate) fn sql(&self) -> String {
         let Self {
             filters,
@@ -35,11 +36,14 @@ impl Candidates<'_> {
                SELECT s.project, COALESCE(SUM({spent}), 0) AS usd FROM tasks s \
                WHERE s.project IN (SELECT name FROM projects WHERE daily_budget_usd IS NOT NULL) \
                  AND s.result IS NOT NULL AND s.updated_at >= {since} \
-               GROUP BY s.project) \
+               GROUP BY s.project), \
+             busy AS MATERIALIZED ( \
+               SELECT r.project, count(*) AS n FROM tasks r \
+               WHERE r.state = 'running' \
+                 AND r.project IN (SELECT name FROM projects WHERE slots IS NOT NULL) \
+               GROUP BY r.project) \
              SELECT t.id, t.lock_key, t.project, \
-               CASE WHEN t.project IS NULL THEN 0 ELSE \
-                 (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project) \
-               END AS project_running, \
+               COALESCE((SELECT n FROM busy WHERE busy.project = t.project), 0) AS project_running, \
                (SELECT p.slots FROM projects p WHERE p.name = t.project) AS project_slots \
              FROM tasks t \
              WHERE {filters} \
@@ -47,7 +51,7 @@ impl Candidates<'_> {
                     WHERE r.state = 'running' AND r.lock_key = t.lock_key)) \
                AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
                     WHERE p.name = t.project AND p.slots IS NOT NULL AND p.slots <= \
-                      (SELECT count(*) FROM tasks r WHERE r.state = 'running' AND r.project = t.project))) \
+                      COALESCE((SELECT n FROM busy WHERE busy.project = t.project), 0))) \
                AND (t.project IS NULL OR NOT EXISTS (SELECT 1 FROM projects p \
                     WHERE p.name = t.project AND p.daily_budget_usd IS NOT NULL AND p.daily_budget_usd <= \
                       COALESCE((SELECT usd FROM spent WHERE spent.project = t.project), 0))){also} \
