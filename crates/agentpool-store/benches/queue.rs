@@ -124,6 +124,22 @@ enum Claimed {
     OfSlottedProject,
 }
 
+/// Store project `name`, as `set` makes it; its name.
+async fn put_project(
+    store: &Arc<dyn Store>,
+    name: &'static str,
+    set: impl FnOnce(&mut agentpool_core::project::ProjectSpec),
+) -> Option<&'static str> {
+    let mut spec = agentpool_core::project::ProjectSpec {
+        name: name.into(),
+        repo: "https://git.example.com/bench.git".into(),
+        ..Default::default()
+    };
+    set(&mut spec);
+    store.put_project(spec).await.expect("project");
+    Some(name)
+}
+
 /// Claim and complete until the queue is empty; returns tasks done.
 async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
     let mut done = 0;
@@ -155,30 +171,8 @@ async fn throughput_of(
     let project = match claimed {
         Claimed::Plain => None,
         Claimed::OfProject { .. } => Some("team"),
-        Claimed::OfBudgetedProject => {
-            store
-                .put_project(agentpool_core::project::ProjectSpec {
-                    name: "spender".into(),
-                    repo: "https://git.example.com/bench.git".into(),
-                    daily_budget_usd: Some(1e9),
-                    ..Default::default()
-                })
-                .await
-                .expect("project");
-            Some("spender")
-        }
-        Claimed::OfSlottedProject => {
-            store
-                .put_project(agentpool_core::project::ProjectSpec {
-                    name: "slotted".into(),
-                    repo: "https://git.example.com/bench.git".into(),
-                    slots: Some(100_000),
-                    ..Default::default()
-                })
-                .await
-                .expect("project");
-            Some("slotted")
-        }
+        Claimed::OfBudgetedProject => put_project(store, "spender", |p| p.daily_budget_usd = Some(1e9)).await,
+        Claimed::OfSlottedProject => put_project(store, "slotted", |p| p.slots = Some(100_000)).await,
     };
     enqueue_of(store, tasks, project).await;
     let mut filters = Vec::new();

@@ -160,18 +160,26 @@ fn gone_worker() -> String {
     format!("{pid} 1")
 }
 
+/// Field `n` (0 = the state) after the command name of /proc/`pid`/stat.
+fn stat_field(pid: &str, n: usize) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields = stat.rsplit_once(')').unwrap().1.to_string();
+    fields.split_whitespace().nth(n).unwrap().to_string()
+}
+
+/// The process group of `pid`.
+fn pgid_of(pid: i32) -> i32 {
+    stat_field(&pid.to_string(), 2).parse().unwrap()
+}
+
+/// The start time of `pid` (clock ticks since boot).
+fn start_of(pid: i32) -> String {
+    stat_field(&pid.to_string(), 19)
+}
+
 /// `pid start` of this process, a worker that still runs.
 fn running_worker() -> String {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let start = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .to_string();
-    format!("{} {start}", std::process::id())
+    format!("{} {}", std::process::id(), stat_field("self", 19))
 }
 
 #[tokio::test]
@@ -218,31 +226,6 @@ async fn kill_orphans_kills_recorded_groups_of_gone_workers_carrying_their_marke
         c.kill().unwrap();
         c.wait().unwrap();
     }
-}
-
-/// The process group of `pid`, from /proc.
-fn pgid_of(pid: i32) -> i32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat.rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// The start time of `pid` (clock ticks since boot), from /proc.
-fn start_of(pid: i32) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    stat.rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .to_string()
 }
 
 /// A process that left a killed worker's group (`setsid`) is found through the tree the

@@ -28,24 +28,8 @@ pub async fn stats(
 ) -> ApiResult<Json<QueueStats>> {
     let selector = parse_label_list(q.labels.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::validation(vec![ValidationError::new("labels", e)]))?;
-    let agents: Vec<String> = q
-        .agents
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(str::to_string)
-        .collect();
-    let projects: Vec<String> = q
-        .projects
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
-        .collect();
+    let agents = comma_list(q.agents.as_deref());
+    let projects = comma_list(q.projects.as_deref());
     if let Some(bad) = projects.iter().find(|p| !agentpool_core::project::valid_name(p)) {
         return Err(ApiError::validation(vec![ValidationError::new(
             "projects",
@@ -93,4 +77,14 @@ pub async fn stats(
             .map(|t| (&t.spec.labels, t.spec.required_agent(), t.run_after <= now)),
         workers,
     )))
+}
+
+/// `a, b,,c` → `[a, b, c]`.
+fn comma_list(s: Option<&str>) -> Vec<String> {
+    s.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(str::to_string)
+        .collect()
 }
