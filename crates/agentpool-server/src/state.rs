@@ -19,6 +19,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::EventHub;
 use crate::metrics::Metrics;
 
+/// A task this replica handed out: when, for which agent, and of which project.
+pub struct HandedOut {
+    pub at: Instant,
+    pub agent: String,
+    pub project: Option<String>,
+}
+
 /// Cheap to clone: everything lives behind one `Arc`.
 #[derive(Clone)]
 pub struct AppState {
@@ -42,8 +49,9 @@ pub(crate) struct Inner {
     pub max_waiting_claims: usize,
     pub workers: Mutex<HashMap<WorkerId, CachedWorker>>,
     /// When and for which agent this replica handed out each running task, for the duration
-    /// histogram and per-agent counters at completion.
-    pub running: Mutex<HashMap<TaskId, (Instant, String)>>,
+    /// histogram and per-agent counters at completion, and its project, so that the event
+    /// appends of a worker token limited to projects are checked without a lookup.
+    pub running: Mutex<HashMap<TaskId, HandedOut>>,
     /// Events each running attempt sent to this replica: task → its lease token, the count,
     /// and when the last came. Forgotten with the attempt's report, or when pruned.
     pub events_sent: Mutex<HashMap<TaskId, (LeaseToken, u64, Instant)>>,
@@ -198,10 +206,24 @@ impl AppState {
         }
     }
 
-    pub(crate) fn note_claimed(&self, id: TaskId, agent: String) {
+    pub(crate) fn note_claimed(&self, id: TaskId, agent: String, project: Option<String>) {
         if let Ok(mut m) = self.inner.running.lock() {
-            m.insert(id, (Instant::now(), agent));
+            m.insert(
+                id,
+                HandedOut {
+                    at: Instant::now(),
+                    agent,
+                    project,
+                },
+            );
         }
+    }
+
+    /// The project of a task this replica handed out and has not heard the end of (`None`:
+    /// not known here).
+    pub(crate) fn claimed_project(&self, id: &TaskId) -> Option<Option<String>> {
+        let m = self.inner.running.lock().ok()?;
+        m.get(id).map(|h| h.project.clone())
     }
 
     /// Cancel or retry task `id` for `by` (who asks, as the log names them), and wake whoever
@@ -282,7 +304,8 @@ impl AppState {
         if let Ok(mut m) = self.inner.events_sent.lock() {
             m.remove(id);
         }
-        self.inner.running.lock().ok().and_then(|mut m| m.remove(id))
+        let h = self.inner.running.lock().ok()?.remove(id)?;
+        Some((h.at, h.agent))
     }
 
     /// Count `n` more events of `lease`'s attempt: `Err` with the count so far when they would
@@ -327,7 +350,7 @@ impl AppState {
     /// (their worker died; another replica or the maintenance loop finished them).
     pub(crate) fn prune_claimed(&self, older_than: Duration) {
         if let Ok(mut m) = self.inner.running.lock() {
-            m.retain(|_, (at, _)| at.elapsed() < older_than);
+            m.retain(|_, h| h.at.elapsed() < older_than);
         }
         if let Ok(mut m) = self.inner.events_sent.lock() {
             m.retain(|_, (_, _, last)| last.elapsed() < older_than);

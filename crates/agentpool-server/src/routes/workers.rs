@@ -295,7 +295,7 @@ async fn claim_response(state: &AppState, claimed: Vec<ClaimedTask>, by: &ClaimF
         let ready_at = c.task.run_after.max(c.task.created_at);
         let latency = (now - ready_at).to_std().unwrap_or_default();
         state.inner.metrics.claimed(&agent, latency);
-        state.note_claimed(c.task.id, agent);
+        state.note_claimed(c.task.id, agent, c.task.spec.project.clone());
         state.inner.hub.notify(c.task.id);
         let (credentials, revoke_git_token_at) = handout::credentials_for(state, &c, by).await;
         tasks.push(ClaimedWork {
@@ -324,10 +324,18 @@ pub async fn append_events(
     state.reach_worker(&by, &worker).await?;
     if by.projects.is_some() {
         // The append is fenced by the lease alone, not by the worker: a project token's is
-        // also kept to its projects' tasks.
-        let t = state.store().find_task(task).await?;
-        t.as_ref()
-            .map_or(Err(ApiError::not_found("task", task)), |t| by.sees_task(t))?;
+        // also kept to its projects' tasks. The task's project is known here when this replica
+        // handed it out; otherwise it is looked up.
+        let project = match state.claimed_project(&task) {
+            Some(p) => p,
+            None => match state.store().find_task(task).await? {
+                Some(t) => t.spec.project,
+                None => return Err(ApiError::not_found("task", task)),
+            },
+        };
+        if !by.reaches(project.as_deref()) {
+            return Err(ApiError::not_found("task", task));
+        }
     }
     if req.events.len() > MAX_EVENTS_PER_CALL {
         return Err(ApiError::invalid_field(

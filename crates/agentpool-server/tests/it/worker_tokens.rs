@@ -125,6 +125,15 @@ async fn a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks(b
         not_found(pods.append_events(&pod.id, api, api_lease, log()).await),
         404
     );
+    // Nor on a task this server did not hand out (looked up): another project's still queued,
+    // or none at all.
+    let queued_api = submitted(&admin, in_project("api", "make api again")).await;
+    for t in [queued_api, agentpool_core::TaskId::new()] {
+        assert_eq!(
+            not_found(pods.append_events(&pod.id, t, api_lease, log()).await),
+            404
+        );
+    }
     let api_task = admin.get_task(api).await.expect("task");
     assert_eq!(api_task.task.state, agentpool_core::TaskState::Running);
     assert_eq!(api_task.task.worker_id.as_ref(), Some(&shared.id));
