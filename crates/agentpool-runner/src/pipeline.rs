@@ -479,7 +479,6 @@ impl Pipeline {
         }
     }
 
-    /// The command's environment: nothing from the worker except PATH, plus what the task needs.
     /// Where every process a task runs (git, setup, agent, command, checks) is recorded while
     /// it runs: a worker killed mid-task and started again kills them before taking work, so
     /// an orphaned agent does not go on editing and spending next to the task's next attempt.
@@ -487,6 +486,7 @@ impl Pipeline {
         crate::process::GroupRecord::task(self.cfg.state_dir.join("running"), task)
     }
 
+    /// The command's environment: nothing from the worker except PATH, plus what the task needs.
     fn task_env(&self, work: &ClaimedWork, ws: &Workspace) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         env.insert(
