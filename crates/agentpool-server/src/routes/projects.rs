@@ -217,7 +217,8 @@ pub async fn delete(
         .list_tokens()
         .await?
         .into_iter()
-        .filter(|t| !t.revoked && t.expires_at.is_none_or(|at| at > now) && t.projects.contains(&name))
+        .map(agentpool_core::protocol::TokenInfo::from)
+        .filter(|t| !t.revoked && !t.expired(now) && t.projects.contains(&name))
         .map(|t| t.name)
         .collect();
     // A token rotated within its grace and its successor share the name.

@@ -36,29 +36,30 @@ pub async fn stats(
             format!("{bad:?} is not a project name"),
         )]));
     }
+    // A project token counts its projects' tasks only; a pool limited to projects, theirs
+    // within what the token reaches.
+    let mut only = TaskFilter::default();
+    by.limit(&mut only);
+    if !projects.is_empty() {
+        let reach = only.projects.take();
+        only.projects = Some(
+            projects
+                .into_iter()
+                .filter(|p| reach.as_ref().is_none_or(|r| r.contains(p)))
+                .collect(),
+        );
+    }
     let store = state.store();
     let mut queued = Vec::new();
     let mut before = None;
     for _ in 0..MAX_PAGES {
-        // A project token counts its projects' tasks only.
-        let mut filter = TaskFilter {
+        let filter = TaskFilter {
             state: Some(TaskState::Queued),
             before,
             limit: PAGE,
+            projects: only.projects.clone(),
             ..TaskFilter::default()
         };
-        by.limit(&mut filter);
-        if !projects.is_empty() {
-            // A pool limited to projects: theirs, within what the token reaches.
-            let reach = filter.projects.take();
-            filter.projects = Some(
-                projects
-                    .iter()
-                    .filter(|p| reach.as_ref().is_none_or(|r| r.contains(p)))
-                    .cloned()
-                    .collect(),
-            );
-        }
         let page = store.list_tasks(&filter).await?;
         before = page.last().map(|t| t.id);
         let full = page.len() == PAGE as usize;
