@@ -116,8 +116,9 @@ enum Claimed {
     /// Tasks of a project (the serialized constrained step), by workers of any task or
     /// workers limited to that project.
     OfProject { limited: bool },
-    /// Tasks of a project with a daily budget (never reached), by workers of any task: each
-    /// claim also sums what the project spent today.
+    /// Tasks of a project with a daily budget (never reached), by workers of any task, each
+    /// reporting a cost as an agent's does: each claim also reads what the project spent
+    /// today, and each completion adds to it.
     OfBudgetedProject,
     /// Tasks of a project with slots (more than the claimers ever hold), by workers of any
     /// task: each candidate also counts the project's running tasks.
@@ -140,8 +141,9 @@ async fn put_project(
     Some(name)
 }
 
-/// Claim and complete until the queue is empty; returns tasks done.
-async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
+/// Claim and complete until the queue is empty, each task reporting `cost_usd`; returns tasks
+/// done.
+async fn drain(store: Arc<dyn Store>, f: ClaimFilter, cost_usd: Option<f64>) -> usize {
     let mut done = 0;
     loop {
         let c = store.claim(&f).await.expect("claim");
@@ -150,7 +152,13 @@ async fn drain(store: Arc<dyn Store>, f: ClaimFilter) -> usize {
         }
         let items = c
             .iter()
-            .map(|c| (c.lease, TaskResult::default()))
+            .map(|c| {
+                let result = TaskResult {
+                    cost_usd,
+                    ..TaskResult::default()
+                };
+                (c.lease, result)
+            })
             .collect::<Vec<_>>();
         let r = store.complete_batch(&f.worker_id, items).await.expect("complete");
         done += r.iter().filter(|r| r.is_ok()).count();
@@ -184,10 +192,11 @@ async fn throughput_of(
         f.max = batch;
         filters.push(f);
     }
+    let cost = (claimed == Claimed::OfBudgetedProject).then_some(0.01);
     let t0 = Instant::now();
     let handles: Vec<_> = filters
         .into_iter()
-        .map(|f| tokio::spawn(drain(store.clone(), f)))
+        .map(|f| tokio::spawn(drain(store.clone(), f, cost)))
         .collect();
     let mut done = 0;
     for h in handles {
@@ -370,7 +379,7 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
     // Finished history the queue must not slow down for.
     enqueue_n(&store, prefill).await;
     let f = worker(&store, "prefill").await;
-    let done = drain(store.clone(), ClaimFilter { max: 500, ..f }).await;
+    let done = drain(store.clone(), ClaimFilter { max: 500, ..f }, None).await;
     assert_eq!(done, prefill + RARE);
     settle(db.url()).await;
     let (page, counts) = project_reads(&store).await;
@@ -396,7 +405,7 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
     let batch = (batches * 1000) as f64 / t0.elapsed().as_secs_f64();
     // Clear what the enqueue measurements added.
     let f = worker(&store, "clear").await;
-    drain(store.clone(), ClaimFilter { max: 500, ..f }).await;
+    drain(store.clone(), ClaimFilter { max: 500, ..f }, None).await;
     println!("| {name} | {prefill} | enqueue single | {single:.0} tasks/s |");
     println!("| {name} | {prefill} | enqueue batch of 1000 | {batch:.0} tasks/s |");
 
@@ -415,7 +424,7 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
             "| {name} | {prefill} | claim+complete of a project's tasks, 4 claimers {who}, batches of 100 | {r:.0} tasks/s |"
         );
     }
-    let r = throughput_of(&store, 4, 100, tasks / 10, Claimed::OfBudgetedProject).await;
+    let r = throughput_of(&store, 4, 100, tasks / 2, Claimed::OfBudgetedProject).await;
     println!(
         "| {name} | {prefill} | claim+complete of the tasks of a project with a daily budget, 4 claimers, batches of 100 | {r:.0} tasks/s |"
     );

@@ -199,7 +199,7 @@ pub(crate) const TASK_COLS: &str = "id, spec, state, attempts, max_attempts, pri
 
 /// The columns [`held`] reads.
 pub(crate) const HELD_COLS: &str = "id, lease_token, attempts, max_attempts, cancel_requested, \
-    has_dependents, constrained, worker_id, started_at";
+    has_dependents, constrained, worker_id, started_at, project";
 
 /// A running attempt as its holder presented it, read inside the transaction that ends it
 /// (row-locked there on PostgreSQL).
@@ -213,6 +213,8 @@ pub(crate) struct Held {
     pub constrained: bool,
     pub worker_id: String,
     pub started_at: i64,
+    /// Its project, whose day's spend the attempt's reported cost adds to.
+    pub project: Option<String>,
 }
 
 pub(crate) fn held(r: &impl StoreRow) -> Result<Held> {
@@ -226,6 +228,7 @@ pub(crate) fn held(r: &impl StoreRow) -> Result<Held> {
         constrained: r.flag("constrained")?,
         worker_id: r.opt_text("worker_id")?.unwrap_or_default(),
         started_at: r.opt_big("started_at")?.unwrap_or(0),
+        project: r.opt_text("project")?,
     })
 }
 

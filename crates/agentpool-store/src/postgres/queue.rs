@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{PgStore, cols, retry_transient, tasks, uuids};
+use super::{PgStore, cols, retry_transient, spend, tasks, uuids};
 use crate::common::{self, dur_ms, json, task};
 use crate::{ClaimFilter, Result, StoreError, TaskFilter};
 
@@ -124,14 +124,28 @@ impl PgStore {
         let mut ok = HashSet::with_capacity(rows.len());
         let mut release = Vec::new();
         let mut wake = false;
+        let mut projects = Vec::new();
         for r in &rows {
             let id: Uuid = r.try_get("id")?;
             if r.try_get::<bool, _>("has_dependents")? {
                 release.push(TaskId(id));
             }
             wake |= r.try_get::<bool, _>("constrained")?;
+            if let Some(p) = r.try_get::<Option<String>, _>("project")? {
+                projects.push((id, p));
+            }
             ok.insert(id);
         }
+        // Only a project's tasks count towards its spend, and they are all constrained, so
+        // the plain completion above never completes one.
+        let costs: BTreeMap<Uuid, f64> = items
+            .iter()
+            .filter_map(|(l, r)| Some((l.task_id.0, spend::cost(Some(r))?)))
+            .collect();
+        let spent = projects
+            .iter()
+            .filter_map(|(id, p)| Some((p.as_str(), *costs.get(id)?)));
+        spend::add_spend(&mut tx, spent, now).await?;
         if !release.is_empty() {
             tasks::release_dependents(&mut tx, &release, now).await?;
             wake = true;

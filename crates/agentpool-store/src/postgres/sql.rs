@@ -219,7 +219,7 @@ impl Sql {
                 uc = cols("u.")
             ),
             complete_plain: completion(" AND NOT t.has_dependents AND NOT t.constrained", "id"),
-            complete_any: completion("", "id, has_dependents, constrained"),
+            complete_any: completion("", "id, has_dependents, constrained, project"),
             claim_candidates: Candidates {
                 filters: &format!(
                     "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
@@ -229,7 +229,6 @@ impl Sql {
                      AND ($7::text[] IS NULL OR t.project = ANY($7::text[])) AND {}",
                     common::not_given_back_by("t.", "$4", "$1")
                 ),
-                spent: "CAST(CAST(s.result AS jsonb)->>'cost_usd' AS DOUBLE PRECISION)",
                 since: "$6",
                 also: " AND EXISTS (SELECT 1 FROM workers WHERE id = $4 \
                        AND status NOT IN ('draining', 'unhealthy'))",

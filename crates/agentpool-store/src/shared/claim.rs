@@ -1,13 +1,11 @@
 //! The candidates query of a constrained claim (tasks with a branch lock or a project), which
-//! both backends write the same way but for how they filter by agent and labels and read a
-//! result's cost. Each builds its statement once.
+//! both backends write the same way but for how they filter by agent and labels. Each builds
+//! its statement once.
 
 /// The parts of the candidates query that differ between the backends.
 pub(crate) struct Candidates<'a> {
     /// Which queued tasks `t` the worker may claim now (state, due time, agent, labels).
     pub filters: &'a str,
-    /// A finished task's cost in USD, from its `s.result`.
-    pub spent: &'a str,
     /// The placeholder of the start of the budget day.
     pub since: &'a str,
     /// Conditions after the lock, slot and budget checks ("" or starting with ` AND `).
@@ -19,24 +17,21 @@ pub(crate) struct Candidates<'a> {
 impl Candidates<'_> {
     /// The tasks `filters` admits whose branch lock is free and whose project has a free slot
     /// and budget left, in claim order, with what [`crate::rows::candidate`] reads. What each
-    /// project with a daily budget spent today is summed once per claim (`spent`), and so are
-    /// the running tasks of each project with slots (`busy`), not once per candidate: the
+    /// project with a daily budget spent today is read once per claim from its spend ledger
+    /// (`spent`), and the running tasks of each project with slots (`busy`), not once per candidate: the
     /// candidates of one project share them, and each reads the project's tasks. A project
     /// without slots is counted as running none; only its slots make the count matter.
     pub(crate) fn sql(&self) -> String {
         let Self {
             filters,
-            spent,
             since,
             also,
             limit,
         } = self;
         format!(
             "WITH spent AS MATERIALIZED ( \
-               SELECT s.project, COALESCE(SUM({spent}), 0) AS usd FROM tasks s \
-               WHERE s.project IN (SELECT name FROM projects WHERE daily_budget_usd IS NOT NULL) \
-                 AND s.result IS NOT NULL AND s.updated_at >= {since} \
-               GROUP BY s.project), \
+               SELECT s.project, s.usd FROM project_spend s WHERE s.day = {since} \
+                 AND s.project IN (SELECT name FROM projects WHERE daily_budget_usd IS NOT NULL)), \
              busy AS MATERIALIZED ( \
                SELECT r.project, count(*) AS n FROM tasks r \
                WHERE r.state = 'running' \

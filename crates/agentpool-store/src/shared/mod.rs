@@ -25,11 +25,12 @@ pub(crate) mod manual;
 pub(crate) mod notifications;
 pub(crate) mod registry;
 pub(crate) mod schedules;
+pub(crate) mod spend;
 pub(crate) mod store;
 pub(crate) mod tasks;
 
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
-/// `self.$w` and reading through `self.$r`: the modules `registry`, `tasks` and `manual` (queries),
+/// `self.$w` and reading through `self.$r`: the modules `registry`, `spend`, `tasks` and `manual` (queries),
 /// `store` (the [`crate::Store`] implementation), `handover` (new tasks handed to parked
 /// claimers), `github` (the GitHub bookkeeping), `schedules` and `notifications`.
 macro_rules! backend {
@@ -39,9 +40,16 @@ macro_rules! backend {
             $crate::shared::registry::registry_queries!($db);
         }
 
+        /// Each project's reported spend per UTC day.
+        mod spend {
+            $crate::shared::spend::spend_queries!($db);
+        }
+
         /// Task queries shared by both backends.
         mod tasks {
-            use super::{FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, tid};
+            use super::{
+                FOR_UPDATE, FOR_UPDATE_SKIP_LOCKED, ids_param, in_ids, insert_lifecycle, spend, tid,
+            };
             $crate::shared::tasks::task_queries!($db);
         }
 
@@ -54,7 +62,7 @@ macro_rules! backend {
 
         /// The [`Store`](crate::Store) implementation shared by both backends.
         mod store {
-            use super::{manual, registry, tasks};
+            use super::{manual, registry, spend, tasks};
             $crate::shared::store::store_impl!(super::$store, $w, $r);
         }
 

@@ -391,7 +391,8 @@ macro_rules! store_impl {
                 self.rescue_all(None).await
             }
 
-            /// In batches (each the backend's `purge_batch`) until a batch comes back short.
+            /// In batches (each the backend's `purge_batch`) until a batch comes back short;
+            /// then the projects' spend of the days before the cutoff's.
             async fn purge_finished(&self, retention: Duration) -> Result<u64> {
                 let cutoff = self.now() - dur_ms(retention);
                 let mut total = 0;
@@ -399,9 +400,11 @@ macro_rules! store_impl {
                     let n = self.purge_batch(cutoff).await?;
                     total += n;
                     if n < Self::PURGE_BATCH as u64 {
-                        return Ok(total);
+                        break;
                     }
                 }
+                spend::purge_spend(&self.$w, cutoff).await?;
+                Ok(total)
             }
 
             fn work_listener(&self) -> WorkListener {

@@ -174,6 +174,9 @@ macro_rules! task_queries {
             };
             let message = by_whom.as_deref().unwrap_or(message);
             log.push(h.id, common::ending_event(ending, h.attempts, now, class, message))?;
+            if let (Some(project), Some(usd)) = (&h.project, spend::cost(result)) {
+                spend::add_spend(conn, [(project.as_str(), usd)], now).await?;
+            }
             let result = result.map(json).transpose()?;
             let outcome = common::attempt_outcome(ending, class);
             let mut wake = h.constrained;
@@ -399,23 +402,6 @@ macro_rules! task_queries {
             }))
         }
 
-        /// What a project's tasks reported spending (their results' `cost_usd`) since `since`,
-        /// the same sum the claim compares with the project's daily budget.
-        async fn spend_since(r: &Pool<Db>, project: &str, since: i64) -> Result<f64> {
-            let results: Vec<String> = sqlx::query_scalar(
-                "SELECT result FROM tasks WHERE project = $1 AND result IS NOT NULL AND updated_at >= $2",
-            )
-            .bind(project)
-            .bind(since)
-            .fetch_all(r)
-            .await?;
-            Ok(results
-                .iter()
-                .filter_map(|s| serde_json::from_str::<TaskResult>(s).ok())
-                .filter_map(|res| res.cost_usd)
-                .sum())
-        }
-
         async fn waiting(r: &Pool<Db>, t: &Task, now: i64) -> Result<Vec<WaitReason>> {
             let mut out = Vec::new();
             if t.state != TaskState::Queued {
@@ -494,7 +480,7 @@ macro_rules! task_queries {
                         .flatten();
                 if let Some(budget) = budget {
                     let day = common::utc_day_start(now);
-                    let spent = spend_since(r, p, day).await?;
+                    let spent = spend::spent_today(r, p, now).await?;
                     if spent >= budget {
                         let until = common::ts(day + common::DAY_MS);
                         out.push(WaitReason::BudgetExhausted {

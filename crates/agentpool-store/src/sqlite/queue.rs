@@ -12,7 +12,7 @@ use agentpool_core::{
 };
 use sqlx::{Sqlite, Transaction};
 
-use super::{SqliteStore, insert_lifecycle, tasks};
+use super::{SqliteStore, insert_lifecycle, spend, tasks};
 use crate::common::{
     self, HELD_COLS, LifecycleLog, NewTaskRow, StoreRow, TASK_COLS, dur_ms, held, json, task,
 };
@@ -34,7 +34,6 @@ static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
              AND (?7 IS NULL OR t.project IN (SELECT value FROM json_each(?7))) AND {}",
             common::not_given_back_by("t.", "?6", "?1")
         ),
-        spent: "json_extract(s.result, '$.cost_usd')",
         since: "?5",
         also: "",
         limit: "?4",
@@ -392,6 +391,7 @@ impl SqliteStore {
              WHERE id = ? AND lease_token = ? AND worker_id = ? AND state = 'running' \
              RETURNING {HELD_COLS}"
         );
+        let mut spent = Vec::new();
         for (lease, result) in items {
             let r = sqlx::query(&sql)
                 .bind(now)
@@ -408,6 +408,9 @@ impl SqliteStore {
             };
             // The succeeded attempt stays on the task row (see `common::current_attempt`).
             let h = held(&r)?;
+            if let (Some(project), Some(usd)) = (h.project.clone(), spend::cost(Some(&result))) {
+                spent.push((project, usd));
+            }
             log.push(h.id, Lifecycle::Succeeded)?;
             wake |= h.constrained;
             if h.has_dependents {
@@ -419,6 +422,7 @@ impl SqliteStore {
             tasks::release_dependents(&mut tx, &succeeded, now).await?;
             wake = true;
         }
+        spend::add_spend(&mut tx, spent.iter().map(|(p, usd)| (p.as_str(), *usd)), now).await?;
         insert_lifecycle(&mut tx, &log, now).await?;
         tx.commit().await?;
         if wake {
