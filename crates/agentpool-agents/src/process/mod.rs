@@ -14,8 +14,8 @@
 //! the group remains.
 //!
 //! A worker that is itself killed (SIGKILL, OOM) cannot clean up: [`ProcessSpec::record_group`]
-//! records the running group so that the next life of the worker can kill it
-//! ([`kill_orphans`]).
+//! records each run, from before it starts, so that the next life of the worker can kill
+//! what it left ([`kill_orphans`]).
 //!
 //! This lives in the agents crate (not the runner) so that both the adapters and the runner's
 //! git, setup and command steps use it without a dependency cycle: the runner depends on this
@@ -133,9 +133,9 @@ pub struct ProcessSpec {
 
 /// Where a run records its process group while it runs, so that a worker restarted after
 /// being killed (SIGKILL, OOM) kills what its previous life left running ([`kill_orphans`]):
-/// a file of its own in `dir`, named by the group, with the environment marker
-/// `name=value` that every process of the run carries (it is set in their environment), and
-/// the worker process that started it.
+/// a file of its own in `dir`, written before the run starts, with the environment marker
+/// `name=value` and one unique to the run that every process of the run carries (they are set
+/// in their environment), its process group, and the worker process that started it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRecord {
     pub dir: PathBuf,
@@ -290,12 +290,15 @@ pub async fn run_process(
     cancel: &CancellationToken,
 ) -> io::Result<ProcessOutcome> {
     let started = Instant::now();
+    // Recorded before it starts, so that a worker killed at any point leaves a record.
+    let mut record = spec.record.as_ref().map(orphans::Record::begin);
+    let markers = spec.record.iter().zip(&record).flat_map(|(r, rec)| rec.env(r));
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        // The marker last, so that the run's processes carry it whatever `env` says.
-        .envs(spec.record.iter().map(|r| (&r.name, &r.value)))
+        // The markers last, so that the run's processes carry them whatever `env` says.
+        .envs(markers)
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -314,14 +317,28 @@ pub async fn run_process(
         // SAFETY: the hook makes only raw system calls (prctl, capget, capset).
         unsafe { cmd.pre_exec(caps::drop_file_override) };
     }
-    let mut child = cmd
+    let spawned = cmd
         .spawn()
-        .map_err(|e| spawn_error(std::path::Path::new(&spec.program), e))?;
-    let pgid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .ok_or_else(|| io::Error::other("spawned process has no pid"))?;
-    let record = spec.record.as_ref().map(|r| orphans::Record::write(r, pgid));
+        .map_err(|e| spawn_error(std::path::Path::new(&spec.program), e));
+    let pgid = spawned
+        .as_ref()
+        .ok()
+        .and_then(|c| c.id())
+        .and_then(|p| i32::try_from(p).ok());
+    let (mut child, pgid) = match (spawned, pgid) {
+        (Ok(child), Some(pgid)) => (child, pgid),
+        (spawned, _) => {
+            if let Some(r) = &record {
+                let _ = std::fs::remove_file(&r.path);
+            }
+            return Err(spawned
+                .err()
+                .unwrap_or_else(|| io::Error::other("spawned process has no pid")));
+        }
+    };
+    if let Some(r) = record.as_mut() {
+        r.started(pgid);
+    }
     // Whatever happens to this future (dropped on abort, panics), the tree dies with it.
     let mut guard = TreeGuard {
         pgid,

@@ -1,45 +1,110 @@
-//! Crash recovery: process groups a previous life of this worker left running (it was killed
+//! Crash recovery: processes a previous life of this worker left running (it was killed
 //! before it could clean up) are found through the files [`super::ProcessSpec::record_group`]
 //! writes, and killed.
 //!
-//! A record names the group, the environment marker its processes carry, the worker process
-//! that started it (pid and start time), and the processes seen in its tree (pid and start
-//! time), which finds one that left the group. A group whose worker still runs is not an
-//! orphan: several workers may share one directory, and one that starts must not kill the
-//! runs of another.
+//! A run's record is written *before* its process starts, so a worker killed at any point of
+//! a run leaves one. It names, line by line: the process group (0 until the process started),
+//! the task's environment marker, the worker process that started the run (pid and start
+//! time), the run's own marker `AGENTPOOL_RUN_ID=…` (unique to the run: every process of the
+//! run, and whatever they start, inherits it), and the processes seen in its tree (pid and
+//! start time), which finds one that left the group and cleared its environment. A record
+//! whose worker still runs is not an orphan's: several workers may share one directory, and
+//! one that starts must not kill the runs of another.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::GroupRecord;
 use super::tree::{group_members, signal_group, start_time};
 
-/// A run's record on disk: its file, and its first lines (group, marker, worker).
+/// The name of the marker unique to one run.
+const RUN_MARKER: &str = "AGENTPOOL_RUN_ID";
+
+/// This worker process, as a record names it: `PID START` (empty if unreadable). Read once:
+/// it does not change while the process lives.
+fn this_process() -> &'static str {
+    static ME: OnceLock<String> = OnceLock::new();
+    ME.get_or_init(|| {
+        let me = i32::try_from(std::process::id()).unwrap_or(0);
+        start_time(me).map(|t| format!("{me} {t}")).unwrap_or_default()
+    })
+}
+
+/// What the ids of this process's runs start with: this process by pid and start time, or,
+/// if its start time cannot be read, by pid and the time of its first run.
+fn run_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| match this_process() {
+        "" => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}-t{nanos}", std::process::id())
+        }
+        me => me.replace(' ', "-"),
+    })
+}
+
+/// A run's record on disk: its file, what it says of the run, and the run's marker.
 pub(super) struct Record {
     pub(super) path: PathBuf,
-    head: String,
+    pgid: i32,
+    task_marker: String,
+    run_id: String,
 }
 
 impl Record {
-    /// Write the record of group `pgid` started by this process (best effort: without it only
-    /// crash clean-up is lost, not the run).
-    pub(super) fn write(r: &GroupRecord, pgid: i32) -> Self {
+    /// Write the record of a run about to start (best effort: without it only crash clean-up
+    /// is lost, not the run). Its id is unique to this run: this process (pid and start
+    /// time, so not a previous life under a recycled pid) and a counter.
+    pub(super) fn begin(r: &GroupRecord) -> Self {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let run_id = format!("{}-{n}", run_prefix());
         let _ = std::fs::create_dir_all(&r.dir);
-        let me = i32::try_from(std::process::id()).unwrap_or(0);
-        let owner = start_time(me).map(|t| format!("{me} {t}")).unwrap_or_default();
         let record = Self {
-            path: r.dir.join(format!("{pgid}.pgid")),
-            head: format!("{pgid}\n{}={}\n{owner}\n", r.name, r.value),
+            path: r.dir.join(format!("{run_id}.pgid")),
+            pgid: 0,
+            task_marker: format!("{}={}", r.name, r.value),
+            run_id,
         };
-        let _ = std::fs::write(&record.path, &record.head);
+        record.write(&HashMap::new());
         record
     }
 
+    /// The environment the run's processes carry: the task's marker and the run's own.
+    pub(super) fn env(&self, r: &GroupRecord) -> [(String, String); 2] {
+        [
+            (r.name.clone(), r.value.clone()),
+            (RUN_MARKER.to_string(), self.run_id.clone()),
+        ]
+    }
+
+    /// The run's process started as group `pgid`.
+    pub(super) fn started(&mut self, pgid: i32) {
+        self.pgid = pgid;
+        self.write(&HashMap::new());
+    }
+
     /// Add the processes seen in the run's tree, with their start times: one that left the
-    /// group (`setsid`, a dev server a tool started) is found through them. Written aside and
-    /// renamed, so a reader never sees half a record.
+    /// group (`setsid`, a dev server a tool started) is found through them.
     pub(super) fn note_tree(&self, seen: &HashMap<i32, u64>) {
-        let mut text = self.head.clone();
+        self.write(seen);
+    }
+
+    /// Write the record aside and rename it over the old one, so a reader never sees half
+    /// of one.
+    fn write(&self, seen: &HashMap<i32, u64>) {
+        let mut text = format!(
+            "{}\n{}\n{}\n{RUN_MARKER}={}\n",
+            self.pgid,
+            self.task_marker,
+            this_process(),
+            self.run_id
+        );
         for (pid, start) in seen {
             text.push_str(&format!("{pid} {start}\n"));
         }
@@ -50,11 +115,11 @@ impl Record {
     }
 }
 
-/// Kill process groups recorded in `dir` by [`super::ProcessSpec::record_group`] that are
-/// still alive and whose worker is gone — left by a previous life of this worker that died
-/// without cleaning up (SIGKILL, OOM). A group is killed only if one of its live members
-/// carries the recorded environment marker, so a recycled process-group id is never hit.
-/// Returns how many groups were killed.
+/// Kill what the records in `dir` ([`super::ProcessSpec::record_group`]) name whose worker is
+/// gone — left by a previous life of this worker that died without cleaning up (SIGKILL,
+/// OOM): every process carrying the run's marker, the recorded group if a live member carries
+/// it, and the recorded tree's processes whose start times match. So a recycled pid or group
+/// id is never hit. Returns how many runs had something to kill.
 pub fn kill_orphans(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
@@ -71,10 +136,14 @@ pub fn kill_orphans(dir: &Path) -> usize {
         };
         let mut lines = text.lines();
         let pgid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
-        let marker = lines.next().map(str::trim).unwrap_or("");
+        let task_marker = lines.next().map(str::trim).unwrap_or("");
         if lines.next().is_some_and(owner_runs) {
             continue;
         }
+        let rest: Vec<&str> = lines.map(str::trim).collect();
+        // A record of an older worker has no run marker; its group is checked for the task's.
+        let run_marker = rest.iter().find(|l| l.starts_with(RUN_MARKER) && l.contains('='));
+        let marker = run_marker.copied().unwrap_or(task_marker);
         let mut any = false;
         if let Some(pgid) = pgid
             && pgid > 1
@@ -84,8 +153,17 @@ pub fn kill_orphans(dir: &Path) -> usize {
             signal_group(pgid, libc::SIGKILL);
             any = true;
         }
+        // Only a run's own marker is searched for everywhere: a task's may also be carried by
+        // a live run of the same task on another worker.
+        if let Some(marker) = run_marker {
+            for pid in carrying(marker) {
+                // SAFETY: kill(2) on a live process found carrying the dead run's marker.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                any = true;
+            }
+        }
         // The tree seen while it ran, by pid and start time: a recycled pid is never hit.
-        for (pid, start) in lines.filter_map(pid_and_start) {
+        for (pid, start) in rest.iter().filter_map(|l| pid_and_start(l)) {
             if pid > 1 && start_time(pid) == Some(start) {
                 // SAFETY: kill(2) on a pid this record names, checked to be that process.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -96,6 +174,20 @@ pub fn kill_orphans(dir: &Path) -> usize {
         let _ = std::fs::remove_file(&path);
     }
     killed
+}
+
+/// The live processes (other than this one) whose environment has `marker`; only those this
+/// worker may read, which are those it may signal.
+fn carrying(marker: &str) -> Vec<i32> {
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid > 1 && *pid != me && has_env(*pid, marker))
+        .collect()
 }
 
 /// Whether the worker process a record names (`PID START`) still runs as that process.

@@ -313,6 +313,15 @@ async fn a_run_records_a_process_that_left_its_group() {
     assert!(!alive(pid), "the run's end kills what it saw");
 }
 
+/// `NAME=value` entries of a process's environment.
+fn environ_of(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|kv| String::from_utf8_lossy(kv).into_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_run_records_its_group_and_marks_its_processes_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -333,30 +342,105 @@ async fn a_run_records_its_group_and_marks_its_processes_while_it_runs() {
                 let pgid = recorded
                     .as_ref()
                     .and_then(|(_, t)| t.lines().next()?.parse::<i32>().ok());
-                environ = pgid
-                    .and_then(|p| std::fs::read(format!("/proc/{p}/environ")).ok())
-                    .unwrap_or_default();
+                environ = pgid.map(environ_of).unwrap_or_default();
             }
         },
     )
     .await;
     assert_eq!(outcome.killed, Some(KillReason::Canceled));
-    assert_eq!(
-        recorded,
-        Some((
-            running.join(format!("{}.pgid", outcome.pgid)),
-            format!("{}\nAGENTPOOL_TASK_ID=t1\n{}\n", outcome.pgid, running_worker())
-        ))
-    );
+    let (path, text) = recorded.expect("the run was recorded");
+    assert_eq!(path.parent(), Some(running.as_path()));
     assert!(
-        environ.split(|b| *b == 0).any(|kv| kv == b"AGENTPOOL_TASK_ID=t1"),
-        "the run's process carries the marker"
+        environ.iter().any(|kv| kv == "AGENTPOOL_TASK_ID=t1"),
+        "the task's marker"
+    );
+    let run = environ
+        .iter()
+        .find(|kv| kv.starts_with("AGENTPOOL_RUN_ID="))
+        .expect("the run's own marker");
+    let id = run.trim_start_matches("AGENTPOOL_RUN_ID=");
+    assert_eq!(
+        path.file_name().unwrap().to_str(),
+        Some(format!("{id}.pgid").as_str())
+    );
+    assert_eq!(
+        text,
+        format!(
+            "{}\nAGENTPOOL_TASK_ID=t1\n{}\n{run}\n",
+            outcome.pgid,
+            running_worker()
+        )
     );
     assert_eq!(
         std::fs::read_dir(&running).unwrap().count(),
         0,
         "the record outlived the run"
     );
+}
+
+/// The record is there before the run's process starts: a worker killed in the instant after
+/// the spawn still leaves one, naming the run's marker.
+#[tokio::test]
+async fn a_run_is_recorded_before_its_process_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = dir.path().join("running");
+    let mut lines = Vec::new();
+    let spec = sh("cat \"$RECORDS\"/*.pgid; echo \"mine AGENTPOOL_RUN_ID=$AGENTPOOL_RUN_ID\"")
+        .env("RECORDS", running.as_os_str())
+        .record_group(GroupRecord::task(&running, "t1"));
+    let outcome = run_process(
+        spec,
+        &mut |_, l| lines.push(l.to_string()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.success(), "{lines:?}");
+    let mine = lines
+        .last()
+        .and_then(|l| l.strip_prefix("mine "))
+        .unwrap()
+        .to_string();
+    assert!(mine.len() > "AGENTPOOL_RUN_ID=".len(), "{mine}");
+    assert!(
+        lines[..lines.len() - 1].contains(&mine),
+        "its record, read by the run itself: {lines:?}"
+    );
+    assert_eq!(std::fs::read_dir(&running).unwrap().count(), 0);
+}
+
+/// A worker killed between writing a run's record and noting its group (or whose run's
+/// processes all left the group) left a record naming only the run's marker: whatever carries
+/// that marker is killed; a process of another run of the same task (another worker's, on
+/// the same host) is not.
+#[tokio::test]
+async fn kill_orphans_kills_what_carries_the_runs_marker_when_no_group_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut orphan = orphan_group(&[("AGENTPOOL_TASK_ID", "t1"), ("AGENTPOOL_RUN_ID", "r-dead-1")]);
+    let other_run = orphan_group(&[("AGENTPOOL_TASK_ID", "t1"), ("AGENTPOOL_RUN_ID", "r-live-1")]);
+    std::fs::write(
+        dir.path().join("r-dead-1.pgid"),
+        format!(
+            "0\nAGENTPOOL_TASK_ID=t1\n{}\nAGENTPOOL_RUN_ID=r-dead-1\n",
+            gone_worker()
+        ),
+    )
+    .unwrap();
+    assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
+    let status = orphan.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(alive(other_run.id() as i32), "another run of the task was killed");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the record is removed"
+    );
+    let mut other_run = other_run;
+    other_run.kill().unwrap();
+    other_run.wait().unwrap();
 }
 
 #[tokio::test]

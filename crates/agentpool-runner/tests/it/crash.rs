@@ -161,10 +161,16 @@ async fn a_restarted_worker_kills_the_git_its_killed_predecessor_left_running() 
         std::fs::read_to_string(&hung).ok()?.trim().parse::<i32>().ok()
     })
     .await;
-    // Its group is recorded just after it starts (git leads it: it is the program started).
-    let record = dir.join("state/running").join(format!("{pid}.pgid"));
+    // Its run is recorded before it starts, and its group just after (git leads it: it is the
+    // program started).
+    let records = dir.join("state/running");
+    let group = format!("{pid}\n");
     until("git's group to be recorded", async || {
-        record.exists().then_some(())
+        std::fs::read_dir(&records)
+            .ok()?
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .any(|t| t.starts_with(&group))
+            .then_some(())
     })
     .await;
     first.start_kill().unwrap();
