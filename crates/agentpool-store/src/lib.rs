@@ -146,6 +146,9 @@ pub struct TaskFilter {
     pub projects: Option<Vec<String>>,
     pub label: Option<(String, String)>,
     pub worker: Option<WorkerId>,
+    /// Only tasks that need this agent (`command`: command tasks). An agent task that names
+    /// none (any worker's default) matches no agent.
+    pub agent: Option<String>,
     /// Only tasks whose last attempt ended with this class.
     pub error_class: Option<ErrorClass>,
     /// Only tasks whose idempotency key starts with this (a schedule's tasks:

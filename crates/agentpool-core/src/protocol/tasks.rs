@@ -243,6 +243,9 @@ pub struct TaskListQuery {
     /// `key=value`.
     pub label: Option<String>,
     pub worker: Option<String>,
+    /// An agent's name (`command` for command tasks): the tasks that need it. An agent task
+    /// that names no agent (any worker's default) matches none.
+    pub agent: Option<String>,
     /// An error class (e.g. `AUTH_FAILED`): the tasks whose last attempt ended with it — failed
     /// with it, or queued to retry after it.
     pub class: Option<String>,

@@ -129,6 +129,14 @@ pub struct TaskSpec {
 }
 
 /// What a cost limit or budget in USD must be.
+/// Whether `a` is an agent's name as a task may name it: 1-64 ASCII letters, digits, `-`, `_`.
+pub fn valid_agent_name(a: &str) -> bool {
+    !a.is_empty()
+        && a.len() <= 64
+        && a.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub const USD_RULE: &str = "must be a positive number of US dollars, at most 1000000";
 
 /// Whether `v` is a usable cost limit or budget in USD.

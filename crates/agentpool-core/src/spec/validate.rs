@@ -46,11 +46,7 @@ impl TaskSpec {
                     ));
                 }
                 if let Some(a) = &self.agent
-                    && (a.is_empty()
-                        || a.len() > 64
-                        || !a
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+                    && !super::valid_agent_name(a)
                 {
                     errs.push(ValidationError::new(
                         "agent",

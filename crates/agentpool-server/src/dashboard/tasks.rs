@@ -1,7 +1,7 @@
 //! The task list: filters (state, project, label, agent, worker, text in the prompt or
 //! command), cursor paging, rows that update live, and bulk cancel/retry for admins.
 //!
-//! State, project, label and worker filter in the store; agent and text are checked here on
+//! State, project, label, agent and worker filter in the store; text is checked here on
 //! pages read from the store, scanning at most [`SCAN_CAP`] tasks per page of results so one
 //! request stays cheap on a large queue (the pager then continues the scan).
 
@@ -23,7 +23,7 @@ use crate::state::TaskChange;
 
 /// Rows per page.
 pub const PAGE: usize = 50;
-/// Tasks read from the store at most for one page of agent/text-filtered results.
+/// Tasks read from the store at most for one page of text-filtered results.
 const SCAN_CAP: usize = 2000;
 /// Tasks one bulk action may touch.
 const MAX_BULK: usize = 500;
@@ -95,6 +95,7 @@ pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListVie
         project: set(&q.project),
         label: set(&q.label),
         worker: set(&q.worker),
+        agent: set(&q.agent),
         class: set(&q.class),
         schedule: set(&q.schedule),
         cursor: set(&q.cursor),
@@ -102,10 +103,9 @@ pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListVie
     })
     .map_err(DashError::from)?;
     by.limit(&mut filter);
-    let agent = set(&q.agent);
     let text = set(&q.q).map(|t| t.to_lowercase());
     let store = dash.app.store();
-    if agent.is_none() && text.is_none() {
+    let Some(text) = text else {
         let tasks = store.list_tasks(&filter).await?;
         let next_cursor = (tasks.len() == PAGE)
             .then(|| tasks.last().map(|t| t.id))
@@ -115,19 +115,12 @@ pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListVie
             next_cursor,
             scan_capped: false,
         });
-    }
+    };
     let matches = |t: &Task| {
-        let agent_ok = agent.as_deref().is_none_or(|a| match t.spec.kind {
-            TaskKind::Command => a == "command",
-            TaskKind::Agent => t.spec.agent.as_deref() == Some(a),
-        });
-        let text_ok = text.as_deref().is_none_or(|needle| {
-            [&t.spec.prompt, &t.spec.command]
-                .into_iter()
-                .flatten()
-                .any(|s| s.to_lowercase().contains(needle))
-        });
-        agent_ok && text_ok
+        [&t.spec.prompt, &t.spec.command]
+            .into_iter()
+            .flatten()
+            .any(|s| s.to_lowercase().contains(&text))
     };
     filter.limit = 200;
     let (mut tasks, mut scanned) = (Vec::new(), 0usize);

@@ -336,6 +336,17 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
             None
         }
     });
+    let agent = q.agent.and_then(|a| {
+        if agentpool_core::spec::valid_agent_name(&a) {
+            Some(a)
+        } else {
+            errs.push(ValidationError::new(
+                "agent",
+                "must be an agent name like claude-code (command: command tasks)",
+            ));
+            None
+        }
+    });
     let error_class = q.class.as_deref().and_then(|c| match c.parse::<ErrorClass>() {
         Ok(c) => Some(c),
         Err(_) => {
@@ -377,6 +388,7 @@ pub(crate) fn task_filter(q: TaskListQuery) -> ApiResult<TaskFilter> {
         projects: None,
         label,
         worker,
+        agent,
         error_class,
         key_prefix,
         before,

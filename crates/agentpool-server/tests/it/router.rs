@@ -300,6 +300,7 @@ async fn malformed_and_oversized_inputs_never_500(backend: Backend) {
         "/v1/tasks?unknown=1",
         "/v1/tasks?cursor=zzz",
         "/v1/tasks?label=novalue",
+        "/v1/tasks?agent=no%20such",
     ];
     let mut cases: Vec<Case> = vec![
         (

@@ -378,6 +378,7 @@ impl PgStore {
                AND ($7::text IS NULL OR error_class = $7) \
                AND ($8::text IS NULL OR left(idempotency_key, length($8)) = $8) \
                AND ($9::text[] IS NULL OR project = ANY($9)) \
+               AND ($10::text IS NULL OR required_agent = $10) \
              ORDER BY id DESC LIMIT $6",
             cols("")
         );
@@ -397,6 +398,7 @@ impl PgStore {
             .bind(f.error_class.map(|c| c.as_str()))
             .bind(f.key_prefix.as_deref())
             .bind(f.projects.as_deref())
+            .bind(f.agent.as_deref())
             .fetch_all(&self.pool)
             .await?
             .iter()

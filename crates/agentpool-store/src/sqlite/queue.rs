@@ -212,6 +212,9 @@ impl SqliteStore {
         if f.worker.is_some() {
             sql.push_str(" AND worker_id = ?");
         }
+        if f.agent.is_some() {
+            sql.push_str(" AND required_agent = ?");
+        }
         if f.before.is_some() {
             sql.push_str(" AND id < ?");
         }
@@ -237,6 +240,9 @@ impl SqliteStore {
         }
         if let Some(w) = &f.worker {
             q = q.bind(w.as_str().to_string());
+        }
+        if let Some(a) = &f.agent {
+            q = q.bind(a.clone());
         }
         if let Some(b) = f.before {
             q = q.bind(b.to_string());

@@ -11,6 +11,7 @@ use crate::harness::{Harness, cmd, failure, ids};
 both!(
     enqueue_returns_a_queued_task,
     tasks_are_listed_by_a_set_of_projects,
+    tasks_are_listed_by_the_agent_they_need,
     idempotency_key_returns_the_first_task,
     claim_takes_priority_then_fifo,
     claim_skips_tasks_scheduled_later,
@@ -99,6 +100,42 @@ async fn tasks_are_listed_by_a_set_of_projects(h: Harness) {
         ..Default::default()
     };
     assert!(h.store.list_tasks(&filter).await.unwrap().is_empty());
+}
+
+/// The agent filter: the tasks that need that agent, `command` for command tasks; an agent
+/// task that names none (any worker's default) matches no agent.
+async fn tasks_are_listed_by_the_agent_they_need(h: Harness) {
+    let agent = |a: Option<&str>| TaskSpec {
+        agent: a.map(str::to_string),
+        ..TaskSpec::agent("https://git.example.com/r.git", "x", "do it")
+    };
+    let command = h.submit(cmd("true")).await;
+    let codex = h.submit(agent(Some("codex"))).await;
+    let codex2 = h.submit(agent(Some("codex"))).await;
+    h.submit(agent(Some("claude-code"))).await;
+    h.submit(agent(None)).await;
+    let listed = |a: &str, state: Option<TaskState>| {
+        let store = h.store.clone();
+        let filter = agentpool_store::TaskFilter {
+            agent: Some(a.to_string()),
+            state,
+            limit: 10,
+            ..Default::default()
+        };
+        async move {
+            let tasks = store.list_tasks(&filter).await.unwrap();
+            tasks.iter().map(|t| t.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("codex", None).await, vec![codex2, codex]);
+    assert_eq!(listed("command", None).await, vec![command]);
+    assert!(listed("gemini", None).await.is_empty());
+    // With another filter: both hold.
+    assert_eq!(
+        listed("codex", Some(TaskState::Queued)).await,
+        vec![codex2, codex]
+    );
+    assert!(listed("codex", Some(TaskState::Running)).await.is_empty());
 }
 
 async fn idempotency_key_returns_the_first_task(h: Harness) {

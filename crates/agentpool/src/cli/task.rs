@@ -174,6 +174,9 @@ pub struct TaskFilters {
     /// Only tasks claimed last by this worker (its id)
     #[arg(long)]
     pub worker: Option<String>,
+    /// Only tasks that need this agent (e.g. codex; `command`: command tasks)
+    #[arg(long, value_name = "AGENT")]
+    pub agent: Option<String>,
     /// Only tasks whose last attempt ended with this error class (e.g. AUTH_FAILED, in any case)
     #[arg(long, value_name = "CLASS", value_parser = parse_error_class)]
     pub class: Option<agentpool_core::ErrorClass>,
@@ -190,6 +193,7 @@ impl TaskFilters {
             project: self.project.clone(),
             label: self.label.as_ref().map(|(k, v)| format!("{k}={v}")),
             worker: self.worker.clone(),
+            agent: self.agent.clone(),
             class: self.class.map(|c| c.as_str().to_string()),
             schedule: self.schedule.clone(),
             cursor: None,
@@ -202,10 +206,10 @@ impl TaskFilters {
 /// among those it can act on.
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("which").required(true).multiple(true)
-    .args(["ids", "state", "project", "label", "worker", "class", "schedule"])))]
+    .args(["ids", "state", "project", "label", "worker", "agent", "class", "schedule"])))]
 pub struct Selection {
     /// The tasks, by id (or the filters instead)
-    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker", "class", "schedule"])]
+    #[arg(value_name = "ID", conflicts_with_all = ["state", "project", "label", "worker", "agent", "class", "schedule"])]
     pub ids: Vec<agentpool_core::TaskId>,
     #[command(flatten)]
     pub filters: TaskFilters,

@@ -135,6 +135,46 @@ fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
     assert_eq!(stderr(&o).trim(), "no failed or canceled task matches");
 }
 
+/// `--agent` takes the tasks that need that agent: here the ones waiting for an agent no
+/// worker of the pool offers are listed and canceled, and the command task beside them is left.
+#[test]
+fn tasks_that_need_an_agent_no_worker_offers_are_canceled_by_agent() {
+    let pool = Pool::start();
+    let command = pool.queued(&[]);
+    let remote = pool.remote.to_str().unwrap().to_string();
+    let waiting: Vec<String> = (0..2)
+        .map(|_| {
+            let o = pool.on_server(&["submit", "--repo", &remote, "--agent", "nosuch", "do it"]);
+            assert_exit(&o, 0);
+            stdout(&o).trim().to_string()
+        })
+        .collect();
+
+    let o = pool.json_of(&["tasks", "list", "--agent", "nosuch"]);
+    assert_exit(&o, 0);
+    let mut listed: Vec<String> = json(&o)
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| t["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    listed.sort_unstable();
+    let mut want = waiting.clone();
+    want.sort_unstable();
+    assert_eq!(listed, want);
+    let o = pool.tasks(&["list", "--agent", "no such"]);
+    assert_exit(&o, 2);
+    assert!(stderr(&o).contains("agent"), "{}", stderr(&o));
+
+    let o = pool.tasks(&["cancel", "--agent", "nosuch", "--reason", "no worker runs it"]);
+    assert_exit(&o, 0);
+    assert_eq!(stderr(&o).trim(), "canceled 2 tasks");
+    for id in &waiting {
+        assert_eq!(pool.shown(id)["state"], "canceled");
+    }
+    assert_eq!(pool.shown(&command)["state"], "queued");
+}
+
 /// More tasks than one request takes (1000): a filter's cancel and retry go in several
 /// requests, and every task is acted on once.
 #[test]
