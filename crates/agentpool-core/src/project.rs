@@ -72,4 +72,8 @@ pub struct Project {
     pub spec: ProjectSpec,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// What its tasks' attempts reported costing today (since midnight UTC), the sum its
+    /// daily budget is checked against; absent when none reported a cost today.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_today_usd: Option<f64>,
 }

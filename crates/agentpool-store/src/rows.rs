@@ -144,6 +144,8 @@ pub(crate) fn project_row(r: &impl StoreRow) -> Result<Project> {
         spec: serde_json::from_str(&spec).map_err(|e| corrupt("project spec", e))?,
         created_at: ts(r.big("created_at")?),
         updated_at: ts(r.big("updated_at")?),
+        // Not a column of the project: the store fills it in from the spend ledger.
+        spent_today_usd: None,
     })
 }
 

@@ -30,7 +30,7 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
         );
     } else {
         h.push_str(
-            r#"<table class="projects"><caption class="sr-only">Projects</caption><thead><tr><th scope="col">name</th><th scope="col">repository</th><th scope="col">base</th><th scope="col">slots</th><th scope="col">default agent</th><th scope="col">allowed agents</th><th scope="col">credentials</th><th scope="col">tasks</th></tr></thead><tbody>"#,
+            r#"<table class="projects"><caption class="sr-only">Projects</caption><thead><tr><th scope="col">name</th><th scope="col">repository</th><th scope="col">base</th><th scope="col">slots</th><th scope="col">default agent</th><th scope="col">allowed agents</th><th scope="col">credentials</th><th scope="col">spent today (UTC)</th><th scope="col">tasks</th></tr></thead><tbody>"#,
         );
         for p in &projects {
             let s = &p.spec;
@@ -39,9 +39,14 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
                 (Some(a), None) => a.clone(),
                 _ => String::new(),
             };
+            let spent = match (p.spent_today_usd, s.daily_budget_usd) {
+                (spent, Some(budget)) => format!("${:.4} of ${budget:.2}", spent.unwrap_or(0.0)),
+                (Some(spent), None) => format!("${spent:.4}"),
+                (None, None) => String::new(),
+            };
             let _ = write!(
                 h,
-                r#"<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href="/tasks?project={}">tasks</a></td></tr>"#,
+                r#"<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href="/tasks?project={}">tasks</a></td></tr>"#,
                 esc(&s.name),
                 esc(&s.repo),
                 esc(s.default_base.as_deref().unwrap_or("")),
@@ -49,6 +54,7 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
                 esc(&agent),
                 esc(&s.allowed_agents.join(", ")),
                 esc(&s.credentials.join(", ")),
+                spent,
                 Url(&s.name),
             );
         }

@@ -17,5 +17,6 @@ mod queue_stats;
 mod replicas;
 mod router;
 mod schedules;
+mod spend;
 mod tokens;
 mod worker_tokens;

@@ -46,15 +46,29 @@ macro_rules! spend_queries {
             Ok(())
         }
 
-        /// What `project`'s attempts reported spending on the UTC day of `now`.
-        pub(crate) async fn spent_today(r: &sqlx::Pool<$db>, project: &str, now: i64) -> Result<f64> {
-            let usd: Option<f64> =
+        /// What `project`'s attempts reported spending on the UTC day of `now`; none if they
+        /// reported no cost.
+        pub(crate) async fn spent_today(r: &sqlx::Pool<$db>, project: &str, now: i64) -> Result<Option<f64>> {
+            Ok(
                 sqlx::query_scalar("SELECT usd FROM project_spend WHERE project = $1 AND day = $2")
                     .bind(project)
                     .bind(common::utc_day_start(now))
                     .fetch_optional(r)
+                    .await?,
+            )
+        }
+
+        /// [`spent_today`] of every project that reported a cost today.
+        pub(crate) async fn spent_today_by_project(
+            r: &sqlx::Pool<$db>,
+            now: i64,
+        ) -> Result<BTreeMap<String, f64>> {
+            let rows: Vec<(String, f64)> =
+                sqlx::query_as("SELECT project, usd FROM project_spend WHERE day = $1")
+                    .bind(common::utc_day_start(now))
+                    .fetch_all(r)
                     .await?;
-            Ok(usd.unwrap_or(0.0))
+            Ok(rows.into_iter().collect())
         }
 
         /// Forget the spend of the UTC days before the one of `cutoff` (the finished tasks

@@ -299,19 +299,30 @@ macro_rules! store_impl {
             }
 
             async fn put_project(&self, spec: ProjectSpec) -> Result<Project> {
-                let p = registry::put_project(&self.$w, spec, self.now()).await?;
+                let now = self.now();
+                let mut p = registry::put_project(&self.$w, spec, now).await?;
                 // More slots or budget may let queued tasks run, here and on other replicas.
                 self.announce(&self.$w, 1).await?;
                 self.signal.notify();
+                p.spent_today_usd = spend::spent_today(&self.$w, &p.spec.name, now).await?;
                 Ok(p)
             }
 
             async fn get_project(&self, name: &str) -> Result<Option<Project>> {
-                registry::get_project(&self.$r, name).await
+                let Some(mut p) = registry::get_project(&self.$r, name).await? else {
+                    return Ok(None);
+                };
+                p.spent_today_usd = spend::spent_today(&self.$r, name, self.now()).await?;
+                Ok(Some(p))
             }
 
             async fn list_projects(&self) -> Result<Vec<Project>> {
-                registry::list_projects(&self.$r).await
+                let mut projects = registry::list_projects(&self.$r).await?;
+                let spent = spend::spent_today_by_project(&self.$r, self.now()).await?;
+                for p in &mut projects {
+                    p.spent_today_usd = spent.get(&p.spec.name).copied();
+                }
+                Ok(projects)
             }
 
             async fn delete_project(&self, name: &str) -> Result<()> {

@@ -480,7 +480,7 @@ macro_rules! task_queries {
                         .flatten();
                 if let Some(budget) = budget {
                     let day = common::utc_day_start(now);
-                    let spent = spend::spent_today(r, p, now).await?;
+                    let spent = spend::spent_today(r, p, now).await?.unwrap_or(0.0);
                     if spent >= budget {
                         let until = common::ts(day + common::DAY_MS);
                         out.push(WaitReason::BudgetExhausted {

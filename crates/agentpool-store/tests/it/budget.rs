@@ -157,6 +157,8 @@ async fn every_attempt_that_reported_a_cost_counts_and_a_purge_keeps_todays_spen
     );
     let spent = spent_as_waited_on(&h, next).await.expect("waits on the budget");
     assert!((spent - 0.06).abs() < 1e-9, "both attempts count: {spent}");
+    let p = h.store.get_project("p").await.unwrap().unwrap();
+    assert_eq!(p.spent_today_usd, Some(spent), "the project says the same");
 
     assert_eq!(h.store.purge_finished(Duration::ZERO).await.unwrap(), 1);
     assert!(h.store.get_task(first).await.unwrap().is_none(), "purged");

@@ -179,12 +179,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                         "max cost",
                         s.max_cost_usd.map(|c| format!("${c}")).unwrap_or_default(),
                     ),
-                    (
-                        "budget",
-                        s.daily_budget_usd
-                            .map(|c| format!("${c}/day"))
-                            .unwrap_or_default(),
-                    ),
+                    ("budget", budget_line(s.daily_budget_usd, p.spent_today_usd)),
                     ("updated", output::relative(p.updated_at)),
                 ];
                 for (k, v) in rows {
@@ -393,4 +388,37 @@ fn project_spec(a: crate::cli::ProjectPutArgs) -> anyhow::Result<ProjectSpec> {
         github,
         forgejo: forgejo_settings(a.forgejo),
     })
+}
+
+/// A project's daily budget and what it spent today, as `projects show` says them (costs to a
+/// hundredth of a cent, as a task's result shows its cost).
+fn budget_line(budget: Option<f64>, spent: Option<f64>) -> String {
+    let spent = spent.map(|c| format!("${c:.4} spent today (UTC)"));
+    match (budget, spent) {
+        (Some(b), spent) => format!(
+            "${b}/day, {}",
+            spent.unwrap_or_else(|| "nothing spent today (UTC)".into())
+        ),
+        (None, Some(spent)) => format!("none; {spent}"),
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::budget_line;
+
+    #[test]
+    fn a_budget_line_says_the_budget_and_todays_spend() {
+        assert_eq!(
+            budget_line(Some(50.0), Some(12.345)),
+            "$50/day, $12.3450 spent today (UTC)"
+        );
+        assert_eq!(
+            budget_line(Some(5.5), None),
+            "$5.5/day, nothing spent today (UTC)"
+        );
+        assert_eq!(budget_line(None, Some(0.01)), "none; $0.0100 spent today (UTC)");
+        assert_eq!(budget_line(None, None), "");
+    }
 }

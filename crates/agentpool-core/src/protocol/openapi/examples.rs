@@ -329,6 +329,7 @@ pub(super) fn project() -> Value {
         spec: project_spec_value(),
         created_at: now(),
         updated_at: now(),
+        spent_today_usd: Some(12.5),
     })
 }
 

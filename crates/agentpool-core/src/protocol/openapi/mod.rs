@@ -161,7 +161,7 @@ core_schema!(
 core_schema!(
     ProjectSchema,
     "Project",
-    "A project: its spec plus created_at and updated_at.",
+    "A project: its spec plus created_at, updated_at and spent_today_usd (what its tasks' attempts reported costing since midnight UTC, which its daily budget counts; absent when none did).",
     vec![project()]
 );
 core_schema!(

@@ -1,4 +1,4 @@
-//! The task list's filters (store-side and scanned: agent, text) and cursor paging, what the
+//! The task list's filters (in the store, and the text scanned) and cursor paging, what the
 //! overview says about the queue, and the task page's follow-up and retry.
 
 use agentpool_core::TaskSpec;

@@ -19,6 +19,7 @@ mod escaping;
 mod lists;
 mod notifications;
 mod project_tokens;
+mod projects;
 mod schedules;
 mod tokens;
 use crate::support::{RouterApp, no_auth_config, router_app};

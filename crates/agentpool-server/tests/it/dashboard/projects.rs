@@ -1,0 +1,73 @@
+//! The projects page says what each project spent today: against its daily budget when it has
+//! one, alone when it has none, and nothing for a project without either.
+
+use std::time::Duration;
+
+use agentpool_core::project::ProjectSpec;
+use agentpool_core::{TaskResult, TaskSpec};
+use agentpool_store::ClaimFilter;
+use agentpool_testkit::db::Backend;
+use axum::http::StatusCode;
+
+use super::{get, register, session};
+use crate::both_backends;
+use crate::support::router_app;
+
+both_backends!(the_projects_page_shows_todays_spend_against_the_budget);
+
+async fn the_projects_page_shows_todays_spend_against_the_budget(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let store = app.store.clone();
+    for (name, budget) in [("web", Some(1.0)), ("api", None), ("docs", None)] {
+        store
+            .put_project(ProjectSpec {
+                name: name.into(),
+                repo: format!("https://example.com/{name}.git"),
+                daily_budget_usd: budget,
+                ..ProjectSpec::default()
+            })
+            .await
+            .expect("project");
+    }
+    let w = register(store.as_ref(), "w-1").await;
+    for (project, cost) in [("web", 0.25), ("api", 0.125)] {
+        store
+            .enqueue(TaskSpec {
+                project: Some(project.into()),
+                ..TaskSpec::command("https://example.com/r.git", "true")
+            })
+            .await
+            .expect("enqueue");
+        let filter = ClaimFilter {
+            worker_id: w.id.clone(),
+            agents: vec!["command".into()],
+            labels: Default::default(),
+            projects: Vec::new(),
+            max: 1,
+            lease_ttl: Duration::from_secs(60),
+        };
+        let lease = store.claim(&filter).await.expect("claim").remove(0).lease;
+        let result = TaskResult {
+            cost_usd: Some(cost),
+            ..TaskResult::default()
+        };
+        store.complete(&w.id, lease, result).await.expect("complete");
+    }
+
+    let page = get(&app, "/projects", Some(&session(&app.tokens.admin))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("spent today (UTC)"), "{}", page.text);
+    let row = |name: &str| {
+        let start = page
+            .text
+            .find(&format!(r#"<th scope="row">{name}</th>"#))
+            .unwrap_or_else(|| panic!("no row of {name}"));
+        let end = start + page.text[start..].find("</tr>").unwrap_or(0);
+        page.text[start..end].to_string()
+    };
+    assert!(row("web").contains("<td>$0.2500 of $1.00</td>"), "{}", row("web"));
+    assert!(row("api").contains("<td>$0.1250</td>"), "{}", row("api"));
+    assert!(!row("docs").contains('$'), "{}", row("docs"));
+}
