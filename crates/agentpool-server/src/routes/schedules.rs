@@ -74,7 +74,7 @@ pub async fn put(
     if let Err(e) = spec.validate() {
         errs.extend(e);
     }
-    reach_before_prepare(&state, &by, &spec.task).await?;
+    reach_before_prepare(&state, &by, &spec.task, "task.").await?;
     // The task is checked now as it will be at each run, so a mistake is found when the
     // schedule is set, not at 3 in the morning. Its stored form stays as given: the project's
     // defaults are applied at each run.

@@ -86,13 +86,29 @@ pub(crate) async fn prepare_spec(
 /// What a project token is refused before its spec is prepared, so that the refusal is all it
 /// learns (preparing looks into the project, and a follow-up copies the earlier task's): a
 /// project it does not reach (403), a follow-up of a task it does not reach (404, as for the
-/// task itself).
-pub(crate) async fn reach_before_prepare(state: &AppState, by: &Caller, spec: &TaskSpec) -> ApiResult<()> {
+/// task itself), and a dependency on a task it does not reach (as for one that does not exist:
+/// its task would otherwise wait on another project's task and learn how that ended). Fields
+/// are named under `prefix`.
+pub(crate) async fn reach_before_prepare(
+    state: &AppState,
+    by: &Caller,
+    spec: &TaskSpec,
+    prefix: &str,
+) -> ApiResult<()> {
     if by.projects.is_none() {
         return Ok(());
     }
     if spec.project.is_some() {
         by.may_use(spec.project.as_deref())?;
+    }
+    for dep in &spec.depends_on {
+        let task = state.store().find_task(*dep).await?;
+        if !task.is_some_and(|t| by.sees_task(&t).is_ok()) {
+            return Err(ApiError::invalid_field(
+                format!("{prefix}depends_on"),
+                format!("task {dep} does not exist"),
+            ));
+        }
     }
     match spec.follow_up_of {
         Some(earlier) => reach(state, by, earlier).await,
@@ -240,8 +256,8 @@ pub async fn submit(
                 format!("give 1 to {MAX_BATCH} tasks"),
             ));
         }
-        for spec in &batch.tasks {
-            reach_before_prepare(&state, &by, spec).await?;
+        for (i, spec) in batch.tasks.iter().enumerate() {
+            reach_before_prepare(&state, &by, spec, &format!("tasks[{i}].")).await?;
         }
         let mut specs = Vec::with_capacity(batch.tasks.len());
         let mut errs = Vec::new();
@@ -269,7 +285,7 @@ pub async fn submit(
 /// Validate, enqueue and announce one task: 201 when created, 200 when its idempotency key
 /// matched an earlier task. Shared by `POST /v1/tasks` and project builds.
 pub(crate) async fn submit_one(state: &AppState, by: &Caller, spec: TaskSpec) -> ApiResult<Response> {
-    reach_before_prepare(state, by, &spec).await?;
+    reach_before_prepare(state, by, &spec, "").await?;
     let spec = prepare_spec(state, spec, "")
         .await
         .map_err(ApiError::validation)?;

@@ -295,6 +295,44 @@ async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Bac
         ..in_project("web", "go on")
     };
     assert_eq!(refused(web_ci.submit(&follow).await.unwrap_err()).0, 404);
+    // A dependency on a task it does not reach: refused as one that does not exist, so it
+    // neither waits on another project's task nor learns how that ended; in a batch too.
+    let after = |dep: TaskId| TaskSpec {
+        depends_on: vec![dep],
+        ..in_project("web", "after it")
+    };
+    let said = |e: Error| match e {
+        Error::Rejected {
+            status: 422, fields, ..
+        } => fields
+            .into_iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>(),
+        other => panic!("expected a 422, got {other:?}"),
+    };
+    let nowhere = TaskId::new();
+    assert_eq!(
+        said(web_ci.submit(&after(api)).await.unwrap_err()),
+        [format!("depends_on: task {api} does not exist")]
+    );
+    assert_eq!(
+        said(web_ci.submit(&after(nowhere)).await.unwrap_err()),
+        [format!("depends_on: task {nowhere} does not exist")]
+    );
+    let e = web_ci
+        .submit_batch(vec![in_project("web", "a"), after(api)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        said(e),
+        [format!("tasks[1].depends_on: task {api} does not exist")]
+    );
+    // On a task of its own project it may depend.
+    let own = web_ci
+        .submit(&after(t.id))
+        .await
+        .expect("a dependent of its own task");
+    assert_eq!(own.task.spec.depends_on, vec![t.id]);
     // A batch with one task it may not submit submits none.
     let e = web_ci
         .submit_batch(vec![in_project("web", "a"), in_project("api", "b")])
@@ -313,7 +351,11 @@ async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Bac
         .unwrap_err();
     assert_eq!(refused(e).0, 404);
     let page = admin.list_tasks(&TaskListQuery::default()).await.expect("list");
-    assert_eq!(page.tasks.len(), 3, "the api task, and web's task and build");
+    assert_eq!(
+        page.tasks.len(),
+        4,
+        "the api task, and web's task, build and dependent"
+    );
 }
 
 async fn a_project_token_reads_its_projects_and_schedules_only(backend: Backend) {
