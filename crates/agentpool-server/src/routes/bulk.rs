@@ -43,8 +43,9 @@ pub async fn cancel(
 }
 
 /// Retry each named task as `POST /v1/tasks/{id}/retry` would, with the dependents that
-/// failed only because it did. The tasks are taken in one transaction; one named after a
-/// dependency of it that took it along is passed over as queued.
+/// failed only because it did (a project token is told of those it reaches only). The tasks
+/// are taken in one transaction; one named after a dependency of it that took it along is
+/// passed over as queued.
 #[utoipa::path(
     post, path = "/v1/tasks/retry", tag = "tasks",
     request_body = BulkRetry,
@@ -62,23 +63,21 @@ pub async fn retry(
         .change_tasks(&ids, TaskChange::Retry, &by.to_string())
         .await?;
     let (done, skipped) = split(&named, &ids, out);
-    Ok(Json(BulkRetried {
-        retried: done
-            .into_iter()
-            .map(|(task, requeued_dependents)| Retried {
-                task,
-                requeued_dependents,
-            })
-            .collect(),
-        skipped,
-    }))
+    let mut retried = Vec::with_capacity(done.len());
+    for (task, dependents) in done {
+        retried.push(Retried {
+            task,
+            requeued_dependents: reached(&state, &by, &dependents).await?,
+        });
+    }
+    Ok(Json(BulkRetried { retried, skipped }))
 }
 
 type Outcome = agentpool_store::Result<(Task, Vec<TaskId>)>;
 
 /// The named tasks `by` reaches: all of them, unless it is a project token (one lookup each
 /// then, the cost of a limited token only).
-async fn reached(state: &AppState, by: &Caller, named: &[TaskId]) -> ApiResult<Vec<TaskId>> {
+pub(crate) async fn reached(state: &AppState, by: &Caller, named: &[TaskId]) -> ApiResult<Vec<TaskId>> {
     if by.projects.is_none() {
         return Ok(named.to_vec());
     }

@@ -460,7 +460,9 @@ pub async fn cancel(
 
 /// Queue a failed or canceled task again, with as many more attempts as it allows (their
 /// numbers count on from the attempts it had), and with it, transitively, the dependents that
-/// failed only because it did (`DEPENDENCY_FAILED`).
+/// failed only because it did (`DEPENDENCY_FAILED`). A project token is told of the dependents
+/// it reaches only: another project's (an admin wired it so) go back to the queue as well, as
+/// they failed with this task, but their ids are not that token's to learn.
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/retry", tag = "tasks",
     params(TaskPath),
@@ -473,10 +475,10 @@ pub async fn retry(
     ApiPath(id): ApiPath<TaskId>,
 ) -> ApiResult<Response> {
     reach(&state, &by, id).await?;
-    let (task, requeued_dependents) = state.change_task(id, TaskChange::Retry, &by.to_string()).await?;
+    let (task, dependents) = state.change_task(id, TaskChange::Retry, &by.to_string()).await?;
     Ok(Json(Retried {
         task,
-        requeued_dependents,
+        requeued_dependents: crate::routes::bulk::reached(&state, &by, &dependents).await?,
     })
     .into_response())
 }

@@ -18,6 +18,7 @@ both_backends!(
     a_token_s_limits_are_checked_when_it_is_created,
     a_project_token_sees_and_acts_on_its_projects_tasks_only,
     a_project_token_submits_to_its_projects_as_they_are_set_up,
+    a_project_tokens_retry_names_the_dependents_it_reaches_only,
     a_project_token_reads_its_projects_and_schedules_only,
     an_expired_token_is_refused_saying_so_and_uses_are_noted,
     a_token_rotated_has_a_successor_and_works_for_its_grace,
@@ -356,6 +357,48 @@ async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Bac
         4,
         "the api task, and web's task, build and dependent"
     );
+}
+
+/// A retry re-queues the dependents that failed with its task — another project's too, which
+/// an admin made depend on it — and a project token is told of those it reaches only.
+async fn a_project_tokens_retry_names_the_dependents_it_reaches_only(backend: Backend) {
+    use agentpool_core::TaskState;
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (web_ci, _) = two_projects(&app).await;
+    let admin = app.admin();
+    let first = submitted(&web_ci, in_project("web", "make")).await;
+    let after = |project: &str| TaskSpec {
+        depends_on: vec![first],
+        ..in_project(project, "after it")
+    };
+    let ours = submitted(&web_ci, after("web")).await;
+    let theirs = submitted(&admin, after("api")).await;
+    let state = async |id: TaskId| admin.get_task(id).await.expect("get").task.state;
+
+    web_ci.cancel(first).await.expect("cancel");
+    assert_eq!(state(ours).await, TaskState::Failed, "failed with its dependency");
+    assert_eq!(state(theirs).await, TaskState::Failed);
+    let r = web_ci.retry(first).await.expect("retry");
+    assert_eq!(r.requeued_dependents, [ours]);
+    assert_eq!(state(ours).await, TaskState::Queued);
+    assert_eq!(
+        state(theirs).await,
+        TaskState::Queued,
+        "it failed with it, and waits again"
+    );
+
+    // The same in a bulk retry; an admin is told of both.
+    web_ci.cancel(first).await.expect("cancel");
+    let r = web_ci.retry_many(&[first]).await.expect("bulk retry");
+    assert_eq!(r.retried[0].requeued_dependents, [ours]);
+    web_ci.cancel(first).await.expect("cancel");
+    let mut told = admin.retry(first).await.expect("retry").requeued_dependents;
+    told.sort();
+    let mut both = vec![ours, theirs];
+    both.sort();
+    assert_eq!(told, both);
 }
 
 async fn a_project_token_reads_its_projects_and_schedules_only(backend: Backend) {
