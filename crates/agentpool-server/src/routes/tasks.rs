@@ -103,7 +103,7 @@ pub(crate) async fn reach_before_prepare(
     }
     for dep in &spec.depends_on {
         let task = state.store().find_task(*dep).await?;
-        if !task.is_some_and(|t| by.sees_task(&t).is_ok()) {
+        if task.is_none_or(|t| by.sees_task(&t).is_err()) {
             return Err(ApiError::invalid_field(
                 format!("{prefix}depends_on"),
                 format!("task {dep} does not exist"),
