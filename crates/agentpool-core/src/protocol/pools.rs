@@ -45,6 +45,13 @@ pub struct QueueStats {
     pub queued: u64,
     /// Of those, the ones whose `run_after` has come.
     pub queued_due: u64,
+    /// Of those, the ones a worker could claim now: no dependency pending, their branch free,
+    /// their project's slots and daily budget not used up (a project's tasks counted up to its
+    /// free slots, a branch's one at a time). What a pool is sized from: another worker would
+    /// not run the others sooner. Absent from a server that does not count it (then size
+    /// from `queued_due`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_runnable: Option<u64>,
     /// Tasks the pool's workers hold a live lease on.
     pub running: u64,
     pub worker_counts: WorkerCounts,
@@ -54,16 +61,19 @@ pub struct QueueStats {
 }
 
 impl QueueStats {
-    /// Statistics from the queued tasks' (labels, agent, due) and every worker: the one
-    /// definition of "matches the pool", shared by the server and tests.
+    /// Statistics from the queued tasks' (labels, agent, due, runnable now) and every worker:
+    /// the one definition of "matches the pool", shared by the server and tests.
     pub fn compute<'a>(
         selector: &Labels,
         agents: &[String],
-        queued: impl IntoIterator<Item = (&'a Labels, Option<&'a str>, bool)>,
+        queued: impl IntoIterator<Item = (&'a Labels, Option<&'a str>, bool, bool)>,
         workers: impl IntoIterator<Item = Worker>,
     ) -> Self {
-        let mut s = Self::default();
-        for (labels, agent, due) in queued {
+        let mut s = Self {
+            queued_runnable: Some(0),
+            ..Self::default()
+        };
+        for (labels, agent, due, runnable) in queued {
             let labels_ok = labels.iter().all(|(k, v)| selector.get(k) == Some(v));
             let agent_ok = match agent {
                 None => true,
@@ -74,6 +84,9 @@ impl QueueStats {
                 s.queued += 1;
                 if due {
                     s.queued_due += 1;
+                }
+                if runnable && let Some(n) = s.queued_runnable.as_mut() {
+                    *n += 1;
                 }
             }
         }

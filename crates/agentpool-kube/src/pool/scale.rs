@@ -10,8 +10,11 @@ use agentpool_core::{Worker, WorkerStatus};
 use super::crd::WorkerPoolSpec;
 use super::objects::worker_id;
 
-/// Pods the pool should have for `stats`: enough slots for the matching queued and running
-/// tasks, within `[min, max]`; the fixed count without autoscaling.
+/// Pods the pool should have for `stats`: enough slots for the matching running tasks and the
+/// queued ones a worker could claim now (not those waiting for a dependency, a branch or
+/// their project's slots or budget: more pods would not run them sooner), within `[min, max]`;
+/// the fixed count without autoscaling. A server that does not say which queued tasks are
+/// runnable is sized by the due ones.
 pub fn desired_replicas(spec: &WorkerPoolSpec, stats: Option<&QueueStats>) -> Option<i32> {
     if let Some(r) = spec.replicas {
         return Some(r.max(0));
@@ -19,7 +22,8 @@ pub fn desired_replicas(spec: &WorkerPoolSpec, stats: Option<&QueueStats>) -> Op
     let a = spec.autoscale.as_ref()?;
     let stats = stats?;
     let slots = u64::try_from(spec.slots_per_pod.max(1)).unwrap_or(1);
-    let needed = stats.queued_due.saturating_add(stats.running);
+    let queued = stats.queued_runnable.unwrap_or(stats.queued_due);
+    let needed = queued.saturating_add(stats.running);
     let pods = i32::try_from(needed.div_ceil(slots)).unwrap_or(i32::MAX);
     Some(pods.clamp(a.min.max(0), a.max.max(a.min.max(0))))
 }

@@ -359,6 +359,22 @@ async fn a_spec_update_reaches_the_statefulset_and_the_observed_generation() {
     assert_eq!(s.pool().status.unwrap().observed_generation, Some(2));
 }
 
+/// Queued tasks that wait for a dependency, a branch or their project's slots or budget do
+/// not grow the pool: only those a worker could run now count (when the server says which).
+#[tokio::test]
+async fn the_pool_is_sized_by_the_queued_tasks_a_worker_could_run_now() {
+    let s = setup(autoscale(1, 10));
+    s.queue.set(12, vec![worker("agents-0", WorkerStatus::Busy, 2)]);
+    s.queue.stats.lock().unwrap().queued_runnable = Some(3);
+    // 3 runnable + 2 running = 5 slots = 3 pods of 2 (not 7 for all 12 queued).
+    s.pass().await;
+    assert_eq!(s.replicas(), 3);
+    // An older server that does not say: sized by the due tasks, as before.
+    s.queue.stats.lock().unwrap().queued_runnable = None;
+    s.pass().await;
+    assert_eq!(s.replicas(), 7);
+}
+
 #[tokio::test]
 async fn the_pool_scales_up_with_its_queue_within_its_bounds() {
     let s = setup(autoscale(1, 4));

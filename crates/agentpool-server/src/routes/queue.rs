@@ -2,7 +2,9 @@
 //! queued and running work, the pool's workers by status).
 
 use agentpool_core::protocol::{QueueStats, QueueStatsQuery, parse_label_list};
-use agentpool_core::{TaskState, ValidationError};
+use std::collections::HashSet;
+
+use agentpool_core::{TaskId, TaskState, ValidationError};
 use agentpool_store::TaskFilter;
 use axum::Json;
 use axum::extract::State;
@@ -68,14 +70,26 @@ pub async fn stats(
             break;
         }
     }
-    let now = chrono::Utc::now();
+    let limit = PAGE.saturating_mul(u32::try_from(MAX_PAGES).unwrap_or(u32::MAX));
+    let runnable: HashSet<TaskId> = store
+        .runnable_now(only.projects.as_deref(), limit)
+        .await?
+        .into_iter()
+        .collect();
+    let now = store.time();
     let workers = store.list_workers().await?;
     Ok(Json(QueueStats::compute(
         &selector,
         &agents,
-        queued
-            .iter()
-            .map(|t| (&t.spec.labels, t.spec.required_agent(), t.run_after <= now)),
+        queued.iter().map(|t| {
+            let runnable = runnable.contains(&t.id);
+            (
+                &t.spec.labels,
+                t.spec.required_agent(),
+                t.run_after <= now,
+                runnable,
+            )
+        }),
         workers,
     )))
 }

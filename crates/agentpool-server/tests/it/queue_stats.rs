@@ -1,7 +1,8 @@
 //! `GET /v1/queue/stats` over a real socket on both backends: queued tasks counted when their
-//! labels fit the pool's and their agent is offered, the pool's workers by status with their
-//! running tasks, a drained worker counted as draining, and a malformed selector refused; a
-//! pool limited to projects counts their tasks only.
+//! labels fit the pool's and their agent is offered (and as runnable when nothing holds them
+//! back), the pool's workers by status with their running tasks, a drained worker counted as
+//! draining, and a malformed selector refused; a pool limited to projects counts their tasks
+//! only.
 
 use std::time::Duration;
 
@@ -46,7 +47,25 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((s.queued, s.queued_due, s.running), (3, 3, 0), "{s:#?}");
+    assert_eq!(s.queued_runnable, Some(3));
     assert!(s.workers.is_empty());
+
+    // A task waiting for another is queued and due, but no worker could run it now: it does
+    // not count towards the pool's size.
+    let first = sub.submit(&command_task("first")).await.unwrap().task.id;
+    let mut then = command_task("then");
+    then.depends_on = vec![first];
+    sub.submit(&then).await.unwrap();
+    let s = wrk
+        .queue_stats(&pool, &["claude-code".to_string()], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.queued, s.queued_due, s.queued_runnable),
+        (5, 5, Some(4)),
+        "{s:#?}"
+    );
+    sub.cancel(first).await.unwrap();
 
     // Two pool workers and one outside it; one pool worker claims a task.
     let mut reg = registration(&["command"]);

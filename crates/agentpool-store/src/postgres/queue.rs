@@ -160,6 +160,22 @@ impl PgStore {
         Ok(ok)
     }
 
+    /// The rows of [`crate::Store::runnable_now`] before the branches and slots are counted.
+    pub(super) async fn runnable_candidates(
+        &self,
+        projects: Option<&[String]>,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<PgRow>> {
+        Ok(sqlx::query(&self.sql.runnable)
+            .bind(now)
+            .bind(projects)
+            .bind(common::utc_day_start(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
     async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -163,6 +163,9 @@ pub(super) struct Sql {
     /// The constrained tasks a claim may take, checked against branch locks, project slots
     /// and budgets (in the serialized step).
     pub(super) claim_candidates: String,
+    /// The queued tasks any worker could claim now, checked as `claim_candidates` checks them
+    /// (`$1` now, `$2` the projects or NULL, `$3` the budget day, `$4` the limit).
+    pub(super) runnable: String,
     pub(super) claim_update: String,
     /// Completion of leases whose tasks need nothing more (no dependents, no lock or slot to
     /// free): one autocommitted statement.
@@ -233,6 +236,14 @@ impl Sql {
                 also: " AND EXISTS (SELECT 1 FROM workers WHERE id = $4 \
                        AND status NOT IN ('draining', 'unhealthy'))",
                 limit: "$5",
+            }
+            .sql(),
+            runnable: Candidates {
+                filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= $1 \
+                          AND ($2::text[] IS NULL OR t.project = ANY($2::text[]))",
+                since: "$3",
+                also: "",
+                limit: "$4",
             }
             .sql(),
             claim_update: format!(

@@ -137,6 +137,20 @@ macro_rules! store_impl {
                 self.list(f).await
             }
 
+            async fn runnable_now(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<TaskId>> {
+                let rows = self
+                    .runnable_candidates(projects, limit, self.now())
+                    .await?;
+                let cands = rows
+                    .iter()
+                    .map(common::candidate)
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(common::pick_candidates(
+                    &cands,
+                    usize::try_from(limit).unwrap_or(usize::MAX),
+                ))
+            }
+
             async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
                 tasks::count_by_state(&self.$r).await
             }

@@ -41,7 +41,37 @@ static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     .sql()
 });
 
+/// The queued tasks any worker could claim now, checked as [`CLAIM_CANDIDATES`] checks them:
+/// `?1` now, `?2` the projects (JSON; NULL for any), `?3` the start of the budget day, `?4`
+/// the limit.
+static RUNNABLE: LazyLock<String> = LazyLock::new(|| {
+    Candidates {
+        filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
+                  AND (?2 IS NULL OR t.project IN (SELECT value FROM json_each(?2)))",
+        since: "?3",
+        also: "",
+        limit: "?4",
+    }
+    .sql()
+});
+
 impl SqliteStore {
+    /// The rows of [`crate::Store::runnable_now`] before the branches and slots are counted.
+    pub(super) async fn runnable_candidates(
+        &self,
+        projects: Option<&[String]>,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+        Ok(sqlx::query(&RUNNABLE)
+            .bind(now)
+            .bind(projects.map(|p| json(&p)).transpose()?)
+            .bind(common::utc_day_start(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
     /// How many finished tasks one purge transaction deletes, so a large purge does not hold
     /// the writer for long.
     pub(super) const PURGE_BATCH: i64 = 2000;

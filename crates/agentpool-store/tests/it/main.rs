@@ -19,6 +19,7 @@ mod notifications;
 mod projects;
 mod queue;
 mod registry;
+mod runnable;
 mod schedules;
 mod schema;
 mod signal;
