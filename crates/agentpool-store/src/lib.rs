@@ -427,8 +427,8 @@ pub trait Store:
     /// why it waits (does it exist, has it finished, what did it ask for).
     async fn find_task(&self, id: TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
-    /// The queued tasks a worker offering every agent and label could claim now, in claim
-    /// order, at most `limit`: due, no dependency pending, their branch free and their
+    /// The queued tasks a worker offering every agent and label could claim now, at most
+    /// `limit` (those without a branch or project first, each kind in claim order): due, no dependency pending, their branch free and their
     /// project's slots and daily budget not used up — each branch and each free slot counted
     /// once, as one claim would take them. Of the projects `projects` only, when given. What
     /// an autoscaler sizes a pool from: a task held back gains nothing from another worker.

@@ -163,8 +163,8 @@ pub(super) struct Sql {
     /// The constrained tasks a claim may take, checked against branch locks, project slots
     /// and budgets (in the serialized step).
     pub(super) claim_candidates: String,
-    /// The queued tasks any worker could claim now, checked as `claim_candidates` checks them
-    /// (`$1` now, `$2` the projects or NULL, `$3` the budget day, `$4` the limit).
+    /// The queued constrained tasks any worker could claim now, checked as `claim_candidates`
+    /// checks them (`$1` now, `$2` the projects or NULL, `$3` the budget day, `$4` the limit).
     pub(super) runnable: String,
     pub(super) claim_update: String,
     /// Completion of leases whose tasks need nothing more (no dependents, no lock or slot to
@@ -239,8 +239,8 @@ impl Sql {
             }
             .sql(),
             runnable: Candidates {
-                filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= $1 \
-                          AND ($2::text[] IS NULL OR t.project = ANY($2::text[]))",
+                filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
+                          AND t.run_after <= $1 AND ($2::text[] IS NULL OR t.project = ANY($2::text[]))",
                 since: "$3",
                 also: "",
                 limit: "$4",

@@ -137,18 +137,40 @@ macro_rules! store_impl {
                 self.list(f).await
             }
 
+            /// In two reads, each on the partial index its claims use: the unconstrained tasks
+            /// (no branch, no project: each due one is runnable), then the constrained ones,
+            /// checked as a claim checks them.
             async fn runnable_now(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<TaskId>> {
-                let rows = self
-                    .runnable_candidates(projects, limit, self.now())
+                use $crate::common::StoreRow;
+                let now = self.now();
+                let mut out = Vec::new();
+                if projects.is_none() {
+                    let rows = sqlx::query(
+                        "SELECT id FROM tasks WHERE state = 'queued' AND deps_pending = 0 \
+                         AND NOT constrained AND run_after <= $1 \
+                         ORDER BY priority DESC, run_after, id LIMIT $2",
+                    )
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.$r)
                     .await?;
-                let cands = rows
-                    .iter()
-                    .map(common::candidate)
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(common::pick_candidates(
-                    &cands,
-                    usize::try_from(limit).unwrap_or(usize::MAX),
-                ))
+                    for r in &rows {
+                        out.push(r.task_id("id")?);
+                    }
+                }
+                let left = u32::try_from(out.len()).map_or(0, |n| limit.saturating_sub(n));
+                if left > 0 {
+                    let rows = self.runnable_candidates(projects, left, now).await?;
+                    let cands = rows
+                        .iter()
+                        .map(common::candidate)
+                        .collect::<Result<Vec<_>>>()?;
+                    out.extend(common::pick_candidates(
+                        &cands,
+                        usize::try_from(left).unwrap_or(usize::MAX),
+                    ));
+                }
+                Ok(out)
             }
 
             async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {

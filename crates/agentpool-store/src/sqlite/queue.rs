@@ -41,12 +41,13 @@ static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     .sql()
 });
 
-/// The queued tasks any worker could claim now, checked as [`CLAIM_CANDIDATES`] checks them:
+/// The queued constrained tasks any worker could claim now, checked as [`CLAIM_CANDIDATES`]
+/// checks them:
 /// `?1` now, `?2` the projects (JSON; NULL for any), `?3` the start of the budget day, `?4`
 /// the limit.
 static RUNNABLE: LazyLock<String> = LazyLock::new(|| {
     Candidates {
-        filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
+        filters: "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained AND t.run_after <= ?1 \
                   AND (?2 IS NULL OR t.project IN (SELECT value FROM json_each(?2)))",
         since: "?3",
         also: "",
