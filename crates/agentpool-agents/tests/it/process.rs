@@ -152,6 +152,15 @@ fn orphan_group(env: &[(&str, &str)]) -> std::process::Child {
         .unwrap()
 }
 
+/// `c` ended by SIGKILL (what [`agentpool_agents::process::kill_orphans`] sends).
+fn assert_sigkilled(c: &mut std::process::Child) {
+    let status = c.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+}
+
 /// `pid start` of a worker process that is gone: a child that exited and was reaped.
 fn gone_worker() -> String {
     let mut c = std::process::Command::new("true").spawn().unwrap();
@@ -203,11 +212,7 @@ async fn kill_orphans_kills_recorded_groups_of_gone_workers_carrying_their_marke
     write("t3.pgid", running.id(), "t3", &running_worker());
 
     assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
-    let status = marked.wait().unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
+    assert_sigkilled(&mut marked);
     assert!(
         alive(unmarked.id() as i32),
         "a group without the marker was killed"
@@ -248,11 +253,7 @@ async fn kill_orphans_kills_what_left_the_group_by_pid_and_start_time() {
     )
     .unwrap();
     assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
-    let status = escaped.wait().unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
+    assert_sigkilled(&mut escaped);
     assert!(alive(x), "a pid whose start time differs was killed");
     for mut c in [group, stranger] {
         let _ = c.kill();
@@ -427,11 +428,7 @@ async fn kill_orphans_kills_what_carries_the_runs_marker_when_no_group_is_record
     )
     .unwrap();
     assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
-    let status = orphan.wait().unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(libc::SIGKILL)
-    );
+    assert_sigkilled(&mut orphan);
     assert!(alive(other_run.id() as i32), "another run of the task was killed");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
