@@ -428,10 +428,11 @@ pub trait Store:
     async fn find_task(&self, id: TaskId) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// The queued tasks a worker offering every agent and label could claim now, at most
-    /// `limit` (those without a branch or project first, each kind in claim order): due, no dependency pending, their branch free and their
-    /// project's slots and daily budget not used up — each branch and each free slot counted
-    /// once, as one claim would take them. Of the projects `projects` only, when given. What
-    /// an autoscaler sizes a pool from: a task held back gains nothing from another worker.
+    /// `limit` (those without a branch or project first, each kind in claim order): due, no
+    /// dependency pending, their branch free and their project's slots and daily budget not
+    /// used up — each branch and each free slot counted once, as one claim would take them.
+    /// Of the projects `projects` only, when given. What an autoscaler sizes a pool from: a
+    /// task held back gains nothing from another worker.
     async fn runnable_now(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<TaskId>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
     /// [`Store::count_by_state`] of the tasks of these projects only.

@@ -18,9 +18,9 @@ impl Candidates<'_> {
     /// The tasks `filters` admits whose branch lock is free and whose project has a free slot
     /// and budget left, in claim order, with what [`crate::rows::candidate`] reads. What each
     /// project with a daily budget spent today is read once per claim from its spend ledger
-    /// (`spent`), and the running tasks of each project with slots (`busy`), not once per candidate: the
-    /// candidates of one project share them, and each reads the project's tasks. A project
-    /// without slots is counted as running none; only its slots make the count matter.
+    /// (`spent`), and the running tasks of each project with slots are counted once (`busy`),
+    /// not once per candidate: the candidates of one project share them. A project without
+    /// slots is counted as running none; only its slots make the count matter.
     pub(crate) fn sql(&self) -> String {
         let Self {
             filters,

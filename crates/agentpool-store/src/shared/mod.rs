@@ -30,9 +30,10 @@ pub(crate) mod store;
 pub(crate) mod tasks;
 
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
-/// `self.$w` and reading through `self.$r`: the modules `registry`, `spend`, `tasks` and `manual` (queries),
-/// `store` (the [`crate::Store`] implementation), `handover` (new tasks handed to parked
-/// claimers), `github` (the GitHub bookkeeping), `schedules` and `notifications`.
+/// `self.$w` and reading through `self.$r`: the modules `registry`, `spend`, `tasks` and
+/// `manual` (queries), `store` (the [`crate::Store`] implementation), `handover` (new tasks
+/// handed to parked claimers), `github` (the GitHub bookkeeping), `schedules` and
+/// `notifications`.
 macro_rules! backend {
     ($db:ty, $store:ident, $w:ident, $r:ident) => {
         /// Workers, projects, credentials and tokens.
