@@ -29,6 +29,7 @@ pub use crate::job::SecretKeyRef;
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
     printcolumn = r#"{"name":"Busy","type":"integer","jsonPath":".status.busyWorkers"}"#,
     printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queuedTasks"}"#,
+    printcolumn = r#"{"name":"Runnable","type":"integer","jsonPath":".status.runnableTasks"}"#,
     printcolumn = r#"{"name":"Unhealthy","type":"integer","jsonPath":".status.unhealthyWorkers","priority":1}"#,
     printcolumn = r#"{"name":"Cache hit rate","type":"number","jsonPath":".status.cache.hitRate","priority":1}"#,
     printcolumn = r#"{"name":"Cache bytes","type":"integer","jsonPath":".status.cache.bytes","priority":1}"#,
@@ -151,6 +152,10 @@ pub struct WorkerPoolStatus {
     pub unhealthy_workers: i32,
     /// Queued tasks this pool could run.
     pub queued_tasks: i64,
+    /// Of those, the ones a worker could claim now (no dependency pending, branch free,
+    /// project slots and budget left): what the pool is sized by. Absent when the server does
+    /// not say (the pool is then sized by the due ones).
+    pub runnable_tasks: Option<i64>,
     /// Tasks running on the pool's workers.
     pub running_tasks: i64,
     /// The pods' mirror caches, summed over the pool's online workers as they last reported.

@@ -125,6 +125,9 @@ impl Metrics {
         ] {
             self.pool.with_label_values(&[ns, pool, q]).set(v);
         }
+        if let Some(n) = s.runnable_tasks {
+            self.pool.with_label_values(&[ns, pool, "runnable_tasks"]).set(n);
+        }
         if let Some(c) = &s.cache {
             for (q, v) in [
                 ("cache_hits", c.hits),

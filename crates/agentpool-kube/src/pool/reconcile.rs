@@ -337,6 +337,9 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         draining_workers: count(|s| s.worker_counts.draining),
         unhealthy_workers: count(|s| s.worker_counts.unhealthy),
         queued_tasks: s.map_or(0, |s| i64::try_from(s.queued).unwrap_or(i64::MAX)),
+        runnable_tasks: s
+            .and_then(|s| s.queued_runnable)
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         running_tasks: s.map_or(0, |s| i64::try_from(s.running).unwrap_or(i64::MAX)),
         // Without the server, the figures it last gave.
         cache: match &stats {

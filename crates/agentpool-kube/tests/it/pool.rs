@@ -369,10 +369,13 @@ async fn the_pool_is_sized_by_the_queued_tasks_a_worker_could_run_now() {
     // 3 runnable + 2 running = 5 slots = 3 pods of 2 (not 7 for all 12 queued).
     s.pass().await;
     assert_eq!(s.replicas(), 3);
+    let status = s.pool().status.unwrap();
+    assert_eq!((status.queued_tasks, status.runnable_tasks), (12, Some(3)));
     // An older server that does not say: sized by the due tasks, as before.
     s.queue.stats.lock().unwrap().queued_runnable = None;
     s.pass().await;
     assert_eq!(s.replicas(), 7);
+    assert_eq!(s.pool().status.unwrap().runnable_tasks, None);
 }
 
 #[tokio::test]

@@ -132,6 +132,8 @@ fn the_example_pool_validates_against_the_crd_schema() {
     let status = WorkerPoolStatus {
         replicas: 3,
         desired_replicas: 1,
+        queued_tasks: 12,
+        runnable_tasks: Some(1),
         cache: Some(PoolCacheStatus {
             hits: 41,
             misses: 3,
