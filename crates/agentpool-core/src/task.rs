@@ -264,6 +264,15 @@ pub struct Attempt {
     pub outcome: AttemptOutcome,
     pub error_class: Option<ErrorClass>,
     pub error_message: Option<String>,
+    /// What the attempt reported costing (its result's `cost_usd`), when it reported one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+/// The cost of all of a task's attempts that reported one: `None` when none did. What its
+/// project's daily budget counted for it (each attempt's, not only the last result's).
+pub fn total_cost(attempts: &[Attempt]) -> Option<f64> {
+    attempts.iter().filter_map(|a| a.cost_usd).reduce(|a, b| a + b)
 }
 
 /// How each of a task's `attempts` (in order) ended, for people: its outcome, or `given back`
@@ -327,6 +336,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tasks_total_cost_adds_every_attempt_that_reported_one() {
+        let at = |cost_usd| Attempt {
+            task_id: TaskId::new(),
+            number: 1,
+            worker_id: WorkerId::parse("w").unwrap(),
+            lease_token: LeaseToken(1),
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+            outcome: AttemptOutcome::Failed,
+            error_class: None,
+            error_message: None,
+            cost_usd,
+        };
+        assert_eq!(total_cost(&[]), None);
+        assert_eq!(total_cost(&[at(None), at(None)]), None);
+        assert_eq!(total_cost(&[at(Some(0.5)), at(None), at(Some(0.25))]), Some(0.75));
+    }
+
+    #[test]
     fn attempts_handed_back_read_given_back_and_others_their_outcome() {
         let at = |number, class: Option<ErrorClass>, outcome| Attempt {
             task_id: TaskId::new(),
@@ -338,6 +366,7 @@ mod tests {
             outcome,
             error_class: class,
             error_message: None,
+            cost_usd: None,
         };
         let worker = Some(ErrorClass::WorkerError);
         let agent = Some(ErrorClass::AgentError);

@@ -23,6 +23,8 @@ pub(crate) trait StoreRow {
     fn opt_big(&self, col: &str) -> Result<Option<i64>>;
     fn text(&self, col: &str) -> Result<String>;
     fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    /// A nullable `DOUBLE PRECISION` (`REAL` in SQLite) column.
+    fn opt_float(&self, col: &str) -> Result<Option<f64>>;
     fn flag(&self, col: &str) -> Result<bool>;
 }
 
@@ -40,6 +42,9 @@ macro_rules! plain_row_reads {
             Ok(sqlx::Row::try_get(self, col)?)
         }
         fn opt_text(&self, col: &str) -> $crate::Result<Option<String>> {
+            Ok(sqlx::Row::try_get(self, col)?)
+        }
+        fn opt_float(&self, col: &str) -> $crate::Result<Option<f64>> {
             Ok(sqlx::Row::try_get(self, col)?)
         }
         fn flag(&self, col: &str) -> $crate::Result<bool> {
@@ -175,6 +180,7 @@ pub(crate) fn attempt_row(r: &impl StoreRow) -> Result<Attempt> {
         outcome: r.text("outcome")?,
         error_class: r.opt_text("error_class")?,
         error_message: r.opt_text("error_message")?,
+        cost_usd: r.opt_float("cost_usd")?,
     }
     .into_attempt()
 }
@@ -299,6 +305,7 @@ pub(crate) struct RawAttempt {
     pub outcome: String,
     pub error_class: Option<String>,
     pub error_message: Option<String>,
+    pub cost_usd: Option<f64>,
 }
 
 impl RawAttempt {
@@ -316,6 +323,7 @@ impl RawAttempt {
                 .map_err(|e| corrupt("attempt outcome", e))?,
             error_class: parse_class(self.error_class)?,
             error_message: self.error_message,
+            cost_usd: self.cost_usd,
         })
     }
 }
@@ -340,5 +348,10 @@ pub(crate) fn current_attempt(task: &Task) -> Option<Attempt> {
         outcome,
         error_class: None,
         error_message: None,
+        // A succeeded attempt's cost is its task's result's; a running one has none yet.
+        cost_usd: match task.state {
+            TaskState::Succeeded => task.result.as_ref().and_then(|r| r.cost_usd),
+            _ => None,
+        },
     })
 }

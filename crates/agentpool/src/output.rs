@@ -344,6 +344,21 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     if let Some(r) = &t.result {
         out.push_str(&result_lines(style, r));
     }
+    // The result's cost is its last attempt's; earlier ones that spent money count too.
+    let costed = view
+        .attempts_detail
+        .iter()
+        .filter(|a| a.cost_usd.is_some())
+        .count();
+    if costed > 1
+        && let Some(total) = agentpool_core::task::total_cost(&view.attempts_detail)
+    {
+        out.push_str(&field(
+            style,
+            "all tries",
+            &format!("${total:.4} over {costed} attempts"),
+        ));
+    }
     if view.attempts_detail.len() > 1 || view.attempts_detail.iter().any(|a| a.error_class.is_some()) {
         out.push_str(&format!("{}\n", style.dim("attempts")));
         let endings = agentpool_core::task::attempt_endings(&view.attempts_detail, t.attempts);
@@ -357,9 +372,10 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
                 (Some(c), None) => style.red(c.as_str()),
                 _ => String::new(),
             };
+            let cost = a.cost_usd.map(|c| format!("${c:.4}")).unwrap_or_default();
             out.push_str(&format!(
-                "  #{} {:<10} {:<8} {} {}\n",
-                a.number, ending, took, a.worker_id, err
+                "  #{} {:<10} {:<8} {:<8} {} {}\n",
+                a.number, ending, took, cost, a.worker_id, err
             ));
         }
     }

@@ -227,7 +227,7 @@ fn attempts(d: &TaskDetail) -> String {
         return String::new();
     }
     let mut h = String::from(
-        r#"<section><h2>Attempts</h2><table class="attempts"><thead><tr><th scope="col">#</th><th scope="col">worker</th><th scope="col">started</th><th scope="col">took</th><th scope="col">outcome</th><th scope="col">error</th></tr></thead><tbody>"#,
+        r#"<section><h2>Attempts</h2><table class="attempts"><thead><tr><th scope="col">#</th><th scope="col">worker</th><th scope="col">started</th><th scope="col">took</th><th scope="col">cost</th><th scope="col">outcome</th><th scope="col">error</th></tr></thead><tbody>"#,
     );
     let endings = agentpool_core::task::attempt_endings(&d.attempts_detail, d.task.attempts);
     for (a, ending) in d.attempts_detail.iter().zip(endings) {
@@ -247,11 +247,12 @@ fn attempts(d: &TaskDetail) -> String {
         };
         let _ = write!(
             h,
-            r#"<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td class="oc-{}">{ending}</td><td>{err}</td></tr>"#,
+            r#"<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class="oc-{}">{ending}</td><td>{err}</td></tr>"#,
             a.number,
             esc(a.worker_id.as_str()),
             time(a.started_at),
             took,
+            a.cost_usd.map(|c| format!("${c:.4}")).unwrap_or_default(),
             ending.replace(' ', "-"),
         );
     }

@@ -68,11 +68,12 @@ macro_rules! task_queries {
             outcome: AttemptOutcome,
             class: ErrorClass,
             message: &str,
+            cost_usd: Option<f64>,
         ) -> Result<()> {
             sqlx::query(
                 "INSERT INTO attempts (task_id, lease_token, number, worker_id, started_at, \
-                 ended_at, outcome, error_class, error_message) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ended_at, outcome, error_class, error_message, cost_usd) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (task_id, lease_token) DO NOTHING",
             )
             .bind(tid(h.id))
@@ -84,6 +85,7 @@ macro_rules! task_queries {
             .bind(outcome.as_str())
             .bind(class.as_str())
             .bind(message)
+            .bind(cost_usd)
             .execute(&mut *conn)
             .await?;
             Ok(())
@@ -174,7 +176,8 @@ macro_rules! task_queries {
             };
             let message = by_whom.as_deref().unwrap_or(message);
             log.push(h.id, common::ending_event(ending, h.attempts, now, class, message))?;
-            if let (Some(project), Some(usd)) = (&h.project, spend::cost(result)) {
+            let cost = spend::cost(result);
+            if let (Some(project), Some(usd)) = (&h.project, cost) {
                 spend::add_spend(conn, [(project.as_str(), usd)], now).await?;
             }
             let result = result.map(json).transpose()?;
@@ -200,7 +203,7 @@ macro_rules! task_queries {
                     .bind((*refund && avoid).then_some(h.worker_id.as_str()))
                     .execute(&mut *conn)
                     .await?;
-                    insert_attempt(conn, h, now, outcome, class, message).await?;
+                    insert_attempt(conn, h, now, outcome, class, message, cost).await?;
                     wake |= delay.is_zero();
                 }
                 Ending::Finish { state, class } => {
@@ -218,7 +221,7 @@ macro_rules! task_queries {
                     .bind(h.token)
                     .execute(&mut *conn)
                     .await?;
-                    insert_attempt(conn, h, now, outcome, *class, message).await?;
+                    insert_attempt(conn, h, now, outcome, *class, message, cost).await?;
                     if h.has_dependents {
                         cascade_failure(conn, vec![h.id], now, log).await?;
                     }
@@ -387,7 +390,7 @@ macro_rules! task_queries {
             };
             let rows = sqlx::query(
                 "SELECT task_id, number, worker_id, lease_token, started_at, ended_at, outcome, \
-                 error_class, error_message FROM attempts WHERE task_id = $1 ORDER BY lease_token",
+                 error_class, error_message, cost_usd FROM attempts WHERE task_id = $1 ORDER BY lease_token",
             )
             .bind(tid(id))
             .fetch_all(r)

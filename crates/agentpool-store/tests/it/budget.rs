@@ -150,6 +150,9 @@ async fn every_attempt_that_reported_a_cost_counts_and_a_purge_keeps_todays_spen
         Some(0.03),
         "the task keeps its last result"
     );
+    let costs: Vec<Option<f64>> = d.attempts_detail.iter().map(|a| a.cost_usd).collect();
+    assert_eq!(costs, [Some(0.03), Some(0.03)], "each attempt says what it cost");
+    assert_eq!(agentpool_core::task::total_cost(&d.attempts_detail), Some(0.06));
 
     assert!(
         w.claim(1).await.is_empty(),

@@ -182,6 +182,7 @@ pub(super) fn task_detail() -> Value {
             outcome: AttemptOutcome::Failed,
             error_class: Some(ErrorClass::Timeout),
             error_message: Some("message".into()),
+            cost_usd: Some(0.42),
         }],
         waiting: vec![
             WaitReason::Dependencies {
