@@ -1,0 +1,134 @@
+//! Tests of the human output: times, tables, events and results as people read them.
+
+use super::*;
+use agentpool_core::{Event, EventKind};
+use chrono::TimeZone;
+use serde_json::{Value, json};
+
+#[test]
+fn relative_times_read_naturally() {
+    let now = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap();
+    let ago = |s: i64| relative_to(now - chrono::Duration::seconds(s), now);
+    assert_eq!(ago(0), "just now");
+    assert_eq!(ago(42), "42s ago");
+    assert_eq!(ago(180), "3m ago");
+    assert_eq!(ago(5 * 3600), "5h ago");
+    assert_eq!(ago(2 * 86400), "2d ago");
+    assert_eq!(ago(-120), "in 2m");
+}
+
+#[test]
+fn tables_align_columns_ignoring_colour_codes() {
+    let style = Style { color: true };
+    let t = table(
+        &Style::plain(),
+        &["A", "B"],
+        &[vec![style.red("x"), "1".into()], vec!["long".into(), "2".into()]],
+    );
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "A     B");
+    assert_eq!(lines[2], "long  2");
+    assert_eq!(visible_width(lines[1]), "x     1".len());
+}
+
+fn ev(kind: EventKind, data: Value) -> Event {
+    Event {
+        task_id: agentpool_core::TaskId::new(),
+        seq: 1,
+        at: Utc::now(),
+        payload: agentpool_core::EventPayload::from_parts(kind, data),
+    }
+}
+
+#[test]
+fn tool_calls_show_their_key_argument() {
+    let s = Style::plain();
+    let line = render_event(
+        &s,
+        &ev(
+            EventKind::ToolCall,
+            json!({"name":"Write","input":{"file_path":"src/a.rs","content":"x"}}),
+        ),
+    )
+    .unwrap();
+    assert!(line.ends_with("→ Write src/a.rs"), "{line}");
+    let line = render_event(
+        &s,
+        &ev(
+            EventKind::ToolCall,
+            json!({"name":"Bash","input":{"command":"cargo test"}}),
+        ),
+    )
+    .unwrap();
+    assert!(line.ends_with("→ Bash cargo test"), "{line}");
+}
+
+#[test]
+fn results_and_usage_are_summarised_not_dumped() {
+    let s = Style::plain();
+    let ok = render_event(
+        &s,
+        &ev(EventKind::ToolResult, json!({"ok":true,"output":"a\nb\nc"})),
+    )
+    .unwrap();
+    assert!(ok.ends_with("← ok 3 lines"), "{ok}");
+    let err = render_event(
+        &s,
+        &ev(EventKind::ToolResult, json!({"ok":false,"output":"no such file"})),
+    )
+    .unwrap();
+    assert!(err.ends_with("← error no such file"), "{err}");
+    let u = render_event(
+        &s,
+        &ev(
+            EventKind::Usage,
+            json!({"input_tokens":10,"output_tokens":5,"cost_usd":0.5}),
+        ),
+    )
+    .unwrap();
+    assert!(u.ends_with("Σ 10 in, 5 out tokens, $0.5000"), "{u}");
+    assert!(render_event(&s, &ev(EventKind::AssistantMessage, json!({"text":"  "}))).is_none());
+}
+
+/// A retried task's view lists each attempt's cost and the total: the result's cost is its
+/// last attempt's only.
+#[test]
+fn a_retried_tasks_attempts_say_what_each_cost_and_the_total() {
+    use agentpool_core::protocol::TaskDetail;
+    use agentpool_core::{Attempt, AttemptOutcome, ErrorClass, LeaseToken, WorkerId};
+    let now = Utc::now();
+    let attempt = |number, outcome, cost_usd| Attempt {
+        task_id: agentpool_core::TaskId::new(),
+        number,
+        worker_id: WorkerId::parse("w1").unwrap(),
+        lease_token: LeaseToken(i64::from(number)),
+        started_at: now,
+        ended_at: Some(now),
+        outcome,
+        error_class: (outcome == AttemptOutcome::Failed).then_some(ErrorClass::AgentError),
+        error_message: None,
+        cost_usd,
+    };
+    let task: agentpool_core::Task = serde_json::from_value(json!({
+        "id": agentpool_core::TaskId::new(), "spec": {"kind": "command", "command": "true"},
+        "state": "succeeded", "attempts": 2, "max_attempts": 3, "priority": 0,
+        "created_at": now, "updated_at": now, "run_after": now, "started_at": now,
+        "finished_at": now, "worker_id": "w1", "lease_token": 2, "lease_expires_at": null,
+        "error_class": null, "error_message": null, "result": {"cost_usd": 0.045}
+    }))
+    .unwrap();
+    let view = TaskDetail {
+        task,
+        attempts_detail: vec![
+            attempt(1, AttemptOutcome::Failed, Some(0.031)),
+            attempt(2, AttemptOutcome::Succeeded, Some(0.045)),
+        ],
+        waiting: Vec::new(),
+    };
+    let shown = task_detail(&Style::plain(), &view);
+    assert!(shown.contains("all tries  $0.0760 over 2 attempts"), "{shown}");
+    assert!(
+        shown.contains("  #1 failed     0ms      $0.0310  w1 AGENT_ERROR"),
+        "{shown}"
+    );
+}
