@@ -136,11 +136,12 @@ pub async fn deliveries(
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Json<DeliveryList>> {
     let limit = q.limit.unwrap_or(100);
+    // A bad query parameter is 400, as on the task list (a body's fields are 422).
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::validation(vec![ValidationError::new(
-            "limit",
-            "must be between 1 and 1000",
-        )]));
+        return Err(
+            ApiError::validation(vec![ValidationError::new("limit", "must be between 1 and 1000")])
+                .with_status(StatusCode::BAD_REQUEST),
+        );
     }
     found(&state, &name).await?;
     Ok(Json(DeliveryList {
