@@ -121,49 +121,35 @@ impl Record {
 /// it, and the recorded tree's processes whose start times match. So a recycled pid or group
 /// id is never hit. Returns how many runs had something to kill.
 pub fn kill_orphans(dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
+    let dead = dead_runs(dir);
+    // One pass over every process's environment serves all the records: a worker that died
+    // with many runs under way must not read /proc once per run at start-up.
+    let carriers = carrying(dead.iter().filter_map(|d| d.run_marker.as_deref()));
     let mut killed = 0;
-    for e in entries.flatten() {
-        let path = e.path();
-        // A record being rewritten (`.new`) belongs to a run that is writing it.
-        if path.extension().is_none_or(|x| x != "pgid") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let mut lines = text.lines();
-        let pgid = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
-        let task_marker = lines.next().map(str::trim).unwrap_or("");
-        if lines.next().is_some_and(owner_runs) {
-            continue;
-        }
-        let rest: Vec<&str> = lines.map(str::trim).collect();
-        // A record of an older worker has no run marker; its group is checked for the task's.
-        let run_marker = rest.iter().find(|l| l.starts_with(RUN_MARKER) && l.contains('='));
-        let marker = run_marker.copied().unwrap_or(task_marker);
+    for d in &dead {
         let mut any = false;
-        if let Some(pgid) = pgid
-            && pgid > 1
-            && !marker.is_empty()
-            && group_members(pgid).iter().any(|pid| has_env(*pid, marker))
+        if d.pgid > 1
+            && !d.marker().is_empty()
+            && group_members(d.pgid).iter().any(|pid| has_env(*pid, d.marker()))
         {
-            signal_group(pgid, libc::SIGKILL);
+            signal_group(d.pgid, libc::SIGKILL);
             any = true;
         }
         // Only a run's own marker is searched for everywhere: a task's may also be carried by
         // a live run of the same task on another worker.
-        if let Some(marker) = run_marker {
-            for pid in carrying(marker) {
-                // SAFETY: kill(2) on a live process found carrying the dead run's marker.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                any = true;
-            }
+        for pid in d
+            .run_marker
+            .as_ref()
+            .and_then(|m| carriers.get(m))
+            .into_iter()
+            .flatten()
+        {
+            // SAFETY: kill(2) on a live process found carrying the dead run's marker.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            any = true;
         }
         // The tree seen while it ran, by pid and start time: a recycled pid is never hit.
-        for (pid, start) in rest.iter().filter_map(|l| pid_and_start(l)) {
+        for &(pid, start) in &d.tree {
             if pid > 1 && start_time(pid) == Some(start) {
                 // SAFETY: kill(2) on a pid this record names, checked to be that process.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -171,23 +157,100 @@ pub fn kill_orphans(dir: &Path) -> usize {
             }
         }
         killed += usize::from(any);
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&d.path);
     }
     killed
 }
 
-/// The live processes (other than this one) whose environment has `marker`; only those this
-/// worker may read, which are those it may signal.
-fn carrying(marker: &str) -> Vec<i32> {
-    let me = i32::try_from(std::process::id()).unwrap_or(0);
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+/// A record in the directory whose worker is gone, as read.
+struct DeadRun {
+    path: PathBuf,
+    /// The run's group (0 or unreadable: it had not started).
+    pgid: i32,
+    task_marker: String,
+    /// `AGENTPOOL_RUN_ID=…`; a record of an older worker has none.
+    run_marker: Option<String>,
+    tree: Vec<(i32, u64)>,
+}
+
+impl DeadRun {
+    /// What a live member of the recorded group must carry to be the run's: its own marker,
+    /// or for an older worker's record the task's.
+    fn marker(&self) -> &str {
+        self.run_marker.as_deref().unwrap_or(&self.task_marker)
+    }
+}
+
+/// The records in `dir` whose worker no longer runs. A record being rewritten (`.new`)
+/// belongs to a run that is writing it, so only `.pgid` files are read.
+fn dead_runs(dir: &Path) -> Vec<DeadRun> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    procs
+    let mut dead = Vec::new();
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_none_or(|x| x != "pgid") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let mut lines = text.lines();
+        let pgid = lines
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok())
+            .unwrap_or(0);
+        let task_marker = lines.next().map(str::trim).unwrap_or("").to_string();
+        if lines.next().is_some_and(owner_runs) {
+            continue;
+        }
+        let rest: Vec<&str> = lines.map(str::trim).collect();
+        let run_marker = rest
+            .iter()
+            .find(|l| l.starts_with(RUN_MARKER) && l.contains('='))
+            .map(|l| l.to_string());
+        let tree = rest.iter().filter_map(|l| pid_and_start(l)).collect();
+        dead.push(DeadRun {
+            path,
+            pgid,
+            task_marker,
+            run_marker,
+            tree,
+        });
+    }
+    dead
+}
+
+/// The live processes (other than this one) carrying each of `markers` in their environment,
+/// in one pass over /proc; only those this worker may read, which are those it may signal.
+fn carrying<'a>(markers: impl Iterator<Item = &'a str>) -> HashMap<String, Vec<i32>> {
+    let wanted: std::collections::HashSet<&[u8]> = markers.map(str::as_bytes).collect();
+    let mut found: HashMap<String, Vec<i32>> = HashMap::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for pid in procs
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid > 1 && *pid != me && has_env(*pid, marker))
-        .collect()
+    {
+        if pid <= 1 || pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for kv in env.split(|b| *b == 0).filter(|kv| wanted.contains(kv)) {
+            found
+                .entry(String::from_utf8_lossy(kv).into_owned())
+                .or_default()
+                .push(pid);
+        }
+    }
+    found
 }
 
 /// Whether the worker process a record names (`PID START`) still runs as that process.

@@ -418,22 +418,27 @@ async fn a_run_is_recorded_before_its_process_starts() {
 async fn kill_orphans_kills_what_carries_the_runs_marker_when_no_group_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let mut orphan = orphan_group(&[("AGENTPOOL_TASK_ID", "t1"), ("AGENTPOOL_RUN_ID", "r-dead-1")]);
+    let mut second = orphan_group(&[("AGENTPOOL_TASK_ID", "t2"), ("AGENTPOOL_RUN_ID", "r-dead-2")]);
     let other_run = orphan_group(&[("AGENTPOOL_TASK_ID", "t1"), ("AGENTPOOL_RUN_ID", "r-live-1")]);
-    std::fs::write(
-        dir.path().join("r-dead-1.pgid"),
-        format!(
-            "0\nAGENTPOOL_TASK_ID=t1\n{}\nAGENTPOOL_RUN_ID=r-dead-1\n",
-            gone_worker()
-        ),
-    )
-    .unwrap();
-    assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 1);
+    // Two runs the dead worker left: one pass over the processes finds what each left.
+    for (task, run) in [("t1", "r-dead-1"), ("t2", "r-dead-2")] {
+        std::fs::write(
+            dir.path().join(format!("{run}.pgid")),
+            format!(
+                "0\nAGENTPOOL_TASK_ID={task}\n{}\nAGENTPOOL_RUN_ID={run}\n",
+                gone_worker()
+            ),
+        )
+        .unwrap();
+    }
+    assert_eq!(agentpool_agents::process::kill_orphans(dir.path()), 2);
     assert_sigkilled(&mut orphan);
+    assert_sigkilled(&mut second);
     assert!(alive(other_run.id() as i32), "another run of the task was killed");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
-        "the record is removed"
+        "the records are removed"
     );
     let mut other_run = other_run;
     other_run.kill().unwrap();
