@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{TaskResult, TaskSpec, WorkerId};
-use agentpool_store::{ClaimFilter, Store, StoreConfig, Wake, open_store_with};
+use agentpool_core::{TaskResult, TaskSpec, TaskState, WorkerId};
+use agentpool_store::{ClaimFilter, Store, StoreConfig, TaskFilter, Wake, open_store_with};
 use agentpool_testkit::bench::command_worker;
 use agentpool_testkit::db::{Backend, TestDb};
 
@@ -92,7 +92,7 @@ const QUEUED: usize = 10_000;
 
 /// Median milliseconds of finding the runnable tasks among [`QUEUED`] queued ones, 11 times:
 /// every tenth task a project's, every tenth on one of ten branches. The tasks are then drained.
-async fn runnable_reads(store: &Arc<dyn Store>) -> f64 {
+async fn runnable_reads(store: &Arc<dyn Store>) -> (f64, (f64, f64)) {
     let specs = (0..QUEUED).map(|i| TaskSpec {
         project: (i % 10 == 0).then(|| "rare".to_string()),
         branch: (i % 10 == 1).then(|| format!("b{}", i % 100 / 10)),
@@ -110,10 +110,45 @@ async fn runnable_reads(store: &Arc<dyn Store>) -> f64 {
         // The branches' tasks one at a time: 10 of the 1,000 on branches.
         assert_eq!(n, QUEUED - QUEUED / 10 + 10);
     }
+    let listed = queued_reads(store).await;
     let f = worker(store, "runnable").await;
     drain(store.clone(), ClaimFilter { max: 500, ..f }, None).await;
     took.sort_by(|a, b| a.total_cmp(b));
-    pct(&took, 0.5)
+    (pct(&took, 0.5), listed)
+}
+
+/// Median milliseconds, 11 times each, of reading the [`QUEUED`] queued tasks as queue stats
+/// match them against a pool: whole rows in pages of 1,000 (`list_tasks`, what they read
+/// before), and only the matched columns in one read (`queued_shapes`).
+async fn queued_reads(store: &Arc<dyn Store>) -> (f64, f64) {
+    let (mut pages, mut shapes) = (Vec::new(), Vec::new());
+    for _ in 0..11 {
+        let t0 = Instant::now();
+        let (mut n, mut before) = (0, None);
+        loop {
+            let filter = TaskFilter {
+                state: Some(TaskState::Queued),
+                before,
+                limit: 1000,
+                ..TaskFilter::default()
+            };
+            let page = store.list_tasks(&filter).await.expect("list");
+            n += page.len();
+            before = page.last().map(|t| t.id);
+            if page.len() < 1000 {
+                break;
+            }
+        }
+        pages.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, QUEUED);
+        let t0 = Instant::now();
+        let n = store.queued_shapes(None, 20_000).await.expect("shapes").len();
+        shapes.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(n, QUEUED);
+    }
+    pages.sort_by(|a, b| a.total_cmp(b));
+    shapes.sort_by(|a, b| a.total_cmp(b));
+    (pct(&pages, 0.5), pct(&shapes, 0.5))
 }
 
 async fn enqueue_n(store: &Arc<dyn Store>, n: usize) {
@@ -416,9 +451,15 @@ async fn run(backend: Backend, prefill: usize, quick: bool) {
         "| {name} | {prefill} | a small project's newest page among them (TaskFilter.projects), p50 | {page:.2} ms |"
     );
     println!("| {name} | {prefill} | a small project's tasks counted by state, p50 | {counts:.2} ms |");
-    let runnable = runnable_reads(&store).await;
+    let (runnable, (pages, shapes)) = runnable_reads(&store).await;
     println!(
         "| {name} | {prefill} | the runnable tasks among {QUEUED} queued (Store::runnable_now, what queue stats read), p50 | {runnable:.2} ms |"
+    );
+    println!(
+        "| {name} | {prefill} | {QUEUED} queued tasks as whole rows, pages of 1,000 (list_tasks), p50 | {pages:.2} ms |"
+    );
+    println!(
+        "| {name} | {prefill} | {QUEUED} queued tasks' labels, agent and time (queued_shapes, what queue stats read), p50 | {shapes:.2} ms |"
     );
 
     let singles = if quick { 200 } else { 1000 };

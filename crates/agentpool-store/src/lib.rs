@@ -137,6 +137,17 @@ pub struct Failure {
 /// fail the task on the same worker, which is also the one most likely to claim it first.
 pub const GIVEN_BACK_GRACE: Duration = Duration::from_millis(common::GIVEN_BACK_GRACE_MS as u64);
 
+/// A queued task as [`Store::queued_shapes`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedShape {
+    pub id: TaskId,
+    pub labels: agentpool_core::Labels,
+    /// The agent it needs (`command` for a command task); none when any will do.
+    pub agent: Option<String>,
+    /// When it may run.
+    pub run_after: agentpool_core::Timestamp,
+}
+
 /// Filters for listing tasks, newest first, paged by id.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskFilter {
@@ -434,6 +445,10 @@ pub trait Store:
     /// Of the projects `projects` only, when given. What an autoscaler sizes a pool from: a
     /// task held back gains nothing from another worker.
     async fn runnable_now(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<TaskId>>;
+    /// The queued tasks, newest first, at most `limit`, with only what a pool is matched on
+    /// (labels, agent, when due): what queue statistics count, read without the tasks' specs.
+    /// Of the projects `projects` only, when given.
+    async fn queued_shapes(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<QueuedShape>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
     /// [`Store::count_by_state`] of the tasks of these projects only.
     async fn count_by_state_of(&self, projects: &[String]) -> Result<BTreeMap<TaskState, u64>>;

@@ -4,7 +4,7 @@
 use agentpool_core::protocol::{QueueStats, QueueStatsQuery, parse_label_list};
 use std::collections::HashSet;
 
-use agentpool_core::{TaskId, TaskState, ValidationError};
+use agentpool_core::{TaskId, ValidationError};
 use agentpool_store::TaskFilter;
 use axum::Json;
 use axum::extract::State;
@@ -14,10 +14,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
-/// Queued tasks read per page, and the most pages read: past that the count is a floor, which
-/// is still far beyond what any pool scales to.
-const PAGE: u32 = 1000;
-const MAX_PAGES: usize = 20;
+/// The most queued tasks read: past that the count is a floor, which is still far beyond what
+/// any pool scales to.
+const MAX_QUEUED: u32 = 20_000;
 
 #[utoipa::path(
     get, path = "/v1/queue/stats", tag = "workers", params(QueueStatsQuery),
@@ -52,27 +51,11 @@ pub async fn stats(
         );
     }
     let store = state.store();
-    let mut queued = Vec::new();
-    let mut before = None;
-    for _ in 0..MAX_PAGES {
-        let filter = TaskFilter {
-            state: Some(TaskState::Queued),
-            before,
-            limit: PAGE,
-            projects: only.projects.clone(),
-            ..TaskFilter::default()
-        };
-        let page = store.list_tasks(&filter).await?;
-        before = page.last().map(|t| t.id);
-        let full = page.len() == PAGE as usize;
-        queued.extend(page);
-        if !full {
-            break;
-        }
-    }
-    let limit = PAGE.saturating_mul(u32::try_from(MAX_PAGES).unwrap_or(u32::MAX));
+    // Only the columns a pool is matched on, in one read each: a backlog's specs (prompts)
+    // are never read for statistics an autoscaler asks for every few seconds.
+    let queued = store.queued_shapes(only.projects.as_deref(), MAX_QUEUED).await?;
     let runnable: HashSet<TaskId> = store
-        .runnable_now(only.projects.as_deref(), limit)
+        .runnable_now(only.projects.as_deref(), MAX_QUEUED)
         .await?
         .into_iter()
         .collect();
@@ -82,12 +65,11 @@ pub async fn stats(
         &selector,
         &agents,
         queued.iter().map(|t| {
-            let runnable = runnable.contains(&t.id);
             (
-                &t.spec.labels,
-                t.spec.required_agent(),
+                &t.labels,
+                t.agent.as_deref(),
                 t.run_after <= now,
-                runnable,
+                runnable.contains(&t.id),
             )
         }),
         workers,

@@ -137,15 +137,17 @@ impl PgStore {
             ok.insert(id);
         }
         // Only a project's tasks count towards its spend, and they are all constrained, so
-        // the plain completion above never completes one.
-        let costs: BTreeMap<Uuid, f64> = items
-            .iter()
-            .filter_map(|(l, r)| Some((l.task_id.0, spend::cost(Some(r))?)))
-            .collect();
-        let spent = projects
-            .iter()
-            .filter_map(|(id, p)| Some((p.as_str(), *costs.get(id)?)));
-        spend::add_spend(&mut tx, spent, now).await?;
+        // the plain completion above never completes one; a batch without one skips this.
+        if !projects.is_empty() {
+            let costs: BTreeMap<Uuid, f64> = items
+                .iter()
+                .filter_map(|(l, r)| Some((l.task_id.0, spend::cost(Some(r))?)))
+                .collect();
+            let spent = projects
+                .iter()
+                .filter_map(|(id, p)| Some((p.as_str(), *costs.get(id)?)));
+            spend::add_spend(&mut tx, spent, now).await?;
+        }
         if !release.is_empty() {
             tasks::release_dependents(&mut tx, &release, now).await?;
             wake = true;
@@ -174,6 +176,19 @@ impl PgStore {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// The rows of [`crate::Store::queued_shapes`]: the columns a pool is matched on only.
+    pub(super) async fn queued_rows(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<PgRow>> {
+        Ok(sqlx::query(
+            "SELECT id, labels::text AS labels, required_agent, run_after FROM tasks \
+             WHERE state = 'queued' AND ($1::text[] IS NULL OR project = ANY($1)) \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(projects)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {

@@ -173,6 +173,31 @@ macro_rules! store_impl {
                 Ok(out)
             }
 
+            async fn queued_shapes(
+                &self,
+                projects: Option<&[String]>,
+                limit: u32,
+            ) -> Result<Vec<$crate::QueuedShape>> {
+                use $crate::common::StoreRow;
+                let rows = self.queued_rows(projects, limit).await?;
+                rows.iter()
+                    .map(|r| {
+                        let labels = match r.opt_text("labels")? {
+                            Some(j) => {
+                                serde_json::from_str(&j).map_err(|e| common::corrupt("task labels", e))?
+                            }
+                            None => agentpool_core::Labels::new(),
+                        };
+                        Ok($crate::QueuedShape {
+                            id: r.task_id("id")?,
+                            labels,
+                            agent: r.opt_text("required_agent")?,
+                            run_after: common::ts(r.big("run_after")?),
+                        })
+                    })
+                    .collect()
+            }
+
             async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
                 tasks::count_by_state(&self.$r).await
             }

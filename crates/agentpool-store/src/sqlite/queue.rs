@@ -73,6 +73,23 @@ impl SqliteStore {
             .await?)
     }
 
+    /// The rows of [`crate::Store::queued_shapes`]: the columns a pool is matched on only.
+    pub(super) async fn queued_rows(
+        &self,
+        projects: Option<&[String]>,
+        limit: u32,
+    ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+        Ok(sqlx::query(
+            "SELECT id, labels, required_agent, run_after FROM tasks \
+             WHERE state = 'queued' AND (?1 IS NULL OR project IN (SELECT value FROM json_each(?1))) \
+             ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(projects.map(|p| json(&p)).transpose()?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
     /// How many finished tasks one purge transaction deletes, so a large purge does not hold
     /// the writer for long.
     pub(super) const PURGE_BATCH: i64 = 2000;

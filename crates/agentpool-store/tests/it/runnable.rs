@@ -9,9 +9,10 @@ use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskId, TaskResult, TaskSpec};
 
 use crate::both;
-use crate::harness::{Harness, cmd};
+use crate::harness::{Harness, cmd, labels};
 
 both!(only_the_tasks_a_claim_could_take_now_are_runnable);
+both!(queued_tasks_are_read_with_what_a_pool_is_matched_on);
 
 fn of(project: &str, c: &str) -> TaskSpec {
     TaskSpec {
@@ -93,4 +94,46 @@ async fn only_the_tasks_a_claim_could_take_now_are_runnable(h: Harness) {
     let runnable = h.store.runnable_now(None, 100).await.unwrap();
     assert!(runnable.contains(&later));
     assert_eq!(runnable.len(), 6, "{runnable:?}");
+}
+
+/// What queue statistics read of each queued task: its labels, the agent it needs and when it
+/// is due; newest first, of some projects only when asked, and no more than asked.
+async fn queued_tasks_are_read_with_what_a_pool_is_matched_on(h: Harness) {
+    h.project_with_slots("p", 1).await;
+    let w = h.worker("w", &["command"], &[]).await;
+    let claimed = h.submit(cmd("claimed")).await;
+    assert_eq!(w.claim(1).await[0].task.id, claimed);
+    let gpu = h
+        .submit(TaskSpec {
+            labels: labels(&[("gpu", "a100"), ("zone", "eu")]),
+            ..TaskSpec::agent("https://git.example.com/r.git", "codex", "fix it")
+        })
+        .await;
+    let in_an_hour = h.clock.now() + chrono::Duration::hours(1);
+    let later = h
+        .submit(TaskSpec {
+            run_after: Some(in_an_hour),
+            ..cmd("later")
+        })
+        .await;
+    let of_p = h.submit(of("p", "a project's")).await;
+
+    let all = h.store.queued_shapes(None, 100).await.unwrap();
+    let ids: Vec<TaskId> = all.iter().map(|q| q.id).collect();
+    assert_eq!(ids, [of_p, later, gpu], "the queued tasks, newest first");
+    assert_eq!(all[2].labels, labels(&[("gpu", "a100"), ("zone", "eu")]));
+    assert_eq!(all[2].agent.as_deref(), Some("codex"));
+    assert!(all[2].run_after <= h.clock.now());
+    assert!(all[1].labels.is_empty());
+    assert_eq!(all[1].agent.as_deref(), Some("command"));
+    assert_eq!(all[1].run_after.timestamp_millis(), in_an_hour.timestamp_millis());
+
+    let only_p = h
+        .store
+        .queued_shapes(Some(&["p".to_string()]), 100)
+        .await
+        .unwrap();
+    assert_eq!(only_p.iter().map(|q| q.id).collect::<Vec<_>>(), [of_p]);
+    assert!(h.store.queued_shapes(Some(&[]), 100).await.unwrap().is_empty());
+    assert_eq!(h.store.queued_shapes(None, 2).await.unwrap().len(), 2);
 }
