@@ -1,4 +1,4 @@
-//! [`enum_names!`](crate::enum_names): the one fixed name of each variant of a fieldless enum —
+//! [`enum_names!`](macro@crate::enum_names): the one fixed name of each variant of a fieldless enum —
 //! the form it takes in storage columns, URLs, CLI arguments and messages — with `ALL`,
 //! `as_str`, `Display` and `FromStr` written once instead of by hand for every such enum.
 

@@ -52,7 +52,7 @@ pub struct PipelineConfig {
     pub kill_grace: Duration,
     /// Output allowed per command/agent run.
     pub max_output_bytes: u64,
-    /// How much of that output an attempt records as events ([`LogLimit`]).
+    /// How much of that output an attempt records as events ([`crate::log_limit::LogLimit`]).
     pub log_limit: crate::log_limit::LogLimit,
     /// Variables added to every command's and agent's environment (e.g. a model endpoint).
     pub extra_env: BTreeMap<String, String>,

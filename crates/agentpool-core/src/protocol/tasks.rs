@@ -39,7 +39,7 @@ pub enum WaitReason {
         budget_usd: f64,
         spent_usd: f64,
         until: Timestamp,
-        /// "budget exhausted until <until>", for people reading the API.
+        /// "budget exhausted until `until`", for people reading the API.
         message: String,
     },
     /// Worker `worker` gave it back (the attempt failed on the worker's or the infrastructure's

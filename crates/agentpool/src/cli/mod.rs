@@ -2,6 +2,14 @@
 //!
 //! Only parsing lives here; what each command does is in `commands/`.
 
+// The doc comments of clap types are the command's help text, written for a terminal
+// (`<task id>`, bare URLs, `[default: …]`), not rustdoc markup.
+#![allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls,
+    rustdoc::broken_intra_doc_links
+)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

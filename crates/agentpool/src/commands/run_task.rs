@@ -4,6 +4,9 @@
 //! With `--check` it runs no attempt: it says whether this pod could run one (a launcher's
 //! check Job, made from the same template, runs it to learn whether its set-up works again).
 
+// The doc comments of its clap arguments are help text for a terminal (`<data dir>`).
+#![allow(rustdoc::invalid_html_tags)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
