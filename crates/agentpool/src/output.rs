@@ -135,13 +135,16 @@ pub fn table(style: &Style, headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     let line = |cells: Vec<String>, out: &mut String| {
         let last = cells.len().saturating_sub(1);
+        let mut l = String::new();
         for (i, c) in cells.iter().enumerate() {
-            out.push_str(c);
+            l.push_str(c);
             if i < last {
                 let pad = widths[i].saturating_sub(visible_width(c)) + 2;
-                out.push_str(&" ".repeat(pad));
+                l.push_str(&" ".repeat(pad));
             }
         }
+        // Empty last cells leave no padding behind.
+        out.push_str(l.trim_end_matches(' '));
         out.push('\n');
     };
     line(headers.iter().map(|h| style.bold(h)).collect(), &mut out);

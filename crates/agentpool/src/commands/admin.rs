@@ -273,9 +273,8 @@ pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow
         CredentialsCommand::List => {
             let names = client.list_credentials().await?;
             print_list(settings, &names, "credentials", |names| {
-                for n in names {
-                    outln!("{n}");
-                }
+                let rows: Vec<Vec<String>> = names.iter().map(|n| vec![n.clone()]).collect();
+                out!("{}", output::table(&Style::stdout(), &["NAME"], &rows));
             })?;
         }
         CredentialsCommand::Delete { name } => {

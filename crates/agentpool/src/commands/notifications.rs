@@ -8,6 +8,7 @@ use super::{connect, print_done, print_json, print_list};
 use crate::cli::NotificationsCommand;
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
+use crate::output::{self, Style};
 
 /// The flags of `notifications put`, by the field each sets.
 const NOTIFICATION_FLAGS: Flags = &[
@@ -45,19 +46,21 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
         NotificationsCommand::List => {
             let list = client.list_notifications().await?;
             print_list(settings, &list, "notifications", |list| {
-                for n in list {
-                    // The URL is left out: its path or query may be the endpoint's secret.
-                    outln!("{}\t{}", n.name, n.spec.describe());
-                }
+                // The URL is left out: its path or query may be the endpoint's secret.
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|n| vec![n.name.clone(), n.spec.describe()])
+                    .collect();
+                out!("{}", output::table(&Style::stdout(), &["NAME", "TOLD OF"], &rows));
             })?;
         }
         NotificationsCommand::Show { name } => print_json(&client.get_notification(&name).await?)?,
         NotificationsCommand::Deliveries { name, limit } => {
             let list = client.list_deliveries(&name, limit).await?;
             print_list(settings, &list, "deliveries", |list| {
-                for d in list {
-                    outln!("{}", delivery_line(d));
-                }
+                let rows: Vec<Vec<String>> = list.iter().map(delivery_row).collect();
+                let head = ["ID", "CREATED", "EVENT", "TASK", "STATE"];
+                out!("{}", output::table(&Style::stdout(), &head, &rows));
             })?;
         }
         NotificationsCommand::Test { name } => {
@@ -90,7 +93,7 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
 }
 
 /// One delivery, a line: id, when, event, task, where it stands.
-fn delivery_line(d: &Delivery) -> String {
+fn delivery_row(d: &Delivery) -> Vec<String> {
     let plural = if d.attempts == 1 { "" } else { "s" };
     let standing = match d.state {
         DeliveryState::Delivered => format!("delivered ({} attempt{plural})", d.attempts),
@@ -104,11 +107,11 @@ fn delivery_line(d: &Delivery) -> String {
             _ => "pending".to_string(),
         },
     };
-    format!(
-        "{}\t{}\t{}\t{}\t{standing}",
-        d.id,
-        d.created_at.format("%Y-%m-%d %H:%M:%S"),
-        d.event,
-        d.task_id
-    )
+    vec![
+        d.id.to_string(),
+        d.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        d.event.to_string(),
+        d.task_id.to_string(),
+        standing,
+    ]
 }

@@ -7,6 +7,7 @@ use super::{connect, print_done, print_json, print_list};
 use crate::cli::{ProfilePutArgs, ProfilesCommand};
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
+use crate::output::{self, Style};
 
 pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -23,24 +24,21 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
         ProfilesCommand::List => {
             let list = client.list_profiles().await?;
             print_list(settings, &list, "profiles", |list| {
-                for p in list {
-                    let s = &p.settings;
-                    let mut parts = Vec::new();
-                    if let Some(m) = &s.model {
-                        parts.push(format!("model {m}"));
-                    }
-                    if !s.env.is_empty() {
-                        parts.push(format!(
-                            "env {}",
-                            s.env.keys().cloned().collect::<Vec<_>>().join(",")
-                        ));
-                    }
-                    if !s.mcp_servers.is_empty() {
-                        let names: Vec<_> = s.mcp_servers.keys().cloned().collect();
-                        parts.push(format!("mcp {}", names.join(",")));
-                    }
-                    outln!("{}\t{}", p.name, parts.join("  "));
-                }
+                // Variables by name only: a profile holds no secrets, but its values are long.
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| {
+                        let s = &p.settings;
+                        vec![
+                            p.name.clone(),
+                            s.model.clone().unwrap_or_default(),
+                            s.env.keys().cloned().collect::<Vec<_>>().join(","),
+                            s.mcp_servers.keys().cloned().collect::<Vec<_>>().join(","),
+                        ]
+                    })
+                    .collect();
+                let head = ["NAME", "MODEL", "ENV", "MCP SERVERS"];
+                out!("{}", output::table(&Style::stdout(), &head, &rows));
             })?;
         }
         ProfilesCommand::Show { name } => {

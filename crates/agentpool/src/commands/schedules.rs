@@ -8,6 +8,7 @@ use super::{connect, print_done, print_json, print_list};
 use crate::cli::{SchedulePutArgs, SchedulesCommand};
 use crate::config::Settings;
 use crate::exit::ExitCode;
+use crate::output::{self, Style};
 
 pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -28,11 +29,20 @@ pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Re
         SchedulesCommand::List => {
             let list = client.list_schedules().await?;
             print_list(settings, &list, "schedules", |list| {
-                for s in list {
-                    let zone = s.spec.time_zone.as_deref().unwrap_or("UTC");
-                    let last = s.last_message.as_deref().unwrap_or("not run yet");
-                    outln!("{}\t{} ({zone})\t{}\t{last}", s.name, s.spec.cron, next_words(s));
-                }
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        let zone = s.spec.time_zone.as_deref().unwrap_or("UTC");
+                        vec![
+                            s.name.clone(),
+                            format!("{} ({zone})", s.spec.cron),
+                            next_run(s),
+                            s.last_message.clone().unwrap_or_else(|| "not run yet".into()),
+                        ]
+                    })
+                    .collect();
+                let head = ["NAME", "WHEN", "NEXT RUN", "LAST RUN"];
+                out!("{}", output::table(&Style::stdout(), &head, &rows));
             })?;
         }
         SchedulesCommand::Show { name } => print_json(&client.get_schedule(&name).await?)?,
@@ -90,7 +100,15 @@ async fn set_paused(
 /// When it runs next, in words.
 fn next_words(s: &Schedule) -> String {
     match s.next_run_at {
-        Some(t) => format!("next run {}", t.format("%Y-%m-%d %H:%M UTC")),
+        Some(_) => format!("next run {}", next_run(s)),
+        None => next_run(s),
+    }
+}
+
+/// When it runs next, or why it does not.
+fn next_run(s: &Schedule) -> String {
+    match s.next_run_at {
+        Some(t) => t.format("%Y-%m-%d %H:%M UTC").to_string(),
         None if s.spec.paused => "paused".to_string(),
         None => "no run time comes".to_string(),
     }

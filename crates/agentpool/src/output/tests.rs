@@ -23,12 +23,17 @@ fn tables_align_columns_ignoring_colour_codes() {
     let t = table(
         &Style::plain(),
         &["A", "B"],
-        &[vec![style.red("x"), "1".into()], vec!["long".into(), "2".into()]],
+        &[
+            vec![style.red("x"), "1".into()],
+            vec!["long".into(), "2".into()],
+            vec!["y".into(), String::new()],
+        ],
     );
     let lines: Vec<&str> = t.lines().collect();
     assert_eq!(lines[0], "A     B");
     assert_eq!(lines[2], "long  2");
     assert_eq!(visible_width(lines[1]), "x     1".len());
+    assert_eq!(lines[3], "y", "an empty last cell leaves no trailing spaces");
 }
 
 fn ev(kind: EventKind, data: Value) -> Event {

@@ -84,7 +84,7 @@ fn a_notification_is_told_of_a_task_that_ends_signed_and_lists_its_delivery() {
     let o = pool.on_server(&["notifications", "list"]);
     assert_eq!(
         stdout(&o),
-        "ops\tsucceeded and failed tasks\n",
+        "NAME  TOLD OF\nops   succeeded and failed tasks\n",
         "no URL in the list"
     );
 
@@ -123,13 +123,14 @@ fn a_notification_is_told_of_a_task_that_ends_signed_and_lists_its_delivery() {
     assert_eq!(deliveries[0]["task_id"], body["task"]["id"]);
     assert_eq!(deliveries[0]["state"], "delivered");
     let o = pool.on_server(&["notifications", "deliveries", "ops"]);
-    let line = stdout(&o);
-    assert!(
-        line.contains(&format!(
-            "\ttask.succeeded\t{}\tdelivered (1 attempt)",
-            body["task"]["id"].as_str().unwrap()
-        )),
-        "{line}"
+    let list = stdout(&o);
+    assert!(list.starts_with("ID "), "{list}");
+    let row: Vec<&str> = list.lines().nth(1).unwrap().split_whitespace().collect();
+    let task = body["task"]["id"].as_str().unwrap();
+    assert_eq!(
+        row[3..],
+        ["task.succeeded", task, "delivered", "(1", "attempt)"],
+        "{list}"
     );
 
     assert_exit(&pool.on_server(&["notifications", "delete", "ops"]), 0);

@@ -56,12 +56,15 @@ fn a_schedule_is_put_listed_run_by_hand_paused_resumed_and_deleted() {
     );
     let o = pool.on_server(&["schedules", "list"]);
     assert_exit(&o, 0);
-    let line = stdout(&o);
-    assert!(
-        line.starts_with("notes\t0 6 * * 1-5 (Europe/Berlin)\tnext run "),
-        "{line}"
-    );
-    assert!(line.trim_end().ends_with("\tnot run yet"), "{line}");
+    let list = stdout(&o);
+    let lines: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "WHEN", "NEXT RUN", "LAST RUN"], "{list}");
+    assert_eq!(lines[1][..2], ["notes", "0 6 * * 1-5 (Europe/Berlin)"], "{list}");
+    assert!(lines[1][2].starts_with("20") && lines[1][2].ends_with(" UTC"), "{list}");
+    assert_eq!(lines[1][3], "not run yet", "{list}");
 
     // Run by hand: the id on stdout, and the worker runs it to a commit on the schedule's
     // branch.
