@@ -93,6 +93,49 @@ pub struct ScheduleList {
     pub schedules: Vec<Schedule>,
 }
 
+/// The parser of crontab's five fields: no seconds, no years.
+fn crontab() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// The five fields, with what each takes.
+const FIELDS: [(&str, &str); 5] = [
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7 or sun-sat"),
+];
+
+/// Why `cron` is not an expression, naming the field at fault: the parser's own words say
+/// neither which field nor what it takes ("Number out of bounds").
+fn explain(cron: &str, e: &croner::errors::CronError) -> String {
+    const FORM: &str = "minute hour day-of-month month day-of-week (e.g. \"0 6 * * 1-5\"), or @hourly, \
+                        @daily, @weekly, @monthly, @yearly";
+    let parts: Vec<&str> = cron.split_whitespace().collect();
+    if parts.len() != 5 {
+        if parts.first().is_some_and(|p| p.starts_with('@')) {
+            return format!("unknown nickname {:?}: use five fields, {FORM}", parts[0]);
+        }
+        return format!("{} fields, not five: use {FORM}", parts.len());
+    }
+    // Each field alone, the others `*`: the first that fails is the one at fault.
+    for (i, (name, takes)) in FIELDS.iter().enumerate() {
+        let mut probe = ["*"; 5];
+        probe[i] = parts[i];
+        if crontab().parse(&probe.join(" ")).is_err() {
+            return format!(
+                "the {name} field {:?} is not valid: it takes {takes}, lists (a,b), ranges (a-b) and steps (*/n)",
+                parts[i]
+            );
+        }
+    }
+    e.to_string().trim_end_matches('.').to_string()
+}
+
 /// A parsed cron expression in its time zone: the one thing that says when a schedule runs.
 #[derive(Debug, Clone)]
 pub struct When {
@@ -105,11 +148,7 @@ impl When {
     /// UTC when `None`). Errors name the field of a schedule they belong to.
     pub fn parse(cron: &str, time_zone: Option<&str>) -> Result<Self, Vec<ValidationError>> {
         let mut errs = Vec::new();
-        let parsed = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build()
-            .parse(cron.trim());
+        let parsed = crontab().parse(cron.trim());
         let cron = match parsed {
             Ok(c) if cron.len() <= 200 => Some(c),
             Ok(_) => {
@@ -117,13 +156,7 @@ impl When {
                 None
             }
             Err(e) => {
-                errs.push(ValidationError::new(
-                    "cron",
-                    format!(
-                        "{e}: use five fields (minute hour day-of-month month day-of-week, e.g. \
-                         \"0 6 * * 1-5\") or @hourly, @daily, @weekly, @monthly, @yearly"
-                    ),
-                ));
+                errs.push(ValidationError::new("cron", explain(cron, &e)));
                 None
             }
         };
@@ -289,10 +322,20 @@ mod tests {
         let e = When::parse("0 9 * *", Some("Mars/Olympus")).unwrap_err();
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["cron", "time_zone"]);
-        assert!(e[0].message.contains("five fields"), "{}", e[0].message);
+        assert_eq!(
+            e[0].message,
+            "4 fields, not five: use minute hour day-of-month month day-of-week (e.g. \"0 6 * * 1-5\"), \
+             or @hourly, @daily, @weekly, @monthly, @yearly"
+        );
         // Seconds and years are not crontab's.
         assert!(When::parse("0 0 9 * * *", None).is_err());
-        assert!(When::parse("61 * * * *", None).is_err());
+        // The field at fault is named, with what it takes.
+        let bad = |c: &str| When::parse(c, None).unwrap_err().remove(0).message;
+        assert!(bad("61 * * * *").starts_with("the minute field \"61\" is not valid: it takes 0-59"));
+        assert!(bad("0 25 * * *").starts_with("the hour field \"25\" is not valid: it takes 0-23"));
+        assert!(bad("0 3 32 * *").starts_with("the day-of-month field \"32\" is not valid"));
+        assert!(bad("0 3 * * mon-fry").starts_with("the day-of-week field \"mon-fry\" is not valid"));
+        assert!(bad("@nightly").starts_with("unknown nickname \"@nightly\": use five fields"));
     }
 
     #[test]

@@ -63,7 +63,10 @@ fn a_schedule_is_put_listed_run_by_hand_paused_resumed_and_deleted() {
         .collect();
     assert_eq!(lines[0], ["NAME", "WHEN", "NEXT RUN", "LAST RUN"], "{list}");
     assert_eq!(lines[1][..2], ["notes", "0 6 * * 1-5 (Europe/Berlin)"], "{list}");
-    assert!(lines[1][2].starts_with("20") && lines[1][2].ends_with(" UTC"), "{list}");
+    assert!(
+        lines[1][2].starts_with("20") && lines[1][2].ends_with(" UTC"),
+        "{list}"
+    );
     assert_eq!(lines[1][3], "not run yet", "{list}");
 
     // Run by hand: the id on stdout, and the worker runs it to a commit on the schedule's
