@@ -4,7 +4,7 @@
 use agentpool_core::project::ProjectSpec;
 
 use super::task_spec::{Flags, refused_by_flag};
-use super::{connect, print_done, print_json, print_list};
+use super::{connect, print_done, print_json, print_list, print_table};
 
 use crate::cli::{CredentialsCommand, ProjectsCommand, WorkersCommand};
 use crate::config::Settings;
@@ -114,23 +114,15 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
     match cmd {
         ProjectsCommand::List => {
             let ps = client.list_projects().await?;
-            print_list(settings, &ps, "projects", |ps| {
-                let rows: Vec<Vec<String>> = ps
-                    .iter()
-                    .map(|p| {
-                        vec![
-                            p.spec.name.clone(),
-                            p.spec.repo.clone(),
-                            p.spec.default_base.clone().unwrap_or_default(),
-                            p.spec.slots.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                            p.spec.default_agent.clone().unwrap_or_default(),
-                        ]
-                    })
-                    .collect();
-                out!(
-                    "{}",
-                    output::table(&out, &["NAME", "REPO", "BASE", "SLOTS", "AGENT"], &rows)
-                );
+            let head = ["NAME", "REPO", "BASE", "SLOTS", "AGENT"];
+            print_table(settings, &ps, "projects", &head, |p| {
+                vec![
+                    p.spec.name.clone(),
+                    p.spec.repo.clone(),
+                    p.spec.default_base.clone().unwrap_or_default(),
+                    p.spec.slots.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                    p.spec.default_agent.clone().unwrap_or_default(),
+                ]
             })?;
         }
         ProjectsCommand::Show { name } => {
@@ -272,10 +264,7 @@ pub async fn credentials(settings: &Settings, cmd: CredentialsCommand) -> anyhow
         }
         CredentialsCommand::List => {
             let names = client.list_credentials().await?;
-            print_list(settings, &names, "credentials", |names| {
-                let rows: Vec<Vec<String>> = names.iter().map(|n| vec![n.clone()]).collect();
-                out!("{}", output::table(&Style::stdout(), &["NAME"], &rows));
-            })?;
+            print_table(settings, &names, "credentials", &["NAME"], |n| vec![n.clone()])?;
         }
         CredentialsCommand::Delete { name } => {
             client.delete_credential(&name).await?;

@@ -98,6 +98,23 @@ pub fn print_list<T: serde::Serialize>(
     Ok(())
 }
 
+/// [`print_list`] as a headed table: one row of cells, under `head`, for each item.
+pub fn print_table<T: serde::Serialize>(
+    settings: &Settings,
+    items: &[T],
+    what: &str,
+    head: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<()> {
+    print_list(settings, items, what, |items| {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        out!(
+            "{}",
+            crate::output::table(&crate::output::Style::stdout(), head, &rows)
+        );
+    })
+}
+
 /// Up to `want` items, newest first, from the pages `page(cursor, size)` fetches (each at most
 /// `max_page` long, the API's limit), and whether there are more: a list as long as the user
 /// asks for, not as long as one page of the API allows. The last page asks for one item more

@@ -4,11 +4,10 @@
 use agentpool_core::notification::{Delivery, DeliveryState, NotificationSpec};
 
 use super::task_spec::{Flags, refused_by_flag};
-use super::{connect, print_done, print_json, print_list};
+use super::{connect, print_done, print_json, print_table};
 use crate::cli::NotificationsCommand;
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
-use crate::output::{self, Style};
 
 /// The flags of `notifications put`, by the field each sets.
 const NOTIFICATION_FLAGS: Flags = &[
@@ -45,23 +44,16 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
         }
         NotificationsCommand::List => {
             let list = client.list_notifications().await?;
-            print_list(settings, &list, "notifications", |list| {
-                // The URL is left out: its path or query may be the endpoint's secret.
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|n| vec![n.name.clone(), n.spec.describe()])
-                    .collect();
-                out!("{}", output::table(&Style::stdout(), &["NAME", "TOLD OF"], &rows));
+            // The URL is left out: its path or query may be the endpoint's secret.
+            print_table(settings, &list, "notifications", &["NAME", "TOLD OF"], |n| {
+                vec![n.name.clone(), n.spec.describe()]
             })?;
         }
         NotificationsCommand::Show { name } => print_json(&client.get_notification(&name).await?)?,
         NotificationsCommand::Deliveries { name, limit } => {
             let list = client.list_deliveries(&name, limit).await?;
-            print_list(settings, &list, "deliveries", |list| {
-                let rows: Vec<Vec<String>> = list.iter().map(delivery_row).collect();
-                let head = ["ID", "CREATED", "EVENT", "TASK", "STATE"];
-                out!("{}", output::table(&Style::stdout(), &head, &rows));
-            })?;
+            let head = ["ID", "CREATED", "EVENT", "TASK", "STATE"];
+            print_table(settings, &list, "deliveries", &head, delivery_row)?;
         }
         NotificationsCommand::Test { name } => {
             let r = client.ping_notification(&name).await?;

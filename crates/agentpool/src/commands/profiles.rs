@@ -3,11 +3,10 @@
 use agentpool_core::{AgentProfile, McpServer};
 use anyhow::Context;
 
-use super::{connect, print_done, print_json, print_list};
+use super::{connect, print_done, print_json, print_table};
 use crate::cli::{ProfilePutArgs, ProfilesCommand};
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
-use crate::output::{self, Style};
 
 pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -23,22 +22,16 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
         }
         ProfilesCommand::List => {
             let list = client.list_profiles().await?;
-            print_list(settings, &list, "profiles", |list| {
-                // Variables by name only: a profile holds no secrets, but its values are long.
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|p| {
-                        let s = &p.settings;
-                        vec![
-                            p.name.clone(),
-                            s.model.clone().unwrap_or_default(),
-                            s.env.keys().cloned().collect::<Vec<_>>().join(","),
-                            s.mcp_servers.keys().cloned().collect::<Vec<_>>().join(","),
-                        ]
-                    })
-                    .collect();
-                let head = ["NAME", "MODEL", "ENV", "MCP SERVERS"];
-                out!("{}", output::table(&Style::stdout(), &head, &rows));
+            // Variables by name only: a profile holds no secrets, but its values are long.
+            let head = ["NAME", "MODEL", "ENV", "MCP SERVERS"];
+            print_table(settings, &list, "profiles", &head, |p| {
+                let s = &p.settings;
+                vec![
+                    p.name.clone(),
+                    s.model.clone().unwrap_or_default(),
+                    s.env.keys().cloned().collect::<Vec<_>>().join(","),
+                    s.mcp_servers.keys().cloned().collect::<Vec<_>>().join(","),
+                ]
             })?;
         }
         ProfilesCommand::Show { name } => {

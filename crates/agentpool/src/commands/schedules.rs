@@ -4,11 +4,10 @@
 use agentpool_core::schedule::{Schedule, ScheduleSpec};
 
 use super::task_spec::{refused_schedule, spec_from};
-use super::{connect, print_done, print_json, print_list};
+use super::{connect, print_done, print_json, print_table};
 use crate::cli::{SchedulePutArgs, SchedulesCommand};
 use crate::config::Settings;
 use crate::exit::ExitCode;
-use crate::output::{self, Style};
 
 pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -28,21 +27,15 @@ pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Re
         }
         SchedulesCommand::List => {
             let list = client.list_schedules().await?;
-            print_list(settings, &list, "schedules", |list| {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|s| {
-                        let zone = s.spec.time_zone.as_deref().unwrap_or("UTC");
-                        vec![
-                            s.name.clone(),
-                            format!("{} ({zone})", s.spec.cron),
-                            next_run(s),
-                            s.last_message.clone().unwrap_or_else(|| "not run yet".into()),
-                        ]
-                    })
-                    .collect();
-                let head = ["NAME", "WHEN", "NEXT RUN", "LAST RUN"];
-                out!("{}", output::table(&Style::stdout(), &head, &rows));
+            let head = ["NAME", "WHEN", "NEXT RUN", "LAST RUN"];
+            print_table(settings, &list, "schedules", &head, |s| {
+                let zone = s.spec.time_zone.as_deref().unwrap_or("UTC");
+                vec![
+                    s.name.clone(),
+                    format!("{} ({zone})", s.spec.cron),
+                    next_run(s),
+                    s.last_message.clone().unwrap_or_else(|| "not run yet".into()),
+                ]
             })?;
         }
         SchedulesCommand::Show { name } => print_json(&client.get_schedule(&name).await?)?,
