@@ -445,9 +445,9 @@ pub trait Store:
     /// Of the projects `projects` only, when given. What an autoscaler sizes a pool from: a
     /// task held back gains nothing from another worker.
     async fn runnable_now(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<TaskId>>;
-    /// The queued tasks, newest first, at most `limit`, with only what a pool is matched on
-    /// (labels, agent, when due): what queue statistics count, read without the tasks' specs.
-    /// Of the projects `projects` only, when given.
+    /// The queued tasks, at most `limit` of them in no set order, with only what a pool is
+    /// matched on (labels, agent, when due): what queue statistics count, read without the
+    /// tasks' specs or the finished history. Of the projects `projects` only, when given.
     async fn queued_shapes(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<QueuedShape>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
     /// [`Store::count_by_state`] of the tasks of these projects only.

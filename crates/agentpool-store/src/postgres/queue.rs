@@ -180,10 +180,19 @@ impl PgStore {
 
     /// The rows of [`crate::Store::queued_shapes`]: the columns a pool is matched on only.
     pub(super) async fn queued_rows(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<PgRow>> {
+        // Each part on its partial index (the claims' two, and waiting tasks'): every queued
+        // task, and none of the finished history.
         Ok(sqlx::query(
-            "SELECT id, labels::text AS labels, required_agent, run_after FROM tasks \
-             WHERE state = 'queued' AND ($1::text[] IS NULL OR project = ANY($1)) \
-             ORDER BY id DESC LIMIT $2",
+            "SELECT id, labels::text AS labels, required_agent, run_after FROM ( \
+               SELECT id, labels, required_agent, run_after, project FROM tasks \
+                 WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
+               UNION ALL \
+               SELECT id, labels, required_agent, run_after, project FROM tasks \
+                 WHERE state = 'queued' AND deps_pending = 0 AND constrained \
+               UNION ALL \
+               SELECT id, labels, required_agent, run_after, project FROM tasks \
+                 WHERE state = 'queued' AND deps_pending > 0) q \
+             WHERE $1::text[] IS NULL OR project = ANY($1) LIMIT $2",
         )
         .bind(projects)
         .bind(i64::from(limit))

@@ -79,10 +79,17 @@ impl SqliteStore {
         projects: Option<&[String]>,
         limit: u32,
     ) -> Result<Vec<sqlx::sqlite::SqliteRow>> {
+        // Each part on its partial index (the claim's, and waiting tasks'): every queued task,
+        // and none of the finished history.
         Ok(sqlx::query(
             "SELECT id, labels, required_agent, run_after FROM tasks \
-             WHERE state = 'queued' AND (?1 IS NULL OR project IN (SELECT value FROM json_each(?1))) \
-             ORDER BY id DESC LIMIT ?2",
+               WHERE state = 'queued' AND deps_pending = 0 \
+                 AND (?1 IS NULL OR project IN (SELECT value FROM json_each(?1))) \
+             UNION ALL \
+             SELECT id, labels, required_agent, run_after FROM tasks \
+               WHERE state = 'queued' AND deps_pending > 0 \
+                 AND (?1 IS NULL OR project IN (SELECT value FROM json_each(?1))) \
+             LIMIT ?2",
         )
         .bind(projects.map(|p| json(&p)).transpose()?)
         .bind(i64::from(limit))

@@ -97,7 +97,8 @@ async fn only_the_tasks_a_claim_could_take_now_are_runnable(h: Harness) {
 }
 
 /// What queue statistics read of each queued task: its labels, the agent it needs and when it
-/// is due; newest first, of some projects only when asked, and no more than asked.
+/// is due; every queued task (waiting for a dependency too), of some projects only when asked,
+/// and no more than asked.
 async fn queued_tasks_are_read_with_what_a_pool_is_matched_on(h: Harness) {
     h.project_with_slots("p", 1).await;
     let w = h.worker("w", &["command"], &[]).await;
@@ -117,16 +118,26 @@ async fn queued_tasks_are_read_with_what_a_pool_is_matched_on(h: Harness) {
         })
         .await;
     let of_p = h.submit(of("p", "a project's")).await;
+    let waiting = h
+        .submit(TaskSpec {
+            depends_on: vec![claimed],
+            ..cmd("after the claimed one")
+        })
+        .await;
 
     let all = h.store.queued_shapes(None, 100).await.unwrap();
-    let ids: Vec<TaskId> = all.iter().map(|q| q.id).collect();
-    assert_eq!(ids, [of_p, later, gpu], "the queued tasks, newest first");
-    assert_eq!(all[2].labels, labels(&[("gpu", "a100"), ("zone", "eu")]));
-    assert_eq!(all[2].agent.as_deref(), Some("codex"));
-    assert!(all[2].run_after <= h.clock.now());
-    assert!(all[1].labels.is_empty());
-    assert_eq!(all[1].agent.as_deref(), Some("command"));
-    assert_eq!(all[1].run_after.timestamp_millis(), in_an_hour.timestamp_millis());
+    let ids: HashSet<TaskId> = all.iter().map(|q| q.id).collect();
+    assert_eq!(ids, [gpu, later, of_p, waiting].into(), "the queued tasks");
+    let of = |id: TaskId| all.iter().find(|q| q.id == id).unwrap();
+    assert_eq!(of(gpu).labels, labels(&[("gpu", "a100"), ("zone", "eu")]));
+    assert_eq!(of(gpu).agent.as_deref(), Some("codex"));
+    assert!(of(gpu).run_after <= h.clock.now());
+    assert!(of(later).labels.is_empty());
+    assert_eq!(of(later).agent.as_deref(), Some("command"));
+    assert_eq!(
+        of(later).run_after.timestamp_millis(),
+        in_an_hour.timestamp_millis()
+    );
 
     let only_p = h
         .store
