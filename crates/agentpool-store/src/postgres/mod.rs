@@ -21,6 +21,7 @@ use crate::{Result, Scope, Shape, StoreConfig, StoreError, WorkSignal};
 
 mod enqueue;
 mod queue;
+mod reads;
 mod sql;
 
 use sql::{Sql, cols};

@@ -1,19 +1,19 @@
 //! The hot path on PostgreSQL: claims (one `UPDATE … SKIP LOCKED` statement for
 //! unconstrained tasks, a serialized step for branch locks and project slots), heartbeats and
-//! completions of many leases in one statement each, event appends, listing and purging.
+//! completions of many leases in one statement each, event appends and purging.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
-use agentpool_core::{Lease, Lifecycle, NewEvent, Task, TaskId, TaskResult, WorkerId};
+use agentpool_core::{Lease, Lifecycle, NewEvent, TaskId, TaskResult, WorkerId};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::{PgStore, cols, retry_transient, spend, tasks, uuids};
-use crate::common::{self, dur_ms, json, task};
-use crate::{ClaimFilter, Result, StoreError, TaskFilter};
+use super::{PgStore, retry_transient, spend, tasks, uuids};
+use crate::common::{self, dur_ms, json};
+use crate::{ClaimFilter, Result, StoreError};
 
 /// What a completion statement binds for `items`: their task ids, lease tokens and results.
 fn completion_arrays<'a>(
@@ -160,44 +160,6 @@ impl PgStore {
             self.signal.notify();
         }
         Ok(ok)
-    }
-
-    /// The rows of [`crate::Store::runnable_now`] before the branches and slots are counted.
-    pub(super) async fn runnable_candidates(
-        &self,
-        projects: Option<&[String]>,
-        limit: u32,
-        now: i64,
-    ) -> Result<Vec<PgRow>> {
-        Ok(sqlx::query(&self.sql.runnable)
-            .bind(now)
-            .bind(projects)
-            .bind(common::utc_day_start(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?)
-    }
-
-    /// The rows of [`crate::Store::queued_shapes`]: the columns a pool is matched on only.
-    pub(super) async fn queued_rows(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<PgRow>> {
-        // Each part on its partial index (the claims' two, and waiting tasks'): every queued
-        // task, and none of the finished history.
-        Ok(sqlx::query(
-            "SELECT id, labels::text AS labels, required_agent, run_after FROM ( \
-               SELECT id, labels, required_agent, run_after, project FROM tasks \
-                 WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
-               UNION ALL \
-               SELECT id, labels, required_agent, run_after, project FROM tasks \
-                 WHERE state = 'queued' AND deps_pending = 0 AND constrained \
-               UNION ALL \
-               SELECT id, labels, required_agent, run_after, project FROM tasks \
-                 WHERE state = 'queued' AND deps_pending > 0) q \
-             WHERE $1::text[] IS NULL OR project = ANY($1) LIMIT $2",
-        )
-        .bind(projects)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     async fn claim_constrained(&self, f: &ClaimFilter, max: i64, now: i64) -> Result<Vec<PgRow>> {
@@ -405,45 +367,6 @@ impl PgStore {
             }
         }
         Ok(())
-    }
-
-    pub(super) async fn list(&self, f: &TaskFilter) -> Result<Vec<Task>> {
-        let sql = format!(
-            "SELECT {} FROM tasks \
-             WHERE ($1::text IS NULL OR state = $1) \
-               AND ($2::text IS NULL OR project = $2) \
-               AND ($3::jsonb IS NULL OR labels @> $3::jsonb) \
-               AND ($4::text IS NULL OR worker_id = $4) \
-               AND ($5::uuid IS NULL OR id < $5) \
-               AND ($7::text IS NULL OR error_class = $7) \
-               AND ($8::text IS NULL OR left(idempotency_key, length($8)) = $8) \
-               AND ($9::text[] IS NULL OR project = ANY($9)) \
-               AND ($10::text IS NULL OR required_agent = $10) \
-             ORDER BY id DESC LIMIT $6",
-            cols("")
-        );
-        let label = f
-            .label
-            .as_ref()
-            .map(|(k, v)| json(&BTreeMap::from([(k.clone(), v.clone())])))
-            .transpose()?;
-        let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) };
-        sqlx::query(&sql)
-            .bind(f.state.map(|s| s.as_str()))
-            .bind(f.project.as_deref())
-            .bind(label)
-            .bind(f.worker.as_ref().map(|w| w.as_str()))
-            .bind(f.before.map(|b| b.0))
-            .bind(i64::from(limit))
-            .bind(f.error_class.map(|c| c.as_str()))
-            .bind(f.key_prefix.as_deref())
-            .bind(f.projects.as_deref())
-            .bind(f.agent.as_deref())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(task)
-            .collect()
     }
 
     /// Delete up to [`Self::PURGE_BATCH`] tasks finished before `cutoff`, with their

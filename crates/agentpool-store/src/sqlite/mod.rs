@@ -2,7 +2,8 @@
 //! writes never fight over the database lock inside the process, readers alongside. Claims run
 //! in `BEGIN IMMEDIATE` transactions; the work signal is in-process.
 //!
-//! What only SQLite does is in [`queue`] (enqueue, claim, heartbeat, complete, events, purge);
+//! What only SQLite does is in [`queue`] (enqueue, claim, heartbeat, complete, events, purge)
+//! and [`reads`] (task lists, the queued tasks queue statistics count);
 //! everything else is the shared code of [`crate::shared`], instantiated in [`registry`],
 //! [`tasks`] and [`store`].
 
@@ -18,6 +19,7 @@ use crate::{Result, StoreConfig, WorkSignal};
 
 mod pool;
 mod queue;
+mod reads;
 
 crate::shared::backend!(sqlx::Sqlite, SqliteStore, writer, reader);
 
