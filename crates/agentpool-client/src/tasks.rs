@@ -113,23 +113,22 @@ impl Client {
             .await
     }
 
-    /// Queue statistics for the workers with `labels` offering `agents` (any agent when
-    /// empty) and limited to `projects` (any task when empty): matching queued and running
-    /// work and those workers by status.
+    /// Queue statistics for the workers with `labels` (any labels when `None`) offering
+    /// `agents` (any agent when empty) and limited to `projects` (any task when empty):
+    /// matching queued and running work and those workers by status.
     pub async fn queue_stats(
         &self,
-        labels: &Labels,
+        labels: Option<&Labels>,
         agents: &[String],
         projects: &[String],
     ) -> Result<QueueStats> {
         let q = QueueStatsQuery {
-            labels: Some(
-                labels
-                    .iter()
+            labels: labels.map(|l| {
+                l.iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect::<Vec<_>>()
-                    .join(","),
-            ),
+                    .join(",")
+            }),
             agents: (!agents.is_empty()).then(|| agents.join(",")),
             projects: (!projects.is_empty()).then(|| projects.join(",")),
         };

@@ -12,7 +12,9 @@ use crate::{Labels, Worker, WorkerStatus};
 #[serde(deny_unknown_fields)]
 pub struct QueueStatsQuery {
     /// The pool's worker labels, `k=v` comma-separated: workers whose labels include all of
-    /// these are the pool's, and a queued task matches when its labels are a subset of them.
+    /// these are the pool's, and a queued task matches when its labels are a subset of them
+    /// (empty: workers with no labels, and tasks with none). Absent: every worker and every
+    /// queued task, whatever their labels.
     pub labels: Option<String>,
     /// Agents the pool offers, comma-separated; any agent when absent. Command tasks always
     /// match.
@@ -62,9 +64,10 @@ pub struct QueueStats {
 
 impl QueueStats {
     /// Statistics from the queued tasks' (labels, agent, due, runnable now) and every worker:
-    /// the one definition of "matches the pool", shared by the server and tests.
+    /// the one definition of "matches the pool", shared by the server and tests. No selector:
+    /// labels do not matter.
     pub fn compute<'a>(
-        selector: &Labels,
+        selector: Option<&Labels>,
         agents: &[String],
         queued: impl IntoIterator<Item = (&'a Labels, Option<&'a str>, bool, bool)>,
         workers: impl IntoIterator<Item = Worker>,
@@ -74,7 +77,7 @@ impl QueueStats {
             ..Self::default()
         };
         for (labels, agent, due, runnable) in queued {
-            let labels_ok = labels.iter().all(|(k, v)| selector.get(k) == Some(v));
+            let labels_ok = selector.is_none_or(|sel| labels.iter().all(|(k, v)| sel.get(k) == Some(v)));
             let agent_ok = match agent {
                 None => true,
                 Some(a) if a == crate::spec::COMMAND_AGENT => true,
@@ -91,7 +94,7 @@ impl QueueStats {
             }
         }
         for w in workers {
-            if !selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)) {
+            if selector.is_some_and(|sel| !sel.iter().all(|(k, v)| w.labels.get(k) == Some(v))) {
                 continue;
             }
             let c = &mut s.worker_counts;

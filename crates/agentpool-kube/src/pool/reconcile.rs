@@ -45,7 +45,7 @@ impl QueueApi for agentpool_client::Client {
         agents: &[String],
         projects: &[String],
     ) -> Result<QueueStats, String> {
-        agentpool_client::Client::queue_stats(self, labels, agents, projects)
+        agentpool_client::Client::queue_stats(self, Some(labels), agents, projects)
             .await
             .map_err(|e| e.to_string())
     }

@@ -57,7 +57,7 @@ impl Queue {
 
 /// The workers counted by status as the server counts them.
 fn recount(s: &mut QueueStats) {
-    let all = QueueStats::compute(&Labels::new(), &[], [], s.workers.clone());
+    let all = QueueStats::compute(Some(&Labels::new()), &[], [], s.workers.clone());
     s.worker_counts = all.worker_counts;
 }
 

@@ -27,7 +27,11 @@ pub async fn stats(
     Authorized(by, _): Authorized<Readers>,
     ApiQuery(q): ApiQuery<QueueStatsQuery>,
 ) -> ApiResult<Json<QueueStats>> {
-    let selector = parse_label_list(q.labels.as_deref().unwrap_or(""))
+    let selector = q
+        .labels
+        .as_deref()
+        .map(parse_label_list)
+        .transpose()
         .map_err(|e| ApiError::validation(vec![ValidationError::new("labels", e)]))?;
     let agents = comma_list(q.agents.as_deref());
     let projects = comma_list(q.projects.as_deref());
@@ -62,7 +66,7 @@ pub async fn stats(
     let now = store.time();
     let workers = store.list_workers().await?;
     Ok(Json(QueueStats::compute(
-        &selector,
+        selector.as_ref(),
         &agents,
         queued.iter().map(|t| {
             (

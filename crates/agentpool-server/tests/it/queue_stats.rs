@@ -1,8 +1,8 @@
 //! `GET /v1/queue/stats` over a real socket on both backends: queued tasks counted when their
 //! labels fit the pool's and their agent is offered (and as runnable when nothing holds them
 //! back), the pool's workers by status with their running tasks, a drained worker counted as
-//! draining, and a malformed selector refused; a pool limited to projects counts their tasks
-//! only.
+//! draining, everything when no selector is given, and a malformed selector refused; a pool
+//! limited to projects counts their tasks only.
 
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     sub.submit(&agent).await.unwrap();
 
     let s = wrk
-        .queue_stats(&pool, &["claude-code".to_string()], &[])
+        .queue_stats(Some(&pool), &["claude-code".to_string()], &[])
         .await
         .unwrap();
     assert_eq!((s.queued, s.queued_due, s.running), (3, 3, 0), "{s:#?}");
@@ -57,7 +57,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     then.depends_on = vec![first];
     sub.submit(&then).await.unwrap();
     let s = wrk
-        .queue_stats(&pool, &["claude-code".to_string()], &[])
+        .queue_stats(Some(&pool), &["claude-code".to_string()], &[])
         .await
         .unwrap();
     assert_eq!(
@@ -83,7 +83,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     wrk.drain_worker(&w1.id).await.unwrap();
 
     let s = wrk
-        .queue_stats(&pool, &["claude-code".to_string()], &[])
+        .queue_stats(Some(&pool), &["claude-code".to_string()], &[])
         .await
         .unwrap();
     assert_eq!(s.queued, 2, "{s:#?}");
@@ -93,6 +93,13 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     let mut ids: Vec<&str> = s.workers.iter().map(|w| w.id.as_str()).collect();
     ids.sort();
     assert_eq!(ids, vec!["web-0", "web-1"]);
+
+    // No selector at all: every queued task and every worker, whatever their labels (an
+    // empty one means workers with no labels).
+    let s = wrk.queue_stats(None, &[], &[]).await.unwrap();
+    assert_eq!((s.queued, s.running, s.worker_counts.online), (4, 1, 3), "{s:#?}");
+    let s = wrk.queue_stats(Some(&Labels::new()), &[], &[]).await.unwrap();
+    assert_eq!(s.queued, 2, "the tasks without labels: {s:#?}");
 
     // A malformed selector is refused with a code, not a count of everything.
     let r = reqwest::Client::new()
@@ -132,7 +139,7 @@ async fn a_pool_limited_to_projects_counts_their_tasks_only(backend: Backend) {
     let wrk = app.worker();
     let queued = async |c: &agentpool_client::Client, projects: &[&str]| {
         let projects: Vec<String> = projects.iter().map(|p| p.to_string()).collect();
-        c.queue_stats(&Labels::new(), &[], &projects)
+        c.queue_stats(Some(&Labels::new()), &[], &projects)
             .await
             .unwrap()
             .queued

@@ -207,13 +207,13 @@ async fn a_project_token_sees_and_acts_on_its_projects_tasks_only(backend: Backe
 
     // The queue's figures count its projects' tasks only.
     let stats = web_ci
-        .queue_stats(&Default::default(), &[], &[])
+        .queue_stats(Some(&Default::default()), &[], &[])
         .await
         .expect("stats");
     assert_eq!(stats.queued, 0, "web's one task was canceled");
     assert_eq!(
         admin
-            .queue_stats(&Default::default(), &[], &[])
+            .queue_stats(Some(&Default::default()), &[], &[])
             .await
             .expect("stats")
             .queued,

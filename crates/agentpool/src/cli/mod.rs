@@ -138,6 +138,10 @@ pub enum Command {
     /// Inspect and drain workers
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// The queue at a glance: queued tasks (due, able to run now), running tasks and workers by
+    /// status — of the whole pool, or of the workers a selector names (the figures a
+    /// WorkerPool is sized from)
+    Status(StatusArgs),
     /// Manage projects (named repository configurations)
     #[command(subcommand)]
     Projects(ProjectsCommand),
@@ -190,6 +194,7 @@ impl Command {
             | Self::Submit(_)
             | Self::Tasks(_)
             | Self::Workers(_)
+            | Self::Status(_)
             | Self::Projects(_)
             | Self::Credentials(_)
             | Self::Profiles(_)

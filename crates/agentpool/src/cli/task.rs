@@ -256,6 +256,22 @@ pub enum WorkersCommand {
     Drain { id: String },
 }
 
+/// `agentpool status`: which workers to count for; all of them when none is given.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Workers with this label only (repeatable), and the queued tasks they could run: those
+    /// whose labels they all have
+    #[arg(long = "label", value_name = "K=V", value_parser = super::parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Workers offering these agents only (comma separated): queued tasks needing another
+    /// agent are not counted (command tasks always are)
+    #[arg(long, value_name = "AGENT", value_delimiter = ',')]
+    pub agents: Vec<String>,
+    /// Queued tasks of these projects only (comma separated)
+    #[arg(long, value_name = "PROJECT", value_delimiter = ',')]
+    pub projects: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// Create or replace a schedule: a task (the flags of `submit`) submitted on a cron expression

@@ -13,6 +13,7 @@ mod probe;
 mod profiles;
 pub mod run_task;
 mod schedules;
+mod status;
 mod task_spec;
 mod tasks;
 mod tokens;
@@ -45,6 +46,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Submit(a) => tasks::submit(&settings, a).await,
         Command::Tasks(c) => tasks::tasks(&settings, c).await,
         Command::Workers(c) => admin::workers(&settings, c).await,
+        Command::Status(a) => status::status(&settings, a).await,
         Command::Projects(c) => admin::projects(&settings, c).await,
         Command::Credentials(c) => admin::credentials(&settings, c).await,
         Command::Profiles(c) => profiles::profiles(&settings, c).await,

@@ -20,6 +20,7 @@ mod run;
 mod schedules;
 mod schemathesis;
 mod serve;
+mod status;
 mod tls;
 mod tokens;
 mod usage;

@@ -1,0 +1,41 @@
+//! `agentpool status`: the queue and the workers at a glance, of the whole pool or of the
+//! workers a selector names, with what stands out; `--output json` is the queue stats.
+
+use crate::run::Pool;
+use crate::{assert_exit, json, stdout};
+
+#[test]
+fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work() {
+    let pool = Pool::start();
+    // No worker of the pool has this label: the task stays queued.
+    let o = pool.submit("true", &["--label", "pool=gpu"]);
+    assert_exit(&o, 0);
+
+    let o = pool.on_server(&["status"]);
+    assert_exit(&o, 0);
+    let text = stdout(&o);
+    assert!(text.starts_with("queued     1: 1 due, 1 can run now\n"), "{text}");
+    assert!(text.contains("\nrunning    0\n"), "{text}");
+
+    // For the workers that would take it: there are none.
+    let o = pool.on_server(&["status", "--label", "pool=gpu", "--agents", "codex"]);
+    assert_exit(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "for        workers labelled pool=gpu; offering codex\n\
+         queued     1: 1 due, 1 can run now\n\
+         running    0\n\
+         workers    0 online (0 busy, 0 idle), 0 of 0 slots free\n\
+         no worker is online: 1 task(s) that could run wait for one\n"
+    );
+    // Workers labelled otherwise see nothing to do.
+    let o = pool.json_of(&["status", "--label", "pool=cpu"]);
+    assert_exit(&o, 0);
+    let stats = json(&o);
+    assert_eq!(stats["queued"], 0);
+    assert_eq!(stats["queued_runnable"], 0);
+
+    // A bad selector is refused in one line.
+    let o = pool.on_server(&["status", "--label", "nope"]);
+    assert_exit(&o, 2);
+}
