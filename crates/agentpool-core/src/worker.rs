@@ -26,6 +26,39 @@ crate::enum_names!(WorkerStatus, UnknownWorkerStatus("worker status") {
     Unhealthy => "unhealthy",
 });
 
+/// What a task needs of a worker: the agent it runs (none: any worker), labels the worker must
+/// all have, and its project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Needs<'a> {
+    pub agent: Option<&'a str>,
+    pub labels: &'a Labels,
+    pub project: Option<&'a str>,
+}
+
+impl Needs<'_> {
+    /// Whether a worker with `labels`, offering the agents `offers` says yes to and limited to
+    /// `projects` (empty: any task, of a project or of none), could take the task: the claim's
+    /// own rule.
+    pub fn met_by(&self, offers: impl Fn(&str) -> bool, labels: &Labels, projects: &[String]) -> bool {
+        self.agent.is_none_or(offers)
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && (projects.is_empty() || self.project.is_some_and(|p| projects.iter().any(|x| x == p)))
+    }
+}
+
+impl Worker {
+    /// Whether this worker takes tasks now (idle or busy: not draining, unhealthy or offline)
+    /// and could take one that `needs` this.
+    pub fn takes(&self, needs: &Needs<'_>) -> bool {
+        matches!(self.status, WorkerStatus::Idle | WorkerStatus::Busy)
+            && needs.met_by(
+                |a| self.agents.iter().any(|x| x.name == a),
+                &self.labels,
+                &self.projects,
+            )
+    }
+}
+
 /// An agent CLI a worker has, with the version it reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentInfo {
@@ -120,5 +153,78 @@ impl CacheStats {
 impl Worker {
     pub fn agent_names(&self) -> Vec<String> {
         self.agents.iter().map(|a| a.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(agents: &[&str], labels: &[(&str, &str)], projects: &[&str], status: WorkerStatus) -> Worker {
+        Worker {
+            id: WorkerId::parse("w").unwrap(),
+            hostname: "h".into(),
+            version: "v".into(),
+            agents: agents
+                .iter()
+                .map(|a| AgentInfo {
+                    name: a.to_string(),
+                    version: None,
+                })
+                .collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            slots: 1,
+            projects: projects.iter().map(|p| p.to_string()).collect(),
+            status,
+            status_message: None,
+            running: 0,
+            registered_at: chrono::Utc::now(),
+            last_heartbeat_at: chrono::Utc::now(),
+            cache: None,
+        }
+    }
+
+    #[test]
+    fn a_worker_takes_what_it_offers_with_all_the_labels_of_its_projects_while_it_takes_tasks() {
+        let gpu: Labels = [("gpu".to_string(), "a100".to_string())].into();
+        let needs = Needs {
+            agent: Some("codex"),
+            labels: &gpu,
+            project: Some("web"),
+        };
+        let w = worker(
+            &["codex"],
+            &[("gpu", "a100"), ("zone", "eu")],
+            &[],
+            WorkerStatus::Busy,
+        );
+        assert!(w.takes(&needs));
+        assert!(!worker(&["claude-code"], &[("gpu", "a100")], &[], WorkerStatus::Idle).takes(&needs));
+        assert!(
+            !worker(&["codex"], &[], &[], WorkerStatus::Idle).takes(&needs),
+            "a label missing"
+        );
+        assert!(worker(&["codex"], &[("gpu", "a100")], &["web"], WorkerStatus::Idle).takes(&needs));
+        assert!(!worker(&["codex"], &[("gpu", "a100")], &["api"], WorkerStatus::Idle).takes(&needs));
+        // A worker limited to projects never takes a task of none.
+        let no_project = Needs {
+            project: None,
+            ..needs
+        };
+        assert!(!worker(&["codex"], &[("gpu", "a100")], &["web"], WorkerStatus::Idle).takes(&no_project));
+        // Only a worker that claims: not draining, unhealthy or offline.
+        for status in [
+            WorkerStatus::Draining,
+            WorkerStatus::Unhealthy,
+            WorkerStatus::Offline,
+        ] {
+            assert!(
+                !worker(&["codex"], &[("gpu", "a100")], &[], status).takes(&needs),
+                "{status:?}"
+            );
+        }
     }
 }

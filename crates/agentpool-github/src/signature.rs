@@ -8,7 +8,10 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The header value GitHub sends for `body` under `secret`: `sha256=<hex>`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    #[allow(clippy::expect_used, reason = "HMAC takes keys of any length: this cannot fail")]
+    #[allow(
+        clippy::expect_used,
+        reason = "HMAC takes keys of any length: this cannot fail"
+    )]
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
     let bytes = mac.finalize().into_bytes();

@@ -144,6 +144,7 @@ pub struct QueuedShape {
     pub labels: agentpool_core::Labels,
     /// The agent it needs (`command` for a command task); none when any will do.
     pub agent: Option<String>,
+    pub project: Option<String>,
     /// When it may run.
     pub run_after: agentpool_core::Timestamp,
 }
@@ -446,7 +447,7 @@ pub trait Store:
     /// task held back gains nothing from another worker.
     async fn runnable_now(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<TaskId>>;
     /// The queued tasks, at most `limit` of them in no set order, with only what a pool is
-    /// matched on (labels, agent, when due): what queue statistics count, read without the
+    /// matched on (labels, agent, project, when due): what queue statistics count, read without the
     /// tasks' specs or the finished history. Of the projects `projects` only, when given.
     async fn queued_shapes(&self, projects: Option<&[String]>, limit: u32) -> Result<Vec<QueuedShape>>;
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;

@@ -14,7 +14,7 @@ mod worker;
 
 pub use bulk::{BulkCancel, BulkCanceled, BulkRetried, BulkRetry, MAX_BULK_TASKS, Skipped, checked_ids};
 pub use error::{ErrorBody, ErrorDetail, Health};
-pub use pools::{QueueStats, QueueStatsQuery, WorkerCounts, parse_label_list};
+pub use pools::{QueueStats, QueueStatsQuery, QueuedTask, WorkerCounts, parse_label_list};
 pub use projects::{
     BuildRequest, CreateAndBuild, CreatedBuild, CredentialList, CredentialValue, ProjectList,
 };

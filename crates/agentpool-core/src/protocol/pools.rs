@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+
+use crate::worker::Needs;
 use crate::{Labels, Worker, WorkerStatus};
 
 /// `GET /v1/queue/stats?labels=k=v,…&agents=a,…&projects=p,…`.
@@ -54,6 +57,11 @@ pub struct QueueStats {
     /// from `queued_due`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_runnable: Option<u64>,
+    /// Of the queued tasks, the ones none of the pool's workers taking tasks now (idle or
+    /// busy) could take: none offers their agent with all their labels and takes their
+    /// project. They wait for a worker that does. Absent from a server that does not count it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_no_worker: Option<u64>,
     /// Tasks the pool's workers hold a live lease on.
     pub running: u64,
     pub worker_counts: WorkerCounts,
@@ -62,37 +70,67 @@ pub struct QueueStats {
     pub workers: Vec<Worker>,
 }
 
+/// A queued task as [`QueueStats::compute`] counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct QueuedTask<'a> {
+    pub needs: Needs<'a>,
+    /// Its `run_after` has come.
+    pub due: bool,
+    /// A worker could claim it now (see [`QueueStats::queued_runnable`]).
+    pub runnable: bool,
+}
+
 impl QueueStats {
-    /// Statistics from the queued tasks' (labels, agent, due, runnable now) and every worker:
-    /// the one definition of "matches the pool", shared by the server and tests. No selector:
-    /// labels do not matter.
+    /// Statistics from the queued tasks and every worker: the one definition of "matches the
+    /// pool", shared by the server and tests. No selector: labels do not matter.
     pub fn compute<'a>(
         selector: Option<&Labels>,
         agents: &[String],
-        queued: impl IntoIterator<Item = (&'a Labels, Option<&'a str>, bool, bool)>,
+        queued: impl IntoIterator<Item = QueuedTask<'a>>,
         workers: impl IntoIterator<Item = Worker>,
     ) -> Self {
         let mut s = Self {
             queued_runnable: Some(0),
+            queued_no_worker: Some(0),
             ..Self::default()
         };
-        for (labels, agent, due, runnable) in queued {
-            let labels_ok = selector.is_none_or(|sel| labels.iter().all(|(k, v)| sel.get(k) == Some(v)));
-            let agent_ok = match agent {
+        s.count_workers(selector, workers);
+        // Whether a worker takes a task depends on its needs alone, and a queue has few kinds.
+        let mut taken: HashMap<Needs<'a>, bool> = HashMap::new();
+        for t in queued {
+            let labels_ok =
+                selector.is_none_or(|sel| t.needs.labels.iter().all(|(k, v)| sel.get(k) == Some(v)));
+            let agent_ok = match t.needs.agent {
                 None => true,
                 Some(a) if a == crate::spec::COMMAND_AGENT => true,
                 Some(a) => agents.is_empty() || agents.iter().any(|x| x == a),
             };
-            if labels_ok && agent_ok {
-                s.queued += 1;
-                if due {
-                    s.queued_due += 1;
-                }
-                if runnable && let Some(n) = s.queued_runnable.as_mut() {
-                    *n += 1;
-                }
+            if !(labels_ok && agent_ok) {
+                continue;
+            }
+            s.queued += 1;
+            if t.due {
+                s.queued_due += 1;
+            }
+            if t.runnable
+                && let Some(n) = s.queued_runnable.as_mut()
+            {
+                *n += 1;
+            }
+            let workers = &s.workers;
+            let some_worker = *taken
+                .entry(t.needs)
+                .or_insert_with(|| workers.iter().any(|w| w.takes(&t.needs)));
+            if !some_worker && let Some(n) = s.queued_no_worker.as_mut() {
+                *n += 1;
             }
         }
+        s
+    }
+
+    /// The pool's workers (those whose labels include the selector's), counted by status.
+    fn count_workers(&mut self, selector: Option<&Labels>, workers: impl IntoIterator<Item = Worker>) {
+        let s = self;
         for w in workers {
             if selector.is_some_and(|sel| !sel.iter().all(|(k, v)| w.labels.get(k) == Some(v))) {
                 continue;
@@ -112,7 +150,6 @@ impl QueueStats {
             }
             s.workers.push(w);
         }
-        s
     }
 }
 

@@ -1,7 +1,8 @@
 //! Queue statistics for one set of workers: what an autoscaler needs to size a pool (matching
 //! queued and running work, the pool's workers by status).
 
-use agentpool_core::protocol::{QueueStats, QueueStatsQuery, parse_label_list};
+use agentpool_core::protocol::{QueueStats, QueueStatsQuery, QueuedTask, parse_label_list};
+use agentpool_core::worker::Needs;
 use std::collections::HashSet;
 
 use agentpool_core::{TaskId, ValidationError};
@@ -68,13 +69,14 @@ pub async fn stats(
     Ok(Json(QueueStats::compute(
         selector.as_ref(),
         &agents,
-        queued.iter().map(|t| {
-            (
-                &t.labels,
-                t.agent.as_deref(),
-                t.run_after <= now,
-                runnable.contains(&t.id),
-            )
+        queued.iter().map(|t| QueuedTask {
+            needs: Needs {
+                agent: t.agent.as_deref(),
+                labels: &t.labels,
+                project: t.project.as_deref(),
+            },
+            due: t.run_after <= now,
+            runnable: runnable.contains(&t.id),
         }),
         workers,
     )))

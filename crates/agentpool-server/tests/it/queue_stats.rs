@@ -1,8 +1,9 @@
 //! `GET /v1/queue/stats` over a real socket on both backends: queued tasks counted when their
 //! labels fit the pool's and their agent is offered (and as runnable when nothing holds them
-//! back), the pool's workers by status with their running tasks, a drained worker counted as
-//! draining, everything when no selector is given, and a malformed selector refused; a pool
-//! limited to projects counts their tasks only.
+//! back, and as having no worker when none of the pool's that take tasks could), the pool's
+//! workers by status with their running tasks, a drained worker counted as draining,
+//! everything when no selector is given, and a malformed selector refused; a pool limited to
+//! projects counts their tasks only.
 
 use std::time::Duration;
 
@@ -87,6 +88,8 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(s.queued, 2, "{s:#?}");
+    // The pool's one worker taking tasks runs commands: the Claude Code task has none.
+    assert_eq!(s.queued_no_worker, Some(1), "{s:#?}");
     assert_eq!(s.running, 1);
     let c = &s.worker_counts;
     assert_eq!((c.online, c.draining, c.slots), (2, 1, 2), "{c:?}");
@@ -98,6 +101,8 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     // empty one means workers with no labels).
     let s = wrk.queue_stats(None, &[], &[]).await.unwrap();
     assert_eq!((s.queued, s.running, s.worker_counts.online), (4, 1, 3), "{s:#?}");
+    // Only the team=web command task has a worker (web-1 drains): not team=data, nor the agents.
+    assert_eq!(s.queued_no_worker, Some(3), "{s:#?}");
     let s = wrk.queue_stats(Some(&Labels::new()), &[], &[]).await.unwrap();
     assert_eq!(s.queued, 2, "the tasks without labels: {s:#?}");
 

@@ -58,9 +58,12 @@ impl Shape {
     /// Whether a worker with `labels`, offering the agents `offers` says yes to and limited
     /// to `projects` (empty: any), could run a task of this shape (the claim's own rule).
     pub(crate) fn fits(&self, offers: impl Fn(&str) -> bool, labels: &Labels, projects: &[String]) -> bool {
-        self.agent.as_deref().is_none_or(offers)
-            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && (projects.is_empty() || self.project.as_ref().is_some_and(|p| projects.contains(p)))
+        agentpool_core::worker::Needs {
+            agent: self.agent.as_deref(),
+            labels: &self.labels,
+            project: self.project.as_deref(),
+        }
+        .met_by(offers, labels, projects)
     }
 }
 

@@ -32,7 +32,7 @@ impl PgStore {
         // Each part on its partial index (the claims' two, and waiting tasks'): every queued
         // task, and none of the finished history.
         Ok(sqlx::query(
-            "SELECT id, labels::text AS labels, required_agent, run_after FROM ( \
+            "SELECT id, labels::text AS labels, required_agent, run_after, project FROM ( \
                SELECT id, labels, required_agent, run_after, project FROM tasks \
                  WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
                UNION ALL \

@@ -192,6 +192,7 @@ macro_rules! store_impl {
                             id: r.task_id("id")?,
                             labels,
                             agent: r.opt_text("required_agent")?,
+                            project: r.opt_text("project")?,
                             run_after: common::ts(r.big("run_after")?),
                         })
                     })

@@ -50,11 +50,11 @@ impl SqliteStore {
         // Each part on its partial index (the claim's, and waiting tasks'): every queued task,
         // and none of the finished history.
         Ok(sqlx::query(
-            "SELECT id, labels, required_agent, run_after FROM tasks \
+            "SELECT id, labels, required_agent, run_after, project FROM tasks \
                WHERE state = 'queued' AND deps_pending = 0 \
                  AND (?1 IS NULL OR project IN (SELECT value FROM json_each(?1))) \
              UNION ALL \
-             SELECT id, labels, required_agent, run_after FROM tasks \
+             SELECT id, labels, required_agent, run_after, project FROM tasks \
                WHERE state = 'queued' AND deps_pending > 0 \
                  AND (?1 IS NULL OR project IN (SELECT value FROM json_each(?1))) \
              LIMIT ?2",

@@ -1,7 +1,8 @@
 //! `agentpool status`: the queue at a glance, from `GET /v1/queue/stats` — queued tasks (due,
 //! able to run now), running tasks and workers by status, of the whole pool or of the workers
-//! a selector names, with a word on what stands out (work nobody can claim, more work that
-//! could run than free slots, workers that claim nothing).
+//! a selector names, with a word on what stands out (work no worker is online for or none
+//! offers what it needs, more work that could run than free slots, workers that claim
+//! nothing).
 
 use agentpool_core::Labels;
 use agentpool_core::protocol::QueueStats;
@@ -85,10 +86,20 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
         notes.push(format!(
             "no worker is online: {runnable} task(s) that could run wait for one"
         ));
-    } else if runnable > free {
+    } else {
+        // Tasks no worker takes would not start on more workers like these.
+        let for_these = runnable.saturating_sub(s.queued_no_worker.unwrap_or(0));
+        if for_these > free {
+            notes.push(format!(
+                "{for_these} task(s) could run now and {free} slot(s) are free: more workers would \
+                 start them sooner"
+            ));
+        }
+    }
+    if let Some(n) = s.queued_no_worker.filter(|n| *n > 0 && c.online > 0) {
         notes.push(format!(
-            "{runnable} task(s) could run now and {free} slot(s) are free: more workers would \
-             start them sooner"
+            "{n} queued task(s) need what no worker taking tasks offers (an agent, labels or a \
+             project): `agentpool tasks show ID` says which"
         ));
     }
     if c.unhealthy > 0 {
@@ -119,6 +130,7 @@ mod tests {
             queued,
             queued_due: due,
             queued_runnable: Some(runnable),
+            queued_no_worker: Some(0),
             running,
             worker_counts: counts,
             workers: Vec::new(),
@@ -167,8 +179,20 @@ mod tests {
             slots: 2,
             ..WorkerCounts::default()
         };
-        let text = render(&Style::plain(), &args(), &stats(0, 0, 0, 0, idle));
+        let text = render(&Style::plain(), &args(), &stats(0, 0, 0, 0, idle.clone()));
         assert_eq!(text.lines().count(), 3, "{text}");
+        // Work that no worker taking tasks could take.
+        let mut s = stats(3, 3, 3, 0, idle);
+        s.queued_no_worker = Some(3);
+        let text = render(&Style::plain(), &args(), &s);
+        assert!(
+            text.ends_with(
+                "workers    1 online (0 busy, 1 idle), 2 of 2 slots free\n\
+                 3 queued task(s) need what no worker taking tasks offers (an agent, labels or a \
+                 project): `agentpool tasks show ID` says which\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

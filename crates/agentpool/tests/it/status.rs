@@ -1,5 +1,6 @@
 //! `agentpool status`: the queue and the workers at a glance, of the whole pool or of the
-//! workers a selector names, with what stands out; `--output json` is the queue stats.
+//! workers a selector names, with what stands out (work no worker takes, or no worker is
+//! online for); `--output json` is the queue stats.
 
 use crate::run::Pool;
 use crate::{assert_exit, json, stdout};
@@ -16,6 +17,14 @@ fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work
     let text = stdout(&o);
     assert!(text.starts_with("queued     1: 1 due, 1 can run now\n"), "{text}");
     assert!(text.contains("\nrunning    0\n"), "{text}");
+    // The pool's worker (it registers before `up` says its URL) has no such label.
+    assert!(
+        text.ends_with(
+            "1 queued task(s) need what no worker taking tasks offers (an agent, labels or a \
+             project): `agentpool tasks show ID` says which\n"
+        ),
+        "{text}"
+    );
 
     // For the workers that would take it: there are none.
     let o = pool.on_server(&["status", "--label", "pool=gpu", "--agents", "codex"]);
