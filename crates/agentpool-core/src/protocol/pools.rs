@@ -57,11 +57,13 @@ pub struct QueueStats {
     /// from `queued_due`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_runnable: Option<u64>,
-    /// Of the queued tasks, the ones none of the pool's workers taking tasks now (idle or
-    /// busy) could take: none offers their agent with all their labels and takes their
-    /// project. They wait for a worker that does. Absent from a server that does not count it.
+    /// Of the runnable ones, those none of the pool's workers taking tasks now (idle or busy)
+    /// could take: none offers their agent with all their labels and takes their project.
+    /// They wait for a worker that does; the pods of a pool being alike, a larger pool would
+    /// not start them either once one of its workers takes tasks. Absent from a server that
+    /// does not count it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_no_worker: Option<u64>,
+    pub runnable_no_worker: Option<u64>,
     /// Tasks the pool's workers hold a live lease on.
     pub running: u64,
     pub worker_counts: WorkerCounts,
@@ -91,7 +93,7 @@ impl QueueStats {
     ) -> Self {
         let mut s = Self {
             queued_runnable: Some(0),
-            queued_no_worker: Some(0),
+            runnable_no_worker: Some(0),
             ..Self::default()
         };
         s.count_workers(selector, workers);
@@ -117,11 +119,14 @@ impl QueueStats {
             {
                 *n += 1;
             }
+            if !t.runnable {
+                continue;
+            }
             let workers = &s.workers;
             let some_worker = *taken
                 .entry(t.needs)
                 .or_insert_with(|| workers.iter().any(|w| w.takes(&t.needs)));
-            if !some_worker && let Some(n) = s.queued_no_worker.as_mut() {
+            if !some_worker && let Some(n) = s.runnable_no_worker.as_mut() {
                 *n += 1;
             }
         }

@@ -291,6 +291,15 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         ("ServerUnavailable", server_problem.clone()),
         ("PodsFailing", failing),
         ("WorkersUnhealthy", super::pods::unhealthy(&workers)),
+        (
+            "TasksNoWorkerTakes",
+            stats.as_ref().and_then(|(s, _)| scale::unservable(s)).map(|n| {
+                format!(
+                    "{n} runnable task(s) of the pool's need what none of its workers offers (an \
+                     agent its image lacks, a label, a project): they do not count towards its size"
+                )
+            }),
+        ),
     ]
     .into_iter()
     .filter_map(|(reason, p)| Some((reason, p?)))

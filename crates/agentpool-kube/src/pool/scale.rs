@@ -14,7 +14,9 @@ use super::objects::worker_id;
 /// queued ones a worker could claim now (not those waiting for a dependency, a branch or
 /// their project's slots or budget: more pods would not run them sooner), within `[min, max]`;
 /// the fixed count without autoscaling. A server that does not say which queued tasks are
-/// runnable is sized by the due ones.
+/// runnable is sized by the due ones. Once one of the pool's workers takes tasks, runnable
+/// tasks none of them could take ([`QueueStats::runnable_no_worker`]: an agent its pods do not
+/// have, say) are left out: its pods are alike, so another would not take them either.
 pub fn desired_replicas(spec: &WorkerPoolSpec, stats: Option<&QueueStats>) -> Option<i32> {
     if let Some(r) = spec.replicas {
         return Some(r.max(0));
@@ -22,10 +24,20 @@ pub fn desired_replicas(spec: &WorkerPoolSpec, stats: Option<&QueueStats>) -> Op
     let a = spec.autoscale.as_ref()?;
     let stats = stats?;
     let slots = u64::try_from(spec.slots_per_pod.max(1)).unwrap_or(1);
-    let queued = stats.queued_runnable.unwrap_or(stats.queued_due);
+    let mut queued = stats.queued_runnable.unwrap_or(stats.queued_due);
+    if let Some(n) = unservable(stats) {
+        queued = queued.saturating_sub(n);
+    }
     let needed = queued.saturating_add(stats.running);
     let pods = i32::try_from(needed.div_ceil(slots)).unwrap_or(i32::MAX);
     Some(pods.clamp(a.min.max(0), a.max.max(a.min.max(0))))
+}
+
+/// The runnable tasks none of the pool's workers could take, once one of them takes tasks (a
+/// pool with none taking tasks cannot tell: its first pod may take them).
+pub fn unservable(stats: &QueueStats) -> Option<u64> {
+    let taking = stats.worker_counts.idle + stats.worker_counts.busy;
+    stats.runnable_no_worker.filter(|n| *n > 0 && taking > 0)
 }
 
 /// One step toward the desired size.

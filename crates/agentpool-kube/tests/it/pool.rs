@@ -378,6 +378,41 @@ async fn the_pool_is_sized_by_the_queued_tasks_a_worker_could_run_now() {
     assert_eq!(s.pool().status.unwrap().runnable_tasks, None);
 }
 
+/// Runnable tasks none of the pool's workers could take (its image lacks their agent, say) do
+/// not grow it once a worker of it takes tasks — its pods are alike — and the pool says so;
+/// while none takes tasks they count, since its first pod may take them.
+#[tokio::test]
+async fn runnable_tasks_no_worker_of_the_pool_takes_do_not_grow_it_and_are_reported() {
+    let s = setup(autoscale(1, 10));
+    s.queue.set(6, Vec::new());
+    {
+        let mut st = s.queue.stats.lock().unwrap();
+        st.queued_runnable = Some(6);
+        st.runnable_no_worker = Some(6);
+    }
+    // No worker yet: 6 runnable = 3 pods of 2.
+    s.pass().await;
+    assert_eq!(s.replicas(), 3);
+    assert_eq!(s.condition("Degraded").0, "False");
+    // A worker is up and takes tasks: 4 of the 6 need what it lacks.
+    s.queue.set(6, vec![worker("agents-0", WorkerStatus::Idle, 0)]);
+    {
+        let mut st = s.queue.stats.lock().unwrap();
+        st.queued_runnable = Some(6);
+        st.runnable_no_worker = Some(4);
+    }
+    s.pass().await;
+    assert_eq!(
+        s.pool().status.unwrap().desired_replicas,
+        1,
+        "2 runnable it takes = 1 pod"
+    );
+    assert_eq!(
+        s.condition("Degraded"),
+        ("True".into(), "TasksNoWorkerTakes".into())
+    );
+}
+
 #[tokio::test]
 async fn the_pool_scales_up_with_its_queue_within_its_bounds() {
     let s = setup(autoscale(1, 4));

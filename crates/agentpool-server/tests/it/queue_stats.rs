@@ -89,7 +89,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
         .unwrap();
     assert_eq!(s.queued, 2, "{s:#?}");
     // The pool's one worker taking tasks runs commands: the Claude Code task has none.
-    assert_eq!(s.queued_no_worker, Some(1), "{s:#?}");
+    assert_eq!(s.runnable_no_worker, Some(1), "{s:#?}");
     assert_eq!(s.running, 1);
     let c = &s.worker_counts;
     assert_eq!((c.online, c.draining, c.slots), (2, 1, 2), "{c:?}");
@@ -102,7 +102,7 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     let s = wrk.queue_stats(None, &[], &[]).await.unwrap();
     assert_eq!((s.queued, s.running, s.worker_counts.online), (4, 1, 3), "{s:#?}");
     // Only the team=web command task has a worker (web-1 drains): not team=data, nor the agents.
-    assert_eq!(s.queued_no_worker, Some(3), "{s:#?}");
+    assert_eq!(s.runnable_no_worker, Some(3), "{s:#?}");
     let s = wrk.queue_stats(Some(&Labels::new()), &[], &[]).await.unwrap();
     assert_eq!(s.queued, 2, "the tasks without labels: {s:#?}");
 

@@ -88,7 +88,7 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
         ));
     } else {
         // Tasks no worker takes would not start on more workers like these.
-        let for_these = runnable.saturating_sub(s.queued_no_worker.unwrap_or(0));
+        let for_these = runnable.saturating_sub(s.runnable_no_worker.unwrap_or(0));
         if for_these > free {
             notes.push(format!(
                 "{for_these} task(s) could run now and {free} slot(s) are free: more workers would \
@@ -96,10 +96,10 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
             ));
         }
     }
-    if let Some(n) = s.queued_no_worker.filter(|n| *n > 0 && c.online > 0) {
+    if let Some(n) = s.runnable_no_worker.filter(|n| *n > 0 && c.online > 0) {
         notes.push(format!(
-            "{n} queued task(s) need what no worker taking tasks offers (an agent, labels or a \
-             project): `agentpool tasks show ID` says which"
+            "{n} task(s) that could run now need what no worker taking tasks offers (an agent, \
+             labels or a project): `agentpool tasks show ID` says which"
         ));
     }
     if c.unhealthy > 0 {
@@ -130,7 +130,7 @@ mod tests {
             queued,
             queued_due: due,
             queued_runnable: Some(runnable),
-            queued_no_worker: Some(0),
+            runnable_no_worker: Some(0),
             running,
             worker_counts: counts,
             workers: Vec::new(),
@@ -183,13 +183,13 @@ mod tests {
         assert_eq!(text.lines().count(), 3, "{text}");
         // Work that no worker taking tasks could take.
         let mut s = stats(3, 3, 3, 0, idle);
-        s.queued_no_worker = Some(3);
+        s.runnable_no_worker = Some(3);
         let text = render(&Style::plain(), &args(), &s);
         assert!(
             text.ends_with(
                 "workers    1 online (0 busy, 1 idle), 2 of 2 slots free\n\
-                 3 queued task(s) need what no worker taking tasks offers (an agent, labels or a \
-                 project): `agentpool tasks show ID` says which\n"
+                 3 task(s) that could run now need what no worker taking tasks offers (an agent, \
+                 labels or a project): `agentpool tasks show ID` says which\n"
             ),
             "{text}"
         );

@@ -20,8 +20,8 @@ fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work
     // The pool's worker (it registers before `up` says its URL) has no such label.
     assert!(
         text.ends_with(
-            "1 queued task(s) need what no worker taking tasks offers (an agent, labels or a \
-             project): `agentpool tasks show ID` says which\n"
+            "1 task(s) that could run now need what no worker taking tasks offers (an agent, \
+             labels or a project): `agentpool tasks show ID` says which\n"
         ),
         "{text}"
     );
