@@ -2,9 +2,9 @@
 //! queued and running and how busy the workers with given labels are — what an autoscaler of
 //! a worker pool sizes the pool from.
 
-use serde::{Deserialize, Serialize};
-
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::worker::Needs;
 use crate::{Labels, Worker, WorkerStatus};
@@ -114,13 +114,11 @@ impl QueueStats {
             if t.due {
                 s.queued_due += 1;
             }
-            if t.runnable
-                && let Some(n) = s.queued_runnable.as_mut()
-            {
-                *n += 1;
-            }
             if !t.runnable {
                 continue;
+            }
+            if let Some(n) = s.queued_runnable.as_mut() {
+                *n += 1;
             }
             let workers = &s.workers;
             let some_worker = *taken
