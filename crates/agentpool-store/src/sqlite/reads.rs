@@ -11,7 +11,7 @@ use crate::shared::claim::Candidates;
 use crate::{Result, TaskFilter};
 
 /// The queued constrained tasks any worker could claim now, checked as a claim checks them
-/// ([`super::queue::CLAIM_CANDIDATES`]): `?1` now, `?2` the projects (JSON; NULL for any), `?3`
+/// (`CLAIM_CANDIDATES` in [`super::queue`]): `?1` now, `?2` the projects (JSON; NULL for any), `?3`
 /// the start of the budget day, `?4` the limit.
 static RUNNABLE: LazyLock<String> = LazyLock::new(|| {
     Candidates {
