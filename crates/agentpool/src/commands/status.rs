@@ -4,8 +4,8 @@
 //! offers what it needs, more work that could run than free slots, workers that claim
 //! nothing).
 
-use agentpool_core::Labels;
 use agentpool_core::protocol::QueueStats;
+use agentpool_core::{Labels, WorkerStatus};
 
 use super::{connect, print_json};
 use crate::cli::StatusArgs;
@@ -45,15 +45,24 @@ fn render(style: &Style, a: &StatusArgs, s: &QueueStats) -> String {
             by_status.push(format!("{n} {what}"));
         }
     }
-    let free = u64::from(c.slots).saturating_sub(s.running);
+    // Only the slots of workers taking tasks can start one: not a draining or unhealthy one's.
+    let taking = s
+        .workers
+        .iter()
+        .filter(|w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy));
+    let (slots, free) = taking.fold((0u64, 0u64), |(slots, free), w| {
+        (
+            slots + u64::from(w.slots),
+            free + u64::from(w.slots.saturating_sub(w.running)),
+        )
+    });
     out.push_str(&output::field(
         style,
         "workers",
         &format!(
-            "{} online ({}), {free} of {} slots free",
+            "{} online ({}), {free} of {slots} slots free",
             c.online,
             by_status.join(", "),
-            c.slots
         ),
     ));
     for note in notes(s, runnable, free) {
@@ -113,7 +122,7 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use agentpool_core::protocol::WorkerCounts;
+    use agentpool_core::{Worker, WorkerId};
 
     use super::*;
 
@@ -125,34 +134,48 @@ mod tests {
         }
     }
 
-    fn stats(queued: u64, due: u64, runnable: u64, running: u64, counts: WorkerCounts) -> QueueStats {
+    fn worker(id: &str, status: WorkerStatus, slots: u32, running: u32) -> Worker {
+        Worker {
+            id: WorkerId::parse(id).unwrap(),
+            hostname: id.into(),
+            version: "0".into(),
+            agents: Vec::new(),
+            labels: Labels::new(),
+            slots,
+            projects: Vec::new(),
+            status,
+            status_message: None,
+            running,
+            registered_at: chrono::Utc::now(),
+            last_heartbeat_at: chrono::Utc::now(),
+            cache: None,
+        }
+    }
+
+    /// Statistics with these queued figures, the workers counted as the server counts them.
+    fn stats(queued: u64, due: u64, runnable: u64, workers: Vec<Worker>) -> QueueStats {
         QueueStats {
             queued,
             queued_due: due,
             queued_runnable: Some(runnable),
-            runnable_no_worker: Some(0),
-            running,
-            worker_counts: counts,
-            workers: Vec::new(),
+            ..QueueStats::compute(None, &[], [], workers)
         }
     }
 
     #[test]
     fn the_figures_and_what_stands_out() {
-        let counts = WorkerCounts {
-            online: 2,
-            idle: 0,
-            busy: 1,
-            draining: 0,
-            unhealthy: 1,
-            slots: 4,
-        };
-        let text = render(&Style::plain(), &args(), &stats(12, 9, 4, 3, counts));
+        let workers = vec![
+            worker("a", WorkerStatus::Busy, 2, 2),
+            worker("b", WorkerStatus::Busy, 2, 1),
+            worker("c", WorkerStatus::Unhealthy, 2, 0),
+            worker("d", WorkerStatus::Draining, 2, 1),
+        ];
+        let text = render(&Style::plain(), &args(), &stats(12, 9, 4, workers));
         assert_eq!(
             text,
             "queued     12: 9 due, 4 can run now\n\
-             running    3\n\
-             workers    2 online (1 busy, 0 idle, 1 unhealthy), 1 of 4 slots free\n\
+             running    4\n\
+             workers    4 online (2 busy, 0 idle, 1 draining, 1 unhealthy), 1 of 4 slots free\n\
              4 task(s) could run now and 1 slot(s) are free: more workers would start them sooner\n\
              1 unhealthy worker(s) claim nothing until they recover: see `agentpool workers list`\n"
         );
@@ -165,7 +188,7 @@ mod tests {
             agents: vec!["codex".into()],
             projects: Vec::new(),
         };
-        let text = render(&Style::plain(), &a, &stats(2, 2, 2, 0, WorkerCounts::default()));
+        let text = render(&Style::plain(), &a, &stats(2, 2, 2, Vec::new()));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "for        workers labelled gpu=a100; offering codex");
         assert_eq!(
@@ -173,16 +196,11 @@ mod tests {
             "no worker is online: 2 task(s) that could run wait for one"
         );
         // A quiet pool has nothing to say.
-        let idle = WorkerCounts {
-            online: 1,
-            idle: 1,
-            slots: 2,
-            ..WorkerCounts::default()
-        };
-        let text = render(&Style::plain(), &args(), &stats(0, 0, 0, 0, idle.clone()));
+        let idle = || vec![worker("a", WorkerStatus::Idle, 2, 0)];
+        let text = render(&Style::plain(), &args(), &stats(0, 0, 0, idle()));
         assert_eq!(text.lines().count(), 3, "{text}");
         // Work that no worker taking tasks could take.
-        let mut s = stats(3, 3, 3, 0, idle);
+        let mut s = stats(3, 3, 3, idle());
         s.runnable_no_worker = Some(3);
         let text = render(&Style::plain(), &args(), &s);
         assert!(
@@ -197,7 +215,7 @@ mod tests {
 
     #[test]
     fn an_older_server_is_read_by_its_due_tasks() {
-        let mut s = stats(5, 3, 0, 0, WorkerCounts::default());
+        let mut s = stats(5, 3, 0, Vec::new());
         s.queued_runnable = None;
         let text = render(&Style::plain(), &args(), &s);
         assert!(text.starts_with("queued     5: 3 due, 3 can run now\n"), "{text}");
