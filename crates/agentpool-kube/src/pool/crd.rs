@@ -156,6 +156,10 @@ pub struct WorkerPoolStatus {
     /// project slots and budget left): what the pool is sized by. Absent when the server does
     /// not say (the pool is then sized by the due ones).
     pub runnable_tasks: Option<i64>,
+    /// Of the runnable ones, those none of the pool's workers taking tasks could take (an agent
+    /// its image lacks, a label, a project): once one of them takes tasks, they are left out of
+    /// its size and `Degraded` says `TasksNoWorkerTakes`. Absent when the server does not say.
+    pub runnable_tasks_no_worker: Option<i64>,
     /// Tasks running on the pool's workers.
     pub running_tasks: i64,
     /// The pods' mirror caches, summed over the pool's online workers as they last reported.

@@ -125,8 +125,13 @@ impl Metrics {
         ] {
             self.pool.with_label_values(&[ns, pool, q]).set(v);
         }
-        if let Some(n) = s.runnable_tasks {
-            self.pool.with_label_values(&[ns, pool, "runnable_tasks"]).set(n);
+        for (q, v) in [
+            ("runnable_tasks", s.runnable_tasks),
+            ("runnable_tasks_no_worker", s.runnable_tasks_no_worker),
+        ] {
+            if let Some(n) = v {
+                self.pool.with_label_values(&[ns, pool, q]).set(n);
+            }
         }
         if let Some(c) = &s.cache {
             for (q, v) in [

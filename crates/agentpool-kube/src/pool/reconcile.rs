@@ -349,6 +349,9 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         runnable_tasks: s
             .and_then(|s| s.queued_runnable)
             .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        runnable_tasks_no_worker: s
+            .and_then(|s| s.runnable_no_worker)
+            .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         running_tasks: s.map_or(0, |s| i64::try_from(s.running).unwrap_or(i64::MAX)),
         // Without the server, the figures it last gave.
         cache: match &stats {

@@ -1,7 +1,7 @@
 //! The shipped alerting rules for Kubernetes (`deploy/prometheus/alerts.yaml`, group
 //! `agentpool-kubernetes`) select series the operator really exports: a scrape after a
-//! reconcile of a pool with an unhealthy worker has every metric, label and label value they
-//! name.
+//! reconcile of a pool with an unhealthy worker (and a server that counts runnable tasks no
+//! worker takes) has every metric, label and label value they name.
 
 use agentpool_core::WorkerStatus;
 use agentpool_testkit::alerts;
@@ -19,6 +19,7 @@ async fn the_operator_s_alerting_rules_select_series_it_exports() {
             worker("agents-1", WorkerStatus::Unhealthy, 0),
         ],
     );
+    s.queue.stats.lock().unwrap().runnable_no_worker = Some(0);
     s.pass().await;
     let scrape = s.ctx.metrics.render();
 

@@ -411,6 +411,14 @@ async fn runnable_tasks_no_worker_of_the_pool_takes_do_not_grow_it_and_are_repor
         s.condition("Degraded"),
         ("True".into(), "TasksNoWorkerTakes".into())
     );
+    assert_eq!(s.pool().status.unwrap().runnable_tasks_no_worker, Some(4));
+    assert!(
+        s.ctx
+            .metrics
+            .render()
+            .contains(r#"quantity="runnable_tasks_no_worker"} 4"#),
+        "the metric an alert watches"
+    );
 }
 
 #[tokio::test]
