@@ -151,6 +151,26 @@ impl CacheStats {
 }
 
 impl Worker {
+    /// The worker a registration makes at `now`, under `id`: idle, running nothing, its
+    /// registration's fields as given.
+    pub fn registered(reg: WorkerRegistration, id: WorkerId, now: Timestamp) -> Self {
+        Self {
+            id,
+            hostname: reg.hostname,
+            version: reg.version,
+            agents: reg.agents,
+            labels: reg.labels,
+            slots: reg.slots,
+            projects: reg.projects,
+            status: WorkerStatus::Idle,
+            status_message: None,
+            running: 0,
+            registered_at: now,
+            last_heartbeat_at: now,
+            cache: None,
+        }
+    }
+
     pub fn agent_names(&self) -> Vec<String> {
         self.agents.iter().map(|a| a.name.clone()).collect()
     }

@@ -164,4 +164,21 @@ mod tests {
             assert_eq!(line(args), want, "{args:?}");
         }
     }
+
+    /// The verbs of other tools reach `put`, which creates or replaces.
+    #[test]
+    fn put_answers_to_the_usual_other_verbs() {
+        for line in [
+            "credentials set git-token",
+            "projects create web --repo https://h/r.git --credential c",
+            "profiles create p --model m",
+            "schedules create s --cron @daily -c true",
+            "notifications create n --url https://h/hook",
+        ] {
+            let args = std::iter::once("agentpool").chain(line.split(' '));
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
 }

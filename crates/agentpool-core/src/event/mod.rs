@@ -198,7 +198,12 @@ impl Lifecycle {
             Self::Claimed { attempt, worker } => format!("attempt {attempt} on worker {worker}"),
             Self::WorkspaceReady { branch, base_sha, .. } => format!("work branch {branch} at {base_sha}"),
             Self::AgentStarted { agent } => format!("running {agent}"),
-            Self::ChecksStarted { round, checks } => format!("round {round}: {checks} checks"),
+            Self::ChecksStarted { round, checks } => {
+                format!(
+                    "round {round}: {checks} {}",
+                    if *checks == 1 { "check" } else { "checks" }
+                )
+            }
             Self::CheckFinished(run) => run.summary(),
             Self::FeedbackRound { round, failing, .. } => {
                 format!(

@@ -94,21 +94,11 @@ impl Connect for Fixed {
 }
 
 pub fn worker(id: &str, status: WorkerStatus, running: u32) -> Worker {
-    let now = chrono::Utc::now();
     Worker {
-        id: WorkerId::parse(id).unwrap(),
-        hostname: id.into(),
-        version: "0.1.0".into(),
-        agents: Vec::new(),
         labels: Labels::from([(LABEL_POOL.to_string(), "agents".to_string())]),
-        slots: 2,
-        projects: Vec::new(),
         status,
         running,
-        registered_at: now,
-        last_heartbeat_at: now,
-        status_message: None,
-        cache: None,
+        ..agentpool_testkit::worker::worker(id, &[], 2)
     }
 }
 

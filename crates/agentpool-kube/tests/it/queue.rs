@@ -139,22 +139,8 @@ impl WorkerApi for Queue {
         self.registrations
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.registered.lock().unwrap() = Some(reg.clone());
-        let now = chrono::Utc::now();
-        Ok(Worker {
-            id: reg.id.unwrap_or_else(|| WorkerId::parse("w").unwrap()),
-            hostname: reg.hostname,
-            version: reg.version,
-            agents: reg.agents,
-            labels: reg.labels,
-            slots: reg.slots,
-            projects: reg.projects,
-            status: WorkerStatus::Idle,
-            running: 0,
-            registered_at: now,
-            last_heartbeat_at: now,
-            status_message: None,
-            cache: None,
-        })
+        let id = reg.id.clone().unwrap_or_else(|| WorkerId::parse("w").unwrap());
+        Ok(Worker::registered(reg, id, chrono::Utc::now()))
     }
 
     async fn heartbeat(&self, _w: &WorkerId, req: HeartbeatRequest) -> Result<HeartbeatReply, ApiError> {

@@ -22,6 +22,7 @@ use crate::pipeline::{CancelCause, Pipeline, PipelineConfig, Report, TaskCancel}
 
 mod backoff;
 mod heartbeat;
+mod identity;
 mod recheck;
 mod shared;
 mod task;
@@ -34,8 +35,8 @@ use task::run_task;
 /// Everything a worker needs. Build with [`WorkerConfig::new`] and adjust fields.
 #[derive(Clone)]
 pub struct WorkerConfig {
-    /// Fixed id (so a restarted worker re-registers as itself); generated from the host name
-    /// when `None`.
+    /// Fixed id. When `None`, the id kept in the work directory's state for this host (made
+    /// there from the host name on first start), so a restarted worker re-registers as itself.
     pub id: Option<WorkerId>,
     pub hostname: String,
     pub labels: Labels,
@@ -168,10 +169,15 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
     let concurrency = config.concurrency.max(1);
-    let id = config
-        .id
-        .clone()
-        .unwrap_or_else(|| WorkerId::generate(&config.hostname));
+    // Held until the worker stops: the lock keeps a kept id this process's alone.
+    let identity = match &config.id {
+        Some(id) => identity::Identity {
+            id: id.clone(),
+            _lock: None,
+        },
+        None => identity::stable(&config.pipeline.state_dir, &config.hostname),
+    };
+    let id = identity.id.clone();
     // Command tasks run in the pipeline itself, so every worker takes them.
     let agents = crate::capabilities::agent_infos(&config.agents, crate::capabilities::VERSION_BUDGET).await;
     let reg = WorkerRegistration {

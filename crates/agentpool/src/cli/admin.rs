@@ -48,8 +48,8 @@ pub struct ProjectPutArgs {
     /// Agents this project's tasks may use (comma separated)
     #[arg(long, value_delimiter = ',')]
     pub allowed_agents: Vec<String>,
-    /// Stored credentials handed to this project's tasks (comma separated)
-    #[arg(long, value_delimiter = ',')]
+    /// Stored credentials handed to this project's tasks (comma separated, or repeated)
+    #[arg(long, alias = "credential", value_delimiter = ',')]
     pub credentials: Vec<String>,
     /// Check for tasks that name none (repeatable)
     #[arg(long = "check", value_name = "COMMAND")]
@@ -160,6 +160,7 @@ pub struct ProjectBuildArgs {
 #[derive(Debug, Subcommand)]
 pub enum CredentialsCommand {
     /// Store a credential; the value is read from stdin (or --from-env), never from a flag
+    #[command(alias = "set")]
     Put {
         name: String,
         /// Take the value from this environment variable
@@ -177,6 +178,7 @@ pub enum CredentialsCommand {
 #[derive(Debug, Subcommand)]
 pub enum ProfilesCommand {
     /// Create or replace a profile from a JSON file (the API's body) and/or flags
+    #[command(alias = "create")]
     Put(ProfilePutArgs),
     /// List profiles
     #[command(alias = "ls")]
@@ -288,7 +290,7 @@ impl TokenRole {
 #[derive(Debug, Subcommand)]
 pub enum NotificationsCommand {
     /// Create or replace a notification: a URL POSTed each task end it matches (JSON, signed)
-    #[command(after_help = super::NOTIFICATION_EXAMPLES)]
+    #[command(alias = "create", after_help = super::NOTIFICATION_EXAMPLES)]
     Put(NotificationPutArgs),
     /// List notifications
     #[command(alias = "ls")]

@@ -327,7 +327,9 @@ pub struct WorkerArgs {
     /// with a warning) [default: all installed, plus command]
     #[arg(long, value_delimiter = ',')]
     pub agents: Vec<String>,
-    /// Worker id (to re-register under the same id after a restart) [default: host name + suffix]
+    /// Worker id. A restarted worker re-registers under its id, and the server at once retries
+    /// what its previous life was running [default: host name + suffix, made on first start
+    /// and kept in the work dir for the next]
     #[arg(long, env = "AGENTPOOL_WORKER_ID")]
     pub id: Option<String>,
     /// Where workspaces and the git mirror cache live [default: <data dir>/work]

@@ -275,7 +275,7 @@ pub struct StatusArgs {
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// Create or replace a schedule: a task (the flags of `submit`) submitted on a cron expression
-    #[command(after_help = super::SCHEDULE_EXAMPLES)]
+    #[command(alias = "create", after_help = super::SCHEDULE_EXAMPLES)]
     Put(Box<SchedulePutArgs>),
     /// List schedules, with when each runs next and what its last run did
     #[command(alias = "ls")]

@@ -122,7 +122,7 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use agentpool_core::{Worker, WorkerId};
+    use agentpool_core::Worker;
 
     use super::*;
 
@@ -136,19 +136,9 @@ mod tests {
 
     fn worker(id: &str, status: WorkerStatus, slots: u32, running: u32) -> Worker {
         Worker {
-            id: WorkerId::parse(id).unwrap(),
-            hostname: id.into(),
-            version: "0".into(),
-            agents: Vec::new(),
-            labels: Labels::new(),
-            slots,
-            projects: Vec::new(),
             status,
-            status_message: None,
             running,
-            registered_at: chrono::Utc::now(),
-            last_heartbeat_at: chrono::Utc::now(),
-            cache: None,
+            ..agentpool_testkit::worker::worker(id, &[], slots)
         }
     }
 

@@ -12,14 +12,16 @@ fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
 }
 
-fn spawn_worker(env: &Env, url: &str, token: &str, id: &str) -> Child {
+fn spawn_worker(env: &Env, url: &str, token: &str, id: Option<&str>) -> Child {
     spawn_worker_with_stderr(env, url, token, id, Stdio::null())
 }
 
-/// `agentpool worker` (id `id`, heartbeats every second, command tasks) with its stderr.
-fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: &str, stderr: Stdio) -> Child {
+/// `agentpool worker` (id `id`, or the one kept in its work dir; heartbeats every second,
+/// command tasks) with its stderr.
+fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: Option<&str>, stderr: Stdio) -> Child {
     env.cmd()
-        .args(["worker", "--server", url, "--token", token, "--id", id])
+        .args(["worker", "--server", url, "--token", token])
+        .args(id.map(|id| ["--id", id]).into_iter().flatten())
         .args([
             "--allow-local-repos",
             "--heartbeat-secs",
@@ -97,7 +99,7 @@ fn short_leases_are_kept_by_heartbeats_and_expire_fast_when_the_worker_dies() {
     let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "5", "--maintenance-secs", "1"]);
     let url = server.url.clone();
     let id = submit(&env, &url, &admin, &repo, "sleep 1000");
-    let mut w = spawn_worker(&env, &url, &admin, "w1");
+    let mut w = spawn_worker(&env, &url, &admin, Some("w1"));
     wait_for("the task to run", Duration::from_secs(60), || {
         task(&env, &url, &admin, &id)["state"] == "running"
     });
@@ -127,7 +129,7 @@ fn a_worker_whose_token_is_revoked_stops_and_its_task_runs_again() {
     let url = server.url.clone();
     let pool = env.create_token(&sqlite_db(&env), "pool", "worker");
     let id = submit(&env, &url, &admin, &repo, "sleep 1000");
-    let mut w = spawn_worker_with_stderr(&env, &url, &pool, "w1", Stdio::piped());
+    let mut w = spawn_worker_with_stderr(&env, &url, &pool, Some("w1"), Stdio::piped());
     wait_for("the task to run", Duration::from_secs(60), || {
         task(&env, &url, &admin, &id)["state"] == "running"
     });
@@ -168,6 +170,18 @@ fn a_worker_whose_token_is_revoked_stops_and_its_task_runs_again() {
 /// its task back at once instead of after the lease.
 #[test]
 fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
+    restarted_worker_releases_its_previous_attempt_at_once(Some("w1"));
+}
+
+/// The same without `--id`: the worker keeps the id it made on its first start in its work
+/// dir, so its second life is the same worker (one in the list, not a new one and an offline
+/// one).
+#[test]
+fn a_worker_restarted_without_an_id_keeps_its_id_and_releases_its_previous_attempt_at_once() {
+    restarted_worker_releases_its_previous_attempt_at_once(None);
+}
+
+fn restarted_worker_releases_its_previous_attempt_at_once(worker_id: Option<&str>) {
     let env = Env::new();
     let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "600"]);
     let url = server.url.clone();
@@ -183,13 +197,13 @@ fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
                 .unwrap(),
         )
     };
-    let mut w = spawn_worker_with_stderr(&env, &url, &admin, "w1", log());
+    let mut w = spawn_worker_with_stderr(&env, &url, &admin, worker_id, log());
     wait_for("the task to run", Duration::from_secs(60), || {
         task(&env, &url, &admin, &id)["state"] == "running"
     });
     w.kill().unwrap();
     w.wait().unwrap();
-    let mut again = spawn_worker_with_stderr(&env, &url, &admin, "w1", log());
+    let mut again = spawn_worker_with_stderr(&env, &url, &admin, worker_id, log());
     // Released at registration (without it, the lease would hold the task for 10 minutes),
     // its attempt given back (the worker died, not the task), and run again on the new life.
     let t = wait_for_value("the second run", Duration::from_secs(120), || {
@@ -203,6 +217,19 @@ fn a_worker_restarted_under_its_id_releases_its_previous_attempt_at_once() {
     let first = &t["attempts_detail"][0];
     assert_eq!(first["error_class"], "LEASE_EXPIRED", "{t}");
     assert_eq!(t["attempts"], 1, "{t}");
+    // Both runs were one worker's, the only one the server knows.
+    let worker = &t["attempts_detail"][1]["worker_id"];
+    assert_eq!(&first["worker_id"], worker, "{t}");
+    if let Some(given) = worker_id {
+        assert_eq!(worker, given);
+    }
+    let o = env.run(&[
+        "--server", &url, "--token", &admin, "workers", "list", "-o", "json",
+    ]);
+    assert_exit(&o, 0);
+    let workers = json(&o);
+    let ids: Vec<_> = workers.as_array().unwrap().iter().map(|w| &w["id"]).collect();
+    assert_eq!(ids, [worker], "{workers:#}");
     let _ = again.kill();
     let _ = again.wait();
     drop(server);
@@ -223,7 +250,7 @@ fn a_follower_outlives_a_restart_of_the_server() {
         go.display()
     );
     let id = submit(&env, &url, &admin, &repo, &cmd);
-    let mut w = spawn_worker(&env, &url, &admin, "w1");
+    let mut w = spawn_worker(&env, &url, &admin, Some("w1"));
     let mut follower = env
         .cmd()
         .args(["--server", &url, "--token", &admin, "tasks", "logs", "-f", &id])

@@ -243,21 +243,11 @@ pub(super) fn worker_registration() -> Value {
 }
 
 pub(super) fn worker() -> Value {
-    let r = registration();
     v(Worker {
-        id: worker_id(),
-        hostname: r.hostname,
-        version: r.version,
-        agents: r.agents,
-        labels: r.labels,
-        slots: r.slots,
-        projects: r.projects,
         status: WorkerStatus::Unhealthy,
         status_message: Some(UNHEALTHY.into()),
-        running: 0,
-        registered_at: now(),
-        last_heartbeat_at: now(),
         cache: Some(cache_stats()),
+        ..Worker::registered(registration(), worker_id(), now())
     })
 }
 
