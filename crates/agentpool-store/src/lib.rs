@@ -54,12 +54,14 @@ mod schema;
 mod shared;
 pub mod sqlite;
 mod unavailable;
+mod views;
 
 pub use bell::WorkerBell;
 pub use dispatch::{ClaimWaiter, Wake};
 pub(crate) use dispatch::{HandOff, Reservation, Scope, Shape};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use views::{FinishedCount, QueuedShape, TaskFilter};
 
 /// Errors a store returns. `StaleLease` is distinct because callers map it to HTTP 409 and
 /// workers react to it by abandoning the task.
@@ -136,40 +138,6 @@ pub struct Failure {
 /// before that worker may claim it again: a cause its self-check cannot see would otherwise
 /// fail the task on the same worker, which is also the one most likely to claim it first.
 pub const GIVEN_BACK_GRACE: Duration = Duration::from_millis(common::GIVEN_BACK_GRACE_MS as u64);
-
-/// A queued task as [`Store::queued_shapes`] reads it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueuedShape {
-    pub id: TaskId,
-    pub labels: agentpool_core::Labels,
-    /// The agent it needs (`command` for a command task); none when any will do.
-    pub agent: Option<String>,
-    pub project: Option<String>,
-    /// When it may run.
-    pub run_after: agentpool_core::Timestamp,
-}
-
-/// Filters for listing tasks, newest first, paged by id.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TaskFilter {
-    pub state: Option<TaskState>,
-    pub project: Option<String>,
-    /// Only tasks of one of these projects (a project token's reach); `None`: any task.
-    pub projects: Option<Vec<String>>,
-    pub label: Option<(String, String)>,
-    pub worker: Option<WorkerId>,
-    /// Only tasks that need this agent (`command`: command tasks). An agent task that names
-    /// none (any worker's default) matches no agent.
-    pub agent: Option<String>,
-    /// Only tasks whose last attempt ended with this class.
-    pub error_class: Option<ErrorClass>,
-    /// Only tasks whose idempotency key starts with this (a schedule's tasks:
-    /// `agentpool_core::schedule::key_prefix`).
-    pub key_prefix: Option<String>,
-    /// Return tasks older than this id (the previous page's last id).
-    pub before: Option<TaskId>,
-    pub limit: u32,
-}
 
 /// A bearer token as stored: only its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -453,6 +421,15 @@ pub trait Store:
     async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>>;
     /// [`Store::count_by_state`] of the tasks of these projects only.
     async fn count_by_state_of(&self, projects: &[String]) -> Result<BTreeMap<TaskState, u64>>;
+    /// The tasks that ended at or after `since`, counted by state in intervals of `step` from
+    /// it (what a throughput chart draws), exactly, on the index of end times. Of the projects
+    /// `projects` only, when given.
+    async fn count_finished(
+        &self,
+        since: Timestamp,
+        step: Duration,
+        projects: Option<&[String]>,
+    ) -> Result<Vec<FinishedCount>>;
     /// Cancel: a queued task is canceled at once; a running one is flagged and its worker's
     /// bell rung (see [`Store::worker_bell`]).
     async fn cancel(&self, id: TaskId) -> Result<Task> {

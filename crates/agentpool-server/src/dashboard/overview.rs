@@ -3,16 +3,16 @@
 //! status (and by worker pool, for workers labelled `pool=NAME`). Rebuilt by the live stream
 //! when anything changes.
 //!
-//! The store answers list queries newest first; the per-hour figures are computed from bounded
-//! scans (at most [`SCAN_PAGES`] pages of [`SCAN_PAGE`] tasks each) and the per-queue ones from
-//! at most [`QUEUED_MAX`] queued tasks' labels and projects, so the page stays fast on a large
-//! database, and says so when a read was cut short.
+//! Every figure is read so that the page stays fast on a large database: the last hour's are
+//! counted by the store on its index of end times (exact, whatever the history), and the
+//! per-queue ones from at most [`QUEUED_MAX`] queued tasks' labels and projects; the page says
+//! so when that read was cut short.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use agentpool_core::{Task, TaskState, Timestamp, Worker, WorkerStatus};
-use agentpool_store::{TaskFilter, WaitReason};
+use agentpool_store::WaitReason;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
@@ -22,10 +22,8 @@ use super::error::DashResult;
 use super::html::{self, Nav, esc};
 use crate::auth::Caller;
 
-const SCAN_PAGE: u32 = 500;
 /// The most queued tasks counted by project and label; past that the figures are a floor.
 const QUEUED_MAX: u32 = 20_000;
-const SCAN_PAGES: usize = 4;
 /// Chart buckets over the last hour.
 const BUCKETS: usize = 12;
 const BUCKET_SECS: i64 = 300;
@@ -35,44 +33,12 @@ pub struct OverviewData {
     pub counts: BTreeMap<TaskState, u64>,
     /// (succeeded, failed) per bucket, oldest first.
     pub buckets: [(u64, u64); BUCKETS],
-    pub finished_scan_capped: bool,
     pub queue_by_project: BTreeMap<String, u64>,
     pub queue_by_label: BTreeMap<String, u64>,
     pub queued_seen: usize,
     pub queued_capped: bool,
     pub oldest: Option<(Task, Vec<WaitReason>)>,
     pub workers: Vec<Worker>,
-}
-
-/// Tasks in `state`, newest first, until one was created before `since` or the cap is hit.
-/// Returns the tasks and whether the cap cut the scan short.
-async fn scan(
-    dash: &Dash,
-    by: &Caller,
-    state: TaskState,
-    since: Option<Timestamp>,
-) -> DashResult<(Vec<Task>, bool)> {
-    let mut filter = TaskFilter {
-        state: Some(state),
-        limit: SCAN_PAGE,
-        ..TaskFilter::default()
-    };
-    by.limit(&mut filter);
-    let mut out = Vec::new();
-    for _ in 0..SCAN_PAGES {
-        let page = dash.app.store().list_tasks(&filter).await?;
-        let full = page.len() == SCAN_PAGE as usize;
-        let Some(last) = page.last() else {
-            return Ok((out, false));
-        };
-        filter.before = Some(last.id);
-        let reached_since = since.is_some_and(|s| last.created_at < s);
-        out.extend(page);
-        if !full || reached_since {
-            return Ok((out, false));
-        }
-    }
-    Ok((out, true))
 }
 
 /// The overview as `by` sees it: a project token's figures count its projects' tasks only.
@@ -84,23 +50,19 @@ pub async fn load(dash: &Dash, by: &Caller) -> DashResult<OverviewData> {
         Some(ps) => store.count_by_state_of(ps).await?,
     };
     let hour_ago = now - chrono::Duration::seconds(BUCKET_SECS * BUCKETS as i64);
-    // Tasks that finished in the last hour were, nearly always, created in the last few hours.
-    let since = now - chrono::Duration::hours(3);
+    let step = std::time::Duration::from_secs(BUCKET_SECS as u64);
     let mut buckets = [(0u64, 0u64); BUCKETS];
-    let mut finished_scan_capped = false;
-    for state in [TaskState::Succeeded, TaskState::Failed] {
-        let (tasks, capped) = scan(dash, by, state, Some(since)).await?;
-        finished_scan_capped |= capped;
-        for t in tasks {
-            let Some(f) = t.finished_at.filter(|f| *f >= hour_ago && *f <= now) else {
-                continue;
-            };
-            let i = ((f - hour_ago).num_seconds() / BUCKET_SECS).clamp(0, BUCKETS as i64 - 1) as usize;
-            if state == TaskState::Succeeded {
-                buckets[i].0 += 1;
-            } else {
-                buckets[i].1 += 1;
-            }
+    for c in store
+        .count_finished(hour_ago, step, by.projects.as_deref())
+        .await?
+    {
+        // A task that ended after `now` (another replica's clock, this read's own time) is in
+        // the last bucket.
+        let i = (c.interval as usize).min(BUCKETS - 1);
+        match c.state {
+            TaskState::Succeeded => buckets[i].0 += c.tasks,
+            TaskState::Failed => buckets[i].1 += c.tasks,
+            _ => {}
         }
     }
     // Only the columns counted, on the indexes of queued tasks (what queue stats read).
@@ -124,7 +86,6 @@ pub async fn load(dash: &Dash, by: &Caller) -> DashResult<OverviewData> {
         now,
         counts,
         buckets,
-        finished_scan_capped,
         queue_by_project,
         queue_by_label,
         queued_seen: queued.len(),
@@ -179,13 +140,8 @@ fn chart(d: &OverviewData) -> String {
     let max = d.buckets.iter().map(|(s, f)| s + f).max().unwrap_or(0).max(1);
     let (w, hgt, bw) = (360u64, 80u64, 30u64);
     let mut h = format!(
-        r#"<section aria-labelledby="tp-h"><h2 id="tp-h">Last hour</h2><p id="throughput"><strong>{ok}</strong> succeeded, <strong>{bad}</strong> failed{}</p>
+        r#"<section aria-labelledby="tp-h"><h2 id="tp-h">Last hour</h2><p id="throughput"><strong>{ok}</strong> succeeded, <strong>{bad}</strong> failed</p>
 <svg class="chart" viewBox="0 0 {w} {}" width="{w}" height="{}" role="img" aria-labelledby="tp-h throughput">"#,
-        if d.finished_scan_capped {
-            " (from the newest finished tasks only)"
-        } else {
-            ""
-        },
         hgt + 14,
         hgt + 14,
     );

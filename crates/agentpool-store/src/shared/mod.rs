@@ -19,6 +19,7 @@
 //! [`backend`] instantiates all of it in one go.
 
 pub(crate) mod claim;
+pub(crate) mod counts;
 pub(crate) mod github;
 pub(crate) mod handover;
 pub(crate) mod manual;
@@ -30,8 +31,8 @@ pub(crate) mod store;
 pub(crate) mod tasks;
 
 /// Instantiate the shared code for store `$store` on database `$db`, writing through the pool
-/// `self.$w` and reading through `self.$r`: the modules `registry`, `spend`, `tasks` and
-/// `manual` (queries), `store` (the [`crate::Store`] implementation), `handover` (new tasks
+/// `self.$w` and reading through `self.$r`: the modules `registry`, `spend`, `counts`, `tasks`
+/// and `manual` (queries), `store` (the [`crate::Store`] implementation), `handover` (new tasks
 /// handed to parked claimers), `github` (the GitHub bookkeeping), `schedules` and
 /// `notifications`.
 macro_rules! backend {
@@ -44,6 +45,11 @@ macro_rules! backend {
         /// Each project's reported spend per UTC day.
         mod spend {
             $crate::shared::spend::spend_queries!($db);
+        }
+
+        /// Counts of tasks by state and of the tasks that ended lately.
+        mod counts {
+            $crate::shared::counts::count_queries!($db);
         }
 
         /// Task queries shared by both backends.
@@ -63,7 +69,7 @@ macro_rules! backend {
 
         /// The [`Store`](crate::Store) implementation shared by both backends.
         mod store {
-            use super::{manual, registry, spend, tasks};
+            use super::{counts, manual, registry, spend, tasks};
             $crate::shared::store::store_impl!(super::$store, $w, $r);
         }
 

@@ -24,7 +24,7 @@ macro_rules! store_impl {
         use agentpool_core::worker::WorkerRegistration;
         use agentpool_core::{
             CacheStats, Event, Lease, NewEvent, Profile, Project, Task, TaskId, TaskResult, TaskSpec,
-            TaskState, Worker, WorkerId,
+            TaskState, Timestamp, Worker, WorkerId,
         };
         use async_trait::async_trait;
 
@@ -200,11 +200,21 @@ macro_rules! store_impl {
             }
 
             async fn count_by_state(&self) -> Result<BTreeMap<TaskState, u64>> {
-                tasks::count_by_state(&self.$r).await
+                counts::count_by_state(&self.$r).await
             }
 
             async fn count_by_state_of(&self, projects: &[String]) -> Result<BTreeMap<TaskState, u64>> {
-                tasks::count_by_state_of(&self.$r, projects).await
+                counts::count_by_state_of(&self.$r, projects).await
+            }
+
+            async fn count_finished(
+                &self,
+                since: Timestamp,
+                step: Duration,
+                projects: Option<&[String]>,
+            ) -> Result<Vec<$crate::FinishedCount>> {
+                let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX);
+                counts::count_finished(&self.$r, since, step_ms, projects).await
             }
 
             async fn cancel_many(

@@ -536,41 +536,6 @@ macro_rules! task_queries {
             .await?;
             rows.iter().map(|row| common::event_row(task, row)).collect()
         }
-
-        pub(crate) async fn count_by_state(r: &Pool<Db>) -> Result<BTreeMap<TaskState, u64>> {
-            let rows = sqlx::query("SELECT state, count(*) AS n FROM tasks GROUP BY state")
-                .fetch_all(r)
-                .await?;
-            let mut m: BTreeMap<TaskState, u64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-            add_counts(&mut m, &rows)?;
-            Ok(m)
-        }
-
-        /// [`count_by_state`] of the tasks of these projects: a query a project (a project
-        /// token names a few), each a scan as the unfiltered count is.
-        pub(crate) async fn count_by_state_of(
-            r: &Pool<Db>,
-            projects: &[String],
-        ) -> Result<BTreeMap<TaskState, u64>> {
-            let mut m: BTreeMap<TaskState, u64> = TaskState::ALL.into_iter().map(|s| (s, 0)).collect();
-            for p in projects {
-                let rows =
-                    sqlx::query("SELECT state, count(*) AS n FROM tasks WHERE project = $1 GROUP BY state")
-                        .bind(p)
-                        .fetch_all(r)
-                        .await?;
-                add_counts(&mut m, &rows)?;
-            }
-            Ok(m)
-        }
-
-        fn add_counts(m: &mut BTreeMap<TaskState, u64>, rows: &[<Db as sqlx::Database>::Row]) -> Result<()> {
-            for row in rows {
-                let n = u64::try_from(row.big("n")?).unwrap_or(0);
-                *m.entry(common::parse_state(&row.text("state")?)?).or_insert(0) += n;
-            }
-            Ok(())
-        }
     };
 }
 pub(crate) use task_queries;

@@ -6,6 +6,7 @@ mod harness;
 mod budget;
 mod cancel;
 mod cancellation;
+mod counts;
 mod deps;
 mod dispatch;
 mod events;

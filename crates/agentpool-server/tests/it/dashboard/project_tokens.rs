@@ -4,9 +4,12 @@
 //! workers of other projects could run says so.
 
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::{TaskSpec, TaskState};
+use std::time::Duration;
+
+use agentpool_core::{TaskResult, TaskSpec, TaskState};
 use agentpool_server::Role;
 use agentpool_server::auth::{TokenLimits, create_limited_token};
+use agentpool_store::ClaimFilter;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
@@ -138,6 +141,39 @@ async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+
+    // The last hour's chart counts its project's ends; an admin's counts every one. (The
+    // canceled task is in neither figure.)
+    let w = register(store, "w-1").await;
+    let filter = ClaimFilter {
+        worker_id: w.id.clone(),
+        agents: vec!["command".into()],
+        labels: Default::default(),
+        projects: Vec::new(),
+        max: 2,
+        lease_ttl: Duration::from_secs(60),
+    };
+    let claimed = store.claim(&filter).await.expect("claim");
+    assert_eq!(claimed.len(), 1, "the api task");
+    store
+        .complete(&w.id, claimed[0].lease, TaskResult::default())
+        .await
+        .expect("complete");
+    let throughput = |text: &str| {
+        let at = text.find(r#"<p id="throughput">"#).expect("throughput");
+        let rest = &text[at..];
+        rest[..rest.find("</p>").expect("end")].to_string()
+    };
+    let mine = get(&app, "/", Some(&me)).await;
+    assert_eq!(
+        throughput(&mine.text),
+        r#"<p id="throughput"><strong>0</strong> succeeded, <strong>0</strong> failed"#
+    );
+    let all = get(&app, "/", Some(&session(&app.tokens.admin))).await;
+    assert_eq!(
+        throughput(&all.text),
+        r#"<p id="throughput"><strong>1</strong> succeeded, <strong>0</strong> failed"#
+    );
 }
 
 async fn a_worker_limited_to_projects_is_shown_with_them(backend: Backend) {
