@@ -2,13 +2,11 @@
 //! back", not "failed", beside the attempt of the same number that then succeeded (on another
 //! worker, which gets a task given back first).
 
-use std::time::Duration;
-
 use agentpool_core::{ErrorClass, TaskResult, Worker};
-use agentpool_store::{ClaimFilter, Failure};
+use agentpool_store::Failure;
 use agentpool_testkit::db::Backend;
 
-use super::{enqueue_true, get, register, session};
+use super::{claim_commands, enqueue_true, get, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -26,15 +24,10 @@ async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
     let claim = |w: &Worker| {
         let (worker_id, store) = (w.id.clone(), store.clone());
         async move {
-            let filter = ClaimFilter {
-                worker_id,
-                agents: vec!["command".into()],
-                labels: Default::default(),
-                projects: Vec::new(),
-                max: 1,
-                lease_ttl: Duration::from_secs(60),
-            };
-            store.claim(&filter).await.expect("claim").remove(0).lease
+            claim_commands(store.as_ref(), &worker_id, 1)
+                .await
+                .remove(0)
+                .lease
         }
     };
     let failure = Failure {

@@ -435,6 +435,23 @@ pub(super) async fn enqueue_true(store: &dyn Store) -> agentpool_core::TaskId {
         .id
 }
 
+/// Claim up to `max` command tasks for `worker` straight from the store (a one-minute lease).
+pub(super) async fn claim_commands(
+    store: &dyn Store,
+    worker: &agentpool_core::WorkerId,
+    max: u32,
+) -> Vec<agentpool_core::protocol::ClaimedTask> {
+    let filter = agentpool_store::ClaimFilter {
+        worker_id: worker.clone(),
+        agents: vec!["command".into()],
+        labels: Labels::new(),
+        projects: Vec::new(),
+        max,
+        lease_ttl: std::time::Duration::from_secs(60),
+    };
+    store.claim(&filter).await.expect("claim")
+}
+
 pub(super) async fn register(store: &dyn Store, name: &str) -> agentpool_core::Worker {
     store
         .register_worker(WorkerRegistration {

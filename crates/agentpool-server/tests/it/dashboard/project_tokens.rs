@@ -4,17 +4,14 @@
 //! workers of other projects could run says so.
 
 use agentpool_core::project::ProjectSpec;
-use std::time::Duration;
-
 use agentpool_core::{TaskResult, TaskSpec, TaskState};
 use agentpool_server::Role;
 use agentpool_server::auth::{TokenLimits, create_limited_token};
-use agentpool_store::ClaimFilter;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
 use super::schedules::command_schedule;
-use super::{get, login, post, register, session};
+use super::{claim_commands, get, login, post, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -145,15 +142,7 @@ async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
     // The last hour's chart counts its project's ends; an admin's counts every one. (The
     // canceled task is in neither figure.)
     let w = register(store, "w-1").await;
-    let filter = ClaimFilter {
-        worker_id: w.id.clone(),
-        agents: vec!["command".into()],
-        labels: Default::default(),
-        projects: Vec::new(),
-        max: 2,
-        lease_ttl: Duration::from_secs(60),
-    };
-    let claimed = store.claim(&filter).await.expect("claim");
+    let claimed = claim_commands(store, &w.id, 2).await;
     assert_eq!(claimed.len(), 1, "the api task");
     store
         .complete(&w.id, claimed[0].lease, TaskResult::default())

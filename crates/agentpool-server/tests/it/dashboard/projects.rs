@@ -1,15 +1,12 @@
 //! The projects page says what each project spent today: against its daily budget when it has
 //! one, alone when it has none, and nothing for a project without either.
 
-use std::time::Duration;
-
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskResult, TaskSpec};
-use agentpool_store::ClaimFilter;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{get, register, session};
+use super::{claim_commands, get, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -40,15 +37,7 @@ async fn the_projects_page_shows_todays_spend_against_the_budget(backend: Backen
             })
             .await
             .expect("enqueue");
-        let filter = ClaimFilter {
-            worker_id: w.id.clone(),
-            agents: vec!["command".into()],
-            labels: Default::default(),
-            projects: Vec::new(),
-            max: 1,
-            lease_ttl: Duration::from_secs(60),
-        };
-        let lease = store.claim(&filter).await.expect("claim").remove(0).lease;
+        let lease = claim_commands(store.as_ref(), &w.id, 1).await.remove(0).lease;
         let result = TaskResult {
             cost_usd: Some(cost),
             ..TaskResult::default()
