@@ -216,7 +216,13 @@ pub fn tasks_table(style: &Style, tasks: &[Task]) -> String {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
-            let class = t.error_class.map(|c| style.red(c.as_str())).unwrap_or_default();
+            // A task still queued or running keeps the class of its last attempt's failure: it
+            // is what the retry follows, not what the task came to.
+            let class = match t.error_class {
+                Some(c) if t.state.is_finished() => style.red(c.as_str()),
+                Some(c) => style.dim(&format!("after {}", c.as_str())),
+                None => String::new(),
+            };
             vec![
                 t.id.to_string(),
                 style.state(t.state),

@@ -137,3 +137,33 @@ fn a_retried_tasks_attempts_say_what_each_cost_and_the_total() {
         "{shown}"
     );
 }
+
+/// The tasks table says a finished task's error class as its outcome, and a queued or running
+/// one's as what its retry follows.
+#[test]
+fn a_retrying_tasks_class_is_what_its_retry_follows() {
+    let now = Utc::now();
+    let task = |state: &str, class: Option<&str>| -> agentpool_core::Task {
+        serde_json::from_value(json!({
+            "id": agentpool_core::TaskId::new(), "spec": {"kind": "command", "command": "true"},
+            "state": state, "attempts": 1, "max_attempts": 3, "priority": 0,
+            "created_at": now, "updated_at": now, "run_after": now,
+            "error_class": class, "error_message": null
+        }))
+        .unwrap()
+    };
+    let shown = tasks_table(
+        &Style::plain(),
+        &[
+            task("running", Some("LEASE_EXPIRED")),
+            task("failed", Some("TIMEOUT")),
+            task("succeeded", None),
+        ],
+    );
+    let ends: Vec<_> = shown
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit("$ true").next().unwrap().trim())
+        .collect();
+    assert_eq!(ends, ["after LEASE_EXPIRED", "TIMEOUT", ""], "{shown}");
+}
