@@ -345,10 +345,13 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     }
     if let Some(c) = t.error_class {
         let msg = t.error_message.as_deref().unwrap_or("");
-        kv(
-            "error",
-            format!("{} {}", style.red(c.as_str()), truncate(msg, 200)),
-        );
+        // Until the task ends, the class is its last attempt's, which a retry follows.
+        let (key, class) = if t.state.is_finished() {
+            ("error", style.red(c.as_str()))
+        } else {
+            ("retrying", format!("after {}", style.yellow(c.as_str())))
+        };
+        kv(key, format!("{class} {}", truncate(msg, 200)));
     }
     if let Some(r) = &t.result {
         out.push_str(&result_lines(style, r));

@@ -113,13 +113,25 @@ pub fn render_state(d: &TaskDetail, usage: &UsageSum, session: &Session, now: Ti
         }
         h.push_str("</ul></section>");
     }
-    if let Some(class) = &t.error_class {
-        let _ = write!(
-            h,
-            r#"<p class="error" role="alert"><strong>✗ {}</strong> {}</p>"#,
-            esc(class.as_str()),
-            esc(t.error_message.as_deref().unwrap_or(""))
-        );
+    match &t.error_class {
+        Some(class) if t.state.is_finished() => {
+            let _ = write!(
+                h,
+                r#"<p class="error" role="alert"><strong>✗ {}</strong> {}</p>"#,
+                esc(class.as_str()),
+                esc(t.error_message.as_deref().unwrap_or(""))
+            );
+        }
+        // Until the task ends, the class is its last attempt's, which a retry follows.
+        Some(class) => {
+            let _ = write!(
+                h,
+                r#"<p class="retrying">Retrying after <strong>{}</strong> {}</p>"#,
+                esc(class.as_str()),
+                esc(t.error_message.as_deref().unwrap_or(""))
+            );
+        }
+        None => {}
     }
     h.push_str(&attempts(d));
     h.push_str(&usage_section(d, usage));

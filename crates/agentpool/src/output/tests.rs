@@ -166,4 +166,20 @@ fn a_retrying_tasks_class_is_what_its_retry_follows() {
         .map(|l| l.rsplit("$ true").next().unwrap().trim())
         .collect();
     assert_eq!(ends, ["after LEASE_EXPIRED", "TIMEOUT", ""], "{shown}");
+    // So does its detail.
+    let detail = |t| {
+        task_detail(
+            &Style::plain(),
+            &agentpool_core::protocol::TaskDetail {
+                task: t,
+                attempts_detail: Vec::new(),
+                waiting: Vec::new(),
+            },
+        )
+    };
+    let shown = detail(task("running", Some("LEASE_EXPIRED")));
+    assert!(shown.contains("\nretrying   after LEASE_EXPIRED"), "{shown}");
+    assert!(!shown.contains("\nerror"), "{shown}");
+    let shown = detail(task("failed", Some("TIMEOUT")));
+    assert!(shown.contains("\nerror      TIMEOUT"), "{shown}");
 }

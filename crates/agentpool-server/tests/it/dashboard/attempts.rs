@@ -47,6 +47,14 @@ async fn an_attempt_handed_back_reads_given_back(backend: Backend) {
         "queued again, its attempt given back:\n{}",
         page.text
     );
+    // What the retry follows, not an error the task came to.
+    assert!(
+        page.text.contains(
+            r#"<p class="retrying">Retrying after <strong>WORKER_ERROR</strong> could not run git</p>"#
+        ) && !page.text.contains(r#"role="alert""#),
+        "{}",
+        page.text
+    );
     app.store
         .complete(&w2.id, claim(&w2).await, TaskResult::default())
         .await
