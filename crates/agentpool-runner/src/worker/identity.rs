@@ -76,9 +76,10 @@ fn kept(state_dir: &Path, hostname: &str) -> std::io::Result<Option<Identity>> {
             _ => Err(e),
         };
     }
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    let id = match parse(&text, hostname) {
+    // Read as bytes: a damaged file is replaced below, not an error at every start.
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let id = match parse(&String::from_utf8_lossy(&bytes), hostname) {
         Some(id) => id,
         None => {
             let id = WorkerId::generate(hostname);
@@ -130,7 +131,7 @@ mod tests {
         let Identity { id: b, _lock } = b;
         drop(_lock);
         assert_eq!(stable(dir.path(), "host-b").id, b);
-        std::fs::write(dir.path().join(FILE), "not an id!\n").unwrap();
+        std::fs::write(dir.path().join(FILE), b"not an id!\n\xff\n").unwrap();
         let c = stable(dir.path(), "host-b").id;
         assert_ne!(c, b);
         assert_eq!(stable(dir.path(), "host-b").id, c);
