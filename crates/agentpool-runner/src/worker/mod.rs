@@ -272,6 +272,7 @@ pub async fn run_worker(
     let slots = Arc::new(Semaphore::new(concurrency as usize));
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = Backoff::new();
+    let mut drain_reported = false;
     loop {
         if shared.is_unhealthy() {
             // Stay registered (so operators see why) but take nothing until it recovers.
@@ -293,12 +294,34 @@ pub async fn run_worker(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        let claimed = tokio::select! {
-            r = api.claim(&shared.id, permits.len() as u32, config.claim_wait) => r,
-            _ = shutdown.cancelled() => break,
-            _ = server_drain.cancelled() => break,
+        let claim = api.claim(&shared.id, permits.len() as u32, config.claim_wait);
+        tokio::pin!(claim);
+        let answered = tokio::select! {
+            r = &mut claim => Some(r),
+            _ = shutdown.cancelled() => None,
+            _ = server_drain.cancelled() => None,
             _ = shared.refused_now.cancelled() => break,
             _ = shared.became_unhealthy() => continue,
+        };
+        let stopping = answered.is_none();
+        let claimed = match answered {
+            Some(r) => r,
+            None => {
+                // The claim under way may have been granted on the server already: its answer
+                // is awaited, so that a task it hands over runs (and drains with the rest)
+                // instead of waiting out its lease. Told of the drain, the server ends the
+                // poll at once.
+                if !server_drain.is_cancelled() && !drain_reported {
+                    drain_reported = true;
+                    report_drain(&shared).await;
+                }
+                tokio::select! {
+                    r = tokio::time::timeout(config.claim_wait + CLAIM_ANSWER_MARGIN, &mut claim) => {
+                        r.unwrap_or(Ok(Vec::new()))
+                    }
+                    _ = config.stop_now.cancelled() => Ok(Vec::new()),
+                }
+            }
         };
         match claimed {
             Ok(works) => {
@@ -329,6 +352,9 @@ pub async fn run_worker(
         }
         // Reap finished task handles so the set does not grow.
         while tasks.try_join_next().is_some() {}
+        if stopping {
+            break;
+        }
     }
 
     if let Some(why) = shared.refused.get() {
@@ -354,12 +380,8 @@ pub async fn run_worker(
     let all = concurrency as usize;
     let server_asked = server_drain.is_cancelled() && !shutdown.is_cancelled();
     tracing::info!(running = shared.lock_running().len(), "draining");
-    if !server_asked {
-        // Tell the server, so that operators see it and it stops counting on this worker. Best
-        // effort: the drain proceeds whether or not the server hears about it.
-        if let Err(e) = shared.api.drain(&shared.id).await {
-            tracing::warn!("could not report draining to the server: {e}");
-        }
+    if !server_asked && !drain_reported {
+        report_drain(&shared).await;
     }
     let grace = async {
         if server_asked {
@@ -416,6 +438,18 @@ pub async fn run_worker(
         "worker stopped"
     );
     Ok(summary)
+}
+
+/// How much longer than its long poll a claim under way is awaited when the worker stops.
+const CLAIM_ANSWER_MARGIN: Duration = Duration::from_secs(5);
+
+/// Tell the server this worker drains, so that operators see it, it stops counting on this
+/// worker and ends its waiting claim. Best effort: the drain proceeds whether or not the
+/// server hears about it.
+async fn report_drain(shared: &Shared) {
+    if let Err(e) = shared.api.drain(&shared.id).await {
+        tracing::warn!("could not report draining to the server: {e}");
+    }
 }
 
 async fn drain_wait(tasks: &mut tokio::task::JoinSet<()>) {

@@ -257,6 +257,9 @@ pub async fn claim(
     // claim and the wait is not missed. Dropping it on any return passes on a wake-up it was
     // handed and did not use.
     let mut waiter = (wait > 0).then(|| state.store().claim_waiter(&filter));
+    // A drain of this worker ends its wait at once: a worker that stops claiming awaits the
+    // answer of the claim it has under way (which may hand it a task), rather than drop it.
+    let mut bell = (wait > 0).then(|| state.store().worker_bell());
     loop {
         let claimed = state.store().claim(&filter).await?;
         if !claimed.is_empty() {
@@ -266,10 +269,22 @@ pub async fn claim(
             return Ok(Json(claim_response(&state, claimed, &filter).await).into_response());
         }
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(w) = waiter.as_mut().filter(|_| !remaining.is_zero()) else {
+        let (Some(w), Some(bell)) = (waiter.as_mut(), bell.as_mut()) else {
             return Ok(StatusCode::NO_CONTENT.into_response());
         };
+        if remaining.is_zero() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
         tokio::select! {
+            // Outlasts the waiter's own timeout, which decides when the wait is over.
+            rung = bell.wait_for(&filter.worker_id, remaining + Duration::from_secs(60)) => {
+                // From the store, not this replica's cache of workers: the drain just changed it.
+                let status = state.store().get_worker(&filter.worker_id).await?.map(|w| w.status);
+                if rung && !matches!(status, Some(WorkerStatus::Idle | WorkerStatus::Busy)) {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+                // Rung for something else (a cancel of a task it runs): claim again, wait on.
+            }
             wake = w.wait(remaining) => match wake {
                 Wake::Claim => {}
                 // A task submitted while this poll waited, handed over already claimed for

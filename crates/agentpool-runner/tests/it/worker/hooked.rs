@@ -20,6 +20,8 @@ pub trait Hooks: Send + Sync + 'static {
     async fn after_complete(&self) {}
     /// May change each claimed task before the worker sees it.
     fn claimed(&self, _work: &mut ClaimedWork) {}
+    /// Runs after the server answered a claim, before the worker learns of the answer.
+    async fn after_claim(&self, _claimed: &[ClaimedWork]) {}
 }
 
 /// The server's protocol (`inner`) seen through `hooks`.
@@ -51,6 +53,7 @@ impl<H: Hooks> WorkerApi for Hooked<H> {
         self.hooks.before()?;
         let mut claimed = self.inner.claim(w, max, wait).await?;
         claimed.iter_mut().for_each(|c| self.hooks.claimed(c));
+        self.hooks.after_claim(&claimed).await;
         Ok(claimed)
     }
     async fn append_events(&self, w: &WorkerId, t: TaskId, req: AppendEventsRequest) -> Result<(), ApiError> {

@@ -177,3 +177,56 @@ async fn a_drain_requested_by_the_server_stops_the_worker_after_its_tasks() {
         TaskState::Queued
     );
 }
+
+/// Stops the worker once the server answered its claim with a task, and hands the answer on
+/// only after the worker told the server it drains: the task was granted before the stop.
+struct StopWhileClaiming {
+    store: Arc<dyn Store>,
+    stop: CancellationToken,
+}
+
+#[async_trait]
+impl Hooks for StopWhileClaiming {
+    async fn after_claim(&self, claimed: &[ClaimedWork]) {
+        if claimed.is_empty() || self.stop.is_cancelled() {
+            return;
+        }
+        self.stop.cancel();
+        // Polled: the store offers no change feed for tests.
+        let w1 = WorkerId::parse("w1").unwrap();
+        loop {
+            let w = self.store.get_worker(&w1).await.unwrap();
+            if w.is_some_and(|w| w.status == agentpool_core::WorkerStatus::Draining) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A task the server hands to the claim under way as the worker is told to stop runs on that
+/// worker, which drains with it; the claim's answer is not dropped, leaving the task leased to
+/// a worker that never runs it until its lease expires.
+#[tokio::test]
+async fn a_task_granted_to_the_claim_under_way_at_a_stop_runs_before_the_worker_stops() {
+    let env = env().await;
+    let stop = CancellationToken::new();
+    let hooks = StopWhileClaiming {
+        store: env.store.clone(),
+        stop: stop.clone(),
+    };
+    // A lease far longer than the test: only the worker running it ends the task.
+    let slow = hooked(&env.store, Duration::from_secs(3600), hooks).await;
+    let task = enqueue_command(&env, "echo ran").await;
+    let cfg = config(&env, "w1", TOKEN);
+    let handle = tokio::spawn(run_worker(cfg, slow, stop.clone()));
+    let done = finished(&env.store, task.id).await;
+    assert_eq!(done.task.state, TaskState::Succeeded, "{done:#?}");
+    assert_eq!(done.attempts_detail.len(), 1, "{done:#?}");
+    let summary = tokio::time::timeout(Duration::from_secs(60), handle)
+        .await
+        .expect("worker stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.succeeded, 1);
+}

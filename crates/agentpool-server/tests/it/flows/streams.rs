@@ -135,6 +135,32 @@ async fn long_poll_returns_promptly_when_a_task_is_submitted(backend: Backend) {
     assert_eq!(state.waiting_claims(), 0);
 }
 
+/// A worker asked to drain while its claim waits gets the claim's answer (empty) at once,
+/// not after the wait: a worker that stops awaits the claim it has under way, which may
+/// hand it a task, rather than drop it.
+async fn a_waiting_claim_ends_when_its_worker_is_drained(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let state = app.state().clone();
+    let waiter = {
+        let (wrk, id) = (wrk.clone(), w.id.clone());
+        tokio::spawn(async move { wrk.claim(&id, 1, Duration::from_secs(60)).await })
+    };
+    eventually(Duration::from_secs(10), || state.store().parked_claimers() == 1).await;
+    wrk.drain_worker(&w.id).await.expect("drain");
+    // Were the wait not cut short, this would take a minute and fail the timeout.
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("answered before its wait is over")
+        .expect("join")
+        .expect("claim");
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(state.waiting_claims(), 0);
+}
+
 async fn long_poll_answers_204_when_nothing_comes(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -214,5 +240,6 @@ crate::both_backends!(
     sse_stream_resumes_after_disconnect_and_ends_when_the_task_finishes,
     long_poll_returns_promptly_when_a_task_is_submitted,
     long_poll_answers_204_when_nothing_comes,
+    a_waiting_claim_ends_when_its_worker_is_drained,
     no_auth_mode_is_refused_off_loopback_and_open_on_it,
 );
