@@ -118,7 +118,8 @@ pub fn field(style: &Style, key: &str, value: &str) -> String {
     if value.is_empty() {
         String::new()
     } else {
-        format!("{:<10} {value}\n", style.dim(key))
+        // Padded before it is coloured: a colour's escape codes take no room on the screen.
+        format!("{} {value}\n", style.dim(&format!("{key:<10}")))
     }
 }
 
@@ -468,9 +469,9 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
         };
         let plural = if rounds == 1 { "" } else { "s" };
         out.push_str(&format!(
-            "{:<10} {verdict} after {rounds} round{plural}
+            "{} {verdict} after {rounds} round{plural}
 ",
-            style.dim("checks")
+            style.dim(&format!("{:<10}", "checks"))
         ));
         for c in r.checks.iter().filter(|c| c.round == rounds) {
             let mark = if c.passed {

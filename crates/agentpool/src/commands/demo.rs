@@ -365,9 +365,9 @@ async fn submit(client: &Client, name: &'static str, spec: TaskSpec) -> anyhow::
         s.dim(" (after changelog, from its branch)")
     };
     say!(
-        "  {} {:<10} {}{deps}",
+        "  {} {} {}{deps}",
         s.dim("submitted"),
-        s.bold(name),
+        s.bold(&format!("{name:<10}")),
         clip(&what, 70)
     );
     Ok(DemoTask {

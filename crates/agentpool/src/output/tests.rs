@@ -183,3 +183,20 @@ fn a_retrying_tasks_class_is_what_its_retry_follows() {
     let shown = detail(task("failed", Some("TIMEOUT")));
     assert!(shown.contains("\nerror      TIMEOUT"), "{shown}");
 }
+
+/// Key-value lines line their values up in colour as they do without: the key is padded by
+/// what shows, not by its escape codes.
+#[test]
+fn fields_align_in_colour() {
+    for style in [Style::plain(), Style { color: true }] {
+        let shown = field(&style, "task", "a") + &field(&style, "attempts", "b");
+        let columns: Vec<usize> = shown
+            .lines()
+            .map(|l| {
+                let at = l.rfind(' ').unwrap() + 1;
+                visible_width(&l[..at])
+            })
+            .collect();
+        assert_eq!(columns, [11, 11], "{shown:?}");
+    }
+}
