@@ -294,6 +294,12 @@ pub async fn run_worker(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
+        // A slot frees when a task ends, which is when a worker turns unhealthy: checked
+        // again here, so that no claim is sent (to be dropped below, perhaps after the server
+        // granted it) by a worker that takes nothing now.
+        if shared.is_unhealthy() {
+            continue;
+        }
         let claim = api.claim(&shared.id, permits.len() as u32, config.claim_wait);
         tokio::pin!(claim);
         let answered = tokio::select! {
