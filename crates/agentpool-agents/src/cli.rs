@@ -32,13 +32,21 @@ pub struct AgentConfig {
     pub session_dir: Option<PathBuf>,
 }
 
+/// The directory the variable `name` names; none when it is unset or empty (`VAR=` in a shell
+/// or a manifest means "not set", not the current directory).
+pub fn dir_from_env(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 impl AgentConfig {
     /// `AGENTPOOL_AGENT_BIN_DIR` and `AGENTPOOL_AGENT_SESSION_DIR` from the environment.
     pub fn from_env() -> Self {
         Self {
-            bin_dir: std::env::var_os("AGENTPOOL_AGENT_BIN_DIR").map(PathBuf::from),
+            bin_dir: dir_from_env("AGENTPOOL_AGENT_BIN_DIR"),
             binaries: BTreeMap::new(),
-            session_dir: std::env::var_os("AGENTPOOL_AGENT_SESSION_DIR").map(PathBuf::from),
+            session_dir: dir_from_env("AGENTPOOL_AGENT_SESSION_DIR"),
         }
     }
 

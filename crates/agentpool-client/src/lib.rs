@@ -71,6 +71,20 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
+/// An error answer that is not an agentpool server's (its error is JSON with a code): from a
+/// proxy in front of it, or from another service the URL names. An HTML page is not repeated;
+/// a line of plain text (a proxy's "upstream connect error") is.
+fn foreign_answer(base: &str, status: reqwest::StatusCode, plain: Option<&str>) -> String {
+    let said = plain
+        .and_then(|t| t.lines().map(str::trim).find(|l| !l.is_empty()))
+        .map(|l| format!(": {}", agentpool_core::render::clip(l, 200)))
+        .unwrap_or_default();
+    format!(
+        "{status} from {base}{said} (not an agentpool server's answer: a proxy in front of it, \
+         or --server names another service)"
+    )
+}
+
 /// Client of one agentpool server. Cheap to clone (one connection pool).
 #[derive(Clone)]
 pub struct Client {
@@ -111,6 +125,13 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Error::Config(format!(
                 "server URL {base:?} must start with http:// or https://"
+            )));
+        }
+        // The API's paths start with /v1: a URL that ends in it would ask for /v1/v1/….
+        if let Some(root) = base.strip_suffix("/v1") {
+            return Err(Error::Config(format!(
+                "server URL {base:?} ends in /v1: give the server's address without the API \
+                 path ({root})"
             )));
         }
         let mut builder = reqwest::Client::builder()
@@ -160,12 +181,17 @@ impl Client {
         if status.is_success() {
             return Ok(resp);
         }
+        let plain = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/plain"));
         let text = resp.text().await.unwrap_or_default();
         let detail = serde_json::from_str::<ErrorBody>(&text)
             .map(|b| b.error)
             .unwrap_or_else(|_| ErrorDetail {
                 code: String::new(),
-                message: format!("{status}: {}", text.chars().take(300).collect::<String>()),
+                message: foreign_answer(&self.base, status, plain.then_some(text.as_str())),
                 details: serde_json::Value::Null,
             });
         Err(Error::from_answer(status.as_u16(), detail))

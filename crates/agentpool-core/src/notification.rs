@@ -298,8 +298,8 @@ pub fn chat_text(task: &crate::Task, url: Option<&str>) -> String {
     });
     if let Some(r) = &task.result {
         if !r.files.is_empty() {
-            let plural = if r.files.len() == 1 { "" } else { "s" };
-            about.push(format!("{} file{plural} changed", r.files.len()));
+            let files = crate::render::count(r.files.len(), "file", "files");
+            about.push(format!("{files} changed"));
         }
         if let (Some(sha), Some(branch)) = (&r.commit_sha, &r.branch) {
             about.push(format!(

@@ -1,8 +1,18 @@
 //! Reading agent events' JSON for people, the same in the CLI and the dashboard: the first
 //! string among a payload's candidate fields, a usage event's tokens and cost, and the one
-//! argument that says what a tool call does; and text cut to a length for a column or a field.
+//! argument that says what a tool call does; text cut to a length for a column or a field; and
+//! a count with its noun ("1 file", "3 files").
 
 use serde_json::Value;
+
+/// `n` and the noun that goes with it: `one` for 1, else `many` ("1 check", "0 checks").
+pub fn count<N>(n: N, one: &str, many: &str) -> String
+where
+    N: Copy + PartialEq + From<u8> + std::fmt::Display,
+{
+    let noun = if n == N::from(1) { one } else { many };
+    format!("{n} {noun}")
+}
 
 /// `s` cut to at most `max` characters, the last of them `…` when it was cut.
 pub fn clip(s: &str, max: usize) -> String {
@@ -71,5 +81,12 @@ mod tests {
         assert_eq!(super::clip("héllo", 5), "héllo");
         assert_eq!(super::clip("héllo wörld", 6), "héllo…");
         assert_eq!(super::clip("ab", 1), "…");
+    }
+
+    #[test]
+    fn count_takes_the_noun_for_one_or_for_many() {
+        assert_eq!(super::count(1usize, "file", "files"), "1 file");
+        assert_eq!(super::count(0u32, "file", "files"), "0 files");
+        assert_eq!(super::count(2u64, "dependent", "dependents"), "2 dependents");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::{RetryDecision, RetryPolicy};
-use crate::{ErrorClass, LeaseToken, TaskId, TaskSpec, Timestamp, WorkerId};
+use crate::{ErrorClass, LeaseToken, TaskId, TaskKind, TaskSpec, Timestamp, WorkerId};
 
 /// Where a task is in its life. `Blocked` is not stored: a queued task whose dependencies,
 /// branch lock or project slots hold it back is reported as waiting with a reason.
@@ -204,6 +204,9 @@ pub struct FileChange {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TaskResult {
+    /// The agent that ran, for an agent task: the one it named, or the worker's default when
+    /// it named none (which may differ between workers).
+    pub agent: Option<String>,
     pub commit_sha: Option<String>,
     pub branch: Option<String>,
     pub files: Vec<FileChange>,
@@ -329,6 +332,25 @@ pub struct Task {
     pub error_class: Option<ErrorClass>,
     pub error_message: Option<String>,
     pub result: Option<TaskResult>,
+}
+
+impl Task {
+    /// The agent of an agent task, in words: the one it names, else the one its last run ended
+    /// with, marked as the worker's default; empty for a command task, and for one that names
+    /// none and has not run.
+    pub fn agent_words(&self) -> String {
+        if self.spec.kind == TaskKind::Command {
+            return String::new();
+        }
+        match (
+            &self.spec.agent,
+            self.result.as_ref().and_then(|r| r.agent.as_deref()),
+        ) {
+            (Some(named), _) => named.clone(),
+            (None, Some(ran)) => format!("{ran} (the worker's default)"),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 #[cfg(test)]

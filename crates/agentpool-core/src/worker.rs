@@ -26,8 +26,22 @@ crate::enum_names!(WorkerStatus, UnknownWorkerStatus("worker status") {
     Unhealthy => "unhealthy",
 });
 
-/// What a task needs of a worker: the agent it runs (none: any worker), labels the worker must
-/// all have, and its project.
+/// What the claim matches a task that names no agent against: a worker that offers any agent
+/// but `command` (whose default agent then runs it). Agent names cannot take this form.
+pub const ANY_AGENT: &str = "*";
+
+/// Whether a worker offering `agents` offers `wanted`; [`ANY_AGENT`]: any agent but
+/// `command`, which runs commands, not prompts.
+pub fn offers<'a>(mut agents: impl Iterator<Item = &'a str>, wanted: &str) -> bool {
+    if wanted == ANY_AGENT {
+        agents.any(|a| a != crate::spec::COMMAND_AGENT)
+    } else {
+        agents.any(|a| a == wanted)
+    }
+}
+
+/// What a task needs of a worker: the agent it runs (none: any agent, the worker's default),
+/// labels the worker must all have, and its project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Needs<'a> {
     pub agent: Option<&'a str>,
@@ -36,11 +50,11 @@ pub struct Needs<'a> {
 }
 
 impl Needs<'_> {
-    /// Whether a worker with `labels`, offering the agents `offers` says yes to and limited to
-    /// `projects` (empty: any task, of a project or of none), could take the task: the claim's
-    /// own rule.
+    /// Whether a worker with `labels`, offering the agents `offers` says yes to (asked for
+    /// [`ANY_AGENT`] when the task names none) and limited to `projects` (empty: any task, of a
+    /// project or of none), could take the task: the claim's own rule.
     pub fn met_by(&self, offers: impl Fn(&str) -> bool, labels: &Labels, projects: &[String]) -> bool {
-        self.agent.is_none_or(offers)
+        offers(self.agent.unwrap_or(ANY_AGENT))
             && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
             && (projects.is_empty() || self.project.is_some_and(|p| projects.iter().any(|x| x == p)))
     }
@@ -52,7 +66,7 @@ impl Worker {
     pub fn takes(&self, needs: &Needs<'_>) -> bool {
         matches!(self.status, WorkerStatus::Idle | WorkerStatus::Busy)
             && needs.met_by(
-                |a| self.agents.iter().any(|x| x.name == a),
+                |a| offers(self.agents.iter().map(|x| x.name.as_str()), a),
                 &self.labels,
                 &self.projects,
             )
@@ -181,8 +195,8 @@ mod tests {
     use super::*;
 
     fn worker(agents: &[&str], labels: &[(&str, &str)], projects: &[&str], status: WorkerStatus) -> Worker {
-        Worker {
-            id: WorkerId::parse("w").unwrap(),
+        let reg = WorkerRegistration {
+            id: None,
             hostname: "h".into(),
             version: "v".into(),
             agents: agents
@@ -198,12 +212,11 @@ mod tests {
                 .collect(),
             slots: 1,
             projects: projects.iter().map(|p| p.to_string()).collect(),
+            fresh_start: false,
+        };
+        Worker {
             status,
-            status_message: None,
-            running: 0,
-            registered_at: chrono::Utc::now(),
-            last_heartbeat_at: chrono::Utc::now(),
-            cache: None,
+            ..Worker::registered(reg, WorkerId::parse("w").unwrap(), chrono::Utc::now())
         }
     }
 
@@ -235,6 +248,14 @@ mod tests {
             ..needs
         };
         assert!(!worker(&["codex"], &[("gpu", "a100")], &["web"], WorkerStatus::Idle).takes(&no_project));
+        // A task that names no agent needs one that runs prompts: not `command` alone.
+        let any = Needs {
+            agent: None,
+            labels: &Labels::new(),
+            project: None,
+        };
+        assert!(worker(&["command", "codex"], &[], &[], WorkerStatus::Idle).takes(&any));
+        assert!(!worker(&["command"], &[], &[], WorkerStatus::Idle).takes(&any));
         // Only a worker that claims: not draining, unhealthy or offline.
         for status in [
             WorkerStatus::Draining,

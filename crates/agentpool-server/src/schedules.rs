@@ -85,13 +85,13 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
     state.inner.metrics.schedule_run(outcome.as_str());
     match outcome {
         Outcome::Submitted => {
-            tracing::info!(schedule = %s.name, run = %due, %message, "schedule submitted its task")
+            tracing::info!(schedule = %s.name, run = %due, outcome = %message, "schedule submitted its task")
         }
         Outcome::Skipped => {
-            tracing::info!(schedule = %s.name, run = %due, %message, "schedule skipped a run")
+            tracing::info!(schedule = %s.name, run = %due, outcome = %message, "schedule skipped a run")
         }
         Outcome::Refused => {
-            tracing::warn!(schedule = %s.name, run = %due, %message, "schedule could not submit its task")
+            tracing::warn!(schedule = %s.name, run = %due, outcome = %message, "schedule could not submit its task")
         }
     }
     let run = ScheduleRun {

@@ -144,6 +144,18 @@ pub(crate) const EXPIRE_BATCH: i64 = 500;
 /// [`crate::GIVEN_BACK_GRACE`] in the store's unit.
 pub(crate) const GIVEN_BACK_GRACE_MS: i64 = 30_000;
 
+/// The agents a claim matches tasks' `required_agent` against (NULL read as
+/// [`agentpool_core::worker::ANY_AGENT`]): the worker's, and that one when it offers an agent
+/// that runs prompts, so that a task naming no agent goes to such a worker only.
+pub(crate) fn claim_agents(agents: &[String]) -> Vec<String> {
+    let mut all = agents.to_vec();
+    let any = agentpool_core::worker::ANY_AGENT;
+    if agentpool_core::worker::offers(agents.iter().map(String::as_str), any) {
+        all.push(any.to_string());
+    }
+    all
+}
+
 /// The claim condition that keeps a task given back by worker `worker` (a placeholder) from
 /// it for [`crate::GIVEN_BACK_GRACE`] after `now` (a placeholder) passed its `run_after`; `t`
 /// is the table's alias and dot, or "".

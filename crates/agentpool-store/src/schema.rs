@@ -9,10 +9,20 @@ pub(crate) static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The SQLite migrations this build carries.
 pub(crate) static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// What [`apply`] did to the database.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// It was new: every migration was applied, up to `version`.
+    Created { version: i64, migrations: usize },
+    /// It had a schema: these migrations (version, description) were applied, perhaps none.
+    Migrated(Vec<(i64, String)>),
+}
+
 /// Apply the migrations `migrator` carries that the database behind `pool` lacks, and log
-/// each one applied (at start-up of `serve` and `up`, and as what `agentpool migrate` did). A
-/// replica starting at the same moment may log the same ones: both saw them missing.
-pub(crate) async fn apply<DB>(migrator: &'static Migrator, pool: &sqlx::Pool<DB>) -> Result<(), StoreError>
+/// what was done (at start-up of `serve` and `up`, and as what `agentpool migrate` did): one
+/// line for a new database, not one a migration, and each migration applied to an existing
+/// one. A replica starting at the same moment may log the same ones: both saw them missing.
+pub(crate) async fn apply<DB>(migrator: &Migrator, pool: &sqlx::Pool<DB>) -> Result<Applied, StoreError>
 where
     DB: sqlx::Database,
     DB::Connection: sqlx::migrate::Migrate,
@@ -30,10 +40,29 @@ where
         applied.into_iter().map(|m| m.version).collect()
     };
     migrator.run(pool).await.map_err(|e| error(migrator, e))?;
-    for m in migrator.iter().filter(|m| !before.contains(&m.version)) {
-        tracing::info!(version = m.version, description = %m.description, "database migration applied");
+    let applied: Vec<(i64, String)> = migrator
+        .iter()
+        .filter(|m| !before.contains(&m.version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
+    let done = match applied.last() {
+        Some(&(version, _)) if before.is_empty() => Applied::Created {
+            version,
+            migrations: applied.len(),
+        },
+        _ => Applied::Migrated(applied),
+    };
+    match &done {
+        Applied::Created { version, migrations } => {
+            tracing::info!(version, migrations, "database schema created")
+        }
+        Applied::Migrated(applied) => {
+            for (version, description) in applied {
+                tracing::info!(version, %description, "database migration applied");
+            }
+        }
     }
-    Ok(())
+    Ok(done)
 }
 
 /// What a failed migration run means for the person starting agentpool. sqlx's own words
@@ -62,4 +91,54 @@ pub(crate) fn error(migrator: &Migrator, e: MigrateError) -> StoreError {
         _ => return StoreError::Migrate(e),
     };
     StoreError::Schema(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A migrator of the SQL files `files` (name, text) in `dir`.
+    async fn migrator(dir: &std::path::Path, files: &[(&str, &str)]) -> Migrator {
+        for (name, sql) in files {
+            std::fs::write(dir.join(name), sql).unwrap();
+        }
+        Migrator::new(dir).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_new_database_is_created_in_one_step_and_an_old_one_migrated_step_by_step() {
+        let dir = tempfile::tempdir().unwrap();
+        // One connection: each connection to `:memory:` has a database of its own.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        let first = [
+            ("1_init.sql", "CREATE TABLE a (x INTEGER);"),
+            ("2_more.sql", "CREATE TABLE b (x INTEGER);"),
+        ];
+        let m = migrator(dir.path(), &first).await;
+        assert_eq!(
+            apply(&m, &pool).await.unwrap(),
+            Applied::Created {
+                version: 2,
+                migrations: 2
+            }
+        );
+        assert_eq!(apply(&m, &pool).await.unwrap(), Applied::Migrated(Vec::new()));
+        let m = migrator(
+            dir.path(),
+            &[("3_column.sql", "ALTER TABLE b ADD COLUMN y TEXT;")],
+        )
+        .await;
+        assert_eq!(
+            apply(&m, &pool).await.unwrap(),
+            Applied::Migrated(vec![(3, "column".to_string())])
+        );
+        sqlx::query("INSERT INTO b (x, y) VALUES (1, 'y')")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
 }

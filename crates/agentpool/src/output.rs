@@ -8,6 +8,7 @@ use agentpool_core::{Task, TaskResult, TaskState, Timestamp, Worker, WorkerStatu
 use chrono::Utc;
 
 use agentpool_core::protocol::{TaskDetail, WaitReason};
+use agentpool_core::render::count;
 pub use agentpool_core::render::tool_key_argument;
 
 mod events;
@@ -123,6 +124,13 @@ pub fn field(style: &Style, key: &str, value: &str) -> String {
     }
 }
 
+/// Several values of one [`field`], one a line, each under the first.
+pub fn stacked<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
+    let items: Vec<S> = items.into_iter().collect();
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    items.join(&format!("\n{:11}", ""))
+}
+
 /// An aligned table; cells may contain colour codes.
 pub fn table(style: &Style, headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -203,9 +211,20 @@ fn truncate(s: &str, max: usize) -> String {
     agentpool_core::render::clip(&s.replace(['\n', '\r'], " "), max)
 }
 
-/// What a task does, in a few words.
+/// What a task does, in a few words; for an agent task that named no agent, the agent that
+/// ran it, once one has.
 pub fn task_what(task: &Task) -> String {
-    let s = &task.spec;
+    let ran = task.result.as_ref().and_then(|r| r.agent.as_deref());
+    match (&task.spec.prompt, ran) {
+        (Some(p), Some(agent)) if task.spec.agent.is_none() && task.spec.command.is_none() => {
+            format!("{agent}: {p}")
+        }
+        _ => spec_what(&task.spec),
+    }
+}
+
+/// What a task with this spec does, in a few words: `$ command` or `agent: prompt`.
+pub fn spec_what(s: &agentpool_core::TaskSpec) -> String {
     match (&s.command, &s.prompt) {
         (Some(c), _) => format!("$ {c}"),
         (None, Some(p)) => format!("{}: {p}", s.agent.as_deref().unwrap_or("agent")),
@@ -308,7 +327,7 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
         t.spec.repo.clone().or(t.spec.project.clone()).unwrap_or_default(),
     );
     kv("base", t.spec.base_ref.clone().unwrap_or_default());
-    kv("agent", t.spec.agent.clone().unwrap_or_default());
+    kv("agent", t.agent_words());
     kv("model", t.spec.model.clone().unwrap_or_default());
     kv("profile", profile_summary(&t.spec));
     kv(
@@ -467,11 +486,10 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
         } else {
             style.red("failing")
         };
-        let plural = if rounds == 1 { "" } else { "s" };
         out.push_str(&format!(
-            "{} {verdict} after {rounds} round{plural}
-",
-            style.dim(&format!("{:<10}", "checks"))
+            "{} {verdict} after {}\n",
+            style.dim(&format!("{:<10}", "checks")),
+            count(rounds, "round", "rounds")
         ));
         for c in r.checks.iter().filter(|c| c.round == rounds) {
             let mark = if c.passed {
@@ -536,7 +554,7 @@ fn profile_summary(spec: &agentpool_core::TaskSpec) -> String {
         ));
     }
     if !s.allowed_tools.is_empty() {
-        parts.push(format!("{} allowed tools", s.allowed_tools.len()));
+        parts.push(count(s.allowed_tools.len(), "allowed tool", "allowed tools"));
     }
     if s.append_system_prompt.is_some() {
         parts.push("system prompt appended".into());

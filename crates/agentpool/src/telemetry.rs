@@ -16,11 +16,12 @@ pub fn init(service: bool, format: LogFormat) -> Result<(), String> {
     } else {
         "warn"
     };
-    let filter = match std::env::var("AGENTPOOL_LOG") {
-        Ok(f) => {
+    // Set but empty, as `AGENTPOOL_LOG=` in a manifest leaves it, is unset.
+    let filter = match std::env::var("AGENTPOOL_LOG").ok().filter(|f| !f.is_empty()) {
+        Some(f) => {
             EnvFilter::try_new(&f).map_err(|e| format!("AGENTPOOL_LOG={f:?} is not a log filter: {e}"))?
         }
-        Err(_) => std::env::var("RUST_LOG")
+        None => std::env::var("RUST_LOG")
             .ok()
             .and_then(|f| EnvFilter::try_new(f).ok())
             .unwrap_or_else(|| EnvFilter::new(default)),

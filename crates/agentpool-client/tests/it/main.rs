@@ -132,4 +132,69 @@ fn a_base_url_that_is_not_http_is_a_configuration_error() {
     let mut cfg = ClientConfig::new("https://example.com");
     cfg.ca_pem = Some(b"not a certificate".to_vec());
     assert!(matches!(Client::with_config(cfg), Err(Error::Config(_))));
+    // The API's own path is not part of the server's address.
+    let e = Client::new("https://agentpool.example/v1/", None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "server URL \"https://agentpool.example/v1\" ends in /v1: give the server's address \
+         without the API path (https://agentpool.example)"
+    );
+    assert!(Client::new("https://example.com/agentpool", None).is_ok());
+}
+
+/// An HTTP server on a free port that answers every request with `status`, `content_type` and
+/// `body`, as a proxy or another service would; its URL.
+async fn foreign_server(status: &'static str, content_type: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\
+                 connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+        }
+    });
+    url
+}
+
+/// An error answer that is not an agentpool server's says so, and whose it might be, without
+/// repeating an HTML page; a proxy's line of plain text is kept. Its status still decides
+/// what kind of error it is.
+#[tokio::test]
+async fn an_answer_from_something_else_than_an_agentpool_server_says_so() {
+    // What a request to `url` fails with.
+    let error = async |url: &str| {
+        Client::new(url, None)
+            .unwrap()
+            .get_task(TaskId::new())
+            .await
+            .unwrap_err()
+    };
+    let page = "<!DOCTYPE html><html><h1>Not here</h1></html>";
+    let html = foreign_server("404 Not Found", "text/html", page).await;
+    let e = error(&html).await;
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "404 Not Found from {html} (not an agentpool server's answer: a proxy in front of it, \
+             or --server names another service)"
+        )
+    );
+    let said = "\nupstream connect error\nmore\n";
+    let proxy = foreign_server("502 Bad Gateway", "text/plain", said).await;
+    let e = error(&proxy).await;
+    assert!(e.is_transient(), "{e:?}");
+    assert!(
+        e.to_string().contains(&format!(
+            "502 Bad Gateway from {proxy}: upstream connect error (not an agentpool"
+        )),
+        "{e}"
+    );
 }

@@ -200,8 +200,8 @@ impl Lifecycle {
             Self::AgentStarted { agent } => format!("running {agent}"),
             Self::ChecksStarted { round, checks } => {
                 format!(
-                    "round {round}: {checks} {}",
-                    if *checks == 1 { "check" } else { "checks" }
+                    "round {round}: {}",
+                    crate::render::count(*checks, "check", "checks")
                 )
             }
             Self::CheckFinished(run) => run.summary(),
@@ -212,7 +212,7 @@ impl Lifecycle {
                 )
             }
             Self::Committed { sha, files } => {
-                format!("{sha} ({files} {})", if *files == 1 { "file" } else { "files" })
+                format!("{sha} ({})", crate::render::count(*files, "file", "files"))
             }
             Self::Pushed { branch, sha } => format!("{sha} to {branch}"),
             Self::Failed { class, message } => format!("{class}: {message}"),

@@ -103,7 +103,10 @@ impl QueueStats {
             let labels_ok =
                 selector.is_none_or(|sel| t.needs.labels.iter().all(|(k, v)| sel.get(k) == Some(v)));
             let agent_ok = match t.needs.agent {
-                None => true,
+                None => {
+                    agents.is_empty()
+                        || crate::worker::offers(agents.iter().map(String::as_str), crate::worker::ANY_AGENT)
+                }
                 Some(a) if a == crate::spec::COMMAND_AGENT => true,
                 Some(a) => agents.is_empty() || agents.iter().any(|x| x == a),
             };

@@ -88,7 +88,7 @@ impl WaitReason {
         match (agent, labels.is_empty()) {
             (Some(a), true) => format!("agent {a}"),
             (Some(a), false) => format!("agent {a} with labels {labels}"),
-            (None, false) => format!("labels {labels}"),
+            (None, false) => format!("any agent with labels {labels}"),
             (None, true) => "any agent".into(),
         }
     }

@@ -61,8 +61,8 @@ pub fn unscheduled(pods: &[Pod]) -> Option<String> {
 fn first_of(mut why: Vec<(String, String)>, what: &str) -> Option<String> {
     why.sort();
     let (first, reason) = why.first()?;
-    let pods = if why.len() == 1 { "pod" } else { "pods" };
-    Some(format!("{} {pods} {what}; pod {first}: {reason}", why.len()))
+    let pods = agentpool_core::render::count(why.len(), "pod", "pods");
+    Some(format!("{pods} {what}; pod {first}: {reason}"))
 }
 
 /// Why a container is not running, when it will not start again by itself soon.

@@ -295,8 +295,11 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
             "TasksNoWorkerTakes",
             stats.as_ref().and_then(|(s, _)| scale::unservable(s)).map(|n| {
                 format!(
-                    "{n} runnable task(s) of the pool's need what none of its workers offers (an \
-                     agent its image lacks, a label, a project): they do not count towards its size"
+                    "{} of the pool's {} what none of its workers offers (an agent its image \
+                     lacks, a label, a project): {} not count towards its size",
+                    agentpool_core::render::count(n, "runnable task", "runnable tasks"),
+                    if n == 1 { "needs" } else { "need" },
+                    if n == 1 { "it does" } else { "they do" }
                 )
             }),
         ),

@@ -32,9 +32,9 @@ impl Pipeline {
             cancel,
         } = *scope;
         let spec = &work.claimed.task.spec;
-        events.emit(NewEvent::new(Lifecycle::AgentStarted {
-            agent: agent.capabilities().name.to_string(),
-        }));
+        let name = agent.capabilities().name.to_string();
+        result.agent = Some(name.clone());
+        events.emit(NewEvent::new(Lifecycle::AgentStarted { agent: name }));
         let remaining = deadline.saturating_duration_since(Instant::now());
         let req = AgentRequest {
             prompt,

@@ -133,12 +133,18 @@ async fn task_writes_a_file_and_commits_it(agent: &str) {
     let Some((env, model)) = agent_env(agent, creates_hello("hello from the pipeline\n")).await else {
         return;
     };
-    let spec = agent_task(&env, agent, "Create hello.txt");
+    let mut spec = agent_task(&env, agent, "Create hello.txt");
+    if agent == "claude-code" {
+        // Named by no task, the worker's default runs it (claude-code, the first built in),
+        // and the result says which agent that was.
+        spec.agent = None;
+    }
     let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
     let evs = events(&env.store, done.task.id).await;
     let why = format!("{:?}\n{:#?}", done.task.error_message, evs);
     assert_eq!(done.task.state, TaskState::Succeeded, "{why}");
     let result = done.task.result.clone().expect("a result");
+    assert_eq!(result.agent.as_deref(), Some(agent), "{why}");
     let sha = result.commit_sha.clone().expect("a commit");
     assert_eq!(
         env.server.read_file("app", &sha, "hello.txt").as_deref(),

@@ -305,9 +305,9 @@ fn checks_table(r: &agentpool_core::TaskResult) -> String {
         return String::new();
     };
     let mut h = format!(
-        r#"<h3>Checks</h3><table class="checks"><caption>{} after {rounds} round{}</caption><thead><tr><th scope="col">round</th><th scope="col">check</th><th scope="col">result</th><th scope="col">took</th></tr></thead><tbody>"#,
+        r#"<h3>Checks</h3><table class="checks"><caption>{} after {}</caption><thead><tr><th scope="col">round</th><th scope="col">check</th><th scope="col">result</th><th scope="col">took</th></tr></thead><tbody>"#,
         if passed { "passed" } else { "still failing" },
-        if rounds == 1 { "" } else { "s" },
+        agentpool_core::render::count(rounds, "round", "rounds"),
     );
     for c in &r.checks {
         let how = match (&c.killed, c.exit_code) {
@@ -435,10 +435,7 @@ fn render_spec(d: &TaskDetail) -> String {
     );
     kv("base ref", code(&s.base_ref));
     kv("branch", code(&s.branch));
-    kv(
-        "agent",
-        s.agent.as_deref().map(|p| esc(p).to_string()).unwrap_or_default(),
-    );
+    kv("agent", esc(&t.agent_words()).to_string());
     kv(
         "model",
         s.model.as_deref().map(|p| esc(p).to_string()).unwrap_or_default(),

@@ -171,7 +171,8 @@ pub async fn page(
         let failed = q.failed.unwrap_or(0);
         let _ = write!(
             h,
-            r#"<p class="notice" role="status">{verb} {ok} task(s){}.</p>"#,
+            r#"<p class="notice" role="status">{verb} {}{}.</p>"#,
+            agentpool_core::render::count(ok, "task", "tasks"),
             if failed > 0 {
                 format!("; {failed} could not be (already finished, or not found)")
             } else {
@@ -274,7 +275,11 @@ pub fn rows(view: &ListView, admin: bool) -> String {
             (TaskKind::Command, _, _) => "command".to_string(),
             (_, Some(a), Some(m)) => format!("{a} · {m}"),
             (_, Some(a), None) => a.clone(),
-            (_, None, _) => "default".to_string(),
+            (_, None, _) => t
+                .result
+                .as_ref()
+                .and_then(|r| r.agent.as_deref())
+                .map_or_else(|| "default".to_string(), |a| format!("{a} (default)")),
         };
         let _ = write!(
             h,

@@ -114,7 +114,7 @@ pub async fn webhook(
         }
     }
     let Some((project, settings)) = matched else {
-        tracing::info!(%event, %delivery, repository = ?repo, "webhook signature matches no project");
+        tracing::info!(%event, %delivery, repository = repo.as_deref(), "webhook signature matches no project");
         return Err(ApiError::unauthorized(
             "the signature matches no project wired to this repository",
         ));

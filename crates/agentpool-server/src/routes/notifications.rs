@@ -71,7 +71,7 @@ pub async fn put(
     }
     let n = state.store().put_notification(&name, &spec).await?;
     // The URL is not logged: its path or query may be the endpoint's secret.
-    tracing::info!(notification = %name, project = ?spec.project, %by, "notification stored");
+    tracing::info!(notification = %name, project = spec.project.as_deref(), %by, "notification stored");
     Ok(Json(n))
 }
 
@@ -162,7 +162,7 @@ pub async fn test(
 ) -> ApiResult<Json<PingResult>> {
     let n = found(&state, &name).await?;
     let result = crate::notifications::ping(&state, &name, &n.spec).await;
-    tracing::info!(notification = %name, delivered = result.delivered, status = ?result.status, %by, "notification pinged");
+    tracing::info!(notification = %name, delivered = result.delivered, status = result.status, %by, "notification pinged");
     Ok(Json(result))
 }
 

@@ -169,8 +169,8 @@ fn named<T>(
 }
 
 /// A follow-up continues the `earlier` task's work: unless it says otherwise, it runs in the same
-/// repository (and project), on the same work branch — so it starts from what that task pushed
-/// — from the same base, and after that task when it has not finished yet.
+/// repository (and project), with the same agent, on the same work branch — so it starts from
+/// what that task pushed — from the same base, and after that task when it has not finished yet.
 async fn continue_earlier(
     state: &AppState,
     spec: &mut TaskSpec,
@@ -185,6 +185,15 @@ async fn continue_earlier(
     if spec.repo.is_none() && spec.project.is_none() {
         spec.repo = prev.spec.repo.clone();
         spec.project = prev.spec.project.clone();
+    }
+    // The same agent, so that its session can be resumed: the one the earlier task named, or
+    // the one that ran it (a worker's default, which another worker's may not be).
+    if spec.kind == agentpool_core::TaskKind::Agent && spec.agent.is_none() {
+        spec.agent = prev
+            .spec
+            .agent
+            .clone()
+            .or_else(|| prev.result.as_ref().and_then(|r| r.agent.clone()));
     }
     let same_place = match (&spec.repo, &spec.project) {
         (Some(r), _) => prev.spec.repo.as_ref() == Some(r),

@@ -57,7 +57,7 @@ pub async fn create(
         .await?
         .shown();
     tracing::info!(token = %body.id, name, role = role.as_str(), projects = ?body.projects,
-        expires_at = ?body.expires_at, %by, "token created");
+        expires_at = body.expires_at.map(tracing::field::display), %by, "token created");
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

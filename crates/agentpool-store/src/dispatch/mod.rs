@@ -102,7 +102,7 @@ impl ClassKey {
 
     fn can_run(&self, s: &Shape) -> bool {
         s.fits(
-            |a| self.agents.binary_search_by(|x| x.as_str().cmp(a)).is_ok(),
+            |a| agentpool_core::worker::offers(self.agents.iter().map(String::as_str), a),
             &self.labels,
             &self.projects,
         )

@@ -45,12 +45,9 @@ fn nobody() -> Returner {
     Returner(Arc::new(Nobody))
 }
 
+/// A command task with no labels and no project.
 fn any_command() -> Shape {
-    Shape {
-        agent: None,
-        labels: Labels::new(),
-        project: None,
-    }
+    shape("command", &[])
 }
 
 /// Whether a wait that does not block was handed a wake-up.
@@ -218,4 +215,30 @@ async fn futures_poll<F: std::future::Future + Unpin>(mut f: F) -> Option<F::Out
         })
     })
     .await
+}
+
+/// A task that names no agent is handed only to a waiter that offers an agent other than
+/// `command`.
+#[tokio::test]
+async fn a_task_of_no_agent_is_handed_to_an_agent_worker_only() {
+    let no_agent = Shape {
+        agent: None,
+        labels: Labels::new(),
+        project: None,
+    };
+    let d = Dispatch::default();
+    let mut commands = d.waiter(&["command".into()], &Labels::new(), &[], ho(), nobody());
+    let mut wait = Box::pin(commands.wait(Duration::from_secs(60)));
+    assert!(futures_poll(wait.as_mut()).await.is_none());
+    assert!(d.reserve(&no_agent).is_none(), "a command-only waiter");
+    let mut agents = d.waiter(
+        &["command".into(), "codex".into()],
+        &Labels::new(),
+        &[],
+        ho(),
+        nobody(),
+    );
+    let mut other = Box::pin(agents.wait(Duration::from_secs(60)));
+    assert!(futures_poll(other.as_mut()).await.is_none());
+    assert!(d.reserve(&no_agent).is_some(), "a waiter that offers codex");
 }

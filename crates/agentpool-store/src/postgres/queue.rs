@@ -170,7 +170,7 @@ impl PgStore {
             .await?;
         let rows = sqlx::query(&self.sql.claim_candidates)
             .bind(now)
-            .bind(&f.agents)
+            .bind(common::claim_agents(&f.agents))
             .bind(json(&f.labels)?)
             .bind(f.worker_id.as_str())
             .bind(max.saturating_mul(2).saturating_add(8))
@@ -208,12 +208,13 @@ impl PgStore {
         let now = self.now();
         let max = i64::from(f.max);
         let labels = json(&f.labels)?;
+        let agents = common::claim_agents(&f.agents);
         // A hot-path claim statement (`claim_first` or `claim_hot`) of up to `limit` tasks,
         // its attempts starting at `at`.
         let hot_claim = |sql, limit: i64, at: i64| {
             sqlx::query(sql)
                 .bind(at)
-                .bind(&f.agents)
+                .bind(&agents)
                 .bind(&labels)
                 .bind(f.worker_id.as_str())
                 .bind(limit)

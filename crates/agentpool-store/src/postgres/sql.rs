@@ -39,7 +39,8 @@ fn picked(worker_ok: &str) -> String {
            SELECT id FROM tasks \
            WHERE state = 'queued' AND deps_pending = 0 AND NOT constrained \
              AND $7::text[] IS NULL AND run_after <= $1 \
-             AND (required_agent IS NULL OR required_agent = ANY($2::text[])) \
+             AND (required_agent = ANY($2::text[]) \
+                  OR (required_agent IS NULL AND '*' = ANY($2::text[]))) \
              AND (labels IS NULL OR labels <@ $3::jsonb) \
              AND {given_back} \
              AND {worker_ok} \
@@ -227,7 +228,8 @@ impl Sql {
                 filters: &format!(
                     "t.state = 'queued' AND t.deps_pending = 0 AND t.constrained \
                      AND t.run_after <= $1 \
-                     AND (t.required_agent IS NULL OR t.required_agent = ANY($2::text[])) \
+                     AND (t.required_agent = ANY($2::text[]) \
+                          OR (t.required_agent IS NULL AND '*' = ANY($2::text[]))) \
                      AND (t.labels IS NULL OR t.labels <@ $3::jsonb) \
                      AND ($7::text[] IS NULL OR t.project = ANY($7::text[])) AND {}",
                     common::not_given_back_by("t.", "$4", "$1")

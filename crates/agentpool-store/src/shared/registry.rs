@@ -151,7 +151,7 @@ macro_rules! registry_queries {
                     .map_err(|e| common::corrupt("worker labels", e))?;
                 let projects: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("projects")?)
                     .map_err(|e| common::corrupt("worker projects", e))?;
-                let offers = |a: &str| agents.iter().any(|x| x.name == a);
+                let offers = |a: &str| agentpool_core::worker::offers(agents.iter().map(|x| x.name.as_str()), a);
                 if !shape.fits(offers, &labels, &[]) {
                     continue;
                 }

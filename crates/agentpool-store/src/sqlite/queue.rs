@@ -27,7 +27,8 @@ static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     Candidates {
         filters: &format!(
             "t.state = 'queued' AND t.deps_pending = 0 AND t.run_after <= ?1 \
-             AND (t.required_agent IS NULL OR t.required_agent IN (SELECT value FROM json_each(?2))) \
+             AND (t.required_agent IN (SELECT value FROM json_each(?2)) \
+                  OR (t.required_agent IS NULL AND '*' IN (SELECT value FROM json_each(?2)))) \
              AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
                   WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
                                     WHERE w.key = l.key AND w.value = l.value))) \
@@ -213,7 +214,7 @@ impl SqliteStore {
         let window = i64::from(f.max).saturating_mul(2).saturating_add(8);
         let rows = sqlx::query(&CLAIM_CANDIDATES)
             .bind(now)
-            .bind(json(&f.agents)?)
+            .bind(json(&common::claim_agents(&f.agents))?)
             .bind(json(&f.labels)?)
             .bind(window)
             .bind(common::utc_day_start(now))

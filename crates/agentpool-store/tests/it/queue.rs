@@ -227,13 +227,18 @@ async fn claim_matches_agent_and_labels(h: Harness) {
             ..TaskSpec::agent("https://h/r", "x", "p")
         })
         .await;
+    // A worker that runs commands only has no agent to give a prompt to: the task without
+    // agent is not for it (nor, here, any other).
+    let commands = h.worker("commands", &["command"], &[]).await;
+    assert_eq!(ids(&commands.claim(10).await), Vec::new());
+    let waiting = async |id| h.store.get_task(id).await.unwrap().unwrap().waiting;
+    h.store.drain_worker(&commands.id).await.unwrap();
     let cmd_task = h.submit(cmd("true")).await;
     // claude-code only, no labels: only the task without agent.
     assert_eq!(ids(&claude.claim(10).await), vec![any_agent]);
     let got: HashSet<_> = ids(&gpu.claim(10).await).into_iter().collect();
     assert_eq!(got, HashSet::from([codex_task, gpu_task]));
     // No worker offers `command`: the task says why it waits.
-    let waiting = async |id| h.store.get_task(id).await.unwrap().unwrap().waiting;
     assert_eq!(
         waiting(cmd_task).await,
         vec![agentpool_store::WaitReason::NoWorkerCanRun {
@@ -268,6 +273,10 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     assert_eq!(
         agentpool_store::WaitReason::needs(Some("command"), &crate::harness::labels(&[("zone", "c")])),
         "agent command with labels zone=c"
+    );
+    assert_eq!(
+        agentpool_store::WaitReason::needs(None, &crate::harness::labels(&[("zone", "c")])),
+        "any agent with labels zone=c"
     );
     // A worker with the label that is draining cannot take it either.
     let c = h.worker("zone-c", &["command"], &[("zone", "c")]).await;

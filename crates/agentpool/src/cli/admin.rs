@@ -238,7 +238,8 @@ pub enum TokensCommand {
     /// Rotate a token: print its successor's value (same name, role and projects) and keep the
     /// old one working for a grace, so its users can move over
     Rotate {
-        /// The token's id, as `tokens list` shows it
+        /// The token's id, as `tokens list` shows it, or its name when one live token has it
+        #[arg(value_name = "ID|NAME")]
         id: String,
         /// How long the old token keeps working (0 to 30d)
         #[arg(long, value_parser = super::parse::parse_duration_secs, value_name = "DURATION", default_value = "1h")]
@@ -246,7 +247,8 @@ pub enum TokensCommand {
     },
     /// Revoke a token
     Revoke {
-        /// The token's id, as `tokens list` shows it
+        /// The token's id, as `tokens list` shows it, or its name when one live token has it
+        #[arg(value_name = "ID|NAME")]
         id: String,
     },
 }

@@ -224,7 +224,7 @@ pub struct UpArgs {
     pub database_url: Option<String>,
     /// Agents the workers may run (comma separated; one whose CLI is not installed is left out,
     /// with a warning) [default: all installed, plus command]
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "AGENTPOOL_AGENTS", value_delimiter = ',')]
     pub agents: Vec<String>,
     #[command(flatten)]
     pub access: AgentAccessArgs,
@@ -317,15 +317,21 @@ pub struct WorkerArgs {
     #[arg(long, short = 'c', env = "AGENTPOOL_CONCURRENCY", default_value_t = 1)]
     pub concurrency: u32,
     /// Labels this worker carries (k=v); a task only runs on workers with all its labels
-    #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = parse_label)]
+    #[arg(long = "labels", alias = "label", env = "AGENTPOOL_LABELS", value_name = "K=V",
+        value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
     /// Take only tasks of these projects (comma separated or repeated) [default: any; with a
     /// worker token limited to projects, those]
-    #[arg(long = "project", value_name = "NAME", value_delimiter = ',')]
+    #[arg(
+        long = "project",
+        env = "AGENTPOOL_PROJECTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub projects: Vec<String>,
     /// Agents this worker may run (comma separated; one whose CLI is not installed is left out,
     /// with a warning) [default: all installed, plus command]
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "AGENTPOOL_AGENTS", value_delimiter = ',')]
     pub agents: Vec<String>,
     /// Worker id. A restarted worker re-registers under its id, and the server at once retries
     /// what its previous life was running [default: host name + suffix, made on first start
@@ -337,7 +343,7 @@ pub struct WorkerArgs {
     pub work_dir: Option<PathBuf>,
     /// Seconds running tasks may take to finish after SIGTERM before they are stopped and handed
     /// back to the queue (INFRA_ERROR, without using an attempt); a second signal stops them now
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, env = "AGENTPOOL_DRAIN_GRACE_SECS", default_value_t = 300)]
     pub drain_grace_secs: u64,
     /// Seconds between heartbeats, which extend the leases of running tasks (shortened to a
     /// third of the server's --lease-ttl-secs when that is less, with a warning)
@@ -355,10 +361,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "AGENTPOOL_MIRROR_DIR", value_name = "DIR")]
     pub mirror_dir: Option<PathBuf>,
     /// Prune mirrors not used for this many days
-    #[arg(long, value_name = "DAYS")]
+    #[arg(long, env = "AGENTPOOL_MIRROR_MAX_AGE_DAYS", value_name = "DAYS")]
     pub mirror_max_age_days: Option<u64>,
     /// Prune the least recently used mirrors while the cache is larger than this (MiB)
-    #[arg(long, value_name = "MIB")]
+    #[arg(long, env = "AGENTPOOL_MIRROR_MAX_SIZE_MIB", value_name = "MIB")]
     pub mirror_max_size_mib: Option<u64>,
     /// Stop claiming (and report unhealthy) after this many tasks in a row failed because git
     /// or an agent could not be started, or the agent's provider refused this worker's own key
@@ -382,7 +388,7 @@ pub struct WorkerArgs {
     pub recheck_secs: u64,
     /// After a drain the server asks for, stay registered until stopped instead of exiting
     /// (for supervisors that restart exited workers, e.g. a WorkerPool's StatefulSet)
-    #[arg(long)]
+    #[arg(long, env = "AGENTPOOL_STAY_DRAINED")]
     pub stay_drained: bool,
     /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
     /// line says so, and the last 256 KiB are recorded when the run ends

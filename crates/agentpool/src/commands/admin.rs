@@ -4,7 +4,7 @@
 use agentpool_core::project::ProjectSpec;
 
 use super::task_spec::{Flags, refused_by_flag};
-use super::{connect, print_done, print_json, print_list, print_table};
+use super::{connect, print_detail, print_done, print_json, print_list, print_table};
 
 use crate::cli::{CredentialsCommand, ProjectsCommand, WorkersCommand};
 use crate::config::Settings;
@@ -55,9 +55,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
         }
         WorkersCommand::Show { id } => {
             let w = client.get_worker(&worker_id(&id)?).await?;
-            if settings.json() {
-                print_json(&w)?;
-            } else {
+            print_detail(settings, &w, |out| {
                 let agents: Vec<String> = w
                     .agents
                     .iter()
@@ -66,7 +64,7 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                         None => a.name.clone(),
                     })
                     .collect();
-                let rows = [
+                vec![
                     ("worker", out.bold(w.id.as_str())),
                     ("status", out.worker_status(w.status)),
                     ("why", w.status_message.clone().unwrap_or_default()),
@@ -90,11 +88,8 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
                     ),
                     ("heartbeat", output::relative(w.last_heartbeat_at)),
                     ("since", output::relative(w.registered_at)),
-                ];
-                for (k, v) in rows {
-                    out!("{}", output::field(&out, k, &v));
-                }
-            }
+                ]
+            })?;
         }
         WorkersCommand::Drain { id } => {
             let w = client.drain_worker(&worker_id(&id)?).await?;
@@ -110,7 +105,6 @@ pub async fn workers(settings: &Settings, cmd: WorkersCommand) -> anyhow::Result
 
 pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
-    let out = Style::stdout();
     match cmd {
         ProjectsCommand::List => {
             let ps = client.list_projects().await?;
@@ -127,11 +121,9 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
         }
         ProjectsCommand::Show { name } => {
             let p = client.get_project(&name).await?;
-            if settings.json() {
-                print_json(&p)?;
-            } else {
+            print_detail(settings, &p, |out| {
                 let s = &p.spec;
-                let rows = [
+                vec![
                     ("project", out.bold(&s.name)),
                     ("repo", s.repo.clone()),
                     ("base", s.default_base.clone().unwrap_or_default()),
@@ -144,11 +136,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     // One check a line, under each other like the other values.
                     (
                         "checks",
-                        s.checks
-                            .iter()
-                            .map(|c| c.name.as_deref().unwrap_or(&c.command))
-                            .collect::<Vec<_>>()
-                            .join(&format!("\n{:11}", "")),
+                        output::stacked(s.checks.iter().map(|c| c.name.as_deref().unwrap_or(&c.command))),
                     ),
                     ("rounds", s.max_rounds.map(|n| n.to_string()).unwrap_or_default()),
                     (
@@ -173,11 +161,8 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ),
                     ("budget", budget_line(s.daily_budget_usd, p.spent_today_usd)),
                     ("updated", output::relative(p.updated_at)),
-                ];
-                for (k, v) in rows {
-                    out!("{}", output::field(&out, k, &v));
-                }
-            }
+                ]
+            })?;
         }
         ProjectsCommand::Put(a) => {
             let spec = project_spec(*a)?;

@@ -4,6 +4,7 @@
 
 use agentpool_client::Client;
 use agentpool_core::protocol::{BulkCancel, CancelRequest, MAX_BULK_TASKS, Retried, Skipped};
+use agentpool_core::render::count;
 use agentpool_core::{Task, TaskId, TaskState};
 use serde::Serialize;
 
@@ -82,8 +83,8 @@ pub async fn retry(settings: &Settings, client: &Client, args: RetryArgs) -> any
         if !dependents.is_empty() {
             let n = dependents.len();
             outln!(
-                "and {n} dependent{} that failed because of it, queued again:",
-                if n == 1 { "" } else { "s" }
+                "and {} that failed because of it, queued again:",
+                count(n, "dependent", "dependents")
             );
             for d in dependents {
                 outln!("  {d}");
@@ -159,7 +160,7 @@ async fn select(
                 out!("{}", crate::output::tasks_table(&Style::stdout(), &matched));
             }
             let n = matched.len();
-            eprintln!("{n} {} would be {done}; none was (--dry-run)", plural(n));
+            eprintln!("{} would be {done}; none was (--dry-run)", tasks(n));
         }
         return Ok(None);
     }
@@ -274,10 +275,10 @@ where
 fn cancel_summary(n: usize, running: usize) -> String {
     match (n, running) {
         (0, _) => "no queued or running task matches".to_string(),
-        (n, 0) => format!("canceled {n} {}", plural(n)),
+        (n, 0) => format!("canceled {}", tasks(n)),
         (n, r) => format!(
-            "canceled {n} {} ({r} running: {} stop them now)",
-            plural(n),
+            "canceled {} ({r} running: {} stop them now)",
+            tasks(n),
             if r == 1 { "its worker" } else { "their workers" }
         ),
     }
@@ -286,19 +287,15 @@ fn cancel_summary(n: usize, running: usize) -> String {
 fn retry_summary(n: usize, dependents: usize) -> String {
     match (n, dependents) {
         (0, _) => "no failed or canceled task matches".to_string(),
-        (n, 0) => format!("queued {n} {} again", plural(n)),
+        (n, 0) => format!("queued {} again", tasks(n)),
         (n, d) => format!(
-            "queued {n} {} again, and {d} {} with them",
-            plural(n),
-            dependent(d)
+            "queued {} again, and {} with them",
+            tasks(n),
+            count(d, "dependent", "dependents")
         ),
     }
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "task" } else { "tasks" }
-}
-
-fn dependent(n: usize) -> &'static str {
-    if n == 1 { "dependent" } else { "dependents" }
+fn tasks(n: usize) -> String {
+    count(n, "task", "tasks")
 }

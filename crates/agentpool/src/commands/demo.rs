@@ -166,8 +166,8 @@ struct FoundAgent {
 /// `tools/agents` install, or on PATH.
 fn find_agent() -> Option<FoundAgent> {
     let mut dirs: Vec<Option<PathBuf>> = Vec::new();
-    if let Some(d) = std::env::var_os("AGENTPOOL_AGENT_BIN_DIR") {
-        dirs.push(Some(PathBuf::from(d)));
+    if let Some(d) = agentpool_agents::cli::dir_from_env("AGENTPOOL_AGENT_BIN_DIR") {
+        dirs.push(Some(d));
     }
     let local = PathBuf::from("tools/agents/node_modules/.bin");
     if local.is_dir() {

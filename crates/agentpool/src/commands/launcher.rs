@@ -28,30 +28,46 @@ pub struct LauncherArgs {
     #[arg(long, env = "AGENTPOOL_SLOTS", default_value_t = 4)]
     pub slots: u32,
     /// Labels this launcher offers (k=v); a task only runs where all its labels are offered
-    #[arg(long = "labels", alias = "label", value_name = "K=V", value_delimiter = ',', value_parser = crate::cli::parse_label)]
+    #[arg(long = "labels", alias = "label", env = "AGENTPOOL_LABELS", value_name = "K=V", value_delimiter = ',',
+        value_parser = crate::cli::parse_label)]
     pub labels: Vec<(String, String)>,
     /// Agents the image has (comma separated) [default: every built-in agent]
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "AGENTPOOL_AGENTS", value_delimiter = ',')]
     pub agents: Vec<String>,
     /// Take only tasks of these projects (comma separated or repeated) [default: any; with a
     /// worker token limited to projects, those]
-    #[arg(long = "project", value_name = "NAME", value_delimiter = ',')]
+    #[arg(
+        long = "project",
+        env = "AGENTPOOL_PROJECTS",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub projects: Vec<String>,
     /// Seconds between listings of Jobs and pods (also the claim long-poll)
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "AGENTPOOL_RECONCILE_SECS", default_value_t = 5)]
     pub reconcile_secs: u64,
     /// Seconds between heartbeats of the Jobs' leases
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "AGENTPOOL_HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
     /// Stop claiming (and report unhealthy) after this many attempts in a row failed on the
     /// launcher's set-up (image pull, missing Secret, admission refusal, refused pod token);
     /// 0: never
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    #[arg(
+        long,
+        env = "AGENTPOOL_UNHEALTHY_AFTER",
+        value_name = "N",
+        default_value_t = 3
+    )]
     pub unhealthy_after: u32,
     /// Seconds an unhealthy launcher waits before it runs a check Job (a pod of its template
     /// running `run-task --check`), doubled after each that fails, up to 30 minutes; claiming
     /// resumes once one succeeds. 0: never (a restart is needed)
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    #[arg(
+        long,
+        env = "AGENTPOOL_RECHECK_SECS",
+        value_name = "SECS",
+        default_value_t = 60
+    )]
     pub recheck_secs: u64,
     /// PEM file of a CA to trust for an https:// server with a private CA
     #[arg(long, env = "AGENTPOOL_CA_CERT", value_name = "FILE")]
@@ -120,8 +136,8 @@ pub async fn launcher(settings: &Settings, args: LauncherArgs) -> anyhow::Result
     );
     if summary.recovered > 0 {
         eprintln!(
-            "a check Job found its set-up working again {} time(s), and claiming resumed",
-            summary.recovered
+            "a check Job found its set-up working again {}, and claiming resumed",
+            agentpool_core::render::count(summary.recovered, "time", "times")
         );
     }
     if let Some(why) = &summary.unhealthy {

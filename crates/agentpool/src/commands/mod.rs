@@ -117,6 +117,23 @@ pub fn print_table<T: serde::Serialize>(
     })
 }
 
+/// Print one item: as JSON with `--json`; else one aligned `key value` line for each row
+/// whose value is not empty (what `rows` makes, with the colours of stdout).
+pub fn print_detail<T: serde::Serialize>(
+    settings: &Settings,
+    item: &T,
+    rows: impl FnOnce(&crate::output::Style) -> Vec<(&'static str, String)>,
+) -> anyhow::Result<()> {
+    if settings.json() {
+        return print_json(item);
+    }
+    let style = crate::output::Style::stdout();
+    for (key, value) in rows(&style) {
+        out!("{}", crate::output::field(&style, key, &value));
+    }
+    Ok(())
+}
+
 /// Up to `want` items, newest first, from the pages `page(cursor, size)` fetches (each at most
 /// `max_page` long, the API's limit), and whether there are more: a list as long as the user
 /// asks for, not as long as one page of the API allows. The last page asks for one item more

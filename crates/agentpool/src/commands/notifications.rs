@@ -1,13 +1,15 @@
 //! `agentpool notifications`: put, list, show, ping and delete the URLs told of task ends, and
 //! list what was delivered to each.
 
-use agentpool_core::notification::{Delivery, DeliveryState, NotificationSpec};
+use agentpool_core::notification::{Delivery, DeliveryState, Format, NotificationSpec};
+use agentpool_core::render::count;
 
 use super::task_spec::{Flags, refused_by_flag};
-use super::{connect, print_done, print_json, print_table};
+use super::{connect, print_detail, print_done, print_json, print_table};
 use crate::cli::NotificationsCommand;
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
+use crate::output;
 
 /// The flags of `notifications put`, by the field each sets.
 const NOTIFICATION_FLAGS: Flags = &[
@@ -49,7 +51,29 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
                 vec![n.name.clone(), n.spec.describe()]
             })?;
         }
-        NotificationsCommand::Show { name } => print_json(&client.get_notification(&name).await?)?,
+        NotificationsCommand::Show { name } => {
+            let n = client.get_notification(&name).await?;
+            print_detail(settings, &n, |out| {
+                let format = match n.spec.format {
+                    Format::Json => "json (the event, and the task as `GET /v1/tasks/{id}` shows it)",
+                    Format::Slack => "slack (one line of text)",
+                };
+                let signed = match &n.spec.secret_credential {
+                    Some(c) => format!("with credential {c} (X-Agentpool-Signature-256)"),
+                    None => "no (no --secret-credential)".to_string(),
+                };
+                vec![
+                    ("name", out.bold(&n.name)),
+                    // Shown here, unlike in the list: a detail view is asked for by name, by
+                    // an admin, who may need to check where deliveries go.
+                    ("url", n.spec.url.clone()),
+                    ("told of", n.spec.describe()),
+                    ("format", format.to_string()),
+                    ("signed", signed),
+                    ("updated", output::relative(n.updated_at)),
+                ]
+            })?;
+        }
         NotificationsCommand::Deliveries { name, limit } => {
             let list = client.list_deliveries(&name, limit).await?;
             let head = ["ID", "CREATED", "EVENT", "TASK", "STATE"];
@@ -86,12 +110,11 @@ pub async fn notifications(settings: &Settings, cmd: NotificationsCommand) -> an
 
 /// One delivery, a line: id, when, event, task, where it stands.
 fn delivery_row(d: &Delivery) -> Vec<String> {
-    let plural = if d.attempts == 1 { "" } else { "s" };
+    let attempts = count(d.attempts, "attempt", "attempts");
     let standing = match d.state {
-        DeliveryState::Delivered => format!("delivered ({} attempt{plural})", d.attempts),
+        DeliveryState::Delivered => format!("delivered ({attempts})"),
         DeliveryState::Failed => format!(
-            "failed after {} attempt{plural}: {}",
-            d.attempts,
+            "failed after {attempts}: {}",
             d.last_error.as_deref().unwrap_or("no answer")
         ),
         DeliveryState::Pending => match (&d.last_error, d.next_attempt_at) {

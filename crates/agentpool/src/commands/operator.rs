@@ -25,13 +25,13 @@ pub struct OperatorArgs {
     #[arg(long, env = "AGENTPOOL_OPERATOR_ID")]
     pub id: Option<String>,
     /// Name of the leader-election Lease
-    #[arg(long, default_value = "agentpool-operator")]
+    #[arg(long, env = "AGENTPOOL_OPERATOR_LEASE", default_value = "agentpool-operator")]
     pub lease: String,
     /// Seconds a leader's Lease lasts unrenewed before another replica takes over
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "AGENTPOOL_OPERATOR_LEASE_SECS", default_value_t = 15)]
     pub lease_secs: u64,
     /// Seconds between looks at a pool when nothing changes (the queue changes silently)
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, env = "AGENTPOOL_OPERATOR_INTERVAL_SECS", default_value_t = 15)]
     pub interval_secs: u64,
     /// Address for /metrics and /healthz
     #[arg(long, env = "AGENTPOOL_METRICS_LISTEN", default_value = "0.0.0.0:9090")]

@@ -152,8 +152,8 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         outln!(
             "{}",
             s.dim(&format!(
-                "{} worker(s) offering {}; data in {}; stop with Ctrl-C",
-                args.workers,
+                "{} offering {}; data in {}; stop with Ctrl-C",
+                agentpool_core::render::count(args.workers, "worker", "workers"),
                 pool.agents.join(", "),
                 settings.data_dir.display()
             ))

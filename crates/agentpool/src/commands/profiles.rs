@@ -1,12 +1,13 @@
 //! `agentpool profiles`: put, list, show and delete the agent profiles tasks name.
 
-use agentpool_core::{AgentProfile, McpServer};
+use agentpool_core::{AgentProfile, McpServer, Profile};
 use anyhow::Context;
 
-use super::{connect, print_done, print_json, print_table};
+use super::{connect, print_detail, print_done, print_json, print_table};
 use crate::cli::{ProfilePutArgs, ProfilesCommand};
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
+use crate::output::{Style, stacked};
 
 pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -35,8 +36,8 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
             })?;
         }
         ProfilesCommand::Show { name } => {
-            // Settings are structured (MCP servers, variables): JSON reads best for both.
-            print_json(&client.get_profile(&name).await?)?;
+            let p = client.get_profile(&name).await?;
+            print_detail(settings, &p, |out| detail(out, &p))?;
         }
         ProfilesCommand::Delete { name } => {
             client.delete_profile(&name).await?;
@@ -44,6 +45,43 @@ pub async fn profiles(settings: &Settings, cmd: ProfilesCommand) -> anyhow::Resu
         }
     }
     Ok(ExitCode::Success)
+}
+
+/// `profiles show`: each setting, one line an item where there are several (a variable, an
+/// MCP server with its command line, a tool), under each other like the other values.
+fn detail(out: &Style, p: &Profile) -> Vec<(&'static str, String)> {
+    let s = &p.settings;
+    let servers: Vec<String> = s
+        .mcp_servers
+        .iter()
+        .map(|(name, m)| {
+            let mut line = format!("{name}: {}", m.command);
+            for a in &m.args {
+                line.push(' ');
+                line.push_str(a);
+            }
+            if !m.env.is_empty() {
+                let names: Vec<&str> = m.env.keys().map(String::as_str).collect();
+                line.push_str(&format!(" (env {})", names.join(",")));
+            }
+            line
+        })
+        .collect();
+    vec![
+        ("profile", out.bold(&p.name)),
+        ("model", s.model.clone().unwrap_or_default()),
+        (
+            "max turns",
+            s.max_turns.map(|n| n.to_string()).unwrap_or_default(),
+        ),
+        ("env", stacked(s.env.iter().map(|(k, v)| format!("{k}={v}")))),
+        ("mcp", stacked(servers)),
+        ("tools", stacked(&s.allowed_tools)),
+        (
+            "prompt",
+            stacked(s.append_system_prompt.iter().flat_map(|p| p.lines())),
+        ),
+    ]
 }
 
 /// The settings to store: the file's (if any), then each flag on top.

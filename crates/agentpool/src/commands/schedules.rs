@@ -1,13 +1,14 @@
 //! `agentpool schedules`: put, list, show, run, pause, resume and delete the schedules that
 //! submit tasks on a cron expression.
 
-use agentpool_core::schedule::{Schedule, ScheduleSpec};
+use agentpool_core::schedule::{Overlap, Schedule, ScheduleSpec};
 
 use super::task_spec::{refused_schedule, spec_from};
-use super::{connect, print_done, print_json, print_table};
+use super::{connect, print_detail, print_done, print_json, print_table};
 use crate::cli::{SchedulePutArgs, SchedulesCommand};
 use crate::config::Settings;
 use crate::exit::ExitCode;
+use crate::output::{self, Style};
 
 pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Result<ExitCode> {
     let client = connect(settings).await?;
@@ -38,7 +39,10 @@ pub async fn schedules(settings: &Settings, cmd: SchedulesCommand) -> anyhow::Re
                 ]
             })?;
         }
-        SchedulesCommand::Show { name } => print_json(&client.get_schedule(&name).await?)?,
+        SchedulesCommand::Show { name } => {
+            let s = client.get_schedule(&name).await?;
+            print_detail(settings, &s, |out| detail(out, &s))?;
+        }
         SchedulesCommand::Run { name } => {
             let out = client.run_schedule(&name).await.map_err(refused_schedule)?;
             if settings.json() {
@@ -88,6 +92,43 @@ async fn set_paused(
         outln!("schedule {name} {done}; {}", next_words(&s));
     }
     Ok(())
+}
+
+/// `schedules show`: when it runs, what it submits, and what its last run did.
+fn detail(out: &Style, s: &Schedule) -> Vec<(&'static str, String)> {
+    let task = &s.spec.task;
+    let last = match (s.last_run_at, &s.last_message) {
+        (Some(at), Some(what)) => format!("{}: {what}", at.format("%Y-%m-%d %H:%M UTC")),
+        (Some(at), None) => at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        (None, _) => "not run yet".to_string(),
+    };
+    let overlap = match s.spec.overlap {
+        Overlap::Skip => "skip a run while the last task is unfinished",
+        Overlap::Allow => "submit every run, even while the last task is unfinished",
+    };
+    vec![
+        ("schedule", out.bold(&s.name)),
+        (
+            "when",
+            format!(
+                "{} ({})",
+                s.spec.cron,
+                s.spec.time_zone.as_deref().unwrap_or("UTC")
+            ),
+        ),
+        ("next run", next_run(s)),
+        ("submits", output::spec_what(task)),
+        ("project", task.project.clone().unwrap_or_default()),
+        ("repo", task.repo.clone().unwrap_or_default()),
+        ("labels", output::labels(&task.labels)),
+        ("overlap", overlap.to_string()),
+        ("last run", last),
+        (
+            "last task",
+            s.last_task.map(|t| t.to_string()).unwrap_or_default(),
+        ),
+        ("updated", output::relative(s.updated_at)),
+    ]
 }
 
 /// When it runs next, in words.

@@ -5,6 +5,7 @@
 //! nothing).
 
 use agentpool_core::protocol::QueueStats;
+use agentpool_core::render::count;
 use agentpool_core::{Labels, WorkerStatus};
 
 use super::{connect, print_json};
@@ -87,34 +88,59 @@ fn scope(a: &StatusArgs) -> String {
     parts.join("; ")
 }
 
+/// `n` with `noun` (made plural past one), and `verb` in the third person made to agree:
+/// ("1 task", "waits"), ("2 tasks", "wait"); "is" goes with "are".
+fn agree<N>(n: N, noun: &str, verb: &str) -> (String, String)
+where
+    N: Copy + PartialEq + From<u8> + std::fmt::Display,
+{
+    let many_verb = match verb {
+        "is" => "are".to_string(),
+        v => v.strip_suffix('s').unwrap_or(v).to_string(),
+    };
+    let one = n == N::from(1);
+    (
+        count(n, noun, &format!("{noun}s")),
+        if one { verb.to_string() } else { many_verb },
+    )
+}
+
 /// What a reader should not miss.
 fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
     let c = &s.worker_counts;
     let mut notes = Vec::new();
     if runnable > 0 && c.online == 0 {
+        let (tasks, wait) = agree(runnable, "task", "waits");
         notes.push(format!(
-            "no worker is online: {runnable} task(s) that could run wait for one"
+            "no worker is online: {tasks} that could run {wait} for one"
         ));
     } else {
         // Tasks no worker takes would not start on more workers like these.
         let for_these = runnable.saturating_sub(s.runnable_no_worker.unwrap_or(0));
         if for_these > free {
+            let tasks = count(for_these, "task", "tasks");
+            let (slots, are) = agree(free, "slot", "is");
             notes.push(format!(
-                "{for_these} task(s) could run now and {free} slot(s) are free: more workers would \
-                 start them sooner"
+                "{tasks} could run now and {slots} {are} free: more workers would start them sooner"
             ));
         }
     }
     if let Some(n) = s.runnable_no_worker.filter(|n| *n > 0 && c.online > 0) {
+        let (tasks, need) = agree(n, "task", "needs");
         notes.push(format!(
-            "{n} task(s) that could run now need what no worker taking tasks offers (an agent, \
+            "{tasks} that could run now {need} what no worker taking tasks offers (an agent, \
              labels or a project): `agentpool tasks show ID` says which"
         ));
     }
     if c.unhealthy > 0 {
+        let (workers, claim) = agree(c.unhealthy, "unhealthy worker", "claims");
+        let until = if c.unhealthy == 1 {
+            "it recovers"
+        } else {
+            "they recover"
+        };
         notes.push(format!(
-            "{} unhealthy worker(s) claim nothing until they recover: see `agentpool workers list`",
-            c.unhealthy
+            "{workers} {claim} nothing until {until}: see `agentpool workers list`"
         ));
     }
     notes
@@ -166,8 +192,8 @@ mod tests {
             "queued     12: 9 due, 4 can run now\n\
              running    4\n\
              workers    4 online (2 busy, 0 idle, 1 draining, 1 unhealthy), 1 of 4 slots free\n\
-             4 task(s) could run now and 1 slot(s) are free: more workers would start them sooner\n\
-             1 unhealthy worker(s) claim nothing until they recover: see `agentpool workers list`\n"
+             4 tasks could run now and 1 slot is free: more workers would start them sooner\n\
+             1 unhealthy worker claims nothing until it recovers: see `agentpool workers list`\n"
         );
     }
 
@@ -183,7 +209,7 @@ mod tests {
         assert_eq!(lines[0], "for        workers labelled gpu=a100; offering codex");
         assert_eq!(
             lines[4],
-            "no worker is online: 2 task(s) that could run wait for one"
+            "no worker is online: 2 tasks that could run wait for one"
         );
         // A quiet pool has nothing to say.
         let idle = || vec![worker("a", WorkerStatus::Idle, 2, 0)];
@@ -196,7 +222,7 @@ mod tests {
         assert!(
             text.ends_with(
                 "workers    1 online (0 busy, 1 idle), 2 of 2 slots free\n\
-                 3 task(s) that could run now need what no worker taking tasks offers (an agent, \
+                 3 tasks that could run now need what no worker taking tasks offers (an agent, \
                  labels or a project): `agentpool tasks show ID` says which\n"
             ),
             "{text}"

@@ -81,6 +81,45 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
     })
 }
 
+/// Warn on stderr when the task's repository is a local work tree with uncommitted changes:
+/// the task's workspace is cloned from its commits, so an agent told to fix what is being
+/// edited would otherwise work on the last commit without a word. Quiet when git cannot say.
+pub fn note_uncommitted(spec: &TaskSpec) {
+    let Some(repo) = spec.repo.as_deref() else {
+        return;
+    };
+    let path = repo.strip_prefix("file://").unwrap_or(repo);
+    if !path.starts_with('/') {
+        return;
+    }
+    let out = std::process::Command::new("git")
+        .args(["-C", path, "status", "--porcelain=v1", "--untracked-files=normal"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Some(status) = out.ok().filter(|o| o.status.success()) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&status.stdout);
+    // `XY path`: the path starts at the fourth character.
+    let changed: Vec<&str> = text.lines().filter_map(|l| l.get(3..)).collect();
+    if changed.is_empty() {
+        return;
+    }
+    let mut named = changed.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+    if changed.len() > 3 {
+        named.push_str(", …");
+    }
+    eprintln!(
+        "{}",
+        crate::output::Style::stderr().yellow(&format!(
+            "note: {path} has uncommitted changes ({}: {named}), which the task does not see: \
+             it starts from the last commit. Commit them first to include them.",
+            agentpool_core::render::count(changed.len(), "file", "files")
+        ))
+    );
+}
+
 /// `.` or `../repo` → `/abs/path/repo`; URLs, scp-like addresses and absolute paths unchanged.
 fn local_repo_absolute(repo: &str) -> anyhow::Result<String> {
     let looks_remote = repo.contains("://")

@@ -4,7 +4,7 @@
 use agentpool_core::{Task, TaskId, TaskState};
 
 use super::follow::{follow, wait_for};
-use super::task_spec::{refused, spec_from};
+use super::task_spec::{note_uncommitted, refused, spec_from};
 use super::{collect_pages, connect, find_server, print_json, print_list};
 use crate::access::AgentAccess;
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TasksCommand};
@@ -17,6 +17,7 @@ use agentpool_core::protocol::{CancelRequest, TaskDetail, TaskListQuery, WaitRea
 
 pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
+    note_uncommitted(&spec);
     let client = connect(settings).await?;
     let enqueued = client.submit(&spec).await.map_err(refused)?;
     let task = enqueued.task;
@@ -88,6 +89,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
+    note_uncommitted(&spec);
     let access = AgentAccess::resolve(&args.access)?;
     let (client, embedded) = match find_server(settings).await? {
         Some(c) if !args.access.is_empty() => {
@@ -127,10 +129,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             if transient {
                 // Its workers are all the pool has: the task would wait forever. An agent it
                 // lacks is one this machine lacks: say how to install it.
-                let missing = task
-                    .spec
-                    .required_agent()
-                    .filter(|a| embedded.as_ref().is_some_and(|e| !e.agents.iter().any(|o| o == a)));
+                let missing = task.spec.required_agent().filter(|a| {
+                    embedded
+                        .as_ref()
+                        .is_some_and(|e| !e.agents.iter().any(|o| o == a))
+                });
                 let install = missing
                     .and_then(crate::embedded::install_hint)
                     .map(|h| format!("; install it: {h}"))
@@ -139,7 +142,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                     "the transient pool cannot run it: none of its workers offers {needs} \
                      (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH){install}"
                 );
-                client.cancel_because(task.id, &CancelRequest::fitted(&why)).await?;
+                client
+                    .cancel_because(task.id, &CancelRequest::fitted(&why))
+                    .await?;
                 return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());
             }
             warn_no_worker(settings, &needs);
@@ -164,7 +169,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                     // The server keeps the task; only this follower goes away.
                     return Err(Exit::new(
                         ExitCode::Canceled,
-                        format!("stopped following; the task keeps running: agentpool tasks logs -f {}", task.id),
+                        format!(
+                            "stopped following; the task goes on: `agentpool tasks logs -f {id}` \
+                             follows it again, `agentpool tasks cancel {id}` stops it",
+                            id = task.id
+                        ),
                     )
                     .into());
                 }

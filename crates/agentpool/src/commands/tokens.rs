@@ -49,20 +49,13 @@ pub async fn tokens(settings: &Settings, args: TokensArgs) -> anyhow::Result<Exi
 async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: Backend) -> anyhow::Result<ExitCode> {
     match cmd {
         TokensCommand::Create(a) => create(settings, a, &on).await?,
-        TokensCommand::List => {
-            let ts: Vec<TokenInfo> = match &on {
-                Backend::Server(c) => c.list_tokens().await?,
-                Backend::Database(store) => store
-                    .list_tokens()
-                    .await?
-                    .into_iter()
-                    .map(TokenInfo::from)
-                    .collect(),
-            };
-            list(settings, &ts)?;
+        TokensCommand::List => list(settings, &all(&on).await?)?,
+        TokensCommand::Rotate { id, grace } => {
+            let id = resolve(&on, &id).await?;
+            rotate(settings, &id, grace, &on).await?
         }
-        TokensCommand::Rotate { id, grace } => rotate(settings, &id, grace, &on).await?,
         TokensCommand::Revoke { id } => {
+            let id = resolve(&on, &id).await?;
             match &on {
                 Backend::Server(c) => c.revoke_token(&id).await?,
                 Backend::Database(store) => store.revoke_token(&id).await?,
@@ -136,11 +129,12 @@ async fn create(settings: &Settings, a: TokenCreateArgs, on: &Backend) -> anyhow
         outln!("{plaintext}");
         let mut what = role.as_str().to_string();
         if !a.projects.is_empty() {
-            what.push_str(&format!(
-                " of project{} {}",
-                plural(a.projects.len()),
-                a.projects.join(", ")
-            ));
+            let of = if a.projects.len() == 1 {
+                "project"
+            } else {
+                "projects"
+            };
+            what.push_str(&format!(" of {of} {}", a.projects.join(", ")));
         }
         if let Some(at) = expires_at {
             what.push_str(&format!(", expires {}", day(at)));
@@ -154,6 +148,54 @@ async fn create(settings: &Settings, a: TokenCreateArgs, on: &Backend) -> anyhow
         );
     }
     Ok(())
+}
+
+/// Every token, as `tokens list` shows them.
+async fn all(on: &Backend) -> anyhow::Result<Vec<TokenInfo>> {
+    Ok(match on {
+        Backend::Server(c) => c.list_tokens().await?,
+        Backend::Database(store) => store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(TokenInfo::from)
+            .collect(),
+    })
+}
+
+/// The id `given` stands for: itself when it is shaped like an id, else the id of the one live
+/// (neither revoked nor expired) token of that name. A name two live tokens share (as they do
+/// while a rotation's grace runs) is refused, naming their ids.
+async fn resolve(on: &Backend, given: &str) -> anyhow::Result<String> {
+    if uuid::Uuid::try_parse(given).is_ok() {
+        return Ok(given.to_string());
+    }
+    let now = chrono::Utc::now();
+    let live: Vec<TokenInfo> = all(on)
+        .await?
+        .into_iter()
+        .filter(|t| t.name == given && !t.revoked && !t.expired(now))
+        .collect();
+    match live.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(Exit::new(
+            ExitCode::Failed,
+            format!("no live token is named or has the id {given:?}: `agentpool tokens list` shows them"),
+        )
+        .into()),
+        several => {
+            let ids: Vec<&str> = several.iter().map(|t| t.id.as_str()).collect();
+            Err(Exit::new(
+                ExitCode::Usage,
+                format!(
+                    "{} live tokens are named {given} ({}): give the id of the one meant",
+                    several.len(),
+                    ids.join(", ")
+                ),
+            )
+            .into())
+        }
+    }
 }
 
 fn list(settings: &Settings, ts: &[TokenInfo]) -> anyhow::Result<()> {
@@ -254,8 +296,4 @@ fn flag_of(field: &str) -> &'static str {
 
 fn day(t: Timestamp) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }

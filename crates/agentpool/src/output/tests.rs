@@ -138,6 +138,18 @@ fn a_retried_tasks_attempts_say_what_each_cost_and_the_total() {
     );
 }
 
+/// `tasks show` of `task`, without colour, attempts or waiting reasons.
+fn detail(task: agentpool_core::Task) -> String {
+    task_detail(
+        &Style::plain(),
+        &agentpool_core::protocol::TaskDetail {
+            task,
+            attempts_detail: Vec::new(),
+            waiting: Vec::new(),
+        },
+    )
+}
+
 /// The tasks table says a finished task's error class as its outcome, and a queued or running
 /// one's as what its retry follows.
 #[test]
@@ -167,16 +179,6 @@ fn a_retrying_tasks_class_is_what_its_retry_follows() {
         .collect();
     assert_eq!(ends, ["after LEASE_EXPIRED", "TIMEOUT", ""], "{shown}");
     // So does its detail.
-    let detail = |t| {
-        task_detail(
-            &Style::plain(),
-            &agentpool_core::protocol::TaskDetail {
-                task: t,
-                attempts_detail: Vec::new(),
-                waiting: Vec::new(),
-            },
-        )
-    };
     let shown = detail(task("running", Some("LEASE_EXPIRED")));
     assert!(shown.contains("\nretrying   after LEASE_EXPIRED"), "{shown}");
     assert!(!shown.contains("\nerror"), "{shown}");
@@ -199,4 +201,29 @@ fn fields_align_in_colour() {
             .collect();
         assert_eq!(columns, [11, 11], "{shown:?}");
     }
+}
+
+/// An agent task that named no agent says which agent ran it, once one has: the worker's
+/// default, marked as such.
+#[test]
+fn a_task_on_the_default_agent_says_which_agent_ran_it() {
+    let now = Utc::now();
+    let task = |result: Value| -> agentpool_core::Task {
+        serde_json::from_value(json!({
+            "id": agentpool_core::TaskId::new(), "spec": {"kind": "agent", "prompt": "fix it"},
+            "state": "succeeded", "attempts": 1, "max_attempts": 3, "priority": 0,
+            "created_at": now, "updated_at": now, "run_after": now, "result": result
+        }))
+        .unwrap()
+    };
+    let shown = detail(task(json!({"agent": "codex"})));
+    assert!(shown.contains("\nwhat       codex: fix it\n"), "{shown}");
+    assert!(
+        shown.contains("\nagent      codex (the worker's default)\n"),
+        "{shown}"
+    );
+    // Before it ran, nothing is guessed.
+    let shown = detail(task(Value::Null));
+    assert!(shown.contains("\nwhat       agent: fix it\n"), "{shown}");
+    assert!(!shown.contains("\nagent "), "{shown}");
 }

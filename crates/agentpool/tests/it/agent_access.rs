@@ -273,6 +273,20 @@ fn agents_lists_the_clis_found_their_versions_and_local_logins() {
         "{}",
         stderr(&o)
     );
+    // Set but empty, the variable is unset: not a lookup in the current directory.
+    let o = env
+        .cmd()
+        .env("AGENTPOOL_AGENT_BIN_DIR", "")
+        .env("PATH", "/usr/bin:/bin")
+        .arg("agents")
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(
+        stderr(&o).contains("looked up on PATH (set AGENTPOOL_AGENT_BIN_DIR"),
+        "{}",
+        stderr(&o)
+    );
 
     // `up` says what its workers offer: the same agents, and command tasks.
     let mut up = env

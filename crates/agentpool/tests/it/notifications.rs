@@ -87,6 +87,21 @@ fn a_notification_is_told_of_a_task_that_ends_signed_and_lists_its_delivery() {
         "NAME  TOLD OF\nops   succeeded and failed tasks\n",
         "no URL in the list"
     );
+    let o = pool.on_server(&["notifications", "show", "ops"]);
+    assert_exit(&o, 0);
+    let view = stdout(&o);
+    let lines: Vec<&str> = view.lines().collect();
+    assert_eq!(
+        lines[..5],
+        [
+            "name       ops",
+            &format!("url        {url}"),
+            "told of    succeeded and failed tasks",
+            "format     json (the event, and the task as `GET /v1/tasks/{id}` shows it)",
+            "signed     with credential hook-secret (X-Agentpool-Signature-256)",
+        ],
+        "{view}"
+    );
 
     // A ping, answered at once.
     let o = pool.on_server(&["notifications", "test", "ops"]);

@@ -91,6 +91,17 @@ async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = run(s(&["profiles", "list"]), vec![]).await.unwrap();
     assert!(stdout(&o).contains("scripted"), "{}", stdout(&o));
+    // One line a setting, several values under each other.
+    let o = run(s(&["profiles", "show", "scripted"]), vec![]).await.unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "profile    scripted\nenv        {base}\n           ENABLE_TOOL_SEARCH=false\n\
+             mcp        words: node {}\ntools      mcp__words__secret_word\n",
+            words.display()
+        )
+    );
 
     let o = run(
         s(&[
@@ -125,7 +136,7 @@ async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server
     let show = run(s(&["tasks", "show", &id]), vec![]).await.unwrap();
     assert!(
         stdout(&show)
-            .contains("scripted (env ANTHROPIC_BASE_URL,ENABLE_TOOL_SEARCH; mcp words; 1 allowed tools)"),
+            .contains("scripted (env ANTHROPIC_BASE_URL,ENABLE_TOOL_SEARCH; mcp words; 1 allowed tool)"),
         "{}",
         stdout(&show)
     );

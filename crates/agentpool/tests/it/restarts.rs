@@ -17,18 +17,16 @@ fn spawn_worker(env: &Env, url: &str, token: &str, id: Option<&str>) -> Child {
 }
 
 /// `agentpool worker` (id `id`, or the one kept in its work dir; heartbeats every second,
-/// command tasks) with its stderr.
+/// command tasks, labelled `site=here`) with its stderr. Configured as a container would be,
+/// through the environment.
 fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: Option<&str>, stderr: Stdio) -> Child {
     env.cmd()
         .args(["worker", "--server", url, "--token", token])
         .args(id.map(|id| ["--id", id]).into_iter().flatten())
-        .args([
-            "--allow-local-repos",
-            "--heartbeat-secs",
-            "1",
-            "--agents",
-            "command",
-        ])
+        .env("AGENTPOOL_ALLOW_LOCAL_REPOS", "true")
+        .env("AGENTPOOL_HEARTBEAT_SECS", "1")
+        .env("AGENTPOOL_AGENTS", "command")
+        .env("AGENTPOOL_LABELS", "site=here")
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -230,6 +228,13 @@ fn restarted_worker_releases_its_previous_attempt_at_once(worker_id: Option<&str
     let workers = json(&o);
     let ids: Vec<_> = workers.as_array().unwrap().iter().map(|w| &w["id"]).collect();
     assert_eq!(ids, [worker], "{workers:#}");
+    assert_eq!(workers[0]["labels"], serde_json::json!({"site": "here"}));
+    assert_eq!(workers[0]["agents"][0]["name"], "command", "{workers:#}");
+    assert_eq!(
+        workers[0]["agents"].as_array().map(Vec::len),
+        Some(1),
+        "{workers:#}"
+    );
     let _ = again.kill();
     let _ = again.wait();
     drop(server);

@@ -501,6 +501,25 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed_until_that_is_retried()
     assert_eq!(show["state"], "queued", "{show}");
 }
 
+/// Start `run` (a `run` whose task prints `task-started`), send it SIGINT once the task printed
+/// that, and read it to its end: its first line, how it exited, and its stderr.
+fn interrupt_once_started(mut run: std::process::Command) -> (String, std::process::ExitStatus, String) {
+    let mut run = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line naming the task").unwrap();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("task-started") {
+            break;
+        }
+    }
+    crate::signal(&run, "INT");
+    for _ in lines {}
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    (first, status, err)
+}
+
 #[test]
 fn interrupting_a_transient_run_cancels_its_task_and_leaves_no_process() {
     let env = Env::new();
@@ -510,26 +529,9 @@ fn interrupting_a_transient_run_cancels_its_task_and_leaves_no_process() {
         "echo $$ > {p}; echo task-started; while true; do sleep 0.05; done",
         p = pidfile.display()
     );
-    let mut run = env
-        .cmd()
-        .args(["run", "--repo", remote.to_str().unwrap(), "--command", &command])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("task-started") {
-            break;
-        }
-    }
-    let _ = std::process::Command::new("kill")
-        .args(["-INT", &run.id().to_string()])
-        .status();
-    for _ in lines {}
-    let status = run.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut run.stderr.take().unwrap(), &mut err).unwrap();
+    let mut run = env.cmd();
+    run.args(["run", "--repo", remote.to_str().unwrap(), "--command", &command]);
+    let (_, status, err) = interrupt_once_started(run);
     assert_eq!(status.code(), Some(3), "{err}");
     assert!(err.contains("canceled"), "{err}");
     let pid = std::fs::read_to_string(&pidfile).unwrap();
@@ -540,6 +542,31 @@ fn interrupting_a_transient_run_cancels_its_task_and_leaves_no_process() {
         .unwrap()
         .success();
     assert!(!alive, "the task's shell {pid} is still running");
+}
+
+/// On a server, `run` only follows: Ctrl-C stops the following and leaves the task to the
+/// server, saying how to follow it again and how to stop it.
+#[test]
+fn interrupting_a_run_on_a_server_leaves_its_task_running() {
+    let pool = Pool::start();
+    let mut run = pool.env.cmd();
+    run.args(["--server", &pool.up.url, "run", "--repo"]).args([
+        pool.remote.to_str().unwrap(),
+        "--command",
+        "echo task-started; sleep 600",
+    ]);
+    let (first, status, err) = interrupt_once_started(run);
+    let id = first.split_whitespace().last().unwrap().to_string();
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "agentpool: stopped following; the task goes on: `agentpool tasks logs -f {id}` \
+             follows it again, `agentpool tasks cancel {id}` stops it"
+        )
+    );
+    assert_eq!(json(&pool.json_of(&["tasks", "show", &id]))["state"], "running");
+    pool.cancel(&id);
 }
 
 #[test]
@@ -599,8 +626,10 @@ fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed()
     let env = Env::new();
     let remote = env.sample_repo();
     let repo = remote.to_str().unwrap();
-    // Without --repo, the repository is the current directory.
+    // Without --repo, the repository is the current directory. A file not committed there is
+    // not in the task's workspace, and `run` says so before it starts.
     let work = remote.parent().unwrap().join("src-repo");
+    std::fs::write(work.join("scratch.txt"), "draft").unwrap();
     let o = env
         .cmd()
         .current_dir(&work)
@@ -609,11 +638,17 @@ fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed()
             "--check",
             "grep -qx 42 answer.txt",
             "--check",
-            "test -f answer.txt",
+            "test -f answer.txt && test ! -e scratch.txt",
         ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let note = format!(
+        "note: {} has uncommitted changes (1 file: scratch.txt), which the task does not see: it \
+         starts from the last commit. Commit them first to include them.\n",
+        std::fs::canonicalize(&work).unwrap().display()
+    );
+    assert!(stderr(&o).starts_with(&note), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("passed after 1 round"), "{out}");
     assert!(

@@ -100,6 +100,29 @@ fn a_schedule_is_put_listed_run_by_hand_paused_resumed_and_deleted() {
         shown["last_message"],
         format!("submitted task {id} (run by hand)")
     );
+    // The human view: one aligned line a value.
+    let o = pool.on_server(&["schedules", "show", "notes"]);
+    assert_exit(&o, 0);
+    let view = stdout(&o);
+    let lines: Vec<&str> = view.lines().collect();
+    assert_eq!(lines[0], "schedule   notes", "{view}");
+    assert_eq!(lines[1], "when       0 6 * * 1-5 (Europe/Berlin)", "{view}");
+    assert!(
+        lines[2].starts_with("next run   20") && lines[2].ends_with(" UTC"),
+        "{view}"
+    );
+    assert_eq!(lines[3], "submits    $ date >> NOTES && echo noted", "{view}");
+    assert_eq!(lines[4], format!("repo       {remote}"), "{view}");
+    assert_eq!(
+        lines[5], "overlap    skip a run while the last task is unfinished",
+        "{view}"
+    );
+    assert!(
+        lines[6].starts_with("last run   20")
+            && lines[6].ends_with(&format!(" UTC: submitted task {id} (run by hand)")),
+        "{view}"
+    );
+    assert_eq!(lines[7], format!("last task  {id}"), "{view}");
 
     // Paused, it has no next run; resumed, it has one again.
     let o = pool.on_server(&["schedules", "pause", "notes"]);

@@ -20,7 +20,7 @@ fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work
     // The pool's worker (it registers before `up` says its URL) has no such label.
     assert!(
         text.ends_with(
-            "1 task(s) that could run now need what no worker taking tasks offers (an agent, \
+            "1 task that could run now needs what no worker taking tasks offers (an agent, \
              labels or a project): `agentpool tasks show ID` says which\n"
         ),
         "{text}"
@@ -35,7 +35,7 @@ fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work
          queued     1: 1 due, 1 can run now\n\
          running    0\n\
          workers    0 online (0 busy, 0 idle), 0 of 0 slots free\n\
-         no worker is online: 1 task(s) that could run wait for one\n"
+         no worker is online: 1 task that could run waits for one\n"
     );
     // Workers labelled otherwise see nothing to do.
     let o = pool.json_of(&["status", "--label", "pool=cpu"]);

@@ -226,7 +226,8 @@ fn a_token_is_rotated_on_the_database_with_a_grace() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let created: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let id = created["id"].as_str().unwrap();
-    let o = env.run(&["tokens", "rotate", id, "--grace", "10m", "--database-url", &db]);
+    // Named, not by id: the one live token of that name.
+    let o = env.run(&["tokens", "rotate", "ci", "--grace", "10m", "--database-url", &db]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let value = stdout(&o).trim().to_string();
     assert!(value.starts_with("apt_") && value != created["token"], "{value}");
@@ -258,7 +259,27 @@ fn a_token_is_rotated_on_the_database_with_a_grace() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let o = env.run(&["tokens", "rotate", "nope", "--database-url", &db]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o).trim(), "agentpool: token nope not found");
+    assert_eq!(
+        stderr(&o).trim(),
+        "agentpool: no live token is named or has the id \"nope\": `agentpool tokens list` shows them"
+    );
+    // While the grace runs, the name stands for two tokens: the id is asked for.
+    let o = env.run(&["tokens", "revoke", "ci", "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(2));
+    // In the order the list gives them.
+    let ids: Vec<&str> = rows.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        stderr(&o).trim(),
+        format!(
+            "agentpool: 2 live tokens are named ci ({}): give the id of the one meant",
+            ids.join(", ")
+        )
+    );
+    // An id shaped like one is taken as given, and an unknown one is not found.
+    let unknown = "01a23901-c4f9-755d-9c9c-aa7fc317e16a";
+    let o = env.run(&["tokens", "revoke", unknown, "--database-url", &db]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).trim(), format!("agentpool: token {unknown} not found"));
 }
 
 /// A worker token limited to a project, through the binaries: created over the API, a `worker`

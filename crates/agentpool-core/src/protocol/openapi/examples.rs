@@ -113,6 +113,7 @@ fn check_run() -> CheckRun {
 
 pub(super) fn task_result() -> TaskResult {
     TaskResult {
+        agent: Some("claude-code".into()),
         commit_sha: Some("0123abcd".into()),
         branch: Some("agentpool/fix".into()),
         files: vec![FileChange {

@@ -215,6 +215,6 @@ core_schema!(
 core_schema!(
     TaskResultSchema,
     "TaskResult",
-    "What a run produced: commit, files, push, PR, usage, cost, session id, check rounds.",
+    "What a run produced: the agent that ran, commit, files, push, PR, usage, cost, session id, check rounds.",
     vec![task_result_value()]
 );

@@ -140,19 +140,16 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
     let page = get(&app, &format!("/tasks/{id}"), Some(&cookie)).await;
     assert!(page.text.contains("Retry task") && page.text.contains("Follow up"));
     let csrf = page.csrf();
-    let r = post(
-        &app,
-        &format!("/tasks/{id}/follow-up"),
-        &cookie,
-        &format!("csrf={csrf}&prompt=and+now+the+docs"),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
-    let new_id: agentpool_core::TaskId = r
-        .location()
-        .trim_start_matches("/tasks/")
-        .parse()
-        .expect("task id");
+    let follow_up = async |id, prompt: &str| -> agentpool_core::TaskId {
+        let form = format!("csrf={csrf}&prompt={prompt}");
+        let r = post(&app, &format!("/tasks/{id}/follow-up"), &cookie, &form).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+        r.location()
+            .trim_start_matches("/tasks/")
+            .parse()
+            .expect("task id")
+    };
+    let new_id = follow_up(id, "and+now+the+docs").await;
     let t = stored_task(&app.store, new_id).await;
     assert_eq!(t.spec.follow_up_of, Some(id));
     assert_eq!(
@@ -183,4 +180,44 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let t = stored_task(&app.store, id).await;
     assert_eq!(t.state, agentpool_core::TaskState::Queued);
+
+    // A task that named no agent was run by a worker's default: its follow-up asks for that
+    // agent, whose session it resumes, whichever worker claims it.
+    let spec = TaskSpec {
+        agent: None,
+        ..TaskSpec::agent("https://example.com/r.git", "x", "first")
+    };
+    let id = app.store.enqueue(spec).await.expect("enqueue").task.id;
+    let w = app
+        .store
+        .register_worker(agentpool_testkit::worker::registration(None, &["codex"], 1))
+        .await
+        .expect("register");
+    let claimed = app
+        .store
+        .claim(&agentpool_store::ClaimFilter {
+            worker_id: w.id.clone(),
+            agents: vec!["codex".into()],
+            labels: Default::default(),
+            projects: Vec::new(),
+            max: 1,
+            lease_ttl: std::time::Duration::from_secs(60),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1, "the task of no agent goes to the codex worker");
+    let result = agentpool_core::TaskResult {
+        agent: Some("codex".into()),
+        session_id: Some("s-1".into()),
+        ..Default::default()
+    };
+    app.store
+        .complete(&w.id, claimed[0].lease, result)
+        .await
+        .expect("complete");
+    let next = follow_up(id, "more").await;
+    assert_eq!(
+        stored_task(&app.store, next).await.spec.agent.as_deref(),
+        Some("codex")
+    );
 }

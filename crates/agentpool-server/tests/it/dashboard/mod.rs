@@ -423,6 +423,11 @@ async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
     );
     let r = post(&app, "/tasks/bulk", &cookie, &form).await;
     assert_eq!(r.location(), "/tasks?done=retry&ok=2&failed=0", "{}", r.text);
+    // The list it leads back to says what was done.
+    let done = get(&app, r.location(), Some(&cookie)).await;
+    assert!(done.text.contains(">Retried 2 tasks.</p>"), "{}", done.text);
+    let one = get(&app, "/tasks?done=cancel&ok=1&failed=0", Some(&cookie)).await;
+    assert!(one.text.contains(">Canceled 1 task.</p>"), "{}", one.text);
 }
 
 /// Enqueue a command task (`true`) straight into the store; its id.
