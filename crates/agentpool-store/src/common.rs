@@ -241,7 +241,10 @@ pub(crate) fn constrained(spec: &TaskSpec) -> bool {
 }
 
 impl NewTaskRow {
-    pub fn new(spec: TaskSpec, now: i64, default_max_attempts: u32) -> Result<Self> {
+    pub fn new(mut spec: TaskSpec, now: i64, default_max_attempts: u32) -> Result<Self> {
+        // Added here, where every task enters the queue, so that the claim, the waiting
+        // reasons and the dispatcher all read them from the one spec.
+        spec.add_required_labels();
         let id = TaskId::new();
         let lock_key = spec.branch.as_ref().map(|branch| {
             let repo = match (&spec.repo, &spec.project) {

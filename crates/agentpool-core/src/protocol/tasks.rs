@@ -79,18 +79,34 @@ fn is_zero(n: &u32) -> bool {
 impl WaitReason {
     /// What a worker must offer to run the task of a [`WaitReason::NoWorkerCanRun`], in words:
     /// "agent claude-code with labels gpu=yes".
+    /// The label a task on a local repository carries, when it is the only one, is said in
+    /// words: "agent codex on local repositories"; among others it is listed as they are.
     pub fn needs(agent: Option<&str>, labels: &crate::Labels) -> String {
+        let local_repos = Self::only_local_repos(labels);
         let labels = labels
             .iter()
+            .filter(|_| !local_repos)
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
-        match (agent, labels.is_empty()) {
+        let mut words = match (agent, labels.is_empty()) {
             (Some(a), true) => format!("agent {a}"),
             (Some(a), false) => format!("agent {a} with labels {labels}"),
             (None, false) => format!("any agent with labels {labels}"),
             (None, true) => "any agent".into(),
+        };
+        if local_repos {
+            words.push_str(" on local repositories");
         }
+        words
+    }
+
+    /// Whether the one label in `labels` is the one a task on a local repository carries.
+    fn only_local_repos(labels: &crate::Labels) -> bool {
+        labels.len() == 1
+            && labels
+                .get(crate::spec::LOCAL_REPOS_LABEL)
+                .is_some_and(|v| v == "true")
     }
 
     /// What the task of a [`WaitReason::NoWorkerCanRun`] needs and the unhealthy workers that

@@ -20,6 +20,11 @@ pub use validate::{MAX_CREDENTIALS, MAX_LABELS, parse_label, validate_labels};
 /// selector: a worker may claim the task only if it carries every label the task names.
 pub type Labels = BTreeMap<String, String>;
 
+/// The label (value `true`) of a worker that reads repositories on its own disk (`agentpool
+/// worker --allow-local-repos`), which a task on a local repository requires: a path names
+/// a place on one machine, so only a worker that opted in may take it.
+pub const LOCAL_REPOS_LABEL: &str = "agentpool/local-repos";
+
 /// A field that failed validation, with a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{field}: {message}")]
@@ -226,6 +231,16 @@ impl TaskSpec {
         self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS)
     }
 
+    /// Add the labels the task's own fields ask of its worker: [`LOCAL_REPOS_LABEL`] when its
+    /// repository is a local one. The queue matches them like any label, so such a task waits
+    /// for a worker that reads local repositories instead of being claimed by one that must
+    /// fail it.
+    pub fn add_required_labels(&mut self) {
+        if self.repo.as_deref().is_some_and(RepoUrl::names_local) {
+            self.labels.insert(LOCAL_REPOS_LABEL.into(), "true".into());
+        }
+    }
+
     /// The agent the queue matches workers against: [`COMMAND_AGENT`] for command tasks.
     pub fn required_agent(&self) -> Option<&str> {
         match self.kind {
@@ -234,7 +249,6 @@ impl TaskSpec {
         }
     }
 
-    /// Check every field; returns all problems, not just the first.
     /// The checks this task runs (none when it names none).
     pub fn checks(&self) -> &[CheckSpec] {
         self.checks.as_deref().unwrap_or_default()

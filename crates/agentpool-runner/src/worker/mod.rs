@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use agentpool_agents::{EventSink, Registry};
 use agentpool_core::protocol::{HeartbeatReply, HeartbeatRequest};
+use agentpool_core::spec::LOCAL_REPOS_LABEL;
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{ErrorClass, Labels, Lease, TaskId, WorkerId, WorkerStatus};
 use tokio::sync::{Notify, Semaphore};
@@ -161,6 +162,18 @@ pub struct WorkerSummary {
     pub unhealthy: bool,
 }
 
+/// The labels the worker registers with: its own, and [`LOCAL_REPOS_LABEL`] when it reads
+/// local repositories, which the queue matches against the label such tasks carry. An
+/// operator may also give that label by hand; without the setting such a task then fails,
+/// saying which setting refused it.
+fn worker_labels(config: &WorkerConfig) -> Labels {
+    let mut labels = config.labels.clone();
+    if config.pipeline.allow_file_repos {
+        labels.insert(LOCAL_REPOS_LABEL.into(), "true".into());
+    }
+    labels
+}
+
 /// Run a worker until `shutdown` fires (or the server asks it to drain), then drain and
 /// deregister. The CLI maps SIGTERM/SIGINT onto `shutdown`.
 pub async fn run_worker(
@@ -185,7 +198,7 @@ pub async fn run_worker(
         hostname: config.hostname.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         agents,
-        labels: config.labels.clone(),
+        labels: worker_labels(&config),
         slots: concurrency,
         projects: config.projects.clone(),
         // It runs nothing yet: whatever a previous life held under this id is released.
@@ -302,13 +315,30 @@ pub async fn run_worker(
         }
         let claim = api.claim(&shared.id, permits.len() as u32, config.claim_wait);
         tokio::pin!(claim);
+        let mut turned_unhealthy = false;
         let answered = tokio::select! {
             r = &mut claim => Some(r),
             _ = shutdown.cancelled() => None,
             _ = server_drain.cancelled() => None,
             _ = shared.refused_now.cancelled() => break,
-            _ = shared.became_unhealthy() => continue,
+            _ = shared.became_unhealthy() => {
+                turned_unhealthy = true;
+                None
+            }
         };
+        if turned_unhealthy {
+            // The claim under way may have been granted already (the server ends the poll
+            // once it hears the worker is unhealthy): what it hands over goes back to the
+            // queue now, rather than stay leased to a worker that will not run it until the
+            // lease expires.
+            let answer = tokio::time::timeout(config.claim_wait + CLAIM_ANSWER_MARGIN, &mut claim);
+            if let Ok(Ok(works)) = answer.await {
+                for work in works {
+                    hand_back_unstarted(&shared, work).await;
+                }
+            }
+            continue;
+        }
         let stopping = answered.is_none();
         let claimed = match answered {
             Some(r) => r,
@@ -452,6 +482,29 @@ const CLAIM_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 /// Tell the server this worker drains, so that operators see it, it stops counting on this
 /// worker and ends its waiting claim. Best effort: the drain proceeds whether or not the
 /// server hears about it.
+/// Give a task this worker was handed but will not start (it turned unhealthy meanwhile)
+/// back to the queue: a `WORKER_ERROR`, which uses none of the task's attempts.
+async fn hand_back_unstarted(shared: &Shared, work: ClaimedWork) {
+    let lease = work.claimed.lease;
+    let why = shared.status_message().unwrap_or_else(|| "unknown".into());
+    tracing::warn!(task = %lease.task_id, "handing a task back unstarted: this worker turned unhealthy");
+    let report = crate::pipeline::Report::Fail {
+        class: ErrorClass::WorkerError,
+        message: format!("this worker turned unhealthy before it started the task ({why})"),
+        retry_after: None,
+        result: None,
+        worker_fault: false,
+    };
+    crate::attempt::deliver(
+        shared.api.as_ref(),
+        &shared.id,
+        lease,
+        report,
+        shared.report_retry_for,
+    )
+    .await;
+}
+
 async fn report_drain(shared: &Shared) {
     if let Err(e) = shared.api.drain(&shared.id).await {
         tracing::warn!("could not report draining to the server: {e}");

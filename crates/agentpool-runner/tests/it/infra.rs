@@ -224,3 +224,101 @@ async fn a_cause_the_check_cannot_see_takes_unhealthy_after_tasks_in_a_row() {
     assert_eq!(handed_back, 2);
     assert_eq!(w.stop().await.failed, 2);
 }
+
+/// Holds the answer of a claim that hands over the task running `echo later` until the server
+/// lists worker `w-sick` unhealthy: that task was granted before the worker turned unhealthy.
+struct UnhealthyWhileClaiming {
+    store: std::sync::Arc<dyn agentpool_store::Store>,
+}
+
+#[async_trait]
+impl Hooks for UnhealthyWhileClaiming {
+    async fn after_claim(&self, claimed: &[agentpool_runner::api::ClaimedWork]) {
+        let later = |c: &agentpool_runner::api::ClaimedWork| {
+            c.claimed.task.spec.command.as_deref() == Some("echo later")
+        };
+        if !claimed.iter().any(later) {
+            return;
+        }
+        // Polled: the store offers no change feed for tests.
+        let id = agentpool_core::WorkerId::parse("w-sick").unwrap();
+        loop {
+            let w = self.store.get_worker(&id).await.unwrap();
+            if w.is_some_and(|w| w.status == WorkerStatus::Unhealthy) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A task the server grants to the claim under way as the worker turns unhealthy goes back to
+/// the queue at once, unstarted and with no attempt used: the claim's answer is awaited, not
+/// dropped (which left the task leased to a worker that would never run it, here for an hour).
+#[tokio::test]
+async fn a_task_granted_as_the_worker_turns_unhealthy_is_handed_back_at_once() {
+    let env = env().await;
+    let hooks = UnhealthyWhileClaiming {
+        store: env.store.clone(),
+    };
+    let api = hooked(&env.store, Duration::from_secs(3600), hooks).await;
+    // Its agent cannot be started (a cause its own check does not see), so the first agent
+    // task it runs turns it unhealthy; it has a second slot to claim with meanwhile.
+    let bin = env.dir.path().join("bin");
+    agentpool_testkit::process::script(&bin, "claude", "#!/no-such-dir/node\n");
+    let mut w = config(&env, "w-sick", TOKEN);
+    w.concurrency = 2;
+    w.agents = agentpool_agents::Registry::builtin(&agentpool_agents::AgentConfig {
+        bin_dir: Some(bin),
+        ..Default::default()
+    });
+    w.unhealthy_after = 1;
+    w.pipeline.extra_env = [("ANTHROPIC_API_KEY".to_string(), "sk-ant-test".to_string())].into();
+    let w = start(w, api);
+    // The agent task waits in its setup until the other task has been granted.
+    let gate = env.dir.path().join("gate");
+    let first = agentpool_core::TaskSpec {
+        setup_command: Some(format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display())),
+        ..agentpool_core::TaskSpec::agent(&env.server.url("app"), "claude-code", "p")
+    };
+    let first = env.store.enqueue(first).await.unwrap().task.id;
+    let running = async |id| {
+        env.store
+            .get_task(id)
+            .await
+            .unwrap()
+            .filter(|d| d.task.state == TaskState::Running)
+    };
+    until("the agent task to run", async || running(first).await).await;
+    let later = enqueue_command(&env, "echo later").await.id;
+    until("the other task to be granted", async || running(later).await).await;
+    std::fs::write(&gate, "go").unwrap();
+
+    let d = until("the granted task to be back in the queue", async || {
+        env.store
+            .get_task(later)
+            .await
+            .unwrap()
+            .filter(|d| d.task.state == TaskState::Queued)
+    })
+    .await;
+    assert_eq!(d.task.attempts, 0, "no attempt was used");
+    let [a] = &d.attempts_detail[..] else {
+        panic!("one hand-back: {:#?}", d.attempts_detail)
+    };
+    assert_eq!(a.error_class, Some(ErrorClass::WorkerError));
+    let msg = a.error_message.as_deref().unwrap_or_default();
+    assert!(
+        msg.starts_with(
+            "this worker turned unhealthy before it started the task (git or an agent could not be started"
+        ),
+        "{msg}"
+    );
+    let summary = w.stop().await;
+    assert!(summary.unhealthy);
+    assert_eq!(
+        (summary.succeeded, summary.failed),
+        (0, 1),
+        "only the agent task ran"
+    );
+}

@@ -193,15 +193,28 @@ macro_rules! registry_queries {
         }
 
         /// Mark the worker unhealthy (unless it drains), keeping `message` as why; without one,
-        /// the reason it gave before stays.
+        /// the reason it gave before stays. Returns whether it was not unhealthy before (every
+        /// beat of an unhealthy worker says so again).
         pub(crate) async fn mark_worker_unhealthy(
             w: &Pool<Db>,
             id: &WorkerId,
             message: Option<&str>,
-        ) -> Result<()> {
-            let n = sqlx::query(
+        ) -> Result<bool> {
+            let turned = sqlx::query(
                 "UPDATE workers SET status = 'unhealthy', status_message = COALESCE($2, status_message) \
-                 WHERE id = $1 AND status <> 'draining'",
+                 WHERE id = $1 AND status NOT IN ('draining', 'unhealthy')",
+            )
+            .bind(id.as_str())
+            .bind(message)
+            .execute(w)
+            .await?
+            .rows_affected();
+            if turned > 0 {
+                return Ok(true);
+            }
+            let n = sqlx::query(
+                "UPDATE workers SET status_message = COALESCE($2, status_message) \
+                 WHERE id = $1 AND status = 'unhealthy'",
             )
             .bind(id.as_str())
             .bind(message)
@@ -211,7 +224,7 @@ macro_rules! registry_queries {
             if n == 0 && get_worker(w, id).await?.is_none() {
                 return Err(StoreError::not_found("worker", id));
             }
-            Ok(())
+            Ok(false)
         }
 
         /// Mark the worker offline and expire its leases, so the next maintenance pass rescues

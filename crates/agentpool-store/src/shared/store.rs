@@ -360,7 +360,12 @@ macro_rules! store_impl {
             }
 
             async fn mark_worker_unhealthy(&self, id: &WorkerId, message: Option<&str>) -> Result<()> {
-                registry::mark_worker_unhealthy(&self.$w, id, message).await
+                if registry::mark_worker_unhealthy(&self.$w, id, message).await? {
+                    // Its waiting claim ends at once: an unhealthy worker takes nothing, and
+                    // hands back what a claim granted meanwhile.
+                    self.ring(id).await;
+                }
+                Ok(())
             }
 
             async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {

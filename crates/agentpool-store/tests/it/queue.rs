@@ -16,6 +16,7 @@ both!(
     claim_takes_priority_then_fifo,
     claim_skips_tasks_scheduled_later,
     claim_matches_agent_and_labels,
+    a_task_on_a_local_repository_waits_for_a_worker_that_reads_them,
     draining_worker_claims_nothing,
     eight_claimers_take_every_task_exactly_once,
     failure_requeues_with_backoff_then_finishes,
@@ -299,6 +300,34 @@ async fn claim_matches_agent_and_labels(h: Harness) {
         waiting(far).await[0].no_worker_offers().as_deref(),
         Some("agent command with labels zone=c (1 that does is unhealthy)")
     );
+}
+
+async fn a_task_on_a_local_repository_waits_for_a_worker_that_reads_them(h: Harness) {
+    use agentpool_core::spec::LOCAL_REPOS_LABEL;
+    let plain = h.worker("plain", &["command"], &[]).await;
+    let local = h.submit(TaskSpec::command("/srv/repos/app", "true")).await;
+    let remote = h.submit(cmd("true")).await;
+    // The label is the task's own, in its spec, where the API shows it; a remote one has none.
+    let spec = async |id| h.store.get_task(id).await.unwrap().unwrap().task.spec;
+    assert_eq!(
+        spec(local).await.labels,
+        crate::harness::labels(&[(LOCAL_REPOS_LABEL, "true")])
+    );
+    assert!(spec(remote).await.labels.is_empty());
+    // A worker that does not read local repositories takes only the other task...
+    assert_eq!(ids(&plain.claim(10).await), vec![remote]);
+    h.store.drain_worker(&plain.id).await.unwrap();
+    // ...and the one left says what it waits for, in words.
+    let d = h.store.get_task(local).await.unwrap().unwrap();
+    assert_eq!(
+        d.waiting[0].no_worker_offers().as_deref(),
+        Some("agent command on local repositories")
+    );
+    // A worker that does (the runner registers the label for --allow-local-repos) takes it.
+    let reads = h
+        .worker("reads", &["command"], &[(LOCAL_REPOS_LABEL, "true")])
+        .await;
+    assert_eq!(ids(&reads.claim(10).await), vec![local]);
 }
 
 async fn draining_worker_claims_nothing(h: Harness) {

@@ -350,7 +350,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "AGENTPOOL_HEARTBEAT_SECS", default_value_t = 10,
         value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
-    /// Accept tasks on local repositories (paths and file:// URLs) from the server
+    /// Accept tasks on local repositories (paths and file:// URLs) from the server (the worker
+    /// carries the label agentpool/local-repos=true, which those tasks require)
     #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
     /// Serve a health probe here: /healthz while the process runs, /readyz (200) only while

@@ -63,7 +63,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
             // A typo in --agent or --label is otherwise found only by whoever wonders why
             // the task never starts.
             if task.state == TaskState::Queued
-                && let Some(needs) = no_worker_can_run(&client, task.id).await
+                && let Some(needs) = no_worker_can_run(&client, task.id, false).await
             {
                 warn_no_worker(settings, &needs);
             }
@@ -80,7 +80,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
         let s = Style::stdout();
         outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
     }
-    if let Some(needs) = no_worker_can_run(&client, task.id).await {
+    if let Some(needs) = no_worker_can_run(&client, task.id, false).await {
         warn_no_worker(settings, &needs);
     }
     let view = wait_for(&client, task.id, settings.json(), false).await?;
@@ -125,7 +125,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             let s = Style::stdout();
             outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
         }
-        if let Some(needs) = no_worker_can_run(&client, task.id).await {
+        if let Some(needs) = no_worker_can_run(&client, task.id, transient).await {
             if transient {
                 // Its workers are all the pool has: the task would wait forever. An agent it
                 // lacks is one this machine lacks: say how to install it.
@@ -248,10 +248,19 @@ fn with_access_hint(e: anyhow::Error, task: &agentpool_core::Task) -> anyhow::Er
 
 /// What a worker would have to offer to run task `id`, when none online does (a mistyped
 /// agent, one not installed where the workers run, a label none carries). A failed lookup
-/// says nothing: following the task goes on regardless.
-async fn no_worker_can_run(client: &Client, id: TaskId) -> Option<String> {
+/// says nothing: following the task goes on regardless. `transient`: the workers are a
+/// transient pool's, which all read local repositories, so that label is not named as
+/// what they lack.
+async fn no_worker_can_run(client: &Client, id: TaskId, transient: bool) -> Option<String> {
     let d = client.get_task(id).await.ok()?;
-    d.waiting.iter().find_map(WaitReason::no_worker_offers)
+    d.waiting.into_iter().find_map(|mut w| {
+        if let WaitReason::NoWorkerCanRun { labels, .. } = &mut w
+            && transient
+        {
+            labels.remove(agentpool_core::spec::LOCAL_REPOS_LABEL);
+        }
+        w.no_worker_offers()
+    })
 }
 
 /// Say, once, that the task waits for a worker that can run it; a server may get one later.

@@ -228,7 +228,11 @@ fn restarted_worker_releases_its_previous_attempt_at_once(worker_id: Option<&str
     let workers = json(&o);
     let ids: Vec<_> = workers.as_array().unwrap().iter().map(|w| &w["id"]).collect();
     assert_eq!(ids, [worker], "{workers:#}");
-    assert_eq!(workers[0]["labels"], serde_json::json!({"site": "here"}));
+    // Its own label, and the one of a worker that reads local repositories (--allow-local-repos).
+    assert_eq!(
+        workers[0]["labels"],
+        serde_json::json!({"site": "here", "agentpool/local-repos": "true"})
+    );
     assert_eq!(workers[0]["agents"][0]["name"], "command", "{workers:#}");
     assert_eq!(
         workers[0]["agents"].as_array().map(Vec::len),

@@ -313,7 +313,7 @@ fn a_task_canceled_while_waited_on_exits_3() {
     assert_eq!(out.status.code(), Some(3));
     // It said why the task waited: no worker could take it, not merely none was free.
     assert!(
-        stderr(&out).contains("waiting: no worker online offers agent command with labels pool=nowhere yet"),
+        stderr(&out).contains("waiting: no worker online offers agent command with labels agentpool/local-repos=true,pool=nowhere yet"),
         "{}",
         stderr(&out)
     );
@@ -321,7 +321,7 @@ fn a_task_canceled_while_waited_on_exits_3() {
     let o = pool.submit("true", &["--label", "pool=nowhere"]);
     assert_exit(&o, 0);
     assert!(
-        stderr(&o).contains("waiting: no worker online offers agent command with labels pool=nowhere yet"),
+        stderr(&o).contains("waiting: no worker online offers agent command with labels agentpool/local-repos=true,pool=nowhere yet"),
         "{}",
         stderr(&o)
     );

@@ -8,8 +8,18 @@ use crate::{assert_exit, json, stdout};
 #[test]
 fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work() {
     let pool = Pool::start();
-    // No worker of the pool has this label: the task stays queued.
-    let o = pool.submit("true", &["--label", "pool=gpu"]);
+    // No worker of the pool has this label: the task stays queued. Its repository is a remote
+    // one, as a pool's (of Kubernetes pods, say) would be: a task on a local repository
+    // needs a worker that reads them, which a pool selected by its labels alone is not.
+    let o = pool.on_server(&[
+        "submit",
+        "--repo",
+        "https://git.example/app.git",
+        "--command",
+        "true",
+        "--label",
+        "pool=gpu",
+    ]);
     assert_exit(&o, 0);
 
     let o = pool.on_server(&["status"]);

@@ -356,7 +356,7 @@ fn a_worker_token_limited_to_a_project_runs_that_project_s_tasks_only() {
     assert_eq!(t["state"], "queued", "{t}");
     let o = api(&admin, &["tasks", "show", &waiting]);
     assert!(
-        stdout(&o).contains("none online offers agent command for project api"),
+        stdout(&o).contains("none online offers agent command on local repositories for project api"),
         "{}",
         stdout(&o)
     );

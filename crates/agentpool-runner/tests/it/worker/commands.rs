@@ -2,6 +2,7 @@
 //! repositories and refs refused, credentials kept out of the command and the logs.
 
 use super::*;
+use agentpool_core::spec::LOCAL_REPOS_LABEL;
 use agentpool_runner::log_limit::LogLimit;
 
 #[tokio::test]
@@ -151,13 +152,17 @@ async fn output_past_the_log_limit_keeps_its_head_and_its_tail() {
 }
 
 #[tokio::test]
-async fn bad_repository_url_is_an_invalid_task() {
+async fn a_local_repository_on_a_worker_that_does_not_read_them_is_an_invalid_task() {
     let env = env().await;
-    // Local repositories are refused by this worker (file repos not enabled).
+    // The task waits for a worker carrying the label of those that read local repositories;
+    // this one carries it by hand (its operator's mistake) without the setting, so it claims
+    // the task and must refuse it.
     let mut spec = TaskSpec::command("/tmp/some/repo", "true");
     spec.max_attempts = Some(3);
     let enq = env.store.enqueue(spec).await.unwrap();
-    let w = start_w1(&env).await;
+    let mut config = config(&env, "w1", TOKEN);
+    config.labels.insert(LOCAL_REPOS_LABEL.into(), "true".into());
+    let w = start(config, api(&env.store, Duration::from_secs(30)).await);
     let done = finished(&env.store, enq.task.id).await;
     w.stop().await;
     assert_eq!(done.task.error_class, Some(ErrorClass::InvalidTask));
@@ -303,7 +308,11 @@ async fn hostile_repository_urls_and_refs_fail_as_invalid_tasks_without_running(
     for s in specs {
         ids.push(env.store.enqueue(s).await.unwrap().task.id);
     }
-    let w = start_w1(&env).await;
+    // The label of workers that read local repositories, given by hand without the setting,
+    // so that this worker claims the `file://` task too and refuses it itself.
+    let mut config = config(&env, "w1", TOKEN);
+    config.labels.insert(LOCAL_REPOS_LABEL.into(), "true".into());
+    let w = start(config, api(&env.store, Duration::from_secs(30)).await);
     for id in ids {
         let done = finished(&env.store, id).await;
         assert_eq!(

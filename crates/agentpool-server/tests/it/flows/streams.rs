@@ -161,6 +161,55 @@ async fn a_waiting_claim_ends_when_its_worker_is_drained(backend: Backend) {
     assert_eq!(state.waiting_claims(), 0);
 }
 
+/// Likewise a worker whose beat says it turned unhealthy: it claims nothing now, and hands
+/// back what the claim under way brings, so the sooner that answer comes the better. Its later
+/// beats, unhealthy still, do not ring again (they would end its own waiting beats at once).
+async fn a_waiting_claim_ends_when_its_worker_turns_unhealthy(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let state = app.state().clone();
+    let waiter = {
+        let (wrk, id) = (wrk.clone(), w.id.clone());
+        tokio::spawn(async move { wrk.claim(&id, 1, Duration::from_secs(60)).await })
+    };
+    eventually(Duration::from_secs(10), || state.store().parked_claimers() == 1).await;
+    let unhealthy = agentpool_core::protocol::HeartbeatRequest {
+        status: Some(agentpool_core::WorkerStatus::Unhealthy),
+        status_message: Some("git cannot be started".into()),
+        ..Default::default()
+    };
+    wrk.heartbeat(&w.id, &unhealthy).await.expect("heartbeat");
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("answered before its wait is over")
+        .expect("join")
+        .expect("claim");
+    assert!(got.is_empty(), "{got:?}");
+    // A waiting beat of the worker, still unhealthy, is not cut short by its own report.
+    let started = Instant::now();
+    let reply = wrk
+        .heartbeat_waiting(&w.id, &unhealthy, Duration::from_secs(1))
+        .await
+        .expect("waiting heartbeat");
+    assert_eq!(reply, Default::default());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let listed = state
+        .store()
+        .get_worker(&w.id)
+        .await
+        .expect("get")
+        .expect("listed");
+    assert_eq!(listed.status, agentpool_core::WorkerStatus::Unhealthy);
+    assert_eq!(listed.status_message.as_deref(), Some("git cannot be started"));
+}
+
 async fn long_poll_answers_204_when_nothing_comes(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -241,5 +290,6 @@ crate::both_backends!(
     long_poll_returns_promptly_when_a_task_is_submitted,
     long_poll_answers_204_when_nothing_comes,
     a_waiting_claim_ends_when_its_worker_is_drained,
+    a_waiting_claim_ends_when_its_worker_turns_unhealthy,
     no_auth_mode_is_refused_off_loopback_and_open_on_it,
 );
