@@ -135,6 +135,35 @@ async fn long_poll_returns_promptly_when_a_task_is_submitted(backend: Backend) {
     assert_eq!(state.waiting_claims(), 0);
 }
 
+/// A new worker with a claim parked on `app` (it waits up to a minute for work), and that
+/// claim's answer to come.
+async fn parked_claim(
+    app: &crate::support::TestApp,
+) -> (
+    agentpool_client::Client,
+    agentpool_core::Worker,
+    tokio::task::JoinHandle<Vec<agentpool_core::protocol::ClaimedWork>>,
+) {
+    let wrk = app.worker();
+    let w = register(&wrk).await;
+    let waiter = {
+        let (wrk, id) = (wrk.clone(), w.id.clone());
+        tokio::spawn(async move { wrk.claim(&id, 1, Duration::from_secs(60)).await.expect("claim") })
+    };
+    let state = app.state().clone();
+    eventually(Duration::from_secs(10), || state.store().parked_claimers() == 1).await;
+    (wrk, w, waiter)
+}
+
+/// The answer of a parked claim, which comes long before its minute is over: empty.
+async fn answered_at_once(waiter: tokio::task::JoinHandle<Vec<agentpool_core::protocol::ClaimedWork>>) {
+    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
+        .await
+        .expect("answered before its wait is over")
+        .expect("join");
+    assert!(got.is_empty(), "{got:?}");
+}
+
 /// A worker asked to drain while its claim waits gets the claim's answer (empty) at once,
 /// not after the wait: a worker that stops awaits the claim it has under way, which may
 /// hand it a task, rather than drop it.
@@ -142,23 +171,10 @@ async fn a_waiting_claim_ends_when_its_worker_is_drained(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let wrk = app.worker();
-    let w = register(&wrk).await;
-    let state = app.state().clone();
-    let waiter = {
-        let (wrk, id) = (wrk.clone(), w.id.clone());
-        tokio::spawn(async move { wrk.claim(&id, 1, Duration::from_secs(60)).await })
-    };
-    eventually(Duration::from_secs(10), || state.store().parked_claimers() == 1).await;
+    let (wrk, w, waiter) = parked_claim(&app).await;
     wrk.drain_worker(&w.id).await.expect("drain");
-    // Were the wait not cut short, this would take a minute and fail the timeout.
-    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
-        .await
-        .expect("answered before its wait is over")
-        .expect("join")
-        .expect("claim");
-    assert!(got.is_empty(), "{got:?}");
-    assert_eq!(state.waiting_claims(), 0);
+    answered_at_once(waiter).await;
+    assert_eq!(app.state().waiting_claims(), 0);
 }
 
 /// Likewise a worker whose beat says it turned unhealthy: it claims nothing now, and hands
@@ -168,26 +184,14 @@ async fn a_waiting_claim_ends_when_its_worker_turns_unhealthy(backend: Backend) 
     let Some(app) = spawn_app(backend).await else {
         return;
     };
-    let wrk = app.worker();
-    let w = register(&wrk).await;
-    let state = app.state().clone();
-    let waiter = {
-        let (wrk, id) = (wrk.clone(), w.id.clone());
-        tokio::spawn(async move { wrk.claim(&id, 1, Duration::from_secs(60)).await })
-    };
-    eventually(Duration::from_secs(10), || state.store().parked_claimers() == 1).await;
+    let (wrk, w, waiter) = parked_claim(&app).await;
     let unhealthy = agentpool_core::protocol::HeartbeatRequest {
         status: Some(agentpool_core::WorkerStatus::Unhealthy),
         status_message: Some("git cannot be started".into()),
         ..Default::default()
     };
     wrk.heartbeat(&w.id, &unhealthy).await.expect("heartbeat");
-    let got = tokio::time::timeout(Duration::from_secs(30), waiter)
-        .await
-        .expect("answered before its wait is over")
-        .expect("join")
-        .expect("claim");
-    assert!(got.is_empty(), "{got:?}");
+    answered_at_once(waiter).await;
     // A waiting beat of the worker, still unhealthy, is not cut short by its own report.
     let started = Instant::now();
     let reply = wrk
@@ -200,7 +204,8 @@ async fn a_waiting_claim_ends_when_its_worker_turns_unhealthy(backend: Backend) 
         "{:?}",
         started.elapsed()
     );
-    let listed = state
+    let listed = app
+        .state()
         .store()
         .get_worker(&w.id)
         .await
