@@ -78,9 +78,9 @@ fn is_zero(n: &u32) -> bool {
 
 impl WaitReason {
     /// What a worker must offer to run the task of a [`WaitReason::NoWorkerCanRun`], in words:
-    /// "agent claude-code with labels gpu=yes".
-    /// The label a task on a local repository carries, when it is the only one, is said in
-    /// words: "agent codex on local repositories"; among others it is listed as they are.
+    /// "agent claude-code with labels gpu=yes". The label a task on a local repository
+    /// carries, when it is its only one, is said in words too: "agent codex on local
+    /// repositories"; among others it is listed as they are.
     pub fn needs(agent: Option<&str>, labels: &crate::Labels) -> String {
         let local_repos = Self::only_local_repos(labels);
         let labels = labels

@@ -479,9 +479,6 @@ pub async fn run_worker(
 /// How much longer than its long poll a claim under way is awaited when the worker stops.
 const CLAIM_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
-/// Tell the server this worker drains, so that operators see it, it stops counting on this
-/// worker and ends its waiting claim. Best effort: the drain proceeds whether or not the
-/// server hears about it.
 /// Give a task this worker was handed but will not start (it turned unhealthy meanwhile)
 /// back to the queue: a `WORKER_ERROR`, which uses none of the task's attempts.
 async fn hand_back_unstarted(shared: &Shared, work: ClaimedWork) {
@@ -505,6 +502,9 @@ async fn hand_back_unstarted(shared: &Shared, work: ClaimedWork) {
     .await;
 }
 
+/// Tell the server this worker drains, so that operators see it, it stops counting on this
+/// worker and ends its waiting claim. Best effort: the drain proceeds whether or not the
+/// server hears about it.
 async fn report_drain(shared: &Shared) {
     if let Err(e) = shared.api.drain(&shared.id).await {
         tracing::warn!("could not report draining to the server: {e}");
