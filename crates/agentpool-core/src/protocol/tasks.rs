@@ -69,6 +69,10 @@ pub enum WaitReason {
         /// Workers that offer it but are unhealthy (they claim nothing until restarted).
         #[serde(default, skip_serializing_if = "is_zero")]
         unhealthy: u32,
+        /// Its repository is a local one, and workers that offer all else it needs are online
+        /// but do not read local repositories (`agentpool worker --allow-local-repos`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        local_repos_not_read: bool,
     },
 }
 
@@ -112,7 +116,8 @@ impl WaitReason {
     /// What the task of a [`WaitReason::NoWorkerCanRun`] needs and the unhealthy workers that
     /// offer it, in words: "agent claude-code", "agent claude-code for project web" (those
     /// that offer it take only other projects' tasks), "agent claude-code (1 that does is
-    /// unhealthy)". `None` for any other reason.
+    /// unhealthy)", "agent command on local repositories (those online that offer the rest do
+    /// not read local repositories: …)". `None` for any other reason.
     pub fn no_worker_offers(&self) -> Option<String> {
         let WaitReason::NoWorkerCanRun {
             agent,
@@ -120,6 +125,7 @@ impl WaitReason {
             other_projects,
             project,
             unhealthy,
+            local_repos_not_read,
         } = self
         else {
             return None;
@@ -130,6 +136,12 @@ impl WaitReason {
                 Some(p) => needs.push_str(&format!(" for project {p}")),
                 None => needs.push_str(" for tasks of no project"),
             }
+        }
+        if *local_repos_not_read {
+            needs.push_str(
+                " (those online that offer the rest do not read local repositories: \
+                 agentpool worker --allow-local-repos)",
+            );
         }
         Some(match unhealthy {
             0 => needs,

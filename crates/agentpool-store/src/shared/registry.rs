@@ -153,6 +153,14 @@ macro_rules! registry_queries {
                     .map_err(|e| common::corrupt("worker projects", e))?;
                 let offers = |a: &str| agentpool_core::worker::offers(agents.iter().map(|x| x.name.as_str()), a);
                 if !shape.fits(offers, &labels, &[]) {
+                    // Would it, did it read local repositories? Then that is what to say.
+                    let local = agentpool_core::spec::LOCAL_REPOS_LABEL;
+                    if shape.labels.contains_key(local) && !labels.contains_key(local) {
+                        let mut reading = labels.clone();
+                        reading.insert(local.into(), "true".into());
+                        can.local_repos_not_read |= shape.fits(offers, &reading, &projects)
+                            && row.try_get::<String, _>("status")? != "unhealthy";
+                    }
                     continue;
                 }
                 if !shape.fits(offers, &labels, &projects) {
@@ -456,4 +464,6 @@ pub(crate) struct WorkersThatCanRun {
     pub unhealthy: u32,
     /// Some that offer its agent and labels take other projects' tasks only.
     pub other_projects: bool,
+    /// Some healthy ones offer all it needs but the reading of local repositories.
+    pub local_repos_not_read: bool,
 }

@@ -127,6 +127,7 @@ macro_rules! store_impl {
                             other_projects: can.other_projects,
                             project: shape.project.filter(|_| can.other_projects),
                             unhealthy: can.unhealthy,
+                            local_repos_not_read: can.local_repos_not_read,
                         };
                     }
                 }

@@ -92,6 +92,7 @@ async fn a_task_only_workers_of_other_projects_could_run_says_so(h: Harness) {
         other_projects: true,
         project: Some("api".into()),
         unhealthy: 0,
+        local_repos_not_read: false,
     };
     assert_eq!(
         reason.no_worker_offers().unwrap(),

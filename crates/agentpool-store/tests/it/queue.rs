@@ -248,6 +248,7 @@ async fn claim_matches_agent_and_labels(h: Harness) {
             other_projects: false,
             project: None,
             unhealthy: 0,
+            local_repos_not_read: false,
         }]
     );
     // One that does, busy or not: it waits for that worker to be free.
@@ -269,6 +270,7 @@ async fn claim_matches_agent_and_labels(h: Harness) {
         other_projects: false,
         project: None,
         unhealthy: 0,
+        local_repos_not_read: false,
     };
     assert_eq!(waiting(far).await, vec![far_waits.clone()]);
     assert_eq!(
@@ -294,6 +296,7 @@ async fn claim_matches_agent_and_labels(h: Harness) {
             other_projects: false,
             project: None,
             unhealthy: 1,
+            local_repos_not_read: false,
         }]
     );
     assert_eq!(
@@ -316,11 +319,22 @@ async fn a_task_on_a_local_repository_waits_for_a_worker_that_reads_them(h: Harn
     assert!(spec(remote).await.labels.is_empty());
     // A worker that does not read local repositories takes only the other task...
     assert_eq!(ids(&plain.claim(10).await), vec![remote]);
-    h.store.drain_worker(&plain.id).await.unwrap();
-    // ...and the one left says what it waits for, in words.
-    let d = h.store.get_task(local).await.unwrap().unwrap();
+    // ...and the one left says what it waits for, in words, and that this is all it lacks.
+    let words = async || {
+        let d = h.store.get_task(local).await.unwrap().unwrap();
+        d.waiting[0].no_worker_offers()
+    };
     assert_eq!(
-        d.waiting[0].no_worker_offers().as_deref(),
+        words().await.as_deref(),
+        Some(
+            "agent command on local repositories (those online that offer the rest do not read \
+             local repositories: agentpool worker --allow-local-repos)"
+        )
+    );
+    // With none online at all, there is no one to name.
+    h.store.drain_worker(&plain.id).await.unwrap();
+    assert_eq!(
+        words().await.as_deref(),
         Some("agent command on local repositories")
     );
     // A worker that does (the runner registers the label for --allow-local-repos) takes it.
