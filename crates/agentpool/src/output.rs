@@ -114,21 +114,25 @@ fn visible_width(s: &str) -> usize {
     n
 }
 
+/// The width a detail view's keys are padded to.
+const KEY_WIDTH: usize = 10;
+
 /// One `key value` line of a detail view, keys aligned; nothing when the value is empty.
 pub fn field(style: &Style, key: &str, value: &str) -> String {
     if value.is_empty() {
         String::new()
     } else {
         // Padded before it is coloured: a colour's escape codes take no room on the screen.
-        format!("{} {value}\n", style.dim(&format!("{key:<10}")))
+        format!("{} {value}\n", style.dim(&format!("{key:<KEY_WIDTH$}")))
     }
 }
 
-/// Several values of one [`field`], one a line, each under the first.
+/// Several values of one [`field`], one a line, each under the first (past the key and the
+/// space after it).
 pub fn stacked<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
     let items: Vec<S> = items.into_iter().collect();
     let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
-    items.join(&format!("\n{:11}", ""))
+    items.join(&format!("\n{:w$}", "", w = KEY_WIDTH + 1))
 }
 
 /// An aligned table; cells may contain colour codes.
@@ -474,10 +478,15 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
                 (Some(a), Some(d)) => format!("+{a} -{d}"),
                 _ => "binary".into(),
             };
-            out.push_str(&format!("{:<10}   {} {}\n", "", f.path, style.dim(&counts)));
+            out.push_str(&format!(
+                "{:<KEY_WIDTH$}   {} {}\n",
+                "",
+                f.path,
+                style.dim(&counts)
+            ));
         }
         if r.files.len() > 20 {
-            out.push_str(&format!("{:<10}   … {} more\n", "", r.files.len() - 20));
+            out.push_str(&format!("{:<KEY_WIDTH$}   … {} more\n", "", r.files.len() - 20));
         }
     }
     if let (Some(rounds), Some(passed)) = (r.rounds, r.checks_passed) {
@@ -488,7 +497,7 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
         };
         out.push_str(&format!(
             "{} {verdict} after {}\n",
-            style.dim(&format!("{:<10}", "checks")),
+            style.dim(&format!("{:<KEY_WIDTH$}", "checks")),
             count(rounds, "round", "rounds")
         ));
         for c in r.checks.iter().filter(|c| c.round == rounds) {
@@ -498,7 +507,7 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
                 style.red("✗")
             };
             out.push_str(&format!(
-                "{:<10}   {mark} {}
+                "{:<KEY_WIDTH$}   {mark} {}
 ",
                 "",
                 c.summary()

@@ -87,12 +87,15 @@ impl WaitReason {
     /// repositories"; among others it is listed as they are.
     pub fn needs(agent: Option<&str>, labels: &crate::Labels) -> String {
         let local_repos = Self::only_local_repos(labels);
-        let labels = labels
-            .iter()
-            .filter(|_| !local_repos)
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = if local_repos {
+            String::new()
+        } else {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let mut words = match (agent, labels.is_empty()) {
             (Some(a), true) => format!("agent {a}"),
             (Some(a), false) => format!("agent {a} with labels {labels}"),

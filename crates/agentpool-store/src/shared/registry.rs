@@ -151,6 +151,7 @@ macro_rules! registry_queries {
                     .map_err(|e| common::corrupt("worker labels", e))?;
                 let projects: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("projects")?)
                     .map_err(|e| common::corrupt("worker projects", e))?;
+                let unhealthy = row.try_get::<String, _>("status")? == "unhealthy";
                 let offers = |a: &str| agentpool_core::worker::offers(agents.iter().map(|x| x.name.as_str()), a);
                 if !shape.fits(offers, &labels, &[]) {
                     // Would it, did it read local repositories? Then that is what to say.
@@ -158,14 +159,13 @@ macro_rules! registry_queries {
                     if shape.labels.contains_key(local) && !labels.contains_key(local) {
                         let mut reading = labels.clone();
                         reading.insert(local.into(), "true".into());
-                        can.local_repos_not_read |= shape.fits(offers, &reading, &projects)
-                            && row.try_get::<String, _>("status")? != "unhealthy";
+                        can.local_repos_not_read |= !unhealthy && shape.fits(offers, &reading, &projects);
                     }
                     continue;
                 }
                 if !shape.fits(offers, &labels, &projects) {
                     can.other_projects = true;
-                } else if row.try_get::<String, _>("status")? == "unhealthy" {
+                } else if unhealthy {
                     can.unhealthy += 1;
                 } else {
                     return Ok($crate::shared::registry::WorkersThatCanRun {
