@@ -206,6 +206,44 @@ pub fn json(o: &Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", stdout(o), stderr(o)))
 }
 
+/// A spawned process that is killed and reaped when dropped, so a test that fails part-way
+/// leaves no `agentpool worker` running behind it.
+pub struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        // A process the test already waited for is not signalled again.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// [`Command::spawn`] into a [`Reaped`].
+pub trait SpawnReaped {
+    fn spawn_reaped(&mut self) -> Reaped;
+}
+
+impl SpawnReaped for Command {
+    fn spawn_reaped(&mut self) -> Reaped {
+        Reaped(self.spawn().expect("spawn agentpool"))
+    }
+}
+
 /// A long-running `agentpool` (up, serve) in the background; stopped (SIGTERM) when dropped.
 pub struct Up {
     pub child: Child,

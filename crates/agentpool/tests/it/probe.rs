@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, stderr, stdout, terminate};
+use crate::{Env, Reaped, SpawnReaped, Up, stderr, stdout, terminate};
 
 fn get(url: &str) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -46,8 +46,8 @@ type Log = Arc<Mutex<Vec<String>>>;
 
 /// Start a worker command (with `--health-listen`); the process, its probe's base URL, as it
 /// prints it, and its stderr lines, which keep being read so the worker never blocks on them.
-fn spawn_with_probe(mut cmd: std::process::Command) -> (std::process::Child, String, Log) {
-    let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+fn spawn_with_probe(mut cmd: std::process::Command) -> (Reaped, String, Log) {
+    let mut worker = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn_reaped();
     let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
     let log = Log::default();
     let probe = loop {
@@ -137,7 +137,7 @@ fn submit(env: &Env, url: &str, remote: &std::path::Path, command: &str) -> Stri
 
 /// A worker without git, on the server at `url`, with `flags`; the process, its probe and its
 /// stderr.
-fn gitless_worker(env: &Env, url: &str, id: &str, flags: &[&str]) -> (std::process::Child, String, Log) {
+fn gitless_worker(env: &Env, url: &str, id: &str, flags: &[&str]) -> (Reaped, String, Log) {
     let empty = env.dir.path().join("empty-path");
     std::fs::create_dir_all(&empty).unwrap();
     let mut cmd = env.cmd();

@@ -3,23 +3,23 @@
 //! a follower that outlives a restart of the server.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, assert_exit, json, stdout, submit_args};
+use crate::{Env, Reaped, SpawnReaped, Up, assert_exit, json, stdout, submit_args};
 
 fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
 }
 
-fn spawn_worker(env: &Env, url: &str, token: &str, id: Option<&str>) -> Child {
+fn spawn_worker(env: &Env, url: &str, token: &str, id: Option<&str>) -> Reaped {
     spawn_worker_with_stderr(env, url, token, id, Stdio::null())
 }
 
 /// `agentpool worker` (id `id`, or the one kept in its work dir; heartbeats every second,
 /// command tasks, labelled `site=here`) with its stderr. Configured as a container would be,
 /// through the environment.
-fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: Option<&str>, stderr: Stdio) -> Child {
+fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: Option<&str>, stderr: Stdio) -> Reaped {
     env.cmd()
         .args(["worker", "--server", url, "--token", token])
         .args(id.map(|id| ["--id", id]).into_iter().flatten())
@@ -29,8 +29,7 @@ fn spawn_worker_with_stderr(env: &Env, url: &str, token: &str, id: Option<&str>,
         .env("AGENTPOOL_LABELS", "site=here")
         .stdout(Stdio::null())
         .stderr(stderr)
-        .spawn()
-        .unwrap()
+        .spawn_reaped()
 }
 
 fn task(env: &Env, url: &str, token: &str, id: &str) -> serde_json::Value {

@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::{Env, Up, git, json, stderr, stdout, submit_args, terminate};
+use crate::{Env, SpawnReaped, Up, git, json, stderr, stdout, submit_args, terminate};
 
 /// The production layout, all through the binary: migrate, tokens on the database, `serve`
 /// with auth, a separate `worker` process over HTTP, a client with a submitter token.
@@ -74,8 +74,7 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
 
     // The CLI as the submitter token `ci`.
     let as_ci = |args: &[&str]| {

@@ -6,7 +6,7 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, git, json, stderr, stdout, terminate};
+use crate::{Env, SpawnReaped, Up, git, json, stderr, stdout, terminate};
 
 fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
@@ -322,8 +322,7 @@ fn a_worker_token_limited_to_a_project_runs_that_project_s_tasks_only() {
         .args(["--id", "web-pod", "--allow-local-repos"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .expect("start the worker");
+        .spawn_reaped();
 
     let submit = |project: &str, wait: bool| {
         let command = format!("echo {project} > {project}.txt");
