@@ -217,7 +217,15 @@ pub fn serve_on(
         return Err(ServeError::NoAuthOnNonLoopback(addr));
     }
     // Load the certificate before anything starts, so a bad file fails `serve` at once.
-    let tls_config = config.tls.as_ref().map(tls::load).transpose()?;
+    let tls_config = match config.tls.as_ref().map(tls::load).transpose()? {
+        Some(tls::Loaded { config, warning }) => {
+            if let Some(w) = warning {
+                tracing::warn!("{w}");
+            }
+            Some(config)
+        }
+        None => None,
+    };
     let tls = tls_config.is_some();
     let state = AppState::new(store, &config);
     let app = router(state.clone(), config.body_limit);

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
-use crate::{Env, Up, git, stderr, terminate};
+use crate::{Env, SpawnReaped, Up, git, stderr, terminate};
 
 pub(crate) struct Pki {
     pub ca: PathBuf,
@@ -71,8 +72,7 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
         .arg(&pki.ca)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
 
     let o = env
         .cmd()
@@ -131,7 +131,7 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
 
 /// A self-signed certificate made the way `openssl req -x509` makes one by default is a CA
 /// certificate; rustls refuses it as a server's own even when it is the trusted CA. The
-/// client's line says so and what to do, and https to a plain server says to use http.
+/// server warns of it as it starts, the client's line says so and what to do, and https to a plain server says to use http.
 /// That server answers the TLS hello with a plain 400 and closes, so the client's next write
 /// (its TLS alert) may meet a closed socket: the command must still end with its line and
 /// exit code 4, never be killed by SIGPIPE, however the timing falls.
@@ -148,7 +148,13 @@ fn a_ca_certificate_served_as_the_server_s_own_is_explained() {
     );
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
-    let server = Up::spawn(serve_tls(&env, &cert_file, &key_file));
+    let (server, server_log) = Up::spawn_watching_stderr(serve_tls(&env, &cert_file, &key_file));
+    // The server says so as it starts (logged before its URL; the lines come on their own
+    // thread, so they are waited for).
+    let warning = std::iter::from_fn(|| server_log.recv_timeout(Duration::from_secs(30)).ok())
+        .find(|l| l.contains("the TLS certificate is a CA certificate"))
+        .expect("the server's warning");
+    assert!(warning.contains("WARN"), "{warning}");
     let o = env
         .cmd()
         .args(["--server", &server.url, "--ca-cert"])
