@@ -1,12 +1,18 @@
-//! Opening a database whose schema this build cannot migrate fails with the reason in words.
+//! Opening a database whose schema this build cannot migrate fails with the reason in words;
+//! a migration brings the tasks queued before it up to what this build expects of them.
 
+use agentpool_core::TaskSpec;
+use agentpool_core::spec::LOCAL_REPOS_LABEL;
 use agentpool_store::open_store;
 use agentpool_testkit::db::Backend;
 
 use crate::both;
-use crate::harness::Harness;
+use crate::harness::{Harness, cmd, ids, labels};
 
-both!(a_database_migrated_by_a_newer_agentpool_is_refused_in_words);
+both!(
+    a_database_migrated_by_a_newer_agentpool_is_refused_in_words,
+    tasks_on_local_repositories_queued_before_their_label_get_it
+);
 
 async fn a_database_migrated_by_a_newer_agentpool_is_refused_in_words(h: Harness) {
     // What a newer agentpool leaves behind: one more migration than this build carries.
@@ -36,4 +42,58 @@ async fn a_database_migrated_by_a_newer_agentpool_is_refused_in_words(h: Harness
         "{err}"
     );
     assert!(err.ends_with("run that version or a newer one"), "{err}");
+}
+
+/// A task on a local repository queued by a build that did not label it yet (its spec and the
+/// column the claim matches hold no label) is labelled by the migration, so a worker that
+/// does not read local repositories leaves it to one that does.
+async fn tasks_on_local_repositories_queued_before_their_label_get_it(h: Harness) {
+    let path = h.submit(TaskSpec::command("/srv/repos/app", "true")).await;
+    let url = h.submit(TaskSpec::command("FILE:///srv/repos/app", "true")).await;
+    let remote = h.submit(cmd("true")).await;
+    // As the older build left them, and the last migration not yet applied.
+    let (strip, unapply) = (
+        match h.backend() {
+            Backend::Sqlite => "UPDATE tasks SET spec = json_remove(spec, '$.labels'), labels = NULL",
+            Backend::Postgres => "UPDATE tasks SET spec = (spec::jsonb - 'labels')::text, labels = NULL",
+        },
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT max(version) FROM _sqlx_migrations)",
+    );
+    match h.backend() {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(h.db.url()).await.unwrap();
+            for q in [strip, unapply] {
+                sqlx::query(q).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(h.db.url()).await.unwrap();
+            for q in [strip, unapply] {
+                sqlx::query(q).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+    }
+    let spec = async |id| h.store.get_task(id).await.unwrap().unwrap().task.spec;
+    assert!(spec(path).await.labels.is_empty());
+
+    // Opening the database applies the migration again.
+    let store = h.replica().await;
+    let local = labels(&[(LOCAL_REPOS_LABEL, "true")]);
+    for id in [path, url] {
+        let t = store.get_task(id).await.unwrap().unwrap().task;
+        assert_eq!(t.spec.labels, local, "{}", t.spec.repo.unwrap_or_default());
+    }
+    assert!(spec(remote).await.labels.is_empty());
+    let plain = h.worker("plain", &["command"], &[]).await;
+    assert_eq!(ids(&plain.claim(10).await), vec![remote]);
+    let reads = h
+        .worker("reads", &["command"], &[(LOCAL_REPOS_LABEL, "true")])
+        .await;
+    let mut claimed = ids(&reads.claim(10).await);
+    claimed.sort();
+    let mut both = vec![path, url];
+    both.sort();
+    assert_eq!(claimed, both);
 }
