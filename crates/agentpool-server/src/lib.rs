@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub notification_interval: Option<Duration>,
 }
 
+/// How long finished tasks are kept by default: a week.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 impl ServerConfig {
     pub fn new(database_url: impl Into<String>, listen: SocketAddr) -> Self {
         Self {
@@ -94,7 +97,7 @@ impl ServerConfig {
             server_key: None,
             lease_ttl: Duration::from_secs(60),
             heartbeat_threshold: Duration::from_secs(90),
-            retention: Duration::from_secs(7 * 24 * 3600),
+            retention: DEFAULT_RETENTION,
             body_limit: 2 * 1024 * 1024,
             max_events_per_attempt: 250_000,
             allow_local_repos: false,

@@ -39,6 +39,8 @@ pub struct EmbeddedOptions {
     pub access: AgentAccess,
     /// MiB of output lines each attempt records as they come (`--max-log-mib`).
     pub max_log_mib: u64,
+    /// How long finished tasks are kept (`--retention-days`).
+    pub retention: Duration,
 }
 
 impl EmbeddedOptions {
@@ -55,6 +57,7 @@ impl EmbeddedOptions {
             agent_bin_dir: None,
             access: AgentAccess::default(),
             max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
+            retention: agentpool_server::DEFAULT_RETENTION,
         }
     }
 }
@@ -88,6 +91,7 @@ impl Embedded {
         let mut cfg = ServerConfig::new(opts.database_url.clone(), opts.listen);
         cfg.auth = AuthMode::NoAuthLoopback;
         cfg.allow_local_repos = true;
+        cfg.retention = opts.retention;
         cfg.server_key = Some(load_or_create_key(&opts.data_dir)?);
         let server = agentpool_server::start_with_store(cfg, store.clone())
             .await

@@ -233,6 +233,11 @@ pub struct UpArgs {
     #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
         value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_log_mib: u64,
+    /// Days finished tasks (with their events and attempts) are kept before the maintenance
+    /// pass purges them
+    #[arg(long, env = "AGENTPOOL_RETENTION_DAYS", value_name = "DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub retention_days: u64,
 }
 
 /// What an embedded pool's tasks may take from the caller: named variables and local logins.
@@ -309,6 +314,17 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_events_per_attempt: u64,
+    /// Days finished tasks (with their events and attempts) are kept before the maintenance
+    /// pass purges them
+    #[arg(long, env = "AGENTPOOL_RETENTION_DAYS", value_name = "DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub retention_days: u64,
+    /// Longest timeout a task may ask for (its timeout_secs, a check's), in seconds: from the
+    /// 30 minutes a task that asks for none runs for, to the 24 hours agents accept
+    #[arg(long, env = "AGENTPOOL_MAX_TIMEOUT_SECS", value_name = "SECS",
+        default_value_t = agentpool_core::spec::MAX_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1800..=agentpool_core::spec::MAX_TIMEOUT_SECS))]
+    pub max_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Args)]

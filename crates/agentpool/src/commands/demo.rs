@@ -102,6 +102,7 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         agent_bin_dir: agent.as_ref().and_then(|a| a.bin_dir.clone()),
         access: Default::default(),
         max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
+        retention: agentpool_server::DEFAULT_RETENTION,
     })
     .await?;
     say!(

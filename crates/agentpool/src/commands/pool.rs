@@ -127,6 +127,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         agent_bin_dir: None,
         access: AgentAccess::resolve(&args.access)?,
         max_log_mib: args.max_log_mib,
+        retention: days(args.retention_days),
     };
     // Listening from here on: Ctrl-C during start-up drains what started, and a quick second
     // one is not lost (see `Signals`).
@@ -181,13 +182,16 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     r.map(|()| ExitCode::Success)
 }
 
-pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let database_url = settings.database_url(args.database_url.as_deref());
-    let mut cfg = ServerConfig::new(database_url.clone(), args.listen);
+/// The server's configuration from `serve`'s flags; a flag that cannot be honoured is a usage
+/// error, told before the database is opened.
+fn server_config(database_url: String, args: &ServeArgs) -> Result<ServerConfig, Exit> {
+    let mut cfg = ServerConfig::new(database_url, args.listen);
     cfg.allow_local_repos = args.allow_local_repos;
     cfg.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
     cfg.maintenance_interval = Some(Duration::from_secs(args.maintenance_secs));
     cfg.max_events_per_attempt = args.max_events_per_attempt;
+    cfg.retention = days(args.retention_days);
+    cfg.max_timeout_secs = args.max_timeout_secs;
     if args.no_auth {
         if !args.listen.ip().is_loopback() {
             return Err(Exit::new(
@@ -196,8 +200,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
                     "--no-auth is only allowed on a loopback address, not {}",
                     args.listen
                 ),
-            )
-            .into());
+            ));
         }
         cfg.auth = AuthMode::NoAuthLoopback;
     }
@@ -214,6 +217,16 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     } else {
         tracing::warn!("no AGENTPOOL_SERVER_KEY: storing credentials is disabled");
     }
+    Ok(cfg)
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n.saturating_mul(24 * 3600))
+}
+
+pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let database_url = settings.database_url(args.database_url.as_deref());
+    let cfg = server_config(database_url.clone(), &args)?;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     std::fs::create_dir_all(&settings.data_dir).ok();
     if args.bootstrap_token {
@@ -263,7 +276,35 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
 mod tests {
     use std::time::Duration;
 
-    use super::Signals;
+    use clap::Parser;
+
+    use super::{Signals, server_config};
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn serve_s_flags_set_retention_and_the_longest_timeout() {
+        let serve = |argv: &[&str]| {
+            let cli = Cli::try_parse_from([&["agentpool", "serve"], argv].concat())?;
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve")
+            };
+            Ok::<_, clap::Error>(server_config("sqlite::memory:".into(), &args).expect("config"))
+        };
+        let default = serve(&[]).unwrap();
+        assert_eq!(default.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(default.max_timeout_secs, 24 * 3600);
+        let set = serve(&["--retention-days", "30", "--max-timeout-secs", "3600"]).unwrap();
+        assert_eq!(set.retention, Duration::from_secs(30 * 24 * 3600));
+        assert_eq!(set.max_timeout_secs, 3600);
+        // Below the default task timeout, above what agents accept, or no retention at all.
+        for bad in [
+            ["--max-timeout-secs", "600"],
+            ["--max-timeout-secs", "90000"],
+            ["--retention-days", "0"],
+        ] {
+            assert!(serve(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// Signals sent while nobody waits (between a first Ctrl-C's handling and the wait for a
     /// second) are each seen by the next wait.
