@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::AgentAccess;
+use crate::cli::RunnerArgs;
 use crate::config::{Settings, redact_url};
 use crate::exit::{Exit, ExitCode};
 
@@ -37,8 +38,9 @@ pub struct EmbeddedOptions {
     pub agent_bin_dir: Option<PathBuf>,
     /// What the caller opted to hand its tasks (`--agent-env`, `--use-local-login`).
     pub access: AgentAccess,
-    /// MiB of output lines each attempt records as they come (`--max-log-mib`).
-    pub max_log_mib: u64,
+    /// What the workers record of their output and whom they commit as (`--max-log-mib`,
+    /// `--commit-author`).
+    pub runner: RunnerArgs,
     /// How long finished tasks are kept (`--retention-days`).
     pub retention: Duration,
 }
@@ -56,7 +58,7 @@ impl EmbeddedOptions {
             extra_env: BTreeMap::new(),
             agent_bin_dir: None,
             access: AgentAccess::default(),
-            max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
+            runner: RunnerArgs::default(),
             retention: agentpool_server::DEFAULT_RETENTION,
         }
     }
@@ -309,7 +311,7 @@ fn start_workers(
         cfg.pipeline.extra_env.extend(opts.extra_env.clone());
         cfg.pipeline.secret_env.extend(opts.access.env.clone());
         cfg.pipeline.local_logins.extend(opts.access.local_logins.clone());
-        cfg.pipeline.log_limit.head_bytes = opts.max_log_mib << 20;
+        opts.runner.apply(&mut cfg.pipeline);
         // A short long-poll bounds how long a stop waits for a pending claim.
         cfg.claim_wait = Duration::from_secs(5);
         // Cancel requests reach a worker with its heartbeat; on loopback a heartbeat is cheap,

@@ -228,16 +228,44 @@ pub struct UpArgs {
     pub agents: Vec<String>,
     #[command(flatten)]
     pub access: AgentAccessArgs,
-    /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
-    /// line says so, and the last 256 KiB are recorded when the run ends
-    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
-        value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub max_log_mib: u64,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
     /// Days finished tasks (with their events and attempts) are kept before the maintenance
     /// pass purges them
     #[arg(long, env = "AGENTPOOL_RETENTION_DAYS", value_name = "DAYS", default_value_t = 7,
         value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub retention_days: u64,
+}
+
+/// What every runner of tasks (`up`'s workers, `worker`, `run-task`) is told about recording
+/// their output and writing their commits.
+#[derive(Debug, Clone, Args)]
+pub struct RunnerArgs {
+    /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
+    /// line says so, and the last 256 KiB are recorded when the run ends
+    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
+        value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_log_mib: u64,
+    /// Author (and committer) of the commits tasks make, as `Name <email>`
+    #[arg(long, env = "AGENTPOOL_COMMIT_AUTHOR", value_name = "NAME <EMAIL>",
+        value_parser = parse::parse_author, default_value = "agentpool <agentpool@localhost>")]
+    pub commit_author: (String, String),
+}
+
+impl Default for RunnerArgs {
+    fn default() -> Self {
+        Self {
+            max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
+            commit_author: ("agentpool".into(), "agentpool@localhost".into()),
+        }
+    }
+}
+
+impl RunnerArgs {
+    pub fn apply(&self, pipeline: &mut agentpool_runner::PipelineConfig) {
+        pipeline.log_limit.head_bytes = self.max_log_mib << 20;
+        (pipeline.commit_author_name, pipeline.commit_author_email) = self.commit_author.clone();
+    }
 }
 
 /// What an embedded pool's tasks may take from the caller: named variables and local logins.
@@ -407,11 +435,8 @@ pub struct WorkerArgs {
     /// (for supervisors that restart exited workers, e.g. a WorkerPool's StatefulSet)
     #[arg(long, env = "AGENTPOOL_STAY_DRAINED")]
     pub stay_drained: bool,
-    /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
-    /// line says so, and the last 256 KiB are recorded when the run ends
-    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
-        value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub max_log_mib: u64,
+    #[command(flatten)]
+    pub runner: RunnerArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -438,6 +463,25 @@ pub struct CompletionsArgs {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_commit_author_is_a_name_and_an_email() {
+        assert_eq!(
+            parse::parse_author(" Pool Bot <bot@example.com> "),
+            Ok(("Pool Bot".to_string(), "bot@example.com".to_string()))
+        );
+        for bad in [
+            "Pool Bot",
+            "<bot@example.com>",
+            "Bot <>",
+            "Bot <a<b>",
+            "Bo\nt <b@x>",
+            "Bot <b@x> x",
+        ] {
+            let err = parse::parse_author(bad).unwrap_err();
+            assert!(err.contains("expected an author like"), "{bad:?}: {err}");
+        }
+    }
+
     use super::*;
     use clap::CommandFactory;
 

@@ -1,4 +1,4 @@
-//! Value parsers for flags: `K=V` pairs, labels and durations.
+//! Value parsers for flags: `K=V` pairs, labels, durations and commit authors.
 
 /// `K=V` split at the first `=`: the value is free text (a URL); the server checks the name.
 pub(super) fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -9,6 +9,21 @@ pub(super) fn parse_env_pair(s: &str) -> Result<(String, String), String> {
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     agentpool_core::spec::parse_label(s).map_err(|e| e.message)
+}
+
+/// `Name <email>` → (name, email), as git writes an author; git refuses angle brackets and
+/// line breaks inside either.
+pub fn parse_author(s: &str) -> Result<(String, String), String> {
+    let bad = || format!("{s:?}: expected an author like \"Pool Bot <bot@example.com>\"");
+    let (name, rest) = s.trim().split_once('<').ok_or_else(bad)?;
+    let email = rest.strip_suffix('>').ok_or_else(bad)?.trim();
+    let name = name.trim();
+    let clean = |p: &str| !p.is_empty() && !p.contains(['<', '>', '\n', '\r', '\0']);
+    if clean(name) && clean(email) {
+        Ok((name.to_string(), email.to_string()))
+    } else {
+        Err(bad())
+    }
 }
 
 /// An error class as the API names it, in any case (`auth_failed` is `AUTH_FAILED`).

@@ -101,7 +101,7 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         extra_env,
         agent_bin_dir: agent.as_ref().and_then(|a| a.bin_dir.clone()),
         access: Default::default(),
-        max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
+        runner: Default::default(),
         retention: agentpool_server::DEFAULT_RETENTION,
     })
     .await?;

@@ -126,7 +126,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         extra_env: Default::default(),
         agent_bin_dir: None,
         access: AgentAccess::resolve(&args.access)?,
-        max_log_mib: args.max_log_mib,
+        runner: args.runner,
         retention: days(args.retention_days),
     };
     // Listening from here on: Ctrl-C during start-up drains what started, and a quick second

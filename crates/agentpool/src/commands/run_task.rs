@@ -64,11 +64,8 @@ pub struct RunTaskArgs {
     /// Accept local repositories (paths and file:// URLs)
     #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
-    /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
-    /// line says so, and the last 256 KiB are recorded when the run ends
-    #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
-        value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub max_log_mib: u64,
+    #[command(flatten)]
+    pub runner: crate::cli::RunnerArgs,
 }
 
 /// The CA to trust: a file, or the PEM itself in `AGENTPOOL_CA_CERT_PEM` (a Secret reference).
@@ -184,7 +181,7 @@ fn attempt_config(settings: &Settings, args: &RunTaskArgs) -> anyhow::Result<Att
     let mut cfg = AttemptConfig::new(&dir);
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     cfg.pipeline.kill_grace = Duration::from_secs(args.kill_grace_secs);
-    cfg.pipeline.log_limit.head_bytes = args.max_log_mib << 20;
+    args.runner.apply(&mut cfg.pipeline);
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
     Ok(cfg)
 }

@@ -63,7 +63,7 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
             .map(|m| m.saturating_mul(1024 * 1024)),
     };
     cfg.stay_drained = args.stay_drained;
-    cfg.pipeline.log_limit.head_bytes = args.max_log_mib << 20;
+    args.runner.apply(&mut cfg.pipeline);
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
 
     let stop = CancellationToken::new();

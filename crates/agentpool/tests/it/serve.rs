@@ -63,6 +63,7 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         .cmd()
         .args(["worker", "--server", &server.url, "--token", &worker_token])
         .env("AGENTPOOL_LOG", "info")
+        .env("AGENTPOOL_COMMIT_AUTHOR", "Pool Bot <bot@agentpool.test>")
         .args([
             "--concurrency",
             "2",
@@ -96,6 +97,13 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(git(&remote, &["show", "over-http:http.txt"]), "via-http");
+    assert_eq!(
+        git(
+            &remote,
+            &["log", "-1", "--format=%an <%ae> %cn <%ce>", "over-http"]
+        ),
+        "Pool Bot <bot@agentpool.test> Pool Bot <bot@agentpool.test>"
+    );
 
     // The worker records 1 MiB of a chatty command's output, then its last lines.
     let chatty = [
