@@ -46,6 +46,9 @@ pub struct PipelineConfig {
     pub git_timeout: Duration,
     /// The git credentials used when the task brings none.
     pub git_credentials: Option<GitCredentials>,
+    /// Send git credentials over plain `http://` to another machine (refused by default: they
+    /// would cross the network in clear text).
+    pub allow_http_credentials: bool,
     pub commit_author_name: String,
     pub commit_author_email: String,
     /// SIGTERM → SIGKILL delay for commands and agents.
@@ -79,6 +82,7 @@ impl PipelineConfig {
             },
             state_dir: dir.join("state"),
             allow_file_repos: false,
+            allow_http_credentials: false,
             git_timeout: Duration::from_secs(15 * 60),
             git_credentials: None,
             commit_author_name: "agentpool".into(),
@@ -313,6 +317,19 @@ impl Pipeline {
                 token: Secret::new(token),
             })
             .or_else(|| self.cfg.git_credentials.clone());
+        if creds.is_some()
+            && !self.cfg.allow_http_credentials
+            && let Some(host) = RepoUrl::clear_text_host(repo)
+        {
+            return Err(failed(
+                ErrorClass::InvalidTask,
+                format!(
+                    "repo: refusing to send the git credential to {host} over plain http://, in \
+                     clear text: use an https:// URL (or start the worker with \
+                     --allow-http-credentials)"
+                ),
+            ));
+        }
         let askpass = match &creds {
             Some(c) => {
                 let dir = PrivateDir::create(&self.cfg.state_dir.join("credentials")).map_err(|e| {

@@ -13,7 +13,8 @@ use crate::TaskId;
 /// Allowed: `https://`, `http://`, `ssh://`, scp-like `user@host:path`, and — only when the
 /// operator allows local repositories — `file://` URLs and absolute paths. Refused: `ext::` and
 /// other remote-helper transports, values that look like options (`-…`), control characters,
-/// and credentials embedded in the URL (they would end up in logs).
+/// and credentials embedded in the URL (they would end up in logs). A worker sends no git
+/// credential over plain `http://` to another machine ([`RepoUrl::clear_text_host`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct RepoUrl(String);
@@ -24,6 +25,25 @@ impl RepoUrl {
     pub fn names_local(s: &str) -> bool {
         let s = s.trim();
         s.starts_with('/') || s.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("file://"))
+    }
+
+    /// The host of a plain `http://` URL whose host is not this machine: a credential sent
+    /// there crosses the network in clear text. `None` for any other URL.
+    pub fn clear_text_host(s: &str) -> Option<&str> {
+        let s = s.trim();
+        let rest = s
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("http://"))
+            .map(|_| &s[7..])?;
+        let authority = rest.split('/').next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        };
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        (!loopback).then_some(host)
     }
 
     pub fn parse(s: &str, allow_local: bool) -> Result<Self, ValidationError> {

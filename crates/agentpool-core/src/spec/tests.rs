@@ -16,6 +16,28 @@ fn an_agent_task_cannot_name_command_as_its_agent() {
 }
 
 #[test]
+fn only_plain_http_to_another_machine_sends_in_clear_text() {
+    let host = RepoUrl::clear_text_host;
+    assert_eq!(host("http://git.example.com/a.git"), Some("git.example.com"));
+    assert_eq!(host("HTTP://git.example.com:8080/a.git"), Some("git.example.com"));
+    assert_eq!(host("http://10.0.0.7/a.git"), Some("10.0.0.7"));
+    assert_eq!(host("http://[fd00::7]:3000/a.git"), Some("fd00::7"));
+    for here in [
+        "http://127.0.0.1:3000/a.git",
+        "http://127.8.9.10/a.git",
+        "http://localhost/a.git",
+        "http://LOCALHOST:80/a",
+        "http://[::1]:3000/a.git",
+        "https://git.example.com/a.git",
+        "ssh://git@git.example.com/a.git",
+        "git@git.example.com:a.git",
+        "/srv/repos/a",
+    ] {
+        assert_eq!(host(here), None, "{here}");
+    }
+}
+
+#[test]
 fn repo_urls() {
     assert!(RepoUrl::parse("https://github.com/a/b.git", false).is_ok());
     assert!(RepoUrl::parse("ssh://git@host:22/a/b", false).is_ok());

@@ -250,6 +250,10 @@ pub struct RunnerArgs {
     #[arg(long, env = "AGENTPOOL_COMMIT_AUTHOR", value_name = "NAME <EMAIL>",
         value_parser = parse::parse_author, default_value = "agentpool <agentpool@localhost>")]
     pub commit_author: (String, String),
+    /// Send a task's git credential over plain http:// to another machine (refused by
+    /// default: it would cross the network in clear text; loopback is always allowed)
+    #[arg(long, env = "AGENTPOOL_ALLOW_HTTP_CREDENTIALS")]
+    pub allow_http_credentials: bool,
 }
 
 impl Default for RunnerArgs {
@@ -257,6 +261,7 @@ impl Default for RunnerArgs {
         Self {
             max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
             commit_author: ("agentpool".into(), "agentpool@localhost".into()),
+            allow_http_credentials: false,
         }
     }
 }
@@ -265,6 +270,7 @@ impl RunnerArgs {
     pub fn apply(&self, pipeline: &mut agentpool_runner::PipelineConfig) {
         pipeline.log_limit.head_bytes = self.max_log_mib << 20;
         (pipeline.commit_author_name, pipeline.commit_author_email) = self.commit_author.clone();
+        pipeline.allow_http_credentials = self.allow_http_credentials;
     }
 }
 

@@ -177,6 +177,41 @@ async fn a_local_repository_on_a_worker_that_does_not_read_them_is_an_invalid_ta
     );
 }
 
+/// A git credential is not sent in clear text: a task on a plain http:// repository of another
+/// machine fails before git runs, unless the worker is started to allow it. (The test's git
+/// server is on loopback, where plain http is allowed; 0.0.0.0 is another address for it.)
+#[tokio::test]
+async fn a_git_credential_is_not_sent_over_plain_http_to_another_machine() {
+    let env = env().await;
+    let run = async |allow: bool| {
+        let mut spec = TaskSpec::command("http://0.0.0.0:9/app.git", "true");
+        spec.max_attempts = Some(1);
+        let enq = env.store.enqueue(spec).await.unwrap();
+        let mut config = config(&env, "w1", TOKEN);
+        config.pipeline.allow_http_credentials = allow;
+        let w = start(config, api(&env.store, Duration::from_secs(30)).await);
+        let done = finished(&env.store, enq.task.id).await;
+        w.stop().await;
+        done.task
+    };
+    let refused = run(false).await;
+    assert_eq!(refused.error_class, Some(ErrorClass::InvalidTask));
+    assert_eq!(
+        refused.error_message.as_deref(),
+        Some(
+            "repo: refusing to send the git credential to 0.0.0.0 over plain http://, in clear \
+             text: use an https:// URL (or start the worker with --allow-http-credentials)"
+        )
+    );
+    // Allowed, git itself runs, and fails to reach the address.
+    let tried = run(true).await;
+    assert_ne!(tried.error_class, Some(ErrorClass::InvalidTask), "{tried:?}");
+    assert!(
+        !tried.error_message.unwrap_or_default().contains("refusing"),
+        "the worker's setting allowed it"
+    );
+}
+
 /// Captures everything the worker logs through `tracing`.
 #[derive(Clone, Default)]
 struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
