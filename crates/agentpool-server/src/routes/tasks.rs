@@ -283,7 +283,13 @@ pub async fn submit(
             return Err(ApiError::validation(errs));
         }
         let out = state.store().enqueue_batch(specs).await?;
-        Ok((StatusCode::CREATED, Json(BatchSubmitted { tasks: out })).into_response())
+        // As for one task: 200 when nothing was created, every key having matched.
+        let status = if out.iter().any(|e| e.created) {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, Json(BatchSubmitted { tasks: out })).into_response())
     } else {
         let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
         let spec: TaskSpec = parse_json(&bytes)?;

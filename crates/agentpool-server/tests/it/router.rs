@@ -1,5 +1,5 @@
-//! Router-level tests (`oneshot`, no socket): role refusals on every endpoint, and malformed
-//! or oversized input never producing a 500.
+//! Router-level tests (`oneshot`, no socket): role refusals on every endpoint, malformed or
+//! oversized input never producing a 500, and the status a submit answers.
 
 use agentpool_server::Role;
 use agentpool_testkit::db::Backend;
@@ -528,7 +528,40 @@ async fn draining_server_refuses_claims_and_is_not_ready(backend: Backend) {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+/// A submit answers 201 when it creates a task and 200 when idempotency keys matched earlier
+/// tasks, one task or a batch of them; a batch that creates any is 201.
+async fn a_submit_is_201_when_it_creates_and_200_when_every_key_matched(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let task = |key: &str| json!({"kind": "command", "repo": "https://e.com/r", "command": "true", "idempotency_key": key});
+    let submit = async |body: serde_json::Value| {
+        let r = app.json("POST", "/v1/tasks", Some(&app.tokens.admin), body).await;
+        (r.status, r.body)
+    };
+    let (status, first) = submit(task("a")).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = submit(task("a")).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        (again["created"].as_bool(), &again["task"]["id"]),
+        (Some(false), &first["task"]["id"])
+    );
+    let (status, batch) = submit(json!({"tasks": [task("a"), task("b")]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let (status, batch) = submit(json!({"tasks": [task("b"), task("a")]})).await;
+    assert_eq!(status, StatusCode::OK, "{batch}");
+    let created: Vec<_> = batch["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["created"].clone())
+        .collect();
+    assert_eq!(created, [json!(false), json!(false)]);
+}
+
 crate::both_backends!(
+    a_submit_is_201_when_it_creates_and_200_when_every_key_matched,
     every_role_refusal_is_401_or_403_with_the_error_shape,
     revoked_token_stops_working,
     malformed_and_oversized_inputs_never_500,
