@@ -11,12 +11,17 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 pub struct Verdict {
     pub class: ErrorClass,
     pub message: String,
+    /// Whether the launcher's own set-up failed (image, Secrets, admission, limits): what
+    /// counts toward turning it unhealthy, whatever the class.
+    pub set_up: bool,
 }
 
-fn verdict(class: ErrorClass, message: impl Into<String>) -> Verdict {
+/// A verdict whose class says whether it is a set-up failure (`INFRA_CONFIG_ERROR`).
+pub(crate) fn verdict(class: ErrorClass, message: impl Into<String>) -> Verdict {
     Verdict {
         class,
         message: message.into(),
+        set_up: class == ErrorClass::InfraConfigError,
     }
 }
 
@@ -30,6 +35,13 @@ pub enum JobState {
     /// The Job failed, or its pod cannot start: report this and delete the Job.
     Failed(Verdict),
 }
+
+/// Waiting reasons of an image that could not be pulled: perhaps a bad name or tag, perhaps a
+/// registry that failed for a while. The attempt is handed back (as `INFRA_ERROR`, without
+/// using one of the task's attempts, a bounded number of times) rather than failed for good;
+/// it still counts as a set-up failure, so a launcher whose image never pulls turns unhealthy
+/// and the tasks wait for one that works.
+const PULL_FAILED: [&str; 2] = ["ImagePullBackOff", "ErrImagePull"];
 
 /// Waiting reasons after which a pod will not start without someone changing the cluster.
 pub(crate) const STUCK: [&str; 5] = [
@@ -218,14 +230,20 @@ fn pod_stuck(pod: &Pod) -> Option<Verdict> {
         let w = cs.state.as_ref()?.waiting.as_ref()?;
         let reason = w.reason.as_deref()?;
         STUCK.contains(&reason).then(|| {
-            verdict(
-                ErrorClass::InfraConfigError,
-                format!(
-                    "pod {}: {reason}: {}",
-                    pod_name(pod),
-                    w.message.as_deref().unwrap_or("the container cannot start")
-                ),
-            )
+            let message = format!(
+                "pod {}: {reason}: {}",
+                pod_name(pod),
+                w.message.as_deref().unwrap_or("the container cannot start")
+            );
+            if PULL_FAILED.contains(&reason) {
+                Verdict {
+                    class: ErrorClass::InfraError,
+                    message,
+                    set_up: true,
+                }
+            } else {
+                verdict(ErrorClass::InfraConfigError, message)
+            }
         })
     })
 }

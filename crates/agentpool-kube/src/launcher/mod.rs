@@ -29,7 +29,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::classify::{self, JobState, Verdict};
+use crate::classify::{self, JobState, Verdict, verdict};
 use crate::job::{self, JobTemplate};
 
 /// Everything a launcher needs.
@@ -342,8 +342,8 @@ impl Launcher {
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => {
                 let v = Verdict {
-                    class: classify::creation_refused(&e).class,
                     message: format!("the attempt Secret {name} could not be created: {e}"),
+                    ..classify::creation_refused(&e)
                 };
                 self.fail(lease, v).await;
                 self.delete(&name).await;
@@ -540,7 +540,7 @@ impl Launcher {
     }
 
     async fn fail(&mut self, lease: Lease, v: Verdict) {
-        if v.class == ErrorClass::InfraConfigError {
+        if v.set_up {
             self.set_up_failed(&v.message);
         }
         let req = FailRequest {
@@ -565,13 +565,6 @@ impl Launcher {
                 }
             }
         }
-    }
-}
-
-fn verdict(class: ErrorClass, message: impl Into<String>) -> Verdict {
-    Verdict {
-        class,
-        message: message.into(),
     }
 }
 

@@ -25,24 +25,34 @@ fn running_and_completed_jobs_need_nothing_reported() {
 
 #[test]
 fn pods_that_cannot_start_fail_the_attempt_without_retry() {
-    for (pod, reason) in [
-        ("pod-image-pull-backoff.json", "ImagePullBackOff"),
-        ("pod-err-image-pull.json", "ErrImagePull"),
-        (
-            "pod-create-container-config-error.json",
-            "CreateContainerConfigError",
-        ),
-    ] {
-        let (class, msg) = failed("job-active.json", &[pod]);
-        assert_eq!(class, ErrorClass::InfraConfigError, "{pod}");
-        assert!(msg.contains(reason), "{msg}");
-        assert!(!class.is_retryable());
-    }
+    let (class, msg) = failed("job-active.json", &["pod-create-container-config-error.json"]);
+    assert_eq!(class, ErrorClass::InfraConfigError);
+    assert!(msg.contains("CreateContainerConfigError"), "{msg}");
+    assert!(!class.is_retryable());
     let (_, msg) = failed("job-active.json", &["pod-create-container-config-error.json"]);
     assert!(
         msg.contains("secret \"agentpool-worker-token\" not found"),
         "{msg}"
     );
+}
+
+/// An image that cannot be pulled may be a registry's passing failure: the attempt is handed
+/// back without using one of the task's (a bounded number of times), and it still counts as
+/// the launcher's set-up failing.
+#[test]
+fn an_image_that_cannot_be_pulled_hands_the_attempt_back() {
+    for (pod, reason) in [
+        ("pod-image-pull-backoff.json", "ImagePullBackOff"),
+        ("pod-err-image-pull.json", "ErrImagePull"),
+    ] {
+        let pods = [fixture::<Pod>(pod)];
+        let JobState::Failed(v) = judge(&fixture::<Job>("job-active.json"), &pods) else {
+            panic!("{pod}: expected a failure");
+        };
+        assert_eq!((v.class, v.set_up), (ErrorClass::InfraError, true), "{pod}");
+        assert!(v.message.contains(reason), "{}", v.message);
+        assert!(agentpool_core::task::releases_free(v.class, 0));
+    }
 }
 
 #[test]

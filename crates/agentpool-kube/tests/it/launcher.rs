@@ -161,7 +161,7 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
     let (task, class, msg) = queue.fails()[0].clone();
     assert_eq!(
         (task, class),
-        (w.claimed.lease.task_id, ErrorClass::InfraConfigError)
+        (w.claimed.lease.task_id, ErrorClass::InfraError)
     );
     assert!(
         msg.contains("ImagePullBackOff") && msg.contains("registry.example/agentpool:0.1.0"),
