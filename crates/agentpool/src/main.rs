@@ -25,16 +25,29 @@ mod commands;
 mod config;
 mod embedded;
 mod exit;
+mod file_settings;
 mod output;
 mod telemetry;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::Cli;
 use crate::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = match file_settings::with_file_defaults(Cli::command(), &file_settings::data_dir_of(&args))
+    {
+        Ok(c) => c,
+        Err(line) => {
+            eprintln!("agentpool: {line}");
+            return std::process::ExitCode::from(ExitCode::Usage as u8);
+        }
+    };
+    let cli = match command
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };

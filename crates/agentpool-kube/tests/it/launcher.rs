@@ -159,10 +159,7 @@ async fn a_pod_stuck_pulling_its_image_fails_the_attempt_and_its_job_is_deleted(
     fake.put_pod(&pod_of(&fake, &name, "pod-image-pull-backoff.json"));
     eventually("attempt failed", || !queue.fails().is_empty()).await;
     let (task, class, msg) = queue.fails()[0].clone();
-    assert_eq!(
-        (task, class),
-        (w.claimed.lease.task_id, ErrorClass::InfraError)
-    );
+    assert_eq!((task, class), (w.claimed.lease.task_id, ErrorClass::InfraError));
     assert!(
         msg.contains("ImagePullBackOff") && msg.contains("registry.example/agentpool:0.1.0"),
         "{msg}"

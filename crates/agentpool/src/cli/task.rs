@@ -119,6 +119,9 @@ pub struct RunArgs {
     pub workers: u32,
     #[command(flatten)]
     pub access: AgentAccessArgs,
+    /// For a transient embedded pool's workers.
+    #[command(flatten)]
+    pub runner: super::RunnerArgs,
 }
 
 #[derive(Debug, Subcommand)]

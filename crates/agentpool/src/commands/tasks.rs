@@ -114,6 +114,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             }
             let mut opts = EmbeddedOptions::transient(settings, args.workers);
             opts.access = access;
+            opts.runner = args.runner.clone();
             let e = Embedded::start(opts).await?;
             (settings.client(&e.url)?, Some(e))
         }

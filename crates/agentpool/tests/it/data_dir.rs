@@ -55,3 +55,51 @@ fn a_local_dot_agentpool_dir_works() {
         "./.agentpool was used"
     );
 }
+
+/// The config file in the data directory gives any setting by its variable's name: a task run
+/// through it gets its commit author, a bad value is refused as the flag's would be, and a key
+/// that names no setting stops every command with one line naming the file.
+#[test]
+fn the_config_file_sets_any_flag_and_refuses_what_it_does_not_know() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data_dir()).unwrap();
+    let config = env.data_dir().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"commit_author": "Filed Bot <filed@agentpool.test>"}"#,
+    )
+    .unwrap();
+    let remote = env.sample_repo();
+    let o = env.run(&[
+        "run",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--branch",
+        "work/filed",
+        "--command",
+        "echo hi > a.txt",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        git(&remote, &["log", "-1", "--format=%an <%ae>", "work/filed"]),
+        "Filed Bot <filed@agentpool.test>"
+    );
+
+    std::fs::write(&config, r#"{"retention_days": 0}"#).unwrap();
+    let o = env.run(&["up", "--listen", "127.0.0.1:0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--retention-days"), "{}", stderr(&o));
+
+    std::fs::write(&config, r#"{"retention_day": 3}"#).unwrap();
+    let o = env.run(&["workers", "list"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "agentpool: config file {}: unknown setting \"retention_day\"",
+            config.display()
+        )),
+        "{err}"
+    );
+}

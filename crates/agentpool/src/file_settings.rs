@@ -1,0 +1,245 @@
+//! The config file's settings as defaults of the command line. A key names a setting by its
+//! environment variable without `AGENTPOOL_`, in lower case (`lease_ttl_secs` is
+//! `AGENTPOOL_LEASE_TTL_SECS`, `--lease-ttl-secs`), and becomes that flag's default wherever
+//! the flag appears, so the flag and the variable still win over it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::Command;
+use serde_json::{Map, Value};
+
+use crate::config::{CONFIG_FILE, default_data_dir};
+
+/// Where the file itself is found: it cannot say.
+const NOT_IN_FILE: [&str; 1] = ["data_dir"];
+
+/// The data directory the command line names (`--data-dir`, else `AGENTPOOL_DATA_DIR`, else
+/// the default), read ahead of parsing because the config file lives in it.
+pub fn data_dir_of(args: &[OsString]) -> PathBuf {
+    let mut given = None;
+    let mut words = args.iter().skip(1);
+    while let Some(w) = words.next() {
+        let Some(w) = w.to_str() else { continue };
+        if w == "--" {
+            break;
+        }
+        if w == "--data-dir" {
+            given = words.next().map(PathBuf::from);
+        } else if let Some(v) = w.strip_prefix("--data-dir=") {
+            given = Some(PathBuf::from(v));
+        }
+    }
+    given
+        .or_else(|| {
+            std::env::var_os("AGENTPOOL_DATA_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(default_data_dir)
+}
+
+/// `cmd` with the settings of `<data_dir>/config.json` as defaults (none when there is no
+/// file). A key that names no setting, or a value that is not a string, number, boolean or
+/// list of them, is an error naming the file.
+pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<Command, String> {
+    let path = data_dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cmd),
+        Err(e) => return Err(format!("cannot read the config file {}: {e}", path.display())),
+    };
+    let at = |m: String| format!("config file {}: {m}", path.display());
+    let map: Map<String, Value> =
+        serde_json::from_str(&text).map_err(|e| at(format!("not a JSON object of settings: {e}")))?;
+    let mut values = BTreeMap::new();
+    for (key, value) in &map {
+        if NOT_IN_FILE.contains(&key.as_str()) {
+            return Err(at(format!(
+                "{key} cannot be set here: the file is found through it"
+            )));
+        }
+        let text = match value {
+            Value::Array(items) => items
+                .iter()
+                .map(scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(",")),
+            v => scalar(v),
+        }
+        .ok_or_else(|| {
+            at(format!(
+                "{key}: expected a string, number, boolean or a list of them"
+            ))
+        })?;
+        values.insert(
+            format!("AGENTPOOL_{}", key.to_ascii_uppercase()),
+            (key.as_str(), text),
+        );
+    }
+    let mut used = BTreeSet::new();
+    let cmd = apply(cmd, &values, &mut used);
+    match values.iter().find(|(env, _)| !used.contains(*env)) {
+        Some((_, (key, _))) => Err(at(format!(
+            "unknown setting {key:?} (a key is a setting's environment variable without \
+             AGENTPOOL_, in lower case, e.g. lease_ttl_secs)"
+        ))),
+        None => Ok(cmd),
+    }
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Set the defaults on `cmd`'s arguments and its subcommands', recording which settings found
+/// a flag. The defaults are not shown in help: a token or key may be among them.
+fn apply(
+    mut cmd: Command,
+    values: &BTreeMap<String, (&str, String)>,
+    used: &mut BTreeSet<String>,
+) -> Command {
+    let found: Vec<(clap::Id, String)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_str()?;
+            values
+                .contains_key(env)
+                .then(|| (a.get_id().clone(), env.to_string()))
+        })
+        .collect();
+    for (id, env) in found {
+        if let Some((_, text)) = values.get(&env) {
+            let text = text.clone();
+            cmd = cmd.mut_arg(id, |a| {
+                // A flag that takes no value (a switch) shows no default anyway.
+                let takes_value = a.get_action().takes_values();
+                a.default_value(text).hide_default_value(takes_value)
+            });
+            used.insert(env);
+        }
+    }
+    let subcommands: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    for name in subcommands {
+        cmd = cmd.mut_subcommand(name, |sub| apply(sub, values, used));
+    }
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+    use crate::cli::{Cli, Command as Sub};
+
+    /// `argv` parsed with `json` as the config file.
+    fn parse(json: &str, argv: &[&str]) -> Result<Cli, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), json).unwrap();
+        let cmd = with_file_defaults(Cli::command(), dir.path())?;
+        let m = cmd
+            .try_get_matches_from([&["agentpool"], argv].concat())
+            .map_err(|e| e.to_string())?;
+        Cli::from_arg_matches(&m).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_setting_of_the_file_is_its_flag_s_default_and_a_flag_wins() {
+        let file = r#"{"lease_ttl_secs": 30, "allow_local_repos": true, "server": "http://file:1",
+                       "agents": ["command", "codex"], "concurrency": 4, "labels": "zone=a"}"#;
+        let cli = parse(file, &["serve"]).unwrap();
+        assert_eq!(cli.global.server.as_deref(), Some("http://file:1"));
+        let Sub::Serve(serve) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(serve.lease_ttl_secs, 30);
+        assert!(serve.allow_local_repos);
+        // One key serves every command that has the flag.
+        let Sub::Worker(worker) = parse(file, &["worker"]).unwrap().command else {
+            panic!("worker")
+        };
+        assert_eq!(worker.agents, ["command", "codex"]);
+        assert_eq!(worker.concurrency, 4);
+        assert_eq!(worker.labels, [("zone".to_string(), "a".to_string())]);
+        assert!(worker.allow_local_repos);
+        let Sub::Worker(worker) = parse(file, &["worker", "-c", "2", "--labels", "zone=b"])
+            .unwrap()
+            .command
+        else {
+            panic!("worker")
+        };
+        assert_eq!(worker.concurrency, 2);
+        assert_eq!(worker.labels, [("zone".to_string(), "b".to_string())]);
+        // A value of the wrong type is refused like the flag's.
+        let err = parse(r#"{"lease_ttl_secs": "soon"}"#, &["serve"]).unwrap_err();
+        assert!(err.contains("soon") && err.contains("--lease-ttl-secs"), "{err}");
+    }
+
+    #[test]
+    fn a_key_that_names_no_setting_is_refused_with_the_file_named() {
+        for (json, says) in [
+            (r#"{"sever": "x"}"#, "unknown setting \"sever\""),
+            (r#"{"data_dir": "/x"}"#, "data_dir cannot be set here"),
+            (
+                r#"{"labels": {"zone": "a"}}"#,
+                "labels: expected a string, number, boolean",
+            ),
+            ("[1]", "not a JSON object of settings"),
+        ] {
+            let err = parse(json, &["serve"]).unwrap_err();
+            assert!(
+                err.starts_with("config file ") && err.contains(CONFIG_FILE),
+                "{err}"
+            );
+            assert!(err.contains(says), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn help_does_not_show_what_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            r#"{"token": "apt_from-the-file", "server_key": "c2VjcmV0"}"#,
+        )
+        .unwrap();
+        let mut cmd = with_file_defaults(Cli::command(), dir.path()).unwrap();
+        let root = cmd.render_long_help().to_string();
+        let serve = cmd
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for help in [root, serve] {
+            assert!(
+                !help.contains("apt_from-the-file") && !help.contains("c2VjcmV0"),
+                "{help}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_data_dir_is_read_ahead_from_the_command_line() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            data_dir_of(&args(&["agentpool", "--data-dir", "/a", "serve"])),
+            PathBuf::from("/a")
+        );
+        assert_eq!(
+            data_dir_of(&args(&["agentpool", "tasks", "list", "--data-dir=/b"])),
+            PathBuf::from("/b")
+        );
+        // After `--` the words are a command's, not agentpool's.
+        assert_ne!(
+            data_dir_of(&args(&["agentpool", "run", "--", "x", "--data-dir", "/c"])),
+            PathBuf::from("/c")
+        );
+    }
+}
