@@ -5,8 +5,8 @@
 use crate::{Env, git, json, stderr};
 
 /// Run a command task against a fresh sample repository with `agentpool` started in a working
-/// directory of its own; `args` come before `run`.
-fn run_from(env: &Env, cwd: &std::path::Path, global: &[&str]) -> serde_json::Value {
+/// directory of its own; `args` come before `run`. The task, and the repository's "remote".
+fn run_from(env: &Env, cwd: &std::path::Path, global: &[&str]) -> (serde_json::Value, std::path::PathBuf) {
     let remote = env.sample_repo();
     let o = env
         .cmd()
@@ -29,7 +29,7 @@ fn run_from(env: &Env, cwd: &std::path::Path, global: &[&str]) -> serde_json::Va
     assert_eq!(task["state"], "succeeded", "{task}");
     assert_eq!(task["attempts"], 1, "{task}");
     assert_eq!(git(&remote, &["show", "work/rel:a.txt"]), "hi");
-    task
+    (task, remote)
 }
 
 #[test]
@@ -69,19 +69,10 @@ fn the_config_file_sets_any_flag_and_refuses_what_it_does_not_know() {
         r#"{"commit_author": "Filed Bot <filed@agentpool.test>"}"#,
     )
     .unwrap();
-    let remote = env.sample_repo();
-    let o = env.run(&[
-        "run",
-        "--repo",
-        remote.to_str().unwrap(),
-        "--branch",
-        "work/filed",
-        "--command",
-        "echo hi > a.txt",
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let data_dir = env.data_dir().display().to_string();
+    let (_, remote) = run_from(&env, env.dir.path(), &["--data-dir", &data_dir]);
     assert_eq!(
-        git(&remote, &["log", "-1", "--format=%an <%ae>", "work/filed"]),
+        git(&remote, &["log", "-1", "--format=%an <%ae>", "work/rel"]),
         "Filed Bot <filed@agentpool.test>"
     );
 
