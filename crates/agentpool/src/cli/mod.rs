@@ -237,8 +237,9 @@ pub struct UpArgs {
     pub retention_days: u64,
 }
 
-/// What every runner of tasks (`up`'s workers, `worker`, `run-task`) is told about recording
-/// their output and writing their commits.
+/// What every runner of tasks (`worker`, `run-task`, and the workers of `up` and of a `run`'s
+/// transient pool) is told about recording their output, writing their commits and sending
+/// git credentials.
 #[derive(Debug, Clone, Args)]
 pub struct RunnerArgs {
     /// MiB of output lines (stdout, stderr) a task's attempt records as they come; past it a
@@ -469,6 +470,9 @@ pub struct CompletionsArgs {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
     #[test]
     fn a_commit_author_is_a_name_and_an_email() {
         assert_eq!(
@@ -487,9 +491,6 @@ mod tests {
             assert!(err.contains("expected an author like"), "{bad:?}: {err}");
         }
     }
-
-    use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
