@@ -4,20 +4,21 @@
 //! `secretKeyRef`s resolved from the stored Secrets, the image's `agentpool` mapped to the
 //! binary under test), and writes back pod and Job status the way Kubernetes reports them.
 //! A Job deleted with foreground propagation gets its process SIGTERMed (SIGKILL after the
-//! pod's grace period) and is then removed with its pods and owned Secrets.
+//! pod's grace period) and is then removed with its pods and owned Secrets. An image pull can
+//! be made to fail: the pod then waits `ErrImagePull`, as a kubelet reports it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentpool_kube::fake::FakeApi;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod,
-    PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -39,6 +40,10 @@ pub struct Kubelet {
     pub pods: Arc<Mutex<HashMap<String, RunningPod>>>,
     /// Jobs whose pods have been started (never started twice).
     started: Arc<Mutex<Vec<String>>>,
+    /// How many of the next Jobs' images fail to pull.
+    failing_pulls: Arc<AtomicUsize>,
+    /// Jobs whose image failed to pull (their pods never start).
+    pull_failed: Arc<Mutex<Vec<String>>>,
 }
 
 impl Kubelet {
@@ -48,7 +53,19 @@ impl Kubelet {
             root: root.to_path_buf(),
             pods: Arc::default(),
             started: Arc::default(),
+            failing_pulls: Arc::default(),
+            pull_failed: Arc::default(),
         }
+    }
+
+    /// The images of the next `n` Jobs fail to pull: their pods wait `ErrImagePull`.
+    pub fn fail_pulls(&self, n: usize) {
+        self.failing_pulls.store(n, Ordering::SeqCst);
+    }
+
+    /// Jobs whose image failed to pull, in order.
+    pub fn pull_failed(&self) -> Vec<String> {
+        self.pull_failed.lock().unwrap().clone()
     }
 
     /// Jobs whose pods were started, in order.
@@ -67,12 +84,22 @@ impl Kubelet {
             let name = job.metadata.name.clone().unwrap_or_default();
             let deleting = job.metadata.deletion_timestamp.is_some();
             let finished = job.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some();
-            // Like a kubelet, wait (ContainerCreating) until the Secrets the pod mounts exist.
-            if !deleting
+            let pulling = !deleting
                 && !finished
                 && !self.started.lock().unwrap().contains(&name)
-                && let Some(pod) = self.start(&job)
+                && !self.pull_failed.lock().unwrap().contains(&name);
+            if pulling
+                && self
+                    .failing_pulls
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
             {
+                self.pull_failed.lock().unwrap().push(name.clone());
+                self.set_pod(&job, PodPhase::PullFailed);
+                continue;
+            }
+            // Like a kubelet, wait (ContainerCreating) until the Secrets the pod mounts exist.
+            if pulling && let Some(pod) = self.start(&job) {
                 self.started.lock().unwrap().push(name.clone());
                 self.pods.lock().unwrap().insert(name.clone(), pod);
                 self.set_pod(&job, PodPhase::Running);
@@ -186,6 +213,20 @@ impl Kubelet {
             .unwrap();
         labels.insert("job-name".into(), name.clone());
         let (phase, state) = match phase {
+            PodPhase::PullFailed => (
+                "Pending",
+                ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some("ErrImagePull".into()),
+                        message: Some(
+                            "failed to pull and unpack image \"agentpool:test\": failed to resolve \
+                             reference: registry unavailable"
+                                .into(),
+                        ),
+                    }),
+                    ..ContainerState::default()
+                },
+            ),
             PodPhase::Running => (
                 "Running",
                 ContainerState {
@@ -232,6 +273,8 @@ impl Kubelet {
 }
 
 enum PodPhase {
+    /// Waiting `ErrImagePull`: the container never starts.
+    PullFailed,
     Running,
     /// The exit code and the termination message.
     Exited(i32, Option<String>),
