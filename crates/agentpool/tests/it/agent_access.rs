@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use agentpool_testkit::model::{ModelServer, Script, Step};
 
 use crate::demo::agent_bin_dir;
-use crate::{Env, assert_exit, git, json, stderr, stdout};
+use crate::{Env, SpawnReaped, assert_exit, git, json, stderr, stdout};
 
 const KEY: &str = "sk-ant-passed-from-the-caller";
 
@@ -303,8 +303,7 @@ fn agents_lists_the_clis_found_their_versions_and_local_logins() {
             "1",
         ])
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let mut first = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(up.stdout.take().unwrap()),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use crate::{Env, Up, json, signal, stderr, stdout, submit_args};
+use crate::{Env, SpawnReaped, Up, json, signal, stderr, stdout, submit_args};
 
 /// A TCP proxy in front of `upstream` (`http://host:port`) that keeps every byte clients sent,
 /// so a test can count the HTTP requests a command made.
@@ -107,8 +107,7 @@ fn logs_follow_shows_a_running_task_until_it_ends() {
         .args(["--server", &proxy.url, "tasks", "logs", "-f", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let mut lines = BufReader::new(logs.stdout.take().unwrap()).lines();
     let mut seen = Vec::new();
     // The task is running and blocked on the gate: its first output arrives live.

@@ -264,8 +264,7 @@ fn a_follower_outlives_a_restart_of_the_server() {
         .args(["--server", &url, "--token", &admin, "tasks", "logs", "-f", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_reaped();
     let mut shown = BufReader::new(follower.stdout.take().unwrap()).lines();
     let mut said = BufReader::new(follower.stderr.take().unwrap()).lines();
     // The events shown up to the command's start: the follower has reached the server, and the
