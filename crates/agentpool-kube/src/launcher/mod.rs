@@ -442,8 +442,10 @@ impl Launcher {
                 JobState::Failed(v) => {
                     tracing::warn!(job = %name, "{}", v.message);
                     self.tracked.remove(&id);
-                    self.fail(lease, v).await;
+                    // Deleted before the task may run again elsewhere: a pod waiting on its
+                    // image, once marked for deletion, is not started if the pull then works.
                     self.delete(&name).await;
+                    self.fail(lease, v).await;
                 }
             }
         }
