@@ -119,8 +119,8 @@ pub struct RunArgs {
     pub workers: u32,
     #[command(flatten)]
     pub access: AgentAccessArgs,
-    /// For a transient embedded pool's workers.
-    #[command(flatten)]
+    /// For a transient embedded pool's workers; a running server's workers have their own.
+    #[command(flatten, next_help_heading = "Workers of a transient pool (when no server runs)")]
     pub runner: super::RunnerArgs,
 }
 
