@@ -79,7 +79,11 @@ pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<Command, Stri
         );
     }
     let mut used = BTreeSet::new();
-    let cmd = apply(cmd, &values, &mut used);
+    let mut refused = Vec::new();
+    let cmd = apply(cmd, &values, &mut used, &mut refused);
+    if let Some((key, why)) = refused.into_iter().next() {
+        return Err(at(format!("{key}: {why}")));
+    }
     match values.iter().find(|(env, _)| !used.contains(*env)) {
         Some((_, (key, _))) => Err(at(format!(
             "unknown setting {key:?} (a key is a setting's environment variable without \
@@ -99,21 +103,47 @@ fn scalar(v: &Value) -> Option<String> {
 }
 
 /// Set the defaults on `cmd`'s arguments and its subcommands', recording which settings found
-/// a flag. The defaults are not shown in help: a token or key may be among them.
+/// a flag and which values the flag's own parser refuses (so the error names the file, not a
+/// flag nobody typed). The defaults are not shown in help: a token or key may be among them.
 fn apply(
     mut cmd: Command,
     values: &BTreeMap<String, (&str, String)>,
     used: &mut BTreeSet<String>,
+    refused: &mut Vec<(String, String)>,
 ) -> Command {
-    let found: Vec<(clap::Id, String)> = cmd
-        .get_arguments()
-        .filter_map(|a| {
-            let env = a.get_env()?.to_str()?;
-            values
-                .contains_key(env)
-                .then(|| (a.get_id().clone(), env.to_string()))
-        })
-        .collect();
+    let mut found: Vec<(clap::Id, String)> = Vec::new();
+    for a in cmd.get_arguments() {
+        let Some(env) = a.get_env().and_then(|e| e.to_str()) else {
+            continue;
+        };
+        let Some((key, text)) = values.get(env) else {
+            continue;
+        };
+        let parts: Vec<&str> = match a.get_value_delimiter() {
+            Some(d) => text.split(d).collect(),
+            None => vec![text.as_str()],
+        };
+        // The flag's own parser, on a command of its own: the value as if typed with it
+        // (`--flag=value`, so that one starting with '-' is still a value).
+        let long = a.get_long().unwrap_or("value");
+        let mut probe = clap::Arg::new("value")
+            .long(long.to_string())
+            .action(clap::ArgAction::Set)
+            .value_parser(a.get_value_parser().clone());
+        if let Some(name) = a.get_value_names().and_then(|n| n.first()) {
+            probe = probe.value_name(name.clone());
+        }
+        let probe = Command::new("agentpool").no_binary_name(true).arg(probe);
+        for part in parts {
+            if let Err(e) = probe.clone().try_get_matches_from([format!("--{long}={part}")]) {
+                let rendered = e.to_string();
+                let first = rendered.lines().next().unwrap_or_default();
+                let why = first.strip_prefix("error: ").unwrap_or(first);
+                refused.push((key.to_string(), why.to_string()));
+            }
+        }
+        found.push((a.get_id().clone(), env.to_string()));
+    }
     for (id, env) in found {
         if let Some((_, text)) = values.get(&env) {
             let text = text.clone();
@@ -127,7 +157,7 @@ fn apply(
     }
     let subcommands: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
     for name in subcommands {
-        cmd = cmd.mut_subcommand(name, |sub| apply(sub, values, used));
+        cmd = cmd.mut_subcommand(name, |sub| apply(sub, values, used, refused));
     }
     cmd
 }
@@ -177,9 +207,17 @@ mod tests {
         };
         assert_eq!(worker.concurrency, 2);
         assert_eq!(worker.labels, [("zone".to_string(), "b".to_string())]);
-        // A value of the wrong type is refused like the flag's.
-        let err = parse(r#"{"lease_ttl_secs": "soon"}"#, &["serve"]).unwrap_err();
-        assert!(err.contains("soon") && err.contains("--lease-ttl-secs"), "{err}");
+        // A value the flag's parser refuses is refused naming the file and the key, whatever
+        // the command.
+        for argv in [&["serve"][..], &["tasks", "list"]] {
+            let err = parse(r#"{"lease_ttl_secs": "soon"}"#, argv).unwrap_err();
+            assert!(
+                err.starts_with("config file ") && err.contains(": lease_ttl_secs: invalid value 'soon'"),
+                "{err}"
+            );
+        }
+        let err = parse(r#"{"labels": ["zone=a", "nope"]}"#, &["worker"]).unwrap_err();
+        assert!(err.contains(": labels: ") && err.contains("nope"), "{err}");
     }
 
     #[test]

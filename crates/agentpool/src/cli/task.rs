@@ -120,7 +120,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub access: AgentAccessArgs,
     /// For a transient embedded pool's workers; a running server's workers have their own.
-    #[command(flatten, next_help_heading = "Workers of a transient pool (when no server runs)")]
+    #[command(
+        flatten,
+        next_help_heading = "Workers of a transient pool (when no server runs)"
+    )]
     pub runner: super::RunnerArgs,
 }
 

@@ -79,7 +79,14 @@ fn the_config_file_sets_any_flag_and_refuses_what_it_does_not_know() {
     std::fs::write(&config, r#"{"retention_days": 0}"#).unwrap();
     let o = env.run(&["up", "--listen", "127.0.0.1:0"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("--retention-days"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "agentpool: config file {}: retention_days: invalid value '0'",
+            config.display()
+        )) && err.contains("--retention-days"),
+        "{err}"
+    );
 
     std::fs::write(&config, r#"{"retention_day": 3}"#).unwrap();
     let o = env.run(&["workers", "list"]);
