@@ -43,11 +43,11 @@ pub fn data_dir_of(args: &[OsString]) -> PathBuf {
 /// `cmd` with the settings of `<data_dir>/config.json` as defaults (none when there is no
 /// file). A key that names no setting, or a value that is not a string, number, boolean or
 /// list of them, is an error naming the file.
-pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<Command, String> {
+pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<(Command, Option<FileRead>), String> {
     let path = data_dir.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cmd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((cmd, None)),
         Err(e) => return Err(format!("cannot read the config file {}: {e}", path.display())),
     };
     let at = |m: String| format!("config file {}: {m}", path.display());
@@ -89,8 +89,22 @@ pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<Command, Stri
             "unknown setting {key:?} (a key is a setting's environment variable without \
              AGENTPOOL_, in lower case, e.g. lease_ttl_secs)"
         ))),
-        None => Ok(cmd),
+        None => Ok((
+            cmd,
+            Some(FileRead {
+                keys: values.values().map(|(key, _)| key.to_string()).collect(),
+                path,
+            }),
+        )),
     }
+}
+
+/// A config file that was read: where, and the settings it gave (their names only: a token or
+/// key may be among the values), for a service's log at start.
+#[derive(Debug)]
+pub struct FileRead {
+    pub path: PathBuf,
+    pub keys: Vec<String>,
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -173,7 +187,7 @@ mod tests {
     fn parse(json: &str, argv: &[&str]) -> Result<Cli, String> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CONFIG_FILE), json).unwrap();
-        let cmd = with_file_defaults(Cli::command(), dir.path())?;
+        let (cmd, _) = with_file_defaults(Cli::command(), dir.path())?;
         let m = cmd
             .try_get_matches_from([&["agentpool"], argv].concat())
             .map_err(|e| e.to_string())?;
@@ -248,7 +262,9 @@ mod tests {
             r#"{"token": "apt_from-the-file", "server_key": "c2VjcmV0"}"#,
         )
         .unwrap();
-        let mut cmd = with_file_defaults(Cli::command(), dir.path()).unwrap();
+        let (mut cmd, read) = with_file_defaults(Cli::command(), dir.path()).unwrap();
+        let read = read.expect("the file was read");
+        assert_eq!(read.keys, ["server_key", "token"]);
         let root = cmd.render_long_help().to_string();
         let serve = cmd
             .find_subcommand_mut("serve")

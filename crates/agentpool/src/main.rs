@@ -36,14 +36,14 @@ use crate::exit::ExitCode;
 
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let command = match file_settings::with_file_defaults(Cli::command(), &file_settings::data_dir_of(&args))
-    {
-        Ok(c) => c,
-        Err(line) => {
-            eprintln!("agentpool: {line}");
-            return std::process::ExitCode::from(ExitCode::Usage as u8);
-        }
-    };
+    let (command, file) =
+        match file_settings::with_file_defaults(Cli::command(), &file_settings::data_dir_of(&args)) {
+            Ok(c) => c,
+            Err(line) => {
+                eprintln!("agentpool: {line}");
+                return std::process::ExitCode::from(ExitCode::Usage as u8);
+            }
+        };
     let cli = match command
         .try_get_matches_from(&args)
         .and_then(|m| Cli::from_arg_matches(&m))
@@ -54,6 +54,13 @@ fn main() -> std::process::ExitCode {
     if let Err(e) = telemetry::init(cli.command.is_service(), cli.global.log_format) {
         eprintln!("agentpool: {e}");
         return std::process::ExitCode::from(ExitCode::Usage as u8);
+    }
+    if let Some(read) = file.filter(|_| cli.command.is_service()) {
+        tracing::info!(
+            file = %read.path.display(),
+            settings = %read.keys.join(", "),
+            "settings read from the config file"
+        );
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
