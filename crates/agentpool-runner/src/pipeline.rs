@@ -12,10 +12,11 @@ use agentpool_agents::{EventSink, Registry};
 use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
 
 use crate::api::ClaimedWork;
-use crate::git::{AskPass, Git, GitCredentials, GitOptions, Secret};
+use crate::git::{AskPass, Git, GitCredentials, GitOptions};
 use crate::private::PrivateDir;
 use crate::process::{OutputStream, ProcessSpec, run_process};
 mod cancel;
+mod credentials;
 mod dirs;
 mod failure;
 mod message;
@@ -304,32 +305,7 @@ impl Pipeline {
         };
 
         // ---- credentials ----
-        let creds = GIT_TOKEN_CREDENTIALS
-            .iter()
-            .find_map(|n| work.credentials.get(n))
-            .map(|token| GitCredentials {
-                username: self
-                    .cfg
-                    .git_credentials
-                    .as_ref()
-                    .map(|c| c.username.clone())
-                    .unwrap_or_else(|| "x-access-token".into()),
-                token: Secret::new(token),
-            })
-            .or_else(|| self.cfg.git_credentials.clone());
-        if creds.is_some()
-            && !self.cfg.allow_http_credentials
-            && let Some(host) = RepoUrl::clear_text_host(repo)
-        {
-            return Err(failed(
-                ErrorClass::InvalidTask,
-                format!(
-                    "repo: refusing to send the git credential to {host} over plain http://, in \
-                     clear text: use an https:// URL (or start the worker with \
-                     --allow-http-credentials)"
-                ),
-            ));
-        }
+        let creds = self.git_credentials(work, repo)?;
         let askpass = match &creds {
             Some(c) => {
                 let dir = PrivateDir::create(&self.cfg.state_dir.join("credentials")).map_err(|e| {
