@@ -41,8 +41,9 @@ pub fn data_dir_of(args: &[OsString]) -> PathBuf {
 }
 
 /// `cmd` with the settings of `<data_dir>/config.json` as defaults (none when there is no
-/// file). A key that names no setting, or a value that is not a string, number, boolean or
-/// list of them, is an error naming the file.
+/// file), and what was read. A key that names no setting, a value that is not a string,
+/// number, boolean or list of them, or one its flag's parser refuses, is an error naming the
+/// file.
 pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<(Command, Option<FileRead>), String> {
     let path = data_dir.join(CONFIG_FILE);
     let text = match std::fs::read_to_string(&path) {

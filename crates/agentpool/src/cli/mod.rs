@@ -29,7 +29,7 @@ pub use task::*;
 /// Run AI coding agents at scale: a durable work queue and a pool of workers.
 #[derive(Debug, Parser)]
 #[command(name = "agentpool", version, about, long_about = None)]
-#[command(after_help = EXIT_CODES_HELP)]
+#[command(after_help = ROOT_AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -37,7 +37,13 @@ pub struct Cli {
     pub command: Command,
 }
 
-pub const EXIT_CODES_HELP: &str = "\
+/// The settings' order and the exit codes, after the root's help.
+pub const ROOT_AFTER_HELP: &str = "\
+Settings:
+  each comes from its flag, else its AGENTPOOL_ variable, else <data dir>/config.json (a JSON
+  object whose keys are the variables' names without AGENTPOOL_, in lower case, such as
+  {\"lease_ttl_secs\": 120}), else the default
+
 Exit codes:
   0  success (for run / submit --wait: the task succeeded)
   1  the task failed, or the command could not do what was asked

@@ -100,6 +100,7 @@ fn help_lists_every_subcommand_and_the_exit_codes() {
         );
     }
     assert!(help.contains("Exit codes"));
+    assert!(help.contains("else <data dir>/config.json"), "{help}");
 }
 
 /// A subcommand's help lists its own flags first and the flags every command takes apart.
