@@ -236,11 +236,24 @@ pub struct UpArgs {
     pub access: AgentAccessArgs,
     #[command(flatten)]
     pub runner: RunnerArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// How long a server (`up`, `serve`) keeps finished tasks.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
     /// Days finished tasks (with their events and attempts) are kept before the maintenance
     /// pass purges them
     #[arg(long, env = "AGENTPOOL_RETENTION_DAYS", value_name = "DAYS", default_value_t = 7,
         value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub retention_days: u64,
+}
+
+impl RetentionArgs {
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.retention_days.saturating_mul(24 * 3600))
+    }
 }
 
 /// What every runner of tasks (`worker`, `run-task`, and the workers of `up` and of a `run`'s
@@ -253,10 +266,10 @@ pub struct RunnerArgs {
     #[arg(long, env = "AGENTPOOL_MAX_LOG_MIB", value_name = "MIB", default_value_t = agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
         value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_log_mib: u64,
-    /// Author (and committer) of the commits tasks make, as `Name <email>`
-    #[arg(long, env = "AGENTPOOL_COMMIT_AUTHOR", value_name = "NAME <EMAIL>",
-        value_parser = parse::parse_author, default_value = "agentpool <agentpool@localhost>")]
-    pub commit_author: (String, String),
+    /// Author (and committer) of the commits tasks make, as `Name <email>` [default: agentpool
+    /// <agentpool@localhost>]
+    #[arg(long, env = "AGENTPOOL_COMMIT_AUTHOR", value_name = "NAME <EMAIL>", value_parser = parse::parse_author)]
+    pub commit_author: Option<(String, String)>,
     /// Send a task's git credential over plain http:// to another machine (refused by
     /// default: it would cross the network in clear text; loopback is always allowed)
     #[arg(long, env = "AGENTPOOL_ALLOW_HTTP_CREDENTIALS")]
@@ -267,7 +280,7 @@ impl Default for RunnerArgs {
     fn default() -> Self {
         Self {
             max_log_mib: agentpool_runner::log_limit::DEFAULT_HEAD_MIB,
-            commit_author: ("agentpool".into(), "agentpool@localhost".into()),
+            commit_author: None,
             allow_http_credentials: false,
         }
     }
@@ -276,7 +289,10 @@ impl Default for RunnerArgs {
 impl RunnerArgs {
     pub fn apply(&self, pipeline: &mut agentpool_runner::PipelineConfig) {
         pipeline.log_limit.head_bytes = self.max_log_mib << 20;
-        (pipeline.commit_author_name, pipeline.commit_author_email) = self.commit_author.clone();
+        // Unset, the pipeline's own default stands.
+        if let Some((name, email)) = self.commit_author.clone() {
+            (pipeline.commit_author_name, pipeline.commit_author_email) = (name, email);
+        }
         pipeline.allow_http_credentials = self.allow_http_credentials;
     }
 }
@@ -355,11 +371,8 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_events_per_attempt: u64,
-    /// Days finished tasks (with their events and attempts) are kept before the maintenance
-    /// pass purges them
-    #[arg(long, env = "AGENTPOOL_RETENTION_DAYS", value_name = "DAYS", default_value_t = 7,
-        value_parser = clap::value_parser!(u64).range(1..=3650))]
-    pub retention_days: u64,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Longest timeout a task may ask for (its timeout_secs, a check's), in seconds: from the
     /// 30 minutes a task that asks for none runs for, to the 24 hours agents accept
     #[arg(long, env = "AGENTPOOL_MAX_TIMEOUT_SECS", value_name = "SECS",

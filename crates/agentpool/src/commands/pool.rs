@@ -127,7 +127,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         agent_bin_dir: None,
         access: AgentAccess::resolve(&args.access)?,
         runner: args.runner,
-        retention: days(args.retention_days),
+        retention: args.retention.retention(),
     };
     // Listening from here on: Ctrl-C during start-up drains what started, and a quick second
     // one is not lost (see `Signals`).
@@ -190,7 +190,7 @@ fn server_config(database_url: String, args: &ServeArgs) -> Result<ServerConfig,
     cfg.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
     cfg.maintenance_interval = Some(Duration::from_secs(args.maintenance_secs));
     cfg.max_events_per_attempt = args.max_events_per_attempt;
-    cfg.retention = days(args.retention_days);
+    cfg.retention = args.retention.retention();
     cfg.max_timeout_secs = args.max_timeout_secs;
     if args.no_auth {
         if !args.listen.ip().is_loopback() {
@@ -218,10 +218,6 @@ fn server_config(database_url: String, args: &ServeArgs) -> Result<ServerConfig,
         tracing::warn!("no AGENTPOOL_SERVER_KEY: storing credentials is disabled");
     }
     Ok(cfg)
-}
-
-fn days(n: u64) -> Duration {
-    Duration::from_secs(n.saturating_mul(24 * 3600))
 }
 
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
