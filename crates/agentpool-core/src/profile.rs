@@ -136,15 +136,9 @@ impl AgentProfile {
         let mut errs = Vec::new();
         check_env("env", &self.env, &mut errs);
         if let Some(m) = &self.model
-            && (m.is_empty()
-                || m.chars().count() > 200
-                || m.starts_with('-')
-                || m.chars().any(char::is_whitespace))
+            && !valid_model(m)
         {
-            errs.push(ValidationError::new(
-                "model",
-                "must be a model name like claude-sonnet-4-5",
-            ));
+            errs.push(ValidationError::new("model", MODEL_RULE));
         }
         if self.max_turns.is_some_and(|m| !(1..=10_000).contains(&m)) {
             errs.push(ValidationError::new("max_turns", "must be between 1 and 10000"));
@@ -185,6 +179,15 @@ impl AgentProfile {
         }
         if errs.is_empty() { Ok(()) } else { Err(errs) }
     }
+}
+
+/// What [`valid_model`] asks of a model name.
+pub const MODEL_RULE: &str = "must be a model name like claude-sonnet-4-5";
+
+/// A model name an agent CLI can be given as one argument: not empty, no whitespace, not
+/// read as an option (`-…`), at most 200 characters.
+pub fn valid_model(m: &str) -> bool {
+    !m.is_empty() && m.chars().count() <= 200 && !m.starts_with('-') && !m.chars().any(char::is_whitespace)
 }
 
 #[cfg(test)]

@@ -49,8 +49,9 @@ impl Redactor {
 
     /// Add more secrets, each with the encodings a program commonly prints a secret in:
     /// base64 (standard and URL-safe, at any alignment inside a longer encoded text such as
-    /// an HTTP Basic header), hex (lower and upper case) and percent-encoding. A secret split
-    /// up, or transformed otherwise, is not recognised.
+    /// an HTTP Basic header), hex (lower and upper case), percent-encoding (either case, `/`
+    /// escaped or not) and JSON string escapes. A secret split up, or transformed otherwise,
+    /// is not recognised.
     pub fn extend<S: Into<String>>(&mut self, secrets: impl IntoIterator<Item = S>) {
         let plain: Vec<String> = secrets
             .into_iter()
@@ -160,17 +161,34 @@ fn encodings(secret: &[u8]) -> Vec<String> {
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     out.push(hex.to_ascii_uppercase());
     out.push(hex);
-    let percent: String = secret
-        .iter()
-        .map(|&b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    out.push(percent);
+    // Percent-encoding as programs print it: hex digits in either case, and `/` left alone or
+    // not (Python's `quote` keeps it by default; most URL encoders escape it).
+    for keep_slash in [false, true] {
+        let percent: String = secret
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_alphanumeric()
+                    || matches!(b, b'-' | b'.' | b'_' | b'~')
+                    || keep_slash && b == b'/'
+                {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        out.push(lowercase_escapes(&percent));
+        out.push(percent);
+    }
+    // Inside a JSON string: escaped as serde_json writes it, and with `/` written `\/` as
+    // some encoders (PHP's, older JavaScript) do.
+    if let Ok(text) = std::str::from_utf8(secret)
+        && let Ok(json) = serde_json::to_string(text)
+    {
+        let inner = &json[1..json.len() - 1];
+        out.push(inner.replace('/', "\\/"));
+        out.push(inner.to_string());
+    }
     // Inside a longer base64 text the secret starts at byte offset 0, 1 or 2 of a 3-byte
     // group; for each, keep only the characters that depend on the secret's bytes alone.
     for shift in 0..3usize {
@@ -187,6 +205,24 @@ fn encodings(secret: &[u8]) -> Vec<String> {
     }
     out.sort_unstable();
     out.dedup();
+    out
+}
+
+/// `text` with the hex digits of its `%XX` escapes in lower case, the rest as it is.
+fn lowercase_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut escape = 0;
+    for c in text.chars() {
+        if c == '%' {
+            escape = 2;
+            out.push(c);
+        } else if escape > 0 {
+            escape -= 1;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -242,6 +278,22 @@ mod tests {
         // Duplicates are one secret.
         let r = Redactor::new(["dup-secret", "dup-secret"]);
         assert_eq!(r.redact("dup-secret"), M);
+    }
+
+    #[test]
+    fn percent_and_json_escaped_forms_are_masked() {
+        let r = Redactor::new(["p@ss/w:rd?x=1&y#z"]);
+        for shown in [
+            "p%40ss%2Fw%3Ard%3Fx%3D1%26y%23z", // escaped `/`, upper-case digits
+            "p%40ss%2fw%3ard%3fx%3d1%26y%23z", // lower-case digits
+            "p%40ss/w%3Ard%3Fx%3D1%26y%23z",   // `/` kept (Python's quote)
+            "p%40ss/w%3ard%3fx%3d1%26y%23z",
+        ] {
+            assert_eq!(r.redact(&format!("url={shown}")), format!("url={M}"), "{shown}");
+        }
+        let r = Redactor::new(["a\"b/c\\d"]);
+        assert_eq!(r.redact(r#"{"v":"a\"b/c\\d"}"#), format!(r#"{{"v":"{M}"}}"#));
+        assert_eq!(r.redact(r#"{"v":"a\"b\/c\\d"}"#), format!(r#"{{"v":"{M}"}}"#));
     }
 
     #[test]

@@ -120,7 +120,8 @@ fn explain(cron: &str, e: &croner::errors::CronError) -> String {
         if parts.first().is_some_and(|p| p.starts_with('@')) {
             return format!("unknown nickname {:?}: use five fields, {FORM}", parts[0]);
         }
-        return format!("{} fields, not five: use {FORM}", parts.len());
+        let fields = crate::render::count(parts.len(), "field", "fields");
+        return format!("{fields}, not five: use {FORM}");
     }
     // Each field alone, the others `*`: the first that fails is the one at fault.
     for (i, (name, takes)) in FIELDS.iter().enumerate() {
@@ -326,6 +327,12 @@ mod tests {
             e[0].message,
             "4 fields, not five: use minute hour day-of-month month day-of-week (e.g. \"0 6 * * 1-5\"), \
              or @hourly, @daily, @weekly, @monthly, @yearly"
+        );
+        // One word is one field, not "1 fields".
+        assert!(
+            When::parse("bogus", None).unwrap_err()[0]
+                .message
+                .starts_with("1 field, not five: use minute hour")
         );
         // Seconds and years are not crontab's.
         assert!(When::parse("0 0 9 * * *", None).is_err());

@@ -208,6 +208,7 @@ pub struct TaskResult {
     /// it named none (which may differ between workers).
     pub agent: Option<String>,
     pub commit_sha: Option<String>,
+    /// The work branch, set only when the remote has it (pushed now, or there before).
     pub branch: Option<String>,
     pub files: Vec<FileChange>,
     /// Whether the work branch reached the remote.
@@ -231,6 +232,20 @@ pub struct TaskResult {
     /// Every check of every round, in the order they ran.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::CheckRun>,
+}
+
+impl TaskResult {
+    /// What a worker may not report, with fields named under `field`: a cost below zero would
+    /// lower the spend its project's daily budget counts.
+    pub fn validate(&self, field: &str) -> Vec<crate::ValidationError> {
+        match self.cost_usd {
+            Some(c) if !(c.is_finite() && c >= 0.0) => vec![crate::ValidationError::new(
+                format!("{field}.cost_usd"),
+                "must be a number of US dollars, 0 or more",
+            )],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// How an attempt ended.

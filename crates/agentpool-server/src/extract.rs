@@ -102,8 +102,7 @@ fn parse_as<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             use serde_json::error::Category;
             match inner.classify() {
                 Category::Data => {
-                    let field = if path == "." { String::new() } else { path };
-                    let message = inner.to_string();
+                    let (field, message) = plain_error(&path, &inner.to_string());
                     Err(ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_body",
@@ -125,6 +124,45 @@ fn parse_as<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             }
         }
     }
+}
+
+/// serde's message for a body of the wrong shape, told as the API names things: the field a
+/// `missing field` error is about (not its parent), no position in the body, and JSON's
+/// words for the expected type rather than Rust's (`a whole number`, not `u32`).
+fn plain_error(path: &str, serde_message: &str) -> (String, String) {
+    let parent = if path == "." { "" } else { path };
+    let mut message = serde_message;
+    if let Some(i) = message.rfind(" at line ")
+        && message[i + 9..].split(" column ").count() == 2
+    {
+        message = &message[..i];
+    }
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        let field = if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        };
+        return (field, "is required".to_string());
+    }
+    let mut message = message.to_string();
+    if let Some(i) = message.rfind(", expected ") {
+        let expected = &message[i + 11..];
+        let plain = match expected {
+            "u8" | "u16" | "u32" | "u64" | "usize" => Some("a whole number, 0 or more"),
+            "i8" | "i16" | "i32" | "i64" | "isize" => Some("a whole number"),
+            "f32" | "f64" => Some("a number"),
+            e if e.starts_with("struct ") || e.starts_with("a map") => Some("an object"),
+            _ => None,
+        };
+        if let Some(plain) = plain {
+            message = format!("{}, expected {plain}", &message[..i]);
+        }
+    }
+    (parent.to_string(), message)
 }
 
 /// Whether a raw (percent-encoded) path or query holds an encoded NUL, which no stored name
@@ -205,8 +243,28 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
-            .map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text()))
+            .map_err(|r| query_error(&r.body_text()))
     }
+}
+
+/// axum's text for a query it could not read (`Failed to deserialize query string: limit:
+/// invalid digit found in string`), as our error: the parameter named in `details.fields`.
+fn query_error(text: &str) -> ApiError {
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(text);
+    let (field, message) = match text.split_once(": ") {
+        Some((f, m)) if !f.is_empty() && !f.contains(' ') => (f, m),
+        _ => ("", text),
+    };
+    let (field, message) = plain_error(if field.is_empty() { "." } else { field }, message);
+    let said = if field.is_empty() {
+        format!("invalid query: {message}")
+    } else {
+        format!("invalid query parameter {field}: {message}")
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", said)
+        .with_details(serde_json::json!({ "fields": [{ "field": field, "message": message }] }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -245,5 +303,54 @@ impl<A: Allowed> FromRequestParts<AppState> for Authorized<A> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require(A::ROLES)?;
         Ok(Authorized(caller, std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{plain_error, query_error};
+
+    #[test]
+    fn shape_errors_name_the_field_in_json_words() {
+        assert_eq!(
+            plain_error(".", "missing field `name` at line 1 column 2"),
+            ("name".to_string(), "is required".to_string())
+        );
+        assert_eq!(
+            plain_error("github", "missing field `webhook_secret` at line 1 column 40"),
+            ("github.webhook_secret".to_string(), "is required".to_string())
+        );
+        assert_eq!(
+            plain_error(
+                "slots",
+                "invalid type: string \"x\", expected u32 at line 1 column 12"
+            ),
+            (
+                "slots".to_string(),
+                "invalid type: string \"x\", expected a whole number, 0 or more".to_string()
+            )
+        );
+        assert_eq!(
+            plain_error(
+                "agents[0]",
+                "invalid type: string \"a\", expected struct AgentInfo at line 1 column 9"
+            ),
+            (
+                "agents[0]".to_string(),
+                "invalid type: string \"a\", expected an object".to_string()
+            )
+        );
+        let e = query_error("Failed to deserialize query string: limit: invalid digit found in string");
+        assert_eq!(
+            e.message,
+            "invalid query parameter limit: invalid digit found in string"
+        );
+        let e = query_error("Failed to deserialize query string: unknown field `x`, expected `a`");
+        assert_eq!(e.message, "invalid query: unknown field `x`, expected `a`");
+        // A message that merely contains the words is kept whole.
+        assert_eq!(
+            plain_error("x", "unknown variant `at line 3`, expected one of `a`, `b`").1,
+            "unknown variant `at line 3`, expected one of `a`, `b`"
+        );
     }
 }

@@ -232,7 +232,9 @@ impl Metrics {
         WaitingBeat(self.waiting_beats.clone())
     }
 
+    /// A successful attempt by `agent` (as claimed; see [`agent_label`]).
     pub fn completed(&self, agent: &str, took: Option<Duration>, result: &TaskResult) {
+        let agent = agent_label(agent, Some(result));
         self.completed.with_label_values(&[agent]).inc();
         if let Some(d) = took {
             self.duration
@@ -242,6 +244,7 @@ impl Metrics {
         self.usage(agent, result);
     }
 
+    /// A failed attempt by `agent` (as claimed; see [`agent_label`]).
     pub fn failed(
         &self,
         agent: &str,
@@ -249,6 +252,7 @@ impl Metrics {
         took: Option<Duration>,
         result: Option<&TaskResult>,
     ) {
+        let agent = agent_label(agent, result);
         self.failed.with_label_values(&[agent, class.as_str()]).inc();
         if let Some(d) = took {
             self.duration
@@ -327,11 +331,52 @@ impl Metrics {
     }
 }
 
+/// The `agent` label of a finished attempt: the agent its claim named, unless that was
+/// `default` (the task named none, so the worker ran its own default) or `unknown` (another
+/// replica saw the claim) and the result says which agent ran. Only a well-formed agent name
+/// from the result is taken, as a task's own agent is, so a worker cannot add labels of
+/// arbitrary text.
+pub fn agent_label<'a>(claimed: &'a str, result: Option<&'a TaskResult>) -> &'a str {
+    match result.and_then(|r| r.agent.as_deref()) {
+        Some(ran)
+            if matches!(claimed, "default" | "unknown") && agentpool_core::spec::valid_agent_name(ran) =>
+        {
+            ran
+        }
+        _ => claimed,
+    }
+}
+
 /// A heartbeat held open, counted in `agentpool_waiting_heartbeats` while it lives.
 pub struct WaitingBeat(IntGauge);
 
 impl Drop for WaitingBeat {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_is_counted_under_the_agent_that_ran_it() {
+        let ran = |agent: &str| TaskResult {
+            agent: Some(agent.to_string()),
+            ..TaskResult::default()
+        };
+        let claude = ran("claude-code");
+        // The task named no agent, or this replica did not see the claim: the result says.
+        assert_eq!(agent_label("default", Some(&claude)), "claude-code");
+        assert_eq!(agent_label("unknown", Some(&claude)), "claude-code");
+        // The claim named it: that stands.
+        assert_eq!(agent_label("codex", Some(&claude)), "codex");
+        assert_eq!(agent_label("command", Some(&claude)), "command");
+        // Nothing said, or not an agent name: the claim's.
+        assert_eq!(agent_label("default", None), "default");
+        assert_eq!(agent_label("default", Some(&TaskResult::default())), "default");
+        assert_eq!(agent_label("default", Some(&ran("a b\"c"))), "default");
+        assert_eq!(agent_label("default", Some(&ran(&"x".repeat(65)))), "default");
     }
 }

@@ -130,6 +130,7 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("query", "wait") => Some(json!({ "minimum": 0, "maximum": 60 })),
         ("query", "worker") => Some(pattern(WORKER_ID)),
         ("query", "schedule") => Some(pattern(PROFILE_NAME)),
+        ("query", "project") => Some(pattern(NAME)),
         ("query", "cursor") => Some(task_id),
         ("query", "class") => Some(json!({ "type": "string", "enum": ErrorClass::ALL })),
         ("query", "limit") if path.ends_with("/events") => Some(json!({ "minimum": 1, "maximum": 1000 })),
@@ -152,7 +153,14 @@ fn body_rules() -> Vec<(&'static str, Value)> {
         // `routes::workers::validate_registration` (lengths in bytes; ASCII host names).
         (
             "WorkerRegistration/properties/hostname",
-            json!({ "minLength": 1, "maxLength": 255 }),
+            json!({ "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" }),
+        ),
+        // `agentpool_core::spec::label_problem`: a worker's labels follow the tasks' rule.
+        (
+            "WorkerRegistration/properties/labels",
+            json!({ "maxProperties": 100,
+                    "propertyNames": { "pattern": "^[A-Za-z0-9._/-]{1,63}$" },
+                    "additionalProperties": { "type": "string", "pattern": "^([A-Za-z0-9._/-]{1,255})?$" } }),
         ),
         (
             "WorkerRegistration/properties/version",
@@ -259,7 +267,10 @@ fn body_rules() -> Vec<(&'static str, Value)> {
         // `routes::projects::put_credential`.
         (
             "CredentialValue/properties/value",
-            json!({ "minLength": 1, "maxLength": crate::routes::projects::MAX_CREDENTIAL_CHARS }),
+            json!({
+                "minLength": agentpool_core::redact::Redactor::MIN_LEN,
+                "maxLength": crate::routes::projects::MAX_CREDENTIAL_CHARS
+            }),
         ),
         // `ScheduleSpec::validate`: the expression's length (its syntax is croner's).
         (

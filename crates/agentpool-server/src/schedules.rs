@@ -14,7 +14,7 @@ use agentpool_store::Result;
 use agentpool_store::schedules::ScheduleRun;
 
 use crate::error::{ApiError, ApiResult};
-use crate::routes::tasks::prepare_spec;
+use crate::routes::prepare::prepare_spec;
 use crate::state::AppState;
 
 /// How long a replica holds a due schedule while it submits its run: long past a submit's
@@ -189,7 +189,7 @@ pub(crate) async fn submit(
         }
         let mut line = format!("submitted by schedule {}", s.name);
         if missed > 0 {
-            line.push_str(&format!("; {missed} later run times were missed and not run"));
+            line.push_str(&format!("; {}", missed_words(missed)));
         }
         state
             .store()
@@ -206,9 +206,18 @@ pub(crate) fn submitted_message(id: TaskId, created: bool, missed: u32) -> Strin
         message.push_str(" (submitted for this run before)");
     }
     if missed > 0 {
-        message.push_str(&format!("; {missed} later run times were missed and not run"));
+        message.push_str(&format!("; {}", missed_words(missed)));
     }
     message
+}
+
+/// "2 later run times were missed and not run", the verb agreeing with the count.
+fn missed_words(missed: u32) -> String {
+    if missed == 1 {
+        "1 later run time was missed and not run".to_string()
+    } else {
+        format!("{missed} later run times were missed and not run")
+    }
 }
 
 /// Schedule `name`, or 404.
@@ -250,4 +259,26 @@ pub(crate) async fn set_paused(state: &AppState, name: &str, paused: bool, by: &
     let done = if paused { "paused" } else { "resumed" };
     tracing::info!(schedule = %name, %by, "schedule {done}");
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_run_counts_the_missed_ones_in_words_that_agree() {
+        let id = TaskId::new();
+        assert_eq!(submitted_message(id, true, 0), format!("submitted task {id}"));
+        assert_eq!(
+            submitted_message(id, true, 1),
+            format!("submitted task {id}; 1 later run time was missed and not run")
+        );
+        assert_eq!(
+            submitted_message(id, false, 3),
+            format!(
+                "submitted task {id} (submitted for this run before); 3 later run times were \
+                 missed and not run"
+            )
+        );
+    }
 }

@@ -14,7 +14,9 @@ mod tests;
 mod validate;
 
 pub use names::{BranchName, RepoUrl, is_invisible};
-pub use validate::{MAX_CREDENTIALS, MAX_LABELS, parse_label, validate_labels};
+pub use validate::{
+    MAX_CREDENTIALS, MAX_DEPENDENCIES, MAX_LABELS, label_problem, parse_label, validate_labels,
+};
 
 /// Labels: `key=value` pairs. On a task they are both metadata (for filtering) and its worker
 /// selector: a worker may claim the task only if it carries every label the task names.

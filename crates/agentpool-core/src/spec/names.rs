@@ -81,7 +81,8 @@ impl RepoUrl {
             if host.is_empty() || host.starts_with('-') || user.starts_with('-') {
                 return err("host and user must not be empty or start with '-'");
             }
-            if authority.contains('@') && !lower.starts_with("ssh://") {
+            // ssh:// may name its user (`git@`), not a password (`git:TOKEN@`).
+            if authority.contains('@') && (!lower.starts_with("ssh://") || user.contains(':')) {
                 return err("must not embed credentials; use a project credential instead");
             }
             return Ok(Self(s.to_string()));
@@ -98,7 +99,11 @@ impl RepoUrl {
         if lower.contains("://") {
             return err("scheme not allowed: use https, ssh, or (when enabled) file");
         }
-        // scp-like syntax: user@host:path
+        // scp-like syntax: user@host:path. A `:` before the `@` is a password
+        // (`user:TOKEN@host:path`), which git would send and every listing would show.
+        if s.split_once('@').is_some_and(|(user, _)| user.contains(':')) {
+            return err("must not embed credentials; use a project credential instead");
+        }
         if let Some((userhost, path)) = s.split_once(':')
             && !userhost.is_empty()
             && !path.is_empty()

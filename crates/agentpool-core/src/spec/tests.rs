@@ -16,6 +16,16 @@ fn an_agent_task_cannot_name_command_as_its_agent() {
 }
 
 #[test]
+fn a_model_is_held_to_the_rule_a_profile_s_is() {
+    let mut spec = TaskSpec::command("https://h/a", "true");
+    for (model, ok) in [("claude-sonnet-4-5", true), ("bad model!", false), ("--x", false)] {
+        spec.model = Some(model.into());
+        let errs = spec.validate(&SpecLimits::default()).err().unwrap_or_default();
+        assert_eq!(errs.iter().any(|e| e.field == "model"), !ok, "{model}: {errs:?}");
+    }
+}
+
+#[test]
 fn only_plain_http_to_another_machine_sends_in_clear_text() {
     let host = RepoUrl::clear_text_host;
     assert_eq!(host("http://git.example.com/a.git"), Some("git.example.com"));
@@ -42,6 +52,19 @@ fn repo_urls() {
     assert!(RepoUrl::parse("https://github.com/a/b.git", false).is_ok());
     assert!(RepoUrl::parse("ssh://git@host:22/a/b", false).is_ok());
     assert!(RepoUrl::parse("git@github.com:a/b.git", false).is_ok());
+    // A password in the user part, in any syntax git reads.
+    for with_password in [
+        "https://x:ghp_secret@github.com/a/b.git",
+        "ssh://git:ghp_secret@host:22/a/b",
+        "x-access-token:ghp_secret@github.com:a/b.git",
+    ] {
+        let e = RepoUrl::parse(with_password, false).unwrap_err();
+        assert!(
+            e.message.contains("must not embed credentials"),
+            "{with_password}"
+        );
+        assert!(!e.message.contains("ghp_secret"));
+    }
     assert!(RepoUrl::parse("ext::sh -c touch% /tmp/pwned", true).is_err());
     assert!(RepoUrl::parse("ext::sh", true).is_err());
     assert!(RepoUrl::parse("--upload-pack=touch /tmp/x", true).is_err());

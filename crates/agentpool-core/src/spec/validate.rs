@@ -93,6 +93,12 @@ impl TaskSpec {
                 errs.push(ValidationError::new(field, "must not contain NUL characters"));
             }
         }
+        if let Some(m) = &self.model
+            && !m.contains('\0')
+            && !crate::profile::valid_model(m)
+        {
+            errs.push(ValidationError::new("model", crate::profile::MODEL_RULE));
+        }
         if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&self.priority) {
             errs.push(ValidationError::new(
                 "priority",
@@ -123,8 +129,11 @@ impl TaskSpec {
             errs.push(ValidationError::new("max_cost_usd", USD_RULE));
         }
         errs.extend(validate_labels(&self.labels));
-        if self.depends_on.len() > 100 {
-            errs.push(ValidationError::new("depends_on", "at most 100 dependencies"));
+        if self.depends_on.len() > MAX_DEPENDENCIES {
+            errs.push(ValidationError::new(
+                "depends_on",
+                format!("at most {MAX_DEPENDENCIES} dependencies"),
+            ));
         }
         if let Some(k) = &self.idempotency_key
             && (k.is_empty() || k.len() > 255)
@@ -193,16 +202,26 @@ pub fn validate_labels(labels: &Labels) -> Vec<ValidationError> {
             format!("at most {MAX_LABELS} labels"),
         ));
     }
-    for (k, v) in labels.iter().take(MAX_LABELS + 1) {
-        if !valid_label_part(k, 63) || !valid_label_part(v, 255) && !v.is_empty() {
-            errs.push(ValidationError::new(
-                format!("labels.{k}"),
-                "keys and values use [A-Za-z0-9._/-], keys up to 63 and values up to 255 characters",
-            ));
-        }
-    }
+    errs.extend(
+        labels
+            .iter()
+            .take(MAX_LABELS + 1)
+            .filter_map(|(k, v)| label_problem(k, v)),
+    );
     errs
 }
+
+/// What is wrong with label `k=v`, if anything (a task's, a worker's or a selector's).
+pub fn label_problem(k: &str, v: &str) -> Option<ValidationError> {
+    (!valid_label_part(k, 63) || !valid_label_part(v, 255) && !v.is_empty()).then(|| {
+        ValidationError::new(
+            format!("labels.{k}"),
+            "keys and values use [A-Za-z0-9._/-], keys up to 63 and values up to 255 characters",
+        )
+    })
+}
+/// The most tasks a task may depend on.
+pub const MAX_DEPENDENCIES: usize = 100;
 /// The most credentials a task may name.
 pub const MAX_CREDENTIALS: usize = 64;
 

@@ -585,10 +585,10 @@ pub async fn follow_up(
         run_after: None,
         ..prev.spec
     };
-    let spec = crate::routes::tasks::prepare_spec(&dash.app, spec, "")
+    let spec = crate::routes::prepare::prepare_spec(&dash.app, spec, "")
         .await
         .map_err(|errs| DashError::from(crate::error::ApiError::validation(errs)))?;
-    crate::routes::tasks::within_reach(&dash.app, by, &spec).await?;
+    crate::routes::prepare::within_reach(&dash.app, by, &spec).await?;
     let out = dash.app.store().enqueue(spec).await?;
     Ok(redirect(&format!("/tasks/{}", out.task.id)))
 }

@@ -11,8 +11,8 @@ use crate::api::{CreateAndBuild, CreatedBuild};
 use crate::auth::{Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
+use crate::routes::prepare::{prepare_spec, prepare_spec_in};
 use crate::routes::projects::{build_spec, validate_project};
-use crate::routes::tasks::prepare_spec;
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -27,12 +27,18 @@ pub async fn create_and_build(
     ApiJson(req): ApiJson<CreateAndBuild>,
 ) -> ApiResult<Response> {
     crate::routes::projects::may_change_projects(&by)?;
-    validate_project(&state, &req.project)?;
+    validate_project(&state, &req.project).await?;
     if req.build.prompt.trim().is_empty() {
         return Err(ApiError::invalid_field("build.prompt", "must not be empty"));
     }
+    // The build is checked against the project as it is about to be saved, and the project is
+    // saved only once the build passed: a refused request leaves the project as it was.
+    let spec = build_spec(req.project.name.clone(), req.build);
+    let spec = prepare_spec_in(&state, spec, Some(&req.project), "build.")
+        .await
+        .map_err(ApiError::validation)?;
     let project = state.store().put_project(req.project).await?;
-    let build = submit(&state, &project, req.build, "build.").await?;
+    let build = enqueue(&state, &project, spec).await?;
     let status = if build.created {
         StatusCode::CREATED
     } else {
@@ -52,6 +58,15 @@ pub(crate) async fn submit(
     let spec = prepare_spec(state, build_spec(project.spec.name.clone(), b), prefix)
         .await
         .map_err(ApiError::validation)?;
+    enqueue(state, project, spec).await
+}
+
+/// Queue a prepared build of `project`, linked to its pull request.
+async fn enqueue(
+    state: &AppState,
+    project: &agentpool_core::Project,
+    spec: agentpool_core::TaskSpec,
+) -> ApiResult<agentpool_store::Enqueued> {
     let build = state.store().enqueue(spec).await?;
     link_pull_request(state, &project.spec, build.task.id).await?;
     Ok(build)

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiBody;
 use crate::github::{SecretError, credential, projects_for};
-use crate::routes::tasks::prepare_spec;
+use crate::routes::prepare::prepare_spec;
 use crate::state::{AppState, TaskChange};
 
 /// The answer to a delivery GitHub shows in its "Recent deliveries".

@@ -8,6 +8,7 @@ mod handout;
 pub mod notifications;
 pub mod ops;
 mod params;
+pub(crate) mod prepare;
 pub mod profiles;
 pub mod projects;
 pub mod queue;

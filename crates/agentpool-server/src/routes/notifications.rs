@@ -101,7 +101,11 @@ async fn check_references(
     {
         errs.push(ValidationError::new(
             "secret_credential",
-            format!("credential {c} does not exist: store it first (PUT /v1/credentials/{c})"),
+            // Read by API and CLI users alike: name both ways to store it.
+            format!(
+                "credential {c} does not exist: store it first (`agentpool credentials put {c}`, \
+                 or PUT /v1/credentials/{c})"
+            ),
         ));
     }
     Ok(errs)

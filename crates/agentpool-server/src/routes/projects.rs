@@ -21,7 +21,9 @@ pub(crate) const MAX_CREDENTIAL_CHARS: usize = 65536;
 /// What a project or credential name may be (`agentpool_core::project::valid_name`).
 const NAME_RULE: &str = "use 1-100 characters from [A-Za-z0-9._-]";
 
-pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
+/// Every problem of `p` at once, including what it names that does not exist: a project whose
+/// defaults would make each of its tasks fail at submit is refused when it is saved.
+pub(crate) async fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<()> {
     let mut errs = Vec::new();
     if !valid_name(&p.name) {
         errs.push(ValidationError::new("name", NAME_RULE));
@@ -39,12 +41,37 @@ pub(crate) fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiResult<(
             errs.push(ValidationError::new(field, agentpool_core::spec::USD_RULE));
         }
     }
-    if let Some(name) = &p.default_profile
-        && !agentpool_core::profile::valid_name(name)
+    if let Some(name) = &p.default_profile {
+        if !agentpool_core::profile::valid_name(name) {
+            errs.push(ValidationError::new(
+                "default_profile",
+                format!("{name:?} is not a profile name"),
+            ));
+        } else if state.store().get_profile(name).await?.is_none() {
+            errs.push(ValidationError::new(
+                "default_profile",
+                format!("profile {name} does not exist: store it first (PUT /v1/profiles/{name})"),
+            ));
+        }
+    }
+    if let Some(m) = &p.default_model
+        && !agentpool_core::profile::valid_model(m)
     {
         errs.push(ValidationError::new(
-            "default_profile",
-            format!("{name:?} is not a profile name"),
+            "default_model",
+            agentpool_core::profile::MODEL_RULE,
+        ));
+    }
+    if let Some(a) = &p.default_agent
+        && !p.allowed_agents.is_empty()
+        && !p.allowed_agents.contains(a)
+    {
+        errs.push(ValidationError::new(
+            "default_agent",
+            format!(
+                "{a} is not among the project's allowed_agents ({})",
+                p.allowed_agents.join(", ")
+            ),
         ));
     }
     if p.slots == Some(0) {
@@ -146,7 +173,7 @@ pub async fn create(
     ApiJson(spec): ApiJson<ProjectSpec>,
 ) -> ApiResult<Response> {
     may_change_projects(&by)?;
-    validate_project(&state, &spec)?;
+    validate_project(&state, &spec).await?;
     if state.store().get_project(&spec.name).await?.is_some() {
         return Err(ApiError::conflict(
             "already_exists",
@@ -177,7 +204,7 @@ pub async fn put(
     if spec.name != name {
         return Err(ApiError::invalid_field("name", "must match the name in the path"));
     }
-    validate_project(&state, &spec)?;
+    validate_project(&state, &spec).await?;
     let p = state.store().put_project(spec).await?;
     tracing::info!(project = %name, %by, "project stored");
     Ok(Json(p).into_response())
@@ -312,10 +339,15 @@ pub async fn put_credential(
     }
     // Counted in characters, as the OpenAPI document's `maxLength` counts: a client that
     // checks the schema is never refused a value it allows.
-    if v.value.is_empty() || v.value.chars().count() > MAX_CREDENTIAL_CHARS {
+    // At least as long as the shortest value the workers mask in output: a shorter one
+    // would reach events and logs in the clear.
+    let min = agentpool_core::redact::Redactor::MIN_LEN;
+    if v.value.chars().count() < min || v.value.chars().count() > MAX_CREDENTIAL_CHARS {
         return Err(ApiError::invalid_field(
             "value",
-            format!("must be 1 to {MAX_CREDENTIAL_CHARS} characters"),
+            format!(
+                "must be {min} to {MAX_CREDENTIAL_CHARS} characters (a shorter value could not be masked in output)"
+            ),
         ));
     }
     let Some(cipher) = &state.inner.cipher else {

@@ -13,7 +13,7 @@ use super::params::SchedulePath;
 use crate::auth::{Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::tasks::{prepare_spec, reach_before_prepare, within_reach};
+use crate::routes::prepare::{prepare_spec, reach_before_prepare, within_reach};
 use crate::schedules::{found, run_now, set_paused};
 use crate::state::AppState;
 

@@ -32,10 +32,22 @@ const MAX_WAIT_SECS: u32 = 60;
 const MAX_CLAIM: u32 = 1000;
 const MAX_EVENTS_PER_CALL: usize = 1000;
 
+/// A refusal naming every problem in `errs`, if any.
+fn valid(errs: Vec<ValidationError>) -> ApiResult<()> {
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errs))
+    }
+}
+
 fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     let mut errs = Vec::new();
-    if r.hostname.is_empty() || r.hostname.len() > 255 {
-        errs.push(ValidationError::new("hostname", "must be 1-255 characters"));
+    if r.hostname.is_empty() || r.hostname.len() > 255 || r.hostname.chars().any(char::is_control) {
+        errs.push(ValidationError::new(
+            "hostname",
+            "must be 1-255 characters, none of them control characters",
+        ));
     }
     if r.version.len() > 100 {
         errs.push(ValidationError::new("version", "must be at most 100 characters"));
@@ -51,13 +63,16 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     }
     if r.labels.len() > 100 {
         errs.push(ValidationError::new("labels", "at most 100 labels"));
+    } else {
+        // A worker's labels are matched against tasks', so they follow the tasks' rule.
+        errs.extend(
+            r.labels
+                .iter()
+                .filter_map(|(k, v)| agentpool_core::spec::label_problem(k, v)),
+        );
     }
     errs.append(&mut crate::auth::project_list_problems(&r.projects, |_| None));
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errs))
-    }
+    valid(errs)
 }
 
 #[utoipa::path(
@@ -396,6 +411,7 @@ pub async fn complete(
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> ApiResult<StatusCode> {
     state.reach_worker(&by, &worker).await?;
+    valid(req.result.validate("result"))?;
     let lease = Lease {
         task_id: task,
         token: req.lease_token,
@@ -446,6 +462,13 @@ pub async fn complete_batch(
             format!("give 1 to {MAX_CLAIM} items"),
         ));
     }
+    valid(
+        req.items
+            .iter()
+            .enumerate()
+            .flat_map(|(n, i)| i.result.validate(&format!("items[{n}].result")))
+            .collect(),
+    )?;
     let ids: Vec<TaskId> = req.items.iter().map(|i| i.task_id).collect();
     let results: Vec<agentpool_core::TaskResult> = req.items.iter().map(|i| i.result.clone()).collect();
     let items = req
@@ -507,6 +530,9 @@ pub async fn fail(
     state.reach_worker(&by, &worker).await?;
     if req.message.len() > 64 * 1024 {
         return Err(ApiError::invalid_field("message", "at most 64 KiB"));
+    }
+    if let Some(r) = &req.result {
+        valid(r.validate("result"))?;
     }
     let lease = Lease {
         task_id: task,

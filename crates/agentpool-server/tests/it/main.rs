@@ -14,6 +14,7 @@ mod notifications;
 mod openapi;
 mod profiles;
 mod queue_stats;
+mod refusals;
 mod replicas;
 mod router;
 mod schedules;

@@ -120,10 +120,19 @@ async fn notifications_are_checked_stored_and_deleted(backend: Backend) {
     );
     // The shape is right; what it names does not exist.
     let dangling = spec("https://hooks.example.com/x");
-    assert_eq!(
-        fields(admin.put_notification("ops", &dangling).await.unwrap_err()),
-        ["project", "secret_credential"]
-    );
+    let e = admin.put_notification("ops", &dangling).await.unwrap_err();
+    // The missing credential's message says how to store it, from the CLI or the API.
+    if let agentpool_client::Error::Rejected { fields, .. } = &e {
+        let secret = fields.iter().find(|f| f.field == "secret_credential");
+        assert_eq!(
+            secret.map(|f| f.message.as_str()),
+            Some(
+                "credential hook-secret does not exist: store it first \
+                 (`agentpool credentials put hook-secret`, or PUT /v1/credentials/hook-secret)"
+            )
+        );
+    }
+    assert_eq!(fields(e), ["project", "secret_credential"]);
     assert!(
         admin.list_notifications().await.unwrap().is_empty(),
         "nothing stored"

@@ -98,7 +98,7 @@ fn endpoints() -> Vec<(&'static str, String, Option<serde_json::Value>, &'static
         (
             "PUT",
             "/v1/credentials/c".into(),
-            Some(json!({"value": "v"})),
+            Some(json!({"value": "value-1"})),
             admin,
         ),
         ("DELETE", "/v1/credentials/c".into(), None, admin),

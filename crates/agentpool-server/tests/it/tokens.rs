@@ -314,11 +314,11 @@ async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Bac
     let nowhere = TaskId::new();
     assert_eq!(
         said(web_ci.submit(&after(api)).await.unwrap_err()),
-        [format!("depends_on: task {api} does not exist")]
+        [format!("depends_on[0]: task {api} does not exist")]
     );
     assert_eq!(
         said(web_ci.submit(&after(nowhere)).await.unwrap_err()),
-        [format!("depends_on: task {nowhere} does not exist")]
+        [format!("depends_on[0]: task {nowhere} does not exist")]
     );
     let e = web_ci
         .submit_batch(vec![in_project("web", "a"), after(api)])
@@ -326,7 +326,7 @@ async fn a_project_token_submits_to_its_projects_as_they_are_set_up(backend: Bac
         .unwrap_err();
     assert_eq!(
         said(e),
-        [format!("tasks[1].depends_on: task {api} does not exist")]
+        [format!("tasks[1].depends_on[0]: task {api} does not exist")]
     );
     // On a task of its own project it may depend.
     let own = web_ci

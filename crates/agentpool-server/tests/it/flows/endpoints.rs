@@ -81,7 +81,10 @@ async fn every_endpoint_works_through_the_client(backend: Backend) {
         .put_credential("wide", &format!("{wide}x"))
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains("1 to 65536 characters"), "{refused}");
+    assert!(refused.to_string().contains("6 to 65536 characters"), "{refused}");
+    // Nor one shorter than the workers mask in output.
+    let refused = admin.put_credential("short", "Ab3x9").await.unwrap_err();
+    assert!(refused.to_string().contains("could not be masked"), "{refused}");
     admin.delete_credential("wide").await.expect("delete wide");
 
     // projects and builds

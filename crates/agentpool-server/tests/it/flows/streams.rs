@@ -262,7 +262,7 @@ async fn no_auth_mode_is_refused_off_loopback_and_open_on_it(backend: Backend) {
     anon.submit(&command_task("x"))
         .await
         .expect("no token needed on loopback");
-    anon.put_credential("c", "v")
+    anon.put_credential("c", "value-1")
         .await
         .expect("admin in no-auth mode");
 }

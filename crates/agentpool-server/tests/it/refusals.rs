@@ -1,0 +1,214 @@
+//! A refused request changes nothing and says which field is wrong: a build whose task is
+//! refused saves no project, a project whose defaults no task could use is not saved, and a
+//! worker's registration or result is held to the rules of what it is matched and counted with.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::support::{Resp, assert_error, router_app};
+
+both_backends!(
+    a_refused_build_leaves_the_project_as_it_was,
+    a_project_whose_defaults_no_task_could_use_is_refused,
+    a_worker_is_held_to_the_rules_of_labels_and_costs,
+    shape_and_query_errors_name_the_field,
+);
+
+fn fields(r: &Resp) -> Vec<String> {
+    r.body["error"]["details"]["fields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["field"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn a_refused_build_leaves_the_project_as_it_was(backend: agentpool_testkit::db::Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let admin = Some(app.tokens.admin.as_str());
+    let build = |slots: u32, agent: &str| {
+        json!({
+            "project": {"name": "pb", "repo": "https://example.com/r.git",
+                "allowed_agents": ["claude-code"], "slots": slots},
+            "build": {"prompt": "x", "agent": agent}
+        })
+    };
+    // A new project: its build names an agent the project does not allow.
+    let r = app.json("POST", "/v1/builds", admin, build(2, "codex")).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["build.agent"], "{}", r.text);
+    let r = app.call("GET", "/v1/projects/pb", admin, None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "the project was saved: {}",
+        r.text
+    );
+
+    // An existing project keeps its settings when the build is refused.
+    let r = app
+        .json("POST", "/v1/builds", admin, build(2, "claude-code"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    for refused in [
+        build(7, "codex"),
+        json!({"project": {"name": "pb", "repo": "https://example.com/r.git", "slots": 7},
+            "build": {"prompt": "x", "profile": "nowhere"}}),
+    ] {
+        let r = app.json("POST", "/v1/builds", admin, refused).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let r = app.call("GET", "/v1/projects/pb", admin, None).await;
+    assert_eq!(r.body["slots"], 2, "{}", r.text);
+    let r = app.call("GET", "/v1/tasks?project=pb", admin, None).await;
+    assert_eq!(r.body["tasks"].as_array().map(Vec::len), Some(1), "{}", r.text);
+}
+
+async fn a_project_whose_defaults_no_task_could_use_is_refused(backend: agentpool_testkit::db::Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let admin = Some(app.tokens.admin.as_str());
+    let r = app
+        .json(
+            "POST",
+            "/v1/projects",
+            admin,
+            json!({"name": "p2", "repo": "https://example.com/r.git", "default_agent": "codex",
+                "allowed_agents": ["claude-code"], "default_profile": "nowhere"}),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["default_profile", "default_agent"], "{}", r.text);
+    let r = app.call("GET", "/v1/projects/p2", admin, None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Once the profile exists and the agent is allowed, it is saved.
+    let r = app
+        .json("PUT", "/v1/profiles/team", admin, json!({"model": "m"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .json(
+            "PUT",
+            "/v1/projects/p2",
+            admin,
+            json!({"name": "p2", "repo": "https://example.com/r.git", "default_agent": "codex",
+                "allowed_agents": ["claude-code", "codex"], "default_profile": "team"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+    // A dependency that does not exist is named by its place in the list.
+    let r = app
+        .json(
+            "POST",
+            "/v1/tasks",
+            admin,
+            json!({"kind": "command", "repo": "https://example.com/r.git", "command": "true",
+                "depends_on": [agentpool_core::TaskId::new()]}),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["depends_on[0]"], "{}", r.text);
+}
+
+async fn a_worker_is_held_to_the_rules_of_labels_and_costs(backend: agentpool_testkit::db::Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let admin = Some(app.tokens.admin.as_str());
+    let worker = Some(app.tokens.worker.as_str());
+    let r = app
+        .json(
+            "POST",
+            "/v1/workers/register",
+            worker,
+            json!({"hostname": "h\u{1}\n", "version": "1", "agents": [], "slots": 1,
+                "labels": {"a b": "c"}}),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["hostname", "labels.a b"], "{}", r.text);
+    let r = app.call("GET", "/v1/workers", admin, None).await;
+    assert_eq!(r.body["workers"].as_array().map(Vec::len), Some(0), "{}", r.text);
+
+    // A negative cost is refused, and the task stays with its worker.
+    let r = app
+        .json(
+            "POST",
+            "/v1/workers/register",
+            worker,
+            json!({"id": "w1", "hostname": "h", "version": "1", "agents": [{"name": "command"}],
+                "slots": 1}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let task = json!({"kind": "command", "repo": "https://example.com/r.git", "command": "true"});
+    let r = app.json("POST", "/v1/tasks", admin, task).await;
+    let id = r.body["task"]["id"].as_str().expect("task id").to_string();
+    let r = app
+        .json("POST", "/v1/workers/w1/claim", worker, json!({"max": 1}))
+        .await;
+    let token = r.body["tasks"][0]["lease"]["token"].clone();
+    assert!(token.is_number(), "claimed ({}): {}", r.status, r.text);
+    let complete = |cost: f64| json!({"lease_token": token, "result": {"cost_usd": cost}});
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/workers/w1/complete/{id}"),
+            worker,
+            complete(-5.0),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["result.cost_usd"], "{}", r.text);
+    let r = app.call("GET", &format!("/v1/tasks/{id}"), admin, None).await;
+    assert_eq!(r.body["state"], "running", "{}", r.text);
+    let r = app
+        .json(
+            "POST",
+            &format!("/v1/workers/w1/complete/{id}"),
+            worker,
+            complete(0.5),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+}
+
+async fn shape_and_query_errors_name_the_field(backend: agentpool_testkit::db::Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let admin = Some(app.tokens.admin.as_str());
+    let r = app.json("POST", "/v1/projects", admin, json!({})).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["name"], "{}", r.text);
+    assert_eq!(r.body["error"]["details"]["fields"][0]["message"], "is required");
+    let r = app
+        .json(
+            "POST",
+            "/v1/projects",
+            admin,
+            json!({"name": "p", "repo": "https://example.com/r.git", "slots": "x"}),
+        )
+        .await;
+    let message = r.body["error"]["details"]["fields"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.ends_with("expected a whole number, 0 or more"),
+        "{}",
+        r.text
+    );
+    let r = app.call("GET", "/v1/tasks?limit=abc", admin, None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_eq!(fields(&r), ["limit"], "{}", r.text);
+    let r = app.call("GET", "/v1/tasks?project=bad%20name", admin, None).await;
+    assert_error(&r, StatusCode::BAD_REQUEST);
+    assert_eq!(fields(&r), ["project"], "{}", r.text);
+}
