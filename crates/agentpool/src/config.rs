@@ -93,6 +93,23 @@ pub fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
     std::path::absolute(&path).with_context(|| format!("cannot resolve {}", path.display()))
 }
 
+/// Refuse a database URL of a kind agentpool cannot open before anything starts: a usage
+/// mistake (exit 2), not a database that could not be reached. The URL is not repeated: it
+/// may carry a password.
+pub fn check_database_url(url: &str) -> Result<(), crate::exit::Exit> {
+    if ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+    {
+        Ok(())
+    } else {
+        Err(crate::exit::Exit::new(
+            crate::exit::ExitCode::Usage,
+            "--database-url (AGENTPOOL_DATABASE_URL): a database URL starts with sqlite: or postgres://",
+        ))
+    }
+}
+
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
@@ -158,22 +175,26 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
+    let mut out = format!("{scheme}://");
+    // The userinfo ends at the last `@`, wherever it is: a password typed with a raw `/` or
+    // `?` would otherwise be read as a path or query and printed. (A query holding an `@`
+    // then loses more than it needs to, which is the safe side.)
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => out.push_str(&format!("{user}:***@")),
+                None if userinfo.contains(['/', '?']) => out.push_str("***@"),
+                None => out.push_str(&format!("{userinfo}@")),
+            }
+            after
+        }
+        None => rest,
+    };
     let (before_query, query) = rest.split_once('?').map_or((rest, None), |(a, q)| (a, Some(q)));
     let (authority, path) = before_query
         .split_once('/')
         .map_or((before_query, None), |(a, p)| (a, Some(p)));
-    let mut out = format!("{scheme}://");
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            match userinfo.split_once(':') {
-                Some((user, _)) => out.push_str(&format!("{user}:***")),
-                None => out.push_str(userinfo),
-            }
-            out.push('@');
-            out.push_str(host);
-        }
-        None => out.push_str(authority),
-    }
+    out.push_str(authority);
     if let Some(path) = path {
         out.push('/');
         out.push_str(path);
@@ -214,6 +235,11 @@ mod tests {
         assert_eq!(
             redact_url("postgres://ap:p@ss@db/agentpool?sslpassword=k3y"),
             "postgres://ap:***@db/agentpool?sslpassword=***"
+        );
+        // A password typed with a raw `/` or `?`.
+        assert_eq!(
+            redact_url("postgres://ap:Pg/Pass?Xq7@db:5432/agentpool"),
+            "postgres://ap:***@db:5432/agentpool"
         );
         // No password given: nothing to hide, and no `***` suggesting there was one.
         assert_eq!(

@@ -32,6 +32,8 @@ pub struct EmbeddedOptions {
     pub concurrency: u32,
     /// Agents the workers may run; empty: every shipped adapter plus `command`.
     pub agents: Vec<String>,
+    /// Labels the workers carry (`up --labels`).
+    pub labels: Vec<(String, String)>,
     /// Extra environment for every task (the demo's scripted model endpoint).
     pub extra_env: BTreeMap<String, String>,
     /// Where agent CLIs are looked up first; `AGENTPOOL_AGENT_BIN_DIR` when `None`.
@@ -55,6 +57,7 @@ impl EmbeddedOptions {
             workers: workers.max(1),
             concurrency: 1,
             agents: Vec::new(),
+            labels: Vec::new(),
             extra_env: BTreeMap::new(),
             agent_bin_dir: None,
             access: AgentAccess::default(),
@@ -87,6 +90,7 @@ impl Embedded {
     pub async fn start(opts: EmbeddedOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&opts.data_dir)
             .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
+        crate::config::check_database_url(&opts.database_url)?;
         let store = agentpool_store::open_store(&opts.database_url)
             .await
             .with_context(|| format!("cannot open database {}", redact_url(&opts.database_url)))?;
@@ -307,6 +311,7 @@ fn start_workers(
             opts.concurrency,
         );
         cfg.agents = agents.clone();
+        cfg.labels.extend(opts.labels.iter().cloned());
         cfg.pipeline.allow_file_repos = true;
         cfg.pipeline.extra_env.extend(opts.extra_env.clone());
         cfg.pipeline.secret_env.extend(opts.access.env.clone());

@@ -127,6 +127,27 @@ pub fn field(style: &Style, key: &str, value: &str) -> String {
     }
 }
 
+/// The lines of a detail view. Keys past [`KEY_WIDTH`] (`credentials`) widen the key column
+/// for every line, so the values still start under each other; lines a [`stacked`] value
+/// continues on are moved along with them.
+pub fn fields(style: &Style, rows: &[(&str, String)]) -> String {
+    let width = rows
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(KEY_WIDTH);
+    let more = " ".repeat(width - KEY_WIDTH);
+    let mut out = String::new();
+    for (key, value) in rows.iter().filter(|(_, v)| !v.is_empty()) {
+        let value = value.replace('\n', &format!("\n{more}"));
+        // Padded before it is coloured: a colour's escape codes take no room on the screen.
+        out.push_str(&format!("{} {value}\n", style.dim(&format!("{key:<width$}"))));
+    }
+    out
+}
+
 /// Several values of one [`field`], one a line, each under the first (past the key and the
 /// space after it).
 pub fn stacked<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> String {
@@ -274,7 +295,12 @@ pub fn workers_table(style: &Style, workers: &[Worker]) -> String {
                 format!("{}/{}", w.running, w.slots),
                 w.agent_names().join(","),
                 labels(&w.labels),
-                w.projects.join(","),
+                // None named: it takes every project's tasks, as `tokens list` says it.
+                if w.projects.is_empty() {
+                    "all".to_string()
+                } else {
+                    w.projects.join(",")
+                },
                 relative(w.last_heartbeat_at),
             ]
         })
@@ -361,7 +387,13 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     if let Some(w) = &t.worker_id {
         kv("worker", w.to_string());
     }
-    if t.state == TaskState::Queued && t.run_after > Utc::now() {
+    // A waiting reason of its time says when it runs already; a server that gives none is
+    // read from `run_after`.
+    let scheduled = view
+        .waiting
+        .iter()
+        .any(|w| matches!(w, WaitReason::Scheduled { .. }));
+    if t.state == TaskState::Queued && t.run_after > Utc::now() && !scheduled {
         kv("runs", relative(t.run_after));
     }
     for w in &view.waiting {
@@ -378,7 +410,9 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
         kv(key, format!("{class} {}", truncate(msg, 200)));
     }
     if let Some(r) = &t.result {
-        out.push_str(&result_lines(style, r));
+        // A queued or running task's result is its last attempt's: how long that took is
+        // not how long the task took, which is not over.
+        out.push_str(&result_block(style, r, t.state.is_finished()));
     }
     // The result's cost is its last attempt's; earlier ones that spent money count too.
     let costed = view
@@ -446,10 +480,21 @@ fn waiting_reason(w: &WaitReason) -> String {
 
 /// The result block: commit, branch, files, tokens, cost.
 pub fn result_lines(style: &Style, r: &TaskResult) -> String {
+    result_block(style, r, true)
+}
+
+/// The result block, with how long it took when `finished`.
+fn result_block(style: &Style, r: &TaskResult, finished: bool) -> String {
     let mut out = String::new();
     let mut kv = |k: &str, v: String| out.push_str(&field(style, k, &v));
     if let Some(sha) = &r.commit_sha {
         kv("commit", style.yellow(&sha.chars().take(12).collect::<String>()));
+        // A commit that reached no remote: say where it is (nowhere, unless kept).
+        if !r.pushed
+            && let Some(why) = &r.push_result
+        {
+            kv("push", why.clone());
+        }
     }
     if let Some(b) = &r.branch {
         let pushed = if r.pushed { " (pushed)" } else { "" };
@@ -528,7 +573,7 @@ pub fn result_lines(style: &Style, r: &TaskResult) -> String {
     if let Some(code) = r.exit_code {
         kv("exit", code.to_string());
     }
-    if r.duration_ms > 0 {
+    if finished && r.duration_ms > 0 {
         kv("took", duration_ms(r.duration_ms));
     }
     if let Some(s) = &r.session_id {

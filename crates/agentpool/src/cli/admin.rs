@@ -14,10 +14,10 @@ pub enum ProjectsCommand {
     List,
     /// Show one project
     Show { name: String },
-    /// Create or update a project
+    /// Create or replace a project (settings not given are cleared)
     #[command(alias = "create")]
     Put(Box<ProjectPutArgs>),
-    /// Submit a build of a project (with --repo and any project flags: create or update the
+    /// Submit a build of a project (with --repo and any project flags: create or replace the
     /// project first, in the same call)
     #[command(mut_arg("repo", |a| a.required(false)))]
     Build(Box<ProjectBuildArgs>),
@@ -58,10 +58,10 @@ pub struct ProjectPutArgs {
     #[arg(long, value_name = "N")]
     pub max_rounds: Option<u32>,
     /// Default cost limit (USD) for this project's tasks that set none
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = super::parse::parse_usd)]
     pub max_cost_usd: Option<f64>,
     /// Spend allowed per UTC day (USD); once reached, the project's tasks wait for the next day
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = super::parse::parse_usd)]
     pub daily_budget_usd: Option<f64>,
     /// Agent profile for this project's tasks that name none
     #[arg(long, value_name = "NAME")]
@@ -265,7 +265,7 @@ pub struct TokenCreateArgs {
     #[arg(long = "project", value_name = "PROJECT", value_delimiter = ',')]
     pub projects: Vec<String>,
     /// Make the token stop working after this long (e.g. 90d, 12h)
-    #[arg(long, value_parser = super::parse::parse_duration_secs, value_name = "DURATION")]
+    #[arg(long, value_parser = super::parse::parse_nonzero_duration_secs, value_name = "DURATION")]
     pub expires_in: Option<u64>,
 }
 

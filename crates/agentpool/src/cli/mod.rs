@@ -219,8 +219,9 @@ pub struct UpArgs {
     /// In-process workers to start
     #[arg(long, env = "AGENTPOOL_WORKERS", default_value_t = 2)]
     pub workers: u32,
-    /// Tasks each worker runs at once
-    #[arg(long, env = "AGENTPOOL_CONCURRENCY", default_value_t = 2)]
+    /// Tasks each worker runs at once (1-1000)
+    #[arg(long, env = "AGENTPOOL_CONCURRENCY", default_value_t = 2,
+        value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
     /// Address to listen on; the embedded pool only listens on loopback
     #[arg(long, env = "AGENTPOOL_LISTEN", default_value = "127.0.0.1:7700")]
@@ -232,6 +233,10 @@ pub struct UpArgs {
     /// with a warning) [default: all installed, plus command]
     #[arg(long, env = "AGENTPOOL_AGENTS", value_delimiter = ',')]
     pub agents: Vec<String>,
+    /// Labels the workers carry (k=v); a task only runs on workers with all its labels
+    #[arg(long = "labels", alias = "label", env = "AGENTPOOL_LABELS", value_name = "K=V",
+        value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     #[command(flatten)]
     pub access: AgentAccessArgs,
     #[command(flatten)]
@@ -351,7 +356,7 @@ pub struct ServeArgs {
     #[arg(long, env = "AGENTPOOL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// The URL users reach this server at (task links in GitHub status comments)
-    #[arg(long, env = "AGENTPOOL_PUBLIC_URL", value_name = "URL")]
+    #[arg(long, env = "AGENTPOOL_PUBLIC_URL", value_name = "URL", value_parser = parse::parse_http_url)]
     pub public_url: Option<String>,
     /// Lease length in seconds: how long a claimed task stays with a worker that stopped
     /// heartbeating before it runs again elsewhere (keep it several heartbeats long)
@@ -383,8 +388,9 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Tasks run at once
-    #[arg(long, short = 'c', env = "AGENTPOOL_CONCURRENCY", default_value_t = 1)]
+    /// Tasks run at once (1-1000)
+    #[arg(long, short = 'c', env = "AGENTPOOL_CONCURRENCY", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub concurrency: u32,
     /// Labels this worker carries (k=v); a task only runs on workers with all its labels
     #[arg(long = "labels", alias = "label", env = "AGENTPOOL_LABELS", value_name = "K=V",

@@ -76,6 +76,34 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// A duration that cannot be zero: `--expires-in 0s` would make a token that is expired
+/// from the start yet holds its name.
+pub fn parse_nonzero_duration_secs(s: &str) -> Result<u64, String> {
+    match parse_duration_secs(s)? {
+        0 => Err(format!("{s:?}: must be longer than 0s")),
+        n => Ok(n),
+    }
+}
+
+/// An `http(s)://` URL with a host, kept as given (`--public-url`: links in GitHub comments).
+pub fn parse_http_url(s: &str) -> Result<String, String> {
+    match reqwest::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(s.to_string()),
+        Ok(_) => Err(format!("{s:?}: give an http:// or https:// URL")),
+        Err(e) => Err(format!("{s:?} is not a URL: {e}")),
+    }
+}
+
+/// A sum of US dollars (`--max-cost-usd`, `--daily-budget-usd`). Checked here because JSON has
+/// no NaN or infinity: serialized, `NaN` would become `null`, a limit silently dropped.
+pub fn parse_usd(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if agentpool_core::spec::valid_usd(v) => Ok(v),
+        Ok(_) => Err(format!("{s:?}: {}", agentpool_core::spec::USD_RULE)),
+        Err(_) => Err(format!("{s:?} is not a number of US dollars, e.g. 2.50")),
+    }
+}
+
 /// `--overlap skip|allow`.
 pub fn parse_overlap(s: &str) -> Result<agentpool_core::schedule::Overlap, String> {
     s.parse()
@@ -84,6 +112,19 @@ pub fn parse_overlap(s: &str) -> Result<agentpool_core::schedule::Overlap, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_of_dollars_are_finite_and_positive() {
+        assert_eq!(parse_usd("2.5"), Ok(2.5));
+        assert!(parse_http_url("not a url").is_err());
+        assert!(parse_http_url("ftp://x.example.com").is_err());
+        assert!(parse_http_url("https://pool.example.com/").is_ok());
+        assert!(parse_nonzero_duration_secs("0s").is_err());
+        assert_eq!(parse_nonzero_duration_secs("1m"), Ok(60));
+        for bad in ["NaN", "inf", "-inf", "0", "-3", "1e9", "two"] {
+            assert!(parse_usd(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn durations_parse() {

@@ -57,7 +57,8 @@ pub struct TaskArgs {
     /// `Agentpool-Task: <id>` trailer]
     #[arg(long)]
     pub message: Option<String>,
-    /// Do not push the work branch
+    /// Do not push the work branch (its commit then goes with the workspace, unless the worker
+    /// keeps workspaces)
     #[arg(long)]
     pub no_push: bool,
     /// A second submit with the same key returns the first task
@@ -71,7 +72,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub max_turns: Option<u32>,
     /// Stop the agent and fail the task (BUDGET_EXCEEDED) once its reported cost passes this (USD)
-    #[arg(long, value_name = "USD")]
+    #[arg(long, value_name = "USD", value_parser = super::parse::parse_usd)]
     pub max_cost_usd: Option<f64>,
     /// Shell command run in the workspace before the agent (install dependencies, …)
     #[arg(long, value_name = "COMMAND")]

@@ -132,7 +132,7 @@ pub async fn projects(settings: &Settings, cmd: ProjectsCommand) -> anyhow::Resu
                     ("model", s.default_model.clone().unwrap_or_default()),
                     ("profile", s.default_profile.clone().unwrap_or_default()),
                     ("allowed", s.allowed_agents.join(", ")),
-                    ("secrets", s.credentials.join(", ")),
+                    ("credentials", s.credentials.join(", ")),
                     // One check a line, under each other like the other values.
                     (
                         "checks",

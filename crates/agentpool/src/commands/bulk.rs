@@ -276,11 +276,8 @@ fn cancel_summary(n: usize, running: usize) -> String {
     match (n, running) {
         (0, _) => "no queued or running task matches".to_string(),
         (n, 0) => format!("canceled {}", tasks(n)),
-        (n, r) => format!(
-            "canceled {} ({r} running: {} stop them now)",
-            tasks(n),
-            if r == 1 { "its worker" } else { "their workers" }
-        ),
+        (n, 1) => format!("canceled {} (1 running: its worker stops it now)", tasks(n)),
+        (n, r) => format!("canceled {} ({r} running: their workers stop them now)", tasks(n)),
     }
 }
 
@@ -298,4 +295,23 @@ fn retry_summary(n: usize, dependents: usize) -> String {
 
 fn tasks(n: usize) -> String {
     count(n, "task", "tasks")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cancel_summary_agrees_with_its_counts() {
+        assert_eq!(cancel_summary(0, 0), "no queued or running task matches");
+        assert_eq!(cancel_summary(3, 0), "canceled 3 tasks");
+        assert_eq!(
+            cancel_summary(1, 1),
+            "canceled 1 task (1 running: its worker stops it now)"
+        );
+        assert_eq!(
+            cancel_summary(4, 2),
+            "canceled 4 tasks (2 running: their workers stop them now)"
+        );
+    }
 }

@@ -98,6 +98,7 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         workers: 2,
         concurrency: 2,
         agents: Vec::new(),
+        labels: Vec::new(),
         extra_env,
         agent_bin_dir: agent.as_ref().and_then(|a| a.bin_dir.clone()),
         access: Default::default(),

@@ -128,9 +128,7 @@ pub fn print_detail<T: serde::Serialize>(
         return print_json(item);
     }
     let style = crate::output::Style::stdout();
-    for (key, value) in rows(&style) {
-        out!("{}", crate::output::field(&style, key, &value));
-    }
+    out!("{}", crate::output::fields(&style, &rows(&style)));
     Ok(())
 }
 

@@ -123,6 +123,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         workers: args.workers,
         concurrency: args.concurrency.max(1),
         agents: args.agents,
+        labels: args.labels,
         extra_env: Default::default(),
         agent_bin_dir: None,
         access: AgentAccess::resolve(&args.access)?,
@@ -222,6 +223,7 @@ fn server_config(database_url: String, args: &ServeArgs) -> Result<ServerConfig,
 
 pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let database_url = settings.database_url(args.database_url.as_deref());
+    crate::config::check_database_url(&database_url)?;
     let cfg = server_config(database_url.clone(), &args)?;
     let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     std::fs::create_dir_all(&settings.data_dir).ok();
@@ -254,6 +256,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
 
 pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<ExitCode> {
     let url = settings.database_url(args.database_url.as_deref());
+    crate::config::check_database_url(&url)?;
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir).ok();
     }

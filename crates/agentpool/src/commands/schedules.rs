@@ -88,8 +88,13 @@ async fn set_paused(
     if settings.json() {
         print_json(&s)?;
     } else {
-        let done = if paused { "paused" } else { "resumed" };
-        outln!("schedule {name} {done}; {}", next_words(&s));
+        // A paused schedule has no next run to name: its next-run words would only repeat
+        // "paused".
+        if paused {
+            outln!("schedule {name} paused");
+        } else {
+            outln!("schedule {name} resumed; {}", next_words(&s));
+        }
     }
     Ok(())
 }

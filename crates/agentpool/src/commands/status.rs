@@ -1,8 +1,8 @@
 //! `agentpool status`: the queue at a glance, from `GET /v1/queue/stats` — queued tasks (due,
-//! able to run now), running tasks and workers by status, of the whole pool or of the workers
-//! a selector names, with a word on what stands out (work no worker is online for or none
-//! offers what it needs, more work that could run than free slots, workers that claim
-//! nothing).
+//! ready: due with nothing pending), running tasks and workers by status, of the whole pool or
+//! of the workers a selector names, with a word on what stands out (ready work no worker is
+//! online for or none offers what it needs, more ready work than free slots, workers that
+//! claim nothing).
 
 use agentpool_core::protocol::QueueStats;
 use agentpool_core::render::count;
@@ -33,10 +33,15 @@ pub async fn status(settings: &Settings, a: StatusArgs) -> anyhow::Result<ExitCo
 fn render(style: &Style, a: &StatusArgs, s: &QueueStats) -> String {
     let mut out = output::field(style, "for", &scope(a));
     let runnable = s.queued_runnable.unwrap_or(s.queued_due);
+    // "Ready", not "can run now": a ready task may still need what no worker offers, which
+    // a note below says.
     out.push_str(&output::field(
         style,
         "queued",
-        &format!("{}: {} due, {runnable} can run now", s.queued, s.queued_due),
+        &format!(
+            "{}: {} due, {runnable} ready (due, dependencies done)",
+            s.queued, s.queued_due
+        ),
     ));
     out.push_str(&output::field(style, "running", &s.running.to_string()));
     let c = &s.worker_counts;
@@ -110,26 +115,24 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
     let c = &s.worker_counts;
     let mut notes = Vec::new();
     if runnable > 0 && c.online == 0 {
-        let (tasks, wait) = agree(runnable, "task", "waits");
-        notes.push(format!(
-            "no worker is online: {tasks} that could run {wait} for one"
-        ));
+        let (tasks, wait) = agree(runnable, "ready task", "waits");
+        notes.push(format!("no worker is online: {tasks} {wait} for one"));
     } else {
         // Tasks no worker takes would not start on more workers like these.
         let for_these = runnable.saturating_sub(s.runnable_no_worker.unwrap_or(0));
         if for_these > free {
-            let tasks = count(for_these, "task", "tasks");
+            let (tasks, are_ready) = agree(for_these, "task", "is");
             let (slots, are) = agree(free, "slot", "is");
             notes.push(format!(
-                "{tasks} could run now and {slots} {are} free: more workers would start them sooner"
+                "{tasks} {are_ready} ready and {slots} {are} free: more workers would start them sooner"
             ));
         }
     }
     if let Some(n) = s.runnable_no_worker.filter(|n| *n > 0 && c.online > 0) {
-        let (tasks, need) = agree(n, "task", "needs");
+        let (tasks, need) = agree(n, "ready task", "needs");
         notes.push(format!(
-            "{tasks} that could run now {need} what no worker taking tasks offers (an agent, \
-             labels or a project): `agentpool tasks show ID` says which"
+            "{tasks} {need} what no worker taking tasks offers (an agent, labels or a \
+             project): `agentpool tasks show ID` says which"
         ));
     }
     if c.unhealthy > 0 {
@@ -189,10 +192,10 @@ mod tests {
         let text = render(&Style::plain(), &args(), &stats(12, 9, 4, workers));
         assert_eq!(
             text,
-            "queued     12: 9 due, 4 can run now\n\
+            "queued     12: 9 due, 4 ready (due, dependencies done)\n\
              running    4\n\
              workers    4 online (2 busy, 0 idle, 1 draining, 1 unhealthy), 1 of 4 slots free\n\
-             4 tasks could run now and 1 slot is free: more workers would start them sooner\n\
+             4 tasks are ready and 1 slot is free: more workers would start them sooner\n\
              1 unhealthy worker claims nothing until it recovers: see `agentpool workers list`\n"
         );
     }
@@ -207,10 +210,7 @@ mod tests {
         let text = render(&Style::plain(), &a, &stats(2, 2, 2, Vec::new()));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "for        workers labelled gpu=a100; offering codex");
-        assert_eq!(
-            lines[4],
-            "no worker is online: 2 tasks that could run wait for one"
-        );
+        assert_eq!(lines[4], "no worker is online: 2 ready tasks wait for one");
         // A quiet pool has nothing to say.
         let idle = || vec![worker("a", WorkerStatus::Idle, 2, 0)];
         let text = render(&Style::plain(), &args(), &stats(0, 0, 0, idle()));
@@ -222,8 +222,8 @@ mod tests {
         assert!(
             text.ends_with(
                 "workers    1 online (0 busy, 1 idle), 2 of 2 slots free\n\
-                 3 tasks that could run now need what no worker taking tasks offers (an agent, \
-                 labels or a project): `agentpool tasks show ID` says which\n"
+                 3 ready tasks need what no worker taking tasks offers (an agent, labels or a \
+                 project): `agentpool tasks show ID` says which\n"
             ),
             "{text}"
         );
@@ -234,6 +234,9 @@ mod tests {
         let mut s = stats(5, 3, 0, Vec::new());
         s.queued_runnable = None;
         let text = render(&Style::plain(), &args(), &s);
-        assert!(text.starts_with("queued     5: 3 due, 3 can run now\n"), "{text}");
+        assert!(
+            text.starts_with("queued     5: 3 due, 3 ready (due, dependencies done)\n"),
+            "{text}"
+        );
     }
 }

@@ -39,6 +39,16 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
             .into());
         }
     };
+    let run_after = args
+        .delay
+        .map(|d| {
+            i64::try_from(d)
+                .ok()
+                .and_then(chrono::TimeDelta::try_seconds)
+                .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+                .ok_or_else(|| Exit::new(ExitCode::Usage, "--delay: too far in the future"))
+        })
+        .transpose()?;
     Ok(TaskSpec {
         kind,
         repo,
@@ -64,10 +74,7 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         max_turns: args.max_turns,
         max_cost_usd: args.max_cost_usd,
         setup_command: args.setup.clone(),
-        run_after: args
-            .delay
-            .and_then(|d| chrono::Duration::try_seconds(i64::try_from(d).ok()?))
-            .map(|d| chrono::Utc::now() + d),
+        run_after,
         commit: !args.no_commit,
         // No --check: the project's checks, if any.
         checks: (!args.checks.is_empty()).then(|| {

@@ -135,14 +135,30 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                         .as_ref()
                         .is_some_and(|e| !e.agents.iter().any(|o| o == a))
                 });
-                let install = missing
-                    .and_then(crate::embedded::install_hint)
-                    .map(|h| format!("; install it: {h}"))
-                    .unwrap_or_default();
-                let why = format!(
-                    "the transient pool cannot run it: none of its workers offers {needs} \
-                     (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH){install}"
-                );
+                let mut hint = match missing {
+                    Some(a) => format!(
+                        " (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH){}",
+                        crate::embedded::install_hint(a)
+                            .map(|h| format!("; install it: {h}"))
+                            .unwrap_or_default()
+                    ),
+                    None => String::new(),
+                };
+                // Its workers carry no labels: a labelled task needs a pool that does.
+                let labels: Vec<String> = task
+                    .spec
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("agentpool/"))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                if !labels.is_empty() {
+                    hint.push_str(&format!(
+                        "; its workers carry no labels: start a pool whose workers do (`agentpool up --labels {}`)",
+                        labels.join(",")
+                    ));
+                }
+                let why = format!("the transient pool cannot run it: none of its workers offers {needs}{hint}");
                 client
                     .cancel_because(task.id, &CancelRequest::fitted(&why))
                     .await?;

@@ -37,6 +37,7 @@ pub async fn tokens(settings: &Settings, args: TokensArgs) -> anyhow::Result<Exi
         return tokens_on(settings, cmd, Backend::Server(client)).await;
     }
     let url = settings.database_url(args.database_url.as_deref());
+    crate::config::check_database_url(&url)?;
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir).ok();
     }
@@ -270,12 +271,12 @@ async fn rotate(settings: &Settings, id: &str, grace: u64, on: &Backend) -> anyh
     outln!("{}", s.token);
     let expires = s
         .expires_at
-        .map_or_else(String::new, |at| format!(", expires {}", day(at)));
+        .map_or_else(String::new, |at| format!(" (expires {})", day(at)));
     eprintln!(
         "{}",
         Style::stderr().dim(&format!(
-            "token {} ({}) rotated: its successor {}{expires} is printed above, shown this once; \
-             the old one stops working at {}",
+            "token {} ({}) rotated. Its successor is {}{expires}; its value, printed above, \
+             is shown only this once. The old token stops working at {}.",
             id,
             s.name,
             s.id,

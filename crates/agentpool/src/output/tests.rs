@@ -227,3 +227,112 @@ fn a_task_on_the_default_agent_says_which_agent_ran_it() {
     assert!(shown.contains("\nwhat       agent: fix it\n"), "{shown}");
     assert!(!shown.contains("\nagent "), "{shown}");
 }
+
+/// A queued task waiting out its retry's backoff says when it runs once, and no "took": its
+/// result is the last attempt's, and the task is not over.
+#[test]
+fn a_task_waiting_to_retry_says_when_it_runs_once_and_not_what_it_took() {
+    use agentpool_core::protocol::TaskDetail;
+    let now = Utc::now();
+    let later = now + chrono::Duration::seconds(8);
+    let task = |state: &str| -> agentpool_core::Task {
+        serde_json::from_value(json!({
+            "id": agentpool_core::TaskId::new(), "spec": {"kind": "command", "command": "true"},
+            "state": state, "attempts": 1, "max_attempts": 3, "priority": 0,
+            "created_at": now, "updated_at": now, "run_after": later,
+            "error_class": "AGENT_ERROR", "error_message": null,
+            "result": {"duration_ms": 37, "exit_code": 1}
+        }))
+        .unwrap()
+    };
+    let view = |task| TaskDetail {
+        task,
+        attempts_detail: Vec::new(),
+        waiting: vec![WaitReason::Scheduled { run_after: later }],
+    };
+    let shown = task_detail(&Style::plain(), &view(task("queued")));
+    assert_eq!(shown.matches("runs in").count(), 1, "{shown}");
+    assert!(shown.contains("\nwaiting    scheduled, runs in "), "{shown}");
+    assert!(!shown.contains("\nruns "), "{shown}");
+    assert!(!shown.contains("took"), "{shown}");
+    assert!(shown.contains("\nexit       1\n"), "{shown}");
+    // Without a waiting reason (an older server), `run_after` says it.
+    let shown = detail(task("queued"));
+    assert!(shown.contains("\nruns       in "), "{shown}");
+    // A finished task says how long it took.
+    let shown = detail(task("failed"));
+    assert!(shown.contains("\ntook       37ms\n"), "{shown}");
+}
+
+/// A key longer than the usual column (`credentials`) widens it for every line, and the
+/// lines a stacked value goes on over move with it.
+#[test]
+fn a_long_key_widens_the_detail_column() {
+    let rows = [
+        ("project", "web".to_string()),
+        ("credentials", "gh-token, npm".to_string()),
+        ("checks", stacked(["cargo test", "cargo clippy"])),
+        ("empty", String::new()),
+    ];
+    assert_eq!(
+        fields(&Style::plain(), &rows),
+        "project     web\n\
+         credentials gh-token, npm\n\
+         checks      cargo test\n\
+         \x20           cargo clippy\n"
+    );
+    // Short keys keep the usual column.
+    assert_eq!(
+        fields(&Style::plain(), &[("repo", "x".to_string())]),
+        field(&Style::plain(), "repo", "x")
+    );
+}
+
+/// A worker that names no project takes every project's tasks: its column says `all`, as the
+/// tokens table does, not nothing.
+#[test]
+fn a_worker_of_every_project_says_all() {
+    let any = agentpool_testkit::worker::worker("any", &["codex"], 1);
+    let web = Worker {
+        projects: vec!["web".into(), "api".into()],
+        ..agentpool_testkit::worker::worker("web", &["codex"], 1)
+    };
+    let shown = workers_table(&Style::plain(), &[any, web]);
+    let column = |id: &str| {
+        let row = shown.lines().find(|l| l.starts_with(id)).unwrap();
+        row.split_whitespace().nth(4).unwrap().to_string()
+    };
+    assert_eq!(column("any"), "all", "{shown}");
+    assert_eq!(column("web"), "web,api", "{shown}");
+}
+
+/// A commit that reached no remote says so, and where it is; a pushed one names its branch.
+#[test]
+fn an_unpushed_commit_says_where_it_is() {
+    let s = Style::plain();
+    let r = agentpool_core::TaskResult {
+        commit_sha: Some("fa10ac71d3510000".into()),
+        pushed: false,
+        push_result: Some(
+            "not pushed (the task asked for no push): the commit was discarded with the workspace".into(),
+        ),
+        ..Default::default()
+    };
+    let out = result_lines(&s, &r);
+    assert!(out.contains("fa10ac71d351"), "{out}");
+    assert!(
+        out.contains("the commit was discarded with the workspace"),
+        "{out}"
+    );
+    let pushed = agentpool_core::TaskResult {
+        pushed: true,
+        branch: Some("agentpool/x".into()),
+        push_result: Some("ok".into()),
+        ..r
+    };
+    let out = result_lines(&s, &pushed);
+    assert!(
+        !out.contains("ok\n") && out.contains("agentpool/x (pushed)"),
+        "{out}"
+    );
+}

@@ -162,6 +162,37 @@ fn up_registers_its_workers_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn up_s_workers_carry_its_labels_and_run_the_tasks_that_ask_for_them() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--labels",
+        "gpu=yes",
+    ]);
+    let up = Up::spawn(cmd);
+    let workers = json(&env.run(&["workers", "list", "--output", "json"]));
+    assert_eq!(workers[0]["labels"]["gpu"], "yes", "{workers}");
+    let o = env.run(&[
+        "submit",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--label",
+        "gpu=yes",
+        "--wait",
+        "--command",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(up.stop().success());
+}
+
+#[test]
 fn credentials_reach_only_the_tasks_that_name_them_and_never_their_logs() {
     let env = Env::new();
     let remote = env.sample_repo();

@@ -390,7 +390,9 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
     assert_exit(&o, 1);
     assert!(
         stderr(&o).contains(
-            "the transient pool cannot run it: none of its workers offers agent command with labels gpu=yes"
+            "the transient pool cannot run it: none of its workers offers agent command with labels gpu=yes; \
+             its workers carry no labels: start a pool whose workers do (`agentpool up --labels gpu=yes`); \
+             the task was canceled"
         ),
         "{}",
         stderr(&o)

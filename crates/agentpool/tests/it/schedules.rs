@@ -127,7 +127,7 @@ fn a_schedule_is_put_listed_run_by_hand_paused_resumed_and_deleted() {
     // Paused, it has no next run; resumed, it has one again.
     let o = pool.on_server(&["schedules", "pause", "notes"]);
     assert_exit(&o, 0);
-    assert_eq!(stdout(&o).trim(), "schedule notes paused; paused");
+    assert_eq!(stdout(&o).trim(), "schedule notes paused");
     assert_eq!(
         json(&pool.json_of(&["schedules", "show", "notes"]))["next_run_at"],
         serde_json::Value::Null

@@ -25,13 +25,16 @@ fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work
     let o = pool.on_server(&["status"]);
     assert_exit(&o, 0);
     let text = stdout(&o);
-    assert!(text.starts_with("queued     1: 1 due, 1 can run now\n"), "{text}");
+    assert!(
+        text.starts_with("queued     1: 1 due, 1 ready (due, dependencies done)\n"),
+        "{text}"
+    );
     assert!(text.contains("\nrunning    0\n"), "{text}");
     // The pool's worker (it registers before `up` says its URL) has no such label.
     assert!(
         text.ends_with(
-            "1 task that could run now needs what no worker taking tasks offers (an agent, \
-             labels or a project): `agentpool tasks show ID` says which\n"
+            "1 ready task needs what no worker taking tasks offers (an agent, labels or a \
+             project): `agentpool tasks show ID` says which\n"
         ),
         "{text}"
     );
@@ -42,10 +45,10 @@ fn status_counts_the_queue_and_workers_and_says_when_no_worker_can_take_the_work
     assert_eq!(
         stdout(&o),
         "for        workers labelled pool=gpu; offering codex\n\
-         queued     1: 1 due, 1 can run now\n\
+         queued     1: 1 due, 1 ready (due, dependencies done)\n\
          running    0\n\
          workers    0 online (0 busy, 0 idle), 0 of 0 slots free\n\
-         no worker is online: 1 task that could run waits for one\n"
+         no worker is online: 1 ready task waits for one\n"
     );
     // Workers labelled otherwise see nothing to do.
     let o = pool.json_of(&["status", "--label", "pool=cpu"]);

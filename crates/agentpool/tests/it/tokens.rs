@@ -233,10 +233,10 @@ fn a_token_is_rotated_on_the_database_with_a_grace() {
     assert!(value.starts_with("apt_") && value != created["token"], "{value}");
     let said = stderr(&o);
     assert!(
-        said.contains(&format!("token {id} (ci) rotated: its successor ")),
+        said.contains(&format!("token {id} (ci) rotated. Its successor is ")),
         "{said}"
     );
-    assert!(said.contains("the old one stops working at 20"), "{said}");
+    assert!(said.contains("The old token stops working at 20"), "{said}");
     // Two tokens named ci now: the old one expiring in ten minutes, the successor never.
     let o = env.run(&["tokens", "list", "--database-url", &db, "--output", "json"]);
     let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

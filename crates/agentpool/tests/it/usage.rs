@@ -29,6 +29,50 @@ fn an_invalid_value_names_the_flag() {
 }
 
 #[test]
+fn values_out_of_range_are_refused_before_anything_runs() {
+    let env = Env::new();
+    for (args, says) in [
+        (
+            &[
+                "submit",
+                "--repo",
+                "/x",
+                "--command",
+                "true",
+                "--delay",
+                "999999999999h",
+            ][..],
+            "--delay",
+        ),
+        (
+            &[
+                "submit",
+                "--repo",
+                "/x",
+                "--command",
+                "true",
+                "--max-cost-usd",
+                "NaN",
+            ],
+            "--max-cost-usd",
+        ),
+        (&["worker", "--concurrency", "0"], "--concurrency"),
+        (&["tokens", "create", "t", "--expires-in", "0s"], "--expires-in"),
+        (&["serve", "--public-url", "not a url"], "--public-url"),
+        (
+            &["migrate", "--database-url", "bogus://u:hunter22@db/x"],
+            "--database-url",
+        ),
+    ] {
+        let o = env.run(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let line = one_line(&stderr(&o)).to_string();
+        assert!(line.contains(says), "{args:?}: {line}");
+        assert!(!line.contains("hunter22"), "{line}");
+    }
+}
+
+#[test]
 fn an_unreachable_server_is_one_line_and_exit_code_4() {
     let env = Env::new();
     // Port 9 (discard) on loopback: nothing listens there.
