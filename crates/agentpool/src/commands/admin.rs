@@ -271,7 +271,13 @@ fn read_secret_from_stdin() -> anyhow::Result<String> {
         .into());
     }
     let mut value = String::new();
-    std::io::stdin().read_to_string(&mut value)?;
+    std::io::stdin().read_to_string(&mut value).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::InvalidData => "the value is not UTF-8 text".to_string(),
+            _ => format!("cannot read the value from stdin: {e}"),
+        };
+        Exit::new(ExitCode::Usage, why)
+    })?;
     Ok(value.trim_end_matches(['\n', '\r']).to_string())
 }
 

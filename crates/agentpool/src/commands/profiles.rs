@@ -1,7 +1,6 @@
 //! `agentpool profiles`: put, list, show and delete the agent profiles tasks name.
 
 use agentpool_core::{AgentProfile, McpServer, Profile};
-use anyhow::Context;
 
 use super::{connect, print_detail, print_done, print_json, print_table};
 use crate::cli::{ProfilePutArgs, ProfilesCommand};
@@ -91,10 +90,12 @@ fn settings_from(args: ProfilePutArgs) -> anyhow::Result<AgentProfile> {
         Some(path) => {
             let text = if path.as_os_str() == "-" {
                 let mut t = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)?;
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .map_err(|e| usage(format!("--from-file -: {e}")))?;
                 t
             } else {
-                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+                std::fs::read_to_string(path)
+                    .map_err(|e| usage(format!("--from-file {}: {e}", path.display())))?
             };
             serde_json::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))?
         }
