@@ -133,6 +133,7 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
             args,
             env,
             request,
+            secrets: borrowed.secrets(),
         };
         let parser = Box::new(T::Parser::default());
         let outcome = cli::run_cli(run, parser, events.clone(), cancel).await;

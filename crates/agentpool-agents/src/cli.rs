@@ -285,6 +285,9 @@ pub struct CliRun {
     pub env: BTreeMap<String, String>,
     /// Kept for the outcome; the run itself uses `request`.
     pub request: AgentRequest,
+    /// Values masked in the run's events and outcome besides those of variables whose names
+    /// look secret: the tokens of a lent login ([`crate::login::Borrowed::secrets`]).
+    pub secrets: Vec<String>,
 }
 
 /// The longest output line kept; the rest of a longer line is dropped (still counted against
@@ -301,7 +304,8 @@ pub async fn run_cli(
     sink: Arc<dyn EventSink>,
     cancel: CancellationToken,
 ) -> Result<AgentOutcome, AgentError> {
-    let redactor = Redactor::from_env(&run.env);
+    let mut redactor = Redactor::from_env(&run.env);
+    redactor.extend(run.secrets);
     let spec = ProcessSpec::new(run.program)
         .args(run.args)
         .cwd(&run.request.workdir)

@@ -41,6 +41,45 @@ pub fn supported() -> Vec<&'static str> {
     .collect()
 }
 
+/// The secret values in `agent`'s login files under `user_home` ([`secrets_in`]); none when
+/// it has no such files or they cannot be read (then there is nothing to lend either).
+pub fn local_secrets(agent: &str, user_home: &Path) -> Vec<String> {
+    files_of(agent)
+        .iter()
+        .filter_map(|rel| std::fs::read(user_home.join(rel)).ok())
+        .flat_map(|data| secrets_in(&data))
+        .collect()
+}
+
+/// The shortest string value of a login file taken for a secret.
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// The values in a login file that must be masked wherever the run's output goes: every JSON
+/// string value (at any depth) of at least [`MIN_SECRET_CHARS`] characters without whitespace.
+/// The CLIs' files hold access, refresh and id tokens and API keys among a few short or
+/// spaced fields (a token type, an expiry, scopes, an e-mail), so a rule on the shape of the
+/// value keeps working when a CLI renames or adds a field, and masking an odd long
+/// identifier as well costs nothing. A file that is not JSON yields nothing.
+pub fn secrets_in(data: &[u8]) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s)
+                if s.chars().count() >= MIN_SECRET_CHARS && !s.chars().any(char::is_whitespace) =>
+            {
+                out.push(s.clone());
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        walk(&v, &mut out);
+    }
+    out
+}
+
 /// The login files brought into one run's home, to give back after it.
 #[derive(Debug, Default)]
 pub struct Borrowed {
@@ -79,6 +118,11 @@ pub fn bring_in(agent: &str, user_home: &Path, run_home: &Path) -> Result<Borrow
 }
 
 impl Borrowed {
+    /// The secret values of the files brought in ([`secrets_in`]).
+    pub fn secrets(&self) -> Vec<String> {
+        self.files.iter().flat_map(|f| secrets_in(&f.original)).collect()
+    }
+
     /// Write back login files the CLI changed (a refreshed token), unless the user's file
     /// changed too; report what happened as log events (never the contents).
     pub fn give_back(self, events: &dyn EventSink) {
@@ -210,6 +254,38 @@ mod tests {
             "theirs"
         );
         assert!(format!("{:?}", sink.0.lock().unwrap()).contains("kept yours"));
+    }
+
+    #[test]
+    fn the_tokens_of_a_login_file_are_its_secrets() {
+        let (_d, user, run) = setup();
+        let file = serde_json::json!({
+            "claudeAiOauth": {
+                "accessToken": "sk-ant-oat01-access-0123456789",
+                "refreshToken": "sk-ant-ort01-refresh-0123456789",
+                "expiresAt": 1_900_000_000_000u64,
+                "scopes": ["user:inference", "user:profile"],
+                "subscriptionType": "max",
+            },
+            "note": "a long value with spaces is prose",
+        });
+        std::fs::write(user.join(".claude/.credentials.json"), file.to_string()).unwrap();
+        let mut found = local_secrets("claude-code", &user);
+        found.sort();
+        let expected = [
+            "sk-ant-oat01-access-0123456789",
+            "sk-ant-ort01-refresh-0123456789",
+        ];
+        assert_eq!(found, expected);
+        let b = bring_in("claude-code", &user, &run).unwrap();
+        let mut lent = b.secrets();
+        lent.sort();
+        assert_eq!(lent, expected);
+        assert!(secrets_in(b"not json").is_empty());
+        assert!(
+            local_secrets("codex", &user).is_empty(),
+            "codex has no login file here"
+        );
     }
 
     #[test]

@@ -14,9 +14,19 @@ use crate::{EventPayload, NewEvent};
 /// Matching is on exact values. Where secrets overlap in a text (one contains another, or the
 /// end of one is the start of the next), the union of their spans is masked, so no part of
 /// either survives.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Redactor {
     secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Redactor {
+    // What it holds are the secrets: a struct that holds a redactor and is logged with `{:?}`
+    // must not print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor")
+            .field("masked_texts", &self.secrets.len())
+            .finish()
+    }
 }
 
 impl Redactor {
@@ -72,6 +82,13 @@ impl Redactor {
 
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
+    }
+
+    /// The length in bytes of the longest text it masks (a secret or one of its encodings):
+    /// output cut into pieces must carry this much less one across a cut to mask a secret
+    /// the cut falls inside.
+    pub fn longest(&self) -> usize {
+        self.secrets.iter().map(String::len).max().unwrap_or(0)
     }
 
     /// `text` with every secret masked.

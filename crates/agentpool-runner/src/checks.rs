@@ -13,7 +13,7 @@ use agentpool_agents::EventSink;
 use agentpool_core::{CheckRun, CheckSpec, Lifecycle, NewEvent};
 use tokio_util::sync::CancellationToken;
 
-use crate::process::{GroupRecord, KillReason, LongLines, OutputStream, ProcessSpec, run_process};
+use crate::process::{GroupRecord, KillReason, LineMask, LongLines, OutputStream, ProcessSpec, run_process};
 
 /// How much of a check's output its record (and the feedback prompt) keeps: the end.
 pub const OUTPUT_TAIL_BYTES: usize = 4000;
@@ -41,6 +41,9 @@ pub struct CheckEnv<'a> {
     pub kill_grace: Duration,
     /// When the task's timeout runs out.
     pub deadline: Instant,
+    /// Masks the checks' output lines as they are read: the tail a check's record keeps is
+    /// then cut from masked text, and cannot start with the rest of a secret cut in two.
+    pub mask: LineMask,
 }
 
 /// Run every check of round `round` in order (all of them, so the agent hears of every
@@ -86,6 +89,7 @@ async fn run_one(
         .kill_grace(cx.kill_grace)
         .max_output_bytes(check.max_output_bytes())
         .long_lines(LongLines::Split)
+        .mask_lines(cx.mask.clone())
         .record_group(cx.record.clone());
     spec.env = cx
         .env
@@ -142,7 +146,9 @@ impl Output {
         let line = cut_start(line, OUTPUT_TAIL_BYTES);
         self.bytes += line.len() + 1;
         self.lines.push_back(line.to_string());
-        while self.bytes > OUTPUT_TAIL_BYTES
+        // `bytes` counts a line break after every line; the tail has one fewer, so a last line
+        // of the whole size is kept (not dropped with everything before it).
+        while self.bytes > OUTPUT_TAIL_BYTES + 1
             && let Some(old) = self.lines.pop_front()
         {
             self.bytes -= old.len() + 1;

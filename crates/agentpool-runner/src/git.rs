@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process::{GroupRecord, KillReason, ProcessSpec, run_captured};
 
+mod summary;
+
 /// A secret string: never printed by `Debug` or `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -304,7 +306,8 @@ impl Git {
         if o.ok_codes.contains(&code) {
             return Ok((code, stdout));
         }
-        let message = self.redactor.redact(&summarize(&stderr));
+        // Redacted before it is cut to size: a secret cut in two would no longer be found.
+        let message = summary::summarize(&self.redactor.redact(&stderr), &self.redactor.redact(&stdout));
         Err(if is_auth_failure(&stderr) {
             GitError::Auth {
                 step: o.step,
@@ -366,64 +369,9 @@ pub fn is_auth_failure(stderr: &str) -> bool {
     .any(|n| s.contains(n))
 }
 
-/// The informative part of git's stderr, bounded: its error lines (git's own, the remote's, a
-/// rejected ref), the first of which is usually the cause; else its last lines. A remote's
-/// advice can run to a dozen lines after the cause, which the tail alone would keep instead.
-fn summarize(stderr: &str) -> String {
-    // Git pads the remote's lines with spaces (to overwrite progress output).
-    let lines: Vec<&str> = stderr
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    let is_error = |l: &&str| {
-        let l = l.trim_start();
-        let l = l.strip_prefix("remote:").map_or(l, str::trim_start);
-        ["error:", "fatal:", "! ["].iter().any(|p| l.starts_with(p))
-    };
-    let errors: Vec<&str> = lines.iter().copied().filter(is_error).take(5).collect();
-    let tail = if errors.is_empty() {
-        lines[lines.len().saturating_sub(5)..].join("\n")
-    } else {
-        errors.join("\n")
-    };
-    if tail.len() > 2000 {
-        let mut cut = 2000;
-        while !tail.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        tail[..cut].to_string()
-    } else {
-        tail
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_summary_keeps_the_error_lines_over_the_remote_s_advice() {
-        let refused = "remote: error: refusing to update checked out branch: refs/heads/main        \n\
-            remote: error: By default, updating the current branch in a non-bare repository        \n\
-            remote: is denied, because it will make the index and work tree inconsistent        \n\
-            remote: other way.        \n\
-            remote: \n\
-            remote: To squelch this message and still keep the default behaviour, set        \n\
-            remote: 'receive.denyCurrentBranch' configuration variable to 'refuse'.        \n\
-            To /srv/repo\n \
-            ! [remote rejected] agentpool/x -> main (branch is currently checked out)\n\
-            error: failed to push some refs to '/srv/repo'\n";
-        assert_eq!(
-            summarize(refused),
-            "remote: error: refusing to update checked out branch: refs/heads/main\n\
-             remote: error: By default, updating the current branch in a non-bare repository\n \
-             ! [remote rejected] agentpool/x -> main (branch is currently checked out)\n\
-             error: failed to push some refs to '/srv/repo'"
-        );
-        // Without error lines, the last lines say what happened.
-        assert_eq!(summarize("a\nb\n\nc\nd\ne\nf\n"), "b\nc\nd\ne\nf");
-    }
 
     #[test]
     fn auth_failures_are_recognised_from_git_stderr() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentpool_agents::{EventSink, Registry};
-use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, Redactor, RepoUrl, TaskKind, TaskResult};
+use agentpool_core::{BranchName, ErrorClass, Lifecycle, NewEvent, RepoUrl, TaskKind, TaskResult};
 
 use crate::api::ClaimedWork;
 use crate::git::{AskPass, Git, GitCredentials, GitOptions};
@@ -20,15 +20,15 @@ mod credentials;
 mod dirs;
 mod failure;
 mod message;
+mod post;
 mod rounds;
+mod secrets;
 
 pub use cancel::{CancelCause, TaskCancel};
 use dirs::TaskDirs;
 use failure::{Failed, failed, git_failure, process_failure, with_timeout};
 
-use crate::workspace::{
-    CommitOptions, MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, finish, prepare,
-};
+use crate::workspace::{MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, prepare};
 
 /// Credential names whose value is the git token for the task's repository (the first found
 /// wins). Every other credential is handed to the command/agent as an environment variable.
@@ -160,18 +160,6 @@ impl Pipeline {
         self.cfg.log_limit
     }
 
-    /// The secrets a run of `work` may see, for redaction.
-    pub fn redactor_for(&self, work: &ClaimedWork) -> Redactor {
-        let credentials = work.credentials.iter().map(|(_, v)| v.to_string());
-        let git = self
-            .cfg
-            .git_credentials
-            .iter()
-            .map(|c| c.token.expose().to_string());
-        let passed = self.cfg.secret_env.values().cloned();
-        Redactor::new(credentials.chain(git).chain(passed))
-    }
-
     /// Run the claimed task to its end. Events go to `events`; `cancel` stops it.
     pub async fn run(&self, work: &ClaimedWork, events: Arc<dyn EventSink>, cancel: &TaskCancel) -> Report {
         let started = Instant::now();
@@ -185,13 +173,9 @@ impl Pipeline {
         crate::minted::revoke(work).await;
         result.duration_ms = started.elapsed().as_millis() as u64;
         let redactor = self.redactor_for(work);
-        // Check output (and the agent's text) is the task's own output: secrets it printed
-        // must not reach the stored result any more than its events.
-        for run in &mut result.checks {
-            run.output_tail = redactor.redact(&run.output_tail);
-            run.failed_tests = run.failed_tests.iter().map(|t| redactor.redact(t)).collect();
-        }
-        result.final_text = result.final_text.as_deref().map(|t| redactor.redact(t));
+        // The result is the task's own output: secrets it printed (or named files after)
+        // must not reach it any more than its events.
+        secrets::redact_result(&redactor, &mut result);
         match outcome {
             // The terminal lifecycle event (succeeded, failed, canceled) is written by the
             // store together with the report, so the record cannot end twice.
@@ -374,7 +358,6 @@ impl Pipeline {
             a.remove_token()
                 .map_err(|e| failed(ErrorClass::GitError, format!("cannot remove the token file: {e}")))?;
         }
-        result.branch = Some(branch.to_string());
         events.emit(NewEvent::new(Lifecycle::WorkspaceReady {
             branch: branch.to_string(),
             base_sha: ws.base_sha.clone(),
@@ -384,10 +367,12 @@ impl Pipeline {
         }));
 
         let env = self.task_env(work, &ws);
+        let mask = self.line_mask_for(work);
         let scope = Scope {
             work,
             ws: &ws,
             env: &env,
+            mask: &mask,
             deadline,
             events,
             cancel,
@@ -429,43 +414,12 @@ impl Pipeline {
         }
 
         // ---- post-run ----
-        if spec.commit || spec.push {
-            let message = spec
-                .commit_message
-                .clone()
-                .unwrap_or_else(|| message::default_message(task.id, spec, result.final_text.as_deref()));
-            let opts = CommitOptions {
-                message,
-                author_name: self.cfg.commit_author_name.clone(),
-                author_email: self.cfg.commit_author_email.clone(),
-            };
-            if let (Some(a), Some(c)) = (&askpass, &creds) {
-                a.write_token(&c.token)
-                    .map_err(|e| failed(ErrorClass::GitError, format!("cannot write the token file: {e}")))?;
-            }
-            let post = finish(&git, &ws, spec.commit.then_some(&opts), spec.push, cancel.token())
-                .await
-                .map_err(git_failure)?;
-            result.commit_sha = post.commit_sha;
-            result.files = post.files;
-            result.pushed = post.pushed;
-            result.push_result = post.push_result;
-            match &result.commit_sha {
-                Some(sha) => {
-                    events.emit(NewEvent::new(Lifecycle::Committed {
-                        sha: sha.clone(),
-                        files: result.files.len(),
-                    }));
-                    if result.pushed {
-                        events.emit(NewEvent::new(Lifecycle::Pushed {
-                            branch: branch.to_string(),
-                            sha: sha.clone(),
-                        }));
-                    }
-                }
-                None => events.emit(NewEvent::log("agentpool", "no changes to commit")),
-            }
-        }
+        let post_git = post::PostGit {
+            git: &git,
+            askpass: askpass.as_ref(),
+            creds: creds.as_ref(),
+        };
+        self.post_run(&scope, post_git, result).await?;
         match checks_failed {
             Some(message) => Err(failed(ErrorClass::ChecksFailed, message)),
             None => Ok(()),
@@ -542,6 +496,7 @@ impl Pipeline {
             .timeout(scope.deadline.saturating_duration_since(Instant::now()))
             .kill_grace(self.cfg.kill_grace)
             .max_output_bytes(self.cfg.max_output_bytes)
+            .mask_lines(scope.mask.clone())
             .record_group(self.group_record(scope.work.claimed.task.id));
         spec.env = scope
             .env
@@ -577,6 +532,8 @@ struct Scope<'a> {
     work: &'a ClaimedWork,
     ws: &'a Workspace,
     env: &'a BTreeMap<String, String>,
+    /// Masks the output lines of the setup, the command and the checks as they are read.
+    mask: &'a crate::process::LineMask,
     deadline: Instant,
     events: &'a Arc<dyn EventSink>,
     cancel: &'a TaskCancel,

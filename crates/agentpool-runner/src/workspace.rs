@@ -17,6 +17,7 @@
 //! What happens after the run (commit, diff stat, push) is in the `finish` module.
 
 mod finish;
+mod leaks;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

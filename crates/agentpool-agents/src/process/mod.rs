@@ -49,11 +49,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod caps;
+mod mask;
 mod orphans;
 #[cfg(test)]
 mod tests;
 mod tree;
 
+pub use mask::LineMask;
 pub use orphans::kill_orphans;
 use tree::{
     CENSUS_EVERY, TreeGuard, kill_survivors, remember_tree, signal_group, terminate, wait_group_gone,
@@ -129,6 +131,9 @@ pub struct ProcessSpec {
     /// Record the process group while it runs, for a worker restarted after a crash
     /// ([`kill_orphans`]).
     pub record: Option<GroupRecord>,
+    /// Mask secrets in the lines before they are delivered, across the cuts of
+    /// [`LongLines::Split`] ([`LineMask`]).
+    pub mask: Option<LineMask>,
 }
 
 /// Where a run records its process group while it runs, so that a worker restarted after
@@ -168,6 +173,7 @@ impl ProcessSpec {
             max_line_bytes: 64 * 1024,
             long_lines: LongLines::Split,
             record: None,
+            mask: None,
         }
     }
 
@@ -246,6 +252,12 @@ impl ProcessSpec {
         self.long_lines = mode;
         self
     }
+
+    /// Deliver lines masked by `mask`, a line cut in pieces masked as one text.
+    pub fn mask_lines(mut self, mask: LineMask) -> Self {
+        self.mask = Some(mask);
+        self
+    }
 }
 
 /// How a process ended.
@@ -277,6 +289,8 @@ struct Line {
     stream: OutputStream,
     bytes: Vec<u8>,
     consumed: u64,
+    /// A piece of a longer line whose next piece follows ([`LongLines::Split`]).
+    cut: bool,
 }
 
 /// Run `spec` to the end. `on_line` gets each output line (without its line break, invalid
@@ -377,6 +391,7 @@ pub async fn run_process(
     census.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut killed: Option<KillReason> = None;
     let mut output_bytes: u64 = 0;
+    let mut delivery = mask::Delivery::new(spec.mask.clone());
     let mut output_open = true;
     let status = loop {
         tokio::select! {
@@ -389,7 +404,7 @@ pub async fn run_process(
                         killed = Some(KillReason::OutputLimit);
                         break terminate(&mut child, pgid, spec.kill_grace).await?;
                     }
-                    deliver(on_line, &line);
+                    delivery.line(on_line, &line);
                 }
             },
             _ = cancel.cancelled() => {
@@ -426,9 +441,10 @@ pub async fn run_process(
         if over_limit(output_bytes) {
             killed.get_or_insert(KillReason::OutputLimit);
         } else {
-            deliver(on_line, &line);
+            delivery.line(on_line, &line);
         }
     }
+    delivery.finish(on_line);
     for r in readers {
         r.abort();
     }
@@ -486,10 +502,6 @@ pub fn base_env(path: Option<&str>) -> BTreeMap<String, String> {
     env
 }
 
-fn deliver(on_line: &mut (dyn FnMut(OutputStream, &str) + Send), line: &Line) {
-    on_line(line.stream, &String::from_utf8_lossy(&line.bytes));
-}
-
 /// Sends `reader`'s lines as they come (nothing when the stream was not captured).
 async fn read_lines<R: AsyncRead + Unpin>(
     reader: Option<R>,
@@ -502,8 +514,8 @@ async fn read_lines<R: AsyncRead + Unpin>(
     loop {
         let mut bytes = Vec::new();
         match read_line_capped(&mut reader, &mut bytes, max_line, mode).await {
-            Ok(0) | Err(_) => return,
-            Ok(consumed) => {
+            Ok((0, _)) | Err(_) => return,
+            Ok((consumed, cut)) => {
                 while matches!(bytes.last(), Some(b'\n' | b'\r')) {
                     bytes.pop();
                 }
@@ -511,6 +523,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
                     stream,
                     bytes,
                     consumed: consumed as u64,
+                    cut,
                 };
                 if tx.send(line).await.is_err() {
                     return;
@@ -522,18 +535,18 @@ async fn read_lines<R: AsyncRead + Unpin>(
 
 /// Like `read_until(b'\n')`, but keeps at most `max` bytes of the line: the rest is left for the
 /// next call ([`LongLines::Split`]) or consumed and dropped ([`LongLines::Truncate`]). Returns
-/// the bytes consumed (0 at end of stream).
+/// the bytes consumed (0 at end of stream) and whether the line goes on in the next call.
 async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
     out: &mut Vec<u8>,
     max: usize,
     mode: LongLines,
-) -> io::Result<usize> {
+) -> io::Result<(usize, bool)> {
     let mut consumed = 0;
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok(consumed);
+            return Ok((consumed, false));
         }
         let (len, done) = match buf.iter().position(|b| *b == b'\n') {
             Some(i) => (i + 1, true),
@@ -543,13 +556,13 @@ async fn read_line_capped<R: AsyncBufReadExt + Unpin>(
         if mode == LongLines::Split && len > room {
             out.extend_from_slice(&buf[..room]);
             reader.consume(room);
-            return Ok(consumed + room);
+            return Ok((consumed + room, true));
         }
         out.extend_from_slice(&buf[..len.min(room)]);
         reader.consume(len);
         consumed += len;
         if done {
-            return Ok(consumed);
+            return Ok((consumed, false));
         }
     }
 }

@@ -172,6 +172,7 @@ async fn real_claude_code_started_without_credentials_is_an_auth_failure() {
         args: claude_code::ClaudeCode::args(&req),
         env,
         request: req,
+        secrets: Vec::new(),
     };
     let sink = Arc::new(Collect::default());
     let o = cli::run_cli(

@@ -30,6 +30,7 @@ impl Pipeline {
             deadline,
             events,
             cancel,
+            ..
         } = *scope;
         let spec = &work.claimed.task.spec;
         let name = agent.capabilities().name.to_string();
@@ -176,6 +177,7 @@ impl Pipeline {
             record: self.group_record(scope.work.claimed.task.id),
             kill_grace: self.cfg.kill_grace,
             deadline: scope.deadline,
+            mask: scope.mask.clone(),
         };
         let mut round = 1;
         loop {

@@ -1,7 +1,9 @@
 //! After the run: commit what it changed, record the diff stat against the base, push the work
 //! branch.
 
-use agentpool_core::FileChange;
+use std::ffi::OsString;
+
+use agentpool_core::{FileChange, Redactor};
 use tokio_util::sync::CancellationToken;
 
 use super::Workspace;
@@ -12,9 +14,17 @@ use crate::git::{Git, GitError, RunOpts};
 pub struct PostRun {
     /// HEAD after the run, when it differs from the base.
     pub commit_sha: Option<String>,
+    /// What the run changed against the base: the commit's files, or (neither committing nor
+    /// pushing) the working tree's.
     pub files: Vec<FileChange>,
     pub pushed: bool,
     pub push_result: Option<String>,
+    /// Whether the work branch is on the remote: pushed now, or already there when the
+    /// workspace was made (a follow-up's, an earlier attempt's). A result names the branch
+    /// only then, since a branch that is nowhere else is gone with the workspace.
+    pub branch_on_remote: bool,
+    /// Where the changes carry a secret of the task, when they do: they were not pushed.
+    pub withheld: Option<String>,
 }
 
 /// How to commit what the run changed.
@@ -26,12 +36,15 @@ pub struct CommitOptions {
 }
 
 /// Commit what the run changed (when `commit` is given), record the diff stat against the
-/// base, and push the work branch (when `push`).
+/// base, and push the work branch (when `push`) unless what it would push carries one of
+/// `secrets` (then [`PostRun::withheld`] says where). Asked to do neither, it still records
+/// what the run changed in the working tree (a `--no-commit` task's result lists its files).
 pub async fn finish(
     git: &Git,
     ws: &Workspace,
     commit: Option<&CommitOptions>,
     push: bool,
+    secrets: &Redactor,
     cancel: &CancellationToken,
 ) -> Result<PostRun, GitError> {
     // Undo whatever the run did to the repository's configuration before git runs with
@@ -83,31 +96,19 @@ pub async fn finish(
         .await?
         .trim()
         .to_string();
-    if head == ws.base_sha {
-        return Ok(PostRun::default());
-    }
-    let numstat = git
-        .run(
-            "diff",
-            dir,
-            &[
-                "diff",
-                "--numstat",
-                "-z",
-                "--no-renames",
-                ws.base_sha.as_str(),
-                head.as_str(),
-                "--",
-            ],
-            cancel,
-        )
-        .await?;
     let mut out = PostRun {
-        commit_sha: Some(head),
-        files: parse_numstat_z(&numstat),
+        commit_sha: (head != ws.base_sha).then(|| head.clone()),
         ..PostRun::default()
     };
-    if push {
+    if commit.is_none() && !push {
+        out.files = working_tree_changes(git, ws, cancel).await?;
+    } else if out.commit_sha.is_some() {
+        out.files = numstat(git, ws, &[head.as_str()], &[], cancel).await?;
+    }
+    if push && out.commit_sha.is_some() {
+        out.withheld = super::leaks::find(git, ws, &head, secrets, cancel).await?;
+    }
+    if push && out.commit_sha.is_some() && out.withheld.is_none() {
         let refspec = format!("HEAD:refs/heads/{}", ws.branch.as_str());
         let stdout = git
             .run(
@@ -126,7 +127,98 @@ pub async fn finish(
                 .unwrap_or_else(|| "pushed".to_string()),
         );
     }
+    out.branch_on_remote = out.pushed || remote_had_branch(git, ws, cancel).await?;
     Ok(out)
+}
+
+/// `git diff --numstat` of the base against `to` (a commit; none: the index), as file changes.
+async fn numstat(
+    git: &Git,
+    ws: &Workspace,
+    to: &[&str],
+    env: &[(&str, &str)],
+    cancel: &CancellationToken,
+) -> Result<Vec<FileChange>, GitError> {
+    let mut args: Vec<OsString> = ["diff", "--numstat", "-z", "--no-renames"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    if to.is_empty() {
+        args.push("--cached".into());
+    }
+    args.push(ws.base_sha.as_str().into());
+    args.extend(to.iter().map(OsString::from));
+    args.push("--".into());
+    let (_, out) = git
+        .run_opts(RunOpts {
+            step: "diff",
+            cwd: &ws.dir,
+            args: &args,
+            stdin: None,
+            extra_env: env,
+            local_source: false,
+            ok_codes: &[0],
+            cancel,
+        })
+        .await?;
+    Ok(parse_numstat_z(&out))
+}
+
+/// What the run changed against the base, committed or not, new files included — as a commit
+/// of it would record them, without touching the workspace's own index: `git add --all` into
+/// a copy of it (whose file stamps spare hashing the unchanged files), then its diff stat.
+async fn working_tree_changes(
+    git: &Git,
+    ws: &Workspace,
+    cancel: &CancellationToken,
+) -> Result<Vec<FileChange>, GitError> {
+    let index = ws.task_dir.join("status-index");
+    match tokio::fs::copy(ws.dir.join(".git/index"), &index).await {
+        // The run removed the index: git builds one from scratch.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => {
+            other?;
+        }
+    }
+    let index = index.to_string_lossy();
+    let env = [("GIT_INDEX_FILE", index.as_ref())];
+    git.run_opts(RunOpts {
+        step: "add",
+        cwd: &ws.dir,
+        args: &["add".into(), "--all".into()],
+        stdin: None,
+        extra_env: &env,
+        local_source: false,
+        ok_codes: &[0],
+        cancel,
+    })
+    .await?;
+    numstat(git, ws, &[], &env, cancel).await
+}
+
+/// Whether the remote had the work branch when the workspace was made (its remote-tracking
+/// ref, from the clone): then it is there to name although nothing was pushed now.
+async fn remote_had_branch(git: &Git, ws: &Workspace, cancel: &CancellationToken) -> Result<bool, GitError> {
+    let tracking = format!("refs/remotes/origin/{}", ws.branch.as_str());
+    let (code, _) = git
+        .run_opts(RunOpts {
+            step: "rev-parse",
+            cwd: &ws.dir,
+            args: &[
+                "rev-parse".into(),
+                "--verify".into(),
+                "--quiet".into(),
+                "--end-of-options".into(),
+                tracking.into(),
+            ],
+            stdin: None,
+            extra_env: &[],
+            local_source: false,
+            ok_codes: &[0, 1],
+            cancel,
+        })
+        .await?;
+    Ok(code == 0)
 }
 
 /// Parse `git diff --numstat -z --no-renames`: `added\tremoved\tpath\0` per file, `-` counts

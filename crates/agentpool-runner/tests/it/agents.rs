@@ -15,7 +15,7 @@ use agentpool_testkit::process::PidFile;
 
 use super::worker::{Env, RunningWorker, TOKEN, alive, api, assert_succeeded, config, env, events, start};
 
-fn bin_dir() -> PathBuf {
+pub(super) fn bin_dir() -> PathBuf {
     std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -12,6 +12,8 @@ mod http;
 mod infra;
 mod private_state;
 mod report_race;
+mod results;
+mod secrets;
 mod warm;
 mod worker;
 mod workspace;

@@ -95,9 +95,16 @@ async fn edit_commit_push(f: &Fixture, mirror: bool) {
     assert_eq!(ws.warm, mirror);
     std::fs::write(ws.dir.join("README.md"), "hello\nworld\n").unwrap();
     std::fs::write(ws.dir.join("new.txt"), "a\nb\nc\n").unwrap();
-    let post = finish(&git, &ws, Some(&commit_opts()), true, &cancel)
-        .await
-        .unwrap();
+    let post = finish(
+        &git,
+        &ws,
+        Some(&commit_opts()),
+        true,
+        &agentpool_core::Redactor::default(),
+        &cancel,
+    )
+    .await
+    .unwrap();
     let sha = post.commit_sha.clone().unwrap();
     assert!(post.pushed);
     assert_eq!(f.server.branch_sha("app", branch.as_str()), Some(sha.clone()));

@@ -74,13 +74,16 @@ async fn a_project_whose_defaults_no_task_could_use_is_refused(backend: agentpoo
         return;
     };
     let admin = Some(app.tokens.admin.as_str());
+    let project = |allowed: &[&str], profile: &str| {
+        json!({"name": "p2", "repo": "https://example.com/r.git", "default_agent": "codex",
+            "allowed_agents": allowed, "default_profile": profile})
+    };
     let r = app
         .json(
             "POST",
             "/v1/projects",
             admin,
-            json!({"name": "p2", "repo": "https://example.com/r.git", "default_agent": "codex",
-                "allowed_agents": ["claude-code"], "default_profile": "nowhere"}),
+            project(&["claude-code"], "nowhere"),
         )
         .await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
@@ -97,8 +100,7 @@ async fn a_project_whose_defaults_no_task_could_use_is_refused(backend: agentpoo
             "PUT",
             "/v1/projects/p2",
             admin,
-            json!({"name": "p2", "repo": "https://example.com/r.git", "default_agent": "codex",
-                "allowed_agents": ["claude-code", "codex"], "default_profile": "team"}),
+            project(&["claude-code", "codex"], "team"),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);

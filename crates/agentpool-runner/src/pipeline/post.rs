@@ -1,0 +1,119 @@
+//! After the run: commit and push what it changed, and say in the result what became of it —
+//! which commit, on which branch of the remote, or why it reached none.
+
+use agentpool_core::{ErrorClass, Lifecycle, NewEvent, TaskResult};
+
+use super::message;
+use super::{Failed, Pipeline, Scope, failed, git_failure};
+use crate::git::{AskPass, Git, GitCredentials};
+use crate::workspace::{CommitOptions, finish};
+
+/// What the git steps after the run need: git itself, and the task's credentials for the push.
+pub(super) struct PostGit<'a> {
+    pub(super) git: &'a Git,
+    pub(super) askpass: Option<&'a AskPass>,
+    pub(super) creds: Option<&'a GitCredentials>,
+}
+
+impl Pipeline {
+    /// Commit (unless the task says not to), push (likewise) and record the outcome in
+    /// `result`. Its branch is named only when the remote has it: a branch that was never
+    /// pushed is nowhere once the workspace is gone.
+    pub(super) async fn post_run(
+        &self,
+        scope: &Scope<'_>,
+        git: PostGit<'_>,
+        result: &mut TaskResult,
+    ) -> Result<(), Failed> {
+        let Scope {
+            work,
+            ws,
+            events,
+            cancel,
+            ..
+        } = *scope;
+        let task = &work.claimed.task;
+        let spec = &task.spec;
+        // Read now, after the agent's run: a login token it refreshed is among them.
+        let secrets = self.redactor_for(work);
+        // The message goes into the remote's history, where nothing masks it later: the agent's
+        // final answer in its body (and whatever the task wrote in it) is masked like the
+        // result's copy of that answer.
+        let message = spec
+            .commit_message
+            .clone()
+            .unwrap_or_else(|| message::default_message(task.id, spec, result.final_text.as_deref()));
+        let opts = CommitOptions {
+            message: secrets.redact(&message),
+            author_name: self.cfg.commit_author_name.clone(),
+            author_email: self.cfg.commit_author_email.clone(),
+        };
+        // Only the push talks to the remote; the token file exists only while it may.
+        if spec.push
+            && let (Some(a), Some(c)) = (git.askpass, git.creds)
+        {
+            a.write_token(&c.token)
+                .map_err(|e| failed(ErrorClass::GitError, format!("cannot write the token file: {e}")))?;
+        }
+        let post = finish(
+            git.git,
+            ws,
+            spec.commit.then_some(&opts),
+            spec.push,
+            &secrets,
+            cancel.token(),
+        )
+        .await
+        .map_err(git_failure)?;
+        result.commit_sha = post.commit_sha;
+        result.files = post.files;
+        result.pushed = post.pushed;
+        result.push_result = post.push_result;
+        result.branch = post.branch_on_remote.then(|| ws.branch.to_string());
+        if let Some(place) = post.withheld {
+            // The run's own output is at fault, as when it fails any other way: another attempt
+            // (an agent's, in particular) may well not write the secret again.
+            let why = format!(
+                "not pushed: the changes contain a secret value of the task (a credential or a \
+                 login token) in {place}; remove it from the changes, or pass it to the task's \
+                 code at run time instead of committing it"
+            );
+            result.push_result = Some(why.clone());
+            return Err(failed(ErrorClass::AgentError, why));
+        }
+        let Some(sha) = result.commit_sha.clone() else {
+            let said = if spec.commit {
+                "no changes to commit"
+            } else {
+                "not committed (the task asked for no commit)"
+            };
+            events.emit(NewEvent::log("agentpool", said));
+            return Ok(());
+        };
+        events.emit(NewEvent::new(Lifecycle::Committed {
+            sha: sha.clone(),
+            files: result.files.len(),
+        }));
+        if result.pushed {
+            events.emit(NewEvent::new(Lifecycle::Pushed {
+                branch: ws.branch.to_string(),
+                sha,
+            }));
+        } else {
+            // A commit that was not pushed lives only in the workspace: say so where the
+            // result shows the push, rather than let its id suggest it can be fetched.
+            let why = if self.cfg.keep_workspaces {
+                format!(
+                    "not pushed (the task asked for no push): the commit is only in the kept workspace {}",
+                    ws.dir.display()
+                )
+            } else {
+                "not pushed (the task asked for no push): the commit was discarded with the workspace"
+                    .to_string()
+            };
+            events.emit(NewEvent::log("agentpool", why.clone()));
+            result.push_result = Some(why);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! What a result claims about git is true: a commit that was not pushed says it is gone, a
+//! branch is named only when the remote has it, a `--no-commit` task lists the files it
+//! changed, and a push the remote declines quotes the remote's reason (redacted).
+
+use std::os::unix::fs::PermissionsExt;
+
+use agentpool_core::{ErrorClass, FileChange, TaskState};
+
+use crate::worker::{TOKEN, assert_succeeded, command, env, events, log_lines, run_to_done};
+
+/// The files of a result as (path, added, removed), sorted.
+fn changes(files: &[FileChange]) -> Vec<(&str, Option<u64>, Option<u64>)> {
+    let mut v: Vec<_> = files
+        .iter()
+        .map(|f| (f.path.as_str(), f.added, f.removed))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_commit_that_is_not_pushed_says_it_was_discarded_and_names_no_branch() {
+    let env = env().await;
+    let mut spec = command(&env, "echo x > np.txt");
+    spec.push = false;
+    let done = run_to_done(&env, spec).await;
+    assert_succeeded(&done);
+    let r = done.task.result.clone().unwrap();
+    assert!(r.commit_sha.is_some(), "the commit made is still reported");
+    assert!(!r.pushed);
+    let said = "not pushed (the task asked for no push): the commit was discarded with the workspace";
+    assert_eq!(r.push_result.as_deref(), Some(said));
+    assert_eq!(r.branch, None, "the branch is on no remote");
+    assert_eq!(changes(&r.files), vec![("np.txt", Some(1), Some(0))]);
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+    assert!(log_lines(&events(&env.store, done.task.id).await).contains(&said.to_string()));
+}
+
+#[tokio::test]
+async fn a_task_that_commits_nothing_names_no_branch() {
+    let env = env().await;
+    let done = run_to_done(&env, command(&env, "test -f README.md")).await;
+    assert_succeeded(&done);
+    let r = done.task.result.clone().unwrap();
+    assert_eq!(
+        (
+            r.commit_sha.as_deref(),
+            r.branch.as_deref(),
+            r.pushed,
+            r.push_result.as_deref()
+        ),
+        (None, None, false, None)
+    );
+    assert!(r.files.is_empty());
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+}
+
+#[tokio::test]
+async fn a_no_commit_task_lists_the_files_it_changed_and_names_no_branch() {
+    let env = env().await;
+    let mut spec = command(
+        &env,
+        "printf 'more\\n' >> README.md && echo new > added.txt && rm src/lib.rs",
+    );
+    spec.commit = false;
+    spec.push = false;
+    let done = run_to_done(&env, spec).await;
+    assert_succeeded(&done);
+    let r = done.task.result.clone().unwrap();
+    assert_eq!(
+        changes(&r.files),
+        vec![
+            ("README.md", Some(1), Some(0)),
+            ("added.txt", Some(1), Some(0)),
+            ("src/lib.rs", Some(0), Some(1)),
+        ]
+    );
+    assert_eq!(
+        (r.commit_sha.as_deref(), r.branch.as_deref(), r.pushed),
+        (None, None, false)
+    );
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+    let lines = log_lines(&events(&env.store, done.task.id).await);
+    assert!(
+        lines.contains(&"not committed (the task asked for no commit)".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_branch_the_remote_already_has_is_named_though_nothing_was_pushed() {
+    let env = env().await;
+    let mut first = command(&env, "echo one > one.txt");
+    first.branch = Some("feature/kept".into());
+    let done = run_to_done(&env, first).await;
+    assert_succeeded(&done);
+    let pushed = env.server.branch_sha("app", "feature/kept").expect("pushed");
+
+    // Another task on that branch that changes nothing: the branch is there, as it was.
+    let mut check = command(&env, "test -f one.txt");
+    check.branch = Some("feature/kept".into());
+    let done = run_to_done(&env, check).await;
+    assert_succeeded(&done);
+    let r = done.task.result.clone().unwrap();
+    assert_eq!(r.branch.as_deref(), Some("feature/kept"));
+    assert!(!r.pushed && r.commit_sha.is_none());
+    assert_eq!(env.server.branch_sha("app", "feature/kept"), Some(pushed));
+}
+
+#[tokio::test]
+async fn a_push_the_remote_declines_quotes_its_reason_and_the_rejected_ref_redacted() {
+    let env = env().await;
+    // A policy hook that explains itself, and (carelessly) echoes the credential it was sent.
+    let hook = env.server.repo_path("app").join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho 'denied by policy: ask #infra ({TOKEN})' >&2\nexit 1\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut spec = command(&env, "echo x > denied.txt");
+    spec.max_attempts = Some(1);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    // No class says "refused for good", and the next attempt may push other content.
+    assert_eq!(done.task.error_class, Some(ErrorClass::GitError));
+    let msg = done.task.error_message.clone().unwrap_or_default();
+    let branch = format!("agentpool/{}", done.task.id);
+    assert!(
+        msg.contains("remote: denied by policy: ask #infra ([REDACTED])"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&format!(
+            "! [remote rejected] HEAD -> {branch} (pre-receive hook declined)"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("error: failed to push some refs"), "{msg}");
+    assert!(!msg.contains(TOKEN), "{msg}");
+    assert!(msg.len() < 2100, "{}", msg.len());
+    let r = done.task.result.clone().unwrap_or_default();
+    assert_eq!((r.branch.as_deref(), r.pushed), (None, false));
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+}
