@@ -256,6 +256,33 @@ impl Git {
         args: &[S],
         cancel: &CancellationToken,
     ) -> Result<String, GitError> {
+        self.run_plain(step, cwd, args, &[0], cancel)
+            .await
+            .map(|(_, out)| out)
+    }
+
+    /// Run a git command that answers yes (exit 0) or no (exit 1), such as `diff --quiet`;
+    /// any other exit is an error.
+    pub async fn yes_no<S: AsRef<OsStr>>(
+        &self,
+        step: &'static str,
+        cwd: &Path,
+        args: &[S],
+        cancel: &CancellationToken,
+    ) -> Result<bool, GitError> {
+        let (code, _) = self.run_plain(step, cwd, args, &[0, 1], cancel).await?;
+        Ok(code == 0)
+    }
+
+    /// `git <args>` in `cwd` with no input, environment or transport of its own.
+    async fn run_plain<S: AsRef<OsStr>>(
+        &self,
+        step: &'static str,
+        cwd: &Path,
+        args: &[S],
+        ok_codes: &[i32],
+        cancel: &CancellationToken,
+    ) -> Result<(i32, String), GitError> {
         self.run_opts(RunOpts {
             step,
             cwd,
@@ -263,11 +290,10 @@ impl Git {
             stdin: None,
             extra_env: &[],
             local_source: false,
-            ok_codes: &[0],
+            ok_codes,
             cancel,
         })
         .await
-        .map(|(_, out)| out)
     }
 
     /// Run git with the full set of options; returns (exit code, stdout).

@@ -53,19 +53,10 @@ pub async fn finish(
     let dir = &ws.dir;
     if let Some(c) = commit {
         git.run("add", dir, &["add", "--all"], cancel).await?;
-        let (code, _) = git
-            .run_opts(RunOpts {
-                step: "diff",
-                cwd: dir,
-                args: &["diff".into(), "--cached".into(), "--quiet".into()],
-                stdin: None,
-                extra_env: &[],
-                local_source: false,
-                ok_codes: &[0, 1],
-                cancel,
-            })
+        let unchanged = git
+            .yes_no("diff", dir, &["diff", "--cached", "--quiet"], cancel)
             .await?;
-        if code == 1 {
+        if !unchanged {
             let env = [
                 ("GIT_AUTHOR_NAME", c.author_name.as_str()),
                 ("GIT_AUTHOR_EMAIL", c.author_email.as_str()),
@@ -200,25 +191,13 @@ async fn working_tree_changes(
 /// ref, from the clone): then it is there to name although nothing was pushed now.
 async fn remote_had_branch(git: &Git, ws: &Workspace, cancel: &CancellationToken) -> Result<bool, GitError> {
     let tracking = format!("refs/remotes/origin/{}", ws.branch.as_str());
-    let (code, _) = git
-        .run_opts(RunOpts {
-            step: "rev-parse",
-            cwd: &ws.dir,
-            args: &[
-                "rev-parse".into(),
-                "--verify".into(),
-                "--quiet".into(),
-                "--end-of-options".into(),
-                tracking.into(),
-            ],
-            stdin: None,
-            extra_env: &[],
-            local_source: false,
-            ok_codes: &[0, 1],
-            cancel,
-        })
-        .await?;
-    Ok(code == 0)
+    git.yes_no(
+        "rev-parse",
+        &ws.dir,
+        &["rev-parse", "--verify", "--quiet", "--end-of-options", &tracking],
+        cancel,
+    )
+    .await
 }
 
 /// Parse `git diff --numstat -z --no-renames`: `added\tremoved\tpath\0` per file, `-` counts
