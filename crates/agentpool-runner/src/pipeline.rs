@@ -306,6 +306,9 @@ impl Pipeline {
             }
             None => None,
         };
+        // One redactor for git's output and the run's output lines (reading the lent logins
+        // once); the report's is made again after the run, for a token the agent refreshed.
+        let redactor = Arc::new(self.redactor_for(work));
         let git_home = self.cfg.state_dir.join("git-home");
         std::fs::create_dir_all(&git_home)
             .map_err(|e| failed(ErrorClass::GitError, format!("cannot create git home: {e}")))?;
@@ -314,7 +317,7 @@ impl Pipeline {
             askpass: askpass.clone(),
             allow_file: self.cfg.allow_file_repos,
             timeout: self.cfg.git_timeout,
-            redactor: self.redactor_for(work),
+            redactor: (*redactor).clone(),
         })
         .with_program(self.cfg.git_program.clone())
         .recording(self.group_record(task.id));
@@ -367,7 +370,7 @@ impl Pipeline {
         }));
 
         let env = self.task_env(work, &ws);
-        let mask = self.line_mask_for(work);
+        let mask = crate::process::LineMask::new(redactor);
         let scope = Scope {
             work,
             ws: &ws,

@@ -81,6 +81,15 @@ impl ApiError {
     }
 
     /// 422 listing every field that failed validation.
+    /// `Ok` when `errors` is empty, else the refusal naming every one of them.
+    pub fn unless_any(errors: Vec<ValidationError>) -> Result<(), Self> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::validation(errors))
+        }
+    }
+
     pub fn validation(errors: Vec<ValidationError>) -> Self {
         let message = match errors.as_slice() {
             [one] => format!("invalid field {}", one),

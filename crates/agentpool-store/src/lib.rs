@@ -377,9 +377,19 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     open_store_with(url, StoreConfig::default()).await
 }
 
+/// Whether `url` is of a kind [`open_store`] opens (`sqlite:…`, `postgres://…`), before
+/// anything is connected to.
+pub fn is_database_url(url: &str) -> bool {
+    is_postgres_url(url) || url.starts_with("sqlite:")
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// [`open_store`] with explicit settings.
 pub async fn open_store_with(url: &str, config: StoreConfig) -> Result<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if is_postgres_url(url) {
         Ok(Arc::new(PgStore::open_with(url, config).await?))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open_with(url, config).await?))

@@ -97,10 +97,7 @@ pub fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
 /// mistake (exit 2), not a database that could not be reached. The URL is not repeated: it
 /// may carry a password.
 pub fn check_database_url(url: &str) -> Result<(), crate::exit::Exit> {
-    if ["sqlite:", "postgres://", "postgresql://"]
-        .iter()
-        .any(|p| url.starts_with(p))
-    {
+    if agentpool_store::is_database_url(url) {
         Ok(())
     } else {
         Err(crate::exit::Exit::new(

@@ -2,13 +2,10 @@
 //! redactor the event buffer applies), its output lines before they are cut to size, and the
 //! result reported at the end.
 
-use std::sync::Arc;
-
 use agentpool_core::{Redactor, TaskResult};
 
 use super::Pipeline;
 use crate::api::ClaimedWork;
-use crate::process::LineMask;
 
 impl Pipeline {
     /// Every secret value a run of `work` may see: its credentials, the worker's git token,
@@ -36,13 +33,6 @@ impl Pipeline {
     /// The redactor of a run of `work` ([`Pipeline::secrets_for`]).
     pub fn redactor_for(&self, work: &ClaimedWork) -> Redactor {
         Redactor::new(self.secrets_for(work))
-    }
-
-    /// What masks the output lines of `work`'s setup, command and checks as they are read,
-    /// so that a secret in a line cut into pieces is masked whole.
-    pub(super) fn line_mask_for(&self, work: &ClaimedWork) -> LineMask {
-        let secrets = self.secrets_for(work);
-        LineMask::new(Arc::new(Redactor::new(secrets)))
     }
 }
 

@@ -117,11 +117,7 @@ pub(crate) async fn validate_project(state: &AppState, p: &ProjectSpec) -> ApiRe
         p.max_rounds,
         "max_rounds",
     ));
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errs))
-    }
+    ApiError::unless_any(errs)
 }
 
 /// Project `name`, or a 404 (also when `by` does not reach it).

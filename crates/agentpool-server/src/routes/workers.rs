@@ -32,15 +32,6 @@ const MAX_WAIT_SECS: u32 = 60;
 const MAX_CLAIM: u32 = 1000;
 const MAX_EVENTS_PER_CALL: usize = 1000;
 
-/// A refusal naming every problem in `errs`, if any.
-fn valid(errs: Vec<ValidationError>) -> ApiResult<()> {
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::validation(errs))
-    }
-}
-
 fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
     let mut errs = Vec::new();
     if r.hostname.is_empty() || r.hostname.len() > 255 || r.hostname.chars().any(char::is_control) {
@@ -72,7 +63,7 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
         );
     }
     errs.append(&mut crate::auth::project_list_problems(&r.projects, |_| None));
-    valid(errs)
+    ApiError::unless_any(errs)
 }
 
 #[utoipa::path(
@@ -411,7 +402,7 @@ pub async fn complete(
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> ApiResult<StatusCode> {
     state.reach_worker(&by, &worker).await?;
-    valid(req.result.validate("result"))?;
+    ApiError::unless_any(req.result.validate("result"))?;
     let lease = Lease {
         task_id: task,
         token: req.lease_token,
@@ -462,7 +453,7 @@ pub async fn complete_batch(
             format!("give 1 to {MAX_CLAIM} items"),
         ));
     }
-    valid(
+    ApiError::unless_any(
         req.items
             .iter()
             .enumerate()
@@ -532,7 +523,7 @@ pub async fn fail(
         return Err(ApiError::invalid_field("message", "at most 64 KiB"));
     }
     if let Some(r) = &req.result {
-        valid(r.validate("result"))?;
+        ApiError::unless_any(r.validate("result"))?;
     }
     let lease = Lease {
         task_id: task,
