@@ -3,6 +3,12 @@
 # keys and credentials arrive at run time through Secrets.
 #
 #   docker build -t agentpool:0.1.0 .
+#
+# There is no init in the image: a process an agent or a task's command leaves in the
+# background is re-parented to PID 1 when its parent exits, and `agentpool` as PID 1 would
+# never reap it (a zombie per process, until the container goes). On Kubernetes the pods
+# agentpool creates set shareProcessNamespace, so the pause container is PID 1 and reaps them;
+# elsewhere run the image with an init: `docker run --init agentpool:0.1.0 agentpool worker …`.
 
 # --- build the binary -------------------------------------------------------------------------
 FROM rust:1.95-bookworm AS build

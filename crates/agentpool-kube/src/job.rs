@@ -136,6 +136,17 @@ fn labels(launcher: &str, task: TaskId, attempt: u32) -> BTreeMap<String, String
     ])
 }
 
+/// `shareProcessNamespace` of every pod that runs agents or task commands (a launcher's Job
+/// pods, a WorkerPool's pods): the pod's pause container is then PID 1 and reaps orphans.
+/// The image has no init, and a process an agent or a command leaves running in the
+/// background (`(setsid sleep 2 &)`) is re-parented to PID 1 when its parent exits; were
+/// `agentpool` PID 1, nothing would wait for it and each would stay a zombie holding a PID
+/// for the life of the pod, which a long-lived pool pod would slowly run out of. It also
+/// spares `agentpool` PID 1's signal rules (a signal it has no handler for is ignored, SIGTERM
+/// included). The pods have one container, so the only process it newly sees is the pause
+/// container.
+pub(crate) const REAP_ORPHANS: bool = true;
+
 /// The pod security every pod agentpool creates runs with: not root (the image's `agentpool`
 /// user, 10001), files group-owned by it, the runtime's default seccomp profile.
 pub(crate) fn restricted_pod_security() -> PodSecurityContext {
@@ -339,6 +350,7 @@ fn pod_spec(t: &JobTemplate, container: Container) -> PodSpec {
         node_selector: (!t.node_selector.is_empty()).then(|| t.node_selector.clone()),
         tolerations: (!t.tolerations.is_empty()).then(|| t.tolerations.clone()),
         security_context: Some(restricted_pod_security()),
+        share_process_namespace: Some(REAP_ORPHANS),
         containers: vec![container],
         volumes: Some(vec![Volume {
             name: "work".into(),

@@ -54,6 +54,8 @@ struct State {
     objects: BTreeMap<(String, String), Value>,
     requests: Vec<Recorded>,
     refuse_jobs: Option<(u16, String, String)>,
+    /// (resource, name) of objects every request is refused for, as RBAC refuses them.
+    forbidden: Vec<(String, String)>,
     next_uid: u64,
     resource_version: u64,
     watches: Vec<Watch>,
@@ -256,6 +258,13 @@ impl FakeApi {
         self.lock().refuse_jobs = Some((code, reason.into(), message.into()));
     }
 
+    /// Refuse every request for object `name` of `resource` with 403 `Forbidden`, as the
+    /// API server does when the caller's Role does not grant it (a Secret outside a rule's
+    /// `resourceNames`).
+    pub fn forbid(&self, resource: &str, name: &str) {
+        self.lock().forbidden.push((resource.into(), name.into()));
+    }
+
     async fn handle(&self, req: http::Request<Body>) -> http::Response<FakeBody> {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
@@ -289,6 +298,18 @@ impl FakeApi {
             content_type: content_type.clone(),
             body: body.clone(),
         });
+        if let Some(n) = &name
+            && self.lock().forbidden.contains(&(resource.clone(), n.clone()))
+        {
+            return status(
+                403,
+                "Forbidden",
+                &format!(
+                    "{} \"{n}\" is forbidden: User \"system:serviceaccount:{NAMESPACE}:test\" cannot access it",
+                    group_of(&resource)
+                ),
+            );
+        }
         match (method.as_str(), name) {
             ("GET", None) if query.split('&').any(|kv| kv == "watch=true" || kv == "watch=1") => {
                 self.watch(&resource, &query)

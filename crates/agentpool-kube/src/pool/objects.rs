@@ -19,8 +19,8 @@ use kube::Resource;
 
 use super::crd::WorkerPool;
 use crate::job::{
-    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, env, env_from_secret, restricted_container_security,
-    restricted_pod_security,
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, REAP_ORPHANS, env, env_from_secret,
+    restricted_container_security, restricted_pod_security,
 };
 
 /// The label every pool worker carries (to the server and on its pod): tasks may select one
@@ -82,6 +82,28 @@ fn object_labels(pool: &WorkerPool) -> BTreeMap<String, String> {
 /// The owner reference that makes the garbage collector remove an object with its pool.
 pub fn owner(pool: &WorkerPool) -> Option<OwnerReference> {
     pool.controller_owner_ref(&())
+}
+
+/// Why an existing object (a `kind` with `meta`) named as `pool`'s Service or StatefulSet is
+/// not the pool's to change, or `None` when the pool is its controller (by uid: a pool deleted
+/// and created again under the same name is another pool). An object of another app that
+/// happens to bear the pool's name must not be taken over by the apply, nor garbage-collected
+/// with the pool through an owner reference the apply would add.
+pub fn not_ours(kind: &str, meta: &ObjectMeta, pool: &WorkerPool) -> Option<String> {
+    let object = format!("the {kind} {}", meta.name.as_deref().unwrap_or_default());
+    let controller = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    match controller {
+        Some(o) if pool.metadata.uid.as_deref() == Some(o.uid.as_str()) => None,
+        Some(o) if o.kind == "WorkerPool" && Some(&o.name) == pool.metadata.name.as_ref() => Some(format!(
+            "{object} belongs to an earlier WorkerPool of this name (the garbage collector removes it)"
+        )),
+        Some(o) => Some(format!("{object} is controlled by {} {}", o.kind, o.name)),
+        None => Some(format!("{object} exists and is not this WorkerPool's")),
+    }
 }
 
 fn meta(pool: &WorkerPool) -> ObjectMeta {
@@ -232,6 +254,8 @@ pub fn build_statefulset(pool: &WorkerPool, replicas: i32) -> StatefulSet {
         tolerations: (!s.tolerations.is_empty()).then(|| s.tolerations.clone()),
         affinity: s.affinity.clone(),
         security_context: Some(restricted_pod_security()),
+        // The pause container reaps what agents and commands leave behind (see REAP_ORPHANS).
+        share_process_namespace: Some(REAP_ORPHANS),
         containers: vec![container],
         volumes: Some(volumes),
         ..PodSpec::default()

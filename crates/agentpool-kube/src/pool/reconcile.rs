@@ -1,7 +1,8 @@
 //! The WorkerPool reconciler in the kube-rs style: `reconcile` brings one pool's headless
 //! Service and StatefulSet to what the pool and its queue call for (server-side apply, owned
-//! by the pool), drains the pods a scale-down removes before removing them, and writes the
-//! pool's status through the status subresource; `error_policy` retries failures. The
+//! by the pool; an object of that name the pool does not own is left alone and named in the
+//! pool's conditions), drains the pods a scale-down removes before removing them, and writes
+//! the pool's status through the status subresource; `error_policy` retries failures. The
 //! operator keeps no state of its own between passes: what a scale-down needs to go on (its
 //! delay's start, the workers it drained) is in the pool's status, so another replica or a
 //! restarted operator continues it.
@@ -97,6 +98,10 @@ impl Context {
     }
 }
 
+/// The reason of the conditions of a pool whose Service or StatefulSet name is taken by an
+/// object that is not the pool's.
+pub const NAME_CONFLICT: &str = "NameConflict";
+
 fn params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
@@ -108,7 +113,15 @@ async fn queue_api(pool: &WorkerPool, ctx: &Context, ns: &str) -> Result<Arc<dyn
     let secret = secrets
         .get_opt(&r.name)
         .await
-        .map_err(|e| format!("the token Secret {} cannot be read: {e}", r.name))?
+        .map_err(|e| match &e {
+            // The shipped Role lets the operator read only the Secrets it names.
+            kube::Error::Api(s) if s.code == 403 => format!(
+                "the operator may not read the token Secret {0}: add {0} to the resourceNames of \
+                 the secrets rule in the operator's Role (operator-rbac.yaml)",
+                r.name
+            ),
+            _ => format!("the token Secret {} cannot be read: {e}", r.name),
+        })?
         .ok_or_else(|| format!("the token Secret {} does not exist", r.name))?;
     let token = secret
         .data
@@ -161,12 +174,61 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
     }
 
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = sets.get_opt(&name).await?;
+    // A forced apply would take over another app's Service or StatefulSet that bears the
+    // pool's name, and the owner reference it adds would have the garbage collector delete it
+    // with the pool: such an object is left alone, and the pool says what is in its way.
+    let service = services.get_opt(&name).await?;
+    let in_the_way: Vec<String> = [
+        service
+            .as_ref()
+            .and_then(|s| objects::not_ours("Service", &s.metadata, pool)),
+        existing
+            .as_ref()
+            .and_then(|s| objects::not_ours("StatefulSet", &s.metadata, pool)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !in_the_way.is_empty() {
+        let left = if in_the_way.len() == 1 {
+            "it as it is"
+        } else {
+            "them as they are"
+        };
+        let msg = format!(
+            "{}: the operator leaves {left}; rename the WorkerPool, or remove or rename what \
+             is in its way",
+            in_the_way.join("; ")
+        );
+        // Said once, when it starts; the condition keeps saying it.
+        let said = old_conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.reason == NAME_CONFLICT);
+        if !said {
+            tracing::warn!(pool = %name, "{msg}");
+        }
+        let status = WorkerPoolStatus {
+            observed_generation: generation,
+            conditions: merge_conditions(
+                &old_conditions,
+                vec![
+                    condition("Ready", false, NAME_CONFLICT, &msg, generation),
+                    condition("Degraded", true, NAME_CONFLICT, msg, generation),
+                ],
+            ),
+            ..pool.status.clone().unwrap_or_default()
+        };
+        patch_status(&pools, &name, &status).await?;
+        // The object in the way is not the pool's, so its removal triggers no pass: look again.
+        return Ok(Action::requeue(ctx.interval));
+    }
+
     services
         .patch(&name, &params(), &Patch::Apply(objects::build_service(pool)))
         .await?;
 
-    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = sets.get_opt(&name).await?;
     let current = existing
         .as_ref()
         .and_then(|s| s.spec.as_ref())

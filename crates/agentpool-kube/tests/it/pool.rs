@@ -105,7 +105,7 @@ pub fn worker(id: &str, status: WorkerStatus, running: u32) -> Worker {
 pub fn pool_json(spec: Value) -> Value {
     let mut base = json!({
         "server": "http://agentpool.agentpool.svc:7070",
-        "tokenSecret": {"name": "pool-token", "key": "token"},
+        "tokenSecret": {"name": "agentpool-worker-token", "key": "token"},
         "image": "registry.example/agentpool:0.1.0",
         "slotsPerPod": 2,
         "labels": {"team": "web"},
@@ -121,7 +121,7 @@ pub fn pool_json(spec: Value) -> Value {
 pub fn token_secret(fake: &FakeApi) {
     fake.put_secret(&Secret {
         metadata: ObjectMeta {
-            name: Some("pool-token".into()),
+            name: Some("agentpool-worker-token".into()),
             ..ObjectMeta::default()
         },
         data: Some([("token".to_string(), ByteString(b"pool-token\n".to_vec()))].into()),
@@ -513,7 +513,9 @@ async fn deleting_the_pool_takes_what_it_owns_with_it() {
     assert!(s.fake.get::<StatefulSet>("statefulsets", "agents").is_none());
     assert!(s.fake.get::<Service>("services", "agents").is_none());
     assert!(
-        s.fake.get::<Secret>("secrets", "pool-token").is_some(),
+        s.fake
+            .get::<Secret>("secrets", "agentpool-worker-token")
+            .is_some(),
         "not owned"
     );
 }

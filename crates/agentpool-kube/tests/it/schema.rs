@@ -112,20 +112,12 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut files = Vec::new();
-    for overlay in ["base", "overlays/dev", "overlays/production"] {
-        let path = repo_root().join("deploy/kustomize").join(overlay);
-        let out = Command::new("kubectl")
-            .args(["kustomize", path.to_str().unwrap()])
-            .output()
-            .expect("run kubectl kustomize");
-        assert!(
-            out.status.success(),
-            "{overlay}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let all = crate::manifests::kustomizations();
+    assert!(all.len() >= 3, "the base, dev and production: {all:?}");
+    for overlay in &all {
+        let text = crate::manifests::render(&repo_root().join("deploy/kustomize").join(overlay));
         let file = dir.path().join(format!("{}.yaml", overlay.replace('/', "-")));
-        std::fs::write(&file, &out.stdout).unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        std::fs::write(&file, &text).unwrap();
         for kind in [
             "Deployment",
             "Service",
@@ -150,6 +142,32 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
         files.push(file);
     }
     validate(&files);
+}
+
+/// The pods where agents and task commands run share their process namespace, so that the
+/// pause container, as PID 1, reaps the orphans they leave (the image has no init).
+#[test]
+fn pods_that_run_agents_and_commands_reap_orphans() {
+    let id = WorkerId::parse("agentpool-launcher").unwrap();
+    let job = build_job(&template(), &id, &work(1));
+    let check = build_check_job(&template(), &id, &[], "agentpool-check-0");
+    let pool: agentpool_kube::pool::WorkerPool =
+        serde_json::from_value(crate::pool::pool_json(serde_json::json!({"replicas": 1}))).unwrap();
+    let set = agentpool_kube::pool::objects::build_statefulset(&pool, 1);
+    let pods = [
+        job.spec.unwrap().template.spec.unwrap(),
+        check.spec.unwrap().template.spec.unwrap(),
+        set.spec.unwrap().template.spec.unwrap(),
+    ];
+    for pod in pods {
+        assert_eq!(
+            pod.share_process_namespace,
+            Some(true),
+            "{:?}",
+            pod.containers[0].args
+        );
+        assert_eq!(pod.containers.len(), 1, "no other container's processes to see");
+    }
 }
 
 /// The Job templates shipped in the manifests parse as the launcher reads them.
