@@ -44,6 +44,9 @@ pub enum AttemptOutcome {
         class: ErrorClass,
         attempt: u32,
         run_after: Timestamp,
+        /// The attempt was handed back without using one of the task's attempts (the
+        /// worker's or the infrastructure's fault: a drained worker, an evicted pod).
+        given_back: bool,
     },
     /// Reported as failed with this class, and the task ended (failed, or canceled).
     Failed(ErrorClass),
@@ -117,7 +120,13 @@ pub async fn run_attempt(
         return AttemptOutcome::Refused(why);
     }
     if flushed == events::FlushEnd::LeaseLost || cancel.cause() == Some(CancelCause::LeaseLost) {
-        report = Report::Abandon;
+        report = report.abandoned();
+        tracing::warn!(
+            task = %lease.task_id,
+            attempt = work.claimed.attempt,
+            "lease lost: the attempt ends unreported; {}",
+            crate::unreported::what_it_did(&report)
+        );
     }
     deliver(&*api, &worker, lease, report, cfg.report_retry_for).await
 }
@@ -138,6 +147,8 @@ async fn heartbeat_loop(
     // at once by a cancel, and the next goes out no sooner than an interval after it.
     let limit = interval * 2 + Duration::from_secs(1);
     let mut next_at = tokio::time::Instant::now() + interval;
+    // Every beat until the attempt ends says "lost" again: it is acted on (and logged) once.
+    let mut lost = false;
     loop {
         let beat = async {
             tokio::time::sleep_until(next_at).await;
@@ -173,7 +184,8 @@ async fn heartbeat_loop(
                     tracing::info!(task = %lease.task_id, "cancel requested");
                     cancel.cancel(CancelCause::User);
                 }
-                if reply.lost.contains(&lease.task_id) {
+                if reply.lost.contains(&lease.task_id) && !lost {
+                    lost = true;
                     tracing::warn!(task = %lease.task_id, "lease lost; abandoning the attempt");
                     cancel.cancel(CancelCause::LeaseLost);
                 }
@@ -206,7 +218,7 @@ pub(crate) async fn send_report(
 ) -> Option<Result<Option<FailOutcome>, ApiError>> {
     let task = lease.task_id;
     let sent = match report {
-        Report::Abandon => return None,
+        Report::Abandon(_) => return None,
         Report::Complete(result) => api
             .complete(
                 worker,
@@ -243,7 +255,9 @@ pub(crate) async fn send_report(
 }
 
 /// Report `report` for `lease`, retrying transient failures for `retry_for` (an abandoned
-/// attempt reports nothing: its lease is no longer ours).
+/// attempt reports nothing: its lease is no longer ours). The retries are logged at the first
+/// failure and then once a minute; a report that does not arrive is logged with what the
+/// attempt did in git, which nothing else records then.
 pub async fn deliver(
     api: &dyn WorkerApi,
     worker: &WorkerId,
@@ -258,6 +272,8 @@ pub async fn deliver(
     };
     let deadline = tokio::time::Instant::now() + retry_for;
     let mut delay = Duration::from_millis(250);
+    let mut retries = crate::unreported::Retries::new();
+    let did = || crate::unreported::what_it_did(&report);
     loop {
         let res = match send_report(api, worker, lease, &report).await {
             None => return AttemptOutcome::Lost,
@@ -273,28 +289,45 @@ pub async fn deliver(
                     class: *class,
                     attempt: if given_back { attempt } else { attempt + 1 },
                     run_after,
+                    given_back,
                 },
                 (Report::Fail { class, .. }, _) => AttemptOutcome::Failed(*class),
                 _ => AttemptOutcome::Succeeded,
             }),
         };
         match res {
-            Ok(outcome) => return outcome,
+            Ok(outcome) => {
+                if let Some(n) = retries.succeeded() {
+                    let n = crate::unreported::tries(n);
+                    tracing::info!(%task, "the {kind} report of task {task} was delivered after {n}");
+                }
+                return outcome;
+            }
             Err(ApiError::StaleLease(_)) => {
-                tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile");
+                tracing::warn!(%task, "{kind} refused: the lease was taken meanwhile; {}", did());
                 return AttemptOutcome::Lost;
             }
             Err(e) if crate::api::is_refusal(&e) => {
-                tracing::error!(%task, "{kind} refused: the server no longer accepts this token ({e})");
+                tracing::error!(
+                    %task,
+                    "{kind} refused: the server no longer accepts this token ({e}); {}",
+                    did()
+                );
                 return AttemptOutcome::Refused(e.to_string());
             }
             Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(%task, "{kind} failed, retrying in {delay:?}: {e}");
+                if let Some(n) = retries.failed() {
+                    let n = crate::unreported::tries(n);
+                    tracing::warn!(
+                        %task,
+                        "server unavailable; retrying the {kind} report of task {task} ({n}): {e}"
+                    );
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(15));
             }
             Err(e) => {
-                tracing::error!(%task, "{kind} could not be reported: {e}");
+                tracing::error!(%task, "{kind} could not be reported: {e}; {}", did());
                 return AttemptOutcome::Unreported;
             }
         }

@@ -92,6 +92,8 @@ async fn flush(
     let mut dropped = 0usize;
     let mut backoff = Duration::from_millis(200);
     let mut failing_since: Option<tokio::time::Instant> = None;
+    let mut retries = crate::unreported::Retries::new();
+    let task = lease.task_id;
     loop {
         if open {
             if pending.is_empty() {
@@ -143,6 +145,10 @@ async fn flush(
                 dropped = 0;
                 backoff = Duration::from_millis(200);
                 failing_since = None;
+                if let Some(n) = retries.succeeded() {
+                    let n = crate::unreported::tries(n);
+                    tracing::info!(%task, "the events of task {task} were delivered after {n}");
+                }
             }
             Err(ApiError::StaleLease(_)) => {
                 on_lease_lost();
@@ -151,8 +157,17 @@ async fn flush(
             Err(e) if e.is_transient() => {
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() > give_up_after {
-                    tracing::warn!(task = %lease.task_id, "giving up sending events: {e}");
+                    tracing::warn!(%task, "giving up sending events: {e}");
                     return FlushEnd::GaveUp;
+                }
+                // The report waits for its events: this is where a cut-off worker spends its
+                // retries, and an operator should see that it is still trying.
+                if let Some(n) = retries.failed() {
+                    let n = crate::unreported::tries(n);
+                    tracing::warn!(
+                        %task,
+                        "server unavailable; retrying the report of task {task} (its events, {n}): {e}"
+                    );
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -162,7 +177,7 @@ async fn flush(
                 }
             }
             Err(e) => {
-                tracing::warn!(task = %lease.task_id, "events refused: {e}");
+                tracing::warn!(%task, "events refused: {e}");
                 pending.drain(..sent);
             }
         }

@@ -22,6 +22,7 @@ pub mod mirror_cache;
 pub mod pipeline;
 pub mod private;
 pub mod self_check;
+mod unreported;
 pub mod worker;
 pub mod workspace;
 

@@ -113,8 +113,27 @@ pub enum Report {
         /// the worker supplied. Counts toward the worker turning unhealthy.
         worker_fault: bool,
     },
-    /// The lease was lost: any report would be refused.
-    Abandon,
+    /// The lease was lost: any report would be refused. With what the run produced, so that
+    /// the worker can still say what it did (a commit it pushed).
+    Abandon(Option<TaskResult>),
+}
+
+impl Report {
+    /// The same run, its lease lost: reported to nobody.
+    pub fn abandoned(self) -> Report {
+        match self {
+            Report::Complete(r) => Report::Abandon(Some(r)),
+            Report::Fail { result, .. } | Report::Abandon(result) => Report::Abandon(result),
+        }
+    }
+
+    /// What the run produced, as far as it got.
+    pub fn result(&self) -> Option<&TaskResult> {
+        match self {
+            Report::Complete(r) => Some(r),
+            Report::Fail { result, .. } | Report::Abandon(result) => result.as_ref(),
+        }
+    }
 }
 
 /// Runs tasks; shared by all of a worker's slots.
@@ -181,7 +200,7 @@ impl Pipeline {
             // store together with the report, so the record cannot end twice.
             Ok(()) => Report::Complete(result),
             Err(f) => match cancel.cause() {
-                Some(CancelCause::LeaseLost) => Report::Abandon,
+                Some(CancelCause::LeaseLost) => Report::Abandon(Some(result)),
                 // Stopped because the worker (or the pod running it) is going away, not
                 // because anyone canceled the task: an infrastructure failure, retried like
                 // an evicted pod's. Had a user canceled it meanwhile, the store records the

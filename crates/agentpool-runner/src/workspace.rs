@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::git::{Git, GitError, RunOpts};
 pub use crate::mirror::MirrorLocks;
 use crate::mirror::{head_is_stale, lock_file, mirror_name, ref_state, remote_head, stamp_head};
-pub use finish::{CommitOptions, PostRun, finish, parse_numstat_z};
+pub use finish::{CommitOptions, FinishError, PostRun, finish, parse_numstat_z};
 
 /// Where workspaces and the mirror cache live.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@ use agentpool_core::{ErrorClass, Lifecycle, NewEvent, TaskResult};
 
 use super::message;
 use super::{Failed, Pipeline, Scope, failed, git_failure};
-use crate::git::{AskPass, Git, GitCredentials};
-use crate::workspace::{CommitOptions, finish};
+use crate::git::{AskPass, Git, GitCredentials, GitError};
+use crate::workspace::{CommitOptions, FinishError, finish};
 
 /// What the git steps after the run need: git itself, and the task's credentials for the push.
 pub(super) struct PostGit<'a> {
@@ -17,7 +17,8 @@ pub(super) struct PostGit<'a> {
 
 impl Pipeline {
     /// Commit (unless the task says not to), push (likewise) and record the outcome in
-    /// `result`. Its branch is named only when the remote has it: a branch that was never
+    /// `result`, also when a step fails: a failed push still reports its commit (not pushed)
+    /// and the files. Its branch is named only when the remote has it: a branch that was never
     /// pushed is nowhere once the workspace is gone.
     pub(super) async fn post_run(
         &self,
@@ -55,7 +56,7 @@ impl Pipeline {
             a.write_token(&c.token)
                 .map_err(|e| failed(ErrorClass::GitError, format!("cannot write the token file: {e}")))?;
         }
-        let post = finish(
+        let (post, failure) = match finish(
             git.git,
             ws,
             spec.commit.then_some(&opts),
@@ -64,24 +65,35 @@ impl Pipeline {
             cancel.token(),
         )
         .await
-        .map_err(git_failure)?;
+        {
+            Ok(post) => (post, None),
+            // What was done before the failing step is still the attempt's to report: a
+            // commit whose push the remote declined is not "no changes".
+            Err(FinishError { error, done }) => {
+                let why = if !spec.push {
+                    "the task asked for no push"
+                } else {
+                    match &error {
+                        GitError::Canceled { .. } => "canceled",
+                        GitError::Failed { step: "push", .. }
+                        | GitError::Auth { step: "push", .. }
+                        | GitError::NotFound { step: "push", .. }
+                        | GitError::Timeout { step: "push" } => "the push failed",
+                        _ => "git failed before the push",
+                    }
+                };
+                (done, Some((why, git_failure(error))))
+            }
+        };
         result.commit_sha = post.commit_sha;
         result.files = post.files;
         result.pushed = post.pushed;
         result.push_result = post.push_result;
         result.branch = post.branch_on_remote.then(|| ws.branch.to_string());
-        if let Some(place) = post.withheld {
-            // The run's own output is at fault, as when it fails any other way: another attempt
-            // (an agent's, in particular) may well not write the secret again.
-            let why = format!(
-                "not pushed: the changes contain a secret value of the task (a credential or a \
-                 login token) in {place}; remove it from the changes, or pass it to the task's \
-                 code at run time instead of committing it"
-            );
-            result.push_result = Some(why.clone());
-            return Err(failed(ErrorClass::AgentError, why));
-        }
         let Some(sha) = result.commit_sha.clone() else {
+            if let Some((_, f)) = failure {
+                return Err(f);
+            }
             let said = if spec.commit {
                 "no changes to commit"
             } else {
@@ -94,6 +106,17 @@ impl Pipeline {
             sha: sha.clone(),
             files: result.files.len(),
         }));
+        if let Some(place) = post.withheld {
+            // The run's own output is at fault, as when it fails any other way: another attempt
+            // (an agent's, in particular) may well not write the secret again.
+            let why = format!(
+                "not pushed: the changes contain a secret value of the task (a credential or a \
+                 login token) in {place}; remove it from the changes, or pass it to the task's \
+                 code at run time instead of committing it"
+            );
+            result.push_result = Some(why.clone());
+            return Err(failed(ErrorClass::AgentError, why));
+        }
         if result.pushed {
             events.emit(NewEvent::new(Lifecycle::Pushed {
                 branch: ws.branch.to_string(),
@@ -102,18 +125,23 @@ impl Pipeline {
         } else {
             // A commit that was not pushed lives only in the workspace: say so where the
             // result shows the push, rather than let its id suggest it can be fetched.
+            let why = failure
+                .as_ref()
+                .map_or("the task asked for no push", |(why, _)| why);
             let why = if self.cfg.keep_workspaces {
                 format!(
-                    "not pushed (the task asked for no push): the commit is only in the kept workspace {}",
+                    "not pushed ({why}): the commit is only in the kept workspace {}",
                     ws.dir.display()
                 )
             } else {
-                "not pushed (the task asked for no push): the commit was discarded with the workspace"
-                    .to_string()
+                format!("not pushed ({why}): the commit was discarded with the workspace")
             };
             events.emit(NewEvent::log("agentpool", why.clone()));
             result.push_result = Some(why);
         }
-        Ok(())
+        match failure {
+            Some((_, f)) => Err(f),
+            None => Ok(()),
+        }
     }
 }

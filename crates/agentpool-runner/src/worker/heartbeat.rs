@@ -100,14 +100,24 @@ pub(super) fn act_on(shared: &Shared, reply: HeartbeatReply, server_drain: &Canc
     }
     for id in reply.lost {
         // A beat sent just before a report can come back listing that task as lost (the
-        // report ended it meanwhile): nothing to abandon then.
-        let running = shared.lock_running().get(&id).is_some_and(|r| !r.reporting);
-        if running {
-            tracing::warn!(task = %id, "lease lost; abandoning the task");
-            shared.count(|s| s.abandoned += 1);
-            shared.cancel(&id, CancelCause::LeaseLost);
-        } else {
-            tracing::debug!(task = %id, "lease ended by this worker's own report");
+        // report ended it meanwhile): nothing to abandon then. Nor when an earlier beat
+        // already said so: the task is ending.
+        let newly_lost = match shared.lock_running().get_mut(&id) {
+            Some(r) if !r.reporting && !r.lost => {
+                r.lost = true;
+                Some(true)
+            }
+            Some(r) if r.lost => Some(false),
+            _ => None,
+        };
+        match newly_lost {
+            Some(true) => {
+                tracing::warn!(task = %id, "lease lost; abandoning the task");
+                shared.count(|s| s.abandoned += 1);
+                shared.cancel(&id, CancelCause::LeaseLost);
+            }
+            Some(false) => {}
+            None => tracing::debug!(task = %id, "lease ended by this worker's own report"),
         }
     }
     if reply.drain {

@@ -149,8 +149,12 @@ pub enum WorkerError {
 pub struct WorkerSummary {
     pub worker_id: Option<WorkerId>,
     pub succeeded: u64,
+    /// Attempts that failed (whether the task is retried or not), hand-backs aside.
     pub failed: u64,
     pub canceled: u64,
+    /// Attempts given back without using one of the task's attempts: stopped by a drain or a
+    /// shutdown (`INFRA_ERROR`), or git or an agent could not be started (`WORKER_ERROR`).
+    pub handed_back: u64,
     /// Reports refused because the lease had been taken (or abandoned after a `lost`).
     pub lost: u64,
     /// Running tasks abandoned because a heartbeat reply said their lease was lost.
@@ -467,6 +471,7 @@ pub async fn run_worker(
         succeeded = summary.succeeded,
         failed = summary.failed,
         canceled = summary.canceled,
+        handed_back = summary.handed_back,
         lost = summary.lost,
         abandoned = summary.abandoned,
         unreported = summary.unreported,

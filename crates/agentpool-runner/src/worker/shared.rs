@@ -10,6 +10,9 @@ pub(super) struct Running {
     /// may be retried for minutes), but a "lost" for it is the report's own doing, since the
     /// server ends the lease when it records the outcome.
     pub(super) reporting: bool,
+    /// Set once a heartbeat said the lease is lost: every beat until the task ends says so
+    /// again, and it is acted on once.
+    pub(super) lost: bool,
 }
 
 /// Why a worker stopped claiming.
@@ -62,6 +65,7 @@ impl Shared {
                 lease,
                 cancel: cancel.clone(),
                 reporting: false,
+                lost: false,
             },
         );
         cancel
@@ -185,7 +189,7 @@ impl Shared {
                 class: ErrorClass::Canceled,
                 ..
             }
-            | Report::Abandon => {}
+            | Report::Abandon(_) => {}
             Report::Complete(_) | Report::Fail { .. } => self.infra_failures.store(0, Ordering::SeqCst),
         }
     }

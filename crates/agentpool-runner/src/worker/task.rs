@@ -36,14 +36,17 @@ pub(super) async fn run_task(
     // Events first, so the record reads in order and the report is the last word.
     let flushed = flusher.await.unwrap_or(events::FlushEnd::GaveUp);
     let report = if flushed == events::FlushEnd::LeaseLost {
-        Report::Abandon
+        report.abandoned()
     } else {
         report
     };
     if let Some(r) = shared.lock_running().get_mut(&task_id) {
         r.reporting = true;
     }
-    if report == Report::Abandon {
+    if matches!(report, Report::Abandon(_)) {
+        // Nothing else will record what the attempt did: a commit it pushed is on the remote,
+        // and another attempt may be building on it.
+        let did = crate::unreported::what_it_did(&report);
         match shared.refused.get() {
             // Not a lost lease: the server stopped accepting this worker, and the lease stays
             // until it expires.
@@ -51,9 +54,13 @@ pub(super) async fn run_task(
                 task = %task_id,
                 attempt,
                 "stopped unreported: the server no longer accepts this worker's token ({why}); \
-                 the task runs again once its lease expires"
+                 the task runs again once its lease expires; {did}"
             ),
-            None => tracing::warn!(task = %task_id, attempt, "lease lost: the attempt ends unreported"),
+            None => tracing::warn!(
+                task = %task_id,
+                attempt,
+                "lease lost: the attempt ends unreported; {did}"
+            ),
         }
     }
     // Before the report hands the task back: a worker that cannot start git or the agent
@@ -103,10 +110,16 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report, outcome:
                 class,
                 attempt: next,
                 run_after,
+                given_back,
             },
         ) => {
             let at = run_after.format("%H:%M:%S");
-            tracing::info!(%task, attempt, %took, %class, ?error, next_attempt = next, %at, "attempt failed; the task is retried")
+            let said = if *given_back {
+                "attempt handed back; the task runs again"
+            } else {
+                "attempt failed; the task is retried"
+            };
+            tracing::info!(%task, attempt, %took, %class, ?error, next_attempt = next, %at, "{said}")
         }
         _ => {}
     }
@@ -114,7 +127,7 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report, outcome:
 
 /// Deliver `report` (with the same retries as a single attempt's) and count how it ended.
 pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) -> AttemptOutcome {
-    if !matches!(report, Report::Abandon) {
+    if !matches!(report, Report::Abandon(_)) {
         shared.note_outcome(&report);
     }
     let outcome =
@@ -122,6 +135,7 @@ pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) -> At
     shared.count(|s| match outcome {
         AttemptOutcome::Succeeded => s.succeeded += 1,
         AttemptOutcome::Failed(ErrorClass::Canceled) => s.canceled += 1,
+        AttemptOutcome::Retrying { given_back: true, .. } => s.handed_back += 1,
         AttemptOutcome::Failed(_) | AttemptOutcome::Retrying { .. } => s.failed += 1,
         AttemptOutcome::Lost => s.lost += 1,
         AttemptOutcome::Unreported | AttemptOutcome::Refused(_) => s.unreported += 1,

@@ -35,6 +35,15 @@ pub struct CommitOptions {
     pub author_email: String,
 }
 
+/// A step of [`finish`] failed; `done` holds what was done before it (a commit made and its
+/// files, when the push is what failed), so that the failure can still say so.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct FinishError {
+    pub error: GitError,
+    pub done: PostRun,
+}
+
 /// Commit what the run changed (when `commit` is given), record the diff stat against the
 /// base, and push the work branch (when `push`) unless what it would push carries one of
 /// `secrets` (then [`PostRun::withheld`] says where). Asked to do neither, it still records
@@ -46,7 +55,31 @@ pub async fn finish(
     push: bool,
     secrets: &Redactor,
     cancel: &CancellationToken,
-) -> Result<PostRun, GitError> {
+) -> Result<PostRun, FinishError> {
+    let mut done = PostRun::default();
+    match finish_into(git, ws, commit, push, secrets, cancel, &mut done).await {
+        Ok(()) => Ok(done),
+        Err(error) => {
+            // A branch the remote had before names where earlier work is, pushed now or not;
+            // a check that fails too (a cancel stops it as well) leaves it unnamed.
+            if done.commit_sha.is_some() {
+                done.branch_on_remote = remote_had_branch(git, ws, cancel).await.unwrap_or(false);
+            }
+            Err(FinishError { error, done })
+        }
+    }
+}
+
+/// [`finish`], recording each outcome in `out` as soon as it is known.
+async fn finish_into(
+    git: &Git,
+    ws: &Workspace,
+    commit: Option<&CommitOptions>,
+    push: bool,
+    secrets: &Redactor,
+    cancel: &CancellationToken,
+    out: &mut PostRun,
+) -> Result<(), GitError> {
     // Undo whatever the run did to the repository's configuration before git runs with
     // credentials again.
     tokio::fs::copy(ws.task_dir.join("git-config.orig"), ws.dir.join(".git/config")).await?;
@@ -87,10 +120,7 @@ pub async fn finish(
         .await?
         .trim()
         .to_string();
-    let mut out = PostRun {
-        commit_sha: (head != ws.base_sha).then(|| head.clone()),
-        ..PostRun::default()
-    };
+    out.commit_sha = (head != ws.base_sha).then(|| head.clone());
     if commit.is_none() && !push {
         out.files = working_tree_changes(git, ws, cancel).await?;
     } else if out.commit_sha.is_some() {
@@ -119,7 +149,7 @@ pub async fn finish(
         );
     }
     out.branch_on_remote = out.pushed || remote_had_branch(git, ws, cancel).await?;
-    Ok(out)
+    Ok(())
 }
 
 /// `git diff --numstat` of the base against `to` (a commit; none: the index), as file changes.

@@ -4,9 +4,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use agentpool_core::{ErrorClass, FileChange, TaskState};
+use agentpool_core::{ErrorClass, FileChange, Lifecycle, TaskState};
 
-use crate::worker::{TOKEN, assert_succeeded, command, env, events, log_lines, run_to_done};
+use crate::worker::{Env, TOKEN, assert_succeeded, command, env, events, log_lines, run_to_done};
 
 /// The files of a result as (path, added, removed), sorted.
 fn changes(files: &[FileChange]) -> Vec<(&str, Option<u64>, Option<u64>)> {
@@ -107,17 +107,18 @@ async fn a_branch_the_remote_already_has_is_named_though_nothing_was_pushed() {
     assert_eq!(env.server.branch_sha("app", "feature/kept"), Some(pushed));
 }
 
+/// Make repository `app` decline every push with a pre-receive hook that says `why`.
+fn decline_pushes(env: &Env, why: &str) {
+    let hook = env.server.repo_path("app").join("hooks/pre-receive");
+    std::fs::write(&hook, format!("#!/bin/sh\necho '{why}' >&2\nexit 1\n")).unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 #[tokio::test]
 async fn a_push_the_remote_declines_quotes_its_reason_and_the_rejected_ref_redacted() {
     let env = env().await;
     // A policy hook that explains itself, and (carelessly) echoes the credential it was sent.
-    let hook = env.server.repo_path("app").join("hooks/pre-receive");
-    std::fs::write(
-        &hook,
-        format!("#!/bin/sh\necho 'denied by policy: ask #infra ({TOKEN})' >&2\nexit 1\n"),
-    )
-    .unwrap();
-    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    decline_pushes(&env, &format!("denied by policy: ask #infra ({TOKEN})"));
     let mut spec = command(&env, "echo x > denied.txt");
     spec.max_attempts = Some(1);
     let done = run_to_done(&env, spec).await;
@@ -141,5 +142,37 @@ async fn a_push_the_remote_declines_quotes_its_reason_and_the_rejected_ref_redac
     assert!(msg.len() < 2100, "{}", msg.len());
     let r = done.task.result.clone().unwrap_or_default();
     assert_eq!((r.branch.as_deref(), r.pushed), (None, false));
+    assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+}
+
+/// The attempt whose push was declined still made its commit: its failure carries the commit
+/// (not pushed, and where it went), the files it changed, and the `committed` event.
+#[tokio::test]
+async fn a_declined_push_still_reports_the_commit_and_the_files_it_changed() {
+    let env = env().await;
+    decline_pushes(&env, "denied by policy");
+    let mut spec = command(&env, "echo x > x.txt");
+    spec.max_attempts = Some(1);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(done.task.state, TaskState::Failed);
+    assert_eq!(done.task.error_class, Some(ErrorClass::GitError));
+    let r = done.task.result.clone().expect("the failure carries a result");
+    let sha = r.commit_sha.clone().expect("the commit made is reported");
+    assert!(!r.pushed);
+    assert_eq!(changes(&r.files), vec![("x.txt", Some(1), Some(0))]);
+    assert_eq!(
+        r.push_result.as_deref(),
+        Some("not pushed (the push failed): the commit was discarded with the workspace")
+    );
+    assert_eq!(r.branch, None, "the branch is on no remote");
+    let committed: Vec<_> = events(&env.store, done.task.id)
+        .await
+        .into_iter()
+        .filter_map(|e| match e.payload.lifecycle() {
+            Some(Lifecycle::Committed { sha, files }) => Some((sha.clone(), *files)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(committed, vec![(sha, 1)], "one committed event");
     assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
 }

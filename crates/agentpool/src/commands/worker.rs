@@ -101,15 +101,23 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
             "succeeded": summary.succeeded,
             "failed": summary.failed,
             "canceled": summary.canceled,
+            "handed_back": summary.handed_back,
             "lost": summary.lost,
             "unreported": summary.unreported,
         }))?;
     } else {
         match &summary.worker_id {
-            Some(id) => eprintln!(
-                "worker {id} stopped: {} succeeded, {} failed, {} canceled",
-                summary.succeeded, summary.failed, summary.canceled
-            ),
+            Some(id) => {
+                // A hand-back used none of the task's attempts: it runs again elsewhere.
+                let handed_back = match summary.handed_back {
+                    0 => String::new(),
+                    n => format!(", {n} handed back"),
+                };
+                eprintln!(
+                    "worker {id} stopped: {} succeeded, {} failed, {} canceled{handed_back}",
+                    summary.succeeded, summary.failed, summary.canceled
+                )
+            }
             None => eprintln!("worker stopped before it could register with {server}"),
         }
     }

@@ -212,29 +212,9 @@ async fn a_git_credential_is_not_sent_over_plain_http_to_another_machine() {
     );
 }
 
-/// Captures everything the worker logs through `tracing`.
-#[derive(Clone, Default)]
-struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn wrong_token_fails_with_git_auth_not_retried_and_the_token_is_never_shown() {
-    let logs = LogCapture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = LogCapture::start();
 
     let env = env().await;
     let wrong = "wrong-token-7e1d44aa90";
@@ -256,7 +236,7 @@ async fn wrong_token_fails_with_git_auth_not_retried_and_the_token_is_never_show
 
     let all_events = serde_json::to_string(&events(&env.store, task.id).await).unwrap();
     let detail = serde_json::to_string(&done).unwrap();
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let log_text = logs.text();
     assert!(
         !log_text.is_empty(),
         "the worker logged nothing, so the scan proves nothing"

@@ -25,7 +25,7 @@ mod partition;
 mod shutdown;
 
 pub use agentpool_testkit::process::{alive, pids};
-pub use hooked::{Hooks, hooked};
+pub use hooked::{Hooked, Hooks, hooked};
 
 pub const TOKEN: &str = "worker-git-token-5f3a9c1e";
 
@@ -157,6 +157,48 @@ pub async fn run_to_done(env: &Env, spec: TaskSpec) -> TaskDetail {
     let done = finished(&env.store, task.id).await;
     w.stop().await;
     done
+}
+
+/// Captures everything logged through `tracing` on this thread (a `current_thread` test's
+/// runtime: the worker, the server, the test).
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Capture from now until the guard is dropped.
+    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The captured lines that contain `s`.
+    pub fn lines_with(&self, s: &str) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| l.contains(s))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// None of `pids` is alive after `what`: the whole process tree was killed, not its leader.

@@ -108,9 +108,44 @@ async fn shutdown_stops_tasks_still_running_after_the_grace_period_and_hands_the
     assert_eq!(back.task.attempts, 0, "the attempt is given back");
     assert_eq!(back.attempts_detail.len(), 1);
     assert_eq!(back.attempts_detail[0].error_class, Some(ErrorClass::InfraError));
-    assert_eq!((summary.canceled, summary.failed), (0, 1));
+    assert_eq!((summary.canceled, summary.failed, summary.handed_back), (0, 0, 1));
     assert_all_gone(&children, "drain");
     assert_no_running(&env.store).await;
+}
+
+/// A drained worker's summary tells a task it handed back (its attempt given back) from one
+/// that failed: one succeeded, one failed, one still running at the stop.
+#[tokio::test]
+async fn a_drained_workers_summary_counts_a_hand_back_apart_from_failures() {
+    let env = env().await;
+    let ok = enqueue_command(&env, "echo ok > ok.txt").await;
+    let mut failing = command(&env, "exit 3");
+    failing.max_attempts = Some(1);
+    let failing = env.store.enqueue(failing).await.unwrap().task;
+    let held = enqueue_command(&env, "echo ready; sleep 1000").await;
+    let mut cfg = config(&env, "w1", TOKEN);
+    cfg.concurrency = 3;
+    cfg.drain_grace = Duration::from_millis(300);
+    let w = start(cfg, api(&env.store, Duration::from_secs(30)).await);
+    assert_eq!(finished(&env.store, ok.id).await.task.state, TaskState::Succeeded);
+    assert_eq!(
+        finished(&env.store, failing.id).await.task.state,
+        TaskState::Failed
+    );
+    wait_log(&env.store, held.id, "ready").await;
+    let summary = w.stop().await;
+    let back = env.store.get_task(held.id).await.unwrap().unwrap();
+    assert_eq!(back.task.state, TaskState::Queued, "{back:#?}");
+    assert_eq!(
+        (
+            summary.succeeded,
+            summary.failed,
+            summary.handed_back,
+            summary.canceled
+        ),
+        (1, 1, 1, 0),
+        "{summary:?}"
+    );
 }
 
 #[tokio::test]
