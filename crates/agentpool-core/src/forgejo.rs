@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::github::{http_url, valid_repository};
+use crate::github::{token_url_problem, valid_repository};
 use crate::spec::ValidationError;
 
 /// How a project is wired to a Forgejo or Gitea repository (`ProjectSpec::forgejo`).
@@ -38,8 +38,8 @@ impl ForgejoSettings {
         if !valid_repository(&self.repository) {
             errs.push(ValidationError::new(f("repository"), "must be owner/name"));
         }
-        if !http_url(&self.url) {
-            errs.push(ValidationError::new(f("url"), "must be an http(s) URL"));
+        if let Some(problem) = token_url_problem(&self.url) {
+            errs.push(ValidationError::new(f("url"), problem));
         }
         if !crate::project::valid_credential_name(&self.token) {
             errs.push(ValidationError::new(f("token"), "must name a stored credential"));

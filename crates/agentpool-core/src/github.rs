@@ -128,8 +128,10 @@ impl GithubSettings {
         if !valid_repository(&self.repository) {
             errs.push(ValidationError::new(f("repository"), "must be owner/name"));
         }
-        if self.api_url.as_deref().is_some_and(|u| !http_url(u)) {
-            errs.push(ValidationError::new(f("api_url"), "must be an http(s) URL"));
+        if let Some(u) = &self.api_url
+            && let Some(problem) = token_url_problem(u)
+        {
+            errs.push(ValidationError::new(f("api_url"), problem));
         }
         for (name, v) in [
             ("webhook_secret", Some(&self.webhook_secret)),
@@ -208,8 +210,15 @@ pub(crate) fn valid_repository(s: &str) -> bool {
     ok_part(parts.next()) && ok_part(parts.next()) && parts.next().is_none()
 }
 
-pub(crate) fn http_url(u: &str) -> bool {
-    u.starts_with("https://") || u.starts_with("http://")
+/// What is wrong with `u` as the base URL of an API a token is sent to: not an http(s) URL,
+/// or plain http:// to another machine, which would carry the token in clear text (a local
+/// stand-in or proxy on a loopback address may use http://).
+pub(crate) fn token_url_problem(u: &str) -> Option<String> {
+    if !(u.starts_with("https://") || u.starts_with("http://")) {
+        return Some("must be an http(s) URL".into());
+    }
+    crate::RepoUrl::clear_text_host(u)
+        .map(|host| format!("must be https://: the token would go to {host} in clear text over http://"))
 }
 
 /// The pull request a task's work branch went into (`TaskResult::pull_request`).
@@ -265,6 +274,29 @@ mod tests {
                 "github.app.app_id",
                 "github.allowed_associations"
             ]
+        );
+    }
+
+    #[test]
+    fn a_token_goes_over_http_only_to_this_machine() {
+        let mut s = settings();
+        for (url, ok) in [
+            ("https://ghe.example.com/api/v3", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:8080/api", true),
+            ("http://[::1]:8080", true),
+            ("http://ghe.example.com/api/v3", false),
+            ("HTTP://ghe.example.com", false),
+        ] {
+            s.api_url = Some(url.into());
+            let errs = s.validate("github");
+            assert_eq!(errs.is_empty(), ok, "{url}: {errs:?}");
+        }
+        s.api_url = Some("http://ghe.example.com/api/v3".into());
+        assert!(
+            s.validate("github")[0]
+                .message
+                .contains("ghe.example.com in clear text")
         );
     }
 }

@@ -32,6 +32,8 @@ pub enum ForgeError {
         status: u16,
         what: &'static str,
         message: String,
+        /// The answer said the caller is rate limited (GitHub answers some of those 403).
+        rate_limited: bool,
     },
     #[error("{forge} could not be reached for {what}: {message}")]
     Transport {
@@ -50,10 +52,14 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
-    /// Worth trying again later (the forge down, rate limited, or a network error).
+    /// Worth trying again later (the forge down, rate limited, or a network error). A 403
+    /// that is not a rate limit ("Resource not accessible by integration", a token without
+    /// the scope) stays a 403 however often it is asked again.
     pub fn is_transient(&self) -> bool {
         match self {
-            ForgeError::Status { status, .. } => *status == 429 || *status >= 500 || *status == 403,
+            ForgeError::Status {
+                status, rate_limited, ..
+            } => *status == 429 || *status >= 500 || *rate_limited,
             ForgeError::Transport { .. } => true,
             _ => false,
         }
@@ -111,6 +117,7 @@ pub(crate) async fn send_raw(
 ) -> Result<Vec<u8>> {
     let resp = req.send().await.map_err(|e| transport(forge, what, e))?;
     let status = resp.status();
+    let rate_limited = rate_limited(resp.headers());
     let bytes = resp.bytes().await.map_err(|e| transport(forge, what, e))?;
     if !status.is_success() {
         let message = serde_json::from_slice::<ErrorMessage>(&bytes)
@@ -120,10 +127,22 @@ pub(crate) async fn send_raw(
             forge,
             status: status.as_u16(),
             what,
+            // GitHub's secondary limits come with a `Retry-After` or only with these words.
+            rate_limited: rate_limited || message.to_ascii_lowercase().contains("rate limit"),
             message: truncate(&message, 300),
         });
     }
     Ok(bytes.to_vec())
+}
+
+/// Whether the headers of an answer say the caller is rate limited: GitHub's primary limit
+/// (`X-RateLimit-Remaining: 0`) or a secondary one (`Retry-After`).
+fn rate_limited(headers: &reqwest::header::HeaderMap) -> bool {
+    let exhausted = headers
+        .get("x-ratelimit-remaining")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    exhausted || headers.contains_key(reqwest::header::RETRY_AFTER)
 }
 
 /// Send `req` and decode its JSON answer.

@@ -26,6 +26,8 @@ pub struct Issue {
     pub body: Option<String>,
     pub html_url: Option<String>,
     pub updated_at: Option<String>,
+    /// `open` or `closed`.
+    pub state: Option<String>,
     /// Present when the "issue" is a pull request (comments on PRs arrive as issue comments).
     pub pull_request: Option<serde_json::Value>,
 }
@@ -67,6 +69,8 @@ pub struct PullRequest {
     pub body: Option<String>,
     pub html_url: Option<String>,
     pub head: Ref,
+    /// `open` or `closed` (merged ones too).
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

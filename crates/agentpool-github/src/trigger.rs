@@ -41,6 +41,8 @@ pub struct OpenedPr {
     pub last_task: TaskId,
     /// Automatic follow-ups (reviews and failed check runs) it already had.
     pub automatic_follow_ups: u32,
+    /// Closed or merged (and not reopened) since: it takes no more follow-ups.
+    pub closed: bool,
 }
 
 /// A task to start.
@@ -74,6 +76,22 @@ pub enum Decision {
     },
     Ignore(&'static str),
 }
+
+/// The placeholders a prompt template may use (docs/github.md lists them).
+pub const KNOWN_PLACEHOLDERS: [&str; 8] = [
+    "repository",
+    "number",
+    "title",
+    "body",
+    "url",
+    "comment",
+    "review",
+    "check",
+];
+
+/// Why an event about a pull request agentpool opened starts nothing once it is closed: work
+/// on it would open a second pull request for the same branch.
+const CLOSED: &str = "the pull request is closed";
 
 /// The words that, alone after the command (`/agentpool cancel`), stop work instead of
 /// starting it.
@@ -130,7 +148,9 @@ pub fn decide(
         .as_ref()
         .map(|r| r.full_name.clone())
         .unwrap_or_default();
-    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    // Every placeholder the templates know, empty until the event fills it: a follow-up from
+    // a review has no check run to quote, and a template must not show `{{check}}` for it.
+    let mut vars: BTreeMap<&str, String> = KNOWN_PLACEHOLDERS.iter().map(|k| (*k, String::new())).collect();
     vars.insert("repository", repository.clone());
     let action = env.action.as_deref().unwrap_or("");
     // What stopped the work, with who did it when the event says.
@@ -200,6 +220,12 @@ pub fn decide(
             if STOP_WORDS.iter().any(|w| request.eq_ignore_ascii_case(w)) {
                 return stop(issue.number, "a cancel command");
             }
+            if opened
+                .as_ref()
+                .is_some_and(|o| o.closed || is_closed(&issue.state))
+            {
+                return Decision::Ignore(CLOSED);
+            }
             issue_vars(&mut vars, issue, &request);
             let (template, default) = match &opened {
                 Some(_) => (settings.follow_up_template.as_deref(), DEFAULT_FOLLOW_UP),
@@ -226,6 +252,9 @@ pub fn decide(
             let Some(opened) = opened else {
                 return Decision::Ignore("not a pull request agentpool opened");
             };
+            if opened.closed || is_closed(&pr.state) {
+                return Decision::Ignore(CLOSED);
+            }
             if opened.automatic_follow_ups >= settings.max_follow_ups() {
                 return Decision::Ignore("this pull request reached its limit of automatic follow-ups");
             }
@@ -328,6 +357,11 @@ pub fn decide(
             let Some(opened) = opened else {
                 return Decision::Ignore("not a pull request agentpool opened");
             };
+            // A check run's event does not say whether its pull request is still open: what
+            // agentpool recorded of its `pull_request` events does.
+            if opened.closed {
+                return Decision::Ignore(CLOSED);
+            }
             if opened.automatic_follow_ups >= settings.max_follow_ups() {
                 return Decision::Ignore("this pull request reached its limit of automatic follow-ups");
             }
@@ -363,6 +397,12 @@ pub fn decide(
 
 fn render(custom: Option<&str>, default: &str, vars: &BTreeMap<&str, String>) -> String {
     template::render(custom.unwrap_or(default), vars)
+}
+
+/// Whether an issue's or pull request's `state` in an event says it is closed (merged pull
+/// requests are closed too).
+fn is_closed(state: &Option<String>) -> bool {
+    state.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("closed"))
 }
 
 fn issue_vars(vars: &mut BTreeMap<&str, String>, issue: &crate::payload::Issue, comment: &str) {

@@ -47,6 +47,8 @@ pub struct PrTasks {
     /// Tasks on it started automatically (by reviews and failed check runs; not by explicit
     /// commands).
     pub automatic: u32,
+    /// Closed or merged, and not reopened since ([`GithubStore::github_set_pr_closed`]).
+    pub closed: bool,
 }
 
 #[async_trait]
@@ -77,6 +79,10 @@ pub trait GithubStore {
     /// The status comment an earlier task made on issue or pull request `number`, to update
     /// instead of adding another.
     async fn github_comment_for(&self, repository: &str, number: u64) -> Result<Option<u64>>;
+    /// Record that pull request `number` of `repository` was closed (or reopened), on every
+    /// link of it; a link's later update keeps `closed` until a reopen. Returns how many
+    /// links it changed.
+    async fn github_set_pr_closed(&self, repository: &str, number: u64, closed: bool) -> Result<u64>;
     /// Record the pull request in the task's result (`pull_request`, `pr_url`).
     async fn github_set_pull_request(&self, task: TaskId, pr: &PullRequestRef) -> Result<()>;
 }

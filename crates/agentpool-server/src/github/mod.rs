@@ -74,9 +74,13 @@ pub(crate) fn projects_for<'a>(
     projects: &'a [Project],
     repository: Option<&str>,
 ) -> Vec<(&'a Project, &'a GithubSettings)> {
-    projects
+    let mut wired: Vec<_> = projects
         .iter()
         .filter_map(|p| p.spec.github.as_ref().map(|g| (p, g)))
         .filter(|(_, g)| repository.is_none_or(|r| g.repository.eq_ignore_ascii_case(r)))
-        .collect()
+        .collect();
+    // Oldest first: a delivery goes to the first whose secret signed it, so a project added
+    // later with the same secret never takes deliveries from the one that had them.
+    wired.sort_by(|(a, _), (b, _)| (a.created_at, &a.spec.name).cmp(&(b.created_at, &b.spec.name)));
+    wired
 }

@@ -3,7 +3,8 @@
 //! pushed branch and records it in the task's result; on GitHub it also keeps the one status
 //! comment on the triggering issue or pull request in step with the task's state. Failed
 //! calls are retried with backoff; a link is finished once its task ended and all of that is
-//! written.
+//! written. The pull request matters more than the comment: a comment GitHub refuses is
+//! passed over, and nothing gives a link up while its task has yet to end.
 
 use std::time::Duration;
 
@@ -23,14 +24,14 @@ use crate::state::AppState;
 const BATCH: u32 = 50;
 /// How long a replica holds a link it is working on before another may take it.
 const LEASE_MS: i64 = 60_000;
-/// Failed attempts after which a link is given up (logged).
+/// Failed attempts in a row, once its task ended, after which a link is given up (logged).
 const MAX_FAILURES: u32 = 10;
 
 /// Run until `stop`: a pass every `interval`, or at once when a webhook queued a task.
 pub async fn run(state: AppState, interval: Duration, stop: CancellationToken) {
     loop {
         if let Err(e) = pass(&state, interval).await {
-            tracing::warn!(error = %e, "forge loop: pass failed");
+            tracing::warn!(error = %e, "pull request loop: pass failed");
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -46,7 +47,8 @@ pub async fn pass(state: &AppState, interval: Duration) -> Result<usize, agentpo
     let n = links.len();
     for mut link in links {
         let now = chrono::Utc::now().timestamp_millis();
-        match step(state, &mut link).await {
+        let mut ended = false;
+        match step(state, &mut link, &mut ended).await {
             Ok(()) => {
                 link.failures = 0;
                 link.next_try_at = now + i64::try_from(interval.as_millis()).unwrap_or(2000);
@@ -55,11 +57,13 @@ pub async fn pass(state: &AppState, interval: Duration) -> Result<usize, agentpo
                 link.failures += 1;
                 let backoff = 1_000i64 << link.failures.min(8);
                 link.next_try_at = now + backoff;
-                if link.failures >= MAX_FAILURES || !e.retryable() {
-                    tracing::warn!(task = %link.task_id, error = %e, "forge loop: giving up on this task's status comment and pull request");
+                // While the task is queued or running its pull request is still to come, and
+                // an outage of GitHub's must not cost it: keep trying (at most every ~4 min).
+                if ended && (link.failures >= MAX_FAILURES || !e.retryable()) {
+                    tracing::warn!(task = %link.task_id, error = %e, "pull request loop: giving up on this task's status comment and pull request");
                     link.done = true;
                 } else {
-                    tracing::info!(task = %link.task_id, error = %e, failures = link.failures, "forge loop: will retry");
+                    tracing::info!(task = %link.task_id, error = %e, failures = link.failures, "pull request loop: will retry");
                 }
             }
         }
@@ -89,11 +93,13 @@ impl StepError {
     }
 }
 
-async fn step(state: &AppState, link: &mut GithubLink) -> Result<(), StepError> {
+/// One step of `link`; `ended` is set once its task is known to have ended.
+async fn step(state: &AppState, link: &mut GithubLink, ended: &mut bool) -> Result<(), StepError> {
     let Some(detail) = state.store().get_task(link.task_id).await? else {
         link.done = true; // purged
         return Ok(());
     };
+    *ended = detail.task.state.is_finished();
     let Some(project) = state.store().get_project(&link.project).await? else {
         link.done = true; // the project is gone
         return Ok(());
@@ -190,7 +196,15 @@ async fn github_step(
                 error_class: task.error_class.as_ref().map(|c| c.as_str()),
                 note: note.as_deref(),
             });
-            write_comment(state, &gh, link, number, &body).await?;
+            match write_comment(state, &gh, link, number, &body).await {
+                Ok(()) => {}
+                // Refused as such (no permission on issues, the issue gone): asking again
+                // changes nothing, and the pull request does not depend on it.
+                Err(StepError::Forge(e)) if !e.is_transient() => {
+                    tracing::warn!(task = %task.id, error = %e, "cannot write the status comment; passed over until the task's state changes");
+                }
+                Err(e) => return Err(e),
+            }
             link.reported_state = Some(shown);
         }
     }
@@ -234,8 +248,15 @@ async fn ensure_pull_request(
         return Ok(());
     };
     let repo = &link.repository;
+    // A follow-up works on a pull request agentpool opened before; if that one was closed
+    // meanwhile, opening another for the same branch is not what anyone asked.
+    let follow_up = link.pr_number.is_some();
     let pull = match forge.find_open_pull(repo, &branch).await? {
         Some(p) => p,
+        None if follow_up => {
+            tracing::info!(task = %task.id, pr = link.pr_number, "the pull request this follow-up worked on is closed; no other opened");
+            return Ok(());
+        }
         None => {
             let base = match &task.spec.base_ref {
                 Some(b) => b.clone(),

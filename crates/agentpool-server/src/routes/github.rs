@@ -100,7 +100,7 @@ pub async fn webhook(
             Err(SecretError::NoServerKey) => {
                 return Err(ApiError::unavailable(
                     "no_server_key",
-                    "this server has no key to read webhook secrets with",
+                    "this server has no key to read webhook secrets with: start it with --server-key (or AGENTPOOL_SERVER_KEY)",
                 ));
             }
             Err(e) => {
@@ -143,9 +143,25 @@ pub async fn webhook(
                 branch: p.branch,
                 last_task: p.last_task,
                 automatic_follow_ups: p.automatic,
+                closed: p.closed,
             }),
         None => None,
     };
+    // A pull request agentpool opened takes no follow-ups once closed (a review or a failed
+    // check afterwards would open a second pull request for its branch); reopened, it does.
+    if let (Some(_), "pull_request", Some(pr)) = (&opened, event.as_str(), &env.pull_request) {
+        let closed = match env.action.as_deref() {
+            Some("closed") => Some(true),
+            Some("reopened") => Some(false),
+            _ => None,
+        };
+        if let Some(closed) = closed {
+            state
+                .store()
+                .github_set_pr_closed(&repository, pr.number, closed)
+                .await?;
+        }
+    }
     let review = match (&opened, trigger::review_of(&event, &env)) {
         (Some(_), Some((pr, review))) if settings.review_follow_ups => {
             review_comments(&state, settings, &repository, pr, review).await
@@ -188,7 +204,9 @@ pub async fn webhook(
     let spec = TaskSpec {
         project: Some(project.spec.name.clone()),
         prompt: Some(t.prompt.clone()),
-        idempotency_key: Some(t.idempotency_key.clone()),
+        // Keys are shared by all projects: two projects wired to one repository each make
+        // their own task of an event their webhooks both deliver.
+        idempotency_key: Some(format!("{}/{}", project.spec.name, t.idempotency_key)),
         branch: t.follow_up.as_ref().map(|f| f.branch.clone()),
         follow_up_of: t.follow_up.as_ref().map(|f| f.last_task),
         ..TaskSpec::default()

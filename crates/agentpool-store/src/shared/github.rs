@@ -120,9 +120,11 @@ macro_rules! github_store {
 
             async fn github_update_link(&self, l: &GithubLink) -> Result<()> {
                 let q = sqlx::query(
+                    // A close recorded while the forge loop held this link stays: the loop's
+                    // copy was read before it.
                     "UPDATE github_links SET comment_id = $2, reported_state = $3, pr_number = $4, \
-                     pr_url = $5, pr_state = $6, branch = $7, done = $8, failures = $9, \
-                     next_try_at = $10 WHERE task_id = $1",
+                     pr_url = $5, pr_state = CASE WHEN pr_state = 'closed' THEN pr_state ELSE $6 END, \
+                     branch = $7, done = $8, failures = $9, next_try_at = $10 WHERE task_id = $1",
                 )
                 .bind(l.task_id.to_string());
                 bind_progress(q, l)
@@ -174,7 +176,7 @@ macro_rules! github_store {
             async fn github_pr_tasks(&self, repository: &str, number: u64) -> Result<Option<PrTasks>> {
                 let number = i64::try_from(number).unwrap_or(i64::MAX);
                 let row = sqlx::query(
-                    "SELECT task_id, branch FROM github_links WHERE repository = $1 AND pr_number = $2 \
+                    "SELECT task_id, branch, pr_state FROM github_links WHERE repository = $1 AND pr_number = $2 \
                      AND branch IS NOT NULL ORDER BY created_at DESC LIMIT 1",
                 )
                 .bind(repository)
@@ -194,7 +196,20 @@ macro_rules! github_store {
                     branch: row.try_get("branch")?,
                     last_task: link_task(&row)?,
                     automatic: u32::try_from(automatic).unwrap_or(u32::MAX),
+                    closed: row.try_get::<Option<String>, _>("pr_state")?.as_deref() == Some("closed"),
                 }))
+            }
+
+            async fn github_set_pr_closed(&self, repository: &str, number: u64, closed: bool) -> Result<u64> {
+                let done = sqlx::query(
+                    "UPDATE github_links SET pr_state = $3 WHERE repository = $1 AND pr_number = $2",
+                )
+                .bind(repository)
+                .bind(i64::try_from(number).unwrap_or(i64::MAX))
+                .bind(if closed { "closed" } else { "open" })
+                .execute(&self.$w)
+                .await?;
+                Ok(done.rows_affected())
             }
 
             async fn github_unfinished_tasks(&self, repository: &str, number: u64) -> Result<Vec<TaskId>> {

@@ -74,6 +74,8 @@ struct Inner {
     next_id: u64,
     installation_token: String,
     minted: u32,
+    /// Answer every comment call with this status ([`GithubStandIn::refuse_comments`]).
+    refuse_comments: Option<u16>,
 }
 
 struct StandInState {
@@ -188,6 +190,23 @@ impl GithubStandIn {
         self.state.inner.lock().map(|i| i.minted).unwrap_or_default()
     }
 
+    /// Close (or merge) pull request `number`, as someone on GitHub would.
+    pub fn close_pull(&self, number: u64) {
+        if let Ok(mut i) = self.state.inner.lock()
+            && let Some(p) = i.pulls.iter_mut().find(|p| p.number == number)
+        {
+            p.open = false;
+        }
+    }
+
+    /// From now on answer every comment call (create, update) with `status` and GitHub's
+    /// words for it (403: the token may not write issues), or as usual again with `None`.
+    pub fn refuse_comments(&self, status: Option<u16>) {
+        if let Ok(mut i) = self.state.inner.lock() {
+            i.refuse_comments = status;
+        }
+    }
+
     pub fn comments(&self) -> Vec<Comment> {
         self.state
             .inner
@@ -232,7 +251,7 @@ fn pull_json(s: &StandInState, owner: &str, repo: &str, p: &Pull, simple: bool) 
     v["number"] = json!(p.number);
     v["id"] = json!(p.number + 1_000_000);
     v["html_url"] = json!(url);
-    v["state"] = json!("open");
+    v["state"] = json!(if p.open { "open" } else { "closed" });
     v["title"] = json!(p.title);
     v["body"] = json!(p.body);
     v["draft"] = json!(p.draft);
@@ -268,10 +287,13 @@ async fn list_pulls(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
     let head = q.get("head").cloned().unwrap_or_default();
+    // GitHub lists open pull requests unless asked for others.
+    let open_only = q.get("state").is_none_or(|s| s == "open");
     let pulls = s.inner.lock().map(|i| i.pulls.clone()).unwrap_or_default();
     let out: Vec<Value> = pulls
         .iter()
         .filter(|p| head.is_empty() || head == format!("{owner}:{}", p.head))
+        .filter(|p| p.open || !open_only)
         .map(|p| pull_json(&s, &owner, &repo, p, true))
         .collect();
     axum::Json(out).into_response()
@@ -286,7 +308,7 @@ async fn create_pull(
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
     let head = body["head"].as_str().unwrap_or_default().to_string();
-    if i.pulls.iter().any(|p| p.head == head) {
+    if i.pulls.iter().any(|p| p.open && p.head == head) {
         let v = json!({"message": "Validation Failed", "documentation_url": "https://docs.github.com/rest",
             "errors": [{"resource": "PullRequest", "code": "custom", "message": format!("A pull request already exists for {owner}:{head}.")}]});
         return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(v)).into_response();
@@ -328,6 +350,9 @@ async fn create_comment(
     let Ok(mut i) = s.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    if let Some(status) = i.refuse_comments {
+        return refused(status);
+    }
     i.next_id += 1;
     let c = Comment {
         id: i.next_id,
@@ -352,6 +377,9 @@ async fn update_comment(
     let Ok(mut i) = s.inner.lock() else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    if let Some(status) = i.refuse_comments {
+        return refused(status);
+    }
     let Some(c) = i.comments.iter_mut().find(|c| c.id == id) else {
         return (
             StatusCode::NOT_FOUND,
@@ -384,6 +412,20 @@ fn app_jwt(headers: &HeaderMap) -> bool {
             .ok()
             .and_then(|c| serde_json::from_slice::<Value>(&c).ok())
             .is_some_and(|c| c["iss"].is_string() && c["exp"].is_u64() && c["iat"].is_u64())
+}
+
+/// A refusal as GitHub words it (a 403 is the one a token without `issues: write` gets).
+fn refused(status: u16) -> Response {
+    let message = match status {
+        403 => "Resource not accessible by integration",
+        404 => "Not Found",
+        _ => "Refused",
+    };
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+        axum::Json(json!({"message": message, "documentation_url": "https://docs.github.com/rest"})),
+    )
+        .into_response()
 }
 
 fn unauthorized() -> Response {

@@ -1,10 +1,11 @@
 //! The GitHub integration: webhook deliveries of GitHub's own example payloads, signed as
 //! GitHub signs them ([`webhook`]), and every REST call agentpool makes validated against
 //! GitHub's own API description ([`rest`]), GitHub App tokens ([`app`]), and the events that
-//! stop work ([`stop`]); and the pull requests of Forgejo projects, validated against Forgejo's
+//! stop work ([`stop`]); what goes wrong around a pull request ([`follow_ups`]); and the pull requests of Forgejo projects, validated against Forgejo's
 //! own API description ([`forgejo`]).
 
 mod app;
+mod follow_ups;
 mod forgejo;
 mod rest;
 mod stop;

@@ -86,6 +86,43 @@ async fn wrong_signature_is_refused_and_stores_nothing(backend: Backend) {
     assert_eq!(task_count(&app).await, 1);
 }
 
+/// A delivery goes to the oldest project of its repository whose secret signed it: a project
+/// added later with the same secret (here one whose name sorts first) takes nothing from the
+/// one that had the deliveries; with a webhook and secret of its own it gets that webhook's.
+async fn a_later_project_on_the_repository_takes_no_deliveries_from_the_first(backend: Backend) {
+    let app = app(backend).await;
+    let admin = app.admin();
+    app.clock.advance(std::time::Duration::from_secs(60));
+    let mut later = admin.get_project("hello").await.expect("project").spec;
+    later.name = "a-later-one".into();
+    admin.put_project(&later).await.expect("project");
+    let payload = example("issues", Some("labeled"));
+    let id = deliver_task(&app, "issues", "s-1", &payload).await;
+    assert_eq!(
+        stored_task(&app.store, id).await.spec.project.as_deref(),
+        Some("hello")
+    );
+
+    admin
+        .put_credential("gh-webhook-later", "the later webhook's secret")
+        .await
+        .expect("secret");
+    if let Some(g) = later.github.as_mut() {
+        g.webhook_secret = "gh-webhook-later".into();
+    }
+    admin.put_project(&later).await.expect("project");
+    // Another label event (each has its own key), through the later project's own webhook.
+    let mut payload = payload;
+    payload["issue"]["updated_at"] = json!("2026-11-02T00:00:00Z");
+    let (status, body) = deliver(&app, "issues", "s-2", &payload, "the later webhook's secret").await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["task_id"].as_str().expect("id").parse().expect("task id");
+    assert_eq!(
+        stored_task(&app.store, id).await.spec.project.as_deref(),
+        Some("a-later-one")
+    );
+}
+
 async fn unknown_and_unconfigured_events_are_acknowledged(backend: Backend) {
     let app = app(backend).await;
     let (status, body) = deliver(&app, "star", "d-3", &example("star", Some("created")), SECRET).await;
@@ -199,6 +236,7 @@ crate::both_backends!(
     fifty_concurrent_deliveries_of_one_event_make_one_task,
     create_and_build_saves_the_project_and_queues_its_build,
     delivery_ids_are_forgotten_after_retention,
+    a_later_project_on_the_repository_takes_no_deliveries_from_the_first,
 );
 
 /// The maintenance purge forgets delivery ids older than the retention, and only those.
