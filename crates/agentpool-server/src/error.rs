@@ -116,14 +116,15 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::conflict("conflict", m),
             StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             StoreError::Transition(t) => Self::conflict("invalid_transition", t.to_string()),
+            // The cause may name tables or connection details: log it, show a generic text.
+            other if other.is_unavailable() => {
+                // Expected while the database restarts: the caller is told to retry (503).
+                tracing::warn!(error = %other, "database unavailable; answered 503");
+                Self::unavailable("database_unavailable", "the database cannot be reached")
+            }
             other => {
-                // The cause may name tables or connection details: log it, show a generic text.
                 tracing::error!(error = %other, "store error");
-                if other.is_unavailable() {
-                    Self::unavailable("database_unavailable", "the database cannot be reached")
-                } else {
-                    Self::internal()
-                }
+                Self::internal()
             }
         }
     }

@@ -276,6 +276,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = &state.inner.auth;
         if auth.mode() == AuthMode::NoAuthLoopback {
+            crate::loopback::check_no_auth_request(parts)?;
             return Ok(Caller::loopback());
         }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod github;
+pub mod loopback;
 pub mod maintenance;
 pub mod metrics;
 pub mod notifications;
@@ -144,8 +145,25 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
     })
     .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
     .layer(DefaultBodyLimit::max(body_limit))
+    .layer(axum::middleware::map_response(api_headers))
     .with_state(state.clone())
     .merge(dashboard::router(state))
+}
+
+/// Headers on every API answer: its JSON is never to be sniffed as something else, and never
+/// kept by a cache (answers hold tasks, results and, once, a new token's value). An answer
+/// that says how to cache itself keeps what it says.
+async fn api_headers(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let h = r.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
 }
 
 /// A running server: where it listens, and how to stop it.
@@ -313,10 +331,19 @@ pub async fn serve(
     let server = start(config).await?;
     on_bound(server.addr);
     let stop = server.stop_token();
-    tokio::select! {
-        _ = shutdown => server.shutdown().await,
+    let addr = server.addr;
+    let result = tokio::select! {
+        _ = shutdown => {
+            tracing::info!(%addr, "shutting down: finishing the requests under way");
+            server.shutdown().await
+        }
         _ = stop.cancelled() => server.wait().await,
+    };
+    match &result {
+        Ok(()) => tracing::info!(%addr, "server stopped"),
+        Err(e) => tracing::error!(%addr, error = %e, "server stopped on an error"),
     }
+    result
 }
 
 /// A server on a free loopback port without auth, serving `store` with `lease_ttl` and no

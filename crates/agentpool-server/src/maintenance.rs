@@ -4,12 +4,18 @@
 //! ids past [`GITHUB_DELIVERY_RETENTION`] and notification deliveries past
 //! [`crate::notifications::RETENTION`].
 //!
+//! A lease that expired while the server or its database was down says nothing of its worker:
+//! the worker could not renew it. So leases are rescued only once the store has answered for a
+//! whole lease TTL ([`RescueGrace`]), time enough for every live worker to heartbeat again;
+//! a worker that still says nothing by then is taken for dead.
+//!
 //! Safe with several replicas on one database: each pass is a set of conditional statements
 //! (`… WHERE lease_expires_at < now()`), so two replicas running it at once do the work once —
 //! the second finds nothing left. Replicas jitter their period so they rarely overlap at all.
 
 use std::time::Duration;
 
+use agentpool_core::Timestamp;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -37,9 +43,38 @@ pub struct MaintenanceConfig {
     pub purge_every: u32,
 }
 
+/// When rescuing expired leases is fair: once the store has answered, without a failure, for
+/// `grace` (the lease TTL) since the server started or since it last failed to answer.
+#[derive(Debug, Clone, Copy)]
+pub struct RescueGrace {
+    grace: Duration,
+    answering_since: Timestamp,
+}
+
+impl RescueGrace {
+    /// A server that starts at `now`.
+    pub fn new(grace: Duration, now: Timestamp) -> Self {
+        Self {
+            grace,
+            answering_since: now,
+        }
+    }
+
+    /// Note whether the store answered at `now`; whether expired leases may be rescued.
+    pub fn observe(&mut self, answered: bool, now: Timestamp) -> bool {
+        if !answered {
+            self.answering_since = now;
+            return false;
+        }
+        now - self.answering_since
+            >= chrono::TimeDelta::from_std(self.grace).unwrap_or(chrono::TimeDelta::MAX)
+    }
+}
+
 /// Run passes until `stop` is cancelled.
 pub async fn run(state: AppState, cfg: MaintenanceConfig, stop: CancellationToken) {
     let mut pass: u32 = 0;
+    let mut grace = RescueGrace::new(state.inner.lease_ttl, state.store().time());
     loop {
         let jitter = rand::rng().random_range(0.8..1.2);
         let wait = cfg.interval.mul_f64(jitter);
@@ -48,22 +83,49 @@ pub async fn run(state: AppState, cfg: MaintenanceConfig, stop: CancellationToke
             _ = tokio::time::sleep(wait) => {}
         }
         pass = pass.wrapping_add(1);
-        run_once(&state, &cfg, pass.is_multiple_of(cfg.purge_every.max(1))).await;
+        run_pass(
+            &state,
+            &cfg,
+            pass.is_multiple_of(cfg.purge_every.max(1)),
+            &mut grace,
+        )
+        .await;
     }
 }
 
-/// One pass. Errors are logged and the next pass tries again.
+/// One pass of a server that has been answering for long (leases are rescued).
 pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
+    let mut grace = RescueGrace::new(Duration::ZERO, state.store().time());
+    run_pass(state, cfg, purge, &mut grace).await;
+}
+
+/// One pass; expired leases are rescued only when `grace` allows. Errors are logged and the
+/// next pass tries again.
+pub async fn run_pass(state: &AppState, cfg: &MaintenanceConfig, purge: bool, grace: &mut RescueGrace) {
     let store = state.store();
-    match store.mark_workers_offline(cfg.heartbeat_threshold).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(workers = n, "marked workers offline"),
-        Err(e) => tracing::warn!(error = %e, "maintenance: marking workers offline failed"),
-    }
-    match store.requeue_expired().await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(tasks = n, "rescued tasks whose lease expired"),
-        Err(e) => tracing::warn!(error = %e, "maintenance: rescuing expired leases failed"),
+    let answered = match store.mark_workers_offline(cfg.heartbeat_threshold).await {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(workers = n, "marked workers offline");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "maintenance: marking workers offline failed");
+            false
+        }
+    };
+    if grace.observe(answered, store.time()) {
+        match store.requeue_expired().await {
+            Ok(0) => {}
+            Ok(n) => {
+                state.inner.metrics.rescued(n);
+                tracing::warn!(
+                    tasks = n,
+                    "rescued tasks whose lease expired: their workers died or were cut off"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance: rescuing expired leases failed"),
+        }
     }
     match crate::schedules::run_due(state).await {
         Ok(0) => {}
@@ -96,4 +158,23 @@ pub async fn run_once(state: &AppState, cfg: &MaintenanceConfig, purge: bool) {
     // Bookkeeping of tasks handed out here that never came back (a worker died and another
     // replica finished them): nothing can legitimately run longer than the maximum timeout.
     state.prune_claimed(Duration::from_secs(state.inner.limits.max_timeout_secs) + cfg.heartbeat_threshold);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_rescued_a_lease_ttl_after_the_store_last_failed_or_the_server_started() {
+        let t0 = chrono::Utc::now();
+        let at = |secs: i64| t0 + chrono::TimeDelta::seconds(secs);
+        let mut g = RescueGrace::new(Duration::from_secs(60), t0);
+        assert!(!g.observe(true, at(0)));
+        assert!(!g.observe(true, at(59)));
+        assert!(g.observe(true, at(60)));
+        // The database goes away, and comes back: another full TTL before the next rescue.
+        assert!(!g.observe(false, at(100)));
+        assert!(!g.observe(true, at(130)));
+        assert!(g.observe(true, at(160)));
+    }
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     token_expiry: IntGaugeVec,
     claimed: IntCounterVec,
     handed_over: IntCounter,
+    rescued: IntCounter,
     schedule_runs: IntCounterVec,
     notification_deliveries: IntCounterVec,
     waiting_beats: IntGauge,
@@ -81,6 +82,14 @@ impl Metrics {
                 "agentpool_tasks_handed_over_total",
                 "Tasks claimed by their submit for a waiting long poll (hand-over), counted in \
                  agentpool_tasks_claimed_total too",
+            ),
+        );
+        let rescued = registered(
+            &registry,
+            IntCounter::new(
+                "agentpool_leases_rescued_total",
+                "Attempts this server rescued because their lease expired (LEASE_EXPIRED): their \
+                 workers died or were cut off while running them",
             ),
         );
         let schedule_runs = registered(
@@ -189,6 +198,7 @@ impl Metrics {
             token_expiry,
             claimed,
             handed_over,
+            rescued,
             schedule_runs,
             notification_deliveries,
             waiting_beats,
@@ -209,6 +219,11 @@ impl Metrics {
     /// `n` tasks reached a long poll by hand-over (each also counted by [`Self::claimed`]).
     pub fn handed_over(&self, n: usize) {
         self.handed_over.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// `n` attempts rescued, their leases expired.
+    pub fn rescued(&self, n: u64) {
+        self.rescued.inc_by(n);
     }
 
     /// A schedule's run ended with `outcome` (`submitted`, `skipped` or `refused`).

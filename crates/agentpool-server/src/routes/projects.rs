@@ -349,7 +349,7 @@ pub async fn put_credential(
     let Some(cipher) = &state.inner.cipher else {
         return Err(ApiError::unavailable(
             "no_server_key",
-            "this server has no key to encrypt credentials with; start it with a server key",
+            "this server has no key to encrypt credentials with: start it with --server-key (or AGENTPOOL_SERVER_KEY)",
         ));
     };
     let ct = cipher

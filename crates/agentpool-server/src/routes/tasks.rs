@@ -106,7 +106,9 @@ pub(crate) async fn submit_one(state: &AppState, by: &Caller, spec: TaskSpec) ->
         .await
         .map_err(ApiError::validation)?;
     within_reach(state, by, &spec).await?;
+    let project = spec.project.clone();
     let out = state.store().enqueue(spec).await?;
+    crate::routes::prepare::same_project(&out, project.as_deref(), "idempotency_key")?;
     let status = if out.created {
         StatusCode::CREATED
     } else {
@@ -127,18 +129,17 @@ pub async fn list(
     list_page(&state, &by, q).await.map(Json)
 }
 
-/// One page of the tasks matching `q` that `by` reaches; a full page carries the cursor of
-/// the next one.
+/// One page of the tasks matching `q` that `by` reaches, with the cursor of the next page when
+/// there is one: a task more than the page is read to know.
 pub(crate) async fn list_page(state: &AppState, by: &Caller, q: TaskListQuery) -> ApiResult<TaskPage> {
     let mut filter = task_filter(q)?;
     by.limit(&mut filter);
     let limit = filter.limit as usize;
-    let tasks = state.store().list_tasks(&filter).await?;
-    let next_cursor = if tasks.len() == limit {
-        tasks.last().map(|t| t.id)
-    } else {
-        None
-    };
+    filter.limit += 1;
+    let mut tasks = state.store().list_tasks(&filter).await?;
+    let more = tasks.len() > limit;
+    tasks.truncate(limit);
+    let next_cursor = more.then(|| tasks.last().map(|t| t.id)).flatten();
     Ok(TaskPage { tasks, next_cursor })
 }
 

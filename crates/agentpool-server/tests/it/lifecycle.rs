@@ -1,10 +1,11 @@
 //! Server lifecycle: `serve` from a database URL until shutdown, and the maintenance pass
-//! rescuing a dead worker's task.
+//! rescuing a dead worker's task, but not the tasks of workers that could not reach it.
 
 use std::time::Duration;
 
+use agentpool_core::protocol::HeartbeatRequest;
 use agentpool_core::{TaskState, WorkerStatus};
-use agentpool_server::maintenance::{MaintenanceConfig, run_once};
+use agentpool_server::maintenance::{MaintenanceConfig, RescueGrace, run_once, run_pass};
 use agentpool_testkit::db::{Backend, TestDb};
 
 use crate::support::{claim_one, complete, register, spawn_app, submit_and_claim};
@@ -74,4 +75,69 @@ async fn maintenance_marks_a_silent_worker_offline_and_rescues_its_task(backend:
     );
 }
 
-crate::both_backends!(maintenance_marks_a_silent_worker_offline_and_rescues_its_task);
+/// The server (or its database) was down for longer than a lease: every running task's lease
+/// expired, because no worker could renew it. The server that comes back rescues none of them
+/// for a lease TTL; a live worker's next heartbeat renews its lease and its report is taken,
+/// so its task runs once. A worker still silent after that is dead, and its task is rescued.
+async fn leases_that_expired_while_the_server_was_down_are_not_rescued_at_once(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let (sub, wrk, alive, t, claimed) = submit_and_claim(&app, "work").await;
+    let dead = register(&wrk).await;
+    let orphan = sub
+        .submit(&crate::support::command_task("orphan"))
+        .await
+        .expect("submit")
+        .task;
+    assert_eq!(claim_one(&wrk, &dead.id).await.task.id, orphan.id);
+    let cfg = MaintenanceConfig {
+        interval: Duration::from_secs(5),
+        heartbeat_threshold: Duration::from_secs(90),
+        retention: Duration::from_secs(7 * 24 * 3600),
+        purge_every: 1,
+    };
+    // Down for two minutes; the server starts again now, with a lease TTL of 60 s.
+    app.clock.advance(Duration::from_secs(120));
+    let mut grace = RescueGrace::new(Duration::from_secs(60), app.store.time());
+    run_pass(app.state(), &cfg, false, &mut grace).await;
+    for id in [t.id, orphan.id] {
+        let d = sub.get_task(id).await.expect("get");
+        assert_eq!((d.task.state, d.task.attempts), (TaskState::Running, 1), "{id}");
+    }
+    // The live worker is back: its lease is its own again, and its result is taken.
+    let reply = wrk
+        .heartbeat(
+            &alive.id,
+            &HeartbeatRequest {
+                leases: vec![claimed.lease],
+                status: None,
+                status_message: None,
+                cache: None,
+            },
+        )
+        .await
+        .expect("heartbeat");
+    assert!(reply.lost.is_empty(), "{reply:?}");
+    complete(&wrk, &alive.id, &claimed).await;
+    let d = sub.get_task(t.id).await.expect("get");
+    assert_eq!((d.task.state, d.task.attempts), (TaskState::Succeeded, 1));
+
+    // A lease TTL later the other worker has still said nothing: its task is rescued.
+    app.clock.advance(Duration::from_secs(61));
+    run_pass(app.state(), &cfg, false, &mut grace).await;
+    assert_eq!(
+        sub.get_task(orphan.id).await.expect("get").task.state,
+        TaskState::Queued
+    );
+    let metrics = crate::support::scrape(&app.base).await;
+    assert!(
+        metrics.lines().any(|l| l == "agentpool_leases_rescued_total 1"),
+        "{metrics}"
+    );
+}
+
+crate::both_backends!(
+    maintenance_marks_a_silent_worker_offline_and_rescues_its_task,
+    leases_that_expired_while_the_server_was_down_are_not_rescued_at_once,
+);

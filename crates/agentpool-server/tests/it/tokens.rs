@@ -23,7 +23,76 @@ both_backends!(
     an_expired_token_is_refused_saying_so_and_uses_are_noted,
     a_token_rotated_has_a_successor_and_works_for_its_grace,
     a_project_a_token_is_limited_to_is_deleted_only_once_the_token_is_revoked,
+    an_idempotency_key_of_another_project_s_task_is_refused_not_answered_with_it,
+    api_answers_are_neither_cached_nor_sniffed,
 );
+
+/// The answer that carries a new token's value, an error and a list alike: no cache keeps
+/// them, and no browser reads them as anything but what they say they are.
+async fn api_answers_are_neither_cached_nor_sniffed(backend: Backend) {
+    let app = spawn_app(backend).await.expect("database");
+    let http = reqwest::Client::new();
+    let create = http
+        .post(format!("{}/v1/tokens", app.base))
+        .bearer_auth(&app.tokens.admin)
+        .json(&serde_json::json!({"name": "ci", "role": "submitter"}));
+    let list = http
+        .get(format!("{}/v1/tasks", app.base))
+        .bearer_auth(&app.tokens.admin);
+    let refused = http.get(format!("{}/v1/tasks", app.base));
+    let unknown = http.get(format!("{}/v1/nothing-here", app.base));
+    for (what, req, status) in [
+        ("a new token", create, 201),
+        ("a list", list, 200),
+        ("a refusal", refused, 401),
+        ("an unknown path", unknown, 404),
+    ] {
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status().as_u16(), status, "{what}");
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["cache-control"], "no-store", "{what}");
+    }
+}
+
+/// Keys are shared by all projects: a key that is another project's task is refused (the same
+/// words whether the caller may see that task or not), instead of answering with that task and
+/// dropping the submission; within one project a key still finds its task.
+async fn an_idempotency_key_of_another_project_s_task_is_refused_not_answered_with_it(backend: Backend) {
+    let app = spawn_app(backend).await.expect("database");
+    let (web, _) = two_projects(&app).await;
+    let keyed = |project: &str, cmd: &str| TaskSpec {
+        idempotency_key: Some("deploy-1".into()),
+        ..in_project(project, cmd)
+    };
+    let api_task = submitted(&app.submitter(), keyed("api", "echo api work")).await;
+    let e = web
+        .submit(&keyed("web", "echo web work"))
+        .await
+        .expect_err("refused");
+    assert_eq!(fields(e), ["idempotency_key"]);
+    // Nor for a token that reaches both projects.
+    let e = app
+        .submitter()
+        .submit(&keyed("web", "echo web work"))
+        .await
+        .expect_err("refused");
+    assert_eq!(fields(e), ["idempotency_key"]);
+    let tasks = app
+        .admin()
+        .list_tasks(&TaskListQuery::default())
+        .await
+        .expect("list")
+        .tasks;
+    assert_eq!(tasks.len(), 1, "a refused submission queued a task");
+    // The same key in the same project is the same submission.
+    let again = app
+        .submitter()
+        .submit(&keyed("api", "echo api work"))
+        .await
+        .expect("again");
+    assert_eq!((again.task.id, again.created), (api_task, false));
+}
 
 /// The status and error code of a refused call.
 pub(crate) fn refused(e: Error) -> (u16, String) {

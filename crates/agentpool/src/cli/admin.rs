@@ -260,8 +260,9 @@ pub struct TokenCreateArgs {
     /// What the token may do
     #[arg(long, value_enum, default_value_t = TokenRole::Submitter)]
     pub role: TokenRole,
-    /// Limit a submitter token to this project's tasks, builds and schedules (repeatable, or
-    /// comma-separated); it cannot change projects or use the dashboard
+    /// Limit the token to this project (repeatable, or comma-separated): a submitter token to
+    /// its tasks, builds and schedules (it cannot change projects or use the dashboard), a
+    /// worker token to claiming its tasks
     #[arg(long = "project", value_name = "PROJECT", value_delimiter = ',')]
     pub projects: Vec<String>,
     /// Make the token stop working after this long (e.g. 90d, 12h)

@@ -265,6 +265,39 @@ async fn no_auth_mode_is_refused_off_loopback_and_open_on_it(backend: Backend) {
     anon.put_credential("c", "value-1")
         .await
         .expect("admin in no-auth mode");
+
+    // A web page is not a caller: a DNS-rebinding page sends its own name as Host, and any
+    // other site's page its own Origin or `Sec-Fetch-Site: cross-site`. Each is refused, and
+    // nothing is queued.
+    let body = serde_json::json!({"kind": "command", "repo": "https://example.com/r.git", "command": "id"});
+    let port = app.base.rsplit(':').next().expect("port").to_string();
+    let http = reqwest::Client::new();
+    for (name, value) in [
+        ("host", format!("evil.example:{port}")),
+        ("origin", "https://evil.example".to_string()),
+        ("origin", "null".to_string()),
+        ("sec-fetch-site", "cross-site".to_string()),
+    ] {
+        let resp = http
+            .post(format!("{}/v1/tasks", app.base))
+            .header(name, &value)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        let err: serde_json::Value = resp.json().await.expect("json error");
+        assert_eq!(err["error"]["code"], "forbidden", "{err}");
+    }
+    assert_eq!(
+        anon.list_tasks(&Default::default())
+            .await
+            .expect("list")
+            .tasks
+            .len(),
+        1,
+        "a refused request queued a task"
+    );
 }
 
 async fn too_many_waiting_long_polls_get_429(backend: Backend) {
