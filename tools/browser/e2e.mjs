@@ -146,7 +146,7 @@ async function main() {
     await login(page, ADMIN, '/tasks');
     assert(new URL(page.url()).pathname === '/tasks', 'the admin token logs in and lands where it was going');
     const session = (await ctx.cookies()).find((c) => c.name === 'agentpool_session');
-    assert(session && session.httpOnly && session.sameSite === 'Strict', 'the session cookie is HttpOnly and SameSite=Strict');
+    assert(session && session.httpOnly && session.sameSite === 'Lax', 'the session cookie is HttpOnly and SameSite=Lax');
 
     // --- a task submitted with the CLI appears and goes queued → running → succeeded -----
     await mark(page);
@@ -171,7 +171,7 @@ async function main() {
     await page.goto(`${BASE}/tasks/${agentTask}`);
     await mark(page);
     await page.locator('#task-state-badge[data-state="queued"]').waitFor();
-    assert((await page.locator('#task-state').innerText()).includes('waiting for dependencies'), 'a queued task says why it waits');
+    assert((await page.locator('#task-detail').innerText()).includes('waiting for dependencies'), 'a queued task says why it waits');
     assert((await page.locator('pre.prompt').innerText()).includes('<b>now</b>'), 'the prompt is shown as text, not markup');
     open('gate3');
     const call = page.locator('#events li[data-kind="tool_call"]').filter({ hasText: 'claude.txt' }).first();

@@ -299,6 +299,19 @@ pub(crate) async fn version_of(cfg: &AgentConfig, agent: &str, exe: &str) -> Opt
     cell.get_or_init(|| probe_version(cfg, program)).await.clone()
 }
 
+/// A `--version` line as the worker registers it: trimmed, and cut to what the server takes
+/// (a CLI that prints a long banner still registers).
+fn version_line(line: &str) -> String {
+    let line = line.trim();
+    match line
+        .char_indices()
+        .nth(agentpool_core::protocol::MAX_AGENT_VERSION)
+    {
+        Some((at, _)) => line[..at].trim_end().to_string(),
+        None => line.to_string(),
+    }
+}
+
 async fn probe_version(cfg: &AgentConfig, program: std::path::PathBuf) -> Option<String> {
     // A throwaway HOME, removed when the probe ends: `--version` must not read or write the
     // user's agent settings, and the probe must leave nothing behind in the temp directory.
@@ -322,11 +335,24 @@ async fn probe_version(cfg: &AgentConfig, program: std::path::PathBuf) -> Option
     let mut first = None;
     let mut on_line = |stream, line: &str| {
         if stream == process::OutputStream::Stdout && first.is_none() && !line.trim().is_empty() {
-            first = Some(line.trim().to_string());
+            first = Some(version_line(line));
         }
     };
     let exit = process::run_process(spec, &mut on_line, &CancellationToken::new())
         .await
         .ok()?;
     exit.success().then_some(first).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_version_line_is_cut_to_what_the_server_takes() {
+        assert_eq!(version_line("  2.1.0 (Claude Code)  "), "2.1.0 (Claude Code)");
+        let long = "é".repeat(5000);
+        let cut = version_line(&long);
+        assert_eq!(cut.chars().count(), agentpool_core::protocol::MAX_AGENT_VERSION);
+    }
 }

@@ -54,6 +54,24 @@ impl ServerKey {
     pub fn to_base64(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
+
+    /// A secret for `purpose`, derived from the key (HMAC-SHA256 keyed with it): stable for as
+    /// long as the key is, and telling nothing of the key or of secrets for other purposes.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        keyed_hash(&self.0, purpose.as_bytes())
+    }
+}
+
+/// HMAC-SHA256 of `msg` under `key`.
+pub fn keyed_hash(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length: `new_from_slice` never fails.
+    let mut mac = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
 }
 
 impl fmt::Debug for ServerKey {
@@ -134,6 +152,24 @@ mod tests {
         assert_eq!(other.decrypt("gh", &ct), Err(CryptoError::Decrypt));
         // Two encryptions of one value differ (random nonce).
         assert_ne!(ct, c.encrypt("gh", b"s3cret").unwrap());
+    }
+
+    #[test]
+    fn derived_secrets_are_stable_per_key_and_purpose() {
+        // RFC 4231, test case 2.
+        let mac = keyed_hash(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let k = ServerKey::generate();
+        assert_eq!(
+            k.derive("a"),
+            ServerKey::parse(&k.to_base64()).unwrap().derive("a")
+        );
+        assert_ne!(k.derive("a"), k.derive("b"));
+        assert_ne!(k.derive("a"), ServerKey::generate().derive("a"));
     }
 
     #[test]

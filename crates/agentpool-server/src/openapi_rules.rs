@@ -167,6 +167,10 @@ fn body_rules() -> Vec<(&'static str, Value)> {
             json!({ "maxLength": 100 }),
         ),
         (
+            "WorkerRegistration/properties/agents/items/properties/version",
+            json!({ "maxLength": agentpool_core::protocol::MAX_AGENT_VERSION }),
+        ),
+        (
             "WorkerRegistration/properties/slots",
             json!({ "minimum": 1, "maximum": 1000 }),
         ),

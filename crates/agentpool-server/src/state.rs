@@ -64,6 +64,12 @@ pub(crate) struct Inner {
     pub github_apps: crate::github::app::AppTokens,
     /// Sends notifications' deliveries.
     pub notify_http: reqwest::Client,
+    /// The server terminates TLS itself (`serve --tls-cert/--tls-key`): browsers reach it over
+    /// https whatever the request's headers say.
+    pub tls: bool,
+    /// The dashboard's secret without login (its CSRF tokens, its signed notices), derived
+    /// from the server key so that open pages' forms outlive a restart; `None` without a key.
+    pub dashboard_secret: Option<[u8; 32]>,
 }
 
 /// What a claim needs to know about a worker, cached briefly so claiming costs one query.
@@ -122,6 +128,11 @@ impl AppState {
                 public_url: config.public_url.clone(),
                 github_apps: Default::default(),
                 notify_http: crate::notifications::http_client(),
+                tls: config.tls.is_some(),
+                dashboard_secret: config
+                    .server_key
+                    .as_ref()
+                    .map(|k| k.derive("agentpool dashboard secret")),
             }),
         }
     }

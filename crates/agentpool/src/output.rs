@@ -193,15 +193,17 @@ pub fn relative(t: Timestamp) -> String {
     relative_to(t, Utc::now())
 }
 
+/// As [`relative`], to the nearest unit: a delay just under two hours is "in 2h".
 pub fn relative_to(t: Timestamp, now: Timestamp) -> String {
     let secs = (now - t).num_seconds();
     let (future, s) = if secs < 0 { (true, -secs) } else { (false, secs) };
+    let nearest = |unit: i64| (s + unit / 2) / unit;
     let amount = match s {
         0..=1 => return "just now".into(),
         2..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
+        _ if nearest(60) < 60 => format!("{}m", nearest(60)),
+        _ if nearest(3600) < 24 => format!("{}h", nearest(3600)),
+        _ => format!("{}d", nearest(86400)),
     };
     if future {
         format!("in {amount}")

@@ -26,5 +26,6 @@ pub use tokens::{CreatedToken, RotatedToken, TokenCreate, TokenInfo, TokenList, 
 pub use worker::{
     AppendEventsRequest, ClaimQuery, ClaimRequest, ClaimResponse, ClaimedTask, ClaimedWork, CompleteBatch,
     CompleteBatchResponse, CompleteItem, CompleteItemResult, CompleteRequest, FailOutcome, FailRequest,
-    HeartbeatQuery, HeartbeatReply, HeartbeatRequest, MAX_STATUS_MESSAGE, Secrets, WorkerList,
+    HeartbeatQuery, HeartbeatReply, HeartbeatRequest, MAX_AGENT_VERSION, MAX_STATUS_MESSAGE, Secrets,
+    WorkerList,
 };

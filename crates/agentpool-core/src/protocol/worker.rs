@@ -41,6 +41,10 @@ pub struct ClaimedTask {
 /// The longest [`HeartbeatRequest::status_message`] the server takes, in characters.
 pub const MAX_STATUS_MESSAGE: usize = 1000;
 
+/// The longest agent version a worker may register (`agents[].version`), in characters: what
+/// a CLI's `--version` says fits, and a page listing workers stays readable.
+pub const MAX_AGENT_VERSION: usize = 200;
+
 /// `POST /v1/workers/{id}/heartbeat`.
 #[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,27 +1,33 @@
-//! Dashboard sessions: a login with an API token that becomes an HttpOnly, SameSite=Strict
-//! cookie (Secure behind TLS), CSRF tokens on every form that changes something, and the
-//! origin checks that back them. Without auth (`agentpool up` on loopback) every visitor is
-//! admin, but only under a loopback host name, so a DNS-rebinding page cannot reach it.
+//! Dashboard sessions: a login with an API token that becomes an HttpOnly, SameSite=Lax
+//! cookie (Secure over TLS), CSRF tokens on every form that changes something, and the origin
+//! checks that back them. Without auth (`agentpool up` on loopback) every visitor is admin, but
+//! only under a loopback host name, so a DNS-rebinding page cannot reach it.
 //!
 //! The session cookie holds the API token itself, so revoking the token ends the session
 //! (within the token cache's few seconds) and several server replicas need no shared session
-//! store. The CSRF token is derived from the session secret (the API token, or a per-process
-//! secret without auth): a page on another site can neither read nor compute it.
+//! store. Lax, not Strict: a link to a task followed from a chat or a pull request carries the
+//! session, while no other site's form post does (and every post must also carry the CSRF
+//! token and come from our origin). The CSRF token, and the signature of what the server tells
+//! a page after an action, are keyed by the session secret (the API token, or without auth a
+//! secret derived from the server key): a page on another site can neither read nor compute
+//! them.
 
 use agentpool_core::TaskId;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use super::Dash;
 use super::error::{DashError, DashResult};
-use super::html::{self, Nav, esc};
+pub use super::form::Form;
+use super::html::{self, Nav, attr};
+use super::request::DashQuery;
 use crate::auth::{AuthMode, Caller, Role};
+use crate::crypto::keyed_hash;
 
 /// The session cookie: the API token the person logged in with.
 pub const SESSION_COOKIE: &str = "agentpool_session";
@@ -37,6 +43,8 @@ pub struct Session {
     caller: Caller,
     /// The API token (the cookie value); `None` without auth.
     token: Option<String>,
+    /// Keys this session's CSRF token and signatures; derived from the session secret.
+    key: [u8; 32],
     csrf: String,
 }
 
@@ -70,7 +78,34 @@ impl Session {
 
     /// The hidden field every state-changing form carries.
     pub fn csrf_field(&self) -> String {
-        format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(&self.csrf))
+        format!(
+            r#"<input type="hidden" name="csrf" value="{}">"#,
+            attr(&self.csrf)
+        )
+    }
+
+    /// A signature of `what` that only this session's secret makes: for values the server
+    /// puts in a URL and must trust when they come back.
+    pub fn sign(&self, what: &str) -> String {
+        let mut msg = b"sign\0".to_vec();
+        msg.extend_from_slice(what.as_bytes());
+        URL_SAFE_NO_PAD.encode(keyed_hash(&self.key, &msg))
+    }
+
+    /// Whether `sig` is this session's signature of `what`.
+    pub fn signed(&self, what: &str, sig: &str) -> bool {
+        same(&self.sign(what), sig)
+    }
+
+    fn new(caller: Caller, token: Option<String>, secret: &[u8]) -> Self {
+        let key = keyed_hash(secret, b"agentpool dashboard session");
+        let csrf = URL_SAFE_NO_PAD.encode(keyed_hash(&key, b"csrf"));
+        Self {
+            caller,
+            token,
+            key,
+            csrf,
+        }
     }
 
     /// Is the session still valid (its token not revoked)? Live streams ask this as they go.
@@ -83,13 +118,6 @@ impl Session {
             ),
         }
     }
-}
-
-fn derive_csrf(secret: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(b"agentpool dashboard csrf\0");
-    h.update(secret);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
 /// Equal in time independent of where they differ.
@@ -108,10 +136,12 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.trim().to_string())
 }
 
-/// Whether the browser reached us over TLS (the server runs behind a TLS proxy).
-fn is_https(headers: &HeaderMap) -> bool {
+/// Whether the browser reached us over TLS: the server terminates TLS itself, or it runs
+/// behind a TLS proxy that says so.
+fn is_https(dash: &Dash, headers: &HeaderMap) -> bool {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
-    get("x-forwarded-proto").eq_ignore_ascii_case("https")
+    dash.app.inner.tls
+        || get("x-forwarded-proto").eq_ignore_ascii_case("https")
         || get("forwarded")
             .to_ascii_lowercase()
             .split([';', ','])
@@ -121,31 +151,15 @@ fn is_https(headers: &HeaderMap) -> bool {
 fn set_cookie(name: &str, value: &str, path: &str, max_age: u64, secure: bool) -> Option<HeaderValue> {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
     .ok()
-}
-
-/// The host part of a `Host` header value or an origin's authority.
-fn host_name(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("");
-    }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
 /// Without auth, answer only requests addressed to a loopback name: a DNS-rebinding page
 /// (evil.example resolving to 127.0.0.1) sends its own name in `Host`.
 fn check_loopback_host(headers: &HeaderMap) -> DashResult<()> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(host_name)
-        .unwrap_or("");
-    let ok = host == "localhost"
-        || host.ends_with(".localhost")
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if ok {
+    if crate::loopback::addressed_to_loopback(headers) {
         Ok(())
     } else {
         Err(DashError::forbidden(
@@ -183,9 +197,15 @@ fn check_same_origin(headers: &HeaderMap) -> DashResult<()> {
     Ok(())
 }
 
-/// Where a page's URL says to go after login: a local path only (no open redirect).
+/// Where a page's URL says to go after login: a local path only (no open redirect). A
+/// browser reads `\` as `/` and drops tabs and line breaks, so `/\evil.example` and
+/// `/<tab>/evil.example` would leave the site like `//evil.example`: refused, as is any other
+/// control character.
 pub fn local_path(next: &str) -> &str {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\');
+    let ok = next.starts_with('/')
+        && !next[1..].starts_with('/')
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control);
     if ok { next } else { "/" }
 }
 
@@ -193,14 +213,9 @@ impl FromRequestParts<Dash> for Session {
     type Rejection = DashError;
 
     async fn from_request_parts(parts: &mut Parts, dash: &Dash) -> Result<Self, Self::Rejection> {
-        let auth = &dash.app.inner.auth;
-        if auth.mode() == AuthMode::NoAuthLoopback {
+        if dash.app.inner.auth.mode() == AuthMode::NoAuthLoopback {
             check_loopback_host(&parts.headers)?;
-            return Ok(Session {
-                caller: Caller::loopback(),
-                token: None,
-                csrf: derive_csrf(&dash.secret[..]),
-            });
+            return Ok(Session::new(Caller::loopback(), None, &dash.secret[..]));
         }
         let login = || DashError::Login {
             next: parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
@@ -209,18 +224,28 @@ impl FromRequestParts<Dash> for Session {
         else {
             return Err(login());
         };
-        match auth.caller_of(dash.app.store().as_ref(), &token).await? {
+        match cookie_caller(dash, &token).await? {
             Some(c) if c.role == Role::Worker => Err(DashError::forbidden(
                 "a worker token cannot use the dashboard; log in with an admin or submitter token",
             )),
-            Some(caller) => Ok(Session {
-                caller,
-                csrf: derive_csrf(token.as_bytes()),
-                token: Some(token),
-            }),
+            Some(caller) => {
+                let mut session = Session::new(caller, None, token.as_bytes());
+                session.token = Some(token);
+                Ok(session)
+            }
             None => Err(login()),
         }
     }
+}
+
+/// Who the session cookie's token is, when it is a token at all.
+async fn cookie_caller(dash: &Dash, token: &str) -> DashResult<Option<Caller>> {
+    Ok(dash
+        .app
+        .inner
+        .auth
+        .caller_of(dash.app.store().as_ref(), token)
+        .await?)
 }
 
 /// A form submission that changes something: a valid session, sent from our own origin, with
@@ -257,80 +282,6 @@ impl FromRequest<Dash> for Action {
     }
 }
 
-/// An `application/x-www-form-urlencoded` body as ordered pairs (repeated names kept: the
-/// task list posts one `id` per selected task).
-pub struct Form(Vec<(String, String)>);
-
-impl Form {
-    async fn read(req: Request, dash: &Dash) -> DashResult<Self> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !ct.starts_with("application/x-www-form-urlencoded") {
-            return Err(DashError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "send the form as application/x-www-form-urlencoded",
-            ));
-        }
-        let bytes = Bytes::from_request(req, dash)
-            .await
-            .map_err(|_| DashError::new(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large"))?;
-        Ok(Self::parse(&bytes))
-    }
-
-    pub fn parse(body: &[u8]) -> Self {
-        let pairs = body
-            .split(|b| *b == b'&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = match p.iter().position(|b| *b == b'=') {
-                    Some(i) => (&p[..i], &p[i + 1..]),
-                    None => (p, &b""[..]),
-                };
-                (decode(k), decode(v))
-            })
-            .collect();
-        Self(pairs)
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Percent-decoding with `+` as space; invalid escapes are kept as written.
-fn decode(s: &[u8]) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => {
-                let hex = std::str::from_utf8(&s[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Query parameters of the login page.
 #[derive(serde::Deserialize, Default)]
 pub struct LoginQuery {
@@ -338,19 +289,29 @@ pub struct LoginQuery {
     error: Option<String>,
 }
 
-/// `GET /login`: the token form. Without auth there is nothing to log in to.
+/// `GET /login`: the token form. Without auth there is nothing to log in to, and with a valid
+/// session (a link from another site that landed here) the page asked for is shown at once —
+/// unless the form is back with an error: another token was tried and refused.
 pub async fn login_page(
     State(dash): State<Dash>,
     headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
-) -> Response {
+    DashQuery(q): DashQuery<LoginQuery>,
+) -> DashResult<Response> {
     let next = local_path(q.next.as_deref().unwrap_or("/")).to_string();
     if dash.app.inner.auth.mode() == AuthMode::NoAuthLoopback {
-        return redirect(&next);
+        return Ok(redirect(&next));
+    }
+    if q.error.is_none()
+        && let Some(token) = cookie(&headers, SESSION_COOKIE).filter(|t| !t.is_empty() && t.len() <= 512)
+        && cookie_caller(&dash, &token)
+            .await?
+            .is_some_and(|c| c.role != Role::Worker)
+    {
+        return Ok(redirect(&next));
     }
     let mut nonce = [0u8; 18];
     rand::rng().fill_bytes(&mut nonce);
-    let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
+    let nonce = URL_SAFE_NO_PAD.encode(nonce);
     let error = match q.error.as_deref() {
         Some("invalid") => Some("That token is unknown, revoked or expired."),
         Some("worker") => Some("A worker token cannot use the dashboard."),
@@ -370,14 +331,14 @@ pub async fn login_page(
 <input id="token" name="token" type="password" autocomplete="off" required autofocus spellcheck="false">
 <button type="submit">Log in</button></form>
 <p class="hint">Use an admin or submitter token (<code>agentpool tokens create NAME --role submitter</code>).</p></section>"#,
-        esc(&next)
+        attr(&next)
     ));
     let doc = html::page("Log in", Nav::None, None, None, &body);
     let mut r = (super::html_headers(), doc).into_response();
-    if let Some(c) = set_cookie(LOGIN_COOKIE, &nonce, "/login", 3600, is_https(&headers)) {
+    if let Some(c) = set_cookie(LOGIN_COOKIE, &nonce, "/login", 3600, is_https(&dash, &headers)) {
         r.headers_mut().append(header::SET_COOKIE, c);
     }
-    r
+    Ok(r)
 }
 
 /// `POST /login`: check the token; on success set the session cookie and go where asked.
@@ -409,7 +370,7 @@ pub async fn login(State(dash): State<Dash>, req: Request) -> DashResult<Respons
         None => Ok(back("invalid")),
         Some(c) if c.role == Role::Worker => Ok(back("worker")),
         Some(_) => {
-            let secure = is_https(&headers);
+            let secure = is_https(&dash, &headers);
             let mut r = redirect(&next);
             if let Some(c) = set_cookie(SESSION_COOKIE, &token, "/", SESSION_MAX_AGE_SECS, secure) {
                 r.headers_mut().append(header::SET_COOKIE, c);
@@ -423,18 +384,29 @@ pub async fn login(State(dash): State<Dash>, req: Request) -> DashResult<Respons
 }
 
 /// `POST /logout`: forget the session cookie.
-pub async fn logout(headers: HeaderMap, _action: Action) -> Response {
+pub async fn logout(State(dash): State<Dash>, headers: HeaderMap, _action: Action) -> Response {
     let mut r = redirect("/login");
-    if let Some(c) = set_cookie(SESSION_COOKIE, "", "/", 0, is_https(&headers)) {
+    if let Some(c) = set_cookie(SESSION_COOKIE, "", "/", 0, is_https(&dash, &headers)) {
         r.headers_mut().append(header::SET_COOKIE, c);
     }
     r
 }
 
-/// 303 to `to` (after a form post, so a reload does not post again).
+/// 303 to the local path `to` (after a form post, so a reload does not post again); to `/`
+/// when `to` is no local path. Always with a `Location`: characters a header cannot carry
+/// (from a query a person typed) are percent-encoded.
 pub fn redirect(to: &str) -> Response {
+    let to = local_path(to);
     let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
+    let mut location = String::with_capacity(to.len());
+    for b in to.bytes() {
+        if b.is_ascii_graphic() {
+            location.push(char::from(b));
+        } else {
+            location.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
@@ -455,21 +427,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn forms_decode_percent_plus_and_repeats() {
-        let f = Form::parse(b"a=1&id=x&id=y%2Fz&msg=hello+world%21&bad=%zz&end=%4");
-        assert_eq!(f.get("a"), Some("1"));
-        assert_eq!(f.all("id").collect::<Vec<_>>(), ["x", "y/z"]);
-        assert_eq!(f.get("msg"), Some("hello world!"));
-        assert_eq!(f.get("bad"), Some("%zz"));
-        assert_eq!(f.get("end"), Some("%4"));
+    fn next_is_a_local_path_only() {
+        assert_eq!(local_path("/tasks?state=queued"), "/tasks?state=queued");
+        assert_eq!(local_path("/"), "/");
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "\\/evil.example",
+            "/\t/evil.example",
+            "/\r\n/evil.example",
+            "/\n/evil.example",
+            "/tasks\r\nSet-Cookie: x=y",
+            "/\u{85}/evil.example",
+            "",
+            "tasks",
+        ] {
+            assert_eq!(local_path(bad), "/", "{bad:?}");
+        }
     }
 
     #[test]
-    fn next_is_a_local_path_only() {
-        assert_eq!(local_path("/tasks?state=queued"), "/tasks?state=queued");
-        assert_eq!(local_path("//evil.example/"), "/");
-        assert_eq!(local_path("https://evil.example/"), "/");
-        assert_eq!(local_path("/\\evil.example"), "/");
+    fn redirects_always_say_where_and_stay_local() {
+        let at = |to: &str| {
+            let r = redirect(to);
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+            r.headers()[header::LOCATION].as_bytes().to_vec()
+        };
+        assert_eq!(at("/tasks/x"), b"/tasks/x");
+        assert_eq!(at("/tasks\r\n/evil"), b"/");
+        assert_eq!(at("//evil.example"), b"/");
+        assert_eq!(at("/tasks?q=é x"), b"/tasks?q=%C3%A9%20x");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use agentpool_core::render::{str_field, usage_cost, usage_tokens};
 use agentpool_core::{Event, EventKind, EventPayload, Timestamp};
 use serde_json::Value;
 
-use super::html::{cut, esc, first_line};
+use super::html::{attr, cut, esc, first_line};
 
 /// An event as one `<li>`. Works from the JSON form so that it never depends on which kinds
 /// the core crate defines today.
@@ -249,9 +249,9 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
     }
     format!(
         r#"<li class="ev {class}" id="ev-{seq}" data-kind="{}"><time datetime="{}">{}</time> {body}</li>"#,
-        esc(kind),
+        attr(kind),
         at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        at.format("%H:%M:%S"),
+        at.format("%H:%M:%S UTC"),
     )
 }
 

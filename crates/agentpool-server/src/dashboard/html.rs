@@ -1,6 +1,6 @@
 //! HTML building blocks: escaping (every value that is not a literal of this crate goes
-//! through [`esc`]), the page layout with navigation, and the small fragments every page uses
-//! (state badges, times, durations, labels, links).
+//! through [`esc`], or in an attribute [`label`] or [`attr`]), the page layout with navigation,
+//! and the small fragments every page uses (state badges, times, durations, labels, links).
 
 use std::fmt::{self, Write};
 
@@ -8,30 +8,85 @@ use agentpool_core::{Labels, TaskId, TaskState, Timestamp, WorkerStatus};
 
 use super::auth::Session;
 
-/// Escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attribute values.
-pub struct Esc<'a>(pub &'a str);
+/// Escapes `&`, `<`, `>`, `"` and `'`: safe in text and in quoted attribute values. A Unicode
+/// direction control, which would make text display in another order than it is (a command
+/// that shows one thing and runs another), is shown as `<U+202E>` in text ([`esc`], marked)
+/// and in words the browser shows or reads out ([`label`]); in a form field's value ([`attr`])
+/// it is kept, so that the field sends back what it holds.
+pub struct Esc<'a> {
+    text: &'a str,
+    bidi: Bidi,
+}
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bidi {
+    /// `<span class=bidi>&lt;U+202E&gt;</span>`.
+    Marked,
+    /// `&lt;U+202E&gt;`: for attribute values and the title, where markup would show as such.
+    Named,
+    Kept,
+}
+
+/// `s` for the page's text.
 pub fn esc(s: &str) -> Esc<'_> {
-    Esc(s)
+    Esc {
+        text: s,
+        bidi: Bidi::Marked,
+    }
+}
+
+/// `s` for an attribute the browser shows or reads out (a confirmation, a label, a tooltip)
+/// and for the document's title.
+pub fn label(s: &str) -> Esc<'_> {
+    Esc {
+        text: s,
+        bidi: Bidi::Named,
+    }
+}
+
+/// `s` for a form field's value, a link or an id: exactly as it is.
+pub fn attr(s: &str) -> Esc<'_> {
+    Esc {
+        text: s,
+        bidi: Bidi::Kept,
+    }
+}
+
+/// The characters that change the direction text is displayed in (Unicode's Bidi_Control).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.text;
         let mut last = 0;
-        for (i, b) in self.0.bytes().enumerate() {
-            let rep = match b {
-                b'&' => "&amp;",
-                b'<' => "&lt;",
-                b'>' => "&gt;",
-                b'"' => "&quot;",
-                b'\'' => "&#39;",
+        for (i, c) in s.char_indices() {
+            let rep = match c {
+                '&' => "&amp;",
+                '<' => "&lt;",
+                '>' => "&gt;",
+                '"' => "&quot;",
+                '\'' => "&#39;",
+                c if self.bidi != Bidi::Kept && is_bidi_control(c) => {
+                    f.write_str(&s[last..i])?;
+                    let code = u32::from(c);
+                    if self.bidi == Bidi::Marked {
+                        // No quotes in the marker: it stays inert even where it should not be.
+                        write!(f, "<span class=bidi>&lt;U+{code:04X}&gt;</span>")?;
+                    } else {
+                        write!(f, "&lt;U+{code:04X}&gt;")?;
+                    }
+                    last = i + c.len_utf8();
+                    continue;
+                }
                 _ => continue,
             };
-            f.write_str(&self.0[last..i])?;
+            f.write_str(&s[last..i])?;
             f.write_str(rep)?;
             last = i + 1;
         }
-        f.write_str(&self.0[last..])
+        f.write_str(&s[last..])
     }
 }
 
@@ -101,27 +156,29 @@ fn badge(kind: &str, sym: &str, word: &str) -> String {
     format!(r#"<span class="badge {kind}-{word}"><span aria-hidden="true">{sym}</span> {word}</span>"#)
 }
 
-/// An absolute UTC time in a `<time>` element.
+/// An absolute time in a `<time>` element, in UTC and saying so.
 pub fn time(t: Timestamp) -> String {
     format!(
         r#"<time datetime="{}">{}</time>"#,
         t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        t.format("%Y-%m-%d %H:%M:%S")
+        t.format("%Y-%m-%d %H:%M:%S UTC")
     )
 }
 
-/// "12 s ago", "3 min ago", "in 5 s".
+/// "12 s ago", "3 min ago", "in 5 s": to the nearest unit, so that a delay just under two
+/// hours reads "in 2 h", not "in 1 h".
 pub fn ago(t: Timestamp, now: Timestamp) -> String {
     let secs = (now - t).num_seconds();
     let (n, future) = if secs < 0 { (-secs, true) } else { (secs, false) };
+    let nearest = |unit: i64| (n + unit / 2) / unit;
     let s = if n < 60 {
         format!("{n} s")
-    } else if n < 3600 {
-        format!("{} min", n / 60)
-    } else if n < 48 * 3600 {
-        format!("{} h", n / 3600)
+    } else if nearest(60) < 60 {
+        format!("{} min", nearest(60))
+    } else if nearest(3600) < 48 {
+        format!("{} h", nearest(3600))
     } else {
-        format!("{} d", n / 86400)
+        format!("{} d", nearest(86400))
     };
     if future {
         format!("in {s}")
@@ -191,7 +248,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, live: Option<&str>
 </head><body>
 <a class="skip" href="#main">Skip to content</a>
 <header class="top"><a class="brand" href="/">agentpool</a>"##,
-        esc(title),
+        label(title),
         v = super::assets::VERSION
     );
     if let Some(s) = session {
@@ -219,7 +276,7 @@ pub fn page(title: &str, nav: Nav, session: Option<&Session>, live: Option<&str>
     h.push_str("</header>\n");
     match live {
         Some(url) => {
-            let _ = write!(h, r#"<main id="main" data-live="{}">"#, esc(url));
+            let _ = write!(h, r#"<main id="main" data-live="{}">"#, attr(url));
         }
         None => h.push_str(r#"<main id="main">"#),
     }
@@ -239,6 +296,53 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
         );
         assert_eq!(esc("plain é").to_string(), "plain é");
+    }
+
+    #[test]
+    fn direction_controls_are_shown_in_text_and_labels_and_kept_in_values() {
+        let s = "ls \u{202E}txt.exe\u{2066}x\u{200F}";
+        assert_eq!(
+            esc(s).to_string(),
+            "ls <span class=bidi>&lt;U+202E&gt;</span>txt.exe<span class=bidi>&lt;U+2066&gt;</span>x<span class=bidi>&lt;U+200F&gt;</span>"
+        );
+        assert_eq!(attr(s).to_string(), s);
+        assert_eq!(
+            label(s).to_string(),
+            "ls &lt;U+202E&gt;txt.exe&lt;U+2066&gt;x&lt;U+200F&gt;"
+        );
+        assert_eq!(attr("<\"'&>").to_string(), "&lt;&quot;&#39;&amp;&gt;");
+        assert_eq!(
+            esc("é\u{202A}").to_string(),
+            "é<span class=bidi>&lt;U+202A&gt;</span>"
+        );
+    }
+
+    #[test]
+    fn times_say_utc_and_relative_ones_round_to_the_nearest_unit() {
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        assert!(
+            time(now).contains(">2027-01-15 08:00:00 UTC</time>"),
+            "{}",
+            time(now)
+        );
+        let later = |s: i64| ago(now + chrono::Duration::seconds(s), now);
+        assert_eq!(later(7200 - 60), "in 2 h");
+        assert_eq!(later(7200), "in 2 h");
+        assert_eq!(later(5400 - 1), "in 1 h");
+        assert_eq!(later(59 * 60 + 40), "in 1 h");
+        assert_eq!(later(150), "in 3 min");
+        assert_eq!(later(59), "in 59 s");
+        assert_eq!(
+            ago(now - chrono::Duration::seconds(47 * 3600 + 1800), now),
+            "2 d ago"
+        );
+        assert_eq!(
+            ago(
+                now - chrono::Duration::days(29) - chrono::Duration::hours(13),
+                now
+            ),
+            "30 d ago"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use agentpool_core::TaskId;
 use agentpool_store::WorkListener;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,8 +25,8 @@ use super::Dash;
 use super::auth::Session;
 use super::error::{DashError, DashResult};
 use super::events::{self, UsageSum};
+use super::request::{DashPath, DashQuery};
 use super::tasks::ListQuery;
-use crate::extract::ApiPath;
 
 /// Re-render at least this often without a wake-up.
 const FALLBACK: Duration = Duration::from_secs(5);
@@ -184,7 +184,7 @@ pub async fn overview(State(dash): State<Dash>, session: Result<Session, DashErr
 pub async fn tasks(
     State(dash): State<Dash>,
     session: Result<Session, DashError>,
-    Query(q): Query<ListQuery>,
+    DashQuery(q): DashQuery<ListQuery>,
 ) -> DashResult<Response> {
     Ok(page_stream(
         dash,
@@ -210,6 +210,7 @@ struct TaskStream {
     usage: UsageSum,
     wake: Wake,
     last_state: String,
+    last_detail: String,
     pending: VecDeque<SseEvent>,
     started: bool,
     skip_wait: bool,
@@ -261,10 +262,15 @@ impl TaskStream {
             .get_task(self.id)
             .await?
             .ok_or_else(|| DashError::not_found("task gone"))?;
-        let state = super::task::render_state(&detail, &self.usage, &self.session, chrono::Utc::now());
+        let (state, rest) =
+            super::task::render_state(&detail, &self.usage, &self.session, chrono::Utc::now());
         if state != self.last_state {
             self.pending.push_back(replace("task-state", &state));
             self.last_state = state;
+        }
+        if rest != self.last_detail {
+            self.pending.push_back(replace("task-detail", &rest));
+            self.last_detail = rest;
         }
         if got == EVENT_PAGE as usize {
             self.skip_wait = true;
@@ -286,8 +292,8 @@ impl TaskStream {
 pub async fn task(
     State(dash): State<Dash>,
     session: Result<Session, DashError>,
-    ApiPath(id): ApiPath<TaskId>,
-    Query(q): Query<AfterQuery>,
+    DashPath(id): DashPath<TaskId>,
+    DashQuery(q): DashQuery<AfterQuery>,
     headers: HeaderMap,
 ) -> DashResult<Response> {
     let session = stream_session(session)?;
@@ -308,6 +314,7 @@ pub async fn task(
         after,
         usage: UsageSum::default(),
         last_state: String::new(),
+        last_detail: String::new(),
         pending: VecDeque::new(),
         started: false,
         skip_wait: true,

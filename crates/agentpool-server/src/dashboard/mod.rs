@@ -10,10 +10,12 @@
 mod auth;
 mod error;
 mod events;
+mod form;
 mod html;
 mod live;
 mod overview;
 mod projects;
+mod request;
 mod task;
 mod tasks;
 mod tokens;
@@ -22,7 +24,7 @@ mod workers;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,8 +44,13 @@ pub(crate) struct Dash {
 
 /// The dashboard's routes, to merge into the server's router.
 pub fn router(state: AppState) -> Router {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
+    // Derived from the server key, so that pages open across a restart of `agentpool up` can
+    // still post their forms; without a key, one per process.
+    let secret = state.inner.dashboard_secret.unwrap_or_else(|| {
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        secret
+    });
     let dash = Dash {
         app: state,
         secret: Arc::new(secret),
@@ -70,8 +77,13 @@ pub fn router(state: AppState) -> Router {
         .route("/live/workers", get(live::workers))
         .route("/live/tasks/{id}", get(live::task))
         .route("/assets/{name}", get(asset))
+        .method_not_allowed_fallback(error::method_not_allowed)
         // Forms are a few fields; a follow-up prompt is the largest.
         .layer(DefaultBodyLimit::max(256 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            dash.clone(),
+            error::with_nav,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(dash)
 }
@@ -99,7 +111,7 @@ pub(crate) mod assets {
     ) >> 16;
 }
 
-async fn asset(Path(name): Path<String>) -> Response {
+async fn asset(request::DashPath(name): request::DashPath<String>) -> Response {
     let (body, ct) = match name.as_str() {
         "app.css" => (assets::CSS, "text/css; charset=utf-8"),
         "app.js" => (assets::JS, "text/javascript; charset=utf-8"),

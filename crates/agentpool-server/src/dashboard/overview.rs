@@ -153,7 +153,7 @@ fn chart(d: &OverviewData) -> String {
         let from = start + chrono::Duration::seconds(BUCKET_SECS * i as i64);
         let _ = write!(
             h,
-            r#"<g><title>from {}: {s} succeeded, {f} failed</title><rect class="bar-ok" x="{x}" y="{}" width="{}" height="{hs}"/><rect class="bar-bad" x="{x}" y="{}" width="{}" height="{hf}"/></g>"#,
+            r#"<g><title>from {} UTC: {s} succeeded, {f} failed</title><rect class="bar-ok" x="{x}" y="{}" width="{}" height="{hs}"/><rect class="bar-bad" x="{x}" y="{}" width="{}" height="{hf}"/></g>"#,
             from.format("%H:%M"),
             hgt - hs,
             bw - 4,

@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{Action, Session, redirect};
 use super::error::DashResult;
 use super::html::{self, Nav, Url, esc};
+use super::request::DashPath;
 use super::{Dash, require};
 use crate::auth::Role;
-use crate::extract::ApiPath;
 
 pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Response> {
     let store = dash.app.store();
@@ -24,13 +24,21 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
     let mut projects = store.list_projects().await?;
     projects.retain(|p| by.reaches(Some(&p.spec.name)));
     let mut h = String::from("<h1>Projects</h1>");
+    // Credential names are the admins' to know, as in the API's project list.
+    let admin = session.is_admin();
     if projects.is_empty() {
         h.push_str(
             r#"<p class="empty">No projects yet (<code>agentpool projects put NAME --repo URL</code>).</p>"#,
         );
     } else {
-        h.push_str(
-            r#"<table class="projects"><caption class="sr-only">Projects</caption><thead><tr><th scope="col">name</th><th scope="col">repository</th><th scope="col">base</th><th scope="col">slots</th><th scope="col">default agent</th><th scope="col">allowed agents</th><th scope="col">credentials</th><th scope="col">spent today (UTC)</th><th scope="col">tasks</th></tr></thead><tbody>"#,
+        let _ = write!(
+            h,
+            r#"<table class="projects"><caption class="sr-only">Projects</caption><thead><tr><th scope="col">name</th><th scope="col">repository</th><th scope="col">base</th><th scope="col">slots</th><th scope="col">default agent</th><th scope="col">allowed agents</th>{}<th scope="col">spent today (UTC)</th><th scope="col">tasks</th></tr></thead><tbody>"#,
+            if admin {
+                r#"<th scope="col">credentials</th>"#
+            } else {
+                ""
+            }
         );
         for p in &projects {
             let s = &p.spec;
@@ -44,16 +52,20 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
                 (Some(spent), None) => format!("${spent:.4}"),
                 (None, None) => String::new(),
             };
+            let credentials = if admin {
+                format!("<td>{}</td>", esc(&s.credentials.join(", ")))
+            } else {
+                String::new()
+            };
             let _ = write!(
                 h,
-                r#"<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href="/tasks?project={}">tasks</a></td></tr>"#,
+                r#"<tr><th scope="row">{}</th><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{credentials}<td>{}</td><td><a href="/tasks?project={}">tasks</a></td></tr>"#,
                 esc(&s.name),
                 esc(&s.repo),
                 esc(s.default_base.as_deref().unwrap_or("")),
                 s.slots.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
                 esc(&agent),
                 esc(&s.allowed_agents.join(", ")),
-                esc(&s.credentials.join(", ")),
                 spent,
                 Url(&s.name),
             );
@@ -113,7 +125,12 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp, session: &Sessio
     h.push_str("</tr></thead><tbody>");
     for s in list {
         let next = match s.next_run_at {
-            Some(t) => format!("{} ({})", html::time(t), html::ago(t, now)),
+            Some(t) => format!(
+                "{}{} ({})",
+                html::time(t),
+                in_zone(t, s.spec.time_zone.as_deref()),
+                html::ago(t, now)
+            ),
             None if s.spec.paused => "paused".to_string(),
             None => "none".to_string(),
         };
@@ -146,6 +163,24 @@ fn schedules(h: &mut String, list: &[Schedule], now: Timestamp, session: &Sessio
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table></section>");
+}
+
+/// `t` as a clock in a schedule's time zone reads it (` = 09:00 Europe/Berlin`),
+/// when that is not UTC: the zone its cron expression is read in.
+fn in_zone(t: Timestamp, zone: Option<&str>) -> String {
+    match zone.map(|z| (z, z.parse::<chrono_tz::Tz>())) {
+        Some((name, Ok(tz))) if tz != chrono_tz::UTC => {
+            let local = t.with_timezone(&tz);
+            // The date too when it is another day there.
+            let shown = if local.date_naive() == t.date_naive() {
+                local.format("%H:%M")
+            } else {
+                local.format("%Y-%m-%d %H:%M")
+            };
+            format!(" = {shown} {}", esc(name))
+        }
+        _ => String::new(),
+    }
 }
 
 /// Deliveries looked at for a notification's row.
@@ -209,7 +244,7 @@ const ACTORS: &[Role] = &[Role::Submitter];
 /// `POST /schedules/{name}/run`: submit its task now, then show that task.
 pub async fn run(
     State(dash): State<Dash>,
-    ApiPath(name): ApiPath<String>,
+    DashPath(name): DashPath<String>,
     action: Action,
 ) -> DashResult<Response> {
     require(&action.session, ACTORS, "run schedules")?;
@@ -221,7 +256,7 @@ pub async fn run(
 /// `POST /schedules/{name}/pause`.
 pub async fn pause(
     State(dash): State<Dash>,
-    ApiPath(name): ApiPath<String>,
+    DashPath(name): DashPath<String>,
     action: Action,
 ) -> DashResult<Response> {
     set_paused(&dash, &name, &action, true).await
@@ -230,7 +265,7 @@ pub async fn pause(
 /// `POST /schedules/{name}/resume`.
 pub async fn resume(
     State(dash): State<Dash>,
-    ApiPath(name): ApiPath<String>,
+    DashPath(name): DashPath<String>,
     action: Action,
 ) -> DashResult<Response> {
     set_paused(&dash, &name, &action, false).await

@@ -14,9 +14,9 @@ use super::auth::{Action, Session, redirect};
 use super::error::{DashError, DashResult};
 use super::events::{self, UsageSum};
 use super::html::{self, Nav, esc, task_link, time};
+use super::request::DashPath;
 use super::{Dash, require};
 use crate::auth::Role;
-use crate::extract::ApiPath;
 use crate::state::TaskChange;
 
 /// Events rendered into the page itself; the live stream delivers the rest.
@@ -25,7 +25,7 @@ pub const FIRST_EVENTS: u32 = 500;
 pub async fn page(
     State(dash): State<Dash>,
     session: Session,
-    ApiPath(id): ApiPath<TaskId>,
+    DashPath(id): DashPath<TaskId>,
 ) -> DashResult<Response> {
     let store = dash.app.store();
     let detail = store
@@ -57,10 +57,12 @@ fn render_page(d: &TaskDetail, evs: &[Event], usage: &UsageSum, session: &Sessio
         t.id,
         esc(&what(&t.spec, 200))
     );
+    let (state, detail) = render_state(d, usage, session, now);
+    // The state line is announced when it changes (politely: it never interrupts); the rest
+    // of what changes is not read out on every update, but its errors are alerts.
     let _ = write!(
         h,
-        r#"<div id="task-state" class="live-region">{}</div>"#,
-        render_state(d, usage, session, now)
+        r#"<div id="task-state" class="live-region" role="status" aria-live="polite" aria-atomic="true">{state}</div><div id="task-detail" class="live-region">{detail}</div>"#,
     );
     h.push_str(&render_spec(d));
     h.push_str(r#"<section aria-labelledby="events-h"><h2 id="events-h">Events</h2>"#);
@@ -85,13 +87,14 @@ pub fn what(s: &TaskSpec, max: usize) -> String {
     }
 }
 
-/// The part of the page that changes while the task lives: state, actions, why it waits,
-/// error, attempts, usage, result. Re-rendered by the live stream.
-pub fn render_state(d: &TaskDetail, usage: &UsageSum, session: &Session, now: Timestamp) -> String {
+/// The parts of the page that change while the task lives, re-rendered by the live stream:
+/// the state line (`#task-state`: state, attempt, worker, a pending cancel), and the rest
+/// (`#task-detail`: actions, why it waits, error, attempts, usage, result).
+pub fn render_state(d: &TaskDetail, usage: &UsageSum, session: &Session, now: Timestamp) -> (String, String) {
     let t = &d.task;
-    let mut h = String::with_capacity(4096);
+    let mut line = String::with_capacity(256);
     let _ = write!(
-        h,
+        line,
         r#"<p class="state-line"><span id="task-state-badge" data-state="{}">{}</span> · attempt {} of {}"#,
         t.state.as_str(),
         html::state_badge(t.state),
@@ -99,12 +102,13 @@ pub fn render_state(d: &TaskDetail, usage: &UsageSum, session: &Session, now: Ti
         t.max_attempts
     );
     if let Some(w) = &t.worker_id {
-        let _ = write!(h, r#" · on worker <code>{}</code>"#, esc(w.as_str()));
+        let _ = write!(line, r#" · on worker <code>{}</code>"#, esc(w.as_str()));
     }
     if t.cancel_requested && t.state == TaskState::Running {
-        h.push_str(r#" · <strong>cancel requested</strong>, waiting for the worker to stop it"#);
+        line.push_str(r#" · <strong>cancel requested</strong>, waiting for the worker to stop it"#);
     }
-    h.push_str("</p>");
+    line.push_str("</p>");
+    let mut h = String::with_capacity(4096);
     h.push_str(&actions(d, session));
     if !d.waiting.is_empty() {
         h.push_str(r#"<section class="waiting"><h2>Why it waits</h2><ul>"#);
@@ -138,7 +142,7 @@ pub fn render_state(d: &TaskDetail, usage: &UsageSum, session: &Session, now: Ti
     if let Some(r) = &t.result {
         h.push_str(&result_section(r));
     }
-    h
+    (line, h)
 }
 
 fn actions(d: &TaskDetail, session: &Session) -> String {
@@ -154,7 +158,7 @@ fn actions(d: &TaskDetail, session: &Session) -> String {
             t.id,
             session.csrf_field(),
             confirm
-                .map(|c| format!(r#" data-confirm="{}""#, esc(c)))
+                .map(|c| format!(r#" data-confirm="{}""#, html::label(c)))
                 .unwrap_or_default()
         );
     };
@@ -351,7 +355,8 @@ fn result_section(r: &agentpool_core::TaskResult) -> String {
             Some(u) => {
                 let _ = write!(
                     h,
-                    r#"<dt>pull request</dt><dd><a href="{0}" rel="noopener noreferrer">{0}</a></dd>"#,
+                    r#"<dt>pull request</dt><dd><a href="{}" rel="noopener noreferrer">{}</a></dd>"#,
+                    html::attr(u),
                     esc(u)
                 );
             }
@@ -522,7 +527,7 @@ async fn change(dash: &Dash, id: TaskId, action: &Action, change: TaskChange<'_>
 /// `POST /tasks/{id}/cancel`.
 pub async fn cancel(
     State(dash): State<Dash>,
-    ApiPath(id): ApiPath<TaskId>,
+    DashPath(id): DashPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
     let reason = cancel_reason(&action)?;
@@ -549,7 +554,7 @@ pub(super) fn cancel_reason(action: &Action) -> DashResult<Option<String>> {
 /// `POST /tasks/{id}/retry`.
 pub async fn retry(
     State(dash): State<Dash>,
-    ApiPath(id): ApiPath<TaskId>,
+    DashPath(id): DashPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
     change(&dash, id, &action, TaskChange::Retry).await
@@ -559,7 +564,7 @@ pub async fn retry(
 /// settings, its session resumed, starting from the branch this task pushed.
 pub async fn follow_up(
     State(dash): State<Dash>,
-    ApiPath(id): ApiPath<TaskId>,
+    DashPath(id): DashPath<TaskId>,
     action: Action,
 ) -> DashResult<Response> {
     require(&action.session, &[Role::Submitter], "submit tasks")?;

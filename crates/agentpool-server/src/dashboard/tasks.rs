@@ -9,14 +9,15 @@ use std::fmt::Write;
 
 use agentpool_core::protocol::MAX_CANCEL_REASON_CHARS;
 use agentpool_core::{ErrorClass, Task, TaskId, TaskKind};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::Dash;
 use super::auth::{Action, Session, local_path, redirect, task_ids};
 use super::error::{DashError, DashResult};
-use super::html::{self, Nav, Url, esc};
+use super::html::{self, Nav, Url, attr, esc};
+use super::request::DashQuery;
 use crate::api::TaskListQuery;
 use crate::auth::Caller;
 use crate::state::TaskChange;
@@ -42,10 +43,13 @@ pub struct ListQuery {
     pub schedule: Option<String>,
     pub q: Option<String>,
     pub cursor: Option<String>,
-    /// After a bulk action: what was done, how many succeeded and failed.
+    /// After a bulk action: what was done, how many succeeded and failed, when, and the
+    /// session's signature of these ([`Notice`]).
     pub done: Option<String>,
     pub ok: Option<usize>,
     pub failed: Option<usize>,
+    pub at: Option<i64>,
+    pub sig: Option<String>,
 }
 
 fn set(v: &Option<String>) -> Option<String> {
@@ -88,7 +92,52 @@ pub struct ListView {
     pub scan_capped: bool,
 }
 
-/// A page of the tasks matching `q` that `by` reaches.
+/// What a bulk action did, as the list it leads back to says. The server signs it with the
+/// session's secret in the URL it redirects to, and the list shows it only with that signature
+/// and for a short while: a link made elsewhere (`?done=retry&ok=999999`) says nothing.
+struct Notice<'a> {
+    verb: &'a str,
+    ok: usize,
+    failed: usize,
+    /// Unix seconds, by the store's clock.
+    at: i64,
+}
+
+/// How long after the action its notice is shown (a reload of the page shortly after).
+const NOTICE_SECS: i64 = 600;
+
+impl Notice<'_> {
+    fn signed_text(&self) -> String {
+        format!("bulk\0{}\0{}\0{}\0{}", self.verb, self.ok, self.failed, self.at)
+    }
+
+    /// The query parameters that carry it.
+    fn to_query(&self, session: &Session) -> String {
+        format!(
+            "done={}&ok={}&failed={}&at={}&sig={}",
+            self.verb,
+            self.ok,
+            self.failed,
+            self.at,
+            session.sign(&self.signed_text())
+        )
+    }
+
+    /// The notice `q` carries, when `session` signed it and not long ago.
+    fn verified<'q>(q: &'q ListQuery, session: &Session, now: i64) -> Option<Notice<'q>> {
+        let n = Notice {
+            verb: q.done.as_deref()?,
+            ok: q.ok?,
+            failed: q.failed?,
+            at: q.at?,
+        };
+        let fresh = (now - NOTICE_SECS..=now + 5).contains(&n.at);
+        (fresh && session.signed(&n.signed_text(), q.sig.as_deref()?)).then_some(n)
+    }
+}
+
+/// A page of the tasks matching `q` that `by` reaches: one more than a page is read, so the
+/// pager offers "older" only when there are older tasks.
 pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListView> {
     let mut filter = crate::routes::tasks::task_filter(TaskListQuery {
         state: set(&q.state),
@@ -106,10 +155,11 @@ pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListVie
     let text = set(&q.q).map(|t| t.to_lowercase());
     let store = dash.app.store();
     let Some(text) = text else {
-        let tasks = store.list_tasks(&filter).await?;
-        let next_cursor = (tasks.len() == PAGE)
-            .then(|| tasks.last().map(|t| t.id))
-            .flatten();
+        filter.limit = PAGE as u32 + 1;
+        let mut tasks = store.list_tasks(&filter).await?;
+        let more = tasks.len() > PAGE;
+        tasks.truncate(PAGE);
+        let next_cursor = more.then(|| tasks.last().map(|t| t.id)).flatten();
         return Ok(ListView {
             tasks,
             next_cursor,
@@ -128,18 +178,21 @@ pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListVie
         let batch = store.list_tasks(&filter).await?;
         let full = batch.len() == filter.limit as usize;
         for t in batch {
-            scanned += 1;
-            filter.before = Some(t.id);
+            let id = t.id;
             if matches(&t) {
-                tasks.push(t);
+                // A match past a full page: there is an older page, which starts after the
+                // last task shown.
                 if tasks.len() == PAGE {
                     return Ok(ListView {
-                        next_cursor: filter.before,
+                        next_cursor: tasks.last().map(|t: &Task| t.id),
                         tasks,
                         scan_capped: false,
                     });
                 }
+                tasks.push(t);
             }
+            scanned += 1;
+            filter.before = Some(id);
         }
         if !full {
             return Ok(ListView {
@@ -161,14 +214,14 @@ pub async fn find(dash: &Dash, by: &Caller, q: &ListQuery) -> DashResult<ListVie
 pub async fn page(
     State(dash): State<Dash>,
     session: Session,
-    Query(q): Query<ListQuery>,
+    DashQuery(q): DashQuery<ListQuery>,
 ) -> DashResult<Response> {
     let view = find(&dash, session.caller(), &q).await?;
     let admin = session.is_admin();
     let mut h = String::from("<h1>Tasks</h1>");
-    if let (Some(done), Some(ok)) = (set(&q.done), q.ok) {
-        let verb = if done == "retry" { "Retried" } else { "Canceled" };
-        let failed = q.failed.unwrap_or(0);
+    let now = dash.app.store().time().timestamp();
+    if let Some(Notice { verb, ok, failed, .. }) = Notice::verified(&q, &session, now) {
+        let verb = if verb == "retry" { "Retried" } else { "Canceled" };
         let _ = write!(
             h,
             r#"<p class="notice" role="status">{verb} {}{}.</p>"#,
@@ -186,7 +239,7 @@ pub async fn page(
         h,
         r#"<form method="post" action="/tasks/bulk" id="bulk">{}<input type="hidden" name="return" value="{}">"#,
         session.csrf_field(),
-        esc(&ret)
+        attr(&ret)
     );
     if admin {
         let _ = write!(
@@ -244,7 +297,7 @@ fn filters(q: &ListQuery) -> String {
         let _ = write!(
             h,
             r#"<label>{label} <input name="{name}" value="{}" size="12"></label>"#,
-            esc(&set(v).unwrap_or_default())
+            attr(&set(v).unwrap_or_default())
         );
     }
     h.push_str(r#"<button type="submit">Filter</button> <a href="/tasks">clear</a></form>"#);
@@ -305,7 +358,11 @@ pub fn rows(view: &ListView, admin: bool) -> String {
 pub fn pager(q: &ListQuery, view: &ListView) -> String {
     let mut h = String::from(r#"<nav class="pager" aria-label="Pages">"#);
     if set(&q.cursor).is_some() {
-        let _ = write!(h, r#"<a href="/tasks?{}">« newest</a> "#, esc(&q.to_query(false)));
+        let _ = write!(
+            h,
+            r#"<a href="/tasks?{}">« newest</a> "#,
+            attr(&q.to_query(false))
+        );
     }
     if let Some(c) = view.next_cursor {
         let mut next = q.clone();
@@ -313,7 +370,7 @@ pub fn pager(q: &ListQuery, view: &ListView) -> String {
         let _ = write!(
             h,
             r#"<a href="/tasks?{}" rel="next">older »</a>"#,
-            esc(&next.to_query(true))
+            attr(&next.to_query(true))
         );
     }
     if view.scan_capped {
@@ -371,5 +428,11 @@ pub async fn bulk(State(dash): State<Dash>, action: Action) -> DashResult<Respon
         "/tasks"
     };
     let sep = if back.contains('?') { '&' } else { '?' };
-    Ok(redirect(&format!("{back}{sep}done={verb}&ok={ok}&failed={failed}")).into_response())
+    let notice = Notice {
+        verb,
+        ok,
+        failed,
+        at: dash.app.store().time().timestamp(),
+    };
+    Ok(redirect(&format!("{back}{sep}{}", notice.to_query(&action.session))).into_response())
 }

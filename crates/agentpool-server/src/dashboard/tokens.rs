@@ -12,8 +12,8 @@ use axum::response::Response;
 use super::Dash;
 use super::auth::{Action, Session, redirect};
 use super::error::{DashError, DashResult};
-use super::html::{self, esc};
-use crate::extract::ApiPath;
+use super::html::{self, Url, attr, esc};
+use super::request::DashPath;
 
 /// The section: valid tokens first (by name), then revoked ones.
 pub(super) fn section(h: &mut String, tokens: &[TokenInfo], now: Timestamp, session: &Session) {
@@ -51,16 +51,16 @@ pub(super) fn section(h: &mut String, tokens: &[TokenInfo], now: Timestamp, sess
             String::new()
         } else {
             format!(
-                r#"<form method="post" action="/tokens/{id}/revoke">{csrf}<button type="submit" aria-label="Revoke token {name}">Revoke</button></form>"#,
-                id = esc(&t.id),
+                r#"<form method="post" action="/tokens/{id}/revoke">{csrf}<button type="submit" aria-label="Revoke token {name}" data-confirm="Revoke token {name}? Whatever uses it stops working.">Revoke</button></form>"#,
+                id = Url(&t.id),
                 csrf = session.csrf_field(),
-                name = esc(&t.name),
+                name = html::label(&t.name),
             )
         };
         let _ = write!(
             h,
             r#"<tr id="token-{id}"><th scope="row">{name}</th><td>{role}</td><td>{projects}</td><td>{expires}</td><td>{used}</td><td>{created}</td><td>{state}</td><td>{revoke}</td></tr>"#,
-            id = esc(&t.id),
+            id = attr(&t.id),
             name = esc(&t.name),
             role = esc(&t.role),
             created = html::ago(t.created_at, now),
@@ -73,7 +73,7 @@ pub(super) fn section(h: &mut String, tokens: &[TokenInfo], now: Timestamp, sess
 /// within the server's auth cache lifetime.
 pub async fn revoke(
     State(dash): State<Dash>,
-    ApiPath(id): ApiPath<String>,
+    DashPath(id): DashPath<String>,
     action: Action,
 ) -> DashResult<Response> {
     if !action.session.is_admin() {

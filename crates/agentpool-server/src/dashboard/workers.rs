@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{Action, Session, redirect};
 use super::error::DashResult;
 use super::html::{self, Nav, esc};
+use super::request::DashPath;
 use super::{Dash, require};
 use crate::auth::{Caller, Role};
-use crate::extract::ApiPath;
 
 /// Roles the API's drain endpoint admits.
 const DRAINERS: &[Role] = &[Role::Worker];
@@ -95,7 +95,8 @@ pub fn table(view: &WorkersView, session: &Session, now: Timestamp) -> String {
             .unwrap_or_default();
         let _ = write!(
             h,
-            r#"<tr id="worker-{id}" data-status="{st}"><td><code>{id}</code><br><span class="hint">{host}</span></td><td>{}</td><td>{}</td><td>{}/{}</td><td>{tasks}</td><td>{}</td><td>{agents}</td><td>{}</td>"#,
+            r#"<tr id="worker-{}" data-status="{st}"><td><code>{id}</code><br><span class="hint">{host}</span></td><td>{}</td><td>{}</td><td>{}/{}</td><td>{tasks}</td><td>{}</td><td class="agents">{agents}</td><td>{}</td>"#,
+            html::attr(w.id.as_str()),
             status_cell(w),
             html::ago(w.last_heartbeat_at, now),
             w.running,
@@ -152,7 +153,7 @@ fn status_cell(w: &Worker) -> String {
 /// `POST /workers/{id}/drain`.
 pub async fn drain(
     State(dash): State<Dash>,
-    ApiPath(id): ApiPath<WorkerId>,
+    DashPath(id): DashPath<WorkerId>,
     action: Action,
 ) -> DashResult<Response> {
     require(&action.session, DRAINERS, "drain workers")?;

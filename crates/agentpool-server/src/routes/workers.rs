@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentpool_core::protocol::{
     AppendEventsRequest, ClaimRequest, ClaimedTask, CompleteRequest, FailRequest, HeartbeatQuery,
-    HeartbeatReply, HeartbeatRequest, MAX_STATUS_MESSAGE,
+    HeartbeatReply, HeartbeatRequest, MAX_AGENT_VERSION, MAX_STATUS_MESSAGE,
 };
 use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{Lease, TaskId, ValidationError, WorkerId, WorkerStatus};
@@ -51,6 +51,18 @@ fn validate_registration(r: &WorkerRegistration) -> ApiResult<()> {
             "agents",
             "at most 100 agents with names of 1-64 characters",
         ));
+    }
+    // A version is shown on the workers page and in `workers list`: bounded like other text.
+    for (i, a) in r.agents.iter().enumerate().take(100) {
+        if a.version
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_AGENT_VERSION)
+        {
+            errs.push(ValidationError::new(
+                format!("agents[{i}].version"),
+                format!("must be at most {MAX_AGENT_VERSION} characters"),
+            ));
+        }
     }
     if r.labels.len() > 100 {
         errs.push(ValidationError::new("labels", "at most 100 labels"));

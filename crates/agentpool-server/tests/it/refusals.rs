@@ -12,6 +12,7 @@ both_backends!(
     a_refused_build_leaves_the_project_as_it_was,
     a_project_whose_defaults_no_task_could_use_is_refused,
     a_worker_is_held_to_the_rules_of_labels_and_costs,
+    an_agent_version_is_bounded_as_the_document_says,
     shape_and_query_errors_name_the_field,
 );
 
@@ -213,4 +214,37 @@ async fn shape_and_query_errors_name_the_field(backend: agentpool_testkit::db::B
     let r = app.call("GET", "/v1/tasks?project=bad%20name", admin, None).await;
     assert_error(&r, StatusCode::BAD_REQUEST);
     assert_eq!(fields(&r), ["project"], "{}", r.text);
+}
+
+/// An agent's version is shown on the workers page: the server takes what the OpenAPI document
+/// says it takes, and refuses a longer one naming the agent.
+async fn an_agent_version_is_bounded_as_the_document_says(backend: agentpool_testkit::db::Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let doc = app.call("GET", "/v1/openapi.json", None, None).await;
+    let max = doc.body.pointer(
+        "/components/schemas/WorkerRegistration/properties/agents/items/properties/version/maxLength",
+    );
+    assert_eq!(
+        max.and_then(serde_json::Value::as_u64),
+        Some(agentpool_core::protocol::MAX_AGENT_VERSION as u64)
+    );
+    let max = agentpool_core::protocol::MAX_AGENT_VERSION;
+    let worker = Some(app.tokens.worker.as_str());
+    let register = |versions: Vec<String>| {
+        let agents: Vec<_> = versions
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| json!({"name": format!("agent-{i}"), "version": v}))
+            .collect();
+        json!({"hostname": "h", "version": "1", "agents": agents, "slots": 1})
+    };
+    let ok = register(vec!["é".repeat(max), "1.0".into()]);
+    let r = app.json("POST", "/v1/workers/register", worker, ok).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let long = register(vec!["1.0".into(), "x".repeat(5000)]);
+    let r = app.json("POST", "/v1/workers/register", worker, long).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fields(&r), ["agents[1].version"], "{}", r.text);
 }

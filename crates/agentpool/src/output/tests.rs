@@ -15,6 +15,13 @@ fn relative_times_read_naturally() {
     assert_eq!(ago(5 * 3600), "5h ago");
     assert_eq!(ago(2 * 86400), "2d ago");
     assert_eq!(ago(-120), "in 2m");
+    // To the nearest unit, as the dashboard says it.
+    assert_eq!(ago(-(2 * 3600 - 60)), "in 2h");
+    assert_eq!(ago(-(90 * 60 - 1)), "in 1h");
+    assert_eq!(ago(59 * 60 + 40), "1h ago");
+    assert_eq!(ago(150), "3m ago");
+    assert_eq!(ago(23 * 3600 + 1800), "1d ago");
+    assert_eq!(ago(36 * 3600), "2d ago");
 }
 
 #[test]

@@ -34,6 +34,11 @@
     var parts = split(data);
     var el = document.getElementById(parts[0]);
     if (!el) return;
+    // A stream's first message repeats what the page shows: leave it as it is, so that a
+    // live region does not read out what did not change.
+    var next = document.createElement('template');
+    next.innerHTML = parts[1];
+    if (next.innerHTML === el.innerHTML) return;
     var checked = {};
     el.querySelectorAll('input[type="checkbox"]:checked').forEach(function (c) { if (c.id) checked[c.id] = true; });
     var open = {};

@@ -211,7 +211,7 @@ async fn a_schedule_is_listed_with_when_it_runs_and_its_last_run_escaped(backend
     assert_inert("projects page", &page.text);
     for shown in [
         r#"<th scope="row">weekdays</th><td><code>0 6 * * 1-5</code> Europe/Berlin</td>"#,
-        "(in 2 h)",
+        "(in 3 h)",
         "could not submit its task: task.branch: &lt;script&gt;alert(1)&lt;/script&gt;",
         &format!(r#"<a href="/tasks/{task}""#),
         r#"<a href="/tasks?schedule=weekdays">tasks</a>"#,

@@ -11,6 +11,7 @@ use crate::support::{router_app, stored_task};
 
 both_backends!(
     task_list_filters_and_pages_with_a_cursor,
+    a_list_of_exactly_full_pages_offers_no_empty_one,
     overview_counts_the_queue_and_says_why_the_oldest_waits,
     follow_up_and_retry_from_the_task_page,
 );
@@ -99,6 +100,62 @@ async fn task_list_filters_and_pages_with_a_cursor(backend: Backend) {
     let bad = get(&app, "/tasks?class=OOPS", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.text.contains("class"), "{}", bad.text);
+}
+
+/// Two full pages, and not a task more: the second offers no "older" (which would be empty),
+/// on the dashboard (with and without a text filter) and in the API's `next_cursor`.
+async fn a_list_of_exactly_full_pages_offers_no_empty_one(backend: Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    for i in 0..100 {
+        let command = if i % 2 == 0 { "echo even" } else { "echo odd" };
+        app.store
+            .enqueue(TaskSpec::command("https://example.com/r.git", command))
+            .await
+            .expect("enqueue");
+    }
+    let cookie = session(&app.tokens.submitter);
+    let page = |uri: String| {
+        let cookie = cookie.clone();
+        let app = &app;
+        async move {
+            let r = get(app, &uri, Some(&cookie)).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+            r.text
+        }
+    };
+    let first = page("/tasks".into()).await;
+    assert_eq!(rows(&first), 50);
+    let second = page(older(&first).expect("a second page")).await;
+    assert_eq!(rows(&second), 50);
+    assert_eq!(older(&second), None, "no third, empty page");
+    // Exactly one page of matches among more tasks.
+    let even = page("/tasks?q=even".into()).await;
+    assert_eq!(rows(&even), 50);
+    assert_eq!(older(&even), None, "no second, empty page of matches");
+    let odd = page("/tasks?q=odd&agent=command".into()).await;
+    assert_eq!((rows(&odd), older(&odd)), (50, None));
+
+    // The API: pages of 25 over 100 tasks end on the fourth.
+    let token = Some(app.tokens.submitter.as_str());
+    let (mut cursor, mut pages) = (None::<String>, 0);
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/v1/tasks?limit=25&cursor={c}"),
+            None => "/v1/tasks?limit=25".to_string(),
+        };
+        let r = app.call("GET", &uri, token, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["tasks"].as_array().map(Vec::len), Some(25), "{}", r.text);
+        pages += 1;
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 4, "a page after the last: {}", r.text);
+    }
+    assert_eq!(pages, 4);
 }
 
 async fn overview_counts_the_queue_and_says_why_the_oldest_waits(backend: Backend) {
