@@ -50,15 +50,7 @@ async fn task_list_filters_and_pages_with_a_cursor(backend: Backend) {
         app.store.enqueue(s).await.expect("enqueue");
     }
     let cookie = session(&app.tokens.submitter);
-    let page = |uri: String| {
-        let cookie = cookie.clone();
-        let app = &app;
-        async move {
-            let r = get(app, &uri, Some(&cookie)).await;
-            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
-            r.text
-        }
-    };
+    let page = |uri: String| ok_page(&app, &cookie, uri);
     let first = page("/tasks".into()).await;
     assert_eq!(rows(&first), 50);
     let next = older(&first).expect("a next page");
@@ -116,15 +108,7 @@ async fn a_list_of_exactly_full_pages_offers_no_empty_one(backend: Backend) {
             .expect("enqueue");
     }
     let cookie = session(&app.tokens.submitter);
-    let page = |uri: String| {
-        let cookie = cookie.clone();
-        let app = &app;
-        async move {
-            let r = get(app, &uri, Some(&cookie)).await;
-            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
-            r.text
-        }
-    };
+    let page = |uri: String| ok_page(&app, &cookie, uri);
     let first = page("/tasks".into()).await;
     assert_eq!(rows(&first), 50);
     let second = page(older(&first).expect("a second page")).await;
@@ -277,4 +261,11 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
         stored_task(&app.store, next).await.spec.agent.as_deref(),
         Some("codex")
     );
+}
+
+/// The text of page `uri` in the session `cookie`, which must answer 200.
+async fn ok_page(app: &crate::support::RouterApp, cookie: &str, uri: String) -> String {
+    let r = get(app, &uri, Some(cookie)).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+    r.text
 }

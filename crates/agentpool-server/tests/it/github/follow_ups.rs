@@ -63,18 +63,7 @@ async fn a_refused_status_comment_does_not_cost_the_pull_request(backend: Backen
 
 async fn a_closed_pull_request_takes_no_follow_ups_and_none_opens_another(backend: Backend) {
     let Github { gh, prism, _dir } = github(FIRST_PR).await;
-    let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
-        .await
-        .expect("database");
-    let mut project = app.admin().get_project("hello").await.expect("project").spec;
-    if let Some(g) = project.github.as_mut() {
-        g.max_follow_ups = Some(10);
-    }
-    app.admin().put_project(&project).await.expect("project");
-    let id = deliver_task(&app, "issues", "f-1", &example("issues", Some("labeled"))).await;
-    finish(&app, id, "agentpool/issue-1", "session-1").await;
-    pass(&app).await;
-    assert_eq!(gh.pulls().len(), 1, "{}", prism.log());
+    let app = super::with_pull_request(backend, &gh, &prism, 10).await;
 
     // A failed check run on it: a follow-up whose prompt quotes the check, and no unfilled
     // placeholder of the other kind of feedback.

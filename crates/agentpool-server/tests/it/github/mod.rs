@@ -95,6 +95,30 @@ pub async fn gh_app(backend: Backend, api_url: Option<String>, repo_url: &str) -
     Some(app)
 }
 
+/// [`gh_app`] behind `prism`, its project taking up to `max_follow_ups` automatic follow-ups,
+/// once the task of GitHub's labeled issue succeeded and opened a pull request (the
+/// stand-in's first) for its branch `agentpool/issue-1`.
+pub async fn with_pull_request(
+    backend: Backend,
+    gh: &GithubStandIn,
+    prism: &Prism,
+    max_follow_ups: u32,
+) -> TestApp {
+    let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
+        .await
+        .expect("database");
+    let mut project = app.admin().get_project("hello").await.expect("project").spec;
+    if let Some(g) = project.github.as_mut() {
+        g.max_follow_ups = Some(max_follow_ups);
+    }
+    app.admin().put_project(&project).await.expect("project");
+    let id = deliver_task(&app, "issues", "opening", &example("issues", Some("labeled"))).await;
+    finish(&app, id, "agentpool/issue-1", "session-1").await;
+    pass(&app).await;
+    assert_eq!(gh.pulls().len(), 1, "{}", prism.log());
+    app
+}
+
 /// One delivery as GitHub makes it: the body, its event and delivery headers, and the
 /// signature under `secret`.
 pub async fn deliver(

@@ -95,19 +95,7 @@ async fn pull_request_opened_comment_updated_and_reused_by_a_review_follow_up(ba
 /// and review follow-ups count toward the pull request's limit of automatic follow-ups.
 async fn one_follow_up_per_review_and_reviews_count_toward_the_limit(backend: Backend) {
     let Github { gh, prism, _dir } = github(FIRST_PR).await;
-    let app = gh_app(backend, Some(prism.url()), "https://example.com/hello.git")
-        .await
-        .expect("database");
-    let mut project = app.admin().get_project("hello").await.expect("project").spec;
-    if let Some(g) = project.github.as_mut() {
-        g.max_follow_ups = Some(2);
-    }
-    app.admin().put_project(&project).await.expect("project");
-
-    let id = deliver_task(&app, "issues", "b-1", &example("issues", Some("labeled"))).await;
-    finish(&app, id, "agentpool/issue-1", "session-1").await;
-    pass(&app).await;
-    assert_eq!(gh.pulls().len(), 1, "{}", prism.log());
+    let app = super::with_pull_request(backend, &gh, &prism, 2).await;
 
     // GitHub's examples: review 237895671 ("commented", no body of its own) and its comment.
     let review = example("pull_request_review", Some("submitted"));
