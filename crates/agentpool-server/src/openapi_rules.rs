@@ -150,7 +150,7 @@ fn describe_bodies(schemas: &mut Value) {
 fn body_rules() -> Vec<(&'static str, Value)> {
     let uuid = || json!({ "type": "string", "format": "uuid" });
     vec![
-        // `routes::workers::validate_registration` (lengths in bytes; ASCII host names).
+        // `routes::registration::validate_registration` (lengths in bytes; ASCII host names).
         (
             "WorkerRegistration/properties/hostname",
             json!({ "minLength": 1, "maxLength": 255, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$" }),

@@ -12,6 +12,7 @@ pub(crate) mod prepare;
 pub mod profiles;
 pub mod projects;
 pub mod queue;
+mod registration;
 pub mod schedules;
 pub mod tasks;
 pub mod tokens;

@@ -1,6 +1,7 @@
 //! Tests of the human output: times, tables, events and results as people read them.
 
 use super::*;
+use agentpool_core::protocol::WaitReason;
 use agentpool_core::{Event, EventKind};
 use chrono::TimeZone;
 use serde_json::{Value, json};
