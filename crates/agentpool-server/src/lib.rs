@@ -143,7 +143,19 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             "this method is not allowed on this path",
         )
     })
-    .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    // An API client gets the API's JSON; a person who mistyped a dashboard address, a page.
+    .fallback(|uri: axum::http::Uri| async move {
+        let path = uri.path();
+        if path == "/v1" || path.starts_with("/v1/") {
+            axum::response::IntoResponse::into_response(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint",
+            ))
+        } else {
+            dashboard::no_such_page().await
+        }
+    })
     .layer(DefaultBodyLimit::max(body_limit))
     .layer(axum::middleware::map_response(api_headers))
     .with_state(state.clone())

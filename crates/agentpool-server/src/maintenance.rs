@@ -119,7 +119,8 @@ pub async fn run_pass(state: &AppState, cfg: &MaintenanceConfig, purge: bool, gr
             Ok(0) => {}
             Ok(n) => {
                 state.inner.metrics.rescued(n);
-                tracing::warn!(
+                // Each task is named (a warning) where it is rescued, in the store.
+                tracing::info!(
                     tasks = n,
                     "rescued tasks whose lease expired: their workers died or were cut off"
                 );

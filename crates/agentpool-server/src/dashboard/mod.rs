@@ -137,6 +137,12 @@ pub(crate) fn html_headers() -> [(header::HeaderName, &'static str); 1] {
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
+/// The page for a path nothing serves outside `/v1` (a mistyped dashboard address): the API
+/// router's fallback answers it through this, since a router has one fallback.
+pub(crate) async fn no_such_page() -> Response {
+    security_headers(error::DashError::not_found("there is no page at this address").into_response()).await
+}
+
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));

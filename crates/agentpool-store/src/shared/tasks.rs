@@ -347,6 +347,10 @@ macro_rules! task_queries {
             let mut wake = false;
             let mut log = LifecycleLog::default();
             for h in &expired {
+                // Named one by one: "rescued 6 tasks" alone does not say whose worker died.
+                if of_worker.is_none() {
+                    tracing::warn!(task = %h.id, worker = %h.worker_id, attempt = h.attempts, "lease expired: the worker stopped heartbeating; the task is rescued");
+                }
                 common::log_expiry(&mut log, h)?;
                 let n = prior.get(&h.id).copied().unwrap_or(0);
                 let ending = ending_of(h, ErrorClass::LeaseExpired, n, None, policy)?;

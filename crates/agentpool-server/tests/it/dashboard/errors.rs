@@ -64,6 +64,18 @@ async fn dashboard_errors_are_pages_with_the_navigation(backend: Backend) {
         );
         assert!(!r.text.contains("\"error\":"), "{what}: {}", r.text);
     }
+    // An address nothing serves is a page too; under /v1 it is the API's JSON.
+    let r = get(&app, "/nothing-here", Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let ct = r.headers["content-type"].to_str().unwrap_or("");
+    assert!(
+        ct.starts_with("text/html") && r.text.contains(r#"role="alert""#),
+        "{ct}: {}",
+        r.text
+    );
+    let r = get(&app, "/v1/nothing-here", Some(&admin)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text.contains(r#""code":"not_found""#), "{}", r.text);
     // Without a session: a page without the navigation, or first the login.
     let r = get(&app, "/logout", None).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
