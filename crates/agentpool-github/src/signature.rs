@@ -6,15 +6,21 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The header value GitHub sends for `body` under `secret`: `sha256=<hex>`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+/// HMAC-SHA256 of `msg` under `key` (what GitHub signs with, and what the server derives its
+/// keyed secrets with).
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     #[allow(
         clippy::expect_used,
         reason = "HMAC takes keys of any length: this cannot fail"
     )]
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(body);
-    let bytes = mac.finalize().into_bytes();
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+/// The header value GitHub sends for `body` under `secret`: `sha256=<hex>`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let bytes = hmac_sha256(secret, body);
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256=");
     for b in bytes {

@@ -62,17 +62,8 @@ impl ServerKey {
     }
 }
 
-/// HMAC-SHA256 of `msg` under `key`.
-pub fn keyed_hash(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
-    // HMAC takes keys of any length: `new_from_slice` never fails.
-    let mut mac = match <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) {
-        Ok(m) => m,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    mac.update(msg);
-    mac.finalize().into_bytes().into()
-}
+/// HMAC-SHA256 of `msg` under `key`: the one the webhook signature uses.
+pub use agentpool_github::signature::hmac_sha256 as keyed_hash;
 
 impl fmt::Debug for ServerKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
