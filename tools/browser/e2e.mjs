@@ -1,7 +1,8 @@
 // The dashboard's end-to-end test in a real browser: Playwright (core) driving Debian's
 // chromium against a running agentpool server with a real worker. Started by the Rust test
-// `dashboard_e2e` (crates/agentpool/tests/it/dashboard.rs), which sets up the server, the
-// worker, the scripted model endpoint and the tokens, and passes them in the environment:
+// `dashboard_works_in_a_real_browser` (crates/agentpool/tests/it/dashboard.rs), which sets up
+// the server, the worker, the scripted model endpoint and the tokens, and passes them in the
+// environment:
 //
 //   E2E_URL               the server, e.g. http://127.0.0.1:40123
 //   E2E_ADMIN_TOKEN       an admin token;  E2E_SUBMITTER_TOKEN  a submitter token
@@ -15,40 +16,24 @@
 // logged a console error.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM, SHOTS, assert, env, fail, finish, need, ok, watchErrors } from './checks.mjs';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-const env = process.env;
-const need = (k) => {
-  if (!env[k]) throw new Error(`${k} is not set`);
-  return env[k];
-};
 const BASE = need('E2E_URL');
 const ADMIN = need('E2E_ADMIN_TOKEN');
 const SUBMITTER = need('E2E_SUBMITTER_TOKEN');
 const BIN = need('E2E_AGENTPOOL_BIN');
 const REPO = need('E2E_REPO');
 const DIR = need('E2E_DIR');
-const SHOTS = env.E2E_SCREENSHOTS || 'target/screenshots';
-const CHROMIUM = env.E2E_CHROMIUM || '/usr/bin/chromium';
 const WAIT = 30_000;
 const AGENT_WAIT = 180_000;
 
-const problems = [];
-let checks = 0;
 // The task a step is waiting on: a failure prints what the server says of it, so a slow or
 // stuck step can be told from a page that missed an update.
 let underWatch = null;
-function ok(what) {
-  checks += 1;
-  console.log(`ok: ${what}`);
-}
-function assert(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  ok(what);
-}
 
 /** Run the agentpool CLI against the server; returns trimmed stdout. */
 function cli(token, ...args) {
@@ -90,10 +75,7 @@ function gone(pid) {
 }
 
 function watch(page) {
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`${page.url()}: console error: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => problems.push(`${page.url()}: page error: ${e.message}`));
+  watchErrors(page);
   page.on('dialog', (d) => d.accept());
 }
 
@@ -275,17 +257,10 @@ async function main() {
     await ctx.close();
     rmSync(profile, { recursive: true, force: true });
   }
-  if (problems.length) {
-    for (const p of problems) console.log(`problem: ${p}`);
-    throw new Error(`${problems.length} console problem(s)`);
-  }
-  ok('no page logged a console error');
-  console.log(`e2e: ${checks} checks passed`);
+  finish('e2e');
 }
 
-main().catch((e) => {
-  for (const p of problems) console.log(`problem: ${p}`);
-  console.log(`FAILED: ${e.stack || e}`);
+main().catch((e) => fail(e, () => {
   if (underWatch) {
     const r = spawnSync(BIN, ['--server', BASE, '--token', ADMIN, 'tasks', 'logs', underWatch], {
       encoding: 'utf8',
@@ -293,5 +268,4 @@ main().catch((e) => {
     });
     console.log(`the server's events of task ${underWatch}:\n${r.stdout}${r.stderr}`);
   }
-  process.exit(1);
-});
+}));

@@ -16,42 +16,20 @@
 // logged a console error.
 
 import { chromium } from 'playwright-core';
+import { CHROMIUM, SHOTS, assert, fail, finish, need, ok, watchErrors } from './checks.mjs';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const env = process.env;
-const need = (k) => {
-  if (!env[k]) throw new Error(`${k} is not set`);
-  return env[k];
-};
 const BASE = need('E2E_URL');
 const ADMIN = need('E2E_ADMIN_TOKEN');
 const PAGES = need('E2E_PAGES').split(',');
 const QUEUED = need('E2E_QUEUED_TASK');
 const BIDI = need('E2E_BIDI_TASK');
-const SHOTS = env.E2E_SCREENSHOTS || 'target/screenshots';
-const CHROMIUM = env.E2E_CHROMIUM || '/usr/bin/chromium';
 const WAIT = 30_000;
 
-const problems = [];
-let checks = 0;
-function ok(what) {
-  checks += 1;
-  console.log(`ok: ${what}`);
-}
-function assert(cond, what) {
-  if (!cond) throw new Error(`check failed: ${what}`);
-  ok(what);
-}
-
 function watch(page) {
-  page.on('console', (m) => {
-    // An error page is answered with its status; the browser logs that as a failed load.
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) {
-      problems.push(`${page.url()}: console error: ${m.text()}`);
-    }
-  });
-  page.on('pageerror', (e) => problems.push(`${page.url()}: page error: ${e.message}`));
+  // An error page is answered with its status; the browser logs that as a failed load.
+  watchErrors(page, (text) => text.startsWith('Failed to load resource'));
 }
 
 /** How far the page is wider than the window (0: it fits). */
@@ -205,16 +183,7 @@ async function main() {
   } finally {
     await browser.close();
   }
-  if (problems.length) {
-    for (const p of problems) console.log(`problem: ${p}`);
-    throw new Error(`${problems.length} console problem(s)`);
-  }
-  ok('no page logged a console error');
-  console.log(`layout: ${checks} checks passed`);
+  finish('layout');
 }
 
-main().catch((e) => {
-  for (const p of problems) console.log(`problem: ${p}`);
-  console.log(`FAILED: ${e.stack || e}`);
-  process.exit(1);
-});
+main().catch((e) => fail(e));

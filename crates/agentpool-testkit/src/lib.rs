@@ -1,11 +1,13 @@
 //! Test support shared by agentpool's crates. Everything here builds real things: fresh
 //! databases on the test PostgreSQL, git repositories and a smart-HTTP git server with auth,
-//! a one-tool MCP server, the shipped alerting rules read and checked against a scrape;
+//! a one-tool MCP server, the shipped alerting rules read and checked against a scrape, the
+//! dashboard's browser scripts run in Chromium;
 //! and, re-exported as [`model`], the scripted model endpoint the real agent CLIs talk to
 //! (its own crate, because the demo uses it too).
 
 pub mod alerts;
 pub mod bench;
+pub mod browser;
 pub mod db;
 pub mod forgejo;
 pub mod git;

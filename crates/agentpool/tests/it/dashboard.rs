@@ -5,7 +5,6 @@
 //! Screenshots of each page land in `target/screenshots/`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,35 +12,16 @@ use agentpool_agents::{AgentConfig, Registry};
 use agentpool_client::Client;
 use agentpool_runner::{WorkerConfig, run_worker};
 use agentpool_server::{Role, ServerConfig, create_token};
+use agentpool_testkit::browser;
 use agentpool_testkit::model::{ModelServer, Script, Step};
 use tokio_util::sync::CancellationToken;
 
 use crate::Env;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `what` is missing: fail when the services are required (scripts/test, CI), else skip.
-fn missing(what: &str) -> bool {
-    assert!(
-        !agentpool_testkit::services_required(),
-        "{what} is missing; run scripts/test (it installs chromium, node and tools/browser, tools/agents)"
-    );
-    eprintln!("skipping the browser test: {what} is missing");
-    true
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("AGENTPOOL_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
 fn agent_bin_dir() -> PathBuf {
     std::env::var_os("AGENTPOOL_AGENT_BIN_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("tools/agents/node_modules/.bin"))
+        .unwrap_or_else(|| browser::root().join("tools/agents/node_modules/.bin"))
 }
 
 async fn token(store: &dyn agentpool_store::Store, role: Role) -> String {
@@ -53,16 +33,8 @@ async fn token(store: &dyn agentpool_store::Store, role: Role) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_works_in_a_real_browser() {
-    let script = root().join("tools/browser/e2e.mjs");
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if (!node_ok && missing("node"))
-        || (!chromium().exists() && missing("chromium"))
-        || (!root().join("tools/browser/node_modules/playwright-core").exists()
-            && missing("tools/browser/node_modules (npm install --prefix tools/browser)"))
-        || (!agent_bin_dir().join("claude").exists() && missing("the claude CLI (tools/agents)"))
+    if !browser::ready()
+        || (!agent_bin_dir().join("claude").exists() && browser::missing("the claude CLI (tools/agents)"))
     {
         return;
     }
@@ -113,34 +85,20 @@ async fn dashboard_works_in_a_real_browser() {
         .expect("worker registers in time")
         .expect("worker registered");
 
-    let shots = root().join("target/screenshots");
-    let out = {
-        let mut cmd = Command::new("node");
-        cmd.arg(&script)
-            .current_dir(root().join("tools/browser"))
-            .env("E2E_URL", &url)
-            .env("E2E_ADMIN_TOKEN", &admin)
-            .env("E2E_SUBMITTER_TOKEN", &submitter)
-            .env("E2E_AGENTPOOL_BIN", env!("CARGO_BIN_EXE_agentpool"))
-            .env("E2E_REPO", &repo)
-            .env("E2E_DIR", &scratch)
-            .env("E2E_SCREENSHOTS", &shots)
-            .env("E2E_CHROMIUM", chromium())
-            .env("AGENTPOOL_DATA_DIR", env.data_dir());
-        tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .expect("join")
-            .expect("run node")
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    let stdout = browser::run_script(
+        "e2e.mjs",
+        vec![
+            ("E2E_URL", url.clone().into()),
+            ("E2E_ADMIN_TOKEN", admin.clone().into()),
+            ("E2E_SUBMITTER_TOKEN", submitter.clone().into()),
+            ("E2E_AGENTPOOL_BIN", env!("CARGO_BIN_EXE_agentpool").into()),
+            ("E2E_REPO", repo.clone().into_os_string()),
+            ("E2E_DIR", scratch.clone().into_os_string()),
+            ("AGENTPOOL_DATA_DIR", env.data_dir().into_os_string()),
+        ],
+        Duration::from_secs(600),
+    )
+    .await;
     assert!(stdout.contains("ok: no page logged a console error"), "{stdout}");
 
     // What the browser did, seen from the store.
@@ -166,6 +124,7 @@ async fn dashboard_works_in_a_real_browser() {
         })
         .expect("the canceled task");
     assert_eq!(sleeper.state, agentpool_core::TaskState::Canceled);
+    let shots = browser::root().join("target/screenshots");
     assert!(shots.join("task.png").exists() && shots.join("overview.png").exists());
 
     stop.cancel();

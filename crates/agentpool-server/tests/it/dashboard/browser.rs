@@ -4,8 +4,6 @@
 //! a task's new state lands in a polite live region, that Revoke asks first, and that a link
 //! from another site finds the session. Screenshots land in `target/screenshots/layout-*`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use agentpool_core::project::ProjectSpec;
@@ -13,42 +11,15 @@ use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{AgentInfo, ErrorClass, Labels, TaskSpec};
 use agentpool_store::Failure;
 use agentpool_store::schedules::ScheduleRun;
+use agentpool_testkit::browser;
 use agentpool_testkit::db::Backend;
 
 use super::claim_commands;
 use crate::support::spawn_app;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn chromium() -> PathBuf {
-    std::env::var_os("AGENTPOOL_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// `what` is missing: fail when the services are required (scripts/test, CI), else skip.
-fn missing(what: &str) -> bool {
-    assert!(
-        !agentpool_testkit::services_required(),
-        "{what} is missing; run scripts/test (it installs chromium, node and tools/browser)"
-    );
-    eprintln!("skipping the browser test: {what} is missing");
-    true
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_holds_long_values_and_reads_well() {
-    let node_ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if (!node_ok && missing("node"))
-        || (!chromium().exists() && missing("chromium"))
-        || (!root().join("tools/browser/node_modules/playwright-core").exists()
-            && missing("tools/browser/node_modules (npm install --prefix tools/browser)"))
-    {
+    if !browser::ready() {
         return;
     }
     let Some(app) = spawn_app(Backend::Sqlite).await else {
@@ -150,31 +121,16 @@ async fn the_dashboard_holds_long_values_and_reads_well() {
         "/projects".to_string(),
         "/tasks/not-a-task".to_string(),
     ];
-    let out = {
-        let mut cmd = Command::new("node");
-        cmd.arg(root().join("tools/browser/layout.mjs"))
-            .current_dir(root().join("tools/browser"))
-            .env("E2E_URL", &app.base)
-            .env("E2E_ADMIN_TOKEN", &app.tokens.admin)
-            .env("E2E_PAGES", pages.join(","))
-            .env("E2E_QUEUED_TASK", queued.to_string())
-            .env("E2E_BIDI_TASK", bidi.to_string())
-            .env("E2E_SCREENSHOTS", root().join("target/screenshots"))
-            .env("E2E_CHROMIUM", chromium());
-        let run = tokio::task::spawn_blocking(move || cmd.output());
-        tokio::time::timeout(Duration::from_secs(300), run)
-            .await
-            .expect("the browser test finishes in time")
-            .expect("join")
-            .expect("run node")
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        out.status.success(),
-        "the browser test failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("checks passed"), "{stdout}");
+    browser::run_script(
+        "layout.mjs",
+        vec![
+            ("E2E_URL", app.base.clone().into()),
+            ("E2E_ADMIN_TOKEN", app.tokens.admin.clone().into()),
+            ("E2E_PAGES", pages.join(",").into()),
+            ("E2E_QUEUED_TASK", queued.to_string().into()),
+            ("E2E_BIDI_TASK", bidi.to_string().into()),
+        ],
+        Duration::from_secs(300),
+    )
+    .await;
 }
