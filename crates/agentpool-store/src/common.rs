@@ -234,6 +234,13 @@ pub(crate) struct NewTaskRow {
     pub idempotency_key: Option<String>,
 }
 
+/// The scope and value of the spec's idempotency key, as its unique index has them: a key
+/// names one submission within its project (`""`: no project, which no project's name is).
+pub(crate) fn scoped_key(spec: &TaskSpec) -> Option<(String, String)> {
+    let key = spec.idempotency_key.clone()?;
+    Some((spec.project.clone().unwrap_or_default(), key))
+}
+
 /// Whether a claim must check a branch lock or project slots for a task of `spec`: it names
 /// its branch (the lock key) or belongs to a project.
 pub(crate) fn constrained(spec: &TaskSpec) -> bool {

@@ -407,7 +407,8 @@ pub trait Store:
 {
     // ---- tasks ----
     /// Enqueue one task. Dependencies must exist (so cycles cannot be formed); an idempotency
-    /// key already used returns the earlier task with `created: false`.
+    /// key already used in the task's project (or, for a task of no project, by another task of
+    /// none) returns the earlier task with `created: false`.
     async fn enqueue(&self, spec: TaskSpec) -> Result<Enqueued>;
     /// Enqueue many tasks in one transaction: all or none.
     async fn enqueue_batch(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>>;
@@ -416,8 +417,6 @@ pub trait Store:
     /// The task's row alone: one indexed read, for callers that need neither its attempts nor
     /// why it waits (does it exist, has it finished, what did it ask for).
     async fn find_task(&self, id: TaskId) -> Result<Option<Task>>;
-    /// The task whose idempotency key is `key` (one read of its unique index).
-    async fn find_task_by_key(&self, key: &str) -> Result<Option<Task>>;
     async fn list_tasks(&self, filter: &TaskFilter) -> Result<Vec<Task>>;
     /// The queued tasks a worker offering every agent and label could claim now, at most
     /// `limit` (those without a branch or project first, each kind in claim order): due, no

@@ -106,6 +106,9 @@ pub struct TaskSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<TaskId>,
     pub run_after: Option<Timestamp>,
+    /// Names one submission within the task's project: a later submission with the same key
+    /// in the same project (or, with no project, another of none) is answered with the first
+    /// task, not queued again. Another project's task of the same key is another submission.
     pub idempotency_key: Option<String>,
     /// Continue an earlier task: same work branch, agent session resumed where supported.
     pub follow_up_of: Option<TaskId>,

@@ -68,7 +68,6 @@ async fn enqueue(
     spec: agentpool_core::TaskSpec,
 ) -> ApiResult<agentpool_store::Enqueued> {
     let build = state.store().enqueue(spec).await?;
-    crate::routes::prepare::same_project(&build, Some(&project.spec.name), "idempotency_key")?;
     link_pull_request(state, &project.spec, build.task.id).await?;
     Ok(build)
 }

@@ -204,8 +204,10 @@ pub async fn webhook(
     let spec = TaskSpec {
         project: Some(project.spec.name.clone()),
         prompt: Some(t.prompt.clone()),
-        // Keys are shared by all projects: two projects wired to one repository each make
-        // their own task of an event their webhooks both deliver.
+        // Keys are per project, so two projects wired to one repository each make their own
+        // task of an event their webhooks both deliver; the project's name stays in the key,
+        // as it was when keys were shared by all projects, so that a redelivery still finds
+        // a task queued before.
         idempotency_key: Some(format!("{}/{}", project.spec.name, t.idempotency_key)),
         branch: t.follow_up.as_ref().map(|f| f.branch.clone()),
         follow_up_of: t.follow_up.as_ref().map(|f| f.last_task),

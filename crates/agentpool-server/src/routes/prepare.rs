@@ -107,47 +107,7 @@ pub(crate) async fn prepare_spec_in(
             }
         }
     }
-    if let Some(key) = &spec.idempotency_key {
-        match state.store().find_task_by_key(key).await {
-            Ok(Some(t)) if t.spec.project != spec.project => {
-                errs.push(key_in_use(&field("idempotency_key")));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "idempotency key lookup failed");
-                errs.push(ValidationError::new(
-                    field("idempotency_key"),
-                    "could not be looked up",
-                ));
-            }
-        }
-    }
     if errs.is_empty() { Ok(spec) } else { Err(errs) }
-}
-
-/// An idempotency key names one submission, and keys are shared by every project: a key that
-/// is already another project's task (or a task of no project) is not this submission, and
-/// answering with that task would hand one project's work to another's token. Refused, the
-/// same words whether or not the caller may see the other task.
-fn key_in_use(field: &str) -> ValidationError {
-    ValidationError::new(
-        field,
-        "is already the key of a task of another project (keys are shared by all projects): use another",
-    )
-}
-
-/// After an enqueue: refuse a key that matched another project's task meanwhile (the check in
-/// [`prepare_spec_in`] raced with that task's submission). Nothing was created.
-pub(crate) fn same_project(
-    out: &agentpool_store::Enqueued,
-    spec_project: Option<&str>,
-    field: &str,
-) -> ApiResult<()> {
-    if out.created || out.task.spec.project.as_deref() == spec_project {
-        Ok(())
-    } else {
-        Err(ApiError::validation(vec![key_in_use(field)]))
-    }
 }
 
 /// What a project token is refused before its spec is prepared, so that the refusal is all it

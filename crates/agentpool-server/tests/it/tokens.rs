@@ -23,7 +23,7 @@ both_backends!(
     an_expired_token_is_refused_saying_so_and_uses_are_noted,
     a_token_rotated_has_a_successor_and_works_for_its_grace,
     a_project_a_token_is_limited_to_is_deleted_only_once_the_token_is_revoked,
-    an_idempotency_key_of_another_project_s_task_is_refused_not_answered_with_it,
+    an_idempotency_key_is_its_project_s_own,
     api_answers_are_neither_cached_nor_sniffed,
 );
 
@@ -55,10 +55,10 @@ async fn api_answers_are_neither_cached_nor_sniffed(backend: Backend) {
     }
 }
 
-/// Keys are shared by all projects: a key that is another project's task is refused (the same
-/// words whether the caller may see that task or not), instead of answering with that task and
-/// dropping the submission; within one project a key still finds its task.
-async fn an_idempotency_key_of_another_project_s_task_is_refused_not_answered_with_it(backend: Backend) {
+/// A key names one submission within its project: a key that is already another project's task
+/// gets this project its own task (and says nothing of the other), for a project token and for
+/// one that reaches both; within one project a key still finds its task.
+async fn an_idempotency_key_is_its_project_s_own(backend: Backend) {
     let app = spawn_app(backend).await.expect("database");
     let (web, _) = two_projects(&app).await;
     let keyed = |project: &str, cmd: &str| TaskSpec {
@@ -66,32 +66,34 @@ async fn an_idempotency_key_of_another_project_s_task_is_refused_not_answered_wi
         ..in_project(project, cmd)
     };
     let api_task = submitted(&app.submitter(), keyed("api", "echo api work")).await;
-    let e = web
+    let web_task = web
         .submit(&keyed("web", "echo web work"))
         .await
-        .expect_err("refused");
-    assert_eq!(fields(e), ["idempotency_key"]);
-    // Nor for a token that reaches both projects.
-    let e = app
-        .submitter()
-        .submit(&keyed("web", "echo web work"))
-        .await
-        .expect_err("refused");
-    assert_eq!(fields(e), ["idempotency_key"]);
-    let tasks = app
-        .admin()
-        .list_tasks(&TaskListQuery::default())
-        .await
-        .expect("list")
-        .tasks;
-    assert_eq!(tasks.len(), 1, "a refused submission queued a task");
-    // The same key in the same project is the same submission.
+        .expect("web's own");
+    assert!(web_task.created);
+    assert_ne!(web_task.task.id, api_task);
+    assert_eq!(web_task.task.spec.command.as_deref(), Some("echo web work"));
+    // The same key in the same project is the same submission, whoever sends it.
+    for client in [app.submitter(), web.clone()] {
+        let again = client
+            .submit(&keyed("web", "echo web work"))
+            .await
+            .expect("again");
+        assert_eq!((again.task.id, again.created), (web_task.task.id, false));
+    }
     let again = app
         .submitter()
         .submit(&keyed("api", "echo api work"))
         .await
         .expect("again");
     assert_eq!((again.task.id, again.created), (api_task, false));
+    let tasks = app
+        .admin()
+        .list_tasks(&TaskListQuery::default())
+        .await
+        .expect("list")
+        .tasks;
+    assert_eq!(tasks.len(), 2);
 }
 
 /// The status and error code of a refused call.

@@ -61,19 +61,19 @@ impl PgStore {
                 )));
             }
         }
-        // Within one batch the first spec with a key wins; later ones return it.
-        let mut first_with_key: HashMap<String, usize> = HashMap::new();
+        // Within one batch the first spec with a key (in its project) wins; later ones return it.
+        let mut first_with_key: HashMap<(String, String), usize> = HashMap::new();
         let mut dup_of: Vec<Option<usize>> = Vec::with_capacity(specs.len());
         let mut rows_in = Vec::with_capacity(specs.len());
         let mut c = Columns::default();
         for (i, spec) in specs.into_iter().enumerate() {
-            if let Some(k) = &spec.idempotency_key {
-                if let Some(&j) = first_with_key.get(k) {
+            if let Some(k) = common::scoped_key(&spec) {
+                if let Some(&j) = first_with_key.get(&k) {
                     dup_of.push(Some(j));
                     rows_in.push(None);
                     continue;
                 }
-                first_with_key.insert(k.clone(), i);
+                first_with_key.insert(k, i);
             }
             dup_of.push(None);
             let pending = spec
@@ -193,21 +193,23 @@ impl PgStore {
             by_id.insert(r.id.0, t);
         }
         // Keys that already existed before this batch.
-        let lost_keys: Vec<String> = rows_in
+        let (lost_scopes, lost_keys): (Vec<String>, Vec<String>) = rows_in
             .iter()
             .flatten()
             .filter(|r| !by_id.contains_key(&r.id.0))
-            .filter_map(|r| r.idempotency_key.clone())
-            .collect();
-        let mut existing: HashMap<String, Task> = HashMap::new();
+            .filter_map(|r| common::scoped_key(&r.spec))
+            .unzip();
+        let mut existing: HashMap<(String, String), Task> = HashMap::new();
         if !lost_keys.is_empty() {
-            let q = sqlx::query(&self.sql.by_idempotency).bind(&lost_keys);
+            let q = sqlx::query(&self.sql.by_idempotency)
+                .bind(&lost_scopes)
+                .bind(&lost_keys);
             let rows = match tx.as_mut() {
                 Some(tx) => q.fetch_all(&mut **tx).await?,
                 None => q.fetch_all(&self.pool).await?,
             };
             for r in &rows {
-                let k: String = r.try_get("idempotency_key")?;
+                let k: (String, String) = (r.try_get("key_scope")?, r.try_get("idempotency_key")?);
                 existing.insert(k, task(r)?);
             }
         }
@@ -254,8 +256,9 @@ impl PgStore {
                         created: true,
                     },
                     None => {
-                        let key = r.idempotency_key.clone().unwrap_or_default();
+                        let key = common::scoped_key(&r.spec).unwrap_or_default();
                         let t = existing.get(&key).cloned().ok_or_else(|| {
+                            let key = &key.1;
                             StoreError::Conflict(format!(
                                 "idempotency key {key:?} is being used concurrently; retry"
                             ))

@@ -140,7 +140,8 @@ fn enqueue(lit: &str, handover: bool) -> String {
              i.constrained, i.deps_pending, i.idem, i.error_class, i.error_message, \
              i.finished_at{claim_vals} \
            FROM i \
-           ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+           ON CONFLICT ((COALESCE(project, '')), idempotency_key) WHERE idempotency_key IS NOT NULL \
+             DO NOTHING \
            RETURNING id, state), \
          ev AS (INSERT INTO events (task_id, at, kind, data) \
            SELECT e.id, $1, 'lifecycle', e.data FROM ( \
@@ -178,6 +179,7 @@ pub(super) struct Sql {
     pub(super) enqueue: String,
     /// The same, with some tasks inserted already claimed (handed over to waiting claimers).
     pub(super) enqueue_handover: String,
+    /// The tasks of some (project or `''`, idempotency key) pairs: what a batch's keys matched.
     pub(super) by_idempotency: String,
 }
 
@@ -255,7 +257,9 @@ impl Sql {
             enqueue: enqueue(&lit, false),
             enqueue_handover: enqueue(&lit, true),
             by_idempotency: format!(
-                "SELECT {c}, idempotency_key FROM tasks WHERE idempotency_key = ANY($1::text[])"
+                "SELECT {c}, idempotency_key, COALESCE(project, '') AS key_scope FROM tasks \
+                 WHERE (COALESCE(project, ''), idempotency_key) IN \
+                   (SELECT * FROM unnest($1::text[], $2::text[]))"
             ),
         }
     }

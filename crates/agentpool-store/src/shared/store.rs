@@ -109,10 +109,6 @@ macro_rules! store_impl {
                 tasks::find_task(&self.$r, id).await
             }
 
-            async fn find_task_by_key(&self, key: &str) -> Result<Option<Task>> {
-                tasks::find_task_by_key(&self.$r, key).await
-            }
-
             async fn get_task(&self, id: TaskId) -> Result<Option<TaskDetail>> {
                 let Some(mut d) = tasks::get_task(&self.$r, id, self.now()).await? else {
                     return Ok(None);

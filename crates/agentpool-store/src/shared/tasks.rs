@@ -387,12 +387,6 @@ macro_rules! task_queries {
             row.as_ref().map(task).transpose()
         }
 
-        pub(crate) async fn find_task_by_key(r: &Pool<Db>, key: &str) -> Result<Option<Task>> {
-            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = $1");
-            let row = sqlx::query(&sql).bind(key).fetch_optional(r).await?;
-            row.as_ref().map(task).transpose()
-        }
-
         /// The task with its attempts and, while queued, why it waits.
         pub(crate) async fn get_task(r: &Pool<Db>, id: TaskId, now: i64) -> Result<Option<TaskDetail>> {
             let Some(t) = find_task(r, id).await? else {

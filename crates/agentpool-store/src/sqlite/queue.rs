@@ -54,9 +54,16 @@ impl SqliteStore {
         now: i64,
         log: &mut LifecycleLog,
     ) -> Result<Enqueued> {
-        if let Some(key) = &spec.idempotency_key {
-            let sql = format!("SELECT {TASK_COLS} FROM tasks WHERE idempotency_key = ?");
-            if let Some(r) = sqlx::query(&sql).bind(key).fetch_optional(&mut **tx).await? {
+        if let Some((scope, key)) = crate::common::scoped_key(&spec) {
+            let sql = format!(
+                "SELECT {TASK_COLS} FROM tasks WHERE COALESCE(project, '') = ? AND idempotency_key = ?"
+            );
+            if let Some(r) = sqlx::query(&sql)
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&mut **tx)
+                .await?
+            {
                 return Ok(Enqueued {
                     task: task(&r)?,
                     created: false,

@@ -170,6 +170,43 @@ async fn idempotency_key_returns_the_first_task(h: Harness) {
     assert!(!batch[2].created);
     assert_eq!(batch[1].task.id, batch[2].task.id);
     assert_eq!(h.store.count_by_state().await.unwrap()[&TaskState::Queued], 2);
+
+    // A key names one submission within its project: another project's (or no project's) task
+    // of the same key is not this submission, alone or in a batch.
+    let in_project = |p: &str| TaskSpec {
+        project: Some(p.into()),
+        ..spec.clone()
+    };
+    let web = h.store.enqueue(in_project("web")).await.unwrap();
+    assert!(web.created);
+    assert_ne!(web.task.id, a.task.id);
+    let batch = h
+        .store
+        .enqueue_batch(vec![
+            in_project("api"),
+            in_project("web"),
+            in_project("api"),
+            spec.clone(),
+        ])
+        .await
+        .unwrap();
+    let got: Vec<(bool, Option<&str>)> = batch
+        .iter()
+        .map(|e| (e.created, e.task.spec.project.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (true, Some("api")),
+            (false, Some("web")),
+            (false, Some("api")),
+            (false, None)
+        ]
+    );
+    assert_eq!(batch[0].task.id, batch[2].task.id);
+    assert_eq!(batch[1].task.id, web.task.id);
+    assert_eq!(batch[3].task.id, a.task.id);
+    assert_eq!(h.store.count_by_state().await.unwrap()[&TaskState::Queued], 4);
 }
 
 async fn claim_takes_priority_then_fifo(h: Harness) {

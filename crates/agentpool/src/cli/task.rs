@@ -61,7 +61,7 @@ pub struct TaskArgs {
     /// keeps workspaces)
     #[arg(long)]
     pub no_push: bool,
-    /// A second submit with the same key returns the first task
+    /// A second submit with the same key (in the same project) returns the first task
     #[arg(long)]
     pub idempotency_key: Option<String>,
     /// Continue this earlier task: same repository and work branch (it starts from what that
