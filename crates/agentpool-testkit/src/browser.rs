@@ -36,10 +36,13 @@ pub fn ready() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    !((!node_ok && missing("node"))
-        || (!chromium().exists() && missing("chromium"))
-        || (!root().join("tools/browser/node_modules/playwright-core").exists()
-            && missing("tools/browser/node_modules (npm install --prefix tools/browser)")))
+    let have = |here: bool, what: &str| here || !missing(what);
+    have(node_ok, "node")
+        && have(chromium().exists(), "chromium")
+        && have(
+            root().join("tools/browser/node_modules/playwright-core").exists(),
+            "tools/browser/node_modules (npm install --prefix tools/browser)",
+        )
 }
 
 /// Runs `tools/browser/<script>` with `env` (besides `E2E_CHROMIUM` and `E2E_SCREENSHOTS`,
