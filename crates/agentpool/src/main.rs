@@ -78,7 +78,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let line = exit::one_line(&e);
             if !line.is_empty() {
-                eprintln!("agentpool: {line}");
+                // The server's words, or a task's, can hold escape sequences too.
+                eprintln!("agentpool: {}", output::terminal_safe(&line));
             }
             std::process::ExitCode::from(exit::code_of(&e) as u8)
         }

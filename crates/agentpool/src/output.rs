@@ -10,9 +10,11 @@ use chrono::Utc;
 pub use agentpool_core::render::tool_key_argument;
 
 mod events;
+mod shown;
 mod stdout;
 mod task;
 pub use events::{StatusLine, render_event};
+pub use shown::{set_json_output, terminal_safe};
 pub use stdout::write_stdout;
 pub use task::{result_lines, task_detail};
 

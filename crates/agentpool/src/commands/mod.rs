@@ -37,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::Success);
     }
     let settings = Settings::resolve(&cli.global)?;
+    crate::output::set_json_output(settings.json());
     match cli.command {
         Command::Up(a) => pool::up(&settings, a).await,
         Command::Serve(a) => pool::serve(&settings, a).await,

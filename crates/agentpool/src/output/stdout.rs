@@ -1,4 +1,5 @@
-//! Writing command output to stdout, and ending quietly when its reader has gone.
+//! Writing command output to stdout (terminal-safe, see [`super::shown`]), and ending quietly
+//! when its reader has gone.
 
 /// Write command output (through `out!` and `outln!`). Rust starts programs with SIGPIPE
 /// ignored, so that a socket closed under a client is an error to handle, not the end of the
@@ -8,7 +9,11 @@
 /// disk behind a redirect) is said on stderr and ends the command.
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
-    let Err(e) = std::io::stdout().lock().write_fmt(args) else {
+    let text = args.to_string();
+    let Err(e) = std::io::stdout()
+        .lock()
+        .write_all(super::shown::for_stdout(&text).as_bytes())
+    else {
         return;
     };
     if e.kind() == std::io::ErrorKind::BrokenPipe {

@@ -97,6 +97,33 @@ fn run_shows_the_events_and_the_result_for_a_person() {
     assert!(out.contains("commit"), "{out}");
 }
 
+/// What a task prints reaches a person's terminal as visible escapes, never as escape
+/// sequences it obeys (clear the screen, write the clipboard, reverse the text); JSON output
+/// keeps the text as it was.
+#[test]
+fn escape_sequences_in_a_task_s_output_are_shown_not_obeyed() {
+    let pool = Pool::start();
+    let command = r#"printf 'clear\033[2J clip\033]52;c;aGk=\007 rtl\342\200\256txt\n'; touch "$(printf 'name\033[8m')""#;
+    let o = pool.submit(command, &["--wait"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    let id = stdout(&o)
+        .split_whitespace()
+        .nth(1)
+        .expect("the task's id in the output")
+        .to_string();
+    let shown = stdout(&o) + &stdout(&pool.on_server(&["tasks", "logs", &id]));
+    let raw = ['\x1b', '\x07', '\u{202E}'];
+    assert!(!shown.contains(raw), "{shown:?}");
+    assert!(
+        shown.contains("clear^[[2J clip^[]52;c;aGk=^G rtl<U+202E>txt"),
+        "{shown}"
+    );
+    assert!(shown.contains("name^[[8m"), "the file's name: {shown}");
+    let logs = stdout(&pool.json_of(&["tasks", "logs", &id]));
+    assert!(logs.contains(r"clear\u001b[2J"), "{logs}");
+    assert!(logs.contains('\u{202E}'), "JSON keeps the text as it was: {logs}");
+}
+
 #[test]
 fn submit_wait_of_a_failing_task_exits_1_and_shows_the_class() {
     let pool = Pool::start();
