@@ -9,9 +9,10 @@
 //! process groups of their own (OpenCode does), out of reach of the group signal. While the child
 //! runs its tree is recorded periodically with each process's start time, so a process that left
 //! the group and outlives the child (a dev server a tool started with `setsid`) is killed at the
-//! end too, and a recycled pid is never hit. When the main process exits on its own, what it left
-//! in the background is killed as well, and [`run_process`] returns only once no live member of
-//! the group remains.
+//! end too, and a recycled pid is never hit. A recorded run ([`ProcessSpec::record_group`]) also
+//! kills, last, every process carrying its marker: one that double-forked out of the tree before
+//! a census saw it. When the main process exits on its own, what it left in the background is
+//! killed as well, and [`run_process`] returns only once none of that remains alive.
 //!
 //! A worker that is itself killed (SIGKILL, OOM) cannot clean up: [`ProcessSpec::record_group`]
 //! records each run, from before it starts, so that the next life of the worker can kill
@@ -359,6 +360,7 @@ pub async fn run_process(
         armed: true,
         seen: HashMap::new(),
         file: record.as_ref().map(|r| r.path.clone()),
+        marker: record.as_ref().map(orphans::Record::marker),
     };
 
     if let (Some(data), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
@@ -426,10 +428,14 @@ pub async fn run_process(
     };
     // The main process is gone; what it left in its group (a background server a tool started)
     // would hold our pipes open and outlive the task, and so would a remembered process that
-    // left the group.
+    // left the group, or one that double-forked out of both (found by the run's marker, before
+    // the guard removes the record a restarted worker would need).
     signal_group(pgid, libc::SIGKILL);
     kill_survivors(&guard.seen).await;
     wait_group_gone(pgid, Duration::from_secs(5)).await;
+    if let Some(marker) = &guard.marker {
+        orphans::kill_carriers(marker).await;
+    }
     guard.armed = false;
     drop(guard);
 

@@ -1,6 +1,8 @@
 //! Crash recovery: processes a previous life of this worker left running (it was killed
 //! before it could clean up) are found through the files [`super::ProcessSpec::record_group`]
-//! writes, and killed.
+//! writes, and killed. The run's marker is also searched for at the end of every recorded run
+//! ([`kill_carriers`]): a process that double-forked out of the run's group and tree
+//! (`(setsid cmd &)`, reparented to init before any census could see it) still carries it.
 //!
 //! A run's record is written *before* its process starts, so a worker killed at any point of
 //! a run leaves one. It names, line by line: the process group (0 until the process started),
@@ -15,9 +17,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use super::GroupRecord;
-use super::tree::{group_members, signal_group, start_time};
+use super::tree::{group_members, is_running, signal_group, start_time};
 
 /// The name of the marker unique to one run.
 const RUN_MARKER: &str = "AGENTPOOL_RUN_ID";
@@ -81,6 +84,11 @@ impl Record {
             (r.name.clone(), r.value.clone()),
             (RUN_MARKER.to_string(), self.run_id.clone()),
         ]
+    }
+
+    /// `AGENTPOOL_RUN_ID=…`: what every process of the run carries in its environment.
+    pub(super) fn marker(&self) -> String {
+        format!("{RUN_MARKER}={}", self.run_id)
     }
 
     /// The run's process started as group `pgid`.
@@ -160,6 +168,69 @@ pub fn kill_orphans(dir: &Path) -> usize {
         let _ = std::fs::remove_file(&d.path);
     }
     killed
+}
+
+/// How many times the end of a run looks for what carries its marker. A carrier that forks
+/// while it is killed can start another after the scan passed it, so scans repeat until one
+/// finds none; bounded, so that processes forking faster than they die (or a carrier that
+/// will not die, stuck in the kernel) cannot hold the run's end forever.
+const END_SCANS: usize = 20;
+
+/// How long one round waits for the carriers it killed to be gone before looking again.
+const END_ROUND_WAIT: Duration = Duration::from_millis(500);
+
+/// At the end of a run, after its group and tree were killed: SIGKILL every process still
+/// carrying the run's `marker` (`AGENTPOOL_RUN_ID=…`, unique to the run, so concurrent runs
+/// of this worker, even of the same task, are untouched) and wait until they are gone. This
+/// finds what escaped both the group and the census of the tree: a double fork with `setsid`
+/// is reparented to init within microseconds, still with the task's environment and
+/// credentials. A process that also cleared its environment is out of its reach.
+pub(super) async fn kill_carriers(marker: &str) {
+    for _ in 0..END_SCANS {
+        let found = carriers_of(marker);
+        if found.is_empty() {
+            return;
+        }
+        kill_all(&found);
+        // SIGKILL is delivered asynchronously: look again once these are gone, so that the
+        // next scan finds only what they started meanwhile.
+        let deadline = Instant::now() + END_ROUND_WAIT;
+        while found.iter().any(|p| is_running(*p)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tracing::warn!(
+        marker,
+        "processes of an ended run were still being found after {END_SCANS} scans"
+    );
+}
+
+/// [`kill_carriers`] for a run abandoned half-way (its future dropped), which cannot wait:
+/// the scans repeat at once, a carrier that is dying but not yet dead found (and signalled)
+/// again at worst.
+pub(super) fn kill_carriers_now(marker: &str) {
+    for _ in 0..END_SCANS {
+        let found = carriers_of(marker);
+        if found.is_empty() {
+            return;
+        }
+        kill_all(&found);
+    }
+}
+
+fn carriers_of(marker: &str) -> Vec<i32> {
+    carrying(std::iter::once(marker))
+        .into_values()
+        .flatten()
+        .collect()
+}
+
+fn kill_all(pids: &[i32]) {
+    for pid in pids {
+        // SAFETY: kill(2) on a live process just found carrying the run's marker; it has no
+        // memory effects, and one that died since gives ESRCH.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
 }
 
 /// A record in the directory whose worker is gone, as read.

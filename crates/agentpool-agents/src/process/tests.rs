@@ -1,4 +1,5 @@
-//! Process control against real processes: groups, trees, timeouts, output limits.
+//! Process control against real processes: groups, trees, what escaped both (by the run's
+//! marker), timeouts, output limits.
 
 use agentpool_testkit::process::alive;
 
@@ -156,4 +157,125 @@ async fn long_lines_are_split_or_truncated_as_asked() {
     assert_eq!(cut, ["abcd", "shor"]);
     // The dropped rest still counts against the output limit.
     assert_eq!(out.output_bytes, 17);
+}
+
+/// A script that double-forks a sleeper out of the run — `(setsid … &)`: reparented to init at
+/// once, in a session and group of its own, so never in the group nor in a census of the tree —
+/// waits until the sleeper has written its pid to `pidfile`, then runs `then`.
+fn escaping_sleeper(pidfile: &std::path::Path, then: &str) -> String {
+    let p = pidfile.display();
+    format!(
+        "(setsid sh -c 'echo $$ > {p}; exec sleep 300' >/dev/null 2>&1 &); \
+         while [ ! -s {p} ]; do sleep 0.01; done; {then}"
+    )
+}
+
+/// `script` as a run recorded (and so marked) in `dir`, as the runner runs a task's command.
+fn recorded(script: &str, dir: &std::path::Path) -> ProcessSpec {
+    spec(script).record_group(GroupRecord::task(dir.join("running"), "t1"))
+}
+
+fn pid_in(pidfile: &std::path::Path) -> i32 {
+    std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_double_forked_process_is_killed_when_its_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let exit = run(recorded(&escaping_sleeper(&pidfile, "exit 0"), dir.path())).await;
+    assert_eq!(exit.exit_code, Some(0));
+    assert_eq!(exit.killed, None);
+    assert_gone(&pidfile, "double-forked process (after the run)");
+}
+
+#[tokio::test]
+async fn a_double_forked_process_is_killed_with_its_run_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // Long enough for the sleeper to write its pid first: the run then only waits.
+    let s =
+        recorded(&escaping_sleeper(&pidfile, "exec sleep 300"), dir.path()).timeout(Duration::from_secs(3));
+    let exit = run(s).await;
+    assert_eq!(exit.killed, Some(KillReason::Timeout));
+    assert_gone(&pidfile, "double-forked process (after the timeout)");
+}
+
+#[tokio::test]
+async fn a_double_forked_process_is_killed_with_its_run_on_cancel() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let script = escaping_sleeper(&pidfile, "echo ready; exec sleep 300");
+    let exit = cancel_on(recorded(&script, dir.path()), "ready").await;
+    assert_eq!(exit.killed, Some(KillReason::Canceled));
+    assert_gone(&pidfile, "double-forked process (after the cancel)");
+}
+
+/// Two runs of the same task on the same worker: the end of one kills only what carries its
+/// own marker, not what the other (still running) left behind.
+#[tokio::test]
+async fn the_end_of_a_run_spares_what_another_run_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first_pid, second_pid) = (dir.path().join("first"), dir.path().join("second"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let cancel = CancellationToken::new();
+    let first = {
+        let spec = recorded(
+            &escaping_sleeper(&first_pid, "echo ready; exec sleep 300"),
+            dir.path(),
+        );
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut on_line = move |_: OutputStream, l: &str| {
+                if let (true, Some(tx)) = (l == "ready", tx.take()) {
+                    let _ = tx.send(());
+                }
+            };
+            run_process(spec, &mut on_line, &cancel).await
+        })
+    };
+    rx.await.unwrap();
+    let exit = run(recorded(&escaping_sleeper(&second_pid, "exit 0"), dir.path())).await;
+    assert_eq!(exit.exit_code, Some(0));
+    assert_gone(&second_pid, "the ended run's double-forked process");
+    let other = pid_in(&first_pid);
+    assert!(alive(other), "the other run's process {other} was killed");
+    cancel.cancel();
+    let exit = first.await.unwrap().unwrap();
+    assert_eq!(exit.killed, Some(KillReason::Canceled));
+    assert_gone(&first_pid, "the other run's process, at its own end");
+}
+
+#[tokio::test]
+async fn dropping_a_recorded_run_half_way_kills_what_double_forked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let mut tx = Some(tx);
+    let spec = recorded(
+        &escaping_sleeper(&pidfile, "echo ready; exec sleep 300"),
+        dir.path(),
+    );
+    let run = tokio::spawn(async move {
+        let mut on_line = move |_: OutputStream, l: &str| {
+            if let (true, Some(tx)) = (l == "ready", tx.take()) {
+                let _ = tx.send(());
+            }
+        };
+        run_process(spec, &mut on_line, &CancellationToken::new()).await
+    });
+    rx.await.unwrap();
+    let pid = pid_in(&pidfile);
+    run.abort();
+    assert!(run.await.unwrap_err().is_cancelled());
+    // The abandoned run cannot wait for the SIGKILL it sent to land: wait for it here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while alive(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !alive(pid),
+        "the abandoned run's double-forked process {pid} survived"
+    );
 }

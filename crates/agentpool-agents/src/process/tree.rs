@@ -191,14 +191,16 @@ pub(super) async fn kill_survivors(seen: &HashMap<i32, u64>) {
     }
 }
 
-/// Kills the group and the remembered tree if the run is abandoned half-way (the future
-/// dropped), and removes the group file once the group is gone.
+/// Kills the group, the remembered tree and what carries the run's marker if the run is
+/// abandoned half-way (the future dropped), and removes the group file once they are gone.
 pub(super) struct TreeGuard {
     pub(super) pgid: i32,
     pub(super) armed: bool,
     /// Processes seen in the child's tree, with their start times.
     pub(super) seen: HashMap<i32, u64>,
     pub(super) file: Option<PathBuf>,
+    /// The run's `AGENTPOOL_RUN_ID=…`, when it is recorded (and so marked).
+    pub(super) marker: Option<String>,
 }
 
 impl Drop for TreeGuard {
@@ -207,6 +209,9 @@ impl Drop for TreeGuard {
             signal_group(self.pgid, libc::SIGKILL);
             let seen: Vec<(i32, u64)> = self.seen.iter().map(|(p, s)| (*p, *s)).collect();
             signal_tree(&seen, libc::SIGKILL);
+            if let Some(m) = &self.marker {
+                super::orphans::kill_carriers_now(m);
+            }
         }
         if let Some(f) = &self.file {
             let _ = std::fs::remove_file(f);
