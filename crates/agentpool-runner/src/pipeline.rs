@@ -23,6 +23,7 @@ mod message;
 mod post;
 mod rounds;
 mod secrets;
+mod snapshot;
 
 pub use cancel::{CancelCause, TaskCancel};
 use dirs::TaskDirs;
@@ -428,7 +429,7 @@ impl Pipeline {
                 Some(agent)
             }
         };
-        let checks_failed = self.check_rounds(agent.as_ref(), &scope, result).await?;
+        let checks_failed = self.check_rounds(agent.as_ref(), &git, &scope, result).await?;
         if let Some(message) = &checks_failed
             && !spec.push_on_checks_failed
         {

@@ -117,6 +117,13 @@ pub enum Lifecycle {
     },
     /// One check of a round ended (docs/checks.md).
     CheckFinished(CheckRun),
+    /// Every check of round `round` passed but they changed these files (a formatter, a
+    /// `--fix`): the checks run again on the changed work, so that what is committed is what
+    /// they passed on.
+    ChecksChangedFiles {
+        round: u32,
+        files: Vec<String>,
+    },
     /// Checks failed and the agent runs again with their output: round `round` starts,
     /// resuming the agent's session when `resumed`.
     FeedbackRound {
@@ -171,6 +178,7 @@ impl Lifecycle {
             Self::AgentStarted { .. } => "agent_started",
             Self::ChecksStarted { .. } => "checks_started",
             Self::CheckFinished(_) => "check_finished",
+            Self::ChecksChangedFiles { .. } => "checks_changed_files",
             Self::FeedbackRound { .. } => "feedback_round",
             Self::Committed { .. } => "committed",
             Self::Pushed { .. } => "pushed",
@@ -205,6 +213,12 @@ impl Lifecycle {
                 )
             }
             Self::CheckFinished(run) => run.summary(),
+            Self::ChecksChangedFiles { round, files } => {
+                format!(
+                    "round {round}: the checks changed {}; they run again on what they changed",
+                    files.join(", ")
+                )
+            }
             Self::FeedbackRound { round, failing, .. } => {
                 format!(
                     "round {round}: the agent gets the output of {}",

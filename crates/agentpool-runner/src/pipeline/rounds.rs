@@ -7,9 +7,10 @@ use std::time::Instant;
 use agentpool_agents::{AgentRequest, CodeAgent, EventSink};
 use agentpool_core::{CheckRun, ErrorClass, Lifecycle, NewEvent, TaskResult};
 
-use super::{Failed, Pipeline, Scope, failed};
+use super::{Failed, Pipeline, Scope, failed, snapshot};
 use crate::budget::CostWatch;
 use crate::checks;
+use crate::git::Git;
 
 impl Pipeline {
     /// Run the agent once (the first run or a feedback round), adding what it reports to
@@ -159,9 +160,14 @@ impl Pipeline {
     /// Run the task's checks; while some fail and rounds are left, run the agent again with
     /// their output (resuming its session where it can). Returns the failure message when
     /// checks still fail after the last round (docs/checks.md).
+    ///
+    /// Checks that pass but change the work (a formatter, `eslint --fix`) run once more on
+    /// what they changed, so that the commit is a tree every check passed on; checks that
+    /// change it again fail.
     pub(super) async fn check_rounds(
         &self,
         agent: Option<&Arc<dyn CodeAgent>>,
+        git: &Git,
         scope: &Scope<'_>,
         result: &mut TaskResult,
     ) -> Result<Option<String>, Failed> {
@@ -180,7 +186,10 @@ impl Pipeline {
             mask: scope.mask.clone(),
         };
         let mut round = 1;
+        // Whether this pass re-runs the checks on what the last pass changed.
+        let mut again = false;
         loop {
+            let before = self.snapshot(git, scope).await;
             let runs = checks::run_round(round, list, &cx, scope.events, scope.cancel.token())
                 .await
                 .map_err(|e| match e {
@@ -193,8 +202,24 @@ impl Pipeline {
             let failing: Vec<&CheckRun> = runs.iter().filter(|r| !r.passed).collect();
             result.checks_passed = Some(failing.is_empty());
             if failing.is_empty() {
-                return Ok(None);
+                let Some(files) = self.changed_by_checks(git, scope, before).await else {
+                    return Ok(None);
+                };
+                if again {
+                    result.checks_passed = Some(false);
+                    return Ok(Some(format!(
+                        "the checks changed files again when run on their own changes: {} \
+                         (files a check writes each time belong in .gitignore)",
+                        files.join(", ")
+                    )));
+                }
+                again = true;
+                scope
+                    .events
+                    .emit(NewEvent::new(Lifecycle::ChecksChangedFiles { round, files }));
+                continue;
             }
+            again = false;
             let names: Vec<String> = failing.iter().map(|r| r.name.clone()).collect();
             let Some(agent) = agent.filter(|_| round < max_rounds) else {
                 let after = if max_rounds == 1 {
@@ -217,6 +242,38 @@ impl Pipeline {
             }));
             self.run_agent(agent, prompt, resume, scope, result).await?;
         }
+    }
+}
+
+impl Pipeline {
+    /// The workspace's tree now, or `None` when it cannot be read (the agent broke the
+    /// repository: committing it will say so).
+    async fn snapshot(&self, git: &Git, scope: &Scope<'_>) -> Option<String> {
+        match snapshot::worktree_tree(git, scope.ws, scope.cancel.token()).await {
+            Ok(tree) => Some(tree),
+            Err(e) => {
+                tracing::debug!(error = %e, "the workspace's tree could not be read");
+                None
+            }
+        }
+    }
+
+    /// The files the checks just changed, if any: the workspace's tree now against `before`.
+    async fn changed_by_checks(
+        &self,
+        git: &Git,
+        scope: &Scope<'_>,
+        before: Option<String>,
+    ) -> Option<Vec<String>> {
+        let before = before?;
+        let after = self.snapshot(git, scope).await?;
+        if after == before {
+            return None;
+        }
+        let files = snapshot::changed_paths(git, scope.ws, &before, &after, scope.cancel.token())
+            .await
+            .ok()?;
+        (!files.is_empty()).then_some(files)
     }
 }
 

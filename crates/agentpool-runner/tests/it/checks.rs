@@ -227,6 +227,77 @@ async fn command_task_with_a_failing_check_fails_without_retry_or_push() {
     assert_eq!(env.server.branch_sha("app", &branch), None, "nothing pushed");
 }
 
+/// A check that passes but changes the work (a formatter) runs again on what it changed: the
+/// commit is the formatted tree, every check passed on it, and the events say why the checks
+/// ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_that_change_the_work_run_again_on_it_and_what_they_passed_is_committed() {
+    let env = env().await;
+    let mut spec = command(&env, "printf 'x = 1   \\n' > code.txt");
+    spec.checks = Some(vec![
+        check("format", "sed -i 's/ *$//' code.txt"),
+        check("no trailing spaces", "! grep -q ' $' code.txt"),
+    ]);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(
+        done.task.state,
+        TaskState::Succeeded,
+        "{:?}",
+        done.task.error_message
+    );
+    let r = done.task.result.clone().expect("a result");
+    assert_eq!((r.rounds, r.checks_passed), (Some(1), Some(true)));
+    assert_eq!(r.checks.len(), 4, "two passes of both checks: {:#?}", r.checks);
+    let evs = events(&env.store, done.task.id).await;
+    assert!(
+        lifecycle(&evs).contains(&Lifecycle::ChecksChangedFiles {
+            round: 1,
+            files: vec!["code.txt".into()],
+        }),
+        "{:#?}",
+        lifecycle(&evs)
+    );
+    let sha = r.commit_sha.expect("a commit");
+    let content = agentpool_testkit::git::git(
+        &env.server.repo_path("app"),
+        &["show", &format!("{sha}:code.txt")],
+    );
+    assert_eq!(content, "x = 1", "the formatted line, its trailing spaces gone");
+}
+
+/// A check that changes the work it passed on is not the last word: run again, the checks see
+/// the changed tree, and a check that fails on it fails the task with nothing pushed. A check
+/// that changes the work every time fails it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_whose_changes_do_not_pass_them_fail_the_task() {
+    let env = env().await;
+    let mut spec = command(&env, "echo good > a.txt");
+    spec.checks = Some(vec![
+        check("good", "grep -q good a.txt"),
+        check("breaks it", "echo broken > a.txt"),
+    ]);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    assert_eq!(done.task.error_message.as_deref(), Some("checks failed: good"));
+    let r = done.task.result.clone().expect("a result");
+    assert_eq!(r.checks_passed, Some(false));
+    assert!(!r.pushed && r.commit_sha.is_none());
+    let branch = format!("agentpool/{}", done.task.id);
+    assert_eq!(env.server.branch_sha("app", &branch), None, "nothing pushed");
+
+    let env = super::worker::env().await;
+    let mut spec = command(&env, "true");
+    spec.checks = Some(vec![check("stamp", "date +%s%N > stamp.txt")]);
+    let done = run_to_done(&env, spec).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    let message = done.task.error_message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("the checks changed files again when run on their own changes: stamp.txt"),
+        "{message}"
+    );
+    assert_eq!(done.task.result.and_then(|r| r.checks_passed), Some(false));
+}
+
 /// A check that hangs is killed at its own timeout with its whole process group; it counts
 /// as a failing check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,7 +190,7 @@ pub fn render_parts(kind: &str, seq: i64, at: Timestamp, d: &Value) -> String {
             // stays generic.
             let check_step = matches!(
                 state,
-                Some("checks_started" | "check_finished" | "feedback_round")
+                Some("checks_started" | "check_finished" | "checks_changed_files" | "feedback_round")
             );
             if check_step
                 && message.is_empty()
