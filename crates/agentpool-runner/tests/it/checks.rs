@@ -217,10 +217,16 @@ async fn command_task_with_a_failing_check_fails_without_retry_or_push() {
     spec.max_attempts = Some(3);
     let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
-    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
-    assert_eq!(done.task.error_message.as_deref(), Some("checks failed: answer"));
+    failed_with_nothing_pushed(&env, &done, "checks failed: answer");
     assert_eq!(done.task.attempts, 1);
-    let r = done.task.result.unwrap();
+}
+
+/// The task failed `CHECKS_FAILED` saying `message`, its checks did not pass, and it committed
+/// and pushed nothing.
+fn failed_with_nothing_pushed(env: &Env, done: &TaskDetail, message: &str) {
+    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
+    assert_eq!(done.task.error_message.as_deref(), Some(message));
+    let r = done.task.result.clone().expect("a result");
     assert_eq!(r.checks_passed, Some(false));
     assert!(!r.pushed && r.commit_sha.is_none());
     let branch = format!("agentpool/{}", done.task.id);
@@ -277,25 +283,18 @@ async fn checks_whose_changes_do_not_pass_them_fail_the_task() {
         check("breaks it", "echo broken > a.txt"),
     ]);
     let done = run_to_done(&env, spec).await;
-    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
-    assert_eq!(done.task.error_message.as_deref(), Some("checks failed: good"));
-    let r = done.task.result.clone().expect("a result");
-    assert_eq!(r.checks_passed, Some(false));
-    assert!(!r.pushed && r.commit_sha.is_none());
-    let branch = format!("agentpool/{}", done.task.id);
-    assert_eq!(env.server.branch_sha("app", &branch), None, "nothing pushed");
+    failed_with_nothing_pushed(&env, &done, "checks failed: good");
 
     let env = super::worker::env().await;
     let mut spec = command(&env, "true");
     spec.checks = Some(vec![check("stamp", "date +%s%N > stamp.txt")]);
     let done = run_to_done(&env, spec).await;
-    assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
-    let message = done.task.error_message.clone().unwrap_or_default();
-    assert!(
-        message.starts_with("the checks changed files again when run on their own changes: stamp.txt"),
-        "{message}"
+    failed_with_nothing_pushed(
+        &env,
+        &done,
+        "the checks changed files again when run on their own changes: stamp.txt \
+         (files a check writes each time belong in .gitignore)",
     );
-    assert_eq!(done.task.result.and_then(|r| r.checks_passed), Some(false));
 }
 
 /// A check that hangs is killed at its own timeout with its whole process group; it counts
