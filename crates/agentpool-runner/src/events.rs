@@ -131,7 +131,9 @@ async fn flush(
         if dropped > 0 {
             batch.push(NewEvent::log(
                 "agentpool",
-                format!("{dropped} events were dropped while the server was unreachable"),
+                // Unreachable, or reachable but unable to store them (its disk full): the
+                // worker cannot tell which, so it says what it knows.
+                format!("{dropped} events were dropped while the server did not take them"),
             ));
         }
         let sent = batch.len().min(BATCH).min(pending.len());

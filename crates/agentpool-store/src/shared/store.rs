@@ -62,7 +62,8 @@ macro_rules! store_impl {
                 let mut total = 0;
                 loop {
                     let mut tx = self.begin().await?;
-                    let (n, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, of_worker).await?;
+                    let (rescued, wake) = tasks::rescue_batch(&mut tx, &self.config.retry, now, of_worker).await?;
+                    let n = rescued.len();
                     let mut count = u32::try_from(n).unwrap_or(u32::MAX);
                     if of_worker.is_none() {
                         // As for a task given back (see `fail`): the worker that let a lease
@@ -73,6 +74,14 @@ macro_rules! store_impl {
                         self.announce(&mut *tx, count).await?;
                     }
                     tx.commit().await?;
+                    if of_worker.is_none() {
+                        // Named one by one: "rescued 6 tasks" alone does not say whose worker
+                        // died; and only once committed, so that a rescue the database did not
+                        // take (a full disk, an outage) is not reported as done.
+                        for h in &rescued {
+                            tracing::warn!(task = %h.id, worker = %h.worker_id, attempt = h.attempts, "lease expired: the worker stopped heartbeating; the task is rescued");
+                        }
+                    }
                     if wake {
                         self.signal.notify_n(&Scope::Any, count);
                         if of_worker.is_none() {

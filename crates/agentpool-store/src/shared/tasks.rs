@@ -318,13 +318,13 @@ macro_rules! task_queries {
 
         /// Rescue up to [`common::EXPIRE_BATCH`] expired leases — or, with `of_worker`, the
         /// leases that worker holds, expired or not (it registered again, so whatever it ran
-        /// before is gone). Returns how many, and whether claimers should be woken.
+        /// before is gone). Returns those rescued, and whether claimers should be woken.
         pub(crate) async fn rescue_batch(
             conn: &mut Conn,
             policy: &RetryPolicy,
             now: i64,
             of_worker: Option<&WorkerId>,
-        ) -> Result<(usize, bool)> {
+        ) -> Result<(Vec<Held>, bool)> {
             let (cond, message) = match of_worker {
                 None => ("lease_expires_at < $1", common::LEASE_EXPIRED_MSG),
                 Some(_) => ("worker_id = $1", common::WORKER_RESTARTED_MSG),
@@ -347,10 +347,6 @@ macro_rules! task_queries {
             let mut wake = false;
             let mut log = LifecycleLog::default();
             for h in &expired {
-                // Named one by one: "rescued 6 tasks" alone does not say whose worker died.
-                if of_worker.is_none() {
-                    tracing::warn!(task = %h.id, worker = %h.worker_id, attempt = h.attempts, "lease expired: the worker stopped heartbeating; the task is rescued");
-                }
                 common::log_expiry(&mut log, h)?;
                 let n = prior.get(&h.id).copied().unwrap_or(0);
                 let ending = ending_of(h, ErrorClass::LeaseExpired, n, None, policy)?;
@@ -368,7 +364,7 @@ macro_rules! task_queries {
                 .await?;
             }
             insert_lifecycle(conn, &log, now).await?;
-            Ok((rows.len(), wake))
+            Ok((expired, wake))
         }
 
         /// Let worker `w` claim at once the queued tasks it gave back.

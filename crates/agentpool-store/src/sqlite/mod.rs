@@ -8,6 +8,7 @@
 //! [`tasks`] and [`store`].
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentpool_core::TaskId;
@@ -17,6 +18,7 @@ use sqlx::{Executor, Row, Sqlite, SqliteConnection, Transaction};
 use crate::common::{self, LifecycleLog, StoreRow, corrupt, json};
 use crate::{Result, StoreConfig, WorkSignal};
 
+mod file;
 mod pool;
 mod queue;
 mod reads;
@@ -82,6 +84,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     config: StoreConfig,
     signal: WorkSignal,
+    /// The database file, checked before each write transaction (none in memory).
+    file: Option<Arc<file::FileWatch>>,
 }
 
 impl SqliteStore {
@@ -103,12 +107,14 @@ impl SqliteStore {
             .pragma("temp_store", "memory");
         let writer = pool::writer(opts.clone()).await?;
         crate::schema::apply(&crate::schema::SQLITE, &writer).await?;
+        let file = file::FileWatch::new(opts.get_filename()).map_err(sqlx::Error::Io)?;
         let reader = pool::readers(opts).await?;
         Ok(Self {
             writer,
             reader,
             config,
             signal: WorkSignal::new(),
+            file: Some(Arc::new(file)),
         })
     }
 
@@ -127,6 +133,7 @@ impl SqliteStore {
             reader: pool,
             config,
             signal: WorkSignal::new(),
+            file: None,
         })
     }
 
@@ -139,6 +146,9 @@ impl SqliteStore {
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+        if let Some(file) = &self.file {
+            file.check()?;
+        }
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 

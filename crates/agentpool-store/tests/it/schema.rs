@@ -1,10 +1,11 @@
 //! Opening a database whose schema this build cannot migrate fails with the reason in words;
-//! a migration brings the tasks queued before it up to what this build expects of them.
+//! a migration brings the tasks queued before it up to what this build expects of them; an
+//! SQLite file deleted or replaced under a running store takes no more writes.
 
 use agentpool_core::TaskSpec;
 use agentpool_core::spec::LOCAL_REPOS_LABEL;
 use agentpool_store::open_store;
-use agentpool_testkit::db::Backend;
+use agentpool_testkit::db::{Backend, TestDb};
 
 use crate::both;
 use crate::harness::{Harness, cmd, ids, labels};
@@ -97,4 +98,37 @@ async fn tasks_on_local_repositories_queued_before_their_label_get_it(h: Harness
     let mut both = vec![path, url];
     both.sort();
     assert_eq!(claimed, both);
+}
+
+/// SQLite goes on writing into a database file that was deleted (a data directory removed by
+/// hand), where nothing will read it again: the store refuses every write from then on as the
+/// database being unavailable (503 from the server), and does so for a file copied over it too.
+#[tokio::test]
+async fn an_sqlite_file_deleted_or_replaced_under_the_store_takes_no_more_writes() {
+    let db = TestDb::sqlite();
+    let store = open_store(db.url()).await.unwrap();
+    store
+        .enqueue(cmd("true"))
+        .await
+        .expect("a write while the file is there");
+    let path = std::path::PathBuf::from(db.url().trim_start_matches("sqlite://"));
+    let kept = path.with_extension("kept");
+    std::fs::copy(&path, &kept).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    let refused = |e: agentpool_store::StoreError| {
+        assert!(e.is_unavailable(), "{e}");
+        assert!(e.to_string().contains("was deleted or replaced"), "{e}");
+    };
+    refused(store.enqueue(cmd("lost?")).await.expect_err("deleted"));
+    // A copy put back in its place is another file: what the store wrote meanwhile is not in it.
+    std::fs::rename(&kept, &path).unwrap();
+    refused(store.enqueue(cmd("lost?")).await.expect_err("replaced"));
+    // A store opened on it anew takes writes again.
+    let reopened = open_store(db.url()).await.unwrap();
+    reopened
+        .enqueue(cmd("true"))
+        .await
+        .expect("a write to the file in place");
 }
