@@ -136,6 +136,9 @@ pub struct Git {
     config: Vec<String>,
     /// Where its process groups are recorded while they run (crash clean-up).
     record: Option<GroupRecord>,
+    /// Paths shown under another name in failure messages (see [`Git::hiding_path`]), the
+    /// longest first.
+    hidden_paths: Vec<(String, String)>,
 }
 
 /// How to configure [`Git`].
@@ -191,7 +194,49 @@ impl Git {
             redactor: opts.redactor,
             config,
             record: None,
+            hidden_paths: Vec::new(),
         }
+    }
+
+    /// The same git, each command limited to `timeout` instead.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The limit of each git command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Show `path` (and what lies under it) as `alias` in failure messages. A task's private
+    /// directory is unlisted and has a random name so that other tasks cannot find it; a
+    /// message that quotes git's `fatal: Unable to create '/…/repo/.git/index.lock'` would
+    /// hand the name to whoever reads the task. Replaced before the message is cut to size,
+    /// so no part of the path is left either.
+    pub fn hiding_path(mut self, path: &Path, alias: &str) -> Self {
+        let mut forms = vec![path.display().to_string()];
+        // Git may print the path resolved (a symlinked work directory).
+        if let Ok(real) = std::fs::canonicalize(path) {
+            forms.push(real.display().to_string());
+        }
+        for form in forms {
+            let form = form.trim_end_matches('/').to_string();
+            if !form.is_empty() && !self.hidden_paths.iter().any(|(p, _)| *p == form) {
+                self.hidden_paths.push((form, alias.to_string()));
+            }
+        }
+        self.hidden_paths.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        self
+    }
+
+    /// `text` with the hidden paths under their aliases.
+    fn hide_paths(&self, text: &str) -> String {
+        self.hidden_paths
+            .iter()
+            .fold(text.to_string(), |t, (path, alias)| {
+                t.replace(path.as_str(), alias)
+            })
     }
 
     /// Record each git process group while it runs (see [`GroupRecord`]).
@@ -333,6 +378,7 @@ impl Git {
             return Ok((code, stdout));
         }
         // Redacted before it is cut to size: a secret cut in two would no longer be found.
+        let (stderr, stdout) = (self.hide_paths(&stderr), self.hide_paths(&stdout));
         let message = summary::summarize(&self.redactor.redact(&stderr), &self.redactor.redact(&stdout));
         Err(if is_auth_failure(&stderr) {
             GitError::Auth {

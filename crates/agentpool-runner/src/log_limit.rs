@@ -157,7 +157,7 @@ fn count(n: u64, what: &str) -> String {
 }
 
 /// `n` bytes in words: "8 MiB", "256 KiB", "912 bytes".
-fn size(n: u64) -> String {
+pub(crate) fn size(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64).replace(".0 ", " "),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0).replace(".0 ", " "),

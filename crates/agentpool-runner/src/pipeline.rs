@@ -406,7 +406,12 @@ impl Pipeline {
             events.emit(NewEvent::new(Lifecycle::SetupStarted));
             let (out, said) = self.shell(setup, &scope).await?;
             if !out.success() {
-                return Err(process_failure(&out, "setup command", said.as_deref()));
+                return Err(process_failure(
+                    &out,
+                    "setup command",
+                    said.as_deref(),
+                    self.cfg.max_output_bytes,
+                ));
             }
         }
 
@@ -419,7 +424,12 @@ impl Pipeline {
                 let (out, said) = self.shell(&cmd, &scope).await?;
                 result.exit_code = out.exit_code;
                 if !out.success() {
-                    return Err(process_failure(&out, "command", said.as_deref()));
+                    return Err(process_failure(
+                        &out,
+                        "command",
+                        said.as_deref(),
+                        self.cfg.max_output_bytes,
+                    ));
                 }
                 None
             }

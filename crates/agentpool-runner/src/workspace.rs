@@ -14,10 +14,15 @@
 //! fetched mirror. A warm task on an unchanged remote thus waits for the slower of the two, in
 //! five git processes (fetch, clone, set-url, resolve, checkout).
 //!
-//! What happens after the run (commit, diff stat, push) is in the `finish` module.
+//! What happens after the run (commit, diff stat, push) is in the `finish` module, with what
+//! it checks and undoes first in `repo_state` and `nested`, the secret check in `leaks`, and
+//! what it asks the remote in `remote`.
 
 mod finish;
 mod leaks;
+mod nested;
+mod remote;
+mod repo_state;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -31,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::git::{Git, GitError, RunOpts};
 pub use crate::mirror::MirrorLocks;
 use crate::mirror::{head_is_stale, lock_file, mirror_name, ref_state, remote_head, stamp_head};
-pub use finish::{CommitOptions, FinishError, PostRun, finish, parse_numstat_z};
+pub use finish::{CommitOptions, FinishError, FinishFault, PostRun, finish, parse_numstat_z};
 
 /// Where workspaces and the mirror cache live.
 #[derive(Debug, Clone)]
@@ -127,6 +132,11 @@ pub async fn prepare(
     let home = task_dir.join("home");
     tokio::fs::create_dir_all(&home).await?;
     let dir = task_dir.join("repo");
+    // The task's directory is private by its unlisted name: git's messages show neither.
+    let git = &git
+        .clone()
+        .hiding_path(&dir, "<workspace>")
+        .hiding_path(&task_dir, "<task dir>");
     let url = req.url.as_str();
     let steps = Steps {
         git,
@@ -167,8 +177,20 @@ pub async fn prepare(
     };
 
     // Keep the config as prepared: the run may rewrite .git/config (remotes, url rewrites,
-    // helpers), and the post-run steps run with credentials.
-    tokio::fs::copy(dir.join(".git/config"), task_dir.join("git-config.orig")).await?;
+    // helpers), and the post-run steps run with credentials. Likewise the exclude file, which
+    // decides what `git add --all` takes.
+    tokio::fs::copy(dir.join(".git/config"), task_dir.join(repo_state::SAVED_CONFIG)).await?;
+    match tokio::fs::copy(
+        dir.join(".git/info/exclude"),
+        task_dir.join(repo_state::SAVED_EXCLUDE),
+    )
+    .await
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        other => {
+            other?;
+        }
+    }
     phases.git_processes = steps.processes.load(Ordering::Relaxed);
     Ok(Workspace {
         task_dir,

@@ -7,6 +7,7 @@ use agentpool_core::ErrorClass;
 
 use crate::git::GitError;
 use crate::process::{KillReason, ProcessOutcome};
+use crate::workspace::FinishFault;
 
 pub(super) struct Failed {
     pub(super) class: ErrorClass,
@@ -54,12 +55,29 @@ pub(super) fn git_failure(e: GitError) -> Failed {
     }
 }
 
+/// A failure of the steps after the run: git's, or the run's own when it left the repository
+/// so that nothing can be committed from it (its `.git` removed, a merge half done) — that
+/// is the command's or agent's fault like a non-zero exit, not the worker's: no given-back
+/// attempt, no strike against the worker's health.
+pub(super) fn finish_failure(e: FinishFault) -> Failed {
+    match e {
+        FinishFault::Git(g) => git_failure(g),
+        FinishFault::Run(message) => failed(ErrorClass::AgentError, message),
+    }
+}
+
 /// How much of the process's last stderr line a failure message quotes.
 const QUOTED_BYTES: usize = 300;
 
 /// `out` as a failure of the `what` (command, setup command); `said`, the last line it wrote to
-/// stderr, is quoted when it ended by itself with an error.
-pub(super) fn process_failure(out: &ProcessOutcome, what: &str, said: Option<&str>) -> Failed {
+/// stderr, is quoted when it ended by itself with an error; `max_output`, the output limit it
+/// ran under, is named when it was stopped at it.
+pub(super) fn process_failure(
+    out: &ProcessOutcome,
+    what: &str,
+    said: Option<&str>,
+    max_output: u64,
+) -> Failed {
     let quote = said.map_or(String::new(), |l| {
         format!(": {}", agentpool_agents::events::truncate(l, QUOTED_BYTES))
     });
@@ -71,7 +89,10 @@ pub(super) fn process_failure(out: &ProcessOutcome, what: &str, said: Option<&st
         Some(KillReason::Canceled) => failed(ErrorClass::Canceled, "canceled"),
         Some(KillReason::OutputLimit) => failed(
             ErrorClass::AgentError,
-            format!("the {what} exceeded the output limit"),
+            format!(
+                "the {what}'s output passed its limit of {}; it was stopped",
+                crate::log_limit::size(max_output)
+            ),
         ),
         None => match (out.exit_code, out.signal) {
             (Some(code), _) => failed(
@@ -89,7 +110,22 @@ pub(super) fn process_failure(out: &ProcessOutcome, what: &str, said: Option<&st
 
 #[cfg(test)]
 mod tests {
-    use super::with_timeout;
+    use super::*;
+
+    #[test]
+    fn a_command_stopped_at_its_output_limit_is_told_the_limit() {
+        let out = ProcessOutcome {
+            exit_code: None,
+            signal: Some(9),
+            killed: Some(KillReason::OutputLimit),
+            pgid: 1,
+            output_bytes: 80_000_000,
+            duration: std::time::Duration::from_secs(1),
+        };
+        let f = process_failure(&out, "command", None, 64 * 1024 * 1024);
+        assert_eq!(f.class, ErrorClass::AgentError);
+        assert_eq!(f.message, "the command's output passed its limit of 64 MiB; it was stopped");
+    }
 
     #[test]
     fn a_timeout_is_said_in_the_units_it_was_given_in() {

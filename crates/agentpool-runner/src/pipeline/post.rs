@@ -3,10 +3,11 @@
 
 use agentpool_core::{ErrorClass, Lifecycle, NewEvent, TaskResult};
 
+use super::failure::finish_failure;
 use super::message;
-use super::{Failed, Pipeline, Scope, failed, git_failure};
+use super::{Failed, Pipeline, Scope, failed};
 use crate::git::{AskPass, Git, GitCredentials, GitError};
-use crate::workspace::{CommitOptions, FinishError, finish};
+use crate::workspace::{CommitOptions, FinishError, FinishFault, finish};
 
 /// What the git steps after the run need: git itself, and the task's credentials for the push.
 pub(super) struct PostGit<'a> {
@@ -74,17 +75,24 @@ impl Pipeline {
                     "the task asked for no push"
                 } else {
                     match &error {
-                        GitError::Canceled { .. } => "canceled",
-                        GitError::Failed { step: "push", .. }
-                        | GitError::Auth { step: "push", .. }
-                        | GitError::NotFound { step: "push", .. }
-                        | GitError::Timeout { step: "push" } => "the push failed",
-                        _ => "git failed before the push",
+                        FinishFault::Git(GitError::Canceled { .. }) => "canceled",
+                        FinishFault::Git(
+                            GitError::Failed { step: "push", .. }
+                            | GitError::Auth { step: "push", .. }
+                            | GitError::NotFound { step: "push", .. }
+                            | GitError::Timeout { step: "push" },
+                        ) => "the push failed",
+                        FinishFault::Run(_) => "the run left the repository unfit to commit",
+                        FinishFault::Git(_) => "git failed before the push",
                     }
                 };
-                (done, Some((why, git_failure(error))))
+                (done, Some((why, finish_failure(error))))
             }
         };
+        // What the log should know of how the work was committed, whatever became of it.
+        for note in &post.notes {
+            events.emit(NewEvent::log("agentpool", note.clone()));
+        }
         result.commit_sha = post.commit_sha;
         result.files = post.files;
         result.pushed = post.pushed;
@@ -125,16 +133,24 @@ impl Pipeline {
         } else {
             // A commit that was not pushed lives only in the workspace: say so where the
             // result shows the push, rather than let its id suggest it can be fetched.
+            let went = if self.cfg.keep_workspaces {
+                format!("the commit is only in the kept workspace {}", ws.dir.display())
+            } else {
+                "the commit was discarded with the workspace".to_string()
+            };
             let why = failure
                 .as_ref()
                 .map_or("the task asked for no push", |(why, _)| why);
-            let why = if self.cfg.keep_workspaces {
-                format!(
-                    "not pushed ({why}): the commit is only in the kept workspace {}",
-                    ws.dir.display()
-                )
-            } else {
-                format!("not pushed ({why}): the commit was discarded with the workspace")
+            let why = match &post.remote_unknown {
+                // The push may have landed before it was cut short, and the remote could not
+                // be asked afterwards: say that nobody knows, not that it is gone.
+                Some(unknown) => format!(
+                    "perhaps not pushed ({why}): whether the remote took the push is not known (it \
+                     could not be asked: {unknown}); look for branch {} on the remote — if it is not \
+                     there, {went}",
+                    ws.branch
+                ),
+                None => format!("not pushed ({why}): {went}"),
             };
             events.emit(NewEvent::log("agentpool", why.clone()));
             result.push_result = Some(why);

@@ -6,13 +6,16 @@ use std::ffi::OsString;
 use agentpool_core::{FileChange, Redactor};
 use tokio_util::sync::CancellationToken;
 
-use super::Workspace;
+use super::remote::RemoteBranch;
+use super::{Workspace, repo_state};
 use crate::git::{Git, GitError, RunOpts};
 
 /// What the post-run step produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PostRun {
-    /// HEAD after the run, when it differs from the base.
+    /// The new HEAD, when the run (or the commit made of its changes) added commits to the
+    /// base: a HEAD merely moved to a commit the repository already had is no commit of the
+    /// task's.
     pub commit_sha: Option<String>,
     /// What the run changed against the base: the commit's files, or (neither committing nor
     /// pushing) the working tree's.
@@ -20,11 +23,18 @@ pub struct PostRun {
     pub pushed: bool,
     pub push_result: Option<String>,
     /// Whether the work branch is on the remote: pushed now, or already there when the
-    /// workspace was made (a follow-up's, an earlier attempt's). A result names the branch
-    /// only then, since a branch that is nowhere else is gone with the workspace.
+    /// workspace was made (a follow-up's, an earlier attempt's), or found there after a push
+    /// that did not end cleanly. A result names the branch only then, since a branch that is
+    /// nowhere else is gone with the workspace.
     pub branch_on_remote: bool,
     /// Where the changes carry a secret of the task, when they do: they were not pushed.
     pub withheld: Option<String>,
+    /// After a push that did not end cleanly, why the remote could not be asked whether it
+    /// took the push: then nobody knows whether the commit is on the remote.
+    pub remote_unknown: Option<String>,
+    /// What the task's log should say about how its work was committed (a nested repository
+    /// committed as files, work left in `git stash`).
+    pub notes: Vec<String>,
 }
 
 /// How to commit what the run changed.
@@ -35,12 +45,24 @@ pub struct CommitOptions {
     pub author_email: String,
 }
 
+/// Why [`finish`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishFault {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The run left the workspace so that nothing can be committed from it as it is (its
+    /// `.git` removed or replaced, a merge with conflicts half done): the run's own doing, as
+    /// when the command fails, not a fault of git or of the worker.
+    #[error("{0}")]
+    Run(String),
+}
+
 /// A step of [`finish`] failed; `done` holds what was done before it (a commit made and its
 /// files, when the push is what failed), so that the failure can still say so.
 #[derive(Debug, thiserror::Error)]
 #[error("{error}")]
 pub struct FinishError {
-    pub error: GitError,
+    pub error: FinishFault,
     pub done: PostRun,
 }
 
@@ -48,6 +70,8 @@ pub struct FinishError {
 /// base, and push the work branch (when `push`) unless what it would push carries one of
 /// `secrets` (then [`PostRun::withheld`] says where). Asked to do neither, it still records
 /// what the run changed in the working tree (a `--no-commit` task's result lists its files).
+///
+/// Failure messages show the workspace as `<workspace>`, never its private path.
 pub async fn finish(
     git: &Git,
     ws: &Workspace,
@@ -56,21 +80,61 @@ pub async fn finish(
     secrets: &Redactor,
     cancel: &CancellationToken,
 ) -> Result<PostRun, FinishError> {
+    let git = &git
+        .clone()
+        .hiding_path(&ws.dir, "<workspace>")
+        .hiding_path(&ws.task_dir, "<task dir>");
     let mut done = PostRun::default();
-    match finish_into(git, ws, commit, push, secrets, cancel, &mut done).await {
-        Ok(()) => Ok(done),
-        Err(error) => {
-            // A branch the remote had before names where earlier work is, pushed now or not;
-            // a check that fails too (a cancel stops it as well) leaves it unnamed.
-            if done.commit_sha.is_some() {
-                done.branch_on_remote = remote_had_branch(git, ws, cancel).await.unwrap_or(false);
+    let mut pushing = None;
+    let error = match finish_into(git, ws, commit, push, secrets, cancel, &mut done, &mut pushing).await {
+        Ok(()) => return Ok(done),
+        Err(error) => error,
+    };
+    let interrupted = matches!(
+        error,
+        FinishFault::Git(GitError::Canceled { .. } | GitError::Timeout { .. } | GitError::Failed { .. })
+    );
+    match pushing {
+        // The push may have landed before it was cut short: the remote says.
+        Some(head) if interrupted => {
+            match super::remote::ask(git, ws).await {
+                RemoteBranch::At(sha) => {
+                    done.branch_on_remote = true;
+                    if sha == head {
+                        done.pushed = true;
+                        let said = format!(
+                            "pushed: the remote has the branch at {} although git push did not end \
+                             cleanly ({error})",
+                            short(&sha)
+                        );
+                        done.notes.push(said.clone());
+                        done.push_result = Some(said);
+                        // It did what it was for; only a cancel still ends the attempt.
+                        if !matches!(error, FinishFault::Git(GitError::Canceled { .. })) {
+                            return Ok(done);
+                        }
+                    }
+                }
+                RemoteBranch::Absent => done.branch_on_remote = false,
+                RemoteBranch::Unknown(why) => {
+                    // Whatever the push did, it did not delete a branch the remote had.
+                    done.branch_on_remote = super::remote::had_branch(git, ws).await.unwrap_or(false);
+                    done.remote_unknown = Some(why);
+                }
             }
-            Err(FinishError { error, done })
         }
+        // A branch the remote had before names where earlier work is, pushed now or not.
+        _ if done.commit_sha.is_some() => {
+            done.branch_on_remote = super::remote::had_branch(git, ws).await.unwrap_or(false);
+        }
+        _ => {}
     }
+    Err(FinishError { error, done })
 }
 
-/// [`finish`], recording each outcome in `out` as soon as it is known.
+/// [`finish`], recording each outcome in `out` as soon as it is known, and in `pushing` the
+/// commit while it is being pushed.
+#[allow(clippy::too_many_arguments)]
 async fn finish_into(
     git: &Git,
     ws: &Workspace,
@@ -79,48 +143,48 @@ async fn finish_into(
     secrets: &Redactor,
     cancel: &CancellationToken,
     out: &mut PostRun,
-) -> Result<(), GitError> {
-    // Undo whatever the run did to the repository's configuration before git runs with
-    // credentials again.
-    tokio::fs::copy(ws.task_dir.join("git-config.orig"), ws.dir.join(".git/config")).await?;
+    pushing: &mut Option<String>,
+) -> Result<(), FinishFault> {
     let dir = &ws.dir;
-    if let Some(c) = commit {
-        git.run("add", dir, &["add", "--all"], cancel).await?;
-        let unchanged = git
-            .yes_no("diff", dir, &["diff", "--cached", "--quiet"], cancel)
-            .await?;
-        if !unchanged {
-            let env = [
-                ("GIT_AUTHOR_NAME", c.author_name.as_str()),
-                ("GIT_AUTHOR_EMAIL", c.author_email.as_str()),
-                ("GIT_COMMITTER_NAME", c.author_name.as_str()),
-                ("GIT_COMMITTER_EMAIL", c.author_email.as_str()),
-            ];
-            git.run_opts(RunOpts {
-                step: "commit",
-                cwd: dir,
-                args: &[
-                    "commit".into(),
-                    "--quiet".into(),
-                    "--no-verify".into(),
-                    "--no-gpg-sign".into(),
-                    "--file=-".into(),
-                ],
-                stdin: Some(c.message.as_bytes()),
-                extra_env: &env,
-                local_source: false,
-                ok_codes: &[0],
-                cancel,
-            })
-            .await?;
+    repo_state::check_git_dir(ws).await?;
+    // Undo whatever the run did to the repository's configuration (before git runs with
+    // credentials again) and to its excludes (before `git add` reads them).
+    repo_state::restore(ws).await?;
+    if (commit.is_some() || push)
+        && let Some(why) = repo_state::unfinished(git, ws, cancel).await?
+    {
+        return Err(FinishFault::Run(why));
+    }
+    if commit.is_some() || !push {
+        let verb = if commit.is_some() { "committed" } else { "listed" };
+        for repo in super::nested::flatten(git, ws, cancel).await? {
+            out.notes.push(format!(
+                "{repo} was a git repository of its own; its files were {verb} as ordinary files, \
+                 not its history"
+            ));
         }
+    }
+    if let Some(c) = commit {
+        commit_changes(git, ws, c, cancel).await?;
     }
     let head = git
         .run("rev-parse", dir, &["rev-parse", "--verify", "HEAD"], cancel)
         .await?
         .trim()
         .to_string();
-    out.commit_sha = (head != ws.base_sha).then(|| head.clone());
+    let range = format!("{}..{head}", ws.base_sha);
+    let new_commits = git
+        .run(
+            "rev-list",
+            dir,
+            &["rev-list", "--count", range.as_str(), "--"],
+            cancel,
+        )
+        .await?;
+    out.commit_sha = (new_commits.trim() != "0").then(|| head.clone());
+    if out.commit_sha.is_none() {
+        nothing_committed(git, ws, &head, push, out).await?;
+    }
     if commit.is_none() && !push {
         out.files = working_tree_changes(git, ws, cancel).await?;
     } else if out.commit_sha.is_some() {
@@ -131,6 +195,7 @@ async fn finish_into(
     }
     if push && out.commit_sha.is_some() && out.withheld.is_none() {
         let refspec = format!("HEAD:refs/heads/{}", ws.branch.as_str());
+        *pushing = Some(head.clone());
         let stdout = git
             .run(
                 "push",
@@ -139,6 +204,7 @@ async fn finish_into(
                 cancel,
             )
             .await?;
+        *pushing = None;
         out.pushed = true;
         out.push_result = Some(
             stdout
@@ -148,8 +214,101 @@ async fn finish_into(
                 .unwrap_or_else(|| "pushed".to_string()),
         );
     }
-    out.branch_on_remote = out.pushed || remote_had_branch(git, ws, cancel).await?;
+    out.branch_on_remote = out.pushed || super::remote::had_branch(git, ws).await?;
     Ok(())
+}
+
+/// `git add --all` and, when that staged anything, a commit of it.
+async fn commit_changes(
+    git: &Git,
+    ws: &Workspace,
+    c: &CommitOptions,
+    cancel: &CancellationToken,
+) -> Result<(), GitError> {
+    let dir = &ws.dir;
+    git.run("add", dir, &["add", "--all"], cancel).await?;
+    let unchanged = git
+        .yes_no("diff", dir, &["diff", "--cached", "--quiet"], cancel)
+        .await?;
+    if unchanged {
+        return Ok(());
+    }
+    let env = [
+        ("GIT_AUTHOR_NAME", c.author_name.as_str()),
+        ("GIT_AUTHOR_EMAIL", c.author_email.as_str()),
+        ("GIT_COMMITTER_NAME", c.author_name.as_str()),
+        ("GIT_COMMITTER_EMAIL", c.author_email.as_str()),
+    ];
+    git.run_opts(RunOpts {
+        step: "commit",
+        cwd: dir,
+        args: &[
+            "commit".into(),
+            "--quiet".into(),
+            "--no-verify".into(),
+            "--no-gpg-sign".into(),
+            "--file=-".into(),
+        ],
+        stdin: Some(c.message.as_bytes()),
+        extra_env: &env,
+        local_source: false,
+        ok_codes: &[0],
+        cancel,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Say what there is to push when the run left no new commit: nothing, though HEAD moved (to
+/// a commit the repository already had: `git reset --hard HEAD~1`) or work sits in `git
+/// stash` (which no push takes along). When the work branch was on the remote already and the
+/// run started from it (a retry after a push that landed, a follow-up), the result says the
+/// branch has it, rather than let "no commit" suggest that nothing is there.
+async fn nothing_committed(
+    git: &Git,
+    ws: &Workspace,
+    head: &str,
+    push: bool,
+    out: &mut PostRun,
+) -> Result<(), GitError> {
+    if push && head == ws.base_sha && super::remote::branch_at_start(git, ws).await?.as_deref() == Some(head)
+    {
+        out.push_result = Some(format!(
+            "nothing new to push: the work branch is on the remote at {} already",
+            short(head)
+        ));
+    }
+    if head != ws.base_sha {
+        let said = format!(
+            "nothing new to push: the command moved HEAD from {} to {}, a commit the repository \
+             already had, and made no new commit",
+            short(&ws.base_sha),
+            short(head)
+        );
+        out.notes.push(said.clone());
+        out.push_result = Some(said);
+    }
+    // A local look, answered also after a cancel: the warning is for the result either way.
+    let stashed = git
+        .yes_no(
+            "rev-parse",
+            &ws.dir,
+            &["rev-parse", "--verify", "--quiet", "refs/stash"],
+            &CancellationToken::new(),
+        )
+        .await?;
+    if stashed {
+        let said = "the command left work in git stash; stashes are not pushed";
+        out.notes.push(said.to_string());
+        out.push_result
+            .get_or_insert_with(|| format!("nothing pushed: {said}"));
+    }
+    Ok(())
+}
+
+/// The short form of a commit id, as messages show it.
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
 }
 
 /// `git diff --numstat` of the base against `to` (a commit; none: the index), as file changes.
@@ -215,19 +374,6 @@ async fn working_tree_changes(
     })
     .await?;
     numstat(git, ws, &[], &env, cancel).await
-}
-
-/// Whether the remote had the work branch when the workspace was made (its remote-tracking
-/// ref, from the clone): then it is there to name although nothing was pushed now.
-async fn remote_had_branch(git: &Git, ws: &Workspace, cancel: &CancellationToken) -> Result<bool, GitError> {
-    let tracking = format!("refs/remotes/origin/{}", ws.branch.as_str());
-    git.yes_no(
-        "rev-parse",
-        &ws.dir,
-        &["rev-parse", "--verify", "--quiet", "--end-of-options", &tracking],
-        cancel,
-    )
-    .await
 }
 
 /// Parse `git diff --numstat -z --no-renames`: `added\tremoved\tpath\0` per file, `-` counts

@@ -5,6 +5,7 @@ mod agents;
 mod attempt;
 mod checks;
 mod crash;
+mod finishing;
 mod forgejo;
 mod github;
 mod heartbeat;

@@ -79,7 +79,7 @@ pub fn git_with(dir: &std::path::Path, token: &str) -> Git {
     })
 }
 
-fn commit_opts() -> CommitOptions {
+pub fn commit_opts() -> CommitOptions {
     CommitOptions {
         message: "agentpool: edit".into(),
         author_name: "Agent Pool".into(),
