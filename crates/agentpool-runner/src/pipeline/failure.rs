@@ -124,7 +124,10 @@ mod tests {
         };
         let f = process_failure(&out, "command", None, 64 * 1024 * 1024);
         assert_eq!(f.class, ErrorClass::AgentError);
-        assert_eq!(f.message, "the command's output passed its limit of 64 MiB; it was stopped");
+        assert_eq!(
+            f.message,
+            "the command's output passed its limit of 64 MiB; it was stopped"
+        );
     }
 
     #[test]
