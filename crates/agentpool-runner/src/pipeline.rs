@@ -28,6 +28,7 @@ mod snapshot;
 pub use cancel::{CancelCause, TaskCancel};
 use dirs::TaskDirs;
 use failure::{Failed, failed, git_failure, process_failure, with_timeout};
+pub(crate) use message::TASK_TRAILER;
 
 use crate::workspace::{MirrorLocks, PrepareRequest, Workspace, WorkspaceConfig, WorkspaceError, prepare};
 
@@ -367,6 +368,8 @@ impl Pipeline {
                 url: &url,
                 base_ref: spec.base_ref.as_deref(),
                 branch: &branch,
+                own_branch: (spec.branch.is_none() && spec.follow_up_of.is_none())
+                    .then(|| task.result.as_ref().and_then(|r| r.commit_sha.as_deref())),
             },
             cancel.token(),
         )
@@ -388,6 +391,16 @@ impl Pipeline {
             prepare_ms: ws.prepare_ms,
             phases: Some(ws.phases),
         }));
+        if let Some(lost) = &ws.replaces {
+            let line = format!(
+                "an earlier attempt of this task pushed {lost} to {branch} but its worker was lost \
+                 before reporting it; this attempt starts again from {}, where that one started, \
+                 and its push replaces that commit",
+                ws.base_sha
+            );
+            tracing::warn!(task = %task.id, attempt = work.claimed.attempt, "{line}");
+            events.emit(NewEvent::log("agentpool", line));
+        }
 
         let env = self.task_env(work, &ws);
         let mask = crate::process::LineMask::new(redactor);

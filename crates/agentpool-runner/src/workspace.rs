@@ -27,7 +27,7 @@ mod repo_state;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use agentpool_core::{BranchName, PreparePhases, RepoUrl, TaskId};
@@ -71,6 +71,11 @@ pub struct Workspace {
     pub branch: BranchName,
     /// The commit the work branch started from.
     pub base_sha: String,
+    /// A commit of an earlier attempt of this task that the remote work branch holds but the
+    /// task's record does not (its worker was lost after the push, before the report): this
+    /// attempt started again from where that one did, and its push replaces that commit (with
+    /// a lease on it, so nothing else is overwritten).
+    pub replaces: Option<String>,
     pub url: RepoUrl,
     /// Whether the warm (mirror) path was used.
     pub warm: bool,
@@ -86,6 +91,11 @@ pub struct PrepareRequest<'a> {
     pub url: &'a RepoUrl,
     pub base_ref: Option<&'a str>,
     pub branch: &'a BranchName,
+    /// Set when the work branch is the task's own (it names no branch and follows up no
+    /// task), so that no other task pushes to it: holds the commit the task's record names, if
+    /// any. A commit of this task's on the remote branch that the record does not name was
+    /// pushed by an attempt whose report was lost; see [`Workspace::replaces`].
+    pub own_branch: Option<Option<&'a str>>,
 }
 
 /// The git commands of one preparation: counted, for the phase report.
@@ -93,6 +103,8 @@ struct Steps<'a> {
     git: &'a Git,
     cancel: &'a CancellationToken,
     processes: AtomicU32,
+    /// Whether the last start resolved was the remote's work branch itself (it continues it).
+    continues_branch: AtomicBool,
 }
 
 impl Steps<'_> {
@@ -142,6 +154,7 @@ pub async fn prepare(
         git,
         cancel,
         processes: AtomicU32::new(0),
+        continues_branch: AtomicBool::new(false),
     };
     let mut phases = PreparePhases::default();
     let target = Target {
@@ -191,6 +204,12 @@ pub async fn prepare(
             other?;
         }
     }
+    let (start, replaces) = match req.own_branch {
+        Some(recorded) if steps.continues_branch.load(Ordering::Relaxed) => {
+            restart_lost_attempt(&steps, &target, req.task_id, start, recorded).await?
+        }
+        _ => (start, None),
+    };
     phases.git_processes = steps.processes.load(Ordering::Relaxed);
     Ok(Workspace {
         task_dir,
@@ -198,6 +217,7 @@ pub async fn prepare(
         home,
         branch: req.branch.clone(),
         base_sha: start,
+        replaces,
         url: req.url.clone(),
         warm,
         prepare_ms: ms(started),
@@ -340,7 +360,13 @@ async fn clone(
 
 /// Resolve the start commit and check out the work branch there.
 async fn checkout(steps: &Steps<'_>, target: &Target<'_>) -> Result<String, WorkspaceError> {
-    let start = resolve_start(steps, target.dir, target.base_ref, target.branch).await?;
+    let start = resolve_start(steps, target.dir, target.base_ref, Some(target.branch)).await?;
+    check_out_at(steps, target, &start).await?;
+    Ok(start)
+}
+
+/// Point the work branch at `start` and check it out.
+async fn check_out_at(steps: &Steps<'_>, target: &Target<'_>, start: &str) -> Result<(), WorkspaceError> {
     steps
         .run(
             "checkout",
@@ -351,12 +377,58 @@ async fn checkout(steps: &Steps<'_>, target: &Target<'_>) -> Result<String, Work
                 "--no-track",
                 "-B",
                 target.branch.as_str(),
-                start.as_str(),
+                start,
                 "--",
             ],
         )
         .await?;
-    Ok(start)
+    Ok(())
+}
+
+/// The remote's work branch, which the task is about to continue, ends in `head`. When that is
+/// a commit of this very task (its `Agentpool-Task` trailer) that its record does not name
+/// (`recorded`), an earlier attempt pushed it and was lost before it could report: continuing
+/// would run the task a second time on top of its own first result (an appended line twice).
+/// The work branch goes back to where that attempt started — where `head` forks from the
+/// task's base — and the push will replace `head`. Returns the start and the commit replaced.
+async fn restart_lost_attempt(
+    steps: &Steps<'_>,
+    target: &Target<'_>,
+    task: TaskId,
+    head: String,
+    recorded: Option<&str>,
+) -> Result<(String, Option<String>), WorkspaceError> {
+    if recorded == Some(head.as_str()) {
+        return Ok((head, None));
+    }
+    let message = steps
+        .run(
+            "log",
+            target.dir,
+            &["log", "-1", "--format=%B", head.as_str(), "--"],
+        )
+        .await?;
+    let ours = format!("{}: {task}", crate::pipeline::TASK_TRAILER);
+    if !message.lines().any(|l| l.trim() == ours) {
+        return Ok((head, None));
+    }
+    let base = resolve_start(steps, target.dir, target.base_ref, None).await?;
+    let (code, fork) = steps
+        .run_opts(RunOpts {
+            step: "merge-base",
+            cwd: target.dir,
+            args: &["merge-base", base.as_str(), head.as_str()].map(OsString::from),
+            stdin: None,
+            extra_env: &[],
+            local_source: false,
+            ok_codes: &[0, 1],
+            cancel: steps.cancel,
+        })
+        .await?;
+    // No common history (the base was rewritten): start from the base as it is.
+    let start = if code == 0 { fork.trim().to_string() } else { base };
+    check_out_at(steps, target, &start).await?;
+    Ok((start, Some(head)))
 }
 
 /// Create the mirror of `url` (a cache miss).
@@ -388,10 +460,10 @@ async fn resolve_start(
     steps: &Steps<'_>,
     dir: &Path,
     base_ref: Option<&str>,
-    branch: &BranchName,
+    branch: Option<&BranchName>,
 ) -> Result<String, WorkspaceError> {
-    let existing = format!("refs/remotes/origin/{}", branch.as_str());
-    let mut refs = vec![existing];
+    let existing = branch.map(|b| format!("refs/remotes/origin/{}", b.as_str()));
+    let mut refs: Vec<String> = existing.iter().cloned().collect();
     let mut fallback = None;
     match base_ref {
         Some(b) => {
@@ -420,8 +492,16 @@ async fn resolve_start(
         }
     }
     // Patterns also match refs below them (`main` matches `main/x`): only exact names count.
-    if let Some(sha) = refs.iter().find_map(|r| found.get(r.as_str())) {
+    if let Some((r, sha)) = refs.iter().find_map(|r| found.get(r.as_str()).map(|s| (r, s))) {
+        if branch.is_some() {
+            steps
+                .continues_branch
+                .store(existing.as_ref() == Some(r), Ordering::Relaxed);
+        }
         return Ok((*sha).to_string());
+    }
+    if branch.is_some() {
+        steps.continues_branch.store(false, Ordering::Relaxed);
     }
     if let Some(b) = fallback
         && let Some(sha) = rev_parse(steps, dir, &b).await?

@@ -10,7 +10,7 @@ const SUBJECT_CHARS: usize = 72;
 const BODY_CHARS: usize = 4000;
 
 /// The trailer that names the task a commit came from.
-const TASK_TRAILER: &str = "Agentpool-Task";
+pub(crate) const TASK_TRAILER: &str = "Agentpool-Task";
 
 /// The message: the first line of the prompt (or command) as the subject; as the body, the
 /// agent's final text, or else the whole prompt when the subject could not hold it; then the

@@ -195,15 +195,17 @@ async fn finish_into(
     }
     if push && out.commit_sha.is_some() && out.withheld.is_none() {
         let refspec = format!("HEAD:refs/heads/{}", ws.branch.as_str());
+        let mut args = vec!["push".to_string(), "--porcelain".to_string()];
+        // A lost attempt's commit is replaced only while the branch is still at it.
+        if let Some(lost) = &ws.replaces {
+            args.push(format!(
+                "--force-with-lease=refs/heads/{}:{lost}",
+                ws.branch.as_str()
+            ));
+        }
+        args.extend(["--".to_string(), ws.url.to_string(), refspec]);
         *pushing = Some(head.clone());
-        let stdout = git
-            .run(
-                "push",
-                dir,
-                &["push", "--porcelain", "--", ws.url.as_str(), refspec.as_str()],
-                cancel,
-            )
-            .await?;
+        let stdout = git.run("push", dir, &args, cancel).await?;
         *pushing = None;
         out.pushed = true;
         out.push_result = Some(

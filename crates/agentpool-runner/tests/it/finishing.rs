@@ -357,3 +357,61 @@ async fn nothing_new_on_a_branch_the_remote_has_says_the_branch_has_it() {
         ))
     );
 }
+
+/// An attempt that pushed and was lost before it reported (its worker killed between the push
+/// and the report) left its commit on the task's own work branch, unrecorded. The next attempt
+/// does not run the task again on top of it — an appended line would be there twice — but
+/// starts again from where that one did, says so, and its push replaces that commit.
+#[tokio::test]
+async fn a_lost_attempt_s_pushed_commit_is_replaced_not_built_upon() {
+    let env = env().await;
+    let task = enqueue_command(&env, "echo line >> log.txt").await;
+    let branch = format!("agentpool/{}", task.id);
+    // What the lost attempt pushed: the same work, with the task's trailer.
+    let bare = env.server.repo_path("app");
+    let scratch = env.dir.path().join("lost-attempt");
+    git(
+        env.dir.path(),
+        &["clone", "-q", bare.to_str().unwrap(), scratch.to_str().unwrap()],
+    );
+    git(&scratch, &["checkout", "-q", "-b", &branch]);
+    std::fs::write(scratch.join("log.txt"), "line\n").unwrap();
+    git(&scratch, &["add", "log.txt"]);
+    let message = format!("the lost attempt\n\nAgentpool-Task: {}", task.id);
+    git(&scratch, &["commit", "-qm", &message]);
+    git(&scratch, &["push", "-q", "origin", &branch]);
+    let lost = git(&scratch, &["rev-parse", "HEAD"]);
+    let main = git(&scratch, &["rev-parse", "HEAD~1"]);
+
+    let w = start_w1(&env).await;
+    let done = finished(&env.store, task.id).await;
+    w.stop().await;
+    assert_succeeded(&done);
+    let r = done.task.result.clone().unwrap();
+    let sha = r.commit_sha.clone().expect("a commit");
+    assert_ne!(sha, lost);
+    assert_eq!(
+        pushed_branch(&env, &done),
+        Some(sha.clone()),
+        "the push replaced it"
+    );
+    assert_eq!(
+        git(&bare, &["rev-parse", &format!("{sha}~1")]),
+        main,
+        "one commit on the base"
+    );
+    assert_eq!(
+        git(&bare, &["show", &format!("{sha}:log.txt")]),
+        "line",
+        "the line once"
+    );
+    let files: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["log.txt"]);
+    let lines = log_lines(&events(&env.store, task.id).await);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("an earlier attempt of this task pushed {lost}"))),
+        "{lines:#?}"
+    );
+}

@@ -58,6 +58,7 @@ impl Fixture {
             url: &url,
             base_ref,
             branch: &BranchName::for_task(task_id),
+            own_branch: Some(None),
         };
         prepare(git, &cfg, &MirrorLocks::default(), req, &CancellationToken::new()).await
     }
