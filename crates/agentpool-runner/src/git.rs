@@ -306,6 +306,30 @@ impl Git {
             .map(|(_, out)| out)
     }
 
+    /// Run `git <args>` in `cwd` with `env` added to its environment (`GIT_INDEX_FILE` for a
+    /// scratch index, say); returns stdout.
+    pub async fn run_env<S: AsRef<OsStr>>(
+        &self,
+        step: &'static str,
+        cwd: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+        cancel: &CancellationToken,
+    ) -> Result<String, GitError> {
+        self.run_opts(RunOpts {
+            step,
+            cwd,
+            args: &args.iter().map(|a| a.as_ref().to_os_string()).collect::<Vec<_>>(),
+            stdin: None,
+            extra_env: env,
+            local_source: false,
+            ok_codes: &[0],
+            cancel,
+        })
+        .await
+        .map(|(_, out)| out)
+    }
+
     /// Run a git command that answers yes (exit 0) or no (exit 1), such as `diff --quiet`;
     /// any other exit is an error.
     pub async fn yes_no<S: AsRef<OsStr>>(

@@ -331,51 +331,52 @@ async fn numstat(
     args.push(ws.base_sha.as_str().into());
     args.extend(to.iter().map(OsString::from));
     args.push("--".into());
-    let (_, out) = git
-        .run_opts(RunOpts {
-            step: "diff",
-            cwd: &ws.dir,
-            args: &args,
-            stdin: None,
-            extra_env: env,
-            local_source: false,
-            ok_codes: &[0],
-            cancel,
-        })
-        .await?;
+    let out = git.run_env("diff", &ws.dir, &args, env, cancel).await?;
     Ok(parse_numstat_z(&out))
 }
 
 /// What the run changed against the base, committed or not, new files included — as a commit
-/// of it would record them, without touching the workspace's own index: `git add --all` into
-/// a copy of it (whose file stamps spare hashing the unchanged files), then its diff stat.
+/// of it would record them, without touching the workspace's own index (see
+/// [`scratch_index`]), then its diff stat.
 async fn working_tree_changes(
     git: &Git,
     ws: &Workspace,
     cancel: &CancellationToken,
 ) -> Result<Vec<FileChange>, GitError> {
-    let index = ws.task_dir.join("status-index");
+    let index = scratch_index(git, ws, "status-index", cancel).await?;
+    numstat(git, ws, &[], &[("GIT_INDEX_FILE", index.as_str())], cancel).await
+}
+
+/// Everything a commit would take now (`git add --all`: tracked and untracked files, ignored
+/// ones left out) in an index of its own named `name` beside the checkout, leaving the
+/// workspace's index as the run left it; returns its path, for `GIT_INDEX_FILE`. It starts as
+/// a copy of the workspace's index, whose file stamps spare hashing the unchanged files.
+pub(crate) async fn scratch_index(
+    git: &Git,
+    ws: &Workspace,
+    name: &str,
+    cancel: &CancellationToken,
+) -> Result<String, GitError> {
+    let index = ws.task_dir.join(name);
     match tokio::fs::copy(ws.dir.join(".git/index"), &index).await {
-        // The run removed the index: git builds one from scratch.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        // The run removed the index (or staged nothing yet): git builds one from scratch.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _ = tokio::fs::remove_file(&index).await;
+        }
         other => {
             other?;
         }
     }
-    let index = index.to_string_lossy();
-    let env = [("GIT_INDEX_FILE", index.as_ref())];
-    git.run_opts(RunOpts {
-        step: "add",
-        cwd: &ws.dir,
-        args: &["add".into(), "--all".into()],
-        stdin: None,
-        extra_env: &env,
-        local_source: false,
-        ok_codes: &[0],
+    let index = index.to_string_lossy().into_owned();
+    git.run_env(
+        "add",
+        &ws.dir,
+        &["add", "--all"],
+        &[("GIT_INDEX_FILE", index.as_str())],
         cancel,
-    })
+    )
     .await?;
-    numstat(git, ws, &[], &env, cancel).await
+    Ok(index)
 }
 
 /// Parse `git diff --numstat -z --no-renames`: `added\tremoved\tpath\0` per file, `-` counts

@@ -54,17 +54,7 @@ pub(super) async fn flatten(
         for path in found {
             remove_git_dir(ws, &path).await?;
             let (args, env) = unstage_args(&path);
-            git.run_opts(RunOpts {
-                step: "rm",
-                cwd: &ws.dir,
-                args: &args,
-                stdin: None,
-                extra_env: &env,
-                local_source: false,
-                ok_codes: &[0],
-                cancel,
-            })
-            .await?;
+            git.run_env("rm", &ws.dir, &args, &env, cancel).await?;
             flattened.push(path);
         }
     }
