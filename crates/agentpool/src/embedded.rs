@@ -88,12 +88,24 @@ pub struct Embedded {
 
 impl Embedded {
     pub async fn start(opts: EmbeddedOptions) -> anyhow::Result<Self> {
+        // Nobody cancels this token, so the start is never given up.
+        Self::start_until(opts, CancellationToken::new())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the embedded pool's start was stopped"))
+    }
+
+    /// [`Embedded::start`], given up when `stop` is canceled before the pool is up (a Ctrl-C
+    /// or SIGTERM during start-up): what started is stopped, and `None` returned.
+    pub async fn start_until(opts: EmbeddedOptions, stop: CancellationToken) -> anyhow::Result<Option<Self>> {
         std::fs::create_dir_all(&opts.data_dir)
             .with_context(|| format!("cannot create data dir {}", opts.data_dir.display()))?;
         crate::config::check_database_url(&opts.database_url)?;
-        let store = agentpool_store::open_store(&opts.database_url)
-            .await
-            .with_context(|| format!("cannot open database {}", redact_url(&opts.database_url)))?;
+        let store = tokio::select! {
+            s = agentpool_store::open_store(&opts.database_url) => s
+                .with_context(|| format!("cannot open database {}", redact_url(&opts.database_url)))?,
+            _ = stop.cancelled() => return Ok(None),
+        };
+        writable(store.as_ref(), &opts.database_url).await?;
         let mut cfg = ServerConfig::new(opts.database_url.clone(), opts.listen);
         cfg.auth = AuthMode::NoAuthLoopback;
         cfg.allow_local_repos = true;
@@ -128,19 +140,29 @@ impl Embedded {
             true
         };
         // Registration probes each agent CLI's version (a Node.js start each): generous on a busy machine.
-        match tokio::time::timeout(Duration::from_secs(120), all_registered).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => {
+        let registered = tokio::select! {
+            r = tokio::time::timeout(Duration::from_secs(120), all_registered) => matches!(r, Ok(true)),
+            _ = stop.cancelled() => {
+                // Those registered may have claimed a task already: hand it back, not wait.
+                workers_stop_now.cancel();
                 workers_stop.cancel();
+                for w in workers {
+                    let _ = w.await;
+                }
                 let _ = server.shutdown().await;
-                return Err(Exit::new(
-                    ExitCode::Failed,
-                    "the embedded workers did not start (see the log above)",
-                )
-                .into());
+                return Ok(None);
             }
+        };
+        if !registered {
+            workers_stop.cancel();
+            let _ = server.shutdown().await;
+            return Err(Exit::new(
+                ExitCode::Failed,
+                "the embedded workers did not start (see the log above)",
+            )
+            .into());
         }
-        Ok(Self {
+        Ok(Some(Self {
             url,
             agents,
             server,
@@ -148,7 +170,7 @@ impl Embedded {
             workers_stop_now,
             workers,
             health,
-        })
+        }))
     }
 
     /// Resolves once every worker of the pool is unhealthy (git or its agents cannot be
@@ -190,6 +212,34 @@ impl Embedded {
             .await
             .map_err(|e| anyhow::anyhow!("server stopped with an error: {e}"))
     }
+}
+
+/// Fail at once, in one line, when the database refuses writes (a read-only SQLite file, a
+/// read-only replica): the workers' registrations would otherwise be retried, and refused,
+/// until start-up gives up minutes later. The write is one that changes nothing: it marks
+/// offline the workers silent for a century.
+async fn writable(store: &dyn agentpool_store::Store, url: &str) -> anyhow::Result<()> {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    store.mark_workers_offline(CENTURY).await.map_err(|e| {
+        Exit::new(
+            ExitCode::Failed,
+            format!("the database {} refuses writes: {e}", redact_url(url)),
+        )
+    })?;
+    Ok(())
+}
+
+/// Worker `i`'s directory in the data dir: its workspaces and state, kept across restarts.
+fn worker_dir(data_dir: &Path, i: u32) -> PathBuf {
+    data_dir.join("work").join(format!("worker-{i}"))
+}
+
+/// Where the worker on `worker_dir` records the processes of its runs, which a worker
+/// starting again on that directory kills if its previous life left them running.
+pub fn running_records(worker_dir: &Path) -> PathBuf {
+    agentpool_runner::PipelineConfig::new(worker_dir)
+        .state_dir
+        .join("running")
 }
 
 /// The key that encrypts stored credentials: `<data dir>/server.key`, created (mode 0600) on
@@ -306,10 +356,7 @@ fn start_workers(
     let mut handles = Vec::new();
     let mut health = Vec::new();
     for i in 0..opts.workers {
-        let mut cfg = WorkerConfig::new(
-            opts.data_dir.join("work").join(format!("worker-{i}")),
-            opts.concurrency,
-        );
+        let mut cfg = WorkerConfig::new(worker_dir(&opts.data_dir, i), opts.concurrency);
         cfg.agents = agents.clone();
         cfg.labels.extend(opts.labels.iter().cloned());
         cfg.pipeline.allow_file_repos = true;

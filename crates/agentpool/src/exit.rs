@@ -13,6 +13,10 @@ pub enum ExitCode {
     Usage = 2,
     Canceled = 3,
     Connection = 4,
+    /// A follower (`run` on a server, `submit --wait`, `tasks logs -f`) was interrupted
+    /// (Ctrl-C, SIGTERM): it stopped following, the task goes on. 128 + SIGINT, as a shell
+    /// reports a command that Ctrl-C ended.
+    Interrupted = 130,
     /// `run-task` only: the server refused the pod's token (its launcher reads this exit code
     /// as the Job's set-up failing, not the attempt).
     TokenRefused = agentpool_kube::job::EXIT_TOKEN_REFUSED as isize,

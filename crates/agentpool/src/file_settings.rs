@@ -79,13 +79,13 @@ pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<(Command, Opt
             (key.as_str(), text),
         );
     }
-    let mut used = BTreeSet::new();
+    let mut used = BTreeMap::new();
     let mut refused = Vec::new();
-    let cmd = apply(cmd, &values, &mut used, &mut refused);
+    let cmd = apply(cmd, &[], &values, &mut used, &mut refused);
     if let Some((key, why)) = refused.into_iter().next() {
         return Err(at(format!("{key}: {why}")));
     }
-    match values.iter().find(|(env, _)| !used.contains(*env)) {
+    match values.iter().find(|(env, _)| !used.contains_key(*env)) {
         Some((_, (key, _))) => Err(at(format!(
             "unknown setting {key:?} (a key is a setting's environment variable without \
              AGENTPOOL_, in lower case, e.g. lease_ttl_secs)"
@@ -93,7 +93,10 @@ pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<(Command, Opt
         None => Ok((
             cmd,
             Some(FileRead {
-                keys: values.values().map(|(key, _)| key.to_string()).collect(),
+                keys: values
+                    .iter()
+                    .map(|(env, (key, _))| (key.to_string(), used.remove(env).unwrap_or_default()))
+                    .collect(),
                 path,
             }),
         )),
@@ -105,7 +108,25 @@ pub fn with_file_defaults(cmd: Command, data_dir: &Path) -> Result<(Command, Opt
 #[derive(Debug)]
 pub struct FileRead {
     pub path: PathBuf,
-    pub keys: Vec<String>,
+    /// Each setting, and the commands that have its flag (a command by its subcommand names;
+    /// the root, empty, for the global flags that every command has).
+    keys: BTreeMap<String, BTreeSet<Vec<String>>>,
+}
+
+impl FileRead {
+    /// The settings of the file that `command` (its subcommand names, `["tasks", "list"]`)
+    /// uses, and those it does not: a key is accepted when any command has its flag, so a
+    /// file shared by several commands can hold settings that this one ignores, which its
+    /// log must not pass off as applied.
+    pub fn used_by(&self, command: &[String]) -> (Vec<String>, Vec<String>) {
+        self.keys
+            .iter()
+            .map(|(key, by)| (key, by.iter().any(|c| command.starts_with(c))))
+            .fold((Vec::new(), Vec::new()), |(mut used, mut not), (key, uses)| {
+                if uses { &mut used } else { &mut not }.push(key.clone());
+                (used, not)
+            })
+    }
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -122,8 +143,9 @@ fn scalar(v: &Value) -> Option<String> {
 /// flag nobody typed). The defaults are not shown in help: a token or key may be among them.
 fn apply(
     mut cmd: Command,
+    path: &[String],
     values: &BTreeMap<String, (&str, String)>,
-    used: &mut BTreeSet<String>,
+    used: &mut BTreeMap<String, BTreeSet<Vec<String>>>,
     refused: &mut Vec<(String, String)>,
 ) -> Command {
     let mut found: Vec<(clap::Id, String)> = Vec::new();
@@ -167,12 +189,14 @@ fn apply(
                 let takes_value = a.get_action().takes_values();
                 a.default_value(text).hide_default_value(takes_value)
             });
-            used.insert(env);
+            used.entry(env).or_default().insert(path.to_vec());
         }
     }
     let subcommands: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
     for name in subcommands {
-        cmd = cmd.mut_subcommand(name, |sub| apply(sub, values, used, refused));
+        let mut sub_path = path.to_vec();
+        sub_path.push(name.clone());
+        cmd = cmd.mut_subcommand(name, |sub| apply(sub, &sub_path, values, used, refused));
     }
     cmd
 }
@@ -255,6 +279,37 @@ mod tests {
         }
     }
 
+    /// A setting some other command has is accepted, but the log of one without it says
+    /// that it does not use it (`up` has no lease TTL of its own).
+    #[test]
+    fn what_a_command_does_not_use_of_the_file_is_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            r#"{"lease_ttl_secs": 5, "workers": 3, "output": "json"}"#,
+        )
+        .unwrap();
+        let (_, read) = with_file_defaults(Cli::command(), dir.path()).unwrap();
+        let read = read.expect("the file was read");
+        let of = |words: &[&str]| read.used_by(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            of(&["up"]),
+            (
+                vec!["output".to_string(), "workers".to_string()],
+                vec!["lease_ttl_secs".to_string()]
+            )
+        );
+        assert_eq!(
+            of(&["serve"]),
+            (
+                vec!["lease_ttl_secs".to_string(), "output".to_string()],
+                vec!["workers".to_string()]
+            )
+        );
+        // A global flag is every command's.
+        assert_eq!(of(&["tasks", "list"]).0, ["output"]);
+    }
+
     #[test]
     fn help_does_not_show_what_the_file_holds() {
         let dir = tempfile::tempdir().unwrap();
@@ -265,7 +320,7 @@ mod tests {
         .unwrap();
         let (mut cmd, read) = with_file_defaults(Cli::command(), dir.path()).unwrap();
         let read = read.expect("the file was read");
-        assert_eq!(read.keys, ["server_key", "token"]);
+        assert_eq!(read.keys.keys().collect::<Vec<_>>(), ["server_key", "token"]);
         let root = cmd.render_long_help().to_string();
         let serve = cmd
             .find_subcommand_mut("serve")

@@ -23,6 +23,7 @@ mod access;
 mod cli;
 mod commands;
 mod config;
+mod data_dir_lock;
 mod embedded;
 mod exit;
 mod file_settings;
@@ -44,9 +45,9 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::from(ExitCode::Usage as u8);
             }
         };
-    let cli = match command
+    let (cli, words) = match command
         .try_get_matches_from(&args)
-        .and_then(|m| Cli::from_arg_matches(&m))
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, subcommand_words(&m))))
     {
         Ok(c) => c,
         Err(e) => return usage_error(e),
@@ -56,11 +57,26 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(ExitCode::Usage as u8);
     }
     if let Some(read) = file.filter(|_| cli.command.is_service()) {
-        tracing::info!(
-            file = %read.path.display(),
-            settings = %read.keys.join(", "),
-            "settings read from the config file"
-        );
+        let (used, not_used) = read.used_by(&words);
+        if not_used.is_empty() {
+            tracing::info!(
+                file = %read.path.display(),
+                settings = %used.join(", "),
+                "settings read from the config file"
+            );
+        } else {
+            // Accepted because another command has them: say so, rather than let them pass
+            // for applied.
+            tracing::info!(
+                file = %read.path.display(),
+                settings = %used.join(", "),
+                not_used = %not_used.join(", "),
+                "settings read from the config file; `{}` does not use {} (only other commands have {})",
+                words.join(" "),
+                not_used.join(", "),
+                if not_used.len() == 1 { "that setting" } else { "those settings" }
+            );
+        }
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -84,6 +100,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(exit::code_of(&e) as u8)
         }
     }
+}
+
+/// The subcommand that runs, by its names from the root (`["tasks", "list"]`).
+fn subcommand_words(m: &clap::ArgMatches) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut at = m;
+    while let Some((name, sub)) = at.subcommand() {
+        words.push(name.to_string());
+        at = sub;
+    }
+    words
 }
 
 /// Clap's errors span several lines (tip, usage, hint); a usage mistake gets one line here.

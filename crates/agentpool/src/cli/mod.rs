@@ -49,7 +49,8 @@ Exit codes:
   1  the task failed, or the command could not do what was asked
   2  usage error: bad flags or input the server refused as invalid
   3  the task was canceled
-  4  the server could not be reached or answered with an error";
+  4  the server could not be reached or answered with an error
+  130  interrupted (Ctrl-C) while following a task on a server: the task goes on";
 
 const RUN_EXAMPLES: &str = "\
 Examples:

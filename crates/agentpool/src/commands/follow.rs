@@ -8,6 +8,7 @@ use agentpool_core::protocol::TaskDetail;
 use agentpool_core::{TaskId, TaskState};
 use futures::StreamExt;
 
+use super::pool::Signals;
 use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
@@ -34,6 +35,33 @@ pub async fn wait_for(
         sink(output::render_event(&style, ev), st)
     })
     .await
+}
+
+/// What a follower says, and exits with (130), when it is interrupted: it only stopped
+/// following; the task goes on on the server.
+pub fn stopped_following(id: TaskId) -> anyhow::Error {
+    Exit::new(
+        ExitCode::Interrupted,
+        format!(
+            "stopped following; the task goes on: `agentpool tasks logs -f {id}` follows it \
+             again, `agentpool tasks cancel {id}` stops it"
+        ),
+    )
+    .into()
+}
+
+/// `following` (a follower of task `id`), or, on Ctrl-C or SIGTERM, [`stopped_following`].
+/// `signals` is made before the task is first named on stdout, so that whoever reads that and
+/// interrupts at once is not met by the default action (a silent death by the signal).
+pub async fn until_interrupted<T>(
+    id: TaskId,
+    mut signals: Signals,
+    following: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = following => r,
+        _ = signals.next() => Err(stopped_following(id)),
+    }
 }
 
 /// `tasks wait ID…`: wait until every task named has finished (or `timeout` passes), then say

@@ -12,6 +12,7 @@ use super::print_json;
 use crate::access::AgentAccess;
 use crate::cli::{MigrateArgs, ServeArgs, UpArgs};
 use crate::config::{self, Settings, redact_url};
+use crate::data_dir_lock;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::Style;
@@ -101,6 +102,9 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         )
         .into());
     }
+    // Taken before anything starts (`up.json` is written only once the pool is up, too late
+    // to keep a second `up` started at the same moment from running too), held until exit.
+    let lock = data_dir_lock::for_up(&settings.data_dir)?;
     if let Some(existing) = config::read_up_state(&settings.data_dir) {
         let c = agentpool_client::Client::new(&existing.url, None)?;
         if c.ready().await.is_ok() {
@@ -130,10 +134,35 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         runner: args.runner,
         retention: args.retention.retention(),
     };
-    // Listening from here on: Ctrl-C during start-up drains what started, and a quick second
-    // one is not lost (see `Signals`).
+    // What the workers of a pool that died left running in directories this one's workers
+    // do not use (fewer --workers than before) would otherwise run on, unowned.
+    lock.kill_leftovers_of_other_workers(args.workers);
+    // Listening from here on: Ctrl-C or SIGTERM during start-up stops what started and exits,
+    // and a quick second one is not lost (see `Signals`).
     let mut signals = Signals::new();
-    let pool = Embedded::start(opts).await?;
+    let stop_start = CancellationToken::new();
+    let start = Embedded::start_until(opts, stop_start.clone());
+    tokio::pin!(start);
+    let mut interrupted = false;
+    let started = tokio::select! {
+        r = &mut start => r?,
+        _ = signals.next() => {
+            interrupted = true;
+            stop_start.cancel();
+            start.await?
+        }
+    };
+    let pool = match started {
+        Some(pool) if interrupted => {
+            // Up just as the signal came: stop it as if it had come a moment later.
+            return pool.stop().await.map(|()| ExitCode::Success);
+        }
+        Some(pool) => pool,
+        None => {
+            eprintln!("{}", Style::stderr().dim("stopped before the pool was up"));
+            return Ok(ExitCode::Success);
+        }
+    };
     let pid = std::process::id();
     config::write_up_state(
         &settings.data_dir,
@@ -180,6 +209,8 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
     let r = pool.stop().await;
     second.abort();
     config::clear_up_state(&settings.data_dir, pid);
+    // Released only once the state file is gone, so a next `up` never sees ours.
+    drop(lock);
     r.map(|()| ExitCode::Success)
 }
 

@@ -3,17 +3,20 @@
 
 use agentpool_core::{Task, TaskId, TaskState};
 
-use super::follow::{follow, wait_for};
+use super::follow::{follow, stopped_following, until_interrupted, wait_for};
+use super::pool::Signals;
 use super::task_spec::{note_uncommitted, refused, spec_from};
 use super::{collect_pages, connect, find_server, print_json, print_list};
 use crate::access::AgentAccess;
 use crate::cli::{LogsArgs, RunArgs, SubmitArgs, TasksCommand};
 use crate::config::Settings;
+use crate::data_dir_lock;
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
 use agentpool_client::Client;
 use agentpool_core::protocol::{CancelRequest, TaskDetail, TaskListQuery, WaitReason};
+use tokio_util::sync::CancellationToken;
 
 pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = spec_from(&args.task)?;
@@ -70,6 +73,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
         }
         return Ok(ExitCode::Success);
     }
+    let signals = Signals::new();
     if !enqueued.created && !settings.json() {
         eprintln!(
             "{}",
@@ -83,7 +87,8 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
     if let Some(needs) = no_worker_can_run(&client, task.id, false).await {
         warn_no_worker(settings, &needs);
     }
-    let view = wait_for(&client, task.id, settings.json(), false).await?;
+    let following = wait_for(&client, task.id, settings.json(), false);
+    let view = until_interrupted(task.id, signals, following).await?;
     finish(settings, &view)
 }
 
@@ -112,14 +117,38 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                     status.dim("no server running: starting a transient embedded pool")
                 );
             }
+            // Shared with other transient runs, which may use this data dir at once; refused
+            // while an `up` is starting on it.
+            let lock = data_dir_lock::for_transient_run(&settings.data_dir)?;
             let mut opts = EmbeddedOptions::transient(settings, args.workers);
             opts.access = access;
             opts.runner = args.runner.clone();
             let e = Embedded::start(opts).await?;
-            (settings.client(&e.url)?, Some(e))
+            (settings.client(&e.url)?, Some((e, lock)))
         }
     };
+    let (embedded, lock) = embedded.unzip();
     let transient = embedded.is_some();
+    // The first Ctrl-C (or SIGTERM) interrupts the following; with a transient pool, a second
+    // one stops the pool at once: a task of another run its workers took would otherwise be
+    // waited for (the drain's grace) before this run could end. It goes back to the queue.
+    let interrupted = CancellationToken::new();
+    let watcher = {
+        let interrupted = interrupted.clone();
+        let stop_now = embedded.as_ref().map(Embedded::stop_now_token);
+        let mut signals = Signals::new();
+        tokio::spawn(async move {
+            signals.next().await;
+            interrupted.cancel();
+            let Some(now) = stop_now else { return };
+            signals.next().await;
+            eprintln!(
+                "{}",
+                Style::stderr().dim("stopping the pool now: the tasks it still runs go back to the queue")
+            );
+            now.cancel();
+        })
+    };
     let outcome = async {
         let task = client.submit(&spec).await.map_err(refused)?.task;
         if !settings.json() {
@@ -181,21 +210,16 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 let _ = finish(settings, &view);
                 return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());
             }
-            _ = super::pool::shutdown_signal() => {
+            _ = interrupted.cancelled() => {
                 if !transient {
                     // The server keeps the task; only this follower goes away.
-                    return Err(Exit::new(
-                        ExitCode::Canceled,
-                        format!(
-                            "stopped following; the task goes on: `agentpool tasks logs -f {id}` \
-                             follows it again, `agentpool tasks cancel {id}` stops it",
-                            id = task.id
-                        ),
-                    )
-                    .into());
+                    return Err(stopped_following(task.id));
                 }
                 // The transient pool dies with us, so its task must not be left running.
-                eprintln!("{}", Style::stderr().dim("interrupted: canceling the task"));
+                eprintln!(
+                    "{}",
+                    Style::stderr().dim("interrupted: canceling the task (Ctrl-C again to stop the pool at once)")
+                );
                 let why = CancelRequest::fitted("agentpool run was interrupted");
                 client.cancel_because(task.id, &why).await?;
                 wait_for(&client, task.id, settings.json(), false).await?
@@ -211,6 +235,8 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     if let Some(e) = embedded {
         e.stop().await?;
     }
+    watcher.abort();
+    drop(lock);
     outcome
 }
 
@@ -404,8 +430,9 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
         return Ok(ExitCode::Success);
     }
     let json = settings.json();
+    let signals = Signals::new();
     let mut status = StatusLine::new(!json);
-    let view = follow(client, a.id, &mut status, |ev, st| {
+    let following = follow(client, a.id, &mut status, |ev, st| {
         if json {
             if let Ok(s) = serde_json::to_string(ev) {
                 outln!("{s}");
@@ -413,8 +440,8 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
         } else if let Some(l) = output::render_event(&style, ev) {
             st.println(&l);
         }
-    })
-    .await?;
+    });
+    let view = until_interrupted(a.id, signals, following).await?;
     if !json {
         let s = Style::stderr();
         eprintln!("{} {}", s.dim("task ended:"), s.state(view.task.state));

@@ -8,6 +8,7 @@ mod chaos;
 mod dashboard;
 mod data_dir;
 mod demo;
+mod interrupts;
 mod json;
 mod kube;
 mod logging;
@@ -23,6 +24,7 @@ mod serve;
 mod status;
 mod tls;
 mod tokens;
+mod up_start;
 mod usage;
 
 use std::io::{BufRead, BufReader};

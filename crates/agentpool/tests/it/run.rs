@@ -24,7 +24,7 @@ impl Pool {
     }
 
     /// `submit` arguments for `command` on the sample repo, then `extra`.
-    fn submit_args<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    pub(crate) fn submit_args<'a>(&'a self, command: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         submit_args(&self.up.url, self.remote.to_str().unwrap(), command, extra)
     }
 
@@ -46,7 +46,7 @@ impl Pool {
         self.on_server(&all)
     }
 
-    fn cancel(&self, id: &str) {
+    pub(crate) fn cancel(&self, id: &str) {
         let o = self.on_server(&["tasks", "cancel", id]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
@@ -532,7 +532,9 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed_until_that_is_retried()
 
 /// Start `run` (a `run` whose task prints `task-started`), send it SIGINT once the task printed
 /// that, and read it to its end: its first line, how it exited, and its stderr.
-fn interrupt_once_started(mut run: std::process::Command) -> (String, std::process::ExitStatus, String) {
+pub(crate) fn interrupt_once_started(
+    mut run: std::process::Command,
+) -> (String, std::process::ExitStatus, String) {
     let mut run = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
     let first = lines.next().expect("a line naming the task").unwrap();
@@ -574,7 +576,8 @@ fn interrupting_a_transient_run_cancels_its_task_and_leaves_no_process() {
 }
 
 /// On a server, `run` only follows: Ctrl-C stops the following and leaves the task to the
-/// server, saying how to follow it again and how to stop it.
+/// server, saying how to follow it again and how to stop it, and exits 130 (interrupted), not
+/// 3 (the task was canceled: it was not).
 #[test]
 fn interrupting_a_run_on_a_server_leaves_its_task_running() {
     let pool = Pool::start();
@@ -586,7 +589,7 @@ fn interrupting_a_run_on_a_server_leaves_its_task_running() {
     ]);
     let (first, status, err) = interrupt_once_started(run);
     let id = first.split_whitespace().last().unwrap().to_string();
-    assert_eq!(status.code(), Some(3), "{err}");
+    assert_eq!(status.code(), Some(130), "{err}");
     assert_eq!(
         err.trim(),
         format!(
