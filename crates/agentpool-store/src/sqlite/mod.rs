@@ -76,6 +76,20 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
     Ok(())
 }
 
+/// An exclusive advisory lock on the database file at `path`, held while the returned file is
+/// open (taken off the async threads: it waits for another process's migrations).
+async fn migration_lock(path: &std::path::Path) -> Result<std::fs::File> {
+    let path = path.to_path_buf();
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+    Ok(locked.map_err(sqlx::Error::Io)?)
+}
+
 /// The SQLite implementation of [`Store`](crate::Store).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -106,7 +120,15 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
         let writer = pool::writer(opts.clone()).await?;
-        crate::schema::apply(&crate::schema::SQLITE, &writer).await?;
+        {
+            // SQLite's migrations take no lock of their own: two processes opening a new
+            // database at once (two transient `agentpool run`s on a fresh data dir) would both
+            // apply the first one, and the second fail on "table tasks already exists". An
+            // advisory lock on the file itself (flock, apart from SQLite's own fcntl locks)
+            // makes the second wait and then find the schema in place.
+            let _migrating = migration_lock(opts.get_filename()).await?;
+            crate::schema::apply(&crate::schema::SQLITE, &writer).await?;
+        }
         let file = file::FileWatch::new(opts.get_filename()).map_err(sqlx::Error::Io)?;
         let reader = pool::readers(opts).await?;
         Ok(Self {

@@ -1,6 +1,7 @@
 //! Opening a database whose schema this build cannot migrate fails with the reason in words;
 //! a migration brings the tasks queued before it up to what this build expects of them; an
-//! SQLite file deleted or replaced under a running store takes no more writes.
+//! SQLite file deleted or replaced under a running store takes no more writes; stores opening
+//! one new SQLite file at once make its schema once.
 
 use agentpool_core::TaskSpec;
 use agentpool_core::spec::LOCAL_REPOS_LABEL;
@@ -131,4 +132,20 @@ async fn an_sqlite_file_deleted_or_replaced_under_the_store_takes_no_more_writes
         .enqueue(cmd("true"))
         .await
         .expect("a write to the file in place");
+}
+
+/// Several processes opening one new SQLite database at once (transient `agentpool run`s on a
+/// fresh data directory) each find the schema made once, not fail on "table already exists".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stores_opening_one_new_sqlite_database_at_once_all_open_it() {
+    for _ in 0..5 {
+        let db = TestDb::sqlite();
+        let opens = (0..4).map(|_| open_store(db.url()));
+        let stores = futures::future::join_all(opens).await;
+        for s in &stores {
+            assert!(s.is_ok(), "{:?}", s.as_ref().err().map(ToString::to_string));
+        }
+        let store = stores.into_iter().next().unwrap().unwrap();
+        store.enqueue(cmd("true")).await.expect("a working schema");
+    }
 }
