@@ -100,6 +100,13 @@ impl PipelineConfig {
             git_program: PathBuf::from("git"),
         }
     }
+
+    /// Where the processes of this worker's runs are recorded while they run, which a worker
+    /// starting again on the same state (or a pool cleaning up after a dead one) kills if they
+    /// were left running.
+    pub fn running_records(&self) -> PathBuf {
+        self.state_dir.join("running")
+    }
 }
 
 /// What to tell the queue about a finished run.
@@ -476,7 +483,7 @@ impl Pipeline {
     /// it runs: a worker killed mid-task and started again kills them before taking work, so
     /// an orphaned agent does not go on editing and spending next to the task's next attempt.
     pub(crate) fn group_record(&self, task: agentpool_core::TaskId) -> crate::process::GroupRecord {
-        crate::process::GroupRecord::task(self.cfg.state_dir.join("running"), task)
+        crate::process::GroupRecord::task(self.cfg.running_records(), task)
     }
 
     /// The command's environment: nothing from the worker except PATH, plus what the task needs.

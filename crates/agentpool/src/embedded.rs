@@ -237,9 +237,7 @@ fn worker_dir(data_dir: &Path, i: u32) -> PathBuf {
 /// Where the worker on `worker_dir` records the processes of its runs, which a worker
 /// starting again on that directory kills if its previous life left them running.
 pub fn running_records(worker_dir: &Path) -> PathBuf {
-    agentpool_runner::PipelineConfig::new(worker_dir)
-        .state_dir
-        .join("running")
+    agentpool_runner::PipelineConfig::new(worker_dir).running_records()
 }
 
 /// The key that encrypts stored credentials: `<data dir>/server.key`, created (mode 0600) on

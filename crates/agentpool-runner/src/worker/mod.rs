@@ -209,7 +209,7 @@ pub async fn run_worker(
         fresh_start: true,
     };
     // Commands a previous life of this worker left running when it died (SIGKILL, OOM).
-    let orphans = crate::process::kill_orphans(&config.pipeline.state_dir.join("running"));
+    let orphans = crate::process::kill_orphans(&config.pipeline.running_records());
     if orphans > 0 {
         tracing::warn!(
             groups = orphans,
