@@ -114,9 +114,22 @@ where
 fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
     let c = &s.worker_counts;
     let mut notes = Vec::new();
+    // Online but draining or unhealthy: they take nothing, whatever the tasks ask for.
+    let taking = c.online.saturating_sub(c.draining + c.unhealthy);
     if runnable > 0 && c.online == 0 {
         let (tasks, wait) = agree(runnable, "ready task", "waits");
         notes.push(format!("no worker is online: {tasks} {wait} for one"));
+    } else if runnable > 0 && taking == 0 {
+        let (tasks, wait) = agree(runnable, "ready task", "waits");
+        let why = [(c.draining, "draining"), (c.unhealthy, "unhealthy")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        notes.push(format!(
+            "no online worker takes tasks ({why}): {tasks} {wait} for one that does"
+        ));
     } else {
         // Tasks no worker takes would not start on more workers like these.
         let for_these = runnable.saturating_sub(s.runnable_no_worker.unwrap_or(0));
@@ -128,7 +141,7 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
             ));
         }
     }
-    if let Some(n) = s.runnable_no_worker.filter(|n| *n > 0 && c.online > 0) {
+    if let Some(n) = s.runnable_no_worker.filter(|n| *n > 0 && taking > 0) {
         let (tasks, need) = agree(n, "ready task", "needs");
         notes.push(format!(
             "{tasks} {need} what no worker taking tasks offers (an agent, labels or a \
@@ -227,6 +240,28 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// While every online worker drains (or is unhealthy), ready tasks wait because nobody
+    /// takes tasks, not because of what they ask for.
+    #[test]
+    fn work_while_every_worker_drains_is_said_to_wait_for_one_that_takes_tasks() {
+        let workers = vec![
+            worker("a", WorkerStatus::Draining, 2, 1),
+            worker("b", WorkerStatus::Unhealthy, 2, 0),
+        ];
+        let mut s = stats(2, 2, 2, workers);
+        s.runnable_no_worker = Some(2);
+        let text = render(&Style::plain(), &args(), &s);
+        assert!(
+            text.ends_with(
+                "no online worker takes tasks (1 draining, 1 unhealthy): 2 ready tasks wait for \
+                 one that does\n\
+                 1 unhealthy worker claims nothing until it recovers: see `agentpool workers list`\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("no worker taking tasks offers"), "{text}");
     }
 
     #[test]
