@@ -27,7 +27,7 @@ mod repo_state;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
 use agentpool_core::{BranchName, PreparePhases, RepoUrl, TaskId};
@@ -72,6 +72,10 @@ pub struct Workspace {
     pub branch: BranchName,
     /// The commit the work branch started from.
     pub base_sha: String,
+    /// The commit the remote's work branch was at when the workspace was made, if the remote had
+    /// it: then a result can name the branch although nothing is pushed now. Read from the
+    /// clone's refs before the run, which may rewrite them.
+    pub remote_branch: Option<String>,
     /// A commit of an earlier attempt of this task that the remote work branch holds but the
     /// task's record does not (its worker was lost after the push, before the report): this
     /// attempt started again from where that one did, and its push replaces that commit (with
@@ -104,8 +108,9 @@ struct Steps<'a> {
     git: &'a Git,
     cancel: &'a CancellationToken,
     processes: AtomicU32,
-    /// Whether the last start resolved was the remote's work branch itself (it continues it).
-    continues_branch: AtomicBool,
+    /// Where the remote's work branch was, as the last start resolved found it (`None`: the
+    /// remote has no such branch); when it is there, the task continues it.
+    branch_at_start: std::sync::Mutex<Option<String>>,
 }
 
 impl Steps<'_> {
@@ -155,7 +160,7 @@ pub async fn prepare(
         git,
         cancel,
         processes: AtomicU32::new(0),
-        continues_branch: AtomicBool::new(false),
+        branch_at_start: std::sync::Mutex::new(None),
     };
     let mut phases = PreparePhases::default();
     let target = Target {
@@ -205,8 +210,9 @@ pub async fn prepare(
             other?;
         }
     }
+    let remote_branch = steps.branch_at_start.lock().ok().and_then(|mut at| at.take());
     let (start, replaces) = match req.own_branch {
-        Some(recorded) if steps.continues_branch.load(Ordering::Relaxed) => {
+        Some(recorded) if remote_branch.is_some() => {
             restart_lost_attempt(&steps, &target, req.task_id, start, recorded).await?
         }
         _ => (start, None),
@@ -218,6 +224,7 @@ pub async fn prepare(
         home,
         branch: req.branch.clone(),
         base_sha: start,
+        remote_branch,
         replaces,
         url: req.url.clone(),
         warm,
@@ -493,16 +500,16 @@ async fn resolve_start(
         }
     }
     // Patterns also match refs below them (`main` matches `main/x`): only exact names count.
-    if let Some((r, sha)) = refs.iter().find_map(|r| found.get(r.as_str()).map(|s| (r, s))) {
-        if branch.is_some() {
-            steps
-                .continues_branch
-                .store(existing.as_ref() == Some(r), Ordering::Relaxed);
-        }
-        return Ok((*sha).to_string());
+    if branch.is_some()
+        && let Ok(mut at) = steps.branch_at_start.lock()
+    {
+        *at = existing
+            .as_deref()
+            .and_then(|r| found.get(r))
+            .map(|s| s.to_string());
     }
-    if branch.is_some() {
-        steps.continues_branch.store(false, Ordering::Relaxed);
+    if let Some(sha) = refs.iter().find_map(|r| found.get(r.as_str())) {
+        return Ok((*sha).to_string());
     }
     if let Some(b) = fallback
         && let Some(sha) = rev_parse(steps, dir, &b).await?

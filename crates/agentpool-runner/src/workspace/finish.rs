@@ -118,14 +118,14 @@ pub async fn finish(
                 RemoteBranch::Absent => done.branch_on_remote = false,
                 RemoteBranch::Unknown(why) => {
                     // Whatever the push did, it did not delete a branch the remote had.
-                    done.branch_on_remote = super::remote::had_branch(git, ws).await.unwrap_or(false);
+                    done.branch_on_remote = ws.remote_branch.is_some();
                     done.remote_unknown = Some(why);
                 }
             }
         }
         // A branch the remote had before names where earlier work is, pushed now or not.
         _ if done.commit_sha.is_some() => {
-            done.branch_on_remote = super::remote::had_branch(git, ws).await.unwrap_or(false);
+            done.branch_on_remote = ws.remote_branch.is_some();
         }
         _ => {}
     }
@@ -216,7 +216,7 @@ async fn finish_into(
                 .unwrap_or_else(|| "pushed".to_string()),
         );
     }
-    out.branch_on_remote = out.pushed || super::remote::had_branch(git, ws).await?;
+    out.branch_on_remote = out.pushed || ws.remote_branch.is_some();
     Ok(())
 }
 
@@ -273,8 +273,7 @@ async fn nothing_committed(
     push: bool,
     out: &mut PostRun,
 ) -> Result<(), GitError> {
-    if push && head == ws.base_sha && super::remote::branch_at_start(git, ws).await?.as_deref() == Some(head)
-    {
+    if push && head == ws.base_sha && ws.remote_branch.as_deref() == Some(head) {
         out.push_result = Some(format!(
             "nothing new to push: the work branch is on the remote at {} already",
             short(head)

@@ -1,6 +1,6 @@
-//! What the remote has of the work branch, for a result that names the branch only when it is
-//! there: as the clone saw it, or — after a push that did not end cleanly — as the remote says
-//! now.
+//! What the remote has of the work branch after a push that did not end cleanly, for a result
+//! that names the branch only when it is there (what it had before the run is
+//! [`Workspace::remote_branch`](super::Workspace::remote_branch)).
 //!
 //! A push can land and still fail or be canceled: the remote updates the ref, then a slow
 //! post-receive hook (CI triggers, mirroring) holds the connection until the task's cancel or
@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Workspace;
-use crate::git::{Git, GitError, RunOpts};
+use crate::git::Git;
 
 /// The longest the remote is asked after an interrupted push: the answer only sets the result
 /// straight, and a worker told to stop should not wait a full git timeout for it.
@@ -59,38 +59,6 @@ fn branch_sha<'a>(out: &'a str, refname: &str) -> Option<&'a str> {
         .filter_map(|l| l.split_once('\t'))
         .find(|(_, r)| *r == refname)
         .map(|(sha, _)| sha)
-}
-
-/// Whether the remote had the work branch when the workspace was made (its remote-tracking
-/// ref, from the clone): then it is there to name although nothing was pushed now.
-pub(super) async fn had_branch(git: &Git, ws: &Workspace) -> Result<bool, GitError> {
-    Ok(branch_at_start(git, ws).await?.is_some())
-}
-
-/// The commit the remote's work branch was at when the workspace was made, if it had one. A
-/// local look, made also after a cancel (it is the cancel's result that needs it).
-pub(super) async fn branch_at_start(git: &Git, ws: &Workspace) -> Result<Option<String>, GitError> {
-    let tracking = format!("refs/remotes/origin/{}^{{commit}}", ws.branch.as_str());
-    let (code, out) = git
-        .run_opts(RunOpts {
-            step: "rev-parse",
-            cwd: &ws.dir,
-            args: &[
-                "rev-parse".into(),
-                "--verify".into(),
-                "--quiet".into(),
-                "--end-of-options".into(),
-                tracking.into(),
-            ],
-            stdin: None,
-            extra_env: &[],
-            local_source: false,
-            ok_codes: &[0, 1],
-            cancel: &CancellationToken::new(),
-        })
-        .await?;
-    let sha = out.trim();
-    Ok((code == 0 && !sha.is_empty()).then(|| sha.to_string()))
 }
 
 #[cfg(test)]
