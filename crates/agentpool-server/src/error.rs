@@ -102,6 +102,12 @@ impl ApiError {
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::validation(vec![ValidationError::new(field, message)])
     }
+
+    /// A query parameter that fails validation: 400 in the shape of a field's 422, as a
+    /// malformed query is a bad request where a body's fields are unprocessable.
+    pub fn invalid_param(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::invalid_field(field, message).with_status(StatusCode::BAD_REQUEST)
+    }
 }
 
 impl From<StoreError> for ApiError {

@@ -80,14 +80,13 @@ fn require_json(req: &Request) -> Result<(), ApiError> {
 /// from an array by position (`[]` as a task with every field left out).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !parse_as::<crate::strict_json::Strict>(bytes)?.is_object {
-        return Err(ApiError::new(
+        return Err(field_refusal(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_body",
-            "invalid body: expected a JSON object",
-        )
-        .with_details(serde_json::json!({
-            "fields": [{ "field": "", "message": "expected a JSON object" }]
-        })));
+            "invalid body: expected a JSON object".into(),
+            "",
+            "expected a JSON object",
+        ));
     }
     parse_as::<T>(bytes)
 }
@@ -103,18 +102,18 @@ fn parse_as<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             match inner.classify() {
                 Category::Data => {
                     let (field, message) = plain_error(&path, &inner.to_string());
-                    Err(ApiError::new(
+                    let said = if field.is_empty() {
+                        format!("invalid body: {message}")
+                    } else {
+                        format!("invalid field {field}: {message}")
+                    };
+                    Err(field_refusal(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "invalid_body",
-                        if field.is_empty() {
-                            format!("invalid body: {message}")
-                        } else {
-                            format!("invalid field {field}: {message}")
-                        },
-                    )
-                    .with_details(serde_json::json!({
-                        "fields": [{ "field": field, "message": message }]
-                    })))
+                        said,
+                        &field,
+                        &message,
+                    ))
                 }
                 Category::Syntax | Category::Eof | Category::Io => Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -165,10 +164,14 @@ fn plain_error(path: &str, serde_message: &str) -> (String, String) {
     (parent.to_string(), message)
 }
 
-/// Whether a raw (percent-encoded) path or query holds an encoded NUL, which no stored name
-/// can contain and PostgreSQL cannot even compare with.
-fn has_nul(raw: &str) -> bool {
-    raw.contains("%00")
+/// A 400 (`code`, `message`) when a raw (percent-encoded) path or query holds an encoded NUL,
+/// which no stored name can contain and PostgreSQL cannot even compare with.
+fn refuse_nul(raw: &str, code: &'static str, message: &str) -> Result<(), ApiError> {
+    if raw.contains("%00") {
+        Err(ApiError::new(StatusCode::BAD_REQUEST, code, message))
+    } else {
+        Ok(())
+    }
 }
 
 /// A raw body whose read errors (too large) use our error shape.
@@ -208,13 +211,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if has_nul(parts.uri.path()) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_path",
-                "the path must not contain NUL characters",
-            ));
-        }
+        refuse_nul(
+            parts.uri.path(),
+            "invalid_path",
+            "the path must not contain NUL characters",
+        )?;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| ApiPath(p.0))
@@ -233,13 +234,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if parts.uri.query().is_some_and(has_nul) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_query",
-                "query parameters must not contain NUL characters",
-            ));
-        }
+        refuse_nul(
+            parts.uri.query().unwrap_or(""),
+            "invalid_query",
+            "query parameters must not contain NUL characters",
+        )?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| ApiQuery(q.0))
@@ -263,7 +262,19 @@ fn query_error(text: &str) -> ApiError {
     } else {
         format!("invalid query parameter {field}: {message}")
     };
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", said)
+    field_refusal(StatusCode::BAD_REQUEST, "invalid_query", said, &field, &message)
+}
+
+/// A refusal about one `field` (empty for the whole body or query), which `details.fields`
+/// names as a validation failure names its fields, so a client reads both the same way.
+fn field_refusal(
+    status: StatusCode,
+    code: &'static str,
+    said: String,
+    field: &str,
+    message: &str,
+) -> ApiError {
+    ApiError::new(status, code, said)
         .with_details(serde_json::json!({ "fields": [{ "field": field, "message": message }] }))
 }
 

@@ -6,18 +6,15 @@ use agentpool_core::ValidationError;
 use agentpool_core::notification::{
     DeliveryList, DeliveryQuery, Notification, NotificationList, NotificationSpec, PingResult,
 };
-use agentpool_core::profile;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use super::params::NotificationPath;
+use super::params::{NotificationPath, name_and_spec_problems};
 use crate::auth::{Admins, Authorized};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::state::AppState;
-
-const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
 
 #[utoipa::path(
     get, path = "/v1/notifications", tag = "notifications",
@@ -57,18 +54,11 @@ pub async fn put(
     ApiPath(name): ApiPath<String>,
     ApiJson(spec): ApiJson<NotificationSpec>,
 ) -> ApiResult<Json<Notification>> {
-    let mut errs = Vec::new();
-    if !profile::valid_name(&name) {
-        errs.push(ValidationError::new("name", NAME_RULE));
-    }
     // Every problem at once: what the spec names is looked up even when its shape is wrong.
-    let shape = spec.validate().err().unwrap_or_default();
-    let url_shaped = !shape.iter().any(|e| e.field == "url");
-    errs.extend(shape);
+    let mut errs = name_and_spec_problems(&name, spec.validate());
+    let url_shaped = !errs.iter().any(|e| e.field == "url");
     errs.extend(check_references(&state, &spec, url_shaped).await?);
-    if !errs.is_empty() {
-        return Err(ApiError::validation(errs));
-    }
+    ApiError::unless_any(errs)?;
     let n = state.store().put_notification(&name, &spec).await?;
     // The URL is not logged: its path or query may be the endpoint's secret.
     tracing::info!(notification = %name, project = spec.project.as_deref(), %by, "notification stored");
@@ -140,12 +130,8 @@ pub async fn deliveries(
     ApiQuery(q): ApiQuery<DeliveryQuery>,
 ) -> ApiResult<Json<DeliveryList>> {
     let limit = q.limit.unwrap_or(100);
-    // A bad query parameter is 400, as on the task list (a body's fields are 422).
     if !(1..=1000).contains(&limit) {
-        return Err(
-            ApiError::validation(vec![ValidationError::new("limit", "must be between 1 and 1000")])
-                .with_status(StatusCode::BAD_REQUEST),
-        );
+        return Err(ApiError::invalid_param("limit", "must be between 1 and 1000"));
     }
     found(&state, &name).await?;
     Ok(Json(DeliveryList {

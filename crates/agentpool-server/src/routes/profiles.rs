@@ -1,6 +1,6 @@
 //! Agent profiles (CRUD), and resolving the one a task names into its spec at submit.
 
-use super::params::ProfilePath;
+use super::params::{ProfilePath, name_and_spec_problems};
 use agentpool_core::profile::{self, AgentProfile, Profile, ProfileList};
 use agentpool_core::{TaskSpec, ValidationError};
 use axum::Json;
@@ -11,8 +11,6 @@ use crate::auth::{Admins, Authorized, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-
-const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
 
 /// Copy the settings of the profile `spec` names into it (`profile_settings`), with its model
 /// and turn limit as defaults: the task runs with, and shows, the profile as it was at submit.
@@ -94,16 +92,7 @@ pub async fn put(
     ApiPath(name): ApiPath<String>,
     ApiJson(settings): ApiJson<AgentProfile>,
 ) -> ApiResult<Json<Profile>> {
-    let mut errs = Vec::new();
-    if !profile::valid_name(&name) {
-        errs.push(ValidationError::new("name", NAME_RULE));
-    }
-    if let Err(e) = settings.validate() {
-        errs.extend(e);
-    }
-    if !errs.is_empty() {
-        return Err(ApiError::validation(errs));
-    }
+    ApiError::unless_any(name_and_spec_problems(&name, settings.validate()))?;
     let p = Profile { name, settings };
     state.store().put_profile(&p).await?;
     tracing::info!(profile = %p.name, %by, "profile stored");

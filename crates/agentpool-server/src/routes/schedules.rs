@@ -1,7 +1,6 @@
 //! Schedules (CRUD) and a run asked for by hand; the maintenance loop runs them when due
 //! ([`crate::schedules`]).
 
-use agentpool_core::profile;
 use agentpool_core::schedule::{Schedule, ScheduleList, ScheduleSpec};
 use agentpool_core::{TaskSpec, ValidationError};
 use axum::Json;
@@ -9,15 +8,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::params::SchedulePath;
+use super::params::{SchedulePath, name_and_spec_problems};
 use crate::auth::{Authorized, Caller, Submitters};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath};
 use crate::routes::prepare::{prepare_spec, reach_before_prepare, within_reach};
 use crate::schedules::{found, run_now, set_paused};
 use crate::state::AppState;
-
-const NAME_RULE: &str = "use 1-64 characters from [a-z0-9._-], starting with a letter or digit";
 
 #[utoipa::path(
     get, path = "/v1/schedules", tag = "schedules",
@@ -67,13 +64,7 @@ pub async fn put(
     ApiPath(name): ApiPath<String>,
     ApiJson(spec): ApiJson<ScheduleSpec>,
 ) -> ApiResult<Json<Schedule>> {
-    let mut errs = Vec::new();
-    if !profile::valid_name(&name) {
-        errs.push(ValidationError::new("name", NAME_RULE));
-    }
-    if let Err(e) = spec.validate() {
-        errs.extend(e);
-    }
+    let mut errs = name_and_spec_problems(&name, spec.validate());
     reach_before_prepare(&state, &by, &spec.task, "task.").await?;
     // The task is checked now as it will be at each run, so a mistake is found when the
     // schedule is set, not at 3 in the morning. Its stored form stays as given: the project's
@@ -85,9 +76,7 @@ pub async fn put(
             None
         }
     };
-    if !errs.is_empty() {
-        return Err(ApiError::validation(errs));
-    }
+    ApiError::unless_any(errs)?;
     if by.projects.is_some() {
         // A project token sets schedules of its projects only, and replaces only those.
         if let Some(old) = state.store().get_schedule(&name).await?

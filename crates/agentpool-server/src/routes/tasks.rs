@@ -316,16 +316,11 @@ pub async fn events(
 ) -> ApiResult<Json<EventPage>> {
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) || after < 0 {
-        return Err(ApiError::validation(vec![ValidationError::new(
-            if after < 0 { "after" } else { "limit" },
-            if after < 0 {
-                "must not be negative"
-            } else {
-                "must be between 1 and 1000"
-            },
-        )])
-        .with_status(StatusCode::BAD_REQUEST));
+    if after < 0 {
+        return Err(ApiError::invalid_param("after", "must not be negative"));
+    }
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid_param("limit", "must be between 1 and 1000"));
     }
     ensure_task(&state, &by, id).await?;
     let events = state.store().list_events(id, after, limit).await?;

@@ -11,14 +11,31 @@ use agentpool_core::{Labels, TaskSpec, WorkerId};
 use agentpool_testkit::db::Backend;
 use reqwest::StatusCode;
 
-use crate::support::{command_task, registration, spawn_app};
+use crate::both_backends;
+use crate::support::{TestApp, command_task, registration, spawn_app};
 use crate::tokens::{in_project, two_projects};
+
+both_backends!(
+    stats_count_what_a_pool_could_run,
+    a_pool_limited_to_projects_counts_their_tasks_only,
+);
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// `GET /v1/queue/stats?{query}` with the worker token, sent as given: the typed client
+/// cannot send a malformed selector.
+async fn stats_sent_raw(app: &TestApp, query: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("{}/v1/queue/stats?{query}", app.base))
+        .bearer_auth(app.tokens.of(agentpool_server::Role::Worker))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn stats_count_what_a_pool_could_run(backend: Backend) {
@@ -107,23 +124,8 @@ async fn stats_count_what_a_pool_could_run(backend: Backend) {
     assert_eq!(s.queued, 2, "the tasks without labels: {s:#?}");
 
     // A malformed selector is refused with a code, not a count of everything.
-    let r = reqwest::Client::new()
-        .get(format!("{}/v1/queue/stats?labels=team", app.base))
-        .bearer_auth(app.tokens.of(agentpool_server::Role::Worker))
-        .send()
-        .await
-        .unwrap();
+    let r = stats_sent_raw(&app, "labels=team").await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-}
-
-#[tokio::test]
-async fn queue_stats_sqlite() {
-    stats_count_what_a_pool_could_run(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn queue_stats_postgres() {
-    stats_count_what_a_pool_could_run(Backend::Postgres).await;
 }
 
 /// A pool limited to projects (a WorkerPool's `projects`) is scaled on their queued tasks
@@ -158,26 +160,11 @@ async fn a_pool_limited_to_projects_counts_their_tasks_only(backend: Backend) {
     assert_eq!(queued(&web_ci, &["api"]).await, 0);
     assert_eq!(queued(&web_ci, &["web", "api"]).await, 1);
 
-    let r = reqwest::Client::new()
-        .get(format!("{}/v1/queue/stats?projects=web,not%20one", app.base))
-        .bearer_auth(app.tokens.of(agentpool_server::Role::Worker))
-        .send()
-        .await
-        .unwrap();
+    let r = stats_sent_raw(&app, "projects=web,not%20one").await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
         body["error"]["details"]["fields"][0]["field"], "projects",
         "{body}"
     );
-}
-
-#[tokio::test]
-async fn queue_stats_of_projects_sqlite() {
-    a_pool_limited_to_projects_counts_their_tasks_only(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn queue_stats_of_projects_postgres() {
-    a_pool_limited_to_projects_counts_their_tasks_only(Backend::Postgres).await;
 }

@@ -16,15 +16,18 @@ both_backends!(
     shape_and_query_errors_name_the_field,
 );
 
-fn fields(r: &Resp) -> Vec<String> {
-    r.body["error"]["details"]["fields"]
+/// Assert `r` is a refusal with `status` whose `details.fields` name `expected`, in order.
+fn assert_fields(r: &Resp, status: StatusCode, expected: &[&str]) {
+    assert_error(r, status);
+    let fields: Vec<&str> = r.body["error"]["details"]["fields"]
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|f| f["field"].as_str().unwrap_or_default().to_string())
+                .map(|f| f["field"].as_str().unwrap_or_default())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    assert_eq!(fields, expected, "{}", r.text);
 }
 
 async fn a_refused_build_leaves_the_project_as_it_was(backend: agentpool_testkit::db::Backend) {
@@ -41,8 +44,7 @@ async fn a_refused_build_leaves_the_project_as_it_was(backend: agentpool_testkit
     };
     // A new project: its build names an agent the project does not allow.
     let r = app.json("POST", "/v1/builds", admin, build(2, "codex")).await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["build.agent"], "{}", r.text);
+    assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["build.agent"]);
     let r = app.call("GET", "/v1/projects/pb", admin, None).await;
     assert_eq!(
         r.status,
@@ -87,8 +89,11 @@ async fn a_project_whose_defaults_no_task_could_use_is_refused(backend: agentpoo
             project(&["claude-code"], "nowhere"),
         )
         .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["default_profile", "default_agent"], "{}", r.text);
+    assert_fields(
+        &r,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["default_profile", "default_agent"],
+    );
     let r = app.call("GET", "/v1/projects/p2", admin, None).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Once the profile exists and the agent is allowed, it is saved.
@@ -116,8 +121,7 @@ async fn a_project_whose_defaults_no_task_could_use_is_refused(backend: agentpoo
                 "depends_on": [agentpool_core::TaskId::new()]}),
         )
         .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["depends_on[0]"], "{}", r.text);
+    assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["depends_on[0]"]);
 }
 
 async fn a_worker_is_held_to_the_rules_of_labels_and_costs(backend: agentpool_testkit::db::Backend) {
@@ -135,8 +139,7 @@ async fn a_worker_is_held_to_the_rules_of_labels_and_costs(backend: agentpool_te
                 "labels": {"a b": "c"}}),
         )
         .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["hostname", "labels.a b"], "{}", r.text);
+    assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["hostname", "labels.a b"]);
     let r = app.call("GET", "/v1/workers", admin, None).await;
     assert_eq!(r.body["workers"].as_array().map(Vec::len), Some(0), "{}", r.text);
 
@@ -168,8 +171,7 @@ async fn a_worker_is_held_to_the_rules_of_labels_and_costs(backend: agentpool_te
             complete(-5.0),
         )
         .await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["result.cost_usd"], "{}", r.text);
+    assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["result.cost_usd"]);
     let r = app.call("GET", &format!("/v1/tasks/{id}"), admin, None).await;
     assert_eq!(r.body["state"], "running", "{}", r.text);
     let r = app
@@ -189,8 +191,7 @@ async fn shape_and_query_errors_name_the_field(backend: agentpool_testkit::db::B
     };
     let admin = Some(app.tokens.admin.as_str());
     let r = app.json("POST", "/v1/projects", admin, json!({})).await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["name"], "{}", r.text);
+    assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["name"]);
     assert_eq!(r.body["error"]["details"]["fields"][0]["message"], "is required");
     let r = app
         .json(
@@ -209,11 +210,9 @@ async fn shape_and_query_errors_name_the_field(backend: agentpool_testkit::db::B
         r.text
     );
     let r = app.call("GET", "/v1/tasks?limit=abc", admin, None).await;
-    assert_error(&r, StatusCode::BAD_REQUEST);
-    assert_eq!(fields(&r), ["limit"], "{}", r.text);
+    assert_fields(&r, StatusCode::BAD_REQUEST, &["limit"]);
     let r = app.call("GET", "/v1/tasks?project=bad%20name", admin, None).await;
-    assert_error(&r, StatusCode::BAD_REQUEST);
-    assert_eq!(fields(&r), ["project"], "{}", r.text);
+    assert_fields(&r, StatusCode::BAD_REQUEST, &["project"]);
 }
 
 /// An agent's version is shown on the workers page: the server takes what the OpenAPI document
@@ -245,6 +244,5 @@ async fn an_agent_version_is_bounded_as_the_document_says(backend: agentpool_tes
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let long = register(vec!["1.0".into(), "x".repeat(5000)]);
     let r = app.json("POST", "/v1/workers/register", worker, long).await;
-    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(fields(&r), ["agents[1].version"], "{}", r.text);
+    assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["agents[1].version"]);
 }

@@ -31,6 +31,18 @@ fn nightly() -> ScheduleSpec {
     }
 }
 
+/// [`nightly`], its task in `project` (which gives the repository).
+fn nightly_in(project: &str) -> ScheduleSpec {
+    ScheduleSpec {
+        task: TaskSpec {
+            project: Some(project.into()),
+            repo: None,
+            ..nightly().task
+        },
+        ..nightly()
+    }
+}
+
 fn ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
     t.map(|t| t.timestamp_millis())
 }
@@ -54,14 +66,7 @@ async fn schedules_are_checked_stored_and_deleted(backend: Backend) {
         fields(sub.put_schedule("Nightly", &bad).await.unwrap_err()),
         ["name", "cron", "time_zone", "task.idempotency_key", "task.repo"]
     );
-    let unknown_project = ScheduleSpec {
-        task: TaskSpec {
-            project: Some("nope".into()),
-            repo: None,
-            ..nightly().task
-        },
-        ..nightly()
-    };
+    let unknown_project = nightly_in("nope");
     assert_eq!(
         fields(sub.put_schedule("nightly", &unknown_project).await.unwrap_err()),
         ["task.project"]
@@ -111,14 +116,7 @@ async fn a_due_schedule_submits_its_task_once_and_moves_on(backend: Backend) {
     })
     .await
     .expect("project");
-    let spec = ScheduleSpec {
-        task: TaskSpec {
-            project: Some("deps".into()),
-            repo: None,
-            ..nightly().task
-        },
-        ..nightly()
-    };
+    let spec = nightly_in("deps");
     sub.put_schedule("nightly", &spec).await.expect("put");
     assert_eq!(run_due(app.state()).await.unwrap(), 0, "not due yet");
 

@@ -70,7 +70,12 @@ impl TestApp {
     }
 
     pub fn client(&self, role: Role) -> Client {
-        Client::new(&self.base, Some(self.tokens.of(role).to_string())).expect("client")
+        self.client_with(self.tokens.of(role))
+    }
+
+    /// A client presenting `token`, such as one an admin created during the test.
+    pub fn client_with(&self, token: &str) -> Client {
+        Client::new(&self.base, Some(token.to_string())).expect("client")
     }
 
     pub fn admin(&self) -> Client {

@@ -126,15 +126,19 @@ pub(crate) async fn two_projects(app: &TestApp) -> (Client, String) {
             .expect("project");
     }
     let t = admin
-        .create_token(&TokenCreate {
-            projects: vec!["web".into()],
-            ..TokenCreate::new("web-ci", "submitter")
-        })
+        .create_token(&limited_to(&["web"], "web-ci", "submitter"))
         .await
         .expect("token");
     assert_eq!(t.projects, vec!["web".to_string()]);
-    let client = Client::new(&app.base, Some(t.token.clone())).expect("client");
-    (client, t.token)
+    (app.client_with(&t.token), t.token)
+}
+
+/// A request for a `role` token named `name`, limited to `projects`.
+pub(crate) fn limited_to(projects: &[&str], name: &str, role: &str) -> TokenCreate {
+    TokenCreate {
+        projects: projects.iter().map(|p| p.to_string()).collect(),
+        ..TokenCreate::new(name, role)
+    }
 }
 
 pub(crate) fn in_project(project: &str, cmd: &str) -> TaskSpec {
@@ -160,9 +164,8 @@ async fn a_token_s_limits_are_checked_when_it_is_created(backend: Backend) {
     // that does not exist, an expiry in the past.
     let e = admin
         .create_token(&TokenCreate {
-            projects: vec!["web".into(), "nope".into(), "web".into()],
             expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(1)),
-            ..TokenCreate::new("root", "admin")
+            ..limited_to(&["web", "nope", "web"], "root", "admin")
         })
         .await
         .unwrap_err();
@@ -179,9 +182,8 @@ async fn a_token_s_limits_are_checked_when_it_is_created(backend: Backend) {
     let in_a_month = chrono::Utc::now() + chrono::Duration::days(30);
     let t = admin
         .create_token(&TokenCreate {
-            projects: vec!["web".into(), "api".into()],
             expires_at: Some(in_a_month),
-            ..TokenCreate::new("ci", "submitter")
+            ..limited_to(&["web", "api"], "ci", "submitter")
         })
         .await
         .expect("token");
@@ -205,10 +207,7 @@ async fn a_token_s_limits_are_checked_when_it_is_created(backend: Backend) {
         .await
         .expect("project");
     let t = admin
-        .create_token(&TokenCreate {
-            projects: vec!["Web_App".into()],
-            ..TokenCreate::new("web-app-ci", "submitter")
-        })
+        .create_token(&limited_to(&["Web_App"], "web-app-ci", "submitter"))
         .await
         .expect("a token for a project named with capitals");
     assert_eq!(t.projects, ["Web_App"]);
@@ -558,7 +557,7 @@ async fn an_expired_token_is_refused_saying_so_and_uses_are_noted(backend: Backe
         })
         .await
         .expect("token");
-    let temp = Client::new(&app.base, Some(t.token.clone())).expect("client");
+    let temp = app.client_with(&t.token);
     let unused = admin
         .create_token(&TokenCreate::new("spare", "submitter"))
         .await
@@ -601,13 +600,11 @@ async fn a_token_rotated_has_a_successor_and_works_for_its_grace(backend: Backen
     let month = chrono::Duration::days(30);
     let old = admin
         .create_token(&TokenCreate {
-            projects: vec!["web".into()],
             expires_at: Some(app.clock.now() + month),
-            ..TokenCreate::new("ci", "submitter")
+            ..limited_to(&["web"], "ci", "submitter")
         })
         .await
         .expect("token");
-    let with = |token: &str| Client::new(&app.base, Some(token.to_string())).expect("client");
     let ten_minutes = TokenRotate {
         grace_secs: Some(600),
     };
@@ -628,14 +625,17 @@ async fn a_token_rotated_has_a_successor_and_works_for_its_grace(backend: Backen
     ));
     // Both work during the grace, with the same reach.
     for t in [&old.token, &s.token] {
-        let listed = with(t).list_projects().await.expect("works");
+        let listed = app.client_with(t).list_projects().await.expect("works");
         assert_eq!(listed.len(), 1);
     }
     // Past it, the old one is expired; the successor goes on.
     app.clock.advance(Duration::from_secs(601));
-    let e = with(&old.token).list_projects().await.unwrap_err();
+    let e = app.client_with(&old.token).list_projects().await.unwrap_err();
     assert_eq!(refused(e).0, 401);
-    with(&s.token).list_projects().await.expect("the successor works");
+    app.client_with(&s.token)
+        .list_projects()
+        .await
+        .expect("the successor works");
     // An expired, revoked or unknown token is not rotated; a grace past 30 days is refused.
     let e = admin.rotate_token(&old.id, &ten_minutes).await.unwrap_err();
     assert_eq!(refused(e), (409, "conflict".into()));
@@ -675,10 +675,7 @@ async fn a_project_a_token_is_limited_to_is_deleted_only_once_the_token_is_revok
     let admin = app.admin();
     two_projects(&app).await;
     admin
-        .create_token(&TokenCreate {
-            projects: vec!["web".into()],
-            ..TokenCreate::new("web-pods", "worker")
-        })
+        .create_token(&limited_to(&["web"], "web-pods", "worker"))
         .await
         .expect("token");
     match admin.delete_project("web").await {

@@ -5,14 +5,12 @@
 
 use std::time::Duration;
 
-use agentpool_client::Client;
-use agentpool_core::protocol::TokenCreate;
 use agentpool_core::{NewEvent, TaskResult, TaskSpec, WorkerId};
 use agentpool_testkit::db::Backend;
 
 use crate::both_backends;
 use crate::support::{fields, registration, spawn_app};
-use crate::tokens::{in_project, refused, submitted, two_projects};
+use crate::tokens::{in_project, limited_to, refused, submitted, two_projects};
 
 both_backends!(
     a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks,
@@ -27,6 +25,14 @@ fn named(id: &str) -> agentpool_core::worker::WorkerRegistration {
     }
 }
 
+/// [`named`], registered for `projects`' tasks only.
+fn named_for(id: &str, projects: &[&str]) -> agentpool_core::worker::WorkerRegistration {
+    agentpool_core::worker::WorkerRegistration {
+        projects: projects.iter().map(|p| p.to_string()).collect(),
+        ..named(id)
+    }
+}
+
 async fn a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -34,14 +40,11 @@ async fn a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks(b
     let admin = app.admin();
     two_projects(&app).await;
     let t = admin
-        .create_token(&TokenCreate {
-            projects: vec!["web".into()],
-            ..TokenCreate::new("web-pods", "worker")
-        })
+        .create_token(&limited_to(&["web"], "web-pods", "worker"))
         .await
         .expect("a worker token may be limited");
     assert_eq!(t.projects, ["web"]);
-    let pods = Client::new(&app.base, Some(t.token)).expect("client");
+    let pods = app.client_with(&t.token);
 
     // The fleet's worker (any task), and the web pod's, limited by its token.
     let fleet = app.client(agentpool_server::Role::Worker);
@@ -51,13 +54,7 @@ async fn a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks(b
     assert_eq!(pod.projects, ["web"]);
     assert_eq!(admin.get_worker(&pod.id).await.expect("worker").projects, ["web"]);
     // It may not register for another project, nor take over the fleet's worker.
-    let e = pods
-        .register(&agentpool_core::worker::WorkerRegistration {
-            projects: vec!["api".into()],
-            ..named("api-pod")
-        })
-        .await
-        .unwrap_err();
+    let e = pods.register(&named_for("api-pod", &["api"])).await.unwrap_err();
     assert_eq!(refused(e), (403, "forbidden".into()));
     let e = pods.register(&named("fleet")).await.unwrap_err();
     assert_eq!(refused(e), (409, "worker_taken".into()));
@@ -163,18 +160,12 @@ async fn a_worker_limits_itself_to_projects(backend: Backend) {
     two_projects(&app).await;
     let fleet = app.client(agentpool_server::Role::Worker);
     let e = fleet
-        .register(&agentpool_core::worker::WorkerRegistration {
-            projects: vec!["web".into(), "not a name".into(), "web".into()],
-            ..named("docs-pod")
-        })
+        .register(&named_for("docs-pod", &["web", "not a name", "web"]))
         .await
         .unwrap_err();
     assert_eq!(fields(e), ["projects[1]", "projects[2]"]);
     let w = fleet
-        .register(&agentpool_core::worker::WorkerRegistration {
-            projects: vec!["api".into()],
-            ..named("api-pod")
-        })
+        .register(&named_for("api-pod", &["api"]))
         .await
         .expect("register");
     assert_eq!(w.projects, ["api"]);
@@ -198,10 +189,7 @@ async fn a_credential_its_project_does_not_name_is_not_handed_to_a_limited_worke
     two_projects(&app).await;
     let fleet = app.client(agentpool_server::Role::Worker);
     let web_pod = fleet
-        .register(&agentpool_core::worker::WorkerRegistration {
-            projects: vec!["web".into()],
-            ..named("web-pod")
-        })
+        .register(&named_for("web-pod", &["web"]))
         .await
         .expect("register");
     let borrowing = || TaskSpec {

@@ -6,7 +6,7 @@ use agentpool_core::TaskState;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{enc, enqueue_true, get, post, session};
+use super::{enc, enqueue_true, get, post, post_expecting, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -29,8 +29,14 @@ async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
     let csrf = page.csrf();
     let cancel = format!("/tasks/{id}/cancel");
     let long = "x".repeat(501);
-    let r = post(&app, &cancel, &cookie, &format!("csrf={csrf}&reason={long}")).await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = post_expecting(
+        &app,
+        &cancel,
+        &cookie,
+        &format!("csrf={csrf}&reason={long}"),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     assert!(
         r.text.contains("the reason must be 1-500 characters"),
         "{}",
@@ -39,8 +45,7 @@ async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
     let t = app.store.get_task(id).await.expect("get").expect("task");
     assert_eq!(t.task.state, TaskState::Queued);
     let form = format!("csrf={csrf}&reason={}", enc("wrong repository"));
-    let r = post(&app, &cancel, &cookie, &form).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    post_expecting(&app, &cancel, &cookie, &form, StatusCode::SEE_OTHER).await;
     let t = app.store.get_task(id).await.expect("get").expect("task").task;
     assert_eq!(t.state, TaskState::Canceled);
     let message = t.error_message.unwrap_or_default();
@@ -50,14 +55,14 @@ async fn a_cancel_from_the_task_page_may_say_why(backend: Backend) {
     );
     // A blank reason is none.
     let other = enqueue_true(app.store.as_ref()).await;
-    let r = post(
+    post_expecting(
         &app,
         &format!("/tasks/{other}/cancel"),
         &cookie,
         &format!("csrf={csrf}&reason=+"),
+        StatusCode::SEE_OTHER,
     )
     .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let t = app.store.get_task(other).await.expect("get").expect("task").task;
     assert!(!t.error_message.unwrap_or_default().contains(':'));
 

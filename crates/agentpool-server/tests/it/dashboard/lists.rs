@@ -5,7 +5,7 @@ use agentpool_core::TaskSpec;
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{enqueue_true, get, post, session};
+use super::{enqueue_true, get, post_expecting, session};
 use crate::both_backends;
 use crate::support::{router_app, stored_task};
 
@@ -183,8 +183,14 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
     let csrf = page.csrf();
     let follow_up = async |id, prompt: &str| -> agentpool_core::TaskId {
         let form = format!("csrf={csrf}&prompt={prompt}");
-        let r = post(&app, &format!("/tasks/{id}/follow-up"), &cookie, &form).await;
-        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+        let r = post_expecting(
+            &app,
+            &format!("/tasks/{id}/follow-up"),
+            &cookie,
+            &form,
+            StatusCode::SEE_OTHER,
+        )
+        .await;
         r.location()
             .trim_start_matches("/tasks/")
             .parse()
@@ -203,22 +209,22 @@ async fn follow_up_and_retry_from_the_task_page(backend: Backend) {
         (t.spec.agent.as_deref(), t.spec.model.as_deref()),
         (Some("claude-code"), Some("m1"))
     );
-    let empty = post(
+    post_expecting(
         &app,
         &format!("/tasks/{id}/follow-up"),
         &cookie,
         &format!("csrf={csrf}&prompt="),
+        StatusCode::BAD_REQUEST,
     )
     .await;
-    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
-    let r = post(
+    post_expecting(
         &app,
         &format!("/tasks/{id}/retry"),
         &cookie,
         &format!("csrf={csrf}"),
+        StatusCode::SEE_OTHER,
     )
     .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
     let t = stored_task(&app.store, id).await;
     assert_eq!(t.state, agentpool_core::TaskState::Queued);
 

@@ -117,6 +117,19 @@ pub(super) async fn post(app: &RouterApp, uri: &str, cookie: &str, form: &str) -
     send(app, "POST", uri, Some(cookie), &[], Some(form)).await
 }
 
+/// `POST uri` of `form` in the session `cookie`, which must answer `status`.
+pub(super) async fn post_expecting(
+    app: &RouterApp,
+    uri: &str,
+    cookie: &str,
+    form: &str,
+    status: StatusCode,
+) -> Resp {
+    let r = post(app, uri, cookie, form).await;
+    assert_eq!(r.status, status, "POST {uri}: {}", r.text);
+    r
+}
+
 pub(super) fn session(token: &str) -> String {
     format!("{SESSION_COOKIE}={token}")
 }
@@ -340,10 +353,15 @@ async fn actions_need_the_csrf_token_and_our_own_origin(backend: Backend) {
     let t = app.store.get_task(id).await.expect("get").expect("task");
     assert_eq!(t.task.state, TaskState::Canceled);
     // Logging out needs the token too, and clears the cookie.
-    let out = post(&app, "/logout", &cookie, "csrf=nope").await;
-    assert_eq!(out.status, StatusCode::FORBIDDEN);
-    let out = post(&app, "/logout", &cookie, &format!("csrf={csrf}")).await;
-    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    post_expecting(&app, "/logout", &cookie, "csrf=nope", StatusCode::FORBIDDEN).await;
+    let out = post_expecting(
+        &app,
+        "/logout",
+        &cookie,
+        &format!("csrf={csrf}"),
+        StatusCode::SEE_OTHER,
+    )
+    .await;
     assert!(
         out.cookies()
             .iter()
@@ -426,22 +444,22 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
     let s = get(&app, "/projects", Some(&sub)).await;
     assert!(s.text.contains("shown to admins"));
 
-    let drain = post(
+    post_expecting(
         &app,
         &format!("/workers/{}/drain", w.id),
         &sub,
         &format!("csrf={csrf}"),
+        StatusCode::FORBIDDEN,
     )
     .await;
-    assert_eq!(drain.status, StatusCode::FORBIDDEN, "{}", drain.text);
-    let bulk = post(
+    post_expecting(
         &app,
         "/tasks/bulk",
         &sub,
         &format!("csrf={csrf}&action=cancel&id={id}"),
+        StatusCode::FORBIDDEN,
     )
     .await;
-    assert_eq!(bulk.status, StatusCode::FORBIDDEN);
     let t = app.store.get_task(id).await.expect("get").expect("task");
     assert_eq!(t.task.state, TaskState::Queued);
     let w_now = app.store.get_worker(&w.id).await.expect("get").expect("worker");
@@ -449,25 +467,25 @@ async fn submitters_see_no_admin_actions_and_cannot_take_them(backend: Backend) 
 
     // The admin's bulk cancel and drain do work.
     let admin_csrf = get(&app, "/tasks", Some(&admin)).await.csrf();
-    let bulk = post(
+    let bulk = post_expecting(
         &app,
         "/tasks/bulk",
         &admin,
         &format!("csrf={admin_csrf}&return=%2Ftasks&action=cancel&id={id}"),
+        StatusCode::SEE_OTHER,
     )
     .await;
-    assert_eq!(bulk.status, StatusCode::SEE_OTHER, "{}", bulk.text);
     assert!(bulk.location().starts_with("/tasks?done=cancel&ok=1&failed=0&"));
     let done = get(&app, bulk.location(), Some(&admin)).await;
     assert!(done.text.contains(">Canceled 1 task.</p>"), "{}", done.text);
-    let drain = post(
+    post_expecting(
         &app,
         &format!("/workers/{}/drain", w.id),
         &admin,
         &format!("csrf={admin_csrf}"),
+        StatusCode::SEE_OTHER,
     )
     .await;
-    assert_eq!(drain.status, StatusCode::SEE_OTHER);
     let w_now = app.store.get_worker(&w.id).await.expect("get").expect("worker");
     assert_eq!(w_now.status, agentpool_core::WorkerStatus::Draining);
 }

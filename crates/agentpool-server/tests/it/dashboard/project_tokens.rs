@@ -11,7 +11,7 @@ use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
 use super::schedules::command_schedule;
-use super::{claim_commands, get, login, post, register, session};
+use super::{claim_commands, get, login, post_expecting, register, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -100,24 +100,16 @@ async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
 
     // Another project's task and schedule are not acted on.
     let csrf = projects.csrf();
-    let r = post(
-        &app,
-        &format!("/tasks/{api}/cancel"),
-        &me,
-        &format!("csrf={csrf}"),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
-    let r = post(&app, "/schedules/api-nightly/run", &me, &format!("csrf={csrf}")).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
-    let r = post(
-        &app,
-        &format!("/tasks/{api}/follow-up"),
-        &me,
-        &format!("csrf={csrf}&prompt=go"),
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    for (uri, form) in [
+        (format!("/tasks/{api}/cancel"), format!("csrf={csrf}")),
+        ("/schedules/api-nightly/run".into(), format!("csrf={csrf}")),
+        (
+            format!("/tasks/{api}/follow-up"),
+            format!("csrf={csrf}&prompt=go"),
+        ),
+    ] {
+        post_expecting(&app, &uri, &me, &form, StatusCode::NOT_FOUND).await;
+    }
     let t = store.find_task(api).await.expect("find").expect("task");
     assert_eq!(t.state, TaskState::Queued, "untouched");
     assert!(
@@ -130,14 +122,14 @@ async fn a_project_token_sees_its_projects_work_only(backend: Backend) {
             .is_none()
     );
     // Its own project's task it cancels.
-    let r = post(
+    post_expecting(
         &app,
         &format!("/tasks/{web}/cancel"),
         &me,
         &format!("csrf={csrf}"),
+        StatusCode::SEE_OTHER,
     )
     .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
 
     // The last hour's chart counts its project's ends; an admin's counts every one. (The
     // canceled task is in neither figure.)

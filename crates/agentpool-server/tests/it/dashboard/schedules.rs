@@ -6,7 +6,7 @@ use agentpool_core::schedule::{Overlap, ScheduleSpec};
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{get, post, session};
+use super::{get, post, post_expecting, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -46,8 +46,14 @@ async fn a_schedule_is_run_paused_and_resumed_from_the_projects_page(backend: Ba
     let csrf = page.csrf();
 
     // Run now: the task is submitted and its page shown; the schedule's next run stays.
-    let r = post(&app, "/schedules/nightly/run", &sub, &format!("csrf={csrf}")).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = post_expecting(
+        &app,
+        "/schedules/nightly/run",
+        &sub,
+        &format!("csrf={csrf}"),
+        StatusCode::SEE_OTHER,
+    )
+    .await;
     let s = store.get_schedule("nightly").await.expect("get").expect("stored");
     let task = s.last_task.expect("submitted");
     assert_eq!(r.location(), format!("/tasks/{task}"));
@@ -73,14 +79,32 @@ async fn a_schedule_is_run_paused_and_resumed_from_the_projects_page(backend: Ba
     assert_eq!((s.spec.paused, s.next_run_at), (true, None));
     let page = get(&app, "/projects", Some(&sub)).await;
     assert!(page.text.contains(r#"action="/schedules/nightly/resume""#) && page.text.contains("paused"));
-    let r = post(&app, "/schedules/nightly/resume", &sub, &format!("csrf={csrf}")).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    post_expecting(
+        &app,
+        "/schedules/nightly/resume",
+        &sub,
+        &format!("csrf={csrf}"),
+        StatusCode::SEE_OTHER,
+    )
+    .await;
     let s = store.get_schedule("nightly").await.expect("get").expect("stored");
     assert!(!s.spec.paused && s.next_run_at.is_some());
 
     // Without the CSRF token, or for an unknown schedule, nothing is done.
-    let r = post(&app, "/schedules/nightly/pause", &sub, "csrf=wrong").await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let r = post(&app, "/schedules/nope/run", &sub, &format!("csrf={csrf}")).await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    post_expecting(
+        &app,
+        "/schedules/nightly/pause",
+        &sub,
+        "csrf=wrong",
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    post_expecting(
+        &app,
+        "/schedules/nope/run",
+        &sub,
+        &format!("csrf={csrf}"),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 }

@@ -7,7 +7,7 @@ use agentpool_server::{AppState, ServerConfig, ServerKey};
 use agentpool_testkit::db::{Backend, TestDb};
 use axum::http::StatusCode;
 
-use super::{SESSION_COOKIE, enc, enqueue_true, get, login, post, send, session};
+use super::{SESSION_COOKIE, enc, enqueue_true, get, login, post_expecting, send, session};
 use crate::both_backends;
 use crate::support::{RouterApp, make_tokens, no_auth_config, open_store, router_app, test_config};
 
@@ -272,8 +272,7 @@ async fn only_the_servers_own_notices_are_shown(backend: Backend) {
         enqueue_true(app.store.as_ref()).await,
     );
     let form = format!("csrf={csrf}&action=cancel&id={a}&id={b}&return=%2Ftasks%3Fstate%3Dqueued");
-    let r = post(&app, "/tasks/bulk", &admin, &form).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = post_expecting(&app, "/tasks/bulk", &admin, &form, StatusCode::SEE_OTHER).await;
     let to = r.location().to_string();
     assert!(
         to.starts_with("/tasks?state=queued&done=cancel&ok=2&failed=0&at=") && to.contains("&sig="),

@@ -6,7 +6,7 @@ use agentpool_server::auth::{TokenLimits, create_limited_token};
 use agentpool_testkit::db::Backend;
 use axum::http::StatusCode;
 
-use super::{get, post, session};
+use super::{get, post_expecting, session};
 use crate::both_backends;
 use crate::support::router_app;
 
@@ -65,16 +65,15 @@ async fn admins_see_tokens_and_revoke_one_from_the_projects_page(backend: Backen
     // Revoke: a submitter may not; an admin may, with the page's CSRF token.
     let uri = format!("/tokens/{}/revoke", web_ci.id);
     let sub_csrf = sub.csrf();
-    let r = post(
+    post_expecting(
         &app,
         &uri,
         &session(&app.tokens.submitter),
         &format!("csrf={sub_csrf}"),
+        StatusCode::FORBIDDEN,
     )
     .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    let r = post(&app, &uri, &admin, "csrf=wrong").await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    post_expecting(&app, &uri, &admin, "csrf=wrong", StatusCode::FORBIDDEN).await;
     let listed = |id: String| {
         let store = app.store.clone();
         async move {
@@ -83,8 +82,14 @@ async fn admins_see_tokens_and_revoke_one_from_the_projects_page(backend: Backen
         }
     };
     assert!(!listed(web_ci.id.clone()).await);
-    let r = post(&app, &uri, &admin, &format!("csrf={}", page.csrf())).await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = post_expecting(
+        &app,
+        &uri,
+        &admin,
+        &format!("csrf={}", page.csrf()),
+        StatusCode::SEE_OTHER,
+    )
+    .await;
     assert_eq!(r.location(), "/projects#tokens-h");
     assert!(listed(web_ci.id.clone()).await, "revoked");
     let page = get(&app, "/projects", Some(&admin)).await;
@@ -93,12 +98,12 @@ async fn admins_see_tokens_and_revoke_one_from_the_projects_page(backend: Backen
             .text
             .contains(&format!(r#"action="/tokens/{}/revoke""#, web_ci.id))
     );
-    let r = post(
+    post_expecting(
         &app,
         "/tokens/nope/revoke",
         &admin,
         &format!("csrf={}", page.csrf()),
+        StatusCode::NOT_FOUND,
     )
     .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 }
