@@ -428,28 +428,18 @@ mod tests {
     #[test]
     fn a_task_end_is_one_escaped_line_of_chat_text() {
         let now = Timestamp::default();
+        let spec = crate::TaskSpec {
+            project: Some("web".into()),
+            ..crate::TaskSpec::agent("https://example.com/r.git", "claude-code", "fix it")
+        };
         let task = crate::Task {
-            id: TaskId::new(),
-            spec: crate::TaskSpec {
-                project: Some("web".into()),
-                ..crate::TaskSpec::agent("https://example.com/r.git", "claude-code", "fix it")
-            },
             state: TaskState::Failed,
             attempts: 1,
-            max_attempts: 3,
-            priority: 0,
-            created_at: now,
-            updated_at: now,
-            run_after: now,
             started_at: Some(now),
             finished_at: Some(now),
-            worker_id: None,
-            lease_token: None,
-            lease_expires_at: None,
-            cancel_requested: false,
             error_class: Some(crate::ErrorClass::AuthFailed),
             error_message: Some("key <sk-…> refused & gone\nsecond line".into()),
-            result: None,
+            ..crate::Task::queued(TaskId::new(), spec, 3, now)
         };
         let id = task.id.to_string();
         assert_eq!(

@@ -350,6 +350,31 @@ pub struct Task {
 }
 
 impl Task {
+    /// Task `id` of `spec` as it enters the queue at `now`: queued, due at once, no attempt
+    /// started yet.
+    pub fn queued(id: TaskId, spec: TaskSpec, max_attempts: u32, now: Timestamp) -> Task {
+        Task {
+            id,
+            state: TaskState::Queued,
+            attempts: 0,
+            max_attempts,
+            priority: spec.priority,
+            created_at: now,
+            updated_at: now,
+            run_after: now,
+            started_at: None,
+            finished_at: None,
+            worker_id: None,
+            lease_token: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            error_class: None,
+            error_message: None,
+            result: None,
+            spec,
+        }
+    }
+
     /// The agent of an agent task, in words: the one it names, else the one its last run ended
     /// with, marked as the worker's default; empty for a command task, and for one that names
     /// none and has not run.

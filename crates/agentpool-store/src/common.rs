@@ -1,6 +1,8 @@
-//! What both backends share outside SQL: turning specs into column values, time conversion,
-//! what a failed attempt leads to, the lifecycle events of a change, and the in-batch check of
-//! branch locks and project slots. Reading rows back is in [`crate::rows`] (re-exported here).
+//! What both backends share outside the shared queries: turning specs into column values, time
+//! conversion, what a failed attempt leads to, the lifecycle events of a change, the in-batch
+//! check of branch locks and project slots, and what their hot paths write alike (a heartbeat's
+//! worker update, an event's columns). Reading rows back is in [`crate::rows`] (re-exported
+//! here).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use agentpool_core::protocol::ClaimedTask;
 use agentpool_core::spec::RepoUrl;
 use agentpool_core::{
-    AttemptOutcome, ErrorClass, EventPayload, Lease, LeaseToken, Lifecycle, Task, TaskId, TaskSpec,
+    AttemptOutcome, ErrorClass, EventPayload, Lease, LeaseToken, Lifecycle, NewEvent, Task, TaskId, TaskSpec,
     TaskState, Timestamp, WorkerId,
 };
 
@@ -328,6 +330,45 @@ pub(crate) fn pick_candidates(cands: &[Candidate], max: usize) -> Vec<TaskId> {
     out
 }
 
+/// The candidate rows of a constrained claim (or of the runnable tasks), decoded and picked
+/// as [`pick_candidates`] picks them.
+pub(crate) fn pick_candidate_rows(rows: &[impl StoreRow], max: usize) -> Result<Vec<TaskId>> {
+    let cands = rows.iter().map(candidate).collect::<Result<Vec<_>>>()?;
+    Ok(pick_candidates(&cands, max))
+}
+
+/// How many candidates a constrained claim of up to `max` tasks reads: more than it takes, so
+/// that candidates passed over for a branch or slot taken earlier in the batch leave enough.
+pub(crate) fn candidate_window(max: u32) -> i64 {
+    i64::from(max).saturating_mul(2).saturating_add(8)
+}
+
+/// A heartbeat's update of worker `$3` at `$1`: busy while it holds leases (`$2`), else idle,
+/// unless it drains or is unhealthy. It returns the worker's status, and no row for an
+/// unknown worker.
+pub(crate) const BEAT_WORKER_SQL: &str = "UPDATE workers SET last_heartbeat_at = $1, \
+     status = CASE WHEN status IN ('draining', 'unhealthy') THEN status \
+       WHEN $2 THEN 'busy' ELSE 'idle' END \
+     WHERE id = $3 RETURNING status";
+
+/// Whether the worker a heartbeat updated (its status as [`BEAT_WORKER_SQL`] returned it) is to
+/// drain; `NotFound` when there is no such worker.
+pub(crate) fn beat_drains(status: Option<String>, worker: &WorkerId) -> Result<bool> {
+    match status {
+        Some(status) => Ok(status == "draining"),
+        None => Err(StoreError::not_found("worker", worker)),
+    }
+}
+
+/// The `at`, `kind` and `data` columns of event `e` appended at `now` (when it says no time).
+pub(crate) fn event_columns(e: &NewEvent, now: i64) -> Result<(i64, &'static str, String)> {
+    Ok((
+        e.at.map(ms).unwrap_or(now),
+        e.kind().as_str(),
+        event_data(&e.payload)?,
+    ))
+}
+
 /// A uniform sample in [0, 1) for backoff jitter.
 pub(crate) fn jitter_sample() -> f64 {
     rand::random::<f64>()
@@ -406,30 +447,20 @@ pub(crate) fn attempt_outcome(ending: &Ending, class: ErrorClass) -> AttemptOutc
 /// The task a fresh row describes, built in memory so enqueue needs no read-back and no
 /// re-parse of the spec it just wrote. `dep_failed`: why it failed at once, if it did.
 pub(crate) fn new_task(row: &NewTaskRow, now: i64, dep_failed: Option<&str>) -> Task {
-    let failed = dep_failed.is_some();
-    Task {
-        id: row.id,
-        spec: row.spec.clone(),
-        state: if failed {
-            TaskState::Failed
-        } else {
-            TaskState::Queued
-        },
-        attempts: 0,
-        max_attempts: u32::try_from(row.max_attempts).unwrap_or(0),
-        priority: row.priority,
-        created_at: ts(now),
-        updated_at: ts(now),
+    let max_attempts = u32::try_from(row.max_attempts).unwrap_or(0);
+    let queued = Task {
         run_after: ts(row.run_after),
-        started_at: None,
-        finished_at: failed.then(|| ts(now)),
-        worker_id: None,
-        lease_token: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        error_class: failed.then_some(ErrorClass::DependencyFailed),
-        error_message: dep_failed.map(str::to_string),
-        result: None,
+        ..Task::queued(row.id, row.spec.clone(), max_attempts, ts(now))
+    };
+    match dep_failed {
+        Some(message) => Task {
+            state: TaskState::Failed,
+            finished_at: Some(ts(now)),
+            error_class: Some(ErrorClass::DependencyFailed),
+            error_message: Some(message.to_string()),
+            ..queued
+        },
+        None => queued,
     }
 }
 

@@ -54,31 +54,33 @@ macro_rules! plain_row_reads {
 }
 pub(crate) use plain_row_reads;
 
-pub(crate) fn raw_task(r: &impl StoreRow) -> Result<RawTask> {
-    Ok(RawTask {
-        id: r.task_id("id")?,
-        spec: r.text("spec")?,
-        state: r.text("state")?,
-        attempts: r.int("attempts")?,
-        max_attempts: r.int("max_attempts")?,
-        priority: r.int("priority")?,
-        created_at: r.big("created_at")?,
-        updated_at: r.big("updated_at")?,
-        run_after: r.big("run_after")?,
-        started_at: r.opt_big("started_at")?,
-        finished_at: r.opt_big("finished_at")?,
-        worker_id: r.opt_text("worker_id")?,
-        lease_token: r.big("lease_token")?,
-        lease_expires_at: r.opt_big("lease_expires_at")?,
-        cancel_requested: r.flag("cancel_requested")?,
-        error_class: r.opt_text("error_class")?,
-        error_message: r.opt_text("error_message")?,
-        result: r.opt_text("result")?,
-    })
-}
-
 pub(crate) fn task(r: &impl StoreRow) -> Result<Task> {
-    raw_task(r)?.into_task()
+    let spec: TaskSpec = serde_json::from_str(&r.text("spec")?).map_err(|e| corrupt("task spec", e))?;
+    let result: Option<TaskResult> = r
+        .opt_text("result")?
+        .map(|t| serde_json::from_str(&t).map_err(|e| corrupt("task result", e)))
+        .transpose()?;
+    let lease_token = r.big("lease_token")?;
+    Ok(Task {
+        id: r.task_id("id")?,
+        state: parse_state(&r.text("state")?)?,
+        attempts: u32::try_from(r.int("attempts")?).unwrap_or(0),
+        max_attempts: u32::try_from(r.int("max_attempts")?).unwrap_or(0),
+        priority: i32::try_from(r.int("priority")?).unwrap_or(0),
+        created_at: ts(r.big("created_at")?),
+        updated_at: ts(r.big("updated_at")?),
+        run_after: ts(r.big("run_after")?),
+        started_at: r.opt_big("started_at")?.map(ts),
+        finished_at: r.opt_big("finished_at")?.map(ts),
+        worker_id: parse_worker(r.opt_text("worker_id")?)?,
+        lease_token: (lease_token > 0).then_some(LeaseToken(lease_token)),
+        lease_expires_at: r.opt_big("lease_expires_at")?.map(ts),
+        cancel_requested: r.flag("cancel_requested")?,
+        error_class: parse_class(r.opt_text("error_class")?)?,
+        error_message: r.opt_text("error_message")?,
+        result,
+        spec,
+    })
 }
 
 /// Task rows just claimed, each with the lease it is now held under.
@@ -170,19 +172,21 @@ pub(crate) fn token_row(r: &impl StoreRow) -> Result<TokenRecord> {
 
 /// An `attempts` history row.
 pub(crate) fn attempt_row(r: &impl StoreRow) -> Result<Attempt> {
-    RawAttempt {
+    Ok(Attempt {
         task_id: r.task_id("task_id")?,
-        number: r.int("number")?,
-        worker_id: r.text("worker_id")?,
-        lease_token: r.big("lease_token")?,
-        started_at: r.big("started_at")?,
-        ended_at: r.opt_big("ended_at")?,
-        outcome: r.text("outcome")?,
-        error_class: r.opt_text("error_class")?,
+        number: u32::try_from(r.int("number")?).unwrap_or(0),
+        worker_id: WorkerId::parse(r.text("worker_id")?).map_err(|e| corrupt("worker id", e))?,
+        lease_token: LeaseToken(r.big("lease_token")?),
+        started_at: ts(r.big("started_at")?),
+        ended_at: r.opt_big("ended_at")?.map(ts),
+        outcome: r
+            .text("outcome")?
+            .parse::<AttemptOutcome>()
+            .map_err(|e| corrupt("attempt outcome", e))?,
+        error_class: parse_class(r.opt_text("error_class")?)?,
         error_message: r.opt_text("error_message")?,
         cost_usd: r.opt_float("cost_usd")?,
-    }
-    .into_attempt()
+    })
 }
 
 /// An `events` row of `task` (the query selects `seq, at, kind, data`).
@@ -238,94 +242,6 @@ pub(crate) fn held(r: &impl StoreRow) -> Result<Held> {
         started_at: r.opt_big("started_at")?.unwrap_or(0),
         project: r.opt_text("project")?,
     })
-}
-
-/// A task row as read from either backend, before conversion.
-#[derive(Debug, Clone)]
-pub(crate) struct RawTask {
-    pub id: TaskId,
-    pub spec: String,
-    pub state: String,
-    pub attempts: i64,
-    pub max_attempts: i64,
-    pub priority: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-    pub run_after: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub worker_id: Option<String>,
-    pub lease_token: i64,
-    pub lease_expires_at: Option<i64>,
-    pub cancel_requested: bool,
-    pub error_class: Option<String>,
-    pub error_message: Option<String>,
-    pub result: Option<String>,
-}
-
-impl RawTask {
-    pub fn into_task(self) -> Result<Task> {
-        let spec: TaskSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt("task spec", e))?;
-        let result: Option<TaskResult> = self
-            .result
-            .map(|r| serde_json::from_str(&r).map_err(|e| corrupt("task result", e)))
-            .transpose()?;
-        Ok(Task {
-            id: self.id,
-            state: parse_state(&self.state)?,
-            attempts: u32::try_from(self.attempts).unwrap_or(0),
-            max_attempts: u32::try_from(self.max_attempts).unwrap_or(0),
-            priority: i32::try_from(self.priority).unwrap_or(0),
-            created_at: ts(self.created_at),
-            updated_at: ts(self.updated_at),
-            run_after: ts(self.run_after),
-            started_at: self.started_at.map(ts),
-            finished_at: self.finished_at.map(ts),
-            worker_id: parse_worker(self.worker_id)?,
-            lease_token: (self.lease_token > 0).then_some(LeaseToken(self.lease_token)),
-            lease_expires_at: self.lease_expires_at.map(ts),
-            cancel_requested: self.cancel_requested,
-            error_class: parse_class(self.error_class)?,
-            error_message: self.error_message,
-            result,
-            spec,
-        })
-    }
-}
-
-/// An attempt row as read from either backend.
-#[derive(Debug, Clone)]
-pub(crate) struct RawAttempt {
-    pub task_id: TaskId,
-    pub number: i64,
-    pub worker_id: String,
-    pub lease_token: i64,
-    pub started_at: i64,
-    pub ended_at: Option<i64>,
-    pub outcome: String,
-    pub error_class: Option<String>,
-    pub error_message: Option<String>,
-    pub cost_usd: Option<f64>,
-}
-
-impl RawAttempt {
-    pub fn into_attempt(self) -> Result<Attempt> {
-        Ok(Attempt {
-            task_id: self.task_id,
-            number: u32::try_from(self.number).unwrap_or(0),
-            worker_id: WorkerId::parse(self.worker_id).map_err(|e| corrupt("worker id", e))?,
-            lease_token: LeaseToken(self.lease_token),
-            started_at: ts(self.started_at),
-            ended_at: self.ended_at.map(ts),
-            outcome: self
-                .outcome
-                .parse::<AttemptOutcome>()
-                .map_err(|e| corrupt("attempt outcome", e))?,
-            error_class: parse_class(self.error_class)?,
-            error_message: self.error_message,
-            cost_usd: self.cost_usd,
-        })
-    }
 }
 
 /// The task's current attempt, synthesised from the task row: while it runs, and once it

@@ -127,6 +127,20 @@ struct Tracked {
     said: Option<String>,
 }
 
+impl Tracked {
+    /// The Job `name` of the attempt under `lease`, just created or adopted: running as far as
+    /// the launcher knows.
+    fn new(lease: Lease, name: String) -> Self {
+        Tracked {
+            lease,
+            name,
+            deleting: None,
+            lost_at: None,
+            said: None,
+        }
+    }
+}
+
 struct Launcher {
     cfg: LauncherConfig,
     api: Arc<dyn WorkerApi>,
@@ -283,13 +297,9 @@ impl Launcher {
             }
             if let Some((lease, name)) = lease_of(&j) {
                 self.summary.adopted += 1;
-                self.tracked.entry(lease.task_id).or_insert(Tracked {
-                    lease,
-                    name,
-                    deleting: None,
-                    lost_at: None,
-                    said: None,
-                });
+                self.tracked
+                    .entry(lease.task_id)
+                    .or_insert_with(|| Tracked::new(lease, name));
             }
         }
         Ok(())
@@ -355,16 +365,7 @@ impl Launcher {
     }
 
     fn track(&mut self, lease: Lease, name: String) {
-        self.tracked.insert(
-            lease.task_id,
-            Tracked {
-                lease,
-                name,
-                deleting: None,
-                lost_at: None,
-                said: None,
-            },
-        );
+        self.tracked.insert(lease.task_id, Tracked::new(lease, name));
     }
 
     async fn reconcile(&mut self) -> Result<(), kube::Error> {

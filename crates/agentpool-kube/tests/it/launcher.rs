@@ -35,6 +35,22 @@ pub(crate) fn config(id: &str) -> LauncherConfig {
     c
 }
 
+/// A one-slot launcher `launcher-a` that reports itself unhealthy after `unhealthy_after`
+/// attempts in a row failed on its set-up, not yet started, on a fresh API server and a queue
+/// holding `claims` claims of attempt 1: the API server, the claims, the queue and the
+/// configuration (to adjust before [`start`]).
+pub(crate) fn failing_setup(
+    claims: usize,
+    unhealthy_after: u32,
+) -> (FakeApi, Vec<ClaimedWork>, Arc<Queue>, LauncherConfig) {
+    let works: Vec<ClaimedWork> = (0..claims).map(|_| work(1)).collect();
+    let queue = Arc::new(Queue::with(works.clone()));
+    let mut cfg = config("launcher-a");
+    cfg.slots = 1;
+    cfg.unhealthy_after = unhealthy_after;
+    (FakeApi::new(), works, queue, cfg)
+}
+
 pub(crate) struct Running {
     stop: CancellationToken,
     handle: tokio::task::JoinHandle<Result<LauncherSummary, LauncherError>>,
@@ -197,12 +213,7 @@ pub(crate) fn complete() -> JobStatus {
 /// `unhealthy_after` in a row the launcher reports itself unhealthy and claims nothing more.
 #[tokio::test]
 async fn a_launcher_whose_jobs_keep_failing_on_its_set_up_stops_claiming() {
-    let fake = FakeApi::new();
-    let works: Vec<ClaimedWork> = (0..5).map(|_| work(1)).collect();
-    let queue = Arc::new(Queue::with(works.clone()));
-    let mut cfg = config("launcher-a");
-    cfg.slots = 1;
-    cfg.unhealthy_after = 2;
+    let (fake, works, queue, cfg) = failing_setup(5, 2);
     let l = start(cfg, &queue, &fake);
     let failed = |w: &ClaimedWork| {
         let id = w.claimed.lease.task_id;

@@ -2,18 +2,15 @@
 //! (and is not), what a failing one says, and how a succeeding one puts the launcher back to
 //! work.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agentpool_core::{AgentInfo, WorkerStatus};
 use agentpool_kube::fake::FakeApi;
 use agentpool_kube::job::{COMPONENT_CHECK, LABEL_COMPONENT, LABEL_LAUNCHER};
-use agentpool_runner::ClaimedWork;
 use k8s_openapi::api::batch::v1::Job;
 
-use crate::launcher::{complete, config, eventually, job_being_deleted, launched, pod_of, start};
-use crate::queue::{Queue, work};
+use crate::launcher::{complete, eventually, failing_setup, job_being_deleted, launched, pod_of, start};
 
 fn checks(fake: &FakeApi) -> Vec<Job> {
     fake.jobs()
@@ -48,12 +45,7 @@ async fn next_check(fake: &FakeApi, seen: &[String]) -> String {
 /// again, says it is healthy and claims the task that waited.
 #[tokio::test]
 async fn an_unhealthy_launcher_claims_again_once_a_check_job_succeeds() {
-    let fake = FakeApi::new();
-    let works: Vec<ClaimedWork> = (0..2).map(|_| work(1)).collect();
-    let queue = Arc::new(Queue::with(works.clone()));
-    let mut cfg = config("launcher-a");
-    cfg.slots = 1;
-    cfg.unhealthy_after = 1;
+    let (fake, works, queue, mut cfg) = failing_setup(2, 1);
     cfg.recheck_after = Duration::from_millis(100);
     cfg.agents = vec![AgentInfo {
         name: "claude-code".into(),
@@ -131,12 +123,7 @@ async fn an_unhealthy_launcher_claims_again_once_a_check_job_succeeds() {
 /// launcher removes a check Job an earlier life left behind.
 #[tokio::test]
 async fn without_checks_a_restart_is_needed_and_a_restart_removes_a_left_check() {
-    let fake = FakeApi::new();
-    let works: Vec<ClaimedWork> = vec![work(1)];
-    let queue = Arc::new(Queue::with(works.clone()));
-    let mut cfg = config("launcher-a");
-    cfg.slots = 1;
-    cfg.unhealthy_after = 1;
+    let (fake, works, queue, mut cfg) = failing_setup(1, 1);
     cfg.recheck_after = Duration::ZERO;
     let l = start(cfg.clone(), &queue, &fake);
     let name = launched(&fake, &works[0]).await;

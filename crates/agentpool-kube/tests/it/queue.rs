@@ -55,25 +55,13 @@ pub fn work(attempt: u32) -> ClaimedWork {
         ..TaskSpec::default()
     };
     let task = Task {
-        id,
-        spec,
         state: TaskState::Running,
         attempts: attempt,
-        max_attempts: 3,
-        priority: 0,
-        created_at: now,
-        updated_at: now,
-        run_after: now,
         started_at: Some(now),
-        finished_at: None,
-        worker_id: None,
         lease_token: Some(LeaseToken(7)),
         // The server's default lease: 60 s from the claim.
         lease_expires_at: Some(now + chrono::Duration::seconds(60)),
-        cancel_requested: false,
-        error_class: None,
-        error_message: None,
-        result: None,
+        ..Task::queued(id, spec, 3, now)
     };
     let credentials = Secrets([("git-token".to_string(), SECRET.to_string())].into());
     ClaimedWork {

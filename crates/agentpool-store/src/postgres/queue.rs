@@ -3,6 +3,7 @@
 //! completions of many leases in one statement each, event appends and purging.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use agentpool_core::protocol::{ClaimedTask, HeartbeatReply};
@@ -14,6 +15,26 @@ use uuid::Uuid;
 use super::{PgStore, retry_transient, spend, tasks, uuids};
 use crate::common::{self, dur_ms, json};
 use crate::{ClaimFilter, Result, StoreError};
+
+/// A heartbeat in one statement: the worker's update (`$1`…`$3`, see
+/// [`common::BEAT_WORKER_SQL`]) and the extension to `$4` of the leases bound as arrays (`$5`
+/// ids, `$6` tokens) it still holds; its status, the leases held and those to cancel.
+static BEAT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH w AS ({}), \
+         l AS ( \
+           UPDATE tasks t SET lease_expires_at = $4 \
+           FROM unnest($5::uuid[], $6::bigint[]) AS i(id, token) \
+           WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $3 \
+             AND t.state = 'running' \
+           RETURNING t.id, t.cancel_requested) \
+         SELECT (SELECT status FROM w) AS status, \
+           (SELECT coalesce(array_agg(id), '{{}}') FROM l) AS held, \
+           (SELECT coalesce(array_agg(id) FILTER (WHERE cancel_requested), '{{}}') FROM l) \
+             AS cancel",
+        common::BEAT_WORKER_SQL
+    )
+});
 
 /// What a completion statement binds for `items`: their task ids, lease tokens and results.
 fn completion_arrays<'a>(
@@ -173,13 +194,12 @@ impl PgStore {
             .bind(common::claim_agents(&f.agents))
             .bind(json(&f.labels)?)
             .bind(f.worker_id.as_str())
-            .bind(max.saturating_mul(2).saturating_add(8))
+            .bind(common::candidate_window(f.max))
             .bind(common::utc_day_start(now))
             .bind(limited_to(f))
             .fetch_all(&mut *tx)
             .await?;
-        let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
-        let picked = common::pick_candidates(&cands, usize::try_from(max).unwrap_or(0));
+        let picked = common::pick_candidate_rows(&rows, usize::try_from(max).unwrap_or(0))?;
         if picked.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -275,34 +295,16 @@ impl PgStore {
         let now = self.now();
         let ids: Vec<Uuid> = leases.iter().map(|l| l.task_id.0).collect();
         let tokens: Vec<i64> = leases.iter().map(|l| l.token.0).collect();
-        let r = sqlx::query(
-            "WITH w AS ( \
-               UPDATE workers SET last_heartbeat_at = $1, status = CASE \
-                 WHEN status IN ('draining', 'unhealthy') THEN status WHEN $2 THEN 'busy' ELSE 'idle' END \
-               WHERE id = $3 RETURNING status), \
-             l AS ( \
-               UPDATE tasks t SET lease_expires_at = $4 \
-               FROM unnest($5::uuid[], $6::bigint[]) AS i(id, token) \
-               WHERE t.id = i.id AND t.lease_token = i.token AND t.worker_id = $3 \
-                 AND t.state = 'running' \
-               RETURNING t.id, t.cancel_requested) \
-             SELECT (SELECT status FROM w) AS status, \
-               (SELECT coalesce(array_agg(id), '{}') FROM l) AS held, \
-               (SELECT coalesce(array_agg(id) FILTER (WHERE cancel_requested), '{}') FROM l) \
-                 AS cancel",
-        )
-        .bind(now)
-        .bind(!leases.is_empty())
-        .bind(worker.as_str())
-        .bind(now + dur_ms(lease_ttl))
-        .bind(&ids)
-        .bind(&tokens)
-        .fetch_one(&self.hot)
-        .await?;
-        let status: Option<String> = r.try_get("status")?;
-        let Some(status) = status else {
-            return Err(StoreError::not_found("worker", worker));
-        };
+        let r = sqlx::query(&BEAT)
+            .bind(now)
+            .bind(!leases.is_empty())
+            .bind(worker.as_str())
+            .bind(now + dur_ms(lease_ttl))
+            .bind(&ids)
+            .bind(&tokens)
+            .fetch_one(&self.hot)
+            .await?;
+        let drain = common::beat_drains(r.try_get("status")?, worker)?;
         let held: Vec<Uuid> = r.try_get("held")?;
         let cancel: Vec<Uuid> = r.try_get("cancel")?;
         Ok(HeartbeatReply {
@@ -312,7 +314,7 @@ impl PgStore {
                 .filter(|id| !held.contains(id))
                 .map(|id| TaskId(*id))
                 .collect(),
-            drain: status == "draining",
+            drain,
         })
     }
 
@@ -328,9 +330,10 @@ impl PgStore {
         let mut kind = Vec::with_capacity(events.len());
         let mut data = Vec::with_capacity(events.len());
         for e in &events {
-            at.push(e.at.map(common::ms).unwrap_or(now));
-            kind.push(e.kind().as_str());
-            data.push(common::event_data(&e.payload)?);
+            let (a, k, d) = common::event_columns(e, now)?;
+            at.push(a);
+            kind.push(k);
+            data.push(d);
         }
         // One statement. The task row is locked while the events are numbered: a re-claim
         // waits for the append (or the append sees the new token and is refused), and two

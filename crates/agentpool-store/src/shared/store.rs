@@ -171,14 +171,10 @@ macro_rules! store_impl {
                 let left = u32::try_from(out.len()).map_or(0, |n| limit.saturating_sub(n));
                 if left > 0 {
                     let rows = self.runnable_candidates(projects, left, now).await?;
-                    let cands = rows
-                        .iter()
-                        .map(common::candidate)
-                        .collect::<Result<Vec<_>>>()?;
-                    out.extend(common::pick_candidates(
-                        &cands,
+                    out.extend(common::pick_candidate_rows(
+                        &rows,
                         usize::try_from(left).unwrap_or(usize::MAX),
-                    ));
+                    )?);
                 }
                 Ok(out)
             }

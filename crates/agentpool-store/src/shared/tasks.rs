@@ -183,49 +183,52 @@ macro_rules! task_queries {
             let result = result.map(json).transpose()?;
             let outcome = common::attempt_outcome(ending, class);
             let mut wake = h.constrained;
-            match ending {
-                Ending::Requeue { delay, refund } => {
-                    sqlx::query(
-                        "UPDATE tasks SET state = 'queued', run_after = $1, updated_at = $2, \
-                         worker_id = NULL, lease_expires_at = NULL, cancel_requested = FALSE, \
-                         error_class = $3, error_message = $4, result = COALESCE($5, result), \
-                         attempts = attempts - $8, avoid_worker = $9 \
-                         WHERE id = $6 AND lease_token = $7",
-                    )
-                    .bind(now + dur_ms(*delay))
+            // The class the row records: a finish records the one the state machine decided on.
+            let recorded = match ending {
+                Ending::Finish { class, .. } => *class,
+                Ending::Requeue { .. } => class,
+            };
+            // Either ending clears the lease and records the error and result on the row still
+            // under the attempt's lease: `$1`…`$6` are the same in both statements.
+            let ended = |sql: &'static str| {
+                sqlx::query(sql)
                     .bind(now)
-                    .bind(class.as_str())
+                    .bind(recorded.as_str())
                     .bind(message)
                     .bind(result)
                     .bind(tid(h.id))
                     .bind(h.token)
+            };
+            match ending {
+                Ending::Requeue { delay, refund } => {
+                    ended(
+                        "UPDATE tasks SET state = 'queued', run_after = $7, updated_at = $1, \
+                         worker_id = NULL, lease_expires_at = NULL, cancel_requested = FALSE, \
+                         error_class = $2, error_message = $3, result = COALESCE($4, result), \
+                         attempts = attempts - $8, avoid_worker = $9 \
+                         WHERE id = $5 AND lease_token = $6",
+                    )
+                    .bind(now + dur_ms(*delay))
                     .bind(i32::from(*refund))
                     .bind((*refund && avoid).then_some(h.worker_id.as_str()))
                     .execute(&mut *conn)
                     .await?;
-                    insert_attempt(conn, h, now, outcome, class, message, cost).await?;
                     wake |= delay.is_zero();
                 }
-                Ending::Finish { state, class } => {
-                    sqlx::query(
-                        "UPDATE tasks SET state = $1, finished_at = $2, updated_at = $2, \
-                         lease_expires_at = NULL, error_class = $3, error_message = $4, \
-                         result = COALESCE($5, result) WHERE id = $6 AND lease_token = $7",
+                Ending::Finish { state, .. } => {
+                    ended(
+                        "UPDATE tasks SET state = $7, finished_at = $1, updated_at = $1, \
+                         lease_expires_at = NULL, error_class = $2, error_message = $3, \
+                         result = COALESCE($4, result) WHERE id = $5 AND lease_token = $6",
                     )
                     .bind(state.as_str())
-                    .bind(now)
-                    .bind(class.as_str())
-                    .bind(message)
-                    .bind(result)
-                    .bind(tid(h.id))
-                    .bind(h.token)
                     .execute(&mut *conn)
                     .await?;
-                    insert_attempt(conn, h, now, outcome, *class, message, cost).await?;
-                    if h.has_dependents {
-                        cascade_failure(conn, vec![h.id], now, log).await?;
-                    }
                 }
+            }
+            insert_attempt(conn, h, now, outcome, recorded, message, cost).await?;
+            if matches!(ending, Ending::Finish { .. }) && h.has_dependents {
+                cascade_failure(conn, vec![h.id], now, log).await?;
             }
             Ok(wake)
         }

@@ -218,12 +218,11 @@ impl SqliteStore {
             Some(_) => {}
         }
         let max = usize::try_from(f.max).unwrap_or(usize::MAX);
-        let window = i64::from(f.max).saturating_mul(2).saturating_add(8);
         let rows = sqlx::query(&CLAIM_CANDIDATES)
             .bind(now)
             .bind(json(&common::claim_agents(&f.agents))?)
             .bind(json(&f.labels)?)
-            .bind(window)
+            .bind(common::candidate_window(f.max))
             .bind(common::utc_day_start(now))
             .bind(f.worker_id.as_str())
             .bind(if f.projects.is_empty() {
@@ -233,8 +232,7 @@ impl SqliteStore {
             })
             .fetch_all(&mut *tx)
             .await?;
-        let cands = rows.iter().map(common::candidate).collect::<Result<Vec<_>>>()?;
-        let picked = common::pick_candidates(&cands, max);
+        let picked = common::pick_candidate_rows(&rows, max)?;
         if picked.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -280,21 +278,14 @@ impl SqliteStore {
     ) -> Result<HeartbeatReply> {
         let now = self.now();
         let mut tx = self.begin().await?;
-        let status: Option<String> = sqlx::query_scalar(
-            "UPDATE workers SET last_heartbeat_at = ?, \
-             status = CASE WHEN status IN ('draining', 'unhealthy') THEN status WHEN ? THEN 'busy' ELSE 'idle' END \
-             WHERE id = ? RETURNING status",
-        )
-        .bind(now)
-        .bind(!leases.is_empty())
-        .bind(worker.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(status) = status else {
-            return Err(StoreError::not_found("worker", worker));
-        };
+        let status: Option<String> = sqlx::query_scalar(common::BEAT_WORKER_SQL)
+            .bind(now)
+            .bind(!leases.is_empty())
+            .bind(worker.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
         let mut reply = HeartbeatReply {
-            drain: status == "draining",
+            drain: common::beat_drains(status, worker)?,
             ..HeartbeatReply::default()
         };
         for l in leases {
@@ -404,12 +395,13 @@ impl SqliteStore {
         if ok.is_none() {
             return Err(common::append_refused(task, lease));
         }
-        for e in events {
+        for e in &events {
+            let (at, kind, data) = common::event_columns(e, now)?;
             sqlx::query("INSERT INTO events (task_id, at, kind, data) VALUES (?, ?, ?, ?)")
                 .bind(task.to_string())
-                .bind(e.at.map(common::ms).unwrap_or(now))
-                .bind(e.kind().as_str())
-                .bind(common::event_data(&e.payload)?)
+                .bind(at)
+                .bind(kind)
+                .bind(data)
                 .execute(&mut *tx)
                 .await?;
         }

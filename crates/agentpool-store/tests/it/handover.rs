@@ -12,7 +12,7 @@ use agentpool_core::{Lease, Lifecycle, TaskResult, TaskState};
 use agentpool_store::{ClaimWaiter, StoreError, Wake};
 
 use crate::both;
-use crate::harness::{Harness, claimed, cmd, lifecycle};
+use crate::harness::{Harness, Worker, claimed, cmd, lifecycle};
 
 both!(
     a_waiting_claimer_is_handed_the_task_claimed_in_the_enqueue,
@@ -33,6 +33,17 @@ async fn park(waiter: &mut ClaimWaiter) -> Waiting<'_> {
     let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_pending())).await;
     assert!(polled, "nothing to wake the waiter yet");
     wait
+}
+
+/// Workers `a` and `b` (command workers), each with a claim waiter for one task, not yet
+/// parked.
+async fn two_claimers(h: &Harness, a: &str, b: &str) -> ([Worker; 2], [ClaimWaiter; 2]) {
+    let workers = [
+        h.worker(a, &["command"], &[]).await,
+        h.worker(b, &["command"], &[]).await,
+    ];
+    let waiters = workers.each_ref().map(|w| h.store.claim_waiter(&w.filter(1)));
+    (workers, waiters)
 }
 
 fn handed(w: Wake) -> Vec<ClaimedTask> {
@@ -71,10 +82,7 @@ async fn a_waiting_claimer_is_handed_the_task_claimed_in_the_enqueue(h: Harness)
 }
 
 async fn a_draining_worker_is_not_handed_a_task_and_another_claimer_is_woken(h: Harness) {
-    let draining = h.worker("draining", &["command"], &[]).await;
-    let healthy = h.worker("healthy", &["command"], &[]).await;
-    let mut first = h.store.claim_waiter(&draining.filter(1));
-    let mut second = h.store.claim_waiter(&healthy.filter(1));
+    let ([draining, healthy], [mut first, mut second]) = two_claimers(&h, "draining", "healthy").await;
     // The draining worker's poll waits longest: it is the one the enqueue reserves.
     let w1 = park(&mut first).await;
     let w2 = park(&mut second).await;
@@ -91,10 +99,7 @@ async fn a_draining_worker_is_not_handed_a_task_and_another_claimer_is_woken(h: 
 }
 
 async fn a_task_left_in_a_dropped_waiter_goes_back_to_the_queue(h: Harness) {
-    let gone = h.worker("gone", &["command"], &[]).await;
-    let next = h.worker("next", &["command"], &[]).await;
-    let mut first = h.store.claim_waiter(&gone.filter(1));
-    let mut second = h.store.claim_waiter(&next.filter(1));
+    let ([gone, next], [mut first, mut second]) = two_claimers(&h, "gone", "next").await;
     let w1 = park(&mut first).await;
     let w2 = park(&mut second).await;
     let e = h.store.enqueue(cmd("left behind")).await.unwrap();
