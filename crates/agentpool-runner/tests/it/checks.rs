@@ -11,7 +11,7 @@ use agentpool_testkit::model::{INPUT_TOKENS, Step};
 use super::agents::{agent_env, agent_task, finished_within, run_to_end};
 use super::worker::{
     Env, GRANDCHILDREN, TOKEN, api, assert_all_gone, command, config, env, events, pids, run_to_done, start,
-    wait_log,
+    succeeded_result, wait_log,
 };
 
 /// Passes only once `answer.txt` holds 42; says which test failed, as cargo would.
@@ -26,12 +26,17 @@ fn check(name: &str, command: &str) -> CheckSpec {
     }
 }
 
+/// Command `cmd` on repository `app`, checked by `checks` after it ran.
+fn checked(env: &Env, cmd: &str, checks: Vec<CheckSpec>) -> TaskSpec {
+    let mut spec = command(env, cmd);
+    spec.checks = Some(checks);
+    spec
+}
+
 /// A command task that does nothing, with one `check` that must fail: the finished task, once
 /// it failed as `CHECKS_FAILED`.
 async fn failed_check(env: &Env, check: CheckSpec) -> TaskDetail {
-    let mut spec = command(env, "true");
-    spec.checks = Some(vec![check]);
-    let done = run_to_done(env, spec).await;
+    let done = run_to_done(env, checked(env, "true", vec![check])).await;
     assert_eq!(done.task.error_class, Some(ErrorClass::ChecksFailed));
     done
 }
@@ -189,19 +194,16 @@ async fn claude_code_checks_that_never_pass_fail_after_max_rounds_and_push_when_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_task_with_passing_checks_commits_and_records_them() {
     let env = env().await;
-    let mut spec = command(&env, "echo 42 > answer.txt");
-    spec.checks = Some(vec![
-        check("answer", "grep -qx 42 answer.txt"),
-        CheckSpec::command("test -f README.md"),
-    ]);
-    let done = run_to_done(&env, spec).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
+    let spec = checked(
+        &env,
+        "echo 42 > answer.txt",
+        vec![
+            check("answer", "grep -qx 42 answer.txt"),
+            CheckSpec::command("test -f README.md"),
+        ],
     );
-    let r = done.task.result.unwrap();
+    let done = run_to_done(&env, spec).await;
+    let r = succeeded_result(&done);
     assert_eq!((r.rounds, r.checks_passed), (Some(1), Some(true)));
     let names: Vec<_> = r.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["answer", "test -f README.md"]);
@@ -212,8 +214,7 @@ async fn command_task_with_passing_checks_commits_and_records_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_task_with_a_failing_check_fails_without_retry_or_push() {
     let env = env().await;
-    let mut spec = command(&env, "echo 41 > answer.txt");
-    spec.checks = Some(vec![check("answer", ANSWER_CHECK)]);
+    let mut spec = checked(&env, "echo 41 > answer.txt", vec![check("answer", ANSWER_CHECK)]);
     spec.max_attempts = Some(3);
     let done = run_to_done(&env, spec).await;
     assert_eq!(done.task.state, TaskState::Failed);
@@ -239,19 +240,16 @@ fn failed_with_nothing_pushed(env: &Env, done: &TaskDetail, message: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_that_change_the_work_run_again_on_it_and_what_they_passed_is_committed() {
     let env = env().await;
-    let mut spec = command(&env, "printf 'x = 1   \\n' > code.txt");
-    spec.checks = Some(vec![
-        check("format", "sed -i 's/ *$//' code.txt"),
-        check("no trailing spaces", "! grep -q ' $' code.txt"),
-    ]);
-    let done = run_to_done(&env, spec).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
+    let spec = checked(
+        &env,
+        "printf 'x = 1   \\n' > code.txt",
+        vec![
+            check("format", "sed -i 's/ *$//' code.txt"),
+            check("no trailing spaces", "! grep -q ' $' code.txt"),
+        ],
     );
-    let r = done.task.result.clone().expect("a result");
+    let done = run_to_done(&env, spec).await;
+    let r = succeeded_result(&done);
     assert_eq!((r.rounds, r.checks_passed), (Some(1), Some(true)));
     assert_eq!(r.checks.len(), 4, "two passes of both checks: {:#?}", r.checks);
     let evs = events(&env.store, done.task.id).await;
@@ -277,17 +275,19 @@ async fn checks_that_change_the_work_run_again_on_it_and_what_they_passed_is_com
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_whose_changes_do_not_pass_them_fail_the_task() {
     let env = env().await;
-    let mut spec = command(&env, "echo good > a.txt");
-    spec.checks = Some(vec![
-        check("good", "grep -q good a.txt"),
-        check("breaks it", "echo broken > a.txt"),
-    ]);
+    let spec = checked(
+        &env,
+        "echo good > a.txt",
+        vec![
+            check("good", "grep -q good a.txt"),
+            check("breaks it", "echo broken > a.txt"),
+        ],
+    );
     let done = run_to_done(&env, spec).await;
     failed_with_nothing_pushed(&env, &done, "checks failed: good");
 
     let env = super::worker::env().await;
-    let mut spec = command(&env, "true");
-    spec.checks = Some(vec![check("stamp", "date +%s%N > stamp.txt")]);
+    let spec = checked(&env, "true", vec![check("stamp", "date +%s%N > stamp.txt")]);
     let done = run_to_done(&env, spec).await;
     failed_with_nothing_pushed(
         &env,
@@ -319,8 +319,7 @@ async fn a_hanging_check_is_killed_at_its_timeout_with_its_process_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_during_a_check_stops_it() {
     let env = env().await;
-    let mut spec = command(&env, "true");
-    spec.checks = Some(vec![check("hangs", GRANDCHILDREN)]);
+    let spec = checked(&env, "true", vec![check("hangs", GRANDCHILDREN)]);
     let task = env.store.enqueue(spec).await.unwrap().task;
     let w = start(
         config(&env, "w1", TOKEN),

@@ -12,8 +12,8 @@ use agentpool_store::TaskDetail;
 use agentpool_testkit::git::{GitServer, git};
 
 use crate::worker::{
-    Env, assert_succeeded, command, enqueue_command, env, events, finished, log_lines, run_to_done, start_w1,
-    until,
+    Env, command, enqueue_command, env, events, finished, log_lines, run_to_done, start_w1,
+    succeeded_on_branch, succeeded_result, until,
 };
 
 /// A git identity for the commands' own commits (their HOME has no configuration).
@@ -52,8 +52,7 @@ async fn nested_repositories_are_committed_as_ordinary_files() {
                git commit -qm x && mkdir inner && cd inner && git init -q && echo z > z.txt && \
                cd ../.. && mkdir fresh && cd fresh && git init -q && echo y > y.txt";
     let done = run_once(&env, cmd).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     let sha = r.commit_sha.clone().expect("a commit");
     assert!(r.pushed);
     assert_eq!(pushed_branch(&env, &done), Some(sha.clone()));
@@ -110,8 +109,7 @@ async fn a_submodule_of_the_base_commit_stays_a_submodule() {
     git(&work, &["push", "-q", "origin", "HEAD:main"]);
 
     let done = run_once(&env, "echo more >> README.md").await;
-    assert_succeeded(&done);
-    let sha = done.task.result.clone().unwrap().commit_sha.expect("a commit");
+    let sha = succeeded_result(&done).commit_sha.expect("a commit");
     let tree = remote_tree(&env, &sha);
     assert!(
         tree.contains(&format!("160000 commit {pinned}\tlib/sub")),
@@ -189,8 +187,7 @@ async fn a_head_moved_back_reports_no_commit_and_pushes_nothing() {
     let env = env().await;
     let base = env.server.branch_sha("app", "main").unwrap();
     let done = run_once(&env, "git reset -q --hard HEAD~1").await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     assert_eq!(
         (r.commit_sha.as_deref(), r.pushed, r.branch.as_deref()),
         (None, false, None)
@@ -212,8 +209,7 @@ async fn a_head_moved_back_reports_no_commit_and_pushes_nothing() {
 async fn an_exclude_the_command_wrote_does_not_hide_its_work() {
     let env = env().await;
     let done = run_once(&env, "echo '*' >> .git/info/exclude && echo x > x.txt").await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     let sha = r.commit_sha.clone().expect("the work is committed");
     assert_eq!(env.server.read_file("app", &sha, "x.txt").as_deref(), Some("x\n"));
 }
@@ -222,8 +218,7 @@ async fn an_exclude_the_command_wrote_does_not_hide_its_work() {
 async fn work_left_in_git_stash_is_warned_of() {
     let env = env().await;
     let done = run_once(&env, "echo more >> README.md && git stash -q").await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     assert_eq!(r.commit_sha, None);
     let said = "the command left work in git stash; stashes are not pushed";
     assert_eq!(
@@ -338,15 +333,9 @@ async fn a_push_that_timed_out_after_the_remote_took_it_is_pushed() {
 #[tokio::test]
 async fn nothing_new_on_a_branch_the_remote_has_says_the_branch_has_it() {
     let env = env().await;
-    let mut first = command(&env, "echo one > one.txt");
-    first.branch = Some("feature/again".into());
-    assert_succeeded(&run_to_done(&env, first).await);
+    succeeded_on_branch(&env, "echo one > one.txt", "feature/again").await;
     let pushed = env.server.branch_sha("app", "feature/again").expect("pushed");
-    let mut again = command(&env, "echo one > one.txt");
-    again.branch = Some("feature/again".into());
-    let done = run_to_done(&env, again).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_on_branch(&env, "echo one > one.txt", "feature/again").await;
     assert_eq!((r.commit_sha.as_deref(), r.pushed), (None, false));
     assert_eq!(r.branch.as_deref(), Some("feature/again"));
     assert_eq!(
@@ -386,8 +375,7 @@ async fn a_lost_attempt_s_pushed_commit_is_replaced_not_built_upon() {
     let w = start_w1(&env).await;
     let done = finished(&env.store, task.id).await;
     w.stop().await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     let sha = r.commit_sha.clone().expect("a commit");
     assert_ne!(sha, lost);
     assert_eq!(

@@ -13,7 +13,7 @@ use agentpool_testkit::github::Prism;
 use agentpool_testkit::model::{ModelServer, Script, Step};
 
 use super::agents::installed;
-use super::github::{claude_worker, forge_server, hello_project, pull_request_of, succeeded_within};
+use super::github::{claude_worker, forge_server, hello_project, pull_request_of, pushed_within};
 use super::worker::env;
 
 const TOKEN: &str = "forgejo-e2e-token";
@@ -66,10 +66,7 @@ async fn a_build_is_pushed_and_gets_its_forgejo_pull_request() {
         .await
         .unwrap();
     let id = build.task.id;
-    let done = succeeded_within(&env, id).await;
-    let result = done.task.result.clone().unwrap();
-    let branch = result.branch.clone().expect("branch");
-    assert!(result.pushed);
+    let (_, branch) = pushed_within(&env, id).await;
     assert_eq!(
         env.server.read_file("app", &branch, "GREETING.md").as_deref(),
         Some("Hello\n")

@@ -15,14 +15,14 @@ use agentpool_agents::{AgentConfig, Registry};
 use agentpool_client::Client;
 use agentpool_core::github::{GithubSettings, PullRequestRef};
 use agentpool_core::project::ProjectSpec;
-use agentpool_core::{TaskId, TaskState};
+use agentpool_core::{TaskId, TaskResult};
 use agentpool_server::{AuthMode, ServerConfig, ServerKey};
 use agentpool_testkit::github::{GithubStandIn, Prism, TEST_ONLY_APP_KEY_PEM, api_subset, webhook_examples};
 use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::Value;
 
 use super::agents::{finished_within, installed};
-use super::worker::{Env, RunningWorker, config, env, start, until};
+use super::worker::{Env, RunningWorker, assert_succeeded, config, env, start, succeeded_result, until};
 
 const SECRET: &str = "e2e webhook secret";
 
@@ -113,10 +113,7 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     // The labeled issue becomes a task; the worker runs it and pushes its branch.
     let labeled = webhook_examples("issues", Some("labeled")).unwrap().remove(0);
     let first = task_id(&deliver(&base, "issues", "e2e-1", &labeled).await);
-    let done = succeeded_within(&env, first).await;
-    let result = done.task.result.clone().unwrap();
-    let branch = result.branch.clone().expect("branch");
-    assert!(result.pushed);
+    let (result, branch) = pushed_within(&env, first).await;
     let first_sha = env
         .server
         .branch_sha("app", &branch)
@@ -153,12 +150,7 @@ async fn labeled_issue_to_pull_request_and_review_follow_up_on_the_same_branch()
     let follow = task_id(&deliver(&base, "pull_request_review_comment", "e2e-2", &review).await);
     let done = finished_within(&env.store, follow, Duration::from_secs(150)).await;
     worker.stop().await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
+    assert_succeeded(&done);
     assert_eq!(done.task.spec.branch.as_deref(), Some(branch.as_str()));
     assert_eq!(done.task.spec.follow_up_of, Some(first));
     let result = done.task.result.unwrap();
@@ -251,16 +243,14 @@ pub(crate) fn claude_worker(env: &Env, git_token: &str, model: &ModelServer, bas
     start(c, Arc::new(Client::new(base, None).unwrap()))
 }
 
-/// Task `id` once it finished, which it must have done successfully.
-pub(crate) async fn succeeded_within(env: &Env, id: TaskId) -> agentpool_store::TaskDetail {
+/// The result of task `id` once it finished, which it must have done successfully, pushing
+/// its work branch; and that branch.
+pub(crate) async fn pushed_within(env: &Env, id: TaskId) -> (TaskResult, String) {
     let done = finished_within(&env.store, id, Duration::from_secs(150)).await;
-    assert_eq!(
-        done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        done.task.error_message
-    );
-    done
+    let result = succeeded_result(&done);
+    let branch = result.branch.clone().expect("branch");
+    assert!(result.pushed);
+    (result, branch)
 }
 
 /// Project `hello`: the git server's `app` repository, run by Claude Code.

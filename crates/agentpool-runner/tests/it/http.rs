@@ -11,7 +11,8 @@ use agentpool_server::{AuthMode, Role, RunningServer, ServerConfig, create_token
 use agentpool_store::Store;
 
 use crate::worker::{
-    Env, TOKEN, assert_succeeded, config, enqueue_command, env, finished, gate, start, wait_log,
+    Env, TOKEN, assert_succeeded, config, enqueue_command, env, finished, gate, start, succeeded_result,
+    wait_log,
 };
 
 fn server_config(listen: SocketAddr) -> ServerConfig {
@@ -45,8 +46,7 @@ async fn a_worker_over_http_runs_a_command_task_to_a_pushed_commit() {
     let w = start(config(&env, "http-worker", TOKEN), Arc::new(api));
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
-    assert_succeeded(&done);
-    let sha = done.task.result.unwrap().commit_sha.unwrap();
+    let sha = succeeded_result(&done).commit_sha.unwrap();
     assert_eq!(
         env.server.branch_sha("app", &format!("agentpool/{}", task.id)),
         Some(sha)

@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use agentpool_core::TaskState;
-
 use crate::worker::{
-    TOKEN, api, config, enqueue_command, env, events, finished, gate, log_lines, start, wait_log,
+    TOKEN, api, assert_succeeded, config, enqueue_command, env, events, finished, gate, log_lines, start,
+    wait_log,
 };
 
 #[tokio::test]
@@ -44,12 +43,7 @@ async fn a_task_cannot_list_or_read_another_running_tasks_private_state() {
     );
     let b = enqueue_command(&env, &b_cmd).await;
     let b_done = finished(&env.store, b.id).await;
-    assert_eq!(
-        b_done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        b_done.task.error_message
-    );
+    assert_succeeded(&b_done);
     let b_lines = log_lines(&events(&env.store, b.id).await);
     let b_text = b_lines.join("\n");
     assert!(b_lines.iter().any(|l| l == "b-done"), "{b_text}");
@@ -66,12 +60,7 @@ async fn a_task_cannot_list_or_read_another_running_tasks_private_state() {
 
     std::fs::write(&gate, "go").unwrap();
     let a_done = finished(&env.store, a.id).await;
-    assert_eq!(
-        a_done.task.state,
-        TaskState::Succeeded,
-        "{:?}",
-        a_done.task.error_message
-    );
+    assert_succeeded(&a_done);
     w.stop().await;
     // Both tasks ended: their private directories are gone (the test may list: it is the
     // owner and restores read permission first, as an operator would).

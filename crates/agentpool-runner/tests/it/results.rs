@@ -6,7 +6,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use agentpool_core::{ErrorClass, FileChange, Lifecycle, TaskState};
 
-use crate::worker::{Env, TOKEN, assert_succeeded, command, env, events, log_lines, run_to_done};
+use crate::worker::{
+    Env, TOKEN, command, env, events, log_lines, run_to_done, succeeded_on_branch, succeeded_result,
+};
 
 /// The files of a result as (path, added, removed), sorted.
 fn changes(files: &[FileChange]) -> Vec<(&str, Option<u64>, Option<u64>)> {
@@ -24,8 +26,7 @@ async fn a_commit_that_is_not_pushed_says_it_was_discarded_and_names_no_branch()
     let mut spec = command(&env, "echo x > np.txt");
     spec.push = false;
     let done = run_to_done(&env, spec).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     assert!(r.commit_sha.is_some(), "the commit made is still reported");
     assert!(!r.pushed);
     let said = "not pushed (the task asked for no push): the commit was discarded with the workspace";
@@ -40,8 +41,7 @@ async fn a_commit_that_is_not_pushed_says_it_was_discarded_and_names_no_branch()
 async fn a_task_that_commits_nothing_names_no_branch() {
     let env = env().await;
     let done = run_to_done(&env, command(&env, "test -f README.md")).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     assert_eq!(
         (
             r.commit_sha.as_deref(),
@@ -65,8 +65,7 @@ async fn a_no_commit_task_lists_the_files_it_changed_and_names_no_branch() {
     spec.commit = false;
     spec.push = false;
     let done = run_to_done(&env, spec).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     assert_eq!(
         changes(&r.files),
         vec![
@@ -90,18 +89,11 @@ async fn a_no_commit_task_lists_the_files_it_changed_and_names_no_branch() {
 #[tokio::test]
 async fn a_branch_the_remote_already_has_is_named_though_nothing_was_pushed() {
     let env = env().await;
-    let mut first = command(&env, "echo one > one.txt");
-    first.branch = Some("feature/kept".into());
-    let done = run_to_done(&env, first).await;
-    assert_succeeded(&done);
+    succeeded_on_branch(&env, "echo one > one.txt", "feature/kept").await;
     let pushed = env.server.branch_sha("app", "feature/kept").expect("pushed");
 
     // Another task on that branch that changes nothing: the branch is there, as it was.
-    let mut check = command(&env, "test -f one.txt");
-    check.branch = Some("feature/kept".into());
-    let done = run_to_done(&env, check).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_on_branch(&env, "test -f one.txt", "feature/kept").await;
     assert_eq!(r.branch.as_deref(), Some("feature/kept"));
     assert!(!r.pushed && r.commit_sha.is_none());
     assert_eq!(env.server.branch_sha("app", "feature/kept"), Some(pushed));

@@ -12,7 +12,9 @@ use agentpool_store::TaskDetail;
 use agentpool_testkit::model::{ModelServer, Step};
 
 use crate::agents::{agent_env, agent_task, bin_dir, finished_within};
-use crate::worker::{Env, TOKEN, api, assert_succeeded, command, config, env, events, start};
+use crate::worker::{
+    Env, TOKEN, api, assert_succeeded, command, config, env, events, start, succeeded_result,
+};
 
 /// The value of a secret passed to the task under a name that does not look secret.
 const PLAIN: &str = "DBPASSvalueXYZ12";
@@ -96,8 +98,7 @@ async fn the_agent_s_answer_is_masked_in_the_pushed_commit_message() {
         None,
     )
     .await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     let message = pushed_message(&env, r.commit_sha.as_deref().unwrap());
     assert!(message.contains("db=[REDACTED]"), "{message}");
     assert!(!message.contains(PLAIN), "{message}");
@@ -191,8 +192,7 @@ async fn a_file_named_after_a_secret_is_listed_masked() {
     let mut spec = command(&env, "touch \"leak-$MYPLAINVAR.txt\"");
     spec.push = false;
     let done = run(&env, spec, None, None).await;
-    assert_succeeded(&done);
-    let r = done.task.result.clone().unwrap();
+    let r = succeeded_result(&done);
     let paths: Vec<&str> = r.files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, vec!["leak-[REDACTED].txt"]);
     assert!(!recorded(&env, &done).await.contains(PLAIN));

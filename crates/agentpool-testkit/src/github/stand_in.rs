@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::Body;
@@ -84,6 +84,21 @@ struct StandInState {
     examples: BTreeMap<String, Value>,
     default_branch: String,
     first_pr_number: u64,
+}
+
+impl StandInState {
+    /// The state a comment call changes, or the answer it gets instead: the status comments
+    /// are refused with, or a server error when the state cannot be read.
+    fn for_comment(&self) -> Result<MutexGuard<'_, Inner>, Box<Response>> {
+        let i = self
+            .inner
+            .lock()
+            .map_err(|_| Box::new(StatusCode::INTERNAL_SERVER_ERROR.into_response()))?;
+        match i.refuse_comments {
+            Some(status) => Err(Box::new(refused(status))),
+            None => Ok(i),
+        }
+    }
 }
 
 /// The recording stand-in: an axum server keeping pull requests and comments.
@@ -347,12 +362,10 @@ async fn create_comment(
     UrlPath((owner, repo, number)): UrlPath<(String, String, u64)>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    let Ok(mut i) = s.inner.lock() else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let mut i = match s.for_comment() {
+        Ok(i) => i,
+        Err(answer) => return *answer,
     };
-    if let Some(status) = i.refuse_comments {
-        return refused(status);
-    }
     i.next_id += 1;
     let c = Comment {
         id: i.next_id,
@@ -374,12 +387,10 @@ async fn update_comment(
     UrlPath((owner, repo, id)): UrlPath<(String, String, u64)>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    let Ok(mut i) = s.inner.lock() else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let mut i = match s.for_comment() {
+        Ok(i) => i,
+        Err(answer) => return *answer,
     };
-    if let Some(status) = i.refuse_comments {
-        return refused(status);
-    }
     let Some(c) = i.comments.iter_mut().find(|c| c.id == id) else {
         return (
             StatusCode::NOT_FOUND,

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use agentpool_testkit::model::{ModelServer, Script, Step};
 
 use crate::demo::agent_bin_dir;
-use crate::{Env, SpawnReaped, assert_exit, git, json, stderr, stdout};
+use crate::{Env, SpawnReaped, assert_exit, assert_stderr_contains, git, json, stderr, stdout};
 
 const KEY: &str = "sk-ant-passed-from-the-caller";
 
@@ -135,7 +135,7 @@ fn agent_env_refuses_unset_variables_and_local_login_without_a_login() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains(".claude/.credentials.json"), "{}", stderr(&o));
+    assert_stderr_contains(&o, ".claude/.credentials.json");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,13 +265,12 @@ fn agents_lists_the_clis_found_their_versions_and_local_logins() {
         row("codex ").contains("not installed (npm install -g @openai/codex)"),
         "{table}"
     );
-    assert!(
-        stderr(&o).contains(&format!(
+    assert_stderr_contains(
+        &o,
+        &format!(
             "looked up in {} (AGENTPOOL_AGENT_BIN_DIR), then on PATH",
             bin.display()
-        )),
-        "{}",
-        stderr(&o)
+        ),
     );
     // Set but empty, the variable is unset: not a lookup in the current directory.
     let o = env
@@ -282,11 +281,7 @@ fn agents_lists_the_clis_found_their_versions_and_local_logins() {
         .output()
         .unwrap();
     assert_exit(&o, 0);
-    assert!(
-        stderr(&o).contains("looked up on PATH (set AGENTPOOL_AGENT_BIN_DIR"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "looked up on PATH (set AGENTPOOL_AGENT_BIN_DIR");
 
     // `up` says what its workers offer: the same agents, and command tasks.
     let mut up = env

@@ -6,7 +6,7 @@
 use std::process::Output;
 
 use crate::run::Pool;
-use crate::{assert_exit, json, stderr, stdout};
+use crate::{assert_exit, assert_stderr_contains, json, stderr, stdout};
 
 impl Pool {
     /// A task no worker of the pool can take (it stays queued), with `labels`; its id.
@@ -49,7 +49,7 @@ fn tasks_cancel_and_retry_act_on_named_tasks_or_every_one_a_filter_matches() {
     );
     let o = pool.tasks(&["cancel", "--label", "batch=7", "--reason", " "]);
     assert_exit(&o, 2);
-    assert!(stderr(&o).contains("invalid field reason"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "invalid field reason");
     assert!(batch.iter().all(|id| pool.shown(id)["state"] == "queued"));
 
     // A dry run lists what the filter matches and cancels nothing; ids with it are refused.
@@ -164,7 +164,7 @@ fn tasks_that_need_an_agent_no_worker_offers_are_canceled_by_agent() {
     assert_eq!(listed, want);
     let o = pool.tasks(&["list", "--agent", "no such"]);
     assert_exit(&o, 2);
-    assert!(stderr(&o).contains("agent"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "agent");
 
     let o = pool.tasks(&["cancel", "--agent", "nosuch", "--reason", "no worker runs it"]);
     assert_exit(&o, 0);

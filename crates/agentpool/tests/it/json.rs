@@ -1,6 +1,6 @@
 //! `--output json` prints valid JSON for every command, so scripts can rely on it.
 
-use crate::{Env, Up, json, stderr, stdout};
+use crate::{Env, Up, assert_stderr_contains, json, stderr, stdout};
 
 #[test]
 fn every_command_prints_valid_json() {
@@ -47,7 +47,7 @@ fn every_command_prints_valid_json() {
     let human = |limit: &str| env.run(&["--server", up.url.as_str(), "tasks", "list", "--limit", limit]);
     let cut = human("1");
     assert_eq!(stdout(&cut).lines().count(), 2, "a header and one task");
-    assert!(stderr(&cut).contains("there are more"), "{}", stderr(&cut));
+    assert_stderr_contains(&cut, "there are more");
     let whole = human("2");
     assert_eq!(stdout(&whole).lines().count(), 3);
     assert!(!stderr(&whole).contains("there are more"), "{}", stderr(&whole));
@@ -230,10 +230,9 @@ fn every_command_prints_valid_json() {
         "x",
     ]);
     assert_eq!(changed.status.code(), Some(2));
-    assert!(
-        stderr(&changed).contains("project flags change the project, which needs --repo too"),
-        "{}",
-        stderr(&changed)
+    assert_stderr_contains(
+        &changed,
+        "project flags change the project, which needs --repo too",
     );
     let shown = stdout(&env.run(&["--server", up.url.as_str(), "projects", "show", "fj"]));
     assert!(
@@ -247,11 +246,7 @@ fn every_command_prints_valid_json() {
     );
     let bad = put_fj(&["--forgejo-url", "codeberg.org"]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        stderr(&bad).contains("project refused: --forgejo-url: must be an http(s) URL"),
-        "{}",
-        stderr(&bad)
-    );
+    assert_stderr_contains(&bad, "project refused: --forgejo-url: must be an http(s) URL");
     drop(up);
 }
 

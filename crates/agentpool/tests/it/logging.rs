@@ -2,7 +2,7 @@
 //! `AGENTPOOL_LOG_FORMAT=json`) for a log collector, with the event's fields beside
 //! `timestamp`, `level` and `message`.
 
-use crate::{Env, stderr};
+use crate::{Env, assert_stderr_contains, stderr};
 
 /// `agentpool migrate` on a fresh SQLite database (`log.db` in the environment's directory) with info logs and `extra` arguments.
 pub fn migrate(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> std::process::Output {
@@ -49,9 +49,5 @@ fn logs_are_json_lines_when_asked() {
     // Text stays the default.
     let env = Env::new();
     let o = migrate(&env, &[], &[]);
-    assert!(
-        stderr(&o).contains("database schema created version="),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "database schema created version=");
 }

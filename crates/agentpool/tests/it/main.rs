@@ -82,6 +82,14 @@ impl Env {
         c
     }
 
+    /// `agentpool up` on a free port with `workers` workers, then `extra` arguments.
+    pub fn up_cmd(&self, workers: u32, extra: &[&str]) -> Command {
+        let mut c = self.cmd();
+        c.args(["up", "--listen", "127.0.0.1:0", "--workers", &workers.to_string()])
+            .args(extra);
+        c
+    }
+
     /// `agentpool serve` on a free port without auth, on a SQLite file in this environment,
     /// accepting local repositories: what the tests of a separate server start.
     pub fn serve_cmd(&self) -> Command {
@@ -195,6 +203,13 @@ pub fn assert_exit(o: &Output, code: i32) {
     );
 }
 
+/// `o`'s stderr contains `part` (all of it shown when it does not).
+#[track_caller]
+pub fn assert_stderr_contains(o: &Output, part: &str) {
+    let err = stderr(o);
+    assert!(err.contains(part), "{err}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -255,9 +270,7 @@ pub struct Up {
 impl Up {
     /// Start `up` on a free port and wait for the line announcing its URL.
     pub fn start(env: &Env, workers: u32) -> Self {
-        let mut cmd = env.cmd();
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--workers", &workers.to_string()]);
-        Self::spawn(cmd)
+        Self::spawn(env.up_cmd(workers, &[]))
     }
 
     /// Spawn a command that prints its `http://…` (or `https://…`) URL on stdout once it listens.

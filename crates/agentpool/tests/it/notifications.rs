@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 
 use crate::run::Pool;
-use crate::{assert_exit, json, stderr, stdout};
+use crate::{assert_exit, assert_stderr_contains, json, stderr, stdout};
 
 /// An HTTP endpoint on a free port, in a thread of its own, that answers 204 and hands each
 /// request's signature header and body to the test.
@@ -59,11 +59,7 @@ fn a_notification_is_told_of_a_task_that_ends_signed_and_lists_its_delivery() {
     );
     let o = pool.on_server(&["notifications", "put", "ops", "--url", &url, "--on", "sometimes"]);
     assert_exit(&o, 2);
-    assert!(
-        stderr(&o).contains("unknown task state \"sometimes\""),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "unknown task state \"sometimes\"");
 
     let o = pool.on_server(&[
         "notifications",

@@ -165,17 +165,7 @@ fn up_registers_its_workers_and_stops_cleanly_on_sigterm() {
 fn up_s_workers_carry_its_labels_and_run_the_tasks_that_ask_for_them() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let mut cmd = env.cmd();
-    cmd.args([
-        "up",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "1",
-        "--labels",
-        "gpu=yes",
-    ]);
-    let up = Up::spawn(cmd);
+    let up = Up::spawn(env.up_cmd(1, &["--labels", "gpu=yes"]));
     let workers = json(&env.run(&["workers", "list", "--output", "json"]));
     assert_eq!(workers[0]["labels"]["gpu"], "yes", "{workers}");
     let o = env.run(&[
@@ -258,9 +248,7 @@ fn credentials_reach_only_the_tasks_that_name_them_and_never_their_logs() {
 fn a_second_interrupt_stops_running_tasks_now_and_hands_them_back() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let mut cmd = env.cmd();
-    cmd.args(["up", "--listen", "127.0.0.1:0", "--workers", "1"]);
-    let (mut up, lines) = Up::spawn_watching_stderr(cmd);
+    let (mut up, lines) = Up::spawn_watching_stderr(env.up_cmd(1, &[]));
     let o = env.run(&submit_args(
         &up.url,
         remote.to_str().unwrap(),

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::{Env, Reaped, SpawnReaped, Up, stderr, stdout, terminate};
+use crate::{Env, Reaped, SpawnReaped, Up, assert_stderr_contains, stderr, stdout, terminate};
 
 fn get(url: &str) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -364,11 +364,7 @@ fn a_worker_leaves_out_a_named_agent_that_is_not_installed_and_says_so() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("no worker online offers agent codex"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "no worker online offers agent codex");
     assert_eq!(get(&format!("{probe}/readyz")).0, 200);
 
     terminate(&worker);

@@ -6,7 +6,7 @@ use agentpool_testkit::model::{ModelServer, Script, Step};
 use serde_json::json;
 
 use crate::demo::agent_bin_dir;
-use crate::{Env, Up, assert_exit, json, stderr, stdout};
+use crate::{Env, Up, assert_exit, assert_stderr_contains, json, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server() {
@@ -26,9 +26,8 @@ async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server
     .await
     .expect("model endpoint");
     let words = agentpool_testkit::mcp::write_words_server(env.dir.path()).expect("mcp server");
-    let mut up = env.cmd();
-    up.env("AGENTPOOL_AGENT_BIN_DIR", &bin)
-        .args(["up", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    let mut up = env.up_cmd(1, &[]);
+    up.env("AGENTPOOL_AGENT_BIN_DIR", &bin);
     let up = tokio::task::spawn_blocking(move || Up::spawn(up))
         .await
         .expect("up");
@@ -58,11 +57,7 @@ async fn up_with_a_stored_key_and_a_profile_runs_claude_code_with_its_mcp_server
     .await
     .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("credentials put anthropic_api_key"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "credentials put anthropic_api_key");
 
     let base = format!("ANTHROPIC_BASE_URL={}", model.base_url());
     let mcp = format!("words=node {}", words.display());

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 
-use crate::{Env, Up, assert_exit, git, json, stderr, stdout, submit_args};
+use crate::{Env, Up, assert_exit, assert_stderr_contains, git, json, stderr, stdout, submit_args};
 
 /// A running pool (`up`, one worker) and a sample repo to submit to.
 pub(crate) struct Pool {
@@ -177,10 +177,9 @@ fn a_second_submit_with_the_same_idempotency_key_says_it_returned_the_first_task
     );
     let waited = pool.submit("echo two", &["--idempotency-key", "release-1", "--wait"]);
     assert_exit(&waited, 0);
-    assert!(
-        stderr(&waited).contains("already submitted (idempotency key release-1); following that task"),
-        "{}",
-        stderr(&waited)
+    assert_stderr_contains(
+        &waited,
+        "already submitted (idempotency key release-1); following that task",
     );
     let all = pool.json_of(&["tasks", "list"]);
     assert_eq!(json(&all).as_array().map(Vec::len), Some(1), "one task in all");
@@ -279,10 +278,9 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
         "true",
     ]);
     assert_exit(&missing, 2);
-    assert!(
-        stderr(&missing).contains("--follow-up: task 01a23c31-e1e5-764b-9111-1b9c734dbe52 does not exist"),
-        "{}",
-        stderr(&missing)
+    assert_stderr_contains(
+        &missing,
+        "--follow-up: task 01a23c31-e1e5-764b-9111-1b9c734dbe52 does not exist",
     );
 }
 
@@ -339,18 +337,16 @@ fn a_task_canceled_while_waited_on_exits_3() {
     let out = waiting.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     // It said why the task waited: no worker could take it, not merely none was free.
-    assert!(
-        stderr(&out).contains("waiting: no worker online offers agent command with labels agentpool/local-repos=true,pool=nowhere yet"),
-        "{}",
-        stderr(&out)
+    assert_stderr_contains(
+        &out,
+        "waiting: no worker online offers agent command with labels agentpool/local-repos=true,pool=nowhere yet",
     );
     // A submit that does not wait says so too; one some worker can run does not.
     let o = pool.submit("true", &["--label", "pool=nowhere"]);
     assert_exit(&o, 0);
-    assert!(
-        stderr(&o).contains("waiting: no worker online offers agent command with labels agentpool/local-repos=true,pool=nowhere yet"),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "waiting: no worker online offers agent command with labels agentpool/local-repos=true,pool=nowhere yet",
     );
     let o = pool.submit("true", &[]);
     assert_exit(&o, 0);
@@ -415,14 +411,11 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
     let repo = remote.to_str().unwrap();
     let o = env.run(&["run", "--label", "gpu=yes", "--repo", repo, "--command", "true"]);
     assert_exit(&o, 1);
-    assert!(
-        stderr(&o).contains(
-            "the transient pool cannot run it: none of its workers offers agent command with labels gpu=yes; \
+    assert_stderr_contains(
+        &o,
+        "the transient pool cannot run it: none of its workers offers agent command with labels gpu=yes; \
              its workers carry no labels: start a pool whose workers do (`agentpool up --labels gpu=yes`); \
-             the task was canceled"
-        ),
-        "{}",
-        stderr(&o)
+             the task was canceled",
     );
     // An agent this machine does not have: how to install it.
     let o = env
@@ -431,13 +424,10 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
         .output()
         .unwrap();
     assert_exit(&o, 1);
-    assert!(
-        stderr(&o).contains(
-            "none of its workers offers agent codex (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, \
-             then on PATH); install it: npm install -g @openai/codex; the task was canceled"
-        ),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "none of its workers offers agent codex (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, \
+             then on PATH); install it: npm install -g @openai/codex; the task was canceled",
     );
 }
 
@@ -499,7 +489,7 @@ fn tasks_wait_exits_with_the_worst_outcome_of_the_tasks_it_waits_for() {
     }
     let o = logs(&["--exit-status", &bad]);
     assert_exit(&o, 2);
-    assert!(stderr(&o).contains("--follow"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "--follow");
 }
 
 /// A dependent of a canceled task fails; retrying the canceled task queues the dependent
@@ -513,7 +503,7 @@ fn a_task_whose_dependency_was_canceled_does_not_succeed_until_that_is_retried()
     pool.cancel(&id);
     let o = pool.submit("true", &["--depends-on", &id, "--wait"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("DEPENDENCY_FAILED"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "DEPENDENCY_FAILED");
     let failed = json(&pool.json_of(&["tasks", "list", "--state", "failed"]));
     let dependent = failed[0]["id"]
         .as_str()
@@ -710,7 +700,7 @@ fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed()
 
     let o = env.run(&["run", "--command", "true"]);
     assert_eq!(o.status.code(), Some(2), "not a git repository: {}", stderr(&o));
-    assert!(stderr(&o).contains("give --repo"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "give --repo");
 
     // Feedback needs an agent: a command task cannot ask for rounds.
     let o = env.run(&[
@@ -725,9 +715,5 @@ fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed()
         "2",
     ]);
     assert_ne!(o.status.code(), Some(0));
-    assert!(
-        stderr(&o).contains("--max-rounds: a command task cannot take feedback"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "--max-rounds: a command task cannot take feedback");
 }

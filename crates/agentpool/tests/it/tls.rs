@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
-use crate::{Env, SpawnReaped, Up, git, stderr, terminate};
+use crate::{Env, SpawnReaped, Up, assert_stderr_contains, git, stderr, terminate};
 
 pub(crate) struct Pki {
     pub ca: PathBuf,
@@ -110,7 +110,7 @@ fn a_worker_completes_a_task_over_https_and_a_wrong_ca_is_refused() {
     let plain = server.url.replacen("https://", "http://", 1);
     let o = env.run(&["--server", &plain, "tasks", "list"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains("use an https:// URL"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "use an https:// URL");
 
     // A missing CA file is a usage error.
     let o = env.run(&[
@@ -174,7 +174,7 @@ fn a_ca_certificate_served_as_the_server_s_own_is_explained() {
     for _ in 0..10 {
         let o = env.run(&["--server", &tls_url, "tasks", "list"]);
         assert_eq!(o.status.code(), Some(4), "{:?} {}", o.status, stderr(&o));
-        assert!(stderr(&o).contains("use an http:// URL"), "{}", stderr(&o));
+        assert_stderr_contains(&o, "use an http:// URL");
     }
     assert!(plain.stop().success());
 }

@@ -6,7 +6,7 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Env, SpawnReaped, Up, git, json, stderr, stdout, terminate};
+use crate::{Env, SpawnReaped, Up, assert_stderr_contains, git, json, stderr, stdout, terminate};
 
 fn sqlite_db(env: &Env) -> String {
     format!("sqlite://{}?mode=rwc", env.dir.path().join("prod.db").display())
@@ -310,11 +310,7 @@ fn a_worker_token_limited_to_a_project_runs_that_project_s_tasks_only() {
         ],
     );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("(web-pods, worker of project web"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "(web-pods, worker of project web");
     let pods = stdout(&o).trim().to_string();
     let mut worker = env
         .cmd()

@@ -33,8 +33,7 @@ fn url_in(line: &str) -> Option<String> {
 fn of_two_ups_started_at_once_on_one_data_dir_only_one_runs() {
     let env = Env::new();
     let spawn = || {
-        env.cmd()
-            .args(["up", "--listen", "127.0.0.1:0", "--workers", "1"])
+        env.up_cmd(1, &[])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn_reaped()
@@ -98,17 +97,7 @@ fn ended(pid: &str) -> bool {
 fn up_restarted_with_fewer_workers_leaves_no_command_of_the_others_running() {
     let env = Env::new();
     let remote = env.sample_repo();
-    let mut cmd = env.cmd();
-    cmd.args([
-        "up",
-        "--listen",
-        "127.0.0.1:0",
-        "--workers",
-        "2",
-        "--concurrency",
-        "1",
-    ]);
-    let mut up = Up::spawn(cmd);
+    let mut up = Up::spawn(env.up_cmd(2, &["--concurrency", "1"]));
     let pid_file = |i: usize| env.dir.path().join(format!("task-{i}.pid"));
     let ids: Vec<String> = (0..2)
         .map(|i| {
@@ -204,17 +193,8 @@ fn an_interrupt_while_up_starts_stops_it_before_it_is_up() {
     let mark = env.dir.path().join("probed");
     slow_agent(&bin, &mark);
     let mut up = env
-        .cmd()
+        .up_cmd(1, &["--agents", "claude-code"])
         .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "1",
-            "--agents",
-            "claude-code",
-        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn_reaped();

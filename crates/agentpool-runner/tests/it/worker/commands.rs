@@ -21,8 +21,7 @@ async fn command_task_commits_to_the_work_branch_in_the_remote_and_records_it() 
     let done = finished(&env.store, task.id).await;
     let summary = w.stop().await;
 
-    assert_succeeded(&done);
-    let result = done.task.result.clone().unwrap();
+    let result = succeeded_result(&done);
     let branch = format!("agentpool/{}", task.id);
     assert_eq!(result.branch.as_deref(), Some(branch.as_str()));
     let sha = result.commit_sha.clone().unwrap();

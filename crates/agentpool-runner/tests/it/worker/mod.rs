@@ -9,7 +9,7 @@ use agentpool_core::protocol::{
     AppendEventsRequest, CompleteRequest, FailOutcome, FailRequest, HeartbeatReply, HeartbeatRequest,
 };
 use agentpool_core::worker::WorkerRegistration;
-use agentpool_core::{ErrorClass, Event, Task, TaskId, TaskSpec, TaskState, Worker, WorkerId};
+use agentpool_core::{ErrorClass, Event, Task, TaskId, TaskResult, TaskSpec, TaskState, Worker, WorkerId};
 use agentpool_runner::api::{ApiError, ClaimedWork, WorkerApi};
 use agentpool_runner::{GitCredentials, Secret, WorkerConfig, WorkerSummary, run_worker};
 use agentpool_store::{Store, TaskDetail};
@@ -224,6 +224,19 @@ pub fn assert_succeeded(done: &TaskDetail) {
         "{:?}",
         done.task.error_message
     );
+}
+
+/// The result of a task that succeeded (its error message shown when it did not).
+pub fn succeeded_result(done: &TaskDetail) -> TaskResult {
+    assert_succeeded(done);
+    done.task.result.clone().expect("a succeeded task has a result")
+}
+
+/// Run command `cmd` on work branch `branch` to its end, which must be a success; its result.
+pub async fn succeeded_on_branch(env: &Env, cmd: &str, branch: &str) -> TaskResult {
+    let mut spec = command(env, cmd);
+    spec.branch = Some(branch.into());
+    succeeded_result(&run_to_done(env, spec).await)
 }
 
 pub const GRANDCHILDREN: &str = "sleep 1000 & echo pid $!; sleep 1000 & echo pid $!; echo ready; wait";

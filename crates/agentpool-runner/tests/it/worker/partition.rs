@@ -22,6 +22,28 @@ impl Hooks for Partition {
     }
 }
 
+/// A connection to the queue through a [`Partition`], up for now.
+async fn partitionable(env: &Env) -> Arc<Hooked<Partition>> {
+    hooked(
+        &env.store,
+        LEASE_TTL,
+        Partition {
+            down: AtomicBool::new(false),
+        },
+    )
+    .await
+}
+
+/// Cut `partition` off; once the lease of its worker's task has run out, maintenance queues
+/// the task again.
+async fn cut_until_requeued(env: &Env, partition: &Hooked<Partition>) {
+    partition.hooks.down.store(true, Ordering::SeqCst);
+    until("the lease to expire and the task to be re-queued", async || {
+        (env.store.requeue_expired().await.unwrap() > 0).then_some(())
+    })
+    .await;
+}
+
 /// Worker A running a task on branch `agentpool/partition` that waits for `gate`, cut off from
 /// the server until the test restores `partition`; its lease has expired and the task is queued
 /// again.
@@ -44,23 +66,12 @@ async fn cut_off(env: &Env) -> CutOff {
     let mut spec = command(env, &cmd);
     spec.branch = Some(BRANCH.into());
     let task = env.store.enqueue(spec).await.unwrap().task;
-    let partition = hooked(
-        &env.store,
-        LEASE_TTL,
-        Partition {
-            down: AtomicBool::new(false),
-        },
-    )
-    .await;
+    let partition = partitionable(env).await;
     let a = start(config(env, "worker-a", TOKEN), partition.clone());
     wait_log(&env.store, task.id, "ready").await;
 
     // Cut A off; its lease runs out and maintenance re-queues the task.
-    partition.hooks.down.store(true, Ordering::SeqCst);
-    until("the lease to expire and the task to be re-queued", async || {
-        (env.store.requeue_expired().await.unwrap() > 0).then_some(())
-    })
-    .await;
+    cut_until_requeued(env, &partition).await;
     CutOff {
         task,
         partition,
@@ -161,24 +172,13 @@ async fn a_lease_lost_while_the_task_winds_down_is_abandoned_once() {
     let (logs, _guard) = LogCapture::start();
     let env = env().await;
     let task = enqueue_command(&env, "trap '' TERM; echo ready; while true; do sleep 0.05; done").await;
-    let partition = hooked(
-        &env.store,
-        LEASE_TTL,
-        Partition {
-            down: AtomicBool::new(false),
-        },
-    )
-    .await;
+    let partition = partitionable(&env).await;
     let mut cfg = config(&env, "worker-a", TOKEN);
     // Several beats fall within the grace.
     cfg.pipeline.kill_grace = Duration::from_secs(1);
     let a = start(cfg, partition.clone());
     wait_log(&env.store, task.id, "ready").await;
-    partition.hooks.down.store(true, Ordering::SeqCst);
-    until("the lease to expire and the task to be re-queued", async || {
-        (env.store.requeue_expired().await.unwrap() > 0).then_some(())
-    })
-    .await;
+    cut_until_requeued(&env, &partition).await;
     partition.hooks.down.store(false, Ordering::SeqCst);
     until("the worker to drop the task", async || {
         let dropped = logs.lines_with("lease lost: the attempt ends unreported");
