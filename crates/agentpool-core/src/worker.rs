@@ -81,6 +81,16 @@ pub struct AgentInfo {
     pub version: Option<String>,
 }
 
+impl AgentInfo {
+    /// An agent whose version is not known (not probed, or not said).
+    pub fn unversioned(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            version: None,
+        }
+    }
+}
+
 /// What a worker tells the queue when it registers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,13 +209,7 @@ mod tests {
             id: None,
             hostname: "h".into(),
             version: "v".into(),
-            agents: agents
-                .iter()
-                .map(|a| AgentInfo {
-                    name: a.to_string(),
-                    version: None,
-                })
-                .collect(),
+            agents: agents.iter().map(|a| AgentInfo::unversioned(*a)).collect(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

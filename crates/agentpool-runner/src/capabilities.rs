@@ -28,10 +28,7 @@ pub async fn agent_infos(agents: &Registry, budget: Duration) -> Vec<AgentInfo> 
             (name, probe)
         })
         .collect();
-    let mut infos = vec![AgentInfo {
-        name: agentpool_core::spec::COMMAND_AGENT.into(),
-        version: None,
-    }];
+    let mut infos = vec![AgentInfo::unversioned(agentpool_core::spec::COMMAND_AGENT)];
     let mut late = Vec::new();
     for (name, probe) in probes {
         let Some(probe) = probe else { continue };

@@ -11,13 +11,7 @@ pub fn registration(id: Option<WorkerId>, agents: &[&str], slots: u32) -> Worker
         id,
         hostname: "test-host".into(),
         version: "0".into(),
-        agents: agents
-            .iter()
-            .map(|a| AgentInfo {
-                name: a.to_string(),
-                version: None,
-            })
-            .collect(),
+        agents: agents.iter().map(|a| AgentInfo::unversioned(*a)).collect(),
         labels: Default::default(),
         slots,
         projects: Vec::new(),

@@ -169,10 +169,7 @@ pub async fn run_launcher(
     if !job::valid_launcher_id(&cfg.id) {
         return Err(LauncherError::BadId(cfg.id));
     }
-    let mut agents = vec![AgentInfo {
-        name: agentpool_core::spec::COMMAND_AGENT.into(),
-        version: None,
-    }];
+    let mut agents = vec![AgentInfo::unversioned(agentpool_core::spec::COMMAND_AGENT)];
     agents.extend(
         cfg.agents
             .iter()

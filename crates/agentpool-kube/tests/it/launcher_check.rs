@@ -47,10 +47,7 @@ async fn next_check(fake: &FakeApi, seen: &[String]) -> String {
 async fn an_unhealthy_launcher_claims_again_once_a_check_job_succeeds() {
     let (fake, works, queue, mut cfg) = failing_setup(2, 1);
     cfg.recheck_after = Duration::from_millis(100);
-    cfg.agents = vec![AgentInfo {
-        name: "claude-code".into(),
-        version: None,
-    }];
+    cfg.agents = vec![AgentInfo::unversioned("claude-code")];
     let l = start(cfg, &queue, &fake);
     let said = || queue.statuses.lock().unwrap().last().cloned();
 

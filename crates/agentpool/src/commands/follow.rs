@@ -50,6 +50,24 @@ pub fn stopped_following(id: TaskId) -> anyhow::Error {
     .into()
 }
 
+/// What `tasks wait` says, and exits with (130), when it is interrupted: the tasks go on.
+fn stopped_waiting(ids: &[TaskId]) -> anyhow::Error {
+    let named = ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ");
+    let (them, go) = if ids.len() == 1 {
+        ("it", "the task goes on")
+    } else {
+        ("them", "the tasks go on")
+    };
+    Exit::new(
+        ExitCode::Interrupted,
+        format!(
+            "stopped waiting; {go}: `agentpool tasks wait {named}` waits again, \
+             `agentpool tasks cancel {named}` stops {them}"
+        ),
+    )
+    .into()
+}
+
 /// `following` (a follower of task `id`), or, on Ctrl-C or SIGTERM, [`stopped_following`].
 /// `signals` is made before the task is first named on stdout, so that whoever reads that and
 /// interrupts at once is not met by the default action (a silent death by the signal).
@@ -74,6 +92,8 @@ pub async fn wait_all(
     ids: &[TaskId],
     timeout: Option<Duration>,
 ) -> anyhow::Result<ExitCode> {
+    // Made first, so that an interrupt at any moment is answered (see `until_interrupted`).
+    let mut signals = Signals::new();
     let mut done: Vec<TaskDetail> = Vec::with_capacity(ids.len());
     let waiting = async {
         // One after another: the tasks run meanwhile, so this takes as long as the slowest,
@@ -83,33 +103,39 @@ pub async fn wait_all(
         }
         anyhow::Ok(())
     };
-    match timeout {
-        Some(limit) => match tokio::time::timeout(limit, waiting).await {
-            Ok(r) => r?,
-            Err(_) => {
-                // Waited on in order: of those not reached, some may have finished meanwhile.
-                let mut left = Vec::new();
-                for id in &ids[done.len()..] {
-                    match client.get_task(*id).await {
-                        Ok(d) if d.task.state.is_finished() => {}
-                        _ => left.push(id.to_string()),
-                    }
-                }
-                return Err(Exit::new(
-                    ExitCode::Failed,
-                    format!(
-                        "timed out after {}: {} of {} still unfinished: {}",
-                        output::duration_ms(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
-                        left.len(),
-                        ids.len(),
-                        left.join(", ")
-                    ),
-                )
-                .into());
+    let waited = async {
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, waiting).await.ok(),
+            None => Some(waiting.await),
+        }
+    };
+    let waited = tokio::select! {
+        w = waited => w,
+        _ = signals.next() => return Err(stopped_waiting(ids)),
+    };
+    let Some(waited) = waited else {
+        // Timed out. Waited on in order: of those not reached, some may have finished meanwhile.
+        let mut left = Vec::new();
+        for id in &ids[done.len()..] {
+            match client.get_task(*id).await {
+                Ok(d) if d.task.state.is_finished() => {}
+                _ => left.push(id.to_string()),
             }
-        },
-        None => waiting.await?,
-    }
+        }
+        let limit = timeout.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        return Err(Exit::new(
+            ExitCode::Failed,
+            format!(
+                "timed out after {}: {} of {} still unfinished: {}",
+                output::duration_ms(limit),
+                left.len(),
+                ids.len(),
+                left.join(", ")
+            ),
+        )
+        .into());
+    };
+    waited?;
     if let [one] = done.as_slice() {
         return super::tasks::finish(settings, one);
     }

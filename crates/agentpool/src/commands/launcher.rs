@@ -94,10 +94,7 @@ pub fn launcher_config(args: &LauncherArgs, namespace: String) -> anyhow::Result
     } else {
         args.agents.clone()
     };
-    cfg.agents = names
-        .into_iter()
-        .map(|name| AgentInfo { name, version: None })
-        .collect();
+    cfg.agents = names.into_iter().map(AgentInfo::unversioned).collect();
     cfg.reconcile_interval = Duration::from_secs(args.reconcile_secs.max(1));
     cfg.heartbeat_interval = Duration::from_secs(args.heartbeat_secs.max(1));
     cfg.unhealthy_after = args.unhealthy_after;

@@ -51,6 +51,57 @@ fn interrupting_submit_wait_or_logs_follow_says_the_task_goes_on_and_exits_130()
     pool.cancel(&id);
 }
 
+/// Whether process `pid` catches SIGINT (its handler is installed): `SigCgt` of its status.
+fn catches_sigint(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
+}
+
+/// `tasks wait` interrupted: one line saying the tasks go on and how to wait again, exit 130,
+/// and the tasks still run. It prints nothing before it ends, so the interrupt is sent once
+/// the process is seen to catch SIGINT.
+#[test]
+fn interrupting_tasks_wait_says_the_tasks_go_on_and_exits_130() {
+    let pool = Pool::start();
+    let o = pool.submit("sleep 600", &["-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = json(&o)["id"].as_str().unwrap().to_string();
+    let mut waiting = pool
+        .env
+        .cmd()
+        .args(["--server", &pool.up.url, "tasks", "wait", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn_reaped();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !catches_sigint(waiting.id()) {
+        assert!(Instant::now() < deadline, "tasks wait never caught SIGINT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&waiting, "INT");
+    let status = waiting.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{status} {err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "agentpool: stopped waiting; the task goes on: `agentpool tasks wait {id}` waits \
+             again, `agentpool tasks cancel {id}` stops it"
+        )
+    );
+    let task = json(&pool.json_of(&["tasks", "show", &id]));
+    assert!(
+        matches!(task["state"].as_str(), Some("queued" | "running")),
+        "{task:#}"
+    );
+    pool.cancel(&id);
+}
+
 /// A transient pool whose other worker runs an older task (queued before the `run`): the
 /// first Ctrl-C cancels the run's own task, and the drain would then wait for the older task;
 /// a second Ctrl-C stops the pool at once and hands that task back to the queue.

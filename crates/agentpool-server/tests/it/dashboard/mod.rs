@@ -402,10 +402,7 @@ pub(super) async fn register(store: &dyn Store, name: &str) -> agentpool_core::W
             id: Some(agentpool_core::WorkerId::parse(name).expect("id")),
             hostname: "host<i>".into(),
             version: "1.0".into(),
-            agents: vec![AgentInfo {
-                name: "command".into(),
-                version: None,
-            }],
+            agents: vec![AgentInfo::unversioned("command")],
             labels: Labels::new(),
             slots: 2,
             projects: Vec::new(),
