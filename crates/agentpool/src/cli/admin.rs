@@ -205,7 +205,8 @@ pub struct ProfilePutArgs {
     /// Default turn limit
     #[arg(long)]
     pub max_turns: Option<u32>,
-    /// A tool the agent may use (repeatable; the CLI's naming, e.g. mcp__docs__search)
+    /// A tool the agent may use without asking (repeatable; the CLI's naming, e.g.
+    /// mcp__docs__search). Agents already run with every tool approved: this restricts nothing
     #[arg(long = "allowed-tool", value_name = "TOOL")]
     pub allowed_tools: Vec<String>,
     /// Text appended to the agent's system prompt
