@@ -133,7 +133,9 @@ fn parameter_schema(path: &str, place: &str, name: &str) -> Option<Value> {
         ("query", "project") => Some(pattern(NAME)),
         ("query", "cursor") => Some(task_id),
         ("query", "class") => Some(json!({ "type": "string", "enum": ErrorClass::ALL })),
-        ("query", "limit") if path.ends_with("/events") => Some(json!({ "minimum": 1, "maximum": 1000 })),
+        ("query", "limit") if path.ends_with("/events") || path.ends_with("/deliveries") => {
+            Some(json!({ "minimum": 1, "maximum": 1000 }))
+        }
         ("query", "limit") => Some(json!({ "minimum": 1, "maximum": 500 })),
         ("query", "after") => Some(json!({ "minimum": 0 })),
         _ => None,

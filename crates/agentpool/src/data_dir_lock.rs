@@ -131,6 +131,17 @@ pub fn for_up(data_dir: &Path) -> anyhow::Result<DataDirLock> {
     }
 }
 
+/// Whether an `up` holds the data dir (it takes the lock before anything else, and writes where
+/// it listens only once it is up): a shared lock cannot be had. Nothing is created or held.
+pub fn held_by_up(data_dir: &Path) -> bool {
+    let Ok(file) = File::open(data_dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    // SAFETY: flock(2) on a descriptor this function owns; released when it closes.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    !free && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
 /// A transient `run`'s lock: shared with other transient runs, refused (exit code 1) while
 /// an `up` holds the data dir — one that is still starting, since `run` found no server.
 pub fn for_transient_run(data_dir: &Path) -> anyhow::Result<DataDirLock> {

@@ -95,7 +95,10 @@ fn main() -> std::process::ExitCode {
             let line = exit::one_line(&e);
             if !line.is_empty() {
                 // The server's words, or a task's, can hold escape sequences too.
-                eprintln!("agentpool: {}", output::terminal_safe(&line));
+                eprintln!(
+                    "agentpool: {}",
+                    output::terminal_safe(&line, output::Style::stderr().color)
+                );
             }
             std::process::ExitCode::from(exit::code_of(&e) as u8)
         }

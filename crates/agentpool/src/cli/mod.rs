@@ -304,7 +304,7 @@ impl RunnerArgs {
 }
 
 /// What an embedded pool's tasks may take from the caller: named variables and local logins.
-/// Nothing is inherited without these; `serve` and `worker` have no such flags.
+/// Nothing is inherited without these; `worker` has `--agent-env` alone, `serve` neither.
 #[derive(Debug, Clone, Default, Args)]
 pub struct AgentAccessArgs {
     /// Pass this variable from your environment to every task (repeatable; e.g.
@@ -431,6 +431,16 @@ pub struct WorkerArgs {
     /// carries the label agentpool/local-repos=true, which those tasks require)
     #[arg(long, env = "AGENTPOOL_ALLOW_LOCAL_REPOS")]
     pub allow_local_repos: bool,
+    /// Pass this variable from the worker's environment to every task it runs (comma separated
+    /// or repeated; e.g. ANTHROPIC_API_KEY from a Kubernetes Secret). Its value is masked in
+    /// events like a stored credential; a task's own credential of that name wins
+    #[arg(
+        long = "agent-env",
+        env = "AGENTPOOL_AGENT_ENV",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub agent_env: Vec<String>,
     /// Serve a health probe here: /healthz while the process runs, /readyz (200) only while
     /// the worker is registered and claiming (503 starting, draining or unhealthy)
     #[arg(long, env = "AGENTPOOL_HEALTH_LISTEN", value_name = "ADDR")]

@@ -19,6 +19,8 @@ mod tasks;
 mod tokens;
 mod worker;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::CommandFactory;
 
@@ -73,6 +75,7 @@ pub async fn find_server(settings: &Settings) -> anyhow::Result<Option<Client>> 
     if let Some(url) = &settings.server {
         return Ok(Some(settings.client(url)?));
     }
+    wait_for_starting_up(&settings.data_dir).await;
     if let Some(up) = config::read_up_state(&settings.data_dir) {
         let client = settings.client(&up.url)?;
         if client.ready().await.is_ok() {
@@ -81,6 +84,24 @@ pub async fn find_server(settings: &Settings) -> anyhow::Result<Option<Client>> 
         tracing::debug!(url = %up.url, "the recorded `agentpool up` server does not answer");
     }
     Ok(None)
+}
+
+/// How long a command waits for an `up` that is starting on its data dir.
+const UP_START_WAIT: Duration = Duration::from_secs(60);
+
+/// Wait while an `up` is starting on `data_dir` (it holds the data dir's lock and has not yet
+/// said where it listens), so that `agentpool up &` followed at once by another command finds
+/// the pool rather than none. An `up` that stops meanwhile ends the wait.
+async fn wait_for_starting_up(data_dir: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + UP_START_WAIT;
+    while config::read_up_state(data_dir).is_none()
+        && crate::data_dir_lock::held_by_up(data_dir)
+        && tokio::time::Instant::now() < deadline
+    {
+        tracing::debug!("waiting for the `agentpool up` that is starting");
+        // Nothing to await: the pool announces itself only by writing its state file.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Print a list: as JSON with `--json`; else `no <what>` on stderr when it is empty, or what

@@ -65,6 +65,13 @@ pub async fn worker(settings: &Settings, args: WorkerArgs) -> anyhow::Result<Exi
     cfg.stay_drained = args.stay_drained;
     args.runner.apply(&mut cfg.pipeline);
     cfg.pipeline.allow_file_repos = args.allow_local_repos;
+    let access = crate::cli::AgentAccessArgs {
+        agent_env: args.agent_env.clone(),
+        use_local_login: Vec::new(),
+    };
+    cfg.pipeline
+        .secret_env
+        .extend(crate::access::AgentAccess::resolve(&access)?.env);
 
     let stop = CancellationToken::new();
     let probe_stop = CancellationToken::new();

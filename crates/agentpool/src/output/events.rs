@@ -154,7 +154,7 @@ impl StatusLine {
     }
 
     pub fn set(&mut self, text: impl Into<String>) {
-        self.text = super::terminal_safe(&text.into()).into_owned();
+        self.text = super::terminal_safe(&text.into(), super::Style::stderr().color).into_owned();
         self.draw();
     }
 

@@ -21,12 +21,13 @@ pub fn set_json_output(json: bool) {
     JSON.store(json, Ordering::Relaxed);
 }
 
-/// Text for stdout: as it is for JSON output, else made [`terminal_safe`].
+/// Text for stdout: as it is for JSON output, else made [`terminal_safe`] (keeping the CLI's
+/// own colours only where it writes colours at all).
 pub fn for_stdout(s: &str) -> Cow<'_, str> {
     if JSON.load(Ordering::Relaxed) {
         Cow::Borrowed(s)
     } else {
-        terminal_safe(s)
+        terminal_safe(s, super::Style::stdout().color)
     }
 }
 
@@ -36,10 +37,12 @@ const OWN_SGR: [&str; 9] = [
     "\x1b[0m", "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[34m", "\x1b[35m", "\x1b[36m",
 ];
 
-/// `s` with line feeds, tabs and the CLI's own colour codes kept, and every other control
-/// character written in caret notation (`^[` for ESC, `^M` for a carriage return, `^?` for
-/// DEL) or, for C1 controls and invisible characters, as `<U+202E>`.
-pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+/// `s` with line feeds, tabs and (with `colour`) the CLI's own colour codes kept, and every
+/// other control character written in caret notation (`^[` for ESC, `^M` for a carriage
+/// return, `^?` for DEL) or, for C1 controls and invisible characters, as `<U+202E>`. Without
+/// `colour` (not a terminal, or `NO_COLOR`) the CLI writes no colour codes, so any that `s`
+/// holds came from a task and are shown too.
+pub fn terminal_safe(s: &str, colour: bool) -> Cow<'_, str> {
     let harmful = |c: char| (c.is_control() && c != '\n' && c != '\t') || is_invisible(c);
     if !s.chars().any(harmful) {
         return Cow::Borrowed(s);
@@ -48,6 +51,7 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     let mut rest = s;
     while let Some(c) = rest.chars().next() {
         if c == '\x1b'
+            && colour
             && let Some(code) = OWN_SGR.iter().find(|code| rest.starts_with(**code))
         {
             out.push_str(code);
@@ -78,16 +82,16 @@ mod tests {
         // Clear the screen, write the clipboard, retitle the window, return to the line start.
         let s = "a\x1b[2Jb\x1b]52;c;ZWNobyBoaQ==\x07c\x1b]0;title\x1b\\d\re";
         assert_eq!(
-            terminal_safe(s),
+            terminal_safe(s, true),
             "a^[[2Jb^[]52;c;ZWNobyBoaQ==^Gc^[]0;title^[\\d^Me"
         );
-        assert_eq!(terminal_safe("\x00\x08\x7f\u{9b}31m"), "^@^H^?<U+009B>31m");
+        assert_eq!(terminal_safe("\x00\x08\x7f\u{9b}31m", true), "^@^H^?<U+009B>31m");
     }
 
     #[test]
     fn direction_controls_and_invisible_characters_are_named() {
         assert_eq!(
-            terminal_safe("rm -rf /\u{202E}txt.exe\u{200B}"),
+            terminal_safe("rm -rf /\u{202E}txt.exe\u{200B}", true),
             "rm -rf /<U+202E>txt.exe<U+200B>"
         );
     }
@@ -95,9 +99,11 @@ mod tests {
     #[test]
     fn ordinary_text_and_the_cli_s_own_colours_pass_unchanged() {
         let s = "\x1b[32m✓\x1b[0m done\n\tnext: naïve café 日本\n";
-        assert_eq!(terminal_safe(s), s);
-        assert!(matches!(terminal_safe("plain"), Cow::Borrowed("plain")));
+        assert_eq!(terminal_safe(s, true), s);
+        assert!(matches!(terminal_safe("plain", true), Cow::Borrowed("plain")));
         // A colour code of the CLI's own that an agent printed is only a colour.
-        assert_eq!(terminal_safe("\x1b[31mred\x1b[0m"), "\x1b[31mred\x1b[0m");
+        assert_eq!(terminal_safe("\x1b[31mred\x1b[0m", true), "\x1b[31mred\x1b[0m");
+        // Without colours the CLI writes none: a colour code is a task's, and shown.
+        assert_eq!(terminal_safe("\x1b[31mred\x1b[0m", false), "^[[31mred^[[0m");
     }
 }

@@ -1,6 +1,8 @@
 //! Handing a transient pool's agent its key in one command: `--agent-env` passes exactly the
 //! named variables from the caller's environment, `--use-local-login` makes the agent's login
-//! file visible in the task's private home; without them nothing is inherited.
+//! file visible in the task's private home; without them nothing is inherited. A separate
+//! `worker` passes the variables `--agent-env` (`AGENTPOOL_AGENT_ENV`) names from its own
+//! environment, as a Kubernetes pod gets its keys from Secrets.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -107,6 +109,49 @@ async fn a_key_passed_with_agent_env_reaches_claude_code_and_nothing_else_does()
     for out in [stdout(&o), stderr(&o), stdout(&logs)] {
         assert!(!out.contains(KEY), "the key is never shown: {out}");
     }
+}
+
+/// A `worker` started with `AGENTPOOL_AGENT_ENV` naming a variable of its environment hands it
+/// to its tasks, masked in their output; a variable it does not name stays out.
+#[test]
+fn a_worker_passes_the_variables_agent_env_names_to_its_tasks() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let server = crate::Up::spawn(env.serve_cmd());
+    let mut worker = env
+        .cmd()
+        .env("AGENTPOOL_AGENT_ENV", "PASSED_KEY")
+        .env("PASSED_KEY", KEY)
+        .env("NOT_PASSED", "kept-out")
+        .args(["worker", "--server", &server.url, "--allow-local-repos"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn_reaped();
+    let command = r#"echo "length ${#PASSED_KEY}; value $PASSED_KEY; other [$NOT_PASSED]""#;
+    let o = env.run(&[
+        "--server",
+        &server.url,
+        "--output",
+        "json",
+        "run",
+        "--repo",
+        remote.to_str().unwrap(),
+        "--command",
+        command,
+    ]);
+    assert_exit(&o, 0);
+    let logs = stdout(&env.run(&[
+        "--server",
+        &server.url,
+        "tasks",
+        "logs",
+        json(&o)["id"].as_str().unwrap(),
+    ]));
+    assert!(logs.contains(&format!("length {}", KEY.len())), "{logs}");
+    assert!(logs.contains("other []"), "{logs}");
+    assert!(!logs.contains(KEY), "the key is masked: {logs}");
+    crate::signal(&worker, "TERM");
+    assert!(worker.wait().unwrap().success());
 }
 
 #[test]

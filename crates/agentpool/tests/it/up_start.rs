@@ -211,6 +211,36 @@ fn an_interrupt_while_up_starts_stops_it_before_it_is_up() {
     assert!(said.contains("stopped before the pool was up"), "{said}");
 }
 
+/// A command run while `up` is still starting (`agentpool up &` and at once the next line of a
+/// script) waits for it and runs on it, instead of finding no server.
+#[test]
+fn a_command_run_while_up_starts_waits_for_it() {
+    let env = Env::new();
+    let bin = env.dir.path().join("bin");
+    let mark = env.dir.path().join("probed");
+    slow_agent(&bin, &mark);
+    // The probe runs after the data dir's lock is taken and before the pool says where it
+    // listens: while it lasts, the pool is starting.
+    let mut up = env
+        .up_cmd(1, &["--agents", "claude-code"])
+        .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn_reaped();
+    wait_until("the agent's version probe", Duration::from_secs(60), || {
+        mark.exists()
+    });
+    assert!(
+        !env.data_dir().join("up.json").exists(),
+        "the pool said where it listens before its probe ended"
+    );
+    let o = env.run(&["--output", "json", "tasks", "list"]);
+    assert_exit(&o, 0);
+    assert!(env.data_dir().join("up.json").exists());
+    signal(&up, "INT");
+    assert!(up.wait().unwrap().success());
+}
+
 /// A config file's setting that `up` has no flag for (it is `serve`'s) is not logged as read
 /// for `up`: the log line says `up` does not use it.
 #[test]
