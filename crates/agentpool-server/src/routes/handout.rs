@@ -17,8 +17,9 @@ const MINT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Decrypt the credentials a claimed task needs: those its spec names plus its project's; for a
 /// worker limited to projects, its project's only.
-/// A credential that is missing or cannot be decrypted is left out (and logged by name): the
-/// task then fails on its own terms (e.g. AUTH_FAILED) instead of being stuck. With them, the
+/// A credential that is missing or cannot be decrypted is left out (and said by name, in the
+/// server's log and the task's): the task then fails on its own terms (e.g. AUTH_FAILED)
+/// instead of being stuck, and one that runs without it says why. With them, the
 /// GitHub API the task's minted git token is to be revoked at, when one was minted.
 pub(super) async fn credentials_for(
     state: &AppState,
@@ -49,11 +50,7 @@ pub(super) async fn credentials_for(
                 by.worker_id,
                 withheld.join(", ")
             );
-            tracing::warn!(task = %c.task.id, "{line}");
-            let event = vec![agentpool_core::NewEvent::log("agentpool", line)];
-            if let Err(e) = state.store().append_events(c.task.id, None, event).await {
-                tracing::warn!(task = %c.task.id, error = %e, "cannot record the credentials withheld");
-            }
+            say_in_task(state, c.task.id, line).await;
         }
         names = project_names;
     } else {
@@ -85,24 +82,40 @@ pub(super) async fn credentials_for(
         return (out, revoke_at);
     }
     let Some(cipher) = &state.inner.cipher else {
-        tracing::warn!(task = %c.task.id, "task needs credentials but the server has no key configured");
+        let line = format!(
+            "credentials not handed out: {}; the server has no key to read them (AGENTPOOL_SERVER_KEY)",
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        say_in_task(state, c.task.id, line).await;
         return (out, revoke_at);
     };
     for name in names {
-        match state.store().get_credential(&name).await {
+        let missing = match state.store().get_credential(&name).await {
             Ok(Some(ct)) => match cipher.decrypt(&name, &ct).map(String::from_utf8) {
                 Ok(Ok(v)) => {
                     out.0.entry(name).or_insert(v);
+                    continue;
                 }
-                _ => {
-                    tracing::warn!(task = %c.task.id, credential = %name, "credential cannot be decrypted with this server key")
-                }
+                _ => "it cannot be decrypted with this server's key (was AGENTPOOL_SERVER_KEY changed?)",
             },
-            Ok(None) => tracing::warn!(task = %c.task.id, credential = %name, "credential not found"),
+            Ok(None) => "no credential of that name is stored",
             Err(e) => {
-                tracing::warn!(task = %c.task.id, credential = %name, error = %e, "credential lookup failed")
+                tracing::warn!(task = %c.task.id, credential = %name, error = %e, "credential lookup failed");
+                "it could not be read from the database"
             }
-        }
+        };
+        let line = format!("credential {name} not handed out: {missing}; the task runs without it");
+        say_in_task(state, c.task.id, line).await;
     }
     (out, revoke_at)
+}
+
+/// Say `line` in the server's log and in task `task`'s own (a `log` event), where whoever reads
+/// the task sees why it lacks something.
+async fn say_in_task(state: &AppState, task: agentpool_core::TaskId, line: String) {
+    tracing::warn!(task = %task, "{line}");
+    let event = vec![agentpool_core::NewEvent::log("agentpool", line)];
+    if let Err(e) = state.store().append_events(task, None, event).await {
+        tracing::warn!(task = %task, error = %e, "cannot record in the task's log what it was not handed");
+    }
 }

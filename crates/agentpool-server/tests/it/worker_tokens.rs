@@ -16,6 +16,7 @@ both_backends!(
     a_worker_token_limited_to_projects_takes_and_touches_only_their_tasks,
     a_worker_limits_itself_to_projects,
     a_credential_its_project_does_not_name_is_not_handed_to_a_limited_worker,
+    a_credential_the_server_cannot_read_is_said_in_the_task_s_log,
 );
 
 fn named(id: &str) -> agentpool_core::worker::WorkerRegistration {
@@ -225,5 +226,51 @@ async fn a_credential_its_project_does_not_name_is_not_handed_to_a_limited_worke
     assert_eq!(
         got[0].credentials.0.keys().collect::<Vec<_>>(),
         ["api-token", "web-token"]
+    );
+}
+
+/// The lines of the task's log that the server wrote (stream `agentpool`).
+async fn said_by_the_server(admin: &agentpool_client::Client, task: agentpool_core::TaskId) -> Vec<String> {
+    let events = admin.events(task, 0, 1000).await.expect("events");
+    events
+        .events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            agentpool_core::EventPayload::Log { stream, line } if stream == "agentpool" => Some(line.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A credential stored under another server key (the key was changed) is not handed out, and
+/// the task's own log says so, not only the server's: a task that runs without it would
+/// otherwise succeed with nothing said.
+async fn a_credential_the_server_cannot_read_is_said_in_the_task_s_log(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    two_projects(&app).await;
+    // What another key wrote: this server's key cannot open it.
+    app.store
+        .put_credential("api-token", vec![7; 64])
+        .await
+        .expect("a credential of another key");
+    let fleet = app.client(agentpool_server::Role::Worker);
+    let w = fleet.register(&named("anyone")).await.expect("register");
+    let task = submitted(&admin, in_project("api", "make api")).await;
+    let got = fleet.claim(&w.id, 1, Duration::ZERO).await.expect("claim");
+    assert_eq!(got[0].claimed.task.id, task);
+    assert!(
+        got[0].credentials.0.is_empty(),
+        "{:?}",
+        got[0].credentials.0.keys()
+    );
+    assert_eq!(
+        said_by_the_server(&admin, task).await,
+        [
+            "credential api-token not handed out: it cannot be decrypted with this server's key \
+             (was AGENTPOOL_SERVER_KEY changed?); the task runs without it"
+        ]
     );
 }
