@@ -39,6 +39,14 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
             .into());
         }
     };
+    // A local repository's task starts from the branch checked out there, said in the spec:
+    // a worker's mirror of it keeps the branch it first saw, so "its current branch" must not
+    // be left for the worker to find.
+    let base_ref = args.base.clone().or_else(|| {
+        let path = repo.as_deref()?;
+        let path = path.strip_prefix("file://").unwrap_or(path);
+        path.starts_with('/').then(|| current_branch(path)).flatten()
+    });
     let run_after = args
         .delay
         .map(|d| {
@@ -53,7 +61,7 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         kind,
         repo,
         project: args.project.clone(),
-        base_ref: args.base.clone(),
+        base_ref,
         branch: args.branch.clone(),
         prompt: if kind == TaskKind::Agent { prompt } else { None },
         command: args.command.clone(),
@@ -86,6 +94,20 @@ pub fn spec_from(args: &TaskArgs) -> anyhow::Result<TaskSpec> {
         max_rounds: args.max_rounds,
         push_on_checks_failed: args.push_on_checks_failed,
     })
+}
+
+/// The branch checked out in the local repository at `path`; `None` when HEAD is detached or
+/// git cannot say (the task then starts from the repository's HEAD, as a worker sees it).
+fn current_branch(path: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["-C", path, "symbolic-ref", "--quiet", "--short", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let branch = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (!branch.is_empty()).then_some(branch)
 }
 
 /// Warn on stderr when the task's repository is a local work tree with uncommitted changes:

@@ -269,3 +269,40 @@ fn serve_refuses_local_repositories_unless_enabled() {
     assert!(err.contains("; --slots: "), "{err}");
     drop(server);
 }
+
+/// A task on a local repository starts from the branch checked out there when it is submitted,
+/// even after a separate worker has mirrored that repository while another branch was.
+#[test]
+fn a_local_repository_s_task_starts_from_the_branch_checked_out_there() {
+    let env = Env::new();
+    env.sample_repo();
+    let work = env.dir.path().join("src-repo");
+    let repo = work.to_str().unwrap();
+    let server = Up::spawn(env.serve_cmd());
+    let worker = env
+        .cmd()
+        .args(["worker", "--server", &server.url, "--allow-local-repos"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn_reaped();
+    let submit = |command: &str| {
+        let o = env.run(&submit_args(
+            &server.url,
+            repo,
+            command,
+            &["--wait", "--no-push", "-o", "json"],
+        ));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        json(&o)["id"].as_str().unwrap().to_string()
+    };
+    // On main: the worker now keeps a mirror of the repository.
+    submit("true");
+    git(&work, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(work.join("feature.txt"), "on feature\n").unwrap();
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "on feature"]);
+    let id = submit("git log -1 --format=subject:%s");
+    let logs = stdout(&env.run(&["--server", &server.url, "tasks", "logs", &id]));
+    assert!(logs.contains("subject:on feature"), "{logs}");
+    terminate(&worker);
+}
