@@ -1,7 +1,8 @@
 //! The run skeleton every agent-CLI adapter shares: validate, find the CLI, check that it can
-//! authenticate (with the user's local login when allowed), let the adapter write its home and pick flags/env, put back a kept session,
-//! run, keep the session for follow-ups. Each adapter module supplies only what is specific to
-//! its CLI ([`CliAgent`]).
+//! authenticate (with the user's local login when allowed), let the adapter write its home and
+//! pick flags/env, put back a kept session, run (reporting only the run's own figures when the
+//! CLI counts a resumed session's earlier runs in, see [`kept`]), keep the session
+//! for follow-ups. Each adapter module supplies only what is specific to its CLI ([`CliAgent`]).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthNeeds;
 use crate::cli::{self, AgentConfig, CliRun, LineParser};
 use crate::events;
+use crate::kept::{self, Baseline, RunningTotals, Totals};
 use crate::{AgentError, AgentOutcome, AgentRequest, Capabilities, CodeAgent, EventSink};
 
 /// An agent driven through its CLI; [`Configured`] makes it a [`CodeAgent`].
@@ -26,6 +28,9 @@ pub trait CliAgent: Send + Sync {
     /// The agent's name (as tasks name it).
     const NAME: &'static str = Self::CAPABILITIES.name;
     type Parser: LineParser + Default + 'static;
+    /// Which of the figures the CLI reports are running totals over a resumed session; the
+    /// skeleton subtracts what they were when the session was kept.
+    const RUNNING_TOTALS: RunningTotals = RunningTotals::NONE;
 
     /// Checks beyond [`cli::validate_common`]; the default has none.
     fn validate_request(&self, request: &AgentRequest) -> Result<(), AgentError> {
@@ -124,10 +129,20 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
         self.agent.auth_needs(&request).check(T::NAME, &request)?;
         let Prepared { args, env, sessions } = self.agent.prepare(&request, events.as_ref())?;
         let env = cli::agent_env(&self.cfg, &request, &env)?;
-        let kept = self.cfg.sessions_of(T::NAME);
-        if let (Some(files), Some(id)) = (&sessions, &request.resume_session) {
-            files.restore(&kept, id);
+        let root = self.cfg.sessions_of(T::NAME);
+        let resumed = request.resume_session.clone();
+        let mut base = None;
+        if let (Some(files), Some(id)) = (&sessions, &resumed) {
+            let from = kept::restore_slot(&root, &request);
+            files.restore(&from, id);
+            base = Totals::read(&from, id);
         }
+        let baseline = Baseline::new(T::RUNNING_TOTALS, resumed.as_deref(), base).map(Arc::new);
+        let sink = match &baseline {
+            Some(b) => b.sink(events.clone()),
+            None => events.clone(),
+        };
+        let keep_in = kept::slot(&root, request.keep_as.as_deref());
         let run = CliRun {
             program,
             args,
@@ -136,18 +151,24 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
             secrets: borrowed.secrets(),
         };
         let parser = Box::new(T::Parser::default());
-        let outcome = cli::run_cli(run, parser, events.clone(), cancel).await;
+        let outcome = cli::run_cli(run, parser, sink, cancel).await;
         // Whatever the outcome: a token the CLI refreshed must not be lost with its home.
         borrowed.give_back(events.as_ref());
-        let outcome = outcome?;
-        if let (Some(files), Some(id)) = (&sessions, &outcome.session_id)
-            && let Err(e) = files.keep(&kept, id)
-        {
-            let noun = files.noun();
-            events.emit(events::log(
-                "agentpool",
-                &format!("could not keep {noun} {id} for follow-ups: {e}"),
-            ));
+        let mut outcome = outcome?;
+        if let (Some(files), Some(id)) = (&sessions, &outcome.session_id) {
+            // The session's totals as the CLI reported them, for a run that resumes this copy.
+            let same = resumed.as_deref() == Some(id.as_str());
+            let totals = Totals::of(&outcome).after(base.as_ref().filter(|_| same));
+            if let Err(e) = files.keep(&keep_in, id).and_then(|()| totals.write(&keep_in, id)) {
+                let noun = files.noun();
+                events.emit(events::log(
+                    "agentpool",
+                    &format!("could not keep {noun} {id} for follow-ups: {e}"),
+                ));
+            }
+        }
+        if let Some(b) = &baseline {
+            b.apply(&mut outcome);
         }
         Ok(outcome)
     }

@@ -12,6 +12,7 @@ use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, Retry, u64_at};
+use crate::kept::RunningTotals;
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "claude-code";
@@ -63,11 +64,15 @@ impl CliAgent for ClaudeCode {
         resume: true,
         cost: true,
         max_turns: true,
-        // Claude Code restores a session's cost counter when it resumes it in the same home.
-        cumulative_cost_on_resume: true,
         ..Capabilities::none(NAME)
     };
     type Parser = Parser;
+    // A resumed session's `total_cost_usd` goes on from what the session had cost (its tokens
+    // are the run's own).
+    const RUNNING_TOTALS: RunningTotals = RunningTotals {
+        cost: true,
+        tokens: false,
+    };
 
     /// An API key or token, a cloud provider that brings its own credentials, or the login
     /// `claude /login` writes into the config dir (`CLAUDE_CONFIG_DIR/.credentials.json`; the

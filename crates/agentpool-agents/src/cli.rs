@@ -26,7 +26,8 @@ pub struct AgentConfig {
     pub bin_dir: Option<PathBuf>,
     /// Per-agent binary overrides by agent name (`claude-code` → `/opt/claude`).
     pub binaries: BTreeMap<String, PathBuf>,
-    /// Where adapters keep session transcripts between runs, so that a follow-up task — which
+    /// Where adapters keep session transcripts between runs (under the task that ran each, with
+    /// the totals the CLI had reported; see [`crate::kept`]), so that a follow-up task — which
     /// gets a fresh home and workspace — can resume the earlier session on this worker. `None`:
     /// a directory under the system temp dir.
     pub session_dir: Option<PathBuf>,
@@ -290,9 +291,14 @@ pub struct CliRun {
     pub secrets: Vec<String>,
 }
 
-/// The longest output line kept; the rest of a longer line is dropped (still counted against
-/// the output limit), so one runaway line cannot exhaust memory.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The longest output line parsed; the rest of a longer line is dropped (still counted against
+/// the output limit), so one runaway line cannot exhaust memory. As large as the default output
+/// limit, because a line is one JSON event and a cut one no longer parses: a long final answer
+/// is one line (Claude Code's `result` carries the whole text next to the run's cost and
+/// usage), and cutting it turned a finished run into a failure with its spend uncounted. One
+/// line at a time is held; the events built from it cut their texts for storage
+/// ([`events::MAX_FIELD_CHARS`]).
+pub const MAX_LINE_BYTES: usize = crate::DEFAULT_MAX_OUTPUT_BYTES as usize;
 
 /// Lines of stderr kept to explain a failure.
 const STDERR_TAIL: usize = 20;

@@ -14,6 +14,7 @@ use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
+use crate::kept::RunningTotals;
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "codex";
@@ -104,6 +105,12 @@ impl CliAgent for Codex {
         ..Capabilities::none(NAME)
     };
     type Parser = Parser;
+    // `exec resume` reports the whole thread's token usage in `turn.completed`, its earlier
+    // runs included.
+    const RUNNING_TOTALS: RunningTotals = RunningTotals {
+        cost: false,
+        tokens: true,
+    };
 
     /// With `OPENAI_BASE_URL` the adapter's provider reads its key from `OPENAI_API_KEY` (the
     /// CLI fails "Missing environment variable" without it). Otherwise OpenAI's own provider:
@@ -178,7 +185,12 @@ impl SessionFiles for Rollouts {
             return Ok(());
         };
         let rel = src.strip_prefix(&self.sessions).map_err(std::io::Error::other)?;
-        let dst = kept.join(id).join(rel);
+        // One rollout per kept thread: an older copy (under another date) would be found too.
+        let root = kept.join(id);
+        if root.is_dir() {
+            std::fs::remove_dir_all(&root)?;
+        }
+        let dst = root.join(rel);
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent)?;
         }

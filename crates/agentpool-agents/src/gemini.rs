@@ -13,6 +13,7 @@ use crate::adapter::{self, CliAgent, Prepared, SessionFiles};
 use crate::auth::{AuthNeeds, AuthSource};
 use crate::cli::{self, LineParser, Summary};
 use crate::events::{self, u64_at};
+use crate::kept::RunningTotals;
 use crate::{AgentError, AgentRequest, Capabilities, EventSink};
 
 pub const NAME: &str = "gemini";
@@ -59,6 +60,8 @@ impl CliAgent for Gemini {
         ..Capabilities::none(NAME)
     };
     type Parser = Parser;
+    // A resumed session's `stats` count only the run's own requests.
+    const RUNNING_TOTALS: RunningTotals = RunningTotals::NONE;
 
     /// The settings select API-key authentication, which reads `GEMINI_API_KEY` (without it
     /// the CLI exits 41: "When using Gemini API, you must specify the GEMINI_API_KEY
@@ -122,24 +125,29 @@ struct Chats {
 }
 
 impl SessionFiles for Chats {
-    /// Copy the session's chat out.
+    /// Copy the session's chat out, in place of an older copy.
     fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()> {
         if !safe_id(id) {
             return Ok(());
         }
+        let mut found = Vec::new();
         for project in std::fs::read_dir(self.dir.join("tmp"))?.flatten() {
             let Ok(chats) = std::fs::read_dir(project.path().join("chats")) else {
                 continue;
             };
-            for chat in chats.flatten() {
-                let p = chat.path();
-                if chat_matches(&p, id)
-                    && let Some(name) = p.file_name()
-                {
-                    let dst = kept.join(id);
-                    std::fs::create_dir_all(&dst)?;
-                    std::fs::copy(&p, dst.join(name))?;
-                }
+            found.extend(chats.flatten().map(|c| c.path()).filter(|p| chat_matches(p, id)));
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let dst = kept.join(id);
+        if dst.is_dir() {
+            std::fs::remove_dir_all(&dst)?;
+        }
+        std::fs::create_dir_all(&dst)?;
+        for p in found {
+            if let Some(name) = p.file_name() {
+                std::fs::copy(&p, dst.join(name))?;
             }
         }
         Ok(())

@@ -9,9 +9,12 @@
 //!
 //! Resuming (`resume_session`): the CLIs keep sessions in their home, and a follow-up task gets a
 //! fresh home and workspace. After each run the Claude Code, Codex and Gemini adapters copy the
-//! session's transcript to [`AgentConfig::session_dir`] and put it back where the CLI looks when
-//! a later run resumes it — so follow-ups resume on the same worker (or any worker sharing that
-//! directory). OpenCode resumes only within the same home (see its module).
+//! session's transcript to [`AgentConfig::session_dir`], under the task that ran it
+//! ([`AgentRequest::keep_as`]), and put the followed task's copy back where the CLI looks when a
+//! later run resumes it ([`AgentRequest::restore_from`]) — so follow-ups resume on the same
+//! worker (or any worker sharing that directory), each from the session as the task it follows
+//! left it. A resumed run reports only its own tokens and cost ([`kept`]). OpenCode resumes only
+//! within the same home (see its module).
 
 pub mod adapter;
 pub mod auth;
@@ -20,6 +23,7 @@ pub mod cli;
 pub mod codex;
 pub mod events;
 pub mod gemini;
+pub mod kept;
 pub mod login;
 pub mod opencode;
 mod probe_home;
@@ -48,6 +52,14 @@ pub struct AgentRequest {
     pub timeout: Duration,
     /// Session to resume (a follow-up task), when the agent supports it.
     pub resume_session: Option<String>,
+    /// The name this run's session is kept under for later runs that resume it (its task's
+    /// id), so that each task's copy stays as that task left it even though a resumed session
+    /// keeps its id. `None`: kept under the session id alone.
+    pub keep_as: Option<String>,
+    /// Whose kept copy of `resume_session` to resume: the task followed up, or the task itself
+    /// for its own feedback rounds. `None`, or a task that kept no copy here: the copy kept
+    /// under the session id alone.
+    pub restore_from: Option<String>,
     /// Extra environment for the agent (API keys, endpoint URLs). The agent otherwise starts
     /// with a cleared environment.
     pub env: BTreeMap<String, String>,
@@ -82,6 +94,8 @@ impl AgentRequest {
             max_turns: None,
             timeout: Duration::from_secs(agentpool_core::spec::DEFAULT_TIMEOUT_SECS),
             resume_session: None,
+            keep_as: None,
+            restore_from: None,
             env: BTreeMap::new(),
             home: home.into(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
@@ -124,9 +138,6 @@ pub struct Capabilities {
     /// Reports cost in USD.
     pub cost: bool,
     pub max_turns: bool,
-    /// A run that resumes a session in the same home reports the session's cost so far, not
-    /// its own (feedback rounds of one task subtract what the session had cost).
-    pub cumulative_cost_on_resume: bool,
 }
 
 impl Capabilities {
@@ -138,7 +149,6 @@ impl Capabilities {
             resume: false,
             cost: false,
             max_turns: false,
-            cumulative_cost_on_resume: false,
         }
     }
 }

@@ -13,7 +13,16 @@
 //!
 //! Resume (`--session ID`) works within the same home only: OpenCode keeps sessions in an SQLite
 //! database there, and a copy of it carried into a fresh home made `run --session` hang (seen
-//! with 1.18.33), so unlike the other adapters no session is carried across homes.
+//! with 1.18.33), so unlike the other adapters no session is carried across homes. A feedback
+//! round runs in its task's home and resumes; a follow-up task gets a new home, where
+//! `--session` fails ("Session not found"), so it starts a new session instead, told that it
+//! continues earlier work it finds in the workspace (see [`OpenCode::prepare`]).
+//!
+//! The end of an answer: `step_finish` carries the model's finish reason. `stop` (and `length`,
+//! `content-filter`, `other`, after which OpenCode stops too) end the answer; `tool-calls` goes on
+//! with the tools' results; `unknown` means the model's stream ended without a finish reason
+//! (cut off), and OpenCode asks again at once, without end. Such steps are no result, and
+//! [`UNFINISHED_LIMIT`] of them in a row fail the run.
 
 use std::ffi::OsString;
 
@@ -31,6 +40,17 @@ const EXE: &str = "opencode";
 /// The provider defined for a request's `OPENAI_BASE_URL`.
 pub const PROVIDER: &str = "agentpool";
 const DEFAULT_MODEL: &str = "default-model";
+
+/// How many answers in a row may end without a finish reason before the run counts as failed.
+/// OpenCode asks again right away (about four times a second), so a stream cut once by a
+/// network hiccup is answered by the next request; three in a row within a second or so means
+/// the endpoint cuts every answer, and each further request only spends input tokens until the
+/// task's timeout.
+pub const UNFINISHED_LIMIT: u32 = 3;
+
+/// Finish reasons after which OpenCode ends the run: the answer is complete (`stop`) or the
+/// model will not say more (`length`, `content-filter`, `other`).
+const FINAL_REASONS: [&str; 4] = ["stop", "length", "content-filter", "other"];
 
 pub struct OpenCode;
 
@@ -144,8 +164,29 @@ impl CliAgent for OpenCode {
         AuthNeeds::any_of(keys.iter().copied().map(AuthSource::Key).chain([LOGIN]))
     }
 
+    /// Writes the config; a follow-up whose session is not in this home (see the module docs)
+    /// runs as a new session, with the prompt saying so.
     fn prepare(&self, request: &AgentRequest, events: &dyn EventSink) -> Result<Prepared, AgentError> {
         std::fs::create_dir_all(&request.home)?;
+        let fresh;
+        let request = match &request.resume_session {
+            Some(id) if !has_sessions(&request.home) => {
+                events.emit(events::log(
+                    "agentpool",
+                    &format!(
+                        "opencode cannot resume session {id}: it keeps sessions only in the home \
+                         that ran them, and this run has a new one; it starts a new session"
+                    ),
+                ));
+                fresh = AgentRequest {
+                    prompt: format!("{NEW_SESSION_PREFACE}\n\n{}", request.prompt),
+                    resume_session: None,
+                    ..request.clone()
+                };
+                &fresh
+            }
+            _ => request,
+        };
         let config_path = request.home.join("opencode.json");
         let mut config = Self::config(request);
         if !request.profile.mcp_servers.is_empty() {
@@ -192,11 +233,26 @@ impl CliAgent for OpenCode {
     }
 }
 
+/// What a follow-up that cannot resume its session is told before its prompt: the conversation
+/// is gone, the work is not.
+pub const NEW_SESSION_PREFACE: &str = "This task follows up an earlier one whose conversation \
+could not be continued, so this is a new session: what was done before is in this workspace \
+and its git history.";
+
+/// Whether `home` holds OpenCode's session database, i.e. an earlier run in this home (a
+/// feedback round's first run) started the session a resume names. A task's home is new for
+/// each attempt, so a follow-up's first run never finds one.
+fn has_sessions(home: &std::path::Path) -> bool {
+    home.join(".local/share/opencode/opencode.db").is_file()
+}
+
 /// Parser for `opencode run --format json` lines.
 #[derive(Debug, Default)]
 pub struct Parser {
     summary: Summary,
     last_text: Option<String>,
+    /// Answers in a row that ended without a finish reason.
+    unfinished: u32,
 }
 
 impl LineParser for Parser {
@@ -287,14 +343,40 @@ impl Parser {
         }
         s.outcome.num_turns = Some(s.outcome.num_turns.unwrap_or(0) + 1);
         let mut out = vec![events::usage(&step, cost)];
-        // A step that ends for any reason but more tool calls is the end of the answer.
         let reason = part.get("reason").and_then(Value::as_str);
-        if reason != Some("tool-calls") {
-            s.outcome.final_text = self.last_text.clone();
-            s.saw_result = true;
-            out.push(events::result(s.outcome.final_text.as_deref(), false, reason));
+        match reason {
+            Some("tool-calls") => self.unfinished = 0,
+            Some(r) if FINAL_REASONS.contains(&r) => {
+                self.unfinished = 0;
+                s.outcome.final_text = self.last_text.clone();
+                s.saw_result = true;
+                out.push(events::result(s.outcome.final_text.as_deref(), false, reason));
+            }
+            // `unknown` (a stream cut off), `error`, none: no end of the answer, and OpenCode
+            // asks the model again.
+            _ => {
+                self.unfinished += 1;
+                if self.unfinished == UNFINISHED_LIMIT {
+                    let message = format!(
+                        "the model's answer ended without a finish reason {UNFINISHED_LIMIT} \
+                         times in a row (its stream was cut off; OpenCode asks again each time); \
+                         the run failed"
+                    );
+                    s.error(Some(ErrorClass::AgentError), &message);
+                    s.saw_result = true;
+                    out.push(events::result(Some(&message), true, reason));
+                }
+            }
         }
         out
+    }
+
+    /// Why the run should be stopped now, when the lines say it cannot succeed any more:
+    /// answers keep ending without a finish reason (see [`UNFINISHED_LIMIT`]).
+    pub fn gave_up(&self) -> Option<&str> {
+        (self.unfinished >= UNFINISHED_LIMIT)
+            .then_some(self.summary.outcome.error_message.as_deref())
+            .flatten()
     }
 
     fn error(&mut self, v: &Value) -> Vec<NewEvent> {

@@ -19,6 +19,7 @@ pub mod log_limit;
 pub mod minted;
 mod mirror;
 pub mod mirror_cache;
+mod own_key;
 pub mod pipeline;
 pub mod private;
 pub mod self_check;

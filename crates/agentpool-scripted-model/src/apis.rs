@@ -7,7 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::play::{
-    ApiRequest, Call, call_for, error_response, error_text, hang, model_of, sse, wants_stream,
+    ApiRequest, Call, call_for, cut_body, error_response, error_text, hang, model_of, sse, sse_cut,
+    wants_stream,
 };
 use crate::{Api, INPUT_TOKENS, OUTPUT_TOKENS, Shared, Step};
 
@@ -36,7 +37,7 @@ pub(crate) async fn anthropic(req: ApiRequest) -> Response {
                 json!({"type": "error", "error": {"type": ty, "message": error_text(*status)}}),
             );
         }
-        Step::Answer(t) => (json!({"type": "text", "text": t}), "end_turn"),
+        Step::Answer(t) | Step::CutOff(t) => (json!({"type": "text", "text": t}), "end_turn"),
         other => match call_for(&shared, Api::Anthropic, &body, other) {
             Some(c) => (
                 json!({"type": "tool_use", "id": shared.next_id("toolu"), "name": c.name, "input": c.args}),
@@ -51,12 +52,16 @@ pub(crate) async fn anthropic(req: ApiRequest) -> Response {
     let id = shared.next_id("msg");
     let usage = json!({"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
+    let cut = matches!(step, Step::CutOff(_));
     if !wants_stream(&body) {
-        return axum::Json(json!({
+        let message = json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
             "content": [block], "stop_reason": stop, "stop_sequence": null, "usage": usage,
-        }))
-        .into_response();
+        });
+        if cut {
+            return cut_body(&message);
+        }
+        return axum::Json(message).into_response();
     }
     let mut out = String::new();
     let mut ev = |name: &str, data: Value| {
@@ -96,6 +101,9 @@ pub(crate) async fn anthropic(req: ApiRequest) -> Response {
             );
         }
     }
+    if cut {
+        return sse_cut(out);
+    }
     ev(
         "content_block_stop",
         json!({"type": "content_block_stop", "index": 0}),
@@ -121,7 +129,7 @@ pub(crate) async fn responses(req: ApiRequest) -> Response {
         Step::Fail { status, retry_after } => {
             return openai_error(*status, *retry_after);
         }
-        Step::Answer(t) => message_item(&shared, t),
+        Step::Answer(t) | Step::CutOff(t) => message_item(&shared, t),
         other => match call_for(&shared, Api::Responses, &body, other) {
             Some(Call {
                 name,
@@ -153,8 +161,13 @@ pub(crate) async fn responses(req: ApiRequest) -> Response {
         "id": resp_id, "object": "response", "created_at": 0, "status": status, "model": model,
         "output": output, "usage": usage})
     };
+    let cut = matches!(step, Step::CutOff(_));
     if !wants_stream(&body) {
-        return axum::Json(response("completed", json!([item]), usage)).into_response();
+        let done = response("completed", json!([item]), usage);
+        if cut {
+            return cut_body(&done);
+        }
+        return axum::Json(done).into_response();
     }
     let mut out = String::new();
     let mut seq = 0u64;
@@ -183,6 +196,9 @@ pub(crate) async fn responses(req: ApiRequest) -> Response {
             json!({"item_id": item["id"], "output_index": 0,
             "content_index": 0, "delta": item["content"][0]["text"]}),
         );
+    }
+    if cut {
+        return sse_cut(out);
     }
     ev(
         "response.output_item.done",
@@ -222,7 +238,7 @@ pub(crate) async fn chat(req: ApiRequest) -> Response {
     let (message, finish) = match &step {
         Step::Hang => return hang(),
         Step::Fail { status, retry_after } => return openai_error(*status, *retry_after),
-        Step::Answer(t) => (json!({"role": "assistant", "content": t}), "stop"),
+        Step::Answer(t) | Step::CutOff(t) => (json!({"role": "assistant", "content": t}), "stop"),
         other => match call_for(&shared, Api::ChatCompletions, &body, other) {
             Some(c) => (
                 json!({"role": "assistant", "content": null, "tool_calls": [{
@@ -239,6 +255,7 @@ pub(crate) async fn chat(req: ApiRequest) -> Response {
     let id = shared.next_id("chatcmpl");
     let usage = json!({"prompt_tokens": INPUT_TOKENS, "completion_tokens": OUTPUT_TOKENS,
         "total_tokens": INPUT_TOKENS + OUTPUT_TOKENS});
+    let cut = matches!(step, Step::CutOff(_));
     if !wants_stream(&body) {
         let mut m = message.clone();
         if let Some(calls) = m.get_mut("tool_calls").and_then(Value::as_array_mut) {
@@ -248,11 +265,12 @@ pub(crate) async fn chat(req: ApiRequest) -> Response {
                 }
             }
         }
-        return axum::Json(
-            json!({"id": id, "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": m, "finish_reason": finish}], "usage": usage}),
-        )
-        .into_response();
+        let done = json!({"id": id, "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": m, "finish_reason": finish}], "usage": usage});
+        if cut {
+            return cut_body(&done);
+        }
+        return axum::Json(done).into_response();
     }
     let chunk = |delta: Value, finish: Value| {
         json!({"id": id, "object": "chat.completion.chunk",
@@ -260,6 +278,9 @@ pub(crate) async fn chat(req: ApiRequest) -> Response {
     };
     let mut out = String::new();
     out.push_str(&format!("data: {}\n\n", chunk(message, Value::Null)));
+    if cut {
+        return sse_cut(out);
+    }
     out.push_str(&format!("data: {}\n\n", chunk(json!({}), json!(finish))));
     out.push_str(&format!(
         "data: {}\n\n",
@@ -303,7 +324,7 @@ pub(crate) async fn gemini(Path(model_action): Path<String>, req: ApiRequest) ->
             }
             return error_response(*status, *retry_after, err);
         }
-        Step::Answer(t) => json!({"text": t}),
+        Step::Answer(t) | Step::CutOff(t) => json!({"text": t}),
         other => match call_for(&shared, Api::Gemini, &body, other) {
             Some(c) => json!({"functionCall": {"name": c.name, "args": c.args}}),
             None => json!({"text": "No suitable tool offered."}),
@@ -315,10 +336,16 @@ pub(crate) async fn gemini(Path(model_action): Path<String>, req: ApiRequest) ->
                           "totalTokenCount": INPUT_TOKENS + OUTPUT_TOKENS},
         "modelVersion": model,
     });
-    if action.starts_with("stream") {
-        sse(format!("data: {answer}\r\n\r\n"))
-    } else {
-        axum::Json(answer).into_response()
+    match (action.starts_with("stream"), matches!(step, Step::CutOff(_))) {
+        (true, false) => sse(format!("data: {answer}\r\n\r\n")),
+        // Cut off: the text came, the candidate's finish reason and the usage never do.
+        (true, true) => sse_cut(format!(
+            "data: {}\r\n\r\n",
+            json!({"candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}],
+                   "modelVersion": model})
+        )),
+        (false, false) => axum::Json(answer).into_response(),
+        (false, true) => cut_body(&answer),
     }
 }
 

@@ -3,7 +3,8 @@
 //! (`POST /v1/responses`) and Chat Completions (`POST /v1/chat/completions`), and the Gemini API
 //! (`POST /v1beta/models/{model}:streamGenerateContent`), streaming or not, and answers each
 //! agent request with the next [`Step`] of a per-test [`Script`]: call the agent's own
-//! file-writing or shell tool, answer text, fail with an HTTP status, or never answer.
+//! file-writing or shell tool, answer text, cut the answer's stream short, fail with an HTTP
+//! status, or never answer.
 //!
 //! Tools are chosen by name from what the agent offers (`Write`/`Bash`, `apply_patch`/
 //! `exec_command`, `write`/`bash`, `write_file`/`run_shell_command`). Requests that offer no
@@ -50,6 +51,10 @@ pub enum Step {
     Tool { name: String, args: serde_json::Value },
     /// Answer with text and end the turn.
     Answer(String),
+    /// Start answering with text, then close the stream without ending the answer: no finish
+    /// or stop reason, no end event (an endpoint or proxy that cuts a stream short). Streamed
+    /// requests only; a request that does not stream gets the answer cut mid-body.
+    CutOff(String),
     /// Answer with an HTTP error (401, 429, 500, …) in the API's own error format, with a
     /// `retry-after` header when given.
     Fail { status: u16, retry_after: Option<u64> },
@@ -77,6 +82,9 @@ impl Step {
     }
     pub fn answer(text: &str) -> Self {
         Self::Answer(text.into())
+    }
+    pub fn cut_off(text: &str) -> Self {
+        Self::CutOff(text.into())
     }
     pub fn fail(status: u16) -> Self {
         Self::Fail {

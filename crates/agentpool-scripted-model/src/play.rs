@@ -272,6 +272,30 @@ pub(crate) fn sse(body: String) -> Response {
         .into_response()
 }
 
+/// The first half of `full`'s JSON, as a response body that ends there (a cut-off answer to a
+/// request that does not stream).
+pub(crate) fn cut_body(full: &Value) -> Response {
+    let text = full.to_string();
+    let mut end = text.len() / 2;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        text[..end].to_string(),
+    )
+        .into_response()
+}
+
+/// An event stream that ends early: `body` is what came before the cut, and the connection is
+/// closed after it, as when an endpoint or a proxy drops the stream.
+pub(crate) fn sse_cut(body: String) -> Response {
+    let mut resp = sse(body);
+    resp.headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    resp
+}
+
 pub(crate) fn hang() -> Response {
     let stream = futures::stream::pending::<Result<Bytes, std::io::Error>>();
     (

@@ -4,7 +4,10 @@
 
 mod auth;
 mod installed;
+mod long_answer;
 mod mcp;
+mod opencode_ends;
 mod parsers;
 mod process;
 mod real_cli;
+mod resumed;

@@ -12,6 +12,9 @@ use crate::budget::CostWatch;
 use crate::checks;
 use crate::git::Git;
 
+/// Longest final answer a task's result keeps (the rest is cut, and said to be).
+pub(crate) const MAX_FINAL_TEXT: usize = 64 * 1024;
+
 impl Pipeline {
     /// Run the agent once (the first run or a feedback round), adding what it reports to
     /// `result`: tokens and cost add up across rounds, the last round's text, session and exit
@@ -38,6 +41,11 @@ impl Pipeline {
         result.agent = Some(name.clone());
         events.emit(NewEvent::new(Lifecycle::AgentStarted { agent: name }));
         let remaining = deadline.saturating_duration_since(Instant::now());
+        // The session is kept under this task; a feedback round resumes it as this task's
+        // previous round left it, the first run as the task followed up left it.
+        let task = work.claimed.task.id;
+        let own_round = resume_session.is_some() && result.session_id == resume_session;
+        let restore_from = if own_round { Some(task) } else { spec.follow_up_of };
         let req = AgentRequest {
             prompt,
             workdir: ws.dir.clone(),
@@ -45,6 +53,8 @@ impl Pipeline {
             max_turns: spec.max_turns,
             timeout: remaining,
             resume_session,
+            keep_as: Some(task.to_string()),
+            restore_from: restore_from.map(|t| t.to_string()),
             env: env
                 .iter()
                 .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "LANG"))
@@ -64,11 +74,8 @@ impl Pipeline {
             tokio::time::sleep(remaining + grace).await;
             backstop.cancel();
         });
-        // Rounds after the first resume the session this task's own first round started.
-        let resumed = req.resume_session.is_some() && result.session_id == req.resume_session;
-        // A resumed session that reports its running total is measured against the whole
-        // limit; otherwise this round may spend what earlier rounds left.
-        let cumulative = resumed && agent.capabilities().cumulative_cost_on_resume;
+        // Each run reports its own cost (of a resumed session, what it had cost before is left
+        // out), so this round may spend what earlier rounds left.
         let spent_before = result.cost_usd.unwrap_or(0.0);
         let watch = spec.max_cost_usd.map(|limit| {
             if !agent.capabilities().cost {
@@ -80,8 +87,11 @@ impl Pipeline {
                     ),
                 ));
             }
-            let round_limit = if cumulative { limit } else { limit - spent_before };
-            Arc::new(CostWatch::new(events.clone(), round_limit, agent_cancel.clone()))
+            Arc::new(CostWatch::new(
+                events.clone(),
+                limit - spent_before,
+                agent_cancel.clone(),
+            ))
         });
         let sink: Arc<dyn EventSink> = match &watch {
             Some(w) => w.clone(),
@@ -99,7 +109,7 @@ impl Pipeline {
                 }
                 result.num_turns = o.num_turns;
             }
-            let total = if cumulative { cost } else { spent_before + cost };
+            let total = spent_before + cost;
             result.cost_usd = Some(total);
             let limit = spec.max_cost_usd.unwrap_or_default();
             return Err(failed(
@@ -111,7 +121,12 @@ impl Pipeline {
         }
         let timed_out = agent_cancel.is_cancelled() && !cancel.token().is_cancelled();
         let outcome = ran.map_err(|e| failed(e.class(), e.to_string()))?;
-        result.final_text = outcome.final_text.clone();
+        // Cut, as the answer can be as long as the agent's output (tens of MiB): the result
+        // travels in one report the server takes up to 2 MiB of, and is the commit's message.
+        result.final_text = outcome
+            .final_text
+            .as_deref()
+            .map(|t| agentpool_agents::events::truncate(t, MAX_FINAL_TEXT));
         if outcome.session_id.is_some() {
             result.session_id = outcome.session_id.clone();
         }
@@ -120,17 +135,7 @@ impl Pipeline {
             (a, b) => a.or(b),
         };
         result.usage.add(&outcome.usage);
-        // A feedback round of an agent whose resumed session reports its running total adds
-        // only what this round cost.
-        let session_total = result.cost_usd.unwrap_or(0.0);
-        let cost = outcome.cost_usd.map(|c| {
-            if resumed && agent.capabilities().cumulative_cost_on_resume {
-                (c - session_total).max(0.0)
-            } else {
-                c
-            }
-        });
-        result.cost_usd = match (result.cost_usd, cost) {
+        result.cost_usd = match (result.cost_usd, outcome.cost_usd) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };

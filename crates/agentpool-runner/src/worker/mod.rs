@@ -240,6 +240,7 @@ pub async fn run_worker(
         beat_ms: AtomicU64::new(u64::try_from(config.heartbeat_interval.as_millis()).unwrap_or(u64::MAX)),
         report_retry_for: config.report_retry_for,
         infra_failures: AtomicU32::new(0),
+        key_refusals: Mutex::new(HashMap::new()),
         unhealthy_after: config.unhealthy_after,
         rechecks: !config.recheck_after.is_zero(),
         unhealthy: tokio::sync::watch::Sender::new(None),

@@ -39,6 +39,10 @@ pub(super) struct Shared {
     pub(super) report_retry_for: Duration,
     /// Tasks in a row that failed with `WORKER_ERROR`.
     pub(super) infra_failures: AtomicU32,
+    /// Per agent, its tasks in a row whose provider refused this worker's own key (a check
+    /// confirmed it, see [`Shared::confirm_refused_key`]): one agent's key says nothing about
+    /// another's, so their refusals do not add up.
+    pub(super) key_refusals: Mutex<HashMap<String, u32>>,
     pub(super) unhealthy_after: u32,
     /// Whether an unhealthy worker checks itself and claims again (`recheck_after` > 0).
     pub(super) rechecks: bool,
@@ -150,6 +154,7 @@ impl Shared {
     /// What made the worker unhealthy is over: it claims again, its streak starts over.
     pub(super) fn recover(&self) {
         self.infra_failures.store(0, Ordering::SeqCst);
+        self.lock_refusals().clear();
         self.unhealthy.send_replace(None);
         self.count(|s| s.unhealthy = false);
         if let Some(r) = &self.health {
@@ -167,9 +172,10 @@ impl Shared {
     /// in a row the worker turns unhealthy and stops claiming. Its own failures: git or an
     /// agent that cannot be started (`WORKER_ERROR`; it claims again once they start, see
     /// `recheck`), and an agent whose provider refused the key the worker supplied
-    /// (`worker_fault`; until it is restarted) — a worker with a bad key would otherwise fail
-    /// every task it claims, and claim them fast.
+    /// (`worker_fault`, counted per agent; until it is restarted) — a worker with a bad key
+    /// would otherwise fail every task it claims, and claim them fast.
     pub(super) fn note_outcome(&self, report: &Report) {
+        let agent = report.result().and_then(|r| r.agent.clone());
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
@@ -180,20 +186,93 @@ impl Shared {
                 worker_fault: true,
                 message,
                 ..
-            } => self.own_failure(
-                "the agent's provider refused this worker's own key",
-                message,
-                false,
-            ),
+            } => {
+                let agent = agent.unwrap_or_default();
+                let n = {
+                    let mut counts = self.lock_refusals();
+                    let n = counts.entry(agent.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                self.strike(
+                    &format!("{agent}'s provider refused this worker's own key"),
+                    n,
+                    message,
+                    false,
+                );
+            }
             Report::Fail {
                 class: ErrorClass::Canceled,
                 ..
             }
             | Report::Abandon(_) => {}
-            Report::Complete(_) | Report::Fail { .. } => self.infra_failures.store(0, Ordering::SeqCst),
+            Report::Complete(_) | Report::Fail { .. } => {
+                self.infra_failures.store(0, Ordering::SeqCst);
+                if let Some(agent) = agent {
+                    self.lock_refusals().remove(&agent);
+                }
+            }
         }
     }
 
+    fn lock_refusals(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.key_refusals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A task failed because the provider refused the key this worker supplied (`worker_fault`):
+    /// before that counts against the worker, check that the provider refuses the key when
+    /// nothing of the task's is involved ([`crate::own_key`]). The task chose its endpoint, its
+    /// repository and what its agent did; any of them can answer 401 whatever the worker's key.
+    /// Not refused then, the task still fails `AUTH_FAILED`, without a strike, and its message
+    /// says where the refusal came from.
+    pub(super) async fn confirm_refused_key(&self, report: Report, work: &ClaimedWork) -> Report {
+        let Report::Fail {
+            class,
+            message,
+            retry_after,
+            result,
+            worker_fault: true,
+        } = report
+        else {
+            return report;
+        };
+        let agent = result
+            .as_ref()
+            .and_then(|r| r.agent.clone())
+            .or_else(|| work.claimed.task.spec.agent.clone())
+            .unwrap_or_default();
+        let task = work.claimed.lease.task_id;
+        let model = work.claimed.task.spec.model.clone();
+        let (worker_fault, message) = if self.unhealthy_after == 0 || self.is_unhealthy() {
+            // Nothing a strike would change.
+            (false, message)
+        } else {
+            match crate::own_key::check(&self.pipeline, &agent, model, task).await {
+                crate::own_key::OwnKey::Refused => (true, message),
+                crate::own_key::OwnKey::NotRefused(why) => {
+                    tracing::info!(
+                        %task,
+                        %agent,
+                        check = %why,
+                        "the task's agent was refused its key, but not when this worker checked \
+                         it without the task's settings: not counted against the worker"
+                    );
+                    let message = format!(
+                        "{message} (not this worker's fault: its own key is not refused without \
+                         the task's settings, so the endpoint or settings the task chose refused it)"
+                    );
+                    (false, message)
+                }
+            }
+        };
+        Report::Fail {
+            class,
+            message,
+            retry_after,
+            result,
+            worker_fault,
+        }
+    }
     /// A task that git or its agent could not start for: check at once (the recheck's own
     /// check, for git and that agent, a few milliseconds) whether this worker can start them
     /// at all. If it cannot, it turns unhealthy before the task is handed back, so that it
@@ -237,6 +316,11 @@ impl Shared {
 
     fn own_failure(&self, what: &str, last: &str, recheck: bool) {
         let n = self.infra_failures.fetch_add(1, Ordering::SeqCst) + 1;
+        self.strike(what, n, last, recheck);
+    }
+
+    /// The `n`th failure in a row of `what`: unhealthy at `unhealthy_after`.
+    fn strike(&self, what: &str, n: u32, last: &str, recheck: bool) {
         if self.unhealthy_after == 0 || n < self.unhealthy_after || self.is_unhealthy() {
             return;
         }

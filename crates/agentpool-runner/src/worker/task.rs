@@ -72,6 +72,7 @@ pub(super) async fn run_task(
         .required_agent()
         .unwrap_or(agentpool_core::spec::COMMAND_AGENT);
     shared.confirm_own_failure(&report, agent).await;
+    let report = shared.confirm_refused_key(report, &work).await;
     let outcome = deliver(&shared, lease, report.clone()).await;
     log_end(task_id, attempt, took, &report, &outcome);
     shared.lock_running().remove(&task_id);

@@ -394,3 +394,26 @@ async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
     assert!(result.cost_usd.is_some_and(|c| c > 0.000_001), "{result:?}");
     assert!(result.usage.output_tokens > 0, "{result:?}");
 }
+
+/// A final answer of 2,000,000 characters is cut in the task's result (which travels in one
+/// report and is the commit's message), the cut said; the task succeeds with its usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_a_very_long_answer_is_cut_in_the_result() {
+    let agent = "claude-code";
+    let long = "x".repeat(2_000_000);
+    let Some((env, model)) = agent_env(agent, [Step::answer(&long)]).await else {
+        return;
+    };
+    let spec = agent_task(&env, agent, "Say a lot");
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
+    assert_succeeded(&done);
+    let result = done.task.result.expect("a result");
+    let text = result.final_text.clone().expect("the final text");
+    assert!(text.len() < 70 * 1024, "{} bytes kept", text.len());
+    assert!(
+        text.starts_with("xxxx") && text.ends_with("bytes cut]"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    assert!(result.usage.output_tokens > 0, "{result:?}");
+}
