@@ -268,6 +268,12 @@ pub trait LineParser: Send {
     /// to the adapter.
     fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent>;
     fn summary(&self) -> &Summary;
+    /// Why the run cannot end well any more, said by its lines (e.g. OpenCode asking again and
+    /// again for answers that are cut off): the run is stopped now and fails `AGENT_ERROR` with
+    /// this message, rather than running to the task's timeout.
+    fn gave_up(&self) -> Option<&str> {
+        None
+    }
     /// Adapter-specific reading of the exit code after the run (e.g. Gemini's exit codes).
     fn classify_exit(&self, _code: Option<i32>) -> Option<ErrorClass> {
         None
@@ -326,6 +332,8 @@ pub async fn run_cli(
         None => spec,
     };
     let mut stderr_tail: Vec<String> = Vec::new();
+    // Stopped by the caller's cancel, or by the parser giving up on the run.
+    let stop = cancel.child_token();
     let mut on_line = |stream: OutputStream, line: &str| match stream {
         OutputStream::Stdout => {
             if line.trim().is_empty() {
@@ -333,6 +341,9 @@ pub async fn run_cli(
             }
             for e in parser.parse_line(line) {
                 sink.emit(redactor.event(e));
+            }
+            if parser.gave_up().is_some() {
+                stop.cancel();
             }
         }
         OutputStream::Stderr => {
@@ -343,8 +354,13 @@ pub async fn run_cli(
             sink.emit(redactor.event(events::log("stderr", line)));
         }
     };
-    let exit = run_process(spec, &mut on_line, &cancel).await?;
-    let outcome = finish(parser.as_ref(), &exit, &stderr_tail);
+    let exit = run_process(spec, &mut on_line, &stop).await?;
+    let mut outcome = finish(parser.as_ref(), &exit, &stderr_tail);
+    if let Some(why) = parser.gave_up().filter(|_| !cancel.is_cancelled()) {
+        outcome.is_error = true;
+        outcome.error_class = Some(ErrorClass::AgentError);
+        outcome.error_message = Some(why.to_string());
+    }
     Ok(redact_outcome(&redactor, outcome))
 }
 

@@ -260,6 +260,14 @@ impl LineParser for Parser {
         &self.summary
     }
 
+    /// Answers keep ending without a finish reason (see [`UNFINISHED_LIMIT`]): OpenCode would
+    /// ask again until the task's timeout, so the run is stopped now.
+    fn gave_up(&self) -> Option<&str> {
+        (self.unfinished >= UNFINISHED_LIMIT)
+            .then_some(self.summary.outcome.error_message.as_deref())
+            .flatten()
+    }
+
     /// Unlike the default, a line that starts the session but is otherwise not understood
     /// gives both the session event and the raw line.
     fn parse_object(&mut self, line: &str, v: &Value) -> Vec<NewEvent> {
@@ -369,14 +377,6 @@ impl Parser {
             }
         }
         out
-    }
-
-    /// Why the run should be stopped now, when the lines say it cannot succeed any more:
-    /// answers keep ending without a finish reason (see [`UNFINISHED_LIMIT`]).
-    pub fn gave_up(&self) -> Option<&str> {
-        (self.unfinished >= UNFINISHED_LIMIT)
-            .then_some(self.summary.outcome.error_message.as_deref())
-            .flatten()
     }
 
     fn error(&mut self, v: &Value) -> Vec<NewEvent> {
