@@ -127,15 +127,24 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
             None => crate::login::Borrowed::default(),
         };
         self.agent.auth_needs(&request).check(T::NAME, &request)?;
-        let Prepared { args, env, sessions } = self.agent.prepare(&request, events.as_ref())?;
-        let env = cli::agent_env(&self.cfg, &request, &env)?;
         let root = self.cfg.sessions_of(T::NAME);
         let resumed = request.resume_session.clone();
-        let mut base = None;
+        let from = kept::restore_slot(&root, &request);
+        let base = resumed.as_deref().and_then(|id| Totals::read(&from, id));
+        // A CLI that holds itself to a cost limit counts a resumed session's running total
+        // against it: its limit is raised by what the session had cost, so the run may spend
+        // what the task's limit allows.
+        let mut request = request;
+        if T::RUNNING_TOTALS.cost
+            && let (Some(limit), Some(before)) =
+                (request.max_cost_usd, base.as_ref().and_then(|b| b.cost_usd))
+        {
+            request.max_cost_usd = Some(limit + before);
+        }
+        let Prepared { args, env, sessions } = self.agent.prepare(&request, events.as_ref())?;
+        let env = cli::agent_env(&self.cfg, &request, &env)?;
         if let (Some(files), Some(id)) = (&sessions, &resumed) {
-            let from = kept::restore_slot(&root, &request);
             files.restore(&from, id);
-            base = Totals::read(&from, id);
         }
         let baseline = Baseline::new(T::RUNNING_TOTALS, resumed.as_deref(), base).map(Arc::new);
         let sink = match &baseline {

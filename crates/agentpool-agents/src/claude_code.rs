@@ -28,6 +28,7 @@ impl ClaudeCode {
         a.extend(cli::options([
             ("--model", req.model.clone()),
             ("--max-turns", req.max_turns.map(|n| n.to_string())),
+            ("--max-budget-usd", req.max_cost_usd.map(|c| format!("{c:.6}"))),
             ("--resume", req.resume_session.clone()),
             ("--append-system-prompt", req.profile.append_system_prompt.clone()),
         ]));
@@ -301,12 +302,25 @@ impl Parser {
         }
         s.outcome.num_turns = v.get("num_turns").and_then(Value::as_u64).map(|n| n as u32);
         s.outcome.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
-        let u = v.get("usage").cloned().unwrap_or(Value::Null);
-        s.outcome.usage = Usage {
-            input_tokens: u64_at(&u, "input_tokens"),
-            output_tokens: u64_at(&u, "output_tokens"),
-            cache_read_tokens: u64_at(&u, "cache_read_input_tokens"),
-            cache_write_tokens: u64_at(&u, "cache_creation_input_tokens"),
+        // This run's tokens per model, where the CLI says them: a run stopped at its cost limit
+        // reports in `usage` its last request only.
+        s.outcome.usage = match v.get("model_usage_since_last_result").and_then(Value::as_object) {
+            Some(models) if !models.is_empty() => models.values().fold(Usage::default(), |mut t, m| {
+                t.input_tokens += u64_at(m, "inputTokens");
+                t.output_tokens += u64_at(m, "outputTokens");
+                t.cache_read_tokens += u64_at(m, "cacheReadInputTokens");
+                t.cache_write_tokens += u64_at(m, "cacheCreationInputTokens");
+                t
+            }),
+            _ => {
+                let u = v.get("usage").cloned().unwrap_or(Value::Null);
+                Usage {
+                    input_tokens: u64_at(&u, "input_tokens"),
+                    output_tokens: u64_at(&u, "output_tokens"),
+                    cache_read_tokens: u64_at(&u, "cache_read_input_tokens"),
+                    cache_write_tokens: u64_at(&u, "cache_creation_input_tokens"),
+                }
+            }
         };
         if is_error {
             let errors = v.get("errors").map(events::text_of).filter(|e| !e.is_empty());
@@ -319,10 +333,11 @@ impl Parser {
                 v.get("terminal_reason").and_then(Value::as_str),
             ) {
                 (Some(status), _, _) => class_of_status(status),
-                // Max turns / budget: the agent ran and stopped short; a retry may do better.
-                (_, Some("error_max_turns" | "error_max_budget_usd"), _) | (_, _, Some("max_turns")) => {
-                    Some(ErrorClass::AgentError)
-                }
+                // Its own cost limit (the task's, given as --max-budget-usd): final, as when the
+                // worker sees the reported cost pass it.
+                (_, Some("error_max_budget_usd"), _) => Some(ErrorClass::BudgetExceeded),
+                // Max turns: the agent ran and stopped short; a retry may do better.
+                (_, Some("error_max_turns"), _) | (_, _, Some("max_turns")) => Some(ErrorClass::AgentError),
                 _ => None,
             };
             s.error(class.or(Some(ErrorClass::AgentError)), &message);

@@ -49,6 +49,10 @@ pub struct AgentRequest {
     pub workdir: PathBuf,
     pub model: Option<String>,
     pub max_turns: Option<u32>,
+    /// What this run may spend, in USD: given to a CLI that can hold itself to it (Claude
+    /// Code's `--max-budget-usd`), which stops its own loop there. The worker still checks the
+    /// cost each run reports, for every agent.
+    pub max_cost_usd: Option<f64>,
     pub timeout: Duration,
     /// Session to resume (a follow-up task), when the agent supports it.
     pub resume_session: Option<String>,
@@ -92,6 +96,7 @@ impl AgentRequest {
             workdir: workdir.into(),
             model: None,
             max_turns: None,
+            max_cost_usd: None,
             timeout: Duration::from_secs(agentpool_core::spec::DEFAULT_TIMEOUT_SECS),
             resume_session: None,
             keep_as: None,

@@ -46,11 +46,16 @@ impl Pipeline {
         let task = work.claimed.task.id;
         let own_round = resume_session.is_some() && result.session_id == resume_session;
         let restore_from = if own_round { Some(task) } else { spec.follow_up_of };
+        // Each run reports its own cost (of a resumed session, what it had cost before is left
+        // out), so this round may spend what earlier rounds left.
+        let spent_before = result.cost_usd.unwrap_or(0.0);
+        let left = spec.max_cost_usd.map(|limit| (limit - spent_before).max(0.0));
         let req = AgentRequest {
             prompt,
             workdir: ws.dir.clone(),
             model: spec.model.clone(),
             max_turns: spec.max_turns,
+            max_cost_usd: left,
             timeout: remaining,
             resume_session,
             keep_as: Some(task.to_string()),
@@ -74,9 +79,6 @@ impl Pipeline {
             tokio::time::sleep(remaining + grace).await;
             backstop.cancel();
         });
-        // Each run reports its own cost (of a resumed session, what it had cost before is left
-        // out), so this round may spend what earlier rounds left.
-        let spent_before = result.cost_usd.unwrap_or(0.0);
         let watch = spec.max_cost_usd.map(|limit| {
             if !agent.capabilities().cost {
                 events.emit(NewEvent::log(
@@ -89,7 +91,7 @@ impl Pipeline {
             }
             Arc::new(CostWatch::new(
                 events.clone(),
-                limit - spent_before,
+                left.unwrap_or(limit),
                 agent_cancel.clone(),
             ))
         });

@@ -417,3 +417,36 @@ async fn claude_code_a_very_long_answer_is_cut_in_the_result() {
     );
     assert!(result.usage.output_tokens > 0, "{result:?}");
 }
+
+/// Claude Code is held to the task's cost limit while it runs (`--max-budget-usd`), not only
+/// judged when it ends: a run scripted to make four requests at $0.0006 each, under a $0.001
+/// limit, stops after the request that passes it, and fails `BUDGET_EXCEEDED` without retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_stops_itself_at_the_task_s_cost_limit() {
+    let agent = "claude-code";
+    let steps = [
+        Step::write_file("a.txt", "a\n"),
+        Step::write_file("b.txt", "b\n"),
+        Step::write_file("c.txt", "c\n"),
+        Step::answer("done"),
+    ];
+    let Some((env, model)) = agent_env(agent, steps).await else {
+        return;
+    };
+    let mut spec = agent_task(&env, agent, "Write three files");
+    spec.max_attempts = Some(3);
+    spec.max_cost_usd = Some(0.001);
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
+    let why = format!("{:?}", done.task.error_message);
+    assert_eq!(done.task.error_class, Some(ErrorClass::BudgetExceeded), "{why}");
+    assert_eq!(done.task.attempts, 1, "BUDGET_EXCEEDED is not retried");
+    assert_eq!(
+        model.agent_requests().len(),
+        2,
+        "it stopped once past the limit: {why}"
+    );
+    // Both requests' tokens, though the CLI's own `usage` names only the last one's.
+    let result = done.task.result.expect("the result keeps what was spent");
+    let tokens = agentpool_testkit::model::OUTPUT_TOKENS;
+    assert_eq!(result.usage.output_tokens, 2 * tokens, "{result:?}");
+}
