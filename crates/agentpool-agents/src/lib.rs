@@ -21,6 +21,7 @@ pub mod auth;
 pub mod claude_code;
 pub mod cli;
 pub mod codex;
+mod error_text;
 pub mod events;
 pub mod gemini;
 pub mod kept;
