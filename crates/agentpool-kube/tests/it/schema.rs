@@ -132,10 +132,13 @@ fn rendered_manifests_validate_against_the_kubernetes_schemas() {
             );
         }
         if overlay == "overlays/production" {
-            // Every service logs JSON lines there, for the cluster's log collector.
+            // Every service logs JSON lines there (the server's migrate step too), for the
+            // cluster's log collector: one setting per Deployment and per init container.
+            let containers =
+                text.matches("kind: Deployment\n").count() + text.matches("initContainers:\n").count();
             assert_eq!(
                 text.matches("name: AGENTPOOL_LOG_FORMAT\n").count(),
-                text.matches("kind: Deployment\n").count(),
+                containers,
                 "{text}"
             );
         }

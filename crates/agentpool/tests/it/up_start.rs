@@ -291,9 +291,25 @@ fn transient_runs_share_a_data_dir_and_an_up_waits_for_them() {
                 .spawn_reaped()
         })
         .collect();
-    wait_until("the three tasks to run", Duration::from_secs(120), || {
-        (0..3).all(|i| started(i).exists())
-    });
+    let mut runs = runs;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(0..3).all(|i| started(i).exists()) {
+        if Instant::now() > deadline {
+            // What each run said, to tell why its task did not start.
+            let said: Vec<String> = runs
+                .iter_mut()
+                .map(|r| {
+                    crate::signal(r, "KILL");
+                    let _ = r.wait();
+                    let mut err = String::new();
+                    let _ = std::io::Read::read_to_string(&mut r.stderr.take().unwrap(), &mut err);
+                    err
+                })
+                .collect();
+            panic!("timed out waiting for the three tasks to run: {said:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let o = env.run(&["up", "--listen", "127.0.0.1:0", "--workers", "1"]);
     assert_exit(&o, 1);
     assert_eq!(
