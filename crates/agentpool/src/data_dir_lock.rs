@@ -56,15 +56,25 @@ fn take(data_dir: &Path, how: libc::c_int) -> anyhow::Result<Taken> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock(2) on a descriptor this function owns; released when the file closes.
+    match try_lock(&file, how) {
+        Ok(true) => Ok(Taken::Yes(file)),
+        Ok(false) => Ok(Taken::Busy(file)),
+        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// Take the lock `how` on `file` without waiting: `false` when another holder's lock stands
+/// in the way. Released when the file closes.
+fn try_lock(file: &File, how: libc::c_int) -> std::io::Result<bool> {
+    // SAFETY: flock(2) on a descriptor the caller owns for as long as the call.
     if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
-        return Ok(Taken::Yes(file));
+        return Ok(true);
     }
     let e = std::io::Error::last_os_error();
     if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Ok(Taken::Busy(file));
+        return Ok(false);
     }
-    Err(e).with_context(|| format!("cannot lock {}", path.display()))
+    Err(e)
 }
 
 /// The pid the lock file names, if that process still runs: the `up` that holds it (a
@@ -102,8 +112,7 @@ pub fn for_up(data_dir: &Path) -> anyhow::Result<DataDirLock> {
             let dir = data_dir.display();
             // Only transient runs hold it if a shared lock can be had; the pid in the file
             // cannot tell, as an `up` that just took the lock may not have written it yet.
-            // SAFETY: flock(2) on a descriptor this function owns; released when it closes.
-            let shared = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+            let shared = try_lock(&file, libc::LOCK_SH).unwrap_or(false);
             // An `up` writes its pid just after it takes the lock: give it that moment.
             let mut pid = holder_pid(&mut file);
             for _ in 0..20 {
@@ -137,9 +146,7 @@ pub fn held_by_up(data_dir: &Path) -> bool {
     let Ok(file) = File::open(data_dir.join(LOCK_FILE)) else {
         return false;
     };
-    // SAFETY: flock(2) on a descriptor this function owns; released when it closes.
-    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
-    !free && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+    matches!(try_lock(&file, libc::LOCK_SH), Ok(false))
 }
 
 /// A transient `run`'s lock: shared with other transient runs, refused (exit code 1) while

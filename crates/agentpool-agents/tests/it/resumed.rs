@@ -52,6 +52,39 @@ fn follow_up(fx: &Fixture, name: &str, prompt: &str, session: &str, task: &str, 
     req
 }
 
+/// The follow-up task `task` of `first_fx`'s task-a, in a new fixture whose endpoint answers
+/// "It was 42.", asking what it was asked to remember.
+async fn ask_what_was_remembered(
+    agent: &dyn CodeAgent,
+    name: &str,
+    first_fx: &Fixture,
+    session: &str,
+    task: &str,
+) -> (Fixture, AgentOutcome, Arc<Collect>) {
+    let fx = next_task(first_fx, vec![Step::answer("It was 42.")]).await;
+    let req = follow_up(
+        &fx,
+        name,
+        "What did I ask you to remember?",
+        session,
+        task,
+        "task-a",
+    );
+    let (outcome, sink) = fx.run(agent, req).await;
+    (fx, outcome, sink)
+}
+
+/// The body of the last request `fx`'s endpoint was sent: the conversation the agent resumed.
+fn last_request(fx: &Fixture) -> String {
+    fx.server
+        .agent_requests()
+        .last()
+        .cloned()
+        .expect("a request")
+        .body
+        .to_string()
+}
+
 fn why(o: &AgentOutcome, sink: &Collect, fx: &Fixture) -> String {
     let requests = fx.server.agent_requests().len();
     format!(
@@ -113,16 +146,8 @@ async fn a_follow_up_records_only_its_own_tokens_and_cost(name: &str) {
     records_only_its_own(name, &first, &sink, &first_fx);
     let session = first.session_id.clone().expect("a session id");
 
-    let fx = next_task(&first_fx, vec![Step::answer("It was 42.")]).await;
-    let req = follow_up(
-        &fx,
-        name,
-        "What did I ask you to remember?",
-        &session,
-        "task-b",
-        "task-a",
-    );
-    let (second, sink) = fx.run(agent.as_ref(), req).await;
+    let (fx, second, sink) =
+        ask_what_was_remembered(agent.as_ref(), name, &first_fx, &session, "task-b").await;
     assert_eq!(
         second.session_id.as_deref(),
         Some(session.as_str()),
@@ -168,27 +193,11 @@ async fn a_second_follow_up_does_not_see_the_first_follow_ups_turns(name: &str) 
     let (second, sink) = b.run(agent.as_ref(), req).await;
     assert!(!second.is_error, "{}", why(&second, &sink, &b));
 
-    let c = next_task(&first_fx, vec![Step::answer("It was 42.")]).await;
-    let req = follow_up(
-        &c,
-        name,
-        "What did I ask you to remember?",
-        &session,
-        "task-c",
-        "task-a",
-    );
-    let (third, sink) = c.run(agent.as_ref(), req).await;
+    let (c, third, sink) = ask_what_was_remembered(agent.as_ref(), name, &first_fx, &session, "task-c").await;
     let why = why(&third, &sink, &c);
     assert!(!third.is_error, "{why}");
     assert_eq!(third.session_id.as_deref(), Some(session.as_str()), "{why}");
-    let last = c
-        .server
-        .agent_requests()
-        .last()
-        .cloned()
-        .expect("a request")
-        .body
-        .to_string();
+    let last = last_request(&c);
     assert!(
         last.contains("Remember 42"),
         "the task's conversation was resumed: {why}"
@@ -245,24 +254,12 @@ async fn a_session_kept_under_its_id_alone_is_still_resumed() {
         .await;
     assert!(!first.is_error, "{}", why(&first, &sink, &first_fx));
     let session = first.session_id.clone().expect("a session id");
-    let fx = next_task(&first_fx, vec![Step::answer("It was 42.")]).await;
-    let req = follow_up(
-        &fx,
-        name,
-        "What did I ask you to remember?",
-        &session,
-        "task-b",
-        "task-a",
+    let (fx, second, sink) =
+        ask_what_was_remembered(agent.as_ref(), name, &first_fx, &session, "task-b").await;
+    assert!(
+        last_request(&fx).contains("Remember 42"),
+        "{}",
+        why(&second, &sink, &fx)
     );
-    let (second, sink) = fx.run(agent.as_ref(), req).await;
-    let last = fx
-        .server
-        .agent_requests()
-        .last()
-        .cloned()
-        .expect("a request")
-        .body
-        .to_string();
-    assert!(last.contains("Remember 42"), "{}", why(&second, &sink, &fx));
     records_only_its_own(name, &second, &sink, &fx);
 }

@@ -79,7 +79,7 @@ impl Pipeline {
             tokio::time::sleep(remaining + grace).await;
             backstop.cancel();
         });
-        let watch = spec.max_cost_usd.map(|limit| {
+        let watch = spec.max_cost_usd.zip(left).map(|(limit, left)| {
             if !agent.capabilities().cost {
                 events.emit(NewEvent::log(
                     "agentpool",
@@ -89,11 +89,7 @@ impl Pipeline {
                     ),
                 ));
             }
-            Arc::new(CostWatch::new(
-                events.clone(),
-                left.unwrap_or(limit),
-                agent_cancel.clone(),
-            ))
+            Arc::new(CostWatch::new(events.clone(), left, agent_cancel.clone()))
         });
         let sink: Arc<dyn EventSink> = match &watch {
             Some(w) => w.clone(),

@@ -174,8 +174,7 @@ impl Shared {
     /// `recheck`), and an agent whose provider refused the key the worker supplied
     /// (`worker_fault`, counted per agent; until it is restarted) — a worker with a bad key
     /// would otherwise fail every task it claims, and claim them fast.
-    pub(super) fn note_outcome(&self, report: &Report) {
-        let agent = report.result().and_then(|r| r.agent.clone());
+    pub(super) fn note_outcome(&self, report: &Report, agent: &str) {
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
@@ -187,10 +186,9 @@ impl Shared {
                 message,
                 ..
             } => {
-                let agent = agent.unwrap_or_default();
                 let n = {
                     let mut counts = self.lock_refusals();
-                    let n = counts.entry(agent.clone()).or_default();
+                    let n = counts.entry(agent.to_owned()).or_default();
                     *n += 1;
                     *n
                 };
@@ -208,9 +206,7 @@ impl Shared {
             | Report::Abandon(_) => {}
             Report::Complete(_) | Report::Fail { .. } => {
                 self.infra_failures.store(0, Ordering::SeqCst);
-                if let Some(agent) = agent {
-                    self.lock_refusals().remove(&agent);
-                }
+                self.lock_refusals().remove(agent);
             }
         }
     }
@@ -225,7 +221,12 @@ impl Shared {
     /// repository and what its agent did; any of them can answer 401 whatever the worker's key.
     /// Not refused then, the task still fails `AUTH_FAILED`, without a strike, and its message
     /// says where the refusal came from.
-    pub(super) async fn confirm_refused_key(&self, report: Report, work: &ClaimedWork) -> Report {
+    pub(super) async fn confirm_refused_key(
+        &self,
+        report: Report,
+        agent: &str,
+        work: &ClaimedWork,
+    ) -> Report {
         let Report::Fail {
             class,
             message,
@@ -236,18 +237,13 @@ impl Shared {
         else {
             return report;
         };
-        let agent = result
-            .as_ref()
-            .and_then(|r| r.agent.clone())
-            .or_else(|| work.claimed.task.spec.agent.clone())
-            .unwrap_or_default();
         let task = work.claimed.lease.task_id;
         let model = work.claimed.task.spec.model.clone();
         let (worker_fault, message) = if self.unhealthy_after == 0 || self.is_unhealthy() {
             // Nothing a strike would change.
             (false, message)
         } else {
-            match crate::own_key::check(&self.pipeline, &agent, model, task).await {
+            match crate::own_key::check(&self.pipeline, agent, model, task).await {
                 crate::own_key::OwnKey::Refused => (true, message),
                 crate::own_key::OwnKey::NotRefused(why) => {
                     tracing::info!(

@@ -65,19 +65,24 @@ pub(super) async fn run_task(
     }
     // Before the report hands the task back: a worker that cannot start git or the agent
     // at all must not be the one to claim it again.
-    let agent = work
-        .claimed
-        .task
-        .spec
-        .required_agent()
-        .unwrap_or(agentpool_core::spec::COMMAND_AGENT);
-    shared.confirm_own_failure(&report, agent).await;
-    let report = shared.confirm_refused_key(report, &work).await;
-    let outcome = deliver(&shared, lease, report.clone()).await;
+    let agent = attempt_agent(&report, &work);
+    shared.confirm_own_failure(&report, &agent).await;
+    let report = shared.confirm_refused_key(report, &agent, &work).await;
+    let outcome = deliver(&shared, lease, report.clone(), &agent).await;
     log_end(task_id, attempt, took, &report, &outcome);
     shared.lock_running().remove(&task_id);
     drop(permit);
     shared.beat_now.notify_one();
+}
+
+/// The agent this attempt ran, as its report says, else the one its task names: the one
+/// whose failures count against the worker (strikes are kept per agent).
+fn attempt_agent(report: &Report, work: &ClaimedWork) -> String {
+    report
+        .result()
+        .and_then(|r| r.agent.clone())
+        .or_else(|| work.claimed.task.spec.required_agent().map(str::to_owned))
+        .unwrap_or_else(|| agentpool_core::spec::COMMAND_AGENT.to_owned())
 }
 
 /// One line per finished attempt beside "running task", so a worker's log tells what became
@@ -126,10 +131,11 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report, outcome:
     }
 }
 
-/// Deliver `report` (with the same retries as a single attempt's) and count how it ended.
-pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report) -> AttemptOutcome {
+/// Deliver `report` of a task `agent` ran (with the same retries as a single attempt's) and
+/// count how it ended.
+pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report, agent: &str) -> AttemptOutcome {
     if !matches!(report, Report::Abandon(_)) {
-        shared.note_outcome(&report);
+        shared.note_outcome(&report, agent);
     }
     let outcome =
         crate::attempt::deliver(&*shared.api, &shared.id, lease, report, shared.report_retry_for).await;

@@ -8,6 +8,7 @@
 //! its log in a terminal, so the CLI's human output shows them instead.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentpool_core::spec::is_invisible;
@@ -27,7 +28,10 @@ pub fn for_stdout(s: &str) -> Cow<'_, str> {
     if JSON.load(Ordering::Relaxed) {
         Cow::Borrowed(s)
     } else {
-        terminal_safe(s, super::Style::stdout().color)
+        // Asked once: whether stdout is a terminal does not change while the CLI runs, and a
+        // log of many lines would ask (an environment lookup and a system call) at each.
+        static COLOUR: OnceLock<bool> = OnceLock::new();
+        terminal_safe(s, *COLOUR.get_or_init(|| super::Style::stdout().color))
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::{Env, SpawnReaped, Up, assert_exit, signal, stderr, stdout, submit_args};
+use crate::{Env, Reaped, SpawnReaped, Up, assert_exit, signal, stderr, stdout, submit_args};
 
 /// Wait (polling, up to `limit`) until `done` holds.
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -185,22 +185,29 @@ fn slow_agent(bin: &Path, mark: &Path) {
     );
 }
 
-/// Ctrl-C while `up` starts stops it there: it exits without ever announcing a pool.
-#[test]
-fn an_interrupt_while_up_starts_stops_it_before_it_is_up() {
-    let env = Env::new();
+/// An `up` held while it starts: its agent's version probe has begun (after the data dir's
+/// lock is taken, before the pool says where it listens) and lasts 30 s.
+fn up_held_in_its_probe(env: &Env, its_stderr: Stdio) -> Reaped {
     let bin = env.dir.path().join("bin");
     let mark = env.dir.path().join("probed");
     slow_agent(&bin, &mark);
-    let mut up = env
+    let up = env
         .up_cmd(1, &["--agents", "claude-code"])
         .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(its_stderr)
         .spawn_reaped();
     wait_until("the agent's version probe", Duration::from_secs(60), || {
         mark.exists()
     });
+    up
+}
+
+/// Ctrl-C while `up` starts stops it there: it exits without ever announcing a pool.
+#[test]
+fn an_interrupt_while_up_starts_stops_it_before_it_is_up() {
+    let env = Env::new();
+    let mut up = up_held_in_its_probe(&env, Stdio::piped());
     signal(&up, "INT");
     let status = up.wait().unwrap();
     let (mut shown, mut said) = (String::new(), String::new());
@@ -216,20 +223,8 @@ fn an_interrupt_while_up_starts_stops_it_before_it_is_up() {
 #[test]
 fn a_command_run_while_up_starts_waits_for_it() {
     let env = Env::new();
-    let bin = env.dir.path().join("bin");
-    let mark = env.dir.path().join("probed");
-    slow_agent(&bin, &mark);
-    // The probe runs after the data dir's lock is taken and before the pool says where it
-    // listens: while it lasts, the pool is starting.
-    let mut up = env
-        .up_cmd(1, &["--agents", "claude-code"])
-        .env("AGENTPOOL_AGENT_BIN_DIR", &bin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn_reaped();
-    wait_until("the agent's version probe", Duration::from_secs(60), || {
-        mark.exists()
-    });
+    // While the probe lasts, the pool is starting.
+    let mut up = up_held_in_its_probe(&env, Stdio::null());
     assert!(
         !env.data_dir().join("up.json").exists(),
         "the pool said where it listens before its probe ended"
