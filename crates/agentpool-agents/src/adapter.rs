@@ -65,9 +65,10 @@ pub trait SessionFiles: Send + Sync {
     fn noun(&self) -> &'static str {
         "session"
     }
-    /// Put the kept session `id` where the CLI looks for it; best effort (the CLI reports a
-    /// session it cannot find).
-    fn restore(&self, kept: &Path, id: &str);
+    /// Put the kept session `id` where the CLI looks for it: whether it is there now (put
+    /// back, or there already, as in a feedback round's home). `false` when no copy of it is
+    /// kept here: the run it came from ran on another worker, or the copy was removed.
+    fn restore(&self, kept: &Path, id: &str) -> bool;
     /// Copy the session `id` out of this run's home.
     fn keep(&self, kept: &Path, id: &str) -> std::io::Result<()>;
 }
@@ -128,24 +129,10 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
         };
         self.agent.auth_needs(&request).check(T::NAME, &request)?;
         let root = self.cfg.sessions_of(T::NAME);
+        let (request, Prepared { args, env, sessions }, base) =
+            self.prepare_resuming(request, &root, events.as_ref())?;
         let resumed = request.resume_session.clone();
-        let from = kept::restore_slot(&root, &request);
-        let base = resumed.as_deref().and_then(|id| Totals::read(&from, id));
-        // A CLI that holds itself to a cost limit counts a resumed session's running total
-        // against it: its limit is raised by what the session had cost, so the run may spend
-        // what the task's limit allows.
-        let mut request = request;
-        if T::RUNNING_TOTALS.cost
-            && let (Some(limit), Some(before)) =
-                (request.max_cost_usd, base.as_ref().and_then(|b| b.cost_usd))
-        {
-            request.max_cost_usd = Some(limit + before);
-        }
-        let Prepared { args, env, sessions } = self.agent.prepare(&request, events.as_ref())?;
         let env = cli::agent_env(&self.cfg, &request, &env)?;
-        if let (Some(files), Some(id)) = (&sessions, &resumed) {
-            files.restore(&from, id);
-        }
         let baseline = Baseline::new(T::RUNNING_TOTALS, resumed.as_deref(), base).map(Arc::new);
         let sink = match &baseline {
             Some(b) => b.sink(events.clone()),
@@ -180,6 +167,54 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
             b.apply(&mut outcome);
         }
         Ok(outcome)
+    }
+}
+
+impl<T: CliAgent> Configured<T> {
+    /// Prepare the run, with the session it resumes put back into its home first, and what the
+    /// CLI had reported when that session was kept. A session with no copy kept on this worker
+    /// (a follow-up of a task another worker or pod ran) cannot be resumed: the CLI would fail
+    /// every attempt ("No conversation found"), so the run is a new session, told that it
+    /// continues earlier work, which it finds in the workspace and its history.
+    fn prepare_resuming(
+        &self,
+        request: AgentRequest,
+        root: &Path,
+        events: &dyn EventSink,
+    ) -> Result<(AgentRequest, Prepared, Option<Totals>), AgentError> {
+        let Some(id) = request.resume_session.clone() else {
+            let prepared = self.agent.prepare(&request, events)?;
+            return Ok((request, prepared, None));
+        };
+        let from = kept::restore_slot(root, &request);
+        let base = Totals::read(&from, &id);
+        // A CLI that holds itself to a cost limit counts a resumed session's running total
+        // against it: its limit is raised by what the session had cost, so the run may spend
+        // what the task's limit allows.
+        let mut resuming = request.clone();
+        if T::RUNNING_TOTALS.cost
+            && let (Some(limit), Some(before)) = (request.max_cost_usd, base.and_then(|b| b.cost_usd))
+        {
+            resuming.max_cost_usd = Some(limit + before);
+        }
+        let prepared = self.agent.prepare(&resuming, events)?;
+        match &prepared.sessions {
+            Some(files) if !files.restore(&from, &id) => {
+                let noun = files.noun();
+                events.emit(events::log(
+                    "agentpool",
+                    &format!(
+                        "{} cannot resume {noun} {id}: no copy of it is kept on this worker (the task \
+                         it follows ran on another, or the copy was removed); it starts a new {noun}",
+                        T::NAME
+                    ),
+                ));
+                let fresh = request.as_new_session();
+                let prepared = self.agent.prepare(&fresh, events)?;
+                Ok((fresh, prepared, None))
+            }
+            _ => Ok((resuming, prepared, base)),
+        }
     }
 }
 

@@ -171,14 +171,11 @@ impl SessionFiles for Transcripts {
         Ok(())
     }
 
-    fn restore(&self, kept: &Path, id: &str) {
+    fn restore(&self, kept: &Path, id: &str) -> bool {
         let Some(file) = session_file_name(id) else {
-            return;
+            return false;
         };
         let src = kept.join(&file);
-        if !src.is_file() {
-            return;
-        }
         let workdir = &self.workdir;
         let mut dirs = vec![workdir.clone()];
         if let Ok(real) = std::fs::canonicalize(workdir)
@@ -186,13 +183,16 @@ impl SessionFiles for Transcripts {
         {
             dirs.push(real);
         }
+        let mut there = false;
         for d in dirs {
             let project = self.config_dir.join("projects").join(project_dir_name(&d));
             let dst = project.join(&file);
-            if !dst.exists() && std::fs::create_dir_all(&project).is_ok() {
-                let _ = std::fs::copy(&src, &dst);
-            }
+            there |= dst.exists()
+                || (src.is_file()
+                    && std::fs::create_dir_all(&project).is_ok()
+                    && std::fs::copy(&src, &dst).is_ok());
         }
+        there
     }
 }
 

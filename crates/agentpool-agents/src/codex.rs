@@ -199,21 +199,22 @@ impl SessionFiles for Rollouts {
     }
 
     /// Put a kept rollout into this run's CODEX_HOME so `exec resume` finds the thread.
-    fn restore(&self, kept: &Path, id: &str) {
-        if !adapter::plain_id(id) || find_rollout(&self.sessions, id, 3).is_some() {
-            return;
+    fn restore(&self, kept: &Path, id: &str) -> bool {
+        if !adapter::plain_id(id) {
+            return false;
+        }
+        if find_rollout(&self.sessions, id, 3).is_some() {
+            return true;
         }
         let root = kept.join(id);
-        if let Some(src) = find_rollout(&root, id, 3)
-            && let Ok(rel) = src.strip_prefix(&root)
-        {
-            let dst = self.sessions.join(rel);
-            if let Some(parent) = dst.parent()
-                && std::fs::create_dir_all(parent).is_ok()
-            {
-                let _ = std::fs::copy(&src, &dst);
-            }
-        }
+        let Some(src) = find_rollout(&root, id, 3) else {
+            return false;
+        };
+        let Ok(rel) = src.strip_prefix(&root) else {
+            return false;
+        };
+        let dst = self.sessions.join(rel);
+        dst.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok()) && std::fs::copy(&src, &dst).is_ok()
     }
 }
 

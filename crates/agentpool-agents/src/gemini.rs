@@ -154,17 +154,24 @@ impl SessionFiles for Chats {
     }
 
     /// Put a kept chat where this run's `--resume` looks.
-    fn restore(&self, kept: &Path, id: &str) {
+    fn restore(&self, kept: &Path, id: &str) -> bool {
         if !safe_id(id) {
-            return;
+            return false;
+        }
+        let chats = self.dir.join("tmp").join(PROJECT).join("chats");
+        let in_home = std::fs::read_dir(&chats)
+            .is_ok_and(|mut files| files.any(|f| f.is_ok_and(|f| chat_matches(&f.path(), id))));
+        if in_home {
+            return true;
         }
         let Ok(files) = std::fs::read_dir(kept.join(id)) else {
-            return;
+            return false;
         };
-        let chats = self.dir.join("tmp").join(PROJECT).join("chats");
+        let mut there = false;
         for f in files.flatten() {
-            let _ = std::fs::copy(f.path(), chats.join(f.file_name()));
+            there |= std::fs::copy(f.path(), chats.join(f.file_name())).is_ok();
         }
+        there
     }
 }
 

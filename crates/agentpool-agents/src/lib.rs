@@ -13,8 +13,10 @@
 //! ([`AgentRequest::keep_as`]), and put the followed task's copy back where the CLI looks when a
 //! later run resumes it ([`AgentRequest::restore_from`]) — so follow-ups resume on the same
 //! worker (or any worker sharing that directory), each from the session as the task it follows
-//! left it. A resumed run reports only its own tokens and cost ([`kept`]). OpenCode resumes only
-//! within the same home (see its module).
+//! left it. A resumed run reports only its own tokens and cost ([`kept`]). A follow-up on a
+//! worker with no copy of the session (another worker or pod ran the task it follows) starts a
+//! new session, told that it continues earlier work ([`AgentRequest::as_new_session`]): the CLI
+//! would fail every attempt. OpenCode resumes only within the same home (see its module).
 
 pub mod adapter;
 pub mod auth;
@@ -110,7 +112,24 @@ impl AgentRequest {
             record: None,
         }
     }
+
+    /// This request as a new session in place of the one it names: told, before its prompt,
+    /// that the earlier conversation could not be continued and where the earlier work is.
+    pub fn as_new_session(&self) -> Self {
+        Self {
+            prompt: format!("{NEW_SESSION_PREFACE}\n\n{}", self.prompt),
+            resume_session: None,
+            restore_from: None,
+            ..self.clone()
+        }
+    }
 }
+
+/// What a follow-up that cannot resume its session is told before its prompt: the conversation
+/// is gone, the work is not.
+pub const NEW_SESSION_PREFACE: &str = "This task follows up an earlier one whose conversation \
+could not be continued, so this is a new session: what was done before is in this workspace \
+and its git history.";
 
 /// How an agent run ended.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -178,11 +178,7 @@ impl CliAgent for OpenCode {
                          that ran them, and this run has a new one; it starts a new session"
                     ),
                 ));
-                fresh = AgentRequest {
-                    prompt: format!("{NEW_SESSION_PREFACE}\n\n{}", request.prompt),
-                    resume_session: None,
-                    ..request.clone()
-                };
+                fresh = request.as_new_session();
                 &fresh
             }
             _ => request,
@@ -232,12 +228,6 @@ impl CliAgent for OpenCode {
         })
     }
 }
-
-/// What a follow-up that cannot resume its session is told before its prompt: the conversation
-/// is gone, the work is not.
-pub const NEW_SESSION_PREFACE: &str = "This task follows up an earlier one whose conversation \
-could not be continued, so this is a new session: what was done before is in this workspace \
-and its git history.";
 
 /// Whether `home` holds OpenCode's session database, i.e. an earlier run in this home (a
 /// feedback round's first run) started the session a resume names. A task's home is new for

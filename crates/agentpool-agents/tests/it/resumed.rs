@@ -263,3 +263,62 @@ async fn a_session_kept_under_its_id_alone_is_still_resumed() {
     );
     records_only_its_own(name, &second, &sink, &fx);
 }
+
+/// A follow-up run by another worker (or pod), which keeps no copy of the session: the CLI
+/// could not resume it (Claude Code answers "No conversation found" and fails), so the run is a
+/// new session, told that it continues earlier work, and its log says so once.
+async fn a_follow_up_on_another_worker_starts_a_new_session(name: &str) {
+    let (kept_here, kept_there) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (Some(here), Some(there)) = (
+        agent_keeping_in(name, kept_here.path()),
+        agent_keeping_in(name, kept_there.path()),
+    ) else {
+        return;
+    };
+    let first_fx = Fixture::new(vec![Step::answer("Noted.")]).await;
+    let mut req = first_fx.request(name, "Remember 42");
+    req.keep_as = Some("task-a".into());
+    let (first, sink) = first_fx.run(here.as_ref(), req).await;
+    assert!(!first.is_error, "{}", why(&first, &sink, &first_fx));
+    let earlier = first.session_id.clone().expect("a session id");
+
+    let (fx, o, sink) = ask_what_was_remembered(there.as_ref(), name, &first_fx, &earlier, "task-b").await;
+    let logs: Vec<String> = sink
+        .of(EventKind::Log)
+        .iter()
+        .map(|e| e.data().to_string())
+        .collect();
+    let why = format!("{}\nlogs: {logs:#?}", why(&o, &sink, &fx));
+    assert!(!o.is_error, "{why}");
+    assert_eq!(o.final_text.as_deref(), Some("It was 42."), "{why}");
+    assert_ne!(o.session_id.as_deref(), Some(earlier.as_str()), "{why}");
+    let said: Vec<&String> = logs.iter().filter(|l| l.contains("cannot resume")).collect();
+    assert_eq!(said.len(), 1, "{why}");
+    assert!(
+        said[0].contains(&earlier) && said[0].contains("no copy of it is kept on this worker"),
+        "{why}"
+    );
+    let body = last_request(&fx);
+    assert!(body.contains("What did I ask you to remember?"), "{why}");
+    assert!(body.contains("follows up an earlier one"), "{why}");
+    assert!(
+        !body.contains("Remember 42"),
+        "the earlier conversation is not there: {why}"
+    );
+    records_only_its_own(name, &o, &sink, &fx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_follow_up_on_another_worker_starts_a_new_session() {
+    a_follow_up_on_another_worker_starts_a_new_session("claude-code").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_follow_up_on_another_worker_starts_a_new_session() {
+    a_follow_up_on_another_worker_starts_a_new_session("codex").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_follow_up_on_another_worker_starts_a_new_session() {
+    a_follow_up_on_another_worker_starts_a_new_session("gemini").await;
+}

@@ -279,7 +279,9 @@ fn transient_runs_share_a_data_dir_and_an_up_waits_for_them() {
                 started(i).display(),
                 gate.display()
             );
-            env.cmd()
+            // Without agent CLIs: each pool would probe every one installed (a Node.js start
+            // each) before it takes a task, three pools at once, and the test runs commands.
+            env.cmd_without_agents()
                 .args(["run", "--repo", remote.to_str().unwrap(), "--command", &command])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
