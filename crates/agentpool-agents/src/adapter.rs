@@ -163,6 +163,22 @@ impl<T: CliAgent> CodeAgent for Configured<T> {
                 ));
             }
         }
+        if sessions.is_some() {
+            // One copy is kept per task: now and then (at most hourly, a directory listing),
+            // those past their time go.
+            let keep_for = self.cfg.keep_sessions_for.unwrap_or(kept::DEFAULT_KEEP_FOR);
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(n @ 1..) = kept::prune_now_and_then(&root, keep_for) {
+                    tracing::info!(
+                        agent = T::NAME,
+                        removed = n,
+                        days = keep_for.as_secs() / 86_400,
+                        "removed kept sessions not written for the days kept"
+                    );
+                }
+            })
+            .await;
+        }
         if let Some(b) = &baseline {
             b.apply(&mut outcome);
         }

@@ -31,6 +31,9 @@ pub struct AgentConfig {
     /// gets a fresh home and workspace — can resume the earlier session on this worker. `None`:
     /// a directory under the system temp dir.
     pub session_dir: Option<PathBuf>,
+    /// How long a kept session copy is kept after it was last written; `None`:
+    /// [`crate::kept::DEFAULT_KEEP_FOR`].
+    pub keep_sessions_for: Option<Duration>,
 }
 
 /// The directory the variable `name` names; none when it is unset or empty (`VAR=` in a shell
@@ -42,12 +45,19 @@ pub fn dir_from_env(name: &str) -> Option<PathBuf> {
 }
 
 impl AgentConfig {
-    /// `AGENTPOOL_AGENT_BIN_DIR` and `AGENTPOOL_AGENT_SESSION_DIR` from the environment.
+    /// `AGENTPOOL_AGENT_BIN_DIR`, `AGENTPOOL_AGENT_SESSION_DIR` and
+    /// `AGENTPOOL_AGENT_SESSION_DAYS` (a whole number of days; anything else is the default)
+    /// from the environment.
     pub fn from_env() -> Self {
+        let days = std::env::var("AGENTPOOL_AGENT_SESSION_DAYS")
+            .ok()
+            .and_then(|d| d.trim().parse::<u64>().ok())
+            .filter(|d| *d > 0);
         Self {
             bin_dir: dir_from_env("AGENTPOOL_AGENT_BIN_DIR"),
             binaries: BTreeMap::new(),
             session_dir: dir_from_env("AGENTPOOL_AGENT_SESSION_DIR"),
+            keep_sessions_for: days.map(|d| Duration::from_secs(d.saturating_mul(24 * 3600))),
         }
     }
 

@@ -9,8 +9,10 @@
 //! reported at that run's end (`<session id>.totals.json`), and a run that resumes the copy
 //! subtracts it, from its live `usage` events and from its final figures alike.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use agentpool_core::{EventPayload, NewEvent, Usage};
 use serde::{Deserialize, Serialize};
@@ -54,6 +56,62 @@ pub fn slot(root: &Path, key: Option<&str>) -> PathBuf {
 pub fn restore_slot(root: &Path, request: &AgentRequest) -> PathBuf {
     let own = slot(root, request.restore_from.as_deref());
     if own.is_dir() { own } else { root.to_path_buf() }
+}
+
+/// How long a kept copy is kept when nothing says otherwise: well past the server's default
+/// retention of a finished task (7 days), after which no follow-up of the task can be made.
+pub const DEFAULT_KEEP_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// How often one process prunes a directory of kept copies at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Remove the copies in `root` (a task's slot, or a copy filed by session id) not written for
+/// `keep_for`: one copy is kept per task, and nothing else ever removes them. A copy's time is
+/// when it was last kept (its slot's, for a task's). Returns how many were removed.
+pub fn prune(root: &Path, keep_for: Duration) -> usize {
+    let Some(cutoff) = SystemTime::now().checked_sub(keep_for) else {
+        return 0;
+    };
+    let tasks = root.join("tasks");
+    let mut removed = 0;
+    for dir in [tasks.as_path(), root] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if path == tasks || !old {
+                continue;
+            }
+            let gone = match entry.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            removed += usize::from(gone.is_ok());
+        }
+    }
+    removed
+}
+
+/// [`prune`] `root`, unless this process did within the last hour; `None` when it did.
+pub fn prune_now_and_then(root: &Path, keep_for: Duration) -> Option<usize> {
+    static LAST: Mutex<BTreeMap<PathBuf, Instant>> = Mutex::new(BTreeMap::new());
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last
+            .get(root)
+            .is_some_and(|t| now.duration_since(*t) < PRUNE_EVERY)
+        {
+            return None;
+        }
+        last.insert(root.to_path_buf(), now);
+    }
+    Some(prune(root, keep_for))
 }
 
 /// What a CLI had reported at the end of the run that left a kept session.
@@ -241,6 +299,63 @@ impl EventSink for Subtracting {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `path` (a file or a directory) as last written `age` ago.
+    fn aged(path: &Path, age: Duration) {
+        let t = SystemTime::now() - age;
+        std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn copies_not_kept_for_the_period_are_removed_and_the_rest_stay() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let day = Duration::from_secs(24 * 3600);
+        for (slot, age) in [("old", 40), ("new", 2)] {
+            let dir = root.join("tasks").join(slot);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("s.jsonl"), "{}").unwrap();
+            aged(&dir, day * age);
+        }
+        // Filed by session id alone: a file and its totals, a CLI's directory.
+        for (name, age) in [("old.jsonl", 40), ("old.totals.json", 40), ("new.jsonl", 1)] {
+            std::fs::write(root.join(name), "{}").unwrap();
+            aged(&root.join(name), day * age);
+        }
+        std::fs::create_dir_all(root.join("thread-old/2026/01")).unwrap();
+        aged(&root.join("thread-old"), day * 31);
+        aged(&root.join("tasks"), day * 90);
+
+        assert_eq!(prune(root, DEFAULT_KEEP_FOR), 4);
+        let mut left: Vec<String> = walk(root);
+        left.sort();
+        assert_eq!(left, ["new.jsonl", "tasks", "tasks/new", "tasks/new/s.jsonl"]);
+        assert_eq!(prune(root, DEFAULT_KEEP_FOR), 0);
+    }
+
+    #[test]
+    fn a_directory_is_pruned_at_most_once_an_hour() {
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(prune_now_and_then(root.path(), DEFAULT_KEEP_FOR), Some(0));
+        assert_eq!(prune_now_and_then(root.path(), DEFAULT_KEEP_FOR), None);
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(prune_now_and_then(other.path(), DEFAULT_KEEP_FOR), Some(0));
+    }
+
+    fn walk(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                if p.is_dir() {
+                    dirs.push(p);
+                }
+            }
+        }
+        out
+    }
 
     fn usage(i: u64, o: u64) -> Usage {
         Usage {

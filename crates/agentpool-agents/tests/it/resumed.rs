@@ -5,6 +5,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentpool_agents::{AgentConfig, AgentOutcome, AgentRequest, CodeAgent, Registry};
 use agentpool_core::{EventKind, Usage};
@@ -321,4 +322,31 @@ async fn codex_follow_up_on_another_worker_starts_a_new_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_follow_up_on_another_worker_starts_a_new_session() {
     a_follow_up_on_another_worker_starts_a_new_session("gemini").await;
+}
+
+/// A run keeps its session and removes the copies not written for the days kept (one is kept
+/// per task, and nothing else would remove them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_removes_kept_sessions_past_their_time() {
+    let name = "claude-code";
+    let kept = tempfile::tempdir().unwrap();
+    let Some(agent) = agent_keeping_in(name, kept.path()) else {
+        return;
+    };
+    let old = kept.path().join(name).join("tasks").join("task-old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("a.jsonl"), "{}").unwrap();
+    let forty_days = Duration::from_secs(40 * 24 * 3600);
+    std::fs::File::open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - forty_days)
+        .unwrap();
+    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
+    let mut req = fx.request(name, "Remember 42");
+    req.keep_as = Some("task-new".into());
+    let (o, sink) = fx.run(agent.as_ref(), req).await;
+    assert!(!o.is_error, "{}", why(&o, &sink, &fx));
+    assert!(!old.exists(), "a copy 40 days old is still kept");
+    let new = kept.path().join(name).join("tasks").join("task-new");
+    assert!(new.is_dir(), "this run's copy is kept");
 }
