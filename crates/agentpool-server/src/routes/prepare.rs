@@ -246,6 +246,13 @@ async fn continue_earlier(
         if !prev.state.is_finished() && !spec.depends_on.contains(&prev.id) {
             spec.depends_on.push(prev.id);
         }
+    } else if same_place && spec.base_ref.is_none() {
+        // A branch of its own: it starts from what the earlier task pushed, so that the
+        // session it resumes finds the work it speaks of (from the usual base, that work
+        // would not be there).
+        if let Some(pushed) = prev.result.as_ref().filter(|r| r.pushed) {
+            spec.base_ref = pushed.branch.clone();
+        }
     }
     Ok(())
 }

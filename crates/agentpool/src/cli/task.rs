@@ -65,7 +65,7 @@ pub struct TaskArgs {
     #[arg(long)]
     pub idempotency_key: Option<String>,
     /// Continue this earlier task: same repository and work branch (it starts from what that
-    /// task pushed), agent session resumed where supported
+    /// task pushed; with --branch, that branch starts there), agent session resumed where supported
     #[arg(long = "follow-up", value_name = "TASK_ID")]
     pub follow_up: Option<agentpool_core::TaskId>,
     /// Agent turn limit

@@ -256,6 +256,30 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
         "the follow-up's commit is on top of the first's"
     );
 
+    // On a branch of its own: it starts from what the earlier task pushed.
+    let own = pool.env.run(&[
+        "--server",
+        &url,
+        "submit",
+        "--follow-up",
+        next_id,
+        "--branch",
+        "own-branch",
+        "--command",
+        "echo five >> notes.txt",
+        "--wait",
+        "--output",
+        "json",
+    ]);
+    assert_exit(&own, 0);
+    let own = json(&own);
+    assert_eq!(own["spec"]["branch"], "own-branch", "{own}");
+    assert_eq!(own["spec"]["base_ref"], branch.as_str(), "{own}");
+    assert_eq!(
+        git(&pool.remote, &["show", "own-branch:notes.txt"]),
+        "one\ntwo\nfive"
+    );
+
     // Followed up before it has finished: the follow-up waits for it and builds on it.
     let slow = pool.submit("sleep 1; echo three >> notes.txt", &["--base", &branch]);
     assert_exit(&slow, 0);
