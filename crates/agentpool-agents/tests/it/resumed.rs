@@ -53,6 +53,18 @@ fn follow_up(fx: &Fixture, name: &str, prompt: &str, session: &str, task: &str, 
     req
 }
 
+/// A first task, "Remember 42", answered "Noted." and kept under `keep_as` (or its session id
+/// alone): its fixture and session id.
+async fn remember_42(agent: &dyn CodeAgent, name: &str, keep_as: Option<&str>) -> (Fixture, String) {
+    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
+    let mut req = fx.request(name, "Remember 42");
+    req.keep_as = keep_as.map(str::to_string);
+    let (first, sink) = fx.run(agent, req).await;
+    assert!(!first.is_error, "{}", why(&first, &sink, &fx));
+    let session = first.session_id.clone().expect("a session id");
+    (fx, session)
+}
+
 /// The follow-up task `task` of `first_fx`'s task-a, in a new fixture whose endpoint answers
 /// "It was 42.", asking what it was asked to remember.
 async fn ask_what_was_remembered(
@@ -182,12 +194,7 @@ async fn a_second_follow_up_does_not_see_the_first_follow_ups_turns(name: &str) 
     let Some(agent) = agent_keeping_in(name, kept.path()) else {
         return;
     };
-    let first_fx = Fixture::new(vec![Step::answer("Noted.")]).await;
-    let mut req = first_fx.request(name, "Remember 42");
-    req.keep_as = Some("task-a".into());
-    let (first, sink) = first_fx.run(agent.as_ref(), req).await;
-    assert!(!first.is_error, "{}", why(&first, &sink, &first_fx));
-    let session = first.session_id.clone().expect("a session id");
+    let (first_fx, session) = remember_42(agent.as_ref(), name, Some("task-a")).await;
 
     let b = next_task(&first_fx, vec![Step::answer("Noted 7 as well.")]).await;
     let req = follow_up(&b, name, "Remember 7 too", &session, "task-b", "task-a");
@@ -249,12 +256,7 @@ async fn a_session_kept_under_its_id_alone_is_still_resumed() {
     let Some(agent) = agent_keeping_in(name, kept.path()) else {
         return;
     };
-    let first_fx = Fixture::new(vec![Step::answer("Noted.")]).await;
-    let (first, sink) = first_fx
-        .run(agent.as_ref(), first_fx.request(name, "Remember 42"))
-        .await;
-    assert!(!first.is_error, "{}", why(&first, &sink, &first_fx));
-    let session = first.session_id.clone().expect("a session id");
+    let (first_fx, session) = remember_42(agent.as_ref(), name, None).await;
     let (fx, second, sink) =
         ask_what_was_remembered(agent.as_ref(), name, &first_fx, &session, "task-b").await;
     assert!(
@@ -276,12 +278,7 @@ async fn a_follow_up_on_another_worker_starts_a_new_session(name: &str) {
     ) else {
         return;
     };
-    let first_fx = Fixture::new(vec![Step::answer("Noted.")]).await;
-    let mut req = first_fx.request(name, "Remember 42");
-    req.keep_as = Some("task-a".into());
-    let (first, sink) = first_fx.run(here.as_ref(), req).await;
-    assert!(!first.is_error, "{}", why(&first, &sink, &first_fx));
-    let earlier = first.session_id.clone().expect("a session id");
+    let (first_fx, earlier) = remember_42(here.as_ref(), name, Some("task-a")).await;
 
     let (fx, o, sink) = ask_what_was_remembered(there.as_ref(), name, &first_fx, &earlier, "task-b").await;
     let logs: Vec<String> = sink
@@ -341,11 +338,7 @@ async fn a_run_removes_kept_sessions_past_their_time() {
         .unwrap()
         .set_modified(std::time::SystemTime::now() - forty_days)
         .unwrap();
-    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
-    let mut req = fx.request(name, "Remember 42");
-    req.keep_as = Some("task-new".into());
-    let (o, sink) = fx.run(agent.as_ref(), req).await;
-    assert!(!o.is_error, "{}", why(&o, &sink, &fx));
+    remember_42(agent.as_ref(), name, Some("task-new")).await;
     assert!(!old.exists(), "a copy 40 days old is still kept");
     let new = kept.path().join(name).join("tasks").join("task-new");
     assert!(new.is_dir(), "this run's copy is kept");
