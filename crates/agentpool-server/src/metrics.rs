@@ -2,10 +2,11 @@
 //! can run in one process — the tests do. Gauges of tasks, workers and token expiry are read
 //! from the store at scrape time, so every replica reports the same, true numbers.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agentpool_core::notification::DeliveryState;
-use agentpool_core::{ErrorClass, TaskResult, TaskState, WorkerStatus};
+use agentpool_core::{ErrorClass, TaskResult, TaskState, Timestamp, WorkerStatus};
 use agentpool_store::Store;
 use prometheus::core::Collector;
 use prometheus::{
@@ -313,10 +314,20 @@ impl Metrics {
             // Revoked tokens drop out: the gauge is rebuilt from the table at each scrape.
             self.token_expiry.reset();
             let now = store.time();
+            // One series per name and role, which a token and the successor a rotation gave
+            // it share during the grace: the later expiry, when the name's users must have
+            // moved on; none while a valid token of that name never expires.
+            let mut latest: BTreeMap<(&str, &str), Option<Timestamp>> = BTreeMap::new();
             for t in tokens.iter().filter(|t| !t.revoked) {
-                if let Some(at) = t.expires_at {
+                let at = latest
+                    .entry((t.name.as_str(), t.role.as_str()))
+                    .or_insert(t.expires_at);
+                *at = at.zip(t.expires_at).map(|(a, b)| a.max(b));
+            }
+            for ((name, role), at) in latest {
+                if let Some(at) = at {
                     self.token_expiry
-                        .with_label_values(&[t.name.as_str(), t.role.as_str()])
+                        .with_label_values(&[name, role])
                         .set((at - now).num_seconds());
                 }
             }

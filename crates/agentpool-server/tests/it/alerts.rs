@@ -25,21 +25,51 @@ async fn the_server_s_alerting_rules_select_series_it_exports() {
         expires_at: Some(chrono::Utc::now() + chrono::Duration::days(3)),
         ..agentpool_core::protocol::TokenCreate::new("ci-3d", "worker")
     };
-    app.admin().create_token(&expiring).await.expect("token");
+    let created = app.admin().create_token(&expiring).await.expect("token");
     let text = scrape(&app.base).await;
-    let series = text
-        .lines()
-        .find(|l| l.starts_with("agentpool_token_expires_in_seconds{"))
-        .expect("the token's series");
+    let secs = expires_in(&text, "ci-3d");
+    assert!((3 * 86400 - 120..=3 * 86400).contains(&secs), "{text}");
+    alerts::assert_group_fits("agentpool", &text);
+
+    // Rotated with a day's grace: the token and its successor share the name, and the one
+    // series says when the later of them expires (the successor, three days from now); with
+    // the successor revoked, the old token's grace.
+    let grace = agentpool_core::protocol::TokenRotate {
+        grace_secs: Some(86400),
+    };
+    let rotated = app
+        .admin()
+        .rotate_token(&created.id, &grace)
+        .await
+        .expect("rotate");
+    let text = scrape(&app.base).await;
+    let secs = expires_in(&text, "ci-3d");
+    assert!((3 * 86400 - 120..=3 * 86400).contains(&secs), "{text}");
+    app.admin()
+        .revoke_token(&rotated.successor.id)
+        .await
+        .expect("revoke");
+    let text = scrape(&app.base).await;
+    let secs = expires_in(&text, "ci-3d");
     assert!(
-        series.contains(r#"name="ci-3d""#) && series.contains(r#"role="worker""#),
-        "{series}"
+        (86400 - 120..=86400).contains(&secs),
+        "the old token's grace: {text}"
     );
-    let secs: i64 = series
+}
+
+/// The seconds `agentpool_token_expires_in_seconds` gives the worker token `name`: its one series.
+fn expires_in(text: &str, name: &str) -> i64 {
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("agentpool_token_expires_in_seconds{") && l.contains(&format!(r#"name="{name}""#))
+        })
+        .collect();
+    assert_eq!(series.len(), 1, "{text}");
+    assert!(series[0].contains(r#"role="worker""#), "{}", series[0]);
+    series[0]
         .rsplit(' ')
         .next()
         .and_then(|v| v.parse().ok())
-        .expect("a value");
-    assert!((3 * 86400 - 120..=3 * 86400).contains(&secs), "{series}");
-    alerts::assert_group_fits("agentpool", &text);
+        .expect("a value")
 }
