@@ -213,7 +213,10 @@ impl<T: CliAgent> Configured<T> {
         {
             resuming.max_cost_usd = Some(limit + before);
         }
-        let prepared = self.agent.prepare(&resuming, events)?;
+        // What the adapter says as it prepares is held until it is known which preparation
+        // the run goes on with, so that it is said once.
+        let said = Held::default();
+        let prepared = self.agent.prepare(&resuming, &said)?;
         match &prepared.sessions {
             Some(files) if !files.restore(&from, &id) => {
                 let noun = files.noun();
@@ -229,8 +232,29 @@ impl<T: CliAgent> Configured<T> {
                 let prepared = self.agent.prepare(&fresh, events)?;
                 Ok((fresh, prepared, None))
             }
-            _ => Ok((resuming, prepared, base)),
+            _ => {
+                said.pass_to(events);
+                Ok((resuming, prepared, base))
+            }
         }
+    }
+}
+
+/// Events held back, to be passed on or dropped.
+#[derive(Default)]
+struct Held(std::sync::Mutex<Vec<agentpool_core::NewEvent>>);
+
+impl Held {
+    fn pass_to(self, events: &dyn EventSink) {
+        for e in self.0.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            events.emit(e);
+        }
+    }
+}
+
+impl EventSink for Held {
+    fn emit(&self, event: agentpool_core::NewEvent) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(event);
     }
 }
 

@@ -75,7 +75,7 @@ async fn ask_what_was_remembered(
     task: &str,
 ) -> (Fixture, AgentOutcome, Arc<Collect>) {
     let fx = next_task(first_fx, vec![Step::answer("It was 42.")]).await;
-    let req = follow_up(
+    let mut req = follow_up(
         &fx,
         name,
         "What did I ask you to remember?",
@@ -83,6 +83,9 @@ async fn ask_what_was_remembered(
         task,
         "task-a",
     );
+    // A setting Codex and Gemini CLI say they ignore as they prepare: said once, even by a run
+    // prepared again as a new session.
+    req.max_turns = Some(10);
     let (outcome, sink) = fx.run(agent, req).await;
     (fx, outcome, sink)
 }
@@ -291,6 +294,8 @@ async fn a_follow_up_on_another_worker_starts_a_new_session(name: &str) {
     assert_eq!(o.final_text.as_deref(), Some("It was 42."), "{why}");
     assert_ne!(o.session_id.as_deref(), Some(earlier.as_str()), "{why}");
     let said: Vec<&String> = logs.iter().filter(|l| l.contains("cannot resume")).collect();
+    let ignored = logs.iter().filter(|l| l.contains("max_turns is ignored"));
+    assert_eq!(ignored.count(), usize::from(name != "claude-code"), "{why}");
     assert_eq!(said.len(), 1, "{why}");
     assert!(
         said[0].contains(&earlier) && said[0].contains("no copy of it is kept on this worker"),
