@@ -359,11 +359,12 @@ pub async fn run_cli(
             }
         }
         OutputStream::Stderr => {
+            let line = events::without_colour(line);
             if stderr_tail.len() == STDERR_TAIL {
                 stderr_tail.remove(0);
             }
             stderr_tail.push(line.to_string());
-            sink.emit(redactor.event(events::log("stderr", line)));
+            sink.emit(redactor.event(events::log("stderr", &line)));
         }
     };
     let exit = run_process(spec, &mut on_line, &stop).await?;

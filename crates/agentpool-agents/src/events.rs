@@ -37,6 +37,36 @@ pub fn raw_json(line: &str, kind_hint: Option<&str>) -> NewEvent {
     })
 }
 
+/// `line` without its colour and style escapes (SGR: `ESC [`, digits and `;`, `m`). A CLI that
+/// colours its stderr even when it is no terminal (OpenCode does) would otherwise fill the log
+/// with them, shown as `^[[91m` where the log is read. Any other escape stays, to be shown
+/// there, not obeyed.
+pub fn without_colour(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.contains('\x1b') {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find('\x1b') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let params = after.strip_prefix("\x1b[").map(|p| {
+            p.len()
+                - p.trim_start_matches(|c: char| c.is_ascii_digit() || c == ';')
+                    .len()
+        });
+        match params {
+            Some(n) if after.as_bytes().get(2 + n) == Some(&b'm') => rest = &after[3 + n..],
+            _ => {
+                out.push('\x1b');
+                rest = &after[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 pub fn log(stream: &str, line: &str) -> NewEvent {
     NewEvent::log(stream, truncate(line, MAX_FIELD_CHARS))
 }
@@ -134,6 +164,22 @@ pub fn u64_at(v: &Value, key: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn colour_escapes_are_taken_out_and_others_kept() {
+        use super::without_colour;
+        assert_eq!(
+            without_colour("\x1b[91m\x1b[1mError: \x1b[0mSession not found"),
+            "Error: Session not found"
+        );
+        assert_eq!(without_colour("\x1b[38;5;196mred\x1b[m."), "red.");
+        assert_eq!(without_colour("plain"), "plain");
+        // Not colours: kept, to be shown where the log is read.
+        assert_eq!(without_colour("a\x1b[2Jb"), "a\x1b[2Jb");
+        assert_eq!(without_colour("\x1b]52;c;eA==\x07"), "\x1b]52;c;eA==\x07");
+        assert_eq!(without_colour("end\x1b[31"), "end\x1b[31");
+        assert_eq!(without_colour("\x1b"), "\x1b");
+    }
+
     use super::*;
 
     #[test]

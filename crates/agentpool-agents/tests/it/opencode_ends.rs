@@ -167,3 +167,36 @@ async fn opencode_follow_up_in_a_fresh_home_starts_a_new_session() {
     assert!(body.contains("Add a line to README.md"), "{why}");
     assert!(body.contains("follows up an earlier one"), "{why}");
 }
+
+/// OpenCode colours what it writes to stderr even when that is no terminal: the log and the
+/// failure keep its words, not its colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opencode_s_stderr_reads_as_text_in_the_log() {
+    let Some(agent) = agent("opencode") else { return };
+    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
+    let (first, _) = fx
+        .run(agent.as_ref(), fx.request("opencode", "Remember 42"))
+        .await;
+    assert!(!first.is_error, "{first:#?}");
+    // In the same home (as a feedback round runs), a session OpenCode does not have.
+    let mut req = fx.request("opencode", "Say it again");
+    req.resume_session = Some("ses_0123456789abcdefghijklmnop".into());
+    let (o, sink) = fx.run(agent.as_ref(), req).await;
+    let logs: Vec<String> = sink
+        .of(EventKind::Log)
+        .iter()
+        .map(|e| e.data().to_string())
+        .collect();
+    let why = format!("outcome: {o:#?}\nlogs: {logs:#?}");
+    assert!(o.is_error, "{why}");
+    assert!(
+        logs.iter().any(|l| l.contains("Error: Session not found")),
+        "{why}"
+    );
+    assert!(logs.iter().all(|l| !l.contains("\\u001b")), "{why}");
+    let message = o.error_message.clone().unwrap_or_default();
+    assert!(
+        message.contains("Error: Session not found") && !message.contains('\x1b'),
+        "{why}"
+    );
+}

@@ -190,6 +190,13 @@ async fn endpoint_status_is_classified(name: &str, status: u16, class: ErrorClas
         o.duration_ms < 60_000,
         "the CLI's own retries should be off: {why}"
     );
+    // What the CLI wrote to stderr reads as text: its colour codes are not in the log.
+    let logs = sink.of(EventKind::Log);
+    assert!(
+        logs.iter().all(|e| !e.data().to_string().contains("\\u001b[")),
+        "{why}"
+    );
+    assert!(!o.error_message.unwrap_or_default().contains("\x1b["), "{why}");
 }
 
 async fn cancel_ends_the_run_and_its_children(name: &str) {
