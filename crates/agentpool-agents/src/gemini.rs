@@ -181,7 +181,15 @@ pub struct Parser {
     summary: Summary,
     /// Assistant text since the last tool call (deltas are concatenated).
     text: String,
+    /// Why the CLI stopped the model short, as its `error` events said: its loop detection
+    /// (a warning, after which it still reports `success`), or an error (an empty or blocked
+    /// answer). The run did not do its work.
+    stopped: Option<String>,
 }
+
+/// What Gemini CLI says when its loop detection stops the model; its result still says
+/// `success`, with no answer.
+const LOOP_DETECTED: &str = "Loop detected, stopping execution";
 
 impl LineParser for Parser {
     fn summary(&self) -> &Summary {
@@ -231,7 +239,13 @@ impl LineParser for Parser {
                 };
                 vec![events::tool_result(s("tool_id"), ok, &output)]
             }
-            "error" => vec![events::log("agent", s("message").unwrap_or(line))],
+            "error" => {
+                let message = s("message").unwrap_or(line);
+                if s("severity") == Some("error") || message == LOOP_DETECTED {
+                    self.stopped = Some(message.to_string());
+                }
+                vec![events::log("agent", message)]
+            }
             "result" => self.result(v),
             _ => vec![],
         }
@@ -249,7 +263,7 @@ impl Parser {
             cache_read_tokens: u64_at(&stats, "cached"),
             cache_write_tokens: 0,
         };
-        let ok = v.get("status").and_then(Value::as_str) == Some("success");
+        let ok = v.get("status").and_then(Value::as_str) == Some("success") && self.stopped.is_none();
         if !self.text.is_empty() {
             s.outcome.final_text = Some(self.text.clone());
         }
@@ -258,8 +272,13 @@ impl Parser {
             let m = v
                 .pointer("/error/message")
                 .and_then(Value::as_str)
-                .unwrap_or("gemini reported an error")
-                .to_string();
+                .map(str::to_string)
+                .or_else(|| {
+                    self.stopped
+                        .as_ref()
+                        .map(|why| format!("gemini stopped the model: {why}"))
+                })
+                .unwrap_or_else(|| "gemini reported an error".to_string());
             s.error(None, &m);
             if s.outcome.retry_after.is_none() {
                 s.outcome.retry_after = cli::retry_after_in(&m);

@@ -1,5 +1,6 @@
 //! A final answer far longer than any event keeps: the run still succeeds with its whole text,
-//! its usage and its cost, while the events that carry the text cut it for storage.
+//! its usage and its cost, while the events that carry the text cut it for storage. A long
+//! answer that repeats itself is one Gemini CLI stops instead: that run fails, saying so.
 
 use agentpool_agents::events::MAX_FIELD_CHARS;
 use agentpool_core::EventKind;
@@ -66,4 +67,30 @@ async fn codex_long_final_answer_succeeds_with_its_text_and_usage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_long_final_answer_succeeds_with_its_text_and_usage() {
     a_long_final_answer_succeeds_with_its_text_and_usage("opencode").await;
+}
+
+/// Gemini CLI stops a model that repeats itself (its loop detection) and still reports
+/// `success`, with no answer: the run did not do its work, and fails saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_stopping_a_looping_model_fails_the_run() {
+    let Some(agent) = agent("gemini") else { return };
+    let fx = Fixture::new(vec![Step::answer(&"All done. ".repeat(2_000))]).await;
+    let (o, sink) = fx.run(agent.as_ref(), fx.request("gemini", "Say a lot")).await;
+    let why = format!("{o:#?}\nresults: {:?}", sink.of(EventKind::Result));
+    assert!(o.is_error, "{why}");
+    assert_eq!(
+        o.error_class,
+        Some(agentpool_core::ErrorClass::AgentError),
+        "{why}"
+    );
+    assert_eq!(
+        o.error_message.as_deref(),
+        Some("gemini stopped the model: Loop detected, stopping execution"),
+        "{why}"
+    );
+    let results = sink.of(EventKind::Result);
+    assert!(
+        results.last().is_some_and(|r| r.data()["is_error"] == true),
+        "{why}"
+    );
 }
