@@ -124,8 +124,9 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(t) => Self::conflict("invalid_transition", t.to_string()),
             // The cause may name tables or connection details: log it, show a generic text.
             other if other.is_unavailable() => {
-                // Expected while the database restarts: the caller is told to retry (503).
-                tracing::warn!(error = %other, "database unavailable; answered 503");
+                // Expected while the database restarts: the caller is told to retry (503). The
+                // outage itself is logged once by the maintenance loop, not once per request.
+                tracing::debug!(error = %other, "database unavailable; answered 503");
                 Self::unavailable("database_unavailable", "the database cannot be reached")
             }
             other => {

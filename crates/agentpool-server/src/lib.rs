@@ -57,7 +57,8 @@ pub struct ServerConfig {
     pub server_key: Option<ServerKey>,
     /// Lease length granted at claim and extended by each heartbeat (default 60 s).
     pub lease_ttl: Duration,
-    /// A worker silent for this long is marked offline (default 90 s).
+    /// A worker silent for this long is marked offline (default 60 s, the default lease TTL:
+    /// by then its leases have expired).
     pub heartbeat_threshold: Duration,
     /// Finished tasks and their events are purged after this (default 7 days).
     pub retention: Duration,
@@ -97,7 +98,7 @@ impl ServerConfig {
             auth: AuthMode::Tokens,
             server_key: None,
             lease_ttl: Duration::from_secs(60),
-            heartbeat_threshold: Duration::from_secs(90),
+            heartbeat_threshold: Duration::from_secs(60),
             retention: DEFAULT_RETENTION,
             body_limit: 2 * 1024 * 1024,
             max_events_per_attempt: 250_000,

@@ -49,6 +49,8 @@ pub struct MaintenanceConfig {
 pub struct RescueGrace {
     grace: Duration,
     answering_since: Timestamp,
+    /// Since when the store has not answered, while it does not.
+    down_since: Option<Timestamp>,
 }
 
 impl RescueGrace {
@@ -57,14 +59,32 @@ impl RescueGrace {
         Self {
             grace,
             answering_since: now,
+            down_since: None,
         }
     }
 
-    /// Note whether the store answered at `now`; whether expired leases may be rescued.
+    /// Note whether the store answered at `now`; whether expired leases may be rescued. That
+    /// it stopped answering, and that it answers again, are logged once each: in between,
+    /// requests that need it are answered 503, which is logged only at debug level (one line
+    /// per request would bury the rest).
     pub fn observe(&mut self, answered: bool, now: Timestamp) -> bool {
         if !answered {
+            if self.down_since.is_none() {
+                tracing::error!(
+                    "the database does not answer: requests that need it are answered 503 \
+                     (clients and workers retry them) until it does"
+                );
+                self.down_since = Some(now);
+            }
             self.answering_since = now;
             return false;
+        }
+        if let Some(since) = self.down_since.take() {
+            tracing::warn!(
+                down_secs = (now - since).num_seconds(),
+                "the database answers again; expired leases are rescued once it has answered for \
+                 a lease TTL"
+            );
         }
         now - self.answering_since
             >= chrono::TimeDelta::from_std(self.grace).unwrap_or(chrono::TimeDelta::MAX)
@@ -108,6 +128,11 @@ pub async fn run_pass(state: &AppState, cfg: &MaintenanceConfig, purge: bool, gr
         Ok(n) => {
             tracing::info!(workers = n, "marked workers offline");
             true
+        }
+        // An outage is said once, by `grace` below; another failure at each pass.
+        Err(e) if e.is_unavailable() => {
+            tracing::debug!(error = %e, "maintenance: marking workers offline failed");
+            false
         }
         Err(e) => {
             tracing::warn!(error = %e, "maintenance: marking workers offline failed");

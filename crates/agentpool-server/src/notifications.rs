@@ -59,8 +59,13 @@ pub(crate) fn http_client() -> reqwest::Client {
 /// Run until `stop`: a pass every `interval`.
 pub async fn run(state: AppState, interval: Duration, stop: CancellationToken) {
     loop {
-        if let Err(e) = pass(&state).await {
-            tracing::warn!(error = %e, "notifications: pass failed; the next one tries again");
+        match pass(&state).await {
+            // A database outage is said once, by the maintenance loop.
+            Err(e) if e.is_unavailable() => {
+                tracing::debug!(error = %e, "notifications: pass failed; the next one tries again")
+            }
+            Err(e) => tracing::warn!(error = %e, "notifications: pass failed; the next one tries again"),
+            Ok(_) => {}
         }
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -30,8 +30,11 @@ const MAX_FAILURES: u32 = 10;
 /// Run until `stop`: a pass every `interval`, or at once when a webhook queued a task.
 pub async fn run(state: AppState, interval: Duration, stop: CancellationToken) {
     loop {
-        if let Err(e) = pass(&state, interval).await {
-            tracing::warn!(error = %e, "pull request loop: pass failed");
+        match pass(&state, interval).await {
+            // A database outage is said once, by the maintenance loop.
+            Err(e) if e.is_unavailable() => tracing::debug!(error = %e, "pull request loop: pass failed"),
+            Err(e) => tracing::warn!(error = %e, "pull request loop: pass failed"),
+            Ok(_) => {}
         }
         tokio::select! {
             _ = stop.cancelled() => return,

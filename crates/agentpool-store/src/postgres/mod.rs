@@ -198,7 +198,10 @@ impl PgStore {
         let pool_options = || {
             PgPoolOptions::new()
                 .max_connections(config.max_connections.unwrap_or(16))
-                .acquire_timeout(Duration::from_secs(30))
+                // While the database is down, a call waits this long (sqlx retries the
+                // connection meanwhile) before it is answered 503: within the time a worker
+                // waits for a heartbeat's answer, so it hears "retry" instead of nothing.
+                .acquire_timeout(Duration::from_secs(5))
                 // sqlx pings every connection it hands out by default: a round trip per query.
                 // A broken connection shows up as an error on use and is dropped by the pool.
                 .test_before_acquire(false)
@@ -217,17 +220,26 @@ impl PgStore {
         let sig = signal.clone();
         let origin: u64 = rand::random();
         let task = tokio::spawn(async move {
+            let mut lost = false;
             loop {
                 match listener.recv().await {
-                    Ok(n) => match Note::decode(n.payload(), origin) {
-                        Some(Heard::Work(scope, count)) => sig.notify_n(&scope, count),
-                        Some(Heard::Bell(w)) => sig.bells.ring(&w),
-                        None => {}
-                    },
+                    Ok(n) => {
+                        lost = false;
+                        match Note::decode(n.payload(), origin) {
+                            Some(Heard::Work(scope, count)) => sig.notify_n(&scope, count),
+                            Some(Heard::Bell(w)) => sig.bells.ring(&w),
+                            None => {}
+                        }
+                    }
                     Err(e) => {
                         // Notifications sent while disconnected are lost: wake everyone so
-                        // they look for themselves, then let recv() reconnect.
-                        tracing::warn!(error = %e, "work-signal listener lost its connection");
+                        // they look for themselves, then let recv() reconnect. Said once, not
+                        // at each reconnection attempt while the database is down (the server
+                        // says that once itself).
+                        if !lost {
+                            tracing::warn!(error = %e, "work-signal listener lost its connection; reconnecting");
+                        }
+                        lost = true;
                         sig.notify_n(&Scope::Any, u32::MAX);
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }

@@ -74,12 +74,14 @@ macro_rules! store_impl {
                         self.announce(&mut *tx, count).await?;
                     }
                     tx.commit().await?;
-                    if of_worker.is_none() {
-                        // Named one by one: "rescued 6 tasks" alone does not say whose worker
-                        // died; and only once committed, so that a rescue the database did not
-                        // take (a full disk, an outage) is not reported as done.
-                        for h in &rescued {
+                    // Named one by one: "rescued 6 tasks" alone does not say whose worker died;
+                    // and only once committed, so that a rescue the database did not take (a
+                    // full disk, an outage) is not reported as done.
+                    for h in &rescued {
+                        if of_worker.is_none() {
                             tracing::warn!(task = %h.id, worker = %h.worker_id, attempt = h.attempts, "lease expired: the worker stopped heartbeating; the task is rescued");
+                        } else {
+                            tracing::warn!(task = %h.id, worker = %h.worker_id, attempt = h.attempts, "the worker started again under its id: the attempt it ran is ended and the task given back");
                         }
                     }
                     if wake {

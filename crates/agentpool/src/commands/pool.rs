@@ -220,6 +220,8 @@ fn server_config(database_url: String, args: &ServeArgs) -> Result<ServerConfig,
     let mut cfg = ServerConfig::new(database_url, args.listen);
     cfg.allow_local_repos = args.allow_local_repos;
     cfg.lease_ttl = Duration::from_secs(args.lease_ttl_secs);
+    // A worker silent for a lease TTL has lost its leases: it is not shown busy past that.
+    cfg.heartbeat_threshold = cfg.lease_ttl;
     cfg.maintenance_interval = Some(Duration::from_secs(args.maintenance_secs));
     cfg.max_events_per_attempt = args.max_events_per_attempt;
     cfg.retention = args.retention.retention();

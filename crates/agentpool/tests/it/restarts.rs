@@ -3,7 +3,7 @@
 //! a follower that outlives a restart of the server.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{Env, Reaped, SpawnReaped, Up, assert_exit, json, stdout, submit_args};
@@ -63,6 +63,12 @@ fn wait_for_value<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<
 /// `serve` with auth on a new SQLite database, local repositories allowed, and `extra` flags:
 /// the server, an admin token, and a sample repository.
 pub(crate) fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::PathBuf) {
+    let (serve, admin, remote) = serve_cmd(env, extra);
+    (Up::spawn(serve), admin, remote)
+}
+
+/// `serve` as [`start_pool`] starts it, not yet started.
+fn serve_cmd(env: &Env, extra: &[&str]) -> (Command, String, std::path::PathBuf) {
     let remote = env.sample_repo();
     let db = sqlite_db(env);
     let admin = env.create_token(&db, "root", "admin");
@@ -77,7 +83,7 @@ pub(crate) fn start_pool(env: &Env, extra: &[&str]) -> (Up, String, std::path::P
             &db,
         ])
         .args(extra);
-    (Up::spawn(serve), admin, remote)
+    (serve, admin, remote)
 }
 
 fn submit(env: &Env, url: &str, token: &str, repo: &std::path::Path, cmd: &str) -> String {
@@ -112,6 +118,13 @@ fn short_leases_are_kept_by_heartbeats_and_expire_fast_when_the_worker_dies() {
     w.wait().unwrap();
     wait_for("the lease to expire", Duration::from_secs(20), || {
         task(&env, &url, &admin, &id)["state"] == "queued"
+    });
+    // Nor is the worker shown busy much longer: silent for a lease TTL, it is offline.
+    wait_for("the worker to be offline", Duration::from_secs(20), || {
+        let o = env.run(&[
+            "--server", &url, "--token", &admin, "workers", "list", "-o", "json",
+        ]);
+        json(&o)[0]["status"] == "offline"
     });
     drop(server);
 }
@@ -180,7 +193,8 @@ fn a_worker_restarted_without_an_id_keeps_its_id_and_releases_its_previous_attem
 
 fn restarted_worker_releases_its_previous_attempt_at_once(worker_id: Option<&str>) {
     let env = Env::new();
-    let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "600"]);
+    let (serve, admin, repo) = serve_cmd(&env, &["--lease-ttl-secs", "600"]);
+    let (server, server_log) = Up::spawn_watching_stderr(serve);
     let url = server.url.clone();
     let id = submit(&env, &url, &admin, &repo, "sleep 1000");
     // Both lives log to one file, shown if the task does not come back.
@@ -213,6 +227,12 @@ fn restarted_worker_releases_its_previous_attempt_at_once(worker_id: Option<&str
     });
     let first = &t["attempts_detail"][0];
     assert_eq!(first["error_class"], "LEASE_EXPIRED", "{t}");
+    // The server's log says whose attempt ended, and why (its reader passes lines on).
+    let mut said = Vec::new();
+    let found = std::iter::from_fn(|| server_log.recv_timeout(Duration::from_secs(10)).ok())
+        .inspect(|l| said.push(l.clone()))
+        .any(|l| l.contains("the worker started again under its id") && l.contains(&id));
+    assert!(found, "{said:#?}");
     assert_eq!(t["attempts"], 1, "{t}");
     // Both runs were one worker's, the only one the server knows.
     let worker = &t["attempts_detail"][1]["worker_id"];

@@ -11,6 +11,7 @@
 //! docs/guarantees.md).
 
 mod history;
+mod outage;
 mod pg;
 
 use std::collections::BTreeMap;

@@ -98,6 +98,16 @@ impl PrivatePg {
     pub fn restart(&self) {
         self.ctl(&["-m", "fast", "restart"]);
     }
+
+    /// `pg_ctl stop -m fast`: the database is gone until [`PrivatePg::resume`].
+    pub fn stop(&self) {
+        self.ctl(&["-m", "fast", "stop"]);
+    }
+
+    /// Start the cluster [`PrivatePg::stop`] stopped.
+    pub fn resume(&self) {
+        self.ctl(&["start"]);
+    }
 }
 
 impl Drop for PrivatePg {
