@@ -189,6 +189,41 @@ impl TaskSpec {
     }
 }
 
+impl TaskSpec {
+    /// The refusal of an idempotency key of the form agentpool gives the tasks it submits
+    /// itself: `schedule:…` (a schedule's run, [`crate::schedule::key_prefix`]) and
+    /// `PROJECT/github:…` (a GitHub event). A caller naming one could take the run's or the
+    /// event's task over: the key would find the caller's task, and the schedule or the webhook
+    /// would take it for its own and submit nothing. `None` for any other key, or none.
+    /// Not part of [`TaskSpec::validate`]: the scheduler and the webhook route submit these
+    /// keys through the same checks as everyone else; the API's submit routes call this.
+    pub fn reserved_key_problem(&self) -> Option<ValidationError> {
+        let key = self.idempotency_key.as_deref()?;
+        let (prefix, whose) = reserved_key_prefix(key)?;
+        Some(ValidationError::new(
+            "idempotency_key",
+            format!("the prefix {prefix:?} is agentpool's own (the keys of {whose}); choose another key"),
+        ))
+    }
+}
+
+/// The prefix agentpool keeps for itself that `key` starts with, and whose keys have it.
+fn reserved_key_prefix(key: &str) -> Option<(&str, &'static str)> {
+    const SCHEDULE: &str = "schedule:";
+    const GITHUB: &str = "github:";
+    if key.starts_with(SCHEDULE) {
+        return Some((SCHEDULE, "the tasks schedules submit"));
+    }
+    // `PROJECT/github:…`: a project's name holds no `/`, so the first one ends it.
+    let (project, rest) = key.split_once('/')?;
+    (crate::project::valid_name(project) && rest.starts_with(GITHUB)).then(|| {
+        (
+            &key[..project.len() + 1 + GITHUB.len()],
+            "the tasks GitHub events start",
+        )
+    })
+}
+
 /// The most labels a task (or worker) may carry.
 pub const MAX_LABELS: usize = 64;
 

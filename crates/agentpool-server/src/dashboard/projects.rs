@@ -47,8 +47,11 @@ pub async fn page(State(dash): State<Dash>, session: Session) -> DashResult<Resp
                 (Some(a), None) => a.clone(),
                 _ => String::new(),
             };
+            // Spent to a hundredth of a cent and the budget as it was set (`$0.003`, `$50`),
+            // as `agentpool projects show` says them: a budget rounded to cents would read
+            // $0.00 for one under half a cent.
             let spent = match (p.spent_today_usd, s.daily_budget_usd) {
-                (spent, Some(budget)) => format!("${:.4} of ${budget:.2}", spent.unwrap_or(0.0)),
+                (spent, Some(budget)) => format!("${:.4} of ${budget}", spent.unwrap_or(0.0)),
                 (Some(spent), None) => format!("${spent:.4}"),
                 (None, None) => String::new(),
             };

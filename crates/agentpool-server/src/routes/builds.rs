@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::routes::prepare::{prepare_spec, prepare_spec_in};
 use crate::routes::projects::{build_spec, validate_project};
+use crate::routes::tasks::refuse_reserved_keys;
 use crate::state::AppState;
 
 #[utoipa::path(
@@ -34,6 +35,7 @@ pub async fn create_and_build(
     // The build is checked against the project as it is about to be saved, and the project is
     // saved only once the build passed: a refused request leaves the project as it was.
     let spec = build_spec(req.project.name.clone(), req.build);
+    refuse_reserved_keys([("build.".to_string(), &spec)])?;
     let spec = prepare_spec_in(&state, spec, Some(&req.project), "build.")
         .await
         .map_err(ApiError::validation)?;
@@ -55,7 +57,9 @@ pub(crate) async fn submit(
     b: agentpool_core::protocol::BuildRequest,
     prefix: &str,
 ) -> ApiResult<agentpool_store::Enqueued> {
-    let spec = prepare_spec(state, build_spec(project.spec.name.clone(), b), prefix)
+    let spec = build_spec(project.spec.name.clone(), b);
+    refuse_reserved_keys([(prefix.to_string(), &spec)])?;
+    let spec = prepare_spec(state, spec, prefix)
         .await
         .map_err(ApiError::validation)?;
     enqueue(state, project, spec).await

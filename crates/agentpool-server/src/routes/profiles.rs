@@ -2,6 +2,7 @@
 
 use super::params::{ProfilePath, name_and_spec_problems};
 use agentpool_core::profile::{self, AgentProfile, Profile, ProfileList};
+use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskSpec, ValidationError};
 use axum::Json;
 use axum::extract::State;
@@ -46,6 +47,39 @@ pub(crate) async fn resolve(
             Err(vec![ValidationError::new(
                 field("profile"),
                 "could not be looked up",
+            )])
+        }
+    }
+}
+
+/// The default profile of project `p`, for its agent task that names none. One that no longer
+/// exists is refused on `field("project")`: the task names no profile, its project does, and
+/// it is the project that needs mending (a refusal on `profile` would blame a flag the
+/// submitter never gave).
+pub(crate) async fn project_default(
+    state: &AppState,
+    p: &ProjectSpec,
+    field: &impl Fn(&str) -> String,
+) -> Result<Option<String>, Vec<ValidationError>> {
+    let Some(name) = p.default_profile.clone() else {
+        return Ok(None);
+    };
+    match state.store().get_profile(&name).await {
+        Ok(Some(_)) => Ok(Some(name)),
+        Ok(None) => Err(vec![ValidationError::new(
+            field("project"),
+            format!(
+                "project {project}'s default profile {name} does not exist: store the profile again \
+                 (`agentpool profiles put {name}`), or put the project again with another \
+                 (`agentpool projects put {project} --repo URL --profile NAME`) or none",
+                project = p.name
+            ),
+        )]),
+        Err(e) => {
+            tracing::error!(error = %e, "profile lookup failed");
+            Err(vec![ValidationError::new(
+                field("project"),
+                "its default profile could not be looked up",
             )])
         }
     }
@@ -103,13 +137,41 @@ pub async fn put(
     delete, path = "/v1/profiles/{name}", tag = "profiles",
     params(ProfilePath),
     responses((status = 204, description = "Deleted; tasks already submitted keep its settings"),
-        (status = 404, body = crate::error::ErrorBody))
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, description = "Projects name it as their default profile (profile_in_use)", body = crate::error::ErrorBody))
 )]
 pub async fn delete(
     State(state): State<AppState>,
     Authorized(by, _): Authorized<Admins>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
+    if state.store().get_profile(&name).await?.is_none() {
+        return Err(ApiError::not_found("profile", &name));
+    }
+    // Every agent task of a project naming it as its default would be refused until the
+    // project is put again: the projects go first, as a project's limited tokens do.
+    let mut using: Vec<String> = state
+        .store()
+        .list_projects()
+        .await?
+        .into_iter()
+        .filter(|p| p.spec.default_profile.as_deref() == Some(name.as_str()))
+        .map(|p| p.spec.name)
+        .collect();
+    using.sort();
+    if !using.is_empty() {
+        let (projects, them) = match using.as_slice() {
+            [_] => ("project", "it"),
+            _ => ("projects", "them"),
+        };
+        return Err(ApiError::conflict(
+            "profile_in_use",
+            format!(
+                "profile {name} is the default profile of {projects} {}; put {them} again with another profile or none first (`agentpool projects put NAME --repo URL --profile OTHER`)",
+                using.join(", ")
+            ),
+        ));
+    }
     state.store().delete_profile(&name).await?;
     tracing::info!(profile = %name, %by, "profile deleted");
     Ok(StatusCode::NO_CONTENT)

@@ -48,7 +48,9 @@ pub enum SubmitReply {
     post, path = "/v1/tasks", tag = "tasks",
     request_body(content = inline(SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
     responses((status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = inline(SubmitReply)),
-        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply)))
+        (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply)),
+        (status = 400, description = "An idempotency key starting with a prefix agentpool keeps for the tasks it submits itself (`schedule:`, `PROJECT/github:`)",
+            body = crate::error::ErrorBody))
 )]
 pub async fn submit(
     State(state): State<AppState>,
@@ -66,6 +68,13 @@ pub async fn submit(
                 format!("give 1 to {MAX_BATCH} tasks"),
             ));
         }
+        refuse_reserved_keys(
+            batch
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, spec)| (format!("tasks[{i}]."), spec)),
+        )?;
         for (i, spec) in batch.tasks.iter().enumerate() {
             reach_before_prepare(&state, &by, spec, &format!("tasks[{i}].")).await?;
         }
@@ -94,7 +103,29 @@ pub async fn submit(
     } else {
         let bytes = serde_json::to_vec(&value).map_err(|_| ApiError::bad_request("unreadable body"))?;
         let spec: TaskSpec = parse_json(&bytes)?;
+        refuse_reserved_keys([(String::new(), &spec)])?;
         submit_one(&state, &by, spec).await
+    }
+}
+
+/// 400 when a caller names an idempotency key of the form agentpool gives the tasks it submits
+/// itself ([`TaskSpec::reserved_key_problem`]), on each such key's field (under its prefix):
+/// the key is the caller's mistake, whatever else the spec says, so it is told before the
+/// rest is checked. The scheduler and the webhook route do not come this way.
+pub(crate) fn refuse_reserved_keys<'a>(
+    specs: impl IntoIterator<Item = (String, &'a TaskSpec)>,
+) -> ApiResult<()> {
+    let errs: Vec<ValidationError> = specs
+        .into_iter()
+        .filter_map(|(prefix, spec)| {
+            spec.reserved_key_problem()
+                .map(|e| ValidationError::new(format!("{prefix}{}", e.field), e.message))
+        })
+        .collect();
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errs).with_status(StatusCode::BAD_REQUEST))
     }
 }
 

@@ -16,6 +16,7 @@ mod profiles;
 mod queue_stats;
 mod refusals;
 mod replicas;
+mod reserved_keys;
 mod router;
 mod schedules;
 mod spend;

@@ -1,7 +1,8 @@
 //! Agent profiles over a real socket: CRUD, validation with field paths (secrets refused with
 //! the credentials hint), an unknown profile refused at submit, and a task that names one
 //! carrying the profile's settings — in its detail and in the claim a worker gets — also when
-//! its project names the profile.
+//! its project names the profile; a profile a project names as its default is not deleted,
+//! and one that is gone all the same is blamed on the project.
 
 use std::time::Duration;
 
@@ -140,6 +141,28 @@ async fn profiles_are_stored_validated_and_resolved_into_tasks(backend: Backend)
     assert_eq!(detail.profile.as_deref(), Some("other"));
     assert_eq!(detail.profile_settings, Some(AgentProfile::default()));
 
+    // Not deleted while a project names it as its default: every agent task of the project
+    // would be refused. Once the project names another, it goes.
+    let e = admin.delete_profile("eu-proxy").await.unwrap_err();
+    match &e {
+        Error::Rejected {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!((*status, code.as_str()), (409, "profile_in_use"), "{e:?}");
+            assert!(message.contains("default profile of project proj;"), "{message}");
+        }
+        other => panic!("expected a 409, got {other:?}"),
+    }
+    assert_eq!(
+        sub.get_profile("eu-proxy").await.expect("kept").settings,
+        settings()
+    );
+    project.default_profile = Some("other".into());
+    admin.put_project(&project).await.expect("put project");
+
     // Changing or deleting the profile does not change a submitted task.
     admin.delete_profile("eu-proxy").await.expect("delete");
     assert!(matches!(
@@ -155,4 +178,67 @@ async fn profiles_are_stored_validated_and_resolved_into_tasks(backend: Backend)
     assert_eq!(work.claimed.task.spec.profile_settings, Some(settings()));
 }
 
-crate::both_backends!(profiles_are_stored_validated_and_resolved_into_tasks);
+crate::both_backends!(
+    profiles_are_stored_validated_and_resolved_into_tasks,
+    a_missing_default_profile_is_blamed_on_the_project,
+);
+
+/// A project whose default profile is gone (deleted before projects held on to it, or while
+/// the project was being stored): its tasks are refused on `project`, saying how to mend it,
+/// not on a `profile` the submitter never named.
+async fn a_missing_default_profile_is_blamed_on_the_project(backend: Backend) {
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
+    let admin = app.admin();
+    let sub = app.submitter();
+    admin.put_profile("p1", &settings()).await.expect("put");
+    let project = ProjectSpec {
+        name: "proj".into(),
+        repo: "https://example.com/r.git".into(),
+        default_agent: Some("claude-code".into()),
+        default_profile: Some("p1".into()),
+        ..ProjectSpec::default()
+    };
+    admin.put_project(&project).await.expect("put project");
+    app.store
+        .delete_profile("p1")
+        .await
+        .expect("delete under the API");
+
+    let mut spec = TaskSpec::agent("https://example.com/r.git", "claude-code", "hi");
+    spec.repo = None;
+    spec.project = Some("proj".into());
+    let (status, fields, msg) = rejected_fields(sub.submit(&spec).await.unwrap_err());
+    assert_eq!((status, fields), (422, vec!["project".to_string()]));
+    assert!(
+        msg.contains("project proj's default profile p1 does not exist"),
+        "{msg}"
+    );
+    assert!(msg.contains("agentpool profiles put p1"), "{msg}");
+    assert!(msg.contains("agentpool projects put proj"), "{msg}");
+    // In a batch, under the task's index.
+    let (_, fields, _) = rejected_fields(sub.submit_batch(vec![spec.clone()]).await.unwrap_err());
+    assert_eq!(fields, ["tasks[0].project"]);
+
+    // A task naming a profile of its own is not held up by the project's.
+    admin
+        .put_profile("p2", &AgentProfile::default())
+        .await
+        .expect("put");
+    spec.profile = Some("p2".into());
+    sub.submit(&spec).await.expect("own profile");
+    // Nor are command tasks, which run no profile.
+    let command = TaskSpec {
+        project: Some("proj".into()),
+        repo: None,
+        ..TaskSpec::command("https://example.com/r.git", "make")
+    };
+    sub.submit(&command).await.expect("command task");
+
+    // Mended by storing the profile again.
+    admin.put_profile("p1", &settings()).await.expect("put again");
+    spec.profile = None;
+    let t = sub.submit(&spec).await.expect("submit").task;
+    assert_eq!(t.spec.profile.as_deref(), Some("p1"));
+}

@@ -1,5 +1,6 @@
 //! The projects page says what each project spent today: against its daily budget when it has
-//! one, alone when it has none, and nothing for a project without either.
+//! one (as set, however small), alone when it has none, and nothing for a project without
+//! either.
 
 use agentpool_core::project::ProjectSpec;
 use agentpool_core::{TaskResult, TaskSpec};
@@ -17,7 +18,12 @@ async fn the_projects_page_shows_todays_spend_against_the_budget(backend: Backen
         return;
     };
     let store = app.store.clone();
-    for (name, budget) in [("web", Some(1.0)), ("api", None), ("docs", None)] {
+    for (name, budget) in [
+        ("web", Some(1.0)),
+        ("tiny", Some(0.003)),
+        ("api", None),
+        ("docs", None),
+    ] {
         store
             .put_project(ProjectSpec {
                 name: name.into(),
@@ -29,7 +35,7 @@ async fn the_projects_page_shows_todays_spend_against_the_budget(backend: Backen
             .expect("project");
     }
     let w = register(store.as_ref(), "w-1").await;
-    for (project, cost) in [("web", 0.25), ("api", 0.125)] {
+    for (project, cost) in [("web", 0.25), ("tiny", 0.0032), ("api", 0.125)] {
         store
             .enqueue(TaskSpec {
                 project: Some(project.into()),
@@ -56,7 +62,14 @@ async fn the_projects_page_shows_todays_spend_against_the_budget(backend: Backen
         let end = start + page.text[start..].find("</tr>").unwrap_or(0);
         page.text[start..end].to_string()
     };
-    assert!(row("web").contains("<td>$0.2500 of $1.00</td>"), "{}", row("web"));
+    // The budget as it was set, as `projects show` says it: not rounded to cents, so a
+    // budget under half a cent does not read $0.00.
+    assert!(row("web").contains("<td>$0.2500 of $1</td>"), "{}", row("web"));
+    assert!(
+        row("tiny").contains("<td>$0.0032 of $0.003</td>"),
+        "{}",
+        row("tiny")
+    );
     assert!(row("api").contains("<td>$0.1250</td>"), "{}", row("api"));
     assert!(!row("docs").contains('$'), "{}", row("docs"));
 }
