@@ -220,7 +220,7 @@ fn waiting_reason(w: &WaitReason, now: Timestamp) -> String {
             until,
             ..
         } => format!(
-            "project <strong>{}</strong> spent ${spent_usd:.4} of its ${budget_usd:.2} daily budget: budget exhausted until {}",
+            "project <strong>{}</strong> spent ${spent_usd:.4} of its ${budget_usd} daily budget: budget exhausted until {}",
             esc(project),
             time(*until)
         ),

@@ -72,4 +72,25 @@ async fn the_projects_page_shows_todays_spend_against_the_budget(backend: Backen
     );
     assert!(row("api").contains("<td>$0.1250</td>"), "{}", row("api"));
     assert!(!row("docs").contains('$'), "{}", row("docs"));
+
+    // A task of the project whose budget is spent says why it waits, the budget as it was set.
+    let waiting = store
+        .enqueue(TaskSpec {
+            project: Some("tiny".into()),
+            ..TaskSpec::command("https://example.com/r.git", "true")
+        })
+        .await
+        .expect("enqueue")
+        .task;
+    let page = get(
+        &app,
+        &format!("/tasks/{}", waiting.id),
+        Some(&session(&app.tokens.admin)),
+    )
+    .await;
+    assert!(
+        page.text.contains("spent $0.0032 of its $0.003 daily budget"),
+        "{}",
+        page.text
+    );
 }
