@@ -455,6 +455,7 @@ impl Pipeline {
             }
             Run::Agent(agent, prompt) => {
                 let resume = work.claimed.resume_session.clone();
+                rounds::say_if_not_resumed(work, events);
                 self.run_agent(&agent, prompt, resume, &scope, result).await?;
                 Some(agent)
             }

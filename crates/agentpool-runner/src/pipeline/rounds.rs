@@ -280,6 +280,26 @@ impl Pipeline {
     }
 }
 
+/// Say in the task's log when it follows up a task whose agent session it does not resume: the
+/// server resumes that session only when what the earlier task did is in the workspace this
+/// task starts from (docs/guarantees.md), so that the agent is not told of changes that are not
+/// there.
+pub(super) fn say_if_not_resumed(work: &crate::api::ClaimedWork, events: &Arc<dyn EventSink>) {
+    let claimed = &work.claimed;
+    if let Some(earlier) = claimed.task.spec.follow_up_of
+        && claimed.resume_session.is_none()
+    {
+        events.emit(NewEvent::log(
+            "agentpool",
+            format!(
+                "task {earlier}'s session is not resumed: what that task did is not in this \
+                 workspace (it pushed nothing this task starts from), or it left no session; the \
+                 agent starts a new one"
+            ),
+        ));
+    }
+}
+
 /// Whether the task brought credentials of its own for its agent (any besides the git token):
 /// then a refused key is the task's, not the worker's.
 fn brings_agent_credentials(work: &crate::api::ClaimedWork) -> bool {

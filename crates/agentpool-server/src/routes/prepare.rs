@@ -73,7 +73,7 @@ pub(crate) async fn prepare_spec_in(
             spec.max_cost_usd = p.max_cost_usd;
         }
         if spec.kind == agentpool_core::TaskKind::Agent && spec.profile.is_none() {
-            spec.profile = p.default_profile.clone();
+            spec.profile = crate::routes::profiles::project_default(state, &p, &field).await?;
         }
     }
     crate::routes::profiles::resolve(state, &mut spec, &field).await?;
@@ -195,9 +195,11 @@ fn named<T>(
     }
 }
 
-/// A follow-up continues the `earlier` task's work: unless it says otherwise, it runs in the same
-/// repository (and project), with the same agent, on the same work branch — so it starts from
-/// what that task pushed — from the same base, and after that task when it has not finished yet.
+/// A follow-up continues the `earlier` task's work: in the same repository (it may name it, or
+/// a project of it, not another) and project unless it names another of that repository, with
+/// the same agent unless it says otherwise, on the same work branch
+/// — so it starts from what that task pushed — from the same base, and after that task when it
+/// has not finished yet.
 async fn continue_earlier(
     state: &AppState,
     spec: &mut TaskSpec,
@@ -209,8 +211,51 @@ async fn continue_earlier(
         field("follow_up_of"),
         || format!("task {earlier} does not exist"),
     )?;
-    if spec.repo.is_none() && spec.project.is_none() {
-        spec.repo = prev.spec.repo.clone();
+    // In another repository, it would start from that repository's base without the earlier
+    // work, and resume the earlier session there. Another project of the same repository
+    // (two projects wired to one GitHub repository, each with its own checks) finds the work.
+    let other_project_repo = match spec
+        .project
+        .as_ref()
+        .filter(|p| prev.spec.project.as_ref() != Some(*p))
+    {
+        // One that does not exist is refused below, as such.
+        Some(p) => match state.store().get_project(p).await {
+            Ok(found) => found.map_or_else(|| prev.spec.repo.clone(), |f| Some(f.spec.repo)),
+            Err(e) => {
+                tracing::error!(error = %e, project = %p, "lookup for a task spec failed");
+                return Err(vec![ValidationError::new(
+                    field("project"),
+                    "could not be looked up",
+                )]);
+            }
+        },
+        None => prev.spec.repo.clone(),
+    };
+    let elsewhere = other_project_repo != prev.spec.repo
+        || spec
+            .repo
+            .as_ref()
+            .is_some_and(|r| prev.spec.repo.as_ref() != Some(r));
+    if elsewhere {
+        let place = match (&prev.spec.project, &prev.spec.repo) {
+            (Some(p), Some(r)) => format!("project {p} (repository {r})"),
+            (Some(p), None) => format!("project {p}"),
+            (None, Some(r)) => format!("repository {r}"),
+            (None, None) => "another place".to_string(),
+        };
+        return Err(vec![ValidationError::new(
+            field("follow_up_of"),
+            format!(
+                "task {earlier} ran in {place}, and a follow-up goes on there: leave out the \
+                 project and repository (--project, --repo), or submit a new task instead of a \
+                 follow-up"
+            ),
+        )]);
+    }
+    // Where it ran, whatever the project's repository is now: its branch is there.
+    spec.repo = prev.spec.repo.clone();
+    if spec.project.is_none() {
         spec.project = prev.spec.project.clone();
     }
     // The same agent, so that its session can be resumed: the one the earlier task named, or
@@ -222,11 +267,7 @@ async fn continue_earlier(
             .clone()
             .or_else(|| prev.result.as_ref().and_then(|r| r.agent.clone()));
     }
-    let same_place = match (&spec.repo, &spec.project) {
-        (Some(r), _) => prev.spec.repo.as_ref() == Some(r),
-        (None, p) => p.is_some() && *p == prev.spec.project,
-    };
-    if spec.branch.is_none() && same_place {
+    if spec.branch.is_none() {
         let branch = prev
             .result
             .as_ref()
@@ -246,7 +287,7 @@ async fn continue_earlier(
         if !prev.state.is_finished() && !spec.depends_on.contains(&prev.id) {
             spec.depends_on.push(prev.id);
         }
-    } else if same_place && spec.base_ref.is_none() {
+    } else if spec.base_ref.is_none() {
         // A branch of its own: it starts from what the earlier task pushed, so that the
         // session it resumes finds the work it speaks of (from the usual base, that work
         // would not be there).

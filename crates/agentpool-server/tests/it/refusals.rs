@@ -14,6 +14,7 @@ both_backends!(
     a_worker_is_held_to_the_rules_of_labels_and_costs,
     an_agent_version_is_bounded_as_the_document_says,
     shape_and_query_errors_name_the_field,
+    a_follow_up_in_another_project_or_repository_is_refused,
 );
 
 /// Assert `r` is a refusal with `status` whose `details.fields` name `expected`, in order.
@@ -245,4 +246,99 @@ async fn an_agent_version_is_bounded_as_the_document_says(backend: agentpool_tes
     let long = register(vec!["1.0".into(), "x".repeat(5000)]);
     let r = app.json("POST", "/v1/workers/register", worker, long).await;
     assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["agents[1].version"]);
+}
+
+/// A follow-up goes on where the task it follows ran: one naming another repository (or a
+/// project of another) would start from that repository's base without the earlier work, and
+/// resume the earlier session there. It is refused on `follow_up_of`, saying where the earlier
+/// task ran; naming the same place, none, or another project of the same repository, it is
+/// taken there.
+async fn a_follow_up_in_another_project_or_repository_is_refused(backend: agentpool_testkit::db::Backend) {
+    let Some(app) = router_app(backend).await else {
+        return;
+    };
+    let admin = Some(app.tokens.admin.as_str());
+    // pc is another project of pb's repository (two projects wired to one GitHub repository).
+    for (name, repo) in [("pa", "pa"), ("pb", "pb"), ("pc", "pb")] {
+        let project = json!({"name": name, "repo": format!("https://example.com/{repo}.git")});
+        let r = app.json("POST", "/v1/projects", admin, project).await;
+        assert!(r.status.is_success(), "{}", r.text);
+    }
+    let submit = |body: serde_json::Value| app.json("POST", "/v1/tasks", admin, body);
+    let r = submit(json!({"kind": "command", "project": "pb", "command": "true"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let earlier = r.body["task"]["id"].as_str().unwrap_or_default().to_string();
+    let r =
+        submit(json!({"kind": "command", "repo": "https://example.com/none.git", "command": "true"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let projectless = r.body["task"]["id"].as_str().unwrap_or_default().to_string();
+
+    let refusals = [
+        (
+            json!({"project": "pa"}),
+            &earlier,
+            "project pb (repository https://example.com/pb.git)",
+        ),
+        (
+            json!({"repo": "https://example.com/pa.git"}),
+            &earlier,
+            "project pb",
+        ),
+        (
+            json!({"project": "pb", "repo": "https://example.com/pa.git"}),
+            &earlier,
+            "project pb",
+        ),
+        (
+            json!({"project": "pa"}),
+            &projectless,
+            "repository https://example.com/none.git",
+        ),
+    ];
+    for (place, of, ran_in) in refusals {
+        let mut body = json!({"kind": "command", "command": "go on", "follow_up_of": of});
+        body.as_object_mut()
+            .into_iter()
+            .for_each(|b| b.extend(place.as_object().cloned().unwrap_or_default()));
+        let r = submit(body).await;
+        assert_fields(&r, StatusCode::UNPROCESSABLE_ENTITY, &["follow_up_of"]);
+        let message = r.body["error"]["details"]["fields"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("task {of} ran in {ran_in}")),
+            "{message}"
+        );
+        assert!(
+            message.contains("leave out the project and repository"),
+            "{message}"
+        );
+        assert!(message.contains("or submit a new task"), "{message}");
+    }
+    let r = app.call("GET", "/v1/tasks", admin, None).await;
+    assert_eq!(
+        r.body["tasks"].as_array().map(Vec::len),
+        Some(2),
+        "nothing more was queued"
+    );
+
+    // The same place, named or not, or another project of its repository: taken there, on
+    // the earlier task's work branch.
+    for (place, project) in [
+        (json!({}), "pb"),
+        (json!({"project": "pb"}), "pb"),
+        (json!({"repo": "https://example.com/pb.git"}), "pb"),
+        (json!({"project": "pc"}), "pc"),
+    ] {
+        let mut body = json!({"kind": "command", "command": "go on", "follow_up_of": earlier});
+        body.as_object_mut()
+            .into_iter()
+            .for_each(|b| b.extend(place.as_object().cloned().unwrap_or_default()));
+        let r = submit(body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let spec = &r.body["task"]["spec"];
+        assert_eq!(spec["project"], project, "{}", r.text);
+        assert_eq!(spec["repo"], "https://example.com/pb.git", "{}", r.text);
+        assert_eq!(spec["branch"], format!("agentpool/{earlier}"), "{}", r.text);
+    }
 }

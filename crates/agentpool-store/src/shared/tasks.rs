@@ -509,19 +509,51 @@ macro_rules! task_queries {
             Ok(out)
         }
 
-        /// Fill in the session to resume for claimed follow-up tasks.
+        /// Fill in the session to resume for claimed follow-up tasks: the earlier task's, when
+        /// the work that session speaks of is in the workspace the follow-up starts from
+        /// (docs/guarantees.md). Otherwise the agent starts afresh, and the runner says why.
         pub(crate) async fn resume_sessions(r: &Pool<Db>, claimed: &mut [ClaimedTask]) -> Result<()> {
-            for c in claimed.iter_mut() {
-                if let Some(prev) = c.task.spec.follow_up_of {
-                    let result: Option<String> = sqlx::query_scalar("SELECT result FROM tasks WHERE id = $1")
-                        .bind(tid(prev))
-                        .fetch_optional(r)
-                        .await?
-                        .flatten();
-                    c.resume_session = result
-                        .and_then(|r| serde_json::from_str::<TaskResult>(&r).ok())
-                        .and_then(|r| r.session_id);
+            /// Whether `follow_up` starts where the work of `earlier` is: on the branch it
+            /// pushed (the branch itself, or a branch of its own made from it), or anywhere
+            /// when it succeeded without a commit, having changed nothing. A commit not
+            /// pushed, or changes left uncommitted by a failure, or by a task told not to
+            /// commit, are gone with that task's workspace.
+            fn work_is_there(earlier: &Task, follow_up: &agentpool_core::TaskSpec) -> bool {
+                let Some(done) = &earlier.result else {
+                    return false;
+                };
+                match done.branch.as_deref().filter(|_| done.pushed) {
+                    Some(b) => [&follow_up.branch, &follow_up.base_ref]
+                        .into_iter()
+                        .any(|from| from.as_deref() == Some(b)),
+                    None => {
+                        done.commit_sha.is_none()
+                            && earlier.spec.commit
+                            && earlier.state == TaskState::Succeeded
+                    }
                 }
+            }
+            for c in claimed.iter_mut() {
+                let Some(prev) = c.task.spec.follow_up_of else {
+                    continue;
+                };
+                let earlier = match find_task(r, prev).await {
+                    Ok(t) => t,
+                    // A record that cannot be read resumes nothing; the claim still stands.
+                    Err(StoreError::Corrupt(e)) => {
+                        let id = c.task.id;
+                        tracing::warn!(
+                            task = %id, earlier = %prev, error = %e,
+                            "the task followed up is unreadable"
+                        );
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                c.resume_session = earlier
+                    .filter(|t| work_is_there(t, &c.task.spec))
+                    .and_then(|t| t.result)
+                    .and_then(|r| r.session_id);
             }
             Ok(())
         }

@@ -10,6 +10,7 @@ mod counts;
 mod deps;
 mod dispatch;
 mod events;
+mod follow_ups;
 mod handover;
 mod infra;
 mod lease;

@@ -307,6 +307,29 @@ fn a_follow_up_goes_on_on_the_earlier_task_s_work_branch() {
         &missing,
         "--follow-up: task 01a23c31-e1e5-764b-9111-1b9c734dbe52 does not exist",
     );
+
+    // In another repository: refused, saying where the earlier task ran and what to do.
+    let elsewhere = pool.env.run(&[
+        "--server",
+        &url,
+        "submit",
+        "--follow-up",
+        &first_id,
+        "--repo",
+        "https://example.com/elsewhere.git",
+        "--command",
+        "true",
+    ]);
+    assert_exit(&elsewhere, 2);
+    let repo = first["spec"]["repo"].as_str().expect("repo");
+    assert_stderr_contains(
+        &elsewhere,
+        &format!(
+            "--follow-up: task {first_id} ran in repository {repo}, and a follow-up goes on there: \
+             leave out the project and repository (--project, --repo), or submit a new task \
+             instead of a follow-up"
+        ),
+    );
 }
 
 /// `agentpool tasks logs ID | head -1`: the reader goes after one line, and agentpool ends
