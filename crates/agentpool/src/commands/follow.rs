@@ -13,13 +13,27 @@ use crate::config::Settings;
 use crate::exit::{Exit, ExitCode};
 use crate::output::{self, StatusLine, Style};
 
-/// Wait until the task finishes, showing its events (when `show_events` and not JSON) and a
-/// live status line on a terminal. Returns the finished task.
+mod waits;
+pub use waits::Waits;
+
+/// Wait until the task finishes, showing its events (when `show_events` and not JSON), why it
+/// waits while queued, and a live status line on a terminal. Returns the finished task.
 pub async fn wait_for(
     client: &Client,
     id: TaskId,
     json: bool,
     show_events: bool,
+) -> anyhow::Result<TaskDetail> {
+    wait_saying(client, id, json, show_events, Waits::new(!json)).await
+}
+
+/// [`wait_for`], saying why the task waits through `waits`.
+pub async fn wait_saying(
+    client: &Client,
+    id: TaskId,
+    json: bool,
+    show_events: bool,
+    waits: Waits,
 ) -> anyhow::Result<TaskDetail> {
     let style = Style::stdout();
     let mut status = StatusLine::new(!json);
@@ -31,7 +45,7 @@ pub async fn wait_for(
             status.println(&l);
         }
     };
-    follow(client, id, &mut status, |ev, st| {
+    follow_saying(client, id, &mut status, waits, |ev, st| {
         sink(output::render_event(&style, ev), st)
     })
     .await
@@ -98,8 +112,11 @@ pub async fn wait_all(
     let waiting = async {
         // One after another: the tasks run meanwhile, so this takes as long as the slowest,
         // and following one that already finished returns at once.
+        // Why one waits is said of a single task only: among several, a line would not say
+        // which task it is about.
+        let say = !settings.json() && ids.len() == 1;
         for id in ids {
-            done.push(wait_for(client, *id, settings.json(), false).await?);
+            done.push(wait_saying(client, *id, settings.json(), false, Waits::new(say)).await?);
         }
         anyhow::Ok(())
     };
@@ -170,6 +187,18 @@ pub async fn follow(
     client: &Client,
     id: TaskId,
     status: &mut StatusLine,
+    on_event: impl FnMut(&agentpool_core::Event, &mut StatusLine),
+) -> anyhow::Result<TaskDetail> {
+    follow_saying(client, id, status, Waits::new(false), on_event).await
+}
+
+/// [`follow`], saying through `waits` why the task waits while it is queued (each time it
+/// becomes so, the task is read once more: see [`Waits`]).
+pub async fn follow_saying(
+    client: &Client,
+    id: TaskId,
+    status: &mut StatusLine,
+    mut waits: Waits,
     mut on_event: impl FnMut(&agentpool_core::Event, &mut StatusLine),
 ) -> anyhow::Result<TaskDetail> {
     let started = Instant::now();
@@ -194,6 +223,9 @@ pub async fn follow(
             match client.stream_events(id, after).await {
                 Ok(s) => {
                     outage.over(status);
+                    if progress.state == Some(TaskState::Queued) {
+                        waits.reconnected();
+                    }
                     Some(s)
                 }
                 Err(agentpool_client::Error::NotFound(_)) if client.get_task(id).await.is_ok() => {
@@ -220,6 +252,7 @@ pub async fn follow(
                             if ev.seq <= after { continue; }
                             after = ev.seq;
                             progress.apply(&ev);
+                            waits.heard(&ev);
                             on_event(&ev, status);
                         }
                         // The server ends the stream after the terminal event; otherwise it
@@ -234,6 +267,12 @@ pub async fn follow(
                 }
                 _ = ticker.tick() => {
                     ticks += 1;
+                    // On a tick, not on the event: a follower catching up on a long history
+                    // reads the task once, as it stands after the events seen so far.
+                    if waits.due() {
+                        let read = client.get_task(id).await.ok();
+                        waits.say(read.as_ref(), progress.retry_at, status);
+                    }
                     status.set(progress.text(id, started.elapsed()));
                     status.tick();
                     if !sse_ok && ticks.is_multiple_of(16) {
@@ -250,6 +289,7 @@ pub async fn follow(
                         for ev in page.events {
                             after = after.max(ev.seq);
                             progress.apply(&ev);
+                            waits.heard(&ev);
                             on_event(&ev, status);
                         }
                         if progress.finished { break; }

@@ -3,7 +3,7 @@
 
 use agentpool_core::{Task, TaskId, TaskState};
 
-use super::follow::{follow, stopped_following, until_interrupted, wait_for};
+use super::follow::{Waits, follow_saying, stopped_following, until_interrupted, wait_for, wait_saying};
 use super::pool::Signals;
 use super::task_spec::{note_uncommitted, refused, spec_from};
 use super::{collect_pages, connect, find_server, print_json, print_list};
@@ -63,12 +63,11 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
                 err.state(task.state),
                 err.dim(&after)
             );
-            // A typo in --agent or --label is otherwise found only by whoever wonders why
-            // the task never starts.
-            if task.state == TaskState::Queued
-                && let Some(needs) = no_worker_can_run(&client, task.id, false).await
-            {
-                warn_no_worker(settings, &needs);
+            // Why it waits: a typo in --agent or --label, a spent budget, is otherwise found
+            // only by whoever wonders why the task never starts. A failed read says nothing.
+            if task.state == TaskState::Queued {
+                let first = client.get_task(task.id).await.ok();
+                Waits::new(true).seeded(first.as_ref());
             }
         }
         return Ok(ExitCode::Success);
@@ -84,10 +83,10 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
         let s = Style::stdout();
         outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
     }
-    if let Some(needs) = no_worker_can_run(&client, task.id, false).await {
-        warn_no_worker(settings, &needs);
-    }
-    let following = wait_for(&client, task.id, settings.json(), false);
+    // Read at once, so that why it waits is said before anything else happens to it.
+    let first = client.get_task(task.id).await.ok();
+    let waits = Waits::new(!settings.json()).seeded(first.as_ref());
+    let following = wait_saying(&client, task.id, settings.json(), false, waits);
     let view = until_interrupted(task.id, signals, following).await?;
     finish(settings, &view)
 }
@@ -155,48 +154,48 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             let s = Style::stdout();
             outln!("{} {}", s.dim("task"), s.bold(&task.id.to_string()));
         }
-        if let Some(needs) = no_worker_can_run(&client, task.id, transient).await {
-            if transient {
-                // Its workers are all the pool has: the task would wait forever. An agent it
-                // lacks is one this machine lacks: say how to install it.
-                let missing = task.spec.required_agent().filter(|a| {
-                    embedded
-                        .as_ref()
-                        .is_some_and(|e| !e.agents.iter().any(|o| o == a))
-                });
-                let mut hint = match missing {
-                    Some(a) => format!(
-                        " (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH){}",
-                        crate::embedded::install_hint(a)
-                            .map(|h| format!("; install it: {h}"))
-                            .unwrap_or_default()
-                    ),
-                    None => String::new(),
-                };
-                // Its workers carry no labels: a labelled task needs a pool that does.
-                let labels: Vec<String> = task
-                    .spec
-                    .labels
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with("agentpool/"))
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                if !labels.is_empty() {
-                    hint.push_str(&format!(
-                        "; its workers carry no labels: start a pool whose workers do (`agentpool up --labels {}`)",
-                        labels.join(",")
-                    ));
-                }
-                let why = format!("the transient pool cannot run it: none of its workers offers {needs}{hint}");
-                client
-                    .cancel_because(task.id, &CancelRequest::fitted(&why))
-                    .await?;
-                return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());
+        let first = client.get_task(task.id).await.ok();
+        if transient && let Some(needs) = first.as_ref().and_then(no_worker_in_transient_pool) {
+            // Its workers are all the pool has: the task would wait forever. An agent it
+            // lacks is one this machine lacks: say how to install it.
+            let missing = task.spec.required_agent().filter(|a| {
+                embedded
+                    .as_ref()
+                    .is_some_and(|e| !e.agents.iter().any(|o| o == a))
+            });
+            let mut hint = match missing {
+                Some(a) => format!(
+                    " (agents are looked up in AGENTPOOL_AGENT_BIN_DIR, then on PATH){}",
+                    crate::embedded::install_hint(a)
+                        .map(|h| format!("; install it: {h}"))
+                        .unwrap_or_default()
+                ),
+                None => String::new(),
+            };
+            // Its workers carry no labels: a labelled task needs a pool that does.
+            let labels: Vec<String> = task
+                .spec
+                .labels
+                .iter()
+                .filter(|(k, _)| !k.starts_with("agentpool/"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !labels.is_empty() {
+                hint.push_str(&format!(
+                    "; its workers carry no labels: start a pool whose workers do (`agentpool up --labels {}`)",
+                    labels.join(",")
+                ));
             }
-            warn_no_worker(settings, &needs);
+            let why = format!("the transient pool cannot run it: none of its workers offers {needs}{hint}");
+            client
+                .cancel_because(task.id, &CancelRequest::fitted(&why))
+                .await?;
+            return Err(Exit::new(ExitCode::Failed, format!("{why}; the task was canceled")).into());
         }
+        // Why it waits (no worker online that can run it, too) is said from here on.
+        let waits = Waits::new(!settings.json()).seeded(first.as_ref());
         let view = tokio::select! {
-            v = wait_for(&client, task.id, settings.json(), true) => v?,
+            v = wait_saying(&client, task.id, settings.json(), true, waits) => v?,
             why = all_unhealthy(embedded.as_ref()) => {
                 // Its workers are all the pool has, and none claims any more. A worker turns
                 // unhealthy before it hands its last task back: let that report land first,
@@ -289,33 +288,17 @@ fn with_access_hint(e: anyhow::Error, task: &agentpool_core::Task) -> anyhow::Er
     exit.into()
 }
 
-/// What a worker would have to offer to run task `id`, when none online does (a mistyped
-/// agent, one not installed where the workers run, a label none carries). A failed lookup
-/// says nothing: following the task goes on regardless. `transient`: the workers are a
-/// transient pool's, which all read local repositories, so that label is not named as
-/// what they lack.
-async fn no_worker_can_run(client: &Client, id: TaskId, transient: bool) -> Option<String> {
-    let d = client.get_task(id).await.ok()?;
-    d.waiting.into_iter().find_map(|mut w| {
-        if let WaitReason::NoWorkerCanRun { labels, .. } = &mut w
-            && transient
-        {
+/// What a worker would have to offer to run task `d`, when none of a transient pool's does
+/// (an agent not installed on this machine, a label its workers do not carry). They all read
+/// local repositories, so that label is not named as what they lack.
+fn no_worker_in_transient_pool(d: &TaskDetail) -> Option<String> {
+    d.waiting.iter().find_map(|w| {
+        let mut w = w.clone();
+        if let WaitReason::NoWorkerCanRun { labels, .. } = &mut w {
             labels.remove(agentpool_core::spec::LOCAL_REPOS_LABEL);
         }
         w.no_worker_offers()
     })
-}
-
-/// Say, once, that the task waits for a worker that can run it; a server may get one later.
-fn warn_no_worker(settings: &Settings, needs: &str) {
-    if !settings.json() {
-        eprintln!(
-            "{}",
-            Style::stderr().dim(&format!(
-                "waiting: no worker online offers {needs} yet; the task runs when one registers"
-            ))
-        );
-    }
 }
 
 /// Print the outcome and turn the final state into the exit code.
@@ -432,7 +415,7 @@ async fn logs(settings: &Settings, client: &Client, a: LogsArgs) -> anyhow::Resu
     let json = settings.json();
     let signals = Signals::new();
     let mut status = StatusLine::new(!json);
-    let following = follow(client, a.id, &mut status, |ev, st| {
+    let following = follow_saying(client, a.id, &mut status, Waits::new(!json), |ev, st| {
         if json {
             if let Ok(s) = serde_json::to_string(ev) {
                 outln!("{s}");

@@ -16,6 +16,7 @@ pub fn task_detail(style: &Style, view: &TaskDetail) -> String {
     kv("task", style.bold(&t.id.to_string()));
     kv("state", style.state(t.state));
     kv("what", task_what(t));
+    kv("project", t.spec.project.clone().unwrap_or_default());
     kv(
         "repo",
         t.spec.repo.clone().or(t.spec.project.clone()).unwrap_or_default(),
@@ -209,19 +210,7 @@ fn result_block(style: &Style, r: &TaskResult, finished: bool) -> String {
             style.dim(&format!("{:<KEY_WIDTH$}", "checks")),
             count(rounds, "round", "rounds")
         ));
-        for c in r.checks.iter().filter(|c| c.round == rounds) {
-            let mark = if c.passed {
-                style.green("✓")
-            } else {
-                style.red("✗")
-            };
-            out.push_str(&format!(
-                "{:<KEY_WIDTH$}   {mark} {}
-",
-                "",
-                c.summary()
-            ));
-        }
+        out.push_str(&check_rounds(style, &r.checks));
     }
     let u = &r.usage;
     let mut kv = |k: &str, v: String| out.push_str(&field(style, k, &v));
@@ -245,6 +234,38 @@ fn result_block(style: &Style, r: &TaskResult, finished: bool) -> String {
     }
     if let Some(t) = &r.final_text {
         kv("summary", truncate(t, 300));
+    }
+    out
+}
+
+/// Every round's checks, under a line naming the round, in the order of the rounds: how the
+/// checks failed before they passed is what the rounds are for.
+fn check_rounds(style: &Style, checks: &[agentpool_core::CheckRun]) -> String {
+    let mut checks: Vec<&agentpool_core::CheckRun> = checks.iter().collect();
+    // Stable: a round's checks stay in the order they ran.
+    checks.sort_by_key(|c| c.round);
+    let mut out = String::new();
+    let mut round = None;
+    for c in checks {
+        if round != Some(c.round) {
+            round = Some(c.round);
+            out.push_str(&format!(
+                "{:<KEY_WIDTH$}   {}\n",
+                "",
+                style.dim(&format!("round {}", c.round))
+            ));
+        }
+        let mark = if c.passed {
+            style.green("✓")
+        } else {
+            style.red("✗")
+        };
+        // The round is said by the line above.
+        let summary = c.summary();
+        let summary = summary
+            .strip_prefix(&format!("round {}: ", c.round))
+            .unwrap_or(&summary);
+        out.push_str(&format!("{:<KEY_WIDTH$}     {mark} {summary}\n", ""));
     }
     out
 }

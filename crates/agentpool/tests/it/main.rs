@@ -26,6 +26,7 @@ mod tls;
 mod tokens;
 mod up_start;
 mod usage;
+mod waiting;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

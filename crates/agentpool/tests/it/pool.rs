@@ -85,8 +85,9 @@ impl CountingProxy {
 }
 
 /// `logs -f` shows a running task live and ends with it — following its events only: the
-/// stream ends after the terminal event, and the task itself is read once, at the end, however
-/// long it runs (no polling of `GET /v1/tasks/{id}`).
+/// stream ends after the terminal event, and the task itself is read at the end (and once
+/// while it is queued, to say why it waits), however long it runs (no polling of
+/// `GET /v1/tasks/{id}`).
 #[test]
 fn logs_follow_shows_a_running_task_until_it_ends() {
     let env = Env::new();
@@ -136,7 +137,9 @@ fn logs_follow_shows_a_running_task_until_it_ends() {
         .into_iter()
         .filter(|r| r.starts_with("GET /v1/tasks/") && !r["GET /v1/tasks/".len()..].contains(['/', '?']))
         .collect();
-    assert!(reads.len() <= 1, "the follower polled the task: {reads:?}");
+    // At most once when the follower finds it queued (to say why it waits), and once at the
+    // end: a follower that polled would have read it every ~2 s of the gate's 5 s.
+    assert!(reads.len() <= 2, "the follower polled the task: {reads:?}");
     assert!(
         proxy.requests().iter().any(|r| r.contains("/events/stream")),
         "{:?}",
