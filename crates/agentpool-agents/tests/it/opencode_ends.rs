@@ -130,17 +130,21 @@ async fn opencode_run_whose_answers_are_cut_off_fails() {
     );
 }
 
+/// A first OpenCode run, "Remember 42", answered "Noted.": its fixture (and home) and session.
+async fn remember_42(agent: &dyn agentpool_agents::CodeAgent) -> (Fixture, String) {
+    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
+    let (first, _) = fx.run(agent, fx.request("opencode", "Remember 42")).await;
+    assert!(!first.is_error, "{first:#?}");
+    let session = first.session_id.clone().expect("a session id");
+    (fx, session)
+}
+
 /// As the worker runs a follow-up: another task directory, another private home. OpenCode
 /// cannot resume the earlier session there; the follow-up runs as a new session, told so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_follow_up_in_a_fresh_home_starts_a_new_session() {
     let Some(agent) = agent("opencode") else { return };
-    let first_fx = Fixture::new(vec![Step::answer("Noted.")]).await;
-    let (first, _) = first_fx
-        .run(agent.as_ref(), first_fx.request("opencode", "Remember 42"))
-        .await;
-    assert!(!first.is_error, "{first:#?}");
-    let earlier = first.session_id.clone().expect("a session id");
+    let (_, earlier) = remember_42(agent.as_ref()).await;
 
     let fx = Fixture::new(vec![Step::answer("Done again.")]).await;
     let mut req = fx.request("opencode", "Add a line to README.md");
@@ -173,11 +177,7 @@ async fn opencode_follow_up_in_a_fresh_home_starts_a_new_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opencode_s_stderr_reads_as_text_in_the_log() {
     let Some(agent) = agent("opencode") else { return };
-    let fx = Fixture::new(vec![Step::answer("Noted.")]).await;
-    let (first, _) = fx
-        .run(agent.as_ref(), fx.request("opencode", "Remember 42"))
-        .await;
-    assert!(!first.is_error, "{first:#?}");
+    let (fx, _) = remember_42(agent.as_ref()).await;
     // In the same home (as a feedback round runs), a session OpenCode does not have.
     let mut req = fx.request("opencode", "Say it again");
     req.resume_session = Some("ses_0123456789abcdefghijklmnop".into());
