@@ -49,7 +49,7 @@ pub enum SubmitReply {
     request_body(content = inline(SubmitBody), description = "One TaskSpec, or `{ \"tasks\": [TaskSpec, …] }`"),
     responses((status = 201, description = "Created (single: Enqueued; batch: BatchSubmitted)", body = inline(SubmitReply)),
         (status = 200, description = "An idempotency key matched an earlier task (a batch whose tasks all matched)", body = inline(SubmitReply)),
-        (status = 400, description = "An idempotency key starting with a prefix agentpool keeps for the tasks it submits itself (`schedule:`, `PROJECT/github:`)",
+        (status = 422, description = "A field fails validation, among them an idempotency key starting with a prefix agentpool keeps for the tasks it submits itself (`schedule:`, `PROJECT/github:`)",
             body = crate::error::ErrorBody))
 )]
 pub async fn submit(
@@ -108,7 +108,7 @@ pub async fn submit(
     }
 }
 
-/// 400 when a caller names an idempotency key of the form agentpool gives the tasks it submits
+/// 422 when a caller names an idempotency key of the form agentpool gives the tasks it submits
 /// itself ([`TaskSpec::reserved_key_problem`]), on each such key's field (under its prefix):
 /// the key is the caller's mistake, whatever else the spec says, so it is told before the
 /// rest is checked. The scheduler and the webhook route do not come this way.
@@ -125,7 +125,7 @@ pub(crate) fn refuse_reserved_keys<'a>(
     if errs.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::validation(errs).with_status(StatusCode::BAD_REQUEST))
+        Err(ApiError::validation(errs))
     }
 }
 

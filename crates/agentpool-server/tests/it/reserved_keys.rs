@@ -1,6 +1,6 @@
 //! The idempotency keys agentpool gives the tasks it submits itself (`schedule:NAME:TIME`,
 //! `PROJECT/github:…`) are refused when a caller names them — one task, a batch, a project's
-//! build, a build with its project — with a 400 on the key's field; so a task submitted ahead
+//! build, a build with its project — with a 422 on the key's field; so a task submitted ahead
 //! of a schedule's run under the run's key cannot take the run over, and the schedule still
 //! submits its own task under that key.
 
@@ -21,13 +21,13 @@ crate::both_backends!(
     keys_of_agentpools_own_form_are_refused_wherever_a_caller_names_a_key,
 );
 
-/// The 400 `e` is, as (field, message) pairs.
-fn bad_request(e: Error) -> Vec<(String, String)> {
+/// The 422 `e` is, as (field, message) pairs.
+fn refused_fields(e: Error) -> Vec<(String, String)> {
     match e {
         Error::Rejected {
-            status: 400, fields, ..
+            status: 422, fields, ..
         } => fields.into_iter().map(|f| (f.field, f.message)).collect(),
-        other => panic!("expected a 400, got {other:?}"),
+        other => panic!("expected a 422, got {other:?}"),
     }
 }
 
@@ -71,7 +71,7 @@ async fn a_submitted_task_cannot_take_over_a_schedule_run(backend: Backend) {
     // The run's key, delayed to the run's time: refused, nothing queued.
     let mut impostor = in_project(&run_key("victim", due));
     impostor.run_after = Some(due);
-    let refused = bad_request(sub.submit(&impostor).await.unwrap_err());
+    let refused = refused_fields(sub.submit(&impostor).await.unwrap_err());
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].0, "idempotency_key");
     assert!(
@@ -103,14 +103,14 @@ async fn keys_of_agentpools_own_form_are_refused_wherever_a_caller_names_a_key(b
     let github = "web/github:acme/web:comment:42";
 
     for key in ["schedule:nightly:2026-12-07T10:36Z", "schedule:", github] {
-        let refused = bad_request(sub.submit(&in_project(key)).await.unwrap_err());
+        let refused = refused_fields(sub.submit(&in_project(key)).await.unwrap_err());
         assert_eq!(
             refused.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
             ["idempotency_key"],
             "{key}"
         );
     }
-    let refused = bad_request(sub.submit(&in_project(github)).await.unwrap_err());
+    let refused = refused_fields(sub.submit(&in_project(github)).await.unwrap_err());
     assert!(
         refused[0].1.contains("\"web/github:\" is agentpool's own"),
         "{refused:?}"
@@ -122,7 +122,7 @@ async fn keys_of_agentpools_own_form_are_refused_wherever_a_caller_names_a_key(b
         in_project(github),
         in_project("schedule:x:y"),
     ];
-    let refused = bad_request(sub.submit_batch(batch).await.unwrap_err());
+    let refused = refused_fields(sub.submit_batch(batch).await.unwrap_err());
     assert_eq!(
         refused.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
         ["tasks[1].idempotency_key", "tasks[2].idempotency_key"]
@@ -134,7 +134,7 @@ async fn keys_of_agentpools_own_form_are_refused_wherever_a_caller_names_a_key(b
         idempotency_key: Some(github.into()),
         ..BuildRequest::default()
     };
-    let refused = bad_request(sub.submit_build("web", &build).await.unwrap_err());
+    let refused = refused_fields(sub.submit_build("web", &build).await.unwrap_err());
     assert_eq!(refused[0].0, "idempotency_key");
     let both = CreateAndBuild {
         project: ProjectSpec {
@@ -146,7 +146,7 @@ async fn keys_of_agentpools_own_form_are_refused_wherever_a_caller_names_a_key(b
             ..build.clone()
         },
     };
-    let refused = bad_request(sub.create_and_build(&both).await.unwrap_err());
+    let refused = refused_fields(sub.create_and_build(&both).await.unwrap_err());
     assert_eq!(refused[0].0, "build.idempotency_key");
     assert!(
         matches!(sub.get_project("docs").await, Err(Error::NotFound(_))),
