@@ -20,7 +20,7 @@ fn budget_line() -> String {
         .expect("midnight")
         .and_utc();
     format!(
-        "waiting: project web: budget exhausted until {} (its daily budget is $0.00); it runs \
+        "waiting: project web: budget exhausted until {} (its daily budget is $0.000001); it runs \
          then, or once the budget is raised",
         midnight.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )

@@ -157,7 +157,7 @@ fn wait_line(w: &WaitReason) -> Option<String> {
             budget_usd,
             ..
         } => format!(
-            "project {project}: {message} (its daily budget is ${budget_usd:.2}); it runs then, \
+            "project {project}: {message} (its daily budget is ${budget_usd}); it runs then, \
              or once the budget is raised"
         ),
         w @ WaitReason::NoWorkerCanRun { .. } => format!(
@@ -216,7 +216,7 @@ mod tests {
         assert_eq!(
             first,
             [format!(
-                "waiting: project web: budget exhausted until {} (its daily budget is $5.00); \
+                "waiting: project web: budget exhausted until {} (its daily budget is $5); \
                  it runs then, or once the budget is raised",
                 utc(until)
             )]
