@@ -124,9 +124,8 @@ impl From<StoreError> for ApiError {
             StoreError::Transition(t) => Self::conflict("invalid_transition", t.to_string()),
             // The cause may name tables or connection details: log it, show a generic text.
             other if other.is_unavailable() => {
-                // Expected while the database restarts: the caller is told to retry (503). The
-                // outage itself is logged once by the maintenance loop, not once per request.
-                tracing::debug!(error = %other, "database unavailable; answered 503");
+                // Expected while the database restarts: the caller is told to retry (503).
+                note_unavailable(&other);
                 Self::unavailable("database_unavailable", "the database cannot be reached")
             }
             other => {
@@ -157,3 +156,27 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Log a 503 for a database that cannot be reached: the first in a minute as a warning with
+/// its cause (a lone one would otherwise leave no trace), the rest at debug level — an outage
+/// is said once by the maintenance loop, and a line per request would bury everything else.
+fn note_unavailable(e: &StoreError) {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let first = {
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let first = last.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(60));
+        if first {
+            *last = Some(now);
+        }
+        first
+    };
+    if first {
+        tracing::warn!(
+            error = %e,
+            "database unavailable; answered 503 (more within a minute are logged at debug level)"
+        );
+    } else {
+        tracing::debug!(error = %e, "database unavailable; answered 503");
+    }
+}

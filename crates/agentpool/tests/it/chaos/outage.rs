@@ -60,10 +60,10 @@ fn a_stopped_database_is_answered_503_at_once_and_said_once_in_the_log() {
         .filter(|l| l.contains("the database does not answer"))
         .count();
     assert_eq!(down, 1, "{said:#?}");
-    assert!(
-        !said
-            .iter()
-            .any(|l| l.contains("database unavailable; answered 503")),
-        "a line per request: {said:#?}"
-    );
+    // The first 503 is a warning with its cause; the rest of the outage's are not logged.
+    let per_request = said
+        .iter()
+        .filter(|l| l.contains("database unavailable; answered 503"))
+        .count();
+    assert!(per_request <= 1, "a line per request: {said:#?}");
 }
