@@ -137,7 +137,14 @@ fn a_worker_whose_token_is_revoked_stops_and_its_task_runs_again() {
     let env = Env::new();
     let (server, admin, repo) = start_pool(&env, &["--lease-ttl-secs", "5", "--maintenance-secs", "1"]);
     let url = server.url.clone();
-    let pool = env.create_token(&sqlite_db(&env), "pool", "worker");
+    // Through the server, not the database file: a second process opening the file of a
+    // running server has made one of its reads fail (SQLITE_IOERR_SHORT_READ).
+    let o = env.run(&[
+        "--server", &url, "--token", &admin, "tokens", "create", "pool", "--role", "worker",
+    ]);
+    assert_exit(&o, 0);
+    let pool = stdout(&o).trim().to_string();
+    assert!(pool.starts_with("apt_"), "{pool}");
     let id = submit(&env, &url, &admin, &repo, "sleep 1000");
     let mut w = spawn_worker_with_stderr(&env, &url, &pool, Some("w1"), Stdio::piped());
     wait_for("the task to run", Duration::from_secs(60), || {
