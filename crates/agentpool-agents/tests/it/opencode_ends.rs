@@ -150,11 +150,7 @@ async fn opencode_follow_up_in_a_fresh_home_starts_a_new_session() {
     let mut req = fx.request("opencode", "Add a line to README.md");
     req.resume_session = Some(earlier.clone());
     let (o, sink) = fx.run(agent.as_ref(), req).await;
-    let logs: Vec<String> = sink
-        .of(EventKind::Log)
-        .iter()
-        .map(|e| e.data().to_string())
-        .collect();
+    let logs = sink.logs();
     let why = format!("outcome: {o:#?}\nlogs: {logs:#?}");
     assert!(!o.is_error, "{why}");
     assert_eq!(o.final_text.as_deref(), Some("Done again."), "{why}");
@@ -182,11 +178,7 @@ async fn opencode_s_stderr_reads_as_text_in_the_log() {
     let mut req = fx.request("opencode", "Say it again");
     req.resume_session = Some("ses_0123456789abcdefghijklmnop".into());
     let (o, sink) = fx.run(agent.as_ref(), req).await;
-    let logs: Vec<String> = sink
-        .of(EventKind::Log)
-        .iter()
-        .map(|e| e.data().to_string())
-        .collect();
+    let logs = sink.logs();
     let why = format!("outcome: {o:#?}\nlogs: {logs:#?}");
     assert!(o.is_error, "{why}");
     assert!(

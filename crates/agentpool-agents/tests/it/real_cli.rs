@@ -38,6 +38,14 @@ impl Collect {
     pub fn of(&self, k: EventKind) -> Vec<NewEvent> {
         self.all().into_iter().filter(|e| e.kind() == k).collect()
     }
+
+    /// The data of the log events, as text: what a run said in its log.
+    pub fn logs(&self) -> Vec<String> {
+        self.of(EventKind::Log)
+            .iter()
+            .map(|e| e.data().to_string())
+            .collect()
+    }
 }
 
 pub fn bin_dir() -> PathBuf {

@@ -284,11 +284,7 @@ async fn a_follow_up_on_another_worker_starts_a_new_session(name: &str) {
     let (first_fx, earlier) = remember_42(here.as_ref(), name, Some("task-a")).await;
 
     let (fx, o, sink) = ask_what_was_remembered(there.as_ref(), name, &first_fx, &earlier, "task-b").await;
-    let logs: Vec<String> = sink
-        .of(EventKind::Log)
-        .iter()
-        .map(|e| e.data().to_string())
-        .collect();
+    let logs = sink.logs();
     let why = format!("{}\nlogs: {logs:#?}", why(&o, &sink, &fx));
     assert!(!o.is_error, "{why}");
     assert_eq!(o.final_text.as_deref(), Some("It was 42."), "{why}");
