@@ -341,7 +341,8 @@ pub async fn serve(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let server = start(config).await?;
+    let store = agentpool_store::open_store(&config.database_url).await?;
+    let server = start_with_store(config, store.clone()).await?;
     on_bound(server.addr);
     let stop = server.stop_token();
     let addr = server.addr;
@@ -356,6 +357,7 @@ pub async fn serve(
         Ok(()) => tracing::info!(%addr, "server stopped"),
         Err(e) => tracing::error!(%addr, error = %e, "server stopped on an error"),
     }
+    store.close().await;
     result
 }
 

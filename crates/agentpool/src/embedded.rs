@@ -84,6 +84,8 @@ pub struct Embedded {
     workers: Vec<WorkerHandle>,
     /// Each worker's health, and why it is unhealthy.
     health: Vec<HealthReporter>,
+    /// The database, closed once the server has stopped.
+    store: Arc<dyn agentpool_store::Store>,
 }
 
 impl Embedded {
@@ -170,6 +172,7 @@ impl Embedded {
             workers_stop_now,
             workers,
             health,
+            store,
         }))
     }
 
@@ -207,10 +210,13 @@ impl Embedded {
                 Err(e) => tracing::warn!(error = %e, "worker task panicked"),
             }
         }
-        self.server
+        let stopped = self
+            .server
             .shutdown()
             .await
-            .map_err(|e| anyhow::anyhow!("server stopped with an error: {e}"))
+            .map_err(|e| anyhow::anyhow!("server stopped with an error: {e}"));
+        self.store.close().await;
+        stopped
     }
 }
 

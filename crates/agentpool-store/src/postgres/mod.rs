@@ -294,6 +294,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// Nothing to wait for: PostgreSQL ends a connection's session when the process exits,
+    /// and the work-signal listener holds one of the pool's connections for as long as the
+    /// store lives, which closing the pool would wait for.
+    async fn close_connections(&self) {}
+
     /// Ring `worker`'s bell on the other replicas. Best effort: a ring that does not arrive
     /// only leaves the worker to hear the news at its next heartbeat.
     async fn ring_others(&self, worker: &WorkerId) {

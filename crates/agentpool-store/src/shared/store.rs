@@ -530,6 +530,10 @@ macro_rules! store_impl {
                 sqlx::query("SELECT 1").execute(&self.$r).await?;
                 Ok(())
             }
+
+            async fn close(&self) {
+                self.close_connections().await;
+            }
         }
     };
 }

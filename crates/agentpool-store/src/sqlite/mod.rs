@@ -76,12 +76,23 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
     Ok(())
 }
 
-/// An exclusive advisory lock on the database file at `path`, held while the returned file is
-/// open (taken off the async threads: it waits for another process's migrations).
-async fn migration_lock(path: &std::path::Path) -> Result<std::fs::File> {
-    let path = path.to_path_buf();
+/// An exclusive advisory lock (flock) on the directory of the database file at `path`, held
+/// while the returned descriptor is open (taken off the async threads: it waits for another
+/// opener's migrations).
+///
+/// The directory, not the file: closing any descriptor of a file drops every POSIX lock the
+/// process holds on it, SQLite's included (those of another store of this process on the same
+/// file too). A store whose connections had lost their lock looks unused to another process,
+/// which on closing its last connection takes the database as its alone, checkpoints and
+/// deletes the write-ahead log; from then on the store writes into a log nothing will read, and
+/// every change it makes is lost.
+async fn opening_lock(path: &std::path::Path) -> Result<std::fs::File> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
     let locked = tokio::task::spawn_blocking(move || {
-        let file = std::fs::File::open(&path)?;
+        let file = std::fs::File::open(&dir)?;
         file.lock()?;
         Ok::<_, std::io::Error>(file)
     })
@@ -119,16 +130,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory");
-        let writer = pool::writer(opts.clone()).await?;
-        {
-            // SQLite's migrations take no lock of their own: two processes opening a new
-            // database at once (two transient `agentpool run`s on a fresh data dir) would both
-            // apply the first one, and the second fail on "table tasks already exists". An
-            // advisory lock on the file itself (flock, apart from SQLite's own fcntl locks)
-            // makes the second wait and then find the schema in place.
-            let _migrating = migration_lock(opts.get_filename()).await?;
+        let writer = {
+            // Opening a database takes a lock SQLite cannot wait for: the first connection to a
+            // new file turns it to WAL mode, and another connecting meanwhile fails at once with
+            // "database is locked". And SQLite's migrations take no lock of their own: two
+            // processes opening a new database at once (two transient `agentpool run`s on a
+            // fresh data dir) would both apply the first one, and the second fail on "table
+            // tasks already exists". An advisory lock taken before connecting makes the second
+            // wait, then find the file in WAL mode and the schema in place.
+            let _opening = opening_lock(opts.get_filename()).await?;
+            let writer = pool::writer(opts.clone()).await?;
             crate::schema::apply(&crate::schema::SQLITE, &writer).await?;
-        }
+            writer
+        };
         let file = file::FileWatch::new(opts.get_filename()).map_err(sqlx::Error::Io)?;
         let reader = pool::readers(opts).await?;
         Ok(Self {
@@ -178,6 +192,14 @@ impl SqliteStore {
     /// through the work signal.
     async fn announce<'c>(&self, _conn: impl Executor<'c, Database = Sqlite>, _count: u32) -> Result<()> {
         Ok(())
+    }
+
+    /// Close the readers, then the writer, and wait until they are closed: the last connection
+    /// to close (of all processes) checkpoints the write-ahead log into the database file, when
+    /// it is one that may write.
+    async fn close_connections(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
     }
 
     /// Nothing to do: there are no other replicas.

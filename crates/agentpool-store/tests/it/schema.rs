@@ -1,7 +1,8 @@
 //! Opening a database whose schema this build cannot migrate fails with the reason in words;
 //! a migration brings the tasks queued before it up to what this build expects of them; an
 //! SQLite file deleted or replaced under a running store takes no more writes; stores opening
-//! one new SQLite file at once make its schema once.
+//! one new SQLite file at once make its schema once; another process opening and closing the
+//! file a store runs on takes nothing from it.
 
 use agentpool_core::TaskSpec;
 use agentpool_core::spec::LOCAL_REPOS_LABEL;
@@ -148,4 +149,72 @@ async fn stores_opening_one_new_sqlite_database_at_once_all_open_it() {
         let store = stores.into_iter().next().unwrap().unwrap();
         store.enqueue(cmd("true")).await.expect("a working schema");
     }
+}
+
+/// Set in the child process of [`another_process_opening_and_closing_the_database_loses_nothing`]
+/// to the database it adds a task to.
+const CHILD_DB: &str = "AGENTPOOL_TEST_CHILD_DB";
+
+/// Open the store at `url` in another process (this test binary, running this test as the
+/// child), add one task, close the store, and return how many tasks that process saw.
+fn in_another_process(url: &str) -> usize {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "schema::another_process_opening_and_closing_the_database_loses_nothing",
+            "--nocapture",
+        ])
+        .env(CHILD_DB, url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("tasks seen: "))
+        .unwrap_or_else(|| panic!("no count in {stdout}"))
+        .parse()
+        .unwrap()
+}
+
+async fn tasks_in(store: &dyn agentpool_store::Store) -> usize {
+    store.count_by_state().await.unwrap().values().sum::<u64>() as usize
+}
+
+/// A process that opens the database a running store has open (`agentpool tokens create
+/// --database-url`, a transient `agentpool run` in the same data directory) and closes it again
+/// must not take the database as its alone: had it, it would checkpoint and delete the
+/// write-ahead log the running store still writes to, and every later change of that store
+/// would go where no other process reads it, and be lost.
+#[tokio::test]
+async fn another_process_opening_and_closing_the_database_loses_nothing() {
+    if let Ok(url) = std::env::var(CHILD_DB) {
+        let store = open_store(&url).await.unwrap();
+        store.enqueue(cmd("from the other process")).await.unwrap();
+        println!("tasks seen: {}", tasks_in(store.as_ref()).await);
+        store.close().await;
+        return;
+    }
+    let db = TestDb::sqlite();
+    let running = open_store(db.url()).await.unwrap();
+    // Whether a lost lock shows depends on which connection of the running store took it
+    // first: a few rounds make the loss show whichever it was.
+    let mut written = 0;
+    for _ in 0..4 {
+        running
+            .enqueue(cmd("in the running store"))
+            .await
+            .expect("the running store still writes");
+        written += 2; // this one, and the other process's
+        assert_eq!(
+            in_another_process(db.url()),
+            written,
+            "another process sees every task the running store wrote"
+        );
+    }
+    assert_eq!(tasks_in(running.as_ref()).await, written);
 }

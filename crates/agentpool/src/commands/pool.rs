@@ -269,6 +269,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
             // Printed once, on stdout, so an operator can capture it; never logged.
             outln!("admin token: {}", t.plaintext);
         }
+        store.close().await;
     }
     let json = settings.json();
     agentpool_server::serve(
@@ -295,7 +296,9 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
     }
     agentpool_store::open_store(&url)
         .await
-        .with_context(|| format!("cannot migrate {}", redact_url(&url)))?;
+        .with_context(|| format!("cannot migrate {}", redact_url(&url)))?
+        .close()
+        .await;
     if settings.json() {
         print_json(&serde_json::json!({ "migrated": redact_url(&url) }))?;
     } else {

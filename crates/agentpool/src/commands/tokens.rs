@@ -44,7 +44,9 @@ pub async fn tokens(settings: &Settings, args: TokensArgs) -> anyhow::Result<Exi
     let store = agentpool_store::open_store(&url)
         .await
         .with_context(|| format!("cannot open {}", redact_url(&url)))?;
-    tokens_on(settings, cmd, Backend::Database(store)).await
+    let done = tokens_on(settings, cmd, Backend::Database(store.clone())).await;
+    store.close().await;
+    done
 }
 
 async fn tokens_on(settings: &Settings, cmd: TokensCommand, on: Backend) -> anyhow::Result<ExitCode> {
