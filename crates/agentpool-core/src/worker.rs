@@ -52,10 +52,15 @@ pub struct Needs<'a> {
 impl Needs<'_> {
     /// Whether a worker with `labels`, offering the agents `offers` says yes to (asked for
     /// [`ANY_AGENT`] when the task names none) and limited to `projects` (empty: any task, of a
-    /// project or of none), could take the task: the claim's own rule.
+    /// project or of none), could take the task: the claim's own rule. A worker labelled
+    /// [`DEDICATED_LABEL`](crate::spec::DEDICATED_LABEL) takes only tasks with that same label.
     pub fn met_by(&self, offers: impl Fn(&str) -> bool, labels: &Labels, projects: &[String]) -> bool {
+        let dedicated = crate::spec::DEDICATED_LABEL;
         offers(self.agent.unwrap_or(ANY_AGENT))
             && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && labels
+                .get(dedicated)
+                .is_none_or(|v| self.labels.get(dedicated) == Some(v))
             && (projects.is_empty() || self.project.is_some_and(|p| projects.iter().any(|x| x == p)))
     }
 }
@@ -102,6 +107,8 @@ pub struct WorkerRegistration {
     pub hostname: String,
     pub version: String,
     pub agents: Vec<AgentInfo>,
+    /// It takes the tasks whose labels are all among these; with `agentpool/dedicated=V`
+    /// among them, only tasks that carry that label too (a dedicated worker).
     #[serde(default)]
     pub labels: Labels,
     pub slots: u32,
@@ -252,6 +259,28 @@ mod tests {
             ..needs
         };
         assert!(!worker(&["codex"], &[("gpu", "a100")], &["web"], WorkerStatus::Idle).takes(&no_project));
+        // A dedicated worker takes only the tasks dedicated to it.
+        let mine: Labels = [("agentpool/dedicated".to_string(), "r1".to_string())].into();
+        let dedicated = |v: &str| worker(&["codex"], &[("agentpool/dedicated", v)], &[], WorkerStatus::Idle);
+        let none = Labels::new();
+        let plain = Needs {
+            agent: Some("codex"),
+            labels: &none,
+            project: None,
+        };
+        assert!(worker(&["codex"], &[], &[], WorkerStatus::Idle).takes(&plain));
+        assert!(!dedicated("r1").takes(&plain), "a task not dedicated to it");
+        let for_r1 = Needs {
+            agent: Some("codex"),
+            labels: &mine,
+            project: None,
+        };
+        assert!(dedicated("r1").takes(&for_r1));
+        assert!(!dedicated("r2").takes(&for_r1), "a task dedicated to another");
+        assert!(
+            !worker(&["codex"], &[], &[], WorkerStatus::Idle).takes(&for_r1),
+            "a dedicated task needs its worker"
+        );
         // A task that names no agent needs one that runs prompts: not `command` alone.
         let any = Needs {
             agent: None,

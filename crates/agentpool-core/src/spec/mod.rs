@@ -27,6 +27,12 @@ pub type Labels = BTreeMap<String, String>;
 /// a place on one machine, so only a worker that opted in may take it.
 pub const LOCAL_REPOS_LABEL: &str = "agentpool/local-repos";
 
+/// The label of a dedicated worker: one that has it takes only the tasks that carry it with
+/// the same value (tasks need a worker's labels, a dedicated worker also needs its task's).
+/// `agentpool run`'s transient pool is dedicated to its own task this way, so it runs no other
+/// task queued in the same database.
+pub const DEDICATED_LABEL: &str = "agentpool/dedicated";
+
 /// A field that failed validation, with a message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("{field}: {message}")]

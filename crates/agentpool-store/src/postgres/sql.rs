@@ -29,8 +29,8 @@ const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data
     FROM upd)";
 
 /// The `picked` CTE of a hot-path claim: up to `$5` unconstrained queued tasks due at `$1`
-/// that agents `$2` with labels `$3` can run, in claim order, row-locked and skipping rows
-/// another claim holds; `worker_ok` is the condition that worker `$4` may claim. A worker
+/// that agents `$2` with labels `$3` can run (dedicated to it, when it is dedicated), in claim
+/// order, row-locked and skipping rows another claim holds; `worker_ok` is the condition that worker `$4` may claim. A worker
 /// limited to projects (`$7` not NULL) takes none: unconstrained tasks have no project, and
 /// the condition on the parameter alone is checked once, not per row.
 fn picked(worker_ok: &str) -> String {
@@ -42,13 +42,22 @@ fn picked(worker_ok: &str) -> String {
              AND (required_agent = ANY($2::text[]) \
                   OR (required_agent IS NULL AND '*' = ANY($2::text[]))) \
              AND (labels IS NULL OR labels <@ $3::jsonb) \
+             AND {dedicated} \
              AND {given_back} \
              AND {worker_ok} \
            ORDER BY priority DESC, run_after, id \
            LIMIT $5 \
            FOR UPDATE SKIP LOCKED)",
         given_back = common::not_given_back_by("", "$4", "$1"),
+        dedicated = dedicated_to("", "$3"),
     )
+}
+
+/// A condition true when task `{t}` may go to a worker with the labels bound at `param`:
+/// always, unless the worker is dedicated, then only when the task carries its dedication.
+fn dedicated_to(t: &str, param: &str) -> String {
+    let key = format!("'{}'", agentpool_core::spec::DEDICATED_LABEL);
+    format!("({param}::jsonb -> {key} IS NULL OR {t}labels -> {key} = {param}::jsonb -> {key})")
 }
 
 /// The `upd` CTE that claims the rows `which` selects (a `FROM`/`WHERE` tail of the update)
@@ -232,8 +241,9 @@ impl Sql {
                      AND t.run_after <= $1 \
                      AND (t.required_agent = ANY($2::text[]) \
                           OR (t.required_agent IS NULL AND '*' = ANY($2::text[]))) \
-                     AND (t.labels IS NULL OR t.labels <@ $3::jsonb) \
+                     AND (t.labels IS NULL OR t.labels <@ $3::jsonb) AND {} \
                      AND ($7::text[] IS NULL OR t.project = ANY($7::text[])) AND {}",
+                    dedicated_to("t.", "$3"),
                     common::not_given_back_by("t.", "$4", "$1")
                 ),
                 since: "$6",

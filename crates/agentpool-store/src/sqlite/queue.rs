@@ -20,9 +20,20 @@ use crate::shared::claim::Candidates;
 use crate::shared::handover::Plan;
 use crate::{ClaimFilter, Enqueued, Result, StoreError};
 
+/// A condition true when task `t` may go to a worker with the labels (JSON) bound at `param`:
+/// always, unless the worker is dedicated, then only when the task carries its dedication.
+fn dedicated_to(param: &str) -> String {
+    let key = format!("'$.\"{}\"'", agentpool_core::spec::DEDICATED_LABEL);
+    format!(
+        "(json_extract({param}, {key}) IS NULL \
+          OR json_extract(t.labels, {key}) IS json_extract({param}, {key}))"
+    )
+}
+
 /// The tasks a claim may take, checked against branch locks, project slots and budgets; `?1`
 /// now, `?2` the worker's agents and `?3` its labels (JSON), `?4` the limit, `?5` the start of
-/// the budget day, `?6` the worker, `?7` the projects it is limited to (JSON; NULL for any).
+/// the budget day, `?6` the worker, `?7` the projects it is limited to (JSON; NULL for any). A
+/// dedicated worker takes only the tasks dedicated to it ([`dedicated_to`]).
 static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
     Candidates {
         filters: &format!(
@@ -32,8 +43,10 @@ static CLAIM_CANDIDATES: LazyLock<String> = LazyLock::new(|| {
              AND (t.labels IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(t.labels) l \
                   WHERE NOT EXISTS (SELECT 1 FROM json_each(?3) w \
                                     WHERE w.key = l.key AND w.value = l.value))) \
+             AND {dedicated} \
              AND (?7 IS NULL OR t.project IN (SELECT value FROM json_each(?7))) AND {}",
-            common::not_given_back_by("t.", "?6", "?1")
+            common::not_given_back_by("t.", "?6", "?1"),
+            dedicated = dedicated_to("?3"),
         ),
         since: "?5",
         also: "",

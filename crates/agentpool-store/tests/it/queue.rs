@@ -16,6 +16,7 @@ both!(
     claim_takes_priority_then_fifo,
     claim_skips_tasks_scheduled_later,
     claim_matches_agent_and_labels,
+    a_dedicated_worker_takes_only_the_tasks_dedicated_to_it,
     a_task_on_a_local_repository_waits_for_a_worker_that_reads_them,
     draining_worker_claims_nothing,
     eight_claimers_take_every_task_exactly_once,
@@ -339,6 +340,47 @@ async fn claim_matches_agent_and_labels(h: Harness) {
     assert_eq!(
         waiting(far).await[0].no_worker_offers().as_deref(),
         Some("agent command with labels zone=c (1 that does is unhealthy)")
+    );
+}
+
+/// A worker labelled `agentpool/dedicated=V` takes only the tasks labelled so, whether it
+/// claims or waits to be woken (or handed a task) by their enqueue; and such a task goes to
+/// no other worker.
+async fn a_dedicated_worker_takes_only_the_tasks_dedicated_to_it(h: Harness) {
+    use agentpool_core::spec::DEDICATED_LABEL;
+    use agentpool_store::Wake;
+    let dedicated = |v: &str| TaskSpec {
+        labels: crate::harness::labels(&[(DEDICATED_LABEL, v)]),
+        ..cmd(v)
+    };
+    let mine = h.worker("mine", &["command"], &[(DEDICATED_LABEL, "r1")]).await;
+    let mut waiter = h.store.claim_waiter(&mine.filter(1));
+    assert!(mine.claim(1).await.is_empty());
+    let waiting = tokio::spawn(async move {
+        let woken = waiter.wait(Duration::from_secs(600)).await;
+        (woken, waiter)
+    });
+    // Queued while it waits: had the plain task fitted it, it would have been woken for it (or
+    // handed it) first.
+    let plain = h.submit(cmd("for anyone")).await;
+    let other = h.submit(dedicated("r2")).await;
+    let own = h.submit(dedicated("r1")).await;
+    let (woken, waiter) = waiting.await.unwrap();
+    let got = match woken {
+        Wake::Handed(got) => got,
+        Wake::Claim => mine.claim(1).await,
+        Wake::TimedOut => panic!("the dedicated waiter was not woken for its task"),
+    };
+    assert_eq!(ids(&got), vec![own]);
+    waiter.finish(false);
+    assert_eq!(ids(&mine.claim(10).await), Vec::new());
+    // Any other worker takes the plain task, and neither dedicated one.
+    let anyone = h.worker("anyone", &["command"], &[]).await;
+    assert_eq!(ids(&anyone.claim(10).await), vec![plain]);
+    let waits = h.store.get_task(other).await.unwrap().unwrap().waiting;
+    assert!(
+        matches!(&waits[..], [agentpool_store::WaitReason::NoWorkerCanRun { .. }]),
+        "{waits:?}"
     );
 }
 

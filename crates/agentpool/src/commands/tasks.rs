@@ -1,6 +1,7 @@
 //! `submit`, `run` and `tasks …`: submitting a task (and saying when no worker could run it),
 //! following it, and printing tasks for people and for scripts.
 
+use agentpool_core::spec::DEDICATED_LABEL;
 use agentpool_core::{Task, TaskId, TaskState};
 
 use super::follow::{Waits, follow_saying, stopped_following, until_interrupted, wait_for, wait_saying};
@@ -92,7 +93,7 @@ pub async fn submit(settings: &Settings, args: SubmitArgs) -> anyhow::Result<Exi
 }
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = spec_from(&args.task)?;
+    let mut spec = spec_from(&args.task)?;
     note_uncommitted(&spec);
     let access = AgentAccess::resolve(&args.access)?;
     let (client, embedded) = match find_server(settings).await? {
@@ -120,6 +121,15 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             // while an `up` is starting on it.
             let lock = data_dir_lock::for_transient_run(&settings.data_dir)?;
             let mut opts = EmbeddedOptions::transient(settings, args.workers);
+            // The pool is for this run's task alone: other tasks queued in the database (tasks
+            // submitted for an `up`, other transient runs' tasks) are not its to run, and one
+            // it took would hold this run up until it ended, or be handed back and run again.
+            let dedication = (
+                DEDICATED_LABEL.to_string(),
+                format!("run-{}", uuid::Uuid::now_v7()),
+            );
+            spec.labels.insert(dedication.0.clone(), dedication.1.clone());
+            opts.labels.push(dedication);
             opts.access = access;
             opts.runner = args.runner.clone();
             let e = Embedded::start(opts).await?;
@@ -129,8 +139,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     let (embedded, lock) = embedded.unzip();
     let transient = embedded.is_some();
     // The first Ctrl-C (or SIGTERM) interrupts the following; with a transient pool, a second
-    // one stops the pool at once: a task of another run its workers took would otherwise be
-    // waited for (the drain's grace) before this run could end. It goes back to the queue.
+    // one stops the pool at once, without waiting for the canceled task's worker to end it.
     let interrupted = CancellationToken::new();
     let watcher = {
         let interrupted = interrupted.clone();
@@ -141,10 +150,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             interrupted.cancel();
             let Some(now) = stop_now else { return };
             signals.next().await;
-            eprintln!(
-                "{}",
-                Style::stderr().dim("stopping the pool now: the tasks it still runs go back to the queue")
-            );
+            eprintln!("{}", Style::stderr().dim("stopping the pool now"));
             now.cancel();
         })
     };
@@ -290,12 +296,14 @@ fn with_access_hint(e: anyhow::Error, task: &agentpool_core::Task) -> anyhow::Er
 
 /// What a worker would have to offer to run task `d`, when none of a transient pool's does
 /// (an agent not installed on this machine, a label its workers do not carry). They all read
-/// local repositories, so that label is not named as what they lack.
+/// local repositories and are dedicated to the task, so neither label is named as what they
+/// lack.
 fn no_worker_in_transient_pool(d: &TaskDetail) -> Option<String> {
     d.waiting.iter().find_map(|w| {
         let mut w = w.clone();
         if let WaitReason::NoWorkerCanRun { labels, .. } = &mut w {
             labels.remove(agentpool_core::spec::LOCAL_REPOS_LABEL);
+            labels.remove(DEDICATED_LABEL);
         }
         w.no_worker_offers()
     })

@@ -1,14 +1,12 @@
 //! Ctrl-C of the commands that follow a task: on a server they stop following and exit 130
-//! (the task goes on); a transient pool's `run` cancels its task, and a second Ctrl-C stops
-//! the pool at once even while it runs another run's task.
+//! (the task goes on); a transient pool's `run` cancels its task.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::run::{Pool, interrupt_once_started};
-use crate::{Env, SpawnReaped, Up, json, signal, stderr, submit_args};
+use crate::{SpawnReaped, json, signal, stderr};
 
 /// What a follower interrupted on a server says, alone, on stderr.
 fn stopped_following(id: &str) -> String {
@@ -100,88 +98,4 @@ fn interrupting_tasks_wait_says_the_tasks_go_on_and_exits_130() {
         "{task:#}"
     );
     pool.cancel(&id);
-}
-
-/// A transient pool whose other worker runs an older task (queued before the `run`): the
-/// first Ctrl-C cancels the run's own task, and the drain would then wait for the older task;
-/// a second Ctrl-C stops the pool at once and hands that task back to the queue.
-#[test]
-fn a_second_interrupt_of_a_transient_run_stops_its_pool_at_once() {
-    let env = Env::new();
-    let remote = env.sample_repo();
-    let repo = remote.to_str().unwrap();
-    let older_started = env.dir.path().join("older-started");
-    let older = {
-        let up = Up::start(&env, 0);
-        let command = format!("touch {}; exec sleep 600", older_started.display());
-        let o = env.run(&submit_args(&up.url, repo, &command, &["-o", "json"]));
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(up.stop().success());
-        json(&o)["id"].as_str().unwrap().to_string()
-    };
-
-    let mut run = env
-        .cmd()
-        .args(["run", "--workers", "2", "--repo", repo, "--command"])
-        .arg("echo task-started; sleep 600")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn_reaped();
-    let (said_tx, said) = mpsc::channel();
-    let err = run.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            let _ = said_tx.send(line);
-        }
-    });
-    let mut shown = BufReader::new(run.stdout.take().unwrap()).lines();
-    assert!(
-        shown
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("task-started")),
-        "the run's task never started"
-    );
-    // Keep reading: a closed stdout would end the run on its own.
-    std::thread::spawn(move || for _ in shown {});
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !older_started.exists() {
-        assert!(Instant::now() < deadline, "the older task never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let wait_for_line = |what: &str| loop {
-        match said.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains(what) => break,
-            Ok(_) => {}
-            Err(_) => panic!("run never said {what:?}"),
-        }
-    };
-    signal(&run, "INT");
-    wait_for_line("interrupted: canceling the task");
-    signal(&run, "INT");
-    let interrupted = Instant::now();
-    let (done_tx, done) = mpsc::channel();
-    let pid = run.id();
-    std::thread::spawn(move || {
-        let _ = done_tx.send(run.wait().map(|s| s.code()));
-    });
-    // Without the second Ctrl-C the drain waits for the older task (its grace is 60 s).
-    let Ok(code) = done.recv_timeout(Duration::from_secs(40)) else {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        panic!("a second Ctrl-C did not stop the transient pool");
-    };
-    // Its own task was canceled.
-    assert_eq!(code.unwrap(), Some(3), "{:?}", interrupted.elapsed());
-
-    let again = Up::start(&env, 0);
-    let show = env.run(&["--server", &again.url, "-o", "json", "tasks", "show", &older]);
-    let task = json(&show);
-    assert_eq!(task["state"], "queued", "{task:#}");
-    assert_eq!(
-        task["attempts_detail"][0]["error_class"], "INFRA_ERROR",
-        "{task:#}"
-    );
 }

@@ -479,6 +479,43 @@ fn a_transient_run_no_worker_can_take_fails_at_once() {
     );
 }
 
+/// A transient pool runs its own task and no other: a task queued earlier in the same database
+/// (here for an `up` that stopped) is left queued, untouched, for the pool it was meant for —
+/// the run neither starts it nor waits for it to end, and another pool runs it later.
+#[test]
+fn a_transient_run_leaves_other_queued_tasks_alone() {
+    let env = Env::new();
+    let remote = env.sample_repo();
+    let repo = remote.to_str().unwrap();
+    let older_started = env.dir.path().join("older-started");
+    let older = {
+        let up = Up::start(&env, 0);
+        let command = format!("touch {}", older_started.display());
+        let o = env.run(&submit_args(&up.url, repo, &command, &["-o", "json"]));
+        assert_exit(&o, 0);
+        assert!(up.stop().success());
+        json(&o)["id"].as_str().unwrap().to_string()
+    };
+    // Two workers: had they taken any queued task, the first claim would have been the older one.
+    let o = env
+        .cmd_without_agents()
+        .args(["run", "--workers", "2", "--repo", repo, "--command", "echo mine"])
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("mine"), "{}", stdout(&o));
+    assert!(
+        !older_started.exists(),
+        "the transient pool ran a task not its own"
+    );
+    let up = Up::start(&env, 1);
+    let o = env.run(&["--server", &up.url, "tasks", "wait", &older]);
+    assert_exit(&o, 0);
+    assert!(older_started.exists());
+    let show = json(&env.run(&["--server", &up.url, "-o", "json", "tasks", "show", &older]));
+    assert_eq!(show["attempts"], 1, "{show:#}");
+}
+
 /// `tasks wait` waits for tasks submitted earlier, and its exit code is the worst outcome;
 /// `tasks logs -f --exit-status` exits with the one task's.
 #[test]
