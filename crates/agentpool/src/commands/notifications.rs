@@ -118,7 +118,9 @@ fn delivery_row(d: &Delivery) -> Vec<String> {
             d.last_error.as_deref().unwrap_or("no answer")
         ),
         DeliveryState::Pending => match (&d.last_error, d.next_attempt_at) {
-            (Some(why), Some(at)) => format!("retry at {} ({why})", at.format("%H:%M:%S UTC")),
+            (Some(why), Some(at)) => {
+                format!("retry at {} after {attempts} ({why})", at.format("%H:%M:%S UTC"))
+            }
             _ => "pending".to_string(),
         },
     };
@@ -129,4 +131,46 @@ fn delivery_row(d: &Delivery) -> Vec<String> {
         d.task_id.to_string(),
         standing,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use agentpool_core::TaskId;
+    use chrono::TimeZone;
+
+    use super::*;
+
+    /// Where a delivery stands says how many attempts it took, retried ones included.
+    #[test]
+    fn a_delivery_row_counts_its_attempts() {
+        let at = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+        let d = Delivery {
+            id: 7,
+            notification: "ops".into(),
+            task_id: TaskId::new(),
+            event: "task.failed".into(),
+            state: DeliveryState::Pending,
+            attempts: 2,
+            next_attempt_at: Some(at),
+            last_status: Some(503),
+            last_error: Some("HTTP 503 Service Unavailable".into()),
+            finished_at: at,
+            created_at: at,
+            updated_at: at,
+        };
+        assert_eq!(
+            delivery_row(&d)[4],
+            "retry at 03:04:05 UTC after 2 attempts (HTTP 503 Service Unavailable)"
+        );
+        let failed = Delivery {
+            state: DeliveryState::Failed,
+            attempts: 8,
+            next_attempt_at: None,
+            ..d
+        };
+        assert_eq!(
+            delivery_row(&failed)[4],
+            "failed after 8 attempts: HTTP 503 Service Unavailable"
+        );
+    }
 }
