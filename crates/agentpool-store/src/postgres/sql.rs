@@ -30,9 +30,10 @@ const CLAIMED_EVENTS: &str = "ev AS (INSERT INTO events (task_id, at, kind, data
 
 /// The `picked` CTE of a hot-path claim: up to `$5` unconstrained queued tasks due at `$1`
 /// that agents `$2` with labels `$3` can run (dedicated to it, when it is dedicated), in claim
-/// order, row-locked and skipping rows another claim holds; `worker_ok` is the condition that worker `$4` may claim. A worker
-/// limited to projects (`$7` not NULL) takes none: unconstrained tasks have no project, and
-/// the condition on the parameter alone is checked once, not per row.
+/// order, row-locked and skipping rows another claim holds; `worker_ok` is the condition that
+/// worker `$4` may claim. A worker limited to projects (`$7` not NULL) takes none:
+/// unconstrained tasks have no project, and the condition on the parameter alone is checked
+/// once, not per row.
 fn picked(worker_ok: &str) -> String {
     format!(
         "picked AS ( \
