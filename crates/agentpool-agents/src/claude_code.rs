@@ -336,8 +336,8 @@ impl Parser {
                 // Its own cost limit (the task's, given as --max-budget-usd): final, as when the
                 // worker sees the reported cost pass it.
                 (_, Some("error_max_budget_usd"), _) => Some(ErrorClass::BudgetExceeded),
-                // Max turns: the agent ran and stopped short; a retry may do better.
-                (_, Some("error_max_turns"), _) | (_, _, Some("max_turns")) => Some(ErrorClass::AgentError),
+                // The task's turn limit: final like its cost limit.
+                (_, Some("error_max_turns"), _) | (_, _, Some("max_turns")) => Some(ErrorClass::MaxTurns),
                 _ => None,
             };
             s.error(class.or(Some(ErrorClass::AgentError)), &message);

@@ -47,6 +47,10 @@ pub enum ErrorClass {
     WorkerError,
     /// The agent's reported cost passed the task's `max_cost_usd`; it was stopped. Not retried.
     BudgetExceeded,
+    /// The agent used every turn the task's `max_turns` allows and stopped short of an answer.
+    /// Not retried: a fresh attempt under the same limit would most likely stop the same way,
+    /// at the same cost.
+    MaxTurns,
 }
 
 crate::enum_names!(ErrorClass, UnknownErrorClass("error class") {
@@ -65,6 +69,7 @@ crate::enum_names!(ErrorClass, UnknownErrorClass("error class") {
     ChecksFailed => "CHECKS_FAILED",
     WorkerError => "WORKER_ERROR",
     BudgetExceeded => "BUDGET_EXCEEDED",
+    MaxTurns => "MAX_TURNS",
 });
 
 impl ErrorClass {
@@ -146,6 +151,7 @@ mod tests {
         assert!(!ErrorClass::InfraConfigError.is_retryable());
         assert!(!ErrorClass::ChecksFailed.is_retryable());
         assert!(!ErrorClass::BudgetExceeded.is_retryable());
+        assert!(!ErrorClass::MaxTurns.is_retryable());
     }
 
     #[test]

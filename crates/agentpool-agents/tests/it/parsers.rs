@@ -171,10 +171,13 @@ fn claude_code_without_a_login_is_an_auth_failure() {
 }
 
 #[test]
-fn claude_code_max_turns_is_an_agent_error() {
+fn claude_code_max_turns_is_its_own_final_class() {
     let o = parse("claude-code-max-turns.jsonl").outcome(1);
     assert!(o.is_error);
-    assert_eq!(o.error_class, Some(ErrorClass::AgentError));
+    assert_eq!(o.error_class, Some(ErrorClass::MaxTurns));
+    assert!(!ErrorClass::MaxTurns.is_retryable());
+    // The session is kept, so a follow-up can go on from where the run stopped.
+    assert!(o.session_id.is_some());
     assert!(o.error_message.unwrap().contains("maximum number of turns"));
 }
 

@@ -333,7 +333,7 @@ agentpool_testkit::for_each_agent!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_max_turns_is_an_agent_error() {
+async fn claude_code_max_turns_fails_max_turns() {
     let Some(agent) = agent("claude-code") else { return };
     let fx = Fixture::new(vec![Step::shell("echo hi")]).await;
     let mut req = fx.request("claude-code", "Keep running commands");
@@ -341,7 +341,8 @@ async fn claude_code_max_turns_is_an_agent_error() {
     let (o, sink) = fx.run(agent.as_ref(), req).await;
     let why = describe(&o, &sink, &fx.server);
     assert!(o.is_error, "{why}");
-    assert_eq!(o.error_class, Some(ErrorClass::AgentError), "{why}");
+    assert_eq!(o.error_class, Some(ErrorClass::MaxTurns), "{why}");
+    assert!(o.session_id.is_some(), "{why}");
     assert!(
         o.error_message.as_deref().unwrap_or_default().contains("turns"),
         "{why}"

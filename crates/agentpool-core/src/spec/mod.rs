@@ -100,6 +100,8 @@ pub struct TaskSpec {
     /// Agent name (`claude-code`, `codex`, …); the worker's default agent when absent.
     pub agent: Option<String>,
     pub model: Option<String>,
+    /// The agent's turn limit (Claude Code's `--max-turns`); a run that uses every turn fails
+    /// the task `MAX_TURNS`, not retried.
     pub max_turns: Option<u32>,
     /// Stop the agent and fail the task `BUDGET_EXCEEDED` once the cost it reports passes this
     /// (USD). Only agents that report cost can be held to it.

@@ -285,18 +285,6 @@ agentpool_testkit::for_each_agent!(
     endpoint_429_is_rate_limited_and_retried,
 );
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claude_code_max_turns_fails_with_agent_error() {
-    let Some((env, model)) = agent_env("claude-code", [Step::shell("echo hi")]).await else {
-        return;
-    };
-    let mut spec = agent_task(&env, "claude-code", "Keep running commands");
-    spec.max_turns = Some(1);
-    let done = run_to_end(&env, "claude-code", &model, spec, Duration::from_secs(120)).await;
-    assert_eq!(done.task.state, TaskState::Failed);
-    assert_eq!(done.task.error_class, Some(ErrorClass::AgentError));
-}
-
 /// An `agent` task for `prompt`, and a worker for it started.
 async fn started(env: &Env, agent: &str, model: &ModelServer, prompt: &str) -> (Task, RunningWorker) {
     let task = env
@@ -393,6 +381,26 @@ async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
     let result = done.task.result.expect("the result keeps the cost so far");
     assert!(result.cost_usd.is_some_and(|c| c > 0.000_001), "{result:?}");
     assert!(result.usage.output_tokens > 0, "{result:?}");
+}
+
+/// Claude Code that uses every turn of the task's `max_turns` fails the task `MAX_TURNS` after
+/// one attempt: another would stop the same way, at the same cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_out_of_turns_fails_max_turns_without_retry() {
+    let agent = "claude-code";
+    let Some((env, model)) = agent_env(agent, creates_hello("hello\n")).await else {
+        return;
+    };
+    let mut spec = agent_task(&env, agent, "Create hello.txt");
+    spec.max_attempts = Some(3);
+    spec.max_turns = Some(1);
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
+    let why = format!("{:?}", done.task.error_message);
+    assert_eq!(done.task.state, TaskState::Failed, "{why}");
+    assert_eq!(done.task.error_class, Some(ErrorClass::MaxTurns), "{why}");
+    assert!(why.contains("maximum number of turns"), "{why}");
+    assert_eq!(done.task.attempts, 1, "MAX_TURNS is not retried");
+    assert_eq!(model.agent_requests().len(), 1, "one attempt, one turn: {why}");
 }
 
 /// A final answer of 2,000,000 characters is cut in the task's result (which travels in one

@@ -68,7 +68,7 @@ pub struct TaskArgs {
     /// task pushed; with --branch, that branch starts there), agent session resumed where supported
     #[arg(long = "follow-up", value_name = "TASK_ID")]
     pub follow_up: Option<agentpool_core::TaskId>,
-    /// Agent turn limit
+    /// Agent turn limit (Claude Code); a run that uses them all fails the task (MAX_TURNS)
     #[arg(long)]
     pub max_turns: Option<u32>,
     /// Stop the agent and fail the task (BUDGET_EXCEEDED) once its reported cost passes this (USD)
