@@ -85,7 +85,7 @@ pub fn validate_checks(checks: &[CheckSpec], field: &str, max_timeout_secs: u64)
     for (i, c) in checks.iter().enumerate() {
         let at = |f: &str| format!("{field}[{i}].{f}");
         if c.command.trim().is_empty() {
-            errs.push(ValidationError::new(at("command"), "is required"));
+            errs.push(ValidationError::new(at("command"), "must not be blank"));
         } else if c.command.len() > 10_000 {
             errs.push(ValidationError::new(at("command"), "is longer than 10000 bytes"));
         }

@@ -801,4 +801,9 @@ fn run_with_checks_records_them_and_a_failing_check_exits_1_with_checks_failed()
     ]);
     assert_ne!(o.status.code(), Some(0));
     assert_stderr_contains(&o, "--max-rounds: a command task cannot take feedback");
+
+    // A check given but empty is a check without a command, not a missing flag.
+    let o = env.run(&["run", "--repo", repo, "--command", "true", "--check", " "]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_stderr_contains(&o, "--check: must not be blank");
 }
