@@ -66,7 +66,10 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
     let (outcome, message, task) = match unfinished_last_task(state, &s).await? {
         Some((task, state_name)) => (
             Outcome::Skipped,
-            format!("skipped: task {task} from the run before is still {state_name}"),
+            with_missed(
+                format!("skipped: task {task} from the run before is still {state_name}"),
+                missed,
+            ),
             None,
         ),
         None => match submit(state, &s, run_key(&s.name, due), missed).await? {
@@ -77,7 +80,7 @@ async fn run_scheduled(state: &AppState, s: Schedule) -> Result<bool> {
             ),
             Err(errs) => {
                 let why: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                let message = format!("could not submit its task: {}", why.join("; "));
+                let message = with_missed(format!("could not submit its task: {}", why.join("; ")), missed);
                 (Outcome::Refused, message, None)
             }
         },
@@ -205,6 +208,12 @@ pub(crate) fn submitted_message(id: TaskId, created: bool, missed: u32) -> Strin
     if !created {
         message.push_str(" (submitted for this run before)");
     }
+    with_missed(message, missed)
+}
+
+/// `message`, and how many later run times were missed when any were: whatever the run did,
+/// a reader of the schedule learns that the server was down over run times it did not make up.
+fn with_missed(mut message: String, missed: u32) -> String {
     if missed > 0 {
         message.push_str(&format!("; {}", missed_words(missed)));
     }

@@ -163,6 +163,17 @@ async fn a_due_schedule_submits_its_task_once_and_moves_on(backend: Backend) {
             "skipped: task {first} from the run before is still queued"
         ))
     );
+    // Skipped after the server was down over a run time: the skip says it was missed too.
+    pass_next_run(&app).await;
+    app.clock.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(run_due(app.state()).await.unwrap(), 0);
+    assert_eq!(
+        schedule(&app).await.last_message,
+        Some(format!(
+            "skipped: task {first} from the run before is still queued; \
+             1 later run time was missed and not run"
+        ))
+    );
 
     // It finished (canceled); the server was then down for three run times: one task.
     sub.cancel(first).await.expect("cancel");
@@ -287,7 +298,7 @@ async fn a_due_schedule_submits_its_task_once_and_moves_on(backend: Backend) {
     // run may have been the replica's.)
     let metrics = scrape(&app.base).await;
     for line in [
-        r#"agentpool_schedule_runs_total{outcome="skipped"} 1"#,
+        r#"agentpool_schedule_runs_total{outcome="skipped"} 2"#,
         r#"agentpool_schedule_runs_total{outcome="refused"} 1"#,
     ] {
         assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
