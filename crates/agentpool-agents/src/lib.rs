@@ -18,6 +18,9 @@
 //! new session, told that it continues earlier work ([`AgentRequest::as_new_session`]): the CLI
 //! would fail every attempt. OpenCode resumes only within the same home (see its module).
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod adapter;
 pub mod auth;
 pub mod claude_code;

@@ -6,6 +6,9 @@
 //! TLS is rustls: `https://` URLs are checked against the system's roots, plus an optional
 //! extra CA certificate ([`ClientConfig::ca_pem`]) for a private CA.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod error;
 mod notifications;
 mod schedules;

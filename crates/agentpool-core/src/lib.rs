@@ -3,6 +3,9 @@
 //! types of the HTTP API and the worker protocol shared by the server and its client, and the one
 //! secret redactor.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod check;
 mod enum_names;
 pub mod error_class;

@@ -5,6 +5,9 @@
 //! pull requests of Forgejo and Gitea ([`forgejo`]), through the same [`PullRequests`].
 //! Nothing here touches the queue: the server enqueues, records and retries.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod app;
 pub mod client;
 pub mod forgejo;

@@ -4,6 +4,9 @@
 //! creates, and how Job and pod state become task outcomes. Objects are written against the
 //! Kubernetes 1.33 API (`k8s-openapi` feature `v1_33`).
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod attempt_file;
 pub mod classify;
 #[cfg(feature = "fake-api")]

@@ -6,6 +6,9 @@
 //! Entry point for the binary: build a [`WorkerConfig`], a client, and call
 //! [`run_worker`] with a shutdown token that SIGTERM/SIGINT cancel.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod attempt;
 pub mod budget;

@@ -14,6 +14,9 @@
 //! A product crate, not test support: `agentpool demo` runs a real agent CLI against it
 //! offline, and the tests drive the real CLIs with it (through `agentpool-testkit`).
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

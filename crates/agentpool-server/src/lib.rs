@@ -6,6 +6,9 @@
 //! address first), [`router`] for in-process use, and [`auth::create_token`] for
 //! `agentpool tokens create`. Clients use the `agentpool-client` crate.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod api;
 pub mod auth;
 pub mod crypto;

@@ -24,6 +24,9 @@
 //!   keep only what differs (enqueue, claim, heartbeat, complete, appends, listing, purge).
 //! - timestamps are unix milliseconds from [`StoreConfig::clock`], never the database's clock.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

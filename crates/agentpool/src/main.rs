@@ -1,6 +1,9 @@
 //! `agentpool`: the only binary. Parses the command line, resolves configuration, runs the
 //! command, and turns its outcome into one line on stderr and a documented exit code.
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 /// `print!` for command output: [`output::write_stdout`] ends the process quietly when the
 /// reader has gone.
 macro_rules! out {

@@ -4,6 +4,9 @@
 //! `AGENTPOOL_TEST_WORKER` (worker id), `AGENTPOOL_TEST_GIT_TOKEN`, and optionally
 //! `AGENTPOOL_TEST_GIT` (the git program to run).
 
+// The product's code returns and reports its failures; only its tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::sync::Arc;
 use std::time::Duration;
 
