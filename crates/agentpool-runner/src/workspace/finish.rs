@@ -150,6 +150,13 @@ async fn finish_into(
     // Undo whatever the run did to the repository's configuration (before git runs with
     // credentials again) and to its excludes (before `git add` reads them).
     repo_state::restore(ws).await?;
+    let locks = repo_state::clear_stale_locks(ws).await;
+    if !locks.is_empty() {
+        out.notes.push(format!(
+            "removed {}, which the run's git left behind (nothing of the run is still running)",
+            locks.join(", ")
+        ));
+    }
     if (commit.is_some() || push)
         && let Some(why) = repo_state::unfinished(git, ws, cancel).await?
     {

@@ -1,6 +1,6 @@
 //! What the run did to the repository itself, undone or refused before anything is committed
-//! from it: a `.git` removed or replaced, the configuration and exclude file it rewrote, and a
-//! merge, rebase, cherry-pick or revert it left half done.
+//! from it: a `.git` removed or replaced, the configuration and exclude file it rewrote, lock
+//! files its git left behind, and a merge, rebase, cherry-pick or revert it left half done.
 
 use std::path::Path;
 
@@ -77,6 +77,32 @@ pub(super) async fn restore(ws: &Workspace) -> Result<(), FinishFault> {
         Err(e) => return Err(restore_failed("the prepared exclude file could not be read", &e)),
     };
     put(ws, ".git/info/exclude", exclude.as_deref()).await
+}
+
+/// Remove the lock files that the commit and push would need and that the run's own git left
+/// behind (an agent killed in the middle of `git add`, a tool's git that crashed), and name
+/// them. Every process of the run has ended by now ([`crate::process`] returns only then), so
+/// no git of the run holds them: they are stale, and without this the commit would fail
+/// `GIT_ERROR` and the whole attempt would run again for a file. One that cannot be removed
+/// (a directory in its place) is left for git to report.
+pub(super) async fn clear_stale_locks(ws: &Workspace) -> Vec<String> {
+    let branch_lock = format!("refs/heads/{}.lock", ws.branch.as_str());
+    let mut removed = Vec::new();
+    for name in [
+        "index.lock",
+        "HEAD.lock",
+        "packed-refs.lock",
+        branch_lock.as_str(),
+    ] {
+        let path = ws.dir.join(".git").join(name);
+        let is_file = tokio::fs::symlink_metadata(&path)
+            .await
+            .is_ok_and(|m| !m.is_dir());
+        if is_file && tokio::fs::remove_file(&path).await.is_ok() {
+            removed.push(format!(".git/{name}"));
+        }
+    }
+    removed
 }
 
 fn restore_failed(what: &str, e: &std::io::Error) -> FinishFault {

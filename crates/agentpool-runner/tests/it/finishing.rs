@@ -229,11 +229,12 @@ async fn work_left_in_git_stash_is_warned_of() {
 }
 
 /// Git's message about a file in the workspace names it in the workspace, not under the
-/// worker's private (unlisted, randomly named) task directory.
+/// worker's private (unlisted, randomly named) task directory. (A directory where git wants
+/// its index lock: the worker removes a stale lock file, not a directory.)
 #[tokio::test]
 async fn a_local_git_failure_does_not_show_the_private_task_directory() {
     let env = env().await;
-    let done = run_once(&env, "echo x > x.txt && touch .git/index.lock").await;
+    let done = run_once(&env, "echo x > x.txt && mkdir .git/index.lock").await;
     assert_eq!(done.task.state, TaskState::Failed);
     assert_eq!(done.task.error_class, Some(ErrorClass::GitError));
     let message = done.task.error_message.clone().unwrap_or_default();
@@ -241,6 +242,39 @@ async fn a_local_git_failure_does_not_show_the_private_task_directory() {
     let private = env.dir.path().display().to_string();
     assert!(!message.contains(&private), "{message}");
     assert!(!message.contains("/tasks/"), "{message}");
+}
+
+/// Lock files the run's git left behind (an agent killed mid `git add`) are stale once every
+/// process of the run has ended: they are removed, the log says so, and the work is committed
+/// and pushed instead of the attempt failing `GIT_ERROR` and running again.
+#[tokio::test]
+async fn lock_files_the_run_left_behind_are_removed_and_the_work_is_committed() {
+    let env = env().await;
+    let done = run_once(
+        &env,
+        "echo x > x.txt && touch .git/index.lock .git/HEAD.lock \
+         \"$(git rev-parse --git-path refs/heads/$(git branch --show-current)).lock\"",
+    )
+    .await;
+    let why = format!("{:?}", done.task.error_message);
+    assert_eq!(done.task.state, TaskState::Succeeded, "{why}");
+    assert_eq!(done.task.attempts, 1);
+    let r = done.task.result.clone().expect("a result");
+    assert!(r.pushed, "{r:?}");
+    assert_eq!(
+        r.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+        ["x.txt"]
+    );
+    let log = log_lines(&events(&env.store, done.task.id).await);
+    assert!(
+        log.iter().any(
+            |l| l.starts_with("removed .git/index.lock, .git/HEAD.lock, .git/refs/heads/")
+                && l.ends_with(
+                    ".lock, which the run's git left behind (nothing of the run is still running)"
+                )
+        ),
+        "{log:?}"
+    );
 }
 
 /// Make the remote's post-receive hook (run after the branch is updated) signal `landed` and
