@@ -246,3 +246,17 @@ impl Client {
 fn is_no_content(resp: &reqwest::Response) -> bool {
     resp.status() == StatusCode::NO_CONTENT
 }
+
+/// What a path may carry of a name unencoded: letters, digits, `-`, `_` and `~`. The rest is
+/// encoded, `.` too, so that a name of `..` is not taken as a step up the path.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `name` as one path segment. A name a user typed (`web#2`, `a/b`, `web?x`) must reach the
+/// server as that name, to be refused or not found, and never as another: unencoded,
+/// `projects delete 'web#2'` would delete project `web`.
+pub(crate) fn seg(name: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(name, SEGMENT)
+}

@@ -13,7 +13,7 @@ use agentpool_core::{Event, Labels, Project, Task, TaskId, TaskSpec, Worker, Wor
 use futures::Stream;
 use reqwest::Method;
 
-use crate::{Client, Error, Result, sse_events};
+use crate::{Client, Error, Result, seg, sse_events};
 
 impl Client {
     pub async fn submit(&self, spec: &TaskSpec) -> Result<Enqueued> {
@@ -139,12 +139,12 @@ impl Client {
     // ---- projects, builds, credentials ----
 
     pub async fn put_project(&self, spec: &ProjectSpec) -> Result<Project> {
-        self.call(Method::PUT, &format!("/v1/projects/{}", spec.name), spec)
+        self.call(Method::PUT, &format!("/v1/projects/{}", seg(&spec.name)), spec)
             .await
     }
 
     pub async fn get_project(&self, name: &str) -> Result<Project> {
-        self.get(&format!("/v1/projects/{name}")).await
+        self.get(&format!("/v1/projects/{}", seg(name))).await
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>> {
@@ -153,11 +153,11 @@ impl Client {
     }
 
     pub async fn delete_project(&self, name: &str) -> Result<()> {
-        self.delete(&format!("/v1/projects/{name}")).await
+        self.delete(&format!("/v1/projects/{}", seg(name))).await
     }
 
     pub async fn submit_build(&self, project: &str, b: &BuildRequest) -> Result<Enqueued> {
-        self.call(Method::POST, &format!("/v1/projects/{project}/builds"), b)
+        self.call(Method::POST, &format!("/v1/projects/{}/builds", seg(project)), b)
             .await
     }
 
@@ -167,18 +167,18 @@ impl Client {
     }
 
     pub async fn list_builds(&self, project: &str) -> Result<TaskPage> {
-        self.get(&format!("/v1/projects/{project}/builds")).await
+        self.get(&format!("/v1/projects/{}/builds", seg(project))).await
     }
 
     // ---- profiles ----
 
     pub async fn put_profile(&self, name: &str, settings: &AgentProfile) -> Result<Profile> {
-        self.call(Method::PUT, &format!("/v1/profiles/{name}"), settings)
+        self.call(Method::PUT, &format!("/v1/profiles/{}", seg(name)), settings)
             .await
     }
 
     pub async fn get_profile(&self, name: &str) -> Result<Profile> {
-        self.get(&format!("/v1/profiles/{name}")).await
+        self.get(&format!("/v1/profiles/{}", seg(name))).await
     }
 
     pub async fn list_profiles(&self) -> Result<Vec<Profile>> {
@@ -187,15 +187,19 @@ impl Client {
     }
 
     pub async fn delete_profile(&self, name: &str) -> Result<()> {
-        self.delete(&format!("/v1/profiles/{name}")).await
+        self.delete(&format!("/v1/profiles/{}", seg(name))).await
     }
 
     pub async fn put_credential(&self, name: &str, value: &str) -> Result<()> {
         let body = CredentialValue {
             value: value.to_string(),
         };
-        self.call_empty(Method::PUT, &format!("/v1/credentials/{name}"), Some(&body))
-            .await
+        self.call_empty(
+            Method::PUT,
+            &format!("/v1/credentials/{}", seg(name)),
+            Some(&body),
+        )
+        .await
     }
 
     /// Credential names (values are never returned).
@@ -205,7 +209,7 @@ impl Client {
     }
 
     pub async fn delete_credential(&self, name: &str) -> Result<()> {
-        self.delete(&format!("/v1/credentials/{name}")).await
+        self.delete(&format!("/v1/credentials/{}", seg(name))).await
     }
 
     /// Create a token (admin); the answer holds its value, shown this once.
@@ -222,11 +226,11 @@ impl Client {
     /// Rotate a token (admin): its successor, with its value shown this once, and when the
     /// token rotated stops working.
     pub async fn rotate_token(&self, id: &str, req: &TokenRotate) -> Result<RotatedToken> {
-        self.call(Method::POST, &format!("/v1/tokens/{id}/rotate"), req)
+        self.call(Method::POST, &format!("/v1/tokens/{}/rotate", seg(id)), req)
             .await
     }
 
     pub async fn revoke_token(&self, id: &str) -> Result<()> {
-        self.delete(&format!("/v1/tokens/{id}")).await
+        self.delete(&format!("/v1/tokens/{}", seg(id))).await
     }
 }

@@ -198,3 +198,32 @@ async fn an_answer_from_something_else_than_an_agentpool_server_says_so() {
         "{e}"
     );
 }
+
+/// A name reaches the server as the one name it is, whatever its characters: unencoded,
+/// `web#2` would be `web` (the rest a fragment), `web?x` would be `web` with a query, `a/b`
+/// two segments and `..` a step up, so a mistyped name could read or delete another.
+#[tokio::test]
+async fn a_name_is_one_path_segment_whatever_it_holds() {
+    let env = env().await;
+    let c = &env.client;
+    let web: agentpool_core::project::ProjectSpec =
+        serde_json::from_value(serde_json::json!({"name": "web", "repo": "https://example.com/r.git"}))
+            .unwrap();
+    c.put_project(&web).await.unwrap();
+    for name in ["web#2", "web?x=1", "web/", "web/builds", "..", ".", "web%23"] {
+        let e = c.delete_project(name).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::NotFound(_) | Error::Rejected { .. }),
+            "{name}: {e:?}"
+        );
+        assert!(c.get_project(name).await.is_err(), "{name}");
+        assert!(c.get_profile(name).await.is_err(), "{name}");
+        assert!(c.revoke_token(name).await.is_err(), "{name}");
+    }
+    assert_eq!(
+        c.get_project("web").await.unwrap().spec.name,
+        "web",
+        "still there"
+    );
+    assert_eq!(c.list_projects().await.unwrap().len(), 1);
+}
