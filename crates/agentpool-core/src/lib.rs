@@ -10,6 +10,7 @@ pub mod check;
 mod enum_names;
 pub mod error_class;
 pub mod event;
+pub mod file_change;
 pub mod forgejo;
 pub mod github;
 pub mod ids;
@@ -30,13 +31,14 @@ pub mod worker;
 pub use check::{CheckRun, CheckSpec};
 pub use error_class::ErrorClass;
 pub use event::{Event, EventKind, EventPayload, Lifecycle, NewEvent, PreparePhases};
+pub use file_change::{FileChange, FileStatus};
 pub use ids::{InvalidTaskId, Lease, LeaseToken, TaskId, WorkerId};
 pub use profile::{AgentProfile, McpServer, Profile};
 pub use project::Project;
 pub use redact::Redactor;
 pub use retry::RetryPolicy;
 pub use spec::{BranchName, Labels, RepoUrl, TaskKind, TaskSpec, ValidationError};
-pub use task::{Attempt, AttemptOutcome, FileChange, Task, TaskResult, TaskState, Transition, Usage};
+pub use task::{Attempt, AttemptOutcome, Task, TaskResult, TaskState, Transition, Usage};
 pub use worker::{AgentInfo, CacheStats, Worker, WorkerStatus};
 
 /// Timestamps everywhere in agentpool are UTC.

@@ -459,11 +459,7 @@ mod tests {
             commit_sha: Some("0123456789abcdef".into()),
             branch: Some("agentpool/fix".into()),
             files: ["a.rs", "b.rs"]
-                .map(|p| crate::FileChange {
-                    path: p.into(),
-                    added: Some(1),
-                    removed: None,
-                })
+                .map(|p| crate::FileChange::counted(p, Some(1), None))
                 .to_vec(),
             cost_usd: Some(0.4249),
             ..crate::TaskResult::default()

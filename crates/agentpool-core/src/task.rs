@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::retry::{RetryDecision, RetryPolicy};
-use crate::{ErrorClass, LeaseToken, TaskId, TaskKind, TaskSpec, Timestamp, WorkerId};
+use crate::{ErrorClass, FileChange, LeaseToken, TaskId, TaskKind, TaskSpec, Timestamp, WorkerId};
 
 /// Where a task is in its life. `Blocked` is not stored: a queued task whose dependencies,
 /// branch lock or project slots hold it back is reported as waiting with a reason.
@@ -188,14 +188,6 @@ impl Usage {
         self.cache_read_tokens += o.cache_read_tokens;
         self.cache_write_tokens += o.cache_write_tokens;
     }
-}
-
-/// One file the run changed, as `git diff --numstat` reports it (binary files have no counts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileChange {
-    pub path: String,
-    pub added: Option<u64>,
-    pub removed: Option<u64>,
 }
 
 /// What a successful (or finally failed) run produced. A field left out is its default

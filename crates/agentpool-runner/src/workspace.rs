@@ -37,7 +37,7 @@ use crate::git::{Git, GitError, RunOpts};
 pub use crate::mirror::MirrorLocks;
 use crate::mirror::{head_is_stale, lock_file, mirror_name, ref_state, remote_head, stamp_head};
 pub(crate) use finish::scratch_index;
-pub use finish::{CommitOptions, FinishError, FinishFault, PostRun, finish, parse_numstat_z};
+pub use finish::{CommitOptions, FinishError, FinishFault, PostRun, finish, parse_diff_z};
 
 /// Where workspaces and the mirror cache live.
 #[derive(Debug, Clone)]

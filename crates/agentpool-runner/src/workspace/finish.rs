@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 
-use agentpool_core::{FileChange, Redactor};
+use agentpool_core::{FileChange, FileStatus, Redactor};
 use tokio_util::sync::CancellationToken;
 
 use super::remote::RemoteBranch;
@@ -327,7 +327,7 @@ async fn numstat(
     env: &[(&str, &str)],
     cancel: &CancellationToken,
 ) -> Result<Vec<FileChange>, GitError> {
-    let mut args: Vec<OsString> = ["diff", "--numstat", "-z", "--no-renames"]
+    let mut args: Vec<OsString> = ["diff", "--raw", "--numstat", "-z", "--no-renames"]
         .iter()
         .map(OsString::from)
         .collect();
@@ -338,7 +338,7 @@ async fn numstat(
     args.extend(to.iter().map(OsString::from));
     args.push("--".into());
     let out = git.run_env("diff", &ws.dir, &args, env, cancel).await?;
-    Ok(parse_numstat_z(&out))
+    Ok(parse_diff_z(&out))
 }
 
 /// What the run changed against the base, committed or not, new files included — as a commit
@@ -385,24 +385,49 @@ pub(crate) async fn scratch_index(
     Ok(index)
 }
 
-/// Parse `git diff --numstat -z --no-renames`: `added\tremoved\tpath\0` per file, `-` counts
-/// for binary files.
-pub fn parse_numstat_z(s: &str) -> Vec<FileChange> {
-    s.split('\0')
-        .filter(|r| !r.trim().is_empty())
-        .filter_map(|r| {
-            let r = r.trim_start_matches('\n');
-            let mut parts = r.splitn(3, '\t');
-            let added = parts.next()?;
-            let removed = parts.next()?;
-            let path = parts.next()?;
-            Some(FileChange {
-                path: path.to_string(),
-                added: added.parse().ok(),
-                removed: removed.parse().ok(),
-            })
-        })
-        .collect()
+/// Parse `git diff --raw --numstat -z --no-renames`: first a raw record per file
+/// (`:oldmode newmode oldsha newsha STATUS\0path\0`), then a numstat one
+/// (`added\tremoved\tpath\0`, `-` counts for binary files); one [`FileChange`] per file, in
+/// numstat's order, with the status and any mode change its raw record gave.
+pub fn parse_diff_z(s: &str) -> Vec<FileChange> {
+    let mut how: std::collections::HashMap<&str, (Option<FileStatus>, Option<String>)> =
+        std::collections::HashMap::new();
+    let mut files = Vec::new();
+    let mut tokens = s.split('\0');
+    while let Some(t) = tokens.next() {
+        let t = t.trim_start_matches('\n');
+        if let Some(raw) = t.strip_prefix(':') {
+            // The path is the next token, whatever it holds (a name may start with `:`).
+            let Some(path) = tokens.next() else { break };
+            let fields: Vec<&str> = raw.split(' ').collect();
+            let (old, new, letter) = match fields.as_slice() {
+                [old, new, _, _, letter] => (*old, *new, *letter),
+                _ => continue,
+            };
+            let status = match letter {
+                "A" => Some(FileStatus::Added),
+                "D" => Some(FileStatus::Deleted),
+                "T" => Some(FileStatus::TypeChanged),
+                "M" => Some(FileStatus::Modified),
+                _ => None,
+            };
+            let mode =
+                (status == Some(FileStatus::Modified) && old != new).then(|| format!("{old} -> {new}"));
+            how.insert(path, (status, mode));
+            continue;
+        }
+        let mut parts = t.splitn(3, '\t');
+        let (Some(added), Some(removed), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let mut f = FileChange::counted(path, added.parse().ok(), removed.parse().ok());
+        if let Some((status, mode)) = how.remove(path) {
+            f.status = status;
+            f.mode_change = mode;
+        }
+        files.push(f);
+    }
+    files
 }
 
 #[cfg(test)]
@@ -412,25 +437,42 @@ mod tests {
     #[test]
     fn numstat_with_binary_files_and_odd_names_is_parsed() {
         let out = "3\t1\tsrc/a b.rs\0-\t-\timg.png\0\n10\t0\tnew\tfile.txt\0";
-        let files = parse_numstat_z(out);
         assert_eq!(
-            files,
+            parse_diff_z(out),
             vec![
-                FileChange {
-                    path: "src/a b.rs".into(),
-                    added: Some(3),
-                    removed: Some(1)
-                },
-                FileChange {
-                    path: "img.png".into(),
-                    added: None,
-                    removed: None
-                },
-                FileChange {
-                    path: "new\tfile.txt".into(),
-                    added: Some(10),
-                    removed: Some(0)
-                },
+                FileChange::counted("src/a b.rs", Some(3), Some(1)),
+                FileChange::counted("img.png", None, None),
+                FileChange::counted("new\tfile.txt", Some(10), Some(0)),
+            ]
+        );
+    }
+
+    /// What `git diff --raw --numstat -z` printed for: `a` made executable, `b` deleted, `c`
+    /// edited, the link `l` replaced by a file, `n` new, and `:odd` (a name starting like a
+    /// raw record) new.
+    #[test]
+    fn raw_records_give_each_file_its_status_and_mode_change() {
+        let out = ":100644 100755 7898192 7898192 M\0a\0\
+                   :100644 000000 6178079 0000000 D\0b\0\
+                   :100644 100644 f2ad6c7 2f773ae M\0c\0\
+                   :120000 100644 2e65efe 587be6b T\0l\0\
+                   :000000 100644 0000000 3e75765 A\0n\0\
+                   :000000 100644 0000000 3e75765 A\0:odd\0\
+                   0\t0\ta\x000\t1\tb\x001\t0\tc\x001\t1\tl\x001\t0\tn\x001\t0\t:odd\0";
+        let got: Vec<(String, Option<FileStatus>, Option<String>)> = parse_diff_z(out)
+            .into_iter()
+            .map(|f| (f.path, f.status, f.mode_change))
+            .collect();
+        let m = |p: &str, s, mode: Option<&str>| (p.to_string(), Some(s), mode.map(String::from));
+        assert_eq!(
+            got,
+            vec![
+                m("a", FileStatus::Modified, Some("100644 -> 100755")),
+                m("b", FileStatus::Deleted, None),
+                m("c", FileStatus::Modified, None),
+                m("l", FileStatus::TypeChanged, None),
+                m("n", FileStatus::Added, None),
+                m(":odd", FileStatus::Added, None),
             ]
         );
     }

@@ -4,7 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use agentpool_core::{ErrorClass, FileChange, Lifecycle, TaskState};
+use agentpool_core::{ErrorClass, FileChange, FileStatus, Lifecycle, TaskState};
 
 use crate::worker::{
     Env, TOKEN, command, env, events, log_lines, run_to_done, succeeded_on_branch, succeeded_result,
@@ -79,11 +79,58 @@ async fn a_no_commit_task_lists_the_files_it_changed_and_names_no_branch() {
         (None, None, false)
     );
     assert_eq!(env.server.branches("app"), vec!["main".to_string()]);
+    assert_eq!(
+        statuses(&r.files),
+        vec![
+            ("README.md", Some(FileStatus::Modified), None),
+            ("added.txt", Some(FileStatus::Added), None),
+            ("src/lib.rs", Some(FileStatus::Deleted), None),
+        ]
+    );
     let lines = log_lines(&events(&env.store, done.task.id).await);
     assert!(
         lines.contains(&"not committed (the task asked for no commit)".to_string()),
         "{lines:?}"
     );
+}
+
+/// The files of a result as (path, status, mode change), sorted.
+fn statuses(files: &[FileChange]) -> Vec<(&str, Option<FileStatus>, Option<&str>)> {
+    let mut v: Vec<_> = files
+        .iter()
+        .map(|f| (f.path.as_str(), f.status, f.mode_change.as_deref()))
+        .collect();
+    v.sort_by_key(|c| c.0);
+    v
+}
+
+/// A result says how each file changed where its line counts cannot: a new empty file, a
+/// deleted one and a mode change are all `+0`-something, an edit is not.
+#[tokio::test]
+async fn a_result_says_which_files_are_new_deleted_or_changed_mode() {
+    let env = env().await;
+    let done = run_to_done(
+        &env,
+        command(
+            &env,
+            "chmod +x README.md && : > empty.txt && rm src/lib.rs && ln -s README.md link",
+        ),
+    )
+    .await;
+    let r = succeeded_result(&done);
+    assert!(r.pushed, "{r:?}");
+    assert_eq!(
+        statuses(&r.files),
+        vec![
+            ("README.md", Some(FileStatus::Modified), Some("100644 -> 100755")),
+            ("empty.txt", Some(FileStatus::Added), None),
+            ("link", Some(FileStatus::Added), None),
+            ("src/lib.rs", Some(FileStatus::Deleted), None),
+        ]
+    );
+    let readme = r.files.iter().find(|f| f.path == "README.md").expect("README.md");
+    assert_eq!((readme.added, readme.removed), (Some(0), Some(0)));
+    assert_eq!(readme.note().as_deref(), Some("mode 100644 -> 100755"));
 }
 
 #[tokio::test]

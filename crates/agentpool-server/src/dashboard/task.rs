@@ -392,18 +392,22 @@ fn result_section(r: &agentpool_core::TaskResult) -> String {
             r.files.len()
         );
         for f in &r.files {
+            let note = f
+                .note()
+                .map(|n| format!(r#" <span class="note">{}</span>"#, esc(&n)))
+                .unwrap_or_default();
             match (f.added, f.removed) {
                 (Some(a), Some(d)) => {
                     let _ = write!(
                         h,
-                        r#"<tr><td><code>{}</code></td><td class="add">+{a}</td><td class="del">−{d}</td></tr>"#,
+                        r#"<tr><td><code>{}</code>{note}</td><td class="add">+{a}</td><td class="del">−{d}</td></tr>"#,
                         esc(&f.path)
                     );
                 }
                 _ => {
                     let _ = write!(
                         h,
-                        r#"<tr><td><code>{}</code></td><td colspan="2">binary</td></tr>"#,
+                        r#"<tr><td><code>{}</code>{note}</td><td colspan="2">binary</td></tr>"#,
                         esc(&f.path)
                     );
                 }

@@ -363,7 +363,10 @@ fn pr_body(state: &AppState, detail: &TaskDetail, link: &GithubLink) -> String {
     {
         body.push_str("\n\nFiles changed:\n");
         for f in files.iter().take(50) {
-            body.push_str(&format!("- `{}`\n", f.path));
+            match f.note() {
+                Some(note) => body.push_str(&format!("- `{}` ({note})\n", f.path)),
+                None => body.push_str(&format!("- `{}`\n", f.path)),
+            }
         }
     }
     body

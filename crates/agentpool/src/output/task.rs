@@ -184,10 +184,13 @@ fn result_block(style: &Style, r: &TaskResult, finished: bool) -> String {
             ),
         );
         for f in r.files.iter().take(20) {
-            let counts = match (f.added, f.removed) {
+            let mut counts = match (f.added, f.removed) {
                 (Some(a), Some(d)) => format!("+{a} -{d}"),
                 _ => "binary".into(),
             };
+            if let Some(note) = f.note() {
+                counts.push_str(&format!(" ({note})"));
+            }
             out.push_str(&format!(
                 "{:<KEY_WIDTH$}   {} {}\n",
                 "",

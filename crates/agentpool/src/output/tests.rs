@@ -344,3 +344,33 @@ fn an_unpushed_commit_says_where_it_is() {
         "{out}"
     );
 }
+
+/// A file's line says how it changed where its counts cannot (new, deleted, a mode change);
+/// an edit, or a file an older worker reported, shows its counts alone.
+#[test]
+fn a_files_line_says_what_its_counts_cannot() {
+    use agentpool_core::{FileChange, FileStatus};
+    let with = |path: &str, status, mode: Option<&str>| FileChange {
+        status: Some(status),
+        mode_change: mode.map(String::from),
+        ..FileChange::counted(path, Some(0), Some(0))
+    };
+    let r = agentpool_core::TaskResult {
+        files: vec![
+            with("run.sh", FileStatus::Modified, Some("100644 -> 100755")),
+            with("empty.txt", FileStatus::Added, None),
+            with("gone.txt", FileStatus::Deleted, None),
+            FileChange::counted("edited.rs", Some(2), Some(1)),
+        ],
+        ..Default::default()
+    };
+    let out = result_lines(&Style::plain(), &r);
+    for line in [
+        "run.sh +0 -0 (mode 100644 -> 100755)",
+        "empty.txt +0 -0 (new)",
+        "gone.txt +0 -0 (deleted)",
+    ] {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    assert!(out.contains("edited.rs +2 -1\n"), "{out}");
+}

@@ -120,6 +120,8 @@ pub(super) fn task_result() -> TaskResult {
             path: "src/lib.rs".into(),
             added: Some(1),
             removed: Some(2),
+            status: Some(crate::FileStatus::Modified),
+            mode_change: Some("100644 -> 100755".into()),
         }],
         pushed: true,
         push_result: Some("ok".into()),

@@ -78,6 +78,9 @@ async fn hostile_task(store: &dyn Store) -> TaskId {
             path: format!("src/{XSS}.rs"),
             added: Some(3),
             removed: Some(1),
+            // A worker reports it: a hostile one can say anything.
+            status: Some(agentpool_core::FileStatus::Modified),
+            mode_change: Some(XSS.to_string()),
         }],
         pr_url: Some("javascript:alert(4)".into()),
         final_text: Some(format!("summary {XSS}")),
