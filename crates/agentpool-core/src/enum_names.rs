@@ -108,5 +108,6 @@ mod tests {
         names_match_serde(&WorkerStatus::ALL);
         names_match_serde(&crate::notification::DeliveryState::ALL);
         names_match_serde(&crate::notification::Format::ALL);
+        names_match_serde(&crate::FileStatus::ALL);
     }
 }

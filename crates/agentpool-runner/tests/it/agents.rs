@@ -361,18 +361,27 @@ async fn gemini_follow_up_task_resumes_the_first_tasks_session() {
     follow_up_task_resumes_the_first_tasks_session("gemini").await;
 }
 
+/// Claude Code told to create hello.txt, with three attempts allowed and the limit `limit`
+/// sets, run to its end; with the model endpoint, to count what it was asked.
+async fn claude_code_creates_hello_under(
+    limit: impl FnOnce(&mut TaskSpec),
+) -> Option<(TaskDetail, ModelServer)> {
+    let agent = "claude-code";
+    let (env, model) = agent_env(agent, creates_hello("hello\n")).await?;
+    let mut spec = agent_task(&env, agent, "Create hello.txt");
+    spec.max_attempts = Some(3);
+    limit(&mut spec);
+    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
+    Some((done, model))
+}
+
 /// Real Claude Code reports `total_cost_usd` (priced from the scripted endpoint's token counts):
 /// a limit below it stops the task as `BUDGET_EXCEEDED`, not retried, with the cost recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
-    let agent = "claude-code";
-    let Some((env, model)) = agent_env(agent, creates_hello("hello\n")).await else {
+    let Some((done, _)) = claude_code_creates_hello_under(|s| s.max_cost_usd = Some(0.000_001)).await else {
         return;
     };
-    let mut spec = agent_task(&env, agent, "Create hello.txt");
-    spec.max_attempts = Some(3);
-    spec.max_cost_usd = Some(0.000_001);
-    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
     let why = format!("{:?}", done.task.error_message);
     assert_eq!(done.task.state, TaskState::Failed, "{why}");
     assert_eq!(done.task.error_class, Some(ErrorClass::BudgetExceeded), "{why}");
@@ -387,14 +396,9 @@ async fn claude_code_over_its_cost_limit_fails_budget_exceeded_without_retry() {
 /// one attempt: another would stop the same way, at the same cost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_out_of_turns_fails_max_turns_without_retry() {
-    let agent = "claude-code";
-    let Some((env, model)) = agent_env(agent, creates_hello("hello\n")).await else {
+    let Some((done, model)) = claude_code_creates_hello_under(|s| s.max_turns = Some(1)).await else {
         return;
     };
-    let mut spec = agent_task(&env, agent, "Create hello.txt");
-    spec.max_attempts = Some(3);
-    spec.max_turns = Some(1);
-    let done = run_to_end(&env, agent, &model, spec, Duration::from_secs(150)).await;
     let why = format!("{:?}", done.task.error_message);
     assert_eq!(done.task.state, TaskState::Failed, "{why}");
     assert_eq!(done.task.error_class, Some(ErrorClass::MaxTurns), "{why}");
