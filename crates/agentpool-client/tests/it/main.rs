@@ -226,4 +226,13 @@ async fn a_name_is_one_path_segment_whatever_it_holds() {
         "still there"
     );
     assert_eq!(c.list_projects().await.unwrap().len(), 1);
+    // A name with a dot (encoded too) is the name it was given.
+    let dotted = agentpool_core::project::ProjectSpec {
+        name: "web.v2".into(),
+        ..web
+    };
+    c.put_project(&dotted).await.unwrap();
+    assert_eq!(c.get_project("web.v2").await.unwrap().spec.name, "web.v2");
+    c.delete_project("web.v2").await.unwrap();
+    assert_eq!(c.list_projects().await.unwrap().len(), 1);
 }
