@@ -195,7 +195,7 @@ async fn finish_into(
     if commit.is_none() && !push {
         out.files = working_tree_changes(git, ws, cancel).await?;
     } else if out.commit_sha.is_some() {
-        out.files = numstat(git, ws, &[head.as_str()], &[], cancel).await?;
+        out.files = diff_files(git, ws, &[head.as_str()], &[], cancel).await?;
     }
     if push && out.commit_sha.is_some() {
         out.withheld = super::leaks::find(git, ws, &head, secrets, cancel).await?;
@@ -319,8 +319,9 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-/// `git diff --numstat` of the base against `to` (a commit; none: the index), as file changes.
-async fn numstat(
+/// The files changed from the base to `to` (a commit; none: the index), with their counts,
+/// status and mode change: `git diff --raw --numstat` read by [`parse_diff_z`].
+async fn diff_files(
     git: &Git,
     ws: &Workspace,
     to: &[&str],
@@ -350,7 +351,7 @@ async fn working_tree_changes(
     cancel: &CancellationToken,
 ) -> Result<Vec<FileChange>, GitError> {
     let index = scratch_index(git, ws, "status-index", cancel).await?;
-    numstat(git, ws, &[], &[("GIT_INDEX_FILE", index.as_str())], cancel).await
+    diff_files(git, ws, &[], &[("GIT_INDEX_FILE", index.as_str())], cancel).await
 }
 
 /// Everything a commit would take now (`git add --all`: tracked and untracked files, ignored
