@@ -137,8 +137,9 @@ pub struct Worker {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub projects: Vec<String>,
     pub status: WorkerStatus,
-    /// Why the worker is unhealthy, as it said when it turned so; absent otherwise (and for a
-    /// worker too old to say).
+    /// Why the worker is unhealthy, as it said when it turned so; for a worker that claims,
+    /// which agent it no longer runs and why (a refused key). Absent when it has nothing to
+    /// say, when it is offline, and for a worker too old to say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
     /// Tasks this worker holds a live lease on.

@@ -512,6 +512,9 @@ pub trait Store:
     /// registers again. A draining worker stays draining. `message` (why) is kept until then;
     /// without one, the one it gave before stays.
     async fn mark_worker_unhealthy(&self, id: &WorkerId, message: Option<&str>) -> Result<()>;
+    /// What an idle or busy worker says of itself: which agent it no longer runs, and why.
+    /// Kept until it registers again; a worker in another state keeps what it said before.
+    async fn note_worker(&self, id: &WorkerId, message: &str) -> Result<()>;
     /// Keep the worker's latest mirror-cache report (it sends one when the cache changed).
     async fn report_worker_cache(&self, id: &WorkerId, cache: &agentpool_core::CacheStats) -> Result<()>;
     async fn deregister_worker(&self, id: &WorkerId) -> Result<()>;

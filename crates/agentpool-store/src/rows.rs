@@ -133,10 +133,11 @@ pub(crate) fn worker_row(r: &impl StoreRow, running: u32) -> Result<Worker> {
         slots: u32::try_from(r.big("slots")?).unwrap_or(0),
         projects: serde_json::from_str(&r.text("projects")?).map_err(|e| corrupt("worker projects", e))?,
         status,
-        // Kept while it drains or is offline, but it says why the worker is unhealthy.
+        // Why it is unhealthy, or (one that claims) which agent it no longer runs. Kept while
+        // it drains or is offline, where it no longer says anything of what it does.
         status_message: match status {
-            agentpool_core::WorkerStatus::Unhealthy => r.opt_text("status_message")?,
-            _ => None,
+            agentpool_core::WorkerStatus::Draining | agentpool_core::WorkerStatus::Offline => None,
+            _ => r.opt_text("status_message")?,
         },
         running,
         registered_at: ts(r.big("registered_at")?),

@@ -322,13 +322,14 @@ pub fn workers_table(style: &Style, workers: &[Worker]) -> String {
         ],
         &rows,
     );
-    // Why a worker is unhealthy is too long for a column: it follows the table.
+    // Why a worker is unhealthy, or which agent it no longer runs, is too long for a column:
+    // it follows the table.
     let why: Vec<String> = workers
         .iter()
         .filter_map(|w| {
             Some(format!(
                 "{} {}: {}\n",
-                style.red("unhealthy"),
+                style.worker_status(w.status),
                 w.id,
                 w.status_message.as_ref()?
             ))

@@ -55,7 +55,8 @@ pub struct HeartbeatRequest {
     pub leases: Vec<Lease>,
     pub status: Option<WorkerStatus>,
     /// Why the worker is unhealthy, in its own words (at most 1000 characters); kept with the
-    /// worker while it stays unhealthy. Ignored with any other status.
+    /// worker while it stays unhealthy. From an idle or busy worker: which agent it no longer
+    /// runs, and why (kept until it registers again).
     pub status_message: Option<String>,
     /// The worker's mirror cache, sent when it changed since the last beat; the server keeps
     /// the last one it was sent.

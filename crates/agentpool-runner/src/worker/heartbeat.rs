@@ -25,7 +25,6 @@ pub(super) async fn register(
 
 pub(super) async fn heartbeat_loop(
     shared: Arc<Shared>,
-    reg: WorkerRegistration,
     server_drain: CancellationToken,
     stop: CancellationToken,
 ) {
@@ -55,6 +54,9 @@ pub(super) async fn heartbeat_loop(
         if stop.is_cancelled() {
             return;
         }
+        if shared.register_pending.load(Ordering::SeqCst) {
+            shared.register_again().await;
+        }
         let started = tokio::time::Instant::now();
         let req = HeartbeatRequest {
             leases: shared.leases(),
@@ -79,9 +81,7 @@ pub(super) async fn heartbeat_loop(
             Ok(reply) => act_on(&shared, reply, &server_drain),
             Err(ApiError::NotFound(_)) => {
                 tracing::warn!("the server does not know this worker; registering again");
-                if let Err(e) = shared.api.register(reg.clone()).await {
-                    tracing::warn!("re-registration failed: {e}");
-                }
+                shared.register_again().await;
             }
             Err(e) if crate::api::is_refusal(&e) => {
                 shared.refuse(&e);

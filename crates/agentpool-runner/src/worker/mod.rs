@@ -25,6 +25,7 @@ mod backoff;
 mod heartbeat;
 mod identity;
 mod recheck;
+mod retired;
 mod shared;
 mod task;
 
@@ -162,7 +163,7 @@ pub struct WorkerSummary {
     /// Reports that could not be delivered before giving up.
     pub unreported: u64,
     /// Whether the worker ended unhealthy (it could not start git or its agents, or its own
-    /// agent key was refused).
+    /// key was refused for an agent it had no other to replace).
     pub unhealthy: bool,
 }
 
@@ -241,6 +242,14 @@ pub async fn run_worker(
         report_retry_for: config.report_retry_for,
         infra_failures: AtomicU32::new(0),
         key_refusals: Mutex::new(HashMap::new()),
+        retired: Mutex::default(),
+        // Registering again (the server forgot the worker, it recovered, or it retired an
+        // agent) happens while tasks may run: keep them.
+        registration: Mutex::new(WorkerRegistration {
+            fresh_start: false,
+            ..reg
+        }),
+        register_pending: AtomicBool::new(false),
         unhealthy_after: config.unhealthy_after,
         rechecks: !config.recheck_after.is_zero(),
         unhealthy: tokio::sync::watch::Sender::new(None),
@@ -258,21 +267,13 @@ pub async fn run_worker(
     // Fires when the server asks for a drain (no grace limit then: tasks finish).
     let server_drain = CancellationToken::new();
     let stop_heartbeat = CancellationToken::new();
-    // Registering again (the server forgot the worker, or it recovered) happens while tasks
-    // may run: keep them.
-    let again = WorkerRegistration {
-        fresh_start: false,
-        ..reg
-    };
     let heartbeat = tokio::spawn(heartbeat_loop(
         shared.clone(),
-        again.clone(),
         server_drain.clone(),
         stop_heartbeat.clone(),
     ));
     tokio::spawn(recheck::recheck_loop(
         shared.clone(),
-        again,
         config.recheck_after,
         stop_heartbeat.clone(),
     ));
@@ -338,8 +339,10 @@ pub async fn run_worker(
             // lease expires.
             let answer = tokio::time::timeout(config.claim_wait + CLAIM_ANSWER_MARGIN, &mut claim);
             if let Ok(Ok(works)) = answer.await {
+                let why = shared.status_message().unwrap_or_else(|| "unknown".into());
+                let why = format!("this worker turned unhealthy before it started the task ({why})");
                 for work in works {
-                    hand_back_unstarted(&shared, work).await;
+                    hand_back_unstarted(&shared, work, &why).await;
                 }
             }
             continue;
@@ -367,7 +370,12 @@ pub async fn run_worker(
         match claimed {
             Ok(works) => {
                 backoff.reset();
-                for work in works {
+                for mut work in works {
+                    if let Err(why) = shared.fit_agent(&mut work) {
+                        // Claimed before the server heard that this worker retired the agent.
+                        hand_back_unstarted(&shared, work, &why).await;
+                        continue;
+                    }
                     shared.fit_beats_to(&work.claimed.task);
                     let cancel = shared.track(work.claimed.lease);
                     // More than asked for cannot happen with a correct server; such a task runs
@@ -487,13 +495,12 @@ const CLAIM_ANSWER_MARGIN: Duration = Duration::from_secs(5);
 
 /// Give a task this worker was handed but will not start (it turned unhealthy meanwhile)
 /// back to the queue: a `WORKER_ERROR`, which uses none of the task's attempts.
-async fn hand_back_unstarted(shared: &Shared, work: ClaimedWork) {
+async fn hand_back_unstarted(shared: &Shared, work: ClaimedWork, why: &str) {
     let lease = work.claimed.lease;
-    let why = shared.status_message().unwrap_or_else(|| "unknown".into());
-    tracing::warn!(task = %lease.task_id, "handing a task back unstarted: this worker turned unhealthy");
+    tracing::warn!(task = %lease.task_id, "handing a task back unstarted: {why}");
     let report = crate::pipeline::Report::Fail {
         class: ErrorClass::WorkerError,
-        message: format!("this worker turned unhealthy before it started the task ({why})"),
+        message: why.to_owned(),
         retry_after: None,
         result: None,
         worker_fault: false,

@@ -12,12 +12,7 @@ use crate::self_check::self_check;
 /// The longest pause between two checks.
 const MAX_PAUSE: Duration = Duration::from_secs(30 * 60);
 
-pub(super) async fn recheck_loop(
-    shared: Arc<Shared>,
-    reg: WorkerRegistration,
-    first: Duration,
-    stop: CancellationToken,
-) {
+pub(super) async fn recheck_loop(shared: Arc<Shared>, first: Duration, stop: CancellationToken) {
     if first.is_zero() {
         return;
     }
@@ -48,7 +43,7 @@ pub(super) async fn recheck_loop(
                     // Healthy first, so that no beat between the registration and the
                     // recovery tells the server it is unhealthy again.
                     shared.recover();
-                    match heartbeat::register(&*shared.api, reg.clone(), &stop).await {
+                    match heartbeat::register(&*shared.api, shared.registration(), &stop).await {
                         Ok(Some(_)) => break,
                         Ok(None) => return,
                         Err(e) => format!("it could not register again: {e}"),

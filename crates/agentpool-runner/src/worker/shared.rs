@@ -43,6 +43,12 @@ pub(super) struct Shared {
     /// confirmed it, see [`Shared::confirm_refused_key`]): one agent's key says nothing about
     /// another's, so their refusals do not add up.
     pub(super) key_refusals: Mutex<HashMap<String, u32>>,
+    /// The agents it no longer runs (their keys were refused), with why (see `retired.rs`).
+    pub(super) retired: Mutex<std::collections::BTreeMap<String, String>>,
+    /// What it registers with when it registers again: without the retired agents.
+    pub(super) registration: Mutex<WorkerRegistration>,
+    /// Set while the server has not heard the latest registration.
+    pub(super) register_pending: AtomicBool,
     pub(super) unhealthy_after: u32,
     /// Whether an unhealthy worker checks itself and claims again (`recheck_after` > 0).
     pub(super) rechecks: bool,
@@ -130,9 +136,11 @@ impl Shared {
         }
     }
 
-    /// What the heartbeats say besides the status: why the worker is unhealthy.
+    /// What the heartbeats say besides the status: why the worker is unhealthy, else which
+    /// agents it no longer runs.
     pub(super) fn status_message(&self) -> Option<String> {
-        self.unhealthy.borrow().as_ref().map(|u| u.reason.clone())
+        let unhealthy = self.unhealthy.borrow().as_ref().map(|u| u.reason.clone());
+        unhealthy.or_else(|| self.retired_note())
     }
 
     pub(super) fn is_unhealthy(&self) -> bool {
@@ -173,8 +181,11 @@ impl Shared {
     /// agent that cannot be started (`WORKER_ERROR`; it claims again once they start, see
     /// `recheck`), and an agent whose provider refused the key the worker supplied
     /// (`worker_fault`, counted per agent; until it is restarted) — a worker with a bad key
-    /// would otherwise fail every task it claims, and claim them fast.
-    pub(super) fn note_outcome(&self, report: &Report, agent: &str) {
+    /// would otherwise fail every task it claims, and claim them fast. A refused key retires
+    /// its agent alone while the worker has others that run prompts: then this returns why,
+    /// for [`Shared::retire`].
+    #[must_use]
+    pub(super) fn note_outcome(&self, report: &Report, agent: &str) -> Option<String> {
         match report {
             Report::Fail {
                 class: ErrorClass::WorkerError,
@@ -186,18 +197,25 @@ impl Shared {
                 message,
                 ..
             } => {
+                if self.is_retired(agent) {
+                    // A task that ran while the agent was being retired.
+                    return None;
+                }
                 let n = {
                     let mut counts = self.lock_refusals();
                     let n = counts.entry(agent.to_owned()).or_default();
                     *n += 1;
                     *n
                 };
-                self.strike(
-                    &format!("{agent}'s provider refused this worker's own key"),
-                    n,
-                    message,
-                    false,
-                );
+                let what = format!("{agent}'s provider refused this worker's own key");
+                if self.unhealthy_after != 0
+                    && n >= self.unhealthy_after
+                    && !self.is_unhealthy()
+                    && self.can_retire(agent)
+                {
+                    return Some(format!("{what} {n} times in a row; the last: {message}"));
+                }
+                self.strike(&what, n, message, false);
             }
             Report::Fail {
                 class: ErrorClass::Canceled,
@@ -209,6 +227,7 @@ impl Shared {
                 self.lock_refusals().remove(agent);
             }
         }
+        None
     }
 
     fn lock_refusals(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {

@@ -134,8 +134,10 @@ fn log_end(task: TaskId, attempt: u32, took: Duration, report: &Report, outcome:
 /// Deliver `report` of a task `agent` ran (with the same retries as a single attempt's) and
 /// count how it ended.
 pub(super) async fn deliver(shared: &Shared, lease: Lease, report: Report, agent: &str) -> AttemptOutcome {
-    if !matches!(report, Report::Abandon(_)) {
-        shared.note_outcome(&report, agent);
+    if !matches!(report, Report::Abandon(_))
+        && let Some(why) = shared.note_outcome(&report, agent)
+    {
+        shared.retire(agent, why).await;
     }
     let outcome =
         crate::attempt::deliver(&*shared.api, &shared.id, lease, report, shared.report_retry_for).await;

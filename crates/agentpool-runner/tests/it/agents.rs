@@ -233,42 +233,83 @@ async fn endpoint_429_is_rate_limited_and_retried(agent: &str) {
     );
 }
 
-/// A worker whose own key the model refuses fails the tasks it claims `AUTH_FAILED`, and
-/// after three in a row reports itself unhealthy and claims no more: the next task waits for a
-/// worker that works instead of failing the same way. Tasks that bring a key of their own fail
-/// the same way without counting against the worker.
+/// A worker whose own Claude Code key the model refuses fails the tasks it claims
+/// `AUTH_FAILED`, and after three in a row runs no more Claude Code tasks: it registers again
+/// without that agent, says why, and goes on with the rest. The next Claude Code task waits
+/// for a worker that runs it instead of failing the same way; a task of another kind still
+/// runs here. Tasks that bring a key of their own fail the same way without counting against
+/// the worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_whose_own_agent_key_is_refused_stops_claiming() {
+async fn a_worker_whose_own_agent_key_is_refused_stops_running_that_agent() {
     let Some((env, model)) = agent_env("claude-code", [Step::fail(401)]).await else {
         return;
     };
-    // A server that hands out credentials (it has a key), and the tasks' own agent key.
     let server = super::github::forge_server(&env, None).await;
-    let admin = agentpool_client::Client::new(&server.url(), None).unwrap();
-    admin
-        .put_credential("anthropic_api_key", "the-task's-own-key")
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for i in 0..7 {
-        let mut spec = agent_task(&env, "claude-code", &format!("Task {i}"));
-        if i < 3 {
-            spec.credentials = vec!["anthropic_api_key".into()];
-        }
-        ids.push(env.store.enqueue(spec).await.unwrap().task.id);
-    }
-    let w = super::github::claude_worker(&env, TOKEN, &model, &server.url());
-    // Three with their own key, then three with the worker's: all refused.
-    for id in &ids[..6] {
-        let done = finished_within(&env.store, *id, Duration::from_secs(120)).await;
-        assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
-    }
-    super::worker::until("the worker to report itself unhealthy", async || {
-        let id = agentpool_core::WorkerId::parse("w1").unwrap();
+    let (ids, w) = refused_six_times(&env, &model, &server.url(), None).await;
+    let id = agentpool_core::WorkerId::parse("w1").unwrap();
+    let worker = super::worker::until("the worker to stop offering claude-code", async || {
         let w = env.store.get_worker(&id).await.unwrap()?;
-        (w.status == agentpool_core::WorkerStatus::Unhealthy).then_some(())
+        w.status_message.is_some().then_some(w)
     })
     .await;
+    assert_eq!(worker.status, agentpool_core::WorkerStatus::Idle);
+    assert!(
+        !worker.agent_names().contains(&"claude-code".to_string()),
+        "{worker:?}"
+    );
+    assert!(worker.agent_names().contains(&"codex".to_string()), "{worker:?}");
+    let why = worker.status_message.unwrap();
+    assert!(
+        why.starts_with(
+            "runs no claude-code tasks: claude-code's provider refused this worker's own key 3 times in a row"
+        ),
+        "{why}"
+    );
+    let last = env.store.get_task(ids[6]).await.unwrap().unwrap();
+    assert_eq!(last.task.state, TaskState::Queued, "the seventh task was claimed");
+    assert!(last.attempts_detail.is_empty());
+    assert!(
+        last.waiting.iter().any(|w| matches!(
+            w,
+            agentpool_core::protocol::WaitReason::NoWorkerCanRun { agent: Some(a), .. } if a == "claude-code"
+        )),
+        "{:?}",
+        last.waiting
+    );
+    // Its other work goes on.
+    let other = super::worker::enqueue_command(&env, "echo ok > ok.txt").await;
+    assert_succeeded(&finished_within(&env.store, other.id, Duration::from_secs(120)).await);
+    let summary = w.stop().await;
+    assert!(!summary.unhealthy);
+    assert_eq!((summary.failed, summary.succeeded), (6, 1));
+    server.shutdown().await.unwrap();
+}
+
+/// A worker whose only agent's own key is refused has nothing left to run prompts with: it
+/// turns unhealthy and claims no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_only_agents_key_is_refused_turns_unhealthy() {
+    let Some((env, model)) = agent_env("claude-code", [Step::fail(401)]).await else {
+        return;
+    };
+    let server = super::github::forge_server(&env, None).await;
+    let mut only_claude = Registry::new();
+    only_claude.register(Arc::new(agentpool_agents::Configured::new(
+        agentpool_agents::claude_code::ClaudeCode,
+        AgentConfig {
+            bin_dir: Some(bin_dir()),
+            session_dir: Some(env.dir.path().join("agent-sessions")),
+            ..Default::default()
+        },
+    )));
+    let (ids, w) = refused_six_times(&env, &model, &server.url(), Some(only_claude)).await;
+    let worker = super::worker::until("the worker to report itself unhealthy", async || {
+        let id = agentpool_core::WorkerId::parse("w1").unwrap();
+        let w = env.store.get_worker(&id).await.unwrap()?;
+        (w.status == agentpool_core::WorkerStatus::Unhealthy).then_some(w)
+    })
+    .await;
+    assert!(worker.agent_names().contains(&"claude-code".to_string()));
     let summary = w.stop().await;
     assert!(summary.unhealthy);
     assert_eq!(summary.failed, 6);
@@ -276,6 +317,35 @@ async fn a_worker_whose_own_agent_key_is_refused_stops_claiming() {
     assert_eq!(last.task.state, TaskState::Queued, "the seventh task was claimed");
     assert!(last.attempts_detail.is_empty());
     server.shutdown().await.unwrap();
+}
+
+/// Seven Claude Code tasks, three of them with their own key, and a worker (`agents`, else
+/// every shipped one) that ran the first six: all refused.
+async fn refused_six_times(
+    env: &Env,
+    model: &ModelServer,
+    server: &str,
+    agents: Option<Registry>,
+) -> (Vec<TaskId>, RunningWorker) {
+    let admin = agentpool_client::Client::new(server, None).unwrap();
+    admin
+        .put_credential("anthropic_api_key", "the-task's-own-key")
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut spec = agent_task(env, "claude-code", &format!("Task {i}"));
+        if i < 3 {
+            spec.credentials = vec!["anthropic_api_key".into()];
+        }
+        ids.push(env.store.enqueue(spec).await.unwrap().task.id);
+    }
+    let w = super::github::claude_worker_with(env, TOKEN, model, server, agents);
+    for id in &ids[..6] {
+        let done = finished_within(&env.store, *id, Duration::from_secs(120)).await;
+        assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
+    }
+    (ids, w)
 }
 
 agentpool_testkit::for_each_agent!(

@@ -233,11 +233,24 @@ pub(crate) async fn forge_server(env: &Env, public_url: Option<&str>) -> agentpo
 /// Worker `w1` of the server at `base`, running the real Claude Code CLI against `model`, with
 /// `git_token` for the git server.
 pub(crate) fn claude_worker(env: &Env, git_token: &str, model: &ModelServer, base: &str) -> RunningWorker {
+    claude_worker_with(env, git_token, model, base, None)
+}
+
+/// [`claude_worker`] with `agents` instead of every shipped one.
+pub(crate) fn claude_worker_with(
+    env: &Env,
+    git_token: &str,
+    model: &ModelServer,
+    base: &str,
+    agents: Option<Registry>,
+) -> RunningWorker {
     let mut c = config(env, "w1", git_token);
-    c.agents = Registry::builtin(&AgentConfig {
-        bin_dir: Some(bin_dir()),
-        session_dir: Some(env.dir.path().join("agent-sessions")),
-        ..Default::default()
+    c.agents = agents.unwrap_or_else(|| {
+        Registry::builtin(&AgentConfig {
+            bin_dir: Some(bin_dir()),
+            session_dir: Some(env.dir.path().join("agent-sessions")),
+            ..Default::default()
+        })
     });
     c.pipeline.extra_env = model.env_for("claude-code");
     start(c, Arc::new(Client::new(base, None).unwrap()))

@@ -113,6 +113,9 @@ pub async fn heartbeat(
         // Sticky until the worker registers again: heartbeats keep it unhealthy.
         let message = req.status_message.as_deref().filter(|m| !m.trim().is_empty());
         state.store().mark_worker_unhealthy(&id, message).await?;
+    } else if let Some(m) = req.status_message.as_deref().filter(|m| !m.trim().is_empty()) {
+        // Which agent the worker no longer runs (its key was refused): shown with the worker.
+        state.store().note_worker(&id, m).await?;
     }
     // A draining *server* does not ask workers to drain: they may claim from other replicas.
     let mut reply = state

@@ -235,6 +235,21 @@ macro_rules! registry_queries {
             Ok(false)
         }
 
+        /// Keep what an idle or busy worker says of itself. Its every beat says it again, so
+        /// the row is written only when the message changed. An unknown worker is not an error
+        /// here: the beat's own lease update says so.
+        pub(crate) async fn note_worker(w: &Pool<Db>, id: &WorkerId, message: &str) -> Result<()> {
+            sqlx::query(
+                "UPDATE workers SET status_message = $2 \
+                 WHERE id = $1 AND status IN ('idle', 'busy') AND COALESCE(status_message, '') <> $2",
+            )
+            .bind(id.as_str())
+            .bind(message)
+            .execute(w)
+            .await?;
+            Ok(())
+        }
+
         /// Mark the worker offline and expire its leases, so the next maintenance pass rescues
         /// what it held instead of waiting for the full lease.
         pub(crate) async fn deregister_worker(

@@ -376,6 +376,10 @@ macro_rules! store_impl {
                 Ok(())
             }
 
+            async fn note_worker(&self, id: &WorkerId, message: &str) -> Result<()> {
+                registry::note_worker(&self.$w, id, message).await
+            }
+
             async fn deregister_worker(&self, id: &WorkerId) -> Result<()> {
                 let mut tx = self.begin().await?;
                 registry::deregister_worker(&mut tx, id, self.now()).await?;

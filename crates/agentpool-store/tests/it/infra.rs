@@ -17,6 +17,7 @@ both!(
     a_task_given_back_goes_to_another_worker_first,
     a_worker_that_restarted_takes_back_at_once_what_it_gave_back,
     an_unhealthy_worker_claims_nothing_until_it_registers_again,
+    what_a_claiming_worker_says_of_itself_is_kept_until_it_registers_again,
 );
 
 /// The worker that gave a task back claims nothing of it until the grace has passed (the
@@ -204,4 +205,29 @@ async fn an_unhealthy_worker_claims_nothing_until_it_registers_again(h: Harness)
     let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
     assert_eq!((got.status, got.status_message), (WorkerStatus::Idle, None));
     assert_eq!(w.claim(1).await.len(), 1);
+}
+
+/// A worker that claims may say which agent it no longer runs: kept until it registers
+/// again, and it never hides why a worker is unhealthy.
+async fn what_a_claiming_worker_says_of_itself_is_kept_until_it_registers_again(h: Harness) {
+    let w = h.worker("w", &["command", "codex"], &[]).await;
+    let note = "runs no claude-code tasks: its key was refused";
+    h.store.note_worker(&w.id, note).await.unwrap();
+    h.store.note_worker(&w.id, note).await.unwrap();
+    h.store.heartbeat(&w.id, &[], TTL).await.unwrap();
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, got.status_message.as_deref()),
+        (WorkerStatus::Idle, Some(note))
+    );
+    h.store
+        .mark_worker_unhealthy(&w.id, Some("git could not be started"))
+        .await
+        .unwrap();
+    h.store.note_worker(&w.id, note).await.unwrap();
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!(got.status_message.as_deref(), Some("git could not be started"));
+    let w = h.worker("w", &["command", "codex"], &[]).await;
+    let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
+    assert_eq!((got.status, got.status_message), (WorkerStatus::Idle, None));
 }

@@ -455,8 +455,9 @@ pub struct WorkerArgs {
     #[arg(long, env = "AGENTPOOL_MIRROR_MAX_SIZE_MIB", value_name = "MIB")]
     pub mirror_max_size_mib: Option<u64>,
     /// Stop claiming (and report unhealthy) after this many tasks in a row failed because git
-    /// or an agent could not be started, or the agent's provider refused this worker's own key
-    /// (after one, when the worker's own check finds git or the agent will not start); 0: never
+    /// or an agent could not be started (after one, when the worker's own check finds git or
+    /// the agent will not start); stop running an agent after this many whose provider refused
+    /// this worker's own key (unhealthy if no other agent is left); 0: never
     #[arg(
         long,
         env = "AGENTPOOL_UNHEALTHY_AFTER",

@@ -314,6 +314,30 @@ fn a_worker_of_every_project_says_all() {
     assert_eq!(column("web"), "web,api", "{shown}");
 }
 
+/// What a worker says of itself follows the table, under its own status: why it is
+/// unhealthy, or (one that claims) which agent it no longer runs.
+#[test]
+fn a_workers_message_follows_the_table_under_its_status() {
+    let sick = Worker {
+        status: agentpool_core::WorkerStatus::Unhealthy,
+        status_message: Some("git could not be started".into()),
+        ..agentpool_testkit::worker::worker("sick", &["codex"], 1)
+    };
+    let limited = Worker {
+        status_message: Some("runs no claude-code tasks: its key was refused".into()),
+        ..agentpool_testkit::worker::worker("limited", &["codex"], 1)
+    };
+    let shown = workers_table(&Style::plain(), &[sick, limited]);
+    assert!(
+        shown.contains("\nunhealthy sick: git could not be started\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\nidle limited: runs no claude-code tasks: its key was refused\n"),
+        "{shown}"
+    );
+}
+
 /// A commit that reached no remote says so, and where it is; a pushed one names its branch.
 #[test]
 fn an_unpushed_commit_says_where_it_is() {

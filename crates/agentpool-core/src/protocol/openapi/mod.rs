@@ -148,7 +148,7 @@ core_schema!(
 core_schema!(
     WorkerSchema,
     "Worker",
-    "A worker: id, hostname, version, agents, labels, slots, status (with `status_message`, why, while it is unhealthy), running, timestamps, and its mirror cache (`cache`: hits, misses, bytes, mirrors) when it reported one.",
+    "A worker: id, hostname, version, agents, labels, slots, status (with `status_message`: why, while it is unhealthy; which agent it no longer runs and why, while it claims), running, timestamps, and its mirror cache (`cache`: hits, misses, bytes, mirrors) when it reported one.",
     vec![worker()]
 );
 core_schema!(
@@ -173,7 +173,7 @@ core_schema!(
 core_schema!(
     HeartbeatRequestSchema,
     "HeartbeatRequest",
-    "`{ leases: [{task_id, token}], status?, status_message?, cache? }`: the leases to extend, why the worker is unhealthy (with status `unhealthy`), and the mirror cache (hits, misses, bytes, mirrors) when it changed.",
+    "`{ leases: [{task_id, token}], status?, status_message?, cache? }`: the leases to extend, why the worker is unhealthy (with status `unhealthy`) or which agent it no longer runs (with `idle` or `busy`), and the mirror cache (hits, misses, bytes, mirrors) when it changed.",
     vec![heartbeat_request()]
 );
 core_schema!(

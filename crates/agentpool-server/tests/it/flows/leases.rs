@@ -225,8 +225,8 @@ async fn a_waiting_heartbeat_is_answered_at_once_by_a_cancel_or_a_drain(backend:
 }
 
 /// A worker that beats `unhealthy` with a reason is listed with it until it registers again;
-/// a later beat without one keeps it; an overlong one is refused by field, and a reason with
-/// a healthy status is not kept.
+/// a later beat without one keeps it; an overlong one is refused by field. A busy worker's
+/// message (which agent it no longer runs) is kept too, until the worker turns unhealthy.
 async fn an_unhealthy_worker_is_listed_with_its_reason(backend: Backend) {
     let Some(app) = spawn_app(backend).await else {
         return;
@@ -250,8 +250,16 @@ async fn an_unhealthy_worker_is_listed_with_its_reason(backend: Backend) {
         .expect_err("an overlong reason");
     assert_eq!(e.status(), Some(StatusCode::UNPROCESSABLE_ENTITY), "{e}");
     assert!(e.to_string().contains("status_message"), "{e}");
-    beat(WorkerStatus::Busy, Some(why.into())).await.expect("beat");
-    assert_eq!(wrk.get_worker(&w.id).await.expect("get").status_message, None);
+    // A worker that claims says which agent it no longer runs; being unhealthy says why instead.
+    let retired = "runs no claude-code tasks: claude-code's provider refused this worker's own key";
+    beat(WorkerStatus::Busy, Some(retired.into()))
+        .await
+        .expect("beat");
+    let got = wrk.get_worker(&w.id).await.expect("get");
+    assert_eq!(
+        (got.status, got.status_message.as_deref()),
+        (WorkerStatus::Busy, Some(retired))
+    );
 
     beat(WorkerStatus::Unhealthy, Some(why.into()))
         .await
