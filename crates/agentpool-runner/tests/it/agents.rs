@@ -276,12 +276,20 @@ async fn a_worker_whose_own_agent_key_is_refused_stops_running_that_agent() {
         "{:?}",
         last.waiting
     );
-    // Its other work goes on.
+    // Its other work goes on: a command, and a prompt that names no agent, which its next
+    // agent runs (here refused too, by the same endpoint: once is no reason to retire it).
     let other = super::worker::enqueue_command(&env, "echo ok > ok.txt").await;
     assert_succeeded(&finished_within(&env.store, other.id, Duration::from_secs(120)).await);
+    let mut any = agent_task(&env, "codex", "Task 8");
+    (any.agent, any.model) = (None, None);
+    let any = env.store.enqueue(any).await.unwrap().task;
+    let done = finished_within(&env.store, any.id, Duration::from_secs(120)).await;
+    assert_eq!(done.task.error_class, Some(ErrorClass::AuthFailed));
+    let ran = done.task.result.and_then(|r| r.agent);
+    assert_eq!(ran.as_deref(), Some("codex"));
     let summary = w.stop().await;
     assert!(!summary.unhealthy);
-    assert_eq!((summary.failed, summary.succeeded), (6, 1));
+    assert_eq!((summary.failed, summary.succeeded), (7, 1));
     server.shutdown().await.unwrap();
 }
 

@@ -252,7 +252,9 @@ pub(crate) fn claude_worker_with(
             ..Default::default()
         })
     });
+    // Codex's too, for a task that names no agent and ends up with it.
     c.pipeline.extra_env = model.env_for("claude-code");
+    c.pipeline.extra_env.extend(model.env_for("codex"));
     start(c, Arc::new(Client::new(base, None).unwrap()))
 }
 
