@@ -18,6 +18,7 @@ pub struct Metrics {
     registry: Registry,
     tasks: IntGaugeVec,
     workers: IntGaugeVec,
+    agents_retired: IntGauge,
     token_expiry: IntGaugeVec,
     claimed: IntCounterVec,
     handed_over: IntCounter,
@@ -58,6 +59,14 @@ impl Metrics {
         let workers = registered(
             &registry,
             IntGaugeVec::new(Opts::new("agentpool_workers", "Workers by status"), &["status"]),
+        );
+        let agents_retired = registered(
+            &registry,
+            IntGauge::new(
+                "agentpool_workers_agent_key_refused",
+                "Workers that still claim but stopped running an agent whose provider refused \
+                 their own key",
+            ),
         );
         let token_expiry = registered(
             &registry,
@@ -196,6 +205,7 @@ impl Metrics {
             registry,
             tasks,
             workers,
+            agents_retired,
             token_expiry,
             claimed,
             handed_over,
@@ -345,6 +355,14 @@ impl Metrics {
                     .with_label_values(&[st.as_str()])
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
+            // A claiming worker's message is only ever which agent it no longer runs.
+            let retired = workers
+                .iter()
+                .filter(|w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy))
+                .filter(|w| w.status_message.is_some())
+                .count();
+            self.agents_retired
+                .set(i64::try_from(retired).unwrap_or(i64::MAX));
         }
         let mut buf = Vec::new();
         if TextEncoder::new()

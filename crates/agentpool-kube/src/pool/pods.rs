@@ -97,18 +97,48 @@ const REASON_CHARS: usize = 300;
 /// A line naming the pool's unhealthy workers and why each stopped claiming, or `None` when
 /// none is unhealthy.
 pub fn unhealthy(workers: &[Worker]) -> Option<String> {
-    let sick: Vec<String> = workers
+    said_by(
+        workers,
+        |w| w.status == WorkerStatus::Unhealthy,
+        ("worker unhealthy", "workers unhealthy"),
+        "claiming no tasks",
+    )
+}
+
+/// A line naming the pool's workers that claim but stopped running an agent (its provider
+/// refused their own key), with what each said, or `None` when there are none. Their tasks
+/// of that agent wait: another pod of the same Secret would most likely be refused too.
+pub fn agents_retired(workers: &[Worker]) -> Option<String> {
+    said_by(
+        workers,
+        |w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy) && w.status_message.is_some(),
+        (
+            "worker stopped running an agent",
+            "workers stopped running an agent",
+        ),
+        "its key was refused",
+    )
+}
+
+/// "N workers …, why; id: what it said; …" for the workers `pick` takes.
+fn said_by(
+    workers: &[Worker],
+    pick: impl Fn(&Worker) -> bool,
+    (one, many): (&str, &str),
+    why: &str,
+) -> Option<String> {
+    let said: Vec<String> = workers
         .iter()
-        .filter(|w| w.status == WorkerStatus::Unhealthy)
+        .filter(|w| pick(w))
         .map(|w| {
-            let why = w.status_message.as_deref().unwrap_or("it gave no reason");
-            format!("{}: {}", w.id, agentpool_core::render::clip(why, REASON_CHARS))
+            let what = w.status_message.as_deref().unwrap_or("it gave no reason");
+            format!("{}: {}", w.id, agentpool_core::render::clip(what, REASON_CHARS))
         })
         .collect();
-    let count = match sick.len() {
+    let count = match said.len() {
         0 => return None,
-        1 => "1 worker unhealthy, claiming no tasks".to_string(),
-        n => format!("{n} workers unhealthy, claiming no tasks"),
+        1 => format!("1 {one}, {why}"),
+        n => format!("{n} {many}, {why}"),
     };
-    Some(format!("{count}; {}", sick.join("; ")))
+    Some(format!("{count}; {}", said.join("; ")))
 }

@@ -353,12 +353,14 @@ async fn reconcile_inner(pool: &WorkerPool, ctx: &Context) -> Result<Action, Rec
         ("ServerUnavailable", server_problem.clone()),
         ("PodsFailing", failing),
         ("WorkersUnhealthy", super::pods::unhealthy(&workers)),
+        ("AgentKeyRefused", super::pods::agents_retired(&workers)),
         (
             "TasksNoWorkerTakes",
             stats.as_ref().and_then(|(s, _)| scale::unservable(s)).map(|n| {
                 format!(
                     "{} of the pool's {} what none of its workers offers (an agent its image \
-                     lacks, a label, a project): {} not count towards its size",
+                     lacks or whose key was refused, a label, a project): {} not count towards \
+                     its size",
                     agentpool_core::render::count(n, "runnable task", "runnable tasks"),
                     if n == 1 { "needs" } else { "need" },
                     if n == 1 { "it does" } else { "they do" }

@@ -260,6 +260,40 @@ async fn unhealthy_workers_make_the_pool_degraded_with_their_reasons() {
     assert_eq!(s.pool().status.unwrap().unhealthy_workers, 0);
 }
 
+/// A worker that claims but stopped running an agent (its provider refused the worker's own
+/// key) makes the pool `Degraded` with what it said, after an unhealthy one; it is not counted
+/// unhealthy, since it still takes its other agents' tasks.
+#[tokio::test]
+async fn a_worker_that_stopped_running_an_agent_makes_the_pool_degraded() {
+    let s = setup(json!({"replicas": 2}));
+    let said = "runs no claude-code tasks: claude-code's provider refused this worker's own key \
+                3 times in a row; the last: claude-code: authentication failed (401)";
+    let mut limited = worker("agents-1", WorkerStatus::Busy, 1);
+    limited.status_message = Some(said.into());
+    s.queue.set(
+        0,
+        vec![worker("agents-0", WorkerStatus::Idle, 0), limited.clone()],
+    );
+    s.pass().await;
+    assert_eq!(
+        s.condition_said("Degraded"),
+        (
+            "True".into(),
+            "AgentKeyRefused".into(),
+            format!("1 worker stopped running an agent, its key was refused; agents-1: {said}")
+        )
+    );
+    assert_eq!(s.pool().status.unwrap().unhealthy_workers, 0);
+
+    let mut sick = worker("agents-0", WorkerStatus::Unhealthy, 0);
+    sick.status_message = Some("git could not be started".into());
+    s.queue.set(0, vec![sick, limited]);
+    s.pass().await;
+    let (_, reason, message) = s.condition_said("Degraded");
+    assert_eq!(reason, "WorkersUnhealthy");
+    assert!(message.ends_with(&format!("; agents-1: {said}")), "{message}");
+}
+
 /// A new operator instance (a restart, or another replica taking the lead) on the same
 /// API server and queue: nothing carried over in memory.
 fn new_instance(s: &Setup) -> Setup {

@@ -260,6 +260,8 @@ async fn an_unhealthy_worker_is_listed_with_its_reason(backend: Backend) {
         (got.status, got.status_message.as_deref()),
         (WorkerStatus::Busy, Some(retired))
     );
+    let m = crate::support::scrape(&app.base).await;
+    assert!(m.contains("\nagentpool_workers_agent_key_refused 1\n"), "{m}");
 
     beat(WorkerStatus::Unhealthy, Some(why.into()))
         .await
@@ -269,6 +271,8 @@ async fn an_unhealthy_worker_is_listed_with_its_reason(backend: Backend) {
     let got = listed.iter().find(|x| x.id == w.id).expect("listed");
     assert_eq!(got.status, WorkerStatus::Unhealthy);
     assert_eq!(got.status_message.as_deref(), Some(why));
+    let m = crate::support::scrape(&app.base).await;
+    assert!(m.contains("\nagentpool_workers_agent_key_refused 0\n"), "{m}");
 
     let again = wrk
         .register(&agentpool_core::worker::WorkerRegistration {
