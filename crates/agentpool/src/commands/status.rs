@@ -2,7 +2,7 @@
 //! ready: due with nothing pending), running tasks and workers by status, of the whole pool or
 //! of the workers a selector names, with a word on what stands out (ready work no worker is
 //! online for or none offers what it needs, more ready work than free slots, workers that
-//! claim nothing).
+//! claim nothing or stopped running an agent).
 
 use agentpool_core::protocol::QueueStats;
 use agentpool_core::render::count;
@@ -159,6 +159,20 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
             "{workers} {claim} nothing until {until}: see `agentpool workers list`"
         ));
     }
+    // A claiming worker says something of itself only when it stopped running an agent.
+    let limited = s
+        .workers
+        .iter()
+        .filter(|w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy))
+        .filter(|w| w.status_message.is_some())
+        .count() as u64;
+    if limited > 0 {
+        let (workers, run) = agree(limited, "worker", "runs");
+        notes.push(format!(
+            "{workers} no longer {run} an agent whose provider refused the worker's own key: \
+             see `agentpool workers list`"
+        ));
+    }
     notes
 }
 
@@ -262,6 +276,25 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("no worker taking tasks offers"), "{text}");
+    }
+
+    /// A worker that stopped running an agent (its key was refused) still takes tasks, and
+    /// is called out.
+    #[test]
+    fn a_worker_that_stopped_running_an_agent_is_called_out() {
+        let limited = Worker {
+            status_message: Some("runs no claude-code tasks: its key was refused".into()),
+            ..worker("a", WorkerStatus::Idle, 2, 0)
+        };
+        let text = render(&Style::plain(), &args(), &stats(0, 0, 0, vec![limited]));
+        assert!(
+            text.ends_with(
+                "workers    1 online (0 busy, 1 idle), 2 of 2 slots free\n\
+                 1 worker no longer runs an agent whose provider refused the worker's own key: \
+                 see `agentpool workers list`\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
