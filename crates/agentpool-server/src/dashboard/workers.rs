@@ -138,7 +138,8 @@ fn labels_cell(w: &Worker) -> String {
     h
 }
 
-/// The status badge, and why the worker is unhealthy when it said.
+/// The status badge, and what the worker said of itself: why it is unhealthy, or which agent
+/// it no longer runs.
 fn status_cell(w: &Worker) -> String {
     match &w.status_message {
         Some(m) => format!(
