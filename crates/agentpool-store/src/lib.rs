@@ -63,6 +63,7 @@ pub use bell::WorkerBell;
 pub use dispatch::{ClaimWaiter, Wake};
 pub(crate) use dispatch::{HandOff, Reservation, Scope, Shape};
 pub use postgres::PgStore;
+pub use schema::{Applied as SchemaChange, Migrated};
 pub use sqlite::SqliteStore;
 pub use views::{FinishedCount, QueuedShape, TaskFilter};
 
@@ -378,6 +379,24 @@ pub(crate) mod futures_like {
 /// `postgres://…` / `postgresql://…`. Migrations are applied.
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
     open_store_with(url, StoreConfig::default()).await
+}
+
+/// Apply the schema migrations the database at `url` lacks (creating the schema of a new
+/// one), and say what was done; nothing else of a store is opened.
+pub async fn migrate(url: &str) -> Result<Migrated> {
+    let (change, migrator) = if is_postgres_url(url) {
+        (PgStore::migrate(url).await?, &schema::POSTGRES)
+    } else if url.starts_with("sqlite:") {
+        (SqliteStore::migrate(url).await?, &schema::SQLITE)
+    } else {
+        return Err(StoreError::Invalid(
+            "database URL must start with sqlite: or postgres://".into(),
+        ));
+    };
+    Ok(Migrated {
+        change,
+        version: migrator.iter().map(|m| m.version).max().unwrap_or(0),
+    })
 }
 
 /// Whether `url` is of a kind [`open_store`] opens (`sqlite:…`, `postgres://…`), before

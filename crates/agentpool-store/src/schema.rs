@@ -10,12 +10,20 @@ pub(crate) static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 pub(crate) static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// What [`apply`] did to the database.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Applied {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
     /// It was new: every migration was applied, up to `version`.
     Created { version: i64, migrations: usize },
     /// It had a schema: these migrations (version, description) were applied, perhaps none.
     Migrated(Vec<(i64, String)>),
+}
+
+/// What `agentpool migrate` did ([`crate::migrate`]), and the schema version the database is
+/// at now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    pub change: Applied,
+    pub version: i64,
 }
 
 /// Apply the migrations `migrator` carries that the database behind `pool` lacks, and log

@@ -193,6 +193,18 @@ impl PgStore {
         Self::open_with(url, StoreConfig::default()).await
     }
 
+    /// Apply the migrations the database at `url` lacks, with nothing else of a store opened
+    /// (no listener, no pool of its own): what `agentpool migrate` does.
+    pub(crate) async fn migrate(url: &str) -> Result<crate::schema::Applied> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(PgConnectOptions::from_str(url)?)
+            .await?;
+        let applied = crate::schema::apply(&crate::schema::POSTGRES, &pool).await;
+        pool.close().await;
+        applied
+    }
+
     pub async fn open_with(url: &str, config: StoreConfig) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?;
         let pool_options = || {

@@ -86,6 +86,16 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
 /// which on closing its last connection takes the database as its alone, checkpoints and
 /// deletes the write-ahead log; from then on the store writes into a log nothing will read, and
 /// every change it makes is lost.
+/// How the database file at `url` is opened, made if missing.
+fn file_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("temp_store", "memory"))
+}
+
 async fn opening_lock(path: &std::path::Path) -> Result<std::fs::File> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -124,12 +134,7 @@ impl SqliteStore {
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Self::memory_with(config).await;
         }
-        let opts = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .pragma("temp_store", "memory");
+        let opts = file_options(url)?;
         let writer = {
             // Opening a database takes a lock SQLite cannot wait for: the first connection to a
             // new file turns it to WAL mode, and another connecting meanwhile fails at once with
@@ -152,6 +157,17 @@ impl SqliteStore {
             signal: WorkSignal::new(),
             file: Some(Arc::new(file)),
         })
+    }
+
+    /// Apply the migrations the database file at `url` (made if missing) lacks, with nothing
+    /// else of a store opened: what `agentpool migrate` does.
+    pub(crate) async fn migrate(url: &str) -> Result<crate::schema::Applied> {
+        let opts = file_options(url)?;
+        let _opening = opening_lock(opts.get_filename()).await?;
+        let writer = pool::writer(opts).await?;
+        let applied = crate::schema::apply(&crate::schema::SQLITE, &writer).await;
+        writer.close().await;
+        applied
     }
 
     /// A private in-memory database (tests). One connection serves reads and writes, since each

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agentpool_server::{AuthMode, Role, ServerConfig, ServerKey};
+use agentpool_store::SchemaChange;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -294,17 +295,50 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir).ok();
     }
-    agentpool_store::open_store(&url)
+    let done = agentpool_store::migrate(&url)
         .await
-        .with_context(|| format!("cannot migrate {}", redact_url(&url)))?
-        .close()
-        .await;
+        .with_context(|| format!("cannot migrate {}", redact_url(&url)))?;
+    let shown = redact_url(&url);
     if settings.json() {
-        print_json(&serde_json::json!({ "migrated": redact_url(&url) }))?;
+        let applied = match &done.change {
+            SchemaChange::Created { .. } => Vec::new(),
+            SchemaChange::Migrated(applied) => applied.clone(),
+        };
+        print_json(&serde_json::json!({
+            "migrated": shown,
+            "version": done.version,
+            "created": matches!(done.change, SchemaChange::Created { .. }),
+            "applied": applied
+                .iter()
+                .map(|(version, description)| serde_json::json!({"version": version, "description": description}))
+                .collect::<Vec<_>>(),
+        }))?;
     } else {
-        outln!("database {} is up to date", redact_url(&url));
+        outln!("{}", migrated_line(&shown, &done));
     }
     Ok(ExitCode::Success)
+}
+
+/// What `migrate` did, in one line: a new database's schema made, the migrations applied to
+/// an older one, or nothing to do.
+fn migrated_line(db: &str, done: &agentpool_store::Migrated) -> String {
+    let version = done.version;
+    match &done.change {
+        SchemaChange::Created { migrations, .. } => format!(
+            "database {db}: schema created at version {version} ({})",
+            agentpool_core::render::count(*migrations, "migration", "migrations")
+        ),
+        SchemaChange::Migrated(applied) if applied.is_empty() => {
+            format!("database {db} is up to date (schema version {version})")
+        }
+        SchemaChange::Migrated(applied) => {
+            let names: Vec<String> = applied.iter().map(|(v, d)| format!("{v} {d}")).collect();
+            format!(
+                "database {db} migrated to schema version {version}: applied {}",
+                names.join(", ")
+            )
+        }
+    }
 }
 
 #[cfg(test)]
@@ -313,8 +347,35 @@ mod tests {
 
     use clap::Parser;
 
-    use super::{Signals, server_config};
+    use agentpool_store::{Migrated, SchemaChange};
+
+    use super::{Signals, migrated_line, server_config};
     use crate::cli::{Cli, Command};
+
+    /// `migrate` says what it did: a schema made, migrations applied, or nothing to do.
+    #[test]
+    fn migrate_says_what_it_did() {
+        let line = |change, version| migrated_line("sqlite:db", &Migrated { change, version });
+        assert_eq!(
+            line(
+                SchemaChange::Created {
+                    version: 9,
+                    migrations: 9
+                },
+                9
+            ),
+            "database sqlite:db: schema created at version 9 (9 migrations)"
+        );
+        assert_eq!(
+            line(SchemaChange::Migrated(Vec::new()), 9),
+            "database sqlite:db is up to date (schema version 9)"
+        );
+        let applied = vec![(8, "checks".to_string()), (9, "notifications".to_string())];
+        assert_eq!(
+            line(SchemaChange::Migrated(applied), 9),
+            "database sqlite:db migrated to schema version 9: applied 8 checks, 9 notifications"
+        );
+    }
 
     #[test]
     fn serve_s_flags_set_retention_and_the_longest_timeout() {

@@ -24,6 +24,11 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         applied.contains("database schema created version=") && !applied.contains("migration applied"),
         "{applied}"
     );
+    assert!(
+        stdout(&o).contains(": schema created at version "),
+        "{}",
+        stdout(&o)
+    );
     let again = migrate();
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert!(
@@ -31,7 +36,11 @@ fn server_and_worker_run_a_task_with_tokens(env: &Env, db: &str) {
         "{}",
         stderr(&again)
     );
-    assert!(stdout(&again).contains("is up to date"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains(" is up to date (schema version "),
+        "{}",
+        stdout(&again)
+    );
     let submitter = env.create_token(db, "ci", "submitter");
     let worker_token = env.create_token(db, "pool", "worker");
     let listed = env
