@@ -76,16 +76,6 @@ async fn insert_lifecycle(conn: &mut SqliteConnection, log: &LifecycleLog, now: 
     Ok(())
 }
 
-/// An exclusive advisory lock (flock) on the directory of the database file at `path`, held
-/// while the returned descriptor is open (taken off the async threads: it waits for another
-/// opener's migrations).
-///
-/// The directory, not the file: closing any descriptor of a file drops every POSIX lock the
-/// process holds on it, SQLite's included (those of another store of this process on the same
-/// file too). A store whose connections had lost their lock looks unused to another process,
-/// which on closing its last connection takes the database as its alone, checkpoints and
-/// deletes the write-ahead log; from then on the store writes into a log nothing will read, and
-/// every change it makes is lost.
 /// How the database file at `url` is opened, made if missing.
 fn file_options(url: &str) -> Result<SqliteConnectOptions> {
     Ok(SqliteConnectOptions::from_str(url)?
@@ -96,6 +86,16 @@ fn file_options(url: &str) -> Result<SqliteConnectOptions> {
         .pragma("temp_store", "memory"))
 }
 
+/// An exclusive advisory lock (flock) on the directory of the database file at `path`, held
+/// while the returned descriptor is open (taken off the async threads: it waits for another
+/// opener's migrations).
+///
+/// The directory, not the file: closing any descriptor of a file drops every POSIX lock the
+/// process holds on it, SQLite's included (those of another store of this process on the same
+/// file too). A store whose connections had lost their lock looks unused to another process,
+/// which on closing its last connection takes the database as its alone, checkpoints and
+/// deletes the write-ahead log; from then on the store writes into a log nothing will read, and
+/// every change it makes is lost.
 async fn opening_lock(path: &std::path::Path) -> Result<std::fs::File> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
