@@ -206,6 +206,12 @@ impl Worker {
     pub fn agent_names(&self) -> Vec<String> {
         self.agents.iter().map(|a| a.name.clone()).collect()
     }
+
+    /// Whether it claims but stopped running an agent whose provider refused its own key:
+    /// the only thing an idle or busy worker says of itself (`status_message` says which).
+    pub fn retired_an_agent(&self) -> bool {
+        matches!(self.status, WorkerStatus::Idle | WorkerStatus::Busy) && self.status_message.is_some()
+    }
 }
 
 #[cfg(test)]

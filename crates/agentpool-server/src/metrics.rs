@@ -355,12 +355,7 @@ impl Metrics {
                     .with_label_values(&[st.as_str()])
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
-            // A claiming worker's message is only ever which agent it no longer runs.
-            let retired = workers
-                .iter()
-                .filter(|w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy))
-                .filter(|w| w.status_message.is_some())
-                .count();
+            let retired = workers.iter().filter(|w| w.retired_an_agent()).count();
             self.agents_retired
                 .set(i64::try_from(retired).unwrap_or(i64::MAX));
         }

@@ -111,7 +111,7 @@ pub fn unhealthy(workers: &[Worker]) -> Option<String> {
 pub fn agents_retired(workers: &[Worker]) -> Option<String> {
     said_by(
         workers,
-        |w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy) && w.status_message.is_some(),
+        Worker::retired_an_agent,
         (
             "worker stopped running an agent",
             "workers stopped running an agent",

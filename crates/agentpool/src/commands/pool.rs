@@ -300,9 +300,9 @@ pub async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<E
         .with_context(|| format!("cannot migrate {}", redact_url(&url)))?;
     let shown = redact_url(&url);
     if settings.json() {
-        let applied = match &done.change {
-            SchemaChange::Created { .. } => Vec::new(),
-            SchemaChange::Migrated(applied) => applied.clone(),
+        let applied: &[(i64, String)] = match &done.change {
+            SchemaChange::Created { .. } => &[],
+            SchemaChange::Migrated(applied) => applied,
         };
         print_json(&serde_json::json!({
             "migrated": shown,

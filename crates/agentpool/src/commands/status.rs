@@ -159,13 +159,7 @@ fn notes(s: &QueueStats, runnable: u64, free: u64) -> Vec<String> {
             "{workers} {claim} nothing until {until}: see `agentpool workers list`"
         ));
     }
-    // A claiming worker says something of itself only when it stopped running an agent.
-    let limited = s
-        .workers
-        .iter()
-        .filter(|w| matches!(w.status, WorkerStatus::Idle | WorkerStatus::Busy))
-        .filter(|w| w.status_message.is_some())
-        .count() as u64;
+    let limited = s.workers.iter().filter(|w| w.retired_an_agent()).count() as u64;
     if limited > 0 {
         let (workers, run) = agree(limited, "worker", "runs");
         notes.push(format!(
