@@ -1,6 +1,8 @@
 //! What a call to the server can end in, by meaning rather than by HTTP status: a caller
 //! (the worker loop, the CLI) decides what to do from the variant alone.
 
+use std::time::Duration;
+
 use agentpool_core::ValidationError;
 use agentpool_core::protocol::ErrorDetail;
 
@@ -78,12 +80,32 @@ impl Error {
         }
     }
 
-    /// A transport failure talking to the server at `base`. reqwest says "error sending
-    /// request for url (…)"; the innermost cause ("Connection refused") is what a person
-    /// needs. The bearer token is a header, so it is never part of the text.
-    pub(crate) fn transport(base: &str, e: reqwest::Error) -> Self {
+    /// A transport failure talking to the server at `base`, of a call sent within `limit`.
+    /// reqwest says "error sending request for url (…)"; the innermost cause ("Connection
+    /// refused") is what a person needs. A call that ran out of time says which limit it
+    /// reached: a server that accepted the connection and did not answer is not one that
+    /// cannot be reached. The bearer token is a header, so it is never part of the text.
+    pub(crate) fn transport(base: &str, e: reqwest::Error, limit: Limit) -> Self {
         if e.is_decode() {
             return Self::Decode(e.to_string());
+        }
+        if e.is_timeout() {
+            let message = match limit.answer {
+                _ if e.is_connect() => format!(
+                    "cannot reach the agentpool server at {base}: no connection within {}",
+                    secs(limit.connect)
+                ),
+                Some(answer) => format!(
+                    "the agentpool server at {base} did not answer within {} (it is \
+                     overloaded or stopped, or the network to it drops packets)",
+                    secs(answer)
+                ),
+                None => format!("the agentpool server at {base} did not answer in time"),
+            };
+            return Self::Unavailable {
+                status: None,
+                message,
+            };
         }
         let mut reason = e.to_string();
         let mut src = std::error::Error::source(&e);
@@ -97,6 +119,20 @@ impl Error {
             message: format!("cannot reach the agentpool server at {base}: {reason}{hint}"),
         }
     }
+}
+
+/// The time limits a call was sent with, for the error that says one was reached.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limit {
+    /// For the connection to be made.
+    pub connect: Duration,
+    /// For the whole answer; `None` for a stream.
+    pub answer: Option<Duration>,
+}
+
+/// A limit as a person reads it: "30 s", "1.5 s".
+fn secs(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
 }
 
 /// What to do about a transport failure, where its cause says: rustls and hyper name the

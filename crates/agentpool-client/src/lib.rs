@@ -24,10 +24,11 @@ use serde::de::DeserializeOwned;
 
 use agentpool_core::protocol::{ErrorBody, ErrorDetail};
 
+use error::Limit;
 pub use error::{Error, Result};
 pub use sse::sse_events;
 
-/// Time allowed for an ordinary call; long polls get their wait on top.
+/// Time allowed for an ordinary call by default; long polls get their wait on top.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the server is and how to reach it.
@@ -40,6 +41,8 @@ pub struct ClientConfig {
     /// PEM of an extra CA certificate to trust besides the system's roots.
     pub ca_pem: Option<Vec<u8>>,
     pub connect_timeout: Duration,
+    /// Time allowed for an answer to an ordinary call (a long poll gets its wait on top).
+    pub call_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -49,11 +52,18 @@ impl ClientConfig {
             token: None,
             ca_pem: None,
             connect_timeout: Duration::from_secs(10),
+            call_timeout: CALL_TIMEOUT,
         }
     }
 
     pub fn token(mut self, token: Option<String>) -> Self {
         self.token = token;
+        self
+    }
+
+    /// Allow `limit` for an answer to an ordinary call.
+    pub fn call_timeout(mut self, limit: Duration) -> Self {
+        self.call_timeout = limit;
         self
     }
 
@@ -70,6 +80,8 @@ impl std::fmt::Debug for ClientConfig {
             .field("base_url", &self.base_url)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }
@@ -94,6 +106,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    connect_timeout: Duration,
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -161,6 +175,8 @@ impl Client {
             http,
             base,
             token: config.token,
+            connect_timeout: config.connect_timeout,
+            call_timeout: config.call_timeout,
         })
     }
 
@@ -177,9 +193,24 @@ impl Client {
         r
     }
 
-    /// Send, and turn a non-2xx answer into its [`Error`].
-    async fn send(&self, r: RequestBuilder) -> Result<reqwest::Response> {
-        let resp = r.send().await.map_err(|e| Error::transport(&self.base, e))?;
+    /// How long a call may wait for its answer: the ordinary limit, plus `wait` for a long
+    /// poll. `None` for a stream, which has no end to wait for.
+    fn limit(&self, wait: Option<Duration>) -> Limit {
+        Limit {
+            connect: self.connect_timeout,
+            answer: wait.map(|w| self.call_timeout + w),
+        }
+    }
+
+    /// Send within `limit`, and turn a non-2xx answer into its [`Error`].
+    async fn send(&self, mut r: RequestBuilder, limit: Limit) -> Result<reqwest::Response> {
+        if let Some(answer) = limit.answer {
+            r = r.timeout(answer);
+        }
+        let resp = r
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e, limit))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -201,11 +232,17 @@ impl Client {
     }
 
     async fn json<T: DeserializeOwned>(&self, r: RequestBuilder) -> Result<T> {
-        self.read_json(self.send(r.timeout(CALL_TIMEOUT)).await?).await
+        let limit = self.limit(Some(Duration::ZERO));
+        self.read_json(self.send(r, limit).await?, limit).await
     }
 
-    async fn read_json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
-        let bytes = resp.bytes().await.map_err(|e| Error::transport(&self.base, e))?;
+    /// The answer's body as JSON; `limit` is the one its request was sent with (it covers the
+    /// body too).
+    async fn read_json<T: DeserializeOwned>(&self, resp: reqwest::Response, limit: Limit) -> Result<T> {
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(&self.base, e, limit))?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }
 
@@ -229,11 +266,11 @@ impl Client {
     }
 
     async fn call_empty<B: Serialize + ?Sized>(&self, m: Method, path: &str, body: Option<&B>) -> Result<()> {
-        let mut r = self.req(m, path).timeout(CALL_TIMEOUT);
+        let mut r = self.req(m, path);
         if let Some(b) = body {
             r = r.json(b);
         }
-        self.send(r).await.map(|_| ())
+        self.send(r, self.limit(Some(Duration::ZERO))).await.map(|_| ())
     }
 
     /// Is a server answering there, and not draining (`GET /readyz`)?

@@ -89,10 +89,11 @@ impl Client {
             .req(Method::GET, &format!("/v1/tasks/{id}/events/stream"))
             .header("Last-Event-ID", after.to_string())
             .header("Accept", "text/event-stream");
-        let resp = self.send(r).await?;
+        let limit = self.limit(None);
+        let resp = self.send(r, limit).await?;
         let base = self.base.clone();
         Ok(sse_events(resp.bytes_stream(), move |e| {
-            Error::transport(&base, e)
+            Error::transport(&base, e, limit)
         }))
     }
 

@@ -11,7 +11,7 @@ use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{LeaseToken, NewEvent, TaskId, TaskResult, Worker, WorkerId};
 use reqwest::Method;
 
-use crate::{CALL_TIMEOUT, Client, Result, is_no_content};
+use crate::{Client, Result, is_no_content};
 
 /// The longest a claim (or a heartbeat) may wait; the server caps it there too.
 const MAX_CLAIM_WAIT_SECS: u64 = 60;
@@ -40,10 +40,10 @@ impl Client {
         let r = self
             .req(Method::POST, &format!("/v1/workers/{worker}/heartbeat"))
             .query(&[("wait", secs.to_string())])
-            .json(req)
-            .timeout(CALL_TIMEOUT + Duration::from_secs(secs));
-        let resp = self.send(r).await?;
-        self.read_json(resp).await
+            .json(req);
+        let limit = self.limit(Some(Duration::from_secs(secs)));
+        let resp = self.send(r, limit).await?;
+        self.read_json(resp, limit).await
     }
 
     /// Claim up to `max` tasks, waiting up to `wait` (at most a minute) for work: a long poll.
@@ -52,13 +52,13 @@ impl Client {
         let secs = wait.as_secs().min(MAX_CLAIM_WAIT_SECS);
         let r = self
             .req(Method::POST, &format!("/v1/workers/{worker}/claim"))
-            .query(&[("max", max.to_string()), ("wait", secs.to_string())])
-            .timeout(CALL_TIMEOUT + Duration::from_secs(secs));
-        let resp = self.send(r).await?;
+            .query(&[("max", max.to_string()), ("wait", secs.to_string())]);
+        let limit = self.limit(Some(Duration::from_secs(secs)));
+        let resp = self.send(r, limit).await?;
         if is_no_content(&resp) {
             return Ok(Vec::new());
         }
-        let body: ClaimResponse = self.read_json(resp).await?;
+        let body: ClaimResponse = self.read_json(resp, limit).await?;
         Ok(body.tasks)
     }
 

@@ -115,6 +115,40 @@ async fn a_server_that_is_gone_is_unavailable_and_transient() {
     assert!(e.to_string().contains(&url), "{e}");
 }
 
+/// A server that accepts the connection and then says nothing (stopped, or stuck) is not
+/// one that cannot be reached: the error says which limit the call reached, the ordinary one
+/// or, for a long poll, that plus its wait. Either way the call may be tried again.
+#[tokio::test]
+async fn a_server_that_does_not_answer_in_time_says_so() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Accepted connections are kept open, unanswered, until the test ends.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    let client =
+        Client::with_config(ClientConfig::new(&url).call_timeout(Duration::from_millis(300))).unwrap();
+    let e = client.get_task(TaskId::new()).await.unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the agentpool server at {url} did not answer within 0.3 s (it is overloaded or \
+             stopped, or the network to it drops packets)"
+        )
+    );
+    let worker = agentpool_core::WorkerId::generate("w");
+    let e = client
+        .claim(&worker, 1, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(e.to_string().contains("did not answer within 1.3 s"), "{e}");
+}
+
 #[test]
 fn a_base_url_that_is_not_http_is_a_configuration_error() {
     let e = Client::new("ftp://example.com", None).unwrap_err();
