@@ -141,7 +141,8 @@ impl Embedded {
             }
             true
         };
-        // Registration probes each agent CLI's version (a Node.js start each): generous on a busy machine.
+        // A registration waits at most half a second for the agents' versions; the limit is for
+        // a machine too busy to answer at all.
         let registered = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(120), all_registered) => matches!(r, Ok(true)),
             _ = stop.cancelled() => {

@@ -66,6 +66,9 @@ pub struct WorkerConfig {
     /// again this long after, then at doubling intervals up to 30 minutes, and claims again
     /// once they do; zero never checks (it stays unhealthy until restarted).
     pub recheck_after: Duration,
+    /// How long registration waits for the agents' `--version`; those that answer later are
+    /// registered again with theirs ([`crate::capabilities`]).
+    pub version_wait: Duration,
     /// Told the worker's id once it is registered, so that an embedding process (`agentpool
     /// up`) can announce itself ready only when its workers can take tasks.
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
@@ -99,6 +102,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("pipeline", &self.pipeline)
             .field("unhealthy_after", &self.unhealthy_after)
             .field("recheck_after", &self.recheck_after)
+            .field("version_wait", &self.version_wait)
             .field("stay_drained", &self.stay_drained)
             .finish()
     }
@@ -122,6 +126,7 @@ impl WorkerConfig {
             pipeline: PipelineConfig::new(dir),
             unhealthy_after: 3,
             recheck_after: Duration::from_secs(60),
+            version_wait: crate::capabilities::VERSION_WAIT,
             on_registered: None,
             health: None,
             stay_drained: false,
@@ -197,12 +202,12 @@ pub async fn run_worker(
     };
     let id = identity.id.clone();
     // Command tasks run in the pipeline itself, so every worker takes them.
-    let agents = crate::capabilities::agent_infos(&config.agents, crate::capabilities::VERSION_BUDGET).await;
+    let probed = crate::capabilities::agent_infos(&config.agents, config.version_wait).await;
     let reg = WorkerRegistration {
         id: Some(id.clone()),
         hostname: config.hostname.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        agents,
+        agents: probed.infos.clone(),
         labels: worker_labels(&config),
         slots: concurrency,
         projects: config.projects.clone(),
@@ -277,6 +282,15 @@ pub async fn run_worker(
         config.recheck_after,
         stop_heartbeat.clone(),
     ));
+    if !probed.is_complete() {
+        let (shared, stop) = (shared.clone(), stop_heartbeat.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                infos = probed.finish() => shared.learn_versions(infos).await,
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
 
     if let Some(dir) = config.pipeline.workspace.mirror_dir.clone()
         && config.mirror_limits != crate::mirror_cache::CacheLimits::default()

@@ -4,11 +4,12 @@
 //! wait for a worker that runs it) and goes on with the others, saying on its beats which
 //! agent it no longer runs and why. Only a new key mends a refused one, and it comes with a
 //! restart. A worker left with no agent that runs prompts turns unhealthy instead
-//! ([`Shared::can_retire`]).
+//! ([`Shared::can_retire`]). The same registration again carries agents' versions that came
+//! after the worker first registered ([`Shared::learn_versions`]).
 
 use std::collections::BTreeMap;
 
-use agentpool_core::TaskKind;
+use agentpool_core::{AgentInfo, TaskKind};
 
 use super::*;
 
@@ -73,6 +74,20 @@ impl Shared {
             .retain(|a| a.name != agent);
         self.register_again().await;
         self.beat_now.notify_one();
+    }
+
+    /// The versions of the worker's agents, known after it registered (a `--version` slow to
+    /// answer): registered again with them. A retired agent stays out.
+    pub(super) async fn learn_versions(&self, infos: Vec<AgentInfo>) {
+        {
+            let mut reg = self.registration.lock().unwrap_or_else(|e| e.into_inner());
+            for agent in &mut reg.agents {
+                if let Some(known) = infos.iter().find(|i| i.name == agent.name) {
+                    agent.version.clone_from(&known.version);
+                }
+            }
+        }
+        self.register_again().await;
     }
 
     /// Register with what the worker offers now. Not heard (the server is unreachable), the

@@ -81,15 +81,25 @@ macro_rules! registry_queries {
                 .id
                 .clone()
                 .unwrap_or_else(|| WorkerId::generate(&reg.hostname));
+            // A registration that is not a fresh start comes from a worker that runs on (it
+            // learned its agents' versions, stopped offering one, or recovered) or from a
+            // launcher whose Jobs outlive it: it keeps the time it registered (unless it had
+            // gone offline), its tasks keep it busy, and a drain asked of it stands, even when
+            // it registers before its next beat has heard of it. A drained worker that exits
+            // goes offline, so only one killed while draining is asked to drain again.
             let row = sqlx::query(
                 "INSERT INTO workers (id, hostname, version, agents, labels, slots, status, \
                  registered_at, last_heartbeat_at, projects) \
                  VALUES ($1, $2, $3, $4, $5, $6, 'idle', $7, $7, $8) \
                  ON CONFLICT (id) DO UPDATE SET hostname = excluded.hostname, \
                    version = excluded.version, agents = excluded.agents, labels = excluded.labels, \
-                   slots = excluded.slots, projects = excluded.projects, status = 'idle', \
+                   slots = excluded.slots, projects = excluded.projects, \
+                   status = CASE WHEN NOT $9 AND workers.status IN ('draining', 'busy') \
+                     THEN workers.status ELSE 'idle' END, \
                    status_message = NULL, \
-                   registered_at = excluded.registered_at, last_heartbeat_at = excluded.last_heartbeat_at \
+                   registered_at = CASE WHEN NOT $9 AND workers.status <> 'offline' \
+                     THEN workers.registered_at ELSE excluded.registered_at END, \
+                   last_heartbeat_at = excluded.last_heartbeat_at \
                  RETURNING *",
             )
             .bind(id.as_str())
@@ -100,6 +110,7 @@ macro_rules! registry_queries {
             .bind(i64::from(reg.slots))
             .bind(now)
             .bind(json(&reg.projects)?)
+            .bind(reg.fresh_start)
             .fetch_one(w)
             .await?;
             with_running(r, &row, &id).await

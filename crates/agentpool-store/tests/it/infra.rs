@@ -5,8 +5,10 @@
 
 use agentpool_core::protocol::{FailOutcome, WaitReason};
 use agentpool_core::task::MAX_WORKER_RELEASES;
+use agentpool_core::worker::WorkerRegistration;
 use agentpool_core::{ErrorClass, TaskState, WorkerStatus};
 use agentpool_store::{Failure, GIVEN_BACK_GRACE};
+use agentpool_testkit::worker::registration;
 
 use crate::both;
 use crate::harness::{Harness, TTL, cmd, failure};
@@ -18,6 +20,7 @@ both!(
     a_worker_that_restarted_takes_back_at_once_what_it_gave_back,
     an_unhealthy_worker_claims_nothing_until_it_registers_again,
     what_a_claiming_worker_says_of_itself_is_kept_until_it_registers_again,
+    a_worker_that_registers_again_as_it_runs_keeps_its_drain_its_tasks_and_its_start,
 );
 
 /// The worker that gave a task back claims nothing of it until the grace has passed (the
@@ -200,8 +203,12 @@ async fn an_unhealthy_worker_claims_nothing_until_it_registers_again(h: Harness)
         (drained.status, drained.status_message),
         (WorkerStatus::Draining, None)
     );
-    // A restarted worker registers again and is healthy, with no reason left.
-    let w = h.worker("sick", &["command"], &[]).await;
+    // A restarted worker registers again (a fresh start) and is healthy, with no reason left.
+    let restarted = WorkerRegistration {
+        fresh_start: true,
+        ..registration(Some(w.id.clone()), &["command"], 4)
+    };
+    h.store.register_worker(restarted).await.unwrap();
     let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
     assert_eq!((got.status, got.status_message), (WorkerStatus::Idle, None));
     assert_eq!(w.claim(1).await.len(), 1);
@@ -230,4 +237,55 @@ async fn what_a_claiming_worker_says_of_itself_is_kept_until_it_registers_again(
     let w = h.worker("w", &["command", "codex"], &[]).await;
     let got = h.store.get_worker(&w.id).await.unwrap().unwrap();
     assert_eq!((got.status, got.status_message), (WorkerStatus::Idle, None));
+}
+
+/// A worker registers again while it runs (its agents' versions came late, it stopped offering
+/// an agent, it recovered): a drain asked of it meanwhile stands, its running task keeps it
+/// busy, and it keeps the time it registered. A fresh start (a new process) begins anew.
+async fn a_worker_that_registers_again_as_it_runs_keeps_its_drain_its_tasks_and_its_start(h: Harness) {
+    let w = h.worker("w", &["command"], &[]).await;
+    let since = h.store.get_worker(&w.id).await.unwrap().unwrap().registered_at;
+    h.submit(cmd("make")).await;
+    let c = w.claim(1).await.remove(0);
+    h.store.heartbeat(&w.id, &[c.lease], TTL).await.unwrap();
+    h.clock.advance(std::time::Duration::from_secs(5));
+    let again = |fresh_start| WorkerRegistration {
+        fresh_start,
+        ..registration(Some(w.id.clone()), &["command", "codex"], 4)
+    };
+    let got = h.store.register_worker(again(false)).await.unwrap();
+    assert_eq!((got.status, got.registered_at), (WorkerStatus::Busy, since));
+    assert_eq!(got.agents.len(), 2, "{got:?}");
+    h.store.drain_worker(&w.id).await.unwrap();
+    let got = h.store.register_worker(again(false)).await.unwrap();
+    assert_eq!(got.status, WorkerStatus::Draining);
+    // A worker that recovers from being unhealthy registers again to claim again.
+    let u = h.worker("u", &["command"], &[]).await;
+    h.store
+        .mark_worker_unhealthy(&u.id, Some("git could not be started"))
+        .await
+        .unwrap();
+    let recovered = WorkerRegistration {
+        fresh_start: false,
+        ..registration(Some(u.id.clone()), &["command"], 4)
+    };
+    let got = h.store.register_worker(recovered).await.unwrap();
+    assert_eq!((got.status, got.status_message), (WorkerStatus::Idle, None));
+    // Restarted, the drained worker is a new one: its task goes back to the queue.
+    let got = h.store.register_worker(again(true)).await.unwrap();
+    assert_eq!(got.status, WorkerStatus::Idle);
+    assert!(
+        got.registered_at >= since + chrono::Duration::seconds(5),
+        "{got:?}"
+    );
+    assert_eq!(got.running, 0);
+    // One that went offline (it stopped and deregistered) starts anew too, fresh start or not.
+    h.store.deregister_worker(&w.id).await.unwrap();
+    h.clock.advance(std::time::Duration::from_secs(5));
+    let got = h.store.register_worker(again(false)).await.unwrap();
+    assert_eq!(got.status, WorkerStatus::Idle);
+    assert!(
+        got.registered_at >= since + chrono::Duration::seconds(10),
+        "{got:?}"
+    );
 }

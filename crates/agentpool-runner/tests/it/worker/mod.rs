@@ -23,6 +23,7 @@ mod hooked;
 mod minted;
 mod partition;
 mod shutdown;
+mod versions;
 
 pub use agentpool_testkit::process::{alive, pids};
 pub use hooked::{Hooked, Hooks, hooked};
