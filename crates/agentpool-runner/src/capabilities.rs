@@ -38,8 +38,16 @@ impl Probed {
 }
 
 /// `command` (always offered) and every agent of `agents`, with the versions known within
-/// `wait`.
-pub async fn agent_infos(agents: &Registry, wait: Duration) -> Probed {
+/// `wait`; with no `wait`, versions are not asked.
+pub async fn agent_infos(agents: &Registry, wait: Option<Duration>) -> Probed {
+    let Some(wait) = wait else {
+        let mut infos = vec![AgentInfo::unversioned(agentpool_core::spec::COMMAND_AGENT)];
+        infos.extend(agents.names().into_iter().map(AgentInfo::unversioned));
+        return Probed {
+            infos,
+            late: Vec::new(),
+        };
+    };
     let deadline = tokio::time::Instant::now() + wait;
     // Spawned, not joined in a set: a probe past the wait must not be aborted.
     let probes: Vec<(String, Option<tokio::task::JoinHandle<Option<String>>>)> = agents
@@ -81,7 +89,7 @@ mod tests {
 
     #[tokio::test]
     async fn command_is_always_offered() {
-        let probed = agent_infos(&Registry::new(), VERSION_WAIT).await;
+        let probed = agent_infos(&Registry::new(), Some(VERSION_WAIT)).await;
         assert!(probed.is_complete());
         let infos = probed.finish().await;
         assert_eq!(infos.len(), 1);

@@ -45,6 +45,9 @@ pub struct EmbeddedOptions {
     pub runner: RunnerArgs,
     /// How long finished tasks are kept (`--retention-days`).
     pub retention: Duration,
+    /// Whether the workers ask their agent CLIs' versions (to show them): not for a pool
+    /// that lives for one task, where four Node.js CLIs starting at once would slow the task.
+    pub agent_versions: bool,
 }
 
 impl EmbeddedOptions {
@@ -63,6 +66,7 @@ impl EmbeddedOptions {
             access: AgentAccess::default(),
             runner: RunnerArgs::default(),
             retention: agentpool_server::DEFAULT_RETENTION,
+            agent_versions: false,
         }
     }
 }
@@ -374,6 +378,9 @@ fn start_workers(
         // Cancel requests reach a worker with its heartbeat; on loopback a heartbeat is cheap,
         // so beat often and cancel promptly.
         cfg.heartbeat_interval = Duration::from_secs(1);
+        if !opts.agent_versions {
+            cfg.version_wait = None;
+        }
         cfg.on_registered = Some(registered.clone());
         cfg.stop_now = stop_now.clone();
         let (reporter, _) = HealthReporter::new();

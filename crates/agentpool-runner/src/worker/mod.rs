@@ -67,8 +67,9 @@ pub struct WorkerConfig {
     /// once they do; zero never checks (it stays unhealthy until restarted).
     pub recheck_after: Duration,
     /// How long registration waits for the agents' `--version`; those that answer later are
-    /// registered again with theirs ([`crate::capabilities`]).
-    pub version_wait: Duration,
+    /// registered again with theirs ([`crate::capabilities`]). `None`: versions are not asked
+    /// (a pool that lives for one task, whose workers nobody lists).
+    pub version_wait: Option<Duration>,
     /// Told the worker's id once it is registered, so that an embedding process (`agentpool
     /// up`) can announce itself ready only when its workers can take tasks.
     pub on_registered: Option<tokio::sync::mpsc::UnboundedSender<WorkerId>>,
@@ -126,7 +127,7 @@ impl WorkerConfig {
             pipeline: PipelineConfig::new(dir),
             unhealthy_after: 3,
             recheck_after: Duration::from_secs(60),
-            version_wait: crate::capabilities::VERSION_WAIT,
+            version_wait: Some(crate::capabilities::VERSION_WAIT),
             on_registered: None,
             health: None,
             stay_drained: false,

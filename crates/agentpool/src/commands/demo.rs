@@ -104,6 +104,8 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         access: Default::default(),
         runner: Default::default(),
         retention: agentpool_server::DEFAULT_RETENTION,
+        // Nothing of the demo shows them.
+        agent_versions: false,
     })
     .await?;
     say!(

@@ -134,6 +134,7 @@ pub async fn up(settings: &Settings, args: UpArgs) -> anyhow::Result<ExitCode> {
         access: AgentAccess::resolve(&args.access)?,
         runner: args.runner,
         retention: args.retention.retention(),
+        agent_versions: true,
     };
     // What the workers of a pool that died left running in directories this one's workers
     // do not use (fewer --workers than before) would otherwise run on, unowned.

@@ -28,7 +28,7 @@ async fn a_worker_takes_tasks_before_a_slow_agent_version_and_registers_it_later
         binaries: [("gemini".to_string(), slow)].into(),
         ..Default::default()
     });
-    c.version_wait = Duration::from_millis(300);
+    c.version_wait = Some(Duration::from_millis(300));
     let (registered, mut told) = tokio::sync::mpsc::unbounded_channel();
     c.on_registered = Some(registered);
     let w = start(c, api(&env.store, Duration::from_secs(30)).await);
