@@ -1,8 +1,8 @@
 //! The agents a worker registers with, and their versions. Each version comes from the CLI's
 //! `--version`, and most agent CLIs are Node.js programs that take seconds to start (Gemini
 //! CLI's takes about four on an idle machine): they are asked all at once, and registration
-//! waits for them only briefly, so that a worker, `agentpool up` or a one-task `agentpool run`
-//! takes tasks at once rather than after its slowest CLI started. A version not known by then
+//! waits for them only briefly, so that a worker or `agentpool up` takes tasks at once rather
+//! than after its slowest CLI started (a one-task pool does not ask). A version not known by then
 //! is registered later: the worker registers again when the last probe has answered
 //! ([`Probed::finish`]). Versions are for display only; claims go by agent name.
 

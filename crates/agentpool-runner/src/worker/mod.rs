@@ -256,6 +256,7 @@ pub async fn run_worker(
             ..reg
         }),
         register_pending: AtomicBool::new(false),
+        registering: tokio::sync::Mutex::new(()),
         unhealthy_after: config.unhealthy_after,
         rechecks: !config.recheck_after.is_zero(),
         unhealthy: tokio::sync::watch::Sender::new(None),

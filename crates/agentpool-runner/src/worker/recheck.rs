@@ -43,7 +43,11 @@ pub(super) async fn recheck_loop(shared: Arc<Shared>, first: Duration, stop: Can
                     // Healthy first, so that no beat between the registration and the
                     // recovery tells the server it is unhealthy again.
                     shared.recover();
-                    match heartbeat::register(&*shared.api, shared.registration(), &stop).await {
+                    let registered = {
+                        let _one_at_a_time = shared.registering.lock().await;
+                        heartbeat::register(&*shared.api, shared.registration(), &stop).await
+                    };
+                    match registered {
                         Ok(Some(_)) => break,
                         Ok(None) => return,
                         Err(e) => format!("it could not register again: {e}"),

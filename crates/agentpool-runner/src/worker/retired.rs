@@ -79,21 +79,28 @@ impl Shared {
     /// The versions of the worker's agents, known after it registered (a `--version` slow to
     /// answer): registered again with them. A retired agent stays out.
     pub(super) async fn learn_versions(&self, infos: Vec<AgentInfo>) {
+        let mut learned = false;
         {
             let mut reg = self.registration.lock().unwrap_or_else(|e| e.into_inner());
             for agent in &mut reg.agents {
-                if let Some(known) = infos.iter().find(|i| i.name == agent.name) {
+                if let Some(known) = infos.iter().find(|i| i.name == agent.name)
+                    && known.version != agent.version
+                {
                     agent.version.clone_from(&known.version);
+                    learned = true;
                 }
             }
         }
-        self.register_again().await;
+        if learned {
+            self.register_again().await;
+        }
     }
 
     /// Register with what the worker offers now. Not heard (the server is unreachable), the
     /// heartbeat loop tries again at every beat: until the server hears it, it may hand over
     /// a task of a retired agent, which goes back unstarted ([`Shared::fit_agent`]).
     pub(super) async fn register_again(&self) {
+        let _one_at_a_time = self.registering.lock().await;
         match self.api.register(self.registration()).await {
             Ok(_) => self.register_pending.store(false, Ordering::SeqCst),
             Err(e) => {

@@ -49,6 +49,10 @@ pub(super) struct Shared {
     pub(super) registration: Mutex<WorkerRegistration>,
     /// Set while the server has not heard the latest registration.
     pub(super) register_pending: AtomicBool,
+    /// Held while a registration is sent: one goes at a time, each with the registration as it
+    /// is then, so the server never hears an older one (taken before an agent was retired)
+    /// after a newer one.
+    pub(super) registering: tokio::sync::Mutex<()>,
     pub(super) unhealthy_after: u32,
     /// Whether an unhealthy worker checks itself and claims again (`recheck_after` > 0).
     pub(super) rechecks: bool,

@@ -247,12 +247,14 @@ async fn a_worker_whose_own_agent_key_is_refused_stops_running_that_agent() {
     let server = super::github::forge_server(&env, None).await;
     let (ids, w) = refused_six_times(&env, &model, &server.url(), None).await;
     let id = agentpool_core::WorkerId::parse("w1").unwrap();
+    // It says why, and stays a claiming worker: idle once the report of the task that made it
+    // so is in (busy until then), never unhealthy.
     let worker = super::worker::until("the worker to stop offering claude-code", async || {
         let w = env.store.get_worker(&id).await.unwrap()?;
-        w.status_message.is_some().then_some(w)
+        assert_ne!(w.status, agentpool_core::WorkerStatus::Unhealthy, "{w:?}");
+        (w.status_message.is_some() && w.status == agentpool_core::WorkerStatus::Idle).then_some(w)
     })
     .await;
-    assert_eq!(worker.status, agentpool_core::WorkerStatus::Idle);
     assert!(
         !worker.agent_names().contains(&"claude-code".to_string()),
         "{worker:?}"
